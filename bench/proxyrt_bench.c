@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: MIT
+/*
+ * proxyrt_bench: proxyrt's side of the peer baseline harness
+ * (shared/peers/README.md, "Adding proxyrt"). Same command line as the
+ * Go peer; one key=value line per result on stdout, diagnostics on stderr.
+ *
+ *   proxyrt_bench yield N                  W1: 2 fibers x N prt_yield(), 1 worker
+ *   proxyrt_bench spawn WORKERS N BATCH    W2: spawn BATCH empty fibers, join them, repeat
+ *   proxyrt_bench park N [canary|guard] [STACK_KB]
+ *                                          N fibers parked at once: RSS per fiber
+ *
+ * mutex, inversion, xcore and http are not implemented yet (exit 2).
+ * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
+ */
+
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <proxyrt/proxyrt.h>
+
+/* Stack of the fiber that runs a benchmark's driving loop (it calls libc). */
+#define DRIVER_STACK_SIZE (256u * 1024u)
+/* Default stack of a parked fiber: the point of `park` is a small footprint. */
+#define PARK_STACK_KB 16
+
+static __attribute__((noreturn)) void usage(void)
+{
+	fprintf(stderr, "usage: proxyrt_bench yield N\n"
+			"       proxyrt_bench spawn WORKERS N BATCH\n"
+			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n");
+	exit(2);
+}
+
+/* Exit 1 with a message if @err (a proxyrt return value) is negative. */
+static void check(int err, const char *what)
+{
+	if (err < 0) {
+		fprintf(stderr, "proxyrt_bench: %s: %s\n", what, prt_strerror(err));
+		exit(1);
+	}
+}
+
+static long arg_long(const char *s, long min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min) {
+		fprintf(stderr, "proxyrt_bench: bad integer argument '%s' (need >= %ld)\n", s, min);
+		usage();
+	}
+	return v;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Size of the process's CPU affinity mask, as `cpus=` of every peer. */
+static int allowed_cpus(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return -1;
+	return CPU_COUNT(&set);
+}
+
+static prt_runtime_t *runtime_new(int nworkers, int stack_kind, size_t stack_size)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.stack_kind = stack_kind;
+	cfg.stack_size = stack_size;
+	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	return rt;
+}
+
+/* Run fn(arg) as a fiber of @rt with a roomy stack and join it from this thread. */
+static void run_driver(prt_runtime_t *rt, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t attr;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&attr);
+	attr.stack_size = DRIVER_STACK_SIZE;
+	attr.name = "bench-driver";
+	check(prt_spawn(rt, &f, &attr, fn, arg), "prt_spawn(driver)");
+	check(prt_join(f, NULL), "prt_join(driver)");
+}
+
+/* ------------------------------------------------------------------ W1 */
+
+static void *yield_body(void *arg)
+{
+	long n = (long)(intptr_t)arg;
+
+	for (long i = 0; i < n; i++)
+		check(prt_yield(), "prt_yield");
+	return NULL;
+}
+
+/* Spawn two yielders, join both from this plain thread; returns elapsed ns. */
+static uint64_t yield_pass(prt_runtime_t *rt, long n)
+{
+	prt_fiber_t f[2];
+	uint64_t t0 = now_ns();
+
+	for (int i = 0; i < 2; i++)
+		check(prt_spawn(rt, &f[i], NULL, yield_body, (void *)(intptr_t)n), "prt_spawn");
+	for (int i = 0; i < 2; i++)
+		check(prt_join(f[i], NULL), "prt_join");
+	return now_ns() - t0;
+}
+
+static int bench_yield(int argc, char **argv)
+{
+	long n;
+	prt_runtime_t *rt;
+	uint64_t el;
+
+	if (argc != 3)
+		usage();
+	n = arg_long(argv[2], 1);
+	rt = runtime_new(1, PRT_STACK_GUARD, 0);
+	yield_pass(rt, n / 10);
+	el = yield_pass(rt, n);
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	printf("peer=proxyrt workload=yield variant=prt_yield ns_per_op=%.2f ops=%ld workers=1 cpus=%d\n",
+	       (double)el / (double)(2 * n), 2 * n, allowed_cpus());
+	return 0;
+}
+
+/* ------------------------------------------------------------------ W2 */
+
+struct spawn_args {
+	long n;		/* timed fibers, a multiple of batch */
+	long warm;	/* untimed fibers first, a multiple of batch */
+	long batch;
+	prt_fiber_t *f; /* batch handles */
+	uint64_t elapsed;
+};
+
+static void *empty_body(void *arg)
+{
+	return arg;
+}
+
+static void spawn_rounds(struct spawn_args *a, long total)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+
+	for (long done = 0; done < total; done += a->batch) {
+		for (long i = 0; i < a->batch; i++)
+			check(prt_spawn(rt, &a->f[i], NULL, empty_body, NULL), "prt_spawn");
+		for (long i = 0; i < a->batch; i++)
+			check(prt_join(a->f[i], NULL), "prt_join");
+	}
+}
+
+static void *spawn_driver(void *arg)
+{
+	struct spawn_args *a = arg;
+	uint64_t t0;
+
+	spawn_rounds(a, a->warm);
+	t0 = now_ns();
+	spawn_rounds(a, a->n);
+	a->elapsed = now_ns() - t0;
+	return NULL;
+}
+
+static int bench_spawn(int argc, char **argv)
+{
+	struct spawn_args a;
+	prt_runtime_t *rt;
+	int workers;
+
+	if (argc != 5)
+		usage();
+	workers = (int)arg_long(argv[2], 1);
+	a.n = arg_long(argv[3], 1);
+	a.batch = arg_long(argv[4], 1);
+	a.n = (a.n + a.batch - 1) / a.batch * a.batch;
+	a.warm = (a.n / 10 + a.batch - 1) / a.batch * a.batch;
+	a.f = calloc((size_t)a.batch, sizeof(*a.f));
+	if (!a.f) {
+		fprintf(stderr, "proxyrt_bench: out of memory\n");
+		return 1;
+	}
+	rt = runtime_new(workers, PRT_STACK_GUARD, 0);
+	run_driver(rt, spawn_driver, &a);
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	free(a.f);
+	printf("peer=proxyrt workload=spawn_join variant=workers%d ns_per_op=%.2f ops=%ld batch=%ld workers=%d cpus=%d\n",
+	       workers, (double)a.elapsed / (double)a.n, a.n, a.batch, workers, allowed_cpus());
+	return 0;
+}
+
+/* ------------------------------------------------------------------ park */
+
+struct park_args {
+	long n;
+	prt_fiber_t *f;		/* n handles, malloc'd and touched before rss_before */
+	long spawned;		/* fibers actually created */
+	int err;		/* first prt_spawn error, 0 if none */
+	long rss_before, rss_after;
+	atomic_long arrived;	/* fibers that reached their park loop */
+	atomic_int release;	/* set once, before the unparks */
+};
+
+/* Resident set size in bytes, from /proc/self/statm, or -1. */
+static long rss_bytes(void)
+{
+	long size, resident = -1;
+	FILE *fp = fopen("/proc/self/statm", "r");
+
+	if (!fp)
+		return -1;
+	if (fscanf(fp, "%ld %ld", &size, &resident) != 2)
+		resident = -1;
+	fclose(fp);
+	return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
+}
+
+static void *park_body(void *arg)
+{
+	struct park_args *a = arg;
+
+	atomic_fetch_add_explicit(&a->arrived, 1, memory_order_relaxed);
+	/* Acquire pairs with the release store in park_driver(). */
+	while (!atomic_load_explicit(&a->release, memory_order_acquire))
+		check(prt_park(), "prt_park");
+	return NULL;
+}
+
+static void *park_driver(void *arg)
+{
+	struct park_args *a = arg;
+	prt_runtime_t *rt = prt_runtime_self();
+
+	a->rss_before = rss_bytes();
+	for (a->spawned = 0; a->spawned < a->n; a->spawned++) {
+		a->err = prt_spawn(rt, &a->f[a->spawned], NULL, park_body, a);
+		if (a->err)
+			break;
+	}
+	while (atomic_load_explicit(&a->arrived, memory_order_relaxed) < a->spawned)
+		check(prt_yield(), "prt_yield");
+	a->rss_after = rss_bytes();
+	/* Release pairs with the acquire load in park_body(). */
+	atomic_store_explicit(&a->release, 1, memory_order_release);
+	for (long i = 0; i < a->spawned; i++)
+		check(prt_unpark(a->f[i]), "prt_unpark");
+	for (long i = 0; i < a->spawned; i++)
+		check(prt_join(a->f[i], NULL), "prt_join");
+	return NULL;
+}
+
+/* /proc/sys/vm/max_map_count as a string ("unknown" if unreadable). */
+static void read_max_map_count(char *buf, size_t len)
+{
+	FILE *fp = fopen("/proc/sys/vm/max_map_count", "r");
+
+	if (!fp || !fgets(buf, (int)len, fp) || buf[0] == '\n' || buf[0] == '\0')
+		snprintf(buf, len, "unknown");
+	buf[strcspn(buf, "\n")] = '\0';
+	if (fp)
+		fclose(fp);
+}
+
+static int bench_park(int argc, char **argv)
+{
+	struct park_args a = { 0 };
+	const char *kind = "canary";
+	long stack_kb = PARK_STACK_KB;
+	char maxmap[32];
+	prt_runtime_t *rt;
+	double per;
+
+	if (argc < 3 || argc > 5)
+		usage();
+	a.n = arg_long(argv[2], 1);
+	if (argc >= 4)
+		kind = argv[3];
+	if (strcmp(kind, "canary") && strcmp(kind, "guard"))
+		usage();
+	if (argc == 5)
+		stack_kb = arg_long(argv[4], 1);
+	read_max_map_count(maxmap, sizeof(maxmap));
+
+	a.f = malloc((size_t)a.n * sizeof(*a.f));
+	if (!a.f) {
+		fprintf(stderr, "proxyrt_bench: out of memory for %ld handles\n", a.n);
+		return 1;
+	}
+	memset(a.f, 0, (size_t)a.n * sizeof(*a.f));
+	rt = runtime_new(0, strcmp(kind, "guard") ? PRT_STACK_CANARY : PRT_STACK_GUARD,
+			 (size_t)stack_kb * 1024u);
+	run_driver(rt, park_driver, &a);
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	free(a.f);
+
+	per = a.spawned ? (double)(a.rss_after - a.rss_before) / (double)a.spawned : 0.0;
+	printf("peer=proxyrt workload=park variant=%s fibers=%ld rss_bytes_per_fiber=%.0f "
+	       "rss_total_mb=%.1f stack_kb=%ld vm_max_map_count=%s default_kernel_settings=%d ok=%d",
+	       kind, a.n, per, (double)a.rss_after / (1024.0 * 1024.0), stack_kb, maxmap,
+	       strcmp(maxmap, "65530") == 0, a.err == 0);
+	if (a.err)
+		printf(" spawned=%ld", a.spawned);
+	printf("\n");
+	if (a.err) {
+		fprintf(stderr, "proxyrt_bench: park: prt_spawn failed after %ld fibers: %s\n",
+			a.spawned, prt_strerror(a.err));
+		return 1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+int main(int argc, char **argv)
+{
+	static const char *const later[] = { "mutex", "inversion", "xcore", "http" };
+
+	if (argc < 2)
+		usage();
+	if (!prt_version_check(PRT_VERSION_MAJOR, PRT_VERSION_MINOR)) {
+		fprintf(stderr, "proxyrt_bench: linked proxyrt %d does not match headers %d\n",
+			prt_version(), PRT_VERSION_NUMBER);
+		return 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strcmp(argv[1], "yield"))
+		return bench_yield(argc, argv);
+	if (!strcmp(argv[1], "spawn"))
+		return bench_spawn(argc, argv);
+	if (!strcmp(argv[1], "park"))
+		return bench_park(argc, argv);
+	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+		if (!strcmp(argv[1], later[i])) {
+			fprintf(stderr, "proxyrt_bench: %s: not implemented yet\n", argv[1]);
+			return 2;
+		}
+	}
+	fprintf(stderr, "proxyrt_bench: unknown subcommand '%s'\n", argv[1]);
+	usage();
+}

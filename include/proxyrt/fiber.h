@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PROXYRT_FIBER_H
+#define PROXYRT_FIBER_H
+
+#include <proxyrt/common.h>
+#include <proxyrt/runtime.h>
+
+PRT_EXTERN_C_BEGIN
+
+/*
+ * Priorities: PRT_PRIO_LEVELS fixed levels, higher runs first; FIFO
+ * within a level.
+ */
+#define PRT_PRIO_LEVELS 32
+#define PRT_PRIO_MIN 0
+#define PRT_PRIO_MAX (PRT_PRIO_LEVELS - 1)
+#define PRT_PRIO_DEFAULT 16
+
+/* Longest fiber name kept, terminating NUL included; longer names are cut. */
+#define PRT_NAME_MAX 24
+
+struct prt__fiber;
+
+/*
+ * A fiber handle, passed by value like pthread_t. It names one fiber
+ * for that fiber's life: fiber descriptors are reused but never freed
+ * while the runtime lives, and the handle carries the fiber's id, so a
+ * handle to a fiber that was joined (or detached and finished) is
+ * recognised as stale (-ESRCH) instead of touching another fiber.
+ * Treat the fields as private.
+ */
+typedef struct prt_fiber {
+	struct prt__fiber *p;
+	uint64_t id;
+} prt_fiber_t;
+
+/* Flags of prt_fiber_attr_t.flags. */
+enum {
+	/* Start the fiber detached: nobody joins it; freed when it ends. */
+	PRT_FIBER_DETACHED = 1u << 0,
+};
+
+/*
+ * Fiber attributes. Initialise with prt_fiber_attr_init(); more fields
+ * may be added at the end.
+ */
+typedef struct prt_fiber_attr {
+	unsigned size;      /* sizeof(prt_fiber_attr_t); set by _init */
+	unsigned flags;     /* PRT_FIBER_* */
+	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT */
+	size_t stack_size;  /* bytes; 0 = the runtime's default */
+	const char *name;   /* copied; NULL = no name */
+	/* Workers the fiber may run on; used only if has_affinity is set. */
+	int has_affinity;
+	prt_workerset_t affinity;
+} prt_fiber_attr_t;
+
+/* Fill @attr with the defaults. Context: any thread, never switches. */
+PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
+
+/*
+ * Start fn(arg) as a new fiber of @rt with @attr (NULL = defaults). The
+ * fiber is queued at the tail of its priority level, on the calling
+ * worker if the caller is a fiber of @rt allowed there, else on an
+ * allowed worker; an idle worker is woken to take it if one is parked.
+ * The caller keeps running.
+ *
+ * Returns 0 and sets *@out (which may be NULL for a detached fiber), or:
+ * -EINVAL for a NULL @rt or @fn, a priority out of range, a stack size
+ * below PRT_STACK_SIZE_MIN, an affinity that names no worker or names
+ * an index >= the number of workers, or a NULL @out for a joinable
+ * fiber; -ENOMEM (memory or mappings exhausted); -ESHUTDOWN if @rt is
+ * being destroyed. Nothing is created on failure.
+ * Context: any thread; never switches.
+ */
+PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+		      void *(*fn)(void *), void *arg);
+
+/*
+ * Wait for fiber @f to finish, store its result (its return value or
+ * prt_exit's argument) in *@result if not NULL, and free it.
+ *
+ * Returns 0, -EDEADLK if @f is the caller, -EINVAL if @f is detached or
+ * another caller is already joining it, -ESRCH if @f was already joined
+ * or is otherwise stale.
+ * Context: a fiber (parks only the fiber: a scheduling point) or a plain
+ * thread (blocks the thread).
+ */
+PRT_API int prt_join(prt_fiber_t f, void **result);
+
+/*
+ * Make @f detached: its resources are freed when it ends and it cannot
+ * be joined. Returns 0, -EINVAL if already detached or being joined,
+ * -ESRCH if stale. Context: any thread, never switches.
+ */
+PRT_API int prt_detach(prt_fiber_t f);
+
+/*
+ * End the calling fiber with @result, as if its function had returned
+ * it. Nothing on the fiber's stack is unwound. Calling it from a plain
+ * thread aborts the process (there is no fiber to end).
+ * Context: a fiber; a scheduling point that never returns.
+ */
+PRT_API PRT_NORETURN void prt_exit(void *result);
+
+/*
+ * Let other fibers of the same or higher priority run: the caller goes
+ * to the tail of its level. If a lower priority is all that is queued,
+ * the caller keeps running. Returns 0, or -EPERM from a plain thread.
+ * Context: a fiber; a scheduling point.
+ */
+PRT_API int prt_yield(void);
+
+/*
+ * The calling fiber, or a handle with p == NULL from a plain thread.
+ * Context: any thread, never switches.
+ */
+PRT_API prt_fiber_t prt_self(void);
+
+/* 1 if @a and @b name the same fiber, else 0. */
+PRT_API int prt_fiber_equal(prt_fiber_t a, prt_fiber_t b);
+
+/* @f's id: unique within its runtime, never 0. Also valid on stale handles. */
+PRT_API uint64_t prt_fiber_id(prt_fiber_t f);
+
+/*
+ * Copy @f's name (possibly empty) into @buf of @len bytes, NUL-terminated
+ * and cut to fit. Returns 0, -EINVAL for a NULL @buf or zero @len, -ESRCH
+ * if stale. Context: any thread, never switches.
+ */
+PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
+
+/*
+ * Set @f's priority. A queued fiber moves to the tail of its new level;
+ * a running one keeps running until its next scheduling point.
+ * Returns 0, -EINVAL out of range, -ESRCH stale.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_fiber_set_priority(prt_fiber_t f, int prio);
+
+/* @f's priority (>= 0), or -ESRCH if stale. Context: any thread. */
+PRT_API int prt_fiber_get_priority(prt_fiber_t f);
+
+/*
+ * Restrict @f to the workers in @set. A queued fiber on a worker outside
+ * the set moves to one inside it; a running fiber moves at its next
+ * scheduling point, or at once if it is the caller (the call is then a
+ * scheduling point). Returns 0, -EINVAL if @set names no worker or an
+ * index >= the number of workers, -ESRCH if stale.
+ * Context: any thread; switches only when @f is the caller and must move.
+ */
+PRT_API int prt_fiber_set_affinity(prt_fiber_t f, const prt_workerset_t *set);
+
+/* Copy @f's affinity into @set. Returns 0, -EINVAL, -ESRCH. Context: any thread. */
+PRT_API int prt_fiber_get_affinity(prt_fiber_t f, prt_workerset_t *set);
+
+/*
+ * Park the calling fiber until prt_unpark() gives it a permit (like
+ * Java's LockSupport): returns at once if a permit is already there,
+ * consuming it. May also return after prt_unpark() raced with another
+ * wake, so callers re-check their condition. Returns 0, -EPERM from a
+ * plain thread. Context: a fiber; a scheduling point.
+ */
+PRT_API int prt_park(void);
+
+/*
+ * Give @f a park permit, waking it if it is parked. Permits do not add
+ * up (at most one). Returns 0 or -ESRCH if stale.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_unpark(prt_fiber_t f);
+
+PRT_EXTERN_C_END
+
+#endif

@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PROXYRT_PROXYRT_H
+#define PROXYRT_PROXYRT_H
+
+/* Umbrella header: everything proxyrt offers. */
+#include <proxyrt/common.h>
+#include <proxyrt/version.h>
+#include <proxyrt/runtime.h>
+#include <proxyrt/fiber.h>
+
+#endif

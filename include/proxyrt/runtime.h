@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PROXYRT_RUNTIME_H
+#define PROXYRT_RUNTIME_H
+
+#include <proxyrt/common.h>
+
+PRT_EXTERN_C_BEGIN
+
+/* An M:N runtime: a set of worker threads and the fibers they run. */
+typedef struct prt_runtime prt_runtime_t;
+
+/* Flags of prt_runtime_config_t.flags. */
+enum {
+	/* Do not bind worker threads to their PUs. */
+	PRT_RT_NO_PIN = 1u << 0,
+	/* One worker per PU (hardware thread) instead of one per core. */
+	PRT_RT_PER_PU = 1u << 1,
+	/* Say on stderr why binding was skipped (synthetic/XML topology). */
+	PRT_RT_VERBOSE = 1u << 2,
+};
+
+/* How fiber stacks are made (prt_runtime_config_t.stack_kind). */
+enum prt_stack_kind {
+	/*
+	 * Default. Each stack is its own mmap with a PROT_NONE guard page
+	 * below it: running off the stack faults at once. Each such stack
+	 * costs two entries of vm.max_map_count (65530 by default), so
+	 * about 30,000 fibers can be alive at once on default settings.
+	 */
+	PRT_STACK_GUARD = 0,
+	/*
+	 * For a million fibers: stacks are carved from large slabs (one
+	 * mapping per PRT_STACK_SLAB_COUNT stacks), with no guard page. The
+	 * lowest 256 bytes of each stack are a canary that must stay zero,
+	 * and the stack pointer is checked, at every switch away from the
+	 * fiber; an overflow is reported (fiber id, name, stack size) and
+	 * the process aborts. Overflow between two switches is caught late,
+	 * not prevented, so keep stack use well inside the size.
+	 */
+	PRT_STACK_CANARY = 1,
+};
+
+#define PRT_STACK_SLAB_COUNT 256
+/* Default fiber stack size: 64 KiB, guard page not included. */
+#define PRT_STACK_SIZE_DEFAULT (64u * 1024u)
+/* Smallest stack size accepted. */
+#define PRT_STACK_SIZE_MIN (8u * 1024u)
+/* Default bound of each worker's pool of free stacks. */
+#define PRT_STACK_POOL_DEFAULT 1024u
+
+/*
+ * Runtime configuration. Initialise with prt_runtime_config_init(), then
+ * set the fields you need; more fields may be added at the end (the
+ * @size field lets the library tell which ones a caller knows).
+ */
+typedef struct prt_runtime_config {
+	/* sizeof(prt_runtime_config_t) as the caller was compiled; set by _init. */
+	unsigned size;
+	/* PRT_RT_* flags. */
+	unsigned flags;
+	/*
+	 * Number of workers. 0 = one per core (or per PU with
+	 * PRT_RT_PER_PU) of the allowed CPUs. More workers than cores is
+	 * allowed: they are then spread round-robin over the cores.
+	 */
+	int nworkers;
+	/*
+	 * The CPUs (OS indexes, e.g. "0-3,8") workers may use; NULL = the
+	 * process's CPU affinity mask at creation.
+	 */
+	const char *cpus;
+	/*
+	 * Describe a machine instead of discovering this one: an hwloc
+	 * synthetic description ("pack:2 numa:2 core:8 pu:2") or the path of
+	 * an hwloc XML file. At most one may be set. With either, workers
+	 * are placed on the described machine and binding is skipped (with a
+	 * notice from prt_runtime_notice()), since its PUs are not this
+	 * machine's.
+	 */
+	const char *topology_synthetic;
+	const char *topology_xml;
+	/* Default fiber stack size in bytes; 0 = PRT_STACK_SIZE_DEFAULT. */
+	size_t stack_size;
+	/* enum prt_stack_kind. */
+	int stack_kind;
+	/* Bound of each worker's pool of free stacks; 0 = PRT_STACK_POOL_DEFAULT. */
+	unsigned stack_pool_max;
+} prt_runtime_config_t;
+
+/* Fill @cfg with the defaults. Context: any thread, never switches. */
+PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
+
+/*
+ * Create a runtime and start its workers (they park until there is
+ * work). @cfg may be NULL for the defaults.
+ *
+ * Returns 0 and sets *@out, or -EINVAL (bad configuration: bad CPU list,
+ * both topologies set, a stack size below PRT_STACK_SIZE_MIN, more than
+ * PRT_MAX_WORKERS workers, no allowed CPU), -ENOMEM, or the error of
+ * hwloc or thread creation; nothing is left behind on failure.
+ * Context: any thread; a fiber may create another runtime.
+ */
+PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg);
+
+/*
+ * Wait until every fiber of @rt has finished (detached ones included),
+ * then stop the workers and free everything, including fibers that
+ * finished but were never joined.
+ *
+ * Returns 0, -EINVAL if @rt is NULL, or -EDEADLK if called from one of
+ * @rt's own fibers (it would wait for itself).
+ * Context: a plain thread or a fiber of another runtime; blocks the
+ * calling thread.
+ */
+PRT_API int prt_runtime_destroy(prt_runtime_t *rt);
+
+/*
+ * Convenience: create a runtime with @cfg (NULL = defaults), run
+ * @main_fn(@arg) as a fiber of default attributes, wait for it, store
+ * its result in *@result (if not NULL), wait for the fibers it left and
+ * destroy the runtime. Returns 0 or the error of prt_runtime_create.
+ * Context: a plain thread; blocks it.
+ */
+PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
+		    void **result);
+
+/* Number of workers of @rt, or -EINVAL. Context: any thread. */
+PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt);
+
+/*
+ * A notice about how the runtime was set up (for example why workers
+ * are not bound), or NULL if there is nothing to say. The string lives
+ * as long as @rt. Context: any thread.
+ */
+PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
+
+/* Placement of one worker, from prt_runtime_worker_info(). */
+typedef struct prt_worker_info {
+	/* OS index of the PU the worker is placed on. */
+	int pu_os_index;
+	/* Logical index of the core holding that PU. */
+	int core_index;
+	/* Logical index of the NUMA node holding it (0 if none). */
+	int numa_index;
+	/* Logical index of the package holding it (0 if none). */
+	int package_index;
+	/* 1 if the worker thread is bound to its PU. */
+	int pinned;
+} prt_worker_info_t;
+
+/*
+ * Where worker @index is placed. Returns 0, or -EINVAL for a bad @rt,
+ * @index or @out. Context: any thread, never switches.
+ */
+PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out);
+
+/*
+ * The order in which worker @index looks at the others when it steals:
+ * nearest first (SMT sibling, shared L2, shared L3, same NUMA node,
+ * same package, the rest). Writes up to @max indexes to @order and
+ * returns how many workers the order has (nworkers - 1), or -EINVAL.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *order, int max);
+
+/* Per-worker counters, from prt_worker_stats(). */
+typedef struct prt_worker_stats {
+	uint64_t switches;   /* context switches made by the worker */
+	uint64_t steals;     /* fibers this worker took from other workers */
+	uint64_t parks;      /* times the worker went to sleep for lack of work */
+	uint64_t fibers_run; /* fibers started (first switch into them) here */
+} prt_worker_stats_t;
+
+/*
+ * Read worker @index's counters (a racy but tear-free snapshot while the
+ * runtime runs). Returns 0 or -EINVAL. Context: any thread.
+ */
+PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out);
+
+/*
+ * Index of the worker running the calling fiber, or -EPERM from a plain
+ * thread. The value can change at any scheduling point.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_worker_index(void);
+
+/* The runtime of the calling fiber, or NULL from a plain thread. */
+PRT_API prt_runtime_t *prt_runtime_self(void);
+
+PRT_EXTERN_C_END
+
+#endif

@@ -1,0 +1,613 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fibers: descriptors, spawn, exit, join, detach, park/unpark and the
+ * per-fiber attributes.
+ *
+ * Descriptors come in chunks of PRT_DESC_CHUNK from jemalloc (through
+ * prt__alloc, i.e. the allocating worker's thread cache) and are never
+ * returned to it while the runtime lives: a freed descriptor goes on the
+ * free list of the worker that frees it (no lock: only that worker
+ * touches its list), so a fiber made on one worker and freed on another
+ * costs no shared lock. Type-stable memory is what lets a stale
+ * prt_fiber_t be detected by its id. Plain threads use a list under
+ * rt->desc_lock.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "arch/ctx.h"
+#include "runtime.h"
+
+#define PRT_DESC_CHUNK 64
+/*
+ * A worker holding more than 2 * PRT_DESC_BATCH free descriptors moves
+ * a batch to the runtime's depot; one with none takes a batch back
+ * before allocating a new chunk. Without this, fibers spawned on one
+ * worker and ending on another would grow memory without bound.
+ */
+#define PRT_DESC_BATCH 256
+#define PRT_ID_BLOCK 1024
+
+struct desc_chunk {
+	struct desc_chunk *next;
+	struct prt__fiber f[PRT_DESC_CHUNK];
+};
+
+/* Allocate a chunk; keep one descriptor, free-list the rest. */
+static struct prt__fiber *chunk_new(struct prt_runtime *rt, struct prt__fiber **list)
+{
+	struct desc_chunk *c = prt__alloc_aligned(sizeof(*c), 64);
+
+	if (!c)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	prt__spin_lock(&rt->desc_lock);
+	c->next = rt->desc_chunks;
+	rt->desc_chunks = c;
+	prt__spin_unlock(&rt->desc_lock);
+	for (int i = 1; i < PRT_DESC_CHUNK; i++) {
+		c->f[i].free_next = *list;
+		*list = &c->f[i];
+	}
+	return &c->f[0];
+}
+
+/* Refill @w's empty free list with a batch from the depot. */
+static prt__noinline bool depot_take(struct prt_runtime *rt, struct prt__worker *w)
+{
+	struct prt__fiber *b;
+
+	prt__spin_lock(&rt->desc_lock);
+	b = rt->desc_depot;
+	if (b)
+		rt->desc_depot = b->batch_next;
+	prt__spin_unlock(&rt->desc_lock);
+	if (!b)
+		return false;
+	w->free_desc = b;
+	w->nfree_desc = PRT_DESC_BATCH;
+	return true;
+}
+
+/* Move PRT_DESC_BATCH descriptors from @w's free list to the depot. */
+static prt__noinline void depot_give(struct prt_runtime *rt, struct prt__worker *w)
+{
+	struct prt__fiber *b = w->free_desc, *last = b;
+
+	for (int i = 1; i < PRT_DESC_BATCH; i++)
+		last = last->free_next;
+	w->free_desc = last->free_next;
+	w->nfree_desc -= PRT_DESC_BATCH;
+	last->free_next = NULL;
+	prt__spin_lock(&rt->desc_lock);
+	b->batch_next = rt->desc_depot;
+	rt->desc_depot = b;
+	prt__spin_unlock(&rt->desc_lock);
+}
+
+static struct prt__fiber *desc_alloc(struct prt_runtime *rt, struct prt__worker *w)
+{
+	struct prt__fiber *f;
+
+	if (w) {
+		f = w->free_desc;
+		if (prt__likely(f) || depot_take(rt, w)) {
+			f = w->free_desc;
+			w->free_desc = f->free_next;
+			w->nfree_desc--;
+			return f;
+		}
+		f = chunk_new(rt, &w->free_desc);
+		if (f)
+			w->nfree_desc = PRT_DESC_CHUNK - 1;
+		return f;
+	}
+	prt__spin_lock(&rt->desc_lock);
+	f = rt->ext_free_desc;
+	if (f)
+		rt->ext_free_desc = f->free_next;
+	prt__spin_unlock(&rt->desc_lock);
+	if (f)
+		return f;
+	/* chunk_new takes desc_lock itself: build the free list aside. */
+	{
+		struct prt__fiber *rest = NULL, *last;
+
+		f = chunk_new(rt, &rest);
+		if (!f || !rest)
+			return f;
+		for (last = rest; last->free_next; last = last->free_next)
+			;
+		prt__spin_lock(&rt->desc_lock);
+		last->free_next = rt->ext_free_desc;
+		rt->ext_free_desc = rest;
+		prt__spin_unlock(&rt->desc_lock);
+	}
+	return f;
+}
+
+void prt__fiber_free(struct prt__fiber *f)
+{
+	struct prt_runtime *rt = f->rt;
+	struct prt__worker *w = prt__worker_of(rt, prt__cur_worker());
+
+	atomic_store_explicit(&f->id, 0, memory_order_release);
+	atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
+	if (w) {
+		f->free_next = w->free_desc;
+		w->free_desc = f;
+		if (prt__unlikely(++w->nfree_desc > 2 * PRT_DESC_BATCH))
+			depot_give(rt, w);
+		return;
+	}
+	prt__spin_lock(&rt->desc_lock);
+	f->free_next = rt->ext_free_desc;
+	rt->ext_free_desc = f;
+	prt__spin_unlock(&rt->desc_lock);
+}
+
+void prt__fiber_chunks_free(struct prt_runtime *rt)
+{
+	struct desc_chunk *c = rt->desc_chunks, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		prt__free(c, sizeof(*c));
+	}
+	rt->desc_chunks = NULL;
+	rt->ext_free_desc = NULL;
+}
+
+static uint64_t new_id(struct prt_runtime *rt, struct prt__worker *w)
+{
+	if (!w)
+		return atomic_fetch_add_explicit(&rt->next_id, 1, memory_order_relaxed);
+	if (w->id_next == w->id_end) {
+		w->id_next = atomic_fetch_add_explicit(&rt->next_id, PRT_ID_BLOCK,
+						       memory_order_relaxed);
+		w->id_end = w->id_next + PRT_ID_BLOCK;
+	}
+	return w->id_next++;
+}
+
+/* ---- affinity ----------------------------------------------------------- */
+
+/* Check @set against @rt: 0, or -EINVAL if it names no worker or a missing one. */
+static int affinity_check(struct prt_runtime *rt, const prt_workerset_t *set)
+{
+	int n = prt_workerset_count(set);
+
+	if (n == 0)
+		return -EINVAL;
+	for (int i = rt->nworkers; i < PRT_MAX_WORKERS; i++)
+		if (prt_workerset_has(set, i))
+			return -EINVAL;
+	return 0;
+}
+
+static void affinity_store(struct prt__fiber *f, const prt_workerset_t *set, int nworkers)
+{
+	for (int i = 0; i < PRT_MAX_WORKERS / 64; i++)
+		atomic_store_explicit(&f->aff[i], set ? set->bits[i] : ~UINT64_C(0),
+				      memory_order_relaxed);
+	atomic_store_explicit(&f->aff_all, !set || prt_workerset_count(set) == nworkers,
+			      memory_order_relaxed);
+}
+
+/* ---- spawn -------------------------------------------------------------- */
+
+PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr)
+{
+	if (!attr)
+		return;
+	memset(attr, 0, sizeof(*attr));
+	attr->size = sizeof(*attr);
+	attr->priority = PRT_PRIO_DEFAULT;
+}
+
+static int attr_check(struct prt_runtime *rt, const prt_fiber_attr_t *a, prt_fiber_t *out)
+{
+	if (a->size < sizeof(prt_fiber_attr_t))
+		return -EINVAL;
+	if (a->priority < PRT_PRIO_MIN || a->priority > PRT_PRIO_MAX)
+		return -EINVAL;
+	if (a->stack_size && a->stack_size < PRT_STACK_SIZE_MIN)
+		return -EINVAL;
+	if (a->flags & ~(unsigned)PRT_FIBER_DETACHED)
+		return -EINVAL;
+	if (!out && !(a->flags & PRT_FIBER_DETACHED))
+		return -EINVAL;
+	if (a->has_affinity)
+		return affinity_check(rt, &a->affinity);
+	return 0;
+}
+
+static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_fiber_attr_t *a,
+		       void *(*fn)(void *), void *arg)
+{
+	f->rt = rt;
+	f->kind = PRT_FK_FIBER;
+	f->fn = fn;
+	f->arg = arg;
+	f->result = NULL;
+	f->joiner = NULL;
+	f->detached = a->flags & PRT_FIBER_DETACHED;
+	f->reap = f->parked = f->permit = false;
+	f->last_worker = NULL;
+	f->asan_fake_stack = NULL;
+	f->blocked_on = NULL;
+	prt__spin_init(&f->lock);
+	prt__list_init(&f->rq_node);
+	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
+	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
+	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);
+	affinity_store(f, a->has_affinity ? &a->affinity : NULL, rt->nworkers);
+	if (a->name)
+		snprintf(f->name, sizeof(f->name), "%s", a->name);
+	else
+		f->name[0] = '\0';
+}
+
+/* Plain-thread spawns are spread round-robin over the allowed workers. */
+static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__worker *w,
+					struct prt__fiber *f)
+{
+	unsigned start;
+
+	if (w && prt__fiber_allowed(f, w->index))
+		return w;
+	if (w)
+		return prt__select_worker(f);
+	start = atomic_fetch_add_explicit(&rt->rr, 1, memory_order_relaxed);
+	for (int i = 0; i < rt->nworkers; i++) {
+		int idx = (int)((start + (unsigned)i) % (unsigned)rt->nworkers);
+
+		if (prt__fiber_allowed(f, idx))
+			return rt->workers[idx];
+	}
+	return NULL;
+}
+
+PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+		      void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t defaults;
+	struct prt__worker *w, *t;
+	struct prt__fiber *f;
+	uint64_t id;
+	int err;
+
+	if (!rt || !fn)
+		return -EINVAL;
+	if (!attr) {
+		prt_fiber_attr_init(&defaults);
+		attr = &defaults;
+	}
+	w = prt__worker_of(rt, prt__cur_worker());
+	if ((err = attr_check(rt, attr, out)))
+		return err;
+	if (!w && atomic_load_explicit(&rt->destroying, memory_order_relaxed))
+		return -ESHUTDOWN;
+	f = desc_alloc(rt, w);
+	if (!f)
+		return -ENOMEM;
+	fiber_init(rt, f, attr, fn, arg);
+	t = spawn_target(rt, w, f);
+	if ((err = prt__stack_get(rt, w, t->index, attr->stack_size, &f->stack))) {
+		prt__fiber_free(f);
+		return err;
+	}
+	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size, prt__fiber_entry, f);
+	id = new_id(rt, w);
+	atomic_store_explicit(&f->id, id, memory_order_relaxed);
+	/* Counted before it can run, so that prt_runtime_destroy sees it. */
+	if (w)
+		atomic_store_explicit(&w->nspawned, w->nspawned + 1, memory_order_release);
+	else
+		atomic_fetch_add_explicit(&rt->ext_spawned, 1, memory_order_release);
+	if (out) {
+		out->p = f;
+		out->id = id;
+	}
+	prt__enqueue(t, f);
+	return 0;
+}
+
+/* ---- exit --------------------------------------------------------------- */
+
+static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
+{
+	struct prt_runtime *rt = f->rt;
+	struct prt__waiter *joiner;
+	struct prt__worker *w;
+
+	f->result = result;
+	prt__spin_lock(&f->lock);
+	atomic_store_explicit(&f->state, PRT_FS_DEAD, memory_order_relaxed);
+	f->reap = f->detached;
+	joiner = f->joiner;
+	prt__spin_unlock(&f->lock);
+	if (joiner)
+		prt__waiter_wake(joiner);
+	w = prt__cur_worker();
+	/* release: pairs with the acquire sum in prt_runtime_destroy */
+	atomic_store_explicit(&w->nexited, w->nexited + 1, memory_order_release);
+	if (atomic_load_explicit(&rt->destroying, memory_order_relaxed)) {
+		atomic_fetch_add(&rt->destroy_seq, 1);
+		prt__futex_wake(&rt->destroy_seq, INT_MAX);
+	}
+	prt__schedule_blocked(w);
+	prt__assert(!"a dead fiber was resumed");
+	abort();
+}
+
+void prt__fiber_entry(void *from, void *data)
+{
+	struct prt__fiber *f = data;
+	struct prt__worker *w;
+
+	prt__finish_switch(from);
+	w = prt__cur_worker();
+	atomic_store_explicit(&w->stats.fibers_run, w->stats.fibers_run + 1,
+			      memory_order_relaxed);
+	fiber_exit(f, f->fn(f->arg));
+}
+
+PRT_API void prt_exit(void *result)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	if (!w) {
+		fprintf(stderr, "proxyrt: prt_exit called from a plain thread: aborting\n");
+		abort();
+	}
+	fiber_exit(w->curr, result);
+}
+
+/* ---- waiters ------------------------------------------------------------ */
+
+void prt__waiter_wake(struct prt__waiter *wt)
+{
+	struct prt__fiber *f = wt->fiber;
+
+	if (f) {
+		prt__assert(atomic_load_explicit(&f->state, memory_order_relaxed) ==
+			    PRT_FS_BLOCKED);
+		prt__wake(f);
+		return;
+	}
+	/* release: pairs with the acquire in prt__waiter_wait */
+	atomic_store_explicit(&wt->futex, 1, memory_order_release);
+	/* The waiter may be gone already; a stray FUTEX_WAKE is harmless. */
+	prt__futex_wake(&wt->futex, 1);
+}
+
+void prt__waiter_wait(struct prt__waiter *wt)
+{
+	if (wt->fiber) {
+		prt__schedule_blocked(prt__cur_worker());
+		return;
+	}
+	while (atomic_load_explicit(&wt->futex, memory_order_acquire) == 0)
+		prt__futex_wait(&wt->futex, 0);
+}
+
+/* ---- handles ------------------------------------------------------------ */
+
+static struct prt__fiber *self_fiber(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	return w ? w->curr : NULL;
+}
+
+/* Lock @h's fiber if the handle is current; NULL (not locked) if stale. */
+static struct prt__fiber *lock_handle(prt_fiber_t h)
+{
+	struct prt__fiber *f = h.p;
+
+	if (!f || !h.id)
+		return NULL;
+	prt__spin_lock(&f->lock);
+	if (atomic_load_explicit(&f->id, memory_order_relaxed) != h.id) {
+		prt__spin_unlock(&f->lock);
+		return NULL;
+	}
+	return f;
+}
+
+PRT_API int prt_join(prt_fiber_t h, void **result)
+{
+	struct prt__fiber *self = self_fiber(), *f;
+	struct prt__waiter wt = { .fiber = self };
+
+	if (self && self == h.p && atomic_load(&self->id) == h.id)
+		return -EDEADLK;
+	if (!(f = lock_handle(h)))
+		return -ESRCH;
+	if (f->detached || f->joiner) {
+		prt__spin_unlock(&f->lock);
+		return -EINVAL;
+	}
+	/* Set even if already dead: a racing join or detach now sees it taken. */
+	f->joiner = &wt;
+	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
+		if (self)
+			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		prt__spin_unlock(&f->lock);
+		prt__waiter_wait(&wt);
+	} else {
+		prt__spin_unlock(&f->lock);
+	}
+	prt__wait_off_cpu(f);
+	if (result)
+		*result = f->result;
+	prt__fiber_free(f);
+	return 0;
+}
+
+PRT_API int prt_detach(prt_fiber_t h)
+{
+	struct prt__fiber *f = lock_handle(h);
+
+	if (!f)
+		return -ESRCH;
+	if (f->detached || f->joiner) {
+		prt__spin_unlock(&f->lock);
+		return -EINVAL;
+	}
+	f->detached = true;
+	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
+		prt__spin_unlock(&f->lock);
+		return 0;
+	}
+	/* Already finished (a zombie): free it now. */
+	prt__spin_unlock(&f->lock);
+	prt__wait_off_cpu(f);
+	prt__fiber_free(f);
+	return 0;
+}
+
+PRT_API prt_fiber_t prt_self(void)
+{
+	struct prt__fiber *f = self_fiber();
+	prt_fiber_t h = { NULL, 0 };
+
+	if (f) {
+		h.p = f;
+		h.id = atomic_load_explicit(&f->id, memory_order_relaxed);
+	}
+	return h;
+}
+
+PRT_API int prt_fiber_equal(prt_fiber_t a, prt_fiber_t b)
+{
+	return a.p == b.p && a.id == b.id;
+}
+
+PRT_API uint64_t prt_fiber_id(prt_fiber_t f)
+{
+	return f.id;
+}
+
+PRT_API int prt_fiber_name(prt_fiber_t h, char *buf, size_t len)
+{
+	struct prt__fiber *f;
+
+	if (!buf || !len)
+		return -EINVAL;
+	if (!(f = lock_handle(h)))
+		return -ESRCH;
+	snprintf(buf, len, "%s", f->name);
+	prt__spin_unlock(&f->lock);
+	return 0;
+}
+
+PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
+{
+	struct prt__fiber *f;
+
+	if (prio < PRT_PRIO_MIN || prio > PRT_PRIO_MAX)
+		return -EINVAL;
+	if (!(f = lock_handle(h)))
+		return -ESRCH;
+	atomic_store_explicit(&f->prio, prio, memory_order_relaxed);
+	prt__requeue(f);
+	prt__spin_unlock(&f->lock);
+	return 0;
+}
+
+PRT_API int prt_fiber_get_priority(prt_fiber_t h)
+{
+	struct prt__fiber *f = lock_handle(h);
+	int prio;
+
+	if (!f)
+		return -ESRCH;
+	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	prt__spin_unlock(&f->lock);
+	return prio;
+}
+
+PRT_API int prt_fiber_set_affinity(prt_fiber_t h, const prt_workerset_t *set)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *f;
+	bool is_self;
+	int err;
+
+	if (!set || !h.p)
+		return set ? -ESRCH : -EINVAL;
+	if (!(f = lock_handle(h)))
+		return -ESRCH;
+	if ((err = affinity_check(f->rt, set))) {
+		prt__spin_unlock(&f->lock);
+		return err;
+	}
+	affinity_store(f, set, f->rt->nworkers);
+	is_self = w && w->curr == f;
+	if (!is_self)
+		prt__migrate_queued(f);
+	prt__spin_unlock(&f->lock);
+	if (is_self && !prt__fiber_allowed(f, w->index))
+		prt__migrate_self(w);
+	return 0;
+}
+
+PRT_API int prt_fiber_get_affinity(prt_fiber_t h, prt_workerset_t *set)
+{
+	struct prt__fiber *f;
+
+	if (!set)
+		return -EINVAL;
+	if (!(f = lock_handle(h)))
+		return -ESRCH;
+	prt_workerset_zero(set);
+	for (int i = 0; i < f->rt->nworkers; i++)
+		if (prt__fiber_allowed(f, i))
+			prt_workerset_add(set, i);
+	prt__spin_unlock(&f->lock);
+	return 0;
+}
+
+/* ---- park/unpark -------------------------------------------------------- */
+
+PRT_API int prt_park(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *self;
+
+	if (!w)
+		return -EPERM;
+	self = w->curr;
+	prt__spin_lock(&self->lock);
+	if (self->permit) {
+		self->permit = false;
+		prt__spin_unlock(&self->lock);
+		return 0;
+	}
+	self->parked = true;
+	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	prt__spin_unlock(&self->lock);
+	prt__schedule_blocked(w);
+	return 0;
+}
+
+PRT_API int prt_unpark(prt_fiber_t h)
+{
+	struct prt__fiber *f = lock_handle(h);
+
+	if (!f)
+		return -ESRCH;
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return 0;
+	}
+	f->permit = true;
+	prt__spin_unlock(&f->lock);
+	return 0;
+}

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_FIBER_INT_H
+#define PRT_FIBER_INT_H
+
+#include <proxyrt/fiber.h>
+#include "platform.h"
+#include "stack.h"
+
+struct prt__worker;
+struct prt_runtime;
+
+/*
+ * Fiber states. A fiber in a run queue is RUNNABLE; the one a worker
+ * runs is RUNNING; a fiber waiting for join, park or (later) I/O or a
+ * condvar is BLOCKED and on no queue (invariant 1); DEAD until joined
+ * or reaped; FREE on a descriptor free list.
+ */
+enum prt__fstate {
+	PRT_FS_FREE = 0,
+	PRT_FS_RUNNABLE,
+	PRT_FS_RUNNING,
+	PRT_FS_BLOCKED,
+	PRT_FS_DEAD,
+};
+
+/* prt__fiber.kind */
+enum {
+	PRT_FK_FIBER = 0,
+	PRT_FK_IDLE, /* a worker's own thread context (worker.idle) */
+};
+
+/*
+ * Something waiting for one event: a fiber (parks the fiber) or a plain
+ * thread (sleeps on @futex). Lives on the waiter's stack.
+ */
+struct prt__waiter {
+	struct prt__fiber *fiber; /* NULL for a plain thread */
+	atomic_uint futex;        /* plain thread: 0 while waiting, 1 when woken */
+};
+
+/*
+ * A fiber descriptor. Descriptors are carved from chunks that live as
+ * long as the runtime (type-stable memory, like Go's g structs): a
+ * stale handle can always be checked against @id without touching
+ * freed memory.
+ */
+struct prt__fiber {
+	/* Saved stack pointer while switched out; written only by the switch. */
+	void *sp;
+	/*
+	 * Link in a worker's run queue level (rq_worker->rq.level[rq_prio])
+	 * while RUNNABLE; protected by that worker's rq lock.
+	 */
+	struct prt__list rq_node;
+	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */
+	_Atomic(struct prt__worker *) rq_worker;
+	int rq_prio;                      /* level it is queued at; rq lock */
+	bool rq_any;                      /* counted in rq.nr_any (aff_all when queued); rq lock */
+	atomic_int state;                 /* enum prt__fstate */
+	/*
+	 * 1 while the fiber's stack is in use by a worker: set by the worker
+	 * switching to it, cleared (release) by whatever runs next on that
+	 * worker once the switch away has finished (invariant 3). A worker
+	 * about to run the fiber waits (acquire) for 0.
+	 */
+	atomic_uint on_cpu;
+	atomic_int prio;                  /* scheduling context: its priority */
+	int kind;                         /* PRT_FK_* */
+	/* Affinity: allowed workers; aff_all when every worker is allowed. */
+	atomic_bool aff_all;
+	_Atomic uint64_t aff[PRT_MAX_WORKERS / 64];
+	struct prt__worker *last_worker;  /* where it last ran; owner-written */
+	struct prt_runtime *rt;
+	struct prt__stack stack;
+	void *(*fn)(void *);
+	void *arg;
+	void *result;                     /* set by the fiber itself before DEAD */
+	/* Handle check: equal to the handle's id while the fiber exists, 0 when FREE. */
+	_Atomic uint64_t id;
+	/* Protects joiner, detached, reap, parked and permit. */
+	prt__spinlock_t lock;
+	struct prt__waiter *joiner;       /* who waits in prt_join; lock */
+	bool detached;                    /* lock */
+	bool reap;                        /* DEAD and detached: free after the switch away; lock */
+	bool parked;                      /* BLOCKED in prt_park; lock */
+	bool permit;                      /* prt_unpark permit; lock */
+	struct prt__fiber *free_next;     /* on a descriptor free list */
+	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
+	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
+	void *blocked_on;                 /* mutex it waits on (proxy execution); NULL */
+	char name[PRT_NAME_MAX];
+};
+
+static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_index)
+{
+	if (atomic_load_explicit(&f->aff_all, memory_order_relaxed))
+		return true;
+	return (atomic_load_explicit(&f->aff[worker_index / 64], memory_order_relaxed) >>
+		(worker_index % 64)) & 1;
+}
+
+/* Entry of every fiber (ctx trampoline target). */
+void prt__fiber_entry(void *from, void *data);
+
+/* Wake a waiter (fiber or thread). The waiter's owner guarantees exclusivity. */
+void prt__waiter_wake(struct prt__waiter *w);
+/*
+ * Wait on @w. For a fiber the caller must already have published @w
+ * under the lock its waker takes, and set its state to BLOCKED there;
+ * for a thread, just sleeps until woken.
+ */
+void prt__waiter_wait(struct prt__waiter *w);
+
+/* Free every descriptor chunk of @rt (runtime destroy). */
+void prt__fiber_chunks_free(struct prt_runtime *rt);
+/* Free a descriptor to the calling worker's list (or the runtime's). */
+void prt__fiber_free(struct prt__fiber *f);
+
+#endif

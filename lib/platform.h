@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_PLATFORM_H
+#define PRT_PLATFORM_H
+
+/* Compiler helpers, a spinlock, futex calls and intrusive lists. */
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define prt__likely(x) __builtin_expect(!!(x), 1)
+#define prt__unlikely(x) __builtin_expect(!!(x), 0)
+#define prt__noinline __attribute__((noinline))
+#define prt__cold __attribute__((cold, noinline))
+#define prt__cacheline_aligned __attribute__((aligned(64)))
+
+#define prt__container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Always-on invariant: a broken one means memory is corrupt; stop loudly. */
+#define prt__assert(cond) \
+	do { if (prt__unlikely(!(cond))) prt__assert_fail(#cond, __FILE__, __LINE__); } while (0)
+__attribute__((noreturn, cold)) void prt__assert_fail(const char *what, const char *file, int line);
+
+static inline void prt__cpu_relax(void)
+{
+#if defined(__x86_64__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/*
+ * Test-and-test-and-set spinlock. Held only for a few dozen instructions
+ * (queue edits), never across a switch or a syscall.
+ */
+typedef struct { atomic_uint v; } prt__spinlock_t;
+
+static inline void prt__spin_init(prt__spinlock_t *l)
+{
+	atomic_init(&l->v, 0);
+}
+
+static inline bool prt__spin_trylock(prt__spinlock_t *l)
+{
+	/* acquire: pairs with the release in prt__spin_unlock */
+	return atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+	       atomic_exchange_explicit(&l->v, 1, memory_order_acquire) == 0;
+}
+
+static inline void prt__spin_lock(prt__spinlock_t *l)
+{
+	/* acquire: pairs with the release in prt__spin_unlock */
+	while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0)
+		while (atomic_load_explicit(&l->v, memory_order_relaxed) != 0)
+			prt__cpu_relax();
+}
+
+static inline void prt__spin_unlock(prt__spinlock_t *l)
+{
+	atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+static inline int prt__futex_wait(atomic_uint *addr, unsigned val)
+{
+	if (syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0) == 0)
+		return 0;
+	return -errno;
+}
+
+/* Like prt__futex_wait, giving up after @ns nanoseconds (-ETIMEDOUT). */
+static inline int prt__futex_wait_ns(atomic_uint *addr, unsigned val, long ns)
+{
+	struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+
+	if (syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0) == 0)
+		return 0;
+	return -errno;
+}
+
+static inline void prt__futex_wake(atomic_uint *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* Doubly linked circular list with a sentinel head (libuv queue.h style). */
+struct prt__list {
+	struct prt__list *next, *prev;
+};
+
+static inline void prt__list_init(struct prt__list *h)
+{
+	h->next = h->prev = h;
+}
+
+static inline bool prt__list_empty(const struct prt__list *h)
+{
+	return h->next == h;
+}
+
+static inline void prt__list_add_tail(struct prt__list *h, struct prt__list *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+static inline void prt__list_add_head(struct prt__list *h, struct prt__list *n)
+{
+	n->next = h->next;
+	n->prev = h;
+	h->next->prev = n;
+	h->next = n;
+}
+
+static inline void prt__list_del(struct prt__list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = n;
+}
+
+#endif

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runtime life cycle: configuration, worker start-up and shutdown, and
+ * the introspection calls.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "runtime.h"
+
+PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
+{
+	if (!cfg)
+		return;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
+	cfg->stack_kind = PRT_STACK_GUARD;
+}
+
+static int config_check(const prt_runtime_config_t *cfg)
+{
+	if (cfg->size < sizeof(prt_runtime_config_t))
+		return -EINVAL;
+	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE))
+		return -EINVAL;
+	if (cfg->nworkers < 0 || cfg->nworkers > PRT_MAX_WORKERS)
+		return -EINVAL;
+	if (cfg->stack_size && cfg->stack_size < PRT_STACK_SIZE_MIN)
+		return -EINVAL;
+	if (cfg->stack_kind != PRT_STACK_GUARD && cfg->stack_kind != PRT_STACK_CANARY)
+		return -EINVAL;
+	if (cfg->topology_synthetic && cfg->topology_xml)
+		return -EINVAL;
+	return 0;
+}
+
+static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
+{
+	struct prt__worker *w = prt__alloc_aligned(sizeof(*w), 64);
+
+	if (!w)
+		return NULL;
+	memset(w, 0, sizeof(*w));
+	w->rt = rt;
+	w->index = index;
+	prt__rq_init(&w->rq);
+	if (prt__stack_pool_init(&w->stacks, rt->stack_pool_max)) {
+		prt__free(w, sizeof(*w));
+		return NULL;
+	}
+	return w;
+}
+
+/* Free everything; workers must be stopped (or never started). */
+static void runtime_free(struct prt_runtime *rt)
+{
+	for (int i = 0; rt->workers && i < rt->nworkers; i++) {
+		struct prt__worker *w = rt->workers[i];
+
+		if (!w)
+			continue;
+		prt__stack_pool_fini(rt, &w->stacks);
+		prt__free(w, sizeof(*w));
+	}
+	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);
+	prt__stack_depot_fini(rt);
+	prt__fiber_chunks_free(rt);
+	prt__stack_slabs_free(rt);
+	prt__topo_fini(&rt->topo);
+	prt__free(rt, sizeof(*rt));
+}
+
+static void stop_workers(struct prt_runtime *rt, int started)
+{
+	atomic_store(&rt->stopping, true);
+	prt__wake_all_workers(rt);
+	for (int i = 0; i < started; i++) {
+		/* A worker that was between its last check and its sleep is woken here. */
+		while (pthread_tryjoin_np(rt->workers[i]->thread, NULL) != 0) {
+			prt__wake_all_workers(rt);
+			usleep(100);
+		}
+	}
+}
+
+PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
+{
+	prt_runtime_config_t defaults;
+	struct prt_runtime *rt;
+	long page = sysconf(_SC_PAGESIZE);
+	int err, i;
+
+	if (!out)
+		return -EINVAL;
+	if (!cfg) {
+		prt_runtime_config_init(&defaults);
+		cfg = &defaults;
+	}
+	if ((err = config_check(cfg)))
+		return err;
+	rt = prt__alloc_aligned(sizeof(*rt), 64);
+	if (!rt)
+		return -ENOMEM;
+	memset(rt, 0, sizeof(*rt));
+	rt->flags = cfg->flags;
+	rt->stack_kind = cfg->stack_kind;
+	rt->stack_size = cfg->stack_size ? cfg->stack_size : PRT_STACK_SIZE_DEFAULT;
+	rt->stack_size = (rt->stack_size + (size_t)page - 1) & ~((size_t)page - 1);
+	rt->stack_pool_max = cfg->stack_pool_max ? cfg->stack_pool_max : PRT_STACK_POOL_DEFAULT;
+	atomic_init(&rt->next_id, 1);
+	prt__spin_init(&rt->desc_lock);
+	prt__spin_init(&rt->slab_lock);
+	prt__spin_init(&rt->depot_lock);
+	if ((err = prt__topo_init(&rt->topo, cfg))) {
+		prt__free(rt, sizeof(*rt));
+		return err;
+	}
+	rt->nworkers = rt->topo.nworkers;
+	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
+	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
+	for (i = 0; !err && i < rt->nworkers; i++)
+		if (!(rt->workers[i] = worker_new(rt, i)))
+			err = -ENOMEM;
+	for (i = 0; !err && i < rt->nworkers; i++) {
+		struct prt__worker *w = rt->workers[i];
+
+		err = -pthread_create(&w->thread, NULL, prt__worker_main, w);
+		if (err)
+			break;
+	}
+	if (err) {
+		stop_workers(rt, i);
+		runtime_free(rt);
+		return err;
+	}
+	*out = rt;
+	return 0;
+}
+
+/* Every fiber ever spawned has exited? (exits read first: see below) */
+static bool all_exited(struct prt_runtime *rt)
+{
+	uint64_t exited = 0, spawned;
+
+	/*
+	 * Sum the exits first, then the spawns: a fiber is counted as
+	 * spawned before it can run, so exits can never exceed the spawns
+	 * read after them, and equality means nothing is alive.
+	 */
+	for (int i = 0; i < rt->nworkers; i++)
+		exited += atomic_load_explicit(&rt->workers[i]->nexited, memory_order_acquire);
+	spawned = atomic_load_explicit(&rt->ext_spawned, memory_order_acquire);
+	for (int i = 0; i < rt->nworkers; i++)
+		spawned += atomic_load_explicit(&rt->workers[i]->nspawned, memory_order_acquire);
+	return exited == spawned;
+}
+
+PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	if (!rt)
+		return -EINVAL;
+	if (w && w->rt == rt)
+		return -EDEADLK;
+	atomic_store(&rt->destroying, true);
+	for (;;) {
+		unsigned seq = atomic_load(&rt->destroy_seq);
+
+		if (all_exited(rt))
+			break;
+		/* Exiting fibers bump destroy_seq; the timeout is a safety net. */
+		prt__futex_wait_ns(&rt->destroy_seq, seq, 10 * 1000 * 1000);
+	}
+	stop_workers(rt, rt->nworkers);
+	runtime_free(rt);
+	return 0;
+}
+
+PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
+		    void **result)
+{
+	prt_runtime_t *rt;
+	prt_fiber_t f;
+	int err;
+
+	if (!main_fn)
+		return -EINVAL;
+	if ((err = prt_runtime_create(&rt, cfg)))
+		return err;
+	err = prt_spawn(rt, &f, NULL, main_fn, arg);
+	if (!err)
+		err = prt_join(f, result);
+	prt_runtime_destroy(rt);
+	return err;
+}
+
+PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt)
+{
+	return rt ? rt->nworkers : -EINVAL;
+}
+
+PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt)
+{
+	return rt && rt->topo.notice[0] ? rt->topo.notice : NULL;
+}
+
+PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
+{
+	const struct prt__topo_worker *tw;
+
+	if (!rt || !out || index < 0 || index >= rt->nworkers)
+		return -EINVAL;
+	tw = &rt->topo.w[index];
+	out->pu_os_index = tw->pu_os_index;
+	out->core_index = tw->core_index;
+	out->numa_index = tw->numa_index;
+	out->package_index = tw->package_index;
+	out->pinned = rt->topo.pin;
+	return 0;
+}
+
+PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *order, int max)
+{
+	int n;
+
+	if (!rt || index < 0 || index >= rt->nworkers || max < 0 || (max && !order))
+		return -EINVAL;
+	n = rt->nworkers - 1;
+	for (int i = 0; i < n && i < max; i++)
+		order[i] = rt->topo.w[index].steal_order[i];
+	return n;
+}
+
+PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out)
+{
+	const struct prt__wstats *s;
+
+	if (!rt || !out || index < 0 || index >= rt->nworkers)
+		return -EINVAL;
+	s = &rt->workers[index]->stats;
+	out->switches = atomic_load_explicit(&s->switches, memory_order_relaxed);
+	out->steals = atomic_load_explicit(&s->steals, memory_order_relaxed);
+	out->parks = atomic_load_explicit(&s->parks, memory_order_relaxed);
+	out->fibers_run = atomic_load_explicit(&s->fibers_run, memory_order_relaxed);
+	return 0;
+}
+
+PRT_API int prt_worker_index(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	return w ? w->index : -EPERM;
+}
+
+PRT_API prt_runtime_t *prt_runtime_self(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	return w ? w->rt : NULL;
+}

@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The scheduler: per-worker run queues (one FIFO per priority level and
+ * a bitmap), the switch between fibers, work stealing in topology
+ * order, and parking/waking idle workers.
+ *
+ * A fiber switches directly to the next fiber of its worker; only when
+ * the queue is empty does it switch to the worker's idle context (the
+ * worker thread's own stack), which steals, spins briefly, then sleeps
+ * on a futex.
+ *
+ * Waking a worker without losing the wakeup (invariant 6). A worker
+ * going to sleep and a thread enqueueing work for it run:
+ *
+ *   worker W (prt__worker_park)         enqueuer E (prt__enqueue on T)
+ *   ---------------------------         -------------------------------
+ *   W->sleeping = 1                     lock(T->rq)
+ *   rt->nr_idle++                       add fiber to T->rq
+ *   for each worker V:                  s = T->sleeping; i = rt->nr_idle
+ *     lock(V->rq); look; unlock         unlock(T->rq)
+ *   nothing found: futex_wait           if s: wake T
+ *                                       else if i and nobody spins: wake one
+ *
+ * Both sides touch T's rq under its lock, so one critical section comes
+ * first. If E's does, W's look finds the fiber. If W's does, W's stores
+ * to sleeping/nr_idle happen before E's loads (lock release/acquire), so
+ * E wakes T (if T == W) or some sleeping worker (for a fiber any worker
+ * may run). A fiber restricted to a busy T is left for T to run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "arch/ctx.h"
+#include "runtime.h"
+
+#if PRT_USE_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* How long an idle worker looks for work before it sleeps. */
+#define PRT_SPIN_NS 50000L
+/* Most queue entries a thief examines in one victim. */
+#define PRT_STEAL_SCAN 512
+
+static __thread struct prt__worker *tls_worker;
+
+/*
+ * Never inlined: a fiber may resume on another worker after any switch,
+ * so the compiler must not reuse a thread-local address computed before
+ * it (DESIGN.md, "Thread-local storage across migration").
+ */
+prt__noinline struct prt__worker *prt__cur_worker(void)
+{
+	struct prt__worker *w;
+
+	__asm__ __volatile__("" ::: "memory");
+	w = tls_worker;
+	return w;
+}
+
+static inline void stat_inc(_Atomic uint64_t *c, uint64_t n)
+{
+	/* Only the owning worker writes: a plain read-modify-write suffices. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/* ---- run queue (caller holds rq.lock) ---------------------------------- */
+
+static inline void rq_add(struct prt__worker *w, struct prt__fiber *f)
+{
+	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
+
+	f->rq_prio = p;
+	prt__list_add_tail(&w->rq.level[p], &f->rq_node);
+	w->rq.bitmap |= 1u << p;
+	atomic_store_explicit(&w->rq.nr, w->rq.nr + 1, memory_order_relaxed);
+	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
+	if (f->rq_any)
+		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
+}
+
+static inline void rq_del(struct prt__worker *w, struct prt__fiber *f)
+{
+	prt__list_del(&f->rq_node);
+	if (prt__list_empty(&w->rq.level[f->rq_prio]))
+		w->rq.bitmap &= ~(1u << f->rq_prio);
+	atomic_store_explicit(&w->rq.nr, w->rq.nr - 1, memory_order_relaxed);
+	if (f->rq_any)
+		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any - 1, memory_order_relaxed);
+	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
+}
+
+static inline int rq_top(uint32_t bitmap)
+{
+	return 31 - __builtin_clz(bitmap);
+}
+
+static inline struct prt__fiber *rq_pop(struct prt__worker *w)
+{
+	struct prt__list *n = w->rq.level[rq_top(w->rq.bitmap)].next;
+	struct prt__fiber *f = prt__container_of(n, struct prt__fiber, rq_node);
+
+	rq_del(w, f);
+	return f;
+}
+
+void prt__rq_init(struct prt__rq *rq)
+{
+	prt__spin_init(&rq->lock);
+	rq->bitmap = 0;
+	atomic_init(&rq->nr, 0);
+	atomic_init(&rq->nr_any, 0);
+	for (int i = 0; i < PRT_PRIO_LEVELS; i++)
+		prt__list_init(&rq->level[i]);
+}
+
+/* ---- the switch --------------------------------------------------------- */
+
+static prt__cold void wait_off_cpu(struct prt__fiber *f)
+{
+	/* acquire: pairs with the release in prt__finish_switch */
+	while (atomic_load_explicit(&f->on_cpu, memory_order_acquire))
+		prt__cpu_relax();
+}
+
+void prt__wait_off_cpu(struct prt__fiber *f)
+{
+	wait_off_cpu(f);
+}
+
+static prt__cold void stack_overflow(struct prt__fiber *f)
+{
+	fprintf(stderr,
+		"proxyrt: fiber %llu \"%s\" ran off its %zu-byte stack (canary stack, "
+		"detected at a switch): aborting\n",
+		(unsigned long long)atomic_load(&f->id), f->name, f->stack.size);
+	abort();
+}
+
+static inline void asan_start(struct prt__fiber *prev, struct prt__fiber *next)
+{
+#if PRT_USE_ASAN
+	bool dying = atomic_load_explicit(&prev->state, memory_order_relaxed) == PRT_FS_DEAD;
+
+	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack, next->stack.base,
+				       next->stack.size);
+#else
+	(void)prev;
+	(void)next;
+#endif
+}
+
+static inline void asan_finish(void)
+{
+#if PRT_USE_ASAN
+	struct prt__worker *w = prt__cur_worker();
+
+	__sanitizer_finish_switch_fiber(w->curr->asan_fake_stack, NULL, NULL);
+#endif
+}
+
+void prt__finish_switch(struct prt__fiber *from)
+{
+	asan_finish();
+	if (prt__unlikely(from->stack.flags & PRT_STK_CANARY) &&
+	    !prt__stack_canary_ok(&from->stack, from->sp))
+		stack_overflow(from);
+	if (prt__unlikely(atomic_load_explicit(&from->state, memory_order_relaxed) ==
+			  PRT_FS_DEAD)) {
+		struct prt__worker *w = prt__cur_worker();
+		bool reap = from->reap;
+
+		prt__stack_put(w->rt, w, &from->stack);
+		/* release: pairs with wait_off_cpu() in join/detach */
+		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
+		if (reap)
+			prt__fiber_free(from);
+		return;
+	}
+	/* release: pairs with the acquire in switch_to()/wait_off_cpu() */
+	atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
+}
+
+static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
+			     struct prt__fiber *next)
+{
+	void *from;
+
+	/* acquire: pairs with the release in prt__finish_switch (next->sp is valid) */
+	if (prt__unlikely(atomic_load_explicit(&next->on_cpu, memory_order_acquire)))
+		wait_off_cpu(next);
+	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
+	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
+	next->last_worker = w;
+	w->curr = w->donor = next;
+	stat_inc(&w->stats.switches, 1);
+	asan_start(prev, next);
+	from = prt__ctx_switch(&prev->sp, next->sp, prev);
+	prt__finish_switch(from);
+}
+
+/* ---- waking workers ----------------------------------------------------- */
+
+/* Wake @v if it sleeps. Returns true if it did. */
+static bool wake_worker(struct prt__worker *v)
+{
+	if (atomic_load_explicit(&v->sleeping, memory_order_relaxed) == 0)
+		return false;
+	if (atomic_exchange_explicit(&v->sleeping, 0, memory_order_acq_rel) != 1)
+		return false;
+	atomic_fetch_sub_explicit(&v->rt->nr_idle, 1, memory_order_relaxed);
+	prt__futex_wake(&v->sleeping, 1);
+	return true;
+}
+
+/* Wake one sleeping worker, nearest to @near first. */
+static void wake_one_near(struct prt__worker *near)
+{
+	struct prt_runtime *rt = near->rt;
+	const int *order = rt->topo.w[near->index].steal_order;
+
+	for (int i = 0; i < rt->nworkers - 1; i++)
+		if (wake_worker(rt->workers[order[i]]))
+			return;
+}
+
+void prt__wake_all_workers(struct prt_runtime *rt)
+{
+	for (int i = 0; i < rt->nworkers; i++)
+		wake_worker(rt->workers[i]);
+}
+
+void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
+{
+	struct prt_runtime *rt = t->rt;
+	bool sleeps, any;
+	int idle, spin;
+
+	prt__spin_lock(&t->rq.lock);
+	rq_add(t, f);
+	any = f->rq_any;
+	sleeps = atomic_load_explicit(&t->sleeping, memory_order_relaxed);
+	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
+	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
+	prt__spin_unlock(&t->rq.lock);
+	if (sleeps)
+		wake_worker(t);
+	else if (idle > 0 && spin == 0 && any && rt->nworkers > 1)
+		wake_one_near(t);
+}
+
+static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,
+					 struct prt__worker *near)
+{
+	if (near) {
+		const int *order = rt->topo.w[near->index].steal_order;
+
+		for (int i = 0; i < rt->nworkers - 1; i++)
+			if (prt__fiber_allowed(f, order[i]))
+				return rt->workers[order[i]];
+	}
+	for (int i = 0; i < rt->nworkers; i++)
+		if (prt__fiber_allowed(f, i))
+			return rt->workers[i];
+	prt__assert(!"fiber with an empty affinity");
+	return NULL;
+}
+
+/* Where a fiber made runnable goes: the waker's worker, else where it ran, else nearest allowed. */
+struct prt__worker *prt__select_worker(struct prt__fiber *f)
+{
+	struct prt_runtime *rt = f->rt;
+	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
+	struct prt__worker *last = f->last_worker;
+
+	if (cur && prt__fiber_allowed(f, cur->index))
+		return cur;
+	if (last && prt__fiber_allowed(f, last->index))
+		return last;
+	return first_allowed(rt, f, cur ? cur : last);
+}
+
+void prt__wake(struct prt__fiber *f)
+{
+	prt__enqueue(prt__select_worker(f), f);
+}
+
+/* ---- scheduling points -------------------------------------------------- */
+
+void prt__schedule_blocked(struct prt__worker *w)
+{
+	struct prt__fiber *self = w->curr, *next;
+
+	prt__spin_lock(&w->rq.lock);
+	next = w->rq.bitmap ? rq_pop(w) : &w->idle;
+	prt__spin_unlock(&w->rq.lock);
+	if (next == self) {
+		/* Woken and queued here before it could switch away. */
+		atomic_store_explicit(&self->state, PRT_FS_RUNNING, memory_order_relaxed);
+		return;
+	}
+	switch_to(w, self, next);
+}
+
+void prt__migrate_self(struct prt__worker *w)
+{
+	struct prt__fiber *self = w->curr, *next;
+
+	prt__spin_lock(&w->rq.lock);
+	next = w->rq.bitmap ? rq_pop(w) : &w->idle;
+	prt__spin_unlock(&w->rq.lock);
+	/* Queued on an allowed worker; it waits for on_cpu == 0 before running us. */
+	prt__wake(self);
+	switch_to(w, self, next);
+}
+
+PRT_API int prt_yield(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *self, *next;
+	uint32_t bm;
+
+	if (prt__unlikely(!w))
+		return -EPERM;
+	self = w->curr;
+	if (prt__unlikely(!prt__fiber_allowed(self, w->index))) {
+		prt__migrate_self(w);
+		return 0;
+	}
+	prt__spin_lock(&w->rq.lock);
+	bm = w->rq.bitmap;
+	if (!bm || rq_top(bm) < atomic_load_explicit(&self->prio, memory_order_relaxed)) {
+		prt__spin_unlock(&w->rq.lock);
+		return 0;
+	}
+	next = rq_pop(w);
+	rq_add(w, self);
+	prt__spin_unlock(&w->rq.lock);
+	switch_to(w, self, next);
+	return 0;
+}
+
+/* Lock the run queue holding @f, if any (the kernel's task_rq_lock loop). */
+static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
+{
+	for (;;) {
+		struct prt__worker *w = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
+
+		if (!w)
+			return NULL;
+		prt__spin_lock(&w->rq.lock);
+		if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == w)
+			return w;
+		prt__spin_unlock(&w->rq.lock);
+	}
+}
+
+void prt__requeue(struct prt__fiber *f)
+{
+	struct prt__worker *w = lock_fiber_rq(f);
+
+	if (!w)
+		return;
+	if (f->rq_prio != atomic_load_explicit(&f->prio, memory_order_relaxed)) {
+		rq_del(w, f);
+		rq_add(w, f);
+	}
+	prt__spin_unlock(&w->rq.lock);
+}
+
+void prt__migrate_queued(struct prt__fiber *f)
+{
+	struct prt__worker *w = lock_fiber_rq(f);
+
+	if (!w)
+		return;
+	if (prt__fiber_allowed(f, w->index) && f->rq_any == atomic_load(&f->aff_all)) {
+		prt__spin_unlock(&w->rq.lock);
+		return;
+	}
+	rq_del(w, f);
+	prt__spin_unlock(&w->rq.lock);
+	prt__wake(f);
+}
+
+/* ---- the idle context: stealing and parking ----------------------------- */
+
+static struct prt__fiber *pick_local(struct prt__worker *w)
+{
+	struct prt__fiber *f = NULL;
+
+	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed))
+		return NULL;
+	prt__spin_lock(&w->rq.lock);
+	if (w->rq.bitmap)
+		f = rq_pop(w);
+	prt__spin_unlock(&w->rq.lock);
+	return f;
+}
+
+/*
+ * Take up to half of @v's queue, highest priority first, skipping fibers
+ * that may not run on @w and fibers blocked on a mutex (DESIGN.md: they
+ * stay where proxy execution finds them). Returns the first, queues the
+ * rest on @w.
+ */
+static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *v, bool wait)
+{
+	struct prt__list got;
+	struct prt__fiber *first = NULL;
+	unsigned quota, n = 0, scanned = 0;
+
+	if (!atomic_load_explicit(&v->rq.nr, memory_order_relaxed))
+		return NULL;
+	if (wait)
+		prt__spin_lock(&v->rq.lock);
+	else if (!prt__spin_trylock(&v->rq.lock))
+		return NULL;
+	prt__list_init(&got);
+	quota = (v->rq.nr + 1) / 2;
+	for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
+	     bm &= ~(1u << rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[rq_top(bm)], *it = h->next, *nx;
+
+		for (; it != h && n < quota && scanned < PRT_STEAL_SCAN; it = nx) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
+
+			nx = it->next;
+			scanned++;
+			if (!prt__fiber_allowed(f, w->index) || f->blocked_on)
+				continue;
+			rq_del(v, f);
+			prt__list_add_tail(&got, &f->rq_node);
+			n++;
+		}
+	}
+	prt__spin_unlock(&v->rq.lock);
+	if (!n)
+		return NULL;
+	first = prt__container_of(got.next, struct prt__fiber, rq_node);
+	prt__list_del(&first->rq_node);
+	if (n > 1) {
+		prt__spin_lock(&w->rq.lock);
+		while (!prt__list_empty(&got)) {
+			struct prt__fiber *f = prt__container_of(got.next, struct prt__fiber, rq_node);
+
+			prt__list_del(&f->rq_node);
+			rq_add(w, f);
+		}
+		prt__spin_unlock(&w->rq.lock);
+	}
+	stat_inc(&w->stats.steals, n);
+	return first;
+}
+
+static struct prt__fiber *steal(struct prt__worker *w, bool wait)
+{
+	struct prt_runtime *rt = w->rt;
+	const int *order = rt->topo.w[w->index].steal_order;
+
+	for (int i = 0; i < rt->nworkers - 1; i++) {
+		struct prt__fiber *f = steal_from(w, rt->workers[order[i]], wait);
+
+		if (f)
+			return f;
+	}
+	return NULL;
+}
+
+static long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void spin_start(struct prt__worker *w)
+{
+	if (!w->spinning) {
+		w->spinning = true;
+		atomic_fetch_add_explicit(&w->rt->nr_spinning, 1, memory_order_relaxed);
+	}
+}
+
+/*
+ * Stop spinning. If we were the last spinner and we leave work behind
+ * that another worker could take, wake one (Go's resetspinning).
+ */
+static void spin_stop(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	if (!w->spinning)
+		return;
+	w->spinning = false;
+	if (atomic_fetch_sub_explicit(&rt->nr_spinning, 1, memory_order_relaxed) == 1 &&
+	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
+	    atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0)
+		wake_one_near(w);
+}
+
+static struct prt__fiber *find_work(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__fiber *f;
+	long until = 0;
+
+	if ((f = pick_local(w)))
+		return f;
+	if (rt->nworkers == 1)
+		return NULL;
+	spin_start(w);
+	for (unsigned i = 0;; i++) {
+		if ((f = pick_local(w)) || (f = steal(w, false))) {
+			spin_stop(w);
+			return f;
+		}
+		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
+			break;
+		if ((i & 15) == 0) {
+			long t = now_ns();
+
+			if (!until)
+				until = t + PRT_SPIN_NS;
+			else if (t >= until)
+				break;
+		}
+		prt__cpu_relax();
+	}
+	spin_stop(w);
+	return NULL;
+}
+
+/* Anything @w must not sleep through? Caller has published sleeping = 1. */
+static bool work_pending(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	bool found;
+
+	prt__spin_lock(&w->rq.lock);
+	found = w->rq.nr != 0;
+	prt__spin_unlock(&w->rq.lock);
+	for (int i = 0; i < rt->nworkers && !found; i++) {
+		struct prt__worker *v = rt->workers[i];
+
+		if (v == w)
+			continue;
+		prt__spin_lock(&v->rq.lock);
+		found = v->rq.nr_any != 0;
+		prt__spin_unlock(&v->rq.lock);
+	}
+	return found || atomic_load(&rt->stopping);
+}
+
+static void worker_park(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	atomic_store(&w->sleeping, 1);
+	atomic_fetch_add(&rt->nr_idle, 1);
+	if (work_pending(w)) {
+		/* Undo, unless a waker already did (it then also decremented nr_idle). */
+		if (atomic_exchange(&w->sleeping, 0) == 1)
+			atomic_fetch_sub(&rt->nr_idle, 1);
+		return;
+	}
+	stat_inc(&w->stats.parks, 1);
+	/* acquire: pairs with the acq_rel exchange in wake_worker() */
+	while (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1)
+		prt__futex_wait(&w->sleeping, 1);
+}
+
+static void idle_init(struct prt__worker *w)
+{
+	struct prt__fiber *idle = &w->idle;
+	pthread_attr_t attr;
+
+	idle->kind = PRT_FK_IDLE;
+	idle->rt = w->rt;
+	atomic_init(&idle->on_cpu, 1);
+	atomic_init(&idle->state, PRT_FS_RUNNING);
+	atomic_init(&idle->prio, PRT_PRIO_MIN);
+	atomic_init(&idle->aff_all, true);
+	snprintf(idle->name, sizeof(idle->name), "idle-%d", w->index);
+	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+		pthread_attr_getstack(&attr, &idle->stack.base, &idle->stack.size);
+		pthread_attr_destroy(&attr);
+	}
+	w->curr = w->donor = idle;
+}
+
+void *prt__worker_main(void *arg)
+{
+	struct prt__worker *w = arg;
+	struct prt_runtime *rt = w->rt;
+	char name[16];
+
+	tls_worker = w;
+	snprintf(name, sizeof(name), "prt-w%d", w->index);
+	pthread_setname_np(pthread_self(), name);
+	prt__topo_bind_thread(&rt->topo, w->index);
+	idle_init(w);
+	for (;;) {
+		struct prt__fiber *next = find_work(w);
+
+		if (next) {
+			switch_to(w, &w->idle, next);
+			continue;
+		}
+		if (atomic_load(&rt->stopping))
+			break;
+		worker_park(w);
+	}
+	tls_worker = NULL;
+	return NULL;
+}

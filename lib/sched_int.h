@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_SCHED_H
+#define PRT_SCHED_H
+
+#include <pthread.h>
+
+#include "fiber.h"
+#include "platform.h"
+#include "stack.h"
+
+/*
+ * A worker's run queue: one FIFO per priority level plus a bitmap of the
+ * non-empty levels, so the pick is one count-leading-zeros. Everything
+ * here is protected by @lock; other workers take it to steal or to
+ * enqueue a fiber they woke.
+ */
+struct prt__rq {
+	prt__spinlock_t lock;
+	uint32_t bitmap;                       /* bit L set iff level[L] is non-empty */
+	/* Fibers queued, and those any worker may run; written under @lock, read racily by thieves. */
+	atomic_uint nr, nr_any;
+	struct prt__list level[PRT_PRIO_LEVELS];
+};
+
+_Static_assert(PRT_PRIO_LEVELS <= 32, "the run-queue bitmap is 32 bits");
+
+/* Per-worker counters: written only by the worker, read by anyone (relaxed). */
+struct prt__wstats {
+	_Atomic uint64_t switches, steals, parks, fibers_run;
+};
+
+struct prt__worker {
+	struct prt__rq rq;
+	/*
+	 * Futex word: 1 while the worker sleeps for lack of work. Set by the
+	 * worker, cleared by whoever wakes it (exchange 1 -> 0 then
+	 * FUTEX_WAKE); see prt__worker_park() for the protocol.
+	 */
+	atomic_uint sleeping prt__cacheline_aligned;
+
+	/* The rest is the worker thread's own (no lock), except where noted. */
+	struct prt__fiber *curr prt__cacheline_aligned; /* whose code runs */
+	struct prt__fiber *donor; /* whose scheduling context is served (DESIGN.md) */
+	struct prt_runtime *rt;
+	int index;
+	bool spinning;             /* counted in rt->nr_spinning */
+	pthread_t thread;
+	struct prt__wstats stats;
+	_Atomic uint64_t nspawned; /* fibers spawned from this worker */
+	_Atomic uint64_t nexited;  /* fibers that ended on this worker */
+	struct prt__fiber *free_desc; /* descriptor free list */
+	unsigned nfree_desc;          /* its length */
+	uint64_t id_next, id_end;     /* block of fiber ids */
+	struct prt__stack_pool stacks;
+	unsigned steal_seed;
+	/* The worker thread's own context, switched to when nothing is runnable. */
+	struct prt__fiber idle;
+};
+
+void prt__rq_init(struct prt__rq *rq);
+
+/* The worker running the caller, or NULL on a plain thread. */
+struct prt__worker *prt__cur_worker(void);
+
+/* Thread entry of a worker. */
+void *prt__worker_main(void *arg);
+
+/*
+ * Make @f (BLOCKED, or new) runnable: choose a worker its affinity
+ * allows (the caller's, else the one it last ran on, else the first
+ * allowed), queue it at the tail of its level and wake a worker if one
+ * sleeps that should take it. Context: any thread.
+ */
+void prt__wake(struct prt__fiber *f);
+/* The worker prt__wake() would queue @f on. */
+struct prt__worker *prt__select_worker(struct prt__fiber *f);
+/* Wait until @f's stack is no longer in use (on_cpu == 0). */
+void prt__wait_off_cpu(struct prt__fiber *f);
+/* Queue @f on @w (allowed there) and wake as needed. */
+void prt__enqueue(struct prt__worker *w, struct prt__fiber *f);
+
+/*
+ * Switch away from the calling fiber, which has set itself BLOCKED
+ * (under the lock its waker takes) or DEAD; it is not queued. Returns
+ * when the fiber is woken and scheduled again (never for DEAD).
+ */
+void prt__schedule_blocked(struct prt__worker *w);
+
+/* Wake every worker (shutdown). */
+void prt__wake_all_workers(struct prt_runtime *rt);
+
+/* Move a queued fiber to level @prio (set_priority), if it is queued. */
+void prt__requeue(struct prt__fiber *f);
+/* Move a queued fiber that may no longer run where it is queued. */
+void prt__migrate_queued(struct prt__fiber *f);
+/* The caller may no longer run on its worker: move it and switch. */
+void prt__migrate_self(struct prt__worker *w);
+
+/* Finish a switch on the new stack: release the context we came from. */
+void prt__finish_switch(struct prt__fiber *from);
+
+#endif

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fiber stacks. Two kinds (enum prt_stack_kind in <proxyrt/runtime.h>):
+ * guard-page stacks, one mmap each, and canary stacks carved from
+ * slabs for the million-fiber case. Each worker keeps a bounded pool of
+ * free default-size stacks so that spawn does not call mmap in the
+ * steady state; only the worker touches its pool.
+ */
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "runtime.h"
+#include "stack.h"
+
+#if PRT_USE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
+#if PRT_USE_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+static size_t page_size(void)
+{
+	static size_t ps;
+
+	if (!ps)
+		ps = (size_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
+static void stack_register(struct prt__stack *s)
+{
+#if PRT_USE_VALGRIND
+	s->vg_id = VALGRIND_STACK_REGISTER(s->base, (char *)s->base + s->size);
+#else
+	s->vg_id = 0;
+#endif
+}
+
+static void stack_deregister(struct prt__stack *s)
+{
+#if PRT_USE_VALGRIND
+	if (s->vg_id)
+		VALGRIND_STACK_DEREGISTER(s->vg_id);
+#endif
+	s->vg_id = 0;
+}
+
+/* Forget ASan's poisoning of a dead fiber's frames before reuse. */
+static void stack_unpoison(struct prt__stack *s)
+{
+#if PRT_USE_ASAN
+	ASAN_UNPOISON_MEMORY_REGION(s->base, s->size);
+#else
+	(void)s;
+#endif
+}
+
+int prt__stack_pool_init(struct prt__stack_pool *p, unsigned max)
+{
+	memset(p, 0, sizeof(*p));
+	p->max = max;
+	p->warm = prt__alloc(sizeof(*p->warm) * (max ? max : 1));
+	return p->warm ? 0 : -ENOMEM;
+}
+
+/* A guard-page stack: [guard PROT_NONE][size usable], one mapping. */
+static int guard_map(struct prt_runtime *rt, int home, size_t size, struct prt__stack *out)
+{
+	size_t guard = page_size();
+	char *m = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	if (mprotect(m, guard, PROT_NONE) != 0) {
+		munmap(m, size + guard);
+		return -ENOMEM;
+	}
+	prt__topo_membind(&rt->topo, home, m + guard, size);
+	out->base = m + guard;
+	out->size = size;
+	out->flags = 0;
+	stack_register(out);
+	return 0;
+}
+
+static void guard_unmap(struct prt__stack *s)
+{
+	size_t guard = page_size();
+
+	stack_deregister(s);
+	munmap((char *)s->base - guard, s->size + guard);
+}
+
+/* A canary stack of its own mapping (non-default size). */
+static int canary_map(struct prt_runtime *rt, int home, size_t size, struct prt__stack *out)
+{
+	char *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	prt__topo_membind(&rt->topo, home, m, size);
+	out->base = m;
+	out->size = size;
+	out->flags = PRT_STK_CANARY;
+	stack_register(out);
+	return 0;
+}
+
+/* Map a new slab of PRT_STACK_SLAB_COUNT default-size canary stacks. */
+static int slab_new(struct prt_runtime *rt, struct prt__worker *w)
+{
+	size_t len = rt->stack_size * PRT_STACK_SLAB_COUNT;
+	struct prt__slab *sl = prt__alloc(sizeof(*sl));
+	void *m;
+
+	if (!sl)
+		return -ENOMEM;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (m == MAP_FAILED) {
+		prt__free(sl, sizeof(*sl));
+		return -ENOMEM;
+	}
+	prt__topo_membind(&rt->topo, w->index, m, len);
+	sl->map = m;
+	sl->len = len;
+	prt__spin_lock(&rt->slab_lock);
+	sl->next = rt->slabs;
+	rt->slabs = sl;
+	prt__spin_unlock(&rt->slab_lock);
+	w->stacks.slab_next = m;
+	w->stacks.slab_left = PRT_STACK_SLAB_COUNT;
+	return 0;
+}
+
+static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *out)
+{
+	struct prt__stack_pool *p = &w->stacks;
+
+	if (p->ncold) {
+		/* Its pages were given back; they come back zeroed on first touch. */
+		*out = p->cold[--p->ncold];
+		return 0;
+	}
+	if (!p->slab_left) {
+		int err = slab_new(rt, w);
+
+		if (err)
+			return err;
+	}
+	out->base = p->slab_next;
+	out->size = rt->stack_size;
+	out->flags = PRT_STK_CANARY | PRT_STK_SLAB | PRT_STK_POOLED;
+	stack_register(out);
+	p->slab_next += rt->stack_size;
+	p->slab_left--;
+	return 0;
+}
+
+/*
+ * Stacks flow from the worker where fibers end to the one where they
+ * are spawned. A worker's pool is refilled from, and spills half of
+ * itself into, the runtime's depot: one lock per batch of max/2 stacks.
+ */
+static prt__noinline void depot_refill(struct prt_runtime *rt, struct prt__stack_pool *p)
+{
+	unsigned n;
+
+	if (!atomic_load_explicit((atomic_uint *)&rt->ndepot, memory_order_relaxed))
+		return;
+	prt__spin_lock(&rt->depot_lock);
+	n = rt->ndepot < p->max / 2 ? rt->ndepot : p->max / 2;
+	rt->ndepot -= n;
+	memcpy(p->warm, rt->stack_depot + rt->ndepot, sizeof(*p->warm) * n);
+	prt__spin_unlock(&rt->depot_lock);
+	p->nwarm = n;
+}
+
+static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
+
+static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker *w)
+{
+	struct prt__stack_pool *p = &w->stacks;
+	unsigned n = p->max / 2, room;
+
+	prt__spin_lock(&rt->depot_lock);
+	room = rt->maxdepot - rt->ndepot;
+	if (room > n)
+		room = n;
+	p->nwarm -= room;
+	memcpy(rt->stack_depot + rt->ndepot, p->warm + p->nwarm, sizeof(*p->warm) * room);
+	rt->ndepot += room;
+	prt__spin_unlock(&rt->depot_lock);
+	/* Depot full: these go back to the system. */
+	for (; room < n; room++)
+		stack_free(rt, w, &p->warm[--p->nwarm]);
+}
+
+int prt__stack_depot_init(struct prt_runtime *rt)
+{
+	rt->maxdepot = rt->stack_pool_max * (unsigned)rt->nworkers;
+	rt->stack_depot = prt__alloc(sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
+	return rt->stack_depot ? 0 : -ENOMEM;
+}
+
+void prt__stack_depot_fini(struct prt_runtime *rt)
+{
+	for (unsigned i = 0; i < rt->ndepot; i++) {
+		struct prt__stack *s = &rt->stack_depot[i];
+
+		if (s->flags & PRT_STK_SLAB) {
+			stack_deregister(s);
+		} else {
+			stack_deregister(s);
+			munmap((char *)s->base - page_size(), s->size + page_size());
+		}
+	}
+	prt__free(rt->stack_depot, sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
+	rt->stack_depot = NULL;
+	rt->ndepot = 0;
+}
+
+int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size_t size,
+		   struct prt__stack *out)
+{
+	bool canary = rt->stack_kind == PRT_STACK_CANARY;
+	int err;
+
+	size = size ? (size + page_size() - 1) & ~(page_size() - 1) : rt->stack_size;
+	if (size == rt->stack_size && w) {
+		if (!w->stacks.nwarm)
+			depot_refill(rt, &w->stacks);
+		if (w->stacks.nwarm) {
+			*out = w->stacks.warm[--w->stacks.nwarm];
+			return 0;
+		}
+		if (canary)
+			return canary_slab_get(rt, w, out);
+	}
+	err = canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
+	if (!err && size == rt->stack_size)
+		out->flags |= PRT_STK_POOLED;
+	return err;
+}
+
+static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s)
+{
+	struct prt__stack_pool *p = &w->stacks;
+
+	(void)rt;
+	if (!(s->flags & PRT_STK_SLAB)) {
+		if (s->flags & PRT_STK_CANARY) {
+			stack_deregister(s);
+			munmap(s->base, s->size);
+		} else {
+			guard_unmap(s);
+		}
+		return;
+	}
+	/* A slab stack cannot be unmapped alone: give its pages back. */
+	madvise(s->base, s->size, MADV_DONTNEED);
+	if (p->ncold == p->capcold) {
+		unsigned cap = p->capcold ? p->capcold * 2 : 64;
+		struct prt__stack *n = prt__alloc(sizeof(*n) * cap);
+
+		if (!n)
+			return; /* leak the stack into its slab; freed at destroy */
+		if (p->cold) {
+			memcpy(n, p->cold, sizeof(*n) * p->ncold);
+			prt__free(p->cold, sizeof(*n) * p->capcold);
+		}
+		p->cold = n;
+		p->capcold = cap;
+	}
+	p->cold[p->ncold++] = *s;
+}
+
+void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s)
+{
+	struct prt__stack_pool *p = &w->stacks;
+
+	stack_unpoison(s);
+	if (s->flags & PRT_STK_POOLED) {
+		if (p->nwarm == p->max && p->max >= 2)
+			depot_spill(rt, w);
+		if (p->nwarm < p->max) {
+			p->warm[p->nwarm++] = *s;
+			return;
+		}
+	}
+	stack_free(rt, w, s);
+}
+
+void prt__stack_pool_fini(struct prt_runtime *rt, struct prt__stack_pool *p)
+{
+	for (unsigned i = 0; i < p->nwarm; i++) {
+		if (!(p->warm[i].flags & PRT_STK_SLAB))
+			stack_free(rt, prt__container_of(p, struct prt__worker, stacks), &p->warm[i]);
+		else
+			stack_deregister(&p->warm[i]);
+	}
+	for (unsigned i = 0; i < p->ncold; i++)
+		stack_deregister(&p->cold[i]);
+	prt__free(p->warm, sizeof(*p->warm) * (p->max ? p->max : 1));
+	prt__free(p->cold, sizeof(*p->cold) * p->capcold);
+	memset(p, 0, sizeof(*p));
+}
+
+void prt__stack_slabs_free(struct prt_runtime *rt)
+{
+	struct prt__slab *sl = rt->slabs, *next;
+
+	for (; sl; sl = next) {
+		next = sl->next;
+		munmap(sl->map, sl->len);
+		prt__free(sl, sizeof(*sl));
+	}
+	rt->slabs = NULL;
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_STACK_H
+#define PRT_STACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct prt_runtime;
+struct prt__worker;
+
+/* Bytes at the bottom of a canary stack that must stay zero. */
+#define PRT_CANARY_BYTES 64
+/* Lowest the saved stack pointer may go above the canary. */
+#define PRT_CANARY_SP_MARGIN 256
+
+/* prt__stack.flags */
+enum {
+	PRT_STK_CANARY = 1u << 0, /* canary-checked, no guard page */
+	PRT_STK_SLAB = 1u << 1,   /* carved from a slab: never unmapped alone */
+	PRT_STK_POOLED = 1u << 2, /* default size: may go back to a pool */
+};
+
+/* One fiber stack. The usable range is [base, base + size). */
+struct prt__stack {
+	void *base;
+	size_t size;
+	unsigned flags;
+	unsigned vg_id; /* valgrind stack id, 0 if none */
+};
+
+/*
+ * A worker's free stacks of the runtime's default size. Owned by the
+ * worker thread: only it takes and returns, so no lock. @warm holds up
+ * to @max stacks ready for reuse; for canary stacks, which live in
+ * slabs and cannot be unmapped one by one, the rest go to @cold after
+ * their pages are returned to the kernel (MADV_DONTNEED).
+ */
+struct prt__stack_pool {
+	struct prt__stack *warm;
+	unsigned nwarm, max;
+	struct prt__stack *cold;
+	unsigned ncold, capcold;
+	char *slab_next;      /* canary: next uncarved stack of the current slab */
+	unsigned slab_left;
+};
+
+/* Runtime-wide slab list for canary stacks (freed at destroy). */
+struct prt__slab {
+	struct prt__slab *next;
+	void *map;
+	size_t len;
+};
+
+int prt__stack_pool_init(struct prt__stack_pool *p, unsigned max);
+void prt__stack_pool_fini(struct prt_runtime *rt, struct prt__stack_pool *p);
+
+/*
+ * Get a stack of @size bytes (0 = the runtime default) for a fiber that
+ * will be homed on worker @home. @w is the calling worker (its pool is
+ * used) or NULL from a plain thread. Returns 0 or -ENOMEM.
+ */
+int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size_t size,
+		   struct prt__stack *out);
+/* Give a dead fiber's stack back, on worker @w (never NULL). */
+void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
+/* The runtime's depot of free stacks shared between pools in batches. */
+int prt__stack_depot_init(struct prt_runtime *rt);
+void prt__stack_depot_fini(struct prt_runtime *rt);
+/* Unmap everything of the runtime's slabs (destroy). */
+void prt__stack_slabs_free(struct prt_runtime *rt);
+
+/* True if the canary of @s is intact and @sp is above the margin. */
+__attribute__((no_sanitize_address)) static inline bool prt__stack_canary_ok(const struct prt__stack *s, const void *sp)
+{
+	const uint64_t *c = (const uint64_t *)s->base;
+	uint64_t acc = 0;
+
+	for (int i = 0; i < PRT_CANARY_BYTES / 8; i++)
+		acc |= c[i];
+	return acc == 0 && (const char *)sp >= (const char *)s->base + PRT_CANARY_SP_MARGIN;
+}
+
+#endif

@@ -1,0 +1,542 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of lib/topology.c: worker placement, CPU lists, steal order
+ * and binding, mostly on synthetic hwloc topologies so that the results
+ * do not depend on the machine running the tests. hwloc is used directly
+ * only to write an XML topology file.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <hwloc.h>
+
+#include "topology.h"
+
+/* 2 packages x 2 NUMA nodes x 8 cores x 2 PUs: 32 cores, 64 PUs. */
+#define BIG "pack:2 numa:2 core:8 pu:2"
+/* 8 single-PU cores; pairs share an L2, fours share an L3. */
+#define CACHES "pack:1 l3:2 l2:2 core:2 pu:1"
+
+/* Classes as lib/topology.c orders them. */
+enum { SAME_CORE, SAME_L2, SAME_L3, SAME_NUMA, SAME_PACKAGE, FAR, NCLASSES };
+
+static prt_runtime_config_t config(const char *synthetic, unsigned flags)
+{
+	prt_runtime_config_t cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.size = sizeof(cfg);
+	cfg.flags = flags;
+	cfg.topology_synthetic = synthetic;
+	return cfg;
+}
+
+static void assert_zeroed(const struct prt__topo *t)
+{
+	struct prt__topo zero;
+
+	memset(&zero, 0, sizeof(zero));
+	assert_memory_equal(t, &zero, sizeof(zero));
+}
+
+static int init_err(const prt_runtime_config_t *cfg)
+{
+	struct prt__topo t;
+	int err = prt__topo_init(&t, cfg);
+
+	if (err)
+		assert_zeroed(&t);
+	else
+		prt__topo_fini(&t);
+	return err;
+}
+
+/* The calling thread's CPU affinity. */
+static cpu_set_t affinity(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(set), &set), 0);
+	return set;
+}
+
+/* Class of two workers from their public fields, for topologies without caches. */
+static int class_of(const struct prt__topo_worker *a, const struct prt__topo_worker *b)
+{
+	if (a->core_index == b->core_index)
+		return SAME_CORE;
+	if (a->numa_index == b->numa_index)
+		return SAME_NUMA;
+	if (a->package_index == b->package_index)
+		return SAME_PACKAGE;
+	return FAR;
+}
+
+/* Class of two workers of CACHES, from their indexes. */
+static int cache_class(int i, int j)
+{
+	if (i / 2 == j / 2)
+		return SAME_L2;
+	if (i / 4 == j / 4)
+		return SAME_L3;
+	return SAME_NUMA;
+}
+
+/*
+ * Check worker @i's steal order against @classify: it holds every other
+ * worker once, sorted by (class, (j - i + n) % n), and has @want[c]
+ * entries of class c.
+ */
+static void check_order(const struct prt__topo *t, int i, int (*classify)(const struct prt__topo *, int, int),
+			const int want[NCLASSES])
+{
+	int n = t->nworkers, count[NCLASSES] = { 0 };
+	char *seen = calloc((size_t)n, 1);
+	const int *order = t->w[i].steal_order;
+
+	assert_non_null(seen);
+	assert_non_null(order);
+	for (int k = 0; k < n - 1; k++) {
+		int j = order[k], c = classify(t, i, j);
+
+		assert_true(j >= 0 && j < n && j != i && !seen[j]);
+		seen[j] = 1;
+		count[c]++;
+		if (k > 0) {
+			int pj = order[k - 1], pc = classify(t, i, pj);
+
+			assert_true(pc <= c);
+			if (pc == c)
+				assert_true((pj - i + n) % n < (j - i + n) % n);
+		}
+	}
+	for (int c = 0; c < NCLASSES; c++)
+		assert_int_equal(count[c], want[c]);
+	free(seen);
+}
+
+static int classify_fields(const struct prt__topo *t, int i, int j)
+{
+	return class_of(&t->w[i], &t->w[j]);
+}
+
+static int classify_caches(const struct prt__topo *t, int i, int j)
+{
+	(void)t;
+	return cache_class(i, j);
+}
+
+static void test_synthetic_per_core(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, 0);
+	struct prt__topo t;
+	cpu_set_t before = affinity(), after;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 32);
+	for (int k = 0; k < 32; k++) {
+		assert_int_equal(t.w[k].pu_os_index, 2 * k);
+		assert_int_equal(t.w[k].core_index, k);
+		assert_int_equal(t.w[k].numa_index, k / 8);
+		assert_int_equal(t.w[k].package_index, k / 16);
+		assert_non_null(t.w[k].cpuset);
+		assert_non_null(t.w[k].nodeset);
+	}
+	assert_int_equal(t.is_this_system, 0);
+	assert_int_equal(t.pin, 0);
+	assert_int_equal(t.can_membind, 0);
+	assert_non_null(strstr(t.notice, "synthetic"));
+	assert_non_null(strstr(t.notice, BIG));
+	assert_non_null(strstr(t.notice, "not bound"));
+
+	/* Binding is skipped: success, and the thread's affinity is untouched. */
+	assert_int_equal(prt__topo_bind_thread(&t, 0), 0);
+	assert_int_equal(prt__topo_bind_thread(&t, 31), 0);
+	after = affinity();
+	assert_true(CPU_EQUAL(&before, &after));
+	assert_int_equal(prt__topo_bind_thread(&t, -1), -EINVAL);
+	assert_int_equal(prt__topo_bind_thread(&t, 32), -EINVAL);
+	assert_int_equal(prt__topo_membind(&t, 0, &cfg, sizeof(cfg)), 0);
+	assert_int_equal(prt__topo_membind(&t, 32, &cfg, sizeof(cfg)), -EINVAL);
+	prt__topo_fini(&t);
+	assert_zeroed(&t);
+}
+
+static void test_synthetic_per_pu(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, PRT_RT_PER_PU);
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 64);
+	for (int k = 0; k < 64; k++) {
+		assert_int_equal(t.w[k].pu_os_index, k);
+		assert_int_equal(t.w[k].core_index, k / 2);
+		assert_int_equal(t.w[k].numa_index, k / 16);
+		assert_int_equal(t.w[k].package_index, k / 32);
+	}
+	prt__topo_fini(&t);
+}
+
+/* A topology without core objects: each PU is its own unit. */
+static void test_no_cores(void **state)
+{
+	prt_runtime_config_t cfg = config("pu:4", 0);
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 4);
+	for (int k = 0; k < 4; k++) {
+		assert_int_equal(t.w[k].pu_os_index, k);
+		assert_int_equal(t.w[k].core_index, k);
+		assert_int_equal(t.w[k].numa_index, 0);
+		assert_int_equal(t.w[k].package_index, 0);
+	}
+	prt__topo_fini(&t);
+}
+
+static void test_steal_order_numa(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, PRT_RT_PER_PU);
+	/* SMT sibling, 14 PUs of the node, 16 of the other node, 32 far. */
+	static const int want[NCLASSES] = { 1, 0, 0, 14, 16, 32 };
+	static const int want_core[NCLASSES] = { 0, 0, 0, 7, 8, 16 };
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.w[0].steal_order[0], 1);
+	assert_int_equal(t.w[1].steal_order[0], 0);
+	/* Rotation: worker 2's first node-mate after its sibling is 4, not 0. */
+	assert_int_equal(t.w[2].steal_order[0], 3);
+	assert_int_equal(t.w[2].steal_order[1], 4);
+	for (int i = 0; i < t.nworkers; i++)
+		check_order(&t, i, classify_fields, want);
+	prt__topo_fini(&t);
+
+	cfg = config(BIG, 0);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	for (int i = 0; i < t.nworkers; i++)
+		check_order(&t, i, classify_fields, want_core);
+	prt__topo_fini(&t);
+}
+
+static void test_steal_order_caches(void **state)
+{
+	prt_runtime_config_t cfg = config(CACHES, 0);
+	static const int want[NCLASSES] = { 0, 1, 2, 4, 0, 0 };
+	static const int order5[] = { 4, 6, 7, 0, 1, 2, 3 };
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 8);
+	for (int i = 0; i < t.nworkers; i++) {
+		assert_int_equal(t.w[i].pu_os_index, i);
+		check_order(&t, i, classify_caches, want);
+	}
+	assert_memory_equal(t.w[5].steal_order, order5, sizeof(order5));
+	prt__topo_fini(&t);
+}
+
+static void test_cpus(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, PRT_RT_PER_PU);
+	struct prt__topo t;
+
+	(void)state;
+	cfg.cpus = "0-3";
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 4);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(t.w[k].pu_os_index, k);
+	prt__topo_fini(&t);
+
+	/* Per core: one worker per core, on the core's first allowed PU. */
+	cfg.flags = 0;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 2);
+	assert_int_equal(t.w[0].pu_os_index, 0);
+	assert_int_equal(t.w[1].pu_os_index, 2);
+	prt__topo_fini(&t);
+
+	cfg.cpus = "1,3,40";
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 3);
+	assert_int_equal(t.w[0].pu_os_index, 1);
+	assert_int_equal(t.w[1].pu_os_index, 3);
+	assert_int_equal(t.w[2].pu_os_index, 40);
+	assert_int_equal(t.w[2].package_index, 1);
+	prt__topo_fini(&t);
+
+	/* PUs the topology lacks are ignored. */
+	cfg.cpus = "62-100";
+	cfg.flags = PRT_RT_PER_PU;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 2);
+	assert_int_equal(t.w[0].pu_os_index, 62);
+	assert_int_equal(t.w[1].pu_os_index, 63);
+	prt__topo_fini(&t);
+}
+
+static void test_cpus_bad(void **state)
+{
+	static const char *bad[] = {
+		"abc", "", "5-2", "1-3x", "3-", "-1", "1,,2", ",", "1,", "0x3", " 1", "1 ",
+		"99999999999", "0-1,abc", "64", "100-200",
+	};
+	prt_runtime_config_t cfg = config(BIG, 0);
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		cfg.cpus = bad[k];
+		if (init_err(&cfg) != -EINVAL)
+			fail_msg("cpus \"%s\" was accepted", bad[k]);
+	}
+}
+
+static void test_bad_config(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, 0);
+
+	(void)state;
+	cfg.topology_xml = "/nonexistent.xml";
+	assert_int_equal(init_err(&cfg), -EINVAL);
+	cfg = config("not a topology", 0);
+	assert_int_equal(init_err(&cfg), -EINVAL);
+	cfg = config(BIG, 0);
+	cfg.nworkers = -1;
+	assert_int_equal(init_err(&cfg), -EINVAL);
+	cfg.nworkers = PRT_MAX_WORKERS + 1;
+	assert_int_equal(init_err(&cfg), -EINVAL);
+}
+
+static void test_nworkers(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, PRT_RT_PER_PU);
+	static const int order4[] = { 0, 1, 2, 3 };
+	struct prt__topo t;
+
+	(void)state;
+	/* More workers than units wrap round-robin. */
+	cfg.cpus = "0-3";
+	cfg.nworkers = 5;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 5);
+	for (int k = 0; k < 5; k++)
+		assert_int_equal(t.w[k].pu_os_index, k % 4);
+	/* Worker 4 shares PU 0 with worker 0: same class as its SMT sibling. */
+	assert_memory_equal(t.w[4].steal_order, order4, sizeof(order4));
+	assert_int_equal(t.w[0].steal_order[0], 1);
+	assert_int_equal(t.w[0].steal_order[1], 4);
+	prt__topo_fini(&t);
+
+	/* Fewer workers than units: the first units in logical order. */
+	cfg.cpus = NULL;
+	cfg.flags = 0;
+	cfg.nworkers = 3;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 3);
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(t.w[k].pu_os_index, 2 * k);
+	prt__topo_fini(&t);
+
+	cfg.nworkers = 1;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 1);
+	assert_null(t.w[0].steal_order);
+	prt__topo_fini(&t);
+
+	cfg.nworkers = PRT_MAX_WORKERS;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, PRT_MAX_WORKERS);
+	assert_int_equal(t.w[PRT_MAX_WORKERS - 1].core_index, (PRT_MAX_WORKERS - 1) % 32);
+	prt__topo_fini(&t);
+}
+
+static void test_xml(void **state)
+{
+	char dir[] = "/tmp/prt-topo-XXXXXX", path[64];
+	prt_runtime_config_t cfg = config(NULL, 0);
+	hwloc_topology_t topo;
+	struct prt__topo t;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/topo.xml", dir);
+	assert_int_equal(hwloc_topology_init(&topo), 0);
+	assert_int_equal(hwloc_topology_set_synthetic(topo, "pack:1 core:4 pu:2"), 0);
+	assert_int_equal(hwloc_topology_load(topo), 0);
+	assert_int_equal(hwloc_topology_export_xml(topo, path, 0), 0);
+	hwloc_topology_destroy(topo);
+
+	cfg.topology_xml = path;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 4);
+	assert_int_equal(t.is_this_system, 0);
+	assert_int_equal(t.pin, 0);
+	assert_non_null(strstr(t.notice, "XML"));
+	assert_non_null(strstr(t.notice, path));
+	assert_int_equal(prt__topo_bind_thread(&t, 0), 0);
+	prt__topo_fini(&t);
+	cfg.flags = PRT_RT_PER_PU;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 8);
+	prt__topo_fini(&t);
+
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+	assert_true(init_err(&cfg) < 0);
+}
+
+/* Run init with stderr sent to a file; return what was printed. */
+static void init_capturing_stderr(const prt_runtime_config_t *cfg, char *out, size_t size)
+{
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	struct prt__topo t;
+	size_t n;
+
+	assert_non_null(f);
+	assert_true(saved >= 0);
+	fflush(stderr);
+	assert_true(dup2(fileno(f), STDERR_FILENO) >= 0);
+	assert_int_equal(prt__topo_init(&t, cfg), 0);
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	rewind(f);
+	n = fread(out, 1, size - 1, f);
+	out[n] = '\0';
+	fclose(f);
+	prt__topo_fini(&t);
+}
+
+static void test_verbose(void **state)
+{
+	prt_runtime_config_t cfg = config(BIG, 0);
+	char buf[512];
+
+	(void)state;
+	init_capturing_stderr(&cfg, buf, sizeof(buf));
+	assert_string_equal(buf, "");
+	cfg.flags = PRT_RT_VERBOSE;
+	init_capturing_stderr(&cfg, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "synthetic"));
+	assert_non_null(strstr(buf, "not bound"));
+}
+
+static void test_real_machine(void **state)
+{
+	prt_runtime_config_t cfg = config(NULL, 0);
+	cpu_set_t before = affinity(), after;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	struct prt__topo t;
+	char cpus[16];
+	void *mem;
+	int pu;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_true(t.nworkers >= 1);
+	assert_int_equal(t.is_this_system, 1);
+	assert_int_equal(t.pin, 1);
+	assert_string_equal(t.notice, "");
+	for (int k = 0; k < t.nworkers; k++)
+		assert_true(CPU_ISSET(t.w[k].pu_os_index, &before));
+
+	assert_int_equal(prt__topo_bind_thread(&t, 0), 0);
+	after = affinity();
+	assert_int_equal(CPU_COUNT(&after), 1);
+	assert_true(CPU_ISSET(t.w[0].pu_os_index, &after));
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(before), &before), 0);
+
+	mem = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(prt__topo_membind(&t, 0, mem, 4 * page), 0);
+	munmap(mem, 4 * page);
+	pu = t.w[0].pu_os_index;
+	prt__topo_fini(&t);
+
+	/* A CPU list on the real machine: just the first worker's PU. */
+	snprintf(cpus, sizeof(cpus), "%d", pu);
+	cfg.cpus = cpus;
+	cfg.flags = PRT_RT_PER_PU;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 1);
+	assert_int_equal(t.w[0].pu_os_index, pu);
+	prt__topo_fini(&t);
+}
+
+static void test_real_no_pin(void **state)
+{
+	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_PIN);
+	cpu_set_t before = affinity(), after;
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.is_this_system, 1);
+	assert_int_equal(t.pin, 0);
+	assert_int_equal(t.can_membind, 0);
+	assert_non_null(strstr(t.notice, "PRT_RT_NO_PIN"));
+	assert_int_equal(prt__topo_bind_thread(&t, 0), 0);
+	after = affinity();
+	assert_true(CPU_EQUAL(&before, &after));
+	prt__topo_fini(&t);
+}
+
+static void test_fini(void **state)
+{
+	prt_runtime_config_t cfg = config("pack:1 core:2 pu:1", 0);
+	struct prt__topo t;
+
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	prt__topo_fini(&t);
+	prt__topo_fini(&t);
+	assert_zeroed(&t);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	prt__topo_fini(&t);
+	assert_zeroed(&t);
+	prt__topo_fini(&t);
+	assert_zeroed(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_synthetic_per_core),
+		cmocka_unit_test(test_synthetic_per_pu),
+		cmocka_unit_test(test_no_cores),
+		cmocka_unit_test(test_steal_order_numa),
+		cmocka_unit_test(test_steal_order_caches),
+		cmocka_unit_test(test_cpus),
+		cmocka_unit_test(test_cpus_bad),
+		cmocka_unit_test(test_bad_config),
+		cmocka_unit_test(test_nworkers),
+		cmocka_unit_test(test_xml),
+		cmocka_unit_test(test_verbose),
+		cmocka_unit_test(test_real_machine),
+		cmocka_unit_test(test_real_no_pin),
+		cmocka_unit_test(test_fini),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
