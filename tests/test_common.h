@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared helpers of the cmocka tests. */
+#ifndef PRT_TEST_COMMON_H
+#define PRT_TEST_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <proxyrt/proxyrt.h>
+
+static inline prt_runtime_t *test_rt(int nworkers)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
+/* Run @fn(@arg) as a fiber of @rt with priority @prio and wait for it. */
+static inline void *test_run_in(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	void *res = NULL;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	assert_int_equal(prt_spawn(rt, &f, &a, fn, arg), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	return res;
+}
+
+/* cmocka's assert_* inside fibers longjmp across stacks: check, then report outside. */
+#define FIBER_CHECK(cond)                                                              \
+	do {                                                                           \
+		if (!(cond)) {                                                         \
+			fprintf(stderr, "%s:%d: fiber check failed: %s\n", __FILE__,   \
+				__LINE__, #cond);                                      \
+			return (void *)(intptr_t)__LINE__;                             \
+		}                                                                      \
+	} while (0)
+
+#endif

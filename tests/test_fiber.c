@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/* Fiber semantics: spawn, join, detach, exit, park, attributes, priority order. */
+#include <errno.h>
+#include <pthread.h>
+
+#include "test_common.h"
+
+static void *ret_arg(void *a)
+{
+	return a;
+}
+
+/* Recurse, then end the fiber from the deepest frame. */
+static void deep_exit(int depth, void *res);
+static void (*volatile deep_exit_p)(int, void *) = deep_exit;
+
+static void deep_exit(int depth, void *res)
+{
+	if (depth > 0)
+		deep_exit_p(depth - 1, res);
+	prt_exit(res);
+}
+
+static void *exits_deep(void *a)
+{
+	deep_exit(10, a);
+	return NULL; /* not reached */
+}
+
+static void test_spawn_join_result(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f, g;
+	void *res = NULL;
+
+	(void)state;
+	assert_int_equal(prt_spawn(rt, &f, NULL, ret_arg, (void *)0x1234), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_ptr_equal(res, (void *)0x1234);
+	assert_int_equal(prt_spawn(rt, &g, NULL, exits_deep, (void *)0x77), 0);
+	assert_int_equal(prt_join(g, &res), 0);
+	assert_ptr_equal(res, (void *)0x77);
+	assert_int_equal(prt_join(g, &res), -ESRCH); /* already joined */
+	assert_int_equal(prt_detach(g), -ESRCH);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static atomic_int gate;
+
+static void *wait_gate(void *a)
+{
+	while (!atomic_load(&gate))
+		prt_yield();
+	return a;
+}
+
+static void test_detach(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	(void)state;
+	atomic_store(&gate, 0);
+	assert_int_equal(prt_spawn(rt, &f, NULL, wait_gate, NULL), 0);
+	assert_int_equal(prt_detach(f), 0);
+	assert_int_equal(prt_detach(f), -EINVAL);  /* detached already */
+	assert_int_equal(prt_join(f, NULL), -EINVAL); /* detached: cannot join */
+	atomic_store(&gate, 1);
+
+	/* Spawned detached via attribute, with no handle. */
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	assert_int_equal(prt_spawn(rt, NULL, &a, ret_arg, NULL), 0);
+	a.flags = 0;
+	assert_int_equal(prt_spawn(rt, NULL, &a, ret_arg, NULL), -EINVAL); /* joinable needs out */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* A zombie detached later is freed, and its handle is then stale. */
+static void *zombie_main(void *arg)
+{
+	prt_fiber_t z;
+	prt_fiber_attr_t a;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	a.priority = PRT_PRIO_MAX; /* runs to completion at our next yield */
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &z, &a, ret_arg, NULL) == 0);
+	prt_yield();
+	FIBER_CHECK(prt_detach(z) == 0);
+	FIBER_CHECK(prt_join(z, NULL) == -ESRCH);
+	FIBER_CHECK(prt_fiber_get_priority(z) == -ESRCH);
+	return NULL;
+}
+
+static void test_detach_zombie(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, zombie_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void *join_self(void *a)
+{
+	(void)a;
+	FIBER_CHECK(prt_join(prt_self(), NULL) == -EDEADLK);
+	return NULL;
+}
+
+struct two_joiners {
+	prt_fiber_t target;
+	atomic_int results[2];
+	atomic_int done;
+};
+
+static void *joiner(void *arg)
+{
+	struct two_joiners *t = arg;
+	int r = prt_join(t->target, NULL);
+	int slot = atomic_fetch_add(&t->done, 1);
+
+	atomic_store(&t->results[slot], r);
+	return NULL;
+}
+
+static void test_join_errors(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t nil = { NULL, 0 }, j1, j2;
+	struct two_joiners t = { 0 };
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, join_self, NULL));
+	assert_int_equal(prt_join(nil, NULL), -ESRCH);
+	assert_int_equal(prt_detach(nil), -ESRCH);
+
+	/* Two joiners of one fiber: exactly one succeeds, the other gets -EINVAL. */
+	atomic_store(&gate, 0);
+	assert_int_equal(prt_spawn(rt, &t.target, NULL, wait_gate, NULL), 0);
+	assert_int_equal(prt_spawn(rt, &j1, NULL, joiner, &t), 0);
+	assert_int_equal(prt_spawn(rt, &j2, NULL, joiner, &t), 0);
+	while (atomic_load(&t.done) < 1)
+		sched_yield();
+	atomic_store(&gate, 1);
+	assert_int_equal(prt_join(j1, NULL), 0);
+	assert_int_equal(prt_join(j2, NULL), 0);
+	assert_int_equal(atomic_load(&t.results[0]), -EINVAL);
+	assert_int_equal(atomic_load(&t.results[1]), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static uint64_t total_spawned(prt_runtime_t *rt)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t s;
+
+		assert_int_equal(prt_worker_stats(rt, i, &s), 0);
+		n += s.fibers_run;
+	}
+	return n;
+}
+
+static void test_spawn_errors(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_attr_t a;
+	prt_fiber_t f = { NULL, 0 };
+	uint64_t before = total_spawned(rt);
+
+	(void)state;
+	assert_int_equal(prt_spawn(NULL, &f, NULL, ret_arg, NULL), -EINVAL);
+	assert_int_equal(prt_spawn(rt, &f, NULL, NULL, NULL), -EINVAL);
+	prt_fiber_attr_init(&a);
+	a.priority = -1;
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	a.priority = PRT_PRIO_LEVELS;
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	prt_fiber_attr_init(&a);
+	a.stack_size = 100;
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	prt_fiber_attr_init(&a);
+	a.flags = 0x80;
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	prt_fiber_attr_init(&a);
+	a.size = 4;
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity); /* names no worker */
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	prt_workerset_add(&a.affinity, 0);
+	prt_workerset_add(&a.affinity, 5); /* no worker 5 */
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), -EINVAL);
+	assert_null(f.p); /* nothing written on failure */
+	/* Nothing ran, nothing was counted: failed calls have no side effects. */
+	assert_int_equal(total_spawned(rt), before);
+	prt_workerset_del(&a.affinity, 5);
+	assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void *self_checks(void *arg)
+{
+	prt_fiber_t me = prt_self();
+	char name[PRT_NAME_MAX];
+
+	(void)arg;
+	FIBER_CHECK(me.p != NULL && prt_fiber_id(me) != 0);
+	FIBER_CHECK(prt_fiber_name(me, name, sizeof(name)) == 0);
+	FIBER_CHECK(strncmp(name, "a-rather-long-fiber-name", PRT_NAME_MAX - 1) == 0);
+	FIBER_CHECK(strlen(name) == PRT_NAME_MAX - 1);
+	FIBER_CHECK(prt_fiber_name(me, name, 3) == 0 && strcmp(name, "a-") == 0);
+	FIBER_CHECK(prt_fiber_name(me, NULL, 3) == -EINVAL);
+	FIBER_CHECK(prt_worker_index() >= 0);
+	FIBER_CHECK(prt_runtime_self() != NULL);
+	FIBER_CHECK(prt_fiber_get_priority(me) == 7);
+	FIBER_CHECK(prt_fiber_set_priority(me, 9) == 0 && prt_fiber_get_priority(me) == 9);
+	FIBER_CHECK(prt_fiber_set_priority(me, PRT_PRIO_MAX + 1) == -EINVAL);
+	FIBER_CHECK(prt_fiber_get_priority(me) == 9);
+	return (void *)(uintptr_t)prt_fiber_id(me);
+}
+
+static void test_self_name_priority(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_attr_t a;
+	prt_fiber_t f, g;
+	void *res;
+
+	(void)state;
+	assert_null(prt_self().p);
+	assert_int_equal(prt_yield(), -EPERM);
+	assert_int_equal(prt_park(), -EPERM);
+	assert_int_equal(prt_worker_index(), -EPERM);
+	assert_null(prt_runtime_self());
+	prt_fiber_attr_init(&a);
+	a.priority = 7;
+	a.name = "a-rather-long-fiber-name-that-is-cut";
+	assert_int_equal(prt_spawn(rt, &f, &a, self_checks, NULL), 0);
+	assert_int_equal(prt_spawn(rt, &g, &a, self_checks, NULL), 0);
+	assert_false(prt_fiber_equal(f, g));
+	assert_true(prt_fiber_equal(f, f));
+	assert_int_not_equal(prt_fiber_id(f), prt_fiber_id(g));
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal((uintptr_t)res, prt_fiber_id(f));
+	assert_int_equal(prt_join(g, &res), 0);
+	assert_int_equal((uintptr_t)res, prt_fiber_id(g));
+	/* Stale handles. */
+	assert_int_equal(prt_fiber_get_priority(f), -ESRCH);
+	assert_int_equal(prt_fiber_set_priority(f, 3), -ESRCH);
+	assert_int_equal(prt_fiber_name(f, (char[4]){ 0 }, 4), -ESRCH);
+	assert_int_equal(prt_unpark(f), -ESRCH);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- priority order on one worker ---- */
+
+static atomic_int order_log[64];
+static atomic_int order_n;
+
+static void *log_arg(void *a)
+{
+	atomic_store(&order_log[atomic_fetch_add(&order_n, 1)], (int)(intptr_t)a);
+	return NULL;
+}
+
+static void *prio_main(void *arg)
+{
+	static const int prios[] = { 3, 20, 3, 10, 20, 31, 0, 10 };
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t f[8];
+	prt_fiber_attr_t a;
+
+	(void)arg;
+	atomic_store(&order_n, 0);
+	prt_fiber_attr_init(&a);
+	for (int i = 0; i < 8; i++) {
+		a.priority = prios[i];
+		FIBER_CHECK(prt_spawn(rt, &f[i], &a, log_arg, (void *)(intptr_t)i) == 0);
+	}
+	/* Re-prioritise a queued fiber: #6 (prio 0) jumps to 25. */
+	FIBER_CHECK(prt_fiber_set_priority(f[6], 25) == 0);
+	for (int i = 0; i < 8; i++)
+		FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_priority_order(void **state)
+{
+	/* Highest first, FIFO within a level; #6 moved to 25. */
+	static const int want[] = { 5, 6, 1, 4, 3, 7, 0, 2 };
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	/* Main runs at the top level so nothing runs until it joins. */
+	assert_null(test_run_in(rt, PRT_PRIO_MAX, prio_main, NULL));
+	assert_int_equal(atomic_load(&order_n), 8);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(atomic_load(&order_log[i]), want[i]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A high-priority fiber made runnable runs at the next scheduling point,
+ * before the lower-priority fibers already queued; and yield keeps the
+ * caller running when only lower priorities are queued.
+ */
+static atomic_int hi_ran, lo_steps_when_hi_ran, lo_steps;
+static prt_fiber_t hi_fiber;
+
+static void *low_loop(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 100; i++) {
+		atomic_fetch_add(&lo_steps, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static void *high(void *arg)
+{
+	(void)arg;
+	prt_park();
+	atomic_store(&lo_steps_when_hi_ran, atomic_load(&lo_steps));
+	atomic_store(&hi_ran, 1);
+	return NULL;
+}
+
+static void *preempt_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_attr_t a;
+	prt_fiber_t lo[3];
+	int steps;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	a.priority = 25;
+	FIBER_CHECK(prt_spawn(rt, &hi_fiber, &a, high, NULL) == 0);
+	prt_yield(); /* same level: high runs and parks */
+	a.priority = 5;
+	for (int i = 0; i < 3; i++)
+		FIBER_CHECK(prt_spawn(rt, &lo[i], &a, low_loop, NULL) == 0);
+	/* Only lower priorities queued: yield returns without running them. */
+	prt_yield();
+	FIBER_CHECK(atomic_load(&lo_steps) == 0);
+	/* Drop to their level and let them run a while. */
+	FIBER_CHECK(prt_fiber_set_priority(prt_self(), 5) == 0);
+	prt_yield();
+	steps = atomic_load(&lo_steps);
+	FIBER_CHECK(steps > 0);
+	/* Wake high: it must run before any low fiber takes another step. */
+	FIBER_CHECK(prt_unpark(hi_fiber) == 0);
+	prt_yield();
+	FIBER_CHECK(atomic_load(&hi_ran) == 1);
+	FIBER_CHECK(atomic_load(&lo_steps_when_hi_ran) == steps);
+	FIBER_CHECK(prt_join(hi_fiber, NULL) == 0);
+	for (int i = 0; i < 3; i++)
+		FIBER_CHECK(prt_join(lo[i], NULL) == 0);
+	FIBER_CHECK(atomic_load(&lo_steps) == 300);
+	return NULL;
+}
+
+static void test_priority_preempt_at_yield(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	assert_null(test_run_in(rt, 25, preempt_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- park/unpark ---- */
+
+static void *park_twice(void *arg)
+{
+	atomic_int *stage = arg;
+
+	atomic_store(stage, 1);
+	prt_park(); /* consumes the permit given before, or waits */
+	atomic_store(stage, 2);
+	while (atomic_load(stage) != 3)
+		prt_park(); /* spurious returns allowed: re-check */
+	return NULL;
+}
+
+static void test_park_unpark(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	atomic_int stage = 0;
+	prt_fiber_t f;
+
+	(void)state;
+	assert_int_equal(prt_spawn(rt, &f, NULL, park_twice, &stage), 0);
+	assert_int_equal(prt_unpark(f), 0); /* before or after it parks: either works */
+	assert_int_equal(prt_unpark(f), 0); /* permits do not add up */
+	while (atomic_load(&stage) != 2)
+		sched_yield();
+	atomic_store(&stage, 3);
+	assert_int_equal(prt_unpark(f), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Ping-pong through park/unpark between fibers on different workers. */
+#define PP_ROUNDS 20000
+static prt_fiber_t pp[2];
+static atomic_int pp_turn;
+
+static void *pp_body(void *arg)
+{
+	int me = (int)(intptr_t)arg;
+
+	for (int i = 0; i < PP_ROUNDS; i++) {
+		while (atomic_load(&pp_turn) != me)
+			prt_park();
+		atomic_store(&pp_turn, !me);
+		prt_unpark(pp[!me]);
+	}
+	return NULL;
+}
+
+static void test_park_pingpong_cross_worker(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_attr_t a;
+
+	(void)state;
+	atomic_store(&pp_turn, 0);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	for (int i = 0; i < 2; i++) {
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, i);
+		assert_int_equal(prt_spawn(rt, &pp[i], &a, pp_body, (void *)(intptr_t)i), 0);
+	}
+	assert_int_equal(prt_join(pp[0], NULL), 0);
+	assert_int_equal(prt_join(pp[1], NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Join from a plain thread while fibers join each other in a chain. */
+static void *chain(void *arg)
+{
+	intptr_t depth = (intptr_t)arg;
+	prt_fiber_t f;
+	void *res;
+
+	if (depth == 0)
+		return (void *)1;
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, NULL, chain, (void *)(depth - 1)) == 0);
+	FIBER_CHECK(prt_join(f, &res) == 0);
+	return (void *)((intptr_t)res + 1);
+}
+
+static void test_join_chain(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	assert_int_equal(prt_spawn(rt, &f, NULL, chain, (void *)200), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal((intptr_t)res, 201);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_spawn_join_result),
+		cmocka_unit_test(test_detach),
+		cmocka_unit_test(test_detach_zombie),
+		cmocka_unit_test(test_join_errors),
+		cmocka_unit_test(test_spawn_errors),
+		cmocka_unit_test(test_self_name_priority),
+		cmocka_unit_test(test_priority_order),
+		cmocka_unit_test(test_priority_preempt_at_yield),
+		cmocka_unit_test(test_park_unpark),
+		cmocka_unit_test(test_park_pingpong_cross_worker),
+		cmocka_unit_test(test_join_chain),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
