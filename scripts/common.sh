@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: MIT
+# Shared by scripts/demo.sh and scripts/test.sh: install what is missing,
+# then configure and build into a build directory.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Debian 12 packages the build, the tests and the cross check need.
+PRT_PACKAGES=(gcc clang make pkg-config meson ninja-build
+	liburing-dev libjemalloc-dev libhwloc-dev libcmocka-dev valgrind
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+
+prt_install_deps() {
+	local missing=() p sudo=""
+	for p in "${PRT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || {
+			echo "proxyrt: need root or sudo to install: ${missing[*]}" >&2
+			exit 1
+		}
+		sudo="sudo"
+	fi
+	echo "proxyrt: installing ${missing[*]}" >&2
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >&2
+}
+
+# prt_build DIR [meson options...]: configure (or reconfigure) and build.
+prt_build() {
+	local dir=$1
+	shift
+	if [ -f "$dir/build.ninja" ]; then
+		meson configure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$ROOT" "$@" >/dev/null
+	fi
+	ninja -C "$dir" >&2
+}
