@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian 12 packages the build, the tests and the cross check need.
-PRT_PACKAGES=(gcc clang make pkg-config meson ninja-build
+PRT_PACKAGES=(gcc g++ clang make pkg-config meson ninja-build
 	liburing-dev libjemalloc-dev libhwloc-dev libcmocka-dev valgrind
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
