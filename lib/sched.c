@@ -43,7 +43,8 @@
 /* Most queue entries a thief examines in one victim. */
 #define PRT_STEAL_SCAN 512
 
-static __thread struct prt__worker *tls_worker;
+/* initial-exec: a plain %fs load, also in the shared library. */
+static __thread struct prt__worker *tls_worker __attribute__((tls_model("initial-exec")));
 
 /*
  * Never inlined: a fiber may resume on another worker after any switch,

@@ -182,6 +182,7 @@ static prt__noinline void depot_refill(struct prt_runtime *rt, struct prt__stack
 }
 
 static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
+static void stack_unmap(struct prt__stack *s);
 
 static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker *w)
 {
@@ -213,12 +214,10 @@ void prt__stack_depot_fini(struct prt_runtime *rt)
 	for (unsigned i = 0; i < rt->ndepot; i++) {
 		struct prt__stack *s = &rt->stack_depot[i];
 
-		if (s->flags & PRT_STK_SLAB) {
-			stack_deregister(s);
-		} else {
-			stack_deregister(s);
-			munmap((char *)s->base - page_size(), s->size + page_size());
-		}
+		if (s->flags & PRT_STK_SLAB)
+			stack_deregister(s); /* the slab is unmapped whole */
+		else
+			stack_unmap(s);
 	}
 	prt__free(rt->stack_depot, sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
 	rt->stack_depot = NULL;
@@ -248,18 +247,24 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 	return err;
 }
 
+/* Unmap a stack that has a mapping of its own (not a slab stack). */
+static void stack_unmap(struct prt__stack *s)
+{
+	if (s->flags & PRT_STK_CANARY) {
+		stack_deregister(s);
+		munmap(s->base, s->size);
+	} else {
+		guard_unmap(s);
+	}
+}
+
 static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s)
 {
 	struct prt__stack_pool *p = &w->stacks;
 
 	(void)rt;
 	if (!(s->flags & PRT_STK_SLAB)) {
-		if (s->flags & PRT_STK_CANARY) {
-			stack_deregister(s);
-			munmap(s->base, s->size);
-		} else {
-			guard_unmap(s);
-		}
+		stack_unmap(s);
 		return;
 	}
 	/* A slab stack cannot be unmapped alone: give its pages back. */

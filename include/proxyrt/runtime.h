@@ -35,7 +35,9 @@ enum prt_stack_kind {
 	 * and the stack pointer is checked, at every switch away from the
 	 * fiber; an overflow is reported (fiber id, name, stack size) and
 	 * the process aborts. Overflow between two switches is caught late,
-	 * not prevented, so keep stack use well inside the size.
+	 * not prevented, so keep stack use well inside the size. Fibers
+	 * spawned from a plain thread, or with a non-default stack size, get
+	 * a canary stack of their own mapping instead of a slab slot.
 	 */
 	PRT_STACK_CANARY = 1,
 };

@@ -1,0 +1,991 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runtime life cycle and introspection (lib/runtime.c): configuration
+ * checks, worker counts and placement, prt_run, destroy (waiting for
+ * detached fibers, freeing zombies, refusing to wait for itself), plain
+ * threads and other runtimes' fibers as callers, worker counters, the
+ * version, prt_strerror and worker sets.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <proxyrt/proxyrt.h>
+#include "runtime.h"
+
+/* 2 packages x 2 NUMA nodes x 8 cores x 2 PUs: 32 cores, 64 PUs. */
+#define BIG "pack:2 numa:2 core:8 pu:2"
+
+/* cmocka's assert_* must not run on a fiber (it longjmps): fibers check, main asserts. */
+#define FCHECK(cond)                                                                     \
+	do {                                                                             \
+		if (!(cond)) {                                                           \
+			fprintf(stderr, "%s:%d: fiber check failed: %s\n", __FILE__,     \
+				__LINE__, #cond);                                        \
+			return (void *)(intptr_t)__LINE__;                               \
+		}                                                                        \
+	} while (0)
+
+static prt_runtime_t *make_rt(int nworkers)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_non_null(rt);
+	return rt;
+}
+
+static void *in_fiber(prt_runtime_t *rt, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_t f;
+	void *res = (void *)1;
+
+	assert_int_equal(prt_spawn(rt, &f, NULL, fn, arg), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	return res;
+}
+
+/* Threads of this process, from /proc/self/status. */
+static int nthreads(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	int n = -1;
+
+	if (!f)
+		return -1; /* no /proc: the comparisons still hold */
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+/* Let some time pass on the calling thread; nothing depends on how much. */
+static void pause_ms(int ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+static void test_config_defaults(void **state)
+{
+	prt_runtime_config_t cfg;
+
+	(void)state;
+	memset(&cfg, 0xa5, sizeof(cfg));
+	prt_runtime_config_init(&cfg);
+	assert_int_equal(cfg.size, sizeof(cfg));
+	assert_int_equal(cfg.flags, 0);
+	assert_int_equal(cfg.nworkers, 0);
+	assert_null(cfg.cpus);
+	assert_null(cfg.topology_synthetic);
+	assert_null(cfg.topology_xml);
+	assert_int_equal(cfg.stack_size, 0);
+	assert_int_equal(cfg.stack_kind, PRT_STACK_GUARD);
+	assert_int_equal(cfg.stack_pool_max, 0);
+	prt_runtime_config_init(NULL); /* harmless */
+}
+
+static void expect_bad_config(const prt_runtime_config_t *cfg, const char *what)
+{
+	prt_runtime_t *rt = (prt_runtime_t *)&rt; /* must stay untouched */
+	int before = nthreads();
+	int err = prt_runtime_create(&rt, cfg);
+
+	if (err != -EINVAL)
+		fprintf(stderr, "  bad config \"%s\": got %d\n", what, err);
+	assert_int_equal(err, -EINVAL);
+	assert_ptr_equal(rt, (prt_runtime_t *)&rt);
+	assert_int_equal(nthreads(), before); /* no worker was left running */
+}
+
+static void test_config_errors(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	prt_worker_info_t info;
+	cpu_set_t allowed;
+	char list[16];
+	int cpu = 0;
+
+	(void)state;
+	assert_int_equal(prt_runtime_create(NULL, NULL), -EINVAL);
+	prt_runtime_config_init(&cfg);
+	assert_int_equal(prt_runtime_create(NULL, &cfg), -EINVAL);
+
+	prt_runtime_config_init(&cfg);
+	cfg.flags = 1u << 7;
+	expect_bad_config(&cfg, "unknown flag");
+	cfg.flags = PRT_RT_NO_PIN | (1u << 31);
+	expect_bad_config(&cfg, "unknown flag with a known one");
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = -1;
+	expect_bad_config(&cfg, "nworkers -1");
+	cfg.nworkers = PRT_MAX_WORKERS + 1;
+	expect_bad_config(&cfg, "nworkers PRT_MAX_WORKERS+1");
+
+	prt_runtime_config_init(&cfg);
+	cfg.topology_synthetic = BIG;
+	cfg.topology_xml = "/nonexistent.xml";
+	expect_bad_config(&cfg, "both topologies");
+
+	prt_runtime_config_init(&cfg);
+	cfg.stack_kind = 7;
+	expect_bad_config(&cfg, "stack_kind 7");
+	cfg.stack_kind = -1;
+	expect_bad_config(&cfg, "stack_kind -1");
+
+	prt_runtime_config_init(&cfg);
+	cfg.size = 0;
+	expect_bad_config(&cfg, "size 0");
+	cfg.size = offsetof(prt_runtime_config_t, stack_pool_max);
+	expect_bad_config(&cfg, "size too small");
+
+	prt_runtime_config_init(&cfg);
+	cfg.stack_size = PRT_STACK_SIZE_MIN - 1;
+	expect_bad_config(&cfg, "stack size below the minimum");
+
+	prt_runtime_config_init(&cfg);
+	cfg.cpus = "garbage";
+	expect_bad_config(&cfg, "cpus garbage");
+	cfg.cpus = "";
+	expect_bad_config(&cfg, "cpus empty");
+	cfg.cpus = "0-";
+	expect_bad_config(&cfg, "cpus 0-");
+	cfg.cpus = "1-0";
+	expect_bad_config(&cfg, "cpus 1-0");
+	cfg.cpus = "0,,1";
+	expect_bad_config(&cfg, "cpus 0,,1");
+	/* Well formed, but no such CPU: no allowed CPU. */
+	cfg.cpus = "1000000";
+	expect_bad_config(&cfg, "cpus out of the machine");
+
+	prt_runtime_config_init(&cfg);
+	cfg.topology_synthetic = "this is not a topology";
+	expect_bad_config(&cfg, "bad synthetic topology");
+
+	/* And a good one still works after all that: a CPU list of one allowed CPU. */
+	assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	while (!CPU_ISSET(cpu, &allowed))
+		cpu++;
+	snprintf(list, sizeof(list), "%d", cpu);
+	prt_runtime_config_init(&cfg);
+	cfg.cpus = list;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(prt_runtime_nworkers(rt), 1);
+	assert_int_equal(prt_runtime_worker_info(rt, 0, &info), 0);
+	assert_int_equal(info.pu_os_index, cpu);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- worker counts --------------------------------------------------------- */
+
+struct where {
+	prt_runtime_t *rt;
+	int nworkers;
+	int index;
+};
+
+static void *record_where(void *arg)
+{
+	struct where *w = arg;
+
+	FCHECK(prt_runtime_self() == w->rt);
+	w->index = prt_worker_index();
+	FCHECK(w->index >= 0 && w->index < w->nworkers);
+	prt_yield();
+	w->index = prt_worker_index();
+	FCHECK(w->index >= 0 && w->index < w->nworkers);
+	return NULL;
+}
+
+/* Spawn @n fibers from the calling thread and join them; each checks where it runs. */
+static void spawn_join_n(prt_runtime_t *rt, int n)
+{
+	prt_fiber_t *f = calloc((size_t)n, sizeof(*f));
+	struct where *w = calloc((size_t)n, sizeof(*w));
+	void *res;
+
+	assert_non_null(f);
+	assert_non_null(w);
+	for (int i = 0; i < n; i++) {
+		w[i].rt = rt;
+		w[i].nworkers = prt_runtime_nworkers(rt);
+		w[i].index = -1;
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, record_where, &w[i]), 0);
+	}
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+		assert_true(w[i].index >= 0);
+	}
+	free(w);
+	free(f);
+}
+
+static void test_nworkers_explicit(void **state)
+{
+	static const int counts[] = { 1, 2, 3, 8 };
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		int n = counts[k];
+		prt_runtime_t *rt = make_rt(n);
+
+		assert_int_equal(prt_runtime_nworkers(rt), n);
+		/* More workers than cores work: they share PUs. */
+		spawn_join_n(rt, 4 * n);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
+static void test_nworkers_default(void **state)
+{
+	prt_runtime_t *rt = NULL;
+	cpu_set_t allowed;
+	int n;
+
+	(void)state;
+	assert_int_equal(prt_runtime_create(&rt, NULL), 0);
+	n = prt_runtime_nworkers(rt);
+	assert_true(n >= 1 && n <= PRT_MAX_WORKERS);
+	assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	assert_true(n <= CPU_COUNT(&allowed)); /* one per core: never more than the PUs */
+	for (int i = 0; i < n; i++) {
+		prt_worker_info_t info;
+
+		assert_int_equal(prt_runtime_worker_info(rt, i, &info), 0);
+		assert_true(CPU_ISSET(info.pu_os_index, &allowed));
+		if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC"))
+			assert_int_equal(info.pinned, 1);
+	}
+	if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC"))
+		assert_null(prt_runtime_notice(rt));
+	spawn_join_n(rt, 100);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_no_pin(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	const char *notice;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.flags = PRT_RT_NO_PIN;
+	cfg.nworkers = 2;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	notice = prt_runtime_notice(rt);
+	assert_non_null(notice);
+	assert_non_null(strstr(notice, "not bound"));
+	for (int i = 0; i < 2; i++) {
+		prt_worker_info_t info;
+
+		assert_int_equal(prt_runtime_worker_info(rt, i, &info), 0);
+		assert_int_equal(info.pinned, 0);
+	}
+	spawn_join_n(rt, 10);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- synthetic topology ------------------------------------------------------ */
+
+enum { SAME_CORE, SAME_NUMA, SAME_PACKAGE, FAR };
+
+static int class_of(const prt_worker_info_t *a, const prt_worker_info_t *b)
+{
+	if (a->core_index == b->core_index)
+		return SAME_CORE;
+	if (a->numa_index == b->numa_index)
+		return SAME_NUMA;
+	if (a->package_index == b->package_index)
+		return SAME_PACKAGE;
+	return FAR;
+}
+
+/* Every worker's steal order: each other worker once, nearest class first. */
+static void check_steal_orders(prt_runtime_t *rt)
+{
+	int n = prt_runtime_nworkers(rt);
+	prt_worker_info_t *info = calloc((size_t)n, sizeof(*info));
+	int *order = calloc((size_t)n, sizeof(*order));
+	char *seen = calloc((size_t)n, 1);
+
+	assert_non_null(info);
+	assert_non_null(order);
+	assert_non_null(seen);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(prt_runtime_worker_info(rt, i, &info[i]), 0);
+	for (int i = 0; i < n; i++) {
+		int prev = SAME_CORE;
+
+		memset(seen, 0, (size_t)n);
+		order[n - 1] = -77; /* must stay: only n - 1 entries */
+		assert_int_equal(prt_runtime_steal_order(rt, i, order, n), n - 1);
+		assert_int_equal(order[n - 1], -77);
+		for (int k = 0; k < n - 1; k++) {
+			int j = order[k], c;
+
+			assert_true(j >= 0 && j < n && j != i && !seen[j]);
+			seen[j] = 1;
+			c = class_of(&info[i], &info[j]);
+			assert_true(c >= prev);
+			prev = c;
+		}
+	}
+	free(seen);
+	free(order);
+	free(info);
+}
+
+static void test_synthetic_topology(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	prt_worker_info_t w0, w1, info;
+	int order[64], n;
+	const char *notice;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.topology_synthetic = BIG;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(prt_runtime_nworkers(rt), 32);
+	notice = prt_runtime_notice(rt);
+	assert_non_null(notice);
+	assert_non_null(strstr(notice, "synthetic"));
+	assert_non_null(strstr(notice, BIG));
+	assert_non_null(strstr(notice, "not bound"));
+	for (int i = 0; i < 32; i++) {
+		assert_int_equal(prt_runtime_worker_info(rt, i, &info), 0);
+		assert_int_equal(info.pinned, 0);
+		assert_int_equal(info.core_index, i);
+		assert_int_equal(info.numa_index, i / 8);
+		assert_int_equal(info.package_index, i / 16);
+	}
+	check_steal_orders(rt);
+	/* Worker 0: its 7 NUMA neighbours, then package 0's other node, then package 1. */
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 64), 31);
+	for (int k = 0; k < 31; k++) {
+		assert_int_equal(prt_runtime_worker_info(rt, order[k], &info), 0);
+		assert_int_equal(info.package_index, k < 15 ? 0 : 1);
+		if (k < 7)
+			assert_int_equal(info.numa_index, 0);
+	}
+	/* 32 worker threads on however few cores. */
+	spawn_join_n(rt, 1000);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	cfg.flags = PRT_RT_PER_PU;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	n = prt_runtime_nworkers(rt);
+	assert_int_equal(n, 64);
+	assert_non_null(prt_runtime_notice(rt));
+	check_steal_orders(rt);
+	/* Worker 0's first victim is its SMT sibling. */
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 64), 63);
+	assert_int_equal(prt_runtime_worker_info(rt, 0, &w0), 0);
+	assert_int_equal(prt_runtime_worker_info(rt, order[0], &w1), 0);
+	assert_int_equal(w0.core_index, w1.core_index);
+	assert_int_not_equal(w0.pu_os_index, w1.pu_os_index);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(prt_runtime_worker_info(rt, i, &info), 0);
+		assert_int_equal(info.pinned, 0);
+	}
+	/* A short max writes only that many entries. */
+	order[0] = order[1] = order[2] = -5;
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 2), 63);
+	assert_int_not_equal(order[0], -5);
+	assert_int_not_equal(order[1], -5);
+	assert_int_equal(order[2], -5);
+	assert_int_equal(prt_runtime_steal_order(rt, 0, NULL, 0), 63);
+	spawn_join_n(rt, 1000);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_introspection_errors(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+	prt_worker_info_t info;
+	prt_worker_stats_t st;
+	int order[4];
+
+	(void)state;
+	assert_int_equal(prt_runtime_nworkers(NULL), -EINVAL);
+	assert_null(prt_runtime_notice(NULL));
+
+	assert_int_equal(prt_runtime_worker_info(NULL, 0, &info), -EINVAL);
+	assert_int_equal(prt_runtime_worker_info(rt, -1, &info), -EINVAL);
+	assert_int_equal(prt_runtime_worker_info(rt, 2, &info), -EINVAL);
+	assert_int_equal(prt_runtime_worker_info(rt, 0, NULL), -EINVAL);
+	assert_int_equal(prt_runtime_worker_info(rt, 1, &info), 0);
+
+	assert_int_equal(prt_runtime_steal_order(NULL, 0, order, 4), -EINVAL);
+	assert_int_equal(prt_runtime_steal_order(rt, -1, order, 4), -EINVAL);
+	assert_int_equal(prt_runtime_steal_order(rt, 2, order, 4), -EINVAL);
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, -1), -EINVAL);
+	assert_int_equal(prt_runtime_steal_order(rt, 0, NULL, 1), -EINVAL);
+	assert_int_equal(prt_runtime_steal_order(rt, 0, NULL, 0), 1);
+	order[0] = -1;
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 4), 1);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(prt_runtime_steal_order(rt, 1, order, 4), 1);
+	assert_int_equal(order[0], 0);
+
+	assert_int_equal(prt_worker_stats(NULL, 0, &st), -EINVAL);
+	assert_int_equal(prt_worker_stats(rt, -1, &st), -EINVAL);
+	assert_int_equal(prt_worker_stats(rt, 2, &st), -EINVAL);
+	assert_int_equal(prt_worker_stats(rt, 0, NULL), -EINVAL);
+	assert_int_equal(prt_worker_stats(rt, 1, &st), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	/* A single worker steals from nobody. */
+	rt = make_rt(1);
+	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 4), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- prt_run and destroy ---------------------------------------------------- */
+
+static atomic_int late_done;
+
+/* A detached fiber that takes its time before it counts itself done. */
+static void *late(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 20; i++)
+		prt_yield();
+	pause_ms(2);
+	for (int i = 0; i < 20; i++)
+		prt_yield();
+	atomic_fetch_add(&late_done, 1);
+	return NULL;
+}
+
+#define NLATE 16
+
+static void *spawn_late(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_attr_t a;
+
+	FCHECK(rt != NULL);
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	for (int i = 0; i < NLATE; i++)
+		FCHECK(prt_spawn(rt, NULL, &a, late, NULL) == 0);
+	return arg;
+}
+
+static void *main_exits(void *arg)
+{
+	spawn_late(NULL);
+	prt_exit(arg);
+}
+
+static int main_ran;
+
+static void *count_main(void *arg)
+{
+	main_ran++;
+	return arg;
+}
+
+static void test_prt_run(void **state)
+{
+	prt_runtime_config_t cfg;
+	void *res = NULL;
+
+	(void)state;
+	atomic_store(&late_done, 0);
+	assert_int_equal(prt_run(NULL, spawn_late, (void *)0x5151, &res), 0);
+	assert_ptr_equal(res, (void *)0x5151);
+	assert_int_equal(atomic_load(&late_done), NLATE);
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 3;
+	atomic_store(&late_done, 0);
+	res = NULL;
+	assert_int_equal(prt_run(&cfg, main_exits, (void *)0x6262, &res), 0);
+	assert_ptr_equal(res, (void *)0x6262);
+	assert_int_equal(atomic_load(&late_done), NLATE);
+
+	/* NULL result pointer. */
+	cfg.nworkers = 1;
+	atomic_store(&late_done, 0);
+	assert_int_equal(prt_run(&cfg, spawn_late, NULL, NULL), 0);
+	assert_int_equal(atomic_load(&late_done), NLATE);
+
+	/* Errors: nothing runs. */
+	main_ran = 0;
+	assert_int_equal(prt_run(NULL, NULL, NULL, &res), -EINVAL);
+	cfg.nworkers = -1;
+	assert_int_equal(prt_run(&cfg, count_main, NULL, &res), -EINVAL);
+	assert_int_equal(main_ran, 0);
+}
+
+static void *ret_arg(void *arg)
+{
+	return arg;
+}
+
+static void test_destroy_waits_and_reaps(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	(void)state;
+	/* Detached fibers from a plain thread and from a fiber. */
+	atomic_store(&late_done, 0);
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	for (int i = 0; i < NLATE; i++)
+		assert_int_equal(prt_spawn(rt, NULL, &a, late, NULL), 0);
+	assert_int_equal(prt_spawn(rt, NULL, &a, spawn_late, NULL), 0);
+	/* Zombies: finished, never joined; some with a stack of their own size. */
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(prt_spawn(rt, &f, NULL, ret_arg, NULL), 0);
+	a.flags = 0;
+	a.stack_size = 3 * PRT_STACK_SIZE_MIN;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(prt_spawn(rt, &f, &a, ret_arg, NULL), 0);
+	/* And a joinable one still running, never joined. */
+	assert_int_equal(prt_spawn(rt, &f, NULL, late, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(atomic_load(&late_done), 2 * NLATE + 1);
+	/* Leaks of the zombies would show under LSan at exit. */
+}
+
+static void *destroy_own(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)prt_runtime_destroy(prt_runtime_self());
+}
+
+static void test_destroy_errors(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+
+	(void)state;
+	assert_int_equal(prt_runtime_destroy(NULL), -EINVAL);
+	assert_int_equal((intptr_t)in_fiber(rt, destroy_own, NULL), -EDEADLK);
+	/* Still works. */
+	spawn_join_n(rt, 50);
+	assert_int_equal((intptr_t)in_fiber(rt, destroy_own, NULL), -EDEADLK);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- plain threads --------------------------------------------------------- */
+
+#define NTHREADS 4
+#define PER_THREAD 1000
+
+static atomic_int thread_fibers;
+
+static void *count_and_ret(void *arg)
+{
+	atomic_fetch_add(&thread_fibers, 1);
+	return arg;
+}
+
+struct spawner_thread {
+	prt_runtime_t *rt;
+	int id;
+	int errors;
+};
+
+static void *spawner_main(void *arg)
+{
+	struct spawner_thread *t = arg;
+	prt_fiber_t *f = calloc(PER_THREAD, sizeof(*f));
+	void *res;
+
+	if (!f) {
+		t->errors++;
+		return NULL;
+	}
+	if (prt_worker_index() != -EPERM || prt_runtime_self() != NULL || prt_self().p != NULL)
+		t->errors++;
+	for (int i = 0; i < PER_THREAD; i++)
+		if (prt_spawn(t->rt, &f[i], NULL, count_and_ret,
+			      (void *)(intptr_t)(t->id * PER_THREAD + i)) != 0)
+			t->errors++;
+	for (int i = 0; i < PER_THREAD; i++)
+		if (prt_join(f[i], &res) != 0 || res != (void *)(intptr_t)(t->id * PER_THREAD + i))
+			t->errors++;
+	free(f);
+	return NULL;
+}
+
+static void test_plain_threads_spawn(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+	struct spawner_thread t[NTHREADS];
+	pthread_t th[NTHREADS];
+
+	(void)state;
+	atomic_store(&thread_fibers, 0);
+	for (int i = 0; i < NTHREADS; i++) {
+		t[i] = (struct spawner_thread){ .rt = rt, .id = i };
+		assert_int_equal(pthread_create(&th[i], NULL, spawner_main, &t[i]), 0);
+	}
+	for (int i = 0; i < NTHREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(t[i].errors, 0);
+	}
+	assert_int_equal(atomic_load(&thread_fibers), NTHREADS * PER_THREAD);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- several runtimes -------------------------------------------------------- */
+
+struct two {
+	prt_runtime_t *a, *b;
+	atomic_int in_b;
+};
+
+#define A_FIBERS 8
+#define B_PER_A 50
+
+static void *in_b(void *arg)
+{
+	struct two *t = arg;
+
+	FCHECK(prt_runtime_self() == t->b);
+	FCHECK(prt_worker_index() >= 0 && prt_worker_index() < 2);
+	prt_yield();
+	FCHECK(prt_runtime_self() == t->b);
+	atomic_fetch_add(&t->in_b, 1);
+	return t;
+}
+
+static void *in_a(void *arg)
+{
+	struct two *t = arg;
+	prt_fiber_t f[B_PER_A];
+	void *res;
+
+	FCHECK(prt_runtime_self() == t->a);
+	for (int i = 0; i < B_PER_A; i++)
+		FCHECK(prt_spawn(t->b, &f[i], NULL, in_b, t) == 0);
+	for (int i = 0; i < B_PER_A; i++) {
+		FCHECK(prt_join(f[i], &res) == 0); /* parks this fiber of a */
+		FCHECK(res == t);
+		FCHECK(prt_runtime_self() == t->a);
+	}
+	return NULL;
+}
+
+static void test_two_runtimes(void **state)
+{
+	struct two t = { .a = make_rt(2), .b = make_rt(2) };
+	prt_fiber_t f[A_FIBERS];
+	void *res;
+
+	(void)state;
+	atomic_init(&t.in_b, 0);
+	assert_ptr_not_equal(t.a, t.b);
+	for (int i = 0; i < A_FIBERS; i++)
+		assert_int_equal(prt_spawn(t.a, &f[i], NULL, in_a, &t), 0);
+	for (int i = 0; i < A_FIBERS; i++) {
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(atomic_load(&t.in_b), A_FIBERS * B_PER_A);
+	assert_int_equal(prt_runtime_destroy(t.a), 0);
+	/* b is independent of a: still works after a is gone. */
+	atomic_store(&t.in_b, 0);
+	assert_ptr_equal(in_fiber(t.b, in_b, &t), &t);
+	assert_int_equal(atomic_load(&t.in_b), 1);
+	assert_int_equal(prt_runtime_destroy(t.b), 0);
+}
+
+struct nested {
+	prt_runtime_t *outer, *inner;
+	atomic_int ran;
+};
+
+static void *nested_inner(void *arg)
+{
+	struct nested *n = arg;
+
+	FCHECK(prt_runtime_self() == n->inner);
+	atomic_fetch_add(&n->ran, 1);
+	return arg;
+}
+
+static void *nested_outer(void *arg)
+{
+	struct nested *n = arg;
+	prt_runtime_config_t cfg;
+	prt_fiber_t f[100];
+	void *res;
+
+	FCHECK(prt_runtime_self() == n->outer);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	FCHECK(prt_runtime_create(&n->inner, &cfg) == 0);
+	for (int i = 0; i < 100; i++)
+		FCHECK(prt_spawn(n->inner, &f[i], NULL, nested_inner, n) == 0);
+	for (int i = 0; i < 100; i++) {
+		FCHECK(prt_join(f[i], &res) == 0);
+		FCHECK(res == n);
+	}
+	/* Detached work left behind is waited for by destroy. */
+	{
+		prt_fiber_attr_t a;
+
+		prt_fiber_attr_init(&a);
+		a.flags = PRT_FIBER_DETACHED;
+		for (int i = 0; i < 10; i++)
+			FCHECK(prt_spawn(n->inner, NULL, &a, nested_inner, n) == 0);
+	}
+	FCHECK(prt_runtime_destroy(n->inner) == 0);
+	FCHECK(atomic_load(&n->ran) == 110);
+	FCHECK(prt_runtime_self() == n->outer);
+	return NULL;
+}
+
+static void test_runtime_in_fiber(void **state)
+{
+	struct nested n = { .outer = make_rt(2) };
+
+	(void)state;
+	atomic_init(&n.ran, 0);
+	assert_null(in_fiber(n.outer, nested_outer, &n));
+	assert_int_equal(atomic_load(&n.ran), 110);
+	assert_int_equal(prt_runtime_destroy(n.outer), 0);
+}
+
+/* ---- worker index and counters ---------------------------------------------- */
+
+static void *pinned_index(void *arg)
+{
+	(void)arg;
+	FCHECK(prt_worker_index() == 1);
+	for (int i = 0; i < 10; i++) {
+		prt_yield();
+		FCHECK(prt_worker_index() == 1);
+	}
+	return (void *)(intptr_t)prt_worker_index();
+}
+
+static void test_worker_index(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	assert_int_equal(prt_worker_index(), -EPERM);
+	assert_null(prt_runtime_self());
+	spawn_join_n(rt, 100);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 1);
+	assert_int_equal(prt_spawn(rt, &f, &a, pinned_index, NULL), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal((intptr_t)res, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void stats_sum(prt_runtime_t *rt, prt_worker_stats_t *sum)
+{
+	memset(sum, 0, sizeof(*sum));
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t s;
+
+		assert_int_equal(prt_worker_stats(rt, i, &s), 0);
+		sum->switches += s.switches;
+		sum->steals += s.steals;
+		sum->parks += s.parks;
+		sum->fibers_run += s.fibers_run;
+	}
+}
+
+static void test_worker_stats(void **state)
+{
+	prt_runtime_t *rt = make_rt(2);
+	prt_worker_stats_t sum, s0, s1;
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	stats_sum(rt, &sum);
+	assert_int_equal(sum.fibers_run, 0);
+	assert_int_equal(sum.switches, 0);
+	assert_int_equal(sum.steals, 0);
+	spawn_join_n(rt, 200);
+	stats_sum(rt, &sum);
+	assert_int_equal(sum.fibers_run, 200);
+	assert_true(sum.switches >= 200); /* at least one switch into each */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	/* A fiber restricted to worker 1 starts there and nowhere else. */
+	rt = make_rt(2);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 1);
+	assert_int_equal(prt_spawn(rt, &f, &a, pinned_index, NULL), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal((intptr_t)res, 1);
+	assert_int_equal(prt_worker_stats(rt, 0, &s0), 0);
+	assert_int_equal(prt_worker_stats(rt, 1, &s1), 0);
+	assert_int_equal(s0.fibers_run, 0);
+	assert_int_equal(s1.fibers_run, 1);
+	assert_true(s1.switches >= 1);
+	assert_int_equal(s0.steals, 0); /* there was nothing it could take */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- version, strerror, worker sets ----------------------------------------- */
+
+static void test_version(void **state)
+{
+	char buf[32];
+
+	(void)state;
+	assert_int_equal(prt_version(), PRT_VERSION_NUMBER);
+	assert_int_equal(PRT_VERSION_NUMBER,
+			 PRT_VERSION_MAJOR * 10000 + PRT_VERSION_MINOR * 100 + PRT_VERSION_PATCH);
+	assert_int_equal(prt_version_check(PRT_VERSION_MAJOR, PRT_VERSION_MINOR), 1);
+	assert_int_equal(prt_version_check(PRT_VERSION_MAJOR, 0), 1);
+	assert_int_equal(prt_version_check(PRT_VERSION_MAJOR, PRT_VERSION_MINOR + 1), 0);
+	assert_int_equal(prt_version_check(PRT_VERSION_MAJOR + 1, 0), 0);
+	assert_int_equal(prt_version_check(PRT_VERSION_MAJOR - 1, PRT_VERSION_MINOR), 0);
+	snprintf(buf, sizeof(buf), "%d.%d.%d", PRT_VERSION_MAJOR, PRT_VERSION_MINOR,
+		 PRT_VERSION_PATCH);
+	assert_string_equal(buf, PRT_VERSION_STRING);
+#ifdef PRT_TEST_SRCDIR
+	/* The header's version is meson.build's project version. */
+	{
+		FILE *f = fopen(PRT_TEST_SRCDIR "/../meson.build", "r");
+		char line[256], ver[32] = "";
+
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, " version : '%31[^']'", ver) == 1)
+				break;
+		fclose(f);
+		assert_string_equal(ver, PRT_VERSION_STRING);
+	}
+#endif
+}
+
+static void test_strerror(void **state)
+{
+	static const int codes[] = { 0, -EINVAL, -ENOMEM, -EPERM, -EDEADLK, -ESRCH,
+				     -ESHUTDOWN, -EAGAIN, -ENOENT, -ENOSYS, -12345, 7, INT32_MIN };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		const char *s = prt_strerror(codes[i]);
+
+		assert_non_null(s);
+		assert_true(strlen(s) > 0);
+	}
+	assert_non_null(strstr(prt_strerror(-EINVAL), "EINVAL"));
+	assert_non_null(strstr(prt_strerror(-ENOMEM), "ENOMEM"));
+	assert_non_null(strstr(prt_strerror(-ESHUTDOWN), "ESHUTDOWN"));
+	assert_string_not_equal(prt_strerror(-EINVAL), prt_strerror(-ENOMEM));
+}
+
+static void test_workerset(void **state)
+{
+	prt_workerset_t s;
+
+	(void)state;
+	memset(&s, 0x5a, sizeof(s));
+	prt_workerset_zero(&s);
+	assert_int_equal(prt_workerset_count(&s), 0);
+	prt_workerset_fill(&s);
+	assert_int_equal(prt_workerset_count(&s), PRT_MAX_WORKERS);
+	prt_workerset_zero(&s);
+
+	assert_int_equal(prt_workerset_add(&s, -1), -EINVAL);
+	assert_int_equal(prt_workerset_add(&s, PRT_MAX_WORKERS), -EINVAL);
+	assert_int_equal(prt_workerset_add(NULL, 0), -EINVAL);
+	assert_int_equal(prt_workerset_del(&s, -1), -EINVAL);
+	assert_int_equal(prt_workerset_del(&s, PRT_MAX_WORKERS), -EINVAL);
+	assert_int_equal(prt_workerset_del(NULL, 0), -EINVAL);
+	assert_int_equal(prt_workerset_count(&s), 0); /* failed calls changed nothing */
+
+	assert_int_equal(prt_workerset_add(&s, 0), 0);
+	assert_int_equal(prt_workerset_add(&s, 63), 0);
+	assert_int_equal(prt_workerset_add(&s, 64), 0);
+	assert_int_equal(prt_workerset_add(&s, PRT_MAX_WORKERS - 1), 0);
+	assert_int_equal(prt_workerset_add(&s, 64), 0); /* twice: still one */
+	assert_int_equal(prt_workerset_count(&s), 4);
+	assert_int_equal(prt_workerset_has(&s, 0), 1);
+	assert_int_equal(prt_workerset_has(&s, 1), 0);
+	assert_int_equal(prt_workerset_has(&s, 63), 1);
+	assert_int_equal(prt_workerset_has(&s, 64), 1);
+	assert_int_equal(prt_workerset_has(&s, 65), 0);
+	assert_int_equal(prt_workerset_has(&s, PRT_MAX_WORKERS - 1), 1);
+	assert_int_equal(prt_workerset_has(&s, -1), 0);
+	assert_int_equal(prt_workerset_has(&s, PRT_MAX_WORKERS), 0);
+	assert_int_equal(prt_workerset_has(&s, INT32_MIN), 0);
+	assert_int_equal(prt_workerset_has(NULL, 0), 0);
+
+	assert_int_equal(prt_workerset_del(&s, 63), 0);
+	assert_int_equal(prt_workerset_del(&s, 63), 0); /* absent: fine */
+	assert_int_equal(prt_workerset_has(&s, 63), 0);
+	assert_int_equal(prt_workerset_has(&s, 64), 1);
+	assert_int_equal(prt_workerset_count(&s), 3);
+	prt_workerset_fill(&s);
+	assert_int_equal(prt_workerset_del(&s, 100), 0);
+	assert_int_equal(prt_workerset_count(&s), PRT_MAX_WORKERS - 1);
+	assert_int_equal(prt_workerset_has(&s, 100), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_defaults),
+		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_nworkers_explicit),
+		cmocka_unit_test(test_nworkers_default),
+		cmocka_unit_test(test_no_pin),
+		cmocka_unit_test(test_synthetic_topology),
+		cmocka_unit_test(test_introspection_errors),
+		cmocka_unit_test(test_prt_run),
+		cmocka_unit_test(test_destroy_waits_and_reaps),
+		cmocka_unit_test(test_destroy_errors),
+		cmocka_unit_test(test_plain_threads_spawn),
+		cmocka_unit_test(test_two_runtimes),
+		cmocka_unit_test(test_runtime_in_fiber),
+		cmocka_unit_test(test_worker_index),
+		cmocka_unit_test(test_worker_stats),
+		cmocka_unit_test(test_version),
+		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_workerset),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

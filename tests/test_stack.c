@@ -1,0 +1,886 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fiber stacks (lib/stack.c): sizes, the per-worker pools and the depot,
+ * guard pages, canary stacks carved from slabs, and that destroy gives
+ * every stack back to the system and unmaps nothing else (pages of the
+ * test's own placed right below the stacks must survive it).
+ *
+ * Faults and aborts are provoked in forked children, forked while this
+ * process has no runtime (so no other thread), with the default signal
+ * dispositions restored: cmocka (and ASan) catch SIGSEGV otherwise.
+ *
+ * The descriptor (struct prt__fiber, lib/fiber.h) is read for the stack
+ * range of a live fiber; the pools (lib/stack.h) are read only once all
+ * the runtime's fibers are joined and its workers idle.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <proxyrt/proxyrt.h>
+#include "runtime.h"
+
+/* cmocka's assert_* must not run on a fiber (it longjmps): fibers check, main asserts. */
+#define FCHECK(cond)                                                                     \
+	do {                                                                             \
+		if (!(cond)) {                                                           \
+			fprintf(stderr, "%s:%d: fiber check failed: %s\n", __FILE__,     \
+				__LINE__, #cond);                                        \
+			return (void *)(intptr_t)__LINE__;                               \
+		}                                                                        \
+	} while (0)
+
+static size_t page(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static prt_runtime_t *make_rt(int nworkers, int kind, size_t stack_size, unsigned pool_max)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.stack_kind = kind;
+	cfg.stack_size = stack_size;
+	cfg.stack_pool_max = pool_max;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_non_null(rt);
+	return rt;
+}
+
+/* Run @fn(@arg) as a fiber of @rt and wait for it; spawns made by @fn use a worker's pool. */
+static void *in_fiber(prt_runtime_t *rt, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_t f;
+	void *res = (void *)1;
+
+	assert_int_equal(prt_spawn(rt, &f, NULL, fn, arg), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	return res;
+}
+
+/* What a fiber saw of its own stack. */
+struct stk {
+	void *base;
+	size_t size;
+	unsigned flags;
+	void *frame;
+};
+
+static void *rec_stack(void *arg)
+{
+	struct stk *s = arg;
+	struct prt__fiber *self = prt_self().p;
+
+	FCHECK(self != NULL);
+	s->base = self->stack.base;
+	s->size = self->stack.size;
+	s->flags = self->stack.flags;
+	s->frame = __builtin_frame_address(0);
+	return NULL;
+}
+
+static int in_stack(const struct stk *s, const void *p)
+{
+	return (const char *)p >= (const char *)s->base &&
+	       (const char *)p < (const char *)s->base + s->size;
+}
+
+/* 1 if the page holding @p is mapped (with any protection). */
+static int page_mapped(const void *p)
+{
+	unsigned char v;
+	void *pg = (void *)((uintptr_t)p & ~(uintptr_t)(page() - 1));
+
+	return mincore(pg, page(), &v) == 0;
+}
+
+static int maps_lines(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	int c, n = 0;
+
+	if (!f)
+		return -1;
+	while ((c = getc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/* ---- pool reuse ---------------------------------------------------------- */
+
+struct reuse {
+	prt_runtime_t *rt;
+	struct stk a, b;
+};
+
+static void *reuse_driver(void *arg)
+{
+	struct reuse *r = arg;
+	prt_fiber_t f;
+
+	FCHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->a) == 0);
+	FCHECK(prt_join(f, NULL) == 0);
+	FCHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->b) == 0);
+	FCHECK(prt_join(f, NULL) == 0);
+	return NULL;
+}
+
+/* A dead fiber's stack is the next one a spawn on that worker gets (LIFO, no mmap). */
+static void test_pool_reuse_lifo(void **state)
+{
+	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 0);
+	struct reuse r = { .rt = rt };
+
+	(void)state;
+	assert_null(in_fiber(rt, reuse_driver, &r));
+	assert_non_null(r.a.base);
+	assert_ptr_equal(r.a.base, r.b.base);
+	assert_int_equal(r.a.size, PRT_STACK_SIZE_DEFAULT);
+	assert_int_equal(r.b.size, PRT_STACK_SIZE_DEFAULT);
+	assert_true(in_stack(&r.a, r.a.frame));
+	assert_true(in_stack(&r.b, r.b.frame));
+	assert_true(r.a.flags & PRT_STK_POOLED);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+#define BATCH 1000
+#define NBATCH 3
+
+struct many {
+	prt_runtime_t *rt;
+	struct stk s[NBATCH * BATCH];
+	prt_fiber_t f[BATCH];
+};
+
+static void *many_driver(void *arg)
+{
+	struct many *m = arg;
+
+	for (int b = 0; b < NBATCH; b++) {
+		for (int i = 0; i < BATCH; i++)
+			FCHECK(prt_spawn(m->rt, &m->f[i], NULL, rec_stack, &m->s[b * BATCH + i]) == 0);
+		for (int i = 0; i < BATCH; i++)
+			FCHECK(prt_join(m->f[i], NULL) == 0);
+	}
+	return NULL;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* 3000 fibers, 1000 alive at a time: at most ~1000 stacks ever made. */
+static void test_pool_reuse_many(void **state)
+{
+	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 0);
+	struct many *m = calloc(1, sizeof(*m));
+	void **bases = calloc(NBATCH * BATCH, sizeof(*bases));
+	int distinct = 0;
+
+	(void)state;
+	assert_non_null(m);
+	assert_non_null(bases);
+	m->rt = rt;
+	assert_null(in_fiber(rt, many_driver, m));
+	for (int i = 0; i < NBATCH * BATCH; i++) {
+		assert_non_null(m->s[i].base);
+		assert_true(in_stack(&m->s[i], m->s[i].frame));
+		bases[i] = m->s[i].base;
+	}
+	qsort(bases, NBATCH * BATCH, sizeof(*bases), cmp_ptr);
+	for (int i = 0; i < NBATCH * BATCH; i++)
+		distinct += i == 0 || bases[i] != bases[i - 1];
+	assert_true(distinct >= BATCH); /* 1000 alive at once */
+	assert_true(distinct <= BATCH + 16);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(bases);
+	free(m);
+}
+
+/* ---- sizes --------------------------------------------------------------- */
+
+static struct stk spawn_rec(prt_runtime_t *rt, size_t stack_size)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	struct stk s = { 0 };
+	void *res = (void *)1;
+
+	prt_fiber_attr_init(&a);
+	a.stack_size = stack_size;
+	assert_int_equal(prt_spawn(rt, &f, &a, rec_stack, &s), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_non_null(s.base);
+	assert_true(in_stack(&s, s.frame));
+	assert_int_equal((uintptr_t)s.base % page(), 0);
+	assert_int_equal(s.size % page(), 0);
+	return s;
+}
+
+static void test_stack_sizes(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = make_rt(2, PRT_STACK_GUARD, 0, 0), *bad = NULL;
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	struct stk s;
+
+	(void)state;
+	s = spawn_rec(rt, 0);
+	assert_int_equal(s.size, PRT_STACK_SIZE_DEFAULT);
+	s = spawn_rec(rt, PRT_STACK_SIZE_DEFAULT);
+	assert_int_equal(s.size, PRT_STACK_SIZE_DEFAULT);
+	s = spawn_rec(rt, 100000);
+	assert_true(s.size >= 100000 && s.size < 100000 + page());
+	s = spawn_rec(rt, PRT_STACK_SIZE_MIN);
+	assert_int_equal(s.size, PRT_STACK_SIZE_MIN);
+	s = spawn_rec(rt, 1u << 20);
+	assert_int_equal(s.size, 1u << 20);
+
+	prt_fiber_attr_init(&a);
+	a.stack_size = PRT_STACK_SIZE_MIN - 1;
+	f.p = (void *)0x1;
+	assert_int_equal(prt_spawn(rt, &f, &a, rec_stack, &s), -EINVAL);
+	a.stack_size = 1;
+	assert_int_equal(prt_spawn(rt, &f, &a, rec_stack, &s), -EINVAL);
+	/* Nothing was created: destroy does not wait for a phantom fiber. */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	prt_runtime_config_init(&cfg);
+	cfg.stack_size = PRT_STACK_SIZE_MIN - 1;
+	assert_int_equal(prt_runtime_create(&bad, &cfg), -EINVAL);
+	assert_null(bad);
+	cfg.stack_size = 4096;
+	assert_int_equal(prt_runtime_create(&bad, &cfg), -EINVAL);
+	assert_null(bad);
+
+	/* A runtime default that is not a page multiple is rounded up. */
+	rt = make_rt(1, PRT_STACK_GUARD, 100000, 0);
+	s = spawn_rec(rt, 0);
+	assert_true(s.size >= 100000 && s.size < 100000 + page());
+	assert_int_equal(s.size, rt->stack_size);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	rt = make_rt(1, PRT_STACK_CANARY, PRT_STACK_SIZE_MIN, 0);
+	s = spawn_rec(rt, 0);
+	assert_int_equal(s.size, PRT_STACK_SIZE_MIN);
+	assert_true(s.flags & PRT_STK_CANARY);
+	s = spawn_rec(rt, 100000);
+	assert_true(s.size >= 100000 && s.size < 100000 + page());
+	assert_true(s.flags & PRT_STK_CANARY);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- children that must die ---------------------------------------------- */
+
+static void child_setup(void)
+{
+	struct rlimit no_core = { 0, 0 };
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(SIGSEGV, SIG_DFL);
+	signal(SIGBUS, SIG_DFL);
+	signal(SIGILL, SIG_DFL);
+	signal(SIGFPE, SIG_DFL);
+	signal(SIGABRT, SIG_DFL);
+}
+
+/*
+ * Fork; the child runs @fn(@arg) and, should it survive, exits 0. Returns
+ * the child's wait status. With @err, the child's stderr is read into it.
+ */
+static int run_child(void (*fn)(void *), void *arg, char *err, size_t errlen)
+{
+	int pfd[2] = { -1, -1 }, status = 0;
+	size_t got = 0;
+	pid_t pid;
+
+	if (err) {
+		assert_int_equal(pipe(pfd), 0);
+		err[0] = '\0';
+	}
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		child_setup();
+		if (err) {
+			dup2(pfd[1], STDERR_FILENO);
+			close(pfd[0]);
+			close(pfd[1]);
+		}
+		fn(arg);
+		_exit(0);
+	}
+	if (err) {
+		char sink[256];
+		ssize_t n;
+
+		close(pfd[1]);
+		while (got < errlen - 1 && (n = read(pfd[0], err + got, errlen - 1 - got)) > 0)
+			got += (size_t)n;
+		err[got] = '\0';
+		while (read(pfd[0], sink, sizeof(sink)) > 0) /* drain: the child must not block */
+			;
+		close(pfd[0]);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static void die_unless(int ok, const char *what)
+{
+	if (!ok) {
+		fprintf(stderr, "child: %s failed\n", what);
+		_exit(3);
+	}
+}
+
+/* Run one fiber of @fn in a new runtime of the child; returns only if it ended. */
+static void child_run_fiber(int kind, void *(*fn)(void *), const char *name)
+{
+	prt_runtime_t *rt = NULL;
+	prt_runtime_config_t cfg;
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.stack_kind = kind;
+	die_unless(prt_runtime_create(&rt, &cfg) == 0, "prt_runtime_create");
+	prt_fiber_attr_init(&a);
+	a.name = name;
+	die_unless(prt_spawn(rt, &f, &a, fn, NULL) == 0, "prt_spawn");
+	die_unless(prt_join(f, NULL) == 0, "prt_join");
+	prt_runtime_destroy(rt);
+}
+
+static void *poke_below_base(void *arg)
+{
+	volatile char *p = (char *)prt_self().p->stack.base - 1;
+
+	(void)arg;
+	*p = 1;
+	return NULL;
+}
+
+static void child_guard_poke(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_GUARD, poke_below_base, "poke");
+}
+
+static void test_guard_page_faults(void **state)
+{
+	int st;
+
+	(void)state;
+	st = run_child(child_guard_poke, NULL, NULL, 0);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSEGV);
+}
+
+/* Never reached; keeps the recursion formally bounded (-Winfinite-recursion). */
+static volatile int recurse_limit = INT_MAX;
+
+__attribute__((noinline)) static int recurse(volatile char *prev, int depth)
+{
+	volatile char buf[1024];
+
+	buf[0] = (char)(prev[0] + 1);
+	buf[sizeof(buf) - 1] = buf[0];
+	if (depth >= recurse_limit)
+		return buf[0];
+	/* @buf is passed down: the frame stays, no tail call. */
+	return recurse(buf, depth + 1) + buf[sizeof(buf) - 1];
+}
+
+static void *recurse_forever(void *arg)
+{
+	volatile char seed = 0;
+
+	(void)arg;
+	return (void *)(intptr_t)recurse(&seed, 0);
+}
+
+static void child_guard_recurse(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_GUARD, recurse_forever, "recurse");
+}
+
+static void test_guard_overflow_faults(void **state)
+{
+	int st;
+
+	(void)state;
+	st = run_child(child_guard_recurse, NULL, NULL, 0);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSEGV);
+}
+
+/* ---- canary stacks -------------------------------------------------------- */
+
+static void *canary_worker(void *arg)
+{
+	struct stk *s = arg;
+	void *r = rec_stack(s);
+
+	FCHECK(r == NULL);
+	for (int i = 0; i < 10; i++)
+		prt_yield();
+	FCHECK(prt_self().p->stack.base == s->base);
+	return arg;
+}
+
+struct canary_run {
+	prt_runtime_t *rt;
+	struct stk s[64];
+};
+
+static void *canary_driver(void *arg)
+{
+	struct canary_run *c = arg;
+	prt_fiber_t f[64];
+	void *res;
+
+	for (int i = 0; i < 64; i++)
+		FCHECK(prt_spawn(c->rt, &f[i], NULL, canary_worker, &c->s[i]) == 0);
+	for (int i = 0; i < 64; i++) {
+		FCHECK(prt_join(f[i], &res) == 0);
+		FCHECK(res == &c->s[i]);
+	}
+	return NULL;
+}
+
+static void test_canary_run_join(void **state)
+{
+	prt_runtime_t *rt = make_rt(2, PRT_STACK_CANARY, 0, 0);
+	struct canary_run *c = calloc(1, sizeof(*c));
+	prt_fiber_t f[64];
+	void *res;
+
+	(void)state;
+	assert_non_null(c);
+	c->rt = rt;
+	/* From a plain thread. */
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, canary_worker, &c->s[i]), 0);
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_ptr_equal(res, &c->s[i]);
+		assert_true(c->s[i].flags & PRT_STK_CANARY);
+		assert_int_equal(c->s[i].size, PRT_STACK_SIZE_DEFAULT);
+		assert_true(in_stack(&c->s[i], c->s[i].frame));
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+
+	/* From a fiber of a fresh runtime (empty pools): carved from the worker's slabs. */
+	rt = make_rt(2, PRT_STACK_CANARY, 0, 0);
+	c->rt = rt;
+	memset(c->s, 0, sizeof(c->s));
+	assert_null(in_fiber(rt, canary_driver, c));
+	for (int i = 0; i < 64; i++) {
+		assert_true(c->s[i].flags & PRT_STK_CANARY);
+		assert_true(c->s[i].flags & PRT_STK_SLAB);
+		assert_int_equal(c->s[i].size, PRT_STACK_SIZE_DEFAULT);
+		assert_true(in_stack(&c->s[i], c->s[i].frame));
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(c);
+}
+
+#define VICTIM "canary-victim-42"
+
+static void *buddy(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 100; i++)
+		prt_yield();
+	return NULL;
+}
+
+static void *smash_canary(void *arg)
+{
+	volatile unsigned char *base = prt_self().p->stack.base;
+	prt_fiber_t b;
+
+	(void)arg;
+	/* A fiber behind us, so that the yield really switches away. */
+	if (prt_spawn(prt_runtime_self(), &b, NULL, buddy, NULL) != 0)
+		return NULL;
+	for (int i = 0; i < PRT_CANARY_BYTES; i++)
+		base[i] = 0xa5;
+	prt_yield();
+	prt_join(b, NULL);
+	return NULL;
+}
+
+static void child_canary_smash(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_CANARY, smash_canary, VICTIM);
+}
+
+static void test_canary_overflow_aborts(void **state)
+{
+	char err[4096];
+	int st;
+
+	(void)state;
+	st = run_child(child_canary_smash, NULL, err, sizeof(err));
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+		fprintf(stderr, "child status %#x, stderr:\n%s\n", st, err);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGABRT);
+	assert_non_null(strstr(err, "ran off its"));
+	assert_non_null(strstr(err, VICTIM));
+}
+
+/* ---- canary stacks scale ------------------------------------------------- */
+
+#define NSCALE 100000
+
+static atomic_int scale_parked, scale_go;
+
+static void *park_until_go(void *arg)
+{
+	atomic_fetch_add(&scale_parked, 1);
+	while (!atomic_load(&scale_go))
+		prt_park();
+	return arg;
+}
+
+struct spawner {
+	prt_runtime_t *rt;
+	prt_fiber_t *f;
+	int n;
+	struct stk *s; /* optional: stacks of the first @ns fibers */
+	int ns;
+};
+
+static void *rec_then_park(void *arg)
+{
+	FCHECK(rec_stack(arg) == NULL);
+	return park_until_go(arg);
+}
+
+static void *spawn_parkers(void *arg)
+{
+	struct spawner *sp = arg;
+
+	for (int i = 0; i < sp->n; i++) {
+		if (i < sp->ns)
+			FCHECK(prt_spawn(sp->rt, &sp->f[i], NULL, rec_then_park, &sp->s[i]) == 0);
+		else
+			FCHECK(prt_spawn(sp->rt, &sp->f[i], NULL, park_until_go, NULL) == 0);
+	}
+	return NULL;
+}
+
+static void wait_parked(int n)
+{
+	while (atomic_load(&scale_parked) < n)
+		usleep(1000);
+}
+
+static void release_and_join(struct spawner *sp)
+{
+	atomic_store(&scale_go, 1);
+	for (int i = 0; i < sp->n; i++)
+		assert_int_equal(prt_unpark(sp->f[i]), 0);
+	for (int i = 0; i < sp->n; i++)
+		assert_int_equal(prt_join(sp->f[i], NULL), 0);
+}
+
+static void test_canary_scale(void **state)
+{
+	int before = maps_lines(), during;
+	prt_runtime_t *rt;
+	struct spawner sp = { .n = NSCALE };
+
+	(void)state;
+	if (before < 0)
+		skip(); /* no /proc */
+	rt = make_rt(2, PRT_STACK_CANARY, 16384, 0);
+	sp.rt = rt;
+	atomic_store(&scale_parked, 0);
+	atomic_store(&scale_go, 0);
+	sp.f = calloc(NSCALE, sizeof(*sp.f));
+	assert_non_null(sp.f);
+	assert_null(in_fiber(rt, spawn_parkers, &sp));
+	wait_parked(NSCALE);
+	during = maps_lines();
+	/* One mapping per PRT_STACK_SLAB_COUNT stacks, not one (or two) per stack. */
+	assert_true(during - before < NSCALE / PRT_STACK_SLAB_COUNT + 1000);
+	assert_true(during < 5000);
+	release_and_join(&sp);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(sp.f);
+}
+
+/* ---- pool bound ---------------------------------------------------------- */
+
+static void test_pool_bound(void **state)
+{
+	enum { N = 64 };
+	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 4);
+	struct spawner sp = { .rt = rt, .n = N };
+	struct stk s[N];
+	struct prt__stack_pool *pool = &rt->workers[0]->stacks;
+	int still = 0;
+
+	(void)state;
+	memset(s, 0, sizeof(s));
+	sp.s = s;
+	sp.ns = N;
+	atomic_store(&scale_parked, 0);
+	atomic_store(&scale_go, 0);
+	sp.f = calloc(N, sizeof(*sp.f));
+	assert_non_null(sp.f);
+	assert_null(in_fiber(rt, spawn_parkers, &sp));
+	wait_parked(N);
+	release_and_join(&sp);
+	/* Every fiber is joined, so every stack has been put back (before on_cpu went 0). */
+	assert_int_equal(pool->max, 4);
+	assert_true(pool->nwarm <= 4);
+	assert_int_equal(rt->maxdepot, 4 * 1);
+	assert_true(rt->ndepot <= rt->maxdepot);
+	/* The rest went back to the system. */
+	for (int i = 0; i < N; i++)
+		still += page_mapped((char *)s[i].base + s[i].size - 1);
+	assert_true(still <= (int)(pool->nwarm + rt->ndepot));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(sp.f);
+}
+
+/* ---- destroy unmaps its stacks, and nothing else ----------------------------- */
+
+struct unmap_case {
+	int kind;
+	int from_fiber;
+};
+
+#define NSEQ 8
+#define NPAR 8
+#define NSTK (NSEQ + NPAR + 1)
+#define SENTINEL_MAGIC 0x5e9713e1u
+
+struct unmap_run {
+	prt_runtime_t *rt;
+	struct stk s[NSTK];
+	prt_fiber_t f[NPAR];
+	unsigned *sentinel[NSTK]; /* pages of ours next to the stacks */
+	int nsentinel;
+	struct prt__stack depot[4]; /* the depot's stacks just before destroy */
+	unsigned ndepot;
+};
+
+/*
+ * Pages of our own right below the runtime's stacks (below the guard page
+ * of guard stacks), wherever that address is free: a stack unmapped with
+ * a wrong range at destroy would take them along.
+ */
+static void map_sentinels(struct unmap_run *u, int n, int kind)
+{
+	for (int i = 0; i < n; i++) {
+		char *at = (char *)u->s[i].base - (kind == PRT_STACK_GUARD ? 2 : 1) * page();
+		unsigned *p = mmap(at, page(), PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+		if (p == MAP_FAILED)
+			continue; /* in use, by a neighbour stack for example */
+		if ((char *)p != at) { /* a kernel without MAP_FIXED_NOREPLACE */
+			munmap(p, page());
+			continue;
+		}
+		*p = SENTINEL_MAGIC;
+		u->sentinel[u->nsentinel++] = p;
+	}
+}
+
+/* NSEQ fibers one after the other, then NPAR alive at once. */
+static void *unmap_body(void *arg)
+{
+	struct unmap_run *u = arg;
+	prt_fiber_t f;
+
+	for (int i = 0; i < NSEQ; i++) {
+		FCHECK(prt_spawn(u->rt, &f, NULL, rec_stack, &u->s[i]) == 0);
+		FCHECK(prt_join(f, NULL) == 0);
+	}
+	for (int i = 0; i < NPAR; i++) {
+		FCHECK(prt_spawn(u->rt, &u->f[i], NULL, rec_then_park, &u->s[NSEQ + i]) == 0);
+	}
+	while (atomic_load(&scale_parked) < NPAR) {
+		if (prt_self().p)
+			prt_yield();
+		else
+			usleep(1000);
+	}
+	atomic_store(&scale_go, 1);
+	for (int i = 0; i < NPAR; i++)
+		FCHECK(prt_unpark(u->f[i]) == 0);
+	for (int i = 0; i < NPAR; i++)
+		FCHECK(prt_join(u->f[i], NULL) == 0);
+	return NULL;
+}
+
+static void *unmap_driver(void *arg)
+{
+	struct unmap_run *u = arg;
+
+	FCHECK(rec_stack(&u->s[NSEQ + NPAR]) == NULL);
+	return unmap_body(u);
+}
+
+static int is_sentinel(const struct unmap_run *u, const void *p)
+{
+	for (int i = 0; i < u->nsentinel; i++)
+		if ((const void *)u->sentinel[i] == p)
+			return 1;
+	return 0;
+}
+
+static void child_unmap(void *arg)
+{
+	const struct unmap_case *c = arg;
+	struct unmap_run *u = calloc(1, sizeof(*u));
+	prt_runtime_config_t cfg;
+	int n = c->from_fiber ? NSTK : NSTK - 1, bad = 0;
+
+	die_unless(u != NULL, "calloc");
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.stack_kind = c->kind;
+	/* A tiny pool: stacks also go through the depot and back to the system. */
+	cfg.stack_pool_max = 2;
+	die_unless(prt_runtime_create(&u->rt, &cfg) == 0, "prt_runtime_create");
+	if (c->from_fiber) {
+		prt_fiber_t f;
+		void *res = (void *)1;
+
+		die_unless(prt_spawn(u->rt, &f, NULL, unmap_driver, u) == 0, "prt_spawn");
+		die_unless(prt_join(f, &res) == 0 && res == NULL, "driver");
+	} else {
+		die_unless(unmap_body(u) == NULL, "unmap_body");
+	}
+	die_unless(u->rt->ndepot > 0 && u->rt->ndepot <= 4, "some stacks in the depot at destroy");
+	u->ndepot = u->rt->ndepot;
+	memcpy(u->depot, u->rt->stack_depot, sizeof(u->depot[0]) * u->ndepot);
+	map_sentinels(u, n, c->kind);
+	die_unless(prt_runtime_destroy(u->rt) == 0, "prt_runtime_destroy");
+	for (int i = 0; i < u->nsentinel; i++) {
+		char *above = (char *)u->sentinel[i] + (c->kind == PRT_STACK_GUARD ? 2 : 1) * page();
+
+		if (page_mapped(u->sentinel[i]) && *u->sentinel[i] == SENTINEL_MAGIC)
+			continue;
+		fprintf(stderr, "child: prt_runtime_destroy unmapped (or wrote) page %p, which is "
+			"not the runtime's but lies just below its stack at %p\n",
+			(void *)u->sentinel[i], (void *)above);
+		for (unsigned k = 0; k < u->ndepot; k++)
+			if (u->depot[k].base == above)
+				fprintf(stderr, "child:   that stack (size %zu, flags %#x) was in the "
+					"runtime's stack depot at destroy\n", u->depot[k].size,
+					u->depot[k].flags);
+		bad++;
+	}
+	for (int i = 0; i < n; i++) {
+		char *lo = (char *)u->s[i].base - (c->kind == PRT_STACK_GUARD ? page() : 0);
+		char *hi = (char *)u->s[i].base + u->s[i].size;
+
+		die_unless(u->s[i].base != NULL, "stack recorded");
+		for (char *p = lo; p < hi; p += page()) {
+			if (page_mapped(p) && !is_sentinel(u, p)) {
+				fprintf(stderr, "child: after destroy, page %p of stack %d [%p, %p) "
+					"(flags %#x) is still mapped\n", (void *)p, i,
+					u->s[i].base, (void *)hi, u->s[i].flags);
+				bad++;
+			}
+		}
+	}
+	_exit(bad ? 1 : 0);
+}
+
+static void check_unmapped(int kind, int from_fiber)
+{
+	struct unmap_case c = { kind, from_fiber };
+	int st;
+
+	atomic_store(&scale_parked, 0);
+	atomic_store(&scale_go, 0);
+	st = run_child(child_unmap, &c, NULL, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fprintf(stderr, "  %s stacks spawned from a %s: child status %#x\n",
+			kind == PRT_STACK_GUARD ? "guard" : "canary",
+			from_fiber ? "fiber" : "plain thread", st);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_destroy_unmaps_guard_fiber(void **state)
+{
+	(void)state;
+	check_unmapped(PRT_STACK_GUARD, 1);
+}
+
+static void test_destroy_unmaps_guard_thread(void **state)
+{
+	(void)state;
+	check_unmapped(PRT_STACK_GUARD, 0);
+}
+
+static void test_destroy_unmaps_canary_fiber(void **state)
+{
+	(void)state;
+	check_unmapped(PRT_STACK_CANARY, 1);
+}
+
+static void test_destroy_unmaps_canary_thread(void **state)
+{
+	(void)state;
+	check_unmapped(PRT_STACK_CANARY, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_guard_page_faults),
+		cmocka_unit_test(test_guard_overflow_faults),
+		cmocka_unit_test(test_canary_overflow_aborts),
+		cmocka_unit_test(test_pool_reuse_lifo),
+		cmocka_unit_test(test_pool_reuse_many),
+		cmocka_unit_test(test_stack_sizes),
+		cmocka_unit_test(test_canary_run_join),
+		cmocka_unit_test(test_canary_scale),
+		cmocka_unit_test(test_pool_bound),
+		cmocka_unit_test(test_destroy_unmaps_guard_fiber),
+		cmocka_unit_test(test_destroy_unmaps_guard_thread),
+		cmocka_unit_test(test_destroy_unmaps_canary_fiber),
+		cmocka_unit_test(test_destroy_unmaps_canary_thread),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
