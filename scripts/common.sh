@@ -30,6 +30,23 @@ prt_install_deps() {
 		"${missing[@]}" >&2
 }
 
+# arm64 multiarch -dev packages for the aarch64 cross build of the whole
+# library (scripts/check-aarch64.sh). Best effort: the check skips that
+# part if they cannot be installed. (jemalloc's -dev package is not
+# multiarch-safe: the cross build uses the libc allocator.)
+prt_install_cross_deps() {
+	local sudo=""
+	[ -f /usr/lib/aarch64-linux-gnu/pkgconfig/hwloc.pc ] &&
+		[ -f /usr/lib/aarch64-linux-gnu/pkgconfig/liburing.pc ] && return 0
+	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	{
+		$sudo dpkg --add-architecture arm64 &&
+			$sudo apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-remove \
+				--no-install-recommends libhwloc-dev:arm64 liburing-dev:arm64
+	} >&2 || echo "proxyrt: arm64 -dev packages not installed; cross build will be skipped" >&2
+}
+
 # prt_build DIR [meson options...]: configure (or reconfigure) and build.
 prt_build() {
 	local dir=$1

@@ -6,6 +6,7 @@
 # PRT_TEST_QUICK=1 runs only the gcc build.
 source "$(dirname "$0")/common.sh"
 prt_install_deps
+prt_install_cross_deps
 
 run_suite() {
 	local name=$1 dir=$2
