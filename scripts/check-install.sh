@@ -5,11 +5,19 @@
 # and static) and as C++, and run each. Args: source root, build dir.
 set -euo pipefail
 src=$1 build=$2
+opt() {
+	meson introspect "$build" --buildoptions |
+		python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]==sys.argv[1]][0])' "$1"
+}
+# A sanitized library needs a sanitized consumer: this check is for plain builds.
+if [ "$(opt b_sanitize)" != none ]; then
+	echo "skip: sanitizer build ($(opt b_sanitize))"
+	exit 77
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 meson install -C "$build" --no-rebuild --destdir "$tmp" >/dev/null
-prefix=$(meson introspect "$build" --buildoptions |
-	python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"][0])')
+prefix=$(opt prefix)
 pcdir=$(dirname "$(find "$tmp" -name proxyrt.pc | head -n1)")
 export PKG_CONFIG_SYSROOT_DIR=$tmp PKG_CONFIG_PATH=$pcdir
 cflags=$(pkg-config --cflags proxyrt)
