@@ -8,12 +8,22 @@ source "$(dirname "$0")/common.sh"
 prt_install_deps
 prt_install_cross_deps
 
+passed=0 failed=0 skipped=0
 run_suite() {
-	local name=$1 dir=$2
+	local name=$1 dir=$2 rc=0 out
 	shift 2
 	echo "=== $name ==="
 	prt_build "$dir" "$@"
-	meson test -C "$dir" --print-errorlogs --num-processes 1
+	out=$(mktemp)
+	meson test -C "$dir" --print-errorlogs --num-processes 1 | tee "$out" || rc=$?
+	passed=$((passed + $(awk '/^Ok:/{print $2}' "$out")))
+	failed=$((failed + $(awk '/^Fail:/{f=$2} /^Timeout:/{t=$2} END{print f+t}' "$out")))
+	skipped=$((skipped + $(awk '/^Skipped:/{print $2}' "$out")))
+	rm -f "$out"
+	if [ "$rc" -ne 0 ]; then
+		echo "proxyrt: $passed passed, $((failed > 0 ? failed : 1)) failed, $skipped skipped"
+		exit "$rc"
+	fi
 }
 
 run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized
@@ -22,4 +32,4 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	run_suite asan+ubsan "$ROOT/build-test-asan" --buildtype=debug \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dallocator=libc
 fi
-echo "proxyrt: all test configurations passed"
+echo "proxyrt: $passed passed, $failed failed, $skipped skipped"
