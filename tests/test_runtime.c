@@ -23,42 +23,11 @@
 #include <unistd.h>
 
 #include <proxyrt/proxyrt.h>
+#include "test_common.h"
 #include "runtime.h"
 
 /* 2 packages x 2 NUMA nodes x 8 cores x 2 PUs: 32 cores, 64 PUs. */
 #define BIG "pack:2 numa:2 core:8 pu:2"
-
-/* cmocka's assert_* must not run on a fiber (it longjmps): fibers check, main asserts. */
-#define FCHECK(cond)                                                                     \
-	do {                                                                             \
-		if (!(cond)) {                                                           \
-			fprintf(stderr, "%s:%d: fiber check failed: %s\n", __FILE__,     \
-				__LINE__, #cond);                                        \
-			return (void *)(intptr_t)__LINE__;                               \
-		}                                                                        \
-	} while (0)
-
-static prt_runtime_t *make_rt(int nworkers)
-{
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	assert_non_null(rt);
-	return rt;
-}
-
-static void *in_fiber(prt_runtime_t *rt, void *(*fn)(void *), void *arg)
-{
-	prt_fiber_t f;
-	void *res = (void *)1;
-
-	assert_int_equal(prt_spawn(rt, &f, NULL, fn, arg), 0);
-	assert_int_equal(prt_join(f, &res), 0);
-	return res;
-}
 
 /* Threads of this process, from /proc/self/status. */
 static int nthreads(void)
@@ -210,12 +179,12 @@ static void *record_where(void *arg)
 {
 	struct where *w = arg;
 
-	FCHECK(prt_runtime_self() == w->rt);
+	FIBER_CHECK(prt_runtime_self() == w->rt);
 	w->index = prt_worker_index();
-	FCHECK(w->index >= 0 && w->index < w->nworkers);
+	FIBER_CHECK(w->index >= 0 && w->index < w->nworkers);
 	prt_yield();
 	w->index = prt_worker_index();
-	FCHECK(w->index >= 0 && w->index < w->nworkers);
+	FIBER_CHECK(w->index >= 0 && w->index < w->nworkers);
 	return NULL;
 }
 
@@ -250,7 +219,7 @@ static void test_nworkers_explicit(void **state)
 	(void)state;
 	for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
 		int n = counts[k];
-		prt_runtime_t *rt = make_rt(n);
+		prt_runtime_t *rt = test_rt(n);
 
 		assert_int_equal(prt_runtime_nworkers(rt), n);
 		/* More workers than cores work: they share PUs. */
@@ -426,7 +395,7 @@ static void test_synthetic_topology(void **state)
 
 static void test_introspection_errors(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 	prt_worker_info_t info;
 	prt_worker_stats_t st;
 	int order[4];
@@ -461,7 +430,7 @@ static void test_introspection_errors(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 
 	/* A single worker steals from nobody. */
-	rt = make_rt(1);
+	rt = test_rt(1);
 	assert_int_equal(prt_runtime_steal_order(rt, 0, order, 4), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
@@ -490,11 +459,11 @@ static void *spawn_late(void *arg)
 	prt_runtime_t *rt = prt_runtime_self();
 	prt_fiber_attr_t a;
 
-	FCHECK(rt != NULL);
+	FIBER_CHECK(rt != NULL);
 	prt_fiber_attr_init(&a);
 	a.flags = PRT_FIBER_DETACHED;
 	for (int i = 0; i < NLATE; i++)
-		FCHECK(prt_spawn(rt, NULL, &a, late, NULL) == 0);
+		FIBER_CHECK(prt_spawn(rt, NULL, &a, late, NULL) == 0);
 	return arg;
 }
 
@@ -552,7 +521,7 @@ static void *ret_arg(void *arg)
 
 static void test_destroy_waits_and_reaps(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 	prt_fiber_attr_t a;
 	prt_fiber_t f;
 
@@ -586,14 +555,14 @@ static void *destroy_own(void *arg)
 
 static void test_destroy_errors(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 
 	(void)state;
 	assert_int_equal(prt_runtime_destroy(NULL), -EINVAL);
-	assert_int_equal((intptr_t)in_fiber(rt, destroy_own, NULL), -EDEADLK);
+	assert_int_equal((intptr_t)test_run_in(rt, PRT_PRIO_DEFAULT, destroy_own, NULL), -EDEADLK);
 	/* Still works. */
 	spawn_join_n(rt, 50);
-	assert_int_equal((intptr_t)in_fiber(rt, destroy_own, NULL), -EDEADLK);
+	assert_int_equal((intptr_t)test_run_in(rt, PRT_PRIO_DEFAULT, destroy_own, NULL), -EDEADLK);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
@@ -641,7 +610,7 @@ static void *spawner_main(void *arg)
 
 static void test_plain_threads_spawn(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 	struct spawner_thread t[NTHREADS];
 	pthread_t th[NTHREADS];
 
@@ -673,10 +642,10 @@ static void *in_b(void *arg)
 {
 	struct two *t = arg;
 
-	FCHECK(prt_runtime_self() == t->b);
-	FCHECK(prt_worker_index() >= 0 && prt_worker_index() < 2);
+	FIBER_CHECK(prt_runtime_self() == t->b);
+	FIBER_CHECK(prt_worker_index() >= 0 && prt_worker_index() < 2);
 	prt_yield();
-	FCHECK(prt_runtime_self() == t->b);
+	FIBER_CHECK(prt_runtime_self() == t->b);
 	atomic_fetch_add(&t->in_b, 1);
 	return t;
 }
@@ -687,20 +656,20 @@ static void *in_a(void *arg)
 	prt_fiber_t f[B_PER_A];
 	void *res;
 
-	FCHECK(prt_runtime_self() == t->a);
+	FIBER_CHECK(prt_runtime_self() == t->a);
 	for (int i = 0; i < B_PER_A; i++)
-		FCHECK(prt_spawn(t->b, &f[i], NULL, in_b, t) == 0);
+		FIBER_CHECK(prt_spawn(t->b, &f[i], NULL, in_b, t) == 0);
 	for (int i = 0; i < B_PER_A; i++) {
-		FCHECK(prt_join(f[i], &res) == 0); /* parks this fiber of a */
-		FCHECK(res == t);
-		FCHECK(prt_runtime_self() == t->a);
+		FIBER_CHECK(prt_join(f[i], &res) == 0); /* parks this fiber of a */
+		FIBER_CHECK(res == t);
+		FIBER_CHECK(prt_runtime_self() == t->a);
 	}
 	return NULL;
 }
 
 static void test_two_runtimes(void **state)
 {
-	struct two t = { .a = make_rt(2), .b = make_rt(2) };
+	struct two t = { .a = test_rt(2), .b = test_rt(2) };
 	prt_fiber_t f[A_FIBERS];
 	void *res;
 
@@ -717,7 +686,7 @@ static void test_two_runtimes(void **state)
 	assert_int_equal(prt_runtime_destroy(t.a), 0);
 	/* b is independent of a: still works after a is gone. */
 	atomic_store(&t.in_b, 0);
-	assert_ptr_equal(in_fiber(t.b, in_b, &t), &t);
+	assert_ptr_equal(test_run_in(t.b, PRT_PRIO_DEFAULT, in_b, &t), &t);
 	assert_int_equal(atomic_load(&t.in_b), 1);
 	assert_int_equal(prt_runtime_destroy(t.b), 0);
 }
@@ -731,7 +700,7 @@ static void *nested_inner(void *arg)
 {
 	struct nested *n = arg;
 
-	FCHECK(prt_runtime_self() == n->inner);
+	FIBER_CHECK(prt_runtime_self() == n->inner);
 	atomic_fetch_add(&n->ran, 1);
 	return arg;
 }
@@ -743,15 +712,15 @@ static void *nested_outer(void *arg)
 	prt_fiber_t f[100];
 	void *res;
 
-	FCHECK(prt_runtime_self() == n->outer);
+	FIBER_CHECK(prt_runtime_self() == n->outer);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
-	FCHECK(prt_runtime_create(&n->inner, &cfg) == 0);
+	FIBER_CHECK(prt_runtime_create(&n->inner, &cfg) == 0);
 	for (int i = 0; i < 100; i++)
-		FCHECK(prt_spawn(n->inner, &f[i], NULL, nested_inner, n) == 0);
+		FIBER_CHECK(prt_spawn(n->inner, &f[i], NULL, nested_inner, n) == 0);
 	for (int i = 0; i < 100; i++) {
-		FCHECK(prt_join(f[i], &res) == 0);
-		FCHECK(res == n);
+		FIBER_CHECK(prt_join(f[i], &res) == 0);
+		FIBER_CHECK(res == n);
 	}
 	/* Detached work left behind is waited for by destroy. */
 	{
@@ -760,21 +729,21 @@ static void *nested_outer(void *arg)
 		prt_fiber_attr_init(&a);
 		a.flags = PRT_FIBER_DETACHED;
 		for (int i = 0; i < 10; i++)
-			FCHECK(prt_spawn(n->inner, NULL, &a, nested_inner, n) == 0);
+			FIBER_CHECK(prt_spawn(n->inner, NULL, &a, nested_inner, n) == 0);
 	}
-	FCHECK(prt_runtime_destroy(n->inner) == 0);
-	FCHECK(atomic_load(&n->ran) == 110);
-	FCHECK(prt_runtime_self() == n->outer);
+	FIBER_CHECK(prt_runtime_destroy(n->inner) == 0);
+	FIBER_CHECK(atomic_load(&n->ran) == 110);
+	FIBER_CHECK(prt_runtime_self() == n->outer);
 	return NULL;
 }
 
 static void test_runtime_in_fiber(void **state)
 {
-	struct nested n = { .outer = make_rt(2) };
+	struct nested n = { .outer = test_rt(2) };
 
 	(void)state;
 	atomic_init(&n.ran, 0);
-	assert_null(in_fiber(n.outer, nested_outer, &n));
+	assert_null(test_run_in(n.outer, PRT_PRIO_DEFAULT, nested_outer, &n));
 	assert_int_equal(atomic_load(&n.ran), 110);
 	assert_int_equal(prt_runtime_destroy(n.outer), 0);
 }
@@ -784,17 +753,17 @@ static void test_runtime_in_fiber(void **state)
 static void *pinned_index(void *arg)
 {
 	(void)arg;
-	FCHECK(prt_worker_index() == 1);
+	FIBER_CHECK(prt_worker_index() == 1);
 	for (int i = 0; i < 10; i++) {
 		prt_yield();
-		FCHECK(prt_worker_index() == 1);
+		FIBER_CHECK(prt_worker_index() == 1);
 	}
 	return (void *)(intptr_t)prt_worker_index();
 }
 
 static void test_worker_index(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 	prt_fiber_attr_t a;
 	prt_fiber_t f;
 	void *res;
@@ -829,7 +798,7 @@ static void stats_sum(prt_runtime_t *rt, prt_worker_stats_t *sum)
 
 static void test_worker_stats(void **state)
 {
-	prt_runtime_t *rt = make_rt(2);
+	prt_runtime_t *rt = test_rt(2);
 	prt_worker_stats_t sum, s0, s1;
 	prt_fiber_attr_t a;
 	prt_fiber_t f;
@@ -847,7 +816,7 @@ static void test_worker_stats(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 
 	/* A fiber restricted to worker 1 starts there and nowhere else. */
-	rt = make_rt(2);
+	rt = test_rt(2);
 	prt_fiber_attr_init(&a);
 	a.has_affinity = 1;
 	prt_workerset_zero(&a.affinity);

@@ -32,17 +32,8 @@
 #include <unistd.h>
 
 #include <proxyrt/proxyrt.h>
+#include "test_common.h"
 #include "runtime.h"
-
-/* cmocka's assert_* must not run on a fiber (it longjmps): fibers check, main asserts. */
-#define FCHECK(cond)                                                                     \
-	do {                                                                             \
-		if (!(cond)) {                                                           \
-			fprintf(stderr, "%s:%d: fiber check failed: %s\n", __FILE__,     \
-				__LINE__, #cond);                                        \
-			return (void *)(intptr_t)__LINE__;                               \
-		}                                                                        \
-	} while (0)
 
 static size_t page(void)
 {
@@ -64,17 +55,6 @@ static prt_runtime_t *make_rt(int nworkers, int kind, size_t stack_size, unsigne
 	return rt;
 }
 
-/* Run @fn(@arg) as a fiber of @rt and wait for it; spawns made by @fn use a worker's pool. */
-static void *in_fiber(prt_runtime_t *rt, void *(*fn)(void *), void *arg)
-{
-	prt_fiber_t f;
-	void *res = (void *)1;
-
-	assert_int_equal(prt_spawn(rt, &f, NULL, fn, arg), 0);
-	assert_int_equal(prt_join(f, &res), 0);
-	return res;
-}
-
 /* What a fiber saw of its own stack. */
 struct stk {
 	void *base;
@@ -88,7 +68,7 @@ static void *rec_stack(void *arg)
 	struct stk *s = arg;
 	struct prt__fiber *self = prt_self().p;
 
-	FCHECK(self != NULL);
+	FIBER_CHECK(self != NULL);
 	s->base = self->stack.base;
 	s->size = self->stack.size;
 	s->flags = self->stack.flags;
@@ -136,10 +116,10 @@ static void *reuse_driver(void *arg)
 	struct reuse *r = arg;
 	prt_fiber_t f;
 
-	FCHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->a) == 0);
-	FCHECK(prt_join(f, NULL) == 0);
-	FCHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->b) == 0);
-	FCHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->a) == 0);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(prt_spawn(r->rt, &f, NULL, rec_stack, &r->b) == 0);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
 	return NULL;
 }
 
@@ -150,7 +130,7 @@ static void test_pool_reuse_lifo(void **state)
 	struct reuse r = { .rt = rt };
 
 	(void)state;
-	assert_null(in_fiber(rt, reuse_driver, &r));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, reuse_driver, &r));
 	assert_non_null(r.a.base);
 	assert_ptr_equal(r.a.base, r.b.base);
 	assert_int_equal(r.a.size, PRT_STACK_SIZE_DEFAULT);
@@ -176,9 +156,9 @@ static void *many_driver(void *arg)
 
 	for (int b = 0; b < NBATCH; b++) {
 		for (int i = 0; i < BATCH; i++)
-			FCHECK(prt_spawn(m->rt, &m->f[i], NULL, rec_stack, &m->s[b * BATCH + i]) == 0);
+			FIBER_CHECK(prt_spawn(m->rt, &m->f[i], NULL, rec_stack, &m->s[b * BATCH + i]) == 0);
 		for (int i = 0; i < BATCH; i++)
-			FCHECK(prt_join(m->f[i], NULL) == 0);
+			FIBER_CHECK(prt_join(m->f[i], NULL) == 0);
 	}
 	return NULL;
 }
@@ -202,7 +182,7 @@ static void test_pool_reuse_many(void **state)
 	assert_non_null(m);
 	assert_non_null(bases);
 	m->rt = rt;
-	assert_null(in_fiber(rt, many_driver, m));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, many_driver, m));
 	for (int i = 0; i < NBATCH * BATCH; i++) {
 		assert_non_null(m->s[i].base);
 		assert_true(in_stack(&m->s[i], m->s[i].frame));
@@ -448,10 +428,10 @@ static void *canary_worker(void *arg)
 	struct stk *s = arg;
 	void *r = rec_stack(s);
 
-	FCHECK(r == NULL);
+	FIBER_CHECK(r == NULL);
 	for (int i = 0; i < 10; i++)
 		prt_yield();
-	FCHECK(prt_self().p->stack.base == s->base);
+	FIBER_CHECK(prt_self().p->stack.base == s->base);
 	return arg;
 }
 
@@ -467,10 +447,10 @@ static void *canary_driver(void *arg)
 	void *res;
 
 	for (int i = 0; i < 64; i++)
-		FCHECK(prt_spawn(c->rt, &f[i], NULL, canary_worker, &c->s[i]) == 0);
+		FIBER_CHECK(prt_spawn(c->rt, &f[i], NULL, canary_worker, &c->s[i]) == 0);
 	for (int i = 0; i < 64; i++) {
-		FCHECK(prt_join(f[i], &res) == 0);
-		FCHECK(res == &c->s[i]);
+		FIBER_CHECK(prt_join(f[i], &res) == 0);
+		FIBER_CHECK(res == &c->s[i]);
 	}
 	return NULL;
 }
@@ -501,7 +481,7 @@ static void test_canary_run_join(void **state)
 	rt = make_rt(2, PRT_STACK_CANARY, 0, 0);
 	c->rt = rt;
 	memset(c->s, 0, sizeof(c->s));
-	assert_null(in_fiber(rt, canary_driver, c));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, canary_driver, c));
 	for (int i = 0; i < 64; i++) {
 		assert_true(c->s[i].flags & PRT_STK_CANARY);
 		assert_true(c->s[i].flags & PRT_STK_SLAB);
@@ -583,7 +563,7 @@ struct spawner {
 
 static void *rec_then_park(void *arg)
 {
-	FCHECK(rec_stack(arg) == NULL);
+	FIBER_CHECK(rec_stack(arg) == NULL);
 	return park_until_go(arg);
 }
 
@@ -593,9 +573,9 @@ static void *spawn_parkers(void *arg)
 
 	for (int i = 0; i < sp->n; i++) {
 		if (i < sp->ns)
-			FCHECK(prt_spawn(sp->rt, &sp->f[i], NULL, rec_then_park, &sp->s[i]) == 0);
+			FIBER_CHECK(prt_spawn(sp->rt, &sp->f[i], NULL, rec_then_park, &sp->s[i]) == 0);
 		else
-			FCHECK(prt_spawn(sp->rt, &sp->f[i], NULL, park_until_go, NULL) == 0);
+			FIBER_CHECK(prt_spawn(sp->rt, &sp->f[i], NULL, park_until_go, NULL) == 0);
 	}
 	return NULL;
 }
@@ -630,7 +610,7 @@ static void test_canary_scale(void **state)
 	atomic_store(&scale_go, 0);
 	sp.f = calloc(NSCALE, sizeof(*sp.f));
 	assert_non_null(sp.f);
-	assert_null(in_fiber(rt, spawn_parkers, &sp));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, spawn_parkers, &sp));
 	wait_parked(NSCALE);
 	during = maps_lines();
 	/* One mapping per PRT_STACK_SLAB_COUNT stacks, not one (or two) per stack. */
@@ -660,7 +640,7 @@ static void test_pool_bound(void **state)
 	atomic_store(&scale_go, 0);
 	sp.f = calloc(N, sizeof(*sp.f));
 	assert_non_null(sp.f);
-	assert_null(in_fiber(rt, spawn_parkers, &sp));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, spawn_parkers, &sp));
 	wait_parked(N);
 	release_and_join(&sp);
 	/* Every fiber is joined, so every stack has been put back (before on_cpu went 0). */
@@ -728,11 +708,11 @@ static void *unmap_body(void *arg)
 	prt_fiber_t f;
 
 	for (int i = 0; i < NSEQ; i++) {
-		FCHECK(prt_spawn(u->rt, &f, NULL, rec_stack, &u->s[i]) == 0);
-		FCHECK(prt_join(f, NULL) == 0);
+		FIBER_CHECK(prt_spawn(u->rt, &f, NULL, rec_stack, &u->s[i]) == 0);
+		FIBER_CHECK(prt_join(f, NULL) == 0);
 	}
 	for (int i = 0; i < NPAR; i++) {
-		FCHECK(prt_spawn(u->rt, &u->f[i], NULL, rec_then_park, &u->s[NSEQ + i]) == 0);
+		FIBER_CHECK(prt_spawn(u->rt, &u->f[i], NULL, rec_then_park, &u->s[NSEQ + i]) == 0);
 	}
 	while (atomic_load(&scale_parked) < NPAR) {
 		if (prt_self().p)
@@ -742,9 +722,9 @@ static void *unmap_body(void *arg)
 	}
 	atomic_store(&scale_go, 1);
 	for (int i = 0; i < NPAR; i++)
-		FCHECK(prt_unpark(u->f[i]) == 0);
+		FIBER_CHECK(prt_unpark(u->f[i]) == 0);
 	for (int i = 0; i < NPAR; i++)
-		FCHECK(prt_join(u->f[i], NULL) == 0);
+		FIBER_CHECK(prt_join(u->f[i], NULL) == 0);
 	return NULL;
 }
 
@@ -752,7 +732,7 @@ static void *unmap_driver(void *arg)
 {
 	struct unmap_run *u = arg;
 
-	FCHECK(rec_stack(&u->s[NSEQ + NPAR]) == NULL);
+	FIBER_CHECK(rec_stack(&u->s[NSEQ + NPAR]) == NULL);
 	return unmap_body(u);
 }
 
