@@ -46,19 +46,10 @@ prt__ctx_switch:
 	 * does. Bits 48-63 of the word pair are padding, always zero.
 	 */
 	cmpq	(%rsp), %rcx
-	jne	1f
-	addq	$16, %rsp
-	popq	%r15
-	popq	%r14
-	popq	%r13
-	popq	%r12
-	popq	%rbx
-	popq	%rbp
-	movq	%rdx, %rax
-	ret
-1:
+	je	1f
 	ldmxcsr	(%rsp)
 	fldcw	4(%rsp)
+1:
 	addq	$16, %rsp
 	popq	%r15
 	popq	%r14
