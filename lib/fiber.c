@@ -237,9 +237,12 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->reap = f->parked = f->permit = false;
 	f->last_worker = NULL;
 	f->asan_fake_stack = NULL;
-	f->blocked_on = NULL;
+	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
 	prt__spin_init(&f->lock);
 	prt__list_init(&f->rq_node);
+	prt__list_init(&f->donors);
+	atomic_store_explicit(&f->attached_to, NULL, memory_order_relaxed);
+	f->mwait = NULL;
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);
@@ -514,8 +517,13 @@ PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
 	if (!(f = lock_handle(h)))
 		return -ESRCH;
 	atomic_store_explicit(&f->prio, prio, memory_order_relaxed);
-	prt__requeue(f);
 	prt__spin_unlock(&f->lock);
+	/*
+	 * Not under f->lock: the lock order is rq -> f->lock (proxy attach).
+	 * Descriptors are type-stable, so if f ended meanwhile this touches
+	 * at worst a queue position of whatever uses the descriptor now.
+	 */
+	prt__requeue(f);
 	return 0;
 }
 
@@ -548,10 +556,11 @@ PRT_API int prt_fiber_set_affinity(prt_fiber_t h, const prt_workerset_t *set)
 	}
 	affinity_store(f, set, f->rt->nworkers);
 	is_self = w && w->curr == f;
+	prt__spin_unlock(&f->lock);
+	/* Not under f->lock: see prt_fiber_set_priority. */
 	if (!is_self)
 		prt__migrate_queued(f);
-	prt__spin_unlock(&f->lock);
-	if (is_self && !prt__fiber_allowed(f, w->index))
+	else if (!prt__fiber_allowed(f, w->index))
 		prt__migrate_self(w);
 	return 0;
 }

@@ -8,6 +8,8 @@
 
 struct prt__worker;
 struct prt_runtime;
+struct prt__mutex;
+struct prt__mwaiter;
 
 /*
  * Fiber states. A fiber in a run queue is RUNNABLE; the one a worker
@@ -87,7 +89,20 @@ struct prt__fiber {
 	struct prt__fiber *free_next;     /* on a descriptor free list */
 	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
-	void *blocked_on;                 /* mutex it waits on (proxy execution); NULL */
+	/*
+	 * Mutex it waits on, or NULL (invariant 5: NULL while it runs
+	 * normally). Set by the fiber under the mutex's wait_lock, cleared by
+	 * the handoff under it; read by chain walks (seq_cst, see mutex.c).
+	 */
+	_Atomic(struct prt__mutex *) blocked_on;
+	struct prt__mwaiter *mwait;       /* its waiter record while blocked_on; wait_lock */
+	/*
+	 * Donors attached while this fiber sleeps (linked by their rq_node),
+	 * re-queued with it when it wakes; @attached_to is the sleeping owner
+	 * a donor is attached to. Both under the owner's @lock.
+	 */
+	struct prt__list donors;
+	_Atomic(struct prt__fiber *) attached_to;
 	char name[PRT_NAME_MAX];
 };
 

@@ -23,7 +23,7 @@ static int config_check(const prt_runtime_config_t *cfg)
 {
 	if (cfg->size < sizeof(prt_runtime_config_t))
 		return -EINVAL;
-	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE))
+	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY))
 		return -EINVAL;
 	if (cfg->nworkers < 0 || cfg->nworkers > PRT_MAX_WORKERS)
 		return -EINVAL;
@@ -245,6 +245,10 @@ PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stat
 	out->steals = atomic_load_explicit(&s->steals, memory_order_relaxed);
 	out->parks = atomic_load_explicit(&s->parks, memory_order_relaxed);
 	out->fibers_run = atomic_load_explicit(&s->fibers_run, memory_order_relaxed);
+	out->proxy_picks = atomic_load_explicit(&s->proxy_picks, memory_order_relaxed);
+	out->migrations = atomic_load_explicit(&s->migrations, memory_order_relaxed);
+	out->attachments = atomic_load_explicit(&s->attachments, memory_order_relaxed);
+	out->handoffs = atomic_load_explicit(&s->handoffs, memory_order_relaxed);
 	return 0;
 }
 

@@ -60,55 +60,6 @@ prt__noinline struct prt__worker *prt__cur_worker(void)
 	return w;
 }
 
-static inline void stat_inc(_Atomic uint64_t *c, uint64_t n)
-{
-	/* Only the owning worker writes: a plain read-modify-write suffices. */
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-			      memory_order_relaxed);
-}
-
-/* ---- run queue (caller holds rq.lock) ---------------------------------- */
-
-static inline void rq_add(struct prt__worker *w, struct prt__fiber *f)
-{
-	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
-
-	f->rq_prio = p;
-	prt__list_add_tail(&w->rq.level[p], &f->rq_node);
-	w->rq.bitmap |= 1u << p;
-	atomic_store_explicit(&w->rq.nr, w->rq.nr + 1, memory_order_relaxed);
-	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
-	if (f->rq_any)
-		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
-	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
-	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
-}
-
-static inline void rq_del(struct prt__worker *w, struct prt__fiber *f)
-{
-	prt__list_del(&f->rq_node);
-	if (prt__list_empty(&w->rq.level[f->rq_prio]))
-		w->rq.bitmap &= ~(1u << f->rq_prio);
-	atomic_store_explicit(&w->rq.nr, w->rq.nr - 1, memory_order_relaxed);
-	if (f->rq_any)
-		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any - 1, memory_order_relaxed);
-	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
-}
-
-static inline int rq_top(uint32_t bitmap)
-{
-	return 31 - __builtin_clz(bitmap);
-}
-
-static inline struct prt__fiber *rq_pop(struct prt__worker *w)
-{
-	struct prt__list *n = w->rq.level[rq_top(w->rq.bitmap)].next;
-	struct prt__fiber *f = prt__container_of(n, struct prt__fiber, rq_node);
-
-	rq_del(w, f);
-	return f;
-}
-
 void prt__rq_init(struct prt__rq *rq)
 {
 	prt__spin_init(&rq->lock);
@@ -187,7 +138,7 @@ void prt__finish_switch(struct prt__fiber *from)
 }
 
 static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
-			     struct prt__fiber *next)
+			     struct prt__fiber *next, struct prt__fiber *donor)
 {
 	void *from;
 
@@ -197,8 +148,9 @@ static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
 	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
 	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
 	next->last_worker = w;
-	w->curr = w->donor = next;
-	stat_inc(&w->stats.switches, 1);
+	w->curr = next;
+	w->donor = donor;
+	prt__stat_inc(&w->stats.switches, 1);
 	asan_start(prev, next);
 	from = prt__ctx_switch(&prev->sp, next->sp, prev);
 	prt__finish_switch(from);
@@ -242,7 +194,7 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	int idle, spin;
 
 	prt__spin_lock(&t->rq.lock);
-	rq_add(t, f);
+	prt__rq_add(t, f, false);
 	any = f->rq_any;
 	sleeps = atomic_load_explicit(&t->sleeping, memory_order_relaxed);
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
@@ -287,42 +239,167 @@ struct prt__worker *prt__select_worker(struct prt__fiber *f)
 
 void prt__wake(struct prt__fiber *f)
 {
-	prt__enqueue(prt__select_worker(f), f);
+	struct prt__worker *t = prt__select_worker(f);
+	struct prt__list donors;
+
+	/*
+	 * Donors attached while @f slept go to @f's worker with it
+	 * (DESIGN.md: the sleeping-owner case). Taking @f->lock orders this
+	 * against prt__proxy_pick's attach, which checks @f is still asleep.
+	 */
+	prt__list_init(&donors);
+	prt__spin_lock(&f->lock);
+	while (!prt__list_empty(&f->donors)) {
+		struct prt__fiber *d = prt__container_of(f->donors.next, struct prt__fiber, rq_node);
+
+		prt__list_del(&d->rq_node);
+		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
+		prt__list_add_tail(&donors, &d->rq_node);
+	}
+	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	prt__spin_unlock(&f->lock);
+	prt__enqueue(t, f);
+	while (!prt__list_empty(&donors)) {
+		struct prt__fiber *d = prt__container_of(donors.next, struct prt__fiber, rq_node);
+
+		prt__list_del(&d->rq_node);
+		prt__enqueue(t, d);
+	}
 }
 
 /* ---- scheduling points -------------------------------------------------- */
 
-void prt__schedule_blocked(struct prt__worker *w)
+/*
+ * Pick what runs next, with w->rq.lock held; returns with it released.
+ * NULL means the idle context. Donor migrations need the lock dropped
+ * (no two rq locks are ever held at once), so they loop back here.
+ */
+static struct prt__fiber *pick_unlock(struct prt__worker *w, struct prt__fiber **donor)
 {
-	struct prt__fiber *self = w->curr, *next;
+	struct prt__pick p;
 
-	prt__spin_lock(&w->rq.lock);
-	next = w->rq.bitmap ? rq_pop(w) : &w->idle;
-	prt__spin_unlock(&w->rq.lock);
+	for (;;) {
+		switch (prt__proxy_pick(w, &p)) {
+		case PRT_PICK_RUN:
+			prt__spin_unlock(&w->rq.lock);
+			*donor = p.donor;
+			return p.run;
+		case PRT_PICK_IDLE:
+			prt__spin_unlock(&w->rq.lock);
+			*donor = &w->idle;
+			return NULL;
+		case PRT_PICK_MOVE:
+			prt__spin_unlock(&w->rq.lock);
+			prt__enqueue(p.to, p.move);
+			prt__spin_lock(&w->rq.lock);
+			break;
+		case PRT_PICK_AGAIN:
+			break;
+		}
+	}
+}
+
+/*
+ * While a proxy runs (donor != curr), the donor is on no queue. At the
+ * proxy's scheduling point the donor goes back to the queue at its own
+ * priority: at the tail for a yield, else at the head (its turn is not
+ * over), and the pick runs again. Caller holds w->rq.lock.
+ */
+static void put_donor(struct prt__worker *w, bool tail)
+{
+	struct prt__fiber *d = w->donor;
+
+	if (d != w->curr && d != &w->idle)
+		prt__rq_add(w, d, !tail);
+	w->donor = w->curr;
+}
+
+/* Switch to what the pick chose (rq lock held on entry, released here). */
+static void reschedule(struct prt__worker *w, struct prt__fiber *self)
+{
+	struct prt__fiber *donor, *next = pick_unlock(w, &donor);
+
+	if (!next)
+		next = &w->idle;
 	if (next == self) {
-		/* Woken and queued here before it could switch away. */
+		/* Picked ourselves: woken and queued here before we switched away. */
 		atomic_store_explicit(&self->state, PRT_FS_RUNNING, memory_order_relaxed);
+		w->donor = donor;
 		return;
 	}
-	switch_to(w, self, next);
+	switch_to(w, self, next, donor);
+}
+
+void prt__schedule_blocked(struct prt__worker *w)
+{
+	prt__spin_lock(&w->rq.lock);
+	put_donor(w, false);
+	reschedule(w, w->curr);
+}
+
+void prt__schedule_mutex_wait(struct prt__worker *w)
+{
+	struct prt__fiber *self = w->curr;
+
+	prt__spin_lock(&w->rq.lock);
+	put_donor(w, false);
+	/* Invariant 1: a fiber blocked on a mutex stays runnable, in a queue. */
+	prt__rq_add(w, self, true);
+	reschedule(w, self);
 }
 
 void prt__migrate_self(struct prt__worker *w)
 {
-	struct prt__fiber *self = w->curr, *next;
+	struct prt__fiber *self = w->curr, *donor, *next;
 
 	prt__spin_lock(&w->rq.lock);
-	next = w->rq.bitmap ? rq_pop(w) : &w->idle;
-	prt__spin_unlock(&w->rq.lock);
-	/* Queued on an allowed worker; it waits for on_cpu == 0 before running us. */
+	put_donor(w, false);
+	next = pick_unlock(w, &donor);
+	/* Queued on an allowed worker; that worker waits for on_cpu == 0 before running us. */
 	prt__wake(self);
-	switch_to(w, self, next);
+	switch_to(w, self, next ? next : &w->idle, donor);
+}
+
+bool prt__detach_donor(struct prt__fiber *d)
+{
+	for (;;) {
+		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_relaxed);
+
+		if (!o)
+			return false;
+		prt__spin_lock(&o->lock);
+		if (atomic_load_explicit(&d->attached_to, memory_order_relaxed) == o) {
+			prt__list_del(&d->rq_node);
+			atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
+			prt__spin_unlock(&o->lock);
+			prt__wake(d);
+			return true;
+		}
+		prt__spin_unlock(&o->lock);
+	}
+}
+
+void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
+{
+	struct prt__fiber *self = w->curr;
+	bool proxying = w->donor != self;
+
+	if (!proxying && (!new_owner ||
+			  atomic_load_explicit(&new_owner->rq_worker, memory_order_relaxed) != w ||
+			  atomic_load_explicit(&new_owner->prio, memory_order_relaxed) <=
+				  prt__served_prio(w)))
+		return;
+	prt__spin_lock(&w->rq.lock);
+	/* We were interrupted, not yielding: back at the head of our level. */
+	put_donor(w, false);
+	prt__rq_add(w, self, true);
+	reschedule(w, self);
 }
 
 PRT_API int prt_yield(void)
 {
 	struct prt__worker *w = prt__cur_worker();
-	struct prt__fiber *self, *next;
+	struct prt__fiber *self;
 	uint32_t bm;
 
 	if (prt__unlikely(!w))
@@ -334,14 +411,26 @@ PRT_API int prt_yield(void)
 	}
 	prt__spin_lock(&w->rq.lock);
 	bm = w->rq.bitmap;
-	if (!bm || rq_top(bm) < atomic_load_explicit(&self->prio, memory_order_relaxed)) {
+	if (!bm || prt__rq_top(bm) < prt__served_prio(w)) {
 		prt__spin_unlock(&w->rq.lock);
 		return 0;
 	}
-	next = rq_pop(w);
-	rq_add(w, self);
-	prt__spin_unlock(&w->rq.lock);
-	switch_to(w, self, next);
+	if (prt__likely(w->donor == self)) {
+		/* The common case, inlined: no proxy, the head entry runs no proxy. */
+		struct prt__fiber *next = prt__rq_pop(w);
+
+		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
+				prt__fiber_allowed(next, w->index))) {
+			prt__rq_add(w, self, false);
+			prt__spin_unlock(&w->rq.lock);
+			switch_to(w, self, next, next);
+			return 0;
+		}
+		prt__rq_add(w, next, true); /* give it back to the full pick */
+	}
+	put_donor(w, true);
+	prt__rq_add(w, self, false);
+	reschedule(w, self);
 	return 0;
 }
 
@@ -367,8 +456,8 @@ void prt__requeue(struct prt__fiber *f)
 	if (!w)
 		return;
 	if (f->rq_prio != atomic_load_explicit(&f->prio, memory_order_relaxed)) {
-		rq_del(w, f);
-		rq_add(w, f);
+		prt__rq_del(w, f);
+		prt__rq_add(w, f, false);
 	}
 	prt__spin_unlock(&w->rq.lock);
 }
@@ -383,24 +472,19 @@ void prt__migrate_queued(struct prt__fiber *f)
 		prt__spin_unlock(&w->rq.lock);
 		return;
 	}
-	rq_del(w, f);
+	prt__rq_del(w, f);
 	prt__spin_unlock(&w->rq.lock);
 	prt__wake(f);
 }
 
 /* ---- the idle context: stealing and parking ----------------------------- */
 
-static struct prt__fiber *pick_local(struct prt__worker *w)
+static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
 {
-	struct prt__fiber *f = NULL;
-
 	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed))
 		return NULL;
 	prt__spin_lock(&w->rq.lock);
-	if (w->rq.bitmap)
-		f = rq_pop(w);
-	prt__spin_unlock(&w->rq.lock);
-	return f;
+	return pick_unlock(w, donor);
 }
 
 /*
@@ -424,17 +508,19 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	prt__list_init(&got);
 	quota = (v->rq.nr + 1) / 2;
 	for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
-	     bm &= ~(1u << rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[rq_top(bm)], *it = h->next, *nx;
+	     bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it = h->next, *nx;
 
 		for (; it != h && n < quota && scanned < PRT_STEAL_SCAN; it = nx) {
 			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
 
 			nx = it->next;
 			scanned++;
-			if (!prt__fiber_allowed(f, w->index) || f->blocked_on)
+			/* DESIGN.md: never steal a fiber blocked on a mutex. */
+			if (!prt__fiber_allowed(f, w->index) ||
+			    atomic_load_explicit(&f->blocked_on, memory_order_relaxed))
 				continue;
-			rq_del(v, f);
+			prt__rq_del(v, f);
 			prt__list_add_tail(&got, &f->rq_node);
 			n++;
 		}
@@ -450,11 +536,11 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 			struct prt__fiber *f = prt__container_of(got.next, struct prt__fiber, rq_node);
 
 			prt__list_del(&f->rq_node);
-			rq_add(w, f);
+			prt__rq_add(w, f, false);
 		}
 		prt__spin_unlock(&w->rq.lock);
 	}
-	stat_inc(&w->stats.steals, n);
+	prt__stat_inc(&w->stats.steals, n);
 	return first;
 }
 
@@ -505,19 +591,25 @@ static void spin_stop(struct prt__worker *w)
 		wake_one_near(w);
 }
 
-static struct prt__fiber *find_work(struct prt__worker *w)
+static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **donor)
 {
 	struct prt_runtime *rt = w->rt;
 	struct prt__fiber *f;
 	long until = 0;
 
-	if ((f = pick_local(w)))
+	if ((f = pick_local(w, donor)))
 		return f;
 	if (rt->nworkers == 1)
 		return NULL;
 	spin_start(w);
 	for (unsigned i = 0;; i++) {
-		if ((f = pick_local(w)) || (f = steal(w, false))) {
+		if ((f = pick_local(w, donor))) {
+			spin_stop(w);
+			return f;
+		}
+		if ((f = steal(w, false))) {
+			/* Stolen fibers never wait on a mutex: no proxy. */
+			*donor = f;
 			spin_stop(w);
 			return f;
 		}
@@ -570,7 +662,7 @@ static void worker_park(struct prt__worker *w)
 			atomic_fetch_sub(&rt->nr_idle, 1);
 		return;
 	}
-	stat_inc(&w->stats.parks, 1);
+	prt__stat_inc(&w->stats.parks, 1);
 	/* acquire: pairs with the acq_rel exchange in wake_worker() */
 	while (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1)
 		prt__futex_wait(&w->sleeping, 1);
@@ -607,10 +699,10 @@ void *prt__worker_main(void *arg)
 	prt__topo_bind_thread(&rt->topo, w->index);
 	idle_init(w);
 	for (;;) {
-		struct prt__fiber *next = find_work(w);
+		struct prt__fiber *donor, *next = find_work(w, &donor);
 
 		if (next) {
-			switch_to(w, &w->idle, next);
+			switch_to(w, &w->idle, next, donor);
 			continue;
 		}
 		if (atomic_load(&rt->stopping))

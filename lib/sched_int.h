@@ -27,6 +27,7 @@ _Static_assert(PRT_PRIO_LEVELS <= 32, "the run-queue bitmap is 32 bits");
 /* Per-worker counters: written only by the worker, read by anyone (relaxed). */
 struct prt__wstats {
 	_Atomic uint64_t switches, steals, parks, fibers_run;
+	_Atomic uint64_t proxy_picks, migrations, attachments, handoffs;
 };
 
 struct prt__worker {
@@ -58,6 +59,84 @@ struct prt__worker {
 };
 
 void prt__rq_init(struct prt__rq *rq);
+
+/* ---- run-queue edits; the caller holds w->rq.lock ---- */
+
+static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool head)
+{
+	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
+
+	f->rq_prio = p;
+	if (head)
+		prt__list_add_head(&w->rq.level[p], &f->rq_node);
+	else
+		prt__list_add_tail(&w->rq.level[p], &f->rq_node);
+	w->rq.bitmap |= 1u << p;
+	atomic_store_explicit(&w->rq.nr, w->rq.nr + 1, memory_order_relaxed);
+	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
+	if (f->rq_any)
+		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
+}
+
+static inline void prt__rq_del(struct prt__worker *w, struct prt__fiber *f)
+{
+	prt__list_del(&f->rq_node);
+	if (prt__list_empty(&w->rq.level[f->rq_prio]))
+		w->rq.bitmap &= ~(1u << f->rq_prio);
+	atomic_store_explicit(&w->rq.nr, w->rq.nr - 1, memory_order_relaxed);
+	if (f->rq_any)
+		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any - 1, memory_order_relaxed);
+	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
+}
+
+static inline int prt__rq_top(uint32_t bitmap)
+{
+	return 31 - __builtin_clz(bitmap);
+}
+
+static inline struct prt__fiber *prt__rq_pop(struct prt__worker *w)
+{
+	struct prt__list *n = w->rq.level[prt__rq_top(w->rq.bitmap)].next;
+	struct prt__fiber *f = prt__container_of(n, struct prt__fiber, rq_node);
+
+	prt__rq_del(w, f);
+	return f;
+}
+
+static inline void prt__stat_inc(_Atomic uint64_t *c, uint64_t n)
+{
+	/* Only the owning worker writes: a plain read-modify-write suffices. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/* The priority a worker serves: its donor's (DESIGN.md, scheduling context). */
+static inline int prt__served_prio(struct prt__worker *w)
+{
+	return atomic_load_explicit(&w->donor->prio, memory_order_relaxed);
+}
+
+/* What the pick decided (proxy.c). */
+enum prt__pick_act {
+	PRT_PICK_RUN,     /* run @run with donor @donor */
+	PRT_PICK_IDLE,    /* nothing runnable: run the idle context */
+	PRT_PICK_MOVE,    /* unlock, queue @move on @to, pick again */
+	PRT_PICK_AGAIN,   /* pick again (still locked) */
+};
+
+struct prt__pick {
+	struct prt__fiber *run, *donor, *move;
+	struct prt__worker *to;
+};
+
+/*
+ * One step of the pick, with w->rq.lock held: pop the highest entry D;
+ * if D waits on a mutex, walk the chain of owners and decide what runs
+ * in D's place (DESIGN.md, "The pick path").
+ */
+enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p);
 
 /* The worker running the caller, or NULL on a plain thread. */
 struct prt__worker *prt__cur_worker(void);
@@ -98,5 +177,23 @@ void prt__migrate_self(struct prt__worker *w);
 
 /* Finish a switch on the new stack: release the context we came from. */
 void prt__finish_switch(struct prt__fiber *from);
+
+/*
+ * Scheduling point of a fiber that starts waiting on a mutex in proxy
+ * mode: it stays queued (at the head of its level, blocked_on set) and
+ * the pick runs; returns when it is run again.
+ */
+void prt__schedule_mutex_wait(struct prt__worker *w);
+/*
+ * If donor @d is attached to a sleeping owner, take it off that owner's
+ * list and queue it (its mutex was handed to it). Returns true if so.
+ */
+bool prt__detach_donor(struct prt__fiber *d);
+/*
+ * After an unlock handed a mutex over: if this worker proxies (donor !=
+ * curr) or @new_owner now outranks what it serves and is queued here,
+ * reschedule at once.
+ */
+void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner);
 
 #endif

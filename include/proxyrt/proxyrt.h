@@ -7,5 +7,6 @@
 #include <proxyrt/version.h>
 #include <proxyrt/runtime.h>
 #include <proxyrt/fiber.h>
+#include <proxyrt/mutex.h>
 
 #endif

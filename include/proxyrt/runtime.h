@@ -17,6 +17,11 @@ enum {
 	PRT_RT_PER_PU = 1u << 1,
 	/* Say on stderr why binding was skipped (synthetic/XML topology). */
 	PRT_RT_VERBOSE = 1u << 2,
+	/*
+	 * Mutexes of PRT_MUTEX_PROXY_DEFAULT do not use proxy execution in
+	 * this runtime's fibers: waiters sleep in priority order instead.
+	 */
+	PRT_RT_NO_PROXY = 1u << 3,
 };
 
 /* How fiber stacks are made (prt_runtime_config_t.stack_kind). */
@@ -171,6 +176,10 @@ typedef struct prt_worker_stats {
 	uint64_t steals;     /* fibers this worker took from other workers */
 	uint64_t parks;      /* times the worker went to sleep for lack of work */
 	uint64_t fibers_run; /* fibers started (first switch into them) here */
+	uint64_t proxy_picks;    /* picks that ran a mutex owner in a waiter's place */
+	uint64_t migrations;     /* waiters (donors) moved to their owner's worker */
+	uint64_t attachments;    /* donors attached to a sleeping owner */
+	uint64_t handoffs;       /* unlocks that handed the mutex to a waiter */
 } prt_worker_stats_t;
 
 /*

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PROXYRT_MUTEX_H
+#define PROXYRT_MUTEX_H
+
+/*
+ * Fiber mutex with proxy execution, shaped like pthread_mutex_t.
+ *
+ * Replacing pthread_mutex_t: prt_mutex_t has fixed-size storage, a static
+ * initializer (all-zero storage is a valid unlocked mutex of the default
+ * type), and the calls return what pthreads returns: 0, EBUSY, EPERM,
+ * EDEADLK, EINVAL (positive values, as pthreads does, not -errno).
+ *
+ *   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;  ->  prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+ *   pthread_mutex_lock(&m)                          ->  prt_mutex_lock(&m)
+ *   pthread_mutex_trylock / unlock / init / destroy ->  prt_mutex_trylock / unlock / init / destroy
+ *   pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE) -> prt_mutexattr_settype(&a, PRT_MUTEX_RECURSIVE)
+ *
+ * Proxy execution: a fiber that blocks on a held mutex stays in its run
+ * queue. When the scheduler picks it, the owner runs in its place with
+ * the waiter's priority but on the workers its own affinity allows
+ * (following chains of owners blocked on other mutexes; moving the
+ * waiter to the owner's worker when the owner runs elsewhere; attaching
+ * it to an owner that sleeps). Unlock hands the lock to the waiter the
+ * worker serves, else to the highest-priority waiter, FIFO within a
+ * level: no fiber takes the lock ahead of a higher-priority waiter.
+ *
+ * Plain threads may lock the same mutex: they sleep on a futex and take
+ * part in handoff (as priority PRT_PRIO_DEFAULT waiters) but cannot
+ * donate their priority. Deadlocks are detected: a lock that would
+ * close a cycle of owners and waiters returns EDEADLK at once.
+ *
+ * Not supported: robust and process-shared mutexes, priority ceilings.
+ * A mutex must not be destroyed or freed while fibers or threads wait
+ * on it (as with pthreads).
+ */
+
+#include <time.h>
+
+#include <proxyrt/common.h>
+
+PRT_EXTERN_C_BEGIN
+
+#define PRT_MUTEX_SIZE 40
+
+typedef union prt_mutex {
+	char __size[PRT_MUTEX_SIZE];
+	uint64_t __align;
+} prt_mutex_t;
+
+/* All-zero: unlocked, PRT_MUTEX_DEFAULT type, the runtime's proxy setting. */
+#define PRT_MUTEX_INITIALIZER { { 0 } }
+
+/* Mutex types, as pthreads'. */
+enum {
+	PRT_MUTEX_NORMAL = 0,
+	PRT_MUTEX_ERRORCHECK = 1,
+	PRT_MUTEX_RECURSIVE = 2,
+	PRT_MUTEX_DEFAULT = PRT_MUTEX_NORMAL,
+};
+
+/* Proxy execution setting of a mutex. */
+enum {
+	/* Follow the runtime's setting of the locking fiber (on unless PRT_RT_NO_PROXY). */
+	PRT_MUTEX_PROXY_DEFAULT = 0,
+	PRT_MUTEX_PROXY_ON = 1,
+	/* Waiters sleep in priority order, as in a conventional fiber mutex. */
+	PRT_MUTEX_PROXY_OFF = 2,
+};
+
+typedef struct prt_mutexattr {
+	int type;  /* PRT_MUTEX_NORMAL, _ERRORCHECK, _RECURSIVE */
+	int proxy; /* PRT_MUTEX_PROXY_* */
+	int __reserved[2];
+} prt_mutexattr_t;
+
+/* Attribute calls return 0 or EINVAL. Context: any thread, never switch. */
+PRT_API int prt_mutexattr_init(prt_mutexattr_t *attr);
+PRT_API int prt_mutexattr_destroy(prt_mutexattr_t *attr);
+PRT_API int prt_mutexattr_settype(prt_mutexattr_t *attr, int type);
+PRT_API int prt_mutexattr_gettype(const prt_mutexattr_t *attr, int *type);
+PRT_API int prt_mutexattr_setproxy(prt_mutexattr_t *attr, int proxy);
+PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *attr, int *proxy);
+
+/*
+ * Initialise @m with @attr (NULL = defaults). Returns 0 or EINVAL.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_mutex_init(prt_mutex_t *m, const prt_mutexattr_t *attr);
+
+/*
+ * Destroy @m. Returns 0, or EBUSY if it is locked or has waiters (it is
+ * then left as it was). Context: any thread, never switches.
+ */
+PRT_API int prt_mutex_destroy(prt_mutex_t *m);
+
+/*
+ * Lock @m, waiting if another holds it. Returns 0; EDEADLK if the caller
+ * already holds it (normal and errorcheck types) or if waiting would
+ * close a cycle of fibers/threads each waiting for a mutex the next one
+ * holds (the caller is then not waiting and every mutex is as it was);
+ * EAGAIN if a recursive mutex's count would overflow; EINVAL for NULL.
+ * Context: a fiber (a scheduling point when it waits) or a plain thread
+ * (sleeps on a futex).
+ */
+PRT_API int prt_mutex_lock(prt_mutex_t *m);
+
+/*
+ * Lock @m if that needs no waiting. Returns 0, EBUSY (held, also by the
+ * caller unless recursive), EAGAIN, EINVAL. Context: any thread; never
+ * switches.
+ */
+PRT_API int prt_mutex_trylock(prt_mutex_t *m);
+
+/*
+ * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
+ * every type: the check is free). A waiter, if any, becomes the owner;
+ * if it outranks the caller's (served) priority and waits on this
+ * worker, the caller yields to it at once.
+ * Context: a fiber (may switch, see above) or a plain thread.
+ */
+PRT_API int prt_mutex_unlock(prt_mutex_t *m);
+
+PRT_EXTERN_C_END
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_MUTEX_INT_H
+#define PRT_MUTEX_INT_H
+
+#include <proxyrt/mutex.h>
+#include "fiber.h"
+#include "platform.h"
+
+/*
+ * Owner word: 0 when unlocked, else the owner's token with flag bits.
+ * A fiber's token is its descriptor address; a plain thread's is the
+ * address of its thread-local struct prt__tself, with PRT_MTX_THREAD.
+ */
+#define PRT_MTX_WAITERS ((uintptr_t)1) /* the waiter list may be non-empty */
+#define PRT_MTX_THREAD ((uintptr_t)2)  /* the owner is a plain thread */
+#define PRT_MTX_FLAGS ((uintptr_t)3)
+
+struct prt__mutex {
+	/*
+	 * Lock fast path: CAS 0 -> token. Unlock fast path: CAS token -> 0,
+	 * which fails while PRT_MTX_WAITERS is set. With waiters the word
+	 * never passes through 0: unlock writes the next owner's token
+	 * (handoff), so nobody barges in ahead of a waiter.
+	 */
+	_Atomic uintptr_t owner;
+	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
+	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE */
+	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
+	uint16_t pad;
+	atomic_uint count;           /* recursive: extra locks held; written by the owner */
+	unsigned pad2;
+	/* Waiter records, highest priority first, FIFO within a level;
+	 * {NULL, NULL} (zero storage) means empty. wait_lock. */
+	struct prt__list waiters;
+};
+
+_Static_assert(sizeof(struct prt__mutex) <= PRT_MUTEX_SIZE, "prt_mutex_t too small");
+_Static_assert(_Alignof(struct prt__mutex) <= _Alignof(prt_mutex_t), "prt_mutex_t alignment");
+
+/* A plain thread's identity for mutexes: its token and what it waits on. */
+struct prt__tself {
+	_Atomic(struct prt__mutex *) blocked_on;
+} __attribute__((aligned(8)));
+
+/* One waiter of a mutex, on the waiter's stack, in m->waiters. */
+struct prt__mwaiter {
+	struct prt__list node;      /* in m->waiters; wait_lock */
+	struct prt__fiber *fiber;   /* the waiting fiber, or NULL for a thread */
+	uintptr_t token;            /* its owner token */
+	int prio;                   /* its priority when it started waiting */
+	/*
+	 * The waiter is off the run queues (BLOCKED): a proxy-off mutex, or
+	 * an owner that cannot be proxied (a thread, or dead). Handoff must
+	 * then wake it. wait_lock.
+	 */
+	bool sleeping;
+	/* 1 once the mutex was handed to this waiter; a thread's futex word. */
+	atomic_uint granted;
+};
+
+static inline struct prt__mutex *prt__mutex_of(prt_mutex_t *m)
+{
+	return (struct prt__mutex *)(void *)m;
+}
+
+/* The fiber owning a mutex with owner word @o, or NULL (unlocked or a thread). */
+static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
+{
+	return (o & PRT_MTX_THREAD) ? NULL : (struct prt__fiber *)(o & ~PRT_MTX_FLAGS);
+}
+
+/*
+ * Pick path: donor @d's chain ends at an owner that cannot run for it (a
+ * thread, or a dead fiber): make @d wait off the queues until its mutex
+ * is handed to it. Returns false if it was handed over meanwhile (run
+ * @d). Called with the worker's rq lock held.
+ */
+bool prt__mutex_sleep_donor(struct prt__fiber *d);
+
+#endif

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Proxy execution: the pick-time chain walk (DESIGN.md, "The pick
+ * path"). The worker pops its highest entry D. If D waits on a mutex,
+ * the owner of that mutex should run in D's place, with D's priority (D
+ * is the "donor", the owner is "curr"), but only where the owner's own
+ * affinity allows:
+ *
+ *   owner gone (lock released)         -> run D, it retries the lock
+ *   owner waits on another mutex       -> follow the chain (capped)
+ *   owner queued here (or stealable    -> take it off its queue, run it
+ *     from a queue it may leave)
+ *   owner running elsewhere, queued    -> move D to the owner's worker
+ *     where we cannot take it, or         (donor migration); that worker
+ *     not allowed here                    picks D at its next scheduling
+ *                                         point and proxies there
+ *   owner sleeping (park, join, ...)   -> attach D to the owner; D is
+ *                                         queued with it when it wakes
+ *   owner a plain thread, or dead      -> D sleeps until handed the lock
+ *
+ * Lock order: rq lock -> mutex wait_lock -> fiber lock; never two rq
+ * locks except by trylock. Each decision is re-validated under the lock
+ * that makes it true: an owner taken off our queue is not running and
+ * so cannot unlock meanwhile; an attach checks under the owner's lock
+ * that it still sleeps; a migrated donor is re-examined by the pick of
+ * the worker it lands on.
+ */
+#include "mutex_int.h"
+#include "runtime.h"
+
+/* Longest owner chain followed; past it the donor runs and retries. */
+#define PRT_CHAIN_MAX 64
+
+static enum prt__pick_act run(struct prt__pick *p, struct prt__fiber *f, struct prt__fiber *d)
+{
+	p->run = f;
+	p->donor = d;
+	return PRT_PICK_RUN;
+}
+
+static enum prt__pick_act move(struct prt__pick *p, struct prt__fiber *d, struct prt__worker *to)
+{
+	p->move = d;
+	p->to = to;
+	return PRT_PICK_MOVE;
+}
+
+/* A fiber that does not wait: run it if allowed here, else send it home. */
+static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
+				    struct prt__fiber *d)
+{
+	if (prt__likely(prt__fiber_allowed(d, w->index)))
+		return run(p, d, d);
+	/* Return migration (invariant 2): it got its lock while queued away. */
+	return move(p, d, prt__select_worker(d));
+}
+
+/*
+ * Attach donor @d to sleeping owner @o. False if @o woke meanwhile, or
+ * if @d was handed its lock meanwhile:
+ *
+ *   attach (here, o->lock held)        handoff (mutex.c)
+ *   ---------------------------        -----------------
+ *   d->attached_to = o                 d->blocked_on = NULL
+ *   if d->blocked_on == NULL: undo     prt__detach_donor(d): reads attached_to
+ *
+ * Both sides store then load (seq_cst), so at least one sees the other;
+ * if both do, detach waits for o->lock and finds attached_to cleared.
+ */
+static bool attach(struct prt__fiber *d, struct prt__fiber *o)
+{
+	bool ok;
+
+	prt__spin_lock(&o->lock);
+	ok = atomic_load_explicit(&o->state, memory_order_relaxed) == PRT_FS_BLOCKED &&
+	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed);
+	if (ok) {
+		prt__list_add_tail(&o->donors, &d->rq_node);
+		atomic_store(&d->attached_to, o);
+		if (!atomic_load(&d->blocked_on)) {
+			prt__list_del(&d->rq_node);
+			atomic_store(&d->attached_to, NULL);
+			ok = false;
+		}
+	}
+	prt__spin_unlock(&o->lock);
+	return ok;
+}
+
+/* Try to take runnable owner @o off another worker's queue to run it here. */
+static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt__worker *x)
+{
+	bool ok = false;
+
+	if (!prt__spin_trylock(&x->rq.lock))
+		return false;
+	if (atomic_load_explicit(&o->rq_worker, memory_order_relaxed) == x &&
+	    !atomic_load_explicit(&o->blocked_on, memory_order_relaxed)) {
+		prt__rq_del(x, o);
+		ok = true;
+	}
+	prt__spin_unlock(&x->rq.lock);
+	(void)w;
+	return ok;
+}
+
+/* The owner at the end of @d's chain is @o, not blocked on a mutex. */
+static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p,
+				      struct prt__fiber *d, struct prt__fiber *o)
+{
+	int st = atomic_load_explicit(&o->state, memory_order_relaxed);
+	struct prt__worker *x = atomic_load_explicit(&o->rq_worker, memory_order_relaxed);
+	bool here_ok = prt__fiber_allowed(o, w->index);
+
+	if (st == PRT_FS_RUNNABLE && x == w && here_ok) {
+		prt__rq_del(w, o);
+		prt__stat_inc(&w->stats.proxy_picks, 1);
+		return run(p, o, d);
+	}
+	if (st == PRT_FS_RUNNABLE && x && x != w && here_ok && take_remote(w, o, x)) {
+		prt__stat_inc(&w->stats.proxy_picks, 1);
+		return run(p, o, d);
+	}
+	if (st == PRT_FS_BLOCKED) {
+		if (attach(d, o)) {
+			prt__stat_inc(&w->stats.attachments, 1);
+			return PRT_PICK_AGAIN;
+		}
+		prt__rq_add(w, d, true); /* it woke, or d got its lock: look again */
+		return PRT_PICK_AGAIN;
+	}
+	if (st == PRT_FS_DEAD || st == PRT_FS_FREE) {
+		/* The owner ended holding the lock: nothing can run for d. */
+		if (prt__mutex_sleep_donor(d))
+			return PRT_PICK_AGAIN;
+		return run_plain(w, p, d);
+	}
+	/* Running elsewhere, queued where we cannot take it, or not allowed here. */
+	if (!x)
+		x = o->last_worker;
+	if (!x || x == w)
+		x = prt__select_worker(o);
+	if (x == w)
+		return run_plain(w, p, d); /* in transit to us: d retries */
+	prt__stat_inc(&w->stats.migrations, 1);
+	return move(p, d, x);
+}
+
+enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
+{
+	struct prt__fiber *d, *f;
+
+	if (!w->rq.bitmap)
+		return PRT_PICK_IDLE;
+	d = prt__rq_pop(w);
+	if (prt__likely(!atomic_load_explicit(&d->blocked_on, memory_order_acquire)))
+		return run_plain(w, p, d);
+	f = d;
+	for (int depth = 0; depth < PRT_CHAIN_MAX; depth++) {
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
+		struct prt__fiber *o;
+		uintptr_t ow;
+
+		if (!m) {
+			if (f == d)
+				return run_plain(w, p, d); /* handed the lock meanwhile */
+			f = d;                             /* the chain moved: restart */
+			continue;
+		}
+		ow = atomic_load_explicit(&m->owner, memory_order_acquire);
+		if (!(ow & ~PRT_MTX_FLAGS))
+			return run_plain(w, p, d); /* released mid-walk: d retries */
+		o = prt__owner_fiber(ow);
+		if (!o || o == d) {
+			/* A thread owner cannot be proxied; a cycle is d's to report. */
+			if (o == d || !prt__mutex_sleep_donor(d))
+				return run_plain(w, p, d);
+			return PRT_PICK_AGAIN;
+		}
+		if (atomic_load_explicit(&o->blocked_on, memory_order_acquire)) {
+			f = o; /* chain: the owner waits on another mutex */
+			continue;
+		}
+		return proxy_owner(w, p, d, o);
+	}
+	return run_plain(w, p, d);
+}
