@@ -47,7 +47,7 @@ static void set_waits_on(uintptr_t tok, struct prt__mutex *m)
 static bool closes_cycle(struct prt__mutex *m, uintptr_t tok)
 {
 	for (int i = 0; m && i < 4096; i++) {
-		uintptr_t o = atomic_load(&m->owner) & ~PRT_MTX_FLAGS;
+		uintptr_t o = atomic_load(&m->owner) & ~PRT_MTX_WAITERS;
 
 		if (!o)
 			return false;
@@ -212,7 +212,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
-	if ((o & ~PRT_MTX_FLAGS) == tok) {
+	if ((o & ~PRT_MTX_WAITERS) == tok) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
 
 		if (m->type != PRT_MUTEX_RECURSIVE)
@@ -254,7 +254,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acquire,
 						    memory_order_relaxed))
 		return 0;
-	if ((o & ~PRT_MTX_FLAGS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
+	if ((o & ~PRT_MTX_WAITERS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
 
 		if (c == UINT_MAX)
@@ -345,7 +345,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	tok = token_of(w);
 	o = tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
-	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS) == tok) {
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == tok) {
 		atomic_store_explicit(&m->count, m->count - 1, memory_order_relaxed);
 		return 0;
 	}
@@ -354,7 +354,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 								 memory_order_release,
 								 memory_order_relaxed)))
 		return 0;
-	if ((o & ~PRT_MTX_FLAGS) != tok)
+	if ((o & ~PRT_MTX_WAITERS) != tok)
 		return EPERM;
 	return unlock_slow(m, w, tok);
 }

@@ -137,14 +137,32 @@ void prt__finish_switch(struct prt__fiber *from)
 	atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
 }
 
+/*
+ * Switch from @prev to @next, which runs for @donor.
+ *
+ * @next may still be on another worker's CPU (on_cpu == 1) for a moment:
+ * it was queued while that worker was switching away from it. Waiting
+ * for it here, with @prev still on our CPU, could deadlock: that worker
+ * may be waiting, in the same way, for @prev (two fibers each moved to
+ * the other's queue while switching out). So a fiber never waits: it
+ * hands @next to the idle context, whose own on_cpu nobody waits for,
+ * and the idle loop waits and switches.
+ */
 static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
 			     struct prt__fiber *next, struct prt__fiber *donor)
 {
 	void *from;
 
 	/* acquire: pairs with the release in prt__finish_switch (next->sp is valid) */
-	if (prt__unlikely(atomic_load_explicit(&next->on_cpu, memory_order_acquire)))
-		wait_off_cpu(next);
+	if (prt__unlikely(atomic_load_explicit(&next->on_cpu, memory_order_acquire))) {
+		if (prev != &w->idle) {
+			w->handover = next;
+			w->handover_donor = donor;
+			next = donor = &w->idle;
+		} else {
+			wait_off_cpu(next);
+		}
+	}
 	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
 	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
 	next->last_worker = w;
@@ -699,8 +717,17 @@ void *prt__worker_main(void *arg)
 	prt__topo_bind_thread(&rt->topo, w->index);
 	idle_init(w);
 	for (;;) {
-		struct prt__fiber *donor, *next = find_work(w, &donor);
+		struct prt__fiber *donor, *next;
 
+		if (w->handover) {
+			/* A fiber picked for us while its last worker was still leaving it. */
+			next = w->handover;
+			donor = w->handover_donor;
+			w->handover = NULL;
+			switch_to(w, &w->idle, next, donor);
+			continue;
+		}
+		next = find_work(w, &donor);
 		if (next) {
 			switch_to(w, &w->idle, next, donor);
 			continue;

@@ -42,6 +42,8 @@ struct prt__worker {
 	/* The rest is the worker thread's own (no lock), except where noted. */
 	struct prt__fiber *curr prt__cacheline_aligned; /* whose code runs */
 	struct prt__fiber *donor; /* whose scheduling context is served (DESIGN.md) */
+	/* Picked to run next but still on another CPU: the idle loop runs it. */
+	struct prt__fiber *handover, *handover_donor;
 	struct prt_runtime *rt;
 	int index;
 	bool spinning;             /* counted in rt->nr_spinning */
