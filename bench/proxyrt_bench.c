@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
 /*
  * proxyrt_bench: proxyrt's side of the peer baseline harness
  * (shared/peers/README.md, "Adding proxyrt"). Same command line as the
@@ -8,8 +8,10 @@
  *   proxyrt_bench spawn WORKERS N BATCH    W2: spawn BATCH empty fibers, join them, repeat
  *   proxyrt_bench park N [canary|guard] [STACK_KB]
  *                                          N fibers parked at once: RSS per fiber
+ *   proxyrt_bench mutex WORKERS T K IN_NS OUT_NS
+ *                                          W3: T fibers x K (lock, IN_NS work, unlock, OUT_NS)
  *
- * mutex, inversion, xcore and http are not implemented yet (exit 2).
+ * inversion, xcore and http are not implemented yet (exit 2).
  * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
  */
 
@@ -33,7 +35,8 @@ static __attribute__((noreturn)) void usage(void)
 {
 	fprintf(stderr, "usage: proxyrt_bench yield N\n"
 			"       proxyrt_bench spawn WORKERS N BATCH\n"
-			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n");
+			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n"
+			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n");
 	exit(2);
 }
 
@@ -332,11 +335,131 @@ static int bench_park(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ W3 mutex */
+
+/* The peers' busy work: a dependent LCG chain, calibrated per process. */
+static inline uint64_t spin_iters(uint64_t n, uint64_t x)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+static double spin_calibrate(void)
+{
+	double best = 1e30;
+	uint64_t x = 1;
+
+	for (int r = 0; r < 5; r++) {
+		uint64_t t0 = now_ns();
+		double d;
+
+		x = spin_iters(2000000, x);
+		d = (double)(now_ns() - t0) / 2e6;
+		if (d < best)
+			best = d;
+	}
+	if (x == 42)
+		fprintf(stderr, "#\n");
+	return best;
+}
+
+static uint64_t iters_for_ns(double ns, double ns_per_iter)
+{
+	double it = ns / ns_per_iter + 0.5;
+
+	return it < 1 ? 1 : (uint64_t)it;
+}
+
+struct mutex_args {
+	prt_mutex_t m;
+	uint64_t counter;
+	long k;
+	uint64_t in_it, out_it;
+	_Atomic uint64_t sink;
+};
+
+static void *mutex_body(void *arg)
+{
+	struct mutex_args *a = arg;
+	uint64_t x = (uint64_t)(uintptr_t)&x;
+
+	for (long i = 0; i < a->k; i++) {
+		prt_mutex_lock(&a->m);
+		a->counter++;
+		x = spin_iters(a->in_it, x);
+		prt_mutex_unlock(&a->m);
+		x = spin_iters(a->out_it, x);
+	}
+	atomic_fetch_add(&a->sink, x);
+	return NULL;
+}
+
+static int bench_mutex(int argc, char **argv)
+{
+	struct mutex_args a = { .m = PRT_MUTEX_INITIALIZER };
+	long workers, t, in_ns, out_ns;
+	prt_runtime_t *rt;
+	prt_fiber_t *f;
+	uint64_t t0, el, expect;
+	double nspi;
+
+	if (argc != 7)
+		usage();
+	workers = arg_long(argv[2], 1);
+	t = arg_long(argv[3], 1);
+	a.k = arg_long(argv[4], 1);
+	in_ns = arg_long(argv[5], 0);
+	out_ns = arg_long(argv[6], 0);
+	nspi = spin_calibrate();
+	a.in_it = iters_for_ns((double)in_ns, nspi);
+	a.out_it = iters_for_ns((double)out_ns, nspi);
+	f = calloc((size_t)t, sizeof(*f));
+	if (!f)
+		return 1;
+	rt = runtime_new((int)workers, PRT_STACK_GUARD, 0);
+	t0 = now_ns();
+	for (long i = 0; i < t; i++)
+		check(prt_spawn(rt, &f[i], NULL, mutex_body, &a), "prt_spawn");
+	for (long i = 0; i < t; i++)
+		check(prt_join(f[i], NULL), "prt_join");
+	el = now_ns() - t0;
+	expect = (uint64_t)t * (uint64_t)a.k;
+	printf("peer=proxyrt workload=mutex variant=workers%ld ops_per_sec=%.0f ops=%llu "
+	       "elapsed_s=%.3f T=%ld K=%ld in_ns=%ld out_ns=%ld spin_ns_per_iter=%.3f "
+	       "counter_ok=%d cpus=%d\n",
+	       workers, (double)expect / ((double)el / 1e9), (unsigned long long)expect,
+	       (double)el / 1e9, t, a.k, in_ns, out_ns, nspi, a.counter == expect,
+	       allowed_cpus());
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t st;
+
+		check(prt_worker_stats(rt, i, &st), "prt_worker_stats");
+		fprintf(stderr,
+			"# worker %d: switches=%llu steals=%llu parks=%llu proxy_picks=%llu "
+			"migrations=%llu attachments=%llu handoffs=%llu\n",
+			i, (unsigned long long)st.switches, (unsigned long long)st.steals,
+			(unsigned long long)st.parks, (unsigned long long)st.proxy_picks,
+			(unsigned long long)st.migrations, (unsigned long long)st.attachments,
+			(unsigned long long)st.handoffs);
+	}
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	free(f);
+	if (a.counter != expect) {
+		fprintf(stderr, "FAIL: proxyrt mutex counter=%llu expected=%llu\n",
+			(unsigned long long)a.counter, (unsigned long long)expect);
+		return 1;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
-	static const char *const later[] = { "mutex", "inversion", "xcore", "http" };
+	static const char *const later[] = { "inversion", "xcore", "http" };
 
 	if (argc < 2)
 		usage();
@@ -352,6 +475,8 @@ int main(int argc, char **argv)
 		return bench_spawn(argc, argv);
 	if (!strcmp(argv[1], "park"))
 		return bench_park(argc, argv);
+	if (!strcmp(argv[1], "mutex"))
+		return bench_mutex(argc, argv);
 	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
 		if (!strcmp(argv[1], later[i])) {
 			fprintf(stderr, "proxyrt_bench: %s: not implemented yet\n", argv[1]);

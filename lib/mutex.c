@@ -15,6 +15,9 @@
 #include "mutex_int.h"
 #include "runtime.h"
 
+/* Most polls of an optimistic spin (a pause each: a few microseconds in all). */
+#define PRT_MTX_SPIN 512
+
 static __thread struct prt__tself tls_tself __attribute__((tls_model("initial-exec")));
 
 /* Only called on plain threads, which never switch: the address is stable. */
@@ -125,6 +128,29 @@ static bool acquire_or_flag(struct prt__mutex *m, uintptr_t tok)
 	}
 }
 
+/*
+ * A queued waiter spins on its record while the owner runs on a CPU:
+ * the handoff then finds it running and it goes on at once, with no
+ * switch or migration. Without this, each handoff goes to a fiber that
+ * is not running, every later locker queues behind it, and the lock
+ * turns into a convoy. The order of handoff is unchanged.
+ */
+static bool spin_granted(struct prt__mutex *m, struct prt__mwaiter *rec)
+{
+	for (int i = 0; i < PRT_MTX_SPIN; i++) {
+		struct prt__fiber *f;
+
+		/* acquire: pairs with the release in unlock_slow */
+		if (atomic_load_explicit(&rec->granted, memory_order_acquire))
+			return true;
+		f = prt__owner_fiber(atomic_load_explicit(&m->owner, memory_order_relaxed));
+		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+			return false;
+		prt__cpu_relax();
+	}
+	return false;
+}
+
 static bool use_proxy(struct prt__mutex *m, struct prt__fiber *self)
 {
 	if (m->proxy == PRT_MUTEX_PROXY_DEFAULT)
@@ -133,6 +159,39 @@ static bool use_proxy(struct prt__mutex *m, struct prt__fiber *self)
 }
 
 /* ---- lock ---------------------------------------------------------------- */
+
+
+/*
+ * Optimistic spinning (kernel mutex.c's mutex_optimistic_spin): while
+ * the owner is a fiber running on a CPU and nobody is queued, it will
+ * likely unlock soon; waiting a few hundred ns here beats queueing,
+ * migrating and a handoff. Stops when a waiter queues (the lock is then
+ * handed over, never freed, so spinning is futile) or the owner stops
+ * running. Returns true if the lock was taken.
+ */
+static bool spin_acquire(struct prt__mutex *m, uintptr_t tok)
+{
+	for (int i = 0; i < PRT_MTX_SPIN; i++) {
+		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+		struct prt__fiber *f;
+
+		if (!o) {
+			/* acquire: pairs with the release of the unlock */
+			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok,
+								  memory_order_acquire,
+								  memory_order_relaxed))
+				return true;
+			continue;
+		}
+		f = prt__owner_fiber(o);
+		/* Descriptors are type-stable: reading a stale owner's state is safe. */
+		if ((o & PRT_MTX_WAITERS) || !f ||
+		    atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+			return false;
+		prt__cpu_relax();
+	}
+	return false;
+}
 
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 {
@@ -145,6 +204,8 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 	bool proxy = use_proxy(m, self), queued = false;
 	int err = 0;
 
+	if (w->rt->nworkers > 1 && spin_acquire(m, rec.token))
+		return 0;
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
@@ -162,6 +223,14 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 			dequeue(m, &rec);
 			err = EDEADLK;
 			break;
+		}
+		if (w->rt->nworkers > 1) {
+			prt__spin_unlock(&m->wait_lock);
+			if (spin_granted(m, &rec))
+				return 0;
+			prt__spin_lock(&m->wait_lock);
+			if (atomic_load_explicit(&rec.granted, memory_order_acquire))
+				break;
 		}
 		if (!proxy) {
 			rec.sleeping = true;
