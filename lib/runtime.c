@@ -62,6 +62,7 @@ static void runtime_free(struct prt_runtime *rt)
 		if (!w)
 			continue;
 		prt__stack_pool_fini(rt, &w->stacks);
+		prt__timers_fini(&w->timers);
 		prt__free(w, sizeof(*w));
 	}
 	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);

@@ -29,7 +29,10 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "alloc.h"
 
 #include "arch/ctx.h"
 #include "runtime.h"
@@ -285,6 +288,149 @@ void prt__wake(struct prt__fiber *f)
 	}
 }
 
+static void put_donor(struct prt__worker *w, bool tail);
+static void reschedule(struct prt__worker *w, struct prt__fiber *self);
+
+/* ---- timers ------------------------------------------------------------- */
+
+uint64_t prt__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void heap_swap(struct prt__timer *h, unsigned a, unsigned b)
+{
+	struct prt__timer t = h[a];
+
+	h[a] = h[b];
+	h[b] = t;
+}
+
+static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fiber *f)
+{
+	unsigned i;
+
+	if (t->n == t->cap) {
+		unsigned cap = t->cap ? t->cap * 2 : 64;
+		struct prt__timer *h = prt__alloc(sizeof(*h) * cap);
+
+		if (!h)
+			return -ENOMEM;
+		if (t->heap) {
+			memcpy(h, t->heap, sizeof(*h) * t->n);
+			prt__free(t->heap, sizeof(*h) * t->cap);
+		}
+		t->heap = h;
+		t->cap = cap;
+	}
+	i = t->n++;
+	t->heap[i] = (struct prt__timer){ deadline, f };
+	for (; i && t->heap[(i - 1) / 2].deadline > t->heap[i].deadline; i = (i - 1) / 2)
+		heap_swap(t->heap, i, (i - 1) / 2);
+	return 0;
+}
+
+static struct prt__fiber *timer_pop(struct prt__timers *t)
+{
+	struct prt__fiber *f = t->heap[0].f;
+	unsigned i = 0;
+
+	t->heap[0] = t->heap[--t->n];
+	for (;;) {
+		unsigned l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < t->n && t->heap[l].deadline < t->heap[m].deadline)
+			m = l;
+		if (r < t->n && t->heap[r].deadline < t->heap[m].deadline)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(t->heap, i, m);
+		i = m;
+	}
+	return f;
+}
+
+void prt__timers_fini(struct prt__timers *t)
+{
+	prt__free(t->heap, sizeof(*t->heap) * t->cap);
+	memset(t, 0, sizeof(*t));
+}
+
+/*
+ * Wake @f, asleep on this worker's heap, into this worker's queue, with
+ * the donors attached to it (the sleeping-owner case). rq lock held;
+ * lock order rq -> f->lock.
+ */
+static void wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	while (!prt__list_empty(&f->donors)) {
+		struct prt__fiber *d = prt__container_of(f->donors.next, struct prt__fiber, rq_node);
+
+		prt__list_del(&d->rq_node);
+		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
+		prt__rq_add(w, d, false);
+	}
+	prt__spin_unlock(&f->lock);
+	prt__rq_add(w, f, false);
+}
+
+/* Move every fiber whose deadline has passed to the queue. rq lock held. */
+void prt__run_timers(struct prt__worker *w)
+{
+	uint64_t now = prt__now_ns();
+
+	while (w->timers.n && w->timers.heap[0].deadline <= now)
+		wake_here_locked(w, timer_pop(&w->timers));
+}
+
+int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
+{
+	struct prt__fiber *self = w->curr;
+
+	prt__spin_lock(&w->rq.lock);
+	if (timer_push(&w->timers, deadline, self)) {
+		prt__spin_unlock(&w->rq.lock);
+		return -ENOMEM;
+	}
+	/*
+	 * Only this worker's pick pops its heap, under this lock: the timer
+	 * cannot fire before we are off the CPU, except in our own pick,
+	 * which then picks us and we just go on.
+	 */
+	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	put_donor(w, false);
+	reschedule(w, self);
+	return 0;
+}
+
+PRT_API int prt_sleep_until(uint64_t deadline_ns)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	if (!w)
+		return -EPERM;
+	if (deadline_ns <= prt__now_ns())
+		return prt_yield();
+	return prt__sleep_until(w, deadline_ns);
+}
+
+PRT_API int prt_sleep_ns(uint64_t ns)
+{
+	if (!prt__cur_worker())
+		return -EPERM;
+	return prt_sleep_until(prt__now_ns() + ns);
+}
+
+PRT_API uint64_t prt_now_ns(void)
+{
+	return prt__now_ns();
+}
+
 /* ---- scheduling points -------------------------------------------------- */
 
 /*
@@ -499,7 +645,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 
 static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
 {
-	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed))
+	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !w->timers.n)
 		return NULL;
 	prt__spin_lock(&w->rq.lock);
 	return pick_unlock(w, donor);
@@ -682,8 +828,25 @@ static void worker_park(struct prt__worker *w)
 	}
 	prt__stat_inc(&w->stats.parks, 1);
 	/* acquire: pairs with the acq_rel exchange in wake_worker() */
-	while (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1)
-		prt__futex_wait(&w->sleeping, 1);
+	while (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
+		uint64_t next = 0, now;
+
+		prt__spin_lock(&w->rq.lock);
+		if (w->timers.n)
+			next = w->timers.heap[0].deadline;
+		prt__spin_unlock(&w->rq.lock);
+		if (!next) {
+			prt__futex_wait(&w->sleeping, 1);
+			continue;
+		}
+		now = prt__now_ns();
+		if (next <= now || prt__futex_wait_ns(&w->sleeping, 1, (long)(next - now)) == -ETIMEDOUT) {
+			/* A sleeper is due: stop sleeping ourselves. */
+			if (atomic_exchange(&w->sleeping, 0) == 1)
+				atomic_fetch_sub(&rt->nr_idle, 1);
+			return;
+		}
+	}
 }
 
 static void idle_init(struct prt__worker *w)

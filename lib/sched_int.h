@@ -30,8 +30,21 @@ struct prt__wstats {
 	_Atomic uint64_t proxy_picks, migrations, attachments, handoffs;
 };
 
+/* A sleeping fiber's deadline in a worker's timer heap. */
+struct prt__timer {
+	uint64_t deadline; /* CLOCK_MONOTONIC ns */
+	struct prt__fiber *f;
+};
+
+/* Min-heap of deadlines; protected by the worker's rq lock. */
+struct prt__timers {
+	struct prt__timer *heap;
+	unsigned n, cap;
+};
+
 struct prt__worker {
 	struct prt__rq rq;
+	struct prt__timers timers; /* rq.lock */
 	/*
 	 * Futex word: 1 while the worker sleeps for lack of work. Set by the
 	 * worker, cleared by whoever wakes it (exchange 1 -> 0 then
@@ -166,6 +179,16 @@ void prt__enqueue(struct prt__worker *w, struct prt__fiber *f);
  * when the fiber is woken and scheduled again (never for DEAD).
  */
 void prt__schedule_blocked(struct prt__worker *w);
+
+/*
+ * Block the calling fiber until CLOCK_MONOTONIC reaches @deadline (ns).
+ * Returns 0 or -ENOMEM (timer heap could not grow).
+ */
+int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
+uint64_t prt__now_ns(void);
+/* Queue every fiber whose sleep deadline has passed; rq lock held. */
+void prt__run_timers(struct prt__worker *w);
+void prt__timers_fini(struct prt__timers *t);
 
 /* Wake every worker (shutdown). */
 void prt__wake_all_workers(struct prt_runtime *rt);

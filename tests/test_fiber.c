@@ -473,6 +473,73 @@ static void test_join_chain(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- sleep ---- */
+
+#define SLEEPERS 40
+static atomic_int wake_log[SLEEPERS], wake_n;
+static uint64_t sleep_base;
+
+static void *sleeper(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	/* Deadlines in a scrambled order, 1 ms apart. */
+	uint64_t deadline = sleep_base + (uint64_t)((i * 17) % SLEEPERS + 1) * 1000000u;
+
+	FIBER_CHECK(prt_sleep_until(deadline) == 0);
+	FIBER_CHECK(prt_now_ns() >= deadline); /* never early */
+	atomic_store(&wake_log[atomic_fetch_add(&wake_n, 1)], (i * 17) % SLEEPERS);
+	return NULL;
+}
+
+static void test_sleep_order(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t f[SLEEPERS];
+
+	(void)state;
+	assert_int_equal(prt_sleep_ns(1000), -EPERM);
+	assert_int_equal(prt_sleep_until(0), -EPERM);
+	atomic_store(&wake_n, 0);
+	sleep_base = prt_now_ns() + 20000000u;
+	for (int i = 0; i < SLEEPERS; i++)
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, sleeper, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < SLEEPERS; i++) {
+		void *res;
+
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+	}
+	/* One worker, all idle while they sleep: they wake in deadline order. */
+	for (int i = 0; i < SLEEPERS; i++)
+		assert_int_equal(atomic_load(&wake_log[i]), i);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void *sleep_short(void *arg)
+{
+	for (int i = 0; i < 20; i++)
+		FIBER_CHECK(prt_sleep_ns((uint64_t)(intptr_t)arg) == 0);
+	FIBER_CHECK(prt_sleep_until(prt_now_ns() - 1) == 0); /* past: just a yield */
+	return NULL;
+}
+
+static void test_sleep_many_workers(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f[64];
+
+	(void)state;
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, sleep_short, (void *)(intptr_t)(i * 20000)), 0);
+	for (int i = 0; i < 64; i++) {
+		void *res;
+
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,6 +554,8 @@ int main(void)
 		cmocka_unit_test(test_park_unpark),
 		cmocka_unit_test(test_park_pingpong_cross_worker),
 		cmocka_unit_test(test_join_chain),
+		cmocka_unit_test(test_sleep_order),
+		cmocka_unit_test(test_sleep_many_workers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

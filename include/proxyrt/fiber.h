@@ -170,6 +170,21 @@ PRT_API int prt_park(void);
  */
 PRT_API int prt_unpark(prt_fiber_t f);
 
+/*
+ * Sleep the calling fiber until CLOCK_MONOTONIC reaches @deadline_ns, or
+ * for @ns nanoseconds. Only the fiber sleeps: its worker runs others, or
+ * waits in the kernel until the earliest deadline. Returns 0, -EPERM
+ * from a plain thread, -ENOMEM if the timer could not be recorded.
+ * Timers are checked at every scheduling point of the worker, so a busy
+ * fiber that never yields delays them (fibers are cooperative).
+ * Context: a fiber; a scheduling point.
+ */
+PRT_API int prt_sleep_until(uint64_t deadline_ns);
+PRT_API int prt_sleep_ns(uint64_t ns);
+
+/* CLOCK_MONOTONIC in nanoseconds, the clock of prt_sleep_until. Any thread. */
+PRT_API uint64_t prt_now_ns(void);
+
 PRT_EXTERN_C_END
 
 #endif
