@@ -11,7 +11,11 @@
  *   proxyrt_bench mutex WORKERS T K IN_NS OUT_NS
  *                                          W3: T fibers x K (lock, IN_NS work, unlock, OUT_NS)
  *
- * inversion, xcore and http are not implemented yet (exit 2).
+ *   proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US
+ *                                          W4: two lines, variant=proxy and variant=noproxy;
+ *                                          busy work yields every $PRT_YIELD_EVERY_US (50)
+ *
+ * xcore and http are not implemented yet (exit 2).
  * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
  */
 
@@ -26,6 +30,8 @@
 
 #include <proxyrt/proxyrt.h>
 
+#include "inversion.h"
+
 /* Stack of the fiber that runs a benchmark's driving loop (it calls libc). */
 #define DRIVER_STACK_SIZE (256u * 1024u)
 /* Default stack of a parked fiber: the point of `park` is a small footprint. */
@@ -36,7 +42,8 @@ static __attribute__((noreturn)) void usage(void)
 	fprintf(stderr, "usage: proxyrt_bench yield N\n"
 			"       proxyrt_bench spawn WORKERS N BATCH\n"
 			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n"
-			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n");
+			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
+			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n");
 	exit(2);
 }
 
@@ -455,11 +462,60 @@ static int bench_mutex(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ W4 inversion */
+
+static void inv_print(const char *variant, const struct inv_params *p, struct inv_result *r)
+{
+	int n = p->samples;
+
+	printf("peer=proxyrt workload=prio_inversion variant=%s", variant);
+	printf(" lock_p50_us=%.1f lock_p99_us=%.1f lock_max_us=%.1f", inv_pct(r->lock, n, 50),
+	       inv_pct(r->lock, n, 99), inv_pct(r->lock, n, 100));
+	printf(" resp_p50_us=%.1f resp_p99_us=%.1f resp_max_us=%.1f", inv_pct(r->resp, n, 50),
+	       inv_pct(r->resp, n, 99), inv_pct(r->resp, n, 100));
+	printf(" wake_p50_us=%.1f wake_p99_us=%.1f wake_max_us=%.1f", inv_pct(r->wake, n, 50),
+	       inv_pct(r->wake, n, 99), inv_pct(r->wake, n, 100));
+	printf(" samples=%d period_us=%d hold_us=%d nmed=%d mburst_us=%d moff_us=%d hoff_us=%d"
+	       " yield_every_us=%d proxy_picks=%llu workers=1 cpus=%d\n",
+	       p->samples, p->period_us, p->hold_us, p->nmed, p->mburst_us, p->moff_us, p->hoff_us,
+	       p->yield_every_us, (unsigned long long)r->stats.proxy_picks, allowed_cpus());
+}
+
+static int bench_inversion(int argc, char **argv)
+{
+	struct inv_params p;
+	const char *ye = getenv("PRT_YIELD_EVERY_US");
+
+	if (argc != 9)
+		usage();
+	p.samples = (int)arg_long(argv[2], 1);
+	p.period_us = (int)arg_long(argv[3], 1);
+	p.hold_us = (int)arg_long(argv[4], 0);
+	p.nmed = (int)arg_long(argv[5], 0);
+	p.mburst_us = (int)arg_long(argv[6], 0);
+	p.moff_us = (int)arg_long(argv[7], 0);
+	p.hoff_us = (int)arg_long(argv[8], 0);
+	p.yield_every_us = ye ? atoi(ye) : 50;
+	if (p.yield_every_us < 1)
+		p.yield_every_us = 1;
+	for (int v = 0; v < 2; v++) {
+		struct inv_result r = { 0 };
+
+		p.rt_flags = v ? PRT_RT_NO_PROXY : 0;
+		check(inv_run(&p, &r), "inversion run");
+		inv_print(v ? "noproxy" : "proxy", &p, &r);
+		free(r.lock);
+		free(r.resp);
+		free(r.wake);
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
-	static const char *const later[] = { "inversion", "xcore", "http" };
+	static const char *const later[] = { "xcore", "http" };
 
 	if (argc < 2)
 		usage();
@@ -477,6 +533,8 @@ int main(int argc, char **argv)
 		return bench_park(argc, argv);
 	if (!strcmp(argv[1], "mutex"))
 		return bench_mutex(argc, argv);
+	if (!strcmp(argv[1], "inversion"))
+		return bench_inversion(argc, argv);
 	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
 		if (!strcmp(argv[1], later[i])) {
 			fprintf(stderr, "proxyrt_bench: %s: not implemented yet\n", argv[1]);

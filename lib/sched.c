@@ -574,6 +574,8 @@ PRT_API int prt_yield(void)
 		return 0;
 	}
 	prt__spin_lock(&w->rq.lock);
+	if (prt__unlikely(w->timers.n))
+		prt__run_timers(w); /* sleepers due now compete at this point */
 	bm = w->rq.bitmap;
 	if (!bm || prt__rq_top(bm) < prt__served_prio(w)) {
 		prt__spin_unlock(&w->rq.lock);

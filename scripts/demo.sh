@@ -4,4 +4,4 @@
 source "$(dirname "$0")/common.sh"
 prt_install_deps
 prt_build "$ROOT/build" --buildtype=release
-exec "$ROOT/build/examples/spread" "$@"
+exec "$ROOT/build/examples/inversion_demo" "$@"

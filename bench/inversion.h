@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The priority-inversion scenario of workload W4 (shared/peers/README.md)
+ * as proxyrt fibers on one worker. Shared by bench/proxyrt_bench.c
+ * (`inversion`) and examples/inversion_demo.c.
+ *
+ * Every period P, from t0 = start + 100 ms, k = 0 .. samples + 4:
+ *   L (prio 5)    at t0 + kP:          lock(m); busy(HOLD); unlock(m)
+ *   M1..Mn (10)   at t0 + kP + MOFF:   busy(MBURST)
+ *   H (prio 20)   at t0 + kP + HOFF:   t1 = now; lock(m); t2 = now; unlock(m)
+ * Fibers are cooperative, so busy work yields every YIELD_EVERY us; that
+ * bounds how late a wake-up or a proxy switch can come.
+ */
+#ifndef PRT_BENCH_INVERSION_H
+#define PRT_BENCH_INVERSION_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <proxyrt/proxyrt.h>
+
+#define INV_WARM 5
+#define INV_MAX_MED 16
+
+struct inv_params {
+	int samples, period_us, hold_us, nmed, mburst_us, moff_us, hoff_us, yield_every_us;
+	unsigned rt_flags; /* PRT_RT_NO_PROXY for the conventional mutex */
+};
+
+struct inv_result {
+	int64_t *lock, *resp, *wake; /* ns, samples entries (warm-up dropped) */
+	prt_worker_stats_t stats;
+	double ns_per_iter;
+	int err;
+};
+
+static inline uint64_t inv_spin(uint64_t n, uint64_t x)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+static inline double inv_calibrate(void)
+{
+	double best = 1e30;
+	uint64_t x = 1;
+
+	for (int r = 0; r < 5; r++) {
+		uint64_t t0 = prt_now_ns();
+		double d;
+
+		x = inv_spin(2000000, x);
+		d = (double)(prt_now_ns() - t0) / 2e6;
+		if (d < best)
+			best = d;
+	}
+	return x == 42 ? best + 1e-9 : best;
+}
+
+struct inv_ctx {
+	const struct inv_params *p;
+	struct inv_result *r;
+	prt_mutex_t m;
+	uint64_t t0, period, hold_it, burst_it, chunk_it;
+	int total;
+};
+
+/* @iters of busy work, yielding after every chunk (a scheduling point). */
+static inline uint64_t inv_busy(struct inv_ctx *c, uint64_t iters, uint64_t x)
+{
+	while (iters) {
+		uint64_t n = iters < c->chunk_it ? iters : c->chunk_it;
+
+		x = inv_spin(n, x);
+		iters -= n;
+		prt_yield();
+	}
+	return x;
+}
+
+static inline void *inv_low(void *arg)
+{
+	struct inv_ctx *c = arg;
+	uint64_t x = 7;
+
+	for (int k = 0; k < c->total; k++) {
+		prt_sleep_until(c->t0 + (uint64_t)k * c->period);
+		prt_mutex_lock(&c->m);
+		x = inv_busy(c, c->hold_it, x);
+		prt_mutex_unlock(&c->m);
+	}
+	return (void *)(uintptr_t)(x & 1);
+}
+
+static inline void *inv_med(void *arg)
+{
+	struct inv_ctx *c = arg;
+	uint64_t x = 11;
+
+	for (int k = 0; k < c->total; k++) {
+		prt_sleep_until(c->t0 + (uint64_t)k * c->period + (uint64_t)c->p->moff_us * 1000u);
+		x = inv_busy(c, c->burst_it, x);
+	}
+	return (void *)(uintptr_t)(x & 1);
+}
+
+static inline void *inv_high(void *arg)
+{
+	struct inv_ctx *c = arg;
+
+	for (int k = 0; k < c->total; k++) {
+		uint64_t tgt = c->t0 + (uint64_t)k * c->period + (uint64_t)c->p->hoff_us * 1000u;
+		uint64_t t1, t2;
+
+		prt_sleep_until(tgt);
+		t1 = prt_now_ns();
+		prt_mutex_lock(&c->m);
+		t2 = prt_now_ns();
+		prt_mutex_unlock(&c->m);
+		if (k >= INV_WARM) {
+			c->r->wake[k - INV_WARM] = (int64_t)(t1 - tgt);
+			c->r->lock[k - INV_WARM] = (int64_t)(t2 - t1);
+			c->r->resp[k - INV_WARM] = (int64_t)(t2 - tgt);
+		}
+	}
+	return NULL;
+}
+
+static inline prt_fiber_t inv_spawn(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg,
+				    int *err)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f = { 0, 0 };
+	int e;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	if ((e = prt_spawn(rt, &f, &a, fn, arg)) && !*err)
+		*err = e;
+	return f;
+}
+
+/* Run the scenario; 0 or a negative proxyrt error. Caller frees the arrays. */
+static inline int inv_run(const struct inv_params *p, struct inv_result *r)
+{
+	struct inv_ctx c = { .p = p, .r = r, .m = PRT_MUTEX_INITIALIZER };
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_t l, h, m[INV_MAX_MED];
+	int err = 0, nmed = p->nmed < INV_MAX_MED ? p->nmed : INV_MAX_MED;
+
+	r->lock = calloc((size_t)p->samples, sizeof(int64_t));
+	r->resp = calloc((size_t)p->samples, sizeof(int64_t));
+	r->wake = calloc((size_t)p->samples, sizeof(int64_t));
+	if (!r->lock || !r->resp || !r->wake)
+		return -12; /* -ENOMEM */
+	r->ns_per_iter = inv_calibrate();
+	c.total = p->samples + INV_WARM;
+	c.period = (uint64_t)p->period_us * 1000u;
+	c.hold_it = (uint64_t)((double)p->hold_us * 1e3 / r->ns_per_iter + 0.5);
+	c.burst_it = (uint64_t)((double)p->mburst_us * 1e3 / r->ns_per_iter + 0.5);
+	c.chunk_it = (uint64_t)((double)p->yield_every_us * 1e3 / r->ns_per_iter + 0.5);
+	if (!c.chunk_it)
+		c.chunk_it = 1;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1; /* the process is on one CPU: everything on one worker */
+	cfg.flags = p->rt_flags;
+	if ((err = prt_runtime_create(&rt, &cfg)))
+		return err;
+	c.t0 = prt_now_ns() + 100000000u;
+	l = inv_spawn(rt, 5, inv_low, &c, &err);
+	for (int i = 0; i < nmed; i++)
+		m[i] = inv_spawn(rt, 10, inv_med, &c, &err);
+	h = inv_spawn(rt, 20, inv_high, &c, &err);
+	if (h.p)
+		prt_join(h, NULL);
+	for (int i = 0; i < nmed; i++)
+		if (m[i].p)
+			prt_join(m[i], NULL);
+	if (l.p)
+		prt_join(l, NULL);
+	prt_worker_stats(rt, 0, &r->stats);
+	prt_runtime_destroy(rt);
+	return err;
+}
+
+static int inv_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of @n values (sorted in place), in microseconds. */
+static inline double inv_pct(int64_t *v, int n, int pct)
+{
+	int rank = (pct * n + 99) / 100;
+
+	qsort(v, (size_t)n, sizeof(*v), inv_cmp);
+	if (rank < 1)
+		rank = 1;
+	return (double)v[rank - 1] / 1e3;
+}
+
+#endif
