@@ -336,6 +336,20 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 
 /* ---- unlock and handoff -------------------------------------------------- */
 
+/* Wake a parker-protocol waiter (see prt__mwaiter.parker) once granted. */
+static void wake_parker(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return;
+	}
+	/* Not parked yet: it re-checks granted under f->lock before parking. */
+	prt__spin_unlock(&f->lock);
+}
+
 /*
  * The waiter to hand over to: the donor this worker serves if it waits
  * here and no waiter outranks it, else the first (highest priority,
@@ -360,7 +374,7 @@ static int unlock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t to
 	struct prt__mwaiter *r;
 	struct prt__fiber *f;
 	atomic_uint *futex;
-	bool sleeping;
+	bool sleeping, parker;
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
@@ -374,6 +388,7 @@ static int unlock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t to
 	prt__list_del(&r->node);
 	f = r->fiber;
 	sleeping = r->sleeping;
+	parker = r->parker;
 	futex = &r->granted;
 	/* release: pairs with the waiter's acquire of granted / the next lock */
 	atomic_store_explicit(&m->owner,
@@ -391,6 +406,8 @@ static int unlock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t to
 	/* Wakeups only after wait_lock is dropped (DESIGN.md). */
 	if (!f) {
 		prt__futex_wake(futex, 1); /* harmless if the thread already left */
+	} else if (sleeping && parker) {
+		wake_parker(f);
 	} else if (sleeping) {
 		prt__wake(f);
 	} else if (!prt__detach_donor(f)) {
@@ -426,6 +443,77 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	if ((o & ~PRT_MTX_WAITERS) != tok)
 		return EPERM;
 	return unlock_slow(m, w, tok);
+}
+
+/* ---- condvar side ---------------------------------------------------------- */
+
+uintptr_t prt__mutex_self_token(void)
+{
+	return token_of(prt__cur_worker());
+}
+
+/*
+ * Release @m fully for a condvar wait: returns 0 or EPERM if the caller
+ * does not hold it; *@count gets the recursion count to restore.
+ */
+int prt__mutex_release_all(struct prt__mutex *m, unsigned *count)
+{
+	uintptr_t tok = prt__mutex_self_token();
+
+	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != tok)
+		return EPERM;
+	*count = atomic_load_explicit(&m->count, memory_order_relaxed);
+	atomic_store_explicit(&m->count, 0, memory_order_relaxed);
+	return prt_mutex_unlock((prt_mutex_t *)(void *)m);
+}
+
+/*
+ * Signal side: give @r the mutex if it is free, else queue it as a
+ * sleeping (parker) waiter to be handed the mutex later.
+ */
+void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
+{
+	struct prt__fiber *f = r->fiber;
+	atomic_uint *futex = &r->granted;
+
+	prt__spin_lock(&m->wait_lock);
+	waiters_init(m);
+	if (!acquire_or_flag(m, r->token)) {
+		insert(m, r);
+		prt__spin_unlock(&m->wait_lock);
+		return;
+	}
+	/* From here the record may vanish. */
+	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	prt__spin_unlock(&m->wait_lock);
+	if (f)
+		wake_parker(f);
+	else
+		prt__futex_wake(futex, 1);
+}
+
+/* Waiting side: sleep until @r was handed the mutex. */
+void prt__mutex_wait_granted(struct prt__mwaiter *r)
+{
+	struct prt__fiber *self = r->fiber;
+
+	if (!self) {
+		/* acquire: pairs with the release of the grant */
+		while (!atomic_load_explicit(&r->granted, memory_order_acquire))
+			prt__futex_wait(&r->granted, 0);
+		return;
+	}
+	for (;;) {
+		prt__spin_lock(&self->lock);
+		if (atomic_load_explicit(&r->granted, memory_order_acquire)) {
+			prt__spin_unlock(&self->lock);
+			return;
+		}
+		self->parked = true;
+		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		prt__spin_unlock(&self->lock);
+		prt__schedule_blocked(prt__cur_worker());
+	}
 }
 
 /* ---- pick-path helper ---------------------------------------------------- */

@@ -54,6 +54,12 @@ struct prt__mwaiter {
 	 * then wake it. wait_lock.
 	 */
 	bool sleeping;
+	/*
+	 * A condvar waiter moved here by signal: it sleeps with the park
+	 * protocol (fiber->parked under fiber->lock, re-checking granted),
+	 * since it may not have parked yet when the mutex is handed to it.
+	 */
+	bool parker;
 	/* 1 once the mutex was handed to this waiter; a thread's futex word. */
 	atomic_uint granted;
 };
@@ -68,6 +74,13 @@ static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 {
 	return (o & PRT_MTX_THREAD) ? NULL : (struct prt__fiber *)(o & ~PRT_MTX_FLAGS);
 }
+
+/* Condvar side of the mutex (mutex.c). */
+struct prt__mutex;
+int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
+void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
+void prt__mutex_wait_granted(struct prt__mwaiter *r);
+uintptr_t prt__mutex_self_token(void);
 
 /*
  * Pick path: donor @d's chain ends at an owner that cannot run for it (a

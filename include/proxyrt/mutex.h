@@ -120,6 +120,46 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
  */
 PRT_API int prt_mutex_unlock(prt_mutex_t *m);
 
+/*
+ * Condition variable, shaped like pthread_cond_t; works with fibers and
+ * plain threads on the same prt_mutex_t. All-zero storage is valid.
+ *
+ * No thundering herd: signal and broadcast move waiters onto the
+ * mutex's waiter list (requeue) instead of waking them to fight for it;
+ * each wakes only when the mutex is handed to it, highest priority
+ * first (FIFO within a level). Waiters of one condvar must use one mutex.
+ */
+#define PRT_COND_SIZE 48
+
+typedef union prt_cond {
+	char __size[PRT_COND_SIZE];
+	uint64_t __align;
+} prt_cond_t;
+
+#define PRT_COND_INITIALIZER { { 0 } }
+
+/* Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
+PRT_API int prt_cond_init(prt_cond_t *c);
+/* Returns 0, EBUSY if waiters remain, EINVAL. Context: any thread. */
+PRT_API int prt_cond_destroy(prt_cond_t *c);
+
+/*
+ * Atomically release @m (which the caller holds) and wait until
+ * signalled; returns with @m held again. Returns 0, EPERM if the caller
+ * does not hold @m, EINVAL for NULL or a second mutex on one condvar.
+ * A recursive mutex is released fully and its count restored.
+ * Context: a fiber (parks only the fiber) or a plain thread.
+ */
+PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
+
+/*
+ * Wake one waiter (the highest-priority, longest-waiting) / all of them.
+ * Returns 0 or EINVAL. May be called with or without the mutex held.
+ * Context: any thread; never switches.
+ */
+PRT_API int prt_cond_signal(prt_cond_t *c);
+PRT_API int prt_cond_broadcast(prt_cond_t *c);
+
 PRT_EXTERN_C_END
 
 #endif

@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/* Condition variables: fibers and threads, broadcast requeue order, sleeping owners. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include "test_common.h"
+#include "runtime.h" /* internal: blocked_on */
+
+static prt_fiber_t spawn_p(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
+		abort();
+	return f;
+}
+
+/* ---- bounded queue: producers and consumers across workers ---- */
+
+#define QN 8
+#define ITEMS 20000
+static prt_mutex_t q_m = PRT_MUTEX_INITIALIZER;
+static prt_cond_t q_nonempty = PRT_COND_INITIALIZER, q_nonfull = PRT_COND_INITIALIZER;
+static int q_buf[QN], q_head, q_len;
+static long q_sum;
+
+static void *producer(void *arg)
+{
+	(void)arg;
+	for (int i = 1; i <= ITEMS; i++) {
+		FIBER_CHECK(prt_mutex_lock(&q_m) == 0);
+		while (q_len == QN)
+			FIBER_CHECK(prt_cond_wait(&q_nonfull, &q_m) == 0);
+		q_buf[(q_head + q_len++) % QN] = i;
+		FIBER_CHECK(prt_cond_signal(&q_nonempty) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&q_m) == 0);
+	}
+	return NULL;
+}
+
+static void *consumer(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < ITEMS; i++) {
+		FIBER_CHECK(prt_mutex_lock(&q_m) == 0);
+		while (q_len == 0)
+			FIBER_CHECK(prt_cond_wait(&q_nonempty, &q_m) == 0);
+		q_sum += q_buf[q_head];
+		q_head = (q_head + 1) % QN;
+		q_len--;
+		FIBER_CHECK(prt_cond_signal(&q_nonfull) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&q_m) == 0);
+	}
+	return NULL;
+}
+
+static void queue_run(bool threads)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f[4];
+	pthread_t t[2];
+	void *res;
+
+	q_head = q_len = 0;
+	q_sum = 0;
+	/* 2 producers, 2 consumers; with @threads one of each is a plain thread. */
+	f[0] = spawn_p(rt, PRT_PRIO_DEFAULT, producer, NULL);
+	f[1] = spawn_p(rt, PRT_PRIO_DEFAULT, consumer, NULL);
+	if (threads) {
+		assert_int_equal(pthread_create(&t[0], NULL, producer, NULL), 0);
+		assert_int_equal(pthread_create(&t[1], NULL, consumer, NULL), 0);
+	} else {
+		f[2] = spawn_p(rt, PRT_PRIO_DEFAULT, producer, NULL);
+		f[3] = spawn_p(rt, PRT_PRIO_DEFAULT, consumer, NULL);
+	}
+	for (int i = 0; i < (threads ? 2 : 4); i++) {
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+	}
+	if (threads)
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(pthread_join(t[i], &res), 0);
+			assert_null(res);
+		}
+	assert_int_equal(q_sum, 2L * ITEMS * (ITEMS + 1) / 2);
+	assert_int_equal(q_len, 0);
+	assert_int_equal(prt_cond_destroy(&q_nonempty), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_queue_fibers(void **state)
+{
+	(void)state;
+	queue_run(false);
+}
+
+static void test_queue_fibers_and_threads(void **state)
+{
+	(void)state;
+	queue_run(true);
+}
+
+/* ---- broadcast: requeued, handed the mutex in priority order ---- */
+
+static prt_mutex_t b_m = PRT_MUTEX_INITIALIZER;
+static prt_cond_t b_c = PRT_COND_INITIALIZER;
+static int b_go, b_log[8], b_n, b_waiting;
+
+static void *b_waiter(void *arg)
+{
+	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
+	b_waiting++;
+	while (!b_go)
+		FIBER_CHECK(prt_cond_wait(&b_c, &b_m) == 0);
+	b_log[b_n++] = (int)(intptr_t)arg;
+	FIBER_CHECK(prt_mutex_unlock(&b_m) == 0);
+	return NULL;
+}
+
+static void *b_main(void *arg)
+{
+	static const int prio[] = { 3, 9, 3, 12, 9 };
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t f[5];
+
+	(void)arg;
+	b_go = b_n = b_waiting = 0;
+	for (int i = 0; i < 5; i++) {
+		f[i] = spawn_p(rt, prio[i], b_waiter, (void *)(intptr_t)i);
+		while (__atomic_load_n(&b_waiting, __ATOMIC_SEQ_CST) <= i)
+			prt_sleep_ns(100000);
+	}
+	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
+	b_go = 1;
+	FIBER_CHECK(prt_cond_broadcast(&b_c) == 0);
+	/* All five now wait on the mutex, not on the condvar. */
+	for (int i = 0; i < 5; i++)
+		FIBER_CHECK(atomic_load(&f[i].p->blocked_on) != NULL);
+	FIBER_CHECK(prt_cond_destroy(&b_c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&b_m) == 0);
+	for (int i = 0; i < 5; i++)
+		FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_broadcast_requeue_order(void **state)
+{
+	static const int want[] = { 3, 1, 4, 0, 2 };
+	prt_runtime_t *rt = test_rt(2);
+
+	(void)state;
+	assert_null(test_run_in(rt, 1, b_main, NULL));
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(b_log[i], want[i]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- fiber <-> plain thread ping-pong: no lost wakeups ---- */
+
+#define PP 5000
+static prt_mutex_t pp_m = PRT_MUTEX_INITIALIZER;
+static prt_cond_t pp_c = PRT_COND_INITIALIZER;
+static int pp_turn;
+
+static void *pp_side(void *arg)
+{
+	int me = (int)(intptr_t)arg;
+
+	for (int i = 0; i < PP; i++) {
+		FIBER_CHECK(prt_mutex_lock(&pp_m) == 0);
+		while (pp_turn != me)
+			FIBER_CHECK(prt_cond_wait(&pp_c, &pp_m) == 0);
+		pp_turn = !me;
+		FIBER_CHECK(prt_cond_signal(&pp_c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&pp_m) == 0);
+	}
+	return NULL;
+}
+
+static void test_pingpong_fiber_thread(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f;
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	pp_turn = 0;
+	f = spawn_p(rt, PRT_PRIO_DEFAULT, pp_side, (void *)0);
+	assert_int_equal(pthread_create(&t, NULL, pp_side, (void *)1), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- errors ---- */
+
+static prt_cond_t e_c = PRT_COND_INITIALIZER;
+static prt_mutex_t e_m1 = PRT_MUTEX_INITIALIZER, e_m2 = PRT_MUTEX_INITIALIZER;
+static int e_stage;
+
+static void *e_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&e_m1) == 0);
+	e_stage = 1;
+	while (e_stage != 2)
+		FIBER_CHECK(prt_cond_wait(&e_c, &e_m1) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&e_m1) == 0);
+	return NULL;
+}
+
+static void test_errors(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_mutexattr_t a;
+	prt_mutex_t r;
+	prt_fiber_t f;
+
+	(void)state;
+	assert_int_equal(prt_cond_wait(&e_c, &e_m1), EPERM); /* not held */
+	assert_int_equal(prt_cond_wait(NULL, &e_m1), EINVAL);
+	assert_int_equal(prt_cond_wait(&e_c, NULL), EINVAL);
+	assert_int_equal(prt_cond_signal(NULL), EINVAL);
+	assert_int_equal(prt_cond_init(NULL), EINVAL);
+	assert_int_equal(prt_cond_signal(&e_c), 0); /* nobody waits: nothing happens */
+	e_stage = 0;
+	f = spawn_p(rt, PRT_PRIO_DEFAULT, e_waiter, NULL);
+	while (!__atomic_load_n(&e_stage, __ATOMIC_SEQ_CST) || !atomic_load(&f.p->state) ||
+	       atomic_load(&f.p->state) != 3 /* PRT_FS_BLOCKED */)
+		sched_yield();
+	assert_int_equal(prt_cond_destroy(&e_c), EBUSY);
+	assert_int_equal(prt_mutex_lock(&e_m2), 0);
+	assert_int_equal(prt_cond_wait(&e_c, &e_m2), EINVAL); /* another mutex */
+	assert_int_equal(prt_mutex_unlock(&e_m2), 0);
+	assert_int_equal(prt_mutex_lock(&e_m1), 0);
+	e_stage = 2;
+	assert_int_equal(prt_cond_broadcast(&e_c), 0);
+	assert_int_equal(prt_mutex_unlock(&e_m1), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_cond_destroy(&e_c), 0);
+
+	/* A recursive mutex is released fully and its count restored. */
+	prt_mutexattr_init(&a);
+	prt_mutexattr_settype(&a, PRT_MUTEX_RECURSIVE);
+	prt_mutex_init(&r, &a);
+	assert_int_equal(prt_mutex_lock(&r), 0);
+	assert_int_equal(prt_mutex_lock(&r), 0);
+	assert_int_equal(prt_cond_signal(&e_c), 0);
+	assert_int_equal(prt_mutex_unlock(&r), 0);
+	assert_int_equal(prt_mutex_unlock(&r), 0);
+	assert_int_equal(prt_mutex_unlock(&r), EPERM);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- owner sleeping on a condvar while holding a mutex: proxy attaches ---- */
+
+static prt_mutex_t so_lock = PRT_MUTEX_INITIALIZER, so_cm = PRT_MUTEX_INITIALIZER;
+static prt_cond_t so_c = PRT_COND_INITIALIZER;
+static int so_go, so_sleeping;
+static atomic_int so_h_done;
+
+static void *so_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&so_lock) == 0);
+	FIBER_CHECK(prt_mutex_lock(&so_cm) == 0);
+	so_sleeping = 1;
+	while (!so_go)
+		FIBER_CHECK(prt_cond_wait(&so_c, &so_cm) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&so_cm) == 0);
+	FIBER_CHECK(atomic_load(&so_h_done) == 0); /* still ours until we unlock */
+	FIBER_CHECK(prt_mutex_unlock(&so_lock) == 0);
+	return NULL;
+}
+
+static void *so_high(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&so_lock) == 0);
+	atomic_store(&so_h_done, 1);
+	FIBER_CHECK(prt_mutex_unlock(&so_lock) == 0);
+	return NULL;
+}
+
+static void test_owner_sleeps_on_condvar(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_worker_stats_t s;
+	uint64_t att = 0;
+	prt_fiber_t o, h;
+
+	(void)state;
+	so_go = so_sleeping = 0;
+	atomic_store(&so_h_done, 0);
+	o = spawn_p(rt, 4, so_owner, NULL);
+	while (!__atomic_load_n(&so_sleeping, __ATOMIC_SEQ_CST) || atomic_load(&o.p->state) != 3)
+		sched_yield();
+	h = spawn_p(rt, 25, so_high, NULL);
+	while (att == 0) {
+		att = 0;
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(prt_worker_stats(rt, i, &s), 0);
+			att += s.attachments;
+		}
+		usleep(100);
+	}
+	/* H waits, attached to the sleeping owner; wake the owner. */
+	assert_int_equal(prt_mutex_lock(&so_cm), 0);
+	so_go = 1;
+	assert_int_equal(prt_cond_signal(&so_c), 0);
+	assert_int_equal(prt_mutex_unlock(&so_cm), 0);
+	assert_int_equal(prt_join(h, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(atomic_load(&so_h_done), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_queue_fibers),
+		cmocka_unit_test(test_queue_fibers_and_threads),
+		cmocka_unit_test(test_broadcast_requeue_order),
+		cmocka_unit_test(test_pingpong_fiber_thread),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_owner_sleeps_on_condvar),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
