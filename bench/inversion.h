@@ -35,7 +35,8 @@ struct inv_result {
 	int err;
 };
 
-static inline uint64_t inv_spin(uint64_t n, uint64_t x)
+/* The peers' busy work: a dependent LCG chain (shared/peers/src/common.h). */
+static inline uint64_t bench_spin(uint64_t n, uint64_t x)
 {
 	for (uint64_t i = 0; i < n; i++) {
 		x = x * 6364136223846793005ull + 1442695040888963407ull;
@@ -44,7 +45,8 @@ static inline uint64_t inv_spin(uint64_t n, uint64_t x)
 	return x;
 }
 
-static inline double inv_calibrate(void)
+/* ns per bench_spin iteration: best of 5 runs of 2e6 iterations. */
+static inline double bench_calibrate(void)
 {
 	double best = 1e30;
 	uint64_t x = 1;
@@ -53,7 +55,7 @@ static inline double inv_calibrate(void)
 		uint64_t t0 = prt_now_ns();
 		double d;
 
-		x = inv_spin(2000000, x);
+		x = bench_spin(2000000, x);
 		d = (double)(prt_now_ns() - t0) / 2e6;
 		if (d < best)
 			best = d;
@@ -75,7 +77,7 @@ static inline uint64_t inv_busy(struct inv_ctx *c, uint64_t iters, uint64_t x)
 	while (iters) {
 		uint64_t n = iters < c->chunk_it ? iters : c->chunk_it;
 
-		x = inv_spin(n, x);
+		x = bench_spin(n, x);
 		iters -= n;
 		prt_yield();
 	}
@@ -158,7 +160,7 @@ static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 	r->wake = calloc((size_t)p->samples, sizeof(int64_t));
 	if (!r->lock || !r->resp || !r->wake)
 		return -12; /* -ENOMEM */
-	r->ns_per_iter = inv_calibrate();
+	r->ns_per_iter = bench_calibrate();
 	c.total = p->samples + INV_WARM;
 	c.period = (uint64_t)p->period_us * 1000u;
 	c.hold_it = (uint64_t)((double)p->hold_us * 1e3 / r->ns_per_iter + 0.5);

@@ -344,35 +344,6 @@ static int bench_park(int argc, char **argv)
 
 /* ------------------------------------------------------------------ W3 mutex */
 
-/* The peers' busy work: a dependent LCG chain, calibrated per process. */
-static inline uint64_t spin_iters(uint64_t n, uint64_t x)
-{
-	for (uint64_t i = 0; i < n; i++) {
-		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		__asm__ volatile("" : "+r"(x));
-	}
-	return x;
-}
-
-static double spin_calibrate(void)
-{
-	double best = 1e30;
-	uint64_t x = 1;
-
-	for (int r = 0; r < 5; r++) {
-		uint64_t t0 = now_ns();
-		double d;
-
-		x = spin_iters(2000000, x);
-		d = (double)(now_ns() - t0) / 2e6;
-		if (d < best)
-			best = d;
-	}
-	if (x == 42)
-		fprintf(stderr, "#\n");
-	return best;
-}
-
 static uint64_t iters_for_ns(double ns, double ns_per_iter)
 {
 	double it = ns / ns_per_iter + 0.5;
@@ -396,9 +367,9 @@ static void *mutex_body(void *arg)
 	for (long i = 0; i < a->k; i++) {
 		prt_mutex_lock(&a->m);
 		a->counter++;
-		x = spin_iters(a->in_it, x);
+		x = bench_spin(a->in_it, x);
 		prt_mutex_unlock(&a->m);
-		x = spin_iters(a->out_it, x);
+		x = bench_spin(a->out_it, x);
 	}
 	atomic_fetch_add(&a->sink, x);
 	return NULL;
@@ -420,7 +391,7 @@ static int bench_mutex(int argc, char **argv)
 	a.k = arg_long(argv[4], 1);
 	in_ns = arg_long(argv[5], 0);
 	out_ns = arg_long(argv[6], 0);
-	nspi = spin_calibrate();
+	nspi = bench_calibrate();
 	a.in_it = iters_for_ns((double)in_ns, nspi);
 	a.out_it = iters_for_ns((double)out_ns, nspi);
 	f = calloc((size_t)t, sizeof(*f));

@@ -64,7 +64,6 @@ PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
 	struct prt__mutex *m;
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
-	struct prt__list *it;
 	unsigned count;
 	int err;
 
@@ -83,10 +82,7 @@ PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
 		return EINVAL;
 	}
 	c->m = m;
-	for (it = c->waiters.next; it != &c->waiters; it = it->next)
-		if (prt__container_of(it, struct prt__mwaiter, node)->prio < rec.prio)
-			break;
-	prt__list_add_tail(it, &rec.node);
+	prt__mwaiter_insert(&c->waiters, &rec);
 	prt__spin_unlock(&c->lock);
 
 	err = prt__mutex_release_all(m, &count);

@@ -71,13 +71,7 @@ static void waiters_init(struct prt__mutex *m)
 
 static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 {
-	struct prt__list *it;
-
-	/* After every waiter of the same or higher priority: FIFO within a level. */
-	for (it = m->waiters.next; it != &m->waiters; it = it->next)
-		if (prt__container_of(it, struct prt__mwaiter, node)->prio < r->prio)
-			break;
-	prt__list_add_tail(it, &r->node);
+	prt__mwaiter_insert(&m->waiters, r);
 	if (r->fiber)
 		r->fiber->mwait = r;
 	set_waits_on(r->token, m);

@@ -64,6 +64,17 @@ struct prt__mwaiter {
 	atomic_uint granted;
 };
 
+/* Insert @r into @head after every waiter of its priority or higher (FIFO within a level). */
+static inline void prt__mwaiter_insert(struct prt__list *head, struct prt__mwaiter *r)
+{
+	struct prt__list *it;
+
+	for (it = head->next; it != head; it = it->next)
+		if (prt__container_of(it, struct prt__mwaiter, node)->prio < r->prio)
+			break;
+	prt__list_add_tail(it, &r->node);
+}
+
 static inline struct prt__mutex *prt__mutex_of(prt_mutex_t *m)
 {
 	return (struct prt__mutex *)(void *)m;
