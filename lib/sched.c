@@ -478,10 +478,36 @@ static void put_donor(struct prt__worker *w, bool tail)
 	w->donor = w->curr;
 }
 
+/*
+ * The common pick, inline: no timers, and the head entry neither waits
+ * on a mutex nor must move. Else NULL, with the queue as it was.
+ */
+static inline struct prt__fiber *pick_fast(struct prt__worker *w)
+{
+	struct prt__fiber *f;
+
+	if (prt__unlikely(w->timers.n) || !w->rq.bitmap)
+		return NULL;
+	f = prt__container_of(w->rq.level[prt__rq_top(w->rq.bitmap)].next, struct prt__fiber,
+			      rq_node);
+	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) ||
+	    !prt__fiber_allowed(f, w->index))
+		return NULL;
+	prt__rq_del(w, f);
+	return f;
+}
+
 /* Switch to what the pick chose (rq lock held on entry, released here). */
 static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 {
-	struct prt__fiber *donor, *next = pick_unlock(w, &donor);
+	struct prt__fiber *donor, *next = pick_fast(w);
+
+	if (prt__likely(next)) {
+		prt__spin_unlock(&w->rq.lock);
+		donor = next;
+	} else {
+		next = pick_unlock(w, &donor);
+	}
 
 	if (!next)
 		next = &w->idle;
