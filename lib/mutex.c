@@ -17,6 +17,12 @@
 
 /* Most polls of an optimistic spin (a pause each: a few microseconds in all). */
 #define PRT_MTX_SPIN 512
+/*
+ * Pauses between two polls of the owner word by a spinning newcomer:
+ * each poll pulls the line away from the owner (which often writes data
+ * sharing it), so poll about every 50 ns, not every pause.
+ */
+#define PRT_MTX_SPIN_PAUSES 2
 
 static __thread struct prt__tself tls_tself __attribute__((tls_model("initial-exec")));
 
@@ -69,50 +75,193 @@ static void waiters_init(struct prt__mutex *m)
 		prt__list_init(&m->waiters);
 }
 
+static struct prt__mwaiter *first_waiter(struct prt__mutex *m)
+{
+	if (prt__list_empty(&m->waiters))
+		return NULL;
+	return prt__container_of(m->waiters.next, struct prt__mwaiter, node);
+}
+
+static void update_top(struct prt__mutex *m)
+{
+	struct prt__mwaiter *f = first_waiter(m);
+
+	atomic_store_explicit(&m->top, f ? f->prio + 1 : 0, memory_order_relaxed);
+}
+
 static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 {
+	r->since = prt__now_ns();
 	prt__mwaiter_insert(&m->waiters, r);
+	update_top(m);
 	if (r->fiber)
 		r->fiber->mwait = r;
 	set_waits_on(r->token, m);
 }
 
-static void clear_waiters_flag(struct prt__mutex *m)
+/* Take @r off the list (it acquired, or gives up); keeps the flag honest. */
+static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r)
 {
-	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	uintptr_t o;
 
+	prt__list_del(&r->node);
+	update_top(m);
+	if (r->fiber)
+		r->fiber->mwait = NULL;
+	set_waits_on(r->token, NULL);
+	if (!prt__list_empty(&m->waiters))
+		return;
+	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 	while ((o & PRT_MTX_WAITERS) &&
 	       !atomic_compare_exchange_weak(&m->owner, &o, o & ~PRT_MTX_WAITERS))
 		;
 }
 
-/* Take @r off the list without handing it the lock (deadlock, timeout). */
-static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r)
+/*
+ * Handoff and lateral stealing.
+ *
+ * Strict FIFO handoff between fibers of equal priority turns a busy lock
+ * into a convoy: the lock goes to a waiter that is not running, and
+ * every fiber that comes for it meanwhile must queue too (2 M ops/s on
+ * W3, against Go's 7.5 M). So unlock hands over only when it must:
+ *
+ *   - to the donor this worker serves, if it waits here (proxy chain);
+ *   - to the first waiter if it outranks the unlocking fiber, sleeps off
+ *     the run queues (proxy off, thread owner, condvar, plain thread), or
+ *     has waited PRT_MTX_STARVE_NS (as Go's starvation mode);
+ *
+ * otherwise (the first waiter is a queued donor of the unlocker's own
+ * priority) the mutex is released with PRT_MTX_WAITERS still set: the
+ * donor is runnable already and retries when picked, and meanwhile a
+ * fiber of at least the first waiter's priority that comes for the lock
+ * takes it (a lateral steal, as rt_mutex lets SCHED_OTHER tasks do). A
+ * queued waiter takes a released lock only if it is first (FIFO within
+ * a level); anyone else that finds it released while a waiter outranks
+ * them hands it to that waiter. So no fiber ever takes the lock ahead of
+ * a higher-priority waiter, and waiters are served in order.
+ */
+#define PRT_MTX_STARVE_NS 1000000
+
+/* What a handoff must wake once wait_lock is dropped. */
+struct handoff {
+	struct prt__fiber *fiber;
+	atomic_uint *futex;
+	bool sleeping, parker, done;
+};
+
+/*
+ * Hand the mutex to waiter @r: word @o (held by the caller, or released)
+ * becomes @r's token. Returns false if the word changed (a released lock
+ * taken meanwhile). wait_lock held; wake with handoff_wake() after it.
+ */
+static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
+			   struct handoff *h)
 {
+	struct prt__list *prev = r->node.prev;
+	uintptr_t n;
+
 	prt__list_del(&r->node);
+	n = r->token | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS);
+	/* release: pairs with the waiter's acquire of granted / the next lock */
+	if (!atomic_compare_exchange_strong_explicit(&m->owner, &o, n, memory_order_release,
+						     memory_order_relaxed)) {
+		prt__list_add_head(prev, &r->node); /* back where it was */
+		return false;
+	}
+	update_top(m);
+	h->fiber = r->fiber;
+	h->sleeping = r->sleeping;
+	h->parker = r->parker;
+	h->futex = &r->granted;
+	h->done = true;
 	if (r->fiber)
 		r->fiber->mwait = NULL;
 	set_waits_on(r->token, NULL);
-	if (prt__list_empty(&m->waiters))
-		clear_waiters_flag(m);
+	/* From here the record (on the waiter's stack) may vanish. */
+	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	return true;
+}
+
+/* Wake a parker-protocol waiter (see prt__mwaiter.parker) once granted. */
+static void wake_parker(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return;
+	}
+	/* Not parked yet: it re-checks granted under f->lock before parking. */
+	prt__spin_unlock(&f->lock);
 }
 
 /*
- * Take the mutex if it is free, else make sure the waiters flag is set
- * (so the owner's unlock comes to the slow path). Returns true if taken.
+ * After a handoff, wait_lock dropped (wakeups never under it, DESIGN.md).
+ * @w: the worker, when called from unlock: it may switch to the new owner.
  */
-static bool acquire_or_flag(struct prt__mutex *m, uintptr_t tok)
+static void handoff_wake(struct prt__worker *w, struct handoff *h)
+{
+	struct prt__fiber *f = h->fiber;
+
+	if (!h->done)
+		return;
+	h->done = false;
+	if (w)
+		prt__stat_inc(&w->stats.handoffs, 1);
+	else if (prt__cur_worker())
+		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
+	if (!f) {
+		prt__futex_wake(h->futex, 1); /* harmless if the thread already left */
+	} else if (h->sleeping && h->parker) {
+		wake_parker(f);
+	} else if (h->sleeping) {
+		prt__wake(f);
+	} else if (!prt__detach_donor(f)) {
+		/* Queued as a donor: runnable now. Send it home if queued away. */
+		prt__migrate_queued(f);
+	}
+	if (w)
+		prt__after_handoff(w, f);
+}
+
+/*
+ * Take the mutex for @r (queued or not) if it is free and @r may, else
+ * make sure the waiters flag is set so the owner's unlock comes to the
+ * slow path. A released mutex that @r may not take goes to the first
+ * waiter (@h, to wake). Returns true if taken. wait_lock held.
+ */
+static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool queued,
+			   struct handoff *h)
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
 	for (;;) {
-		if (!(o & ~PRT_MTX_FLAGS)) {
-			uintptr_t n = tok | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS);
+		struct prt__mwaiter *first = first_waiter(m);
 
+		if (!(o & ~PRT_MTX_FLAGS)) {
+			bool others = first && !(queued && first == r &&
+						 m->waiters.next->next == &m->waiters);
+			uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
+
+			if (first && (queued ? first != r : first->prio > r->prio)) {
+				if (handoff_locked(m, o, first, h))
+					return false;
+				o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+				continue;
+			}
 			/* acquire: pairs with the release of the previous unlock */
 			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, n, memory_order_acquire,
-								  memory_order_relaxed))
+								  memory_order_relaxed)) {
+				if (queued) {
+					prt__list_del(&r->node);
+					update_top(m);
+					if (r->fiber)
+						r->fiber->mwait = NULL;
+					set_waits_on(r->token, NULL);
+				}
 				return true;
+			}
 			continue;
 		}
 		if (o & PRT_MTX_WAITERS)
@@ -120,29 +269,6 @@ static bool acquire_or_flag(struct prt__mutex *m, uintptr_t tok)
 		if (atomic_compare_exchange_weak(&m->owner, &o, o | PRT_MTX_WAITERS))
 			return false;
 	}
-}
-
-/*
- * A queued waiter spins on its record while the owner runs on a CPU:
- * the handoff then finds it running and it goes on at once, with no
- * switch or migration. Without this, each handoff goes to a fiber that
- * is not running, every later locker queues behind it, and the lock
- * turns into a convoy. The order of handoff is unchanged.
- */
-static bool spin_granted(struct prt__mutex *m, struct prt__mwaiter *rec)
-{
-	for (int i = 0; i < PRT_MTX_SPIN; i++) {
-		struct prt__fiber *f;
-
-		/* acquire: pairs with the release in unlock_slow */
-		if (atomic_load_explicit(&rec->granted, memory_order_acquire))
-			return true;
-		f = prt__owner_fiber(atomic_load_explicit(&m->owner, memory_order_relaxed));
-		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
-			return false;
-		prt__cpu_relax();
-	}
-	return false;
 }
 
 static bool use_proxy(struct prt__mutex *m, struct prt__fiber *self)
@@ -154,24 +280,33 @@ static bool use_proxy(struct prt__mutex *m, struct prt__fiber *self)
 
 /* ---- lock ---------------------------------------------------------------- */
 
+/*
+ * A newcomer of priority @prio may take a free or released word @o
+ * without wait_lock if no waiter outranks it.
+ */
+static inline bool may_steal(struct prt__mutex *m, uintptr_t o, int prio)
+{
+	return !(o & PRT_MTX_WAITERS) || atomic_load_explicit(&m->top, memory_order_relaxed) <= prio + 1;
+}
 
 /*
  * Optimistic spinning (kernel mutex.c's mutex_optimistic_spin): while
- * the owner is a fiber running on a CPU and nobody is queued, it will
- * likely unlock soon; waiting a few hundred ns here beats queueing,
- * migrating and a handoff. Stops when a waiter queues (the lock is then
- * handed over, never freed, so spinning is futile) or the owner stops
- * running. Returns true if the lock was taken.
+ * the owner is a fiber running on a CPU, it will likely unlock soon;
+ * waiting a few hundred ns here beats queueing, migrating and a
+ * handoff. Stops when the owner stops running, or the lock is handed
+ * over or released to a waiter that outranks us. Returns true if taken.
  */
-static bool spin_acquire(struct prt__mutex *m, uintptr_t tok)
+static bool spin_acquire(struct prt__mutex *m, uintptr_t tok, int prio)
 {
 	for (int i = 0; i < PRT_MTX_SPIN; i++) {
 		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 		struct prt__fiber *f;
 
-		if (!o) {
+		if (!(o & ~PRT_MTX_FLAGS)) {
+			if (!may_steal(m, o, prio))
+				return false;
 			/* acquire: pairs with the release of the unlock */
-			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok,
+			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
 								  memory_order_acquire,
 								  memory_order_relaxed))
 				return true;
@@ -179,12 +314,38 @@ static bool spin_acquire(struct prt__mutex *m, uintptr_t tok)
 		}
 		f = prt__owner_fiber(o);
 		/* Descriptors are type-stable: reading a stale owner's state is safe. */
-		if ((o & PRT_MTX_WAITERS) || !f ||
-		    atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
 			return false;
-		prt__cpu_relax();
+		for (int k = 0; k < PRT_MTX_SPIN_PAUSES; k++)
+			prt__cpu_relax();
 	}
 	return false;
+}
+
+/*
+ * A queued waiter spins on its record while the owner runs on a CPU:
+ * the handoff then finds it running and it goes on at once, with no
+ * switch or migration. Returns 1 if granted, 2 if the lock was released
+ * (look again under wait_lock), 0 to stop spinning.
+ */
+static int spin_queued(struct prt__mutex *m, struct prt__mwaiter *rec)
+{
+	for (int i = 0; i < PRT_MTX_SPIN; i++) {
+		uintptr_t o;
+		struct prt__fiber *f;
+
+		/* acquire: pairs with the release in handoff_locked() */
+		if (atomic_load_explicit(&rec->granted, memory_order_acquire))
+			return 1;
+		o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+		if (!(o & ~PRT_MTX_FLAGS))
+			return 2;
+		f = prt__owner_fiber(o);
+		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+			return 0;
+		prt__cpu_relax();
+	}
+	return 0;
 }
 
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
@@ -195,19 +356,19 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 		.token = (uintptr_t)self,
 		.prio = atomic_load_explicit(&self->prio, memory_order_relaxed),
 	};
+	struct handoff h = { 0 };
 	bool proxy = use_proxy(m, self), queued = false;
 	int err = 0;
 
-	if (w->rt->nworkers > 1 && spin_acquire(m, rec.token))
+	if (w->rt->nworkers > 1 && spin_acquire(m, rec.token, rec.prio))
 		return 0;
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
-		if (queued && !(atomic_load(&m->owner) & ~PRT_MTX_FLAGS)) {
-			dequeue(m, &rec); /* free with us queued: cannot happen, but be safe */
-			queued = false;
-		}
-		if (!queued && acquire_or_flag(m, rec.token))
+		/* acquire: pairs with the release in handoff_locked() */
+		if (queued && atomic_load_explicit(&rec.granted, memory_order_acquire))
+			break;
+		if (acquire_locked(m, &rec, queued, &h))
 			break;
 		if (!queued) {
 			insert(m, &rec);
@@ -218,13 +379,23 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 			err = EDEADLK;
 			break;
 		}
-		if (w->rt->nworkers > 1) {
+		if (h.done) {
+			/* Handed a released lock to the first waiter: wake it, look again. */
 			prt__spin_unlock(&m->wait_lock);
-			if (spin_granted(m, &rec))
+			handoff_wake(NULL, &h);
+			prt__spin_lock(&m->wait_lock);
+			continue;
+		}
+		if (w->rt->nworkers > 1) {
+			int s;
+
+			prt__spin_unlock(&m->wait_lock);
+			s = spin_queued(m, &rec);
+			if (s == 1)
 				return 0;
 			prt__spin_lock(&m->wait_lock);
-			if (atomic_load_explicit(&rec.granted, memory_order_acquire))
-				break;
+			if (s == 2 || atomic_load_explicit(&rec.granted, memory_order_acquire))
+				continue;
 		}
 		if (!proxy) {
 			rec.sleeping = true;
@@ -236,36 +407,42 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 		else
 			prt__schedule_blocked(w);
 		w = prt__cur_worker();
-		/* acquire: pairs with the release in handoff() */
+		/* acquire: pairs with the release in handoff_locked() */
 		if (atomic_load_explicit(&rec.granted, memory_order_acquire))
 			return 0;
-		/* Run without the lock (released mid-walk, chain in flux): look again. */
+		/* Run without the lock (released, chain in flux): look again. */
 		prt__spin_lock(&m->wait_lock);
-		if (atomic_load_explicit(&rec.granted, memory_order_acquire))
-			break;
+		if (!proxy)
+			rec.sleeping = false; /* woken without the lock: not asleep now */
 	}
 	prt__spin_unlock(&m->wait_lock);
+	handoff_wake(NULL, &h);
 	return err;
 }
 
 static int lock_thread(struct prt__mutex *m, uintptr_t tok)
 {
 	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	struct handoff h = { 0 };
+	bool taken;
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
-	if (acquire_or_flag(m, tok)) {
-		prt__spin_unlock(&m->wait_lock);
-		return 0;
-	}
-	insert(m, &rec);
-	if (closes_cycle(m, tok)) {
-		dequeue(m, &rec);
-		prt__spin_unlock(&m->wait_lock);
-		return EDEADLK;
+	taken = acquire_locked(m, &rec, false, &h);
+	if (!taken) {
+		insert(m, &rec);
+		if (closes_cycle(m, tok)) {
+			dequeue(m, &rec);
+			prt__spin_unlock(&m->wait_lock);
+			handoff_wake(NULL, &h);
+			return EDEADLK;
+		}
 	}
 	prt__spin_unlock(&m->wait_lock);
-	/* acquire: pairs with the release in handoff() */
+	handoff_wake(NULL, &h);
+	if (taken)
+		return 0;
+	/* acquire: pairs with the release in handoff_locked() */
 	while (!atomic_load_explicit(&rec.granted, memory_order_acquire))
 		prt__futex_wait(&rec.granted, 0);
 	return 0;
@@ -306,17 +483,29 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	return lock_slow(m, w, tok);
 }
 
+static int self_prio(struct prt__worker *w)
+{
+	return w ? atomic_load_explicit(&w->curr->prio, memory_order_relaxed) : PRT_PRIO_DEFAULT;
+}
+
 PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
+	struct prt__worker *w;
 	uintptr_t tok, o = 0;
 
 	if (!um)
 		return EINVAL;
-	tok = token_of(prt__cur_worker());
+	w = prt__cur_worker();
+	tok = token_of(w);
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acquire,
 						    memory_order_relaxed))
 		return 0;
+	/* Released with waiters: take it if no waiter outranks us. */
+	while (!(o & ~PRT_MTX_FLAGS) && may_steal(m, o, self_prio(w)))
+		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
+							  memory_order_acquire, memory_order_relaxed))
+			return 0;
 	if ((o & ~PRT_MTX_WAITERS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
 
@@ -330,86 +519,53 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 
 /* ---- unlock and handoff -------------------------------------------------- */
 
-/* Wake a parker-protocol waiter (see prt__mwaiter.parker) once granted. */
-static void wake_parker(struct prt__fiber *f)
-{
-	prt__spin_lock(&f->lock);
-	if (f->parked) {
-		f->parked = false;
-		prt__spin_unlock(&f->lock);
-		prt__wake(f);
-		return;
-	}
-	/* Not parked yet: it re-checks granted under f->lock before parking. */
-	prt__spin_unlock(&f->lock);
-}
-
 /*
  * The waiter to hand over to: the donor this worker serves if it waits
  * here and no waiter outranks it, else the first (highest priority,
- * longest waiting).
+ * longest waiting). NULL if the first may as well compete (see
+ * "Handoff and lateral stealing").
  */
 static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 {
-	struct prt__mwaiter *first;
+	struct prt__mwaiter *first = first_waiter(m);
+	int me;
 
-	if (prt__list_empty(&m->waiters))
+	if (!first)
 		return NULL;
-	first = prt__container_of(m->waiters.next, struct prt__mwaiter, node);
 	if (w && w->donor != w->curr &&
 	    atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed) == m &&
 	    w->donor->mwait && w->donor->mwait->prio >= first->prio)
 		return w->donor->mwait;
+	/* Serving a donor: the chain may run through any waiter here. */
+	if (w && w->donor != w->curr)
+		return first;
+	me = self_prio(w);
+	if (first->prio > me || first->sleeping || first->parker)
+		return first;
+	if (first->prio == me && prt__now_ns() - first->since < PRT_MTX_STARVE_NS)
+		return NULL; /* release: it is runnable, and competes */
 	return first;
 }
 
-static int unlock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok)
+static int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
 {
 	struct prt__mwaiter *r;
-	struct prt__fiber *f;
-	atomic_uint *futex;
-	bool sleeping, parker;
+	struct handoff h = { 0 };
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	r = choose(m, w);
 	if (!r) {
 		/* release: pairs with the acquire of the next lock */
-		atomic_store_explicit(&m->owner, 0, memory_order_release);
+		atomic_store_explicit(&m->owner, prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS,
+				      memory_order_release);
 		prt__spin_unlock(&m->wait_lock);
 		return 0;
 	}
-	prt__list_del(&r->node);
-	f = r->fiber;
-	sleeping = r->sleeping;
-	parker = r->parker;
-	futex = &r->granted;
-	/* release: pairs with the waiter's acquire of granted / the next lock */
-	atomic_store_explicit(&m->owner,
-			      r->token | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS),
-			      memory_order_release);
-	if (f)
-		f->mwait = NULL;
-	set_waits_on(r->token, NULL);
-	/* From here the record (on the waiter's stack) may vanish. */
-	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	/* We hold the word: nobody else may change it, so this cannot fail. */
+	handoff_locked(m, atomic_load_explicit(&m->owner, memory_order_relaxed), r, &h);
 	prt__spin_unlock(&m->wait_lock);
-	(void)tok;
-	if (w)
-		prt__stat_inc(&w->stats.handoffs, 1);
-	/* Wakeups only after wait_lock is dropped (DESIGN.md). */
-	if (!f) {
-		prt__futex_wake(futex, 1); /* harmless if the thread already left */
-	} else if (sleeping && parker) {
-		wake_parker(f);
-	} else if (sleeping) {
-		prt__wake(f);
-	} else if (!prt__detach_donor(f)) {
-		/* Queued as a donor: runnable now. Send it home if queued away. */
-		prt__migrate_queued(f);
-	}
-	if (w)
-		prt__after_handoff(w, f);
+	handoff_wake(w, &h);
 	return 0;
 }
 
@@ -436,7 +592,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 		return 0;
 	if ((o & ~PRT_MTX_WAITERS) != tok)
 		return EPERM;
-	return unlock_slow(m, w, tok);
+	return unlock_slow(m, w);
 }
 
 /* ---- condvar side ---------------------------------------------------------- */
@@ -469,12 +625,14 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 {
 	struct prt__fiber *f = r->fiber;
 	atomic_uint *futex = &r->granted;
+	struct handoff h = { 0 };
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
-	if (!acquire_or_flag(m, r->token)) {
+	if (!acquire_locked(m, r, false, &h)) {
 		insert(m, r);
 		prt__spin_unlock(&m->wait_lock);
+		handoff_wake(NULL, &h);
 		return;
 	}
 	/* From here the record may vanish. */
@@ -520,13 +678,34 @@ bool prt__mutex_sleep_donor(struct prt__fiber *d)
 	if (!m)
 		return false;
 	prt__spin_lock(&m->wait_lock);
-	if (atomic_load(&d->blocked_on) == m && d->mwait) {
+	/*
+	 * Still held (by a thread or a dead fiber): its unlock, which needs
+	 * wait_lock since we wait, will see us asleep and hand over. If it
+	 * was released meanwhile, d must run and retry instead. A condvar
+	 * waiter requeued here before it got to park (parker) is no donor:
+	 * it runs on to park, by its own protocol.
+	 */
+	if (atomic_load(&d->blocked_on) == m && d->mwait && !d->mwait->parker &&
+	    (atomic_load(&m->owner) & ~PRT_MTX_FLAGS)) {
 		d->mwait->sleeping = true;
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		ok = true;
 	}
 	prt__spin_unlock(&m->wait_lock);
 	return ok;
+}
+
+struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
+{
+	struct prt__fiber *f = NULL;
+	struct prt__mwaiter *first;
+
+	prt__spin_lock(&m->wait_lock);
+	first = m->waiters.next ? first_waiter(m) : NULL;
+	if (first && !(atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS))
+		f = first->fiber;
+	prt__spin_unlock(&m->wait_lock);
+	return f;
 }
 
 /* ---- init, destroy, attributes -------------------------------------------- */

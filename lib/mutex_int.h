@@ -18,9 +18,10 @@
 struct prt__mutex {
 	/*
 	 * Lock fast path: CAS 0 -> token. Unlock fast path: CAS token -> 0,
-	 * which fails while PRT_MTX_WAITERS is set. With waiters the word
-	 * never passes through 0: unlock writes the next owner's token
-	 * (handoff), so nobody barges in ahead of a waiter.
+	 * which fails while PRT_MTX_WAITERS is set. With waiters, unlock
+	 * either writes the next owner's token (handoff) or, between equals,
+	 * leaves PRT_MTX_WAITERS alone (released with waiters): see
+	 * "Handoff and lateral stealing" in mutex.c.
 	 */
 	_Atomic uintptr_t owner;
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
@@ -28,7 +29,8 @@ struct prt__mutex {
 	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
 	uint16_t pad;
 	atomic_uint count;           /* recursive: extra locks held; written by the owner */
-	unsigned pad2;
+	/* First waiter's priority + 1, 0 without waiters; written under wait_lock. */
+	atomic_int top;
 	/* Waiter records, highest priority first, FIFO within a level;
 	 * {NULL, NULL} (zero storage) means empty. wait_lock. */
 	struct prt__list waiters;
@@ -48,6 +50,7 @@ struct prt__mwaiter {
 	struct prt__fiber *fiber;   /* the waiting fiber, or NULL for a thread */
 	uintptr_t token;            /* its owner token */
 	int prio;                   /* its priority when it started waiting */
+	uint64_t since;             /* prt__now_ns() when it queued (starvation) */
 	/*
 	 * The waiter is off the run queues (BLOCKED): a proxy-off mutex, or
 	 * an owner that cannot be proxied (a thread, or dead). Handoff must
@@ -100,5 +103,12 @@ uintptr_t prt__mutex_self_token(void);
  * @d). Called with the worker's rq lock held.
  */
 bool prt__mutex_sleep_donor(struct prt__fiber *d);
+
+/*
+ * Pick path: @m was released with waiters (lateral stealing, mutex.c);
+ * its first waiter, a fiber that takes @m when it runs, or NULL if @m
+ * is held again or the first waiter is a thread. rq lock held.
+ */
+struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m);
 
 #endif

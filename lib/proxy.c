@@ -7,6 +7,8 @@
  * affinity allows:
  *
  *   owner gone (lock released)         -> run D, it retries the lock
+ *   a lock further down released to    -> run its first waiter, which
+ *     its waiters (mutex.c)               takes it when it runs
  *   owner waits on another mutex       -> follow the chain (capped)
  *   owner queued here (or stealable    -> take it off its queue, run it
  *     from a queue it may leave)
@@ -56,7 +58,8 @@ static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
 }
 
 /*
- * Attach donor @d to sleeping owner @o. False if @o woke meanwhile, or
+ * Attach donor @d to owner @o of @m, asleep. False if @o woke or let go
+ * of @m meanwhile, or
  * if @d was handed its lock meanwhile:
  *
  *   attach (here, o->lock held)        handoff (mutex.c)
@@ -67,13 +70,18 @@ static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
  * Both sides store then load (seq_cst), so at least one sees the other;
  * if both do, detach waits for o->lock and finds attached_to cleared.
  */
-static bool attach(struct prt__fiber *d, struct prt__fiber *o)
+static bool attach(struct prt__fiber *d, struct prt__fiber *o, struct prt__mutex *m)
 {
 	bool ok;
 
 	prt__spin_lock(&o->lock);
+	/*
+	 * o went to sleep under o->lock after any unlock it did, so if it
+	 * sleeps and still owns m, it sleeps holding m: its wake re-queues d.
+	 */
 	ok = atomic_load_explicit(&o->state, memory_order_relaxed) == PRT_FS_BLOCKED &&
-	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed);
+	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) &&
+	     (atomic_load(&m->owner) & ~PRT_MTX_WAITERS) == (uintptr_t)o;
 	if (ok) {
 		prt__list_add_tail(&o->donors, &d->rq_node);
 		atomic_store(&d->attached_to, o);
@@ -106,7 +114,8 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 
 /* The owner at the end of @d's chain is @o, not blocked on a mutex. */
 static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p,
-				      struct prt__fiber *d, struct prt__fiber *o)
+				      struct prt__fiber *d, struct prt__fiber *o,
+				      struct prt__mutex *m)
 {
 	int st = atomic_load_explicit(&o->state, memory_order_relaxed);
 	struct prt__worker *x = atomic_load_explicit(&o->rq_worker, memory_order_relaxed);
@@ -122,7 +131,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 		return run(p, o, d);
 	}
 	if (st == PRT_FS_BLOCKED) {
-		if (attach(d, o)) {
+		if (attach(d, o, m)) {
 			prt__stat_inc(&w->stats.attachments, 1);
 			return PRT_PICK_AGAIN;
 		}
@@ -170,8 +179,21 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 			continue;
 		}
 		ow = atomic_load_explicit(&m->owner, memory_order_acquire);
-		if (!(ow & ~PRT_MTX_FLAGS))
-			return run_plain(w, p, d); /* released mid-walk: d retries */
+		if (!(ow & ~PRT_MTX_FLAGS)) {
+			if (f == d || !(ow & PRT_MTX_WAITERS))
+				return run_plain(w, p, d); /* released mid-walk: d retries */
+			/*
+			 * Released to its waiters mid-chain (lateral stealing):
+			 * its first waiter takes it when it runs, so run that
+			 * one for d.
+			 */
+			o = prt__mutex_next_owner(m);
+			if (!o) {
+				f = d; /* held again, or a thread is next: restart */
+				continue;
+			}
+			return proxy_owner(w, p, d, o, m);
+		}
 		o = prt__owner_fiber(ow);
 		if (!o || o == d) {
 			/* A thread owner cannot be proxied; a cycle is d's to report. */
@@ -183,7 +205,7 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 			f = o; /* chain: the owner waits on another mutex */
 			continue;
 		}
-		return proxy_owner(w, p, d, o);
+		return proxy_owner(w, p, d, o, m);
 	}
 	return run_plain(w, p, d);
 }

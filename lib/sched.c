@@ -27,6 +27,7 @@
  * E wakes T (if T == W) or some sleeping worker (for a fiber any worker
  * may run). A fiber restricted to a busy T is left for T to run.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +78,21 @@ void prt__rq_init(struct prt__rq *rq)
 
 static prt__cold void wait_off_cpu(struct prt__fiber *f)
 {
-	/* acquire: pairs with the release in prt__finish_switch */
-	while (atomic_load_explicit(&f->on_cpu, memory_order_acquire))
-		prt__cpu_relax();
+	/*
+	 * A few instructions of the switch remain; but if the OS preempted
+	 * that worker (a joining thread that just woke can be the reason:
+	 * it took the CPU), spinning would burn our time slice while it
+	 * waits. So spin briefly, then yield the CPU.
+	 */
+	for (int i = 0;; i++) {
+		/* acquire: pairs with the release in prt__finish_switch */
+		if (!atomic_load_explicit(&f->on_cpu, memory_order_acquire))
+			return;
+		if (i < 128)
+			prt__cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 void prt__wait_off_cpu(struct prt__fiber *f)
@@ -581,8 +594,17 @@ void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
 		return;
 	prt__spin_lock(&w->rq.lock);
 	/* We were interrupted, not yielding: back at the head of our level. */
-	put_donor(w, false);
-	prt__rq_add(w, self, true);
+	if (proxying && new_owner == w->donor) {
+		/*
+		 * We ran only for the donor, and it now holds what it waited
+		 * for: it runs itself, ahead of us (as the kernel does).
+		 */
+		prt__rq_add(w, self, true);
+		put_donor(w, false);
+	} else {
+		put_donor(w, false);
+		prt__rq_add(w, self, true);
+	}
 	reschedule(w, self);
 }
 
