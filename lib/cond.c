@@ -58,16 +58,19 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 	return busy ? EBUSY : 0;
 }
 
-PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
+static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__cond *c = cond_of(uc);
 	struct prt__mutex *m;
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
+	uint64_t deadline = 0;
 	unsigned count;
 	int err;
 
 	if (!uc || !um)
+		return EINVAL;
+	if (abstime && !prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
@@ -83,14 +86,52 @@ PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
 	}
 	c->m = m;
 	prt__mwaiter_insert(&c->waiters, &rec);
+	rec.oncond = true;
 	prt__spin_unlock(&c->lock);
 
 	err = prt__mutex_release_all(m, &count);
 	prt__assert(err == 0); /* ownership was checked above */
-	prt__mutex_wait_granted(&rec);
-	/* We hold the mutex again (handed over by an unlock or by the signal). */
+	err = prt__mutex_wait_granted(&rec, deadline);
+	if (err) {
+		/*
+		 * Timed out (or no memory for the timer). Still on the condvar:
+		 * leave it and take the mutex back as pthreads does. Already
+		 * moved to the mutex by a signal: the signal won, wait for the
+		 * grant.
+		 */
+		bool oncond;
+
+		prt__spin_lock(&c->lock);
+		oncond = rec.oncond;
+		if (oncond) {
+			prt__list_del(&rec.node);
+			rec.oncond = false;
+		}
+		prt__spin_unlock(&c->lock);
+		if (oncond) {
+			int e = prt_mutex_lock(um);
+
+			if (e)
+				return e; /* EDEADLK: a cycle through another mutex we hold */
+		} else {
+			err = prt__mutex_wait_granted(&rec, 0);
+		}
+	}
+	/* We hold the mutex again (handed over, or taken back after a timeout). */
 	atomic_store_explicit(&m->count, count, memory_order_relaxed);
-	return 0;
+	return err;
+}
+
+PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
+{
+	return cond_wait(uc, um, NULL);
+}
+
+PRT_API int prt_cond_timedwait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
+{
+	if (!abstime)
+		return EINVAL;
+	return cond_wait(uc, um, abstime);
 }
 
 /* Take up to @n waiters off the condvar and requeue them on the mutex. */
@@ -111,6 +152,7 @@ static int wake(prt_cond_t *uc, int n)
 		}
 		r = prt__container_of(c->waiters.next, struct prt__mwaiter, node);
 		prt__list_del(&r->node);
+		r->oncond = false;
 		m = c->m;
 		/*
 		 * Requeue under the condvar lock: the waiter's record stays valid

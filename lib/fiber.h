@@ -103,6 +103,9 @@ struct prt__fiber {
 	 */
 	struct prt__list donors;
 	_Atomic(struct prt__fiber *) attached_to;
+	/* Its timer: index + 1 in timer_w's heap, 0 if none; timer_w's rq lock. */
+	unsigned timer_pos;
+	struct prt__worker *timer_w;      /* written by the fiber itself */
 	char name[PRT_NAME_MAX];
 };
 

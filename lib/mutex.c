@@ -348,7 +348,7 @@ static int spin_queued(struct prt__mutex *m, struct prt__mwaiter *rec)
 	return 0;
 }
 
-static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
+static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
 	struct prt__mwaiter rec = {
@@ -357,19 +357,29 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 		.prio = atomic_load_explicit(&self->prio, memory_order_relaxed),
 	};
 	struct handoff h = { 0 };
-	bool proxy = use_proxy(m, self), queued = false;
+	bool proxy = use_proxy(m, self), queued = false, armed = false;
 	int err = 0;
 
 	if (w->rt->nworkers > 1 && spin_acquire(m, rec.token, rec.prio))
-		return 0;
+		return 0; /* nothing armed yet */
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
 		/* acquire: pairs with the release in handoff_locked() */
 		if (queued && atomic_load_explicit(&rec.granted, memory_order_acquire))
 			break;
+		if (rec.timedout) {
+			err = ETIMEDOUT; /* the timer took us off the list */
+			break;
+		}
 		if (acquire_locked(m, &rec, queued, &h))
 			break;
+		if (deadline && prt__now_ns() >= deadline) {
+			if (queued)
+				dequeue(m, &rec);
+			err = ETIMEDOUT;
+			break;
+		}
 		if (!queued) {
 			insert(m, &rec);
 			queued = true;
@@ -391,11 +401,27 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 
 			prt__spin_unlock(&m->wait_lock);
 			s = spin_queued(m, &rec);
-			if (s == 1)
-				return 0;
+			if (s == 1) {
+				prt__spin_lock(&m->wait_lock);
+				break;
+			}
 			prt__spin_lock(&m->wait_lock);
 			if (s == 2 || atomic_load_explicit(&rec.granted, memory_order_acquire))
 				continue;
+		}
+		if (deadline && !armed) {
+			/* Lock order: rq lock -> wait_lock, so drop wait_lock to arm. */
+			prt__spin_unlock(&m->wait_lock);
+			if (prt__timer_arm(w, deadline, PRT_TM_MUTEX)) {
+				prt__spin_lock(&m->wait_lock);
+				if (!rec.timedout && !atomic_load(&rec.granted))
+					dequeue(m, &rec);
+				err = atomic_load(&rec.granted) ? 0 : ENOMEM;
+				break;
+			}
+			armed = true;
+			prt__spin_lock(&m->wait_lock);
+			continue; /* look again: it may have been handed over meanwhile */
 		}
 		if (!proxy) {
 			rec.sleeping = true;
@@ -407,48 +433,74 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w)
 		else
 			prt__schedule_blocked(w);
 		w = prt__cur_worker();
-		/* acquire: pairs with the release in handoff_locked() */
-		if (atomic_load_explicit(&rec.granted, memory_order_acquire))
-			return 0;
-		/* Run without the lock (released, chain in flux): look again. */
+		/* Granted, timed out, or run without the lock (released, chain in flux): look again. */
 		prt__spin_lock(&m->wait_lock);
 		if (!proxy)
 			rec.sleeping = false; /* woken without the lock: not asleep now */
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
+	if (armed)
+		prt__timer_cancel(self);
 	return err;
 }
 
-static int lock_thread(struct prt__mutex *m, uintptr_t tok)
+/* Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever); false on timeout. */
+static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
+{
+	/* acquire: pairs with the release in handoff_locked() */
+	while (!atomic_load_explicit(granted, memory_order_acquire)) {
+		uint64_t now;
+
+		if (!deadline) {
+			prt__futex_wait(granted, 0);
+			continue;
+		}
+		now = prt__now_ns();
+		if (now >= deadline)
+			return false;
+		prt__futex_wait_ns(granted, 0, (long)(deadline - now));
+	}
+	return true;
+}
+
+static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 {
 	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
 	struct handoff h = { 0 };
 	bool taken;
+	int err = 0;
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	taken = acquire_locked(m, &rec, false, &h);
 	if (!taken) {
-		insert(m, &rec);
-		if (closes_cycle(m, tok)) {
+		if (deadline && prt__now_ns() >= deadline)
+			err = ETIMEDOUT;
+		else
+			insert(m, &rec);
+		if (!err && closes_cycle(m, tok)) {
 			dequeue(m, &rec);
-			prt__spin_unlock(&m->wait_lock);
-			handoff_wake(NULL, &h);
-			return EDEADLK;
+			err = EDEADLK;
 		}
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
-	if (taken)
+	if (taken || err)
+		return err;
+	if (thread_wait_granted(&rec.granted, deadline))
 		return 0;
-	/* acquire: pairs with the release in handoff_locked() */
-	while (!atomic_load_explicit(&rec.granted, memory_order_acquire))
-		prt__futex_wait(&rec.granted, 0);
-	return 0;
+	prt__spin_lock(&m->wait_lock);
+	if (!atomic_load_explicit(&rec.granted, memory_order_acquire)) {
+		dequeue(m, &rec);
+		err = ETIMEDOUT;
+	}
+	prt__spin_unlock(&m->wait_lock);
+	return err;
 }
 
-static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok)
+static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok,
+				   uint64_t deadline)
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
@@ -462,7 +514,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 		atomic_store_explicit(&m->count, c + 1, memory_order_relaxed);
 		return 0;
 	}
-	return w ? lock_fiber(m, w) : lock_thread(m, tok);
+	return w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
 }
 
 PRT_API int prt_mutex_lock(prt_mutex_t *um)
@@ -480,7 +532,41 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 								 memory_order_acquire,
 								 memory_order_relaxed)))
 		return 0;
-	return lock_slow(m, w, tok);
+	return lock_slow(m, w, tok, 0);
+}
+
+bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
+{
+	struct timespec now;
+	int64_t rel;
+
+	if (!ts || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L || ts->tv_sec < 0)
+		return false;
+	clock_gettime(CLOCK_REALTIME, &now);
+	rel = ((int64_t)ts->tv_sec - now.tv_sec) * 1000000000LL + (ts->tv_nsec - now.tv_nsec);
+	/* 1: already past (0 would mean no deadline); capped at ~292 years. */
+	*deadline = rel <= 0 ? 1 : prt__now_ns() + (uint64_t)rel;
+	return true;
+}
+
+PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
+{
+	struct prt__mutex *m = prt__mutex_of(um);
+	struct prt__worker *w;
+	uintptr_t tok, zero = 0;
+	uint64_t deadline;
+
+	if (!um)
+		return EINVAL;
+	w = prt__cur_worker();
+	tok = token_of(w);
+	/* As pthreads: the deadline is not looked at if the mutex is free. */
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok, memory_order_acquire,
+						    memory_order_relaxed))
+		return 0;
+	if (!prt__abstime_to_mono(abstime, &deadline))
+		return EINVAL;
+	return lock_slow(m, w, tok, deadline);
 }
 
 static int self_prio(struct prt__worker *w)
@@ -644,28 +730,54 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 		prt__futex_wake(futex, 1);
 }
 
-/* Waiting side: sleep until @r was handed the mutex. */
-void prt__mutex_wait_granted(struct prt__mwaiter *r)
+/* Waiting side: sleep until @r was handed the mutex, or until @deadline. */
+int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
 {
 	struct prt__fiber *self = r->fiber;
+	struct prt__worker *w;
+	bool armed = false;
+	int err = 0;
 
-	if (!self) {
-		/* acquire: pairs with the release of the grant */
-		while (!atomic_load_explicit(&r->granted, memory_order_acquire))
-			prt__futex_wait(&r->granted, 0);
-		return;
-	}
+	if (!self)
+		return thread_wait_granted(&r->granted, deadline) ? 0 : ETIMEDOUT;
 	for (;;) {
 		prt__spin_lock(&self->lock);
 		if (atomic_load_explicit(&r->granted, memory_order_acquire)) {
 			prt__spin_unlock(&self->lock);
-			return;
+			break;
 		}
+		prt__spin_unlock(&self->lock);
+		w = prt__cur_worker();
+		if (deadline && !armed) {
+			if (prt__timer_arm(w, deadline, PRT_TM_PARK)) {
+				err = ENOMEM;
+				break;
+			}
+			armed = true;
+		}
+		prt__spin_lock(&self->lock);
+		if (atomic_load_explicit(&r->granted, memory_order_acquire)) {
+			prt__spin_unlock(&self->lock);
+			break;
+		}
+		/*
+		 * The timer fires after the deadline and under self->lock: past
+		 * this check it finds us parked.
+		 */
+		if (deadline && prt__now_ns() >= deadline) {
+			prt__spin_unlock(&self->lock);
+			err = ETIMEDOUT;
+			break;
+		}
+		/* Woken by whoever clears parked under self->lock: the grant or the timer. */
 		self->parked = true;
 		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		prt__spin_unlock(&self->lock);
-		prt__schedule_blocked(prt__cur_worker());
+		prt__schedule_blocked(w);
 	}
+	if (armed)
+		prt__timer_cancel(self);
+	return err;
 }
 
 /* ---- pick-path helper ---------------------------------------------------- */
@@ -706,6 +818,48 @@ struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
 		f = first->fiber;
 	prt__spin_unlock(&m->wait_lock);
 	return f;
+}
+
+bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
+{
+	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	struct prt__mwaiter *r;
+	struct prt__fiber *o;
+	bool sleeping;
+
+	(void)w;
+	if (!m)
+		return false; /* granted: it runs, and cancels nothing */
+	prt__spin_lock(&m->wait_lock);
+	r = f->mwait;
+	if (atomic_load(&f->blocked_on) != m || !r || r->parker) {
+		prt__spin_unlock(&m->wait_lock);
+		return false;
+	}
+	/* Off the list: no handoff can reach it now, so we are its only waker. */
+	r->timedout = true;
+	sleeping = r->sleeping;
+	dequeue(m, r);
+	prt__spin_unlock(&m->wait_lock);
+	if (sleeping)
+		return true;
+	/*
+	 * A donor: queued (its pick now finds blocked_on clear and runs it),
+	 * running, or attached to a sleeping owner. The last must be brought
+	 * back: same protocol as a handoff's detach (proxy.c, attach()).
+	 */
+	o = atomic_load(&f->attached_to);
+	if (!o)
+		return false;
+	prt__spin_lock(&o->lock);
+	if (atomic_load(&f->attached_to) == o) {
+		prt__list_del(&f->rq_node);
+		atomic_store(&f->attached_to, NULL);
+		prt__spin_unlock(&o->lock);
+		return true;
+	}
+	prt__spin_unlock(&o->lock);
+	return false;
 }
 
 /* ---- init, destroy, attributes -------------------------------------------- */

@@ -63,6 +63,10 @@ struct prt__mwaiter {
 	 * since it may not have parked yet when the mutex is handed to it.
 	 */
 	bool parker;
+	/* On a condvar's list (the condvar's lock), not yet moved to the mutex. */
+	bool oncond;
+	/* Its timed wait ended (PRT_TM_MUTEX timer): taken off the list. wait_lock. */
+	bool timedout;
 	/* 1 once the mutex was handed to this waiter; a thread's futex word. */
 	atomic_uint granted;
 };
@@ -93,7 +97,10 @@ static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 struct prt__mutex;
 int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
-void prt__mutex_wait_granted(struct prt__mwaiter *r);
+/* Sleep until granted (0), or until CLOCK_MONOTONIC @deadline (ETIMEDOUT; 0: none). */
+int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline);
+/* Absolute CLOCK_REALTIME @ts to a CLOCK_MONOTONIC deadline in ns; false if invalid. */
+bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline);
 uintptr_t prt__mutex_self_token(void);
 
 /*

@@ -314,18 +314,44 @@ uint64_t prt__now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void heap_set(struct prt__timer *h, unsigned i, struct prt__timer t)
+{
+	h[i] = t;
+	t.f->timer_pos = i + 1;
+}
+
 static void heap_swap(struct prt__timer *h, unsigned a, unsigned b)
 {
 	struct prt__timer t = h[a];
 
-	h[a] = h[b];
-	h[b] = t;
+	heap_set(h, a, h[b]);
+	heap_set(h, b, t);
 }
 
-static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fiber *f)
+static void sift_up(struct prt__timers *t, unsigned i)
 {
-	unsigned i;
+	for (; i && t->heap[(i - 1) / 2].deadline > t->heap[i].deadline; i = (i - 1) / 2)
+		heap_swap(t->heap, i, (i - 1) / 2);
+}
 
+static void sift_down(struct prt__timers *t, unsigned i)
+{
+	for (;;) {
+		unsigned l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < t->n && t->heap[l].deadline < t->heap[m].deadline)
+			m = l;
+		if (r < t->n && t->heap[r].deadline < t->heap[m].deadline)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(t->heap, i, m);
+		i = m;
+	}
+}
+
+static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fiber *f, int kind)
+{
 	if (t->n == t->cap) {
 		unsigned cap = t->cap ? t->cap * 2 : 64;
 		struct prt__timer *h = prt__alloc(sizeof(*h) * cap);
@@ -339,32 +365,23 @@ static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fibe
 		t->heap = h;
 		t->cap = cap;
 	}
-	i = t->n++;
-	t->heap[i] = (struct prt__timer){ deadline, f };
-	for (; i && t->heap[(i - 1) / 2].deadline > t->heap[i].deadline; i = (i - 1) / 2)
-		heap_swap(t->heap, i, (i - 1) / 2);
+	heap_set(t->heap, t->n, (struct prt__timer){ deadline, f, kind });
+	sift_up(t, t->n++);
 	return 0;
 }
 
-static struct prt__fiber *timer_pop(struct prt__timers *t)
+/* Remove entry @i (0-based). */
+static struct prt__timer timer_del(struct prt__timers *t, unsigned i)
 {
-	struct prt__fiber *f = t->heap[0].f;
-	unsigned i = 0;
+	struct prt__timer e = t->heap[i];
 
-	t->heap[0] = t->heap[--t->n];
-	for (;;) {
-		unsigned l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < t->n && t->heap[l].deadline < t->heap[m].deadline)
-			m = l;
-		if (r < t->n && t->heap[r].deadline < t->heap[m].deadline)
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(t->heap, i, m);
-		i = m;
+	e.f->timer_pos = 0;
+	if (i != --t->n) {
+		heap_set(t->heap, i, t->heap[t->n]);
+		sift_down(t, i);
+		sift_up(t, i);
 	}
-	return f;
+	return e;
 }
 
 void prt__timers_fini(struct prt__timers *t)
@@ -378,7 +395,7 @@ void prt__timers_fini(struct prt__timers *t)
  * the donors attached to it (the sleeping-owner case). rq lock held;
  * lock order rq -> f->lock.
  */
-static void wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
+void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 {
 	prt__spin_lock(&f->lock);
 	while (!prt__list_empty(&f->donors)) {
@@ -392,13 +409,53 @@ static void wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 	prt__rq_add(w, f, false);
 }
 
-/* Move every fiber whose deadline has passed to the queue. rq lock held. */
+/* Fire every timer whose deadline has passed. rq lock held. */
 void prt__run_timers(struct prt__worker *w)
 {
 	uint64_t now = prt__now_ns();
 
-	while (w->timers.n && w->timers.heap[0].deadline <= now)
-		wake_here_locked(w, timer_pop(&w->timers));
+	while (w->timers.n && w->timers.heap[0].deadline <= now) {
+		struct prt__timer e = timer_del(&w->timers, 0);
+		bool wake = true;
+
+		if (e.kind == PRT_TM_PARK) {
+			/* Exactly one waker: whoever clears parked under f->lock. */
+			prt__spin_lock(&e.f->lock);
+			wake = e.f->parked;
+			e.f->parked = false;
+			prt__spin_unlock(&e.f->lock);
+		} else if (e.kind == PRT_TM_MUTEX) {
+			wake = prt__mutex_timeout(w, e.f);
+		}
+		if (wake)
+			prt__wake_here_locked(w, e.f);
+	}
+}
+
+int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind)
+{
+	struct prt__fiber *self = w->curr;
+	int err;
+
+	prt__spin_lock(&w->rq.lock);
+	err = timer_push(&w->timers, deadline, self, kind);
+	prt__spin_unlock(&w->rq.lock);
+	if (!err)
+		self->timer_w = w;
+	return err;
+}
+
+void prt__timer_cancel(struct prt__fiber *f)
+{
+	struct prt__worker *w = f->timer_w;
+
+	if (!w)
+		return;
+	prt__spin_lock(&w->rq.lock);
+	if (f->timer_pos)
+		timer_del(&w->timers, f->timer_pos - 1);
+	prt__spin_unlock(&w->rq.lock);
+	f->timer_w = NULL;
 }
 
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
@@ -406,7 +463,8 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	struct prt__fiber *self = w->curr;
 
 	prt__spin_lock(&w->rq.lock);
-	if (timer_push(&w->timers, deadline, self)) {
+	self->timer_w = w;
+	if (timer_push(&w->timers, deadline, self, PRT_TM_SLEEP)) {
 		prt__spin_unlock(&w->rq.lock);
 		return -ENOMEM;
 	}
@@ -625,7 +683,13 @@ PRT_API int prt_yield(void)
 	if (prt__unlikely(w->timers.n))
 		prt__run_timers(w); /* sleepers due now compete at this point */
 	bm = w->rq.bitmap;
-	if (!bm || prt__rq_top(bm) < prt__served_prio(w)) {
+	/*
+	 * Nothing outranks what we serve: go on, unless we run for a donor
+	 * that no longer waits (its timedlock expired): it runs itself.
+	 */
+	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
+	    (prt__likely(w->donor == self) ||
+	     atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
 		prt__spin_unlock(&w->rq.lock);
 		return 0;
 	}

@@ -31,9 +31,17 @@ struct prt__wstats {
 };
 
 /* A sleeping fiber's deadline in a worker's timer heap. */
+/* What a timer does when it fires (prt__run_timers). */
+enum {
+	PRT_TM_SLEEP = 0, /* queue the sleeping fiber */
+	PRT_TM_PARK,      /* wake the fiber if still parked (park protocol, condvar timedwait) */
+	PRT_TM_MUTEX,     /* end the fiber's timed mutex wait (prt__mutex_timeout) */
+};
+
 struct prt__timer {
 	uint64_t deadline; /* CLOCK_MONOTONIC ns */
 	struct prt__fiber *f;
+	int kind;          /* PRT_TM_* */
 };
 
 /* Min-heap of deadlines; protected by the worker's rq lock. */
@@ -186,8 +194,22 @@ void prt__schedule_blocked(struct prt__worker *w);
  */
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
 uint64_t prt__now_ns(void);
-/* Queue every fiber whose sleep deadline has passed; rq lock held. */
+/* Fire every timer whose deadline has passed; rq lock held. */
 void prt__run_timers(struct prt__worker *w);
+/*
+ * A fiber has at most one timer. Arm one of @kind for the calling fiber
+ * on its worker (0 or -ENOMEM); cancel it if it has not fired (either
+ * from the fiber itself, on any worker).
+ */
+int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind);
+void prt__timer_cancel(struct prt__fiber *f);
+/*
+ * A PRT_TM_MUTEX timer of @f fired on @w (rq lock held): end its mutex
+ * wait if it still waits. Returns true if @f sleeps and must be queued.
+ */
+bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f);
+/* Queue sleeping @f on @w, with its attached donors. @w's rq lock held. */
+void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f);
 void prt__timers_fini(struct prt__timers *t);
 
 /* Wake every worker (shutdown). */

@@ -8,11 +8,14 @@
  * Replacing pthread_mutex_t: prt_mutex_t has fixed-size storage, a static
  * initializer (all-zero storage is a valid unlocked mutex of the default
  * type), and the calls return what pthreads returns: 0, EBUSY, EPERM,
- * EDEADLK, EINVAL (positive values, as pthreads does, not -errno).
+ * EDEADLK, ETIMEDOUT, EINVAL (positive values, as pthreads does, not
+ * -errno).
  *
  *   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;  ->  prt_mutex_t m = PRT_MUTEX_INITIALIZER;
  *   pthread_mutex_lock(&m)                          ->  prt_mutex_lock(&m)
- *   pthread_mutex_trylock / unlock / init / destroy ->  prt_mutex_trylock / unlock / init / destroy
+ *   pthread_mutex_trylock / timedlock / unlock / init / destroy
+ *                                                   ->  prt_mutex_trylock / timedlock / unlock / ...
+ *   pthread_cond_wait / timedwait / signal / ...    ->  prt_cond_wait / timedwait / signal / ...
  *   pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE) -> prt_mutexattr_settype(&a, PRT_MUTEX_RECURSIVE)
  *
  * Proxy execution: a fiber that blocks on a held mutex stays in its run
@@ -23,6 +26,9 @@
  * it to an owner that sleeps). Unlock hands the lock to the waiter the
  * worker serves, else to the highest-priority waiter, FIFO within a
  * level: no fiber takes the lock ahead of a higher-priority waiter.
+ * Between equals the lock may instead be released for the next comer
+ * (as Go's and the kernel's mutexes do, to avoid lock convoys); a waiter
+ * that has waited 1 ms is always handed it.
  *
  * Plain threads may lock the same mutex: they sleep on a futex and take
  * part in handoff (as priority PRT_PRIO_DEFAULT waiters) but cannot
@@ -112,6 +118,17 @@ PRT_API int prt_mutex_lock(prt_mutex_t *m);
 PRT_API int prt_mutex_trylock(prt_mutex_t *m);
 
 /*
+ * As prt_mutex_lock, but give up at @abstime, an absolute CLOCK_REALTIME
+ * time (as pthread_mutex_timedlock): returns ETIMEDOUT then, having
+ * left the waiter list (a fiber waiting as a donor leaves its queue or
+ * the owner it was attached to). The deadline is not looked at if the
+ * mutex is free; otherwise a bad @abstime (NULL, tv_nsec outside
+ * [0, 1e9)) is EINVAL. Also EDEADLK, EAGAIN, ENOMEM (no timer memory).
+ * Context: a fiber or a plain thread.
+ */
+PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
+
+/*
  * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
  * every type: the check is free). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
@@ -151,6 +168,14 @@ PRT_API int prt_cond_destroy(prt_cond_t *c);
  * Context: a fiber (parks only the fiber) or a plain thread.
  */
 PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
+
+/*
+ * As prt_cond_wait, but stop waiting at @abstime (absolute
+ * CLOCK_REALTIME): returns ETIMEDOUT, with @m held again (a signal that
+ * already moved the waiter to the mutex wins: 0). EINVAL for a bad
+ * @abstime. Context: a fiber or a plain thread.
+ */
+PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);
 
 /*
  * Wake one waiter (the highest-priority, longest-waiting) / all of them.

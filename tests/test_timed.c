@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prt_mutex_timedlock and prt_cond_timedwait: expiry in every state a
+ * waiter can be in (queued as a donor while the owner runs by proxy,
+ * attached to a sleeping owner, asleep with proxy execution off, a
+ * plain thread), the lock left exactly as it was, and the grant winning
+ * when it comes first.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+#include <unistd.h>
+
+#include "test_common.h"
+#include "runtime.h" /* internal: blocked_on, to check the waiter left the list */
+
+static prt_runtime_t *rt_flags(int nworkers, unsigned flags)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.flags = flags;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
+static prt_fiber_t spawn_prio(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
+		abort();
+	return f;
+}
+
+/* Absolute CLOCK_REALTIME time @ms from now. */
+static struct timespec in_ms(long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+static uint64_t total_stat(prt_runtime_t *rt, size_t off)
+{
+	uint64_t sum = 0;
+
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t st;
+
+		if (prt_worker_stats(rt, i, &st) == 0)
+			sum += *(uint64_t *)(void *)((char *)&st + off);
+	}
+	return sum;
+}
+
+static prt_mutex_t t_m;
+static atomic_int t_stop, t_owner_steps;
+
+/* ---- argument checks and the immediate cases ---- */
+
+static void test_timedlock_args(void **state)
+{
+	struct timespec bad = { 0, 1000000000L }, past = { 1, 0 };
+	prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+
+	(void)state;
+	/* Free: taken without looking at the deadline (as pthreads). */
+	assert_int_equal(prt_mutex_timedlock(&m, &bad), 0);
+	/* Held (by us, a plain thread): the deadline matters. */
+	assert_int_equal(prt_mutex_timedlock(&m, &bad), EINVAL);
+	assert_int_equal(prt_mutex_timedlock(&m, NULL), EINVAL);
+	assert_int_equal(prt_mutex_timedlock(NULL, &past), EINVAL);
+	/* Normal type: a second lock by the owner would deadlock. */
+	assert_int_equal(prt_mutex_timedlock(&m, &past), EDEADLK);
+	assert_int_equal(prt_mutex_unlock(&m), 0);
+	assert_int_equal(prt_mutex_destroy(&m), 0);
+}
+
+/* ---- a plain thread times out while a fiber holds the lock ---- */
+
+static void *hold_until_stop(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	while (!atomic_load(&t_stop))
+		prt_sleep_ns(1000000);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void test_timedlock_thread(void **state)
+{
+	prt_runtime_t *rt = rt_flags(1, 0);
+	struct timespec ts;
+	prt_fiber_t f;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	atomic_store(&t_stop, 0);
+	f = spawn_prio(rt, PRT_PRIO_DEFAULT, hold_until_stop, NULL);
+	while (prt_mutex_trylock(&t_m) == 0) /* wait until the fiber holds it */
+		prt_mutex_unlock(&t_m), sched_yield();
+	ts = in_ms(30);
+	assert_int_equal(prt_mutex_timedlock(&t_m, &ts), ETIMEDOUT);
+	/* Already past: fails at once, still not taking it. */
+	ts = in_ms(-5);
+	assert_int_equal(prt_mutex_timedlock(&t_m, &ts), ETIMEDOUT);
+	atomic_store(&t_stop, 1);
+	/* It is released: a long deadline now succeeds. */
+	ts = in_ms(10000);
+	assert_int_equal(prt_mutex_timedlock(&t_m, &ts), 0);
+	assert_int_equal(prt_mutex_unlock(&t_m), 0);
+	assert_null(({ void *r; prt_join(f, &r); r; }));
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a fiber expires while queued as a donor (owner run by proxy) ---- */
+
+static void *busy_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	/* CPU work with scheduling points, never releasing, until told. */
+	while (!atomic_load(&t_stop)) {
+		atomic_fetch_add(&t_owner_steps, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void *timed_waiter(void *arg)
+{
+	struct timespec ts = in_ms((long)(intptr_t)arg);
+	uint64_t t0 = prt_now_ns();
+
+	FIBER_CHECK(prt_mutex_timedlock(&t_m, &ts) == ETIMEDOUT);
+	/* Not before the deadline (it is measured on the same clock pair). */
+	FIBER_CHECK(prt_now_ns() - t0 >= (uint64_t)(intptr_t)arg * 1000000u - 2000000u);
+	FIBER_CHECK(atomic_load(&prt_self().p->blocked_on) == NULL);
+	return NULL;
+}
+
+static void *donor_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	size_t off = offsetof(prt_worker_stats_t, proxy_picks);
+	uint64_t picks0 = total_stat(rt, off);
+	prt_fiber_t o, h;
+	void *r;
+
+	(void)arg;
+	o = spawn_prio(rt, 2, busy_owner, NULL);
+	while (prt_mutex_trylock(&t_m) == 0)
+		prt_mutex_unlock(&t_m), prt_sleep_ns(100000);
+	/* H outranks O: while H waits, the worker runs O in H's place. */
+	h = spawn_prio(rt, 20, timed_waiter, (void *)(intptr_t)40);
+	FIBER_CHECK(prt_join(h, &r) == 0 && r == NULL);
+	FIBER_CHECK(total_stat(rt, off) > picks0); /* it really was a donor */
+	/* The owner still holds the lock, and nobody waits for it. */
+	FIBER_CHECK(prt_mutex_trylock(&t_m) == EBUSY);
+	atomic_store(&t_stop, 1);
+	FIBER_CHECK(prt_join(o, &r) == 0 && r == NULL);
+	FIBER_CHECK(prt_mutex_trylock(&t_m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void run_main(int nworkers, unsigned flags, void *(*fn)(void *))
+{
+	prt_runtime_t *rt = rt_flags(nworkers, flags);
+
+	prt_mutex_init(&t_m, NULL);
+	atomic_store(&t_stop, 0);
+	atomic_store(&t_owner_steps, 0);
+	assert_null(test_run_in(rt, PRT_PRIO_MAX, fn, NULL));
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_timedlock_donor(void **state)
+{
+	(void)state;
+	run_main(1, 0, donor_main);
+}
+
+static void test_timedlock_donor_2workers(void **state)
+{
+	(void)state;
+	run_main(2, 0, donor_main);
+}
+
+/* ---- expiring while attached to a sleeping owner, and while asleep (proxy off) ---- */
+
+static void *sleepy_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	while (!atomic_load(&t_stop))
+		prt_sleep_ns(2000000); /* sleeps holding the lock */
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void *sleepy_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	size_t off = offsetof(prt_worker_stats_t, attachments);
+	uint64_t att0 = total_stat(rt, off);
+	bool proxy = arg == NULL;
+	prt_fiber_t o, h[4];
+	void *r;
+
+	o = spawn_prio(rt, 2, sleepy_owner, NULL);
+	while (prt_mutex_trylock(&t_m) == 0)
+		prt_mutex_unlock(&t_m), prt_sleep_ns(100000);
+	for (int i = 0; i < 4; i++)
+		h[i] = spawn_prio(rt, 10 + i, timed_waiter, (void *)(intptr_t)(20 + 10 * i));
+	for (int i = 0; i < 4; i++)
+		FIBER_CHECK(prt_join(h[i], &r) == 0 && r == NULL);
+	if (proxy)
+		FIBER_CHECK(total_stat(rt, off) > att0);
+	FIBER_CHECK(prt_mutex_trylock(&t_m) == EBUSY);
+	atomic_store(&t_stop, 1);
+	FIBER_CHECK(prt_join(o, &r) == 0 && r == NULL);
+	FIBER_CHECK(prt_mutex_trylock(&t_m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void test_timedlock_attached(void **state)
+{
+	(void)state;
+	run_main(1, 0, sleepy_main);
+	run_main(2, 0, sleepy_main);
+}
+
+static void *sleepy_main_noproxy(void *arg)
+{
+	(void)arg;
+	return sleepy_main((void *)1);
+}
+
+static void test_timedlock_noproxy(void **state)
+{
+	(void)state;
+	run_main(2, PRT_RT_NO_PROXY, sleepy_main_noproxy);
+}
+
+/* ---- the grant before the deadline wins; many timed lockers, exact counter ---- */
+
+#define TL_FIBERS 16
+#define TL_ROUNDS 300
+static long tl_counter;
+static atomic_long tl_timeouts;
+
+static void *timed_churn(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+
+	for (int i = 0; i < TL_ROUNDS; i++) {
+		struct timespec ts = in_ms(rand_r(&seed) % 3);
+		int e = prt_mutex_timedlock(&t_m, &ts);
+
+		FIBER_CHECK(e == 0 || e == ETIMEDOUT);
+		if (e) {
+			atomic_fetch_add(&tl_timeouts, 1);
+			continue;
+		}
+		tl_counter++;
+		if (rand_r(&seed) % 2)
+			prt_sleep_ns(rand_r(&seed) % 200000);
+		else
+			prt_yield();
+		FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	}
+	return NULL;
+}
+
+static void test_timedlock_churn(void **state)
+{
+	prt_runtime_t *rt = rt_flags(2, 0);
+	prt_fiber_t f[TL_FIBERS];
+	void *r;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	tl_counter = 0;
+	atomic_store(&tl_timeouts, 0);
+	for (int i = 0; i < TL_FIBERS; i++)
+		f[i] = spawn_prio(rt, i % 3 * 8, timed_churn, (void *)(intptr_t)(i + 1));
+	for (int i = 0; i < TL_FIBERS; i++) {
+		assert_int_equal(prt_join(f[i], &r), 0);
+		assert_null(r);
+	}
+	assert_int_equal(tl_counter + atomic_load(&tl_timeouts), (long)TL_FIBERS * TL_ROUNDS);
+	assert_true(atomic_load(&tl_timeouts) > 0); /* the deadlines did bite */
+	assert_true(tl_counter > 0);
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- condvar timedwait ---- */
+
+static prt_cond_t t_c;
+static atomic_int t_flag;
+
+static void *cond_timeout_fiber(void *arg)
+{
+	struct timespec ts = in_ms(30);
+	uint64_t t0 = prt_now_ns();
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	FIBER_CHECK(prt_cond_timedwait(&t_c, &t_m, &ts) == ETIMEDOUT);
+	FIBER_CHECK(prt_now_ns() - t0 >= 28000000u);
+	/* We hold the mutex again, as pthreads promises. */
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void *cond_signalled_fiber(void *arg)
+{
+	struct timespec ts = in_ms(10000);
+	int e = 0;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	while (!atomic_load(&t_flag) && e == 0)
+		e = prt_cond_timedwait(&t_c, &t_m, &ts);
+	FIBER_CHECK(e == 0);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void test_cond_timedwait(void **state)
+{
+	prt_runtime_t *rt = rt_flags(2, 0);
+	struct timespec ts, bad = { 0, -1 };
+	prt_fiber_t f;
+	void *r;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	prt_cond_init(&t_c);
+	atomic_store(&t_flag, 0);
+	/* A fiber and a plain thread time out; nothing is left queued. */
+	f = spawn_prio(rt, PRT_PRIO_DEFAULT, cond_timeout_fiber, NULL);
+	assert_int_equal(prt_mutex_lock(&t_m), 0);
+	assert_int_equal(prt_cond_timedwait(&t_c, &t_m, &bad), EINVAL);
+	ts = in_ms(20);
+	assert_int_equal(prt_cond_timedwait(&t_c, &t_m, &ts), ETIMEDOUT);
+	assert_int_equal(prt_mutex_unlock(&t_m), 0);
+	assert_int_equal(prt_join(f, &r), 0);
+	assert_null(r);
+	assert_int_equal(prt_cond_destroy(&t_c), 0); /* no waiter left behind */
+	/* A signal before the deadline wins. */
+	f = spawn_prio(rt, PRT_PRIO_DEFAULT, cond_signalled_fiber, NULL);
+	prt_sleep_ns(0);
+	usleep(5000);
+	assert_int_equal(prt_mutex_lock(&t_m), 0);
+	atomic_store(&t_flag, 1);
+	assert_int_equal(prt_cond_signal(&t_c), 0);
+	assert_int_equal(prt_mutex_unlock(&t_m), 0);
+	assert_int_equal(prt_join(f, &r), 0);
+	assert_null(r);
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timedlock_args),
+		cmocka_unit_test(test_timedlock_thread),
+		cmocka_unit_test(test_timedlock_donor),
+		cmocka_unit_test(test_timedlock_donor_2workers),
+		cmocka_unit_test(test_timedlock_attached),
+		cmocka_unit_test(test_timedlock_noproxy),
+		cmocka_unit_test(test_timedlock_churn),
+		cmocka_unit_test(test_cond_timedwait),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
