@@ -15,7 +15,11 @@
  *                                          W4: two lines, variant=proxy and variant=noproxy;
  *                                          busy work yields every $PRT_YIELD_EVERY_US (50)
  *
- * xcore and http are not implemented yet (exit 2).
+ *   proxyrt_bench xcore pinned N           W5: fibers on workers pinned to CPUs 0 and 1 pass a
+ *                                          turn back and forth through a prt_mutex_t and
+ *                                          prt_cond_t; N timed round trips after N/10 untimed
+ *
+ * http is not implemented yet (exit 2).
  * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
  */
 
@@ -43,7 +47,8 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench spawn WORKERS N BATCH\n"
 			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n"
 			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
-			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n");
+			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
+			"       proxyrt_bench xcore pinned N\n");
 	exit(2);
 }
 
@@ -482,11 +487,93 @@ static int bench_inversion(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ W5 xcore */
+
+struct xcore {
+	prt_mutex_t m;
+	prt_cond_t c;
+	int turn;          /* whose move: 0 or 1; m */
+	long n;            /* round trips of the current pass */
+	uint64_t t0, t1;   /* timed part, set by side 0 */
+	struct timespec cpu0, cpu1;
+};
+
+static void xcore_pass(struct xcore *x, int me, long n)
+{
+	for (long i = 0; i < n; i++) {
+		prt_mutex_lock(&x->m);
+		while (x->turn != me)
+			prt_cond_wait(&x->c, &x->m);
+		x->turn = !me;
+		prt_cond_signal(&x->c);
+		prt_mutex_unlock(&x->m);
+	}
+}
+
+struct xcore_arg {
+	struct xcore *x;
+	int me;
+};
+
+static void *xcore_fiber(void *arg)
+{
+	struct xcore_arg *a = arg;
+	struct xcore *x = a->x;
+
+	xcore_pass(x, a->me, x->n / 10 > 0 ? x->n / 10 : 1); /* warm-up */
+	if (a->me == 0) {
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &x->cpu0);
+		x->t0 = now_ns();
+	}
+	xcore_pass(x, a->me, x->n);
+	if (a->me == 0) {
+		x->t1 = now_ns();
+		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &x->cpu1);
+	}
+	return NULL;
+}
+
+static int bench_xcore(int argc, char **argv)
+{
+	struct xcore x = { .m = PRT_MUTEX_INITIALIZER, .c = PRT_COND_INITIALIZER };
+	struct xcore_arg a[2] = { { &x, 0 }, { &x, 1 } };
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_t f[2];
+	double el, cpu;
+
+	if (argc != 4 || strcmp(argv[2], "pinned"))
+		usage();
+	x.n = arg_long(argv[3], 1);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.cpus = "0,1"; /* worker 0 on CPU 0, worker 1 on CPU 1, pinned */
+	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	for (int i = 0; i < 2; i++) {
+		prt_fiber_attr_t attr;
+
+		prt_fiber_attr_init(&attr);
+		attr.has_affinity = 1; /* kept on its worker: never stolen */
+		prt_workerset_zero(&attr.affinity);
+		prt_workerset_add(&attr.affinity, i);
+		check(prt_spawn(rt, &f[i], &attr, xcore_fiber, &a[i]), "prt_spawn");
+	}
+	for (int i = 0; i < 2; i++)
+		check(prt_join(f[i], NULL), "prt_join");
+	el = (double)(x.t1 - x.t0);
+	cpu = (double)(x.cpu1.tv_sec - x.cpu0.tv_sec) * 1e9 + (double)(x.cpu1.tv_nsec - x.cpu0.tv_nsec);
+	printf("peer=proxyrt workload=xcore_wake variant=pinned ns_per_op=%.2f ops=%ld "
+	       "proc_cpu_util=%.2f workers=2 cpus=%d\n",
+	       el / (double)x.n, x.n, cpu / el, allowed_cpus());
+	prt_runtime_destroy(rt);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
-	static const char *const later[] = { "xcore", "http" };
+	static const char *const later[] = { "http" };
 
 	if (argc < 2)
 		usage();
@@ -506,6 +593,8 @@ int main(int argc, char **argv)
 		return bench_mutex(argc, argv);
 	if (!strcmp(argv[1], "inversion"))
 		return bench_inversion(argc, argv);
+	if (!strcmp(argv[1], "xcore"))
+		return bench_xcore(argc, argv);
 	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
 		if (!strcmp(argv[1], later[i])) {
 			fprintf(stderr, "proxyrt_bench: %s: not implemented yet\n", argv[1]);
