@@ -9,6 +9,7 @@
  * their blocked_on then load the other's, so at least one sees the cycle
  * and returns EDEADLK (DESIGN.md, "Deadlock detection").
  */
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
 
@@ -860,6 +861,39 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	}
 	prt__spin_unlock(&o->lock);
 	return false;
+}
+
+/* ---- introspection ----------------------------------------------------------- */
+
+PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
+{
+	struct prt__fiber *f = h.p;
+	int n = 0;
+
+	if (max < 0 || (max > 0 && !out))
+		return -EINVAL;
+	/* Descriptors are type-stable: reading a stale one is safe, the id tells. */
+	if (!f || !h.id || atomic_load(&f->id) != h.id)
+		return -ESRCH;
+	while (n < max) {
+		struct prt__mutex *m = atomic_load(&f->blocked_on);
+		uintptr_t o;
+		struct prt__fiber *of;
+
+		if (!m)
+			break;
+		o = atomic_load(&m->owner);
+		of = prt__owner_fiber(o);
+		out[n].mutex = (prt_mutex_t *)(void *)m;
+		out[n].owner_is_thread = !!(o & PRT_MTX_THREAD);
+		out[n].owner.p = (o & ~PRT_MTX_FLAGS) ? of : NULL;
+		out[n].owner.id = out[n].owner.p ? atomic_load(&of->id) : 0;
+		n++;
+		if (!out[n - 1].owner.p || of == h.p)
+			break;
+		f = of;
+	}
+	return n;
 }
 
 /* ---- init, destroy, attributes -------------------------------------------- */

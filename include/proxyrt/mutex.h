@@ -43,6 +43,7 @@
 #include <time.h>
 
 #include <proxyrt/common.h>
+#include <proxyrt/fiber.h>
 
 PRT_EXTERN_C_BEGIN
 
@@ -184,6 +185,30 @@ PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct times
  */
 PRT_API int prt_cond_signal(prt_cond_t *c);
 PRT_API int prt_cond_broadcast(prt_cond_t *c);
+
+/*
+ * Introspection: what a fiber waits for. Link k says: the fiber (for
+ * k == 0, @f; else link k-1's owner) waits on @mutex, held by @owner
+ * (a fiber), or by a plain thread (@owner_is_thread), or by nobody at
+ * the moment of reading (released; owner.p == NULL). The walk stops at
+ * an owner that waits on no mutex, after @max links, or where it comes
+ * back to @f (a cycle: the last owner is @f).
+ */
+typedef struct prt_wait_link {
+	prt_mutex_t *mutex;
+	prt_fiber_t owner;
+	int owner_is_thread;
+} prt_wait_link_t;
+
+/*
+ * Fill @out with up to @max links of @f's wait chain (see above).
+ * Returns the number of links (0: @f waits on no mutex), -EINVAL (NULL
+ * @out with @max > 0, negative @max), -ESRCH (stale handle). A snapshot
+ * taken without stopping anything: links may be out of date as soon as
+ * it returns; it is meant for dumps and watchdogs.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_fiber_wait_chain(prt_fiber_t f, prt_wait_link_t *out, int max);
 
 PRT_EXTERN_C_END
 

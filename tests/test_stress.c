@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Mutex stress: many fibers (mixed priorities, two workers) and two
+ * plain threads take random sets of mutexes in random orders with
+ * timedlock, backing off on ETIMEDOUT and EDEADLK, for a bounded time.
+ * Each mutex guards a counter and an owner slot: the slot proves mutual
+ * exclusion, the counters must equal the successful rounds. A watchdog
+ * thread fails the test if nothing progresses for a while, printing
+ * every fiber's wait chain (prt_fiber_wait_chain).
+ * Also checks prt_fiber_wait_chain itself on a known chain.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_common.h"
+
+#define S_MUTEXES 12
+#define S_FIBERS 48
+#define S_THREADS 2
+#define S_RUN_NS 2000000000ull   /* 2 s */
+#define S_STALL_NS 10000000000ull /* no progress for 10 s: hung */
+
+static prt_mutex_t s_m[S_MUTEXES];
+static long s_count[S_MUTEXES];
+static atomic_long s_expect[S_MUTEXES];
+static _Atomic(void *) s_holder[S_MUTEXES];
+static atomic_long s_progress, s_rounds, s_timeouts, s_deadlocks, s_violations;
+static atomic_int s_stop;
+static prt_fiber_t s_fibers[S_FIBERS];
+static prt_runtime_t *s_rt;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec rt_in_ns(long ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ns;
+	while (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+/* One round: lock 1-3 distinct mutexes in random order; 1 if all were taken. */
+static int round_once(unsigned *seed, void *me, bool fiber)
+{
+	int pick[3], n = 1 + rand_r(seed) % 3, held = 0, ok = 1;
+
+	for (int i = 0; i < n; i++) {
+		int again;
+
+		do {
+			pick[i] = rand_r(seed) % S_MUTEXES;
+			again = 0;
+			for (int k = 0; k < i; k++)
+				again |= pick[k] == pick[i];
+		} while (again);
+	}
+	for (; held < n; held++) {
+		struct timespec ts = rt_in_ns(rand_r(seed) % 2000000);
+		int e = prt_mutex_timedlock(&s_m[pick[held]], &ts);
+
+		if (e == ETIMEDOUT) {
+			atomic_fetch_add(&s_timeouts, 1);
+		} else if (e == EDEADLK) {
+			atomic_fetch_add(&s_deadlocks, 1);
+		} else if (e != 0) {
+			atomic_fetch_add(&s_violations, 1);
+		}
+		if (e) {
+			ok = 0;
+			break;
+		}
+		if (atomic_exchange(&s_holder[pick[held]], me) != NULL)
+			atomic_fetch_add(&s_violations, 1);
+	}
+	if (ok) {
+		for (int i = 0; i < n; i++) {
+			s_count[pick[i]]++;
+			atomic_fetch_add(&s_expect[pick[i]], 1);
+		}
+		if (fiber && rand_r(seed) % 4 == 0)
+			prt_yield();
+	}
+	/* Release in a random rotation of the taking order. */
+	for (int i = 0, r = held ? rand_r(seed) % held : 0; i < held; i++) {
+		int k = pick[(i + r) % held];
+
+		if (atomic_exchange(&s_holder[k], NULL) != me)
+			atomic_fetch_add(&s_violations, 1);
+		if (prt_mutex_unlock(&s_m[k]) != 0)
+			atomic_fetch_add(&s_violations, 1);
+	}
+	if (!ok) { /* back off */
+		if (fiber)
+			prt_sleep_ns(rand_r(seed) % 50000);
+		else
+			usleep(rand_r(seed) % 50);
+	}
+	return ok;
+}
+
+static void *stress_fiber(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+	void *me = &seed;
+
+	while (!atomic_load(&s_stop)) {
+		atomic_fetch_add(&s_rounds, round_once(&seed, me, true));
+		atomic_fetch_add(&s_progress, 1);
+	}
+	return NULL;
+}
+
+static void *stress_thread(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+	void *me = &seed;
+
+	while (!atomic_load(&s_stop)) {
+		atomic_fetch_add(&s_rounds, round_once(&seed, me, false));
+		atomic_fetch_add(&s_progress, 1);
+	}
+	return NULL;
+}
+
+static void dump_chains(void)
+{
+	fprintf(stderr, "watchdog: no progress for %llu s; wait chains:\n",
+		(unsigned long long)(S_STALL_NS / 1000000000u));
+	for (int i = 0; i < S_FIBERS; i++) {
+		prt_wait_link_t l[16];
+		int n = prt_fiber_wait_chain(s_fibers[i], l, 16);
+
+		if (n <= 0)
+			continue;
+		fprintf(stderr, "  fiber %llu", (unsigned long long)prt_fiber_id(s_fibers[i]));
+		for (int k = 0; k < n; k++) {
+			int mi = (int)(l[k].mutex - s_m);
+
+			fprintf(stderr, " -> m%d -> ", mi);
+			if (l[k].owner_is_thread)
+				fprintf(stderr, "thread");
+			else if (l[k].owner.p)
+				fprintf(stderr, "fiber %llu", (unsigned long long)prt_fiber_id(l[k].owner));
+			else
+				fprintf(stderr, "(released)");
+		}
+		fprintf(stderr, "\n");
+	}
+}
+
+static void *watchdog(void *arg)
+{
+	long last = -1;
+	uint64_t since = mono_ns();
+
+	(void)arg;
+	while (!atomic_load(&s_stop)) {
+		long p = atomic_load(&s_progress);
+
+		if (p != last) {
+			last = p;
+			since = mono_ns();
+		} else if (mono_ns() - since > S_STALL_NS) {
+			dump_chains();
+			fprintf(stderr, "watchdog: test_stress hung\n");
+			_exit(1);
+		}
+		usleep(50000);
+	}
+	return NULL;
+}
+
+static void test_stress_timedlock(void **state)
+{
+	prt_runtime_config_t cfg;
+	pthread_t th[S_THREADS], wd;
+	uint64_t t0;
+	long total = 0;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	assert_int_equal(prt_runtime_create(&s_rt, &cfg), 0);
+	for (int i = 0; i < S_MUTEXES; i++) {
+		prt_mutexattr_t a;
+
+		prt_mutexattr_init(&a);
+		/* A few mutexes without proxy execution: both kinds mixed in one chain. */
+		prt_mutexattr_setproxy(&a, i % 4 == 3 ? PRT_MUTEX_PROXY_OFF : PRT_MUTEX_PROXY_DEFAULT);
+		assert_int_equal(prt_mutex_init(&s_m[i], &a), 0);
+	}
+	assert_int_equal(pthread_create(&wd, NULL, watchdog, NULL), 0);
+	for (int i = 0; i < S_FIBERS; i++) {
+		prt_fiber_attr_t a;
+
+		prt_fiber_attr_init(&a);
+		a.priority = (i % 4) * 6;
+		assert_int_equal(prt_spawn(s_rt, &s_fibers[i], &a, stress_fiber,
+					   (void *)(intptr_t)(i + 1)), 0);
+	}
+	for (int i = 0; i < S_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, stress_thread,
+						(void *)(intptr_t)(1000 + i)), 0);
+	t0 = mono_ns();
+	while (mono_ns() - t0 < S_RUN_NS)
+		usleep(10000);
+	atomic_store(&s_stop, 1);
+	for (int i = 0; i < S_FIBERS; i++) {
+		void *r;
+
+		assert_int_equal(prt_join(s_fibers[i], &r), 0);
+		assert_null(r);
+	}
+	for (int i = 0; i < S_THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	assert_int_equal(pthread_join(wd, NULL), 0);
+	fprintf(stderr, "stress: rounds=%ld timeouts=%ld deadlocks=%ld\n", atomic_load(&s_rounds),
+		atomic_load(&s_timeouts), atomic_load(&s_deadlocks));
+	assert_int_equal(atomic_load(&s_violations), 0);
+	for (int i = 0; i < S_MUTEXES; i++) {
+		assert_int_equal(s_count[i], atomic_load(&s_expect[i]));
+		total += s_count[i];
+		assert_int_equal(prt_mutex_destroy(&s_m[i]), 0);
+	}
+	assert_true(atomic_load(&s_rounds) > 0 && total >= atomic_load(&s_rounds));
+	assert_true(atomic_load(&s_timeouts) + atomic_load(&s_deadlocks) > 0); /* back-off exercised */
+	assert_int_equal(prt_runtime_destroy(s_rt), 0);
+}
+
+/* ---- prt_fiber_wait_chain on a known chain ---- */
+
+static prt_mutex_t c_m[3];
+static atomic_int c_held;
+
+static void *chain_holder(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+
+	if (prt_mutex_lock(&c_m[i]) != 0)
+		return (void *)1;
+	atomic_fetch_add(&c_held, 1);
+	while (atomic_load(&c_held) < 3)
+		prt_yield();
+	if (i < 2) { /* f0 waits on m1 (f1), f1 waits on m2 (f2) */
+		if (prt_mutex_lock(&c_m[i + 1]) != 0)
+			return (void *)2;
+		prt_mutex_unlock(&c_m[i + 1]);
+	} else {
+		while (atomic_load(&c_held) < 4)
+			prt_sleep_ns(100000);
+	}
+	prt_mutex_unlock(&c_m[i]);
+	return NULL;
+}
+
+static void test_wait_chain(void **state)
+{
+	prt_runtime_t *rt = NULL;
+	prt_runtime_config_t cfg;
+	prt_fiber_t f[3];
+	prt_wait_link_t l[8];
+	int n;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	for (int i = 0; i < 3; i++) {
+		prt_mutex_init(&c_m[i], NULL);
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, chain_holder, (void *)(intptr_t)i), 0);
+	}
+	/* Wait until f0's chain is complete: m1 -> f1 -> m2 -> f2. */
+	do {
+		usleep(1000);
+		n = prt_fiber_wait_chain(f[0], l, 8);
+	} while (n < 2);
+	assert_int_equal(n, 2);
+	assert_ptr_equal(l[0].mutex, &c_m[1]);
+	assert_true(prt_fiber_equal(l[0].owner, f[1]));
+	assert_ptr_equal(l[1].mutex, &c_m[2]);
+	assert_true(prt_fiber_equal(l[1].owner, f[2]));
+	assert_false(l[1].owner_is_thread);
+	assert_int_equal(prt_fiber_wait_chain(f[0], l, 1), 1); /* capped */
+	assert_int_equal(prt_fiber_wait_chain(f[2], l, 8), 0); /* runs, waits on nothing */
+	assert_int_equal(prt_fiber_wait_chain(f[0], NULL, 1), -EINVAL);
+	assert_int_equal(prt_fiber_wait_chain(f[0], l, -1), -EINVAL);
+	atomic_store(&c_held, 4);
+	for (int i = 0; i < 3; i++) {
+		void *r;
+
+		assert_int_equal(prt_join(f[i], &r), 0);
+		assert_null(r);
+	}
+	assert_int_equal(prt_fiber_wait_chain(f[0], l, 8), -ESRCH); /* joined: stale */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_wait_chain),
+		cmocka_unit_test(test_stress_timedlock),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
