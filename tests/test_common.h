@@ -16,15 +16,40 @@
 
 #include <proxyrt/proxyrt.h>
 
-static inline prt_runtime_t *test_rt(int nworkers)
+static inline prt_runtime_t *test_rt_flags(int nworkers, unsigned flags)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
 
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = nworkers;
+	cfg.flags = flags;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	return rt;
+}
+
+static inline prt_runtime_t *test_rt(int nworkers)
+{
+	return test_rt_flags(nworkers, 0);
+}
+
+/* Spawn @fn(@arg) with priority @prio, kept on @worker (-1: anywhere); aborts on failure. */
+static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
+				     void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	if (worker >= 0) {
+		a.has_affinity = 1;
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, worker);
+	}
+	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
+		abort();
+	return f;
 }
 
 /* Run @fn(@arg) as a fiber of @rt with priority @prio and wait for it. */

@@ -8,18 +8,6 @@
 #include "test_common.h"
 #include "runtime.h" /* internal: blocked_on */
 
-static prt_fiber_t spawn_p(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
-{
-	prt_fiber_attr_t a;
-	prt_fiber_t f;
-
-	prt_fiber_attr_init(&a);
-	a.priority = prio;
-	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
-		abort();
-	return f;
-}
-
 /* ---- bounded queue: producers and consumers across workers ---- */
 
 #define QN 8
@@ -69,14 +57,14 @@ static void queue_run(bool threads)
 	q_head = q_len = 0;
 	q_sum = 0;
 	/* 2 producers, 2 consumers; with @threads one of each is a plain thread. */
-	f[0] = spawn_p(rt, PRT_PRIO_DEFAULT, producer, NULL);
-	f[1] = spawn_p(rt, PRT_PRIO_DEFAULT, consumer, NULL);
+	f[0] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, producer, NULL);
+	f[1] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, consumer, NULL);
 	if (threads) {
 		assert_int_equal(pthread_create(&t[0], NULL, producer, NULL), 0);
 		assert_int_equal(pthread_create(&t[1], NULL, consumer, NULL), 0);
 	} else {
-		f[2] = spawn_p(rt, PRT_PRIO_DEFAULT, producer, NULL);
-		f[3] = spawn_p(rt, PRT_PRIO_DEFAULT, consumer, NULL);
+		f[2] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, producer, NULL);
+		f[3] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, consumer, NULL);
 	}
 	for (int i = 0; i < (threads ? 2 : 4); i++) {
 		assert_int_equal(prt_join(f[i], &res), 0);
@@ -131,7 +119,7 @@ static void *b_main(void *arg)
 	(void)arg;
 	b_go = b_n = b_waiting = 0;
 	for (int i = 0; i < 5; i++) {
-		f[i] = spawn_p(rt, prio[i], b_waiter, (void *)(intptr_t)i);
+		f[i] = test_spawn(rt, prio[i], -1, b_waiter, (void *)(intptr_t)i);
 		while (__atomic_load_n(&b_waiting, __ATOMIC_SEQ_CST) <= i)
 			prt_sleep_ns(100000);
 	}
@@ -191,7 +179,7 @@ static void test_pingpong_fiber_thread(void **state)
 
 	(void)state;
 	pp_turn = 0;
-	f = spawn_p(rt, PRT_PRIO_DEFAULT, pp_side, (void *)0);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, pp_side, (void *)0);
 	assert_int_equal(pthread_create(&t, NULL, pp_side, (void *)1), 0);
 	assert_int_equal(prt_join(f, &res), 0);
 	assert_null(res);
@@ -232,7 +220,7 @@ static void test_errors(void **state)
 	assert_int_equal(prt_cond_init(NULL), EINVAL);
 	assert_int_equal(prt_cond_signal(&e_c), 0); /* nobody waits: nothing happens */
 	e_stage = 0;
-	f = spawn_p(rt, PRT_PRIO_DEFAULT, e_waiter, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, e_waiter, NULL);
 	while (!__atomic_load_n(&e_stage, __ATOMIC_SEQ_CST) || !atomic_load(&f.p->state) ||
 	       atomic_load(&f.p->state) != 3 /* PRT_FS_BLOCKED */)
 		sched_yield();
@@ -300,10 +288,10 @@ static void test_owner_sleeps_on_condvar(void **state)
 	(void)state;
 	so_go = so_sleeping = 0;
 	atomic_store(&so_h_done, 0);
-	o = spawn_p(rt, 4, so_owner, NULL);
+	o = test_spawn(rt, 4, -1, so_owner, NULL);
 	while (!__atomic_load_n(&so_sleeping, __ATOMIC_SEQ_CST) || atomic_load(&o.p->state) != 3)
 		sched_yield();
-	h = spawn_p(rt, 25, so_high, NULL);
+	h = test_spawn(rt, 25, -1, so_high, NULL);
 	while (att == 0) {
 		att = 0;
 		for (int i = 0; i < 2; i++) {

@@ -31,34 +31,6 @@ static prt_mutex_t low_m[MAXW], mid_m[MAXW];
 static atomic_long ball;
 static atomic_int game_over, low_held;
 
-static prt_runtime_t *rt_flags(int nworkers, unsigned flags)
-{
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	cfg.flags = flags;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	return rt;
-}
-
-static prt_fiber_t spawn_on(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
-			    void *arg)
-{
-	prt_fiber_attr_t a;
-	prt_fiber_t f;
-
-	prt_fiber_attr_init(&a);
-	a.priority = prio;
-	a.has_affinity = 1;
-	prt_workerset_zero(&a.affinity);
-	prt_workerset_add(&a.affinity, worker);
-	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
-		abort();
-	return f;
-}
-
 static void wait_blocked(prt_fiber_t f)
 {
 	while (!atomic_load(&f.p->blocked_on))
@@ -138,19 +110,19 @@ static void *referee(void *arg)
 	for (int i = 0; i < g->nworkers; i++) {
 		prt_mutex_init(&low_m[i], NULL);
 		prt_mutex_init(&mid_m[i], NULL);
-		f[i][0] = spawn_on(rt, P_LOW, i, defense_low, (void *)(intptr_t)i);
+		f[i][0] = test_spawn(rt, P_LOW, i, defense_low, (void *)(intptr_t)i);
 	}
 	while (atomic_load(&low_held) < g->nworkers)
 		prt_sleep_ns(100000);
 	for (int i = 0; i < g->nworkers; i++) {
-		f[i][1] = spawn_on(rt, P_MID, i, defense_mid, (void *)(intptr_t)i);
+		f[i][1] = test_spawn(rt, P_MID, i, defense_mid, (void *)(intptr_t)i);
 		wait_blocked(f[i][1]); /* holds mid[i], waits on low[i] */
-		f[i][2] = spawn_on(rt, P_DEFENSE, i, defense, (void *)(intptr_t)i);
+		f[i][2] = test_spawn(rt, P_DEFENSE, i, defense, (void *)(intptr_t)i);
 		wait_blocked(f[i][2]); /* waits on mid[i] */
 	}
 	for (int i = 0; i < g->nworkers; i++) {
-		f[i][3] = spawn_on(rt, P_OFFENSE, i, offense, NULL);
-		f[i][4] = spawn_on(rt, P_FANS, i, fan, NULL);
+		f[i][3] = test_spawn(rt, P_OFFENSE, i, offense, NULL);
+		f[i][4] = test_spawn(rt, P_FANS, i, fan, NULL);
 	}
 	/* Kick-off. */
 	atomic_store(&ball, 0);
@@ -170,7 +142,7 @@ static void *referee(void *arg)
 
 static void play(int nworkers, bool proxy)
 {
-	prt_runtime_t *rt = rt_flags(nworkers, proxy ? 0 : PRT_RT_NO_PROXY);
+	prt_runtime_t *rt = test_rt_flags(nworkers, proxy ? 0 : PRT_RT_NO_PROXY);
 	struct game g = { .proxy = proxy };
 	prt_fiber_attr_t a;
 	prt_fiber_t ref;
@@ -257,11 +229,11 @@ static void *aff_main(void *arg)
 	(void)arg;
 	prt_mutex_init(&aff_m, NULL);
 	/* Owner may run on worker 1 only; the waiter on worker 0 only. */
-	o = spawn_on(rt, 2, 1, aff_owner, NULL);
+	o = test_spawn(rt, 2, 1, aff_owner, NULL);
 	while (!atomic_load(&aff_go))
 		prt_sleep_ns(100000);
-	m = spawn_on(rt, 10, 1, aff_medium, NULL);
-	h = spawn_on(rt, 20, 0, aff_high, NULL);
+	m = test_spawn(rt, 10, 1, aff_medium, NULL);
+	h = test_spawn(rt, 20, 0, aff_high, NULL);
 	atomic_store(&aff_kick, 1);
 	FIBER_CHECK(prt_join(h, &r) == 0 && r == NULL);
 	atomic_store(&aff_done, 1);
@@ -272,7 +244,7 @@ static void *aff_main(void *arg)
 
 static void test_proxy_affinity(void **state)
 {
-	prt_runtime_t *rt = rt_flags(2, 0);
+	prt_runtime_t *rt = test_rt_flags(2, 0);
 	uint64_t migr = 0, picks = 0;
 
 	(void)state;

@@ -8,36 +8,6 @@
 #include "test_common.h"
 #include "runtime.h" /* internal: blocked_on, to wait until a fiber waits */
 
-static prt_runtime_t *rt_flags(int nworkers, unsigned flags)
-{
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	cfg.flags = flags;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	return rt;
-}
-
-static prt_fiber_t spawn_prio(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
-			      void *arg)
-{
-	prt_fiber_attr_t a;
-	prt_fiber_t f;
-
-	prt_fiber_attr_init(&a);
-	a.priority = prio;
-	if (worker >= 0) {
-		a.has_affinity = 1;
-		prt_workerset_zero(&a.affinity);
-		prt_workerset_add(&a.affinity, worker);
-	}
-	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
-		abort();
-	return f;
-}
-
 /* Wait (from a plain thread or by yielding in a fiber) until @f waits on a mutex. */
 static void wait_blocked(prt_fiber_t f)
 {
@@ -140,7 +110,7 @@ static void *ord_main(void *arg)
 	atomic_store(&ord_n, 0);
 	FIBER_CHECK(prt_mutex_lock(&ord_m) == 0);
 	for (int i = 0; i < 5; i++) {
-		f[i] = spawn_prio(rt, prio[i], -1, ord_waiter, (void *)(intptr_t)i);
+		f[i] = test_spawn(rt, prio[i], -1, ord_waiter, (void *)(intptr_t)i);
 		wait_blocked(f[i]); /* queue them in this order */
 	}
 	/* No barging: a newcomer cannot take the mutex while waiters wait... */
@@ -157,7 +127,7 @@ static void *ord_main(void *arg)
 static void handoff_order(unsigned flags)
 {
 	static const int want[] = { 4, 1, 2, 0, 3 };
-	prt_runtime_t *rt = rt_flags(2, flags);
+	prt_runtime_t *rt = test_rt_flags(2, flags);
 
 	/* The main fiber outranks the waiters, so they queue in spawn order. */
 	assert_null(test_run_in(rt, PRT_PRIO_MAX, ord_main, NULL));
@@ -214,8 +184,8 @@ static void *inv_low(void *arg)
 
 	(void)arg;
 	FIBER_CHECK(prt_mutex_lock(&inv_m) == 0);
-	inv_mf = spawn_prio(rt, 10, -1, inv_medium, NULL);
-	inv_h = spawn_prio(rt, 20, -1, inv_high, NULL);
+	inv_mf = test_spawn(rt, 10, -1, inv_medium, NULL);
+	inv_h = test_spawn(rt, 20, -1, inv_high, NULL);
 	/* The critical section: work in steps, yielding between them. */
 	for (int i = 0; i < INV_STEPS; i++) {
 		atomic_fetch_add(&l_steps, 1);
@@ -227,14 +197,14 @@ static void *inv_low(void *arg)
 
 static int inversion(unsigned flags, prt_worker_stats_t *st)
 {
-	prt_runtime_t *rt = rt_flags(1, flags);
+	prt_runtime_t *rt = test_rt_flags(1, flags);
 	prt_fiber_t l;
 	void *res;
 
 	atomic_store(&m_steps, 0);
 	atomic_store(&l_steps, 0);
 	atomic_store(&m_steps_at_h, -1);
-	l = spawn_prio(rt, 5, -1, inv_low, NULL);
+	l = test_spawn(rt, 5, -1, inv_low, NULL);
 	assert_int_equal(prt_join(l, &res), 0);
 	assert_null(res);
 	assert_int_equal(prt_join(inv_h, &res), 0);
@@ -322,7 +292,7 @@ static void *chain_main(void *arg)
 	(void)arg;
 	for (int i = 0; i < CHAIN; i++) {
 		prt_mutex_init(&chain_m[i], NULL);
-		chain_f[i] = spawn_prio(rt, 2, -1, chain_link, (void *)(intptr_t)i);
+		chain_f[i] = test_spawn(rt, 2, -1, chain_link, (void *)(intptr_t)i);
 	}
 	while (atomic_load(&chain_held) < CHAIN)
 		prt_yield();
@@ -334,9 +304,9 @@ static void *chain_main(void *arg)
 	 * f9 does no step before H waits.
 	 */
 	atomic_store(&chain_go, 1);
-	mf = spawn_prio(rt, 10, -1, inv_medium, NULL);
+	mf = test_spawn(rt, 10, -1, inv_medium, NULL);
 	inv_mp = &chain_m[0];
-	h = spawn_prio(rt, 20, -1, inv_high, NULL);
+	h = test_spawn(rt, 20, -1, inv_high, NULL);
 	FIBER_CHECK(prt_join(h, NULL) == 0);
 	FIBER_CHECK(prt_join(mf, NULL) == 0);
 	for (int i = 0; i < CHAIN; i++)
@@ -428,11 +398,11 @@ static void test_remote_owner(void **state)
 	atomic_store(&rem_locked, 0);
 	atomic_store(&rem_bad_worker, 0);
 	rem_h.p = NULL;
-	l = spawn_prio(rt, 5, 1, rem_low, NULL);
+	l = test_spawn(rt, 5, 1, rem_low, NULL);
 	while (!atomic_load(&rem_locked))
 		sched_yield();
-	m = spawn_prio(rt, 10, 1, rem_medium, NULL);
-	h = spawn_prio(rt, 20, 0, rem_high, NULL);
+	m = test_spawn(rt, 10, 1, rem_medium, NULL);
+	h = test_spawn(rt, 20, 0, rem_high, NULL);
 	rem_h = h;
 	assert_int_equal(prt_join(h, NULL), 0);
 	assert_int_equal(prt_join(m, NULL), 0);
@@ -476,11 +446,11 @@ static void test_sleeping_owner(void **state)
 
 	(void)state;
 	atomic_store(&sl_parked, 0);
-	o = spawn_prio(rt, 5, -1, sl_owner, NULL);
+	o = test_spawn(rt, 5, -1, sl_owner, NULL);
 	while (!atomic_load(&sl_parked))
 		sched_yield();
 	for (int i = 0; i < 4; i++)
-		w[i] = spawn_prio(rt, 20, -1, sl_waiter, NULL);
+		w[i] = test_spawn(rt, 20, -1, sl_waiter, NULL);
 	for (int i = 0; i < 4; i++)
 		wait_blocked(w[i]);
 	/* Wait until the pick has attached every waiter to the sleeping owner. */
@@ -539,7 +509,7 @@ static void deadlock_cycle(int n, int nworkers)
 	for (int i = 0; i < n; i++)
 		prt_mutex_init(&dl[i], NULL);
 	for (int i = 0; i < n; i++)
-		f[i] = spawn_prio(rt, PRT_PRIO_DEFAULT, -1, dl_fiber, (void *)(intptr_t)(i | n << 8));
+		f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, dl_fiber, (void *)(intptr_t)(i | n << 8));
 	for (int i = 0; i < n; i++) {
 		void *res;
 
@@ -607,7 +577,7 @@ static void test_fibers_and_threads(void **state)
 	(void)state;
 	mix_counter = 0;
 	for (int i = 0; i < 16; i++)
-		f[i] = spawn_prio(rt, i % PRT_PRIO_LEVELS, -1, mix_body, NULL);
+		f[i] = test_spawn(rt, i % PRT_PRIO_LEVELS, -1, mix_body, NULL);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, mix_body, NULL), 0);
 	for (int i = 0; i < 3; i++) {
@@ -676,7 +646,7 @@ static void test_stress(void **state)
 		atomic_store(&st_expect[i], 0);
 	}
 	for (int i = 0; i < ST_FIBERS; i++)
-		f[i] = spawn_prio(rt, i % 4 * 8, -1, stress_body, (void *)(intptr_t)(i + 1));
+		f[i] = test_spawn(rt, i % 4 * 8, -1, stress_body, (void *)(intptr_t)(i + 1));
 	for (int i = 0; i < ST_FIBERS; i++) {
 		void *res;
 

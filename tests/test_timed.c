@@ -15,30 +15,6 @@
 #include "test_common.h"
 #include "runtime.h" /* internal: blocked_on, to check the waiter left the list */
 
-static prt_runtime_t *rt_flags(int nworkers, unsigned flags)
-{
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	cfg.flags = flags;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	return rt;
-}
-
-static prt_fiber_t spawn_prio(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
-{
-	prt_fiber_attr_t a;
-	prt_fiber_t f;
-
-	prt_fiber_attr_init(&a);
-	a.priority = prio;
-	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
-		abort();
-	return f;
-}
-
 /* Absolute CLOCK_REALTIME time @ms from now. */
 static struct timespec in_ms(long ms)
 {
@@ -104,14 +80,14 @@ static void *hold_until_stop(void *arg)
 
 static void test_timedlock_thread(void **state)
 {
-	prt_runtime_t *rt = rt_flags(1, 0);
+	prt_runtime_t *rt = test_rt_flags(1, 0);
 	struct timespec ts;
 	prt_fiber_t f;
 
 	(void)state;
 	prt_mutex_init(&t_m, NULL);
 	atomic_store(&t_stop, 0);
-	f = spawn_prio(rt, PRT_PRIO_DEFAULT, hold_until_stop, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, hold_until_stop, NULL);
 	while (prt_mutex_trylock(&t_m) == 0) /* wait until the fiber holds it */
 		prt_mutex_unlock(&t_m), sched_yield();
 	ts = in_ms(30);
@@ -165,11 +141,11 @@ static void *donor_main(void *arg)
 	void *r;
 
 	(void)arg;
-	o = spawn_prio(rt, 2, busy_owner, NULL);
+	o = test_spawn(rt, 2, -1, busy_owner, NULL);
 	while (prt_mutex_trylock(&t_m) == 0)
 		prt_mutex_unlock(&t_m), prt_sleep_ns(100000);
 	/* H outranks O: while H waits, the worker runs O in H's place. */
-	h = spawn_prio(rt, 20, timed_waiter, (void *)(intptr_t)40);
+	h = test_spawn(rt, 20, -1, timed_waiter, (void *)(intptr_t)40);
 	FIBER_CHECK(prt_join(h, &r) == 0 && r == NULL);
 	FIBER_CHECK(total_stat(rt, off) > picks0); /* it really was a donor */
 	/* The owner still holds the lock, and nobody waits for it. */
@@ -183,7 +159,7 @@ static void *donor_main(void *arg)
 
 static void run_main(int nworkers, unsigned flags, void *(*fn)(void *))
 {
-	prt_runtime_t *rt = rt_flags(nworkers, flags);
+	prt_runtime_t *rt = test_rt_flags(nworkers, flags);
 
 	prt_mutex_init(&t_m, NULL);
 	atomic_store(&t_stop, 0);
@@ -226,11 +202,11 @@ static void *sleepy_main(void *arg)
 	prt_fiber_t o, h[4];
 	void *r;
 
-	o = spawn_prio(rt, 2, sleepy_owner, NULL);
+	o = test_spawn(rt, 2, -1, sleepy_owner, NULL);
 	while (prt_mutex_trylock(&t_m) == 0)
 		prt_mutex_unlock(&t_m), prt_sleep_ns(100000);
 	for (int i = 0; i < 4; i++)
-		h[i] = spawn_prio(rt, 10 + i, timed_waiter, (void *)(intptr_t)(20 + 10 * i));
+		h[i] = test_spawn(rt, 10 + i, -1, timed_waiter, (void *)(intptr_t)(20 + 10 * i));
 	for (int i = 0; i < 4; i++)
 		FIBER_CHECK(prt_join(h[i], &r) == 0 && r == NULL);
 	if (proxy)
@@ -294,7 +270,7 @@ static void *timed_churn(void *arg)
 
 static void test_timedlock_churn(void **state)
 {
-	prt_runtime_t *rt = rt_flags(2, 0);
+	prt_runtime_t *rt = test_rt_flags(2, 0);
 	prt_fiber_t f[TL_FIBERS];
 	void *r;
 
@@ -303,7 +279,7 @@ static void test_timedlock_churn(void **state)
 	tl_counter = 0;
 	atomic_store(&tl_timeouts, 0);
 	for (int i = 0; i < TL_FIBERS; i++)
-		f[i] = spawn_prio(rt, i % 3 * 8, timed_churn, (void *)(intptr_t)(i + 1));
+		f[i] = test_spawn(rt, i % 3 * 8, -1, timed_churn, (void *)(intptr_t)(i + 1));
 	for (int i = 0; i < TL_FIBERS; i++) {
 		assert_int_equal(prt_join(f[i], &r), 0);
 		assert_null(r);
@@ -350,7 +326,7 @@ static void *cond_signalled_fiber(void *arg)
 
 static void test_cond_timedwait(void **state)
 {
-	prt_runtime_t *rt = rt_flags(2, 0);
+	prt_runtime_t *rt = test_rt_flags(2, 0);
 	struct timespec ts, bad = { 0, -1 };
 	prt_fiber_t f;
 	void *r;
@@ -360,7 +336,7 @@ static void test_cond_timedwait(void **state)
 	prt_cond_init(&t_c);
 	atomic_store(&t_flag, 0);
 	/* A fiber and a plain thread time out; nothing is left queued. */
-	f = spawn_prio(rt, PRT_PRIO_DEFAULT, cond_timeout_fiber, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cond_timeout_fiber, NULL);
 	assert_int_equal(prt_mutex_lock(&t_m), 0);
 	assert_int_equal(prt_cond_timedwait(&t_c, &t_m, &bad), EINVAL);
 	ts = in_ms(20);
@@ -370,7 +346,7 @@ static void test_cond_timedwait(void **state)
 	assert_null(r);
 	assert_int_equal(prt_cond_destroy(&t_c), 0); /* no waiter left behind */
 	/* A signal before the deadline wins. */
-	f = spawn_prio(rt, PRT_PRIO_DEFAULT, cond_signalled_fiber, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cond_signalled_fiber, NULL);
 	prt_sleep_ns(0);
 	usleep(5000);
 	assert_int_equal(prt_mutex_lock(&t_m), 0);
