@@ -100,16 +100,22 @@ static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 	set_waits_on(r->token, m);
 }
 
-/* Take @r off the list (it acquired, or gives up); keeps the flag honest. */
+/* @r was just unlinked from the list: it waits no more. */
+static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
+{
+	update_top(m);
+	if (r->fiber)
+		r->fiber->mwait = NULL;
+	set_waits_on(r->token, NULL);
+}
+
+/* Take @r off the list (it gives up); keeps the flag honest. */
 static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r)
 {
 	uintptr_t o;
 
 	prt__list_del(&r->node);
-	update_top(m);
-	if (r->fiber)
-		r->fiber->mwait = NULL;
-	set_waits_on(r->token, NULL);
+	forget_waiter(m, r);
 	if (!prt__list_empty(&m->waiters))
 		return;
 	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
@@ -169,15 +175,12 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 		prt__list_add_head(prev, &r->node); /* back where it was */
 		return false;
 	}
-	update_top(m);
+	forget_waiter(m, r);
 	h->fiber = r->fiber;
 	h->sleeping = r->sleeping;
 	h->parker = r->parker;
 	h->futex = &r->granted;
 	h->done = true;
-	if (r->fiber)
-		r->fiber->mwait = NULL;
-	set_waits_on(r->token, NULL);
 	/* From here the record (on the waiter's stack) may vanish. */
 	atomic_store_explicit(&r->granted, 1, memory_order_release);
 	return true;
@@ -256,10 +259,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 								  memory_order_relaxed)) {
 				if (queued) {
 					prt__list_del(&r->node);
-					update_top(m);
-					if (r->fiber)
-						r->fiber->mwait = NULL;
-					set_waits_on(r->token, NULL);
+					forget_waiter(m, r);
 				}
 				return true;
 			}
@@ -825,7 +825,6 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
 	struct prt__mutex *m = atomic_load(&f->blocked_on);
 	struct prt__mwaiter *r;
-	struct prt__fiber *o;
 	bool sleeping;
 
 	(void)w;
@@ -849,18 +848,7 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	 * running, or attached to a sleeping owner. The last must be brought
 	 * back: same protocol as a handoff's detach (proxy.c, attach()).
 	 */
-	o = atomic_load(&f->attached_to);
-	if (!o)
-		return false;
-	prt__spin_lock(&o->lock);
-	if (atomic_load(&f->attached_to) == o) {
-		prt__list_del(&f->rq_node);
-		atomic_store(&f->attached_to, NULL);
-		prt__spin_unlock(&o->lock);
-		return true;
-	}
-	prt__spin_unlock(&o->lock);
-	return false;
+	return prt__unattach(f);
 }
 
 /* ---- introspection ----------------------------------------------------------- */

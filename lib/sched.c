@@ -621,7 +621,7 @@ void prt__migrate_self(struct prt__worker *w)
 	switch_to(w, self, next ? next : &w->idle, donor);
 }
 
-bool prt__detach_donor(struct prt__fiber *d)
+bool prt__unattach(struct prt__fiber *d)
 {
 	for (;;) {
 		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_relaxed);
@@ -633,11 +633,18 @@ bool prt__detach_donor(struct prt__fiber *d)
 			prt__list_del(&d->rq_node);
 			atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 			prt__spin_unlock(&o->lock);
-			prt__wake(d);
 			return true;
 		}
 		prt__spin_unlock(&o->lock);
 	}
+}
+
+bool prt__detach_donor(struct prt__fiber *d)
+{
+	if (!prt__unattach(d))
+		return false;
+	prt__wake(d);
+	return true;
 }
 
 void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)

@@ -236,6 +236,8 @@ void prt__schedule_mutex_wait(struct prt__worker *w);
  * list and queue it (its mutex was handed to it). Returns true if so.
  */
 bool prt__detach_donor(struct prt__fiber *d);
+/* prt__detach_donor without the wake: true if @d was taken off an owner's list. */
+bool prt__unattach(struct prt__fiber *d);
 /*
  * After an unlock handed a mutex over: if this worker proxies (donor !=
  * curr) or @new_owner now outranks what it serves and is queued here,
