@@ -109,16 +109,32 @@ static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
 	set_waits_on(r->token, NULL);
 }
 
-/* Take @r off the list (it gives up); keeps the flag honest. */
-static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r)
+struct handoff;
+static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
+			   struct handoff *h);
+
+/*
+ * Take @r off the list (it gives up: timeout, deadlock, no memory);
+ * keeps the flag honest. If @r was first of a lock released to its
+ * waiters (lateral stealing), the new first waiter now owns the claim:
+ * one that sleeps cannot come for it, so it is handed the lock (@h, to
+ * wake once wait_lock is dropped). A runnable one takes it when it runs.
+ */
+static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff *h)
 {
+	bool was_first = m->waiters.next == &r->node;
+	struct prt__mwaiter *first;
 	uintptr_t o;
 
 	prt__list_del(&r->node);
 	forget_waiter(m, r);
-	if (!prt__list_empty(&m->waiters))
-		return;
 	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	first = first_waiter(m);
+	if (first) {
+		if (was_first && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
+			handoff_locked(m, o, first, h); /* fails only if taken meanwhile */
+		return;
+	}
 	while ((o & PRT_MTX_WAITERS) &&
 	       !atomic_compare_exchange_weak(&m->owner, &o, o & ~PRT_MTX_WAITERS))
 		;
@@ -227,6 +243,36 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 	}
 	if (w)
 		prt__after_handoff(w, f);
+}
+
+/*
+ * handoff_wake for the timer path (prt__mutex_timeout), w's rq lock
+ * held: the new owner, asleep, is queued here; its pick sends it home
+ * if it may not run here.
+ */
+static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
+{
+	struct prt__fiber *f = h->fiber;
+
+	if (!h->done)
+		return;
+	h->done = false;
+	prt__stat_inc(&w->stats.handoffs, 1);
+	if (!f) {
+		prt__futex_wake(h->futex, 1);
+		return;
+	}
+	if (h->parker) {
+		bool parked;
+
+		prt__spin_lock(&f->lock);
+		parked = f->parked;
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		if (!parked)
+			return; /* it re-checks granted before parking */
+	}
+	prt__wake_here_locked(w, f);
 }
 
 /*
@@ -377,7 +423,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 			break;
 		if (deadline && prt__now_ns() >= deadline) {
 			if (queued)
-				dequeue(m, &rec);
+				dequeue(m, &rec, &h);
 			err = ETIMEDOUT;
 			break;
 		}
@@ -386,7 +432,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 			queued = true;
 		}
 		if (closes_cycle(m, rec.token)) {
-			dequeue(m, &rec);
+			dequeue(m, &rec, &h);
 			err = EDEADLK;
 			break;
 		}
@@ -416,7 +462,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 			if (prt__timer_arm(w, deadline, PRT_TM_MUTEX)) {
 				prt__spin_lock(&m->wait_lock);
 				if (!rec.timedout && !atomic_load(&rec.granted))
-					dequeue(m, &rec);
+					dequeue(m, &rec, &h);
 				err = atomic_load(&rec.granted) ? 0 : ENOMEM;
 				break;
 			}
@@ -481,7 +527,7 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 		else
 			insert(m, &rec);
 		if (!err && closes_cycle(m, tok)) {
-			dequeue(m, &rec);
+			dequeue(m, &rec, &h);
 			err = EDEADLK;
 		}
 	}
@@ -493,10 +539,11 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 		return 0;
 	prt__spin_lock(&m->wait_lock);
 	if (!atomic_load_explicit(&rec.granted, memory_order_acquire)) {
-		dequeue(m, &rec);
+		dequeue(m, &rec, &h);
 		err = ETIMEDOUT;
 	}
 	prt__spin_unlock(&m->wait_lock);
+	handoff_wake(NULL, &h);
 	return err;
 }
 
@@ -815,7 +862,13 @@ struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
 
 	prt__spin_lock(&m->wait_lock);
 	first = m->waiters.next ? first_waiter(m) : NULL;
-	if (first && !(atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS))
+	/*
+	 * Only a runnable first waiter (queued as a donor) can be run for the
+	 * chain; one asleep is handed a released lock (dequeue, unlock), so
+	 * finding one here is a moment's state: the caller restarts.
+	 */
+	if (first && !first->sleeping && !first->parker &&
+	    !(atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS))
 		f = first->fiber;
 	prt__spin_unlock(&m->wait_lock);
 	return f;
@@ -825,9 +878,9 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
 	struct prt__mutex *m = atomic_load(&f->blocked_on);
 	struct prt__mwaiter *r;
+	struct handoff h = { 0 };
 	bool sleeping;
 
-	(void)w;
 	if (!m)
 		return false; /* granted: it runs, and cancels nothing */
 	prt__spin_lock(&m->wait_lock);
@@ -839,8 +892,9 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	/* Off the list: no handoff can reach it now, so we are its only waker. */
 	r->timedout = true;
 	sleeping = r->sleeping;
-	dequeue(m, r);
+	dequeue(m, r, &h);
 	prt__spin_unlock(&m->wait_lock);
+	handoff_wake_here(w, &h);
 	if (sleeping)
 		return true;
 	/*

@@ -114,7 +114,8 @@ bool prt__mutex_sleep_donor(struct prt__fiber *d);
 /*
  * Pick path: @m was released with waiters (lateral stealing, mutex.c);
  * its first waiter, a fiber that takes @m when it runs, or NULL if @m
- * is held again or the first waiter is a thread. rq lock held.
+ * is held again or the first waiter sleeps (a thread, or a fiber being
+ * handed it). rq lock held.
  */
 struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m);
 

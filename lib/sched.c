@@ -391,9 +391,9 @@ void prt__timers_fini(struct prt__timers *t)
 }
 
 /*
- * Wake @f, asleep on this worker's heap, into this worker's queue, with
- * the donors attached to it (the sleeping-owner case). rq lock held;
- * lock order rq -> f->lock.
+ * Wake @f, asleep (on this worker's heap, or just handed a lock), into
+ * this worker's queue, with the donors attached to it (the
+ * sleeping-owner case). rq lock held; lock order rq -> f->lock.
  */
 void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 {
@@ -405,6 +405,8 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 		prt__rq_add(w, d, false);
 	}
+	/* As prt__wake: an attach must not find it asleep once it is queued. */
+	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	prt__spin_unlock(&f->lock);
 	prt__rq_add(w, f, false);
 }

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,7 +30,7 @@ static long s_count[S_MUTEXES];
 static atomic_long s_expect[S_MUTEXES];
 static _Atomic(void *) s_holder[S_MUTEXES];
 static atomic_long s_progress, s_rounds, s_timeouts, s_deadlocks, s_violations;
-static atomic_int s_stop;
+static atomic_int s_stop, s_done;
 static prt_fiber_t s_fibers[S_FIBERS];
 static prt_runtime_t *s_rt;
 
@@ -169,7 +170,7 @@ static void *watchdog(void *arg)
 	uint64_t since = mono_ns();
 
 	(void)arg;
-	while (!atomic_load(&s_stop)) {
+	while (!atomic_load(&s_done)) {
 		long p = atomic_load(&s_progress);
 
 		if (p != last) {
@@ -225,9 +226,11 @@ static void test_stress_timedlock(void **state)
 
 		assert_int_equal(prt_join(s_fibers[i], &r), 0);
 		assert_null(r);
+		atomic_fetch_add(&s_progress, 1); /* the watchdog covers the joins too */
 	}
 	for (int i = 0; i < S_THREADS; i++)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
+	atomic_store(&s_done, 1);
 	assert_int_equal(pthread_join(wd, NULL), 0);
 	fprintf(stderr, "stress: rounds=%ld timeouts=%ld deadlocks=%ld\n", atomic_load(&s_rounds),
 		atomic_load(&s_timeouts), atomic_load(&s_deadlocks));
@@ -240,6 +243,130 @@ static void test_stress_timedlock(void **state)
 	assert_true(atomic_load(&s_rounds) > 0 && total >= atomic_load(&s_rounds));
 	assert_true(atomic_load(&s_timeouts) + atomic_load(&s_deadlocks) > 0); /* back-off exercised */
 	assert_int_equal(prt_runtime_destroy(s_rt), 0);
+}
+
+/*
+ * Timeout storm on one mutex: fibers time out after a few µs while the
+ * lock is released to its waiters (lateral stealing), and plain threads
+ * wait on it without a timeout, asleep. A first waiter that times out
+ * must pass its claim to a sleeper behind it: else the sleeper waits
+ * until some new locker comes, which at the end of the run never does,
+ * and the watchdog fails the test.
+ */
+#define T_FIBERS 12
+#define T_THREADS 2
+#define T_RUN_NS 1000000000ull /* 1 s */
+
+static prt_mutex_t t_m;
+static long t_count;
+static atomic_long t_expect;
+
+static void storm_hold(unsigned *seed)
+{
+	t_count++;
+	atomic_fetch_add(&t_expect, 1);
+	for (int i = rand_r(seed) % 64; i > 0; i--)
+		__asm__ __volatile__("" ::: "memory");
+}
+
+static void *storm_fiber(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+
+	while (!atomic_load(&s_stop)) {
+		struct timespec ts = rt_in_ns(rand_r(&seed) % 20000);
+		int e = prt_mutex_timedlock(&t_m, &ts);
+
+		if (e == 0) {
+			storm_hold(&seed);
+			if (prt_mutex_unlock(&t_m) != 0)
+				atomic_fetch_add(&s_violations, 1);
+		} else if (e == ETIMEDOUT) {
+			atomic_fetch_add(&s_timeouts, 1);
+		} else {
+			atomic_fetch_add(&s_violations, 1);
+		}
+		if (rand_r(&seed) % 8 == 0)
+			prt_yield();
+		atomic_fetch_add(&s_progress, 1);
+	}
+	return NULL;
+}
+
+static atomic_int t_tstop;
+
+static void *storm_thread(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+
+	while (!atomic_load(&t_tstop)) {
+		if (prt_mutex_lock(&t_m) != 0) {
+			atomic_fetch_add(&s_violations, 1);
+			break;
+		}
+		storm_hold(&seed);
+		if (prt_mutex_unlock(&t_m) != 0)
+			atomic_fetch_add(&s_violations, 1);
+		atomic_fetch_add(&s_rounds, 1);
+		atomic_fetch_add(&s_progress, 1);
+	}
+	return NULL;
+}
+
+static void test_timeout_storm(void **state)
+{
+	prt_runtime_config_t cfg;
+	pthread_t th[T_THREADS], wd;
+	prt_fiber_t f[T_FIBERS];
+	uint64_t t0;
+
+	(void)state;
+	atomic_store(&s_stop, 0);
+	atomic_store(&s_done, 0);
+	atomic_store(&t_tstop, 0);
+	atomic_store(&s_timeouts, 0);
+	atomic_store(&s_rounds, 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	assert_int_equal(prt_runtime_create(&s_rt, &cfg), 0);
+	assert_int_equal(prt_mutex_init(&t_m, NULL), 0);
+	/* The watchdog dumps s_fibers' chains: point them at this test's fibers. */
+	assert_int_equal(pthread_create(&wd, NULL, watchdog, NULL), 0);
+	for (int i = 0; i < T_FIBERS; i++) {
+		/* Same priority as a thread (no outranking): releases, not handoffs. */
+		assert_int_equal(prt_spawn(s_rt, &f[i], NULL, storm_fiber, (void *)(intptr_t)(i + 7)), 0);
+		s_fibers[i] = f[i];
+	}
+	for (int i = 0; i < T_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, storm_thread, (void *)(intptr_t)(77 + i)), 0);
+	t0 = mono_ns();
+	while (mono_ns() - t0 < T_RUN_NS)
+		usleep(10000);
+	/*
+	 * Fibers first: a thread left asleep on a released lock now has
+	 * nobody to come by and hand it over. The threads must go on alone.
+	 */
+	atomic_store(&s_stop, 1);
+	for (int i = 0; i < T_FIBERS; i++) {
+		assert_int_equal(prt_join(f[i], NULL), 0);
+		atomic_fetch_add(&s_progress, 1);
+	}
+	usleep(20000);
+	atomic_store(&t_tstop, 1);
+	for (int i = 0; i < T_THREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		atomic_fetch_add(&s_progress, 1);
+	}
+	atomic_store(&s_done, 1);
+	assert_int_equal(pthread_join(wd, NULL), 0);
+	fprintf(stderr, "storm: thread rounds=%ld fiber timeouts=%ld\n", atomic_load(&s_rounds),
+		atomic_load(&s_timeouts));
+	assert_int_equal(atomic_load(&s_violations), 0);
+	assert_int_equal(t_count, atomic_load(&t_expect));
+	assert_true(atomic_load(&s_rounds) > 0);
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(s_rt), 0);
+	memset(s_fibers, 0, sizeof(s_fibers));
 }
 
 /* ---- prt_fiber_wait_chain on a known chain ---- */
@@ -315,6 +442,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wait_chain),
 		cmocka_unit_test(test_stress_timedlock),
+		cmocka_unit_test(test_timeout_storm),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
