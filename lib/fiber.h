@@ -106,6 +106,8 @@ struct prt__fiber {
 	/* Its timer: index + 1 in timer_w's heap, 0 if none; timer_w's rq lock. */
 	unsigned timer_pos;
 	struct prt__worker *timer_w;      /* written by the fiber itself */
+	/* epoll backend: the request its PRT_TM_IO timer ends (its worker's own). */
+	struct prt__ioreq *ioreq;
 	char name[PRT_NAME_MAX];
 };
 

@@ -45,6 +45,7 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 	memset(w, 0, sizeof(*w));
 	w->rt = rt;
 	w->index = index;
+	w->io.evfd = -1;
 	prt__rq_init(&w->rq);
 	if (prt__stack_pool_init(&w->stacks, rt->stack_pool_max)) {
 		prt__free(w, sizeof(*w));
@@ -61,11 +62,13 @@ static void runtime_free(struct prt_runtime *rt)
 
 		if (!w)
 			continue;
+		prt__io_fini(w);
 		prt__stack_pool_fini(rt, &w->stacks);
 		prt__timers_fini(&w->timers);
 		prt__free(w, sizeof(*w));
 	}
 	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);
+	prt__io_rt_fini(rt);
 	prt__stack_depot_fini(rt);
 	prt__fiber_chunks_free(rt);
 	prt__stack_slabs_free(rt);
@@ -118,12 +121,21 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 		prt__free(rt, sizeof(*rt));
 		return err;
 	}
+	if ((err = prt__io_rt_init(rt, cfg))) {
+		prt__topo_fini(&rt->topo);
+		prt__free(rt, sizeof(*rt));
+		return err;
+	}
+	snprintf(rt->notice, sizeof(rt->notice), "%s%s%s", rt->topo.notice,
+		 rt->topo.notice[0] && rt->io.notice[0] ? "; " : "", rt->io.notice);
 	rt->nworkers = rt->topo.nworkers;
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)
 		if (!(rt->workers[i] = worker_new(rt, i)))
 			err = -ENOMEM;
+	for (i = 0; !err && i < rt->nworkers; i++)
+		err = prt__io_init(rt->workers[i]);
 	for (i = 0; !err && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
@@ -205,7 +217,7 @@ PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt)
 
 PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt)
 {
-	return rt && rt->topo.notice[0] ? rt->topo.notice : NULL;
+	return rt && rt->notice[0] ? rt->notice : NULL;
 }
 
 PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
@@ -250,6 +262,8 @@ PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stat
 	out->migrations = atomic_load_explicit(&s->migrations, memory_order_relaxed);
 	out->attachments = atomic_load_explicit(&s->attachments, memory_order_relaxed);
 	out->handoffs = atomic_load_explicit(&s->handoffs, memory_order_relaxed);
+	out->io_submits = atomic_load_explicit(&s->io_submits, memory_order_relaxed);
+	out->io_ops = atomic_load_explicit(&s->io_ops, memory_order_relaxed);
 	return 0;
 }
 

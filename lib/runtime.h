@@ -14,6 +14,8 @@
  */
 struct prt_runtime {
 	struct prt__topo topo;
+	struct prt__rtio io;
+	char notice[600];                /* topo's and io's notices */
 	int nworkers;
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */

@@ -200,7 +200,7 @@ static bool wake_worker(struct prt__worker *v)
 	if (atomic_exchange_explicit(&v->sleeping, 0, memory_order_acq_rel) != 1)
 		return false;
 	atomic_fetch_sub_explicit(&v->rt->nr_idle, 1, memory_order_relaxed);
-	prt__futex_wake(&v->sleeping, 1);
+	prt__io_kick(v); /* it sleeps in its ring (or epoll): wake it there */
 	return true;
 }
 
@@ -428,6 +428,8 @@ void prt__run_timers(struct prt__worker *w)
 			prt__spin_unlock(&e.f->lock);
 		} else if (e.kind == PRT_TM_MUTEX) {
 			wake = prt__mutex_timeout(w, e.f);
+		} else if (e.kind == PRT_TM_IO) {
+			wake = prt__io_timeout(w, e.f);
 		}
 		if (wake)
 			prt__wake_here_locked(w, e.f);
@@ -464,6 +466,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
 
+	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
 	self->timer_w = w;
 	if (timer_push(&w->timers, deadline, self, PRT_TM_SLEEP)) {
@@ -595,6 +598,7 @@ static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 
 void prt__schedule_blocked(struct prt__worker *w)
 {
+	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
 	put_donor(w, false);
 	reschedule(w, w->curr);
@@ -604,6 +608,7 @@ void prt__schedule_mutex_wait(struct prt__worker *w)
 {
 	struct prt__fiber *self = w->curr;
 
+	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
 	put_donor(w, false);
 	/* Invariant 1: a fiber blocked on a mutex stays runnable, in a queue. */
@@ -615,6 +620,7 @@ void prt__migrate_self(struct prt__worker *w)
 {
 	struct prt__fiber *self = w->curr, *donor, *next;
 
+	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
 	put_donor(w, false);
 	next = pick_unlock(w, &donor);
@@ -688,6 +694,7 @@ PRT_API int prt_yield(void)
 		prt__migrate_self(w);
 		return 0;
 	}
+	prt__io_point(w); /* completions wake their fibers: they compete too */
 	prt__spin_lock(&w->rq.lock);
 	if (prt__unlikely(w->timers.n))
 		prt__run_timers(w); /* sleepers due now compete at this point */
@@ -890,6 +897,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		return NULL;
 	spin_start(w);
 	for (unsigned i = 0;; i++) {
+		prt__io_point(w);
 		if ((f = pick_local(w, donor))) {
 			spin_stop(w);
 			return f;
@@ -950,26 +958,25 @@ static void worker_park(struct prt__worker *w)
 		return;
 	}
 	prt__stat_inc(&w->stats.parks, 1);
+	/*
+	 * Sleep in the ring (or epoll) until a kick (wake_worker clears
+	 * sleeping, then kicks), an I/O completion, or the next timer. Any
+	 * return ends the park: the loop looks for work again, and parks
+	 * again if there is none; a stale kick costs one round.
+	 */
 	/* acquire: pairs with the acq_rel exchange in wake_worker() */
-	while (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
-		uint64_t next = 0, now;
+	if (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
+		uint64_t next = 0;
 
 		prt__spin_lock(&w->rq.lock);
 		if (w->timers.n)
 			next = w->timers.heap[0].deadline;
 		prt__spin_unlock(&w->rq.lock);
-		if (!next) {
-			prt__futex_wait(&w->sleeping, 1);
-			continue;
-		}
-		now = prt__now_ns();
-		if (next <= now || prt__futex_wait_ns(&w->sleeping, 1, (long)(next - now)) == -ETIMEDOUT) {
-			/* A sleeper is due: stop sleeping ourselves. */
-			if (atomic_exchange(&w->sleeping, 0) == 1)
-				atomic_fetch_sub(&rt->nr_idle, 1);
-			return;
-		}
+		prt__io_wait(w, next);
 	}
+	if (atomic_exchange(&w->sleeping, 0) == 1)
+		atomic_fetch_sub(&rt->nr_idle, 1);
+	prt__io_service(w, true);
 }
 
 static void idle_init(struct prt__worker *w)
@@ -1013,6 +1020,7 @@ void *prt__worker_main(void *arg)
 			switch_to(w, &w->idle, next, donor);
 			continue;
 		}
+		prt__io_service(w, true); /* going idle: submit, reap */
 		next = find_work(w, &donor);
 		if (next) {
 			switch_to(w, &w->idle, next, donor);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "fiber.h"
+#include "io_int.h"
 #include "platform.h"
 #include "stack.h"
 
@@ -28,6 +29,7 @@ _Static_assert(PRT_PRIO_LEVELS <= 32, "the run-queue bitmap is 32 bits");
 struct prt__wstats {
 	_Atomic uint64_t switches, steals, parks, fibers_run;
 	_Atomic uint64_t proxy_picks, migrations, attachments, handoffs;
+	_Atomic uint64_t io_submits, io_ops;
 };
 
 /* A sleeping fiber's deadline in a worker's timer heap. */
@@ -36,6 +38,7 @@ enum {
 	PRT_TM_SLEEP = 0, /* queue the sleeping fiber */
 	PRT_TM_PARK,      /* wake the fiber if still parked (park protocol, condvar timedwait) */
 	PRT_TM_MUTEX,     /* end the fiber's timed mutex wait (prt__mutex_timeout) */
+	PRT_TM_IO,        /* end the fiber's epoll wait (prt__io_timeout) */
 };
 
 struct prt__timer {
@@ -79,7 +82,27 @@ struct prt__worker {
 	unsigned steal_seed;
 	/* The worker thread's own context, switched to when nothing is runnable. */
 	struct prt__fiber idle;
+	struct prt__io io;
 };
+
+/*
+ * At each scheduling point (rq lock not held): I/O work if any. For
+ * io_uring a look at the SQ count and the CQ (two loads); epoll is
+ * polled every 64 points while requests wait.
+ */
+static inline void prt__io_point(struct prt__worker *w)
+{
+	struct prt__io *io = &w->io;
+
+	if (io->backend == PRT_IO_URING) {
+		if (prt__unlikely(io->unsubmitted || io_uring_cq_ready(&io->ring) ||
+				  atomic_load_explicit(&io->cmds, memory_order_relaxed)))
+			prt__io_service(w, false);
+	} else if (prt__unlikely((io->nwait && (++io->tick & 63) == 0) ||
+				 atomic_load_explicit(&io->cmds, memory_order_relaxed))) {
+		prt__io_service(w, false);
+	}
+}
 
 void prt__rq_init(struct prt__rq *rq);
 

@@ -89,12 +89,15 @@ static void test_semantics(void **state)
 /* ---- handoff order: priority, then FIFO; no barging ---- */
 
 static prt_mutex_t ord_m = PRT_MUTEX_INITIALIZER;
-static atomic_int ord_log[8], ord_n;
+static atomic_int ord_log[8], ord_n, ord_go;
 
 static void *ord_waiter(void *arg)
 {
 	if (prt_mutex_lock(&ord_m) != 0)
 		return (void *)1;
+	/* Hold it until main has looked: else all five may be done by then, and it is free. */
+	while (!atomic_load(&ord_go))
+		prt_yield();
 	atomic_store(&ord_log[atomic_fetch_add(&ord_n, 1)], (int)(intptr_t)arg);
 	prt_mutex_unlock(&ord_m);
 	return NULL;
@@ -108,6 +111,7 @@ static void *ord_main(void *arg)
 	bool proxy = arg != NULL;
 
 	atomic_store(&ord_n, 0);
+	atomic_store(&ord_go, 0);
 	FIBER_CHECK(prt_mutex_lock(&ord_m) == 0);
 	for (int i = 0; i < 5; i++) {
 		f[i] = test_spawn(rt, prio[i], -1, ord_waiter, (void *)(intptr_t)i);
@@ -118,6 +122,7 @@ static void *ord_main(void *arg)
 	FIBER_CHECK(prt_mutex_unlock(&ord_m) == 0);
 	/* ...nor right after the unlock: it was handed over, never free. */
 	FIBER_CHECK(prt_mutex_trylock(&ord_m) == EBUSY);
+	atomic_store(&ord_go, 1);
 	for (int i = 0; i < 5; i++)
 		FIBER_CHECK(prt_join(f[i], NULL) == 0);
 	(void)proxy;

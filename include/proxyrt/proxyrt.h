@@ -8,5 +8,6 @@
 #include <proxyrt/runtime.h>
 #include <proxyrt/fiber.h>
 #include <proxyrt/mutex.h>
+#include <proxyrt/io.h>
 
 #endif

@@ -92,7 +92,16 @@ typedef struct prt_runtime_config {
 	int stack_kind;
 	/* Bound of each worker's pool of free stacks; 0 = PRT_STACK_POOL_DEFAULT. */
 	unsigned stack_pool_max;
+	/* enum prt_io_backend (proxyrt/io.h): PRT_IO_AUTO by default. */
+	int io_backend;
+	/* Submission queue entries of each worker's io_uring; 0 = PRT_IO_ENTRIES_DEFAULT. */
+	unsigned io_entries;
+	/* Helper threads of prt_offload(); 0 = PRT_OFFLOAD_THREADS_DEFAULT. */
+	unsigned offload_threads;
 } prt_runtime_config_t;
+
+#define PRT_IO_ENTRIES_DEFAULT 256u
+#define PRT_OFFLOAD_THREADS_DEFAULT 4u
 
 /* Fill @cfg with the defaults. Context: any thread, never switches. */
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
@@ -180,6 +189,8 @@ typedef struct prt_worker_stats {
 	uint64_t migrations;     /* waiters (donors) moved to their owner's worker */
 	uint64_t attachments;    /* donors attached to a sleeping owner */
 	uint64_t handoffs;       /* unlocks that handed the mutex to a waiter */
+	uint64_t io_submits;     /* io_uring_enter calls that submitted requests */
+	uint64_t io_ops;         /* I/O requests completed on this worker */
 } prt_worker_stats_t;
 
 /*

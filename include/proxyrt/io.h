@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PROXYRT_IO_H
+#define PROXYRT_IO_H
+
+/*
+ * Fiber I/O: calls that park only the calling fiber, never its worker.
+ *
+ * Each worker owns an io_uring. A call from a fiber queues its request
+ * in the ring of the worker it runs on and parks; the worker submits all
+ * queued requests at its next scheduling point (one io_uring_enter for
+ * the batch) and reaps completions at every scheduling point, waking
+ * their fibers. An idle worker sleeps inside its ring.
+ *
+ * Where io_uring is refused (kernel.io_uring_disabled, a seccomp
+ * profile, an old kernel) or PRT_IO_EPOLL is configured, the same calls
+ * run on epoll instead: the call is tried without blocking and, if it
+ * would block, the fiber parks until the fd is ready. In that mode the
+ * fds passed to these calls are switched to O_NONBLOCK (as Go's netpoll
+ * does); the file description is shared, so other users of it see that.
+ * prt_runtime_io_backend() and prt_runtime_notice() tell which backend
+ * runs and why.
+ *
+ * Results are returned by value: >= 0 on success, -errno on failure
+ * (the io_uring convention); errno is never touched.
+ *
+ * Timeouts: the _timeout variants take a relative timeout in
+ * nanoseconds (0 = none). When it expires the operation is cancelled
+ * and -ETIMEDOUT is returned; the kernel is done with the buffer when
+ * the call returns, whatever the outcome.
+ *
+ * Closing: prt_close() cancels the operations other fibers have pending
+ * on the fd through these calls; they return -ECANCELED. (A plain
+ * close(2) does not: a pending read on a socket keeps the file open.)
+ *
+ * Context: a fiber (parks only the fiber) or a plain thread (the call
+ * is made directly and blocks the thread; timeouts via poll(2)).
+ */
+
+#include <proxyrt/common.h>
+#include <proxyrt/runtime.h>
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+PRT_EXTERN_C_BEGIN
+
+/* I/O backends (prt_runtime_config_t.io_backend, prt_runtime_io_backend()). */
+enum prt_io_backend {
+	PRT_IO_AUTO = 0,  /* io_uring if the kernel allows it, else epoll */
+	PRT_IO_URING = 1, /* io_uring, or prt_runtime_create fails (-ENOSYS, -EPERM) */
+	PRT_IO_EPOLL = 2, /* epoll, even where io_uring works */
+};
+
+/* The backend @rt runs (PRT_IO_URING or PRT_IO_EPOLL), or -EINVAL. */
+PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
+
+PRT_API ssize_t prt_read(int fd, void *buf, size_t n);
+PRT_API ssize_t prt_write(int fd, const void *buf, size_t n);
+PRT_API ssize_t prt_readv(int fd, const struct iovec *iov, int iovcnt);
+PRT_API ssize_t prt_writev(int fd, const struct iovec *iov, int iovcnt);
+PRT_API ssize_t prt_recv(int fd, void *buf, size_t n, int flags);
+PRT_API ssize_t prt_send(int fd, const void *buf, size_t n, int flags);
+/* Returns the new fd. @flags: SOCK_NONBLOCK, SOCK_CLOEXEC as accept4(2). */
+PRT_API int prt_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+PRT_API int prt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+PRT_API int prt_close(int fd);
+PRT_API int prt_shutdown(int fd, int how);
+/*
+ * Wait until @fd is ready for @events (POLLIN, POLLOUT, ...). Returns the
+ * ready events (POLLERR and POLLHUP are always reported) or -errno.
+ */
+PRT_API int prt_poll(int fd, short events);
+
+PRT_API ssize_t prt_read_timeout(int fd, void *buf, size_t n, uint64_t timeout_ns);
+PRT_API ssize_t prt_write_timeout(int fd, const void *buf, size_t n, uint64_t timeout_ns);
+PRT_API ssize_t prt_readv_timeout(int fd, const struct iovec *iov, int iovcnt,
+				  uint64_t timeout_ns);
+PRT_API ssize_t prt_writev_timeout(int fd, const struct iovec *iov, int iovcnt,
+				   uint64_t timeout_ns);
+PRT_API ssize_t prt_recv_timeout(int fd, void *buf, size_t n, int flags, uint64_t timeout_ns);
+PRT_API ssize_t prt_send_timeout(int fd, const void *buf, size_t n, int flags,
+				 uint64_t timeout_ns);
+PRT_API int prt_accept_timeout(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags,
+			       uint64_t timeout_ns);
+PRT_API int prt_connect_timeout(int fd, const struct sockaddr *addr, socklen_t addrlen,
+				uint64_t timeout_ns);
+PRT_API int prt_poll_timeout(int fd, short events, uint64_t timeout_ns);
+
+/*
+ * Read until @n bytes have arrived or end of file; write all @n bytes.
+ * Return the bytes transferred (prt_read_all: less than @n only at end
+ * of file), or -errno if an error came first. @timeout_ns (0 = none)
+ * bounds the whole call, not each piece; on expiry -ETIMEDOUT, and the
+ * bytes already transferred are lost to the caller, so treat the stream
+ * as broken.
+ */
+PRT_API ssize_t prt_read_all(int fd, void *buf, size_t n, uint64_t timeout_ns);
+PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeout_ns);
+
+/*
+ * Blocking-call offload: run @fn(@arg) on one of the runtime's helper
+ * threads while the calling fiber parks, for calls that block the
+ * thread (getaddrinfo, a blocking library). The pool has
+ * prt_runtime_config_t.offload_threads threads (created on first use);
+ * calls beyond that wait in FIFO order for a free thread. Stores @fn's
+ * result in *@result if not NULL. Returns 0, or -EINVAL (@fn NULL),
+ * -EAGAIN (no helper thread could be started). From a plain thread @fn
+ * runs on the calling thread.
+ */
+PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result);
+
+PRT_EXTERN_C_END
+
+#endif

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_IO_INT_H
+#define PRT_IO_INT_H
+
+#include <liburing.h>
+#include <proxyrt/io.h>
+
+#include "platform.h"
+
+struct prt__worker;
+struct prt__fiber;
+struct prt_runtime;
+
+/*
+ * A fiber's I/O request, on its stack while it waits. Only the worker
+ * that queued it touches it afterwards (reaping, timers, cancels all run
+ * on that worker), so no lock: the fiber parks BLOCKED before the first
+ * scheduling point that could complete it.
+ */
+struct prt__ioreq {
+	struct prt__fiber *fiber;
+	int res;
+	int pending;    /* uring: CQEs still to come (op, link timeout) */
+	bool done;
+	bool timed_out; /* uring: the link timeout fired */
+	/* epoll backend: the fd and events waited for, bucket chain. */
+	int fd;
+	uint32_t events;
+	struct prt__ioreq *next;
+	struct prt__worker *w;
+};
+
+/*
+ * Wait once for one event from any thread: the fiber parks (under its
+ * lock, as prt_park) unless prt__waitone_done came first.
+ */
+struct prt__waitone {
+	atomic_int st; /* 0 pending, 1 fiber parked, 2 done */
+	struct prt__fiber *f;
+};
+
+void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x);
+void prt__waitone_done(struct prt__waitone *x);
+
+/* A command posted to a worker by another thread (prt_close's cancel). */
+struct prt__iocmd {
+	struct prt__iocmd *next;
+	int fd;
+	struct prt__waitone *done; /* when @left reaches 0 */
+	atomic_int *left;
+};
+
+#define PRT_IO_BUCKETS 256
+
+/* Per-worker I/O state; the worker thread's own except @cmds. */
+struct prt__io {
+	int backend;          /* PRT_IO_URING or PRT_IO_EPOLL */
+	struct io_uring ring; /* uring */
+	unsigned unsubmitted; /* SQEs prepared, not yet submitted */
+	uint64_t first_unsubmitted_ns;
+	bool msg_ring;        /* cross-worker wake through IORING_OP_MSG_RING */
+	bool ev_armed;        /* uring: a read of @evfd is pending */
+	uint64_t evbuf;
+	unsigned inflight;    /* requests queued whose completion is not reaped */
+	unsigned tick;        /* epoll: scheduling points since the last poll */
+	int evfd;             /* eventfd: wakes the worker from any thread */
+	int epfd;             /* epoll backend */
+	unsigned nwait;       /* epoll: requests waiting in @bucket */
+	struct prt__ioreq *bucket[PRT_IO_BUCKETS];
+	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread */
+};
+
+/* Runtime-wide: the backend chosen at creation and the offload pool. */
+struct prt__offload;
+struct prt__rtio {
+	int backend;
+	bool msg_ring;
+	unsigned entries;
+	unsigned offload_max;
+	char notice[200];
+	struct prt__offload *offload;
+};
+
+/* A PRT_TM_IO timer of @f fired on @w (rq lock held): true if @f must be queued. */
+bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f);
+
+int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
+void prt__io_rt_fini(struct prt_runtime *rt);
+int prt__io_init(struct prt__worker *w);
+void prt__io_fini(struct prt__worker *w);
+
+/*
+ * Scheduling-point work: submit what is queued when the worker is about
+ * to run out of work (or the batch is large or old), reap completions
+ * and wake their fibers. Cheap when there is nothing to do. Never with
+ * the rq lock held.
+ */
+int prt__io_service(struct prt__worker *w, bool force_submit);
+
+/*
+ * Idle worker: sleep in the ring (or epoll) until woken, an I/O
+ * completes, or CLOCK_MONOTONIC @deadline (0: none).
+ */
+void prt__io_wait(struct prt__worker *w, uint64_t deadline);
+/* Wake worker @v from its prt__io_wait (any thread). */
+void prt__io_kick(struct prt__worker *v);
+
+#endif

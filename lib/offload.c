@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Blocking-call offload: a small pool of plain threads per runtime runs
+ * functions that may block the thread (getaddrinfo, a blocking library)
+ * while the calling fiber parks. Threads are started on demand, up to
+ * rt->io.offload_max; further calls queue in FIFO order. Jobs live on
+ * the callers' stacks, so queueing allocates nothing.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "runtime.h"
+
+struct job {
+	struct job *next;
+	void *(*fn)(void *);
+	void *arg, *ret;
+	struct prt__waitone done;
+};
+
+struct prt__offload {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head, **tail; /* FIFO */
+	unsigned nthreads, nidle;
+	bool stopping;
+	pthread_t threads[];
+};
+
+static void *helper_main(void *arg)
+{
+	struct prt__offload *o = arg;
+
+	pthread_mutex_lock(&o->lock);
+	for (;;) {
+		struct job *j = o->head;
+
+		if (!j) {
+			if (o->stopping)
+				break;
+			o->nidle++;
+			pthread_cond_wait(&o->cond, &o->lock);
+			o->nidle--;
+			continue;
+		}
+		o->head = j->next;
+		if (!o->head)
+			o->tail = &o->head;
+		pthread_mutex_unlock(&o->lock);
+		j->ret = j->fn(j->arg);
+		prt__waitone_done(&j->done); /* @j may be gone after this */
+		pthread_mutex_lock(&o->lock);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return NULL;
+}
+
+/* The runtime's pool, created on first use; NULL if out of memory. */
+static struct prt__offload *pool_of(struct prt_runtime *rt)
+{
+	struct prt__offload *o = __atomic_load_n(&rt->io.offload, __ATOMIC_ACQUIRE), *n;
+	size_t sz = sizeof(*o) + sizeof(pthread_t) * rt->io.offload_max;
+
+	if (o)
+		return o;
+	n = prt__zalloc(sz);
+	if (!n)
+		return NULL;
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_cond_init(&n->cond, NULL);
+	n->tail = &n->head;
+	if (!__atomic_compare_exchange_n(&rt->io.offload, &o, n, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		pthread_cond_destroy(&n->cond);
+		pthread_mutex_destroy(&n->lock);
+		prt__free(n, sz);
+		return o;
+	}
+	return n;
+}
+
+PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__offload *o;
+	struct job j = { .fn = fn, .arg = arg };
+	int err = 0;
+
+	if (!fn)
+		return -EINVAL;
+	if (!w) {
+		void *r = fn(arg);
+
+		if (result)
+			*result = r;
+		return 0;
+	}
+	if (!(o = pool_of(w->rt)))
+		return -ENOMEM;
+	j.done.f = w->curr;
+	pthread_mutex_lock(&o->lock);
+	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
+		pthread_attr_t a;
+
+		pthread_attr_init(&a);
+		pthread_attr_setstacksize(&a, 256 * 1024);
+		err = -pthread_create(&o->threads[o->nthreads], &a, helper_main, o);
+		pthread_attr_destroy(&a);
+		if (!err)
+			o->nthreads++;
+		else if (o->nthreads)
+			err = 0; /* the running ones will get to it */
+	}
+	if (!err) {
+		*o->tail = &j;
+		o->tail = &j.next;
+		pthread_cond_signal(&o->cond);
+	}
+	pthread_mutex_unlock(&o->lock);
+	if (err)
+		return -EAGAIN;
+	/* Only the helper's prt__waitone_done wakes us (seq_cst exchange after j.ret). */
+	prt__waitone_wait(w, &j.done);
+	if (result)
+		*result = j.ret;
+	return 0;
+}
+
+void prt__io_rt_fini(struct prt_runtime *rt)
+{
+	struct prt__offload *o = rt->io.offload;
+
+	if (!o)
+		return;
+	pthread_mutex_lock(&o->lock);
+	o->stopping = true;
+	pthread_cond_broadcast(&o->cond);
+	pthread_mutex_unlock(&o->lock);
+	for (unsigned i = 0; i < o->nthreads; i++)
+		pthread_join(o->threads[i], NULL);
+	pthread_cond_destroy(&o->cond);
+	pthread_mutex_destroy(&o->lock);
+	prt__free(o, sizeof(*o) + sizeof(pthread_t) * rt->io.offload_max);
+	rt->io.offload = NULL;
+}

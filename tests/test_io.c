@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fiber I/O (proxyrt/io.h), run twice: on io_uring and on the epoll
+ * fallback. Pipes and socketpairs with many fibers across workers,
+ * short reads and writes, peer resets, timeouts (the cancelled op
+ * writes nothing later), prt_close while another fiber waits, poll,
+ * accept/connect, the sleeping-owner proxy case with the owner blocked
+ * in a read, blocking-call offload, plain-thread calls, bad input.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "test_common.h"
+
+static int g_backend = PRT_IO_URING;
+
+static prt_runtime_t *io_rt(int nworkers)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.io_backend = g_backend;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(prt_runtime_io_backend(rt), g_backend);
+	return rt;
+}
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+/* ---- many fibers, many pipes, across workers ---- */
+
+#define PP_PAIRS 64
+#define PP_MSGS 200
+#define PP_LEN 100
+
+struct pp {
+	int fd[2];
+	unsigned seed;
+};
+
+static void *pp_writer(void *arg)
+{
+	struct pp *p = arg;
+	unsigned char buf[PP_LEN];
+
+	for (int i = 0; i < PP_MSGS; i++) {
+		fill(buf, sizeof(buf), p->seed + (unsigned)i);
+		FIBER_CHECK(prt_write_all(p->fd[1], buf, sizeof(buf), 0) == PP_LEN);
+		if (i % 7 == 0)
+			prt_yield();
+	}
+	FIBER_CHECK(prt_close(p->fd[1]) == 0);
+	return NULL;
+}
+
+static void *pp_reader(void *arg)
+{
+	struct pp *p = arg;
+	unsigned char buf[PP_LEN], want[PP_LEN];
+
+	for (int i = 0; i < PP_MSGS; i++) {
+		fill(want, sizeof(want), p->seed + (unsigned)i);
+		FIBER_CHECK(prt_read_all(p->fd[0], buf, sizeof(buf), 0) == PP_LEN);
+		FIBER_CHECK(memcmp(buf, want, sizeof(buf)) == 0);
+	}
+	FIBER_CHECK(prt_read(p->fd[0], buf, 1) == 0); /* end of file */
+	FIBER_CHECK(prt_close(p->fd[0]) == 0);
+	return NULL;
+}
+
+static void test_pipes_many_fibers(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	static struct pp p[PP_PAIRS];
+	prt_fiber_t f[2 * PP_PAIRS];
+	uint64_t ops = 0;
+
+	(void)state;
+	for (int i = 0; i < PP_PAIRS; i++) {
+		assert_int_equal(pipe2(p[i].fd, O_CLOEXEC), 0);
+		p[i].seed = (unsigned)i * 7919u;
+		/* Readers first, so they park before any data exists. */
+		f[2 * i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, pp_reader, &p[i]);
+	}
+	for (int i = 0; i < PP_PAIRS; i++)
+		f[2 * i + 1] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, pp_writer, &p[i]);
+	for (int i = 0; i < 2 * PP_PAIRS; i++) {
+		void *r;
+
+		assert_int_equal(prt_join(f[i], &r), 0);
+		assert_null(r);
+	}
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t st;
+
+		assert_int_equal(prt_worker_stats(rt, i, &st), 0);
+		ops += st.io_ops;
+	}
+	if (g_backend == PRT_IO_URING)
+		assert_true(ops >= 2 * PP_PAIRS * PP_MSGS); /* the ring did the work */
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- short reads and writes: 1 MiB through a 64 KiB pipe ---- */
+
+#define BIG (1u << 20)
+
+static int big_fd[2];
+
+static void *big_writer(void *arg)
+{
+	unsigned char *buf = arg;
+
+	FIBER_CHECK(prt_write_all(big_fd[1], buf, BIG, 0) == (ssize_t)BIG);
+	FIBER_CHECK(prt_close(big_fd[1]) == 0);
+	return NULL;
+}
+
+static void *big_reader(void *arg)
+{
+	unsigned char *want = arg, *got = malloc(BIG);
+	size_t have = 0;
+	unsigned seed = 1;
+	bool short_read = false;
+
+	FIBER_CHECK(got);
+	while (have < BIG) {
+		size_t ask = 1 + (size_t)(rand_r(&seed) % 100000);
+		ssize_t n;
+
+		if (ask > BIG - have)
+			ask = BIG - have;
+		n = prt_read(big_fd[0], got + have, ask);
+		FIBER_CHECK(n > 0);
+		short_read |= (size_t)n < ask;
+		have += (size_t)n;
+	}
+	FIBER_CHECK(memcmp(got, want, BIG) == 0);
+	FIBER_CHECK(short_read); /* the pipe holds 64 KiB: some reads came up short */
+	free(got);
+	FIBER_CHECK(prt_close(big_fd[0]) == 0);
+	return NULL;
+}
+
+static void test_short_reads_writes(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	unsigned char *buf = malloc(BIG);
+	prt_fiber_t r, w;
+	void *res;
+
+	(void)state;
+	assert_non_null(buf);
+	fill(buf, BIG, 42);
+	assert_int_equal(pipe2(big_fd, O_CLOEXEC), 0);
+	r = test_spawn(rt, PRT_PRIO_DEFAULT, 0, big_reader, buf);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 1, big_writer, buf);
+	assert_int_equal(prt_join(w, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(r, &res), 0);
+	assert_null(res);
+	free(buf);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- peer gone: EPIPE, ECONNRESET ---- */
+
+static int listen_lo(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 128) ||
+	    getsockname(fd, (struct sockaddr *)&a, &l))
+		return -1;
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+static int connect_fd(int port, struct sockaddr_in *a)
+{
+	a->sin_family = AF_INET;
+	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a->sin_port = htons((uint16_t)port);
+	return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+}
+
+static void *reset_main(void *arg)
+{
+	int sv[2], lfd, port, c, s;
+	struct sockaddr_in a;
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	char buf[16];
+
+	(void)arg;
+	/* EPIPE: writing to a socketpair whose other end is closed. */
+	FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	FIBER_CHECK(prt_close(sv[1]) == 0);
+	FIBER_CHECK(prt_send(sv[0], "x", 1, MSG_NOSIGNAL) == -EPIPE);
+	FIBER_CHECK(prt_close(sv[0]) == 0);
+
+	/* ECONNRESET: the peer closes with SO_LINGER 0 while we read. */
+	FIBER_CHECK((lfd = listen_lo(&port)) >= 0);
+	FIBER_CHECK((c = connect_fd(port, &a)) >= 0);
+	FIBER_CHECK(prt_connect(c, (struct sockaddr *)&a, sizeof(a)) == 0);
+	FIBER_CHECK((s = prt_accept(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0);
+	FIBER_CHECK(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+	FIBER_CHECK(prt_close(s) == 0);
+	FIBER_CHECK(prt_recv(c, buf, sizeof(buf), 0) == -ECONNRESET);
+	FIBER_CHECK(prt_close(c) == 0);
+
+	/* Connection refused: nobody listens any more. */
+	FIBER_CHECK(prt_close(lfd) == 0);
+	FIBER_CHECK((c = connect_fd(port, &a)) >= 0);
+	FIBER_CHECK(prt_connect(c, (struct sockaddr *)&a, sizeof(a)) == -ECONNREFUSED);
+	FIBER_CHECK(prt_close(c) == 0);
+	return NULL;
+}
+
+static void test_peer_reset(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, reset_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- accept/connect/echo across workers ---- */
+
+#define EC_CLIENTS 32
+
+static int ec_lfd, ec_port;
+
+static void *ec_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = prt_recv(fd, buf, sizeof(buf), 0)) > 0)
+		FIBER_CHECK(prt_write_all(fd, buf, (size_t)n, 0) == n);
+	FIBER_CHECK(n == 0);
+	FIBER_CHECK(prt_close(fd) == 0);
+	return NULL;
+}
+
+static void *ec_server(void *arg)
+{
+	prt_fiber_t f[EC_CLIENTS];
+
+	(void)arg;
+	for (int i = 0; i < EC_CLIENTS; i++) {
+		int fd = prt_accept(ec_lfd, NULL, NULL, SOCK_CLOEXEC);
+
+		FIBER_CHECK(fd >= 0);
+		f[i] = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, -1, ec_conn,
+				  (void *)(intptr_t)fd);
+	}
+	for (int i = 0; i < EC_CLIENTS; i++) {
+		void *r;
+
+		FIBER_CHECK(prt_join(f[i], &r) == 0 && r == NULL);
+	}
+	return NULL;
+}
+
+static void *ec_client(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+	struct sockaddr_in a;
+	unsigned char out[3000], in[3000];
+	int fd = connect_fd(ec_port, &a);
+
+	FIBER_CHECK(fd >= 0);
+	FIBER_CHECK(prt_connect_timeout(fd, (struct sockaddr *)&a, sizeof(a), 5000000000ull) == 0);
+	for (int r = 0; r < 20; r++) {
+		size_t n = 1 + (size_t)(rand_r(&seed) % sizeof(out));
+
+		fill(out, n, seed);
+		FIBER_CHECK(prt_send(fd, out, n, MSG_NOSIGNAL) == (ssize_t)n);
+		FIBER_CHECK(prt_read_all(fd, in, n, 0) == (ssize_t)n);
+		FIBER_CHECK(memcmp(in, out, n) == 0);
+	}
+	FIBER_CHECK(prt_shutdown(fd, SHUT_WR) == 0);
+	FIBER_CHECK(prt_read(fd, in, 1) == 0);
+	FIBER_CHECK(prt_close(fd) == 0);
+	return NULL;
+}
+
+static void test_accept_connect_echo(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	prt_fiber_t srv, c[EC_CLIENTS];
+	void *r;
+
+	(void)state;
+	assert_true((ec_lfd = listen_lo(&ec_port)) >= 0);
+	srv = test_spawn(rt, PRT_PRIO_DEFAULT, -1, ec_server, NULL);
+	for (int i = 0; i < EC_CLIENTS; i++)
+		c[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, ec_client, (void *)(intptr_t)(i + 1));
+	for (int i = 0; i < EC_CLIENTS; i++) {
+		assert_int_equal(prt_join(c[i], &r), 0);
+		assert_null(r);
+	}
+	assert_int_equal(prt_join(srv, &r), 0);
+	assert_null(r);
+	close(ec_lfd);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- timeouts: cancelled, and nothing lands in the buffer later ---- */
+
+static void *timeout_main(void *arg)
+{
+	int fd[2], lfd, port;
+	unsigned char buf[64], got[64];
+	uint64_t t0;
+
+	(void)arg;
+	FIBER_CHECK(pipe2(fd, O_CLOEXEC) == 0);
+	memset(buf, 0xAA, sizeof(buf));
+	t0 = prt_now_ns();
+	FIBER_CHECK(prt_read_timeout(fd[0], buf, sizeof(buf), 20000000) == -ETIMEDOUT);
+	FIBER_CHECK(prt_now_ns() - t0 >= 20000000); /* not before the timeout */
+	/* Data written now must not land in the cancelled read's buffer. */
+	FIBER_CHECK(prt_write(fd[1], "hello", 5) == 5);
+	prt_sleep_ns(20000000);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		FIBER_CHECK(buf[i] == 0xAA);
+	FIBER_CHECK(prt_read_timeout(fd[0], got, sizeof(got), 1000000000) == 5);
+	FIBER_CHECK(memcmp(got, "hello", 5) == 0);
+	/* poll */
+	FIBER_CHECK(prt_poll_timeout(fd[0], POLLIN, 10000000) == -ETIMEDOUT);
+	FIBER_CHECK(prt_write(fd[1], "x", 1) == 1);
+	FIBER_CHECK(prt_poll(fd[0], POLLIN) & POLLIN);
+	FIBER_CHECK(prt_read(fd[0], got, 1) == 1);
+	/* A timeout long enough does not fire. */
+	FIBER_CHECK(prt_write(fd[1], "y", 1) == 1);
+	FIBER_CHECK(prt_read_timeout(fd[0], got, 1, 5000000000ull) == 1);
+	/* accept with a timeout and nobody coming */
+	FIBER_CHECK((lfd = listen_lo(&port)) >= 0);
+	FIBER_CHECK(prt_accept_timeout(lfd, NULL, NULL, 0, 10000000) == -ETIMEDOUT);
+	/* write_all on a full pipe with nobody reading: the whole call times out */
+	{
+		static unsigned char big[1 << 18];
+
+		FIBER_CHECK(prt_write_all(fd[1], big, sizeof(big), 30000000) == -ETIMEDOUT);
+	}
+	FIBER_CHECK(prt_close(lfd) == 0);
+	FIBER_CHECK(prt_close(fd[0]) == 0);
+	FIBER_CHECK(prt_close(fd[1]) == 0);
+	return NULL;
+}
+
+static void test_timeouts(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, timeout_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- prt_close while another fiber waits on the fd ---- */
+
+static int cw_fd[2];
+static atomic_int cw_res = 1;
+
+static void *cw_reader(void *arg)
+{
+	char b[8];
+
+	(void)arg;
+	atomic_store(&cw_res, (int)prt_read(cw_fd[0], b, sizeof(b)));
+	return NULL;
+}
+
+static void *cw_main(void *arg)
+{
+	prt_fiber_t r;
+	int *worker = arg;
+
+	FIBER_CHECK(pipe2(cw_fd, O_CLOEXEC) == 0);
+	atomic_store(&cw_res, 1);
+	r = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, *worker, cw_reader, NULL);
+	prt_sleep_ns(20000000); /* let it park in the read */
+	FIBER_CHECK(prt_close(cw_fd[0]) == 0);
+	FIBER_CHECK(prt_join(r, NULL) == 0);
+	FIBER_CHECK(atomic_load(&cw_res) == -ECANCELED);
+	FIBER_CHECK(prt_close(cw_fd[1]) == 0);
+	return NULL;
+}
+
+static void test_close_while_waiting(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+
+	(void)state;
+	/* The reader on our worker, then on the other one. */
+	for (int wk = 0; wk < 2; wk++) {
+		prt_fiber_attr_t a;
+		prt_fiber_t f;
+		void *res;
+
+		prt_fiber_attr_init(&a);
+		a.has_affinity = 1;
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, 0);
+		assert_int_equal(prt_spawn(rt, &f, &a, cw_main, &wk), 0);
+		assert_int_equal(prt_join(f, &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- sleeping owner: the mutex owner is blocked in a read ---- */
+
+static prt_mutex_t so_m = PRT_MUTEX_INITIALIZER;
+static int so_fd[2];
+static atomic_int so_step;
+
+static void *so_owner(void *arg)
+{
+	char c;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&so_m) == 0);
+	atomic_store(&so_step, 1);
+	FIBER_CHECK(prt_read(so_fd[0], &c, 1) == 1); /* asleep holding the mutex */
+	atomic_store(&so_step, 3);
+	FIBER_CHECK(prt_mutex_unlock(&so_m) == 0);
+	return NULL;
+}
+
+static void *so_donor(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&so_m) == 0);
+	FIBER_CHECK(atomic_load(&so_step) == 3); /* only after the owner's read */
+	atomic_store(&so_step, 4);
+	FIBER_CHECK(prt_mutex_unlock(&so_m) == 0);
+	return NULL;
+}
+
+static void test_sleeping_owner_in_read(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	prt_fiber_t o, d;
+	uint64_t att = 0;
+	void *r;
+
+	(void)state;
+	atomic_store(&so_step, 0);
+	assert_int_equal(pipe2(so_fd, O_CLOEXEC), 0);
+	o = test_spawn(rt, 4, 1, so_owner, NULL);
+	while (atomic_load(&so_step) < 1)
+		usleep(1000);
+	d = test_spawn(rt, 20, 0, so_donor, NULL);
+	/* The donor finds the owner asleep in its read and attaches to it. */
+	for (int tries = 0; !att && tries < 5000; tries++) {
+		att = 0;
+		for (int i = 0; i < 2; i++) {
+			prt_worker_stats_t st;
+
+			assert_int_equal(prt_worker_stats(rt, i, &st), 0);
+			att += st.attachments;
+		}
+		usleep(1000);
+	}
+	assert_true(att > 0);
+	assert_int_equal(write(so_fd[1], "!", 1), 1);
+	assert_int_equal(prt_join(d, &r), 0);
+	assert_null(r);
+	assert_int_equal(prt_join(o, &r), 0);
+	assert_null(r);
+	assert_int_equal(atomic_load(&so_step), 4);
+	close(so_fd[0]);
+	close(so_fd[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- offload: the worker runs other fibers while a helper blocks ---- */
+
+static atomic_int off_flag;
+
+static void *blocking_fn(void *arg)
+{
+	/* Blocks this thread until a fiber of the one worker has run. */
+	for (int i = 0; i < 5000 && !atomic_load(&off_flag); i++)
+		usleep(1000);
+	return atomic_load(&off_flag) ? arg : NULL;
+}
+
+static void *off_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&off_flag, 1);
+	return NULL;
+}
+
+static void *off_main(void *arg)
+{
+	void *res = NULL;
+	prt_fiber_t f;
+
+	(void)arg;
+	atomic_store(&off_flag, 0);
+	f = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, -1, off_other, NULL);
+	FIBER_CHECK(prt_offload(blocking_fn, (void *)0x1234, &res) == 0);
+	FIBER_CHECK(res == (void *)0x1234); /* off_other ran while we were offloaded */
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(prt_offload(NULL, NULL, NULL) == -EINVAL);
+	return NULL;
+}
+
+static void *off_many(void *arg)
+{
+	void *res = NULL;
+
+	FIBER_CHECK(prt_offload(blocking_fn, arg, &res) == 0);
+	FIBER_CHECK(res == arg);
+	return NULL;
+}
+
+static void test_offload(void **state)
+{
+	prt_runtime_t *rt = io_rt(1);
+	prt_fiber_t f[16];
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, off_main, NULL));
+	/* More calls than helper threads: they queue, and all complete. */
+	atomic_store(&off_flag, 1);
+	for (int i = 0; i < 16; i++)
+		f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, off_many, (void *)(intptr_t)(i + 1));
+	for (int i = 0; i < 16; i++) {
+		void *r;
+
+		assert_int_equal(prt_join(f[i], &r), 0);
+		assert_null(r);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	/* From a plain thread it just runs. */
+	{
+		void *res = NULL;
+
+		assert_int_equal(prt_offload(blocking_fn, (void *)7, &res), 0);
+		assert_ptr_equal(res, (void *)7);
+	}
+}
+
+/* ---- plain threads, bad input, configuration ---- */
+
+static void test_plain_thread_and_bad_input(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	int fd[2];
+	char b[4];
+	struct iovec iov = { .iov_base = b, .iov_len = 1 };
+
+	(void)state;
+	assert_int_equal(pipe2(fd, O_CLOEXEC), 0);
+	assert_int_equal(prt_write(fd[1], "ab", 2), 2);
+	assert_int_equal(prt_read(fd[0], b, 2), 2);
+	assert_int_equal(prt_read_timeout(fd[0], b, 1, 10000000), -ETIMEDOUT);
+	assert_int_equal(prt_writev(fd[1], &iov, 1), 1);
+	assert_int_equal(prt_readv(fd[0], &iov, 1), 1);
+	assert_int_equal(prt_read(-1, b, 1), -EBADF);
+	assert_int_equal(prt_readv(fd[0], &iov, -1), -EINVAL);
+	assert_int_equal(prt_readv(fd[0], NULL, 1), -EINVAL);
+	assert_int_equal(prt_accept(fd[0], NULL, NULL, 0x7fff0000), -EINVAL);
+	assert_int_equal(prt_connect(fd[0], NULL, 0), -EFAULT);
+	assert_int_equal(prt_close(-3), -EBADF);
+	assert_int_equal(prt_close(fd[0]), 0);
+	assert_int_equal(prt_close(fd[0]), -EBADF);
+	assert_int_equal(prt_close(fd[1]), 0);
+	assert_int_equal(prt_runtime_io_backend(NULL), -EINVAL);
+
+	prt_runtime_config_init(&cfg);
+	cfg.io_backend = 9;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	cfg.io_backend = PRT_IO_EPOLL;
+	cfg.io_entries = 1u << 20;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	cfg.io_entries = 0;
+	cfg.nworkers = 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(prt_runtime_io_backend(rt), PRT_IO_EPOLL);
+	assert_non_null(prt_runtime_notice(rt)); /* says why: epoll as configured */
+	assert_non_null(strstr(prt_runtime_notice(rt), "epoll"));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Bad input from a fiber goes through the ring (or epoll) and comes back as -errno. */
+static void *bad_fiber_main(void *arg)
+{
+	char b[4];
+	int fd[2];
+
+	(void)arg;
+	FIBER_CHECK(prt_read(-1, b, 1) == -EBADF);
+	FIBER_CHECK(pipe2(fd, O_CLOEXEC) == 0);
+	FIBER_CHECK(prt_close(fd[0]) == 0);
+	FIBER_CHECK(prt_read(fd[0], b, 1) == -EBADF); /* closed */
+	FIBER_CHECK(prt_write(fd[1], b, 1) == -EPIPE);
+	FIBER_CHECK(prt_close(fd[1]) == 0);
+	FIBER_CHECK(prt_close(fd[1]) == -EBADF);
+	return NULL;
+}
+
+static void test_fiber_bad_input(void **state)
+{
+	prt_runtime_t *rt = io_rt(1);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, bad_fiber_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pipes_many_fibers),
+		cmocka_unit_test(test_short_reads_writes),
+		cmocka_unit_test(test_peer_reset),
+		cmocka_unit_test(test_accept_connect_echo),
+		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_close_while_waiting),
+		cmocka_unit_test(test_sleeping_owner_in_read),
+		cmocka_unit_test(test_offload),
+		cmocka_unit_test(test_fiber_bad_input),
+		cmocka_unit_test(test_plain_thread_and_bad_input),
+	};
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	int fails = 0;
+
+	signal(SIGPIPE, SIG_IGN);
+	/* io_uring where this kernel allows it; say so and test epoll only otherwise. */
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.io_backend = PRT_IO_URING;
+	if (prt_runtime_create(&rt, &cfg) == 0) {
+		prt_runtime_destroy(rt);
+		g_backend = PRT_IO_URING;
+		fprintf(stderr, "test_io: io_uring backend\n");
+		fails += cmocka_run_group_tests_name("io_uring", tests, NULL, NULL);
+	} else {
+		fprintf(stderr, "test_io: io_uring refused here: epoll backend only\n");
+	}
+	g_backend = PRT_IO_EPOLL;
+	fprintf(stderr, "test_io: epoll backend\n");
+	fails += cmocka_run_group_tests_name("epoll", tests, NULL, NULL);
+	return fails ? 1 : 0;
+}
