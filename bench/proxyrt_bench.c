@@ -19,7 +19,12 @@
  *                                          turn back and forth through a prt_mutex_t and
  *                                          prt_cond_t; N timed round trips after N/10 untimed
  *
- * http is not implemented yet (exit 2).
+ *   proxyrt_bench http raw PORT            W6: HTTP/1.1 keep-alive "Hello, World!" on
+ *                                          127.0.0.1:PORT, one worker (pinned, as runtimes
+ *                                          are by default), a fiber per connection; serves
+ *                                          until killed and prints nothing on stdout (wrk
+ *                                          measures it); examples/http_conn.h
+ *
  * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
  */
 
@@ -34,6 +39,7 @@
 
 #include <proxyrt/proxyrt.h>
 
+#include "http_conn.h"
 #include "inversion.h"
 
 /* Stack of the fiber that runs a benchmark's driving loop (it calls libc). */
@@ -48,7 +54,8 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n"
 			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
 			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
-			"       proxyrt_bench xcore pinned N\n");
+			"       proxyrt_bench xcore pinned N\n"
+			"       proxyrt_bench http raw PORT\n");
 	exit(2);
 }
 
@@ -569,12 +576,35 @@ static int bench_xcore(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ W6 http */
+
+/*
+ * The peer it is compared with is Go's `http raw` (one goroutine per
+ * connection, GOMAXPROCS=1): one worker here. run.sh starts us under
+ * `taskset -c 0`, and the worker is pinned to the first allowed CPU.
+ */
+static int bench_http(int argc, char **argv)
+{
+	int port, lfd;
+
+	if (argc != 4 || strcmp(argv[2], "raw"))
+		usage();
+	port = (int)arg_long(argv[3], 1);
+	if (port > 65535)
+		usage();
+	lfd = serve_listen("127.0.0.1", port);
+	if (lfd < 0) {
+		fprintf(stderr, "proxyrt_bench: http: listen on 127.0.0.1:%d: %s\n", port,
+			strerror(-lfd));
+		return 1;
+	}
+	return serve_forever("proxyrt_bench http raw", lfd, 1, http_conn_fiber);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
 {
-	static const char *const later[] = { "http" };
-
 	if (argc < 2)
 		usage();
 	if (!prt_version_check(PRT_VERSION_MAJOR, PRT_VERSION_MINOR)) {
@@ -595,12 +625,8 @@ int main(int argc, char **argv)
 		return bench_inversion(argc, argv);
 	if (!strcmp(argv[1], "xcore"))
 		return bench_xcore(argc, argv);
-	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
-		if (!strcmp(argv[1], later[i])) {
-			fprintf(stderr, "proxyrt_bench: %s: not implemented yet\n", argv[1]);
-			return 2;
-		}
-	}
+	if (!strcmp(argv[1], "http"))
+		return bench_http(argc, argv);
 	fprintf(stderr, "proxyrt_bench: unknown subcommand '%s'\n", argv[1]);
 	usage();
 }

@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The example servers over loopback, as fibers on io_uring (or epoll).
+ *
+ * HTTP (examples/http_conn.h) on a 2-worker runtime, driven from this
+ * plain thread with ordinary blocking sockets: exact answers, pipelining
+ * (with bodies to skip), the malformed requests that get 400 and a
+ * close, the header-size limit, Connection: close, clients that vanish
+ * mid-request, and 100 requests on one connection.
+ *
+ * Echo (examples/echo_conn.h): 10,000 connections open at once, client
+ * fibers and server fibers in one runtime, every byte checked.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "test_common.h"
+
+#include "echo_conn.h"
+#include "http_conn.h"
+
+/* A server that stops answering fails the test here instead of hanging it. */
+#define IO_TIMEOUT_S 20
+
+#define GET "GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+
+/* Needs RLIMIT_NOFILE >= 2 * ECHO_CONNS + 100, else skips; -D to try other loads. */
+#ifndef ECHO_CONNS
+#define ECHO_CONNS 10000
+#endif
+
+/* The server every HTTP test talks to (group setup and teardown). */
+static struct {
+	prt_runtime_t *rt;
+	struct serve_loop loop;
+	prt_fiber_t accept;
+	int port;
+} srv;
+
+/* Start @conn fibers behind an accept loop on an ephemeral port of 127.0.0.1. */
+static void server_start(prt_runtime_t *rt, void *(*conn)(void *))
+{
+	int fd = serve_listen("127.0.0.1", 0);
+
+	assert_true(fd >= 0);
+	srv.rt = rt;
+	srv.port = serve_port(fd);
+	assert_true(srv.port > 0);
+	serve_loop_init(&srv.loop, fd, conn);
+	assert_int_equal(prt_spawn(rt, &srv.accept, NULL, serve_accept_loop, &srv.loop), 0);
+}
+
+/* Stop accepting and wait for every fiber of the runtime, connections included. */
+static void server_stop(void)
+{
+	serve_stop(&srv.loop);
+	assert_int_equal(prt_join(srv.accept, NULL), 0);
+	assert_int_equal(srv.loop.err, 0);
+	close(srv.loop.fd);
+	assert_int_equal(prt_runtime_destroy(srv.rt), 0);
+}
+
+/* As test_rt(), with slab stacks (PRT_STACK_CANARY). */
+static prt_runtime_t *test_rt_canary(int nworkers)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.stack_kind = PRT_STACK_CANARY;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
+static int http_setup(void **state)
+{
+	(void)state;
+	server_start(test_rt(2), http_conn_fiber);
+	return 0;
+}
+
+static int http_teardown(void **state)
+{
+	(void)state;
+	server_stop();
+	return 0;
+}
+
+/* ---- a blocking client ---- */
+
+static int client_open(void)
+{
+	struct sockaddr_in sa = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)srv.port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
+	serve_nodelay(fd);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void client_send(int fd, const void *buf, size_t n)
+{
+	for (size_t done = 0; done < n;) {
+		ssize_t k = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL);
+
+		assert_true(k > 0);
+		done += (size_t)k;
+	}
+}
+
+static void client_send_str(int fd, const char *s)
+{
+	client_send(fd, s, strlen(s));
+}
+
+/* Read exactly @n bytes and compare them with @want. */
+static void client_expect(int fd, const char *want, size_t n)
+{
+	char *buf = malloc(n);
+
+	assert_non_null(buf);
+	for (size_t done = 0; done < n;) {
+		ssize_t k = recv(fd, buf + done, n - done, 0);
+
+		if (k <= 0)
+			fprintf(stderr, "recv after %zu of %zu bytes: %zd (%s)\n", done, n, k,
+				k ? strerror(errno) : "EOF");
+		assert_true(k > 0);
+		done += (size_t)k;
+	}
+	assert_memory_equal(buf, want, n);
+	free(buf);
+}
+
+#define EXPECT(fd, lit) client_expect((fd), lit, sizeof(lit) - 1)
+
+/* The server closed its side: the next read is end of file. */
+static void client_expect_eof(int fd)
+{
+	char c;
+
+	assert_int_equal(recv(fd, &c, 1, 0), 0);
+}
+
+/* Close with RST instead of FIN, as a client that crashed or timed out. */
+static void client_reset(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close(fd);
+}
+
+/* A fresh connection gets @req answered with 400, then end of file. */
+static void expect_bad(const char *req, size_t len)
+{
+	int fd = client_open();
+
+	client_send(fd, req, len);
+	EXPECT(fd, HTTP_RESPONSE_400);
+	client_expect_eof(fd);
+	close(fd);
+}
+
+/* A GET / on a fresh connection is answered: the server is still serving. */
+static void expect_serving(void)
+{
+	int fd = client_open();
+
+	client_send_str(fd, GET);
+	EXPECT(fd, HTTP_RESPONSE_200);
+	close(fd);
+}
+
+/* "GET / HTTP/1.1" plus a header padded so the block is @len bytes long. */
+static char *padded_get(size_t len)
+{
+	static const char pre[] = "GET / HTTP/1.1\r\nX-Pad: ", post[] = "\r\n\r\n";
+	char *req = malloc(len + 1);
+
+	assert_non_null(req);
+	assert_true(len > sizeof(pre) + sizeof(post));
+	memcpy(req, pre, sizeof(pre) - 1);
+	memset(req + sizeof(pre) - 1, 'a', len - (sizeof(pre) - 1) - (sizeof(post) - 1));
+	memcpy(req + len - (sizeof(post) - 1), post, sizeof(post));
+	return req;
+}
+
+/* ---- HTTP ---- */
+
+static void test_get(void **state)
+{
+	int fd = client_open();
+
+	(void)state;
+	client_send_str(fd, GET);
+	EXPECT(fd, HTTP_RESPONSE_200);
+	/* A query string is still "/". */
+	client_send_str(fd, "GET /?x=1 HTTP/1.1\r\nHost: test\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	client_send_str(fd, "GET /other HTTP/1.1\r\nHost: test\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_404);
+	client_send_str(fd, "DELETE / HTTP/1.1\r\nHost: test\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_404);
+	/* One request in pieces. */
+	client_send_str(fd, "GET / HT");
+	client_send_str(fd, "TP/1.1\r\nHost: te");
+	client_send_str(fd, "st\r\n\r");
+	client_send_str(fd, "\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	close(fd);
+}
+
+static void test_pipelined(void **state)
+{
+	int fd = client_open();
+
+	(void)state;
+	client_send_str(fd, GET GET GET);
+	EXPECT(fd, HTTP_RESPONSE_200 HTTP_RESPONSE_200 HTTP_RESPONSE_200);
+	/* Bodies are skipped, wherever the next request starts. */
+	client_send_str(fd, "POST /form HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+			    "GET / HTTP/1.1\r\ncontent-length:0\r\n\r\n"
+			    "PUT / HTTP/1.1\r\nContent-Length:  3 \r\n\r\nabc" GET);
+	EXPECT(fd, HTTP_RESPONSE_404 HTTP_RESPONSE_200 HTTP_RESPONSE_404 HTTP_RESPONSE_200);
+	close(fd);
+}
+
+/* A body far larger than the server's buffer, then a request behind it. */
+static void test_large_body(void **state)
+{
+	size_t body = 300 * 1000;
+	char head[128], *buf = malloc(body);
+	int fd = client_open();
+
+	(void)state;
+	assert_non_null(buf);
+	memset(buf, 'b', body);
+	snprintf(head, sizeof(head), "POST / HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", body);
+	client_send_str(fd, head);
+	client_send(fd, buf, body);
+	client_send_str(fd, GET);
+	EXPECT(fd, HTTP_RESPONSE_404 HTTP_RESPONSE_200);
+	close(fd);
+	free(buf);
+}
+
+static void test_malformed(void **state)
+{
+	static const char *const bad[] = {
+		"GARBAGE\r\n\r\n",
+		"GET /\r\n\r\n",
+		"GET / HTTP/2.0\r\n\r\n",
+		"GET / HTTP/1.10\r\n\r\n",
+		"GET / FTP/1.1\r\n\r\n",
+		"GET  / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1 \r\n\r\n",
+		"G(T / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+		"GET / HTTP/1.1\r\n: no name\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost : test\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: test\r\n folded\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\x01z\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\nb\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
+		"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+		"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	};
+	char big[128];
+	int fd;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_bad(bad[i], strlen(bad[i]));
+	snprintf(big, sizeof(big), "POST / HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
+		 HTTP_BODY_MAX + 1);
+	expect_bad(big, strlen(big));
+	/* A NUL in the request line. */
+	expect_bad("GET /\0 HTTP/1.1\r\n\r\n", 19);
+
+	/* Equal duplicate lengths are one length. */
+	fd = client_open();
+	client_send_str(fd, "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab" GET);
+	EXPECT(fd, HTTP_RESPONSE_404 HTTP_RESPONSE_200);
+	/* The answers before a bad request go out, then 400, then the close. */
+	client_send_str(fd, GET GET "BAD\r\n\r\n" GET);
+	EXPECT(fd, HTTP_RESPONSE_200 HTTP_RESPONSE_200 HTTP_RESPONSE_400);
+	client_expect_eof(fd);
+	close(fd);
+}
+
+static void test_header_limit(void **state)
+{
+	char *req = padded_get(HTTP_HDR_MAX);
+	int fd = client_open();
+
+	(void)state;
+	/* Exactly the limit: served, and the connection stays. */
+	client_send_str(fd, req);
+	EXPECT(fd, HTTP_RESPONSE_200);
+	client_send_str(fd, GET);
+	EXPECT(fd, HTTP_RESPONSE_200);
+	close(fd);
+	free(req);
+
+	/* One byte over. */
+	req = padded_get(HTTP_HDR_MAX + 1);
+	expect_bad(req, strlen(req));
+	free(req);
+
+	/*
+	 * A block that never ends, longer than the server reads at once: the
+	 * 400 must reach us although the server closes with our bytes unread.
+	 */
+	req = padded_get(4 * HTTP_IN_SIZE);
+	expect_bad(req, strlen(req) - 4);
+	free(req);
+}
+
+static void test_connection_close(void **state)
+{
+	int fd;
+
+	(void)state;
+	fd = client_open();
+	client_send_str(fd, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	client_expect_eof(fd);
+	close(fd);
+
+	/* Requests after the one that asked to close are not answered. */
+	fd = client_open();
+	client_send_str(fd, GET "GET /x HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n" GET);
+	EXPECT(fd, HTTP_RESPONSE_200 HTTP_RESPONSE_404);
+	client_expect_eof(fd);
+	close(fd);
+
+	/* HTTP/1.0 closes unless it asks for keep-alive. */
+	fd = client_open();
+	client_send_str(fd, "GET / HTTP/1.0\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	client_expect_eof(fd);
+	close(fd);
+
+	fd = client_open();
+	client_send_str(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	client_send_str(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+	EXPECT(fd, HTTP_RESPONSE_200);
+	close(fd);
+}
+
+static void test_client_vanishes(void **state)
+{
+	static const char half[] = "GET / HTTP/1.1\r\nHost: te";
+	int fd;
+
+	(void)state;
+	/* Half a request, then a reset: the server's read fails with ECONNRESET. */
+	fd = client_open();
+	client_send_str(fd, half);
+	client_reset(fd);
+	expect_serving();
+
+	/* Half a request, then EOF: the server closes without an answer. */
+	fd = client_open();
+	client_send_str(fd, half);
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	client_expect_eof(fd);
+	close(fd);
+	expect_serving();
+
+	/* Half a body, then a reset. */
+	fd = client_open();
+	client_send_str(fd, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc");
+	EXPECT(fd, HTTP_RESPONSE_404);
+	client_reset(fd);
+	expect_serving();
+
+	/*
+	 * Many requests whose answers we never read, then a reset: the
+	 * server's writes fail (EPIPE, ECONNRESET) instead of killing it.
+	 */
+	for (int round = 0; round < 4; round++) {
+		char *many = malloc(1000 * (sizeof(GET) - 1) + 1);
+
+		assert_non_null(many);
+		for (int i = 0; i < 1000; i++)
+			memcpy(many + i * (sizeof(GET) - 1), GET, sizeof(GET));
+		fd = client_open();
+		client_send_str(fd, many);
+		client_reset(fd);
+		free(many);
+	}
+	expect_serving();
+}
+
+static void test_keepalive(void **state)
+{
+	int fd = client_open();
+
+	(void)state;
+	for (int i = 0; i < 100; i++) {
+		client_send_str(fd, GET);
+		EXPECT(fd, HTTP_RESPONSE_200);
+	}
+	close(fd);
+}
+
+/* ---- echo ---- */
+
+static void *echo_driver(void *arg)
+{
+	return (void *)(intptr_t)echo_load_run(arg);
+}
+
+static void test_echo_10k(void **state)
+{
+	struct echo_load l = {
+		.addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) },
+		.conns = ECHO_CONNS,
+		.msgs = 2,
+		.min_size = 2048,
+		.max_size = 6144,
+		.seed = 0x5eed,
+	};
+	prt_fiber_attr_t attr;
+	prt_fiber_t f;
+	void *res = NULL;
+
+	(void)state;
+	/* Both ends of every connection, plus the runtime's own fds. */
+	if (serve_raise_nofile(2 * ECHO_CONNS + 100)) {
+		fprintf(stderr, "cannot raise RLIMIT_NOFILE to %d\n", 2 * ECHO_CONNS + 100);
+		skip();
+	}
+	/*
+	 * 20,000 fibers: guard-page stacks would take 40,000 of the default
+	 * 65,530 mappings; slab stacks take 80.
+	 */
+	server_start(test_rt_canary(2), echo_conn_fiber);
+	l.addr.sin_port = htons((uint16_t)srv.port);
+	prt_fiber_attr_init(&attr);
+	attr.name = "echo-driver";
+	assert_int_equal(prt_spawn(srv.rt, &f, &attr, echo_driver, &l), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	server_stop();
+
+	if (l.first_err)
+		fprintf(stderr, "echo: %ld connections failed, first: %s\n", l.failed,
+			strerror(-l.first_err));
+	assert_ptr_equal(res, NULL);
+	assert_int_equal(l.failed, 0);
+	assert_int_equal(l.mismatches, 0);
+	assert_int_equal(l.msgs_ok, ECHO_CONNS * l.msgs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest http[] = {
+		cmocka_unit_test(test_get),
+		cmocka_unit_test(test_pipelined),
+		cmocka_unit_test(test_large_body),
+		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_header_limit),
+		cmocka_unit_test(test_connection_close),
+		cmocka_unit_test(test_client_vanishes),
+		cmocka_unit_test(test_keepalive),
+	};
+	const struct CMUnitTest echo[] = {
+		cmocka_unit_test(test_echo_10k),
+	};
+	int failed;
+
+	/* The HTTP code writes with prt_write_all, which can raise SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
+	failed = cmocka_run_group_tests_name("http", http, http_setup, http_teardown);
+	failed += cmocka_run_group_tests_name("echo", echo, NULL, NULL);
+	return failed;
+}
