@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -123,6 +124,19 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	}
 	err = probe_uring(rio, &what);
 	if (!err) {
+		struct io_uring r;
+		/*
+		 * Completions' task work runs only when the worker enters the
+		 * kernel for events (batched, no IPI into a busy worker); the
+		 * ring is enabled by its worker thread, its single issuer.
+		 */
+		unsigned f = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+			     IORING_SETUP_TASKRUN_FLAG;
+
+		if (io_uring_queue_init(4, &r, f) == 0) {
+			io_uring_queue_exit(&r);
+			rio->setup_flags = f | IORING_SETUP_R_DISABLED;
+		}
 		rio->backend = PRT_IO_URING;
 		return 0;
 	}
@@ -152,7 +166,7 @@ int prt__io_init(struct prt__worker *w)
 	if (io->evfd < 0)
 		return -errno;
 	if (io->backend == PRT_IO_URING) {
-		err = io_uring_queue_init(rio->entries, &io->ring, 0);
+		err = io_uring_queue_init(rio->entries, &io->ring, rio->setup_flags);
 		if (err)
 			goto fail;
 		io->msg_ring = rio->msg_ring;
@@ -178,6 +192,13 @@ fail:
 	close(io->evfd);
 	io->evfd = -1;
 	return err;
+}
+
+void prt__io_thread_start(struct prt__worker *w)
+{
+	if (w->io.backend == PRT_IO_URING && (w->rt->io.setup_flags & IORING_SETUP_R_DISABLED))
+		/* We become its submitter task. (liburing 2.3 declares io_uring_enable_rings but does not export it.) */
+		syscall(__NR_io_uring_register, w->io.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
 }
 
 void prt__io_fini(struct prt__worker *w)
@@ -411,11 +432,21 @@ int prt__io_service(struct prt__worker *w, bool force_submit)
 		io->tick = 0;
 		return woken + (io->nwait ? reap_epoll(w, 0, NULL) : 0);
 	}
-	if (io->unsubmitted &&
-	    (force_submit || io->unsubmitted >= PRT_IO_BATCH ||
-	     !atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
-	     prt__now_ns() - io->first_unsubmitted_ns >= PRT_IO_SUBMIT_NS))
-		submit(w);
+	/*
+	 * Submit, and with deferred task work collect completions, when the
+	 * worker runs dry, the batch is large or old, or every 64 points.
+	 */
+	if (force_submit || !atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
+	    (io->unsubmitted && (io->unsubmitted >= PRT_IO_BATCH ||
+				 prt__now_ns() - io->first_unsubmitted_ns >= PRT_IO_SUBMIT_NS)) ||
+	    (++io->tick & 63) == 0) {
+		if (IO_URING_READ_ONCE(*io->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+			io_uring_submit_and_get_events(&io->ring);
+			io->unsubmitted = 0;
+		} else if (io->unsubmitted) {
+			submit(w);
+		}
+	}
 	if (io_uring_cq_ready(&io->ring))
 		woken += reap_uring(w);
 	return woken;

@@ -62,7 +62,7 @@ struct prt__io {
 	bool ev_armed;        /* uring: a read of @evfd is pending */
 	uint64_t evbuf;
 	unsigned inflight;    /* requests queued whose completion is not reaped */
-	unsigned tick;        /* epoll: scheduling points since the last poll */
+	unsigned tick;        /* scheduling points since the last poll (epoll, deferred work) */
 	int evfd;             /* eventfd: wakes the worker from any thread */
 	int epfd;             /* epoll backend */
 	unsigned nwait;       /* epoll: requests waiting in @bucket */
@@ -75,6 +75,7 @@ struct prt__offload;
 struct prt__rtio {
 	int backend;
 	bool msg_ring;
+	unsigned setup_flags; /* io_uring_setup flags every worker ring gets */
 	unsigned entries;
 	unsigned offload_max;
 	char notice[200];
@@ -87,6 +88,8 @@ bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f);
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
 void prt__io_rt_fini(struct prt_runtime *rt);
 int prt__io_init(struct prt__worker *w);
+/* On the worker thread, before its first submission (single-issuer rings). */
+void prt__io_thread_start(struct prt__worker *w);
 void prt__io_fini(struct prt__worker *w);
 
 /*

@@ -1008,6 +1008,7 @@ void *prt__worker_main(void *arg)
 	snprintf(name, sizeof(name), "prt-w%d", w->index);
 	pthread_setname_np(pthread_self(), name);
 	prt__topo_bind_thread(&rt->topo, w->index);
+	prt__io_thread_start(w);
 	idle_init(w);
 	for (;;) {
 		struct prt__fiber *donor, *next;

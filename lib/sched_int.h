@@ -96,6 +96,7 @@ static inline void prt__io_point(struct prt__worker *w)
 
 	if (io->backend == PRT_IO_URING) {
 		if (prt__unlikely(io->unsubmitted || io_uring_cq_ready(&io->ring) ||
+				  (IO_URING_READ_ONCE(*io->ring.sq.kflags) & IORING_SQ_TASKRUN) ||
 				  atomic_load_explicit(&io->cmds, memory_order_relaxed)))
 			prt__io_service(w, false);
 	} else if (prt__unlikely((io->nwait && (++io->tick & 63) == 0) ||
