@@ -37,9 +37,11 @@
 
 #define HTTP_PORT_DEFAULT 8080
 
-#define HTTP_RESPONSE_200 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"
+#define HTTP_RESPONSE_200                                                                \
+	"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"
 #define HTTP_RESPONSE_404 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-#define HTTP_RESPONSE_400 "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+#define HTTP_RESPONSE_400                                                                \
+	"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 /* Longest header block: request line, header lines and the empty line. */
 #define HTTP_HDR_MAX 8192
