@@ -244,11 +244,19 @@ static inline int http_flush(struct http_conn *c)
 {
 	ssize_t n;
 
-	if (!c->out_len)
-		return 0;
-	n = prt_write_all(c->fd, c->out, c->out_len, 0);
+	size_t off = 0;
+
+	/* send, not write: the socket path is shorter, and MSG_NOSIGNAL spares SIGPIPE. */
+	while (off < c->out_len) {
+		n = prt_send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
+		if (n < 0) {
+			c->out_len = 0;
+			return (int)n;
+		}
+		off += (size_t)n;
+	}
 	c->out_len = 0;
-	return n < 0 ? (int)n : 0;
+	return 0;
 }
 
 /* Queue answer @s of @n bytes, flushing first if it does not fit. Returns 0 or -errno. */
