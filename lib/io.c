@@ -970,46 +970,38 @@ static uint64_t left_of(uint64_t tmo, uint64_t t0, bool *expired)
 	return *expired ? 0 : tmo - el;
 }
 
-PRT_API ssize_t prt_read_all(int fd, void *buf, size_t n, uint64_t tmo)
+/* read_all / write_all: loop until @n bytes, end of file (reads), an error or the deadline. */
+static ssize_t xfer_all(int fd, char *buf, size_t n, uint64_t tmo, bool wr)
 {
 	uint64_t t0 = tmo ? prt__now_ns() : 0;
-	size_t got = 0;
+	size_t done = 0;
 
-	while (got < n) {
+	while (done < n) {
 		bool expired = false;
 		uint64_t left = left_of(tmo, t0, &expired);
 		ssize_t r;
 
 		if (expired)
 			return -ETIMEDOUT;
-		r = prt_read_timeout(fd, (char *)buf + got, n - got, left);
+		r = wr ? prt_write_timeout(fd, buf + done, n - done, left)
+		       : prt_read_timeout(fd, buf + done, n - done, left);
 		if (r < 0)
 			return r;
-		if (r == 0)
-			break;
-		got += (size_t)r;
+		if (r == 0 && !wr)
+			break; /* end of file */
+		done += (size_t)r;
 	}
-	return (ssize_t)got;
+	return (ssize_t)done;
+}
+
+PRT_API ssize_t prt_read_all(int fd, void *buf, size_t n, uint64_t tmo)
+{
+	return xfer_all(fd, buf, n, tmo, false);
 }
 
 PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t tmo)
 {
-	uint64_t t0 = tmo ? prt__now_ns() : 0;
-	size_t put = 0;
-
-	while (put < n) {
-		bool expired = false;
-		uint64_t left = left_of(tmo, t0, &expired);
-		ssize_t r;
-
-		if (expired)
-			return -ETIMEDOUT;
-		r = prt_write_timeout(fd, (const char *)buf + put, n - put, left);
-		if (r < 0)
-			return r;
-		put += (size_t)r;
-	}
-	return (ssize_t)put;
+	return xfer_all(fd, (char *)(uintptr_t)buf, n, tmo, true);
 }
 
 PRT_API int prt_shutdown(int fd, int how)

@@ -16,7 +16,9 @@
 
 #include <proxyrt/proxyrt.h>
 
-static inline prt_runtime_t *test_rt_flags(int nworkers, unsigned flags)
+/* A runtime of @nworkers with @flags, stacks of @stack_kind, I/O on @io_backend; asserts. */
+static inline prt_runtime_t *test_rt_with(int nworkers, unsigned flags, int stack_kind,
+					  int io_backend)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
@@ -24,8 +26,15 @@ static inline prt_runtime_t *test_rt_flags(int nworkers, unsigned flags)
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = nworkers;
 	cfg.flags = flags;
+	cfg.stack_kind = stack_kind;
+	cfg.io_backend = io_backend;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	return rt;
+}
+
+static inline prt_runtime_t *test_rt_flags(int nworkers, unsigned flags)
+{
+	return test_rt_with(nworkers, flags, PRT_STACK_GUARD, PRT_IO_AUTO);
 }
 
 static inline prt_runtime_t *test_rt(int nworkers)

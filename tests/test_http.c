@@ -75,14 +75,7 @@ static void server_stop(void)
 /* As test_rt(), with slab stacks (PRT_STACK_CANARY). */
 static prt_runtime_t *test_rt_canary(int nworkers)
 {
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	cfg.stack_kind = PRT_STACK_CANARY;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	return rt;
+	return test_rt_with(nworkers, 0, PRT_STACK_CANARY, PRT_IO_AUTO);
 }
 
 static int http_setup(void **state)

@@ -23,13 +23,8 @@ static int g_backend = PRT_IO_URING;
 
 static prt_runtime_t *io_rt(int nworkers)
 {
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
+	prt_runtime_t *rt = test_rt_with(nworkers, 0, PRT_STACK_GUARD, g_backend);
 
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = nworkers;
-	cfg.io_backend = g_backend;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	assert_int_equal(prt_runtime_io_backend(rt), g_backend);
 	return rt;
 }
