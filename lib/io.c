@@ -342,7 +342,7 @@ static int ep_arm(struct prt__worker *w, int fd)
 }
 
 /* Take every waiter of @fd off @w's table, ending each with @res (0: retry). */
-static int ep_release(struct prt__worker *w, int fd, int res, bool locked)
+static int ep_release(struct prt__worker *w, int fd, int res)
 {
 	struct prt__ioreq **pp = &w->io.bucket[bucket_of(fd)];
 	int woken = 0;
@@ -359,10 +359,7 @@ static int ep_release(struct prt__worker *w, int fd, int res, bool locked)
 		w->io.inflight--;
 		r->res = res;
 		r->done = true;
-		if (locked)
-			prt__wake_here_locked(w, r->fiber);
-		else
-			prt__wake(r->fiber);
+		prt__wake(r->fiber);
 		woken++;
 	}
 	return woken;
@@ -384,7 +381,7 @@ static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timesp
 			}
 			continue;
 		}
-		woken += ep_release(w, (int)ev[i].data.u64, 0, false);
+		woken += ep_release(w, (int)ev[i].data.u64, 0);
 	}
 	return woken;
 }
@@ -406,7 +403,7 @@ static int run_cmds(struct prt__worker *w)
 			io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | TAG_CMD);
 			w->io.inflight++;
 		} else {
-			woken += ep_release(w, c->fd, -ECANCELED, false);
+			woken += ep_release(w, c->fd, -ECANCELED);
 			epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 			cmd_ack(c);
 		}
@@ -577,15 +574,6 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 	return r.res;
 }
 
-/* An SQE for an op of the calling fiber, with room for its link timeout. */
-static struct io_uring_sqe *op_sqe(struct prt__worker *w, uint64_t tmo)
-{
-	if (!tmo)
-		return get_sqe(w, 1);
-	/* get_sqe counted 2 and guaranteed room for both. */
-	return get_sqe(w, 2);
-}
-
 /* ---- the epoll path ------------------------------------------------------------- */
 
 static int set_nonblock(int fd)
@@ -603,7 +591,7 @@ static int set_nonblock(int fd)
 static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
-	struct prt__ioreq r = { .fiber = self, .fd = fd, .events = events, .w = w };
+	struct prt__ioreq r = { .fiber = self, .fd = fd, .events = events };
 	unsigned b = bucket_of(fd);
 	int err;
 
@@ -621,7 +609,7 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 		self->ioreq = &r;
 		if ((err = prt__timer_arm(w, deadline, PRT_TM_IO))) {
 			self->ioreq = NULL;
-			ep_release(w, fd, 0, false); /* all waiters retry; harmless */
+			ep_release(w, fd, 0); /* all waiters retry; harmless */
 			return err;
 		}
 	}
@@ -779,7 +767,7 @@ static long run_op(const struct opargs *a, uint64_t tmo)
 		return thread_op(a, tmo);
 	if (w->io.backend == PRT_IO_EPOLL)
 		return ep_op(w, a, tmo);
-	sqe = op_sqe(w, tmo);
+	sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 	switch (a->op) {
 	case OP_READ:
 		io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)(a->n > UINT32_MAX ? UINT32_MAX : a->n),
@@ -889,7 +877,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 	if (!w)
 		return thread_poll(fd, events, tmo ? tmo : 0);
 	if (w->io.backend == PRT_IO_URING) {
-		struct io_uring_sqe *sqe = op_sqe(w, tmo);
+		struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 
 		io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
 		return uring_wait(w, sqe, tmo);
@@ -1013,7 +1001,7 @@ PRT_API int prt_shutdown(int fd, int how)
 		return -EBADF;
 	if (!w || w->io.backend == PRT_IO_EPOLL)
 		return shutdown(fd, how) < 0 ? -errno : 0;
-	sqe = op_sqe(w, 0);
+	sqe = get_sqe(w, 1);
 	io_uring_prep_shutdown(sqe, fd, how);
 	return uring_wait(w, sqe, 0);
 }
@@ -1070,7 +1058,7 @@ PRT_API int prt_close(int fd)
 	w = prt__cur_worker();
 	if (w->io.backend == PRT_IO_EPOLL)
 		return close(fd) < 0 ? -errno : 0;
-	sqe = op_sqe(w, 0);
+	sqe = get_sqe(w, 1);
 	io_uring_prep_close(sqe, fd);
 	return uring_wait(w, sqe, 0);
 }

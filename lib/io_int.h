@@ -27,7 +27,6 @@ struct prt__ioreq {
 	int fd;
 	uint32_t events;
 	struct prt__ioreq *next;
-	struct prt__worker *w;
 };
 
 /*
