@@ -91,6 +91,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 
 	err = prt__mutex_release_all(m, &count);
 	prt__assert(err == 0); /* ownership was checked above */
+	if (rec.fiber)
+		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	err = prt__mutex_wait_granted(&rec, deadline);
 	if (err) {
 		/*

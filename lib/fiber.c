@@ -148,6 +148,18 @@ void prt__fiber_free(struct prt__fiber *f)
 	prt__spin_unlock(&rt->desc_lock);
 }
 
+void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, void *), void *arg)
+{
+	struct desc_chunk *c;
+
+	prt__spin_lock(&rt->desc_lock);
+	c = rt->desc_chunks;
+	prt__spin_unlock(&rt->desc_lock);
+	for (; c; c = c->next)
+		for (int i = 0; i < PRT_DESC_CHUNK; i++)
+			fn(&c->f[i], arg);
+}
+
 void prt__fiber_chunks_free(struct prt_runtime *rt)
 {
 	struct desc_chunk *c = rt->desc_chunks, *next;
@@ -437,8 +449,10 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 	/* Set even if already dead: a racing join or detach now sees it taken. */
 	f->joiner = &wt;
 	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
-		if (self)
+		if (self) {
+			prt__set_wait(self, PRT_WK_JOIN, f, 0);
 			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		}
 		prt__spin_unlock(&f->lock);
 		prt__waiter_wait(&wt);
 	} else {
@@ -598,6 +612,7 @@ PRT_API int prt_park(void)
 		return 0;
 	}
 	self->parked = true;
+	prt__set_wait(self, PRT_WK_PARK, NULL, 0);
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 	prt__spin_unlock(&self->lock);
 	prt__schedule_blocked(w);

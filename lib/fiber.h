@@ -108,8 +108,37 @@ struct prt__fiber {
 	struct prt__worker *timer_w;      /* written by the fiber itself */
 	/* epoll backend: the request its PRT_TM_IO timer ends (its worker's own). */
 	struct prt__ioreq *ioreq;
+	/*
+	 * What it waits for while BLOCKED (PRT_WK_*), on what (@wait_obj: a
+	 * mutex, condvar, fiber or a string) and @wait_arg (an fd, a
+	 * deadline): for prt_runtime_dump() only. Written by the fiber
+	 * itself before it blocks, read without a lock.
+	 */
+	atomic_int wait_kind;
+	_Atomic(const void *) wait_obj;
+	_Atomic int64_t wait_arg;
 	char name[PRT_NAME_MAX];
 };
+
+/* prt__fiber.wait_kind */
+enum {
+	PRT_WK_NONE = 0,
+	PRT_WK_JOIN,    /* obj: the fiber joined */
+	PRT_WK_PARK,
+	PRT_WK_SLEEP,   /* arg: deadline (ns, CLOCK_MONOTONIC) */
+	PRT_WK_MUTEX,   /* obj: the mutex (asleep until handed the lock) */
+	PRT_WK_COND,    /* obj: the condvar */
+	PRT_WK_IO,      /* obj: the op's name, arg: the fd */
+	PRT_WK_OFFLOAD, /* obj: the function */
+};
+
+/* Record what the calling fiber @f is about to wait for (dumps only). */
+static inline void prt__set_wait(struct prt__fiber *f, int kind, const void *obj, int64_t arg)
+{
+	atomic_store_explicit(&f->wait_kind, kind, memory_order_relaxed);
+	atomic_store_explicit(&f->wait_obj, obj, memory_order_relaxed);
+	atomic_store_explicit(&f->wait_arg, arg, memory_order_relaxed);
+}
 
 static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_index)
 {
@@ -130,6 +159,13 @@ void prt__waiter_wake(struct prt__waiter *w);
  * for a thread, just sleeps until woken.
  */
 void prt__waiter_wait(struct prt__waiter *w);
+
+/*
+ * Call @fn on every descriptor of @rt, free ones included (their state
+ * says so). Chunks are only ever added, and freed at destroy: the walk
+ * takes no lock past reading the list head.
+ */
+void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, void *), void *arg);
 
 /* Free every descriptor chunk of @rt (runtime destroy). */
 void prt__fiber_chunks_free(struct prt_runtime *rt);

@@ -640,6 +640,8 @@ bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f)
 }
 
 enum op { OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT };
+static const char *const op_names[] = { "read", "write", "readv", "writev",
+					"recv", "send", "accept", "connect" };
 
 struct opargs {
 	enum op op;
@@ -765,6 +767,7 @@ static long run_op(const struct opargs *a, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_op(a, tmo);
+	prt__set_wait(w->curr, PRT_WK_IO, op_names[a->op], a->fd);
 	if (w->io.backend == PRT_IO_EPOLL)
 		return ep_op(w, a, tmo);
 	sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
@@ -876,6 +879,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_poll(fd, events, tmo ? tmo : 0);
+	prt__set_wait(w->curr, PRT_WK_IO, "poll", fd);
 	if (w->io.backend == PRT_IO_URING) {
 		struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 
@@ -1038,6 +1042,7 @@ static void cancel_fd(struct prt__worker *w, int fd)
 			prt__io_kick(v);
 	}
 	prt__io_service(w, true); /* ours now */
+	prt__set_wait(w->curr, PRT_WK_IO, "close", fd);
 	if (atomic_fetch_sub(&left, 1) != 1)
 		prt__waitone_wait(w, &done);
 	/* Every command has been acked: their slots are free again. */

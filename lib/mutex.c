@@ -472,6 +472,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		}
 		if (!proxy) {
 			rec.sleeping = true;
+			prt__set_wait(self, PRT_WK_MUTEX, m, 0);
 			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		}
 		prt__spin_unlock(&m->wait_lock);
@@ -848,6 +849,7 @@ bool prt__mutex_sleep_donor(struct prt__fiber *d)
 	if (atomic_load(&d->blocked_on) == m && d->mwait && !d->mwait->parker &&
 	    (atomic_load(&m->owner) & ~PRT_MTX_FLAGS)) {
 		d->mwait->sleeping = true;
+		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		ok = true;
 	}

@@ -121,6 +121,7 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 	if (err)
 		return -EAGAIN;
 	/* Only the helper's prt__waitone_done wakes us (seq_cst exchange after j.ret). */
+	prt__set_wait(w->curr, PRT_WK_OFFLOAD, (const void *)fn, 0);
 	prt__waitone_wait(w, &j.done);
 	if (result)
 		*result = j.ret;

@@ -3,6 +3,7 @@
  * Runtime life cycle: configuration, worker start-up and shutdown, and
  * the introspection calls.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +33,11 @@ static int config_check(const prt_runtime_config_t *cfg)
 	if (cfg->stack_kind != PRT_STACK_GUARD && cfg->stack_kind != PRT_STACK_CANARY)
 		return -EINVAL;
 	if (cfg->topology_synthetic && cfg->topology_xml)
+		return -EINVAL;
+	if (cfg->dump_signal && (cfg->dump_signal < 1 || cfg->dump_signal >= NSIG ||
+				 cfg->dump_signal == SIGKILL || cfg->dump_signal == SIGSTOP ||
+				 cfg->dump_signal == SIGSEGV || cfg->dump_signal == SIGBUS ||
+				 cfg->dump_signal == SIGILL || cfg->dump_signal == SIGFPE))
 		return -EINVAL;
 	return 0;
 }
@@ -73,6 +79,8 @@ static void runtime_free(struct prt_runtime *rt)
 	prt__fiber_chunks_free(rt);
 	prt__stack_slabs_free(rt);
 	prt__topo_fini(&rt->topo);
+	if (rt->overflow_handler)
+		prt__overflow_handler_put();
 	prt__free(rt, sizeof(*rt));
 }
 
@@ -108,6 +116,7 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	if (!rt)
 		return -ENOMEM;
 	memset(rt, 0, sizeof(*rt));
+	rt->dump_slot = -1;
 	rt->flags = cfg->flags;
 	rt->stack_kind = cfg->stack_kind;
 	rt->stack_size = cfg->stack_size ? cfg->stack_size : PRT_STACK_SIZE_DEFAULT;
@@ -136,6 +145,8 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 			err = -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)
 		err = prt__io_init(rt->workers[i]);
+	if (!err && !(err = prt__overflow_handler_get()))
+		rt->overflow_handler = true;
 	for (i = 0; !err && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
@@ -143,6 +154,8 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 		if (err)
 			break;
 	}
+	if (!err)
+		err = prt__dump_signal_init(rt, cfg->dump_signal);
 	if (err) {
 		stop_workers(rt, i);
 		runtime_free(rt);
@@ -187,6 +200,7 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 		/* Exiting fibers bump destroy_seq; the timeout is a safety net. */
 		prt__futex_wait_ns(&rt->destroy_seq, seq, 10 * 1000 * 1000);
 	}
+	prt__dump_signal_fini(rt);
 	stop_workers(rt, rt->nworkers);
 	runtime_free(rt);
 	return 0;

@@ -50,7 +50,29 @@ struct prt_runtime {
 	/* Canary-stack slabs. */
 	prt__spinlock_t slab_lock;
 	struct prt__slab *slabs;                    /* slab_lock */
+
+	/* Dump signal (signal.c): its slot or -1, and the thread that dumps. */
+	int dump_slot, dump_sig;
+	bool overflow_handler;          /* holds the overflow handler (signal.c) */
+	int dump_pipe[2];
+	pthread_t dump_tid;
 };
+
+/*
+ * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,
+ * held by every live runtime (0 or -errno); each worker thread's
+ * alternate signal stack; the dump signal of cfg.dump_signal (0, -EINVAL,
+ * -EAGAIN or -errno; nothing to undo on failure).
+ */
+int prt__overflow_handler_get(void);
+void prt__overflow_handler_put(void);
+void prt__sigstack_init(struct prt__worker *w);
+void prt__sigstack_fini(struct prt__worker *w);
+int prt__dump_signal_init(struct prt_runtime *rt, int sig);
+void prt__dump_signal_fini(struct prt_runtime *rt);
+/* Write the overflow message for @f (async-signal-safe) and abort. */
+__attribute__((noreturn)) void prt__report_overflow(const struct prt__fiber *f, const char *how,
+						    const void *addr);
 
 static inline struct prt__worker *prt__worker_of(struct prt_runtime *rt, struct prt__worker *w)
 {

@@ -102,11 +102,7 @@ void prt__wait_off_cpu(struct prt__fiber *f)
 
 static prt__cold void stack_overflow(struct prt__fiber *f)
 {
-	fprintf(stderr,
-		"proxyrt: fiber %llu \"%s\" ran off its %zu-byte stack (canary stack, "
-		"detected at a switch): aborting\n",
-		(unsigned long long)atomic_load(&f->id), f->name, f->stack.size);
-	abort();
+	prt__report_overflow(f, "canary stack, found at a switch", NULL);
 }
 
 static inline void asan_start(struct prt__fiber *prev, struct prt__fiber *next)
@@ -467,6 +463,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	struct prt__fiber *self = w->curr;
 
 	prt__io_point(w);
+	prt__set_wait(self, PRT_WK_SLEEP, NULL, (int64_t)deadline);
 	prt__spin_lock(&w->rq.lock);
 	self->timer_w = w;
 	if (timer_push(&w->timers, deadline, self, PRT_TM_SLEEP)) {
@@ -1009,6 +1006,7 @@ void *prt__worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	prt__topo_bind_thread(&rt->topo, w->index);
 	prt__io_thread_start(w);
+	prt__sigstack_init(w);
 	idle_init(w);
 	for (;;) {
 		struct prt__fiber *donor, *next;
@@ -1031,6 +1029,7 @@ void *prt__worker_main(void *arg)
 			break;
 		worker_park(w);
 	}
+	prt__sigstack_fini(w);
 	tls_worker = NULL;
 	return NULL;
 }

@@ -83,6 +83,7 @@ struct prt__worker {
 	/* The worker thread's own context, switched to when nothing is runnable. */
 	struct prt__fiber idle;
 	struct prt__io io;
+	void *sigstack; /* its alternate signal stack, if it made one (signal.c) */
 };
 
 /*

@@ -372,14 +372,61 @@ static void child_guard_poke(void *arg)
 	child_run_fiber(PRT_STACK_GUARD, poke_below_base, "poke");
 }
 
+/*
+ * The child died of SIGABRT after the overflow report naming fiber @id
+ * "@name" and its @size-byte stack.
+ */
+static void assert_overflow_report(int st, const char *err, unsigned long long id,
+				   const char *name, size_t size, const char *how)
+{
+	char want[256];
+
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+		fprintf(stderr, "child status %#x, stderr:\n%s\n", st, err);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGABRT);
+	snprintf(want, sizeof(want), "proxyrt: fiber %llu \"%s\" overflowed its %zu-byte stack (%s",
+		 id, name, size, how);
+	if (!strstr(err, want))
+		fprintf(stderr, "want \"%s\" in:\n%s\n", want, err);
+	assert_non_null(strstr(err, want));
+}
+
 static void test_guard_page_faults(void **state)
 {
+	char err[4096];
 	int st;
 
 	(void)state;
-	st = run_child(child_guard_poke, NULL, NULL, 0);
+	st = run_child(child_guard_poke, NULL, err, sizeof(err));
+	assert_overflow_report(st, err, 1, "poke", PRT_STACK_SIZE_DEFAULT, "guard page hit");
+}
+
+static void *null_deref(void *arg)
+{
+	volatile char *p = arg;
+
+	*p = 1;
+	return NULL;
+}
+
+static void child_null_deref(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_GUARD, null_deref, "nullptr");
+}
+
+/* A fault that is no overflow goes to the disposition before (here the default). */
+static void test_other_fault_not_overflow(void **state)
+{
+	char err[4096];
+	int st;
+
+	(void)state;
+	st = run_child(child_null_deref, NULL, err, sizeof(err));
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGSEGV);
+	assert_null(strstr(err, "overflowed"));
 }
 
 /* Never reached; keeps the recursion formally bounded (-Winfinite-recursion). */
@@ -413,12 +460,49 @@ static void child_guard_recurse(void *arg)
 
 static void test_guard_overflow_faults(void **state)
 {
+	char err[4096];
 	int st;
 
 	(void)state;
-	st = run_child(child_guard_recurse, NULL, NULL, 0);
-	assert_true(WIFSIGNALED(st));
-	assert_int_equal(WTERMSIG(st), SIGSEGV);
+	st = run_child(child_guard_recurse, NULL, err, sizeof(err));
+	assert_overflow_report(st, err, 1, "recurse", PRT_STACK_SIZE_DEFAULT, "guard page hit");
+}
+
+static void *buddy_noop(void *arg)
+{
+	return arg;
+}
+
+/* A stack size of the fiber's own is the one reported. */
+static void child_guard_recurse_big(void *arg)
+{
+	prt_runtime_t *rt = NULL;
+	prt_runtime_config_t cfg;
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	(void)arg;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	die_unless(prt_runtime_create(&rt, &cfg) == 0, "prt_runtime_create");
+	prt_fiber_attr_init(&a);
+	a.name = "deep";
+	a.stack_size = 256 * 1024;
+	/* A first fiber, so that the one that overflows is not id 1. */
+	die_unless(prt_spawn(rt, &f, NULL, buddy_noop, NULL) == 0, "prt_spawn");
+	die_unless(prt_join(f, NULL) == 0, "prt_join");
+	die_unless(prt_spawn(rt, &f, &a, recurse_forever, NULL) == 0, "prt_spawn");
+	die_unless(prt_join(f, NULL) == 0, "prt_join");
+}
+
+static void test_guard_overflow_own_size(void **state)
+{
+	char err[4096];
+	int st;
+
+	(void)state;
+	st = run_child(child_guard_recurse_big, NULL, err, sizeof(err));
+	assert_overflow_report(st, err, 2, "deep", 256 * 1024, "guard page hit");
 }
 
 /* ---- canary stacks -------------------------------------------------------- */
@@ -531,12 +615,8 @@ static void test_canary_overflow_aborts(void **state)
 
 	(void)state;
 	st = run_child(child_canary_smash, NULL, err, sizeof(err));
-	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
-		fprintf(stderr, "child status %#x, stderr:\n%s\n", st, err);
-	assert_true(WIFSIGNALED(st));
-	assert_int_equal(WTERMSIG(st), SIGABRT);
-	assert_non_null(strstr(err, "ran off its"));
-	assert_non_null(strstr(err, VICTIM));
+	assert_overflow_report(st, err, 1, VICTIM, PRT_STACK_SIZE_DEFAULT,
+			       "canary stack, found at a switch");
 }
 
 /* ---- canary stacks scale ------------------------------------------------- */
@@ -849,6 +929,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_guard_page_faults),
 		cmocka_unit_test(test_guard_overflow_faults),
+		cmocka_unit_test(test_guard_overflow_own_size),
+		cmocka_unit_test(test_other_fault_not_overflow),
 		cmocka_unit_test(test_canary_overflow_aborts),
 		cmocka_unit_test(test_pool_reuse_lifo),
 		cmocka_unit_test(test_pool_reuse_many),

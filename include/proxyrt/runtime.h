@@ -98,6 +98,15 @@ typedef struct prt_runtime_config {
 	unsigned io_entries;
 	/* Helper threads of prt_offload(); 0 = PRT_OFFLOAD_THREADS_DEFAULT. */
 	unsigned offload_threads;
+	/*
+	 * A signal (e.g. SIGQUIT) that makes the runtime write
+	 * prt_runtime_dump() to stderr and go on, as Java's thread dump;
+	 * 0 = none (the default). The handler is installed when the first
+	 * runtime asking for that signal is created and the previous
+	 * disposition put back when the last one is destroyed. Synchronous
+	 * fault signals (SEGV, BUS, ILL, FPE) are refused with -EINVAL.
+	 */
+	int dump_signal;
 } prt_runtime_config_t;
 
 #define PRT_IO_ENTRIES_DEFAULT 256u
@@ -149,6 +158,28 @@ PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt);
  * as long as @rt. Context: any thread.
  */
 PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
+
+/*
+ * Write a text snapshot of @rt to @fd: one line per worker (the fiber it
+ * runs, the donor it serves, its run-queue length, whether it sleeps),
+ * one per fiber that exists (id, name, state, worker, priority, what it
+ * waits for: a mutex and its owner, a condvar, a join, a sleep, an fd
+ * and op, park, offload), then one per mutex wait chain, from each
+ * waiting fiber through mutex and owner to the fiber that can run:
+ *
+ *   proxyrt dump: runtime=0x55d0c0a0 workers=2 fibers=3
+ *   worker 0: running=12 donor=0 runq=1 idle=0
+ *   fiber 7 "high" state=runnable worker=0 prio=10 wait=mutex:0x55d0c1c0 owner=3
+ *   fiber 3 "low" state=blocked worker=1 prio=0 wait=io:read:fd=5
+ *   chain: 7 "high" -> mutex 0x55d0c1c0 -> 3 "low" [io:read:fd=5]
+ *   proxyrt dump end
+ *
+ * Nothing is stopped: each line is a snapshot of its fiber as the dump
+ * passed it. Also available on a signal: see cfg.dump_signal.
+ * Returns 0, -EINVAL (NULL @rt, negative @fd) or the -errno of write(2).
+ * Context: any thread, including @rt's own fibers (it blocks in write(2)).
+ */
+PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd);
 
 /* Placement of one worker, from prt_runtime_worker_info(). */
 typedef struct prt_worker_info {

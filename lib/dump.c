@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prt_runtime_dump(): every worker, every fiber and every mutex wait
+ * chain of a runtime, as text, for people, watchdogs and tests.
+ *
+ * Nothing is stopped. Each value is read once, atomically where it is
+ * shared, so a line is a snapshot of that fiber at the moment it was
+ * written; a fiber that moves while the dump runs may look inconsistent
+ * between lines, never crash the dump. Descriptors are type-stable (they
+ * live as long as the runtime), so following an owner pointer to a fiber
+ * that has since ended reads a free or reused descriptor: its id tells.
+ *
+ * The format is one record per line, "key=value" after a leading word,
+ * so that tests and scripts can parse it:
+ *
+ *   proxyrt dump: runtime=0x... workers=2 fibers=3
+ *   worker 0: running=12 donor=3 runq=1 idle=0
+ *   fiber 12 "high" state=runnable worker=0 prio=10 wait=mutex:0x55d0 owner=7
+ *   fiber 7 "low" state=blocked worker=1 prio=0 wait=io:read:fd=5
+ *   chain: 12 "high" -> mutex 0x55d0 -> 7 "low" [io:read:fd=5]
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mutex_int.h"
+#include "runtime.h"
+
+/* Links of a chain printed before giving up (as the pick path's cap). */
+#define DUMP_CHAIN_MAX 64
+
+struct out {
+	int fd;
+	int err;
+	size_t n;
+	char buf[4096];
+};
+
+static void out_flush(struct out *o)
+{
+	size_t off = 0;
+
+	while (off < o->n && !o->err) {
+		ssize_t k = write(o->fd, o->buf + off, o->n - off);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			o->err = k < 0 ? -errno : -EIO;
+		else
+			off += (size_t)k;
+	}
+	o->n = 0;
+}
+
+__attribute__((format(printf, 2, 3))) static void outf(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (sizeof(o->buf) - o->n < 512)
+		out_flush(o);
+	va_start(ap, fmt);
+	k = vsnprintf(o->buf + o->n, sizeof(o->buf) - o->n, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		o->n += (size_t)k < sizeof(o->buf) - o->n ? (size_t)k : sizeof(o->buf) - o->n - 1;
+}
+
+/* A snapshot of a fiber's name: it is rewritten when the descriptor is reused. */
+static void name_of(const struct prt__fiber *f, char *buf)
+{
+	for (int i = 0; i < PRT_NAME_MAX; i++) {
+		char c = __atomic_load_n(&f->name[i], __ATOMIC_RELAXED);
+
+		buf[i] = (c == '"' || c == '\n' || (c && c < ' ')) ? '?' : c;
+	}
+	buf[PRT_NAME_MAX - 1] = '\0';
+}
+
+static const char *state_name(int st)
+{
+	switch (st) {
+	case PRT_FS_RUNNABLE: return "runnable";
+	case PRT_FS_RUNNING: return "running";
+	case PRT_FS_BLOCKED: return "blocked";
+	case PRT_FS_DEAD: return "dead";
+	default: return "free";
+	}
+}
+
+static int worker_index_of(struct prt__worker *w)
+{
+	return w ? w->index : -1;
+}
+
+static uint64_t fiber_id(const struct prt__fiber *f)
+{
+	return f ? atomic_load_explicit(&f->id, memory_order_relaxed) : 0;
+}
+
+/* What a blocked fiber waits for, as "kind[:detail]". */
+static void wait_of(struct prt__fiber *f, char *buf, size_t len)
+{
+	const void *obj = atomic_load_explicit(&f->wait_obj, memory_order_relaxed);
+	int64_t arg = atomic_load_explicit(&f->wait_arg, memory_order_relaxed);
+	uint64_t now = prt__now_ns();
+
+	switch (atomic_load_explicit(&f->wait_kind, memory_order_relaxed)) {
+	case PRT_WK_JOIN:
+		snprintf(buf, len, "join:%llu", (unsigned long long)fiber_id(obj));
+		break;
+	case PRT_WK_PARK:
+		snprintf(buf, len, "park");
+		break;
+	case PRT_WK_SLEEP:
+		snprintf(buf, len, "sleep:%lldus", (long long)((uint64_t)arg > now ?
+							       ((uint64_t)arg - now) / 1000 : 0));
+		break;
+	case PRT_WK_MUTEX:
+		snprintf(buf, len, "mutex:%p", obj);
+		break;
+	case PRT_WK_COND:
+		snprintf(buf, len, "cond:%p", obj);
+		break;
+	case PRT_WK_IO:
+		snprintf(buf, len, "io:%s:fd=%lld", obj ? (const char *)obj : "?", (long long)arg);
+		break;
+	case PRT_WK_OFFLOAD:
+		snprintf(buf, len, "offload:%p", obj);
+		break;
+	default:
+		snprintf(buf, len, "?");
+		break;
+	}
+}
+
+struct dump {
+	struct out *o;
+	struct prt_runtime *rt;
+	int pass; /* 0: count, 1: fibers, 2: chains */
+	unsigned nfibers;
+};
+
+/* The fiber's mutex owner as "owner=ID" / "owner=thread" / "owner=none". */
+static void owner_of(struct prt__mutex *m, char *buf, size_t len, struct prt__fiber **of)
+{
+	uintptr_t o = atomic_load(&m->owner);
+
+	*of = NULL;
+	if (!(o & ~PRT_MTX_FLAGS))
+		snprintf(buf, len, "none");
+	else if (o & PRT_MTX_THREAD)
+		snprintf(buf, len, "thread");
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)fiber_id(*of = prt__owner_fiber(o)));
+}
+
+static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
+{
+	struct prt__fiber *start = f;
+	char name[PRT_NAME_MAX], wait[96], owner[32];
+	int n = 0;
+
+	name_of(f, name);
+	outf(d->o, "chain: %llu \"%s\"", (unsigned long long)id, name);
+	for (;;) {
+		struct prt__mutex *m = atomic_load(&f->blocked_on);
+		struct prt__fiber *of;
+
+		if (!m) {
+			/* The end of the chain: what it does or waits for. */
+			int st = atomic_load_explicit(&f->state, memory_order_relaxed);
+
+			if (st == PRT_FS_BLOCKED) {
+				wait_of(f, wait, sizeof(wait));
+				outf(d->o, " [%s]\n", wait);
+			} else {
+				outf(d->o, " [%s]\n", state_name(st));
+			}
+			return;
+		}
+		owner_of(m, owner, sizeof(owner), &of);
+		outf(d->o, " -> mutex %p ->", (void *)m);
+		if (!of) {
+			outf(d->o, " %s\n", owner);
+			return;
+		}
+		name_of(of, name);
+		outf(d->o, " %s \"%s\"", owner, name);
+		if (of == start) {
+			outf(d->o, " (cycle)\n");
+			return;
+		}
+		if (++n == DUMP_CHAIN_MAX) {
+			outf(d->o, " ...\n");
+			return;
+		}
+		f = of;
+	}
+}
+
+static void dump_fiber(struct prt__fiber *f, void *arg)
+{
+	struct dump *d = arg;
+	uint64_t id = fiber_id(f);
+	int st = atomic_load_explicit(&f->state, memory_order_relaxed);
+	struct prt__mutex *m;
+	struct prt__worker *w;
+	char name[PRT_NAME_MAX], wait[96], owner[32];
+
+	if (!id || st == PRT_FS_FREE || f->kind != PRT_FK_FIBER)
+		return;
+	if (d->pass == 0) {
+		d->nfibers++;
+		return;
+	}
+	m = atomic_load(&f->blocked_on);
+	if (d->pass == 2) {
+		if (m)
+			dump_chain(d, f, id);
+		return;
+	}
+	name_of(f, name);
+	if (st == PRT_FS_RUNNABLE)
+		w = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
+	else
+		w = __atomic_load_n(&f->last_worker, __ATOMIC_RELAXED);
+	outf(d->o, "fiber %llu \"%s\" state=%s worker=%d prio=%d", (unsigned long long)id, name,
+	     state_name(st), worker_index_of(w),
+	     atomic_load_explicit(&f->prio, memory_order_relaxed));
+	if (m) {
+		struct prt__fiber *of;
+
+		owner_of(m, owner, sizeof(owner), &of);
+		outf(d->o, " wait=mutex:%p owner=%s", (void *)m, owner);
+	} else if (st == PRT_FS_BLOCKED) {
+		wait_of(f, wait, sizeof(wait));
+		outf(d->o, " wait=%s", wait);
+	}
+	if (atomic_load_explicit(&f->attached_to, memory_order_relaxed))
+		outf(d->o, " attached_to=%llu",
+		     (unsigned long long)fiber_id(atomic_load(&f->attached_to)));
+	outf(d->o, "\n");
+}
+
+PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
+{
+	struct out o = { .fd = fd };
+	struct dump d = { .o = &o, .rt = rt };
+
+	if (!rt || fd < 0)
+		return -EINVAL;
+	prt__fiber_each(rt, dump_fiber, &d);
+	outf(&o, "proxyrt dump: runtime=%p workers=%d fibers=%u\n", (void *)rt, rt->nworkers,
+	     d.nfibers);
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *w = rt->workers[i];
+		struct prt__fiber *c = __atomic_load_n(&w->curr, __ATOMIC_RELAXED);
+		struct prt__fiber *dn = __atomic_load_n(&w->donor, __ATOMIC_RELAXED);
+
+		outf(&o, "worker %d: running=%llu donor=%llu runq=%u idle=%u\n", i,
+		     (unsigned long long)(c && c != &w->idle ? fiber_id(c) : 0),
+		     (unsigned long long)(dn && dn != c && dn != &w->idle ? fiber_id(dn) : 0),
+		     atomic_load_explicit(&w->rq.nr, memory_order_relaxed),
+		     atomic_load_explicit(&w->sleeping, memory_order_relaxed));
+	}
+	d.pass = 1;
+	prt__fiber_each(rt, dump_fiber, &d);
+	d.pass = 2;
+	prt__fiber_each(rt, dump_fiber, &d);
+	outf(&o, "proxyrt dump end\n");
+	out_flush(&o);
+	return o.err;
+}
