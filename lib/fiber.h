@@ -57,7 +57,8 @@ struct prt__fiber {
 	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */
 	_Atomic(struct prt__worker *) rq_worker;
 	int rq_prio;                      /* level it is queued at; rq lock */
-	bool rq_any;                      /* counted in rq.nr_any (aff_all when queued); rq lock */
+	bool rq_any;                      /* counted in rq.nr_any; rq lock */
+	bool rq_donor;                    /* counted in rq.nr_donor (blocked_on when queued); rq lock */
 	atomic_int state;                 /* enum prt__fstate */
 	/*
 	 * 1 while the fiber's stack is in use by a worker: set by the worker

@@ -56,12 +56,15 @@ static inline bool prt__spin_trylock(prt__spinlock_t *l)
 	       atomic_exchange_explicit(&l->v, 1, memory_order_acquire) == 0;
 }
 
+/* Contended: spin, and yield the CPU now and then (see platform.c). */
+void prt__spin_lock_slow(prt__spinlock_t *l);
+
 static inline void prt__spin_lock(prt__spinlock_t *l)
 {
 	/* acquire: pairs with the release in prt__spin_unlock */
-	while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0)
-		while (atomic_load_explicit(&l->v, memory_order_relaxed) != 0)
-			prt__cpu_relax();
+	if (prt__likely(atomic_exchange_explicit(&l->v, 1, memory_order_acquire) == 0))
+		return;
+	prt__spin_lock_slow(l);
 }
 
 static inline void prt__spin_unlock(prt__spinlock_t *l)

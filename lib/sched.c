@@ -45,7 +45,7 @@
 /* How long an idle worker looks for work before it sleeps. */
 #define PRT_SPIN_NS 50000L
 /* Most queue entries a thief examines in one victim. */
-#define PRT_STEAL_SCAN 512
+#define PRT_STEAL_SCAN 64
 
 /* initial-exec: a plain %fs load, also in the shared library. */
 static __thread struct prt__worker *tls_worker __attribute__((tls_model("initial-exec")));
@@ -70,6 +70,7 @@ void prt__rq_init(struct prt__rq *rq)
 	rq->bitmap = 0;
 	atomic_init(&rq->nr, 0);
 	atomic_init(&rq->nr_any, 0);
+	atomic_init(&rq->nr_donor, 0);
 	for (int i = 0; i < PRT_PRIO_LEVELS; i++)
 		prt__list_init(&rq->level[i]);
 }
@@ -790,7 +791,9 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	struct prt__fiber *first = NULL;
 	unsigned quota, n = 0, scanned = 0;
 
-	if (!atomic_load_explicit(&v->rq.nr, memory_order_relaxed))
+	/* Nothing, or only donors (stale counts cost a missed steal, never a fiber). */
+	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
+	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
 		return NULL;
 	if (wait)
 		prt__spin_lock(&v->rq.lock);
@@ -891,6 +894,15 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	if ((f = pick_local(w, donor)))
 		return f;
 	if (rt->nworkers == 1)
+		return NULL;
+	/*
+	 * Enough spinners already (Go's rule: at most half the busy workers
+	 * spin)? Then sleep: with more workers than cores, spinners would
+	 * take the CPU from the workers that have work. An enqueue wakes a
+	 * sleeper when nobody spins.
+	 */
+	if (2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
+	    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
 		return NULL;
 	spin_start(w);
 	for (unsigned i = 0;; i++) {

@@ -18,8 +18,15 @@
 struct prt__rq {
 	prt__spinlock_t lock;
 	uint32_t bitmap;                       /* bit L set iff level[L] is non-empty */
-	/* Fibers queued, and those any worker may run; written under @lock, read racily by thieves. */
-	atomic_uint nr, nr_any;
+	/*
+	 * Fibers queued; those any worker may steal (any affinity, not
+	 * waiting on a mutex); those waiting on a mutex (donors, never
+	 * stolen). Written under @lock, read racily by thieves and parkers.
+	 * Counted when queued: a donor granted its lock while queued still
+	 * counts as one until it leaves the queue, which costs at most a
+	 * steal, since its own worker runs it.
+	 */
+	atomic_uint nr, nr_any, nr_donor;
 	struct prt__list level[PRT_PRIO_LEVELS];
 };
 
@@ -121,9 +128,12 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 		prt__list_add_tail(&w->rq.level[p], &f->rq_node);
 	w->rq.bitmap |= 1u << p;
 	atomic_store_explicit(&w->rq.nr, w->rq.nr + 1, memory_order_relaxed);
-	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
+	f->rq_donor = atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != NULL;
+	f->rq_any = !f->rq_donor && atomic_load_explicit(&f->aff_all, memory_order_relaxed);
 	if (f->rq_any)
 		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+	if (f->rq_donor)
+		atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor + 1, memory_order_relaxed);
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
 }
@@ -136,6 +146,8 @@ static inline void prt__rq_del(struct prt__worker *w, struct prt__fiber *f)
 	atomic_store_explicit(&w->rq.nr, w->rq.nr - 1, memory_order_relaxed);
 	if (f->rq_any)
 		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any - 1, memory_order_relaxed);
+	if (f->rq_donor)
+		atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor - 1, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 }
 

@@ -178,6 +178,7 @@ static void *watchdog(void *arg)
 			since = mono_ns();
 		} else if (mono_ns() - since > S_STALL_NS) {
 			dump_chains();
+			prt_runtime_dump(s_rt, STDERR_FILENO);
 			fprintf(stderr, "watchdog: test_stress hung\n");
 			_exit(1);
 		}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#include <sched.h>
+
+#include "platform.h"
+
+/*
+ * Pauses before a contended spinlock gives its CPU away. Critical
+ * sections under these locks are a few hundred nanoseconds, so a waiter
+ * that spins this long is most likely waiting for a holder the kernel
+ * preempted: with more workers than cores (allowed, and common under
+ * other load) pure spinning would burn the holder's time slice. Yielding
+ * lets the holder run.
+ */
+#define PRT_SPIN_BEFORE_YIELD 256
+
+prt__noinline void prt__spin_lock_slow(prt__spinlock_t *l)
+{
+	unsigned n = 0;
+
+	do {
+		while (atomic_load_explicit(&l->v, memory_order_relaxed) != 0) {
+			if (++n % PRT_SPIN_BEFORE_YIELD == 0)
+				sched_yield();
+			else
+				prt__cpu_relax();
+		}
+		/* acquire: pairs with the release in prt__spin_unlock */
+	} while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0);
+}
