@@ -226,7 +226,7 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	if (st == PRT_FS_RUNNABLE)
 		w = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
 	else
-		w = __atomic_load_n(&f->last_worker, __ATOMIC_RELAXED);
+		w = PRT_READ_ONCE(f->last_worker);
 	outf(d->o, "fiber %llu \"%s\" state=%s worker=%d prio=%d", (unsigned long long)id, name,
 	     state_name(st), worker_index_of(w),
 	     atomic_load_explicit(&f->prio, memory_order_relaxed));
@@ -257,8 +257,8 @@ PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
 	     d.nfibers);
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
-		struct prt__fiber *c = __atomic_load_n(&w->curr, __ATOMIC_RELAXED);
-		struct prt__fiber *dn = __atomic_load_n(&w->donor, __ATOMIC_RELAXED);
+		struct prt__fiber *c = PRT_READ_ONCE(w->curr);
+		struct prt__fiber *dn = PRT_READ_ONCE(w->donor);
 
 		outf(&o, "worker %d: running=%llu donor=%llu runq=%u idle=%u\n", i,
 		     (unsigned long long)(c && c != &w->idle ? fiber_id(c) : 0),

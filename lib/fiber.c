@@ -247,7 +247,7 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->joiner = NULL;
 	f->detached = a->flags & PRT_FIBER_DETACHED;
 	f->reap = f->parked = f->permit = false;
-	f->last_worker = NULL;
+	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
 	prt__spin_init(&f->lock);
@@ -315,6 +315,7 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 		return err;
 	}
 	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size, prt__fiber_entry, f);
+	prt__tsan_fiber_create(f);
 	id = new_id(rt, w);
 	atomic_store_explicit(&f->id, id, memory_order_relaxed);
 	/* Counted before it can run, so that prt_runtime_destroy sees it. */

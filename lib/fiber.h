@@ -90,6 +90,7 @@ struct prt__fiber {
 	struct prt__fiber *free_next;     /* on a descriptor free list */
 	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
+	void *tsan_fiber;                 /* TSan's fiber for this context (TSan builds) */
 	/*
 	 * Mutex it waits on, or NULL (invariant 5: NULL while it runs
 	 * normally). Set by the fiber under the mutex's wait_lock, cleared by

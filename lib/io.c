@@ -267,7 +267,7 @@ static void arm_evfd(struct prt__worker *w)
 
 static void req_finish(struct prt__worker *w, struct prt__ioreq *r)
 {
-	w->io.inflight--;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	prt__stat_inc(&w->stats.io_ops, 1);
 	r->done = true;
 	prt__wake(r->fiber);
@@ -299,7 +299,7 @@ static int reap_uring(struct prt__worker *w)
 		} else if (ud == TAG_WAKE || ud == TAG_IGNORE) {
 			/* a kick, or a MSG_RING's own completion */
 		} else if ((ud & TAG_MASK) == TAG_CMD) {
-			w->io.inflight--;
+			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 			cmd_ack((struct prt__iocmd *)r);
 		} else if ((ud & TAG_MASK) == TAG_LINKTMO) {
 			r->timed_out |= cqe->res == -ETIME;
@@ -356,7 +356,7 @@ static int ep_release(struct prt__worker *w, int fd, int res)
 		}
 		*pp = r->next;
 		w->io.nwait--;
-		w->io.inflight--;
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 		r->res = res;
 		r->done = true;
 		prt__wake(r->fiber);
@@ -401,7 +401,7 @@ static int run_cmds(struct prt__worker *w)
 
 			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
 			io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | TAG_CMD);
-			w->io.inflight++;
+			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
 		} else {
 			woken += ep_release(w, c->fd, -ECANCELED);
 			epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -567,7 +567,7 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 		io_uring_sqe_set_data64(t, (uint64_t)(uintptr_t)&r | TAG_LINKTMO);
 		r.pending = 2;
 	}
-	w->io.inflight++;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
 	park_req(w, &r);
 	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
 		return -ETIMEDOUT;
@@ -598,11 +598,11 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 	r.next = w->io.bucket[b];
 	w->io.bucket[b] = &r;
 	w->io.nwait++;
-	w->io.inflight++;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
 	if ((err = ep_arm(w, fd))) {
 		w->io.bucket[b] = r.next;
 		w->io.nwait--;
-		w->io.inflight--;
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 		return err;
 	}
 	if (deadline) {
@@ -633,7 +633,7 @@ bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f)
 		return false;
 	*pp = r->next;
 	w->io.nwait--;
-	w->io.inflight--;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	r->res = -ETIMEDOUT;
 	r->done = true;
 	return true; /* run_timers queues it here */
@@ -1029,7 +1029,7 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		struct prt__iocmd *c = &cmds[i];
 
 		/* Racy, and fine: a worker with nothing in flight has nothing of @fd. */
-		if (v != w && !__atomic_load_n(&v->io.inflight, __ATOMIC_RELAXED))
+		if (v != w && !PRT_READ_ONCE(v->io.inflight))
 			continue;
 		c->fd = fd;
 		c->done = &done;

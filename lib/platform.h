@@ -21,6 +21,14 @@
 #define prt__cold __attribute__((cold, noinline))
 #define prt__cacheline_aligned __attribute__((aligned(64)))
 
+/*
+ * A plain field that other threads read without its lock (a hint, a
+ * counter, a snapshot for a dump): every access that can race is a
+ * relaxed atomic one. Same code as plain accesses; TSan sees them.
+ */
+#define PRT_READ_ONCE(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define PRT_WRITE_ONCE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 #define prt__container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 

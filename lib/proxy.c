@@ -146,7 +146,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 	}
 	/* Running elsewhere, queued where we cannot take it, or not allowed here. */
 	if (!x)
-		x = o->last_worker;
+		x = PRT_READ_ONCE(o->last_worker);
 	if (!x || x == w)
 		x = prt__select_worker(o);
 	if (x == w)

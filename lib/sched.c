@@ -41,6 +41,9 @@
 #if PRT_USE_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if PRT_USE_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
 
 /* How long an idle worker looks for work before it sleeps. */
 #define PRT_SPIN_NS 50000L
@@ -119,6 +122,43 @@ static inline void asan_start(struct prt__fiber *prev, struct prt__fiber *next)
 #endif
 }
 
+/*
+ * TSan follows our stack switches through its fiber API: each context
+ * has a TSan fiber (a worker's idle context is its thread's own), and
+ * the switch tells TSan which one runs next. The switch synchronizes
+ * (flags 0): what one context did before the switch happens before what
+ * the next does after it, as the rq lock handover makes it in fact.
+ */
+static inline void tsan_switch(struct prt__fiber *next)
+{
+#if PRT_USE_TSAN
+	__tsan_switch_to_fiber(next->tsan_fiber, 0);
+#else
+	(void)next;
+#endif
+}
+
+void prt__tsan_fiber_create(struct prt__fiber *f)
+{
+#if PRT_USE_TSAN
+	f->tsan_fiber = __tsan_create_fiber(0);
+	__tsan_set_fiber_name(f->tsan_fiber, f->name[0] ? f->name : "fiber");
+#else
+	(void)f;
+#endif
+}
+
+static inline void tsan_fiber_destroy(struct prt__fiber *f)
+{
+#if PRT_USE_TSAN
+	if (f->tsan_fiber)
+		__tsan_destroy_fiber(f->tsan_fiber);
+	f->tsan_fiber = NULL;
+#else
+	(void)f;
+#endif
+}
+
 static inline void asan_finish(void)
 {
 #if PRT_USE_ASAN
@@ -139,6 +179,7 @@ void prt__finish_switch(struct prt__fiber *from)
 		struct prt__worker *w = prt__cur_worker();
 		bool reap = from->reap;
 
+		tsan_fiber_destroy(from);
 		prt__stack_put(w->rt, w, &from->stack);
 		/* release: pairs with wait_off_cpu() in join/detach */
 		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
@@ -178,11 +219,12 @@ static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
 	}
 	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
 	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
-	next->last_worker = w;
-	w->curr = next;
-	w->donor = donor;
+	PRT_WRITE_ONCE(next->last_worker, w);
+	PRT_WRITE_ONCE(w->curr, next); /* read by dumps */
+	PRT_WRITE_ONCE(w->donor, donor);
 	prt__stat_inc(&w->stats.switches, 1);
 	asan_start(prev, next);
+	tsan_switch(next);
 	from = prt__ctx_switch(&prev->sp, next->sp, prev);
 	prt__finish_switch(from);
 }
@@ -259,7 +301,7 @@ struct prt__worker *prt__select_worker(struct prt__fiber *f)
 {
 	struct prt_runtime *rt = f->rt;
 	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
-	struct prt__worker *last = f->last_worker;
+	struct prt__worker *last = PRT_READ_ONCE(f->last_worker);
 
 	if (cur && prt__fiber_allowed(f, cur->index))
 		return cur;
@@ -363,7 +405,8 @@ static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fibe
 		t->cap = cap;
 	}
 	heap_set(t->heap, t->n, (struct prt__timer){ deadline, f, kind });
-	sift_up(t, t->n++);
+	PRT_WRITE_ONCE(t->n, t->n + 1);
+	sift_up(t, t->n - 1);
 	return 0;
 }
 
@@ -373,7 +416,8 @@ static struct prt__timer timer_del(struct prt__timers *t, unsigned i)
 	struct prt__timer e = t->heap[i];
 
 	e.f->timer_pos = 0;
-	if (i != --t->n) {
+	PRT_WRITE_ONCE(t->n, t->n - 1);
+	if (i != t->n) {
 		heap_set(t->heap, i, t->heap[t->n]);
 		sift_down(t, i);
 		sift_up(t, i);
@@ -549,7 +593,7 @@ static void put_donor(struct prt__worker *w, bool tail)
 
 	if (d != w->curr && d != &w->idle)
 		prt__rq_add(w, d, !tail);
-	w->donor = w->curr;
+	PRT_WRITE_ONCE(w->donor, w->curr);
 }
 
 /*
@@ -588,7 +632,7 @@ static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 	if (next == self) {
 		/* Picked ourselves: woken and queued here before we switched away. */
 		atomic_store_explicit(&self->state, PRT_FS_RUNNING, memory_order_relaxed);
-		w->donor = donor;
+		PRT_WRITE_ONCE(w->donor, donor);
 		return;
 	}
 	switch_to(w, self, next, donor);
@@ -773,7 +817,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 
 static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
 {
-	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !w->timers.n)
+	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !PRT_READ_ONCE(w->timers.n))
 		return NULL;
 	prt__spin_lock(&w->rq.lock);
 	return pick_unlock(w, donor);
@@ -1000,11 +1044,15 @@ static void idle_init(struct prt__worker *w)
 	atomic_init(&idle->prio, PRT_PRIO_MIN);
 	atomic_init(&idle->aff_all, true);
 	snprintf(idle->name, sizeof(idle->name), "idle-%d", w->index);
+#if PRT_USE_TSAN
+	idle->tsan_fiber = __tsan_get_current_fiber();
+#endif
 	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
 		pthread_attr_getstack(&attr, &idle->stack.base, &idle->stack.size);
 		pthread_attr_destroy(&attr);
 	}
-	w->curr = w->donor = idle;
+	PRT_WRITE_ONCE(w->curr, idle);
+	PRT_WRITE_ONCE(w->donor, idle);
 }
 
 void *prt__worker_main(void *arg)

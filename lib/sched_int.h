@@ -114,6 +114,8 @@ static inline void prt__io_point(struct prt__worker *w)
 }
 
 void prt__rq_init(struct prt__rq *rq);
+/* TSan builds: give @f (about to run for the first time) a TSan fiber. */
+void prt__tsan_fiber_create(struct prt__fiber *f);
 
 /* ---- run-queue edits; the caller holds w->rq.lock ---- */
 

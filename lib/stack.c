@@ -171,11 +171,11 @@ static prt__noinline void depot_refill(struct prt_runtime *rt, struct prt__stack
 {
 	unsigned n;
 
-	if (!atomic_load_explicit((atomic_uint *)&rt->ndepot, memory_order_relaxed))
+	if (!PRT_READ_ONCE(rt->ndepot))
 		return;
 	prt__spin_lock(&rt->depot_lock);
 	n = rt->ndepot < p->max / 2 ? rt->ndepot : p->max / 2;
-	rt->ndepot -= n;
+	PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - n);
 	memcpy(p->warm, rt->stack_depot + rt->ndepot, sizeof(*p->warm) * n);
 	prt__spin_unlock(&rt->depot_lock);
 	p->nwarm = n;
@@ -195,7 +195,7 @@ static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker
 		room = n;
 	p->nwarm -= room;
 	memcpy(rt->stack_depot + rt->ndepot, p->warm + p->nwarm, sizeof(*p->warm) * room);
-	rt->ndepot += room;
+	PRT_WRITE_ONCE(rt->ndepot, rt->ndepot + room);
 	prt__spin_unlock(&rt->depot_lock);
 	/* Depot full: these go back to the system. */
 	for (; room < n; room++)

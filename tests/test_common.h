@@ -16,6 +16,18 @@
 
 #include <proxyrt/proxyrt.h>
 
+/* ThreadSanitizer build? (Each fiber then costs TSan ~300 KiB of state.) */
+#if defined(__SANITIZE_THREAD__)
+#define PRT_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PRT_TEST_TSAN 1
+#endif
+#endif
+#ifndef PRT_TEST_TSAN
+#define PRT_TEST_TSAN 0
+#endif
+
 /* A runtime of @nworkers with @flags, stacks of @stack_kind, I/O on @io_backend; asserts. */
 static inline prt_runtime_t *test_rt_with(int nworkers, unsigned flags, int stack_kind,
 					  int io_backend)

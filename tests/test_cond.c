@@ -192,7 +192,7 @@ static void test_pingpong_fiber_thread(void **state)
 
 static prt_cond_t e_c = PRT_COND_INITIALIZER;
 static prt_mutex_t e_m1 = PRT_MUTEX_INITIALIZER, e_m2 = PRT_MUTEX_INITIALIZER;
-static int e_stage;
+static atomic_int e_stage;
 
 static void *e_waiter(void *arg)
 {
@@ -221,7 +221,7 @@ static void test_errors(void **state)
 	assert_int_equal(prt_cond_signal(&e_c), 0); /* nobody waits: nothing happens */
 	e_stage = 0;
 	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, e_waiter, NULL);
-	while (!__atomic_load_n(&e_stage, __ATOMIC_SEQ_CST) || !atomic_load(&f.p->state) ||
+	while (!atomic_load(&e_stage) || !atomic_load(&f.p->state) ||
 	       atomic_load(&f.p->state) != 3 /* PRT_FS_BLOCKED */)
 		sched_yield();
 	assert_int_equal(prt_cond_destroy(&e_c), EBUSY);
@@ -252,7 +252,7 @@ static void test_errors(void **state)
 
 static prt_mutex_t so_lock = PRT_MUTEX_INITIALIZER, so_cm = PRT_MUTEX_INITIALIZER;
 static prt_cond_t so_c = PRT_COND_INITIALIZER;
-static int so_go, so_sleeping;
+static atomic_int so_go, so_sleeping;
 static atomic_int so_h_done;
 
 static void *so_owner(void *arg)
@@ -286,10 +286,11 @@ static void test_owner_sleeps_on_condvar(void **state)
 	prt_fiber_t o, h;
 
 	(void)state;
-	so_go = so_sleeping = 0;
+	atomic_store(&so_go, 0);
+	atomic_store(&so_sleeping, 0);
 	atomic_store(&so_h_done, 0);
 	o = test_spawn(rt, 4, -1, so_owner, NULL);
-	while (!__atomic_load_n(&so_sleeping, __ATOMIC_SEQ_CST) || atomic_load(&o.p->state) != 3)
+	while (!atomic_load(&so_sleeping) || atomic_load(&o.p->state) != 3)
 		sched_yield();
 	h = test_spawn(rt, 25, -1, so_high, NULL);
 	while (att == 0) {

@@ -340,7 +340,7 @@ static void test_chain_depth_10(void **state)
 
 static prt_mutex_t rem_m = PRT_MUTEX_INITIALIZER;
 static atomic_int rem_h_done, rem_bad_worker, rem_locked;
-static prt_fiber_t rem_h;
+static _Atomic(struct prt__fiber *) rem_hp; /* H, once spawned */
 
 static void *rem_low(void *arg)
 {
@@ -352,7 +352,7 @@ static void *rem_low(void *arg)
 	 * worker 1, so we only get here by running in H's place. Every step
 	 * must run on worker 1, our affinity.
 	 */
-	while (!rem_h.p || !atomic_load(&rem_h.p->blocked_on)) {
+	while (!atomic_load(&rem_hp) || !atomic_load(&atomic_load(&rem_hp)->blocked_on)) {
 		if (prt_worker_index() != 1)
 			atomic_fetch_add(&rem_bad_worker, 1);
 		prt_yield();
@@ -402,13 +402,13 @@ static void test_remote_owner(void **state)
 	atomic_store(&rem_h_done, 0);
 	atomic_store(&rem_locked, 0);
 	atomic_store(&rem_bad_worker, 0);
-	rem_h.p = NULL;
+	atomic_store(&rem_hp, NULL);
 	l = test_spawn(rt, 5, 1, rem_low, NULL);
 	while (!atomic_load(&rem_locked))
 		sched_yield();
 	m = test_spawn(rt, 10, 1, rem_medium, NULL);
 	h = test_spawn(rt, 20, 0, rem_high, NULL);
-	rem_h = h;
+	atomic_store(&rem_hp, h.p);
 	assert_int_equal(prt_join(h, NULL), 0);
 	assert_int_equal(prt_join(m, NULL), 0);
 	assert_int_equal(prt_join(l, NULL), 0);
