@@ -157,7 +157,9 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	if (!err)
 		err = prt__dump_signal_init(rt, cfg->dump_signal);
 	if (err) {
-		stop_workers(rt, i);
+		/* Only if one started: before that, workers[] may be NULL or hold NULLs. */
+		if (i > 0)
+			stop_workers(rt, i);
 		runtime_free(rt);
 		return err;
 	}
