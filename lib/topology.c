@@ -103,8 +103,9 @@ static int topo_load(struct prt__topo *t, const prt_runtime_config_t *cfg)
 	if (hwloc_topology_init(&topo) < 0)
 		return neg_errno(ENOMEM);
 	t->topology = topo;
+	/* EINVAL for a bad description, ENOMEM when hwloc could not allocate. */
 	if (cfg->topology_synthetic && hwloc_topology_set_synthetic(topo, cfg->topology_synthetic) < 0)
-		return -EINVAL;
+		return neg_errno(EINVAL);
 	if (cfg->topology_xml && hwloc_topology_set_xml(topo, cfg->topology_xml) < 0)
 		return neg_errno(EINVAL);
 	if (hwloc_topology_load(topo) < 0)
