@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "fault.h"
 #include "runtime.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
@@ -67,12 +68,30 @@ static const int needed_ops[] = {
 
 /* ---- runtime set-up: choose the backend ---------------------------------- */
 
+/* io_uring_queue_init, or the failure a test build injects (fault.h). */
+static int ring_init(unsigned entries, struct io_uring *ring, unsigned flags)
+{
+	int err = prt__fault(PRT_FAULT_URING);
+
+	return err ? -err : io_uring_queue_init(entries, ring, flags);
+}
+
+/* Test builds: true, with errno set, if the next fd-making call must fail (fault.h). */
+static bool fd_fault(void)
+{
+	int err = prt__fault(PRT_FAULT_FD);
+
+	if (err)
+		errno = err;
+	return err != 0;
+}
+
 /* Can this process use io_uring with every op we need? 0, or why not (-errno). */
 static int probe_uring(struct prt__rtio *rio, const char **what)
 {
 	struct io_uring r;
 	struct io_uring_probe *p;
-	int err = io_uring_queue_init(4, &r, 0);
+	int err = ring_init(4, &r, 0);
 
 	if (err) {
 		*what = "io_uring_setup failed";
@@ -133,7 +152,7 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 		unsigned f = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
 			     IORING_SETUP_TASKRUN_FLAG;
 
-		if (io_uring_queue_init(4, &r, f) == 0) {
+		if (ring_init(4, &r, f) == 0) {
 			io_uring_queue_exit(&r);
 			rio->setup_flags = f | IORING_SETUP_R_DISABLED;
 		}
@@ -162,18 +181,18 @@ int prt__io_init(struct prt__worker *w)
 
 	io->backend = rio->backend;
 	io->epfd = -1;
-	io->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	io->evfd = fd_fault() ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (io->evfd < 0)
 		return -errno;
 	if (io->backend == PRT_IO_URING) {
-		err = io_uring_queue_init(rio->entries, &io->ring, rio->setup_flags);
+		err = ring_init(rio->entries, &io->ring, rio->setup_flags);
 		if (err)
 			goto fail;
 		io->msg_ring = rio->msg_ring;
 		arm_evfd(w);
 		return 0;
 	}
-	io->epfd = epoll_create1(EPOLL_CLOEXEC);
+	io->epfd = fd_fault() ? -1 : epoll_create1(EPOLL_CLOEXEC);
 	if (io->epfd < 0) {
 		err = -errno;
 		goto fail;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "fault.h"
 #include "runtime.h"
 
 struct job {
@@ -105,7 +106,9 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 
 		pthread_attr_init(&a);
 		pthread_attr_setstacksize(&a, 256 * 1024);
-		err = -pthread_create(&o->threads[o->nthreads], &a, helper_main, o);
+		err = -prt__fault(PRT_FAULT_THREAD);
+		if (!err)
+			err = -pthread_create(&o->threads[o->nthreads], &a, helper_main, o);
 		pthread_attr_destroy(&a);
 		if (!err)
 			o->nthreads++;

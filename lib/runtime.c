@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "fault.h"
 #include "runtime.h"
 
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
@@ -150,7 +151,9 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	for (i = 0; !err && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
-		err = -pthread_create(&w->thread, NULL, prt__worker_main, w);
+		err = -prt__fault(PRT_FAULT_THREAD);
+		if (!err)
+			err = -pthread_create(&w->thread, NULL, prt__worker_main, w);
 		if (err)
 			break;
 	}

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "fault.h"
 #include "runtime.h"
 #include "stack.h"
 
@@ -58,6 +59,26 @@ static void stack_unpoison(struct prt__stack *s)
 #endif
 }
 
+/* Every stack and slab mapping: injectable and counted in test builds (fault.h). */
+static void *stack_mmap(size_t len)
+{
+	void *m;
+
+	if (prt__fault(PRT_FAULT_MMAP))
+		return MAP_FAILED;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (m != MAP_FAILED)
+		prt__fault_track(PRT_FAULT_MMAP, 1);
+	return m;
+}
+
+static void stack_munmap(void *m, size_t len)
+{
+	munmap(m, len);
+	prt__fault_track(PRT_FAULT_MMAP, -1);
+}
+
 int prt__stack_pool_init(struct prt__stack_pool *p, unsigned max)
 {
 	memset(p, 0, sizeof(*p));
@@ -70,13 +91,13 @@ int prt__stack_pool_init(struct prt__stack_pool *p, unsigned max)
 static int guard_map(struct prt_runtime *rt, int home, size_t size, struct prt__stack *out)
 {
 	size_t guard = page_size();
-	char *m = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	char *m = stack_mmap(size + guard);
 
 	if (m == MAP_FAILED)
 		return -ENOMEM;
-	if (mprotect(m, guard, PROT_NONE) != 0) {
-		munmap(m, size + guard);
+	/* Splitting the mapping in two can fail too: vm.max_map_count. */
+	if (prt__fault(PRT_FAULT_MMAP) || mprotect(m, guard, PROT_NONE) != 0) {
+		stack_munmap(m, size + guard);
 		return -ENOMEM;
 	}
 	prt__topo_membind(&rt->topo, home, m + guard, size);
@@ -92,14 +113,13 @@ static void guard_unmap(struct prt__stack *s)
 	size_t guard = page_size();
 
 	stack_deregister(s);
-	munmap((char *)s->base - guard, s->size + guard);
+	stack_munmap((char *)s->base - guard, s->size + guard);
 }
 
 /* A canary stack of its own mapping (non-default size). */
 static int canary_map(struct prt_runtime *rt, int home, size_t size, struct prt__stack *out)
 {
-	char *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	char *m = stack_mmap(size);
 
 	if (m == MAP_FAILED)
 		return -ENOMEM;
@@ -120,8 +140,7 @@ static int slab_new(struct prt_runtime *rt, struct prt__worker *w)
 
 	if (!sl)
 		return -ENOMEM;
-	m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	m = stack_mmap(len);
 	if (m == MAP_FAILED) {
 		prt__free(sl, sizeof(*sl));
 		return -ENOMEM;
@@ -252,7 +271,7 @@ static void stack_unmap(struct prt__stack *s)
 {
 	if (s->flags & PRT_STK_CANARY) {
 		stack_deregister(s);
-		munmap(s->base, s->size);
+		stack_munmap(s->base, s->size);
 	} else {
 		guard_unmap(s);
 	}
@@ -322,7 +341,7 @@ void prt__stack_slabs_free(struct prt_runtime *rt)
 
 	for (; sl; sl = next) {
 		next = sl->next;
-		munmap(sl->map, sl->len);
+		stack_munmap(sl->map, sl->len);
 		prt__free(sl, sizeof(*sl));
 	}
 	rt->slabs = NULL;

@@ -25,6 +25,7 @@
 
 #include <hwloc.h>
 
+#include "fault.h"
 #include "topology.h"
 
 /* Largest OS index accepted in a CPU list (bounds the bitmap's size). */
@@ -51,6 +52,25 @@ struct prt__topo_place {
 static int neg_errno(int fallback)
 {
 	return errno > 0 ? -errno : -fallback;
+}
+
+/*
+ * Test builds (fault.h): true if the next hwloc call must fail, with
+ * errno set as hwloc would; always false elsewhere.
+ */
+static bool hw_fault(void)
+{
+	int err = prt__fault(PRT_FAULT_HWLOC);
+
+	if (err)
+		errno = err;
+	return err != 0;
+}
+
+/* calloc, or NULL when a test build injects a failure (fault.h). */
+static void *topo_calloc(size_t n, size_t size)
+{
+	return prt__fault(PRT_FAULT_ALLOC) ? NULL : calloc(n, size);
 }
 
 /* One decimal number at *@p, advancing *@p past it. */
@@ -89,7 +109,7 @@ static int parse_cpulist(const char *s, hwloc_bitmap_t set)
 			if (parse_num(&s, &hi) || hi < lo)
 				return -EINVAL;
 		}
-		if (hwloc_bitmap_set_range(set, lo, (int)hi) < 0)
+		if (hw_fault() || hwloc_bitmap_set_range(set, lo, (int)hi) < 0)
 			return -ENOMEM;
 	} while (*s++ == ',');
 	return s[-1] == '\0' ? 0 : -EINVAL;
@@ -100,15 +120,17 @@ static int topo_load(struct prt__topo *t, const prt_runtime_config_t *cfg)
 {
 	hwloc_topology_t topo;
 
-	if (hwloc_topology_init(&topo) < 0)
+	if (hw_fault() || hwloc_topology_init(&topo) < 0)
 		return neg_errno(ENOMEM);
 	t->topology = topo;
 	/* EINVAL for a bad description, ENOMEM when hwloc could not allocate. */
-	if (cfg->topology_synthetic && hwloc_topology_set_synthetic(topo, cfg->topology_synthetic) < 0)
+	if (cfg->topology_synthetic &&
+	    (hw_fault() || hwloc_topology_set_synthetic(topo, cfg->topology_synthetic) < 0))
 		return neg_errno(EINVAL);
-	if (cfg->topology_xml && hwloc_topology_set_xml(topo, cfg->topology_xml) < 0)
+	if (cfg->topology_xml &&
+	    (hw_fault() || hwloc_topology_set_xml(topo, cfg->topology_xml) < 0))
 		return neg_errno(EINVAL);
-	if (hwloc_topology_load(topo) < 0)
+	if (hw_fault() || hwloc_topology_load(topo) < 0)
 		return neg_errno(EINVAL);
 	/*
 	 * hwloc also honours HWLOC_XMLFILE and HWLOC_SYNTHETIC in the
@@ -156,10 +178,10 @@ static int allowed_pus(struct prt__topo *t, const prt_runtime_config_t *cfg, hwl
 			return err;
 	} else if (!t->is_this_system || hwloc_get_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) < 0 ||
 		   !hwloc_bitmap_intersects(set, all)) {
-		if (hwloc_bitmap_copy(set, all) < 0)
+		if (hw_fault() || hwloc_bitmap_copy(set, all) < 0)
 			return -ENOMEM;
 	}
-	if (hwloc_bitmap_and(set, set, all) < 0)
+	if (hw_fault() || hwloc_bitmap_and(set, set, all) < 0)
 		return -ENOMEM;
 	return hwloc_bitmap_iszero(set) ? -EINVAL : 0;
 }
@@ -209,8 +231,9 @@ static int place_worker(struct prt__topo *t, int i, hwloc_obj_t pu, struct prt__
 	w->core_index = (int)(pl->core ? pl->core : pu)->logical_index;
 	w->numa_index = pl->numa;
 	w->package_index = pl->package ? (int)pl->package->logical_index : 0;
-	w->cpuset = hwloc_bitmap_dup(pu->cpuset);
-	w->nodeset = pu->nodeset ? hwloc_bitmap_dup(pu->nodeset) : hwloc_bitmap_alloc();
+	w->cpuset = hw_fault() ? NULL : hwloc_bitmap_dup(pu->cpuset);
+	if (!hw_fault())
+		w->nodeset = pu->nodeset ? hwloc_bitmap_dup(pu->nodeset) : hwloc_bitmap_alloc();
 	return w->cpuset && w->nodeset ? 0 : -ENOMEM;
 }
 
@@ -241,7 +264,7 @@ static int build_steal_order(struct prt__topo *t, int i, const struct prt__topo_
 
 	if (n == 1)
 		return 0;
-	order = malloc((size_t)(n - 1) * sizeof(*order));
+	order = topo_calloc((size_t)(n - 1), sizeof(*order));
 	if (!order)
 		return -ENOMEM;
 	for (int c = 0; c < PRT__TOPO_NCLASSES; c++) {
@@ -275,7 +298,7 @@ static int place_workers(struct prt__topo *t, const prt_runtime_config_t *cfg,
 {
 	hwloc_topology_t topo = t->topology;
 	int npus = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
-	hwloc_obj_t *units = calloc(npus > 0 ? (size_t)npus : 1, sizeof(*units));
+	hwloc_obj_t *units = topo_calloc(npus > 0 ? (size_t)npus : 1, sizeof(*units));
 	struct prt__topo_place *pl = NULL;
 	int nunits, n, err = -ENOMEM;
 
@@ -289,8 +312,8 @@ static int place_workers(struct prt__topo *t, const prt_runtime_config_t *cfg,
 		err = -EINVAL;
 		goto out;
 	}
-	t->w = calloc((size_t)n, sizeof(*t->w));
-	pl = calloc((size_t)n, sizeof(*pl));
+	t->w = topo_calloc((size_t)n, sizeof(*t->w));
+	pl = topo_calloc((size_t)n, sizeof(*pl));
 	if (!t->w || !pl)
 		goto out;
 	t->nworkers = n;
@@ -328,7 +351,7 @@ int prt__topo_init(struct prt__topo *t, const prt_runtime_config_t *cfg)
 	err = init_checks(cfg);
 	if (!err)
 		err = topo_load(t, cfg);
-	if (!err && !(allowed = hwloc_bitmap_alloc()))
+	if (!err && (hw_fault() || !(allowed = hwloc_bitmap_alloc())))
 		err = -ENOMEM;
 	if (!err)
 		err = allowed_pus(t, cfg, allowed);

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_FAULT_H
+#define PRT_FAULT_H
+
+/*
+ * Fault injection for the error-path tests (tests/test_fault.c). Only a
+ * build configured with -Dfault_injection=true has it: elsewhere
+ * prt__fault() is the constant 0 and prt__fault_track() does nothing, so
+ * every check below compiles away.
+ *
+ * The library calls prt__fault(site) just before each call that asks
+ * the system for a resource that can run out; a non-zero result is the
+ * errno that call must be taken to have failed with. The calls are
+ * counted per site, so a test can make "the Nth allocation from now"
+ * fail and walk N up until an operation no longer hits the failure.
+ * Counting happens inside the library rather than in a wrapper around
+ * malloc/mmap/liburing/hwloc because a wrapper cannot interpose on
+ * jemalloc's mallocx nor coexist with ASan's own malloc.
+ */
+
+#include <stdbool.h>
+
+enum prt__fault_site {
+	PRT_FAULT_ALLOC,  /* prt__alloc*, topology's malloc/calloc */
+	PRT_FAULT_MMAP,   /* fiber stack and slab mmaps, the guard page mprotect */
+	PRT_FAULT_URING,  /* io_uring_queue_init (probes and worker rings) */
+	PRT_FAULT_HWLOC,  /* hwloc topology init/set/load and bitmap allocations */
+	PRT_FAULT_THREAD, /* pthread_create (workers, offload helpers) */
+	PRT_FAULT_FD,     /* eventfd, epoll_create1 */
+	PRT_FAULT_NSITES,
+};
+
+#if PRT_FAULT_INJECTION
+/* 0, or the errno the caller's next call at @site must fail with. */
+int prt__fault(enum prt__fault_site site);
+/*
+ * Count @site's calls from 0 again and make call number @nth (from 1)
+ * fail with @err (a positive errno); @nth == 0 disarms. Any thread.
+ */
+void prt__fault_arm(enum prt__fault_site site, unsigned nth, int err);
+/* Calls at @site since it was last armed. */
+unsigned prt__fault_calls(enum prt__fault_site site);
+/* Whether @site's armed failure has been handed out. */
+bool prt__fault_fired(enum prt__fault_site site);
+/*
+ * Live resources the library holds: @delta is +1 when one is obtained,
+ * -1 when it is given back. Kept for PRT_FAULT_ALLOC (prt__alloc*) and
+ * PRT_FAULT_MMAP (stack and slab mappings), the leaks that neither
+ * /proc/self/fd nor (for mappings, or with jemalloc) LeakSanitizer sees.
+ */
+void prt__fault_track(enum prt__fault_site site, long delta);
+long prt__fault_live(enum prt__fault_site site);
+#else
+static inline int prt__fault(enum prt__fault_site site)
+{
+	(void)site;
+	return 0;
+}
+
+static inline void prt__fault_track(enum prt__fault_site site, long delta)
+{
+	(void)site;
+	(void)delta;
+}
+#endif
+
+#endif
