@@ -105,8 +105,9 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  * prt_runtime_config_t.offload_threads threads (created on first use);
  * calls beyond that wait in FIFO order for a free thread. Stores @fn's
  * result in *@result if not NULL. Returns 0, or -EINVAL (@fn NULL),
- * -EAGAIN (no helper thread could be started). From a plain thread @fn
- * runs on the calling thread.
+ * -ENOMEM (the pool could not be allocated on first use), -EAGAIN (no
+ * helper thread could be started). From a plain thread @fn runs on the
+ * calling thread.
  */
 PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result);
 

@@ -122,7 +122,12 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
  * Returns 0 and sets *@out, or -EINVAL (bad configuration: bad CPU list,
  * both topologies set, a stack size below PRT_STACK_SIZE_MIN, more than
  * PRT_MAX_WORKERS workers, no allowed CPU), -ENOMEM, or the error of
- * hwloc or thread creation; nothing is left behind on failure.
+ * hwloc, of a worker's eventfd, epoll or io_uring set-up (-EMFILE,
+ * -ENOMEM, ...) or of thread creation (-EAGAIN); nothing is left behind
+ * on failure. With PRT_IO_AUTO, io_uring refused outright (its probe
+ * fails) is no error: I/O runs on epoll and prt_runtime_notice() says
+ * why; a worker's ring that cannot be set up after the probe succeeded
+ * is one.
  * Context: any thread; a fiber may create another runtime.
  */
 PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg);
