@@ -384,6 +384,21 @@ static int ep_release(struct prt__worker *w, int fd, int res)
 	return woken;
 }
 
+/* Take @r alone off @w's table, if it is still there. */
+static bool ep_unlink(struct prt__worker *w, struct prt__ioreq *r)
+{
+	struct prt__ioreq **pp = &w->io.bucket[bucket_of(r->fd)];
+
+	while (*pp && *pp != r)
+		pp = &(*pp)->next;
+	if (!*pp)
+		return false;
+	*pp = r->next;
+	w->io.nwait--;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+	return true;
+}
+
 static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timespec *ts)
 {
 	struct epoll_event ev[64];
@@ -627,8 +642,13 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 	if (deadline) {
 		self->ioreq = &r;
 		if ((err = prt__timer_arm(w, deadline, PRT_TM_IO))) {
+			/*
+			 * Only our request: ep_release would also "wake" this
+			 * fiber, which is running, into a run queue. The fd
+			 * stays armed; if it fires, its other waiters retry.
+			 */
 			self->ioreq = NULL;
-			ep_release(w, fd, 0); /* all waiters retry; harmless */
+			ep_unlink(w, &r);
 			return err;
 		}
 	}
@@ -642,17 +662,10 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 
 bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
-	struct prt__ioreq *r = f->ioreq, **pp;
+	struct prt__ioreq *r = f->ioreq;
 
-	if (!r || r->done)
+	if (!r || r->done || !ep_unlink(w, r))
 		return false;
-	for (pp = &w->io.bucket[bucket_of(r->fd)]; *pp && *pp != r; pp = &(*pp)->next)
-		;
-	if (!*pp)
-		return false;
-	*pp = r->next;
-	w->io.nwait--;
-	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	r->res = -ETIMEDOUT;
 	r->done = true;
 	return true; /* run_timers queues it here */
