@@ -15,7 +15,11 @@
  *     refused: epoll, with a notice saying why), and the runtime works;
  *   - prt_spawn, from the main thread or from a fiber, fails with
  *     -ENOMEM exactly once, the other fibers of the batch run, the
- *     runtime keeps working and is destroyed cleanly.
+ *     runtime keeps working and is destroyed cleanly;
+ *   - calls that allocate on first use (prt_offload's pool and threads,
+ *     a worker's timer heap under prt_sleep_ns, a timed read on epoll,
+ *     prt_mutex_timedlock, prt_cond_timedwait) fail cleanly and work
+ *     when tried again.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +40,7 @@
 #include <proxyrt/proxyrt.h>
 #include "test_common.h"
 #include "fault.h"
+#include "runtime.h" /* internal: a fiber's state and run queue */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1
@@ -515,6 +520,109 @@ static void test_sleep(void **state)
 	lsan_check();
 }
 
+/*
+ * Timed mutex and condvar waits arm a timer on the worker's heap, which
+ * the first one allocates. Without memory for it the wait ends at once
+ * with ENOMEM, leaving no waiter behind (prt_mutex_destroy would see
+ * it), and the condvar wait returns with the mutex held again.
+ */
+static prt_mutex_t tm_mutex;
+static prt_cond_t tm_cond;
+
+struct timed {
+	unsigned n;
+	bool fired;
+	int rc;
+};
+
+/* A deadline that only ends a wait nobody will end otherwise. */
+static struct timespec soon(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 50 * 1000 * 1000;
+	if (ts.tv_nsec >= 1000 * 1000 * 1000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000 * 1000 * 1000;
+	}
+	return ts;
+}
+
+static void *timedlock_fiber(void *arg)
+{
+	struct timed *t = arg;
+	struct timespec ts = soon();
+
+	prt__fault_arm(PRT_FAULT_ALLOC, t->n, ENOMEM);
+	t->rc = prt_mutex_timedlock(&tm_mutex, &ts); /* held by the main thread */
+	t->fired = prt__fault_fired(PRT_FAULT_ALLOC);
+	prt__fault_arm(PRT_FAULT_ALLOC, 0, 0);
+	FIBER_CHECK(t->rc == (t->fired ? ENOMEM : ETIMEDOUT));
+	FIBER_CHECK(prt_mutex_trylock(&tm_mutex) == EBUSY);
+	return NULL;
+}
+
+static void *cond_fiber(void *arg)
+{
+	struct timed *t = arg;
+	struct timespec ts = soon();
+
+	FIBER_CHECK(prt_mutex_lock(&tm_mutex) == 0);
+	prt__fault_arm(PRT_FAULT_ALLOC, t->n, ENOMEM);
+	t->rc = prt_cond_timedwait(&tm_cond, &tm_mutex, &ts);
+	t->fired = prt__fault_fired(PRT_FAULT_ALLOC);
+	prt__fault_arm(PRT_FAULT_ALLOC, 0, 0);
+	FIBER_CHECK(t->rc == (t->fired ? ENOMEM : ETIMEDOUT));
+	FIBER_CHECK(prt_mutex_unlock(&tm_mutex) == 0); /* held again either way */
+	return NULL;
+}
+
+static void timed_faults(int proxy, bool cond)
+{
+	prt_mutexattr_t a;
+	unsigned n;
+
+	prt_mutexattr_init(&a);
+	prt_mutexattr_setproxy(&a, proxy);
+	for (n = 1;; n++) {
+		struct snap before = snap_take();
+		struct timed t = { .n = n };
+		prt_runtime_t *rt;
+
+		assert_true(n < MAX_N);
+		assert_int_equal(prt_mutex_init(&tm_mutex, &a), 0);
+		assert_int_equal(prt_cond_init(&tm_cond), 0);
+		/* A fresh runtime each time: its workers have no timer heap yet. */
+		rt = test_rt(2);
+		if (!cond)
+			assert_int_equal(prt_mutex_lock(&tm_mutex), 0);
+		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, cond ? cond_fiber : timedlock_fiber,
+					&t));
+		if (!cond)
+			assert_int_equal(prt_mutex_unlock(&tm_mutex), 0);
+		exercise(rt);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		/* No waiter was left on either. */
+		assert_int_equal(prt_cond_destroy(&tm_cond), 0);
+		assert_int_equal(prt_mutex_destroy(&tm_mutex), 0);
+		snap_expect(&before, cond ? "cond timedwait" : "mutex timedlock", n);
+		if (!t.fired)
+			break;
+	}
+	assert_true(n > 1);
+	lsan_check();
+}
+
+static void test_timed_waits(void **state)
+{
+	(void)state;
+	timed_faults(PRT_MUTEX_PROXY_ON, false);
+	timed_faults(PRT_MUTEX_PROXY_OFF, false);
+	timed_faults(PRT_MUTEX_PROXY_ON, true);
+	timed_faults(PRT_MUTEX_PROXY_OFF, true);
+}
+
 /* A test that failed half-way leaves no armed fault to the next one. */
 static int disarm_all(void **state)
 {
@@ -522,6 +630,51 @@ static int disarm_all(void **state)
 	for (int s = 0; s < PRT_FAULT_NSITES; s++)
 		prt__fault_arm((enum prt__fault_site)s, 0, 0);
 	return 0;
+}
+
+/*
+ * On epoll a timed read that would block waits for its fd with a timer
+ * on the worker's heap, allocated by the first timed wait.
+ */
+static void *read_timeout_fiber(void *arg)
+{
+	struct prt__fiber *self = prt_self().p;
+	int *p = arg;
+	char c = 0;
+
+	prt__fault_arm(PRT_FAULT_ALLOC, 1, ENOMEM);
+	FIBER_CHECK(prt_read_timeout(p[0], &c, 1, 10ull * 1000 * 1000 * 1000) == -ENOMEM);
+	FIBER_CHECK(prt__fault_fired(PRT_FAULT_ALLOC));
+	prt__fault_arm(PRT_FAULT_ALLOC, 0, 0);
+	/* The failed wait must not have queued this fiber, still running, to run again. */
+	FIBER_CHECK(atomic_load(&self->state) == PRT_FS_RUNNING);
+	FIBER_CHECK(atomic_load(&self->rq_worker) == NULL);
+	for (int i = 0; i < 100; i++)
+		FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_write(p[1], "x", 1) == 1);
+	FIBER_CHECK(prt_read_timeout(p[0], &c, 1, 10ull * 1000 * 1000 * 1000) == 1);
+	FIBER_CHECK(c == 'x');
+	FIBER_CHECK(prt_read_timeout(p[0], &c, 1, 1000 * 1000) == -ETIMEDOUT);
+	return NULL;
+}
+
+static void test_read_timeout_epoll(void **state)
+{
+	struct snap before;
+	prt_runtime_t *rt;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	before = snap_take();
+	rt = test_rt_with(2, 0, PRT_STACK_GUARD, PRT_IO_EPOLL);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, read_timeout_fiber, p));
+	exercise(rt);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	snap_expect(&before, "read timeout on epoll", 1);
+	close(p[0]);
+	close(p[1]);
+	lsan_check();
 }
 
 int main(void)
@@ -536,6 +689,8 @@ int main(void)
 		cmocka_unit_test_setup(test_spawn_mmap, disarm_all),
 		cmocka_unit_test_setup(test_offload, disarm_all),
 		cmocka_unit_test_setup(test_sleep, disarm_all),
+		cmocka_unit_test_setup(test_read_timeout_epoll, disarm_all),
+		cmocka_unit_test_setup(test_timed_waits, disarm_all),
 	};
 	prt_runtime_config_t cfg;
 	hwloc_topology_t topo;
