@@ -174,7 +174,8 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
  * As prt_cond_wait, but stop waiting at @abstime (absolute
  * CLOCK_REALTIME): returns ETIMEDOUT, with @m held again (a signal that
  * already moved the waiter to the mutex wins: 0). EINVAL for a bad
- * @abstime. Context: a fiber or a plain thread.
+ * @abstime; ENOMEM (no timer memory), also with @m held again.
+ * Context: a fiber or a plain thread.
  */
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);
 
