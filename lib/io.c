@@ -38,6 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#if PRT_USE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -130,6 +133,17 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	/* The environment may force epoll where the program did not choose (tests run both ways). */
 	if (want == PRT_IO_AUTO && env && !strcmp(env, "epoll"))
 		want = PRT_IO_EPOLL;
+#if PRT_USE_VALGRIND
+	/*
+	 * Valgrind (3.19) holds its one big lock across io_uring_enter: a
+	 * worker waiting in its ring would stop every other thread. epoll
+	 * waits release it.
+	 */
+	if (want == PRT_IO_AUTO && RUNNING_ON_VALGRIND) {
+		want = PRT_IO_EPOLL;
+		env = "valgrind";
+	}
+#endif
 	rio->entries = cfg->io_entries ? cfg->io_entries : PRT_IO_ENTRIES_DEFAULT;
 	if (rio->entries > 32768)
 		return -EINVAL;
@@ -137,8 +151,10 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	if (want == PRT_IO_EPOLL) {
 		rio->backend = PRT_IO_EPOLL;
 		snprintf(rio->notice, sizeof(rio->notice),
-			 "proxyrt: I/O on epoll as configured%s (fds are made O_NONBLOCK)",
-			 cfg->io_backend == PRT_IO_AUTO ? " by PRT_IO_BACKEND" : "");
+			 "proxyrt: I/O on epoll %s (fds are made O_NONBLOCK)",
+			 cfg->io_backend != PRT_IO_AUTO ? "as configured" :
+			 !strcmp(env, "valgrind") ? "under valgrind (io_uring waits would block it)" :
+						    "as configured by PRT_IO_BACKEND");
 		return 0;
 	}
 	err = probe_uring(rio, &what);
@@ -404,8 +420,19 @@ static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timesp
 	struct epoll_event ev[64];
 	int n, woken = 0;
 
-	n = ts ? epoll_pwait2(w->io.epfd, ev, 64, ts, NULL)
-	       : epoll_wait(w->io.epfd, ev, 64, timeout_ms);
+	if (ts && !w->io.no_pwait2) {
+		n = epoll_pwait2(w->io.epfd, ev, 64, ts, NULL);
+		if (n < 0 && errno == ENOSYS) {
+			/* Before Linux 5.11 (or under valgrind 3.19): milliseconds it is. */
+			w->io.no_pwait2 = true;
+			return reap_epoll(w, 0, ts);
+		}
+	} else {
+		if (ts) /* rounded up: never wake before the deadline */
+			timeout_ms = ts->tv_sec >= INT_MAX / 1000 - 1 ? INT_MAX :
+				     (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000);
+		n = epoll_wait(w->io.epfd, ev, 64, timeout_ms);
+	}
 	for (int i = 0; i < n; i++) {
 		if (ev[i].data.u64 == EV_TAG) {
 			uint64_t v;

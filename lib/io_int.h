@@ -64,6 +64,7 @@ struct prt__io {
 	unsigned tick;        /* scheduling points since the last poll (epoll, deferred work) */
 	int evfd;             /* eventfd: wakes the worker from any thread */
 	int epfd;             /* epoll backend */
+	bool no_pwait2;       /* epoll_pwait2 said ENOSYS: epoll_wait in ms */
 	unsigned nwait;       /* epoll: requests waiting in @bucket */
 	struct prt__ioreq *bucket[PRT_IO_BUCKETS];
 	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread */

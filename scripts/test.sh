@@ -1,35 +1,68 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Install what is missing, then build and run the whole test suite in
-# three configurations: gcc, clang, and gcc with ASan+UBSan (libc
-# allocator, so ASan sees every allocation). Stops at the first failure.
-# PRT_TEST_QUICK=1 runs only the gcc build.
+# Install what is missing, then build and run the test suite in five
+# configurations (each with its time):
+#   gcc        everything: unit, integration, stress (suite stress), fault
+#              injection (-Dfault_injection=true), the fuzz corpus replay;
+#   clang      the same, plus 30 s of libFuzzer on the HTTP parser;
+#   asan+ubsan everything, libc allocator so ASan sees every allocation;
+#   tsan       the cross-worker tests, TSan following fiber switches;
+#   valgrind   memcheck over the one-or-few-worker tests.
+# Stops at the first failure. PRT_TEST_QUICK=1 runs only the gcc build.
 source "$(dirname "$0")/common.sh"
 prt_install_deps
 prt_install_cross_deps
 
 passed=0 failed=0 skipped=0
+# run_suite NAME DIR [meson setup options...] [-- meson test arguments...]
 run_suite() {
-	local name=$1 dir=$2 rc=0 out
+	local name=$1 dir=$2 rc=0 out start setup=() testargs=()
 	shift 2
+	while [ $# -gt 0 ] && [ "$1" != "--" ]; do setup+=("$1"); shift; done
+	[ $# -gt 0 ] && shift && testargs=("$@")
 	echo "=== $name ==="
-	prt_build "$dir" "$@"
+	start=$(date +%s)
+	prt_build "$dir" "${setup[@]}"
 	out=$(mktemp)
-	meson test -C "$dir" --print-errorlogs --num-processes 1 | tee "$out" || rc=$?
+	meson test -C "$dir" --print-errorlogs --num-processes 1 "${testargs[@]}" | tee "$out" || rc=$?
 	passed=$((passed + $(awk '/^Ok:/{print $2}' "$out")))
 	failed=$((failed + $(awk '/^Fail:/{f=$2} /^Timeout:/{t=$2} END{print f+t}' "$out")))
 	skipped=$((skipped + $(awk '/^Skipped:/{print $2}' "$out")))
 	rm -f "$out"
+	echo "=== $name: $(( $(date +%s) - start )) s ==="
 	if [ "$rc" -ne 0 ]; then
 		echo "proxyrt: $passed passed, $((failed > 0 ? failed : 1)) failed, $skipped skipped"
 		exit "$rc"
 	fi
 }
 
-run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized
+# The tests where fibers cross workers, for TSan (each fiber costs TSan
+# ~300 KiB, so the single-purpose unit tests add nothing there).
+TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_football
+	test_stress test_io test_http test_dump stress_mixed)
+# valgrind: the tests that run on one worker or a few. Valgrind runs one
+# thread at a time and hands its lock over unfairly, so tests built on
+# cross-worker spinning (test_mutex's deadlock cycles, football, the
+# stress runs) crawl or starve there; TSan and ASan cover those. Fiber
+# stacks are registered (VALGRIND_STACK_REGISTER); I/O runs on epoll,
+# since valgrind 3.19 holds its lock across io_uring_enter.
+VALGRIND_TESTS=(test_stack test_fiber test_runtime test_timed test_cond test_io
+	test_dump test_fault)
+VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+
+run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
-	CC=clang run_suite clang "$ROOT/build-test-clang" --buildtype=debugoptimized
+	# clang also runs the HTTP parser fuzzer for 30 s (suite fuzz).
+	CC=clang run_suite clang "$ROOT/build-test-clang" --buildtype=debugoptimized \
+		-Dfault_injection=true
 	run_suite asan+ubsan "$ROOT/build-test-asan" --buildtype=debug \
-		-Db_sanitize=address,undefined -Db_lundef=false -Dallocator=libc
+		-Db_sanitize=address,undefined -Db_lundef=false -Dallocator=libc -Dfault_injection=true
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+		run_suite tsan "$ROOT/build-test-tsan" --buildtype=debugoptimized \
+		-Db_sanitize=thread -Db_lundef=false -Dallocator=libc \
+		-- "${TSAN_TESTS[@]}"
+	run_suite valgrind "$ROOT/build-test-vg" --buildtype=debug -Dallocator=libc \
+		-Dfault_injection=true -- --wrapper "$VALGRIND" --timeout-multiplier 10 \
+		"${VALGRIND_TESTS[@]}"
 fi
 echo "proxyrt: $passed passed, $failed failed, $skipped skipped"

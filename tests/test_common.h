@@ -54,6 +54,22 @@ static inline prt_runtime_t *test_rt(int nworkers)
 	return test_rt_flags(nworkers, 0);
 }
 
+/* Running under valgrind? (Only known where its header is installed.) */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define PRT_TEST_HAVE_VALGRIND_H 1
+#endif
+#endif
+static inline int test_under_valgrind(void)
+{
+#ifdef PRT_TEST_HAVE_VALGRIND_H
+	return RUNNING_ON_VALGRIND != 0;
+#else
+	return 0;
+#endif
+}
+
 /* Spawn @fn(@arg) with priority @prio, kept on @worker (-1: anywhere); aborts on failure. */
 static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
 				     void *arg)

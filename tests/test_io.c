@@ -607,7 +607,7 @@ static void test_plain_thread_and_bad_input(void **state)
 /* Bad input from a fiber goes through the ring (or epoll) and comes back as -errno. */
 static void *bad_fiber_main(void *arg)
 {
-	char b[4];
+	char b[4] = { 0 };
 	int fd[2];
 
 	(void)arg;
@@ -653,7 +653,10 @@ int main(void)
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1;
 	cfg.io_backend = PRT_IO_URING;
-	if (prt_runtime_create(&rt, &cfg) == 0) {
+	if (test_under_valgrind()) {
+		/* Valgrind 3.19 keeps its big lock across io_uring_enter: nothing else would run. */
+		fprintf(stderr, "test_io: under valgrind: epoll backend only\n");
+	} else if (prt_runtime_create(&rt, &cfg) == 0) {
 		prt_runtime_destroy(rt);
 		g_backend = PRT_IO_URING;
 		fprintf(stderr, "test_io: io_uring backend\n");

@@ -248,8 +248,9 @@ static void test_nworkers_default(void **state)
 		if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC"))
 			assert_int_equal(info.pinned, 1);
 	}
-	if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC"))
-		assert_null(prt_runtime_notice(rt));
+	/* Nothing to say, except (under valgrind) that I/O runs on epoll. */
+	if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC") && prt_runtime_notice(rt))
+		assert_non_null(strstr(prt_runtime_notice(rt), "under valgrind"));
 	spawn_join_n(rt, 100);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
