@@ -250,7 +250,7 @@ PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
 	struct out o = { .fd = fd };
 	struct dump d = { .o = &o, .rt = rt };
 
-	if (!rt || fd < 0)
+	if (!prt__runtime_live(rt) || fd < 0)
 		return -EINVAL;
 	prt__fiber_each(rt, dump_fiber, &d);
 	outf(&o, "proxyrt dump: runtime=%p workers=%d fibers=%u\n", (void *)rt, rt->nworkers,

@@ -301,6 +301,8 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 		attr = &defaults;
 	}
 	w = prt__worker_of(rt, prt__cur_worker());
+	if (!w && !prt__runtime_live(rt))
+		return -EINVAL; /* destroyed, or not a runtime */
 	if ((err = attr_check(rt, attr, out)))
 		return err;
 	if (!w && atomic_load_explicit(&rt->destroying, memory_order_relaxed))

@@ -12,6 +12,68 @@
 #include "fault.h"
 #include "runtime.h"
 
+/*
+ * Design note (process-wide state). The list of live runtimes: the one
+ * way to tell a destroyed runtime's stale pointer (prt_spawn, destroy,
+ * the introspection calls on it return -EINVAL) from a live one without
+ * reading freed memory. Calls from a runtime's own fibers skip it. A new
+ * runtime allocated at a destroyed one's address makes the stale pointer
+ * valid again; that is as far as a cheap check goes.
+ */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prt_runtime *live_head; /* live_lock */
+
+bool prt__runtime_live(const struct prt_runtime *rt)
+{
+	struct prt__worker *w = prt__cur_worker();
+	const struct prt_runtime *r;
+
+	if (!rt)
+		return false;
+	if (w && w->rt == rt)
+		return true;
+	pthread_mutex_lock(&live_lock);
+	for (r = live_head; r && r != rt; r = r->live_next)
+		;
+	pthread_mutex_unlock(&live_lock);
+	return r != NULL;
+}
+
+static void live_add(struct prt_runtime *rt)
+{
+	pthread_mutex_lock(&live_lock);
+	rt->live_next = live_head;
+	live_head = rt;
+	pthread_mutex_unlock(&live_lock);
+}
+
+/* Claim @rt for destruction: false if it is not live or already claimed. */
+static bool live_claim(struct prt_runtime *rt)
+{
+	struct prt_runtime *r;
+	bool ok = false;
+
+	pthread_mutex_lock(&live_lock);
+	for (r = live_head; r && r != rt; r = r->live_next)
+		;
+	if (r && !r->destroy_claimed)
+		ok = r->destroy_claimed = true;
+	pthread_mutex_unlock(&live_lock);
+	return ok;
+}
+
+static void live_del(struct prt_runtime *rt)
+{
+	struct prt_runtime **pp;
+
+	pthread_mutex_lock(&live_lock);
+	for (pp = &live_head; *pp && *pp != rt; pp = &(*pp)->live_next)
+		;
+	if (*pp)
+		*pp = rt->live_next;
+	pthread_mutex_unlock(&live_lock);
+}
+
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 {
 	if (!cfg)
@@ -166,6 +228,7 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 		runtime_free(rt);
 		return err;
 	}
+	live_add(rt);
 	*out = rt;
 	return 0;
 }
@@ -196,6 +259,8 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 		return -EINVAL;
 	if (w && w->rt == rt)
 		return -EDEADLK;
+	if (!live_claim(rt))
+		return -EINVAL; /* destroyed already (or being destroyed), or never created */
 	atomic_store(&rt->destroying, true);
 	for (;;) {
 		unsigned seq = atomic_load(&rt->destroy_seq);
@@ -207,6 +272,7 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 	}
 	prt__dump_signal_fini(rt);
 	stop_workers(rt, rt->nworkers);
+	live_del(rt);
 	runtime_free(rt);
 	return 0;
 }
@@ -231,19 +297,19 @@ PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), v
 
 PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt)
 {
-	return rt ? rt->nworkers : -EINVAL;
+	return prt__runtime_live(rt) ? rt->nworkers : -EINVAL;
 }
 
 PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt)
 {
-	return rt && rt->notice[0] ? rt->notice : NULL;
+	return prt__runtime_live(rt) && rt->notice[0] ? rt->notice : NULL;
 }
 
 PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
 {
 	const struct prt__topo_worker *tw;
 
-	if (!rt || !out || index < 0 || index >= rt->nworkers)
+	if (!prt__runtime_live(rt) || !out || index < 0 || index >= rt->nworkers)
 		return -EINVAL;
 	tw = &rt->topo.w[index];
 	out->pu_os_index = tw->pu_os_index;
@@ -258,7 +324,8 @@ PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *ord
 {
 	int n;
 
-	if (!rt || index < 0 || index >= rt->nworkers || max < 0 || (max && !order))
+	if (!prt__runtime_live(rt) || index < 0 || index >= rt->nworkers || max < 0 ||
+	    (max && !order))
 		return -EINVAL;
 	n = rt->nworkers - 1;
 	for (int i = 0; i < n && i < max; i++)
@@ -270,7 +337,7 @@ PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stat
 {
 	const struct prt__wstats *s;
 
-	if (!rt || !out || index < 0 || index >= rt->nworkers)
+	if (!prt__runtime_live(rt) || !out || index < 0 || index >= rt->nworkers)
 		return -EINVAL;
 	s = &rt->workers[index]->stats;
 	out->switches = atomic_load_explicit(&s->switches, memory_order_relaxed);

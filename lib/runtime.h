@@ -54,9 +54,19 @@ struct prt_runtime {
 	/* Dump signal (signal.c): its slot or -1, and the thread that dumps. */
 	int dump_slot, dump_sig;
 	bool overflow_handler;          /* holds the overflow handler (signal.c) */
+	/* On the live list (runtime.c) from create to destroy; live_lock. */
+	struct prt_runtime *live_next;
+	bool destroy_claimed;
 	int dump_pipe[2];
 	pthread_t dump_tid;
 };
+
+/*
+ * Is @rt a runtime that exists (created, not yet freed)? Its own fibers
+ * know it is; anyone else looks it up. Lets calls on a destroyed runtime
+ * return -EINVAL instead of touching freed memory.
+ */
+bool prt__runtime_live(const struct prt_runtime *rt);
 
 /*
  * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,

@@ -52,7 +52,10 @@ prt_build() {
 	local dir=$1
 	shift
 	if [ -f "$dir/build.ninja" ]; then
-		meson configure "$dir" "$@" >/dev/null
+		# A build directory from before an option was added cannot be
+		# configured with it: set it up again then.
+		meson configure "$dir" "$@" >/dev/null 2>&1 ||
+			meson setup --reconfigure "$dir" "$ROOT" "$@" >/dev/null
 	else
 		meson setup "$dir" "$ROOT" "$@" >/dev/null
 	fi

@@ -66,7 +66,7 @@ PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
  * The caller keeps running.
  *
  * Returns 0 and sets *@out (which may be NULL for a detached fiber), or:
- * -EINVAL for a NULL @rt or @fn, a priority out of range, a stack size
+ * -EINVAL for a NULL or destroyed @rt, a NULL @fn, a priority out of range, a stack size
  * below PRT_STACK_SIZE_MIN, an affinity that names no worker or names
  * an index >= the number of workers, or a NULL @out for a joinable
  * fiber; -ENOMEM (memory or mappings exhausted); -ESHUTDOWN if @rt is

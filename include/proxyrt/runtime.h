@@ -137,8 +137,12 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
  * then stop the workers and free everything, including fibers that
  * finished but were never joined.
  *
- * Returns 0, -EINVAL if @rt is NULL, or -EDEADLK if called from one of
- * @rt's own fibers (it would wait for itself).
+ * Returns 0, -EINVAL if @rt is NULL or not a live runtime (destroyed
+ * already, or being destroyed by another call), or -EDEADLK if called
+ * from one of @rt's own fibers (it would wait for itself). Every call
+ * given a destroyed runtime returns -EINVAL (NULL for
+ * prt_runtime_notice), unless a new runtime has since been created at
+ * the same address.
  * Context: a plain thread or a fiber of another runtime; blocks the
  * calling thread.
  */
