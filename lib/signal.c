@@ -47,6 +47,7 @@ enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_BUSY };
 
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned overflow_users;                 /* sig_lock */
+static uintptr_t guard_size;                    /* a page; set before the handler */
 static struct sigaction old_segv, old_bus;      /* sig_lock; read by the handler */
 static struct {
 	atomic_int state;
@@ -130,11 +131,9 @@ static uintptr_t fault_sp(void *ucv)
 static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp)
 {
 	uintptr_t base = (uintptr_t)f->stack.base;
-	uintptr_t guard = (uintptr_t)sysconf(_SC_PAGESIZE);
-
 	if (!base || (f->stack.flags & PRT_STK_CANARY))
 		return false;
-	if (addr < base && addr >= base - guard)
+	if (addr < base && addr >= base - guard_size)
 		return true;
 	/* A frame larger than the guard page jumped over it: sp tells. */
 	return sp && sp < base && addr < base;
@@ -174,6 +173,7 @@ int prt__overflow_handler_get(void)
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
 	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&sig_lock);
+	guard_size = (uintptr_t)sysconf(_SC_PAGESIZE); /* sysconf is no signal-safe call */
 	if (overflow_users++ == 0) {
 		if (sigaction(SIGSEGV, &sa, &old_segv) || sigaction(SIGBUS, &sa, &old_bus)) {
 			err = -errno;
