@@ -126,6 +126,12 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 /* Free everything; workers must be stopped (or never started). */
 static void runtime_free(struct prt_runtime *rt)
 {
+	/*
+	 * Offload helpers first: one that just woke its fiber may still be
+	 * in prt__enqueue, kicking that fiber's worker (its eventfd, its
+	 * struct) after the fiber, and so the runtime, finished.
+	 */
+	prt__io_rt_fini(rt);
 	for (int i = 0; rt->workers && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
@@ -137,7 +143,6 @@ static void runtime_free(struct prt_runtime *rt)
 		prt__free(w, sizeof(*w));
 	}
 	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);
-	prt__io_rt_fini(rt);
 	prt__stack_depot_fini(rt);
 	prt__fiber_chunks_free(rt);
 	prt__stack_slabs_free(rt);

@@ -80,27 +80,6 @@ struct xrun {
 	atomic_int stop, done;
 };
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static struct timespec rt_in_ns(long ns)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += ns;
-	while (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
 static long env_long(const char *name, long dflt)
 {
 	const char *v = getenv(name);
@@ -144,7 +123,7 @@ static void op_mutex(struct xrun *x, unsigned *seed, void *me)
 static void op_pair(struct xrun *x, unsigned *seed, void *me)
 {
 	int a = rand_r(seed) % X_MUTEXES, b = (a + 1 + rand_r(seed) % (X_MUTEXES - 1)) % X_MUTEXES;
-	struct timespec ts = rt_in_ns(200000 + rand_r(seed) % 2000000);
+	struct timespec ts = test_realtime_in(200000 + rand_r(seed) % 2000000);
 	int e;
 
 	if ((e = prt_mutex_timedlock(&x->m[a], &ts))) {
@@ -183,7 +162,7 @@ static void op_token(struct xrun *x, bool fiber)
 
 	prt_mutex_lock(&x->bank_m);
 	while (!x->tokens && !atomic_load(&x->stop)) {
-		struct timespec ts = rt_in_ns(10 * 1000 * 1000);
+		struct timespec ts = test_realtime_in(10 * 1000 * 1000);
 
 		prt_cond_timedwait(&x->bank_c, &x->bank_m, &ts);
 	}
@@ -287,14 +266,14 @@ static void *x_watchdog(void *arg)
 	struct xrun *x = arg;
 	long *seen = calloc((size_t)x->nfibers, sizeof(long));
 	uint64_t *since = calloc((size_t)x->nfibers, sizeof(uint64_t));
-	uint64_t now = mono_ns();
+	uint64_t now = test_mono_ns();
 
 	if (!seen || !since)
 		abort();
 	for (int i = 0; i < x->nfibers; i++)
 		since[i] = now, seen[i] = -1;
 	while (!atomic_load(&x->done)) {
-		now = mono_ns();
+		now = test_mono_ns();
 		for (int i = 0; i < x->nfibers; i++) {
 			long p = atomic_load_explicit(&x->progress[i], memory_order_relaxed);
 
@@ -352,7 +331,7 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 	fa = calloc((size_t)x->nfibers, sizeof(*fa));
 	assert_true(x->progress && x->finished && x->fibers && fa);
 
-	t0 = mono_ns();
+	t0 = test_mono_ns();
 	for (int i = 0; i < x->nfibers; i++) {
 		unsigned seed = (unsigned)i * 31u + 7u;
 		prt_fiber_attr_t a;
@@ -376,7 +355,7 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 		assert_int_equal(pthread_create(&th[i], NULL, x_thread, &ta[i]), 0);
 	}
 	assert_int_equal(pthread_create(&wd, NULL, x_watchdog, x), 0);
-	while (mono_ns() - t0 < (uint64_t)seconds * 1000000000u)
+	while (test_mono_ns() - t0 < (uint64_t)seconds * 1000000000u)
 		usleep(100000);
 	atomic_store(&x->stop, 1);
 	for (int i = 0; i < x->nfibers; i++) {
@@ -387,7 +366,7 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 	}
 	for (int i = 0; i < X_THREADS; i++)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
-	t1 = mono_ns();
+	t1 = test_mono_ns();
 	atomic_store(&x->done, 1);
 	assert_int_equal(pthread_join(wd, NULL), 0);
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <proxyrt/proxyrt.h>
 
@@ -52,6 +53,29 @@ static inline prt_runtime_t *test_rt_flags(int nworkers, unsigned flags)
 static inline prt_runtime_t *test_rt(int nworkers)
 {
 	return test_rt_flags(nworkers, 0);
+}
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+static inline uint64_t test_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The CLOCK_REALTIME deadline @ns from now (timedlock and timedwait take those). */
+static inline struct timespec test_realtime_in(long ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ns;
+	while (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
 }
 
 /* Running under valgrind? (Only known where its header is installed.) */

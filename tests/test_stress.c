@@ -34,27 +34,6 @@ static atomic_int s_stop, s_done;
 static prt_fiber_t s_fibers[S_FIBERS];
 static prt_runtime_t *s_rt;
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static struct timespec rt_in_ns(long ns)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += ns;
-	while (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
 /* One round: lock 1-3 distinct mutexes in random order; 1 if all were taken. */
 static int round_once(unsigned *seed, void *me, bool fiber)
 {
@@ -71,7 +50,7 @@ static int round_once(unsigned *seed, void *me, bool fiber)
 		} while (again);
 	}
 	for (; held < n; held++) {
-		struct timespec ts = rt_in_ns(rand_r(seed) % 2000000);
+		struct timespec ts = test_realtime_in(rand_r(seed) % 2000000);
 		int e = prt_mutex_timedlock(&s_m[pick[held]], &ts);
 
 		if (e == ETIMEDOUT) {
@@ -167,7 +146,7 @@ static void dump_chains(void)
 static void *watchdog(void *arg)
 {
 	long last = -1;
-	uint64_t since = mono_ns();
+	uint64_t since = test_mono_ns();
 
 	(void)arg;
 	while (!atomic_load(&s_done)) {
@@ -175,8 +154,8 @@ static void *watchdog(void *arg)
 
 		if (p != last) {
 			last = p;
-			since = mono_ns();
-		} else if (mono_ns() - since > S_STALL_NS) {
+			since = test_mono_ns();
+		} else if (test_mono_ns() - since > S_STALL_NS) {
 			dump_chains();
 			prt_runtime_dump(s_rt, STDERR_FILENO);
 			fprintf(stderr, "watchdog: test_stress hung\n");
@@ -218,8 +197,8 @@ static void test_stress_timedlock(void **state)
 	for (int i = 0; i < S_THREADS; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, stress_thread,
 						(void *)(intptr_t)(1000 + i)), 0);
-	t0 = mono_ns();
-	while (mono_ns() - t0 < S_RUN_NS)
+	t0 = test_mono_ns();
+	while (test_mono_ns() - t0 < S_RUN_NS)
 		usleep(10000);
 	atomic_store(&s_stop, 1);
 	for (int i = 0; i < S_FIBERS; i++) {
@@ -275,7 +254,7 @@ static void *storm_fiber(void *arg)
 	unsigned seed = (unsigned)(intptr_t)arg;
 
 	while (!atomic_load(&s_stop)) {
-		struct timespec ts = rt_in_ns(rand_r(&seed) % 20000);
+		struct timespec ts = test_realtime_in(rand_r(&seed) % 20000);
 		int e = prt_mutex_timedlock(&t_m, &ts);
 
 		if (e == 0) {
@@ -340,8 +319,8 @@ static void test_timeout_storm(void **state)
 	}
 	for (int i = 0; i < T_THREADS; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, storm_thread, (void *)(intptr_t)(77 + i)), 0);
-	t0 = mono_ns();
-	while (mono_ns() - t0 < T_RUN_NS)
+	t0 = test_mono_ns();
+	while (test_mono_ns() - t0 < T_RUN_NS)
 		usleep(10000);
 	/*
 	 * Fibers first: a thread left asleep on a released lock now has
