@@ -17,6 +17,7 @@ struct prt_runtime {
 	struct prt__rtio io;
 	char notice[600];                /* topo's and io's notices */
 	int nworkers;
+	bool oversubscribed;            /* more workers than CPUs we may run on */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;

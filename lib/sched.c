@@ -940,13 +940,15 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	if (rt->nworkers == 1)
 		return NULL;
 	/*
-	 * Enough spinners already (Go's rule: at most half the busy workers
-	 * spin)? Then sleep: with more workers than cores, spinners would
-	 * take the CPU from the workers that have work. An enqueue wakes a
-	 * sleeper when nobody spins.
+	 * More workers than CPUs, and enough spinners already (Go's rule: at
+	 * most half the busy workers spin)? Then sleep: spinners would take
+	 * the CPU from the workers that have work. An enqueue wakes a sleeper
+	 * when nobody spins. With a CPU each, spinning costs nobody and
+	 * catches the next wakeup without a kick.
 	 */
-	if (2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
-	    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
+	if (rt->oversubscribed &&
+	    2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
+		    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
 		return NULL;
 	spin_start(w);
 	for (unsigned i = 0;; i++) {
