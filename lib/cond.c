@@ -18,7 +18,7 @@
 
 struct prt__cond {
 	prt__spinlock_t lock;
-	unsigned pad;
+	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	struct prt__list waiters;  /* prt__mwaiter.node; {NULL, NULL} = empty */
 	struct prt__mutex *m;      /* the mutex of the current waiters; lock */
 	uint64_t pad2[2];
@@ -52,8 +52,11 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 
 	if (!uc)
 		return EINVAL;
+	prt__check_live(c->dbg, "prt_cond_destroy", uc);
 	prt__spin_lock(&c->lock);
 	busy = c->waiters.next && !prt__list_empty(&c->waiters);
+	if (!busy)
+		prt__mark_dead(c->dbg);
 	prt__spin_unlock(&c->lock);
 	return busy ? EBUSY : 0;
 }
@@ -70,6 +73,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 
 	if (!uc || !um)
 		return EINVAL;
+	prt__check_live(c->dbg, "prt_cond_wait", uc);
 	if (abstime && !prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
 	m = prt__mutex_of(um);
@@ -143,6 +147,7 @@ static int wake(prt_cond_t *uc, int n)
 
 	if (!uc)
 		return EINVAL;
+	prt__check_live(c->dbg, n == 1 ? "prt_cond_signal" : "prt_cond_broadcast", uc);
 	while (n-- > 0) {
 		struct prt__mwaiter *r;
 		struct prt__mutex *m;

@@ -12,6 +12,13 @@ void prt__assert_fail(const char *what, const char *file, int line)
 	abort();
 }
 
+void prt__misuse(const char *call, const void *obj)
+{
+	fprintf(stderr, "proxyrt: %s(%p) on a destroyed object (debug build check): aborting\n",
+		call, obj);
+	abort();
+}
+
 PRT_API const char *prt_strerror(int err)
 {
 	switch (err) {

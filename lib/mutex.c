@@ -574,6 +574,7 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 
 	if (prt__unlikely(!um))
 		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_lock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
 	/* acquire: pairs with the release in unlock */
@@ -607,6 +608,7 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 
 	if (!um)
 		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_timedlock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
@@ -631,6 +633,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 
 	if (!um)
 		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_trylock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acquire,
@@ -712,6 +715,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 
 	if (prt__unlikely(!um))
 		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_unlock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
 	o = tok;
@@ -1010,7 +1014,9 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *um)
 
 	if (!um)
 		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_destroy", um);
 	if (atomic_load(&m->owner))
 		return EBUSY;
+	prt__mark_dead(m->dbg);
 	return 0;
 }

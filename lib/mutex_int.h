@@ -27,7 +27,7 @@ struct prt__mutex {
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
 	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE */
 	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
-	uint16_t pad;
+	uint16_t dbg;                /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	atomic_uint count;           /* recursive: extra locks held; written by the owner */
 	/* First waiter's priority + 1, 0 without waiters; written under wait_lock. */
 	atomic_int top;

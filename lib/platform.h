@@ -37,6 +37,23 @@
 	do { if (prt__unlikely(!(cond))) prt__assert_fail(#cond, __FILE__, __LINE__); } while (0)
 __attribute__((noreturn, cold)) void prt__assert_fail(const char *what, const char *file, int line);
 
+/*
+ * Debug builds (PRT_DEBUG): a mutex or condvar that was destroyed is
+ * marked (PRT_DEAD_MAGIC in a spare field; init and zero storage clear
+ * it), and using it again aborts with prt__misuse(). Release builds do
+ * not look: zero storage is a valid object there.
+ */
+#define PRT_DEAD_MAGIC 0xdead
+__attribute__((noreturn, cold)) void prt__misuse(const char *call, const void *obj);
+#if PRT_DEBUG
+#define prt__check_live(dbg, call, obj) \
+	do { if (prt__unlikely((dbg) == PRT_DEAD_MAGIC)) prt__misuse(call, obj); } while (0)
+#define prt__mark_dead(dbg) ((dbg) = PRT_DEAD_MAGIC)
+#else
+#define prt__check_live(dbg, call, obj) ((void)0)
+#define prt__mark_dead(dbg) ((void)0)
+#endif
+
 static inline void prt__cpu_relax(void)
 {
 #if defined(__x86_64__)

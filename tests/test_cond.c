@@ -56,6 +56,7 @@ static void queue_run(bool threads)
 
 	q_head = q_len = 0;
 	q_sum = 0;
+	assert_int_equal(prt_cond_init(&q_nonempty), 0); /* the previous run destroyed it */
 	/* 2 producers, 2 consumers; with @threads one of each is a plain thread. */
 	f[0] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, producer, NULL);
 	f[1] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, consumer, NULL);
@@ -234,6 +235,7 @@ static void test_errors(void **state)
 	assert_int_equal(prt_mutex_unlock(&e_m1), 0);
 	assert_int_equal(prt_join(f, NULL), 0);
 	assert_int_equal(prt_cond_destroy(&e_c), 0);
+	assert_int_equal(prt_cond_init(&e_c), 0); /* used again below */
 
 	/* A recursive mutex is released fully and its count restored. */
 	prt_mutexattr_init(&a);

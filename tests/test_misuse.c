@@ -206,6 +206,57 @@ static void test_exit_from_thread_aborts(void **state)
 	assert_non_null(strstr(buf, "prt_exit called from a plain thread"));
 }
 
+/* Debug builds: a destroyed mutex or condvar used again aborts, naming the call. */
+static void use_destroyed(void *arg)
+{
+	static prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+	static prt_cond_t c = PRT_COND_INITIALIZER;
+
+	if (arg) {
+		prt_cond_destroy(&c);
+		prt_cond_signal(&c);
+	} else {
+		prt_mutex_destroy(&m);
+		prt_mutex_lock(&m);
+	}
+}
+
+static void test_destroyed_objects_debug(void **state)
+{
+	(void)state;
+#if PRT_TEST_DEBUG_LIB
+	for (int obj = 0; obj < 2; obj++) {
+		int pfd[2], st;
+		char buf[512] = "";
+		ssize_t n;
+		pid_t pid;
+
+		assert_int_equal(pipe(pfd), 0);
+		fflush(NULL);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			signal(SIGABRT, SIG_DFL);
+			dup2(pfd[1], STDERR_FILENO);
+			use_destroyed(obj ? (void *)1 : NULL);
+			_exit(0);
+		}
+		close(pfd[1]);
+		n = read(pfd[0], buf, sizeof(buf) - 1);
+		close(pfd[0]);
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		assert_true(n > 0);
+		assert_non_null(strstr(buf, obj ? "prt_cond_signal(" : "prt_mutex_lock("));
+		assert_non_null(strstr(buf, "on a destroyed object"));
+	}
+#else
+	/* Release builds do not look (zero storage is a valid object): nothing to test. */
+	(void)use_destroyed;
+	skip();
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +265,7 @@ int main(void)
 		cmocka_unit_test(test_fiber_misuse),
 		cmocka_unit_test(test_plain_thread_calls),
 		cmocka_unit_test(test_exit_from_thread_aborts),
+		cmocka_unit_test(test_destroyed_objects_debug),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

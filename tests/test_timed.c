@@ -345,6 +345,7 @@ static void test_cond_timedwait(void **state)
 	assert_int_equal(prt_join(f, &r), 0);
 	assert_null(r);
 	assert_int_equal(prt_cond_destroy(&t_c), 0); /* no waiter left behind */
+	assert_int_equal(prt_cond_init(&t_c), 0);   /* destroyed: init before reuse */
 	/* A signal before the deadline wins. */
 	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cond_signalled_fiber, NULL);
 	prt_sleep_ns(0);
