@@ -178,15 +178,18 @@ static void test_plain_thread_calls(void **state)
 	assert_int_equal(prt_join(me, NULL), -ESRCH);
 }
 
-/* prt_exit cannot return an error (it never returns): from a thread it aborts, saying why. */
-static void test_exit_from_thread_aborts(void **state)
+/*
+ * Fork; the child runs @fn(@arg) with stderr on a pipe (and exits 0 if
+ * @fn returns). Reads what the child writes into @buf, NUL-terminated;
+ * returns the child's wait status.
+ */
+static int child_stderr(void (*fn)(void *), void *arg, char *buf, size_t len)
 {
+	size_t got = 0;
 	int pfd[2], st;
-	char buf[512] = "";
 	ssize_t n;
 	pid_t pid;
 
-	(void)state;
 	assert_int_equal(pipe(pfd), 0);
 	fflush(NULL);
 	pid = fork();
@@ -194,15 +197,32 @@ static void test_exit_from_thread_aborts(void **state)
 	if (pid == 0) {
 		signal(SIGABRT, SIG_DFL);
 		dup2(pfd[1], STDERR_FILENO);
-		prt_exit(NULL);
+		fn(arg);
 		_exit(0);
 	}
 	close(pfd[1]);
-	n = read(pfd[0], buf, sizeof(buf) - 1);
+	while (got < len - 1 && (n = read(pfd[0], buf + got, len - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
 	close(pfd[0]);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static void exit_from_thread(void *arg)
+{
+	prt_exit(arg);
+}
+
+/* prt_exit cannot return an error (it never returns): from a thread it aborts, saying why. */
+static void test_exit_from_thread_aborts(void **state)
+{
+	char buf[512];
+	int st;
+
+	(void)state;
+	st = child_stderr(exit_from_thread, NULL, buf, sizeof(buf));
 	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-	assert_true(n > 0);
 	assert_non_null(strstr(buf, "prt_exit called from a plain thread"));
 }
 
@@ -226,27 +246,10 @@ static void test_destroyed_objects_debug(void **state)
 	(void)state;
 #if PRT_TEST_DEBUG_LIB
 	for (int obj = 0; obj < 2; obj++) {
-		int pfd[2], st;
-		char buf[512] = "";
-		ssize_t n;
-		pid_t pid;
+		char buf[512];
+		int st = child_stderr(use_destroyed, obj ? (void *)1 : NULL, buf, sizeof(buf));
 
-		assert_int_equal(pipe(pfd), 0);
-		fflush(NULL);
-		pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			signal(SIGABRT, SIG_DFL);
-			dup2(pfd[1], STDERR_FILENO);
-			use_destroyed(obj ? (void *)1 : NULL);
-			_exit(0);
-		}
-		close(pfd[1]);
-		n = read(pfd[0], buf, sizeof(buf) - 1);
-		close(pfd[0]);
-		assert_int_equal(waitpid(pid, &st, 0), pid);
 		assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-		assert_true(n > 0);
 		assert_non_null(strstr(buf, obj ? "prt_cond_signal(" : "prt_mutex_lock("));
 		assert_non_null(strstr(buf, "on a destroyed object"));
 	}
