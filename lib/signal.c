@@ -170,7 +170,7 @@ int prt__overflow_handler_get(void)
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = fault_handler;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
 	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&sig_lock);
 	guard_size = (uintptr_t)sysconf(_SC_PAGESIZE); /* sysconf is no signal-safe call */
