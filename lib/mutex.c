@@ -301,7 +301,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 				continue;
 			}
 			/* acquire: pairs with the release of the previous unlock */
-			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, n, memory_order_acquire,
+			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, n, memory_order_acq_rel,
 								  memory_order_relaxed)) {
 				if (queued) {
 					prt__list_del(&r->node);
@@ -354,7 +354,7 @@ static bool spin_acquire(struct prt__mutex *m, uintptr_t tok, int prio)
 				return false;
 			/* acquire: pairs with the release of the unlock */
 			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
-								  memory_order_acquire,
+								  memory_order_acq_rel,
 								  memory_order_relaxed))
 				return true;
 			continue;
@@ -577,9 +577,14 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	prt__check_live(m->dbg, "prt_mutex_lock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
-	/* acquire: pairs with the release in unlock */
+	/*
+	 * acquire: pairs with the release in unlock. release: publishes the
+	 * owner (its descriptor or a thread's struct prt__tself) to the chain
+	 * walks that load m->owner and read it. Every CAS that takes the lock
+	 * does both; on x86 it is the same instruction.
+	 */
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok,
-								 memory_order_acquire,
+								 memory_order_acq_rel,
 								 memory_order_relaxed)))
 		return 0;
 	return lock_slow(m, w, tok, 0);
@@ -612,7 +617,7 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 	w = prt__cur_worker();
 	tok = token_of(w);
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok, memory_order_acquire,
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok, memory_order_acq_rel,
 						    memory_order_relaxed))
 		return 0;
 	if (!prt__abstime_to_mono(abstime, &deadline))
@@ -636,13 +641,13 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 	prt__check_live(m->dbg, "prt_mutex_trylock", um);
 	w = prt__cur_worker();
 	tok = token_of(w);
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acquire,
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acq_rel,
 						    memory_order_relaxed))
 		return 0;
 	/* Released with waiters: take it if no waiter outranks us. */
 	while (!(o & ~PRT_MTX_FLAGS) && may_steal(m, o, self_prio(w)))
 		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
-							  memory_order_acquire, memory_order_relaxed))
+							  memory_order_acq_rel, memory_order_relaxed))
 			return 0;
 	if ((o & ~PRT_MTX_WAITERS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
