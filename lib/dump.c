@@ -138,7 +138,6 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 
 struct dump {
 	struct out *o;
-	struct prt_runtime *rt;
 	int pass; /* 0: count, 1: fibers, 2: chains */
 	unsigned nfibers;
 };
@@ -248,7 +247,7 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
 {
 	struct out o = { .fd = fd };
-	struct dump d = { .o = &o, .rt = rt };
+	struct dump d = { .o = &o };
 
 	if (!prt__runtime_live(rt) || fd < 0)
 		return -EINVAL;

@@ -253,13 +253,10 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	prt__spin_init(&f->lock);
 	prt__list_init(&f->rq_node);
 	/*
-	 * Under @f->lock: whoever attaches a donor later takes that lock, so
-	 * its acquire pairs with this release and sees the list initialised,
-	 * even if nothing else orders it after this spawn.
+	 * Seen by donors that attach later: they find @f through m->owner,
+	 * which @f's lock CAS published with release, after it ran.
 	 */
-	prt__spin_lock(&f->lock);
 	prt__list_init(&f->donors);
-	prt__spin_unlock(&f->lock);
 	atomic_store_explicit(&f->attached_to, NULL, memory_order_relaxed);
 	f->mwait = NULL;
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);

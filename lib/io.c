@@ -126,6 +126,7 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 {
 	struct prt__rtio *rio = &rt->io;
 	const char *env = getenv("PRT_IO_BACKEND"), *what = NULL;
+	bool valgrind = false;
 	int want = cfg->io_backend, err;
 
 	if (want < PRT_IO_AUTO || want > PRT_IO_EPOLL)
@@ -141,7 +142,7 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	 */
 	if (want == PRT_IO_AUTO && RUNNING_ON_VALGRIND) {
 		want = PRT_IO_EPOLL;
-		env = "valgrind";
+		valgrind = true;
 	}
 #endif
 	rio->entries = cfg->io_entries ? cfg->io_entries : PRT_IO_ENTRIES_DEFAULT;
@@ -153,7 +154,7 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 		snprintf(rio->notice, sizeof(rio->notice),
 			 "proxyrt: I/O on epoll %s (fds are made O_NONBLOCK)",
 			 cfg->io_backend != PRT_IO_AUTO ? "as configured" :
-			 !strcmp(env, "valgrind") ? "under valgrind (io_uring waits would block it)" :
+			 valgrind ? "under valgrind (io_uring waits would block it)" :
 						    "as configured by PRT_IO_BACKEND");
 		return 0;
 	}

@@ -72,8 +72,9 @@ bool prt__runtime_live(const struct prt_runtime *rt);
 /*
  * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,
  * held by every live runtime (0 or -errno); each worker thread's
- * alternate signal stack; the dump signal of cfg.dump_signal (0, -EINVAL,
- * -EAGAIN or -errno; nothing to undo on failure).
+ * alternate signal stack; the dump signal of cfg.dump_signal, which
+ * config_check() has validated (0, -EAGAIN or -errno; nothing to undo
+ * on failure; rt->dump_slot stays -1 without one).
  */
 int prt__overflow_handler_get(void);
 void prt__overflow_handler_put(void);

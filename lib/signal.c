@@ -284,12 +284,8 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	sigset_t all, old;
 	int slot = -1, err;
 
-	rt->dump_slot = -1;
 	if (!sig)
 		return 0;
-	if (sig < 1 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
-	    sig == SIGBUS || sig == SIGILL || sig == SIGFPE)
-		return -EINVAL;
 	if (pipe2(rt->dump_pipe, O_CLOEXEC))
 		return -errno;
 	fcntl(rt->dump_pipe[1], F_SETFL, O_NONBLOCK);
