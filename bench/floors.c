@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * floors: what W3 and W6 cost on this machine with no runtime at all, so
+ * proxyrt's figures can be read against the machine's floor as well as
+ * against the peers (README, "Benchmarks").
+ *
+ *   floors mutex THREADS T K IN_NS OUT_NS
+ *       W3's loop (lock; counter++; busy IN; unlock; busy OUT), T*K
+ *       operations split over THREADS plain threads taking a bare
+ *       test-and-test-and-set spinlock: one atomic to lock, one store to
+ *       unlock, no queue, no fairness. Nothing that also has to block
+ *       can do better.
+ *   floors http PORT single|multishot
+ *       W6's server as a bare io_uring loop on one thread: no fibers, no
+ *       scheduler. `single` re-arms one recv per request, as proxyrt's
+ *       prt_recv() does; `multishot` keeps one multishot recv per
+ *       connection on a provided-buffer ring. Serves until killed.
+ *
+ * Lines use the peers' format with peer=floor.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "inversion.h" /* bench_spin, bench_calibrate */
+
+static __attribute__((noreturn)) void usage(void)
+{
+	fprintf(stderr, "usage: floors mutex THREADS T K IN_NS OUT_NS\n"
+			"       floors http PORT single|multishot\n");
+	exit(2);
+}
+
+static long arg_long(const char *s, long min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < min) {
+		fprintf(stderr, "floors: bad number '%s'\n", s);
+		usage();
+	}
+	return v;
+}
+
+/* ------------------------------------------------------------------ W3 */
+
+struct spin_args {
+	atomic_int lock;
+	uint64_t counter;
+	long k;
+	uint64_t in_it, out_it;
+	_Atomic uint64_t sink;
+};
+
+static void *spin_body(void *arg)
+{
+	struct spin_args *a = arg;
+	uint64_t x = (uint64_t)(uintptr_t)&x;
+
+	for (long i = 0; i < a->k; i++) {
+		for (;;) {
+			int z = 0;
+
+			if (atomic_compare_exchange_weak_explicit(&a->lock, &z, 1, memory_order_acquire,
+								  memory_order_relaxed))
+				break;
+			while (atomic_load_explicit(&a->lock, memory_order_relaxed))
+				__builtin_ia32_pause();
+		}
+		a->counter++;
+		x = bench_spin(a->in_it, x);
+		atomic_store_explicit(&a->lock, 0, memory_order_release);
+		x = bench_spin(a->out_it, x);
+	}
+	atomic_fetch_add(&a->sink, x);
+	return NULL;
+}
+
+static int floor_mutex(int argc, char **argv)
+{
+	struct spin_args a = { 0 };
+	long threads, t, k, in_ns, out_ns;
+	pthread_t *th;
+	uint64_t t0, el, expect;
+	double nspi;
+	cpu_set_t set;
+
+	if (argc != 7)
+		usage();
+	threads = arg_long(argv[2], 1);
+	t = arg_long(argv[3], 1);
+	k = arg_long(argv[4], 1);
+	in_ns = arg_long(argv[5], 0);
+	out_ns = arg_long(argv[6], 0);
+	if ((t * k) % threads) {
+		fprintf(stderr, "floors: T*K must divide among THREADS\n");
+		return 2;
+	}
+	a.k = t * k / threads;
+	nspi = bench_calibrate();
+	a.in_it = (uint64_t)((double)in_ns / nspi + 0.5);
+	a.out_it = (uint64_t)((double)out_ns / nspi + 0.5);
+	th = calloc((size_t)threads, sizeof(*th));
+	if (!th)
+		return 1;
+	t0 = prt_now_ns();
+	for (long i = 0; i < threads; i++)
+		if (pthread_create(&th[i], NULL, spin_body, &a)) {
+			fprintf(stderr, "floors: pthread_create failed\n");
+			return 1;
+		}
+	for (long i = 0; i < threads; i++)
+		pthread_join(th[i], NULL);
+	el = prt_now_ns() - t0;
+	expect = (uint64_t)t * (uint64_t)k;
+	printf("peer=floor workload=mutex variant=spin%ld ops_per_sec=%.0f ops=%llu elapsed_s=%.3f "
+	       "T=%ld K=%ld in_ns=%ld out_ns=%ld spin_ns_per_iter=%.3f counter_ok=%d cpus=%d\n",
+	       threads, (double)expect / ((double)el / 1e9), (unsigned long long)expect,
+	       (double)el / 1e9, t, k, in_ns, out_ns, nspi, a.counter == expect,
+	       sched_getaffinity(0, sizeof(set), &set) ? -1 : CPU_COUNT(&set));
+	free(th);
+	return a.counter == expect ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ W6 */
+
+#define RESP "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"
+#define RESP_LEN (sizeof(RESP) - 1)
+#define FL_BUFS 1024u  /* provided buffers (multishot) */
+#define FL_BUF_SZ 2048u
+#define FL_PIPE 16     /* most pipelined answers sent at once */
+
+enum { FL_ACCEPT = 1, FL_RECV, FL_SEND };
+
+struct fl_conn {
+	int fd;
+	size_t have;             /* bytes of an unfinished request kept in @in */
+	char in[FL_BUF_SZ];      /* single: the recv buffer */
+	char out[FL_PIPE * RESP_LEN];
+};
+
+struct fl_srv {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	bool multishot;
+	int lfd;
+};
+
+static struct io_uring_sqe *fl_sqe(struct fl_srv *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	return sqe;
+}
+
+static void fl_tag(struct io_uring_sqe *sqe, int kind, struct fl_conn *c)
+{
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | (uint64_t)kind);
+}
+
+static void fl_accept(struct fl_srv *s)
+{
+	struct io_uring_sqe *sqe = fl_sqe(s);
+
+	io_uring_prep_accept(sqe, s->lfd, NULL, NULL, 0);
+	fl_tag(sqe, FL_ACCEPT, NULL);
+}
+
+static void fl_recv(struct fl_srv *s, struct fl_conn *c)
+{
+	struct io_uring_sqe *sqe = fl_sqe(s);
+
+	if (s->multishot) {
+		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+		sqe->ioprio |= IORING_RECV_MULTISHOT;
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 0;
+	} else {
+		io_uring_prep_recv(sqe, c->fd, c->in + c->have, sizeof(c->in) - c->have, 0);
+	}
+	fl_tag(sqe, FL_RECV, c);
+}
+
+/*
+ * Count complete requests (up to an empty line) in @p, carrying a
+ * partial one over in c->in; answer them with one send.
+ */
+static void fl_answer(struct fl_srv *s, struct fl_conn *c, const char *p, size_t n)
+{
+	struct io_uring_sqe *sqe;
+	size_t k = 0, start = 0, len = 0;
+
+	if (p != c->in) {
+		if (c->have + n > sizeof(c->in))
+			n = sizeof(c->in) - c->have; /* a floor, not a parser: clip */
+		memcpy(c->in + c->have, p, n);
+	}
+	n += c->have;
+	for (size_t i = 3; i < n; i++)
+		if (!memcmp(c->in + i - 3, "\r\n\r\n", 4)) {
+			k++;
+			start = i + 1;
+		}
+	c->have = n - start;
+	memmove(c->in, c->in + start, c->have);
+	if (!k)
+		return;
+	for (size_t i = 0; i < k && i < FL_PIPE; i++, len += RESP_LEN)
+		memcpy(c->out + len, RESP, RESP_LEN);
+	sqe = fl_sqe(s);
+	io_uring_prep_send(sqe, c->fd, c->out, len, MSG_NOSIGNAL);
+	fl_tag(sqe, FL_SEND, c);
+	if (s->multishot)
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS; /* the recv stays armed */
+}
+
+static int fl_setup(struct fl_srv *s, int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
+					      IORING_SETUP_DEFER_TASKRUN };
+	int one = 1, err;
+
+	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->lfd < 0 || setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(s->lfd, (struct sockaddr *)&a, sizeof(a)) || listen(s->lfd, 4096)) {
+		perror("floors: listen");
+		return 1;
+	}
+	err = io_uring_queue_init_params(1024, &s->ring, &p);
+	if (err) {
+		fprintf(stderr, "floors: io_uring: %s\n", strerror(-err));
+		return 1;
+	}
+	if (s->multishot) {
+		struct io_uring_buf_reg reg = { .ring_entries = FL_BUFS, .bgid = 0 };
+
+		if (posix_memalign((void **)&s->br, 4096, FL_BUFS * sizeof(struct io_uring_buf)) ||
+		    !(s->bufs = malloc((size_t)FL_BUFS * FL_BUF_SZ))) {
+			fprintf(stderr, "floors: out of memory\n");
+			return 1;
+		}
+		reg.ring_addr = (uintptr_t)s->br;
+		err = io_uring_register_buf_ring(&s->ring, &reg, 0);
+		if (err) {
+			fprintf(stderr, "floors: provided-buffer ring: %s\n", strerror(-err));
+			return 1;
+		}
+		io_uring_buf_ring_init(s->br);
+		for (unsigned i = 0; i < FL_BUFS; i++)
+			io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * FL_BUF_SZ, FL_BUF_SZ,
+					      (unsigned short)i, io_uring_buf_ring_mask(FL_BUFS),
+					      (int)i);
+		io_uring_buf_ring_advance(s->br, (int)FL_BUFS);
+	}
+	fl_accept(s);
+	return 0;
+}
+
+static void fl_drop(struct fl_conn *c)
+{
+	close(c->fd);
+	c->fd = -1; /* sends still in flight keep it; it is never freed */
+}
+
+static void fl_completion(struct fl_srv *s, struct io_uring_cqe *cqe)
+{
+	struct fl_conn *c = (struct fl_conn *)(uintptr_t)(cqe->user_data & ~7ull);
+	int one = 1;
+
+	switch (cqe->user_data & 7) {
+	case FL_ACCEPT:
+		if (cqe->res >= 0) {
+			c = calloc(1, sizeof(*c));
+			if (!c) {
+				close(cqe->res);
+			} else {
+				c->fd = cqe->res;
+				(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+				fl_recv(s, c);
+			}
+		}
+		fl_accept(s);
+		break;
+	case FL_RECV:
+		if (c->fd < 0)
+			break;
+		if (cqe->res == -ENOBUFS) {
+			fl_recv(s, c); /* buffers come back as answers go out */
+			break;
+		}
+		if (cqe->res <= 0) {
+			fl_drop(c);
+			break;
+		}
+		if (!s->multishot) {
+			fl_answer(s, c, c->in + c->have, (size_t)cqe->res);
+			fl_recv(s, c);
+		} else {
+			unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+			char *b = s->bufs + (size_t)bid * FL_BUF_SZ;
+
+			fl_answer(s, c, b, (size_t)cqe->res);
+			io_uring_buf_ring_add(s->br, b, FL_BUF_SZ, (unsigned short)bid,
+					      io_uring_buf_ring_mask(FL_BUFS), 0);
+			io_uring_buf_ring_advance(s->br, 1);
+			if (!(cqe->flags & IORING_CQE_F_MORE))
+				fl_recv(s, c);
+		}
+		break;
+	case FL_SEND:
+		if (cqe->res < 0 && c->fd >= 0)
+			fl_drop(c);
+		break;
+	}
+}
+
+static int floor_http(int argc, char **argv)
+{
+	struct fl_srv s = { 0 };
+
+	if (argc != 4 || (strcmp(argv[3], "single") && strcmp(argv[3], "multishot")))
+		usage();
+	s.multishot = !strcmp(argv[3], "multishot");
+	if (fl_setup(&s, (int)arg_long(argv[2], 1)))
+		return 1;
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int err = io_uring_submit_and_wait(&s.ring, 1);
+
+		if (err < 0 && err != -EINTR) {
+			fprintf(stderr, "floors: io_uring_submit_and_wait: %s\n", strerror(-err));
+			return 1;
+		}
+		io_uring_for_each_cqe(&s.ring, head, cqe)
+		{
+			fl_completion(&s, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&s.ring, n);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		usage();
+	if (!strcmp(argv[1], "mutex"))
+		return floor_mutex(argc, argv);
+	if (!strcmp(argv[1], "http"))
+		return floor_http(argc, argv);
+	usage();
+}
