@@ -68,6 +68,7 @@ struct http_req {
 /* A connection's buffers: 32 KiB, so on the heap rather than the fiber stack. */
 struct http_conn {
 	int fd;
+	prt_stream_t *rs;	/* reads the socket (proxyrt/io.h), or NULL */
 	size_t in_len;		/* bytes in in[] not consumed yet */
 	size_t out_len;		/* bytes in out[] not written yet */
 	uint64_t skip;		/* bytes of the current request's body still to drop */
@@ -319,6 +320,21 @@ static inline int http_feed(struct http_conn *c)
 	return ret;
 }
 
+/* Read from the connection: through its receive stream if it has one. */
+static inline ssize_t http_recv(struct http_conn *c, void *buf, size_t n, uint64_t tmo)
+{
+	return c->rs ? prt_stream_recv(c->rs, buf, n, tmo) : prt_recv_timeout(c->fd, buf, n, 0, tmo);
+}
+
+/* End the receive stream (if any), then close the socket. */
+static inline void http_close(struct http_conn *c)
+{
+	if (c->rs)
+		prt_stream_close(c->rs);
+	c->rs = NULL;
+	prt_close(c->fd);
+}
+
 /*
  * Close after our last answer without losing it. Closing a socket whose
  * input has not all been read makes the kernel send RST, and a client
@@ -338,12 +354,12 @@ static inline void http_linger_close(struct http_conn *c)
 
 		if (now >= deadline)
 			break;
-		n = prt_recv_timeout(c->fd, c->in, sizeof(c->in), 0, deadline - now);
+		n = http_recv(c, c->in, sizeof(c->in), deadline - now);
 		if (n <= 0)
 			break;
 		dropped += (size_t)n;
 	}
-	prt_close(c->fd);
+	http_close(c);
 }
 
 /*
@@ -360,11 +376,13 @@ static inline void http_serve_conn(int fd)
 		return;
 	}
 	c->fd = fd;
+	if (prt_stream_open(&c->rs, fd))
+		c->rs = NULL; /* out of memory: plain reads */
 	c->in_len = c->out_len = 0;
 	c->skip = 0;
 	while (st == HTTP_KEEP) {
 		/* http_feed() leaves less than HTTP_HDR_MAX bytes: there is room. */
-		ssize_t n = prt_recv(fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+		ssize_t n = http_recv(c, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 
 		if (n <= 0) {
 			st = HTTP_DROP; /* EOF, reset, or cancelled: nobody to answer */
@@ -378,7 +396,7 @@ static inline void http_serve_conn(int fd)
 	if (st == HTTP_CLOSE)
 		http_linger_close(c);
 	else
-		prt_close(fd);
+		http_close(c);
 	free(c);
 }
 

@@ -243,10 +243,12 @@ void prt__io_fini(struct prt__worker *w)
 
 	if (io->evfd < 0)
 		return;
-	if (io->backend == PRT_IO_URING)
+	if (io->backend == PRT_IO_URING) {
 		io_uring_queue_exit(&io->ring);
-	else
+		prt__stream_bufs_fini(w);
+	} else {
 		close(io->epfd);
+	}
 	close(io->evfd);
 	io->evfd = -1;
 }
@@ -337,6 +339,8 @@ static int reap_uring(struct prt__worker *w)
 		} else if ((ud & TAG_MASK) == TAG_CMD) {
 			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 			cmd_ack((struct prt__iocmd *)r);
+		} else if ((ud & TAG_MASK) == PRT_IO_TAG_STREAM) {
+			woken += prt__stream_cqe(w, (struct prt_stream *)r, cqe->res, cqe->flags);
 		} else if ((ud & TAG_MASK) == TAG_LINKTMO) {
 			r->timed_out |= cqe->res == -ETIME;
 			if (--r->pending == 0) {
@@ -461,7 +465,10 @@ static int run_cmds(struct prt__worker *w)
 		if (w->io.backend == PRT_IO_URING) {
 			struct io_uring_sqe *sqe = get_sqe(w, 1);
 
-			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+			if (c->ud)
+				io_uring_prep_cancel64(sqe, c->ud, 0);
+			else
+				io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
 			io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | TAG_CMD);
 			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
 		} else {
@@ -1092,6 +1099,7 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		if (v != w && !PRT_READ_ONCE(v->io.inflight))
 			continue;
 		c->fd = fd;
+		c->ud = 0;
 		c->done = &done;
 		c->left = &left;
 		atomic_fetch_add(&left, 1);
@@ -1108,6 +1116,27 @@ static void cancel_fd(struct prt__worker *w, int fd)
 	/* Every command has been acked: their slots are free again. */
 	if (cmds != small)
 		prt__free(cmds, sz);
+}
+
+struct io_uring_sqe *prt__io_sqe(struct prt__worker *w)
+{
+	return get_sqe(w, 1);
+}
+
+void prt__io_cancel_req(struct prt__worker *w, struct prt__worker *v, uint64_t ud)
+{
+	struct prt__waitone done = { .f = w->curr };
+	atomic_int left = 2; /* the command's and ours */
+	struct prt__iocmd c = { .fd = -1, .ud = ud, .done = &done, .left = &left };
+
+	c.next = atomic_load(&v->io.cmds);
+	while (!atomic_compare_exchange_weak(&v->io.cmds, &c.next, &c))
+		;
+	if (v != w)
+		prt__io_kick(v);
+	prt__io_service(w, true); /* ours now, if it is ours */
+	if (atomic_fetch_sub(&left, 1) != 1)
+		prt__waitone_wait(w, &done);
 }
 
 PRT_API int prt_close(int fd)

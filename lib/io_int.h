@@ -45,11 +45,33 @@ void prt__waitone_done(struct prt__waitone *x);
 struct prt__iocmd {
 	struct prt__iocmd *next;
 	int fd;
+	uint64_t ud; /* if not 0: cancel the request with this user_data, not @fd's */
 	struct prt__waitone *done; /* when @left reaches 0 */
 	atomic_int *left;
 };
 
 #define PRT_IO_BUCKETS 256
+
+/* user_data low bits of a receive stream's multishot recv (stream.c). */
+#define PRT_IO_TAG_STREAM 6u
+
+/*
+ * A worker's provided-buffer ring for receive streams (stream.c), set
+ * up by the worker thread on its first stream. Buffers move: ring ->
+ * kernel -> a stream's queue (linked through @next, under the stream's
+ * lock) -> back to the ring under @lock, from any thread.
+ */
+#define PRT_SBUF_N 1024u
+#define PRT_SBUF_SZ 2048u
+#define PRT_SBUF_BGID 0
+struct prt__sbufs {
+	int state;                    /* 0 not set up, 1 ready, -errno: streams here read plainly */
+	struct io_uring_buf_ring *br; /* also the start of the mapping */
+	char *mem;                    /* PRT_SBUF_N buffers of PRT_SBUF_SZ */
+	uint16_t *next, *len;         /* per buffer: next in a stream's queue, bytes in it */
+	size_t map_sz;
+	prt__spinlock_t lock;
+};
 
 /* Per-worker I/O state; the worker thread's own except @cmds. */
 struct prt__io {
@@ -68,6 +90,7 @@ struct prt__io {
 	unsigned nwait;       /* epoll: requests waiting in @bucket */
 	struct prt__ioreq *bucket[PRT_IO_BUCKETS];
 	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread */
+	struct prt__sbufs sbufs;
 };
 
 /* Runtime-wide: the backend chosen at creation and the offload pool. */
@@ -107,5 +130,14 @@ int prt__io_service(struct prt__worker *w, bool force_submit);
 void prt__io_wait(struct prt__worker *w, uint64_t deadline);
 /* Wake worker @v from its prt__io_wait (any thread). */
 void prt__io_kick(struct prt__worker *v);
+
+/* For stream.c: an SQE of @w's ring (the worker's own thread). */
+struct io_uring_sqe *prt__io_sqe(struct prt__worker *w);
+/* Have worker @v cancel its request @ud; the calling fiber (on @w) waits for the ack. */
+void prt__io_cancel_req(struct prt__worker *w, struct prt__worker *v, uint64_t ud);
+/* A CQE of stream @s reaped on @w; returns fibers woken. */
+int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags);
+/* Release @w's provided-buffer ring mapping (the ring is gone). */
+void prt__stream_bufs_fini(struct prt__worker *w);
 
 #endif

@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Receive streams (proxyrt/io.h): one multishot recv kept armed per
+ * socket, reading into the worker's provided-buffer ring.
+ *
+ * The receive is armed on the ring of the worker the reader runs on
+ * when it finds nothing queued (@aw); its CQEs are reaped there and
+ * queue buffers on the stream under s->lock, waking the reader. The
+ * reader copies from the queue on whatever worker it runs and returns
+ * each emptied buffer to @aw's ring (under that ring's lock). It re-arms
+ * only with the queue empty, so queued buffers always belong to @aw.
+ *
+ * Wake protocol (as prt_park): the reader publishes s->waiter under
+ * s->lock, then parks under its own lock only if s->waiter still names
+ * it; the reaper clears s->waiter under s->lock and then wakes the
+ * fiber if parked. The reaper wakes with s->lock held, so the waiter
+ * cannot have left (it clears s->waiter under s->lock) and the fiber is
+ * the one that waits.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "alloc.h"
+#include "fault.h"
+#include "io_int.h"
+#include "runtime.h"
+
+struct prt_stream {
+	prt__spinlock_t lock;
+	int fd;
+	struct prt_runtime *rt;
+	struct prt__worker *aw; /* ring of the receive; owner of the queued buffers */
+	bool armed;             /* a multishot recv is armed on @aw (counted in its inflight) */
+	bool eof;
+	bool nobufs;            /* ended for lack of buffers: the next empty read uses prt_recv */
+	bool plain;             /* no multishot here: every read is prt_recv */
+	bool busy;              /* a fiber reads, or closes */
+	int err;                /* the receive's error, returned once the queue is drained */
+	unsigned nq, off;       /* buffers queued; bytes of the first already read */
+	uint16_t head, tail;
+	_Atomic(struct prt__fiber *) waiter;
+	struct prt__waitone *closed; /* the closer waits for the last CQE */
+};
+
+/* ---- the worker's provided buffers ----------------------------------------- */
+
+/* On @w's thread. 0, or -errno (streams there read plainly for now). */
+static int sbufs_setup(struct prt__worker *w)
+{
+	struct prt__sbufs *b = &w->io.sbufs;
+	size_t ring = PRT_SBUF_N * sizeof(struct io_uring_buf);
+	size_t data = (size_t)PRT_SBUF_N * PRT_SBUF_SZ;
+	size_t meta = 2 * PRT_SBUF_N * sizeof(uint16_t);
+	struct io_uring_buf_reg reg = { .ring_entries = PRT_SBUF_N, .bgid = PRT_SBUF_BGID };
+	void *p;
+	int err;
+
+	if (b->state)
+		return b->state > 0 ? 0 : b->state;
+	if (w->io.backend != PRT_IO_URING) {
+		b->state = -EOPNOTSUPP;
+		return b->state;
+	}
+	b->map_sz = (ring + data + meta + 4095) & ~(size_t)4095;
+	p = prt__fault(PRT_FAULT_MMAP) ? MAP_FAILED
+				       : mmap(NULL, b->map_sz, PROT_READ | PROT_WRITE,
+					      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM; /* try again on a later arm */
+	b->br = p;
+	b->mem = (char *)p + ring;
+	b->next = (uint16_t *)(void *)(b->mem + data);
+	b->len = b->next + PRT_SBUF_N;
+	reg.ring_addr = (uint64_t)(uintptr_t)p;
+	err = io_uring_register_buf_ring(&w->io.ring, &reg, 0);
+	if (err) {
+		munmap(p, b->map_sz);
+		b->br = NULL;
+		if (err != -ENOMEM)
+			b->state = err; /* this kernel has no buffer rings: for good */
+		return err;
+	}
+	io_uring_buf_ring_init(b->br);
+	for (unsigned i = 0; i < PRT_SBUF_N; i++)
+		io_uring_buf_ring_add(b->br, b->mem + (size_t)i * PRT_SBUF_SZ, PRT_SBUF_SZ,
+				      (unsigned short)i, io_uring_buf_ring_mask(PRT_SBUF_N), (int)i);
+	io_uring_buf_ring_advance(b->br, (int)PRT_SBUF_N);
+	b->state = 1;
+	return 0;
+}
+
+void prt__stream_bufs_fini(struct prt__worker *w)
+{
+	struct prt__sbufs *b = &w->io.sbufs;
+
+	if (b->br)
+		munmap(b->br, b->map_sz);
+	b->br = NULL;
+	b->state = 0;
+}
+
+/* Give buffer @bid back to @w's ring; any thread. */
+static void sbuf_put(struct prt__worker *w, uint16_t bid)
+{
+	struct prt__sbufs *b = &w->io.sbufs;
+
+	prt__spin_lock(&b->lock);
+	io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * PRT_SBUF_SZ, PRT_SBUF_SZ, bid,
+			      io_uring_buf_ring_mask(PRT_SBUF_N), 0);
+	io_uring_buf_ring_advance(b->br, 1); /* release: the kernel sees the entry */
+	prt__spin_unlock(&b->lock);
+}
+
+/* ---- completions ------------------------------------------------------------- */
+
+/* Wake @f if parked (as prt_unpark); s->lock held, so @f still waits on us. */
+static int wake_reader(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return 1;
+	}
+	prt__spin_unlock(&f->lock);
+	return 0; /* not parked yet: it sees s->waiter cleared */
+}
+
+int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
+{
+	struct prt__sbufs *b = &w->io.sbufs;
+	struct prt__waitone *closed = NULL;
+	struct prt__fiber *f;
+	int woken = 0;
+
+	prt__spin_lock(&s->lock);
+	if (flags & IORING_CQE_F_BUFFER) {
+		uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+
+		if (res > 0) {
+			b->len[bid] = (uint16_t)res;
+			if (s->nq++)
+				b->next[s->tail] = bid;
+			else
+				s->head = bid;
+			s->tail = bid;
+		} else {
+			sbuf_put(w, bid);
+		}
+	}
+	if (!(flags & IORING_CQE_F_MORE)) {
+		s->armed = false;
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+		if (res == 0)
+			s->eof = true;
+		else if (res == -ENOBUFS)
+			s->nobufs = true;
+		else if (res == -EINVAL)
+			s->plain = true; /* no multishot recv here, or not a socket: recv(2) will say */
+		else if (res < 0 && !s->err)
+			s->err = res;
+		closed = s->closed;
+	}
+	prt__stat_inc(&w->stats.io_ops, 1);
+	f = atomic_exchange_explicit(&s->waiter, NULL, memory_order_relaxed);
+	if (f)
+		woken = wake_reader(f);
+	prt__spin_unlock(&s->lock);
+	/* The closer frees @s once woken: nothing of @s after this. */
+	if (closed)
+		prt__waitone_done(closed);
+	return woken;
+}
+
+/* ---- the API ---------------------------------------------------------------- */
+
+PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt_stream *s;
+
+	if (!sp)
+		return -EINVAL;
+	if (fd < 0)
+		return -EBADF;
+	if (!w)
+		return -EPERM;
+	s = prt__alloc(sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	memset(s, 0, sizeof(*s));
+	prt__spin_init(&s->lock);
+	s->fd = fd;
+	s->rt = w->rt;
+	s->plain = w->io.backend != PRT_IO_URING;
+	*sp = s;
+	return 0;
+}
+
+PRT_API int prt_stream_multishot(const prt_stream_t *s)
+{
+	if (!s)
+		return -EINVAL;
+	return !PRT_READ_ONCE(s->plain);
+}
+
+/* Copy up to @n queued bytes out; s->lock held, s->nq > 0. */
+static size_t copy_out(struct prt_stream *s, char *buf, size_t n)
+{
+	struct prt__sbufs *b = &s->aw->io.sbufs;
+	size_t got = 0;
+
+	while (s->nq && got < n) {
+		uint16_t bid = s->head;
+		size_t k = b->len[bid] - s->off;
+
+		if (k > n - got)
+			k = n - got;
+		memcpy(buf + got, b->mem + (size_t)bid * PRT_SBUF_SZ + s->off, k);
+		got += k;
+		s->off += (unsigned)k;
+		if (s->off == b->len[bid]) {
+			s->head = b->next[bid];
+			s->nq--;
+			s->off = 0;
+			sbuf_put(s->aw, bid);
+		}
+	}
+	return got;
+}
+
+/* Arm the multishot recv on @w; s->lock held, nothing queued or armed. */
+static void arm(struct prt_stream *s, struct prt__worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	s->armed = true;
+	s->aw = w;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	/* Not under s->lock: taking an SQE may reap (no CQE of ours before we submit). */
+	prt__spin_unlock(&s->lock);
+	sqe = prt__io_sqe(w);
+	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
+	sqe->ioprio |= IORING_RECV_MULTISHOT;
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = PRT_SBUF_BGID;
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM);
+	prt__spin_lock(&s->lock);
+}
+
+/*
+ * Park until a CQE of @s clears s->waiter or @deadline passes; s->lock
+ * held on entry and on return. Returns false if the timer could not be
+ * armed.
+ */
+static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadline, bool *timer)
+{
+	struct prt__fiber *self = w->curr;
+
+	atomic_store_explicit(&s->waiter, self, memory_order_relaxed);
+	prt__spin_unlock(&s->lock);
+	if (deadline && !*timer) {
+		if (prt__timer_arm(w, deadline, PRT_TM_PARK)) {
+			prt__spin_lock(&s->lock);
+			if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self)
+				atomic_store_explicit(&s->waiter, NULL, memory_order_relaxed);
+			return false;
+		}
+		*timer = true;
+	}
+	prt__spin_lock(&self->lock);
+	/* The timer fires under self->lock after the deadline: past this check it finds us parked. */
+	if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self &&
+	    (!deadline || prt__now_ns() < deadline)) {
+		self->parked = true;
+		prt__set_wait(self, PRT_WK_IO, "stream_recv", s->fd);
+		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		prt__spin_unlock(&self->lock);
+		prt__schedule_blocked(w);
+	} else {
+		prt__spin_unlock(&self->lock);
+	}
+	prt__spin_lock(&s->lock);
+	if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self)
+		atomic_store_explicit(&s->waiter, NULL, memory_order_relaxed); /* timer or spurious */
+	return true;
+}
+
+PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t timeout_ns)
+{
+	struct prt__worker *w = prt__cur_worker();
+	uint64_t deadline = timeout_ns ? prt__now_ns() + timeout_ns : 0;
+	bool timer = false;
+	ssize_t r;
+
+	if (!s || (!buf && n))
+		return -EINVAL;
+	if (!w || w->rt != s->rt)
+		return -EPERM;
+	if (!n)
+		return 0;
+	prt__spin_lock(&s->lock);
+	if (s->busy) {
+		prt__spin_unlock(&s->lock);
+		return -EBUSY;
+	}
+	s->busy = true;
+	for (;;) {
+		if (s->nq) {
+			r = (ssize_t)copy_out(s, buf, n);
+			break;
+		}
+		if (s->err || s->eof) {
+			r = s->err; /* sticky, as a socket's */
+			break;
+		}
+		if (s->plain || (!s->armed && s->nobufs)) {
+			uint64_t left = 0;
+
+			s->nobufs = false; /* re-arm next time: buffers come back */
+			prt__spin_unlock(&s->lock);
+			if (deadline) {
+				uint64_t now = prt__now_ns();
+
+				left = deadline > now ? deadline - now : 1;
+			}
+			r = prt_recv_timeout(s->fd, buf, n, 0, left);
+			prt__spin_lock(&s->lock);
+			break;
+		}
+		if (!s->armed) {
+			int err;
+
+			/* Set-up is a syscall: not under s->lock (only readers arm, and we are it). */
+			prt__spin_unlock(&s->lock);
+			err = sbufs_setup(w);
+			prt__spin_lock(&s->lock);
+			if (err == -ENOMEM) {
+				s->nobufs = true; /* this read goes plain */
+				continue;
+			}
+			if (err) {
+				s->plain = true;
+				continue;
+			}
+			arm(s, w);
+			continue; /* a CQE may have come while unlocked */
+		}
+		if (deadline && prt__now_ns() >= deadline) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		if (!wait_data(s, w, deadline, &timer)) {
+			r = -ENOMEM;
+			break;
+		}
+		w = prt__cur_worker();
+	}
+	s->busy = false;
+	prt__spin_unlock(&s->lock);
+	if (timer)
+		prt__timer_cancel(w->curr);
+	return r;
+}
+
+PRT_API int prt_stream_close(prt_stream_t *s)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	if (!s)
+		return -EINVAL;
+	if (!w || w->rt != s->rt)
+		return -EPERM;
+	prt__spin_lock(&s->lock);
+	if (s->busy) {
+		prt__spin_unlock(&s->lock);
+		return -EBUSY;
+	}
+	s->busy = true;
+	if (s->armed) {
+		struct prt__waitone done = { .f = w->curr };
+		struct prt__worker *aw = s->aw;
+
+		s->closed = &done;
+		prt__spin_unlock(&s->lock);
+		prt__io_cancel_req(w, aw, (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM);
+		w = prt__cur_worker();
+		prt__set_wait(w->curr, PRT_WK_IO, "stream_close", s->fd);
+		/* Until the last CQE (the cancel's or an end that came first). */
+		prt__waitone_wait(w, &done);
+		prt__spin_lock(&s->lock);
+	}
+	while (s->nq) {
+		uint16_t bid = s->head;
+
+		s->head = s->aw->io.sbufs.next[bid];
+		s->nq--;
+		sbuf_put(s->aw, bid);
+	}
+	prt__spin_unlock(&s->lock);
+	prt__free(s, sizeof(*s));
+	return 0;
+}
