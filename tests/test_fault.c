@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <hwloc.h>
@@ -677,6 +678,50 @@ static void test_read_timeout_epoll(void **state)
 	lsan_check();
 }
 
+/*
+ * The worker's stream buffers cannot be mapped: the read goes through
+ * prt_recv and still delivers; the next read maps them and goes
+ * multishot (io_uring) from then on.
+ */
+static void *stream_fiber(void *arg)
+{
+	int *p = arg;
+	prt_stream_t *s;
+	char c = 0;
+
+	FIBER_CHECK(prt_stream_open(&s, p[0]) == 0);
+	FIBER_CHECK(prt_write(p[1], "ab", 2) == 2);
+	prt__fault_arm(PRT_FAULT_MMAP, 1, ENOMEM);
+	FIBER_CHECK(prt_stream_recv(s, &c, 1, 0) == 1 && c == 'a');
+	FIBER_CHECK(!uring_ok || prt__fault_fired(PRT_FAULT_MMAP));
+	prt__fault_arm(PRT_FAULT_MMAP, 0, 0);
+	FIBER_CHECK(prt_stream_recv(s, &c, 1, 0) == 1 && c == 'b');
+	FIBER_CHECK(prt_write(p[1], "c", 1) == 1);
+	FIBER_CHECK(prt_stream_recv(s, &c, 1, 0) == 1 && c == 'c');
+	FIBER_CHECK(prt_stream_multishot(s) == (uring_ok ? 1 : 0));
+	FIBER_CHECK(prt_stream_close(s) == 0);
+	return NULL;
+}
+
+static void test_stream_bufs(void **state)
+{
+	struct snap before;
+	prt_runtime_t *rt;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p), 0);
+	before = snap_take();
+	rt = test_rt(1);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, stream_fiber, p));
+	exercise(rt);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	snap_expect(&before, "stream buffers", 1);
+	close(p[0]);
+	close(p[1]);
+	lsan_check();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -691,6 +736,7 @@ int main(void)
 		cmocka_unit_test_setup(test_sleep, disarm_all),
 		cmocka_unit_test_setup(test_read_timeout_epoll, disarm_all),
 		cmocka_unit_test_setup(test_timed_waits, disarm_all),
+		cmocka_unit_test_setup(test_stream_bufs, disarm_all),
 	};
 	prt_runtime_config_t cfg;
 	hwloc_topology_t topo;
