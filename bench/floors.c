@@ -56,6 +56,15 @@ static long arg_long(const char *s, long min)
 
 /* ------------------------------------------------------------------ W3 */
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 struct spin_args {
 	atomic_int lock;
 	uint64_t counter;
@@ -77,7 +86,7 @@ static void *spin_body(void *arg)
 								  memory_order_relaxed))
 				break;
 			while (atomic_load_explicit(&a->lock, memory_order_relaxed))
-				__builtin_ia32_pause();
+				cpu_relax();
 		}
 		a->counter++;
 		x = bench_spin(a->in_it, x);

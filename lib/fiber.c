@@ -626,6 +626,19 @@ PRT_API int prt_park(void)
 	return 0;
 }
 
+int prt__wake_parked(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return 1;
+	}
+	prt__spin_unlock(&f->lock);
+	return 0;
+}
+
 PRT_API int prt_unpark(prt_fiber_t h)
 {
 	struct prt__fiber *f = lock_handle(h);

@@ -203,18 +203,6 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 }
 
 /* Wake a parker-protocol waiter (see prt__mwaiter.parker) once granted. */
-static void wake_parker(struct prt__fiber *f)
-{
-	prt__spin_lock(&f->lock);
-	if (f->parked) {
-		f->parked = false;
-		prt__spin_unlock(&f->lock);
-		prt__wake(f);
-		return;
-	}
-	/* Not parked yet: it re-checks granted under f->lock before parking. */
-	prt__spin_unlock(&f->lock);
-}
 
 /*
  * After a handoff, wait_lock dropped (wakeups never under it, DESIGN.md).
@@ -234,7 +222,7 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 	if (!f) {
 		prt__futex_wake(h->futex, 1); /* harmless if the thread already left */
 	} else if (h->sleeping && h->parker) {
-		wake_parker(f);
+		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	} else if (h->sleeping) {
 		prt__wake(f);
 	} else if (!prt__detach_donor(f)) {
@@ -783,7 +771,7 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 	atomic_store_explicit(&r->granted, 1, memory_order_release);
 	prt__spin_unlock(&m->wait_lock);
 	if (f)
-		wake_parker(f);
+		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	else
 		prt__futex_wake(futex, 1);
 }

@@ -213,6 +213,12 @@ void *prt__worker_main(void *arg);
  * sleeps that should take it. Context: any thread.
  */
 void prt__wake(struct prt__fiber *f);
+/*
+ * Wake @f if it is parked (the park protocol: parked set under f->lock
+ * after the waiter's last check); returns 1 if it was woken. If it is
+ * not parked yet, it sees its condition met before it parks.
+ */
+int prt__wake_parked(struct prt__fiber *f);
 /* The worker prt__wake() would queue @f on. */
 struct prt__worker *prt__select_worker(struct prt__fiber *f);
 /* Wait until @f's stack is no longer in use (on_cpu == 0). */

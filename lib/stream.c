@@ -114,20 +114,6 @@ static void sbuf_put(struct prt__worker *w, uint16_t bid)
 
 /* ---- completions ------------------------------------------------------------- */
 
-/* Wake @f if parked (as prt_unpark); s->lock held, so @f still waits on us. */
-static int wake_reader(struct prt__fiber *f)
-{
-	prt__spin_lock(&f->lock);
-	if (f->parked) {
-		f->parked = false;
-		prt__spin_unlock(&f->lock);
-		prt__wake(f);
-		return 1;
-	}
-	prt__spin_unlock(&f->lock);
-	return 0; /* not parked yet: it sees s->waiter cleared */
-}
-
 int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
@@ -165,8 +151,8 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 	}
 	prt__stat_inc(&w->stats.io_ops, 1);
 	f = atomic_exchange_explicit(&s->waiter, NULL, memory_order_relaxed);
-	if (f)
-		woken = wake_reader(f);
+	if (f) /* s->lock held: @f still waits on us; not parked yet, it sees waiter cleared */
+		woken = prt__wake_parked(f);
 	prt__spin_unlock(&s->lock);
 	/* The closer frees @s once woken: nothing of @s after this. */
 	if (closed)

@@ -94,6 +94,32 @@ static inline int test_under_valgrind(void)
 #endif
 }
 
+/*
+ * Whether @prog's io_uring group runs: io_uring is allowed here and we
+ * are not under valgrind (3.19 keeps its big lock across io_uring_enter,
+ * so nothing else would run). Says which on stderr.
+ */
+static inline int test_uring_usable(const char *prog)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.io_backend = PRT_IO_URING;
+	if (test_under_valgrind()) {
+		fprintf(stderr, "%s: under valgrind: epoll backend only\n", prog);
+		return 0;
+	}
+	if (prt_runtime_create(&rt, &cfg) != 0) {
+		fprintf(stderr, "%s: io_uring refused here: epoll backend only\n", prog);
+		return 0;
+	}
+	prt_runtime_destroy(rt);
+	fprintf(stderr, "%s: io_uring backend\n", prog);
+	return 1;
+}
+
 /* Spawn @fn(@arg) with priority @prio, kept on @worker (-1: anywhere); aborts on failure. */
 static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
 				     void *arg)

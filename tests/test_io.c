@@ -644,25 +644,12 @@ int main(void)
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 	};
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt;
 	int fails = 0;
 
 	signal(SIGPIPE, SIG_IGN);
-	/* io_uring where this kernel allows it; say so and test epoll only otherwise. */
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = 1;
-	cfg.io_backend = PRT_IO_URING;
-	if (test_under_valgrind()) {
-		/* Valgrind 3.19 keeps its big lock across io_uring_enter: nothing else would run. */
-		fprintf(stderr, "test_io: under valgrind: epoll backend only\n");
-	} else if (prt_runtime_create(&rt, &cfg) == 0) {
-		prt_runtime_destroy(rt);
+	if (test_uring_usable("test_io")) {
 		g_backend = PRT_IO_URING;
-		fprintf(stderr, "test_io: io_uring backend\n");
 		fails += cmocka_run_group_tests_name("io_uring", tests, NULL, NULL);
-	} else {
-		fprintf(stderr, "test_io: io_uring refused here: epoll backend only\n");
 	}
 	g_backend = PRT_IO_EPOLL;
 	fprintf(stderr, "test_io: epoll backend\n");

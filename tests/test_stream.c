@@ -428,25 +428,15 @@ int main(void)
 		cmocka_unit_test(test_stream_close),
 		cmocka_unit_test(test_stream_bad_input),
 	};
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt;
 	int fails = 0;
 
 	signal(SIGPIPE, SIG_IGN);
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = 1;
-	cfg.io_backend = PRT_IO_URING;
-	if (test_under_valgrind()) {
-		fprintf(stderr, "test_stream: under valgrind: epoll backend only\n");
-	} else if (prt_runtime_create(&rt, &cfg) == 0) {
-		prt_runtime_destroy(rt);
+	if (test_uring_usable("test_stream")) {
 		g_backend = PRT_IO_URING;
 		g_expect_multishot = kernel_at_least(6, 0);
-		fprintf(stderr, "test_stream: io_uring backend (multishot %s)\n",
-			g_expect_multishot ? "expected" : "not expected: kernel < 6.0");
+		fprintf(stderr, "test_stream: multishot receive %s\n",
+			g_expect_multishot ? "expected" : "not expected (kernel before 6.0)");
 		fails += cmocka_run_group_tests_name("io_uring", tests, NULL, NULL);
-	} else {
-		fprintf(stderr, "test_stream: io_uring refused here: epoll backend only\n");
 	}
 	g_backend = PRT_IO_EPOLL;
 	g_expect_multishot = false;
