@@ -21,6 +21,20 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#if PRT_USE_TSAN
+#include <sanitizer/tsan_interface.h>
+/*
+ * A buffer's return (the ring tail, release) is ordered before the CQE
+ * that hands it out again (the CQ tail, acquire) by the kernel, which
+ * TSan cannot see: tell it.
+ */
+#define sbuf_tsan_release(b, bid) __tsan_release(&(b)->len[bid])
+#define sbuf_tsan_acquire(b, bid) __tsan_acquire(&(b)->len[bid])
+#else
+#define sbuf_tsan_release(b, bid) ((void)0)
+#define sbuf_tsan_acquire(b, bid) ((void)0)
+#endif
+
 #include "alloc.h"
 #include "fault.h"
 #include "io_int.h"
@@ -105,6 +119,7 @@ static void sbuf_put(struct prt__worker *w, uint16_t bid)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
 
+	sbuf_tsan_release(b, bid);
 	prt__spin_lock(&b->lock);
 	io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * PRT_SBUF_SZ, PRT_SBUF_SZ, bid,
 			      io_uring_buf_ring_mask(PRT_SBUF_N), 0);
@@ -125,6 +140,7 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 	if (flags & IORING_CQE_F_BUFFER) {
 		uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
 
+		sbuf_tsan_acquire(b, bid);
 		if (res > 0) {
 			b->len[bid] = (uint16_t)res;
 			if (s->nq++)
@@ -371,9 +387,9 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 
 		s->closed = &done;
 		prt__spin_unlock(&s->lock);
+		prt__set_wait(w->curr, PRT_WK_IO, "stream_close", s->fd);
 		prt__io_cancel_req(w, aw, (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM);
 		w = prt__cur_worker();
-		prt__set_wait(w->curr, PRT_WK_IO, "stream_close", s->fd);
 		/* Until the last CQE (the cancel's or an end that came first). */
 		prt__waitone_wait(w, &done);
 		prt__spin_lock(&s->lock);
