@@ -31,7 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "inversion.h" /* bench_spin, bench_calibrate */
+#include "inversion.h" /* bench_spin, bench_calibrate, iters_for_ns */
 
 static __attribute__((noreturn)) void usage(void)
 {
@@ -119,8 +119,8 @@ static int floor_mutex(int argc, char **argv)
 	}
 	a.k = t * k / threads;
 	nspi = bench_calibrate();
-	a.in_it = (uint64_t)((double)in_ns / nspi + 0.5);
-	a.out_it = (uint64_t)((double)out_ns / nspi + 0.5);
+	a.in_it = iters_for_ns((double)in_ns, nspi);
+	a.out_it = iters_for_ns((double)out_ns, nspi);
 	th = calloc((size_t)threads, sizeof(*th));
 	if (!th)
 		return 1;

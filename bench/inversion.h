@@ -63,6 +63,14 @@ static inline double bench_calibrate(void)
 	return x == 42 ? best + 1e-9 : best;
 }
 
+/* Iterations of bench_spin for @ns nanoseconds (at least 1). */
+static inline uint64_t iters_for_ns(double ns, double ns_per_iter)
+{
+	double it = ns / ns_per_iter + 0.5;
+
+	return it < 1 ? 1 : (uint64_t)it;
+}
+
 struct inv_ctx {
 	const struct inv_params *p;
 	struct inv_result *r;

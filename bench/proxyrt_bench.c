@@ -356,13 +356,6 @@ static int bench_park(int argc, char **argv)
 
 /* ------------------------------------------------------------------ W3 mutex */
 
-static uint64_t iters_for_ns(double ns, double ns_per_iter)
-{
-	double it = ns / ns_per_iter + 0.5;
-
-	return it < 1 ? 1 : (uint64_t)it;
-}
-
 struct mutex_args {
 	prt_mutex_t m;
 	uint64_t counter;

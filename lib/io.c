@@ -1077,6 +1077,24 @@ PRT_API int prt_shutdown(int fd, int how)
 	return uring_wait(w, sqe, 0);
 }
 
+/* Queue command @c on worker @v and wake it (ours runs in wait_cmds). */
+static void post_cmd(struct prt__worker *w, struct prt__worker *v, struct prt__iocmd *c)
+{
+	c->next = atomic_load(&v->io.cmds);
+	while (!atomic_compare_exchange_weak(&v->io.cmds, &c->next, c))
+		;
+	if (v != w)
+		prt__io_kick(v);
+}
+
+/* Run our own commands now, drop our reference on @left, wait for every ack. */
+static void wait_cmds(struct prt__worker *w, atomic_int *left, struct prt__waitone *done)
+{
+	prt__io_service(w, true);
+	if (atomic_fetch_sub(left, 1) != 1)
+		prt__waitone_wait(w, done);
+}
+
 /*
  * Cancel what fibers of @w's runtime have pending on @fd, on every
  * worker with requests in flight; wait until each worker has done it.
@@ -1103,16 +1121,10 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		c->done = &done;
 		c->left = &left;
 		atomic_fetch_add(&left, 1);
-		c->next = atomic_load(&v->io.cmds);
-		while (!atomic_compare_exchange_weak(&v->io.cmds, &c->next, c))
-			;
-		if (v != w)
-			prt__io_kick(v);
+		post_cmd(w, v, c);
 	}
-	prt__io_service(w, true); /* ours now */
 	prt__set_wait(w->curr, PRT_WK_IO, "close", fd);
-	if (atomic_fetch_sub(&left, 1) != 1)
-		prt__waitone_wait(w, &done);
+	wait_cmds(w, &left, &done);
 	/* Every command has been acked: their slots are free again. */
 	if (cmds != small)
 		prt__free(cmds, sz);
@@ -1129,14 +1141,8 @@ void prt__io_cancel_req(struct prt__worker *w, struct prt__worker *v, uint64_t u
 	atomic_int left = 2; /* the command's and ours */
 	struct prt__iocmd c = { .fd = -1, .ud = ud, .done = &done, .left = &left };
 
-	c.next = atomic_load(&v->io.cmds);
-	while (!atomic_compare_exchange_weak(&v->io.cmds, &c.next, &c))
-		;
-	if (v != w)
-		prt__io_kick(v);
-	prt__io_service(w, true); /* ours now, if it is ours */
-	if (atomic_fetch_sub(&left, 1) != 1)
-		prt__waitone_wait(w, &done);
+	post_cmd(w, v, &c);
+	wait_cmds(w, &left, &done);
 }
 
 PRT_API int prt_close(int fd)

@@ -202,8 +202,6 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 	return true;
 }
 
-/* Wake a parker-protocol waiter (see prt__mwaiter.parker) once granted. */
-
 /*
  * After a handoff, wait_lock dropped (wakeups never under it, DESIGN.md).
  * @w: the worker, when called from unlock: it may switch to the new owner.
