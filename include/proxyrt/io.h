@@ -127,10 +127,13 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  * prt_stream_recv: bytes (up to @n; from several arrivals if queued),
  * 0 at end of stream, or -errno as recv(2) (-ECONNRESET, ...),
  * -ETIMEDOUT after @timeout_ns (0 = none; the stream stays usable),
- * -EBUSY, -EINVAL. Context: a fiber of the stream's runtime.
+ * -EBUSY, -EINVAL, -EPERM (not a fiber of the stream's runtime).
  * prt_stream_close: 0, -EBUSY (a fiber is in prt_stream_recv: nothing
- * was done), -EINVAL. Waits for the kernel to let go of the stream's
- * buffers; does not close the fd.
+ * was done), -EINVAL, -EPERM. Waits for the kernel to let go of the
+ * stream's buffers; does not close the fd.
+ *
+ * Context: a fiber of the stream's runtime (prt_stream_open: any fiber;
+ * it parks only the fiber); prt_stream_multishot: any thread.
  */
 typedef struct prt_stream prt_stream_t;
 
