@@ -207,13 +207,8 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	snprintf(rt->notice, sizeof(rt->notice), "%s%s%s", rt->topo.notice,
 		 rt->topo.notice[0] && rt->io.notice[0] ? "; " : "", rt->io.notice);
 	rt->nworkers = rt->topo.nworkers;
-	{
-		cpu_set_t cpus;
-
-		/* More workers than CPUs to run them: idle workers must not spin (sched.c). */
-		if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
-			rt->oversubscribed = rt->nworkers > CPU_COUNT(&cpus);
-	}
+	/* More workers than CPUs to run them: idle workers must not all spin (sched.c). */
+	rt->oversubscribed = rt->nworkers > rt->topo.ncpus;
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)

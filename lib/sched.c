@@ -929,7 +929,14 @@ static void spin_stop(struct prt__worker *w)
 		wake_one_near(w);
 }
 
-static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **donor)
+/*
+ * @must_look: the last park found work it may take (work_pending), so
+ * look for it even past the spinner cap; else a capped worker would
+ * return here and to the park in a loop, never taking it (Go's
+ * findrunnable likewise spins after its last look finds work).
+ */
+static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **donor,
+				    bool must_look)
 {
 	struct prt_runtime *rt = w->rt;
 	struct prt__fiber *f;
@@ -946,7 +953,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	 * when nobody spins. With a CPU each, spinning costs nobody and
 	 * catches the next wakeup without a kick.
 	 */
-	if (rt->oversubscribed &&
+	if (rt->oversubscribed && !must_look &&
 	    2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
 		    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
 		return NULL;
@@ -1000,7 +1007,8 @@ static bool work_pending(struct prt__worker *w)
 	return found || atomic_load(&rt->stopping);
 }
 
-static void worker_park(struct prt__worker *w)
+/* Sleep until woken. Returns true if it did not sleep: work was pending. */
+static bool worker_park(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
 
@@ -1010,7 +1018,7 @@ static void worker_park(struct prt__worker *w)
 		/* Undo, unless a waker already did (it then also decremented nr_idle). */
 		if (atomic_exchange(&w->sleeping, 0) == 1)
 			atomic_fetch_sub(&rt->nr_idle, 1);
-		return;
+		return true;
 	}
 	prt__stat_inc(&w->stats.parks, 1);
 	/*
@@ -1032,6 +1040,7 @@ static void worker_park(struct prt__worker *w)
 	if (atomic_exchange(&w->sleeping, 0) == 1)
 		atomic_fetch_sub(&rt->nr_idle, 1);
 	prt__io_service(w, true);
+	return false;
 }
 
 static void idle_init(struct prt__worker *w)
@@ -1062,6 +1071,7 @@ void *prt__worker_main(void *arg)
 	struct prt__worker *w = arg;
 	struct prt_runtime *rt = w->rt;
 	char name[16];
+	bool pending = false;
 
 	tls_worker = w;
 	snprintf(name, sizeof(name), "prt-w%d", w->index);
@@ -1082,14 +1092,15 @@ void *prt__worker_main(void *arg)
 			continue;
 		}
 		prt__io_service(w, true); /* going idle: submit, reap */
-		next = find_work(w, &donor);
+		next = find_work(w, &donor, pending);
+		pending = false;
 		if (next) {
 			switch_to(w, &w->idle, next, donor);
 			continue;
 		}
 		if (atomic_load(&rt->stopping))
 			break;
-		worker_park(w);
+		pending = worker_park(w);
 	}
 	prt__sigstack_fini(w);
 	tls_worker = NULL;

@@ -19,6 +19,7 @@
  * victim first.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +331,33 @@ out:
 	return err;
 }
 
+/*
+ * How many CPUs the workers can run on. Bound workers: the distinct PUs
+ * they are bound to. Unbound ones inherit the creating thread's affinity,
+ * so its CPU count; not the process's, which differs when a runtime is
+ * created from a pinned thread (a worker of another runtime, say).
+ */
+static int worker_cpus(const struct prt__topo *t)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	CPU_ZERO(&set);
+	if (!t->pin)
+		return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : t->nworkers;
+	for (int i = 0; i < t->nworkers; i++) {
+		int pu = t->w[i].pu_os_index;
+
+		if (pu < 0 || pu >= CPU_SETSIZE)
+			n++; /* beyond cpu_set_t: count it, no two workers share a PU there */
+		else if (!CPU_ISSET(pu, &set)) {
+			CPU_SET(pu, &set);
+			n++;
+		}
+	}
+	return n;
+}
+
 static int init_checks(const prt_runtime_config_t *cfg)
 {
 	if (cfg->topology_synthetic && cfg->topology_xml)
@@ -363,6 +391,7 @@ int prt__topo_init(struct prt__topo *t, const prt_runtime_config_t *cfg)
 		return err;
 	}
 	t->can_membind = membind_useful(t);
+	t->ncpus = worker_cpus(t);
 	set_notice(t, cfg);
 	if (t->notice[0] && (cfg->flags & PRT_RT_VERBOSE))
 		fprintf(stderr, "%s\n", t->notice);

@@ -27,6 +27,7 @@ struct prt__topo {
 	int pin;            /* bind worker threads: is_this_system and no PRT_RT_NO_PIN */
 	int can_membind;    /* binding memory to a node works and matters (>1 node) */
 	int nworkers;
+	int ncpus;          /* CPUs the workers run on (see worker_cpus() in topology.c) */
 	struct prt__topo_worker *w; /* nworkers entries */
 	char notice[256];   /* why binding was skipped, or "" */
 };

@@ -694,6 +694,7 @@ static void test_two_runtimes(void **state)
 
 struct nested {
 	prt_runtime_t *outer, *inner;
+	int ncpus; /* the process's */
 	atomic_int ran;
 };
 
@@ -717,6 +718,12 @@ static void *nested_outer(void *arg)
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
 	FIBER_CHECK(prt_runtime_create(&n->inner, &cfg) == 0);
+	/*
+	 * Its workers are bound to the machine's PUs, so it counts those,
+	 * not this worker thread's single CPU (when it did, it capped its
+	 * spinning, and under valgrind a capped worker could loop forever).
+	 */
+	FIBER_CHECK(n->inner->oversubscribed == (prt_runtime_nworkers(n->inner) > n->ncpus));
 	for (int i = 0; i < 100; i++)
 		FIBER_CHECK(prt_spawn(n->inner, &f[i], NULL, nested_inner, n) == 0);
 	for (int i = 0; i < 100; i++) {
@@ -741,12 +748,74 @@ static void *nested_outer(void *arg)
 static void test_runtime_in_fiber(void **state)
 {
 	struct nested n = { .outer = test_rt(2) };
+	cpu_set_t cpus;
 
 	(void)state;
+	assert_int_equal(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+	n.ncpus = CPU_COUNT(&cpus);
 	atomic_init(&n.ran, 0);
 	assert_null(test_run_in(n.outer, PRT_PRIO_DEFAULT, nested_outer, &n));
 	assert_int_equal(atomic_load(&n.ran), 110);
 	assert_int_equal(prt_runtime_destroy(n.outer), 0);
+}
+
+/*
+ * More workers than CPUs: idle workers cap how many of them spin
+ * (sched.c). Waves of fibers spawned from a fiber queue on its worker;
+ * they all run, however the cap falls. A worker whose park finds work
+ * pending must then go and take it: one that returned to the cap and to
+ * the park in a loop hung this (under valgrind, which runs one thread
+ * at a time, the loop could keep the queue's lock from its owner).
+ */
+struct storm {
+	atomic_int ran;
+};
+
+static void *storm_leaf(void *arg)
+{
+	struct storm *s = arg;
+
+	prt_yield();
+	atomic_fetch_add(&s->ran, 1);
+	return NULL;
+}
+
+static void *storm_root(void *arg)
+{
+	prt_fiber_t f[64];
+
+	for (int round = 0; round < 16; round++) {
+		for (int i = 0; i < 64; i++)
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[i], NULL, storm_leaf, arg) == 0);
+		for (int i = 0; i < 64; i++)
+			FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	}
+	return NULL;
+}
+
+static void test_oversubscribed(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	struct storm s;
+	cpu_set_t cpus;
+	int n;
+
+	(void)state;
+	assert_int_equal(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+	n = 2 * CPU_COUNT(&cpus);
+	if (n > PRT_MAX_WORKERS)
+		n = PRT_MAX_WORKERS;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = n; /* two per PU: the placement wraps around */
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_true(rt->oversubscribed);
+	for (int i = 0; i < 3; i++) {
+		atomic_init(&s.ran, 0);
+		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, storm_root, &s));
+		assert_int_equal(atomic_load(&s.ran), 16 * 64);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
 /* ---- worker index and counters ---------------------------------------------- */
@@ -950,6 +1019,7 @@ int main(void)
 		cmocka_unit_test(test_plain_threads_spawn),
 		cmocka_unit_test(test_two_runtimes),
 		cmocka_unit_test(test_runtime_in_fiber),
+		cmocka_unit_test(test_oversubscribed),
 		cmocka_unit_test(test_worker_index),
 		cmocka_unit_test(test_worker_stats),
 		cmocka_unit_test(test_version),

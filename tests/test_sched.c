@@ -274,6 +274,91 @@ static void test_parked_workers_wake(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * More workers than CPUs, and the spinner quota taken (at most half the
+ * busy workers spin): an idle worker does not look for work, it parks.
+ * But when its park finds work it could take pending elsewhere, it must
+ * take it. It once went back to the quota and to the park in a loop,
+ * forever if the spinner never came (here: one counted but absent, as a
+ * spinner the OS has descheduled), and under valgrind a real spinner
+ * could be kept from its own queue's lock by that loop.
+ */
+struct capped {
+	atomic_int queued, ran;
+};
+
+static void *capped_leaf(void *arg)
+{
+	struct capped *c = arg;
+
+	atomic_store(&c->ran, 1);
+	return NULL;
+}
+
+/* On worker 1: queue a fiber there, then keep worker 1 busy until it ran. */
+static void *capped_busy(void *arg)
+{
+	struct capped *c = arg;
+	prt_fiber_t f;
+
+	FIBER_CHECK(prt_worker_index() == 1);
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, NULL, capped_leaf, c) == 0);
+	atomic_store(&c->queued, 1);
+	while (!atomic_load(&c->ran))
+		sched_yield();
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	return NULL;
+}
+
+static void test_capped_worker_takes_pending(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_attr_t a;
+	prt_fiber_t busy, f;
+	cpu_set_t all, one;
+	struct capped c;
+	void *res;
+
+	(void)state;
+	atomic_init(&c.queued, 0);
+	atomic_init(&c.ran, 0);
+	/* Two unbound workers created from a thread bound to one CPU: 2 > 1. */
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	CPU_ZERO(&one);
+	for (int i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &all)) {
+			CPU_SET(i, &one);
+			break;
+		}
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.flags = PRT_RT_NO_PIN;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+	assert_true(rt->oversubscribed);
+	atomic_fetch_add(&rt->nr_spinning, 1); /* the quota: 2 * 1 >= 2 busy workers */
+
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 1);
+	assert_int_equal(prt_spawn(rt, &busy, &a, capped_busy, &c), 0);
+	while (!atomic_load(&c.queued))
+		usleep(100);
+	/* Wake worker 0 with work of its own; once idle again it finds the leaf pending. */
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 0);
+	assert_int_equal(prt_spawn(rt, &f, &a, where, NULL), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal((intptr_t)res, 0);
+	assert_int_equal(prt_join(busy, &res), 0);
+	assert_null(res);
+	atomic_fetch_sub(&rt->nr_spinning, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- scale: 100k fibers over all workers, spawned by several spawners ---- */
 
 #define SCALE_SPAWNERS 8
@@ -407,6 +492,7 @@ int main(void)
 		cmocka_unit_test(test_affinity_errors),
 		cmocka_unit_test(test_affinity_move),
 		cmocka_unit_test(test_parked_workers_wake),
+		cmocka_unit_test(test_capped_worker_takes_pending),
 		cmocka_unit_test(test_100k_fibers),
 		cmocka_unit_test(test_plain_thread_spawns_detached),
 	};

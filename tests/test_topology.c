@@ -502,6 +502,73 @@ static void test_real_no_pin(void **state)
 	prt__topo_fini(&t);
 }
 
+/*
+ * t.ncpus, the CPUs the workers run on: bound workers count their
+ * distinct PUs, whatever the creating thread's binding (a worker of
+ * another runtime is bound to one CPU); unbound ones inherit the
+ * creating thread's affinity, so count that.
+ */
+static void *wait_pipe(void *arg)
+{
+	char c;
+
+	return (void *)(intptr_t)read(*(int *)arg, &c, 1);
+}
+
+static void test_ncpus(void **state)
+{
+	cpu_set_t before = affinity(), one;
+	prt_runtime_config_t cfg = config(NULL, 0);
+	struct prt__topo t;
+	pthread_t other;
+	int first = -1, p[2];
+
+	(void)state;
+	for (int c = 0; c < CPU_SETSIZE && first < 0; c++)
+		if (CPU_ISSET(c, &before))
+			first = c;
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.ncpus, t.nworkers); /* one per core, each its own PU */
+	prt__topo_fini(&t);
+
+	cfg.nworkers = 3 * CPU_COUNT(&before); /* placement wraps: as many CPUs, no more */
+	if (cfg.nworkers > PRT_MAX_WORKERS)
+		cfg.nworkers = PRT_MAX_WORKERS;
+	cfg.flags = PRT_RT_PER_PU;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_true(t.ncpus <= CPU_COUNT(&before) && t.ncpus < t.nworkers);
+	prt__topo_fini(&t);
+
+	/*
+	 * Created from a thread bound to one CPU while another thread of the
+	 * process may run on all of them (as a worker of another runtime).
+	 */
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(pthread_create(&other, NULL, wait_pipe, &p[0]), 0);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+	cfg = config(NULL, PRT_RT_PER_PU);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, CPU_COUNT(&before)); /* the process's CPUs */
+	assert_int_equal(t.ncpus, t.nworkers); /* bound: their PUs, not this thread's one */
+	prt__topo_fini(&t);
+	cfg = config(NULL, PRT_RT_PER_PU | PRT_RT_NO_PIN);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.ncpus, 1); /* unbound: they inherit the one CPU */
+	prt__topo_fini(&t);
+	cfg = config("pack:1 core:8 pu:1", 0);
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	assert_int_equal(t.nworkers, 8);
+	assert_int_equal(t.ncpus, 1); /* synthetic: never bound */
+	prt__topo_fini(&t);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(before), &before), 0);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(pthread_join(other, NULL), 0);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void test_fini(void **state)
 {
 	prt_runtime_config_t cfg = config("pack:1 core:2 pu:1", 0);
@@ -533,6 +600,7 @@ int main(void)
 		cmocka_unit_test(test_nworkers),
 		cmocka_unit_test(test_xml),
 		cmocka_unit_test(test_verbose),
+		cmocka_unit_test(test_ncpus),
 		cmocka_unit_test(test_real_machine),
 		cmocka_unit_test(test_real_no_pin),
 		cmocka_unit_test(test_fini),
