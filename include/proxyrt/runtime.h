@@ -11,7 +11,10 @@ typedef struct prt_runtime prt_runtime_t;
 
 /* Flags of prt_runtime_config_t.flags. */
 enum {
-	/* Do not bind worker threads to their PUs. */
+	/*
+	 * Do not bind worker threads to their PUs. They inherit the
+	 * creating thread's CPU affinity.
+	 */
 	PRT_RT_NO_PIN = 1u << 0,
 	/* One worker per PU (hardware thread) instead of one per core. */
 	PRT_RT_PER_PU = 1u << 1,
@@ -68,7 +71,12 @@ typedef struct prt_runtime_config {
 	/*
 	 * Number of workers. 0 = one per core (or per PU with
 	 * PRT_RT_PER_PU) of the allowed CPUs. More workers than cores is
-	 * allowed: they are then spread round-robin over the cores.
+	 * allowed: they are then spread round-robin over the cores. An idle
+	 * worker spins briefly for new work before it sleeps; with more
+	 * workers than the CPUs they run on (bound: their PUs; unbound:
+	 * those of the creating thread, whose affinity they inherit), at
+	 * most half of the busy workers spin, so as not to take CPU time
+	 * from the others.
 	 */
 	int nworkers;
 	/*
