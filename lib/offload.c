@@ -106,6 +106,12 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 
 		pthread_attr_init(&a);
 		pthread_attr_setstacksize(&a, 256 * 1024);
+		/*
+		 * On the workers' CPUs, all of them: created here, it would
+		 * inherit this worker's binding to one.
+		 */
+		if (CPU_COUNT(&w->rt->topo.cpus))
+			pthread_attr_setaffinity_np(&a, sizeof(w->rt->topo.cpus), &w->rt->topo.cpus);
 		err = -prt__fault(PRT_FAULT_THREAD);
 		if (!err)
 			err = -pthread_create(&o->threads[o->nthreads], &a, helper_main, o);

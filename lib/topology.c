@@ -332,26 +332,41 @@ out:
 }
 
 /*
- * How many CPUs the workers can run on. Bound workers: the distinct PUs
- * they are bound to. Unbound ones inherit the creating thread's affinity,
- * so its CPU count; not the process's, which differs when a runtime is
- * created from a pinned thread (a worker of another runtime, say).
+ * How many CPUs the workers run on, and into t->cpus the CPUs for the
+ * runtime's other threads (prt_offload's helpers). Bound workers: the
+ * distinct PUs they are bound to, and @allowed (the CPUs the runtime was
+ * given, not only the PUs that got a worker). Unbound ones inherit the
+ * creating thread's affinity, so that for both; not the process's, which
+ * differs when a runtime is created from a pinned thread (a worker of
+ * another runtime, say). A PU beyond cpu_set_t is counted, not stored.
  */
-static int worker_cpus(const struct prt__topo *t)
+static int worker_cpus(struct prt__topo *t, hwloc_const_cpuset_t allowed)
 {
-	cpu_set_t set;
+	cpu_set_t seen;
+	unsigned pu;
 	int n = 0;
 
-	CPU_ZERO(&set);
-	if (!t->pin)
-		return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : t->nworkers;
+	CPU_ZERO(&t->cpus);
+	if (!t->pin) {
+		if (sched_getaffinity(0, sizeof(t->cpus), &t->cpus) == 0)
+			return CPU_COUNT(&t->cpus);
+		CPU_ZERO(&t->cpus);
+		return t->nworkers;
+	}
+	hwloc_bitmap_foreach_begin(pu, allowed)
+	{
+		if (pu < CPU_SETSIZE)
+			CPU_SET(pu, &t->cpus);
+	}
+	hwloc_bitmap_foreach_end();
+	CPU_ZERO(&seen);
 	for (int i = 0; i < t->nworkers; i++) {
-		int pu = t->w[i].pu_os_index;
+		int w = t->w[i].pu_os_index;
 
-		if (pu < 0 || pu >= CPU_SETSIZE)
-			n++; /* beyond cpu_set_t: count it, no two workers share a PU there */
-		else if (!CPU_ISSET(pu, &set)) {
-			CPU_SET(pu, &set);
+		if (w < 0 || w >= CPU_SETSIZE)
+			n++; /* no two workers share a PU there */
+		else if (!CPU_ISSET(w, &seen)) {
+			CPU_SET(w, &seen);
 			n++;
 		}
 	}
@@ -385,13 +400,14 @@ int prt__topo_init(struct prt__topo *t, const prt_runtime_config_t *cfg)
 		err = allowed_pus(t, cfg, allowed);
 	if (!err)
 		err = place_workers(t, cfg, allowed);
+	if (!err)
+		t->ncpus = worker_cpus(t, allowed);
 	hwloc_bitmap_free(allowed);
 	if (err) {
 		prt__topo_fini(t);
 		return err;
 	}
 	t->can_membind = membind_useful(t);
-	t->ncpus = worker_cpus(t);
 	set_notice(t, cfg);
 	if (t->notice[0] && (cfg->flags & PRT_RT_VERBOSE))
 		fprintf(stderr, "%s\n", t->notice);

@@ -8,6 +8,7 @@
  * <hwloc.h> is topology.c; the rest of the library sees this header.
  */
 
+#include <sched.h>
 #include <stddef.h>
 #include <proxyrt/runtime.h>
 
@@ -28,6 +29,7 @@ struct prt__topo {
 	int can_membind;    /* binding memory to a node works and matters (>1 node) */
 	int nworkers;
 	int ncpus;          /* CPUs the workers run on (see worker_cpus() in topology.c) */
+	cpu_set_t cpus;     /* the CPUs for the runtime's other threads (worker_cpus()) */
 	struct prt__topo_worker *w; /* nworkers entries */
 	char notice[256];   /* why binding was skipped, or "" */
 };

@@ -534,13 +534,35 @@ static void *off_many(void *arg)
 	return NULL;
 }
 
+/* The helper's CPUs: the runtime's, not those of the worker that started it. */
+static void *helper_cpus(void *arg)
+{
+	cpu_set_t *set = arg;
+
+	return (void *)(intptr_t)sched_getaffinity(0, sizeof(*set), set);
+}
+
+static void *off_affinity(void *arg)
+{
+	void *res = (void *)1;
+
+	FIBER_CHECK(prt_offload(helper_cpus, arg, &res) == 0);
+	FIBER_CHECK(res == NULL);
+	return NULL;
+}
+
 static void test_offload(void **state)
 {
 	prt_runtime_t *rt = io_rt(1);
 	prt_fiber_t f[16];
+	cpu_set_t all, got;
 
 	(void)state;
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, off_main, NULL));
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, off_affinity, &got));
+	if (!getenv("HWLOC_XMLFILE") && !getenv("HWLOC_SYNTHETIC"))
+		assert_true(CPU_EQUAL(&got, &all)); /* the one worker is bound to one of them */
 	/* More calls than helper threads: they queue, and all complete. */
 	atomic_store(&off_flag, 1);
 	for (int i = 0; i < 16; i++)

@@ -531,6 +531,7 @@ static void test_ncpus(void **state)
 	CPU_SET(first, &one);
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.ncpus, t.nworkers); /* one per core, each its own PU */
+	assert_true(CPU_EQUAL(&t.cpus, &before)); /* other threads: all the allowed CPUs */
 	prt__topo_fini(&t);
 
 	cfg.nworkers = 3 * CPU_COUNT(&before); /* placement wraps: as many CPUs, no more */
@@ -552,10 +553,12 @@ static void test_ncpus(void **state)
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.nworkers, CPU_COUNT(&before)); /* the process's CPUs */
 	assert_int_equal(t.ncpus, t.nworkers); /* bound: their PUs, not this thread's one */
+	assert_true(CPU_EQUAL(&t.cpus, &before));
 	prt__topo_fini(&t);
 	cfg = config(NULL, PRT_RT_PER_PU | PRT_RT_NO_PIN);
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.ncpus, 1); /* unbound: they inherit the one CPU */
+	assert_true(CPU_EQUAL(&t.cpus, &one));
 	prt__topo_fini(&t);
 	cfg = config("pack:1 core:8 pu:1", 0);
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);

@@ -147,8 +147,10 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  * Blocking-call offload: run @fn(@arg) on one of the runtime's helper
  * threads while the calling fiber parks, for calls that block the
  * thread (getaddrinfo, a blocking library). The pool has
- * prt_runtime_config_t.offload_threads threads (created on first use);
- * calls beyond that wait in FIFO order for a free thread. Stores @fn's
+ * prt_runtime_config_t.offload_threads threads (created on first use,
+ * free to run on any of the runtime's CPUs: cfg.cpus or the process's
+ * affinity, or with PRT_RT_NO_PIN the creating thread's); calls beyond
+ * that wait in FIFO order for a free thread. Stores @fn's
  * result in *@result if not NULL. Returns 0, or -EINVAL (@fn NULL),
  * -ENOMEM (the pool could not be allocated on first use), -EAGAIN (no
  * helper thread could be started). From a plain thread @fn runs on the
