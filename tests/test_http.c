@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -103,6 +104,42 @@ static int http_teardown(void **state)
 static int client_fds[8];
 static int nclient_fds;
 
+/*
+ * A blocking socket call of this plain thread may return EINTR: with
+ * SO_RCVTIMEO/SO_SNDTIMEO set the kernel does not restart it. Nothing in
+ * this test sends us signals, but freezing and thawing the process (a
+ * cgroup freezer, a debugger's stop) interrupts such calls too. Retry,
+ * but say so once.
+ */
+static int client_eintr(ssize_t k)
+{
+	static int said;
+
+	if (k >= 0 || errno != EINTR)
+		return 0;
+	if (!said++)
+		fprintf(stderr, "note: a blocking socket call of the test thread got EINTR\n");
+	return 1;
+}
+
+/* connect(); after EINTR the handshake goes on: wait for it to end. */
+static int client_connect(int fd, const struct sockaddr_in *sa)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+		return 0;
+	if (!client_eintr(-1))
+		return -errno;
+	while (poll(&p, 1, IO_TIMEOUT_S * 1000) < 0 && errno == EINTR)
+		;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
 static int client_open(void)
 {
 	struct sockaddr_in sa = {
@@ -119,7 +156,7 @@ static int client_open(void)
 	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
 	serve_nodelay(fd);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(client_connect(fd, &sa), 0);
 	return fd;
 }
 
@@ -141,22 +178,6 @@ static int client_close_all(void **state)
 	while (nclient_fds)
 		client_close(client_fds[0]);
 	return 0;
-}
-
-/*
- * A blocking socket call of this plain thread may return EINTR: with
- * SO_RCVTIMEO/SO_SNDTIMEO set the kernel does not restart it. Retry, but
- * say so once: nothing in this test sends us signals.
- */
-static int client_eintr(ssize_t k)
-{
-	static int said;
-
-	if (k >= 0 || errno != EINTR)
-		return 0;
-	if (!said++)
-		fprintf(stderr, "note: a blocking socket call of the test thread got EINTR\n");
-	return 1;
 }
 
 static void client_send(int fd, const void *buf, size_t n)
