@@ -107,7 +107,7 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 		pthread_attr_init(&a);
 		pthread_attr_setstacksize(&a, 256 * 1024);
 		/*
-		 * On the workers' CPUs, all of them: created here, it would
+		 * On any of the runtime's CPUs: created here, it would
 		 * inherit this worker's binding to one.
 		 */
 		if (CPU_COUNT(&w->rt->topo.cpus))

@@ -364,7 +364,7 @@ static int worker_cpus(struct prt__topo *t, hwloc_const_cpuset_t allowed)
 		int w = t->w[i].pu_os_index;
 
 		if (w < 0 || w >= CPU_SETSIZE)
-			n++; /* no two workers share a PU there */
+			n++; /* not tracked: counts twice a PU two workers share */
 		else if (!CPU_ISSET(w, &seen)) {
 			CPU_SET(w, &seen);
 			n++;
