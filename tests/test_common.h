@@ -139,6 +139,12 @@ static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, vo
 	return f;
 }
 
+/* A fiber body that returns its argument. */
+static inline void *test_noop(void *arg)
+{
+	return arg;
+}
+
 /* Run @fn(@arg) as a fiber of @rt with priority @prio and wait for it. */
 static inline void *test_run_in(prt_runtime_t *rt, int prio, void *(*fn)(void *), void *arg)
 {

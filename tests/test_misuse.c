@@ -14,11 +14,6 @@
 
 #include "test_common.h"
 
-static void *noop(void *arg)
-{
-	return arg;
-}
-
 static void test_destroyed_runtime(void **state)
 {
 	prt_runtime_t *rt = test_rt(2);
@@ -31,7 +26,7 @@ static void test_destroyed_runtime(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	/* Every call on it says so; none touches the freed runtime. */
 	assert_int_equal(prt_runtime_destroy(rt), -EINVAL);
-	assert_int_equal(prt_spawn(rt, &f, NULL, noop, NULL), -EINVAL);
+	assert_int_equal(prt_spawn(rt, &f, NULL, test_noop, NULL), -EINVAL);
 	assert_int_equal(prt_runtime_nworkers(rt), -EINVAL);
 	assert_null(prt_runtime_notice(rt));
 	assert_int_equal(prt_runtime_worker_info(rt, 0, &info), -EINVAL);
@@ -40,10 +35,10 @@ static void test_destroyed_runtime(void **state)
 	assert_int_equal(prt_runtime_dump(rt, STDERR_FILENO), -EINVAL);
 	/* Not a runtime at all. */
 	assert_int_equal(prt_runtime_destroy((prt_runtime_t *)&info), -EINVAL);
-	assert_int_equal(prt_spawn((prt_runtime_t *)&info, &f, NULL, noop, NULL), -EINVAL);
+	assert_int_equal(prt_spawn((prt_runtime_t *)&info, &f, NULL, test_noop, NULL), -EINVAL);
 	/* Others are unaffected. */
 	rt = test_rt(1);
-	assert_int_equal(prt_spawn(rt, &f, NULL, noop, (void *)7), 0);
+	assert_int_equal(prt_spawn(rt, &f, NULL, test_noop, (void *)7), 0);
 	assert_int_equal(prt_join(f, NULL), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
@@ -143,7 +138,7 @@ static void test_fiber_misuse(void **state)
 	int rc;
 
 	(void)state;
-	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, noop, (void *)5);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, test_noop, (void *)5);
 	assert_int_equal(prt_join(f, &res), 0);
 	assert_ptr_equal(res, (void *)5);
 	assert_int_equal(prt_join(f, &res), -ESRCH); /* joined twice */

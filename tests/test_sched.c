@@ -229,11 +229,6 @@ static void test_affinity_move(void **state)
 
 /* ---- parked workers are woken for new work (no lost wakeups) ---- */
 
-static void *noop(void *arg)
-{
-	return arg;
-}
-
 static void wait_sleeping(prt_runtime_t *rt, int w)
 {
 	while (!atomic_load(&rt->workers[w]->sleeping))
@@ -266,7 +261,7 @@ static void test_parked_workers_wake(void **state)
 	for (int i = 0; i < 5000; i++) {
 		prt_fiber_t f;
 
-		assert_int_equal(prt_spawn(rt, &f, NULL, noop, NULL), 0);
+		assert_int_equal(prt_spawn(rt, &f, NULL, test_noop, NULL), 0);
 		assert_int_equal(prt_join(f, NULL), 0);
 	}
 	assert_int_equal(prt_worker_stats(rt, 0, &s), 0);
