@@ -402,18 +402,28 @@ static void test_guard_page_faults(void **state)
 	assert_overflow_report(st, err, 1, "poke", PRT_STACK_SIZE_DEFAULT, "guard page hit");
 }
 
-static void *null_deref(void *arg)
-{
-	volatile char *p = arg;
+static volatile char *inaccessible_page;
 
-	*p = 1;
+/*
+ * A store to a page of the test's own, mapped PROT_NONE: a well-defined
+ * SIGSEGV (a NULL dereference would be undefined behaviour, which UBSan
+ * with halt_on_error=1 stops before it faults).
+ */
+static void *bad_store(void *arg)
+{
+	(void)arg;
+	*inaccessible_page = 1;
 	return NULL;
 }
 
-static void child_null_deref(void *arg)
+static void child_bad_store(void *arg)
 {
+	void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
 	(void)arg;
-	child_run_fiber(PRT_STACK_GUARD, null_deref, "nullptr");
+	die_unless(p != MAP_FAILED, "mmap");
+	inaccessible_page = p;
+	child_run_fiber(PRT_STACK_GUARD, bad_store, "badstore");
 }
 
 /* A fault that is no overflow goes to the disposition before (here the default). */
@@ -423,7 +433,7 @@ static void test_other_fault_not_overflow(void **state)
 	int st;
 
 	(void)state;
-	st = run_child(child_null_deref, NULL, err, sizeof(err));
+	st = run_child(child_bad_store, NULL, err, sizeof(err));
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGSEGV);
 	assert_null(strstr(err, "overflowed"));
