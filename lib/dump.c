@@ -115,7 +115,10 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 		snprintf(buf, len, "park");
 		break;
 	case PRT_WK_SLEEP:
-		snprintf(buf, len, "sleep:%lldus", (long long)((uint64_t)arg > now ?
+		if ((uint64_t)arg == PRT_NEVER)
+			snprintf(buf, len, "sleep:never");
+		else
+			snprintf(buf, len, "sleep:%lluus", (unsigned long long)((uint64_t)arg > now ?
 							       ((uint64_t)arg - now) / 1000 : 0));
 		break;
 	case PRT_WK_MUTEX:

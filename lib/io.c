@@ -521,8 +521,11 @@ int prt__io_service(struct prt__worker *w, bool force_submit)
 void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__io *io = &w->io;
-	uint64_t now = deadline ? prt__now_ns() : 0;
+	uint64_t now;
 
+	if (deadline == PRT_NEVER)
+		deadline = 0; /* a timer that never fires */
+	now = deadline ? prt__now_ns() : 0;
 	if (deadline && deadline <= now)
 		return;
 	if (io->backend == PRT_IO_EPOLL) {
@@ -764,7 +767,7 @@ static bool is_write(enum op op)
 
 static long ep_op(struct prt__worker *w, const struct opargs *a, uint64_t tmo)
 {
-	uint64_t deadline = tmo ? prt__now_ns() + tmo : 0;
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	bool connecting = false;
 	long n;
 	int err;
@@ -795,21 +798,34 @@ static long ep_op(struct prt__worker *w, const struct opargs *a, uint64_t tmo)
 
 /* ---- plain threads ----------------------------------------------------------------- */
 
-/* Wait for @events with poll(2) for at most @tmo ns (0: no wait needed). */
+/*
+ * Wait for @events with poll(2) for at most @tmo ns (0: no limit).
+ * Waits longer than poll's int milliseconds, and waits cut short by a
+ * signal, go on until the deadline.
+ */
 static int thread_poll(int fd, short events, uint64_t tmo)
 {
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	struct pollfd p = { .fd = fd, .events = events };
-	int ms = tmo ? (int)((tmo + 999999u) / 1000000u) : -1;
 	int n;
 
-	do {
+	for (;;) {
+		int ms = -1;
+
+		if (deadline) {
+			uint64_t now = prt__now_ns(), left;
+
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			left = (deadline - now) / 1000000u + 1; /* rounded up: never early */
+			ms = left > INT_MAX ? INT_MAX : (int)left;
+		}
 		n = poll(&p, 1, ms);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	if (n == 0)
-		return -ETIMEDOUT;
-	return p.revents;
+		if (n > 0)
+			return p.revents;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
 }
 
 static long thread_op(const struct opargs *a, uint64_t tmo)
@@ -824,6 +840,18 @@ static long thread_op(const struct opargs *a, uint64_t tmo)
 }
 
 /* ---- the calls ---------------------------------------------------------------------- */
+
+/*
+ * A length for an SQE's 32-bit len field: at most MAX_RW_COUNT, the
+ * kernel's own cap on one read or write (INT_MAX rounded down to a
+ * page), so a huge @n is a short transfer, as with read(2), never a
+ * wrapped one, and the result fits the CQE's int.
+ */
+#define PRT_MAX_RW_COUNT 0x7ffff000u
+static unsigned sqe_len(size_t n)
+{
+	return n > PRT_MAX_RW_COUNT ? PRT_MAX_RW_COUNT : (unsigned)n;
+}
 
 static long run_op(const struct opargs *a, uint64_t tmo)
 {
@@ -840,12 +868,10 @@ static long run_op(const struct opargs *a, uint64_t tmo)
 	sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 	switch (a->op) {
 	case OP_READ:
-		io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)(a->n > UINT32_MAX ? UINT32_MAX : a->n),
-				   (uint64_t)-1);
+		io_uring_prep_read(sqe, a->fd, a->buf, sqe_len(a->n), (uint64_t)-1);
 		break;
 	case OP_WRITE:
-		io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)(a->n > UINT32_MAX ? UINT32_MAX : a->n),
-				    (uint64_t)-1);
+		io_uring_prep_write(sqe, a->fd, a->buf, sqe_len(a->n), (uint64_t)-1);
 		break;
 	case OP_READV:
 		io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1);
@@ -854,10 +880,10 @@ static long run_op(const struct opargs *a, uint64_t tmo)
 		io_uring_prep_writev(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1);
 		break;
 	case OP_RECV:
-		io_uring_prep_recv(sqe, a->fd, a->buf, a->n, a->flags);
+		io_uring_prep_recv(sqe, a->fd, a->buf, sqe_len(a->n), a->flags);
 		break;
 	case OP_SEND:
-		io_uring_prep_send(sqe, a->fd, a->buf, a->n, a->flags);
+		io_uring_prep_send(sqe, a->fd, a->buf, sqe_len(a->n), a->flags);
 		break;
 	case OP_ACCEPT:
 		io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags);
@@ -953,7 +979,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 		io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
 		return uring_wait(w, sqe, tmo);
 	}
-	deadline = tmo ? prt__now_ns() + tmo : 0;
+	deadline = tmo ? prt__deadline_in(tmo) : 0;
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = events };
 		uint32_t ev = 0;

@@ -493,7 +493,7 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 		now = prt__now_ns();
 		if (now >= deadline)
 			return false;
-		prt__futex_wait_ns(granted, 0, (long)(deadline - now));
+		prt__futex_wait_ns(granted, 0, deadline - now);
 	}
 	return true;
 }
@@ -574,20 +574,6 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 								 memory_order_relaxed)))
 		return 0;
 	return lock_slow(m, w, tok, 0);
-}
-
-bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
-{
-	struct timespec now;
-	int64_t rel;
-
-	if (!ts || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L || ts->tv_sec < 0)
-		return false;
-	clock_gettime(CLOCK_REALTIME, &now);
-	rel = ((int64_t)ts->tv_sec - now.tv_sec) * 1000000000LL + (ts->tv_nsec - now.tv_nsec);
-	/* 1: already past (0 would mean no deadline); capped at ~292 years. */
-	*deadline = rel <= 0 ? 1 : prt__now_ns() + (uint64_t)rel;
-	return true;
 }
 
 PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)

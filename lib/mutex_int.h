@@ -3,6 +3,7 @@
 #define PRT_MUTEX_INT_H
 
 #include <proxyrt/mutex.h>
+#include "deadline.h"
 #include "fiber.h"
 #include "platform.h"
 
@@ -99,8 +100,6 @@ int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
 /* Sleep until granted (0), or until CLOCK_MONOTONIC @deadline (ETIMEDOUT; 0: none). */
 int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline);
-/* Absolute CLOCK_REALTIME @ts to a CLOCK_MONOTONIC deadline in ns; false if invalid. */
-bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline);
 uintptr_t prt__mutex_self_token(void);
 
 /*

@@ -105,13 +105,25 @@ static inline int prt__futex_wait(atomic_uint *addr, unsigned val)
 }
 
 /* Like prt__futex_wait, giving up after @ns nanoseconds (-ETIMEDOUT). */
-static inline int prt__futex_wait_ns(atomic_uint *addr, unsigned val, long ns)
+static inline int prt__futex_wait_ns(atomic_uint *addr, unsigned val, uint64_t ns)
 {
-	struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+	struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
 
 	if (syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0) == 0)
 		return 0;
 	return -errno;
+}
+
+/*
+ * @n rounded up to a multiple of @page (a power of two), saturating at
+ * the largest multiple: a size never wraps to a small one. A size that
+ * big then fails where it is mapped (-ENOMEM).
+ */
+static inline size_t prt__page_round_sat(size_t n, size_t page)
+{
+	if (n > SIZE_MAX - (page - 1))
+		return SIZE_MAX & ~(page - 1);
+	return (n + page - 1) & ~(page - 1);
 }
 
 static inline void prt__futex_wake(atomic_uint *addr, int n)

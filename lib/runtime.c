@@ -189,7 +189,7 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	rt->flags = cfg->flags;
 	rt->stack_kind = cfg->stack_kind;
 	rt->stack_size = cfg->stack_size ? cfg->stack_size : PRT_STACK_SIZE_DEFAULT;
-	rt->stack_size = (rt->stack_size + (size_t)page - 1) & ~((size_t)page - 1);
+	rt->stack_size = prt__page_round_sat(rt->stack_size, (size_t)page);
 	rt->stack_pool_max = cfg->stack_pool_max ? cfg->stack_pool_max : PRT_STACK_POOL_DEFAULT;
 	atomic_init(&rt->next_id, 1);
 	prt__spin_init(&rt->desc_lock);

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include "deadline.h"
 #include "fiber.h"
 #include "io_int.h"
 #include "platform.h"

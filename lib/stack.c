@@ -91,7 +91,7 @@ int prt__stack_pool_init(struct prt__stack_pool *p, unsigned max)
 static int guard_map(struct prt_runtime *rt, int home, size_t size, struct prt__stack *out)
 {
 	size_t guard = page_size();
-	char *m = stack_mmap(size + guard);
+	char *m = size <= SIZE_MAX - guard ? stack_mmap(size + guard) : MAP_FAILED;
 
 	if (m == MAP_FAILED)
 		return -ENOMEM;
@@ -135,9 +135,12 @@ static int canary_map(struct prt_runtime *rt, int home, size_t size, struct prt_
 static int slab_new(struct prt_runtime *rt, struct prt__worker *w)
 {
 	size_t len = rt->stack_size * PRT_STACK_SLAB_COUNT;
-	struct prt__slab *sl = prt__alloc(sizeof(*sl));
+	struct prt__slab *sl;
 	void *m;
 
+	if (rt->stack_size > SIZE_MAX / PRT_STACK_SLAB_COUNT)
+		return -ENOMEM; /* more than the address space */
+	sl = prt__alloc(sizeof(*sl));
 	if (!sl)
 		return -ENOMEM;
 	m = stack_mmap(len);
@@ -249,7 +252,7 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 	bool canary = rt->stack_kind == PRT_STACK_CANARY;
 	int err;
 
-	size = size ? (size + page_size() - 1) & ~(page_size() - 1) : rt->stack_size;
+	size = size ? prt__page_round_sat(size, page_size()) : rt->stack_size;
 	if (size == rt->stack_size && w) {
 		if (!w->stacks.nwarm)
 			depot_refill(rt, &w->stacks);

@@ -293,7 +293,7 @@ static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t dead
 PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t timeout_ns)
 {
 	struct prt__worker *w = prt__cur_worker();
-	uint64_t deadline = timeout_ns ? prt__now_ns() + timeout_ns : 0;
+	uint64_t deadline = timeout_ns ? prt__deadline_in(timeout_ns) : 0;
 	bool timer = false;
 	ssize_t r;
 

@@ -48,7 +48,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_footbal
 # since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
 VALGRIND_TESTS=(test_stack test_fiber test_runtime test_timed test_cond test_io test_stream
-	test_dump)
+	test_dump test_edges)
 VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
 
 run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true

@@ -48,7 +48,7 @@ typedef struct prt_fiber_attr {
 	unsigned size;      /* sizeof(prt_fiber_attr_t); set by _init */
 	unsigned flags;     /* PRT_FIBER_* */
 	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT */
-	size_t stack_size;  /* bytes; 0 = the runtime's default */
+	size_t stack_size;  /* bytes, rounded up to pages; 0 = the runtime's default; too big to map: -ENOMEM */
 	const char *name;   /* copied; NULL = no name */
 	/* Workers the fiber may run on; used only if has_affinity is set. */
 	int has_affinity;
@@ -173,8 +173,10 @@ PRT_API int prt_unpark(prt_fiber_t f);
 /*
  * Sleep the calling fiber until CLOCK_MONOTONIC reaches @deadline_ns, or
  * for @ns nanoseconds. Only the fiber sleeps: its worker runs others, or
- * waits in the kernel until the earliest deadline. Returns 0, -EPERM
- * from a plain thread, -ENOMEM if the timer could not be recorded.
+ * waits in the kernel until the earliest deadline. A deadline already
+ * past is a yield; a @ns so large that now + @ns passes 2^64 saturates:
+ * the fiber sleeps for good (UINT64_MAX means "never"). Returns 0,
+ * -EPERM from a plain thread, -ENOMEM if the timer could not be recorded.
  * Timers are checked at every scheduling point of the worker, so a busy
  * fiber that never yields delays them (fibers are cooperative).
  * Context: a fiber; a scheduling point.

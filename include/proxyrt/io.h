@@ -26,7 +26,12 @@
  * Timeouts: the _timeout variants take a relative timeout in
  * nanoseconds (0 = none). When it expires the operation is cancelled
  * and -ETIMEDOUT is returned; the kernel is done with the buffer when
- * the call returns, whatever the outcome.
+ * the call returns, whatever the outcome. A timeout too long for the
+ * clock (now + timeout past 2^64 ns) saturates: it never expires.
+ *
+ * Lengths: one call transfers at most 0x7ffff000 bytes (Linux's
+ * MAX_RW_COUNT, the cap read(2) and write(2) apply); a larger @n is a
+ * short transfer, as with the syscalls, on either backend.
  *
  * Closing: prt_close() cancels the operations other fibers have pending
  * on the fd through these calls; they return -ECANCELED. (A plain

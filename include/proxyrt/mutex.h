@@ -124,7 +124,10 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
  * left the waiter list (a fiber waiting as a donor leaves its queue or
  * the owner it was attached to). The deadline is not looked at if the
  * mutex is free; otherwise a bad @abstime (NULL, tv_nsec outside
- * [0, 1e9)) is EINVAL. Also EDEADLK, EAGAIN, ENOMEM (no timer memory).
+ * [0, 1e9)) is EINVAL. A time already past, negative tv_sec included,
+ * gives ETIMEDOUT (as glibc); one too far to represent in 64-bit
+ * nanoseconds means "never". Also EDEADLK, EAGAIN, ENOMEM (no timer
+ * memory).
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
@@ -174,7 +177,10 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
  * As prt_cond_wait, but stop waiting at @abstime (absolute
  * CLOCK_REALTIME): returns ETIMEDOUT, with @m held again (a signal that
  * already moved the waiter to the mutex wins: 0). EINVAL for a bad
- * @abstime; ENOMEM (no timer memory), also with @m held again.
+ * @abstime (NULL, tv_nsec outside [0, 1e9)), without waiting; a time
+ * already past times out and one too far to represent never does, as
+ * for prt_mutex_timedlock. ENOMEM (no timer memory), also with @m held
+ * again.
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);

@@ -94,7 +94,11 @@ typedef struct prt_runtime_config {
 	 */
 	const char *topology_synthetic;
 	const char *topology_xml;
-	/* Default fiber stack size in bytes; 0 = PRT_STACK_SIZE_DEFAULT. */
+	/*
+	 * Default fiber stack size in bytes, rounded up to pages; 0 =
+	 * PRT_STACK_SIZE_DEFAULT. One that cannot be mapped makes spawns fail
+	 * with -ENOMEM.
+	 */
 	size_t stack_size;
 	/* enum prt_stack_kind. */
 	int stack_kind;
