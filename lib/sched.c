@@ -109,7 +109,17 @@ static prt__cold void stack_overflow(struct prt__fiber *f)
 	prt__report_overflow(f, "canary stack, found at a switch", NULL);
 }
 
-static inline void asan_start(struct prt__fiber *prev, struct prt__fiber *next)
+/*
+ * A dying fiber passes NULL: ASan then frees its fake stack (the frames
+ * of detect_stack_use_after_return) inside this call, so this function
+ * must not have a fake frame of its own to retire on return.
+ */
+#if PRT_USE_ASAN
+__attribute__((no_sanitize_address)) static prt__noinline void
+#else
+static inline void
+#endif
+asan_start(struct prt__fiber *prev, struct prt__fiber *next)
 {
 #if PRT_USE_ASAN
 	bool dying = atomic_load_explicit(&prev->state, memory_order_relaxed) == PRT_FS_DEAD;

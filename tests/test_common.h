@@ -78,6 +78,18 @@ static inline struct timespec test_realtime_in(long ns)
 	return ts;
 }
 
+/*
+ * Does ASan give each stack a fake stack (ASAN_OPTIONS=
+ * detect_stack_use_after_return=1)? Each live fiber then maps one of
+ * its own: tests that keep thousands alive keep fewer.
+ */
+extern int __asan_option_detect_stack_use_after_return __attribute__((weak));
+static inline int test_fake_stacks(void)
+{
+	return &__asan_option_detect_stack_use_after_return &&
+	       __asan_option_detect_stack_use_after_return;
+}
+
 /* Running under valgrind? (Only known where its header is installed.) */
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
