@@ -311,7 +311,7 @@ static void arm(struct prt_stream *s, struct prt__worker *w)
 	io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM);
 	if (watch) {
 		sqe = io_uring_get_sqe(&w->io.ring); /* room reserved above */
-		io_uring_prep_poll_add(sqe, s->fd, POLLRDHUP);
+		io_uring_prep_poll_add(sqe, prt__fault(PRT_FAULT_WATCH) ? -1 : s->fd, POLLRDHUP);
 		io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM_END);
 	}
 	prt__spin_lock(&s->lock);
@@ -457,8 +457,9 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 	}
 	s->busy = false;
 	prt__spin_unlock(&s->lock);
+	/* Our own timer: @w may be stale (a plain recv can resume us elsewhere). */
 	if (timer)
-		prt__timer_cancel(w->curr);
+		prt__timer_cancel(prt__cur_worker()->curr);
 	return r;
 }
 
