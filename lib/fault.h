@@ -27,6 +27,8 @@ enum prt__fault_site {
 	PRT_FAULT_HWLOC,  /* hwloc topology init/set/load and bitmap allocations */
 	PRT_FAULT_THREAD, /* pthread_create (workers, offload helpers) */
 	PRT_FAULT_FD,     /* eventfd, epoll_create1 */
+	PRT_FAULT_KICK,   /* a worker's MSG_RING kick (sent to no ring, it fails as a real one can) */
+	PRT_FAULT_WATCH,  /* a stream's end watch (a poll of no fd, it fails) */
 	PRT_FAULT_NSITES,
 };
 

@@ -16,8 +16,10 @@
  *
  * An idle worker waits in io_uring_submit_and_wait_timeout, with its
  * next timer as the timeout. It is woken (prt__io_kick) by a CQE: a
- * worker sends IORING_OP_MSG_RING from its own ring, any other thread
- * writes the worker's eventfd, on which a read is kept pending.
+ * worker of the runtime sends IORING_OP_MSG_RING from its own ring (if
+ * that fails, its CQE says so and the eventfd is written instead), any
+ * other thread writes the worker's eventfd, on which a read is kept
+ * pending.
  *
  * epoll. The call is tried without blocking (fds are set O_NONBLOCK,
  * send/recv use MSG_DONTWAIT); if it would block, the request waits in
@@ -52,7 +54,7 @@
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)
 #define TAG_WAKE ((uint64_t)2)
-#define TAG_IGNORE ((uint64_t)3)
+#define TAG_KICK 3u    /* low bits of the worker a MSG_RING kick was for (its own CQE) */
 #define TAG_CMD 4u     /* low bits of a command pointer */
 #define TAG_LINKTMO 5u /* low bits of a request whose link timeout completed */
 #define TAG_MASK 7u
@@ -320,6 +322,15 @@ static void cmd_ack(struct prt__iocmd *c)
 		prt__waitone_done(done);
 }
 
+static void kick_evfd(struct prt__worker *v)
+{
+	uint64_t one = 1;
+
+	if (write(v->io.evfd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, so a wake is pending anyway */
+	}
+}
+
 static int reap_uring(struct prt__worker *w)
 {
 	struct io_uring *ring = &w->io.ring;
@@ -334,13 +345,18 @@ static int reap_uring(struct prt__worker *w)
 		n++;
 		if (ud == TAG_EVFD) {
 			w->io.ev_armed = false;
-		} else if (ud == TAG_WAKE || ud == TAG_IGNORE) {
-			/* a kick, or a MSG_RING's own completion */
+		} else if (ud == TAG_WAKE) {
+			/* a kick */
+		} else if ((ud & TAG_MASK) == TAG_KICK) {
+			/* Only on failure (CQE_SKIP_SUCCESS): kick that worker the other way. */
+			kick_evfd((struct prt__worker *)r);
 		} else if ((ud & TAG_MASK) == TAG_CMD) {
 			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 			cmd_ack((struct prt__iocmd *)r);
 		} else if ((ud & TAG_MASK) == PRT_IO_TAG_STREAM) {
 			woken += prt__stream_cqe(w, (struct prt_stream *)r, cqe->res, cqe->flags);
+		} else if ((ud & TAG_MASK) == PRT_IO_TAG_STREAM_END) {
+			woken += prt__stream_end_cqe(w, (struct prt_stream *)r, cqe->res);
 		} else if ((ud & TAG_MASK) == TAG_LINKTMO) {
 			r->timed_out |= cqe->res == -ETIME;
 			if (--r->pending == 0) {
@@ -558,26 +574,31 @@ void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 	io->unsubmitted = 0;
 }
 
+/*
+ * A worker kicks a worker of its runtime through its own ring (no
+ * syscall on the target's eventfd); a failed MSG_RING posts a CQE here
+ * naming @v, and reap_uring kicks @v by its eventfd instead. Never with
+ * a full SQ: taking an SQE would reap, and we may be reaping already
+ * (a CQE woke a fiber), which would handle the same CQEs twice.
+ */
 void prt__io_kick(struct prt__worker *v)
 {
 	struct prt__worker *me = prt__cur_worker();
-	uint64_t one = 1;
 
 	if (v->io.evfd < 0)
 		return;
-	if (me && me != v && me->io.msg_ring && v->io.backend == PRT_IO_URING &&
-	    me->io.evfd >= 0) {
+	if (me && me != v && me->rt == v->rt && me->io.msg_ring && v->io.backend == PRT_IO_URING &&
+	    me->io.evfd >= 0 && io_uring_sq_space_left(&me->io.ring) > 0) {
 		struct io_uring_sqe *sqe = get_sqe(me, 1);
+		int fd = prt__fault(PRT_FAULT_KICK) ? -1 : v->io.ring.ring_fd;
 
-		io_uring_prep_msg_ring(sqe, v->io.ring.ring_fd, 0, TAG_WAKE, 0);
-		io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+		io_uring_prep_msg_ring(sqe, fd, 0, TAG_WAKE, 0);
+		io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)v | TAG_KICK);
 		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 		submit(me);
 		return;
 	}
-	if (write(v->io.evfd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is saturated, so a wake is pending anyway */
-	}
+	kick_evfd(v);
 }
 
 /* ---- parking a fiber ------------------------------------------------------------ */
@@ -1156,18 +1177,23 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		prt__free(cmds, sz);
 }
 
-struct io_uring_sqe *prt__io_sqe(struct prt__worker *w)
+struct io_uring_sqe *prt__io_sqe(struct prt__worker *w, unsigned n)
 {
-	return get_sqe(w, 1);
+	return get_sqe(w, n);
 }
 
-void prt__io_cancel_req(struct prt__worker *w, struct prt__worker *v, uint64_t ud)
+void prt__io_cancel_reqs(struct prt__worker *w, int n, struct prt__worker *const *v,
+			 const uint64_t *ud)
 {
 	struct prt__waitone done = { .f = w->curr };
-	atomic_int left = 2; /* the command's and ours */
-	struct prt__iocmd c = { .fd = -1, .ud = ud, .done = &done, .left = &left };
+	atomic_int left = n + 1; /* the commands' and ours */
+	struct prt__iocmd c[2];
 
-	post_cmd(w, v, &c);
+	prt__assert(n >= 1 && n <= 2);
+	for (int i = 0; i < n; i++) {
+		c[i] = (struct prt__iocmd){ .fd = -1, .ud = ud[i], .done = &done, .left = &left };
+		post_cmd(w, v[i], &c[i]);
+	}
 	wait_cmds(w, &left, &done);
 }
 

@@ -10,6 +10,19 @@
  * each emptied buffer to @aw's ring (under that ring's lock). It re-arms
  * only with the queue empty, so queued buffers always belong to @aw.
  *
+ * The end watch. Linux (6.18 at least) may leave a multishot recv armed
+ * for good after the peer's last bytes and its end (shutdown, close,
+ * reset): it posts the data, then never the end, nor anything else,
+ * though the socket reads EOF (AF_UNIX; seen most often on a receive
+ * re-armed while the peer finishes; the kernel's a68ed2df, Linux 7.0,
+ * fixes one such race, not all). So with the first receive the stream
+ * also arms a one-shot poll for POLLRDHUP (POLLHUP and POLLERR come
+ * with it) on the same ring (@ew); a poll looks at the socket's state at
+ * each wakeup, so it cannot miss a state that lasts. When it fires no
+ * more data will come: the reader cancels the receive (its last CQE
+ * comes after every CQE with data) and reads the rest with plain recvs,
+ * which see the end.
+ *
  * Wake protocol (as prt_park): the reader publishes s->waiter under
  * s->lock, then parks under its own lock only if s->waiter still names
  * it; the reaper clears s->waiter under s->lock and then wakes the
@@ -18,6 +31,7 @@
  * the one that waits.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -40,12 +54,17 @@
 #include "io_int.h"
 #include "runtime.h"
 
+/* Every field under @lock, except @fd and @rt (set at open). */
 struct prt_stream {
 	prt__spinlock_t lock;
 	int fd;
 	struct prt_runtime *rt;
 	struct prt__worker *aw; /* ring of the receive; owner of the queued buffers */
+	struct prt__worker *ew; /* ring of the end watch */
 	bool armed;             /* a multishot recv is armed on @aw (counted in its inflight) */
+	bool watching;          /* the end watch is armed on @ew (counted in its inflight) */
+	bool ended;             /* the watch fired: no more data comes, read plainly */
+	bool stopping;          /* the reader cancels the receive: its -ECANCELED is no error */
 	bool eof;
 	bool nobufs;            /* ended for lack of buffers: the next empty read uses prt_recv */
 	bool plain;             /* no multishot here: every read is prt_recv */
@@ -54,7 +73,7 @@ struct prt_stream {
 	unsigned nq, off;       /* buffers queued; bytes of the first already read */
 	uint16_t head, tail;
 	_Atomic(struct prt__fiber *) waiter;
-	struct prt__waitone *closed; /* the closer waits for the last CQE */
+	struct prt__waitone *closed; /* the closer waits for the last CQE of both */
 };
 
 /* ---- the worker's provided buffers ----------------------------------------- */
@@ -129,12 +148,20 @@ static void sbuf_put(struct prt__worker *w, uint16_t bid)
 
 /* ---- completions ------------------------------------------------------------- */
 
+/* A CQE of @s came: wake its reader if it waits; s->lock held. */
+static int wake_reader(struct prt_stream *s)
+{
+	struct prt__fiber *f = atomic_exchange_explicit(&s->waiter, NULL, memory_order_relaxed);
+
+	/* s->lock held: @f still waits on us; not parked yet, it sees waiter cleared. */
+	return f ? prt__wake_parked(f) : 0;
+}
+
 int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
 	struct prt__waitone *closed = NULL;
-	struct prt__fiber *f;
-	int woken = 0;
+	int woken;
 
 	prt__spin_lock(&s->lock);
 	if (flags & IORING_CQE_F_BUFFER) {
@@ -161,16 +188,40 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 			s->nobufs = true;
 		else if (res == -EINVAL)
 			s->plain = true; /* no multishot recv here, or not a socket: recv(2) will say */
-		else if (res < 0 && !s->err)
-			s->err = res;
-		closed = s->closed;
+		else if (res < 0 && !s->err && !(res == -ECANCELED && s->stopping))
+			s->err = res; /* (our own cancel is no error: the rest is read plainly) */
+		s->stopping = false;
+		closed = s->watching ? NULL : s->closed;
 	}
 	prt__stat_inc(&w->stats.io_ops, 1);
-	f = atomic_exchange_explicit(&s->waiter, NULL, memory_order_relaxed);
-	if (f) /* s->lock held: @f still waits on us; not parked yet, it sees waiter cleared */
-		woken = prt__wake_parked(f);
+	woken = wake_reader(s);
 	prt__spin_unlock(&s->lock);
 	/* The closer frees @s once woken: nothing of @s after this. */
+	if (closed)
+		prt__waitone_done(closed);
+	return woken;
+}
+
+int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res)
+{
+	struct prt__waitone *closed;
+	int woken;
+
+	prt__spin_lock(&s->lock);
+	s->watching = false;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+	/*
+	 * The peer's end or an error (the poll's mask), or the poll failed:
+	 * either way the receive is not to be trusted with the end. A cancel
+	 * (prt_close, prt_stream_close) just leaves no watch.
+	 */
+	if (res != -ECANCELED)
+		s->ended = true;
+	closed = s->armed ? NULL : s->closed;
+	prt__stat_inc(&w->stats.io_ops, 1);
+	woken = wake_reader(s);
+	prt__spin_unlock(&s->lock);
+	/* As above: nothing of @s after this. */
 	if (closed)
 		prt__waitone_done(closed);
 	return woken;
@@ -233,23 +284,71 @@ static size_t copy_out(struct prt_stream *s, char *buf, size_t n)
 	return got;
 }
 
-/* Arm the multishot recv on @w; s->lock held, nothing queued or armed. */
+/*
+ * Arm the multishot recv on @w, and the end watch there if there is none;
+ * s->lock held, nothing queued or armed, the end not seen.
+ */
 static void arm(struct prt_stream *s, struct prt__worker *w)
 {
+	uint64_t ud = (uint64_t)(uintptr_t)s;
+	bool watch = !s->watching;
 	struct io_uring_sqe *sqe;
 
 	s->armed = true;
 	s->aw = w;
-	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	if (watch) {
+		s->watching = true;
+		s->ew = w;
+	}
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + (watch ? 2u : 1u));
 	/* Not under s->lock: taking an SQE may reap (no CQE of ours before we submit). */
 	prt__spin_unlock(&s->lock);
-	sqe = prt__io_sqe(w);
+	sqe = prt__io_sqe(w, watch ? 2u : 1u);
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->ioprio |= IORING_RECV_MULTISHOT;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = PRT_SBUF_BGID;
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM);
+	io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM);
+	if (watch) {
+		sqe = io_uring_get_sqe(&w->io.ring); /* room reserved above */
+		io_uring_prep_poll_add(sqe, prt__fault(PRT_FAULT_WATCH) ? -1 : s->fd, POLLRDHUP);
+		io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM_END);
+	}
 	prt__spin_lock(&s->lock);
+}
+
+/*
+ * The watch saw the end while the receive is armed: cancel it (Linux may
+ * never end it itself); its last CQE wakes the reader. s->lock held,
+ * dropped meanwhile.
+ */
+static void stop_recv(struct prt_stream *s, struct prt__worker *w)
+{
+	struct prt__worker *aw = s->aw;
+	uint64_t ud = (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM;
+
+	s->stopping = true;
+	prt__spin_unlock(&s->lock);
+	prt__set_wait(w->curr, PRT_WK_IO, "stream_recv", s->fd);
+	prt__io_cancel_reqs(w, 1, &aw, &ud);
+	prt__spin_lock(&s->lock);
+}
+
+/* One recv(2) through the io layer until @deadline (0: none); s->lock held, dropped meanwhile. */
+static ssize_t recv_plain(struct prt_stream *s, void *buf, size_t n, uint64_t deadline)
+{
+	uint64_t left = 0;
+	ssize_t r;
+
+	prt__spin_unlock(&s->lock);
+	if (deadline) {
+		uint64_t now = prt__now_ns();
+
+		left = deadline > now ? deadline - now : 1;
+	}
+	r = prt_recv_timeout(s->fd, buf, n, 0, left);
+	prt__spin_lock(&s->lock);
+	return r;
 }
 
 /*
@@ -318,18 +417,14 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 			r = s->err; /* sticky, as a socket's */
 			break;
 		}
-		if (s->plain || (!s->armed && s->nobufs)) {
-			uint64_t left = 0;
-
+		if (s->ended && s->armed && !s->stopping) {
+			stop_recv(s, w);
+			w = prt__cur_worker();
+			continue; /* its last CQE may have come meanwhile */
+		}
+		if (!s->armed && (s->plain || s->ended || s->nobufs)) {
 			s->nobufs = false; /* re-arm next time: buffers come back */
-			prt__spin_unlock(&s->lock);
-			if (deadline) {
-				uint64_t now = prt__now_ns();
-
-				left = deadline > now ? deadline - now : 1;
-			}
-			r = prt_recv_timeout(s->fd, buf, n, 0, left);
-			prt__spin_lock(&s->lock);
+			r = recv_plain(s, buf, n, deadline);
 			break;
 		}
 		if (!s->armed) {
@@ -362,8 +457,9 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 	}
 	s->busy = false;
 	prt__spin_unlock(&s->lock);
+	/* Our own timer: @w may be stale (a plain recv can resume us elsewhere). */
 	if (timer)
-		prt__timer_cancel(w->curr);
+		prt__timer_cancel(prt__cur_worker()->curr);
 	return r;
 }
 
@@ -381,16 +477,26 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 		return -EBUSY;
 	}
 	s->busy = true;
-	if (s->armed) {
+	if (s->armed || s->watching) {
 		struct prt__waitone done = { .f = w->curr };
-		struct prt__worker *aw = s->aw;
+		uint64_t ud[2], base = (uint64_t)(uintptr_t)s;
+		struct prt__worker *v[2];
+		int k = 0;
 
+		if (s->armed) {
+			v[k] = s->aw;
+			ud[k++] = base | PRT_IO_TAG_STREAM;
+		}
+		if (s->watching) {
+			v[k] = s->ew;
+			ud[k++] = base | PRT_IO_TAG_STREAM_END;
+		}
 		s->closed = &done;
 		prt__spin_unlock(&s->lock);
 		prt__set_wait(w->curr, PRT_WK_IO, "stream_close", s->fd);
-		prt__io_cancel_req(w, aw, (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM);
+		prt__io_cancel_reqs(w, k, v, ud);
 		w = prt__cur_worker();
-		/* Until the last CQE (the cancel's or an end that came first). */
+		/* Until the last CQE of both (the cancel's, or an end that came first). */
 		prt__waitone_wait(w, &done);
 		prt__spin_lock(&s->lock);
 	}

@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -624,6 +625,143 @@ static void test_timed_waits(void **state)
 	timed_faults(PRT_MUTEX_PROXY_OFF, true);
 }
 
+/*
+ * A worker's MSG_RING kick that fails (sent to no ring here; a real one
+ * can fail too) comes back as a CQE of the sender, which then kicks the
+ * sleeping worker through its eventfd: the fiber woken onto that worker
+ * runs. Without that the worker would sleep for good: the waker cleared
+ * its sleeping flag, so no later wake kicks it again.
+ */
+struct kick {
+	prt_fiber_t sleeper;
+	_Atomic int done;
+	bool fired;
+};
+
+static void *kick_sleeper(void *arg)
+{
+	struct kick *k = arg;
+
+	prt_park();
+	atomic_store(&k->done, 1);
+	return NULL;
+}
+
+static void *kick_waker(void *arg)
+{
+	struct kick *k = arg;
+	struct prt__fiber *f = k->sleeper.p;
+	struct prt__worker *w1 = prt_runtime_self()->workers[1];
+
+	/* Until the sleeper is parked and its worker sleeps in its ring. */
+	while (atomic_load(&f->state) != PRT_FS_BLOCKED || !atomic_load(&w1->sleeping))
+		sched_yield();
+	prt__fault_arm(PRT_FAULT_KICK, 1, EBADF);
+	FIBER_CHECK(prt_unpark(k->sleeper) == 0);
+	k->fired = prt__fault_fired(PRT_FAULT_KICK);
+	prt__fault_arm(PRT_FAULT_KICK, 0, 0);
+	return NULL;
+}
+
+static void test_kick(void **state)
+{
+	prt_runtime_t *rt;
+
+	(void)state;
+	if (!uring_ok)
+		skip();
+	rt = test_rt_with(2, 0, PRT_STACK_GUARD, PRT_IO_URING);
+	if (!rt->io.msg_ring) {
+		prt_runtime_destroy(rt);
+		skip(); /* kicks are eventfd writes only (Linux < 5.18) */
+	}
+	for (int round = 0; round < 5; round++) {
+		struct kick k = { 0 };
+		prt_fiber_t waker;
+		uint64_t t0 = test_mono_ns();
+		void *res;
+
+		k.sleeper = test_spawn(rt, PRT_PRIO_DEFAULT, 1, kick_sleeper, &k);
+		waker = test_spawn(rt, PRT_PRIO_DEFAULT, 0, kick_waker, &k);
+		assert_int_equal(prt_join(waker, &res), 0);
+		assert_null(res);
+		assert_true(k.fired);
+		/* Bounded only so that a lost kick fails here instead of hanging the join. */
+		while (!atomic_load(&k.done) && test_mono_ns() - t0 < 10ull * 1000 * 1000 * 1000)
+			usleep(1000);
+		assert_int_equal(atomic_load(&k.done), 1);
+		assert_int_equal(prt_join(k.sleeper, &res), 0);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A stream whose end watch fails stops trusting its receive: it cancels
+ * it and reads plainly. Here the plain read waits, and its fiber is
+ * moved to the other worker meanwhile: prt_stream_recv must still cancel
+ * its own timer (it cancelled that of whatever ran on the worker it
+ * started on), and the bytes and the end come in order.
+ */
+static int wt_fd[2];
+
+static void *watch_reader(void *arg)
+{
+	struct prt__fiber *self = prt_self().p;
+	char buf[16];
+	prt_stream_t *s;
+
+	(void)arg;
+	FIBER_CHECK(prt_stream_open(&s, wt_fd[0]) == 0);
+	prt__fault_arm(PRT_FAULT_WATCH, 1, EBADF);
+	FIBER_CHECK(prt_stream_recv(s, buf, sizeof(buf), 10ull * 1000 * 1000 * 1000) == 5);
+	FIBER_CHECK(prt__fault_fired(PRT_FAULT_WATCH));
+	prt__fault_arm(PRT_FAULT_WATCH, 0, 0);
+	FIBER_CHECK(memcmp(buf, "hello", 5) == 0);
+	/* Moved while it waited, and no timer of its own left on either worker. */
+	FIBER_CHECK(self->last_worker == prt_runtime_self()->workers[1]);
+	FIBER_CHECK(self->timer_pos == 0);
+	FIBER_CHECK(prt_stream_recv(s, buf, sizeof(buf), 10ull * 1000 * 1000 * 1000) == 0);
+	FIBER_CHECK(prt_stream_recv(s, buf, sizeof(buf), 0) == 0);
+	FIBER_CHECK(prt_stream_close(s) == 0);
+	return NULL;
+}
+
+static void test_stream_watch_fails(void **state)
+{
+	prt_workerset_t one;
+	prt_runtime_t *rt;
+	prt_fiber_t r;
+	struct prt__fiber *f;
+	void *res;
+
+	(void)state;
+	if (!uring_ok)
+		skip();
+	rt = test_rt_with(2, 0, PRT_STACK_GUARD, PRT_IO_URING);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, wt_fd), 0);
+	r = test_spawn(rt, PRT_PRIO_DEFAULT, 0, watch_reader, NULL);
+	f = r.p;
+	/* Until it waits in the plain read (the receive was cancelled: the watch failed). */
+	for (;;) {
+		const char *what = atomic_load(&f->wait_obj);
+
+		if (atomic_load(&f->state) == PRT_FS_BLOCKED &&
+		    atomic_load(&f->wait_kind) == PRT_WK_IO && what && !strcmp(what, "recv"))
+			break;
+		sched_yield();
+	}
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, 1);
+	assert_int_equal(prt_fiber_set_affinity(r, &one), 0);
+	assert_int_equal(send(wt_fd[1], "hello", 5, 0), 5);
+	assert_int_equal(shutdown(wt_fd[1], SHUT_WR), 0);
+	assert_int_equal(prt_join(r, &res), 0);
+	assert_null(res);
+	close(wt_fd[0]);
+	close(wt_fd[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* A test that failed half-way leaves no armed fault to the next one. */
 static int disarm_all(void **state)
 {
@@ -737,6 +875,8 @@ int main(void)
 		cmocka_unit_test_setup(test_read_timeout_epoll, disarm_all),
 		cmocka_unit_test_setup(test_timed_waits, disarm_all),
 		cmocka_unit_test_setup(test_stream_bufs, disarm_all),
+		cmocka_unit_test_setup(test_kick, disarm_all),
+		cmocka_unit_test_setup(test_stream_watch_fails, disarm_all),
 	};
 	prt_runtime_config_t cfg;
 	hwloc_topology_t topo;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "runtime.h" /* internal: a fiber's state and what it waits for */
 
 static int g_backend = PRT_IO_URING;
 
@@ -395,7 +396,14 @@ static void *cw_main(void *arg)
 	FIBER_CHECK(pipe2(cw_fd, O_CLOEXEC) == 0);
 	atomic_store(&cw_res, 1);
 	r = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, *worker, cw_reader, NULL);
-	prt_sleep_ns(20000000); /* let it park in the read */
+	/*
+	 * Until it waits in the read (BLOCKED once its request is queued). A
+	 * sleep was not enough under load: the read then came after the
+	 * close and failed with -EBADF.
+	 */
+	while (atomic_load(&r.p->state) != PRT_FS_BLOCKED ||
+	       atomic_load(&r.p->wait_kind) != PRT_WK_IO)
+		prt_yield();
 	FIBER_CHECK(prt_close(cw_fd[0]) == 0);
 	FIBER_CHECK(prt_join(r, NULL) == 0);
 	FIBER_CHECK(atomic_load(&cw_res) == -ECANCELED);

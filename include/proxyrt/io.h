@@ -114,9 +114,14 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  * copies from them and parks only when none are queued. That saves a
  * submission and a poll arming per call (W6's server: about 6% less CPU
  * per request, bench/floors). When the worker runs out of buffers the
- * stream reads with prt_recv() until buffers come back. On the epoll
- * backend, or where the kernel lacks multishot receive, a stream is a
- * thin wrapper over prt_recv_timeout() (prt_stream_multishot() says 0).
+ * stream reads with prt_recv() until buffers come back. Beside the
+ * receive the stream keeps a one-shot poll for the peer's end
+ * (POLLRDHUP, POLLHUP, POLLERR): Linux (6.18 at least) may post a
+ * multishot receive's last data and never its end, so once the poll
+ * fires the stream ends the receive and reads the rest with prt_recv().
+ * On the epoll backend, or where the kernel lacks multishot receive, a
+ * stream is a thin wrapper over prt_recv_timeout()
+ * (prt_stream_multishot() says 0).
  *
  * Rules:
  * - One reader at a time (a second concurrent prt_stream_recv() returns
