@@ -58,11 +58,15 @@
  *
  * Both store then load (seq_cst), so at least one sees the other: W
  * sleeps until at most d, or V wakes a sleeper (W or another, which
- * looks again) unless one wakes by d anyway. A worker leaving its sleep
- * stores sleeping = 0 (seq_cst) before it runs a fiber; then it does V's
- * side for the earliest timer of all awake workers, itself included
- * (left_park), since sleepers may have counted on it. @park_until is
- * reset when the worker wakes, so no stale value is counted on.
+ * looks again) unless one wakes by d anyway. V does its side once it
+ * is known to stay busy: when its next pick runs a fiber (PRT_DEFER_WATCH,
+ * consumed by rq_unlock). If that pick finds nothing, V goes idle and
+ * fires its own timers: it spins, then sleeps until them. A worker
+ * leaving the idle loop for a fiber with timers of its own, or after it
+ * published sleeping = 1 (cleared since, seq_cst), does V's side for the
+ * earliest timer of all awake workers, itself included (left_park):
+ * sleepers may have counted on it. @park_until is reset when the worker
+ * wakes, so no stale value is counted on.
  * PRT_TM_IO timers (epoll) are not watched: they end a wait in their
  * worker's own I/O state, which has no lock (see prt__worker.iotimers).
  */
@@ -681,7 +685,8 @@ int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind)
 
 	prt__spin_lock(&w->rq.lock);
 	err = timer_push(w, io ? &w->iotimers : &w->timers, deadline, self, kind);
-	rq_unlock(w);
+	/* PRT_DEFER_WATCH waits for our next pick (protocol 2): no rq_unlock. */
+	prt__spin_unlock(&w->rq.lock);
 	if (!err) {
 		self->timer_w = w;
 		self->timer_io = io;
@@ -769,6 +774,8 @@ static struct prt__fiber *pick_unlock(struct prt__worker *w, struct prt__fiber *
 			*donor = p.donor;
 			return p.run;
 		case PRT_PICK_IDLE:
+			/* Going idle: we watch our own timers (protocol 2). */
+			w->deferred &= ~(unsigned)PRT_DEFER_WATCH;
 			rq_unlock(w);
 			*donor = &w->idle;
 			return NULL;
@@ -1196,9 +1203,10 @@ static void watch_timer(struct prt__worker *w, uint64_t d)
 }
 
 /*
- * @w leaves the idle loop to run a fiber, and published sleeping = 1
- * since it last ran one: sleepers may have left its timers to it, or
- * counted on it to wake for a busy worker's. Now it is busy itself.
+ * @w leaves the idle loop to run a fiber, with timers of its own, or
+ * having published sleeping = 1 since it last ran one: sleepers may
+ * have left its timers to it, or counted on it to wake for a busy
+ * worker's. Now it is busy itself.
  */
 static void left_park(struct prt__worker *w)
 {
@@ -1469,7 +1477,7 @@ void *prt__worker_main(void *arg)
 		next = find_work(w, &donor, pending);
 		pending = false;
 		if (next) {
-			if (w->was_parked)
+			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
 				left_park(w);
 			switch_to(w, &w->idle, next, donor);
 			continue;

@@ -77,9 +77,10 @@ struct prt__worker {
 	 */
 	struct prt__timers timers, iotimers;
 	/*
-	 * Queued here under rq.lock, to be made known once it is dropped
-	 * (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
-	 * PRT_DEFER_SOME. Set and cleared by whoever holds the lock.
+	 * What was done under rq.lock that others must hear of once it is
+	 * dropped (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
+	 * PRT_DEFER_SOME. Under rq.lock; made known by the holder that set
+	 * them, except PRT_DEFER_WATCH (see there).
 	 */
 	unsigned deferred;
 	struct prt__fiber *announce;
@@ -298,7 +299,8 @@ static inline bool prt__has_timers(const struct prt__worker *w)
 enum {
 	PRT_DEFER_ANY = 1,   /* fibers any worker may run: wake an idle one */
 	PRT_DEFER_SOME = 2,  /* @announce may run on some other workers: wake one of them */
-	PRT_DEFER_WATCH = 4, /* a new earliest timer: make sure an idle worker watches it */
+	/* A new earliest timer; kept until the next pick: if it runs a fiber, a sleeper must watch it. */
+	PRT_DEFER_WATCH = 4,
 };
 /*
  * A fiber has at most one timer. Arm one of @kind for the calling fiber
