@@ -531,10 +531,11 @@ static void sift_down(struct prt__timers *t, unsigned i)
 }
 
 /*
- * Arm a timer in @w's heap @t (rq lock held). If it is now w's earliest
- * watched timer and a worker sleeps, rq_unlock makes sure a sleeper
- * wakes for it (protocol 2: V's side; the seq_cst store of next, then
- * the seq_cst loads of nr_idle here and of park_until in watch_timer).
+ * Arm a timer in @w's heap @t (rq lock held, on @w). If it is now w's
+ * earliest watched timer and a worker sleeps, the rq_unlock of w's next
+ * pick makes sure a sleeper wakes for it, if that pick runs a fiber
+ * (protocol 2, V's side: the seq_cst store of next, then the seq_cst
+ * loads of nr_idle here and of park_until in watch_timer).
  */
 static int timer_push(struct prt__worker *w, struct prt__timers *t, uint64_t deadline,
 		      struct prt__fiber *f, int kind)
