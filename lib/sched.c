@@ -555,6 +555,7 @@ static int timer_push(struct prt__worker *w, struct prt__timers *t, uint64_t dea
 	}
 	heap_set(t->heap, t->n, (struct prt__timer){ deadline, f, kind });
 	PRT_WRITE_ONCE(t->n, t->n + 1);
+	PRT_WRITE_ONCE(w->ntimers, w->ntimers + 1);
 	sift_up(t, t->n - 1);
 	if (f->timer_pos != 1)
 		return 0;
@@ -567,13 +568,14 @@ static int timer_push(struct prt__worker *w, struct prt__timers *t, uint64_t dea
 	return 0;
 }
 
-/* Remove entry @i (0-based). The earliest deadline can only grow. */
-static struct prt__timer timer_del(struct prt__timers *t, unsigned i)
+/* Remove entry @i (0-based) of @w's heap @t. The earliest deadline can only grow. */
+static struct prt__timer timer_del(struct prt__worker *w, struct prt__timers *t, unsigned i)
 {
 	struct prt__timer e = t->heap[i];
 
 	e.f->timer_pos = 0;
 	PRT_WRITE_ONCE(t->n, t->n - 1);
+	PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
 	if (i != t->n) {
 		heap_set(t->heap, i, t->heap[t->n]);
 		sift_down(t, i);
@@ -647,7 +649,7 @@ static unsigned fire_timers(struct prt__worker *w, struct prt__timers *t, uint64
 	unsigned n = 0;
 
 	for (; t->n && t->heap[0].deadline <= now; n++) {
-		struct prt__timer e = timer_del(t, 0);
+		struct prt__timer e = timer_del(w, t, 0);
 		bool wake = true;
 
 		if (e.kind == PRT_TM_PARK) {
@@ -703,7 +705,7 @@ void prt__timer_cancel(struct prt__fiber *f)
 		return;
 	prt__spin_lock(&w->rq.lock);
 	if (f->timer_pos)
-		timer_del(f->timer_io ? &w->iotimers : &w->timers, f->timer_pos - 1);
+		timer_del(w, f->timer_io ? &w->iotimers : &w->timers, f->timer_pos - 1);
 	prt__spin_unlock(&w->rq.lock);
 	f->timer_w = NULL;
 }

@@ -76,6 +76,7 @@ struct prt__worker {
 	 * @iotimers and only this worker fires them.
 	 */
 	struct prt__timers timers, iotimers;
+	unsigned ntimers; /* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily) */
 	/*
 	 * What was done under rq.lock that others must hear of once it is
 	 * dropped (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
@@ -290,7 +291,7 @@ void prt__run_timers(struct prt__worker *w);
 /* Any timer armed on @w? (rq lock held, or racy.) */
 static inline bool prt__has_timers(const struct prt__worker *w)
 {
-	return (PRT_READ_ONCE(w->timers.n) | PRT_READ_ONCE(w->iotimers.n)) != 0;
+	return PRT_READ_ONCE(w->ntimers) != 0;
 }
 /*
  * Bits of prt__worker.deferred: what the holder of the rq lock queued
