@@ -6,8 +6,9 @@
  *
  * A fiber switches directly to the next fiber of its worker; only when
  * the queue is empty does it switch to the worker's idle context (the
- * worker thread's own stack), which steals, spins briefly, then sleeps
- * on a futex.
+ * worker thread's own stack), which steals, fires busy workers' due
+ * timers, spins briefly, then sleeps in its io_uring (or epoll) until
+ * woken or a deadline.
  *
  * Work conservation (as Go's wakep and timer stealing): no runnable
  * fiber, and no due timer, waits on a busy worker while a worker that
@@ -15,9 +16,9 @@
  * (invariant 6).
  *
  * 1. Queued fibers. A worker going to sleep and a thread queueing work
- * (prt__enqueue, or any other add to a queue: a yield, a preempted
- * fiber, a timer firing, a donor handed its lock: the PRT_DEFER_* bits
- * and rq_unlock) run:
+ * (prt__enqueue, or any other add to a queue: a yield, an unlocker a
+ * handoff preempts, a timer firing, a donor handed its lock or timed
+ * out: announce_locked, the PRT_DEFER_* bits and rq_unlock) run:
  *
  *   worker W (worker_park)              enqueuer E (queues F on T)
  *   ----------------------              --------------------------

@@ -76,7 +76,8 @@ struct prt__worker {
 	 * @iotimers and only this worker fires them.
 	 */
 	struct prt__timers timers, iotimers;
-	unsigned ntimers; /* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily) */
+	/* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily). */
+	unsigned ntimers;
 	/*
 	 * What was done under rq.lock that others must hear of once it is
 	 * dropped (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
