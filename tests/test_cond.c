@@ -103,7 +103,8 @@ static int b_go, b_log[8], b_n, b_waiting;
 static void *b_waiter(void *arg)
 {
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
-	b_waiting++;
+	/* Atomic: b_main reads it without the mutex, maybe from another worker. */
+	__atomic_fetch_add(&b_waiting, 1, __ATOMIC_SEQ_CST);
 	while (!b_go)
 		FIBER_CHECK(prt_cond_wait(&b_c, &b_m) == 0);
 	b_log[b_n++] = (int)(intptr_t)arg;
