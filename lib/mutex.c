@@ -169,8 +169,32 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff
 struct handoff {
 	struct prt__fiber *fiber;
 	atomic_uint *futex;
+	/*
+	 * The new owner's runtime, if we are outside it: a reference that
+	 * keeps it until the wake is done (runtime.c, "Outside callers").
+	 */
+	struct prt_runtime *ref;
 	bool sleeping, parker, done;
 };
+
+/*
+ * A waiter handed the lock from outside its runtime (a plain thread, a
+ * fiber of another runtime) may run and end, and its runtime be
+ * destroyed, before the wake that follows is done with it: take a
+ * reference first, while it still waits (so it has not ended).
+ */
+static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
+{
+	struct prt_runtime *rt;
+
+	if (!r->fiber)
+		return NULL;
+	rt = r->fiber->rt;
+	if (prt__worker_of(rt, prt__cur_worker()))
+		return NULL;
+	prt__rt_pin(rt);
+	return rt;
+}
 
 /*
  * Hand the mutex to waiter @r: word @o (held by the caller, or released)
@@ -181,17 +205,22 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 			   struct handoff *h)
 {
 	struct prt__list *prev = r->node.prev;
+	struct prt_runtime *ref = handoff_ref(r);
 	uintptr_t n;
 
+	prt__assert(!h->done); /* one handoff per record: its wake drops the reference */
 	prt__list_del(&r->node);
 	n = r->token | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS);
 	/* release: pairs with the waiter's acquire of granted / the next lock */
 	if (!atomic_compare_exchange_strong_explicit(&m->owner, &o, n, memory_order_release,
 						     memory_order_relaxed)) {
 		prt__list_add_head(prev, &r->node); /* back where it was */
+		if (ref)
+			prt__rt_put(ref);
 		return false;
 	}
 	forget_waiter(m, r);
+	h->ref = ref;
 	h->fiber = r->fiber;
 	h->sleeping = r->sleeping;
 	h->parker = r->parker;
@@ -227,6 +256,10 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 		/* Queued as a donor: runnable now. Send it home if queued away. */
 		prt__migrate_queued(f);
 	}
+	if (h->ref) {
+		prt__rt_put(h->ref);
+		h->ref = NULL;
+	}
 	if (w)
 		prt__after_handoff(w, f);
 }
@@ -256,9 +289,14 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 		f->parked = false;
 		prt__spin_unlock(&f->lock);
 		if (!parked)
-			return; /* it re-checks granted before parking */
+			f = NULL; /* it re-checks granted before parking */
 	}
-	prt__wake_here_locked(w, f);
+	if (f)
+		prt__wake_here_locked(w, f);
+	if (h->ref) {
+		prt__rt_put(h->ref); /* only for a mutex shared with another runtime */
+		h->ref = NULL;
+	}
 }
 
 /*
