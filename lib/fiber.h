@@ -37,7 +37,8 @@ enum {
  */
 struct prt__waiter {
 	struct prt__fiber *fiber; /* NULL for a plain thread */
-	atomic_uint futex;        /* plain thread: 0 while waiting, 1 when woken */
+	/* Plain thread: 0 while waiting, 1 when woken, 2 once the waker is done with us. */
+	atomic_uint futex;
 };
 
 /*

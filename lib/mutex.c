@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <string.h>
 
 #include "mutex_int.h"
@@ -226,9 +227,34 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 	h->parker = r->parker;
 	h->futex = &r->granted;
 	h->done = true;
-	/* From here the record (on the waiter's stack) may vanish. */
-	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	/* From here a fiber's record (on its stack) may vanish; a thread's waits for its wake. */
+	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	return true;
+}
+
+/*
+ * Wake the plain thread whose record holds @granted, just handed the
+ * mutex (PRT_GRANTED). The thread may see the grant before our
+ * FUTEX_WAKE (it polls on a timeout) but returns only once it reads
+ * PRT_GRANT_DONE, so the wake never reaches a record that is gone.
+ */
+static void thread_grant_wake(atomic_uint *granted)
+{
+	prt__futex_wake(granted, 1);
+	/* release: pairs with the acquire in thread_grant_done(); our last access */
+	atomic_store_explicit(granted, PRT_GRANT_DONE, memory_order_release);
+}
+
+/* The thread's side: its record was granted; wait until the granter has left it. */
+static void thread_grant_done(atomic_uint *granted)
+{
+	/* A few instructions of the granter remain (unless the OS preempted it: yield). */
+	for (int i = 0; atomic_load_explicit(granted, memory_order_acquire) != PRT_GRANT_DONE; i++) {
+		if (i < 128)
+			prt__cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 /*
@@ -247,7 +273,7 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 	else if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (!f) {
-		prt__futex_wake(h->futex, 1); /* harmless if the thread already left */
+		thread_grant_wake(h->futex);
 	} else if (h->sleeping && h->parker) {
 		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	} else if (h->sleeping) {
@@ -278,7 +304,7 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 	h->done = false;
 	prt__stat_inc(&w->stats.handoffs, 1);
 	if (!f) {
-		prt__futex_wake(h->futex, 1);
+		thread_grant_wake(h->futex);
 		return;
 	}
 	if (h->parker) {
@@ -517,7 +543,10 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 	return err;
 }
 
-/* Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever); false on timeout. */
+/*
+ * Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever), and
+ * for its granter to be done with @rec; false on timeout (not granted).
+ */
 static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 {
 	/* acquire: pairs with the release in handoff_locked() */
@@ -533,6 +562,7 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 			return false;
 		prt__futex_wait_ns(granted, 0, (long)(deadline - now));
 	}
+	thread_grant_done(granted);
 	return true;
 }
 
@@ -569,6 +599,8 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
+	if (!err)
+		thread_grant_done(&rec.granted); /* handed over just as we timed out */
 	return err;
 }
 
@@ -803,13 +835,13 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 		handoff_wake(NULL, &h);
 		return;
 	}
-	/* From here the record may vanish. */
-	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	/* From here a fiber's record may vanish; a thread's waits for thread_grant_wake. */
+	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	prt__spin_unlock(&m->wait_lock);
 	if (f)
 		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	else
-		prt__futex_wake(futex, 1);
+		thread_grant_wake(futex);
 }
 
 /* Waiting side: sleep until @r was handed the mutex, or until @deadline. */

@@ -73,9 +73,18 @@ struct prt__mwaiter {
 	atomic_uint cwait;
 	/* Its timed wait ended (PRT_TM_MUTEX timer): taken off the list. wait_lock. */
 	bool timedout;
-	/* 1 once the mutex was handed to this waiter; a thread's futex word. */
+	/*
+	 * Non-zero once the mutex was handed to this waiter. A plain
+	 * thread's futex word: PRT_GRANTED, then PRT_GRANT_DONE once the
+	 * granter's FUTEX_WAKE is done, so that the thread, which returns
+	 * only then, never leaves the record under a wake (mutex.c).
+	 */
 	atomic_uint granted;
 };
+
+/* struct prt__mwaiter.granted */
+#define PRT_GRANTED 1u
+#define PRT_GRANT_DONE 2u
 
 /* struct prt__mwaiter.cwait */
 enum {

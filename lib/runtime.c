@@ -33,15 +33,16 @@ static struct prt_runtime *live_head; /* live_lock */
  * spirit of the kernel's percpu_ref (no new users once dying, wait for
  * the current ones):
  *
- *   outside caller                       prt_runtime_destroy
- *   --------------                       -------------------
- *   get: live & not claimed (live_lock),  claim (live_lock): new outside
- *     or tryget (a fiber's lock held       spawns fail with -ESHUTDOWN
- *     with its id current),              wait until every fiber ended
- *     or pin (waking a fiber that has    fetch_or PRT_RT_DYING: gets and
- *     not ended)                           trygets fail from here
- *   use rt, its workers, its fibers      wait until ext_refs == DYING
- *   put (release)                        stop workers, free (acquire)
+ *   outside caller                        prt_runtime_destroy
+ *   --------------                        -------------------
+ *   take a reference, one of:             claim (live_lock): outside
+ *     enter: on the live list, not          spawns fail with -ESHUTDOWN
+ *       DYING (live_lock)                 wait until every fiber ended
+ *     tryget: not DYING (a fiber's lock   fetch_or PRT_RT_DYING: enter
+ *       held, with its id current)          and tryget fail from here
+ *     pin: waking a fiber not ended       wait until ext_refs == DYING
+ *   use rt, its workers, its fibers         (acquire)
+ *   put (release)                         stop workers, free
  *
  * Outside spawns also count themselves spawned (ext_spawned) under
  * live_lock before destroy can claim, so its wait for the fibers to end
@@ -127,7 +128,7 @@ void prt__rt_spawn_end(struct prt_runtime *rt, bool failed)
 		/* release: pairs with the acquire in all_exited() */
 		atomic_fetch_sub_explicit(&rt->ext_spawned, 1, memory_order_release);
 		/* Destroy may wait for this count: look again (our reference keeps @rt). */
-		atomic_fetch_add(&rt->destroy_seq, 1);
+		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
 		prt__futex_wake(&rt->destroy_seq, INT_MAX);
 	}
 	prt__rt_put(rt);
@@ -149,7 +150,8 @@ static bool live_claim(struct prt_runtime *rt)
 	pthread_mutex_lock(&live_lock);
 	if (live_find(rt) && !rt->destroy_claimed) {
 		ok = rt->destroy_claimed = true;
-		atomic_store(&rt->destroying, true); /* fibers that end now bump destroy_seq */
+		/* Fibers that end from here bump destroy_seq (one that misses it: the wait's timeout). */
+		atomic_store_explicit(&rt->destroying, true, memory_order_seq_cst);
 	}
 	pthread_mutex_unlock(&live_lock);
 	return ok;
