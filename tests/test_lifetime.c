@@ -532,16 +532,20 @@ struct poisoned {
 	atomic_int done, bad;
 	long deadline_ns;     /* waiters' deadline, from their start */
 	long hold_us;         /* broadcaster keeps m this long after destroying c */
+	uint64_t dl_mono[NCW]; /* each waiter's deadline on CLOCK_MONOTONIC, or a bit before */
+	uint64_t bc_mono;     /* the broadcast had returned by then */
 };
 
 static struct poisoned pz;
 
 static void *cond_waiter(void *arg)
 {
-	struct timespec ts = test_realtime_in(pz.deadline_ns);
+	struct timespec ts;
 	int e;
 
-	(void)arg;
+	/* Read first: the deadline the library derives from @ts is no earlier. */
+	pz.dl_mono[(intptr_t)arg] = test_mono_ns() + (uint64_t)pz.deadline_ns;
+	ts = test_realtime_in(pz.deadline_ns);
 	FIBER_CHECK(prt_mutex_lock(&pz.m) == 0);
 	pz.waiting++;
 	e = prt_cond_timedwait(&pz.c, &pz.m, &ts);
@@ -575,6 +579,7 @@ static void *broadcaster(void *arg)
 			pause_us(100);
 	}
 	FIBER_CHECK(prt_cond_broadcast(&pz.c) == 0);
+	pz.bc_mono = test_mono_ns();
 	FIBER_CHECK(prt_cond_destroy(&pz.c) == 0);
 	memset(&pz.c, 0xA5, sizeof(pz.c));
 	if (fiber)
@@ -611,15 +616,25 @@ static int poisoned_round(prt_runtime_t *rt, int fibers, bool fiber_bc, long dea
 	pz.hold_us = hold_us;
 	for (int i = 0; i < NCW; i++) {
 		if (i < fibers)
-			f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cond_waiter, NULL);
+			f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cond_waiter, (void *)(intptr_t)i);
 		else
-			assert_int_equal(pthread_create(&t[i], NULL, cond_waiter_thread, NULL), 0);
+			assert_int_equal(pthread_create(&t[i], NULL, cond_waiter_thread,
+						    (void *)(intptr_t)i), 0);
 	}
 	if (fiber_bc)
 		bf = test_spawn(rt, PRT_PRIO_DEFAULT, -1, broadcaster, (void *)1);
 	else
 		assert_int_equal(pthread_create(&bt, NULL, broadcaster_thread, NULL), 0);
 	watchdog(&pz.done, NCW, 20, "condvar waiters after a broadcast and a poisoned condvar");
+	{
+		void *res = NULL;
+
+		if (fiber_bc)
+			assert_int_equal(prt_join(bf, &res), 0);
+		else
+			assert_int_equal(pthread_join(bt, &res), 0);
+		assert_null(res); /* the broadcaster's checks passed */
+	}
 	for (int i = 0; i < NCW; i++) {
 		void *res;
 
@@ -629,14 +644,11 @@ static int poisoned_round(prt_runtime_t *rt, int fibers, bool fiber_bc, long dea
 			assert_int_equal(pthread_join(t[i], &res), 0);
 		timedout += (intptr_t)res == ETIMEDOUT;
 		assert_true((intptr_t)res == 0 || (intptr_t)res == ETIMEDOUT);
-	}
-	if (fiber_bc) {
-		void *res;
-
-		assert_int_equal(prt_join(bf, &res), 0);
-		assert_null(res);
-	} else {
-		assert_int_equal(pthread_join(bt, NULL), 0);
+		/* A broadcast that took every waiter before its deadline wins. */
+		if (pz.bc_mono + 1000000 < pz.dl_mono[i] && res)
+			fail_msg("waiter %d (%s) timed out at a deadline %llu us after the broadcast "
+				 "had returned", i, i < fibers ? "fiber" : "thread",
+				 (unsigned long long)(pz.dl_mono[i] - pz.bc_mono) / 1000);
 	}
 	assert_int_equal(atomic_load(&pz.bad), 0);
 	assert_int_equal(prt_mutex_destroy(&pz.m), 0);
@@ -647,12 +659,14 @@ static int poisoned_round(prt_runtime_t *rt, int fibers, bool fiber_bc, long dea
  * The issue's input: deadline 100 ms ahead; the broadcaster broadcasts,
  * destroys and poisons the condvar, then keeps the mutex 300 ms, so the
  * deadline passes while the waiters wait for the mutex. The broadcast
- * won: every waiter returns 0 with the mutex held, and none touches the
- * condvar after the broadcast.
+ * won (if it came before the deadlines, which only a very slow machine
+ * misses): every waiter returns 0 with the mutex held, and none touches
+ * the condvar after the broadcast.
  */
 static void test_cond_timedwait_after_broadcast(void **state)
 {
 	static const unsigned modes[] = { 0, PRT_RT_NO_PROXY };
+	int timedout = 0;
 
 	(void)state;
 	for (int mi = 0; mi < 2; mi++) {
@@ -660,9 +674,12 @@ static void test_cond_timedwait_after_broadcast(void **state)
 
 		for (int fibers = 0; fibers <= NCW; fibers += NCW / 2)
 			for (int fbc = 0; fbc < 2; fbc++)
-				assert_int_equal(poisoned_round(rt, fibers, fbc, 100000000L, 300000), 0);
+				timedout += poisoned_round(rt, fibers, fbc, 100000000L, 300000);
 		assert_int_equal(prt_runtime_destroy(rt), 0);
 	}
+	if (timedout)
+		fprintf(stderr, "test_lifetime: %d waits timed out before the broadcast (slow run)\n",
+			timedout);
 }
 
 /*
