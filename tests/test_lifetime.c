@@ -123,7 +123,7 @@ static void *spawner_fiber(void *arg)
 static void spawn_race(bool from_fiber)
 {
 	prt_runtime_t *other = from_fiber ? test_rt(1) : NULL;
-	int n = rounds(150);
+	int n = rounds(150), lost = 0;
 
 	for (int r = 0; r < n; r++) {
 		struct spawner s = { .rt = test_rt(2) };
@@ -150,12 +150,14 @@ static void spawn_race(bool from_fiber)
 			assert_int_equal(pthread_join(t, NULL), 0);
 		if (atomic_load(&s.err) != -ESHUTDOWN && atomic_load(&s.err) != -EINVAL)
 			fail_msg("round %d: spawn failed with %d", r, atomic_load(&s.err));
-		if (ran != atomic_load(&s.ok))
-			fail_msg("round %d: %d spawns returned 0 but %d fibers ran before destroy "
-				 "returned", r, atomic_load(&s.ok), ran);
+		if (ran != atomic_load(&s.ok) && !lost++)
+			fprintf(stderr, "round %d: %d spawns returned 0 but %d fibers ran before "
+				"destroy returned\n", r, atomic_load(&s.ok), ran);
 	}
 	if (other)
 		assert_int_equal(prt_runtime_destroy(other), 0);
+	if (lost)
+		fail_msg("%d of %d rounds lost fibers", lost, n);
 }
 
 static void test_spawn_races_destroy(void **state)
