@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "arch/ctx.h"
+#include "fault.h"
 #include "runtime.h"
 
 #define PRT_DESC_CHUNK 64
@@ -49,14 +50,23 @@ static _Atomic uint64_t next_id = 1;
 static struct desc_chunk *chunk_get(void)
 {
 	struct desc_chunk *c;
+	bool fail = false;
 
 	pthread_mutex_lock(&chunk_depot_lock);
 	c = chunk_depot;
-	if (c)
+	/*
+	 * Fault builds: a depot chunk fails as an allocated one would, so
+	 * that test_fault reaches the spawn's failure path either way.
+	 */
+	if (c && !(fail = prt__fault(PRT_FAULT_ALLOC) != 0))
 		chunk_depot = c->next;
 	pthread_mutex_unlock(&chunk_depot_lock);
-	if (c)
+	if (fail)
+		return NULL;
+	if (c) {
+		prt__fault_track(PRT_FAULT_ALLOC, 1); /* a runtime's again: see ..._release */
 		return c;
+	}
 	c = prt__alloc_aligned(sizeof(*c), 64);
 	if (c)
 		memset(c, 0, sizeof(*c));
@@ -192,6 +202,11 @@ void prt__fiber_chunks_release(struct prt_runtime *rt)
 	struct desc_chunk *c = rt->desc_chunks, *last = NULL;
 
 	for (; c; last = c, c = c->next) {
+		/*
+		 * Fault builds count what runtimes hold, to find leaks: a chunk
+		 * in the depot is the process's, kept on purpose (see the top).
+		 */
+		prt__fault_track(PRT_FAULT_ALLOC, -1);
 		for (int i = 0; i < PRT_DESC_CHUNK; i++) {
 			struct prt__fiber *f = &c->f[i];
 
