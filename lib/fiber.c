@@ -15,7 +15,6 @@
  * always read a descriptor, and fiber ids, unique in the process, tell a
  * stale handle, even one that outlived its runtime.
  */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,28 +482,23 @@ void prt__waiter_wake(struct prt__waiter *wt)
 	}
 	/* release: pairs with the acquire in prt__waiter_wait */
 	atomic_store_explicit(&wt->futex, 1, memory_order_release);
+	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
+	/*
+	 * The waiter may see 1 before this wake (a signal ends its FUTEX_WAIT)
+	 * but cannot leave @wt yet: prt_join, its one user, then waits for the
+	 * ending fiber, our caller, to be off its CPU (prt__wait_off_cpu).
+	 */
 	prt__futex_wake(&wt->futex, 1);
-	/* The waiter returns only on 2: it never leaves @wt under our wake. */
-	atomic_store_explicit(&wt->futex, 2, memory_order_release);
 }
 
 void prt__waiter_wait(struct prt__waiter *wt)
 {
-	unsigned v;
-
 	if (wt->fiber) {
 		prt__schedule_blocked(prt__cur_worker());
 		return;
 	}
-	/* acquire: pairs with the releases in prt__waiter_wake */
-	for (int i = 0; (v = atomic_load_explicit(&wt->futex, memory_order_acquire)) != 2; i++) {
-		if (v == 0)
-			prt__futex_wait(&wt->futex, 0);
-		else if (i < 128)
-			prt__cpu_relax(); /* the waker is between its wake and its last store */
-		else
-			sched_yield();
-	}
+	while (atomic_load_explicit(&wt->futex, memory_order_acquire) == 0)
+		prt__futex_wait(&wt->futex, 0);
 }
 
 /* ---- handles ------------------------------------------------------------ */

@@ -37,8 +37,7 @@ enum {
  */
 struct prt__waiter {
 	struct prt__fiber *fiber; /* NULL for a plain thread */
-	/* Plain thread: 0 while waiting, 1 when woken, 2 once the waker is done with us. */
-	atomic_uint futex;
+	atomic_uint futex;        /* plain thread: 0 while waiting, 1 when woken */
 };
 
 /*

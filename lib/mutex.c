@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <string.h>
 
+#include "fault.h"
 #include "mutex_int.h"
 #include "runtime.h"
 
@@ -240,6 +241,7 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
  */
 static void thread_grant_wake(atomic_uint *granted)
 {
+	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
 	prt__futex_wake(granted, 1);
 	/* release: pairs with the acquire in thread_grant_done(); our last access */
 	atomic_store_explicit(granted, PRT_GRANT_DONE, memory_order_release);

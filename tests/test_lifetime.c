@@ -21,10 +21,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <unistd.h>
 
 #include "test_common.h"
+#include "fault.h"     /* internal: pause points (fault-injection builds) */
+#include "mutex_int.h" /* internal: a mutex's first waiter */
 
 /* Fewer rounds where each costs a lot (TSan's per-fiber state, valgrind). */
 static int rounds(int n)
@@ -707,6 +710,175 @@ static void test_cond_timeout_races_broadcast(void **state)
 	fprintf(stderr, "test_lifetime: %d of %d timed waits timed out\n", timedout, 2 * n * NCW);
 }
 
+/* ---- a plain thread's waiter record outlives its wake --------------------------------- */
+
+#if PRT_FAULT_INJECTION
+/*
+ * The waker of a plain-thread waiter (mutex handoff, condvar requeue,
+ * join) is paused after the grant and before its FUTEX_WAKE on the
+ * waiter's record; meanwhile the waiter is knocked out of its futex wait
+ * by a signal (EINTR), as any thread can be. It must not return: the
+ * wake would hit a record that is gone.
+ */
+struct grant {
+	pthread_t waiter;
+	atomic_int calling, returned, paused, armed;
+	atomic_int left_early; /* the waiter returned while its waker was paused */
+	int kind;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t f;
+	atomic_int release;
+};
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+static void grant_pause(void *arg)
+{
+	struct grant *g = arg;
+
+	if (!atomic_exchange(&g->armed, 0))
+		return;
+	atomic_store(&g->paused, 1);
+	/* Knock the waiter out of FUTEX_WAIT; give it time to (wrongly) return. */
+	for (int i = 0; i < 100 && !atomic_load(&g->returned); i++) {
+		pthread_kill(g->waiter, SIGUSR1);
+		pause_us(500);
+	}
+	if (atomic_load(&g->returned))
+		atomic_store(&g->left_early, 1);
+}
+
+static void *grant_waiter(void *arg)
+{
+	struct grant *g = arg;
+	int e = 0;
+
+	switch (g->kind) {
+	case 0: /* mutex lock, handed over by unlock */
+		atomic_store(&g->calling, 1);
+		e = prt_mutex_lock(&g->m);
+		break;
+	case 1: /* condvar wait, granted the free mutex by the signal itself */
+	case 2: /* condvar timed wait, handed the mutex by the signaller's unlock */
+		e = prt_mutex_lock(&g->m);
+		if (!e) {
+			struct timespec ts = test_realtime_in(60L * 1000000000L);
+
+			atomic_store(&g->calling, 1);
+			e = g->kind == 1 ? prt_cond_wait(&g->c, &g->m) : prt_cond_timedwait(&g->c, &g->m, &ts);
+		}
+		break;
+	case 3: /* join of a fiber that ends */
+		atomic_store(&g->calling, 1);
+		e = prt_join(g->f, NULL);
+		break;
+	}
+	atomic_store(&g->returned, 1);
+	if (!e && g->kind < 3)
+		e = prt_mutex_unlock(&g->m);
+	return (void *)(intptr_t)e;
+}
+
+static void *ends_on_release(void *arg)
+{
+	struct grant *g = arg;
+
+	while (!atomic_load(&g->release))
+		prt_sleep_ns(100000);
+	return NULL;
+}
+
+/*
+ * One round of @kind: 1 if the waker was paused on our waiter, 0 if not
+ * (the round proved nothing), -1 if the waiter returned meanwhile.
+ */
+static int grant_round(prt_runtime_t *rt, int kind)
+{
+	struct grant g = { .kind = kind };
+	void *res;
+
+	prt_mutex_init(&g.m, NULL);
+	prt_cond_init(&g.c);
+	if (kind == 0)
+		assert_int_equal(prt_mutex_lock(&g.m), 0);
+	if (kind == 3)
+		g.f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, ends_on_release, &g);
+	prt__fault_set_pause(PRT_PAUSE_GRANT_WAKE, grant_pause, &g);
+	assert_int_equal(pthread_create(&g.waiter, NULL, grant_waiter, &g), 0);
+	while (!atomic_load(&g.calling))
+		sched_yield();
+	if (kind == 0) {
+		/* Queued behind us (its record is the first waiter). */
+		while (!atomic_load(&prt__mutex_of(&g.m)->top))
+			sched_yield();
+	} else if (kind < 3) {
+		/* It is on the condvar once it let go of the mutex. */
+		assert_int_equal(prt_mutex_lock(&g.m), 0);
+		if (kind == 1) {
+			assert_int_equal(prt_mutex_unlock(&g.m), 0);
+			atomic_store(&g.armed, 1); /* the signal hands it the free mutex */
+		}
+		assert_int_equal(prt_cond_signal(&g.c), 0);
+	} else {
+		pause_us(5000); /* let it block in the join (if not, the round proves nothing) */
+	}
+	if (kind != 1)
+		atomic_store(&g.armed, 1);
+	if (kind == 0 || kind == 2)
+		assert_int_equal(prt_mutex_unlock(&g.m), 0);
+	if (kind == 3)
+		atomic_store(&g.release, 1);
+	assert_int_equal(pthread_join(g.waiter, &res), 0);
+	prt__fault_set_pause(PRT_PAUSE_GRANT_WAKE, NULL, NULL);
+	assert_int_equal((intptr_t)res, 0);
+	assert_int_equal(prt_mutex_destroy(&g.m), 0);
+	assert_int_equal(prt_cond_destroy(&g.c), 0);
+	return atomic_load(&g.left_early) ? -1 : atomic_load(&g.paused);
+}
+
+static void test_thread_waiter_outlives_wake(void **state)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART: futex waits end in EINTR */
+	prt_runtime_t *rt = test_rt(2);
+
+	(void)state;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
+	static const char *const kinds[] = { "mutex handoff", "condvar signal's grant",
+					     "condvar waiter's handoff", "join" };
+	int bad = 0;
+
+	for (int kind = 0; kind < 4; kind++) {
+		int paused = 0, early = 0;
+
+		for (int r = 0; r < 20 && paused < 3 && !early; r++) {
+			int k = grant_round(rt, kind);
+
+			paused += k != 0;
+			early += k < 0;
+		}
+		if (early)
+			fprintf(stderr, "%s: the waiter returned before its waker's wake\n", kinds[kind]);
+		else if (!paused)
+			fprintf(stderr, "%s: the waker never reached its wake\n", kinds[kind]);
+		bad += early || !paused;
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	signal(SIGUSR1, SIG_DFL);
+	assert_int_equal(bad, 0);
+}
+#else
+static void test_thread_waiter_outlives_wake(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -719,6 +891,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_introspection_races_destroy),
 		cmocka_unit_test(test_cond_timedwait_after_broadcast),
 		cmocka_unit_test(test_cond_timeout_races_broadcast),
+		cmocka_unit_test(test_thread_waiter_outlives_wake),
 	};
 
 	if (argc > 1)
