@@ -38,6 +38,8 @@ enum prt__fault_site {
 enum prt__pause_site {
 	/* A plain thread waiting (mutex, condvar, join) was granted; its FUTEX_WAKE is next. */
 	PRT_PAUSE_GRANT_WAKE,
+	/* prt__enqueue queued a fiber and let go of the run queue; kicking a worker is next. */
+	PRT_PAUSE_ENQUEUED,
 	PRT_PAUSE_NSITES,
 };
 

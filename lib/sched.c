@@ -36,6 +36,7 @@
 #include "alloc.h"
 
 #include "arch/ctx.h"
+#include "fault.h"
 #include "runtime.h"
 
 #if PRT_USE_ASAN
@@ -273,6 +274,7 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&t->rq.lock);
+	prt__fault_pause(PRT_PAUSE_ENQUEUED); /* test builds: @f may run and end here */
 	if (sleeps)
 		wake_worker(t);
 	else if (idle > 0 && spin == 0 && any && rt->nworkers > 1)

@@ -871,7 +871,197 @@ static void test_thread_waiter_outlives_wake(void **state)
 	signal(SIGUSR1, SIG_DFL);
 	assert_int_equal(bad, 0);
 }
+/*
+ * A wakeup from outside a runtime being destroyed: the waker (this
+ * thread: unlock handoff, a condvar signal's grant, prt_unpark, a spawn)
+ * is paused in prt__enqueue right after it queued the fiber, before it
+ * kicks a worker. Meanwhile the fiber runs (a busy fiber on its worker
+ * yields to it) and ends, and another thread destroys the runtime. That
+ * destroy must not return while the waker is paused: the waker is still
+ * to touch the runtime.
+ */
+struct kick {
+	prt_runtime_t *rt;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t f;
+	pthread_t self, destroyer;
+	int kind, flag;
+	atomic_int busy_on, f_ready, f_done, armed, paused, destroyed, during, started;
+};
+
+static void *kick_destroyer(void *arg)
+{
+	struct kick *k = arg;
+	int e = prt_runtime_destroy(k->rt);
+
+	atomic_store(&k->destroyed, 1);
+	return (void *)(intptr_t)e;
+}
+
+static void kick_pause(void *arg)
+{
+	struct kick *k = arg;
+
+	if (!pthread_equal(pthread_self(), k->self) || !atomic_exchange(&k->armed, 0))
+		return;
+	atomic_store(&k->paused, 1);
+	if (pthread_create(&k->destroyer, NULL, kick_destroyer, k) != 0)
+		abort();
+	atomic_store(&k->started, 1);
+	/* The fiber runs and ends meanwhile; a destroy that got through would be done by then. */
+	for (int i = 0; i < 200 && !atomic_load(&k->destroyed); i++)
+		pause_us(1000);
+	atomic_store(&k->during, atomic_load(&k->destroyed));
+}
+
+/* Keeps worker 0 awake and yields to whatever is queued there, until the woken fiber ended. */
+static void *kick_busy(void *arg)
+{
+	struct kick *k = arg;
+
+	atomic_store(&k->busy_on, 1);
+	while (!atomic_load(&k->f_done))
+		prt_yield();
+	return NULL;
+}
+
+static void *kick_fiber(void *arg)
+{
+	struct kick *k = arg;
+
+	switch (k->kind) {
+	case 0: /* handed the mutex by this thread's unlock */
+		FIBER_CHECK(prt_mutex_lock(&k->m) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&k->m) == 0);
+		break;
+	case 1: /* granted the free mutex by this thread's signal */
+		FIBER_CHECK(prt_mutex_lock(&k->m) == 0);
+		atomic_store(&k->f_ready, 1);
+		while (!k->flag)
+			FIBER_CHECK(prt_cond_wait(&k->c, &k->m) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&k->m) == 0);
+		break;
+	case 2: /* unparked by this thread */
+		atomic_store(&k->f_ready, 1);
+		while (!__atomic_load_n(&k->flag, __ATOMIC_ACQUIRE))
+			prt_park();
+		break;
+	default: /* spawned by this thread */
+		break;
+	}
+	atomic_store(&k->f_done, 1);
+	return NULL;
+}
+
+static bool fiber_blocked(prt_fiber_t f)
+{
+	return atomic_load(&((struct prt__fiber *)f.p)->state) == PRT_FS_BLOCKED;
+}
+
+/* One round; -1: destroy returned while the waker was paused, 1: it did not, 0: no pause. */
+static int kick_round(int kind, unsigned flags)
+{
+	struct kick k = { .rt = test_rt_flags(2, flags), .self = pthread_self(), .kind = kind };
+	prt_fiber_attr_t a;
+	void *res;
+
+	prt_mutex_init(&k.m, NULL);
+	prt_cond_init(&k.c);
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 0);
+	assert_int_equal(prt_spawn(k.rt, NULL, &a, kick_busy, &k), 0);
+	while (!atomic_load(&k.busy_on))
+		sched_yield();
+	if (kind == 0)
+		assert_int_equal(prt_mutex_lock(&k.m), 0);
+	a.flags = 0;
+	if (kind < 3) {
+		assert_int_equal(prt_spawn(k.rt, &k.f, &a, kick_fiber, &k), 0);
+		if (kind == 0) {
+			while (!atomic_load(&prt__mutex_of(&k.m)->top) || !fiber_blocked(k.f))
+				sched_yield();
+		} else {
+			while (!atomic_load(&k.f_ready))
+				sched_yield();
+			if (kind == 1) {
+				assert_int_equal(prt_mutex_lock(&k.m), 0); /* it is on the condvar */
+				k.flag = 1;
+				assert_int_equal(prt_mutex_unlock(&k.m), 0);
+			}
+			while (!fiber_blocked(k.f))
+				sched_yield();
+		}
+	}
+	prt__fault_set_pause(PRT_PAUSE_ENQUEUED, kick_pause, &k);
+	atomic_store(&k.armed, 1);
+	switch (kind) {
+	case 0:
+		assert_int_equal(prt_mutex_unlock(&k.m), 0);
+		break;
+	case 1:
+		assert_int_equal(prt_cond_signal(&k.c), 0);
+		break;
+	case 2:
+		__atomic_store_n(&k.flag, 1, __ATOMIC_RELEASE);
+		assert_int_equal(prt_unpark(k.f), 0);
+		break;
+	default:
+		a.flags = PRT_FIBER_DETACHED;
+		assert_int_equal(prt_spawn(k.rt, NULL, &a, kick_fiber, &k), 0);
+		break;
+	}
+	atomic_store(&k.armed, 0);
+	prt__fault_set_pause(PRT_PAUSE_ENQUEUED, NULL, NULL);
+	if (!atomic_load(&k.started)) {
+		/* The wake took another path (no enqueue by us): clean up, prove nothing. */
+		assert_int_equal(prt_runtime_destroy(k.rt), 0);
+		return 0;
+	}
+	assert_int_equal(pthread_join(k.destroyer, &res), 0);
+	assert_int_equal((intptr_t)res, 0);
+	assert_int_equal(atomic_load(&k.f_done), 1);
+	return atomic_load(&k.during) ? -1 : 1;
+}
+
+static void test_outside_wake_holds_runtime(void **state)
+{
+	static const char *const kinds[] = { "unlock handoff", "condvar signal", "prt_unpark",
+					     "spawn" };
+	int bad = 0;
+
+	(void)state;
+	for (int kind = 0; kind < 4; kind++) {
+		for (unsigned flags = 0; flags <= PRT_RT_NO_PROXY; flags += PRT_RT_NO_PROXY) {
+			int paused = 0, early = 0;
+
+			for (int r = 0; r < 20 && paused < 2 && !early; r++) {
+				int x = kick_round(kind, flags);
+
+				paused += x != 0;
+				early += x < 0;
+			}
+			if (early)
+				fprintf(stderr, "%s%s: destroy returned while the waker still had "
+					"the runtime\n", kinds[kind], flags ? " (no proxy)" : "");
+			else if (!paused)
+				fprintf(stderr, "%s%s: the waker never queued the fiber itself\n",
+					kinds[kind], flags ? " (no proxy)" : "");
+			bad += early || !paused;
+		}
+	}
+	assert_int_equal(bad, 0);
+}
 #else
+static void test_outside_wake_holds_runtime(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+
 static void test_thread_waiter_outlives_wake(void **state)
 {
 	(void)state;
@@ -892,6 +1082,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_cond_timedwait_after_broadcast),
 		cmocka_unit_test(test_cond_timeout_races_broadcast),
 		cmocka_unit_test(test_thread_waiter_outlives_wake),
+		cmocka_unit_test(test_outside_wake_holds_runtime),
 	};
 
 	if (argc > 1)
