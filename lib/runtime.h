@@ -9,8 +9,10 @@
 
 /*
  * A runtime. Nothing here is global: two runtimes in one process share
- * no state (the only thread-local is the current worker pointer, which
- * also says which runtime the thread belongs to).
+ * no state but the live list (runtime.c), the fiber ids and descriptor
+ * depot (fiber.c) and the signal handlers (signal.c); the only
+ * thread-local is the current worker pointer, which also says which
+ * runtime the thread belongs to.
  */
 struct prt_runtime {
 	struct prt__topo topo;
