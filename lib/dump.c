@@ -247,13 +247,11 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	outf(d->o, "\n");
 }
 
-PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
+static int dump(struct prt_runtime *rt, int fd)
 {
 	struct out o = { .fd = fd };
 	struct dump d = { .o = &o };
 
-	if (!prt__runtime_live(rt) || fd < 0)
-		return -EINVAL;
 	prt__fiber_each(rt, dump_fiber, &d);
 	outf(&o, "proxyrt dump: runtime=%p workers=%d fibers=%u\n", (void *)rt, rt->nworkers,
 	     d.nfibers);
@@ -275,4 +273,17 @@ PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
 	outf(&o, "proxyrt dump end\n");
 	out_flush(&o);
 	return o.err;
+}
+
+PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
+{
+	bool ref;
+	int err;
+
+	if (fd < 0 || !prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	err = dump(rt, fd);
+	if (ref)
+		prt__rt_put(rt);
+	return err;
 }

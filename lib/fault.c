@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Fault injection for tests (see fault.h); built only with -Dfault_injection=true. */
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "fault.h"
 
@@ -13,6 +14,28 @@ struct site {
 };
 
 static struct site sites[PRT_FAULT_NSITES];
+
+struct pause {
+	void (*_Atomic fn)(void *);
+	void *_Atomic arg;
+};
+
+static struct pause pauses[PRT_PAUSE_NSITES];
+
+void prt__fault_pause(enum prt__pause_site site)
+{
+	void (*fn)(void *) = atomic_load(&pauses[site].fn);
+
+	if (fn)
+		fn(atomic_load(&pauses[site].arg));
+}
+
+void prt__fault_set_pause(enum prt__pause_site site, void (*fn)(void *), void *arg)
+{
+	atomic_store(&pauses[site].fn, NULL);
+	atomic_store(&pauses[site].arg, arg);
+	atomic_store(&pauses[site].fn, fn);
+}
 
 int prt__fault(enum prt__fault_site site)
 {

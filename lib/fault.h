@@ -32,7 +32,24 @@ enum prt__fault_site {
 	PRT_FAULT_NSITES,
 };
 
+/*
+ * Pause points: where a race's window is a few instructions wide, a
+ * test can make the library stop there (call its hook) to open the
+ * window wide and show which side touches what (tests/test_lifetime).
+ */
+enum prt__pause_site {
+	/* A plain thread waiting (mutex, condvar, join) was granted; its FUTEX_WAKE is next. */
+	PRT_PAUSE_GRANT_WAKE,
+	/* prt__enqueue queued a fiber and let go of the run queue; kicking a worker is next. */
+	PRT_PAUSE_ENQUEUED,
+	PRT_PAUSE_NSITES,
+};
+
 #if PRT_FAULT_INJECTION
+/* Call the hook of @site, if a test set one. */
+void prt__fault_pause(enum prt__pause_site site);
+/* Set (NULL: clear) the hook of @site; @arg is passed to it. Any thread. */
+void prt__fault_set_pause(enum prt__pause_site site, void (*fn)(void *), void *arg);
 /* 0, or the errno the caller's next call at @site must fail with. */
 int prt__fault(enum prt__fault_site site);
 /*
@@ -53,6 +70,11 @@ bool prt__fault_fired(enum prt__fault_site site);
 void prt__fault_track(enum prt__fault_site site, long delta);
 long prt__fault_live(enum prt__fault_site site);
 #else
+static inline void prt__fault_pause(enum prt__pause_site site)
+{
+	(void)site;
+}
+
 static inline int prt__fault(enum prt__fault_site site)
 {
 	(void)site;

@@ -5,12 +5,15 @@
  *
  * Descriptors come in chunks of PRT_DESC_CHUNK from jemalloc (through
  * prt__alloc, i.e. the allocating worker's thread cache) and are never
- * returned to it while the runtime lives: a freed descriptor goes on the
- * free list of the worker that frees it (no lock: only that worker
- * touches its list), so a fiber made on one worker and freed on another
- * costs no shared lock. Type-stable memory is what lets a stale
- * prt_fiber_t be detected by its id. Plain threads use a list under
- * rt->desc_lock.
+ * returned to it: a freed descriptor goes on the free list of the worker
+ * that frees it (no lock: only that worker touches its list), so a fiber
+ * made on one worker and freed on another costs no shared lock. Plain
+ * threads use a list under rt->desc_lock. A destroyed runtime's chunks
+ * go to a process-wide depot that the next runtime's chunk_new takes
+ * from, so descriptor memory is type-stable for the life of the process
+ * (as Go's g structs): a prt_fiber_t, a mutex owner word or a dump can
+ * always read a descriptor, and fiber ids, unique in the process, tell a
+ * stale handle, even one that outlived its runtime.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 
 #include "alloc.h"
 #include "arch/ctx.h"
+#include "fault.h"
 #include "runtime.h"
 
 #define PRT_DESC_CHUNK 64
@@ -31,18 +35,50 @@
 #define PRT_ID_BLOCK 1024
 
 struct desc_chunk {
-	struct desc_chunk *next;
+	struct desc_chunk *next; /* in its runtime's desc_chunks, or in chunk_depot */
 	struct prt__fiber f[PRT_DESC_CHUNK];
 };
+
+/* Process-wide (see the top): chunks of destroyed runtimes, every descriptor FREE. */
+static pthread_mutex_t chunk_depot_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct desc_chunk *chunk_depot; /* chunk_depot_lock */
+/* Fiber ids, unique in the process; workers take blocks of PRT_ID_BLOCK. */
+static _Atomic uint64_t next_id = 1;
+
+/* A chunk from the depot, or a new zeroed one. Depot chunks are not cleared: see fiber_init. */
+static struct desc_chunk *chunk_get(void)
+{
+	struct desc_chunk *c;
+	bool fail = false;
+
+	pthread_mutex_lock(&chunk_depot_lock);
+	c = chunk_depot;
+	/*
+	 * Fault builds: a depot chunk fails as an allocated one would, so
+	 * that test_fault reaches the spawn's failure path either way.
+	 */
+	if (c && !(fail = prt__fault(PRT_FAULT_ALLOC) != 0))
+		chunk_depot = c->next;
+	pthread_mutex_unlock(&chunk_depot_lock);
+	if (fail)
+		return NULL;
+	if (c) {
+		prt__fault_track(PRT_FAULT_ALLOC, 1); /* a runtime's again: see ..._release */
+		return c;
+	}
+	c = prt__alloc_aligned(sizeof(*c), 64);
+	if (c)
+		memset(c, 0, sizeof(*c));
+	return c;
+}
 
 /* Allocate a chunk; keep one descriptor, free-list the rest. */
 static struct prt__fiber *chunk_new(struct prt_runtime *rt, struct prt__fiber **list)
 {
-	struct desc_chunk *c = prt__alloc_aligned(sizeof(*c), 64);
+	struct desc_chunk *c = chunk_get();
 
 	if (!c)
 		return NULL;
-	memset(c, 0, sizeof(*c));
 	prt__spin_lock(&rt->desc_lock);
 	c->next = rt->desc_chunks;
 	rt->desc_chunks = c;
@@ -160,24 +196,47 @@ void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, voi
 			fn(&c->f[i], arg);
 }
 
-void prt__fiber_chunks_free(struct prt_runtime *rt)
+void prt__fiber_chunks_release(struct prt_runtime *rt)
 {
-	struct desc_chunk *c = rt->desc_chunks, *next;
+	struct desc_chunk *c = rt->desc_chunks, *last = NULL;
 
-	for (; c; c = next) {
-		next = c->next;
-		prt__free(c, sizeof(*c));
+	for (; c; last = c, c = c->next) {
+		/*
+		 * Fault builds count what runtimes hold, to find leaks: a chunk
+		 * in the depot is the process's, kept on purpose (see the top).
+		 */
+		prt__fault_track(PRT_FAULT_ALLOC, -1);
+		for (int i = 0; i < PRT_DESC_CHUNK; i++) {
+			struct prt__fiber *f = &c->f[i];
+
+			/*
+			 * Under f->lock: a handle call that found the id current
+			 * under it (lock_handle) has finished with the runtime
+			 * (destroy drained its reference) or will see it stale.
+			 */
+			prt__spin_lock(&f->lock);
+			atomic_store_explicit(&f->id, 0, memory_order_relaxed);
+			atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
+			prt__spin_unlock(&f->lock);
+		}
+	}
+	if (last) {
+		pthread_mutex_lock(&chunk_depot_lock);
+		last->next = chunk_depot;
+		chunk_depot = rt->desc_chunks;
+		pthread_mutex_unlock(&chunk_depot_lock);
 	}
 	rt->desc_chunks = NULL;
 	rt->ext_free_desc = NULL;
+	rt->desc_depot = NULL;
 }
 
-static uint64_t new_id(struct prt_runtime *rt, struct prt__worker *w)
+static uint64_t new_id(struct prt__worker *w)
 {
 	if (!w)
-		return atomic_fetch_add_explicit(&rt->next_id, 1, memory_order_relaxed);
+		return atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
 	if (w->id_next == w->id_end) {
-		w->id_next = atomic_fetch_add_explicit(&rt->next_id, PRT_ID_BLOCK,
+		w->id_next = atomic_fetch_add_explicit(&next_id, PRT_ID_BLOCK,
 						       memory_order_relaxed);
 		w->id_end = w->id_next + PRT_ID_BLOCK;
 	}
@@ -250,7 +309,10 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
-	prt__spin_init(&f->lock);
+	/*
+	 * Not f->lock: a stale handle's call may hold it right now (type-
+	 * stable memory); it was zeroed with the chunk and is left unlocked.
+	 */
 	prt__list_init(&f->rq_node);
 	/*
 	 * Seen by donors that attach later: they find @f through m->owner,
@@ -289,28 +351,17 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
 	return NULL;
 }
 
-PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
-		      void *(*fn)(void *), void *arg)
+/* The spawn proper. @w: the caller's worker if it is one of @rt's, else NULL. */
+static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber_t *out,
+			const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg)
 {
-	prt_fiber_attr_t defaults;
-	struct prt__worker *w, *t;
+	struct prt__worker *t;
 	struct prt__fiber *f;
 	uint64_t id;
 	int err;
 
-	if (!rt || !fn)
-		return -EINVAL;
-	if (!attr) {
-		prt_fiber_attr_init(&defaults);
-		attr = &defaults;
-	}
-	w = prt__worker_of(rt, prt__cur_worker());
-	if (!w && !prt__runtime_live(rt))
-		return -EINVAL; /* destroyed, or not a runtime */
 	if ((err = attr_check(rt, attr, out)))
 		return err;
-	if (!w && atomic_load_explicit(&rt->destroying, memory_order_relaxed))
-		return -ESHUTDOWN;
 	f = desc_alloc(rt, w);
 	if (!f)
 		return -ENOMEM;
@@ -322,19 +373,48 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 	}
 	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size, prt__fiber_entry, f);
 	prt__tsan_fiber_create(f);
-	id = new_id(rt, w);
+	id = new_id(w);
 	atomic_store_explicit(&f->id, id, memory_order_relaxed);
-	/* Counted before it can run, so that prt_runtime_destroy sees it. */
+	/*
+	 * Counted before it can run, so that prt_runtime_destroy sees it
+	 * (from outside the runtime, prt__rt_spawn_begin counted it).
+	 */
 	if (w)
 		atomic_store_explicit(&w->nspawned, w->nspawned + 1, memory_order_release);
-	else
-		atomic_fetch_add_explicit(&rt->ext_spawned, 1, memory_order_release);
 	if (out) {
 		out->p = f;
 		out->id = id;
 	}
 	prt__enqueue(t, f);
 	return 0;
+}
+
+PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+		      void *(*fn)(void *), void *arg)
+{
+	prt_fiber_attr_t defaults;
+	struct prt__worker *w;
+	int err;
+
+	if (!rt || !fn)
+		return -EINVAL;
+	if (!attr) {
+		prt_fiber_attr_init(&defaults);
+		attr = &defaults;
+	}
+	w = prt__worker_of(rt, prt__cur_worker());
+	if (prt__likely(w))
+		return spawn(rt, w, out, attr, fn, arg);
+	/*
+	 * From outside: counted and holding a reference before anything of
+	 * @rt is touched, so destroy waits for this fiber to run (runtime.c,
+	 * "Outside callers"), or -EINVAL / -ESHUTDOWN.
+	 */
+	if ((err = prt__rt_spawn_begin(rt)))
+		return err;
+	err = spawn(rt, NULL, out, attr, fn, arg);
+	prt__rt_spawn_end(rt, err != 0);
+	return err;
 }
 
 /* ---- exit --------------------------------------------------------------- */
@@ -402,7 +482,12 @@ void prt__waiter_wake(struct prt__waiter *wt)
 	}
 	/* release: pairs with the acquire in prt__waiter_wait */
 	atomic_store_explicit(&wt->futex, 1, memory_order_release);
-	/* The waiter may be gone already; a stray FUTEX_WAKE is harmless. */
+	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
+	/*
+	 * The waiter may see 1 before this wake (a signal ends its FUTEX_WAIT)
+	 * but cannot leave @wt yet: prt_join, its one user, then waits for the
+	 * ending fiber, our caller, to be off its CPU (prt__wait_off_cpu).
+	 */
 	prt__futex_wake(&wt->futex, 1);
 }
 
@@ -440,15 +525,57 @@ static struct prt__fiber *lock_handle(prt_fiber_t h)
 	return f;
 }
 
+/*
+ * lock_handle for a call that goes on using @h's runtime once f->lock is
+ * dropped: from outside that runtime it also takes a reference on it
+ * (*@ref, for put_ref), which fails as for a stale handle once destroy
+ * drains: every fiber has ended then, and is about to be reaped
+ * (runtime.c, "Outside callers").
+ */
+static struct prt__fiber *lock_handle_ref(prt_fiber_t h, struct prt_runtime **ref)
+{
+	struct prt__fiber *f = lock_handle(h);
+
+	*ref = NULL;
+	if (!f || prt__worker_of(f->rt, prt__cur_worker()))
+		return f;
+	/* f->rt is valid: destroy clears ids under f->lock before it frees the runtime. */
+	if (!prt__rt_tryget(f->rt)) {
+		prt__spin_unlock(&f->lock);
+		return NULL;
+	}
+	*ref = f->rt;
+	return f;
+}
+
+static void put_ref(struct prt_runtime *ref)
+{
+	if (ref)
+		prt__rt_put(ref);
+}
+
+static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result);
+
 PRT_API int prt_join(prt_fiber_t h, void **result)
 {
 	struct prt__fiber *self = self_fiber(), *f;
-	struct prt__waiter wt = { .fiber = self };
+	struct prt_runtime *ref;
+	int err;
 
 	if (self && self == h.p && atomic_load(&self->id) == h.id)
 		return -EDEADLK;
-	if (!(f = lock_handle(h)))
+	if (!(f = lock_handle_ref(h, &ref)))
 		return -ESRCH;
+	err = join_locked(self, f, result);
+	put_ref(ref);
+	return err;
+}
+
+/* Join @f, locked with its handle checked; unlocks it. */
+static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result)
+{
+	struct prt__waiter wt = { .fiber = self };
+
 	if (f->detached || f->joiner) {
 		prt__spin_unlock(&f->lock);
 		return -EINVAL;
@@ -474,24 +601,27 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 
 PRT_API int prt_detach(prt_fiber_t h)
 {
-	struct prt__fiber *f = lock_handle(h);
+	struct prt_runtime *ref;
+	struct prt__fiber *f = lock_handle_ref(h, &ref);
+	bool zombie = false;
+	int err = 0;
 
 	if (!f)
 		return -ESRCH;
 	if (f->detached || f->joiner) {
-		prt__spin_unlock(&f->lock);
-		return -EINVAL;
+		err = -EINVAL;
+	} else {
+		f->detached = true;
+		zombie = atomic_load_explicit(&f->state, memory_order_relaxed) == PRT_FS_DEAD;
 	}
-	f->detached = true;
-	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
-		prt__spin_unlock(&f->lock);
-		return 0;
-	}
-	/* Already finished (a zombie): free it now. */
 	prt__spin_unlock(&f->lock);
-	prt__wait_off_cpu(f);
-	prt__fiber_free(f);
-	return 0;
+	if (zombie) {
+		/* Already finished: free it now. */
+		prt__wait_off_cpu(f);
+		prt__fiber_free(f);
+	}
+	put_ref(ref);
+	return err;
 }
 
 PRT_API prt_fiber_t prt_self(void)
@@ -531,20 +661,23 @@ PRT_API int prt_fiber_name(prt_fiber_t h, char *buf, size_t len)
 
 PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
 {
+	struct prt_runtime *ref;
 	struct prt__fiber *f;
 
 	if (prio < PRT_PRIO_MIN || prio > PRT_PRIO_MAX)
 		return -EINVAL;
-	if (!(f = lock_handle(h)))
+	if (!(f = lock_handle_ref(h, &ref)))
 		return -ESRCH;
 	atomic_store_explicit(&f->prio, prio, memory_order_relaxed);
 	prt__spin_unlock(&f->lock);
 	/*
 	 * Not under f->lock: the lock order is rq -> f->lock (proxy attach).
 	 * Descriptors are type-stable, so if f ended meanwhile this touches
-	 * at worst a queue position of whatever uses the descriptor now.
+	 * at worst a queue position of whatever uses the descriptor now; the
+	 * reference keeps that queue's runtime.
 	 */
 	prt__requeue(f);
+	put_ref(ref);
 	return 0;
 }
 
@@ -563,16 +696,18 @@ PRT_API int prt_fiber_get_priority(prt_fiber_t h)
 PRT_API int prt_fiber_set_affinity(prt_fiber_t h, const prt_workerset_t *set)
 {
 	struct prt__worker *w = prt__cur_worker();
+	struct prt_runtime *ref;
 	struct prt__fiber *f;
 	bool is_self;
 	int err;
 
 	if (!set || !h.p)
 		return set ? -ESRCH : -EINVAL;
-	if (!(f = lock_handle(h)))
+	if (!(f = lock_handle_ref(h, &ref)))
 		return -ESRCH;
 	if ((err = affinity_check(f->rt, set))) {
 		prt__spin_unlock(&f->lock);
+		put_ref(ref);
 		return err;
 	}
 	affinity_store(f, set, f->rt->nworkers);
@@ -583,6 +718,7 @@ PRT_API int prt_fiber_set_affinity(prt_fiber_t h, const prt_workerset_t *set)
 		prt__migrate_queued(f);
 	else if (!prt__fiber_allowed(f, w->index))
 		prt__migrate_self(w);
+	put_ref(ref);
 	return 0;
 }
 

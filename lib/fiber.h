@@ -173,8 +173,12 @@ void prt__waiter_wait(struct prt__waiter *w);
  */
 void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, void *), void *arg);
 
-/* Free every descriptor chunk of @rt (runtime destroy). */
-void prt__fiber_chunks_free(struct prt_runtime *rt);
+/*
+ * Runtime destroy, every fiber ended and no outside reference left: mark
+ * every descriptor of @rt FREE with id 0 (under its lock) and give the
+ * chunks to the process-wide depot (fiber.c): never freed.
+ */
+void prt__fiber_chunks_release(struct prt_runtime *rt);
 /* Free a descriptor to the calling worker's list (or the runtime's). */
 void prt__fiber_free(struct prt__fiber *f);
 

@@ -11,8 +11,10 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <string.h>
 
+#include "fault.h"
 #include "mutex_int.h"
 #include "runtime.h"
 
@@ -169,8 +171,32 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff
 struct handoff {
 	struct prt__fiber *fiber;
 	atomic_uint *futex;
+	/*
+	 * The new owner's runtime, if we are outside it: a reference that
+	 * keeps it until the wake is done (runtime.c, "Outside callers").
+	 */
+	struct prt_runtime *ref;
 	bool sleeping, parker, done;
 };
+
+/*
+ * A waiter handed the lock from outside its runtime (a plain thread, a
+ * fiber of another runtime) may run and end, and its runtime be
+ * destroyed, before the wake that follows is done with it: take a
+ * reference first, while it still waits (so it has not ended).
+ */
+static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
+{
+	struct prt_runtime *rt;
+
+	if (!r->fiber)
+		return NULL;
+	rt = r->fiber->rt;
+	if (prt__worker_of(rt, prt__cur_worker()))
+		return NULL;
+	prt__rt_pin(rt);
+	return rt;
+}
 
 /*
  * Hand the mutex to waiter @r: word @o (held by the caller, or released)
@@ -181,25 +207,56 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 			   struct handoff *h)
 {
 	struct prt__list *prev = r->node.prev;
+	struct prt_runtime *ref = handoff_ref(r);
 	uintptr_t n;
 
+	prt__assert(!h->done); /* one handoff per record: its wake drops the reference */
 	prt__list_del(&r->node);
 	n = r->token | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS);
 	/* release: pairs with the waiter's acquire of granted / the next lock */
 	if (!atomic_compare_exchange_strong_explicit(&m->owner, &o, n, memory_order_release,
 						     memory_order_relaxed)) {
 		prt__list_add_head(prev, &r->node); /* back where it was */
+		if (ref)
+			prt__rt_put(ref);
 		return false;
 	}
 	forget_waiter(m, r);
+	h->ref = ref;
 	h->fiber = r->fiber;
 	h->sleeping = r->sleeping;
 	h->parker = r->parker;
 	h->futex = &r->granted;
 	h->done = true;
-	/* From here the record (on the waiter's stack) may vanish. */
-	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	/* From here a fiber's record (on its stack) may vanish; a thread's waits for its wake. */
+	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	return true;
+}
+
+/*
+ * Wake the plain thread whose record holds @granted, just handed the
+ * mutex (PRT_GRANTED). The thread may see the grant before our
+ * FUTEX_WAKE (it polls on a timeout) but returns only once it reads
+ * PRT_GRANT_DONE, so the wake never reaches a record that is gone.
+ */
+static void thread_grant_wake(atomic_uint *granted)
+{
+	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
+	prt__futex_wake(granted, 1);
+	/* release: pairs with the acquire in thread_grant_done(); our last access */
+	atomic_store_explicit(granted, PRT_GRANT_DONE, memory_order_release);
+}
+
+/* The thread's side: its record was granted; wait until the granter has left it. */
+static void thread_grant_done(atomic_uint *granted)
+{
+	/* A few instructions of the granter remain (unless the OS preempted it: yield). */
+	for (int i = 0; atomic_load_explicit(granted, memory_order_acquire) != PRT_GRANT_DONE; i++) {
+		if (i < 128)
+			prt__cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 /*
@@ -218,7 +275,7 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 	else if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (!f) {
-		prt__futex_wake(h->futex, 1); /* harmless if the thread already left */
+		thread_grant_wake(h->futex);
 	} else if (h->sleeping && h->parker) {
 		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	} else if (h->sleeping) {
@@ -226,6 +283,10 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 	} else if (!prt__detach_donor(f)) {
 		/* Queued as a donor: runnable now. Send it home if queued away. */
 		prt__migrate_queued(f);
+	}
+	if (h->ref) {
+		prt__rt_put(h->ref);
+		h->ref = NULL;
 	}
 	if (w)
 		prt__after_handoff(w, f);
@@ -246,7 +307,7 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 	h->done = false;
 	prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (!f) {
-		prt__futex_wake(h->futex, 1);
+		thread_grant_wake(h->futex);
 		return;
 	}
 	if (h->parker) {
@@ -257,9 +318,14 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 		f->parked = false;
 		prt__spin_unlock(&f->lock);
 		if (!parked)
-			return; /* it re-checks granted before parking */
+			f = NULL; /* it re-checks granted before parking */
 	}
-	prt__wake_here_locked(w, f);
+	if (f)
+		prt__wake_here_locked(w, f);
+	if (h->ref) {
+		prt__rt_put(h->ref); /* only for a mutex shared with another runtime */
+		h->ref = NULL;
+	}
 }
 
 /*
@@ -480,7 +546,10 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 	return err;
 }
 
-/* Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever); false on timeout. */
+/*
+ * Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever), and
+ * for its granter to be done with @rec; false on timeout (not granted).
+ */
 static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 {
 	/* acquire: pairs with the release in handoff_locked() */
@@ -496,6 +565,7 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 			return false;
 		prt__futex_wait_ns(granted, 0, deadline - now);
 	}
+	thread_grant_done(granted);
 	return true;
 }
 
@@ -532,6 +602,8 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
+	if (!err)
+		thread_grant_done(&rec.granted); /* handed over just as we timed out */
 	return err;
 }
 
@@ -752,13 +824,13 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 		handoff_wake(NULL, &h);
 		return;
 	}
-	/* From here the record may vanish. */
-	atomic_store_explicit(&r->granted, 1, memory_order_release);
+	/* From here a fiber's record may vanish; a thread's waits for thread_grant_wake. */
+	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	prt__spin_unlock(&m->wait_lock);
 	if (f)
 		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
 	else
-		prt__futex_wake(futex, 1);
+		thread_grant_wake(futex);
 }
 
 /* Waiting side: sleep until @r was handed the mutex, or until @deadline. */

@@ -64,12 +64,35 @@ struct prt__mwaiter {
 	 * since it may not have parked yet when the mutex is handed to it.
 	 */
 	bool parker;
-	/* On a condvar's list (the condvar's lock), not yet moved to the mutex. */
-	bool oncond;
+	/*
+	 * Condvar waiters only: PRT_CW_* (cond.c). Who moves the record off
+	 * the condvar, the signaller or the waiter's own timeout, is decided
+	 * by one compare-and-swap on this word, so a waiter that lost to a
+	 * signal learns it from its record and never touches the condvar
+	 * again (which may be destroyed and reused by then).
+	 */
+	atomic_uint cwait;
 	/* Its timed wait ended (PRT_TM_MUTEX timer): taken off the list. wait_lock. */
 	bool timedout;
-	/* 1 once the mutex was handed to this waiter; a thread's futex word. */
+	/*
+	 * Non-zero once the mutex was handed to this waiter. A plain
+	 * thread's futex word: PRT_GRANTED, then PRT_GRANT_DONE once the
+	 * granter's FUTEX_WAKE is done, so that the thread, which returns
+	 * only then, never leaves the record under a wake (mutex.c).
+	 */
 	atomic_uint granted;
+};
+
+/* struct prt__mwaiter.granted */
+#define PRT_GRANTED 1u
+#define PRT_GRANT_DONE 2u
+
+/* struct prt__mwaiter.cwait */
+enum {
+	PRT_CW_NONE = 0, /* a mutex waiter, not a condvar's */
+	PRT_CW_ONCOND,   /* on the condvar's list, waiting for a signal */
+	PRT_CW_MOVED,    /* a signal took it: on (or handed) the mutex */
+	PRT_CW_LEAVING,  /* timed out first: unlinks itself from the condvar */
 };
 
 /* Insert @r into @head after every waiter of its priority or higher (FIFO within a level). */

@@ -24,20 +24,114 @@
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prt_runtime *live_head; /* live_lock */
 
-bool prt__runtime_live(const struct prt_runtime *rt)
+/*
+ * Outside callers. A runtime's own fibers can never see it freed: destroy
+ * waits for every one of them to end and joins the workers first. Anyone
+ * else can: a plain thread, a fiber of another runtime, one of our own
+ * helper threads (offload, dump). Each of those holds a reference on the
+ * runtime (rt->ext_refs, 2 per caller) while it touches it, in the
+ * spirit of the kernel's percpu_ref (no new users once dying, wait for
+ * the current ones):
+ *
+ *   outside caller                        prt_runtime_destroy
+ *   --------------                        -------------------
+ *   take a reference, one of:             claim (live_lock): outside
+ *     enter: on the live list, not          spawns fail with -ESHUTDOWN
+ *       DYING (live_lock)                 wait until every fiber ended
+ *     tryget: not DYING (a fiber's lock   fetch_or PRT_RT_DYING: enter
+ *       held, with its id current)          and tryget fail from here
+ *     pin: waking a fiber not ended       wait until ext_refs == DYING
+ *   use rt, its workers, its fibers         (acquire)
+ *   put (release)                         stop workers, free
+ *
+ * Outside spawns also count themselves spawned (ext_spawned) under
+ * live_lock before destroy can claim, so its wait for the fibers to end
+ * includes theirs: a spawn that returned 0 has run when destroy returns.
+ * A pin never fails: the fiber it is about to wake keeps destroy from
+ * reaching DYING. Fibers calling into their own runtime take nothing:
+ * the fast paths (spawn, wake, unlock) gain no shared atomic.
+ */
+static atomic_uint ref_seq; /* futex: bumped when a dying runtime's last reference goes */
+
+static bool live_find(const struct prt_runtime *rt)
 {
-	struct prt__worker *w = prt__cur_worker();
 	const struct prt_runtime *r;
 
+	for (r = live_head; r && r != rt; r = r->live_next)
+		;
+	return r != NULL;
+}
+
+bool prt__rt_tryget(struct prt_runtime *rt)
+{
+	unsigned v = atomic_load_explicit(&rt->ext_refs, memory_order_relaxed);
+
+	do {
+		if (v & PRT_RT_DYING)
+			return false;
+		/* relaxed: ordered against destroy's fetch_or by this word's modification order */
+	} while (!atomic_compare_exchange_weak_explicit(&rt->ext_refs, &v, v + 2,
+							memory_order_relaxed,
+							memory_order_relaxed));
+	return true;
+}
+
+bool prt__rt_enter(const struct prt_runtime *rt, bool *ref)
+{
+	struct prt__worker *w = prt__cur_worker();
+	bool ok;
+
+	*ref = false;
 	if (!rt)
 		return false;
 	if (w && w->rt == rt)
 		return true;
 	pthread_mutex_lock(&live_lock);
-	for (r = live_head; r && r != rt; r = r->live_next)
-		;
+	ok = live_find(rt) && prt__rt_tryget((struct prt_runtime *)rt);
 	pthread_mutex_unlock(&live_lock);
-	return r != NULL;
+	return *ref = ok;
+}
+
+void prt__rt_put(const struct prt_runtime *rt)
+{
+	struct prt_runtime *r = (struct prt_runtime *)rt;
+
+	/* release: pairs with the acquire in drain_refs(), before destroy frees @rt */
+	if (atomic_fetch_sub_explicit(&r->ext_refs, 2, memory_order_release) != (2 | PRT_RT_DYING))
+		return;
+	/* The last one of a dying runtime: @rt may be gone now; wake on a process-wide word. */
+	atomic_fetch_add_explicit(&ref_seq, 1, memory_order_seq_cst);
+	prt__futex_wake(&ref_seq, INT_MAX);
+}
+
+int prt__rt_spawn_begin(struct prt_runtime *rt)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&live_lock);
+	if (!live_find(rt))
+		err = -EINVAL; /* destroyed, or not a runtime */
+	else if (rt->destroy_claimed)
+		err = -ESHUTDOWN;
+	if (!err) {
+		/* Under live_lock: destroy, which claims under it, then sees these. */
+		atomic_fetch_add_explicit(&rt->ext_spawned, 1, memory_order_relaxed);
+		prt__rt_pin(rt);
+	}
+	pthread_mutex_unlock(&live_lock);
+	return err;
+}
+
+void prt__rt_spawn_end(struct prt_runtime *rt, bool failed)
+{
+	if (failed) {
+		/* release: pairs with the acquire in all_exited() */
+		atomic_fetch_sub_explicit(&rt->ext_spawned, 1, memory_order_release);
+		/* Destroy may wait for this count: look again (our reference keeps @rt). */
+		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
+		prt__futex_wake(&rt->destroy_seq, INT_MAX);
+	}
+	prt__rt_put(rt);
 }
 
 static void live_add(struct prt_runtime *rt)
@@ -51,14 +145,14 @@ static void live_add(struct prt_runtime *rt)
 /* Claim @rt for destruction: false if it is not live or already claimed. */
 static bool live_claim(struct prt_runtime *rt)
 {
-	struct prt_runtime *r;
 	bool ok = false;
 
 	pthread_mutex_lock(&live_lock);
-	for (r = live_head; r && r != rt; r = r->live_next)
-		;
-	if (r && !r->destroy_claimed)
-		ok = r->destroy_claimed = true;
+	if (live_find(rt) && !rt->destroy_claimed) {
+		ok = rt->destroy_claimed = true;
+		/* Fibers that end from here bump destroy_seq (one that misses it: the wait's timeout). */
+		atomic_store_explicit(&rt->destroying, true, memory_order_seq_cst);
+	}
 	pthread_mutex_unlock(&live_lock);
 	return ok;
 }
@@ -128,11 +222,12 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 static void runtime_free(struct prt_runtime *rt)
 {
 	/*
-	 * Offload helpers first: one that just woke its fiber may still be
-	 * in prt__enqueue, kicking that fiber's worker (its eventfd, its
-	 * struct) after the fiber, and so the runtime, finished.
+	 * Offload helpers first (idle by now: an offloading fiber waits for
+	 * its job, and the helper that woke it held a reference until it was
+	 * done with the runtime; see "Outside callers").
 	 */
 	prt__io_rt_fini(rt);
+	prt__fiber_chunks_release(rt);
 	for (int i = 0; rt->workers && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
@@ -146,7 +241,6 @@ static void runtime_free(struct prt_runtime *rt)
 	}
 	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);
 	prt__stack_depot_fini(rt);
-	prt__fiber_chunks_free(rt);
 	prt__stack_slabs_free(rt);
 	prt__topo_fini(&rt->topo);
 	if (rt->overflow_handler)
@@ -192,7 +286,6 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	rt->stack_size = cfg->stack_size ? cfg->stack_size : PRT_STACK_SIZE_DEFAULT;
 	rt->stack_size = prt__page_round_sat(rt->stack_size, (size_t)page);
 	rt->stack_pool_max = cfg->stack_pool_max ? cfg->stack_pool_max : PRT_STACK_POOL_DEFAULT;
-	atomic_init(&rt->next_id, 1);
 	prt__spin_init(&rt->desc_lock);
 	prt__spin_init(&rt->slab_lock);
 	prt__spin_init(&rt->depot_lock);
@@ -260,6 +353,33 @@ static bool all_exited(struct prt_runtime *rt)
 	return exited == spawned;
 }
 
+static void wait_all_exited(struct prt_runtime *rt)
+{
+	for (;;) {
+		unsigned seq = atomic_load(&rt->destroy_seq);
+
+		if (all_exited(rt))
+			return;
+		/* Exiting fibers bump destroy_seq; the timeout is a safety net. */
+		prt__futex_wait_ns(&rt->destroy_seq, seq, 10 * 1000 * 1000);
+	}
+}
+
+/* No new outside references from here; wait for those held to go. */
+static void drain_refs(struct prt_runtime *rt)
+{
+	atomic_fetch_or_explicit(&rt->ext_refs, PRT_RT_DYING, memory_order_seq_cst);
+	for (;;) {
+		unsigned seq = atomic_load_explicit(&ref_seq, memory_order_seq_cst);
+
+		/* acquire: pairs with the release in prt__rt_put() */
+		if (atomic_load_explicit(&rt->ext_refs, memory_order_acquire) == PRT_RT_DYING)
+			return;
+		/* prt__rt_put bumps ref_seq; the timeout is a safety net. */
+		prt__futex_wait_ns(&ref_seq, seq, 10 * 1000 * 1000);
+	}
+}
+
 PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 {
 	struct prt__worker *w = prt__cur_worker();
@@ -270,18 +390,13 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 		return -EDEADLK;
 	if (!live_claim(rt))
 		return -EINVAL; /* destroyed already (or being destroyed), or never created */
-	atomic_store(&rt->destroying, true);
-	for (;;) {
-		unsigned seq = atomic_load(&rt->destroy_seq);
-
-		if (all_exited(rt))
-			break;
-		/* Exiting fibers bump destroy_seq; the timeout is a safety net. */
-		prt__futex_wait_ns(&rt->destroy_seq, seq, 10 * 1000 * 1000);
-	}
+	/* Outside spawns from here fail (-ESHUTDOWN); those counted before have run when this returns. */
+	wait_all_exited(rt);
 	prt__dump_signal_fini(rt);
-	stop_workers(rt, rt->nworkers);
+	/* Outside callers still in (a joiner, a waker, a dump) finish; later ones fail. */
+	drain_refs(rt);
 	live_del(rt);
+	stop_workers(rt, rt->nworkers);
 	runtime_free(rt);
 	return 0;
 }
@@ -306,19 +421,35 @@ PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), v
 
 PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt)
 {
-	return prt__runtime_live(rt) ? rt->nworkers : -EINVAL;
+	bool ref;
+	int n;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	n = rt->nworkers;
+	if (ref)
+		prt__rt_put(rt);
+	return n;
 }
 
 PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt)
 {
-	return prt__runtime_live(rt) && rt->notice[0] ? rt->notice : NULL;
+	const char *n;
+	bool ref;
+
+	if (!prt__rt_enter(rt, &ref))
+		return NULL;
+	n = rt->notice[0] ? rt->notice : NULL; /* lives as long as @rt */
+	if (ref)
+		prt__rt_put(rt);
+	return n;
 }
 
-PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
+static int worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
 {
 	const struct prt__topo_worker *tw;
 
-	if (!prt__runtime_live(rt) || !out || index < 0 || index >= rt->nworkers)
+	if (!out || index < 0 || index >= rt->nworkers)
 		return -EINVAL;
 	tw = &rt->topo.w[index];
 	out->pu_os_index = tw->pu_os_index;
@@ -329,12 +460,24 @@ PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_work
 	return 0;
 }
 
-PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *order, int max)
+PRT_API int prt_runtime_worker_info(const prt_runtime_t *rt, int index, prt_worker_info_t *out)
+{
+	bool ref;
+	int err;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	err = worker_info(rt, index, out);
+	if (ref)
+		prt__rt_put(rt);
+	return err;
+}
+
+static int steal_order(const prt_runtime_t *rt, int index, int *order, int max)
 {
 	int n;
 
-	if (!prt__runtime_live(rt) || index < 0 || index >= rt->nworkers || max < 0 ||
-	    (max && !order))
+	if (index < 0 || index >= rt->nworkers || max < 0 || (max && !order))
 		return -EINVAL;
 	n = rt->nworkers - 1;
 	for (int i = 0; i < n && i < max; i++)
@@ -342,11 +485,24 @@ PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *ord
 	return n;
 }
 
-PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out)
+PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *order, int max)
+{
+	bool ref;
+	int n;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	n = steal_order(rt, index, order, max);
+	if (ref)
+		prt__rt_put(rt);
+	return n;
+}
+
+static int worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out)
 {
 	const struct prt__wstats *s;
 
-	if (!prt__runtime_live(rt) || !out || index < 0 || index >= rt->nworkers)
+	if (!out || index < 0 || index >= rt->nworkers)
 		return -EINVAL;
 	s = &rt->workers[index]->stats;
 	out->switches = atomic_load_explicit(&s->switches, memory_order_relaxed);
@@ -360,6 +516,19 @@ PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stat
 	out->io_submits = atomic_load_explicit(&s->io_submits, memory_order_relaxed);
 	out->io_ops = atomic_load_explicit(&s->io_ops, memory_order_relaxed);
 	return 0;
+}
+
+PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out)
+{
+	bool ref;
+	int err;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	err = worker_stats(rt, index, out);
+	if (ref)
+		prt__rt_put(rt);
+	return err;
 }
 
 PRT_API int prt_worker_index(void)

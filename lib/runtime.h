@@ -9,8 +9,10 @@
 
 /*
  * A runtime. Nothing here is global: two runtimes in one process share
- * no state (the only thread-local is the current worker pointer, which
- * also says which runtime the thread belongs to).
+ * no state but the live list (runtime.c), the fiber ids and descriptor
+ * depot (fiber.c) and the signal handlers (signal.c); the only
+ * thread-local is the current worker pointer, which also says which
+ * runtime the thread belongs to.
  */
 struct prt_runtime {
 	struct prt__topo topo;
@@ -31,10 +33,22 @@ struct prt_runtime {
 	atomic_bool stopping prt__cacheline_aligned; /* workers exit when idle */
 	atomic_bool destroying;                     /* prt_runtime_destroy waits */
 	atomic_uint destroy_seq;                    /* futex: bumped when a fiber ends */
-	_Atomic uint64_t next_id;                   /* id blocks are taken from here */
-	_Atomic uint64_t ext_spawned;               /* fibers spawned by plain threads */
+	/*
+	 * Fibers spawned from outside the runtime, counted (under live_lock,
+	 * runtime.c) before the spawn does anything else; a spawn that then
+	 * fails takes its count back.
+	 */
+	_Atomic uint64_t ext_spawned;
 	atomic_uint rr;                             /* round robin for plain-thread spawns */
 	atomic_int started;                         /* workers that finished start-up */
+
+	/*
+	 * References held by calls from outside the runtime (plain threads,
+	 * other runtimes' fibers), 2 each, plus PRT_RT_DYING once destroy has
+	 * stopped taking new ones and waits for these to go (runtime.c,
+	 * "Outside callers"). Written only by outside callers: its own line.
+	 */
+	atomic_uint ext_refs prt__cacheline_aligned;
 
 	/* Descriptor chunks, and the free list used by plain threads. */
 	prt__spinlock_t desc_lock;
@@ -57,17 +71,60 @@ struct prt_runtime {
 	bool overflow_handler;          /* holds the overflow handler (signal.c) */
 	/* On the live list (runtime.c) from create to destroy; live_lock. */
 	struct prt_runtime *live_next;
-	bool destroy_claimed;
+	bool destroy_claimed;                       /* live_lock */
 	int dump_pipe[2];
 	pthread_t dump_tid;
 };
 
 /*
- * Is @rt a runtime that exists (created, not yet freed)? Its own fibers
- * know it is; anyone else looks it up. Lets calls on a destroyed runtime
- * return -EINVAL instead of touching freed memory.
+ * Outside callers (runtime.c, "Outside callers"): a plain thread or a
+ * fiber of another runtime using @rt holds a reference on it for as long
+ * as it touches it, which prt_runtime_destroy waits for before it stops
+ * the workers and frees anything. A runtime's own fibers take none.
  */
-bool prt__runtime_live(const struct prt_runtime *rt);
+#define PRT_RT_DYING 1u
+
+/*
+ * A call given @rt by its caller: may it use @rt? True for @rt's own
+ * fibers (*@ref false), or with a reference taken (*@ref true: drop it
+ * with prt__rt_put) if @rt is live and destroy is not yet draining;
+ * false for anything else (destroyed, never created, being torn down).
+ */
+bool prt__rt_enter(const struct prt_runtime *rt, bool *ref);
+/*
+ * Take a reference on @rt, whose memory the caller knows is valid (it
+ * holds the lock of one of its fiber descriptors with a current id).
+ * False once destroy drains: every fiber has then ended.
+ */
+bool prt__rt_tryget(struct prt_runtime *rt);
+/* Drop a reference. @rt may be freed as soon as this returns. */
+void prt__rt_put(const struct prt_runtime *rt);
+
+/*
+ * Take a reference on @rt knowing destroy cannot be draining: the
+ * caller is about to make runnable a fiber of @rt that has not ended
+ * (destroy drains only once every fiber has ended).
+ */
+static inline void prt__rt_pin(struct prt_runtime *rt)
+{
+	/*
+	 * relaxed: it only has to come before destroy's fetch_or of
+	 * PRT_RT_DYING in the order of this word, and it does: that fetch_or
+	 * follows (acquire) the end of the fiber we are about to wake.
+	 */
+	unsigned old = atomic_fetch_add_explicit(&rt->ext_refs, 2, memory_order_relaxed);
+
+	prt__assert(!(old & PRT_RT_DYING));
+	(void)old;
+}
+
+/*
+ * A spawn from outside @rt: count it spawned and take a reference, or
+ * -EINVAL (not a live runtime), -ESHUTDOWN (being destroyed). End it
+ * with prt__rt_spawn_end(), @failed if nothing was queued.
+ */
+int prt__rt_spawn_begin(struct prt_runtime *rt);
+void prt__rt_spawn_end(struct prt_runtime *rt, bool failed);
 
 /*
  * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,

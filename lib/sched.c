@@ -80,6 +80,7 @@
 #include "alloc.h"
 
 #include "arch/ctx.h"
+#include "fault.h"
 #include "runtime.h"
 
 #if PRT_USE_ASAN
@@ -366,6 +367,7 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&t->rq.lock);
+	prt__fault_pause(PRT_PAUSE_ENQUEUED); /* test builds: @f may run and end here */
 	if (sleeps || rt->nworkers > 1)
 		wake_for(t, any, some ? f : NULL, sleeps, idle, spin);
 }
@@ -448,23 +450,50 @@ static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fib
 	return NULL;
 }
 
-/* Where a fiber made runnable goes: the waker's worker, else where it ran, else nearest allowed. */
-struct prt__worker *prt__select_worker(struct prt__fiber *f)
+/* prt__select_worker, @cur being the caller's worker if it is one of f->rt's. */
+static struct prt__worker *select_worker(struct prt__fiber *f, struct prt__worker *cur)
 {
-	struct prt_runtime *rt = f->rt;
-	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
 	struct prt__worker *last = PRT_READ_ONCE(f->last_worker);
 
 	if (cur && prt__fiber_allowed(f, cur->index))
 		return cur;
 	if (last && prt__fiber_allowed(f, last->index))
 		return last;
-	return first_allowed(rt, f, cur ? cur : last);
+	return first_allowed(f->rt, f, cur ? cur : last);
 }
+
+/* Where a fiber made runnable goes: the waker's worker, else where it ran, else nearest allowed. */
+struct prt__worker *prt__select_worker(struct prt__fiber *f)
+{
+	return select_worker(f, prt__worker_of(f->rt, prt__cur_worker()));
+}
+
+static void wake(struct prt__worker *t, struct prt__fiber *f);
 
 void prt__wake(struct prt__fiber *f)
 {
-	struct prt__worker *t = prt__select_worker(f);
+	struct prt_runtime *rt = f->rt;
+	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
+
+	if (prt__likely(cur)) {
+		wake(select_worker(f, cur), f);
+		return;
+	}
+	/*
+	 * From outside the runtime (a plain thread, another runtime's fiber,
+	 * a helper thread): once queued, @f may run and end, and destroy
+	 * free everything, while we still kick its worker. Hold a reference
+	 * across (runtime.c, "Outside callers"); @f has not ended yet, so
+	 * destroy cannot be draining.
+	 */
+	prt__rt_pin(rt);
+	wake(select_worker(f, NULL), f);
+	prt__rt_put(rt);
+}
+
+/* Queue @f (asleep, or new) on @t, with the donors attached to it. */
+static void wake(struct prt__worker *t, struct prt__fiber *f)
+{
 	struct prt__list donors;
 
 	/*

@@ -259,7 +259,10 @@ void *prt__worker_main(void *arg);
  * Make @f (BLOCKED, or new) runnable: choose a worker its affinity
  * allows (the caller's, else the one it last ran on, else the first
  * allowed), queue it at the tail of its level and wake a worker if one
- * sleeps that should take it. Context: any thread.
+ * sleeps that should take it. Context: any thread; from outside f's
+ * runtime it holds a reference on it throughout (runtime.c, "Outside
+ * callers"), which is why @f must not have ended: the caller is its one
+ * waker.
  */
 void prt__wake(struct prt__fiber *f);
 /*
@@ -272,7 +275,11 @@ int prt__wake_parked(struct prt__fiber *f);
 struct prt__worker *prt__select_worker(struct prt__fiber *f);
 /* Wait until @f's stack is no longer in use (on_cpu == 0). */
 void prt__wait_off_cpu(struct prt__fiber *f);
-/* Queue @f on @w (allowed there) and wake as needed. */
+/*
+ * Queue @f on @w (allowed there) and wake as needed. Context: a fiber or
+ * worker of w's runtime, or an outside caller holding a reference on it
+ * (it kicks @w after @f may already have run and ended).
+ */
 void prt__enqueue(struct prt__worker *w, struct prt__fiber *f);
 
 /*

@@ -24,10 +24,11 @@ struct prt__fiber;
 /*
  * A fiber handle, passed by value like pthread_t. It names one fiber
  * for that fiber's life: fiber descriptors are reused but never freed
- * while the runtime lives, and the handle carries the fiber's id, so a
- * handle to a fiber that was joined (or detached and finished) is
- * recognised as stale (-ESRCH) instead of touching another fiber.
- * Treat the fields as private.
+ * (a destroyed runtime's go to the next runtime), and the handle
+ * carries the fiber's id, unique in the process, so a handle to a fiber
+ * that was joined (or detached and finished), or whose runtime was
+ * destroyed, is recognised as stale (-ESRCH) instead of touching
+ * another fiber. Treat the fields as private.
  */
 typedef struct prt_fiber {
 	struct prt__fiber *p;
@@ -70,7 +71,9 @@ PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
  * below PRT_STACK_SIZE_MIN, an affinity that names no worker or names
  * an index >= the number of workers, or a NULL @out for a joinable
  * fiber; -ENOMEM (memory or mappings exhausted); -ESHUTDOWN if @rt is
- * being destroyed. Nothing is created on failure.
+ * being destroyed (from outside @rt: its own fibers may still spawn).
+ * Nothing is created on failure. A spawn from outside @rt that returns 0
+ * has its fiber run before a racing prt_runtime_destroy returns.
  * Context: any thread; never switches.
  */
 PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
@@ -82,7 +85,8 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
  *
  * Returns 0, -EDEADLK if @f is the caller, -EINVAL if @f is detached or
  * another caller is already joining it, -ESRCH if @f was already joined
- * or is otherwise stale.
+ * or is otherwise stale (its runtime destroyed, or being destroyed with
+ * @f finished: destroy reaps it).
  * Context: a fiber (parks only the fiber: a scheduling point) or a plain
  * thread (blocks the thread).
  */
@@ -123,7 +127,7 @@ PRT_API prt_fiber_t prt_self(void);
 /* 1 if @a and @b name the same fiber, else 0. */
 PRT_API int prt_fiber_equal(prt_fiber_t a, prt_fiber_t b);
 
-/* @f's id: unique within its runtime, never 0. Also valid on stale handles. */
+/* @f's id: unique in the process, never 0. Also valid on stale handles. */
 PRT_API uint64_t prt_fiber_id(prt_fiber_t f);
 
 /*

@@ -161,7 +161,15 @@ typedef union prt_cond {
 
 /* Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
 PRT_API int prt_cond_init(prt_cond_t *c);
-/* Returns 0, EBUSY if waiters remain, EINVAL. Context: any thread. */
+/*
+ * Returns 0, EBUSY if waiters remain, EINVAL. As POSIX allows, it may be
+ * called (and the memory reused) right after a broadcast, while the
+ * woken waiters still wait for the mutex: they never touch the condvar
+ * again. A waiter whose timed wait ended just before the broadcast
+ * reached it still unlinks itself; destroy waits for that (a few
+ * instructions, as glibc's does). Context: any thread, never switches
+ * fibers.
+ */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
 /*
@@ -175,8 +183,10 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
 
 /*
  * As prt_cond_wait, but stop waiting at @abstime (absolute
- * CLOCK_REALTIME): returns ETIMEDOUT, with @m held again (a signal that
- * already moved the waiter to the mutex wins: 0). EINVAL for a bad
+ * CLOCK_REALTIME): returns ETIMEDOUT, with @m held again. Exactly one of
+ * the timeout and a signal wins: a signal that already moved the waiter
+ * to the mutex wins (0, even if the deadline passes while it waits for
+ * the mutex), and the waiter then never touches @c again. EINVAL for a bad
  * @abstime (NULL, tv_nsec outside [0, 1e9)), without waiting; a time
  * already past times out and one too far to represent never does, as
  * for prt_mutex_timedlock. ENOMEM (no timer memory), also with @m held

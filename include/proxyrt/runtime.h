@@ -149,12 +149,22 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
  * then stop the workers and free everything, including fibers that
  * finished but were never joined.
  *
+ * Calls from outside @rt (plain threads, fibers of other runtimes) may
+ * race it: destroy first refuses new outside spawns (-ESHUTDOWN) and
+ * waits for every fiber, including those of outside spawns that returned
+ * 0, to end; then it refuses every other outside call (as for a
+ * destroyed runtime: -EINVAL, or -ESRCH for a fiber handle) and waits
+ * for those still in progress (a join, an unlock waking one of its
+ * fibers, a dump) to finish before it stops the workers and frees
+ * anything. No call ever touches a freed runtime.
+ *
  * Returns 0, -EINVAL if @rt is NULL or not a live runtime (destroyed
  * already, or being destroyed by another call), or -EDEADLK if called
  * from one of @rt's own fibers (it would wait for itself). Every call
  * given a destroyed runtime returns -EINVAL (NULL for
  * prt_runtime_notice), unless a new runtime has since been created at
- * the same address.
+ * the same address; fiber handles of a destroyed runtime are stale
+ * (-ESRCH), whatever has been created since.
  * Context: a plain thread or a fiber of another runtime; blocks the
  * calling thread.
  */
@@ -170,13 +180,17 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt);
 PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
 		    void **result);
 
-/* Number of workers of @rt, or -EINVAL. Context: any thread. */
+/*
+ * Number of workers of @rt, or -EINVAL (not live, or being torn down by
+ * prt_runtime_destroy). Context: any thread, never switches.
+ */
 PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt);
 
 /*
  * A notice about how the runtime was set up (for example why workers
- * are not bound), or NULL if there is nothing to say. The string lives
- * as long as @rt. Context: any thread.
+ * are not bound), or NULL if there is nothing to say (or @rt is not
+ * live). The string lives as long as @rt. Context: any thread, never
+ * switches.
  */
 PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
 
@@ -197,7 +211,9 @@ PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
  *
  * Nothing is stopped: each line is a snapshot of its fiber as the dump
  * passed it. Also available on a signal: see cfg.dump_signal.
- * Returns 0, -EINVAL (NULL @rt, negative @fd) or the -errno of write(2).
+ * Returns 0, -EINVAL (NULL or not live @rt, negative @fd) or the -errno
+ * of write(2). A prt_runtime_destroy racing it waits for it to finish
+ * (or it returns -EINVAL if destroy got there first).
  * Context: any thread, including @rt's own fibers (it blocks in write(2)).
  */
 PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd);
@@ -247,7 +263,8 @@ typedef struct prt_worker_stats {
 
 /*
  * Read worker @index's counters (a racy but tear-free snapshot while the
- * runtime runs). Returns 0 or -EINVAL. Context: any thread.
+ * runtime runs). Returns 0 or -EINVAL. Context: any thread, never
+ * switches.
  */
 PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out);
 
