@@ -103,7 +103,7 @@ static int b_go, b_log[8], b_n, b_waiting;
 static void *b_waiter(void *arg)
 {
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
-	b_waiting++;
+	__atomic_fetch_add(&b_waiting, 1, __ATOMIC_SEQ_CST); /* b_main polls it without b_m */
 	while (!b_go)
 		FIBER_CHECK(prt_cond_wait(&b_c, &b_m) == 0);
 	b_log[b_n++] = (int)(intptr_t)arg;
@@ -118,7 +118,8 @@ static void *b_main(void *arg)
 	prt_fiber_t f[5];
 
 	(void)arg;
-	b_go = b_n = b_waiting = 0;
+	b_go = b_n = 0;
+	__atomic_store_n(&b_waiting, 0, __ATOMIC_SEQ_CST);
 	for (int i = 0; i < 5; i++) {
 		f[i] = test_spawn(rt, prio[i], -1, b_waiter, (void *)(intptr_t)i);
 		while (__atomic_load_n(&b_waiting, __ATOMIC_SEQ_CST) <= i)
