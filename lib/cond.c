@@ -10,6 +10,13 @@
  * the mutex, so a signaller that takes the mutex first cannot miss it;
  * the grant may then come before the waiter has parked, which the park
  * protocol of prt__mutex_wait_granted absorbs.
+ *
+ * Priority changes: a waiting fiber publishes its record (wait_cond,
+ * cwait, under its own lock) before it reads its priority for the list,
+ * so prt_fiber_set_priority either changes it before that read or finds
+ * the record and re-sorts it (prt__cond_reprio). The record and the
+ * condvar stay valid while wait_cond is set: the wait clears it, under
+ * the fiber's lock, before it returns.
  */
 #include <string.h>
 
@@ -61,6 +68,57 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 	return busy ? EBUSY : 0;
 }
 
+/* Put waiter @r on @c's list, c->lock held (lock order: condvar -> fiber). */
+static void wait_begin(struct prt__cond *c, struct prt__mwaiter *r)
+{
+	struct prt__fiber *f = r->fiber;
+
+	if (f) {
+		prt__spin_lock(&f->lock);
+		f->wait_cond = c;
+		f->cwait = r;
+		prt__spin_unlock(&f->lock);
+		/* After publishing: a later change re-sorts us, an earlier one is read here. */
+		r->prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	}
+	prt__mwaiter_insert(&c->waiters, r);
+	r->oncond = true;
+}
+
+/* The wait of @r is over, off the condvar: a prt__cond_reprio holding our lock finishes first. */
+static void wait_end(struct prt__mwaiter *r)
+{
+	struct prt__fiber *f = r->fiber;
+
+	if (!f)
+		return;
+	prt__spin_lock(&f->lock);
+	f->wait_cond = NULL;
+	f->cwait = NULL;
+	prt__spin_unlock(&f->lock);
+}
+
+bool prt__cond_reprio(struct prt__fiber *f)
+{
+	struct prt__cond *c = f->wait_cond;
+	struct prt__mwaiter *r = f->cwait;
+	int prio;
+
+	if (!c)
+		return true;
+	if (!prt__spin_trylock(&c->lock))
+		return false;
+	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	/* Moved to the mutex already: prt__waits_reprio's mutex side has it. */
+	if (r->oncond && r->prio != prio) {
+		prt__list_del(&r->node);
+		r->prio = prio; /* to the tail of its new level */
+		prt__mwaiter_insert(&c->waiters, r);
+	}
+	prt__spin_unlock(&c->lock);
+	return true;
+}
+
 static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__cond *c = cond_of(uc);
@@ -79,7 +137,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
 	rec.token = prt__mutex_self_token();
-	rec.prio = w ? atomic_load_explicit(&w->curr->prio, memory_order_relaxed) : PRT_PRIO_DEFAULT;
+	rec.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
 	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != rec.token)
 		return EPERM;
 	prt__spin_lock(&c->lock);
@@ -89,8 +147,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return EINVAL;
 	}
 	c->m = m;
-	prt__mwaiter_insert(&c->waiters, &rec);
-	rec.oncond = true;
+	wait_begin(c, &rec);
 	prt__spin_unlock(&c->lock);
 
 	err = prt__mutex_release_all(m, &count);
@@ -98,7 +155,9 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	err = prt__mutex_wait_granted(&rec, deadline);
-	if (err) {
+	if (!err) {
+		prt__mutex_held(rec.token); /* handed to us: we own it again */
+	} else {
 		/*
 		 * Timed out (or no memory for the timer). Still on the condvar:
 		 * leave it and take the mutex back as pthreads does. Already
@@ -115,14 +174,18 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		}
 		prt__spin_unlock(&c->lock);
 		if (oncond) {
-			int e = prt_mutex_lock(um);
+			int e = prt_mutex_lock(um); /* counts itself in nheld */
 
-			if (e)
+			if (e) {
+				wait_end(&rec);
 				return e; /* EDEADLK: a cycle through another mutex we hold */
+			}
 		} else {
-			err = prt__mutex_wait_granted(&rec, 0);
+			err = prt__mutex_wait_granted(&rec, 0); /* no deadline: 0, granted */
+			prt__mutex_held(rec.token);
 		}
 	}
+	wait_end(&rec);
 	/* We hold the mutex again (handed over, or taken back after a timeout). */
 	atomic_store_explicit(&m->count, count, memory_order_relaxed);
 	return err;
