@@ -98,12 +98,13 @@ static void test_queue_fibers_and_threads(void **state)
 
 static prt_mutex_t b_m = PRT_MUTEX_INITIALIZER;
 static prt_cond_t b_c = PRT_COND_INITIALIZER;
-static int b_go, b_log[8], b_n, b_waiting;
+static int b_go, b_log[8], b_n;
+static atomic_int b_waiting; /* read by b_main without b_m */
 
 static void *b_waiter(void *arg)
 {
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
-	b_waiting++;
+	atomic_fetch_add(&b_waiting, 1);
 	while (!b_go)
 		FIBER_CHECK(prt_cond_wait(&b_c, &b_m) == 0);
 	b_log[b_n++] = (int)(intptr_t)arg;
@@ -118,10 +119,11 @@ static void *b_main(void *arg)
 	prt_fiber_t f[5];
 
 	(void)arg;
-	b_go = b_n = b_waiting = 0;
+	b_go = b_n = 0;
+	atomic_store(&b_waiting, 0);
 	for (int i = 0; i < 5; i++) {
 		f[i] = test_spawn(rt, prio[i], -1, b_waiter, (void *)(intptr_t)i);
-		while (__atomic_load_n(&b_waiting, __ATOMIC_SEQ_CST) <= i)
+		while (atomic_load(&b_waiting) <= i)
 			prt_sleep_ns(100000);
 	}
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
