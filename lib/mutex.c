@@ -113,40 +113,75 @@ static prt__cold struct prt__tself *tself_new(void)
 	return t;
 }
 
+/* The caller as an owner: its token, and its count of mutexes held. */
+struct owner {
+	uintptr_t tok;
+	atomic_uint *nheld; /* NULL for a thread that never locked */
+};
+
 /*
- * A plain thread's token, for a call that may make it an owner: 0 if its
- * first lock finds no memory for its identity.
+ * A plain thread as an owner, for a call that may make it one: false if
+ * its first lock finds no memory for its identity.
  */
-static uintptr_t thread_token(void)
+static bool thread_owner(struct owner *me)
 {
 	struct prt__tself *t = tself();
 
 	if (prt__unlikely(!t) && !(t = tself_new()))
-		return 0;
-	return (uintptr_t)t | PRT_MTX_THREAD;
+		return false;
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = &t->nheld;
+	return true;
 }
 
-/* The caller's token, to compare with an owner word: a thread that never locked owns nothing. */
-static inline uintptr_t token_of(struct prt__worker *w)
+/* The caller as an owner (lock calls); false: ENOMEM (thread_owner). */
+static inline bool owner_self(struct prt__worker *w, struct owner *me)
 {
-	return w ? (uintptr_t)w->curr : ((uintptr_t)tself() | PRT_MTX_THREAD);
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return true;
+	}
+	return thread_owner(me);
 }
 
-/* The owner @tok (the caller) now holds @d (1 or -1u) more mutexes. */
-static inline void held_add(uintptr_t tok, unsigned d)
+/*
+ * The caller as an owner, to compare with an owner word (unlock): a
+ * thread that never locked gets PRT_MTX_THREAD alone, which owns nothing.
+ */
+static inline void owner_peek(struct prt__worker *w, struct owner *me)
 {
-	atomic_uint *n = (tok & PRT_MTX_THREAD) ?
-		&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->nheld :
-		&((struct prt__fiber *)tok)->nheld;
+	struct prt__tself *t;
 
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return;
+	}
+	t = tself();
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = t ? &t->nheld : NULL;
+}
+
+/* The caller now holds @d (1 or -1u) more mutexes (@nheld: its count). */
+static inline void held_add(atomic_uint *nheld, unsigned d)
+{
 	/* One writer, the owner itself: no read-modify-write needed. */
-	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + d,
+	atomic_store_explicit(nheld, atomic_load_explicit(nheld, memory_order_relaxed) + d,
 			      memory_order_relaxed);
+}
+
+/* The count of the owner whose token is @tok (the caller). */
+static atomic_uint *nheld_of(uintptr_t tok)
+{
+	if (tok & PRT_MTX_THREAD)
+		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->nheld;
+	return &((struct prt__fiber *)tok)->nheld;
 }
 
 void prt__mutex_held(uintptr_t token)
 {
-	held_add(token, 1);
+	held_add(nheld_of(token), 1);
 }
 
 static struct prt__mutex *waits_on(uintptr_t tok)
@@ -696,7 +731,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 	}
 	err = w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
 	if (!err)
-		held_add(tok, 1);
+		held_add(nheld_of(tok), 1);
 	return err;
 }
 
@@ -704,15 +739,14 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, zero = 0;
+	struct owner me;
+	uintptr_t zero = 0;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_lock", um);
 	w = prt__cur_worker();
-	if (prt__likely(w))
-		tok = (uintptr_t)w->curr;
-	else if (!(tok = thread_token()))
+	if (prt__unlikely(!owner_self(w, &me)))
 		return ENOMEM;
 	/*
 	 * acquire: pairs with the release in unlock. release: publishes the
@@ -720,13 +754,13 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	 * walks that load m->owner and read it. Every CAS that takes the lock
 	 * does both; on x86 it is the same instruction.
 	 */
-	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok,
+	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok,
 								 memory_order_acq_rel,
 								 memory_order_relaxed))) {
-		held_add(tok, 1);
+		held_add(me.nheld, 1);
 		return 0;
 	}
-	return lock_slow(m, w, tok, 0);
+	return lock_slow(m, w, me.tok, 0);
 }
 
 bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
@@ -747,26 +781,25 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, zero = 0;
+	struct owner me;
+	uintptr_t zero = 0;
 	uint64_t deadline;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_timedlock", um);
 	w = prt__cur_worker();
-	if (w)
-		tok = (uintptr_t)w->curr;
-	else if (!(tok = thread_token()))
+	if (!owner_self(w, &me))
 		return ENOMEM;
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok, memory_order_acq_rel,
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
 						    memory_order_relaxed)) {
-		held_add(tok, 1);
+		held_add(me.nheld, 1);
 		return 0;
 	}
 	if (!prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
-	return lock_slow(m, w, tok, deadline);
+	return lock_slow(m, w, me.tok, deadline);
 }
 
 static int self_prio(struct prt__worker *w)
@@ -778,29 +811,29 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, o = 0;
+	struct owner me;
+	uintptr_t o = 0;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_trylock", um);
 	w = prt__cur_worker();
-	if (w)
-		tok = (uintptr_t)w->curr;
-	else if (!(tok = thread_token()))
+	if (!owner_self(w, &me))
 		return ENOMEM;
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acq_rel,
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, me.tok, memory_order_acq_rel,
 						    memory_order_relaxed)) {
-		held_add(tok, 1);
+		held_add(me.nheld, 1);
 		return 0;
 	}
 	/* Released with waiters: take it if no waiter outranks us. */
 	while (!(o & ~PRT_MTX_FLAGS) && may_steal(m, o, self_prio(w)))
-		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
+		if (atomic_compare_exchange_weak_explicit(&m->owner, &o,
+							  me.tok | (o & PRT_MTX_WAITERS),
 							  memory_order_acq_rel, memory_order_relaxed)) {
-			held_add(tok, 1);
+			held_add(me.nheld, 1);
 			return 0;
 		}
-	if ((o & ~PRT_MTX_WAITERS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
+	if ((o & ~PRT_MTX_WAITERS) == me.tok && m->type == PRT_MUTEX_RECURSIVE) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
 
 		if (c == UINT_MAX)
@@ -867,16 +900,17 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, o;
+	struct owner me;
+	uintptr_t o;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_unlock", um);
 	w = prt__cur_worker();
-	tok = token_of(w);
-	o = tok;
+	owner_peek(w, &me);
+	o = me.tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
-	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == tok) {
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
 		atomic_store_explicit(&m->count, m->count - 1, memory_order_relaxed);
 		return 0;
 	}
@@ -884,12 +918,12 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &o, 0,
 								 memory_order_release,
 								 memory_order_relaxed))) {
-		held_add(tok, -1u);
+		held_add(me.nheld, -1u); /* we owned it: not NULL */
 		return 0;
 	}
-	if ((o & ~PRT_MTX_WAITERS) != tok)
+	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
-	held_add(tok, -1u); /* unlock_slow cannot fail */
+	held_add(me.nheld, -1u); /* unlock_slow cannot fail */
 	return unlock_slow(m, w);
 }
 
@@ -897,7 +931,10 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 
 uintptr_t prt__mutex_self_token(void)
 {
-	return token_of(prt__cur_worker());
+	struct owner me;
+
+	owner_peek(prt__cur_worker(), &me);
+	return me.tok;
 }
 
 /*
