@@ -30,6 +30,15 @@
  * A LEAVING record stays on the list until its waiter unlinks it under
  * c->lock; prt_cond_destroy waits for that (a few instructions), so the
  * condvar outlives every waiter that may still touch it.
+ *
+ * Priority changes: a waiting fiber publishes its record (wait_cond,
+ * cwait, under its own lock) before it reads its priority for the list,
+ * so prt_fiber_set_priority either changes it before that read or finds
+ * the record and re-sorts it (prt__cond_reprio). The record and the
+ * condvar stay valid while wait_cond is set: whoever unlinks the record
+ * from the condvar (the signaller moving it, or the waiter leaving on a
+ * timeout) clears it, under c->lock and then the fiber's lock, so a
+ * condvar destroyed after a broadcast is never reached through it.
  */
 #include <sched.h>
 #include <string.h>
@@ -109,6 +118,8 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
  * moved @rec first. Returns true if we left (@c touched), false if the
  * signal won (@c not touched: it may be gone).
  */
+static void wait_end(struct prt__mwaiter *r);
+
 static bool leave(struct prt__cond *c, struct prt__mwaiter *rec)
 {
 	unsigned st = PRT_CW_ONCOND;
@@ -120,7 +131,69 @@ static bool leave(struct prt__cond *c, struct prt__mwaiter *rec)
 	/* Still linked: @c cannot be destroyed until we unlink (prt_cond_destroy). */
 	prt__spin_lock(&c->lock);
 	prt__list_del(&rec->node);
+	wait_end(rec);
 	prt__spin_unlock(&c->lock); /* our last access to @c */
+	return true;
+}
+
+/* Put waiter @r on @c's list, c->lock held (lock order: condvar -> fiber). */
+static void wait_begin(struct prt__cond *c, struct prt__mwaiter *r)
+{
+	struct prt__fiber *f = r->fiber;
+
+	if (f) {
+		prt__spin_lock(&f->lock);
+		f->wait_cond = c;
+		f->cwait = r;
+		prt__spin_unlock(&f->lock);
+		/* After publishing: a later change re-sorts us, an earlier one is read here. */
+		r->prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	}
+	atomic_store_explicit(&r->cwait, PRT_CW_ONCOND, memory_order_relaxed);
+	prt__mwaiter_insert(&c->waiters, r);
+}
+
+/*
+ * @r is off the condvar: unpublish it, after a prt__cond_reprio holding
+ * the fiber's lock is done. Called under c->lock by whoever unlinks @r
+ * (take_waiter, leave), so the fiber's wait_cond never names a condvar
+ * that may be destroyed; again by the waiter at the end (idempotent).
+ */
+static void wait_end(struct prt__mwaiter *r)
+{
+	struct prt__fiber *f = r->fiber;
+
+	if (!f)
+		return;
+	prt__spin_lock(&f->lock);
+	f->wait_cond = NULL;
+	f->cwait = NULL;
+	prt__spin_unlock(&f->lock);
+}
+
+bool prt__cond_reprio(struct prt__fiber *f)
+{
+	struct prt__cond *c = f->wait_cond;
+	struct prt__mwaiter *r = f->cwait;
+	int prio;
+
+	if (!c)
+		return true;
+	if (!prt__spin_trylock(&c->lock))
+		return false;
+	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	/*
+	 * wait_cond set under f->lock, which we hold: @r is still linked here
+	 * (ONCOND, or LEAVING until its waiter unlinks it); once moved to the
+	 * mutex, prt__waits_reprio's mutex side has it.
+	 */
+	if (atomic_load_explicit(&r->cwait, memory_order_relaxed) != PRT_CW_MOVED &&
+	    r->prio != prio) {
+		prt__list_del(&r->node);
+		r->prio = prio; /* to the tail of its new level */
+		prt__mwaiter_insert(&c->waiters, r);
+	}
+	prt__spin_unlock(&c->lock);
 	return true;
 }
 
@@ -142,7 +215,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
 	rec.token = prt__mutex_self_token();
-	rec.prio = w ? atomic_load_explicit(&w->curr->prio, memory_order_relaxed) : PRT_PRIO_DEFAULT;
+	rec.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
 	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != rec.token)
 		return EPERM;
 	prt__spin_lock(&c->lock);
@@ -152,8 +225,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return EINVAL;
 	}
 	c->m = m;
-	atomic_store_explicit(&rec.cwait, PRT_CW_ONCOND, memory_order_relaxed);
-	prt__mwaiter_insert(&c->waiters, &rec);
+	wait_begin(c, &rec);
 	prt__spin_unlock(&c->lock);
 
 	err = prt__mutex_release_all(m, &count);
@@ -164,12 +236,18 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	if (err && !leave(c, &rec)) {
 		/* A signal moved us first: it won (see the top of the file). */
 		err = prt__mutex_wait_granted(&rec, 0);
-	} else if (err) {
-		int e = prt_mutex_lock(um); /* take it back, as pthreads does */
-
-		if (e)
-			return e; /* EDEADLK: a cycle through another mutex we hold */
 	}
+	if (!err) {
+		prt__mutex_held(rec.token); /* handed to us: we own it again */
+	} else {
+		int e = prt_mutex_lock(um); /* take it back, as pthreads does; counts itself in nheld */
+
+		if (e) {
+			wait_end(&rec);
+			return e; /* EDEADLK: a cycle through another mutex we hold */
+		}
+	}
+	wait_end(&rec);
 	/* We hold the mutex again (handed over, or taken back after a timeout). */
 	atomic_store_explicit(&m->count, count, memory_order_relaxed);
 	return err;
@@ -207,6 +285,7 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
 			prt__list_del(&r->node);
+			wait_end(r); /* the condvar may be destroyed once we are done */
 			return r;
 		}
 	}

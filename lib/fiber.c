@@ -22,6 +22,7 @@
 #include "alloc.h"
 #include "arch/ctx.h"
 #include "fault.h"
+#include "mutex_int.h"
 #include "runtime.h"
 
 #define PRT_DESC_CHUNK 64
@@ -164,11 +165,34 @@ static struct prt__fiber *desc_alloc(struct prt_runtime *rt, struct prt__worker 
 	return f;
 }
 
+/*
+ * A fiber that ended holding mutexes: their owner words hold its
+ * descriptor's address for good (POSIX's default, stalled, robustness:
+ * glibc likewise leaves a dead owner's PI mutex locked), so the
+ * descriptor must never name another fiber. Keep it out of the free
+ * lists; it stays DEAD, its handles stale. The chain walks then find an
+ * owner that waits on nothing and will never run: deadlock detection
+ * sees no cycle through it, the pick puts its donors to sleep
+ * (proxy.c), nobody else may unlock. It costs one descriptor per fiber
+ * that ends so, a program bug the dump shows ("holding=").
+ */
+static prt__cold void fiber_keep(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	atomic_store_explicit(&f->kept, true, memory_order_relaxed);
+	prt__spin_unlock(&f->lock);
+}
+
 void prt__fiber_free(struct prt__fiber *f)
 {
 	struct prt_runtime *rt = f->rt;
 	struct prt__worker *w = prt__worker_of(rt, prt__cur_worker());
 
+	/* Its last write of nheld happened before its switch away, which our caller waited for. */
+	if (prt__unlikely(atomic_load_explicit(&f->nheld, memory_order_relaxed))) {
+		fiber_keep(f);
+		return;
+	}
 	atomic_store_explicit(&f->id, 0, memory_order_release);
 	atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
 	if (w) {
@@ -217,6 +241,13 @@ void prt__fiber_chunks_release(struct prt_runtime *rt)
 			prt__spin_lock(&f->lock);
 			atomic_store_explicit(&f->id, 0, memory_order_relaxed);
 			atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
+			/*
+			 * A kept descriptor (ended holding mutexes) is reused from
+			 * here on: a mutex held by a fiber of a destroyed runtime is
+			 * undefined to use (proxyrt/mutex.h).
+			 */
+			atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
+			atomic_store_explicit(&f->kept, false, memory_order_relaxed);
 			prt__spin_unlock(&f->lock);
 		}
 	}
@@ -321,6 +352,9 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	prt__list_init(&f->donors);
 	atomic_store_explicit(&f->attached_to, NULL, memory_order_relaxed);
 	f->mwait = NULL;
+	f->wait_cond = NULL;
+	f->cwait = NULL;
+	/* nheld is 0: only descriptors that hold nothing are reused (prt__fiber_free, _release). */
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);
@@ -518,7 +552,8 @@ static struct prt__fiber *lock_handle(prt_fiber_t h)
 	if (!f || !h.id)
 		return NULL;
 	prt__spin_lock(&f->lock);
-	if (atomic_load_explicit(&f->id, memory_order_relaxed) != h.id) {
+	if (atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
+	    atomic_load_explicit(&f->kept, memory_order_relaxed)) {
 		prt__spin_unlock(&f->lock);
 		return NULL;
 	}
@@ -555,6 +590,11 @@ static void put_ref(struct prt_runtime *ref)
 }
 
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result);
+
+struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h)
+{
+	return lock_handle(h);
+}
 
 PRT_API int prt_join(prt_fiber_t h, void **result)
 {
@@ -668,7 +708,13 @@ PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
 		return -EINVAL;
 	if (!(f = lock_handle_ref(h, &ref)))
 		return -ESRCH;
-	atomic_store_explicit(&f->prio, prio, memory_order_relaxed);
+	/*
+	 * seq_cst: a fiber joining a mutex's waiters stores its blocked_on
+	 * then loads its prio (mutex.c, insert()); prt__waits_reprio loads
+	 * blocked_on after this store. So either its record gets the new
+	 * priority or the re-sort finds it on the list.
+	 */
+	atomic_store_explicit(&f->prio, prio, memory_order_seq_cst);
 	prt__spin_unlock(&f->lock);
 	/*
 	 * Not under f->lock: the lock order is rq -> f->lock (proxy attach).
@@ -677,6 +723,8 @@ PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
 	 * reference keeps that queue's runtime.
 	 */
 	prt__requeue(f);
+	/* Then the waiter lists it is on, ordered by priority too. */
+	prt__waits_reprio(h);
 	put_ref(ref);
 	return 0;
 }

@@ -10,6 +10,7 @@ struct prt__worker;
 struct prt_runtime;
 struct prt__mutex;
 struct prt__mwaiter;
+struct prt__cond;
 
 /*
  * Fiber states. A fiber in a run queue is RUNNABLE; the one a worker
@@ -80,7 +81,19 @@ struct prt__fiber {
 	void *result;                     /* set by the fiber itself before DEAD */
 	/* Handle check: equal to the handle's id while the fiber exists, 0 when FREE. */
 	_Atomic uint64_t id;
-	/* Protects joiner, detached, reap, parked and permit. */
+	/*
+	 * Mutexes it holds (a recursive one counts once): its owner token is
+	 * in that many owner words. Written only by the fiber itself (relaxed:
+	 * one writer), read once it is DEAD, by prt__fiber_free.
+	 */
+	atomic_uint nheld;
+	/*
+	 * Ended holding mutexes, and joined or reaped: the descriptor is kept
+	 * (never reused, so the owner words name nobody else) and handles to
+	 * it are stale, but dumps still show it, DEAD, with its id.
+	 */
+	atomic_bool kept;
+	/* Protects joiner, detached, reap, parked, permit, wait_cond and cwait. */
 	prt__spinlock_t lock;
 	struct prt__waiter *joiner;       /* who waits in prt_join; lock */
 	bool detached;                    /* lock */
@@ -98,6 +111,14 @@ struct prt__fiber {
 	 */
 	_Atomic(struct prt__mutex *) blocked_on;
 	struct prt__mwaiter *mwait;       /* its waiter record while blocked_on; wait_lock */
+	/*
+	 * The condvar it waits on and its record there, from before it joins
+	 * the condvar's list until its wait returns (so both stay valid while
+	 * @lock is held and @wait_cond is set): for prt__cond_reprio. Written
+	 * by the fiber itself; lock.
+	 */
+	struct prt__cond *wait_cond;
+	struct prt__mwaiter *cwait;
 	/*
 	 * Donors attached while this fiber sleeps (linked by their rq_node),
 	 * re-queued with it when it wakes; @attached_to is the sleeping owner
@@ -179,7 +200,12 @@ void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, voi
  * chunks to the process-wide depot (fiber.c): never freed.
  */
 void prt__fiber_chunks_release(struct prt_runtime *rt);
-/* Free a descriptor to the calling worker's list (or the runtime's). */
+/*
+ * Free a descriptor to the calling worker's list (or the runtime's); one
+ * that still holds mutexes is kept instead (@kept).
+ */
 void prt__fiber_free(struct prt__fiber *f);
+/* Lock the fiber @h names (its @lock) and return it; NULL (not locked) if @h is stale. */
+struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h);
 
 #endif

@@ -8,12 +8,31 @@
  * owner chain for a cycle. Two fibers closing a cycle at once each store
  * their blocked_on then load the other's, so at least one sees the cycle
  * and returns EDEADLK (DESIGN.md, "Deadlock detection").
+ *
+ * Owners that end. An owner token is an address: a fiber's descriptor,
+ * a thread's struct prt__tself. Both outlive their holder and would be
+ * reused, and a token in an owner word must never come to name someone
+ * else (who could then unlock, relock, or be proxied or walked through
+ * as the owner). So each owner counts the mutexes it holds (nheld: a
+ * plain store next to the lock's one CAS, never shared), and one that
+ * ends holding any keeps its descriptor or prt__tself for good: the
+ * mutexes stay locked by an owner that waits on nothing and never runs.
+ * That is POSIX's default robustness (PTHREAD_MUTEX_STALLED: "no special
+ * actions are taken if the owner ... is terminated while holding the
+ * mutex lock"), which glibc also gives its PI mutexes, rather than
+ * robust mutexes: those need a list of what each owner holds (space the
+ * pthread-sized prt_mutex_t does not have) and callers that handle
+ * EOWNERDEAD. Waiters on such a mutex wait for good (timedlock: until
+ * their deadline); deadlock detection sees no cycle through the dead
+ * owner; the pick puts their donors to sleep (proxy.c).
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "fault.h"
 #include "mutex_int.h"
 #include "runtime.h"
@@ -27,17 +46,146 @@
  */
 #define PRT_MTX_SPIN_PAUSES 2
 
-static __thread struct prt__tself tls_tself __attribute__((tls_model("initial-exec")));
+/* ---- owner identities ------------------------------------------------------ */
 
-/* Only called on plain threads, which never switch: the address is stable. */
+/*
+ * Plain threads' identities. A thread gets one at its first lock (from
+ * the free list, else new) and gives it back when it ends holding no
+ * mutex (its key's destructor); one that ends holding some keeps it. All
+ * are on tself_all, so none is ever unreachable, and none is ever freed.
+ */
+static __thread struct prt__tself *tls_tself __attribute__((tls_model("initial-exec")));
+static pthread_once_t tself_once = PTHREAD_ONCE_INIT;
+static pthread_key_t tself_key;
+static bool tself_key_ok;               /* written once, under tself_once */
+static prt__spinlock_t tself_lock;      /* zero: unlocked */
+static struct prt__tself *tself_all;    /* tself_lock */
+static struct prt__tself *tself_free;   /* tself_lock */
+
+/* The calling thread's identity, or NULL if it never locked. Threads never switch. */
 static prt__noinline struct prt__tself *tself(void)
 {
-	return &tls_tself;
+	return tls_tself;
 }
 
-static inline uintptr_t token_of(struct prt__worker *w)
+/* The thread ends (key destructor): give its identity back unless a mutex names it. */
+static void tself_end(void *arg)
 {
-	return w ? (uintptr_t)w->curr : ((uintptr_t)tself() | PRT_MTX_THREAD);
+	struct prt__tself *t = arg;
+
+	tls_tself = NULL;
+	if (atomic_load_explicit(&t->nheld, memory_order_relaxed))
+		return; /* kept: see "Owners that end" */
+	prt__spin_lock(&tself_lock);
+	t->free_next = tself_free;
+	tself_free = t;
+	prt__spin_unlock(&tself_lock);
+}
+
+static void tself_key_create(void)
+{
+	tself_key_ok = pthread_key_create(&tself_key, tself_end) == 0;
+}
+
+/* Give the calling thread an identity; NULL if out of memory (or of keys). */
+static prt__cold struct prt__tself *tself_new(void)
+{
+	struct prt__tself *t;
+
+	if (pthread_once(&tself_once, tself_key_create) != 0 || !tself_key_ok)
+		return NULL;
+	prt__spin_lock(&tself_lock);
+	t = tself_free;
+	if (t)
+		tself_free = t->free_next;
+	prt__spin_unlock(&tself_lock);
+	if (!t) {
+		if (!(t = prt__zalloc(sizeof(*t))))
+			return NULL;
+		/* Fault builds count what runtimes hold: this is the process's, never freed. */
+		prt__fault_track(PRT_FAULT_ALLOC, -1);
+		prt__spin_lock(&tself_lock);
+		t->all_next = tself_all;
+		tself_all = t;
+		prt__spin_unlock(&tself_lock);
+	}
+	if (pthread_setspecific(tself_key, t) != 0) {
+		tself_end(t);
+		return NULL;
+	}
+	tls_tself = t;
+	return t;
+}
+
+/* The caller as an owner: its token, and its count of mutexes held. */
+struct owner {
+	uintptr_t tok;
+	atomic_uint *nheld; /* NULL for a thread that never locked */
+};
+
+/*
+ * A plain thread as an owner, for a call that may make it one: false if
+ * its first lock finds no memory for its identity.
+ */
+static bool thread_owner(struct owner *me)
+{
+	struct prt__tself *t = tself();
+
+	if (prt__unlikely(!t) && !(t = tself_new()))
+		return false;
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = &t->nheld;
+	return true;
+}
+
+/* The caller as an owner (lock calls); false: ENOMEM (thread_owner). */
+static inline bool owner_self(struct prt__worker *w, struct owner *me)
+{
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return true;
+	}
+	return thread_owner(me);
+}
+
+/*
+ * The caller as an owner, to compare with an owner word (unlock): a
+ * thread that never locked gets PRT_MTX_THREAD alone, which owns nothing.
+ */
+static inline void owner_peek(struct prt__worker *w, struct owner *me)
+{
+	struct prt__tself *t;
+
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return;
+	}
+	t = tself();
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = t ? &t->nheld : NULL;
+}
+
+/* The caller now holds @d (1 or -1u) more mutexes (@nheld: its count). */
+static inline void held_add(atomic_uint *nheld, unsigned d)
+{
+	/* One writer, the owner itself: no read-modify-write needed. */
+	atomic_store_explicit(nheld, atomic_load_explicit(nheld, memory_order_relaxed) + d,
+			      memory_order_relaxed);
+}
+
+/* The count of the owner whose token is @tok (the caller). */
+static atomic_uint *nheld_of(uintptr_t tok)
+{
+	if (tok & PRT_MTX_THREAD)
+		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->nheld;
+	return &((struct prt__fiber *)tok)->nheld;
+}
+
+void prt__mutex_held(uintptr_t token)
+{
+	held_add(nheld_of(token), 1);
 }
 
 static struct prt__mutex *waits_on(uintptr_t tok)
@@ -95,11 +243,19 @@ static void update_top(struct prt__mutex *m)
 static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 {
 	r->since = prt__now_ns();
+	/*
+	 * seq_cst store of blocked_on, then seq_cst load of prio: pairs with
+	 * prt_fiber_set_priority's store of prio then prt__waits_reprio's
+	 * load of blocked_on. Either the record gets the new priority here,
+	 * or the re-sort (which needs wait_lock) finds it on the list.
+	 */
+	set_waits_on(r->token, m);
+	if (r->fiber) {
+		r->prio = atomic_load(&r->fiber->prio);
+		r->fiber->mwait = r;
+	}
 	prt__mwaiter_insert(&m->waiters, r);
 	update_top(m);
-	if (r->fiber)
-		r->fiber->mwait = r;
-	set_waits_on(r->token, m);
 }
 
 /* @r was just unlinked from the list: it waits no more. */
@@ -116,27 +272,37 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 			   struct handoff *h);
 
 /*
+ * The first waiter changed from @was (it left, or priorities moved). If
+ * the lock is released to its waiters (lateral stealing), the new first
+ * waiter now owns the claim: one that sleeps cannot come for it, so it
+ * is handed the lock (@h, to wake once wait_lock is dropped). A runnable
+ * one takes it when it runs. wait_lock held.
+ */
+static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct handoff *h)
+{
+	struct prt__mwaiter *first = first_waiter(m);
+	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+
+	if (first && first != was && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
+		handoff_locked(m, o, first, h); /* fails only if taken meanwhile */
+}
+
+/*
  * Take @r off the list (it gives up: timeout, deadlock, no memory);
- * keeps the flag honest. If @r was first of a lock released to its
- * waiters (lateral stealing), the new first waiter now owns the claim:
- * one that sleeps cannot come for it, so it is handed the lock (@h, to
- * wake once wait_lock is dropped). A runnable one takes it when it runs.
+ * keeps the flag honest, and passes on a claim @r had (claim_moved).
  */
 static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff *h)
 {
-	bool was_first = m->waiters.next == &r->node;
-	struct prt__mwaiter *first;
+	struct prt__mwaiter *was = first_waiter(m);
 	uintptr_t o;
 
 	prt__list_del(&r->node);
 	forget_waiter(m, r);
-	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
-	first = first_waiter(m);
-	if (first) {
-		if (was_first && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
-			handoff_locked(m, o, first, h); /* fails only if taken meanwhile */
+	if (first_waiter(m)) {
+		claim_moved(m, was, h);
 		return;
 	}
+	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 	while ((o & PRT_MTX_WAITERS) &&
 	       !atomic_compare_exchange_weak(&m->owner, &o, o & ~PRT_MTX_WAITERS))
 		;
@@ -339,6 +505,9 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
+	/* A queued record is kept current (prt__waits_reprio); read a new one's now. */
+	if (!queued && r->fiber)
+		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_relaxed);
 	for (;;) {
 		struct prt__mwaiter *first = first_waiter(m);
 
@@ -396,14 +565,16 @@ static inline bool may_steal(struct prt__mutex *m, uintptr_t o, int prio)
  * handoff. Stops when the owner stops running, or the lock is handed
  * over or released to a waiter that outranks us. Returns true if taken.
  */
-static bool spin_acquire(struct prt__mutex *m, uintptr_t tok, int prio)
+static bool spin_acquire(struct prt__mutex *m, struct prt__fiber *self)
 {
+	uintptr_t tok = (uintptr_t)self;
+
 	for (int i = 0; i < PRT_MTX_SPIN; i++) {
 		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 		struct prt__fiber *f;
 
 		if (!(o & ~PRT_MTX_FLAGS)) {
-			if (!may_steal(m, o, prio))
+			if (!may_steal(m, o, atomic_load_explicit(&self->prio, memory_order_relaxed)))
 				return false;
 			/* acquire: pairs with the release of the unlock */
 			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
@@ -448,19 +619,27 @@ static int spin_queued(struct prt__mutex *m, struct prt__mwaiter *rec)
 	return 0;
 }
 
+/*
+ * The calling fiber's mutex wait is over (blocked_on is clear). A
+ * prt__waits_reprio that read blocked_on under our lock may still be
+ * busy with the mutex: let it finish before we return and our caller
+ * may free the mutex (a timed-out or EDEADLK caller does not own it).
+ */
+static void wait_end(struct prt__fiber *self)
+{
+	prt__spin_lock(&self->lock);
+	prt__spin_unlock(&self->lock);
+}
+
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
-	struct prt__mwaiter rec = {
-		.fiber = self,
-		.token = (uintptr_t)self,
-		.prio = atomic_load_explicit(&self->prio, memory_order_relaxed),
-	};
+	struct prt__mwaiter rec = { .fiber = self, .token = (uintptr_t)self }; /* prio: acquire_locked */
 	struct handoff h = { 0 };
 	bool proxy = use_proxy(m, self), queued = false, armed = false;
 	int err = 0;
 
-	if (w->rt->nworkers > 1 && spin_acquire(m, rec.token, rec.prio))
+	if (w->rt->nworkers > 1 && spin_acquire(m, self))
 		return 0; /* nothing armed yet */
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
@@ -543,6 +722,8 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 	handoff_wake(NULL, &h);
 	if (armed)
 		prt__timer_cancel(self);
+	if (queued)
+		wait_end(self);
 	return err;
 }
 
@@ -611,6 +792,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 				   uint64_t deadline)
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	int err;
 
 	if ((o & ~PRT_MTX_WAITERS) == tok) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
@@ -622,52 +804,63 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 		atomic_store_explicit(&m->count, c + 1, memory_order_relaxed);
 		return 0;
 	}
-	return w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
+	err = w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
+	if (!err)
+		held_add(nheld_of(tok), 1);
+	return err;
 }
 
 PRT_API int prt_mutex_lock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, zero = 0;
+	struct owner me;
+	uintptr_t zero = 0;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_lock", um);
 	w = prt__cur_worker();
-	tok = token_of(w);
+	if (prt__unlikely(!owner_self(w, &me)))
+		return ENOMEM;
 	/*
 	 * acquire: pairs with the release in unlock. release: publishes the
 	 * owner (its descriptor or a thread's struct prt__tself) to the chain
 	 * walks that load m->owner and read it. Every CAS that takes the lock
 	 * does both; on x86 it is the same instruction.
 	 */
-	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok,
+	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok,
 								 memory_order_acq_rel,
-								 memory_order_relaxed)))
+								 memory_order_relaxed))) {
+		held_add(me.nheld, 1);
 		return 0;
-	return lock_slow(m, w, tok, 0);
+	}
+	return lock_slow(m, w, me.tok, 0);
 }
 
 PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, zero = 0;
+	struct owner me;
+	uintptr_t zero = 0;
 	uint64_t deadline;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_timedlock", um);
 	w = prt__cur_worker();
-	tok = token_of(w);
+	if (!owner_self(w, &me))
+		return ENOMEM;
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, tok, memory_order_acq_rel,
-						    memory_order_relaxed))
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
+						    memory_order_relaxed)) {
+		held_add(me.nheld, 1);
 		return 0;
+	}
 	if (!prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
-	return lock_slow(m, w, tok, deadline);
+	return lock_slow(m, w, me.tok, deadline);
 }
 
 static int self_prio(struct prt__worker *w)
@@ -679,22 +872,29 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, o = 0;
+	struct owner me;
+	uintptr_t o = 0;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_trylock", um);
 	w = prt__cur_worker();
-	tok = token_of(w);
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, tok, memory_order_acq_rel,
-						    memory_order_relaxed))
+	if (!owner_self(w, &me))
+		return ENOMEM;
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, me.tok, memory_order_acq_rel,
+						    memory_order_relaxed)) {
+		held_add(me.nheld, 1);
 		return 0;
+	}
 	/* Released with waiters: take it if no waiter outranks us. */
 	while (!(o & ~PRT_MTX_FLAGS) && may_steal(m, o, self_prio(w)))
-		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, tok | (o & PRT_MTX_WAITERS),
-							  memory_order_acq_rel, memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(&m->owner, &o,
+							  me.tok | (o & PRT_MTX_WAITERS),
+							  memory_order_acq_rel, memory_order_relaxed)) {
+			held_add(me.nheld, 1);
 			return 0;
-	if ((o & ~PRT_MTX_WAITERS) == tok && m->type == PRT_MUTEX_RECURSIVE) {
+		}
+	if ((o & ~PRT_MTX_WAITERS) == me.tok && m->type == PRT_MUTEX_RECURSIVE) {
 		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
 
 		if (c == UINT_MAX)
@@ -761,26 +961,30 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	uintptr_t tok, o;
+	struct owner me;
+	uintptr_t o;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_unlock", um);
 	w = prt__cur_worker();
-	tok = token_of(w);
-	o = tok;
+	owner_peek(w, &me);
+	o = me.tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
-	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == tok) {
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
 		atomic_store_explicit(&m->count, m->count - 1, memory_order_relaxed);
 		return 0;
 	}
 	/* release: pairs with the acquire of the next lock */
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &o, 0,
 								 memory_order_release,
-								 memory_order_relaxed)))
+								 memory_order_relaxed))) {
+		held_add(me.nheld, -1u); /* we owned it: not NULL */
 		return 0;
-	if ((o & ~PRT_MTX_WAITERS) != tok)
+	}
+	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
+	held_add(me.nheld, -1u); /* unlock_slow cannot fail */
 	return unlock_slow(m, w);
 }
 
@@ -788,7 +992,10 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 
 uintptr_t prt__mutex_self_token(void)
 {
-	return token_of(prt__cur_worker());
+	struct owner me;
+
+	owner_peek(prt__cur_worker(), &me);
+	return me.tok;
 }
 
 /*
@@ -961,6 +1168,70 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	return prt__unattach(f);
 }
 
+/* ---- priority changes ---------------------------------------------------- */
+
+/*
+ * A waiter's priority changed (prt_fiber_set_priority). The kernel's
+ * rt_mutex_adjust_prio_chain re-sorts the task's waiter entry, then
+ * walks the owner chain, because every owner's boosted priority is a
+ * copy of its top waiter's. Proxy execution keeps no such copies: an
+ * owner runs for a donor without taking its priority, and the pick
+ * reads the donor's priority when it picks. What orders by priority is
+ * the donor's own run-queue entry (prt__requeue) and its own waiter
+ * record, on one list at a time: a condvar's, then a mutex's, whose
+ * first entry m->top caches. Re-sorting that record is the whole walk.
+ *
+ * The lock order is condvar lock -> wait_lock -> fiber lock, and the
+ * record is found from the fiber: so hold f->lock (the wait cannot end
+ * meanwhile: wait_end(), cond.c's wait_end) and only trylock the list's
+ * lock, dropping f->lock to retry, as adjust_prio_chain does with a
+ * task's pi_lock and the lock's wait_lock.
+ */
+static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
+{
+	/* seq_cst: pairs with insert() (see prt_fiber_set_priority) */
+	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	struct prt__mwaiter *r, *was;
+	int prio;
+
+	if (!m)
+		return true;
+	if (!prt__spin_trylock(&m->wait_lock))
+		return false;
+	r = f->mwait;
+	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m && r &&
+	    r->prio != prio) {
+		was = first_waiter(m);
+		prt__list_del(&r->node);
+		r->prio = prio; /* to the tail of its new level, as the run queue does */
+		prt__mwaiter_insert(&m->waiters, r);
+		update_top(m);
+		claim_moved(m, was, h);
+	}
+	prt__spin_unlock(&m->wait_lock);
+	return true;
+}
+
+void prt__waits_reprio(prt_fiber_t fh)
+{
+	struct handoff h = { 0 };
+
+	for (;;) {
+		struct prt__fiber *f = prt__fiber_lock_handle(fh);
+		bool done;
+
+		if (!f)
+			break; /* it ended: it waits on nothing */
+		done = prt__cond_reprio(f) && mutex_reprio(f, &h);
+		prt__spin_unlock(&f->lock);
+		if (done)
+			break;
+		prt__cpu_relax();
+	}
+	handoff_wake(NULL, &h);
+}
+
 /* ---- introspection ----------------------------------------------------------- */
 
 PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
@@ -971,7 +1242,7 @@ PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
 	if (max < 0 || (max > 0 && !out))
 		return -EINVAL;
 	/* Descriptors are type-stable: reading a stale one is safe, the id tells. */
-	if (!f || !h.id || atomic_load(&f->id) != h.id)
+	if (!f || !h.id || atomic_load(&f->id) != h.id || atomic_load(&f->kept))
 		return -ESRCH;
 	while (n < max) {
 		struct prt__mutex *m = atomic_load(&f->blocked_on);

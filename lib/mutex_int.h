@@ -10,7 +10,12 @@
 /*
  * Owner word: 0 when unlocked, else the owner's token with flag bits.
  * A fiber's token is its descriptor address; a plain thread's is the
- * address of its thread-local struct prt__tself, with PRT_MTX_THREAD.
+ * address of its struct prt__tself, with PRT_MTX_THREAD.
+ *
+ * A token names one owner for good: a fiber or thread that ends holding
+ * a mutex leaves it locked (POSIX's default "stalled" robustness), and
+ * its descriptor or prt__tself is never reused, so nobody else ever
+ * finds the mutex its own (see "Owners that end" in mutex.c).
  */
 #define PRT_MTX_WAITERS ((uintptr_t)1) /* the waiter list may be non-empty */
 #define PRT_MTX_THREAD ((uintptr_t)2)  /* the owner is a plain thread */
@@ -40,9 +45,18 @@ struct prt__mutex {
 _Static_assert(sizeof(struct prt__mutex) <= PRT_MUTEX_SIZE, "prt_mutex_t too small");
 _Static_assert(_Alignof(struct prt__mutex) <= _Alignof(prt_mutex_t), "prt_mutex_t alignment");
 
-/* A plain thread's identity for mutexes: its token and what it waits on. */
+/*
+ * A plain thread's identity for mutexes: its token (the address), what
+ * it waits on, what it holds. Allocated at the thread's first lock,
+ * given back when it ends holding nothing; never freed (chain walks may
+ * read one whose thread just ended, as with fiber descriptors).
+ */
 struct prt__tself {
 	_Atomic(struct prt__mutex *) blocked_on;
+	/* Mutexes it holds (a recursive one once); written only by its thread. */
+	atomic_uint nheld;
+	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
+	struct prt__tself *free_next; /* on the free list while no thread has it */
 } __attribute__((aligned(8)));
 
 /* One waiter of a mutex, on the waiter's stack, in m->waiters. */
@@ -50,7 +64,12 @@ struct prt__mwaiter {
 	struct prt__list node;      /* in m->waiters; wait_lock */
 	struct prt__fiber *fiber;   /* the waiting fiber, or NULL for a thread */
 	uintptr_t token;            /* its owner token */
-	int prio;                   /* its priority when it started waiting */
+	/*
+	 * The fiber's priority, the list's order: read when it joins a list,
+	 * kept current by prt__waits_reprio. Under the lock of the list it
+	 * is on (wait_lock, or the condvar's lock while @oncond).
+	 */
+	int prio;
 	uint64_t since;             /* prt__now_ns() when it queued (starvation) */
 	/*
 	 * The waiter is off the run queues (BLOCKED): a proxy-off mutex, or
@@ -120,10 +139,27 @@ static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 /* Condvar side of the mutex (mutex.c). */
 struct prt__mutex;
 int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
+/* The caller now holds a mutex handed to its record (condvar wait): count it. */
+void prt__mutex_held(uintptr_t token);
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
 /* Sleep until granted (0), or until CLOCK_MONOTONIC @deadline (ETIMEDOUT; 0: none). */
 int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline);
+/* The caller's token; a thread that never locked gets PRT_MTX_THREAD alone (owns nothing). */
 uintptr_t prt__mutex_self_token(void);
+
+/*
+ * Priority changes (prt_fiber_set_priority). Re-sort every waiter list
+ * @h's fiber is on after its priority changed: the condvar's and the
+ * mutex's (with the top-waiter cache), handing a mutex released to its
+ * waiters to a new first waiter that sleeps. Context: any thread.
+ */
+void prt__waits_reprio(prt_fiber_t h);
+/*
+ * Condvar side of it (cond.c), with @f->lock held: re-sort @f's record
+ * on the condvar it waits on, if any. False if that condvar's lock was
+ * busy (the lock order is condvar -> fiber): drop @f->lock and retry.
+ */
+bool prt__cond_reprio(struct prt__fiber *f);
 
 /*
  * Pick path: donor @d's chain ends at an owner that cannot run for it (a

@@ -98,13 +98,13 @@ static void test_queue_fibers_and_threads(void **state)
 
 static prt_mutex_t b_m = PRT_MUTEX_INITIALIZER;
 static prt_cond_t b_c = PRT_COND_INITIALIZER;
-static int b_go, b_log[8], b_n, b_waiting;
+static int b_go, b_log[8], b_n;
+static atomic_int b_waiting; /* read by b_main without b_m */
 
 static void *b_waiter(void *arg)
 {
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
-	/* Atomic: b_main reads it without the mutex, maybe from another worker. */
-	__atomic_fetch_add(&b_waiting, 1, __ATOMIC_SEQ_CST);
+	atomic_fetch_add(&b_waiting, 1);
 	while (!b_go)
 		FIBER_CHECK(prt_cond_wait(&b_c, &b_m) == 0);
 	b_log[b_n++] = (int)(intptr_t)arg;
@@ -119,10 +119,11 @@ static void *b_main(void *arg)
 	prt_fiber_t f[5];
 
 	(void)arg;
-	b_go = b_n = b_waiting = 0;
+	b_go = b_n = 0;
+	atomic_store(&b_waiting, 0);
 	for (int i = 0; i < 5; i++) {
 		f[i] = test_spawn(rt, prio[i], -1, b_waiter, (void *)(intptr_t)i);
-		while (__atomic_load_n(&b_waiting, __ATOMIC_SEQ_CST) <= i)
+		while (atomic_load(&b_waiting) <= i)
 			prt_sleep_ns(100000);
 	}
 	FIBER_CHECK(prt_mutex_lock(&b_m) == 0);
@@ -315,6 +316,115 @@ static void test_owner_sleeps_on_condvar(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- a waiter's priority changes while it waits: signal order follows ---- */
+
+static prt_mutex_t pc_m = PRT_MUTEX_INITIALIZER;
+static prt_cond_t pc_c = PRT_COND_INITIALIZER;
+static int pc_waiting, pc_go, pc_log[2], pc_n;
+
+enum { PC_WAIT = 0, PC_TIMED = 0x100 };
+
+static void *pc_waiter(void *arg)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+	int id = (int)(intptr_t)arg & 0xff;
+
+	FIBER_CHECK(prt_mutex_lock(&pc_m) == 0);
+	pc_waiting++;
+	while (pc_go <= pc_n) {
+		if ((intptr_t)arg & PC_TIMED)
+			FIBER_CHECK(prt_cond_timedwait(&pc_c, &pc_m, &far) == 0);
+		else
+			FIBER_CHECK(prt_cond_wait(&pc_c, &pc_m) == 0);
+	}
+	pc_log[pc_n++] = id;
+	FIBER_CHECK(prt_mutex_unlock(&pc_m) == 0);
+	return NULL;
+}
+
+/* When the priority changes: while on the condvar, or once moved to the mutex. */
+enum { PC_SIGNAL, PC_BROADCAST, PC_AFTER_BROADCAST };
+
+/*
+ * a (@pa) and b (@pb) wait on pc_c; a's priority becomes @to;
+ * then signal twice (one at a time), or broadcast (before or after the
+ * change). Returns who (0: a, 1: b) got pc_m first. A plain thread
+ * drives it.
+ */
+static int cond_prio_change(unsigned flags, int pa, int pb, int to, int timed, int how)
+{
+	prt_runtime_t *rt = test_rt_flags(2, flags);
+	prt_fiber_t f[2];
+	void *res;
+
+	pc_waiting = pc_go = pc_n = 0;
+	f[0] = test_spawn(rt, pa, -1, pc_waiter, (void *)(intptr_t)(0 | timed));
+	f[1] = test_spawn(rt, pb, -1, pc_waiter, (void *)(intptr_t)1);
+	/* Both on the condvar once both counted: each waits without letting go in between. */
+	assert_int_equal(prt_mutex_lock(&pc_m), 0);
+	while (pc_waiting < 2) {
+		assert_int_equal(prt_mutex_unlock(&pc_m), 0);
+		usleep(100);
+		assert_int_equal(prt_mutex_lock(&pc_m), 0);
+	}
+	assert_int_equal(prt_mutex_unlock(&pc_m), 0);
+	if (how != PC_AFTER_BROADCAST)
+		assert_int_equal(prt_fiber_set_priority(f[0], to), 0);
+	assert_int_equal(prt_mutex_lock(&pc_m), 0);
+	if (how == PC_SIGNAL) {
+		pc_go = 1;
+		assert_int_equal(prt_cond_signal(&pc_c), 0);
+		assert_int_equal(prt_mutex_unlock(&pc_m), 0);
+		/* The one signalled logs and lets go; then the other. */
+		assert_int_equal(prt_mutex_lock(&pc_m), 0);
+		while (pc_n < 1) {
+			assert_int_equal(prt_mutex_unlock(&pc_m), 0);
+			usleep(100);
+			assert_int_equal(prt_mutex_lock(&pc_m), 0);
+		}
+		pc_go = 2;
+		assert_int_equal(prt_cond_signal(&pc_c), 0);
+	} else {
+		pc_go = 2;
+		assert_int_equal(prt_cond_broadcast(&pc_c), 0);
+		if (how == PC_AFTER_BROADCAST) /* both wait on the mutex now */
+			assert_int_equal(prt_fiber_set_priority(f[0], to), 0);
+	}
+	assert_int_equal(prt_mutex_unlock(&pc_m), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(prt_join(f[i], &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(pc_n, 2);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	return pc_log[0];
+}
+
+static void test_prio_change_cond(void **state)
+{
+	static const unsigned flags[] = { 0, PRT_RT_NO_PROXY };
+	static const char *const hows[] = { "signal", "broadcast", "change after broadcast" };
+	int bad = 0;
+
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		for (int timed = 0; timed <= PC_TIMED; timed += PC_TIMED)
+			for (int how = PC_SIGNAL; how <= PC_AFTER_BROADCAST; how++)
+				for (int up = 0; up < 2; up++) {
+					int first = up ? cond_prio_change(flags[i], 10, 20, 25, timed, how)
+						       : cond_prio_change(flags[i], 20, 10, 5, timed, how);
+
+					if (first != !up) {
+						fprintf(stderr, "flags=%u timed=%d %s %s: %c first\n",
+							flags[i], !!timed, hows[how],
+							up ? "a 10->25 over b 20" : "a 20->5 under b 10",
+							first ? 'b' : 'a');
+						bad++;
+					}
+				}
+	assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +434,7 @@ int main(void)
 		cmocka_unit_test(test_pingpong_fiber_thread),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_owner_sleeps_on_condvar),
+		cmocka_unit_test(test_prio_change_cond),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

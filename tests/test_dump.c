@@ -460,6 +460,68 @@ static void test_bad_input(void **state)
 	}
 }
 
+/* ---- an owner that ended holding mutexes: shown, and at the end of chains ---- */
+
+static prt_mutex_t eo_m1 = PRT_MUTEX_INITIALIZER, eo_m2 = PRT_MUTEX_INITIALIZER;
+static atomic_int eo_stop;
+
+static void *eo_holder(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&eo_m1) == 0);
+	FIBER_CHECK(prt_mutex_lock(&eo_m2) == 0);
+	return NULL; /* holding both: they stay locked by it */
+}
+
+/* Waits on eo_m1 in 1 ms slices: a dump almost always finds it waiting. */
+static void *eo_waiter(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&eo_stop)) {
+		struct timespec soon = test_realtime_in(1000000L);
+
+		FIBER_CHECK(prt_mutex_timedlock(&eo_m1, &soon) == ETIMEDOUT);
+	}
+	return NULL;
+}
+
+static void test_ended_owner(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	char want[64], line[512];
+	prt_fiber_t h, w;
+	bool found = false;
+	void *res;
+
+	(void)state;
+	atomic_store(&eo_stop, 0);
+	h = spawn_named(rt, "holder", PRT_PRIO_DEFAULT, -1, eo_holder, NULL);
+	assert_int_equal(prt_join(h, &res), 0);
+	assert_null(res);
+	w = spawn_named(rt, "waiter", PRT_PRIO_DEFAULT, -1, eo_waiter, NULL);
+	snprintf(want, sizeof(want), "fiber %llu ", (unsigned long long)prt_fiber_id(h));
+	for (int i = 0; i < 10000 && !found; i++) {
+		char *text = dump_text(rt);
+
+		/* Its line stays, with its id: dead, holding both. */
+		assert_true(find_line(text, want, line, sizeof(line)));
+		assert_non_null(strstr(line, "\"holder\" state=dead"));
+		assert_non_null(strstr(line, " holding=2"));
+		/* The waiter's chain ends at it. */
+		found = find_line(text, "chain: ", line, sizeof(line));
+		if (found)
+			assert_non_null(strstr(line, "\"holder\" [dead]"));
+		free(text);
+		if (!found)
+			usleep(200);
+	}
+	assert_true(found);
+	atomic_store(&eo_stop, 1);
+	assert_int_equal(prt_join(w, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_dump_signal),
 		cmocka_unit_test(test_signal_restored),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_ended_owner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "mutex_int.h" /* internal: the top-waiter cache */
 #include "runtime.h" /* internal: blocked_on, to wait until a fiber waits */
 
 /* Wait (from a plain thread or by yielding in a fiber) until @f waits on a mutex. */
@@ -665,6 +666,668 @@ static void test_stress(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- an owner that ends holding a mutex: its identity is never passed on ---- */
+
+/*
+ * A fiber or thread that ends holding a mutex leaves it locked for good
+ * (POSIX's default, "stalled" robustness): nobody else may unlock it,
+ * and it must not pass to whoever reuses the ender's descriptor or
+ * thread-local memory. Each holder below ends holding eh_e (errorcheck),
+ * eh_r (recursive, twice) and eh_n (normal); the next one, which in the
+ * old code got the same descriptor (or TLS block) and so the same owner
+ * token, must find none of them its own.
+ */
+static prt_mutex_t eh_e, eh_r, eh_n, eh_free = PRT_MUTEX_INITIALIZER;
+static prt_cond_t eh_c = PRT_COND_INITIALIZER;
+static atomic_int eh_go;
+
+static void eh_init(void)
+{
+	prt_mutexattr_t a;
+
+	prt_mutexattr_init(&a);
+	prt_mutexattr_settype(&a, PRT_MUTEX_ERRORCHECK);
+	assert_int_equal(prt_mutex_init(&eh_e, &a), 0);
+	prt_mutexattr_settype(&a, PRT_MUTEX_RECURSIVE);
+	assert_int_equal(prt_mutex_init(&eh_r, &a), 0);
+	assert_int_equal(prt_mutex_init(&eh_n, NULL), 0);
+}
+
+/* How a holder takes eh_n: each path that makes the caller an owner. */
+enum { EH_LOCK, EH_TRYLOCK, EH_TIMEDLOCK, EH_HANDOFF, EH_COND, EH_COND_TIMEOUT };
+
+/* arg: EH_* | EH_RELEASE to unlock everything before it ends. */
+#define EH_RELEASE 0x100
+
+static void *eh_holder(void *arg)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+	struct timespec soon = test_realtime_in(1000000L);
+	int how = (int)(intptr_t)arg & 0xff, r;
+
+	FIBER_CHECK(prt_mutex_lock(&eh_e) == 0);
+	FIBER_CHECK(prt_mutex_lock(&eh_r) == 0);
+	FIBER_CHECK(prt_mutex_trylock(&eh_r) == 0);
+	switch (how) {
+	case EH_LOCK:
+	case EH_HANDOFF: /* main holds eh_n: this waits and is handed it */
+		FIBER_CHECK(prt_mutex_lock(&eh_n) == 0);
+		break;
+	case EH_TRYLOCK:
+		FIBER_CHECK(prt_mutex_trylock(&eh_n) == 0);
+		break;
+	case EH_TIMEDLOCK:
+		FIBER_CHECK(prt_mutex_timedlock(&eh_n, &far) == 0);
+		break;
+	case EH_COND: /* released by the wait, taken back when signalled */
+		FIBER_CHECK(prt_mutex_lock(&eh_n) == 0);
+		atomic_store(&eh_go, 1);
+		while (atomic_load(&eh_go) != 2)
+			FIBER_CHECK(prt_cond_wait(&eh_c, &eh_n) == 0);
+		break;
+	case EH_COND_TIMEOUT: /* taken back after the timeout */
+		FIBER_CHECK(prt_mutex_lock(&eh_n) == 0);
+		do
+			r = prt_cond_timedwait(&eh_c, &eh_n, &soon);
+		while (r == 0);
+		FIBER_CHECK(r == ETIMEDOUT);
+		break;
+	}
+	/* Also one it locks and unlocks properly: that one is free afterwards. */
+	FIBER_CHECK(prt_mutex_lock(&eh_free) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
+	if ((intptr_t)arg & EH_RELEASE) {
+		FIBER_CHECK(prt_mutex_unlock(&eh_n) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
+	}
+	return NULL;
+}
+
+/* Run eh_holder(@arg) as a fiber of @rt, doing main's part of its EH_* path; join it. */
+static prt_fiber_t eh_run_holder(prt_runtime_t *rt, int arg)
+{
+	int how = arg & 0xff;
+	prt_fiber_t a;
+	void *res;
+
+	eh_init();
+	atomic_store(&eh_go, 0);
+	if (how == EH_HANDOFF)
+		assert_int_equal(prt_mutex_lock(&eh_n), 0);
+	a = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_holder, (void *)(intptr_t)arg);
+	if (how == EH_HANDOFF) {
+		wait_blocked(a);
+		assert_int_equal(prt_mutex_unlock(&eh_n), 0);
+	} else if (how == EH_COND) {
+		while (atomic_load(&eh_go) != 1)
+			sched_yield();
+		assert_int_equal(prt_mutex_lock(&eh_n), 0); /* a waits on eh_c now */
+		atomic_store(&eh_go, 2);
+		assert_int_equal(prt_cond_signal(&eh_c), 0);
+		assert_int_equal(prt_mutex_unlock(&eh_n), 0);
+	}
+	assert_int_equal(prt_join(a, &res), 0);
+	assert_null(res);
+	return a;
+}
+
+static void *eh_other(void *arg)
+{
+	struct timespec soon = test_realtime_in(5 * 1000000L);
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_unlock(&eh_e) == EPERM);
+	FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY);
+	FIBER_CHECK(prt_mutex_trylock(&eh_r) == EBUSY);
+	FIBER_CHECK(prt_mutex_unlock(&eh_r) == EPERM);
+	FIBER_CHECK(prt_mutex_unlock(&eh_n) == EPERM);
+	/* Not "already yours" (EDEADLK): held by someone who will never let go. */
+	FIBER_CHECK(prt_mutex_timedlock(&eh_n, &soon) == ETIMEDOUT);
+	FIBER_CHECK(prt_mutex_timedlock(&eh_e, &soon) == ETIMEDOUT);
+	FIBER_CHECK(prt_mutex_trylock(&eh_free) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
+	return NULL;
+}
+
+static void eh_fiber_holder(unsigned flags, int how)
+{
+	prt_runtime_t *rt = test_rt_flags(1, flags);
+	prt_fiber_t b;
+	void *res;
+
+	eh_run_holder(rt, how);
+	/* Spawned and joined by this thread, b would reuse the holder's descriptor. */
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, NULL);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	/* And so does a plain thread. */
+	assert_null(eh_other(NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_exit_holding_fiber(void **state)
+{
+	(void)state;
+	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++) {
+		eh_fiber_holder(0, how);
+		eh_fiber_holder(PRT_RT_NO_PROXY, how);
+	}
+}
+
+/* A detached holder is freed by its worker as it ends: the next fiber spawned there reuses it. */
+static void *eh_detached_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_attr_t a;
+	prt_fiber_t b;
+	void *res;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	a.priority = PRT_PRIO_MAX; /* runs to its end at our next scheduling point */
+	FIBER_CHECK(prt_spawn(rt, NULL, &a, eh_holder, (void *)(intptr_t)EH_LOCK) == 0);
+	FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY); /* it ran, and ended holding it */
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, NULL);
+	FIBER_CHECK(prt_join(b, &res) == 0);
+	return res;
+}
+
+static void test_exit_holding_detached(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	eh_init();
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, eh_detached_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void *eh_thread_holder(void *arg)
+{
+	(void)arg;
+	if (prt_mutex_lock(&eh_e) || prt_mutex_lock(&eh_r) || prt_mutex_lock(&eh_r) ||
+	    prt_mutex_lock(&eh_n))
+		return (void *)1;
+	return NULL;
+}
+
+/* A plain thread that ends holding them: the next thread (often given the same TLS block) too. */
+static void test_exit_holding_thread(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	pthread_t t;
+	prt_fiber_t b;
+	void *res;
+
+	(void)state;
+	eh_init();
+	assert_int_equal(pthread_create(&t, NULL, eh_thread_holder, NULL), 0);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_null(res);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pthread_create(&t, NULL, eh_other, NULL), 0);
+		assert_int_equal(pthread_join(t, &res), 0);
+		assert_null(res);
+	}
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, NULL);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * Fibers that unlock everything (whatever path took it) give their
+ * descriptor back: the next spawn by the same thread reuses it. One that
+ * ends holding a mutex keeps its own: the mutex names it for good.
+ */
+static void test_exit_released_reused(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++) {
+		prt_fiber_t a, b;
+
+		a = eh_run_holder(rt, how | EH_RELEASE);
+		b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, test_noop, NULL);
+		assert_int_equal(prt_join(b, NULL), 0);
+		assert_ptr_equal(b.p, a.p);
+		a = eh_run_holder(rt, how);
+		b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, test_noop, NULL);
+		assert_int_equal(prt_join(b, NULL), 0);
+		assert_ptr_not_equal(b.p, a.p);
+		/* Its handle is stale like any joined fiber's. */
+		assert_int_equal(prt_fiber_get_priority(a), -ESRCH);
+		assert_int_equal(prt_join(a, NULL), -ESRCH);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * Deadlock detection walks owner -> what it waits on -> owner. Here the
+ * owner of eh_n ended holding it; c (which, in the old code, got its
+ * descriptor) waits on eh_e, which this thread holds. Waiting for eh_n
+ * is no cycle: nobody will ever release it, but c waits on us, not on
+ * eh_n. So timedlock times out instead of reporting EDEADLK.
+ */
+static void *dd_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&eh_e) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
+	return NULL;
+}
+
+static void dead_owner_no_cycle(unsigned flags)
+{
+	prt_runtime_t *rt = test_rt_flags(1, flags);
+	struct timespec soon;
+	prt_fiber_t c;
+	void *res;
+
+	eh_run_holder(rt, EH_LOCK); /* leaves eh_e, eh_r and eh_n held */
+	assert_int_equal(prt_mutex_init(&eh_e, NULL), 0);
+	assert_int_equal(prt_mutex_lock(&eh_e), 0);
+	c = test_spawn(rt, PRT_PRIO_DEFAULT, -1, dd_waiter, NULL);
+	wait_blocked(c);
+	soon = test_realtime_in(5 * 1000000L);
+	assert_int_equal(prt_mutex_timedlock(&eh_n, &soon), ETIMEDOUT);
+	assert_int_equal(prt_mutex_unlock(&eh_e), 0);
+	assert_int_equal(prt_join(c, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_dead_owner_no_cycle(void **state)
+{
+	(void)state;
+	dead_owner_no_cycle(0);
+	dead_owner_no_cycle(PRT_RT_NO_PROXY);
+}
+
+/*
+ * Proxy execution must not run, in a waiter's place, a fiber that only
+ * reuses a dead owner's descriptor: h (20) waits on eh_n, whose owner
+ * ended; c (5; in the old code on the dead owner's descriptor) counts
+ * steps; m (10) keeps the worker busy. Nothing can run for h, so h
+ * sleeps until its timeout and c, below m, makes no step meanwhile.
+ */
+static atomic_int px_steps, px_stop;
+
+static void *px_counter(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&px_stop)) {
+		atomic_fetch_add(&px_steps, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static void *px_busy(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&px_stop))
+		prt_yield();
+	return NULL;
+}
+
+static void *px_high(void *arg)
+{
+	struct timespec soon = test_realtime_in(20 * 1000000L);
+	int before = atomic_load(&px_steps), r;
+
+	(void)arg;
+	r = prt_mutex_timedlock(&eh_n, &soon);
+	atomic_store(&px_stop, 1);
+	FIBER_CHECK(r == ETIMEDOUT);
+	FIBER_CHECK(atomic_load(&px_steps) == before);
+	return NULL;
+}
+
+static void test_dead_owner_not_proxied(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t c, m, h;
+	void *res;
+
+	(void)state;
+	atomic_store(&px_steps, 0);
+	atomic_store(&px_stop, 0);
+	eh_run_holder(rt, EH_LOCK);
+	c = test_spawn(rt, 5, -1, px_counter, NULL);
+	m = test_spawn(rt, 10, -1, px_busy, NULL);
+	h = test_spawn(rt, 20, -1, px_high, NULL);
+	assert_int_equal(prt_join(h, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(m, NULL), 0);
+	assert_int_equal(prt_join(c, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a waiter's priority changes: every list ordered by it follows ---- */
+
+static prt_mutex_t pc_m = PRT_MUTEX_INITIALIZER;
+static atomic_int pc_log[4], pc_n, pc_top_bad;
+
+enum { PC_LOCK = 0, PC_TIMED = 0x100 };
+
+static void *pc_waiter(void *arg)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+	int id = (int)(intptr_t)arg & 0xff;
+	int r = ((intptr_t)arg & PC_TIMED) ? prt_mutex_timedlock(&pc_m, &far) : prt_mutex_lock(&pc_m);
+
+	if (r != 0)
+		return (void *)(intptr_t)r;
+	atomic_store(&pc_log[atomic_fetch_add(&pc_n, 1)], id);
+	prt_mutex_unlock(&pc_m);
+	return NULL;
+}
+
+/* The mutex's top-waiter cache: the first waiter's priority + 1. */
+static int pc_top(void)
+{
+	return atomic_load(&prt__mutex_of(&pc_m)->top);
+}
+
+struct pc_case {
+	prt_runtime_t *rt;
+	int pa, pb, to; /* a's and b's priorities; a's new one */
+	int timed;      /* PC_TIMED: a waits with a deadline */
+};
+
+/*
+ * The caller holds pc_m; a (pa) and b (pb) wait on it, a first; a's
+ * priority becomes @to; the caller unlocks. pc_log says who got it first.
+ */
+static void *pc_main(void *arg)
+{
+	struct pc_case *k = arg;
+	int top = (k->to > k->pb ? k->to : k->pb) + 1;
+	prt_fiber_t a, b;
+	void *ra, *rb;
+	bool top_ok; /* checked by the caller: the order is checked even if this is wrong */
+
+	atomic_store(&pc_n, 0);
+	FIBER_CHECK(prt_mutex_lock(&pc_m) == 0);
+	a = test_spawn(k->rt, k->pa, -1, pc_waiter, (void *)(intptr_t)(0 | k->timed));
+	wait_blocked(a);
+	b = test_spawn(k->rt, k->pb, -1, pc_waiter, (void *)(intptr_t)1);
+	wait_blocked(b);
+	FIBER_CHECK(prt_fiber_set_priority(a, k->to) == 0);
+	top_ok = pc_top() == top;
+	FIBER_CHECK(prt_mutex_unlock(&pc_m) == 0);
+	FIBER_CHECK(prt_join(a, &ra) == 0 && ra == NULL);
+	FIBER_CHECK(prt_join(b, &rb) == 0 && rb == NULL);
+	FIBER_CHECK(pc_top() == 0);
+	if (!top_ok)
+		atomic_fetch_add(&pc_top_bad, 1);
+	return NULL;
+}
+
+/* Who (0: a, 1: b) gets pc_m first; @owner_thread: a plain thread holds it, else a fiber. */
+static int prio_change(unsigned flags, int pa, int pb, int to, int timed, bool owner_thread)
+{
+	struct pc_case k = { test_rt_flags(2, flags), pa, pb, to, timed };
+
+	if (owner_thread)
+		assert_null(pc_main(&k));
+	else /* the owner outranks both: it runs on while they queue */
+		assert_null(test_run_in(k.rt, PRT_PRIO_MAX, pc_main, &k));
+	assert_int_equal(atomic_load(&pc_n), 2);
+	assert_int_equal(prt_runtime_destroy(k.rt), 0);
+	return atomic_load(&pc_log[0]);
+}
+
+/* The input: a (10) and b (20) wait, a goes to 25: a first. And down: b first. */
+static void test_prio_change_waiter(void **state)
+{
+	static const unsigned flags[] = { 0, PRT_RT_NO_PROXY };
+	int bad = 0;
+
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		for (int timed = 0; timed <= PC_TIMED; timed += PC_TIMED)
+			for (int thr = 0; thr < 2; thr++)
+				for (int up = 0; up < 2; up++) {
+					int first, top_bad = atomic_load(&pc_top_bad);
+
+					first = up ? prio_change(flags[i], 10, 20, 25, timed, thr)
+						   : prio_change(flags[i], 20, 10, 5, timed, thr);
+					if (atomic_load(&pc_top_bad) != top_bad)
+						fprintf(stderr, "flags=%u timed=%d owner=%s %s: top cache stale\n",
+							flags[i], !!timed, thr ? "thread" : "fiber",
+							up ? "a 10->25 over b 20" : "a 20->5 under b 10");
+					if (first != !up) {
+						fprintf(stderr, "flags=%u timed=%d owner=%s %s: %c first\n",
+							flags[i], !!timed, thr ? "thread" : "fiber",
+							up ? "a 10->25 over b 20" : "a 20->5 under b 10",
+							first ? 'b' : 'a');
+						bad++;
+					}
+				}
+	assert_int_equal(bad, 0);
+	assert_int_equal(atomic_load(&pc_top_bad), 0);
+}
+
+/*
+ * Donors attached to a sleeping owner: a (10) and b (20) wait on pc_m,
+ * whose owner parks holding it; a goes to 25; the owner is woken, runs
+ * for a (now the highest) and unlocks: a first.
+ */
+static atomic_int pc_parked;
+
+static void *pc_sleepy_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pc_m) == 0);
+	atomic_store(&pc_parked, 1);
+	while (atomic_load(&pc_parked) == 1)
+		prt_park();
+	FIBER_CHECK(prt_mutex_unlock(&pc_m) == 0);
+	return NULL;
+}
+
+static void test_prio_change_attached(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_worker_stats_t st;
+	uint64_t attached;
+	prt_fiber_t o, a, b;
+	void *res;
+
+	(void)state;
+	atomic_store(&pc_parked, 0);
+	atomic_store(&pc_n, 0);
+	o = test_spawn(rt, 5, -1, pc_sleepy_owner, NULL);
+	while (!atomic_load(&pc_parked) || atomic_load(&o.p->state) != 3 /* PRT_FS_BLOCKED */)
+		sched_yield();
+	a = test_spawn(rt, 10, -1, pc_waiter, (void *)0);
+	wait_blocked(a);
+	b = test_spawn(rt, 20, -1, pc_waiter, (void *)1);
+	wait_blocked(b);
+	do {
+		attached = 0;
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(prt_worker_stats(rt, i, &st), 0);
+			attached += st.attachments;
+		}
+		usleep(100);
+	} while (attached < 2);
+	assert_int_equal(prt_fiber_set_priority(a, 25), 0);
+	assert_int_equal(pc_top(), 26);
+	atomic_store(&pc_parked, 2);
+	assert_int_equal(prt_unpark(o), 0);
+	assert_int_equal(prt_join(a, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(atomic_load(&pc_log[0]), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * Priority changes racing with every kind of wait: fibers lock, timedlock
+ * (often timing out), wait and timedwait on a condvar, signal and
+ * broadcast, while a plain thread and a fiber keep changing all their
+ * priorities. Each round also waits (and gives up) on a mutex that its
+ * owner frees right after: a re-sort must never touch a mutex or condvar
+ * whose wait has returned (ASan sees it if it does). Checks the
+ * counters and that everything ends.
+ */
+#define PS_FIBERS 12
+#define PS_ROUNDS 1500
+#define PS_MUTEXES 3
+static prt_mutex_t ps_m[PS_MUTEXES], ps_cm = PRT_MUTEX_INITIALIZER;
+static prt_cond_t ps_c = PRT_COND_INITIALIZER;
+static long ps_count[PS_MUTEXES], ps_tokens;
+static atomic_long ps_expect[PS_MUTEXES], ps_made, ps_taken;
+static prt_fiber_t ps_f[PS_FIBERS];
+static atomic_int ps_stop;
+
+/* Hold the caller's stack mutex @arg a little while, asleep. */
+static void *ps_holder(void *arg)
+{
+	prt_mutex_t *hm = arg;
+
+	if (prt_mutex_lock(hm) != 0)
+		return (void *)1;
+	prt_sleep_ns(50000);
+	prt_mutex_unlock(hm);
+	return NULL;
+}
+
+static void *ps_body(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+
+	for (int r = 0; r < PS_ROUNDS; r++) {
+		int a = rand_r(&seed) % PS_MUTEXES, e;
+		struct timespec soon = test_realtime_in(rand_r(&seed) % 200000);
+
+		switch (rand_r(&seed) % 5) {
+		case 0:
+		case 1:
+			e = (r & 1) ? prt_mutex_timedlock(&ps_m[a], &soon) : prt_mutex_lock(&ps_m[a]);
+			FIBER_CHECK(e == 0 || e == ETIMEDOUT);
+			if (e == 0) {
+				ps_count[a]++;
+				atomic_fetch_add(&ps_expect[a], 1);
+				if (rand_r(&seed) % 4 == 0)
+					prt_yield();
+				FIBER_CHECK(prt_mutex_unlock(&ps_m[a]) == 0);
+			}
+			break;
+		case 2: /* take a token, waiting a little for one */
+			FIBER_CHECK(prt_mutex_lock(&ps_cm) == 0);
+			while (!ps_tokens) {
+				e = (r & 1) ? prt_cond_timedwait(&ps_c, &ps_cm, &soon)
+					    : prt_cond_timedwait(&ps_c, &ps_cm, &soon);
+				FIBER_CHECK(e == 0 || e == ETIMEDOUT);
+				if (e)
+					break;
+			}
+			if (ps_tokens) {
+				ps_tokens--;
+				atomic_fetch_add(&ps_taken, 1);
+			}
+			FIBER_CHECK(prt_mutex_unlock(&ps_cm) == 0);
+			break;
+		case 3: /* make one */
+			FIBER_CHECK(prt_mutex_lock(&ps_cm) == 0);
+			ps_tokens++;
+			atomic_fetch_add(&ps_made, 1);
+			FIBER_CHECK(((r & 1) ? prt_cond_broadcast(&ps_c) : prt_cond_signal(&ps_c)) == 0);
+			FIBER_CHECK(prt_mutex_unlock(&ps_cm) == 0);
+			break;
+		case 4: { /* give up on a mutex that dies with our wait */
+			prt_mutex_t hm = PRT_MUTEX_INITIALIZER;
+			struct timespec brief = test_realtime_in(50000);
+			prt_fiber_t h = test_spawn(prt_runtime_self(), PRT_PRIO_MAX, -1, ps_holder, &hm);
+
+			prt_yield(); /* it outranks us: it takes hm now (or another worker runs it) */
+			e = prt_mutex_timedlock(&hm, &brief);
+			FIBER_CHECK(e == 0 || e == ETIMEDOUT);
+			if (e == 0)
+				FIBER_CHECK(prt_mutex_unlock(&hm) == 0);
+			FIBER_CHECK(prt_join(h, NULL) == 0);
+			FIBER_CHECK(prt_mutex_destroy(&hm) == 0);
+			memset(&hm, 0xa5, sizeof(hm)); /* as good as freed */
+			break;
+		}
+		}
+	}
+	return NULL;
+}
+
+/* Change every worker fiber's priority at random until told to stop. */
+static void *ps_changer(void *arg)
+{
+	unsigned seed = (unsigned)(intptr_t)arg;
+
+	while (!atomic_load(&ps_stop)) {
+		for (int i = 0; i < PS_FIBERS; i++) {
+			int e = prt_fiber_set_priority(ps_f[i], rand_r(&seed) % PRT_PRIO_LEVELS);
+
+			FIBER_CHECK(e == 0 || e == -ESRCH);
+		}
+		if (prt_yield() != 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+static void test_prio_change_stress(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t changer;
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	for (int i = 0; i < PS_MUTEXES; i++) {
+		prt_mutex_init(&ps_m[i], NULL);
+		ps_count[i] = 0;
+		atomic_store(&ps_expect[i], 0);
+	}
+	ps_tokens = 0;
+	atomic_store(&ps_made, 0);
+	atomic_store(&ps_taken, 0);
+	atomic_store(&ps_stop, 0);
+	/* Spawned by this thread, so ps_f is complete before anyone reads it. */
+	for (int i = 0; i < PS_FIBERS; i++) {
+		prt_fiber_attr_t a;
+
+		prt_fiber_attr_init(&a);
+		a.priority = i % PRT_PRIO_LEVELS;
+		a.flags = 0;
+		assert_int_equal(prt_spawn(rt, &ps_f[i], &a, ps_body, (void *)(intptr_t)(i + 1)), 0);
+	}
+	changer = test_spawn(rt, PRT_PRIO_DEFAULT, -1, ps_changer, (void *)7);
+	assert_int_equal(pthread_create(&t, NULL, ps_changer, (void *)11), 0);
+	for (int i = 0; i < PS_FIBERS; i++) {
+		assert_int_equal(prt_join(ps_f[i], &res), 0);
+		assert_null(res);
+	}
+	atomic_store(&ps_stop, 1);
+	assert_int_equal(prt_join(changer, &res), 0);
+	assert_null(res);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_null(res);
+	for (int i = 0; i < PS_MUTEXES; i++) {
+		assert_int_equal(ps_count[i], atomic_load(&ps_expect[i]));
+		assert_int_equal(prt_mutex_destroy(&ps_m[i]), 0);
+	}
+	assert_int_equal(ps_tokens, atomic_load(&ps_made) - atomic_load(&ps_taken));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -681,6 +1344,15 @@ int main(void)
 		cmocka_unit_test(test_deadlock_three),
 		cmocka_unit_test(test_fibers_and_threads),
 		cmocka_unit_test(test_stress),
+		cmocka_unit_test(test_exit_holding_fiber),
+		cmocka_unit_test(test_exit_holding_detached),
+		cmocka_unit_test(test_exit_holding_thread),
+		cmocka_unit_test(test_exit_released_reused),
+		cmocka_unit_test(test_dead_owner_no_cycle),
+		cmocka_unit_test(test_dead_owner_not_proxied),
+		cmocka_unit_test(test_prio_change_waiter),
+		cmocka_unit_test(test_prio_change_attached),
+		cmocka_unit_test(test_prio_change_stress),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,7 +101,8 @@ PRT_API int prt_detach(prt_fiber_t f);
 
 /*
  * End the calling fiber with @result, as if its function had returned
- * it. Nothing on the fiber's stack is unwound. Calling it from a plain
+ * it. Nothing on the fiber's stack is unwound; mutexes it holds stay
+ * locked for good (see proxyrt/mutex.h). Calling it from a plain
  * thread aborts the process (there is no fiber to end).
  * Context: a fiber; a scheduling point that never returns.
  */
@@ -139,7 +140,10 @@ PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
 
 /*
  * Set @f's priority. A queued fiber moves to the tail of its new level;
- * a running one keeps running until its next scheduling point.
+ * a running one keeps running until its next scheduling point. One
+ * waiting on a mutex or condvar also moves to the tail of its new level
+ * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
+ * released to its waiters to a new first waiter.
  * Returns 0, -EINVAL out of range, -ESRCH stale.
  * Context: any thread, never switches.
  */

@@ -35,9 +35,27 @@
  * donate their priority. Deadlocks are detected: a lock that would
  * close a cycle of owners and waiters returns EDEADLK at once.
  *
- * Not supported: robust and process-shared mutexes, priority ceilings.
- * A mutex must not be destroyed or freed while fibers or threads wait
- * on it (as with pthreads).
+ * Priority changes: prt_fiber_set_priority() on a waiting fiber (queued
+ * for the owner, asleep, timed, on a condvar or moved from one to the
+ * mutex) moves it to its new place in every waiter list, as the
+ * kernel's rt_mutex_adjust_prio_chain does; the next handoff or signal
+ * goes by the priorities of that moment.
+ *
+ * An owner that ends holding a mutex (a fiber returns or calls
+ * prt_exit, a plain thread exits) leaves it locked for good: POSIX's
+ * default robustness, PTHREAD_MUTEX_STALLED, as glibc gives it. Nobody
+ * else ever owns it: unlock returns EPERM, trylock EBUSY, lock waits for
+ * ever (timedlock until its deadline), also for a fiber or thread that
+ * reuses the ended one's memory; there is no cycle to report. The ended
+ * fiber's descriptor (a few hundred bytes) is kept while its runtime
+ * lives, and shows in prt_runtime_dump() as "state=dead holding=N".
+ * That also happens to a fiber that frees or re-initialises a mutex it
+ * holds. Using a mutex held by a fiber of a destroyed runtime is
+ * undefined.
+ *
+ * Not supported: robust (EOWNERDEAD) and process-shared mutexes,
+ * priority ceilings. A mutex must not be destroyed or freed while fibers
+ * or threads wait on it (as with pthreads).
  */
 
 #include <time.h>
@@ -105,7 +123,10 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *m);
  * already holds it (normal and errorcheck types) or if waiting would
  * close a cycle of fibers/threads each waiting for a mutex the next one
  * holds (the caller is then not waiting and every mutex is as it was);
- * EAGAIN if a recursive mutex's count would overflow; EINVAL for NULL.
+ * EAGAIN if a recursive mutex's count would overflow; EINVAL for NULL;
+ * ENOMEM if a plain thread's first lock finds no memory for its owner
+ * identity (a few bytes, kept until the thread ends). Waits for good on
+ * a mutex whose owner ended holding it (see above).
  * Context: a fiber (a scheduling point when it waits) or a plain thread
  * (sleeps on a futex).
  */
@@ -113,8 +134,8 @@ PRT_API int prt_mutex_lock(prt_mutex_t *m);
 
 /*
  * Lock @m if that needs no waiting. Returns 0, EBUSY (held, also by the
- * caller unless recursive), EAGAIN, EINVAL. Context: any thread; never
- * switches.
+ * caller unless recursive), EAGAIN, EINVAL, ENOMEM (as prt_mutex_lock).
+ * Context: any thread; never switches.
  */
 PRT_API int prt_mutex_trylock(prt_mutex_t *m);
 
@@ -127,14 +148,14 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
  * [0, 1e9)) is EINVAL. A time already past, negative tv_sec included,
  * gives ETIMEDOUT (as glibc); one too far to represent in 64-bit
  * nanoseconds means "never". Also EDEADLK, EAGAIN, ENOMEM (no timer
- * memory).
+ * memory, or as prt_mutex_lock).
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
 
 /*
  * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
- * every type: the check is free). A waiter, if any, becomes the owner;
+ * every type: the check is free; also when its owner ended holding it). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
  * worker, the caller yields to it at once.
  * Context: a fiber (may switch, see above) or a plain thread.
@@ -206,7 +227,8 @@ PRT_API int prt_cond_broadcast(prt_cond_t *c);
 /*
  * Introspection: what a fiber waits for. Link k says: the fiber (for
  * k == 0, @f; else link k-1's owner) waits on @mutex, held by @owner
- * (a fiber), or by a plain thread (@owner_is_thread), or by nobody at
+ * (a fiber; one that ended holding it has a stale handle, with its id),
+ * or by a plain thread (@owner_is_thread), or by nobody at
  * the moment of reading (released; owner.p == NULL). The walk stops at
  * an owner that waits on no mutex, after @max links, or where it comes
  * back to @f (a cycle: the last owner is @f).
