@@ -157,11 +157,28 @@ static int wake_reader(struct prt_stream *s)
 	return f ? prt__wake_parked(f) : 0;
 }
 
+/*
+ * The end of a CQE of @s (s->lock held, released here): count it, wake
+ * the reader, and the closer if this was the stream's last CQE
+ * (@closed). Returns fibers woken.
+ */
+static int cqe_done(struct prt__worker *w, struct prt_stream *s, struct prt__waitone *closed)
+{
+	int woken;
+
+	prt__stat_inc(&w->stats.io_ops, 1);
+	woken = wake_reader(s);
+	prt__spin_unlock(&s->lock);
+	/* The closer frees @s once woken: nothing of @s after this. */
+	if (closed)
+		prt__waitone_done(closed);
+	return woken;
+}
+
 int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
 	struct prt__waitone *closed = NULL;
-	int woken;
 
 	prt__spin_lock(&s->lock);
 	if (flags & IORING_CQE_F_BUFFER) {
@@ -193,19 +210,12 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 		s->stopping = false;
 		closed = s->watching ? NULL : s->closed;
 	}
-	prt__stat_inc(&w->stats.io_ops, 1);
-	woken = wake_reader(s);
-	prt__spin_unlock(&s->lock);
-	/* The closer frees @s once woken: nothing of @s after this. */
-	if (closed)
-		prt__waitone_done(closed);
-	return woken;
+	return cqe_done(w, s, closed);
 }
 
 int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res)
 {
 	struct prt__waitone *closed;
-	int woken;
 
 	prt__spin_lock(&s->lock);
 	s->watching = false;
@@ -218,13 +228,7 @@ int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res)
 	if (res != -ECANCELED)
 		s->ended = true;
 	closed = s->armed ? NULL : s->closed;
-	prt__stat_inc(&w->stats.io_ops, 1);
-	woken = wake_reader(s);
-	prt__spin_unlock(&s->lock);
-	/* As above: nothing of @s after this. */
-	if (closed)
-		prt__waitone_done(closed);
-	return woken;
+	return cqe_done(w, s, closed);
 }
 
 /* ---- the API ---------------------------------------------------------------- */
