@@ -696,8 +696,13 @@ static void eh_init(void)
 /* How a holder takes eh_n: each path that makes the caller an owner. */
 enum { EH_LOCK, EH_TRYLOCK, EH_TIMEDLOCK, EH_HANDOFF, EH_COND, EH_COND_TIMEOUT };
 
-/* arg: EH_* | EH_RELEASE to unlock everything before it ends. */
+/*
+ * arg: EH_* | EH_RELEASE to unlock everything before it ends, or
+ * EH_ONLY_N to keep only eh_n (taken by the EH_* path: that path alone
+ * must have counted it).
+ */
 #define EH_RELEASE 0x100
+#define EH_ONLY_N 0x200
 
 static void *eh_holder(void *arg)
 {
@@ -736,8 +741,9 @@ static void *eh_holder(void *arg)
 	/* Also one it locks and unlocks properly: that one is free afterwards. */
 	FIBER_CHECK(prt_mutex_lock(&eh_free) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
-	if ((intptr_t)arg & EH_RELEASE) {
+	if ((intptr_t)arg & EH_RELEASE)
 		FIBER_CHECK(prt_mutex_unlock(&eh_n) == 0);
+	if ((intptr_t)arg & (EH_RELEASE | EH_ONLY_N)) {
 		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
 		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
 		FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
@@ -773,47 +779,56 @@ static prt_fiber_t eh_run_holder(prt_runtime_t *rt, int arg)
 	return a;
 }
 
+/* arg: non-NULL if the holder kept only eh_n (EH_ONLY_N). */
 static void *eh_other(void *arg)
 {
 	struct timespec soon = test_realtime_in(5 * 1000000L);
 
-	(void)arg;
-	FIBER_CHECK(prt_mutex_unlock(&eh_e) == EPERM);
-	FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY);
-	FIBER_CHECK(prt_mutex_trylock(&eh_r) == EBUSY);
-	FIBER_CHECK(prt_mutex_unlock(&eh_r) == EPERM);
+	if (arg) {
+		FIBER_CHECK(prt_mutex_trylock(&eh_e) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
+		FIBER_CHECK(prt_mutex_trylock(&eh_r) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
+	} else {
+		FIBER_CHECK(prt_mutex_unlock(&eh_e) == EPERM);
+		FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY);
+		FIBER_CHECK(prt_mutex_trylock(&eh_r) == EBUSY);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == EPERM);
+		FIBER_CHECK(prt_mutex_timedlock(&eh_e, &soon) == ETIMEDOUT);
+	}
 	FIBER_CHECK(prt_mutex_unlock(&eh_n) == EPERM);
 	/* Not "already yours" (EDEADLK): held by someone who will never let go. */
 	FIBER_CHECK(prt_mutex_timedlock(&eh_n, &soon) == ETIMEDOUT);
-	FIBER_CHECK(prt_mutex_timedlock(&eh_e, &soon) == ETIMEDOUT);
 	FIBER_CHECK(prt_mutex_trylock(&eh_free) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
 	return NULL;
 }
 
-static void eh_fiber_holder(unsigned flags, int how)
+static void eh_fiber_holder(unsigned flags, int arg)
 {
 	prt_runtime_t *rt = test_rt_flags(1, flags);
+	void *only_n = (void *)(intptr_t)(arg & EH_ONLY_N);
 	prt_fiber_t b;
 	void *res;
 
-	eh_run_holder(rt, how);
+	eh_run_holder(rt, arg);
 	/* Spawned and joined by this thread, b would reuse the holder's descriptor. */
-	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, NULL);
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, only_n);
 	assert_int_equal(prt_join(b, &res), 0);
 	assert_null(res);
 	/* And so does a plain thread. */
-	assert_null(eh_other(NULL));
+	assert_null(eh_other(only_n));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
 static void test_exit_holding_fiber(void **state)
 {
 	(void)state;
-	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++) {
-		eh_fiber_holder(0, how);
-		eh_fiber_holder(PRT_RT_NO_PROXY, how);
-	}
+	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++)
+		for (int only_n = 0; only_n <= EH_ONLY_N; only_n += EH_ONLY_N) {
+			eh_fiber_holder(0, how | only_n);
+			eh_fiber_holder(PRT_RT_NO_PROXY, how | only_n);
+		}
 }
 
 /* A detached holder is freed by its worker as it ends: the next fiber spawned there reuses it. */
