@@ -696,8 +696,13 @@ static void eh_init(void)
 /* How a holder takes eh_n: each path that makes the caller an owner. */
 enum { EH_LOCK, EH_TRYLOCK, EH_TIMEDLOCK, EH_HANDOFF, EH_COND, EH_COND_TIMEOUT };
 
-/* arg: EH_* | EH_RELEASE to unlock everything before it ends. */
+/*
+ * arg: EH_* | EH_RELEASE to unlock everything before it ends, or
+ * EH_ONLY_N to keep only eh_n (taken by the EH_* path: that path alone
+ * must have counted it).
+ */
 #define EH_RELEASE 0x100
+#define EH_ONLY_N 0x200
 
 static void *eh_holder(void *arg)
 {
@@ -736,8 +741,9 @@ static void *eh_holder(void *arg)
 	/* Also one it locks and unlocks properly: that one is free afterwards. */
 	FIBER_CHECK(prt_mutex_lock(&eh_free) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
-	if ((intptr_t)arg & EH_RELEASE) {
+	if ((intptr_t)arg & EH_RELEASE)
 		FIBER_CHECK(prt_mutex_unlock(&eh_n) == 0);
+	if ((intptr_t)arg & (EH_RELEASE | EH_ONLY_N)) {
 		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
 		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
 		FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
@@ -773,47 +779,56 @@ static prt_fiber_t eh_run_holder(prt_runtime_t *rt, int arg)
 	return a;
 }
 
+/* arg: non-NULL if the holder kept only eh_n (EH_ONLY_N). */
 static void *eh_other(void *arg)
 {
 	struct timespec soon = test_realtime_in(5 * 1000000L);
 
-	(void)arg;
-	FIBER_CHECK(prt_mutex_unlock(&eh_e) == EPERM);
-	FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY);
-	FIBER_CHECK(prt_mutex_trylock(&eh_r) == EBUSY);
-	FIBER_CHECK(prt_mutex_unlock(&eh_r) == EPERM);
+	if (arg) {
+		FIBER_CHECK(prt_mutex_trylock(&eh_e) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_e) == 0);
+		FIBER_CHECK(prt_mutex_trylock(&eh_r) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == 0);
+	} else {
+		FIBER_CHECK(prt_mutex_unlock(&eh_e) == EPERM);
+		FIBER_CHECK(prt_mutex_trylock(&eh_e) == EBUSY);
+		FIBER_CHECK(prt_mutex_trylock(&eh_r) == EBUSY);
+		FIBER_CHECK(prt_mutex_unlock(&eh_r) == EPERM);
+		FIBER_CHECK(prt_mutex_timedlock(&eh_e, &soon) == ETIMEDOUT);
+	}
 	FIBER_CHECK(prt_mutex_unlock(&eh_n) == EPERM);
 	/* Not "already yours" (EDEADLK): held by someone who will never let go. */
 	FIBER_CHECK(prt_mutex_timedlock(&eh_n, &soon) == ETIMEDOUT);
-	FIBER_CHECK(prt_mutex_timedlock(&eh_e, &soon) == ETIMEDOUT);
 	FIBER_CHECK(prt_mutex_trylock(&eh_free) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&eh_free) == 0);
 	return NULL;
 }
 
-static void eh_fiber_holder(unsigned flags, int how)
+static void eh_fiber_holder(unsigned flags, int arg)
 {
 	prt_runtime_t *rt = test_rt_flags(1, flags);
+	void *only_n = (void *)(intptr_t)(arg & EH_ONLY_N);
 	prt_fiber_t b;
 	void *res;
 
-	eh_run_holder(rt, how);
+	eh_run_holder(rt, arg);
 	/* Spawned and joined by this thread, b would reuse the holder's descriptor. */
-	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, NULL);
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_other, only_n);
 	assert_int_equal(prt_join(b, &res), 0);
 	assert_null(res);
 	/* And so does a plain thread. */
-	assert_null(eh_other(NULL));
+	assert_null(eh_other(only_n));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
 static void test_exit_holding_fiber(void **state)
 {
 	(void)state;
-	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++) {
-		eh_fiber_holder(0, how);
-		eh_fiber_holder(PRT_RT_NO_PROXY, how);
-	}
+	for (int how = EH_LOCK; how <= EH_COND_TIMEOUT; how++)
+		for (int only_n = 0; only_n <= EH_ONLY_N; only_n += EH_ONLY_N) {
+			eh_fiber_holder(0, how | only_n);
+			eh_fiber_holder(PRT_RT_NO_PROXY, how | only_n);
+		}
 }
 
 /* A detached holder is freed by its worker as it ends: the next fiber spawned there reuses it. */
@@ -903,6 +918,7 @@ static void test_exit_released_reused(void **state)
 		/* Its handle is stale like any joined fiber's. */
 		assert_int_equal(prt_fiber_get_priority(a), -ESRCH);
 		assert_int_equal(prt_join(a, NULL), -ESRCH);
+		assert_int_equal(prt_fiber_wait_chain(a, NULL, 0), -ESRCH);
 	}
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
@@ -1173,6 +1189,89 @@ static void test_prio_change_attached(void **state)
 }
 
 /*
+ * The chain: a (1) waits on pc_m, held by o1 (2), which waits on ch_m2,
+ * held by o2 (2); m (10) keeps the worker. Nobody in the chain runs
+ * until a goes to 25: then o2 runs for a (proxy), lets go of ch_m2, o1
+ * runs for a and lets go of pc_m, and a gets it. Nothing along the
+ * chain caches a's priority, so moving a in its queue is all it takes
+ * (this passed before the fix too: it guards that claim).
+ */
+static prt_mutex_t ch_m2 = PRT_MUTEX_INITIALIZER;
+static atomic_int ch_held, ch_go, ch_a_done;
+
+static void *ch_o2(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&ch_m2) == 0);
+	atomic_store(&ch_held, 1);
+	while (!atomic_load(&ch_go))
+		prt_yield();
+	for (int i = 0; i < 100; i++)
+		prt_yield();
+	FIBER_CHECK(prt_mutex_unlock(&ch_m2) == 0);
+	return NULL;
+}
+
+static void *ch_o1(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pc_m) == 0);
+	atomic_store(&ch_held, 2);
+	FIBER_CHECK(prt_mutex_lock(&ch_m2) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ch_m2) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&pc_m) == 0);
+	return NULL;
+}
+
+static void *ch_a(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pc_m) == 0);
+	atomic_store(&ch_a_done, 1);
+	FIBER_CHECK(prt_mutex_unlock(&pc_m) == 0);
+	return NULL;
+}
+
+static void *ch_busy(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&ch_a_done))
+		prt_yield();
+	return NULL;
+}
+
+static void test_prio_change_chain(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t o2, o1, a, m;
+	void *res;
+
+	(void)state;
+	atomic_store(&ch_held, 0);
+	atomic_store(&ch_go, 0);
+	atomic_store(&ch_a_done, 0);
+	o2 = test_spawn(rt, 2, -1, ch_o2, NULL);
+	while (atomic_load(&ch_held) != 1)
+		sched_yield();
+	o1 = test_spawn(rt, 2, -1, ch_o1, NULL);
+	wait_blocked(o1);
+	a = test_spawn(rt, 2, -1, ch_a, NULL); /* at 1 it would not run to block */
+	wait_blocked(a);
+	assert_int_equal(prt_fiber_set_priority(a, 1), 0);
+	m = test_spawn(rt, 10, -1, ch_busy, NULL);
+	atomic_store(&ch_go, 1); /* o2 sees it only if something runs it */
+	assert_int_equal(prt_fiber_set_priority(a, 25), 0);
+	assert_int_equal(prt_join(a, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(m, NULL), 0);
+	assert_int_equal(prt_join(o1, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(o2, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
  * Priority changes racing with every kind of wait: fibers lock, timedlock
  * (often timing out), wait and timedwait on a condvar, signal and
  * broadcast, while a plain thread and a fiber keep changing all their
@@ -1352,6 +1451,7 @@ int main(void)
 		cmocka_unit_test(test_dead_owner_not_proxied),
 		cmocka_unit_test(test_prio_change_waiter),
 		cmocka_unit_test(test_prio_change_attached),
+		cmocka_unit_test(test_prio_change_chain),
 		cmocka_unit_test(test_prio_change_stress),
 	};
 
