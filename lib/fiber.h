@@ -126,9 +126,13 @@ struct prt__fiber {
 	 */
 	struct prt__list donors;
 	_Atomic(struct prt__fiber *) attached_to;
-	/* Its timer: index + 1 in timer_w's heap, 0 if none; timer_w's rq lock. */
+	/*
+	 * Its timer: index + 1 in timer_w's heap (timer_w->iotimers if
+	 * @timer_io, else timer_w->timers), 0 if none; timer_w's rq lock.
+	 */
 	unsigned timer_pos;
 	struct prt__worker *timer_w;      /* written by the fiber itself */
+	bool timer_io;                    /* written by the fiber itself */
 	/* epoll backend: the request its PRT_TM_IO timer ends (its worker's own). */
 	struct prt__ioreq *ioreq;
 	/*

@@ -460,8 +460,9 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 
 /*
  * handoff_wake for the timer path (prt__mutex_timeout), w's rq lock
- * held: the new owner, asleep, is queued here; its pick sends it home
- * if it may not run here.
+ * held (by w, or by an idle worker firing w's timers): the new owner,
+ * asleep, is queued on w; its pick sends it home if it may not run
+ * there. Counted on the worker that fires (stats are their own).
  */
 static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 {
@@ -470,7 +471,7 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
 	if (!h->done)
 		return;
 	h->done = false;
-	prt__stat_inc(&w->stats.handoffs, 1);
+	prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (!f) {
 		thread_grant_wake(h->futex);
 		return;

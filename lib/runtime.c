@@ -210,7 +210,7 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 	w->rt = rt;
 	w->index = index;
 	w->io.evfd = -1;
-	prt__rq_init(&w->rq);
+	prt__worker_sched_init(w);
 	if (prt__stack_pool_init(&w->stacks, rt->stack_pool_max)) {
 		prt__free(w, sizeof(*w));
 		return NULL;
@@ -236,6 +236,7 @@ static void runtime_free(struct prt_runtime *rt)
 		prt__io_fini(w);
 		prt__stack_pool_fini(rt, &w->stacks);
 		prt__timers_fini(&w->timers);
+		prt__timers_fini(&w->iotimers);
 		prt__free(w, sizeof(*w));
 	}
 	prt__free(rt->workers, sizeof(*rt->workers) * (size_t)rt->nworkers);

@@ -6,26 +6,70 @@
  *
  * A fiber switches directly to the next fiber of its worker; only when
  * the queue is empty does it switch to the worker's idle context (the
- * worker thread's own stack), which steals, spins briefly, then sleeps
- * on a futex.
+ * worker thread's own stack), which steals, fires busy workers' due
+ * timers, spins briefly, then sleeps in its io_uring (or epoll) until
+ * woken or a deadline.
  *
- * Waking a worker without losing the wakeup (invariant 6). A worker
- * going to sleep and a thread enqueueing work for it run:
+ * Work conservation (as Go's wakep and timer stealing): no runnable
+ * fiber, and no due timer, waits on a busy worker while a worker that
+ * may run it sleeps. Two protocols keep that true without lost wakeups
+ * (invariant 6).
  *
- *   worker W (prt__worker_park)         enqueuer E (prt__enqueue on T)
- *   ---------------------------         -------------------------------
+ * 1. Queued fibers. A worker going to sleep and a thread queueing work
+ * (prt__enqueue, or any other add to a queue: a yield, an unlocker a
+ * handoff preempts, a timer firing, a donor handed its lock or timed
+ * out: announce_locked, the PRT_DEFER_* bits and rq_unlock) run:
+ *
+ *   worker W (worker_park)              enqueuer E (queues F on T)
+ *   ----------------------              --------------------------
  *   W->sleeping = 1                     lock(T->rq)
- *   rt->nr_idle++                       add fiber to T->rq
+ *   rt->nr_idle++                       add F to T->rq
  *   for each worker V:                  s = T->sleeping; i = rt->nr_idle
- *     lock(V->rq); look; unlock         unlock(T->rq)
- *   nothing found: futex_wait           if s: wake T
- *                                       else if i and nobody spins: wake one
+ *     lock(V->rq); look for work        unlock(T->rq)
+ *     W may take; unlock                if s: wake T
+ *   nothing found: sleep                else if i: wake a sleeper F may run
+ *                                         on (for F any worker may run,
+ *                                         one only if nobody spins)
  *
  * Both sides touch T's rq under its lock, so one critical section comes
- * first. If E's does, W's look finds the fiber. If W's does, W's stores
- * to sleeping/nr_idle happen before E's loads (lock release/acquire), so
- * E wakes T (if T == W) or some sleeping worker (for a fiber any worker
- * may run). A fiber restricted to a busy T is left for T to run.
+ * first. If E's does, W's look finds F. If W's does, W's stores to
+ * sleeping/nr_idle happen before E's loads (lock release/acquire), so E
+ * wakes T (if T == W) or a sleeping worker F may run on. A spinner takes
+ * F, or when it stops (spin_stop) wakes a sleeper if work is left that
+ * any worker may take. A fiber that only T may run is left for T.
+ *
+ * 2. Timers (the timer watch). A timer fires when its worker picks, or
+ * when its worker's sleep ends at the deadline; a busy worker may not
+ * pick for a long time. So each sleeping worker sleeps until its own
+ * next timer or, unless another sleeper already wakes by then, the
+ * earliest timer of the workers that do not sleep (@park_until says
+ * which), and an idle worker fires the due timers of busy workers
+ * (fire_busy_timers) and steals what they queued. Whoever makes a busy
+ * worker's timer earlier than all the sleepers watch for (an arm, or a
+ * worker leaving its sleep with timers or with others' timers watched)
+ * wakes a sleeper, which looks again:
+ *
+ *   busy worker V (arms d)              sleeping worker W (park_deadline)
+ *   ----------------------              ---------------------------------
+ *   V->timers.next = d   [seq_cst]      W->park_until = D   [seq_cst]
+ *   if rt->nr_idle:                     m = min next of the workers that
+ *     a sleeper's park_until <= d?          do not sleep
+ *     else wake one                     m < D and no other sleeper wakes
+ *                                         by m: D = m, again
+ *
+ * Both store then load (seq_cst), so at least one sees the other: W
+ * sleeps until at most d, or V wakes a sleeper (W or another, which
+ * looks again) unless one wakes by d anyway. V does its side once it
+ * is known to stay busy: when its next pick runs a fiber (PRT_DEFER_WATCH,
+ * consumed by rq_unlock). If that pick finds nothing, V goes idle and
+ * fires its own timers: it spins, then sleeps until them. A worker
+ * leaving the idle loop for a fiber with timers of its own, or after it
+ * published sleeping = 1 (cleared since, seq_cst), does V's side for the
+ * earliest timer of all awake workers, itself included (left_park):
+ * sleepers may have counted on it. @park_until is reset when the worker
+ * wakes, so no stale value is counted on.
+ * PRT_TM_IO timers (epoll) are not watched: they end a wait in their
+ * worker's own I/O state, which has no lock (see prt__worker.iotimers).
  */
 #include <sched.h>
 #include <stdio.h>
@@ -68,8 +112,10 @@ prt__noinline struct prt__worker *prt__cur_worker(void)
 	return w;
 }
 
-void prt__rq_init(struct prt__rq *rq)
+void prt__worker_sched_init(struct prt__worker *w)
 {
+	struct prt__rq *rq = &w->rq;
+
 	prt__spin_init(&rq->lock);
 	rq->bitmap = 0;
 	atomic_init(&rq->nr, 0);
@@ -77,6 +123,9 @@ void prt__rq_init(struct prt__rq *rq)
 	atomic_init(&rq->nr_donor, 0);
 	for (int i = 0; i < PRT_PRIO_LEVELS; i++)
 		prt__list_init(&rq->level[i]);
+	atomic_init(&w->timers.next, PRT_NO_DEADLINE);
+	atomic_init(&w->iotimers.next, PRT_NO_DEADLINE);
+	atomic_init(&w->park_until, PRT_NO_DEADLINE);
 }
 
 /* ---- the switch --------------------------------------------------------- */
@@ -265,30 +314,123 @@ static void wake_one_near(struct prt__worker *near)
 			return;
 }
 
+/* Wake one sleeping worker other than @t that @f may run on, nearest to @t first. */
+static void wake_allowed_near(struct prt__worker *t, struct prt__fiber *f)
+{
+	struct prt_runtime *rt = t->rt;
+	const int *order = rt->topo.w[t->index].steal_order;
+
+	for (int i = 0; i < rt->nworkers - 1; i++)
+		if (prt__fiber_allowed(f, order[i]) && wake_worker(rt->workers[order[i]]))
+			return;
+}
+
 void prt__wake_all_workers(struct prt_runtime *rt)
 {
 	for (int i = 0; i < rt->nworkers; i++)
 		wake_worker(rt->workers[i]);
 }
 
+/*
+ * Fibers were queued on @t (protocol 1, E's side): @any if one any
+ * worker may run is there, @some one that only some workers may run
+ * (NULL if none); @sleeps, @idle, @spin were read after the add, under
+ * t's rq lock, which is dropped now. Wake whoever should take them.
+ */
+static void wake_for(struct prt__worker *t, bool any, struct prt__fiber *some, bool sleeps,
+		     int idle, int spin)
+{
+	if (sleeps) {
+		wake_worker(t);
+		return;
+	}
+	if (idle <= 0)
+		return;
+	if (any && spin == 0)
+		wake_one_near(t);
+	if (some)
+		wake_allowed_near(t, some); /* a spinner may not be one it may run on */
+}
+
 void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 {
 	struct prt_runtime *rt = t->rt;
-	bool sleeps, any;
+	bool sleeps, any, some;
 	int idle, spin;
 
 	prt__spin_lock(&t->rq.lock);
 	prt__rq_add(t, f, false);
 	any = f->rq_any;
+	/* With two workers, a fiber not every worker may run runs only on one. */
+	some = !any && !f->rq_donor && rt->nworkers > 2;
 	sleeps = atomic_load_explicit(&t->sleeping, memory_order_relaxed);
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&t->rq.lock);
 	prt__fault_pause(PRT_PAUSE_ENQUEUED); /* test builds: @f may run and end here */
-	if (sleeps)
-		wake_worker(t);
-	else if (idle > 0 && spin == 0 && any && rt->nworkers > 1)
-		wake_one_near(t);
+	if (sleeps || rt->nworkers > 1)
+		wake_for(t, any, some ? f : NULL, sleeps, idle, spin);
+}
+
+/*
+ * @f was just queued on @w by a path other than prt__enqueue (rq lock
+ * held): if some worker sleeps, have rq_unlock wake one that may take it.
+ * Reads nr_idle after the add, under the lock, as prt__enqueue does.
+ */
+static inline void announce_locked(struct prt__worker *w, struct prt__fiber *f)
+{
+	if (prt__likely(atomic_load_explicit(&w->rt->nr_idle, memory_order_relaxed) <= 0) ||
+	    f->rq_donor)
+		return;
+	if (f->rq_any) {
+		w->deferred |= PRT_DEFER_ANY;
+	} else if (w->rt->nworkers > 2) {
+		w->deferred |= PRT_DEFER_SOME;
+		w->announce = f;
+	}
+}
+
+static void watch_timer(struct prt__worker *w, uint64_t d);
+
+/* rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
+static prt__noinline void rq_unlock_deferred(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	unsigned d = w->deferred;
+	struct prt__fiber *some = w->announce;
+	bool any, sleeps;
+	int idle, spin;
+
+	w->deferred = 0;
+	w->announce = NULL;
+	/* Still queued here? (The pick may just have taken it.) */
+	any = (d & PRT_DEFER_ANY) && atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed);
+	if (!(d & PRT_DEFER_SOME) ||
+	    atomic_load_explicit(&some->rq_worker, memory_order_relaxed) != w || some->rq_donor)
+		some = NULL;
+	sleeps = atomic_load_explicit(&w->sleeping, memory_order_relaxed);
+	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
+	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
+	prt__spin_unlock(&w->rq.lock);
+	if (d & PRT_DEFER_WATCH)
+		watch_timer(w, atomic_load_explicit(&w->timers.next, memory_order_relaxed));
+	if (any || some)
+		wake_for(w, any, some, sleeps, idle, spin);
+}
+
+/*
+ * Drop w's rq lock. Whoever queues work there by any path but
+ * prt__enqueue, or arms a timer, leaves the lock through here: it wakes
+ * the workers that must hear of it (the protocols at the top), after
+ * the unlock. One load and branch when there is nothing to tell.
+ */
+static inline void rq_unlock(struct prt__worker *w)
+{
+	if (prt__likely(!w->deferred)) {
+		prt__spin_unlock(&w->rq.lock);
+		return;
+	}
+	rq_unlock_deferred(w);
 }
 
 static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,
@@ -451,7 +593,15 @@ static void sift_down(struct prt__timers *t, unsigned i)
 	}
 }
 
-static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fiber *f, int kind)
+/*
+ * Arm a timer in @w's heap @t (rq lock held, on @w). If it is now w's
+ * earliest watched timer and a worker sleeps, the rq_unlock of w's next
+ * pick makes sure a sleeper wakes for it, if that pick runs a fiber
+ * (protocol 2, V's side: the seq_cst store of next, then the seq_cst
+ * loads of nr_idle here and of park_until in watch_timer).
+ */
+static int timer_push(struct prt__worker *w, struct prt__timers *t, uint64_t deadline,
+		      struct prt__fiber *f, int kind)
 {
 	if (t->n == t->cap) {
 		unsigned cap = t->cap ? t->cap * 2 : 64;
@@ -468,22 +618,34 @@ static int timer_push(struct prt__timers *t, uint64_t deadline, struct prt__fibe
 	}
 	heap_set(t->heap, t->n, (struct prt__timer){ deadline, f, kind });
 	PRT_WRITE_ONCE(t->n, t->n + 1);
+	PRT_WRITE_ONCE(w->ntimers, w->ntimers + 1);
 	sift_up(t, t->n - 1);
+	if (f->timer_pos != 1)
+		return 0;
+	/* seq_cst: pairs with the loads of busy_next() in park_deadline() */
+	atomic_store_explicit(&t->next, deadline, memory_order_seq_cst);
+	/* seq_cst: pairs with the increment in worker_park() (protocol 2) */
+	if (t == &w->timers && w->rt->nworkers > 1 &&
+	    atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) > 0)
+		w->deferred |= PRT_DEFER_WATCH;
 	return 0;
 }
 
-/* Remove entry @i (0-based). */
-static struct prt__timer timer_del(struct prt__timers *t, unsigned i)
+/* Remove entry @i (0-based) of @w's heap @t. The earliest deadline can only grow. */
+static struct prt__timer timer_del(struct prt__worker *w, struct prt__timers *t, unsigned i)
 {
 	struct prt__timer e = t->heap[i];
 
 	e.f->timer_pos = 0;
 	PRT_WRITE_ONCE(t->n, t->n - 1);
+	PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
 	if (i != t->n) {
 		heap_set(t->heap, i, t->heap[t->n]);
 		sift_down(t, i);
 		sift_up(t, i);
 	}
+	atomic_store_explicit(&t->next, t->n ? t->heap[0].deadline : PRT_NO_DEADLINE,
+			      memory_order_relaxed);
 	return e;
 }
 
@@ -496,7 +658,8 @@ void prt__timers_fini(struct prt__timers *t)
 /*
  * Wake @f, asleep (on this worker's heap, or just handed a lock), into
  * this worker's queue, with the donors attached to it (the
- * sleeping-owner case). rq lock held; lock order rq -> f->lock.
+ * sleeping-owner case). rq lock held, and left through rq_unlock; lock
+ * order rq -> f->lock.
  */
 void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 {
@@ -507,20 +670,49 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 		prt__list_del(&d->rq_node);
 		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 		prt__rq_add(w, d, false);
+		announce_locked(w, d);
 	}
 	/* As prt__wake: an attach must not find it asleep once it is queued. */
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	prt__spin_unlock(&f->lock);
 	prt__rq_add(w, f, false);
+	announce_locked(w, f);
 }
 
-/* Fire every timer whose deadline has passed. rq lock held. */
-void prt__run_timers(struct prt__worker *w)
+/*
+ * @f's timed mutex wait ended while it was queued as a donor (w's rq
+ * lock held): count it where it is queued as the fiber thieves may take
+ * that it now is. On another worker only if that rq lock is free (never
+ * wait for a second one); else it is counted as a donor until that
+ * worker picks it, which runs it.
+ */
+static void timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 {
-	uint64_t now = prt__now_ns();
+	struct prt__worker *x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
 
-	while (w->timers.n && w->timers.heap[0].deadline <= now) {
-		struct prt__timer e = timer_del(&w->timers, 0);
+	if (x == w) {
+		if (prt__rq_recount(w, f))
+			announce_locked(w, f);
+		return;
+	}
+	if (!x || !prt__spin_trylock(&x->rq.lock))
+		return;
+	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
+		announce_locked(x, f);
+	rq_unlock(x);
+}
+
+/*
+ * Fire the timers of @w's heap @t due by @now; w's rq lock held, by w
+ * or by an idle worker (fire_busy_timers): what they wake is queued on
+ * w. Returns how many fired.
+ */
+static unsigned fire_timers(struct prt__worker *w, struct prt__timers *t, uint64_t now)
+{
+	unsigned n = 0;
+
+	for (; t->n && t->heap[0].deadline <= now; n++) {
+		struct prt__timer e = timer_del(w, t, 0);
 		bool wake = true;
 
 		if (e.kind == PRT_TM_PARK) {
@@ -531,24 +723,40 @@ void prt__run_timers(struct prt__worker *w)
 			prt__spin_unlock(&e.f->lock);
 		} else if (e.kind == PRT_TM_MUTEX) {
 			wake = prt__mutex_timeout(w, e.f);
+			if (!wake)
+				timed_out_donor(w, e.f);
 		} else if (e.kind == PRT_TM_IO) {
 			wake = prt__io_timeout(w, e.f);
 		}
 		if (wake)
 			prt__wake_here_locked(w, e.f);
 	}
+	return n;
+}
+
+void prt__run_timers(struct prt__worker *w)
+{
+	uint64_t now = prt__now_ns();
+
+	fire_timers(w, &w->timers, now);
+	if (w->iotimers.n)
+		fire_timers(w, &w->iotimers, now);
 }
 
 int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind)
 {
 	struct prt__fiber *self = w->curr;
+	bool io = kind == PRT_TM_IO;
 	int err;
 
 	prt__spin_lock(&w->rq.lock);
-	err = timer_push(&w->timers, deadline, self, kind);
+	err = timer_push(w, io ? &w->iotimers : &w->timers, deadline, self, kind);
+	/* PRT_DEFER_WATCH waits for our next pick (protocol 2): no rq_unlock. */
 	prt__spin_unlock(&w->rq.lock);
-	if (!err)
+	if (!err) {
 		self->timer_w = w;
+		self->timer_io = io;
+	}
 	return err;
 }
 
@@ -560,7 +768,7 @@ void prt__timer_cancel(struct prt__fiber *f)
 		return;
 	prt__spin_lock(&w->rq.lock);
 	if (f->timer_pos)
-		timer_del(&w->timers, f->timer_pos - 1);
+		timer_del(w, f->timer_io ? &w->iotimers : &w->timers, f->timer_pos - 1);
 	prt__spin_unlock(&w->rq.lock);
 	f->timer_w = NULL;
 }
@@ -573,14 +781,17 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	prt__set_wait(self, PRT_WK_SLEEP, NULL, (int64_t)deadline);
 	prt__spin_lock(&w->rq.lock);
 	self->timer_w = w;
-	if (timer_push(&w->timers, deadline, self, PRT_TM_SLEEP)) {
+	self->timer_io = false;
+	if (timer_push(w, &w->timers, deadline, self, PRT_TM_SLEEP)) {
 		prt__spin_unlock(&w->rq.lock);
 		return -ENOMEM;
 	}
 	/*
-	 * Only this worker's pick pops its heap, under this lock: the timer
-	 * cannot fire before we are off the CPU, except in our own pick,
-	 * which then picks us and we just go on.
+	 * The timer cannot fire before we leave the CPU, except in our own
+	 * pick, which then picks us and we just go on: this worker's pick
+	 * pops its heap under this lock, which we hold until the switch,
+	 * and an idle worker that fires it after that queues us here, to
+	 * run once our switch away has ended (on_cpu, invariant 3).
 	 */
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 	put_donor(w, false);
@@ -625,15 +836,17 @@ static struct prt__fiber *pick_unlock(struct prt__worker *w, struct prt__fiber *
 	for (;;) {
 		switch (prt__proxy_pick(w, &p)) {
 		case PRT_PICK_RUN:
-			prt__spin_unlock(&w->rq.lock);
+			rq_unlock(w);
 			*donor = p.donor;
 			return p.run;
 		case PRT_PICK_IDLE:
-			prt__spin_unlock(&w->rq.lock);
+			/* Going idle: we watch our own timers (protocol 2). */
+			w->deferred &= ~(unsigned)PRT_DEFER_WATCH;
+			rq_unlock(w);
 			*donor = &w->idle;
 			return NULL;
 		case PRT_PICK_MOVE:
-			prt__spin_unlock(&w->rq.lock);
+			rq_unlock(w);
 			prt__enqueue(p.to, p.move);
 			prt__spin_lock(&w->rq.lock);
 			break;
@@ -666,7 +879,7 @@ static inline struct prt__fiber *pick_fast(struct prt__worker *w)
 {
 	struct prt__fiber *f;
 
-	if (prt__unlikely(w->timers.n) || !w->rq.bitmap)
+	if (prt__unlikely(prt__has_timers(w)) || !w->rq.bitmap)
 		return NULL;
 	f = prt__container_of(w->rq.level[prt__rq_top(w->rq.bitmap)].next, struct prt__fiber,
 			      rq_node);
@@ -683,7 +896,7 @@ static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 	struct prt__fiber *donor, *next = pick_fast(w);
 
 	if (prt__likely(next)) {
-		prt__spin_unlock(&w->rq.lock);
+		rq_unlock(w);
 		donor = next;
 	} else {
 		next = pick_unlock(w, &donor);
@@ -782,6 +995,7 @@ void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
 		put_donor(w, false);
 		prt__rq_add(w, self, true);
 	}
+	announce_locked(w, self); /* queued while this worker runs another */
 	reschedule(w, self);
 }
 
@@ -800,7 +1014,7 @@ PRT_API int prt_yield(void)
 	}
 	prt__io_point(w); /* completions wake their fibers: they compete too */
 	prt__spin_lock(&w->rq.lock);
-	if (prt__unlikely(w->timers.n))
+	if (prt__unlikely(prt__has_timers(w)))
 		prt__run_timers(w); /* sleepers due now compete at this point */
 	bm = w->rq.bitmap;
 	/*
@@ -810,7 +1024,7 @@ PRT_API int prt_yield(void)
 	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
 	    (prt__likely(w->donor == self) ||
 	     atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
-		prt__spin_unlock(&w->rq.lock);
+		rq_unlock(w); /* sleepers that fired wait here: others may take them */
 		return 0;
 	}
 	if (prt__likely(w->donor == self)) {
@@ -820,7 +1034,8 @@ PRT_API int prt_yield(void)
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {
 			prt__rq_add(w, self, false);
-			prt__spin_unlock(&w->rq.lock);
+			announce_locked(w, self); /* an idle worker may take us */
+			rq_unlock(w);
 			switch_to(w, self, next, next);
 			return 0;
 		}
@@ -828,6 +1043,7 @@ PRT_API int prt_yield(void)
 	}
 	put_donor(w, true);
 	prt__rq_add(w, self, false);
+	announce_locked(w, self);
 	reschedule(w, self);
 	return 0;
 }
@@ -867,7 +1083,10 @@ void prt__migrate_queued(struct prt__fiber *f)
 	if (!w)
 		return;
 	if (prt__fiber_allowed(f, w->index) && f->rq_any == atomic_load(&f->aff_all)) {
-		prt__spin_unlock(&w->rq.lock);
+		/* It stays. Counted as a donor but handed its lock? Thieves may take it now. */
+		if (prt__rq_recount(w, f))
+			announce_locked(w, f);
+		rq_unlock(w);
 		return;
 	}
 	prt__rq_del(w, f);
@@ -879,10 +1098,17 @@ void prt__migrate_queued(struct prt__fiber *f)
 
 static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
 {
-	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !PRT_READ_ONCE(w->timers.n))
+	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !prt__has_timers(w))
 		return NULL;
 	prt__spin_lock(&w->rq.lock);
 	return pick_unlock(w, donor);
+}
+
+/* May worker @w steal queued @f? DESIGN.md: never a fiber blocked on a mutex. */
+static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
+{
+	return prt__fiber_allowed(f, w->index) &&
+	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
 }
 
 /*
@@ -916,9 +1142,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 
 			nx = it->next;
 			scanned++;
-			/* DESIGN.md: never steal a fiber blocked on a mutex. */
-			if (!prt__fiber_allowed(f, w->index) ||
-			    atomic_load_explicit(&f->blocked_on, memory_order_relaxed))
+			if (!may_steal(w, f))
 				continue;
 			prt__rq_del(v, f);
 			prt__list_add_tail(&got, &f->rq_node);
@@ -944,7 +1168,33 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	return first;
 }
 
-static struct prt__fiber *steal(struct prt__worker *w, bool wait)
+/*
+ * Does @v's queue (its lock held) hold a fiber @w may steal that not
+ * every worker may run? Looks where steal_from would, no further.
+ */
+static bool has_some_for(struct prt__worker *w, struct prt__worker *v)
+{
+	unsigned scanned = 0;
+
+	if (v->rq.nr <= v->rq.nr_any + v->rq.nr_donor)
+		return false;
+	for (uint32_t bm = v->rq.bitmap; bm && scanned < PRT_STEAL_SCAN;
+	     bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)];
+
+		for (struct prt__list *it = h->next; it != h && scanned < PRT_STEAL_SCAN;
+		     it = it->next, scanned++) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
+
+			if (!f->rq_any && may_steal(w, f))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Steal from the others, nearest first; *@from: the victim. */
+static struct prt__fiber *steal(struct prt__worker *w, bool wait, struct prt__worker **from)
 {
 	struct prt_runtime *rt = w->rt;
 	const int *order = rt->topo.w[w->index].steal_order;
@@ -952,10 +1202,112 @@ static struct prt__fiber *steal(struct prt__worker *w, bool wait)
 	for (int i = 0; i < rt->nworkers - 1; i++) {
 		struct prt__fiber *f = steal_from(w, rt->workers[order[i]], wait);
 
-		if (f)
+		if (f) {
+			*from = rt->workers[order[i]];
 			return f;
+		}
 	}
 	return NULL;
+}
+
+/*
+ * Earliest timer of the workers other than @w that do not sleep: they
+ * may be busy for long with a fiber that makes no runtime call. (A
+ * sleeping worker wakes for its own.) Protocol 2: seq_cst loads, after
+ * the caller's seq_cst store.
+ */
+static uint64_t busy_next(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	uint64_t m = PRT_NO_DEADLINE;
+
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *v = rt->workers[i];
+		uint64_t t;
+
+		/* seq_cst: pairs with the exchange that ends v's sleep (worker_park) */
+		if (v == w || atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
+			continue;
+		/* seq_cst: pairs with the store in timer_push() */
+		t = atomic_load_explicit(&v->timers.next, memory_order_seq_cst);
+		if (t < m)
+			m = t;
+	}
+	return m;
+}
+
+/* Does a sleeping worker other than @w wake by @d, to look at the timers again? */
+static bool watched(struct prt__worker *w, uint64_t d)
+{
+	struct prt_runtime *rt = w->rt;
+
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *v = rt->workers[i];
+
+		/* seq_cst: pairs with the store in park_deadline() */
+		if (v != w && atomic_load_explicit(&v->sleeping, memory_order_seq_cst) &&
+		    atomic_load_explicit(&v->park_until, memory_order_seq_cst) <= d)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Protocol 2, V's side: @d is the earliest timer of a worker that does
+ * not sleep (@w, or others @w stops watching). Unless a sleeper wakes by
+ * then, wake one: it looks again and sleeps until @d at most.
+ */
+static void watch_timer(struct prt__worker *w, uint64_t d)
+{
+	struct prt_runtime *rt = w->rt;
+
+	/* seq_cst: pairs with the increment in worker_park() */
+	if (d == PRT_NO_DEADLINE || rt->nworkers == 1 ||
+	    atomic_load_explicit(&rt->nr_idle, memory_order_seq_cst) <= 0 || watched(w, d))
+		return;
+	wake_one_near(w);
+}
+
+/*
+ * @w leaves the idle loop to run a fiber, with timers of its own, or
+ * having published sleeping = 1 since it last ran one: sleepers may
+ * have left its timers to it, or counted on it to wake for a busy
+ * worker's. Now it is busy itself.
+ */
+static void left_park(struct prt__worker *w)
+{
+	uint64_t own, busy;
+
+	w->was_parked = false;
+	/* seq_cst: pairs with the increment in worker_park() */
+	if (w->rt->nworkers == 1 || atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) <= 0)
+		return;
+	own = atomic_load_explicit(&w->timers.next, memory_order_relaxed);
+	busy = busy_next(w);
+	watch_timer(w, own < busy ? own : busy);
+}
+
+/*
+ * Fire the due timers of workers that do not sleep, which may be busy
+ * (Go's findrunnable runs other Ps' timers likewise): what they wake is
+ * queued there, for us to steal. Returns true if any fired.
+ */
+static bool fire_busy_timers(struct prt__worker *w, uint64_t now)
+{
+	struct prt_runtime *rt = w->rt;
+	bool fired = false;
+
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *v = rt->workers[i];
+
+		if (v == w || atomic_load_explicit(&v->timers.next, memory_order_relaxed) > now ||
+		    atomic_load_explicit(&v->sleeping, memory_order_relaxed) ||
+		    !prt__spin_trylock(&v->rq.lock))
+			continue;
+		fired |= fire_timers(v, &v->timers, now) != 0;
+		rq_unlock(v); /* wakes sleepers its fibers may run on */
+	}
+	return fired;
 }
 
 static long now_ns(void)
@@ -975,10 +1327,11 @@ static void spin_start(struct prt__worker *w)
 }
 
 /*
- * Stop spinning. If we were the last spinner and we leave work behind
- * that another worker could take, wake one (Go's resetspinning).
+ * Stop spinning. If we were the last spinner and leave work behind that
+ * another worker could take (on our queue, or on @victim's, which we
+ * stole from), wake one (Go's resetspinning).
  */
-static void spin_stop(struct prt__worker *w)
+static void spin_stop(struct prt__worker *w, struct prt__worker *victim)
 {
 	struct prt_runtime *rt = w->rt;
 
@@ -987,7 +1340,8 @@ static void spin_stop(struct prt__worker *w)
 	w->spinning = false;
 	if (atomic_fetch_sub_explicit(&rt->nr_spinning, 1, memory_order_relaxed) == 1 &&
 	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
-	    atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0)
+	    (atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0 ||
+	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0)))
 		wake_one_near(w);
 }
 
@@ -1001,6 +1355,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 				    bool must_look)
 {
 	struct prt_runtime *rt = w->rt;
+	struct prt__worker *victim;
 	struct prt__fiber *f;
 	long until = 0;
 
@@ -1023,13 +1378,13 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	for (unsigned i = 0;; i++) {
 		prt__io_point(w);
 		if ((f = pick_local(w, donor))) {
-			spin_stop(w);
+			spin_stop(w, NULL);
 			return f;
 		}
-		if ((f = steal(w, false))) {
+		if ((f = steal(w, false, &victim))) {
 			/* Stolen fibers never wait on a mutex: no proxy. */
 			*donor = f;
-			spin_stop(w);
+			spin_stop(w, victim);
 			return f;
 		}
 		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
@@ -1037,6 +1392,8 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		if ((i & 15) == 0) {
 			long t = now_ns();
 
+			if (fire_busy_timers(w, (uint64_t)t))
+				continue; /* steal what they woke */
 			if (!until)
 				until = t + PRT_SPIN_NS;
 			else if (t >= until)
@@ -1044,7 +1401,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		}
 		prt__cpu_relax();
 	}
-	spin_stop(w);
+	spin_stop(w, NULL);
 	return NULL;
 }
 
@@ -1063,10 +1420,40 @@ static bool work_pending(struct prt__worker *w)
 		if (v == w)
 			continue;
 		prt__spin_lock(&v->rq.lock);
-		found = v->rq.nr_any != 0;
+		found = v->rq.nr_any != 0 || has_some_for(w, v);
 		prt__spin_unlock(&v->rq.lock);
 	}
+	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
+	if (!found && rt->nworkers > 1)
+		found = busy_next(w) <= prt__now_ns();
 	return found || atomic_load(&rt->stopping);
+}
+
+/*
+ * Protocol 2, W's side: the deadline @w (sleeping = 1 published, no
+ * work found) sleeps until, published in park_until. Its own next
+ * timer, or a busy worker's if that comes first and no other sleeper
+ * wakes for it by then.
+ */
+static uint64_t park_deadline(struct prt__worker *w)
+{
+	uint64_t until, busy;
+
+	prt__spin_lock(&w->rq.lock);
+	until = w->timers.n ? w->timers.heap[0].deadline : PRT_NO_DEADLINE;
+	if (w->iotimers.n && w->iotimers.heap[0].deadline < until)
+		until = w->iotimers.heap[0].deadline;
+	prt__spin_unlock(&w->rq.lock);
+	if (w->rt->nworkers == 1)
+		return until;
+	for (;;) {
+		/* seq_cst: pairs with the loads in watched() */
+		atomic_store_explicit(&w->park_until, until, memory_order_seq_cst);
+		busy = busy_next(w);
+		if (busy >= until || watched(w, busy))
+			return until;
+		until = busy;
+	}
 }
 
 /* Sleep until woken. Returns true if it did not sleep: work was pending. */
@@ -1074,6 +1461,7 @@ static bool worker_park(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
 
+	w->was_parked = true;
 	atomic_store(&w->sleeping, 1);
 	atomic_fetch_add(&rt->nr_idle, 1);
 	if (work_pending(w)) {
@@ -1085,22 +1473,20 @@ static bool worker_park(struct prt__worker *w)
 	prt__stat_inc(&w->stats.parks, 1);
 	/*
 	 * Sleep in the ring (or epoll) until a kick (wake_worker clears
-	 * sleeping, then kicks), an I/O completion, or the next timer. Any
+	 * sleeping, then kicks), an I/O completion, or the deadline. Any
 	 * return ends the park: the loop looks for work again, and parks
 	 * again if there is none; a stale kick costs one round.
 	 */
 	/* acquire: pairs with the acq_rel exchange in wake_worker() */
 	if (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
-		uint64_t next = 0;
+		uint64_t until = park_deadline(w);
 
-		prt__spin_lock(&w->rq.lock);
-		if (w->timers.n)
-			next = w->timers.heap[0].deadline;
-		prt__spin_unlock(&w->rq.lock);
-		prt__io_wait(w, next);
+		prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
 	}
+	/* seq_cst (protocol 2): before left_park's loads, and the reset below */
 	if (atomic_exchange(&w->sleeping, 0) == 1)
 		atomic_fetch_sub(&rt->nr_idle, 1);
+	atomic_store_explicit(&w->park_until, PRT_NO_DEADLINE, memory_order_relaxed);
 	prt__io_service(w, true);
 	return false;
 }
@@ -1157,6 +1543,8 @@ void *prt__worker_main(void *arg)
 		next = find_work(w, &donor, pending);
 		pending = false;
 		if (next) {
+			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
+				left_park(w);
 			switch_to(w, &w->idle, next, donor);
 			continue;
 		}

@@ -40,7 +40,6 @@ struct prt__wstats {
 	_Atomic uint64_t io_submits, io_ops;
 };
 
-/* A sleeping fiber's deadline in a worker's timer heap. */
 /* What a timer does when it fires (prt__run_timers). */
 enum {
 	PRT_TM_SLEEP = 0, /* queue the sleeping fiber */
@@ -55,21 +54,51 @@ struct prt__timer {
 	int kind;          /* PRT_TM_* */
 };
 
+/* No deadline: an empty heap's @next, a worker that sleeps until woken. */
+#define PRT_NO_DEADLINE UINT64_MAX
+
 /* Min-heap of deadlines; protected by the worker's rq lock. */
 struct prt__timers {
 	struct prt__timer *heap;
 	unsigned n, cap;
+	/*
+	 * heap[0].deadline, or PRT_NO_DEADLINE: written under the rq lock,
+	 * read without it by idle workers (the timer watch, sched.c).
+	 */
+	_Atomic uint64_t next;
 };
 
 struct prt__worker {
 	struct prt__rq rq;
-	struct prt__timers timers; /* rq.lock */
 	/*
-	 * Futex word: 1 while the worker sleeps for lack of work. Set by the
-	 * worker, cleared by whoever wakes it (exchange 1 -> 0 then
-	 * FUTEX_WAKE); see prt__worker_park() for the protocol.
+	 * Timers, under rq.lock. Those of @timers any idle worker may fire
+	 * when this one is busy (the timer watch, sched.c); PRT_TM_IO timers
+	 * end a wait in this worker's own epoll state, so they live in
+	 * @iotimers and only this worker fires them.
+	 */
+	struct prt__timers timers, iotimers;
+	/* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily). */
+	unsigned ntimers;
+	/*
+	 * What was done under rq.lock that others must hear of once it is
+	 * dropped (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
+	 * PRT_DEFER_SOME. Under rq.lock; made known by the holder that set
+	 * them, except PRT_DEFER_WATCH (see there).
+	 */
+	unsigned deferred;
+	struct prt__fiber *announce;
+	/*
+	 * 1 while the worker sleeps for lack of work. Set by the worker,
+	 * cleared by whoever wakes it (exchange 1 -> 0, then a kick); see
+	 * the protocols at the top of sched.c.
 	 */
 	atomic_uint sleeping prt__cacheline_aligned;
+	/*
+	 * While @sleeping: the CLOCK_MONOTONIC deadline (ns) by which it
+	 * wakes and looks at every busy worker's timers again, or
+	 * PRT_NO_DEADLINE. Written by the worker (the timer watch, sched.c).
+	 */
+	_Atomic uint64_t park_until;
 
 	/* The rest is the worker thread's own (no lock), except where noted. */
 	struct prt__fiber *curr prt__cacheline_aligned; /* whose code runs */
@@ -79,6 +108,7 @@ struct prt__worker {
 	struct prt_runtime *rt;
 	int index;
 	bool spinning;             /* counted in rt->nr_spinning */
+	bool was_parked;           /* published sleeping = 1 since it last ran a fiber */
 	pthread_t thread;
 	struct prt__wstats stats;
 	_Atomic uint64_t nspawned; /* fibers spawned from this worker */
@@ -114,7 +144,8 @@ static inline void prt__io_point(struct prt__worker *w)
 	}
 }
 
-void prt__rq_init(struct prt__rq *rq);
+/* Set up @w's run queue, timers and idle state (worker creation). */
+void prt__worker_sched_init(struct prt__worker *w);
 /* TSan builds: give @f (about to run for the first time) a TSan fiber. */
 void prt__tsan_fiber_create(struct prt__fiber *f);
 
@@ -152,6 +183,23 @@ static inline void prt__rq_del(struct prt__worker *w, struct prt__fiber *f)
 	if (f->rq_donor)
 		atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor - 1, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
+}
+
+/*
+ * Queued @f, counted as a donor, no longer waits on a mutex (handed its
+ * lock, or its timed wait ended): count it as what it is now, in place,
+ * so thieves and parkers see it may be stolen. True if it may now be.
+ */
+static inline bool prt__rq_recount(struct prt__worker *w, struct prt__fiber *f)
+{
+	if (!f->rq_donor || atomic_load_explicit(&f->blocked_on, memory_order_relaxed))
+		return false;
+	f->rq_donor = false;
+	atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor - 1, memory_order_relaxed);
+	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
+	if (f->rq_any)
+		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+	return true;
 }
 
 static inline int prt__rq_top(uint32_t bitmap)
@@ -247,8 +295,23 @@ void prt__schedule_blocked(struct prt__worker *w);
  */
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
 uint64_t prt__now_ns(void);
-/* Fire every timer whose deadline has passed; rq lock held. */
+/* Fire every timer of @w whose deadline has passed; w's rq lock held, on @w. */
 void prt__run_timers(struct prt__worker *w);
+/* Any timer armed on @w? (rq lock held, or racy.) */
+static inline bool prt__has_timers(const struct prt__worker *w)
+{
+	return PRT_READ_ONCE(w->ntimers) != 0;
+}
+/*
+ * Bits of prt__worker.deferred: what the holder of the rq lock queued
+ * that others must hear of once the lock is dropped.
+ */
+enum {
+	PRT_DEFER_ANY = 1,   /* fibers any worker may run: wake an idle one */
+	PRT_DEFER_SOME = 2,  /* @announce may run on some other workers: wake one of them */
+	/* A new earliest timer; kept until the next pick: if it runs a fiber, a sleeper must watch it. */
+	PRT_DEFER_WATCH = 4,
+};
 /*
  * A fiber has at most one timer. Arm one of @kind for the calling fiber
  * on its worker (0 or -ENOMEM); cancel it if it has not fired (either
@@ -257,8 +320,9 @@ void prt__run_timers(struct prt__worker *w);
 int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind);
 void prt__timer_cancel(struct prt__fiber *f);
 /*
- * A PRT_TM_MUTEX timer of @f fired on @w (rq lock held): end its mutex
- * wait if it still waits. Returns true if @f sleeps and must be queued.
+ * A PRT_TM_MUTEX timer of @f in @w's heap fired (w's rq lock held, by w
+ * or by an idle worker): end its mutex wait if it still waits. Returns
+ * true if @f sleeps and must be queued on @w.
  */
 bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f);
 /* Queue sleeping @f on @w, with its attached donors. @w's rq lock held. */

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Scheduler across workers: stealing, affinity, waking parked workers, scale. */
+/*
+ * Scheduler across workers: stealing, affinity, waking parked workers,
+ * work conservation, scale.
+ */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -481,6 +484,367 @@ static void test_plain_thread_spawns_detached(void **state)
 	assert_int_equal(atomic_load(&det_count), 4 * DET_PER);
 }
 
+/*
+ * ---- work conservation: no runnable fiber waits while a worker idles ----
+ *
+ * Each test runs a fiber M on some worker W, waits until every other
+ * worker sleeps, then leaves a fiber that another worker may run
+ * waiting on W (queued there, or with its timer in W's heap) while a
+ * holder fiber pinned to W keeps W busy, without a runtime call, until
+ * that fiber has run elsewhere and released it. Where an idle worker
+ * does not get it, the holder spins on: the test hangs and the binary's
+ * timeout fails it. Each test takes one path by which a fiber comes to
+ * wait on a busy worker.
+ */
+struct wc {
+	prt_runtime_t *rt;
+	int w;                /* W, the worker kept busy */
+	int prio;             /* the holder's priority */
+	atomic_int released;  /* set by the fiber that had to run elsewhere */
+	atomic_int ran_on;    /* where that fiber ran, after it left W */
+	prt_workerset_t some; /* a fiber's affinity, when not all workers */
+	prt_fiber_t holder;
+	prt_mutex_t m;
+	prt_cond_t c;
+	atomic_int owner_ready;
+};
+
+static struct wc wc;
+
+static void wc_reset(prt_runtime_t *rt, int holder_prio)
+{
+	memset(&wc, 0, sizeof(wc));
+	wc.rt = rt;
+	wc.w = -1;
+	wc.prio = holder_prio;
+	atomic_init(&wc.ran_on, -1);
+	prt_mutex_init(&wc.m, NULL);
+	prt_cond_init(&wc.c);
+}
+
+/* The holder: keeps W busy, no runtime call, until released. */
+static void *wc_hold(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&wc.released))
+		sched_yield(); /* to the OS, not the runtime: W stays busy */
+	return NULL;
+}
+
+static void wc_set_affinity(const prt_workerset_t *s)
+{
+	if (prt_fiber_set_affinity(prt_self(), s) != 0)
+		abort();
+}
+
+static void wc_all_workers(prt_workerset_t *s)
+{
+	prt_workerset_zero(s);
+	for (int i = 0; i < prt_runtime_nworkers(wc.rt); i++)
+		prt_workerset_add(s, i);
+}
+
+/*
+ * Keep the caller on the worker it runs on (W) and wait, without a
+ * scheduling point, until every other worker has slept for a while
+ * (nothing wakes an idle worker then but the paths under test).
+ */
+static void wc_start(void)
+{
+	prt_workerset_t one;
+	int n = prt_runtime_nworkers(wc.rt), quiet = 0;
+
+	wc.w = prt_worker_index();
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, wc.w);
+	wc_set_affinity(&one);
+	while (quiet < 1000) {
+		bool all = true;
+
+		for (int i = 0; i < n; i++)
+			if (i != wc.w && !atomic_load(&wc.rt->workers[i]->sleeping))
+				all = false;
+		quiet = all ? quiet + 1 : 0;
+		sched_yield();
+	}
+}
+
+static void wc_spawn_holder(void)
+{
+	wc.holder = test_spawn(wc.rt, wc.prio, wc.w, wc_hold, NULL);
+}
+
+/* Run by the fiber that had to leave W: say where it runs, release the holder. */
+static void wc_release(void)
+{
+	atomic_store(&wc.ran_on, prt_worker_index());
+	atomic_store(&wc.released, 1);
+}
+
+/* M's end: the holder ended, and the fiber under test ran on another worker. */
+static void *wc_finish(void)
+{
+	FIBER_CHECK(prt_join(wc.holder, NULL) == 0);
+	FIBER_CHECK(atomic_load(&wc.ran_on) >= 0);
+	FIBER_CHECK(atomic_load(&wc.ran_on) != wc.w);
+	return NULL;
+}
+
+static void wc_run(int nworkers, int prio, int holder_prio, void *(*fn)(void *))
+{
+	prt_runtime_t *rt = test_rt(nworkers);
+
+	wc_reset(rt, holder_prio);
+	assert_null(test_run_in(rt, prio, fn, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* The case: a sleeper's timer in the heap of W, held by a pinned fiber. */
+static void *wc_sleep_main(void *arg)
+{
+	prt_workerset_t all;
+
+	(void)arg;
+	wc_start();
+	wc_spawn_holder();
+	wc_all_workers(&all);
+	wc_set_affinity(&all);
+	/* Its timer in W's heap; W runs the holder. (A deadline past at the call would yield.) */
+	FIBER_CHECK(prt_sleep_ns(10 * 1000 * 1000) == 0);
+	wc_release();
+	return wc_finish();
+}
+
+static void test_wc_sleep_timer(void **state)
+{
+	(void)state;
+	wc_run(2, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT, wc_sleep_main);
+}
+
+/*
+ * The same with a condvar's timed wait (a PRT_TM_PARK timer). A wait
+ * whose deadline passed before it slept returns at once, still on W
+ * (the holder has not run yet): then again. Once M sleeps, it can only
+ * wake on another worker.
+ */
+static void *wc_cond_main(void *arg)
+{
+	prt_workerset_t all;
+
+	(void)arg;
+	wc_start();
+	wc_spawn_holder();
+	wc_all_workers(&all);
+	wc_set_affinity(&all);
+	FIBER_CHECK(prt_mutex_lock(&wc.m) == 0);
+	do {
+		struct timespec ts = test_realtime_in(10 * 1000 * 1000);
+
+		FIBER_CHECK(prt_cond_timedwait(&wc.c, &wc.m, &ts) == ETIMEDOUT);
+	} while (prt_worker_index() == wc.w);
+	FIBER_CHECK(prt_mutex_unlock(&wc.m) == 0);
+	wc_release();
+	return wc_finish();
+}
+
+static void test_wc_cond_timer(void **state)
+{
+	(void)state;
+	wc_run(2, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT, wc_cond_main);
+}
+
+/*
+ * A timed lock of a mutex a plain thread holds (a PRT_TM_MUTEX timer):
+ * with @prio equal to the holder's, M is picked before it and sleeps
+ * until handed the lock; with the holder above it, M stays queued on W
+ * as a donor, and its timeout must make it a fiber another worker may
+ * steal.
+ */
+static void *wc_timedlock_main(void *arg)
+{
+	prt_workerset_t all;
+
+	(void)arg;
+	wc_start();
+	wc_spawn_holder();
+	wc_all_workers(&all);
+	wc_set_affinity(&all);
+	do { /* as wc_cond_main: until it waited */
+		struct timespec ts = test_realtime_in(10 * 1000 * 1000);
+
+		FIBER_CHECK(prt_mutex_timedlock(&wc.m, &ts) == ETIMEDOUT);
+	} while (prt_worker_index() == wc.w);
+	wc_release();
+	return wc_finish();
+}
+
+static void wc_timedlock_run(int holder_prio)
+{
+	prt_runtime_t *rt = test_rt(2);
+
+	wc_reset(rt, holder_prio);
+	assert_int_equal(prt_mutex_lock(&wc.m), 0); /* this plain thread holds it */
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, wc_timedlock_main, NULL));
+	assert_int_equal(prt_mutex_unlock(&wc.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_wc_timedlock_sleeping(void **state)
+{
+	(void)state;
+	wc_timedlock_run(PRT_PRIO_DEFAULT);
+}
+
+static void test_wc_timedlock_donor(void **state)
+{
+	(void)state;
+	wc_timedlock_run(PRT_PRIO_DEFAULT + 1);
+}
+
+/* prt_yield puts M back on W's queue, behind the holder. */
+static void *wc_yield_main(void *arg)
+{
+	prt_workerset_t all;
+
+	(void)arg;
+	wc_start();
+	wc_spawn_holder();
+	wc_all_workers(&all);
+	wc_set_affinity(&all);
+	FIBER_CHECK(prt_yield() == 0); /* the holder runs; M waits on W */
+	wc_release();
+	return wc_finish();
+}
+
+static void test_wc_yield_requeue(void **state)
+{
+	(void)state;
+	wc_run(2, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT, wc_yield_main);
+}
+
+/*
+ * An unlock hands the mutex to a higher-priority waiter on W, which
+ * runs at once (it becomes the holder): M goes back on W's queue.
+ */
+static void *wc_handoff_hold(void *arg)
+{
+	(void)arg;
+	if (prt_mutex_lock(&wc.m) != 0)
+		abort();
+	wc_hold(NULL);
+	return (void *)(intptr_t)prt_mutex_unlock(&wc.m);
+}
+
+static void *wc_handoff_main(void *arg)
+{
+	prt_workerset_t all;
+
+	(void)arg;
+	wc_start();
+	FIBER_CHECK(prt_mutex_lock(&wc.m) == 0);
+	wc.holder = test_spawn(wc.rt, wc.prio, wc.w, wc_handoff_hold, NULL);
+	/* Pinned still: nobody may take us from W's queue; the holder waits on m. */
+	FIBER_CHECK(prt_yield() == 0);
+	wc_all_workers(&all);
+	wc_set_affinity(&all);
+	FIBER_CHECK(prt_mutex_unlock(&wc.m) == 0); /* to the holder, which runs at once */
+	wc_release();
+	return wc_finish();
+}
+
+static void test_wc_handoff_requeue(void **state)
+{
+	(void)state;
+	wc_run(2, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT + 1, wc_handoff_main);
+}
+
+/*
+ * Three workers: a fiber only W and one other worker may run, spawned
+ * on W, must wake that worker (not only fibers every worker may run).
+ */
+static void *wc_some_body(void *arg)
+{
+	(void)arg;
+	wc_release();
+	return NULL;
+}
+
+static void *wc_spawn_some_main(void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	(void)arg;
+	wc_start();
+	wc_spawn_holder();
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, wc.w);
+	prt_workerset_add(&a.affinity, (wc.w + 2) % 3);
+	FIBER_CHECK(prt_spawn(wc.rt, &f, &a, wc_some_body, NULL) == 0); /* queued on W */
+	FIBER_CHECK(prt_join(f, NULL) == 0); /* W runs the holder */
+	FIBER_CHECK(atomic_load(&wc.ran_on) == (wc.w + 2) % 3);
+	return wc_finish();
+}
+
+static void test_wc_spawn_some_workers(void **state)
+{
+	(void)state;
+	wc_run(3, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT, wc_spawn_some_main);
+}
+
+/*
+ * Three workers: M, which only W and Y may run, waits on W as a donor
+ * (below the holder) for a mutex a fiber O on the third worker holds.
+ * O's unlock hands it the lock: M is no longer blocked and Y must take it.
+ */
+static void *wc_owner(void *arg)
+{
+	(void)arg;
+	if (prt_mutex_lock(&wc.m) != 0)
+		abort();
+	atomic_store(&wc.owner_ready, 1);
+	/* Until M waits in W's queue as a donor (internal counters). */
+	while (atomic_load(&wc.rt->workers[wc.w]->rq.nr_donor) == 0)
+		sched_yield();
+	return (void *)(intptr_t)prt_mutex_unlock(&wc.m);
+}
+
+static void *wc_donor_main(void *arg)
+{
+	int y, z;
+	prt_fiber_t o;
+	void *res;
+
+	(void)arg;
+	wc_start();
+	y = (wc.w + 1) % 3;
+	z = (wc.w + 2) % 3;
+	/* Below M: its unlock hands the lock to M (no lateral release). */
+	o = test_spawn(wc.rt, PRT_PRIO_DEFAULT - 1, z, wc_owner, NULL);
+	while (!atomic_load(&wc.owner_ready))
+		sched_yield();
+	wc_spawn_holder();
+	prt_workerset_zero(&wc.some);
+	prt_workerset_add(&wc.some, wc.w);
+	prt_workerset_add(&wc.some, y);
+	wc_set_affinity(&wc.some);
+	FIBER_CHECK(prt_mutex_lock(&wc.m) == 0); /* queued on W, the holder runs */
+	wc_release();
+	FIBER_CHECK(prt_mutex_unlock(&wc.m) == 0);
+	FIBER_CHECK(prt_join(o, &res) == 0);
+	FIBER_CHECK(res == NULL);
+	FIBER_CHECK(atomic_load(&wc.ran_on) == y);
+	return wc_finish();
+}
+
+static void test_wc_handed_donor_some_workers(void **state)
+{
+	(void)state;
+	wc_run(3, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT + 1, wc_donor_main);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -493,6 +857,14 @@ int main(void)
 		cmocka_unit_test(test_capped_worker_takes_pending),
 		cmocka_unit_test(test_100k_fibers),
 		cmocka_unit_test(test_plain_thread_spawns_detached),
+		cmocka_unit_test(test_wc_sleep_timer),
+		cmocka_unit_test(test_wc_cond_timer),
+		cmocka_unit_test(test_wc_timedlock_sleeping),
+		cmocka_unit_test(test_wc_timedlock_donor),
+		cmocka_unit_test(test_wc_yield_requeue),
+		cmocka_unit_test(test_wc_handoff_requeue),
+		cmocka_unit_test(test_wc_spawn_some_workers),
+		cmocka_unit_test(test_wc_handed_donor_some_workers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,7 +111,10 @@ PRT_API PRT_NORETURN void prt_exit(void *result);
 /*
  * Let other fibers of the same or higher priority run: the caller goes
  * to the tail of its level. If a lower priority is all that is queued,
- * the caller keeps running. Returns 0, or -EPERM from a plain thread.
+ * the caller keeps running. Once queued, it may be taken by an idle
+ * worker its affinity allows, which is woken for it (as Go's
+ * runtime.Gosched wakes an idle P).
+ * Returns 0, or -EPERM from a plain thread.
  * Context: a fiber; a scheduling point.
  */
 PRT_API int prt_yield(void);
@@ -185,8 +188,11 @@ PRT_API int prt_unpark(prt_fiber_t f);
  * past is a yield; a @ns so large that now + @ns passes 2^64 saturates:
  * the fiber sleeps for good (UINT64_MAX means "never"). Returns 0,
  * -EPERM from a plain thread, -ENOMEM if the timer could not be recorded.
- * Timers are checked at every scheduling point of the worker, so a busy
- * fiber that never yields delays them (fibers are cooperative).
+ * The timer lives on the worker the fiber slept on, which checks it at
+ * every scheduling point; while that worker is busy with a fiber that
+ * does not yield, an idle worker fires it (Go's timer stealing) and runs
+ * the sleeper if its affinity allows. A sleeper only that worker may run
+ * waits for it (fibers are cooperative).
  * Context: a fiber; a scheduling point.
  */
 PRT_API int prt_sleep_until(uint64_t deadline_ns);
