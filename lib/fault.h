@@ -42,6 +42,8 @@ enum prt__pause_site {
 	PRT_PAUSE_GRANT_WAKE,
 	/* prt__enqueue queued a fiber and let go of the run queue; kicking a worker is next. */
 	PRT_PAUSE_ENQUEUED,
+	/* A fiber in a mutex wait spun on its record, wait_lock dropped; retaking it is next. */
+	PRT_PAUSE_MUTEX_SPUN,
 	PRT_PAUSE_NSITES,
 };
 

@@ -684,8 +684,17 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 				prt__spin_lock(&m->wait_lock);
 				break;
 			}
+			prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
 			prt__spin_lock(&m->wait_lock);
-			if (s == 2 || atomic_load_explicit(&rec.granted, memory_order_acquire))
+			/*
+			 * Anything may have happened while wait_lock was dropped:
+			 * a handoff, or our timer, fired by an idle worker
+			 * (fire_busy_timers) while we still run, took us off the
+			 * list. It woke no one (we were not asleep): never go
+			 * to sleep past it.
+			 */
+			if (s == 2 || rec.timedout ||
+			    atomic_load_explicit(&rec.granted, memory_order_acquire))
 				continue;
 		}
 		if (deadline && !armed) {

@@ -845,6 +845,103 @@ static void test_wc_handed_donor_some_workers(void **state)
 	wc_run(3, PRT_PRIO_DEFAULT, PRT_PRIO_DEFAULT + 1, wc_donor_main);
 }
 
+
+/*
+ * A fiber's own mutex timer fired by an idle worker while the fiber
+ * still runs: between spinning on its waiter record (wait_lock dropped)
+ * and going to sleep. The timeout takes it off the list and wakes
+ * nobody, as the fiber is not asleep: the fiber must see that and not
+ * go to sleep, else nothing ever wakes it (test_stress hung so). The
+ * pause point PRT_PAUSE_MUTEX_SPUN holds the fiber in that window, its
+ * timer armed, until the other worker has fired it.
+ */
+#if PRT_FAULT_INJECTION
+#include "fault.h"
+
+static struct {
+	prt_mutex_t m;
+	atomic_int hook_on;   /* the next pause with the timer armed holds the fiber */
+	atomic_int in_window; /* the fiber is held there */
+	atomic_int fired;     /* its timer fired meanwhile (blocked_on cleared) */
+	atomic_int worker;    /* the fiber's worker */
+	atomic_int done, err;
+} spun;
+
+static void spun_pause(void *arg)
+{
+	struct prt__fiber *self = prt__cur_worker()->curr;
+
+	(void)arg;
+	if (!self->timer_w || !atomic_exchange(&spun.hook_on, 0))
+		return; /* the first spin comes before the timer is armed */
+	atomic_store(&spun.worker, prt_worker_index());
+	atomic_store(&spun.in_window, 1);
+	/* Keep this worker busy (no runtime call) until the other one fired our timer. */
+	for (uint64_t t0 = test_mono_ns(); test_mono_ns() - t0 < 10000000000ull;) {
+		if (!atomic_load(&self->blocked_on)) {
+			atomic_store(&spun.fired, 1);
+			break;
+		}
+		sched_yield();
+	}
+}
+
+static void *spun_locker(void *arg)
+{
+	struct timespec ts = test_realtime_in(20 * 1000 * 1000);
+
+	(void)arg;
+	atomic_store(&spun.err, prt_mutex_timedlock(&spun.m, &ts));
+	atomic_store(&spun.done, 1);
+	return NULL;
+}
+
+static void test_wc_timer_fires_while_waiter_spins(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_mutexattr_t a;
+	prt_fiber_t f, g;
+	uint64_t t0;
+
+	(void)state;
+	memset(&spun, 0, sizeof(spun));
+	prt_mutexattr_init(&a);
+	/* Proxy off: the waiter sleeps until handed the lock or timed out. */
+	prt_mutexattr_setproxy(&a, PRT_MUTEX_PROXY_OFF);
+	assert_int_equal(prt_mutex_init(&spun.m, &a), 0);
+	assert_int_equal(prt_mutex_lock(&spun.m), 0); /* this plain thread holds it */
+	prt__fault_set_pause(PRT_PAUSE_MUTEX_SPUN, spun_pause, NULL);
+	atomic_store(&spun.hook_on, 1);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, spun_locker, NULL);
+	while (!atomic_load(&spun.in_window) && !atomic_load(&spun.done))
+		sched_yield();
+	assert_true(atomic_load(&spun.in_window)); /* the window was reached */
+	/*
+	 * Wake the other worker once: it sleeps again at most until the
+	 * fiber's deadline (the timer watch), then fires that timer.
+	 */
+	g = test_spawn(rt, PRT_PRIO_DEFAULT, 1 - atomic_load(&spun.worker), test_noop, NULL);
+	assert_int_equal(prt_join(g, NULL), 0);
+	for (t0 = test_mono_ns(); !atomic_load(&spun.done) && test_mono_ns() - t0 < 20000000000ull;)
+		usleep(1000);
+	prt__fault_set_pause(PRT_PAUSE_MUTEX_SPUN, NULL, NULL);
+	assert_true(atomic_load(&spun.fired));
+	if (!atomic_load(&spun.done))
+		fail_msg("the fiber went to sleep past its own timeout: nothing wakes it");
+	assert_int_equal(atomic_load(&spun.err), ETIMEDOUT);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_mutex_unlock(&spun.m), 0);
+	assert_int_equal(prt_mutex_destroy(&spun.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+#else
+static void test_wc_timer_fires_while_waiter_spins(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -865,6 +962,7 @@ int main(void)
 		cmocka_unit_test(test_wc_handoff_requeue),
 		cmocka_unit_test(test_wc_spawn_some_workers),
 		cmocka_unit_test(test_wc_handed_donor_some_workers),
+		cmocka_unit_test(test_wc_timer_fires_while_waiter_spins),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
