@@ -810,6 +810,20 @@ PRT_API int prt_park(void)
 	return 0;
 }
 
+void prt__park_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	bool parked;
+
+	/* Exactly one waker: whoever clears parked under f->lock. */
+	prt__spin_lock(&f->lock);
+	parked = f->parked;
+	f->parked = false;
+	prt__spin_unlock(&f->lock);
+	if (parked)
+		prt__wake_here_locked(ctx, f);
+}
+
 int prt__wake_parked(struct prt__fiber *f)
 {
 	prt__spin_lock(&f->lock);

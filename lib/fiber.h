@@ -5,6 +5,7 @@
 #include <proxyrt/fiber.h>
 #include "platform.h"
 #include "stack.h"
+#include "timer.h"
 
 struct prt__worker;
 struct prt_runtime;
@@ -127,13 +128,13 @@ struct prt__fiber {
 	struct prt__list donors;
 	_Atomic(struct prt__fiber *) attached_to;
 	/*
-	 * Its timer: index + 1 in timer_w's heap (timer_w->iotimers if
-	 * @timer_io, else timer_w->timers), 0 if none; timer_w's rq lock.
+	 * Its timer, armed in timer_w's heap (timer_w->iotimers if
+	 * @timer_io, else timer_w->timers); timer_w's rq lock.
 	 */
-	unsigned timer_pos;
+	struct prt__timer timer;
 	struct prt__worker *timer_w;      /* written by the fiber itself */
 	bool timer_io;                    /* written by the fiber itself */
-	/* epoll backend: the request its PRT_TM_IO timer ends (its worker's own). */
+	/* epoll backend: the request its local I/O timer ends (its worker's own). */
 	struct prt__ioreq *ioreq;
 	/*
 	 * What it waits for while BLOCKED (PRT_WK_*), on what (@wait_obj: a
@@ -207,5 +208,13 @@ void prt__fiber_chunks_release(struct prt_runtime *rt);
 void prt__fiber_free(struct prt__fiber *f);
 /* Lock the fiber @h names (its @lock) and return it; NULL (not locked) if @h is stale. */
 struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h);
+/*
+ * Timer callback (prt__timer_fn) for a fiber that parks until a wake or
+ * its deadline (park protocol: whoever clears @parked under its lock
+ * wakes it; the fiber checks the deadline under that lock before it
+ * parks). @ctx: the worker whose heap held the timer, its rq lock held:
+ * the fiber is queued there.
+ */
+void prt__park_timer_fire(struct prt__timer *t, void *ctx);
 
 #endif

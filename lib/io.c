@@ -27,7 +27,7 @@
  * EPOLLONESHOT in the worker's epoll for the union of the events its
  * waiters want; when it fires every waiter of that fd retries. The idle
  * worker waits in epoll_pwait2; a busy one polls every 64 points.
- * Timeouts use the worker's timer heap (PRT_TM_IO).
+ * Timeouts use the worker's timer heap (a local timer: io_timer_fire).
  *
  * prt_close cancels the requests other fibers have on the fd: it posts
  * a command to each worker with requests in flight (IORING_OP_ASYNC_CANCEL
@@ -680,6 +680,23 @@ static int set_nonblock(int fd)
 	return 0;
 }
 
+/*
+ * The timer of an epoll wait (prt__timer_fn, local to the worker whose
+ * heap held it, @ctx, rq lock held): end the wait if it still waits,
+ * and queue the fiber there.
+ */
+static void io_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	struct prt__ioreq *r = f->ioreq;
+
+	if (!r || r->done || !ep_unlink(ctx, r))
+		return;
+	r->res = -ETIMEDOUT;
+	r->done = true;
+	prt__wake_here_locked(ctx, f);
+}
+
 /* Wait on @w until @fd may be ready for @events; 0 (retry), -ETIMEDOUT, -ECANCELED. */
 static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t deadline)
 {
@@ -700,7 +717,7 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 	}
 	if (deadline) {
 		self->ioreq = &r;
-		if ((err = prt__timer_arm(w, deadline, PRT_TM_IO))) {
+		if ((err = prt__timer_arm(w, deadline, io_timer_fire, true))) {
 			/*
 			 * Only our request: ep_release would also "wake" this
 			 * fiber, which is running, into a run queue. The fd
@@ -719,16 +736,6 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 	return err;
 }
 
-bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f)
-{
-	struct prt__ioreq *r = f->ioreq;
-
-	if (!r || r->done || !ep_unlink(w, r))
-		return false;
-	r->res = -ETIMEDOUT;
-	r->done = true;
-	return true; /* run_timers queues it here */
-}
 
 enum op { OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT };
 static const char *const op_names[] = { "read", "write", "readv", "writev",

@@ -106,9 +106,6 @@ struct prt__rtio {
 	struct prt__offload *offload;
 };
 
-/* A PRT_TM_IO timer of @f fired on @w (rq lock held): true if @f must be queued. */
-bool prt__io_timeout(struct prt__worker *w, struct prt__fiber *f);
-
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
 void prt__io_rt_fini(struct prt_runtime *rt);
 int prt__io_init(struct prt__worker *w);

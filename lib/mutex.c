@@ -459,7 +459,7 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
 }
 
 /*
- * handoff_wake for the timer path (prt__mutex_timeout), w's rq lock
+ * handoff_wake for the timer path (mutex_timeout), w's rq lock
  * held (by w, or by an idle worker firing w's timers): the new owner,
  * asleep, is queued on w; its pick sends it home if it may not run
  * there. Counted on the worker that fires (stats are their own).
@@ -631,6 +631,8 @@ static void wait_end(struct prt__fiber *self)
 	prt__spin_unlock(&self->lock);
 }
 
+static prt__timer_fn mutex_timer_fire; /* ends a timed wait: see the pick-path helpers */
+
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
@@ -700,7 +702,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		if (deadline && !armed) {
 			/* Lock order: rq lock -> wait_lock, so drop wait_lock to arm. */
 			prt__spin_unlock(&m->wait_lock);
-			if (prt__timer_arm(w, deadline, PRT_TM_MUTEX)) {
+			if (prt__timer_arm(w, deadline, mutex_timer_fire, false)) {
 				prt__spin_lock(&m->wait_lock);
 				if (!rec.timedout && !atomic_load(&rec.granted))
 					dequeue(m, &rec, &h);
@@ -1068,7 +1070,7 @@ int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
 		prt__spin_unlock(&self->lock);
 		w = prt__cur_worker();
 		if (deadline && !armed) {
-			if (prt__timer_arm(w, deadline, PRT_TM_PARK)) {
+			if (prt__timer_arm(w, deadline, prt__park_timer_fire, false)) {
 				err = ENOMEM;
 				break;
 			}
@@ -1146,7 +1148,12 @@ struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
 	return f;
 }
 
-bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
+/*
+ * A timed mutex wait of @f ended by its timer, in @w's heap (w's rq lock
+ * held, by w or by an idle worker): end the wait if it still waits.
+ * Returns true if @f sleeps and must be queued on @w.
+ */
+static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
 	struct prt__mutex *m = atomic_load(&f->blocked_on);
 	struct prt__mwaiter *r;
@@ -1175,6 +1182,17 @@ bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	 * back: same protocol as a handoff's detach (proxy.c, attach()).
 	 */
 	return prt__unattach(f);
+}
+
+/* The timer of a timed mutex wait (prt__timer_fn); @ctx: the worker whose heap held it. */
+static void mutex_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+
+	if (mutex_timeout(ctx, f))
+		prt__wake_here_locked(ctx, f);
+	else
+		prt__timed_out_donor(ctx, f);
 }
 
 /* ---- priority changes ---------------------------------------------------- */

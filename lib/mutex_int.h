@@ -91,7 +91,7 @@ struct prt__mwaiter {
 	 * again (which may be destroyed and reused by then).
 	 */
 	atomic_uint cwait;
-	/* Its timed wait ended (PRT_TM_MUTEX timer): taken off the list. wait_lock. */
+	/* Its timed wait ended (its timer, mutex_timer_fire): taken off the list. wait_lock. */
 	bool timedout;
 	/*
 	 * Non-zero once the mutex was handed to this waiter. A plain

@@ -68,8 +68,8 @@
  * earliest timer of all awake workers, itself included (left_park):
  * sleepers may have counted on it. @park_until is reset when the worker
  * wakes, so no stale value is counted on.
- * PRT_TM_IO timers (epoll) are not watched: they end a wait in their
- * worker's own I/O state, which has no lock (see prt__worker.iotimers).
+ * Local timers (epoll I/O timeouts) are not watched: they end a wait in
+ * their worker's own I/O state, which has no lock (prt__worker.iotimers).
  */
 #include <sched.h>
 #include <stdio.h>
@@ -123,8 +123,8 @@ void prt__worker_sched_init(struct prt__worker *w)
 	atomic_init(&rq->nr_donor, 0);
 	for (int i = 0; i < PRT_PRIO_LEVELS; i++)
 		prt__list_init(&rq->level[i]);
-	atomic_init(&w->timers.next, PRT_NO_DEADLINE);
-	atomic_init(&w->iotimers.next, PRT_NO_DEADLINE);
+	prt__timers_init(&w->timers);
+	prt__timers_init(&w->iotimers);
 	atomic_init(&w->park_until, PRT_NO_DEADLINE);
 }
 
@@ -557,102 +557,27 @@ bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
 	return true;
 }
 
-static void heap_set(struct prt__timer *h, unsigned i, struct prt__timer t)
-{
-	h[i] = t;
-	t.f->timer_pos = i + 1;
-}
-
-static void heap_swap(struct prt__timer *h, unsigned a, unsigned b)
-{
-	struct prt__timer t = h[a];
-
-	heap_set(h, a, h[b]);
-	heap_set(h, b, t);
-}
-
-static void sift_up(struct prt__timers *t, unsigned i)
-{
-	for (; i && t->heap[(i - 1) / 2].deadline > t->heap[i].deadline; i = (i - 1) / 2)
-		heap_swap(t->heap, i, (i - 1) / 2);
-}
-
-static void sift_down(struct prt__timers *t, unsigned i)
-{
-	for (;;) {
-		unsigned l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < t->n && t->heap[l].deadline < t->heap[m].deadline)
-			m = l;
-		if (r < t->n && t->heap[r].deadline < t->heap[m].deadline)
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(t->heap, i, m);
-		i = m;
-	}
-}
-
 /*
- * Arm a timer in @w's heap @t (rq lock held, on @w). If it is now w's
+ * Arm @f's timer in @w's heap @h (rq lock held, on @w). If it is now w's
  * earliest watched timer and a worker sleeps, the rq_unlock of w's next
  * pick makes sure a sleeper wakes for it, if that pick runs a fiber
- * (protocol 2, V's side: the seq_cst store of next, then the seq_cst
- * loads of nr_idle here and of park_until in watch_timer).
+ * (protocol 2, V's side: the seq_cst store of next in prt__timer_add(),
+ * then the seq_cst loads of nr_idle here and of park_until in
+ * watch_timer).
  */
-static int timer_push(struct prt__worker *w, struct prt__timers *t, uint64_t deadline,
-		      struct prt__fiber *f, int kind)
+static int timer_push(struct prt__worker *w, struct prt__timers *h, uint64_t deadline,
+		      struct prt__fiber *f, prt__timer_fn *fn)
 {
-	if (t->n == t->cap) {
-		unsigned cap = t->cap ? t->cap * 2 : 64;
-		struct prt__timer *h = prt__alloc(sizeof(*h) * cap);
+	int r = prt__timer_add(h, &f->timer, deadline, fn);
 
-		if (!h)
-			return -ENOMEM;
-		if (t->heap) {
-			memcpy(h, t->heap, sizeof(*h) * t->n);
-			prt__free(t->heap, sizeof(*h) * t->cap);
-		}
-		t->heap = h;
-		t->cap = cap;
-	}
-	heap_set(t->heap, t->n, (struct prt__timer){ deadline, f, kind });
-	PRT_WRITE_ONCE(t->n, t->n + 1);
+	if (r < 0)
+		return r;
 	PRT_WRITE_ONCE(w->ntimers, w->ntimers + 1);
-	sift_up(t, t->n - 1);
-	if (f->timer_pos != 1)
-		return 0;
-	/* seq_cst: pairs with the loads of busy_next() in park_deadline() */
-	atomic_store_explicit(&t->next, deadline, memory_order_seq_cst);
 	/* seq_cst: pairs with the increment in worker_park() (protocol 2) */
-	if (t == &w->timers && w->rt->nworkers > 1 &&
+	if (r == 1 && h == &w->timers && w->rt->nworkers > 1 &&
 	    atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) > 0)
 		w->deferred |= PRT_DEFER_WATCH;
 	return 0;
-}
-
-/* Remove entry @i (0-based) of @w's heap @t. The earliest deadline can only grow. */
-static struct prt__timer timer_del(struct prt__worker *w, struct prt__timers *t, unsigned i)
-{
-	struct prt__timer e = t->heap[i];
-
-	e.f->timer_pos = 0;
-	PRT_WRITE_ONCE(t->n, t->n - 1);
-	PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
-	if (i != t->n) {
-		heap_set(t->heap, i, t->heap[t->n]);
-		sift_down(t, i);
-		sift_up(t, i);
-	}
-	atomic_store_explicit(&t->next, t->n ? t->heap[0].deadline : PRT_NO_DEADLINE,
-			      memory_order_relaxed);
-	return e;
-}
-
-void prt__timers_fini(struct prt__timers *t)
-{
-	prt__free(t->heap, sizeof(*t->heap) * t->cap);
-	memset(t, 0, sizeof(*t));
 }
 
 /*
@@ -686,7 +611,7 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
  * wait for a second one); else it is counted as a donor until that
  * worker picks it, which runs it.
  */
-static void timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
+void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 {
 	struct prt__worker *x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
 
@@ -703,34 +628,15 @@ static void timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 }
 
 /*
- * Fire the timers of @w's heap @t due by @now; w's rq lock held, by w
+ * Fire the timers of @w's heap @h due by @now; w's rq lock held, by w
  * or by an idle worker (fire_busy_timers): what they wake is queued on
- * w. Returns how many fired.
+ * w (each callback gets w). Returns how many fired.
  */
-static unsigned fire_timers(struct prt__worker *w, struct prt__timers *t, uint64_t now)
+static unsigned fire_timers(struct prt__worker *w, struct prt__timers *h, uint64_t now)
 {
-	unsigned n = 0;
+	unsigned n = prt__timers_run(h, now, w);
 
-	for (; t->n && t->heap[0].deadline <= now; n++) {
-		struct prt__timer e = timer_del(w, t, 0);
-		bool wake = true;
-
-		if (e.kind == PRT_TM_PARK) {
-			/* Exactly one waker: whoever clears parked under f->lock. */
-			prt__spin_lock(&e.f->lock);
-			wake = e.f->parked;
-			e.f->parked = false;
-			prt__spin_unlock(&e.f->lock);
-		} else if (e.kind == PRT_TM_MUTEX) {
-			wake = prt__mutex_timeout(w, e.f);
-			if (!wake)
-				timed_out_donor(w, e.f);
-		} else if (e.kind == PRT_TM_IO) {
-			wake = prt__io_timeout(w, e.f);
-		}
-		if (wake)
-			prt__wake_here_locked(w, e.f);
-	}
+	PRT_WRITE_ONCE(w->ntimers, w->ntimers - n);
 	return n;
 }
 
@@ -743,19 +649,18 @@ void prt__run_timers(struct prt__worker *w)
 		fire_timers(w, &w->iotimers, now);
 }
 
-int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind)
+int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, bool local)
 {
 	struct prt__fiber *self = w->curr;
-	bool io = kind == PRT_TM_IO;
 	int err;
 
 	prt__spin_lock(&w->rq.lock);
-	err = timer_push(w, io ? &w->iotimers : &w->timers, deadline, self, kind);
+	err = timer_push(w, local ? &w->iotimers : &w->timers, deadline, self, fn);
 	/* PRT_DEFER_WATCH waits for our next pick (protocol 2): no rq_unlock. */
 	prt__spin_unlock(&w->rq.lock);
 	if (!err) {
 		self->timer_w = w;
-		self->timer_io = io;
+		self->timer_io = local;
 	}
 	return err;
 }
@@ -767,10 +672,18 @@ void prt__timer_cancel(struct prt__fiber *f)
 	if (!w)
 		return;
 	prt__spin_lock(&w->rq.lock);
-	if (f->timer_pos)
-		timer_del(w, f->timer_io ? &w->iotimers : &w->timers, f->timer_pos - 1);
+	if (prt__timer_armed(&f->timer)) {
+		prt__timer_del(f->timer_io ? &w->iotimers : &w->timers, &f->timer);
+		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
+	}
 	prt__spin_unlock(&w->rq.lock);
 	f->timer_w = NULL;
+}
+
+/* A sleep's timer: the sleeper is queued where the timer was. */
+static void sleep_timer_fire(struct prt__timer *t, void *ctx)
+{
+	prt__wake_here_locked(ctx, prt__container_of(t, struct prt__fiber, timer));
 }
 
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
@@ -782,7 +695,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	prt__spin_lock(&w->rq.lock);
 	self->timer_w = w;
 	self->timer_io = false;
-	if (timer_push(w, &w->timers, deadline, self, PRT_TM_SLEEP)) {
+	if (timer_push(w, &w->timers, deadline, self, sleep_timer_fire)) {
 		prt__spin_unlock(&w->rq.lock);
 		return -ENOMEM;
 	}
@@ -1440,9 +1353,9 @@ static uint64_t park_deadline(struct prt__worker *w)
 	uint64_t until, busy;
 
 	prt__spin_lock(&w->rq.lock);
-	until = w->timers.n ? w->timers.heap[0].deadline : PRT_NO_DEADLINE;
-	if (w->iotimers.n && w->iotimers.heap[0].deadline < until)
-		until = w->iotimers.heap[0].deadline;
+	until = prt__timers_first(&w->timers);
+	if (prt__timers_first(&w->iotimers) < until)
+		until = prt__timers_first(&w->iotimers);
 	prt__spin_unlock(&w->rq.lock);
 	if (w->rt->nworkers == 1)
 		return until;

@@ -40,41 +40,13 @@ struct prt__wstats {
 	_Atomic uint64_t io_submits, io_ops;
 };
 
-/* What a timer does when it fires (prt__run_timers). */
-enum {
-	PRT_TM_SLEEP = 0, /* queue the sleeping fiber */
-	PRT_TM_PARK,      /* wake the fiber if still parked (park protocol, condvar timedwait) */
-	PRT_TM_MUTEX,     /* end the fiber's timed mutex wait (prt__mutex_timeout) */
-	PRT_TM_IO,        /* end the fiber's epoll wait (prt__io_timeout) */
-};
-
-struct prt__timer {
-	uint64_t deadline; /* CLOCK_MONOTONIC ns */
-	struct prt__fiber *f;
-	int kind;          /* PRT_TM_* */
-};
-
-/* No deadline: an empty heap's @next, a worker that sleeps until woken. */
-#define PRT_NO_DEADLINE UINT64_MAX
-
-/* Min-heap of deadlines; protected by the worker's rq lock. */
-struct prt__timers {
-	struct prt__timer *heap;
-	unsigned n, cap;
-	/*
-	 * heap[0].deadline, or PRT_NO_DEADLINE: written under the rq lock,
-	 * read without it by idle workers (the timer watch, sched.c).
-	 */
-	_Atomic uint64_t next;
-};
-
 struct prt__worker {
 	struct prt__rq rq;
 	/*
 	 * Timers, under rq.lock. Those of @timers any idle worker may fire
-	 * when this one is busy (the timer watch, sched.c); PRT_TM_IO timers
-	 * end a wait in this worker's own epoll state, so they live in
-	 * @iotimers and only this worker fires them.
+	 * when this one is busy (the timer watch, sched.c); local ones
+	 * (prt__timer_arm) end a wait in this worker's own epoll state, so
+	 * they live in @iotimers and only this worker fires them.
 	 */
 	struct prt__timers timers, iotimers;
 	/* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily). */
@@ -313,21 +285,24 @@ enum {
 	PRT_DEFER_WATCH = 4,
 };
 /*
- * A fiber has at most one timer. Arm one of @kind for the calling fiber
- * on its worker (0 or -ENOMEM); cancel it if it has not fired (either
- * from the fiber itself, on any worker).
+ * A fiber has at most one timer (prt__fiber.timer). Arm it for the
+ * calling fiber on its worker @w, to call @fn (with @w's rq lock held,
+ * the worker whose heap it is as @ctx) at @deadline: 0 or -ENOMEM.
+ * With @local, only @w fires it (its I/O state has no lock of its own);
+ * else an idle worker may fire it while @w is busy (the timer watch).
+ * Cancel it if it has not fired: either from the fiber itself, on any
+ * worker.
  */
-int prt__timer_arm(struct prt__worker *w, uint64_t deadline, int kind);
+int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, bool local);
 void prt__timer_cancel(struct prt__fiber *f);
 /*
- * A PRT_TM_MUTEX timer of @f in @w's heap fired (w's rq lock held, by w
- * or by an idle worker): end its mutex wait if it still waits. Returns
- * true if @f sleeps and must be queued on @w.
+ * @f's timed mutex wait ended, by its timer in @w's heap (w's rq lock
+ * held), while it was queued as a donor: count it as the fiber thieves
+ * may take that it now is (mutex.c's timer callback).
  */
-bool prt__mutex_timeout(struct prt__worker *w, struct prt__fiber *f);
+void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f);
 /* Queue sleeping @f on @w, with its attached donors. @w's rq lock held. */
 void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f);
-void prt__timers_fini(struct prt__timers *t);
 
 /* Wake every worker (shutdown). */
 void prt__wake_all_workers(struct prt_runtime *rt);

@@ -367,7 +367,7 @@ static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t dead
 	atomic_store_explicit(&s->waiter, self, memory_order_relaxed);
 	prt__spin_unlock(&s->lock);
 	if (deadline && !*timer) {
-		if (prt__timer_arm(w, deadline, PRT_TM_PARK)) {
+		if (prt__timer_arm(w, deadline, prt__park_timer_fire, false)) {
 			prt__spin_lock(&s->lock);
 			if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self)
 				atomic_store_explicit(&s->waiter, NULL, memory_order_relaxed);

@@ -622,7 +622,7 @@ static void test_wc_sleep_timer(void **state)
 }
 
 /*
- * The same with a condvar's timed wait (a PRT_TM_PARK timer). A wait
+ * The same with a condvar's timed wait (a park timer). A wait
  * whose deadline passed before it slept returns at once, still on W
  * (the holder has not run yet): then again. Once M sleeps, it can only
  * wake on another worker.
@@ -654,7 +654,7 @@ static void test_wc_cond_timer(void **state)
 }
 
 /*
- * A timed lock of a mutex a plain thread holds (a PRT_TM_MUTEX timer):
+ * A timed lock of a mutex a plain thread holds (a mutex timer):
  * with @prio equal to the holder's, M is picked before it and sleeps
  * until handed the lock; with the holder above it, M stays queued on W
  * as a donor, and its timeout must make it a fiber another worker may
