@@ -44,7 +44,7 @@
 #include <string.h>
 
 #include "mutex_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 struct prt__cond {
 	prt__spinlock_t lock;

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "mutex_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* Links of a chain printed before giving up (as the pick path's cap). */
 #define DUMP_CHAIN_MAX 64

@@ -23,7 +23,7 @@
 #include "arch/ctx.h"
 #include "fault.h"
 #include "mutex_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 #define PRT_DESC_CHUNK 64
 /*

@@ -49,7 +49,7 @@
 
 #include "alloc.h"
 #include "fault.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)

@@ -35,7 +35,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "mutex_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* Most polls of an optimistic spin (a pause each: a few microseconds in all). */
 #define PRT_MTX_SPIN 512

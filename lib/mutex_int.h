@@ -4,7 +4,7 @@
 
 #include <proxyrt/mutex.h>
 #include "deadline.h"
-#include "fiber.h"
+#include "fiber_int.h"
 #include "platform.h"
 
 /*

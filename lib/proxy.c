@@ -28,7 +28,7 @@
  * the worker it lands on.
  */
 #include "mutex_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* Longest owner chain followed; past it the donor runs and retries. */
 #define PRT_CHAIN_MAX 64

@@ -11,7 +11,7 @@
 
 #include "alloc.h"
 #include "fault.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /*
  * Design note (process-wide state). The list of live runtimes: the one

@@ -81,7 +81,7 @@
 
 #include "arch/ctx.h"
 #include "fault.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 #if PRT_USE_ASAN
 #include <sanitizer/common_interface_defs.h>

@@ -5,7 +5,7 @@
 #include <pthread.h>
 
 #include "deadline.h"
-#include "fiber.h"
+#include "fiber_int.h"
 #include "io_int.h"
 #include "platform.h"
 #include "stack.h"

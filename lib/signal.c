@@ -36,7 +36,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* Alternate signal stack of each worker thread. */
 #define PRT_SIGSTACK_SIZE (64u * 1024u)

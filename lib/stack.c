@@ -12,7 +12,7 @@
 
 #include "alloc.h"
 #include "fault.h"
-#include "runtime.h"
+#include "runtime_int.h"
 #include "stack.h"
 
 #if PRT_USE_VALGRIND

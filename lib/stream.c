@@ -52,7 +52,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "io_int.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* Every field under @lock, except @fd and @rt (set at open). */
 struct prt_stream {

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
-#include "runtime.h" /* internal: blocked_on */
+#include "runtime_int.h" /* internal: blocked_on */
 
 /* ---- bounded queue: producers and consumers across workers ---- */
 

@@ -42,7 +42,7 @@
 #include <proxyrt/proxyrt.h>
 #include "test_common.h"
 #include "fault.h"
-#include "runtime.h" /* internal: a fiber's state and run queue */
+#include "runtime_int.h" /* internal: a fiber's state and run queue */
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1

@@ -21,7 +21,7 @@
 #include <sched.h>
 
 #include "test_common.h"
-#include "runtime.h" /* internal: blocked_on, to wait until a fiber waits */
+#include "runtime_int.h" /* internal: blocked_on, to wait until a fiber waits */
 
 enum { P_LOW = 2, P_OFFENSE = 5, P_MID = 8, P_DEFENSE = 10, P_FANS = 15, P_REF = 20 };
 #define MAXW 8

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
-#include "runtime.h" /* internal: a fiber's state and what it waits for */
+#include "runtime_int.h" /* internal: a fiber's state and what it waits for */
 
 static int g_backend = PRT_IO_URING;
 

@@ -7,7 +7,7 @@
 
 #include "test_common.h"
 #include "mutex_int.h" /* internal: the top-waiter cache */
-#include "runtime.h" /* internal: blocked_on, to wait until a fiber waits */
+#include "runtime_int.h" /* internal: blocked_on, to wait until a fiber waits */
 
 /* Wait (from a plain thread or by yielding in a fiber) until @f waits on a mutex. */
 static void wait_blocked(prt_fiber_t f)

@@ -24,7 +24,7 @@
 
 #include <proxyrt/proxyrt.h>
 #include "test_common.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 /* 2 packages x 2 NUMA nodes x 8 cores x 2 PUs: 32 cores, 64 PUs. */
 #define BIG "pack:2 numa:2 core:8 pu:2"

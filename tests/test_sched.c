@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
-#include "runtime.h" /* internal: worker sleeping flags */
+#include "runtime_int.h" /* internal: worker sleeping flags */
 
 /* ---- idle workers take work (stealing) ---- */
 

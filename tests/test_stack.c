@@ -9,7 +9,7 @@
  * process has no runtime (so no other thread), with the default signal
  * dispositions restored: cmocka (and ASan) catch SIGSEGV otherwise.
  *
- * The descriptor (struct prt__fiber, lib/fiber.h) is read for the stack
+ * The descriptor (struct prt__fiber, lib/fiber_int.h) is read for the stack
  * range of a live fiber; the pools (lib/stack.h) are read only once all
  * the runtime's fibers are joined and its workers idle.
  */
@@ -33,7 +33,7 @@
 
 #include <proxyrt/proxyrt.h>
 #include "test_common.h"
-#include "runtime.h"
+#include "runtime_int.h"
 
 static size_t page(void)
 {

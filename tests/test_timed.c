@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
-#include "runtime.h" /* internal: blocked_on, to check the waiter left the list */
+#include "runtime_int.h" /* internal: blocked_on, to check the waiter left the list */
 
 /* Absolute CLOCK_REALTIME time @ms from now. */
 static struct timespec in_ms(long ms)
