@@ -202,6 +202,14 @@ void prt__fiber_each(struct prt_runtime *rt, void (*fn)(struct prt__fiber *, voi
  */
 void prt__fiber_chunks_release(struct prt_runtime *rt);
 /*
+ * A descriptor for a new fiber of @rt, from @w's free list (NULL: a
+ * plain thread's spawn, the runtime's list under desc_lock), the depots
+ * or a new chunk; NULL if out of memory.
+ */
+struct prt__fiber *prt__desc_alloc(struct prt_runtime *rt, struct prt__worker *w);
+/* A new fiber id, unique in the process; @w (or NULL) takes them in blocks. */
+uint64_t prt__fiber_new_id(struct prt__worker *w);
+/*
  * Free a descriptor to the calling worker's list (or the runtime's); one
  * that still holds mutexes is kept instead (@kept).
  */
