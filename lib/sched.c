@@ -95,23 +95,6 @@
 /* Most queue entries a thief examines in one victim. */
 #define PRT_STEAL_SCAN 64
 
-/* initial-exec: a plain %fs load, also in the shared library. */
-static __thread struct prt__worker *tls_worker __attribute__((tls_model("initial-exec")));
-
-/*
- * Never inlined: a fiber may resume on another worker after any switch,
- * so the compiler must not reuse a thread-local address computed before
- * it (DESIGN.md, "Thread-local storage across migration").
- */
-prt__noinline struct prt__worker *prt__cur_worker(void)
-{
-	struct prt__worker *w;
-
-	__asm__ __volatile__("" ::: "memory");
-	w = tls_worker;
-	return w;
-}
-
 void prt__worker_sched_init(struct prt__worker *w)
 {
 	struct prt__rq *rq = &w->rq;
@@ -1434,7 +1417,7 @@ void *prt__worker_main(void *arg)
 	char name[16];
 	bool pending = false;
 
-	tls_worker = w;
+	prt__set_cur_worker(w);
 	snprintf(name, sizeof(name), "prt-w%d", w->index);
 	pthread_setname_np(pthread_self(), name);
 	prt__topo_bind_thread(&rt->topo, w->index);
@@ -1466,6 +1449,6 @@ void *prt__worker_main(void *arg)
 		pending = worker_park(w);
 	}
 	prt__sigstack_fini(w);
-	tls_worker = NULL;
+	prt__set_cur_worker(NULL);
 	return NULL;
 }

@@ -221,8 +221,10 @@ struct prt__pick {
  */
 enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p);
 
-/* The worker running the caller, or NULL on a plain thread. */
+/* The worker running the caller, or NULL on a plain thread (worker.c). */
 struct prt__worker *prt__cur_worker(void);
+/* The calling thread becomes worker @w (NULL: none any more). */
+void prt__set_cur_worker(struct prt__worker *w);
 
 /* Thread entry of a worker. */
 void *prt__worker_main(void *arg);
