@@ -17,7 +17,7 @@
 #define PRT_NEVER UINT64_MAX
 #define PRT_NS_PER_SEC UINT64_C(1000000000)
 
-/* CLOCK_MONOTONIC in ns (sched.c). */
+/* CLOCK_MONOTONIC in ns (deadline.c). */
 uint64_t prt__now_ns(void);
 
 /* @a + @b, saturating at PRT_NEVER. */

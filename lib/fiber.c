@@ -283,32 +283,16 @@ static struct prt__fiber *self_fiber(void)
 	return w ? w->curr : NULL;
 }
 
-/* Lock @h's fiber if the handle is current; NULL (not locked) if stale. */
-static struct prt__fiber *lock_handle(prt_fiber_t h)
-{
-	struct prt__fiber *f = h.p;
-
-	if (!f || !h.id)
-		return NULL;
-	prt__spin_lock(&f->lock);
-	if (atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
-	    atomic_load_explicit(&f->kept, memory_order_relaxed)) {
-		prt__spin_unlock(&f->lock);
-		return NULL;
-	}
-	return f;
-}
-
 /*
- * lock_handle for a call that goes on using @h's runtime once f->lock is
- * dropped: from outside that runtime it also takes a reference on it
+ * prt__fiber_lock_handle for a call that goes on using @h's runtime once
+ * f->lock is dropped: from outside that runtime it also takes a reference on it
  * (*@ref, for put_ref), which fails as for a stale handle once destroy
  * drains: every fiber has ended then, and is about to be reaped
  * (runtime.c, "Outside callers").
  */
 static struct prt__fiber *lock_handle_ref(prt_fiber_t h, struct prt_runtime **ref)
 {
-	struct prt__fiber *f = lock_handle(h);
+	struct prt__fiber *f = prt__fiber_lock_handle(h);
 
 	*ref = NULL;
 	if (!f || prt__worker_of(f->rt, prt__cur_worker()))
@@ -329,11 +313,6 @@ static void put_ref(struct prt_runtime *ref)
 }
 
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result);
-
-struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h)
-{
-	return lock_handle(h);
-}
 
 PRT_API int prt_join(prt_fiber_t h, void **result)
 {
@@ -431,7 +410,7 @@ PRT_API int prt_fiber_name(prt_fiber_t h, char *buf, size_t len)
 
 	if (!buf || !len)
 		return -EINVAL;
-	if (!(f = lock_handle(h)))
+	if (!(f = prt__fiber_lock_handle(h)))
 		return -ESRCH;
 	snprintf(buf, len, "%s", f->name);
 	prt__spin_unlock(&f->lock);
@@ -470,7 +449,7 @@ PRT_API int prt_fiber_set_priority(prt_fiber_t h, int prio)
 
 PRT_API int prt_fiber_get_priority(prt_fiber_t h)
 {
-	struct prt__fiber *f = lock_handle(h);
+	struct prt__fiber *f = prt__fiber_lock_handle(h);
 	int prio;
 
 	if (!f)
@@ -515,7 +494,7 @@ PRT_API int prt_fiber_get_affinity(prt_fiber_t h, prt_workerset_t *set)
 
 	if (!set)
 		return -EINVAL;
-	if (!(f = lock_handle(h)))
+	if (!(f = prt__fiber_lock_handle(h)))
 		return -ESRCH;
 	prt_workerset_zero(set);
 	for (int i = 0; i < f->rt->nworkers; i++)
@@ -549,36 +528,9 @@ PRT_API int prt_park(void)
 	return 0;
 }
 
-void prt__park_timer_fire(struct prt__timer *t, void *ctx)
-{
-	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
-	bool parked;
-
-	/* Exactly one waker: whoever clears parked under f->lock. */
-	prt__spin_lock(&f->lock);
-	parked = f->parked;
-	f->parked = false;
-	prt__spin_unlock(&f->lock);
-	if (parked)
-		prt__wake_here_locked(ctx, f);
-}
-
-int prt__wake_parked(struct prt__fiber *f)
-{
-	prt__spin_lock(&f->lock);
-	if (f->parked) {
-		f->parked = false;
-		prt__spin_unlock(&f->lock);
-		prt__wake(f);
-		return 1;
-	}
-	prt__spin_unlock(&f->lock);
-	return 0;
-}
-
 PRT_API int prt_unpark(prt_fiber_t h)
 {
-	struct prt__fiber *f = lock_handle(h);
+	struct prt__fiber *f = prt__fiber_lock_handle(h);
 
 	if (!f)
 		return -ESRCH;

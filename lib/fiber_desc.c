@@ -272,3 +272,19 @@ uint64_t prt__fiber_new_id(struct prt__worker *w)
 	}
 	return w->id_next++;
 }
+
+/* Handles name a descriptor and an id: stale once the id changed, or once it is kept. */
+struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h)
+{
+	struct prt__fiber *f = h.p;
+
+	if (!f || !h.id)
+		return NULL;
+	prt__spin_lock(&f->lock);
+	if (atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
+	    atomic_load_explicit(&f->kept, memory_order_relaxed)) {
+		prt__spin_unlock(&f->lock);
+		return NULL;
+	}
+	return f;
+}

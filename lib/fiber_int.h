@@ -216,13 +216,5 @@ uint64_t prt__fiber_new_id(struct prt__worker *w);
 void prt__fiber_free(struct prt__fiber *f);
 /* Lock the fiber @h names (its @lock) and return it; NULL (not locked) if @h is stale. */
 struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h);
-/*
- * Timer callback (prt__timer_fn) for a fiber that parks until a wake or
- * its deadline (park protocol: whoever clears @parked under its lock
- * wakes it; the fiber checks the deadline under that lock before it
- * parks). @ctx: the worker whose heap held the timer, its rq lock held:
- * the fiber is queued there.
- */
-void prt__park_timer_fire(struct prt__timer *t, void *ctx);
 
 #endif

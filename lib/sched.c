@@ -507,38 +507,36 @@ static void wake(struct prt__worker *t, struct prt__fiber *f)
 static void put_donor(struct prt__worker *w, bool tail);
 static void reschedule(struct prt__worker *w, struct prt__fiber *self);
 
+/* ---- the park protocol (prt_park, condvar and stream waits) -------------- */
+
+void prt__park_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	bool parked;
+
+	/* Exactly one waker: whoever clears parked under f->lock. */
+	prt__spin_lock(&f->lock);
+	parked = f->parked;
+	f->parked = false;
+	prt__spin_unlock(&f->lock);
+	if (parked)
+		prt__wake_here_locked(ctx, f);
+}
+
+int prt__wake_parked(struct prt__fiber *f)
+{
+	prt__spin_lock(&f->lock);
+	if (f->parked) {
+		f->parked = false;
+		prt__spin_unlock(&f->lock);
+		prt__wake(f);
+		return 1;
+	}
+	prt__spin_unlock(&f->lock);
+	return 0;
+}
+
 /* ---- timers ------------------------------------------------------------- */
-
-uint64_t prt__now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
-{
-	struct timespec now;
-	uint64_t sec, rel;
-
-	if (!ts || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L)
-		return false;
-	clock_gettime(CLOCK_REALTIME, &now);
-	if (ts->tv_sec < now.tv_sec || (ts->tv_sec == now.tv_sec && ts->tv_nsec <= now.tv_nsec)) {
-		*deadline = 1; /* already past (0 would mean no deadline) */
-		return true;
-	}
-	/* Both non-negative here: no signed overflow in the difference. */
-	sec = (uint64_t)ts->tv_sec - (uint64_t)now.tv_sec;
-	if (sec >= PRT_NEVER / PRT_NS_PER_SEC) {
-		*deadline = PRT_NEVER;
-		return true;
-	}
-	rel = sec * PRT_NS_PER_SEC + (uint64_t)ts->tv_nsec - (uint64_t)now.tv_nsec;
-	*deadline = prt__add_sat(prt__now_ns(), rel);
-	return true;
-}
 
 /*
  * Arm @f's timer in @w's heap @h (rq lock held, on @w). If it is now w's
@@ -713,10 +711,6 @@ PRT_API int prt_sleep_ns(uint64_t ns)
 	return prt_sleep_until(prt__deadline_in(ns));
 }
 
-PRT_API uint64_t prt_now_ns(void)
-{
-	return prt__now_ns();
-}
 
 /* ---- scheduling points -------------------------------------------------- */
 

@@ -244,6 +244,14 @@ void prt__wake(struct prt__fiber *f);
  * after the waiter's last check); returns 1 if it was woken. If it is
  * not parked yet, it sees its condition met before it parks.
  */
+/*
+ * Timer callback (prt__timer_fn) for a fiber that parks until a wake or
+ * its deadline (park protocol: whoever clears @parked under its lock
+ * wakes it; the fiber checks the deadline under that lock before it
+ * parks). @ctx: the worker whose heap held the timer, its rq lock held:
+ * the fiber is queued there.
+ */
+void prt__park_timer_fire(struct prt__timer *t, void *ctx);
 int prt__wake_parked(struct prt__fiber *f);
 /* The worker prt__wake() would queue @f on. */
 struct prt__worker *prt__select_worker(struct prt__fiber *f);
@@ -268,7 +276,6 @@ void prt__schedule_blocked(struct prt__worker *w);
  * Returns 0 or -ENOMEM (timer heap could not grow).
  */
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
-uint64_t prt__now_ns(void);
 /* Fire every timer of @w whose deadline has passed; w's rq lock held, on @w. */
 void prt__run_timers(struct prt__worker *w);
 /* Any timer armed on @w? (rq lock held, or racy.) */
