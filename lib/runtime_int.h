@@ -125,6 +125,14 @@ static inline void prt__rt_pin(struct prt_runtime *rt)
  */
 int prt__rt_spawn_begin(struct prt_runtime *rt);
 void prt__rt_spawn_end(struct prt_runtime *rt, bool failed);
+/* A new runtime joins the live list (rt_ref.c; prt_runtime_create). */
+void prt__rt_live_add(struct prt_runtime *rt);
+/* Claim @rt for destruction: false if it is not live or already claimed. */
+bool prt__rt_live_claim(struct prt_runtime *rt);
+/* Every fiber of @rt ended: refuse new references, wait for the held ones to go. */
+void prt__rt_drain_refs(struct prt_runtime *rt);
+/* Take @rt off the live list (destroy, after draining). */
+void prt__rt_live_del(struct prt_runtime *rt);
 
 /*
  * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,
