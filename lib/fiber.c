@@ -12,6 +12,7 @@
 #include "fault.h"
 #include "mutex_int.h"
 #include "runtime_int.h"
+#include "switch.h"
 
 /* ---- affinity ----------------------------------------------------------- */
 

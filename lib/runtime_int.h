@@ -5,6 +5,7 @@
 #include <proxyrt/runtime.h>
 #include "platform.h"
 #include "sched_int.h"
+#include "signal_int.h"
 #include "topology.h"
 
 /*
@@ -133,23 +134,6 @@ bool prt__rt_live_claim(struct prt_runtime *rt);
 void prt__rt_drain_refs(struct prt_runtime *rt);
 /* Take @rt off the live list (destroy, after draining). */
 void prt__rt_live_del(struct prt_runtime *rt);
-
-/*
- * signal.c. The SIGSEGV/SIGBUS handler reporting guard-page overflows,
- * held by every live runtime (0 or -errno); each worker thread's
- * alternate signal stack; the dump signal of cfg.dump_signal, which
- * config_check() has validated (0, -EAGAIN or -errno; nothing to undo
- * on failure; rt->dump_slot stays -1 without one).
- */
-int prt__overflow_handler_get(void);
-void prt__overflow_handler_put(void);
-void prt__sigstack_init(struct prt__worker *w);
-void prt__sigstack_fini(struct prt__worker *w);
-int prt__dump_signal_init(struct prt_runtime *rt, int sig);
-void prt__dump_signal_fini(struct prt_runtime *rt);
-/* Write the overflow message for @f (async-signal-safe) and abort. */
-__attribute__((noreturn)) void prt__report_overflow(const struct prt__fiber *f, const char *how,
-						    const void *addr);
 
 static inline struct prt__worker *prt__worker_of(struct prt_runtime *rt, struct prt__worker *w)
 {

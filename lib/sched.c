@@ -79,16 +79,9 @@
 
 #include "alloc.h"
 
-#include "arch/ctx.h"
 #include "fault.h"
 #include "runtime_int.h"
-
-#if PRT_USE_ASAN
-#include <sanitizer/common_interface_defs.h>
-#endif
-#if PRT_USE_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
+#include "switch.h"
 
 /* How long an idle worker looks for work before it sleeps. */
 #define PRT_SPIN_NS 50000L
@@ -109,167 +102,6 @@ void prt__worker_sched_init(struct prt__worker *w)
 	prt__timers_init(&w->timers);
 	prt__timers_init(&w->iotimers);
 	atomic_init(&w->park_until, PRT_NO_DEADLINE);
-}
-
-/* ---- the switch --------------------------------------------------------- */
-
-static prt__cold void wait_off_cpu(struct prt__fiber *f)
-{
-	/*
-	 * A few instructions of the switch remain; but if the OS preempted
-	 * that worker (a joining thread that just woke can be the reason:
-	 * it took the CPU), spinning would burn our time slice while it
-	 * waits. So spin briefly, then yield the CPU.
-	 */
-	for (int i = 0;; i++) {
-		/* acquire: pairs with the release in prt__finish_switch */
-		if (!atomic_load_explicit(&f->on_cpu, memory_order_acquire))
-			return;
-		if (i < 128)
-			prt__cpu_relax();
-		else
-			sched_yield();
-	}
-}
-
-void prt__wait_off_cpu(struct prt__fiber *f)
-{
-	wait_off_cpu(f);
-}
-
-static prt__cold void stack_overflow(struct prt__fiber *f)
-{
-	prt__report_overflow(f, "canary stack, found at a switch", NULL);
-}
-
-/*
- * A dying fiber passes NULL: ASan then frees its fake stack (the frames
- * of detect_stack_use_after_return) inside this call, so this function
- * must not have a fake frame of its own to retire on return.
- */
-#if PRT_USE_ASAN
-__attribute__((no_sanitize_address)) static prt__noinline void
-#else
-static inline void
-#endif
-asan_start(struct prt__fiber *prev, struct prt__fiber *next)
-{
-#if PRT_USE_ASAN
-	bool dying = atomic_load_explicit(&prev->state, memory_order_relaxed) == PRT_FS_DEAD;
-
-	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack, next->stack.base,
-				       next->stack.size);
-#else
-	(void)prev;
-	(void)next;
-#endif
-}
-
-/*
- * TSan follows our stack switches through its fiber API: each context
- * has a TSan fiber (a worker's idle context is its thread's own), and
- * the switch tells TSan which one runs next. The switch synchronizes
- * (flags 0): what one context did before the switch happens before what
- * the next does after it, as the rq lock handover makes it in fact.
- */
-static inline void tsan_switch(struct prt__fiber *next)
-{
-#if PRT_USE_TSAN
-	__tsan_switch_to_fiber(next->tsan_fiber, 0);
-#else
-	(void)next;
-#endif
-}
-
-void prt__tsan_fiber_create(struct prt__fiber *f)
-{
-#if PRT_USE_TSAN
-	f->tsan_fiber = __tsan_create_fiber(0);
-	__tsan_set_fiber_name(f->tsan_fiber, f->name[0] ? f->name : "fiber");
-#else
-	(void)f;
-#endif
-}
-
-static inline void tsan_fiber_destroy(struct prt__fiber *f)
-{
-#if PRT_USE_TSAN
-	if (f->tsan_fiber)
-		__tsan_destroy_fiber(f->tsan_fiber);
-	f->tsan_fiber = NULL;
-#else
-	(void)f;
-#endif
-}
-
-static inline void asan_finish(void)
-{
-#if PRT_USE_ASAN
-	struct prt__worker *w = prt__cur_worker();
-
-	__sanitizer_finish_switch_fiber(w->curr->asan_fake_stack, NULL, NULL);
-#endif
-}
-
-void prt__finish_switch(struct prt__fiber *from)
-{
-	asan_finish();
-	if (prt__unlikely(from->stack.flags & PRT_STK_CANARY) &&
-	    !prt__stack_canary_ok(&from->stack, from->sp))
-		stack_overflow(from);
-	if (prt__unlikely(atomic_load_explicit(&from->state, memory_order_relaxed) ==
-			  PRT_FS_DEAD)) {
-		struct prt__worker *w = prt__cur_worker();
-		bool reap = from->reap;
-
-		tsan_fiber_destroy(from);
-		prt__stack_put(w->rt, w, &from->stack);
-		/* release: pairs with wait_off_cpu() in join/detach */
-		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
-		if (reap)
-			prt__fiber_free(from);
-		return;
-	}
-	/* release: pairs with the acquire in switch_to()/wait_off_cpu() */
-	atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
-}
-
-/*
- * Switch from @prev to @next, which runs for @donor.
- *
- * @next may still be on another worker's CPU (on_cpu == 1) for a moment:
- * it was queued while that worker was switching away from it. Waiting
- * for it here, with @prev still on our CPU, could deadlock: that worker
- * may be waiting, in the same way, for @prev (two fibers each moved to
- * the other's queue while switching out). So a fiber never waits: it
- * hands @next to the idle context, whose own on_cpu nobody waits for,
- * and the idle loop waits and switches.
- */
-static inline void switch_to(struct prt__worker *w, struct prt__fiber *prev,
-			     struct prt__fiber *next, struct prt__fiber *donor)
-{
-	void *from;
-
-	/* acquire: pairs with the release in prt__finish_switch (next->sp is valid) */
-	if (prt__unlikely(atomic_load_explicit(&next->on_cpu, memory_order_acquire))) {
-		if (prev != &w->idle) {
-			w->handover = next;
-			w->handover_donor = donor;
-			next = donor = &w->idle;
-		} else {
-			wait_off_cpu(next);
-		}
-	}
-	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
-	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
-	PRT_WRITE_ONCE(next->last_worker, w);
-	PRT_WRITE_ONCE(w->curr, next); /* read by dumps */
-	PRT_WRITE_ONCE(w->donor, donor);
-	prt__stat_inc(&w->stats.switches, 1);
-	asan_start(prev, next);
-	tsan_switch(next);
-	from = prt__ctx_switch(&prev->sp, next->sp, prev);
-	prt__finish_switch(from);
 }
 
 /* ---- waking workers ----------------------------------------------------- */
@@ -800,7 +632,7 @@ static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 		PRT_WRITE_ONCE(w->donor, donor);
 		return;
 	}
-	switch_to(w, self, next, donor);
+	prt__switch_to(w, self, next, donor);
 }
 
 void prt__schedule_blocked(struct prt__worker *w)
@@ -833,7 +665,7 @@ void prt__migrate_self(struct prt__worker *w)
 	next = pick_unlock(w, &donor);
 	/* Queued on an allowed worker; that worker waits for on_cpu == 0 before running us. */
 	prt__wake(self);
-	switch_to(w, self, next ? next : &w->idle, donor);
+	prt__switch_to(w, self, next ? next : &w->idle, donor);
 }
 
 bool prt__unattach(struct prt__fiber *d)
@@ -926,7 +758,7 @@ PRT_API int prt_yield(void)
 			prt__rq_add(w, self, false);
 			announce_locked(w, self); /* an idle worker may take us */
 			rq_unlock(w);
-			switch_to(w, self, next, next);
+			prt__switch_to(w, self, next, next);
 			return 0;
 		}
 		prt__rq_add(w, next, true); /* give it back to the full pick */
@@ -1426,7 +1258,7 @@ void *prt__worker_main(void *arg)
 			next = w->handover;
 			donor = w->handover_donor;
 			w->handover = NULL;
-			switch_to(w, &w->idle, next, donor);
+			prt__switch_to(w, &w->idle, next, donor);
 			continue;
 		}
 		prt__io_service(w, true); /* going idle: submit, reap */
@@ -1435,7 +1267,7 @@ void *prt__worker_main(void *arg)
 		if (next) {
 			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
 				left_park(w);
-			switch_to(w, &w->idle, next, donor);
+			prt__switch_to(w, &w->idle, next, donor);
 			continue;
 		}
 		if (atomic_load(&rt->stopping))

@@ -118,8 +118,6 @@ static inline void prt__io_point(struct prt__worker *w)
 
 /* Set up @w's run queue, timers and idle state (worker creation). */
 void prt__worker_sched_init(struct prt__worker *w);
-/* TSan builds: give @f (about to run for the first time) a TSan fiber. */
-void prt__tsan_fiber_create(struct prt__fiber *f);
 
 /* ---- run-queue edits; the caller holds w->rq.lock ---- */
 
@@ -255,8 +253,6 @@ void prt__park_timer_fire(struct prt__timer *t, void *ctx);
 int prt__wake_parked(struct prt__fiber *f);
 /* The worker prt__wake() would queue @f on. */
 struct prt__worker *prt__select_worker(struct prt__fiber *f);
-/* Wait until @f's stack is no longer in use (on_cpu == 0). */
-void prt__wait_off_cpu(struct prt__fiber *f);
 /*
  * Queue @f on @w (allowed there) and wake as needed. Context: a fiber or
  * worker of w's runtime, or an outside caller holding a reference on it
@@ -322,9 +318,6 @@ void prt__requeue(struct prt__fiber *f);
 void prt__migrate_queued(struct prt__fiber *f);
 /* The caller may no longer run on its worker: move it and switch. */
 void prt__migrate_self(struct prt__worker *w);
-
-/* Finish a switch on the new stack: release the context we came from. */
-void prt__finish_switch(struct prt__fiber *from);
 
 /*
  * Scheduling point of a fiber that starts waiting on a mutex in proxy

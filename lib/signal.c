@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "runtime_int.h"
+#include "signal_int.h"
 
 /* Alternate signal stack of each worker thread. */
 #define PRT_SIGSTACK_SIZE (64u * 1024u)

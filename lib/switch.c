@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The switch (switch.h): what runs around prt__ctx_switch, out of line.
+ */
+#include <sched.h>
+
+#include "signal_int.h"
+#include "switch.h"
+
+prt__cold void prt__wait_off_cpu(struct prt__fiber *f)
+{
+	/*
+	 * A few instructions of the switch remain; but if the OS preempted
+	 * that worker (a joining thread that just woke can be the reason:
+	 * it took the CPU), spinning would burn our time slice while it
+	 * waits. So spin briefly, then yield the CPU.
+	 */
+	for (int i = 0;; i++) {
+		/* acquire: pairs with the release in prt__finish_switch */
+		if (!atomic_load_explicit(&f->on_cpu, memory_order_acquire))
+			return;
+		if (i < 128)
+			prt__cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+static prt__cold void stack_overflow(struct prt__fiber *f)
+{
+	prt__report_overflow(f, "canary stack, found at a switch", NULL);
+}
+
+/*
+ * A dying fiber passes NULL: ASan then frees its fake stack (the frames
+ * of detect_stack_use_after_return) inside this call, so this function
+ * must not have a fake frame of its own to retire on return.
+ */
+#if PRT_USE_ASAN
+__attribute__((no_sanitize_address)) prt__noinline void
+prt__asan_start(struct prt__fiber *prev, struct prt__fiber *next)
+{
+	bool dying = atomic_load_explicit(&prev->state, memory_order_relaxed) == PRT_FS_DEAD;
+
+	__sanitizer_start_switch_fiber(dying ? NULL : &prev->asan_fake_stack, next->stack.base,
+				       next->stack.size);
+}
+#endif
+
+void prt__tsan_fiber_create(struct prt__fiber *f)
+{
+#if PRT_USE_TSAN
+	f->tsan_fiber = __tsan_create_fiber(0);
+	__tsan_set_fiber_name(f->tsan_fiber, f->name[0] ? f->name : "fiber");
+#else
+	(void)f;
+#endif
+}
+
+static inline void tsan_fiber_destroy(struct prt__fiber *f)
+{
+#if PRT_USE_TSAN
+	if (f->tsan_fiber)
+		__tsan_destroy_fiber(f->tsan_fiber);
+	f->tsan_fiber = NULL;
+#else
+	(void)f;
+#endif
+}
+
+static inline void asan_finish(void)
+{
+#if PRT_USE_ASAN
+	struct prt__worker *w = prt__cur_worker();
+
+	__sanitizer_finish_switch_fiber(w->curr->asan_fake_stack, NULL, NULL);
+#endif
+}
+
+void prt__finish_switch(struct prt__fiber *from)
+{
+	asan_finish();
+	if (prt__unlikely(from->stack.flags & PRT_STK_CANARY) &&
+	    !prt__stack_canary_ok(&from->stack, from->sp))
+		stack_overflow(from);
+	if (prt__unlikely(atomic_load_explicit(&from->state, memory_order_relaxed) ==
+			  PRT_FS_DEAD)) {
+		struct prt__worker *w = prt__cur_worker();
+		bool reap = from->reap;
+
+		tsan_fiber_destroy(from);
+		prt__stack_put(w->rt, w, &from->stack);
+		/* release: pairs with prt__wait_off_cpu() in join/detach */
+		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
+		if (reap)
+			prt__fiber_free(from);
+		return;
+	}
+	/* release: pairs with the acquire in prt__switch_to()/prt__wait_off_cpu() */
+	atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
+}
