@@ -83,10 +83,6 @@
 #include "runtime_int.h"
 #include "switch.h"
 
-/* How long an idle worker looks for work before it sleeps. */
-#define PRT_SPIN_NS 50000L
-/* Most queue entries a thief examines in one victim. */
-#define PRT_STEAL_SCAN 64
 
 void prt__worker_sched_init(struct prt__worker *w)
 {
@@ -107,7 +103,7 @@ void prt__worker_sched_init(struct prt__worker *w)
 /* ---- waking workers ----------------------------------------------------- */
 
 /* Wake @v if it sleeps. Returns true if it did. */
-static bool wake_worker(struct prt__worker *v)
+bool prt__wake_worker(struct prt__worker *v)
 {
 	if (atomic_load_explicit(&v->sleeping, memory_order_relaxed) == 0)
 		return false;
@@ -119,13 +115,13 @@ static bool wake_worker(struct prt__worker *v)
 }
 
 /* Wake one sleeping worker, nearest to @near first. */
-static void wake_one_near(struct prt__worker *near)
+void prt__wake_one_near(struct prt__worker *near)
 {
 	struct prt_runtime *rt = near->rt;
 	const int *order = rt->topo.w[near->index].steal_order;
 
 	for (int i = 0; i < rt->nworkers - 1; i++)
-		if (wake_worker(rt->workers[order[i]]))
+		if (prt__wake_worker(rt->workers[order[i]]))
 			return;
 }
 
@@ -136,14 +132,14 @@ static void wake_allowed_near(struct prt__worker *t, struct prt__fiber *f)
 	const int *order = rt->topo.w[t->index].steal_order;
 
 	for (int i = 0; i < rt->nworkers - 1; i++)
-		if (prt__fiber_allowed(f, order[i]) && wake_worker(rt->workers[order[i]]))
+		if (prt__fiber_allowed(f, order[i]) && prt__wake_worker(rt->workers[order[i]]))
 			return;
 }
 
 void prt__wake_all_workers(struct prt_runtime *rt)
 {
 	for (int i = 0; i < rt->nworkers; i++)
-		wake_worker(rt->workers[i]);
+		prt__wake_worker(rt->workers[i]);
 }
 
 /*
@@ -156,13 +152,13 @@ static void wake_for(struct prt__worker *t, bool any, struct prt__fiber *some, b
 		     int idle, int spin)
 {
 	if (sleeps) {
-		wake_worker(t);
+		prt__wake_worker(t);
 		return;
 	}
 	if (idle <= 0)
 		return;
 	if (any && spin == 0)
-		wake_one_near(t);
+		prt__wake_one_near(t);
 	if (some)
 		wake_allowed_near(t, some); /* a spinner may not be one it may run on */
 }
@@ -205,10 +201,8 @@ static inline void announce_locked(struct prt__worker *w, struct prt__fiber *f)
 	}
 }
 
-static void watch_timer(struct prt__worker *w, uint64_t d);
-
 /* rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
-static prt__noinline void rq_unlock_deferred(struct prt__worker *w)
+prt__noinline void prt__rq_unlock_deferred(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
 	unsigned d = w->deferred;
@@ -228,24 +222,9 @@ static prt__noinline void rq_unlock_deferred(struct prt__worker *w)
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&w->rq.lock);
 	if (d & PRT_DEFER_WATCH)
-		watch_timer(w, atomic_load_explicit(&w->timers.next, memory_order_relaxed));
+		prt__watch_timer(w, atomic_load_explicit(&w->timers.next, memory_order_relaxed));
 	if (any || some)
 		wake_for(w, any, some, sleeps, idle, spin);
-}
-
-/*
- * Drop w's rq lock. Whoever queues work there by any path but
- * prt__enqueue, or arms a timer, leaves the lock through here: it wakes
- * the workers that must hear of it (the protocols at the top), after
- * the unlock. One load and branch when there is nothing to tell.
- */
-static inline void rq_unlock(struct prt__worker *w)
-{
-	if (prt__likely(!w->deferred)) {
-		prt__spin_unlock(&w->rq.lock);
-		return;
-	}
-	rq_unlock_deferred(w);
 }
 
 static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,
@@ -386,7 +365,7 @@ static int timer_push(struct prt__worker *w, struct prt__timers *h, uint64_t dea
 	if (r < 0)
 		return r;
 	PRT_WRITE_ONCE(w->ntimers, w->ntimers + 1);
-	/* seq_cst: pairs with the increment in worker_park() (protocol 2) */
+	/* seq_cst: pairs with the increment in worker_park() (idle.c) (protocol 2) */
 	if (r == 1 && h == &w->timers && w->rt->nworkers > 1 &&
 	    atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) > 0)
 		w->deferred |= PRT_DEFER_WATCH;
@@ -437,7 +416,7 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 		return;
 	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
 		announce_locked(x, f);
-	rq_unlock(x);
+	prt__rq_unlock(x);
 }
 
 /*
@@ -445,7 +424,7 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
  * or by an idle worker (fire_busy_timers): what they wake is queued on
  * w (each callback gets w). Returns how many fired.
  */
-static unsigned fire_timers(struct prt__worker *w, struct prt__timers *h, uint64_t now)
+unsigned prt__fire_timers(struct prt__worker *w, struct prt__timers *h, uint64_t now)
 {
 	unsigned n = prt__timers_run(h, now, w);
 
@@ -457,9 +436,9 @@ void prt__run_timers(struct prt__worker *w)
 {
 	uint64_t now = prt__now_ns();
 
-	fire_timers(w, &w->timers, now);
+	prt__fire_timers(w, &w->timers, now);
 	if (w->iotimers.n)
-		fire_timers(w, &w->iotimers, now);
+		prt__fire_timers(w, &w->iotimers, now);
 }
 
 int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, bool local)
@@ -551,24 +530,24 @@ PRT_API int prt_sleep_ns(uint64_t ns)
  * NULL means the idle context. Donor migrations need the lock dropped
  * (no two rq locks are ever held at once), so they loop back here.
  */
-static struct prt__fiber *pick_unlock(struct prt__worker *w, struct prt__fiber **donor)
+struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **donor)
 {
 	struct prt__pick p;
 
 	for (;;) {
 		switch (prt__proxy_pick(w, &p)) {
 		case PRT_PICK_RUN:
-			rq_unlock(w);
+			prt__rq_unlock(w);
 			*donor = p.donor;
 			return p.run;
 		case PRT_PICK_IDLE:
 			/* Going idle: we watch our own timers (protocol 2). */
 			w->deferred &= ~(unsigned)PRT_DEFER_WATCH;
-			rq_unlock(w);
+			prt__rq_unlock(w);
 			*donor = &w->idle;
 			return NULL;
 		case PRT_PICK_MOVE:
-			rq_unlock(w);
+			prt__rq_unlock(w);
 			prt__enqueue(p.to, p.move);
 			prt__spin_lock(&w->rq.lock);
 			break;
@@ -618,10 +597,10 @@ static void reschedule(struct prt__worker *w, struct prt__fiber *self)
 	struct prt__fiber *donor, *next = pick_fast(w);
 
 	if (prt__likely(next)) {
-		rq_unlock(w);
+		prt__rq_unlock(w);
 		donor = next;
 	} else {
-		next = pick_unlock(w, &donor);
+		next = prt__pick_unlock(w, &donor);
 	}
 
 	if (!next)
@@ -662,7 +641,7 @@ void prt__migrate_self(struct prt__worker *w)
 	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
 	put_donor(w, false);
-	next = pick_unlock(w, &donor);
+	next = prt__pick_unlock(w, &donor);
 	/* Queued on an allowed worker; that worker waits for on_cpu == 0 before running us. */
 	prt__wake(self);
 	prt__switch_to(w, self, next ? next : &w->idle, donor);
@@ -746,7 +725,7 @@ PRT_API int prt_yield(void)
 	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
 	    (prt__likely(w->donor == self) ||
 	     atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
-		rq_unlock(w); /* sleepers that fired wait here: others may take them */
+		prt__rq_unlock(w); /* sleepers that fired wait here: others may take them */
 		return 0;
 	}
 	if (prt__likely(w->donor == self)) {
@@ -757,7 +736,7 @@ PRT_API int prt_yield(void)
 				prt__fiber_allowed(next, w->index))) {
 			prt__rq_add(w, self, false);
 			announce_locked(w, self); /* an idle worker may take us */
-			rq_unlock(w);
+			prt__rq_unlock(w);
 			prt__switch_to(w, self, next, next);
 			return 0;
 		}
@@ -808,7 +787,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 		/* It stays. Counted as a donor but handed its lock? Thieves may take it now. */
 		if (prt__rq_recount(w, f))
 			announce_locked(w, f);
-		rq_unlock(w);
+		prt__rq_unlock(w);
 		return;
 	}
 	prt__rq_del(w, f);
@@ -816,121 +795,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 	prt__wake(f);
 }
 
-/* ---- the idle context: stealing and parking ----------------------------- */
-
-static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
-{
-	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !prt__has_timers(w))
-		return NULL;
-	prt__spin_lock(&w->rq.lock);
-	return pick_unlock(w, donor);
-}
-
-/* May worker @w steal queued @f? DESIGN.md: never a fiber blocked on a mutex. */
-static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
-{
-	return prt__fiber_allowed(f, w->index) &&
-	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
-}
-
-/*
- * Take up to half of @v's queue, highest priority first, skipping fibers
- * that may not run on @w and fibers blocked on a mutex (DESIGN.md: they
- * stay where proxy execution finds them). Returns the first, queues the
- * rest on @w.
- */
-static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *v, bool wait)
-{
-	struct prt__list got;
-	struct prt__fiber *first = NULL;
-	unsigned quota, n = 0, scanned = 0;
-
-	/* Nothing, or only donors (stale counts cost a missed steal, never a fiber). */
-	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
-	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
-		return NULL;
-	if (wait)
-		prt__spin_lock(&v->rq.lock);
-	else if (!prt__spin_trylock(&v->rq.lock))
-		return NULL;
-	prt__list_init(&got);
-	quota = (v->rq.nr + 1) / 2;
-	for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
-	     bm &= ~(1u << prt__rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it = h->next, *nx;
-
-		for (; it != h && n < quota && scanned < PRT_STEAL_SCAN; it = nx) {
-			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
-
-			nx = it->next;
-			scanned++;
-			if (!may_steal(w, f))
-				continue;
-			prt__rq_del(v, f);
-			prt__list_add_tail(&got, &f->rq_node);
-			n++;
-		}
-	}
-	prt__spin_unlock(&v->rq.lock);
-	if (!n)
-		return NULL;
-	first = prt__container_of(got.next, struct prt__fiber, rq_node);
-	prt__list_del(&first->rq_node);
-	if (n > 1) {
-		prt__spin_lock(&w->rq.lock);
-		while (!prt__list_empty(&got)) {
-			struct prt__fiber *f = prt__container_of(got.next, struct prt__fiber, rq_node);
-
-			prt__list_del(&f->rq_node);
-			prt__rq_add(w, f, false);
-		}
-		prt__spin_unlock(&w->rq.lock);
-	}
-	prt__stat_inc(&w->stats.steals, n);
-	return first;
-}
-
-/*
- * Does @v's queue (its lock held) hold a fiber @w may steal that not
- * every worker may run? Looks where steal_from would, no further.
- */
-static bool has_some_for(struct prt__worker *w, struct prt__worker *v)
-{
-	unsigned scanned = 0;
-
-	if (v->rq.nr <= v->rq.nr_any + v->rq.nr_donor)
-		return false;
-	for (uint32_t bm = v->rq.bitmap; bm && scanned < PRT_STEAL_SCAN;
-	     bm &= ~(1u << prt__rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[prt__rq_top(bm)];
-
-		for (struct prt__list *it = h->next; it != h && scanned < PRT_STEAL_SCAN;
-		     it = it->next, scanned++) {
-			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
-
-			if (!f->rq_any && may_steal(w, f))
-				return true;
-		}
-	}
-	return false;
-}
-
-/* Steal from the others, nearest first; *@from: the victim. */
-static struct prt__fiber *steal(struct prt__worker *w, bool wait, struct prt__worker **from)
-{
-	struct prt_runtime *rt = w->rt;
-	const int *order = rt->topo.w[w->index].steal_order;
-
-	for (int i = 0; i < rt->nworkers - 1; i++) {
-		struct prt__fiber *f = steal_from(w, rt->workers[order[i]], wait);
-
-		if (f) {
-			*from = rt->workers[order[i]];
-			return f;
-		}
-	}
-	return NULL;
-}
+/* ---- the timer watch, busy side (protocol 2, V's side) ------------------ */
 
 /*
  * Earliest timer of the workers other than @w that do not sleep: they
@@ -938,7 +803,7 @@ static struct prt__fiber *steal(struct prt__worker *w, bool wait, struct prt__wo
  * sleeping worker wakes for its own.) Protocol 2: seq_cst loads, after
  * the caller's seq_cst store.
  */
-static uint64_t busy_next(struct prt__worker *w)
+uint64_t prt__busy_next(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
 	uint64_t m = PRT_NO_DEADLINE;
@@ -947,10 +812,10 @@ static uint64_t busy_next(struct prt__worker *w)
 		struct prt__worker *v = rt->workers[i];
 		uint64_t t;
 
-		/* seq_cst: pairs with the exchange that ends v's sleep (worker_park) */
+		/* seq_cst: pairs with the exchange that ends v's sleep (idle.c, worker_park) */
 		if (v == w || atomic_load_explicit(&v->sleeping, memory_order_seq_cst))
 			continue;
-		/* seq_cst: pairs with the store in timer_push() */
+		/* seq_cst: pairs with the store in prt__timer_add() (timer.c) */
 		t = atomic_load_explicit(&v->timers.next, memory_order_seq_cst);
 		if (t < m)
 			m = t;
@@ -959,14 +824,14 @@ static uint64_t busy_next(struct prt__worker *w)
 }
 
 /* Does a sleeping worker other than @w wake by @d, to look at the timers again? */
-static bool watched(struct prt__worker *w, uint64_t d)
+bool prt__timer_watched(struct prt__worker *w, uint64_t d)
 {
 	struct prt_runtime *rt = w->rt;
 
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct prt__worker *v = rt->workers[i];
 
-		/* seq_cst: pairs with the store in park_deadline() */
+		/* seq_cst: pairs with the store in park_deadline() (idle.c) */
 		if (v != w && atomic_load_explicit(&v->sleeping, memory_order_seq_cst) &&
 		    atomic_load_explicit(&v->park_until, memory_order_seq_cst) <= d)
 			return true;
@@ -979,302 +844,13 @@ static bool watched(struct prt__worker *w, uint64_t d)
  * not sleep (@w, or others @w stops watching). Unless a sleeper wakes by
  * then, wake one: it looks again and sleeps until @d at most.
  */
-static void watch_timer(struct prt__worker *w, uint64_t d)
+void prt__watch_timer(struct prt__worker *w, uint64_t d)
 {
 	struct prt_runtime *rt = w->rt;
 
-	/* seq_cst: pairs with the increment in worker_park() */
+	/* seq_cst: pairs with the increment in worker_park() (idle.c) */
 	if (d == PRT_NO_DEADLINE || rt->nworkers == 1 ||
-	    atomic_load_explicit(&rt->nr_idle, memory_order_seq_cst) <= 0 || watched(w, d))
+	    atomic_load_explicit(&rt->nr_idle, memory_order_seq_cst) <= 0 || prt__timer_watched(w, d))
 		return;
-	wake_one_near(w);
-}
-
-/*
- * @w leaves the idle loop to run a fiber, with timers of its own, or
- * having published sleeping = 1 since it last ran one: sleepers may
- * have left its timers to it, or counted on it to wake for a busy
- * worker's. Now it is busy itself.
- */
-static void left_park(struct prt__worker *w)
-{
-	uint64_t own, busy;
-
-	w->was_parked = false;
-	/* seq_cst: pairs with the increment in worker_park() */
-	if (w->rt->nworkers == 1 || atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) <= 0)
-		return;
-	own = atomic_load_explicit(&w->timers.next, memory_order_relaxed);
-	busy = busy_next(w);
-	watch_timer(w, own < busy ? own : busy);
-}
-
-/*
- * Fire the due timers of workers that do not sleep, which may be busy
- * (Go's findrunnable runs other Ps' timers likewise): what they wake is
- * queued there, for us to steal. Returns true if any fired.
- */
-static bool fire_busy_timers(struct prt__worker *w, uint64_t now)
-{
-	struct prt_runtime *rt = w->rt;
-	bool fired = false;
-
-	for (int i = 0; i < rt->nworkers; i++) {
-		struct prt__worker *v = rt->workers[i];
-
-		if (v == w || atomic_load_explicit(&v->timers.next, memory_order_relaxed) > now ||
-		    atomic_load_explicit(&v->sleeping, memory_order_relaxed) ||
-		    !prt__spin_trylock(&v->rq.lock))
-			continue;
-		fired |= fire_timers(v, &v->timers, now) != 0;
-		rq_unlock(v); /* wakes sleepers its fibers may run on */
-	}
-	return fired;
-}
-
-static long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
-static void spin_start(struct prt__worker *w)
-{
-	if (!w->spinning) {
-		w->spinning = true;
-		atomic_fetch_add_explicit(&w->rt->nr_spinning, 1, memory_order_relaxed);
-	}
-}
-
-/*
- * Stop spinning. If we were the last spinner and leave work behind that
- * another worker could take (on our queue, or on @victim's, which we
- * stole from), wake one (Go's resetspinning).
- */
-static void spin_stop(struct prt__worker *w, struct prt__worker *victim)
-{
-	struct prt_runtime *rt = w->rt;
-
-	if (!w->spinning)
-		return;
-	w->spinning = false;
-	if (atomic_fetch_sub_explicit(&rt->nr_spinning, 1, memory_order_relaxed) == 1 &&
-	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
-	    (atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0 ||
-	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0)))
-		wake_one_near(w);
-}
-
-/*
- * @must_look: the last park found work it may take (work_pending), so
- * look for it even past the spinner cap; else a capped worker would
- * return here and to the park in a loop, never taking it (Go's
- * findrunnable likewise spins after its last look finds work).
- */
-static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **donor,
-				    bool must_look)
-{
-	struct prt_runtime *rt = w->rt;
-	struct prt__worker *victim;
-	struct prt__fiber *f;
-	long until = 0;
-
-	if ((f = pick_local(w, donor)))
-		return f;
-	if (rt->nworkers == 1)
-		return NULL;
-	/*
-	 * More workers than CPUs, and enough spinners already (Go's rule: at
-	 * most half the busy workers spin)? Then sleep: spinners would take
-	 * the CPU from the workers that have work. An enqueue wakes a sleeper
-	 * when nobody spins. With a CPU each, spinning costs nobody and
-	 * catches the next wakeup without a kick.
-	 */
-	if (rt->oversubscribed && !must_look &&
-	    2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
-		    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
-		return NULL;
-	spin_start(w);
-	for (unsigned i = 0;; i++) {
-		prt__io_point(w);
-		if ((f = pick_local(w, donor))) {
-			spin_stop(w, NULL);
-			return f;
-		}
-		if ((f = steal(w, false, &victim))) {
-			/* Stolen fibers never wait on a mutex: no proxy. */
-			*donor = f;
-			spin_stop(w, victim);
-			return f;
-		}
-		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
-			break;
-		if ((i & 15) == 0) {
-			long t = now_ns();
-
-			if (fire_busy_timers(w, (uint64_t)t))
-				continue; /* steal what they woke */
-			if (!until)
-				until = t + PRT_SPIN_NS;
-			else if (t >= until)
-				break;
-		}
-		prt__cpu_relax();
-	}
-	spin_stop(w, NULL);
-	return NULL;
-}
-
-/* Anything @w must not sleep through? Caller has published sleeping = 1. */
-static bool work_pending(struct prt__worker *w)
-{
-	struct prt_runtime *rt = w->rt;
-	bool found;
-
-	prt__spin_lock(&w->rq.lock);
-	found = w->rq.nr != 0;
-	prt__spin_unlock(&w->rq.lock);
-	for (int i = 0; i < rt->nworkers && !found; i++) {
-		struct prt__worker *v = rt->workers[i];
-
-		if (v == w)
-			continue;
-		prt__spin_lock(&v->rq.lock);
-		found = v->rq.nr_any != 0 || has_some_for(w, v);
-		prt__spin_unlock(&v->rq.lock);
-	}
-	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
-	if (!found && rt->nworkers > 1)
-		found = busy_next(w) <= prt__now_ns();
-	return found || atomic_load(&rt->stopping);
-}
-
-/*
- * Protocol 2, W's side: the deadline @w (sleeping = 1 published, no
- * work found) sleeps until, published in park_until. Its own next
- * timer, or a busy worker's if that comes first and no other sleeper
- * wakes for it by then.
- */
-static uint64_t park_deadline(struct prt__worker *w)
-{
-	uint64_t until, busy;
-
-	prt__spin_lock(&w->rq.lock);
-	until = prt__timers_first(&w->timers);
-	if (prt__timers_first(&w->iotimers) < until)
-		until = prt__timers_first(&w->iotimers);
-	prt__spin_unlock(&w->rq.lock);
-	if (w->rt->nworkers == 1)
-		return until;
-	for (;;) {
-		/* seq_cst: pairs with the loads in watched() */
-		atomic_store_explicit(&w->park_until, until, memory_order_seq_cst);
-		busy = busy_next(w);
-		if (busy >= until || watched(w, busy))
-			return until;
-		until = busy;
-	}
-}
-
-/* Sleep until woken. Returns true if it did not sleep: work was pending. */
-static bool worker_park(struct prt__worker *w)
-{
-	struct prt_runtime *rt = w->rt;
-
-	w->was_parked = true;
-	atomic_store(&w->sleeping, 1);
-	atomic_fetch_add(&rt->nr_idle, 1);
-	if (work_pending(w)) {
-		/* Undo, unless a waker already did (it then also decremented nr_idle). */
-		if (atomic_exchange(&w->sleeping, 0) == 1)
-			atomic_fetch_sub(&rt->nr_idle, 1);
-		return true;
-	}
-	prt__stat_inc(&w->stats.parks, 1);
-	/*
-	 * Sleep in the ring (or epoll) until a kick (wake_worker clears
-	 * sleeping, then kicks), an I/O completion, or the deadline. Any
-	 * return ends the park: the loop looks for work again, and parks
-	 * again if there is none; a stale kick costs one round.
-	 */
-	/* acquire: pairs with the acq_rel exchange in wake_worker() */
-	if (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
-		uint64_t until = park_deadline(w);
-
-		prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
-	}
-	/* seq_cst (protocol 2): before left_park's loads, and the reset below */
-	if (atomic_exchange(&w->sleeping, 0) == 1)
-		atomic_fetch_sub(&rt->nr_idle, 1);
-	atomic_store_explicit(&w->park_until, PRT_NO_DEADLINE, memory_order_relaxed);
-	prt__io_service(w, true);
-	return false;
-}
-
-static void idle_init(struct prt__worker *w)
-{
-	struct prt__fiber *idle = &w->idle;
-	pthread_attr_t attr;
-
-	idle->kind = PRT_FK_IDLE;
-	idle->rt = w->rt;
-	atomic_init(&idle->on_cpu, 1);
-	atomic_init(&idle->state, PRT_FS_RUNNING);
-	atomic_init(&idle->prio, PRT_PRIO_MIN);
-	atomic_init(&idle->aff_all, true);
-	snprintf(idle->name, sizeof(idle->name), "idle-%d", w->index);
-#if PRT_USE_TSAN
-	idle->tsan_fiber = __tsan_get_current_fiber();
-#endif
-	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-		pthread_attr_getstack(&attr, &idle->stack.base, &idle->stack.size);
-		pthread_attr_destroy(&attr);
-	}
-	PRT_WRITE_ONCE(w->curr, idle);
-	PRT_WRITE_ONCE(w->donor, idle);
-}
-
-void *prt__worker_main(void *arg)
-{
-	struct prt__worker *w = arg;
-	struct prt_runtime *rt = w->rt;
-	char name[16];
-	bool pending = false;
-
-	prt__set_cur_worker(w);
-	snprintf(name, sizeof(name), "prt-w%d", w->index);
-	pthread_setname_np(pthread_self(), name);
-	prt__topo_bind_thread(&rt->topo, w->index);
-	prt__io_thread_start(w);
-	prt__sigstack_init(w);
-	idle_init(w);
-	for (;;) {
-		struct prt__fiber *donor, *next;
-
-		if (w->handover) {
-			/* A fiber picked for us while its last worker was still leaving it. */
-			next = w->handover;
-			donor = w->handover_donor;
-			w->handover = NULL;
-			prt__switch_to(w, &w->idle, next, donor);
-			continue;
-		}
-		prt__io_service(w, true); /* going idle: submit, reap */
-		next = find_work(w, &donor, pending);
-		pending = false;
-		if (next) {
-			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
-				left_park(w);
-			prt__switch_to(w, &w->idle, next, donor);
-			continue;
-		}
-		if (atomic_load(&rt->stopping))
-			break;
-		pending = worker_park(w);
-	}
-	prt__sigstack_fini(w);
-	prt__set_cur_worker(NULL);
-	return NULL;
+	prt__wake_one_near(w);
 }

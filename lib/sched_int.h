@@ -53,7 +53,7 @@ struct prt__worker {
 	unsigned ntimers;
 	/*
 	 * What was done under rq.lock that others must hear of once it is
-	 * dropped (rq_unlock in sched.c): PRT_DEFER_* bits, and the fiber of
+	 * dropped (prt__rq_unlock): PRT_DEFER_* bits, and the fiber of
 	 * PRT_DEFER_SOME. Under rq.lock; made known by the holder that set
 	 * them, except PRT_DEFER_WATCH (see there).
 	 */
@@ -120,6 +120,25 @@ static inline void prt__io_point(struct prt__worker *w)
 void prt__worker_sched_init(struct prt__worker *w);
 
 /* ---- run-queue edits; the caller holds w->rq.lock ---- */
+
+/* prt__rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
+void prt__rq_unlock_deferred(struct prt__worker *w);
+
+/*
+ * Drop w's rq lock. Whoever queues work there by any path but
+ * prt__enqueue, or arms a timer, leaves the lock through here: it wakes
+ * the workers that must hear of it (sched.c: the protocols at its top), after
+ * the unlock. One load and branch when there is nothing to tell.
+ */
+static inline void prt__rq_unlock(struct prt__worker *w)
+{
+	if (prt__likely(!w->deferred)) {
+		prt__spin_unlock(&w->rq.lock);
+		return;
+	}
+	prt__rq_unlock_deferred(w);
+}
+
 
 static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool head)
 {
@@ -309,6 +328,24 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f);
 /* Queue sleeping @f on @w, with its attached donors. @w's rq lock held. */
 void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f);
 
+/*
+ * For the idle loop (idle.c), from sched.c: pick with w->rq.lock held
+ * (returns with it dropped; NULL: nothing to run); fire @w's timers in
+ * @h due by @now (w's rq lock held; how many fired); wake @v if it
+ * sleeps (true if it did); wake one sleeping worker near @near.
+ */
+struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **donor);
+unsigned prt__fire_timers(struct prt__worker *w, struct prt__timers *h, uint64_t now);
+bool prt__wake_worker(struct prt__worker *v);
+void prt__wake_one_near(struct prt__worker *near);
+/*
+ * The timer watch (sched.c, protocol 2): the earliest timer of the
+ * workers other than @w that do not sleep; whether a sleeper other than
+ * @w wakes by @d; V's side: make sure a sleeper wakes for @d.
+ */
+uint64_t prt__busy_next(struct prt__worker *w);
+bool prt__timer_watched(struct prt__worker *w, uint64_t d);
+void prt__watch_timer(struct prt__worker *w, uint64_t d);
 /* Wake every worker (shutdown). */
 void prt__wake_all_workers(struct prt_runtime *rt);
 

@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The idle context: each worker thread's own stack, where a worker with
+ * nothing queued looks for work (its own queue and timers, stealing in
+ * topology order, the due timers of busy workers), spins briefly, then
+ * sleeps in its io_uring (or epoll) until woken or a deadline. This is
+ * the W side of both wakeup protocols at the top of sched.c: a worker
+ * going to sleep publishes that it sleeps, then looks for work once
+ * more (protocol 1), and sleeps no later than the earliest timer that
+ * no other sleeper watches (protocol 2, the timer watch).
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "runtime_int.h"
+#include "switch.h"
+
+/* How long an idle worker looks for work before it sleeps. */
+#define PRT_SPIN_NS 50000L
+/* Most queue entries a thief examines in one victim. */
+#define PRT_STEAL_SCAN 64
+
+static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **donor)
+{
+	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !prt__has_timers(w))
+		return NULL;
+	prt__spin_lock(&w->rq.lock);
+	return prt__pick_unlock(w, donor);
+}
+
+/* May worker @w steal queued @f? DESIGN.md: never a fiber blocked on a mutex. */
+static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
+{
+	return prt__fiber_allowed(f, w->index) &&
+	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
+}
+
+/*
+ * Take up to half of @v's queue, highest priority first, skipping fibers
+ * that may not run on @w and fibers blocked on a mutex (DESIGN.md: they
+ * stay where proxy execution finds them). Returns the first, queues the
+ * rest on @w.
+ */
+static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *v, bool wait)
+{
+	struct prt__list got;
+	struct prt__fiber *first = NULL;
+	unsigned quota, n = 0, scanned = 0;
+
+	/* Nothing, or only donors (stale counts cost a missed steal, never a fiber). */
+	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
+	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
+		return NULL;
+	if (wait)
+		prt__spin_lock(&v->rq.lock);
+	else if (!prt__spin_trylock(&v->rq.lock))
+		return NULL;
+	prt__list_init(&got);
+	quota = (v->rq.nr + 1) / 2;
+	for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
+	     bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it = h->next, *nx;
+
+		for (; it != h && n < quota && scanned < PRT_STEAL_SCAN; it = nx) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
+
+			nx = it->next;
+			scanned++;
+			if (!may_steal(w, f))
+				continue;
+			prt__rq_del(v, f);
+			prt__list_add_tail(&got, &f->rq_node);
+			n++;
+		}
+	}
+	prt__spin_unlock(&v->rq.lock);
+	if (!n)
+		return NULL;
+	first = prt__container_of(got.next, struct prt__fiber, rq_node);
+	prt__list_del(&first->rq_node);
+	if (n > 1) {
+		prt__spin_lock(&w->rq.lock);
+		while (!prt__list_empty(&got)) {
+			struct prt__fiber *f = prt__container_of(got.next, struct prt__fiber, rq_node);
+
+			prt__list_del(&f->rq_node);
+			prt__rq_add(w, f, false);
+		}
+		prt__spin_unlock(&w->rq.lock);
+	}
+	prt__stat_inc(&w->stats.steals, n);
+	return first;
+}
+
+/*
+ * Does @v's queue (its lock held) hold a fiber @w may steal that not
+ * every worker may run? Looks where steal_from would, no further.
+ */
+static bool has_some_for(struct prt__worker *w, struct prt__worker *v)
+{
+	unsigned scanned = 0;
+
+	if (v->rq.nr <= v->rq.nr_any + v->rq.nr_donor)
+		return false;
+	for (uint32_t bm = v->rq.bitmap; bm && scanned < PRT_STEAL_SCAN;
+	     bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)];
+
+		for (struct prt__list *it = h->next; it != h && scanned < PRT_STEAL_SCAN;
+		     it = it->next, scanned++) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
+
+			if (!f->rq_any && may_steal(w, f))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Steal from the others, nearest first; *@from: the victim. */
+static struct prt__fiber *steal(struct prt__worker *w, bool wait, struct prt__worker **from)
+{
+	struct prt_runtime *rt = w->rt;
+	const int *order = rt->topo.w[w->index].steal_order;
+
+	for (int i = 0; i < rt->nworkers - 1; i++) {
+		struct prt__fiber *f = steal_from(w, rt->workers[order[i]], wait);
+
+		if (f) {
+			*from = rt->workers[order[i]];
+			return f;
+		}
+	}
+	return NULL;
+}
+
+
+
+
+/*
+ * @w leaves the idle loop to run a fiber, with timers of its own, or
+ * having published sleeping = 1 since it last ran one: sleepers may
+ * have left its timers to it, or counted on it to wake for a busy
+ * worker's. Now it is busy itself.
+ */
+static void left_park(struct prt__worker *w)
+{
+	uint64_t own, busy;
+
+	w->was_parked = false;
+	/* seq_cst: pairs with the increment in worker_park() */
+	if (w->rt->nworkers == 1 || atomic_load_explicit(&w->rt->nr_idle, memory_order_seq_cst) <= 0)
+		return;
+	own = atomic_load_explicit(&w->timers.next, memory_order_relaxed);
+	busy = prt__busy_next(w);
+	prt__watch_timer(w, own < busy ? own : busy);
+}
+
+/*
+ * Fire the due timers of workers that do not sleep, which may be busy
+ * (Go's findrunnable runs other Ps' timers likewise): what they wake is
+ * queued there, for us to steal. Returns true if any fired.
+ */
+static bool fire_busy_timers(struct prt__worker *w, uint64_t now)
+{
+	struct prt_runtime *rt = w->rt;
+	bool fired = false;
+
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *v = rt->workers[i];
+
+		if (v == w || atomic_load_explicit(&v->timers.next, memory_order_relaxed) > now ||
+		    atomic_load_explicit(&v->sleeping, memory_order_relaxed) ||
+		    !prt__spin_trylock(&v->rq.lock))
+			continue;
+		fired |= prt__fire_timers(v, &v->timers, now) != 0;
+		prt__rq_unlock(v); /* wakes sleepers its fibers may run on */
+	}
+	return fired;
+}
+
+static long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void spin_start(struct prt__worker *w)
+{
+	if (!w->spinning) {
+		w->spinning = true;
+		atomic_fetch_add_explicit(&w->rt->nr_spinning, 1, memory_order_relaxed);
+	}
+}
+
+/*
+ * Stop spinning. If we were the last spinner and leave work behind that
+ * another worker could take (on our queue, or on @victim's, which we
+ * stole from), wake one (Go's resetspinning).
+ */
+static void spin_stop(struct prt__worker *w, struct prt__worker *victim)
+{
+	struct prt_runtime *rt = w->rt;
+
+	if (!w->spinning)
+		return;
+	w->spinning = false;
+	if (atomic_fetch_sub_explicit(&rt->nr_spinning, 1, memory_order_relaxed) == 1 &&
+	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
+	    (atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0 ||
+	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0)))
+		prt__wake_one_near(w);
+}
+
+/*
+ * @must_look: the last park found work it may take (work_pending), so
+ * look for it even past the spinner cap; else a capped worker would
+ * return here and to the park in a loop, never taking it (Go's
+ * findrunnable likewise spins after its last look finds work).
+ */
+static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **donor,
+				    bool must_look)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__worker *victim;
+	struct prt__fiber *f;
+	long until = 0;
+
+	if ((f = pick_local(w, donor)))
+		return f;
+	if (rt->nworkers == 1)
+		return NULL;
+	/*
+	 * More workers than CPUs, and enough spinners already (Go's rule: at
+	 * most half the busy workers spin)? Then sleep: spinners would take
+	 * the CPU from the workers that have work. An enqueue wakes a sleeper
+	 * when nobody spins. With a CPU each, spinning costs nobody and
+	 * catches the next wakeup without a kick.
+	 */
+	if (rt->oversubscribed && !must_look &&
+	    2 * atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed) >=
+		    rt->nworkers - atomic_load_explicit(&rt->nr_idle, memory_order_relaxed))
+		return NULL;
+	spin_start(w);
+	for (unsigned i = 0;; i++) {
+		prt__io_point(w);
+		if ((f = pick_local(w, donor))) {
+			spin_stop(w, NULL);
+			return f;
+		}
+		if ((f = steal(w, false, &victim))) {
+			/* Stolen fibers never wait on a mutex: no proxy. */
+			*donor = f;
+			spin_stop(w, victim);
+			return f;
+		}
+		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
+			break;
+		if ((i & 15) == 0) {
+			long t = now_ns();
+
+			if (fire_busy_timers(w, (uint64_t)t))
+				continue; /* steal what they woke */
+			if (!until)
+				until = t + PRT_SPIN_NS;
+			else if (t >= until)
+				break;
+		}
+		prt__cpu_relax();
+	}
+	spin_stop(w, NULL);
+	return NULL;
+}
+
+/* Anything @w must not sleep through? Caller has published sleeping = 1. */
+static bool work_pending(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	bool found;
+
+	prt__spin_lock(&w->rq.lock);
+	found = w->rq.nr != 0;
+	prt__spin_unlock(&w->rq.lock);
+	for (int i = 0; i < rt->nworkers && !found; i++) {
+		struct prt__worker *v = rt->workers[i];
+
+		if (v == w)
+			continue;
+		prt__spin_lock(&v->rq.lock);
+		found = v->rq.nr_any != 0 || has_some_for(w, v);
+		prt__spin_unlock(&v->rq.lock);
+	}
+	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
+	if (!found && rt->nworkers > 1)
+		found = prt__busy_next(w) <= prt__now_ns();
+	return found || atomic_load(&rt->stopping);
+}
+
+/*
+ * Protocol 2, W's side: the deadline @w (sleeping = 1 published, no
+ * work found) sleeps until, published in park_until. Its own next
+ * timer, or a busy worker's if that comes first and no other sleeper
+ * wakes for it by then.
+ */
+static uint64_t park_deadline(struct prt__worker *w)
+{
+	uint64_t until, busy;
+
+	prt__spin_lock(&w->rq.lock);
+	until = prt__timers_first(&w->timers);
+	if (prt__timers_first(&w->iotimers) < until)
+		until = prt__timers_first(&w->iotimers);
+	prt__spin_unlock(&w->rq.lock);
+	if (w->rt->nworkers == 1)
+		return until;
+	for (;;) {
+		/* seq_cst: pairs with the loads in prt__timer_watched() */
+		atomic_store_explicit(&w->park_until, until, memory_order_seq_cst);
+		busy = prt__busy_next(w);
+		if (busy >= until || prt__timer_watched(w, busy))
+			return until;
+		until = busy;
+	}
+}
+
+/* Sleep until woken. Returns true if it did not sleep: work was pending. */
+static bool worker_park(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	w->was_parked = true;
+	atomic_store(&w->sleeping, 1);
+	atomic_fetch_add(&rt->nr_idle, 1);
+	if (work_pending(w)) {
+		/* Undo, unless a waker already did (it then also decremented nr_idle). */
+		if (atomic_exchange(&w->sleeping, 0) == 1)
+			atomic_fetch_sub(&rt->nr_idle, 1);
+		return true;
+	}
+	prt__stat_inc(&w->stats.parks, 1);
+	/*
+	 * Sleep in the ring (or epoll) until a kick (wake_worker clears
+	 * sleeping, then kicks), an I/O completion, or the deadline. Any
+	 * return ends the park: the loop looks for work again, and parks
+	 * again if there is none; a stale kick costs one round.
+	 */
+	/* acquire: pairs with the acq_rel exchange in prt__wake_worker() */
+	if (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
+		uint64_t until = park_deadline(w);
+
+		prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
+	}
+	/* seq_cst (protocol 2): before left_park's loads, and the reset below */
+	if (atomic_exchange(&w->sleeping, 0) == 1)
+		atomic_fetch_sub(&rt->nr_idle, 1);
+	atomic_store_explicit(&w->park_until, PRT_NO_DEADLINE, memory_order_relaxed);
+	prt__io_service(w, true);
+	return false;
+}
+
+static void idle_init(struct prt__worker *w)
+{
+	struct prt__fiber *idle = &w->idle;
+	pthread_attr_t attr;
+
+	idle->kind = PRT_FK_IDLE;
+	idle->rt = w->rt;
+	atomic_init(&idle->on_cpu, 1);
+	atomic_init(&idle->state, PRT_FS_RUNNING);
+	atomic_init(&idle->prio, PRT_PRIO_MIN);
+	atomic_init(&idle->aff_all, true);
+	snprintf(idle->name, sizeof(idle->name), "idle-%d", w->index);
+#if PRT_USE_TSAN
+	idle->tsan_fiber = __tsan_get_current_fiber();
+#endif
+	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+		pthread_attr_getstack(&attr, &idle->stack.base, &idle->stack.size);
+		pthread_attr_destroy(&attr);
+	}
+	PRT_WRITE_ONCE(w->curr, idle);
+	PRT_WRITE_ONCE(w->donor, idle);
+}
+
+void *prt__worker_main(void *arg)
+{
+	struct prt__worker *w = arg;
+	struct prt_runtime *rt = w->rt;
+	char name[16];
+	bool pending = false;
+
+	prt__set_cur_worker(w);
+	snprintf(name, sizeof(name), "prt-w%d", w->index);
+	pthread_setname_np(pthread_self(), name);
+	prt__topo_bind_thread(&rt->topo, w->index);
+	prt__io_thread_start(w);
+	prt__sigstack_init(w);
+	idle_init(w);
+	for (;;) {
+		struct prt__fiber *donor, *next;
+
+		if (w->handover) {
+			/* A fiber picked for us while its last worker was still leaving it. */
+			next = w->handover;
+			donor = w->handover_donor;
+			w->handover = NULL;
+			prt__switch_to(w, &w->idle, next, donor);
+			continue;
+		}
+		prt__io_service(w, true); /* going idle: submit, reap */
+		next = find_work(w, &donor, pending);
+		pending = false;
+		if (next) {
+			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
+				left_park(w);
+			prt__switch_to(w, &w->idle, next, donor);
+			continue;
+		}
+		if (atomic_load(&rt->stopping))
+			break;
+		pending = worker_park(w);
+	}
+	prt__sigstack_fini(w);
+	prt__set_cur_worker(NULL);
+	return NULL;
+}
