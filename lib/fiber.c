@@ -211,7 +211,8 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	/* release: pairs with the acquire sum in prt_runtime_destroy */
 	atomic_store_explicit(&w->nexited, w->nexited + 1, memory_order_release);
 	if (atomic_load_explicit(&rt->destroying, memory_order_relaxed)) {
-		atomic_fetch_add(&rt->destroy_seq, 1);
+		/* seq_cst: pairs with the load in wait_all_exited() (runtime.c) */
+		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
 		prt__futex_wake(&rt->destroy_seq, INT_MAX);
 	}
 	prt__schedule_blocked(w);
@@ -321,7 +322,8 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 	struct prt_runtime *ref;
 	int err;
 
-	if (self && self == h.p && atomic_load(&self->id) == h.id)
+	/* relaxed: our own id, written before we first ran */
+	if (self && self == h.p && atomic_load_explicit(&self->id, memory_order_relaxed) == h.id)
 		return -EDEADLK;
 	if (!(f = lock_handle_ref(h, &ref)))
 		return -ESRCH;

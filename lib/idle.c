@@ -296,7 +296,12 @@ static bool work_pending(struct prt__worker *w)
 	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
 	if (!found && rt->nworkers > 1)
 		found = prt__busy_next(w) <= prt__now_ns();
-	return found || atomic_load(&rt->stopping);
+	/*
+	 * seq_cst: our store of sleeping, then this load; destroy stores
+	 * stopping, then wakes every worker (exchange of sleeping): one of
+	 * us sees the other.
+	 */
+	return found || atomic_load_explicit(&rt->stopping, memory_order_seq_cst);
 }
 
 /*
@@ -332,12 +337,17 @@ static bool worker_park(struct prt__worker *w)
 	struct prt_runtime *rt = w->rt;
 
 	w->was_parked = true;
-	atomic_store(&w->sleeping, 1);
-	atomic_fetch_add(&rt->nr_idle, 1);
+	/*
+	 * seq_cst: the stores of protocol 1 (sched.c), before work_pending's
+	 * look; an enqueuer's loads of them pair through the rq lock, the
+	 * timer watch's loads (protocol 2) directly.
+	 */
+	atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&rt->nr_idle, 1, memory_order_seq_cst);
 	if (work_pending(w)) {
 		/* Undo, unless a waker already did (it then also decremented nr_idle). */
-		if (atomic_exchange(&w->sleeping, 0) == 1)
-			atomic_fetch_sub(&rt->nr_idle, 1);
+		if (atomic_exchange_explicit(&w->sleeping, 0, memory_order_seq_cst) == 1)
+			atomic_fetch_sub_explicit(&rt->nr_idle, 1, memory_order_seq_cst);
 		return true;
 	}
 	prt__stat_inc(&w->stats.parks, 1);
@@ -354,8 +364,8 @@ static bool worker_park(struct prt__worker *w)
 		prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
 	}
 	/* seq_cst (protocol 2): before left_park's loads, and the reset below */
-	if (atomic_exchange(&w->sleeping, 0) == 1)
-		atomic_fetch_sub(&rt->nr_idle, 1);
+	if (atomic_exchange_explicit(&w->sleeping, 0, memory_order_seq_cst) == 1)
+		atomic_fetch_sub_explicit(&rt->nr_idle, 1, memory_order_seq_cst);
 	atomic_store_explicit(&w->park_until, PRT_NO_DEADLINE, memory_order_relaxed);
 	prt__io_service(w, true);
 	return false;
@@ -418,7 +428,8 @@ void *prt__worker_main(void *arg)
 			prt__switch_to(w, &w->idle, next, donor);
 			continue;
 		}
-		if (atomic_load(&rt->stopping))
+		/* relaxed: worker_park's look (seq_cst) is the one that counts */
+		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
 			break;
 		pending = worker_park(w);
 	}

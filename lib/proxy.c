@@ -81,13 +81,16 @@ static bool attach(struct prt__fiber *d, struct prt__fiber *o, struct prt__mutex
 	 */
 	ok = atomic_load_explicit(&o->state, memory_order_relaxed) == PRT_FS_BLOCKED &&
 	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) &&
-	     (atomic_load(&m->owner) & ~PRT_MTX_WAITERS) == (uintptr_t)o;
+	     (atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS) ==
+		     (uintptr_t)o; /* seq_cst: as the owner's unlock CAS, which it pairs with */
 	if (ok) {
 		prt__list_add_tail(&o->donors, &d->rq_node);
-		atomic_store(&d->attached_to, o);
-		if (!atomic_load(&d->blocked_on)) {
+		/* seq_cst: store then load, against the handoff's (see above) */
+		atomic_store_explicit(&d->attached_to, o, memory_order_seq_cst);
+		if (!atomic_load_explicit(&d->blocked_on, memory_order_seq_cst)) {
 			prt__list_del(&d->rq_node);
-			atomic_store(&d->attached_to, NULL);
+			/* relaxed: o->lock held, which detach takes before it reads */
+			atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 			ok = false;
 		}
 	}

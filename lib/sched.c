@@ -783,7 +783,13 @@ void prt__migrate_queued(struct prt__fiber *f)
 
 	if (!w)
 		return;
-	if (prt__fiber_allowed(f, w->index) && f->rq_any == atomic_load(&f->aff_all)) {
+	/*
+	 * relaxed: prt_fiber_set_affinity stores aff_all before it calls us;
+	 * another caller that reads a stale value leaves the fiber where the
+	 * pick sends it home (PRT_PICK_MOVE).
+	 */
+	if (prt__fiber_allowed(f, w->index) &&
+	    f->rq_any == atomic_load_explicit(&f->aff_all, memory_order_relaxed)) {
 		/* It stays. Counted as a donor but handed its lock? Thieves may take it now. */
 		if (prt__rq_recount(w, f))
 			announce_locked(w, f);
