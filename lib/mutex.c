@@ -633,108 +633,242 @@ static void wait_end(struct prt__fiber *self)
 
 static prt__timer_fn mutex_timer_fire; /* ends a timed wait: see the pick-path helpers */
 
+/*
+ * A fiber's contended lock (lock_fiber), cut into steps as the kernel's
+ * __mutex_lock_common is: the optimistic spin before queueing
+ * (spin_acquire), then, under wait_lock, a loop that takes the mutex or
+ * queues our record and waits for it to come to us.
+ *
+ * The rule every step keeps: wait_lock is dropped in five places (to
+ * wake a waiter we handed a released lock, to spin on our record, to
+ * arm our timer, to sleep, and at the end), and while it is dropped
+ * anything may happen to our record: a handoff (rec.granted), or our
+ * timer, which an idle worker may fire while we still run (rec.timedout,
+ * taken off the list; nobody is woken since we are not asleep). So we
+ * go to sleep only if we saw both clear under wait_lock and held it
+ * ever since (@looked; wait_sleep asserts it): whoever grants or times
+ * us out afterwards needs wait_lock, and finds us asleep or queued.
+ */
+struct fiber_wait {
+	struct prt__mutex *m;
+	struct prt__worker *w;      /* the worker we run on (changes across a sleep) */
+	struct prt__fiber *self;
+	struct prt__mwaiter rec;    /* our record: on m->waiters while queued (wait_lock) */
+	struct handoff h;           /* a waiter we handed the lock: wake it without wait_lock */
+	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
+	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
+	bool queued;                /* rec was inserted (a handoff or the timer may have taken it off since) */
+	bool armed;                 /* our timer is armed: cancel it at the end */
+	bool looked;                /* wait_over() saw the wait go on, wait_lock held since */
+};
+
+/* wait_over(): the wait is not over. */
+#define WAIT_ON (-1)
+
+/*
+ * wait_lock held. Did the wait end while wait_lock was dropped? 0: the
+ * mutex was handed to us; ETIMEDOUT: our timer took us off the list
+ * (mutex_timeout); WAIT_ON: neither, and until wait_lock is dropped
+ * neither can happen (both need it).
+ */
+static int wait_over(struct fiber_wait *fw)
+{
+	/* acquire: pairs with the release in handoff_locked() */
+	if (fw->queued && atomic_load_explicit(&fw->rec.granted, memory_order_acquire))
+		return 0;
+	if (fw->rec.timedout)
+		return ETIMEDOUT;
+	fw->looked = true;
+	return WAIT_ON;
+}
+
+/* Drop wait_lock: from here wait_over() must look again before we sleep. */
+static void wait_unlock(struct fiber_wait *fw)
+{
+	fw->looked = false;
+	prt__spin_unlock(&fw->m->wait_lock);
+}
+
+/* wait_lock held. Has our deadline passed? (The timer may not have fired yet.) */
+static bool past_deadline(struct fiber_wait *fw)
+{
+	return fw->deadline && prt__now_ns() >= fw->deadline;
+}
+
+/*
+ * wait_lock held, not queued yet: put our record on m->waiters (by
+ * priority, blocked_on published), for handoffs, the pick's chain walk
+ * and the deadlock check to find. From here the wait ends through a
+ * handoff, our timer, or dequeue() on one of our exits.
+ */
+static void queue_record(struct fiber_wait *fw)
+{
+	insert(fw->m, &fw->rec);
+	fw->queued = true;
+}
+
+/*
+ * acquire_locked() handed a released lock to the first waiter, which we
+ * may not pass: wake it (never under wait_lock, DESIGN.md). Entered and
+ * left with wait_lock held, dropped in between: the caller looks again.
+ */
+static void wake_handed(struct fiber_wait *fw)
+{
+	wait_unlock(fw);
+	handoff_wake(NULL, &fw->h);
+	prt__spin_lock(&fw->m->wait_lock);
+}
+
+/*
+ * Queued, with more than one worker: spin on our record while the owner
+ * runs on a CPU (spin_queued). Entered and left with wait_lock held,
+ * dropped while spinning. Returns true if the caller must look again:
+ * we were granted, the lock was released, or our timer fired meanwhile
+ * (an idle worker fires a busy worker's due timers). False: nothing
+ * happened to us, seen with wait_lock retaken (@looked): go on to sleep.
+ */
+static bool spin_on_record(struct fiber_wait *fw)
+{
+	int s;
+
+	wait_unlock(fw);
+	s = spin_queued(fw->m, &fw->rec);
+	if (s != 1)
+		prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
+	prt__spin_lock(&fw->m->wait_lock);
+	return s != 0 || wait_over(fw) != WAIT_ON;
+}
+
+/*
+ * Timed wait, queued, timer not armed: arm it (mutex_timer_fire ends the
+ * wait at the deadline). Entered and left with wait_lock held; dropped
+ * to arm, since the lock order is rq lock -> wait_lock. Returns WAIT_ON
+ * once armed (the caller looks again: we may have been handed the lock
+ * meanwhile); else the wait is over: ENOMEM (no room for the timer; our
+ * record dequeued), or 0 if the lock was handed to us meanwhile.
+ */
+static int arm_timeout(struct fiber_wait *fw)
+{
+	int err;
+
+	wait_unlock(fw);
+	if (!prt__timer_arm(fw->w, fw->deadline, mutex_timer_fire, false)) {
+		fw->armed = true;
+		prt__spin_lock(&fw->m->wait_lock);
+		return WAIT_ON;
+	}
+	prt__spin_lock(&fw->m->wait_lock);
+	err = wait_over(fw);
+	if (err == WAIT_ON) {
+		dequeue(fw->m, &fw->rec, &fw->h);
+		return ENOMEM;
+	}
+	return err == 0 ? 0 : ENOMEM;
+}
+
+/*
+ * Wait for the mutex to come to us. Entered with wait_lock held, queued,
+ * and (@looked) neither granted nor timed out as wait_lock has been held
+ * since we looked: so whoever grants us or times us out comes after we
+ * are asleep or queued, and wakes or picks us. With proxy execution we
+ * stay queued as a donor (blocked_on set): when picked, the owner runs
+ * in our place. Without, we sleep off the run queues (BLOCKED,
+ * rec.sleeping) until a handoff or our timer wakes us. Returns with
+ * wait_lock held again once we run: granted, timed out, or without the
+ * lock (released, or the chain changed): the caller looks again.
+ */
+static void wait_sleep(struct fiber_wait *fw)
+{
+	prt__assert(fw->looked && fw->queued);
+	if (!fw->proxy) {
+		fw->rec.sleeping = true;
+		prt__set_wait(fw->self, PRT_WK_MUTEX, fw->m, 0);
+		atomic_store_explicit(&fw->self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	}
+	wait_unlock(fw);
+	if (fw->proxy)
+		prt__schedule_mutex_wait(fw->w);
+	else
+		prt__schedule_blocked(fw->w);
+	fw->w = prt__cur_worker();
+	prt__spin_lock(&fw->m->wait_lock);
+	if (!fw->proxy)
+		fw->rec.sleeping = false; /* woken without the lock: not asleep now */
+}
+
+/*
+ * The wait is over (taken, granted, or given up), wait_lock dropped: wake
+ * a waiter we handed the lock to, cancel our timer, and let a
+ * prt__waits_reprio still busy with our record finish (wait_end).
+ */
+static void wait_finish(struct fiber_wait *fw)
+{
+	handoff_wake(NULL, &fw->h);
+	if (fw->armed)
+		prt__timer_cancel(fw->self);
+	if (fw->queued)
+		wait_end(fw->self);
+}
+
+/*
+ * Contended lock of a fiber: 0, or ETIMEDOUT (past @deadline), EDEADLK
+ * (waiting would close a cycle), ENOMEM (no room for the timer). The
+ * record is never on the list when we return.
+ */
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
 {
-	struct prt__fiber *self = w->curr;
-	struct prt__mwaiter rec = { .fiber = self, .token = (uintptr_t)self }; /* prio: acquire_locked */
-	struct handoff h = { 0 };
-	bool proxy = use_proxy(m, self), queued = false, armed = false;
-	int err = 0;
+	struct fiber_wait fw = {
+		.m = m,
+		.w = w,
+		.self = w->curr,
+		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr }, /* prio: acquire_locked */
+		.deadline = deadline,
+		.proxy = use_proxy(m, w->curr),
+	};
+	int err;
 
-	if (w->rt->nworkers > 1 && spin_acquire(m, self))
-		return 0; /* nothing armed yet */
+	if (w->rt->nworkers > 1 && spin_acquire(m, fw.self))
+		return 0; /* nothing queued, nothing armed */
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
-		/* acquire: pairs with the release in handoff_locked() */
-		if (queued && atomic_load_explicit(&rec.granted, memory_order_acquire))
-			break;
-		if (rec.timedout) {
-			err = ETIMEDOUT; /* the timer took us off the list */
-			break;
-		}
-		if (acquire_locked(m, &rec, queued, &h))
-			break;
-		if (deadline && prt__now_ns() >= deadline) {
-			if (queued)
-				dequeue(m, &rec, &h);
+		if ((err = wait_over(&fw)) != WAIT_ON)
+			goto out;
+		if (acquire_locked(m, &fw.rec, fw.queued, &fw.h))
+			goto acquired;
+		if (past_deadline(&fw)) {
 			err = ETIMEDOUT;
-			break;
+			goto give_up;
 		}
-		if (!queued) {
-			insert(m, &rec);
-			queued = true;
-		}
-		if (closes_cycle(m, rec.token)) {
-			dequeue(m, &rec, &h);
+		if (!fw.queued)
+			queue_record(&fw);
+		if (closes_cycle(m, fw.rec.token)) {
 			err = EDEADLK;
-			break;
+			goto give_up;
 		}
-		if (h.done) {
-			/* Handed a released lock to the first waiter: wake it, look again. */
-			prt__spin_unlock(&m->wait_lock);
-			handoff_wake(NULL, &h);
-			prt__spin_lock(&m->wait_lock);
+		if (fw.h.done) {
+			wake_handed(&fw);
 			continue;
 		}
-		if (w->rt->nworkers > 1) {
-			int s;
-
-			prt__spin_unlock(&m->wait_lock);
-			s = spin_queued(m, &rec);
-			if (s == 1) {
-				prt__spin_lock(&m->wait_lock);
-				break;
-			}
-			prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
-			prt__spin_lock(&m->wait_lock);
-			/*
-			 * Anything may have happened while wait_lock was dropped:
-			 * a handoff, or our timer, fired by an idle worker
-			 * (fire_busy_timers) while we still run, took us off the
-			 * list. It woke no one (we were not asleep): never go
-			 * to sleep past it.
-			 */
-			if (s == 2 || rec.timedout ||
-			    atomic_load_explicit(&rec.granted, memory_order_acquire))
-				continue;
+		if (fw.w->rt->nworkers > 1 && spin_on_record(&fw))
+			continue;
+		if (deadline && !fw.armed) {
+			if ((err = arm_timeout(&fw)) != WAIT_ON)
+				goto out;
+			continue;
 		}
-		if (deadline && !armed) {
-			/* Lock order: rq lock -> wait_lock, so drop wait_lock to arm. */
-			prt__spin_unlock(&m->wait_lock);
-			if (prt__timer_arm(w, deadline, mutex_timer_fire, false)) {
-				prt__spin_lock(&m->wait_lock);
-				if (!rec.timedout && !atomic_load(&rec.granted))
-					dequeue(m, &rec, &h);
-				err = atomic_load(&rec.granted) ? 0 : ENOMEM;
-				break;
-			}
-			armed = true;
-			prt__spin_lock(&m->wait_lock);
-			continue; /* look again: it may have been handed over meanwhile */
-		}
-		if (!proxy) {
-			rec.sleeping = true;
-			prt__set_wait(self, PRT_WK_MUTEX, m, 0);
-			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		}
-		prt__spin_unlock(&m->wait_lock);
-		if (proxy)
-			prt__schedule_mutex_wait(w);
-		else
-			prt__schedule_blocked(w);
-		w = prt__cur_worker();
-		/* Granted, timed out, or run without the lock (released, chain in flux): look again. */
-		prt__spin_lock(&m->wait_lock);
-		if (!proxy)
-			rec.sleeping = false; /* woken without the lock: not asleep now */
+		wait_sleep(&fw);
 	}
+give_up:
+	/* Timed out or deadlocked while not granted: leave the list. */
+	if (fw.queued)
+		dequeue(m, &fw.rec, &fw.h);
+	goto out;
+acquired:
+	err = 0;
+out:
 	prt__spin_unlock(&m->wait_lock);
-	handoff_wake(NULL, &h);
-	if (armed)
-		prt__timer_cancel(self);
-	if (queued)
-		wait_end(self);
+	wait_finish(&fw);
 	return err;
 }
 
@@ -761,42 +895,68 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 	return true;
 }
 
-static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
+/*
+ * A plain thread's first look, wait_lock held: 0 if it took the mutex,
+ * WAIT_ON if @rec is queued (sleep on rec.granted), else ETIMEDOUT
+ * (@deadline passed) or EDEADLK (waiting would close a cycle), not
+ * queued. A released lock it may not take may be handed to the first
+ * waiter (@h, to wake once wait_lock is dropped).
+ */
+static int thread_take_or_queue(struct prt__mutex *m, struct prt__mwaiter *rec,
+				uint64_t deadline, struct handoff *h)
 {
-	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	if (acquire_locked(m, rec, false, h))
+		return 0;
+	if (deadline && prt__now_ns() >= deadline)
+		return ETIMEDOUT;
+	insert(m, rec);
+	if (closes_cycle(m, rec->token)) {
+		dequeue(m, rec, h);
+		return EDEADLK;
+	}
+	return WAIT_ON;
+}
+
+/*
+ * A plain thread's wait for @rec timed out, wait_lock not held: leave the
+ * list (ETIMEDOUT), unless the mutex was handed to us just before (0:
+ * then wait until the granter is done with @rec).
+ */
+static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
+{
 	struct handoff h = { 0 };
-	bool taken;
 	int err = 0;
 
 	prt__spin_lock(&m->wait_lock);
-	waiters_init(m);
-	taken = acquire_locked(m, &rec, false, &h);
-	if (!taken) {
-		if (deadline && prt__now_ns() >= deadline)
-			err = ETIMEDOUT;
-		else
-			insert(m, &rec);
-		if (!err && closes_cycle(m, tok)) {
-			dequeue(m, &rec, &h);
-			err = EDEADLK;
-		}
-	}
-	prt__spin_unlock(&m->wait_lock);
-	handoff_wake(NULL, &h);
-	if (taken || err)
-		return err;
-	if (thread_wait_granted(&rec.granted, deadline))
-		return 0;
-	prt__spin_lock(&m->wait_lock);
-	if (!atomic_load_explicit(&rec.granted, memory_order_acquire)) {
-		dequeue(m, &rec, &h);
+	/* acquire: pairs with the release in handoff_locked() */
+	if (!atomic_load_explicit(&rec->granted, memory_order_acquire)) {
+		dequeue(m, rec, &h);
 		err = ETIMEDOUT;
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
 	if (!err)
-		thread_grant_done(&rec.granted); /* handed over just as we timed out */
+		thread_grant_done(&rec->granted); /* handed over just as we timed out */
 	return err;
+}
+
+/* Contended lock of a plain thread: as lock_fiber's, sleeping on a futex. */
+static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
+{
+	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	struct handoff h = { 0 };
+	int err;
+
+	prt__spin_lock(&m->wait_lock);
+	waiters_init(m);
+	err = thread_take_or_queue(m, &rec, deadline, &h);
+	prt__spin_unlock(&m->wait_lock);
+	handoff_wake(NULL, &h);
+	if (err != WAIT_ON)
+		return err;
+	if (thread_wait_granted(&rec.granted, deadline))
+		return 0;
+	return thread_timed_out(m, &rec);
 }
 
 static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok,
@@ -946,7 +1106,7 @@ static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 	return first;
 }
 
-static int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
+static prt__noinline int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
 {
 	struct prt__mwaiter *r;
 	struct handoff h = { 0 };
