@@ -188,26 +188,54 @@ void prt__mutex_held(uintptr_t token)
 	held_add(nheld_of(token), 1);
 }
 
+/*
+ * What the owner with token @tok waits on (the deadlock walk).
+ * seq_cst: the load half of the walk's store-then-load (see the top of
+ * the file); pairs with the seq_cst store in set_waits_on() by another
+ * waiter closing the same cycle.
+ */
 static struct prt__mutex *waits_on(uintptr_t tok)
 {
 	if (tok & PRT_MTX_THREAD)
-		return atomic_load(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on);
-	return atomic_load(&((struct prt__fiber *)tok)->blocked_on);
+		return atomic_load_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on,
+					    memory_order_seq_cst);
+	return atomic_load_explicit(&((struct prt__fiber *)tok)->blocked_on, memory_order_seq_cst);
 }
 
+/*
+ * Publish (insert()) or clear (forget_waiter()) what @tok waits on;
+ * wait_lock of @m (or of the mutex it leaves) held. seq_cst, as each of
+ * these stores is the first half of a store-then-load:
+ *  - setting it, with the deadlock walk's loads (waits_on(), the owner
+ *    word in closes_cycle()) by a waiter closing the same cycle, and with
+ *    prt_fiber_set_priority (store prio, then load blocked_on) against
+ *    insert()'s load of prio;
+ *  - clearing it on a handoff or a timeout, with proxy.c's attach()
+ *    (store attached_to, then load blocked_on) against our later read of
+ *    attached_to (prt__detach_donor(), prt__unattach()). The pick's
+ *    acquire loads of blocked_on (proxy.c) pair with it as a release.
+ */
 static void set_waits_on(uintptr_t tok, struct prt__mutex *m)
 {
 	if (tok & PRT_MTX_THREAD)
-		atomic_store(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m);
+		atomic_store_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m,
+				      memory_order_seq_cst);
 	else
-		atomic_store(&((struct prt__fiber *)tok)->blocked_on, m);
+		atomic_store_explicit(&((struct prt__fiber *)tok)->blocked_on, m,
+				      memory_order_seq_cst);
 }
 
 /* Walk owner -> what it waits on -> owner ...; true if it comes back to @tok. */
 static bool closes_cycle(struct prt__mutex *m, uintptr_t tok)
 {
 	for (int i = 0; m && i < 4096; i++) {
-		uintptr_t o = atomic_load(&m->owner) & ~PRT_MTX_WAITERS;
+		/*
+		 * seq_cst: read after our seq_cst store of blocked_on, like
+		 * waits_on() (the deadlock walk's store-then-load); as an
+		 * acquire it pairs with the release half of the CAS that took
+		 * @m, which publishes the owner we then read.
+		 */
+		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS;
 
 		if (!o)
 			return false;
@@ -251,7 +279,7 @@ static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 	 */
 	set_waits_on(r->token, m);
 	if (r->fiber) {
-		r->prio = atomic_load(&r->fiber->prio);
+		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_seq_cst);
 		r->fiber->mwait = r;
 	}
 	prt__mwaiter_insert(&m->waiters, r);
@@ -303,8 +331,15 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff
 		return;
 	}
 	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	/*
+	 * relaxed: this changes the flag alone and publishes nothing (the
+	 * list is under wait_lock). A locker whose acquire CAS reads the
+	 * word we leave still synchronizes with the release that last
+	 * unlocked it: a read-modify-write continues its release sequence.
+	 */
 	while ((o & PRT_MTX_WAITERS) &&
-	       !atomic_compare_exchange_weak(&m->owner, &o, o & ~PRT_MTX_WAITERS))
+	       !atomic_compare_exchange_weak_explicit(&m->owner, &o, o & ~PRT_MTX_WAITERS,
+						      memory_order_relaxed, memory_order_relaxed))
 		;
 }
 
@@ -535,7 +570,14 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 		}
 		if (o & PRT_MTX_WAITERS)
 			return false;
-		if (atomic_compare_exchange_weak(&m->owner, &o, o | PRT_MTX_WAITERS))
+		/*
+		 * relaxed: setting the flag only makes the owner's unlock CAS
+		 * fail into unlock_slow(), which takes wait_lock and so sees
+		 * our record; the two CASes on the word are ordered by the
+		 * word itself. Our record is published by wait_lock.
+		 */
+		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, o | PRT_MTX_WAITERS,
+							  memory_order_relaxed, memory_order_relaxed))
 			return false;
 	}
 }
@@ -657,7 +699,7 @@ struct fiber_wait {
 	struct handoff h;           /* a waiter we handed the lock: wake it without wait_lock */
 	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
 	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
-	bool queued;                /* rec was inserted (a handoff or the timer may have taken it off since) */
+	bool queued;                /* rec inserted (a handoff or our timer may have taken it off since) */
 	bool armed;                 /* our timer is armed: cancel it at the end */
 	bool looked;                /* wait_over() saw the wait go on, wait_lock held since */
 };
@@ -1143,7 +1185,9 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	o = me.tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
-		atomic_store_explicit(&m->count, m->count - 1, memory_order_relaxed);
+		atomic_store_explicit(&m->count,
+				      atomic_load_explicit(&m->count, memory_order_relaxed) - 1,
+				      memory_order_relaxed);
 		return 0;
 	}
 	/* release: pairs with the acquire of the next lock */
@@ -1177,7 +1221,12 @@ int prt__mutex_release_all(struct prt__mutex *m, unsigned *count)
 {
 	uintptr_t tok = prt__mutex_self_token();
 
-	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != tok)
+	/*
+	 * relaxed, as in prt_mutex_unlock: only our own lock (or a handoff
+	 * to us, whose grant we read with acquire) puts our token there, and
+	 * only our own unlock takes it away.
+	 */
+	if ((atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) != tok)
 		return EPERM;
 	*count = atomic_load_explicit(&m->count, memory_order_relaxed);
 	atomic_store_explicit(&m->count, 0, memory_order_relaxed);
@@ -1265,7 +1314,13 @@ int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
 
 bool prt__mutex_sleep_donor(struct prt__fiber *d)
 {
-	struct prt__mutex *m = atomic_load(&d->blocked_on);
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * The pick read it (acquire) just before, and d, off the queues in
+	 * our hands, cannot start another wait: so this reads that mutex
+	 * or NULL (handed over or timed out since).
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&d->blocked_on, memory_order_relaxed);
 	bool ok = false;
 
 	if (!m)
@@ -1278,8 +1333,17 @@ bool prt__mutex_sleep_donor(struct prt__fiber *d)
 	 * waiter requeued here before it got to park (parker) is no donor:
 	 * it runs on to park, by its own protocol.
 	 */
-	if (atomic_load(&d->blocked_on) == m && d->mwait && !d->mwait->parker &&
-	    (atomic_load(&m->owner) & ~PRT_MTX_FLAGS)) {
+	/*
+	 * relaxed, both: under wait_lock. Every store of blocked_on naming @m
+	 * or clearing it from @m is made under it (insert, forget_waiter),
+	 * and while d waits here PRT_MTX_WAITERS is set, so the word goes
+	 * from held to released only under it too (unlock_slow, dequeue);
+	 * a lateral steal (released to held) needs no lock, but then @m is
+	 * held, which is what we look for.
+	 */
+	if (atomic_load_explicit(&d->blocked_on, memory_order_relaxed) == m && d->mwait &&
+	    !d->mwait->parker &&
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
 		d->mwait->sleeping = true;
 		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
@@ -1315,7 +1379,13 @@ struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
  */
 static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
-	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * f queued on @m before it armed this timer (w's rq lock orders the
+	 * two), and cancels the timer before its wait returns: so this reads
+	 * @m, or NULL once handed the lock.
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
 	struct prt__mwaiter *r;
 	struct handoff h = { 0 };
 	bool sleeping;
@@ -1324,7 +1394,8 @@ static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 		return false; /* granted: it runs, and cancels nothing */
 	prt__spin_lock(&m->wait_lock);
 	r = f->mwait;
-	if (atomic_load(&f->blocked_on) != m || !r || r->parker) {
+	/* relaxed: under wait_lock, which every store naming @m or clearing it holds */
+	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != m || !r || r->parker) {
 		prt__spin_unlock(&m->wait_lock);
 		return false;
 	}
@@ -1376,8 +1447,12 @@ static void mutex_timer_fire(struct prt__timer *t, void *ctx)
  */
 static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
 {
-	/* seq_cst: pairs with insert() (see prt_fiber_set_priority) */
-	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	/*
+	 * seq_cst: the load half of prt_fiber_set_priority's store-then-load
+	 * (store prio, load blocked_on); pairs with the seq_cst store in
+	 * insert(), which then loads prio.
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_seq_cst);
 	struct prt__mwaiter *r, *was;
 	int prio;
 
@@ -1429,21 +1504,31 @@ PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
 	if (max < 0 || (max > 0 && !out))
 		return -EINVAL;
 	/* Descriptors are type-stable: reading a stale one is safe, the id tells. */
-	if (!f || !h.id || atomic_load(&f->id) != h.id || atomic_load(&f->kept))
+	/* relaxed: a handle check, as fiber.c's (the id is all it compares) */
+	if (!f || !h.id || atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
+	    atomic_load_explicit(&f->kept, memory_order_relaxed))
 		return -ESRCH;
 	while (n < max) {
-		struct prt__mutex *m = atomic_load(&f->blocked_on);
+		/*
+		 * acquire, both, as the pick's chain walk (proxy.c): each link
+		 * is read after the one that led to it. blocked_on pairs with
+		 * the store in insert() (a release), the owner word with the
+		 * release half of the CAS that took @m (publishes the owner).
+		 */
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 		uintptr_t o;
 		struct prt__fiber *of;
 
 		if (!m)
 			break;
-		o = atomic_load(&m->owner);
+		o = atomic_load_explicit(&m->owner, memory_order_acquire);
 		of = prt__owner_fiber(o);
 		out[n].mutex = (prt_mutex_t *)(void *)m;
 		out[n].owner_is_thread = !!(o & PRT_MTX_THREAD);
 		out[n].owner.p = (o & ~PRT_MTX_FLAGS) ? of : NULL;
-		out[n].owner.id = out[n].owner.p ? atomic_load(&of->id) : 0;
+		/* relaxed: descriptors are type-stable; a snapshot */
+		out[n].owner.id = out[n].owner.p ? atomic_load_explicit(&of->id, memory_order_relaxed)
+						 : 0;
 		n++;
 		if (!out[n - 1].owner.p || of == h.p)
 			break;
@@ -1523,7 +1608,11 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *um)
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_destroy", um);
-	if (atomic_load(&m->owner))
+	/*
+	 * acquire: pairs with the release of the last unlock, so the caller's
+	 * reuse of the storage comes after that unlock's accesses to it.
+	 */
+	if (atomic_load_explicit(&m->owner, memory_order_acquire))
 		return EBUSY;
 	prt__mark_dead(m->dbg);
 	return 0;
