@@ -690,6 +690,19 @@ static prt__timer_fn mutex_timer_fire; /* ends a timed wait: see the pick-path h
  * go to sleep only if we saw both clear under wait_lock and held it
  * ever since (@looked; wait_sleep asserts it): whoever grants or times
  * us out afterwards needs wait_lock, and finds us asleep or queued.
+ *
+ *   waiter (lock_fiber, worker A)      idle worker B (fire_busy_timers)
+ *   -----------------------------      --------------------------------
+ *   spin_on_record: drop wait_lock,
+ *     spin_queued() while owner runs   mutex_timeout(): take wait_lock,
+ *                                        rec.timedout, dequeue; we run,
+ *                                        so it wakes nobody
+ *     take wait_lock, wait_over():
+ *     ETIMEDOUT -> return              (without that look: wait_sleep,
+ *                                        and nothing left to wake us)
+ *
+ * The fields are the waiting fiber's own (on its stack); only @rec is
+ * shared, under wait_lock.
  */
 struct fiber_wait {
 	struct prt__mutex *m;
@@ -874,8 +887,10 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
+		/* wait_lock held. Granted or timed out while it was dropped? */
 		if ((err = wait_over(&fw)) != WAIT_ON)
 			goto out;
+		/* Free, and no waiter ahead of us? (Else the flag makes unlock come here.) */
 		if (acquire_locked(m, &fw.rec, fw.queued, &fw.h))
 			goto acquired;
 		if (past_deadline(&fw)) {
@@ -888,17 +903,21 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 			err = EDEADLK;
 			goto give_up;
 		}
+		/* Drops wait_lock: look again. */
 		if (fw.h.done) {
 			wake_handed(&fw);
 			continue;
 		}
+		/* Drops wait_lock; false only if wait_over() looked again after. */
 		if (fw.w->rt->nworkers > 1 && spin_on_record(&fw))
 			continue;
+		/* Drops wait_lock: look again (armed once). */
 		if (deadline && !fw.armed) {
 			if ((err = arm_timeout(&fw)) != WAIT_ON)
 				goto out;
 			continue;
 		}
+		/* Nothing changed since wait_over(): sleep, or stay queued as a donor. */
 		wait_sleep(&fw);
 	}
 give_up:
