@@ -216,7 +216,11 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	rec.fiber = w ? w->curr : NULL;
 	rec.token = prt__mutex_self_token();
 	rec.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
-	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != rec.token)
+	/*
+	 * relaxed, as prt_mutex_unlock's check: only our own lock (or a
+	 * handoff whose grant we read with acquire) puts our token there.
+	 */
+	if ((atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) != rec.token)
 		return EPERM;
 	prt__spin_lock(&c->lock);
 	list_lazy_init(c);

@@ -148,7 +148,8 @@ struct dump {
 /* The fiber's mutex owner as "owner=ID" / "owner=thread" / "owner=none". */
 static void owner_of(struct prt__mutex *m, char *buf, size_t len, struct prt__fiber **of)
 {
-	uintptr_t o = atomic_load(&m->owner);
+	/* acquire: pairs with the release half of the CAS that took @m (publishes the owner) */
+	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_acquire);
 
 	*of = NULL;
 	if (!(o & ~PRT_MTX_FLAGS))
@@ -168,7 +169,8 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 	name_of(f, name);
 	outf(d->o, "chain: %llu \"%s\"", (unsigned long long)id, name);
 	for (;;) {
-		struct prt__mutex *m = atomic_load(&f->blocked_on);
+		/* acquire: as the pick's walk (proxy.c); pairs with the store in mutex.c's insert() */
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 		struct prt__fiber *of;
 
 		if (!m) {
@@ -218,7 +220,8 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		d->nfibers++;
 		return;
 	}
-	m = atomic_load(&f->blocked_on);
+	/* acquire: pairs with the store in mutex.c's insert(); owner_of() reads @m after it */
+	m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 	if (d->pass == 2) {
 		if (m)
 			dump_chain(d, f, id);
@@ -244,9 +247,11 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		wait_of(f, wait, sizeof(wait));
 		outf(d->o, " wait=%s", wait);
 	}
+	/* relaxed, both: a snapshot of a type-stable descriptor (fiber_id() takes NULL) */
 	if (atomic_load_explicit(&f->attached_to, memory_order_relaxed))
 		outf(d->o, " attached_to=%llu",
-		     (unsigned long long)fiber_id(atomic_load(&f->attached_to)));
+		     (unsigned long long)fiber_id(atomic_load_explicit(&f->attached_to,
+								       memory_order_relaxed)));
 	outf(d->o, "\n");
 }
 

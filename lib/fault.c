@@ -24,50 +24,71 @@ static struct pause pauses[PRT_PAUSE_NSITES];
 
 void prt__fault_pause(enum prt__pause_site site)
 {
-	void (*fn)(void *) = atomic_load(&pauses[site].fn);
+	/* acquire: pairs with the release of fn in prt__fault_set_pause(), so arg is its own */
+	void (*fn)(void *) = atomic_load_explicit(&pauses[site].fn, memory_order_acquire);
 
 	if (fn)
-		fn(atomic_load(&pauses[site].arg));
+		fn(atomic_load_explicit(&pauses[site].arg, memory_order_relaxed));
 }
 
 void prt__fault_set_pause(enum prt__pause_site site, void (*fn)(void *), void *arg)
 {
-	atomic_store(&pauses[site].fn, NULL);
-	atomic_store(&pauses[site].arg, arg);
-	atomic_store(&pauses[site].fn, fn);
+	/* relaxed: cleared first, so a pause that reads it NULL calls nothing */
+	atomic_store_explicit(&pauses[site].fn, NULL, memory_order_relaxed);
+	atomic_store_explicit(&pauses[site].arg, arg, memory_order_relaxed);
+	/* release: publishes arg to prt__fault_pause()'s acquire load of fn */
+	atomic_store_explicit(&pauses[site].fn, fn, memory_order_release);
 }
 
+/*
+ * The counters are seq_cst, as a test arms a site while other threads
+ * (idle workers) may be calling it: prt__fault_arm() disarms (nth = 0)
+ * before it resets the count and re-arms after, and a caller that
+ * counts from the reset must then read the new nth, not an older one.
+ * That takes a single order over the stores to nth and calls and the
+ * caller's read-modify-write and load; weaker orders do not give it.
+ */
 int prt__fault(enum prt__fault_site site)
 {
 	struct site *s = &sites[site];
-	unsigned n = atomic_fetch_add(&s->calls, 1) + 1;
+	unsigned n = atomic_fetch_add_explicit(&s->calls, 1, memory_order_seq_cst) + 1;
 
 	/* Exactly one caller sees n == nth: the failure is handed out once. */
-	if (n != atomic_load(&s->nth))
+	if (n != atomic_load_explicit(&s->nth, memory_order_seq_cst))
 		return 0;
-	atomic_store(&s->fired, true);
-	return atomic_load(&s->err);
+	/*
+	 * seq_cst, kept: the failure may be handed out on another thread (a
+	 * worker) with nothing ordering it before the test's read of fired;
+	 * no order makes that read certain, and this keeps today's timing.
+	 */
+	atomic_store_explicit(&s->fired, true, memory_order_seq_cst);
+	/* relaxed: written before nth, whose seq_cst load above is an acquire */
+	return atomic_load_explicit(&s->err, memory_order_relaxed);
 }
 
 void prt__fault_arm(enum prt__fault_site site, unsigned nth, int err)
 {
 	struct site *s = &sites[site];
 
-	atomic_store(&s->nth, 0);
-	atomic_store(&s->fired, false);
-	atomic_store(&s->calls, 0);
-	atomic_store(&s->err, err);
-	atomic_store(&s->nth, nth);
+	/* seq_cst, nth and calls: see prt__fault() */
+	atomic_store_explicit(&s->nth, 0, memory_order_seq_cst);
+	/* fired as in prt__fault(); err is published by the seq_cst (release) store of nth below */
+	atomic_store_explicit(&s->fired, false, memory_order_seq_cst);
+	atomic_store_explicit(&s->calls, 0, memory_order_seq_cst);
+	atomic_store_explicit(&s->err, err, memory_order_relaxed);
+	atomic_store_explicit(&s->nth, nth, memory_order_seq_cst);
 }
 
+/* relaxed: the test reads it after the operations it counts returned (which orders them) */
 unsigned prt__fault_calls(enum prt__fault_site site)
 {
-	return atomic_load(&sites[site].calls);
+	return atomic_load_explicit(&sites[site].calls, memory_order_relaxed);
 }
 
+/* seq_cst, kept: pairs with the store in prt__fault() (see there) */
 bool prt__fault_fired(enum prt__fault_site site)
 {
-	return atomic_load(&sites[site].fired);
+	return atomic_load_explicit(&sites[site].fired, memory_order_seq_cst);
 }
 
 void prt__fault_track(enum prt__fault_site site, long delta)
@@ -77,5 +98,6 @@ void prt__fault_track(enum prt__fault_site site, long delta)
 
 long prt__fault_live(enum prt__fault_site site)
 {
-	return atomic_load(&sites[site].live);
+	/* relaxed: counts only (prt__fault_track); read once the runtime was destroyed */
+	return atomic_load_explicit(&sites[site].live, memory_order_relaxed);
 }

@@ -188,26 +188,54 @@ void prt__mutex_held(uintptr_t token)
 	held_add(nheld_of(token), 1);
 }
 
+/*
+ * What the owner with token @tok waits on (the deadlock walk).
+ * seq_cst: the load half of the walk's store-then-load (see the top of
+ * the file); pairs with the seq_cst store in set_waits_on() by another
+ * waiter closing the same cycle.
+ */
 static struct prt__mutex *waits_on(uintptr_t tok)
 {
 	if (tok & PRT_MTX_THREAD)
-		return atomic_load(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on);
-	return atomic_load(&((struct prt__fiber *)tok)->blocked_on);
+		return atomic_load_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on,
+					    memory_order_seq_cst);
+	return atomic_load_explicit(&((struct prt__fiber *)tok)->blocked_on, memory_order_seq_cst);
 }
 
+/*
+ * Publish (insert()) or clear (forget_waiter()) what @tok waits on;
+ * wait_lock of @m (or of the mutex it leaves) held. seq_cst, as each of
+ * these stores is the first half of a store-then-load:
+ *  - setting it, with the deadlock walk's loads (waits_on(), the owner
+ *    word in closes_cycle()) by a waiter closing the same cycle, and with
+ *    prt_fiber_set_priority (store prio, then load blocked_on) against
+ *    insert()'s load of prio;
+ *  - clearing it on a handoff or a timeout, with proxy.c's attach()
+ *    (store attached_to, then load blocked_on) against our later read of
+ *    attached_to (prt__detach_donor(), prt__unattach()). The pick's
+ *    acquire loads of blocked_on (proxy.c) pair with it as a release.
+ */
 static void set_waits_on(uintptr_t tok, struct prt__mutex *m)
 {
 	if (tok & PRT_MTX_THREAD)
-		atomic_store(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m);
+		atomic_store_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m,
+				      memory_order_seq_cst);
 	else
-		atomic_store(&((struct prt__fiber *)tok)->blocked_on, m);
+		atomic_store_explicit(&((struct prt__fiber *)tok)->blocked_on, m,
+				      memory_order_seq_cst);
 }
 
 /* Walk owner -> what it waits on -> owner ...; true if it comes back to @tok. */
 static bool closes_cycle(struct prt__mutex *m, uintptr_t tok)
 {
 	for (int i = 0; m && i < 4096; i++) {
-		uintptr_t o = atomic_load(&m->owner) & ~PRT_MTX_WAITERS;
+		/*
+		 * seq_cst: read after our seq_cst store of blocked_on, like
+		 * waits_on() (the deadlock walk's store-then-load); as an
+		 * acquire it pairs with the release half of the CAS that took
+		 * @m, which publishes the owner we then read.
+		 */
+		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS;
 
 		if (!o)
 			return false;
@@ -251,7 +279,7 @@ static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 	 */
 	set_waits_on(r->token, m);
 	if (r->fiber) {
-		r->prio = atomic_load(&r->fiber->prio);
+		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_seq_cst);
 		r->fiber->mwait = r;
 	}
 	prt__mwaiter_insert(&m->waiters, r);
@@ -303,8 +331,15 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff
 		return;
 	}
 	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	/*
+	 * relaxed: this changes the flag alone and publishes nothing (the
+	 * list is under wait_lock). A locker whose acquire CAS reads the
+	 * word we leave still synchronizes with the release that last
+	 * unlocked it: a read-modify-write continues its release sequence.
+	 */
 	while ((o & PRT_MTX_WAITERS) &&
-	       !atomic_compare_exchange_weak(&m->owner, &o, o & ~PRT_MTX_WAITERS))
+	       !atomic_compare_exchange_weak_explicit(&m->owner, &o, o & ~PRT_MTX_WAITERS,
+						      memory_order_relaxed, memory_order_relaxed))
 		;
 }
 
@@ -535,7 +570,14 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 		}
 		if (o & PRT_MTX_WAITERS)
 			return false;
-		if (atomic_compare_exchange_weak(&m->owner, &o, o | PRT_MTX_WAITERS))
+		/*
+		 * relaxed: setting the flag only makes the owner's unlock CAS
+		 * fail into unlock_slow(), which takes wait_lock and so sees
+		 * our record; the two CASes on the word are ordered by the
+		 * word itself. Our record is published by wait_lock.
+		 */
+		if (atomic_compare_exchange_weak_explicit(&m->owner, &o, o | PRT_MTX_WAITERS,
+							  memory_order_relaxed, memory_order_relaxed))
 			return false;
 	}
 }
@@ -633,108 +675,261 @@ static void wait_end(struct prt__fiber *self)
 
 static prt__timer_fn mutex_timer_fire; /* ends a timed wait: see the pick-path helpers */
 
+/*
+ * A fiber's contended lock (lock_fiber), cut into steps as the kernel's
+ * __mutex_lock_common is: the optimistic spin before queueing
+ * (spin_acquire), then, under wait_lock, a loop that takes the mutex or
+ * queues our record and waits for it to come to us.
+ *
+ * The rule every step keeps: wait_lock is dropped in five places (to
+ * wake a waiter we handed a released lock, to spin on our record, to
+ * arm our timer, to sleep, and at the end), and while it is dropped
+ * anything may happen to our record: a handoff (rec.granted), or our
+ * timer, which an idle worker may fire while we still run (rec.timedout,
+ * taken off the list; nobody is woken since we are not asleep). So we
+ * go to sleep only if we saw both clear under wait_lock and held it
+ * ever since (@looked; wait_sleep asserts it): whoever grants or times
+ * us out afterwards needs wait_lock, and finds us asleep or queued.
+ *
+ *   waiter (lock_fiber, worker A)      idle worker B (fire_busy_timers)
+ *   -----------------------------      --------------------------------
+ *   spin_on_record: drop wait_lock,
+ *     spin_queued() while owner runs   mutex_timeout(): take wait_lock,
+ *                                        rec.timedout, dequeue; we run,
+ *                                        so it wakes nobody
+ *     take wait_lock, wait_over():
+ *     ETIMEDOUT -> return              (without that look: wait_sleep,
+ *                                        and nothing left to wake us)
+ *
+ * The fields are the waiting fiber's own (on its stack); only @rec is
+ * shared, under wait_lock.
+ */
+struct fiber_wait {
+	struct prt__mutex *m;
+	struct prt__worker *w;      /* the worker we run on (changes across a sleep) */
+	struct prt__fiber *self;
+	struct prt__mwaiter rec;    /* our record: on m->waiters while queued (wait_lock) */
+	struct handoff h;           /* a waiter we handed the lock: wake it without wait_lock */
+	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
+	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
+	bool queued;                /* rec inserted (a handoff or our timer may have taken it off since) */
+	bool armed;                 /* our timer is armed: cancel it at the end */
+	bool looked;                /* wait_over() saw the wait go on, wait_lock held since */
+};
+
+/* wait_over(): the wait is not over. */
+#define WAIT_ON (-1)
+
+/*
+ * wait_lock held. Did the wait end while wait_lock was dropped? 0: the
+ * mutex was handed to us; ETIMEDOUT: our timer took us off the list
+ * (mutex_timeout); WAIT_ON: neither, and until wait_lock is dropped
+ * neither can happen (both need it).
+ */
+static int wait_over(struct fiber_wait *fw)
+{
+	/* acquire: pairs with the release in handoff_locked() */
+	if (fw->queued && atomic_load_explicit(&fw->rec.granted, memory_order_acquire))
+		return 0;
+	if (fw->rec.timedout)
+		return ETIMEDOUT;
+	fw->looked = true;
+	return WAIT_ON;
+}
+
+/* Drop wait_lock: from here wait_over() must look again before we sleep. */
+static void wait_unlock(struct fiber_wait *fw)
+{
+	fw->looked = false;
+	prt__spin_unlock(&fw->m->wait_lock);
+}
+
+/* wait_lock held. Has our deadline passed? (The timer may not have fired yet.) */
+static bool past_deadline(struct fiber_wait *fw)
+{
+	return fw->deadline && prt__now_ns() >= fw->deadline;
+}
+
+/*
+ * wait_lock held, not queued yet: put our record on m->waiters (by
+ * priority, blocked_on published), for handoffs, the pick's chain walk
+ * and the deadlock check to find. From here the wait ends through a
+ * handoff, our timer, or dequeue() on one of our exits.
+ */
+static void queue_record(struct fiber_wait *fw)
+{
+	insert(fw->m, &fw->rec);
+	fw->queued = true;
+}
+
+/*
+ * acquire_locked() handed a released lock to the first waiter, which we
+ * may not pass: wake it (never under wait_lock, DESIGN.md). Entered and
+ * left with wait_lock held, dropped in between: the caller looks again.
+ */
+static void wake_handed(struct fiber_wait *fw)
+{
+	wait_unlock(fw);
+	handoff_wake(NULL, &fw->h);
+	prt__spin_lock(&fw->m->wait_lock);
+}
+
+/*
+ * Queued, with more than one worker: spin on our record while the owner
+ * runs on a CPU (spin_queued). Entered and left with wait_lock held,
+ * dropped while spinning. Returns true if the caller must look again:
+ * we were granted, the lock was released, or our timer fired meanwhile
+ * (an idle worker fires a busy worker's due timers). False: nothing
+ * happened to us, seen with wait_lock retaken (@looked): go on to sleep.
+ */
+static bool spin_on_record(struct fiber_wait *fw)
+{
+	int s;
+
+	wait_unlock(fw);
+	s = spin_queued(fw->m, &fw->rec);
+	if (s != 1)
+		prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
+	prt__spin_lock(&fw->m->wait_lock);
+	return s != 0 || wait_over(fw) != WAIT_ON;
+}
+
+/*
+ * Timed wait, queued, timer not armed: arm it (mutex_timer_fire ends the
+ * wait at the deadline). Entered and left with wait_lock held; dropped
+ * to arm, since the lock order is rq lock -> wait_lock. Returns WAIT_ON
+ * once armed (the caller looks again: we may have been handed the lock
+ * meanwhile); else the wait is over: ENOMEM (no room for the timer; our
+ * record dequeued), or 0 if the lock was handed to us meanwhile.
+ */
+static int arm_timeout(struct fiber_wait *fw)
+{
+	int err;
+
+	wait_unlock(fw);
+	if (!prt__timer_arm(fw->w, fw->deadline, mutex_timer_fire, false)) {
+		fw->armed = true;
+		prt__spin_lock(&fw->m->wait_lock);
+		return WAIT_ON;
+	}
+	prt__spin_lock(&fw->m->wait_lock);
+	err = wait_over(fw);
+	if (err == WAIT_ON) {
+		dequeue(fw->m, &fw->rec, &fw->h);
+		return ENOMEM;
+	}
+	return err == 0 ? 0 : ENOMEM;
+}
+
+/*
+ * Wait for the mutex to come to us. Entered with wait_lock held, queued,
+ * and (@looked) neither granted nor timed out as wait_lock has been held
+ * since we looked: so whoever grants us or times us out comes after we
+ * are asleep or queued, and wakes or picks us. With proxy execution we
+ * stay queued as a donor (blocked_on set): when picked, the owner runs
+ * in our place. Without, we sleep off the run queues (BLOCKED,
+ * rec.sleeping) until a handoff or our timer wakes us. Returns with
+ * wait_lock held again once we run: granted, timed out, or without the
+ * lock (released, or the chain changed): the caller looks again.
+ */
+static void wait_sleep(struct fiber_wait *fw)
+{
+	prt__assert(fw->looked && fw->queued);
+	if (!fw->proxy) {
+		fw->rec.sleeping = true;
+		prt__set_wait(fw->self, PRT_WK_MUTEX, fw->m, 0);
+		atomic_store_explicit(&fw->self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	}
+	wait_unlock(fw);
+	if (fw->proxy)
+		prt__schedule_mutex_wait(fw->w);
+	else
+		prt__schedule_blocked(fw->w);
+	fw->w = prt__cur_worker();
+	prt__spin_lock(&fw->m->wait_lock);
+	if (!fw->proxy)
+		fw->rec.sleeping = false; /* woken without the lock: not asleep now */
+}
+
+/*
+ * The wait is over (taken, granted, or given up), wait_lock dropped: wake
+ * a waiter we handed the lock to, cancel our timer, and let a
+ * prt__waits_reprio still busy with our record finish (wait_end).
+ */
+static void wait_finish(struct fiber_wait *fw)
+{
+	handoff_wake(NULL, &fw->h);
+	if (fw->armed)
+		prt__timer_cancel(fw->self);
+	if (fw->queued)
+		wait_end(fw->self);
+}
+
+/*
+ * Contended lock of a fiber: 0, or ETIMEDOUT (past @deadline), EDEADLK
+ * (waiting would close a cycle), ENOMEM (no room for the timer). The
+ * record is never on the list when we return.
+ */
 static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
 {
-	struct prt__fiber *self = w->curr;
-	struct prt__mwaiter rec = { .fiber = self, .token = (uintptr_t)self }; /* prio: acquire_locked */
-	struct handoff h = { 0 };
-	bool proxy = use_proxy(m, self), queued = false, armed = false;
-	int err = 0;
+	struct fiber_wait fw = {
+		.m = m,
+		.w = w,
+		.self = w->curr,
+		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr }, /* prio: acquire_locked */
+		.deadline = deadline,
+		.proxy = use_proxy(m, w->curr),
+	};
+	int err;
 
-	if (w->rt->nworkers > 1 && spin_acquire(m, self))
-		return 0; /* nothing armed yet */
+	if (w->rt->nworkers > 1 && spin_acquire(m, fw.self))
+		return 0; /* nothing queued, nothing armed */
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
 	for (;;) {
-		/* acquire: pairs with the release in handoff_locked() */
-		if (queued && atomic_load_explicit(&rec.granted, memory_order_acquire))
-			break;
-		if (rec.timedout) {
-			err = ETIMEDOUT; /* the timer took us off the list */
-			break;
-		}
-		if (acquire_locked(m, &rec, queued, &h))
-			break;
-		if (deadline && prt__now_ns() >= deadline) {
-			if (queued)
-				dequeue(m, &rec, &h);
+		/* wait_lock held. Granted or timed out while it was dropped? */
+		if ((err = wait_over(&fw)) != WAIT_ON)
+			goto out;
+		/* Free, and no waiter ahead of us? (Else the flag makes unlock come here.) */
+		if (acquire_locked(m, &fw.rec, fw.queued, &fw.h))
+			goto acquired;
+		if (past_deadline(&fw)) {
 			err = ETIMEDOUT;
-			break;
+			goto give_up;
 		}
-		if (!queued) {
-			insert(m, &rec);
-			queued = true;
-		}
-		if (closes_cycle(m, rec.token)) {
-			dequeue(m, &rec, &h);
+		if (!fw.queued)
+			queue_record(&fw);
+		if (closes_cycle(m, fw.rec.token)) {
 			err = EDEADLK;
-			break;
+			goto give_up;
 		}
-		if (h.done) {
-			/* Handed a released lock to the first waiter: wake it, look again. */
-			prt__spin_unlock(&m->wait_lock);
-			handoff_wake(NULL, &h);
-			prt__spin_lock(&m->wait_lock);
+		/* Drops wait_lock: look again. */
+		if (fw.h.done) {
+			wake_handed(&fw);
 			continue;
 		}
-		if (w->rt->nworkers > 1) {
-			int s;
-
-			prt__spin_unlock(&m->wait_lock);
-			s = spin_queued(m, &rec);
-			if (s == 1) {
-				prt__spin_lock(&m->wait_lock);
-				break;
-			}
-			prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
-			prt__spin_lock(&m->wait_lock);
-			/*
-			 * Anything may have happened while wait_lock was dropped:
-			 * a handoff, or our timer, fired by an idle worker
-			 * (fire_busy_timers) while we still run, took us off the
-			 * list. It woke no one (we were not asleep): never go
-			 * to sleep past it.
-			 */
-			if (s == 2 || rec.timedout ||
-			    atomic_load_explicit(&rec.granted, memory_order_acquire))
-				continue;
+		/* Drops wait_lock; false only if wait_over() looked again after. */
+		if (fw.w->rt->nworkers > 1 && spin_on_record(&fw))
+			continue;
+		/* Drops wait_lock: look again (armed once). */
+		if (deadline && !fw.armed) {
+			if ((err = arm_timeout(&fw)) != WAIT_ON)
+				goto out;
+			continue;
 		}
-		if (deadline && !armed) {
-			/* Lock order: rq lock -> wait_lock, so drop wait_lock to arm. */
-			prt__spin_unlock(&m->wait_lock);
-			if (prt__timer_arm(w, deadline, mutex_timer_fire, false)) {
-				prt__spin_lock(&m->wait_lock);
-				if (!rec.timedout && !atomic_load(&rec.granted))
-					dequeue(m, &rec, &h);
-				err = atomic_load(&rec.granted) ? 0 : ENOMEM;
-				break;
-			}
-			armed = true;
-			prt__spin_lock(&m->wait_lock);
-			continue; /* look again: it may have been handed over meanwhile */
-		}
-		if (!proxy) {
-			rec.sleeping = true;
-			prt__set_wait(self, PRT_WK_MUTEX, m, 0);
-			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		}
-		prt__spin_unlock(&m->wait_lock);
-		if (proxy)
-			prt__schedule_mutex_wait(w);
-		else
-			prt__schedule_blocked(w);
-		w = prt__cur_worker();
-		/* Granted, timed out, or run without the lock (released, chain in flux): look again. */
-		prt__spin_lock(&m->wait_lock);
-		if (!proxy)
-			rec.sleeping = false; /* woken without the lock: not asleep now */
+		/* Nothing changed since wait_over(): sleep, or stay queued as a donor. */
+		wait_sleep(&fw);
 	}
+give_up:
+	/* Timed out or deadlocked while not granted: leave the list. */
+	if (fw.queued)
+		dequeue(m, &fw.rec, &fw.h);
+	goto out;
+acquired:
+	err = 0;
+out:
 	prt__spin_unlock(&m->wait_lock);
-	handoff_wake(NULL, &h);
-	if (armed)
-		prt__timer_cancel(self);
-	if (queued)
-		wait_end(self);
+	wait_finish(&fw);
 	return err;
 }
 
@@ -761,42 +956,68 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
 	return true;
 }
 
-static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
+/*
+ * A plain thread's first look, wait_lock held: 0 if it took the mutex,
+ * WAIT_ON if @rec is queued (sleep on rec.granted), else ETIMEDOUT
+ * (@deadline passed) or EDEADLK (waiting would close a cycle), not
+ * queued. A released lock it may not take may be handed to the first
+ * waiter (@h, to wake once wait_lock is dropped).
+ */
+static int thread_take_or_queue(struct prt__mutex *m, struct prt__mwaiter *rec,
+				uint64_t deadline, struct handoff *h)
 {
-	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	if (acquire_locked(m, rec, false, h))
+		return 0;
+	if (deadline && prt__now_ns() >= deadline)
+		return ETIMEDOUT;
+	insert(m, rec);
+	if (closes_cycle(m, rec->token)) {
+		dequeue(m, rec, h);
+		return EDEADLK;
+	}
+	return WAIT_ON;
+}
+
+/*
+ * A plain thread's wait for @rec timed out, wait_lock not held: leave the
+ * list (ETIMEDOUT), unless the mutex was handed to us just before (0:
+ * then wait until the granter is done with @rec).
+ */
+static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
+{
 	struct handoff h = { 0 };
-	bool taken;
 	int err = 0;
 
 	prt__spin_lock(&m->wait_lock);
-	waiters_init(m);
-	taken = acquire_locked(m, &rec, false, &h);
-	if (!taken) {
-		if (deadline && prt__now_ns() >= deadline)
-			err = ETIMEDOUT;
-		else
-			insert(m, &rec);
-		if (!err && closes_cycle(m, tok)) {
-			dequeue(m, &rec, &h);
-			err = EDEADLK;
-		}
-	}
-	prt__spin_unlock(&m->wait_lock);
-	handoff_wake(NULL, &h);
-	if (taken || err)
-		return err;
-	if (thread_wait_granted(&rec.granted, deadline))
-		return 0;
-	prt__spin_lock(&m->wait_lock);
-	if (!atomic_load_explicit(&rec.granted, memory_order_acquire)) {
-		dequeue(m, &rec, &h);
+	/* acquire: pairs with the release in handoff_locked() */
+	if (!atomic_load_explicit(&rec->granted, memory_order_acquire)) {
+		dequeue(m, rec, &h);
 		err = ETIMEDOUT;
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
 	if (!err)
-		thread_grant_done(&rec.granted); /* handed over just as we timed out */
+		thread_grant_done(&rec->granted); /* handed over just as we timed out */
 	return err;
+}
+
+/* Contended lock of a plain thread: as lock_fiber's, sleeping on a futex. */
+static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
+{
+	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	struct handoff h = { 0 };
+	int err;
+
+	prt__spin_lock(&m->wait_lock);
+	waiters_init(m);
+	err = thread_take_or_queue(m, &rec, deadline, &h);
+	prt__spin_unlock(&m->wait_lock);
+	handoff_wake(NULL, &h);
+	if (err != WAIT_ON)
+		return err;
+	if (thread_wait_granted(&rec.granted, deadline))
+		return 0;
+	return thread_timed_out(m, &rec);
 }
 
 static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok,
@@ -946,7 +1167,7 @@ static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 	return first;
 }
 
-static int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
+static prt__noinline int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
 {
 	struct prt__mwaiter *r;
 	struct handoff h = { 0 };
@@ -983,7 +1204,9 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	o = me.tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
-		atomic_store_explicit(&m->count, m->count - 1, memory_order_relaxed);
+		atomic_store_explicit(&m->count,
+				      atomic_load_explicit(&m->count, memory_order_relaxed) - 1,
+				      memory_order_relaxed);
 		return 0;
 	}
 	/* release: pairs with the acquire of the next lock */
@@ -1017,7 +1240,12 @@ int prt__mutex_release_all(struct prt__mutex *m, unsigned *count)
 {
 	uintptr_t tok = prt__mutex_self_token();
 
-	if ((atomic_load(&m->owner) & ~PRT_MTX_WAITERS) != tok)
+	/*
+	 * relaxed, as in prt_mutex_unlock: only our own lock (or a handoff
+	 * to us, whose grant we read with acquire) puts our token there, and
+	 * only our own unlock takes it away.
+	 */
+	if ((atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) != tok)
 		return EPERM;
 	*count = atomic_load_explicit(&m->count, memory_order_relaxed);
 	atomic_store_explicit(&m->count, 0, memory_order_relaxed);
@@ -1105,7 +1333,13 @@ int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
 
 bool prt__mutex_sleep_donor(struct prt__fiber *d)
 {
-	struct prt__mutex *m = atomic_load(&d->blocked_on);
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * The pick read it (acquire) just before, and d, off the queues in
+	 * our hands, cannot start another wait: so this reads that mutex
+	 * or NULL (handed over or timed out since).
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&d->blocked_on, memory_order_relaxed);
 	bool ok = false;
 
 	if (!m)
@@ -1118,8 +1352,17 @@ bool prt__mutex_sleep_donor(struct prt__fiber *d)
 	 * waiter requeued here before it got to park (parker) is no donor:
 	 * it runs on to park, by its own protocol.
 	 */
-	if (atomic_load(&d->blocked_on) == m && d->mwait && !d->mwait->parker &&
-	    (atomic_load(&m->owner) & ~PRT_MTX_FLAGS)) {
+	/*
+	 * relaxed, both: under wait_lock. Every store of blocked_on naming @m
+	 * or clearing it from @m is made under it (insert, forget_waiter),
+	 * and while d waits here PRT_MTX_WAITERS is set, so the word goes
+	 * from held to released only under it too (unlock_slow, dequeue);
+	 * a lateral steal (released to held) needs no lock, but then @m is
+	 * held, which is what we look for.
+	 */
+	if (atomic_load_explicit(&d->blocked_on, memory_order_relaxed) == m && d->mwait &&
+	    !d->mwait->parker &&
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
 		d->mwait->sleeping = true;
 		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
@@ -1155,7 +1398,13 @@ struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
  */
 static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
-	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * f queued on @m before it armed this timer (w's rq lock orders the
+	 * two), and cancels the timer before its wait returns: so this reads
+	 * @m, or NULL once handed the lock.
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
 	struct prt__mwaiter *r;
 	struct handoff h = { 0 };
 	bool sleeping;
@@ -1164,7 +1413,8 @@ static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 		return false; /* granted: it runs, and cancels nothing */
 	prt__spin_lock(&m->wait_lock);
 	r = f->mwait;
-	if (atomic_load(&f->blocked_on) != m || !r || r->parker) {
+	/* relaxed: under wait_lock, which every store naming @m or clearing it holds */
+	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != m || !r || r->parker) {
 		prt__spin_unlock(&m->wait_lock);
 		return false;
 	}
@@ -1216,8 +1466,12 @@ static void mutex_timer_fire(struct prt__timer *t, void *ctx)
  */
 static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
 {
-	/* seq_cst: pairs with insert() (see prt_fiber_set_priority) */
-	struct prt__mutex *m = atomic_load(&f->blocked_on);
+	/*
+	 * seq_cst: the load half of prt_fiber_set_priority's store-then-load
+	 * (store prio, load blocked_on); pairs with the seq_cst store in
+	 * insert(), which then loads prio.
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_seq_cst);
 	struct prt__mwaiter *r, *was;
 	int prio;
 
@@ -1269,21 +1523,31 @@ PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
 	if (max < 0 || (max > 0 && !out))
 		return -EINVAL;
 	/* Descriptors are type-stable: reading a stale one is safe, the id tells. */
-	if (!f || !h.id || atomic_load(&f->id) != h.id || atomic_load(&f->kept))
+	/* relaxed: a handle check, as fiber.c's (the id is all it compares) */
+	if (!f || !h.id || atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
+	    atomic_load_explicit(&f->kept, memory_order_relaxed))
 		return -ESRCH;
 	while (n < max) {
-		struct prt__mutex *m = atomic_load(&f->blocked_on);
+		/*
+		 * acquire, both, as the pick's chain walk (proxy.c): each link
+		 * is read after the one that led to it. blocked_on pairs with
+		 * the store in insert() (a release), the owner word with the
+		 * release half of the CAS that took @m (publishes the owner).
+		 */
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 		uintptr_t o;
 		struct prt__fiber *of;
 
 		if (!m)
 			break;
-		o = atomic_load(&m->owner);
+		o = atomic_load_explicit(&m->owner, memory_order_acquire);
 		of = prt__owner_fiber(o);
 		out[n].mutex = (prt_mutex_t *)(void *)m;
 		out[n].owner_is_thread = !!(o & PRT_MTX_THREAD);
 		out[n].owner.p = (o & ~PRT_MTX_FLAGS) ? of : NULL;
-		out[n].owner.id = out[n].owner.p ? atomic_load(&of->id) : 0;
+		/* relaxed: descriptors are type-stable; a snapshot */
+		out[n].owner.id = out[n].owner.p ? atomic_load_explicit(&of->id, memory_order_relaxed)
+						 : 0;
 		n++;
 		if (!out[n - 1].owner.p || of == h.p)
 			break;
@@ -1363,7 +1627,11 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *um)
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_destroy", um);
-	if (atomic_load(&m->owner))
+	/*
+	 * acquire: pairs with the release of the last unlock, so the caller's
+	 * reuse of the storage comes after that unlock's accesses to it.
+	 */
+	if (atomic_load_explicit(&m->owner, memory_order_acquire))
 		return EBUSY;
 	prt__mark_dead(m->dbg);
 	return 0;

@@ -94,7 +94,13 @@ static void runtime_free(struct prt_runtime *rt)
 
 static void stop_workers(struct prt_runtime *rt, int started)
 {
-	atomic_store(&rt->stopping, true);
+	/*
+	 * seq_cst: the store half of a store-then-load against a worker
+	 * going to sleep, which stores its sleeping (seq_cst) and then
+	 * loads stopping (sched.c, work_pending()); we then look at
+	 * sleeping (wake_worker()). The loop below wakes them again anyway.
+	 */
+	atomic_store_explicit(&rt->stopping, true, memory_order_seq_cst);
 	prt__wake_all_workers(rt);
 	for (int i = 0; i < started; i++) {
 		/* A worker that was between its last check and its sleep is woken here. */
@@ -200,7 +206,12 @@ static bool all_exited(struct prt_runtime *rt)
 static void wait_all_exited(struct prt_runtime *rt)
 {
 	for (;;) {
-		unsigned seq = atomic_load(&rt->destroy_seq);
+		/*
+		 * acquire: the counts below are read after it (futex wait
+		 * protocol: sample, check, sleep if unchanged); pairs with the
+		 * bump of an ending fiber, which follows its count's release.
+		 */
+		unsigned seq = atomic_load_explicit(&rt->destroy_seq, memory_order_acquire);
 
 		if (all_exited(rt))
 			return;

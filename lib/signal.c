@@ -252,13 +252,27 @@ static void dump_handler(int sig)
 	for (int i = 0; i < PRT_DUMP_SLOTS; i++) {
 		int live = SLOT_LIVE;
 
-		if (atomic_load(&slots[i].sig) != sig ||
-		    !atomic_compare_exchange_strong(&slots[i].state, &live, SLOT_BUSY))
+		/*
+		 * sig relaxed: a filter only. A stale value skips a slot being
+		 * registered (as if the signal came first) or lets a slot
+		 * reused meanwhile get a spurious byte (possible under any
+		 * order: the slot can change between the two reads).
+		 * acquire: pairs with the release of LIVE in
+		 * prt__dump_signal_init(), so wfd is the one it registered.
+		 */
+		if (atomic_load_explicit(&slots[i].sig, memory_order_relaxed) != sig ||
+		    !atomic_compare_exchange_strong_explicit(&slots[i].state, &live, SLOT_BUSY,
+							     memory_order_acquire,
+							     memory_order_relaxed))
 			continue;
 		if (write(slots[i].wfd, "d", 1) < 0) {
 			/* pipe full: a dump is already pending */
 		}
-		atomic_store(&slots[i].state, SLOT_LIVE);
+		/*
+		 * release: pairs with the acquire CAS in prt__dump_signal_fini(),
+		 * which closes the pipe only after our write.
+		 */
+		atomic_store_explicit(&slots[i].state, SLOT_LIVE, memory_order_release);
 	}
 	errno = saved;
 }
@@ -302,8 +316,12 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&sig_lock);
+	/*
+	 * relaxed: a slot goes FREE <-> LIVE only under sig_lock, held here,
+	 * and the handler never touches a FREE slot.
+	 */
 	for (int i = 0; i < PRT_DUMP_SLOTS && slot < 0; i++)
-		if (atomic_load(&slots[i].state) == SLOT_FREE)
+		if (atomic_load_explicit(&slots[i].state, memory_order_relaxed) == SLOT_FREE)
 			slot = i;
 	if (slot < 0) {
 		err = -EAGAIN;
@@ -312,8 +330,10 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	} else {
 		dump_users[sig]++;
 		slots[slot].wfd = rt->dump_pipe[1];
-		atomic_store(&slots[slot].sig, sig);
-		atomic_store(&slots[slot].state, SLOT_LIVE);
+		/* relaxed: published with wfd by the release below */
+		atomic_store_explicit(&slots[slot].sig, sig, memory_order_relaxed);
+		/* release: pairs with the handler's acquire CAS (LIVE -> BUSY), which then reads wfd */
+		atomic_store_explicit(&slots[slot].state, SLOT_LIVE, memory_order_release);
 		rt->dump_slot = slot;
 		rt->dump_sig = sig;
 	}
@@ -338,9 +358,15 @@ void prt__dump_signal_fini(struct prt_runtime *rt)
 		return;
 	pthread_mutex_lock(&sig_lock);
 	/* Wait out a handler writing to our pipe right now. */
-	while (!atomic_compare_exchange_weak(&slots[slot].state, &live, SLOT_FREE))
+	/*
+	 * acquire: pairs with the handler's release of LIVE after its write,
+	 * so we close the pipe below only after that write.
+	 */
+	while (!atomic_compare_exchange_weak_explicit(&slots[slot].state, &live, SLOT_FREE,
+						      memory_order_acquire, memory_order_relaxed))
 		live = SLOT_LIVE;
-	atomic_store(&slots[slot].sig, 0);
+	/* relaxed: the slot is FREE, which the handler never takes; sig_lock orders the reuse */
+	atomic_store_explicit(&slots[slot].sig, 0, memory_order_relaxed);
 	if (--dump_users[rt->dump_sig] == 0) {
 		struct sigaction cur;
 
