@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # bench/floors.sh [BUILD_DIR] [ROUNDS]: W3 and W6 of proxyrt against the
 # machine's floor (bench/floors.c: no runtime at all) and, where installed,
-# Go's sync.Mutex (../shared/peers build) and nginx, in interleaved rounds;
+# Go's sync.Mutex (bench/peers/build/peers-go: build it with
+# `bench/peers/run.sh --build-only`) and nginx, in interleaved rounds;
 # prints each figure's median [min..max]. This host's noise is large, so
 # read medians of several rounds, never one run.
 #   W3: ops_per_sec (higher is better), same arguments as run.sh.
@@ -14,7 +15,7 @@ B=${1:-$here/build}
 N=${2:-5}
 PX=$B/bench/proxyrt_bench
 FL=$B/bench/floors
-GO=$here/../shared/peers/build/peers-go
+GO=$here/bench/peers/build/peers-go
 out=$(mktemp)
 nd=$(mktemp -d)
 trap 'rm -rf "$out" "$nd"' EXIT

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The priority-inversion scenario of workload W4 (shared/peers/README.md)
+ * The priority-inversion scenario of workload W4 (bench/peers/README.md)
  * as proxyrt fibers on one worker. Shared by bench/proxyrt_bench.c
  * (`inversion`) and examples/inversion_demo.c.
  *
@@ -35,7 +35,7 @@ struct inv_result {
 	int err;
 };
 
-/* The peers' busy work: a dependent LCG chain (shared/peers/src/common.h). */
+/* The peers' busy work: a dependent LCG chain (bench/peers/src/common.h). */
 static inline uint64_t bench_spin(uint64_t n, uint64_t x)
 {
 	for (uint64_t i = 0; i < n; i++) {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proxyrt_bench: proxyrt's side of the peer baseline harness
- * (shared/peers/README.md, "Adding proxyrt"). Same command line as the
+ * (bench/peers/README.md, "Adding proxyrt"). Same command line as the
  * Go peer; one key=value line per result on stdout, diagnostics on stderr.
  *
  *   proxyrt_bench yield N                  W1: 2 fibers x N prt_yield(), 1 worker

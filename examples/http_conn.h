@@ -2,7 +2,7 @@
 /*
  * A minimal HTTP/1.1 keep-alive server connection, shared by
  * examples/http_server.c, bench/proxyrt_bench.c (`http raw`, workload W6
- * of shared/peers/README.md) and tests/test_http.c.
+ * of bench/peers/README.md) and tests/test_http.c.
  *
  * One resource: `GET /` answers HTTP_RESPONSE_200 ("Hello, World!"); any
  * other well-formed request answers HTTP_RESPONSE_404. Host is not
