@@ -65,6 +65,11 @@ static int wanted(int want, bool *valgrind)
 	return want;
 }
 
+/*
+ * Choose the runtime's backend: epoll if asked for, else io_uring where
+ * the probe finds every op we need, else epoll with a notice saying why
+ * (an explicit PRT_IO_URING fails instead). 0 or -errno.
+ */
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 {
 	struct prt__rtio *rio = &rt->io;
@@ -113,6 +118,7 @@ PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt)
 /* What the watch of a backend that has no kernel queue points at: stays 0. */
 static unsigned no_watch;
 
+/* The worker's eventfd, then its backend's state: 0 or -errno, nothing left open. */
 int prt__io_init(struct prt__worker *w)
 {
 	struct prt__io *io = &w->io;
@@ -130,11 +136,13 @@ int prt__io_init(struct prt__worker *w)
 	return err;
 }
 
+/* On the worker thread, before its first submission. */
 void prt__io_thread_start(struct prt__worker *w)
 {
 	w->io.ops->thread_start(w);
 }
 
+/* Undo prt__io_init (nothing if it failed or never ran). */
 void prt__io_fini(struct prt__worker *w)
 {
 	struct prt__io *io = &w->io;
@@ -148,6 +156,7 @@ void prt__io_fini(struct prt__worker *w)
 
 /* ---- commands from other threads (prt_close) ----------------------------------- */
 
+/* A worker has done command @c: the last ack wakes the closer. */
 void prt__io_cmd_ack(struct prt__iocmd *c)
 {
 	struct prt__waitone *done = c->done;
@@ -228,6 +237,7 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		prt__free(cmds, sz);
 }
 
+/* Post a cancel by user_data to each worker @v[i] (streams); wait for every ack. */
 void prt__io_cancel_reqs(struct prt__worker *w, int n, struct prt__worker *const *v,
 			 const uint64_t *ud)
 {
@@ -245,6 +255,7 @@ void prt__io_cancel_reqs(struct prt__worker *w, int n, struct prt__worker *const
 
 /* ---- scheduling points, idle wait, kicks ----------------------------------------- */
 
+/* Commands first (a closer waits for them), then the backend's own work. */
 int prt__io_service(struct prt__worker *w, bool force_submit)
 {
 	struct prt__io *io = &w->io;
@@ -258,6 +269,7 @@ int prt__io_service(struct prt__worker *w, bool force_submit)
 	return woken + io->ops->service(w, force_submit);
 }
 
+/* The backend's idle wait, for what is left until @deadline; none if it has passed. */
 void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 {
 	uint64_t now;
@@ -270,6 +282,7 @@ void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 	w->io.ops->wait(w, deadline ? deadline - now : 0);
 }
 
+/* Any thread: the eventfd's counter wakes @v in its ring or epoll. */
 void prt__io_kick_evfd(struct prt__worker *v)
 {
 	uint64_t one = 1;
@@ -296,6 +309,7 @@ void prt__io_kick(struct prt__worker *v)
 
 /* ---- parking a fiber ------------------------------------------------------------ */
 
+/* Park the calling fiber until prt__waitone_done(@x), unless it came first. */
 void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x)
 {
 	struct prt__fiber *self = w->curr;
@@ -317,6 +331,7 @@ void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x)
 	prt__schedule_blocked(w);
 }
 
+/* Any thread: the event came; wake the waiter if it parked. */
 void prt__waitone_done(struct prt__waitone *x)
 {
 	struct prt__fiber *f = x->f;
@@ -329,6 +344,7 @@ void prt__waitone_done(struct prt__waitone *x)
 		prt__wake(f);
 }
 
+/* Park until the worker that holds @r ends it (counted in its inflight). */
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 {
 	struct prt__fiber *self = w->curr;
@@ -347,6 +363,7 @@ int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 static const char *const op_names[] = { "read", "write", "readv", "writev",
 					"recv", "send", "accept", "connect" };
 
+/* The syscall itself, without blocking if @nb; -errno on failure. */
 long prt__io_sys(const struct prt__ioargs *a, bool nb)
 {
 	long n = -1;

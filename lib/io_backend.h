@@ -13,10 +13,13 @@
  *
  * The watch. prt__io_point runs at every yield and switch, so it makes no
  * call and tests no backend: it reads @w->io.watch (io_int.h,
- * prt__io_due), which each backend keeps current. io_uring points
- * head/tail at its CQ and flags at its SQ flags (mask IORING_SQ_TASKRUN)
- * and counts prepared SQEs in queued; epoll points them at a word that
- * stays 0 and counts its bucket waiters in polled. Either may use tick.
+ * prt__io_due), which each backend keeps current. prt__io_init points
+ * head, tail and flags at a word that stays 0 before the backend's init;
+ * io_uring then points head/tail at its CQ and flags at its SQ flags
+ * (mask IORING_SQ_TASKRUN) and counts prepared SQEs in queued; epoll
+ * leaves them and counts its bucket waiters in polled. Either may use
+ * tick. A backend whose kernel interface is another shared-memory queue
+ * fits the same fields; one with none gets its poll every 64 points.
  *
  * Every member of the table is set; all run on the worker thread of @w
  * (its fiber or its idle loop) unless said otherwise.

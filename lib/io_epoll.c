@@ -57,6 +57,7 @@ static void ep_thread_start(struct prt__worker *w)
 	(void)w;
 }
 
+/* The epoll (the waiters are gone: the runtime ends when every fiber has). */
 static void ep_fini(struct prt__worker *w)
 {
 	close(w->io.epfd);
@@ -64,6 +65,7 @@ static void ep_fini(struct prt__worker *w)
 
 /* ---- the waiters' table -------------------------------------------------------- */
 
+/* The bucket of @fd in a worker's table. */
 static unsigned bucket_of(int fd)
 {
 	return (unsigned)fd % PRT_IO_BUCKETS;
@@ -186,6 +188,7 @@ static int ep_service(struct prt__worker *w, bool force_submit)
 	return w->io.watch.polled ? reap_epoll(w, 0, NULL) : 0;
 }
 
+/* The idle worker's wait in its epoll, at most @tmo ns (0: no limit). */
 static void ep_wait_idle(struct prt__worker *w, uint64_t tmo)
 {
 	struct timespec ts;
@@ -209,6 +212,7 @@ static bool ep_kick(struct prt__worker *me, struct prt__worker *v)
 
 /* ---- a fiber's wait ------------------------------------------------------------------ */
 
+/* Make @fd O_NONBLOCK (as the epoll backend needs; the README says so): 0 or -errno. */
 static int set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);

@@ -445,6 +445,7 @@ static void prep_op(struct io_uring_sqe *sqe, const struct prt__ioargs *a)
 
 /* ---- the calls ------------------------------------------------------------------- */
 
+/* A call as one SQE (and its link timeout), waited for. */
 static long ur_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
 {
 	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
@@ -453,6 +454,7 @@ static long ur_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 	return uring_wait(w, sqe, tmo);
 }
 
+/* IORING_OP_POLL_ADD, one-shot: the revents. */
 static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 {
 	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
@@ -461,6 +463,7 @@ static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 	return uring_wait(w, sqe, tmo);
 }
 
+/* IORING_OP_SHUTDOWN. */
 static int ur_shutdown(struct prt__worker *w, int fd, int how)
 {
 	struct io_uring_sqe *sqe = get_sqe(w, 1);
@@ -469,6 +472,7 @@ static int ur_shutdown(struct prt__worker *w, int fd, int how)
 	return uring_wait(w, sqe, 0);
 }
 
+/* IORING_OP_CLOSE, after the fd's other requests were cancelled. */
 static int ur_close(struct prt__worker *w, int fd)
 {
 	struct io_uring_sqe *sqe = get_sqe(w, 1);
