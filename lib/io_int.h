@@ -10,6 +10,7 @@
 struct prt__worker;
 struct prt__fiber;
 struct prt_runtime;
+struct prt__io_backend;
 
 /*
  * A fiber's I/O request, on its stack while it waits. Only the worker
@@ -74,37 +75,76 @@ struct prt__sbufs {
 	prt__spinlock_t lock;
 };
 
+/*
+ * What prt__io_point (sched_int.h) looks at, at every scheduling point,
+ * to tell whether the backend's service is due (prt__io_due). Each
+ * backend keeps it current (io_backend.h, "The watch"): one inline test
+ * of the same fields for every backend, no call and no backend test on
+ * the path every yield and switch takes. The worker thread's own.
+ */
+struct prt__io_watch {
+	unsigned queued;     /* requests prepared here, not yet given to the kernel (uring: SQEs) */
+	unsigned polled;     /* requests only a poll finds (epoll: bucket waiters): poll every 64 points */
+	unsigned tick;       /* scheduling points since the last poll (epoll), or service (uring) */
+	unsigned mask;       /* bits of *@flags that mean "enter the kernel" */
+	unsigned *head, *tail; /* a completion queue the kernel fills (tail) and we empty (head) */
+	unsigned *flags;     /* a word the kernel sets @mask bits in */
+};
+
 /* Per-worker I/O state; the worker thread's own except @cmds. */
 struct prt__io {
-	int backend;          /* PRT_IO_URING or PRT_IO_EPOLL */
-	struct io_uring ring; /* uring */
-	unsigned unsubmitted; /* SQEs prepared, not yet submitted */
-	uint64_t first_unsubmitted_ns;
-	bool msg_ring;        /* cross-worker wake through IORING_OP_MSG_RING */
-	bool ev_armed;        /* uring: a read of @evfd is pending */
-	uint64_t evbuf;
+	const struct prt__io_backend *ops; /* the runtime's backend (io_backend.h) */
+	struct prt__io_watch watch;
+	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread (post_cmd, io.c) */
 	unsigned inflight;    /* requests queued whose completion is not reaped */
-	unsigned tick;        /* scheduling points since the last poll (epoll, deferred work) */
 	int evfd;             /* eventfd: wakes the worker from any thread */
-	int epfd;             /* epoll backend */
-	bool no_pwait2;       /* epoll_pwait2 said ENOSYS: epoll_wait in ms */
-	unsigned nwait;       /* epoll: requests waiting in @bucket */
-	struct prt__ioreq *bucket[PRT_IO_BUCKETS];
-	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread */
+	/* io_uring (io_uring.c) */
+	struct io_uring ring;
+	uint64_t first_unsubmitted_ns; /* when the oldest of watch.queued was prepared */
+	bool msg_ring;        /* cross-worker wake through IORING_OP_MSG_RING */
+	bool ev_armed;        /* a read of @evfd is pending */
+	uint64_t evbuf;
 	struct prt__sbufs sbufs;
+	/* epoll (io_epoll.c) */
+	int epfd;
+	bool no_pwait2;       /* epoll_pwait2 said ENOSYS: epoll_wait in ms */
+	struct prt__ioreq *bucket[PRT_IO_BUCKETS]; /* waiters by fd; watch.polled counts them */
 };
 
 /* Runtime-wide: the backend chosen at creation and the offload pool. */
 struct prt__offload;
 struct prt__rtio {
-	int backend;
-	bool msg_ring;
-	unsigned setup_flags; /* io_uring_setup flags every worker ring gets */
+	const struct prt__io_backend *ops;
+	bool msg_ring;        /* uring: the kernel has IORING_OP_MSG_RING */
+	unsigned setup_flags; /* uring: io_uring_setup flags every worker ring gets */
 	unsigned entries;
 	unsigned offload_max;
 	char notice[200];
 	struct prt__offload *offload;
 };
+
+/*
+ * Is @io's service due at this scheduling point? Requests prepared but
+ * not given to the kernel, completions in the kernel's queue, the
+ * kernel asking to be entered, every 64th point while requests wait for
+ * a poll, or commands posted. Each backend keeps @io->watch so that this
+ * is its own test (io_backend.h, "The watch"): for io_uring the SQ count,
+ * the CQ and the SQ flags, for epoll the poll tick.
+ */
+static inline bool prt__io_due(struct prt__io *io)
+{
+	struct prt__io_watch *x = &io->watch;
+
+	return x->queued ||
+	       /* acquire: pairs with the kernel's release of the CQ tail, as io_uring_cq_ready */
+	       atomic_load_explicit((_Atomic unsigned *)x->tail, memory_order_acquire) !=
+		       *x->head ||
+	       /* relaxed: a hint; entering the kernel orders what it reports (IO_URING_READ_ONCE) */
+	       (atomic_load_explicit((_Atomic unsigned *)x->flags, memory_order_relaxed) & x->mask) ||
+	       (x->polled && (++x->tick & 63) == 0) ||
+	       /* relaxed: a hint; run_cmds takes the list with acquire */
+	       atomic_load_explicit(&io->cmds, memory_order_relaxed);
+}
 
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
 void prt__io_rt_fini(struct prt_runtime *rt);

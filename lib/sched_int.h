@@ -97,23 +97,15 @@ struct prt__worker {
 };
 
 /*
- * At each scheduling point (rq lock not held): I/O work if any. For
- * io_uring a look at the SQ count and the CQ (two loads); epoll is
- * polled every 64 points while requests wait.
+ * At each scheduling point (rq lock not held): I/O work if any. The
+ * test is a few loads of @w's own I/O state, the same for every backend
+ * (prt__io_due): for io_uring the SQ count and the CQ, for epoll a poll
+ * every 64 points while requests wait.
  */
 static inline void prt__io_point(struct prt__worker *w)
 {
-	struct prt__io *io = &w->io;
-
-	if (io->backend == PRT_IO_URING) {
-		if (prt__unlikely(io->unsubmitted || io_uring_cq_ready(&io->ring) ||
-				  (IO_URING_READ_ONCE(*io->ring.sq.kflags) & IORING_SQ_TASKRUN) ||
-				  atomic_load_explicit(&io->cmds, memory_order_relaxed)))
-			prt__io_service(w, false);
-	} else if (prt__unlikely((io->nwait && (++io->tick & 63) == 0) ||
-				 atomic_load_explicit(&io->cmds, memory_order_relaxed))) {
+	if (prt__unlikely(prt__io_due(&w->io)))
 		prt__io_service(w, false);
-	}
 }
 
 /* Set up @w's run queue, timers and idle state (worker creation). */

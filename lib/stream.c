@@ -51,7 +51,7 @@
 
 #include "alloc.h"
 #include "fault.h"
-#include "io_int.h"
+#include "io_backend.h"
 #include "runtime_int.h"
 
 /* Every field under @lock, except @fd and @rt (set at open). */
@@ -91,7 +91,7 @@ static int sbufs_setup(struct prt__worker *w)
 
 	if (b->state)
 		return b->state > 0 ? 0 : b->state;
-	if (w->io.backend != PRT_IO_URING) {
+	if (!w->io.ops->multishot_recv) {
 		b->state = -EOPNOTSUPP;
 		return b->state;
 	}
@@ -251,7 +251,7 @@ PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
 	prt__spin_init(&s->lock);
 	s->fd = fd;
 	s->rt = w->rt;
-	s->plain = w->io.backend != PRT_IO_URING;
+	s->plain = !w->io.ops->multishot_recv;
 	*sp = s;
 	return 0;
 }

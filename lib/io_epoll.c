@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The epoll backend (io_backend.h), where io_uring is refused or not
+ * wanted.
+ *
+ * The call is tried without blocking (fds are set O_NONBLOCK,
+ * send/recv use MSG_DONTWAIT); if it would block, the request waits in
+ * a bucket of the worker's table for its fd, which is armed
+ * EPOLLONESHOT in the worker's epoll for the union of the events its
+ * waiters want; when it fires every waiter of that fd retries. The idle
+ * worker waits in epoll_pwait2; a busy one polls every 64 points while
+ * requests wait (watch.polled counts them). Timeouts use the worker's
+ * timer heap (a local timer: io_timer_fire). prt_close's command takes
+ * every waiter of the fd off the table with -ECANCELED.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "io_backend.h"
+#include "runtime_int.h"
+
+#define EV_TAG UINT64_MAX /* epoll data of the worker's eventfd */
+
+/* ---- set-up ----------------------------------------------------------------- */
+
+/* Nothing to probe: epoll is always there. */
+static int ep_probe(struct prt__rtio *rio, const char **what)
+{
+	(void)rio;
+	(void)what;
+	return 0;
+}
+
+/* The worker's epoll, watching its eventfd. */
+static int ep_init(struct prt__worker *w)
+{
+	struct prt__io *io = &w->io;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_TAG };
+	int err;
+
+	io->epfd = prt__io_fd_fault() ? -1 : epoll_create1(EPOLL_CLOEXEC);
+	if (io->epfd < 0)
+		return -errno;
+	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->evfd, &ev)) {
+		err = -errno;
+		close(io->epfd);
+		return err;
+	}
+	return 0;
+}
+
+/* Nothing to do on the worker thread. */
+static void ep_thread_start(struct prt__worker *w)
+{
+	(void)w;
+}
+
+/* The epoll (the waiters are gone: the runtime ends when every fiber has). */
+static void ep_fini(struct prt__worker *w)
+{
+	close(w->io.epfd);
+}
+
+/* ---- the waiters' table -------------------------------------------------------- */
+
+/* The bucket of @fd in a worker's table. */
+static unsigned bucket_of(int fd)
+{
+	return (unsigned)fd % PRT_IO_BUCKETS;
+}
+
+/* Arm @fd EPOLLONESHOT for every event its waiters on @w want. */
+static int ep_arm(struct prt__worker *w, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLONESHOT | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
+
+	for (struct prt__ioreq *r = w->io.bucket[bucket_of(fd)]; r; r = r->next)
+		if (r->fd == fd)
+			ev.events |= r->events;
+	if (epoll_ctl(w->io.epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+		return 0;
+	if (errno == ENOENT && epoll_ctl(w->io.epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return 0;
+	return -errno;
+}
+
+/* Take every waiter of @fd off @w's table, ending each with @res (0: retry). */
+static int ep_release(struct prt__worker *w, int fd, int res)
+{
+	struct prt__ioreq **pp = &w->io.bucket[bucket_of(fd)];
+	int woken = 0;
+
+	while (*pp) {
+		struct prt__ioreq *r = *pp;
+
+		if (r->fd != fd) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		w->io.watch.polled--;
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+		r->res = res;
+		r->done = true;
+		prt__wake(r->fiber);
+		woken++;
+	}
+	return woken;
+}
+
+/* Take @r alone off @w's table, if it is still there. */
+static bool ep_unlink(struct prt__worker *w, struct prt__ioreq *r)
+{
+	struct prt__ioreq **pp = &w->io.bucket[bucket_of(r->fd)];
+
+	while (*pp && *pp != r)
+		pp = &(*pp)->next;
+	if (!*pp)
+		return false;
+	*pp = r->next;
+	w->io.watch.polled--;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+	return true;
+}
+
+/*
+ * Wait in @w's epoll for at most @ts (or @timeout_ms without @ts: -1 no
+ * limit, 0 a poll); every fd that fired has its waiters retry. Returns
+ * fibers woken.
+ */
+static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timespec *ts)
+{
+	struct epoll_event ev[64];
+	int n, woken = 0;
+
+	if (ts && !w->io.no_pwait2) {
+		n = epoll_pwait2(w->io.epfd, ev, 64, ts, NULL);
+		if (n < 0 && errno == ENOSYS) {
+			/* Before Linux 5.11 (or under valgrind 3.19): milliseconds it is. */
+			w->io.no_pwait2 = true;
+			return reap_epoll(w, 0, ts);
+		}
+	} else {
+		if (ts) /* rounded up: never wake before the deadline */
+			timeout_ms = ts->tv_sec >= INT_MAX / 1000 - 1 ? INT_MAX :
+				     (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000);
+		n = epoll_wait(w->io.epfd, ev, 64, timeout_ms);
+	}
+	for (int i = 0; i < n; i++) {
+		if (ev[i].data.u64 == EV_TAG) {
+			uint64_t v;
+
+			if (read(w->io.evfd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: another read drained it */
+			}
+			continue;
+		}
+		woken += ep_release(w, (int)ev[i].data.u64, 0);
+	}
+	return woken;
+}
+
+/* prt_close's commands: every waiter of the fd ends with -ECANCELED, at once. */
+static int ep_cancel(struct prt__worker *w, struct prt__iocmd *c)
+{
+	int woken = 0;
+
+	while (c) {
+		struct prt__iocmd *next = c->next; /* @c is gone once acked */
+
+		woken += ep_release(w, c->fd, -ECANCELED);
+		epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		prt__io_cmd_ack(c);
+		c = next;
+	}
+	return woken;
+}
+
+/* ---- scheduling points, idle wait, kicks ------------------------------------------ */
+
+/* A poll of the epoll, if requests wait. */
+static int ep_service(struct prt__worker *w, bool force_submit)
+{
+	(void)force_submit; /* nothing is batched */
+	w->io.watch.tick = 0;
+	return w->io.watch.polled ? reap_epoll(w, 0, NULL) : 0;
+}
+
+/* The idle worker's wait in its epoll, at most @tmo ns (0: no limit). */
+static void ep_wait_idle(struct prt__worker *w, uint64_t tmo)
+{
+	struct timespec ts;
+
+	if (!tmo) {
+		reap_epoll(w, -1, NULL);
+		return;
+	}
+	ts.tv_sec = (time_t)(tmo / 1000000000u);
+	ts.tv_nsec = (long)(tmo % 1000000000u);
+	reap_epoll(w, 0, &ts);
+}
+
+/* No wake but the eventfd. */
+static bool ep_kick(struct prt__worker *me, struct prt__worker *v)
+{
+	(void)me;
+	(void)v;
+	return false;
+}
+
+/* ---- a fiber's wait ------------------------------------------------------------------ */
+
+/* Make @fd O_NONBLOCK (as the epoll backend needs; the README says so): 0 or -errno. */
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * The timer of an epoll wait (prt__timer_fn, local to the worker whose
+ * heap held it, @ctx, rq lock held): end the wait if it still waits,
+ * and queue the fiber there.
+ */
+static void io_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	struct prt__ioreq *r = f->ioreq;
+
+	if (!r || r->done || !ep_unlink(ctx, r))
+		return;
+	r->res = -ETIMEDOUT;
+	r->done = true;
+	prt__wake_here_locked(ctx, f);
+}
+
+/* Wait on @w until @fd may be ready for @events; 0 (retry), -ETIMEDOUT, -ECANCELED. */
+static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t deadline)
+{
+	struct prt__fiber *self = w->curr;
+	struct prt__ioreq r = { .fiber = self, .fd = fd, .events = events };
+	unsigned b = bucket_of(fd);
+	int err;
+
+	r.next = w->io.bucket[b];
+	w->io.bucket[b] = &r;
+	w->io.watch.polled++;
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	if ((err = ep_arm(w, fd))) {
+		w->io.bucket[b] = r.next;
+		w->io.watch.polled--;
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+		return err;
+	}
+	if (deadline) {
+		self->ioreq = &r;
+		if ((err = prt__timer_arm(w, deadline, io_timer_fire, true))) {
+			/*
+			 * Only our request: ep_release would also "wake" this
+			 * fiber, which is running, into a run queue. The fd
+			 * stays armed; if it fires, its other waiters retry.
+			 */
+			self->ioreq = NULL;
+			ep_unlink(w, &r);
+			return err;
+		}
+	}
+	err = prt__io_park_req(w, &r);
+	if (deadline) {
+		prt__timer_cancel(self);
+		self->ioreq = NULL;
+	}
+	return err;
+}
+
+/* ---- the calls ------------------------------------------------------------------------ */
+
+/* The call without blocking; while it would block, wait for its fd (a connect: its end). */
+static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
+{
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+	bool connecting = false;
+	long n;
+	int err;
+
+	if (a->op != PRT_OP_RECV && a->op != PRT_OP_SEND && (err = set_nonblock(a->fd)))
+		return err;
+	for (;;) {
+		if (connecting) {
+			int e = 0;
+			socklen_t l = sizeof(e);
+
+			if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
+				return -errno;
+			if (e != EINPROGRESS && e != EALREADY)
+				return -e;
+		} else {
+			n = prt__io_sys(a, true);
+			if (n >= 0 || (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINPROGRESS))
+				return n;
+			connecting = a->op == PRT_OP_CONNECT;
+		}
+		err = ep_wait(w, a->fd, prt__io_is_write(a->op) ? EPOLLOUT : EPOLLIN, deadline);
+		if (err)
+			return err;
+		w = prt__cur_worker();
+	}
+}
+
+/* poll(2) without blocking; while nothing is ready, wait for the fd. */
+static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
+{
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		uint32_t ev = 0;
+		int err;
+
+		if (poll(&p, 1, 0) < 0)
+			return -errno;
+		if (p.revents)
+			return p.revents;
+		ev |= (events & POLLIN) ? EPOLLIN : 0;
+		ev |= (events & POLLOUT) ? EPOLLOUT : 0;
+		ev |= (events & POLLPRI) ? EPOLLPRI : 0;
+		if ((err = ep_wait(w, fd, ev, deadline)))
+			return err;
+		w = prt__cur_worker();
+	}
+}
+
+/* shutdown(2) never blocks. */
+static int ep_shutdown(struct prt__worker *w, int fd, int how)
+{
+	(void)w;
+	return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+/* close(2); the fd's waiters were cancelled. */
+static int ep_close(struct prt__worker *w, int fd)
+{
+	(void)w;
+	return close(fd) < 0 ? -errno : 0;
+}
+
+const struct prt__io_backend prt__io_epoll = {
+	.id = PRT_IO_EPOLL,
+	.multishot_recv = false,
+	.probe = ep_probe,
+	.init = ep_init,
+	.thread_start = ep_thread_start,
+	.fini = ep_fini,
+	.service = ep_service,
+	.wait = ep_wait_idle,
+	.kick = ep_kick,
+	.cancel = ep_cancel,
+	.op = ep_op,
+	.poll = ep_poll,
+	.shutdown = ep_shutdown,
+	.close = ep_close,
+};

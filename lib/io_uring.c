@@ -1,0 +1,499 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The io_uring backend (io_backend.h): one ring per worker.
+ *
+ * A fiber prepares its SQE in the ring of the worker it runs on and
+ * parks BLOCKED; nothing is submitted yet. At each scheduling point the
+ * worker submits what is queued if it is about to run out of work, the
+ * batch is large, or its oldest entry is old (so a busy worker still
+ * makes one io_uring_enter per batch, not per op), and reaps the CQ, a
+ * pair of loads when it is empty (the watch: io_backend.h). Each CQE
+ * names its request (on the parked fiber's stack) and wakes its fiber. A
+ * per-call timeout is a linked IORING_OP_LINK_TIMEOUT; the fiber resumes
+ * only after both CQEs (op and timeout) are reaped, so nothing completes
+ * into a dead stack. Only the worker that queued a request ever touches
+ * it again: reaping, cancels and timers all run on that worker, after
+ * the fiber parked.
+ *
+ * An idle worker waits in io_uring_submit_and_wait_timeout, with its
+ * next timer as the timeout. It is woken (prt__io_kick) by a CQE: a
+ * worker of the runtime sends IORING_OP_MSG_RING from its own ring (if
+ * that fails, its CQE says so and the eventfd is written instead), any
+ * other thread writes the worker's eventfd, on which a read is kept
+ * pending.
+ *
+ * prt_close's command is an IORING_OP_ASYNC_CANCEL with
+ * IORING_ASYNC_CANCEL_FD | _ALL (or by user_data, for streams), acked
+ * when its CQE is reaped.
+ */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "io_backend.h"
+#include "runtime_int.h"
+
+/* user_data tags; requests and commands are pointers (8-aligned). */
+#define TAG_EVFD ((uint64_t)1)
+#define TAG_WAKE ((uint64_t)2)
+#define TAG_KICK 3u    /* low bits of the worker a MSG_RING kick was for (its own CQE) */
+#define TAG_CMD 4u     /* low bits of a command pointer */
+#define TAG_LINKTMO 5u /* low bits of a request whose link timeout completed */
+#define TAG_MASK 7u
+
+/* Submit at a scheduling point once this many SQEs wait, or the oldest is this old. */
+#define PRT_IO_BATCH 32u
+#define PRT_IO_SUBMIT_NS 20000u
+
+static const int needed_ops[] = {
+	IORING_OP_READ,  IORING_OP_WRITE,    IORING_OP_READV,       IORING_OP_WRITEV,
+	IORING_OP_RECV,  IORING_OP_SEND,     IORING_OP_ACCEPT,      IORING_OP_CONNECT,
+	IORING_OP_CLOSE, IORING_OP_SHUTDOWN, IORING_OP_POLL_ADD,    IORING_OP_LINK_TIMEOUT,
+	IORING_OP_ASYNC_CANCEL,
+};
+
+/* ---- set-up ------------------------------------------------------------------ */
+
+/* io_uring_queue_init, or the failure a test build injects (fault.h). */
+static int ring_init(unsigned entries, struct io_uring *ring, unsigned flags)
+{
+	int err = prt__fault(PRT_FAULT_URING);
+
+	return err ? -err : io_uring_queue_init(entries, ring, flags);
+}
+
+/* Can this process use io_uring with every op we need? 0, or why not (-errno). */
+static int probe_ops(struct prt__rtio *rio, const char **what)
+{
+	struct io_uring r;
+	struct io_uring_probe *p;
+	int err = ring_init(4, &r, 0);
+
+	if (err) {
+		*what = "io_uring_setup failed";
+		return err;
+	}
+	if (!(r.features & IORING_FEAT_EXT_ARG)) {
+		*what = "kernel too old (no IORING_FEAT_EXT_ARG, Linux < 5.11)";
+		err = -ENOSYS;
+	}
+	p = err ? NULL : io_uring_get_probe_ring(&r);
+	if (!err && !p) {
+		*what = "kernel too old (no IORING_REGISTER_PROBE)";
+		err = -ENOSYS;
+	}
+	for (size_t i = 0; p && i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++) {
+		if (!io_uring_opcode_supported(p, needed_ops[i])) {
+			*what = "kernel too old (an io_uring op proxyrt needs is missing)";
+			err = -ENOSYS;
+		}
+	}
+	rio->msg_ring = p && io_uring_opcode_supported(p, IORING_OP_MSG_RING);
+	if (p)
+		io_uring_free_probe(p);
+	io_uring_queue_exit(&r);
+	return err;
+}
+
+/* probe_ops, then the set-up flags the workers' rings get where the kernel has them. */
+static int ur_probe(struct prt__rtio *rio, const char **what)
+{
+	/*
+	 * Completions' task work runs only when the worker enters the
+	 * kernel for events (batched, no IPI into a busy worker); the ring
+	 * is enabled by its worker thread, its single issuer.
+	 */
+	unsigned f = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		     IORING_SETUP_TASKRUN_FLAG;
+	struct io_uring r;
+	int err = probe_ops(rio, what);
+
+	if (err)
+		return err;
+	if (ring_init(4, &r, f) == 0) {
+		io_uring_queue_exit(&r);
+		rio->setup_flags = f | IORING_SETUP_R_DISABLED;
+	}
+	return 0;
+}
+
+static void arm_evfd(struct prt__worker *w);
+
+/* @w's ring, watched at every scheduling point, with a read of its eventfd pending. */
+static int ur_init(struct prt__worker *w)
+{
+	struct prt__io *io = &w->io;
+	struct prt__rtio *rio = &w->rt->io;
+	int err = ring_init(rio->entries, &io->ring, rio->setup_flags);
+
+	if (err)
+		return err;
+	io->watch.head = io->ring.cq.khead;
+	io->watch.tail = io->ring.cq.ktail;
+	io->watch.flags = io->ring.sq.kflags;
+	io->watch.mask = IORING_SQ_TASKRUN;
+	io->msg_ring = rio->msg_ring;
+	arm_evfd(w);
+	return 0;
+}
+
+/* Enable a ring set up disabled: the worker thread becomes its submitter task. */
+static void ur_thread_start(struct prt__worker *w)
+{
+	if (w->rt->io.setup_flags & IORING_SETUP_R_DISABLED)
+		/* (liburing 2.3 declares io_uring_enable_rings but does not export it.) */
+		syscall(__NR_io_uring_register, w->io.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+}
+
+/* The ring, and the stream buffers registered in it. */
+static void ur_fini(struct prt__worker *w)
+{
+	io_uring_queue_exit(&w->io.ring);
+	prt__stream_bufs_fini(w);
+}
+
+/* ---- submission and completion -------------------------------------------------- */
+
+/* Submit every SQE prepared (retrying an interrupted enter). */
+static void submit(struct prt__worker *w)
+{
+	struct prt__io *io = &w->io;
+	int n;
+
+	if (!io->watch.queued && !io_uring_sq_ready(&io->ring))
+		return;
+	do {
+		n = io_uring_submit(&io->ring);
+	} while (n == -EINTR);
+	/* -EBUSY/-EAGAIN: the CQ is full; entries stay queued, reaping frees room. */
+	if (n >= 0) {
+		io->watch.queued = 0;
+		prt__stat_inc(&w->stats.io_submits, 1);
+	}
+}
+
+static int reap_uring(struct prt__worker *w);
+
+/*
+ * An SQE of @w's ring, with room for @n (the caller takes the others
+ * with io_uring_get_sqe). A full queue is submitted; if the kernel
+ * refuses for a full CQ, reaping makes room.
+ */
+static struct io_uring_sqe *get_sqe(struct prt__worker *w, unsigned n)
+{
+	struct io_uring *ring = &w->io.ring;
+
+	while (io_uring_sq_space_left(ring) < n) {
+		submit(w);
+		if (io_uring_sq_space_left(ring) < n)
+			reap_uring(w);
+	}
+	if (!w->io.watch.queued)
+		w->io.first_unsubmitted_ns = prt__now_ns();
+	w->io.watch.queued += n;
+	return io_uring_get_sqe(ring);
+}
+
+struct io_uring_sqe *prt__io_sqe(struct prt__worker *w, unsigned n)
+{
+	return get_sqe(w, n);
+}
+
+/* Queue a read of @w's eventfd: its CQE wakes the worker from its ring. */
+static void arm_evfd(struct prt__worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w, 1);
+
+	io_uring_prep_read(sqe, w->io.evfd, &w->io.evbuf, sizeof(w->io.evbuf), 0);
+	io_uring_sqe_set_data64(sqe, TAG_EVFD);
+	w->io.ev_armed = true;
+}
+
+/* The last CQE of @r is reaped: wake its fiber. */
+static void req_finish(struct prt__worker *w, struct prt__ioreq *r)
+{
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+	prt__stat_inc(&w->stats.io_ops, 1);
+	r->done = true;
+	prt__wake(r->fiber);
+}
+
+/* A CQE of request @r (the op's, or its link timeout's): true if @r is done now. */
+static bool req_cqe(struct prt__ioreq *r, int res, bool linktmo)
+{
+	if (linktmo)
+		r->timed_out |= res == -ETIME;
+	else
+		r->res = res;
+	return --r->pending == 0;
+}
+
+/* Handle one CQE, by its user_data's tag; returns fibers woken. */
+static int reap_one(struct prt__worker *w, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	void *p = (void *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+
+	if (ud == TAG_EVFD) {
+		w->io.ev_armed = false;
+		return 0;
+	}
+	if (ud == TAG_WAKE)
+		return 0; /* a kick */
+	switch (ud & TAG_MASK) {
+	case TAG_KICK:
+		/* Only on failure (CQE_SKIP_SUCCESS): kick that worker the other way. */
+		prt__io_kick_evfd(p);
+		return 0;
+	case TAG_CMD:
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+		prt__io_cmd_ack(p);
+		return 0;
+	case PRT_IO_TAG_STREAM:
+		return prt__stream_cqe(w, p, cqe->res, cqe->flags);
+	case PRT_IO_TAG_STREAM_END:
+		return prt__stream_end_cqe(w, p, cqe->res);
+	}
+	if (!req_cqe(p, cqe->res, (ud & TAG_MASK) == TAG_LINKTMO))
+		return 0;
+	req_finish(w, p);
+	return 1;
+}
+
+/* Handle every CQE in the ring; returns fibers woken. */
+static int reap_uring(struct prt__worker *w)
+{
+	struct io_uring *ring = &w->io.ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int woken = 0;
+
+	io_uring_for_each_cqe(ring, head, cqe) {
+		n++;
+		woken += reap_one(w, cqe);
+	}
+	io_uring_cq_advance(ring, n);
+	return woken;
+}
+
+/* prt_close's commands: an async cancel each, submitted at once (the closer waits). */
+static int ur_cancel(struct prt__worker *w, struct prt__iocmd *c)
+{
+	while (c) {
+		struct prt__iocmd *next = c->next;
+		struct io_uring_sqe *sqe = get_sqe(w, 1);
+
+		if (c->ud)
+			io_uring_prep_cancel64(sqe, c->ud, 0);
+		else
+			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | TAG_CMD);
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+		c = next;
+	}
+	submit(w); /* the closer waits: do not batch */
+	return 0;
+}
+
+/* ---- scheduling points, idle wait, kicks ----------------------------------------- */
+
+/* Is it time to enter the kernel: the worker runs dry, the batch is large or old, or every 64 points. */
+static bool submit_due(struct prt__worker *w, bool force_submit)
+{
+	struct prt__io *io = &w->io;
+
+	return force_submit || !atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
+	       (io->watch.queued && (io->watch.queued >= PRT_IO_BATCH ||
+				     prt__now_ns() - io->first_unsubmitted_ns >= PRT_IO_SUBMIT_NS)) ||
+	       (++io->watch.tick & 63) == 0;
+}
+
+/*
+ * Submit, and with deferred task work collect completions, when it is
+ * due (submit_due); reap what is in the CQ.
+ */
+static int ur_service(struct prt__worker *w, bool force_submit)
+{
+	struct prt__io *io = &w->io;
+
+	if (submit_due(w, force_submit)) {
+		if (IO_URING_READ_ONCE(*io->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+			io_uring_submit_and_get_events(&io->ring);
+			io->watch.queued = 0;
+		} else if (io->watch.queued) {
+			submit(w);
+		}
+	}
+	return io_uring_cq_ready(&io->ring) ? reap_uring(w) : 0;
+}
+
+/* Sleep in the ring for a CQE (the eventfd read kept pending is one), at most @tmo ns. */
+static void ur_wait(struct prt__worker *w, uint64_t tmo)
+{
+	struct prt__io *io = &w->io;
+
+	if (!io->ev_armed)
+		arm_evfd(w);
+	if (io_uring_cq_ready(&io->ring))
+		return; /* something to reap first */
+	if (tmo) {
+		struct __kernel_timespec ts = {
+			.tv_sec = (long long)(tmo / 1000000000u),
+			.tv_nsec = (long long)(tmo % 1000000000u),
+		};
+		struct io_uring_cqe *cqe;
+
+		io_uring_submit_and_wait_timeout(&io->ring, &cqe, 1, &ts, NULL);
+	} else {
+		io_uring_submit_and_wait(&io->ring, 1);
+	}
+	io->watch.queued = 0;
+}
+
+/*
+ * A worker kicks a worker of its runtime through its own ring (no
+ * syscall on the target's eventfd); a failed MSG_RING posts a CQE here
+ * naming @v, and reap_uring kicks @v by its eventfd instead. Never with
+ * a full SQ: taking an SQE would reap, and we may be reaping already
+ * (a CQE woke a fiber), which would handle the same CQEs twice.
+ */
+static bool ur_kick(struct prt__worker *me, struct prt__worker *v)
+{
+	struct io_uring_sqe *sqe;
+	int fd;
+
+	if (!me->io.msg_ring || io_uring_sq_space_left(&me->io.ring) == 0)
+		return false;
+	sqe = get_sqe(me, 1);
+	fd = prt__fault(PRT_FAULT_KICK) ? -1 : v->io.ring.ring_fd;
+	io_uring_prep_msg_ring(sqe, fd, 0, TAG_WAKE, 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)v | TAG_KICK);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	submit(me);
+	return true;
+}
+
+/* ---- a fiber's wait ------------------------------------------------------------- */
+
+/* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
+static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo)
+{
+	struct prt__ioreq r = { .fiber = w->curr, .pending = 1 };
+	struct __kernel_timespec ts;
+
+	io_uring_sqe_set_data(sqe, &r);
+	if (tmo) {
+		struct io_uring_sqe *t = io_uring_get_sqe(&w->io.ring); /* room reserved */
+
+		ts.tv_sec = (long long)(tmo / 1000000000u);
+		ts.tv_nsec = (long long)(tmo % 1000000000u);
+		sqe->flags |= IOSQE_IO_LINK;
+		/* The kernel reads @ts at submission, while we are parked: our stack holds. */
+		io_uring_prep_link_timeout(t, &ts, 0);
+		io_uring_sqe_set_data64(t, (uint64_t)(uintptr_t)&r | TAG_LINKTMO);
+		r.pending = 2;
+	}
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	prt__io_park_req(w, &r);
+	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
+		return -ETIMEDOUT;
+	return r.res;
+}
+
+/*
+ * A length for an SQE's 32-bit len field: at most MAX_RW_COUNT, the
+ * kernel's own cap on one read or write (INT_MAX rounded down to a
+ * page), so a huge @n is a short transfer, as with read(2), never a
+ * wrapped one, and the result fits the CQE's int.
+ */
+#define PRT_MAX_RW_COUNT 0x7ffff000u
+static unsigned sqe_len(size_t n)
+{
+	return n > PRT_MAX_RW_COUNT ? PRT_MAX_RW_COUNT : (unsigned)n;
+}
+
+/* Prepare @a's op in @sqe. */
+static void prep_op(struct io_uring_sqe *sqe, const struct prt__ioargs *a)
+{
+	switch (a->op) {
+	case PRT_OP_READ:
+		io_uring_prep_read(sqe, a->fd, a->buf, sqe_len(a->n), (uint64_t)-1);
+		break;
+	case PRT_OP_WRITE:
+		io_uring_prep_write(sqe, a->fd, a->buf, sqe_len(a->n), (uint64_t)-1);
+		break;
+	case PRT_OP_READV:
+		io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1);
+		break;
+	case PRT_OP_WRITEV:
+		io_uring_prep_writev(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1);
+		break;
+	case PRT_OP_RECV:
+		io_uring_prep_recv(sqe, a->fd, a->buf, sqe_len(a->n), a->flags);
+		break;
+	case PRT_OP_SEND:
+		io_uring_prep_send(sqe, a->fd, a->buf, sqe_len(a->n), a->flags);
+		break;
+	case PRT_OP_ACCEPT:
+		io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags);
+		break;
+	case PRT_OP_CONNECT:
+		io_uring_prep_connect(sqe, a->fd, a->addr, a->alen);
+		break;
+	}
+}
+
+/* ---- the calls ------------------------------------------------------------------- */
+
+/* A call as one SQE (and its link timeout), waited for. */
+static long ur_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
+{
+	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
+
+	prep_op(sqe, a);
+	return uring_wait(w, sqe, tmo);
+}
+
+/* IORING_OP_POLL_ADD, one-shot: the revents. */
+static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
+{
+	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
+
+	io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
+	return uring_wait(w, sqe, tmo);
+}
+
+/* IORING_OP_SHUTDOWN. */
+static int ur_shutdown(struct prt__worker *w, int fd, int how)
+{
+	struct io_uring_sqe *sqe = get_sqe(w, 1);
+
+	io_uring_prep_shutdown(sqe, fd, how);
+	return uring_wait(w, sqe, 0);
+}
+
+/* IORING_OP_CLOSE, after the fd's other requests were cancelled. */
+static int ur_close(struct prt__worker *w, int fd)
+{
+	struct io_uring_sqe *sqe = get_sqe(w, 1);
+
+	io_uring_prep_close(sqe, fd);
+	return uring_wait(w, sqe, 0);
+}
+
+const struct prt__io_backend prt__io_uring = {
+	.id = PRT_IO_URING,
+	.multishot_recv = true,
+	.probe = ur_probe,
+	.init = ur_init,
+	.thread_start = ur_thread_start,
+	.fini = ur_fini,
+	.service = ur_service,
+	.wait = ur_wait,
+	.kick = ur_kick,
+	.cancel = ur_cancel,
+	.op = ur_op,
+	.poll = ur_poll,
+	.shutdown = ur_shutdown,
+	.close = ur_close,
+};
