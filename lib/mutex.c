@@ -254,16 +254,10 @@ static void waiters_init(struct prt__mutex *m)
 		prt__list_init(&m->waiters);
 }
 
-static struct prt__mwaiter *first_waiter(struct prt__mutex *m)
-{
-	if (prt__list_empty(&m->waiters))
-		return NULL;
-	return prt__container_of(m->waiters.next, struct prt__mwaiter, node);
-}
 
 static void update_top(struct prt__mutex *m)
 {
-	struct prt__mwaiter *f = first_waiter(m);
+	struct prt__mwaiter *f = prt__mutex_first_waiter(m);
 
 	atomic_store_explicit(&m->top, f ? f->prio + 1 : 0, memory_order_relaxed);
 }
@@ -308,7 +302,7 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
  */
 static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct handoff *h)
 {
-	struct prt__mwaiter *first = first_waiter(m);
+	struct prt__mwaiter *first = prt__mutex_first_waiter(m);
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
 	if (first && first != was && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
@@ -321,12 +315,12 @@ static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct h
  */
 static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff *h)
 {
-	struct prt__mwaiter *was = first_waiter(m);
+	struct prt__mwaiter *was = prt__mutex_first_waiter(m);
 	uintptr_t o;
 
 	prt__list_del(&r->node);
 	forget_waiter(m, r);
-	if (first_waiter(m)) {
+	if (prt__mutex_first_waiter(m)) {
 		claim_moved(m, was, h);
 		return;
 	}
@@ -544,7 +538,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 	if (!queued && r->fiber)
 		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_relaxed);
 	for (;;) {
-		struct prt__mwaiter *first = first_waiter(m);
+		struct prt__mwaiter *first = prt__mutex_first_waiter(m);
 
 		if (!(o & ~PRT_MTX_FLAGS)) {
 			bool others = first && !(queued && first == r &&
@@ -1147,7 +1141,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
  */
 static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 {
-	struct prt__mwaiter *first = first_waiter(m);
+	struct prt__mwaiter *first = prt__mutex_first_waiter(m);
 	int me;
 
 	if (!first)
@@ -1329,67 +1323,7 @@ int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
 	return err;
 }
 
-/* ---- pick-path helper ---------------------------------------------------- */
 
-bool prt__mutex_sleep_donor(struct prt__fiber *d)
-{
-	/*
-	 * relaxed: only tells which wait_lock to take; read again under it.
-	 * The pick read it (acquire) just before, and d, off the queues in
-	 * our hands, cannot start another wait: so this reads that mutex
-	 * or NULL (handed over or timed out since).
-	 */
-	struct prt__mutex *m = atomic_load_explicit(&d->blocked_on, memory_order_relaxed);
-	bool ok = false;
-
-	if (!m)
-		return false;
-	prt__spin_lock(&m->wait_lock);
-	/*
-	 * Still held (by a thread or a dead fiber): its unlock, which needs
-	 * wait_lock since we wait, will see us asleep and hand over. If it
-	 * was released meanwhile, d must run and retry instead. A condvar
-	 * waiter requeued here before it got to park (parker) is no donor:
-	 * it runs on to park, by its own protocol.
-	 */
-	/*
-	 * relaxed, both: under wait_lock. Every store of blocked_on naming @m
-	 * or clearing it from @m is made under it (insert, forget_waiter),
-	 * and while d waits here PRT_MTX_WAITERS is set, so the word goes
-	 * from held to released only under it too (unlock_slow, dequeue);
-	 * a lateral steal (released to held) needs no lock, but then @m is
-	 * held, which is what we look for.
-	 */
-	if (atomic_load_explicit(&d->blocked_on, memory_order_relaxed) == m && d->mwait &&
-	    !d->mwait->parker &&
-	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
-		d->mwait->sleeping = true;
-		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
-		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		ok = true;
-	}
-	prt__spin_unlock(&m->wait_lock);
-	return ok;
-}
-
-struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m)
-{
-	struct prt__fiber *f = NULL;
-	struct prt__mwaiter *first;
-
-	prt__spin_lock(&m->wait_lock);
-	first = m->waiters.next ? first_waiter(m) : NULL;
-	/*
-	 * Only a runnable first waiter (queued as a donor) can be run for the
-	 * chain; one asleep is handed a released lock (dequeue, unlock), so
-	 * finding one here is a moment's state: the caller restarts.
-	 */
-	if (first && !first->sleeping && !first->parker &&
-	    !(atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS))
-		f = first->fiber;
-	prt__spin_unlock(&m->wait_lock);
-	return f;
-}
 
 /*
  * A timed mutex wait of @f ended by its timer, in @w's heap (w's rq lock
@@ -1483,7 +1417,7 @@ static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
 	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m && r &&
 	    r->prio != prio) {
-		was = first_waiter(m);
+		was = prt__mutex_first_waiter(m);
 		prt__list_del(&r->node);
 		r->prio = prio; /* to the tail of its new level, as the run queue does */
 		prt__mwaiter_insert(&m->waiters, r);

@@ -102,6 +102,14 @@ struct prt__mwaiter {
 	atomic_uint granted;
 };
 
+/* The first waiter of @m (wait_lock held), or NULL. */
+static inline struct prt__mwaiter *prt__mutex_first_waiter(struct prt__mutex *m)
+{
+	if (prt__list_empty(&m->waiters))
+		return NULL;
+	return prt__container_of(m->waiters.next, struct prt__mwaiter, node);
+}
+
 /* struct prt__mwaiter.granted */
 #define PRT_GRANTED 1u
 #define PRT_GRANT_DONE 2u
@@ -160,21 +168,5 @@ void prt__waits_reprio(prt_fiber_t h);
  * busy (the lock order is condvar -> fiber): drop @f->lock and retry.
  */
 bool prt__cond_reprio(struct prt__fiber *f);
-
-/*
- * Pick path: donor @d's chain ends at an owner that cannot run for it (a
- * thread, or a dead fiber): make @d wait off the queues until its mutex
- * is handed to it. Returns false if it was handed over meanwhile (run
- * @d). Called with the worker's rq lock held.
- */
-bool prt__mutex_sleep_donor(struct prt__fiber *d);
-
-/*
- * Pick path: @m was released with waiters (lateral stealing, mutex.c);
- * its first waiter, a fiber that takes @m when it runs, or NULL if @m
- * is held again or the first waiter sleeps (a thread, or a fiber being
- * handed it). rq lock held.
- */
-struct prt__fiber *prt__mutex_next_owner(struct prt__mutex *m);
 
 #endif

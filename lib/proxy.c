@@ -33,6 +33,77 @@
 /* Longest owner chain followed; past it the donor runs and retries. */
 #define PRT_CHAIN_MAX 64
 
+/*
+ * Donor @d, picked, waits on a mutex whose owner cannot run for it (a
+ * plain thread, or a fiber that ended holding it): put d to sleep as a
+ * waiter the unlock hands the lock to. False if d must run instead (the
+ * mutex was released, or d's wait ended). The pick's rq lock held.
+ */
+static bool sleep_donor(struct prt__fiber *d)
+{
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * The pick read it (acquire) just before, and d, off the queues in
+	 * our hands, cannot start another wait: so this reads that mutex
+	 * or NULL (handed over or timed out since).
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&d->blocked_on, memory_order_relaxed);
+	bool ok = false;
+
+	if (!m)
+		return false;
+	prt__spin_lock(&m->wait_lock);
+	/*
+	 * Still held (by a thread or a dead fiber): its unlock, which needs
+	 * wait_lock since we wait, will see us asleep and hand over. If it
+	 * was released meanwhile, d must run and retry instead. A condvar
+	 * waiter requeued here before it got to park (parker) is no donor:
+	 * it runs on to park, by its own protocol.
+	 */
+	/*
+	 * relaxed, both: under wait_lock. Every store of blocked_on naming @m
+	 * or clearing it from @m is made under it (insert, forget_waiter),
+	 * and while d waits here PRT_MTX_WAITERS is set, so the word goes
+	 * from held to released only under it too (unlock_slow, dequeue);
+	 * a lateral steal (released to held) needs no lock, but then @m is
+	 * held, which is what we look for.
+	 */
+	if (atomic_load_explicit(&d->blocked_on, memory_order_relaxed) == m && d->mwait &&
+	    !d->mwait->parker &&
+	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
+		d->mwait->sleeping = true;
+		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
+		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		ok = true;
+	}
+	prt__spin_unlock(&m->wait_lock);
+	return ok;
+}
+
+/*
+ * The first waiter of @m, if @m is released to its waiters (lateral
+ * stealing, mutex.c) and that waiter is queued as a donor: it can run
+ * for the chain and take the lock. NULL otherwise.
+ */
+static struct prt__fiber *next_owner(struct prt__mutex *m)
+{
+	struct prt__fiber *f = NULL;
+	struct prt__mwaiter *first;
+
+	prt__spin_lock(&m->wait_lock);
+	first = m->waiters.next ? prt__mutex_first_waiter(m) : NULL;
+	/*
+	 * Only a runnable first waiter (queued as a donor) can be run for the
+	 * chain; one asleep is handed a released lock (dequeue, unlock), so
+	 * finding one here is a moment's state: the caller restarts.
+	 */
+	if (first && !first->sleeping && !first->parker &&
+	    !(atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS))
+		f = first->fiber;
+	prt__spin_unlock(&m->wait_lock);
+	return f;
+}
+
 static enum prt__pick_act run(struct prt__pick *p, struct prt__fiber *f, struct prt__fiber *d)
 {
 	p->run = f;
@@ -148,7 +219,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 		 * nothing can run for d. FREE: it let go and ended meanwhile, so
 		 * sleep_donor finds the lock released or held anew and decides.
 		 */
-		if (prt__mutex_sleep_donor(d))
+		if (sleep_donor(d))
 			return PRT_PICK_AGAIN;
 		return run_plain(w, p, d);
 	}
@@ -195,7 +266,7 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 			 * its first waiter takes it when it runs, so run that
 			 * one for d.
 			 */
-			o = prt__mutex_next_owner(m);
+			o = next_owner(m);
 			if (!o) {
 				f = d; /* held again, or a thread is next: restart */
 				continue;
@@ -205,7 +276,7 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 		o = prt__owner_fiber(ow);
 		if (!o || o == d) {
 			/* A thread owner cannot be proxied; a cycle is d's to report. */
-			if (o == d || !prt__mutex_sleep_donor(d))
+			if (o == d || !sleep_donor(d))
 				return run_plain(w, p, d);
 			return PRT_PICK_AGAIN;
 		}
