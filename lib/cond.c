@@ -171,7 +171,12 @@ static void wait_end(struct prt__mwaiter *r)
 	prt__spin_unlock(&f->lock);
 }
 
-bool prt__cond_reprio(struct prt__fiber *f)
+/*
+ * With @f->lock held: re-sort @f's record on the condvar it waits on,
+ * if any. False if that condvar's lock was busy (the lock order is
+ * condvar -> fiber): drop @f->lock and retry.
+ */
+static bool cond_reprio(struct prt__fiber *f)
 {
 	struct prt__cond *c = f->wait_cond;
 	struct prt__mwaiter *r = f->cwait;
@@ -333,4 +338,29 @@ PRT_API int prt_cond_signal(prt_cond_t *c)
 PRT_API int prt_cond_broadcast(prt_cond_t *c)
 {
 	return wake(c, 0x7fffffff);
+}
+
+/*
+ * A fiber's priority changed: re-sort its records, the condvar's and
+ * then the mutex's, as the kernel's rt_mutex_adjust_prio_chain does
+ * (mutex.c, "Priority changes"). Here, above both, so that neither
+ * calls up into the other.
+ */
+void prt__waits_reprio(prt_fiber_t fh)
+{
+	struct prt__handoff h = { 0 };
+
+	for (;;) {
+		struct prt__fiber *f = prt__fiber_lock_handle(fh);
+		bool done;
+
+		if (!f)
+			break; /* it ended: it waits on nothing */
+		done = cond_reprio(f) && prt__mutex_reprio(f, &h);
+		prt__spin_unlock(&f->lock);
+		if (done)
+			break;
+		prt__cpu_relax();
+	}
+	prt__handoff_wake(&h);
 }

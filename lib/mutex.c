@@ -289,9 +289,8 @@ static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
 	set_waits_on(r->token, NULL);
 }
 
-struct handoff;
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct handoff *h);
+			   struct prt__handoff *h);
 
 /*
  * The first waiter changed from @was (it left, or priorities moved). If
@@ -300,7 +299,7 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
  * is handed the lock (@h, to wake once wait_lock is dropped). A runnable
  * one takes it when it runs. wait_lock held.
  */
-static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct handoff *h)
+static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct prt__handoff *h)
 {
 	struct prt__mwaiter *first = prt__mutex_first_waiter(m);
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
@@ -313,7 +312,7 @@ static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct h
  * Take @r off the list (it gives up: timeout, deadlock, no memory);
  * keeps the flag honest, and passes on a claim @r had (claim_moved).
  */
-static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff *h)
+static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct prt__handoff *h)
 {
 	struct prt__mwaiter *was = prt__mutex_first_waiter(m);
 	uintptr_t o;
@@ -362,17 +361,6 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct handoff
  */
 #define PRT_MTX_STARVE_NS 1000000
 
-/* What a handoff must wake once wait_lock is dropped. */
-struct handoff {
-	struct prt__fiber *fiber;
-	atomic_uint *futex;
-	/*
-	 * The new owner's runtime, if we are outside it: a reference that
-	 * keeps it until the wake is done (runtime.c, "Outside callers").
-	 */
-	struct prt_runtime *ref;
-	bool sleeping, parker, done;
-};
 
 /*
  * A waiter handed the lock from outside its runtime (a plain thread, a
@@ -399,7 +387,7 @@ static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
  * taken meanwhile). wait_lock held; wake with handoff_wake() after it.
  */
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct handoff *h)
+			   struct prt__handoff *h)
 {
 	struct prt__list *prev = r->node.prev;
 	struct prt_runtime *ref = handoff_ref(r);
@@ -458,7 +446,7 @@ static void thread_grant_done(atomic_uint *granted)
  * After a handoff, wait_lock dropped (wakeups never under it, DESIGN.md).
  * @w: the worker, when called from unlock: it may switch to the new owner.
  */
-static void handoff_wake(struct prt__worker *w, struct handoff *h)
+static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 {
 	struct prt__fiber *f = h->fiber;
 
@@ -493,7 +481,7 @@ static void handoff_wake(struct prt__worker *w, struct handoff *h)
  * asleep, is queued on w; its pick sends it home if it may not run
  * there. Counted on the worker that fires (stats are their own).
  */
-static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
+static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
 {
 	struct prt__fiber *f = h->fiber;
 
@@ -530,7 +518,7 @@ static void handoff_wake_here(struct prt__worker *w, struct handoff *h)
  * waiter (@h, to wake). Returns true if taken. wait_lock held.
  */
 static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool queued,
-			   struct handoff *h)
+			   struct prt__handoff *h)
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
@@ -703,7 +691,7 @@ struct fiber_wait {
 	struct prt__worker *w;      /* the worker we run on (changes across a sleep) */
 	struct prt__fiber *self;
 	struct prt__mwaiter rec;    /* our record: on m->waiters while queued (wait_lock) */
-	struct handoff h;           /* a waiter we handed the lock: wake it without wait_lock */
+	struct prt__handoff h;           /* a waiter we handed the lock: wake it without wait_lock */
 	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
 	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
 	bool queued;                /* rec inserted (a handoff or our timer may have taken it off since) */
@@ -958,7 +946,7 @@ static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
  * waiter (@h, to wake once wait_lock is dropped).
  */
 static int thread_take_or_queue(struct prt__mutex *m, struct prt__mwaiter *rec,
-				uint64_t deadline, struct handoff *h)
+				uint64_t deadline, struct prt__handoff *h)
 {
 	if (acquire_locked(m, rec, false, h))
 		return 0;
@@ -979,7 +967,7 @@ static int thread_take_or_queue(struct prt__mutex *m, struct prt__mwaiter *rec,
  */
 static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
 {
-	struct handoff h = { 0 };
+	struct prt__handoff h = { 0 };
 	int err = 0;
 
 	prt__spin_lock(&m->wait_lock);
@@ -999,7 +987,7 @@ static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
 static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 {
 	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
-	struct handoff h = { 0 };
+	struct prt__handoff h = { 0 };
 	int err;
 
 	prt__spin_lock(&m->wait_lock);
@@ -1164,7 +1152,7 @@ static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 static prt__noinline int unlock_slow(struct prt__mutex *m, struct prt__worker *w)
 {
 	struct prt__mwaiter *r;
-	struct handoff h = { 0 };
+	struct prt__handoff h = { 0 };
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
@@ -1254,7 +1242,7 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 {
 	struct prt__fiber *f = r->fiber;
 	atomic_uint *futex = &r->granted;
-	struct handoff h = { 0 };
+	struct prt__handoff h = { 0 };
 
 	prt__spin_lock(&m->wait_lock);
 	waiters_init(m);
@@ -1340,7 +1328,7 @@ static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	 */
 	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
 	struct prt__mwaiter *r;
-	struct handoff h = { 0 };
+	struct prt__handoff h = { 0 };
 	bool sleeping;
 
 	if (!m)
@@ -1398,7 +1386,7 @@ static void mutex_timer_fire(struct prt__timer *t, void *ctx)
  * lock, dropping f->lock to retry, as adjust_prio_chain does with a
  * task's pi_lock and the lock's wait_lock.
  */
-static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
+bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h)
 {
 	/*
 	 * seq_cst: the load half of prt_fiber_set_priority's store-then-load
@@ -1428,23 +1416,9 @@ static bool mutex_reprio(struct prt__fiber *f, struct handoff *h)
 	return true;
 }
 
-void prt__waits_reprio(prt_fiber_t fh)
+void prt__handoff_wake(struct prt__handoff *h)
 {
-	struct handoff h = { 0 };
-
-	for (;;) {
-		struct prt__fiber *f = prt__fiber_lock_handle(fh);
-		bool done;
-
-		if (!f)
-			break; /* it ended: it waits on nothing */
-		done = prt__cond_reprio(f) && mutex_reprio(f, &h);
-		prt__spin_unlock(&f->lock);
-		if (done)
-			break;
-		prt__cpu_relax();
-	}
-	handoff_wake(NULL, &h);
+	handoff_wake(NULL, h);
 }
 
 /* ---- introspection ----------------------------------------------------------- */

@@ -144,6 +144,18 @@ static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 	return (o & PRT_MTX_THREAD) ? NULL : (struct prt__fiber *)(o & ~PRT_MTX_FLAGS);
 }
 
+/* What a handoff must wake once wait_lock is dropped. */
+struct prt__handoff {
+	struct prt__fiber *fiber;
+	atomic_uint *futex;
+	/*
+	 * The new owner's runtime, if we are outside it: a reference that
+	 * keeps it until the wake is done (runtime.c, "Outside callers").
+	 */
+	struct prt_runtime *ref;
+	bool sleeping, parker, done;
+};
+
 /* Condvar side of the mutex (mutex.c). */
 struct prt__mutex;
 int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
@@ -156,17 +168,20 @@ int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline);
 uintptr_t prt__mutex_self_token(void);
 
 /*
- * Priority changes (prt_fiber_set_priority). Re-sort every waiter list
+ * Priority changes (prt_fiber_set_priority; cond.c). Re-sort every waiter list
  * @h's fiber is on after its priority changed: the condvar's and the
  * mutex's (with the top-waiter cache), handing a mutex released to its
  * waiters to a new first waiter that sleeps. Context: any thread.
  */
 void prt__waits_reprio(prt_fiber_t h);
 /*
- * Condvar side of it (cond.c), with @f->lock held: re-sort @f's record
- * on the condvar it waits on, if any. False if that condvar's lock was
- * busy (the lock order is condvar -> fiber): drop @f->lock and retry.
+ * Mutex side of it (mutex.c), with @f->lock held: re-sort @f's record
+ * on the mutex it waits on, if any; a handoff it makes is left in @h,
+ * to wake with prt__handoff_wake() once f->lock is dropped. False if
+ * the mutex's wait_lock was busy: drop @f->lock and retry.
  */
-bool prt__cond_reprio(struct prt__fiber *f);
+bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h);
+/* Wake the new owner of a handoff left in @h (no lock held); nothing if none. */
+void prt__handoff_wake(struct prt__handoff *h);
 
 #endif
