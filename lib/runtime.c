@@ -11,6 +11,7 @@
 
 #include "alloc.h"
 #include "fault.h"
+#include "dump_signal.h"
 #include "runtime_int.h"
 
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
