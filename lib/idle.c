@@ -29,7 +29,7 @@ static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **
 	return prt__pick_unlock(w, donor);
 }
 
-/* May worker @w steal queued @f? DESIGN.md: never a fiber blocked on a mutex. */
+/* May worker @w steal queued @f? docs/design.md: never a fiber blocked on a mutex. */
 static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
 {
 	return prt__fiber_allowed(f, w->index) &&
@@ -38,7 +38,7 @@ static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
 
 /*
  * Take up to half of @v's queue, highest priority first, skipping fibers
- * that may not run on @w and fibers blocked on a mutex (DESIGN.md: they
+ * that may not run on @w and fibers blocked on a mutex (docs/design.md: they
  * stay where proxy execution finds them). Returns the first, queues the
  * rest on @w.
  */

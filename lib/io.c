@@ -110,7 +110,16 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 
 PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt)
 {
-	return rt ? rt->io.ops->id : -EINVAL;
+	bool ref;
+	int id;
+
+	/* As every introspection call: a reference, so a destroy cannot free @rt meanwhile. */
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	id = rt->io.ops->id;
+	if (ref)
+		prt__rt_put(rt);
+	return id;
 }
 
 /* ---- per-worker set-up ------------------------------------------------------ */

@@ -7,7 +7,7 @@
  * A waiting fiber publishes blocked_on (seq_cst) before it walks the
  * owner chain for a cycle. Two fibers closing a cycle at once each store
  * their blocked_on then load the other's, so at least one sees the cycle
- * and returns EDEADLK (DESIGN.md, "Deadlock detection").
+ * and returns EDEADLK (docs/design.md, "Deadlock detection").
  *
  * Owners that end. An owner token is an address: a fiber's descriptor,
  * a thread's struct prt__tself. Both outlive their holder and would be
@@ -443,7 +443,7 @@ static void thread_grant_done(atomic_uint *granted)
 }
 
 /*
- * After a handoff, wait_lock dropped (wakeups never under it, DESIGN.md).
+ * After a handoff, wait_lock dropped (wakeups never under it, docs/design.md).
  * @w: the worker, when called from unlock: it may switch to the new owner.
  */
 static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
@@ -746,7 +746,7 @@ static void queue_record(struct fiber_wait *fw)
 
 /*
  * acquire_locked() handed a released lock to the first waiter, which we
- * may not pass: wake it (never under wait_lock, DESIGN.md). Entered and
+ * may not pass: wake it (never under wait_lock, docs/design.md). Entered and
  * left with wait_lock held, dropped in between: the caller looks again.
  */
 static void wake_handed(struct fiber_wait *fw)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Proxy execution: the pick-time chain walk (DESIGN.md, "The pick
+ * Proxy execution: the pick-time chain walk (docs/design.md, "The pick
  * path"). The worker pops its highest entry D. If D waits on a mutex,
  * the owner of that mutex should run in D's place, with D's priority (D
  * is the "donor", the owner is "curr"), but only where the owner's own

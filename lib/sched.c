@@ -292,7 +292,7 @@ static void wake(struct prt__worker *t, struct prt__fiber *f)
 
 	/*
 	 * Donors attached while @f slept go to @f's worker with it
-	 * (DESIGN.md: the sleeping-owner case). Taking @f->lock orders this
+	 * (docs/design.md: the sleeping-owner case). Taking @f->lock orders this
 	 * against prt__proxy_pick's attach, which checks @f is still asleep.
 	 */
 	prt__list_init(&donors);

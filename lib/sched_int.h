@@ -74,7 +74,7 @@ struct prt__worker {
 
 	/* The rest is the worker thread's own (no lock), except where noted. */
 	struct prt__fiber *curr prt__cacheline_aligned; /* whose code runs */
-	struct prt__fiber *donor; /* whose scheduling context is served (DESIGN.md) */
+	struct prt__fiber *donor; /* whose scheduling context is served (docs/design.md) */
 	/* Picked to run next but still on another CPU: the idle loop runs it. */
 	struct prt__fiber *handover, *handover_donor;
 	struct prt_runtime *rt;
@@ -204,7 +204,7 @@ static inline void prt__stat_inc(_Atomic uint64_t *c, uint64_t n)
 			      memory_order_relaxed);
 }
 
-/* The priority a worker serves: its donor's (DESIGN.md, scheduling context). */
+/* The priority a worker serves: its donor's (docs/design.md, scheduling context). */
 static inline int prt__served_prio(struct prt__worker *w)
 {
 	return atomic_load_explicit(&w->donor->prio, memory_order_relaxed);
@@ -226,7 +226,7 @@ struct prt__pick {
 /*
  * One step of the pick, with w->rq.lock held: pop the highest entry D;
  * if D waits on a mutex, walk the chain of owners and decide what runs
- * in D's place (DESIGN.md, "The pick path").
+ * in D's place (docs/design.md, "The pick path").
  */
 enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p);
 

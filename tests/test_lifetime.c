@@ -493,6 +493,9 @@ static void *look(void *arg)
 			atomic_fetch_add(&l->bad, 1);
 		if ((e = prt_runtime_nworkers(l->rt)) != 2 && e != -EINVAL)
 			atomic_fetch_add(&l->bad, 1);
+		if ((e = prt_runtime_io_backend(l->rt)) != PRT_IO_URING && e != PRT_IO_EPOLL &&
+		    e != -EINVAL)
+			atomic_fetch_add(&l->bad, 1);
 		(void)prt_runtime_notice(l->rt);
 		atomic_fetch_add(&l->calls, 1);
 	}

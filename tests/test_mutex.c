@@ -525,7 +525,7 @@ static void deadlock_cycle(int n, int nworkers)
 	/*
 	 * On one worker exactly one fiber closes the cycle and backs out; the
 	 * others then get their locks. On two, fibers closing it at the same
-	 * moment may all see it (DESIGN.md: at least one does); none waits forever.
+	 * moment may all see it (docs/design.md: at least one does); none waits forever.
 	 */
 	if (nworkers == 1)
 		assert_int_equal(atomic_load(&dl_deadlocks), 1);

@@ -57,7 +57,11 @@ enum prt_io_backend {
 	PRT_IO_EPOLL = 2, /* epoll, even where io_uring works */
 };
 
-/* The backend @rt runs (PRT_IO_URING or PRT_IO_EPOLL), or -EINVAL. */
+/*
+ * The backend @rt runs: PRT_IO_URING or PRT_IO_EPOLL; -EINVAL if @rt
+ * is NULL or not a live runtime (destroyed), as the other introspection
+ * calls (runtime.h). Context: any thread; never switches fibers.
+ */
 PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
 
 PRT_API ssize_t prt_read(int fd, void *buf, size_t n);
