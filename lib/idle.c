@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "runtime_int.h"
+#include "sched_priv.h"
 #include "switch.h"
 
 /* How long an idle worker looks for work before it sleeps. */

@@ -238,8 +238,6 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 {
 	struct prt__fiber *d, *f;
 
-	if (prt__unlikely(prt__has_timers(w)))
-		prt__run_timers(w);
 	if (!w->rq.bitmap)
 		return PRT_PICK_IDLE;
 	d = prt__rq_pop(w);

@@ -81,6 +81,7 @@
 
 #include "fault.h"
 #include "runtime_int.h"
+#include "sched_priv.h"
 #include "switch.h"
 
 
@@ -227,40 +228,6 @@ prt__noinline void prt__rq_unlock_deferred(struct prt__worker *w)
 		wake_for(w, any, some, sleeps, idle, spin);
 }
 
-static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,
-					 struct prt__worker *near)
-{
-	if (near) {
-		const int *order = rt->topo.w[near->index].steal_order;
-
-		for (int i = 0; i < rt->nworkers - 1; i++)
-			if (prt__fiber_allowed(f, order[i]))
-				return rt->workers[order[i]];
-	}
-	for (int i = 0; i < rt->nworkers; i++)
-		if (prt__fiber_allowed(f, i))
-			return rt->workers[i];
-	prt__assert(!"fiber with an empty affinity");
-	return NULL;
-}
-
-/* prt__select_worker, @cur being the caller's worker if it is one of f->rt's. */
-static struct prt__worker *select_worker(struct prt__fiber *f, struct prt__worker *cur)
-{
-	struct prt__worker *last = PRT_READ_ONCE(f->last_worker);
-
-	if (cur && prt__fiber_allowed(f, cur->index))
-		return cur;
-	if (last && prt__fiber_allowed(f, last->index))
-		return last;
-	return first_allowed(f->rt, f, cur ? cur : last);
-}
-
-/* Where a fiber made runnable goes: the waker's worker, else where it ran, else nearest allowed. */
-struct prt__worker *prt__select_worker(struct prt__fiber *f)
-{
-	return select_worker(f, prt__worker_of(f->rt, prt__cur_worker()));
-}
 
 static void wake(struct prt__worker *t, struct prt__fiber *f);
 
@@ -270,7 +237,7 @@ void prt__wake(struct prt__fiber *f)
 	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
 
 	if (prt__likely(cur)) {
-		wake(select_worker(f, cur), f);
+		wake(prt__select_worker_from(f, cur), f);
 		return;
 	}
 	/*
@@ -281,7 +248,7 @@ void prt__wake(struct prt__fiber *f)
 	 * destroy cannot be draining.
 	 */
 	prt__rt_pin(rt);
-	wake(select_worker(f, NULL), f);
+	wake(prt__select_worker_from(f, NULL), f);
 	prt__rt_put(rt);
 }
 
@@ -535,6 +502,9 @@ struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **d
 	struct prt__pick p;
 
 	for (;;) {
+		/* Sleepers due now compete in this pick. */
+		if (prt__unlikely(prt__has_timers(w)))
+			prt__run_timers(w);
 		switch (prt__proxy_pick(w, &p)) {
 		case PRT_PICK_RUN:
 			prt__rq_unlock(w);
