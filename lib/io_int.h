@@ -30,17 +30,6 @@ struct prt__ioreq {
 	struct prt__ioreq *next;
 };
 
-/*
- * Wait once for one event from any thread: the fiber parks (under its
- * lock, as prt_park) unless prt__waitone_done came first.
- */
-struct prt__waitone {
-	atomic_int st; /* 0 pending, 1 fiber parked, 2 done */
-	struct prt__fiber *f;
-};
-
-void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x);
-void prt__waitone_done(struct prt__waitone *x);
 
 /* A command posted to a worker by another thread (prt_close's cancel). */
 struct prt__iocmd {

@@ -314,6 +314,41 @@ int prt__wake_parked(struct prt__fiber *f)
 	return 0;
 }
 
+/* Park the calling fiber until prt__waitone_done(@x), unless it came first. */
+void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x)
+{
+	struct prt__fiber *self = w->curr;
+	int z = 0;
+
+	/* Under self->lock, as prt_park: an attach never sees us asleep while queued. */
+	prt__spin_lock(&self->lock);
+	/*
+	 * acq_rel: pairs with prt__waitone_done's exchange; on failure
+	 * (acquire) what the doner did before it is visible to us.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&x->st, &z, 1, memory_order_acq_rel,
+						     memory_order_acquire)) {
+		prt__spin_unlock(&self->lock);
+		return; /* already done */
+	}
+	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	prt__spin_unlock(&self->lock);
+	prt__schedule_blocked(w);
+}
+
+/* Any thread: the event came; wake the waiter if it parked. */
+void prt__waitone_done(struct prt__waitone *x)
+{
+	struct prt__fiber *f = x->f;
+
+	/*
+	 * After the exchange the waiter may go on and free @x: @f was read
+	 * first. acq_rel: pairs with prt__waitone_wait's CAS.
+	 */
+	if (atomic_exchange_explicit(&x->st, 2, memory_order_acq_rel) == 1)
+		prt__wake(f);
+}
+
 /* ---- timers ------------------------------------------------------------- */
 
 /*

@@ -230,6 +230,20 @@ void prt__wake(struct prt__fiber *f);
  * the fiber is queued there.
  */
 void prt__park_timer_fire(struct prt__timer *t, void *ctx);
+
+/*
+ * Wait once for one event from any thread: the fiber parks (under its
+ * lock, as prt_park) unless prt__waitone_done came first.
+ */
+struct prt__waitone {
+	atomic_int st; /* 0 pending, 1 fiber parked, 2 done */
+	struct prt__fiber *f;
+};
+
+/* Park the calling fiber until prt__waitone_done(@x), unless it came first. */
+void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x);
+/* Any thread: the event came; wake the waiter if it parked. */
+void prt__waitone_done(struct prt__waitone *x);
 int prt__wake_parked(struct prt__fiber *f);
 /*
  * worker.c: the worker prt__wake() would queue @f on (the waker's worker
