@@ -136,7 +136,6 @@ static inline bool prt__io_due(struct prt__io *io)
 }
 
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
-void prt__io_rt_fini(struct prt_runtime *rt);
 int prt__io_init(struct prt__worker *w);
 /* On the worker thread, before its first submission (single-issuer rings). */
 void prt__io_thread_start(struct prt__worker *w);

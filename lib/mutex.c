@@ -35,6 +35,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "mutex_int.h"
+#include "proxy_int.h"
 #include "runtime_int.h"
 
 /* Most polls of an optimistic spin (a pause each: a few microseconds in all). */

@@ -11,6 +11,7 @@
 
 #include "alloc.h"
 #include "fault.h"
+#include "offload.h"
 #include "runtime_int.h"
 
 struct job {
@@ -137,7 +138,7 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 	return 0;
 }
 
-void prt__io_rt_fini(struct prt_runtime *rt)
+void prt__offload_fini(struct prt_runtime *rt)
 {
 	struct prt__offload *o = rt->io.offload;
 

@@ -28,7 +28,9 @@
  * the worker it lands on.
  */
 #include "mutex_int.h"
+#include "proxy_int.h"
 #include "runtime_int.h"
+#include "sched_priv.h"
 
 /* Longest owner chain followed; past it the donor runs and retries. */
 #define PRT_CHAIN_MAX 64
@@ -285,4 +287,82 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 		return proxy_owner(w, p, d, o, m);
 	}
 	return run_plain(w, p, d);
+}
+
+/* ---- donors after the pick: detach, time out, handoff preemption -------- */
+
+bool prt__unattach(struct prt__fiber *d)
+{
+	for (;;) {
+		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_relaxed);
+
+		if (!o)
+			return false;
+		prt__spin_lock(&o->lock);
+		if (atomic_load_explicit(&d->attached_to, memory_order_relaxed) == o) {
+			prt__list_del(&d->rq_node);
+			atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
+			prt__spin_unlock(&o->lock);
+			return true;
+		}
+		prt__spin_unlock(&o->lock);
+	}
+}
+
+bool prt__detach_donor(struct prt__fiber *d)
+{
+	if (!prt__unattach(d))
+		return false;
+	prt__wake(d);
+	return true;
+}
+
+/*
+ * @f's timed mutex wait ended while it was queued as a donor (w's rq
+ * lock held): count it where it is queued as the fiber thieves may take
+ * that it now is. On another worker only if that rq lock is free (never
+ * wait for a second one); else it is counted as a donor until that
+ * worker picks it, which runs it.
+ */
+void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
+{
+	struct prt__worker *x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
+
+	if (x == w) {
+		if (prt__rq_recount(w, f))
+			prt__announce_locked(w, f);
+		return;
+	}
+	if (!x || !prt__spin_trylock(&x->rq.lock))
+		return;
+	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
+		prt__announce_locked(x, f);
+	prt__rq_unlock(x);
+}
+
+void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
+{
+	struct prt__fiber *self = w->curr;
+	bool proxying = w->donor != self;
+
+	if (!proxying && (!new_owner ||
+			  atomic_load_explicit(&new_owner->rq_worker, memory_order_relaxed) != w ||
+			  atomic_load_explicit(&new_owner->prio, memory_order_relaxed) <=
+				  prt__served_prio(w)))
+		return;
+	prt__spin_lock(&w->rq.lock);
+	/* We were interrupted, not yielding: back at the head of our level. */
+	if (proxying && new_owner == w->donor) {
+		/*
+		 * We ran only for the donor, and it now holds what it waited
+		 * for: it runs itself, ahead of us (as the kernel does).
+		 */
+		prt__rq_add(w, self, true);
+		prt__put_donor(w, false);
+	} else {
+		prt__put_donor(w, false);
+		prt__rq_add(w, self, true);
+	}
+	prt__announce_locked(w, self); /* queued while this worker runs another */
+	prt__reschedule(w, self);
 }

@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "dump_signal.h"
+#include "offload.h"
 #include "runtime_int.h"
 
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
@@ -71,7 +72,7 @@ static void runtime_free(struct prt_runtime *rt)
 	 * its job, and the helper that woke it held a reference until it was
 	 * done with the runtime; see "Outside callers").
 	 */
-	prt__io_rt_fini(rt);
+	prt__offload_fini(rt);
 	prt__fiber_chunks_release(rt);
 	for (int i = 0; rt->workers && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];

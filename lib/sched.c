@@ -80,6 +80,7 @@
 #include "alloc.h"
 
 #include "fault.h"
+#include "proxy_int.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
 #include "switch.h"
@@ -184,23 +185,6 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 		wake_for(t, any, some ? f : NULL, sleeps, idle, spin);
 }
 
-/*
- * @f was just queued on @w by a path other than prt__enqueue (rq lock
- * held): if some worker sleeps, have rq_unlock wake one that may take it.
- * Reads nr_idle after the add, under the lock, as prt__enqueue does.
- */
-static inline void announce_locked(struct prt__worker *w, struct prt__fiber *f)
-{
-	if (prt__likely(atomic_load_explicit(&w->rt->nr_idle, memory_order_relaxed) <= 0) ||
-	    f->rq_donor)
-		return;
-	if (f->rq_any) {
-		w->deferred |= PRT_DEFER_ANY;
-	} else if (w->rt->nworkers > 2) {
-		w->deferred |= PRT_DEFER_SOME;
-		w->announce = f;
-	}
-}
 
 /* rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
 prt__noinline void prt__rq_unlock_deferred(struct prt__worker *w)
@@ -282,8 +266,6 @@ static void wake(struct prt__worker *t, struct prt__fiber *f)
 	}
 }
 
-static void put_donor(struct prt__worker *w, bool tail);
-static void reschedule(struct prt__worker *w, struct prt__fiber *self);
 
 /* ---- the park protocol (prt_park, condvar and stream waits) -------------- */
 
@@ -389,37 +371,15 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 		prt__list_del(&d->rq_node);
 		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 		prt__rq_add(w, d, false);
-		announce_locked(w, d);
+		prt__announce_locked(w, d);
 	}
 	/* As prt__wake: an attach must not find it asleep once it is queued. */
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	prt__spin_unlock(&f->lock);
 	prt__rq_add(w, f, false);
-	announce_locked(w, f);
+	prt__announce_locked(w, f);
 }
 
-/*
- * @f's timed mutex wait ended while it was queued as a donor (w's rq
- * lock held): count it where it is queued as the fiber thieves may take
- * that it now is. On another worker only if that rq lock is free (never
- * wait for a second one); else it is counted as a donor until that
- * worker picks it, which runs it.
- */
-void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
-{
-	struct prt__worker *x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
-
-	if (x == w) {
-		if (prt__rq_recount(w, f))
-			announce_locked(w, f);
-		return;
-	}
-	if (!x || !prt__spin_trylock(&x->rq.lock))
-		return;
-	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
-		announce_locked(x, f);
-	prt__rq_unlock(x);
-}
 
 /*
  * Fire the timers of @w's heap @h due by @now; w's rq lock held, by w
@@ -501,8 +461,8 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	 * run once our switch away has ended (on_cpu, invariant 3).
 	 */
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-	put_donor(w, false);
-	reschedule(w, self);
+	prt__put_donor(w, false);
+	prt__reschedule(w, self);
 	return 0;
 }
 
@@ -568,7 +528,7 @@ struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **d
  * priority: at the tail for a yield, else at the head (its turn is not
  * over), and the pick runs again. Caller holds w->rq.lock.
  */
-static void put_donor(struct prt__worker *w, bool tail)
+void prt__put_donor(struct prt__worker *w, bool tail)
 {
 	struct prt__fiber *d = w->donor;
 
@@ -597,7 +557,7 @@ static inline struct prt__fiber *pick_fast(struct prt__worker *w)
 }
 
 /* Switch to what the pick chose (rq lock held on entry, released here). */
-static void reschedule(struct prt__worker *w, struct prt__fiber *self)
+void prt__reschedule(struct prt__worker *w, struct prt__fiber *self)
 {
 	struct prt__fiber *donor, *next = pick_fast(w);
 
@@ -623,8 +583,8 @@ void prt__schedule_blocked(struct prt__worker *w)
 {
 	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
-	put_donor(w, false);
-	reschedule(w, w->curr);
+	prt__put_donor(w, false);
+	prt__reschedule(w, w->curr);
 }
 
 void prt__schedule_mutex_wait(struct prt__worker *w)
@@ -633,10 +593,10 @@ void prt__schedule_mutex_wait(struct prt__worker *w)
 
 	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
-	put_donor(w, false);
+	prt__put_donor(w, false);
 	/* Invariant 1: a fiber blocked on a mutex stays runnable, in a queue. */
 	prt__rq_add(w, self, true);
-	reschedule(w, self);
+	prt__reschedule(w, self);
 }
 
 void prt__migrate_self(struct prt__worker *w)
@@ -645,65 +605,15 @@ void prt__migrate_self(struct prt__worker *w)
 
 	prt__io_point(w);
 	prt__spin_lock(&w->rq.lock);
-	put_donor(w, false);
+	prt__put_donor(w, false);
 	next = prt__pick_unlock(w, &donor);
 	/* Queued on an allowed worker; that worker waits for on_cpu == 0 before running us. */
 	prt__wake(self);
 	prt__switch_to(w, self, next ? next : &w->idle, donor);
 }
 
-bool prt__unattach(struct prt__fiber *d)
-{
-	for (;;) {
-		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_relaxed);
 
-		if (!o)
-			return false;
-		prt__spin_lock(&o->lock);
-		if (atomic_load_explicit(&d->attached_to, memory_order_relaxed) == o) {
-			prt__list_del(&d->rq_node);
-			atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
-			prt__spin_unlock(&o->lock);
-			return true;
-		}
-		prt__spin_unlock(&o->lock);
-	}
-}
 
-bool prt__detach_donor(struct prt__fiber *d)
-{
-	if (!prt__unattach(d))
-		return false;
-	prt__wake(d);
-	return true;
-}
-
-void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
-{
-	struct prt__fiber *self = w->curr;
-	bool proxying = w->donor != self;
-
-	if (!proxying && (!new_owner ||
-			  atomic_load_explicit(&new_owner->rq_worker, memory_order_relaxed) != w ||
-			  atomic_load_explicit(&new_owner->prio, memory_order_relaxed) <=
-				  prt__served_prio(w)))
-		return;
-	prt__spin_lock(&w->rq.lock);
-	/* We were interrupted, not yielding: back at the head of our level. */
-	if (proxying && new_owner == w->donor) {
-		/*
-		 * We ran only for the donor, and it now holds what it waited
-		 * for: it runs itself, ahead of us (as the kernel does).
-		 */
-		prt__rq_add(w, self, true);
-		put_donor(w, false);
-	} else {
-		put_donor(w, false);
-		prt__rq_add(w, self, true);
-	}
-	announce_locked(w, self); /* queued while this worker runs another */
-	reschedule(w, self);
-}
 
 PRT_API int prt_yield(void)
 {
@@ -740,17 +650,17 @@ PRT_API int prt_yield(void)
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {
 			prt__rq_add(w, self, false);
-			announce_locked(w, self); /* an idle worker may take us */
+			prt__announce_locked(w, self); /* an idle worker may take us */
 			prt__rq_unlock(w);
 			prt__switch_to(w, self, next, next);
 			return 0;
 		}
 		prt__rq_add(w, next, true); /* give it back to the full pick */
 	}
-	put_donor(w, true);
+	prt__put_donor(w, true);
 	prt__rq_add(w, self, false);
-	announce_locked(w, self);
-	reschedule(w, self);
+	prt__announce_locked(w, self);
+	prt__reschedule(w, self);
 	return 0;
 }
 
@@ -797,7 +707,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 	    f->rq_any == atomic_load_explicit(&f->aff_all, memory_order_relaxed)) {
 		/* It stays. Counted as a donor but handed its lock? Thieves may take it now. */
 		if (prt__rq_recount(w, f))
-			announce_locked(w, f);
+			prt__announce_locked(w, f);
 		prt__rq_unlock(w);
 		return;
 	}

@@ -179,25 +179,6 @@ static inline int prt__served_prio(struct prt__worker *w)
 	return atomic_load_explicit(&w->donor->prio, memory_order_relaxed);
 }
 
-/* What the pick decided (proxy.c). */
-enum prt__pick_act {
-	PRT_PICK_RUN,     /* run @run with donor @donor */
-	PRT_PICK_IDLE,    /* nothing runnable: run the idle context */
-	PRT_PICK_MOVE,    /* unlock, queue @move on @to, pick again */
-	PRT_PICK_AGAIN,   /* pick again (still locked) */
-};
-
-struct prt__pick {
-	struct prt__fiber *run, *donor, *move;
-	struct prt__worker *to;
-};
-
-/*
- * One step of the pick, with w->rq.lock held: pop the highest entry D;
- * if D waits on a mutex, walk the chain of owners and decide what runs
- * in D's place (docs/design.md, "The pick path").
- */
-enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p);
 
 /* The worker running the caller, or NULL on a plain thread (worker.c). */
 struct prt__worker *prt__cur_worker(void);
@@ -299,12 +280,6 @@ enum {
  */
 int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, bool local);
 void prt__timer_cancel(struct prt__fiber *f);
-/*
- * @f's timed mutex wait ended, by its timer in @w's heap (w's rq lock
- * held), while it was queued as a donor: count it as the fiber thieves
- * may take that it now is (mutex.c's timer callback).
- */
-void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f);
 /* Queue sleeping @f on @w, with its attached donors. @w's rq lock held. */
 void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f);
 
@@ -324,18 +299,5 @@ void prt__migrate_self(struct prt__worker *w);
  * the pick runs; returns when it is run again.
  */
 void prt__schedule_mutex_wait(struct prt__worker *w);
-/*
- * If donor @d is attached to a sleeping owner, take it off that owner's
- * list and queue it (its mutex was handed to it). Returns true if so.
- */
-bool prt__detach_donor(struct prt__fiber *d);
-/* prt__detach_donor without the wake: true if @d was taken off an owner's list. */
-bool prt__unattach(struct prt__fiber *d);
-/*
- * After an unlock handed a mutex over: if this worker proxies (donor !=
- * curr) or @new_owner now outranks what it serves and is queued here,
- * reschedule at once.
- */
-void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner);
 
 #endif

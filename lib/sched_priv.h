@@ -58,4 +58,31 @@ uint64_t prt__busy_next(struct prt__worker *w);
 bool prt__timer_watched(struct prt__worker *w, uint64_t d);
 void prt__watch_timer(struct prt__worker *w, uint64_t d);
 
+/*
+ * @f was just queued on @w by a path other than prt__enqueue (rq lock
+ * held): if some worker sleeps, have rq_unlock wake one that may take it.
+ * Reads nr_idle after the add, under the lock, as prt__enqueue does.
+ */
+static inline void prt__announce_locked(struct prt__worker *w, struct prt__fiber *f)
+{
+	if (prt__likely(atomic_load_explicit(&w->rt->nr_idle, memory_order_relaxed) <= 0) ||
+	    f->rq_donor)
+		return;
+	if (f->rq_any) {
+		w->deferred |= PRT_DEFER_ANY;
+	} else if (w->rt->nworkers > 2) {
+		w->deferred |= PRT_DEFER_SOME;
+		w->announce = f;
+	}
+}
+
+/*
+ * While a proxy runs (donor != curr), the donor is on no queue: at the
+ * proxy's scheduling point put it back, at the tail for a yield (@tail),
+ * else at the head. w->rq.lock held.
+ */
+void prt__put_donor(struct prt__worker *w, bool tail);
+/* Switch to what the pick chooses (rq lock held on entry, released here). */
+void prt__reschedule(struct prt__worker *w, struct prt__fiber *self);
+
 #endif
