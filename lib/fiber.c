@@ -154,7 +154,7 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 	 * (from outside the runtime, prt__rt_spawn_begin counted it).
 	 */
 	if (w)
-		atomic_store_explicit(&w->nspawned, w->nspawned + 1, memory_order_release);
+		atomic_store_explicit(&w->nspawned, atomic_load_explicit(&w->nspawned, memory_order_relaxed) + 1, memory_order_release);
 	if (out) {
 		out->p = f;
 		out->id = id;
@@ -209,7 +209,7 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 		prt__waiter_wake(joiner);
 	w = prt__cur_worker();
 	/* release: pairs with the acquire sum in prt_runtime_destroy */
-	atomic_store_explicit(&w->nexited, w->nexited + 1, memory_order_release);
+	atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1, memory_order_release);
 	if (atomic_load_explicit(&rt->destroying, memory_order_relaxed)) {
 		/* seq_cst: pairs with the load in wait_all_exited() (runtime.c) */
 		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
@@ -227,7 +227,7 @@ void prt__fiber_entry(void *from, void *data)
 
 	prt__finish_switch(from);
 	w = prt__cur_worker();
-	atomic_store_explicit(&w->stats.fibers_run, w->stats.fibers_run + 1,
+	atomic_store_explicit(&w->stats.fibers_run, atomic_load_explicit(&w->stats.fibers_run, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 	fiber_exit(f, f->fn(f->arg));
 }

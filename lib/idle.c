@@ -58,7 +58,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	else if (!prt__spin_trylock(&v->rq.lock))
 		return NULL;
 	prt__list_init(&got);
-	quota = (v->rq.nr + 1) / 2;
+	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
 	for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
 	     bm &= ~(1u << prt__rq_top(bm))) {
 		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it = h->next, *nx;
@@ -102,7 +102,10 @@ static bool has_some_for(struct prt__worker *w, struct prt__worker *v)
 {
 	unsigned scanned = 0;
 
-	if (v->rq.nr <= v->rq.nr_any + v->rq.nr_donor)
+	/* relaxed: v's rq lock held, under which they are written */
+	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) <=
+	    atomic_load_explicit(&v->rq.nr_any, memory_order_relaxed) +
+		    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
 		return false;
 	for (uint32_t bm = v->rq.bitmap; bm && scanned < PRT_STEAL_SCAN;
 	     bm &= ~(1u << prt__rq_top(bm))) {

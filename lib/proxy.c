@@ -294,7 +294,14 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 bool prt__unattach(struct prt__fiber *d)
 {
 	for (;;) {
-		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_relaxed);
+		/*
+		 * seq_cst: the load half of the handoff's store-then-load (its
+		 * seq_cst clear of d->blocked_on, then this), against attach()'s
+		 * store of attached_to then load of blocked_on: one of the two
+		 * sees the other. Relaxed, a weak CPU may move it before the
+		 * clear, and a donor attached meanwhile would be missed.
+		 */
+		struct prt__fiber *o = atomic_load_explicit(&d->attached_to, memory_order_seq_cst);
 
 		if (!o)
 			return false;

@@ -111,13 +111,13 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 	else
 		prt__list_add_tail(&w->rq.level[p], &f->rq_node);
 	w->rq.bitmap |= 1u << p;
-	atomic_store_explicit(&w->rq.nr, w->rq.nr + 1, memory_order_relaxed);
+	atomic_store_explicit(&w->rq.nr, atomic_load_explicit(&w->rq.nr, memory_order_relaxed) + 1, memory_order_relaxed);
 	f->rq_donor = atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != NULL;
 	f->rq_any = !f->rq_donor && atomic_load_explicit(&f->aff_all, memory_order_relaxed);
 	if (f->rq_any)
-		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
 	if (f->rq_donor)
-		atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor + 1, memory_order_relaxed);
+		atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) + 1, memory_order_relaxed);
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
 }
@@ -127,11 +127,11 @@ static inline void prt__rq_del(struct prt__worker *w, struct prt__fiber *f)
 	prt__list_del(&f->rq_node);
 	if (prt__list_empty(&w->rq.level[f->rq_prio]))
 		w->rq.bitmap &= ~(1u << f->rq_prio);
-	atomic_store_explicit(&w->rq.nr, w->rq.nr - 1, memory_order_relaxed);
+	atomic_store_explicit(&w->rq.nr, atomic_load_explicit(&w->rq.nr, memory_order_relaxed) - 1, memory_order_relaxed);
 	if (f->rq_any)
-		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any - 1, memory_order_relaxed);
+		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) - 1, memory_order_relaxed);
 	if (f->rq_donor)
-		atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor - 1, memory_order_relaxed);
+		atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) - 1, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 }
 
@@ -145,10 +145,10 @@ static inline bool prt__rq_recount(struct prt__worker *w, struct prt__fiber *f)
 	if (!f->rq_donor || atomic_load_explicit(&f->blocked_on, memory_order_relaxed))
 		return false;
 	f->rq_donor = false;
-	atomic_store_explicit(&w->rq.nr_donor, w->rq.nr_donor - 1, memory_order_relaxed);
+	atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) - 1, memory_order_relaxed);
 	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
 	if (f->rq_any)
-		atomic_store_explicit(&w->rq.nr_any, w->rq.nr_any + 1, memory_order_relaxed);
+		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
 	return true;
 }
 
