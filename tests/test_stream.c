@@ -239,13 +239,26 @@ static void *ends_main(void *arg)
 	FIBER_CHECK(prt_send(fd[1], "hello", 5, 0) == 5);
 	FIBER_CHECK(prt_stream_recv(s, buf, sizeof(buf), 1000000000ull) == 5);
 	FIBER_CHECK(memcmp(buf, "hello", 5) == 0);
-	/* Two sends, one read gets both (or the first); nothing lost. */
+	/*
+	 * Two sends; a read returns what has arrived, never more than asked
+	 * (both sends, or only the first: the peer's Nagle may hold the
+	 * second back under load), the rest stays for the next read; in
+	 * order, nothing lost.
+	 */
 	FIBER_CHECK(prt_send(fd[1], "ab", 2, 0) == 2);
 	FIBER_CHECK(prt_send(fd[1], "cd", 2, 0) == 2);
 	FIBER_CHECK(prt_sleep_ns(20000000ull) == 0);
-	FIBER_CHECK(prt_stream_recv(s, buf, 3, 0) == 3);
-	FIBER_CHECK(memcmp(buf, "abc", 3) == 0);
-	FIBER_CHECK(prt_stream_recv(s, buf, sizeof(buf), 0) == 1 && buf[0] == 'd');
+	{
+		ssize_t n = prt_stream_recv(s, buf, 3, 0);
+		size_t got;
+
+		FIBER_CHECK(n == 2 || n == 3);
+		for (got = (size_t)n; got < 4; got += (size_t)n) {
+			n = prt_stream_recv(s, buf + got, sizeof(buf) - got, 1000000000ull);
+			FIBER_CHECK(n > 0);
+		}
+		FIBER_CHECK(got == 4 && memcmp(buf, "abcd", 4) == 0);
+	}
 	/* End of stream after data. */
 	FIBER_CHECK(prt_send(fd[1], "xyz", 3, 0) == 3);
 	FIBER_CHECK(prt_shutdown(fd[1], SHUT_WR) == 0);
