@@ -8,8 +8,9 @@
  *
  * Lost wakeups: the waiter joins the condvar list while it still holds
  * the mutex, so a signaller that takes the mutex first cannot miss it;
- * the grant may then come before the waiter has parked, which the park
- * protocol of prt__mutex_wait_granted absorbs.
+ * the grant may then come before the waiter sleeps, which its record's
+ * wait (wait.h) absorbs: the waiter sleeps on rec.wait, and whoever
+ * hands it the mutex (the requeue, a later unlock) wakes rec.wait.
  *
  * Timeout against signal. POSIX lets a thread broadcast, destroy the
  * condvar and reuse its memory while the waiters it woke still wait
@@ -24,7 +25,10 @@
  *   won:  unlink, requeue on the mutex   won:  lock c, unlink itself,
  *   lost: skip it, it unlinks itself           lock the mutex: ETIMEDOUT
  *                                        lost: a signal moved it; wait
- *                                              for the grant: 0, and
+ *                                              for the grant (re-arm
+ *                                              rec.wait: a grant that
+ *                                              came after the timeout
+ *                                              is kept there): 0, and
  *                                              never touch c again
  *
  * A LEAVING record stays on the list until its waiter unlinks it under
@@ -219,6 +223,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return EINVAL;
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
+	prt__wait_init(&rec.wait, rec.fiber);
 	rec.token = prt__mutex_self_token();
 	rec.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
 	/*
@@ -241,10 +246,11 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	prt__assert(err == 0); /* ownership was checked above */
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
-	err = prt__mutex_wait_granted(&rec, deadline);
+	err = prt__wait_block(&rec.wait, deadline);
 	if (err && !leave(c, &rec)) {
 		/* A signal moved us first: it won (see the top of the file). */
-		err = prt__mutex_wait_granted(&rec, 0);
+		prt__wait_rearm(&rec.wait);
+		err = prt__wait_block(&rec.wait, 0);
 	}
 	if (!err) {
 		prt__mutex_held(rec.token); /* handed to us: we own it again */

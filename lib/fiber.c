@@ -76,7 +76,8 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->result = NULL;
 	f->joiner = NULL;
 	f->detached = a->flags & PRT_FIBER_DETACHED;
-	f->reap = f->parked = f->permit = false;
+	f->reap = false;
+	prt__wait_init(&f->park, f); /* no permit */
 	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
@@ -196,7 +197,7 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 {
 	struct prt_runtime *rt = f->rt;
-	struct prt__waiter *joiner;
+	struct prt__wait *joiner;
 	struct prt__worker *w;
 
 	f->result = result;
@@ -206,7 +207,7 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	joiner = f->joiner;
 	prt__spin_unlock(&f->lock);
 	if (joiner)
-		prt__waiter_wake(joiner);
+		prt__wait_wake(joiner); /* before the off-CPU handover: see join_locked */
 	w = prt__cur_worker();
 	/* release: pairs with the acquire sum in prt_runtime_destroy */
 	atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1, memory_order_release);
@@ -241,39 +242,6 @@ PRT_API void prt_exit(void *result)
 		abort();
 	}
 	fiber_exit(w->curr, result);
-}
-
-/* ---- waiters ------------------------------------------------------------ */
-
-void prt__waiter_wake(struct prt__waiter *wt)
-{
-	struct prt__fiber *f = wt->fiber;
-
-	if (f) {
-		prt__assert(atomic_load_explicit(&f->state, memory_order_relaxed) ==
-			    PRT_FS_BLOCKED);
-		prt__wake(f);
-		return;
-	}
-	/* release: pairs with the acquire in prt__waiter_wait */
-	atomic_store_explicit(&wt->futex, 1, memory_order_release);
-	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
-	/*
-	 * The waiter may see 1 before this wake (a signal ends its FUTEX_WAIT)
-	 * but cannot leave @wt yet: prt_join, its one user, then waits for the
-	 * ending fiber, our caller, to be off its CPU (prt__wait_off_cpu).
-	 */
-	prt__futex_wake(&wt->futex, 1);
-}
-
-void prt__waiter_wait(struct prt__waiter *wt)
-{
-	if (wt->fiber) {
-		prt__schedule_blocked(prt__cur_worker());
-		return;
-	}
-	while (atomic_load_explicit(&wt->futex, memory_order_acquire) == 0)
-		prt__futex_wait(&wt->futex, 0);
 }
 
 /* ---- handles ------------------------------------------------------------ */
@@ -335,8 +303,9 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 /* Join @f, locked with its handle checked; unlocks it. */
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result)
 {
-	struct prt__waiter wt = { .fiber = self };
+	struct prt__wait wt;
 
+	prt__wait_init(&wt, self);
 	if (f->detached || f->joiner) {
 		prt__spin_unlock(&f->lock);
 		return -EINVAL;
@@ -344,12 +313,11 @@ static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **res
 	/* Set even if already dead: a racing join or detach now sees it taken. */
 	f->joiner = &wt;
 	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
-		if (self) {
+		if (self)
 			prt__set_wait(self, PRT_WK_JOIN, f, 0);
-			atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		}
 		prt__spin_unlock(&f->lock);
-		prt__waiter_wait(&wt);
+		/* Woken by fiber_exit, which reads f->joiner under f->lock. */
+		prt__wait_block(&wt, 0);
 	} else {
 		prt__spin_unlock(&f->lock);
 	}
@@ -517,17 +485,8 @@ PRT_API int prt_park(void)
 	if (!w)
 		return -EPERM;
 	self = w->curr;
-	prt__spin_lock(&self->lock);
-	if (self->permit) {
-		self->permit = false;
-		prt__spin_unlock(&self->lock);
-		return 0;
-	}
-	self->parked = true;
 	prt__set_wait(self, PRT_WK_PARK, NULL, 0);
-	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-	prt__spin_unlock(&self->lock);
-	prt__schedule_blocked(w);
+	prt__wait_park(w, &self->park);
 	return 0;
 }
 
@@ -537,13 +496,11 @@ PRT_API int prt_unpark(prt_fiber_t h)
 
 	if (!f)
 		return -ESRCH;
-	if (f->parked) {
-		f->parked = false;
+	if (prt__wait_unpark_locked(&f->park)) {
 		prt__spin_unlock(&f->lock);
 		prt__wake(f);
 		return 0;
 	}
-	f->permit = true;
 	prt__spin_unlock(&f->lock);
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include "platform.h"
 #include "stack.h"
 #include "timer.h"
+#include "wait.h"
 
 struct prt__worker;
 struct prt_runtime;
@@ -31,15 +32,6 @@ enum prt__fstate {
 enum {
 	PRT_FK_FIBER = 0,
 	PRT_FK_IDLE, /* a worker's own thread context (worker.idle) */
-};
-
-/*
- * Something waiting for one event: a fiber (parks the fiber) or a plain
- * thread (sleeps on @futex). Lives on the waiter's stack.
- */
-struct prt__waiter {
-	struct prt__fiber *fiber; /* NULL for a plain thread */
-	atomic_uint futex;        /* plain thread: 0 while waiting, 1 when woken */
 };
 
 /*
@@ -94,13 +86,16 @@ struct prt__fiber {
 	 * it are stale, but dumps still show it, DEAD, with its id.
 	 */
 	atomic_bool kept;
-	/* Protects joiner, detached, reap, parked, permit, wait_cond and cwait. */
+	/*
+	 * Protects joiner, detached, reap, park's state, wait_cond and cwait;
+	 * a fiber goes to sleep (BLOCKED) under it (wait.c).
+	 */
 	prt__spinlock_t lock;
-	struct prt__waiter *joiner;       /* who waits in prt_join; lock */
+	struct prt__wait *joiner;         /* who waits in prt_join; lock */
 	bool detached;                    /* lock */
 	bool reap;                        /* DEAD and detached: free after the switch away; lock */
-	bool parked;                      /* BLOCKED in prt_park; lock */
-	bool permit;                      /* prt_unpark permit; lock */
+	/* prt_park's wait, its state the permit (prt__wait_park); lock */
+	struct prt__wait park;
 	struct prt__fiber *free_next;     /* on a descriptor free list */
 	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
@@ -132,6 +127,8 @@ struct prt__fiber {
 	 * @timer_io, else timer_w->timers); timer_w's rq lock.
 	 */
 	struct prt__timer timer;
+	/* The wait its timer ends (prt__wait_timer_fire); set before arming it. */
+	struct prt__wait *timed_wait;
 	struct prt__worker *timer_w;      /* written by the fiber itself */
 	bool timer_io;                    /* written by the fiber itself */
 	/* epoll backend: the request its local I/O timer ends (its worker's own). */
@@ -178,15 +175,6 @@ static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_ind
 
 /* Entry of every fiber (ctx trampoline target). */
 void prt__fiber_entry(void *from, void *data);
-
-/* Wake a waiter (fiber or thread). The waiter's owner guarantees exclusivity. */
-void prt__waiter_wake(struct prt__waiter *w);
-/*
- * Wait on @w. For a fiber the caller must already have published @w
- * under the lock its waker takes, and set its state to BLOCKED there;
- * for a thread, just sleeps until woken.
- */
-void prt__waiter_wait(struct prt__waiter *w);
 
 /*
  * Call @fn on every descriptor of @rt, free ones included (their state

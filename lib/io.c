@@ -168,7 +168,7 @@ void prt__io_fini(struct prt__worker *w)
 /* A worker has done command @c: the last ack wakes the closer. */
 void prt__io_cmd_ack(struct prt__iocmd *c)
 {
-	struct prt__waitone *done = c->done;
+	struct prt__wait *done = c->done;
 
 	/*
 	 * The closer's stack holds @c: read everything before the last ack.
@@ -177,7 +177,7 @@ void prt__io_cmd_ack(struct prt__iocmd *c)
 	 * wait_cmds').
 	 */
 	if (atomic_fetch_sub_explicit(c->left, 1, memory_order_acq_rel) == 1)
-		prt__waitone_done(done);
+		prt__wait_wake(done);
 }
 
 /* Hand @w's posted commands to its backend. */
@@ -202,12 +202,12 @@ static void post_cmd(struct prt__worker *w, struct prt__worker *v, struct prt__i
 }
 
 /* Run our own commands now, drop our reference on @left, wait for every ack. */
-static void wait_cmds(struct prt__worker *w, atomic_int *left, struct prt__waitone *done)
+static void wait_cmds(struct prt__worker *w, atomic_int *left, struct prt__wait *done)
 {
 	prt__io_service(w, true);
 	/* acq_rel: as prt__io_cmd_ack's; if ours is the last, every worker is done with its command. */
 	if (atomic_fetch_sub_explicit(left, 1, memory_order_acq_rel) != 1)
-		prt__waitone_wait(w, done);
+		prt__wait_block(done, 0);
 }
 
 /*
@@ -219,11 +219,12 @@ static void cancel_fd(struct prt__worker *w, int fd)
 	struct prt_runtime *rt = w->rt;
 	struct prt__iocmd small[8], *cmds = small;
 	size_t sz = sizeof(*cmds) * (size_t)rt->nworkers;
-	struct prt__waitone done = { .f = w->curr };
+	struct prt__wait done;
 	atomic_int left = 1; /* our own reference, dropped below */
 
 	if (rt->nworkers > 8 && !(cmds = prt__alloc(sz)))
 		return; /* no memory: close without cancelling, as close(2) */
+	prt__wait_init(&done, w->curr);
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct prt__worker *v = rt->workers[i];
 		struct prt__iocmd *c = &cmds[i];
@@ -250,11 +251,12 @@ static void cancel_fd(struct prt__worker *w, int fd)
 void prt__io_cancel_reqs(struct prt__worker *w, int n, struct prt__worker *const *v,
 			 const uint64_t *ud)
 {
-	struct prt__waitone done = { .f = w->curr };
+	struct prt__wait done;
 	atomic_int left = n + 1; /* the commands' and ours */
 	struct prt__iocmd c[2];
 
 	prt__assert(n >= 1 && n <= 2);
+	prt__wait_init(&done, w->curr);
 	for (int i = 0; i < n; i++) {
 		c[i] = (struct prt__iocmd){ .fd = -1, .ud = ud[i], .done = &done, .left = &left };
 		post_cmd(w, v[i], &c[i]);
@@ -318,17 +320,11 @@ void prt__io_kick(struct prt__worker *v)
 
 /* ---- parking a fiber on a request ------------------------------------------------ */
 
-/* Park until the worker that holds @r ends it (counted in its inflight). */
+/* Park until the worker that holds @r ends it (counted in its inflight) and wakes r->wait. */
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 {
-	struct prt__fiber *self = w->curr;
-
-	while (!r->done) {
-		/* Only this worker ends @r, at a later scheduling point: no lost wake. */
-		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		prt__schedule_blocked(w);
-		w = prt__cur_worker();
-	}
+	(void)w;
+	prt__wait_block(&r->wait, 0);
 	return r->res;
 }
 

@@ -104,7 +104,7 @@ static int ep_release(struct prt__worker *w, int fd, int res)
 		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 		r->res = res;
 		r->done = true;
-		prt__wake(r->fiber);
+		prt__wait_wake(&r->wait);
 		woken++;
 	}
 	return woken;
@@ -238,14 +238,14 @@ static void io_timer_fire(struct prt__timer *t, void *ctx)
 		return;
 	r->res = -ETIMEDOUT;
 	r->done = true;
-	prt__wake_here_locked(ctx, f);
+	prt__wait_wake_here(&r->wait, ctx);
 }
 
 /* Wait on @w until @fd may be ready for @events; 0 (retry), -ETIMEDOUT, -ECANCELED. */
 static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
-	struct prt__ioreq r = { .fiber = self, .fd = fd, .events = events };
+	struct prt__ioreq r = { .wait.fiber = self, .fd = fd, .events = events };
 	unsigned b = bucket_of(fd);
 	int err;
 

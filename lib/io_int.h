@@ -6,6 +6,7 @@
 #include <proxyrt/io.h>
 
 #include "platform.h"
+#include "wait.h"
 
 struct prt__worker;
 struct prt__fiber;
@@ -19,7 +20,7 @@ struct prt__io_backend;
  * scheduling point that could complete it.
  */
 struct prt__ioreq {
-	struct prt__fiber *fiber;
+	struct prt__wait wait;  /* the fiber's: ended by the worker that reaps @res */
 	int res;
 	int pending;    /* uring: CQEs still to come (op, link timeout) */
 	bool done;
@@ -36,7 +37,7 @@ struct prt__iocmd {
 	struct prt__iocmd *next;
 	int fd;
 	uint64_t ud; /* if not 0: cancel the request with this user_data, not @fd's */
-	struct prt__waitone *done; /* when @left reaches 0 */
+	struct prt__wait *done; /* woken when @left reaches 0 */
 	atomic_int *left;
 };
 

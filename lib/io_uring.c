@@ -215,7 +215,7 @@ static void req_finish(struct prt__worker *w, struct prt__ioreq *r)
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	prt__stat_inc(&w->stats.io_ops, 1);
 	r->done = true;
-	prt__wake(r->fiber);
+	prt__wait_wake(&r->wait);
 }
 
 /* A CQE of request @r (the op's, or its link timeout's): true if @r is done now. */
@@ -378,7 +378,7 @@ static bool ur_kick(struct prt__worker *me, struct prt__worker *v)
 /* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
 static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo)
 {
-	struct prt__ioreq r = { .fiber = w->curr, .pending = 1 };
+	struct prt__ioreq r = { .wait.fiber = w->curr, .pending = 1 };
 	struct __kernel_timespec ts;
 
 	io_uring_sqe_set_data(sqe, &r);

@@ -408,39 +408,11 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 	forget_waiter(m, r);
 	h->ref = ref;
 	h->fiber = r->fiber;
-	h->sleeping = r->sleeping;
-	h->parker = r->parker;
-	h->futex = &r->granted;
+	h->wait = r->sleeping || r->parker ? &r->wait : NULL;
 	h->done = true;
-	/* From here a fiber's record (on its stack) may vanish; a thread's waits for its wake. */
+	/* From here a record that does not sleep (on its fiber's stack) may vanish. */
 	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	return true;
-}
-
-/*
- * Wake the plain thread whose record holds @granted, just handed the
- * mutex (PRT_GRANTED). The thread may see the grant before our
- * FUTEX_WAKE (it polls on a timeout) but returns only once it reads
- * PRT_GRANT_DONE, so the wake never reaches a record that is gone.
- */
-static void thread_grant_wake(atomic_uint *granted)
-{
-	prt__fault_pause(PRT_PAUSE_GRANT_WAKE);
-	prt__futex_wake(granted, 1);
-	/* release: pairs with the acquire in thread_grant_done(); our last access */
-	atomic_store_explicit(granted, PRT_GRANT_DONE, memory_order_release);
-}
-
-/* The thread's side: its record was granted; wait until the granter has left it. */
-static void thread_grant_done(atomic_uint *granted)
-{
-	/* A few instructions of the granter remain (unless the OS preempted it: yield). */
-	for (int i = 0; atomic_load_explicit(granted, memory_order_acquire) != PRT_GRANT_DONE; i++) {
-		if (i < 128)
-			prt__cpu_relax();
-		else
-			sched_yield();
-	}
 }
 
 /*
@@ -458,12 +430,8 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 		prt__stat_inc(&w->stats.handoffs, 1);
 	else if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
-	if (!f) {
-		thread_grant_wake(h->futex);
-	} else if (h->sleeping && h->parker) {
-		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
-	} else if (h->sleeping) {
-		prt__wake(f);
+	if (h->wait) {
+		prt__wait_wake(h->wait); /* asleep, or about to: its wait absorbs an early wake */
 	} else if (!prt__detach_donor(f)) {
 		/* Queued as a donor: runnable now. Send it home if queued away. */
 		prt__migrate_queued(f);
@@ -484,28 +452,13 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
  */
 static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
 {
-	struct prt__fiber *f = h->fiber;
-
 	if (!h->done)
 		return;
 	h->done = false;
 	prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
-	if (!f) {
-		thread_grant_wake(h->futex);
-		return;
-	}
-	if (h->parker) {
-		bool parked;
-
-		prt__spin_lock(&f->lock);
-		parked = f->parked;
-		f->parked = false;
-		prt__spin_unlock(&f->lock);
-		if (!parked)
-			f = NULL; /* it re-checks granted before parking */
-	}
-	if (f)
-		prt__wake_here_locked(w, f);
+	/* Only sleepers: a timeout's dequeue hands a claim on to a sleeping first waiter alone. */
+	prt__assert(h->wait);
+	prt__wait_wake_here(h->wait, w);
 	if (h->ref) {
 		prt__rt_put(h->ref); /* only for a mutex shared with another runtime */
 		h->ref = NULL;
@@ -810,8 +763,9 @@ static int arm_timeout(struct fiber_wait *fw)
  * since we looked: so whoever grants us or times us out comes after we
  * are asleep or queued, and wakes or picks us. With proxy execution we
  * stay queued as a donor (blocked_on set): when picked, the owner runs
- * in our place. Without, we sleep off the run queues (BLOCKED,
- * rec.sleeping) until a handoff or our timer wakes us. Returns with
+ * in our place. Without, we sleep off the run queues (rec.sleeping, on
+ * rec.wait) until a handoff or our timer wakes us; the pick may also put
+ * us to sleep so as a donor (proxy.c, sleep_donor). Returns with
  * wait_lock held again once we run: granted, timed out, or without the
  * lock (released, or the chain changed): the caller looks again.
  */
@@ -821,17 +775,17 @@ static void wait_sleep(struct fiber_wait *fw)
 	if (!fw->proxy) {
 		fw->rec.sleeping = true;
 		prt__set_wait(fw->self, PRT_WK_MUTEX, fw->m, 0);
-		atomic_store_explicit(&fw->self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 	}
 	wait_unlock(fw);
 	if (fw->proxy)
 		prt__schedule_mutex_wait(fw->w);
 	else
-		prt__schedule_blocked(fw->w);
+		prt__wait_block(&fw->rec.wait, 0); /* an early wake ends it at once */
 	fw->w = prt__cur_worker();
 	prt__spin_lock(&fw->m->wait_lock);
-	if (!fw->proxy)
-		fw->rec.sleeping = false; /* woken without the lock: not asleep now */
+	/* Running, without the lock: not asleep now. A new wait for the next sleep. */
+	fw->rec.sleeping = false;
+	prt__wait_init(&fw->rec.wait, fw->self);
 }
 
 /*
@@ -859,7 +813,8 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		.m = m,
 		.w = w,
 		.self = w->curr,
-		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr }, /* prio: acquire_locked */
+		/* prio: acquire_locked */
+		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr, .wait.fiber = w->curr },
 		.deadline = deadline,
 		.proxy = use_proxy(m, w->curr),
 	};
@@ -917,29 +872,6 @@ out:
 }
 
 /*
- * Wait for @rec's grant until CLOCK_MONOTONIC @deadline (0: forever), and
- * for its granter to be done with @rec; false on timeout (not granted).
- */
-static bool thread_wait_granted(atomic_uint *granted, uint64_t deadline)
-{
-	/* acquire: pairs with the release in handoff_locked() */
-	while (!atomic_load_explicit(granted, memory_order_acquire)) {
-		uint64_t now;
-
-		if (!deadline) {
-			prt__futex_wait(granted, 0);
-			continue;
-		}
-		now = prt__now_ns();
-		if (now >= deadline)
-			return false;
-		prt__futex_wait_ns(granted, 0, deadline - now);
-	}
-	thread_grant_done(granted);
-	return true;
-}
-
-/*
  * A plain thread's first look, wait_lock held: 0 if it took the mutex,
  * WAIT_ON if @rec is queued (sleep on rec.granted), else ETIMEDOUT
  * (@deadline passed) or EDEADLK (waiting would close a cycle), not
@@ -979,8 +911,11 @@ static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
 	}
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(NULL, &h);
-	if (!err)
-		thread_grant_done(&rec->granted); /* handed over just as we timed out */
+	if (!err) {
+		/* Handed over just as we timed out: its wake comes (or came, LATE). */
+		prt__wait_rearm(&rec->wait);
+		prt__wait_block(&rec->wait, 0);
+	}
 	return err;
 }
 
@@ -988,6 +923,7 @@ static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
 static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 {
 	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	/* (rec.wait: zeroed, a thread's wait, IDLE) */
 	struct prt__handoff h = { 0 };
 	int err;
 
@@ -998,8 +934,8 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 	handoff_wake(NULL, &h);
 	if (err != WAIT_ON)
 		return err;
-	if (thread_wait_granted(&rec.granted, deadline))
-		return 0;
+	if (!prt__wait_block(&rec.wait, deadline))
+		return 0; /* woken: only a handoff wakes us */
 	return thread_timed_out(m, &rec);
 }
 
@@ -1241,8 +1177,6 @@ int prt__mutex_release_all(struct prt__mutex *m, unsigned *count)
  */
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 {
-	struct prt__fiber *f = r->fiber;
-	atomic_uint *futex = &r->granted;
 	struct prt__handoff h = { 0 };
 
 	prt__spin_lock(&m->wait_lock);
@@ -1253,71 +1187,17 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 		handoff_wake(NULL, &h);
 		return;
 	}
-	/* From here a fiber's record may vanish; a thread's waits for thread_grant_wake. */
 	atomic_store_explicit(&r->granted, PRT_GRANTED, memory_order_release);
 	prt__spin_unlock(&m->wait_lock);
-	if (f)
-		prt__wake_parked(f); /* not parked yet: it re-checks granted first */
-	else
-		thread_grant_wake(futex);
+	/* @r stays until its wait is woken: the waiter returns only then. */
+	prt__wait_wake(&r->wait);
 }
-
-/* Waiting side: sleep until @r was handed the mutex, or until @deadline. */
-int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline)
-{
-	struct prt__fiber *self = r->fiber;
-	struct prt__worker *w;
-	bool armed = false;
-	int err = 0;
-
-	if (!self)
-		return thread_wait_granted(&r->granted, deadline) ? 0 : ETIMEDOUT;
-	for (;;) {
-		prt__spin_lock(&self->lock);
-		if (atomic_load_explicit(&r->granted, memory_order_acquire)) {
-			prt__spin_unlock(&self->lock);
-			break;
-		}
-		prt__spin_unlock(&self->lock);
-		w = prt__cur_worker();
-		if (deadline && !armed) {
-			if (prt__timer_arm(w, deadline, prt__park_timer_fire, false)) {
-				err = ENOMEM;
-				break;
-			}
-			armed = true;
-		}
-		prt__spin_lock(&self->lock);
-		if (atomic_load_explicit(&r->granted, memory_order_acquire)) {
-			prt__spin_unlock(&self->lock);
-			break;
-		}
-		/*
-		 * The timer fires after the deadline and under self->lock: past
-		 * this check it finds us parked.
-		 */
-		if (deadline && prt__now_ns() >= deadline) {
-			prt__spin_unlock(&self->lock);
-			err = ETIMEDOUT;
-			break;
-		}
-		/* Woken by whoever clears parked under self->lock: the grant or the timer. */
-		self->parked = true;
-		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		prt__spin_unlock(&self->lock);
-		prt__schedule_blocked(w);
-	}
-	if (armed)
-		prt__timer_cancel(self);
-	return err;
-}
-
-
 
 /*
  * A timed mutex wait of @f ended by its timer, in @w's heap (w's rq lock
- * held, by w or by an idle worker): end the wait if it still waits.
- * Returns true if @f sleeps and must be queued on @w.
+ * held, by w or by an idle worker): end the wait if it still waits, and
+ * queue @f on @w if it slept. Returns false if the wait went on without
+ * us (granted, or a donor still queued: prt__timed_out_donor).
  */
 static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
@@ -1347,14 +1227,20 @@ static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	dequeue(m, r, &h);
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake_here(w, &h);
-	if (sleeping)
+	if (sleeping) {
+		/* @r (on f's stack) stays: off the list, f sleeps until this wake. */
+		prt__wait_wake_here(&r->wait, w);
 		return true;
+	}
 	/*
 	 * A donor: queued (its pick now finds blocked_on clear and runs it),
 	 * running, or attached to a sleeping owner. The last must be brought
 	 * back: same protocol as a handoff's detach (proxy.c, attach()).
 	 */
-	return prt__unattach(f);
+	if (!prt__unattach(f))
+		return false;
+	prt__wake_here_locked(w, f);
+	return true;
 }
 
 /* The timer of a timed mutex wait (prt__timer_fn); @ctx: the worker whose heap held it. */
@@ -1362,9 +1248,7 @@ static void mutex_timer_fire(struct prt__timer *t, void *ctx)
 {
 	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
 
-	if (mutex_timeout(ctx, f))
-		prt__wake_here_locked(ctx, f);
-	else
+	if (!mutex_timeout(ctx, f))
 		prt__timed_out_donor(ctx, f);
 }
 

@@ -74,15 +74,21 @@ struct prt__mwaiter {
 	/*
 	 * The waiter is off the run queues (BLOCKED): a proxy-off mutex, or
 	 * an owner that cannot be proxied (a thread, or dead). Handoff must
-	 * then wake it. wait_lock.
+	 * then wake it (@wait). wait_lock.
 	 */
 	bool sleeping;
 	/*
-	 * A condvar waiter moved here by signal: it sleeps with the park
-	 * protocol (fiber->parked under fiber->lock, re-checking granted),
-	 * since it may not have parked yet when the mutex is handed to it.
+	 * A condvar waiter moved here by signal: it sleeps on @wait by its
+	 * own protocol (cond.c), and may not be asleep yet when the mutex is
+	 * handed to it; handoff wakes it through @wait.
 	 */
 	bool parker;
+	/*
+	 * What a sleeping waiter (@sleeping or @parker) sleeps on, and what
+	 * its waker (a handoff, its timeout) ends: the wait primitive
+	 * (wait.h). Reset under wait_lock before the waiter sleeps.
+	 */
+	struct prt__wait wait;
 	/*
 	 * Condvar waiters only: PRT_CW_* (cond.c). Who moves the record off
 	 * the condvar, the signaller or the waiter's own timeout, is decided
@@ -94,10 +100,11 @@ struct prt__mwaiter {
 	/* Its timed wait ended (its timer, mutex_timer_fire): taken off the list. wait_lock. */
 	bool timedout;
 	/*
-	 * Non-zero once the mutex was handed to this waiter. A plain
-	 * thread's futex word: PRT_GRANTED, then PRT_GRANT_DONE once the
-	 * granter's FUTEX_WAKE is done, so that the thread, which returns
-	 * only then, never leaves the record under a wake (mutex.c).
+	 * PRT_GRANTED once the mutex was handed to this waiter (release,
+	 * under wait_lock). A waiter that does not sleep (spinning, or a
+	 * queued donor) reads it and goes on; one that sleeps returns only
+	 * once its @wait is woken, so the handoff's wake never reaches a
+	 * record that is gone.
 	 */
 	atomic_uint granted;
 };
@@ -112,7 +119,6 @@ static inline struct prt__mwaiter *prt__mutex_first_waiter(struct prt__mutex *m)
 
 /* struct prt__mwaiter.granted */
 #define PRT_GRANTED 1u
-#define PRT_GRANT_DONE 2u
 
 /* struct prt__mwaiter.cwait */
 enum {
@@ -146,14 +152,14 @@ static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 
 /* What a handoff must wake once wait_lock is dropped. */
 struct prt__handoff {
-	struct prt__fiber *fiber;
-	atomic_uint *futex;
+	struct prt__fiber *fiber;   /* the new owner; NULL for a thread */
+	struct prt__wait *wait;     /* its wait if it sleeps; else a fiber queued as a donor */
 	/*
 	 * The new owner's runtime, if we are outside it: a reference that
 	 * keeps it until the wake is done (runtime.c, "Outside callers").
 	 */
 	struct prt_runtime *ref;
-	bool sleeping, parker, done;
+	bool done;
 };
 
 /* Condvar side of the mutex (mutex.c). */
@@ -162,8 +168,6 @@ int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
 /* The caller now holds a mutex handed to its record (condvar wait): count it. */
 void prt__mutex_held(uintptr_t token);
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
-/* Sleep until granted (0), or until CLOCK_MONOTONIC @deadline (ETIMEDOUT; 0: none). */
-int prt__mutex_wait_granted(struct prt__mwaiter *r, uint64_t deadline);
 /* The caller's token; a thread that never locked gets PRT_MTX_THREAD alone (owns nothing). */
 uintptr_t prt__mutex_self_token(void);
 

@@ -18,7 +18,7 @@ struct job {
 	struct job *next;
 	void *(*fn)(void *);
 	void *arg, *ret;
-	struct prt__waitone done;
+	struct prt__wait done; /* the caller's: woken once @ret is set */
 };
 
 struct prt__offload {
@@ -51,7 +51,7 @@ static void *helper_main(void *arg)
 			o->tail = &o->head;
 		pthread_mutex_unlock(&o->lock);
 		j->ret = j->fn(j->arg);
-		prt__waitone_done(&j->done); /* @j may be gone after this */
+		prt__wait_wake(&j->done); /* @j may be gone after this */
 		pthread_mutex_lock(&o->lock);
 	}
 	pthread_mutex_unlock(&o->lock);
@@ -100,7 +100,7 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 	}
 	if (!(o = pool_of(w->rt)))
 		return -ENOMEM;
-	j.done.f = w->curr;
+	prt__wait_init(&j.done, w->curr);
 	pthread_mutex_lock(&o->lock);
 	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
 		pthread_attr_t a;
@@ -130,9 +130,9 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 	pthread_mutex_unlock(&o->lock);
 	if (err)
 		return -EAGAIN;
-	/* Only the helper's prt__waitone_done wakes us (seq_cst exchange after j.ret). */
+	/* Only the helper's wake ends it (its acq_rel CAS comes after j.ret). */
 	prt__set_wait(w->curr, PRT_WK_OFFLOAD, (const void *)fn, 0);
-	prt__waitone_wait(w, &j.done);
+	prt__wait_block(&j.done, 0);
 	if (result)
 		*result = j.ret;
 	return 0;

@@ -75,6 +75,8 @@ static bool sleep_donor(struct prt__fiber *d)
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
 		d->mwait->sleeping = true;
 		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
+		/* Asleep on its record's wait, as if it had slept there itself: its waker ends it. */
+		prt__wait_slept(&d->mwait->wait);
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		ok = true;
 	}

@@ -199,34 +199,6 @@ void *prt__worker_main(void *arg);
  */
 void prt__wake(struct prt__fiber *f);
 /*
- * Wake @f if it is parked (the park protocol: parked set under f->lock
- * after the waiter's last check); returns 1 if it was woken. If it is
- * not parked yet, it sees its condition met before it parks.
- */
-/*
- * Timer callback (prt__timer_fn) for a fiber that parks until a wake or
- * its deadline (park protocol: whoever clears @parked under its lock
- * wakes it; the fiber checks the deadline under that lock before it
- * parks). @ctx: the worker whose heap held the timer, its rq lock held:
- * the fiber is queued there.
- */
-void prt__park_timer_fire(struct prt__timer *t, void *ctx);
-
-/*
- * Wait once for one event from any thread: the fiber parks (under its
- * lock, as prt_park) unless prt__waitone_done came first.
- */
-struct prt__waitone {
-	atomic_int st; /* 0 pending, 1 fiber parked, 2 done */
-	struct prt__fiber *f;
-};
-
-/* Park the calling fiber until prt__waitone_done(@x), unless it came first. */
-void prt__waitone_wait(struct prt__worker *w, struct prt__waitone *x);
-/* Any thread: the event came; wake the waiter if it parked. */
-void prt__waitone_done(struct prt__waitone *x);
-int prt__wake_parked(struct prt__fiber *f);
-/*
  * worker.c: the worker prt__wake() would queue @f on (the waker's worker
  * if @f may run there, else where it ran, else the nearest allowed);
  * _from: with @cur the caller's worker, if it is one of f->rt's.

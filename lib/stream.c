@@ -23,12 +23,12 @@
  * comes after every CQE with data) and reads the rest with plain recvs,
  * which see the end.
  *
- * Wake protocol (as prt_park): the reader publishes s->waiter under
- * s->lock, then parks under its own lock only if s->waiter still names
- * it; the reaper clears s->waiter under s->lock and then wakes the
- * fiber if parked. The reaper wakes with s->lock held, so the waiter
- * cannot have left (it clears s->waiter under s->lock) and the fiber is
- * the one that waits.
+ * Wake protocol (the wait primitive, wait.h): the reader publishes its
+ * wait in s->waiter under s->lock and sleeps on it; the reaper takes
+ * s->waiter under s->lock and wakes it. The reaper wakes with s->lock
+ * held, and the reader unpublishes under s->lock before it leaves, so
+ * the wait is still there; a wake before the reader sleeps, or after
+ * its timeout, is absorbed by the wait's state.
  */
 #include <errno.h>
 #include <poll.h>
@@ -72,8 +72,8 @@ struct prt_stream {
 	int err;                /* the receive's error, returned once the queue is drained */
 	unsigned nq, off;       /* buffers queued; bytes of the first already read */
 	uint16_t head, tail;
-	_Atomic(struct prt__fiber *) waiter;
-	struct prt__waitone *closed; /* the closer waits for the last CQE of both */
+	struct prt__wait *waiter;    /* the reader's wait; lock */
+	struct prt__wait *closed;    /* the closer waits for the last CQE of both; lock */
 };
 
 /* ---- the worker's provided buffers ----------------------------------------- */
@@ -151,10 +151,13 @@ static void sbuf_put(struct prt__worker *w, uint16_t bid)
 /* A CQE of @s came: wake its reader if it waits; s->lock held. */
 static int wake_reader(struct prt_stream *s)
 {
-	struct prt__fiber *f = atomic_exchange_explicit(&s->waiter, NULL, memory_order_relaxed);
+	struct prt__wait *wt = s->waiter;
 
-	/* s->lock held: @f still waits on us; not parked yet, it sees waiter cleared. */
-	return f ? prt__wake_parked(f) : 0;
+	if (!wt)
+		return 0;
+	s->waiter = NULL;
+	/* s->lock held: the reader cannot leave @wt until it retakes it. */
+	return prt__wait_wake(wt);
 }
 
 /*
@@ -162,7 +165,7 @@ static int wake_reader(struct prt_stream *s)
  * the reader, and the closer if this was the stream's last CQE
  * (@closed). Returns fibers woken.
  */
-static int cqe_done(struct prt__worker *w, struct prt_stream *s, struct prt__waitone *closed)
+static int cqe_done(struct prt__worker *w, struct prt_stream *s, struct prt__wait *closed)
 {
 	int woken;
 
@@ -171,14 +174,14 @@ static int cqe_done(struct prt__worker *w, struct prt_stream *s, struct prt__wai
 	prt__spin_unlock(&s->lock);
 	/* The closer frees @s once woken: nothing of @s after this. */
 	if (closed)
-		prt__waitone_done(closed);
+		prt__wait_wake(closed);
 	return woken;
 }
 
 int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
-	struct prt__waitone *closed = NULL;
+	struct prt__wait *closed = NULL;
 
 	prt__spin_lock(&s->lock);
 	if (flags & IORING_CQE_F_BUFFER) {
@@ -215,7 +218,7 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 
 int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res)
 {
-	struct prt__waitone *closed;
+	struct prt__wait *closed;
 
 	prt__spin_lock(&s->lock);
 	s->watching = false;
@@ -356,48 +359,29 @@ static ssize_t recv_plain(struct prt_stream *s, void *buf, size_t n, uint64_t de
 }
 
 /*
- * Park until a CQE of @s clears s->waiter or @deadline passes; s->lock
- * held on entry and on return. Returns false if the timer could not be
- * armed.
+ * Wait until a CQE of @s wakes us or @deadline passes; s->lock held on
+ * entry and on return. Returns false if the timer could not be armed.
  */
-static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadline, bool *timer)
+static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadline)
 {
-	struct prt__fiber *self = w->curr;
+	struct prt__wait wt;
+	int err;
 
-	atomic_store_explicit(&s->waiter, self, memory_order_relaxed);
+	prt__wait_init(&wt, w->curr);
+	s->waiter = &wt;
+	prt__set_wait(w->curr, PRT_WK_IO, "stream_recv", s->fd);
 	prt__spin_unlock(&s->lock);
-	if (deadline && !*timer) {
-		if (prt__timer_arm(w, deadline, prt__park_timer_fire, false)) {
-			prt__spin_lock(&s->lock);
-			if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self)
-				atomic_store_explicit(&s->waiter, NULL, memory_order_relaxed);
-			return false;
-		}
-		*timer = true;
-	}
-	prt__spin_lock(&self->lock);
-	/* The timer fires under self->lock after the deadline: past this check it finds us parked. */
-	if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self &&
-	    (!deadline || prt__now_ns() < deadline)) {
-		self->parked = true;
-		prt__set_wait(self, PRT_WK_IO, "stream_recv", s->fd);
-		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
-		prt__spin_unlock(&self->lock);
-		prt__schedule_blocked(w);
-	} else {
-		prt__spin_unlock(&self->lock);
-	}
+	err = prt__wait_block(&wt, deadline);
 	prt__spin_lock(&s->lock);
-	if (atomic_load_explicit(&s->waiter, memory_order_relaxed) == self)
-		atomic_store_explicit(&s->waiter, NULL, memory_order_relaxed); /* timer or spurious */
-	return true;
+	if (s->waiter == &wt)
+		s->waiter = NULL; /* timed out, and no CQE took it since */
+	return err != ENOMEM;
 }
 
 PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t timeout_ns)
 {
 	struct prt__worker *w = prt__cur_worker();
 	uint64_t deadline = timeout_ns ? prt__deadline_in(timeout_ns) : 0;
-	bool timer = false;
 	ssize_t r;
 
 	if (!s || (!buf && n))
@@ -453,7 +437,7 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 			r = -ETIMEDOUT;
 			break;
 		}
-		if (!wait_data(s, w, deadline, &timer)) {
+		if (!wait_data(s, w, deadline)) {
 			r = -ENOMEM;
 			break;
 		}
@@ -461,9 +445,6 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 	}
 	s->busy = false;
 	prt__spin_unlock(&s->lock);
-	/* Our own timer: @w may be stale (a plain recv can resume us elsewhere). */
-	if (timer)
-		prt__timer_cancel(prt__cur_worker()->curr);
 	return r;
 }
 
@@ -482,7 +463,7 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 	}
 	s->busy = true;
 	if (s->armed || s->watching) {
-		struct prt__waitone done = { .f = w->curr };
+		struct prt__wait done;
 		uint64_t ud[2], base = (uint64_t)(uintptr_t)s;
 		struct prt__worker *v[2];
 		int k = 0;
@@ -495,13 +476,14 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 			v[k] = s->ew;
 			ud[k++] = base | PRT_IO_TAG_STREAM_END;
 		}
+		prt__wait_init(&done, w->curr);
 		s->closed = &done;
 		prt__spin_unlock(&s->lock);
 		prt__set_wait(w->curr, PRT_WK_IO, "stream_close", s->fd);
 		prt__io_cancel_reqs(w, k, v, ud);
 		w = prt__cur_worker();
 		/* Until the last CQE of both (the cancel's, or an end that came first). */
-		prt__waitone_wait(w, &done);
+		prt__wait_block(&done, 0);
 		prt__spin_lock(&s->lock);
 	}
 	while (s->nq) {
