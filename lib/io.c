@@ -13,6 +13,11 @@
  * it (an async cancel in its ring, or the waiters of its epoll bucket),
  * waits until each is done, then closes. Receive streams cancel their
  * own requests the same way (prt__io_cancel_reqs).
+ *
+ * This file and sched.c call each other, as one concern (a fiber I/O
+ * runtime polls I/O at its scheduling points): every scheduling point
+ * services I/O here, and the I/O calls park their fiber and wake it
+ * through the scheduler (docs/design.md, section 2, "The three pairs").
  */
 #include <poll.h>
 #include <stdio.h>

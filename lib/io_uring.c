@@ -25,6 +25,11 @@
  * prt_close's command is an IORING_OP_ASYNC_CANCEL with
  * IORING_ASYNC_CANCEL_FD | _ALL (or by user_data, for streams), acked
  * when its CQE is reaped.
+ *
+ * This file and stream.c call each other, as one concern (receive
+ * streams are an io_uring feature): the reaper hands a stream's CQEs to
+ * stream.c, which prepares its SQEs on this ring (docs/design.md,
+ * section 2, "The three pairs").
  */
 #include <sys/syscall.h>
 #include <unistd.h>

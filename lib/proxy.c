@@ -26,6 +26,12 @@
  * so cannot unlock meanwhile; an attach checks under the owner's lock
  * that it still sleeps; a migrated donor is re-examined by the pick of
  * the worker it lands on.
+ *
+ * This file and sched.c call each other, as one concern (the pick path):
+ * the pick calls prt__proxy_pick, and what follows a handoff or a
+ * donor's timeout calls back into the scheduler's primitives
+ * (sched_priv.h). The chain walk itself calls nothing in sched.c
+ * (docs/design.md, section 2, "The three pairs").
  */
 #include "mutex_int.h"
 #include "proxy_int.h"
