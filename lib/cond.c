@@ -47,6 +47,7 @@
 #include <sched.h>
 #include <string.h>
 
+#include "cond_int.h"
 #include "mutex_int.h"
 #include "runtime_int.h"
 

@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "arch/ctx.h"
+#include "cond_int.h"
 #include "fault.h"
 #include "mutex_int.h"
 #include "runtime_int.h"

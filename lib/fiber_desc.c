@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "fault.h"
+#include "fiber_desc.h"
 #include "runtime_int.h"
 
 #define PRT_DESC_CHUNK 64

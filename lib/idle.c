@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "idle.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
 #include "switch.h"

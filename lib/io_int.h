@@ -159,22 +159,10 @@ void prt__io_wait(struct prt__worker *w, uint64_t deadline);
 void prt__io_kick(struct prt__worker *v);
 
 /*
- * For stream.c: an SQE of @w's ring (the worker's own thread), with room
- * for @n - 1 more taken with io_uring_get_sqe (nothing is submitted or
- * reaped between them).
- */
-struct io_uring_sqe *prt__io_sqe(struct prt__worker *w, unsigned n);
-/*
  * Have worker @v[i] cancel its request @ud[i], for each i < @n (at most
  * 2); the calling fiber (on @w) waits until every cancel is acked.
  */
 void prt__io_cancel_reqs(struct prt__worker *w, int n, struct prt__worker *const *v,
 			 const uint64_t *ud);
-/* A CQE of stream @s's receive reaped on @w; returns fibers woken. */
-int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags);
-/* The CQE of stream @s's end watch (its one poll) reaped on @w; returns fibers woken. */
-int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res);
-/* Release @w's provided-buffer ring mapping (the ring is gone). */
-void prt__stream_bufs_fini(struct prt__worker *w);
 
 #endif

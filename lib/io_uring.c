@@ -36,7 +36,9 @@
 
 #include "fault.h"
 #include "io_backend.h"
+#include "io_uring_int.h"
 #include "runtime_int.h"
+#include "stream_int.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)

@@ -172,13 +172,6 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
 uintptr_t prt__mutex_self_token(void);
 
 /*
- * Priority changes (prt_fiber_set_priority; cond.c). Re-sort every waiter list
- * @h's fiber is on after its priority changed: the condvar's and the
- * mutex's (with the top-waiter cache), handing a mutex released to its
- * waiters to a new first waiter that sleeps. Context: any thread.
- */
-void prt__waits_reprio(prt_fiber_t h);
-/*
  * Mutex side of it (mutex.c), with @f->lock held: re-sort @f's record
  * on the mutex it waits on, if any; a handoff it makes is left in @h,
  * to wake with prt__handoff_wake() once f->lock is dropped. False if

@@ -6,6 +6,7 @@
  */
 #include <limits.h>
 
+#include "rt_ref.h"
 #include "runtime_int.h"
 
 /*

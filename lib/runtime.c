@@ -10,8 +10,9 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "fault.h"
 #include "dump_signal.h"
+#include "fault.h"
+#include "idle.h"
 #include "offload.h"
 #include "runtime_int.h"
 

@@ -9,6 +9,7 @@
 #include "io_int.h"
 #include "platform.h"
 #include "stack.h"
+#include "worker.h"
 
 /*
  * A worker's run queue: one FIFO per priority level plus a bitmap of the
@@ -180,13 +181,7 @@ static inline int prt__served_prio(struct prt__worker *w)
 }
 
 
-/* The worker running the caller, or NULL on a plain thread (worker.c). */
-struct prt__worker *prt__cur_worker(void);
-/* The calling thread becomes worker @w (NULL: none any more). */
-void prt__set_cur_worker(struct prt__worker *w);
 
-/* Thread entry of a worker. */
-void *prt__worker_main(void *arg);
 
 /*
  * Make @f (BLOCKED, or new) runnable: choose a worker its affinity
@@ -198,13 +193,6 @@ void *prt__worker_main(void *arg);
  * waker.
  */
 void prt__wake(struct prt__fiber *f);
-/*
- * worker.c: the worker prt__wake() would queue @f on (the waker's worker
- * if @f may run there, else where it ran, else the nearest allowed);
- * _from: with @cur the caller's worker, if it is one of f->rt's.
- */
-struct prt__worker *prt__select_worker(struct prt__fiber *f);
-struct prt__worker *prt__select_worker_from(struct prt__fiber *f, struct prt__worker *cur);
 /*
  * Queue @f on @w (allowed there) and wake as needed. Context: a fiber or
  * worker of w's runtime, or an outside caller holding a reference on it

@@ -52,7 +52,9 @@
 #include "alloc.h"
 #include "fault.h"
 #include "io_backend.h"
+#include "io_uring_int.h"
 #include "runtime_int.h"
+#include "stream_int.h"
 
 /* Every field under @lock, except @fd and @rt (set at open). */
 struct prt_stream {

@@ -6,6 +6,7 @@
  * of the scheduler: everything else asks it.
  */
 #include "runtime_int.h"
+#include "worker.h"
 
 /* initial-exec: a plain %fs load, also in the shared library. */
 static __thread struct prt__worker *tls_worker __attribute__((tls_model("initial-exec")));

@@ -125,8 +125,8 @@ static void *busy_owner(void *arg)
 
 static void *timed_waiter(void *arg)
 {
+	uint64_t t0 = prt_now_ns(); /* before the deadline is set: a delay between them cannot make it look early */
 	struct timespec ts = in_ms((long)(intptr_t)arg);
-	uint64_t t0 = prt_now_ns();
 
 	FIBER_CHECK(prt_mutex_timedlock(&t_m, &ts) == ETIMEDOUT);
 	/* Not before the deadline (it is measured on the same clock pair). */
@@ -301,8 +301,8 @@ static atomic_int t_flag;
 
 static void *cond_timeout_fiber(void *arg)
 {
+	uint64_t t0 = prt_now_ns(); /* before the deadline is set (see timed_waiter) */
 	struct timespec ts = in_ms(30);
-	uint64_t t0 = prt_now_ns();
 
 	(void)arg;
 	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);

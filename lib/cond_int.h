@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_COND_INT_H
+#define PRT_COND_INT_H
+
+/* cond.c: what the rest of the runtime calls. */
+
+#include <proxyrt/fiber.h>
+
+/*
+ * Priority changes (prt_fiber_set_priority; cond.c). Re-sort every waiter list
+ * @h's fiber is on after its priority changed: the condvar's and the
+ * mutex's (with the top-waiter cache), handing a mutex released to its
+ * waiters to a new first waiter that sleeps. Context: any thread.
+ */
+void prt__waits_reprio(prt_fiber_t h);
+
+#endif
