@@ -17,7 +17,7 @@
  * This file and sched.c call each other, as one concern (a fiber I/O
  * runtime polls I/O at its scheduling points): every scheduling point
  * services I/O here, and the I/O calls park their fiber and wake it
- * through the scheduler (docs/design.md, section 2, "The three pairs").
+ * through the scheduler (docs/design.md, section 2, "The two pairs").
  */
 #include <poll.h>
 #include <stdio.h>

@@ -43,9 +43,18 @@ struct prt__iocmd {
 
 #define PRT_IO_BUCKETS 256
 
-/* user_data low bits of a receive stream's multishot recv, and of its end watch (stream.c). */
-#define PRT_IO_TAG_STREAM 6u
-#define PRT_IO_TAG_STREAM_END 7u
+/*
+ * A completion handler, for CQEs that are not a parked fiber's request
+ * (a receive stream's multishot recv and end watch: stream.c), as
+ * libuv's uv__io_t carries its callback. The ring's reaper calls @cqe
+ * for each CQE whose user_data is the handler's address |
+ * PRT_IO_TAG_HANDLER, and knows nothing of its user. Returns fibers
+ * woken.
+ */
+struct prt__io_handler {
+	int (*cqe)(struct prt__worker *w, struct prt__io_handler *h, int res, unsigned flags);
+};
+#define PRT_IO_TAG_HANDLER 6u
 
 /*
  * A worker's provided-buffer ring for receive streams (stream.c), set
@@ -95,6 +104,8 @@ struct prt__io {
 	bool ev_armed;        /* a read of @evfd is pending */
 	uint64_t evbuf;
 	struct prt__sbufs sbufs;
+	/* Set by whoever registered @sbufs in the ring (stream.c); the backend calls it once the ring is gone. */
+	void (*sbufs_fini)(struct prt__worker *w);
 	/* epoll (io_epoll.c) */
 	int epfd;
 	bool no_pwait2;       /* epoll_pwait2 said ENOSYS: epoll_wait in ms */

@@ -26,10 +26,10 @@
  * IORING_ASYNC_CANCEL_FD | _ALL (or by user_data, for streams), acked
  * when its CQE is reaped.
  *
- * This file and stream.c call each other, as one concern (receive
- * streams are an io_uring feature): the reaper hands a stream's CQEs to
- * stream.c, which prepares its SQEs on this ring (docs/design.md,
- * section 2, "The three pairs").
+ * Receive streams (stream.c) prepare their SQEs on the ring
+ * (prt__io_sqe) and get their CQEs back through the handler their
+ * user_data names (struct prt__io_handler): this file calls nothing of
+ * theirs.
  */
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -38,7 +38,6 @@
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
-#include "stream_int.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)
@@ -156,7 +155,8 @@ static void ur_thread_start(struct prt__worker *w)
 static void ur_fini(struct prt__worker *w)
 {
 	io_uring_queue_exit(&w->io.ring);
-	prt__stream_bufs_fini(w);
+	if (w->io.sbufs_fini)
+		w->io.sbufs_fini(w);
 }
 
 /* ---- submission and completion -------------------------------------------------- */
@@ -256,10 +256,11 @@ static int reap_one(struct prt__worker *w, const struct io_uring_cqe *cqe)
 		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 		prt__io_cmd_ack(p);
 		return 0;
-	case PRT_IO_TAG_STREAM:
-		return prt__stream_cqe(w, p, cqe->res, cqe->flags);
-	case PRT_IO_TAG_STREAM_END:
-		return prt__stream_end_cqe(w, p, cqe->res);
+	case PRT_IO_TAG_HANDLER: {
+		struct prt__io_handler *h = p;
+
+		return h->cqe(w, h, cqe->res, cqe->flags);
+	}
 	}
 	if (!req_cqe(p, cqe->res, (ud & TAG_MASK) == TAG_LINKTMO))
 		return 0;

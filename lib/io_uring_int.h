@@ -2,7 +2,7 @@
 #ifndef PRT_IO_URING_INT_H
 #define PRT_IO_URING_INT_H
 
-/* io_uring.c: what stream.c uses of the ring (docs/design.md, section 2: the io_uring.c/stream.c pair). */
+/* io_uring.c: what receive streams (stream.c) use of the ring. */
 
 #include <liburing.h>
 

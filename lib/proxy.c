@@ -31,7 +31,7 @@
  * the pick calls prt__proxy_pick, and what follows a handoff or a
  * donor's timeout calls back into the scheduler's primitives
  * (sched_priv.h). The chain walk itself calls nothing in sched.c
- * (docs/design.md, section 2, "The three pairs").
+ * (docs/design.md, section 2, "The two pairs").
  */
 #include "mutex_int.h"
 #include "proxy_int.h"

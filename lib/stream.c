@@ -54,7 +54,6 @@
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
-#include "stream_int.h"
 
 /* Every field under @lock, except @fd and @rt (set at open). */
 struct prt_stream {
@@ -75,12 +74,27 @@ struct prt_stream {
 	unsigned nq, off;       /* buffers queued; bytes of the first already read */
 	uint16_t head, tail;
 	struct prt__wait *waiter;    /* the reader's wait; lock */
+	/* CQEs of the receive and of the end watch come back through these (io_int.h). */
+	struct prt__io_handler recv_h, end_h;
 	struct prt__wait *closed;    /* the closer waits for the last CQE of both; lock */
 };
+
+/* The user_data of the receive's and the end watch's SQEs: their handlers (io_int.h). */
+static uint64_t recv_ud(struct prt_stream *s)
+{
+	return (uint64_t)(uintptr_t)&s->recv_h | PRT_IO_TAG_HANDLER;
+}
+
+static uint64_t end_ud(struct prt_stream *s)
+{
+	return (uint64_t)(uintptr_t)&s->end_h | PRT_IO_TAG_HANDLER;
+}
 
 /* ---- the worker's provided buffers ----------------------------------------- */
 
 /* On @w's thread. 0, or -errno (streams there read plainly for now). */
+static void stream_bufs_fini(struct prt__worker *w);
+
 static int sbufs_setup(struct prt__worker *w)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
@@ -122,10 +136,12 @@ static int sbufs_setup(struct prt__worker *w)
 				      (unsigned short)i, io_uring_buf_ring_mask(PRT_SBUF_N), (int)i);
 	io_uring_buf_ring_advance(b->br, (int)PRT_SBUF_N);
 	b->state = 1;
+	w->io.sbufs_fini = stream_bufs_fini;
 	return 0;
 }
 
-void prt__stream_bufs_fini(struct prt__worker *w)
+/* The ring is gone (the backend's fini, through io.sbufs_fini): unmap its buffers. */
+static void stream_bufs_fini(struct prt__worker *w)
 {
 	struct prt__sbufs *b = &w->io.sbufs;
 
@@ -180,8 +196,10 @@ static int cqe_done(struct prt__worker *w, struct prt_stream *s, struct prt__wai
 	return woken;
 }
 
-int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsigned flags)
+/* A CQE of @h, a stream's receive, reaped on @w; returns fibers woken. */
+static int stream_cqe(struct prt__worker *w, struct prt__io_handler *h, int res, unsigned flags)
 {
+	struct prt_stream *s = prt__container_of(h, struct prt_stream, recv_h);
 	struct prt__sbufs *b = &w->io.sbufs;
 	struct prt__wait *closed = NULL;
 
@@ -218,10 +236,13 @@ int prt__stream_cqe(struct prt__worker *w, struct prt_stream *s, int res, unsign
 	return cqe_done(w, s, closed);
 }
 
-int prt__stream_end_cqe(struct prt__worker *w, struct prt_stream *s, int res)
+/* The CQE of @h, a stream's end watch (its one poll), reaped on @w; returns fibers woken. */
+static int stream_end_cqe(struct prt__worker *w, struct prt__io_handler *h, int res, unsigned flags)
 {
+	struct prt_stream *s = prt__container_of(h, struct prt_stream, end_h);
 	struct prt__wait *closed;
 
+	(void)flags;
 	prt__spin_lock(&s->lock);
 	s->watching = false;
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
@@ -257,6 +278,8 @@ PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
 	s->fd = fd;
 	s->rt = w->rt;
 	s->plain = !w->io.ops->multishot_recv;
+	s->recv_h.cqe = stream_cqe;
+	s->end_h.cqe = stream_end_cqe;
 	*sp = s;
 	return 0;
 }
@@ -299,7 +322,6 @@ static size_t copy_out(struct prt_stream *s, char *buf, size_t n)
  */
 static void arm(struct prt_stream *s, struct prt__worker *w)
 {
-	uint64_t ud = (uint64_t)(uintptr_t)s;
 	bool watch = !s->watching;
 	struct io_uring_sqe *sqe;
 
@@ -317,11 +339,11 @@ static void arm(struct prt_stream *s, struct prt__worker *w)
 	sqe->ioprio |= IORING_RECV_MULTISHOT;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = PRT_SBUF_BGID;
-	io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM);
+	io_uring_sqe_set_data64(sqe, recv_ud(s));
 	if (watch) {
 		sqe = io_uring_get_sqe(&w->io.ring); /* room reserved above */
 		io_uring_prep_poll_add(sqe, prt__fault(PRT_FAULT_WATCH) ? -1 : s->fd, POLLRDHUP);
-		io_uring_sqe_set_data64(sqe, ud | PRT_IO_TAG_STREAM_END);
+		io_uring_sqe_set_data64(sqe, end_ud(s));
 	}
 	prt__spin_lock(&s->lock);
 }
@@ -334,7 +356,7 @@ static void arm(struct prt_stream *s, struct prt__worker *w)
 static void stop_recv(struct prt_stream *s, struct prt__worker *w)
 {
 	struct prt__worker *aw = s->aw;
-	uint64_t ud = (uint64_t)(uintptr_t)s | PRT_IO_TAG_STREAM;
+	uint64_t ud = recv_ud(s);
 
 	s->stopping = true;
 	prt__spin_unlock(&s->lock);
@@ -466,17 +488,17 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 	s->busy = true;
 	if (s->armed || s->watching) {
 		struct prt__wait done;
-		uint64_t ud[2], base = (uint64_t)(uintptr_t)s;
+		uint64_t ud[2];
 		struct prt__worker *v[2];
 		int k = 0;
 
 		if (s->armed) {
 			v[k] = s->aw;
-			ud[k++] = base | PRT_IO_TAG_STREAM;
+			ud[k++] = recv_ud(s);
 		}
 		if (s->watching) {
 			v[k] = s->ew;
-			ud[k++] = base | PRT_IO_TAG_STREAM_END;
+			ud[k++] = end_ud(s);
 		}
 		prt__wait_init(&done, w->curr);
 		s->closed = &done;
