@@ -48,8 +48,11 @@
 #include <string.h>
 
 #include "cond_int.h"
+#include "fiber_desc.h"
 #include "mutex_int.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 struct prt__cond {
 	prt__spinlock_t lock;

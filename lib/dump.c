@@ -24,7 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fiber_desc.h"
 #include "mutex_int.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
 
 /* Links of a chain printed before giving up (as the pick path's cap). */

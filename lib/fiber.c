@@ -11,9 +11,13 @@
 #include "arch/ctx.h"
 #include "cond_int.h"
 #include "fault.h"
+#include "fiber_desc.h"
 #include "mutex_int.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
 #include "switch.h"
+#include "wait.h"
+#include "worker.h"
 
 /* ---- affinity ----------------------------------------------------------- */
 

@@ -24,6 +24,7 @@
 #include "fault.h"
 #include "fiber_desc.h"
 #include "runtime_int.h"
+#include "worker.h"
 
 #define PRT_DESC_CHUNK 64
 /*

@@ -6,7 +6,7 @@
 #include "platform.h"
 #include "stack.h"
 #include "timer.h"
-#include "wait.h"
+#include "wait_types.h"
 
 struct prt__worker;
 struct prt_runtime;
@@ -176,7 +176,5 @@ static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_ind
 /* Entry of every fiber (ctx trampoline target). */
 void prt__fiber_entry(void *from, void *data);
 
-
-#include "fiber_desc.h"
 
 #endif

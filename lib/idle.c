@@ -17,6 +17,7 @@
 #include "runtime_int.h"
 #include "sched_priv.h"
 #include "switch.h"
+#include "worker.h"
 
 /* How long an idle worker looks for work before it sleeps. */
 #define PRT_SPIN_NS 50000L

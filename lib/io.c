@@ -32,7 +32,10 @@
 #include "alloc.h"
 #include "fault.h"
 #include "io_backend.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 /* ---- runtime set-up: choose the backend ---------------------------------- */
 

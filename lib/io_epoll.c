@@ -20,6 +20,8 @@
 
 #include "io_backend.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 #define EV_TAG UINT64_MAX /* epoll data of the worker's eventfd */
 

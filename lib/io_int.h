@@ -6,7 +6,7 @@
 #include <proxyrt/io.h>
 
 #include "platform.h"
-#include "wait.h"
+#include "wait_types.h"
 
 struct prt__worker;
 struct prt__fiber;

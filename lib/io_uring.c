@@ -38,6 +38,7 @@
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
+#include "wait.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)

@@ -36,7 +36,10 @@
 #include "fault.h"
 #include "mutex_int.h"
 #include "proxy_int.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 /* Most polls of an optimistic spin (a pause each: a few microseconds in all). */
 #define PRT_MTX_SPIN 512

@@ -13,6 +13,8 @@
 #include "fault.h"
 #include "offload.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 struct job {
 	struct job *next;

@@ -37,6 +37,7 @@
 #include "proxy_int.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
+#include "worker.h"
 
 /* Longest owner chain followed; past it the donor runs and retries. */
 #define PRT_CHAIN_MAX 64

@@ -8,6 +8,7 @@
 
 #include "rt_ref.h"
 #include "runtime_int.h"
+#include "worker.h"
 
 /*
  * Design note (process-wide state). The list of live runtimes: the one

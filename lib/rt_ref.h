@@ -2,12 +2,12 @@
 #ifndef PRT_RT_REF_H
 #define PRT_RT_REF_H
 
-/* rt_ref.c: the live-runtime list and outside callers' references. Included by runtime_int.h once struct prt_runtime is complete (prt__rt_pin reads it). */
+/* rt_ref.c: the live-runtime list and outside callers' references. */
 
 #include <stdbool.h>
 
 #include "platform.h"
-#include "runtime_int.h" /* struct prt_runtime (it includes us after defining it) */
+#include "runtime_int.h" /* struct prt_runtime: prt__rt_pin reads it */
 
 /*
  * Outside callers (runtime.c, "Outside callers"): a plain thread or a

@@ -12,9 +12,12 @@
 #include "alloc.h"
 #include "dump_signal.h"
 #include "fault.h"
+#include "fiber_desc.h"
 #include "idle.h"
 #include "offload.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
+#include "worker.h"
 
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 {

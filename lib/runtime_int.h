@@ -78,8 +78,6 @@ struct prt_runtime {
 };
 
 
-#include "rt_ref.h"
-
 static inline struct prt__worker *prt__worker_of(struct prt_runtime *rt, struct prt__worker *w)
 {
 	return (w && w->rt == rt) ? w : NULL;

@@ -78,12 +78,14 @@
 #include <time.h>
 
 #include "alloc.h"
-
 #include "fault.h"
 #include "proxy_int.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
 #include "switch.h"
+#include "worker.h"
+
 
 
 void prt__worker_sched_init(struct prt__worker *w)

@@ -9,7 +9,6 @@
 #include "io_int.h"
 #include "platform.h"
 #include "stack.h"
-#include "worker.h"
 
 /*
  * A worker's run queue: one FIFO per priority level plus a bitmap of the

@@ -33,6 +33,7 @@
 
 #include "runtime_int.h"
 #include "signal_int.h"
+#include "worker.h"
 
 /* Alternate signal stack of each worker thread. */
 #define PRT_SIGSTACK_SIZE (64u * 1024u)

@@ -54,6 +54,8 @@
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
+#include "wait.h"
+#include "worker.h"
 
 /* Every field under @lock, except @fd and @rt (set at open). */
 struct prt_stream {

@@ -4,8 +4,10 @@
  */
 #include <sched.h>
 
+#include "fiber_desc.h"
 #include "signal_int.h"
 #include "switch.h"
+#include "worker.h"
 
 prt__cold void prt__wait_off_cpu(struct prt__fiber *f)
 {

@@ -28,6 +28,7 @@
 #include "fault.h"
 #include "sched_int.h"
 #include "wait.h"
+#include "worker.h"
 
 /*
  * Move @wt from IDLE or SLEEPING to @end (WOKEN or TIMEDOUT); a wake

@@ -37,39 +37,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "platform.h"
+#include "wait_types.h"
 
-struct prt__fiber;
 struct prt__timer;
 struct prt__worker;
-
-/* prt__wait.state */
-enum {
-	PRT_WAIT_IDLE = 0, /* set up; the waiter is not asleep (yet) */
-	PRT_WAIT_SLEEPING, /* a fiber waiter is BLOCKED in prt__wait_block() */
-	PRT_WAIT_WOKEN,    /* a wake ended the wait */
-	PRT_WAIT_TIMEDOUT, /* the deadline (or no memory for the timer) ended it */
-	PRT_WAIT_LATE,     /* TIMEDOUT, then a wake came: kept for prt__wait_rearm() */
-};
-/* Or'ed into a thread waiter's state by its waker once it is done with the record. */
-#define PRT_WAIT_LEFT 8u
-#define PRT_WAIT_MASK 7u
-
-struct prt__wait {
-	/*
-	 * PRT_WAIT_*: changed by compare-and-swap (acq_rel), which is what
-	 * makes one of waker, timer and sleeper win; a thread's futex word.
-	 */
-	atomic_uint state;
-	struct prt__fiber *fiber; /* the waiter; NULL for a plain thread */
-};
-
-/* Set up @wt for a wait by @self (the calling fiber, or NULL for a plain thread). */
-static inline void prt__wait_init(struct prt__wait *wt, struct prt__fiber *self)
-{
-	atomic_store_explicit(&wt->state, PRT_WAIT_IDLE, memory_order_relaxed);
-	wt->fiber = self;
-}
 
 /*
  * Wait until @wt is woken, or until CLOCK_MONOTONIC reaches @deadline
@@ -103,18 +74,6 @@ bool prt__wait_wake_here(struct prt__wait *wt, struct prt__worker *w);
  * the wait the fiber's timer is armed for (prt__fiber.timed_wait).
  */
 void prt__wait_timer_fire(struct prt__timer *t, void *ctx);
-
-/*
- * For a fiber put to sleep by someone else while it is not running (the
- * pick's sleep_donor, proxy.c), under the lock its waker takes before
- * it can find @wt: mark @wt SLEEPING, so the wake queues the fiber.
- */
-static inline void prt__wait_slept(struct prt__wait *wt)
-{
-	prt__assert(atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE);
-	/* relaxed: published by that lock's release */
-	atomic_store_explicit(&wt->state, PRT_WAIT_SLEEPING, memory_order_relaxed);
-}
 
 /*
  * prt_park / prt_unpark: a fiber's own @wt used as a permit (as Java's

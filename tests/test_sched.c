@@ -8,7 +8,9 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "test_common.h"
+#include "worker.h"
 #include "runtime_int.h" /* internal: worker sleeping flags */
 
 /* ---- idle workers take work (stealing) ---- */
@@ -856,7 +858,6 @@ static void test_wc_handed_donor_some_workers(void **state)
  * timer armed, until the other worker has fired it.
  */
 #if PRT_FAULT_INJECTION
-#include "fault.h"
 
 static struct {
 	prt_mutex_t m;

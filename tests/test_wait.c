@@ -13,8 +13,9 @@
 #include <stdlib.h>
 
 #include "test_common.h"
+#include "worker.h"
 #include "deadline.h" /* internal: prt__now_ns */
-#include "wait.h"     /* internal: the primitive under test */
+#include "wait.h" /* internal: the primitive under test */
 #include "sched_int.h" /* internal: the current worker and fiber */
 
 #define ROUNDS 2000
