@@ -18,7 +18,8 @@
 #include "wait.h" /* internal: the primitive under test */
 #include "sched_int.h" /* internal: the current worker and fiber */
 
-#define ROUNDS 2000
+/* Racing rounds (fewer under valgrind, which runs one thread at a time). */
+static int ROUNDS = 2000, FEW = 300;
 
 /* ---- plain threads ------------------------------------------------------- */
 
@@ -186,7 +187,7 @@ static void test_fiber_woken(void **state)
 	prt_runtime_t *rt = test_rt(2);
 
 	(void)state;
-	for (int i = 0; i < 300; i++) {
+	for (int i = 0; i < FEW; i++) {
 		struct fwait x = { 0 };
 		prt_fiber_t a, b;
 		pthread_t t;
@@ -288,7 +289,7 @@ static void test_park_two_unparks(void **state)
 	prt_runtime_t *rt = test_rt(1);
 
 	(void)state;
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < FEW; i++) {
 		atomic_int parked = 0;
 		prt_fiber_t f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, park_twice, &parked);
 		struct prt__fiber *d = (struct prt__fiber *)f.p;
@@ -323,5 +324,7 @@ int main(void)
 	};
 
 	srand(1);
+	if (test_under_valgrind())
+		ROUNDS = 200, FEW = 40;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
