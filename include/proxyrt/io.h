@@ -33,6 +33,20 @@
  * MAX_RW_COUNT, the cap read(2) and write(2) apply); a larger @n is a
  * short transfer, as with the syscalls, on either backend.
  *
+ * Broken connections: no call here raises SIGPIPE on a socket. Writing
+ * to a socket that can no longer send (peer gone, or shut down for
+ * writing) returns -EPIPE (or -ECONNRESET), whatever SIGPIPE's
+ * disposition: prt_send() always adds MSG_NOSIGNAL; prt_write() and
+ * prt_writev() (so also prt_write_all()) on a plain thread send with
+ * MSG_NOSIGNAL when the fd is a socket (one extra failing call, send's
+ * ENOTSOCK, for other fds); and worker threads block SIGPIPE, which
+ * io_uring's IORING_OP_WRITE, having no flags, needs. So on a fiber
+ * even a pipe whose reader has gone gives -EPIPE, and so does a plain
+ * write(2) a fiber makes itself; a SIGPIPE handler never runs on a
+ * worker. On a plain thread a pipe behaves as write(2): SIGPIPE unless
+ * the program ignores or blocks it. prt_runtime_dump() to a socket
+ * follows the same rule.
+ *
  * Closing: prt_close() cancels the operations other fibers have pending
  * on the fd through these calls; they return -ECANCELED. (A plain
  * close(2) does not: a pending read on a socket keeps the file open.)
