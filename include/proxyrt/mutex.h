@@ -154,6 +154,26 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
 PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
 
 /*
+ * As prt_mutex_timedlock, but give up @timeout_ns nanoseconds after the
+ * call, measured on CLOCK_MONOTONIC (the clock of prt_sleep_until and
+ * prt_now_ns, which wall-clock changes do not move): returns ETIMEDOUT
+ * then, having left the waiter list. No pthreads counterpart; the
+ * closest is pthread_mutex_clocklock with CLOCK_MONOTONIC and an
+ * absolute time. A free mutex is taken whatever @timeout_ns. 0 never
+ * sleeps or queues (as prt_mutex_trylock, apart from the brief spin any
+ * lock makes while the owner runs on another CPU), but a mutex held by
+ * another gives ETIMEDOUT rather than EBUSY, and one the caller holds
+ * EDEADLK, as prt_mutex_timedlock with a deadline past. A timeout so long that now + @timeout_ns passes 2^64 ns
+ * saturates: it never expires (UINT64_MAX means "for ever"), it never
+ * wraps into the past. Returns 0, ETIMEDOUT, EDEADLK, EAGAIN, EINVAL
+ * (NULL @m), ENOMEM (no timer memory, or as prt_mutex_lock): positive
+ * values, as the other mutex calls.
+ * Context: a fiber (a scheduling point when it waits) or a plain thread
+ * (sleeps on a futex).
+ */
+PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *m, uint64_t timeout_ns);
+
+/*
  * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
  * every type: the check is free; also when its owner ended holding it). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
