@@ -67,7 +67,8 @@ PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
  * The caller keeps running.
  *
  * Returns 0 and sets *@out (which may be NULL for a detached fiber), or:
- * -EINVAL for a NULL or destroyed @rt, a NULL @fn, a priority out of range, a stack size
+ * -EINVAL for a NULL or destroyed @rt, a NULL @fn, an @attr not set up
+ * by prt_fiber_attr_init or with unknown flags, a priority out of range, a stack size
  * below PRT_STACK_SIZE_MIN, an affinity that names no worker or names
  * an index >= the number of workers, or a NULL @out for a joinable
  * fiber; -ENOMEM (memory or mappings exhausted); -ESHUTDOWN if @rt is
@@ -156,7 +157,7 @@ PRT_API int prt_fiber_get_priority(prt_fiber_t f);
  * Restrict @f to the workers in @set. A queued fiber on a worker outside
  * the set moves to one inside it; a running fiber moves at its next
  * scheduling point, or at once if it is the caller (the call is then a
- * scheduling point). Returns 0, -EINVAL if @set names no worker or an
+ * scheduling point). Returns 0, -EINVAL if @set is NULL, names no worker or an
  * index >= the number of workers, -ESRCH if stale.
  * Context: any thread; switches only when @f is the caller and must move.
  */

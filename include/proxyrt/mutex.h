@@ -113,8 +113,9 @@ PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *attr, int *proxy);
 PRT_API int prt_mutex_init(prt_mutex_t *m, const prt_mutexattr_t *attr);
 
 /*
- * Destroy @m. Returns 0, or EBUSY if it is locked or has waiters (it is
- * then left as it was). Context: any thread, never switches.
+ * Destroy @m. Returns 0, EBUSY if it is locked or has waiters (it is
+ * then left as it was), EINVAL for NULL. Context: any thread, never
+ * switches.
  */
 PRT_API int prt_mutex_destroy(prt_mutex_t *m);
 
@@ -174,8 +175,9 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
 PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *m, uint64_t timeout_ns);
 
 /*
- * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
- * every type: the check is free; also when its owner ended holding it). A waiter, if any, becomes the owner;
+ * Unlock @m. Returns 0, EINVAL for NULL, or EPERM if the caller does
+ * not hold it (for every type: the check is free; also when its owner
+ * ended holding it). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
  * worker, the caller yields to it at once.
  * Context: a fiber (may switch, see above) or a plain thread.
@@ -231,7 +233,9 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
  * @abstime (NULL, tv_nsec outside [0, 1e9)), without waiting; a time
  * already past times out and one too far to represent never does, as
  * for prt_mutex_timedlock. ENOMEM (no timer memory), also with @m held
- * again.
+ * again. EDEADLK if, after the timeout, taking @m back would close a
+ * cycle of owners and waiters (see prt_mutex_lock): @m is then not held.
+ * Also EPERM and EINVAL as prt_cond_wait.
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);
