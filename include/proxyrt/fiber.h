@@ -10,6 +10,23 @@ PRT_EXTERN_C_BEGIN
 /*
  * Priorities: PRT_PRIO_LEVELS fixed levels, higher runs first; FIFO
  * within a level.
+ *
+ * Strict priority: at each scheduling point a worker runs the
+ * highest-priority fiber of its run queue, so a lower level runs only
+ * when no higher level is runnable on that worker. There is no aging
+ * and no time slice (as SCHED_FIFO between Linux real-time threads),
+ * and fibers are cooperative: a running fiber keeps its worker until
+ * its next scheduling point, and prt_yield() lets only the same or
+ * higher levels run. Idle workers steal queued fibers, highest first.
+ * A lower-level fiber therefore starves while higher-level fibers stay
+ * runnable on its worker. What to do about it (the README's
+ * "Scheduling" says more): give work that must progress the same level
+ * as the busy work; have busy fibers wait (I/O, condvar, sleep) rather
+ * than only yield; raise a starved fiber's priority for a while with
+ * prt_fiber_set_priority(); keep it on a worker of its own by affinity;
+ * or run the work through prt_offload() or on a plain thread. A mutex
+ * owner that a higher fiber waits for runs at the waiter's priority
+ * (proxy execution, proxyrt/mutex.h), so holding a lock never starves.
  */
 #define PRT_PRIO_LEVELS 32
 #define PRT_PRIO_MIN 0
@@ -48,7 +65,7 @@ enum {
 typedef struct prt_fiber_attr {
 	unsigned size;      /* sizeof(prt_fiber_attr_t); set by _init */
 	unsigned flags;     /* PRT_FIBER_* */
-	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT */
+	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT; strict (above) */
 	size_t stack_size;  /* bytes, rounded up to pages; 0 = the runtime's default; too big to map: -ENOMEM */
 	const char *name;   /* copied; NULL = no name */
 	/* Workers the fiber may run on; used only if has_affinity is set. */
@@ -140,7 +157,9 @@ PRT_API uint64_t prt_fiber_id(prt_fiber_t f);
 PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
 
 /*
- * Set @f's priority. A queued fiber moves to the tail of its new level;
+ * Set @f's priority (strict: see "Priorities" above; raising a starved
+ * fiber's priority for a while is the way to age it). A queued fiber
+ * moves to the tail of its new level;
  * a running one keeps running until its next scheduling point. One
  * waiting on a mutex or condvar also moves to the tail of its new level
  * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
