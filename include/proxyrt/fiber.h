@@ -26,7 +26,8 @@ PRT_EXTERN_C_BEGIN
  * prt_fiber_set_priority(); keep it on a worker of its own by affinity;
  * or run the work through prt_offload() or on a plain thread. A mutex
  * owner that a higher fiber waits for runs at the waiter's priority
- * (proxy execution, proxyrt/mutex.h), so holding a lock never starves.
+ * (proxy execution, proxyrt/mutex.h): the waiter is not held up by the
+ * levels between them.
  */
 #define PRT_PRIO_LEVELS 32
 #define PRT_PRIO_MIN 0
