@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fiber_desc.h"
@@ -44,8 +45,11 @@ static void out_flush(struct out *o)
 	size_t off = 0;
 
 	while (off < o->n && !o->err) {
-		ssize_t k = write(o->fd, o->buf + off, o->n - off);
+		/* On a socket without SIGPIPE, from any thread (as prt_write: io.c) */
+		ssize_t k = send(o->fd, o->buf + off, o->n - off, MSG_NOSIGNAL);
 
+		if (k < 0 && errno == ENOTSOCK)
+			k = write(o->fd, o->buf + off, o->n - off);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)

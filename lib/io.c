@@ -20,6 +20,7 @@
  * through the scheduler (docs/design.md, section 2, "The two pairs").
  */
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,9 +154,23 @@ int prt__io_init(struct prt__worker *w)
 	return err;
 }
 
-/* On the worker thread, before its first submission. */
+/*
+ * On the worker thread, before its first submission. The worker blocks
+ * SIGPIPE for good: a write to a socket (or pipe) that can no longer
+ * send then fails with EPIPE instead of killing the process, whether
+ * the kernel runs it in this thread (write(2), an io_uring request
+ * issued or retried here) or in an io_uring helper thread (those block
+ * every signal). IORING_OP_WRITE has no flags to say MSG_NOSIGNAL with.
+ * The signal stays pending on the worker, harmless while blocked, and
+ * is discarded when the thread ends.
+ */
 void prt__io_thread_start(struct prt__worker *w)
 {
+	sigset_t pipe;
+
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, NULL);
 	w->io.ops->thread_start(w);
 }
 
@@ -407,6 +422,28 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 	}
 }
 
+/*
+ * write(2) or writev(2) on a plain thread, whose signal mask is the
+ * caller's: tried first as send(2)/sendmsg(2) with MSG_NOSIGNAL, which
+ * is the same call on a socket (its SIGPIPE aside; SOCK_SEQPACKET's
+ * implied MSG_EOR matters only to SCTP's explicit-EOR mode) and fails
+ * with ENOTSOCK on any other fd, which then gets the syscall itself.
+ * Sockets pay nothing; other fds one failed call.
+ */
+long prt__io_write_nosigpipe(const struct prt__ioargs *a)
+{
+	struct msghdr mh = { .msg_iov = (struct iovec *)a->iov, .msg_iovlen = (size_t)a->iovcnt };
+	long n;
+
+	if (a->op == PRT_OP_WRITEV && a->iovcnt > IOV_MAX)
+		return prt__io_sys(a, false); /* writev's EINVAL, not sendmsg's EMSGSIZE */
+	n = a->op == PRT_OP_WRITE ? send(a->fd, a->buf, a->n, MSG_NOSIGNAL)
+				  : sendmsg(a->fd, &mh, MSG_NOSIGNAL);
+	if (n >= 0)
+		return n;
+	return errno == ENOTSOCK ? prt__io_sys(a, false) : -errno;
+}
+
 /* The call on a plain thread: poll(2) first for a timeout, then the syscall. */
 static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 {
@@ -416,6 +453,8 @@ static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 		if (r < 0)
 			return r;
 	}
+	if (a->op == PRT_OP_WRITE || a->op == PRT_OP_WRITEV)
+		return prt__io_write_nosigpipe(a);
 	return prt__io_sys(a, false);
 }
 
@@ -476,7 +515,9 @@ PRT_API ssize_t prt_recv_timeout(int fd, void *buf, size_t n, int flags, uint64_
 
 PRT_API ssize_t prt_send_timeout(int fd, const void *buf, size_t n, int flags, uint64_t tmo)
 {
-	struct prt__ioargs a = { .op = PRT_OP_SEND, .fd = fd, .buf = (void *)buf, .n = n, .flags = flags };
+	/* MSG_NOSIGNAL: a broken connection is -EPIPE, never SIGPIPE (plain threads too). */
+	struct prt__ioargs a = { .op = PRT_OP_SEND, .fd = fd, .buf = (void *)buf, .n = n,
+				 .flags = flags | MSG_NOSIGNAL };
 
 	return run_op(&a, tmo);
 }

@@ -104,6 +104,8 @@ void prt__io_cmd_ack(struct prt__iocmd *c);
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r);
 /* The syscall of @a itself, without blocking if @nb; -errno on failure. */
 long prt__io_sys(const struct prt__ioargs *a, bool nb);
+/* A write or writev (@a) without SIGPIPE on any thread: a socket gets MSG_NOSIGNAL. */
+long prt__io_write_nosigpipe(const struct prt__ioargs *a);
 
 /* Does @op wait for the fd to be writable (else readable)? */
 static inline bool prt__io_is_write(enum prt__io_opcode op)

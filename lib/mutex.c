@@ -1017,6 +1017,28 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 	return lock_slow(m, w, me.tok, deadline);
 }
 
+PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
+{
+	struct prt__mutex *m = prt__mutex_of(um);
+	struct prt__worker *w;
+	struct owner me;
+	uintptr_t zero = 0;
+
+	if (!um)
+		return EINVAL;
+	prt__check_live(m->dbg, "prt_mutex_timedlock_ns", um);
+	w = prt__cur_worker();
+	if (!owner_self(w, &me))
+		return ENOMEM;
+	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
+						    memory_order_relaxed)) {
+		held_add(me.nheld, 1);
+		return 0;
+	}
+	/* Saturates at PRT_NEVER; never 0 (no deadline), the clock being past boot. */
+	return lock_slow(m, w, me.tok, prt__deadline_in(timeout_ns));
+}
+
 static int self_prio(struct prt__worker *w)
 {
 	return w ? atomic_load_explicit(&w->curr->prio, memory_order_relaxed) : PRT_PRIO_DEFAULT;

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Install the build into a scratch prefix, then build tests/consumer.c
-# against the installed headers and pkg-config file only, as C (shared
-# and static) and as C++, and run each. Args: source root, build dir.
+# Install the build with `meson install --destdir` into a scratch
+# directory, then build tests/consumer.c against the installed headers
+# and pkg-config file only, and run each program:
+#   - shared, as C and as C++: pkg-config --cflags --libs proxyrt;
+#   - static: libproxyrt.a with pkg-config --static --libs proxyrt (the
+#     private dependencies' own private libraries too: hwloc's -ludev
+#     needs Debian's libudev-dev), system libraries shared;
+#   - static proxyrt with only its direct dependencies, shared.
+# The staged tree is read through PKG_CONFIG_SYSROOT_DIR, the standard
+# way to use a .pc file installed under a destdir: its prefix stays the
+# real one (here $prefix), and pkg-config puts the sysroot in front of
+# every -I and -L path. Args: source root, build dir.
 set -euo pipefail
 src=$1 build=$2
 opt() {
 	meson introspect "$build" --buildoptions |
 		python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]==sys.argv[1]][0])' "$1"
+}
+fail() {
+	echo "install check: $*" >&2
+	exit 1
 }
 # A sanitized library needs a sanitized consumer: this check is for plain builds.
 if [ "$(opt b_sanitize)" != none ]; then
@@ -18,13 +31,22 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 meson install -C "$build" --no-rebuild --destdir "$tmp" >/dev/null
 prefix=$(opt prefix)
-pcdir=$(dirname "$(find "$tmp" -name proxyrt.pc | head -n1)")
-export PKG_CONFIG_SYSROOT_DIR=$tmp PKG_CONFIG_PATH=$pcdir
+pc=$(find "$tmp" -name proxyrt.pc | head -n1)
+[ -n "$pc" ] || fail "no proxyrt.pc under the destdir"
+# The .pc names the real prefix, not the staging directory.
+grep -qx "prefix=$prefix" "$pc" || fail "$pc: prefix is not $prefix: $(grep '^prefix=' "$pc")"
+export PKG_CONFIG_SYSROOT_DIR=$tmp PKG_CONFIG_PATH=$(dirname "$pc")
 cflags=$(pkg-config --cflags proxyrt)
 libs=$(pkg-config --libs proxyrt)
-# pkgconf already prefixes the sysroot to variables
+static_libs=$(pkg-config --static --libs proxyrt)
+# Every path pkg-config gives for proxyrt is inside the staged tree.
+case " $cflags " in *" -I$tmp$prefix/include "*) ;; *) fail "cflags outside $tmp: $cflags" ;; esac
+case " $libs " in *" -L$tmp$prefix/"*) ;; *) fail "libs outside $tmp: $libs" ;; esac
+# pkgconf puts the sysroot in front of variables too; pkg-config 0.29 does not.
 libdir=$(pkg-config --variable=libdir proxyrt)
 case $libdir in "$tmp"*) ;; *) libdir=$tmp$libdir ;; esac
+[ -f "$libdir/libproxyrt.a" ] || fail "no $libdir/libproxyrt.a"
+
 cc -std=c11 -Wall -Wextra -Werror $cflags "$src/tests/consumer.c" $libs \
 	-Wl,-rpath,"$libdir" -o "$tmp/consumer_c"
 "$tmp/consumer_c"
@@ -33,9 +55,16 @@ if command -v c++ >/dev/null; then
 		$libs -Wl,-rpath,"$libdir" -o "$tmp/consumer_cxx"
 	"$tmp/consumer_cxx"
 fi
-# Static proxyrt, shared dependencies (their own static closures need more -dev packages).
+# Static proxyrt through pkg-config --static (-l:libproxyrt.a: the archive, not the .so).
+cc -std=c11 $cflags "$src/tests/consumer.c" ${static_libs//-lproxyrt/-l:libproxyrt.a} \
+	-o "$tmp/consumer_static" ||
+	fail "static link failed (pkg-config --static --libs proxyrt: $static_libs; on Debian, hwloc's -ludev needs libudev-dev)"
+readelf -d "$tmp/consumer_static" | grep -q 'NEEDED.*libproxyrt' &&
+	fail "consumer_static needs libproxyrt.so: the archive was not linked"
+"$tmp/consumer_static"
+# Static proxyrt, its direct dependencies shared (needs no further -dev package).
 cc -std=c11 $cflags "$src/tests/consumer.c" "$libdir/libproxyrt.a" \
 	$(pkg-config --libs $(pkg-config --print-requires-private proxyrt)) -pthread \
-	-o "$tmp/consumer_static"
-"$tmp/consumer_static"
-echo "install check: prefix $prefix: C, C++ and static consumers passed"
+	-o "$tmp/consumer_static_direct"
+"$tmp/consumer_static_direct"
+echo "install check: prefix $prefix, destdir + PKG_CONFIG_SYSROOT_DIR: C, C++, static (pkg-config --static) and static (direct deps) consumers passed"

@@ -6,9 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian 12 packages the build, the tests and the cross check need.
+# libudev-dev: the install check's static link (pkg-config --static pulls
+# in hwloc's private -ludev; see the README's "Install").
 PRT_PACKAGES=(gcc g++ clang make pkg-config meson ninja-build
 	liburing-dev libjemalloc-dev libhwloc-dev libcmocka-dev valgrind libclang-rt-dev
-	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+	libudev-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
 prt_install_deps() {
 	local missing=() p sudo=""

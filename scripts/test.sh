@@ -47,7 +47,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_footbal
 # stacks are registered (VALGRIND_STACK_REGISTER); I/O runs on epoll,
 # since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
-VALGRIND_TESTS=(test_stack test_timer test_wait test_fiber test_runtime test_timed test_cond test_io test_stream
+VALGRIND_TESTS=(test_stack test_timer test_wait test_fiber test_runtime test_timed test_cond test_io test_sigpipe test_stream
 	test_dump test_edges test_lifetime)
 VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
 

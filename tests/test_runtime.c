@@ -949,9 +949,10 @@ static void test_strerror(void **state)
 		assert_non_null(s);
 		assert_true(strlen(s) > 0);
 	}
-	assert_non_null(strstr(prt_strerror(-EINVAL), "EINVAL"));
-	assert_non_null(strstr(prt_strerror(-ENOMEM), "ENOMEM"));
-	assert_non_null(strstr(prt_strerror(-ESHUTDOWN), "ESHUTDOWN"));
+	/* libc's text, either sign (test_errors checks every documented code) */
+	assert_string_equal(prt_strerror(-EINVAL), "Invalid argument");
+	assert_string_equal(prt_strerror(EINVAL), "Invalid argument");
+	assert_non_null(strstr(prt_strerror(-ESHUTDOWN), "runtime is being destroyed"));
 	assert_string_not_equal(prt_strerror(-EINVAL), prt_strerror(-ENOMEM));
 }
 

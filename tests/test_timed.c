@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * prt_mutex_timedlock and prt_cond_timedwait: expiry in every state a
- * waiter can be in (queued as a donor while the owner runs by proxy,
- * attached to a sleeping owner, asleep with proxy execution off, a
- * plain thread), the lock left exactly as it was, and the grant winning
- * when it comes first.
+ * prt_mutex_timedlock, prt_mutex_timedlock_ns and prt_cond_timedwait:
+ * expiry in every state a waiter can be in (queued as a donor while the
+ * owner runs by proxy, attached to a sleeping owner, asleep with proxy
+ * execution off, a plain thread), the lock left exactly as it was, and
+ * the grant winning when it comes first. The relative lock also: 0 as a
+ * try, and timeouts that would wrap the clock (UINT64_MAX) never expire.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -48,6 +49,17 @@ static uint64_t total_stat(prt_runtime_t *rt, size_t off)
 
 static prt_mutex_t t_m;
 static atomic_int t_stop, t_owner_steps;
+/* The waiters of the shared scenarios lock with prt_mutex_timedlock_ns, not the timespec call. */
+static bool t_use_ns;
+
+/* Lock t_m for at most @ms from now with the call the test runs. */
+static int timed_lock_ms(long ms)
+{
+	struct timespec ts = in_ms(ms);
+
+	return t_use_ns ? prt_mutex_timedlock_ns(&t_m, (uint64_t)ms * 1000000u)
+			: prt_mutex_timedlock(&t_m, &ts);
+}
 
 /* ---- argument checks and the immediate cases ---- */
 
@@ -126,9 +138,8 @@ static void *busy_owner(void *arg)
 static void *timed_waiter(void *arg)
 {
 	uint64_t t0 = prt_now_ns(); /* before the deadline is set: a delay between them cannot make it look early */
-	struct timespec ts = in_ms((long)(intptr_t)arg);
 
-	FIBER_CHECK(prt_mutex_timedlock(&t_m, &ts) == ETIMEDOUT);
+	FIBER_CHECK(timed_lock_ms((long)(intptr_t)arg) == ETIMEDOUT);
 	/* Not before the deadline (it is measured on the same clock pair). */
 	FIBER_CHECK(prt_now_ns() - t0 >= (uint64_t)(intptr_t)arg * 1000000u - 2000000u);
 	FIBER_CHECK(atomic_load(&prt_self().p->blocked_on) == NULL);
@@ -253,8 +264,7 @@ static void *timed_churn(void *arg)
 	unsigned seed = (unsigned)(intptr_t)arg;
 
 	for (int i = 0; i < TL_ROUNDS; i++) {
-		struct timespec ts = in_ms(rand_r(&seed) % 3);
-		int e = prt_mutex_timedlock(&t_m, &ts);
+		int e = timed_lock_ms(rand_r(&seed) % 3);
 
 		FIBER_CHECK(e == 0 || e == ETIMEDOUT);
 		if (e) {
@@ -290,6 +300,221 @@ static void test_timedlock_churn(void **state)
 	assert_int_equal(tl_counter + atomic_load(&tl_timeouts), (long)TL_FIBERS * TL_ROUNDS);
 	assert_true(atomic_load(&tl_timeouts) > 0); /* the deadlines did bite */
 	assert_true(tl_counter > 0);
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- prt_mutex_timedlock_ns ---- */
+
+/* The shared scenarios again, the waiters on the relative call. */
+static void test_timedlock_ns_donor(void **state)
+{
+	(void)state;
+	t_use_ns = true;
+	run_main(1, 0, donor_main);
+	run_main(2, 0, donor_main);
+	t_use_ns = false;
+}
+
+static void test_timedlock_ns_attached(void **state)
+{
+	(void)state;
+	t_use_ns = true;
+	run_main(1, 0, sleepy_main);
+	run_main(2, 0, sleepy_main);
+	run_main(2, PRT_RT_NO_PROXY, sleepy_main_noproxy);
+	t_use_ns = false;
+}
+
+static void test_timedlock_ns_churn(void **state)
+{
+	t_use_ns = true;
+	test_timedlock_churn(state);
+	t_use_ns = false;
+}
+
+/*
+ * Timeouts whose deadline, now + timeout, passes 2^64 ns: each must
+ * saturate to "never", so a naive sum that wraps into the past (and
+ * times out at once) fails. Also very long ones that do fit.
+ */
+static uint64_t huge_timeout(int i)
+{
+	switch (i) {
+	case 0: return UINT64_MAX;
+	case 1: return UINT64_MAX - prt_now_ns() + 1; /* the sum is exactly 2^64 */
+	case 2: return UINT64_MAX / 2 + 12345;
+	default: return (uint64_t)INT64_MAX + 1;
+	}
+}
+#define NHUGE 4
+
+/* Holds t_m for at least @arg ns and until t_stop, then releases it. */
+static void *hold_until_stop_ns(void *arg)
+{
+	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
+	prt_sleep_ns((uint64_t)(uintptr_t)arg);
+	while (!atomic_load(&t_stop))
+		prt_sleep_ns(200000);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static atomic_int t_waiting;
+
+/* Waits with huge_timeout(@arg) while another holds t_m: granted on release, never timed out. */
+static void *huge_waiter(void *arg)
+{
+	int e;
+
+	atomic_fetch_add(&t_waiting, 1);
+	e = prt_mutex_timedlock_ns(&t_m, huge_timeout((int)(intptr_t)arg));
+	FIBER_CHECK(e == 0);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+/* Until fiber @f waits on t_m (its blocked_on set); at most ~2 s, in case it never does. */
+static void wait_until_blocked(prt_fiber_t f)
+{
+	for (int i = 0; i < 10000 && !atomic_load(&f.p->blocked_on); i++)
+		usleep(200);
+}
+
+static void test_timedlock_ns_args(void **state)
+{
+	prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+	prt_mutexattr_t a;
+
+	(void)state;
+	assert_int_equal(prt_mutex_timedlock_ns(NULL, 0), EINVAL);
+	assert_int_equal(prt_mutex_timedlock_ns(NULL, UINT64_MAX), EINVAL);
+	/* Free: taken, whatever the timeout (0 included). */
+	assert_int_equal(prt_mutex_timedlock_ns(&m, 0), 0);
+	/* Held by us: a second lock would deadlock, timeout or not. */
+	assert_int_equal(prt_mutex_timedlock_ns(&m, 0), EDEADLK);
+	assert_int_equal(prt_mutex_timedlock_ns(&m, UINT64_MAX), EDEADLK);
+	assert_int_equal(prt_mutex_unlock(&m), 0);
+	assert_int_equal(prt_mutex_timedlock_ns(&m, UINT64_MAX), 0);
+	assert_int_equal(prt_mutex_unlock(&m), 0);
+	assert_int_equal(prt_mutex_destroy(&m), 0);
+	/* Recursive: counted, as prt_mutex_lock. */
+	prt_mutexattr_init(&a);
+	prt_mutexattr_settype(&a, PRT_MUTEX_RECURSIVE);
+	assert_int_equal(prt_mutex_init(&m, &a), 0);
+	assert_int_equal(prt_mutex_timedlock_ns(&m, 0), 0);
+	assert_int_equal(prt_mutex_timedlock_ns(&m, 0), 0);
+	assert_int_equal(prt_mutex_unlock(&m), 0);
+	assert_int_equal(prt_mutex_unlock(&m), 0);
+	assert_int_equal(prt_mutex_unlock(&m), EPERM);
+	assert_int_equal(prt_mutex_destroy(&m), 0);
+}
+
+/* A plain thread: times out, 0 is a try, granted in time, huge timeouts never expire. */
+static void test_timedlock_ns_thread(void **state)
+{
+	prt_runtime_t *rt = test_rt_flags(1, 0);
+	prt_fiber_t f;
+	uint64_t t0;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	for (int i = 0; i < NHUGE; i++) {
+		atomic_store(&t_stop, 0);
+		/* Held for 20 ms at least: the huge waits below start while it is held. */
+		f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, hold_until_stop_ns, (void *)20000000);
+		while (prt_mutex_trylock(&t_m) == 0) /* until the fiber holds it */
+			prt_mutex_unlock(&t_m), sched_yield();
+		if (i == 0) {
+			t0 = prt_now_ns();
+			assert_int_equal(prt_mutex_timedlock_ns(&t_m, 30000000u), ETIMEDOUT);
+			assert_true(prt_now_ns() - t0 >= 30000000u); /* not before the timeout */
+			assert_int_equal(prt_mutex_timedlock_ns(&t_m, 0), ETIMEDOUT);
+			assert_int_equal(prt_mutex_timedlock_ns(&t_m, 1), ETIMEDOUT);
+		}
+		/* Released while we wait (huge: only the release ends the wait). */
+		atomic_store(&t_stop, 1);
+		assert_int_equal(prt_mutex_timedlock_ns(&t_m, huge_timeout(i)), 0);
+		assert_int_equal(prt_mutex_unlock(&t_m), 0);
+		assert_null(({ void *r; prt_join(f, &r); r; }));
+	}
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* A plain thread holds t_m; fibers time out, try with 0, then wait with huge timeouts. */
+static void *ns_fiber_try(void *arg)
+{
+	uint64_t t0 = prt_now_ns();
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_timedlock_ns(&t_m, 20000000u) == ETIMEDOUT);
+	FIBER_CHECK(prt_now_ns() - t0 >= 20000000u);
+	FIBER_CHECK(atomic_load(&prt_self().p->blocked_on) == NULL);
+	FIBER_CHECK(prt_mutex_timedlock_ns(&t_m, 0) == ETIMEDOUT);
+	FIBER_CHECK(atomic_load(&prt_self().p->blocked_on) == NULL);
+	return NULL;
+}
+
+static void test_timedlock_ns_fibers(void **state)
+{
+	prt_runtime_t *rt = test_rt_flags(2, 0);
+	prt_fiber_t f[NHUGE];
+	void *r;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	atomic_store(&t_stop, 0);
+	atomic_store(&t_waiting, 0);
+	assert_int_equal(prt_mutex_lock(&t_m), 0);
+	/* Held by a plain thread: the fiber's waits expire, the lock stays ours. */
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, ns_fiber_try, NULL));
+	/* Huge timeouts: the fibers wait until we release, none times out. */
+	for (int i = 0; i < NHUGE; i++)
+		f[i] = test_spawn(rt, PRT_PRIO_DEFAULT + i, -1, huge_waiter, (void *)(intptr_t)i);
+	for (int i = 0; i < NHUGE; i++)
+		wait_until_blocked(f[i]);
+	usleep(20000); /* a wrapped deadline would have expired by now */
+	assert_int_equal(prt_mutex_unlock(&t_m), 0);
+	for (int i = 0; i < NHUGE; i++) {
+		assert_int_equal(prt_join(f[i], &r), 0);
+		assert_null(r);
+	}
+	assert_int_equal(atomic_load(&t_waiting), NHUGE);
+	assert_int_equal(prt_mutex_destroy(&t_m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Released in time: a fiber waiting with a 10 s timeout is granted the lock (0). */
+static void *ns_granted_waiter(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&t_waiting, 1);
+	FIBER_CHECK(prt_mutex_timedlock_ns(&t_m, 10000000000u) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
+	return NULL;
+}
+
+static void test_timedlock_ns_granted(void **state)
+{
+	prt_runtime_t *rt = test_rt_flags(2, 0);
+	prt_fiber_t o, h;
+	void *r;
+
+	(void)state;
+	prt_mutex_init(&t_m, NULL);
+	atomic_store(&t_stop, 0);
+	atomic_store(&t_waiting, 0);
+	o = test_spawn(rt, 2, -1, hold_until_stop_ns, NULL);
+	while (prt_mutex_trylock(&t_m) == 0)
+		prt_mutex_unlock(&t_m), sched_yield();
+	h = test_spawn(rt, 20, -1, ns_granted_waiter, NULL);
+	wait_until_blocked(h);
+	atomic_store(&t_stop, 1);
+	assert_int_equal(prt_join(h, &r), 0);
+	assert_null(r);
+	assert_int_equal(prt_join(o, &r), 0);
+	assert_null(r);
 	assert_int_equal(prt_mutex_destroy(&t_m), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
@@ -374,6 +599,13 @@ int main(void)
 		cmocka_unit_test(test_timedlock_noproxy),
 		cmocka_unit_test(test_timedlock_churn),
 		cmocka_unit_test(test_cond_timedwait),
+		cmocka_unit_test(test_timedlock_ns_args),
+		cmocka_unit_test(test_timedlock_ns_thread),
+		cmocka_unit_test(test_timedlock_ns_fibers),
+		cmocka_unit_test(test_timedlock_ns_granted),
+		cmocka_unit_test(test_timedlock_ns_donor),
+		cmocka_unit_test(test_timedlock_ns_attached),
+		cmocka_unit_test(test_timedlock_ns_churn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

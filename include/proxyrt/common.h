@@ -5,11 +5,20 @@
 /*
  * Conventions shared by every proxyrt header.
  *
- * Errors: runtime and fiber calls return 0 (or a non-negative value) on
- * success and a negative errno value on failure, as liburing and libuv do.
- * errno is never read or written by the library: after a fiber migrates
- * between workers a cached &errno would point at another thread's copy.
- * A call that fails has no side effects.
+ * Errors come back by value, in one of two conventions:
+ * - the runtime, fiber and I/O calls (runtime.h, fiber.h, io.h, the
+ *   worker sets below, prt_fiber_wait_chain) return 0 or a non-negative
+ *   value on success and a negative errno value (-EINVAL) on failure, as
+ *   liburing and libuv do;
+ * - the pthread-shaped calls (prt_mutex_*, prt_mutexattr_*, prt_cond_*
+ *   in mutex.h) return 0 or a positive errno value (EBUSY), as the
+ *   pthread calls they replace do, so code moved from pthreads keeps its
+ *   checks.
+ * prt_strerror() describes either sign. errno is never read or written
+ * by the library: after a fiber migrates between workers a cached
+ * &errno would point at another thread's copy. A call that fails has no
+ * side effects. Each call's comment lists what it returns; the I/O calls
+ * also pass on the errors of the syscalls they make.
  *
  * Context lines in the function comments say whether the call may switch
  * fibers (it is then a scheduling point) and whether a plain thread, one
@@ -67,7 +76,17 @@ PRT_API int prt_workerset_has(const prt_workerset_t *set, int index);
 /* Number of indexes in the set. */
 PRT_API int prt_workerset_count(const prt_workerset_t *set);
 
-/* A static description of an error code returned by proxyrt ("-EINVAL: ..."). */
+/*
+ * A description of error code @err, either sign: prt_strerror(-ETIMEDOUT)
+ * and prt_strerror(ETIMEDOUT) give the same text, libc's ("Connection
+ * timed out", as strerrordesc_np), except that ESRCH and ESHUTDOWN also
+ * say what they mean from proxyrt's calls (a stale fiber handle; a
+ * runtime being destroyed). 0 gives "Success"; a value that is no errno
+ * value (libc has no text for it) a sentence saying so. The string is constant
+ * and static: never freed or overwritten, the same for every thread and
+ * fiber, untranslated.
+ * Context: any thread, never switches.
+ */
 PRT_API const char *prt_strerror(int err);
 
 PRT_EXTERN_C_END

@@ -10,6 +10,24 @@ PRT_EXTERN_C_BEGIN
 /*
  * Priorities: PRT_PRIO_LEVELS fixed levels, higher runs first; FIFO
  * within a level.
+ *
+ * Strict priority: at each scheduling point a worker runs the
+ * highest-priority fiber of its run queue, so a lower level runs only
+ * when no higher level is runnable on that worker. There is no aging
+ * and no time slice (as SCHED_FIFO between Linux real-time threads),
+ * and fibers are cooperative: a running fiber keeps its worker until
+ * its next scheduling point, and prt_yield() lets only the same or
+ * higher levels run. Idle workers steal queued fibers, highest first.
+ * A lower-level fiber therefore starves while higher-level fibers stay
+ * runnable on its worker. What to do about it (the README's
+ * "Scheduling" says more): give work that must progress the same level
+ * as the busy work; have busy fibers wait (I/O, condvar, sleep) rather
+ * than only yield; raise a starved fiber's priority for a while with
+ * prt_fiber_set_priority(); keep it on a worker of its own by affinity;
+ * or run the work through prt_offload() or on a plain thread. A mutex
+ * owner that a higher fiber waits for runs at the waiter's priority
+ * (proxy execution, proxyrt/mutex.h): the waiter is not held up by the
+ * levels between them.
  */
 #define PRT_PRIO_LEVELS 32
 #define PRT_PRIO_MIN 0
@@ -48,7 +66,7 @@ enum {
 typedef struct prt_fiber_attr {
 	unsigned size;      /* sizeof(prt_fiber_attr_t); set by _init */
 	unsigned flags;     /* PRT_FIBER_* */
-	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT */
+	int priority;       /* PRT_PRIO_MIN..PRT_PRIO_MAX; default PRT_PRIO_DEFAULT; strict (above) */
 	size_t stack_size;  /* bytes, rounded up to pages; 0 = the runtime's default; too big to map: -ENOMEM */
 	const char *name;   /* copied; NULL = no name */
 	/* Workers the fiber may run on; used only if has_affinity is set. */
@@ -67,7 +85,8 @@ PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
  * The caller keeps running.
  *
  * Returns 0 and sets *@out (which may be NULL for a detached fiber), or:
- * -EINVAL for a NULL or destroyed @rt, a NULL @fn, a priority out of range, a stack size
+ * -EINVAL for a NULL or destroyed @rt, a NULL @fn, an @attr not set up
+ * by prt_fiber_attr_init or with unknown flags, a priority out of range, a stack size
  * below PRT_STACK_SIZE_MIN, an affinity that names no worker or names
  * an index >= the number of workers, or a NULL @out for a joinable
  * fiber; -ENOMEM (memory or mappings exhausted); -ESHUTDOWN if @rt is
@@ -139,7 +158,9 @@ PRT_API uint64_t prt_fiber_id(prt_fiber_t f);
 PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
 
 /*
- * Set @f's priority. A queued fiber moves to the tail of its new level;
+ * Set @f's priority (strict: see "Priorities" above; raising a starved
+ * fiber's priority for a while is the way to age it). A queued fiber
+ * moves to the tail of its new level;
  * a running one keeps running until its next scheduling point. One
  * waiting on a mutex or condvar also moves to the tail of its new level
  * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
@@ -156,7 +177,7 @@ PRT_API int prt_fiber_get_priority(prt_fiber_t f);
  * Restrict @f to the workers in @set. A queued fiber on a worker outside
  * the set moves to one inside it; a running fiber moves at its next
  * scheduling point, or at once if it is the caller (the call is then a
- * scheduling point). Returns 0, -EINVAL if @set names no worker or an
+ * scheduling point). Returns 0, -EINVAL if @set is NULL, names no worker or an
  * index >= the number of workers, -ESRCH if stale.
  * Context: any thread; switches only when @f is the caller and must move.
  */

@@ -33,6 +33,20 @@
  * MAX_RW_COUNT, the cap read(2) and write(2) apply); a larger @n is a
  * short transfer, as with the syscalls, on either backend.
  *
+ * Broken connections: no call here raises SIGPIPE on a socket. Writing
+ * to a socket that can no longer send (peer gone, or shut down for
+ * writing) returns -EPIPE (or -ECONNRESET), whatever SIGPIPE's
+ * disposition: prt_send() always adds MSG_NOSIGNAL; prt_write() and
+ * prt_writev() (so also prt_write_all()) on a plain thread send with
+ * MSG_NOSIGNAL when the fd is a socket (one extra failing call, send's
+ * ENOTSOCK, for other fds); and worker threads block SIGPIPE, which
+ * io_uring's IORING_OP_WRITE, having no flags, needs. So on a fiber
+ * even a pipe whose reader has gone gives -EPIPE, and so does a plain
+ * write(2) a fiber makes itself; a SIGPIPE handler never runs on a
+ * worker. On a plain thread a pipe behaves as write(2): SIGPIPE unless
+ * the program ignores or blocks it. prt_runtime_dump() to a socket
+ * follows the same rule.
+ *
  * Closing: prt_close() cancels the operations other fibers have pending
  * on the fd through these calls; they return -ECANCELED. (A plain
  * close(2) does not: a pending read on a socket keeps the file open.)
@@ -64,6 +78,29 @@ enum prt_io_backend {
  */
 PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
 
+/*
+ * The calls below return what their syscall returns on success (bytes
+ * transferred, 0 at end of file, the new fd of prt_accept, 0 for
+ * prt_connect, prt_shutdown and prt_close), else -errno:
+ * - -EBADF: @fd < 0 (checked before anything is done), or as the syscall;
+ * - -EINVAL: prt_readv/prt_writev with @iovcnt < 0 or a NULL @iov and
+ *   @iovcnt > 0; prt_accept with @flags other than SOCK_NONBLOCK and
+ *   SOCK_CLOEXEC;
+ * - -EFAULT: prt_connect with a NULL @addr;
+ * - -ETIMEDOUT: a _timeout variant's time ran out (see "Timeouts");
+ * - -ECANCELED: another fiber prt_close()d @fd meanwhile (see "Closing");
+ * - -EPIPE, -ECONNRESET: a connection that can no longer send or was
+ *   reset (see "Broken connections": never SIGPIPE);
+ * - -EINTR: on a plain thread, a signal handler interrupted the syscall
+ *   (as the syscall; poll(2) waits of the _timeout variants resume);
+ * - -ENOMEM, -ENOSPC: epoll backend, no memory for a timeout's timer or
+ *   no room for the fd's epoll watch (fs.epoll.max_user_watches);
+ * - -EAGAIN: only where the caller asked not to wait (MSG_DONTWAIT in
+ *   @flags);
+ * - any other error of the syscall itself (read(2), write(2), readv(2),
+ *   writev(2), recv(2), send(2), accept4(2), connect(2), shutdown(2),
+ *   close(2)), e.g. -ENOTCONN, -ECONNREFUSED, -EMFILE, -EISDIR, -ENOTSOCK.
+ */
 PRT_API ssize_t prt_read(int fd, void *buf, size_t n);
 PRT_API ssize_t prt_write(int fd, const void *buf, size_t n);
 PRT_API ssize_t prt_readv(int fd, const struct iovec *iov, int iovcnt);
@@ -77,7 +114,8 @@ PRT_API int prt_close(int fd);
 PRT_API int prt_shutdown(int fd, int how);
 /*
  * Wait until @fd is ready for @events (POLLIN, POLLOUT, ...). Returns the
- * ready events (POLLERR and POLLHUP are always reported) or -errno.
+ * ready events (POLLERR and POLLHUP are always reported) or -errno as
+ * above (-EBADF, -ETIMEDOUT, -ECANCELED, -ENOMEM, poll(2)'s).
  */
 PRT_API int prt_poll(int fd, short events);
 
@@ -99,7 +137,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t timeout_ns);
 /*
  * Read until @n bytes have arrived or end of file; write all @n bytes.
  * Return the bytes transferred (prt_read_all: less than @n only at end
- * of file), or -errno if an error came first. @timeout_ns (0 = none)
+ * of file), or -errno if an error came first (as prt_read/prt_write). @timeout_ns (0 = none)
  * bounds the whole call, not each piece; on expiry -ETIMEDOUT, and the
  * bytes already transferred are lost to the caller, so treat the stream
  * as broken.

@@ -113,8 +113,9 @@ PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *attr, int *proxy);
 PRT_API int prt_mutex_init(prt_mutex_t *m, const prt_mutexattr_t *attr);
 
 /*
- * Destroy @m. Returns 0, or EBUSY if it is locked or has waiters (it is
- * then left as it was). Context: any thread, never switches.
+ * Destroy @m. Returns 0, EBUSY if it is locked or has waiters (it is
+ * then left as it was), EINVAL for NULL. Context: any thread, never
+ * switches.
  */
 PRT_API int prt_mutex_destroy(prt_mutex_t *m);
 
@@ -154,8 +155,29 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
 PRT_API int prt_mutex_timedlock(prt_mutex_t *m, const struct timespec *abstime);
 
 /*
- * Unlock @m. Returns 0, or EPERM if the caller does not hold it (for
- * every type: the check is free; also when its owner ended holding it). A waiter, if any, becomes the owner;
+ * As prt_mutex_timedlock, but give up @timeout_ns nanoseconds after the
+ * call, measured on CLOCK_MONOTONIC (the clock of prt_sleep_until and
+ * prt_now_ns, which wall-clock changes do not move): returns ETIMEDOUT
+ * then, having left the waiter list. No pthreads counterpart; the
+ * closest is pthread_mutex_clocklock with CLOCK_MONOTONIC and an
+ * absolute time. A free mutex is taken whatever @timeout_ns. 0 never
+ * sleeps or queues (as prt_mutex_trylock, apart from the brief spin any
+ * lock makes while the owner runs on another CPU), but a mutex held by
+ * another gives ETIMEDOUT rather than EBUSY, and one the caller holds
+ * EDEADLK, as prt_mutex_timedlock with a deadline past. A timeout so long that now + @timeout_ns passes 2^64 ns
+ * saturates: it never expires (UINT64_MAX means "for ever"), it never
+ * wraps into the past. Returns 0, ETIMEDOUT, EDEADLK, EAGAIN, EINVAL
+ * (NULL @m), ENOMEM (no timer memory, or as prt_mutex_lock): positive
+ * values, as the other mutex calls.
+ * Context: a fiber (a scheduling point when it waits) or a plain thread
+ * (sleeps on a futex).
+ */
+PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *m, uint64_t timeout_ns);
+
+/*
+ * Unlock @m. Returns 0, EINVAL for NULL, or EPERM if the caller does
+ * not hold it (for every type: the check is free; also when its owner
+ * ended holding it). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
  * worker, the caller yields to it at once.
  * Context: a fiber (may switch, see above) or a plain thread.
@@ -211,7 +233,9 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
  * @abstime (NULL, tv_nsec outside [0, 1e9)), without waiting; a time
  * already past times out and one too far to represent never does, as
  * for prt_mutex_timedlock. ENOMEM (no timer memory), also with @m held
- * again.
+ * again. EDEADLK if, after the timeout, taking @m back would close a
+ * cycle of owners and waiters (see prt_mutex_lock): @m is then not held.
+ * Also EPERM and EINVAL as prt_cond_wait.
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);

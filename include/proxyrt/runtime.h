@@ -174,7 +174,9 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt);
  * Convenience: create a runtime with @cfg (NULL = defaults), run
  * @main_fn(@arg) as a fiber of default attributes, wait for it, store
  * its result in *@result (if not NULL), wait for the fibers it left and
- * destroy the runtime. Returns 0 or the error of prt_runtime_create.
+ * destroy the runtime. Returns 0, -EINVAL (NULL @main_fn), the error of
+ * prt_runtime_create, or -ENOMEM if the main fiber could not be spawned
+ * (the runtime is destroyed again).
  * Context: a plain thread; blocks it.
  */
 PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
