@@ -155,6 +155,7 @@ enum {
 	PRT_WK_COND,    /* obj: the condvar */
 	PRT_WK_IO,      /* obj: the op's name, arg: the fd */
 	PRT_WK_OFFLOAD, /* obj: the function */
+	PRT_WK_SEM,     /* obj: the semaphore */
 };
 
 /* Record what the calling fiber @f is about to wait for (dumps only). */

@@ -8,6 +8,7 @@
 #include <proxyrt/runtime.h>
 #include <proxyrt/fiber.h>
 #include <proxyrt/mutex.h>
+#include <proxyrt/sem.h>
 #include <proxyrt/io.h>
 
 #endif

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Counting semaphore (proxyrt/sem.h), on the wait primitive (wait.h).
+ *
+ * The value is taken with one CAS while it is above 0 (no lock). Below
+ * that, a waiter queues a record under s->lock, ordered by priority, and
+ * sleeps on the record's wait. A post takes s->lock and hands its unit
+ * to the first waiter (off the list, then woken), or, with nobody
+ * queued, adds it to the value. So:
+ *
+ * - the value goes up only under s->lock with the list empty, and a
+ *   waiter queues only under s->lock after it found the value 0: while
+ *   anyone is queued the value stays 0, and no post can slip between a
+ *   waiter's last look and its sleep (it would find the waiter queued);
+ * - a handed unit is the waiter's: nobody else takes it on the way;
+ * - a timed wait that expires takes s->lock to leave the list; if a post
+ *   took its record off first, the unit is already its, and it waits for
+ *   that post's wake (kept if it came already: prt__wait_rearm), so no
+ *   unit is lost and a waiter never returns ETIMEDOUT holding one.
+ *
+ * The record lives on the waiter's stack: a post wakes it after taking
+ * it off the list under s->lock, and the waiter leaves only once woken,
+ * or after finding itself still on the list under s->lock.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <proxyrt/sem.h>
+
+#include "deadline.h"
+#include "fiber_int.h"
+#include "sched_int.h"
+#include "wait.h"
+#include "worker.h"
+
+struct prt__sem {
+	/* Units; above 0 only while nobody is queued (see the top). */
+	atomic_uint value;
+	prt__spinlock_t lock;
+	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
+	unsigned pad;
+	/* struct sem_waiter.node, by priority then FIFO; {NULL, NULL} = empty; lock */
+	struct prt__list waiters;
+};
+
+_Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
+
+/* One waiter, on its stack. */
+struct sem_waiter {
+	struct prt__list node;  /* on s->waiters while @queued; s->lock */
+	struct prt__wait wait;  /* woken by the post that hands it a unit */
+	int prio;               /* the list's order: the fiber's priority when it queued */
+	bool queued;            /* s->lock */
+};
+
+static struct prt__sem *sem_of(prt_sem_t *s)
+{
+	return (struct prt__sem *)(void *)s;
+}
+
+static void list_lazy_init(struct prt__sem *s)
+{
+	if (!s->waiters.next)
+		prt__list_init(&s->waiters);
+}
+
+static bool list_empty(const struct prt__sem *s)
+{
+	return !s->waiters.next || prt__list_empty(&s->waiters);
+}
+
+PRT_API int prt_sem_init(prt_sem_t *us, unsigned value)
+{
+	struct prt__sem *s = sem_of(us);
+
+	if (!us || value > PRT_SEM_VALUE_MAX)
+		return EINVAL;
+	memset(us, 0, sizeof(*us));
+	atomic_store_explicit(&s->value, value, memory_order_relaxed);
+	return 0;
+}
+
+PRT_API int prt_sem_destroy(prt_sem_t *us)
+{
+	struct prt__sem *s = sem_of(us);
+	int err = 0;
+
+	if (!us)
+		return EINVAL;
+	prt__check_live(s->dbg, "prt_sem_destroy", us);
+	prt__spin_lock(&s->lock);
+	if (!list_empty(s))
+		err = EBUSY;
+	else
+		prt__mark_dead(s->dbg);
+	prt__spin_unlock(&s->lock);
+	return err;
+}
+
+/* Take a unit if the value is above 0. */
+static bool take(struct prt__sem *s)
+{
+	unsigned v = atomic_load_explicit(&s->value, memory_order_relaxed);
+
+	/* acquire: pairs with prt_sem_post's release, as sem_post/sem_wait synchronize */
+	while (v)
+		if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, memory_order_acquire,
+							  memory_order_relaxed))
+			return true;
+	return false;
+}
+
+/* Queue @r by priority (FIFO within a level); s->lock held. */
+static void insert(struct prt__sem *s, struct sem_waiter *r)
+{
+	struct prt__list *it;
+
+	for (it = s->waiters.next; it != &s->waiters; it = it->next)
+		if (prt__container_of(it, struct sem_waiter, node)->prio < r->prio)
+			break;
+	prt__list_add_tail(it, &r->node);
+	r->queued = true;
+}
+
+/*
+ * The wait of @r ended without a wake (@err: ETIMEDOUT or ENOMEM): leave
+ * the list, unless a post took @r off it first, whose unit is then ours
+ * (0) once its wake comes.
+ */
+static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
+{
+	bool left;
+
+	prt__spin_lock(&s->lock);
+	left = r->queued;
+	if (left)
+		prt__list_del(&r->node);
+	prt__spin_unlock(&s->lock);
+	if (left)
+		return err;
+	prt__wait_rearm(&r->wait);
+	return prt__wait_block(&r->wait, 0); /* 0: the post's wake, kept or coming */
+}
+
+/* Queue and wait for a post; @deadline: CLOCK_MONOTONIC ns, 0 for none. */
+static int wait_slow(struct prt__sem *s, uint64_t deadline)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *self = w ? w->curr : NULL;
+	struct sem_waiter r = {
+		.prio = self ? atomic_load_explicit(&self->prio, memory_order_relaxed)
+			     : PRT_PRIO_DEFAULT,
+	};
+	int err;
+
+	prt__wait_init(&r.wait, self);
+	prt__spin_lock(&s->lock);
+	list_lazy_init(s);
+	if (take(s)) {
+		prt__spin_unlock(&s->lock);
+		return 0;
+	}
+	if (deadline && prt__now_ns() >= deadline) {
+		prt__spin_unlock(&s->lock);
+		return ETIMEDOUT;
+	}
+	insert(s, &r);
+	prt__spin_unlock(&s->lock);
+	if (self)
+		prt__set_wait(self, PRT_WK_SEM, s, 0);
+	err = prt__wait_block(&r.wait, deadline);
+	return err ? give_up(s, &r, err) : 0;
+}
+
+static int sem_wait(prt_sem_t *us, uint64_t deadline)
+{
+	struct prt__sem *s = sem_of(us);
+
+	prt__check_live(s->dbg, "prt_sem_wait", us);
+	if (take(s))
+		return 0;
+	return wait_slow(s, deadline);
+}
+
+PRT_API int prt_sem_wait(prt_sem_t *us)
+{
+	if (!us)
+		return EINVAL;
+	return sem_wait(us, 0);
+}
+
+PRT_API int prt_sem_trywait(prt_sem_t *us)
+{
+	if (!us)
+		return EINVAL;
+	prt__check_live(sem_of(us)->dbg, "prt_sem_trywait", us);
+	return take(sem_of(us)) ? 0 : EAGAIN;
+}
+
+PRT_API int prt_sem_timedwait(prt_sem_t *us, const struct timespec *abstime)
+{
+	uint64_t deadline;
+
+	if (!us || !abstime || !prt__abstime_to_mono(abstime, &deadline))
+		return EINVAL;
+	return sem_wait(us, deadline);
+}
+
+PRT_API int prt_sem_timedwait_ns(prt_sem_t *us, uint64_t timeout_ns)
+{
+	if (!us)
+		return EINVAL;
+	return sem_wait(us, prt__deadline_in(timeout_ns));
+}
+
+PRT_API int prt_sem_post(prt_sem_t *us)
+{
+	struct prt__sem *s = sem_of(us);
+	struct sem_waiter *r = NULL;
+	int err = 0;
+
+	if (!us)
+		return EINVAL;
+	prt__check_live(s->dbg, "prt_sem_post", us);
+	prt__spin_lock(&s->lock);
+	if (!list_empty(s)) {
+		r = prt__container_of(s->waiters.next, struct sem_waiter, node);
+		prt__list_del(&r->node);
+		r->queued = false;
+	} else if (atomic_load_explicit(&s->value, memory_order_relaxed) >= PRT_SEM_VALUE_MAX) {
+		err = EOVERFLOW;
+	} else {
+		/* release: pairs with take()'s acquire */
+		atomic_fetch_add_explicit(&s->value, 1, memory_order_release);
+	}
+	prt__spin_unlock(&s->lock);
+	/* Off the list: it waits for this wake (give_up), so @r stays until then. */
+	if (r)
+		prt__wait_wake(&r->wait);
+	return err;
+}
+
+PRT_API int prt_sem_getvalue(prt_sem_t *us, int *value)
+{
+	if (!us || !value)
+		return EINVAL;
+	prt__check_live(sem_of(us)->dbg, "prt_sem_getvalue", us);
+	*value = (int)atomic_load_explicit(&sem_of(us)->value, memory_order_relaxed);
+	return 0;
+}
