@@ -78,6 +78,8 @@ static const struct call_errors documented[] = {
 	{ "prt_mutex_timedlock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },
 	{ "prt_mutex_unlock", { EPERM, EINVAL } },
 	{ "prt_cond_*", { EINVAL, EBUSY, EPERM, ETIMEDOUT, ENOMEM, EDEADLK } },
+	/* sem.h: pthreads' convention too */
+	{ "prt_sem_*", { EINVAL, EBUSY, EAGAIN, ETIMEDOUT, ENOMEM, EOVERFLOW } },
 	{ "prt_fiber_wait_chain", { -EINVAL, -ESRCH } },
 };
 
@@ -184,7 +186,7 @@ static int scan_header(const char *file, bool *seen_etimedout, bool *seen_ebusy)
 static void test_header_names(void **state)
 {
 	static const char *const headers[] = { "common.h", "fiber.h", "io.h", "mutex.h",
-					       "proxyrt.h", "runtime.h", "version.h" };
+					       "proxyrt.h", "runtime.h", "sem.h", "version.h" };
 	bool etimedout = false, ebusy = false;
 	int found = 0;
 
