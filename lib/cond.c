@@ -50,6 +50,7 @@
 #include "cond_int.h"
 #include "fiber_desc.h"
 #include "mutex_int.h"
+#include "mutex_owner.h"
 #include "runtime_int.h"
 #include "wait.h"
 #include "worker.h"

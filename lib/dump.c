@@ -244,7 +244,7 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	outf(d->o, "fiber %llu \"%s\" state=%s worker=%d prio=%d", (unsigned long long)id, name,
 	     state_name(st), worker_index_of(w),
 	     atomic_load_explicit(&f->prio, memory_order_relaxed));
-	/* Ended holding mutexes: they stay locked by it for good (mutex.c, "Owners that end"). */
+	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
 	if (st == PRT_FS_DEAD && atomic_load_explicit(&f->nheld, memory_order_relaxed))
 		outf(d->o, " holding=%u", atomic_load_explicit(&f->nheld, memory_order_relaxed));
 	if (m) {

@@ -103,7 +103,7 @@ struct prt__fiber {
 	/*
 	 * Mutex it waits on, or NULL (invariant 5: NULL while it runs
 	 * normally). Set by the fiber under the mutex's wait_lock, cleared by
-	 * the handoff under it; read by chain walks (seq_cst, see mutex.c).
+	 * the handoff under it; read by chain walks (seq_cst, see mutex_owner.c).
 	 */
 	_Atomic(struct prt__mutex *) blocked_on;
 	struct prt__mwaiter *mwait;       /* its waiter record while blocked_on; wait_lock */

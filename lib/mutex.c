@@ -1,40 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fiber mutex: one-CAS fast paths, a priority-ordered waiter list,
- * direct handoff, deadlock detection; the waiting side of proxy
- * execution (the pick side is proxy.c).
- *
- * A waiting fiber publishes blocked_on (seq_cst) before it walks the
- * owner chain for a cycle. Two fibers closing a cycle at once each store
- * their blocked_on then load the other's, so at least one sees the cycle
- * and returns EDEADLK (docs/design.md, "Deadlock detection").
- *
- * Owners that end. An owner token is an address: a fiber's descriptor,
- * a thread's struct prt__tself. Both outlive their holder and would be
- * reused, and a token in an owner word must never come to name someone
- * else (who could then unlock, relock, or be proxied or walked through
- * as the owner). So each owner counts the mutexes it holds (nheld: a
- * plain store next to the lock's one CAS, never shared), and one that
- * ends holding any keeps its descriptor or prt__tself for good: the
- * mutexes stay locked by an owner that waits on nothing and never runs.
- * That is POSIX's default robustness (PTHREAD_MUTEX_STALLED: "no special
- * actions are taken if the owner ... is terminated while holding the
- * mutex lock"), which glibc also gives its PI mutexes, rather than
- * robust mutexes: those need a list of what each owner holds (space the
- * pthread-sized prt_mutex_t does not have) and callers that handle
- * EOWNERDEAD. Waiters on such a mutex wait for good (timedlock: until
- * their deadline); deadlock detection sees no cycle through the dead
- * owner; the pick puts their donors to sleep (proxy.c).
+ * direct handoff; the waiting side of proxy execution (the pick side is
+ * proxy.c). Who owns a mutex, what each owner waits on and deadlock
+ * detection are mutex_owner.c ("Owners that end" is there too).
  */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 
-#include "alloc.h"
 #include "fault.h"
 #include "mutex_int.h"
+#include "mutex_owner.h"
 #include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
@@ -49,206 +27,6 @@
  * sharing it), so poll about every 50 ns, not every pause.
  */
 #define PRT_MTX_SPIN_PAUSES 2
-
-/* ---- owner identities ------------------------------------------------------ */
-
-/*
- * Plain threads' identities. A thread gets one at its first lock (from
- * the free list, else new) and gives it back when it ends holding no
- * mutex (its key's destructor); one that ends holding some keeps it. All
- * are on tself_all, so none is ever unreachable, and none is ever freed.
- */
-static __thread struct prt__tself *tls_tself __attribute__((tls_model("initial-exec")));
-static pthread_once_t tself_once = PTHREAD_ONCE_INIT;
-static pthread_key_t tself_key;
-static bool tself_key_ok;               /* written once, under tself_once */
-static prt__spinlock_t tself_lock;      /* zero: unlocked */
-static struct prt__tself *tself_all;    /* tself_lock */
-static struct prt__tself *tself_free;   /* tself_lock */
-
-/* The calling thread's identity, or NULL if it never locked. Threads never switch. */
-static prt__noinline struct prt__tself *tself(void)
-{
-	return tls_tself;
-}
-
-/* The thread ends (key destructor): give its identity back unless a mutex names it. */
-static void tself_end(void *arg)
-{
-	struct prt__tself *t = arg;
-
-	tls_tself = NULL;
-	if (atomic_load_explicit(&t->nheld, memory_order_relaxed))
-		return; /* kept: see "Owners that end" */
-	prt__spin_lock(&tself_lock);
-	t->free_next = tself_free;
-	tself_free = t;
-	prt__spin_unlock(&tself_lock);
-}
-
-static void tself_key_create(void)
-{
-	tself_key_ok = pthread_key_create(&tself_key, tself_end) == 0;
-}
-
-/* Give the calling thread an identity; NULL if out of memory (or of keys). */
-static prt__cold struct prt__tself *tself_new(void)
-{
-	struct prt__tself *t;
-
-	if (pthread_once(&tself_once, tself_key_create) != 0 || !tself_key_ok)
-		return NULL;
-	prt__spin_lock(&tself_lock);
-	t = tself_free;
-	if (t)
-		tself_free = t->free_next;
-	prt__spin_unlock(&tself_lock);
-	if (!t) {
-		if (!(t = prt__zalloc(sizeof(*t))))
-			return NULL;
-		/* Fault builds count what runtimes hold: this is the process's, never freed. */
-		prt__fault_track(PRT_FAULT_ALLOC, -1);
-		prt__spin_lock(&tself_lock);
-		t->all_next = tself_all;
-		tself_all = t;
-		prt__spin_unlock(&tself_lock);
-	}
-	if (pthread_setspecific(tself_key, t) != 0) {
-		tself_end(t);
-		return NULL;
-	}
-	tls_tself = t;
-	return t;
-}
-
-/* The caller as an owner: its token, and its count of mutexes held. */
-struct owner {
-	uintptr_t tok;
-	atomic_uint *nheld; /* NULL for a thread that never locked */
-};
-
-/*
- * A plain thread as an owner, for a call that may make it one: false if
- * its first lock finds no memory for its identity.
- */
-static bool thread_owner(struct owner *me)
-{
-	struct prt__tself *t = tself();
-
-	if (prt__unlikely(!t) && !(t = tself_new()))
-		return false;
-	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
-	me->nheld = &t->nheld;
-	return true;
-}
-
-/* The caller as an owner (lock calls); false: ENOMEM (thread_owner). */
-static inline bool owner_self(struct prt__worker *w, struct owner *me)
-{
-	if (prt__likely(w)) {
-		me->tok = (uintptr_t)w->curr;
-		me->nheld = &w->curr->nheld;
-		return true;
-	}
-	return thread_owner(me);
-}
-
-/*
- * The caller as an owner, to compare with an owner word (unlock): a
- * thread that never locked gets PRT_MTX_THREAD alone, which owns nothing.
- */
-static inline void owner_peek(struct prt__worker *w, struct owner *me)
-{
-	struct prt__tself *t;
-
-	if (prt__likely(w)) {
-		me->tok = (uintptr_t)w->curr;
-		me->nheld = &w->curr->nheld;
-		return;
-	}
-	t = tself();
-	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
-	me->nheld = t ? &t->nheld : NULL;
-}
-
-/* The caller now holds @d (1 or -1u) more mutexes (@nheld: its count). */
-static inline void held_add(atomic_uint *nheld, unsigned d)
-{
-	/* One writer, the owner itself: no read-modify-write needed. */
-	atomic_store_explicit(nheld, atomic_load_explicit(nheld, memory_order_relaxed) + d,
-			      memory_order_relaxed);
-}
-
-/* The count of the owner whose token is @tok (the caller). */
-static atomic_uint *nheld_of(uintptr_t tok)
-{
-	if (tok & PRT_MTX_THREAD)
-		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->nheld;
-	return &((struct prt__fiber *)tok)->nheld;
-}
-
-void prt__mutex_held(uintptr_t token)
-{
-	held_add(nheld_of(token), 1);
-}
-
-/*
- * What the owner with token @tok waits on (the deadlock walk).
- * seq_cst: the load half of the walk's store-then-load (see the top of
- * the file); pairs with the seq_cst store in set_waits_on() by another
- * waiter closing the same cycle.
- */
-static struct prt__mutex *waits_on(uintptr_t tok)
-{
-	if (tok & PRT_MTX_THREAD)
-		return atomic_load_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on,
-					    memory_order_seq_cst);
-	return atomic_load_explicit(&((struct prt__fiber *)tok)->blocked_on, memory_order_seq_cst);
-}
-
-/*
- * Publish (insert()) or clear (forget_waiter()) what @tok waits on;
- * wait_lock of @m (or of the mutex it leaves) held. seq_cst, as each of
- * these stores is the first half of a store-then-load:
- *  - setting it, with the deadlock walk's loads (waits_on(), the owner
- *    word in closes_cycle()) by a waiter closing the same cycle, and with
- *    prt_fiber_set_priority (store prio, then load blocked_on) against
- *    insert()'s load of prio;
- *  - clearing it on a handoff or a timeout, with proxy.c's attach()
- *    (store attached_to, then load blocked_on) against our later read of
- *    attached_to (prt__detach_donor(), prt__unattach()). The pick's
- *    acquire loads of blocked_on (proxy.c) pair with it as a release.
- */
-static void set_waits_on(uintptr_t tok, struct prt__mutex *m)
-{
-	if (tok & PRT_MTX_THREAD)
-		atomic_store_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m,
-				      memory_order_seq_cst);
-	else
-		atomic_store_explicit(&((struct prt__fiber *)tok)->blocked_on, m,
-				      memory_order_seq_cst);
-}
-
-/* Walk owner -> what it waits on -> owner ...; true if it comes back to @tok. */
-static bool closes_cycle(struct prt__mutex *m, uintptr_t tok)
-{
-	for (int i = 0; m && i < 4096; i++) {
-		/*
-		 * seq_cst: read after our seq_cst store of blocked_on, like
-		 * waits_on() (the deadlock walk's store-then-load); as an
-		 * acquire it pairs with the release half of the CAS that took
-		 * @m, which publishes the owner we then read.
-		 */
-		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS;
-
-		if (!o)
-			return false;
-		if (o == tok)
-			return true;
-		m = waits_on(o);
-	}
-	return false;
-}
 
 /* ---- waiter list (wait_lock held) ---------------------------------------- */
 
@@ -275,7 +53,7 @@ static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 	 * load of blocked_on. Either the record gets the new priority here,
 	 * or the re-sort (which needs wait_lock) finds it on the list.
 	 */
-	set_waits_on(r->token, m);
+	prt__set_waits_on(r->token, m);
 	if (r->fiber) {
 		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_seq_cst);
 		r->fiber->mwait = r;
@@ -290,7 +68,7 @@ static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
 	update_top(m);
 	if (r->fiber)
 		r->fiber->mwait = NULL;
-	set_waits_on(r->token, NULL);
+	prt__set_waits_on(r->token, NULL);
 }
 
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
@@ -840,7 +618,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		}
 		if (!fw.queued)
 			queue_record(&fw);
-		if (closes_cycle(m, fw.rec.token)) {
+		if (prt__closes_cycle(m, fw.rec.token)) {
 			err = EDEADLK;
 			goto give_up;
 		}
@@ -889,7 +667,7 @@ static int thread_take_or_queue(struct prt__mutex *m, struct prt__mwaiter *rec,
 	if (deadline && prt__now_ns() >= deadline)
 		return ETIMEDOUT;
 	insert(m, rec);
-	if (closes_cycle(m, rec->token)) {
+	if (prt__closes_cycle(m, rec->token)) {
 		dequeue(m, rec, h);
 		return EDEADLK;
 	}
@@ -960,7 +738,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 	}
 	err = w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
 	if (!err)
-		held_add(nheld_of(tok), 1);
+		prt__mutex_held(tok);
 	return err;
 }
 
@@ -968,14 +746,14 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	struct owner me;
+	struct prt__owner me;
 	uintptr_t zero = 0;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_lock", um);
 	w = prt__cur_worker();
-	if (prt__unlikely(!owner_self(w, &me)))
+	if (prt__unlikely(!prt__owner_self(w, &me)))
 		return ENOMEM;
 	/*
 	 * acquire: pairs with the release in unlock. release: publishes the
@@ -986,7 +764,7 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok,
 								 memory_order_acq_rel,
 								 memory_order_relaxed))) {
-		held_add(me.nheld, 1);
+		prt__held_add(me.nheld, 1);
 		return 0;
 	}
 	return lock_slow(m, w, me.tok, 0);
@@ -996,7 +774,7 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	struct owner me;
+	struct prt__owner me;
 	uintptr_t zero = 0;
 	uint64_t deadline;
 
@@ -1004,12 +782,12 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_timedlock", um);
 	w = prt__cur_worker();
-	if (!owner_self(w, &me))
+	if (!prt__owner_self(w, &me))
 		return ENOMEM;
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
 						    memory_order_relaxed)) {
-		held_add(me.nheld, 1);
+		prt__held_add(me.nheld, 1);
 		return 0;
 	}
 	if (!prt__abstime_to_mono(abstime, &deadline))
@@ -1021,18 +799,18 @@ PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	struct owner me;
+	struct prt__owner me;
 	uintptr_t zero = 0;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_timedlock_ns", um);
 	w = prt__cur_worker();
-	if (!owner_self(w, &me))
+	if (!prt__owner_self(w, &me))
 		return ENOMEM;
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
 						    memory_order_relaxed)) {
-		held_add(me.nheld, 1);
+		prt__held_add(me.nheld, 1);
 		return 0;
 	}
 	/* Saturates at PRT_NEVER; never 0 (no deadline), the clock being past boot. */
@@ -1048,18 +826,18 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	struct owner me;
+	struct prt__owner me;
 	uintptr_t o = 0;
 
 	if (!um)
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_trylock", um);
 	w = prt__cur_worker();
-	if (!owner_self(w, &me))
+	if (!prt__owner_self(w, &me))
 		return ENOMEM;
 	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, me.tok, memory_order_acq_rel,
 						    memory_order_relaxed)) {
-		held_add(me.nheld, 1);
+		prt__held_add(me.nheld, 1);
 		return 0;
 	}
 	/* Released with waiters: take it if no waiter outranks us. */
@@ -1067,7 +845,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 		if (atomic_compare_exchange_weak_explicit(&m->owner, &o,
 							  me.tok | (o & PRT_MTX_WAITERS),
 							  memory_order_acq_rel, memory_order_relaxed)) {
-			held_add(me.nheld, 1);
+			prt__held_add(me.nheld, 1);
 			return 0;
 		}
 	if ((o & ~PRT_MTX_WAITERS) == me.tok && m->type == PRT_MUTEX_RECURSIVE) {
@@ -1137,14 +915,14 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
-	struct owner me;
+	struct prt__owner me;
 	uintptr_t o;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
 	prt__check_live(m->dbg, "prt_mutex_unlock", um);
 	w = prt__cur_worker();
-	owner_peek(w, &me);
+	prt__owner_peek(w, &me);
 	o = me.tok;
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
@@ -1157,12 +935,12 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &o, 0,
 								 memory_order_release,
 								 memory_order_relaxed))) {
-		held_add(me.nheld, -1u); /* we owned it: not NULL */
+		prt__held_add(me.nheld, -1u); /* we owned it: not NULL */
 		return 0;
 	}
 	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
-	held_add(me.nheld, -1u); /* unlock_slow cannot fail */
+	prt__held_add(me.nheld, -1u); /* unlock_slow cannot fail */
 	return unlock_slow(m, w);
 }
 
@@ -1170,9 +948,9 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 
 uintptr_t prt__mutex_self_token(void)
 {
-	struct owner me;
+	struct prt__owner me;
 
-	owner_peek(prt__cur_worker(), &me);
+	prt__owner_peek(prt__cur_worker(), &me);
 	return me.tok;
 }
 

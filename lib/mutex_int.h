@@ -10,12 +10,12 @@
 /*
  * Owner word: 0 when unlocked, else the owner's token with flag bits.
  * A fiber's token is its descriptor address; a plain thread's is the
- * address of its struct prt__tself, with PRT_MTX_THREAD.
+ * address of its struct prt__tself (mutex_owner.h), with PRT_MTX_THREAD.
  *
  * A token names one owner for good: a fiber or thread that ends holding
  * a mutex leaves it locked (POSIX's default "stalled" robustness), and
  * its descriptor or prt__tself is never reused, so nobody else ever
- * finds the mutex its own (see "Owners that end" in mutex.c).
+ * finds the mutex its own (see "Owners that end" in mutex_owner.c).
  */
 #define PRT_MTX_WAITERS ((uintptr_t)1) /* the waiter list may be non-empty */
 #define PRT_MTX_THREAD ((uintptr_t)2)  /* the owner is a plain thread */
@@ -44,20 +44,6 @@ struct prt__mutex {
 
 _Static_assert(sizeof(struct prt__mutex) <= PRT_MUTEX_SIZE, "prt_mutex_t too small");
 _Static_assert(_Alignof(struct prt__mutex) <= _Alignof(prt_mutex_t), "prt_mutex_t alignment");
-
-/*
- * A plain thread's identity for mutexes: its token (the address), what
- * it waits on, what it holds. Allocated at the thread's first lock,
- * given back when it ends holding nothing; never freed (chain walks may
- * read one whose thread just ended, as with fiber descriptors).
- */
-struct prt__tself {
-	_Atomic(struct prt__mutex *) blocked_on;
-	/* Mutexes it holds (a recursive one once); written only by its thread. */
-	atomic_uint nheld;
-	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
-	struct prt__tself *free_next; /* on the free list while no thread has it */
-} __attribute__((aligned(8)));
 
 /* One waiter of a mutex, on the waiter's stack, in m->waiters. */
 struct prt__mwaiter {
@@ -165,8 +151,6 @@ struct prt__handoff {
 /* Condvar side of the mutex (mutex.c). */
 struct prt__mutex;
 int prt__mutex_release_all(struct prt__mutex *m, unsigned *count);
-/* The caller now holds a mutex handed to its record (condvar wait): count it. */
-void prt__mutex_held(uintptr_t token);
 void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r);
 /* The caller's token; a thread that never locked gets PRT_MTX_THREAD alone (owns nothing). */
 uintptr_t prt__mutex_self_token(void);

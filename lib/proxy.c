@@ -226,7 +226,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 	if (st == PRT_FS_DEAD || st == PRT_FS_FREE) {
 		/*
 		 * The owner ended holding the lock, which stays locked for good
-		 * (mutex.c, "Owners that end"; its descriptor is never reused):
+		 * (mutex_owner.c, "Owners that end"; its descriptor is never reused):
 		 * nothing can run for d. FREE: it let go and ended meanwhile, so
 		 * sleep_donor finds the lock released or held anew and decides.
 		 */

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Mutex owners: plain threads' identities, the count of mutexes each
+ * owner holds, what each owner waits on, and the walk along the owner
+ * chain that detects deadlocks. The fast-path inlines are in
+ * mutex_owner.h.
+ *
+ * A waiting fiber publishes blocked_on (seq_cst) before it walks the
+ * owner chain for a cycle. Two fibers closing a cycle at once each store
+ * their blocked_on then load the other's, so at least one sees the cycle
+ * and returns EDEADLK (docs/design.md, "Deadlock detection").
+ *
+ * Owners that end. An owner token is an address: a fiber's descriptor,
+ * a thread's struct prt__tself. Both outlive their holder and would be
+ * reused, and a token in an owner word must never come to name someone
+ * else (who could then unlock, relock, or be proxied or walked through
+ * as the owner). So each owner counts the mutexes it holds (nheld: a
+ * plain store next to the lock's one CAS, never shared), and one that
+ * ends holding any keeps its descriptor or prt__tself for good: the
+ * mutexes stay locked by an owner that waits on nothing and never runs.
+ * That is POSIX's default robustness (PTHREAD_MUTEX_STALLED: "no special
+ * actions are taken if the owner ... is terminated while holding the
+ * mutex lock"), which glibc also gives its PI mutexes, rather than
+ * robust mutexes: those need a list of what each owner holds (space the
+ * pthread-sized prt_mutex_t does not have) and callers that handle
+ * EOWNERDEAD. Waiters on such a mutex wait for good (timedlock: until
+ * their deadline); deadlock detection sees no cycle through the dead
+ * owner; the pick puts their donors to sleep (proxy.c).
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "alloc.h"
+#include "fault.h"
+#include "mutex_owner.h"
+
+/* ---- plain threads' identities -------------------------------------------- */
+
+/*
+ * Plain threads' identities. A thread gets one at its first lock (from
+ * the free list, else new) and gives it back when it ends holding no
+ * mutex (its key's destructor); one that ends holding some keeps it. All
+ * are on tself_all, so none is ever unreachable, and none is ever freed.
+ */
+static __thread struct prt__tself *tls_tself __attribute__((tls_model("initial-exec")));
+static pthread_once_t tself_once = PTHREAD_ONCE_INIT;
+static pthread_key_t tself_key;
+static bool tself_key_ok;               /* written once, under tself_once */
+static prt__spinlock_t tself_lock;      /* zero: unlocked */
+static struct prt__tself *tself_all;    /* tself_lock */
+static struct prt__tself *tself_free;   /* tself_lock */
+
+prt__noinline struct prt__tself *prt__cur_tself(void)
+{
+	return tls_tself;
+}
+
+/* The thread ends (key destructor): give its identity back unless a mutex names it. */
+static void tself_end(void *arg)
+{
+	struct prt__tself *t = arg;
+
+	tls_tself = NULL;
+	if (atomic_load_explicit(&t->nheld, memory_order_relaxed))
+		return; /* kept: see "Owners that end" */
+	prt__spin_lock(&tself_lock);
+	t->free_next = tself_free;
+	tself_free = t;
+	prt__spin_unlock(&tself_lock);
+}
+
+static void tself_key_create(void)
+{
+	tself_key_ok = pthread_key_create(&tself_key, tself_end) == 0;
+}
+
+prt__cold struct prt__tself *prt__tself_new(void)
+{
+	struct prt__tself *t;
+
+	if (pthread_once(&tself_once, tself_key_create) != 0 || !tself_key_ok)
+		return NULL;
+	prt__spin_lock(&tself_lock);
+	t = tself_free;
+	if (t)
+		tself_free = t->free_next;
+	prt__spin_unlock(&tself_lock);
+	if (!t) {
+		if (!(t = prt__zalloc(sizeof(*t))))
+			return NULL;
+		/* Fault builds count what runtimes hold: this is the process's, never freed. */
+		prt__fault_track(PRT_FAULT_ALLOC, -1);
+		prt__spin_lock(&tself_lock);
+		t->all_next = tself_all;
+		tself_all = t;
+		prt__spin_unlock(&tself_lock);
+	}
+	if (pthread_setspecific(tself_key, t) != 0) {
+		tself_end(t);
+		return NULL;
+	}
+	tls_tself = t;
+	return t;
+}
+
+/* ---- counts held ------------------------------------------------------------ */
+
+/* The count of the owner whose token is @tok (the caller). */
+static atomic_uint *nheld_of(uintptr_t tok)
+{
+	if (tok & PRT_MTX_THREAD)
+		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->nheld;
+	return &((struct prt__fiber *)tok)->nheld;
+}
+
+void prt__mutex_held(uintptr_t token)
+{
+	prt__held_add(nheld_of(token), 1);
+}
+
+/* ---- what owners wait on; deadlock detection -------------------------------- */
+
+/*
+ * What the owner with token @tok waits on (the deadlock walk).
+ * seq_cst: the load half of the walk's store-then-load (see the top of
+ * the file); pairs with the seq_cst store in prt__set_waits_on() by
+ * another waiter closing the same cycle.
+ */
+static struct prt__mutex *waits_on(uintptr_t tok)
+{
+	if (tok & PRT_MTX_THREAD)
+		return atomic_load_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on,
+					    memory_order_seq_cst);
+	return atomic_load_explicit(&((struct prt__fiber *)tok)->blocked_on, memory_order_seq_cst);
+}
+
+/*
+ * Called when a waiter is queued (mutex.c's insert()) or leaves the list
+ * (forget_waiter()). seq_cst, as each of these stores is the first half
+ * of a store-then-load:
+ *  - setting it, with the deadlock walk's loads (waits_on(), the owner
+ *    word in prt__closes_cycle()) by a waiter closing the same cycle, and
+ *    with prt_fiber_set_priority (store prio, then load blocked_on)
+ *    against insert()'s load of prio;
+ *  - clearing it on a handoff or a timeout, with proxy.c's attach()
+ *    (store attached_to, then load blocked_on) against our later read of
+ *    attached_to (prt__detach_donor(), prt__unattach()). The pick's
+ *    acquire loads of blocked_on (proxy.c) pair with it as a release.
+ */
+void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m)
+{
+	if (tok & PRT_MTX_THREAD)
+		atomic_store_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m,
+				      memory_order_seq_cst);
+	else
+		atomic_store_explicit(&((struct prt__fiber *)tok)->blocked_on, m,
+				      memory_order_seq_cst);
+}
+
+bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
+{
+	for (int i = 0; m && i < 4096; i++) {
+		/*
+		 * seq_cst: read after our seq_cst store of blocked_on, like
+		 * waits_on() (the deadlock walk's store-then-load); as an
+		 * acquire it pairs with the release half of the CAS that took
+		 * @m, which publishes the owner we then read.
+		 */
+		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS;
+
+		if (!o)
+			return false;
+		if (o == tok)
+			return true;
+		m = waits_on(o);
+	}
+	return false;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_MUTEX_OWNER_H
+#define PRT_MUTEX_OWNER_H
+
+/*
+ * Mutex owners (mutex_owner.c): who a caller is in an owner word (a
+ * fiber's descriptor, a plain thread's struct prt__tself), the count of
+ * mutexes each owner holds, what each owner waits on (blocked_on), and
+ * the walk along owner -> what it waits on -> owner that finds deadlocks.
+ *
+ * The lock and unlock fast paths (mutex.c) learn the caller's token and
+ * count it with the inlines below: a fiber's costs two loads and a
+ * plain store, as before the split; a plain thread's adds one call
+ * (prt__cur_tself). Everything else here is out of line.
+ */
+#include "mutex_int.h"
+#include "sched_int.h"
+
+/*
+ * A plain thread's identity for mutexes: its token (the address), what
+ * it waits on, what it holds. Allocated at the thread's first lock,
+ * given back when it ends holding nothing; never freed (chain walks may
+ * read one whose thread just ended, as with fiber descriptors).
+ */
+struct prt__tself {
+	_Atomic(struct prt__mutex *) blocked_on;
+	/* Mutexes it holds (a recursive one once); written only by its thread. */
+	atomic_uint nheld;
+	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
+	struct prt__tself *free_next; /* on the free list while no thread has it */
+} __attribute__((aligned(8)));
+
+/* The caller as an owner: its token, and its count of mutexes held. */
+struct prt__owner {
+	uintptr_t tok;
+	atomic_uint *nheld; /* NULL for a thread that never locked */
+};
+
+/*
+ * The calling thread's identity, or NULL if it never locked. Out of line
+ * on purpose (a thread-local read; threads never switch). No lock.
+ */
+struct prt__tself *prt__cur_tself(void);
+/*
+ * Give the calling thread an identity (its first lock); NULL if out of
+ * memory (or of pthread keys). Cold. No lock held.
+ */
+struct prt__tself *prt__tself_new(void);
+
+/*
+ * A plain thread as an owner, for a call that may make it one: false if
+ * its first lock finds no memory for its identity.
+ */
+static inline bool prt__thread_owner(struct prt__owner *me)
+{
+	struct prt__tself *t = prt__cur_tself();
+
+	if (prt__unlikely(!t) && !(t = prt__tself_new()))
+		return false;
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = &t->nheld;
+	return true;
+}
+
+/*
+ * The caller as an owner (lock calls; @w: prt__cur_worker()); false:
+ * ENOMEM (prt__thread_owner). No lock held.
+ */
+static inline bool prt__owner_self(struct prt__worker *w, struct prt__owner *me)
+{
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return true;
+	}
+	return prt__thread_owner(me);
+}
+
+/*
+ * The caller as an owner, to compare with an owner word (unlock): a
+ * thread that never locked gets PRT_MTX_THREAD alone, which owns nothing.
+ * No lock held.
+ */
+static inline void prt__owner_peek(struct prt__worker *w, struct prt__owner *me)
+{
+	struct prt__tself *t;
+
+	if (prt__likely(w)) {
+		me->tok = (uintptr_t)w->curr;
+		me->nheld = &w->curr->nheld;
+		return;
+	}
+	t = prt__cur_tself();
+	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
+	me->nheld = t ? &t->nheld : NULL;
+}
+
+/*
+ * The caller now holds @d (1 or -1u) more mutexes (@nheld: its own
+ * count, from prt__owner_self/_peek). Only the owner writes it: no lock.
+ */
+static inline void prt__held_add(atomic_uint *nheld, unsigned d)
+{
+	/* One writer, the owner itself: no read-modify-write needed. */
+	atomic_store_explicit(nheld, atomic_load_explicit(nheld, memory_order_relaxed) + d,
+			      memory_order_relaxed);
+}
+
+/*
+ * The caller, whose token is @token, now holds one more mutex: one it
+ * took on a slow path, or one handed to its record (condvar wait).
+ * No lock needed (the owner's own count).
+ */
+void prt__mutex_held(uintptr_t token);
+
+/*
+ * Publish (@m) or clear (NULL) what the owner with token @tok waits on,
+ * with wait_lock of @m (or of the mutex it leaves) held. seq_cst: the
+ * store half of the deadlock walk's store-then-load, and of the pairings
+ * described at its definition.
+ */
+void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m);
+
+/*
+ * Deadlock detection: walk owner of @m -> what that owner waits on ->
+ * its owner ...; true if the walk comes back to @tok (the caller, which
+ * has just published blocked_on = @m). wait_lock of @m held.
+ */
+bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok);
+
+#endif
