@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Mutex owners: plain threads' identities, the count of mutexes each
- * owner holds, what each owner waits on, and the walk along the owner
- * chain that detects deadlocks. The fast-path inlines are in
- * mutex_owner.h.
+ * owner holds, what each owner waits on, and the walks along the owner
+ * chain: the one that detects deadlocks, and prt_fiber_wait_chain's.
+ * The fast-path inlines are in mutex_owner.h.
  *
  * A waiting fiber publishes blocked_on (seq_cst) before it walks the
  * owner chain for a cycle. Two fibers closing a cycle at once each store
@@ -175,4 +175,48 @@ bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
 		m = waits_on(o);
 	}
 	return false;
+}
+
+/* ---- introspection: the wait chain ------------------------------------------ */
+
+PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
+{
+	struct prt__fiber *f = h.p;
+	int n = 0;
+
+	if (max < 0 || (max > 0 && !out))
+		return -EINVAL;
+	/* Descriptors are type-stable: reading a stale one is safe, the id tells. */
+	/* relaxed: a handle check, as fiber.c's (the id is all it compares) */
+	if (!f || !h.id || atomic_load_explicit(&f->id, memory_order_relaxed) != h.id ||
+	    atomic_load_explicit(&f->kept, memory_order_relaxed))
+		return -ESRCH;
+	while (n < max) {
+		/*
+		 * acquire, both, as the pick's chain walk (proxy.c): each link
+		 * is read after the one that led to it. blocked_on pairs with
+		 * the store in prt__set_waits_on() (a release), the owner word
+		 * with the release half of the CAS that took @m (publishes the
+		 * owner).
+		 */
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
+		uintptr_t o;
+		struct prt__fiber *of;
+
+		if (!m)
+			break;
+		o = atomic_load_explicit(&m->owner, memory_order_acquire);
+		of = prt__owner_fiber(o);
+		out[n].mutex = (prt_mutex_t *)(void *)m;
+		out[n].owner_is_thread = !!(o & PRT_MTX_THREAD);
+		out[n].owner.p = (o & ~PRT_MTX_FLAGS) ? of : NULL;
+		/* relaxed: descriptors are type-stable; a snapshot */
+		out[n].owner.id = out[n].owner.p ? atomic_load_explicit(&of->id, memory_order_relaxed)
+						 : 0;
+		n++;
+		if (!out[n - 1].owner.p || of == h.p)
+			break;
+		f = of;
+	}
+	return n;
 }
