@@ -26,36 +26,53 @@ PRT_API int prt_mutexattr_destroy(prt_mutexattr_t *a)
 	return a ? 0 : EINVAL;
 }
 
+/* The values the setters accept, and prt_mutex_init checks again. */
+static bool type_ok(int type)
+{
+	return type >= PRT_MUTEX_NORMAL && type <= PRT_MUTEX_RECURSIVE;
+}
+
+static bool proxy_ok(int proxy)
+{
+	return proxy >= PRT_MUTEX_PROXY_DEFAULT && proxy <= PRT_MUTEX_PROXY_OFF;
+}
+
+/* A setter's store into its field: EINVAL, changing nothing, unless @ok. */
+static int attr_set(int *field, int v, bool ok)
+{
+	if (!ok)
+		return EINVAL;
+	*field = v;
+	return 0;
+}
+
+/* A getter's load from its field into @out (EINVAL if NULL). */
+static int attr_get(const int *field, int *out)
+{
+	if (!out)
+		return EINVAL;
+	*out = *field;
+	return 0;
+}
+
 PRT_API int prt_mutexattr_settype(prt_mutexattr_t *a, int type)
 {
-	if (!a || type < PRT_MUTEX_NORMAL || type > PRT_MUTEX_RECURSIVE)
-		return EINVAL;
-	a->type = type;
-	return 0;
+	return a ? attr_set(&a->type, type, type_ok(type)) : EINVAL;
 }
 
 PRT_API int prt_mutexattr_gettype(const prt_mutexattr_t *a, int *type)
 {
-	if (!a || !type)
-		return EINVAL;
-	*type = a->type;
-	return 0;
+	return a ? attr_get(&a->type, type) : EINVAL;
 }
 
 PRT_API int prt_mutexattr_setproxy(prt_mutexattr_t *a, int proxy)
 {
-	if (!a || proxy < PRT_MUTEX_PROXY_DEFAULT || proxy > PRT_MUTEX_PROXY_OFF)
-		return EINVAL;
-	a->proxy = proxy;
-	return 0;
+	return a ? attr_set(&a->proxy, proxy, proxy_ok(proxy)) : EINVAL;
 }
 
 PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *a, int *proxy)
 {
-	if (!a || !proxy)
-		return EINVAL;
-	*proxy = a->proxy;
-	return 0;
+	return a ? attr_get(&a->proxy, proxy) : EINVAL;
 }
 
 /* ---- init, destroy ---------------------------------------------------------- */
@@ -66,8 +83,7 @@ PRT_API int prt_mutex_init(prt_mutex_t *um, const prt_mutexattr_t *a)
 
 	if (!um)
 		return EINVAL;
-	if (a && (a->type < PRT_MUTEX_NORMAL || a->type > PRT_MUTEX_RECURSIVE ||
-		  a->proxy < PRT_MUTEX_PROXY_DEFAULT || a->proxy > PRT_MUTEX_PROXY_OFF))
+	if (a && (!type_ok(a->type) || !proxy_ok(a->proxy)))
 		return EINVAL;
 	memset(um, 0, sizeof(*um));
 	if (a) {
