@@ -42,7 +42,7 @@
  * mutex (its key's destructor); one that ends holding some keeps it. All
  * are on tself_all, so none is ever unreachable, and none is ever freed.
  */
-static __thread struct prt__tself *tls_tself __attribute__((tls_model("initial-exec")));
+__thread struct prt__tself *prt__tls_tself __attribute__((tls_model("initial-exec")));
 static pthread_once_t tself_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tself_key;
 static bool tself_key_ok;               /* written once, under tself_once */
@@ -50,17 +50,12 @@ static prt__spinlock_t tself_lock;      /* zero: unlocked */
 static struct prt__tself *tself_all;    /* tself_lock */
 static struct prt__tself *tself_free;   /* tself_lock */
 
-prt__noinline struct prt__tself *prt__cur_tself(void)
-{
-	return tls_tself;
-}
-
 /* The thread ends (key destructor): give its identity back unless a mutex names it. */
 static void tself_end(void *arg)
 {
 	struct prt__tself *t = arg;
 
-	tls_tself = NULL;
+	prt__tls_tself = NULL;
 	if (atomic_load_explicit(&t->nheld, memory_order_relaxed))
 		return; /* kept: see "Owners that end" */
 	prt__spin_lock(&tself_lock);
@@ -99,7 +94,7 @@ prt__cold struct prt__tself *prt__tself_new(void)
 		tself_end(t);
 		return NULL;
 	}
-	tls_tself = t;
+	prt__tls_tself = t;
 	return t;
 }
 
