@@ -42,12 +42,12 @@ extern __thread struct prt__tself *prt__tls_tself __attribute__((tls_model("init
 /*
  * The calling thread's identity, or NULL if it never locked. No lock.
  * Only plain threads call it, and they never switch; it still reads the
- * thread-local through a noinline accessor (STYLE.md), as mutex.c's
- * tself() did. Static (not inline, which noinline contradicts; unused
- * where no file calls it), so each file has its own copy and the
- * compiler knows the one register it clobbers: prt_mutex_unlock's fast
- * path then keeps the worker in a scratch register across the thread
- * path's call, as before the split, instead of saving a callee-saved one.
+ * thread-local through a noinline accessor (STYLE.md, "Inside"). Static
+ * (not inline, which noinline contradicts; unused where no file calls
+ * it), so each file has its own copy and the compiler knows the one
+ * register it clobbers: prt_mutex_unlock's fast path then keeps the
+ * worker in a scratch register across the thread path's call instead of
+ * saving a callee-saved one around it.
  */
 static prt__noinline __attribute__((unused)) struct prt__tself *prt__cur_tself(void)
 {
