@@ -178,8 +178,9 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 
 	if (!prt__spin_trylock(&x->rq.lock))
 		return false;
+	/* Not a preempted owner: it resumes on its own worker (donor migration then). */
 	if (atomic_load_explicit(&o->rq_worker, memory_order_relaxed) == x &&
-	    !atomic_load_explicit(&o->blocked_on, memory_order_relaxed)) {
+	    !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) && !o->preempted) {
 		prt__rq_del(x, o);
 		ok = true;
 	}

@@ -839,9 +839,13 @@ static uint8_t ctxi_level __asm__("ctxi_level") __attribute__((used)); /* 0 SSE,
 static uint64_t ctxi_entry_flags __asm__("ctxi_entry_flags") __attribute__((used));
 static uint64_t ctxi_entry_rsp __asm__("ctxi_entry_rsp") __attribute__((used));
 static uint32_t ctxi_clobber_mxcsr __asm__("ctxi_clobber_mxcsr") __attribute__((used)) = 0x5f80;
+/* What the called function found: MXCSR, and the x87 environment (fnstenv: control, status, tags). */
+static uint32_t ctxi_entry_mxcsr __asm__("ctxi_entry_mxcsr") __attribute__((used));
+static uint16_t ctxi_entry_fenv[14] __asm__("ctxi_entry_fenv") __attribute__((used));
 #else
 static uint64_t ctxi_saved_sp[2] __asm__("ctxi_saved_sp") __attribute__((used)); /* sp, fpcr */
 static uint64_t ctxi_entry_sp __asm__("ctxi_entry_sp") __attribute__((used));
+static uint64_t ctxi_entry_fpcr __asm__("ctxi_entry_fpcr") __attribute__((used));
 #endif
 
 /*
@@ -1126,6 +1130,8 @@ __asm__(
 	"\tmovq\t%rsp, ctxi_entry_rsp(%rip)\n"
 	"\tincl\tctxi_clobbers(%rip)\n"
 	"\tmovq\t%rdi, ctxi_entry_arg(%rip)\n"
+	"\tstmxcsr\tctxi_entry_mxcsr(%rip)\n"
+	"\tfnstenv\tctxi_entry_fenv(%rip)\n"
 	"\tfninit\n"
 	"\tldmxcsr\tctxi_clobber_mxcsr(%rip)\n"
 	"\tmovzbl\tctxi_level(%rip), %eax\n"
@@ -1380,6 +1386,10 @@ __asm__(
 	"\tadrp\tx9, ctxi_entry_arg\n"
 	"\tadd\tx9, x9, :lo12:ctxi_entry_arg\n"
 	"\tstr\tx0, [x9]\n"
+	"\tadrp\tx9, ctxi_entry_fpcr\n"
+	"\tadd\tx9, x9, :lo12:ctxi_entry_fpcr\n"
+	"\tmrs\tx10, fpcr\n"
+	"\tstr\tx10, [x9]\n"
 	"\tmovi\tv0.16b, #0xff\n"
 	"\tmovi\tv1.16b, #0xff\n"
 	"\tmovi\tv2.16b, #0xff\n"
@@ -1562,6 +1572,10 @@ static void ctxi_verify(struct ctxi_res *r)
 		ctxi_cmp(r, "DF clear at the call", 0, &ctxi_entry_flags, &(uint64_t){ 0 }, 8);
 	if ((ctxi_entry_rsp + 8) % 16)
 		ctxi_cmp(r, "rsp+8 16-aligned at the call", 0, &ctxi_entry_rsp, &(uint64_t){ 0 }, 8);
+	/* The ABI's state at a call: default MXCSR and x87 control word, an empty x87 stack. */
+	ctxi_cmp(r, "MXCSR at the call", 0, &ctxi_entry_mxcsr, &(uint32_t){ 0x1f80 }, 4);
+	ctxi_cmp(r, "x87 CW at the call", 0, &ctxi_entry_fenv[0], &(uint16_t){ 0x037f }, 2);
+	ctxi_cmp(r, "x87 tags at the call", 0, &ctxi_entry_fenv[4], &(uint16_t){ 0xffff }, 2);
 }
 #else
 static void ctxi_setup(void)
@@ -1584,6 +1598,7 @@ static void ctxi_verify(struct ctxi_res *r)
 		ctxi_cmp(r, "q", i, ctxi_out.q[i], ctxi_in.q[i], 16);
 	if (ctxi_entry_sp % 16)
 		ctxi_cmp(r, "sp 16-aligned at the call", 0, &ctxi_entry_sp, &(uint64_t){ 0 }, 8);
+	ctxi_cmp(r, "FPCR at the call", 0, &ctxi_entry_fpcr, &(uint64_t){ 0 }, 8);
 }
 #endif
 

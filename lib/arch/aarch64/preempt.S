@@ -27,6 +27,7 @@ prt__preempt_tramp:
 	/* The caller's registers are in the copied frame, not described here: stop unwinding. */
 	.cfi_undefined x30
 	hint	#34			/* bti c (a nop where BTI is absent) */
+	msr	fpcr, xzr		/* fn runs in the default FP mode; the frame has ours */
 	blr	x1			/* fn(arg); sp (the copy) is 16-byte aligned */
 	mov	x8, #139		/* __NR_rt_sigreturn: the frame at sp */
 	svc	#0

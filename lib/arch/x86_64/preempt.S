@@ -20,7 +20,12 @@
  * extended state with xsave64 (x87, SSE, AVX, AVX-512, everything XCR0
  * enables; fxsave64 where the OS has no xsave) in an area of
  * prt__xstate_size bytes, 64-byte aligned, clears DF as the ABI wants
- * for the call, calls fn(arg), and restores all of it in reverse. The
+ * for the call, and gives fn what the ABI promises a called function:
+ * an empty x87 stack (fninit: the interrupted code may have values on
+ * it, which would overflow the stack of whatever runs next), the default
+ * x87 control word and MXCSR, and, with AVX, clean upper halves
+ * (vzeroupper, as Go does on darwin). Then it calls fn(arg), and restores
+ * all of it in reverse. The
  * final `ret $128` pops rip and skips the red zone, so rsp is again the
  * interrupted rsp. Go's asyncPreempt (runtime/preempt_amd64.s) does the
  * same for Go code, which has no red zone and uses no vector state but
@@ -121,6 +126,12 @@ prt__preempt_tramp:
 1:
 	fxsave64 (%rsp)
 2:
+	fninit				/* x87: empty stack, default control word */
+	ldmxcsr	prt__mxcsr_default(%rip)
+	cmpb	$0, prt__xstate_avx(%rip)
+	je	5f
+	vzeroupper
+5:
 	movq	136(%rbx), %rdi		/* arg */
 	callq	*128(%rbx)		/* fn(arg); rsp is 64-byte aligned here */
 	cmpb	$0, prt__xstate_xsave(%rip)

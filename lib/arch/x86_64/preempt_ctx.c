@@ -20,6 +20,8 @@ void prt__preempt_tramp(void);
  */
 uint32_t prt__xstate_size = 512;
 uint8_t prt__xstate_xsave;
+uint8_t prt__xstate_avx;               /* the OS enabled AVX: vzeroupper before the call */
+uint32_t prt__mxcsr_default = 0x1f80;  /* all exceptions masked, round to nearest */
 
 /* The red zone, then fn, arg and the return address (preempt.S). */
 #define RED_ZONE 128
@@ -43,6 +45,13 @@ void prt__ctx_interrupt_init(void)
 		return;
 	prt__xstate_size = (b + 63) & ~63u;
 	prt__xstate_xsave = 1;
+	{
+		unsigned lo, hi;
+
+		__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+		(void)hi;
+		prt__xstate_avx = (lo & 6) == 6; /* SSE and AVX state enabled */
+	}
 }
 
 size_t prt__ctx_interrupt_frame(void)
