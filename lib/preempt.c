@@ -186,13 +186,16 @@ static void ranges_make(void)
 	qsort(sc->r, sc->n, sizeof(sc->r[0]), cmp_range);
 	s = atomic_load_explicit(&ranges.seq, memory_order_relaxed);
 	atomic_store_explicit(&ranges.seq, s + 1, memory_order_relaxed);
-	/* release: the odd seq is visible before any entry changes (pairs with range_allowed's fence) */
-	atomic_thread_fence(memory_order_release);
+	/*
+	 * release, each: a reader that loads (acquire) a value stored here
+	 * also sees the odd seq stored before it, and so discards its look
+	 * (a seqlock without fences, which TSan builds could not compile).
+	 */
 	for (unsigned i = 0; i < sc->n; i++) {
-		atomic_store_explicit(&ranges.r[i].lo, sc->r[i].lo, memory_order_relaxed);
-		atomic_store_explicit(&ranges.r[i].hi, sc->r[i].hi, memory_order_relaxed);
+		atomic_store_explicit(&ranges.r[i].lo, sc->r[i].lo, memory_order_release);
+		atomic_store_explicit(&ranges.r[i].hi, sc->r[i].hi, memory_order_release);
 	}
-	atomic_store_explicit(&ranges.n, sc->n, memory_order_relaxed);
+	atomic_store_explicit(&ranges.n, sc->n, memory_order_release);
 	/* release: pairs with the acquire load of seq in range_allowed() */
 	atomic_store_explicit(&ranges.seq, s + 2, memory_order_release);
 	ranges_adds = sc->adds;
@@ -229,7 +232,8 @@ static bool range_allowed(uintptr_t pc)
 {
 	/* acquire: pairs with the release store that ends ranges_make() */
 	unsigned s = atomic_load_explicit(&ranges.seq, memory_order_acquire);
-	unsigned lo = 0, hi = atomic_load_explicit(&ranges.n, memory_order_relaxed);
+	/* acquire, here and for each entry: pairs with the release stores of ranges_make() */
+	unsigned lo = 0, hi = atomic_load_explicit(&ranges.n, memory_order_acquire);
 	bool ok = false;
 
 	if (s & 1)
@@ -239,17 +243,16 @@ static bool range_allowed(uintptr_t pc)
 	while (lo < hi) {
 		unsigned mid = lo + (hi - lo) / 2;
 
-		if (pc < atomic_load_explicit(&ranges.r[mid].lo, memory_order_relaxed)) {
+		if (pc < atomic_load_explicit(&ranges.r[mid].lo, memory_order_acquire)) {
 			hi = mid;
-		} else if (pc >= atomic_load_explicit(&ranges.r[mid].hi, memory_order_relaxed)) {
+		} else if (pc >= atomic_load_explicit(&ranges.r[mid].hi, memory_order_acquire)) {
 			lo = mid + 1;
 		} else {
 			ok = true;
 			break;
 		}
 	}
-	/* acquire: the entries are read before seq is checked again (pairs with ranges_make's release fence) */
-	atomic_thread_fence(memory_order_acquire);
+	/* relaxed: after the acquire loads above, which it cannot pass */
 	return ok && atomic_load_explicit(&ranges.seq, memory_order_relaxed) == s;
 }
 

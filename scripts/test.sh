@@ -38,7 +38,7 @@ run_suite() {
 
 # The tests where fibers cross workers, for TSan (each fiber costs TSan
 # ~300 KiB, so the single-purpose unit tests add nothing there).
-TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_football
+TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_football test_preempt
 	test_stress test_io test_stream test_http test_dump test_lifetime stress_mixed)
 # valgrind: the tests that run on one worker or a few. Valgrind runs one
 # thread at a time and hands its lock over unfairly, so tests built on
@@ -47,7 +47,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_footbal
 # stacks are registered (VALGRIND_STACK_REGISTER); I/O runs on epoll,
 # since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
-VALGRIND_TESTS=(test_stack test_timer test_fiber test_runtime test_timed test_cond test_io test_stream
+VALGRIND_TESTS=(test_stack test_timer test_fiber test_runtime test_timed test_cond test_io test_stream test_preempt
 	test_dump test_edges test_lifetime)
 VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
 
