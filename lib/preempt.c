@@ -12,12 +12,12 @@
  * the arch's extended-state size, and the table of code ranges where a
  * fiber may be stopped.
  *
- * How a fiber is stopped. Every worker thread has two POSIX timers
- * aimed at it (SIGEV_THREAD_ID): @timer, armed under the rq lock for the
- * end of the running fiber's time slice or the earliest timer of the
- * worker's heaps, and @retry, which the worker's own handler arms after
- * it refused to stop a fiber. Other threads interrupt a worker with
- * pthread_sigqueue. The handler decides only whether the fiber may be
+ * How a fiber is stopped. Every worker thread has three POSIX timers
+ * aimed at it (SIGEV_THREAD_ID; see "the timers" below): a periodic
+ * tick while fibers of one priority share it, a one-shot watch for the
+ * earliest timer of its heaps, and a retry the worker's own handler arms
+ * after it refused to stop a fiber. Other threads interrupt a worker
+ * with pthread_sigqueue. The handler decides only whether the fiber may be
  * stopped where it is; if so it makes it call preempt_fn() on its own
  * stack (arch/ctx.h), which takes the rq lock and decides as a
  * scheduling point would. Go does the same (doSigPreempt, asyncPreempt).
@@ -31,8 +31,9 @@
  * object (JIT); a stack too short for the interrupt frame and the
  * preemption path; a handler not running on its alternate stack. The
  * interrupt is then deferred: @pending is set and @retry fires in
- * PRT_PREEMPT_RETRY_NS, unless the fiber reaches a scheduling point or
- * prt_preempt_enable() first.
+ * PRT_PREEMPT_RETRY_NS (a tick in the library's code: the next tick),
+ * unless the fiber reaches a scheduling point or prt_preempt_enable()
+ * first.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -258,80 +259,88 @@ static bool range_allowed(uintptr_t pc)
 
 /* ---- the timers ------------------------------------------------------------- */
 
-static void arm_abs(timer_t t, uint64_t deadline)
-{
-	struct itimerspec its = { .it_interval = { 0, 0 } };
-
-	if (!deadline)
-		deadline = 1; /* 0 would disarm */
-	its.it_value.tv_sec = (time_t)(deadline / 1000000000u);
-	its.it_value.tv_nsec = (long)(deadline % 1000000000u);
-	timer_settime(t, TIMER_ABSTIME, &its, NULL);
-}
-
-/* Arm @retry: the worker thread only (its handler, or a fiber on it). Async-signal-safe. */
-static void arm_retry(struct prt__worker *w)
-{
-	struct itimerspec its = { .it_interval = { 0, 0 }, .it_value = { 0, PRT_PREEMPT_RETRY_NS } };
-
-	timer_settime(w->pw.retry, 0, &its, NULL);
-}
-
 /*
- * @timer fired? (Its handler said so.) Then whatever it was armed for is
- * gone: it fires once per arming, and only holders of w's rq lock arm
- * it. rq lock held.
+ * Each worker has three timers, all aimed at its thread:
+ *
+ * @tick    periodic, every quantum, while fibers of the served priority
+ *          wait (the kernel's scheduler tick, made tickless: started when
+ *          that contention is seen, stopped by the first tick that finds
+ *          it over or when the worker goes idle). A fiber is preempted at
+ *          a tick that finds no switch since the previous one: it ran a
+ *          whole period, so its slice was between one and two quanta. No
+ *          timer is re-armed per slice. Armed under rq.lock (@ticking).
+ * @watch   one-shot, at the earliest deadline of the worker's timer
+ *          heaps while it runs a fiber: a sleeper due behind a fiber that
+ *          never calls the runtime (the timer watch). Armed under rq.lock
+ *          (@watch_at); its handler sets @watch_fired.
+ * @retry   one-shot, armed by the worker thread itself when an interrupt
+ *          could not stop the fiber (defer()).
  */
-static void consume_fired(struct prt__wpreempt *p)
+
+static void settime(timer_t t, int flags, uint64_t value, uint64_t interval)
 {
-	/* relaxed: set by the handler on the worker's thread; read under the rq lock */
-	if (prt__unlikely(atomic_load_explicit(&p->fired, memory_order_relaxed))) {
-		atomic_store_explicit(&p->fired, 0, memory_order_relaxed);
-		p->armed = PRT_NEVER;
-	}
+	struct itimerspec its;
+
+	its.it_value.tv_sec = (time_t)(value / 1000000000u);
+	its.it_value.tv_nsec = (long)(value % 1000000000u);
+	its.it_interval.tv_sec = (time_t)(interval / 1000000000u);
+	its.it_interval.tv_nsec = (long)(interval % 1000000000u);
+	timer_settime(t, flags, &its, NULL);
 }
 
-/*
- * Is a slice being timed now? While @timer is armed its deadline is
- * at most the slice's end, which is then still to come; once it fired,
- * @slice_end may be past and a new slice must begin.
- */
-static bool slice_timed(const struct prt__wpreempt *p)
-{
-	return p->slicing && p->armed != PRT_NEVER;
-}
-
-/* A new time slice for the fiber @w runs, which began at switch count @snap; rq lock. */
-static void slice_start(struct prt__worker *w, uint64_t snap)
+/* Start @tick; rq lock held. @snap: the switch count the first tick compares with. */
+static void tick_start(struct prt__worker *w, uint64_t snap)
 {
 	struct prt__wpreempt *p = &w->pw;
 
-	p->slicing = true;
-	p->slice_snap = snap;
-	p->slice_end = prt__add_sat(prt__now_ns(), p->quantum);
+	p->ticking = true;
+	p->tick_snap = snap;
+	settime(p->tick, 0, p->quantum, p->quantum);
+}
+
+static void tick_stop(struct prt__worker *w)
+{
+	w->pw.ticking = false;
+	settime(w->pw.tick, 0, 0, 0);
 }
 
 /*
- * Make @timer fire by the end of the slice, if one is timed, and by the
- * earliest timer of w's heaps (the timer watch: a sleeper due behind a
- * fiber that never calls the runtime); rq lock held. The timer only
- * moves earlier here; when it fires, prt__preempt_eval looks again.
+ * Make @watch fire by the earliest deadline of w's heaps (a sleeper due
+ * while a fiber runs here); rq lock held. Only ever earlier: when it
+ * fires, the next look arms it again. @watch_fired says it fired (it
+ * fires once per arming, and only holders of this lock arm it).
  */
-static void rearm(struct prt__worker *w)
+static void watch_arm(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint64_t d = p->slicing ? p->slice_end : PRT_NEVER;
+	uint64_t d;
 
-	if (prt__has_timers(w)) {
-		uint64_t t = prt__timers_first(&w->timers), u = prt__timers_first(&w->iotimers);
+	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
+	if (prt__unlikely(atomic_load_explicit(&p->watch_fired, memory_order_relaxed))) {
+		atomic_store_explicit(&p->watch_fired, 0, memory_order_relaxed);
+		p->watch_at = PRT_NEVER;
+	}
+	if (prt__likely(!prt__has_timers(w)))
+		return;
+	d = prt__timers_first(&w->timers);
+	if (prt__timers_first(&w->iotimers) < d)
+		d = prt__timers_first(&w->iotimers);
+	if (d < p->watch_at) {
+		p->watch_at = d;
+		settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* 0 would disarm */
+	}
+}
 
-		d = t < d ? t : d;
-		d = u < d ? u : d;
-	}
-	if (d < p->armed) {
-		p->armed = d;
-		arm_abs(p->timer, d);
-	}
+/*
+ * Arm @retry @ns from now, unless it is armed already: the worker thread
+ * only (its handler, or a fiber on it). Async-signal-safe.
+ */
+static void arm_retry(struct prt__worker *w, uint64_t ns)
+{
+	/* relaxed: this thread's; its handler clears it when the retry comes */
+	if (atomic_exchange_explicit(&w->pw.retry_armed, 1, memory_order_relaxed))
+		return;
+	settime(w->pw.retry, 0, ns, 0);
 }
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
@@ -344,27 +353,26 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 
 	/*
 	 * relaxed: this pick honours a kick or a deferral made before it; one
-	 * made after it is honoured by a later pick or prt__preempt_eval.
+	 * made after it is honoured by a later pick or preempt_eval. (Read
+	 * first: the stores are rarely needed.)
 	 */
-	atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->pending, 0, memory_order_relaxed);
-	consume_fired(p);
+	if (prt__unlikely(atomic_load_explicit(&p->kicked, memory_order_relaxed)))
+		atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
+	if (prt__unlikely(atomic_load_explicit(&p->pending, memory_order_relaxed)))
+		atomic_store_explicit(&p->pending, 0, memory_order_relaxed);
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(p->serve_prio, -1);
-		p->slicing = false;
+		if (p->ticking)
+			tick_stop(w); /* an idle worker takes no ticks */
 		return;
 	}
 	PRT_WRITE_ONCE(p->serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
-	if (bm && prt__rq_top(bm) >= p->serve_prio) {
-		/* The coming switch counts one more (none if @next runs already). */
-		if (!slice_timed(p))
-			slice_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
-					       (next != w->curr));
-	} else {
-		p->slicing = false;
-	}
-	rearm(w);
+	/* The coming switch counts one more (none if @next runs already). */
+	if (!p->ticking && bm && prt__rq_top(bm) >= p->serve_prio)
+		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
+				      (next != w->curr));
+	watch_arm(w);
 }
 
 bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
@@ -373,15 +381,12 @@ bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
 
 	if (p->serve_prio < 0)
 		return false; /* idle: its pick finds @f */
-	consume_fired(p);
 	if (f->rq_prio > p->serve_prio)
 		/* relaxed: cleared under this rq lock by t's next pick */
 		return !atomic_exchange_explicit(&p->kicked, 1, memory_order_relaxed);
-	if (f->rq_prio == p->serve_prio && !slice_timed(p)) {
-		/* relaxed: t's own counter; a stale value only restarts the slice once more */
-		slice_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
-		rearm(t);
-	}
+	/* relaxed: t's own counter; a stale value delays the first slice by a tick */
+	if (f->rq_prio == p->serve_prio && !p->ticking)
+		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
 	return false;
 }
 
@@ -391,8 +396,8 @@ void prt__preempt_kick(struct prt__worker *t)
 
 	if (t == prt__cur_worker()) {
 		/* Queued by the fiber it runs, in the runtime's code: once it is out of it. */
-		atomic_store_explicit(&t->pw.pending, 1, memory_order_relaxed);
-		arm_retry(t);
+		atomic_fetch_or_explicit(&t->pw.pending, 1u << PRT_PSRC_KICK, memory_order_relaxed);
+		arm_retry(t, PRT_PREEMPT_RETRY_NS);
 		return;
 	}
 	if (pthread_sigqueue(t->thread, t->pw.sig, v))
@@ -411,7 +416,6 @@ void prt__preempt_idle(struct prt__worker *w)
 /* Switch the preempted fiber out: at the head of its level, or at the tail when its slice ended. */
 static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice)
 {
-	w->pw.slicing = false; /* whatever runs next starts a slice of its own */
 	self->preempted = true;
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
@@ -426,26 +430,26 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 /*
  * The decision, at a point where the fiber could have called
  * prt_yield(): on the fiber's stack, called by the interrupt trampoline
- * or by prt_preempt_enable(). A fiber queued here that outranks what the
- * worker serves runs now; one of the same priority runs if the running
- * fiber's slice is over; else the timer is armed for what comes next.
+ * or by prt_preempt_enable(); @why: the PRT_PSRC_* bits of what came. A
+ * fiber queued here that outranks what the worker serves runs now; at a
+ * tick, one of the same priority runs if the running fiber ran through
+ * the whole period; the tick stops once nothing of that priority waits.
  */
-static void preempt_eval(struct prt__worker *w)
+static void preempt_eval(struct prt__worker *w, unsigned why)
 {
 	struct prt__wpreempt *p = &w->pw;
 	struct prt__fiber *self = w->curr;
-	uint64_t now, sw;
+	uint64_t sw;
 	uint32_t bm;
 	int served, top;
 
 	ranges_check();
 	prt__spin_lock(&w->rq.lock);
+	/* relaxed: this thread's handler and others set them; this look honours them */
+	why |= atomic_exchange_explicit(&p->pending, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->pending, 0, memory_order_relaxed);
-	consume_fired(p);
 	if (prt__has_timers(w))
 		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
-	now = prt__now_ns();
 	served = prt__served_prio(w);
 	bm = w->rq.bitmap;
 	top = bm ? prt__rq_top(bm) : -1;
@@ -453,30 +457,29 @@ static void preempt_eval(struct prt__worker *w)
 		preempt_switch(w, self, false);
 		return;
 	}
-	if (top == served) {
+	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
-		if (!p->slicing || p->slice_snap != sw) {
-			/* Another fiber ran since the slice began: this one's starts now. */
-			p->slicing = true;
-			p->slice_snap = sw;
-			p->slice_end = prt__add_sat(now, p->quantum);
-		} else if (now >= p->slice_end) {
+		if (p->ticking && sw == p->tick_snap) {
 			preempt_switch(w, self, true);
 			return;
 		}
-	} else {
-		p->slicing = false;
+		if (!p->ticking)
+			tick_start(w, sw);
+		p->tick_snap = sw;
+	} else if (top < served && p->ticking) {
+		tick_stop(w);
 	}
-	rearm(w);
+	watch_arm(w);
 	prt__rq_unlock(w);
 }
 
-/* What the interrupted fiber calls (arch/ctx.h): errno is the fiber's, and so kept. */
+/* What the interrupted fiber calls (arch/ctx.h): @arg is (char *)w + why. errno is the fiber's. */
 static void preempt_fn(void *arg)
 {
+	uintptr_t a = (uintptr_t)arg;
 	int saved = errno;
 
-	preempt_eval(arg);
+	preempt_eval((struct prt__worker *)(a & ~(uintptr_t)7), 1u << (a & 7));
 	errno = saved;
 }
 
@@ -496,36 +499,54 @@ static uintptr_t uc_pc(const void *ucv)
 #endif
 }
 
-/* The fiber could not be stopped where it is: at its next chance, and in PRT_PREEMPT_RETRY_NS. */
-static void defer(struct prt__worker *w, bool retry)
+/*
+ * The fiber could not be stopped where it is: at its next scheduling
+ * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
+ * (0: none).
+ */
+static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
 {
 	/* relaxed: the worker's own thread reads it */
-	atomic_store_explicit(&w->pw.pending, 1, memory_order_relaxed);
+	atomic_fetch_or_explicit(&w->pw.pending, 1u << src, memory_order_relaxed);
 	prt__stat_inc(&w->stats.preempt_deferred, 1);
-	if (retry)
-		arm_retry(w);
+	if (retry_ns)
+		arm_retry(w, retry_ns);
 }
 
-static void interrupt(struct prt__worker *w, void *uc)
+/*
+ * How soon to try again. A tick needs no retry when the fiber is in the
+ * library's own code: it is in a runtime call, which nearly always
+ * reaches a scheduling point soon, and else the next tick comes. Anywhere
+ * else (libc in a loop), and for wakeups and the timer watch: 50 us.
+ */
+static uint64_t retry_ns(unsigned src, uintptr_t pc)
+{
+	if (src == PRT_PSRC_TICK && pc >= (uintptr_t)prt__text_start && pc < (uintptr_t)prt__text_end)
+		return 0;
+	return PRT_PREEMPT_RETRY_NS;
+}
+
+static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
+	uintptr_t pc = uc_pc(uc);
 	uintptr_t base = (uintptr_t)f->stack.base, here = (uintptr_t)__builtin_frame_address(0);
 
 	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
 		return; /* its last pick found nothing: it looks for work already */
 	if (f == &w->idle) {
 		/* Between a pick and the switch to what it chose: once that runs. */
-		defer(w, true);
+		defer(w, src, PRT_PREEMPT_RETRY_NS);
 		return;
 	}
 	if (atomic_load_explicit(&f->preempt_count, memory_order_relaxed)) {
-		defer(w, false); /* prt_preempt_enable() honours it */
+		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
 	/* On the fiber's own stack, the frame would go where this handler runs. */
-	if ((here >= base && here - base < f->stack.size) || !range_allowed(uc_pc(uc)) ||
-	    !prt__ctx_interrupt(uc, preempt_fn, w, base + PRT_PREEMPT_STACK_RESERVE))
-		defer(w, true);
+	if ((here >= base && here - base < f->stack.size) || !range_allowed(pc) ||
+	    !prt__ctx_interrupt(uc, preempt_fn, (char *)w + src, base + PRT_PREEMPT_STACK_RESERVE))
+		defer(w, src, retry_ns(src, pc));
 }
 
 /* Not ours: what the application had. SIG_DFL and SIG_IGN drop it (an RT signal's default would end the process). */
@@ -548,15 +569,24 @@ static void preempt_handler(int sig, siginfo_t *si, void *uc)
 	uintptr_t src;
 
 	/* Ours: from one of w's timers or a pthread_sigqueue of its runtime, naming w. */
-	if (w && w->pw.quantum && (si->si_code == SI_TIMER || si->si_code == SI_QUEUE) &&
-	    (src = (uintptr_t)si->si_value.sival_ptr - (uintptr_t)w) <= PRT_PSRC_KICK) {
-		if (src == PRT_PSRC_TIMER)
-			/* relaxed: read on this thread, by rearm() */
-			atomic_store_explicit(&w->pw.fired, 1, memory_order_relaxed);
-		interrupt(w, uc);
-	} else {
+	if (!w || !w->pw.quantum || (si->si_code != SI_TIMER && si->si_code != SI_QUEUE) ||
+	    (src = (uintptr_t)si->si_value.sival_ptr - (uintptr_t)w) > PRT_PSRC_MAX) {
 		chain(sig, si, uc);
+		errno = saved;
+		return;
 	}
+	/* relaxed, both: read on this thread (watch_arm(), arm_retry()) */
+	if (src == PRT_PSRC_WATCH)
+		atomic_store_explicit(&w->pw.watch_fired, 1, memory_order_relaxed);
+	if (src == PRT_PSRC_RETRY) {
+		atomic_store_explicit(&w->pw.retry_armed, 0, memory_order_relaxed);
+		/* What it retries was honoured meanwhile (a scheduling point): nothing to do. */
+		if (!atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
+			errno = saved;
+			return;
+		}
+	}
+	interrupt(w, (unsigned)src, uc);
 	errno = saved;
 }
 
@@ -655,7 +685,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		p->quantum = quantum;
 		p->sig = sig;
 		p->serve_prio = -1;
-		p->armed = PRT_NEVER;
+		p->watch_at = PRT_NEVER;
 	}
 	return 0;
 }
@@ -682,6 +712,7 @@ void prt__preempt_rt_fini(struct prt_runtime *rt)
 int prt__preempt_worker_start(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
+	timer_t *t[3] = { &p->watch, &p->tick, &p->retry };
 	struct sigevent ev;
 	sigset_t set;
 
@@ -695,16 +726,17 @@ int prt__preempt_worker_start(struct prt__worker *w)
 	memset(&ev, 0, sizeof(ev));
 	ev.sigev_notify = SIGEV_THREAD_ID;
 	ev.sigev_signo = p->sig;
-	ev.sigev_value.sival_ptr = (char *)w + PRT_PSRC_TIMER;
 	ev._sigev_un._tid = p->tid; /* sigev_notify_thread_id, which glibc 2.36 does not name */
-	if (timer_create(CLOCK_MONOTONIC, &ev, &p->timer))
-		return -errno;
-	ev.sigev_value.sival_ptr = (char *)w + PRT_PSRC_RETRY;
-	if (timer_create(CLOCK_MONOTONIC, &ev, &p->retry)) {
-		int err = -errno;
+	for (int i = 0; i < 3; i++) {
+		/* Which timer sent a signal: PRT_PSRC_WATCH, _TICK, _RETRY (0, 1, 2). */
+		ev.sigev_value.sival_ptr = (char *)w + i;
+		if (timer_create(CLOCK_MONOTONIC, &ev, t[i])) {
+			int err = -errno;
 
-		timer_delete(p->timer);
-		return err;
+			while (i-- > 0)
+				timer_delete(*t[i]);
+			return err;
+		}
 	}
 	p->timers_ok = true;
 	return 0;
@@ -714,7 +746,8 @@ void prt__preempt_worker_stop(struct prt__worker *w)
 {
 	if (!w->pw.timers_ok)
 		return;
-	timer_delete(w->pw.timer);
+	timer_delete(w->pw.watch);
+	timer_delete(w->pw.tick);
 	timer_delete(w->pw.retry);
 	w->pw.timers_ok = false;
 }
@@ -756,7 +789,7 @@ PRT_API int prt_preempt_enable(void)
 	if (c == 1 && w->pw.quantum && atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
 		int saved = errno;
 
-		preempt_eval(w);
+		preempt_eval(w, 0); /* the pending sources say why */
 		errno = saved;
 	}
 	return 0;

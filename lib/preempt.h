@@ -30,34 +30,41 @@ struct prt__wpreempt {
 	uint64_t quantum;       /* time slice, ns; 0: the runtime is cooperative */
 	int sig;                /* the preemption signal */
 	pid_t tid;              /* the worker thread, which the timers aim at */
-	bool timers_ok;         /* @timer and @retry exist */
+	bool timers_ok;         /* the three timers exist */
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
-	timer_t timer;          /* slices and the timer watch; armed under rq.lock */
-	timer_t retry;          /* a deferred preemption's retry; only the worker thread arms it */
+	/* preempt.c, "the timers". */
+	timer_t watch, tick, retry;
 	/* Under the worker's rq.lock. */
 	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
-	bool slicing;           /* a fiber of the served priority waits: the slice is timed */
-	uint64_t armed;         /* deadline @timer is armed for (ns), PRT_NEVER if none */
-	uint64_t slice_end;     /* end of the current time slice while @slicing */
-	uint64_t slice_snap;    /* stats.switches when that slice began */
+	bool ticking;           /* @tick runs */
+	uint64_t tick_snap;     /* stats.switches at the previous tick */
+	uint64_t watch_at;      /* @watch is armed for this deadline (ns), PRT_NEVER if not */
 	/*
 	 * Set by anyone, cleared at the worker's next pick: @kicked, a thread
 	 * signalled it for a wakeup (one signal in flight is enough);
-	 * @pending, a preemption came due that could not happen where the
-	 * fiber was (the next scheduling point, prt_preempt_enable() or the
-	 * retry timer honours it).
+	 * @pending, the PRT_PSRC_* bits of interrupts that could not stop the
+	 * fiber where it was (the next scheduling point, prt_preempt_enable()
+	 * or the retry honours them).
 	 */
 	atomic_uint kicked;
 	atomic_uint pending;
-	/* @timer fired (set by the handler); whoever arms it next, under rq.lock, learns so. */
-	atomic_uint fired;
+	/* @watch fired (set by the handler); whoever arms it next, under rq.lock, learns so. */
+	atomic_uint watch_fired;
+	/* @retry is armed (the worker thread's own: its handler, or a fiber on it). */
+	atomic_uint retry_armed;
 };
 
 /*
  * What a preemption signal of worker w carries (si_value.sival_ptr is
  * (char *)w + one of these): which of its timers sent it, or a kick.
  */
-enum { PRT_PSRC_TIMER = 0, PRT_PSRC_RETRY = 1, PRT_PSRC_KICK = 2 };
+enum {
+	PRT_PSRC_WATCH = 0,
+	PRT_PSRC_TICK = 1,
+	PRT_PSRC_RETRY = 2,
+	PRT_PSRC_KICK = 3,
+	PRT_PSRC_MAX = PRT_PSRC_KICK,
+};
 
 /* A deferred preemption is tried again after this long (ns). */
 #define PRT_PREEMPT_RETRY_NS 50000u
