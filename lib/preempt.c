@@ -499,6 +499,35 @@ static uintptr_t uc_pc(const void *ucv)
 #endif
 }
 
+static uintptr_t uc_sp(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.sp;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+/*
+ * Was the fiber running on its own stack, and does this handler run
+ * elsewhere? Not so in a handler of the application's that the signal
+ * interrupted on an alternate stack (its frame is not the fiber's to
+ * switch away from), nor when this handler runs on the fiber's stack
+ * (the interrupt frame would go where it runs).
+ */
+static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
+{
+	uintptr_t base = (uintptr_t)f->stack.base, sp = uc_sp(uc);
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+
+	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
+}
+
 /*
  * The fiber could not be stopped where it is: at its next scheduling
  * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
@@ -529,8 +558,7 @@ static uint64_t retry_ns(unsigned src, uintptr_t pc)
 static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
-	uintptr_t pc = uc_pc(uc);
-	uintptr_t base = (uintptr_t)f->stack.base, here = (uintptr_t)__builtin_frame_address(0);
+	uintptr_t pc = uc_pc(uc), base = (uintptr_t)f->stack.base;
 
 	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
 		return; /* its last pick found nothing: it looks for work already */
@@ -543,8 +571,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
-	/* On the fiber's own stack, the frame would go where this handler runs. */
-	if ((here >= base && here - base < f->stack.size) || !range_allowed(pc) ||
+	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
 	    !prt__ctx_interrupt(uc, preempt_fn, (char *)w + src, base + PRT_PREEMPT_STACK_RESERVE))
 		defer(w, src, retry_ns(src, pc));
 }

@@ -424,6 +424,94 @@ static void test_disable_region(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- an application's signal handler on the alternate stack ------------------------------ */
+
+struct althand {
+	prt_runtime_t *rt;
+	atomic_int rounds, stop;
+	int before, after;
+	uint64_t deferred;
+};
+
+static struct althand *althand_now;
+
+static void althand_usr1(int sig)
+{
+	struct althand *a = althand_now;
+	prt_worker_stats_t st;
+	uint64_t x = 11, d0;
+	struct cap c;
+
+	(void)sig;
+	prt_worker_stats(a->rt, 0, &st);
+	d0 = st.preempt_deferred;
+	a->before = atomic_load(&a->rounds);
+	cap_init(&c);
+	do {
+		for (int i = 0; i < 64; i++)
+			x = spin_work(x, 4096);
+		prt_worker_stats(a->rt, 0, &st);
+	} while (st.preempt_deferred < d0 + 3 && !cap_hit(&c));
+	a->deferred = st.preempt_deferred - d0;
+	a->after = atomic_load(&a->rounds);
+	sink = x;
+}
+
+static void *althand_sleeper(void *arg)
+{
+	struct althand *a = arg;
+
+	while (!atomic_load(&a->stop)) {
+		prt_sleep_ns(200 * 1000);
+		atomic_fetch_add(&a->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *althand_fiber(void *arg)
+{
+	struct althand *a = arg;
+	struct sigaction sa, old;
+
+	while (atomic_load(&a->rounds) < 2)
+		prt_yield();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = althand_usr1;
+	sa.sa_flags = SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, &old);
+	althand_now = a;
+	raise(SIGUSR1); /* the handler runs on the worker's alternate stack */
+	sigaction(SIGUSR1, &old, NULL);
+	atomic_store(&a->stop, 1);
+	return NULL;
+}
+
+/*
+ * An application's signal handler running on the worker's alternate
+ * stack is never preempted (its frame is not the fiber's: switching
+ * fibers there would leave the alternate stack in use): the interrupts
+ * that come meanwhile are deferred, and a higher fiber waits.
+ */
+static void test_app_handler_not_preempted(void **state)
+{
+	struct althand a = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	a.rt = rt;
+	s = spawn_at(rt, 24, 0, althand_sleeper, &a);
+	h = spawn_at(rt, 8, 0, althand_fiber, &a);
+	join_ok(h);
+	join_ok(s);
+	assert_true(a.deferred >= 3);
+	assert_int_equal(a.after, a.before);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- every register survives ---------------------------------------------------------- */
 
 #define REG_FIBERS 4
@@ -872,6 +960,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_cross_worker_wakeup),
 		cmocka_unit_test(test_disable_region),
+		cmocka_unit_test(test_app_handler_not_preempted),
 		cmocka_unit_test(test_registers_survive),
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
