@@ -274,6 +274,57 @@ static void test_equal_hogs_share(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+static atomic_int dump_stop;
+
+static void *dump_hog(void *arg)
+{
+	struct cap c;
+	uint64_t x = 13;
+
+	(void)arg;
+	cap_init(&c);
+	while (!atomic_load_explicit(&dump_stop, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return NULL;
+}
+
+/* A dump taken while two equal hogs share a worker shows the one waiting as preempted. */
+static void test_dump_shows_preempted(void **state)
+{
+	prt_runtime_t *rt;
+	prt_fiber_t f0, f1;
+	char buf[8192];
+	int found = 0;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, 200 * 1000)))
+		skip();
+	atomic_store(&dump_stop, 0);
+	f0 = spawn_at(rt, 16, 0, dump_hog, NULL);
+	f1 = spawn_at(rt, 16, 0, dump_hog, NULL);
+	cap_init(&c);
+	while (!found && test_mono_ns() < c.until) {
+		FILE *tmp = tmpfile();
+		size_t n;
+
+		assert_non_null(tmp);
+		assert_int_equal(prt_runtime_dump(rt, fileno(tmp)), 0);
+		rewind(tmp);
+		n = fread(buf, 1, sizeof(buf) - 1, tmp);
+		buf[n] = '\0';
+		fclose(tmp);
+		found = strstr(buf, "state=runnable worker=0 prio=16 preempted") != NULL;
+		usleep(1000);
+	}
+	atomic_store(&dump_stop, 1);
+	join_ok(f0);
+	join_ok(f1);
+	assert_true(found);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- a wakeup from another worker --------------------------------------------------- */
 
 struct xw {
@@ -958,6 +1009,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_equal_hogs_share),
+		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),

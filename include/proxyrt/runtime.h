@@ -230,7 +230,8 @@ PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
  * one per fiber that exists (id, name, state, worker, priority, what it
  * waits for: a mutex and its owner, a condvar, a join, a sleep, an fd
  * and op, park, offload; "state=dead holding=N" for one that ended
- * holding N mutexes, which stay locked), then one per mutex wait chain, from each
+ * holding N mutexes, which stay locked; "preempted" for a runnable fiber
+ * a preemption switched out), then one per mutex wait chain, from each
  * waiting fiber through mutex and owner to the fiber that can run:
  *
  *   proxyrt dump: runtime=0x55d0c0a0 workers=2 fibers=3
