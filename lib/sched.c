@@ -695,14 +695,19 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 void prt__requeue(struct prt__fiber *f)
 {
 	struct prt__worker *w = lock_fiber_rq(f);
+	bool kick = false;
 
 	if (!w)
 		return;
 	if (f->rq_prio != atomic_load_explicit(&f->prio, memory_order_relaxed)) {
 		prt__rq_del(w, f);
 		prt__rq_add(w, f, false);
+		/* Raised above what its worker runs: a wakeup as any other (preempt.c). */
+		kick = prt__preempt_queued(w, f);
 	}
 	prt__spin_unlock(&w->rq.lock);
+	if (prt__unlikely(kick))
+		prt__preempt_kick(w);
 }
 
 void prt__migrate_queued(struct prt__fiber *f)

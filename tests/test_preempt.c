@@ -394,6 +394,59 @@ static void test_cross_worker_wakeup(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- a priority raise ---------------------------------------------------------------- */
+
+struct raise {
+	atomic_int hog_running, low_ran;
+	int low_seen_by_hog;
+};
+
+static void *raise_low(void *arg)
+{
+	atomic_store(&((struct raise *)arg)->low_ran, 1);
+	return NULL;
+}
+
+static void *raise_hog(void *arg)
+{
+	struct raise *r = arg;
+	struct cap c;
+	uint64_t x = 17;
+
+	cap_init(&c);
+	atomic_store(&r->hog_running, 1);
+	while (!atomic_load_explicit(&r->low_ran, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	r->low_seen_by_hog = atomic_load(&r->low_ran);
+	return NULL;
+}
+
+/*
+ * One worker: a fiber at 4 waits behind a hog at 8; a plain thread
+ * raises it to 24: it runs before the hog ends (prt_fiber_set_priority
+ * of a queued fiber is a wakeup like any other).
+ */
+static void test_priority_raise_preempts(void **state)
+{
+	struct raise r = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t hog, low;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	hog = spawn_at(rt, 8, 0, raise_hog, &r);
+	low = spawn_at(rt, 4, 0, raise_low, &r);
+	while (!atomic_load(&r.hog_running))
+		usleep(100);
+	assert_int_equal(prt_fiber_set_priority(low, 24), 0);
+	join_ok(hog);
+	join_ok(low);
+	assert_int_equal(r.low_seen_by_hog, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- prt_preempt_disable ------------------------------------------------------------ */
 
 struct dis {
@@ -1011,6 +1064,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),
+		cmocka_unit_test(test_priority_raise_preempts),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),
 		cmocka_unit_test(test_registers_survive),
