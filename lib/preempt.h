@@ -8,9 +8,9 @@
  * from its own POSIX timers (time slices, the timer watch, a deferred
  * preemption's retry) or from another thread (a wakeup of a fiber that
  * outranks what it runs). The handler runs no scheduler code: if the
- * fiber may be stopped where it is, it makes it call prt__preempt_eval()
- * on its own stack (arch/ctx.h, prt__ctx_interrupt), which decides under
- * the rq lock; else it defers. Off (quantum 0), none of this exists: no
+ * fiber may be stopped where it is, it makes it call preempt.c's
+ * preempt_eval() on its own stack (arch/ctx.h, prt__ctx_interrupt),
+ * which decides under the rq lock; else it defers. Off (quantum 0), none of this exists: no
  * handler, no timers, and the scheduler's hooks are one compare.
  */
 #include <signal.h>

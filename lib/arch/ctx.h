@@ -51,7 +51,10 @@ void *prt__ctx_init(void *stack_top, prt__ctx_entry_fn entry, void *data);
  * Returns false, with nothing changed, if the frame would reach below
  * @stack_lo (pass the lowest address @fn itself may not use) or the
  * context cannot be interrupted there (a misaligned stack pointer; on
- * aarch64, state the kernel kept outside the frame).
+ * aarch64, state the kernel kept outside the frame). The handler must
+ * run on another stack than the interrupted one (SA_ONSTACK): the frame
+ * is written below the interrupted stack pointer, where a handler on the
+ * same stack would be running.
  *
  * prt__ctx_interrupt_init() must be called once before the first
  * interrupt (it learns the size of the CPU's extended state);
