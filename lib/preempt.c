@@ -423,7 +423,7 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 	if (slice)
 		prt__stat_inc(&w->stats.time_slices, 1);
 	prt__reschedule(w, self);
-	/* Running again, on this worker (invariant 2 may have waited: see fiber_int.h). */
+	/* Running again, on the worker it was stopped on (even if no longer allowed there). */
 	self->preempted = false;
 }
 

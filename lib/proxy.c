@@ -124,7 +124,8 @@ static enum prt__pick_act move(struct prt__pick *p, struct prt__fiber *d, struct
 static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
 				    struct prt__fiber *d)
 {
-	if (prt__likely(prt__fiber_allowed(d, w->index)))
+	/* A preempted fiber resumes here, allowed or not (docs/design.md, section 16). */
+	if (prt__likely(prt__fiber_allowed(d, w->index)) || d->preempted)
 		return run(p, d, d);
 	/* Return migration (invariant 2): it got its lock while queued away. */
 	return move(p, d, prt__select_worker(d));
@@ -196,7 +197,8 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 {
 	int st = atomic_load_explicit(&o->state, memory_order_relaxed);
 	struct prt__worker *x = atomic_load_explicit(&o->rq_worker, memory_order_relaxed);
-	bool here_ok = prt__fiber_allowed(o, w->index);
+	/* A preempted owner queued here runs here, its affinity changed or not. */
+	bool here_ok = prt__fiber_allowed(o, w->index) || (x == w && o->preempted);
 
 	if (st == PRT_FS_RUNNABLE && x == w && here_ok) {
 		prt__rq_del(w, o);

@@ -447,6 +447,84 @@ static void test_priority_raise_preempts(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- no migration on preemption --------------------------------------------------------- */
+
+struct aff {
+	atomic_int stop;
+	int moved_while_running, final_worker;
+};
+
+static void *aff_a(void *arg)
+{
+	struct aff *a = arg;
+	int w0 = prt_worker_index();
+	struct cap c;
+	uint64_t x = 19;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c)) {
+		x = spin_work(x, 4096);
+		if (prt_worker_index() != w0) {
+			a->moved_while_running = 1; /* resumed elsewhere with no scheduling point */
+			break;
+		}
+	}
+	sink = x;
+	prt_yield(); /* its next scheduling point: now it moves */
+	a->final_worker = prt_worker_index();
+	return NULL;
+}
+
+static void *aff_b(void *arg)
+{
+	struct aff *a = arg;
+	struct cap c;
+	uint64_t x = 23;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return NULL;
+}
+
+/*
+ * Two workers; two equal hogs share worker 0 in time slices; one is
+ * moved to worker 1 (prt_fiber_set_affinity) while they run. Preempted
+ * later, it resumes on worker 0 all the same (compiled code may hold a
+ * thread-local address), and moves at its next scheduling point.
+ */
+static void test_no_migration_on_preemption(void **state)
+{
+	struct aff a = { 0 };
+	prt_workerset_t one;
+	prt_runtime_t *rt;
+	prt_fiber_t fa, fb;
+	uint64_t slices0;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(2, 200 * 1000)))
+		skip();
+	fa = spawn_at(rt, 16, 0, aff_a, &a);
+	fb = spawn_at(rt, 16, 0, aff_b, &a);
+	cap_init(&c);
+	while (stats_of(rt, 0).time_slices < 2 && test_mono_ns() < c.until)
+		usleep(1000);
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, 1);
+	assert_int_equal(prt_fiber_set_affinity(fa, &one), 0);
+	slices0 = stats_of(rt, 0).time_slices;
+	while (stats_of(rt, 0).time_slices < slices0 + 6 && test_mono_ns() < c.until)
+		usleep(1000);
+	atomic_store(&a.stop, 1);
+	join_ok(fa);
+	join_ok(fb);
+	assert_int_equal(a.moved_while_running, 0);
+	assert_int_equal(a.final_worker, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- prt_preempt_disable ------------------------------------------------------------ */
 
 struct dis {
@@ -1065,6 +1143,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),
 		cmocka_unit_test(test_priority_raise_preempts),
+		cmocka_unit_test(test_no_migration_on_preemption),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),
 		cmocka_unit_test(test_registers_survive),
