@@ -19,6 +19,15 @@
  *                                          turn back and forth through a prt_mutex_t and
  *                                          prt_cond_t; N timed round trips after N/10 untimed
  *
+ *   proxyrt_bench preempt QUANTUM_NS SAMPLES
+ *                                          what preemption costs, one worker (issue 13):
+ *                                          variant=wake: a fiber at 24 sleeping 1 ms, SAMPLES
+ *                                          times, behind a hog at 8: its wake-up delay (timer
+ *                                          expiry to running), and the same on an idle worker;
+ *                                          variant=slice: two equal hogs against one: ns lost
+ *                                          per preemption; variant=deferred: the same with the
+ *                                          hogs inside libc (memset): ns per deferred interrupt
+ *
  *   proxyrt_bench http raw PORT            W6: HTTP/1.1 keep-alive "Hello, World!" on
  *                                          127.0.0.1:PORT, one worker (pinned, as runtimes
  *                                          are by default), a fiber per connection; serves
@@ -31,6 +40,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +65,7 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
 			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
 			"       proxyrt_bench xcore pinned N\n"
+			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
 			"       proxyrt_bench http raw PORT\n");
 	exit(2);
 }
@@ -422,11 +433,13 @@ static int bench_mutex(int argc, char **argv)
 		check(prt_worker_stats(rt, i, &st), "prt_worker_stats");
 		fprintf(stderr,
 			"# worker %d: switches=%llu steals=%llu parks=%llu proxy_picks=%llu "
-			"migrations=%llu attachments=%llu handoffs=%llu\n",
+			"migrations=%llu attachments=%llu handoffs=%llu preemptions=%llu "
+			"time_slices=%llu preempt_deferred=%llu\n",
 			i, (unsigned long long)st.switches, (unsigned long long)st.steals,
 			(unsigned long long)st.parks, (unsigned long long)st.proxy_picks,
 			(unsigned long long)st.migrations, (unsigned long long)st.attachments,
-			(unsigned long long)st.handoffs);
+			(unsigned long long)st.handoffs, (unsigned long long)st.preemptions,
+			(unsigned long long)st.time_slices, (unsigned long long)st.preempt_deferred);
 	}
 	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
 	free(f);
@@ -594,6 +607,175 @@ static int bench_http(int argc, char **argv)
 	return serve_forever("proxyrt_bench http raw", lfd, 1, http_conn_fiber);
 }
 
+/* ------------------------------------------------------------------ preemption */
+
+struct pre_args {
+	atomic_int stop;
+	long samples;
+	int64_t *delay;
+	uint64_t iters;  /* a hog's work, in bench_spin iterations or memset calls */
+	bool in_libc;
+	_Atomic uint64_t sink;
+};
+
+static void *pre_hog(void *arg)
+{
+	struct pre_args *a = arg;
+	uint64_t x = 1;
+
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed))
+		x = bench_spin(1 << 16, x);
+	atomic_fetch_add(&a->sink, x);
+	return NULL;
+}
+
+static void *pre_sleeper(void *arg)
+{
+	struct pre_args *a = arg;
+
+	for (long i = 0; i < a->samples + a->samples / 10; i++) {
+		uint64_t t = prt_now_ns() + 1000000;
+
+		prt_sleep_until(t);
+		if (i >= a->samples / 10)
+			a->delay[i - a->samples / 10] = (int64_t)(prt_now_ns() - t);
+	}
+	atomic_store(&a->stop, 1);
+	return NULL;
+}
+
+static void *(*volatile pre_memset)(void *, int, size_t) = memset;
+
+/* @a->iters of work: LCG steps, or memset calls (libc: interrupts there are deferred). */
+static void *pre_work(void *arg)
+{
+	struct pre_args *a = arg;
+	static char buf[2][4096];
+	uint64_t x = 1;
+
+	if (a->in_libc) {
+		for (uint64_t i = 0; i < a->iters; i++)
+			pre_memset(buf[i & 1], (int)i, sizeof(buf[0]));
+	} else {
+		x = bench_spin(a->iters, x);
+	}
+	atomic_fetch_add(&a->sink, x);
+	return NULL;
+}
+
+static int cmp_i64(const void *p, const void *q)
+{
+	int64_t x = *(const int64_t *)p, y = *(const int64_t *)q;
+
+	return x < y ? -1 : x > y;
+}
+
+static prt_runtime_t *pre_runtime(uint64_t q)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = q;
+	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	return rt;
+}
+
+/* Wake-up delays of a sleeper at 24, behind a hog at 8 (@hog) or on an idle worker. */
+static void pre_wake(uint64_t q, long samples, bool hog)
+{
+	struct pre_args a = { .samples = samples };
+	prt_runtime_t *rt = pre_runtime(q);
+	prt_fiber_attr_t attr;
+	prt_fiber_t fs, fh;
+	prt_worker_stats_t st;
+
+	a.delay = calloc((size_t)samples, sizeof(*a.delay));
+	if (!a.delay)
+		exit(1);
+	prt_fiber_attr_init(&attr);
+	attr.priority = 24;
+	check(prt_spawn(rt, &fs, &attr, pre_sleeper, &a), "prt_spawn");
+	if (hog) {
+		attr.priority = 8;
+		check(prt_spawn(rt, &fh, &attr, pre_hog, &a), "prt_spawn");
+	}
+	check(prt_join(fs, NULL), "prt_join");
+	if (hog)
+		check(prt_join(fh, NULL), "prt_join");
+	check(prt_worker_stats(rt, 0, &st), "prt_worker_stats");
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	qsort(a.delay, (size_t)samples, sizeof(*a.delay), cmp_i64);
+	printf("peer=proxyrt workload=preempt variant=wake behind=%s quantum_ns=%llu samples=%ld "
+	       "wake_p50_ns=%lld wake_p99_ns=%lld wake_max_ns=%lld preemptions=%llu deferred=%llu\n",
+	       hog ? "hog" : "idle", (unsigned long long)q, samples,
+	       (long long)a.delay[samples / 2], (long long)a.delay[samples * 99 / 100],
+	       (long long)a.delay[samples - 1], (unsigned long long)st.preemptions,
+	       (unsigned long long)st.preempt_deferred);
+	free(a.delay);
+}
+
+/* Time for @n equal fibers to do @iters of work between them, and the worker's counters. */
+static uint64_t pre_share(uint64_t q, int n, uint64_t iters, bool in_libc, prt_worker_stats_t *st)
+{
+	struct pre_args a = { .iters = iters / (uint64_t)n, .in_libc = in_libc };
+	prt_runtime_t *rt = pre_runtime(q);
+	prt_fiber_t f[2];
+	uint64_t t0 = now_ns(), el;
+
+	for (int i = 0; i < n; i++)
+		check(prt_spawn(rt, &f[i], NULL, pre_work, &a), "prt_spawn");
+	for (int i = 0; i < n; i++)
+		check(prt_join(f[i], NULL), "prt_join");
+	el = now_ns() - t0;
+	check(prt_worker_stats(rt, 0, st), "prt_worker_stats");
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	return el;
+}
+
+/* Two equal hogs against one doing the same work: the difference, per preemption (best of 5). */
+static void pre_cost(uint64_t q, bool in_libc)
+{
+	uint64_t iters = in_libc ? 200000 : iters_for_ns(300e6, bench_calibrate());
+	uint64_t best1 = UINT64_MAX, best2 = UINT64_MAX, events = 0;
+	prt_worker_stats_t st, st2 = { 0 };
+
+	for (int r = 0; r < 5; r++) {
+		uint64_t t1 = pre_share(q, 1, iters, in_libc, &st);
+		uint64_t t2 = pre_share(q, 2, iters, in_libc, &st);
+
+		best1 = t1 < best1 ? t1 : best1;
+		if (t2 < best2) {
+			best2 = t2;
+			st2 = st;
+		}
+	}
+	events = in_libc ? st2.preempt_deferred : st2.preemptions;
+	printf("peer=proxyrt workload=preempt variant=%s quantum_ns=%llu one_ms=%.1f two_ms=%.1f "
+	       "preemptions=%llu deferred=%llu ns_per_%s=%.0f\n",
+	       in_libc ? "deferred" : "slice", (unsigned long long)q, (double)best1 / 1e6,
+	       (double)best2 / 1e6, (unsigned long long)st2.preemptions,
+	       (unsigned long long)st2.preempt_deferred, in_libc ? "deferral" : "preemption",
+	       events ? ((double)best2 - (double)best1) / (double)events : 0.0);
+}
+
+static int bench_preempt(int argc, char **argv)
+{
+	uint64_t q;
+	long samples;
+
+	if (argc != 4)
+		usage();
+	q = (uint64_t)arg_long(argv[2], PRT_PREEMPT_QUANTUM_MIN);
+	samples = arg_long(argv[3], 10);
+	pre_wake(q, samples, false);
+	pre_wake(q, samples, true);
+	pre_cost(q, false);
+	pre_cost(q, true);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -620,6 +802,8 @@ int main(int argc, char **argv)
 		return bench_xcore(argc, argv);
 	if (!strcmp(argv[1], "http"))
 		return bench_http(argc, argv);
+	if (!strcmp(argv[1], "preempt"))
+		return bench_preempt(argc, argv);
 	fprintf(stderr, "proxyrt_bench: unknown subcommand '%s'\n", argv[1]);
 	usage();
 }

@@ -247,6 +247,9 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
 	if (st == PRT_FS_DEAD && atomic_load_explicit(&f->nheld, memory_order_relaxed))
 		outf(d->o, " holding=%u", atomic_load_explicit(&f->nheld, memory_order_relaxed));
+	/* Queued by a preemption (preempt.c): it resumes on that worker only. */
+	if (st == PRT_FS_RUNNABLE && PRT_READ_ONCE(f->preempted))
+		outf(d->o, " preempted");
 	if (m) {
 		struct prt__fiber *of;
 

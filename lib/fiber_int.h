@@ -53,6 +53,13 @@ struct prt__fiber {
 	int rq_prio;                      /* level it is queued at; rq lock */
 	bool rq_any;                      /* counted in rq.nr_any; rq lock */
 	bool rq_donor;                    /* counted in rq.nr_donor (blocked_on when queued); rq lock */
+	/*
+	 * Queued by a preemption: it resumes only on that worker (compiled
+	 * code may hold a thread-local address in a register), so no thief,
+	 * proxy or migration takes it. Set under the rq lock as it is
+	 * queued, cleared by the fiber itself once it runs again.
+	 */
+	bool preempted;
 	atomic_int state;                 /* enum prt__fstate */
 	/*
 	 * 1 while the fiber's stack is in use by a worker: set by the worker
@@ -62,6 +69,12 @@ struct prt__fiber {
 	 */
 	atomic_uint on_cpu;
 	atomic_int prio;                  /* scheduling context: its priority */
+	/*
+	 * prt_preempt_disable() depth: never preempted while > 0. Written by
+	 * the fiber itself, read by the preemption handler on its worker
+	 * thread (relaxed; the same thread, ordered by signal fences).
+	 */
+	atomic_uint preempt_count;
 	int kind;                         /* PRT_FK_* */
 	/* Affinity: allowed workers; aff_all when every worker is allowed. */
 	atomic_bool aff_all;

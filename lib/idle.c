@@ -32,11 +32,14 @@ static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **
 	return prt__pick_unlock(w, donor);
 }
 
-/* May worker @w steal queued @f? docs/design.md: never a fiber blocked on a mutex. */
+/*
+ * May worker @w steal queued @f? docs/design.md: never a fiber blocked on
+ * a mutex, nor a preempted one (it resumes where it was stopped).
+ */
 static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
 {
 	return prt__fiber_allowed(f, w->index) &&
-	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
+	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed) && !f->preempted;
 }
 
 /*
@@ -260,6 +263,11 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		if ((f = steal(w, false, &victim))) {
 			/* Stolen fibers never wait on a mutex: no proxy. */
 			*donor = f;
+			if (prt__unlikely(w->pw.quantum)) {
+				prt__spin_lock(&w->rq.lock);
+				prt__preempt_picked(w, f, f);
+				prt__rq_unlock(w);
+			}
 			spin_stop(w, victim);
 			return f;
 		}
@@ -414,6 +422,9 @@ void *prt__worker_main(void *arg)
 	prt__io_thread_start(w);
 	prt__sigstack_init(w);
 	idle_init(w);
+	w->pw.start_err = prt__preempt_worker_start(w);
+	/* release: pairs with prt_runtime_create's acquire wait for every worker's start */
+	atomic_fetch_add_explicit(&rt->started, 1, memory_order_release);
 	for (;;) {
 		struct prt__fiber *donor, *next;
 
@@ -437,8 +448,10 @@ void *prt__worker_main(void *arg)
 		/* relaxed: worker_park's look (seq_cst) is the one that counts */
 		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
 			break;
+		prt__preempt_idle(w);
 		pending = worker_park(w);
 	}
+	prt__preempt_worker_stop(w);
 	prt__sigstack_fini(w);
 	prt__set_cur_worker(NULL);
 	return NULL;

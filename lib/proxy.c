@@ -133,7 +133,8 @@ static enum prt__pick_act move(struct prt__pick *p, struct prt__fiber *d, struct
 static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
 				    struct prt__fiber *d)
 {
-	if (prt__likely(prt__fiber_allowed(d, w->index)))
+	/* A preempted fiber resumes here, allowed or not (docs/design.md, section 16). */
+	if (prt__likely(prt__fiber_allowed(d, w->index)) || d->preempted)
 		return run(p, d, d);
 	/* Return migration (invariant 2): it got its lock while queued away. */
 	return move(p, d, prt__select_worker(d));
@@ -187,8 +188,9 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 
 	if (!prt__spin_trylock(&x->rq.lock))
 		return false;
+	/* Not a preempted owner: it resumes on its own worker (donor migration then). */
 	if (atomic_load_explicit(&o->rq_worker, memory_order_relaxed) == x &&
-	    !atomic_load_explicit(&o->blocked_on, memory_order_relaxed)) {
+	    !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) && !o->preempted) {
 		prt__rq_del(x, o);
 		ok = true;
 	}
@@ -204,7 +206,8 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 {
 	int st = atomic_load_explicit(&o->state, memory_order_relaxed);
 	struct prt__worker *x = atomic_load_explicit(&o->rq_worker, memory_order_relaxed);
-	bool here_ok = prt__fiber_allowed(o, w->index);
+	/* A preempted owner queued here runs here, its affinity changed or not. */
+	bool here_ok = prt__fiber_allowed(o, w->index) || (x == w && o->preempted);
 
 	if (st == PRT_FS_RUNNABLE && x == w && here_ok) {
 		prt__rq_del(w, o);

@@ -28,9 +28,39 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 	cfg->stack_kind = PRT_STACK_GUARD;
 }
 
+/* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */
+#define CFG_HAS(cfg, field)                                                                        \
+	((cfg)->size >= offsetof(prt_runtime_config_t, field) + sizeof((cfg)->field))
+#define CFG_GET(cfg, field) (CFG_HAS(cfg, field) ? (cfg)->field : 0)
+
+/* cfg.preempt_signal 0 (runtime.h). */
+#define PRT_PREEMPT_SIGNAL_DEFAULT (SIGRTMAX - 3)
+
+static bool bad_signal(int sig)
+{
+	return sig < 1 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
+	       sig == SIGBUS || sig == SIGILL || sig == SIGFPE;
+}
+
+static int preempt_check(const prt_runtime_config_t *cfg)
+{
+	uint64_t q = CFG_GET(cfg, preempt_quantum_ns);
+	int sig = CFG_GET(cfg, preempt_signal);
+
+	if (q && q < PRT_PREEMPT_QUANTUM_MIN)
+		return -EINVAL;
+	if (sig && bad_signal(sig))
+		return -EINVAL;
+	if ((sig ? sig : PRT_PREEMPT_SIGNAL_DEFAULT) == cfg->dump_signal)
+		return -EINVAL;
+	return 0;
+}
+
 static int config_check(const prt_runtime_config_t *cfg)
 {
-	if (cfg->size < sizeof(prt_runtime_config_t))
+	/* A caller compiled before the preemption fields gets them as 0. */
+	if (cfg->size < offsetof(prt_runtime_config_t, preempt_quantum_ns) ||
+	    cfg->size > sizeof(prt_runtime_config_t))
 		return -EINVAL;
 	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY))
 		return -EINVAL;
@@ -42,12 +72,9 @@ static int config_check(const prt_runtime_config_t *cfg)
 		return -EINVAL;
 	if (cfg->topology_synthetic && cfg->topology_xml)
 		return -EINVAL;
-	if (cfg->dump_signal && (cfg->dump_signal < 1 || cfg->dump_signal >= NSIG ||
-				 cfg->dump_signal == SIGKILL || cfg->dump_signal == SIGSTOP ||
-				 cfg->dump_signal == SIGSEGV || cfg->dump_signal == SIGBUS ||
-				 cfg->dump_signal == SIGILL || cfg->dump_signal == SIGFPE))
+	if (cfg->dump_signal && bad_signal(cfg->dump_signal))
 		return -EINVAL;
-	return 0;
+	return preempt_check(cfg);
 }
 
 static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
@@ -93,6 +120,7 @@ static void runtime_free(struct prt_runtime *rt)
 	prt__stack_depot_fini(rt);
 	prt__stack_slabs_free(rt);
 	prt__topo_fini(&rt->topo);
+	prt__preempt_rt_fini(rt);
 	if (rt->overflow_handler)
 		prt__overflow_handler_put();
 	prt__free(rt, sizeof(*rt));
@@ -115,6 +143,22 @@ static void stop_workers(struct prt_runtime *rt, int started)
 			usleep(100);
 		}
 	}
+}
+
+/*
+ * A preemptive runtime's workers make their timers on their own threads
+ * (they aim at them): wait until each has tried, and fail as the first
+ * failure did.
+ */
+static int workers_started(struct prt_runtime *rt)
+{
+	/* acquire: pairs with each worker's release increment after its start (idle.c) */
+	while (atomic_load_explicit(&rt->started, memory_order_acquire) < rt->nworkers)
+		sched_yield();
+	for (int i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i]->pw.start_err)
+			return rt->workers[i]->pw.start_err;
+	return 0;
 }
 
 PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
@@ -168,6 +212,11 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 		err = prt__io_init(rt->workers[i]);
 	if (!err && !(err = prt__overflow_handler_get()))
 		rt->overflow_handler = true;
+	if (!err)
+		err = prt__preempt_rt_init(rt, CFG_GET(cfg, preempt_quantum_ns),
+					   CFG_GET(cfg, preempt_signal) ?
+						   CFG_GET(cfg, preempt_signal) : PRT_PREEMPT_SIGNAL_DEFAULT,
+					   rt->notice, sizeof(rt->notice));
 	for (i = 0; !err && i < rt->nworkers; i++) {
 		struct prt__worker *w = rt->workers[i];
 
@@ -177,6 +226,8 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 		if (err)
 			break;
 	}
+	if (!err && rt->preempt_quantum)
+		err = workers_started(rt);
 	if (!err)
 		err = prt__dump_signal_init(rt, cfg->dump_signal);
 	if (err) {
@@ -363,6 +414,9 @@ static int worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *
 	out->handoffs = atomic_load_explicit(&s->handoffs, memory_order_relaxed);
 	out->io_submits = atomic_load_explicit(&s->io_submits, memory_order_relaxed);
 	out->io_ops = atomic_load_explicit(&s->io_ops, memory_order_relaxed);
+	out->preemptions = atomic_load_explicit(&s->preemptions, memory_order_relaxed);
+	out->preempt_deferred = atomic_load_explicit(&s->preempt_deferred, memory_order_relaxed);
+	out->time_slices = atomic_load_explicit(&s->time_slices, memory_order_relaxed);
 	return 0;
 }
 

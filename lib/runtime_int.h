@@ -67,6 +67,9 @@ struct prt_runtime {
 	prt__spinlock_t slab_lock;
 	struct prt__slab *slabs;                    /* slab_lock */
 
+	/* Preemption (preempt.c): the time slice (0: cooperative) and the signal. */
+	uint64_t preempt_quantum;
+	int preempt_sig;
 	/* Dump signal (signal.c): its slot or -1, and the thread that dumps. */
 	int dump_slot, dump_sig;
 	bool overflow_handler;          /* holds the overflow handler (signal.c) */

@@ -170,11 +170,12 @@ static void wake_for(struct prt__worker *t, bool any, struct prt__fiber *some, b
 void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 {
 	struct prt_runtime *rt = t->rt;
-	bool sleeps, any, some;
+	bool sleeps, any, some, kick;
 	int idle, spin;
 
 	prt__spin_lock(&t->rq.lock);
 	prt__rq_add(t, f, false);
+	kick = prt__preempt_queued(t, f);
 	any = f->rq_any;
 	/* With two workers, a fiber not every worker may run runs only on one. */
 	some = !any && !f->rq_donor && rt->nworkers > 2;
@@ -182,6 +183,8 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&t->rq.lock);
+	if (prt__unlikely(kick))
+		prt__preempt_kick(t); /* t may run @f now: interrupt what it runs */
 	prt__fault_pause(PRT_PAUSE_ENQUEUED); /* test builds: @f may run and end here */
 	if (sleeps || rt->nworkers > 1)
 		wake_for(t, any, some ? f : NULL, sleeps, idle, spin);
@@ -208,6 +211,8 @@ prt__noinline void prt__rq_unlock_deferred(struct prt__worker *w)
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
 	prt__spin_unlock(&w->rq.lock);
+	if (d & PRT_DEFER_KICK)
+		prt__preempt_kick(w);
 	if (d & PRT_DEFER_WATCH)
 		prt__watch_timer(w, atomic_load_explicit(&w->timers.next, memory_order_relaxed));
 	if (any || some)
@@ -310,12 +315,16 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 		atomic_store_explicit(&d->attached_to, NULL, memory_order_relaxed);
 		prt__rq_add(w, d, false);
 		prt__announce_locked(w, d);
+		if (prt__preempt_queued(w, d))
+			w->deferred |= PRT_DEFER_KICK;
 	}
 	/* As prt__wake: an attach must not find it asleep once it is queued. */
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	prt__spin_unlock(&f->lock);
 	prt__rq_add(w, f, false);
 	prt__announce_locked(w, f);
+	if (prt__preempt_queued(w, f))
+		w->deferred |= PRT_DEFER_KICK;
 }
 
 
@@ -440,12 +449,14 @@ struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **d
 			prt__run_timers(w);
 		switch (prt__proxy_pick(w, &p)) {
 		case PRT_PICK_RUN:
+			prt__preempt_picked(w, p.run, p.donor);
 			prt__rq_unlock(w);
 			*donor = p.donor;
 			return p.run;
 		case PRT_PICK_IDLE:
 			/* Going idle: we watch our own timers (protocol 2). */
 			w->deferred &= ~(unsigned)PRT_DEFER_WATCH;
+			prt__preempt_picked(w, NULL, NULL);
 			prt__rq_unlock(w);
 			*donor = &w->idle;
 			return NULL;
@@ -500,6 +511,7 @@ void prt__reschedule(struct prt__worker *w, struct prt__fiber *self)
 	struct prt__fiber *donor, *next = pick_fast(w);
 
 	if (prt__likely(next)) {
+		prt__preempt_picked(w, next, next);
 		prt__rq_unlock(w);
 		donor = next;
 	} else {
@@ -589,6 +601,7 @@ PRT_API int prt_yield(void)
 				prt__fiber_allowed(next, w->index))) {
 			prt__rq_add(w, self, false);
 			prt__announce_locked(w, self); /* an idle worker may take us */
+			prt__preempt_picked(w, next, next);
 			prt__rq_unlock(w);
 			prt__switch_to(w, self, next, next);
 			return 0;
@@ -620,14 +633,19 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 void prt__requeue(struct prt__fiber *f)
 {
 	struct prt__worker *w = lock_fiber_rq(f);
+	bool kick = false;
 
 	if (!w)
 		return;
 	if (f->rq_prio != atomic_load_explicit(&f->prio, memory_order_relaxed)) {
 		prt__rq_del(w, f);
 		prt__rq_add(w, f, false);
+		/* Raised above what its worker runs: a wakeup as any other (preempt.c). */
+		kick = prt__preempt_queued(w, f);
 	}
 	prt__spin_unlock(&w->rq.lock);
+	if (prt__unlikely(kick))
+		prt__preempt_kick(w);
 }
 
 void prt__migrate_queued(struct prt__fiber *f)
@@ -641,8 +659,9 @@ void prt__migrate_queued(struct prt__fiber *f)
 	 * another caller that reads a stale value leaves the fiber where the
 	 * pick sends it home (PRT_PICK_MOVE).
 	 */
-	if (prt__fiber_allowed(f, w->index) &&
-	    f->rq_any == atomic_load_explicit(&f->aff_all, memory_order_relaxed)) {
+	/* A preempted fiber resumes where it was stopped; it moves at its next scheduling point. */
+	if (f->preempted || (prt__fiber_allowed(f, w->index) &&
+			     f->rq_any == atomic_load_explicit(&f->aff_all, memory_order_relaxed))) {
 		/* It stays. Counted as a donor but handed its lock? Thieves may take it now. */
 		if (prt__rq_recount(w, f))
 			prt__announce_locked(w, f);

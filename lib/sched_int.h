@@ -8,6 +8,7 @@
 #include "fiber_int.h"
 #include "io_int.h"
 #include "platform.h"
+#include "preempt.h"
 #include "stack.h"
 
 /*
@@ -38,6 +39,8 @@ struct prt__wstats {
 	_Atomic uint64_t switches, steals, parks, fibers_run;
 	_Atomic uint64_t proxy_picks, migrations, attachments, handoffs;
 	_Atomic uint64_t io_submits, io_ops;
+	/* preemptions and time_slices: the preemption path; preempt_deferred: the signal handler. */
+	_Atomic uint64_t preemptions, preempt_deferred, time_slices;
 };
 
 struct prt__worker {
@@ -59,6 +62,8 @@ struct prt__worker {
 	 */
 	unsigned deferred;
 	struct prt__fiber *announce;
+	/* Preemption (preempt.h); pw.quantum is 0 in a cooperative runtime. */
+	struct prt__wpreempt pw;
 	/*
 	 * 1 while the worker sleeps for lack of work. Set by the worker,
 	 * cleared by whoever wakes it (exchange 1 -> 0, then a kick); see
@@ -113,7 +118,9 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 	w->rq.bitmap |= 1u << p;
 	atomic_store_explicit(&w->rq.nr, atomic_load_explicit(&w->rq.nr, memory_order_relaxed) + 1, memory_order_relaxed);
 	f->rq_donor = atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != NULL;
-	f->rq_any = !f->rq_donor && atomic_load_explicit(&f->aff_all, memory_order_relaxed);
+	/* A preempted fiber runs again only here: nobody else may take it. */
+	f->rq_any = !f->rq_donor && atomic_load_explicit(&f->aff_all, memory_order_relaxed) &&
+		    !f->preempted;
 	if (f->rq_any)
 		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
 	if (f->rq_donor)
@@ -227,7 +234,29 @@ enum {
 	PRT_DEFER_SOME = 2,  /* @announce may run on some other workers: wake one of them */
 	/* A new earliest timer; kept until the next pick: if it runs a fiber, a sleeper must watch it. */
 	PRT_DEFER_WATCH = 4,
+	/* A fiber queued here outranks what this worker runs: interrupt it (preempt.c). */
+	PRT_DEFER_KICK = 8,
 };
+
+/*
+ * Preemption's hooks (preempt.h), one compare in a cooperative runtime.
+ * prt__preempt_picked: the pick chose @next to run for @donor (NULL:
+ * the idle context); rq lock held. prt__preempt_queued: @f was just
+ * queued on @t (t's rq lock held); true if @t runs something @f
+ * outranks and must be interrupted (prt__preempt_kick once the lock is
+ * dropped).
+ */
+static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber *next,
+				       struct prt__fiber *donor)
+{
+	if (prt__unlikely(w->pw.quantum))
+		prt__preempt_picked_slow(w, next, donor);
+}
+
+static inline bool prt__preempt_queued(struct prt__worker *t, struct prt__fiber *f)
+{
+	return prt__unlikely(t->pw.quantum) && prt__preempt_queued_slow(t, f);
+}
 /*
  * A fiber has at most one timer (prt__fiber.timer). Arm it for the
  * calling fiber on its worker @w, to call @fn (with @w's rq lock held,

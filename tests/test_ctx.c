@@ -49,6 +49,12 @@ static void test_stack_alignment(void **state)
 	run_check(ctx_check_stack_alignment);
 }
 
+static void test_interrupt(void **state)
+{
+	(void)state;
+	run_check(ctx_check_interrupt);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -56,6 +62,7 @@ int main(void)
 		cmocka_unit_test(test_callee_saved),
 		cmocka_unit_test(test_fp_control),
 		cmocka_unit_test(test_stack_alignment),
+		cmocka_unit_test(test_interrupt),
 	};
 
 	return cmocka_run_group_tests_name("ctx", tests, NULL, NULL);

@@ -139,6 +139,31 @@ PRT_API PRT_NORETURN void prt_exit(void *result);
 PRT_API int prt_yield(void);
 
 /*
+ * Keep the calling fiber from being preempted until the matching
+ * prt_preempt_enable(); regions nest (a count, as the kernel's
+ * preempt_disable). Only preemption is held off: the fiber still
+ * switches at its own scheduling points inside the region (a blocking
+ * call, prt_yield), and the region goes on when it runs again. A
+ * preemption that comes due inside the region happens when it ends.
+ * Use it around code that other fibers of the same worker thread must
+ * not interleave with: code holding a lock that belongs to the thread
+ * (a pthread mutex, a FILE lock), or using thread-local state that
+ * another fiber on the thread uses too. Has no effect in a cooperative
+ * runtime. Returns 0, or -EPERM from a plain thread.
+ * Context: a fiber; never switches.
+ */
+PRT_API int prt_preempt_disable(void);
+
+/*
+ * End a prt_preempt_disable() region. Returns 0, -EPERM from a plain
+ * thread, or -EINVAL if the calling fiber is in no such region.
+ * Context: a fiber; switches if the region was the outermost and a
+ * preemption came due in it (the caller then goes back to its run queue,
+ * as if preempted here).
+ */
+PRT_API int prt_preempt_enable(void);
+
+/*
  * The calling fiber, or a handle with p == NULL from a plain thread.
  * Context: any thread, never switches.
  */

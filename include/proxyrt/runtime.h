@@ -119,7 +119,37 @@ typedef struct prt_runtime_config {
 	 * fault signals (SEGV, BUS, ILL, FPE) are refused with -EINVAL.
 	 */
 	int dump_signal;
+	/*
+	 * Preemption (README, "Preemption"): the time slice, in ns, of a
+	 * fiber while another fiber of its priority waits for its worker;
+	 * with it, a fiber that becomes runnable on a worker running a fiber
+	 * of lower priority interrupts that fiber at once, even one that
+	 * never calls the runtime. 0 (the default) = cooperative, as before:
+	 * a fiber runs until it reaches a scheduling point, and nothing is
+	 * installed. PRT_PREEMPT_QUANTUM_DEFAULT is a good value; below
+	 * PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
+	 * PRT_PREEMPT_QUANTUM_NS, when set, replaces it (0 turns preemption
+	 * off). Under valgrind, ThreadSanitizer, or with the ASan runtime
+	 * linked into the program, the runtime stays cooperative and
+	 * prt_runtime_notice() says why.
+	 */
+	uint64_t preempt_quantum_ns;
+	/*
+	 * The signal preemption uses; 0 = SIGRTMAX - 3. Its handler is
+	 * installed (SA_SIGINFO | SA_ONSTACK | SA_RESTART) when the first
+	 * preemptive runtime that uses it is created, and the previous
+	 * disposition put back when the last one is destroyed; instances
+	 * not sent by the runtime go to the previous handler (dropped if it
+	 * was SIG_DFL or SIG_IGN). Only worker threads ever receive it.
+	 * Refused (-EINVAL) as dump_signal is, and equal to dump_signal.
+	 */
+	int preempt_signal;
 } prt_runtime_config_t;
+
+/* A time slice chosen from measurements (docs/design.md, "Preemption"): 1 ms. */
+#define PRT_PREEMPT_QUANTUM_DEFAULT 1000000u
+/* Shortest time slice cfg.preempt_quantum_ns accepts: 10 us. */
+#define PRT_PREEMPT_QUANTUM_MIN 10000u
 
 #define PRT_IO_ENTRIES_DEFAULT 256u
 #define PRT_OFFLOAD_THREADS_DEFAULT 4u
@@ -202,7 +232,8 @@ PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
  * one per fiber that exists (id, name, state, worker, priority, what it
  * waits for: a mutex and its owner, a condvar, a join, a sleep, an fd
  * and op, park, offload; "state=dead holding=N" for one that ended
- * holding N mutexes, which stay locked), then one per mutex wait chain, from each
+ * holding N mutexes, which stay locked; "preempted" for a runnable fiber
+ * a preemption switched out), then one per mutex wait chain, from each
  * waiting fiber through mutex and owner to the fiber that can run:
  *
  *   proxyrt dump: runtime=0x55d0c0a0 workers=2 fibers=3
@@ -262,6 +293,14 @@ typedef struct prt_worker_stats {
 	uint64_t handoffs;       /* unlocks that handed the mutex to a waiter */
 	uint64_t io_submits;     /* io_uring_enter calls that submitted requests */
 	uint64_t io_ops;         /* I/O requests completed on this worker */
+	uint64_t preemptions;    /* fibers switched out by preemption (interrupted) */
+	/*
+	 * Interrupts that could not stop the fiber where it was (runtime,
+	 * libc or other denied code, prt_preempt_disable(), too little
+	 * stack): the preemption happened later
+	 */
+	uint64_t preempt_deferred;
+	uint64_t time_slices;    /* preemptions because a time slice ended */
 } prt_worker_stats_t;
 
 /*
@@ -270,6 +309,14 @@ typedef struct prt_worker_stats {
  * switches.
  */
 PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out);
+
+/*
+ * Is @rt preemptive? Returns 1 (and the time slice in *@quantum_ns, if
+ * not NULL), 0 if it is cooperative (cfg.preempt_quantum_ns 0, or
+ * preemption unavailable: see prt_runtime_notice()), or -EINVAL.
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns);
 
 /*
  * Index of the worker running the calling fiber, or -EPERM from a plain

@@ -1,0 +1,838 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Preemption: time slices among fibers of one priority, and a fiber
+ * that becomes runnable on a worker running something it outranks
+ * getting that worker now, even when what runs never calls the runtime
+ * (docs/design.md, "Preemption"; issue 13).
+ *
+ * Design note (process-wide state). Signal dispositions and the code
+ * loaded into the process are the process's, so three things here are
+ * global: the handler of each preemption signal (installed by the first
+ * runtime that uses it, put back by the last, as the dump signal is),
+ * the arch's extended-state size, and the table of code ranges where a
+ * fiber may be stopped.
+ *
+ * How a fiber is stopped. Every worker thread has three POSIX timers
+ * aimed at it (SIGEV_THREAD_ID; see "the timers" below): a periodic
+ * tick while fibers of one priority share it, a one-shot watch for the
+ * earliest timer of its heaps, and a retry the worker's own handler arms
+ * after it refused to stop a fiber. Other threads interrupt a worker
+ * with pthread_sigqueue. The handler decides only whether the fiber may be
+ * stopped where it is; if so it makes it call preempt_fn() on its own
+ * stack (arch/ctx.h), which takes the rq lock and decides as a
+ * scheduling point would. Go does the same (doSigPreempt, asyncPreempt).
+ *
+ * Where a fiber is never stopped: the idle context; a fiber inside
+ * prt_preempt_disable(); any code outside the table of allowed ranges:
+ * the library's own code (one range, prt__text_start..prt__text_end:
+ * lib/proxyrt_text.ld; the whole object when it is the shared library),
+ * libc, the dynamic loader, the vDSO, jemalloc, libgcc, libstdc++,
+ * liburing, hwloc and the sanitizer runtimes, and code in no loaded
+ * object (JIT); a stack too short for the interrupt frame and the
+ * preemption path; a handler not running on its alternate stack. The
+ * interrupt is then deferred: @pending is set and @retry fires in
+ * PRT_PREEMPT_RETRY_NS (a tick in the library's code: the next tick),
+ * unless the fiber reaches a scheduling point or prt_preempt_enable()
+ * first.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if PRT_USE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
+
+#include "arch/ctx.h"
+#include "runtime_int.h"
+#include "sched_priv.h"
+
+/* The library's code, one section (lib/proxyrt_text.ld). */
+extern const char prt__text_start[] __attribute__((visibility("hidden")));
+extern const char prt__text_end[] __attribute__((visibility("hidden")));
+
+static pthread_mutex_t preempt_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned sig_users[NSIG];          /* preempt_lock */
+static struct sigaction sig_old[NSIG];    /* preempt_lock; read by the handler to chain */
+static bool arch_ready;                   /* preempt_lock */
+
+/* ---- where a fiber may be stopped ----------------------------------------- */
+
+#define PRT_RANGES_MAX 256
+
+/*
+ * Executable code a fiber may be stopped in, sorted by @lo: a seqlock
+ * (odd @seq while rewritten under preempt_lock), read by the handler,
+ * which treats a torn or changing table as "no".
+ */
+static struct {
+	atomic_uint seq;
+	atomic_uint n;
+	struct {
+		_Atomic uintptr_t lo, hi;
+	} r[PRT_RANGES_MAX];
+} ranges;
+/* Loaded objects when the table was made (dl_iterate_phdr's counters); preempt_lock. */
+static unsigned long long ranges_adds, ranges_subs;
+static atomic_bool ranges_made;
+
+/*
+ * Objects never interrupted, by file name: they keep per-thread state or
+ * take locks that another fiber of the same worker thread would then
+ * find taken (libc's malloc, stdio, the loader's lock, jemalloc's
+ * thread cache, the unwinder's caches, liburing's rings, the sanitizers'
+ * allocators).
+ */
+static const char *const denied_objs[] = {
+	"libc.so",	 "libc-",	   "ld-linux",	     "ld64.so",	       "libpthread.so",
+	"libdl.so",	 "librt.so",	   "linux-vdso.so",  "linux-gate.so",  "libjemalloc.so",
+	"libgcc_s.so",	 "libstdc++.so",   "liburing.so",    "libhwloc.so",    "libasan.so",
+	"libtsan.so",	 "libubsan.so",	   "liblsan.so",     "libhwasan.so",   "libclang_rt.",
+	"libunwind.so",	 "libvalgrind",
+};
+
+static bool denied_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+
+	b = b ? b + 1 : path;
+	for (size_t i = 0; i < sizeof(denied_objs) / sizeof(denied_objs[0]); i++)
+		if (!strncmp(b, denied_objs[i], strlen(denied_objs[i])))
+			return true;
+	return false;
+}
+
+struct range {
+	uintptr_t lo, hi;
+};
+
+struct scan {
+	struct range r[PRT_RANGES_MAX];
+	unsigned n, nobj;
+	unsigned long long adds, subs;
+};
+
+static bool holds_self(const struct dl_phdr_info *info)
+{
+	uintptr_t me = (uintptr_t)prt__text_start;
+
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+
+		if (ph->p_type == PT_LOAD && me >= lo && me - lo < ph->p_memsz)
+			return true;
+	}
+	return false;
+}
+
+static void scan_add(struct scan *sc, uintptr_t lo, uintptr_t hi)
+{
+	if (lo < hi && sc->n < PRT_RANGES_MAX) /* past that: left out, so denied */
+		sc->r[sc->n++] = (struct range){ lo, hi };
+}
+
+static int scan_obj(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	struct scan *sc = arg;
+	bool main_prog = sc->nobj++ == 0; /* glibc reports the program first */
+
+	if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+		sc->adds = info->dlpi_adds;
+		sc->subs = info->dlpi_subs;
+	}
+	/* The shared library itself: all of it, its PLT included. */
+	if ((!main_prog && denied_name(info->dlpi_name)) || (!main_prog && holds_self(info)))
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+		uintptr_t slo = (uintptr_t)prt__text_start, shi = (uintptr_t)prt__text_end;
+
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+			continue;
+		/* The static library inside the program: cut its range out. */
+		if (slo < hi && shi > lo) {
+			scan_add(sc, lo, slo);
+			scan_add(sc, shi, hi);
+		} else {
+			scan_add(sc, lo, hi);
+		}
+	}
+	return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	const struct range *x = a, *y = b;
+
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Make the table again; preempt_lock held. */
+static void ranges_make(void)
+{
+	struct scan *sc = calloc(1, sizeof(*sc));
+	unsigned s;
+
+	if (!sc)
+		return; /* the old table stays */
+	dl_iterate_phdr(scan_obj, sc);
+	qsort(sc->r, sc->n, sizeof(sc->r[0]), cmp_range);
+	s = atomic_load_explicit(&ranges.seq, memory_order_relaxed);
+	atomic_store_explicit(&ranges.seq, s + 1, memory_order_relaxed);
+	/*
+	 * release, each: a reader that loads (acquire) a value stored here
+	 * also sees the odd seq stored before it, and so discards its look
+	 * (a seqlock without fences, which TSan builds could not compile).
+	 */
+	for (unsigned i = 0; i < sc->n; i++) {
+		atomic_store_explicit(&ranges.r[i].lo, sc->r[i].lo, memory_order_release);
+		atomic_store_explicit(&ranges.r[i].hi, sc->r[i].hi, memory_order_release);
+	}
+	atomic_store_explicit(&ranges.n, sc->n, memory_order_release);
+	/* release: pairs with the acquire load of seq in range_allowed() */
+	atomic_store_explicit(&ranges.seq, s + 2, memory_order_release);
+	ranges_adds = sc->adds;
+	ranges_subs = sc->subs;
+	atomic_store_explicit(&ranges_made, true, memory_order_relaxed);
+	free(sc);
+}
+
+static int count_objs(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	unsigned long long *c = arg;
+
+	if (size < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs))
+		return 1;
+	c[0] = info->dlpi_adds;
+	c[1] = info->dlpi_subs;
+	return 1; /* the counters are global: the first object tells */
+}
+
+/* Was a library loaded or unloaded since the table was made? Then make it again. */
+static void ranges_check(void)
+{
+	unsigned long long c[2] = { 0, 0 };
+
+	dl_iterate_phdr(count_objs, c);
+	pthread_mutex_lock(&preempt_lock);
+	if (c[0] != ranges_adds || c[1] != ranges_subs)
+		ranges_make();
+	pthread_mutex_unlock(&preempt_lock);
+}
+
+/* Signal handler: may a fiber be stopped at @pc? Async-signal-safe. */
+static bool range_allowed(uintptr_t pc)
+{
+	/* acquire: pairs with the release store that ends ranges_make() */
+	unsigned s = atomic_load_explicit(&ranges.seq, memory_order_acquire);
+	/* acquire, here and for each entry: pairs with the release stores of ranges_make() */
+	unsigned lo = 0, hi = atomic_load_explicit(&ranges.n, memory_order_acquire);
+	bool ok = false;
+
+	if (s & 1)
+		return false;
+	if (hi > PRT_RANGES_MAX)
+		hi = PRT_RANGES_MAX;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (pc < atomic_load_explicit(&ranges.r[mid].lo, memory_order_acquire)) {
+			hi = mid;
+		} else if (pc >= atomic_load_explicit(&ranges.r[mid].hi, memory_order_acquire)) {
+			lo = mid + 1;
+		} else {
+			ok = true;
+			break;
+		}
+	}
+	/* relaxed: after the acquire loads above, which it cannot pass */
+	return ok && atomic_load_explicit(&ranges.seq, memory_order_relaxed) == s;
+}
+
+/* ---- the timers ------------------------------------------------------------- */
+
+/*
+ * Each worker has three timers, all aimed at its thread:
+ *
+ * @tick    periodic, every quantum, while fibers of the served priority
+ *          wait (the kernel's scheduler tick, made tickless: started when
+ *          that contention is seen, stopped by the first tick that finds
+ *          it over or when the worker goes idle). A fiber is preempted at
+ *          a tick that finds no switch since the previous one: it ran a
+ *          whole period, so its slice was between one and two quanta. No
+ *          timer is re-armed per slice. Armed under rq.lock (@ticking).
+ * @watch   one-shot, at the earliest deadline of the worker's timer
+ *          heaps while it runs a fiber: a sleeper due behind a fiber that
+ *          never calls the runtime (the timer watch). Armed under rq.lock
+ *          (@watch_at); its handler sets @watch_fired.
+ * @retry   one-shot, armed by the worker thread itself when an interrupt
+ *          could not stop the fiber (defer()).
+ */
+
+static void settime(timer_t t, int flags, uint64_t value, uint64_t interval)
+{
+	struct itimerspec its;
+
+	its.it_value.tv_sec = (time_t)(value / 1000000000u);
+	its.it_value.tv_nsec = (long)(value % 1000000000u);
+	its.it_interval.tv_sec = (time_t)(interval / 1000000000u);
+	its.it_interval.tv_nsec = (long)(interval % 1000000000u);
+	timer_settime(t, flags, &its, NULL);
+}
+
+/* Start @tick; rq lock held. @snap: the switch count the first tick compares with. */
+static void tick_start(struct prt__worker *w, uint64_t snap)
+{
+	struct prt__wpreempt *p = &w->pw;
+
+	p->ticking = true;
+	p->tick_snap = snap;
+	settime(p->tick, 0, p->quantum, p->quantum);
+}
+
+static void tick_stop(struct prt__worker *w)
+{
+	w->pw.ticking = false;
+	settime(w->pw.tick, 0, 0, 0);
+}
+
+/*
+ * Make @watch fire by the earliest deadline of w's heaps (a sleeper due
+ * while a fiber runs here); rq lock held. Only ever earlier: when it
+ * fires, the next look arms it again. @watch_fired says it fired (it
+ * fires once per arming, and only holders of this lock arm it).
+ */
+static void watch_arm(struct prt__worker *w)
+{
+	struct prt__wpreempt *p = &w->pw;
+	uint64_t d;
+
+	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
+	if (prt__unlikely(atomic_load_explicit(&p->watch_fired, memory_order_relaxed))) {
+		atomic_store_explicit(&p->watch_fired, 0, memory_order_relaxed);
+		p->watch_at = PRT_NEVER;
+	}
+	if (prt__likely(!prt__has_timers(w)))
+		return;
+	d = prt__timers_first(&w->timers);
+	if (prt__timers_first(&w->iotimers) < d)
+		d = prt__timers_first(&w->iotimers);
+	if (d < p->watch_at) {
+		p->watch_at = d;
+		settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* 0 would disarm */
+	}
+}
+
+/*
+ * Arm @retry @ns from now, unless it is armed already: the worker thread
+ * only (its handler, or a fiber on it). Async-signal-safe.
+ */
+static void arm_retry(struct prt__worker *w, uint64_t ns)
+{
+	/* relaxed: this thread's; its handler clears it when the retry comes */
+	if (atomic_exchange_explicit(&w->pw.retry_armed, 1, memory_order_relaxed))
+		return;
+	settime(w->pw.retry, 0, ns, 0);
+}
+
+/* ---- the scheduler's hooks ---------------------------------------------------- */
+
+void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
+			      struct prt__fiber *donor)
+{
+	struct prt__wpreempt *p = &w->pw;
+	uint32_t bm = w->rq.bitmap;
+
+	/*
+	 * relaxed: this pick honours a kick or a deferral made before it; one
+	 * made after it is honoured by a later pick or preempt_eval. (Read
+	 * first: the stores are rarely needed.)
+	 */
+	if (prt__unlikely(atomic_load_explicit(&p->kicked, memory_order_relaxed)))
+		atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
+	if (prt__unlikely(atomic_load_explicit(&p->pending, memory_order_relaxed)))
+		atomic_store_explicit(&p->pending, 0, memory_order_relaxed);
+	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
+	if (!next) {
+		PRT_WRITE_ONCE(p->serve_prio, -1);
+		if (p->ticking)
+			tick_stop(w); /* an idle worker takes no ticks */
+		return;
+	}
+	PRT_WRITE_ONCE(p->serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
+	/* The coming switch counts one more (none if @next runs already). */
+	if (!p->ticking && bm && prt__rq_top(bm) >= p->serve_prio)
+		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
+				      (next != w->curr));
+	watch_arm(w);
+}
+
+bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
+{
+	struct prt__wpreempt *p = &t->pw;
+
+	if (p->serve_prio < 0)
+		return false; /* idle: its pick finds @f */
+	if (f->rq_prio > p->serve_prio)
+		/* relaxed: cleared under this rq lock by t's next pick */
+		return !atomic_exchange_explicit(&p->kicked, 1, memory_order_relaxed);
+	/* relaxed: t's own counter; a stale value delays the first slice by a tick */
+	if (f->rq_prio == p->serve_prio && !p->ticking)
+		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
+	return false;
+}
+
+void prt__preempt_kick(struct prt__worker *t)
+{
+	union sigval v = { .sival_ptr = (char *)t + PRT_PSRC_KICK };
+
+	if (t == prt__cur_worker()) {
+		/* Queued by the fiber it runs, in the runtime's code: once it is out of it. */
+		atomic_fetch_or_explicit(&t->pw.pending, 1u << PRT_PSRC_KICK, memory_order_relaxed);
+		arm_retry(t, PRT_PREEMPT_RETRY_NS);
+		return;
+	}
+	if (pthread_sigqueue(t->thread, t->pw.sig, v))
+		/* relaxed: the signal queue is full; let the next wakeup try again */
+		atomic_store_explicit(&t->pw.kicked, 0, memory_order_relaxed);
+}
+
+void prt__preempt_idle(struct prt__worker *w)
+{
+	if (w->pw.quantum)
+		ranges_check();
+}
+
+/* ---- the preemption itself ------------------------------------------------------ */
+
+/* Switch the preempted fiber out: at the head of its level, or at the tail when its slice ended. */
+static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice)
+{
+	self->preempted = true;
+	prt__put_donor(w, slice);
+	prt__rq_add(w, self, !slice);
+	prt__stat_inc(&w->stats.preemptions, 1);
+	if (slice)
+		prt__stat_inc(&w->stats.time_slices, 1);
+	prt__reschedule(w, self);
+	/* Running again, on the worker it was stopped on (even if no longer allowed there). */
+	self->preempted = false;
+}
+
+/*
+ * The decision, at a point where the fiber could have called
+ * prt_yield(): on the fiber's stack, called by the interrupt trampoline
+ * or by prt_preempt_enable(); @why: the PRT_PSRC_* bits of what came. A
+ * fiber queued here that outranks what the worker serves runs now; at a
+ * tick, one of the same priority runs if the running fiber ran through
+ * the whole period; the tick stops once nothing of that priority waits.
+ */
+static void preempt_eval(struct prt__worker *w, unsigned why)
+{
+	struct prt__wpreempt *p = &w->pw;
+	struct prt__fiber *self = w->curr;
+	uint64_t sw;
+	uint32_t bm;
+	int served, top;
+
+	ranges_check();
+	prt__spin_lock(&w->rq.lock);
+	/* relaxed: this thread's handler and others set them; this look honours them */
+	why |= atomic_exchange_explicit(&p->pending, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
+	if (prt__has_timers(w))
+		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
+	served = prt__served_prio(w);
+	bm = w->rq.bitmap;
+	top = bm ? prt__rq_top(bm) : -1;
+	if (top > served) {
+		preempt_switch(w, self, false);
+		return;
+	}
+	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
+		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
+		if (p->ticking && sw == p->tick_snap) {
+			preempt_switch(w, self, true);
+			return;
+		}
+		if (!p->ticking)
+			tick_start(w, sw);
+		p->tick_snap = sw;
+	} else if (top < served && p->ticking) {
+		tick_stop(w);
+	}
+	watch_arm(w);
+	prt__rq_unlock(w);
+}
+
+/* What the interrupted fiber calls (arch/ctx.h): @arg is (char *)w + why. errno is the fiber's. */
+static void preempt_fn(void *arg)
+{
+	uintptr_t a = (uintptr_t)arg;
+	int saved = errno;
+
+	preempt_eval((struct prt__worker *)(a & ~(uintptr_t)7), 1u << (a & 7));
+	errno = saved;
+}
+
+/* ---- the signal handler ------------------------------------------------------------- */
+
+static uintptr_t uc_pc(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.pc;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+static uintptr_t uc_sp(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.sp;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+/*
+ * Was the fiber running on its own stack, and does this handler run
+ * elsewhere? Not so in a handler of the application's that the signal
+ * interrupted on an alternate stack (its frame is not the fiber's to
+ * switch away from), nor when this handler runs on the fiber's stack
+ * (the interrupt frame would go where it runs).
+ */
+static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
+{
+	uintptr_t base = (uintptr_t)f->stack.base, sp = uc_sp(uc);
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+
+	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
+}
+
+/*
+ * The fiber could not be stopped where it is: at its next scheduling
+ * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
+ * (0: none).
+ */
+static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
+{
+	/* relaxed: the worker's own thread reads it */
+	atomic_fetch_or_explicit(&w->pw.pending, 1u << src, memory_order_relaxed);
+	prt__stat_inc(&w->stats.preempt_deferred, 1);
+	if (retry_ns)
+		arm_retry(w, retry_ns);
+}
+
+/*
+ * How soon to try again. A tick needs no retry when the fiber is in the
+ * library's own code: it is in a runtime call, which nearly always
+ * reaches a scheduling point soon, and else the next tick comes. Anywhere
+ * else (libc in a loop), and for wakeups and the timer watch: 50 us.
+ */
+static uint64_t retry_ns(unsigned src, uintptr_t pc)
+{
+	if (src == PRT_PSRC_TICK && pc >= (uintptr_t)prt__text_start && pc < (uintptr_t)prt__text_end)
+		return 0;
+	return PRT_PREEMPT_RETRY_NS;
+}
+
+static void interrupt(struct prt__worker *w, unsigned src, void *uc)
+{
+	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
+	uintptr_t pc = uc_pc(uc), base = (uintptr_t)f->stack.base;
+
+	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
+		return; /* its last pick found nothing: it looks for work already */
+	if (f == &w->idle) {
+		/* Between a pick and the switch to what it chose: once that runs. */
+		defer(w, src, PRT_PREEMPT_RETRY_NS);
+		return;
+	}
+	if (atomic_load_explicit(&f->preempt_count, memory_order_relaxed)) {
+		defer(w, src, 0); /* prt_preempt_enable() honours it */
+		return;
+	}
+	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
+	    !prt__ctx_interrupt(uc, preempt_fn, (char *)w + src, base + PRT_PREEMPT_STACK_RESERVE))
+		defer(w, src, retry_ns(src, pc));
+}
+
+/* Not ours: what the application had. SIG_DFL and SIG_IGN drop it (an RT signal's default would end the process). */
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+	const struct sigaction *old = &sig_old[sig];
+
+	if (old->sa_flags & SA_SIGINFO) {
+		if (old->sa_sigaction)
+			old->sa_sigaction(sig, si, uc);
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+	}
+}
+
+static void preempt_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct prt__worker *w = prt__cur_worker();
+	int saved = errno;
+	uintptr_t src;
+
+	/* Ours: from one of w's timers or a pthread_sigqueue of its runtime, naming w. */
+	if (!w || !w->pw.quantum || (si->si_code != SI_TIMER && si->si_code != SI_QUEUE) ||
+	    (src = (uintptr_t)si->si_value.sival_ptr - (uintptr_t)w) > PRT_PSRC_MAX) {
+		chain(sig, si, uc);
+		errno = saved;
+		return;
+	}
+	/* relaxed, both: read on this thread (watch_arm(), arm_retry()) */
+	if (src == PRT_PSRC_WATCH)
+		atomic_store_explicit(&w->pw.watch_fired, 1, memory_order_relaxed);
+	if (src == PRT_PSRC_RETRY) {
+		atomic_store_explicit(&w->pw.retry_armed, 0, memory_order_relaxed);
+		/* What it retries was honoured meanwhile (a scheduling point): nothing to do. */
+		if (!atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
+			errno = saved;
+			return;
+		}
+	}
+	interrupt(w, (unsigned)src, uc);
+	errno = saved;
+}
+
+/* ---- set-up ------------------------------------------------------------------------ */
+
+/* Why this process cannot preempt, or NULL. */
+static const char *cannot_preempt(void)
+{
+#if PRT_USE_TSAN
+	/* TSan delivers an asynchronous signal late, with a copy of the context. */
+	return "ThreadSanitizer delivers signals late";
+#endif
+#if PRT_USE_VALGRIND
+	if (RUNNING_ON_VALGRIND)
+		return "under valgrind";
+#endif
+#if PRT_USE_ASAN
+	{
+		extern void __asan_init(void) __attribute__((weak));
+		Dl_info di;
+
+		/* Its allocator inside the program could be interrupted: only the shared runtime is denied. */
+		if (!__asan_init || !dladdr((void *)__asan_init, &di) || !di.dli_fname ||
+		    (!strstr(di.dli_fname, "libasan") && !strstr(di.dli_fname, "clang_rt.asan")))
+			return "the ASan runtime is linked into the program";
+	}
+#endif
+	return NULL;
+}
+
+static uint64_t env_quantum(uint64_t q)
+{
+	const char *e = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *end;
+	unsigned long long v;
+
+	if (!e || !*e)
+		return q;
+	errno = 0;
+	v = strtoull(e, &end, 10);
+	if (errno || *end || (v && v < PRT_PREEMPT_QUANTUM_MIN))
+		return q;
+	return v;
+}
+
+static int handler_get(int sig)
+{
+	struct sigaction sa;
+
+	if (sig_users[sig]++)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = preempt_handler;
+	/* SA_RESTART: a syscall the signal interrupts is restarted where the kernel can. */
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, &sa, &sig_old[sig])) {
+		sig_users[sig]--;
+		return -errno;
+	}
+	return 0;
+}
+
+int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char *notice,
+			 size_t notice_len)
+{
+	const char *why;
+	int err;
+
+	quantum = env_quantum(quantum);
+	if (!quantum)
+		return 0;
+	if ((why = cannot_preempt())) {
+		size_t n = strlen(notice);
+
+		snprintf(notice + n, notice_len - n, "%spreemption off (%s): fibers switch only at "
+			 "scheduling points", n ? "; " : "", why);
+		return 0;
+	}
+	pthread_mutex_lock(&preempt_lock);
+	if (!arch_ready) {
+		prt__ctx_interrupt_init();
+		arch_ready = true;
+	}
+	err = handler_get(sig);
+	if (!err)
+		ranges_make();
+	pthread_mutex_unlock(&preempt_lock);
+	if (err)
+		return err;
+	rt->preempt_quantum = quantum;
+	rt->preempt_sig = sig;
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__wpreempt *p = &rt->workers[i]->pw;
+
+		p->quantum = quantum;
+		p->sig = sig;
+		p->serve_prio = -1;
+		p->watch_at = PRT_NEVER;
+	}
+	return 0;
+}
+
+void prt__preempt_rt_fini(struct prt_runtime *rt)
+{
+	int sig = rt->preempt_sig;
+
+	if (!rt->preempt_quantum)
+		return;
+	pthread_mutex_lock(&preempt_lock);
+	if (sig_users[sig] && --sig_users[sig] == 0) {
+		struct sigaction cur;
+
+		/* Put back what was there, unless someone replaced ours since. */
+		if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+		    cur.sa_sigaction == preempt_handler)
+			sigaction(sig, &sig_old[sig], NULL);
+	}
+	pthread_mutex_unlock(&preempt_lock);
+	rt->preempt_quantum = 0;
+}
+
+int prt__preempt_worker_start(struct prt__worker *w)
+{
+	struct prt__wpreempt *p = &w->pw;
+	timer_t *t[3] = { &p->watch, &p->tick, &p->retry };
+	struct sigevent ev;
+	sigset_t set;
+
+	if (!p->quantum)
+		return 0;
+	p->tid = gettid();
+	/* The creating thread's mask may block it: workers take it. */
+	sigemptyset(&set);
+	sigaddset(&set, p->sig);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = p->sig;
+	ev._sigev_un._tid = p->tid; /* sigev_notify_thread_id, which glibc 2.36 does not name */
+	for (int i = 0; i < 3; i++) {
+		/* Which timer sent a signal: PRT_PSRC_WATCH, _TICK, _RETRY (0, 1, 2). */
+		ev.sigev_value.sival_ptr = (char *)w + i;
+		if (timer_create(CLOCK_MONOTONIC, &ev, t[i])) {
+			int err = -errno;
+
+			while (i-- > 0)
+				timer_delete(*t[i]);
+			return err;
+		}
+	}
+	p->timers_ok = true;
+	return 0;
+}
+
+void prt__preempt_worker_stop(struct prt__worker *w)
+{
+	if (!w->pw.timers_ok)
+		return;
+	timer_delete(w->pw.watch);
+	timer_delete(w->pw.tick);
+	timer_delete(w->pw.retry);
+	w->pw.timers_ok = false;
+}
+
+/* ---- public calls ------------------------------------------------------------------ */
+
+PRT_API int prt_preempt_disable(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *f;
+
+	if (!w)
+		return -EPERM;
+	f = w->curr;
+	atomic_store_explicit(&f->preempt_count,
+			      atomic_load_explicit(&f->preempt_count, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	/* Counted before the region's first instruction, as this thread's handler sees it. */
+	atomic_signal_fence(memory_order_seq_cst);
+	return 0;
+}
+
+PRT_API int prt_preempt_enable(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *f;
+	unsigned c;
+
+	if (!w)
+		return -EPERM;
+	f = w->curr;
+	c = atomic_load_explicit(&f->preempt_count, memory_order_relaxed);
+	if (!c)
+		return -EINVAL;
+	/* The region's last instruction comes before the count drops, as the handler sees it. */
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&f->preempt_count, c - 1, memory_order_relaxed);
+	/* A preemption came due inside the region: now (the kernel's preempt_enable does the same). */
+	if (c == 1 && w->pw.quantum && atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
+		int saved = errno;
+
+		preempt_eval(w, 0); /* the pending sources say why */
+		errno = saved;
+	}
+	return 0;
+}
+
+PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns)
+{
+	bool ref;
+	uint64_t q;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	q = rt->preempt_quantum;
+	if (ref)
+		prt__rt_put(rt);
+	if (quantum_ns)
+		*quantum_ns = q;
+	return q != 0;
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_PREEMPT_H
+#define PRT_PREEMPT_H
+
+/*
+ * Preemption (preempt.c; docs/design.md, "Preemption"): a worker's
+ * running fiber is interrupted by a signal aimed at the worker thread,
+ * from its own POSIX timers (time slices, the timer watch, a deferred
+ * preemption's retry) or from another thread (a wakeup of a fiber that
+ * outranks what it runs). The handler runs no scheduler code: if the
+ * fiber may be stopped where it is, it makes it call preempt.c's
+ * preempt_eval() on its own stack (arch/ctx.h, prt__ctx_interrupt),
+ * which decides under the rq lock; else it defers. Off (quantum 0), none of this exists: no
+ * handler, no timers, and the scheduler's hooks are one compare.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+struct prt_runtime;
+struct prt__worker;
+struct prt__fiber;
+
+/* Per-worker state (prt__worker.pw). */
+struct prt__wpreempt {
+	/* Set before the worker runs fibers (creation, its thread's start), then read-only. */
+	uint64_t quantum;       /* time slice, ns; 0: the runtime is cooperative */
+	int sig;                /* the preemption signal */
+	pid_t tid;              /* the worker thread, which the timers aim at */
+	bool timers_ok;         /* the three timers exist */
+	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
+	/* preempt.c, "the timers". */
+	timer_t watch, tick, retry;
+	/* Under the worker's rq.lock. */
+	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
+	bool ticking;           /* @tick runs */
+	uint64_t tick_snap;     /* stats.switches at the previous tick */
+	uint64_t watch_at;      /* @watch is armed for this deadline (ns), PRT_NEVER if not */
+	/*
+	 * Set by anyone, cleared at the worker's next pick: @kicked, a thread
+	 * signalled it for a wakeup (one signal in flight is enough);
+	 * @pending, the PRT_PSRC_* bits of interrupts that could not stop the
+	 * fiber where it was (the next scheduling point, prt_preempt_enable()
+	 * or the retry honours them).
+	 */
+	atomic_uint kicked;
+	atomic_uint pending;
+	/* @watch fired (set by the handler); whoever arms it next, under rq.lock, learns so. */
+	atomic_uint watch_fired;
+	/* @retry is armed (the worker thread's own: its handler, or a fiber on it). */
+	atomic_uint retry_armed;
+};
+
+/*
+ * What a preemption signal of worker w carries (si_value.sival_ptr is
+ * (char *)w + one of these): which of its timers sent it, or a kick.
+ */
+enum {
+	PRT_PSRC_WATCH = 0,
+	PRT_PSRC_TICK = 1,
+	PRT_PSRC_RETRY = 2,
+	PRT_PSRC_KICK = 3,
+	PRT_PSRC_MAX = PRT_PSRC_KICK,
+};
+
+/* A deferred preemption is tried again after this long (ns). */
+#define PRT_PREEMPT_RETRY_NS 50000u
+/*
+ * Stack the preemption path may use below the interrupt frame: a fiber
+ * interrupted with less than this (plus the frame) left is not
+ * preempted there, as Go's asyncPreemptStack.
+ */
+#if PRT_USE_ASAN
+#define PRT_PREEMPT_STACK_RESERVE (32u * 1024u)
+#else
+#define PRT_PREEMPT_STACK_RESERVE (8u * 1024u)
+#endif
+
+/*
+ * Runtime creation: decide whether @rt preempts (cfg and the
+ * PRT_PREEMPT_QUANTUM_NS environment; never under valgrind, TSan or a
+ * sanitizer runtime linked into the program: a notice says so in
+ * @notice), and if so take the signal handler and learn the code
+ * ranges. 0 or -errno; nothing to undo on failure.
+ */
+int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char *notice,
+			 size_t notice_len);
+/* Runtime destroy (its workers have stopped): give the handler back. */
+void prt__preempt_rt_fini(struct prt_runtime *rt);
+/* Worker thread, before it runs fibers: its timers, the signal unblocked. 0 or -errno. */
+int prt__preempt_worker_start(struct prt__worker *w);
+void prt__preempt_worker_stop(struct prt__worker *w);
+
+/* The slow halves of sched_int.h's hooks (quantum != 0 only). */
+void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
+			      struct prt__fiber *donor);
+bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f);
+void prt__preempt_kick(struct prt__worker *t);
+/* The idle loop, before it sleeps: pick up code ranges of libraries loaded since. */
+void prt__preempt_idle(struct prt__worker *w);
+
+#endif

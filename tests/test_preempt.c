@@ -1,0 +1,1159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Preemption (lib/preempt.c, issue 13): fibers that never call the
+ * runtime ("hogs") are interrupted for a higher-priority fiber and share
+ * a worker with fibers of their priority in time slices; every register
+ * survives; prt_preempt_disable() regions are never interrupted; hogs in
+ * libc next to fibers in libc neither deadlock nor corrupt the heap; a
+ * quantum of 0 is cooperative. Behaviour only: what the fibers see
+ * (counters read by the hogs themselves), never how long anything took.
+ * A hog's loop also ends after PREEMPT_CAP_NS, so that a runtime that
+ * does not preempt fails these tests instead of hanging them.
+ *
+ * Where preemption is unavailable (valgrind, TSan: prt_runtime_notice()
+ * says why), the tests that need it skip.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#include "test_common.h"
+
+/* A hog gives up after this long (a safety net, not a measurement). */
+#define PREEMPT_CAP_NS (20ull * 1000 * 1000 * 1000)
+
+/* Work that calls nothing: an interrupt lands in this code. */
+static inline uint64_t spin_work(uint64_t x, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+	return x;
+}
+
+/* A hog's safety net: every 256 calls, past the cap? */
+struct cap {
+	uint64_t until;
+	unsigned n;
+};
+
+static void cap_init(struct cap *c)
+{
+	c->until = test_mono_ns() + PREEMPT_CAP_NS;
+	c->n = 0;
+}
+
+static bool cap_hit(struct cap *c)
+{
+	return (++c->n & 255) == 0 && test_mono_ns() > c->until;
+}
+
+static volatile uint64_t sink;
+
+/* A runtime of @nworkers with time slice @q; NULL (and a skip) where preemption is unavailable. */
+static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	uint64_t got = 0;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.preempt_quantum_ns = q;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	if (prt_runtime_preemptive(rt, &got) != 1) {
+		fprintf(stderr, "test_preempt: no preemption here (%s): skipped\n",
+			prt_runtime_notice(rt) ? prt_runtime_notice(rt) : "?");
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		return NULL;
+	}
+	assert_int_equal(got, q);
+	return rt;
+}
+
+static prt_worker_stats_t stats_of(prt_runtime_t *rt, int w)
+{
+	prt_worker_stats_t st;
+
+	assert_int_equal(prt_worker_stats(rt, w, &st), 0);
+	return st;
+}
+
+static prt_fiber_attr_t attr_at(int prio, int worker)
+{
+	prt_fiber_attr_t a;
+
+	prt_fiber_attr_init(&a);
+	a.priority = prio;
+	if (worker >= 0) {
+		a.has_affinity = 1;
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, worker);
+	}
+	return a;
+}
+
+static prt_fiber_t spawn_at(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
+			    void *arg)
+{
+	prt_fiber_attr_t a = attr_at(prio, worker);
+	prt_fiber_t f;
+
+	assert_int_equal(prt_spawn(rt, &f, &a, fn, arg), 0);
+	return f;
+}
+
+static void *join_ok(prt_fiber_t f)
+{
+	void *res = (void *)1;
+
+	assert_int_equal(prt_join(f, &res), 0);
+	return res;
+}
+
+/* ---- quantum 0: cooperative, as before ---------------------------------------- */
+
+struct coop {
+	atomic_int b_ran;
+	int b_ran_seen_by_a;
+};
+
+static void *coop_a(void *arg)
+{
+	struct coop *c = arg;
+	uint64_t x = 1;
+
+	for (int i = 0; i < 20000; i++)
+		x = spin_work(x, 1000);
+	sink = x;
+	c->b_ran_seen_by_a = atomic_load(&c->b_ran);
+	return NULL;
+}
+
+static void *coop_b(void *arg)
+{
+	atomic_store(&((struct coop *)arg)->b_ran, 1);
+	return NULL;
+}
+
+/* Quantum 0: no handler, no interrupt; a fiber runs until it stops by itself. */
+static void test_quantum_zero_is_cooperative(void **state)
+{
+	struct coop c = { 0 };
+	struct sigaction sa;
+	prt_runtime_t *rt;
+	prt_fiber_t a, b;
+
+	(void)state;
+	rt = test_rt(1);
+	assert_int_equal(prt_runtime_preemptive(rt, NULL), 0);
+	assert_int_equal(sigaction(SIGRTMAX - 3, NULL, &sa), 0);
+	assert_true(!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL);
+	a = spawn_at(rt, 16, 0, coop_a, &c);
+	b = spawn_at(rt, 16, 0, coop_b, &c);
+	join_ok(a);
+	join_ok(b);
+	assert_int_equal(c.b_ran_seen_by_a, 0);
+	assert_int_equal(stats_of(rt, 0).preemptions, 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a higher-priority sleeper behind a hog -------------------------------------- */
+
+#define SLEEPER_ROUNDS 20
+
+struct behind {
+	atomic_int rounds;
+	int rounds_seen_by_hog;
+};
+
+static void *sleeper(void *arg)
+{
+	struct behind *b = arg;
+
+	for (int i = 0; i < SLEEPER_ROUNDS; i++) {
+		prt_sleep_ns(1000 * 1000);
+		atomic_fetch_add(&b->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *hog_until_rounds(void *arg)
+{
+	struct behind *b = arg;
+	struct cap c;
+	uint64_t x = 7;
+
+	cap_init(&c);
+	while (atomic_load_explicit(&b->rounds, memory_order_relaxed) < SLEEPER_ROUNDS && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	b->rounds_seen_by_hog = atomic_load(&b->rounds);
+	return NULL;
+}
+
+/* One worker: a fiber at 24 sleeping 1 ms in a loop completes its rounds while one at 16 computes. */
+static void test_sleeper_behind_hog(void **state)
+{
+	struct behind b = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	s = spawn_at(rt, 24, 0, sleeper, &b);
+	h = spawn_at(rt, 16, 0, hog_until_rounds, &b);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(b.rounds_seen_by_hog, SLEEPER_ROUNDS);
+	/* Not one per round: a round whose sleep ended before the hog ran again needed none. */
+	assert_true(stats_of(rt, 0).preemptions >= 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- time slices ------------------------------------------------------------------ */
+
+struct pair {
+	atomic_ulong count[2];
+	unsigned long other_seen[2];
+};
+
+struct pair_arg {
+	struct pair *p;
+	int me;
+};
+
+/* Counts its own progress; ends once it has seen the other progress too. */
+static void *slice_hog(void *arg)
+{
+	struct pair_arg *a = arg;
+	struct pair *p = a->p;
+	struct cap c;
+	uint64_t x = 3;
+
+	cap_init(&c);
+	while (!cap_hit(&c)) {
+		x = spin_work(x, 4096);
+		atomic_fetch_add_explicit(&p->count[a->me], 1, memory_order_relaxed);
+		if (atomic_load_explicit(&p->count[!a->me], memory_order_relaxed) > 100 &&
+		    atomic_load_explicit(&p->count[a->me], memory_order_relaxed) > 100)
+			break;
+	}
+	sink = x;
+	p->other_seen[a->me] = atomic_load(&p->count[!a->me]);
+	return NULL;
+}
+
+/* One worker, two fibers of one priority that never yield: both progress before either ends. */
+static void test_equal_hogs_share(void **state)
+{
+	struct pair p = { 0 };
+	struct pair_arg a0 = { &p, 0 }, a1 = { &p, 1 };
+	prt_worker_stats_t st;
+	prt_runtime_t *rt;
+	prt_fiber_t f0, f1;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, 200 * 1000)))
+		skip();
+	f0 = spawn_at(rt, 16, 0, slice_hog, &a0);
+	f1 = spawn_at(rt, 16, 0, slice_hog, &a1);
+	join_ok(f0);
+	join_ok(f1);
+	assert_true(p.other_seen[0] > 100);
+	assert_true(p.other_seen[1] > 100);
+	st = stats_of(rt, 0);
+	assert_true(st.time_slices >= 1);
+	assert_true(st.preemptions >= st.time_slices);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static atomic_int dump_stop;
+
+static void *dump_hog(void *arg)
+{
+	struct cap c;
+	uint64_t x = 13;
+
+	(void)arg;
+	cap_init(&c);
+	while (!atomic_load_explicit(&dump_stop, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return NULL;
+}
+
+/* A dump taken while two equal hogs share a worker shows the one waiting as preempted. */
+static void test_dump_shows_preempted(void **state)
+{
+	prt_runtime_t *rt;
+	prt_fiber_t f0, f1;
+	char buf[8192];
+	int found = 0;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, 200 * 1000)))
+		skip();
+	atomic_store(&dump_stop, 0);
+	f0 = spawn_at(rt, 16, 0, dump_hog, NULL);
+	f1 = spawn_at(rt, 16, 0, dump_hog, NULL);
+	cap_init(&c);
+	while (!found && test_mono_ns() < c.until) {
+		FILE *tmp = tmpfile();
+		size_t n;
+
+		assert_non_null(tmp);
+		assert_int_equal(prt_runtime_dump(rt, fileno(tmp)), 0);
+		rewind(tmp);
+		n = fread(buf, 1, sizeof(buf) - 1, tmp);
+		buf[n] = '\0';
+		fclose(tmp);
+		found = strstr(buf, "state=runnable worker=0 prio=16 preempted") != NULL;
+		usleep(1000);
+	}
+	atomic_store(&dump_stop, 1);
+	join_ok(f0);
+	join_ok(f1);
+	assert_true(found);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a wakeup from another worker --------------------------------------------------- */
+
+struct xw {
+	atomic_int hog_running, high_ran;
+	int high_seen_by_hog;
+	prt_fiber_t high;
+};
+
+static void *xw_high(void *arg)
+{
+	struct xw *x = arg;
+
+	prt_park(); /* until the waker on worker 0 */
+	while (!atomic_load(&x->hog_running)) /* a spurious return: not our wakeup */
+		prt_park();
+	atomic_store(&x->high_ran, 1);
+	return NULL;
+}
+
+static void *xw_hog(void *arg)
+{
+	struct xw *x = arg;
+	struct cap c;
+	uint64_t v = 5;
+
+	cap_init(&c);
+	atomic_store(&x->hog_running, 1);
+	while (!atomic_load_explicit(&x->high_ran, memory_order_relaxed) && !cap_hit(&c))
+		v = spin_work(v, 4096);
+	sink = v;
+	x->high_seen_by_hog = atomic_load(&x->high_ran);
+	return NULL;
+}
+
+static void *xw_waker(void *arg)
+{
+	struct xw *x = arg;
+
+	while (!atomic_load(&x->hog_running))
+		prt_sleep_ns(100 * 1000);
+	prt_unpark(x->high);
+	return NULL;
+}
+
+/*
+ * Two workers: a fiber on worker 0 unparks a fiber at 24 kept on worker
+ * 1, where a hog at 8 runs: it runs before the hog ends (a signal to
+ * worker 1; no time slice is involved: nothing else of 8 waits there).
+ */
+static void test_cross_worker_wakeup(void **state)
+{
+	struct xw x = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t hog, waker;
+
+	(void)state;
+	if (!(rt = rt_preempt(2, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	x.high = spawn_at(rt, 24, 1, xw_high, &x);
+	hog = spawn_at(rt, 8, 1, xw_hog, &x);
+	waker = spawn_at(rt, 8, 0, xw_waker, &x);
+	join_ok(waker);
+	join_ok(hog);
+	join_ok(x.high);
+	assert_int_equal(x.high_seen_by_hog, 1);
+	assert_true(stats_of(rt, 1).preemptions >= 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a priority raise ---------------------------------------------------------------- */
+
+struct raise {
+	atomic_int hog_running, low_ran;
+	int low_seen_by_hog;
+};
+
+static void *raise_low(void *arg)
+{
+	atomic_store(&((struct raise *)arg)->low_ran, 1);
+	return NULL;
+}
+
+static void *raise_hog(void *arg)
+{
+	struct raise *r = arg;
+	struct cap c;
+	uint64_t x = 17;
+
+	cap_init(&c);
+	atomic_store(&r->hog_running, 1);
+	while (!atomic_load_explicit(&r->low_ran, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	r->low_seen_by_hog = atomic_load(&r->low_ran);
+	return NULL;
+}
+
+/*
+ * One worker: a fiber at 4 waits behind a hog at 8; a plain thread
+ * raises it to 24: it runs before the hog ends (prt_fiber_set_priority
+ * of a queued fiber is a wakeup like any other).
+ */
+static void test_priority_raise_preempts(void **state)
+{
+	struct raise r = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t hog, low;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	hog = spawn_at(rt, 8, 0, raise_hog, &r);
+	low = spawn_at(rt, 4, 0, raise_low, &r);
+	while (!atomic_load(&r.hog_running))
+		usleep(100);
+	assert_int_equal(prt_fiber_set_priority(low, 24), 0);
+	join_ok(hog);
+	join_ok(low);
+	assert_int_equal(r.low_seen_by_hog, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- no migration on preemption --------------------------------------------------------- */
+
+struct aff {
+	atomic_int stop;
+	int moved_while_running, final_worker;
+};
+
+static void *aff_a(void *arg)
+{
+	struct aff *a = arg;
+	int w0 = prt_worker_index();
+	struct cap c;
+	uint64_t x = 19;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c)) {
+		x = spin_work(x, 4096);
+		if (prt_worker_index() != w0) {
+			a->moved_while_running = 1; /* resumed elsewhere with no scheduling point */
+			break;
+		}
+	}
+	sink = x;
+	prt_yield(); /* its next scheduling point: now it moves */
+	a->final_worker = prt_worker_index();
+	return NULL;
+}
+
+static void *aff_b(void *arg)
+{
+	struct aff *a = arg;
+	struct cap c;
+	uint64_t x = 23;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return NULL;
+}
+
+/*
+ * Two workers; two equal hogs share worker 0 in time slices; one is
+ * moved to worker 1 (prt_fiber_set_affinity) while they run. Preempted
+ * later, it resumes on worker 0 all the same (compiled code may hold a
+ * thread-local address), and moves at its next scheduling point.
+ */
+static void test_no_migration_on_preemption(void **state)
+{
+	struct aff a = { 0 };
+	prt_workerset_t one;
+	prt_runtime_t *rt;
+	prt_fiber_t fa, fb;
+	uint64_t slices0;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(2, 200 * 1000)))
+		skip();
+	fa = spawn_at(rt, 16, 0, aff_a, &a);
+	fb = spawn_at(rt, 16, 0, aff_b, &a);
+	cap_init(&c);
+	while (stats_of(rt, 0).time_slices < 2 && test_mono_ns() < c.until)
+		usleep(1000);
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, 1);
+	assert_int_equal(prt_fiber_set_affinity(fa, &one), 0);
+	slices0 = stats_of(rt, 0).time_slices;
+	while (stats_of(rt, 0).time_slices < slices0 + 6 && test_mono_ns() < c.until)
+		usleep(1000);
+	atomic_store(&a.stop, 1);
+	join_ok(fa);
+	join_ok(fb);
+	assert_int_equal(a.moved_while_running, 0);
+	assert_int_equal(a.final_worker, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- prt_preempt_disable ------------------------------------------------------------ */
+
+struct dis {
+	prt_runtime_t *rt;
+	atomic_int rounds;
+	atomic_int stop;
+	int in_region_before, in_region_after, after_enable;
+	uint64_t deferred_in_region;
+	int rc_disable, rc_enable, rc_extra_enable;
+};
+
+static void *dis_sleeper(void *arg)
+{
+	struct dis *d = arg;
+
+	while (!atomic_load(&d->stop)) {
+		prt_sleep_ns(200 * 1000);
+		atomic_fetch_add(&d->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *dis_hog(void *arg)
+{
+	struct dis *d = arg;
+	prt_worker_stats_t st;
+	uint64_t x = 9, deferred0;
+	struct cap c;
+
+	/* Let the sleeper start its loop. */
+	while (atomic_load(&d->rounds) < 2)
+		prt_yield();
+	prt_worker_stats(d->rt, 0, &st);
+	deferred0 = st.preempt_deferred;
+	d->rc_disable = prt_preempt_disable();
+	d->in_region_before = atomic_load(&d->rounds);
+	cap_init(&c);
+	/* Until an interrupt came and was refused, and some more. */
+	do {
+		for (int i = 0; i < 64; i++)
+			x = spin_work(x, 4096);
+		prt_worker_stats(d->rt, 0, &st);
+	} while (st.preempt_deferred < deferred0 + 1 && !cap_hit(&c));
+	for (int i = 0; i < 2000; i++)
+		x = spin_work(x, 4096);
+	d->deferred_in_region = st.preempt_deferred - deferred0;
+	d->in_region_after = atomic_load(&d->rounds);
+	d->rc_enable = prt_preempt_enable(); /* the sleeper runs here */
+	d->after_enable = atomic_load(&d->rounds);
+	d->rc_extra_enable = prt_preempt_enable();
+	atomic_store(&d->stop, 1);
+	sink = x;
+	return NULL;
+}
+
+/* A region between prt_preempt_disable and _enable is never interrupted; the preemption happens at its end. */
+static void test_disable_region(void **state)
+{
+	struct dis d = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	(void)state;
+	assert_int_equal(prt_preempt_disable(), -EPERM); /* a plain thread */
+	assert_int_equal(prt_preempt_enable(), -EPERM);
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	d.rt = rt;
+	s = spawn_at(rt, 24, 0, dis_sleeper, &d);
+	h = spawn_at(rt, 8, 0, dis_hog, &d);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(d.rc_disable, 0);
+	assert_int_equal(d.rc_enable, 0);
+	assert_int_equal(d.rc_extra_enable, -EINVAL);
+	assert_true(d.deferred_in_region >= 1);
+	assert_int_equal(d.in_region_after, d.in_region_before);
+	assert_true(d.after_enable > d.in_region_after);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- an application's signal handler on the alternate stack ------------------------------ */
+
+struct althand {
+	prt_runtime_t *rt;
+	atomic_int rounds, stop;
+	int before, after;
+	uint64_t deferred;
+};
+
+static struct althand *althand_now;
+
+static void althand_usr1(int sig)
+{
+	struct althand *a = althand_now;
+	prt_worker_stats_t st;
+	uint64_t x = 11, d0;
+	struct cap c;
+
+	(void)sig;
+	prt_worker_stats(a->rt, 0, &st);
+	d0 = st.preempt_deferred;
+	a->before = atomic_load(&a->rounds);
+	cap_init(&c);
+	do {
+		for (int i = 0; i < 64; i++)
+			x = spin_work(x, 4096);
+		prt_worker_stats(a->rt, 0, &st);
+	} while (st.preempt_deferred < d0 + 3 && !cap_hit(&c));
+	a->deferred = st.preempt_deferred - d0;
+	a->after = atomic_load(&a->rounds);
+	sink = x;
+}
+
+static void *althand_sleeper(void *arg)
+{
+	struct althand *a = arg;
+
+	while (!atomic_load(&a->stop)) {
+		prt_sleep_ns(200 * 1000);
+		atomic_fetch_add(&a->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *althand_fiber(void *arg)
+{
+	struct althand *a = arg;
+	struct sigaction sa, old;
+
+	while (atomic_load(&a->rounds) < 2)
+		prt_yield();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = althand_usr1;
+	sa.sa_flags = SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, &old);
+	althand_now = a;
+	raise(SIGUSR1); /* the handler runs on the worker's alternate stack */
+	sigaction(SIGUSR1, &old, NULL);
+	atomic_store(&a->stop, 1);
+	return NULL;
+}
+
+/*
+ * An application's signal handler running on the worker's alternate
+ * stack is never preempted (its frame is not the fiber's: switching
+ * fibers there would leave the alternate stack in use): the interrupts
+ * that come meanwhile are deferred, and a higher fiber waits.
+ */
+static void test_app_handler_not_preempted(void **state)
+{
+	struct althand a = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	a.rt = rt;
+	s = spawn_at(rt, 24, 0, althand_sleeper, &a);
+	h = spawn_at(rt, 8, 0, althand_fiber, &a);
+	join_ok(h);
+	join_ok(s);
+	assert_true(a.deferred >= 3);
+	assert_int_equal(a.after, a.before);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- every register survives ---------------------------------------------------------- */
+
+#define REG_FIBERS 4
+#define REG_PREEMPTIONS 2000
+
+/*
+ * One round of arithmetic in the calling thread's FP modes: SSE doubles
+ * (MXCSR rounding and flush-to-zero), x87 long doubles (x87 precision
+ * and rounding) and integers, mixed into one checksum.
+ */
+static uint64_t reg_round_scalar(uint64_t seed)
+{
+	volatile double vd = (double)(seed % 1000 + 1) / 7.0;
+	volatile long double vl = (long double)(seed % 977 + 3) / 11.0L;
+	double d = vd, e = 1.0 / 3.0;
+	long double l = vl;
+	uint64_t i = seed, h = 0;
+
+	for (int k = 0; k < 2000; k++) {
+		d = d * 1.0000001 + e / (d + 1.5);
+		e = e * 0.9999999 + 1e-310 * (k & 1); /* denormals: flush-to-zero shows */
+		l = l * 1.0000001L + 1.0L / (l + 2.5L);
+		i = i * 2862933555777941757ull + 3037000493ull;
+		i ^= i >> 29;
+	}
+	memcpy(&h, &d, sizeof(h));
+	h ^= i;
+	{
+		uint64_t w[2] = { 0, 0 };
+
+		memcpy(w, &l, sizeof(l) < sizeof(w) ? sizeof(l) : sizeof(w));
+		h = h * 31 + w[0] + (w[1] & 0xffff);
+	}
+	{
+		uint64_t ebits;
+
+		memcpy(&ebits, &e, sizeof(ebits));
+		h = h * 31 + ebits;
+	}
+	return h;
+}
+
+#if defined(__x86_64__)
+static bool have_avx2(void)
+{
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* The same in 256-bit vectors, values held in ymm registers across the loop. */
+__attribute__((target("avx2,fma"))) static uint64_t reg_round_avx(uint64_t seed)
+{
+	__m256d a = _mm256_set_pd((double)(seed % 101) + 0.5, 1.25, 2.5 + (double)(seed % 7), 3.75);
+	__m256d b = _mm256_set1_pd(1.0000001), c = _mm256_set1_pd(1.0 / 3.0);
+	__m256i v = _mm256_set_epi64x((long long)seed, (long long)(seed * 3), 17, 99);
+	__m256i m = _mm256_set1_epi64x(0x9e3779b97f4a7c15ll);
+	double out[4];
+	uint64_t iv[4], h = 0;
+
+	for (int k = 0; k < 2000; k++) {
+		a = _mm256_fmadd_pd(a, b, _mm256_div_pd(c, _mm256_add_pd(a, b)));
+		v = _mm256_add_epi64(_mm256_xor_si256(v, _mm256_srli_epi64(v, 13)), m);
+	}
+	_mm256_storeu_pd(out, a);
+	_mm256_storeu_si256((__m256i *)iv, v);
+	for (int k = 0; k < 4; k++) {
+		uint64_t bits;
+
+		memcpy(&bits, &out[k], sizeof(bits));
+		h = h * 31 + bits + iv[k];
+	}
+	return h;
+}
+#endif
+
+struct fpmode {
+	unsigned mxcsr;  /* x86-64; aarch64: FPCR */
+	unsigned x87cw;
+};
+
+static const struct fpmode fp_modes[REG_FIBERS] = {
+#if defined(__x86_64__)
+	{ 0x1f80, 0x037f }, /* nearest; x87 extended */
+	{ 0x3f80, 0x067f }, /* down; x87 double, down */
+	{ 0x5f80, 0x087f }, /* up; x87 single, up */
+	{ 0xff80, 0x0e7f }, /* toward zero with FTZ; x87 double, toward zero */
+#else
+	{ 0, 0 },
+	{ 2u << 22, 0 },
+	{ 1u << 22, 0 },
+	{ (3u << 22) | (1u << 24), 0 },
+#endif
+};
+
+static void fp_set(const struct fpmode *m)
+{
+#if defined(__x86_64__)
+	unsigned mx = m->mxcsr;
+	unsigned short cw = (unsigned short)m->x87cw;
+
+	__asm__ volatile("ldmxcsr %0" : : "m"(mx));
+	__asm__ volatile("fldcw %0" : : "m"(cw));
+#else
+	uint64_t v = m->mxcsr;
+
+	__asm__ volatile("msr fpcr, %0" : : "r"(v));
+#endif
+}
+
+static struct fpmode fp_get(void)
+{
+	struct fpmode m = { 0, 0 };
+#if defined(__x86_64__)
+	unsigned short cw;
+
+	__asm__ volatile("stmxcsr %0" : "=m"(m.mxcsr));
+	__asm__ volatile("fnstcw %0" : "=m"(cw));
+	m.mxcsr &= ~0x3fu; /* the sticky flags are not the mode */
+	m.x87cw = cw;
+#else
+	uint64_t v;
+
+	__asm__ volatile("mrs %0, fpcr" : "=r"(v));
+	m.mxcsr = (unsigned)v;
+#endif
+	return m;
+}
+
+static uint64_t reg_round(uint64_t seed, bool avx)
+{
+	uint64_t h = reg_round_scalar(seed);
+
+#if defined(__x86_64__)
+	if (avx)
+		h ^= reg_round_avx(seed);
+#else
+	(void)avx;
+#endif
+	return h;
+}
+
+struct regs {
+	atomic_int stop;
+	bool avx;
+	uint64_t ref[REG_FIBERS][16];
+	long rounds[REG_FIBERS], bad[REG_FIBERS], mode_bad[REG_FIBERS];
+};
+
+struct reg_arg {
+	struct regs *r;
+	int me;
+};
+
+static void *reg_fiber(void *arg)
+{
+	struct reg_arg *a = arg;
+	struct regs *r = a->r;
+	const struct fpmode *m = &fp_modes[a->me];
+	struct fpmode now;
+
+	fp_set(m);
+	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+		for (int s = 0; s < 16; s++)
+			if (reg_round((uint64_t)(a->me * 16 + s), r->avx) != r->ref[a->me][s])
+				r->bad[a->me]++;
+		now = fp_get();
+		if (now.mxcsr != m->mxcsr || now.x87cw != m->x87cw)
+			r->mode_bad[a->me]++;
+		r->rounds[a->me]++;
+	}
+	return NULL;
+}
+
+/*
+ * Four fibers of one priority on one worker, time slice 50 us, each in
+ * its own rounding mode (MXCSR and the x87 control word), compute SSE
+ * (and AVX2) double, x87 and integer arithmetic while being preempted
+ * thousands of times: every result equals the one computed beforehand,
+ * uninterrupted, in the same mode.
+ */
+static void test_registers_survive(void **state)
+{
+	static struct regs r;
+	struct reg_arg args[REG_FIBERS];
+	struct fpmode saved = fp_get();
+	prt_fiber_t f[REG_FIBERS];
+	prt_worker_stats_t st;
+	prt_runtime_t *rt;
+	struct cap c;
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+#if defined(__x86_64__)
+	r.avx = have_avx2();
+#endif
+	for (int i = 0; i < REG_FIBERS; i++) {
+		fp_set(&fp_modes[i]);
+		for (int s = 0; s < 16; s++)
+			r.ref[i][s] = reg_round((uint64_t)(i * 16 + s), r.avx);
+	}
+	fp_set(&saved);
+	/* The modes differ in what they compute, or this would test nothing. */
+	assert_true(r.ref[0][1] != r.ref[1][1] && r.ref[1][1] != r.ref[2][1] &&
+		    r.ref[0][1] != r.ref[3][1]);
+	if (!(rt = rt_preempt(1, 50 * 1000)))
+		skip();
+	for (int i = 0; i < REG_FIBERS; i++) {
+		args[i] = (struct reg_arg){ &r, i };
+		f[i] = spawn_at(rt, 16, 0, reg_fiber, &args[i]);
+	}
+	cap_init(&c);
+	do {
+		usleep(10 * 1000);
+		st = stats_of(rt, 0);
+	} while (st.preemptions < REG_PREEMPTIONS && test_mono_ns() < c.until);
+	atomic_store(&r.stop, 1);
+	for (int i = 0; i < REG_FIBERS; i++)
+		join_ok(f[i]);
+	fprintf(stderr, "test_preempt: %llu preemptions (%llu deferred), avx2 %d\n",
+		(unsigned long long)st.preemptions, (unsigned long long)st.preempt_deferred, r.avx);
+	for (int i = 0; i < REG_FIBERS; i++)
+		fprintf(stderr, "test_preempt: fiber %d: %ld rounds, %ld wrong, %ld in a wrong mode\n",
+			i, r.rounds[i], r.bad[i], r.mode_bad[i]);
+	assert_true(st.preemptions >= REG_PREEMPTIONS);
+	for (int i = 0; i < REG_FIBERS; i++) {
+		assert_true(r.rounds[i] > 0);
+		assert_int_equal(r.bad[i], 0);
+		assert_int_equal(r.mode_bad[i], 0);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- hogs in libc ----------------------------------------------------------------------- */
+
+#define LIBC_HIGH_ROUNDS 200
+
+struct libc_state {
+	atomic_int highs_done;
+	atomic_long bad;
+	atomic_long hog_rounds;
+	int nhigh;
+};
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* malloc, memcpy, snprintf, qsort, free: each result checked. */
+static long libc_round(uint64_t *seed)
+{
+	size_t n = 16 + (size_t)(*seed % 200);
+	uint32_t *a = malloc(n * sizeof(*a)), *b = malloc(n * sizeof(*b));
+	char buf[64], want[64];
+	long bad = 0;
+
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		*seed = *seed * 6364136223846793005ull + 1;
+		a[i] = (uint32_t)(*seed >> 33);
+	}
+	memcpy(b, a, n * sizeof(*a));
+	qsort(b, n, sizeof(*b), cmp_u32);
+	for (size_t i = 1; i < n; i++)
+		bad += b[i - 1] > b[i];
+	snprintf(buf, sizeof(buf), "%zu:%u:%u", n, b[0], b[n - 1]);
+	{
+		/* The same string built by hand. */
+		uint32_t lo = a[0], hi = a[0];
+		int k;
+
+		for (size_t i = 1; i < n; i++) {
+			lo = a[i] < lo ? a[i] : lo;
+			hi = a[i] > hi ? a[i] : hi;
+		}
+		k = snprintf(want, sizeof(want), "%zu:%u:%u", n, lo, hi);
+		bad += k <= 0 || strcmp(buf, want) != 0;
+	}
+	free(a);
+	free(b);
+	return bad;
+}
+
+static void *libc_hog(void *arg)
+{
+	struct libc_state *s = arg;
+	uint64_t seed = (uint64_t)(uintptr_t)&seed;
+	struct cap c;
+
+	cap_init(&c);
+	while (atomic_load_explicit(&s->highs_done, memory_order_relaxed) < s->nhigh &&
+	       !cap_hit(&c)) {
+		atomic_fetch_add(&s->bad, libc_round(&seed));
+		atomic_fetch_add(&s->hog_rounds, 1);
+	}
+	return NULL;
+}
+
+static void *libc_high(void *arg)
+{
+	struct libc_state *s = arg;
+	uint64_t seed = (uint64_t)(uintptr_t)&seed;
+
+	for (int i = 0; i < LIBC_HIGH_ROUNDS; i++) {
+		prt_sleep_ns(100 * 1000);
+		atomic_fetch_add(&s->bad, libc_round(&seed));
+	}
+	atomic_fetch_add(&s->highs_done, 1);
+	return NULL;
+}
+
+/*
+ * Two workers: hogs at 8 that loop through malloc/free/snprintf/memcpy/
+ * qsort next to fibers at 20 that do the same between short sleeps: no
+ * deadlock (an interrupt inside libc is deferred), no corruption (ASan
+ * builds check the heap), every fiber progresses.
+ */
+static void test_libc_hogs(void **state)
+{
+	struct libc_state s = { .nhigh = 2 };
+	prt_fiber_t hogs[2], highs[2];
+	prt_runtime_t *rt;
+	uint64_t deferred = 0, preempted = 0;
+
+	(void)state;
+	if (!(rt = rt_preempt(2, 200 * 1000)))
+		skip();
+	for (int i = 0; i < 2; i++) {
+		hogs[i] = spawn_at(rt, 8, i, libc_hog, &s);
+		highs[i] = spawn_at(rt, 20, i, libc_high, &s);
+	}
+	for (int i = 0; i < 2; i++) {
+		join_ok(highs[i]);
+		join_ok(hogs[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		deferred += stats_of(rt, i).preempt_deferred;
+		preempted += stats_of(rt, i).preemptions;
+	}
+	fprintf(stderr, "test_preempt: libc hogs: %ld rounds, %llu preemptions, %llu deferred\n",
+		atomic_load(&s.hog_rounds), (unsigned long long)preempted,
+		(unsigned long long)deferred);
+	assert_int_equal(atomic_load(&s.highs_done), 2);
+	assert_int_equal(atomic_load(&s.bad), 0);
+	assert_true(atomic_load(&s.hog_rounds) > 0);
+	assert_true(preempted > 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- the signal: chained, shared by two runtimes, put back --------------------------------- */
+
+static atomic_int app_handler_calls;
+
+static void app_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&app_handler_calls, 1);
+}
+
+/*
+ * Two preemptive runtimes share the signal's handler; one that is not
+ * the runtime's goes to the application's handler; the first destroy
+ * leaves the other preempting; the last puts the application's handler
+ * back.
+ */
+static void test_signal_shared_and_restored(void **state)
+{
+	struct sigaction app, cur;
+	struct behind b = { 0 };
+	prt_runtime_t *rt1, *rt2;
+	prt_fiber_t s, h;
+	int sig = SIGRTMAX - 3;
+
+	(void)state;
+	memset(&app, 0, sizeof(app));
+	app.sa_handler = app_handler;
+	sigemptyset(&app.sa_mask);
+	assert_int_equal(sigaction(sig, &app, NULL), 0);
+	if (!(rt1 = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT))) {
+		signal(sig, SIG_DFL);
+		skip();
+	}
+	rt2 = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT);
+	assert_non_null(rt2);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_flags & SA_SIGINFO);
+	/* Not from the runtime (a plain thread raises it): the application's. */
+	raise(sig);
+	assert_int_equal(atomic_load(&app_handler_calls), 1);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_flags & SA_SIGINFO); /* rt2 still has it */
+	s = spawn_at(rt2, 24, 0, sleeper, &b);
+	h = spawn_at(rt2, 16, 0, hog_until_rounds, &b);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(b.rounds_seen_by_hog, SLEEPER_ROUNDS);
+	assert_int_equal(prt_runtime_destroy(rt2), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == app_handler);
+	signal(sig, SIG_DFL);
+}
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+static void test_config(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	assert_int_equal(cfg.preempt_quantum_ns, 0);
+	assert_int_equal(cfg.preempt_signal, 0);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_MIN - 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
+	cfg.preempt_signal = SIGSEGV;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	cfg.preempt_signal = SIGRTMIN + 1;
+	cfg.dump_signal = SIGRTMIN + 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	assert_null(rt);
+	assert_int_equal(prt_runtime_preemptive(NULL, NULL), -EINVAL);
+	/* A caller compiled before the preemption fields: cooperative. */
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.size = offsetof(prt_runtime_config_t, preempt_quantum_ns);
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(prt_runtime_preemptive(rt, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config),
+		cmocka_unit_test(test_quantum_zero_is_cooperative),
+		cmocka_unit_test(test_sleeper_behind_hog),
+		cmocka_unit_test(test_equal_hogs_share),
+		cmocka_unit_test(test_dump_shows_preempted),
+		cmocka_unit_test(test_cross_worker_wakeup),
+		cmocka_unit_test(test_priority_raise_preempts),
+		cmocka_unit_test(test_no_migration_on_preemption),
+		cmocka_unit_test(test_disable_region),
+		cmocka_unit_test(test_app_handler_not_preempted),
+		cmocka_unit_test(test_registers_survive),
+		cmocka_unit_test(test_libc_hogs),
+		cmocka_unit_test(test_signal_shared_and_restored),
+	};
+
+	/* The tests choose their time slices: not the environment's. */
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* a test's name, or a pattern with '*' */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
