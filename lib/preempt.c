@@ -50,8 +50,10 @@
 #endif
 
 #include "arch/ctx.h"
+#include "rt_ref.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
+#include "worker.h"
 
 /* The library's code, one section (lib/proxyrt_text.ld). */
 extern const char prt__text_start[] __attribute__((visibility("hidden")));
