@@ -864,7 +864,7 @@ extern char ctxi_exit[] __asm__("ctxi_exit") __attribute__((visibility("hidden")
 
 #if defined(__x86_64__)
 __asm__(
-	"\t.text\n"
+	"\t.pushsection .text\n"
 	"\t.p2align 4\n"
 	"\t.globl\tctxi_run\n"
 	"\t.hidden\tctxi_run\n"
@@ -1226,10 +1226,11 @@ __asm__(
 	"\tmovq\t$-1, %r10\n"
 	"\tmovq\t$-1, %r11\n"
 	"\ttestq\t%rax, %rax\n"
-	"\tret\n");
+	"\tret\n"
+	"\t.popsection\n");
 #else
 __asm__(
-	"\t.text\n"
+	"\t.pushsection .text\n"
 	"\t.p2align 4\n"
 	"\t.globl\tctxi_run\n"
 	"\t.hidden\tctxi_run\n"
@@ -1454,7 +1455,8 @@ __asm__(
 	"\tmov\tx26, #-1\n"
 	"\tmov\tx27, #-1\n"
 	"\tmov\tx28, #-1\n"
-	"\tret\n");
+	"\tret\n"
+	"\t.popsection\n");
 #endif
 
 static volatile sig_atomic_t ctxi_hits, ctxi_signals, ctxi_refused;
