@@ -741,12 +741,30 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 	return err;
 }
 
+/*
+ * The fast path of every lock call: take @m if it is unlocked, and count
+ * it held. acquire: pairs with the release in unlock. release: publishes
+ * the owner (its descriptor or a thread's struct prt__tself) to the
+ * chain walks that load m->owner and read it. Every CAS that takes the
+ * lock does both; on x86 it is the same instruction.
+ */
+static inline __attribute__((always_inline)) bool take_free(struct prt__mutex *m,
+							     const struct prt__owner *me)
+{
+	uintptr_t zero = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&m->owner, &zero, me->tok,
+						     memory_order_acq_rel, memory_order_relaxed))
+		return false;
+	prt__held_add(me->nheld, 1);
+	return true;
+}
+
 PRT_API int prt_mutex_lock(prt_mutex_t *um)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
 	struct prt__owner me;
-	uintptr_t zero = 0;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
@@ -754,18 +772,8 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	w = prt__cur_worker();
 	if (prt__unlikely(!prt__owner_self(w, &me)))
 		return ENOMEM;
-	/*
-	 * acquire: pairs with the release in unlock. release: publishes the
-	 * owner (its descriptor or a thread's struct prt__tself) to the chain
-	 * walks that load m->owner and read it. Every CAS that takes the lock
-	 * does both; on x86 it is the same instruction.
-	 */
-	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok,
-								 memory_order_acq_rel,
-								 memory_order_relaxed))) {
-		prt__held_add(me.nheld, 1);
+	if (prt__likely(take_free(m, &me)))
 		return 0;
-	}
 	return lock_slow(m, w, me.tok, 0);
 }
 
@@ -774,7 +782,6 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
 	struct prt__owner me;
-	uintptr_t zero = 0;
 	uint64_t deadline;
 
 	if (!um)
@@ -784,11 +791,8 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 	if (!prt__owner_self(w, &me))
 		return ENOMEM;
 	/* As pthreads: the deadline is not looked at if the mutex is free. */
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
-						    memory_order_relaxed)) {
-		prt__held_add(me.nheld, 1);
+	if (take_free(m, &me))
 		return 0;
-	}
 	if (!prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
 	return lock_slow(m, w, me.tok, deadline);
@@ -799,7 +803,6 @@ PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
 	struct prt__owner me;
-	uintptr_t zero = 0;
 
 	if (!um)
 		return EINVAL;
@@ -807,11 +810,8 @@ PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
 	w = prt__cur_worker();
 	if (!prt__owner_self(w, &me))
 		return ENOMEM;
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &zero, me.tok, memory_order_acq_rel,
-						    memory_order_relaxed)) {
-		prt__held_add(me.nheld, 1);
+	if (take_free(m, &me))
 		return 0;
-	}
 	/* Saturates at PRT_NEVER; never 0 (no deadline), the clock being past boot. */
 	return lock_slow(m, w, me.tok, prt__deadline_in(timeout_ns));
 }
@@ -826,7 +826,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 	struct prt__mutex *m = prt__mutex_of(um);
 	struct prt__worker *w;
 	struct prt__owner me;
-	uintptr_t o = 0;
+	uintptr_t o;
 
 	if (!um)
 		return EINVAL;
@@ -834,11 +834,9 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 	w = prt__cur_worker();
 	if (!prt__owner_self(w, &me))
 		return ENOMEM;
-	if (atomic_compare_exchange_strong_explicit(&m->owner, &o, me.tok, memory_order_acq_rel,
-						    memory_order_relaxed)) {
-		prt__held_add(me.nheld, 1);
+	if (take_free(m, &me))
 		return 0;
-	}
+	o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 	/* Released with waiters: take it if no waiter outranks us. */
 	while (!(o & ~PRT_MTX_FLAGS) && may_steal(m, o, self_prio(w)))
 		if (atomic_compare_exchange_weak_explicit(&m->owner, &o,

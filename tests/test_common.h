@@ -132,12 +132,10 @@ static inline int test_uring_usable(const char *prog)
 	return 1;
 }
 
-/* Spawn @fn(@arg) with priority @prio, kept on @worker (-1: anywhere); aborts on failure. */
-static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
-				     void *arg)
+/* Fiber attributes: priority @prio, kept on @worker (-1: anywhere). */
+static inline prt_fiber_attr_t test_attr(int prio, int worker)
 {
 	prt_fiber_attr_t a;
-	prt_fiber_t f;
 
 	prt_fiber_attr_init(&a);
 	a.priority = prio;
@@ -146,6 +144,16 @@ static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, vo
 		prt_workerset_zero(&a.affinity);
 		prt_workerset_add(&a.affinity, worker);
 	}
+	return a;
+}
+
+/* Spawn @fn(@arg) with priority @prio, kept on @worker (-1: anywhere); aborts on failure. */
+static inline prt_fiber_t test_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
+				     void *arg)
+{
+	prt_fiber_attr_t a = test_attr(prio, worker);
+	prt_fiber_t f;
+
 	if (prt_spawn(rt, &f, &a, fn, arg) != 0)
 		abort();
 	return f;

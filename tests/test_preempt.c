@@ -84,24 +84,11 @@ static prt_worker_stats_t stats_of(prt_runtime_t *rt, int w)
 	return st;
 }
 
-static prt_fiber_attr_t attr_at(int prio, int worker)
-{
-	prt_fiber_attr_t a;
-
-	prt_fiber_attr_init(&a);
-	a.priority = prio;
-	if (worker >= 0) {
-		a.has_affinity = 1;
-		prt_workerset_zero(&a.affinity);
-		prt_workerset_add(&a.affinity, worker);
-	}
-	return a;
-}
 
 static prt_fiber_t spawn_at(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
 			    void *arg)
 {
-	prt_fiber_attr_t a = attr_at(prio, worker);
+	prt_fiber_attr_t a = test_attr(prio, worker);
 	prt_fiber_t f;
 
 	assert_int_equal(prt_spawn(rt, &f, &a, fn, arg), 0);
