@@ -407,6 +407,44 @@ void prt__preempt_kick(struct prt__worker *t)
 		atomic_store_explicit(&t->pw.kicked, 0, memory_order_relaxed);
 }
 
+/* Must @x, which serves @f (x's rq lock held), run something else now? Updates what its handler sees. */
+static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool wait_ended)
+{
+	int prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+	uint32_t bm = x->rq.bitmap;
+
+	if (x->donor != f || x->pw.serve_prio < 0)
+		return false;
+	PRT_WRITE_ONCE(x->pw.serve_prio, prio); /* interrupt() reads it */
+	return wait_ended || (bm && prt__rq_top(bm) > prio);
+}
+
+void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held, bool wait_ended)
+{
+	struct prt_runtime *rt = f->rt;
+
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct prt__worker *x = rt->workers[i];
+		bool kick;
+
+		if (x == held || !x->pw.quantum)
+			continue; /* @held: the caller's own look (a pick, preempt_eval) decides */
+		if (held && !prt__spin_trylock(&x->rq.lock)) {
+			/* Never wait for a second rq lock: a kick costs x one look (preempt_eval). */
+			kick = !atomic_exchange_explicit(&x->pw.kicked, 1, memory_order_relaxed);
+		} else {
+			if (!held)
+				prt__spin_lock(&x->rq.lock);
+			/* relaxed: cleared under this rq lock by x's next pick or look */
+			kick = served_must_switch(x, f, wait_ended) &&
+			       !atomic_exchange_explicit(&x->pw.kicked, 1, memory_order_relaxed);
+			prt__rq_unlock(x);
+		}
+		if (kick)
+			prt__preempt_kick(x);
+	}
+}
+
 void prt__preempt_idle(struct prt__worker *w)
 {
 	if (w->pw.quantum)
@@ -455,7 +493,13 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	served = prt__served_prio(w);
 	bm = w->rq.bitmap;
 	top = bm ? prt__rq_top(bm) : -1;
-	if (top > served) {
+	/*
+	 * Something outranks what we serve, or we run in a donor's place and
+	 * its wait ended (its timeout): it runs itself (preempt_switch puts
+	 * it back first, at the head of its level).
+	 */
+	if (top > served ||
+	    (w->donor != self && !atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
 		preempt_switch(w, self, false);
 		return;
 	}

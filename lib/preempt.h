@@ -99,6 +99,14 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			      struct prt__fiber *donor);
 bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f);
 void prt__preempt_kick(struct prt__worker *t);
+/*
+ * @f's priority changed, or its mutex wait ended (@wait_ended), while a
+ * worker of its runtime may serve it (run it, or run an owner in its
+ * place): that worker is interrupted if it must now run something else.
+ * @held: the worker whose rq lock the caller holds (others are only
+ * tried, and kicked when busy), or NULL. Preemptive runtimes only.
+ */
+void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held, bool wait_ended);
 /* The idle loop, before it sleeps: pick up code ranges of libraries loaded since. */
 void prt__preempt_idle(struct prt__worker *w);
 

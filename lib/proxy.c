@@ -352,6 +352,9 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 			prt__announce_locked(w, f);
 		return;
 	}
+	/* Not queued: a worker may run its owner in its place still; it must stop (preempt.c). */
+	if (!x && w->pw.quantum)
+		prt__preempt_served_changed(f, w, true);
 	if (!x || !prt__spin_trylock(&x->rq.lock))
 		return;
 	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))

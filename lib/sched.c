@@ -635,8 +635,12 @@ void prt__requeue(struct prt__fiber *f)
 	struct prt__worker *w = lock_fiber_rq(f);
 	bool kick = false;
 
-	if (!w)
+	if (!w) {
+		/* Not queued: running, or served by a proxy, maybe now below a queued fiber. */
+		if (prt__unlikely(f->rt->preempt_quantum))
+			prt__preempt_served_changed(f, NULL, false);
 		return;
+	}
 	if (f->rq_prio != atomic_load_explicit(&f->prio, memory_order_relaxed)) {
 		prt__rq_del(w, f);
 		prt__rq_add(w, f, false);

@@ -434,6 +434,119 @@ static void test_priority_raise_preempts(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * The reverse: the hog at 24 is lowered to 4 below a fiber at 8 queued
+ * behind it, by a plain thread, or by the hog itself (self != 0); the
+ * fiber at 8 runs before the hog ends (the kernel reschedules a task
+ * whose priority drops below a queued one's, __sched_setscheduler).
+ */
+struct lower {
+	struct raise r;
+	prt_fiber_t hog;
+	int self;
+};
+
+static void *lower_hog(void *arg)
+{
+	struct lower *l = arg;
+	struct cap c;
+	uint64_t x = 17;
+
+	cap_init(&c);
+	if (l->self)
+		assert_int_equal(prt_fiber_set_priority(prt_self(), 4), 0);
+	atomic_store(&l->r.hog_running, 1);
+	while (!atomic_load_explicit(&l->r.low_ran, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	l->r.low_seen_by_hog = atomic_load(&l->r.low_ran);
+	return NULL;
+}
+
+static void test_priority_lower_preempts(void **state)
+{
+	(void)state;
+	for (int self = 0; self < 2; self++) {
+		struct lower l = { .self = self };
+		prt_runtime_t *rt;
+		prt_fiber_t other;
+
+		if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+			skip();
+		l.hog = spawn_at(rt, 24, 0, lower_hog, &l);
+		while (!atomic_load(&l.r.hog_running))
+			usleep(100);
+		other = spawn_at(rt, 8, 0, raise_low, &l.r);
+		if (!self)
+			assert_int_equal(prt_fiber_set_priority(l.hog, 4), 0);
+		join_ok(l.hog);
+		join_ok(other);
+		assert_int_equal(l.r.low_seen_by_hog, 1);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
+/*
+ * One worker: a low owner hogs in its critical section; a high fiber's
+ * timed lock makes the pick run the owner in its place (proxy
+ * execution). When the timeout comes, the high fiber stops waiting, so
+ * the owner must stop running for it: the high fiber's lock call returns
+ * ETIMEDOUT while the owner still hogs.
+ */
+struct dto {
+	prt_mutex_t m;
+	atomic_int locked, high_done;
+	int high_err, done_seen_by_owner;
+};
+
+static void *dto_owner(void *arg)
+{
+	struct dto *d = arg;
+	struct cap c;
+	uint64_t x = 3;
+
+	assert_int_equal(prt_mutex_lock(&d->m), 0);
+	atomic_store(&d->locked, 1);
+	cap_init(&c);
+	while (!atomic_load_explicit(&d->high_done, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	d->done_seen_by_owner = atomic_load(&d->high_done);
+	assert_int_equal(prt_mutex_unlock(&d->m), 0);
+	return NULL;
+}
+
+static void *dto_high(void *arg)
+{
+	struct dto *d = arg;
+
+	d->high_err = prt_mutex_timedlock_ns(&d->m, 5 * 1000 * 1000);
+	atomic_store(&d->high_done, 1);
+	return NULL;
+}
+
+static void test_donor_timeout_behind_proxy(void **state)
+{
+	struct dto d = { .m = PRT_MUTEX_INITIALIZER };
+	prt_runtime_t *rt;
+	prt_fiber_t owner, high;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	owner = spawn_at(rt, 2, 0, dto_owner, &d);
+	while (!atomic_load(&d.locked))
+		usleep(100);
+	high = spawn_at(rt, 20, 0, dto_high, &d);
+	join_ok(high);
+	join_ok(owner);
+	assert_int_equal(d.high_err, ETIMEDOUT);
+	assert_int_equal(d.done_seen_by_owner, 1);
+	assert_true(stats_of(rt, 0).proxy_picks > 0);
+	assert_int_equal(prt_mutex_destroy(&d.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- no migration on preemption --------------------------------------------------------- */
 
 struct aff {
@@ -1130,6 +1243,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),
 		cmocka_unit_test(test_priority_raise_preempts),
+		cmocka_unit_test(test_priority_lower_preempts),
+		cmocka_unit_test(test_donor_timeout_behind_proxy),
 		cmocka_unit_test(test_no_migration_on_preemption),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),
