@@ -114,15 +114,20 @@ enum {
 	PRT_CW_LEAVING,  /* timed out first: unlinks itself from the condvar */
 };
 
-/* Insert @r into @head after every waiter of its priority or higher (FIFO within a level). */
+/*
+ * Insert @r into @head after every waiter of its priority or higher
+ * (FIFO within a level). From the tail: the waiters that come at one
+ * priority (a crowd on a condvar) each cost one step, not a walk past
+ * all the others.
+ */
 static inline void prt__mwaiter_insert(struct prt__list *head, struct prt__mwaiter *r)
 {
 	struct prt__list *it;
 
-	for (it = head->next; it != head; it = it->next)
-		if (prt__container_of(it, struct prt__mwaiter, node)->prio < r->prio)
+	for (it = head->prev; it != head; it = it->prev)
+		if (prt__container_of(it, struct prt__mwaiter, node)->prio >= r->prio)
 			break;
-	prt__list_add_tail(it, &r->node);
+	prt__list_add_head(it, &r->node); /* right after @it */
 }
 
 static inline struct prt__mutex *prt__mutex_of(prt_mutex_t *m)

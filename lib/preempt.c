@@ -99,6 +99,16 @@ static const char *const denied_objs[] = {
 	"libunwind.so",	 "libvalgrind",
 };
 
+struct range {
+	uintptr_t lo, hi;
+};
+
+/* What the application denied (prt_preempt_deny_range/_object); preempt_lock. */
+static struct range user_ranges[PRT_PREEMPT_DENY_MAX];
+static unsigned n_user_ranges;
+static char user_objs[PRT_PREEMPT_DENY_MAX][64];
+static unsigned n_user_objs;
+
 static bool denied_name(const char *path)
 {
 	const char *b = strrchr(path, '/');
@@ -107,12 +117,11 @@ static bool denied_name(const char *path)
 	for (size_t i = 0; i < sizeof(denied_objs) / sizeof(denied_objs[0]); i++)
 		if (!strncmp(b, denied_objs[i], strlen(denied_objs[i])))
 			return true;
+	for (unsigned i = 0; i < n_user_objs; i++)
+		if (!strncmp(b, user_objs[i], strlen(user_objs[i])))
+			return true;
 	return false;
 }
-
-struct range {
-	uintptr_t lo, hi;
-};
 
 struct scan {
 	struct range r[PRT_RANGES_MAX];
@@ -134,8 +143,22 @@ static bool holds_self(const struct dl_phdr_info *info)
 	return false;
 }
 
-static void scan_add(struct scan *sc, uintptr_t lo, uintptr_t hi)
+/*
+ * Allow [lo, hi) less the denied ranges from @from on: the library's own
+ * code when it is linked into the program (its one section), then the
+ * application's.
+ */
+static void scan_add(struct scan *sc, uintptr_t lo, uintptr_t hi, unsigned from)
 {
+	for (unsigned i = from; lo < hi && i <= n_user_ranges; i++) {
+		uintptr_t dlo = i ? user_ranges[i - 1].lo : (uintptr_t)prt__text_start;
+		uintptr_t dhi = i ? user_ranges[i - 1].hi : (uintptr_t)prt__text_end;
+
+		if (dlo < hi && dhi > lo) {
+			scan_add(sc, lo, dlo, i + 1); /* the part below it */
+			lo = dhi;                     /* and the part above goes on */
+		}
+	}
 	if (lo < hi && sc->n < PRT_RANGES_MAX) /* past that: left out, so denied */
 		sc->r[sc->n++] = (struct range){ lo, hi };
 }
@@ -155,17 +178,9 @@ static int scan_obj(struct dl_phdr_info *info, size_t size, void *arg)
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-		uintptr_t slo = (uintptr_t)prt__text_start, shi = (uintptr_t)prt__text_end;
 
-		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
-			continue;
-		/* The static library inside the program: cut its range out. */
-		if (slo < hi && shi > lo) {
-			scan_add(sc, lo, slo);
-			scan_add(sc, shi, hi);
-		} else {
-			scan_add(sc, lo, hi);
-		}
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+			scan_add(sc, lo, hi, 0);
 	}
 	return 0;
 }
@@ -257,6 +272,43 @@ static bool range_allowed(uintptr_t pc)
 	}
 	/* relaxed: after the acquire loads above, which it cannot pass */
 	return ok && atomic_load_explicit(&ranges.seq, memory_order_relaxed) == s;
+}
+
+PRT_API int prt_preempt_deny_range(const void *start, const void *end)
+{
+	int err = 0;
+
+	if (!start || (uintptr_t)start >= (uintptr_t)end)
+		return -EINVAL;
+	pthread_mutex_lock(&preempt_lock);
+	if (n_user_ranges == PRT_PREEMPT_DENY_MAX) {
+		err = -ENOSPC;
+	} else {
+		user_ranges[n_user_ranges++] = (struct range){ (uintptr_t)start, (uintptr_t)end };
+		if (atomic_load_explicit(&ranges_made, memory_order_relaxed))
+			ranges_make(); /* else the first preemptive runtime makes it */
+	}
+	pthread_mutex_unlock(&preempt_lock);
+	return err;
+}
+
+PRT_API int prt_preempt_deny_object(const char *name)
+{
+	int err = 0;
+	size_t len;
+
+	if (!name || !(len = strlen(name)) || len >= sizeof(user_objs[0]))
+		return -EINVAL;
+	pthread_mutex_lock(&preempt_lock);
+	if (n_user_objs == PRT_PREEMPT_DENY_MAX) {
+		err = -ENOSPC;
+	} else {
+		memcpy(user_objs[n_user_objs++], name, len + 1);
+		if (atomic_load_explicit(&ranges_made, memory_order_relaxed))
+			ranges_make();
+	}
+	pthread_mutex_unlock(&preempt_lock);
+	return err;
 }
 
 /* ---- the timers ------------------------------------------------------------- */

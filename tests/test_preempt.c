@@ -13,6 +13,7 @@
  * Where preemption is unavailable (valgrind, TSan: prt_runtime_notice()
  * says why), the tests that need it skip.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1233,6 +1234,139 @@ static void test_config(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- code loaded later, and code the application denies ------------------------------ */
+
+typedef uint64_t (*spin_fn)(volatile int *in, uint64_t x, uint64_t n);
+
+struct spinlib {
+	void *h;
+	spin_fn a, b;
+	void (*a_range)(const void **lo, const void **hi);
+};
+
+static void spinlib_open(struct spinlib *l)
+{
+	l->h = dlopen(PRT_TEST_SPINLIB, RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(l->h);
+	l->a = (spin_fn)dlsym(l->h, "spinlib_a");
+	l->b = (spin_fn)dlsym(l->h, "spinlib_b");
+	*(void **)&l->a_range = dlsym(l->h, "spinlib_a_range");
+	assert_true(l->a && l->b && l->a_range);
+}
+
+/*
+ * A hog at 8 alternates 0.5 ms in the library's function @fn (which sets
+ * @in while it runs) and 0.5 ms of its own code; a fiber at 24 sleeps
+ * 1 ms in a loop and looks at @in each time it runs: set means the hog
+ * was stopped inside the library.
+ */
+struct dspin {
+	spin_fn fn;
+	volatile int in;
+	atomic_int rounds, stop;
+	int stopped_inside;
+	uint64_t lib_iters, own_iters;
+};
+
+#define DSPIN_ROUNDS 60
+
+static void *dspin_sleeper(void *arg)
+{
+	struct dspin *d = arg;
+
+	for (int i = 0; i < DSPIN_ROUNDS; i++) {
+		prt_sleep_ns(1000 * 1000);
+		if (d->in)
+			d->stopped_inside++;
+		atomic_fetch_add(&d->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *dspin_hog(void *arg)
+{
+	struct dspin *d = arg;
+	struct cap c;
+	uint64_t x = 5;
+
+	cap_init(&c);
+	while (atomic_load_explicit(&d->rounds, memory_order_relaxed) < DSPIN_ROUNDS) {
+		x = d->fn(&d->in, x, d->lib_iters);
+		x = spin_work(x, (unsigned)d->own_iters);
+		if (test_mono_ns() > c.until)
+			break;
+	}
+	sink = x;
+	return NULL;
+}
+
+/* How many times the sleeper found the hog stopped inside @fn; its rounds all done. */
+static int dspin_run(spin_fn fn)
+{
+	struct dspin d = { .fn = fn };
+	uint64_t t0, x = 1, n = 1 << 20;
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	/* About 0.5 ms of each (a guess is enough: no timing is asserted). */
+	t0 = test_mono_ns();
+	x = spin_work(x, (unsigned)n);
+	sink = x;
+	d.lib_iters = d.own_iters = n * 500000 / (test_mono_ns() - t0 + 1) + 1;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		return -1;
+	s = spawn_at(rt, 24, 0, dspin_sleeper, &d);
+	h = spawn_at(rt, 8, 0, dspin_hog, &d);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(atomic_load(&d.rounds), DSPIN_ROUNDS);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	return d.stopped_inside;
+}
+
+/*
+ * Loaded after the runtime started, a library's code is preemptible: the
+ * sleeper finds the hog stopped inside it. Then
+ * prt_preempt_deny_range() takes one function's section out (never
+ * stopped there again, the other function still is), and
+ * prt_preempt_deny_object() the whole library. Runs in this order (the
+ * denials last for the process).
+ */
+static void test_deny_range_and_object(void **state)
+{
+	struct spinlib l;
+	prt_runtime_t *probe;
+	const void *lo, *hi;
+	int got = 0;
+
+	(void)state;
+	if (!(probe = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	spinlib_open(&l); /* while a preemptive runtime exists: its table is made already */
+	assert_int_equal(prt_runtime_destroy(probe), 0);
+	/* Most of the hog's time is in the library: rarely does a round miss it. */
+	for (int i = 0; i < 5 && got == 0; i++)
+		got = dspin_run(l.a);
+	assert_true(got > 0);
+
+	l.a_range(&lo, &hi);
+	assert_int_equal(prt_preempt_deny_range(NULL, hi), -EINVAL);
+	assert_int_equal(prt_preempt_deny_range(hi, lo), -EINVAL);
+	assert_int_equal(prt_preempt_deny_range(lo, hi), 0);
+	assert_int_equal(dspin_run(l.a), 0);
+	got = 0;
+	for (int i = 0; i < 5 && got == 0; i++)
+		got = dspin_run(l.b);
+	assert_true(got > 0);
+
+	assert_int_equal(prt_preempt_deny_object(NULL), -EINVAL);
+	assert_int_equal(prt_preempt_deny_object(""), -EINVAL);
+	assert_int_equal(prt_preempt_deny_object("libprtspin"), 0);
+	assert_int_equal(dspin_run(l.b), 0);
+	assert_int_equal(dspin_run(l.a), 0);
+	dlclose(l.h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1251,6 +1385,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_registers_survive),
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
+		cmocka_unit_test(test_deny_range_and_object),
 	};
 
 	/* The tests choose their time slices: not the environment's. */

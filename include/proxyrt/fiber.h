@@ -164,6 +164,35 @@ PRT_API int prt_preempt_disable(void);
 PRT_API int prt_preempt_enable(void);
 
 /*
+ * Never preempt a fiber while it runs code in [@start, @end) (addresses
+ * of machine code, @start < @end), in any runtime of the process: an
+ * interrupt that lands there is deferred, as in prt_preempt_disable()
+ * (see the README, "Preemption", for what is denied without asking).
+ * For code that keeps per-thread state or takes a lock that belongs to
+ * the thread, when wrapping each call in prt_preempt_disable() is not
+ * practical. Lasts until the process ends. Returns 0, -EINVAL (NULL
+ * @start or @start >= @end), -ENOSPC (PRT_PREEMPT_DENY_MAX ranges denied
+ * already).
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_preempt_deny_range(const void *start, const void *end);
+
+/*
+ * Never preempt a fiber while it runs code of the shared object whose
+ * file name (without its directory) begins with @name, for example
+ * "libfoo.so" (every version) or "libfoo.so.2": loaded now or later
+ * (the table of code ranges is made again when the set of loaded objects
+ * changes). Lasts until the process ends. Returns 0, -EINVAL (NULL or
+ * empty @name, or longer than 63 bytes), -ENOSPC (PRT_PREEMPT_DENY_MAX
+ * names denied already).
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_preempt_deny_object(const char *name);
+
+/* How many ranges, and how many object names, the two calls above accept. */
+#define PRT_PREEMPT_DENY_MAX 32
+
+/*
  * The calling fiber, or a handle with p == NULL from a plain thread.
  * Context: any thread, never switches.
  */
@@ -186,7 +215,10 @@ PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
  * Set @f's priority (strict: see "Priorities" above; raising a starved
  * fiber's priority for a while is the way to age it). A queued fiber
  * moves to the tail of its new level;
- * a running one keeps running until its next scheduling point. One
+ * a running one keeps running until its next scheduling point, or, in a
+ * preemptive runtime, is preempted if a queued fiber now outranks it
+ * (also when it lowers its own priority: within about 50 us,
+ * as the kernel reschedules a task whose priority drops). One
  * waiting on a mutex or condvar also moves to the tail of its new level
  * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
  * released to its waiters to a new first waiter.
