@@ -249,7 +249,27 @@ enum {
 static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber *next,
 				       struct prt__fiber *donor)
 {
-	if (prt__unlikely(w->pw.quantum))
+	struct prt__wpreempt *p = &w->pw;
+	int prio;
+
+	if (prt__likely(!p->quantum))
+		return;
+	/*
+	 * The common pick of a preemptive runtime, inline (a call here cost
+	 * a yield 10%): nothing to clear, no timer to watch, and the tick
+	 * runs already or is not needed. relaxed, the three: a look, which
+	 * the slow half makes again and clears.
+	 */
+	if (prt__unlikely(!next || prt__has_timers(w) ||
+			  (atomic_load_explicit(&p->kicked, memory_order_relaxed) |
+			   atomic_load_explicit(&p->pending, memory_order_relaxed) |
+			   atomic_load_explicit(&p->watch_fired, memory_order_relaxed)))) {
+		prt__preempt_picked_slow(w, next, donor);
+		return;
+	}
+	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
+	PRT_WRITE_ONCE(p->serve_prio, prio); /* this thread's handler reads it (interrupt) */
+	if (!p->ticking && w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio)
 		prt__preempt_picked_slow(w, next, donor);
 }
 
