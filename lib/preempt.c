@@ -30,7 +30,7 @@
  * liburing, hwloc and the sanitizer runtimes, and code in no loaded
  * object (JIT); a stack too short for the interrupt frame and the
  * preemption path; a handler not running on its alternate stack. The
- * interrupt is then deferred: @pending is set and @retry fires in
+ * interrupt is then deferred: its PRT_PEV_PENDING bit is set and @retry fires in
  * PRT_PREEMPT_RETRY_NS (a tick in the library's code: the next tick),
  * unless the fiber reaches a scheduling point or prt_preempt_enable()
  * first.
@@ -326,7 +326,7 @@ PRT_API int prt_preempt_deny_object(const char *name)
  * @watch   one-shot, at the earliest deadline of the worker's timer
  *          heaps while it runs a fiber: a sleeper due behind a fiber that
  *          never calls the runtime (the timer watch). Armed under rq.lock
- *          (@watch_at); its handler sets @watch_fired.
+ *          (@watch_at); its handler sets PRT_PEV_WATCH_FIRED.
  * @retry   one-shot, armed by the worker thread itself when an interrupt
  *          could not stop the fiber (defer()).
  */
@@ -361,7 +361,7 @@ static void tick_stop(struct prt__worker *w)
 /*
  * Make @watch fire by the earliest deadline of w's heaps (a sleeper due
  * while a fiber runs here); rq lock held. Only ever earlier: when it
- * fires, the next look arms it again. @watch_fired says it fired (it
+ * fires, the next look arms it again. PRT_PEV_WATCH_FIRED says it fired (it
  * fires once per arming, and only holders of this lock arm it).
  */
 static void watch_arm(struct prt__worker *w)
@@ -370,8 +370,8 @@ static void watch_arm(struct prt__worker *w)
 	uint64_t d;
 
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
-	if (prt__unlikely(atomic_load_explicit(&p->watch_fired, memory_order_relaxed))) {
-		atomic_store_explicit(&p->watch_fired, 0, memory_order_relaxed);
+	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_WATCH_FIRED)) {
+		atomic_fetch_and_explicit(&p->events, ~PRT_PEV_WATCH_FIRED, memory_order_relaxed);
 		p->watch_at = PRT_NEVER;
 	}
 	if (prt__likely(!prt__has_timers(w)))
@@ -410,10 +410,10 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	 * made after it is honoured by a later pick or preempt_eval. (Read
 	 * first: the stores are rarely needed.)
 	 */
-	if (prt__unlikely(atomic_load_explicit(&p->kicked, memory_order_relaxed)))
-		atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
-	if (prt__unlikely(atomic_load_explicit(&p->pending, memory_order_relaxed)))
-		atomic_store_explicit(&p->pending, 0, memory_order_relaxed);
+	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) &
+			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)))
+		atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
+					  memory_order_relaxed);
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(p->serve_prio, -1);
@@ -437,7 +437,8 @@ bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
 		return false; /* idle: its pick finds @f */
 	if (f->rq_prio > p->serve_prio)
 		/* relaxed: cleared under this rq lock by t's next pick */
-		return !atomic_exchange_explicit(&p->kicked, 1, memory_order_relaxed);
+		return !(atomic_fetch_or_explicit(&p->events, PRT_PEV_KICKED, memory_order_relaxed) &
+			 PRT_PEV_KICKED);
 	/* relaxed: t's own counter; a stale value delays the first slice by a tick */
 	if (f->rq_prio == p->serve_prio && !p->ticking)
 		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
@@ -450,13 +451,14 @@ void prt__preempt_kick(struct prt__worker *t)
 
 	if (t == prt__cur_worker()) {
 		/* Queued by the fiber it runs, in the runtime's code: once it is out of it. */
-		atomic_fetch_or_explicit(&t->pw.pending, 1u << PRT_PSRC_KICK, memory_order_relaxed);
+		atomic_fetch_or_explicit(&t->pw.events, PRT_PEV_PENDING(PRT_PSRC_KICK),
+					 memory_order_relaxed);
 		arm_retry(t, PRT_PREEMPT_RETRY_NS);
 		return;
 	}
 	if (pthread_sigqueue(t->thread, t->pw.sig, v))
 		/* relaxed: the signal queue is full; let the next wakeup try again */
-		atomic_store_explicit(&t->pw.kicked, 0, memory_order_relaxed);
+		atomic_fetch_and_explicit(&t->pw.events, ~PRT_PEV_KICKED, memory_order_relaxed);
 }
 
 /* Must @x, which serves @f (x's rq lock held), run something else now? Updates what its handler sees. */
@@ -483,13 +485,15 @@ void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held,
 			continue; /* @held: the caller's own look (a pick, preempt_eval) decides */
 		if (held && !prt__spin_trylock(&x->rq.lock)) {
 			/* Never wait for a second rq lock: a kick costs x one look (preempt_eval). */
-			kick = !atomic_exchange_explicit(&x->pw.kicked, 1, memory_order_relaxed);
+			kick = !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
+							  memory_order_relaxed) & PRT_PEV_KICKED);
 		} else {
 			if (!held)
 				prt__spin_lock(&x->rq.lock);
 			/* relaxed: cleared under this rq lock by x's next pick or look */
 			kick = served_must_switch(x, f, wait_ended) &&
-			       !atomic_exchange_explicit(&x->pw.kicked, 1, memory_order_relaxed);
+			       !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
+							  memory_order_relaxed) & PRT_PEV_KICKED);
 			prt__rq_unlock(x);
 		}
 		if (kick)
@@ -538,8 +542,8 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	ranges_check();
 	prt__spin_lock(&w->rq.lock);
 	/* relaxed: this thread's handler and others set them; this look honours them */
-	why |= atomic_exchange_explicit(&p->pending, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->kicked, 0, memory_order_relaxed);
+	why |= atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
+					 memory_order_relaxed) & PRT_PEV_PENDING_ALL;
 	if (prt__has_timers(w))
 		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
 	served = prt__served_prio(w);
@@ -634,7 +638,7 @@ static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
 static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
 {
 	/* relaxed: the worker's own thread reads it */
-	atomic_fetch_or_explicit(&w->pw.pending, 1u << src, memory_order_relaxed);
+	atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_PENDING(src), memory_order_relaxed);
 	prt__stat_inc(&w->stats.preempt_deferred, 1);
 	if (retry_ns)
 		arm_retry(w, retry_ns);
@@ -702,11 +706,11 @@ static void preempt_handler(int sig, siginfo_t *si, void *uc)
 	}
 	/* relaxed, both: read on this thread (watch_arm(), arm_retry()) */
 	if (src == PRT_PSRC_WATCH)
-		atomic_store_explicit(&w->pw.watch_fired, 1, memory_order_relaxed);
+		atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_WATCH_FIRED, memory_order_relaxed);
 	if (src == PRT_PSRC_RETRY) {
 		atomic_store_explicit(&w->pw.retry_armed, 0, memory_order_relaxed);
 		/* What it retries was honoured meanwhile (a scheduling point): nothing to do. */
-		if (!atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
+		if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
 			errno = saved;
 			return;
 		}
@@ -911,7 +915,8 @@ PRT_API int prt_preempt_enable(void)
 	atomic_signal_fence(memory_order_seq_cst);
 	atomic_store_explicit(&f->preempt_count, c - 1, memory_order_relaxed);
 	/* A preemption came due inside the region: now (the kernel's preempt_enable does the same). */
-	if (c == 1 && w->pw.quantum && atomic_load_explicit(&w->pw.pending, memory_order_relaxed)) {
+	if (c == 1 && w->pw.quantum &&
+	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
 		int saved = errno;
 
 		preempt_eval(w, 0); /* the pending sources say why */

@@ -40,16 +40,16 @@ struct prt__wpreempt {
 	uint64_t tick_snap;     /* stats.switches at the previous tick */
 	uint64_t watch_at;      /* @watch is armed for this deadline (ns), PRT_NEVER if not */
 	/*
-	 * Set by anyone, cleared at the worker's next pick: @kicked, a thread
-	 * signalled it for a wakeup (one signal in flight is enough);
-	 * @pending, the PRT_PSRC_* bits of interrupts that could not stop the
-	 * fiber where it was (the next scheduling point, prt_preempt_enable()
-	 * or the retry honours them).
+	 * PRT_PEV_* bits, one word so that a pick looks at them with one load.
+	 * Set by anyone, cleared at the worker's next pick: PRT_PEV_KICKED, a
+	 * thread signalled it for a wakeup (one signal in flight is enough);
+	 * PRT_PEV_PENDING, the PRT_PSRC_* bits of interrupts that could not
+	 * stop the fiber where it was (the next scheduling point,
+	 * prt_preempt_enable() or the retry honours them). Set by the handler:
+	 * PRT_PEV_WATCH_FIRED, @watch fired; whoever arms it next, under
+	 * rq.lock, learns so.
 	 */
-	atomic_uint kicked;
-	atomic_uint pending;
-	/* @watch fired (set by the handler); whoever arms it next, under rq.lock, learns so. */
-	atomic_uint watch_fired;
+	atomic_uint events;
 	/* @retry is armed (the worker thread's own: its handler, or a fiber on it). */
 	atomic_uint retry_armed;
 };
@@ -65,6 +65,12 @@ enum {
 	PRT_PSRC_KICK = 3,
 	PRT_PSRC_MAX = PRT_PSRC_KICK,
 };
+
+/* struct prt__wpreempt.events */
+#define PRT_PEV_PENDING(src) (1u << (src))
+#define PRT_PEV_PENDING_ALL 0xfu
+#define PRT_PEV_KICKED 0x10u
+#define PRT_PEV_WATCH_FIRED 0x20u
 
 /* A deferred preemption is tried again after this long (ns). */
 #define PRT_PREEMPT_RETRY_NS 50000u

@@ -257,13 +257,11 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	/*
 	 * The common pick of a preemptive runtime, inline (a call here cost
 	 * a yield 10%): nothing to clear, no timer to watch, and the tick
-	 * runs already or is not needed. relaxed, the three: a look, which
-	 * the slow half makes again and clears.
+	 * runs already or is not needed. relaxed: a look, which the slow
+	 * half makes again and clears.
 	 */
 	if (prt__unlikely(!next || prt__has_timers(w) ||
-			  (atomic_load_explicit(&p->kicked, memory_order_relaxed) |
-			   atomic_load_explicit(&p->pending, memory_order_relaxed) |
-			   atomic_load_explicit(&p->watch_fired, memory_order_relaxed)))) {
+			  atomic_load_explicit(&p->events, memory_order_relaxed))) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
 	}
