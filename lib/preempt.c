@@ -348,7 +348,7 @@ static void tick_start(struct prt__worker *w, uint64_t snap)
 	struct prt__wpreempt *p = &w->pw;
 
 	p->ticking = true;
-	p->tick_snap = snap;
+	atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed); /* this thread's */
 	settime(p->tick, 0, p->quantum, p->quantum);
 }
 
@@ -561,13 +561,13 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	}
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
-		if (p->ticking && sw == p->tick_snap) {
+		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
 			preempt_switch(w, self, true);
 			return;
 		}
 		if (!p->ticking)
 			tick_start(w, sw);
-		p->tick_snap = sw;
+		atomic_store_explicit(&p->tick_snap, sw, memory_order_relaxed);
 	} else if (top < served && p->ticking) {
 		tick_stop(w);
 	}
@@ -703,6 +703,23 @@ static void preempt_handler(int sig, siginfo_t *si, void *uc)
 		chain(sig, si, uc);
 		errno = saved;
 		return;
+	}
+	/*
+	 * A tick that finds the worker switched since the previous one: no
+	 * slice ran out, and the look (preempt_eval) would only note the
+	 * count. Note it here: a tick then costs the signal alone, where
+	 * fibers switch by themselves (relaxed: this thread's counters).
+	 */
+	if (src == PRT_PSRC_TICK) {
+		uint64_t sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
+
+		/* (An empty run queue: the look stops the tick.) */
+		if (sw != atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed) &&
+		    PRT_READ_ONCE(w->rq.bitmap)) {
+			atomic_store_explicit(&w->pw.tick_snap, sw, memory_order_relaxed);
+			errno = saved;
+			return;
+		}
 	}
 	/* relaxed, both: read on this thread (watch_arm(), arm_retry()) */
 	if (src == PRT_PSRC_WATCH)

@@ -37,7 +37,12 @@ struct prt__wpreempt {
 	/* Under the worker's rq.lock. */
 	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
 	bool ticking;           /* @tick runs */
-	uint64_t tick_snap;     /* stats.switches at the previous tick */
+	/*
+	 * stats.switches at the previous tick: written under rq.lock and by
+	 * the worker's own handler (a tick that finds switches since needs
+	 * no look), so an atomic that this one thread writes.
+	 */
+	_Atomic uint64_t tick_snap;
 	uint64_t watch_at;      /* @watch is armed for this deadline (ns), PRT_NEVER if not */
 	/*
 	 * PRT_PEV_* bits, one word so that a pick looks at them with one load.

@@ -528,8 +528,11 @@ static void wc_reset(prt_runtime_t *rt, int holder_prio)
 static void *wc_hold(void *arg)
 {
 	(void)arg;
+	/* Not preempted either (a preemptive run of the suite): W stays busy. */
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	while (!atomic_load(&wc.released))
 		sched_yield(); /* to the OS, not the runtime: W stays busy */
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	return NULL;
 }
 
