@@ -315,19 +315,43 @@ static void test_dump_shows_preempted(void **state)
 
 /* ---- a wakeup from another worker --------------------------------------------------- */
 
+/* How the waker on worker 0 wakes the high fiber. */
+enum { XW_UNPARK, XW_UNLOCK, XW_SIGNAL, XW_MODES };
+
 struct xw {
-	atomic_int hog_running, high_ran;
+	int mode;
+	atomic_int hog_running, high_ran, high_waits, waker_ready;
 	int high_seen_by_hog;
 	prt_fiber_t high;
+	prt_mutex_t m;
+	prt_cond_t c;
+	bool go; /* m */
 };
 
 static void *xw_high(void *arg)
 {
 	struct xw *x = arg;
 
-	prt_park(); /* until the waker on worker 0 */
-	while (!atomic_load(&x->hog_running)) /* a spurious return: not our wakeup */
-		prt_park();
+	switch (x->mode) {
+	case XW_UNPARK:
+		atomic_store(&x->high_waits, 1);
+		prt_park(); /* until the waker on worker 0 */
+		while (!atomic_load(&x->hog_running)) /* a spurious return: not our wakeup */
+			prt_park();
+		break;
+	case XW_UNLOCK: /* the waker holds m until the hog runs */
+		atomic_store(&x->high_waits, 1);
+		assert_int_equal(prt_mutex_lock(&x->m), 0);
+		assert_int_equal(prt_mutex_unlock(&x->m), 0);
+		break;
+	case XW_SIGNAL:
+		assert_int_equal(prt_mutex_lock(&x->m), 0);
+		atomic_store(&x->high_waits, 1);
+		while (!x->go)
+			assert_int_equal(prt_cond_wait(&x->c, &x->m), 0);
+		assert_int_equal(prt_mutex_unlock(&x->m), 0);
+		break;
+	}
 	atomic_store(&x->high_ran, 1);
 	return NULL;
 }
@@ -351,35 +375,60 @@ static void *xw_waker(void *arg)
 {
 	struct xw *x = arg;
 
-	while (!atomic_load(&x->hog_running))
+	if (x->mode == XW_UNLOCK)
+		assert_int_equal(prt_mutex_lock(&x->m), 0);
+	atomic_store(&x->waker_ready, 1);
+	while (!atomic_load(&x->hog_running) || !atomic_load(&x->high_waits))
 		prt_sleep_ns(100 * 1000);
-	prt_unpark(x->high);
+	switch (x->mode) {
+	case XW_UNPARK:
+		prt_unpark(x->high);
+		break;
+	case XW_UNLOCK:
+		assert_int_equal(prt_mutex_unlock(&x->m), 0);
+		break;
+	case XW_SIGNAL:
+		assert_int_equal(prt_mutex_lock(&x->m), 0);
+		x->go = true;
+		assert_int_equal(prt_cond_signal(&x->c), 0);
+		assert_int_equal(prt_mutex_unlock(&x->m), 0);
+		break;
+	}
 	return NULL;
 }
 
 /*
- * Two workers: a fiber on worker 0 unparks a fiber at 24 kept on worker
- * 1, where a hog at 8 runs: it runs before the hog ends (a signal to
- * worker 1; no time slice is involved: nothing else of 8 waits there).
+ * Two workers: a fiber on worker 0 wakes a fiber at 24 kept on worker 1
+ * (an unpark, a mutex unlock, a condvar signal), where a hog at 8 runs:
+ * it runs before the hog ends (a signal to worker 1; no time slice is
+ * involved: nothing else of 8 waits there).
  */
 static void test_cross_worker_wakeup(void **state)
 {
-	struct xw x = { 0 };
-	prt_runtime_t *rt;
-	prt_fiber_t hog, waker;
-
 	(void)state;
-	if (!(rt = rt_preempt(2, PRT_PREEMPT_QUANTUM_DEFAULT)))
-		skip();
-	x.high = spawn_at(rt, 24, 1, xw_high, &x);
-	hog = spawn_at(rt, 8, 1, xw_hog, &x);
-	waker = spawn_at(rt, 8, 0, xw_waker, &x);
-	join_ok(waker);
-	join_ok(hog);
-	join_ok(x.high);
-	assert_int_equal(x.high_seen_by_hog, 1);
-	assert_true(stats_of(rt, 1).preemptions >= 1);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	for (int mode = 0; mode < XW_MODES; mode++) {
+		struct xw x = { .mode = mode, .m = PRT_MUTEX_INITIALIZER, .c = PRT_COND_INITIALIZER };
+		prt_runtime_t *rt;
+		prt_fiber_t hog, waker;
+
+		if (!(rt = rt_preempt(2, PRT_PREEMPT_QUANTUM_DEFAULT)))
+			skip();
+		waker = spawn_at(rt, 8, 0, xw_waker, &x);
+		while (!atomic_load(&x.waker_ready))
+			usleep(100);
+		x.high = spawn_at(rt, 24, 1, xw_high, &x);
+		while (!atomic_load(&x.high_waits))
+			usleep(100);
+		hog = spawn_at(rt, 8, 1, xw_hog, &x);
+		join_ok(waker);
+		join_ok(hog);
+		join_ok(x.high);
+		assert_int_equal(x.high_seen_by_hog, 1);
+		assert_true(stats_of(rt, 1).preemptions >= 1);
+		assert_int_equal(prt_mutex_destroy(&x.m), 0);
+		assert_int_equal(prt_cond_destroy(&x.c), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
 }
 
 /* ---- a priority raise ---------------------------------------------------------------- */
