@@ -468,11 +468,12 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 	printf(" wake_p50_us=%.1f wake_p99_us=%.1f wake_max_us=%.1f", inv_pct(r->wake, n, 50),
 	       inv_pct(r->wake, n, 99), inv_pct(r->wake, n, 100));
 	printf(" samples=%d period_us=%d hold_us=%d nmed=%d mburst_us=%d moff_us=%d hoff_us=%d"
-	       " yield_every_us=%d preemptive=%d quantum_ns=%llu preemptions=%llu proxy_picks=%llu"
+	       " yield_every_us=%d preemptive=%d quantum_ns=%llu preemptions=%llu preempt_deferred=%llu proxy_picks=%llu"
 	       " workers=1 cpus=%d\n",
 	       p->samples, p->period_us, p->hold_us, p->nmed, p->mburst_us, p->moff_us, p->hoff_us,
 	       p->yield_every_us, r->preemptive, (unsigned long long)r->quantum_ns,
-	       (unsigned long long)r->stats.preemptions, (unsigned long long)r->stats.proxy_picks,
+	       (unsigned long long)r->stats.preemptions,
+	       (unsigned long long)r->stats.preempt_deferred, (unsigned long long)r->stats.proxy_picks,
 	       allowed_cpus());
 }
 

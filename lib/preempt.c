@@ -352,6 +352,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 {
 	struct prt__wpreempt *p = &w->pw;
 	uint32_t bm = w->rq.bitmap;
+	bool raised;
+	int prio;
 
 	/*
 	 * relaxed: this pick honours a kick or a deferral made before it; one
@@ -369,11 +371,21 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			tick_stop(w); /* an idle worker takes no ticks */
 		return;
 	}
-	PRT_WRITE_ONCE(p->serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
+	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
+	raised = prio > p->serve_prio;
+	PRT_WRITE_ONCE(p->serve_prio, prio);
 	/* The coming switch counts one more (none if @next runs already). */
-	if (!p->ticking && bm && prt__rq_top(bm) >= p->serve_prio)
+	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
 		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
 				      (next != w->curr));
+	else if (p->ticking && raised && (!bm || prt__rq_top(bm) < prio))
+		/*
+		 * A fiber above the contention the tick served runs now (a
+		 * wakeup preemption, a proxy for a higher waiter): nothing can
+		 * share its slice, and a tick would only interrupt it (a timer
+		 * signal, tens of us in a VM); the pick back down starts it again.
+		 */
+		tick_stop(w);
 	watch_arm(w);
 }
 
