@@ -269,35 +269,23 @@ static void test_equal_hogs_share(void **state)
  * fiber until a tick finds the contention gone (each tick a timer
  * signal taken from the fiber that outranks everything: in W4, H's
  * proxy). Seen as interrupts refused inside the high fiber's
- * prt_preempt_disable() region.
+ * prt_preempt_disable() region. A hog of the worker spawns the high
+ * fiber: a plain thread's spawn would kick the worker by a signal that
+ * may arrive after the pick it asked for, inside the region.
  */
 struct above {
 	prt_runtime_t *rt;
 	struct pair p;
-	atomic_int stop;
+	atomic_int go, stop;
+	prt_fiber_t hi;
 	uint64_t deferred_in_region;
-	int rc;
+	int rc, rc_spawn;
 };
 
 struct above_arg {
 	struct above *a;
 	int me;
 };
-
-static void *above_hog(void *arg)
-{
-	struct above_arg *h = arg;
-	struct cap c;
-	uint64_t x = 5;
-
-	cap_init(&c);
-	while (!atomic_load_explicit(&h->a->stop, memory_order_relaxed) && !cap_hit(&c)) {
-		x = spin_work(x, 4096);
-		atomic_fetch_add_explicit(&h->a->p.count[h->me], 1, memory_order_relaxed);
-	}
-	sink = x;
-	return NULL;
-}
 
 /* ABOVE_QUANTA time slices of its worker, in a region, then lets the hogs end. */
 #define ABOVE_QUANTUM (200u * 1000u)
@@ -323,11 +311,33 @@ static void *above_high(void *arg)
 	return NULL;
 }
 
+static void *above_hog(void *arg)
+{
+	struct above_arg *h = arg;
+	struct above *a = h->a;
+	struct cap c;
+	uint64_t x = 5;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c)) {
+		x = spin_work(x, 4096);
+		atomic_fetch_add_explicit(&a->p.count[h->me], 1, memory_order_relaxed);
+		/* The main thread saw both progress: the worker's tick runs. */
+		if (h->me == 0 && atomic_exchange_explicit(&a->go, 0, memory_order_relaxed)) {
+			prt_fiber_attr_t at = test_attr(24, 0);
+
+			a->rc_spawn = prt_spawn(a->rt, &a->hi, &at, above_high, a);
+		}
+	}
+	sink = x;
+	return NULL;
+}
+
 static void test_tick_stops_above_contention(void **state)
 {
 	struct above a = { 0 };
 	struct above_arg h0 = { &a, 0 }, h1 = { &a, 1 };
-	prt_fiber_t f0, f1, hi;
+	prt_fiber_t f0, f1;
 	struct cap c;
 
 	(void)state;
@@ -341,10 +351,11 @@ static void test_tick_stops_above_contention(void **state)
 	       test_mono_ns() < c.until)
 		usleep(1000);
 	assert_true(stats_of(a.rt, 0).time_slices >= 1);
-	hi = spawn_at(a.rt, 24, 0, above_high, &a); /* a wakeup preemption */
-	join_ok(hi);
+	atomic_store(&a.go, 1);
 	join_ok(f0);
 	join_ok(f1);
+	assert_int_equal(a.rc_spawn, 0);
+	join_ok(a.hi);
 	assert_int_equal(a.rc, 0);
 	assert_int_equal(a.deferred_in_region, 0);
 	assert_int_equal(prt_runtime_destroy(a.rt), 0);
