@@ -36,7 +36,7 @@ static void row(const char *name, struct inv_result *r, int n)
 	double lock50 = inv_pct(r->lock, n, 50), lock99 = inv_pct(r->lock, n, 99);
 	double resp50 = inv_pct(r->resp, n, 50), resp99 = inv_pct(r->resp, n, 99);
 
-	printf("  %-20s %7.0f %9.0f %7.0f %9.0f %7.0f %11llu %9llu\n", name, wake, lock50, lock99,
+	printf("  %-20s %7.0f %9.0f %7.0f %9.0f %7.0f %11llu %11llu\n", name, wake, lock50, lock99,
 	       resp50, resp99, (unsigned long long)r->stats.preemptions,
 	       (unsigned long long)r->stats.proxy_picks);
 }
@@ -77,18 +77,24 @@ static int run(struct inv_params *p, int v, struct inv_result *r)
 
 static void explain(const struct inv_params *p, struct inv_result *r)
 {
-	double coop_wake = inv_pct(r[RUN_COOP].wake, p->samples, 50);
+	int n = p->samples;
+	double proxy_lock = inv_pct(r[RUN_PROXY].lock, n, 50) / 1e3;
+	double plain_lock = inv_pct(r[RUN_PLAIN].lock, n, 50) / 1e3;
+	double coop_resp = inv_pct(r[RUN_COOP].resp, n, 50) / 1e3;
 
-	printf("\n  woken: H's due time to H running; lock: H's lock call to holding the mutex;\n"
-	       "  resp: due time to holding it. Preemption lets H (and the Ms) interrupt\n"
-	       "  whatever runs, so H runs within microseconds of its due time. Then proxy\n"
-	       "  execution runs L in H's place at H's priority: H waits only for the rest of\n"
-	       "  L's critical section (about 0.8 ms). With a plain mutex blocked H lends L\n"
-	       "  nothing, and H waits for the medium fibers' %d ms as well: priority\n"
-	       "  inversion. Cooperative, H waits for whatever runs when it comes due: here\n"
-	       "  L's section, which the Ms could not interrupt either (about %.0f us);\n"
-	       "  behind a medium burst it would wait up to %d ms.\n",
-	       p->nmed * p->mburst_us / 1000, coop_wake, p->mburst_us / 1000);
+	printf("\n  woken: from H's due time to H running (p99); lock: from H's lock call to\n"
+	       "  holding the mutex; resp: from the due time to holding it.\n"
+	       "  Preemptive, the Ms interrupt L inside its critical section, and H interrupts\n"
+	       "  the Ms as soon as it is due. With proxy execution H's pick then runs L in\n"
+	       "  H's place, at H's priority: H waits only for the rest of L's section\n"
+	       "  (%.1f ms). With a plain mutex blocked H lends L nothing: H waits for the\n"
+	       "  medium fibers' %d ms as well (%.1f ms: priority inversion).\n"
+	       "  Cooperative, nothing interrupts anything: the Ms wait for L's section, and\n"
+	       "  H is not even woken until the fiber running when it came due stops. Here\n"
+	       "  that is L (H holds the mutex %.1f ms after its due time); had an M been\n"
+	       "  running, H would have waited for the rest of its %d ms burst.\n",
+	       proxy_lock, p->nmed * p->mburst_us / 1000, plain_lock, coop_resp,
+	       p->mburst_us / 1000);
 }
 
 int main(int argc, char **argv)
@@ -116,9 +122,11 @@ int main(int argc, char **argv)
 	printf("  L (low) holds a mutex for 1 ms; 3 x M (medium) burn 2 ms each; H (high) wants\n"
 	       "  the mutex. Their work never calls the runtime.\n\n");
 	if (!pre) {
-		printf("  The runtime is not preemptive here (%s), so nothing can\n"
-		       "  interrupt the work: the demo needs preemption to show proxy execution.\n",
-		       why[0] ? why : "PRT_PREEMPT_QUANTUM_NS=0");
+		printf("  The runtime is not preemptive here, so nothing interrupts the work: L's\n"
+		       "  section always ends before the Ms or H run, and there is no inversion\n"
+		       "  for proxy execution to undo. Nothing to show. The runtime says:\n"
+		       "    %s\n",
+		       why[0] ? why : "(nothing: is PRT_PREEMPT_QUANTUM_NS 0?)");
 		return 0;
 	}
 	for (int v = 0; v < NRUNS; v++)

@@ -267,7 +267,8 @@ static bool range_allowed(uintptr_t pc)
  * @tick    periodic, every quantum, while fibers of the served priority
  *          wait (the kernel's scheduler tick, made tickless: started when
  *          that contention is seen, stopped by the first tick that finds
- *          it over or when the worker goes idle). A fiber is preempted at
+ *          it over, by a pick that serves a priority above it, or when
+ *          the worker goes idle). A fiber is preempted at
  *          a tick that finds no switch since the previous one: it ran a
  *          whole period, so its slice was between one and two quanta. No
  *          timer is re-armed per slice. Armed under rq.lock (@ticking).
