@@ -8,14 +8,20 @@
  *   L (prio 5)    at t0 + kP:          lock(m); busy(HOLD); unlock(m)
  *   M1..Mn (10)   at t0 + kP + MOFF:   busy(MBURST)
  *   H (prio 20)   at t0 + kP + HOFF:   t1 = now; lock(m); t2 = now; unlock(m)
- * Fibers are cooperative, so busy work yields every YIELD_EVERY us; that
- * bounds how late a wake-up or a proxy switch can come.
+ * The busy work makes no runtime calls (as the peers' threads): with a
+ * preemptive runtime (quantum_ns, README "Preemption") a fiber that wakes
+ * interrupts the lower one running, and H's pick runs L in its place;
+ * with a cooperative one (quantum_ns 0) nothing switches until the
+ * running fiber's section or burst ends. yield_every_us > 0 makes the
+ * busy work yield that often instead (how the cooperative runtime was
+ * measured before preemption).
  */
 #ifndef PRT_BENCH_INVERSION_H
 #define PRT_BENCH_INVERSION_H
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <proxyrt/proxyrt.h>
@@ -24,14 +30,23 @@
 #define INV_MAX_MED 16
 
 struct inv_params {
-	int samples, period_us, hold_us, nmed, mburst_us, moff_us, hoff_us, yield_every_us;
-	unsigned rt_flags; /* PRT_RT_NO_PROXY for the conventional mutex */
+	int samples, period_us, hold_us, nmed, mburst_us, moff_us, hoff_us;
+	int yield_every_us; /* 0: the busy work never yields */
+	unsigned rt_flags;  /* PRT_RT_NO_PROXY for the conventional mutex */
+	/*
+	 * cfg.preempt_quantum_ns. PRT_PREEMPT_QUANTUM_NS, when set, replaces
+	 * a non-zero value (as for any runtime); 0 is cooperative whatever
+	 * the environment says.
+	 */
+	uint64_t quantum_ns;
 };
 
 struct inv_result {
 	int64_t *lock, *resp, *wake; /* ns, samples entries (warm-up dropped) */
 	prt_worker_stats_t stats;
 	double ns_per_iter;
+	uint64_t quantum_ns; /* the runtime's time slice; 0: it was cooperative */
+	int preemptive;      /* prt_runtime_preemptive() of the run's runtime */
 	int err;
 };
 
@@ -79,9 +94,11 @@ struct inv_ctx {
 	int total;
 };
 
-/* @iters of busy work, yielding after every chunk (a scheduling point). */
+/* @iters of busy work; with chunk_it, a yield (a scheduling point) after every chunk. */
 static inline uint64_t inv_busy(struct inv_ctx *c, uint64_t iters, uint64_t x)
 {
+	if (!c->chunk_it)
+		return bench_spin(iters, x);
 	while (iters) {
 		uint64_t n = iters < c->chunk_it ? iters : c->chunk_it;
 
@@ -154,6 +171,29 @@ static inline prt_fiber_t inv_spawn(prt_runtime_t *rt, int prio, void *(*fn)(voi
 	return f;
 }
 
+/*
+ * prt_runtime_create(), but a cooperative @cfg stays cooperative: the
+ * environment's PRT_PREEMPT_QUANTUM_NS is set aside meanwhile (the
+ * caller has no other threads then).
+ */
+static inline int inv_rt_create(prt_runtime_t **rt, const prt_runtime_config_t *cfg)
+{
+	const char *e = cfg->preempt_quantum_ns ? NULL : getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *saved = e ? strdup(e) : NULL;
+	int err;
+
+	if (e && !saved)
+		return -12; /* -ENOMEM */
+	if (saved)
+		unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	err = prt_runtime_create(rt, cfg);
+	if (saved) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", saved, 1);
+		free(saved);
+	}
+	return err;
+}
+
 /* Run the scenario; 0 or a negative proxyrt error. Caller frees the arrays. */
 static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 {
@@ -173,14 +213,19 @@ static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 	c.period = (uint64_t)p->period_us * 1000u;
 	c.hold_it = (uint64_t)((double)p->hold_us * 1e3 / r->ns_per_iter + 0.5);
 	c.burst_it = (uint64_t)((double)p->mburst_us * 1e3 / r->ns_per_iter + 0.5);
-	c.chunk_it = (uint64_t)((double)p->yield_every_us * 1e3 / r->ns_per_iter + 0.5);
-	if (!c.chunk_it)
-		c.chunk_it = 1;
+	c.chunk_it = 0;
+	if (p->yield_every_us > 0) {
+		c.chunk_it = (uint64_t)((double)p->yield_every_us * 1e3 / r->ns_per_iter + 0.5);
+		if (!c.chunk_it)
+			c.chunk_it = 1;
+	}
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1; /* the process is on one CPU: everything on one worker */
 	cfg.flags = p->rt_flags;
-	if ((err = prt_runtime_create(&rt, &cfg)))
+	cfg.preempt_quantum_ns = p->quantum_ns;
+	if ((err = inv_rt_create(&rt, &cfg)))
 		return err;
+	r->preemptive = prt_runtime_preemptive(rt, &r->quantum_ns) == 1;
 	c.t0 = prt_now_ns() + 100000000u;
 	l = inv_spawn(rt, 5, inv_low, &c, &err);
 	for (int i = 0; i < nmed; i++)

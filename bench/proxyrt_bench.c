@@ -13,7 +13,10 @@
  *
  *   proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US
  *                                          W4: two lines, variant=proxy and variant=noproxy;
- *                                          busy work yields every $PRT_YIELD_EVERY_US (50)
+ *                                          preemptive (PRT_PREEMPT_QUANTUM_DEFAULT, or
+ *                                          $PRT_PREEMPT_QUANTUM_NS; 0 = cooperative), busy
+ *                                          work without runtime calls (or yielding every
+ *                                          $PRT_YIELD_EVERY_US, if > 0)
  *
  *   proxyrt_bench xcore pinned N           W5: fibers on workers pinned to CPUs 0 and 1 pass a
  *                                          turn back and forth through a prt_mutex_t and
@@ -465,14 +468,18 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 	printf(" wake_p50_us=%.1f wake_p99_us=%.1f wake_max_us=%.1f", inv_pct(r->wake, n, 50),
 	       inv_pct(r->wake, n, 99), inv_pct(r->wake, n, 100));
 	printf(" samples=%d period_us=%d hold_us=%d nmed=%d mburst_us=%d moff_us=%d hoff_us=%d"
-	       " yield_every_us=%d proxy_picks=%llu workers=1 cpus=%d\n",
+	       " yield_every_us=%d preemptive=%d quantum_ns=%llu preemptions=%llu preempt_deferred=%llu proxy_picks=%llu"
+	       " workers=1 cpus=%d\n",
 	       p->samples, p->period_us, p->hold_us, p->nmed, p->mburst_us, p->moff_us, p->hoff_us,
-	       p->yield_every_us, (unsigned long long)r->stats.proxy_picks, allowed_cpus());
+	       p->yield_every_us, r->preemptive, (unsigned long long)r->quantum_ns,
+	       (unsigned long long)r->stats.preemptions,
+	       (unsigned long long)r->stats.preempt_deferred, (unsigned long long)r->stats.proxy_picks,
+	       allowed_cpus());
 }
 
 static int bench_inversion(int argc, char **argv)
 {
-	struct inv_params p;
+	struct inv_params p = { 0 };
 	const char *ye = getenv("PRT_YIELD_EVERY_US");
 
 	if (argc != 9)
@@ -484,9 +491,10 @@ static int bench_inversion(int argc, char **argv)
 	p.mburst_us = (int)arg_long(argv[6], 0);
 	p.moff_us = (int)arg_long(argv[7], 0);
 	p.hoff_us = (int)arg_long(argv[8], 0);
-	p.yield_every_us = ye ? atoi(ye) : 50;
-	if (p.yield_every_us < 1)
-		p.yield_every_us = 1;
+	p.yield_every_us = ye ? atoi(ye) : 0; /* 0: never */
+	if (p.yield_every_us < 0)
+		p.yield_every_us = 0;
+	p.quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT; /* $PRT_PREEMPT_QUANTUM_NS replaces it */
 	for (int v = 0; v < 2; v++) {
 		struct inv_result r = { 0 };
 

@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The main demo: priority inversion, with and without proxy execution.
+ * The main demo: priority inversion, and what preemption and proxy
+ * execution each do about it.
  *
  * One worker (one CPU). Every 10 ms a low-priority fiber L takes a mutex
  * for 1 ms of work; 200 us in, three medium fibers wake for 2 ms of CPU
- * work each; 500 us in, a high-priority fiber H wants the mutex.
- * Without proxy execution H waits for all the medium work (inversion).
- * With it, H's pick runs L in H's place, at H's priority, so L finishes
- * its last 0.8 ms and hands the mutex to H.
+ * work each; 500 us in, a high-priority fiber H wants the mutex. The work
+ * never calls the runtime. Three runs:
+ *   - preemptive, proxy execution: the Ms interrupt L, H interrupts the
+ *     Ms; H's pick runs L in H's place, at H's priority, so L finishes
+ *     its last 0.8 ms and hands the mutex to H.
+ *   - preemptive, plain fiber mutex: the same, but blocked H does not run
+ *     L, so H waits for all the medium work (inversion).
+ *   - cooperative, proxy execution: nothing interrupts anything, so the
+ *     Ms wait for L's section and H waits for whatever runs when it
+ *     comes due.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +22,79 @@
 
 #include "inversion.h"
 
+enum { RUN_PROXY, RUN_PLAIN, RUN_COOP, NRUNS };
+
+static const char *const run_name[NRUNS] = {
+	"proxy execution",
+	"plain fiber mutex",
+	"proxy, cooperative",
+};
+
 static void row(const char *name, struct inv_result *r, int n)
 {
-	double p50 = inv_pct(r->lock, n, 50), p99 = inv_pct(r->lock, n, 99);
-	double max = inv_pct(r->lock, n, 100);
+	double wake = inv_pct(r->wake, n, 99);
+	double lock50 = inv_pct(r->lock, n, 50), lock99 = inv_pct(r->lock, n, 99);
+	double resp50 = inv_pct(r->resp, n, 50), resp99 = inv_pct(r->resp, n, 99);
 
-	printf("  %-26s %9.0f %9.0f %9.0f   %8llu %10llu %9llu\n", name, p50, p99, max,
-	       (unsigned long long)r->stats.proxy_picks, (unsigned long long)r->stats.handoffs,
-	       (unsigned long long)r->stats.switches);
+	printf("  %-20s %7.0f %9.0f %7.0f %9.0f %7.0f %11llu %11llu\n", name, wake, lock50, lock99,
+	       resp50, resp99, (unsigned long long)r->stats.preemptions,
+	       (unsigned long long)r->stats.proxy_picks);
+}
+
+/*
+ * Is a runtime with @quantum preemptive here? 1, 0 (then *@why says why,
+ * if the runtime said), or a negative error.
+ */
+static int probe_preemptive(uint64_t quantum, char *why, size_t len)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	const char *notice;
+	int err, yes;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = quantum;
+	if ((err = prt_runtime_create(&rt, &cfg)))
+		return err;
+	yes = prt_runtime_preemptive(rt, NULL) == 1;
+	notice = prt_runtime_notice(rt);
+	snprintf(why, len, "%s", notice && !yes ? notice : "");
+	prt_runtime_destroy(rt);
+	return yes;
+}
+
+static int run(struct inv_params *p, int v, struct inv_result *r)
+{
+	int err;
+
+	p->rt_flags = v == RUN_PLAIN ? PRT_RT_NO_PROXY : 0;
+	p->quantum_ns = v == RUN_COOP ? 0 : PRT_PREEMPT_QUANTUM_DEFAULT;
+	if ((err = inv_run(p, r)))
+		fprintf(stderr, "inversion_demo: %s\n", prt_strerror(err));
+	return err;
+}
+
+static void explain(const struct inv_params *p, struct inv_result *r)
+{
+	int n = p->samples;
+	double proxy_lock = inv_pct(r[RUN_PROXY].lock, n, 50) / 1e3;
+	double plain_lock = inv_pct(r[RUN_PLAIN].lock, n, 50) / 1e3;
+	double coop_resp = inv_pct(r[RUN_COOP].resp, n, 50) / 1e3;
+
+	printf("\n  woken: from H's due time to H running (p99); lock: from H's lock call to\n"
+	       "  holding the mutex; resp: from the due time to holding it.\n"
+	       "  Preemptive, the Ms interrupt L inside its critical section, and H interrupts\n"
+	       "  the Ms as soon as it is due. With proxy execution H's pick then runs L in\n"
+	       "  H's place, at H's priority: H waits only for the rest of L's section\n"
+	       "  (%.1f ms). With a plain mutex blocked H lends L nothing: H waits for the\n"
+	       "  medium fibers' %d ms as well (%.1f ms: priority inversion).\n"
+	       "  Cooperative, nothing interrupts anything: the Ms wait for L's section, and\n"
+	       "  H is not even woken until the fiber running when it came due stops. Here\n"
+	       "  that is L (H holds the mutex %.1f ms after its due time); had an M been\n"
+	       "  running, H would have waited for the rest of its %d ms burst.\n",
+	       proxy_lock, p->nmed * p->mburst_us / 1000, plain_lock, coop_resp,
+	       p->mburst_us / 1000);
 }
 
 int main(int argc, char **argv)
@@ -30,35 +102,46 @@ int main(int argc, char **argv)
 	struct inv_params p = {
 		.samples = argc > 1 ? atoi(argv[1]) : 100,
 		.period_us = 10000, .hold_us = 1000, .nmed = 3,
-		.mburst_us = 2000, .moff_us = 200, .hoff_us = 500, .yield_every_us = 50,
+		.mburst_us = 2000, .moff_us = 200, .hoff_us = 500, .yield_every_us = 0,
 	};
-	struct inv_result r[2];
+	struct inv_result r[NRUNS];
+	char why[512];
+	uint64_t q;
+	int pre;
 
 	if (p.samples < 1) {
 		fprintf(stderr, "usage: inversion_demo [SAMPLES]\n");
 		return 2;
 	}
 	memset(r, 0, sizeof(r));
-	printf("proxyrt: priority inversion, %d periods of 10 ms on one worker\n", p.samples);
-	printf("  L (low) holds a mutex for 1 ms; 3 x M (medium) burn 2 ms each; H (high) wants "
-	       "the mutex.\n\n");
-	for (int v = 0; v < 2; v++) {
-		int err;
-
-		p.rt_flags = v ? PRT_RT_NO_PROXY : 0;
-		if ((err = inv_run(&p, &r[v]))) {
-			fprintf(stderr, "inversion_demo: %s\n", prt_strerror(err));
-			return 1;
-		}
+	if ((pre = probe_preemptive(PRT_PREEMPT_QUANTUM_DEFAULT, why, sizeof(why))) < 0) {
+		fprintf(stderr, "inversion_demo: %s\n", prt_strerror(pre));
+		return 1;
 	}
-	printf("  H's wait for the mutex (us)   p50       p99       max   proxy-picks  handoffs  "
-	       "switches\n");
-	row("proxy execution (proxyrt)", &r[0], p.samples);
-	row("plain fiber mutex", &r[1], p.samples);
-	printf("\n  With proxy execution L ran in H's place at H's priority: H waited only for the\n"
-	       "  rest of L's critical section (about 0.8 ms), not for the medium fibers' %d ms.\n",
-	       p.nmed * p.mburst_us / 1000);
-	for (int v = 0; v < 2; v++) {
+	printf("proxyrt: priority inversion, %d periods of 10 ms on one worker\n", p.samples);
+	printf("  L (low) holds a mutex for 1 ms; 3 x M (medium) burn 2 ms each; H (high) wants\n"
+	       "  the mutex. Their work never calls the runtime.\n\n");
+	if (!pre) {
+		printf("  The runtime is not preemptive here, so nothing interrupts the work: L's\n"
+		       "  section always ends before the Ms or H run, and there is no inversion\n"
+		       "  for proxy execution to undo. Nothing to show. The runtime says:\n"
+		       "    %s\n",
+		       why[0] ? why : "(nothing: is PRT_PREEMPT_QUANTUM_NS 0?)");
+		return 0;
+	}
+	for (int v = 0; v < NRUNS; v++)
+		if (run(&p, v, &r[v]))
+			return 1;
+	/* The environment may have changed the time slice of the preemptive runs. */
+	q = r[RUN_PROXY].quantum_ns;
+	printf("  H's delays (us)        woken  lock p50     p99  resp p50     p99 preemptions "
+	       "proxy-picks\n");
+	for (int v = 0; v < NRUNS; v++)
+		row(run_name[v], &r[v], p.samples);
+	printf("  (time slice %llu us; the cooperative run has none)\n",
+	       (unsigned long long)(q / 1000));
+	explain(&p, r);
+	for (int v = 0; v < NRUNS; v++) {
 		free(r[v].lock);
 		free(r[v].resp);
 		free(r[v].wake);

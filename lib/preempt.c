@@ -319,7 +319,8 @@ PRT_API int prt_preempt_deny_object(const char *name)
  * @tick    periodic, every quantum, while fibers of the served priority
  *          wait (the kernel's scheduler tick, made tickless: started when
  *          that contention is seen, stopped by the first tick that finds
- *          it over or when the worker goes idle). A fiber is preempted at
+ *          it over, by a pick that serves a priority above it, or when
+ *          the worker goes idle). A fiber is preempted at
  *          a tick that finds no switch since the previous one: it ran a
  *          whole period, so its slice was between one and two quanta. No
  *          timer is re-armed per slice. Armed under rq.lock (@ticking).
@@ -404,6 +405,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 {
 	struct prt__wpreempt *p = &w->pw;
 	uint32_t bm = w->rq.bitmap;
+	bool raised;
+	int prio;
 
 	/*
 	 * relaxed: this pick honours a kick or a deferral made before it; one
@@ -421,11 +424,21 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			tick_stop(w); /* an idle worker takes no ticks */
 		return;
 	}
-	PRT_WRITE_ONCE(p->serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
+	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
+	raised = prio > p->serve_prio;
+	PRT_WRITE_ONCE(p->serve_prio, prio);
 	/* The coming switch counts one more (none if @next runs already). */
-	if (!p->ticking && bm && prt__rq_top(bm) >= p->serve_prio)
+	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
 		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
 				      (next != w->curr));
+	else if (p->ticking && raised && (!bm || prt__rq_top(bm) < prio))
+		/*
+		 * A fiber above the contention the tick served runs now (a
+		 * wakeup preemption, a proxy for a higher waiter): nothing can
+		 * share its slice, and a tick would only interrupt it (a timer
+		 * signal, tens of us in a VM); the pick back down starts it again.
+		 */
+		tick_stop(w);
 	watch_arm(w);
 }
 

@@ -262,6 +262,106 @@ static void test_equal_hogs_share(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * The tick serves contention at the priority the worker runs. Once a
+ * higher fiber runs (a wakeup preemption, or a proxy for a higher
+ * waiter) nothing can share its slice: the pick that raises the served
+ * priority stops the tick, instead of letting it interrupt the higher
+ * fiber until a tick finds the contention gone (each tick a timer
+ * signal taken from the fiber that outranks everything: in W4, H's
+ * proxy). Seen as interrupts refused inside the high fiber's
+ * prt_preempt_disable() region. A hog of the worker spawns the high
+ * fiber: a plain thread's spawn would kick the worker by a signal that
+ * may arrive after the pick it asked for, inside the region.
+ */
+struct above {
+	prt_runtime_t *rt;
+	struct pair p;
+	atomic_int go, stop;
+	prt_fiber_t hi;
+	uint64_t deferred_in_region;
+	int rc, rc_spawn;
+};
+
+struct above_arg {
+	struct above *a;
+	int me;
+};
+
+/* ABOVE_QUANTA time slices of its worker, in a region, then lets the hogs end. */
+#define ABOVE_QUANTUM (200u * 1000u)
+#define ABOVE_QUANTA 20
+
+static void *above_high(void *arg)
+{
+	struct above *a = arg;
+	prt_worker_stats_t st;
+	uint64_t d0, until, x = 17;
+
+	a->rc = prt_preempt_disable();
+	prt_worker_stats(a->rt, 0, &st);
+	d0 = st.preempt_deferred;
+	until = test_mono_ns() + (uint64_t)ABOVE_QUANTA * ABOVE_QUANTUM;
+	while (test_mono_ns() < until)
+		x = spin_work(x, 4096);
+	prt_worker_stats(a->rt, 0, &st);
+	a->deferred_in_region = st.preempt_deferred - d0;
+	a->rc |= prt_preempt_enable();
+	atomic_store(&a->stop, 1);
+	sink = x;
+	return NULL;
+}
+
+static void *above_hog(void *arg)
+{
+	struct above_arg *h = arg;
+	struct above *a = h->a;
+	struct cap c;
+	uint64_t x = 5;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&a->stop, memory_order_relaxed) && !cap_hit(&c)) {
+		x = spin_work(x, 4096);
+		atomic_fetch_add_explicit(&a->p.count[h->me], 1, memory_order_relaxed);
+		/* The main thread saw both progress: the worker's tick runs. */
+		if (h->me == 0 && atomic_exchange_explicit(&a->go, 0, memory_order_relaxed)) {
+			prt_fiber_attr_t at = test_attr(24, 0);
+
+			a->rc_spawn = prt_spawn(a->rt, &a->hi, &at, above_high, a);
+		}
+	}
+	sink = x;
+	return NULL;
+}
+
+static void test_tick_stops_above_contention(void **state)
+{
+	struct above a = { 0 };
+	struct above_arg h0 = { &a, 0 }, h1 = { &a, 1 };
+	prt_fiber_t f0, f1;
+	struct cap c;
+
+	(void)state;
+	if (!(a.rt = rt_preempt(1, ABOVE_QUANTUM)))
+		skip();
+	f0 = spawn_at(a.rt, 8, 0, above_hog, &h0);
+	f1 = spawn_at(a.rt, 8, 0, above_hog, &h1);
+	/* Both progressed: they share the worker in time slices, so its tick runs. */
+	cap_init(&c);
+	while ((atomic_load(&a.p.count[0]) < 100 || atomic_load(&a.p.count[1]) < 100) &&
+	       test_mono_ns() < c.until)
+		usleep(1000);
+	assert_true(stats_of(a.rt, 0).time_slices >= 1);
+	atomic_store(&a.go, 1);
+	join_ok(f0);
+	join_ok(f1);
+	assert_int_equal(a.rc_spawn, 0);
+	join_ok(a.hi);
+	assert_int_equal(a.rc, 0);
+	assert_int_equal(a.deferred_in_region, 0);
+	assert_int_equal(prt_runtime_destroy(a.rt), 0);
+}
+
 static atomic_int dump_stop;
 
 static void *dump_hog(void *arg)
@@ -1423,6 +1523,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_equal_hogs_share),
+		cmocka_unit_test(test_tick_stops_above_contention),
 		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),
 		cmocka_unit_test(test_priority_raise_preempts),
