@@ -257,7 +257,7 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	/*
 	 * The common pick of a preemptive runtime, inline (a call here cost
 	 * a yield 10%): nothing to clear, no timer to watch, and the tick
-	 * runs already or is not needed. relaxed: a look, which the slow
+	 * neither starts nor stops. relaxed: a look, which the slow
 	 * half makes again and clears.
 	 */
 	if (prt__unlikely(!next || prt__has_timers(w) ||
@@ -266,9 +266,13 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 		return;
 	}
 	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
-	PRT_WRITE_ONCE(p->serve_prio, prio); /* this thread's handler reads it (interrupt) */
-	if (!p->ticking && w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio)
+	/* The tick may have to start (contention at this priority) or stop (served above it). */
+	if (prt__unlikely(p->ticking ? prio > p->serve_prio
+				     : w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio)) {
 		prt__preempt_picked_slow(w, next, donor);
+		return;
+	}
+	PRT_WRITE_ONCE(p->serve_prio, prio); /* this thread's handler reads it (interrupt) */
 }
 
 static inline bool prt__preempt_queued(struct prt__worker *t, struct prt__fiber *f)
