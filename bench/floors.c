@@ -15,20 +15,33 @@
  *       scheduler. `single` re-arms one recv per request, as proxyrt's
  *       prt_recv() does; `multishot` keeps one multishot recv per
  *       connection on a provided-buffer ring. Serves until killed.
+ *   floors hogwake same|cross [ROUNDS]
+ *       W7's wake-up with no runtime: a plain thread spins on the LCG and
+ *       is interrupted by a signal every 1 ms, as proxyrt's preemption
+ *       interrupts a hog. same: its own POSIX timer (SIGEV_THREAD_ID) at
+ *       each deadline; delay = deadline to its handler running (proxyrt's
+ *       timer watch). cross: the spinner on the first allowed CPU, a
+ *       thread on the second sleeps to each deadline and pthread_sigqueue()s
+ *       it; delay = just before the send to the handler (proxyrt's kick).
+ *       What the kernel and the machine take before any runtime code runs.
  *
  * Lines use the peers' format with peer=floor.
  */
 #include <errno.h>
+#include <limits.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "inversion.h" /* bench_spin, bench_calibrate, iters_for_ns */
@@ -36,7 +49,8 @@
 static __attribute__((noreturn)) void usage(void)
 {
 	fprintf(stderr, "usage: floors mutex THREADS T K IN_NS OUT_NS\n"
-			"       floors http PORT single|multishot\n");
+			"       floors http PORT single|multishot\n"
+			"       floors hogwake same|cross [ROUNDS]\n");
 	exit(2);
 }
 
@@ -369,6 +383,192 @@ static int floor_http(int argc, char **argv)
 	}
 }
 
+/* ------------------------------------------------------------------ W7 */
+
+#define HW_PERIOD_NS 1000000u
+#define HW_CHUNK 1024u
+
+static struct {
+	long rounds, total;          /* counted rounds; rounds + rounds / 10 */
+	int64_t *delay;
+	_Atomic uint64_t from;       /* the deadline or the send time of the round */
+	atomic_long done;            /* rounds whose handler ran */
+	atomic_int stop;
+	uint64_t spins;
+	int cpu[2];
+} hw;
+
+static uint64_t hw_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t hw_next(uint64_t prev)
+{
+	uint64_t now = hw_now(), next = prev + HW_PERIOD_NS;
+
+	return next > now ? next : now + HW_PERIOD_NS;
+}
+
+/* The spinner's handler: records the round's delay. */
+static void hw_handler(int sig, siginfo_t *si, void *uc)
+{
+	/* acquire/release: pair with the stores of from and the loads of done in the rounds */
+	uint64_t from = atomic_load_explicit(&hw.from, memory_order_acquire);
+	long i = atomic_load_explicit(&hw.done, memory_order_relaxed), warm = hw.rounds / 10;
+
+	(void)sig, (void)si, (void)uc;
+	if (i >= warm && i < hw.total)
+		hw.delay[i - warm] = (int64_t)(hw_now() - from);
+	atomic_store_explicit(&hw.done, i + 1, memory_order_release);
+}
+
+/* Spin until round @i's handler ran (same) or until told to stop (cross); no calls. */
+static uint64_t hw_spin_until(long i, uint64_t x)
+{
+	while (atomic_load_explicit(&hw.done, memory_order_acquire) <= i &&
+	       !atomic_load_explicit(&hw.stop, memory_order_relaxed)) {
+		x = bench_spin(HW_CHUNK, x);
+		hw.spins += HW_CHUNK;
+	}
+	return x;
+}
+
+static void hw_pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void hw_same(void)
+{
+	struct sigevent ev;
+	timer_t tm;
+	uint64_t t = hw_now(), x = 1;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = SIGRTMIN;
+	ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (timer_create(CLOCK_MONOTONIC, &ev, &tm)) {
+		perror("floors: timer_create");
+		exit(1);
+	}
+	for (long i = 0; i < hw.total; i++) {
+		struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+
+		t = hw_next(t);
+		its.it_value.tv_sec = (time_t)(t / 1000000000u);
+		its.it_value.tv_nsec = (long)(t % 1000000000u);
+		atomic_store_explicit(&hw.from, t, memory_order_release);
+		timer_settime(tm, TIMER_ABSTIME, &its, NULL);
+		x = hw_spin_until(i, x);
+	}
+	timer_delete(tm);
+	hw.spins += x == 42;
+}
+
+static void *hw_cross_spinner(void *arg)
+{
+	sigset_t set;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* the sender keeps it blocked */
+	hw_pin(hw.cpu[0]);
+	hw.spins += hw_spin_until(LONG_MAX, 1) == 42;
+	return NULL;
+}
+
+static void hw_cross(void)
+{
+	pthread_t sp;
+	sigset_t set;
+	uint64_t t;
+
+	/* Only the spinner takes the signal. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	hw_pin(hw.cpu[1]);
+	if (pthread_create(&sp, NULL, hw_cross_spinner, NULL)) {
+		fprintf(stderr, "floors: pthread_create failed\n");
+		exit(1);
+	}
+	t = hw_now();
+	for (long i = 0; i < hw.total; i++) {
+		union sigval v = { 0 };
+		struct timespec ts;
+
+		t = hw_next(t);
+		ts.tv_sec = (time_t)(t / 1000000000u);
+		ts.tv_nsec = (long)(t % 1000000000u);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+		atomic_store_explicit(&hw.from, hw_now(), memory_order_release);
+		pthread_sigqueue(sp, SIGRTMIN, v);
+		while (atomic_load_explicit(&hw.done, memory_order_acquire) <= i)
+			cpu_relax();
+	}
+	atomic_store_explicit(&hw.stop, 1, memory_order_relaxed);
+	pthread_join(sp, NULL);
+}
+
+static int cmp_i64(const void *p, const void *q)
+{
+	int64_t x = *(const int64_t *)p, y = *(const int64_t *)q;
+
+	return x < y ? -1 : x > y;
+}
+
+static int floor_hogwake(int argc, char **argv)
+{
+	struct sigaction sa;
+	cpu_set_t set;
+	bool cross;
+	int n = 0;
+
+	if (argc < 3 || argc > 4 || (strcmp(argv[2], "same") && strcmp(argv[2], "cross")))
+		usage();
+	cross = !strcmp(argv[2], "cross");
+	hw.rounds = argc == 4 ? arg_long(argv[3], 10) : 2000;
+	hw.total = hw.rounds + hw.rounds / 10;
+	hw.delay = calloc((size_t)hw.rounds, sizeof(*hw.delay));
+	sched_getaffinity(0, sizeof(set), &set);
+	for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+		if (CPU_ISSET(c, &set))
+			hw.cpu[n++] = c;
+	if (!hw.delay || (cross && n < 2)) {
+		fprintf(stderr, "floors: hogwake: out of memory, or cross with fewer than 2 CPUs\n");
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = hw_handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGRTMIN, &sa, NULL);
+	if (cross)
+		hw_cross();
+	else
+		hw_same();
+	qsort(hw.delay, (size_t)hw.rounds, sizeof(*hw.delay), cmp_i64);
+	printf("peer=floor workload=hogwake variant=%s wake_p50_us=%.1f wake_p99_us=%.1f "
+	       "wake_max_us=%.1f rounds=%ld period_us=%u hog_spins=%llu cpus=%d\n",
+	       argv[2], (double)hw.delay[(hw.rounds * 50 + 99) / 100 - 1] / 1e3,
+	       (double)hw.delay[(hw.rounds * 99 + 99) / 100 - 1] / 1e3,
+	       (double)hw.delay[hw.rounds - 1] / 1e3, hw.rounds, HW_PERIOD_NS / 1000,
+	       (unsigned long long)hw.spins, CPU_COUNT(&set));
+	free(hw.delay);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -377,5 +577,7 @@ int main(int argc, char **argv)
 		return floor_mutex(argc, argv);
 	if (!strcmp(argv[1], "http"))
 		return floor_http(argc, argv);
+	if (!strcmp(argv[1], "hogwake"))
+		return floor_hogwake(argc, argv);
 	usage();
 }

@@ -31,6 +31,18 @@
  *                                          per preemption; variant=deferred: the same with the
  *                                          hogs inside libc (memset): ns per deferred interrupt
  *
+ *   proxyrt_bench hogwake same|cross [ROUNDS]
+ *                                          W7: a fiber at 28 woken every 1 ms behind a hog
+ *                                          at the default priority that never calls the
+ *                                          runtime; p50/p99/max of its wake-up delay.
+ *                                          same: 1 worker, it sleeps to each deadline (delay:
+ *                                          deadline to running); cross: 2 workers, it parks on
+ *                                          worker 0 beside the hog and a fiber on worker 1
+ *                                          unparks it at each deadline (delay: unpark to
+ *                                          running). Preemptive with PRT_PREEMPT_QUANTUM_DEFAULT
+ *                                          (or $PRT_PREEMPT_QUANTUM_NS; 0 there is refused:
+ *                                          cooperative, the high fiber would never run)
+ *
  *   proxyrt_bench http raw PORT            W6: HTTP/1.1 keep-alive "Hello, World!" on
  *                                          127.0.0.1:PORT, one worker (pinned, as runtimes
  *                                          are by default), a fiber per connection; serves
@@ -69,6 +81,7 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
 			"       proxyrt_bench xcore pinned N\n"
 			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
+			"       proxyrt_bench hogwake same|cross [ROUNDS]\n"
 			"       proxyrt_bench http raw PORT\n");
 	exit(2);
 }
@@ -784,6 +797,197 @@ static int bench_preempt(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ W7 hogwake */
+
+#define HW_PERIOD_NS 1000000u /* the high fiber's period: 1 ms */
+#define HW_PRIO 28            /* the high fiber; the hog is at PRT_PRIO_DEFAULT */
+#define HW_CHUNK 1024u        /* bench_spin iterations between two looks at @stop */
+
+struct hogwake {
+	bool cross;
+	long rounds;            /* timed rounds, after rounds / 10 untimed */
+	int64_t *delay;         /* rounds wake-up delays, ns */
+	atomic_int stop;        /* set once the high fiber is done; the hog stops */
+	_Atomic uint64_t spins; /* bench_spin iterations the hog did */
+	prt_fiber_t high, waker;
+	/*
+	 * cross: the waker's unpark time of the current round (0: none
+	 * pending), and the high fiber's acknowledgement of it.
+	 */
+	_Atomic uint64_t unpark_at;
+	atomic_long acked;
+};
+
+/* Spins until told to stop, never calling the runtime: only preemption takes it off its worker. */
+static void *hw_hog(void *arg)
+{
+	struct hogwake *h = arg;
+	uint64_t x = 1, n = 0;
+
+	while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+		x = bench_spin(HW_CHUNK, x);
+		n++;
+	}
+	atomic_store_explicit(&h->spins, n * HW_CHUNK + (x == 42), memory_order_relaxed);
+	return NULL;
+}
+
+/* The next deadline: one period on, or one period from now if that one passed already. */
+static uint64_t hw_next(uint64_t prev)
+{
+	uint64_t now = prt_now_ns(), next = prev + HW_PERIOD_NS;
+
+	return next > now ? next : now + HW_PERIOD_NS;
+}
+
+static void hw_record(struct hogwake *h, long i, uint64_t from)
+{
+	long warm = h->rounds / 10;
+
+	if (i >= warm)
+		h->delay[i - warm] = (int64_t)(prt_now_ns() - from);
+}
+
+/* same: sleep to each deadline; the delay is from the deadline to running. */
+static void *hw_sleeper(void *arg)
+{
+	struct hogwake *h = arg;
+	uint64_t t = prt_now_ns();
+
+	for (long i = 0; i < h->rounds + h->rounds / 10; i++) {
+		t = hw_next(t);
+		check(prt_sleep_until(t), "prt_sleep_until");
+		hw_record(h, i, t);
+	}
+	/* relaxed: the hog only needs to see it eventually; join orders the rest */
+	atomic_store_explicit(&h->stop, 1, memory_order_relaxed);
+	return NULL;
+}
+
+/* cross: parked until the waker's unpark; the delay is from the unpark to running. */
+static void *hw_parker(void *arg)
+{
+	struct hogwake *h = arg;
+
+	for (long i = 0; i < h->rounds + h->rounds / 10; i++) {
+		uint64_t from;
+
+		/* acquire: pairs with the release store in hw_waker() */
+		while (!(from = atomic_load_explicit(&h->unpark_at, memory_order_acquire)))
+			check(prt_park(), "prt_park"); /* a spurious return: not our round */
+		hw_record(h, i, from);
+		atomic_store_explicit(&h->unpark_at, 0, memory_order_relaxed);
+		/* release: pairs with the acquire load in hw_waker() */
+		atomic_store_explicit(&h->acked, i + 1, memory_order_release);
+		check(prt_unpark(h->waker), "prt_unpark");
+	}
+	atomic_store_explicit(&h->stop, 1, memory_order_relaxed);
+	return NULL;
+}
+
+/* cross, on worker 1: at each deadline, unpark the high fiber; wait for its acknowledgement. */
+static void *hw_waker(void *arg)
+{
+	struct hogwake *h = arg;
+	uint64_t t = prt_now_ns();
+
+	h->waker = prt_self(); /* read by hw_parker() after its acquire load of unpark_at */
+	for (long i = 0; i < h->rounds + h->rounds / 10; i++) {
+		t = hw_next(t);
+		check(prt_sleep_until(t), "prt_sleep_until");
+		/* release: pairs with the acquire load in hw_parker() */
+		atomic_store_explicit(&h->unpark_at, prt_now_ns(), memory_order_release);
+		check(prt_unpark(h->high), "prt_unpark");
+		/* acquire: pairs with the release store in hw_parker() */
+		while (atomic_load_explicit(&h->acked, memory_order_acquire) <= i)
+			check(prt_park(), "prt_park");
+	}
+	return NULL;
+}
+
+static prt_fiber_t hw_spawn(prt_runtime_t *rt, int prio, int worker, void *(*fn)(void *),
+			    struct hogwake *h)
+{
+	prt_fiber_attr_t attr;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&attr);
+	attr.priority = prio;
+	attr.stack_size = DRIVER_STACK_SIZE;
+	attr.has_affinity = 1;
+	prt_workerset_zero(&attr.affinity);
+	prt_workerset_add(&attr.affinity, worker);
+	check(prt_spawn(rt, &f, &attr, fn, h), "prt_spawn");
+	return f;
+}
+
+/* Run one hogwake measurement; @rt's workers are fresh, its stats are this run's. */
+static void hw_run(prt_runtime_t *rt, struct hogwake *h)
+{
+	prt_fiber_t hog, waker;
+
+	hog = hw_spawn(rt, PRT_PRIO_DEFAULT, 0, hw_hog, h);
+	if (h->cross) {
+		/* The waker needs the high fiber's handle: spawn that first. */
+		h->high = hw_spawn(rt, HW_PRIO, 0, hw_parker, h);
+		waker = hw_spawn(rt, HW_PRIO, 1, hw_waker, h);
+		check(prt_join(waker, NULL), "prt_join");
+	} else {
+		h->high = hw_spawn(rt, HW_PRIO, 0, hw_sleeper, h);
+	}
+	check(prt_join(h->high, NULL), "prt_join");
+	check(prt_join(hog, NULL), "prt_join");
+}
+
+static int bench_hogwake(int argc, char **argv)
+{
+	struct hogwake h = { .rounds = 2000 };
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_worker_stats_t st = { 0 };
+	uint64_t q = 0;
+	int pre;
+
+	if (argc < 3 || argc > 4 || (strcmp(argv[2], "same") && strcmp(argv[2], "cross")))
+		usage();
+	h.cross = !strcmp(argv[2], "cross");
+	if (argc >= 4)
+		h.rounds = arg_long(argv[3], 10);
+	h.delay = calloc((size_t)h.rounds, sizeof(*h.delay));
+	if (!h.delay)
+		return 1;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = h.cross ? 2 : 1;
+	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
+	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	pre = prt_runtime_preemptive(rt, &q);
+	check(pre, "prt_runtime_preemptive");
+	if (!pre) {
+		/* The hog would keep worker 0 for good: the high fiber never runs. */
+		fprintf(stderr, "proxyrt_bench: hogwake: the runtime is cooperative (%s)\n",
+			prt_runtime_notice(rt) ? prt_runtime_notice(rt) : "PRT_PREEMPT_QUANTUM_NS=0");
+		prt_runtime_destroy(rt);
+		printf("peer=proxyrt workload=hogwake variant=%s status=skipped reason=cooperative\n",
+		       argv[2]);
+		return 1;
+	}
+	hw_run(rt, &h);
+	check(prt_worker_stats(rt, 0, &st), "prt_worker_stats");
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+	qsort(h.delay, (size_t)h.rounds, sizeof(*h.delay), cmp_i64);
+	printf("peer=proxyrt workload=hogwake variant=%s wake_p50_us=%.1f wake_p99_us=%.1f "
+	       "wake_max_us=%.1f rounds=%ld period_us=%u hog_spins=%llu preemptive=%d "
+	       "quantum_ns=%llu preemptions=%llu preempt_deferred=%llu workers=%d cpus=%d\n",
+	       argv[2], (double)h.delay[(h.rounds * 50 + 99) / 100 - 1] / 1e3,
+	       (double)h.delay[(h.rounds * 99 + 99) / 100 - 1] / 1e3,
+	       (double)h.delay[h.rounds - 1] / 1e3, h.rounds, HW_PERIOD_NS / 1000,
+	       (unsigned long long)atomic_load(&h.spins), pre, (unsigned long long)q,
+	       (unsigned long long)st.preemptions, (unsigned long long)st.preempt_deferred,
+	       cfg.nworkers, allowed_cpus());
+	free(h.delay);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -812,6 +1016,8 @@ int main(int argc, char **argv)
 		return bench_http(argc, argv);
 	if (!strcmp(argv[1], "preempt"))
 		return bench_preempt(argc, argv);
+	if (!strcmp(argv[1], "hogwake"))
+		return bench_hogwake(argc, argv);
 	fprintf(stderr, "proxyrt_bench: unknown subcommand '%s'\n", argv[1]);
 	usage();
 }

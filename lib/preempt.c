@@ -417,6 +417,15 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)))
 		atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
 					  memory_order_relaxed);
+	/*
+	 * A kick of this worker recorded under this lock hold (a sleeper
+	 * that run_timers() woke in preempt_eval() or in this pick) is
+	 * honoured too: only this thread picks, so it was recorded by this
+	 * thread, for what this pick chose among. Left set, rq_unlock would
+	 * kick this worker after the pick (prt__preempt_kick: a retry in
+	 * 50 us, interrupting whatever runs then for nothing).
+	 */
+	w->deferred &= ~(unsigned)PRT_DEFER_KICK;
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(p->serve_prio, -1);

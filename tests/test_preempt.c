@@ -205,6 +205,80 @@ static void test_sleeper_behind_hog(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- a wakeup the pick honoured interrupts nothing more --------------------------- */
+
+#define HONOURED_ROUNDS 5
+#define HONOURED_REGION_NS (5ull * 1000 * 1000)
+
+struct honoured {
+	atomic_int hog_running, done;
+	uint64_t deferred_in_regions; /* interrupts that came while the woken fiber ran */
+};
+
+static void *honoured_hog(void *arg)
+{
+	struct honoured *h = arg;
+	struct cap c;
+	uint64_t x = 3;
+
+	atomic_store(&h->hog_running, 1);
+	cap_init(&c);
+	while (!atomic_load_explicit(&h->done, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return NULL;
+}
+
+/* Each round: woken behind the hog (the watch), then run a while where no interrupt may stop it. */
+static void *honoured_sleeper(void *arg)
+{
+	struct honoured *h = arg;
+	prt_runtime_t *rt = prt_runtime_self();
+
+	while (!atomic_load(&h->hog_running))
+		prt_sleep_ns(1000 * 1000);
+	for (int i = 0; i < HONOURED_ROUNDS; i++) {
+		uint64_t d0, until;
+
+		prt_sleep_ns(1000 * 1000);
+		assert_int_equal(prt_preempt_disable(), 0);
+		d0 = stats_of(rt, 0).preempt_deferred;
+		for (until = prt_now_ns() + HONOURED_REGION_NS; prt_now_ns() < until;)
+			sink = spin_work(sink, 256);
+		h->deferred_in_regions += stats_of(rt, 0).preempt_deferred - d0;
+		assert_int_equal(prt_preempt_enable(), 0);
+	}
+	atomic_store(&h->done, 1);
+	return NULL;
+}
+
+/*
+ * One worker: a fiber at 24 that the timer watch wakes behind a hog at
+ * 16 runs, and nothing interrupts it afterwards: the pick that chose it
+ * honoured the wakeup. (It used to leave a kick to its own worker behind,
+ * which interrupted 50 us later whatever ran then: here the woken fiber,
+ * inside prt_preempt_disable(), where the interrupt counts as deferred.)
+ */
+static void test_honoured_wakeup_sends_no_kick(void **state)
+{
+	struct honoured h = { 0 };
+	prt_worker_stats_t st;
+	prt_runtime_t *rt;
+	prt_fiber_t s, g;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	s = spawn_at(rt, 24, 0, honoured_sleeper, &h);
+	g = spawn_at(rt, 16, 0, honoured_hog, &h);
+	join_ok(s);
+	join_ok(g);
+	st = stats_of(rt, 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0); /* first: a failure below leaves no handler */
+	assert_true(st.preemptions >= HONOURED_ROUNDS); /* the watch woke it */
+	assert_int_equal(h.deferred_in_regions, 0);
+}
+
 /* ---- time slices ------------------------------------------------------------------ */
 
 struct pair {
@@ -1522,6 +1596,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
+		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_tick_stops_above_contention),
 		cmocka_unit_test(test_dump_shows_preempted),
