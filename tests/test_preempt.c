@@ -136,9 +136,13 @@ static void test_quantum_zero_is_cooperative(void **state)
 	struct sigaction sa;
 	prt_runtime_t *rt;
 	prt_fiber_t a, b;
+	prt_runtime_config_t cfg;
 
 	(void)state;
-	rt = test_rt(1);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = 0;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	assert_int_equal(prt_runtime_preemptive(rt, NULL), 0);
 	assert_int_equal(sigaction(SIGRTMAX - 3, NULL, &sa), 0);
 	assert_true(!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL);
@@ -1435,7 +1439,7 @@ static void test_config(void **state)
 
 	(void)state;
 	prt_runtime_config_init(&cfg);
-	assert_int_equal(cfg.preempt_quantum_ns, 0);
+	assert_int_equal(cfg.preempt_quantum_ns, PRT_PREEMPT_QUANTUM_DEFAULT); /* preemptive */
 	assert_int_equal(cfg.preempt_signal, 0);
 	cfg.nworkers = 1;
 	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_MIN - 1;

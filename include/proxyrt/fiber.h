@@ -14,10 +14,12 @@ PRT_EXTERN_C_BEGIN
  * Strict priority: at each scheduling point a worker runs the
  * highest-priority fiber of its run queue, so a lower level runs only
  * when no higher level is runnable on that worker. There is no aging
- * and no time slice (as SCHED_FIFO between Linux real-time threads),
- * and fibers are cooperative: a running fiber keeps its worker until
- * its next scheduling point, and prt_yield() lets only the same or
- * higher levels run. Idle workers steal queued fibers, highest first.
+ * (as SCHED_FIFO between Linux real-time threads); fibers of one level
+ * share a worker in time slices (as SCHED_RR), a fiber that wakes
+ * interrupts a lower one (preemption: prt_runtime_config_t's
+ * preempt_quantum_ns; in a cooperative runtime a running fiber keeps
+ * its worker until its next scheduling point), and prt_yield() lets
+ * only the same or higher levels run. Idle workers steal queued fibers, highest first.
  * A lower-level fiber therefore starves while higher-level fibers stay
  * runnable on its worker. What to do about it (the README's
  * "Scheduling" says more): give work that must progress the same level
@@ -267,10 +269,11 @@ PRT_API int prt_unpark(prt_fiber_t f);
  * the fiber sleeps for good (UINT64_MAX means "never"). Returns 0,
  * -EPERM from a plain thread, -ENOMEM if the timer could not be recorded.
  * The timer lives on the worker the fiber slept on, which checks it at
- * every scheduling point; while that worker is busy with a fiber that
- * does not yield, an idle worker fires it (Go's timer stealing) and runs
- * the sleeper if its affinity allows. A sleeper only that worker may run
- * waits for it (fibers are cooperative).
+ * every scheduling point and, in a preemptive runtime, interrupts a
+ * lower-priority fiber that does not yield when it expires; an idle
+ * worker also fires it (Go's timer stealing) and runs the sleeper if its
+ * affinity allows. In a cooperative runtime a sleeper only that worker
+ * may run waits for its next scheduling point.
  * Context: a fiber; a scheduling point.
  */
 PRT_API int prt_sleep_until(uint64_t deadline_ns);
