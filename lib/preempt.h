@@ -32,8 +32,8 @@ struct prt__wpreempt {
 	pid_t tid;              /* the worker thread, which the timers aim at */
 	bool timers_ok;         /* the three timers exist */
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
-	/* preempt.c, "the timers". */
-	timer_t watch, tick, retry;
+	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
+	int watch, tick, retry;
 	/* Under the worker's rq.lock. */
 	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
 	bool ticking;           /* @tick runs */
