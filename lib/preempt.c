@@ -428,7 +428,7 @@ void prt__preempt_fn(void *arg)
  * code is among the program's and could be interrupted: its allocator,
  * or ThreadSanitizer's update of a thread's state, in the middle.
  */
-static bool runtime_shared(void *init, const char *name)
+static __attribute__((unused)) bool runtime_shared(void *init, const char *name)
 {
 	Dl_info di;
 
