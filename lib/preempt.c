@@ -17,7 +17,9 @@
  * tick while fibers of one priority share it, a one-shot watch for the
  * earliest timer of its heaps, and a retry the worker's own handler arms
  * after it refused to stop a fiber. Other threads interrupt a worker
- * with pthread_sigqueue. The handler decides only whether the fiber may be
+ * with pthread_sigqueue. The handler (preempt_sig.c: installed with the
+ * system call itself and compiled without ThreadSanitizer, which says
+ * why) decides only whether the fiber may be
  * stopped where it is; if so it makes it call preempt_fn() on its own
  * stack (arch/ctx.h), which takes the rq lock and decides as a
  * scheduling point would. Go does the same (doSigPreempt, asyncPreempt).

@@ -7,7 +7,8 @@
  * running fiber is interrupted by a signal aimed at the worker thread,
  * from its own POSIX timers (time slices, the timer watch, a deferred
  * preemption's retry) or from another thread (a wakeup of a fiber that
- * outranks what it runs). The handler runs no scheduler code: if the
+ * outranks what it runs). The handler (preempt_sig.c, which says why it
+ * is compiled apart) runs no scheduler code: if the
  * fiber may be stopped where it is, it makes it call preempt.c's
  * preempt_eval() on its own stack (arch/ctx.h, prt__ctx_interrupt),
  * which decides under the rq lock; else it defers. Off (quantum 0), none of this exists: no
@@ -81,7 +82,7 @@ enum {
 
 /*
  * Runtime creation: decide whether @rt preempts (cfg and the
- * PRT_PREEMPT_QUANTUM_NS environment; never under valgrind, TSan or a
+ * PRT_PREEMPT_QUANTUM_NS environment; never under valgrind or with a
  * sanitizer runtime linked into the program: a notice says so in
  * @notice), and if so take the signal handler and learn the code
  * ranges. 0 or -errno; nothing to undo on failure.
