@@ -193,10 +193,14 @@ static inline void *test_run_in(prt_runtime_t *rt, int prio, void *(*fn)(void *)
  * After a stress run, before destroying @rt: print whether it preempted
  * and how often (stderr). With PRT_STRESS_REQUIRE_PREEMPT=1 in the
  * environment (scripts/test.sh sets it where it forces a quantum), the
- * run must have been preemptive and preempted at least once: the
- * sanitizer builds run the stress tests preemptive for real.
+ * runtime must be preemptive and its handler must have taken interrupts;
+ * with @must_preempt, at least one must have stopped a fiber (a run long
+ * enough that one surely does: under ThreadSanitizer nearly every
+ * interrupt finds the fiber in the library or the sanitizer's runtime,
+ * and is deferred).
  */
-static inline void test_stress_preempt_report(prt_runtime_t *rt, const char *label)
+static inline void test_stress_preempt_report(prt_runtime_t *rt, const char *label,
+					      int must_preempt)
 {
 	const char *req = getenv("PRT_STRESS_REQUIRE_PREEMPT");
 	uint64_t q = 0, n = 0, deferred = 0;
@@ -213,7 +217,9 @@ static inline void test_stress_preempt_report(prt_runtime_t *rt, const char *lab
 		on, (unsigned long long)q, (unsigned long long)n, (unsigned long long)deferred);
 	if (req && !strcmp(req, "1")) {
 		assert_int_equal(on, 1);
-		assert_true(n > 0);
+		assert_true(n + deferred > 0);
+		if (must_preempt)
+			assert_true(n > 0);
 	}
 }
 
