@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 #include "dump_signal.h"
-#include "sigact.h"
 #include "runtime_int.h"
+#include "sigact.h"
 
 /* Runtimes with a dump signal at once. */
 #define PRT_DUMP_SLOTS 64

@@ -125,7 +125,10 @@ static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp
 	return sp && sp < base && addr < base;
 }
 
-/* What was there before; SIG_DFL or SIG_IGN: back to the default, and returning re-runs the access, which now kills. */
+/*
+ * What was there before. SIG_DFL or SIG_IGN: back to the default, and
+ * returning re-runs the access, which now kills.
+ */
 static void chain(int sig, siginfo_t *si, void *uc, const struct prt__sigact *old)
 {
 	if (!prt__sig_call(old, sig, si, uc))
