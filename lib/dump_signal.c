@@ -24,6 +24,7 @@
 
 #include "dump_signal.h"
 #include "runtime_int.h"
+#include "sigact.h"
 
 /* Runtimes with a dump signal at once. */
 #define PRT_DUMP_SLOTS 64
@@ -37,7 +38,7 @@ static struct {
 	int wfd;
 } slots[PRT_DUMP_SLOTS];
 static unsigned dump_users[NSIG];               /* dump_lock */
-static struct sigaction old_dump[NSIG];         /* dump_lock */
+static struct prt__sigact old_dump[NSIG];       /* dump_lock */
 
 static void dump_handler(int sig)
 {
@@ -89,7 +90,6 @@ static void *dump_thread(void *arg)
 
 int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 {
-	struct sigaction sa;
 	sigset_t all, old;
 	int slot = -1, err;
 
@@ -105,10 +105,6 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err)
 		goto fail_pipe;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = dump_handler;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&dump_lock);
 	/*
 	 * relaxed: a slot goes FREE <-> LIVE only under dump_lock, held here,
@@ -117,11 +113,11 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	for (int i = 0; i < PRT_DUMP_SLOTS && slot < 0; i++)
 		if (atomic_load_explicit(&slots[i].state, memory_order_relaxed) == SLOT_FREE)
 			slot = i;
-	if (slot < 0) {
+	if (slot < 0)
 		err = -EAGAIN;
-	} else if (dump_users[sig] == 0 && sigaction(sig, &sa, &old_dump[sig])) {
-		err = -errno;
-	} else {
+	else if (dump_users[sig] == 0)
+		err = prt__sig_take(sig, (void *)dump_handler, SA_RESTART, false, &old_dump[sig]);
+	if (!err) {
 		dump_users[sig]++;
 		slots[slot].wfd = rt->dump_pipe[1];
 		/* relaxed: published with wfd by the release below */
@@ -161,13 +157,9 @@ void prt__dump_signal_fini(struct prt_runtime *rt)
 		live = SLOT_LIVE;
 	/* relaxed: the slot is FREE, which the handler never takes; dump_lock orders the reuse */
 	atomic_store_explicit(&slots[slot].sig, 0, memory_order_relaxed);
-	if (--dump_users[rt->dump_sig] == 0) {
-		struct sigaction cur;
-
-		if (sigaction(rt->dump_sig, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
-		    cur.sa_handler == dump_handler)
-			sigaction(rt->dump_sig, &old_dump[rt->dump_sig], NULL);
-	}
+	/* Put back what was there, unless someone replaced ours since. */
+	if (--dump_users[rt->dump_sig] == 0)
+		prt__sig_put(rt->dump_sig, (const void *)dump_handler, false, &old_dump[rt->dump_sig]);
 	pthread_mutex_unlock(&dump_lock);
 	/* No handler writes to the pipe any more: EOF ends the thread. */
 	close(rt->dump_pipe[1]);

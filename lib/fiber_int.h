@@ -57,7 +57,8 @@ struct prt__fiber {
 	 * Queued by a preemption: it resumes only on that worker (compiled
 	 * code may hold a thread-local address in a register), so no thief,
 	 * proxy or migration takes it. Set under the rq lock as it is
-	 * queued, cleared by the fiber itself once it runs again.
+	 * queued, cleared by the fiber itself once it runs again (both
+	 * PRT_WRITE_ONCE: the dump reads it without the lock).
 	 */
 	bool preempted;
 	atomic_int state;                 /* enum prt__fstate */

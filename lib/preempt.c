@@ -17,7 +17,9 @@
  * tick while fibers of one priority share it, a one-shot watch for the
  * earliest timer of its heaps, and a retry the worker's own handler arms
  * after it refused to stop a fiber. Other threads interrupt a worker
- * with pthread_sigqueue. The handler decides only whether the fiber may be
+ * with pthread_sigqueue. The handler (preempt_sig.c: installed with the
+ * system call itself and compiled without ThreadSanitizer, which says
+ * why) decides only whether the fiber may be
  * stopped where it is; if so it makes it call preempt_fn() on its own
  * stack (arch/ctx.h), which takes the rq lock and decides as a
  * scheduling point would. Go does the same (doSigPreempt, asyncPreempt).
@@ -43,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #if PRT_USE_VALGRIND
@@ -50,6 +53,7 @@
 #endif
 
 #include "arch/ctx.h"
+#include "preempt_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
@@ -61,25 +65,10 @@ extern const char prt__text_end[] __attribute__((visibility("hidden")));
 
 static pthread_mutex_t preempt_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned sig_users[NSIG];          /* preempt_lock */
-static struct sigaction sig_old[NSIG];    /* preempt_lock; read by the handler to chain */
 static bool arch_ready;                   /* preempt_lock */
 
 /* ---- where a fiber may be stopped ----------------------------------------- */
 
-#define PRT_RANGES_MAX 256
-
-/*
- * Executable code a fiber may be stopped in, sorted by @lo: a seqlock
- * (odd @seq while rewritten under preempt_lock), read by the handler,
- * which treats a torn or changing table as "no".
- */
-static struct {
-	atomic_uint seq;
-	atomic_uint n;
-	struct {
-		_Atomic uintptr_t lo, hi;
-	} r[PRT_RANGES_MAX];
-} ranges;
 /* Loaded objects when the table was made (dl_iterate_phdr's counters); preempt_lock. */
 static unsigned long long ranges_adds, ranges_subs;
 static atomic_bool ranges_made;
@@ -202,20 +191,20 @@ static void ranges_make(void)
 		return; /* the old table stays */
 	dl_iterate_phdr(scan_obj, sc);
 	qsort(sc->r, sc->n, sizeof(sc->r[0]), cmp_range);
-	s = atomic_load_explicit(&ranges.seq, memory_order_relaxed);
-	atomic_store_explicit(&ranges.seq, s + 1, memory_order_relaxed);
+	s = atomic_load_explicit(&prt__ranges.seq, memory_order_relaxed);
+	atomic_store_explicit(&prt__ranges.seq, s + 1, memory_order_relaxed);
 	/*
 	 * release, each: a reader that loads (acquire) a value stored here
 	 * also sees the odd seq stored before it, and so discards its look
 	 * (a seqlock without fences, which TSan builds could not compile).
 	 */
 	for (unsigned i = 0; i < sc->n; i++) {
-		atomic_store_explicit(&ranges.r[i].lo, sc->r[i].lo, memory_order_release);
-		atomic_store_explicit(&ranges.r[i].hi, sc->r[i].hi, memory_order_release);
+		atomic_store_explicit(&prt__ranges.r[i].lo, sc->r[i].lo, memory_order_release);
+		atomic_store_explicit(&prt__ranges.r[i].hi, sc->r[i].hi, memory_order_release);
 	}
-	atomic_store_explicit(&ranges.n, sc->n, memory_order_release);
+	atomic_store_explicit(&prt__ranges.n, sc->n, memory_order_release);
 	/* release: pairs with the acquire load of seq in range_allowed() */
-	atomic_store_explicit(&ranges.seq, s + 2, memory_order_release);
+	atomic_store_explicit(&prt__ranges.seq, s + 2, memory_order_release);
 	ranges_adds = sc->adds;
 	ranges_subs = sc->subs;
 	atomic_store_explicit(&ranges_made, true, memory_order_relaxed);
@@ -243,35 +232,6 @@ static void ranges_check(void)
 	if (c[0] != ranges_adds || c[1] != ranges_subs)
 		ranges_make();
 	pthread_mutex_unlock(&preempt_lock);
-}
-
-/* Signal handler: may a fiber be stopped at @pc? Async-signal-safe. */
-static bool range_allowed(uintptr_t pc)
-{
-	/* acquire: pairs with the release store that ends ranges_make() */
-	unsigned s = atomic_load_explicit(&ranges.seq, memory_order_acquire);
-	/* acquire, here and for each entry: pairs with the release stores of ranges_make() */
-	unsigned lo = 0, hi = atomic_load_explicit(&ranges.n, memory_order_acquire);
-	bool ok = false;
-
-	if (s & 1)
-		return false;
-	if (hi > PRT_RANGES_MAX)
-		hi = PRT_RANGES_MAX;
-	while (lo < hi) {
-		unsigned mid = lo + (hi - lo) / 2;
-
-		if (pc < atomic_load_explicit(&ranges.r[mid].lo, memory_order_acquire)) {
-			hi = mid;
-		} else if (pc >= atomic_load_explicit(&ranges.r[mid].hi, memory_order_acquire)) {
-			lo = mid + 1;
-		} else {
-			ok = true;
-			break;
-		}
-	}
-	/* relaxed: after the acquire loads above, which it cannot pass */
-	return ok && atomic_load_explicit(&ranges.seq, memory_order_relaxed) == s;
 }
 
 PRT_API int prt_preempt_deny_range(const void *start, const void *end)
@@ -332,17 +292,6 @@ PRT_API int prt_preempt_deny_object(const char *name)
  *          could not stop the fiber (defer()).
  */
 
-static void settime(timer_t t, int flags, uint64_t value, uint64_t interval)
-{
-	struct itimerspec its;
-
-	its.it_value.tv_sec = (time_t)(value / 1000000000u);
-	its.it_value.tv_nsec = (long)(value % 1000000000u);
-	its.it_interval.tv_sec = (time_t)(interval / 1000000000u);
-	its.it_interval.tv_nsec = (long)(interval % 1000000000u);
-	timer_settime(t, flags, &its, NULL);
-}
-
 /* Start @tick; rq lock held. @snap: the switch count the first tick compares with. */
 static void tick_start(struct prt__worker *w, uint64_t snap)
 {
@@ -350,13 +299,13 @@ static void tick_start(struct prt__worker *w, uint64_t snap)
 
 	p->ticking = true;
 	atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed); /* this thread's */
-	settime(p->tick, 0, p->quantum, p->quantum);
+	prt__preempt_settime(p->tick, 0, p->quantum, p->quantum);
 }
 
 static void tick_stop(struct prt__worker *w)
 {
 	w->pw.ticking = false;
-	settime(w->pw.tick, 0, 0, 0);
+	prt__preempt_settime(w->pw.tick, 0, 0, 0);
 }
 
 /*
@@ -382,20 +331,8 @@ static void watch_arm(struct prt__worker *w)
 		d = prt__timers_first(&w->iotimers);
 	if (d < p->watch_at) {
 		p->watch_at = d;
-		settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* 0 would disarm */
+		prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* 0 would disarm */
 	}
-}
-
-/*
- * Arm @retry @ns from now, unless it is armed already: the worker thread
- * only (its handler, or a fiber on it). Async-signal-safe.
- */
-static void arm_retry(struct prt__worker *w, uint64_t ns)
-{
-	/* relaxed: this thread's; its handler clears it when the retry comes */
-	if (atomic_exchange_explicit(&w->pw.retry_armed, 1, memory_order_relaxed))
-		return;
-	settime(w->pw.retry, 0, ns, 0);
 }
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
@@ -475,7 +412,7 @@ void prt__preempt_kick(struct prt__worker *t)
 		/* Queued by the fiber it runs, in the runtime's code: once it is out of it. */
 		atomic_fetch_or_explicit(&t->pw.events, PRT_PEV_PENDING(PRT_PSRC_KICK),
 					 memory_order_relaxed);
-		arm_retry(t, PRT_PREEMPT_RETRY_NS);
+		prt__preempt_arm_retry(t, PRT_PREEMPT_RETRY_NS);
 		return;
 	}
 	if (pthread_sigqueue(t->thread, t->pw.sig, v))
@@ -534,7 +471,7 @@ void prt__preempt_idle(struct prt__worker *w)
 /* Switch the preempted fiber out: at the head of its level, or at the tail when its slice ended. */
 static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice)
 {
-	self->preempted = true;
+	PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
 	prt__stat_inc(&w->stats.preemptions, 1);
@@ -542,7 +479,7 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 		prt__stat_inc(&w->stats.time_slices, 1);
 	prt__reschedule(w, self);
 	/* Running again, on the worker it was stopped on (even if no longer allowed there). */
-	self->preempted = false;
+	PRT_WRITE_ONCE(self->preempted, false);
 }
 
 /*
@@ -598,7 +535,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 }
 
 /* What the interrupted fiber calls (arch/ctx.h): @arg is (char *)w + why. errno is the fiber's. */
-static void preempt_fn(void *arg)
+void prt__preempt_fn(void *arg)
 {
 	uintptr_t a = (uintptr_t)arg;
 	int saved = errno;
@@ -607,165 +544,32 @@ static void preempt_fn(void *arg)
 	errno = saved;
 }
 
-/* ---- the signal handler ------------------------------------------------------------- */
-
-static uintptr_t uc_pc(const void *ucv)
-{
-	const ucontext_t *uc = ucv;
-
-#if defined(__x86_64__)
-	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-#elif defined(__aarch64__)
-	return (uintptr_t)uc->uc_mcontext.pc;
-#else
-	(void)uc;
-	return 0;
-#endif
-}
-
-static uintptr_t uc_sp(const void *ucv)
-{
-	const ucontext_t *uc = ucv;
-
-#if defined(__x86_64__)
-	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-	return (uintptr_t)uc->uc_mcontext.sp;
-#else
-	(void)uc;
-	return 0;
-#endif
-}
-
-/*
- * Was the fiber running on its own stack, and does this handler run
- * elsewhere? Not so in a handler of the application's that the signal
- * interrupted on an alternate stack (its frame is not the fiber's to
- * switch away from), nor when this handler runs on the fiber's stack
- * (the interrupt frame would go where it runs).
- */
-static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
-{
-	uintptr_t base = (uintptr_t)f->stack.base, sp = uc_sp(uc);
-	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
-
-	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
-}
-
-/*
- * The fiber could not be stopped where it is: at its next scheduling
- * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
- * (0: none).
- */
-static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
-{
-	/* relaxed: the worker's own thread reads it */
-	atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_PENDING(src), memory_order_relaxed);
-	prt__stat_inc(&w->stats.preempt_deferred, 1);
-	if (retry_ns)
-		arm_retry(w, retry_ns);
-}
-
-/*
- * How soon to try again. A tick needs no retry when the fiber is in the
- * library's own code: it is in a runtime call, which nearly always
- * reaches a scheduling point soon, and else the next tick comes. Anywhere
- * else (libc in a loop), and for wakeups and the timer watch: 50 us.
- */
-static uint64_t retry_ns(unsigned src, uintptr_t pc)
-{
-	if (src == PRT_PSRC_TICK && pc >= (uintptr_t)prt__text_start && pc < (uintptr_t)prt__text_end)
-		return 0;
-	return PRT_PREEMPT_RETRY_NS;
-}
-
-static void interrupt(struct prt__worker *w, unsigned src, void *uc)
-{
-	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
-	uintptr_t pc = uc_pc(uc), base = (uintptr_t)f->stack.base;
-
-	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
-		return; /* its last pick found nothing: it looks for work already */
-	if (f == &w->idle) {
-		/* Between a pick and the switch to what it chose: once that runs. */
-		defer(w, src, PRT_PREEMPT_RETRY_NS);
-		return;
-	}
-	if (atomic_load_explicit(&f->preempt_count, memory_order_relaxed)) {
-		defer(w, src, 0); /* prt_preempt_enable() honours it */
-		return;
-	}
-	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
-	    !prt__ctx_interrupt(uc, preempt_fn, (char *)w + src, base + PRT_PREEMPT_STACK_RESERVE))
-		defer(w, src, retry_ns(src, pc));
-}
-
-/* Not ours: what the application had. SIG_DFL and SIG_IGN drop it (an RT signal's default would end the process). */
-static void chain(int sig, siginfo_t *si, void *uc)
-{
-	const struct sigaction *old = &sig_old[sig];
-
-	if (old->sa_flags & SA_SIGINFO) {
-		if (old->sa_sigaction)
-			old->sa_sigaction(sig, si, uc);
-	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-		old->sa_handler(sig);
-	}
-}
-
-static void preempt_handler(int sig, siginfo_t *si, void *uc)
-{
-	struct prt__worker *w = prt__cur_worker();
-	int saved = errno;
-	uintptr_t src;
-
-	/* Ours: from one of w's timers or a pthread_sigqueue of its runtime, naming w. */
-	if (!w || !w->pw.quantum || (si->si_code != SI_TIMER && si->si_code != SI_QUEUE) ||
-	    (src = (uintptr_t)si->si_value.sival_ptr - (uintptr_t)w) > PRT_PSRC_MAX) {
-		chain(sig, si, uc);
-		errno = saved;
-		return;
-	}
-	/*
-	 * A tick that finds the worker switched since the previous one: no
-	 * slice ran out, and the look (preempt_eval) would only note the
-	 * count. Note it here: a tick then costs the signal alone, where
-	 * fibers switch by themselves (relaxed: this thread's counters).
-	 */
-	if (src == PRT_PSRC_TICK) {
-		uint64_t sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
-
-		/* (An empty run queue: the look stops the tick.) */
-		if (sw != atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed) &&
-		    PRT_READ_ONCE(w->rq.bitmap)) {
-			atomic_store_explicit(&w->pw.tick_snap, sw, memory_order_relaxed);
-			errno = saved;
-			return;
-		}
-	}
-	/* relaxed, both: read on this thread (watch_arm(), arm_retry()) */
-	if (src == PRT_PSRC_WATCH)
-		atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_WATCH_FIRED, memory_order_relaxed);
-	if (src == PRT_PSRC_RETRY) {
-		atomic_store_explicit(&w->pw.retry_armed, 0, memory_order_relaxed);
-		/* What it retries was honoured meanwhile (a scheduling point): nothing to do. */
-		if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
-			errno = saved;
-			return;
-		}
-	}
-	interrupt(w, (unsigned)src, uc);
-	errno = saved;
-}
-
 /* ---- set-up ------------------------------------------------------------------------ */
+
+/*
+ * Is the sanitizer runtime that defines @init a shared library? Then it
+ * is a denied object. Linked into the program (clang's default), its
+ * code is among the program's and could be interrupted: its allocator,
+ * or ThreadSanitizer's update of a thread's state, in the middle.
+ */
+static __attribute__((unused)) bool runtime_shared(void *init, const char *name)
+{
+	Dl_info di;
+
+	return init && dladdr(init, &di) && di.dli_fname && strstr(di.dli_fname, ".so") &&
+	       (strstr(di.dli_fname, name) || strstr(di.dli_fname, "clang_rt."));
+}
 
 /* Why this process cannot preempt, or NULL. */
 static const char *cannot_preempt(void)
 {
 #if PRT_USE_TSAN
-	/* TSan delivers an asynchronous signal late, with a copy of the context. */
-	return "ThreadSanitizer delivers signals late";
+	{
+		extern void __tsan_init(void) __attribute__((weak));
+
+		if (!runtime_shared((void *)__tsan_init, "libtsan"))
+			return "the ThreadSanitizer runtime is linked into the program";
+	}
 #endif
 #if PRT_USE_VALGRIND
 	if (RUNNING_ON_VALGRIND)
@@ -774,11 +578,8 @@ static const char *cannot_preempt(void)
 #if PRT_USE_ASAN
 	{
 		extern void __asan_init(void) __attribute__((weak));
-		Dl_info di;
 
-		/* Its allocator inside the program could be interrupted: only the shared runtime is denied. */
-		if (!__asan_init || !dladdr((void *)__asan_init, &di) || !di.dli_fname ||
-		    (!strstr(di.dli_fname, "libasan") && !strstr(di.dli_fname, "clang_rt.asan")))
+		if (!runtime_shared((void *)__asan_init, "libasan"))
 			return "the ASan runtime is linked into the program";
 	}
 #endif
@@ -800,22 +601,23 @@ static uint64_t env_quantum(uint64_t q)
 	return v;
 }
 
+/*
+ * Take @sig for the handler (the first runtime that uses it), with the
+ * system call itself (sigact.h: an interposed sigaction() must not
+ * wrap it). SA_RESTART: a syscall the signal interrupts is restarted
+ * where the kernel can. preempt_lock held.
+ */
 static int handler_get(int sig)
 {
-	struct sigaction sa;
+	int err;
 
 	if (sig_users[sig]++)
 		return 0;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = preempt_handler;
-	/* SA_RESTART: a syscall the signal interrupts is restarted where the kernel can. */
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(sig, &sa, &sig_old[sig])) {
+	err = prt__sig_take(sig, (void *)prt__preempt_handler, SA_SIGINFO | SA_ONSTACK | SA_RESTART,
+			    true, &prt__preempt_old[sig]);
+	if (err)
 		sig_users[sig]--;
-		return -errno;
-	}
-	return 0;
+	return err;
 }
 
 int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char *notice,
@@ -865,14 +667,9 @@ void prt__preempt_rt_fini(struct prt_runtime *rt)
 	if (!rt->preempt_quantum)
 		return;
 	pthread_mutex_lock(&preempt_lock);
-	if (sig_users[sig] && --sig_users[sig] == 0) {
-		struct sigaction cur;
-
-		/* Put back what was there, unless someone replaced ours since. */
-		if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-		    cur.sa_sigaction == preempt_handler)
-			sigaction(sig, &sig_old[sig], NULL);
-	}
+	/* Put back what was there, unless someone replaced ours since. */
+	if (sig_users[sig] && --sig_users[sig] == 0)
+		prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
 	pthread_mutex_unlock(&preempt_lock);
 	rt->preempt_quantum = 0;
 }
@@ -880,7 +677,7 @@ void prt__preempt_rt_fini(struct prt_runtime *rt)
 int prt__preempt_worker_start(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	timer_t *t[3] = { &p->watch, &p->tick, &p->retry };
+	int *t[3] = { &p->watch, &p->tick, &p->retry };
 	struct sigevent ev;
 	sigset_t set;
 
@@ -898,11 +695,12 @@ int prt__preempt_worker_start(struct prt__worker *w)
 	for (int i = 0; i < 3; i++) {
 		/* Which timer sent a signal: PRT_PSRC_WATCH, _TICK, _RETRY (0, 1, 2). */
 		ev.sigev_value.sival_ptr = (char *)w + i;
-		if (timer_create(CLOCK_MONOTONIC, &ev, t[i])) {
+		/* The system call itself: the handler sets them so (prt__preempt_settime). */
+		if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &ev, t[i])) {
 			int err = -errno;
 
 			while (i-- > 0)
-				timer_delete(*t[i]);
+				syscall(SYS_timer_delete, *t[i]);
 			return err;
 		}
 	}
@@ -914,9 +712,9 @@ void prt__preempt_worker_stop(struct prt__worker *w)
 {
 	if (!w->pw.timers_ok)
 		return;
-	timer_delete(w->pw.watch);
-	timer_delete(w->pw.tick);
-	timer_delete(w->pw.retry);
+	syscall(SYS_timer_delete, w->pw.watch);
+	syscall(SYS_timer_delete, w->pw.tick);
+	syscall(SYS_timer_delete, w->pw.retry);
 	w->pw.timers_ok = false;
 }
 

@@ -7,7 +7,8 @@
  * running fiber is interrupted by a signal aimed at the worker thread,
  * from its own POSIX timers (time slices, the timer watch, a deferred
  * preemption's retry) or from another thread (a wakeup of a fiber that
- * outranks what it runs). The handler runs no scheduler code: if the
+ * outranks what it runs). The handler (preempt_sig.c, which says why it
+ * is compiled apart) runs no scheduler code: if the
  * fiber may be stopped where it is, it makes it call preempt.c's
  * preempt_eval() on its own stack (arch/ctx.h, prt__ctx_interrupt),
  * which decides under the rq lock; else it defers. Off (quantum 0), none of this exists: no
@@ -32,8 +33,8 @@ struct prt__wpreempt {
 	pid_t tid;              /* the worker thread, which the timers aim at */
 	bool timers_ok;         /* the three timers exist */
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
-	/* preempt.c, "the timers". */
-	timer_t watch, tick, retry;
+	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
+	int watch, tick, retry;
 	/* Under the worker's rq.lock. */
 	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
 	bool ticking;           /* @tick runs */
@@ -92,7 +93,7 @@ enum {
 
 /*
  * Runtime creation: decide whether @rt preempts (cfg and the
- * PRT_PREEMPT_QUANTUM_NS environment; never under valgrind, TSan or a
+ * PRT_PREEMPT_QUANTUM_NS environment; never under valgrind or with a
  * sanitizer runtime linked into the program: a notice says so in
  * @notice), and if so take the signal handler and learn the code
  * ranges. 0 or -errno; nothing to undo on failure.

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "runtime_int.h"
+#include "sigact.h"
 #include "signal_int.h"
 #include "worker.h"
 
@@ -40,7 +41,7 @@
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned overflow_users;                 /* sig_lock */
 static uintptr_t guard_size;                    /* a page; set before the handler */
-static struct sigaction old_segv, old_bus;      /* sig_lock; read by the handler */
+static struct prt__sigact old_segv, old_bus;   /* sig_lock; read by the handler */
 
 /* ---- async-signal-safe message ---------------------------------------------------- */
 
@@ -124,16 +125,14 @@ static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp
 	return sp && sp < base && addr < base;
 }
 
-static void chain(int sig, siginfo_t *si, void *uc, const struct sigaction *old)
+/*
+ * What was there before. SIG_DFL or SIG_IGN: back to the default, and
+ * returning re-runs the access, which now kills.
+ */
+static void chain(int sig, siginfo_t *si, void *uc, const struct prt__sigact *old)
 {
-	if (old->sa_flags & SA_SIGINFO) {
-		old->sa_sigaction(sig, si, uc);
-	} else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
-		/* Back to the default; returning re-runs the access, which now kills. */
+	if (!prt__sig_call(old, sig, si, uc))
 		signal(sig, SIG_DFL);
-	} else {
-		old->sa_handler(sig);
-	}
 }
 
 static void fault_handler(int sig, siginfo_t *si, void *uc)
@@ -150,43 +149,30 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 
 int prt__overflow_handler_get(void)
 {
-	struct sigaction sa;
+	const unsigned long flags = SA_SIGINFO | SA_ONSTACK;
 	int err = 0;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = fault_handler;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&sig_lock);
 	guard_size = (uintptr_t)sysconf(_SC_PAGESIZE); /* sysconf is no signal-safe call */
 	if (overflow_users++ == 0) {
-		if (sigaction(SIGSEGV, &sa, &old_segv) || sigaction(SIGBUS, &sa, &old_bus)) {
-			err = -errno;
-			sigaction(SIGSEGV, &old_segv, NULL);
+		/* Through libc's sigaction() (and a sanitizer's): faults are synchronous. */
+		err = prt__sig_take(SIGSEGV, (void *)fault_handler, flags, false, &old_segv);
+		if (!err && (err = prt__sig_take(SIGBUS, (void *)fault_handler, flags, false, &old_bus)))
+			prt__sig_put(SIGSEGV, (const void *)fault_handler, false, &old_segv);
+		if (err)
 			overflow_users = 0;
-		}
 	}
 	pthread_mutex_unlock(&sig_lock);
 	return err;
-}
-
-/* Put back what was there, unless someone replaced our handler since. */
-static void restore_if_ours(int sig, void (*ours)(int, siginfo_t *, void *),
-			    const struct sigaction *old)
-{
-	struct sigaction cur;
-
-	if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-	    cur.sa_sigaction == ours)
-		sigaction(sig, old, NULL);
 }
 
 void prt__overflow_handler_put(void)
 {
 	pthread_mutex_lock(&sig_lock);
 	if (overflow_users && --overflow_users == 0) {
-		restore_if_ours(SIGSEGV, fault_handler, &old_segv);
-		restore_if_ours(SIGBUS, fault_handler, &old_bus);
+		/* Put back what was there, unless someone replaced our handler since. */
+		prt__sig_put(SIGSEGV, (const void *)fault_handler, false, &old_segv);
+		prt__sig_put(SIGBUS, (const void *)fault_handler, false, &old_bus);
 	}
 	pthread_mutex_unlock(&sig_lock);
 }

@@ -9,7 +9,7 @@
 #include "worker.h"
 
 /* initial-exec: a plain %fs load, also in the shared library. */
-static __thread struct prt__worker *tls_worker __attribute__((tls_model("initial-exec")));
+__thread struct prt__worker *prt__tls_worker __attribute__((tls_model("initial-exec")));
 
 /*
  * Never inlined: a fiber may resume on another worker after any switch,
@@ -21,13 +21,13 @@ prt__noinline struct prt__worker *prt__cur_worker(void)
 	struct prt__worker *w;
 
 	__asm__ __volatile__("" ::: "memory");
-	w = tls_worker;
+	w = prt__tls_worker;
 	return w;
 }
 
 void prt__set_cur_worker(struct prt__worker *w)
 {
-	tls_worker = w;
+	prt__tls_worker = w;
 }
 
 static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,

@@ -7,6 +7,13 @@
 struct prt__fiber;
 struct prt__worker;
 
+/*
+ * The calling thread's worker. Read it through prt__cur_worker(); only
+ * the preemption handler reads it itself (preempt_sig.c: it calls no
+ * instrumented code, and no fiber switches under it).
+ */
+extern __thread struct prt__worker *prt__tls_worker __attribute__((tls_model("initial-exec")));
+
 /* The worker running the caller, or NULL on a plain thread. */
 struct prt__worker *prt__cur_worker(void);
 /* The calling thread becomes worker @w (NULL: none any more). */

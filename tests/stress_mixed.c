@@ -400,6 +400,7 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 	for (int op = 0; op < OP_N; op++)
 		fprintf(stderr, "%s%s=%ld", op ? " " : "", op_names[op], atomic_load(&x->ops[op]));
 	fprintf(stderr, ")\n");
+	test_stress_preempt_report(x->rt, label, 1);
 	assert_int_equal(prt_runtime_destroy(x->rt), 0);
 	free(fa);
 	free(x->progress);

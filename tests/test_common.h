@@ -189,4 +189,38 @@ static inline void *test_run_in(prt_runtime_t *rt, int prio, void *(*fn)(void *)
 		}                                                                      \
 	} while (0)
 
+/*
+ * After a stress run, before destroying @rt: print whether it preempted
+ * and how often (stderr). With PRT_STRESS_REQUIRE_PREEMPT=1 in the
+ * environment (scripts/test.sh sets it where it forces a quantum), the
+ * runtime must be preemptive and its handler must have taken interrupts;
+ * with @must_preempt, at least one must have stopped a fiber (a run long
+ * enough that one surely does: under ThreadSanitizer nearly every
+ * interrupt finds the fiber in the library or the sanitizer's runtime,
+ * and is deferred).
+ */
+static inline void test_stress_preempt_report(prt_runtime_t *rt, const char *label,
+					      int must_preempt)
+{
+	const char *req = getenv("PRT_STRESS_REQUIRE_PREEMPT");
+	uint64_t q = 0, n = 0, deferred = 0;
+	int on = prt_runtime_preemptive(rt, &q);
+
+	for (int i = 0; i < prt_runtime_nworkers(rt); i++) {
+		prt_worker_stats_t st;
+
+		assert_int_equal(prt_worker_stats(rt, i, &st), 0);
+		n += st.preemptions;
+		deferred += st.preempt_deferred;
+	}
+	fprintf(stderr, "%s: preemptive=%d quantum_ns=%llu preemptions=%llu deferred=%llu\n", label,
+		on, (unsigned long long)q, (unsigned long long)n, (unsigned long long)deferred);
+	if (req && !strcmp(req, "1")) {
+		assert_int_equal(on, 1);
+		assert_true(n + deferred > 0);
+		if (must_preempt)
+			assert_true(n > 0);
+	}
+}
+
 #endif

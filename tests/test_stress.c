@@ -222,6 +222,7 @@ static void test_stress_timedlock(void **state)
 	}
 	assert_true(atomic_load(&s_rounds) > 0 && total >= atomic_load(&s_rounds));
 	assert_true(atomic_load(&s_timeouts) + atomic_load(&s_deadlocks) > 0); /* back-off exercised */
+	test_stress_preempt_report(s_rt, "stress", 0); /* 2 s, mostly in the library */
 	assert_int_equal(prt_runtime_destroy(s_rt), 0);
 }
 

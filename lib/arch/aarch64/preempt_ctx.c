@@ -6,7 +6,6 @@
  */
 #include <signal.h>
 #include <stdint.h>
-#include <string.h>
 #include <ucontext.h>
 
 #include "../ctx.h"
@@ -50,9 +49,9 @@ static bool frame_movable(const ucontext_t *uc)
 	size_t off = 0, n = sizeof(uc->uc_mcontext.__reserved);
 
 	while (n - off >= sizeof(struct rec)) {
-		struct rec r;
+		/* Records are 16-byte aligned in __reserved, itself 16-byte aligned. */
+		struct rec r = *(const struct rec *)(const void *)(p + off);
 
-		memcpy(&r, p + off, sizeof(r));
 		if (r.magic == 0)
 			return r.size == 0; /* the terminator */
 		if (r.magic == PRT_EXTRA_MAGIC || r.magic == PRT_GCS_MAGIC || r.size < sizeof(r) ||
@@ -62,6 +61,22 @@ static bool frame_movable(const ucontext_t *uc)
 	}
 	return false;
 }
+
+/*
+ * Word by word through a volatile pointer, so that no compiler makes it
+ * a call to memcpy or memset: the signal handler runs this, and a
+ * sanitizer intercepts those (lib/preempt_sig.c).
+ */
+static void copy_words(void *dst, const void *src, size_t n)
+{
+	volatile uint64_t *d = dst;
+	const uint64_t *s = src;
+
+	for (size_t i = 0; i < n / 8; i++)
+		d[i] = s ? s[i] : 0;
+}
+
+_Static_assert(sizeof(siginfo_t) % 8 == 0 && sizeof(ucontext_t) % 8 == 0, "copied in words");
 
 bool prt__ctx_interrupt(void *ucv, void (*fn)(void *), void *arg, uintptr_t stack_lo)
 {
@@ -74,8 +89,8 @@ bool prt__ctx_interrupt(void *ucv, void (*fn)(void *), void *arg, uintptr_t stac
 	    !frame_movable(uc))
 		return false;
 	f = (struct rt_frame *)((sp - sizeof(*f)) & ~(uintptr_t)15);
-	memset(&f->info, 0, sizeof(f->info));
-	memcpy(&f->uc, uc, sizeof(*uc));
+	copy_words(&f->info, NULL, sizeof(f->info));
+	copy_words(&f->uc, uc, sizeof(*uc));
 	uc->uc_mcontext.sp = (uintptr_t)f;
 	uc->uc_mcontext.pc = (uintptr_t)prt__preempt_tramp;
 	uc->uc_mcontext.regs[0] = (uintptr_t)arg;

@@ -198,4 +198,23 @@ prt__preempt_tramp:
 	.cfi_endproc
 	.size	prt__preempt_tramp, .-prt__preempt_tramp
 
+/*
+ * The restorer of a handler installed with the rt_sigaction system call
+ * itself (lib/sigact.c): an x86-64 handler returns here, which returns
+ * from the signal. The same two instructions as libc's __restore_rt, and
+ * like it no unwind table entry: unwinders (libgcc's, gdb's) recognise
+ * a signal frame by these bytes. The nop: an unwinder looks up the
+ * address before a return address.
+ */
+	.globl	prt__sig_restorer
+	.hidden	prt__sig_restorer
+	.type	prt__sig_restorer, @function
+	.p2align 4
+	nop
+prt__sig_restorer:
+	movq	$15, %rax		/* __NR_rt_sigreturn */
+	syscall
+	hlt				/* not reached */
+	.size	prt__sig_restorer, .-prt__sig_restorer
+
 	.section .note.GNU-stack,"",@progbits

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The preemption signal's handler and everything it calls (preempt.c
+ * says what preemption is; docs/design.md, "Preemption").
+ *
+ * Compiled without ThreadSanitizer (meson.build, proxyrt_nosan), with
+ * lib/arch/<arch>/preempt_ctx.c and sigact.c: the handler is installed
+ * with the rt_sigaction system call itself (sigact.h, @raw), so the
+ * kernel runs it at once with the real interrupted context, not
+ * ThreadSanitizer's interceptor later with a copy, in which a rewritten
+ * context would be lost. ThreadSanitizer then does not know a handler
+ * runs, and the interrupted code may be its own runtime in the middle
+ * of updating the thread's state: so this code calls nothing of it (no
+ * instrumented code, no __tsan_func_entry, no intercepted libc call:
+ * the timers are set with the system call itself, no memcpy), and it
+ * never stops a fiber inside it (the runtime's library is a denied
+ * object, preempt.c). The fiber, once stopped, calls prt__preempt_fn()
+ * after the handler has returned, as if it had called it itself:
+ * instrumented code, at a point ThreadSanitizer sees as a call.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "arch/ctx.h"
+#include "preempt_int.h"
+#include "runtime_int.h"
+#include "sched_priv.h"
+#include "worker.h"
+
+/* The library's code, one section (lib/proxyrt_text.ld). */
+extern const char prt__text_start[] __attribute__((visibility("hidden")));
+extern const char prt__text_end[] __attribute__((visibility("hidden")));
+
+struct prt__ranges prt__ranges;
+struct prt__sigact prt__preempt_old[NSIG];
+
+/* May a fiber be stopped at @pc? Async-signal-safe. */
+static bool range_allowed(uintptr_t pc)
+{
+	struct prt__ranges *t = &prt__ranges;
+	/* acquire: pairs with the release store that ends ranges_make() */
+	unsigned s = atomic_load_explicit(&t->seq, memory_order_acquire);
+	/* acquire, here and for each entry: pairs with the release stores of ranges_make() */
+	unsigned lo = 0, hi = atomic_load_explicit(&t->n, memory_order_acquire);
+	bool ok = false;
+
+	if (s & 1)
+		return false;
+	if (hi > PRT_RANGES_MAX)
+		hi = PRT_RANGES_MAX;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (pc < atomic_load_explicit(&t->r[mid].lo, memory_order_acquire)) {
+			hi = mid;
+		} else if (pc >= atomic_load_explicit(&t->r[mid].hi, memory_order_acquire)) {
+			lo = mid + 1;
+		} else {
+			ok = true;
+			break;
+		}
+	}
+	/* relaxed: after the acquire loads above, which it cannot pass */
+	return ok && atomic_load_explicit(&t->seq, memory_order_relaxed) == s;
+}
+
+/* ---- the timers (preempt.c, "the timers") ------------------------------------ */
+
+void prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interval)
+{
+	struct itimerspec its;
+
+	its.it_value.tv_sec = (time_t)(value / 1000000000u);
+	its.it_value.tv_nsec = (long)(value % 1000000000u);
+	its.it_interval.tv_sec = (time_t)(interval / 1000000000u);
+	its.it_interval.tv_nsec = (long)(interval % 1000000000u);
+	syscall(SYS_timer_settime, timer, flags, &its, NULL);
+}
+
+void prt__preempt_arm_retry(struct prt__worker *w, uint64_t ns)
+{
+	/* relaxed: this thread's; its handler clears it when the retry comes */
+	if (atomic_exchange_explicit(&w->pw.retry_armed, 1, memory_order_relaxed))
+		return;
+	prt__preempt_settime(w->pw.retry, 0, ns, 0);
+}
+
+/* ---- the handler ---------------------------------------------------------------- */
+
+static uintptr_t uc_pc(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.pc;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+static uintptr_t uc_sp(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.sp;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+/*
+ * Was the fiber running on its own stack, and does this handler run
+ * elsewhere? Not so in a handler of the application's that the signal
+ * interrupted on an alternate stack (its frame is not the fiber's to
+ * switch away from), nor when this handler runs on the fiber's stack
+ * (the interrupt frame would go where it runs).
+ */
+static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
+{
+	uintptr_t base = (uintptr_t)f->stack.base, sp = uc_sp(uc);
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+
+	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
+}
+
+/*
+ * The fiber could not be stopped where it is: at its next scheduling
+ * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
+ * (0: none).
+ */
+static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
+{
+	/* relaxed: the worker's own thread reads it */
+	atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_PENDING(src), memory_order_relaxed);
+	prt__stat_inc(&w->stats.preempt_deferred, 1);
+	if (retry_ns)
+		prt__preempt_arm_retry(w, retry_ns);
+}
+
+/*
+ * How soon to try again. A tick needs no retry when the fiber is in the
+ * library's own code: it is in a runtime call, which nearly always
+ * reaches a scheduling point soon, and else the next tick comes. Anywhere
+ * else (libc in a loop, a sanitizer's runtime), and for wakeups and the
+ * timer watch: 50 us.
+ */
+static uint64_t retry_ns(unsigned src, uintptr_t pc)
+{
+	if (src == PRT_PSRC_TICK && pc >= (uintptr_t)prt__text_start && pc < (uintptr_t)prt__text_end)
+		return 0;
+	return PRT_PREEMPT_RETRY_NS;
+}
+
+static void interrupt(struct prt__worker *w, unsigned src, void *uc)
+{
+	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
+	uintptr_t pc = uc_pc(uc), base = (uintptr_t)f->stack.base;
+
+	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
+		return; /* its last pick found nothing: it looks for work already */
+	if (f == &w->idle) {
+		/* Between a pick and the switch to what it chose: once that runs. */
+		defer(w, src, PRT_PREEMPT_RETRY_NS);
+		return;
+	}
+	if (atomic_load_explicit(&f->preempt_count, memory_order_relaxed)) {
+		defer(w, src, 0); /* prt_preempt_enable() honours it */
+		return;
+	}
+	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
+	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
+				base + PRT_PREEMPT_STACK_RESERVE))
+		defer(w, src, retry_ns(src, pc));
+}
+
+void prt__preempt_handler(int sig, siginfo_t *si, void *uc)
+{
+	/* Not prt__cur_worker(): instrumented code (worker.c). */
+	struct prt__worker *w = prt__tls_worker;
+	int saved = errno;
+	uintptr_t src;
+
+	/* Ours: from one of w's timers or a pthread_sigqueue of its runtime, naming w. */
+	if (!w || !w->pw.quantum || (si->si_code != SI_TIMER && si->si_code != SI_QUEUE) ||
+	    (src = (uintptr_t)si->si_value.sival_ptr - (uintptr_t)w) > PRT_PSRC_MAX) {
+		/*
+		 * Not ours: what the process had (SIG_DFL and SIG_IGN drop it:
+		 * an RT signal's default would end the process). Under
+		 * ThreadSanitizer, what it had is the interceptor's wrapper
+		 * of the application's handler, which it expects to be called so.
+		 */
+		prt__sig_call(&prt__preempt_old[sig], sig, si, uc);
+		errno = saved;
+		return;
+	}
+	/*
+	 * A tick that finds the worker switched since the previous one: no
+	 * slice ran out, and the look (preempt_eval) would only note the
+	 * count. Note it here: a tick then costs the signal alone, where
+	 * fibers switch by themselves (relaxed: this thread's counters).
+	 */
+	if (src == PRT_PSRC_TICK) {
+		uint64_t sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
+
+		/* (An empty run queue: the look stops the tick.) */
+		if (sw != atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed) &&
+		    PRT_READ_ONCE(w->rq.bitmap)) {
+			atomic_store_explicit(&w->pw.tick_snap, sw, memory_order_relaxed);
+			errno = saved;
+			return;
+		}
+	}
+	/* relaxed, both: read on this thread (watch_arm(), prt__preempt_arm_retry()) */
+	if (src == PRT_PSRC_WATCH)
+		atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_WATCH_FIRED, memory_order_relaxed);
+	if (src == PRT_PSRC_RETRY) {
+		atomic_store_explicit(&w->pw.retry_armed, 0, memory_order_relaxed);
+		/* What it retries was honoured meanwhile (a scheduling point): nothing to do. */
+		if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
+			errno = saved;
+			return;
+		}
+	}
+	interrupt(w, (unsigned)src, uc);
+	errno = saved;
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_SIGACT_H
+#define PRT_SIGACT_H
+
+/*
+ * sigact.c: the library's signal handlers over what the process had
+ * (the overflow handler, the dump signal, the preemption signal): take
+ * a signal, call what was there before, and put it back if the handler
+ * is still ours. Each caller keeps its own count of users and its lock.
+ *
+ * A disposition is kept in the kernel's form (rt_sigaction(2)), which
+ * says everything libc's says. @raw: install and read it with the
+ * rt_sigaction system call itself, not libc's sigaction(), so that
+ * nothing interposed on sigaction() wraps the handler: ThreadSanitizer's
+ * interceptor runs an asynchronous signal's handler later, from its own
+ * code, with a copy of the context (lib/preempt_sig.c). Then the old
+ * disposition is the kernel's: a handler installed through such an
+ * interceptor is the interceptor's wrapper, which is what must be
+ * called. Else libc's sigaction() (and any interposer) is used.
+ */
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The kernel's struct sigaction (x86-64 and aarch64 lay it out alike). */
+struct prt__sigact {
+	void *handler;          /* sa_handler or sa_sigaction, as @flags say */
+	unsigned long flags;    /* SA_* */
+	void (*restorer)(void); /* SA_RESTORER: where the handler returns to */
+	uint64_t mask;          /* signals 1..64 blocked while it runs */
+};
+
+/*
+ * Install @h (an sa_sigaction if @flags has SA_SIGINFO, else an
+ * sa_handler) for @sig with an empty mask, the old disposition in *@old.
+ * 0 or -errno.
+ */
+int prt__sig_take(int sig, void *h, unsigned long flags, bool raw, struct prt__sigact *old);
+/* Put back *@old, unless the handler of @sig is no longer @ours. */
+void prt__sig_put(int sig, const void *ours, bool raw, const struct prt__sigact *old);
+
+/*
+ * Call the handler @old names with what the signal gave: false if it
+ * names none (SIG_DFL or SIG_IGN), for the caller to decide. Inline:
+ * a handler compiled without ThreadSanitizer calls it (preempt_sig.c).
+ */
+static inline bool prt__sig_call(const struct prt__sigact *old, int sig, siginfo_t *si, void *uc)
+{
+	void *h = old->handler;
+
+	if (h == (void *)SIG_DFL || h == (void *)SIG_IGN)
+		return false;
+	if (old->flags & SA_SIGINFO)
+		((void (*)(int, siginfo_t *, void *))h)(sig, si, uc);
+	else
+		((void (*)(int))h)(sig);
+	return true;
+}
+
+#endif
