@@ -264,10 +264,10 @@ PRT_API int prt_cond_init_attr(prt_cond_t *c, const prt_condattr_t *attr);
 /* prt_cond_init_attr(@c, NULL). Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
 PRT_API int prt_cond_init(prt_cond_t *c);
 /*
- * Returns 0 (and forgets @c's name), EBUSY if waiters remain, EINVAL. As POSIX allows, it may be
- * called (and the memory reused) right after a broadcast, while the
- * woken waiters still wait for the mutex: they never touch the condvar
- * again. A waiter whose timed wait ended just before the broadcast
+ * Returns 0 (and forgets @c's name), EBUSY if waiters remain (name
+ * kept), EINVAL. As POSIX allows, it may be called (and the memory
+ * reused) right after a broadcast, while the woken waiters still wait
+ * for the mutex: they never touch the condvar again. A waiter whose timed wait ended just before the broadcast
  * reached it still unlinks itself; destroy waits for that (a few
  * instructions, as glibc's does). Context: any thread, never switches
  * fibers.
