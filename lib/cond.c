@@ -51,6 +51,7 @@
 #include "fiber_desc.h"
 #include "mutex_int.h"
 #include "mutex_owner.h"
+#include "objname.h"
 #include "runtime_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -77,12 +78,58 @@ static void list_lazy_init(struct prt__cond *c)
 		prt__list_init(&c->waiters);
 }
 
-PRT_API int prt_cond_init(prt_cond_t *c)
+_Static_assert(sizeof(((prt_condattr_t *)0)->__reserved) >= sizeof(const char *),
+	       "prt_condattr_t cannot hold a name pointer");
+
+PRT_API int prt_condattr_init(prt_condattr_t *a)
 {
+	if (!a)
+		return EINVAL;
+	memset(a, 0, sizeof(*a));
+	return 0;
+}
+
+PRT_API int prt_condattr_destroy(prt_condattr_t *a)
+{
+	return a ? 0 : EINVAL;
+}
+
+PRT_API int prt_condattr_setname(prt_condattr_t *a, const char *name)
+{
+	if (!a || !name)
+		return EINVAL;
+	prt__attr_set_name(a->__reserved, name);
+	return 0;
+}
+
+PRT_API int prt_condattr_getname(const prt_condattr_t *a, const char **name)
+{
+	if (!a || !name)
+		return EINVAL;
+	*name = prt__attr_name(a->__reserved);
+	return 0;
+}
+
+PRT_API int prt_cond_init_attr(prt_cond_t *c, const prt_condattr_t *a)
+{
+	const char *name = a ? prt__attr_name(a->__reserved) : NULL;
+
 	if (!c)
 		return EINVAL;
+	/* The name first: the only step that can fail (ENOMEM), before @c changes. */
+	if (name && *name) {
+		if (prt__objname_set(c, PRT_OBJ_COND, name))
+			return ENOMEM;
+	} else {
+		prt__objname_clear(c, PRT_OBJ_COND); /* left by a condvar freed without destroy */
+	}
 	memset(c, 0, sizeof(*c));
 	return 0;
+}
+
+PRT_API int prt_cond_init(prt_cond_t *c)
+{
+	return prt_cond_init_attr(c, NULL);
 }
 
 /* What is on the list: 0 nothing, 1 only waiters leaving it, 2 a waiter still waiting. c->lock. */
@@ -115,6 +162,8 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 		if (!st)
 			prt__mark_dead(c->dbg);
 		prt__spin_unlock(&c->lock);
+		if (!st)
+			prt__objname_clear(uc, PRT_OBJ_COND);
 		if (st != 1)
 			return st ? EBUSY : 0;
 		/* Timed-out waiters unlinking themselves: they need c->lock once more. */

@@ -13,11 +13,21 @@
  * The format is one record per line, "key=value" after a leading word,
  * so that tests and scripts can parse it:
  *
- *   proxyrt dump: runtime=0x... workers=2 fibers=3
- *   worker 0: running=12 donor=3 runq=1 idle=0
- *   fiber 12 "high" state=runnable worker=0 prio=10 wait=mutex:0x55d0 owner=7
+ *   proxyrt dump: runtime=0x... workers=2 fibers=4
+ *   worker 0: running=9 donor=3 runq=1 idle=0
+ *   fiber 9 "logger" state=running worker=0 prio=1 eff_prio=28 for=3
+ *   fiber 3 "rt" state=runnable worker=0 prio=28 wait=mutex:0x55f0 name="log" owner=9
+ *   fiber 12 "high" state=runnable worker=0 prio=10 wait=mutex:0x55d0 name="db" owner=7
  *   fiber 7 "low" state=blocked worker=1 prio=0 wait=io:read:fd=5
- *   chain: 12 "high" -> mutex 0x55d0 -> 7 "low" [io:read:fd=5]
+ *   chain: 3 "rt" -> mutex "log" 0x55f0 -> 9 "logger" [running]
+ *   chain: 12 "high" -> mutex "db" 0x55d0 -> 7 "low" [io:read:fd=5]
+ *
+ * "prio" is the fiber's own priority. A fiber that a worker runs in a
+ * donor's place (proxy execution: the worker's curr, not its donor) also
+ * gets "eff_prio", the priority it runs at (its donor's), and "for", the
+ * donor's id; without them its effective priority is its own. A mutex or
+ * condvar named at init (prt_mutexattr_setname, prt_condattr_setname)
+ * shows its name, with '"', newlines and control characters as '?'.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +37,7 @@
 
 #include "fiber_desc.h"
 #include "mutex_int.h"
+#include "objname.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 
@@ -74,15 +85,35 @@ __attribute__((format(printf, 2, 3))) static void outf(struct out *o, const char
 		o->n += (size_t)k < sizeof(o->buf) - o->n ? (size_t)k : sizeof(o->buf) - o->n - 1;
 }
 
+/* A name's character as the dump prints it between quotes. */
+static char printable(char c)
+{
+	return (c == '"' || c == '\n' || (c && c < ' ')) ? '?' : c;
+}
+
 /* A snapshot of a fiber's name: it is rewritten when the descriptor is reused. */
 static void name_of(const struct prt__fiber *f, char *buf)
 {
-	for (int i = 0; i < PRT_NAME_MAX; i++) {
-		char c = __atomic_load_n(&f->name[i], __ATOMIC_RELAXED);
-
-		buf[i] = (c == '"' || c == '\n' || (c && c < ' ')) ? '?' : c;
-	}
+	for (int i = 0; i < PRT_NAME_MAX; i++)
+		buf[i] = printable(__atomic_load_n(&f->name[i], __ATOMIC_RELAXED));
 	buf[PRT_NAME_MAX - 1] = '\0';
+}
+
+/*
+ * The name given to the mutex or condvar at @obj, as @fmt's %s (with
+ * its quotes), in @buf; "" if it has none.
+ */
+static const char *objname_of(const void *obj, enum prt__objkind kind, const char *fmt,
+			      char *buf, size_t len)
+{
+	char name[PRT_NAME_MAX];
+
+	if (!obj || !prt__objname_get(obj, kind, name))
+		return "";
+	for (int i = 0; name[i]; i++)
+		name[i] = printable(name[i]);
+	snprintf(buf, len, fmt, name);
+	return buf;
 }
 
 static const char *state_name(int st)
@@ -112,6 +143,7 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 	const void *obj = atomic_load_explicit(&f->wait_obj, memory_order_relaxed);
 	int64_t arg = atomic_load_explicit(&f->wait_arg, memory_order_relaxed);
 	uint64_t now = prt__now_ns();
+	char nbuf[PRT_NAME_MAX + 16];
 
 	switch (atomic_load_explicit(&f->wait_kind, memory_order_relaxed)) {
 	case PRT_WK_JOIN:
@@ -128,10 +160,12 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 							       ((uint64_t)arg - now) / 1000 : 0));
 		break;
 	case PRT_WK_MUTEX:
-		snprintf(buf, len, "mutex:%p", obj);
+		snprintf(buf, len, "mutex:%p%s", obj,
+			 objname_of(obj, PRT_OBJ_MUTEX, " name=\"%s\"", nbuf, sizeof(nbuf)));
 		break;
 	case PRT_WK_COND:
-		snprintf(buf, len, "cond:%p", obj);
+		snprintf(buf, len, "cond:%p%s", obj,
+			 objname_of(obj, PRT_OBJ_COND, " name=\"%s\"", nbuf, sizeof(nbuf)));
 		break;
 	case PRT_WK_IO:
 		snprintf(buf, len, "io:%s:fd=%lld", obj ? (const char *)obj : "?", (long long)arg);
@@ -149,6 +183,7 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 }
 
 struct dump {
+	struct prt_runtime *rt;
 	struct out *o;
 	int pass; /* 0: count, 1: fibers, 2: chains */
 	unsigned nfibers;
@@ -172,7 +207,7 @@ static void owner_of(struct prt__mutex *m, char *buf, size_t len, struct prt__fi
 static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 {
 	struct prt__fiber *start = f;
-	char name[PRT_NAME_MAX], wait[96], owner[32];
+	char name[PRT_NAME_MAX], mname[PRT_NAME_MAX + 8], wait[96], owner[32];
 	int n = 0;
 
 	name_of(f, name);
@@ -195,7 +230,8 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 			return;
 		}
 		owner_of(m, owner, sizeof(owner), &of);
-		outf(d->o, " -> mutex %p ->", (void *)m);
+		outf(d->o, " -> mutex %s%p ->",
+		     objname_of(m, PRT_OBJ_MUTEX, "\"%s\" ", mname, sizeof(mname)), (void *)m);
 		if (!of) {
 			outf(d->o, " %s\n", owner);
 			return;
@@ -214,6 +250,29 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 	}
 }
 
+/*
+ * Running @f in a donor's place (proxy execution)? Then the priority it
+ * runs at, its donor's, and that donor. The worker's curr and donor are
+ * two words: curr read again after donor tells that the pair is one
+ * pick's (short of the worker switching away and back in between).
+ */
+static void dump_served(struct dump *d, struct prt__fiber *f)
+{
+	for (int i = 0; i < d->rt->nworkers; i++) {
+		struct prt__worker *w = d->rt->workers[i];
+		struct prt__fiber *dn;
+
+		if (PRT_READ_ONCE(w->curr) != f)
+			continue;
+		dn = PRT_READ_ONCE(w->donor);
+		if (dn && dn != f && dn != &w->idle && PRT_READ_ONCE(w->curr) == f)
+			outf(d->o, " eff_prio=%d for=%llu",
+			     atomic_load_explicit(&dn->prio, memory_order_relaxed),
+			     (unsigned long long)fiber_id(dn));
+		return;
+	}
+}
+
 static void dump_fiber(struct prt__fiber *f, void *arg)
 {
 	struct dump *d = arg;
@@ -221,7 +280,7 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	int st = atomic_load_explicit(&f->state, memory_order_relaxed);
 	struct prt__mutex *m;
 	struct prt__worker *w;
-	char name[PRT_NAME_MAX], wait[96], owner[32];
+	char name[PRT_NAME_MAX], mname[PRT_NAME_MAX + 16], wait[96], owner[32];
 
 	if (!id || st == PRT_FS_FREE || f->kind != PRT_FK_FIBER)
 		return;
@@ -244,6 +303,8 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	outf(d->o, "fiber %llu \"%s\" state=%s worker=%d prio=%d", (unsigned long long)id, name,
 	     state_name(st), worker_index_of(w),
 	     atomic_load_explicit(&f->prio, memory_order_relaxed));
+	if (st == PRT_FS_RUNNING)
+		dump_served(d, f);
 	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
 	if (st == PRT_FS_DEAD && atomic_load_explicit(&f->nheld, memory_order_relaxed))
 		outf(d->o, " holding=%u", atomic_load_explicit(&f->nheld, memory_order_relaxed));
@@ -254,7 +315,8 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		struct prt__fiber *of;
 
 		owner_of(m, owner, sizeof(owner), &of);
-		outf(d->o, " wait=mutex:%p owner=%s", (void *)m, owner);
+		outf(d->o, " wait=mutex:%p%s owner=%s", (void *)m,
+		     objname_of(m, PRT_OBJ_MUTEX, " name=\"%s\"", mname, sizeof(mname)), owner);
 	} else if (st == PRT_FS_BLOCKED) {
 		wait_of(f, wait, sizeof(wait));
 		outf(d->o, " wait=%s", wait);
@@ -270,7 +332,7 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 static int dump(struct prt_runtime *rt, int fd)
 {
 	struct out o = { .fd = fd };
-	struct dump d = { .o = &o };
+	struct dump d = { .rt = rt, .o = &o };
 
 	prt__fiber_each(rt, dump_fiber, &d);
 	outf(&o, "proxyrt dump: runtime=%p workers=%d fibers=%u\n", (void *)rt, rt->nworkers,

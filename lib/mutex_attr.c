@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Mutex set-up: the attribute object (type, proxy execution), init and
- * destroy. Storage that is all zero (PRT_MUTEX_INITIALIZER) is a
+ * Mutex set-up: the attribute object (type, proxy execution, name), init
+ * and destroy. Storage that is all zero (PRT_MUTEX_INITIALIZER) is a
  * ready normal mutex with the runtime's proxy default; init writes just
  * that, plus the attributes (the waiter list is set up at first use,
  * mutex.c's waiters_init()).
@@ -10,6 +10,10 @@
 #include <string.h>
 
 #include "mutex_int.h"
+#include "objname.h"
+
+_Static_assert(sizeof(((prt_mutexattr_t *)0)->__reserved) >= sizeof(const char *),
+	       "prt_mutexattr_t cannot hold a name pointer");
 
 /* ---- attributes ------------------------------------------------------------- */
 
@@ -75,16 +79,41 @@ PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *a, int *proxy)
 	return a ? attr_get(&a->proxy, proxy) : EINVAL;
 }
 
+PRT_API int prt_mutexattr_setname(prt_mutexattr_t *a, const char *name)
+{
+	if (!a || !name)
+		return EINVAL;
+	prt__attr_set_name(a->__reserved, name);
+	return 0;
+}
+
+PRT_API int prt_mutexattr_getname(const prt_mutexattr_t *a, const char **name)
+{
+	if (!a || !name)
+		return EINVAL;
+	*name = prt__attr_name(a->__reserved);
+	return 0;
+}
+
 /* ---- init, destroy ---------------------------------------------------------- */
 
 PRT_API int prt_mutex_init(prt_mutex_t *um, const prt_mutexattr_t *a)
 {
 	struct prt__mutex *m = prt__mutex_of(um);
+	const char *name;
 
 	if (!um)
 		return EINVAL;
 	if (a && (!type_ok(a->type) || !proxy_ok(a->proxy)))
 		return EINVAL;
+	/* The name first: the only step that can fail (ENOMEM), before @um changes. */
+	name = a ? prt__attr_name(a->__reserved) : NULL;
+	if (name && *name) {
+		if (prt__objname_set(um, PRT_OBJ_MUTEX, name))
+			return ENOMEM;
+	} else {
+		prt__objname_clear(um, PRT_OBJ_MUTEX); /* a name left by a mutex freed without destroy */
+	}
 	memset(um, 0, sizeof(*um));
 	if (a) {
 		m->type = (uint8_t)a->type;
@@ -107,5 +136,6 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *um)
 	if (atomic_load_explicit(&m->owner, memory_order_acquire))
 		return EBUSY;
 	prt__mark_dead(m->dbg);
+	prt__objname_clear(um, PRT_OBJ_MUTEX);
 	return 0;
 }

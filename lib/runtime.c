@@ -301,8 +301,9 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt)
 	return 0;
 }
 
-PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
-		    void **result)
+PRT_API int prt_run_ex(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
+		       void **result, void (*on_exit)(prt_runtime_t *rt, void *exit_arg),
+		       void *exit_arg)
 {
 	prt_runtime_t *rt;
 	prt_fiber_t f;
@@ -315,8 +316,19 @@ PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), v
 	err = prt_spawn(rt, &f, NULL, main_fn, arg);
 	if (!err)
 		err = prt_join(f, result);
+	if (on_exit) {
+		/* The fibers main left end first, so that what on_exit reads is final. */
+		wait_all_exited(rt);
+		on_exit(rt, exit_arg);
+	}
 	prt_runtime_destroy(rt);
 	return err;
+}
+
+PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
+		    void **result)
+{
+	return prt_run_ex(cfg, main_fn, arg, result, NULL, NULL);
 }
 
 PRT_API int prt_runtime_nworkers(const prt_runtime_t *rt)
@@ -398,26 +410,63 @@ PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *ord
 	return n;
 }
 
+/* The counters of prt_worker_stats_t, each a field of struct prt__wstats too. */
+#define WSTATS(X)                                                                                  \
+	X(switches) X(steals) X(parks) X(fibers_run) X(proxy_picks) X(migrations)                \
+	X(attachments) X(handoffs) X(io_submits) X(io_ops) X(preemptions) X(preempt_deferred)     \
+	X(time_slices)
+
+static uint64_t sat_sub(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a + b < a ? UINT64_MAX : a + b;
+}
+
+/*
+ * A counter since the last reset. The base first: acquire, pairing with
+ * the release store in stats_reset(), so the counter read after it is
+ * at least the value that reset saw (never below the base).
+ */
+#define STAT_READ(f)                                                                               \
+	do {                                                                                       \
+		uint64_t base = atomic_load_explicit(&w->stats_base.f, memory_order_acquire);      \
+		out->f = sat_sub(atomic_load_explicit(&w->stats.f, memory_order_relaxed), base);   \
+	} while (0);
+
+static void stats_read(const struct prt__worker *w, prt_worker_stats_t *out)
+{
+	WSTATS(STAT_READ)
+}
+
+/*
+ * Make the counters' current values the new base; add the counts since
+ * the previous base to *@sum. The worker goes on counting meanwhile: an
+ * event counted after the load below falls after the reset, none is
+ * lost or counted twice (with one resetter at a time).
+ */
+#define STAT_RESET(f)                                                                              \
+	do {                                                                                       \
+		uint64_t now = atomic_load_explicit(&w->stats.f, memory_order_relaxed);            \
+		uint64_t base = atomic_load_explicit(&w->stats_base.f, memory_order_relaxed);      \
+		sum->f = sat_add(sum->f, sat_sub(now, base));                                      \
+		/* release: pairs with the acquire in STAT_READ */                                 \
+		atomic_store_explicit(&w->stats_base.f, now, memory_order_release);                \
+	} while (0);
+
+static void stats_reset(struct prt__worker *w, prt_worker_stats_t *sum)
+{
+	WSTATS(STAT_RESET)
+}
+
 static int worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out)
 {
-	const struct prt__wstats *s;
-
 	if (!out || index < 0 || index >= rt->nworkers)
 		return -EINVAL;
-	s = &rt->workers[index]->stats;
-	out->switches = atomic_load_explicit(&s->switches, memory_order_relaxed);
-	out->steals = atomic_load_explicit(&s->steals, memory_order_relaxed);
-	out->parks = atomic_load_explicit(&s->parks, memory_order_relaxed);
-	out->fibers_run = atomic_load_explicit(&s->fibers_run, memory_order_relaxed);
-	out->proxy_picks = atomic_load_explicit(&s->proxy_picks, memory_order_relaxed);
-	out->migrations = atomic_load_explicit(&s->migrations, memory_order_relaxed);
-	out->attachments = atomic_load_explicit(&s->attachments, memory_order_relaxed);
-	out->handoffs = atomic_load_explicit(&s->handoffs, memory_order_relaxed);
-	out->io_submits = atomic_load_explicit(&s->io_submits, memory_order_relaxed);
-	out->io_ops = atomic_load_explicit(&s->io_ops, memory_order_relaxed);
-	out->preemptions = atomic_load_explicit(&s->preemptions, memory_order_relaxed);
-	out->preempt_deferred = atomic_load_explicit(&s->preempt_deferred, memory_order_relaxed);
-	out->time_slices = atomic_load_explicit(&s->time_slices, memory_order_relaxed);
+	stats_read(rt->workers[index], out);
 	return 0;
 }
 
@@ -429,6 +478,32 @@ PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stat
 	if (!prt__rt_enter(rt, &ref))
 		return -EINVAL;
 	err = worker_stats(rt, index, out);
+	if (ref)
+		prt__rt_put(rt);
+	return err;
+}
+
+static int worker_stats_reset(prt_runtime_t *rt, int index, prt_worker_stats_t *before)
+{
+	prt_worker_stats_t sum = { 0 };
+
+	if (index < -1 || index >= rt->nworkers)
+		return -EINVAL;
+	for (int i = index < 0 ? 0 : index; i < (index < 0 ? rt->nworkers : index + 1); i++)
+		stats_reset(rt->workers[i], &sum);
+	if (before)
+		*before = sum;
+	return 0;
+}
+
+PRT_API int prt_worker_stats_reset(prt_runtime_t *rt, int index, prt_worker_stats_t *before)
+{
+	bool ref;
+	int err;
+
+	if (!prt__rt_enter(rt, &ref))
+		return -EINVAL;
+	err = worker_stats_reset(rt, index, before);
 	if (ref)
 		prt__rt_put(rt);
 	return err;

@@ -99,6 +99,13 @@ struct prt__worker {
 	struct prt__fiber idle;
 	struct prt__io io;
 	void *sigstack; /* its alternate signal stack, if it made one (signal.c) */
+	/*
+	 * @stats as they were at the last prt_worker_stats_reset (runtime.c):
+	 * written by that call (release), from any thread; read by
+	 * prt_worker_stats (acquire), which reports @stats minus these. The
+	 * worker never touches them, and its counters are never rewritten.
+	 */
+	struct prt__wstats stats_base;
 };
 
 /* Set up @w's run queue, timers and idle state (worker creation). */

@@ -522,6 +522,600 @@ static void test_ended_owner(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+
+/* ---- effective priority: an owner run in a high waiter's place dumps itself ---- */
+
+struct eff {
+	prt_mutex_t m;
+	int fd;               /* the memfd the owner dumps into */
+	prt_fiber_t waiter;   /* spawned by the owner */
+	atomic_int locking;   /* the waiter is about to lock m */
+};
+
+static void *eff_waiter_fn(void *arg)
+{
+	struct eff *x = arg;
+
+	atomic_store(&x->locking, 1);
+	FIBER_CHECK(prt_mutex_lock(&x->m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->m) == 0);
+	return NULL;
+}
+
+/*
+ * One worker. The owner (priority 1) holds the mutex and spawns the
+ * waiter (28), then yields until the waiter has called lock. The waiter
+ * queues as a donor on the mutex the owner holds; from then on every
+ * pick takes the waiter and runs the owner in its place, so when the
+ * owner runs again it runs for the waiter, and dumps that.
+ */
+static void *eff_owner_fn(void *arg)
+{
+	struct eff *x = arg;
+	prt_fiber_attr_t a;
+
+	FIBER_CHECK(prt_mutex_lock(&x->m) == 0);
+	prt_fiber_attr_init(&a);
+	a.name = "waiter";
+	a.priority = 28;
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &x->waiter, &a, eff_waiter_fn, x) == 0);
+	while (!atomic_load(&x->locking))
+		FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_runtime_dump(prt_runtime_self(), x->fd) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->m) == 0);
+	return NULL;
+}
+
+static void test_eff_prio(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	struct eff x = { .m = PRT_MUTEX_INITIALIZER };
+	char want[256], line[512], *t;
+	prt_mutexattr_t ma;
+	unsigned long long oid, wid;
+	prt_fiber_t owner;
+	off_t len;
+	void *res;
+
+	(void)state;
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_setname(&ma, "log"), 0);
+	assert_int_equal(prt_mutex_init(&x.m, &ma), 0);
+	x.fd = memfd_create("dump", MFD_CLOEXEC);
+	assert_true(x.fd >= 0);
+	owner = spawn_named(rt, "owner", 1, -1, eff_owner_fn, &x);
+	assert_int_equal(prt_join(owner, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(x.waiter, &res), 0);
+	assert_null(res);
+	len = lseek(x.fd, 0, SEEK_END);
+	assert_true(len > 0);
+	t = calloc(1, (size_t)len + 1);
+	assert_non_null(t);
+	assert_int_equal(pread(x.fd, t, (size_t)len, 0), len);
+	close(x.fd);
+	oid = (unsigned long long)prt_fiber_id(owner);
+	wid = (unsigned long long)prt_fiber_id(x.waiter);
+
+	/* Its own priority, and the one it runs at, for whom. */
+	snprintf(want, sizeof(want), "fiber %llu \"owner\" state=running worker=0 prio=1 eff_prio=28 for=%llu\n",
+		 oid, wid);
+	if (!strstr(t, want))
+		fail_msg("no \"%s\" in:\n%s", want, t);
+	snprintf(want, sizeof(want), "worker 0: running=%llu donor=%llu ", oid, wid);
+	assert_non_null(strstr(t, want));
+	/* The waiter runs at its own priority: no eff_prio on its line. */
+	snprintf(want, sizeof(want), "fiber %llu ", wid);
+	assert_true(find_line(t, want, line, sizeof(line)));
+	snprintf(want, sizeof(want), " prio=28 wait=mutex:%p name=\"log\" owner=%llu", (void *)&x.m,
+		 oid);
+	assert_non_null(strstr(line, want));
+	assert_null(strstr(line, "eff_prio"));
+	snprintf(want, sizeof(want), "chain: %llu \"waiter\" -> mutex \"log\" %p -> %llu \"owner\" [running]\n",
+		 wid, (void *)&x.m, oid);
+	if (!strstr(t, want))
+		fail_msg("no \"%s\" in:\n%s", want, t);
+	free(t);
+	assert_int_equal(prt_mutex_destroy(&x.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- names of mutexes and condvars, in fiber and chain lines -------------------- */
+
+struct named {
+	prt_mutex_t m, cvm;
+	prt_cond_t c;
+	atomic_int held, cready;
+	int go;
+	prt_fiber_t holder, waiter, cwaiter;
+};
+
+static void *nm_holder_fn(void *arg)
+{
+	struct named *x = arg;
+
+	FIBER_CHECK(prt_mutex_lock(&x->m) == 0);
+	atomic_store(&x->held, 1);
+	FIBER_CHECK(prt_park() == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->m) == 0);
+	return NULL;
+}
+
+static void *nm_waiter_fn(void *arg)
+{
+	struct named *x = arg;
+
+	FIBER_CHECK(prt_mutex_lock(&x->m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->m) == 0);
+	return NULL;
+}
+
+static void *nm_cwaiter_fn(void *arg)
+{
+	struct named *x = arg;
+
+	FIBER_CHECK(prt_mutex_lock(&x->cvm) == 0);
+	atomic_store(&x->cready, 1);
+	while (!x->go)
+		FIBER_CHECK(prt_cond_wait(&x->c, &x->cvm) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->cvm) == 0);
+	return NULL;
+}
+
+/*
+ * A holder parked with x->m, a waiter on it, a condvar waiter on x->c;
+ * check that m shows as @mname and c as @cname (NULL: no name).
+ */
+static void named_start(prt_runtime_t *rt, struct named *x)
+{
+	x->go = 0;
+	atomic_store(&x->held, 0);
+	atomic_store(&x->cready, 0);
+	x->holder = spawn_named(rt, "holder", 3, -1, nm_holder_fn, x);
+	while (!atomic_load(&x->held))
+		usleep(100);
+	x->waiter = spawn_named(rt, "w", 10, -1, nm_waiter_fn, x);
+	x->cwaiter = spawn_named(rt, "cw", 3, -1, nm_cwaiter_fn, x);
+}
+
+static void named_check(prt_runtime_t *rt, struct named *x, const char *mname, const char *cname)
+{
+	unsigned long long hid = (unsigned long long)prt_fiber_id(x->holder);
+	unsigned long long wid = (unsigned long long)prt_fiber_id(x->waiter);
+	char chain[256], wline[256], cline[128], q[64], line[512], *t = NULL;
+	size_t n;
+
+	snprintf(q, sizeof(q), "\"%s\" ", mname ? mname : "");
+	snprintf(chain, sizeof(chain), "chain: %llu \"w\" -> mutex %s%p -> %llu \"holder\" [park]\n",
+		 wid, mname ? q : "", (void *)&x->m, hid);
+	snprintf(q, sizeof(q), " name=\"%s\"", mname ? mname : "");
+	snprintf(wline, sizeof(wline), " wait=mutex:%p%s owner=%llu", (void *)&x->m,
+		 mname ? q : "", hid);
+	snprintf(q, sizeof(q), " name=\"%s\"", cname ? cname : "");
+	snprintf(cline, sizeof(cline), " wait=cond:%p%s", (void *)&x->c, cname ? q : "");
+	for (int i = 0;; i++) {
+		free(t);
+		t = dump_text(rt);
+		if (strstr(t, chain) && atomic_load(&x->cready) && strstr(t, "state=blocked worker=0 prio=3 wait=cond:"))
+			break;
+		if (i == 5000)
+			fail_msg("no \"%s\" in:\n%s", chain, t);
+		usleep(1000);
+	}
+	snprintf(q, sizeof(q), "fiber %llu ", wid);
+	assert_true(find_line(t, q, line, sizeof(line)));
+	if (!strstr(line, wline))
+		fail_msg("no \"%s\" in \"%s\"", wline, line);
+	snprintf(q, sizeof(q), "fiber %llu ", (unsigned long long)prt_fiber_id(x->cwaiter));
+	assert_true(find_line(t, q, line, sizeof(line)));
+	/* At the end of its line: nothing after it when unnamed. */
+	n = strlen(line);
+	if (n < strlen(cline) || strcmp(line + n - strlen(cline), cline))
+		fail_msg("line \"%s\" does not end with \"%s\"", line, cline);
+	free(t);
+}
+
+static void named_end(struct named *x)
+{
+	void *res;
+
+	assert_int_equal(prt_unpark(x->holder), 0);
+	prt_mutex_lock(&x->cvm);
+	x->go = 1;
+	prt_cond_broadcast(&x->c);
+	prt_mutex_unlock(&x->cvm);
+	for (prt_fiber_t *f = (prt_fiber_t[]){ x->holder, x->waiter, x->cwaiter }, *e = f + 3;
+	     f < e; f++) {
+		assert_int_equal(prt_join(*f, &res), 0);
+		assert_null(res);
+	}
+}
+
+static void test_names(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	static struct named x = { .cvm = PRT_MUTEX_INITIALIZER };
+	/* Longer than PRT_NAME_MAX - 1, with a quote: cut, and the quote printed as '?'. */
+	char mname[64] = "d\"b-0123456789abcdefghijklmnop";
+	prt_mutexattr_t ma;
+	prt_condattr_t ca;
+
+	(void)state;
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_setname(&ma, mname), 0);
+	assert_int_equal(prt_mutex_init(&x.m, &ma), 0);
+	memset(mname, 'X', sizeof(mname) - 1); /* init copied it */
+	assert_int_equal(prt_condattr_init(&ca), 0);
+	assert_int_equal(prt_condattr_setname(&ca, "ready"), 0);
+	assert_int_equal(prt_cond_init_attr(&x.c, &ca), 0);
+	assert_int_equal(prt_condattr_destroy(&ca), 0);
+
+	named_start(rt, &x);
+	named_check(rt, &x, "d?b-0123456789abcdefghi", "ready");
+	/* A destroy that fails (held) keeps the name. */
+	assert_int_equal(prt_mutex_destroy(&x.m), EBUSY);
+	named_check(rt, &x, "d?b-0123456789abcdefghi", "ready");
+	named_end(&x);
+
+	/* Destroyed (then zeroed: PRT_MUTEX_INITIALIZER); re-initialised without a name. */
+	assert_int_equal(prt_mutex_destroy(&x.m), 0);
+	memset(&x.m, 0, sizeof(x.m));
+	assert_int_equal(prt_cond_init(&x.c), 0);
+	named_start(rt, &x);
+	named_check(rt, &x, NULL, NULL);
+	named_end(&x);
+
+	/* The other way round: mutex re-initialised without a name, condvar destroyed. */
+	assert_int_equal(prt_mutex_init(&x.m, &ma), 0);
+	assert_int_equal(prt_mutex_init(&x.m, NULL), 0);
+	assert_int_equal(prt_condattr_setname(&ca, "again"), 0);
+	assert_int_equal(prt_cond_init_attr(&x.c, &ca), 0);
+	assert_int_equal(prt_cond_destroy(&x.c), 0);
+	memset(&x.c, 0, sizeof(x.c));
+	named_start(rt, &x);
+	named_check(rt, &x, NULL, NULL);
+	named_end(&x);
+
+	/* Renamed by a second init. */
+	assert_int_equal(prt_mutexattr_setname(&ma, "second"), 0);
+	assert_int_equal(prt_mutex_init(&x.m, &ma), 0);
+	assert_int_equal(prt_mutexattr_setname(&ma, "third"), 0);
+	assert_int_equal(prt_mutex_init(&x.m, &ma), 0);
+	named_start(rt, &x);
+	named_check(rt, &x, "third", NULL);
+	named_end(&x);
+	assert_int_equal(prt_mutex_destroy(&x.m), 0);
+	assert_int_equal(prt_mutexattr_destroy(&ma), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Many named mutexes at once (the table grows, and shrinks by removals), each found again. */
+enum { MANY = 300, MANY_STEP = 38 };
+
+struct many {
+	prt_mutex_t *ms;
+	int idx;
+	atomic_int held;
+};
+
+static void *many_holder_fn(void *arg)
+{
+	struct many *x = arg;
+
+	for (int i = 0; i < MANY; i += 2)
+		FIBER_CHECK(prt_mutex_lock(&x->ms[i]) == 0);
+	atomic_store(&x->held, 1);
+	FIBER_CHECK(prt_park() == 0);
+	for (int i = 0; i < MANY; i += 2)
+		FIBER_CHECK(prt_mutex_unlock(&x->ms[i]) == 0);
+	return NULL;
+}
+
+static void *many_waiter_fn(void *arg)
+{
+	prt_mutex_t *m = arg;
+
+	FIBER_CHECK(prt_mutex_lock(m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(m) == 0);
+	return NULL;
+}
+
+static void test_names_many(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	struct many x = { .ms = calloc(MANY, sizeof(prt_mutex_t)) };
+	prt_fiber_t holder, w[MANY / MANY_STEP + 1];
+	prt_mutexattr_t ma;
+	char nm[32];
+
+	(void)state;
+	assert_non_null(x.ms);
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	for (int round = 0; round < 3; round++) {
+		int nw = 0;
+		char *t = NULL;
+
+		for (int i = 0; i < MANY; i++) {
+			snprintf(nm, sizeof(nm), "m%d.%d", round, i);
+			assert_int_equal(prt_mutexattr_setname(&ma, nm), 0);
+			assert_int_equal(prt_mutex_init(&x.ms[i], &ma), 0);
+		}
+		/* Forget the odd ones, in an order unlike the insertion's. */
+		for (int i = MANY - 1; i >= 0; i -= 2)
+			assert_int_equal(prt_mutex_destroy(&x.ms[i]), 0);
+		atomic_store(&x.held, 0);
+		holder = spawn_named(rt, "holder", 3, -1, many_holder_fn, &x);
+		while (!atomic_load(&x.held))
+			usleep(100);
+		for (int i = 0; i < MANY; i += MANY_STEP)
+			w[nw++] = spawn_named(rt, "w", 5, -1, many_waiter_fn, &x.ms[i]);
+		for (int k = 0, i = 0; k < nw; k++, i += MANY_STEP) {
+			char want[128], prefix[64], line[512];
+
+			snprintf(prefix, sizeof(prefix), "fiber %llu ",
+				 (unsigned long long)prt_fiber_id(w[k]));
+			snprintf(want, sizeof(want), " wait=mutex:%p name=\"m%d.%d\" owner=", (void *)&x.ms[i],
+				 round, i);
+			for (int n = 0;; n++) {
+				if (t && find_line(t, prefix, line, sizeof(line)) && strstr(line, want))
+					break;
+				if (n == 5000)
+					fail_msg("no \"%s\" in:\n%s", want, t);
+				free(t);
+				t = dump_text(rt);
+				usleep(n ? 1000 : 0);
+			}
+		}
+		free(t);
+		assert_int_equal(prt_unpark(holder), 0);
+		assert_int_equal(prt_join(holder, NULL), 0);
+		for (int k = 0; k < nw; k++)
+			assert_int_equal(prt_join(w[k], NULL), 0);
+		for (int i = 0; i < MANY; i += 2)
+			assert_int_equal(prt_mutex_destroy(&x.ms[i]), 0);
+	}
+	free(x.ms);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- attribute calls' bad input -------------------------------------------------- */
+
+static void test_name_bad_input(void **state)
+{
+	prt_mutexattr_t ma;
+	prt_condattr_t ca;
+	prt_cond_t c;
+	prt_mutex_t m;
+	const char *p = "x";
+
+	(void)state;
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_getname(&ma, &p), 0);
+	assert_null(p);
+	assert_int_equal(prt_mutexattr_setname(NULL, "x"), EINVAL);
+	assert_int_equal(prt_mutexattr_setname(&ma, NULL), EINVAL);
+	assert_int_equal(prt_mutexattr_getname(NULL, &p), EINVAL);
+	assert_int_equal(prt_mutexattr_getname(&ma, NULL), EINVAL);
+	assert_int_equal(prt_mutexattr_setname(&ma, "named"), 0);
+	assert_int_equal(prt_mutexattr_setname(&ma, NULL), EINVAL); /* nothing changed */
+	assert_int_equal(prt_mutexattr_getname(&ma, &p), 0);
+	assert_string_equal(p, "named");
+	/* A bad attribute: EINVAL, the mutex untouched (and not named). */
+	assert_int_equal(prt_mutexattr_settype(&ma, PRT_MUTEX_RECURSIVE), 0);
+	ma.type = 99;
+	memset(&m, 0xab, sizeof(m));
+	assert_int_equal(prt_mutex_init(&m, &ma), EINVAL);
+	for (size_t i = 0; i < sizeof(m); i++)
+		assert_int_equal((unsigned char)m.__size[i], 0xab);
+	assert_int_equal(prt_mutex_init(NULL, &ma), EINVAL);
+
+	assert_int_equal(prt_condattr_init(NULL), EINVAL);
+	assert_int_equal(prt_condattr_destroy(NULL), EINVAL);
+	assert_int_equal(prt_condattr_init(&ca), 0);
+	p = "x";
+	assert_int_equal(prt_condattr_getname(&ca, &p), 0);
+	assert_null(p);
+	assert_int_equal(prt_condattr_setname(NULL, "x"), EINVAL);
+	assert_int_equal(prt_condattr_setname(&ca, NULL), EINVAL);
+	assert_int_equal(prt_condattr_getname(NULL, &p), EINVAL);
+	assert_int_equal(prt_condattr_getname(&ca, NULL), EINVAL);
+	assert_int_equal(prt_condattr_setname(&ca, ""), 0); /* no name */
+	assert_int_equal(prt_cond_init_attr(NULL, &ca), EINVAL);
+	assert_int_equal(prt_cond_init_attr(&c, &ca), 0);
+	assert_int_equal(prt_cond_destroy(&c), 0);
+	assert_int_equal(prt_cond_init_attr(&c, NULL), 0);
+	assert_int_equal(prt_cond_destroy(&c), 0);
+	assert_int_equal(prt_condattr_destroy(&ca), 0);
+}
+
+/* ---- counters: read, reset, read-and-reset ------------------------------------- */
+
+static atomic_int yielders_in; /* run_yielder's pair: both there before they yield */
+
+static void *yielder_fn(void *arg)
+{
+	atomic_fetch_add(&yielders_in, 1);
+	while (atomic_load(&yielders_in) < 2)
+		FIBER_CHECK(prt_yield() == 0);
+	for (intptr_t i = 0; i < (intptr_t)arg; i++)
+		FIBER_CHECK(prt_yield() == 0);
+	return NULL;
+}
+
+/* Two fibers on @worker that yield to each other @n times each; joined. */
+static void run_yielder(prt_runtime_t *rt, int worker, intptr_t n)
+{
+	prt_fiber_t a, b;
+	void *res;
+
+	atomic_store(&yielders_in, 0);
+	a = spawn_named(rt, "y", 5, worker, yielder_fn, (void *)n);
+	b = spawn_named(rt, "y", 5, worker, yielder_fn, (void *)n);
+
+	assert_int_equal(prt_join(a, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+}
+
+static void test_stats_reset(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_worker_stats_t s, before;
+
+	(void)state;
+	run_yielder(rt, 0, 200);
+	assert_int_equal(prt_worker_stats(rt, 0, &s), 0);
+	assert_int_equal(s.fibers_run, 2);
+	assert_true(s.switches >= 200);
+	/* Bad input: nothing reset. */
+	assert_int_equal(prt_worker_stats_reset(NULL, 0, NULL), -EINVAL);
+	assert_int_equal(prt_worker_stats_reset(rt, 2, &before), -EINVAL);
+	assert_int_equal(prt_worker_stats_reset(rt, -2, &before), -EINVAL);
+	assert_int_equal(prt_worker_stats(rt, 0, &s), 0);
+	assert_int_equal(s.fibers_run, 2);
+
+	/* Read and reset: the counts up to the reset, then 0 from there. */
+	assert_int_equal(prt_worker_stats_reset(rt, 0, &before), 0);
+	assert_int_equal(before.fibers_run, 2);
+	assert_true(before.switches >= s.switches);
+	assert_int_equal(prt_worker_stats(rt, 0, &s), 0);
+	assert_int_equal(s.fibers_run, 0);
+	assert_true(s.switches < 200);
+	run_yielder(rt, 0, 200);
+	assert_int_equal(prt_worker_stats(rt, 0, &s), 0);
+	assert_int_equal(s.fibers_run, 2);
+	assert_true(s.switches >= 200);
+
+	/* Every worker (-1): the sum, then all 0. */
+	run_yielder(rt, 1, 10);
+	assert_int_equal(prt_worker_stats_reset(rt, -1, &before), 0);
+	assert_int_equal(before.fibers_run, 4);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(prt_worker_stats(rt, i, &s), 0);
+		assert_int_equal(s.fibers_run, 0);
+	}
+	assert_int_equal(prt_worker_stats_reset(rt, 1, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	/* A destroyed runtime */
+	assert_int_equal(prt_worker_stats_reset(rt, 0, NULL), -EINVAL);
+}
+
+/*
+ * Resets while both workers count: the read-and-resets of one thread
+ * add up to every fiber started, none lost or counted twice, and no
+ * read ever wraps below zero.
+ */
+static void test_stats_reset_racing(void **state)
+{
+	enum { NF = PRT_TEST_TSAN ? 60 : 300 };
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f[NF];
+	prt_worker_stats_t s, before;
+	uint64_t total = 0;
+
+	(void)state;
+	atomic_store(&yielders_in, 2); /* no pairs here: they yield at once */
+	assert_int_equal(prt_worker_stats_reset(rt, -1, NULL), 0);
+	for (int i = 0; i < NF; i++) {
+		f[i] = spawn_named(rt, "y", 5, i % 2, yielder_fn, (void *)(intptr_t)20);
+		assert_int_equal(prt_worker_stats_reset(rt, i % 3 == 2 ? -1 : i % 3, &before), 0);
+		total += before.fibers_run;
+		for (int w = 0; w < 2; w++) {
+			assert_int_equal(prt_worker_stats(rt, w, &s), 0);
+			assert_true(s.fibers_run <= NF && s.switches < (1ull << 40));
+		}
+	}
+	for (int i = 0; i < NF; i++)
+		assert_int_equal(prt_join(f[i], NULL), 0);
+	assert_int_equal(prt_worker_stats_reset(rt, -1, &before), 0);
+	total += before.fibers_run;
+	assert_int_equal(total, NF);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- prt_run_ex: the runtime handed over before it is destroyed ----------------- */
+
+static atomic_int left_done;
+
+static void *left_fn(void *arg)
+{
+	for (int i = 0; i < 50; i++)
+		FIBER_CHECK(prt_yield() == 0);
+	atomic_store(&left_done, 1);
+	(void)arg;
+	return NULL;
+}
+
+static void *run_main(void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+
+	prt_fiber_attr_init(&a);
+	a.flags = PRT_FIBER_DETACHED;
+	a.priority = PRT_PRIO_MIN; /* runs after main returned */
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, &a, left_fn, NULL) == 0);
+	for (int i = 0; i < 50; i++)
+		FIBER_CHECK(prt_yield() == 0);
+	return arg;
+}
+
+struct run_seen {
+	int calls;
+	prt_runtime_t *rt;
+	prt_worker_stats_t st;
+	int left_done;
+	char *dump;
+};
+
+static void on_exit_cb(prt_runtime_t *rt, void *arg)
+{
+	struct run_seen *seen = arg;
+
+	seen->calls++;
+	seen->rt = rt;
+	seen->left_done = atomic_load(&left_done);
+	assert_int_equal(prt_worker_stats(rt, 0, &seen->st), 0);
+	seen->dump = dump_text(rt);
+}
+
+static void test_run_ex(void **state)
+{
+	prt_runtime_config_t cfg;
+	struct run_seen seen = { 0 };
+	void *res = NULL;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	atomic_store(&left_done, 0);
+	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)42, &res, on_exit_cb, &seen), 0);
+	assert_int_equal((intptr_t)res, 42);
+	assert_int_equal(seen.calls, 1);
+	/* After the fiber main left, with the runtime's counters and dump. */
+	assert_int_equal(seen.left_done, 1);
+	assert_int_equal(seen.st.fibers_run, 2);
+	assert_true(seen.st.switches >= 2);
+	assert_non_null(strstr(seen.dump, " workers=1 fibers=0\n"));
+	free(seen.dump);
+	/* Destroyed after the call. */
+	assert_int_equal(prt_runtime_nworkers(seen.rt), -EINVAL);
+
+	/* Errors before a runtime exists: no call. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(prt_run_ex(&cfg, NULL, NULL, NULL, on_exit_cb, &seen), -EINVAL);
+	cfg.nworkers = -1;
+	assert_int_equal(prt_run_ex(&cfg, run_main, NULL, NULL, on_exit_cb, &seen), -EINVAL);
+	assert_int_equal(seen.calls, 0);
+	/* No callback: prt_run. */
+	cfg.nworkers = 1;
+	atomic_store(&left_done, 0);
+	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)7, &res, NULL, NULL), 0);
+	assert_int_equal((intptr_t)res, 7);
+	assert_int_equal(atomic_load(&left_done), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -532,6 +1126,13 @@ int main(void)
 		cmocka_unit_test(test_signal_restored),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_ended_owner),
+		cmocka_unit_test(test_eff_prio),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_names_many),
+		cmocka_unit_test(test_name_bad_input),
+		cmocka_unit_test(test_stats_reset),
+		cmocka_unit_test(test_stats_reset_racing),
+		cmocka_unit_test(test_run_ex),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,9 +57,9 @@ static const struct call_errors documented[] = {
 	/* runtime.h */
 	{ "prt_runtime_create", { -EINVAL, -ENOMEM, -EMFILE, -EAGAIN, -ENOSYS, -EPERM } },
 	{ "prt_runtime_destroy", { -EINVAL, -EDEADLK } },
-	{ "prt_run", { -EINVAL, -ENOMEM } },
+	{ "prt_run/run_ex", { -EINVAL, -ENOMEM } },
 	{ "prt_runtime_nworkers/worker_info/steal_order", { -EINVAL } },
-	{ "prt_worker_stats", { -EINVAL } },
+	{ "prt_worker_stats/stats_reset", { -EINVAL } },
 	{ "prt_runtime_dump", { -EINVAL, -EPIPE, -EBADF, -EIO } },
 	{ "prt_worker_index", { -EPERM } },
 	/* io.h */
@@ -72,7 +72,8 @@ static const struct call_errors documented[] = {
 	{ "prt_offload", { -EINVAL, -ENOMEM, -EAGAIN } },
 	/* mutex.h: pthreads' convention */
 	{ "prt_mutexattr_*", { EINVAL } },
-	{ "prt_mutex_init/destroy", { EINVAL, EBUSY } },
+	{ "prt_mutex_init/destroy", { EINVAL, EBUSY, ENOMEM } },
+	{ "prt_condattr_*", { EINVAL } },
 	{ "prt_mutex_lock", { EDEADLK, EAGAIN, EINVAL, ENOMEM } },
 	{ "prt_mutex_trylock", { EBUSY, EAGAIN, EINVAL, ENOMEM } },
 	{ "prt_mutex_timedlock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },

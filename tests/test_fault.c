@@ -841,6 +841,47 @@ static void *stream_fiber(void *arg)
 	return NULL;
 }
 
+/*
+ * Naming a mutex or condvar needs room in the process-wide name table
+ * (lib/objname.c): without memory, init fails with ENOMEM and touches
+ * neither the object nor the table; with it, destroy gives it all back.
+ */
+static void test_object_names(void **state)
+{
+	struct snap before = snap_take();
+	prt_mutexattr_t ma;
+	prt_condattr_t ca;
+	prt_mutex_t m;
+	prt_cond_t c;
+
+	(void)state;
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_setname(&ma, "named"), 0);
+	assert_int_equal(prt_condattr_init(&ca), 0);
+	assert_int_equal(prt_condattr_setname(&ca, "named"), 0);
+	memset(&m, 0xab, sizeof(m));
+	memset(&c, 0xab, sizeof(c));
+	prt__fault_arm(PRT_FAULT_ALLOC, 1, ENOMEM);
+	assert_int_equal(prt_mutex_init(&m, &ma), ENOMEM);
+	assert_true(prt__fault_fired(PRT_FAULT_ALLOC));
+	prt__fault_arm(PRT_FAULT_ALLOC, 1, ENOMEM);
+	assert_int_equal(prt_cond_init_attr(&c, &ca), ENOMEM);
+	assert_true(prt__fault_fired(PRT_FAULT_ALLOC));
+	prt__fault_arm(PRT_FAULT_ALLOC, 0, 0);
+	for (size_t i = 0; i < sizeof(m); i++)
+		assert_int_equal((unsigned char)m.__size[i], 0xab);
+	for (size_t i = 0; i < sizeof(c); i++)
+		assert_int_equal((unsigned char)c.__size[i], 0xab);
+	snap_expect(&before, "object names", 1);
+	/* Without the fault: named, then forgotten, nothing left. */
+	assert_int_equal(prt_mutex_init(&m, &ma), 0);
+	assert_int_equal(prt_cond_init_attr(&c, &ca), 0);
+	assert_int_equal(prt_mutex_destroy(&m), 0);
+	assert_int_equal(prt_cond_destroy(&c), 0);
+	snap_expect(&before, "object names", 0);
+	lsan_check();
+}
+
 static void test_stream_bufs(void **state)
 {
 	struct snap before;
@@ -875,6 +916,7 @@ int main(void)
 		cmocka_unit_test_setup(test_read_timeout_epoll, disarm_all),
 		cmocka_unit_test_setup(test_timed_waits, disarm_all),
 		cmocka_unit_test_setup(test_stream_bufs, disarm_all),
+		cmocka_unit_test_setup(test_object_names, disarm_all),
 		cmocka_unit_test_setup(test_kick, disarm_all),
 		cmocka_unit_test_setup(test_stream_watch_fails, disarm_all),
 	};

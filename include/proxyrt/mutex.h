@@ -95,7 +95,7 @@ enum {
 typedef struct prt_mutexattr {
 	int type;  /* PRT_MUTEX_NORMAL, _ERRORCHECK, _RECURSIVE */
 	int proxy; /* PRT_MUTEX_PROXY_* */
-	int __reserved[2];
+	int __reserved[2]; /* private: the name given to prt_mutexattr_setname */
 } prt_mutexattr_t;
 
 /* Attribute calls return 0 or EINVAL. Context: any thread, never switch. */
@@ -107,15 +107,43 @@ PRT_API int prt_mutexattr_setproxy(prt_mutexattr_t *attr, int proxy);
 PRT_API int prt_mutexattr_getproxy(const prt_mutexattr_t *attr, int *proxy);
 
 /*
- * Initialise @m with @attr (NULL = defaults). Returns 0 or EINVAL.
+ * A name for the mutexes initialised with @attr, shown by
+ * prt_runtime_dump() on the lines of the fibers that wait for them and
+ * in the wait chains through them. @attr keeps the pointer only:
+ * @name must stay valid until the last prt_mutex_init() with @attr,
+ * which copies it (at most PRT_NAME_MAX - 1 bytes; longer names are
+ * cut, as fiber names are). "" means no name, as after
+ * prt_mutexattr_init(). Returns 0, or EINVAL for a NULL @attr or @name
+ * (nothing changed). No pthreads counterpart (glibc names threads,
+ * pthread_setname_np, but not mutexes).
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_mutexattr_setname(prt_mutexattr_t *attr, const char *name);
+/*
+ * The name pointer @attr holds (NULL or "" for none) in *@name.
+ * Returns 0 or EINVAL (NULL @attr or @name). Context: any thread, never
+ * switches.
+ */
+PRT_API int prt_mutexattr_getname(const prt_mutexattr_t *attr, const char **name);
+
+/*
+ * Initialise @m with @attr (NULL = defaults). A name in @attr is copied
+ * into a process-wide table keyed by @m's address (prt_mutex_t has no
+ * room for it); without one, a name a mutex at that address had before
+ * (one freed without prt_mutex_destroy) is forgotten. A mutex set up by
+ * PRT_MUTEX_INITIALIZER alone has no name. Returns 0, EINVAL (NULL @m,
+ * a bad type or proxy setting in @attr) or ENOMEM (no memory to keep
+ * the name); @m is not touched on error.
  * Context: any thread, never switches.
  */
 PRT_API int prt_mutex_init(prt_mutex_t *m, const prt_mutexattr_t *attr);
 
 /*
- * Destroy @m. Returns 0, EBUSY if it is locked or has waiters (it is
- * then left as it was), EINVAL for NULL. Context: any thread, never
- * switches.
+ * Destroy @m, and forget its name. Returns 0, EBUSY if it is locked or
+ * has waiters (it is then left as it was, name included), EINVAL for
+ * NULL. A named mutex whose memory is freed or reused without this call
+ * leaves its name in the table (a few dozen bytes) until a prt_mutex_init
+ * at that address. Context: any thread, never switches.
  */
 PRT_API int prt_mutex_destroy(prt_mutex_t *m);
 
@@ -202,13 +230,44 @@ typedef union prt_cond {
 
 #define PRT_COND_INITIALIZER { { 0 } }
 
-/* Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
+/*
+ * Condvar attributes, shaped like pthread_condattr_t: only a name for
+ * now (no clock or process-shared setting). Zeroed storage is the
+ * default. Fields are private.
+ */
+typedef struct prt_condattr {
+	int __reserved[4];
+} prt_condattr_t;
+
+/*
+ * Attribute calls return 0 or EINVAL (NULL @attr, or NULL @name).
+ * prt_condattr_setname: as prt_mutexattr_setname, for the condvars
+ * initialised with @attr by prt_cond_init_attr(): @attr keeps the
+ * pointer, init copies at most PRT_NAME_MAX - 1 bytes (longer names are
+ * cut), "" is no name; the dump shows it on the lines of the fibers that
+ * wait on the condvar. prt_condattr_getname: the pointer @attr holds.
+ * Context: any thread, never switch.
+ */
+PRT_API int prt_condattr_init(prt_condattr_t *attr);
+PRT_API int prt_condattr_destroy(prt_condattr_t *attr);
+PRT_API int prt_condattr_setname(prt_condattr_t *attr, const char *name);
+PRT_API int prt_condattr_getname(const prt_condattr_t *attr, const char **name);
+
+/*
+ * Initialise @c with @attr (NULL = defaults), as pthread_cond_init. A
+ * name is kept as for prt_mutex_init (a process-wide table, forgotten
+ * by prt_cond_destroy or by an init without a name at the same
+ * address). Returns 0, EINVAL (NULL @c) or ENOMEM (no memory to keep
+ * the name; @c is not touched). Context: any thread, never switches.
+ */
+PRT_API int prt_cond_init_attr(prt_cond_t *c, const prt_condattr_t *attr);
+/* prt_cond_init_attr(@c, NULL). Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
 PRT_API int prt_cond_init(prt_cond_t *c);
 /*
- * Returns 0, EBUSY if waiters remain, EINVAL. As POSIX allows, it may be
- * called (and the memory reused) right after a broadcast, while the
- * woken waiters still wait for the mutex: they never touch the condvar
- * again. A waiter whose timed wait ended just before the broadcast
+ * Returns 0 (and forgets @c's name), EBUSY if waiters remain (name
+ * kept), EINVAL. As POSIX allows, it may be called (and the memory
+ * reused) right after a broadcast, while the woken waiters still wait
+ * for the mutex: they never touch the condvar again. A waiter whose timed wait ended just before the broadcast
  * reached it still unlinks itself; destroy waits for that (a few
  * instructions, as glibc's does). Context: any thread, never switches
  * fibers.

@@ -207,11 +207,28 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt);
  * its result in *@result (if not NULL), wait for the fibers it left and
  * destroy the runtime. Returns 0, -EINVAL (NULL @main_fn), the error of
  * prt_runtime_create, or -ENOMEM if the main fiber could not be spawned
- * (the runtime is destroyed again).
+ * (the runtime is destroyed again). prt_run_ex(@cfg, @main_fn, @arg,
+ * @result, NULL, NULL).
  * Context: a plain thread; blocks it.
  */
 PRT_API int prt_run(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
 		    void **result);
+
+/*
+ * As prt_run, but hand the runtime to @on_exit(@rt, @exit_arg) before
+ * destroying it, so that its counters (prt_worker_stats), its dump or
+ * anything else about it can still be read: @on_exit runs on the
+ * calling thread once the main fiber has been joined and every fiber
+ * it left has ended, also if spawning the main fiber failed (then
+ * before any fiber ran); not if the runtime could not be created. @rt
+ * is live during the call and destroyed right after it: do not keep it.
+ * @on_exit may spawn fibers (they are waited for by the destroy) but
+ * must not destroy @rt. NULL @on_exit: as prt_run. Returns as prt_run.
+ * Context: a plain thread; blocks it.
+ */
+PRT_API int prt_run_ex(const prt_runtime_config_t *cfg, void *(*main_fn)(void *), void *arg,
+		       void **result, void (*on_exit)(prt_runtime_t *rt, void *exit_arg),
+		       void *exit_arg);
 
 /*
  * Number of workers of @rt, or -EINVAL (not live, or being torn down by
@@ -237,12 +254,24 @@ PRT_API const char *prt_runtime_notice(const prt_runtime_t *rt);
  * a preemption switched out), then one per mutex wait chain, from each
  * waiting fiber through mutex and owner to the fiber that can run:
  *
- *   proxyrt dump: runtime=0x55d0c0a0 workers=2 fibers=3
- *   worker 0: running=12 donor=0 runq=1 idle=0
- *   fiber 7 "high" state=runnable worker=0 prio=10 wait=mutex:0x55d0c1c0 owner=3
+ *   proxyrt dump: runtime=0x55d0c0a0 workers=2 fibers=4
+ *   worker 0: running=9 donor=4 runq=1 idle=0
+ *   fiber 9 "logger" state=running worker=0 prio=1 eff_prio=28 for=4
+ *   fiber 4 "rt" state=runnable worker=0 prio=28 wait=mutex:0x55d0c200 name="log" owner=9
+ *   fiber 7 "high" state=runnable worker=1 prio=10 wait=mutex:0x55d0c1c0 owner=3
  *   fiber 3 "low" state=blocked worker=1 prio=0 wait=io:read:fd=5
+ *   chain: 4 "rt" -> mutex "log" 0x55d0c200 -> 9 "logger" [running]
  *   chain: 7 "high" -> mutex 0x55d0c1c0 -> 3 "low" [io:read:fd=5]
  *   proxyrt dump end
+ *
+ * "prio" is the fiber's own priority. A fiber a worker runs in a donor's
+ * place (proxy execution: "logger" above runs for "rt", which waits for
+ * the mutex it holds) also shows "eff_prio", the priority it runs at
+ * (its donor's), and "for", the donor's id; without them a fiber's
+ * effective priority is its own. Mutexes and condvars named at init
+ * (prt_mutexattr_setname, prt_condattr_setname) show name="..." after
+ * their address on the lines of their waiters, and before it in chains;
+ * '"', newlines and control characters in names are printed as '?'.
  *
  * Nothing is stopped: each line is a snapshot of its fiber as the dump
  * passed it. Also available on a signal: see cfg.dump_signal.
@@ -305,11 +334,32 @@ typedef struct prt_worker_stats {
 } prt_worker_stats_t;
 
 /*
- * Read worker @index's counters (a racy but tear-free snapshot while the
- * runtime runs). Returns 0 or -EINVAL. Context: any thread, never
- * switches.
+ * Read worker @index's counters: the counts since the runtime was
+ * created or since the last prt_worker_stats_reset() of that worker (a
+ * racy but tear-free snapshot while the runtime runs; each counter is
+ * read on its own). Returns 0 or -EINVAL (bad @rt, @index or NULL
+ * @out). Context: any thread, never switches.
  */
 PRT_API int prt_worker_stats(const prt_runtime_t *rt, int index, prt_worker_stats_t *out);
+
+/*
+ * Reset every counter of prt_worker_stats_t of worker @index to 0, or
+ * of every worker if @index is -1; if @before is not NULL, store in it
+ * the counts up to the reset (their sum over workers for -1), as
+ * prt_worker_stats would have returned them: a read and a reset in one,
+ * so a monitor that calls it periodically counts every event in exactly
+ * one period. The workers go on counting while it runs (their counters
+ * are relaxed atomics only they write, and a reset never writes them: it
+ * records their values as the new zero), so an event counted during the
+ * call lands on one side of the reset or the other, never lost or
+ * counted twice. Two resets of one worker at once are not ordered
+ * against each other: a count may then be reported by both, and a
+ * reader may see either zero (never a value that wrapped: differences
+ * saturate at 0). Returns 0, or -EINVAL (bad @rt,
+ * @index below -1 or not a worker; nothing reset).
+ * Context: any thread, never switches.
+ */
+PRT_API int prt_worker_stats_reset(prt_runtime_t *rt, int index, prt_worker_stats_t *before);
 
 /*
  * Is @rt preemptive? Returns 1 (and the time slice in *@quantum_ns, if
