@@ -10,7 +10,8 @@
 
 #define SPIN_SECTION(s) __attribute__((noinline, section(s), visibility("default")))
 
-static inline uint64_t lcg(uint64_t x, uint64_t n)
+/* Always inlined: the spinning is in the caller's section, even at -O0. */
+static inline __attribute__((always_inline)) uint64_t lcg(uint64_t x, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++) {
 		x = x * 6364136223846793005ull + 1442695040888963407ull;
