@@ -426,7 +426,13 @@ static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool
 	int prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	uint32_t bm = x->rq.bitmap;
 
-	if (x->donor != f || x->pw.serve_prio < 0)
+	/*
+	 * relaxed: w->donor changes at a switch (switch.h), which need not
+	 * hold this lock. A look that misses the change costs a spurious
+	 * kick, or none where the pick that made x serve @f read its
+	 * priority and its wait afresh anyway.
+	 */
+	if (PRT_READ_ONCE(x->donor) != f || x->pw.serve_prio < 0)
 		return false;
 	PRT_WRITE_ONCE(x->pw.serve_prio, prio); /* interrupt() reads it */
 	return wait_ended || (bm && prt__rq_top(bm) > prio);
