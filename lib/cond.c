@@ -59,7 +59,7 @@
 struct prt__cond {
 	prt__spinlock_t lock;
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
-	/* prt__mwaiter.node, PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
+	/* prt__mwaiter.pl (a plist, plist.h), PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 	struct prt__mutex *m;      /* the mutex of the current waiters; lock */
 	uint64_t pad2[2];
@@ -140,7 +140,7 @@ static int list_state(struct prt__cond *c)
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
 	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
-		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, node);
+		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
 
 		if (atomic_load_explicit(&r->cwait, memory_order_relaxed) == PRT_CW_ONCOND)
 			return 2;
@@ -188,7 +188,7 @@ static bool leave(struct prt__cond *c, struct prt__mwaiter *rec)
 		return false;
 	/* Still linked: @c cannot be destroyed until we unlink (prt_cond_destroy). */
 	prt__spin_lock(&c->lock);
-	prt__list_del(&rec->node);
+	prt__mwaiter_del(&c->waiters, rec);
 	wait_end(rec);
 	prt__spin_unlock(&c->lock); /* our last access to @c */
 	return true;
@@ -205,7 +205,7 @@ static void wait_begin(struct prt__cond *c, struct prt__mwaiter *r)
 		f->cwait = r;
 		prt__spin_unlock(&f->lock);
 		/* After publishing: a later change re-sorts us, an earlier one is read here. */
-		r->prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+		r->pl.prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	}
 	atomic_store_explicit(&r->cwait, PRT_CW_ONCOND, memory_order_relaxed);
 	prt__mwaiter_insert(&c->waiters, r);
@@ -251,9 +251,9 @@ static bool cond_reprio(struct prt__fiber *f)
 	 * mutex, prt__waits_reprio's mutex side has it.
 	 */
 	if (atomic_load_explicit(&r->cwait, memory_order_relaxed) != PRT_CW_MOVED &&
-	    r->prio != prio) {
-		prt__list_del(&r->node);
-		r->prio = prio; /* to the tail of its new level */
+	    r->pl.prio != prio) {
+		prt__mwaiter_del(&c->waiters, r);
+		r->pl.prio = prio; /* to the tail of its new level */
 		prt__mwaiter_insert(&c->waiters, r);
 	}
 	prt__spin_unlock(&c->lock);
@@ -279,7 +279,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	rec.fiber = w ? w->curr : NULL;
 	prt__wait_init(&rec.wait, rec.fiber);
 	rec.token = prt__mutex_self_token();
-	rec.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
+	rec.pl.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
 	/*
 	 * relaxed, as prt_mutex_unlock's check: only our own lock (or a
 	 * handoff whose grant we read with acquire) puts our token there.
@@ -346,14 +346,14 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 	if (!c->waiters.next)
 		return NULL;
 	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
-		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, node);
+		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
 		unsigned st = PRT_CW_ONCOND;
 
 		/* acq_rel: pairs with the waiter's CAS in leave() */
 		if (atomic_compare_exchange_strong_explicit(&r->cwait, &st, PRT_CW_MOVED,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
-			prt__list_del(&r->node);
+			prt__mwaiter_del(&c->waiters, r);
 			wait_end(r); /* the condvar may be destroyed once we are done */
 			return r;
 		}

@@ -40,7 +40,7 @@ static void update_top(struct prt__mutex *m)
 {
 	struct prt__mwaiter *f = prt__mutex_first_waiter(m);
 
-	atomic_store_explicit(&m->top, f ? f->prio + 1 : 0, memory_order_relaxed);
+	atomic_store_explicit(&m->top, f ? f->pl.prio + 1 : 0, memory_order_relaxed);
 }
 
 static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
@@ -54,7 +54,7 @@ static void insert(struct prt__mutex *m, struct prt__mwaiter *r)
 	 */
 	prt__set_waits_on(r->token, m);
 	if (r->fiber) {
-		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_seq_cst);
+		r->pl.prio = atomic_load_explicit(&r->fiber->prio, memory_order_seq_cst);
 		r->fiber->mwait = r;
 	}
 	prt__mwaiter_insert(&m->waiters, r);
@@ -98,7 +98,7 @@ static void dequeue(struct prt__mutex *m, struct prt__mwaiter *r, struct prt__ha
 	struct prt__mwaiter *was = prt__mutex_first_waiter(m);
 	uintptr_t o;
 
-	prt__list_del(&r->node);
+	prt__mwaiter_del(&m->waiters, r);
 	forget_waiter(m, r);
 	if (prt__mutex_first_waiter(m)) {
 		claim_moved(m, was, h);
@@ -170,21 +170,20 @@ static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
 			   struct prt__handoff *h)
 {
-	struct prt__list *prev = r->node.prev;
 	struct prt_runtime *ref = handoff_ref(r);
-	uintptr_t n;
+	/* Others wait once @r is off the list: it is not the only record. */
+	bool others = m->waiters.next != &r->pl.node || r->pl.node.next != &m->waiters;
+	uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
 	prt__assert(!h->done); /* one handoff per record: its wake drops the reference */
-	prt__list_del(&r->node);
-	n = r->token | (prt__list_empty(&m->waiters) ? 0 : PRT_MTX_WAITERS);
 	/* release: pairs with the waiter's acquire of granted / the next lock */
 	if (!atomic_compare_exchange_strong_explicit(&m->owner, &o, n, memory_order_release,
 						     memory_order_relaxed)) {
-		prt__list_add_head(prev, &r->node); /* back where it was */
 		if (ref)
 			prt__rt_put(ref);
 		return false;
 	}
+	prt__mwaiter_del(&m->waiters, r);
 	forget_waiter(m, r);
 	h->ref = ref;
 	h->fiber = r->fiber;
@@ -258,7 +257,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 
 	/* A queued record is kept current (prt__waits_reprio); read a new one's now. */
 	if (!queued && r->fiber)
-		r->prio = atomic_load_explicit(&r->fiber->prio, memory_order_relaxed);
+		r->pl.prio = atomic_load_explicit(&r->fiber->prio, memory_order_relaxed);
 	for (;;) {
 		struct prt__mwaiter *first = prt__mutex_first_waiter(m);
 
@@ -267,7 +266,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 						 m->waiters.next->next == &m->waiters);
 			uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
-			if (first && (queued ? first != r : first->prio > r->prio)) {
+			if (first && (queued ? first != r : first->pl.prio > r->pl.prio)) {
 				if (handoff_locked(m, o, first, h))
 					return false;
 				o = atomic_load_explicit(&m->owner, memory_order_relaxed);
@@ -277,7 +276,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 			if (atomic_compare_exchange_weak_explicit(&m->owner, &o, n, memory_order_acq_rel,
 								  memory_order_relaxed)) {
 				if (queued) {
-					prt__list_del(&r->node);
+					prt__mwaiter_del(&m->waiters, r);
 					forget_waiter(m, r);
 				}
 				return true;
@@ -702,7 +701,7 @@ static int thread_timed_out(struct prt__mutex *m, struct prt__mwaiter *rec)
 /* Contended lock of a plain thread: as lock_fiber's, sleeping on a futex. */
 static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 {
-	struct prt__mwaiter rec = { .token = tok, .prio = PRT_PRIO_DEFAULT, .sleeping = true };
+	struct prt__mwaiter rec = { .token = tok, .pl.prio = PRT_PRIO_DEFAULT, .sleeping = true };
 	/* (rec.wait: zeroed, a thread's wait, IDLE) */
 	struct prt__handoff h = { 0 };
 	int err;
@@ -873,15 +872,15 @@ static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 		return NULL;
 	if (w && w->donor != w->curr &&
 	    atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed) == m &&
-	    w->donor->mwait && w->donor->mwait->prio >= first->prio)
+	    w->donor->mwait && w->donor->mwait->pl.prio >= first->pl.prio)
 		return w->donor->mwait;
 	/* Serving a donor: the chain may run through any waiter here. */
 	if (w && w->donor != w->curr)
 		return first;
 	me = self_prio(w);
-	if (first->prio > me || first->sleeping || first->parker)
+	if (first->pl.prio > me || first->sleeping || first->parker)
 		return first;
-	if (first->prio == me && prt__now_ns() - first->since < PRT_MTX_STARVE_NS)
+	if (first->pl.prio == me && prt__now_ns() - first->since < PRT_MTX_STARVE_NS)
 		return NULL; /* release: it is runnable, and competes */
 	return first;
 }
@@ -1089,10 +1088,10 @@ bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h)
 	r = f->mwait;
 	prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m && r &&
-	    r->prio != prio) {
+	    r->pl.prio != prio) {
 		was = prt__mutex_first_waiter(m);
-		prt__list_del(&r->node);
-		r->prio = prio; /* to the tail of its new level, as the run queue does */
+		prt__mwaiter_del(&m->waiters, r);
+		r->pl.prio = prio; /* to the tail of its new level, as the run queue does */
 		prt__mwaiter_insert(&m->waiters, r);
 		update_top(m);
 		claim_moved(m, was, h);

@@ -6,6 +6,7 @@
 #include "deadline.h"
 #include "fiber_int.h"
 #include "platform.h"
+#include "plist.h"
 
 /*
  * Owner word: 0 when unlocked, else the owner's token with flag bits.
@@ -47,15 +48,15 @@ _Static_assert(_Alignof(struct prt__mutex) <= _Alignof(prt_mutex_t), "prt_mutex_
 
 /* One waiter of a mutex, on the waiter's stack, in m->waiters. */
 struct prt__mwaiter {
-	struct prt__list node;      /* in m->waiters; wait_lock */
+	/*
+	 * Its place in m->waiters (wait_lock) or a condvar's list (its lock
+	 * while @cwait is ONCOND or LEAVING), a plist (plist.h). pl.prio:
+	 * the fiber's priority, the list's order: read when it joins a list,
+	 * kept current by prt__waits_reprio.
+	 */
+	struct prt__plnode pl;
 	struct prt__fiber *fiber;   /* the waiting fiber, or NULL for a thread */
 	uintptr_t token;            /* its owner token */
-	/*
-	 * The fiber's priority, the list's order: read when it joins a list,
-	 * kept current by prt__waits_reprio. Under the lock of the list it
-	 * is on (wait_lock, or the condvar's lock while @oncond).
-	 */
-	int prio;
 	uint64_t since;             /* prt__now_ns() when it queued (starvation) */
 	/*
 	 * The waiter is off the run queues (BLOCKED): a proxy-off mutex, or
@@ -100,7 +101,7 @@ static inline struct prt__mwaiter *prt__mutex_first_waiter(struct prt__mutex *m)
 {
 	if (prt__list_empty(&m->waiters))
 		return NULL;
-	return prt__container_of(m->waiters.next, struct prt__mwaiter, node);
+	return prt__container_of(m->waiters.next, struct prt__mwaiter, pl.node);
 }
 
 /* struct prt__mwaiter.granted */
@@ -115,19 +116,19 @@ enum {
 };
 
 /*
- * Insert @r into @head after every waiter of its priority or higher
- * (FIFO within a level). From the tail: the waiters that come at one
- * priority (a crowd on a condvar) each cost one step, not a walk past
- * all the others.
+ * Insert @r (r->pl.prio set) into @head after every waiter of its
+ * priority or higher (FIFO within a level): a walk over the levels
+ * (plist.h), however many wait. The list's lock held.
  */
 static inline void prt__mwaiter_insert(struct prt__list *head, struct prt__mwaiter *r)
 {
-	struct prt__list *it;
+	prt__plist_add(head, &r->pl);
+}
 
-	for (it = head->prev; it != head; it = it->prev)
-		if (prt__container_of(it, struct prt__mwaiter, node)->prio >= r->prio)
-			break;
-	prt__list_add_head(it, &r->node); /* right after @it */
+/* Take @r off @head's list. The list's lock held. */
+static inline void prt__mwaiter_del(struct prt__list *head, struct prt__mwaiter *r)
+{
+	prt__plist_del(head, &r->pl);
 }
 
 static inline struct prt__mutex *prt__mutex_of(prt_mutex_t *m)

@@ -29,6 +29,7 @@
 
 #include "deadline.h"
 #include "fiber_int.h"
+#include "plist.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -39,7 +40,7 @@ struct prt__sem {
 	prt__spinlock_t lock;
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	unsigned pad;
-	/* struct sem_waiter.node, by priority then FIFO; {NULL, NULL} = empty; lock */
+	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 };
 
@@ -47,9 +48,9 @@ _Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
 
 /* One waiter, on its stack. */
 struct sem_waiter {
-	struct prt__list node;  /* on s->waiters while @queued; s->lock */
+	/* On s->waiters while @queued; pl.prio, the list's order: the fiber's priority when it queued. s->lock */
+	struct prt__plnode pl;
 	struct prt__wait wait;  /* woken by the post that hands it a unit */
-	int prio;               /* the list's order: the fiber's priority when it queued */
 	bool queued;            /* s->lock */
 };
 
@@ -113,12 +114,7 @@ static bool take(struct prt__sem *s)
 /* Queue @r by priority (FIFO within a level); s->lock held. */
 static void insert(struct prt__sem *s, struct sem_waiter *r)
 {
-	struct prt__list *it;
-
-	for (it = s->waiters.next; it != &s->waiters; it = it->next)
-		if (prt__container_of(it, struct sem_waiter, node)->prio < r->prio)
-			break;
-	prt__list_add_tail(it, &r->node);
+	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
 	r->queued = true;
 }
 
@@ -134,7 +130,7 @@ static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
 	prt__spin_lock(&s->lock);
 	left = r->queued;
 	if (left)
-		prt__list_del(&r->node);
+		prt__plist_del(&s->waiters, &r->pl);
 	prt__spin_unlock(&s->lock);
 	if (left)
 		return err;
@@ -148,7 +144,7 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline)
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *self = w ? w->curr : NULL;
 	struct sem_waiter r = {
-		.prio = self ? atomic_load_explicit(&self->prio, memory_order_relaxed)
+		.pl.prio = self ? atomic_load_explicit(&self->prio, memory_order_relaxed)
 			     : PRT_PRIO_DEFAULT,
 	};
 	int err;
@@ -224,8 +220,8 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 	prt__check_live(s->dbg, "prt_sem_post", us);
 	prt__spin_lock(&s->lock);
 	if (!list_empty(s)) {
-		r = prt__container_of(s->waiters.next, struct sem_waiter, node);
-		prt__list_del(&r->node);
+		r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
+		prt__plist_del(&s->waiters, &r->pl);
 		r->queued = false;
 	} else if (atomic_load_explicit(&s->value, memory_order_relaxed) >= PRT_SEM_VALUE_MAX) {
 		err = EOVERFLOW;

@@ -155,14 +155,23 @@ static void op_io(struct xrun *x, unsigned *seed, uint64_t tag)
 	prt_mutex_unlock(&x->pm[p]);
 }
 
-/* Take a token (waiting on the condvar, in 10 ms slices), hold it a moment, give it back. */
+/*
+ * Take a token (waiting on the condvar, in 1 s slices: a return signals
+ * one waiter, and x_run broadcasts at the end), hold it a moment, give
+ * it back. Not 10 ms slices: with a thousand fibers out of tokens, their
+ * timeouts made 100k relocks of bank_m a second, the token holders of
+ * the lowest levels (which need bank_m to give theirs back) starved
+ * behind them by priority, and the starvation kept the tokens out: a
+ * livelock of the test's own making (low levels waiting 20 s on bank_m,
+ * tokens 0, the higher levels running on).
+ */
 static void op_token(struct xrun *x, bool fiber)
 {
 	bool got = false;
 
 	prt_mutex_lock(&x->bank_m);
 	while (!x->tokens && !atomic_load(&x->stop)) {
-		struct timespec ts = test_realtime_in(10 * 1000 * 1000);
+		struct timespec ts = test_realtime_in(1000 * 1000 * 1000);
 
 		prt_cond_timedwait(&x->bank_c, &x->bank_m, &ts);
 	}
@@ -358,6 +367,10 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 	while (test_mono_ns() - t0 < (uint64_t)seconds * 1000000000u)
 		usleep(100000);
 	atomic_store(&x->stop, 1);
+	/* Token waiters see stop now (under bank_m: none misses the broadcast). */
+	prt_mutex_lock(&x->bank_m);
+	prt_cond_broadcast(&x->bank_c);
+	prt_mutex_unlock(&x->bank_m);
 	for (int i = 0; i < x->nfibers; i++) {
 		void *res = (void *)1;
 

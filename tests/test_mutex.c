@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -1447,6 +1448,127 @@ static void test_prio_change_stress(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A waiter list insert walks the priority levels, not the waiters
+ * (plist.h). The records live on the waiters' stacks and the walk runs
+ * under wait_lock: a walk past every waiter made each lock O(waiters),
+ * and a crowd of thousands on one mutex collapsed tests/stress_mixed
+ * until fibers starved (the watchdog's hang). Here the waiters that an
+ * insert of a higher priority would pass are made unreadable
+ * (PROT_NONE): a walk that reads them faults; the level walk reads only
+ * the first record of each level and the new record's neighbours.
+ */
+#define PL_CROWD 64
+
+static struct prt__mwaiter *pl_rec(char *pages, size_t page, int i, int prio)
+{
+	struct prt__mwaiter *r = (struct prt__mwaiter *)(void *)(pages + (size_t)i * page);
+
+	r->pl.prio = prio;
+	r->token = (uintptr_t)i + 1; /* insertion order, for the FIFO check */
+	return r;
+}
+
+static void test_waiter_insert_walks_levels(void **state)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	int n = PL_CROWD + 8;
+	char *pages = mmap(NULL, (size_t)n * page, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct prt__list head;
+	struct prt__mwaiter *r;
+	int i = 0, want[] = { 9, 7, 5, 3, 1 };
+	int k = 0, last_prio = 100;
+	uintptr_t last_tok = 0;
+
+	(void)state;
+	assert_true(pages != MAP_FAILED);
+	prt__list_init(&head);
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 9));
+	for (int j = 0; j < PL_CROWD; j++) /* the crowd: one level */
+		prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 5));
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 1));
+	/* Hide the crowd but its first and last record (its level's head, and the tail an equal joins). */
+	assert_int_equal(mprotect(pages + 2 * page, (size_t)(PL_CROWD - 2) * page, PROT_NONE), 0);
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 7)); /* a new level above the crowd */
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 9)); /* joins the top level */
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 5)); /* joins the crowd, at its tail */
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 3)); /* a new level below it */
+	assert_int_equal(mprotect(pages, (size_t)n * page, PROT_READ | PROT_WRITE), 0);
+	/* Remove the crowd's head and the top level's: their next records head the levels. */
+	prt__mwaiter_del(&head, pl_rec(pages, page, 1, 5));
+	prt__mwaiter_del(&head, pl_rec(pages, page, 0, 9));
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 7));
+	prt__mwaiter_insert(&head, pl_rec(pages, page, i++, 5));
+	/* Order: priority, then FIFO; every record there once. */
+	for (struct prt__list *it = head.next; it != &head; it = it->next, k++) {
+		r = prt__container_of(it, struct prt__mwaiter, pl.node);
+		if (r->pl.prio != last_prio)
+			last_tok = 0;
+		assert_true(r->pl.prio <= last_prio);
+		assert_true(r->token > last_tok);
+		last_prio = r->pl.prio;
+		last_tok = r->token;
+	}
+	assert_int_equal(k, i - 2);
+	for (int j = 0; j < 5; j++) { /* levels present */
+		bool found = false;
+
+		for (struct prt__list *it = head.next; it != &head; it = it->next)
+			found |= prt__container_of(it, struct prt__mwaiter, pl.node)->pl.prio == want[j];
+		assert_true(found);
+	}
+	assert_int_equal(munmap(pages, (size_t)n * page), 0);
+}
+
+/*
+ * The plist against a plain model: random inserts (a few levels, many
+ * equals) and removals anywhere, the list checked after each against an
+ * array kept sorted by priority, then insertion order.
+ */
+#define PL_MODEL 200
+
+static void test_waiter_list_model(void **state)
+{
+	static struct prt__mwaiter recs[PL_MODEL];
+	static bool in[PL_MODEL];
+	struct prt__list head;
+	unsigned seed = 12345;
+	uintptr_t stamp = 0;
+
+	(void)state;
+	memset(in, 0, sizeof(in));
+	prt__list_init(&head);
+	for (int step = 0; step < 20000; step++) {
+		int x = rand_r(&seed) % PL_MODEL, prev_prio = 1 << 30, count = 0, want = 0;
+		uintptr_t prev_tok = 0;
+
+		if (in[x]) {
+			prt__mwaiter_del(&head, &recs[x]);
+			in[x] = false;
+		} else {
+			recs[x].pl.prio = rand_r(&seed) % 6;
+			recs[x].token = ++stamp;
+			prt__mwaiter_insert(&head, &recs[x]);
+			in[x] = true;
+		}
+		for (int j = 0; j < PL_MODEL; j++)
+			want += in[j];
+		for (struct prt__list *it = head.next; it != &head; it = it->next, count++) {
+			struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
+
+			assert_true(in[r - recs]);
+			assert_true(r->pl.prio <= prev_prio);
+			if (r->pl.prio != prev_prio)
+				prev_tok = 0;
+			assert_true(r->token > prev_tok);
+			prev_prio = r->pl.prio;
+			prev_tok = r->token;
+		}
+		assert_int_equal(count, want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1473,6 +1595,8 @@ int main(void)
 		cmocka_unit_test(test_prio_change_attached),
 		cmocka_unit_test(test_prio_change_chain),
 		cmocka_unit_test(test_prio_change_stress),
+		cmocka_unit_test(test_waiter_insert_walks_levels),
+		cmocka_unit_test(test_waiter_list_model),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
