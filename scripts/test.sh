@@ -4,9 +4,9 @@
 # configurations (each with its time):
 #   gcc        everything: unit, integration, stress (suite stress), fault
 #              injection (-Dfault_injection=true), the fuzz corpus replay;
-#              preemptive (the default);
-#   clang      the same, plus 30 s of libFuzzer on the HTTP parser;
-#              cooperative (PRT_PREEMPT_QUANTUM_NS=0);
+#              cooperative (the default);
+#   clang      the same but the stress suite, plus 30 s of libFuzzer on
+#              the HTTP parser; preemptive (PRT_PREEMPT_QUANTUM_NS=1000000);
 #   asan+ubsan everything, libc allocator so ASan sees every allocation;
 #   tsan       the cross-worker tests, TSan following fiber switches;
 #   (both sanitizer builds then run the stress tests preemptive, with a
@@ -53,10 +53,11 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_footbal
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
 VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime test_timed test_cond test_io test_sigpipe
 	test_stream test_preempt test_dump test_edges test_lifetime)
-# Runtimes are preemptive by default (1 ms time slices): gcc and ASan run
-# the suite so; clang and TSan run it cooperative (PRT_PREEMPT_QUANTUM_NS=0;
-# test_preempt sets its own), so that it passes both ways; valgrind is
-# cooperative by necessity. The stress tests, which the sanitizer builds
+# Runtimes are cooperative by default: gcc, ASan and TSan run the suite
+# so; clang runs it preemptive (PRT_PREEMPT_QUANTUM_NS=1000000, the stress
+# suite left out: the sanitizers run it preemptive below), so that it
+# passes both ways; test_preempt sets its own time slices everywhere;
+# valgrind is cooperative by necessity. The stress tests, which the sanitizer builds
 # run again with a short quantum (50 us) after their main runs, in which
 # the long stress suite (stress_mixed) is left out for time.
 # PRT_STRESS_REQUIRE_PREEMPT=1 fails a run in which the runtime did not
@@ -67,9 +68,10 @@ VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 
 run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
-	# clang also runs the HTTP parser fuzzer for 30 s (suite fuzz); cooperative.
-	PRT_PREEMPT_QUANTUM_NS=0 CC=clang run_suite "clang cooperative" "$ROOT/build-test-clang" \
-		--buildtype=debugoptimized -Dfault_injection=true
+	# clang also runs the HTTP parser fuzzer for 30 s (suite fuzz); preemptive.
+	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
+		"$ROOT/build-test-clang" --buildtype=debugoptimized -Dfault_injection=true \
+		-- --no-suite stress
 	ASAN_SETUP=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 		-Dallocator=libc -Dfault_injection=true)
 	run_suite asan+ubsan "$ROOT/build-test-asan" "${ASAN_SETUP[@]}" -- --no-suite stress
@@ -79,9 +81,9 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	TSAN_SETUP=(--buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dallocator=libc)
 	# Cooperative but for test_preempt (which sets its own time slices)
 	# and the preemptive stress run below: under TSan nearly every
-	# interrupt lands in its runtime and is deferred, and the 1 ms default
+	# interrupt lands in its runtime and is deferred, and a 1 ms quantum
 	# made test_sched and test_http outlast their timeouts.
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" PRT_PREEMPT_QUANTUM_NS=0 \
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 		run_suite tsan "$ROOT/build-test-tsan" "${TSAN_SETUP[@]}" -- ${TSAN_MAIN_TESTS[*]}
 	# Half the stress suite's time: its 16-worker run takes three times
 	# its bound to drain under TSan with 50 us ticks (48 s in all, against

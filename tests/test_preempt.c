@@ -1445,7 +1445,7 @@ static void test_config(void **state)
 
 	(void)state;
 	prt_runtime_config_init(&cfg);
-	assert_int_equal(cfg.preempt_quantum_ns, PRT_PREEMPT_QUANTUM_DEFAULT); /* preemptive */
+	assert_int_equal(cfg.preempt_quantum_ns, 0); /* cooperative unless asked (design.md 16) */
 	assert_int_equal(cfg.preempt_signal, 0);
 	cfg.nworkers = 1;
 	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_MIN - 1;

@@ -124,11 +124,11 @@ typedef struct prt_runtime_config {
 	 * fiber while another fiber of its priority waits for its worker;
 	 * with it, a fiber that becomes runnable on a worker running a fiber
 	 * of lower priority interrupts that fiber at once, even one that
-	 * never calls the runtime. prt_runtime_config_init() sets
-	 * PRT_PREEMPT_QUANTUM_DEFAULT (1 ms): runtimes are preemptive by
-	 * default, as Go's (a caller compiled before this field gets 0). 0 =
-	 * cooperative: a fiber runs until it reaches a scheduling point, and
-	 * nothing is installed. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
+	 * never calls the runtime. 0 (what prt_runtime_config_init() sets,
+	 * for now: docs/design.md, section 16, says why) = cooperative: a
+	 * fiber runs until it reaches a scheduling point, and nothing is
+	 * installed. PRT_PREEMPT_QUANTUM_DEFAULT (1 ms) is the value to ask
+	 * for. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
 	 * PRT_PREEMPT_QUANTUM_NS, when set, replaces it (0 turns preemption
 	 * off). Under valgrind, ThreadSanitizer, or with the ASan runtime
 	 * linked into the program, the runtime stays cooperative and
