@@ -91,34 +91,6 @@ void prt__preempt_arm_retry(struct prt__worker *w, uint64_t ns)
 
 /* ---- the handler ---------------------------------------------------------------- */
 
-static uintptr_t uc_pc(const void *ucv)
-{
-	const ucontext_t *uc = ucv;
-
-#if defined(__x86_64__)
-	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-#elif defined(__aarch64__)
-	return (uintptr_t)uc->uc_mcontext.pc;
-#else
-	(void)uc;
-	return 0;
-#endif
-}
-
-static uintptr_t uc_sp(const void *ucv)
-{
-	const ucontext_t *uc = ucv;
-
-#if defined(__x86_64__)
-	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-	return (uintptr_t)uc->uc_mcontext.sp;
-#else
-	(void)uc;
-	return 0;
-#endif
-}
-
 /*
  * Was the fiber running on its own stack, and does this handler run
  * elsewhere? Not so in a handler of the application's that the signal
@@ -128,7 +100,7 @@ static uintptr_t uc_sp(const void *ucv)
  */
 static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
 {
-	uintptr_t base = (uintptr_t)f->stack.base, sp = uc_sp(uc);
+	uintptr_t base = (uintptr_t)f->stack.base, sp = prt__uc_sp(uc);
 	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
 
 	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
@@ -165,7 +137,7 @@ static uint64_t retry_ns(unsigned src, uintptr_t pc)
 static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
-	uintptr_t pc = uc_pc(uc), base = (uintptr_t)f->stack.base;
+	uintptr_t pc = prt__uc_pc(uc), base = (uintptr_t)f->stack.base;
 
 	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
 		return; /* its last pick found nothing: it looks for work already */

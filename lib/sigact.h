@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <ucontext.h>
 
 /* The kernel's struct sigaction (x86-64 and aarch64 lay it out alike). */
 struct prt__sigact {
@@ -55,6 +56,35 @@ static inline bool prt__sig_call(const struct prt__sigact *old, int sig, siginfo
 	else
 		((void (*)(int))h)(sig);
 	return true;
+}
+
+/* The interrupted pc and stack pointer of a handler's ucontext (0 on other arches). */
+static inline uintptr_t prt__uc_pc(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.pc;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+static inline uintptr_t prt__uc_sp(const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.sp;
+#else
+	(void)uc;
+	return 0;
+#endif
 }
 
 #endif

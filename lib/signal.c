@@ -99,20 +99,6 @@ void prt__report_overflow(const struct prt__fiber *f, const char *how, const voi
 
 /* ---- the fault handler --------------------------------------------------------------- */
 
-static uintptr_t fault_sp(void *ucv)
-{
-	ucontext_t *uc = ucv;
-
-#if defined(__x86_64__)
-	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-	return (uintptr_t)uc->uc_mcontext.sp;
-#else
-	(void)uc;
-	return 0;
-#endif
-}
-
 /* Is the fault at @addr with stack pointer @sp an overflow of @f's stack? */
 static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp)
 {
@@ -141,7 +127,7 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 	int saved = errno;
 
 	if (w && w->curr && w->curr != &w->idle &&
-	    is_overflow(w->curr, (uintptr_t)si->si_addr, fault_sp(uc)))
+	    is_overflow(w->curr, (uintptr_t)si->si_addr, prt__uc_sp(uc)))
 		prt__report_overflow(w->curr, "guard page hit", si->si_addr);
 	errno = saved;
 	chain(sig, si, uc, sig == SIGBUS ? &old_bus : &old_segv);
