@@ -164,17 +164,41 @@ static void *yield_body(void *arg)
 	return NULL;
 }
 
-/* Spawn two yielders, join both from this plain thread; returns elapsed ns. */
-static uint64_t yield_pass(prt_runtime_t *rt, long n)
+struct yield_args {
+	long n;
+	uint64_t elapsed_ns;
+};
+
+/*
+ * Spawn two yielders and join both from a fiber of the same worker, as
+ * Go's and Boost.Fiber's W1 do from their main goroutine/fiber. From a
+ * plain thread sharing the CPU (taskset -c 1), the second spawn waited
+ * for the kernel to run that thread again (up to ~20 ms) while the
+ * first yielder ran alone: yields that switch nothing, which made
+ * ns_per_op anything from 5 to 57 ns.
+ */
+static void *yield_driver(void *arg)
 {
+	struct yield_args *a = arg;
 	prt_fiber_t f[2];
 	uint64_t t0 = now_ns();
 
 	for (int i = 0; i < 2; i++)
-		check(prt_spawn(rt, &f[i], NULL, yield_body, (void *)(intptr_t)n), "prt_spawn");
+		check(prt_spawn(prt_runtime_self(), &f[i], NULL, yield_body, (void *)(intptr_t)a->n),
+		      "prt_spawn");
 	for (int i = 0; i < 2; i++)
 		check(prt_join(f[i], NULL), "prt_join");
-	return now_ns() - t0;
+	a->elapsed_ns = now_ns() - t0;
+	return NULL;
+}
+
+/* Returns elapsed ns for 2 x @n yields. */
+static uint64_t yield_pass(prt_runtime_t *rt, long n)
+{
+	struct yield_args a = { .n = n };
+
+	run_driver(rt, yield_driver, &a);
+	return a.elapsed_ns;
 }
 
 static int bench_yield(int argc, char **argv)

@@ -35,7 +35,8 @@
  * interrupt is then deferred: its PRT_PEV_PENDING bit is set and @retry fires in
  * PRT_PREEMPT_RETRY_NS (a tick in the library's code: the next tick),
  * unless the fiber reaches a scheduling point or prt_preempt_enable()
- * first.
+ * first; a retry deferred again waits twice as long, up to
+ * PRT_PREEMPT_RETRY_MAX_NS, until one of those honours it.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -351,9 +352,11 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	 * first: the stores are rarely needed.)
 	 */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) &
-			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)))
-		atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
-					  memory_order_relaxed);
+			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)) &&
+	    (atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
+				       memory_order_relaxed) & PRT_PEV_PENDING_ALL))
+		/* honoured: a retry deferred from now on waits the shortest again */
+		atomic_store_explicit(&p->retry_streak, 0, memory_order_relaxed);
 	/*
 	 * A kick of this worker recorded under this lock hold (a sleeper
 	 * that run_timers() woke in preempt_eval() or in this pick) is
@@ -509,6 +512,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	/* relaxed: this thread's handler and others set them; this look honours them */
 	why |= atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
 					 memory_order_relaxed) & PRT_PEV_PENDING_ALL;
+	atomic_store_explicit(&p->retry_streak, 0, memory_order_relaxed); /* as in the pick */
 	if (prt__has_timers(w))
 		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
 	served = prt__served_prio(w);

@@ -58,6 +58,13 @@ struct prt__wpreempt {
 	atomic_uint events;
 	/* @retry is armed (the worker thread's own: its handler, or a fiber on it). */
 	atomic_uint retry_armed;
+	/*
+	 * Retries deferred again in a row since a pick or an interrupt last
+	 * honoured what was deferred: each waits twice as long as the one
+	 * before (preempt_sig.c, retry_backoff). The worker thread's own
+	 * (its handler counts, its picks reset).
+	 */
+	atomic_uint retry_streak;
 };
 
 /*
@@ -78,8 +85,12 @@ enum {
 #define PRT_PEV_KICKED 0x10u
 #define PRT_PEV_WATCH_FIRED 0x20u
 
-/* A deferred preemption is tried again after this long (ns). */
+/*
+ * A deferred preemption is tried again after this long (ns); a retry
+ * deferred again waits twice as long, up to PRT_PREEMPT_RETRY_MAX_NS.
+ */
 #define PRT_PREEMPT_RETRY_NS 50000u
+#define PRT_PREEMPT_RETRY_MAX_NS 800000u
 /*
  * Stack the preemption path may use below the interrupt frame: a fiber
  * interrupted with less than this (plus the frame) left is not

@@ -81,6 +81,30 @@ void prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interva
 	syscall(SYS_timer_settime, timer, flags, &its, NULL);
 }
 
+/*
+ * The delay of a retry deferred again: doubled for each retry deferred
+ * in a row. The fiber stays in code that may not be stopped, nearly
+ * always the runtime's own on its way to a scheduling point, which
+ * honours the interrupt (and resets the count). A retry every 50 us
+ * there was a signal storm under lock contention (~17k retries a second
+ * in stress_mixed, each a timer, a signal frame and a sigreturn, and a
+ * longer hold of whatever spin lock it landed in). The bound stays: the
+ * fiber is stopped at most PRT_PREEMPT_RETRY_MAX_NS after it leaves
+ * that code.
+ */
+static uint64_t retry_backoff(struct prt__worker *w, uint64_t ns)
+{
+	/* relaxed: this thread's own (its picks reset it, preempt.c) */
+	unsigned n = atomic_load_explicit(&w->pw.retry_streak, memory_order_relaxed);
+
+	for (unsigned i = 0; i < n && ns < PRT_PREEMPT_RETRY_MAX_NS; i++)
+		ns *= 2;
+	if (ns >= PRT_PREEMPT_RETRY_MAX_NS)
+		return PRT_PREEMPT_RETRY_MAX_NS;
+	atomic_store_explicit(&w->pw.retry_streak, n + 1, memory_order_relaxed);
+	return ns;
+}
+
 void prt__preempt_arm_retry(struct prt__worker *w, uint64_t ns)
 {
 	/* relaxed: this thread's; its handler clears it when the retry comes */
@@ -117,7 +141,7 @@ static void defer(struct prt__worker *w, unsigned src, uint64_t retry_ns)
 	atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_PENDING(src), memory_order_relaxed);
 	prt__stat_inc(&w->stats.preempt_deferred, 1);
 	if (retry_ns)
-		prt__preempt_arm_retry(w, retry_ns);
+		prt__preempt_arm_retry(w, src == PRT_PSRC_RETRY ? retry_backoff(w, retry_ns) : retry_ns);
 }
 
 /*

@@ -1600,6 +1600,87 @@ static void test_deny_range_and_object(void **state)
 	dlclose(l.h);
 }
 
+/*
+ * A retry that finds the fiber still in code that may not be stopped
+ * waits twice as long as the one before, up to 800 us
+ * (PRT_PREEMPT_RETRY_MAX_NS): a hog in a denied library for ~100 ms
+ * behind a due sleeper is deferred about once per 800 us, not once per
+ * 50 us (20 a millisecond: the retry storm this fixes). The count is
+ * held against the time the hog itself measured in the library (a slow
+ * machine fires fewer retries, never more). Once out, the hog is
+ * stopped: the bound stays.
+ */
+struct backoff {
+	spin_fn fn;
+	volatile int in;
+	uint64_t iters, in_ns;
+	atomic_int slept;
+	prt_runtime_t *rt;
+	uint64_t deferred;
+};
+
+static void *backoff_sleeper(void *arg)
+{
+	struct backoff *b = arg;
+
+	prt_sleep_ns(2 * 1000 * 1000);
+	atomic_store(&b->slept, 1);
+	return NULL;
+}
+
+static void *backoff_hog(void *arg)
+{
+	struct backoff *b = arg;
+	uint64_t t0, x = 3, d0;
+	struct cap c;
+
+	d0 = stats_of(b->rt, 0).preempt_deferred;
+	t0 = test_mono_ns();
+	x = b->fn(&b->in, x, b->iters); /* denied: every interrupt is deferred */
+	b->in_ns = test_mono_ns() - t0;
+	b->deferred = stats_of(b->rt, 0).preempt_deferred - d0;
+	cap_init(&c);
+	while (!atomic_load_explicit(&b->slept, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 64);
+	sink = x;
+	return NULL;
+}
+
+static void test_retry_backs_off(void **state)
+{
+	struct backoff b = { 0 };
+	struct spinlib l;
+	uint64_t t0, x = 1, n = 1 << 20;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(b.rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	spinlib_open(&l);
+	/* Denied by test_deny_range_and_object for the process; again if run alone. */
+	assert_int_equal(prt_preempt_deny_object("libprtspin"), 0);
+	b.fn = l.a;
+	/* About 100 ms in the library (a guess: no timing is asserted). */
+	t0 = test_mono_ns();
+	x = spin_work(x, (unsigned)n);
+	sink = x;
+	b.iters = n * 100000000ull / (test_mono_ns() - t0 + 1) + 1;
+	s = spawn_at(b.rt, 24, 0, backoff_sleeper, &b);
+	h = spawn_at(b.rt, 8, 0, backoff_hog, &b);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(atomic_load(&b.slept), 1);
+	/* Reached through the retries after the hog left the library, not through its cap. */
+	assert_true(test_mono_ns() < t0 + PREEMPT_CAP_NS);
+	print_message("in the library %.1f ms: %llu deferred\n", (double)b.in_ns / 1e6,
+		      (unsigned long long)b.deferred);
+	assert_true(b.deferred >= 1);
+	/* ~1.25 a ms (800 us apart) plus the first few; 50 us apart would be 20 a ms. */
+	assert_true(b.deferred <= 10 + 3 * (b.in_ns / 1000000));
+	assert_int_equal(prt_runtime_destroy(b.rt), 0);
+	dlclose(l.h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1621,6 +1702,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
 		cmocka_unit_test(test_deny_range_and_object),
+		cmocka_unit_test(test_retry_backs_off),
 	};
 
 	/* The tests choose their time slices: not the environment's. */
