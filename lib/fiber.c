@@ -12,7 +12,9 @@
 #include "cond_int.h"
 #include "fault.h"
 #include "fiber_desc.h"
+#include "io_int.h"
 #include "mutex_int.h"
+#include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "switch.h"
@@ -83,6 +85,11 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->detached = a->flags & PRT_FIBER_DETACHED;
 	f->reap = false;
 	prt__wait_init(&f->park, f); /* no permit */
+	atomic_store_explicit(&f->cancel, 0, memory_order_relaxed);
+	f->cancel_wait = NULL;
+	f->cancel_io = NULL;
+	f->cancel_sleep = NULL;
+	f->wg = NULL;
 	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
@@ -305,6 +312,28 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 	return err;
 }
 
+/*
+ * A join's wait for @f was cancelled (prt_cancel). If @f has not ended,
+ * withdraw (true: @f stays joinable); if it has, its exit read our wait
+ * in the same critical section that made it DEAD, and its wake comes:
+ * wait for it, and the join completes (false).
+ */
+static bool join_cancelled(struct prt__fiber *f, struct prt__wait *wt)
+{
+	bool ended;
+
+	prt__spin_lock(&f->lock);
+	ended = atomic_load_explicit(&f->state, memory_order_relaxed) == PRT_FS_DEAD;
+	if (!ended)
+		f->joiner = NULL;
+	prt__spin_unlock(&f->lock);
+	if (!ended)
+		return true;
+	prt__wait_rearm(wt);
+	prt__wait_block(wt, 0);
+	return false;
+}
+
 /* Join @f, locked with its handle checked; unlocks it. */
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result)
 {
@@ -315,15 +344,21 @@ static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **res
 		prt__spin_unlock(&f->lock);
 		return -EINVAL;
 	}
-	/* Set even if already dead: a racing join or detach now sees it taken. */
-	f->joiner = &wt;
 	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
+		/* Cancelled: only a join that need not wait goes on. */
+		if (self && prt__cancel_pending(self)) {
+			prt__spin_unlock(&f->lock);
+			return -ECANCELED;
+		}
+		f->joiner = &wt; /* a racing join or detach now sees it taken */
 		if (self)
 			prt__set_wait(self, PRT_WK_JOIN, f, 0);
 		prt__spin_unlock(&f->lock);
 		/* Woken by fiber_exit, which reads f->joiner under f->lock. */
-		prt__wait_block(&wt, 0);
+		if (prt__wait_block_cancel(&wt, 0) && join_cancelled(f, &wt))
+			return -ECANCELED;
 	} else {
+		f->joiner = &wt; /* as above */
 		prt__spin_unlock(&f->lock);
 	}
 	prt__wait_off_cpu(f);
@@ -491,8 +526,7 @@ PRT_API int prt_park(void)
 		return -EPERM;
 	self = w->curr;
 	prt__set_wait(self, PRT_WK_PARK, NULL, 0);
-	prt__wait_park(w, &self->park);
-	return 0;
+	return -prt__wait_park(w, &self->park);
 }
 
 PRT_API int prt_unpark(prt_fiber_t h)
@@ -508,4 +542,77 @@ PRT_API int prt_unpark(prt_fiber_t h)
 	}
 	prt__spin_unlock(&f->lock);
 	return 0;
+}
+
+/* ---- cancellation (docs/design.md, section 17) ------------------------------- */
+
+/* What prt_cancel found @f asleep in, under f->lock: each to end once it is dropped. */
+struct cancel_hooks {
+	bool wake;                /* a cancellable wait or a park, ended: prt__wake it */
+	struct prt__worker *io;   /* an I/O request that worker holds: it cancels it */
+	struct prt__worker *sleep; /* prt_sleep_* on that worker's heap */
+};
+
+/* f->lock held, the flag just set: end or collect the wait @f sleeps in, if any. */
+static void cancel_hooks_locked(struct prt__fiber *f, struct cancel_hooks *k)
+{
+	k->wake = prt__wait_cancel_locked(f) || prt__wait_park_cancel_locked(&f->park);
+	k->io = f->cancel_wait ? f->cancel_io : NULL;
+	k->sleep = f->cancel_sleep;
+}
+
+PRT_API int prt_cancel(prt_fiber_t h)
+{
+	struct cancel_hooks k;
+	struct prt_runtime *ref;
+	struct prt__fiber *f = lock_handle_ref(h, &ref);
+
+	if (!f)
+		return -ESRCH;
+	if (atomic_load_explicit(&f->state, memory_order_relaxed) == PRT_FS_DEAD) {
+		prt__spin_unlock(&f->lock);
+		put_ref(ref);
+		return -ESRCH; /* ended: nothing to cancel (joinable still) */
+	}
+	/*
+	 * seq_cst: the store half of two store-then-load pairs: with our
+	 * load of blocked_on (prt__cancel_mutex_wait) against lock_fiber's
+	 * store of it then load of this; and with the exchange of a
+	 * worker's cancel_posted (prt__io_cancel_post). Under f->lock: the
+	 * fiber looks at it under f->lock before it sleeps (wait.c, sched.c).
+	 */
+	atomic_fetch_or_explicit(&f->cancel, PRT_CANCEL_PENDING, memory_order_seq_cst);
+	cancel_hooks_locked(f, &k);
+	prt__spin_unlock(&f->lock);
+	/* Asleep in what a hook names: the fiber cannot end before this wake. */
+	if (k.wake)
+		prt__wake(f);
+	if (k.io)
+		prt__io_cancel_post(k.io);
+	if (k.sleep)
+		prt__sleep_cancel(k.sleep, f, h.id);
+	/* Not a hook: a mutex waiter may be queued, not asleep (invariant 1). */
+	prt__cancel_mutex_wait(f, h.id);
+	put_ref(ref);
+	return 0;
+}
+
+PRT_API int prt_cancelled(void)
+{
+	struct prt__fiber *self = self_fiber();
+
+	if (!self)
+		return -EPERM;
+	return prt__cancel_pending(self);
+}
+
+PRT_API int prt_cancel_clear(void)
+{
+	struct prt__fiber *self = self_fiber();
+
+	if (!self)
+		return -EPERM;
+	/* relaxed: nobody waits on it; a prt_cancel racing with this may win or not */
+	return (int)(atomic_exchange_explicit(&self->cancel, 0, memory_order_relaxed) &
+		     PRT_CANCEL_PENDING);
 }
