@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <proxyrt/waitgroup.h>
+
 #include "alloc.h"
 #include "arch/ctx.h"
 #include "cond_int.h"
@@ -19,6 +21,7 @@
 #include "runtime_int.h"
 #include "switch.h"
 #include "wait.h"
+#include "waitgroup.h"
 #include "worker.h"
 
 /* ---- affinity ----------------------------------------------------------- */
@@ -74,7 +77,7 @@ static int attr_check(struct prt_runtime *rt, const prt_fiber_attr_t *a, prt_fib
 }
 
 static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_fiber_attr_t *a,
-		       void *(*fn)(void *), void *arg)
+		       void *(*fn)(void *), void *arg, void *wg)
 {
 	f->rt = rt;
 	f->kind = PRT_FK_FIBER;
@@ -89,7 +92,7 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->cancel_wait = NULL;
 	f->cancel_io = NULL;
 	f->cancel_sleep = NULL;
-	f->wg = NULL;
+	f->wg = wg;
 	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
@@ -138,9 +141,12 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
 	return NULL;
 }
 
-/* The spawn proper. @w: the caller's worker if it is one of @rt's, else NULL. */
+/*
+ * The spawn proper. @w: the caller's worker if it is one of @rt's, else
+ * NULL; @wg: the wait group it counts itself done in as it ends, or NULL.
+ */
 static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber_t *out,
-			const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg)
+			const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg, void *wg)
 {
 	struct prt__worker *t;
 	struct prt__fiber *f;
@@ -152,7 +158,7 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 	f = prt__desc_alloc(rt, w);
 	if (!f)
 		return -ENOMEM;
-	fiber_init(rt, f, attr, fn, arg);
+	fiber_init(rt, f, attr, fn, arg, wg);
 	t = spawn_target(rt, w, f);
 	if ((err = prt__stack_get(rt, w, t->index, attr->stack_size, &f->stack))) {
 		prt__fiber_free(f);
@@ -176,8 +182,8 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 	return 0;
 }
 
-PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
-		      void *(*fn)(void *), void *arg)
+static inline int spawn_in(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+			   void *(*fn)(void *), void *arg, void *wg)
 {
 	prt_fiber_attr_t defaults;
 	struct prt__worker *w;
@@ -191,7 +197,7 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 	}
 	w = prt__worker_of(rt, prt__cur_worker());
 	if (prt__likely(w))
-		return spawn(rt, w, out, attr, fn, arg);
+		return spawn(rt, w, out, attr, fn, arg, wg);
 	/*
 	 * From outside: counted and holding a reference before anything of
 	 * @rt is touched, so destroy waits for this fiber to run (runtime.c,
@@ -199,8 +205,29 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 	 */
 	if ((err = prt__rt_spawn_begin(rt)))
 		return err;
-	err = spawn(rt, NULL, out, attr, fn, arg);
+	err = spawn(rt, NULL, out, attr, fn, arg, wg);
 	prt__rt_spawn_end(rt, err != 0);
+	return err;
+}
+
+PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+		      void *(*fn)(void *), void *arg)
+{
+	return spawn_in(rt, out, attr, fn, arg, NULL);
+}
+
+PRT_API int prt_waitgroup_spawn(prt_waitgroup_t *wg, prt_runtime_t *rt, prt_fiber_t *out,
+				const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	int err;
+
+	if (!wg)
+		return -EINVAL;
+	if ((err = prt_waitgroup_add(wg, 1)))
+		return -err;
+	/* Counted before it can run and end; taken back if it never runs. */
+	if ((err = spawn_in(rt, out, attr, fn, arg, wg)))
+		prt_waitgroup_add(wg, -1);
 	return err;
 }
 
@@ -212,6 +239,8 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	struct prt__wait *joiner;
 	struct prt__worker *w;
 
+	if (f->wg)
+		prt__waitgroup_done(f->wg); /* prt_waitgroup_spawn; the group's waiters may run now */
 	f->result = result;
 	prt__spin_lock(&f->lock);
 	atomic_store_explicit(&f->state, PRT_FS_DEAD, memory_order_relaxed);

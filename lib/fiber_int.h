@@ -194,6 +194,7 @@ enum {
 	PRT_WK_IO,      /* obj: the op's name, arg: the fd */
 	PRT_WK_OFFLOAD, /* obj: the function */
 	PRT_WK_SEM,     /* obj: the semaphore */
+	PRT_WK_WAITGROUP, /* obj: the wait group */
 };
 
 /* prt__fiber.cancel */
