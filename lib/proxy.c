@@ -373,12 +373,16 @@ void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id)
 	 */
 	if (!atomic_load_explicit(&f->blocked_on, memory_order_seq_cst))
 		return;
-	/* Where a sleeping waiter is queued: our worker, else one of its runtime's. */
-	if (!w)
-		w = f->rt->workers[id % (uint64_t)f->rt->nworkers];
+	/*
+	 * Where a sleeping waiter is queued: where a wake would queue it
+	 * (ours if it may run here, else where it ran). Unlike a timer's
+	 * worker, that one may sleep: wake it, its pick runs the fiber.
+	 */
+	w = prt__select_worker_from(f, w);
 	prt__spin_lock(&w->rq.lock);
 	prt__mutex_cancel_locked(w, f, id);
 	prt__rq_unlock(w);
+	prt__wake_worker(w);
 }
 
 void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)

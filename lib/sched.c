@@ -448,6 +448,9 @@ void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id
 		sleep_timer_fire(&f->timer, sw);
 	}
 	prt__rq_unlock(sw);
+	/* Unlike a timer's firing, this may come while @sw sleeps: its pick runs the fiber. */
+	if (asleep)
+		prt__wake_worker(sw);
 }
 
 PRT_API int prt_sleep_until(uint64_t deadline_ns)
