@@ -3,7 +3,11 @@
  * Server plumbing shared by the example servers (http_server.c,
  * echo_server.c), bench/proxyrt_bench.c (`http raw`) and the tests: a
  * listening socket, an accept loop that gives every connection a detached
- * fiber of its own, and the body of a server's main().
+ * fiber of its own, and the body of a server's main(), which stops
+ * cleanly on SIGINT or SIGTERM: a fiber reads them from a signalfd,
+ * cancels the accept loop and every connection fiber (prt_cancel: their
+ * blocked calls return -ECANCELED, and each closes its connection), and
+ * waits for them with a wait group before the runtime is destroyed.
  *
  * Header-only, like bench/inversion.h: each program compiles its own copy.
  * IPv4 only, to keep the examples short.
@@ -17,11 +21,13 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,11 +49,30 @@
  * started for each accepted connection; it gets the fd as
  * (void *)(intptr_t)fd, owns it and must prt_close() it.
  */
+struct serve_conn;
+
 struct serve_loop {
 	int fd;				/* listening socket; the caller closes it */
 	void *(*conn)(void *fd);	/* connection fiber body */
-	atomic_int stop;		/* set by serve_stop() */
+	atomic_int stop;		/* set by serve_stop() and serve_cancel_all() */
 	int err;			/* after the loop: 0 if stopped, else why it ended */
+	/*
+	 * The connection fibers, for serve_cancel_all(): each is counted in
+	 * @conns (prt_waitgroup_spawn) and is on the list @head under @lock
+	 * while it runs; @closing once serve_cancel_all() has begun.
+	 */
+	prt_waitgroup_t conns;
+	prt_mutex_t lock;
+	struct serve_conn *head;
+	int closing;
+};
+
+/* A connection fiber's entry on serve_loop.head, on its own stack. */
+struct serve_conn {
+	struct serve_conn *next, **pprev;
+	prt_fiber_t fiber;
+	struct serve_loop *l;
+	int fd;
 };
 
 static inline void serve_loop_init(struct serve_loop *l, int fd, void *(*conn)(void *))
@@ -56,6 +81,62 @@ static inline void serve_loop_init(struct serve_loop *l, int fd, void *(*conn)(v
 	l->conn = conn;
 	atomic_init(&l->stop, 0);
 	l->err = 0;
+	prt_waitgroup_init(&l->conns);
+	prt_mutex_init(&l->lock, NULL);
+	l->head = NULL;
+	l->closing = 0;
+}
+
+/*
+ * The fiber of one connection: on the list while it runs @l->conn, which
+ * owns the fd. A connection that arrives once serve_cancel_all() began
+ * is closed at once. Its end counts it done in @l->conns (the spawn).
+ */
+static inline void *serve_conn_main(void *arg)
+{
+	struct serve_conn c = *(struct serve_conn *)arg;
+	struct serve_loop *l = c.l;
+
+	free(arg);
+	c.fiber = prt_self();
+	prt_mutex_lock(&l->lock); /* never contended for long: not cancelled yet, or it says so */
+	if (l->closing) {
+		prt_mutex_unlock(&l->lock);
+		prt_close(c.fd);
+		return NULL;
+	}
+	c.next = l->head;
+	c.pprev = &l->head;
+	if (l->head)
+		l->head->pprev = &c.next;
+	l->head = &c;
+	prt_mutex_unlock(&l->lock);
+	l->conn((void *)(intptr_t)c.fd);
+	/* Cleanup waits for the lock: a cancel must not end it (sticky flag). */
+	prt_cancel_clear();
+	prt_mutex_lock(&l->lock);
+	*c.pprev = c.next;
+	if (c.next)
+		c.next->pprev = c.pprev;
+	prt_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/* Start the fiber of connection @fd: 0 or -errno (@fd is then still ours). */
+static inline int serve_conn_spawn(struct serve_loop *l, prt_runtime_t *rt,
+				   const prt_fiber_attr_t *attr, int fd)
+{
+	struct serve_conn *c = malloc(sizeof(*c));
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	c->l = l;
+	c->fd = fd;
+	err = prt_waitgroup_spawn(&l->conns, rt, NULL, attr, serve_conn_main, c);
+	if (err)
+		free(c);
+	return err;
 }
 
 /*
@@ -169,14 +250,14 @@ static inline void *serve_accept_loop(void *arg)
 		int err;
 
 		if (fd < 0) {
-			if (serve_accept_retry(fd))
+			if (fd != -ECANCELED && serve_accept_retry(fd))
 				continue;
 			if (!atomic_load_explicit(&l->stop, memory_order_acquire))
 				l->err = fd;
 			break;
 		}
 		serve_nodelay(fd);
-		err = prt_spawn(rt, NULL, &attr, l->conn, (void *)(intptr_t)fd);
+		err = serve_conn_spawn(l, rt, &attr, fd);
 		if (err) {
 			/* Refuse this client rather than stop serving the others. */
 			prt_close(fd);
@@ -205,12 +286,80 @@ static inline void serve_stop(struct serve_loop *l)
 }
 
 /*
+ * Stop serving: the accept loop (fiber @accept) and every connection
+ * fiber are cancelled (their blocked calls return -ECANCELED; each
+ * connection closes its fd and ends), then wait until every connection
+ * fiber has ended. Context: a fiber (a scheduling point).
+ */
+static inline void serve_cancel_all(struct serve_loop *l, prt_fiber_t accept)
+{
+	/* Release pairs with the acquire loads in serve_accept_loop(). */
+	atomic_store_explicit(&l->stop, 1, memory_order_release);
+	prt_cancel(accept);
+	/* A connection the loop still starts sees @closing and closes at once. */
+	prt_mutex_lock(&l->lock);
+	l->closing = 1;
+	for (struct serve_conn *c = l->head; c; c = c->next)
+		prt_cancel(c->fiber);
+	prt_mutex_unlock(&l->lock);
+	prt_waitgroup_wait(&l->conns);
+}
+
+/* What the signal fiber of serve_forever() needs. */
+struct serve_sig {
+	int sfd;               /* a signalfd for SIGINT and SIGTERM */
+	struct serve_loop *l;
+	prt_fiber_t accept;
+	const char *name;
+};
+
+/*
+ * The fiber that waits for SIGINT or SIGTERM, read from a signalfd (a
+ * fiber read: the worker goes on running the others meanwhile), then
+ * stops the server: serve_cancel_all().
+ */
+static inline void *serve_sig_fiber(void *arg)
+{
+	struct serve_sig *s = arg;
+	struct signalfd_siginfo si;
+	ssize_t n;
+
+	do
+		n = prt_read(s->sfd, &si, sizeof(si));
+	while (n == -EINTR);
+	if (n == (ssize_t)sizeof(si))
+		fprintf(stderr, "%s: %s: stopping\n", s->name, strsignal((int)si.ssi_signo));
+	prt_cancel_clear(); /* cancelled by serve_forever (accept failed): stop all the same */
+	serve_cancel_all(s->l, s->accept);
+	return NULL;
+}
+
+/*
+ * Block SIGINT and SIGTERM in the calling thread (and so in the workers
+ * a runtime created afterwards starts) and return a signalfd that reads
+ * them, or -errno.
+ */
+static inline int serve_sigfd(void)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		return -EINVAL;
+	fd = signalfd(-1, &set, SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
  * Serve listening socket @lfd with @conn fibers on a new runtime of
- * @nworkers workers (0: one per core) until accepting fails. Ignores
- * SIGPIPE: a client that goes away while we write to it must cost only
- * its own connection (writes then fail with -EPIPE). Says on stderr
- * where it listens, as @name. Returns an exit status; the runtime is
- * left running, since the caller is about to exit.
+ * @nworkers workers (0: one per core) until SIGINT or SIGTERM (exit
+ * status 0, every connection closed and the runtime destroyed) or until
+ * accepting fails (1). Ignores SIGPIPE: a client that goes away while we
+ * write to it must cost only its own connection (writes then fail with
+ * -EPIPE). Says on stderr where it listens, as @name.
  * Context: a plain thread; blocks it.
  */
 static inline int serve_forever(const char *name, int lfd, int nworkers, void *(*conn)(void *))
@@ -218,15 +367,21 @@ static inline int serve_forever(const char *name, int lfd, int nworkers, void *(
 	static const char *const backend[] = { [PRT_IO_URING] = "io_uring", [PRT_IO_EPOLL] = "epoll" };
 	prt_runtime_config_t cfg;
 	struct serve_loop loop;
+	struct serve_sig sig = { .l = &loop, .name = name };
 	struct sockaddr_in sa = { 0 };
 	socklen_t salen = sizeof(sa);
 	char addr[INET_ADDRSTRLEN] = "?";
 	prt_runtime_t *rt;
-	prt_fiber_t f;
+	prt_fiber_t sf;
 	int err, io;
 
 	signal(SIGPIPE, SIG_IGN);
 	(void)serve_raise_nofile(0);
+	sig.sfd = serve_sigfd(); /* before the runtime: its workers block them too */
+	if (sig.sfd < 0) {
+		fprintf(stderr, "%s: signalfd: %s\n", name, strerror(-sig.sfd));
+		return 1;
+	}
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = nworkers;
 	err = prt_runtime_create(&rt, &cfg);
@@ -235,7 +390,9 @@ static inline int serve_forever(const char *name, int lfd, int nworkers, void *(
 		return 1;
 	}
 	serve_loop_init(&loop, lfd, conn);
-	err = prt_spawn(rt, &f, NULL, serve_accept_loop, &loop);
+	err = prt_spawn(rt, &sig.accept, NULL, serve_accept_loop, &loop);
+	if (!err)
+		err = prt_spawn(rt, &sf, NULL, serve_sig_fiber, &sig);
 	if (err) {
 		fprintf(stderr, "%s: prt_spawn: %s\n", name, prt_strerror(err));
 		return 1;
@@ -248,9 +405,23 @@ static inline int serve_forever(const char *name, int lfd, int nworkers, void *(
 		io == PRT_IO_URING || io == PRT_IO_EPOLL ? backend[io] : "?");
 	if (prt_runtime_notice(rt))
 		fprintf(stderr, "%s: %s\n", name, prt_runtime_notice(rt));
-	prt_join(f, NULL);
-	fprintf(stderr, "%s: accept: %s\n", name, strerror(-loop.err));
-	return 1;
+	/* The accept loop ends when the signal fiber cancels it, or when accepting fails. */
+	prt_join(sig.accept, NULL);
+	if (loop.err)
+		prt_cancel(sf); /* no signal came: stop the connections all the same */
+	/* It returns once every connection has ended. */
+	prt_join(sf, NULL);
+	if (loop.err) {
+		fprintf(stderr, "%s: accept: %s\n", name, strerror(-loop.err));
+		return 1;
+	}
+	close(sig.sfd);
+	close(lfd);
+	prt_mutex_destroy(&loop.lock);
+	prt_waitgroup_destroy(&loop.conns);
+	err = prt_runtime_destroy(rt);
+	fprintf(stderr, "%s: stopped\n", name);
+	return err ? 1 : 0;
 }
 
 /* Parse @s as an integer in [0, @max] into *@out. Returns 1, or 0 if it is not one. */

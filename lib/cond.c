@@ -286,6 +286,9 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	 */
 	if ((atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) != rec.token)
 		return EPERM;
+	/* Cancelled: return at once, the mutex still held (nothing changed). */
+	if (rec.fiber && prt__cancel_pending(rec.fiber))
+		return ECANCELED;
 	prt__spin_lock(&c->lock);
 	list_lazy_init(c);
 	if (!prt__list_empty(&c->waiters) && c->m != m) {
@@ -300,7 +303,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	prt__assert(err == 0); /* ownership was checked above */
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
-	err = prt__wait_block(&rec.wait, deadline);
+	/* A cancel ends it as the deadline does (ECANCELED): leave, retake the mutex. */
+	err = prt__wait_block_cancel(&rec.wait, deadline);
 	if (err && !leave(c, &rec)) {
 		/* A signal moved us first: it won (see the top of the file). */
 		prt__wait_rearm(&rec.wait);
@@ -309,7 +313,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	if (!err) {
 		prt__mutex_held(rec.token); /* handed to us: we own it again */
 	} else {
-		int e = prt_mutex_lock(um); /* take it back, as pthreads does; counts itself in nheld */
+		/* Take it back, as pthreads does, cancelled or not; counts itself in nheld. */
+		int e = prt__mutex_lock_nocancel(m);
 
 		if (e) {
 			wait_end(&rec);

@@ -176,6 +176,9 @@ static void wait_of(struct prt__fiber *f, char *buf, size_t len)
 	case PRT_WK_SEM:
 		snprintf(buf, len, "sem:%p", obj);
 		break;
+	case PRT_WK_WAITGROUP:
+		snprintf(buf, len, "waitgroup:%p", obj);
+		break;
 	default:
 		snprintf(buf, len, "?");
 		break;

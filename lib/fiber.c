@@ -7,16 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <proxyrt/waitgroup.h>
+
 #include "alloc.h"
 #include "arch/ctx.h"
 #include "cond_int.h"
 #include "fault.h"
 #include "fiber_desc.h"
+#include "io_int.h"
 #include "mutex_int.h"
+#include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "switch.h"
 #include "wait.h"
+#include "waitgroup.h"
 #include "worker.h"
 
 /* ---- affinity ----------------------------------------------------------- */
@@ -72,7 +77,7 @@ static int attr_check(struct prt_runtime *rt, const prt_fiber_attr_t *a, prt_fib
 }
 
 static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_fiber_attr_t *a,
-		       void *(*fn)(void *), void *arg)
+		       void *(*fn)(void *), void *arg, void *wg)
 {
 	f->rt = rt;
 	f->kind = PRT_FK_FIBER;
@@ -83,6 +88,11 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->detached = a->flags & PRT_FIBER_DETACHED;
 	f->reap = false;
 	prt__wait_init(&f->park, f); /* no permit */
+	atomic_store_explicit(&f->cancel, 0, memory_order_relaxed);
+	f->cancel_wait = NULL;
+	f->cancel_io = NULL;
+	f->cancel_sleep = NULL;
+	f->wg = wg;
 	PRT_WRITE_ONCE(f->last_worker, NULL);
 	f->asan_fake_stack = NULL;
 	atomic_store_explicit(&f->blocked_on, NULL, memory_order_relaxed);
@@ -131,9 +141,12 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
 	return NULL;
 }
 
-/* The spawn proper. @w: the caller's worker if it is one of @rt's, else NULL. */
+/*
+ * The spawn proper. @w: the caller's worker if it is one of @rt's, else
+ * NULL; @wg: the wait group it counts itself done in as it ends, or NULL.
+ */
 static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber_t *out,
-			const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg)
+			const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg, void *wg)
 {
 	struct prt__worker *t;
 	struct prt__fiber *f;
@@ -145,7 +158,7 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 	f = prt__desc_alloc(rt, w);
 	if (!f)
 		return -ENOMEM;
-	fiber_init(rt, f, attr, fn, arg);
+	fiber_init(rt, f, attr, fn, arg, wg);
 	t = spawn_target(rt, w, f);
 	if ((err = prt__stack_get(rt, w, t->index, attr->stack_size, &f->stack))) {
 		prt__fiber_free(f);
@@ -169,8 +182,8 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 	return 0;
 }
 
-PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
-		      void *(*fn)(void *), void *arg)
+static inline int spawn_in(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+			   void *(*fn)(void *), void *arg, void *wg)
 {
 	prt_fiber_attr_t defaults;
 	struct prt__worker *w;
@@ -184,7 +197,7 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 	}
 	w = prt__worker_of(rt, prt__cur_worker());
 	if (prt__likely(w))
-		return spawn(rt, w, out, attr, fn, arg);
+		return spawn(rt, w, out, attr, fn, arg, wg);
 	/*
 	 * From outside: counted and holding a reference before anything of
 	 * @rt is touched, so destroy waits for this fiber to run (runtime.c,
@@ -192,8 +205,29 @@ PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_
 	 */
 	if ((err = prt__rt_spawn_begin(rt)))
 		return err;
-	err = spawn(rt, NULL, out, attr, fn, arg);
+	err = spawn(rt, NULL, out, attr, fn, arg, wg);
 	prt__rt_spawn_end(rt, err != 0);
+	return err;
+}
+
+PRT_API int prt_spawn(prt_runtime_t *rt, prt_fiber_t *out, const prt_fiber_attr_t *attr,
+		      void *(*fn)(void *), void *arg)
+{
+	return spawn_in(rt, out, attr, fn, arg, NULL);
+}
+
+PRT_API int prt_waitgroup_spawn(prt_waitgroup_t *wg, prt_runtime_t *rt, prt_fiber_t *out,
+				const prt_fiber_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	int err;
+
+	if (!wg)
+		return -EINVAL;
+	if ((err = prt_waitgroup_add(wg, 1)))
+		return -err;
+	/* Counted before it can run and end; taken back if it never runs. */
+	if ((err = spawn_in(rt, out, attr, fn, arg, wg)))
+		prt_waitgroup_add(wg, -1);
 	return err;
 }
 
@@ -205,6 +239,8 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	struct prt__wait *joiner;
 	struct prt__worker *w;
 
+	if (f->wg)
+		prt__waitgroup_done(f->wg); /* prt_waitgroup_spawn; the group's waiters may run now */
 	f->result = result;
 	prt__spin_lock(&f->lock);
 	atomic_store_explicit(&f->state, PRT_FS_DEAD, memory_order_relaxed);
@@ -305,6 +341,28 @@ PRT_API int prt_join(prt_fiber_t h, void **result)
 	return err;
 }
 
+/*
+ * A join's wait for @f was cancelled (prt_cancel). If @f has not ended,
+ * withdraw (true: @f stays joinable); if it has, its exit read our wait
+ * in the same critical section that made it DEAD, and its wake comes:
+ * wait for it, and the join completes (false).
+ */
+static bool join_cancelled(struct prt__fiber *f, struct prt__wait *wt)
+{
+	bool ended;
+
+	prt__spin_lock(&f->lock);
+	ended = atomic_load_explicit(&f->state, memory_order_relaxed) == PRT_FS_DEAD;
+	if (!ended)
+		f->joiner = NULL;
+	prt__spin_unlock(&f->lock);
+	if (!ended)
+		return true;
+	prt__wait_rearm(wt);
+	prt__wait_block(wt, 0);
+	return false;
+}
+
 /* Join @f, locked with its handle checked; unlocks it. */
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result)
 {
@@ -315,15 +373,21 @@ static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **res
 		prt__spin_unlock(&f->lock);
 		return -EINVAL;
 	}
-	/* Set even if already dead: a racing join or detach now sees it taken. */
-	f->joiner = &wt;
 	if (atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_DEAD) {
+		/* Cancelled: only a join that need not wait goes on. */
+		if (self && prt__cancel_pending(self)) {
+			prt__spin_unlock(&f->lock);
+			return -ECANCELED;
+		}
+		f->joiner = &wt; /* a racing join or detach now sees it taken */
 		if (self)
 			prt__set_wait(self, PRT_WK_JOIN, f, 0);
 		prt__spin_unlock(&f->lock);
 		/* Woken by fiber_exit, which reads f->joiner under f->lock. */
-		prt__wait_block(&wt, 0);
+		if (prt__wait_block_cancel(&wt, 0) && join_cancelled(f, &wt))
+			return -ECANCELED;
 	} else {
+		f->joiner = &wt; /* as above */
 		prt__spin_unlock(&f->lock);
 	}
 	prt__wait_off_cpu(f);
@@ -491,8 +555,7 @@ PRT_API int prt_park(void)
 		return -EPERM;
 	self = w->curr;
 	prt__set_wait(self, PRT_WK_PARK, NULL, 0);
-	prt__wait_park(w, &self->park);
-	return 0;
+	return -prt__wait_park(w, &self->park);
 }
 
 PRT_API int prt_unpark(prt_fiber_t h)
@@ -508,4 +571,77 @@ PRT_API int prt_unpark(prt_fiber_t h)
 	}
 	prt__spin_unlock(&f->lock);
 	return 0;
+}
+
+/* ---- cancellation (docs/design.md, section 17) ------------------------------- */
+
+/* What prt_cancel found @f asleep in, under f->lock: each to end once it is dropped. */
+struct cancel_hooks {
+	bool wake;                /* a cancellable wait or a park, ended: prt__wake it */
+	struct prt__worker *io;   /* an I/O request that worker holds: it cancels it */
+	struct prt__worker *sleep; /* prt_sleep_* on that worker's heap */
+};
+
+/* f->lock held, the flag just set: end or collect the wait @f sleeps in, if any. */
+static void cancel_hooks_locked(struct prt__fiber *f, struct cancel_hooks *k)
+{
+	k->wake = prt__wait_cancel_locked(f) || prt__wait_park_cancel_locked(&f->park);
+	k->io = f->cancel_wait ? f->cancel_io : NULL;
+	k->sleep = f->cancel_sleep;
+}
+
+PRT_API int prt_cancel(prt_fiber_t h)
+{
+	struct cancel_hooks k;
+	struct prt_runtime *ref;
+	struct prt__fiber *f = lock_handle_ref(h, &ref);
+
+	if (!f)
+		return -ESRCH;
+	if (atomic_load_explicit(&f->state, memory_order_relaxed) == PRT_FS_DEAD) {
+		prt__spin_unlock(&f->lock);
+		put_ref(ref);
+		return -ESRCH; /* ended: nothing to cancel (joinable still) */
+	}
+	/*
+	 * seq_cst: the store half of two store-then-load pairs: with our
+	 * load of blocked_on (prt__cancel_mutex_wait) against lock_fiber's
+	 * store of it then load of this; and with the exchange of a
+	 * worker's cancel_posted (prt__io_cancel_post). Under f->lock: the
+	 * fiber looks at it under f->lock before it sleeps (wait.c, sched.c).
+	 */
+	atomic_fetch_or_explicit(&f->cancel, PRT_CANCEL_PENDING, memory_order_seq_cst);
+	cancel_hooks_locked(f, &k);
+	prt__spin_unlock(&f->lock);
+	/* Asleep in what a hook names: the fiber cannot end before this wake. */
+	if (k.wake)
+		prt__wake(f);
+	if (k.io)
+		prt__io_cancel_post(k.io);
+	if (k.sleep)
+		prt__sleep_cancel(k.sleep, f, h.id);
+	/* Not a hook: a mutex waiter may be queued, not asleep (invariant 1). */
+	prt__cancel_mutex_wait(f, h.id);
+	put_ref(ref);
+	return 0;
+}
+
+PRT_API int prt_cancelled(void)
+{
+	struct prt__fiber *self = self_fiber();
+
+	if (!self)
+		return -EPERM;
+	return prt__cancel_pending(self);
+}
+
+PRT_API int prt_cancel_clear(void)
+{
+	struct prt__fiber *self = self_fiber();
+
+	if (!self)
+		return -EPERM;
+	/* relaxed: nobody waits on it; a prt_cancel racing with this may win or not */
+	return (int)(atomic_exchange_explicit(&self->cancel, 0, memory_order_relaxed) &
+		     PRT_CANCEL_PENDING);
 }

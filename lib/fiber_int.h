@@ -110,6 +110,30 @@ struct prt__fiber {
 	bool reap;                        /* DEAD and detached: free after the switch away; lock */
 	/* prt_park's wait, its state the permit (prt__wait_park); lock */
 	struct prt__wait park;
+	/*
+	 * prt_cancel (docs/design.md, section 17): PRT_CANCEL_PENDING from
+	 * the first prt_cancel until the fiber's own prt_cancel_clear.
+	 * Set (seq_cst) under @lock by any thread, so a fiber that looks
+	 * under @lock before it sleeps and a canceller that looks at the
+	 * hooks below under @lock after it set this never miss each other;
+	 * read by the fiber at each blocking call.
+	 */
+	atomic_uint cancel;
+	/*
+	 * The cancel hooks: what a cancel must end while the fiber sleeps.
+	 * @cancel_wait: a cancellable wait (wait.c), ended as a timeout;
+	 * with @cancel_io, an I/O request that worker holds, which only it
+	 * may end (io.c, prt__io_cancel_post). @cancel_sleep: prt_sleep_*,
+	 * the worker whose heap holds its timer (sched.c). Set under @lock
+	 * as the fiber goes to sleep, cleared under @lock when it is made
+	 * runnable (prt__wake, prt__wake_here_locked): so a canceller that
+	 * finds one under @lock finds the fiber still asleep in that wait.
+	 */
+	struct prt__wait *cancel_wait;
+	struct prt__worker *cancel_io;
+	struct prt__worker *cancel_sleep;
+	/* prt_waitgroup_spawn: the group its end counts done in, or NULL; the fiber's own. */
+	void *wg;
 	struct prt__fiber *free_next;     /* on a descriptor free list */
 	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
@@ -170,7 +194,25 @@ enum {
 	PRT_WK_IO,      /* obj: the op's name, arg: the fd */
 	PRT_WK_OFFLOAD, /* obj: the function */
 	PRT_WK_SEM,     /* obj: the semaphore */
+	PRT_WK_WAITGROUP, /* obj: the wait group */
 };
+
+/* prt__fiber.cancel */
+#define PRT_CANCEL_PENDING 1u
+
+/* Is a cancel of @f pending? (The fiber itself, or under f->lock.) */
+static inline bool prt__cancel_pending(struct prt__fiber *f)
+{
+	/* relaxed: sticky, and only @f clears it; the hooks' protocol uses f->lock */
+	return atomic_load_explicit(&f->cancel, memory_order_relaxed) != 0;
+}
+
+/* @f (f->lock held) is made runnable: no cancel hook names its wait any more. */
+static inline void prt__cancel_unhook(struct prt__fiber *f)
+{
+	f->cancel_wait = NULL;
+	f->cancel_sleep = NULL;
+}
 
 /* Record what the calling fiber @f is about to wait for (dumps only). */
 static inline void prt__set_wait(struct prt__fiber *f, int kind, const void *obj, int64_t arg)

@@ -144,6 +144,7 @@ int prt__io_init(struct prt__worker *w)
 
 	io->ops = w->rt->io.ops;
 	io->watch.head = io->watch.tail = io->watch.flags = &no_watch;
+	prt__list_init(&io->reqs);
 	io->evfd = prt__io_fd_fault() ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (io->evfd < 0)
 		return -errno;
@@ -203,13 +204,34 @@ void prt__io_cmd_ack(struct prt__iocmd *c)
 		prt__wait_wake(done);
 }
 
+/*
+ * Take @w's own cancel command off list @c (it is on it at most once)
+ * and make it postable again; true if it was there. Our scan comes after
+ * this, so a prt_cancel whose post failed (still posted) is seen by it.
+ */
+static bool take_cancel_cmd(struct prt__worker *w, struct prt__iocmd **c)
+{
+	for (struct prt__iocmd **pp = c; *pp; pp = &(*pp)->next) {
+		if (*pp != &w->io.cancel_cmd)
+			continue;
+		*pp = (*pp)->next;
+		/* seq_cst: against prt__io_cancel_post's exchange, then our scan's loads of the flags */
+		atomic_store_explicit(&w->io.cancel_posted, 0, memory_order_seq_cst);
+		return true;
+	}
+	return false;
+}
+
 /* Hand @w's posted commands to its backend. */
 static int run_cmds(struct prt__worker *w)
 {
 	/* acquire: pairs with post_cmd's release CAS; the commands' fields are set. */
 	struct prt__iocmd *c = atomic_exchange_explicit(&w->io.cmds, NULL, memory_order_acquire);
+	int woken = 0;
 
-	return c ? w->io.ops->cancel(w, c) : 0;
+	if (take_cancel_cmd(w, &c))
+		woken += w->io.ops->cancel_fibers(w);
+	return c ? woken + w->io.ops->cancel(w, c) : woken;
 }
 
 /* Queue command @c on worker @v and wake it (ours runs in wait_cmds). */
@@ -222,6 +244,18 @@ static void post_cmd(struct prt__worker *w, struct prt__worker *v, struct prt__i
 		;
 	if (v != w)
 		prt__io_kick(v);
+}
+
+void prt__io_cancel_post(struct prt__worker *v)
+{
+	/*
+	 * seq_cst: after the canceller's store of the fiber's flag; if it
+	 * finds the command posted, the worker's take_cancel_cmd has not
+	 * cleared it yet, and its scan, after that, sees the flag.
+	 */
+	if (atomic_exchange_explicit(&v->io.cancel_posted, 1, memory_order_seq_cst))
+		return;
+	post_cmd(prt__cur_worker(), v, &v->io.cancel_cmd);
 }
 
 /* Run our own commands now, drop our reference on @left, wait for every ack. */
@@ -346,8 +380,10 @@ void prt__io_kick(struct prt__worker *v)
 /* Park until the worker that holds @r ends it (counted in its inflight) and wakes r->wait. */
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 {
-	(void)w;
-	prt__wait_block(&r->wait, 0);
+	if (r->cancellable)
+		prt__wait_block_io(&r->wait, w);
+	else
+		prt__wait_block(&r->wait, 0);
 	return r->res;
 }
 
@@ -470,6 +506,8 @@ static long run_op(const struct prt__ioargs *a, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_op(a, tmo);
+	if (prt__cancel_pending(w->curr))
+		return -ECANCELED; /* nothing done */
 	prt__set_wait(w->curr, PRT_WK_IO, op_names[a->op], a->fd);
 	return w->io.ops->op(w, a, tmo);
 }
@@ -552,6 +590,8 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_poll(fd, events, tmo ? tmo : 0);
+	if (prt__cancel_pending(w->curr))
+		return -ECANCELED;
 	prt__set_wait(w->curr, PRT_WK_IO, "poll", fd);
 	return w->io.ops->poll(w, fd, events, tmo);
 }

@@ -81,6 +81,13 @@ struct prt__io_backend {
 	 * ack each (prt__io_cmd_ack) once that is done. Returns fibers woken.
 	 */
 	int (*cancel)(struct prt__worker *w, struct prt__iocmd *c);
+	/*
+	 * prt_cancel's command (io.c): end, or ask the kernel to end, every
+	 * cancellable request @w holds whose fiber has a cancel pending;
+	 * such a request ends -ECANCELED unless it completed first. Returns
+	 * fibers woken.
+	 */
+	int (*cancel_fibers)(struct prt__worker *w);
 	/* The fiber's call @a, until done or @tmo ns (0: none): its result, -errno. */
 	long (*op)(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo);
 	/* prt_poll_timeout on a fiber: revents, or -errno. */
@@ -100,7 +107,10 @@ bool prt__io_fd_fault(void);
 void prt__io_kick_evfd(struct prt__worker *v);
 /* A worker has done command @c: the last ack wakes the closer. */
 void prt__io_cmd_ack(struct prt__iocmd *c);
-/* Park until the worker that holds @r ends it (counted in its inflight); r->res. */
+/*
+ * Park until the worker that holds @r ends it (counted in its inflight);
+ * r->res. A prt_cancel has that worker end it early if r->cancellable.
+ */
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r);
 /* The syscall of @a itself, without blocking if @nb; -errno on failure. */
 long prt__io_sys(const struct prt__ioargs *a, bool nb);

@@ -11,7 +11,9 @@
  * worker waits in epoll_pwait2; a busy one polls every 64 points while
  * requests wait (watch.polled counts them). Timeouts use the worker's
  * timer heap (a local timer: io_timer_fire). prt_close's command takes
- * every waiter of the fd off the table with -ECANCELED.
+ * every waiter of the fd off the table with -ECANCELED; prt_cancel's
+ * takes the waiters of the fibers it cancelled (the fd stays armed: if
+ * it fires with nobody waiting, nothing happens).
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -180,6 +182,34 @@ static int ep_cancel(struct prt__worker *w, struct prt__iocmd *c)
 	return woken;
 }
 
+/* prt_cancel's command: every waiter whose fiber has a cancel pending ends with -ECANCELED. */
+static int ep_cancel_fibers(struct prt__worker *w)
+{
+	int woken = 0;
+
+	for (unsigned b = 0; b < PRT_IO_BUCKETS && w->io.watch.polled; b++) {
+		struct prt__ioreq **pp = &w->io.bucket[b];
+
+		while (*pp) {
+			struct prt__ioreq *r = *pp;
+
+			/* seq_cst: after our clear of cancel_posted (io.c, take_cancel_cmd) */
+			if (!atomic_load_explicit(&r->wait.fiber->cancel, memory_order_seq_cst)) {
+				pp = &r->next;
+				continue;
+			}
+			*pp = r->next;
+			w->io.watch.polled--;
+			PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
+			r->res = -ECANCELED;
+			r->done = true;
+			prt__wait_wake(&r->wait); /* @r may be gone after this */
+			woken++;
+		}
+	}
+	return woken;
+}
+
 /* ---- scheduling points, idle wait, kicks ------------------------------------------ */
 
 /* A poll of the epoll, if requests wait. */
@@ -247,7 +277,7 @@ static void io_timer_fire(struct prt__timer *t, void *ctx)
 static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t deadline)
 {
 	struct prt__fiber *self = w->curr;
-	struct prt__ioreq r = { .wait.fiber = self, .fd = fd, .events = events };
+	struct prt__ioreq r = { .wait.fiber = self, .fd = fd, .events = events, .cancellable = true };
 	unsigned b = bucket_of(fd);
 	int err;
 
@@ -364,6 +394,7 @@ const struct prt__io_backend prt__io_epoll = {
 	.wait = ep_wait_idle,
 	.kick = ep_kick,
 	.cancel = ep_cancel,
+	.cancel_fibers = ep_cancel_fibers,
 	.op = ep_op,
 	.poll = ep_poll,
 	.shutdown = ep_shutdown,

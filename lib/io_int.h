@@ -25,6 +25,14 @@ struct prt__ioreq {
 	int pending;    /* uring: CQEs still to come (op, link timeout) */
 	bool done;
 	bool timed_out; /* uring: the link timeout fired */
+	/*
+	 * prt_cancel may end it (a fiber's prt_read and the like, not a
+	 * close's own request); @cancelled once its worker has asked for
+	 * that (prt__io_backend.cancel_fibers). uring: on its worker's
+	 * io.reqs (@node) while in flight.
+	 */
+	bool cancellable, cancelled;
+	struct prt__list node;
 	/* epoll backend: the fd and events waited for, bucket chain. */
 	int fd;
 	uint32_t events;
@@ -95,6 +103,15 @@ struct prt__io {
 	const struct prt__io_backend *ops; /* the runtime's backend (io_backend.h) */
 	struct prt__io_watch watch;
 	_Atomic(struct prt__iocmd *) cmds; /* pushed by any thread (post_cmd, io.c) */
+	/*
+	 * prt_cancel's command (prt__io_cancel_post): cancel the requests of
+	 * the fibers with a cancel pending. Posted by whoever turns
+	 * @cancel_posted 0 -> 1, taken back to 0 by this worker when it runs
+	 * it, so it is on @cmds at most once.
+	 */
+	struct prt__iocmd cancel_cmd;
+	atomic_uint cancel_posted;
+	struct prt__list reqs; /* uring: the cancellable requests in flight here */
 	unsigned inflight;    /* requests queued whose completion is not reaped */
 	int evfd;             /* eventfd: wakes the worker from any thread */
 	/* io_uring (io_uring.c) */
@@ -168,6 +185,14 @@ int prt__io_service(struct prt__worker *w, bool force_submit);
 void prt__io_wait(struct prt__worker *w, uint64_t deadline);
 /* Wake worker @v from its prt__io_wait (any thread). */
 void prt__io_kick(struct prt__worker *v);
+
+/*
+ * prt_cancel: have worker @v cancel the requests of its fibers with a
+ * cancel pending (their I/O waits: prt__fiber.cancel_io). Posts @v's
+ * cancel command unless it is posted already, and wakes @v. Any thread;
+ * from outside v's runtime the caller holds a reference on it.
+ */
+void prt__io_cancel_post(struct prt__worker *v);
 
 /*
  * Have worker @v[i] cancel its request @ud[i], for each i < @n (at most

@@ -24,7 +24,10 @@
  *
  * prt_close's command is an IORING_OP_ASYNC_CANCEL with
  * IORING_ASYNC_CANCEL_FD | _ALL (or by user_data, for streams), acked
- * when its CQE is reaped.
+ * when its CQE is reaped. prt_cancel's is an IORING_OP_ASYNC_CANCEL by
+ * user_data for each request of @reqs whose fiber was cancelled; its
+ * own CQE is dropped, and the request ends as always when its CQEs are
+ * reaped (-ECANCELED, or its result if it completed first).
  *
  * Receive streams (stream.c) prepare their SQEs on the ring
  * (prt__io_sqe) and get their CQEs back through the handler their
@@ -220,6 +223,8 @@ static void arm_evfd(struct prt__worker *w)
 /* The last CQE of @r is reaped: wake its fiber. */
 static void req_finish(struct prt__worker *w, struct prt__ioreq *r)
 {
+	if (r->cancellable)
+		prt__list_del(&r->node);
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	prt__stat_inc(&w->stats.io_ops, 1);
 	r->done = true;
@@ -304,6 +309,43 @@ static int ur_cancel(struct prt__worker *w, struct prt__iocmd *c)
 	return 0;
 }
 
+/*
+ * prt_cancel's command: an async cancel for each request in flight whose
+ * fiber has a cancel pending, once. Its CQE (0, or -ENOENT / -EALREADY
+ * if the request completed or runs already) is dropped (TAG_WAKE).
+ */
+static int ur_cancel_fibers(struct prt__worker *w)
+{
+	struct io_uring *ring = &w->io.ring;
+	struct prt__list *n = w->io.reqs.next;
+	bool any = false;
+
+	while (n != &w->io.reqs) {
+		struct prt__ioreq *r = prt__container_of(n, struct prt__ioreq, node);
+		struct io_uring_sqe *sqe;
+		bool reaped = false;
+
+		n = n->next;
+		/* seq_cst: after our clear of cancel_posted (io.c, take_cancel_cmd) */
+		if (r->cancelled || !atomic_load_explicit(&r->wait.fiber->cancel, memory_order_seq_cst))
+			continue;
+		r->cancelled = true;
+		if (io_uring_sq_space_left(ring) < 1)
+			submit(w);
+		/* Still full: get_sqe reaps, which may end requests of the list: start again. */
+		reaped = io_uring_sq_space_left(ring) < 1;
+		sqe = get_sqe(w, 1);
+		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)r, 0);
+		io_uring_sqe_set_data64(sqe, TAG_WAKE);
+		any = true;
+		if (reaped)
+			n = w->io.reqs.next;
+	}
+	if (any)
+		submit(w); /* a cancelled fiber waits: do not batch */
+	return 0;
+}
+
 /* ---- scheduling points, idle wait, kicks ----------------------------------------- */
 
 /* Is it time to enter the kernel: the worker runs dry, the batch is large or old, or every 64 points. */
@@ -385,9 +427,10 @@ static bool ur_kick(struct prt__worker *me, struct prt__worker *v)
 /* ---- a fiber's wait ------------------------------------------------------------- */
 
 /* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
-static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo)
+static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
+		      bool cancellable)
 {
-	struct prt__ioreq r = { .wait.fiber = w->curr, .pending = 1 };
+	struct prt__ioreq r = { .wait.fiber = w->curr, .pending = 1, .cancellable = cancellable };
 	struct __kernel_timespec ts;
 
 	io_uring_sqe_set_data(sqe, &r);
@@ -403,6 +446,8 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 		r.pending = 2;
 	}
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	if (cancellable)
+		prt__list_add_tail(&w->io.reqs, &r.node); /* for ur_cancel_fibers */
 	prt__io_park_req(w, &r);
 	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
 		return -ETIMEDOUT;
@@ -460,7 +505,7 @@ static long ur_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 
 	prep_op(sqe, a);
-	return uring_wait(w, sqe, tmo);
+	return uring_wait(w, sqe, tmo, true);
 }
 
 /* IORING_OP_POLL_ADD, one-shot: the revents. */
@@ -469,7 +514,7 @@ static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
 
 	io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
-	return uring_wait(w, sqe, tmo);
+	return uring_wait(w, sqe, tmo, true);
 }
 
 /* IORING_OP_SHUTDOWN. */
@@ -478,7 +523,7 @@ static int ur_shutdown(struct prt__worker *w, int fd, int how)
 	struct io_uring_sqe *sqe = get_sqe(w, 1);
 
 	io_uring_prep_shutdown(sqe, fd, how);
-	return uring_wait(w, sqe, 0);
+	return uring_wait(w, sqe, 0, false);
 }
 
 /* IORING_OP_CLOSE, after the fd's other requests were cancelled. */
@@ -487,7 +532,7 @@ static int ur_close(struct prt__worker *w, int fd)
 	struct io_uring_sqe *sqe = get_sqe(w, 1);
 
 	io_uring_prep_close(sqe, fd);
-	return uring_wait(w, sqe, 0);
+	return uring_wait(w, sqe, 0, false);
 }
 
 const struct prt__io_backend prt__io_uring = {
@@ -501,6 +546,7 @@ const struct prt__io_backend prt__io_uring = {
 	.wait = ur_wait,
 	.kick = ur_kick,
 	.cancel = ur_cancel,
+	.cancel_fibers = ur_cancel_fibers,
 	.op = ur_op,
 	.poll = ur_poll,
 	.shutdown = ur_shutdown,

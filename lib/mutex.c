@@ -234,7 +234,9 @@ static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
 	if (!h->done)
 		return;
 	h->done = false;
-	prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
+	/* A prt_cancel from a plain thread runs this too: no worker of its own to count on. */
+	if (prt__cur_worker())
+		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	/* Only sleepers: a timeout's dequeue hands a claim on to a sleeping first waiter alone. */
 	prt__assert(h->wait);
 	prt__wait_wake_here(h->wait, w);
@@ -430,6 +432,7 @@ struct fiber_wait {
 	bool queued;                /* rec inserted (a handoff or our timer may have taken it off since) */
 	bool armed;                 /* our timer is armed: cancel it at the end */
 	bool looked;                /* wait_over() saw the wait go on, wait_lock held since */
+	bool cancel;                /* prt_cancel ends the wait (not a condvar's retake) */
 };
 
 /* wait_over(): the wait is not over. */
@@ -583,10 +586,12 @@ static void wait_finish(struct fiber_wait *fw)
 
 /*
  * Contended lock of a fiber: 0, or ETIMEDOUT (past @deadline), EDEADLK
- * (waiting would close a cycle), ENOMEM (no room for the timer). The
- * record is never on the list when we return.
+ * (waiting would close a cycle), ENOMEM (no room for the timer), or with
+ * @cancel ECANCELED (prt_cancel: pending, or it ended our wait as our
+ * timer would: mutex_timeout). The record is never on the list when we
+ * return.
  */
-static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline)
+static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t deadline, bool cancel)
 {
 	struct fiber_wait fw = {
 		.m = m,
@@ -596,8 +601,12 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr, .wait.fiber = w->curr },
 		.deadline = deadline,
 		.proxy = use_proxy(m, w->curr),
+		.cancel = cancel,
 	};
 	int err;
+
+	if (cancel && prt__cancel_pending(fw.self))
+		return ECANCELED;
 
 	if (w->rt->nworkers > 1 && spin_acquire(m, fw.self))
 		return 0; /* nothing queued, nothing armed */
@@ -634,6 +643,17 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 				goto out;
 			continue;
 		}
+		/*
+		 * A cancel pending? Our blocked_on (seq_cst, in insert) is
+		 * stored, then this load: prt_cancel stores the flag, then
+		 * loads blocked_on (prt__mutex_cancel). So it is seen here, or
+		 * the canceller waits for wait_lock and ends our wait as our
+		 * timer would.
+		 */
+		if (fw.cancel && atomic_load_explicit(&fw.self->cancel, memory_order_seq_cst)) {
+			err = ECANCELED;
+			goto give_up;
+		}
 		/* Nothing changed since wait_over(): sleep, or stay queued as a donor. */
 		wait_sleep(&fw);
 	}
@@ -647,6 +667,9 @@ acquired:
 out:
 	prt__spin_unlock(&m->wait_lock);
 	wait_finish(&fw);
+	/* Taken off the list before our deadline (or with none): a cancel did it. */
+	if (err == ETIMEDOUT && cancel && (!deadline || prt__now_ns() < deadline))
+		err = ECANCELED;
 	return err;
 }
 
@@ -719,7 +742,7 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 }
 
 static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok,
-				   uint64_t deadline)
+				   uint64_t deadline, bool cancel)
 {
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 	int err;
@@ -734,7 +757,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 		atomic_store_explicit(&m->count, c + 1, memory_order_relaxed);
 		return 0;
 	}
-	err = w ? lock_fiber(m, w, deadline) : lock_thread(m, tok, deadline);
+	err = w ? lock_fiber(m, w, deadline, cancel) : lock_thread(m, tok, deadline);
 	if (!err)
 		prt__mutex_held(tok);
 	return err;
@@ -773,7 +796,19 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 		return ENOMEM;
 	if (prt__likely(take_free(m, &me)))
 		return 0;
-	return lock_slow(m, w, me.tok, 0);
+	return lock_slow(m, w, me.tok, 0, true);
+}
+
+int prt__mutex_lock_nocancel(struct prt__mutex *m)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__owner me;
+
+	if (!prt__owner_self(w, &me))
+		return ENOMEM;
+	if (take_free(m, &me))
+		return 0;
+	return lock_slow(m, w, me.tok, 0, false);
 }
 
 PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
@@ -794,7 +829,7 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 		return 0;
 	if (!prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
-	return lock_slow(m, w, me.tok, deadline);
+	return lock_slow(m, w, me.tok, deadline, true);
 }
 
 PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
@@ -812,7 +847,7 @@ PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *um, uint64_t timeout_ns)
 	if (take_free(m, &me))
 		return 0;
 	/* Saturates at PRT_NEVER; never 0 (no deadline), the clock being past boot. */
-	return lock_slow(m, w, me.tok, prt__deadline_in(timeout_ns));
+	return lock_slow(m, w, me.tok, prt__deadline_in(timeout_ns), true);
 }
 
 static int self_prio(struct prt__worker *w)
@@ -993,28 +1028,18 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
 }
 
 /*
- * A timed mutex wait of @f ended by its timer, in @w's heap (w's rq lock
- * held, by w or by an idle worker): end the wait if it still waits, and
- * queue @f on @w if it slept. Returns false if the wait went on without
- * us (granted, or a donor still queued: prt__timed_out_donor).
+ * A timed mutex wait of @f on @m ended by its timer or by prt_cancel (w's
+ * rq lock held, by w, an idle worker or the canceller; wait_lock held,
+ * and dropped here): end the wait if it still waits, and queue @f on @w
+ * if it slept. Returns false if the wait went on without us (granted, or
+ * a donor still queued: prt__timed_out_donor).
  */
-static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
+static bool mutex_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
 {
-	/*
-	 * relaxed: only tells which wait_lock to take; read again under it.
-	 * f queued on @m before it armed this timer (w's rq lock orders the
-	 * two), and cancels the timer before its wait returns: so this reads
-	 * @m, or NULL once handed the lock.
-	 */
-	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
-	struct prt__mwaiter *r;
+	struct prt__mwaiter *r = f->mwait;
 	struct prt__handoff h = { 0 };
 	bool sleeping;
 
-	if (!m)
-		return false; /* granted: it runs, and cancels nothing */
-	prt__spin_lock(&m->wait_lock);
-	r = f->mwait;
 	/* relaxed: under wait_lock, which every store naming @m or clearing it holds */
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != m || !r || r->parker) {
 		prt__spin_unlock(&m->wait_lock);
@@ -1042,13 +1067,73 @@ static bool mutex_timeout(struct prt__worker *w, struct prt__fiber *f)
 	return true;
 }
 
+/* The end of @f's wait on @m, by its timer or a cancel: wait_lock held, dropped here. */
+static void mutex_wait_timeout(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
+{
+	if (!mutex_timeout_locked(w, f, m))
+		prt__timed_out_donor(w, f);
+}
+
 /* The timer of a timed mutex wait (prt__timer_fn); @ctx: the worker whose heap held it. */
 static void mutex_timer_fire(struct prt__timer *t, void *ctx)
 {
 	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	/*
+	 * relaxed: only tells which wait_lock to take; read again under it.
+	 * f queued on @m before it armed this timer (w's rq lock orders the
+	 * two), and cancels the timer before its wait returns: so this reads
+	 * @m, or NULL once handed the lock.
+	 */
+	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
 
-	if (!mutex_timeout(ctx, f))
-		prt__timed_out_donor(ctx, f);
+	if (!m) {
+		prt__timed_out_donor(ctx, f); /* granted: it runs, and cancels nothing */
+		return;
+	}
+	prt__spin_lock(&m->wait_lock);
+	mutex_wait_timeout(ctx, f, m);
+}
+
+/*
+ * prt_cancel's mutex part. No timer keeps @m alive here, so @m is found
+ * as prt__mutex_reprio finds it: under f->lock, which a waiter takes
+ * before its lock call returns (wait_end()), with wait_lock only tried
+ * (the lock order is wait_lock -> fiber lock). Once we hold wait_lock,
+ * f cannot leave its wait (every exit takes it), so @m stays when
+ * f->lock is dropped.
+ */
+static struct prt__mutex *cancel_find(struct prt__fiber *f, uint64_t id)
+{
+	for (;;) {
+		struct prt__mutex *m;
+
+		prt__spin_lock(&f->lock);
+		/* seq_cst: as in prt__mutex_cancel */
+		m = atomic_load_explicit(&f->blocked_on, memory_order_seq_cst);
+		if (!m || atomic_load_explicit(&f->id, memory_order_relaxed) != id) {
+			prt__spin_unlock(&f->lock);
+			return NULL;
+		}
+		if (prt__spin_trylock(&m->wait_lock)) {
+			prt__spin_unlock(&f->lock);
+			return m;
+		}
+		prt__spin_unlock(&f->lock);
+		prt__cpu_relax();
+	}
+}
+
+void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id)
+{
+	struct prt__mutex *m = cancel_find(f, id);
+
+	if (!m)
+		return;
+	/* A condvar waiter moved here retakes its mutex: that wait is not cancellable. */
+	if (f->mwait && f->mwait->parker)
+		prt__spin_unlock(&m->wait_lock);
+	else
+		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */
 }
 
 /* ---- priority changes ---------------------------------------------------- */

@@ -168,6 +168,20 @@ uintptr_t prt__mutex_self_token(void);
  * the mutex's wait_lock was busy: drop @f->lock and retry.
  */
 bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h);
+/*
+ * prt_cancel of @f (id @id), @w's rq lock held (any worker of f's
+ * runtime: a sleeping waiter is queued there): if @f waits for a mutex
+ * (not a condvar's retake), end the wait as its timer would
+ * (mutex_timer_fire): off the list, the owner's donation gone, its lock
+ * call returns ECANCELED (lock_fiber).
+ */
+void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id);
+/*
+ * Lock @m for a condvar wait's retake (0, EDEADLK, ENOMEM): as
+ * prt_mutex_lock, but a pending cancel does not end it (pthreads' cond
+ * wait also returns holding the mutex).
+ */
+int prt__mutex_lock_nocancel(struct prt__mutex *m);
 /* Wake the new owner of a handoff left in @h (no lock held); nothing if none. */
 void prt__handoff_wake(struct prt__handoff *h);
 

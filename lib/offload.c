@@ -3,8 +3,13 @@
  * Blocking-call offload: a small pool of plain threads per runtime runs
  * functions that may block the thread (getaddrinfo, a blocking library)
  * while the calling fiber parks. Threads are started on demand, up to
- * rt->io.offload_max; further calls queue in FIFO order. Jobs live on
- * the callers' stacks, so queueing allocates nothing.
+ * rt->io.offload_max; further calls queue in FIFO order.
+ *
+ * A job is allocated, not on the caller's stack: a prt_cancel ends the
+ * caller's wait while the call still runs (docs/design.md, section 17),
+ * and the helper then finishes it, drops its result and frees the job.
+ * The caller and the helper each hold a reference (@refs); the last one
+ * done with the job frees it.
  */
 #include <pthread.h>
 #include <string.h>
@@ -21,7 +26,16 @@ struct job {
 	void *(*fn)(void *);
 	void *arg, *ret;
 	struct prt__wait done; /* the caller's: woken once @ret is set */
+	atomic_uint refs;      /* the caller's and the helper's: the last frees the job */
 };
+
+/* One of the caller and the helper is done with @j; the last frees it. */
+static void job_put(struct job *j)
+{
+	/* acq_rel: the other side's accesses to @j come before the free */
+	if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1)
+		prt__free(j, sizeof(*j));
+}
 
 struct prt__offload {
 	pthread_mutex_t lock;
@@ -53,7 +67,8 @@ static void *helper_main(void *arg)
 			o->tail = &o->head;
 		pthread_mutex_unlock(&o->lock);
 		j->ret = j->fn(j->arg);
-		prt__wait_wake(&j->done); /* @j may be gone after this */
+		prt__wait_wake(&j->done); /* a cancelled caller's wait is over: kept LATE, unread */
+		job_put(j);
 		pthread_mutex_lock(&o->lock);
 	}
 	pthread_mutex_unlock(&o->lock);
@@ -84,25 +99,11 @@ static struct prt__offload *pool_of(struct prt_runtime *rt)
 	return n;
 }
 
-PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
+/* Queue @j on @o, starting a helper if none is idle and there is room: 0 or -EAGAIN. */
+static int queue_job(struct prt__offload *o, struct prt__worker *w, struct job *j)
 {
-	struct prt__worker *w = prt__cur_worker();
-	struct prt__offload *o;
-	struct job j = { .fn = fn, .arg = arg };
 	int err = 0;
 
-	if (!fn)
-		return -EINVAL;
-	if (!w) {
-		void *r = fn(arg);
-
-		if (result)
-			*result = r;
-		return 0;
-	}
-	if (!(o = pool_of(w->rt)))
-		return -ENOMEM;
-	prt__wait_init(&j.done, w->curr);
 	pthread_mutex_lock(&o->lock);
 	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
 		pthread_attr_t a;
@@ -125,19 +126,48 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 			err = 0; /* the running ones will get to it */
 	}
 	if (!err) {
-		*o->tail = &j;
-		o->tail = &j.next;
+		*o->tail = j;
+		o->tail = &j->next;
 		pthread_cond_signal(&o->cond);
 	}
 	pthread_mutex_unlock(&o->lock);
-	if (err)
-		return -EAGAIN;
-	/* Only the helper's wake ends it (its acq_rel CAS comes after j.ret). */
+	return err ? -EAGAIN : 0;
+}
+
+PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__offload *o;
+	struct job *j;
+	int err;
+
+	if (!fn)
+		return -EINVAL;
+	if (!w) {
+		void *r = fn(arg);
+
+		if (result)
+			*result = r;
+		return 0;
+	}
+	if (prt__cancel_pending(w->curr))
+		return -ECANCELED; /* @fn not run */
+	if (!(o = pool_of(w->rt)) || !(j = prt__alloc(sizeof(*j))))
+		return -ENOMEM;
+	*j = (struct job){ .fn = fn, .arg = arg };
+	atomic_init(&j->refs, 2);
+	prt__wait_init(&j->done, w->curr);
+	if ((err = queue_job(o, w, j))) {
+		prt__free(j, sizeof(*j));
+		return err;
+	}
+	/* The helper's wake (its acq_rel CAS comes after j->ret), or a cancel. */
 	prt__set_wait(w->curr, PRT_WK_OFFLOAD, (const void *)fn, 0);
-	prt__wait_block(&j.done, 0);
-	if (result)
-		*result = j.ret;
-	return 0;
+	err = prt__wait_block_cancel(&j->done, 0);
+	if (!err && result)
+		*result = j->ret;
+	job_put(j);
+	return -err;
 }
 
 void prt__offload_fini(struct prt_runtime *rt)

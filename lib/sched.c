@@ -263,6 +263,7 @@ static void wake(struct prt__worker *t, struct prt__fiber *f)
 		prt__list_add_tail(&donors, &d->rq_node);
 	}
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	prt__cancel_unhook(f);
 	prt__spin_unlock(&f->lock);
 	prt__enqueue(t, f);
 	while (!prt__list_empty(&donors)) {
@@ -320,6 +321,7 @@ void prt__wake_here_locked(struct prt__worker *w, struct prt__fiber *f)
 	}
 	/* As prt__wake: an attach must not find it asleep once it is queued. */
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	prt__cancel_unhook(f);
 	prt__spin_unlock(&f->lock);
 	prt__rq_add(w, f, false);
 	prt__announce_locked(w, f);
@@ -407,10 +409,48 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	 * and an idle worker that fires it after that queues us here, to
 	 * run once our switch away has ended (on_cpu, invariant 3).
 	 */
+	prt__spin_lock(&self->lock); /* rq -> f->lock; a prt_cancel looks under it */
+	if (prt__cancel_pending(self)) {
+		prt__spin_unlock(&self->lock);
+		prt__timer_del(&w->timers, &self->timer);
+		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
+		prt__spin_unlock(&w->rq.lock);
+		self->timer_w = NULL;
+		return -ECANCELED;
+	}
+	self->cancel_sleep = w; /* cleared by the wake (prt__wake_here_locked) */
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+	prt__spin_unlock(&self->lock);
 	prt__put_donor(w, false);
 	prt__reschedule(w, self);
-	return 0;
+	self->timer_w = NULL;
+	/* Woken before the deadline: only prt__sleep_cancel does that. */
+	return prt__now_ns() < deadline ? -ECANCELED : 0;
+}
+
+void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id)
+{
+	bool asleep;
+
+	prt__spin_lock(&sw->rq.lock);
+	prt__spin_lock(&f->lock);
+	/*
+	 * Still asleep on @sw (its hook is cleared by the wake, which needs
+	 * sw's rq lock, ours): its timer is armed in sw's heap. @id: the
+	 * descriptor may be another fiber's by now.
+	 */
+	asleep = atomic_load_explicit(&f->id, memory_order_relaxed) == id && f->cancel_sleep == sw;
+	prt__spin_unlock(&f->lock);
+	if (asleep) {
+		/* What its deadline would do (prt__fire_timers), now. */
+		prt__timer_del(&sw->timers, &f->timer);
+		PRT_WRITE_ONCE(sw->ntimers, sw->ntimers - 1);
+		sleep_timer_fire(&f->timer, sw);
+	}
+	prt__rq_unlock(sw);
+	/* Unlike a timer's firing, this may come while @sw sleeps: its pick runs the fiber. */
+	if (asleep)
+		prt__wake_worker(sw);
 }
 
 PRT_API int prt_sleep_until(uint64_t deadline_ns)
@@ -419,6 +459,8 @@ PRT_API int prt_sleep_until(uint64_t deadline_ns)
 
 	if (!w)
 		return -EPERM;
+	if (prt__cancel_pending(w->curr))
+		return -ECANCELED;
 	if (deadline_ns <= prt__now_ns())
 		return prt_yield();
 	return prt__sleep_until(w, deadline_ns);

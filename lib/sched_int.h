@@ -222,9 +222,17 @@ void prt__schedule_blocked(struct prt__worker *w);
 
 /*
  * Block the calling fiber until CLOCK_MONOTONIC reaches @deadline (ns).
- * Returns 0 or -ENOMEM (timer heap could not grow).
+ * Returns 0, -ENOMEM (timer heap could not grow) or -ECANCELED
+ * (prt_cancel: pending before it slept, or prt__sleep_cancel).
  */
 int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
+/*
+ * prt_cancel of @f (its id @id), found asleep in prt_sleep_* on @sw's
+ * heap (prt__fiber.cancel_sleep): if it still sleeps there, fire its
+ * timer now, as its deadline would. Any thread (a reference on the
+ * runtime held from outside it); no lock held.
+ */
+void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id);
 /* Fire every timer of @w whose deadline has passed; w's rq lock held, on @w. */
 void prt__run_timers(struct prt__worker *w);
 /* Any timer armed on @w? (rq lock held, or racy.) */

@@ -160,11 +160,16 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline)
 		prt__spin_unlock(&s->lock);
 		return ETIMEDOUT;
 	}
+	if (self && prt__cancel_pending(self)) {
+		prt__spin_unlock(&s->lock);
+		return ECANCELED;
+	}
 	insert(s, &r);
 	prt__spin_unlock(&s->lock);
 	if (self)
 		prt__set_wait(self, PRT_WK_SEM, s, 0);
-	err = prt__wait_block(&r.wait, deadline);
+	/* A cancel ends it as the deadline does: give_up (ECANCELED, or the post's unit). */
+	err = prt__wait_block_cancel(&r.wait, deadline);
 	return err ? give_up(s, &r, err) : 0;
 }
 

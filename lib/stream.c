@@ -385,10 +385,11 @@ static ssize_t recv_plain(struct prt_stream *s, void *buf, size_t n, uint64_t de
 }
 
 /*
- * Wait until a CQE of @s wakes us or @deadline passes; s->lock held on
- * entry and on return. Returns false if the timer could not be armed.
+ * Wait until a CQE of @s wakes us, @deadline passes or a prt_cancel;
+ * s->lock held on entry and on return. Returns 0 (look again), ENOMEM
+ * (the timer could not be armed) or ECANCELED.
  */
-static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadline)
+static int wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadline)
 {
 	struct prt__wait wt;
 	int err;
@@ -397,11 +398,11 @@ static bool wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t dead
 	s->waiter = &wt;
 	prt__set_wait(w->curr, PRT_WK_IO, "stream_recv", s->fd);
 	prt__spin_unlock(&s->lock);
-	err = prt__wait_block(&wt, deadline);
+	err = prt__wait_block_cancel(&wt, deadline);
 	prt__spin_lock(&s->lock);
 	if (s->waiter == &wt)
-		s->waiter = NULL; /* timed out, and no CQE took it since */
-	return err != ENOMEM;
+		s->waiter = NULL; /* timed out or cancelled, and no CQE took it since */
+	return err == ENOMEM || err == ECANCELED ? err : 0;
 }
 
 PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t timeout_ns)
@@ -463,8 +464,12 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 			r = -ETIMEDOUT;
 			break;
 		}
-		if (!wait_data(s, w, deadline)) {
-			r = -ENOMEM;
+		if (prt__cancel_pending(w->curr)) {
+			r = -ECANCELED; /* nothing queued: it would wait */
+			break;
+		}
+		if ((r = wait_data(s, w, deadline))) {
+			r = -r;
 			break;
 		}
 		w = prt__cur_worker();

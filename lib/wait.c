@@ -26,6 +26,7 @@
 #include <sched.h>
 
 #include "fault.h"
+#include "io_backend.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -130,13 +131,46 @@ static int fiber_give_up(struct prt__wait *wt, int err)
 	return wait_result(atomic_load_explicit(&wt->state, memory_order_acquire));
 }
 
-static int fiber_block(struct prt__wait *wt, uint64_t deadline)
+/*
+ * A cancellable wait (@io: NULL for one a cancel ends as a timeout, else
+ * the worker holding the I/O request this wait is for) found a cancel
+ * pending under self->lock, before sleeping: end it ourselves. An I/O
+ * request cannot be dropped (the kernel writes into it): its worker,
+ * the one we run on, is told to cancel it, and we wait for its end.
+ * Returns WAIT_ON to sleep after all, else the wait's result.
+ */
+#define WAIT_ON (-1)
+static int cancelled_before(struct prt__wait *wt, struct prt__worker *io)
+{
+	if (io) {
+		prt__io_cancel_post(io);
+		return WAIT_ON;
+	}
+	return fiber_give_up(wt, ECANCELED);
+}
+
+/*
+ * A cancellable wait without a deadline (or before it) ended TIMEDOUT:
+ * only a cancel does that (prt__wait_cancel_locked).
+ */
+static int cancel_result(int err, uint64_t deadline)
+{
+	if (err == ETIMEDOUT && (!deadline || prt__now_ns() < deadline))
+		return ECANCELED;
+	return err;
+}
+
+static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
+		       struct prt__worker *io)
 {
 	struct prt__fiber *self = wt->fiber;
 	struct prt__worker *w = prt__cur_worker();
 	unsigned idle = PRT_WAIT_IDLE;
 	bool armed = false;
+	int err = WAIT_ON;
 
+	if (cancel && !io && prt__cancel_pending(self))
+		return fiber_give_up(wt, ECANCELED);
 	if (deadline) {
 		if (prt__now_ns() >= deadline)
 			return fiber_give_up(wt, ETIMEDOUT);
@@ -146,10 +180,17 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline)
 		armed = true;
 	}
 	prt__spin_lock(&self->lock);
+	/* Under our lock: a prt_cancel is seen here, or it sees our hook (fiber_int.h). */
+	if (cancel && prt__cancel_pending(self) && (err = cancelled_before(wt, io)) != WAIT_ON) {
+		prt__spin_unlock(&self->lock);
 	/* acq_rel: pairs with wait_end(); on failure (acquire) the ender's writes are ours */
-	if (atomic_compare_exchange_strong_explicit(&wt->state, &idle, PRT_WAIT_SLEEPING,
-						    memory_order_acq_rel, memory_order_acquire)) {
+	} else if (atomic_compare_exchange_strong_explicit(&wt->state, &idle, PRT_WAIT_SLEEPING,
+							   memory_order_acq_rel, memory_order_acquire)) {
 		atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
+		if (cancel) {
+			self->cancel_wait = wt; /* cleared by whoever makes us runnable */
+			self->cancel_io = io;
+		}
 		prt__spin_unlock(&self->lock);
 		prt__schedule_blocked(w);
 	} else {
@@ -157,12 +198,34 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline)
 	}
 	if (armed)
 		prt__timer_cancel(self); /* after this the timer no longer reads @wt */
-	return wait_result(atomic_load_explicit(&wt->state, memory_order_acquire));
+	if (err == WAIT_ON)
+		err = wait_result(atomic_load_explicit(&wt->state, memory_order_acquire));
+	return cancel && !io ? cancel_result(err, deadline) : err;
 }
 
 int prt__wait_block(struct prt__wait *wt, uint64_t deadline)
 {
-	return wt->fiber ? fiber_block(wt, deadline) : thread_block(wt, deadline);
+	return wt->fiber ? fiber_block(wt, deadline, false, NULL) : thread_block(wt, deadline);
+}
+
+int prt__wait_block_cancel(struct prt__wait *wt, uint64_t deadline)
+{
+	return wt->fiber ? fiber_block(wt, deadline, true, NULL) : thread_block(wt, deadline);
+}
+
+int prt__wait_block_io(struct prt__wait *wt, struct prt__worker *io)
+{
+	return fiber_block(wt, 0, true, io);
+}
+
+bool prt__wait_cancel_locked(struct prt__fiber *f)
+{
+	struct prt__wait *wt = f->cancel_wait;
+
+	if (!wt || f->cancel_io)
+		return false;
+	/* The same transition as the wait's timer (prt__wait_timer_fire). */
+	return wait_end(wt, PRT_WAIT_TIMEDOUT) == PRT_WAIT_SLEEPING;
 }
 
 void prt__wait_rearm(struct prt__wait *wt)
@@ -220,21 +283,47 @@ void prt__wait_timer_fire(struct prt__timer *t, void *ctx)
 
 /* ---- park / unpark ------------------------------------------------------------ */
 
-void prt__wait_park(struct prt__worker *w, struct prt__wait *wt)
+/*
+ * A cancelled fiber's park returned: was it the cancel that ended it
+ * (TIMEDOUT; LATE if an unpark came after), or an unpark (IDLE)? An
+ * unpark that came after the cancel is kept as a permit.
+ */
+static int park_cancelled(struct prt__fiber *self, struct prt__wait *wt)
+{
+	unsigned st;
+
+	prt__spin_lock(&self->lock);
+	st = atomic_load_explicit(&wt->state, memory_order_relaxed);
+	if (st == PRT_WAIT_TIMEDOUT || st == PRT_WAIT_LATE)
+		atomic_store_explicit(&wt->state, st == PRT_WAIT_LATE ? PRT_WAIT_WOKEN : PRT_WAIT_IDLE,
+				      memory_order_relaxed);
+	prt__spin_unlock(&self->lock);
+	return st == PRT_WAIT_TIMEDOUT || st == PRT_WAIT_LATE ? ECANCELED : 0;
+}
+
+int prt__wait_park(struct prt__worker *w, struct prt__wait *wt)
 {
 	struct prt__fiber *self = wt->fiber;
 
 	prt__spin_lock(&self->lock);
+	if (prt__cancel_pending(self)) {
+		prt__spin_unlock(&self->lock);
+		return ECANCELED; /* a permit stays for the next park */
+	}
 	/* relaxed: the word changes only under self->lock here (prt__wait_unpark_locked) */
 	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_WOKEN) {
 		atomic_store_explicit(&wt->state, PRT_WAIT_IDLE, memory_order_relaxed);
 		prt__spin_unlock(&self->lock);
-		return; /* a permit: consumed */
+		return 0; /* a permit: consumed */
 	}
 	atomic_store_explicit(&wt->state, PRT_WAIT_SLEEPING, memory_order_relaxed);
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 	prt__spin_unlock(&self->lock);
 	prt__schedule_blocked(w);
+	/* Only a cancel, under our lock after it set @cancel, ends a park as TIMEDOUT. */
+	if (!prt__cancel_pending(self))
+		return 0;
+	return park_cancelled(self, wt);
 }
 
 bool prt__wait_unpark_locked(struct prt__wait *wt)
@@ -247,7 +336,19 @@ bool prt__wait_unpark_locked(struct prt__wait *wt)
 	case PRT_WAIT_IDLE:
 		atomic_store_explicit(&wt->state, PRT_WAIT_WOKEN, memory_order_relaxed);
 		return false;
+	case PRT_WAIT_TIMEDOUT:
+		/* A cancel ended the park and wakes it: this unpark is the next permit. */
+		atomic_store_explicit(&wt->state, PRT_WAIT_LATE, memory_order_relaxed);
+		return false;
 	default:
 		return false; /* a permit is there already: permits do not add up */
 	}
+}
+
+bool prt__wait_park_cancel_locked(struct prt__wait *wt)
+{
+	if (atomic_load_explicit(&wt->state, memory_order_relaxed) != PRT_WAIT_SLEEPING)
+		return false;
+	atomic_store_explicit(&wt->state, PRT_WAIT_TIMEDOUT, memory_order_relaxed);
+	return true;
 }

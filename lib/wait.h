@@ -52,6 +52,29 @@ struct prt__worker;
  */
 int prt__wait_block(struct prt__wait *wt, uint64_t deadline);
 /*
+ * prt__wait_block() for a fiber's cancellable wait (docs/design.md,
+ * section 17): a pending cancel ends it (ECANCELED) instead of sleeping,
+ * and prt_cancel ends it as its timer would (TIMEDOUT, so every user's
+ * timeout path runs: ECANCELED is returned where a timeout before the
+ * deadline would be). Returns 0, ETIMEDOUT, ENOMEM or ECANCELED. A plain
+ * thread's is prt__wait_block().
+ */
+int prt__wait_block_cancel(struct prt__wait *wt, uint64_t deadline);
+/*
+ * The wait of a fiber's I/O request that worker @io (the caller's) holds:
+ * a cancel is not ended here but by @io, which cancels the request
+ * (prt__io_cancel_post); the request's end wakes @wt as always. Returns
+ * what prt__wait_block(@wt, 0) returns.
+ */
+int prt__wait_block_io(struct prt__wait *wt, struct prt__worker *io);
+/*
+ * prt_cancel, @f->lock held: end @f's cancellable wait (not an I/O
+ * one: prt__fiber.cancel_io) if it sleeps in one. True if the caller
+ * must prt__wake(@f) once f->lock is dropped.
+ */
+bool prt__wait_cancel_locked(struct prt__fiber *f);
+
+/*
  * The waiter's own wait ended TIMEDOUT (or ENOMEM), and it learnt that a
  * wake is coming after all: make @wt wait for it (a LATE wake ends it at
  * once). Then call prt__wait_block(@wt, 0).
@@ -81,8 +104,15 @@ void prt__wait_timer_fire(struct prt__timer *t, void *ctx);
  * it; an unpark of a SLEEPING fiber puts it back to IDLE and wakes it.
  * Both under the fiber's lock.
  */
-void prt__wait_park(struct prt__worker *w, struct prt__wait *wt);
+int prt__wait_park(struct prt__worker *w, struct prt__wait *wt);
 /* f->lock held: give a permit or take the sleeper; true if the caller must prt__wake() it. */
 bool prt__wait_unpark_locked(struct prt__wait *wt);
+/*
+ * prt_cancel, f->lock held: end a park that sleeps (TIMEDOUT: the park
+ * returns ECANCELED, and an unpark after it is kept as a permit); true
+ * if the caller must prt__wake() the fiber. prt__wait_park returns 0 or
+ * ECANCELED (cancelled before it slept, or by this).
+ */
+bool prt__wait_park_cancel_locked(struct prt__wait *wt);
 
 #endif

@@ -45,15 +45,16 @@ static const struct call_errors documented[] = {
 	{ "prt_workerset_add/del", { -EINVAL } },
 	/* fiber.h */
 	{ "prt_spawn", { -EINVAL, -ENOMEM, -ESHUTDOWN } },
-	{ "prt_join", { -EDEADLK, -EINVAL, -ESRCH } },
+	{ "prt_join", { -EDEADLK, -EINVAL, -ESRCH, -ECANCELED } },
 	{ "prt_detach", { -EINVAL, -ESRCH } },
 	{ "prt_yield", { -EPERM } },
 	{ "prt_fiber_name", { -EINVAL, -ESRCH } },
 	{ "prt_fiber_set/get_priority", { -EINVAL, -ESRCH } },
 	{ "prt_fiber_set/get_affinity", { -EINVAL, -ESRCH } },
-	{ "prt_park", { -EPERM } },
+	{ "prt_park", { -EPERM, -ECANCELED } },
+	{ "prt_cancel/cancelled/cancel_clear", { -ESRCH, -EPERM } },
 	{ "prt_unpark", { -ESRCH } },
-	{ "prt_sleep_until/ns", { -EPERM, -ENOMEM } },
+	{ "prt_sleep_until/ns", { -EPERM, -ENOMEM, -ECANCELED } },
 	/* runtime.h */
 	{ "prt_runtime_create", { -EINVAL, -ENOMEM, -EMFILE, -EAGAIN, -ENOSYS, -EPERM } },
 	{ "prt_runtime_destroy", { -EINVAL, -EDEADLK } },
@@ -69,18 +70,20 @@ static const struct call_errors documented[] = {
 	    -ENOMEM, -ENOSPC, -EAGAIN, -ENOTCONN, -ECONNREFUSED, -EMFILE, -EISDIR, -ENOTSOCK } },
 	{ "prt_stream_*",
 	  { -EINVAL, -EBADF, -EPERM, -ENOMEM, -EBUSY, -ECONNRESET, -ETIMEDOUT, -ECANCELED } },
-	{ "prt_offload", { -EINVAL, -ENOMEM, -EAGAIN } },
+	{ "prt_offload", { -EINVAL, -ENOMEM, -EAGAIN, -ECANCELED } },
 	/* mutex.h: pthreads' convention */
 	{ "prt_mutexattr_*", { EINVAL } },
 	{ "prt_mutex_init/destroy", { EINVAL, EBUSY, ENOMEM } },
 	{ "prt_condattr_*", { EINVAL } },
-	{ "prt_mutex_lock", { EDEADLK, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_mutex_lock", { EDEADLK, EAGAIN, EINVAL, ENOMEM, ECANCELED } },
 	{ "prt_mutex_trylock", { EBUSY, EAGAIN, EINVAL, ENOMEM } },
-	{ "prt_mutex_timedlock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },
+	{ "prt_mutex_timedlock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM, ECANCELED } },
 	{ "prt_mutex_unlock", { EPERM, EINVAL } },
-	{ "prt_cond_*", { EINVAL, EBUSY, EPERM, ETIMEDOUT, ENOMEM, EDEADLK } },
+	{ "prt_cond_*", { EINVAL, EBUSY, EPERM, ETIMEDOUT, ENOMEM, EDEADLK, ECANCELED } },
 	/* sem.h: pthreads' convention too */
-	{ "prt_sem_*", { EINVAL, EBUSY, EAGAIN, ETIMEDOUT, ENOMEM, EOVERFLOW } },
+	{ "prt_sem_*", { EINVAL, EBUSY, EAGAIN, ETIMEDOUT, ENOMEM, EOVERFLOW, ECANCELED } },
+	/* waitgroup.h: pthreads' convention (prt_waitgroup_spawn: prt_spawn's) */
+	{ "prt_waitgroup_*", { EINVAL, EBUSY, EOVERFLOW, ETIMEDOUT, ENOMEM, ECANCELED } },
 	{ "prt_fiber_wait_chain", { -EINVAL, -ESRCH } },
 };
 

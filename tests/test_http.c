@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -587,6 +588,125 @@ static void test_echo_10k(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- the example servers stop cleanly on SIGTERM -------------------------------- */
+
+#ifdef PRT_TEST_ECHO_SERVER
+/*
+ * Start @path -p 0 -w 2 with its stderr on a pipe; *@port gets the port it
+ * says it listens on. Returns the child's pid; *@errfd its stderr.
+ */
+static pid_t example_start(const char *path, int *port, int *errfd)
+{
+	char line[512];
+	size_t len = 0;
+	int p[2];
+	pid_t pid;
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 2);
+		execl(path, path, "-p", "0", "-w", "2", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	*port = 0;
+	while (!*port && len < sizeof(line) - 1) {
+		ssize_t n = read(p[0], line + len, 1);
+		const char *at;
+
+		assert_true(n == 1);
+		if (line[len++] != '\n')
+			continue;
+		line[len] = 0;
+		if ((at = strstr(line, "listening on 127.0.0.1:")))
+			*port = atoi(at + strlen("listening on 127.0.0.1:"));
+		len = 0;
+	}
+	assert_true(*port > 0);
+	*errfd = p[0];
+	return pid;
+}
+
+/* A connected client socket that gives up reading after 20 s. */
+static int example_client(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { 20, 0 };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+/*
+ * The server at @path, with three connections open (each answered once:
+ * its fiber waits for the next request), gets SIGTERM: it closes every
+ * connection (each client reads end of file), says it stopped, and exits
+ * with status 0.
+ */
+static void sigterm_run(const char *path, const char *req, const char *want)
+{
+	char buf[4096], all[8192] = "";
+	int port, errfd, fds[3], status;
+	size_t got = 0;
+	pid_t pid = example_start(path, &port, &errfd);
+
+	for (int i = 0; i < 3; i++) {
+		ssize_t n, k = 0;
+
+		fds[i] = example_client(port);
+		assert_int_equal(write(fds[i], req, strlen(req)), (ssize_t)strlen(req));
+		while ((size_t)k < strlen(want) && (n = read(fds[i], buf + k, sizeof(buf) - 1 - (size_t)k)) > 0)
+			k += n;
+		buf[k] = 0;
+		if (!strstr(buf, want))
+			fail_msg("no \"%s\" in the answer \"%s\"", want, buf);
+	}
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(read(fds[i], buf, sizeof(buf)), 0); /* closed by the server */
+		close(fds[i]);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	for (ssize_t n; got < sizeof(all) - 1 && (n = read(errfd, all + got, sizeof(all) - 1 - got)) > 0;)
+		got += (size_t)n;
+	close(errfd);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fail_msg("%s: status %#x, stderr:\n%s", path, status, all);
+	assert_non_null(strstr(all, "Terminated: stopping"));
+	assert_non_null(strstr(all, "stopped"));
+}
+
+static void test_sigterm_echo(void **state)
+{
+	(void)state;
+	sigterm_run(PRT_TEST_ECHO_SERVER, "ping", "ping");
+}
+
+static void test_sigterm_http(void **state)
+{
+	(void)state;
+	sigterm_run(PRT_TEST_HTTP_SERVER, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200");
+}
+#else
+static void test_sigterm_echo(void **state)
+{
+	(void)state;
+	skip(); /* built without -Dexamples */
+}
+
+static void test_sigterm_http(void **state)
+{
+	(void)state;
+	skip();
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest http[] = {
@@ -601,6 +721,8 @@ int main(void)
 	};
 	const struct CMUnitTest echo[] = {
 		cmocka_unit_test(test_echo_10k),
+		cmocka_unit_test(test_sigterm_echo),
+		cmocka_unit_test(test_sigterm_http),
 	};
 	int failed;
 

@@ -250,7 +250,8 @@ PRT_API int prt_fiber_get_affinity(prt_fiber_t f, prt_workerset_t *set);
  * Java's LockSupport): returns at once if a permit is already there,
  * consuming it. May also return after prt_unpark() raced with another
  * wake, so callers re-check their condition. Returns 0, -EPERM from a
- * plain thread. Context: a fiber; a scheduling point.
+ * plain thread, -ECANCELED (prt_cancel; a permit stays for the next
+ * park). Context: a fiber; a scheduling point.
  */
 PRT_API int prt_park(void);
 
@@ -260,6 +261,77 @@ PRT_API int prt_park(void);
  * Context: any thread, never switches.
  */
 PRT_API int prt_unpark(prt_fiber_t f);
+
+/*
+ * Cancellation (docs/design.md, section 17). prt_cancel() asks fiber @f
+ * to stop waiting: it sets @f's cancel flag, and if @f is blocked in a
+ * cancellable call that call returns at once with ECANCELED (-ECANCELED
+ * from the calls that return -errno, ECANCELED from the pthread-shaped
+ * ones); if it is not blocked, its next such call does. Nothing is
+ * unwound: the call returns, and the fiber's own code decides what to
+ * do (typically release what it holds and return). Not POSIX's
+ * pthread_cancel, which unwinds the thread at a cancellation point.
+ *
+ * The flag is sticky: it stays set, and every later cancellable call
+ * that would wait returns ECANCELED, until the fiber itself calls
+ * prt_cancel_clear(). (As Go's context.Done() stays closed: a server
+ * loop that swallows one error, or a library that retries, cannot lose
+ * the cancel and block again.) Cleanup that must itself wait (take a
+ * contended mutex, join a child) calls prt_cancel_clear() first.
+ *
+ * Cancellable, and what each does when cancelled:
+ *   - fiber I/O (prt_read .. prt_connect, their _timeout forms,
+ *     prt_poll, prt_read_all/write_all): -ECANCELED at entry, nothing
+ *     done; while waiting, the request is cancelled in the kernel
+ *     (io_uring IORING_OP_ASYNC_CANCEL, or taken off epoll) and the fd
+ *     stays usable. A request that completed first returns its result
+ *     (no data is lost); the next call returns -ECANCELED.
+ *     prt_close, prt_shutdown and prt_stream_close are not cancellable:
+ *     they always release what they release.
+ *   - prt_sleep_ns / prt_sleep_until: -ECANCELED (woken early).
+ *   - prt_join: -ECANCELED, @f stays joinable; if @f ended meanwhile the
+ *     join completes (0). Joining a fiber that already ended never waits,
+ *     so it succeeds even when cancelled.
+ *   - prt_park: -ECANCELED; a permit is kept (an unpark is never lost).
+ *   - prt_mutex_lock / timedlock / timedlock_ns: ECANCELED, not owning
+ *     the mutex; the waiter leaves the list exactly as on a timeout (the
+ *     owner stops running for it). A free mutex is still taken (0): the
+ *     uncontended lock stays one compare-and-swap.
+ *   - prt_cond_wait / timedwait: ECANCELED with the mutex held again (as
+ *     pthreads' timeout); cancelled before the call: ECANCELED at once,
+ *     mutex held throughout. A signal that came first wins (0).
+ *   - prt_sem_wait / timedwait: ECANCELED, no unit taken (a unit a post
+ *     handed over first is taken: 0). Units available: taken (0).
+ *   - prt_waitgroup_wait / timedwait_ns: ECANCELED.
+ *   - prt_offload: -ECANCELED at entry (@fn not run); while waiting,
+ *     only the wait ends: @fn runs to its end on its helper thread and
+ *     its result is dropped, so @arg must stay valid until @fn returns
+ *     (do not point it at the caller's stack).
+ *   - prt_stream_recv: -ECANCELED when it would wait (queued data is
+ *     returned first).
+ * Exactly one result wins a race between a cancel and the wake: a call
+ * returns either its normal result (a lock handed over: 0, owning it)
+ * or ECANCELED (not owning it), never both.
+ *
+ * Returns 0, or -ESRCH if @f is stale or has ended. Cancelling twice is
+ * harmless. Plain threads have no handle and are never cancelled.
+ * Context: any thread, never switches (not from a signal handler: read
+ * signals with a signalfd in a fiber, as the README shows).
+ */
+PRT_API int prt_cancel(prt_fiber_t f);
+
+/*
+ * Is a cancel of the calling fiber pending? 1 or 0; -EPERM from a plain
+ * thread. Context: a fiber, never switches.
+ */
+PRT_API int prt_cancelled(void);
+
+/*
+ * Clear the calling fiber's cancel flag (a cancel that races with this
+ * may end the next wait). Returns 1 if one was pending, 0 if not, -EPERM
+ * from a plain thread. Context: a fiber, never switches.
+ */
+PRT_API int prt_cancel_clear(void);
 
 /*
  * Sleep the calling fiber until CLOCK_MONOTONIC reaches @deadline_ns, or

@@ -88,7 +88,11 @@ PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
  *   SOCK_CLOEXEC;
  * - -EFAULT: prt_connect with a NULL @addr;
  * - -ETIMEDOUT: a _timeout variant's time ran out (see "Timeouts");
- * - -ECANCELED: another fiber prt_close()d @fd meanwhile (see "Closing");
+ * - -ECANCELED: another fiber prt_close()d @fd meanwhile (see "Closing"),
+ *   or the calling fiber was cancelled (prt_cancel, proxyrt/fiber.h:
+ *   before the call, nothing done; while it waited, the request was
+ *   cancelled and the fd is untouched; prt_close and prt_shutdown are
+ *   never cancelled). prt_stream_recv the same, once nothing is queued;
  * - -EPIPE, -ECONNRESET: a connection that can no longer send or was
  *   reset (see "Broken connections": never SIGPIPE);
  * - -EINTR: on a plain thread, a signal handler interrupted the syscall
@@ -205,8 +209,11 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  * that wait in FIFO order for a free thread. Stores @fn's
  * result in *@result if not NULL. Returns 0, or -EINVAL (@fn NULL),
  * -ENOMEM (the pool could not be allocated on first use), -EAGAIN (no
- * helper thread could be started). From a plain thread @fn runs on the
- * calling thread.
+ * helper thread could be started), -ECANCELED (prt_cancel: before the
+ * call, @fn not run; or while waiting, when @fn still runs to its end on
+ * its helper and its result is dropped, so @arg must outlive @fn, not be
+ * the caller's stack). From a plain thread @fn runs on the calling
+ * thread.
  */
 PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result);
 

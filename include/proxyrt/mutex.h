@@ -154,8 +154,11 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *m);
  * holds (the caller is then not waiting and every mutex is as it was);
  * EAGAIN if a recursive mutex's count would overflow; EINVAL for NULL;
  * ENOMEM if a plain thread's first lock finds no memory for its owner
- * identity (a few bytes, kept until the thread ends). Waits for good on
- * a mutex whose owner ended holding it (see above).
+ * identity (a few bytes, kept until the thread ends); ECANCELED if the
+ * calling fiber was cancelled (prt_cancel, proxyrt/fiber.h) while it
+ * waited or before (not owning @m; a free @m is still taken, 0). Waits
+ * for good on a mutex whose owner ended holding it (see above). The
+ * timed locks below return ECANCELED the same way.
  * Context: a fiber (a scheduling point when it waits) or a plain thread
  * (sleeps on a futex).
  */
@@ -277,7 +280,10 @@ PRT_API int prt_cond_destroy(prt_cond_t *c);
 /*
  * Atomically release @m (which the caller holds) and wait until
  * signalled; returns with @m held again. Returns 0, EPERM if the caller
- * does not hold @m, EINVAL for NULL or a second mutex on one condvar.
+ * does not hold @m, EINVAL for NULL or a second mutex on one condvar,
+ * ECANCELED if the calling fiber was cancelled (prt_cancel), with @m
+ * held again as after a timeout (at once, @m never released, if the
+ * cancel came first); the timed waits below too.
  * A recursive mutex is released fully and its count restored.
  * Context: a fiber (parks only the fiber) or a plain thread.
  */

@@ -51,8 +51,9 @@ PRT_API int prt_sem_init(prt_sem_t *s, unsigned value);
  */
 PRT_API int prt_sem_destroy(prt_sem_t *s);
 /*
- * Take one unit of @s, waiting while its value is 0. Returns 0 or
- * EINVAL (NULL). Context: a fiber (parks only the fiber: a scheduling
+ * Take one unit of @s, waiting while its value is 0. Returns 0, EINVAL
+ * (NULL), or ECANCELED (the calling fiber was cancelled, prt_cancel: no
+ * unit taken; the timed waits below too). Context: a fiber (parks only the fiber: a scheduling
  * point) or a plain thread (sleeps on a futex).
  */
 PRT_API int prt_sem_wait(prt_sem_t *s);

@@ -1,0 +1,810 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prt_cancel (proxyrt/fiber.h, docs/design.md section 17) and wait
+ * groups (proxyrt/waitgroup.h): every cancellable call returns
+ * ECANCELED when its fiber is cancelled while it waits and when the
+ * cancel came first; mutex waits leave as their timeout does (the
+ * owner stops running at the cancelled donor's priority); a condvar
+ * wait returns holding its mutex; an I/O cancel leaves the fd usable;
+ * cancel against handoff, from a plain thread and another worker,
+ * thousands of times; wait groups from fibers and threads; bad input.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "test_common.h"
+
+static int uring; /* io_uring usable: the I/O tests run on both backends */
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ---- each blocking call, cancelled while it waits or before it --------------- */
+
+enum kind {
+	K_SLEEP, K_JOIN, K_PARK, K_LOCK_FIBER_OWNER, K_LOCK_THREAD_OWNER, K_LOCK_NOPROXY,
+	K_TIMEDLOCK, K_COND, K_COND_TIMED, K_SEM, K_WG, K_READ, K_ACCEPT, K_POLL, K_OFFLOAD,
+	K_STREAM, K_NKINDS
+};
+
+static const char *const kind_names[] = {
+	"sleep", "join", "park", "lock (fiber owner)", "lock (thread owner)", "lock (no proxy)",
+	"timedlock", "cond_wait", "cond_timedwait", "sem_wait", "waitgroup_wait", "read",
+	"accept", "poll", "offload", "stream_recv",
+};
+
+struct env {
+	enum kind kind;
+	bool before;            /* the fiber cancels itself before the call */
+	atomic_int ready;       /* about to make the call */
+	long result;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_sem_t sem;
+	prt_waitgroup_t wg;
+	prt_fiber_t other;      /* K_JOIN: the fiber joined; K_LOCK_FIBER_OWNER: the owner */
+	atomic_int owner_locked, release;
+	int pipe[2];            /* a socket pair (streams read sockets) */
+	int lfd;                /* a listening socket */
+	atomic_int off_started, off_release, off_done;
+	bool owns_after;        /* K_COND: the mutex was held again when the call returned */
+};
+
+static void *parker(void *arg)
+{
+	struct env *e = arg;
+
+	while (!atomic_load(&e->release))
+		prt_park();
+	return NULL;
+}
+
+/* K_LOCK_FIBER_OWNER: hold the mutex, asleep (parked) until released. */
+static void *owner_fn(void *arg)
+{
+	struct env *e = arg;
+
+	FIBER_CHECK(prt_mutex_lock(&e->m) == 0);
+	atomic_store(&e->owner_locked, 1);
+	while (!atomic_load(&e->release))
+		prt_park();
+	FIBER_CHECK(prt_mutex_unlock(&e->m) == 0);
+	return NULL;
+}
+
+static void *offload_fn(void *arg)
+{
+	struct env *e = arg;
+
+	atomic_store(&e->off_started, 1);
+	while (!atomic_load(&e->off_release))
+		pause_ms(1);
+	atomic_store(&e->off_done, 1);
+	return (void *)1;
+}
+
+static long do_call(struct env *e)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+	char buf[16];
+	void *res;
+	long r;
+
+	switch (e->kind) {
+	case K_SLEEP:
+		return prt_sleep_ns(60ull * 1000000000u);
+	case K_JOIN:
+		return prt_join(e->other, &res);
+	case K_PARK:
+		return prt_park();
+	case K_LOCK_FIBER_OWNER:
+	case K_LOCK_THREAD_OWNER:
+	case K_LOCK_NOPROXY:
+		r = prt_mutex_lock(&e->m);
+		if (!r)
+			prt_mutex_unlock(&e->m);
+		return r;
+	case K_TIMEDLOCK:
+		r = prt_mutex_timedlock(&e->m, &far);
+		if (!r)
+			prt_mutex_unlock(&e->m);
+		return r;
+	case K_COND:
+	case K_COND_TIMED:
+		if (prt_mutex_lock(&e->m))
+			return -1000;
+		r = e->kind == K_COND ? prt_cond_wait(&e->c, &e->m) : prt_cond_timedwait(&e->c, &e->m, &far);
+		/* Held again: unlock succeeds only for the owner. */
+		e->owns_after = prt_mutex_unlock(&e->m) == 0;
+		return r;
+	case K_SEM:
+		return prt_sem_wait(&e->sem);
+	case K_WG:
+		return prt_waitgroup_wait(&e->wg);
+	case K_READ:
+		return prt_read(e->pipe[0], buf, sizeof(buf));
+	case K_ACCEPT:
+		return prt_accept(e->lfd, NULL, NULL, SOCK_CLOEXEC);
+	case K_POLL:
+		return prt_poll(e->pipe[0], POLLIN);
+	case K_OFFLOAD:
+		return prt_offload(offload_fn, e, &res);
+	case K_STREAM: {
+		prt_stream_t *s;
+
+		if (prt_stream_open(&s, e->pipe[0]))
+			return -1001;
+		r = prt_stream_recv(s, buf, sizeof(buf), 0);
+		prt_stream_close(s);
+		return r;
+	}
+	default:
+		return -1002;
+	}
+}
+
+static void *caller(void *arg)
+{
+	struct env *e = arg;
+
+	if (e->before)
+		FIBER_CHECK(prt_cancel(prt_self()) == 0);
+	atomic_store(&e->ready, 1);
+	e->result = do_call(e);
+	/* The flag stays set (sticky) until cleared. */
+	FIBER_CHECK(prt_cancelled() == 1);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	FIBER_CHECK(prt_cancelled() == 0);
+	return NULL;
+}
+
+/* What a cancelled @kind returns: pthread-shaped calls give ECANCELED, the others -ECANCELED. */
+static long want_of(enum kind k)
+{
+	switch (k) {
+	case K_LOCK_FIBER_OWNER: case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
+	case K_COND: case K_COND_TIMED: case K_SEM: case K_WG:
+		return ECANCELED;
+	default:
+		return -ECANCELED;
+	}
+}
+
+static void env_setup(prt_runtime_t *rt, struct env *e)
+{
+	prt_mutexattr_t ma;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	if (e->kind == K_LOCK_NOPROXY)
+		assert_int_equal(prt_mutexattr_setproxy(&ma, PRT_MUTEX_PROXY_OFF), 0);
+	assert_int_equal(prt_mutex_init(&e->m, &ma), 0);
+	assert_int_equal(prt_cond_init(&e->c), 0);
+	assert_int_equal(prt_sem_init(&e->sem, 0), 0);
+	assert_int_equal(prt_waitgroup_init(&e->wg), 0);
+	assert_int_equal(prt_waitgroup_add(&e->wg, 1), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, e->pipe), 0);
+	e->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(e->lfd >= 0);
+	assert_int_equal(bind(e->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(e->lfd, 4), 0);
+	switch (e->kind) {
+	case K_JOIN:
+		e->other = test_spawn(rt, PRT_PRIO_DEFAULT, -1, parker, e);
+		break;
+	case K_LOCK_FIBER_OWNER:
+		e->other = test_spawn(rt, PRT_PRIO_DEFAULT, -1, owner_fn, e);
+		while (!atomic_load(&e->owner_locked))
+			pause_ms(1);
+		break;
+	case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
+		assert_int_equal(prt_mutex_lock(&e->m), 0); /* this thread owns it */
+		break;
+	default:
+		break;
+	}
+}
+
+/* After the call: the objects are as a timeout would leave them, and usable. */
+static void env_check(struct env *e)
+{
+	char c = 'x', buf[4];
+	void *res;
+
+	switch (e->kind) {
+	case K_JOIN:
+		/* Still joinable. */
+		atomic_store(&e->release, 1);
+		assert_int_equal(prt_unpark(e->other), 0);
+		assert_int_equal(prt_join(e->other, &res), 0);
+		break;
+	case K_LOCK_FIBER_OWNER:
+		atomic_store(&e->release, 1);
+		assert_int_equal(prt_unpark(e->other), 0);
+		assert_int_equal(prt_join(e->other, &res), 0);
+		assert_null(res);
+		break;
+	case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
+		assert_int_equal(prt_mutex_unlock(&e->m), 0);
+		break;
+	case K_COND: case K_COND_TIMED:
+		assert_true(e->owns_after);
+		break;
+	case K_SEM: {
+		int v = -1;
+
+		assert_int_equal(prt_sem_getvalue(&e->sem, &v), 0);
+		assert_int_equal(v, 0); /* no unit taken, none lost */
+		break;
+	}
+	case K_READ: case K_POLL: case K_STREAM:
+		/* The pipe still works: the cancelled read took nothing. */
+		assert_int_equal(write(e->pipe[1], &c, 1), 1);
+		assert_int_equal(read(e->pipe[0], buf, sizeof(buf)), 1);
+		break;
+	case K_OFFLOAD:
+		if (!e->before) {
+			/* Only the wait ended: the call goes on, then ends. */
+			atomic_store(&e->off_release, 1);
+			while (!atomic_load(&e->off_done))
+				pause_ms(1);
+		} else {
+			assert_int_equal(atomic_load(&e->off_started), 0); /* never run */
+		}
+		break;
+	default:
+		break;
+	}
+	/* Everything is free to destroy: nobody waits any more. */
+	assert_int_equal(prt_mutex_destroy(&e->m), 0);
+	assert_int_equal(prt_cond_destroy(&e->c), 0);
+	assert_int_equal(prt_sem_destroy(&e->sem), 0);
+	assert_int_equal(prt_waitgroup_destroy(&e->wg), 0);
+	close(e->pipe[0]);
+	close(e->pipe[1]);
+	close(e->lfd);
+}
+
+static void *cancel_fn(void *arg)
+{
+	FIBER_CHECK(prt_cancel(*(prt_fiber_t *)arg) == 0);
+	return NULL;
+}
+
+/* One call: cancelled while it waits (@before false) or before it. */
+static void run_one(prt_runtime_t *rt, enum kind k, bool before, bool from_fiber)
+{
+	struct env e = { .kind = k, .before = before };
+	prt_fiber_t f;
+	void *res;
+
+	env_setup(rt, &e);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, caller, &e);
+	while (!atomic_load(&e.ready))
+		pause_ms(1);
+	if (!before) {
+		pause_ms(5); /* likely asleep in the call by now (either way, ECANCELED) */
+		if (from_fiber)
+			assert_null(test_run_in(rt, 20, cancel_fn, &f));
+		else
+			assert_int_equal(prt_cancel(f), 0);
+	}
+	assert_int_equal(prt_join(f, &res), 0);
+	if (res)
+		fail_msg("%s%s: fiber check failed at line %ld", kind_names[k],
+			 before ? " (cancelled before)" : "", (long)(intptr_t)res);
+	if (e.result != want_of(k))
+		fail_msg("%s%s: returned %ld, not %ld", kind_names[k],
+			 before ? " (cancelled before)" : "", e.result, want_of(k));
+	env_check(&e);
+}
+
+static void run_kinds(int backend, bool from_fiber)
+{
+	prt_runtime_t *rt = test_rt_with(2, 0, PRT_STACK_GUARD, backend);
+
+	for (int k = 0; k < K_NKINDS; k++) {
+		run_one(rt, (enum kind)k, false, from_fiber);
+		run_one(rt, (enum kind)k, true, from_fiber);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* Each call cancelled while it waits and before, by a plain thread; I/O on epoll. */
+static void test_each_call_epoll(void **state)
+{
+	(void)state;
+	run_kinds(PRT_IO_EPOLL, false);
+}
+
+/* The same on io_uring (IORING_OP_ASYNC_CANCEL), cancelled by a fiber. */
+static void test_each_call_uring(void **state)
+{
+	(void)state;
+	if (!uring)
+		skip();
+	run_kinds(PRT_IO_URING, true);
+}
+
+/* ---- cancel before any call: calls that need not wait still succeed ---------- */
+
+static void *no_wait_fn(void *arg)
+{
+	prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+	prt_sem_t sem = PRT_SEM_INITIALIZER;
+	prt_waitgroup_t wg = PRT_WAITGROUP_INITIALIZER;
+	prt_fiber_t f = *(prt_fiber_t *)arg;
+	void *res;
+
+	FIBER_CHECK(prt_cancel(prt_self()) == 0);
+	FIBER_CHECK(prt_cancel(prt_self()) == 0); /* twice: harmless */
+	FIBER_CHECK(prt_mutex_lock(&m) == 0);     /* free: one CAS, no wait */
+	FIBER_CHECK(prt_mutex_unlock(&m) == 0);
+	FIBER_CHECK(prt_sem_post(&sem) == 0);
+	FIBER_CHECK(prt_sem_wait(&sem) == 0);     /* a unit there */
+	FIBER_CHECK(prt_waitgroup_wait(&wg) == 0); /* counter at 0 */
+	FIBER_CHECK(prt_join(f, &res) == 0);      /* ended already */
+	FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_sem_wait(&sem) == ECANCELED); /* would wait */
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	FIBER_CHECK(prt_cancel_clear() == 0);
+	FIBER_CHECK(prt_sleep_ns(1000) == 0);
+	return NULL;
+}
+
+static void test_no_wait_no_cancel(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t done = test_spawn(rt, PRT_PRIO_DEFAULT, -1, test_noop, NULL);
+
+	(void)state;
+	while (prt_cancel(done) != -ESRCH) /* ended: -ESRCH, still joinable */
+		pause_ms(1);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, no_wait_fn, &done));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static void *thread_calls(void *arg)
+{
+	(void)arg;
+	if (prt_cancelled() != -EPERM || prt_cancel_clear() != -EPERM)
+		return (void *)1;
+	return NULL;
+}
+
+static void test_bad_input(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t none = { NULL, 0 }, f;
+	prt_waitgroup_t wg;
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	assert_int_equal(prt_cancel(none), -ESRCH);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, test_noop, NULL);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_int_equal(prt_cancel(f), -ESRCH); /* joined: stale, nothing touched */
+	assert_int_equal(pthread_create(&t, NULL, thread_calls, NULL), 0);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_cancelled(), -EPERM);
+	assert_int_equal(prt_cancel_clear(), -EPERM);
+	/* Wait groups. */
+	assert_int_equal(prt_waitgroup_init(NULL), EINVAL);
+	assert_int_equal(prt_waitgroup_add(NULL, 1), EINVAL);
+	assert_int_equal(prt_waitgroup_wait(NULL), EINVAL);
+	assert_int_equal(prt_waitgroup_destroy(NULL), EINVAL);
+	assert_int_equal(prt_waitgroup_init(&wg), 0);
+	assert_int_equal(prt_waitgroup_done(&wg), EINVAL); /* below 0: Go panics, we refuse */
+	assert_int_equal(prt_waitgroup_add(&wg, 2), 0);
+	assert_int_equal(prt_waitgroup_add(&wg, -3), EINVAL);
+	assert_int_equal(prt_waitgroup_add(&wg, PRT_WAITGROUP_MAX), EOVERFLOW);
+	assert_int_equal(prt_waitgroup_timedwait_ns(&wg, 0), ETIMEDOUT); /* unchanged: 2 */
+	assert_int_equal(prt_waitgroup_add(&wg, -2), 0);
+	assert_int_equal(prt_waitgroup_timedwait_ns(&wg, 0), 0);
+	assert_int_equal(prt_waitgroup_spawn(NULL, rt, &f, NULL, test_noop, NULL), -EINVAL);
+	assert_int_equal(prt_waitgroup_spawn(&wg, rt, &f, NULL, NULL, NULL), -EINVAL);
+	assert_int_equal(prt_waitgroup_timedwait_ns(&wg, 0), 0); /* the failed spawn took its count back */
+	assert_int_equal(prt_waitgroup_destroy(&wg), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- proxy execution: the owner stops running for a cancelled donor ----------- */
+
+struct eff {
+	prt_mutex_t m;
+	int fd[2];              /* memfds: the owner's dump while it proxies, and after */
+	prt_fiber_t waiter;
+	atomic_int locking;
+	int wres;
+};
+
+static void *eff_waiter(void *arg)
+{
+	struct eff *x = arg;
+
+	atomic_store(&x->locking, 1);
+	x->wres = prt_mutex_lock(&x->m);
+	return NULL;
+}
+
+/*
+ * One worker. The owner (1) holds the mutex and spawns the waiter (28),
+ * which queues as a donor: the owner then runs in its place (eff_prio
+ * 28, dump 0). It cancels the waiter and yields: the waiter, no longer
+ * blocked on the mutex, runs and returns ECANCELED; the owner runs
+ * again at its own priority (dump 1), still owning the mutex.
+ */
+static void *eff_owner(void *arg)
+{
+	struct eff *x = arg;
+	prt_fiber_attr_t a = test_attr(28, -1);
+
+	FIBER_CHECK(prt_mutex_lock(&x->m) == 0);
+	a.name = "waiter";
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &x->waiter, &a, eff_waiter, x) == 0);
+	while (!atomic_load(&x->locking))
+		FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_runtime_dump(prt_runtime_self(), x->fd[0]) == 0);
+	FIBER_CHECK(prt_cancel(x->waiter) == 0);
+	FIBER_CHECK(prt_yield() == 0);
+	while (x->wres == -1)
+		FIBER_CHECK(prt_yield() == 0);
+	FIBER_CHECK(prt_runtime_dump(prt_runtime_self(), x->fd[1]) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&x->m) == 0); /* still ours */
+	return NULL;
+}
+
+static char *read_all_fd(int fd)
+{
+	off_t len = lseek(fd, 0, SEEK_END);
+	char *t = calloc(1, (size_t)len + 1);
+
+	assert_non_null(t);
+	assert_int_equal(pread(fd, t, (size_t)len, 0), len);
+	return t;
+}
+
+static void test_proxy_donor_cancelled(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	struct eff x = { .m = PRT_MUTEX_INITIALIZER, .wres = -1 };
+	prt_fiber_attr_t a = test_attr(1, -1);
+	char want[256], *t0, *t1;
+	unsigned long long oid, wid;
+	prt_fiber_t owner;
+	void *res;
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		x.fd[i] = memfd_create("dump", MFD_CLOEXEC);
+		assert_true(x.fd[i] >= 0);
+	}
+	a.name = "owner";
+	assert_int_equal(prt_spawn(rt, &owner, &a, eff_owner, &x), 0);
+	assert_int_equal(prt_join(owner, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(x.waiter, &res), 0);
+	assert_int_equal(x.wres, ECANCELED);
+	oid = (unsigned long long)prt_fiber_id(owner);
+	wid = (unsigned long long)prt_fiber_id(x.waiter);
+	t0 = read_all_fd(x.fd[0]);
+	t1 = read_all_fd(x.fd[1]);
+	/* While the waiter waited: the owner ran at its priority, for it. */
+	snprintf(want, sizeof(want), "fiber %llu \"owner\" state=running worker=0 prio=1 eff_prio=28 for=%llu\n",
+		 oid, wid);
+	if (!strstr(t0, want))
+		fail_msg("no \"%s\" in:\n%s", want, t0);
+	/* After the cancel: at its own priority, for nobody. */
+	snprintf(want, sizeof(want), "fiber %llu \"owner\" state=running worker=0 prio=1\n", oid);
+	if (!strstr(t1, want))
+		fail_msg("no \"%s\" in:\n%s", want, t1);
+	snprintf(want, sizeof(want), "worker 0: running=%llu donor=0 ", oid);
+	if (!strstr(t1, want))
+		fail_msg("no \"%s\" in:\n%s", want, t1);
+	free(t0);
+	free(t1);
+	close(x.fd[0]);
+	close(x.fd[1]);
+	assert_int_equal(prt_mutex_destroy(&x.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- cancel against handoff, thousands of times, two workers ------------------- */
+
+struct race {
+	prt_mutex_t m;
+	atomic_int holder;      /* 0, or 1/2: who is inside */
+	atomic_int stop, started;
+	prt_fiber_t victim;
+	long got, cancelled;
+};
+
+/* Hold the mutex, briefly, many times: each unlock hands it to the waiting victim. */
+static void *race_owner(void *arg)
+{
+	struct race *r = arg;
+
+	while (!atomic_load(&r->started))
+		FIBER_CHECK(prt_yield() == 0);
+	for (int i = 0; i < 20000; i++) {
+		FIBER_CHECK(prt_mutex_lock(&r->m) == 0);
+		FIBER_CHECK(atomic_exchange(&r->holder, 1) == 0);
+		/* Held across a scheduling point: the victim queues and waits. */
+		if (i % 2)
+			FIBER_CHECK(prt_yield() == 0);
+		FIBER_CHECK(atomic_exchange(&r->holder, 0) == 1);
+		FIBER_CHECK(prt_mutex_unlock(&r->m) == 0);
+		if (i % 16 == 0)
+			FIBER_CHECK(prt_yield() == 0);
+	}
+	atomic_store(&r->stop, 1);
+	return NULL;
+}
+
+/* Lock until told to stop: each lock returns 0 owning the mutex, or ECANCELED not owning it. */
+static void *race_victim(void *arg)
+{
+	struct race *r = arg;
+
+	atomic_store(&r->started, 1);
+	while (!atomic_load(&r->stop)) {
+		int e = prt_mutex_lock(&r->m);
+
+		if (e == 0) {
+			FIBER_CHECK(atomic_exchange(&r->holder, 2) == 0);
+			FIBER_CHECK(atomic_exchange(&r->holder, 0) == 2);
+			FIBER_CHECK(prt_mutex_unlock(&r->m) == 0);
+			r->got++;
+		} else {
+			FIBER_CHECK(e == ECANCELED);
+			FIBER_CHECK(prt_mutex_unlock(&r->m) == EPERM); /* not ours */
+			r->cancelled++;
+		}
+		prt_cancel_clear();
+	}
+	return NULL;
+}
+
+static void *race_canceller(void *arg)
+{
+	struct race *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		int e = prt_cancel(r->victim);
+
+		FIBER_CHECK(e == 0 || (e == -ESRCH && atomic_load(&r->stop)));
+		FIBER_CHECK(prt_yield() == 0);
+	}
+	return NULL;
+}
+
+static void race_run(unsigned rt_flags)
+{
+	prt_runtime_t *rt = test_rt_flags(2, rt_flags);
+	struct race r = { .m = PRT_MUTEX_INITIALIZER };
+	prt_fiber_t o, c;
+	void *res;
+
+	/* Owner and victim on different workers; a canceller fiber and this thread too. */
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 0, race_owner, &r);
+	r.victim = test_spawn(rt, PRT_PRIO_DEFAULT, 1, race_victim, &r);
+	c = test_spawn(rt, PRT_PRIO_DEFAULT, 0, race_canceller, &r);
+	while (!atomic_load(&r.stop)) {
+		int e = prt_cancel(r.victim);
+
+		/* -ESRCH only once the victim saw the stop and ended. */
+		assert_true(e == 0 || (e == -ESRCH && atomic_load(&r.stop)));
+	}
+	assert_int_equal(prt_join(o, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(r.victim, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(c, &res), 0);
+	assert_null(res);
+	fprintf(stderr, "  cancel vs handoff: %ld locked, %ld cancelled\n", r.got, r.cancelled);
+	assert_true(r.got + r.cancelled > 0);
+	/* Consistent: free, nobody waiting, no owner left behind. */
+	assert_int_equal(prt_mutex_trylock(&r.m), 0);
+	assert_int_equal(prt_mutex_unlock(&r.m), 0);
+	assert_int_equal(prt_mutex_destroy(&r.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_cancel_vs_handoff(void **state)
+{
+	(void)state;
+	race_run(0);
+}
+
+static void test_cancel_vs_handoff_no_proxy(void **state)
+{
+	(void)state;
+	race_run(PRT_RT_NO_PROXY);
+}
+
+/* ---- wait groups from fibers and plain threads ----------------------------------- */
+
+struct wgt {
+	prt_waitgroup_t wg;
+	atomic_int ended;
+	int fiber_wait;
+};
+
+static void *wg_worker(void *arg)
+{
+	struct wgt *g = arg;
+
+	prt_sleep_ns(1000000);
+	atomic_fetch_add(&g->ended, 1);
+	return NULL;
+}
+
+static void *wg_exit(void *arg)
+{
+	struct wgt *g = arg;
+
+	atomic_fetch_add(&g->ended, 1);
+	prt_exit(NULL); /* counts too */
+	return NULL;
+}
+
+static void *wg_thread(void *arg)
+{
+	struct wgt *g = arg;
+
+	pause_ms(2);
+	atomic_fetch_add(&g->ended, 1);
+	return (void *)(intptr_t)prt_waitgroup_done(&g->wg);
+}
+
+static void *wg_fiber_waiter(void *arg)
+{
+	struct wgt *g = arg;
+
+	g->fiber_wait = prt_waitgroup_wait(&g->wg);
+	FIBER_CHECK(atomic_load(&g->ended) == 44);
+	return NULL;
+}
+
+static void test_waitgroup(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	struct wgt g = { .wg = PRT_WAITGROUP_INITIALIZER, .fiber_wait = -1 };
+	pthread_t t[4];
+	prt_fiber_t w;
+	void *res;
+
+	(void)state;
+	assert_int_equal(prt_waitgroup_add(&g.wg, 4), 0);
+	{
+	prt_fiber_attr_t da = test_attr(PRT_PRIO_DEFAULT, -1);
+
+	da.flags = PRT_FIBER_DETACHED;
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(prt_waitgroup_spawn(&g.wg, rt, NULL, &da, i % 2 ? wg_worker : wg_exit, &g),
+				 0);
+	}
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, -1, wg_fiber_waiter, &g);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, wg_thread, &g), 0);
+	/* A plain thread waits too. */
+	assert_int_equal(prt_waitgroup_wait(&g.wg), 0);
+	assert_int_equal(atomic_load(&g.ended), 44);
+	assert_int_equal(prt_join(w, &res), 0);
+	assert_null(res);
+	assert_int_equal(g.fiber_wait, 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], &res), 0);
+		assert_null(res);
+	}
+	/* Reusable once its waiters are back. */
+	assert_int_equal(prt_waitgroup_add(&g.wg, 1), 0);
+	assert_int_equal(prt_waitgroup_timedwait_ns(&g.wg, 1000000), ETIMEDOUT);
+	assert_int_equal(prt_waitgroup_done(&g.wg), 0);
+	assert_int_equal(prt_waitgroup_wait(&g.wg), 0);
+	assert_int_equal(prt_waitgroup_destroy(&g.wg), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a server's shutdown: cancel every connection fiber, wait for the group --------- */
+
+struct conn_env {
+	prt_waitgroup_t wg;
+	int fds[16][2];
+	prt_fiber_t f[16];
+	atomic_int closed;
+};
+
+struct conn_arg {
+	struct conn_env *e;
+	int i;
+};
+
+static void *conn_fn(void *arg)
+{
+	struct conn_arg *a = arg;
+	char buf[8];
+	ssize_t n;
+
+	while ((n = prt_read(a->e->fds[a->i][0], buf, sizeof(buf))) > 0)
+		;
+	FIBER_CHECK(n == -ECANCELED);
+	FIBER_CHECK(prt_close(a->e->fds[a->i][0]) == 0); /* cleanup is not cancelled */
+	atomic_fetch_add(&a->e->closed, 1);
+	return NULL;
+}
+
+static void shutdown_run(int backend)
+{
+	prt_runtime_t *rt = test_rt_with(2, 0, PRT_STACK_GUARD, backend);
+	struct conn_env e = { .wg = PRT_WAITGROUP_INITIALIZER };
+	struct conn_arg a[16];
+
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, e.fds[i]), 0);
+		a[i] = (struct conn_arg){ &e, i };
+		assert_int_equal(prt_waitgroup_spawn(&e.wg, rt, &e.f[i], NULL, conn_fn, &a[i]), 0);
+	}
+	pause_ms(5);
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(prt_cancel(e.f[i]), 0);
+	assert_int_equal(prt_waitgroup_wait(&e.wg), 0);
+	assert_int_equal(atomic_load(&e.closed), 16);
+	for (int i = 0; i < 16; i++) {
+		void *res;
+
+		assert_int_equal(prt_join(e.f[i], &res), 0);
+		assert_null(res);
+		close(e.fds[i][1]);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_shutdown_epoll(void **state)
+{
+	(void)state;
+	shutdown_run(PRT_IO_EPOLL);
+}
+
+static void test_shutdown_uring(void **state)
+{
+	(void)state;
+	if (!uring)
+		skip();
+	shutdown_run(PRT_IO_URING);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_each_call_epoll),
+		cmocka_unit_test(test_each_call_uring),
+		cmocka_unit_test(test_no_wait_no_cancel),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_proxy_donor_cancelled),
+		cmocka_unit_test(test_cancel_vs_handoff),
+		cmocka_unit_test(test_cancel_vs_handoff_no_proxy),
+		cmocka_unit_test(test_waitgroup),
+		cmocka_unit_test(test_shutdown_epoll),
+		cmocka_unit_test(test_shutdown_uring),
+	};
+
+	uring = test_uring_usable("test_cancel");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
