@@ -24,6 +24,14 @@
  *       thread on the second sleeps to each deadline and pthread_sigqueue()s
  *       it; delay = just before the send to the handler (proxyrt's kick).
  *       What the kernel and the machine take before any runtime code runs.
+ *   floors pingpong [N]
+ *       W5's physical limit: two plain threads pinned to the first two
+ *       allowed CPUs pass a turn word back and forth N times, each
+ *       spinning until the word is its own (one cache line moving
+ *       between the cores and back per round trip; no sleeping, no
+ *       queue, no lock). proxyrt's `xcore pinned` round trip (a mutex,
+ *       a condvar wait and signal on each side, both workers spinning)
+ *       is read against it.
  *
  * Lines use the peers' format with peer=floor.
  */
@@ -50,7 +58,8 @@ static __attribute__((noreturn)) void usage(void)
 {
 	fprintf(stderr, "usage: floors mutex THREADS T K IN_NS OUT_NS\n"
 			"       floors http PORT single|multishot\n"
-			"       floors hogwake same|cross [ROUNDS]\n");
+			"       floors hogwake same|cross [ROUNDS]\n"
+			"       floors pingpong [N]\n");
 	exit(2);
 }
 
@@ -569,6 +578,78 @@ static int floor_hogwake(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ pingpong */
+
+struct pingpong {
+	_Alignas(64) atomic_int turn; /* whose move: 0 or 1, alone on its cache line */
+	_Alignas(64) long n;
+	int cpu[2];
+};
+
+static void pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set)) {
+		fprintf(stderr, "floors: cannot pin to CPU %d\n", cpu);
+		exit(1);
+	}
+}
+
+static void pingpong_pass(struct pingpong *p, int me, long n)
+{
+	for (long i = 0; i < n; i++) {
+		/* acquire: pairs with the other side's release store */
+		while (atomic_load_explicit(&p->turn, memory_order_acquire) != me)
+			cpu_relax();
+		atomic_store_explicit(&p->turn, !me, memory_order_release);
+	}
+}
+
+static void *pingpong_side1(void *arg)
+{
+	struct pingpong *p = arg;
+
+	pin_self(p->cpu[1]);
+	pingpong_pass(p, 1, p->n / 10 + 1); /* warm-up */
+	pingpong_pass(p, 1, p->n);
+	return NULL;
+}
+
+static int floor_pingpong(int argc, char **argv)
+{
+	struct pingpong p = { .n = argc > 2 ? arg_long(argv[2], 1) : 1000000 };
+	cpu_set_t set;
+	pthread_t t;
+	uint64_t t0, el;
+	int k = 0;
+
+	if (argc > 3)
+		usage();
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return 1;
+	for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+		if (CPU_ISSET(c, &set))
+			p.cpu[k++] = c;
+	if (k < 2) {
+		fprintf(stderr, "floors: pingpong needs two allowed CPUs\n");
+		return 1;
+	}
+	pin_self(p.cpu[0]);
+	if (pthread_create(&t, NULL, pingpong_side1, &p))
+		return 1;
+	pingpong_pass(&p, 0, p.n / 10 + 1);
+	t0 = hw_now();
+	pingpong_pass(&p, 0, p.n);
+	el = hw_now() - t0;
+	pthread_join(t, NULL);
+	printf("peer=floor workload=xcore_wake variant=pingpong ns_per_op=%.2f ops=%ld cpus=%d,%d\n",
+	       (double)el / (double)p.n, p.n, p.cpu[0], p.cpu[1]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -579,5 +660,7 @@ int main(int argc, char **argv)
 		return floor_http(argc, argv);
 	if (!strcmp(argv[1], "hogwake"))
 		return floor_hogwake(argc, argv);
+	if (!strcmp(argv[1], "pingpong"))
+		return floor_pingpong(argc, argv);
 	usage();
 }
