@@ -43,7 +43,7 @@ run_suite() {
 # The tests where fibers cross workers, for TSan (each fiber costs TSan
 # ~300 KiB, so the single-purpose unit tests add nothing there).
 TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_football test_preempt
-	test_stress test_io test_stream test_http test_dump test_lifetime test_wait test_sem stress_mixed)
+	test_stress test_io test_stream test_http test_dump test_lifetime test_wait test_sem test_cancel stress_mixed)
 # valgrind: the tests that run on one worker or a few. Valgrind runs one
 # thread at a time and hands its lock over unfairly, so tests built on
 # cross-worker spinning (test_mutex's deadlock cycles, football, the
