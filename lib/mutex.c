@@ -15,6 +15,7 @@
 #include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
+#include "sched_priv.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -1134,6 +1135,29 @@ void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint6
 		prt__spin_unlock(&m->wait_lock);
 	else
 		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */
+}
+
+void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id)
+{
+	struct prt__worker *w = prt__worker_of(f->rt, prt__cur_worker());
+
+	/*
+	 * seq_cst: the load half of prt_cancel's store-then-load (the flag,
+	 * then blocked_on), against lock_fiber's (blocked_on, then the
+	 * flag): one of the two sees the other.
+	 */
+	if (!atomic_load_explicit(&f->blocked_on, memory_order_seq_cst))
+		return;
+	/*
+	 * Where a sleeping waiter is queued: where a wake would queue it
+	 * (ours if it may run here, else where it ran). Unlike a timer's
+	 * worker, that one may sleep: wake it, its pick runs the fiber.
+	 */
+	w = prt__select_worker_from(f, w);
+	prt__spin_lock(&w->rq.lock);
+	prt__mutex_cancel_locked(w, f, id);
+	prt__rq_unlock(w);
+	prt__wake_worker(w);
 }
 
 /* ---- priority changes ---------------------------------------------------- */

@@ -177,6 +177,13 @@ bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h);
  */
 void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id);
 /*
+ * prt_cancel of @f (id @id) when it may wait for a mutex: take the rq
+ * lock of a worker of f's runtime (where a wake would queue it) and end
+ * that wait there as its timer would (prt__mutex_cancel_locked). Any
+ * thread; from outside f's runtime the caller holds a reference.
+ */
+void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id);
+/*
  * Lock @m for a condvar wait's retake (0, EDEADLK, ENOMEM): as
  * prt_mutex_lock, but a pending cancel does not end it (pthreads' cond
  * wait also returns holding the mutex).

@@ -43,13 +43,6 @@ bool prt__unattach(struct prt__fiber *d);
  */
 void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f);
 /*
- * prt_cancel of @f (id @id) when it may wait for a mutex: take the rq
- * lock of a worker of f's runtime (the caller's own, else one of them)
- * and end that wait there as its timer would (prt__mutex_cancel_locked).
- * Any thread; from outside f's runtime the caller holds a reference.
- */
-void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id);
-/*
  * After an unlock handed a mutex over: if this worker proxies (donor !=
  * curr) or @new_owner now outranks what it serves and is queued here,
  * reschedule at once.
