@@ -16,21 +16,30 @@
 #include "wait.h"
 #include "worker.h"
 
-struct job {
-	struct job *next;
-	void *(*fn)(void *);
-	void *arg, *ret;
-	struct prt__wait done; /* the caller's: woken once @ret is set */
-};
-
 struct prt__offload {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job *head, **tail; /* FIFO */
+	struct prt__offjob *head, **tail; /* FIFO */
 	unsigned nthreads, nidle;
 	bool stopping;
 	pthread_t threads[];
 };
+
+/*
+ * A helper ran @j: hand the result to its caller. A detached job whose
+ * caller gave up (its wait timed out: the wake finds it over) is the
+ * helper's to dispose of.
+ */
+static void job_done(struct prt__offjob *j)
+{
+	if (!j->detached) {
+		prt__wait_wake(&j->done); /* @j may be gone after this */
+		return;
+	}
+	if (!prt__wait_wake(&j->done) && j->orphan)
+		j->orphan(j);
+	prt__offjob_put(j);
+}
 
 static void *helper_main(void *arg)
 {
@@ -38,7 +47,7 @@ static void *helper_main(void *arg)
 
 	pthread_mutex_lock(&o->lock);
 	for (;;) {
-		struct job *j = o->head;
+		struct prt__offjob *j = o->head;
 
 		if (!j) {
 			if (o->stopping)
@@ -51,9 +60,10 @@ static void *helper_main(void *arg)
 		o->head = j->next;
 		if (!o->head)
 			o->tail = &o->head;
+		j->queued = false;
 		pthread_mutex_unlock(&o->lock);
 		j->ret = j->fn(j->arg);
-		prt__wait_wake(&j->done); /* @j may be gone after this */
+		job_done(j);
 		pthread_mutex_lock(&o->lock);
 	}
 	pthread_mutex_unlock(&o->lock);
@@ -84,25 +94,18 @@ static struct prt__offload *pool_of(struct prt_runtime *rt)
 	return n;
 }
 
-PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
+/*
+ * Queue @j on @w's runtime's pool, starting a helper thread if none is
+ * idle and the pool has room for one. 0, -ENOMEM (no pool), -EAGAIN (no
+ * helper thread at all).
+ */
+static int job_queue(struct prt__worker *w, struct prt__offjob *j)
 {
-	struct prt__worker *w = prt__cur_worker();
-	struct prt__offload *o;
-	struct job j = { .fn = fn, .arg = arg };
+	struct prt__offload *o = pool_of(w->rt);
 	int err = 0;
 
-	if (!fn)
-		return -EINVAL;
-	if (!w) {
-		void *r = fn(arg);
-
-		if (result)
-			*result = r;
-		return 0;
-	}
-	if (!(o = pool_of(w->rt)))
+	if (!o)
 		return -ENOMEM;
-	prt__wait_init(&j.done, w->curr);
 	pthread_mutex_lock(&o->lock);
 	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
 		pthread_attr_t a;
@@ -125,16 +128,88 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 			err = 0; /* the running ones will get to it */
 	}
 	if (!err) {
-		*o->tail = &j;
-		o->tail = &j.next;
+		j->next = NULL;
+		j->queued = true;
+		*o->tail = j;
+		o->tail = &j->next;
 		pthread_cond_signal(&o->cond);
 	}
 	pthread_mutex_unlock(&o->lock);
-	if (err)
-		return -EAGAIN;
-	/* Only the helper's wake ends it (its acq_rel CAS comes after j.ret). */
+	return err ? -EAGAIN : 0;
+}
+
+/* Take @j off the pool's FIFO if no helper has taken it yet; true if it was there. */
+static bool job_unqueue(struct prt_runtime *rt, struct prt__offjob *j)
+{
+	/* acquire: pairs with pool_of()'s release CAS (the pool exists: @j was queued) */
+	struct prt__offload *o = __atomic_load_n(&rt->io.offload, __ATOMIC_ACQUIRE);
+	struct prt__offjob **pp;
+	bool was = false;
+
+	pthread_mutex_lock(&o->lock);
+	for (pp = &o->head; *pp; pp = &(*pp)->next) {
+		if (*pp != j)
+			continue;
+		*pp = j->next;
+		if (o->tail == &j->next)
+			o->tail = pp;
+		j->queued = false;
+		was = true;
+		break;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return was;
+}
+
+int prt__offload_run(struct prt__worker *w, struct prt__offjob *j, uint64_t deadline)
+{
+	struct prt_runtime *rt = w->rt;
+	int err;
+
+	prt__assert(!deadline || j->detached);
+	prt__wait_init(&j->done, w->curr);
+	if (j->detached)
+		atomic_store_explicit(&j->refs, 2, memory_order_relaxed); /* published by the queue's lock */
+	if ((err = job_queue(w, j))) {
+		if (j->detached)
+			atomic_store_explicit(&j->refs, 1, memory_order_relaxed);
+		return err;
+	}
+	/* Only the helper's wake ends it (its acq_rel CAS comes after j->ret), or @deadline. */
+	err = prt__wait_block(&j->done, deadline);
+	if (!err)
+		return 0;
+	/* Given up (ETIMEDOUT, or ENOMEM: no timer): a job no helper took is not run at all. */
+	if (job_unqueue(rt, j))
+		prt__offjob_put(j); /* the pool's reference */
+	return err == ETIMEDOUT ? -ETIMEDOUT : -err;
+}
+
+void prt__offjob_put(struct prt__offjob *j)
+{
+	/* acq_rel: the last one frees @j after every access of the other holder */
+	if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1)
+		prt__free(j, j->size);
+}
+
+PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__offjob j = { .fn = fn, .arg = arg };
+	int err;
+
+	if (!fn)
+		return -EINVAL;
+	if (!w) {
+		void *r = fn(arg);
+
+		if (result)
+			*result = r;
+		return 0;
+	}
 	prt__set_wait(w->curr, PRT_WK_OFFLOAD, (const void *)fn, 0);
-	prt__wait_block(&j.done, 0);
+	if ((err = prt__offload_run(w, &j, 0)))
+		return err;
 	if (result)
 		*result = j.ret;
 	return 0;
