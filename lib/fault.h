@@ -36,6 +36,8 @@ enum prt__fault_site {
 	 */
 	PRT_FAULT_OPCODE,
 	PRT_FAULT_IOWQ,   /* a worker's IORING_REGISTER_IOWQ_AFF (the errno is recorded) */
+	/* The cancel of a timed file call given up on is not queued (as with a full SQ). */
+	PRT_FAULT_CANCEL,
 	PRT_FAULT_NSITES,
 };
 

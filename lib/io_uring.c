@@ -37,6 +37,7 @@
  * theirs.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -664,7 +665,7 @@ static void giveup_cancel(struct prt__worker *w, struct prt__ioreq *r)
 {
 	struct io_uring_sqe *sqe;
 
-	if (io_uring_sq_space_left(&w->io.ring) == 0)
+	if (io_uring_sq_space_left(&w->io.ring) == 0 || prt__fault(PRT_FAULT_CANCEL))
 		return;
 	sqe = io_uring_get_sqe(&w->io.ring);
 	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)r, 0);
@@ -745,44 +746,84 @@ static long fop_once(struct prt__worker *w, const struct prt__fopargs *a, unsign
 }
 
 /*
- * Did the ring's open of a FIFO skip the wait for the other end that
- * open(2) makes? The kernel first tries an open from the cache without
- * blocking, as with O_NONBLOCK (Linux 6.18, io_openat2): a FIFO opened
- * for reading then opens at once, for writing it fails with -ENXIO
- * while no reader is there. @res: the open's result.
+ * Is @fd (just opened by the ring) a FIFO? Its type never changes: the
+ * cached attributes will do (no round trip on a network file system).
  */
-static bool fifo_skipped_wait(const struct prt__fopargs *a, long res)
+static bool is_fifo(int fd)
 {
 	struct statx st;
 
-	if (a->op != PRT_FOP_OPENAT || (a->flags & (O_NONBLOCK | O_PATH)))
-		return false;
-	if (res == -ENXIO)
-		return (a->flags & O_ACCMODE) == O_WRONLY;
-	if (res < 0 || (a->flags & O_ACCMODE) != O_RDONLY)
-		return false;
-	/* The type of an open file never changes: the cached attributes will do (no NFS round trip). */
-	return statx((int)res, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &st) == 0 &&
+	return statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &st) == 0 &&
 	       S_ISFIFO(st.stx_mode);
 }
 
 /*
- * A file call on the ring. An open of a FIFO that skipped open(2)'s
- * wait is made again on a helper (IOSQE_ASYNC: it blocks there, and a
- * timeout's cancel interrupts it), so that it waits as open(2) does.
+ * The time left until @deadline (0: none) as a relative timeout for a
+ * wait, through *@tmo; false if it has passed.
  */
+static bool time_left(uint64_t deadline, uint64_t *tmo)
+{
+	uint64_t now;
+
+	*tmo = 0;
+	if (!deadline)
+		return true;
+	now = prt__now_ns();
+	*tmo = deadline > now ? deadline - now : 0;
+	return deadline > now;
+}
+
+/*
+ * A FIFO the ring opened for reading without waiting for a writer
+ * (fifo_fixup): wait until it has data or a writer has come and gone
+ * (POLLIN, POLLHUP: states that stay, so no writer is missed whatever
+ * the timing). Returns @fd, or -errno with @fd closed.
+ */
+static long fifo_wait_writer(struct prt__worker *w, int fd, uint64_t deadline)
+{
+	uint64_t tmo;
+	long r;
+
+	r = time_left(deadline, &tmo) ? ur_poll(w, fd, POLLIN, tmo) : -ETIMEDOUT;
+	if (r >= 0)
+		return fd;
+	close(fd);
+	return r;
+}
+
+/*
+ * An open of a FIFO on the ring does not wait for the other end as
+ * open(2) does: the kernel first tries it from the cache without
+ * blocking, as with O_NONBLOCK (Linux 6.18, io_openat2), so for reading
+ * it opens at once, and for writing it fails with -ENXIO while no
+ * reader is there. Opened for writing, it is made again on a helper
+ * (IOSQE_ASYNC: it blocks there as open(2), and a timeout's cancel
+ * interrupts it). Opened for reading, the fd is kept (closing it could
+ * drop what a writer wrote in between, or fail its writes) and the call
+ * waits until a writer has written or left (fifo_wait_writer): later
+ * than open(2) only while a writer holds the FIFO open without writing.
+ * @res: the ring's open's result.
+ */
+static long fifo_fixup(const struct prt__fopargs *a, long res, uint64_t deadline)
+{
+	uint64_t tmo;
+
+	if (a->op != PRT_FOP_OPENAT || (a->flags & (O_NONBLOCK | O_PATH)))
+		return res;
+	if (res == -ENXIO && (a->flags & O_ACCMODE) == O_WRONLY)
+		return time_left(deadline, &tmo) ?
+			       fop_once(prt__cur_worker(), a, IOSQE_ASYNC, deadline) : -ETIMEDOUT;
+	if (res >= 0 && (a->flags & O_ACCMODE) == O_RDONLY && is_fifo((int)res))
+		return fifo_wait_writer(prt__cur_worker(), (int)res, deadline);
+	return res;
+}
+
+/* A file call on the ring; a FIFO's open waits for the other end (fifo_fixup). */
 static long ur_fop(struct prt__worker *w, const struct prt__fopargs *a, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
-	long res = fop_once(w, a, 0, deadline);
 
-	if (!fifo_skipped_wait(a, res))
-		return res;
-	if (res >= 0)
-		close((int)res);
-	if (deadline && prt__now_ns() >= deadline)
-		return -ETIMEDOUT;
-	return fop_once(prt__cur_worker(), a, IOSQE_ASYNC, deadline);
+	return fifo_fixup(a, fop_once(w, a, 0, deadline), deadline);
 }
 
 /*
