@@ -652,7 +652,7 @@ static void giveup_end(struct prt__worker *w, struct prt__ioreq *r, int res)
 {
 	if (r->opens && res >= 0)
 		close(res);
-	w->io.orphans--;
+	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans - 1); /* tests watch it */
 	req_put(r);
 }
 
@@ -691,7 +691,7 @@ static void fop_timer_fire(struct prt__timer *t, void *ctx)
 		return;
 	r->orphan = true;
 	r->res = -ETIMEDOUT;
-	w->io.orphans++;
+	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans + 1);
 	giveup_cancel(w, r);
 	prt__wait_wake_here(&r->wait, w);
 }

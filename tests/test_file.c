@@ -331,7 +331,7 @@ static void fifo_case(prt_runtime_t *rt, int flags)
 	pthread_t t;
 	void *res;
 
-	snprintf(ff.path, sizeof(ff.path), "%s/fifo", g_dir);
+	snprintf(ff.path, sizeof(ff.path), "%s/fifo_waits", g_dir);
 	assert_int_equal(mkfifo(ff.path, 0600), 0);
 	ff.f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, fifo_opener, &ff);
 	/* A reader opens at once only if nothing waited: then the partner is not there yet. */
@@ -378,6 +378,14 @@ static void *fifo_timeout_main(void *arg)
 	return NULL;
 }
 
+/* A writer's open nobody answers (io_uring: on a helper), given up on. */
+static void *fifo_writer_timeout_main(void *arg)
+{
+	FIBER_CHECK(prt_openat_timeout(AT_FDCWD, arg, O_WRONLY | O_CLOEXEC, 0, 20000000) ==
+		    -ETIMEDOUT);
+	return NULL;
+}
+
 /* Open each end of @path without blocking, as a peer that comes late (an abandoned open may take it). */
 static void fifo_release(const char *path)
 {
@@ -412,32 +420,47 @@ static void test_timeout_fifo(void **state)
 
 #if PRT_FAULT_INJECTION
 /*
- * io_uring, the cancel of the abandoned open not queued (as with a full
- * SQ): the open waits on in its helper until the runtime stops, whose
- * worker then cancels what is left and waits for it (else the destroy
- * would wait for a writer forever); no fd left behind.
+ * io_uring, the cancel of an abandoned writer's open not queued (as
+ * with a full SQ): the open waits on in its helper. @answer: a reader
+ * comes, the open succeeds and the ring closes the fd; else the runtime
+ * stops with the open still waiting, and its worker cancels what is
+ * left and waits for it (without that the request would leak). No fd
+ * and no memory left behind either way.
  */
-static void test_timeout_uncancelled(void **state)
+static void uncancelled_case(bool answer)
 {
 	char path[300];
-	int before = count_fds();
+	int before = count_fds(), r;
 	long allocs = prt__fault_live(PRT_FAULT_ALLOC);
-	prt_runtime_t *rt;
+	prt_runtime_t *rt = file_rt(1, 0, 0);
 
+	snprintf(path, sizeof(path), "%s/fifo_uncancelled", g_dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	prt__fault_arm(PRT_FAULT_CANCEL, 1, EBUSY);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, fifo_writer_timeout_main, path));
+	assert_true(prt__fault_fired(PRT_FAULT_CANCEL));
+	prt__fault_arm(PRT_FAULT_CANCEL, 0, 0);
+	if (answer) {
+		r = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		assert_true(r >= 0);
+		/* Until the ring has reaped the open's end (its fd closed, orphans 0). */
+		while (PRT_READ_ONCE(rt->workers[0]->io.orphans))
+			sched_yield();
+		close(r);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(count_fds(), before);
+	assert_int_equal(prt__fault_live(PRT_FAULT_ALLOC), allocs);
+	assert_int_equal(unlink(path), 0);
+}
+
+static void test_timeout_uncancelled(void **state)
+{
 	(void)state;
 	if (g_backend != PRT_IO_URING)
 		skip();
-	rt = file_rt(1, 0, 0);
-	snprintf(path, sizeof(path), "%s/fifo", g_dir);
-	assert_int_equal(mkfifo(path, 0600), 0);
-	prt__fault_arm(PRT_FAULT_CANCEL, 1, EBUSY);
-	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, fifo_timeout_main, path));
-	assert_true(prt__fault_fired(PRT_FAULT_CANCEL));
-	prt__fault_arm(PRT_FAULT_CANCEL, 0, 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
-	assert_int_equal(count_fds(), before);
-	assert_int_equal(prt__fault_live(PRT_FAULT_ALLOC), allocs); /* the request given up on: freed */
-	assert_int_equal(unlink(path), 0);
+	uncancelled_case(true);
+	uncancelled_case(false);
 }
 #endif
 
