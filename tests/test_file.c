@@ -378,14 +378,6 @@ static void *fifo_timeout_main(void *arg)
 	return NULL;
 }
 
-/* A writer's open nobody answers (io_uring: on a helper), given up on. */
-static void *fifo_writer_timeout_main(void *arg)
-{
-	FIBER_CHECK(prt_openat_timeout(AT_FDCWD, arg, O_WRONLY | O_CLOEXEC, 0, 20000000) ==
-		    -ETIMEDOUT);
-	return NULL;
-}
-
 /* Open each end of @path without blocking, as a peer that comes late (an abandoned open may take it). */
 static void fifo_release(const char *path)
 {
@@ -419,6 +411,14 @@ static void test_timeout_fifo(void **state)
 }
 
 #if PRT_FAULT_INJECTION
+/* A writer's open nobody answers (io_uring: on a helper), given up on. */
+static void *fifo_writer_timeout_main(void *arg)
+{
+	FIBER_CHECK(prt_openat_timeout(AT_FDCWD, arg, O_WRONLY | O_CLOEXEC, 0, 20000000) ==
+		    -ETIMEDOUT);
+	return NULL;
+}
+
 /*
  * io_uring, the cancel of an abandoned writer's open not queued (as
  * with a full SQ): the open waits on in its helper. @answer: a reader
