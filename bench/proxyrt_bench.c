@@ -48,10 +48,15 @@
  *                                          64 KiB blocks (prt_write, file in DIR, default
  *                                          "."; rewritten from offset 0 every 64 blocks)
  *                                          while another fiber on that worker saturates it
- *                                          (busy SPIN_US, default 50, then prt_yield);
+ *                                          (busy SPIN_US, default 50, then prt_yield;
+ *                                          0: no such fiber, the worker idles);
  *                                          p50/p99/max per write. aff: io_uring's helper
  *                                          threads kept off the worker's CPU (the default);
- *                                          noaff: PRT_RT_NO_IOWQ_AFF, the kernel's choice
+ *                                          noaff: PRT_RT_NO_IOWQ_AFF, the kernel's choice.
+ *                                          Under `chrt -f 1` the worker is SCHED_FIFO (and
+ *                                          so are its io-wq helpers); the spinner stops
+ *                                          after 5 s (spinner_capped=1) so that such a
+ *                                          run ends
  *
  *   proxyrt_bench http raw PORT            W6: HTTP/1.1 keep-alive "Hello, World!" on
  *                                          127.0.0.1:PORT, one worker (pinned, as runtimes
@@ -1004,6 +1009,12 @@ static int bench_hogwake(int argc, char **argv)
 
 #define FW_BLOCK (64u * 1024u)
 #define FW_WRAP 64 /* blocks written before starting again at offset 0 */
+/*
+ * The spinner gives up after this long, so that a run ends where the
+ * writes cannot finish while it spins (a SCHED_FIFO worker whose io-wq
+ * helpers share its CPU: they never get it).
+ */
+#define FW_SPIN_CAP_NS (5 * 1000000000ull)
 
 struct filewrite {
 	long writes;          /* timed writes, after writes / 10 untimed */
@@ -1013,6 +1024,8 @@ struct filewrite {
 	int64_t *lat;         /* writes latencies, ns */
 	atomic_int stop;      /* set once the writer is done; the spinner stops */
 	_Atomic uint64_t yields;
+	atomic_int capped;    /* the spinner gave up (FW_SPIN_CAP_NS) */
+	uint64_t elapsed;     /* every write, warm-up included, ns */
 	int err;              /* the first failed write's -errno */
 };
 
@@ -1020,12 +1033,16 @@ struct filewrite {
 static void *fw_spinner(void *arg)
 {
 	struct filewrite *fw = arg;
-	uint64_t n = 0;
+	uint64_t n = 0, cap = now_ns() + FW_SPIN_CAP_NS;
 
 	/* relaxed: a stop flag; the join orders the rest */
 	while (!atomic_load_explicit(&fw->stop, memory_order_relaxed)) {
 		uint64_t until = now_ns() + fw->spin_ns;
 
+		if (until > cap) {
+			atomic_store_explicit(&fw->capped, 1, memory_order_relaxed);
+			break;
+		}
 		while (now_ns() < until)
 			;
 		check(prt_yield(), "prt_yield");
@@ -1039,6 +1056,7 @@ static void *fw_writer(void *arg)
 {
 	struct filewrite *fw = arg;
 	long warm = fw->writes / 10;
+	uint64_t start = now_ns();
 
 	for (long i = 0; i < fw->writes + warm; i++) {
 		uint64_t t0;
@@ -1058,6 +1076,7 @@ static void *fw_writer(void *arg)
 		if (i >= warm)
 			fw->lat[i - warm] = (int64_t)(now_ns() - t0);
 	}
+	fw->elapsed = now_ns() - start;
 	atomic_store_explicit(&fw->stop, 1, memory_order_relaxed);
 	return NULL;
 }
@@ -1080,9 +1099,10 @@ static void fw_run(struct filewrite *fw, unsigned flags)
 	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
 	prt_fiber_attr_init(&attr);
 	attr.stack_size = DRIVER_STACK_SIZE;
-	check(prt_spawn(rt, &f[0], &attr, fw_spinner, fw), "prt_spawn");
 	check(prt_spawn(rt, &f[1], &attr, fw_writer, fw), "prt_spawn");
-	for (int i = 0; i < 2; i++)
+	if (fw->spin_ns) /* 0: the worker idles between writes (the floor) */
+		check(prt_spawn(rt, &f[0], &attr, fw_spinner, fw), "prt_spawn");
+	for (int i = fw->spin_ns ? 0 : 1; i < 2; i++)
 		check(prt_join(f[i], NULL), "prt_join");
 	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
 }
@@ -1100,7 +1120,7 @@ static int bench_filewrite(int argc, char **argv)
 	if (argc >= 4)
 		fw.writes = arg_long(argv[3], 10);
 	if (argc >= 5)
-		fw.spin_ns = (uint64_t)arg_long(argv[4], 1) * 1000u;
+		fw.spin_ns = (uint64_t)arg_long(argv[4], 0) * 1000u;
 	if (argc >= 6)
 		mode = argv[5];
 	if (argc >= 7)
@@ -1125,11 +1145,13 @@ static int bench_filewrite(int argc, char **argv)
 	qsort(fw.lat, (size_t)fw.writes, sizeof(*fw.lat), cmp_i64);
 	printf("peer=proxyrt workload=filewrite variant=%s mode=%s block_kib=%u write_p50_us=%.1f "
 	       "write_p99_us=%.1f write_max_us=%.1f writes=%ld spin_us=%llu spinner_yields=%llu "
-	       "workers=1 cpus=%d\n",
+	       "spinner_capped=%d elapsed_ms=%.1f sched=%s workers=1 cpus=%d\n",
 	       argv[2], mode, FW_BLOCK / 1024, fw_pct(fw.lat, fw.writes, 50),
 	       fw_pct(fw.lat, fw.writes, 99), fw_pct(fw.lat, fw.writes, 100), fw.writes,
 	       (unsigned long long)(fw.spin_ns / 1000),
-	       (unsigned long long)atomic_load(&fw.yields), allowed_cpus());
+	       (unsigned long long)atomic_load(&fw.yields), atomic_load(&fw.capped),
+	       (double)fw.elapsed / 1e6,
+	       sched_getscheduler(0) == SCHED_FIFO ? "fifo" : "other", allowed_cpus());
 	free(fw.lat);
 	free(fw.buf);
 	return 0;
