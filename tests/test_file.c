@@ -36,6 +36,7 @@
 
 static int g_backend = PRT_IO_URING;
 static char g_dir[256]; /* a fresh directory of the test's own */
+static prt_runtime_t *rt_of_test; /* for a fiber that needs its worker's ring */
 
 static prt_runtime_t *file_rt(int nworkers, unsigned flags, unsigned offload_threads)
 {
@@ -551,6 +552,86 @@ static void test_timeout_queued(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * io_uring, its io-wq allowed one helper for file work, kept busy by an
+ * open of a FIFO waiting for a reader: a timed fallocate and fsync wait
+ * in io-wq's queue, time out, and are cancelled there, never made.
+ */
+struct ringq {
+	char fifo[300];
+	int fd;
+	atomic_int opened;
+	prt_fiber_t opener;
+};
+
+static void *ringq_opener(void *arg)
+{
+	struct ringq *q = arg;
+	int fd = prt_openat(AT_FDCWD, q->fifo, O_WRONLY | O_CLOEXEC, 0);
+
+	FIBER_CHECK(fd >= 0);
+	atomic_store(&q->opened, 1);
+	FIBER_CHECK(prt_close(fd) == 0);
+	return NULL;
+}
+
+static void *ringq_main(void *arg)
+{
+	struct ringq *q = arg;
+	unsigned max[2] = { 1, 0 }; /* bounded (file work) helpers: 1; unbounded: as is */
+	struct statx st;
+	int r;
+
+	prt_worker_stats_t st0, st1;
+
+	FIBER_CHECK(io_uring_register_iowq_max_workers(&rt_of_test->workers[0]->io.ring, max) == 0);
+	FIBER_CHECK(prt_worker_stats(rt_of_test, 0, &st0) == 0);
+	q->opener = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, ringq_opener, q);
+	/*
+	 * Until the open is made again on a helper: the ring's first try
+	 * completed (-ENXIO: one op) and the opener waits again. One
+	 * worker: the opener's state is never looked at mid-switch. The
+	 * calls below are submitted after it, so io-wq queues them behind.
+	 */
+	do {
+		FIBER_CHECK(prt_yield() == 0);
+		FIBER_CHECK(prt_worker_stats(rt_of_test, 0, &st1) == 0);
+	} while (!(st1.io_ops > st0.io_ops && atomic_load(&q->opener.p->state) == PRT_FS_BLOCKED &&
+		   atomic_load(&q->opener.p->wait_kind) == PRT_WK_IO));
+	FIBER_CHECK(prt_fallocate_timeout(q->fd, 0, 0, 1 << 20, 20000000) == -ETIMEDOUT);
+	FIBER_CHECK(prt_fsync_timeout(q->fd, 20000000) == -ETIMEDOUT);
+	FIBER_CHECK(!atomic_load(&q->opened));
+	r = open(q->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* the reader: the open ends */
+	FIBER_CHECK(r >= 0);
+	FIBER_CHECK(prt_join(q->opener, NULL) == 0);
+	close(r);
+	FIBER_CHECK(prt_fallocate(q->fd, 0, 0, 4096) == 0);
+	FIBER_CHECK(prt_statx(q->fd, "", AT_EMPTY_PATH, STATX_SIZE, &st) == 0);
+	FIBER_CHECK(st.stx_size == 4096); /* the timed-out fallocate was dropped */
+	return NULL;
+}
+
+static void test_timeout_ring_queued(void **state)
+{
+	struct ringq q = { 0 };
+	char path[300];
+
+	(void)state;
+	if (g_backend != PRT_IO_URING)
+		skip();
+	rt_of_test = file_rt(1, 0, 0);
+	snprintf(q.fifo, sizeof(q.fifo), "%s/fifo_ringq", g_dir);
+	snprintf(path, sizeof(path), "%s/ringq", g_dir);
+	assert_int_equal(mkfifo(q.fifo, 0600), 0);
+	q.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(q.fd >= 0);
+	assert_null(test_run_in(rt_of_test, PRT_PRIO_DEFAULT, ringq_main, &q));
+	assert_int_equal(prt_runtime_destroy(rt_of_test), 0);
+	close(q.fd);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(unlink(q.fifo), 0);
+}
+
 /* ---- io-wq helpers off the worker's CPU ---- */
 
 struct iowq {
@@ -687,6 +768,7 @@ int main(void)
 		cmocka_unit_test(test_fifo_open_waits),
 		cmocka_unit_test(test_timeout_fifo),
 		cmocka_unit_test(test_timeout_queued),
+		cmocka_unit_test(test_timeout_ring_queued),
 		cmocka_unit_test(test_iowq_affinity),
 	};
 	const char *tmp = getenv("TMPDIR");
