@@ -182,9 +182,14 @@ static int ur_init(struct prt__worker *w)
  * system without non-blocking buffered writes, such as ext4) on io-wq
  * helper threads of the task that submitted it, and those start with
  * that task's CPU affinity: the one CPU of a bound worker, which its
- * fibers keep busy, so a write there waits for the worker's time slice
- * (bench/proxyrt_bench filewrite). Each worker's helpers get the
- * runtime's CPUs (cfg.cpus, else the process's affinity) but its own.
+ * fibers keep busy. There a SCHED_FIFO worker that stays busy never
+ * lets them run, and under SCHED_OTHER a write now and then waits for
+ * the worker's time slice (bench/proxyrt_bench filewrite: max ~4 ms,
+ * Linux 6.18). So each worker's helpers get the runtime's CPUs
+ * (cfg.cpus, else the process's affinity) but its own. The price: a
+ * wake-up on another CPU (a write behind a worker that yields every
+ * 5 us: p50 18 -> 40 us on an idle 2-CPU machine), and on CPUs busy
+ * with other processes the helpers wait for those (PRT_RT_NO_IOWQ_AFF).
  * The affinity is the task's, not the ring's (IORING_REGISTER_IOWQ_AFF
  * sets current's io-wq), and its first submission creates that io-wq:
  * hence here, on the worker thread, after submitting its eventfd read.

@@ -31,7 +31,12 @@ enum {
 	 * on the CPU of the worker that submitted the work. By default each
 	 * bound worker's helpers run on the runtime's other CPUs
 	 * (IORING_REGISTER_IOWQ_AFF), so that a busy worker does not hold
-	 * up its own file I/O (proxyrt/io.h, "File calls"). Nothing changes
+	 * up its own file I/O: a SCHED_FIFO worker that stays busy would
+	 * never let them run, and a SCHED_OTHER one now and then holds them
+	 * for a time slice (proxyrt/io.h, "File calls"). The price is a
+	 * wake-up on another CPU (tens of microseconds), more where those
+	 * CPUs are busy with other processes: there this flag may be the
+	 * better choice (README, "Fiber I/O", has figures). Nothing changes
 	 * for unbound workers (PRT_RT_NO_PIN, synthetic or XML topologies),
 	 * a runtime on one CPU, or the epoll backend.
 	 */
