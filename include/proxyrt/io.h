@@ -208,8 +208,9 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  *   (checked first); the directory fds are the kernel's to check
  *   (AT_FDCWD, or ignored for an absolute path);
  * - -ETIMEDOUT: a _timeout variant's time ran out (below);
- * - -ENOMEM: no memory for a timed call's record or its timer (nothing
- *   was done), or for the offload pool;
+ * - -ENOMEM: no memory for the offload pool, or for a timed call's
+ *   record or timer (the call may then have been made, as on
+ *   -ETIMEDOUT);
  * - -EAGAIN: the call needed an offload helper thread (below) and none
  *   could be started;
  * - -ENAMETOOLONG: a timed call on the offload pool with a path of
@@ -223,9 +224,13 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  * parks. prt_socket never blocks: without IORING_OP_SOCKET it is made
  * directly. io_uring runs these calls on its helper threads (io-wq),
  * which the runtime keeps off the calling worker's CPU
- * (PRT_RT_NO_IOWQ_AFF in runtime.h). An open of a FIFO waits for the
- * other end as open(2) does on either backend (io_uring's open does not
- * by itself: the ring makes it again on a helper).
+ * (PRT_RT_NO_IOWQ_AFF in runtime.h). An open of a FIFO (without
+ * O_NONBLOCK) waits for the other end on either backend, although the
+ * ring's own open would not (it tries the open as with O_NONBLOCK
+ * first): one for writing is made again on a helper, where it waits as
+ * open(2) does; one for reading waits until a writer has written or
+ * closed, so while a writer holds the FIFO open without writing it
+ * returns later than open(2), which returns once the writer opened.
  *
  * Timeouts (@timeout_ns, relative, 0 = none; saturating as above): for
  * the calls that can wait for long on something else: prt_openat (a
@@ -242,8 +247,10 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  * says the outcome is unknown: the file may have been synced, allocated
  * or created. An fd that an open given up on makes is closed by the
  * runtime, never leaked. prt_runtime_destroy waits for calls given up
- * on that are still under way (a helper blocked in a FIFO open that
- * nobody ever opens from the other side keeps it waiting).
+ * on that are still under way: on io_uring each stopping worker first
+ * cancels what is left in its ring; on the offload pool a helper
+ * blocked in a FIFO open that nobody ever opens from the other side
+ * keeps it waiting.
  *
  * Closing: prt_close(@fd) does not wait for a file call on @fd by
  * another fiber; on io_uring one not started yet may return -ECANCELED.
