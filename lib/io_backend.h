@@ -21,8 +21,9 @@
  * tick. A backend whose kernel interface is another shared-memory queue
  * fits the same fields; one with none gets its poll every 64 points.
  *
- * Every member of the table is set; all run on the worker thread of @w
- * (its fiber or its idle loop) unless said otherwise.
+ * Every member of the table is set but @fop, which a backend that sends
+ * every file call to the offload pool leaves NULL; all run on the worker
+ * thread of @w (its fiber or its idle loop) unless said otherwise.
  */
 
 #include <sys/socket.h>
