@@ -43,6 +43,21 @@
  *                                          (or $PRT_PREEMPT_QUANTUM_NS; 0 there is refused:
  *                                          cooperative, the high fiber would never run)
  *
+ *   proxyrt_bench filewrite aff|noaff [WRITES] [SPIN_US] [buffered|direct] [DIR]
+ *                                          issue 15: one worker (pinned), a fiber writing
+ *                                          64 KiB blocks (prt_write, file in DIR, default
+ *                                          "."; rewritten from offset 0 every 64 blocks)
+ *                                          while another fiber on that worker saturates it
+ *                                          (busy SPIN_US, default 50, then prt_yield;
+ *                                          0: no such fiber, the worker idles);
+ *                                          p50/p99/max per write. aff: io_uring's helper
+ *                                          threads kept off the worker's CPU (the default);
+ *                                          noaff: PRT_RT_NO_IOWQ_AFF, the kernel's choice.
+ *                                          Under `chrt -f 1` the worker is SCHED_FIFO (and
+ *                                          so are its io-wq helpers); the spinner stops
+ *                                          after 5 s (spinner_capped=1) so that such a
+ *                                          run ends
+ *
  *   proxyrt_bench http raw PORT            W6: HTTP/1.1 keep-alive "Hello, World!" on
  *                                          127.0.0.1:PORT, one worker (pinned, as runtimes
  *                                          are by default), a fiber per connection; serves
@@ -53,6 +68,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -82,6 +98,7 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench xcore pinned N\n"
 			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
 			"       proxyrt_bench hogwake same|cross [ROUNDS]\n"
+			"       proxyrt_bench filewrite aff|noaff [WRITES] [SPIN_US] [buffered|direct] [DIR]\n"
 			"       proxyrt_bench http raw PORT\n");
 	exit(2);
 }
@@ -1012,6 +1029,158 @@ static int bench_hogwake(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ filewrite */
+
+#define FW_BLOCK (64u * 1024u)
+#define FW_WRAP 64 /* blocks written before starting again at offset 0 */
+/*
+ * The spinner gives up after this long, so that a run ends where the
+ * writes cannot finish while it spins (a SCHED_FIFO worker whose io-wq
+ * helpers share its CPU: they never get it).
+ */
+#define FW_SPIN_CAP_NS (5 * 1000000000ull)
+
+struct filewrite {
+	long writes;          /* timed writes, after writes / 10 untimed */
+	uint64_t spin_ns;     /* the saturating fiber's busy stretch between yields */
+	int fd;
+	void *buf;
+	int64_t *lat;         /* writes latencies, ns */
+	atomic_int stop;      /* set once the writer is done; the spinner stops */
+	_Atomic uint64_t yields;
+	atomic_int capped;    /* the spinner gave up (FW_SPIN_CAP_NS) */
+	uint64_t elapsed;     /* every write, warm-up included, ns */
+	int err;              /* the first failed write's -errno */
+};
+
+/* Busy for spin_ns between two yields, until the writer is done: the worker never idles. */
+static void *fw_spinner(void *arg)
+{
+	struct filewrite *fw = arg;
+	uint64_t n = 0, cap = now_ns() + FW_SPIN_CAP_NS;
+
+	/* relaxed: a stop flag; the join orders the rest */
+	while (!atomic_load_explicit(&fw->stop, memory_order_relaxed)) {
+		uint64_t until = now_ns() + fw->spin_ns;
+
+		if (until > cap) {
+			atomic_store_explicit(&fw->capped, 1, memory_order_relaxed);
+			break;
+		}
+		while (now_ns() < until)
+			;
+		check(prt_yield(), "prt_yield");
+		n++;
+	}
+	atomic_store_explicit(&fw->yields, n, memory_order_relaxed);
+	return NULL;
+}
+
+static void *fw_writer(void *arg)
+{
+	struct filewrite *fw = arg;
+	long warm = fw->writes / 10;
+	uint64_t start = now_ns();
+
+	for (long i = 0; i < fw->writes + warm; i++) {
+		uint64_t t0;
+		ssize_t n;
+
+		if (i % FW_WRAP == 0 && lseek(fw->fd, 0, SEEK_SET) != 0) {
+			fw->err = -errno;
+			break;
+		}
+		t0 = now_ns();
+		n = prt_write(fw->fd, fw->buf, FW_BLOCK);
+
+		if (n != (ssize_t)FW_BLOCK) {
+			fw->err = n < 0 ? (int)n : -EIO;
+			break;
+		}
+		if (i >= warm)
+			fw->lat[i - warm] = (int64_t)(now_ns() - t0);
+	}
+	fw->elapsed = now_ns() - start;
+	atomic_store_explicit(&fw->stop, 1, memory_order_relaxed);
+	return NULL;
+}
+
+static double fw_pct(const int64_t *v, long n, int pct)
+{
+	return (double)v[(n * pct + 99) / 100 - 1] / 1e3;
+}
+
+static void fw_run(struct filewrite *fw, unsigned flags)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_attr_t attr;
+	prt_fiber_t f[2];
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.flags = flags;
+	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	prt_fiber_attr_init(&attr);
+	attr.stack_size = DRIVER_STACK_SIZE;
+	check(prt_spawn(rt, &f[1], &attr, fw_writer, fw), "prt_spawn");
+	if (fw->spin_ns) /* 0: the worker idles between writes (the floor) */
+		check(prt_spawn(rt, &f[0], &attr, fw_spinner, fw), "prt_spawn");
+	for (int i = fw->spin_ns ? 0 : 1; i < 2; i++)
+		check(prt_join(f[i], NULL), "prt_join");
+	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
+}
+
+static int bench_filewrite(int argc, char **argv)
+{
+	struct filewrite fw = { .writes = 2000, .spin_ns = 50000 };
+	const char *dir = ".", *mode = "buffered";
+	char path[4096];
+	bool aff, direct;
+
+	if (argc < 3 || argc > 7 || (strcmp(argv[2], "aff") && strcmp(argv[2], "noaff")))
+		usage();
+	aff = !strcmp(argv[2], "aff");
+	if (argc >= 4)
+		fw.writes = arg_long(argv[3], 10);
+	if (argc >= 5)
+		fw.spin_ns = (uint64_t)arg_long(argv[4], 0) * 1000u;
+	if (argc >= 6)
+		mode = argv[5];
+	if (argc >= 7)
+		dir = argv[6];
+	if (strcmp(mode, "buffered") && strcmp(mode, "direct"))
+		usage();
+	direct = !strcmp(mode, "direct");
+	snprintf(path, sizeof(path), "%s/proxyrt_bench_filewrite.%d", dir, (int)getpid());
+	fw.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+	if (fw.fd < 0) {
+		fprintf(stderr, "proxyrt_bench: open %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	unlink(path);
+	fw.lat = calloc((size_t)fw.writes, sizeof(*fw.lat));
+	if (!fw.lat || posix_memalign(&fw.buf, 4096, FW_BLOCK))
+		return 1;
+	memset(fw.buf, 'x', FW_BLOCK);
+	fw_run(&fw, aff ? 0 : PRT_RT_NO_IOWQ_AFF);
+	close(fw.fd);
+	check(fw.err, "prt_write");
+	qsort(fw.lat, (size_t)fw.writes, sizeof(*fw.lat), cmp_i64);
+	printf("peer=proxyrt workload=filewrite variant=%s mode=%s block_kib=%u write_p50_us=%.1f "
+	       "write_p99_us=%.1f write_max_us=%.1f writes=%ld spin_us=%llu spinner_yields=%llu "
+	       "spinner_capped=%d elapsed_ms=%.1f sched=%s workers=1 cpus=%d\n",
+	       argv[2], mode, FW_BLOCK / 1024, fw_pct(fw.lat, fw.writes, 50),
+	       fw_pct(fw.lat, fw.writes, 99), fw_pct(fw.lat, fw.writes, 100), fw.writes,
+	       (unsigned long long)(fw.spin_ns / 1000),
+	       (unsigned long long)atomic_load(&fw.yields), atomic_load(&fw.capped),
+	       (double)fw.elapsed / 1e6,
+	       sched_getscheduler(0) == SCHED_FIFO ? "fifo" : "other", allowed_cpus());
+	free(fw.lat);
+	free(fw.buf);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -1042,6 +1211,8 @@ int main(int argc, char **argv)
 		return bench_preempt(argc, argv);
 	if (!strcmp(argv[1], "hogwake"))
 		return bench_hogwake(argc, argv);
+	if (!strcmp(argv[1], "filewrite"))
+		return bench_filewrite(argc, argv);
 	fprintf(stderr, "proxyrt_bench: unknown subcommand '%s'\n", argv[1]);
 	usage();
 }

@@ -29,6 +29,15 @@ enum prt__fault_site {
 	PRT_FAULT_FD,     /* eventfd, epoll_create1 */
 	PRT_FAULT_KICK,   /* a worker's MSG_RING kick (sent to no ring, it fails as a real one can) */
 	PRT_FAULT_WATCH,  /* a stream's end watch (a poll of no fd, it fails) */
+	/*
+	 * The probe of each io_uring file opcode (io_uring.c, file_ops[], in
+	 * order; one call per runtime created): that opcode is taken as
+	 * missing, and its call goes to the offload pool.
+	 */
+	PRT_FAULT_OPCODE,
+	PRT_FAULT_IOWQ,   /* a worker's IORING_REGISTER_IOWQ_AFF (the errno is recorded) */
+	/* The cancel of a timed file call given up on is not queued (as with a full SQ). */
+	PRT_FAULT_CANCEL,
 	PRT_FAULT_NSITES,
 };
 

@@ -169,7 +169,7 @@ struct prt__fiber {
 	struct prt__wait *timed_wait;
 	struct prt__worker *timer_w;      /* written by the fiber itself */
 	bool timer_io;                    /* written by the fiber itself */
-	/* epoll backend: the request its local I/O timer ends (its worker's own). */
+	/* The request its local I/O timer ends (its worker's own): an epoll wait, a timed file call on io_uring. */
 	struct prt__ioreq *ioreq;
 	/*
 	 * What it waits for while BLOCKED (PRT_WK_*), on what (@wait_obj: a

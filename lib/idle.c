@@ -452,6 +452,7 @@ void *prt__worker_main(void *arg)
 		pending = worker_park(w);
 	}
 	prt__preempt_worker_stop(w);
+	prt__io_thread_stop(w);
 	prt__sigstack_fini(w);
 	prt__set_cur_worker(NULL);
 	return NULL;

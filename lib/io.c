@@ -175,6 +175,13 @@ void prt__io_thread_start(struct prt__worker *w)
 	w->io.ops->thread_start(w);
 }
 
+/* On the worker thread, leaving its loop: the backend ends what is still in flight. */
+void prt__io_thread_stop(struct prt__worker *w)
+{
+	if (w->io.evfd >= 0)
+		w->io.ops->thread_stop(w);
+}
+
 /* Undo prt__io_init (nothing if it failed or never ran). */
 void prt__io_fini(struct prt__worker *w)
 {

@@ -21,11 +21,13 @@
  * tick. A backend whose kernel interface is another shared-memory queue
  * fits the same fields; one with none gets its poll every 64 points.
  *
- * Every member of the table is set; all run on the worker thread of @w
- * (its fiber or its idle loop) unless said otherwise.
+ * Every member of the table is set but @fop, which a backend that sends
+ * every file call to the offload pool leaves NULL; all run on the worker
+ * thread of @w (its fiber or its idle loop) unless said otherwise.
  */
 
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "io_int.h"
@@ -47,6 +49,30 @@ struct prt__ioargs {
 	struct sockaddr *addr;
 	socklen_t *addrlen; /* accept */
 	socklen_t alen;     /* connect */
+};
+
+/*
+ * A file or socket call (prt_openat() and the others, fileop.c). Each
+ * goes to the ring where the kernel has its opcode (rt->io.fop_native),
+ * else to the offload pool: regular files are not pollable, so epoll
+ * has nothing to wait for.
+ */
+enum prt__fop_code {
+	PRT_FOP_OPENAT, PRT_FOP_FSYNC, PRT_FOP_FDATASYNC, PRT_FOP_FALLOCATE,
+	PRT_FOP_STATX, PRT_FOP_RENAMEAT, PRT_FOP_UNLINKAT, PRT_FOP_SOCKET,
+	PRT_FOP_N,
+};
+
+struct prt__fopargs {
+	enum prt__fop_code op;
+	int fd;             /* the file, or the directory @path is relative to; socket: the domain */
+	const char *path;
+	int fd2;            /* renameat: the directory @path2 is relative to; socket: the type */
+	const char *path2;  /* renameat: the new name */
+	int flags;          /* openat, statx, unlinkat, renameat flags; fallocate: the mode; socket: the protocol */
+	unsigned mode;      /* openat: the new file's mode; statx: the mask */
+	off_t off, len;     /* fallocate */
+	struct statx *stx;  /* statx: the result */
 };
 
 struct prt__io_backend {
@@ -95,6 +121,14 @@ struct prt__io_backend {
 	/* prt_shutdown and prt_close on a fiber (for close, other waiters are cancelled). */
 	int (*shutdown)(struct prt__worker *w, int fd, int how);
 	int (*close)(struct prt__worker *w, int fd);
+	/*
+	 * A file call @a (its bit set in rt->io.fop_native; NULL if the
+	 * backend carries none) until done or @tmo ns (0: none; then
+	 * -ETIMEDOUT, the call possibly still running): its result, -errno.
+	 */
+	long (*fop)(struct prt__worker *w, const struct prt__fopargs *a, uint64_t tmo);
+	/* The worker thread leaves its loop (the runtime stops): end what is still in flight. */
+	void (*thread_stop)(struct prt__worker *w);
 };
 
 extern const struct prt__io_backend prt__io_uring, prt__io_epoll;
@@ -116,6 +150,14 @@ int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r);
 long prt__io_sys(const struct prt__ioargs *a, bool nb);
 /* A write or writev (@a) without SIGPIPE on any thread: a socket gets MSG_NOSIGNAL. */
 long prt__io_write_nosigpipe(const struct prt__ioargs *a);
+
+/* The syscall of file call @a itself (blocking); -errno on failure. */
+long prt__fop_sys(const struct prt__fopargs *a);
+/* Whether file call @op returns a new fd, which a caller that gave up on it never sees. */
+static inline bool prt__fop_opens(enum prt__fop_code op)
+{
+	return op == PRT_FOP_OPENAT || op == PRT_FOP_SOCKET;
+}
 
 /* Does @op wait for the fd to be writable (else readable)? */
 static inline bool prt__io_is_write(enum prt__io_opcode op)

@@ -61,6 +61,12 @@ static void ep_thread_start(struct prt__worker *w)
 	(void)w;
 }
 
+/* Nothing in flight outlives its fiber (file calls run on the offload pool). */
+static void ep_thread_stop(struct prt__worker *w)
+{
+	(void)w;
+}
+
 /* The epoll (the waiters are gone: the runtime ends when every fiber has). */
 static void ep_fini(struct prt__worker *w)
 {
@@ -399,4 +405,6 @@ const struct prt__io_backend prt__io_epoll = {
 	.poll = ep_poll,
 	.shutdown = ep_shutdown,
 	.close = ep_close,
+	.fop = NULL, /* regular files are not pollable: file calls go to the offload pool */
+	.thread_stop = ep_thread_stop,
 };

@@ -33,6 +33,17 @@ struct prt__ioreq {
 	 */
 	bool cancellable, cancelled;
 	struct prt__list node;
+	/*
+	 * uring, a file call with a timeout (io_uring.c, "File calls"): the
+	 * request is on the heap, held by the fiber and by the ring (@refs);
+	 * @orphan once its timer gave up on it (the fiber returned
+	 * -ETIMEDOUT), so the ring disposes of its result (@opens: an fd to
+	 * close). Written on the ring's worker only; the fiber reads @res
+	 * after its wake.
+	 */
+	atomic_int refs;
+	bool orphan;
+	bool opens;
 	/* epoll backend: the fd and events waited for, bucket chain. */
 	int fd;
 	uint32_t events;
@@ -50,6 +61,9 @@ struct prt__iocmd {
 };
 
 #define PRT_IO_BUCKETS 256
+
+/* prt__io.iowq_aff, besides a -errno */
+enum { PRT_IOWQ_AFF_NONE = 0, PRT_IOWQ_AFF_SET = 1 };
 
 /*
  * A completion handler, for CQEs that are not a parked fiber's request
@@ -119,6 +133,14 @@ struct prt__io {
 	uint64_t first_unsubmitted_ns; /* when the oldest of watch.queued was prepared */
 	bool msg_ring;        /* cross-worker wake through IORING_OP_MSG_RING */
 	bool ev_armed;        /* a read of @evfd is pending */
+	unsigned orphans;     /* file calls given up by their timeout, still in the ring */
+	/*
+	 * Where the worker thread's io-wq helpers may run (ur_thread_start):
+	 * PRT_IOWQ_AFF_SET, PRT_IOWQ_AFF_NONE (not asked for: see there), or
+	 * the -errno of IORING_REGISTER_IOWQ_AFF. Written once by the worker
+	 * thread before it counts itself started.
+	 */
+	int iowq_aff;
 	uint64_t evbuf;
 	struct prt__sbufs sbufs;
 	/* Set by whoever registered @sbufs in the ring (stream.c); the backend calls it once the ring is gone. */
@@ -134,6 +156,8 @@ struct prt__offload;
 struct prt__rtio {
 	const struct prt__io_backend *ops;
 	bool msg_ring;        /* uring: the kernel has IORING_OP_MSG_RING */
+	/* uring: bit 1 << PRT_FOP_* for each file call the ring carries (the probe); else offload */
+	unsigned fop_native;
 	unsigned setup_flags; /* uring: io_uring_setup flags every worker ring gets */
 	unsigned entries;
 	unsigned offload_max;
@@ -168,6 +192,12 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
 int prt__io_init(struct prt__worker *w);
 /* On the worker thread, before its first submission (single-issuer rings). */
 void prt__io_thread_start(struct prt__worker *w);
+/*
+ * On the worker thread, when it leaves its loop (the runtime stops):
+ * wait for the requests no fiber waits for any more (file calls given
+ * up by their timeout), so that nothing they made outlives the runtime.
+ */
+void prt__io_thread_stop(struct prt__worker *w);
 void prt__io_fini(struct prt__worker *w);
 
 /*

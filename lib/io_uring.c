@@ -22,6 +22,11 @@
  * other thread writes the worker's eventfd, on which a read is kept
  * pending.
  *
+ * File calls (prt_openat and the others) are one SQE each, where the
+ * probe found their opcode; their timeouts are a timer on the worker,
+ * not a link timeout ("File calls" below says why). The worker thread
+ * keeps io_uring's helper threads off its CPU (set_iowq_aff).
+ *
  * prt_close's command is an IORING_OP_ASYNC_CANCEL with
  * IORING_ASYNC_CANCEL_FD | _ALL (or by user_data, for streams), acked
  * when its CQE is reaped. prt_cancel's is an IORING_OP_ASYNC_CANCEL by
@@ -34,18 +39,24 @@
  * user_data names (struct prt__io_handler): this file calls nothing of
  * theirs.
  */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "fault.h"
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
 #include "wait.h"
+#include "worker.h"
 
 /* user_data tags; requests and commands are pointers (8-aligned). */
 #define TAG_EVFD ((uint64_t)1)
 #define TAG_WAKE ((uint64_t)2)
+#define TAG_GIVEUP ((uint64_t)16) /* the cancel of a request given up (its CQE: nothing to do) */
 #define TAG_KICK 3u    /* low bits of the worker a MSG_RING kick was for (its own CQE) */
 #define TAG_CMD 4u     /* low bits of a command pointer */
 #define TAG_LINKTMO 5u /* low bits of a request whose link timeout completed */
@@ -60,6 +71,21 @@ static const int needed_ops[] = {
 	IORING_OP_RECV,  IORING_OP_SEND,     IORING_OP_ACCEPT,      IORING_OP_CONNECT,
 	IORING_OP_CLOSE, IORING_OP_SHUTDOWN, IORING_OP_POLL_ADD,    IORING_OP_LINK_TIMEOUT,
 	IORING_OP_ASYNC_CANCEL,
+};
+
+/*
+ * The opcode of each file call (enum prt__fop_code). These are optional:
+ * where the kernel lacks one, its call runs on the offload pool.
+ */
+static const int file_ops[PRT_FOP_N] = {
+	[PRT_FOP_OPENAT] = IORING_OP_OPENAT,       /* 5.6 */
+	[PRT_FOP_FSYNC] = IORING_OP_FSYNC,         /* 5.1 */
+	[PRT_FOP_FDATASYNC] = IORING_OP_FSYNC,
+	[PRT_FOP_FALLOCATE] = IORING_OP_FALLOCATE, /* 5.6 */
+	[PRT_FOP_STATX] = IORING_OP_STATX,         /* 5.6 */
+	[PRT_FOP_RENAMEAT] = IORING_OP_RENAMEAT,   /* 5.11 */
+	[PRT_FOP_UNLINKAT] = IORING_OP_UNLINKAT,   /* 5.11 */
+	[PRT_FOP_SOCKET] = IORING_OP_SOCKET,       /* 5.19 */
 };
 
 /* ---- set-up ------------------------------------------------------------------ */
@@ -99,6 +125,11 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 		}
 	}
 	rio->msg_ring = p && io_uring_opcode_supported(p, IORING_OP_MSG_RING);
+	rio->fop_native = 0;
+	for (int i = 0; p && i < PRT_FOP_N; i++)
+		/* A test build may take any of them as missing (fault.h, PRT_FAULT_OPCODE). */
+		if (io_uring_opcode_supported(p, file_ops[i]) && !prt__fault(PRT_FAULT_OPCODE))
+			rio->fop_native |= 1u << i;
 	if (p)
 		io_uring_free_probe(p);
 	io_uring_queue_exit(&r);
@@ -128,6 +159,7 @@ static int ur_probe(struct prt__rtio *rio, const char **what)
 }
 
 static void arm_evfd(struct prt__worker *w);
+static void submit(struct prt__worker *w);
 
 /* @w's ring, watched at every scheduling point, with a read of its eventfd pending. */
 static int ur_init(struct prt__worker *w)
@@ -147,12 +179,54 @@ static int ur_init(struct prt__worker *w)
 	return 0;
 }
 
-/* Enable a ring set up disabled: the worker thread becomes its submitter task. */
+/*
+ * Keep io_uring's helper threads off the worker's CPU. The ring runs
+ * what cannot complete at once (every file call; writes to a file
+ * system without non-blocking buffered writes, such as ext4) on io-wq
+ * helper threads of the task that submitted it, and those start with
+ * that task's CPU affinity: the one CPU of a bound worker, which its
+ * fibers keep busy. There a SCHED_FIFO worker that stays busy never
+ * lets them run, and under SCHED_OTHER a write now and then waits for
+ * the worker's time slice (bench/proxyrt_bench filewrite: max ~4 ms,
+ * Linux 6.18). So each worker's helpers get the runtime's CPUs
+ * (cfg.cpus, else the process's affinity) but its own. The price: a
+ * wake-up on another CPU (a write behind a worker that yields every
+ * 5 us: p50 18 -> 40 us on an idle 2-CPU machine), and on CPUs busy
+ * with other processes the helpers wait for those (PRT_RT_NO_IOWQ_AFF).
+ * The affinity is the task's, not the ring's (IORING_REGISTER_IOWQ_AFF
+ * sets current's io-wq), and its first submission creates that io-wq:
+ * hence here, on the worker thread, after submitting its eventfd read.
+ * Not done with PRT_RT_NO_IOWQ_AFF, for unbound workers (no CPU of their
+ * own) or when the runtime has no other CPU; a refusal is recorded
+ * (io.iowq_aff), nothing else: the helpers then run where the kernel
+ * puts them. How many helpers there may be
+ * (IORING_REGISTER_IOWQ_MAX_WORKERS) stays the kernel's choice: for
+ * file work, the ring's SQ size or 4 per CPU, whichever is less.
+ */
+static void set_iowq_aff(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	cpu_set_t set = rt->topo.cpus;
+	int pu = rt->topo.w[w->index].pu_os_index, err;
+
+	if ((rt->flags & PRT_RT_NO_IOWQ_AFF) || !rt->topo.pin || pu < 0 || pu >= CPU_SETSIZE)
+		return;
+	CPU_CLR(pu, &set);
+	if (!CPU_COUNT(&set))
+		return;
+	submit(w);
+	err = prt__fault(PRT_FAULT_IOWQ);
+	err = err ? -err : io_uring_register_iowq_aff(&w->io.ring, sizeof(set), &set);
+	w->io.iowq_aff = err ? err : PRT_IOWQ_AFF_SET;
+}
+
+/* Enable a ring set up disabled (the worker thread becomes its submitter task); its io-wq's CPUs. */
 static void ur_thread_start(struct prt__worker *w)
 {
 	if (w->rt->io.setup_flags & IORING_SETUP_R_DISABLED)
 		/* (liburing 2.3 declares io_uring_enable_rings but does not export it.) */
 		syscall(__NR_io_uring_register, w->io.ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	set_iowq_aff(w);
 }
 
 /* The ring, and the stream buffers registered in it. */
@@ -220,15 +294,32 @@ static void arm_evfd(struct prt__worker *w)
 	w->io.ev_armed = true;
 }
 
-/* The last CQE of @r is reaped: wake its fiber. */
-static void req_finish(struct prt__worker *w, struct prt__ioreq *r)
+static void req_put(struct prt__ioreq *r);
+static void giveup_end(struct prt__worker *w, struct prt__ioreq *r, int res);
+
+/*
+ * The last CQE of @r is reaped (@res: the op's result): wake its fiber,
+ * or, for a request given up on, dispose of what it made. Returns fibers
+ * woken.
+ */
+static int req_finish(struct prt__worker *w, struct prt__ioreq *r, int res)
 {
+	/* relaxed: ours; 0 for a request on its fiber's stack (read before the wake: then it may go) */
+	bool held = atomic_load_explicit(&r->refs, memory_order_relaxed) != 0;
+
 	if (r->cancellable)
 		prt__list_del(&r->node);
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	prt__stat_inc(&w->stats.io_ops, 1);
 	r->done = true;
+	if (r->orphan) {
+		giveup_end(w, r, res);
+		return 0;
+	}
 	prt__wait_wake(&r->wait);
+	if (held)
+		req_put(r);
+	return 1;
 }
 
 /* A CQE of request @r (the op's, or its link timeout's): true if @r is done now. */
@@ -236,7 +327,7 @@ static bool req_cqe(struct prt__ioreq *r, int res, bool linktmo)
 {
 	if (linktmo)
 		r->timed_out |= res == -ETIME;
-	else
+	else if (!r->orphan) /* an orphan's fiber reads its @res (-ETIMEDOUT): leave it */
 		r->res = res;
 	return --r->pending == 0;
 }
@@ -251,8 +342,8 @@ static int reap_one(struct prt__worker *w, const struct io_uring_cqe *cqe)
 		w->io.ev_armed = false;
 		return 0;
 	}
-	if (ud == TAG_WAKE)
-		return 0; /* a kick */
+	if (ud == TAG_WAKE || ud == TAG_GIVEUP)
+		return 0; /* a kick; a failed cancel of a request given up on */
 	switch (ud & TAG_MASK) {
 	case TAG_KICK:
 		/* Only on failure (CQE_SKIP_SUCCESS): kick that worker the other way. */
@@ -270,8 +361,7 @@ static int reap_one(struct prt__worker *w, const struct io_uring_cqe *cqe)
 	}
 	if (!req_cqe(p, cqe->res, (ud & TAG_MASK) == TAG_LINKTMO))
 		return 0;
-	req_finish(w, p);
-	return 1;
+	return req_finish(w, p, cqe->res);
 }
 
 /* Handle every CQE in the ring; returns fibers woken. */
@@ -535,6 +625,279 @@ static int ur_close(struct prt__worker *w, int fd)
 	return uring_wait(w, sqe, 0, false);
 }
 
+/* ---- file calls -------------------------------------------------------------------- */
+
+/*
+ * The ring runs file calls on its io-wq helpers (all but a cached
+ * open). A link timeout cannot end those: the kernel arms it when the
+ * request's issue returns, and a helper's issue returns only once the
+ * call is done (Linux 6.18: a linked 100 ms timeout never fires on an
+ * open waiting for a FIFO's writer). So a timed file call has a timer
+ * on the worker instead, as the epoll backend's waits do: when it
+ * fires, the fiber returns -ETIMEDOUT and the request is given up on
+ * ("orphan"): an async cancel is queued for it (a call not started is
+ * dropped, an interruptible wait such as that FIFO open is
+ * interrupted; an fsync under way goes on), and when its CQE comes the
+ * ring closes the fd it may have opened. Such a request is on the heap,
+ * held by its fiber and by the ring, since the fiber may return before
+ * the kernel is done with it. The kernel copies a call's paths when it
+ * takes the SQE, so a timed call is submitted at once, before the timer
+ * can give up on it and the caller free them.
+ */
+
+/* Prepare file call @a in @sqe. */
+static void prep_fop(struct io_uring_sqe *sqe, const struct prt__fopargs *a)
+{
+	switch (a->op) {
+	case PRT_FOP_OPENAT:
+		io_uring_prep_openat(sqe, a->fd, a->path, a->flags, a->mode);
+		break;
+	case PRT_FOP_FSYNC:
+		io_uring_prep_fsync(sqe, a->fd, 0);
+		break;
+	case PRT_FOP_FDATASYNC:
+		io_uring_prep_fsync(sqe, a->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case PRT_FOP_FALLOCATE:
+		io_uring_prep_fallocate(sqe, a->fd, a->flags, a->off, a->len);
+		break;
+	case PRT_FOP_STATX:
+		io_uring_prep_statx(sqe, a->fd, a->path, a->flags, a->mode, a->stx);
+		break;
+	case PRT_FOP_RENAMEAT:
+		io_uring_prep_renameat(sqe, a->fd, a->path, a->fd2, a->path2, (unsigned)a->flags);
+		break;
+	case PRT_FOP_UNLINKAT:
+		io_uring_prep_unlinkat(sqe, a->fd, a->path, a->flags);
+		break;
+	case PRT_FOP_SOCKET:
+		io_uring_prep_socket(sqe, a->fd, a->fd2, a->flags, 0);
+		break;
+	case PRT_FOP_N:
+		break;
+	}
+}
+
+/*
+ * A helper interrupted by a cancel may post the kernel's restart codes
+ * (ERESTARTSYS 512 ... ERESTART_RESTARTBLOCK 516: an open waiting for a
+ * FIFO does, Linux 6.18), which no caller knows: -EINTR, as a syscall
+ * interrupted by a signal.
+ */
+static long fop_res(long res)
+{
+	return res <= -512 && res >= -516 ? -EINTR : res;
+}
+
+/* Drop a reference to heap request @r; the last frees it (any thread). */
+static void req_put(struct prt__ioreq *r)
+{
+	/* acq_rel: the last one frees @r after every access of the other holder */
+	if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1)
+		prt__free(r, sizeof(*r));
+}
+
+/* The CQE of request @r, given up on, came with @res: close what it opened. */
+static void giveup_end(struct prt__worker *w, struct prt__ioreq *r, int res)
+{
+	if (r->opens && res >= 0)
+		close(res);
+	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans - 1); /* tests watch it */
+	req_put(r);
+}
+
+/*
+ * Queue an async cancel of @r. From a timer callback (rq lock held), so
+ * no reaping: only where the SQ has room (else @r runs to its end), to
+ * be submitted at the next service.
+ */
+static void giveup_cancel(struct prt__worker *w, struct prt__ioreq *r)
+{
+	struct io_uring_sqe *sqe;
+
+	if (io_uring_sq_space_left(&w->io.ring) == 0 || prt__fault(PRT_FAULT_CANCEL))
+		return;
+	sqe = io_uring_get_sqe(&w->io.ring);
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)r, 0);
+	io_uring_sqe_set_data64(sqe, TAG_GIVEUP);
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	if (!w->io.watch.queued)
+		w->io.first_unsubmitted_ns = prt__now_ns();
+	w->io.watch.queued++;
+}
+
+/*
+ * The timer of a timed file call (prt__timer_fn, local: on the ring's
+ * worker @ctx, rq lock held): if its request is still in the ring, give
+ * up on it and wake the fiber with -ETIMEDOUT.
+ */
+static void fop_timer_fire(struct prt__timer *t, void *ctx)
+{
+	struct prt__worker *w = ctx;
+	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
+	struct prt__ioreq *r = f->ioreq;
+
+	if (!r || r->done)
+		return;
+	r->orphan = true;
+	r->res = -ETIMEDOUT;
+	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans + 1);
+	giveup_cancel(w, r);
+	prt__wait_wake_here(&r->wait, w);
+}
+
+/* File call @a (SQE flags @sqe_flags) until its end or CLOCK_MONOTONIC @deadline: see above. */
+static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsigned sqe_flags,
+		      uint64_t deadline)
+{
+	struct prt__fiber *self = w->curr;
+	struct prt__ioreq *r = prt__alloc(sizeof(*r));
+	struct io_uring_sqe *sqe;
+	long res;
+
+	if (!r)
+		return -ENOMEM;
+	*r = (struct prt__ioreq){ .pending = 1, .opens = prt__fop_opens(a->op) };
+	prt__wait_init(&r->wait, self);
+	atomic_init(&r->refs, 2); /* the fiber's, the ring's */
+	self->ioreq = r;
+	/* Armed first: no memory for it, and nothing was done. */
+	if (prt__timer_arm(w, deadline, fop_timer_fire, true)) {
+		self->ioreq = NULL;
+		prt__free(r, sizeof(*r));
+		return -ENOMEM;
+	}
+	sqe = get_sqe(w, 1);
+	prep_fop(sqe, a);
+	sqe->flags |= (uint8_t)sqe_flags;
+	io_uring_sqe_set_data(sqe, r);
+	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	submit(w); /* the kernel copies the paths now, before the timer may fire */
+	prt__io_park_req(w, r);
+	prt__timer_cancel(self);
+	self->ioreq = NULL;
+	res = r->res;
+	req_put(r);
+	return res;
+}
+
+/* File call @a, with @sqe_flags, until its end (or @deadline, if not 0); its result. */
+static long fop_once(struct prt__worker *w, const struct prt__fopargs *a, unsigned sqe_flags,
+		     uint64_t deadline)
+{
+	struct io_uring_sqe *sqe;
+
+	if (deadline)
+		return fop_res(fop_timed(w, a, sqe_flags, deadline));
+	sqe = get_sqe(w, 1);
+	prep_fop(sqe, a);
+	sqe->flags |= (uint8_t)sqe_flags;
+	return fop_res(uring_wait(w, sqe, 0, true));
+}
+
+/*
+ * Is @fd (just opened by the ring) a FIFO? Its type never changes: the
+ * cached attributes will do (no round trip on a network file system).
+ */
+static bool is_fifo(int fd)
+{
+	struct statx st;
+
+	return statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &st) == 0 &&
+	       S_ISFIFO(st.stx_mode);
+}
+
+/*
+ * The time left until @deadline (0: none) as a relative timeout for a
+ * wait, through *@tmo; false if it has passed.
+ */
+static bool time_left(uint64_t deadline, uint64_t *tmo)
+{
+	uint64_t now;
+
+	*tmo = 0;
+	if (!deadline)
+		return true;
+	now = prt__now_ns();
+	*tmo = deadline > now ? deadline - now : 0;
+	return deadline > now;
+}
+
+/*
+ * A FIFO the ring opened for reading without waiting for a writer
+ * (fifo_fixup): wait until it has data or a writer has come and gone
+ * (POLLIN, POLLHUP: states that stay, so no writer is missed whatever
+ * the timing). Returns @fd, or -errno with @fd closed.
+ */
+static long fifo_wait_writer(struct prt__worker *w, int fd, uint64_t deadline)
+{
+	uint64_t tmo;
+	long r;
+
+	r = time_left(deadline, &tmo) ? ur_poll(w, fd, POLLIN, tmo) : -ETIMEDOUT;
+	if (r >= 0)
+		return fd;
+	close(fd);
+	return r;
+}
+
+/*
+ * An open of a FIFO on the ring does not wait for the other end as
+ * open(2) does: the kernel first tries it from the cache without
+ * blocking, as with O_NONBLOCK (Linux 6.18, io_openat2), so for reading
+ * it opens at once, and for writing it fails with -ENXIO while no
+ * reader is there. Opened for writing, it is made again on a helper
+ * (IOSQE_ASYNC: it blocks there as open(2), and a timeout's cancel
+ * interrupts it). Opened for reading, the fd is kept (closing it could
+ * drop what a writer wrote in between, or fail its writes) and the call
+ * waits until a writer has written or left (fifo_wait_writer): later
+ * than open(2) only while a writer holds the FIFO open without writing.
+ * @res: the ring's open's result.
+ */
+static long fifo_fixup(const struct prt__fopargs *a, long res, uint64_t deadline)
+{
+	uint64_t tmo;
+
+	if (a->op != PRT_FOP_OPENAT || (a->flags & (O_NONBLOCK | O_PATH)))
+		return res;
+	if (res == -ENXIO && (a->flags & O_ACCMODE) == O_WRONLY)
+		return time_left(deadline, &tmo) ?
+			       fop_once(prt__cur_worker(), a, IOSQE_ASYNC, deadline) : -ETIMEDOUT;
+	if (res >= 0 && (a->flags & O_ACCMODE) == O_RDONLY && is_fifo((int)res))
+		return fifo_wait_writer(prt__cur_worker(), (int)res, deadline);
+	return res;
+}
+
+/* A file call on the ring; a FIFO's open waits for the other end (fifo_fixup). */
+static long ur_fop(struct prt__worker *w, const struct prt__fopargs *a, uint64_t tmo)
+{
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+
+	return fifo_fixup(a, fop_once(w, a, 0, deadline), deadline);
+}
+
+/*
+ * The worker leaves its loop: cancel every request still in the ring
+ * (requests given up on are all that can be left) and reap until those
+ * given up on are done, closing what they opened.
+ */
+static void ur_thread_stop(struct prt__worker *w)
+{
+	struct prt__io *io = &w->io;
+	struct io_uring_sqe *sqe;
+
+	if (!io->orphans)
+		return;
+	sqe = get_sqe(w, 1);
+	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+	io_uring_sqe_set_data64(sqe, TAG_GIVEUP);
+	while (io->orphans) {
+		io_uring_submit_and_wait(&io->ring, 1);
+		io->watch.queued = 0;
+		reap_uring(w);
+	}
+}
+
 const struct prt__io_backend prt__io_uring = {
 	.id = PRT_IO_URING,
 	.multishot_recv = true,
@@ -551,4 +914,6 @@ const struct prt__io_backend prt__io_uring = {
 	.poll = ur_poll,
 	.shutdown = ur_shutdown,
 	.close = ur_close,
+	.fop = ur_fop,
+	.thread_stop = ur_thread_stop,
 };

@@ -3,13 +3,12 @@
  * Blocking-call offload: a small pool of plain threads per runtime runs
  * functions that may block the thread (getaddrinfo, a blocking library)
  * while the calling fiber parks. Threads are started on demand, up to
- * rt->io.offload_max; further calls queue in FIFO order.
- *
- * A job is allocated, not on the caller's stack: a prt_cancel ends the
- * caller's wait while the call still runs (docs/design.md, section 17),
- * and the helper then finishes it, drops its result and frees the job.
- * The caller and the helper each hold a reference (@refs); the last one
- * done with the job frees it.
+ * rt->io.offload_max; further calls queue in FIFO order. A job the
+ * caller may give up on (a timed file call, prt_offload under
+ * prt_cancel) is allocated and detached: the caller and the helper each
+ * hold a reference, the last one done frees it, and a job no helper has
+ * taken yet when its caller gives up is not run at all. Others live on
+ * the caller's stack.
  */
 #include <pthread.h>
 #include <string.h>
@@ -21,30 +20,30 @@
 #include "wait.h"
 #include "worker.h"
 
-struct job {
-	struct job *next;
-	void *(*fn)(void *);
-	void *arg, *ret;
-	struct prt__wait done; /* the caller's: woken once @ret is set */
-	atomic_uint refs;      /* the caller's and the helper's: the last frees the job */
-};
-
-/* One of the caller and the helper is done with @j; the last frees it. */
-static void job_put(struct job *j)
-{
-	/* acq_rel: the other side's accesses to @j come before the free */
-	if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1)
-		prt__free(j, sizeof(*j));
-}
-
 struct prt__offload {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job *head, **tail; /* FIFO */
+	struct prt__offjob *head, **tail; /* FIFO */
 	unsigned nthreads, nidle;
 	bool stopping;
 	pthread_t threads[];
 };
+
+/*
+ * A helper ran @j: hand the result to its caller. A detached job whose
+ * caller gave up (its wait timed out: the wake finds it over) is the
+ * helper's to dispose of.
+ */
+static void job_done(struct prt__offjob *j)
+{
+	if (!j->detached) {
+		prt__wait_wake(&j->done); /* @j may be gone after this */
+		return;
+	}
+	if (!prt__wait_wake(&j->done) && j->orphan)
+		j->orphan(j);
+	prt__offjob_put(j);
+}
 
 static void *helper_main(void *arg)
 {
@@ -52,7 +51,7 @@ static void *helper_main(void *arg)
 
 	pthread_mutex_lock(&o->lock);
 	for (;;) {
-		struct job *j = o->head;
+		struct prt__offjob *j = o->head;
 
 		if (!j) {
 			if (o->stopping)
@@ -65,10 +64,10 @@ static void *helper_main(void *arg)
 		o->head = j->next;
 		if (!o->head)
 			o->tail = &o->head;
+		j->queued = false;
 		pthread_mutex_unlock(&o->lock);
 		j->ret = j->fn(j->arg);
-		prt__wait_wake(&j->done); /* a cancelled caller's wait is over: kept LATE, unread */
-		job_put(j);
+		job_done(j);
 		pthread_mutex_lock(&o->lock);
 	}
 	pthread_mutex_unlock(&o->lock);
@@ -99,11 +98,18 @@ static struct prt__offload *pool_of(struct prt_runtime *rt)
 	return n;
 }
 
-/* Queue @j on @o, starting a helper if none is idle and there is room: 0 or -EAGAIN. */
-static int queue_job(struct prt__offload *o, struct prt__worker *w, struct job *j)
+/*
+ * Queue @j on @w's runtime's pool, starting a helper thread if none is
+ * idle and the pool has room for one. 0, -ENOMEM (no pool), -EAGAIN (no
+ * helper thread at all).
+ */
+static int job_queue(struct prt__worker *w, struct prt__offjob *j)
 {
+	struct prt__offload *o = pool_of(w->rt);
 	int err = 0;
 
+	if (!o)
+		return -ENOMEM;
 	pthread_mutex_lock(&o->lock);
 	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
 		pthread_attr_t a;
@@ -126,6 +132,8 @@ static int queue_job(struct prt__offload *o, struct prt__worker *w, struct job *
 			err = 0; /* the running ones will get to it */
 	}
 	if (!err) {
+		j->next = NULL;
+		j->queued = true;
 		*o->tail = j;
 		o->tail = &j->next;
 		pthread_cond_signal(&o->cond);
@@ -134,11 +142,72 @@ static int queue_job(struct prt__offload *o, struct prt__worker *w, struct job *
 	return err ? -EAGAIN : 0;
 }
 
+/* Take @j off the pool's FIFO if no helper has taken it yet; true if it was there. */
+static bool job_unqueue(struct prt_runtime *rt, struct prt__offjob *j)
+{
+	/* acquire: pairs with pool_of()'s release CAS (the pool exists: @j was queued) */
+	struct prt__offload *o = __atomic_load_n(&rt->io.offload, __ATOMIC_ACQUIRE);
+	struct prt__offjob **pp;
+	bool was = false;
+
+	pthread_mutex_lock(&o->lock);
+	for (pp = &o->head; *pp; pp = &(*pp)->next) {
+		if (*pp != j)
+			continue;
+		*pp = j->next;
+		if (o->tail == &j->next)
+			o->tail = pp;
+		j->queued = false;
+		was = true;
+		break;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return was;
+}
+
+int prt__offload_run(struct prt__worker *w, struct prt__offjob *j, uint64_t deadline)
+{
+	struct prt_runtime *rt = w->rt;
+	int err;
+
+	prt__assert(!deadline || j->detached);
+	/* A cancelled fiber's job is not run (docs/design.md, section 17). */
+	if (j->detached && prt__cancel_pending(w->curr))
+		return -ECANCELED;
+	prt__wait_init(&j->done, w->curr);
+	if (j->detached)
+		atomic_store_explicit(&j->refs, 2, memory_order_relaxed); /* published by the queue's lock */
+	if ((err = job_queue(w, j))) {
+		if (j->detached)
+			atomic_store_explicit(&j->refs, 1, memory_order_relaxed);
+		return err;
+	}
+	/*
+	 * Only the helper's wake ends it (its acq_rel CAS comes after
+	 * j->ret), or @deadline, or (a detached job: the caller may leave
+	 * it to the helper) a prt_cancel.
+	 */
+	err = j->detached ? prt__wait_block_cancel(&j->done, deadline)
+			  : prt__wait_block(&j->done, deadline);
+	if (!err)
+		return 0;
+	/* Given up (ETIMEDOUT, ECANCELED, or ENOMEM: no timer): a job no helper took is not run at all. */
+	if (job_unqueue(rt, j))
+		prt__offjob_put(j); /* the pool's reference */
+	return err == ETIMEDOUT ? -ETIMEDOUT : -err;
+}
+
+void prt__offjob_put(struct prt__offjob *j)
+{
+	/* acq_rel: the last one frees @j after every access of the other holder */
+	if (atomic_fetch_sub_explicit(&j->refs, 1, memory_order_acq_rel) == 1)
+		prt__free(j, j->size);
+}
+
 PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 {
 	struct prt__worker *w = prt__cur_worker();
-	struct prt__offload *o;
-	struct job *j;
+	struct prt__offjob *j;
 	int err;
 
 	if (!fn)
@@ -150,24 +219,20 @@ PRT_API int prt_offload(void *(*fn)(void *), void *arg, void **result)
 			*result = r;
 		return 0;
 	}
-	if (prt__cancel_pending(w->curr))
-		return -ECANCELED; /* @fn not run */
-	if (!(o = pool_of(w->rt)) || !(j = prt__alloc(sizeof(*j))))
+	/*
+	 * Allocated, not on our stack: a prt_cancel ends our wait while the
+	 * helper may still run @fn, which then finishes it, drops its result
+	 * and frees the job (docs/design.md, section 17).
+	 */
+	if (!(j = prt__alloc(sizeof(*j))))
 		return -ENOMEM;
-	*j = (struct job){ .fn = fn, .arg = arg };
-	atomic_init(&j->refs, 2);
-	prt__wait_init(&j->done, w->curr);
-	if ((err = queue_job(o, w, j))) {
-		prt__free(j, sizeof(*j));
-		return err;
-	}
-	/* The helper's wake (its acq_rel CAS comes after j->ret), or a cancel. */
+	*j = (struct prt__offjob){ .fn = fn, .arg = arg, .detached = true, .size = sizeof(*j) };
 	prt__set_wait(w->curr, PRT_WK_OFFLOAD, (const void *)fn, 0);
-	err = prt__wait_block_cancel(&j->done, 0);
+	err = prt__offload_run(w, j, 0);
 	if (!err && result)
 		*result = j->ret;
-	job_put(j);
-	return -err;
+	prt__offjob_put(j);
+	return err;
 }
 
 void prt__offload_fini(struct prt_runtime *rt)

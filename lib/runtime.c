@@ -62,7 +62,8 @@ static int config_check(const prt_runtime_config_t *cfg)
 	if (cfg->size < offsetof(prt_runtime_config_t, preempt_quantum_ns) ||
 	    cfg->size > sizeof(prt_runtime_config_t))
 		return -EINVAL;
-	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY))
+	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY |
+				   PRT_RT_NO_IOWQ_AFF))
 		return -EINVAL;
 	if (cfg->nworkers < 0 || cfg->nworkers > PRT_MAX_WORKERS)
 		return -EINVAL;

@@ -48,7 +48,8 @@ struct prt__worker {
 	/*
 	 * Timers, under rq.lock. Those of @timers any idle worker may fire
 	 * when this one is busy (the timer watch, sched.c); local ones
-	 * (prt__timer_arm) end a wait in this worker's own epoll state, so
+	 * (prt__timer_arm) end a wait in this worker's own I/O state (epoll
+	 * waits, io_uring's timed file calls), so
 	 * they live in @iotimers and only this worker fires them.
 	 */
 	struct prt__timers timers, iotimers;

@@ -71,6 +71,9 @@ static const struct call_errors documented[] = {
 	{ "prt_stream_*",
 	  { -EINVAL, -EBADF, -EPERM, -ENOMEM, -EBUSY, -ECONNRESET, -ETIMEDOUT, -ECANCELED } },
 	{ "prt_offload", { -EINVAL, -ENOMEM, -EAGAIN, -ECANCELED } },
+	{ "prt_openat/fsync/fdatasync/fallocate/statx/renameat/unlinkat/socket",
+	  { -EFAULT, -EBADF, -ETIMEDOUT, -ENOMEM, -EAGAIN, -ENAMETOOLONG, -ENOENT, -EEXIST,
+	    -EACCES, -ENOSPC, -EINTR, -ECANCELED } },
 	/* mutex.h: pthreads' convention */
 	{ "prt_mutexattr_*", { EINVAL } },
 	{ "prt_mutex_init/destroy", { EINVAL, EBUSY, ENOMEM } },

@@ -200,6 +200,95 @@ PRT_API int prt_stream_close(prt_stream_t *s);
 PRT_API int prt_stream_multishot(const prt_stream_t *s);
 
 /*
+ * File calls: opening, syncing, allocating, querying, renaming and
+ * removing files, and making sockets, without blocking the worker. Each
+ * mirrors its syscall (named below) and returns what it returns on
+ * success (0, or the new fd of prt_openat and prt_socket), else -errno:
+ * the syscall's own errors (-ENOENT, -EEXIST, -EBADF, -EACCES, -ENOSPC,
+ * -EINTR, ...), and:
+ * - -EFAULT: a NULL path or statx buffer (checked before anything is
+ *   done; for statx(2)'s AT_EMPTY_PATH, pass "");
+ * - -EBADF: prt_fsync, prt_fdatasync, prt_fallocate with @fd < 0
+ *   (checked first); the directory fds are the kernel's to check
+ *   (AT_FDCWD, or ignored for an absolute path);
+ * - -ETIMEDOUT: a _timeout variant's time ran out (below);
+ * - -ENOMEM: no memory for the offload pool, or for a timed call's
+ *   record or timer (the call may then have been made, as on
+ *   -ETIMEDOUT);
+ * - -EAGAIN: the call needed an offload helper thread (below) and none
+ *   could be started;
+ * - -ENAMETOOLONG: a timed call on the offload pool with a path of
+ *   PATH_MAX bytes or more (as the kernel says for any path that long).
+ *
+ * On a fiber each call is one io_uring request where the kernel has its
+ * opcode (probed when the runtime is created: IORING_OP_OPENAT, _FSYNC,
+ * _FALLOCATE, _STATX, _RENAMEAT, _UNLINKAT, _SOCKET); where it lacks
+ * one, and always on the epoll backend (epoll cannot wait for a regular
+ * file), the call runs on the offload pool (prt_offload) while the fiber
+ * parks. prt_socket never blocks: without IORING_OP_SOCKET it is made
+ * directly. io_uring runs these calls on its helper threads (io-wq),
+ * which the runtime keeps off the calling worker's CPU
+ * (PRT_RT_NO_IOWQ_AFF in runtime.h). An open of a FIFO (without
+ * O_NONBLOCK) waits for the other end on either backend, although the
+ * ring's own open would not (it tries the open as with O_NONBLOCK
+ * first): one for writing is made again on a helper, where it waits as
+ * open(2) does; one for reading waits until a writer has written or
+ * closed, so while a writer holds the FIFO open without writing it
+ * returns later than open(2), which returns once the writer opened.
+ *
+ * Timeouts (@timeout_ns, relative, 0 = none; saturating as above): for
+ * the calls that can wait for long on something else: prt_openat (a
+ * FIFO's other end, the break of a lease held by another process, a
+ * device, a network file system), prt_fsync and prt_fdatasync (the
+ * device writing back), prt_fallocate (the file system allocating or
+ * zeroing). prt_statx, prt_renameat and prt_unlinkat have none: they
+ * wait for nobody else, only for metadata the file system reads.
+ * A timeout ends the wait, not necessarily the syscall: on io_uring the
+ * request is cancelled (one not started yet is dropped; an open waiting
+ * for a FIFO or a lease is interrupted; a sync or an allocation under way
+ * goes on), on the offload pool a call no helper thread has taken yet
+ * is dropped and one under way goes on in its thread. So -ETIMEDOUT
+ * says the outcome is unknown: the file may have been synced, allocated
+ * or created. An fd that an open given up on makes is closed by the
+ * runtime, never leaked. prt_runtime_destroy waits for calls given up
+ * on that are still under way: on io_uring each stopping worker first
+ * cancels what is left in its ring; on the offload pool a helper
+ * blocked in a FIFO open that nobody ever opens from the other side
+ * keeps it waiting.
+ *
+ * Closing: prt_close(@fd) does not wait for a file call on @fd by
+ * another fiber; on io_uring one not started yet may return -ECANCELED.
+ *
+ * Context: a fiber (parks only the fiber) or a plain thread (the syscall
+ * itself, which blocks the thread; a _timeout variant's timeout does not
+ * apply there, as nothing could end the syscall early).
+ */
+struct statx;
+
+/* openat(2): returns the new fd. */
+PRT_API int prt_openat(int dirfd, const char *path, int flags, mode_t mode);
+PRT_API int prt_openat_timeout(int dirfd, const char *path, int flags, mode_t mode,
+			       uint64_t timeout_ns);
+/* fsync(2), fdatasync(2). */
+PRT_API int prt_fsync(int fd);
+PRT_API int prt_fsync_timeout(int fd, uint64_t timeout_ns);
+PRT_API int prt_fdatasync(int fd);
+PRT_API int prt_fdatasync_timeout(int fd, uint64_t timeout_ns);
+/* fallocate(2): @mode FALLOC_FL_*, @offset and @len in bytes. */
+PRT_API int prt_fallocate(int fd, int mode, off_t offset, off_t len);
+PRT_API int prt_fallocate_timeout(int fd, int mode, off_t offset, off_t len,
+				  uint64_t timeout_ns);
+/* statx(2): @flags AT_*, @mask STATX_*; fills *@buf. */
+PRT_API int prt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
+/* renameat2(2): @flags RENAME_NOREPLACE, RENAME_EXCHANGE, ... (0: renameat(2)). */
+PRT_API int prt_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+			 unsigned flags);
+/* unlinkat(2): @flags 0 or AT_REMOVEDIR. */
+PRT_API int prt_unlinkat(int dirfd, const char *path, int flags);
+/* socket(2): returns the new fd; @type may carry SOCK_NONBLOCK, SOCK_CLOEXEC. */
+PRT_API int prt_socket(int domain, int type, int protocol);
+
+/*
  * Blocking-call offload: run @fn(@arg) on one of the runtime's helper
  * threads while the calling fiber parks, for calls that block the
  * thread (getaddrinfo, a blocking library). The pool has

@@ -25,6 +25,22 @@ enum {
 	 * this runtime's fibers: waiters sleep in priority order instead.
 	 */
 	PRT_RT_NO_PROXY = 1u << 3,
+	/*
+	 * Leave io_uring's helper threads (io-wq: they run file calls and
+	 * writes the kernel cannot do at once) where the kernel puts them:
+	 * on the CPU of the worker that submitted the work. By default each
+	 * bound worker's helpers run on the runtime's other CPUs
+	 * (IORING_REGISTER_IOWQ_AFF), so that a busy worker does not hold
+	 * up its own file I/O: a SCHED_FIFO worker that stays busy would
+	 * never let them run, and a SCHED_OTHER one now and then holds them
+	 * for a time slice (proxyrt/io.h, "File calls"). The price is a
+	 * wake-up on another CPU (tens of microseconds), more where those
+	 * CPUs are busy with other processes: there this flag may be the
+	 * better choice (README, "Fiber I/O", has figures). Nothing changes
+	 * for unbound workers (PRT_RT_NO_PIN, synthetic or XML topologies),
+	 * a runtime on one CPU, or the epoll backend.
+	 */
+	PRT_RT_NO_IOWQ_AFF = 1u << 4,
 };
 
 /* How fiber stacks are made (prt_runtime_config_t.stack_kind). */

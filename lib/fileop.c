@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * File and socket calls (proxyrt/io.h): prt_openat, prt_fsync,
+ * prt_fdatasync, prt_fallocate, prt_statx, prt_renameat, prt_unlinkat,
+ * prt_socket.
+ *
+ * On a plain thread each is its syscall. On a fiber it goes to the
+ * backend's ring where the probe found its opcode (io_uring.c, ur_fop),
+ * else to the runtime's offload pool (offload.c): the epoll backend
+ * sends them all there, since epoll cannot wait for a regular file.
+ *
+ * A timeout on the offload pool ends the wait, not the syscall: a call
+ * given up on goes on in its helper thread, which disposes of its
+ * result (closes the fd an open made). Its job, and a copy of its path,
+ * are on the heap, held by the caller and by the pool, since the caller
+ * returns before the helper is done with them.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h> /* renameat2 */
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "io_backend.h"
+#include "offload.h"
+#include "runtime_int.h"
+#include "worker.h"
+
+static const char *const fop_names[PRT_FOP_N] = {
+	"openat", "fsync", "fdatasync", "fallocate", "statx", "renameat", "unlinkat", "socket",
+};
+
+/* ---- the syscalls ------------------------------------------------------------------- */
+
+long prt__fop_sys(const struct prt__fopargs *a)
+{
+	long n = -1;
+
+	switch (a->op) {
+	case PRT_FOP_OPENAT:
+		n = openat(a->fd, a->path, a->flags, (mode_t)a->mode);
+		break;
+	case PRT_FOP_FSYNC:
+		n = fsync(a->fd);
+		break;
+	case PRT_FOP_FDATASYNC:
+		n = fdatasync(a->fd);
+		break;
+	case PRT_FOP_FALLOCATE:
+		n = fallocate(a->fd, a->flags, a->off, a->len);
+		break;
+	case PRT_FOP_STATX:
+		n = statx(a->fd, a->path, a->flags, a->mode, a->stx);
+		break;
+	case PRT_FOP_RENAMEAT:
+		n = renameat2(a->fd, a->path, a->fd2, a->path2, (unsigned)a->flags);
+		break;
+	case PRT_FOP_UNLINKAT:
+		n = unlinkat(a->fd, a->path, a->flags);
+		break;
+	case PRT_FOP_SOCKET:
+		n = socket(a->fd, a->fd2, a->flags);
+		break;
+	case PRT_FOP_N:
+		errno = EINVAL;
+		break;
+	}
+	return n < 0 ? -errno : n;
+}
+
+/* ---- the offload pool ------------------------------------------------------------------ */
+
+/* A file call on the pool: the job, its arguments and their paths' copies (timed calls). */
+struct fopjob {
+	struct prt__offjob job;
+	struct prt__fopargs a;
+	char paths[]; /* a.path, then a.path2, when copied */
+};
+
+static void *fopjob_run(void *arg)
+{
+	return (void *)(intptr_t)prt__fop_sys(arg);
+}
+
+/* The helper's result, which no caller took: an fd an open made is closed. */
+static void fopjob_orphan(struct prt__offjob *j)
+{
+	struct fopjob *fj = prt__container_of(j, struct fopjob, job);
+	long res = (long)(intptr_t)j->ret;
+
+	if (prt__fop_opens(fj->a.op) && res >= 0)
+		close((int)res);
+}
+
+/* Copy @s to @dst (room checked by the caller); returns the copy, NULL for NULL. */
+static const char *copy_path(char **dst, const char *s, size_t len)
+{
+	char *c = *dst;
+
+	if (!s)
+		return NULL;
+	memcpy(c, s, len + 1);
+	*dst += len + 1;
+	return c;
+}
+
+/*
+ * A call on the pool: a detached job with copies of the paths.
+ * -ENAMETOOLONG for a path longer than the kernel takes (PATH_MAX with
+ * its terminator), as the syscall would say.
+ */
+static long offload_timed(struct prt__worker *w, const struct prt__fopargs *a, uint64_t deadline)
+{
+	size_t l1 = a->path ? strnlen(a->path, PATH_MAX) : 0;
+	size_t l2 = a->path2 ? strnlen(a->path2, PATH_MAX) : 0;
+	size_t sz = sizeof(struct fopjob) + (a->path ? l1 + 1 : 0) + (a->path2 ? l2 + 1 : 0);
+	struct fopjob *fj;
+	char *p;
+	long res;
+	int err;
+
+	if (l1 == PATH_MAX || l2 == PATH_MAX)
+		return -ENAMETOOLONG;
+	if (!(fj = prt__alloc(sz)))
+		return -ENOMEM;
+	memset(fj, 0, sizeof(*fj));
+	fj->a = *a;
+	p = fj->paths;
+	fj->a.path = copy_path(&p, a->path, l1);
+	fj->a.path2 = copy_path(&p, a->path2, l2);
+	fj->job = (struct prt__offjob){ .fn = fopjob_run, .arg = &fj->a, .detached = true,
+					.size = sz, .orphan = fopjob_orphan };
+	err = prt__offload_run(w, &fj->job, deadline);
+	res = err ? err : (long)(intptr_t)fj->job.ret;
+	prt__offjob_put(&fj->job);
+	return res;
+}
+
+/*
+ * File call @a on the offload pool, until its end or @tmo ns (0: none).
+ * Always detached: a prt_cancel may end the wait (-ECANCELED) while a
+ * helper runs the call, which the orphan then undoes where it made
+ * something (an fd).
+ */
+static long fop_offload(struct prt__worker *w, const struct prt__fopargs *a, uint64_t tmo)
+{
+	return offload_timed(w, a, tmo ? prt__deadline_in(tmo) : 0);
+}
+
+/* ---- the calls -------------------------------------------------------------------------- */
+
+/* Is file call @op carried by @w's ring (probed), rather than the offload pool? */
+static bool fop_native(struct prt__worker *w, enum prt__fop_code op)
+{
+	return w->io.ops->fop && (w->rt->io.fop_native & (1u << op));
+}
+
+/* A call: the syscall on a plain thread, else the ring or the offload pool. */
+static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	/* A plain thread: @tmo does not apply (nothing could end the syscall); socket(2) never blocks. */
+	if (!w || (a->op == PRT_FOP_SOCKET && !fop_native(w, a->op)))
+		return prt__fop_sys(a);
+	if (tmo && prt__deadline_in(tmo) == PRT_NEVER)
+		tmo = 0; /* saturated: it never expires */
+	prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->op == PRT_FOP_SOCKET ? -1 : a->fd);
+	if (fop_native(w, a->op))
+		return w->io.ops->fop(w, a, tmo);
+	return fop_offload(w, a, tmo);
+}
+
+PRT_API int prt_openat_timeout(int dirfd, const char *path, int flags, mode_t mode,
+			       uint64_t tmo)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_OPENAT, .fd = dirfd, .path = path,
+				  .flags = flags, .mode = mode };
+
+	if (!path)
+		return -EFAULT;
+	return (int)run_fop(&a, tmo);
+}
+
+PRT_API int prt_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return prt_openat_timeout(dirfd, path, flags, mode, 0);
+}
+
+/* fsync or fdatasync (@op) of @fd. */
+static int sync_fd(enum prt__fop_code op, int fd, uint64_t tmo)
+{
+	struct prt__fopargs a = { .op = op, .fd = fd };
+
+	if (fd < 0)
+		return -EBADF;
+	return (int)run_fop(&a, tmo);
+}
+
+PRT_API int prt_fsync_timeout(int fd, uint64_t tmo)
+{
+	return sync_fd(PRT_FOP_FSYNC, fd, tmo);
+}
+
+PRT_API int prt_fsync(int fd)
+{
+	return sync_fd(PRT_FOP_FSYNC, fd, 0);
+}
+
+PRT_API int prt_fdatasync_timeout(int fd, uint64_t tmo)
+{
+	return sync_fd(PRT_FOP_FDATASYNC, fd, tmo);
+}
+
+PRT_API int prt_fdatasync(int fd)
+{
+	return sync_fd(PRT_FOP_FDATASYNC, fd, 0);
+}
+
+PRT_API int prt_fallocate_timeout(int fd, int mode, off_t offset, off_t len, uint64_t tmo)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_FALLOCATE, .fd = fd, .flags = mode,
+				  .off = offset, .len = len };
+
+	if (fd < 0)
+		return -EBADF;
+	return (int)run_fop(&a, tmo);
+}
+
+PRT_API int prt_fallocate(int fd, int mode, off_t offset, off_t len)
+{
+	return prt_fallocate_timeout(fd, mode, offset, len, 0);
+}
+
+PRT_API int prt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_STATX, .fd = dirfd, .path = path, .flags = flags,
+				  .mode = mask, .stx = buf };
+
+	if (!path || !buf)
+		return -EFAULT;
+	return (int)run_fop(&a, 0);
+}
+
+PRT_API int prt_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+			 unsigned flags)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_RENAMEAT, .fd = olddirfd, .path = oldpath,
+				  .fd2 = newdirfd, .path2 = newpath, .flags = (int)flags };
+
+	if (!oldpath || !newpath)
+		return -EFAULT;
+	return (int)run_fop(&a, 0);
+}
+
+PRT_API int prt_unlinkat(int dirfd, const char *path, int flags)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_UNLINKAT, .fd = dirfd, .path = path, .flags = flags };
+
+	if (!path)
+		return -EFAULT;
+	return (int)run_fop(&a, 0);
+}
+
+PRT_API int prt_socket(int domain, int type, int protocol)
+{
+	struct prt__fopargs a = { .op = PRT_FOP_SOCKET, .fd = domain, .fd2 = type,
+				  .flags = protocol };
+
+	return (int)run_fop(&a, 0);
+}
