@@ -71,7 +71,7 @@ static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
 }
 
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct prt__handoff *h);
+			   bool joining, struct prt__handoff *h);
 
 /*
  * The first waiter changed from @was (it left, or priorities moved). If
@@ -86,7 +86,7 @@ static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct p
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
 	if (first && first != was && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
-		handoff_locked(m, o, first, h); /* fails only if taken meanwhile */
+		handoff_locked(m, o, first, false, h); /* fails only if taken meanwhile */
 }
 
 /*
@@ -164,15 +164,21 @@ static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
 
 /*
  * Hand the mutex to waiter @r: word @o (held by the caller, or released)
- * becomes @r's token. Returns false if the word changed (a released lock
- * taken meanwhile). wait_lock held; wake with handoff_wake() after it.
+ * becomes @r's token, with PRT_MTX_WAITERS if anyone waits once @r is
+ * off the list: another record, or (@joining) the caller's, which it
+ * queues before it drops wait_lock (acquire_locked). Without the flag
+ * the new owner's unlock takes the fast path and never wakes a record
+ * queued after the handoff: it sleeps for good (a plain thread's lock,
+ * a condvar waiter requeued by a signal). Returns false if the word
+ * changed (a released lock taken meanwhile). wait_lock held; wake with
+ * handoff_wake() after it.
  */
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct prt__handoff *h)
+			   bool joining, struct prt__handoff *h)
 {
 	struct prt_runtime *ref = handoff_ref(r);
-	/* Others wait once @r is off the list: it is not the only record. */
-	bool others = m->waiters.next != &r->pl.node || r->pl.node.next != &m->waiters;
+	/* Others wait once @r is off the list: it is not the only record, or one joins. */
+	bool others = joining || m->waiters.next != &r->pl.node || r->pl.node.next != &m->waiters;
 	uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
 	prt__assert(!h->done); /* one handoff per record: its wake drops the reference */
@@ -248,7 +254,10 @@ static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
  * Take the mutex for @r (queued or not) if it is free and @r may, else
  * make sure the waiters flag is set so the owner's unlock comes to the
  * slow path. A released mutex that @r may not take goes to the first
- * waiter (@h, to wake). Returns true if taken. wait_lock held.
+ * waiter (@h, to wake), flagged for @r too if @r is not queued yet: the
+ * caller queues it next, under this wait_lock hold (or gives up, and
+ * the flag only sends that owner's unlock to the slow path). Returns
+ * true if taken. wait_lock held.
  */
 static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool queued,
 			   struct prt__handoff *h)
@@ -267,7 +276,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 			uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
 			if (first && (queued ? first != r : first->pl.prio > r->pl.prio)) {
-				if (handoff_locked(m, o, first, h))
+				if (handoff_locked(m, o, first, !queued, h))
 					return false;
 				o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 				continue;
@@ -901,7 +910,7 @@ static prt__noinline int unlock_slow(struct prt__mutex *m, struct prt__worker *w
 		return 0;
 	}
 	/* We hold the word: nobody else may change it, so this cannot fail. */
-	handoff_locked(m, atomic_load_explicit(&m->owner, memory_order_relaxed), r, &h);
+	handoff_locked(m, atomic_load_explicit(&m->owner, memory_order_relaxed), r, false, &h);
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(w, &h);
 	return 0;
