@@ -1789,7 +1789,7 @@ static void test_waiter_list_model(void **state)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_semantics),
@@ -1820,5 +1820,7 @@ int main(void)
 		cmocka_unit_test(test_waiter_list_model),
 	};
 
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* a test's name, or a pattern with '*' */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
