@@ -201,6 +201,22 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 }
 
 /*
+ * A waiter handed the mutex with its wait (@h->wait) is asleep, or is a
+ * condvar waiter (parker) not asleep yet. Such a one, woken by its own
+ * timeout and then moved here by a signal before it ran (cond.c: the
+ * signal won), is queued with blocked_on set, and a pick may attach it
+ * to the sleeping owner at the end of its chain, as a donor (proxy.c).
+ * Waking its wait then only keeps the wake (LATE): take it off that
+ * owner's donor list, as a donor's handoff does (prt__detach_donor),
+ * else it owns the mutex there until that owner wakes. True if it was
+ * attached: the caller queues it, after the wake of its wait.
+ */
+static bool handoff_unattach(struct prt__handoff *h)
+{
+	return h->fiber && prt__unattach(h->fiber);
+}
+
+/*
  * After a handoff, wait_lock dropped (wakeups never under it, docs/design.md).
  * @w: the worker, when called from unlock: it may switch to the new owner.
  */
@@ -216,7 +232,12 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 	else if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (h->wait) {
+		/* Before the wake: once woken, it may return and wait anew (see handoff_unattach). */
+		bool back = handoff_unattach(h);
+
 		prt__wait_wake(h->wait); /* asleep, or about to: its wait absorbs an early wake */
+		if (back)
+			prt__wake(f);
 	} else if (!prt__detach_donor(f)) {
 		/* Queued as a donor: runnable now. Send it home if queued away. */
 		prt__migrate_queued(f);
@@ -237,13 +258,18 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
  */
 static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
 {
+	bool back;
+
 	if (!h->done)
 		return;
 	h->done = false;
 	prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
-	/* Only sleepers: a timeout's dequeue hands a claim on to a sleeping first waiter alone. */
+	/* A timeout's dequeue hands a claim on to a sleeping first waiter or a parker alone. */
 	prt__assert(h->wait);
+	back = handoff_unattach(h); /* before the wake, as in handoff_wake */
 	prt__wait_wake_here(h->wait, w);
+	if (back)
+		prt__wake_here_locked(w, h->fiber);
 	if (h->ref) {
 		prt__rt_put(h->ref); /* only for a mutex shared with another runtime */
 		h->ref = NULL;

@@ -719,6 +719,132 @@ static void test_released_handoff_wakes_newcomer(void **state)
 	assert_int_equal(prt_runtime_destroy(nc.rt), 0);
 }
 
+/* ---- a handoff to a condvar waiter attached to a sleeping owner ---- */
+
+/*
+ * A condvar waiter woken by its timeout is queued; a signal that comes
+ * before it runs still moves it to the mutex (cond.c: the signal won),
+ * blocked_on set. Picked, it walks its chain as a donor and may be
+ * attached to the sleeping owner at the end (here: the mutex's owner A
+ * waits on m2, whose owner O is parked). A handoff to it must bring it
+ * back from there as it does a donor: waking its wait alone (LATE: it is
+ * not asleep) left it on O's donor list, owning the mutex, until O woke.
+ * One worker: the priorities say what runs when.
+ */
+#define PA_COND_NS 200000000L /* the condvar waiter's timeout */
+
+static struct {
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	prt_fiber_t cw;
+	atomic_int o_parked, cw_waits, a_done, cw_done, cw_err;
+} pa;
+
+static void *pa_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m2) == 0);
+	atomic_store(&pa.o_parked, 1);
+	while (atomic_load(&pa.o_parked) == 1)
+		prt_park();
+	FIBER_CHECK(prt_mutex_unlock(&pa.m2) == 0);
+	return NULL;
+}
+
+static void *pa_cond_waiter(void *arg)
+{
+	struct timespec ts = test_realtime_in(PA_COND_NS);
+	int e;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m) == 0);
+	atomic_store(&pa.cw_waits, 1);
+	e = prt_cond_timedwait(&pa.c, &pa.m, &ts);
+	atomic_store(&pa.cw_err, e);
+	atomic_store(&pa.cw_done, 1);
+	FIBER_CHECK(prt_mutex_unlock(&pa.m) == 0); /* ours again either way */
+	return NULL;
+}
+
+static void *pa_holder(void *arg)
+{
+	struct timespec ts = test_realtime_in(2 * PA_COND_NS);
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m) == 0);
+	/* O sleeps holding m2: we wait, attached to O, until our deadline. */
+	FIBER_CHECK(prt_mutex_timedlock(&pa.m2, &ts) == ETIMEDOUT);
+	FIBER_CHECK(prt_mutex_unlock(&pa.m) == 0); /* handed to the condvar waiter */
+	atomic_store(&pa.a_done, 1);
+	return NULL;
+}
+
+static void *pa_signaller(void *arg)
+{
+	struct prt__fiber *cw = pa.cw.p;
+
+	(void)arg;
+	/* Until the waiter's timeout has queued it (a yield fires due timers; it is below us). */
+	while (atomic_load(&cw->state) == PRT_FS_BLOCKED)
+		prt_yield();
+	/* Not holding m: the requeue finds A's m and queues the waiter behind it. */
+	FIBER_CHECK(prt_cond_signal(&pa.c) == 0);
+	return NULL;
+}
+
+/* One round: false if the waiter ran before the signal (a slow machine): try again. */
+static bool pa_round(prt_runtime_t *rt)
+{
+	prt_fiber_t o, a, b;
+	uint64_t t0;
+	bool done;
+
+	memset(&pa.o_parked, 0, sizeof(pa) - offsetof(typeof(pa), o_parked));
+	o = test_spawn(rt, 1, -1, pa_owner, NULL);
+	while (!atomic_load(&pa.o_parked))
+		sched_yield();
+	pa.cw = test_spawn(rt, 20, -1, pa_cond_waiter, NULL);
+	while (!atomic_load(&pa.cw_waits) || atomic_load(&pa.cw.p->state) != PRT_FS_BLOCKED)
+		sched_yield();
+	a = test_spawn(rt, 10, -1, pa_holder, NULL);
+	while (!atomic_load(&a.p->attached_to) && !atomic_load(&pa.a_done))
+		sched_yield();
+	b = test_spawn(rt, 30, -1, pa_signaller, NULL);
+	while (!atomic_load(&pa.a_done))
+		usleep(1000);
+	/* A handed m to the waiter: it returns while O still sleeps. */
+	for (t0 = test_mono_ns(); !atomic_load(&pa.cw_done) && test_mono_ns() - t0 < NC_WAIT_NS;)
+		usleep(1000);
+	done = atomic_load(&pa.cw_done);
+	atomic_store(&pa.o_parked, 2);
+	assert_int_equal(prt_unpark(o), 0);
+	assert_null(prt_join(b, NULL));
+	assert_null(prt_join(a, NULL));
+	assert_null(prt_join(pa.cw, NULL));
+	assert_null(prt_join(o, NULL));
+	if (!done)
+		fail_msg("the condvar waiter handed the mutex stayed attached to the sleeping owner");
+	return atomic_load(&pa.cw_err) == 0; /* ETIMEDOUT: it ran before the signal */
+}
+
+static void test_handoff_brings_back_attached_cond_waiter(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	int tries = 0;
+
+	(void)state;
+	assert_int_equal(prt_mutex_init(&pa.m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&pa.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&pa.c), 0);
+	while (!pa_round(rt))
+		if (++tries == 20)
+			fail_msg("the signal never came before the timed-out waiter ran");
+	assert_int_equal(prt_cond_destroy(&pa.c), 0);
+	assert_int_equal(prt_mutex_destroy(&pa.m2), 0);
+	assert_int_equal(prt_mutex_destroy(&pa.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- deadlock detection ---- */
 
 static prt_mutex_t dl[3];
@@ -1802,6 +1928,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remote_owner),
 		cmocka_unit_test(test_sleeping_owner),
 		cmocka_unit_test(test_released_handoff_wakes_newcomer),
+		cmocka_unit_test(test_handoff_brings_back_attached_cond_waiter),
 		cmocka_unit_test(test_deadlock_abba),
 		cmocka_unit_test(test_deadlock_three),
 		cmocka_unit_test(test_fibers_and_threads),
