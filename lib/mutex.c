@@ -72,7 +72,7 @@ static void forget_waiter(struct prt__mutex *m, struct prt__mwaiter *r)
 }
 
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct prt__handoff *h);
+			   bool joining, struct prt__handoff *h);
 
 /*
  * The first waiter changed from @was (it left, or priorities moved). If
@@ -87,7 +87,7 @@ static void claim_moved(struct prt__mutex *m, struct prt__mwaiter *was, struct p
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 
 	if (first && first != was && !(o & ~PRT_MTX_FLAGS) && (first->sleeping || first->parker))
-		handoff_locked(m, o, first, h); /* fails only if taken meanwhile */
+		handoff_locked(m, o, first, false, h); /* fails only if taken meanwhile */
 }
 
 /*
@@ -165,15 +165,21 @@ static struct prt_runtime *handoff_ref(struct prt__mwaiter *r)
 
 /*
  * Hand the mutex to waiter @r: word @o (held by the caller, or released)
- * becomes @r's token. Returns false if the word changed (a released lock
- * taken meanwhile). wait_lock held; wake with handoff_wake() after it.
+ * becomes @r's token, with PRT_MTX_WAITERS if anyone waits once @r is
+ * off the list: another record, or (@joining) the caller's, which it
+ * queues before it drops wait_lock (acquire_locked). Without the flag
+ * the new owner's unlock takes the fast path and never wakes a record
+ * queued after the handoff: it sleeps for good (a plain thread's lock,
+ * a condvar waiter requeued by a signal). Returns false if the word
+ * changed (a released lock taken meanwhile). wait_lock held; wake with
+ * handoff_wake() after it.
  */
 static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaiter *r,
-			   struct prt__handoff *h)
+			   bool joining, struct prt__handoff *h)
 {
 	struct prt_runtime *ref = handoff_ref(r);
-	/* Others wait once @r is off the list: it is not the only record. */
-	bool others = m->waiters.next != &r->pl.node || r->pl.node.next != &m->waiters;
+	/* Others wait once @r is off the list: it is not the only record, or one joins. */
+	bool others = joining || m->waiters.next != &r->pl.node || r->pl.node.next != &m->waiters;
 	uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
 	prt__assert(!h->done); /* one handoff per record: its wake drops the reference */
@@ -196,6 +202,22 @@ static bool handoff_locked(struct prt__mutex *m, uintptr_t o, struct prt__mwaite
 }
 
 /*
+ * A waiter handed the mutex with its wait (@h->wait) is asleep, or is a
+ * condvar waiter (parker) not asleep yet. Such a one, woken by its own
+ * timeout and then moved here by a signal before it ran (cond.c: the
+ * signal won), is queued with blocked_on set, and a pick may attach it
+ * to the sleeping owner at the end of its chain, as a donor (proxy.c).
+ * Waking its wait then only keeps the wake (LATE): take it off that
+ * owner's donor list, as a donor's handoff does (prt__detach_donor),
+ * else it owns the mutex there until that owner wakes. True if it was
+ * attached: the caller queues it, after the wake of its wait.
+ */
+static bool handoff_unattach(struct prt__handoff *h)
+{
+	return h->fiber && prt__unattach(h->fiber);
+}
+
+/*
  * After a handoff, wait_lock dropped (wakeups never under it, docs/design.md).
  * @w: the worker, when called from unlock: it may switch to the new owner.
  */
@@ -211,7 +233,12 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 	else if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
 	if (h->wait) {
+		/* Before the wake: once woken, it may return and wait anew (see handoff_unattach). */
+		bool back = handoff_unattach(h);
+
 		prt__wait_wake(h->wait); /* asleep, or about to: its wait absorbs an early wake */
+		if (back)
+			prt__wake(f);
 	} else if (!prt__detach_donor(f)) {
 		/* Queued as a donor: runnable now. Send it home if queued away. */
 		prt__migrate_queued(f);
@@ -232,15 +259,20 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
  */
 static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
 {
+	bool back;
+
 	if (!h->done)
 		return;
 	h->done = false;
 	/* A prt_cancel from a plain thread runs this too: no worker of its own to count on. */
 	if (prt__cur_worker())
 		prt__stat_inc(&prt__cur_worker()->stats.handoffs, 1);
-	/* Only sleepers: a timeout's dequeue hands a claim on to a sleeping first waiter alone. */
+	/* A timeout's dequeue hands a claim on to a sleeping first waiter or a parker alone. */
 	prt__assert(h->wait);
+	back = handoff_unattach(h); /* before the wake, as in handoff_wake */
 	prt__wait_wake_here(h->wait, w);
+	if (back)
+		prt__wake_here_locked(w, h->fiber);
 	if (h->ref) {
 		prt__rt_put(h->ref); /* only for a mutex shared with another runtime */
 		h->ref = NULL;
@@ -251,7 +283,10 @@ static void handoff_wake_here(struct prt__worker *w, struct prt__handoff *h)
  * Take the mutex for @r (queued or not) if it is free and @r may, else
  * make sure the waiters flag is set so the owner's unlock comes to the
  * slow path. A released mutex that @r may not take goes to the first
- * waiter (@h, to wake). Returns true if taken. wait_lock held.
+ * waiter (@h, to wake), flagged for @r too if @r is not queued yet: the
+ * caller queues it next, under this wait_lock hold (or gives up, and
+ * the flag only sends that owner's unlock to the slow path). Returns
+ * true if taken. wait_lock held.
  */
 static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool queued,
 			   struct prt__handoff *h)
@@ -270,7 +305,7 @@ static bool acquire_locked(struct prt__mutex *m, struct prt__mwaiter *r, bool qu
 			uintptr_t n = r->token | (others ? PRT_MTX_WAITERS : 0);
 
 			if (first && (queued ? first != r : first->pl.prio > r->pl.prio)) {
-				if (handoff_locked(m, o, first, h))
+				if (handoff_locked(m, o, first, !queued, h))
 					return false;
 				o = atomic_load_explicit(&m->owner, memory_order_relaxed);
 				continue;
@@ -937,7 +972,7 @@ static prt__noinline int unlock_slow(struct prt__mutex *m, struct prt__worker *w
 		return 0;
 	}
 	/* We hold the word: nobody else may change it, so this cannot fail. */
-	handoff_locked(m, atomic_load_explicit(&m->owner, memory_order_relaxed), r, &h);
+	handoff_locked(m, atomic_load_explicit(&m->owner, memory_order_relaxed), r, false, &h);
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake(w, &h);
 	return 0;

@@ -9,6 +9,7 @@
 #include "test_common.h"
 #include "mutex_int.h" /* internal: the top-waiter cache */
 #include "runtime_int.h" /* internal: blocked_on, to wait until a fiber waits */
+#include "worker.h" /* internal: the worker a donor is queued on */
 
 /* Wait (from a plain thread or by yielding in a fiber) until @f waits on a mutex. */
 static void wait_blocked(prt_fiber_t f)
@@ -496,6 +497,356 @@ static void test_sleeping_owner(void **state)
 	for (int i = 0; i < 4; i++)
 		assert_null(prt_join(w[i], NULL) == 0 ? NULL : (void *)1);
 	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a released mutex handed on for a newcomer: the newcomer is woken ---- */
+
+/*
+ * An unlock between equals may release the mutex with its waiters
+ * queued (mutex.c, "Handoff and lateral stealing"). A newcomer that may
+ * not pass the first waiter then hands it the mutex and queues its own
+ * record (acquire_locked): a plain thread's lock or timedlock, a fiber's
+ * lock, a condvar waiter requeued by a signal from a thread that does
+ * not hold the mutex. That handoff must flag the word for the newcomer:
+ * without PRT_MTX_WAITERS the new owner unlocked by the fast path and
+ * the newcomer slept for good (stress_mixed hung so: a plain thread
+ * asleep on a free mutex, its record queued, and every fiber waiting on
+ * what the thread held).
+ *
+ * The state is made, not raced for: U (priority 20, on worker 0) holds
+ * m and computes (preemption off, no scheduling point); H (20, on
+ * worker 1) waits for m and is moved to U's worker as a donor, where
+ * nothing can run it. U unlocks: H is its equal, queued, so m is
+ * released with H first. Then the newcomer (priority below 20) comes,
+ * and U goes on computing until its record is queued. Only if H had
+ * waited 1 ms by U's unlock (PRT_MTX_STARVE_NS: a loaded machine) is it
+ * handed m instead: that round is tried again, for up to a minute.
+ */
+enum { NC_THREAD_LOCK, NC_THREAD_TIMEDLOCK, NC_FIBER_LOCK, NC_COND_THREAD, NC_COND_FIBER, NC_N };
+
+#define NC_PRIO 20       /* U and H */
+#define NC_LOW 5         /* a fiber newcomer or condvar waiter */
+#define NC_WAIT_NS 10000000000ull
+
+static struct {
+	prt_runtime_t *rt;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t h;
+	int kind;
+	atomic_int released; /* set by U: 1 released with H first, -1 handed to H */
+	atomic_int cond_waits; /* the condvar waiter is on c (it released m) */
+	atomic_int got;      /* the newcomer holds m (its call returned 0) */
+	atomic_int err;      /* the newcomer's call's result, if not 0 */
+} nc;
+
+/* The priority + 1 (m->top) of the newcomer's record, once queued. */
+static int nc_top(void)
+{
+	bool fiber = nc.kind == NC_FIBER_LOCK || nc.kind == NC_COND_FIBER;
+
+	return (fiber ? NC_LOW : PRT_PRIO_DEFAULT) + 1;
+}
+
+/* The newcomer's side, done: record what its call returned, give m back. */
+static void nc_done(int err)
+{
+	atomic_store(&nc.err, err);
+	if (!err) {
+		atomic_store(&nc.got, 1);
+		prt_mutex_unlock(&nc.m);
+	}
+}
+
+static void *nc_first(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&nc.m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&nc.m) == 0);
+	return NULL;
+}
+
+/*
+ * Keep this worker computing (no scheduling point) until @cond, at most
+ * NC_WAIT_NS. No sched_yield(): on a loaded machine it gives the CPU
+ * away for milliseconds, past H's 1 ms.
+ */
+#define NC_SPIN_UNTIL(cond)                                                               \
+	for (uint64_t t0_ = test_mono_ns(); !(cond) && test_mono_ns() - t0_ < NC_WAIT_NS;) { \
+	}
+
+static void *nc_owner(void *arg)
+{
+	struct prt__mutex *m = prt__mutex_of(&nc.m);
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *h;
+	uintptr_t o;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&nc.m) == 0);
+	FIBER_CHECK(prt_preempt_disable() == 0);
+	nc.h = test_spawn(nc.rt, NC_PRIO, 1, nc_first, NULL);
+	h = nc.h.p;
+	/* H waits, queued here as a donor: it runs only when we stop computing. */
+	NC_SPIN_UNTIL(atomic_load(&h->blocked_on) == m && atomic_load(&h->rq_worker) == w);
+	FIBER_CHECK(atomic_load(&h->rq_worker) == w);
+	FIBER_CHECK(prt_mutex_unlock(&nc.m) == 0);
+	o = atomic_load(&m->owner);
+	atomic_store(&nc.released, o == PRT_MTX_WAITERS ? 1 : -1);
+	/* Released: until the newcomer is queued behind H's grant (or already served). */
+	if (o == PRT_MTX_WAITERS)
+		NC_SPIN_UNTIL(atomic_load(&m->top) == nc_top() || atomic_load(&nc.got));
+	FIBER_CHECK(prt_preempt_enable() == 0);
+	return NULL;
+}
+
+static void *nc_thread(void *arg)
+{
+	struct timespec ts = test_realtime_in(60 * 1000000000L);
+
+	(void)arg;
+	switch (nc.kind) {
+	case NC_THREAD_LOCK:
+		nc_done(prt_mutex_lock(&nc.m));
+		break;
+	case NC_THREAD_TIMEDLOCK:
+		nc_done(prt_mutex_timedlock(&nc.m, &ts));
+		break;
+	case NC_COND_THREAD:
+		if (prt_mutex_lock(&nc.m)) {
+			atomic_store(&nc.err, -1);
+			break;
+		}
+		atomic_store(&nc.cond_waits, 1); /* m is ours until the wait releases it */
+		nc_done(prt_cond_wait(&nc.c, &nc.m));
+		break;
+	}
+	return NULL;
+}
+
+static void *nc_fiber(void *arg)
+{
+	(void)arg;
+	if (nc.kind == NC_FIBER_LOCK) {
+		nc_done(prt_mutex_lock(&nc.m));
+		return NULL;
+	}
+	FIBER_CHECK(prt_mutex_lock(&nc.m) == 0);
+	atomic_store(&nc.cond_waits, 1);
+	nc_done(prt_cond_wait(&nc.c, &nc.m));
+	return NULL;
+}
+
+/* One round of @kind: false if H was handed m (it had waited too long), to try again. */
+static bool nc_round(int kind)
+{
+	bool cond = kind == NC_COND_THREAD || kind == NC_COND_FIBER;
+	pthread_t t;
+	prt_fiber_t u, f = { 0 };
+	uint64_t t0;
+
+	memset(&nc.released, 0, sizeof(nc) - offsetof(typeof(nc), released));
+	nc.kind = kind;
+	/* A condvar waiter first: it waits on c, m released. */
+	if (kind == NC_COND_THREAD)
+		assert_int_equal(pthread_create(&t, NULL, nc_thread, NULL), 0);
+	else if (kind == NC_COND_FIBER)
+		f = test_spawn(nc.rt, NC_LOW, 1, nc_fiber, NULL);
+	while (cond && !atomic_load(&nc.cond_waits))
+		sched_yield();
+	/* U takes m only once the waiter's wait has released it. */
+	u = test_spawn(nc.rt, NC_PRIO, 0, nc_owner, NULL);
+	while (!atomic_load(&nc.released))
+		sched_yield();
+	if (atomic_load(&nc.released) < 0) {
+		/* Not released: nothing came for m; H takes and gives it back. */
+		assert_null(prt_join(u, NULL));
+		assert_null(prt_join(nc.h, NULL));
+		if (cond) {
+			/* The waiter goes on waiting on c: broadcast under m, the usual way. */
+			assert_int_equal(prt_mutex_lock(&nc.m), 0);
+			assert_int_equal(prt_cond_broadcast(&nc.c), 0);
+			assert_int_equal(prt_mutex_unlock(&nc.m), 0);
+			goto join;
+		}
+		return false;
+	}
+	/* Released, H first and unable to run: the newcomer comes for m. */
+	switch (kind) {
+	case NC_THREAD_LOCK:
+	case NC_THREAD_TIMEDLOCK:
+		assert_int_equal(pthread_create(&t, NULL, nc_thread, NULL), 0);
+		break;
+	case NC_FIBER_LOCK:
+		f = test_spawn(nc.rt, NC_LOW, 1, nc_fiber, NULL);
+		break;
+	default:
+		/* A signal without m: the requeue hands m to H and queues the waiter. */
+		assert_int_equal(prt_cond_signal(&nc.c), 0);
+		break;
+	}
+	assert_null(prt_join(u, NULL));
+	for (t0 = test_mono_ns(); !atomic_load(&nc.got) && !atomic_load(&nc.err) &&
+				  test_mono_ns() - t0 < NC_WAIT_NS;)
+		usleep(1000);
+	if (!atomic_load(&nc.got))
+		fail_msg("kind %d: the newcomer was not handed the free mutex (err %d): "
+			 "its wakeup was lost", kind, atomic_load(&nc.err));
+	assert_null(prt_join(nc.h, NULL));
+join:
+	if (kind == NC_FIBER_LOCK || kind == NC_COND_FIBER)
+		assert_null(prt_join(f, NULL));
+	else
+		assert_int_equal(pthread_join(t, NULL), 0);
+	if (atomic_load(&nc.released) < 0)
+		return false;
+	assert_int_equal(atomic_load(&nc.err), 0);
+	return true;
+}
+
+static void test_released_handoff_wakes_newcomer(void **state)
+{
+	(void)state;
+	nc.rt = test_rt(2);
+	assert_int_equal(prt_mutex_init(&nc.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&nc.c), 0);
+	for (int kind = 0; kind < NC_N; kind++) {
+		uint64_t t0 = test_mono_ns();
+
+		/* A round costs milliseconds: try for a minute (a loaded machine misses many). */
+		while (!nc_round(kind))
+			if (test_mono_ns() - t0 > 60 * 1000000000ull)
+				fail_msg("kind %d: H was never left queued at U's unlock", kind);
+	}
+	assert_int_equal(prt_cond_destroy(&nc.c), 0);
+	assert_int_equal(prt_mutex_destroy(&nc.m), 0);
+	assert_int_equal(prt_runtime_destroy(nc.rt), 0);
+}
+
+/* ---- a handoff to a condvar waiter attached to a sleeping owner ---- */
+
+/*
+ * A condvar waiter woken by its timeout is queued; a signal that comes
+ * before it runs still moves it to the mutex (cond.c: the signal won),
+ * blocked_on set. Picked, it walks its chain as a donor and may be
+ * attached to the sleeping owner at the end (here: the mutex's owner A
+ * waits on m2, whose owner O is parked). A handoff to it must bring it
+ * back from there as it does a donor: waking its wait alone (LATE: it is
+ * not asleep) left it on O's donor list, owning the mutex, until O woke.
+ * One worker: the priorities say what runs when.
+ */
+#define PA_COND_NS 200000000L /* the condvar waiter's timeout */
+
+static struct {
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	prt_fiber_t cw;
+	atomic_int o_parked, cw_waits, a_done, cw_done, cw_err;
+} pa;
+
+static void *pa_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m2) == 0);
+	atomic_store(&pa.o_parked, 1);
+	while (atomic_load(&pa.o_parked) == 1)
+		prt_park();
+	FIBER_CHECK(prt_mutex_unlock(&pa.m2) == 0);
+	return NULL;
+}
+
+static void *pa_cond_waiter(void *arg)
+{
+	struct timespec ts = test_realtime_in(PA_COND_NS);
+	int e;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m) == 0);
+	atomic_store(&pa.cw_waits, 1);
+	e = prt_cond_timedwait(&pa.c, &pa.m, &ts);
+	atomic_store(&pa.cw_err, e);
+	atomic_store(&pa.cw_done, 1);
+	FIBER_CHECK(prt_mutex_unlock(&pa.m) == 0); /* ours again either way */
+	return NULL;
+}
+
+static void *pa_holder(void *arg)
+{
+	struct timespec ts = test_realtime_in(2 * PA_COND_NS);
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&pa.m) == 0);
+	/* O sleeps holding m2: we wait, attached to O, until our deadline. */
+	FIBER_CHECK(prt_mutex_timedlock(&pa.m2, &ts) == ETIMEDOUT);
+	FIBER_CHECK(prt_mutex_unlock(&pa.m) == 0); /* handed to the condvar waiter */
+	atomic_store(&pa.a_done, 1);
+	return NULL;
+}
+
+static void *pa_signaller(void *arg)
+{
+	struct prt__fiber *cw = pa.cw.p;
+
+	(void)arg;
+	/* Until the waiter's timeout has queued it (a yield fires due timers; it is below us). */
+	while (atomic_load(&cw->state) == PRT_FS_BLOCKED)
+		prt_yield();
+	/* Not holding m: the requeue finds A's m and queues the waiter behind it. */
+	FIBER_CHECK(prt_cond_signal(&pa.c) == 0);
+	return NULL;
+}
+
+/* One round: false if the waiter ran before the signal (a slow machine): try again. */
+static bool pa_round(prt_runtime_t *rt)
+{
+	prt_fiber_t o, a, b;
+	uint64_t t0;
+	bool done;
+
+	memset(&pa.o_parked, 0, sizeof(pa) - offsetof(typeof(pa), o_parked));
+	o = test_spawn(rt, 1, -1, pa_owner, NULL);
+	while (!atomic_load(&pa.o_parked))
+		sched_yield();
+	pa.cw = test_spawn(rt, 20, -1, pa_cond_waiter, NULL);
+	while (!atomic_load(&pa.cw_waits) || atomic_load(&pa.cw.p->state) != PRT_FS_BLOCKED)
+		sched_yield();
+	a = test_spawn(rt, 10, -1, pa_holder, NULL);
+	while (!atomic_load(&a.p->attached_to) && !atomic_load(&pa.a_done))
+		sched_yield();
+	b = test_spawn(rt, 30, -1, pa_signaller, NULL);
+	while (!atomic_load(&pa.a_done))
+		usleep(1000);
+	/* A handed m to the waiter: it returns while O still sleeps. */
+	for (t0 = test_mono_ns(); !atomic_load(&pa.cw_done) && test_mono_ns() - t0 < NC_WAIT_NS;)
+		usleep(1000);
+	done = atomic_load(&pa.cw_done);
+	atomic_store(&pa.o_parked, 2);
+	assert_int_equal(prt_unpark(o), 0);
+	assert_null(prt_join(b, NULL));
+	assert_null(prt_join(a, NULL));
+	assert_null(prt_join(pa.cw, NULL));
+	assert_null(prt_join(o, NULL));
+	if (!done)
+		fail_msg("the condvar waiter handed the mutex stayed attached to the sleeping owner");
+	return atomic_load(&pa.cw_err) == 0; /* ETIMEDOUT: it ran before the signal */
+}
+
+static void test_handoff_brings_back_attached_cond_waiter(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	int tries = 0;
+
+	(void)state;
+	assert_int_equal(prt_mutex_init(&pa.m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&pa.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&pa.c), 0);
+	while (!pa_round(rt))
+		if (++tries == 20)
+			fail_msg("the signal never came before the timed-out waiter ran");
+	assert_int_equal(prt_cond_destroy(&pa.c), 0);
+	assert_int_equal(prt_mutex_destroy(&pa.m2), 0);
+	assert_int_equal(prt_mutex_destroy(&pa.m), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
@@ -1569,7 +1920,7 @@ static void test_waiter_list_model(void **state)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_semantics),
@@ -1581,6 +1932,8 @@ int main(void)
 		cmocka_unit_test(test_chain_depth_10),
 		cmocka_unit_test(test_remote_owner),
 		cmocka_unit_test(test_sleeping_owner),
+		cmocka_unit_test(test_released_handoff_wakes_newcomer),
+		cmocka_unit_test(test_handoff_brings_back_attached_cond_waiter),
 		cmocka_unit_test(test_deadlock_abba),
 		cmocka_unit_test(test_deadlock_three),
 		cmocka_unit_test(test_fibers_and_threads),
@@ -1599,5 +1952,7 @@ int main(void)
 		cmocka_unit_test(test_waiter_list_model),
 	};
 
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* a test's name, or a pattern with '*' */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
