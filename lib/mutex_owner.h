@@ -26,6 +26,8 @@ struct prt__tself {
 	_Atomic(struct prt__mutex *) blocked_on;
 	/* Mutexes it holds (a recursive one once); written only by its thread. */
 	atomic_uint nheld;
+	/* Of those, untracked rwlock read holds (as prt__fiber.rd_untracked). */
+	atomic_uint rd_untracked;
 	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
 	struct prt__tself *free_next; /* on the free list while no thread has it */
 } __attribute__((aligned(8)));

@@ -81,6 +81,13 @@ static const struct call_errors documented[] = {
 	{ "prt_cond_*", { EINVAL, EBUSY, EPERM, ETIMEDOUT, ENOMEM, EDEADLK } },
 	/* sem.h: pthreads' convention too */
 	{ "prt_sem_*", { EINVAL, EBUSY, EAGAIN, ETIMEDOUT, ENOMEM, EOVERFLOW } },
+	/* rwlock.h: pthreads' convention */
+	{ "prt_rwlockattr_*", { EINVAL } },
+	{ "prt_rwlock_init/destroy", { EINVAL, EBUSY, ENOMEM } },
+	{ "prt_rwlock_rdlock/wrlock", { EDEADLK, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_rwlock_tryrdlock/trywrlock", { EBUSY, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_rwlock_timed*lock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },
+	{ "prt_rwlock_unlock", { EPERM, EINVAL } },
 	{ "prt_fiber_wait_chain", { -EINVAL, -ESRCH } },
 };
 
@@ -187,7 +194,7 @@ static int scan_header(const char *file, bool *seen_etimedout, bool *seen_ebusy)
 static void test_header_names(void **state)
 {
 	static const char *const headers[] = { "common.h", "fiber.h", "io.h", "mutex.h",
-					       "proxyrt.h", "runtime.h", "sem.h", "version.h" };
+					       "proxyrt.h", "runtime.h", "rwlock.h", "sem.h", "version.h" };
 	bool etimedout = false, ebusy = false;
 	int found = 0;
 
