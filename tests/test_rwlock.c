@@ -17,13 +17,21 @@
 #include "test_common.h"
 #include "runtime_int.h" /* internal: blocked_on, to wait until a fiber waits */
 
-/* Wait (from a plain thread or by yielding in a fiber) until @f waits on a lock. */
+/*
+ * A pause of a waiting test: a fiber sleeps 50 us (a yield would let
+ * nothing of lower priority run on its worker), a plain thread yields.
+ */
+static void pause_a_little(void)
+{
+	if (prt_sleep_ns(50000) != 0)
+		sched_yield();
+}
+
+/* Wait (from a plain thread or a fiber) until @f waits on a lock. */
 static void wait_blocked(prt_fiber_t f)
 {
-	while (!atomic_load(&f.p->blocked_on)) {
-		if (prt_yield() != 0)
-			sched_yield();
-	}
+	while (!atomic_load(&f.p->blocked_on))
+		pause_a_little();
 }
 
 static bool is_blocked(prt_fiber_t f)
@@ -31,7 +39,7 @@ static bool is_blocked(prt_fiber_t f)
 	return atomic_load(&f.p->blocked_on) != NULL;
 }
 
-/* Yield (a fiber) or sleep a little (a thread) until *@flag, at most ~10 s; false if never. */
+/* Wait until *@flag, at most ~10 s; false if it never comes. */
 static bool wait_flag(atomic_int *flag)
 {
 	uint64_t end = test_mono_ns() + 10000000000ull;
@@ -39,8 +47,7 @@ static bool wait_flag(atomic_int *flag)
 	while (!atomic_load(flag)) {
 		if (test_mono_ns() > end)
 			return false;
-		if (prt_yield() != 0)
-			sched_yield();
+		pause_a_little();
 	}
 	return true;
 }
@@ -475,6 +482,458 @@ static void test_arrival_behind_writer(void **state)
 	arrival(10);
 }
 
+/* ---- priority inversion: a writer behind a low reader, a reader behind a low writer ------ */
+
+#define INV_STEPS 50
+
+static prt_rwlock_t inv_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int inv_m_steps, inv_m_steps_at_h, inv_l_steps;
+static prt_fiber_t inv_h, inv_mf;
+static bool inv_low_writes; /* L writes and H reads; else L reads and H writes */
+
+/* M: a medium-priority hog that yields between its steps (cooperative). */
+static void *inv_medium(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < INV_STEPS; i++) {
+		atomic_fetch_add(&inv_m_steps, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static void *inv_high(void *arg)
+{
+	(void)arg;
+	if ((inv_low_writes ? prt_rwlock_rdlock(&inv_rw) : prt_rwlock_wrlock(&inv_rw)) != 0)
+		return (void *)1;
+	atomic_store(&inv_m_steps_at_h, atomic_load(&inv_m_steps));
+	prt_rwlock_unlock(&inv_rw);
+	return NULL;
+}
+
+static void *inv_low(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+
+	(void)arg;
+	FIBER_CHECK((inv_low_writes ? prt_rwlock_wrlock(&inv_rw) : prt_rwlock_rdlock(&inv_rw)) == 0);
+	inv_mf = test_spawn(rt, 10, -1, inv_medium, NULL);
+	inv_h = test_spawn(rt, 20, -1, inv_high, NULL);
+	/* The critical section: work in steps, yielding between them. */
+	for (int i = 0; i < INV_STEPS; i++) {
+		atomic_fetch_add(&inv_l_steps, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_rwlock_unlock(&inv_rw) == 0);
+	return NULL;
+}
+
+/*
+ * L (prio 5) holds @inv_rw, H (20) comes for it, M (10) hogs the one
+ * worker: how many steps M made before H got the lock.
+ */
+static int inversion(unsigned flags, bool low_writes, prt_worker_stats_t *st)
+{
+	prt_runtime_t *rt = test_rt_flags(1, flags);
+	prt_fiber_t l;
+
+	inv_low_writes = low_writes;
+	atomic_store(&inv_m_steps, 0);
+	atomic_store(&inv_l_steps, 0);
+	atomic_store(&inv_m_steps_at_h, -1);
+	l = test_spawn(rt, 5, -1, inv_low, NULL);
+	assert_null(join_res(l));
+	assert_null(join_res(inv_h));
+	assert_null(join_res(inv_mf));
+	assert_int_equal(prt_worker_stats(rt, 0, st), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	return atomic_load(&inv_m_steps_at_h);
+}
+
+static void test_inversion_writer_proxy(void **state)
+{
+	prt_worker_stats_t st;
+
+	(void)state;
+	/* L, a reader, runs in H's place: M never gets a step before H writes. */
+	assert_int_equal(inversion(0, false, &st), 0);
+	assert_true(st.proxy_picks >= 1);
+	assert_true(st.handoffs >= 1);
+}
+
+static void test_inversion_writer_noproxy(void **state)
+{
+	prt_worker_stats_t st;
+
+	(void)state;
+	/* Proof the test can fail: without proxy execution M runs to its end first. */
+	assert_int_equal(inversion(PRT_RT_NO_PROXY, false, &st), INV_STEPS);
+	assert_int_equal(st.proxy_picks, 0);
+}
+
+static void test_inversion_reader_proxy(void **state)
+{
+	prt_worker_stats_t st;
+
+	(void)state;
+	/* H reads behind L's write lock: L runs for H. */
+	assert_int_equal(inversion(0, true, &st), 0);
+	assert_true(st.proxy_picks >= 1);
+	assert_int_equal(inversion(PRT_RT_NO_PROXY, true, &st), INV_STEPS);
+	assert_int_equal(st.proxy_picks, 0);
+}
+
+/* The rwlock's own setting overrides the runtime's. */
+static void test_inversion_attr(void **state)
+{
+	prt_rwlockattr_t a;
+	prt_worker_stats_t st;
+
+	(void)state;
+	prt_rwlockattr_init(&a);
+	prt_rwlockattr_setproxy(&a, PRT_RWLOCK_PROXY_ON);
+	assert_int_equal(prt_rwlock_init(&inv_rw, &a), 0);
+	assert_int_equal(inversion(PRT_RT_NO_PROXY, false, &st), 0);
+	prt_rwlockattr_setproxy(&a, PRT_RWLOCK_PROXY_OFF);
+	assert_int_equal(prt_rwlock_init(&inv_rw, &a), 0);
+	assert_int_equal(inversion(0, false, &st), INV_STEPS);
+	assert_int_equal(prt_rwlock_init(&inv_rw, NULL), 0);
+}
+
+/* ---- several readers: the writer's priority serves each in turn ---------------------- */
+
+#define MR_READERS 3
+
+static prt_rwlock_t mr_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int mr_m_steps, mr_m_at_h, mr_in;
+
+static void *mr_medium(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < INV_STEPS; i++) {
+		atomic_fetch_add(&mr_m_steps, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static atomic_int mr_go;
+
+static void *mr_reader(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&mr_rw) == 0);
+	atomic_fetch_add(&mr_in, 1);
+	/* Hold until H waits (the readers, of one level, take turns), then work in steps. */
+	while (!atomic_load(&mr_go))
+		prt_yield();
+	for (int i = 0; i < INV_STEPS; i++)
+		prt_yield();
+	FIBER_CHECK(prt_rwlock_unlock(&mr_rw) == 0);
+	return NULL;
+}
+
+static void *mr_high(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&mr_rw) == 0);
+	atomic_store(&mr_m_at_h, atomic_load(&mr_m_steps));
+	FIBER_CHECK(atomic_load(&mr_in) == MR_READERS);
+	FIBER_CHECK(prt_rwlock_unlock(&mr_rw) == 0);
+	return NULL;
+}
+
+static void *mr_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t r[MR_READERS], m, h;
+
+	(void)arg;
+	/* Readers (5) take the lock, then M (10) and H (20) come. */
+	for (int i = 0; i < MR_READERS; i++)
+		r[i] = test_spawn(rt, 5, -1, mr_reader, NULL);
+	while (atomic_load(&mr_in) < MR_READERS)
+		pause_a_little();
+	m = test_spawn(rt, 10, -1, mr_medium, NULL);
+	h = test_spawn(rt, 20, -1, mr_high, NULL);
+	wait_blocked(h);
+	atomic_store(&mr_go, 1);
+	FIBER_CHECK(prt_join(h, NULL) == 0);
+	FIBER_CHECK(prt_join(m, NULL) == 0);
+	for (int i = 0; i < MR_READERS; i++)
+		FIBER_CHECK(prt_join(r[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_writer_serves_every_reader(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_worker_stats_t st;
+
+	(void)state;
+	atomic_store(&mr_m_steps, 0);
+	atomic_store(&mr_in, 0);
+	atomic_store(&mr_go, 0);
+	atomic_store(&mr_m_at_h, -1);
+	/* The main fiber (prio 30) only joins: it sleeps while the rest runs. */
+	assert_null(test_run_in(rt, 30, mr_main, NULL));
+	assert_int_equal(atomic_load(&mr_m_at_h), 0);
+	assert_int_equal(prt_worker_stats(rt, 0, &st), 0);
+	assert_true(st.proxy_picks >= MR_READERS);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a reader on another worker: the writer migrates to it, affinity kept --------------- */
+
+static prt_rwlock_t rem_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int rem_h_done, rem_bad_worker, rem_locked;
+static _Atomic(struct prt__fiber *) rem_hp;
+
+static void *rem_low(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&rem_rw) == 0);
+	atomic_store(&rem_locked, 1);
+	/* M starves us on worker 1: we get here only by running in H's place. */
+	while (!atomic_load(&rem_hp) || !atomic_load(&atomic_load(&rem_hp)->blocked_on)) {
+		if (prt_worker_index() != 1)
+			atomic_fetch_add(&rem_bad_worker, 1);
+		prt_yield();
+	}
+	for (int i = 0; i < 200; i++) {
+		if (prt_worker_index() != 1)
+			atomic_fetch_add(&rem_bad_worker, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_rwlock_unlock(&rem_rw) == 0);
+	return NULL;
+}
+
+static void *rem_medium(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&rem_h_done)) {
+		if (prt_worker_index() != 1)
+			atomic_fetch_add(&rem_bad_worker, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static void *rem_high(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&rem_locked))
+		prt_yield();
+	if (prt_rwlock_wrlock(&rem_rw) != 0)
+		return (void *)1;
+	atomic_store(&rem_h_done, 1);
+	if (prt_worker_index() != 0)
+		atomic_fetch_add(&rem_bad_worker, 1); /* returned home before running */
+	prt_rwlock_unlock(&rem_rw);
+	return NULL;
+}
+
+static void test_remote_reader(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_worker_stats_t s0, s1;
+	prt_fiber_t l, m, h;
+
+	(void)state;
+	atomic_store(&rem_h_done, 0);
+	atomic_store(&rem_locked, 0);
+	atomic_store(&rem_bad_worker, 0);
+	atomic_store(&rem_hp, NULL);
+	l = test_spawn(rt, 5, 1, rem_low, NULL);
+	while (!atomic_load(&rem_locked))
+		sched_yield();
+	m = test_spawn(rt, 10, 1, rem_medium, NULL);
+	h = test_spawn(rt, 20, 0, rem_high, NULL);
+	atomic_store(&rem_hp, h.p);
+	assert_null(join_res(h));
+	assert_null(join_res(m));
+	assert_null(join_res(l));
+	assert_int_equal(atomic_load(&rem_bad_worker), 0);
+	assert_int_equal(prt_worker_stats(rt, 0, &s0), 0);
+	assert_int_equal(prt_worker_stats(rt, 1, &s1), 0);
+	assert_true(s0.migrations + s1.migrations >= 1);
+	assert_true(s1.proxy_picks >= 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- a sleeping reader: the writer attaches, and comes back with it -------------------- */
+
+static prt_rwlock_t sl_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int sl_parked;
+
+static void *sl_reader(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&sl_rw) == 0);
+	atomic_store(&sl_parked, 1);
+	prt_park();
+	FIBER_CHECK(prt_rwlock_unlock(&sl_rw) == 0);
+	return NULL;
+}
+
+static void *sl_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&sl_rw) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&sl_rw) == 0);
+	return NULL;
+}
+
+static void test_sleeping_reader(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_worker_stats_t st;
+	prt_fiber_t r, w;
+
+	(void)state;
+	atomic_store(&sl_parked, 0);
+	r = test_spawn(rt, 5, -1, sl_reader, NULL);
+	while (!atomic_load(&sl_parked))
+		sched_yield();
+	w = test_spawn(rt, 20, -1, sl_writer, NULL);
+	wait_blocked(w);
+	/* The writer's pick finds the reader asleep: attach (never a busy loop of picks). */
+	for (;;) {
+		assert_int_equal(prt_worker_stats(rt, 0, &st), 0);
+		if (st.attachments >= 1)
+			break;
+		sched_yield();
+	}
+	assert_int_equal(prt_unpark(r), 0);
+	assert_null(join_res(r));
+	assert_null(join_res(w));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- chains: rwlock -> mutex -> rwlock ------------------------------------------------- */
+
+static prt_rwlock_t ch_rw1 = PRT_RWLOCK_INITIALIZER, ch_rw2 = PRT_RWLOCK_INITIALIZER;
+static prt_mutex_t ch_mx = PRT_MUTEX_INITIALIZER;
+static atomic_int ch_stage, ch_go, ch_m_steps, ch_m_at_h, ch_c_steps;
+
+/* C (prio 2): reads rw2 and works in steps: the end of H's chain. */
+static void *ch_c(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&ch_rw2) == 0);
+	atomic_store(&ch_stage, 1);
+	while (!atomic_load(&ch_go)) /* until the whole chain waits */
+		prt_yield();
+	for (int i = 0; i < INV_STEPS; i++) {
+		atomic_fetch_add(&ch_c_steps, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_rwlock_unlock(&ch_rw2) == 0);
+	return NULL;
+}
+
+/* B (3): holds the mutex, wants to write rw2 (behind C). */
+static void *ch_b(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&ch_mx) == 0);
+	atomic_store(&ch_stage, 2);
+	FIBER_CHECK(prt_rwlock_wrlock(&ch_rw2) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&ch_rw2) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ch_mx) == 0);
+	return NULL;
+}
+
+/* A (4): reads rw1, wants the mutex (behind B). */
+static void *ch_a(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&ch_rw1) == 0);
+	atomic_store(&ch_stage, 3);
+	FIBER_CHECK(prt_mutex_lock(&ch_mx) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ch_mx) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&ch_rw1) == 0);
+	return NULL;
+}
+
+static void *ch_medium(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < INV_STEPS; i++) {
+		atomic_fetch_add(&ch_m_steps, 1);
+		prt_yield();
+	}
+	return NULL;
+}
+
+/* H (20): writes rw1: H -> rw1 (reader A) -> mutex (B) -> rw2 (reader C). */
+static void *ch_h(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&ch_rw1) == 0);
+	atomic_store(&ch_m_at_h, atomic_load(&ch_m_steps));
+	FIBER_CHECK(atomic_load(&ch_c_steps) == INV_STEPS); /* C ran, for H */
+	FIBER_CHECK(prt_rwlock_unlock(&ch_rw1) == 0);
+	return NULL;
+}
+
+static void *ch_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t c, b, a, m, h;
+	prt_wait_link_t l[8];
+	int n;
+
+	(void)arg;
+	c = test_spawn(rt, 2, -1, ch_c, NULL);
+	while (atomic_load(&ch_stage) < 1)
+		pause_a_little();
+	b = test_spawn(rt, 3, -1, ch_b, NULL);
+	wait_blocked(b);
+	a = test_spawn(rt, 4, -1, ch_a, NULL);
+	wait_blocked(a);
+	m = test_spawn(rt, 10, -1, ch_medium, NULL);
+	h = test_spawn(rt, 20, -1, ch_h, NULL);
+	wait_blocked(h);
+	/* The chain as prt_fiber_wait_chain sees it, through a reader, a mutex and a reader. */
+	n = prt_fiber_wait_chain(h, l, 8);
+	FIBER_CHECK(n == 3);
+	FIBER_CHECK(l[0].kind == PRT_WAIT_LINK_RWLOCK_RD && l[0].mutex == (void *)&ch_rw1);
+	FIBER_CHECK(l[0].owner.p == a.p && l[0].owner.id == a.id);
+	FIBER_CHECK(l[1].kind == PRT_WAIT_LINK_MUTEX && l[1].mutex == &ch_mx && l[1].owner.p == b.p);
+	FIBER_CHECK(l[2].kind == PRT_WAIT_LINK_RWLOCK_RD && l[2].mutex == (void *)&ch_rw2);
+	FIBER_CHECK(l[2].owner.p == c.p && !l[2].owner_is_thread);
+	atomic_store(&ch_go, 1);
+	FIBER_CHECK(prt_join(h, NULL) == 0);
+	FIBER_CHECK(prt_join(m, NULL) == 0);
+	FIBER_CHECK(prt_join(a, NULL) == 0);
+	FIBER_CHECK(prt_join(b, NULL) == 0);
+	FIBER_CHECK(prt_join(c, NULL) == 0);
+	return NULL;
+}
+
+static void test_chain_rwlock_mutex_rwlock(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_worker_stats_t st;
+
+	(void)state;
+	atomic_store(&ch_stage, 0);
+	atomic_store(&ch_go, 0);
+	atomic_store(&ch_m_steps, 0);
+	atomic_store(&ch_c_steps, 0);
+	atomic_store(&ch_m_at_h, -1);
+	/* The main fiber (30) spawns and joins; it never competes. */
+	assert_null(test_run_in(rt, 30, ch_main, NULL));
+	/* C ran at H's priority through the whole chain: M got no step before H. */
+	assert_int_equal(atomic_load(&ch_m_at_h), 0);
+	assert_int_equal(prt_worker_stats(rt, 0, &st), 0);
+	assert_true(st.proxy_picks >= 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -488,6 +947,14 @@ int main(void)
 		cmocka_unit_test(test_priority_order),
 		cmocka_unit_test(test_arrival_above_writer),
 		cmocka_unit_test(test_arrival_behind_writer),
+		cmocka_unit_test(test_inversion_writer_proxy),
+		cmocka_unit_test(test_inversion_writer_noproxy),
+		cmocka_unit_test(test_inversion_reader_proxy),
+		cmocka_unit_test(test_inversion_attr),
+		cmocka_unit_test(test_writer_serves_every_reader),
+		cmocka_unit_test(test_remote_reader),
+		cmocka_unit_test(test_sleeping_reader),
+		cmocka_unit_test(test_chain_rwlock_mutex_rwlock),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
