@@ -934,6 +934,759 @@ static void test_chain_rwlock_mutex_rwlock(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- deadlock detection ------------------------------------------------------------------ */
+
+static prt_rwlock_t dl_rw = PRT_RWLOCK_INITIALIZER, dl_rw2 = PRT_RWLOCK_INITIALIZER;
+static prt_mutex_t dl_mx = PRT_MUTEX_INITIALIZER;
+static atomic_int dl_stage, dl_edeadlk, dl_f1_waits;
+
+/*
+ * F1 takes rw (as @f1_reads says) and waits for the mutex; F2 holds the
+ * mutex and then wants rw (as @f2_reads says): F2 closes the cycle.
+ */
+struct dl_case {
+	bool f1_reads, f2_reads;
+};
+
+static void *dl_f1(void *arg)
+{
+	const struct dl_case *c = arg;
+
+	FIBER_CHECK((c->f1_reads ? prt_rwlock_rdlock(&dl_rw) : prt_rwlock_wrlock(&dl_rw)) == 0);
+	atomic_store(&dl_stage, 1);
+	while (atomic_load(&dl_stage) < 2)
+		pause_a_little();
+	FIBER_CHECK(prt_mutex_lock(&dl_mx) == 0); /* waits for F2's unlock */
+	FIBER_CHECK(prt_mutex_unlock(&dl_mx) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&dl_rw) == 0);
+	return NULL;
+}
+
+static void *dl_f2(void *arg)
+{
+	const struct dl_case *c = arg;
+	int err;
+
+	FIBER_CHECK(prt_mutex_lock(&dl_mx) == 0);
+	atomic_store(&dl_stage, 2);
+	while (!atomic_load(&dl_f1_waits))
+		pause_a_little();
+	err = c->f2_reads ? prt_rwlock_rdlock(&dl_rw) : prt_rwlock_wrlock(&dl_rw);
+	if (err == EDEADLK)
+		atomic_fetch_add(&dl_edeadlk, 1);
+	FIBER_CHECK(err == EDEADLK);
+	FIBER_CHECK(prt_mutex_unlock(&dl_mx) == 0);
+	/* Nothing was left behind: once F1 is done the lock is ours. */
+	FIBER_CHECK((c->f2_reads ? prt_rwlock_rdlock(&dl_rw) : prt_rwlock_wrlock(&dl_rw)) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&dl_rw) == 0);
+	return NULL;
+}
+
+static void deadlock_case(bool f1_reads, bool f2_reads)
+{
+	prt_runtime_t *rt = test_rt(2);
+	struct dl_case c = { f1_reads, f2_reads };
+	prt_fiber_t f1, f2;
+
+	atomic_store(&dl_stage, 0);
+	atomic_store(&dl_f1_waits, 0);
+	atomic_store(&dl_edeadlk, 0);
+	f1 = test_spawn(rt, 10, -1, dl_f1, &c);
+	while (atomic_load(&dl_stage) < 1)
+		sched_yield();
+	f2 = test_spawn(rt, 10, -1, dl_f2, &c);
+	wait_blocked(f1);
+	atomic_store(&dl_f1_waits, 1);
+	assert_null(join_res(f2));
+	assert_null(join_res(f1));
+	assert_int_equal(atomic_load(&dl_edeadlk), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* The cycle runs through the rwlock's writer. */
+static void test_deadlock_writer(void **state)
+{
+	(void)state;
+	deadlock_case(false, true);
+	deadlock_case(false, false);
+}
+
+/* Through a tracked reader: a writer waits for it, it waits for the writer's mutex. */
+static void test_deadlock_reader(void **state)
+{
+	(void)state;
+	deadlock_case(true, false);
+}
+
+/* rwlock -> mutex -> rwlock -> back: three fibers, two rwlocks (one read, one written). */
+static atomic_int tri_stage;
+
+static void *tri_a(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&dl_rw) == 0); /* A reads rw */
+	atomic_store(&tri_stage, 1);
+	while (atomic_load(&tri_stage) < 3)
+		pause_a_little();
+	FIBER_CHECK(prt_mutex_lock(&dl_mx) == 0); /* A -> mutex (C) */
+	FIBER_CHECK(prt_mutex_unlock(&dl_mx) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&dl_rw) == 0);
+	return NULL;
+}
+
+static void *tri_b(void *arg)
+{
+	int err;
+
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&dl_rw2) == 0); /* B writes rw2 */
+	atomic_store(&tri_stage, 2);
+	err = prt_rwlock_wrlock(&dl_rw); /* B -> rw (reader A): waits, or closes the cycle */
+	if (err == EDEADLK)
+		atomic_fetch_add(&dl_edeadlk, 1);
+	else
+		FIBER_CHECK(err == 0 && prt_rwlock_unlock(&dl_rw) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&dl_rw2) == 0);
+	return NULL;
+}
+
+static void *tri_c(void *arg)
+{
+	int err;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&dl_mx) == 0); /* C holds the mutex */
+	atomic_store(&tri_stage, 3);
+	while (!atomic_load(&dl_f1_waits))
+		pause_a_little();
+	err = prt_rwlock_rdlock(&dl_rw2); /* C -> rw2 (writer B) -> rw (A) -> mutex (C) */
+	if (err == EDEADLK)
+		atomic_fetch_add(&dl_edeadlk, 1);
+	else
+		FIBER_CHECK(err == 0 && prt_rwlock_unlock(&dl_rw2) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&dl_mx) == 0);
+	return NULL;
+}
+
+static void test_deadlock_three(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t a, b, c;
+
+	(void)state;
+	atomic_store(&tri_stage, 0);
+	atomic_store(&dl_f1_waits, 0);
+	atomic_store(&dl_edeadlk, 0);
+	a = test_spawn(rt, 10, -1, tri_a, NULL);
+	while (atomic_load(&tri_stage) < 1)
+		sched_yield();
+	b = test_spawn(rt, 10, -1, tri_b, NULL);
+	wait_blocked(b);
+	c = test_spawn(rt, 10, -1, tri_c, NULL);
+	wait_blocked(a);
+	atomic_store(&dl_f1_waits, 1);
+	assert_null(join_res(c));
+	assert_null(join_res(b));
+	assert_null(join_res(a));
+	/* Exactly the fiber that closed the cycle was told (C: the others waited before it). */
+	assert_int_equal(atomic_load(&dl_edeadlk), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- timeouts ----------------------------------------------------------------------------- */
+
+static prt_rwlock_t to_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int to_reader_in, to_writer_gone;
+
+static void *to_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_timedwrlock_ns(&to_rw, 100000000) == ETIMEDOUT); /* 100 ms */
+	atomic_store(&to_writer_gone, 1);
+	return NULL;
+}
+
+static void *to_reader(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&to_rw) == 0);
+	atomic_store(&to_reader_in, 1);
+	FIBER_CHECK(prt_rwlock_unlock(&to_rw) == 0);
+	return NULL;
+}
+
+/*
+ * The main thread reads; a writer waits (timed), a reader of its level
+ * queues behind it. When the writer gives up, the reader it held back
+ * joins the main thread's read phase, which is still on.
+ */
+static void timed_writer_releases_readers(int proxy)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_rwlockattr_t a;
+	prt_fiber_t w, r;
+
+	prt_rwlockattr_init(&a);
+	prt_rwlockattr_setproxy(&a, proxy);
+	assert_int_equal(prt_rwlock_init(&to_rw, &a), 0);
+	atomic_store(&to_reader_in, 0);
+	atomic_store(&to_writer_gone, 0);
+	assert_int_equal(prt_rwlock_rdlock(&to_rw), 0);
+	w = test_spawn(rt, 10, -1, to_writer, NULL);
+	wait_blocked(w);
+	r = test_spawn(rt, 10, -1, to_reader, NULL);
+	wait_blocked(r);
+	assert_true(wait_flag(&to_reader_in)); /* while we still read */
+	assert_true(atomic_load(&to_writer_gone));
+	assert_int_equal(prt_rwlock_unlock(&to_rw), 0);
+	assert_null(join_res(w));
+	assert_null(join_res(r));
+	assert_int_equal(prt_rwlock_destroy(&to_rw), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_timed_writer_releases_readers(void **state)
+{
+	(void)state;
+	timed_writer_releases_readers(PRT_RWLOCK_PROXY_ON);
+	timed_writer_releases_readers(PRT_RWLOCK_PROXY_OFF);
+}
+
+/* A plain thread as the timed writer, fibers as the readers. */
+static void *to_thread_writer(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)prt_rwlock_timedwrlock_ns(&to_rw, 100000000);
+}
+
+static void *to_fiber_holder(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&to_rw) == 0);
+	FIBER_CHECK(wait_flag(&to_reader_in));
+	FIBER_CHECK(prt_rwlock_unlock(&to_rw) == 0);
+	return NULL;
+}
+
+static void test_timed_thread_writer(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t h, r;
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	atomic_store(&to_reader_in, 0);
+	h = test_spawn(rt, 10, -1, to_fiber_holder, NULL);
+	/* Internal: the rwlock's first word is its owner word (lib/rwlock_int.h). */
+	while (!__atomic_load_n(&to_rw.__align, __ATOMIC_ACQUIRE))
+		sched_yield();
+	assert_int_equal(pthread_create(&t, NULL, to_thread_writer, NULL), 0);
+	/* Until the thread waits: then the word says someone is queued (PRT_MTX_WAITERS). */
+	while (!(__atomic_load_n(&to_rw.__align, __ATOMIC_ACQUIRE) & 1))
+		sched_yield();
+	r = test_spawn(rt, PRT_PRIO_DEFAULT, -1, to_reader, NULL);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_int_equal((int)(intptr_t)res, ETIMEDOUT);
+	assert_null(join_res(r)); /* joined the holder's phase once the writer left */
+	assert_null(join_res(h));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A timed-out writer no longer lends its priority: H (20) waits behind
+ * L (5, a reader) for 20 ms, M (10) hogs. While H waits L runs for it;
+ * once H has given up, M runs to its end before L gets another step.
+ */
+static prt_rwlock_t td_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int td_h_done, td_l_steps, td_l_at_h, td_l_moved, td_m_done;
+
+static void *td_low(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&td_rw) == 0);
+	while (!atomic_load(&td_h_done)) {
+		atomic_fetch_add(&td_l_steps, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_rwlock_unlock(&td_rw) == 0);
+	return NULL;
+}
+
+static void *td_medium(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&td_h_done))
+		prt_yield();
+	for (int i = 0; i < INV_STEPS; i++) {
+		if (atomic_load(&td_l_steps) != atomic_load(&td_l_at_h))
+			atomic_store(&td_l_moved, 1);
+		prt_yield();
+	}
+	atomic_store(&td_m_done, 1);
+	return NULL;
+}
+
+static void *td_high(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_timedwrlock_ns(&td_rw, 20000000) == ETIMEDOUT);
+	atomic_store(&td_l_at_h, atomic_load(&td_l_steps));
+	atomic_store(&td_h_done, 1);
+	return NULL;
+}
+
+static void *td_main(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t l, m, h;
+
+	(void)arg;
+	l = test_spawn(rt, 5, -1, td_low, NULL);
+	while (!atomic_load(&td_l_steps))
+		pause_a_little();
+	m = test_spawn(rt, 10, -1, td_medium, NULL);
+	h = test_spawn(rt, 20, -1, td_high, NULL);
+	FIBER_CHECK(prt_join(h, NULL) == 0);
+	FIBER_CHECK(prt_join(m, NULL) == 0);
+	FIBER_CHECK(prt_join(l, NULL) == 0);
+	return NULL;
+}
+
+static void test_timeout_ends_donation(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_worker_stats_t st;
+
+	(void)state;
+	atomic_store(&td_h_done, 0);
+	atomic_store(&td_l_steps, 0);
+	atomic_store(&td_l_at_h, -1);
+	atomic_store(&td_l_moved, 0);
+	atomic_store(&td_m_done, 0);
+	assert_null(test_run_in(rt, 30, td_main, NULL));
+	assert_int_equal(prt_worker_stats(rt, 0, &st), 0);
+	assert_true(st.proxy_picks >= 1);     /* L ran for H while H waited */
+	assert_false(atomic_load(&td_l_moved)); /* and no more once H gave up */
+	assert_true(atomic_load(&td_m_done));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- names in the dump, holders that end ---------------------------------------------------- */
+
+static char *dump_text(prt_runtime_t *rt)
+{
+	int fd = memfd_create("dump", MFD_CLOEXEC);
+	off_t len;
+	char *buf;
+
+	assert_true(fd >= 0);
+	assert_int_equal(prt_runtime_dump(rt, fd), 0);
+	len = lseek(fd, 0, SEEK_END);
+	assert_true(len > 0);
+	buf = malloc((size_t)len + 1);
+	assert_non_null(buf);
+	assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
+	buf[len] = '\0';
+	close(fd);
+	return buf;
+}
+
+static prt_rwlock_t nm_rw;
+static atomic_int nm_held, nm_release;
+
+static void *nm_holder(void *arg)
+{
+	bool write = arg != NULL;
+
+	FIBER_CHECK((write ? prt_rwlock_wrlock(&nm_rw) : prt_rwlock_rdlock(&nm_rw)) == 0);
+	atomic_store(&nm_held, 1);
+	FIBER_CHECK(wait_flag(&nm_release));
+	FIBER_CHECK(prt_rwlock_unlock(&nm_rw) == 0);
+	return NULL;
+}
+
+static void *nm_waiter(void *arg)
+{
+	bool write = arg != NULL;
+
+	FIBER_CHECK((write ? prt_rwlock_wrlock(&nm_rw) : prt_rwlock_rdlock(&nm_rw)) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&nm_rw) == 0);
+	return NULL;
+}
+
+static void test_names_in_dump(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_rwlockattr_t a;
+	prt_fiber_t h, w;
+	char expect[160], *text;
+	const char *p;
+
+	(void)state;
+	prt_rwlockattr_init(&a);
+	assert_int_equal(prt_rwlockattr_setname(&a, "config\"table"), 0);
+	assert_int_equal(prt_rwlock_init(&nm_rw, &a), 0);
+	/* Read-held: the writer's line names the lock and its readers, the chain goes through one. */
+	atomic_store(&nm_held, 0);
+	atomic_store(&nm_release, 0);
+	h = test_spawn(rt, 5, -1, nm_holder, NULL);
+	while (!atomic_load(&nm_held))
+		sched_yield();
+	w = test_spawn(rt, 10, -1, nm_waiter, (void *)1);
+	wait_blocked(w);
+	text = dump_text(rt);
+	snprintf(expect, sizeof(expect), "wait=rwlock:%p name=\"config?table\" owner=readers:1 readers=%llu",
+		 (void *)&nm_rw, (unsigned long long)prt_fiber_id(h));
+	if (!strstr(text, expect))
+		fail_msg("no \"%s\" in:\n%s", expect, text);
+	snprintf(expect, sizeof(expect), "-> rwlock \"config?table\" %p -> readers:1 %llu",
+		 (void *)&nm_rw, (unsigned long long)prt_fiber_id(h));
+	if (!strstr(text, expect))
+		fail_msg("no \"%s\" in:\n%s", expect, text);
+	free(text);
+	atomic_store(&nm_release, 1);
+	assert_null(join_res(h));
+	assert_null(join_res(w));
+	/* Write-held: the owner is the writer. */
+	atomic_store(&nm_held, 0);
+	atomic_store(&nm_release, 0);
+	h = test_spawn(rt, 5, -1, nm_holder, (void *)1);
+	while (!atomic_load(&nm_held))
+		sched_yield();
+	w = test_spawn(rt, 10, -1, nm_waiter, NULL);
+	wait_blocked(w);
+	text = dump_text(rt);
+	snprintf(expect, sizeof(expect), "wait=rwlock:%p name=\"config?table\" owner=%llu",
+		 (void *)&nm_rw, (unsigned long long)prt_fiber_id(h));
+	p = strstr(text, expect);
+	if (!p || (p[strlen(expect)] != ' ' && p[strlen(expect)] != '\n'))
+		fail_msg("no \"%s\" in:\n%s", expect, text);
+	free(text);
+	atomic_store(&nm_release, 1);
+	assert_null(join_res(h));
+	assert_null(join_res(w));
+	/* Destroy forgets the name; an unnamed init at the address has none. */
+	assert_int_equal(prt_rwlock_destroy(&nm_rw), 0);
+	assert_int_equal(prt_rwlock_init(&nm_rw, NULL), 0);
+	atomic_store(&nm_held, 0);
+	atomic_store(&nm_release, 0);
+	h = test_spawn(rt, 5, -1, nm_holder, NULL);
+	while (!atomic_load(&nm_held))
+		sched_yield();
+	w = test_spawn(rt, 10, -1, nm_waiter, (void *)1);
+	wait_blocked(w);
+	text = dump_text(rt);
+	snprintf(expect, sizeof(expect), "wait=rwlock:%p owner=readers:1", (void *)&nm_rw);
+	if (!strstr(text, expect) || strstr(text, "config"))
+		fail_msg("no \"%s\" (or a name left) in:\n%s", expect, text);
+	free(text);
+	atomic_store(&nm_release, 1);
+	assert_null(join_res(h));
+	assert_null(join_res(w));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* A reader that ends holding the lock leaves it held for reading, for good. */
+static prt_rwlock_t eh_rw = PRT_RWLOCK_INITIALIZER;
+
+static void *eh_reader_exits(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&eh_rw) == 0);
+	return NULL;
+}
+
+static void *eh_after(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_timedwrlock_ns(&eh_rw, 20000000) == ETIMEDOUT);
+	FIBER_CHECK(prt_rwlock_trywrlock(&eh_rw) == EBUSY);
+	FIBER_CHECK(prt_rwlock_unlock(&eh_rw) == EPERM);
+	FIBER_CHECK(prt_rwlock_rdlock(&eh_rw) == 0); /* readers still share it */
+	FIBER_CHECK(prt_rwlock_unlock(&eh_rw) == 0);
+	return NULL;
+}
+
+static void test_reader_exits_holding(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t f;
+	char *text;
+
+	(void)state;
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, eh_reader_exits, NULL);
+	assert_null(join_res(f));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, eh_after, NULL));
+	text = dump_text(rt);
+	if (!strstr(text, "holding=1"))
+		fail_msg("no holding=1 in:\n%s", text);
+	free(text);
+	assert_int_equal(prt_rwlock_destroy(&eh_rw), EBUSY);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- no starvation: a writer in a stream of readers, a reader in a stream of writers ------ */
+
+#define ST_STREAM 6
+#define ST_CAP 100000 /* iterations a stream fiber makes at most: reached only if starved */
+
+static prt_rwlock_t st_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int st_done, st_capped, st_started;
+
+/* A stream fiber: lock (as @arg says: NULL reads), yield inside, unlock, until st_done. */
+static void *st_stream(void *arg)
+{
+	bool write = arg != NULL;
+	int i;
+
+	atomic_fetch_add(&st_started, 1);
+	for (i = 0; i < ST_CAP && !atomic_load(&st_done); i++) {
+		FIBER_CHECK((write ? prt_rwlock_wrlock(&st_rw) : prt_rwlock_rdlock(&st_rw)) == 0);
+		prt_yield();
+		FIBER_CHECK(prt_rwlock_unlock(&st_rw) == 0);
+	}
+	if (i == ST_CAP)
+		atomic_fetch_add(&st_capped, 1);
+	return NULL;
+}
+
+/* The one that must get through: waits for the stream to run, then locks once. */
+static void *st_one(void *arg)
+{
+	bool write = arg != NULL;
+
+	while (atomic_load(&st_started) < ST_STREAM)
+		pause_a_little();
+	prt_sleep_ns(1000000); /* the stream overlaps by now */
+	FIBER_CHECK((write ? prt_rwlock_wrlock(&st_rw) : prt_rwlock_rdlock(&st_rw)) == 0);
+	atomic_store(&st_done, 1);
+	FIBER_CHECK(prt_rwlock_unlock(&st_rw) == 0);
+	return NULL;
+}
+
+static void no_starvation(bool one_writes)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t s[ST_STREAM], one;
+
+	atomic_store(&st_done, 0);
+	atomic_store(&st_capped, 0);
+	atomic_store(&st_started, 0);
+	for (int i = 0; i < ST_STREAM; i++)
+		s[i] = test_spawn(rt, 10, -1, st_stream, one_writes ? NULL : (void *)1);
+	one = test_spawn(rt, 10, -1, st_one, one_writes ? (void *)1 : NULL);
+	assert_null(join_res(one));
+	for (int i = 0; i < ST_STREAM; i++)
+		assert_null(join_res(s[i]));
+	/* It got in while the stream still ran: no stream fiber ran out of iterations. */
+	assert_int_equal(atomic_load(&st_capped), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_writer_not_starved(void **state)
+{
+	(void)state;
+	no_starvation(true);
+}
+
+static void test_reader_not_starved(void **state)
+{
+	(void)state;
+	no_starvation(false);
+}
+
+/* ---- a priority change re-sorts a waiter ------------------------------------------------ */
+
+static void test_prio_change_resorts(void **state)
+{
+	static const struct ord_arg args[] = { { 'W', false }, { 'r', true } };
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t w, r;
+
+	(void)state;
+	assert_int_equal(prt_rwlock_init(&ord_rw, NULL), 0);
+	atomic_store(&ord_n, 0);
+	memset(ord_seq, 0, sizeof(ord_seq));
+	assert_int_equal(prt_rwlock_wrlock(&ord_rw), 0);
+	w = test_spawn(rt, 10, -1, ord_body, (void *)&args[0]);
+	wait_blocked(w);
+	/* A reader of the writer's level queues behind it... */
+	r = test_spawn(rt, 10, -1, ord_body, (void *)&args[1]);
+	wait_blocked(r);
+	/* ...until it outranks it. */
+	assert_int_equal(prt_fiber_set_priority(r, 20), 0);
+	assert_int_equal(prt_rwlock_unlock(&ord_rw), 0);
+	assert_null(join_res(w));
+	assert_null(join_res(r));
+	assert_string_equal(ord_seq, "rW");
+	assert_int_equal(prt_rwlock_destroy(&ord_rw), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- stress: many fibers and two threads, random holds, an invariant --------------------- */
+
+static prt_rwlock_t sx_rw = PRT_RWLOCK_INITIALIZER;
+static prt_mutex_t sx_mx = PRT_MUTEX_INITIALIZER;
+static atomic_int sx_readers, sx_writers, sx_bad, sx_stop;
+static atomic_long sx_ops, sx_timeouts, sx_busy;
+static int sx_nops;
+
+static unsigned sx_rand(unsigned *seed)
+{
+	*seed = *seed * 1103515245u + 12345u;
+	return *seed >> 8;
+}
+
+/* Someone other than a thread yields; a thread yields its CPU. */
+static void sx_yield(void)
+{
+	if (prt_yield() != 0)
+		sched_yield();
+}
+
+static void sx_read_section(unsigned *seed, bool nested)
+{
+	atomic_fetch_add(&sx_readers, 1);
+	if (atomic_load(&sx_writers))
+		atomic_fetch_add(&sx_bad, 1);
+	if (nested && prt_rwlock_rdlock(&sx_rw) == 0) { /* recursive: never waits */
+		sx_yield();
+		prt_rwlock_unlock(&sx_rw);
+	} else if (sx_rand(seed) % 4 == 0) {
+		sx_yield();
+	}
+	if (atomic_load(&sx_writers))
+		atomic_fetch_add(&sx_bad, 1);
+	atomic_fetch_sub(&sx_readers, 1);
+}
+
+static void sx_write_section(unsigned *seed)
+{
+	if (atomic_fetch_add(&sx_writers, 1) != 0 || atomic_load(&sx_readers))
+		atomic_fetch_add(&sx_bad, 1);
+	if (sx_rand(seed) % 4 == 0) {
+		/* rwlock -> mutex, always in that order */
+		prt_mutex_lock(&sx_mx);
+		sx_yield();
+		prt_mutex_unlock(&sx_mx);
+	} else if (sx_rand(seed) % 3 == 0) {
+		sx_yield();
+	}
+	if (atomic_load(&sx_readers) || atomic_load(&sx_writers) != 1)
+		atomic_fetch_add(&sx_bad, 1);
+	atomic_fetch_sub(&sx_writers, 1);
+}
+
+static void *sx_body(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u + 1;
+
+	for (int i = 0; i < sx_nops; i++) {
+		unsigned r = sx_rand(&seed) % 100;
+		bool reader = r < 70;
+		int err;
+
+		if (r < 50)
+			err = prt_rwlock_rdlock(&sx_rw);
+		else if (r < 60)
+			err = prt_rwlock_tryrdlock(&sx_rw);
+		else if (r < 70)
+			err = prt_rwlock_timedrdlock_ns(&sx_rw, sx_rand(&seed) % 200000);
+		else if (r < 88)
+			err = prt_rwlock_wrlock(&sx_rw);
+		else if (r < 94)
+			err = prt_rwlock_trywrlock(&sx_rw);
+		else
+			err = prt_rwlock_timedwrlock_ns(&sx_rw, sx_rand(&seed) % 200000);
+		if (err == ETIMEDOUT) {
+			atomic_fetch_add(&sx_timeouts, 1);
+			continue;
+		}
+		if (err == EBUSY) {
+			atomic_fetch_add(&sx_busy, 1);
+			continue;
+		}
+		if (err) {
+			atomic_fetch_add(&sx_bad, 1);
+			continue;
+		}
+		if (reader)
+			sx_read_section(&seed, sx_rand(&seed) % 8 == 0);
+		else
+			sx_write_section(&seed);
+		if (prt_rwlock_unlock(&sx_rw) != 0)
+			atomic_fetch_add(&sx_bad, 1);
+		atomic_fetch_add(&sx_ops, 1);
+		if (sx_rand(&seed) % 4 == 0)
+			sx_yield();
+	}
+	return NULL;
+}
+
+static void *sx_thread(void *arg)
+{
+	return sx_body(arg);
+}
+
+/* Changes the stress fibers' priorities while they wait: re-sorts records on the rwlock. */
+static prt_fiber_t *sx_fibers;
+static int sx_nfibers;
+
+static void *sx_changer(void *arg)
+{
+	unsigned seed = 77;
+
+	(void)arg;
+	while (!atomic_load(&sx_stop)) {
+		prt_fiber_t f = sx_fibers[sx_rand(&seed) % (unsigned)sx_nfibers];
+
+		prt_fiber_set_priority(f, 5 + (int)(sx_rand(&seed) % 3) * 5); /* ESRCH once ended */
+		prt_sleep_ns(20000);
+	}
+	return NULL;
+}
+
+static void test_stress(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	pthread_t t[2];
+	prt_fiber_t ch;
+	uint64_t t0 = test_mono_ns();
+
+	(void)state;
+	sx_nfibers = PRT_TEST_TSAN || test_under_valgrind() ? 16 : 48;
+	sx_nops = PRT_TEST_TSAN || test_under_valgrind() ? 300 : 2000;
+	sx_fibers = calloc((size_t)sx_nfibers, sizeof(*sx_fibers));
+	assert_non_null(sx_fibers);
+	atomic_store(&sx_stop, 0);
+	for (int i = 0; i < sx_nfibers; i++)
+		sx_fibers[i] = test_spawn(rt, 5 + (i % 3) * 5, -1, sx_body, (void *)(uintptr_t)(i + 1));
+	ch = test_spawn(rt, 25, -1, sx_changer, NULL);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, sx_thread, (void *)(uintptr_t)(1000 + i)),
+				 0);
+	for (int i = 0; i < sx_nfibers; i++)
+		assert_null(join_res(sx_fibers[i]));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	atomic_store(&sx_stop, 1);
+	assert_null(join_res(ch));
+	fprintf(stderr, "rwlock stress: %ld holds, %ld timeouts, %ld busy, %.2f s\n",
+		atomic_load(&sx_ops), atomic_load(&sx_timeouts), atomic_load(&sx_busy),
+		(double)(test_mono_ns() - t0) / 1e9);
+	assert_int_equal(atomic_load(&sx_bad), 0);
+	assert_true(atomic_load(&sx_ops) > 0);
+	/* Everything let go: free again, and destroyable. */
+	assert_int_equal(prt_rwlock_trywrlock(&sx_rw), 0);
+	assert_int_equal(prt_rwlock_unlock(&sx_rw), 0);
+	assert_int_equal(prt_rwlock_destroy(&sx_rw), 0);
+	assert_int_equal(prt_rwlock_init(&sx_rw, NULL), 0);
+	test_stress_preempt_report(rt, "rwlock stress", 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(sx_fibers);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -955,6 +1708,18 @@ int main(void)
 		cmocka_unit_test(test_remote_reader),
 		cmocka_unit_test(test_sleeping_reader),
 		cmocka_unit_test(test_chain_rwlock_mutex_rwlock),
+		cmocka_unit_test(test_deadlock_writer),
+		cmocka_unit_test(test_deadlock_reader),
+		cmocka_unit_test(test_deadlock_three),
+		cmocka_unit_test(test_timed_writer_releases_readers),
+		cmocka_unit_test(test_timed_thread_writer),
+		cmocka_unit_test(test_timeout_ends_donation),
+		cmocka_unit_test(test_names_in_dump),
+		cmocka_unit_test(test_reader_exits_holding),
+		cmocka_unit_test(test_writer_not_starved),
+		cmocka_unit_test(test_reader_not_starved),
+		cmocka_unit_test(test_prio_change_resorts),
+		cmocka_unit_test(test_stress),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
