@@ -97,8 +97,10 @@ struct prt__fiber {
 	atomic_uint nheld;
 	/*
 	 * Of those, rwlock read holds that no slot of their rwlock records
-	 * (rwlock.c, "Tracking readers"). Written only by the fiber itself;
-	 * 0 whenever nheld is, so a reused descriptor starts at 0.
+	 * (rwlock.c, "Tracking readers"). Written only by the fiber itself
+	 * (and reset with nheld when a destroyed runtime's descriptors go
+	 * back to the process: prt__fiber_chunks_release); 0 whenever nheld
+	 * is, so a reused descriptor starts at 0.
 	 */
 	atomic_uint rd_untracked;
 	/*

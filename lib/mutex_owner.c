@@ -25,7 +25,9 @@
  * pthread-sized prt_mutex_t does not have) and callers that handle
  * EOWNERDEAD. Waiters on such a mutex wait for good (timedlock: until
  * their deadline); deadlock detection sees no cycle through the dead
- * owner; the pick puts their donors to sleep (proxy.c).
+ * owner; the pick puts their donors to sleep (proxy.c). An rwlock hold
+ * counts too (each read hold once): a token in an rwlock's owner word
+ * or reader slot (rwlock.c) must never name someone else either.
  */
 #include <errno.h>
 #include <pthread.h>

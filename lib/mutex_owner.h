@@ -137,8 +137,10 @@ void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m);
 
 /*
  * Deadlock detection: walk owner of @m -> what that owner waits on ->
- * its owner ...; true if the walk comes back to @tok (the caller, which
- * has just published blocked_on = @m). wait_lock of @m held.
+ * its owner ...; at an rwlock held by readers, through each tracked
+ * reader (rwlock_int.h); true if the walk comes back to @tok (the
+ * caller, which has just published blocked_on = @m). wait_lock of @m
+ * held.
  */
 bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok);
 

@@ -1186,6 +1186,7 @@ static void test_timed_thread_writer(void **state)
 	void *res;
 
 	(void)state;
+	assert_int_equal(prt_rwlock_init(&to_rw, NULL), 0); /* destroyed by the test before */
 	atomic_store(&to_reader_in, 0);
 	h = test_spawn(rt, 10, -1, to_fiber_holder, NULL);
 	/* Internal: the rwlock's first word is its owner word (lib/rwlock_int.h). */
