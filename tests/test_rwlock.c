@@ -340,9 +340,34 @@ static void *ord_body(void *arg)
 }
 
 /*
+ * Readers of one read phase hold the lock together, in no set order:
+ * sort each run of readers (lower case) in @seq, so that the phases
+ * compare as sets.
+ */
+static void ord_normalize(char *seq)
+{
+	for (char *p = seq; *p;) {
+		char *e = p;
+
+		while (*e >= 'a' && *e <= 'z')
+			e++;
+		for (char *i = p; i < e; i++)
+			for (char *j = i + 1; j < e; j++)
+				if (*j < *i) {
+					char t = *i;
+
+					*i = *j;
+					*j = t;
+				}
+		p = e > p ? e : p + 1;
+	}
+}
+
+/*
  * The main thread holds the write lock; the fibers queue in the order
  * given (each waits before the next comes); then it lets go, and the
- * order of the grants is what the fibers write down.
+ * order of the grants is what the fibers write down (each read phase
+ * sorted: ord_normalize).
  */
 static void order_run(int proxy, int n, const struct ord_arg *args, const int *prio,
 		      const char *expect)
@@ -364,6 +389,7 @@ static void order_run(int proxy, int n, const struct ord_arg *args, const int *p
 	assert_int_equal(prt_rwlock_unlock(&ord_rw), 0);
 	for (int i = 0; i < n; i++)
 		assert_null(join_res(f[i]));
+	ord_normalize(ord_seq);
 	assert_string_equal(ord_seq, expect);
 	assert_int_equal(prt_rwlock_destroy(&ord_rw), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
@@ -393,8 +419,8 @@ static void test_priority_order(void **state)
 	static const int prio[] = { 10, 20, 20, 5, 30 };
 
 	(void)state;
-	order_run(PRT_RWLOCK_PROXY_ON, 5, ord_args, prio, "cbWaX");
-	order_run(PRT_RWLOCK_PROXY_OFF, 5, ord_args, prio, "cbWaX");
+	order_run(PRT_RWLOCK_PROXY_ON, 5, ord_args, prio, "bcWaX");
+	order_run(PRT_RWLOCK_PROXY_OFF, 5, ord_args, prio, "bcWaX");
 }
 
 /* ---- a reader arriving while a writer waits ------------------------------------------- */
