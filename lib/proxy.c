@@ -19,6 +19,9 @@
  *   owner sleeping (park, join, ...)   -> attach D to the owner; D is
  *                                         queued with it when it wakes
  *   owner a plain thread, or dead      -> D sleeps until handed the lock
+ *   an rwlock held by readers          -> one tracked reader, as the
+ *                                         owner above (pick_reader);
+ *                                         none can run: D sleeps
  *
  * Lock order: rq lock -> mutex wait_lock -> fiber lock; never two rq
  * locks except by trylock. Each decision is re-validated under the lock
