@@ -18,7 +18,8 @@
  *                                         point and proxies there
  *   owner sleeping (park, join, ...)   -> attach D to the owner; D is
  *                                         queued with it when it wakes
- *   owner a plain thread, or dead      -> D sleeps until handed the lock
+ *   owner a plain thread, dead, or a   -> D sleeps until handed the lock
+ *     fiber of another runtime
  *   an rwlock held by readers          -> one tracked reader, as the
  *                                         owner above (pick_reader);
  *                                         none can run: D sleeps
@@ -215,6 +216,19 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 	return ok;
 }
 
+/*
+ * Nothing of ours can run for @d (the owner is a plain thread, or a
+ * fiber of another runtime): d sleeps until handed its lock, or runs
+ * and retries if it was released meanwhile.
+ */
+static enum prt__pick_act sleep_or_run(struct prt__worker *w, struct prt__pick *p,
+				       struct prt__fiber *d)
+{
+	if (sleep_donor(d))
+		return PRT_PICK_AGAIN;
+	return run_plain(w, p, d);
+}
+
 /* The owner at the end of @d's chain is @o, not blocked on a mutex. */
 static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p,
 				      struct prt__fiber *d, struct prt__fiber *o,
@@ -225,6 +239,14 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 	/* A preempted owner queued here runs here, its affinity changed or not. */
 	bool here_ok = prt__fiber_allowed(o, w->index) || (x == w && o->preempted);
 
+	/*
+	 * An owner of another runtime (a lock shared between runtimes) is
+	 * not ours to run, and its workers are not d's to move to: as a
+	 * plain thread owner. (Descriptors are type-stable: @rt of a stale
+	 * one is some runtime's, and sleep_donor checks the lock again.)
+	 */
+	if (prt__unlikely(o->rt != w->rt))
+		return sleep_or_run(w, p, d);
 	if (st == PRT_FS_RUNNABLE && x == w && here_ok) {
 		prt__rq_del(w, o);
 		prt__stat_inc(&w->stats.proxy_picks, 1);
@@ -249,9 +271,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 		 * nothing can run for d. FREE: it let go and ended meanwhile, so
 		 * sleep_donor finds the lock released or held anew and decides.
 		 */
-		if (sleep_donor(d))
-			return PRT_PICK_AGAIN;
-		return run_plain(w, p, d);
+		return sleep_or_run(w, p, d);
 	}
 	/* Running elsewhere, queued where we cannot take it, or not allowed here. */
 	if (!x)
@@ -299,7 +319,8 @@ static int reader_rank(struct prt__worker *w, struct prt__fiber *f)
  * here and now: all of them must finish before a writer can go, so
  * which runs first changes nothing else, and the highest priority is
  * the one the scheduler would run first anyway. NULL if no tracked
- * reader can run for d (plain threads, untracked or ended readers).
+ * reader can run for d (plain threads, fibers of another runtime,
+ * untracked or ended readers).
  */
 static struct prt__fiber *pick_reader(struct prt__worker *w, struct prt__mutex *m,
 				      struct prt__fiber *d)
@@ -312,7 +333,7 @@ static struct prt__fiber *pick_reader(struct prt__worker *w, struct prt__mutex *
 		struct prt__fiber *f = (struct prt__fiber *)tok;
 		int rank, prio;
 
-		if (!tok || (tok & PRT_MTX_THREAD) || f == d)
+		if (!tok || (tok & PRT_MTX_THREAD) || f == d || f->rt != w->rt)
 			continue;
 		/* Descriptors are type-stable: a reader that just left is read safely. */
 		rank = reader_rank(w, f);

@@ -1351,6 +1351,86 @@ static void test_timeout_ends_donation(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- an rwlock shared by two runtimes: the pick never crosses over ------------------- */
+
+static prt_rwlock_t xr_rw = PRT_RWLOCK_INITIALIZER;
+static prt_runtime_t *xr_a, *xr_b;
+static atomic_int xr_held, xr_done, xr_wrong;
+static bool xr_holder_writes;
+
+/* B's holder (5), starved by B's hog (10) until A's waiter has the lock. */
+static void *xr_holder(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK((xr_holder_writes ? prt_rwlock_wrlock(&xr_rw) : prt_rwlock_rdlock(&xr_rw)) == 0);
+	atomic_store(&xr_held, 1);
+	while (!atomic_load(&xr_done)) {
+		if (prt_runtime_self() != xr_b)
+			atomic_store(&xr_wrong, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_rwlock_unlock(&xr_rw) == 0);
+	return NULL;
+}
+
+static void *xr_hog(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&xr_done))
+		prt_yield();
+	return NULL;
+}
+
+/* A's waiter (20): the other kind of lock, on its own runtime's worker only. */
+static void *xr_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK((xr_holder_writes ? prt_rwlock_rdlock(&xr_rw) : prt_rwlock_wrlock(&xr_rw)) == 0);
+	if (prt_runtime_self() != xr_a)
+		atomic_store(&xr_wrong, 1);
+	FIBER_CHECK(prt_rwlock_unlock(&xr_rw) == 0);
+	return NULL;
+}
+
+/*
+ * A fiber of runtime A waits on an rwlock that a fiber of runtime B
+ * holds (a reader, then a writer), B's worker busy: A's pick neither
+ * runs B's fiber nor moves A's fiber to B's worker (as for a mutex:
+ * test_mutex's test_shared_between_runtimes); it sleeps until granted.
+ */
+static void shared_between_runtimes(bool holder_writes)
+{
+	prt_fiber_t o, h, w;
+
+	xr_holder_writes = holder_writes;
+	atomic_store(&xr_held, 0);
+	atomic_store(&xr_done, 0);
+	atomic_store(&xr_wrong, 0);
+	xr_a = test_rt(1);
+	xr_b = test_rt(1);
+	o = test_spawn(xr_b, 5, -1, xr_holder, NULL);
+	while (!atomic_load(&xr_held))
+		sched_yield();
+	h = test_spawn(xr_b, 10, -1, xr_hog, NULL);
+	w = test_spawn(xr_a, 20, -1, xr_waiter, NULL);
+	wait_blocked(w);
+	usleep(20000); /* A's picks have had their chance to cross over */
+	atomic_store(&xr_done, 1);
+	assert_null(join_res(w));
+	assert_null(join_res(h));
+	assert_null(join_res(o));
+	assert_int_equal(atomic_load(&xr_wrong), 0);
+	assert_int_equal(prt_runtime_destroy(xr_a), 0);
+	assert_int_equal(prt_runtime_destroy(xr_b), 0);
+}
+
+static void test_shared_between_runtimes(void **state)
+{
+	(void)state;
+	shared_between_runtimes(false);
+	shared_between_runtimes(true);
+}
+
 /* ---- names in the dump, holders that end ---------------------------------------------------- */
 
 static char *dump_text(prt_runtime_t *rt)
@@ -1805,6 +1885,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_timed_writer_releases_readers),
 		cmocka_unit_test(test_timed_thread_writer),
 		cmocka_unit_test(test_timeout_ends_donation),
+		cmocka_unit_test(test_shared_between_runtimes),
 		cmocka_unit_test(test_names_in_dump),
 		cmocka_unit_test(test_reader_exits_holding),
 		cmocka_unit_test(test_writer_not_starved),
