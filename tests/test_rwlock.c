@@ -812,6 +812,15 @@ static void *sl_writer(void *arg)
 	return NULL;
 }
 
+/* Attached to the sleeping reader, then timed out: back from the owner's donor list. */
+static void *sl_timed_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_timedwrlock_ns(&sl_rw, 30000000) == ETIMEDOUT);
+	FIBER_CHECK(atomic_load(&prt_self().p->attached_to) == NULL);
+	return NULL;
+}
+
 static void test_sleeping_reader(void **state)
 {
 	prt_runtime_t *rt = test_rt(1);
@@ -835,6 +844,78 @@ static void test_sleeping_reader(void **state)
 	assert_int_equal(prt_unpark(r), 0);
 	assert_null(join_res(r));
 	assert_null(join_res(w));
+	/* A timed writer attached to the sleeping reader times out while it sleeps on. */
+	atomic_store(&sl_parked, 0);
+	r = test_spawn(rt, 5, -1, sl_reader, NULL);
+	while (!atomic_load(&sl_parked))
+		sched_yield();
+	w = test_spawn(rt, 20, -1, sl_timed_writer, NULL);
+	assert_null(join_res(w));
+	assert_int_equal(prt_unpark(r), 0);
+	assert_null(join_res(r));
+	assert_int_equal(prt_worker_stats(rt, 0, &st), 0);
+	assert_true(st.attachments >= 2);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/* ---- more readers than slots: untracked holds ------------------------------------------ */
+
+#define MANY 12 /* > PRT_RWLOCK_TRACKED */
+
+static prt_rwlock_t mn_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int mn_in, mn_go, mn_w_done;
+
+static void *mn_reader(void *arg)
+{
+	struct prt__fiber *self = prt_self().p;
+
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&mn_rw) == 0);
+	atomic_fetch_add(&mn_in, 1);
+	while (!atomic_load(&mn_go))
+		prt_yield();
+	/* A writer waits now: a second read hold is admitted at once, tracked or not. */
+	FIBER_CHECK(prt_rwlock_tryrdlock(&mn_rw) == 0);
+	FIBER_CHECK(prt_rwlock_rdlock(&mn_rw) == 0);
+	FIBER_CHECK(!atomic_load(&mn_w_done));
+	for (int i = 0; i < 3; i++)
+		FIBER_CHECK(prt_rwlock_unlock(&mn_rw) == 0);
+	FIBER_CHECK(atomic_load(&self->rd_untracked) == 0); /* the counts balance */
+	FIBER_CHECK(atomic_load(&self->nheld) == 0);
+	return NULL;
+}
+
+static void *mn_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&mn_rw) == 0);
+	FIBER_CHECK(atomic_load(&mn_in) == MANY);
+	atomic_store(&mn_w_done, 1);
+	FIBER_CHECK(prt_rwlock_unlock(&mn_rw) == 0);
+	return NULL;
+}
+
+static void test_more_readers_than_slots(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t r[MANY], w;
+
+	(void)state;
+	atomic_store(&mn_in, 0);
+	atomic_store(&mn_go, 0);
+	atomic_store(&mn_w_done, 0);
+	for (int i = 0; i < MANY; i++)
+		r[i] = test_spawn(rt, 10, -1, mn_reader, NULL);
+	while (atomic_load(&mn_in) < MANY)
+		sched_yield();
+	w = test_spawn(rt, 10, -1, mn_writer, NULL);
+	wait_blocked(w);
+	atomic_store(&mn_go, 1);
+	for (int i = 0; i < MANY; i++)
+		assert_null(join_res(r[i]));
+	assert_null(join_res(w));
+	assert_int_equal(prt_rwlock_destroy(&mn_rw), 0);
+	assert_int_equal(prt_rwlock_init(&mn_rw, NULL), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
@@ -1878,6 +1959,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_writer_serves_every_reader),
 		cmocka_unit_test(test_remote_reader),
 		cmocka_unit_test(test_sleeping_reader),
+		cmocka_unit_test(test_more_readers_than_slots),
 		cmocka_unit_test(test_chain_rwlock_mutex_rwlock),
 		cmocka_unit_test(test_deadlock_writer),
 		cmocka_unit_test(test_deadlock_reader),
