@@ -8,6 +8,10 @@
  *   L (prio 5)    at t0 + kP:          lock(m); busy(HOLD); unlock(m)
  *   M1..Mn (10)   at t0 + kP + MOFF:   busy(MBURST)
  *   H (prio 20)   at t0 + kP + HOFF:   t1 = now; lock(m); t2 = now; unlock(m)
+ * With rwlock set, m is a prt_rwlock_t that L takes for reading and H
+ * for writing (W4rw, `proxyrt_bench rwinversion`): the writer waits
+ * behind a low-priority reader, and proxy execution runs the reader in
+ * its place.
  * The busy work makes no runtime calls (as the peers' threads): with a
  * preemptive runtime (quantum_ns, README "Preemption") a fiber that wakes
  * interrupts the lower one running, and H's pick runs L in its place;
@@ -33,6 +37,7 @@ struct inv_params {
 	int samples, period_us, hold_us, nmed, mburst_us, moff_us, hoff_us;
 	int yield_every_us; /* 0: the busy work never yields */
 	unsigned rt_flags;  /* PRT_RT_NO_PROXY for the conventional mutex */
+	int rwlock;         /* 1: an rwlock, L reads and H writes; 0: a mutex */
 	/*
 	 * cfg.preempt_quantum_ns. PRT_PREEMPT_QUANTUM_NS, when set, replaces
 	 * a non-zero value (as for any runtime); 0 is cooperative whatever
@@ -90,6 +95,7 @@ struct inv_ctx {
 	const struct inv_params *p;
 	struct inv_result *r;
 	prt_mutex_t m;
+	prt_rwlock_t rw;
 	uint64_t t0, period, hold_it, burst_it, chunk_it;
 	int total;
 };
@@ -109,6 +115,32 @@ static inline uint64_t inv_busy(struct inv_ctx *c, uint64_t iters, uint64_t x)
 	return x;
 }
 
+/* L's lock: the mutex, or the rwlock for reading. */
+static inline void inv_lock_low(struct inv_ctx *c)
+{
+	if (c->p->rwlock)
+		prt_rwlock_rdlock(&c->rw);
+	else
+		prt_mutex_lock(&c->m);
+}
+
+/* H's lock: the mutex, or the rwlock for writing. */
+static inline void inv_lock_high(struct inv_ctx *c)
+{
+	if (c->p->rwlock)
+		prt_rwlock_wrlock(&c->rw);
+	else
+		prt_mutex_lock(&c->m);
+}
+
+static inline void inv_unlock(struct inv_ctx *c)
+{
+	if (c->p->rwlock)
+		prt_rwlock_unlock(&c->rw);
+	else
+		prt_mutex_unlock(&c->m);
+}
+
 static inline void *inv_low(void *arg)
 {
 	struct inv_ctx *c = arg;
@@ -116,9 +148,9 @@ static inline void *inv_low(void *arg)
 
 	for (int k = 0; k < c->total; k++) {
 		prt_sleep_until(c->t0 + (uint64_t)k * c->period);
-		prt_mutex_lock(&c->m);
+		inv_lock_low(c);
 		x = inv_busy(c, c->hold_it, x);
-		prt_mutex_unlock(&c->m);
+		inv_unlock(c);
 	}
 	return (void *)(uintptr_t)(x & 1);
 }
@@ -145,9 +177,9 @@ static inline void *inv_high(void *arg)
 
 		prt_sleep_until(tgt);
 		t1 = prt_now_ns();
-		prt_mutex_lock(&c->m);
+		inv_lock_high(c);
 		t2 = prt_now_ns();
-		prt_mutex_unlock(&c->m);
+		inv_unlock(c);
 		if (k >= INV_WARM) {
 			c->r->wake[k - INV_WARM] = (int64_t)(t1 - tgt);
 			c->r->lock[k - INV_WARM] = (int64_t)(t2 - t1);
@@ -197,7 +229,8 @@ static inline int inv_rt_create(prt_runtime_t **rt, const prt_runtime_config_t *
 /* Run the scenario; 0 or a negative proxyrt error. Caller frees the arrays. */
 static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 {
-	struct inv_ctx c = { .p = p, .r = r, .m = PRT_MUTEX_INITIALIZER };
+	struct inv_ctx c = { .p = p, .r = r, .m = PRT_MUTEX_INITIALIZER,
+			     .rw = PRT_RWLOCK_INITIALIZER };
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
 	prt_fiber_t l, h, m[INV_MAX_MED];

@@ -18,6 +18,11 @@
  *                                          work without runtime calls (or yielding every
  *                                          $PRT_YIELD_EVERY_US, if > 0)
  *
+ *   proxyrt_bench rwinversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US
+ *                                          W4rw: W4 with a prt_rwlock_t that L takes for
+ *                                          reading and H for writing; two lines,
+ *                                          variant=proxy and variant=noproxy, as inversion
+ *
  *   proxyrt_bench xcore pinned N           W5: fibers on workers pinned to CPUs 0 and 1 pass a
  *                                          turn back and forth through a prt_mutex_t and
  *                                          prt_cond_t; N timed round trips after N/10 untimed
@@ -95,6 +100,7 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench park N [canary|guard] [STACK_KB]\n"
 			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
 			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
+			"       proxyrt_bench rwinversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
 			"       proxyrt_bench xcore pinned N\n"
 			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
 			"       proxyrt_bench hogwake same|cross [ROUNDS]\n"
@@ -514,7 +520,8 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 {
 	int n = p->samples;
 
-	printf("peer=proxyrt workload=prio_inversion variant=%s", variant);
+	printf("peer=proxyrt workload=%s variant=%s", p->rwlock ? "rw_prio_inversion" : "prio_inversion",
+	       variant);
 	printf(" lock_p50_us=%.1f lock_p99_us=%.1f lock_max_us=%.1f", inv_pct(r->lock, n, 50),
 	       inv_pct(r->lock, n, 99), inv_pct(r->lock, n, 100));
 	printf(" resp_p50_us=%.1f resp_p99_us=%.1f resp_max_us=%.1f", inv_pct(r->resp, n, 50),
@@ -531,9 +538,10 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 	       allowed_cpus());
 }
 
-static int bench_inversion(int argc, char **argv)
+/* W4 (@rwlock 0) and W4rw (1): the same arguments and output. */
+static int bench_inversion(int argc, char **argv, int rwlock)
 {
-	struct inv_params p = { 0 };
+	struct inv_params p = { .rwlock = rwlock };
 	const char *ye = getenv("PRT_YIELD_EVERY_US");
 
 	if (argc != 9)
@@ -1202,7 +1210,9 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "mutex"))
 		return bench_mutex(argc, argv);
 	if (!strcmp(argv[1], "inversion"))
-		return bench_inversion(argc, argv);
+		return bench_inversion(argc, argv, 0);
+	if (!strcmp(argv[1], "rwinversion"))
+		return bench_inversion(argc, argv, 1);
 	if (!strcmp(argv[1], "xcore"))
 		return bench_xcore(argc, argv);
 	if (!strcmp(argv[1], "http"))

@@ -21,6 +21,13 @@
  *   fiber 7 "low" state=blocked worker=1 prio=0 wait=io:read:fd=5
  *   chain: 3 "rt" -> mutex "log" 0x55f0 -> 9 "logger" [running]
  *   chain: 12 "high" -> mutex "db" 0x55d0 -> 7 "low" [io:read:fd=5]
+ *   fiber 14 "writer" state=runnable worker=1 prio=20 wait=rwlock:0x5600 name="cfg" owner=readers:2 readers=15,thread
+ *   chain: 14 "writer" -> rwlock "cfg" 0x5600 -> readers:2 15 "reader" [running]
+ *
+ * An rwlock (proxyrt/rwlock.h) shows as "rwlock"; held for writing its
+ * owner is the writer, held for reading "readers:N" (N counted), with
+ * the readers its slots name; a chain goes on through one of them (the
+ * first blocked on a lock, else the first fiber).
  *
  * "prio" is the fiber's own priority. A fiber that a worker runs in a
  * donor's place (proxy execution: the worker's curr, not its donor) also
@@ -40,6 +47,7 @@
 #include "objname.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
+#include "rwlock_int.h"
 
 /* Links of a chain printed before giving up (as the pick path's cap). */
 #define DUMP_CHAIN_MAX 64
@@ -192,25 +200,75 @@ struct dump {
 	unsigned nfibers;
 };
 
-/* The fiber's mutex owner as "owner=ID" / "owner=thread" / "owner=none". */
-static void owner_of(struct prt__mutex *m, char *buf, size_t len, struct prt__fiber **of)
+/* Is @m the head of an rwlock (rwlock_int.h)? Written before any waiter names it. */
+static bool is_rwlock(const struct prt__mutex *m)
+{
+	return m->type == PRT__MTX_RWLOCK;
+}
+
+/* "mutex" or "rwlock", and the kind its name is kept under. */
+static const char *lock_word(const struct prt__mutex *m, enum prt__objkind *kind)
+{
+	*kind = is_rwlock(m) ? PRT_OBJ_RWLOCK : PRT_OBJ_MUTEX;
+	return is_rwlock(m) ? "rwlock" : "mutex";
+}
+
+/*
+ * The owner of the mutex or rwlock @m a fiber waits on, as "ID" /
+ * "thread" / "none", or "readers:N" for an rwlock held by N readers;
+ * *@of: the fiber a chain goes on through (for readers, the one
+ * prt__rw_chain_reader chooses), or NULL. Returns true for readers.
+ */
+static bool owner_of(struct prt__mutex *m, char *buf, size_t len, struct prt__fiber **of)
 {
 	/* acquire: pairs with the release half of the CAS that took @m (publishes the owner) */
 	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_acquire);
 
 	*of = NULL;
+	if (o & PRT_MTX_READERS) {
+		uintptr_t r = prt__rw_chain_reader(m);
+
+		snprintf(buf, len, "readers:%llu", (unsigned long long)prt__rw_count(o));
+		*of = prt__owner_fiber(r);
+		return true;
+	}
 	if (!(o & ~PRT_MTX_FLAGS))
 		snprintf(buf, len, "none");
 	else if (o & PRT_MTX_THREAD)
 		snprintf(buf, len, "thread");
 	else
 		snprintf(buf, len, "%llu", (unsigned long long)fiber_id(*of = prt__owner_fiber(o)));
+	return false;
+}
+
+/* An rwlock's tracked readers, as " readers=ID,thread,..." (nothing if none is tracked). */
+static void readers_of(struct out *o, struct prt__mutex *m)
+{
+	const char *sep = " readers=";
+
+	/* acquire: as owner_of() */
+	if (!(atomic_load_explicit(&m->owner, memory_order_acquire) & PRT_MTX_READERS))
+		return;
+	for (int i = 0; i < PRT_RW_TRACK; i++) {
+		uintptr_t r = prt__rw_slot(m, i);
+
+		if (!r)
+			continue;
+		if (r & PRT_MTX_THREAD)
+			outf(o, "%sthread", sep);
+		else
+			outf(o, "%s%llu", sep, (unsigned long long)fiber_id((struct prt__fiber *)r));
+		sep = ",";
+	}
 }
 
 static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 {
 	struct prt__fiber *start = f;
 	char name[PRT_NAME_MAX], mname[PRT_NAME_MAX + 8], wait[96], owner[32];
+	enum prt__objkind kind;
+	const char *word;
+	bool readers;
 	int n = 0;
 
 	name_of(f, name);
@@ -232,15 +290,19 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 			}
 			return;
 		}
-		owner_of(m, owner, sizeof(owner), &of);
-		outf(d->o, " -> mutex %s%p ->",
-		     objname_of(m, PRT_OBJ_MUTEX, "\"%s\" ", mname, sizeof(mname)), (void *)m);
+		readers = owner_of(m, owner, sizeof(owner), &of);
+		word = lock_word(m, &kind);
+		outf(d->o, " -> %s %s%p ->", word,
+		     objname_of(m, kind, "\"%s\" ", mname, sizeof(mname)), (void *)m);
 		if (!of) {
 			outf(d->o, " %s\n", owner);
 			return;
 		}
 		name_of(of, name);
-		outf(d->o, " %s \"%s\"", owner, name);
+		if (readers) /* readers:N, then the reader the chain goes on through */
+			outf(d->o, " %s %llu \"%s\"", owner, (unsigned long long)fiber_id(of), name);
+		else
+			outf(d->o, " %s \"%s\"", owner, name);
 		if (of == start) {
 			outf(d->o, " (cycle)\n");
 			return;
@@ -316,10 +378,13 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		outf(d->o, " preempted");
 	if (m) {
 		struct prt__fiber *of;
+		enum prt__objkind kind;
+		const char *word = lock_word(m, &kind);
 
 		owner_of(m, owner, sizeof(owner), &of);
-		outf(d->o, " wait=mutex:%p%s owner=%s", (void *)m,
-		     objname_of(m, PRT_OBJ_MUTEX, " name=\"%s\"", mname, sizeof(mname)), owner);
+		outf(d->o, " wait=%s:%p%s owner=%s", word, (void *)m,
+		     objname_of(m, kind, " name=\"%s\"", mname, sizeof(mname)), owner);
+		readers_of(d->o, m);
 	} else if (st == PRT_FS_BLOCKED) {
 		wait_of(f, wait, sizeof(wait));
 		outf(d->o, " wait=%s", wait);

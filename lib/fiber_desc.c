@@ -243,11 +243,12 @@ void prt__fiber_chunks_release(struct prt_runtime *rt)
 			atomic_store_explicit(&f->id, 0, memory_order_relaxed);
 			atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
 			/*
-			 * A kept descriptor (ended holding mutexes) is reused from
-			 * here on: a mutex held by a fiber of a destroyed runtime is
-			 * undefined to use (proxyrt/mutex.h).
+			 * A kept descriptor (ended holding mutexes or rwlocks) is
+			 * reused from here on: a lock held by a fiber of a destroyed
+			 * runtime is undefined to use (proxyrt/mutex.h).
 			 */
 			atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
+			atomic_store_explicit(&f->rd_untracked, 0, memory_order_relaxed);
 			atomic_store_explicit(&f->kept, false, memory_order_relaxed);
 			prt__spin_unlock(&f->lock);
 		}

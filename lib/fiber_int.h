@@ -89,11 +89,20 @@ struct prt__fiber {
 	/* Handle check: equal to the handle's id while the fiber exists, 0 when FREE. */
 	_Atomic uint64_t id;
 	/*
-	 * Mutexes it holds (a recursive one counts once): its owner token is
-	 * in that many owner words. Written only by the fiber itself (relaxed:
+	 * Mutexes it holds (a recursive one counts once) and rwlock holds
+	 * (each read hold once): its owner token is in that many owner words
+	 * or reader slots, at most. Written only by the fiber itself (relaxed:
 	 * one writer), read once it is DEAD, by prt__fiber_free.
 	 */
 	atomic_uint nheld;
+	/*
+	 * Of those, rwlock read holds that no slot of their rwlock records
+	 * (rwlock.c, "Tracking readers"). Written only by the fiber itself
+	 * (and reset with nheld when a destroyed runtime's descriptors go
+	 * back to the process: prt__fiber_chunks_release); 0 whenever nheld
+	 * is, so a reused descriptor starts at 0.
+	 */
+	atomic_uint rd_untracked;
 	/*
 	 * Ended holding mutexes, and joined or reaped: the descriptor is kept
 	 * (never reused, so the owner words name nobody else) and handles to

@@ -21,6 +21,19 @@
 #define PRT_MTX_WAITERS ((uintptr_t)1) /* the waiter list may be non-empty */
 #define PRT_MTX_THREAD ((uintptr_t)2)  /* the owner is a plain thread */
 #define PRT_MTX_FLAGS ((uintptr_t)3)
+/*
+ * rwlock only (rwlock_int.h): the word counts readers instead of naming
+ * an owner. Always with PRT_MTX_THREAD, so that code which reads an
+ * owner word without knowing about rwlocks sees an owner it cannot run
+ * (as a plain thread); tokens are 8-byte aligned, so no token has it.
+ */
+#define PRT_MTX_READERS ((uintptr_t)4)
+
+/*
+ * struct prt__mutex.type of the mutex at the head of an rwlock
+ * (rwlock_int.h); never a prt_mutex_t's (prt_mutexattr_settype refuses it).
+ */
+#define PRT__MTX_RWLOCK 3
 
 struct prt__mutex {
 	/*
@@ -32,7 +45,7 @@ struct prt__mutex {
 	 */
 	_Atomic uintptr_t owner;
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
-	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE */
+	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE, or PRT__MTX_RWLOCK */
 	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
 	uint16_t dbg;                /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	atomic_uint count;           /* recursive: extra locks held; written by the owner */

@@ -25,7 +25,9 @@
  * pthread-sized prt_mutex_t does not have) and callers that handle
  * EOWNERDEAD. Waiters on such a mutex wait for good (timedlock: until
  * their deadline); deadlock detection sees no cycle through the dead
- * owner; the pick puts their donors to sleep (proxy.c).
+ * owner; the pick puts their donors to sleep (proxy.c). An rwlock hold
+ * counts too (each read hold once): a token in an rwlock's owner word
+ * or reader slot (rwlock.c) must never name someone else either.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +35,7 @@
 #include "alloc.h"
 #include "fault.h"
 #include "mutex_owner.h"
+#include "rwlock_int.h"
 
 /* ---- plain threads' identities -------------------------------------------- */
 
@@ -152,9 +155,37 @@ void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m)
 				      memory_order_seq_cst);
 }
 
-bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
+/* Links a deadlock walk follows in all; rwlocks held by readers it branches at, nested. */
+#define CYCLE_LINKS 4096
+#define CYCLE_BRANCHES 4
+
+static bool closes_from(struct prt__mutex *m, uintptr_t tok, int *links, int depth);
+
+/*
+ * @m is an rwlock held by readers: does the walk come back to @tok
+ * through one of its tracked readers? Each one's wait is walked in turn
+ * (a branch), at most CYCLE_BRANCHES rwlocks deep. Readers no slot
+ * names are not seen (rwlock.c, "Tracking readers").
+ */
+static bool readers_close(struct prt__mutex *m, uintptr_t tok, int *links, int depth)
 {
-	for (int i = 0; m && i < 4096; i++) {
+	if (depth >= CYCLE_BRANCHES)
+		return false;
+	for (int i = 0; i < PRT_RW_TRACK; i++) {
+		/* seq_cst: as waits_on(); pairs with the claim of the slot (rwlock.c, track()) */
+		uintptr_t r = prt__rw_slot(m, i);
+
+		if (!r)
+			continue;
+		if (r == tok || closes_from(waits_on(r), tok, links, depth + 1))
+			return true;
+	}
+	return false;
+}
+
+static bool closes_from(struct prt__mutex *m, uintptr_t tok, int *links, int depth)
+{
+	for (; m && (*links)-- > 0;) {
 		/*
 		 * seq_cst: read after our seq_cst store of blocked_on, like
 		 * waits_on() (the deadlock walk's store-then-load); as an
@@ -165,11 +196,20 @@ bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
 
 		if (!o)
 			return false;
+		if (o & PRT_MTX_READERS)
+			return readers_close(m, tok, links, depth);
 		if (o == tok)
 			return true;
 		m = waits_on(o);
 	}
 	return false;
+}
+
+bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
+{
+	int links = CYCLE_LINKS;
+
+	return closes_from(m, tok, &links, 0);
 }
 
 /* ---- introspection: the wait chain ------------------------------------------ */
@@ -201,8 +241,13 @@ PRT_API int prt_fiber_wait_chain(prt_fiber_t h, prt_wait_link_t *out, int max)
 		if (!m)
 			break;
 		o = atomic_load_explicit(&m->owner, memory_order_acquire);
-		of = prt__owner_fiber(o);
 		out[n].mutex = (prt_mutex_t *)(void *)m;
+		out[n].kind = m->type == PRT__MTX_RWLOCK ? PRT_WAIT_LINK_RWLOCK_WR : PRT_WAIT_LINK_MUTEX;
+		if (o & PRT_MTX_READERS) {
+			out[n].kind = PRT_WAIT_LINK_RWLOCK_RD;
+			o = prt__rw_chain_reader(m);
+		}
+		of = prt__owner_fiber(o);
 		out[n].owner_is_thread = !!(o & PRT_MTX_THREAD);
 		out[n].owner.p = (o & ~PRT_MTX_FLAGS) ? of : NULL;
 		/* relaxed: descriptors are type-stable; a snapshot */

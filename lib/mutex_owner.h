@@ -26,6 +26,8 @@ struct prt__tself {
 	_Atomic(struct prt__mutex *) blocked_on;
 	/* Mutexes it holds (a recursive one once); written only by its thread. */
 	atomic_uint nheld;
+	/* Of those, untracked rwlock read holds (as prt__fiber.rd_untracked). */
+	atomic_uint rd_untracked;
 	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
 	struct prt__tself *free_next; /* on the free list while no thread has it */
 } __attribute__((aligned(8)));
@@ -135,8 +137,10 @@ void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m);
 
 /*
  * Deadlock detection: walk owner of @m -> what that owner waits on ->
- * its owner ...; true if the walk comes back to @tok (the caller, which
- * has just published blocked_on = @m). wait_lock of @m held.
+ * its owner ...; at an rwlock held by readers, through each tracked
+ * reader (rwlock_int.h); true if the walk comes back to @tok (the
+ * caller, which has just published blocked_on = @m). wait_lock of @m
+ * held.
  */
 bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok);
 

@@ -4,9 +4,10 @@
 
 /*
  * objname.c: the names of synchronisation objects (prt_mutexattr_setname,
- * prt_condattr_setname), kept in one process-wide table keyed by the
- * object's address and kind, for prt_runtime_dump(). See docs/design.md,
- * section 14, "Object names", for why it is global.
+ * prt_condattr_setname, prt_rwlockattr_setname), kept in one
+ * process-wide table keyed by the object's address and kind, for
+ * prt_runtime_dump(). See docs/design.md, section 14, "Object names",
+ * for why it is global.
  */
 
 #include <stdbool.h>
@@ -16,12 +17,13 @@
 
 /*
  * The kind of object a name belongs to: part of the key, so an object
- * that embeds another at its start (a future rwlock with a mutex at
- * offset 0) keeps a name of its own.
+ * that embeds another at its start (an rwlock, whose head is a struct
+ * prt__mutex: rwlock_int.h) keeps a name of its own.
  */
 enum prt__objkind {
 	PRT_OBJ_MUTEX = 1,
 	PRT_OBJ_COND,
+	PRT_OBJ_RWLOCK,
 };
 
 /*

@@ -18,7 +18,11 @@
  *                                         point and proxies there
  *   owner sleeping (park, join, ...)   -> attach D to the owner; D is
  *                                         queued with it when it wakes
- *   owner a plain thread, or dead      -> D sleeps until handed the lock
+ *   owner a plain thread, dead, or a   -> D sleeps until handed the lock
+ *     fiber of another runtime
+ *   an rwlock held by readers          -> one tracked reader, as the
+ *                                         owner above (pick_reader);
+ *                                         none can run: D sleeps
  *
  * Lock order: rq lock -> mutex wait_lock -> fiber lock; never two rq
  * locks except by trylock. Each decision is re-validated under the lock
@@ -36,6 +40,7 @@
 #include "mutex_int.h"
 #include "proxy_int.h"
 #include "runtime_int.h"
+#include "rwlock_int.h"
 #include "sched_priv.h"
 #include "worker.h"
 
@@ -141,6 +146,23 @@ static enum prt__pick_act run_plain(struct prt__worker *w, struct prt__pick *p,
 }
 
 /*
+ * Does @o hold @m: own a mutex, write an rwlock, or (a word held by
+ * readers) read it in a tracked slot? seq_cst: as the owner's unlock
+ * CAS, which it pairs with. Asked under o->lock about an @o that
+ * sleeps: o went to sleep under that lock after any unlock it did (and
+ * a reader clears its slot before its unlock), so if it sleeps and
+ * still holds @m, it sleeps holding it.
+ */
+static bool holds(struct prt__mutex *m, struct prt__fiber *o)
+{
+	uintptr_t ow = atomic_load_explicit(&m->owner, memory_order_seq_cst);
+
+	if (ow & PRT_MTX_READERS)
+		return prt__rw_has_reader(m, (uintptr_t)o);
+	return (ow & ~PRT_MTX_WAITERS) == (uintptr_t)o;
+}
+
+/*
  * Attach donor @d to owner @o of @m, asleep. False if @o woke or let go
  * of @m meanwhile, or
  * if @d was handed its lock meanwhile:
@@ -158,14 +180,9 @@ static bool attach(struct prt__fiber *d, struct prt__fiber *o, struct prt__mutex
 	bool ok;
 
 	prt__spin_lock(&o->lock);
-	/*
-	 * o went to sleep under o->lock after any unlock it did, so if it
-	 * sleeps and still owns m, it sleeps holding m: its wake re-queues d.
-	 */
+	/* If o sleeps holding m (holds()), its wake re-queues d. */
 	ok = atomic_load_explicit(&o->state, memory_order_relaxed) == PRT_FS_BLOCKED &&
-	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) &&
-	     (atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS) ==
-		     (uintptr_t)o; /* seq_cst: as the owner's unlock CAS, which it pairs with */
+	     !atomic_load_explicit(&o->blocked_on, memory_order_relaxed) && holds(m, o);
 	if (ok) {
 		prt__list_add_tail(&o->donors, &d->rq_node);
 		/* seq_cst: store then load, against the handoff's (see above) */
@@ -199,6 +216,19 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 	return ok;
 }
 
+/*
+ * Nothing of ours can run for @d (the owner is a plain thread, or a
+ * fiber of another runtime): d sleeps until handed its lock, or runs
+ * and retries if it was released meanwhile.
+ */
+static enum prt__pick_act sleep_or_run(struct prt__worker *w, struct prt__pick *p,
+				       struct prt__fiber *d)
+{
+	if (sleep_donor(d))
+		return PRT_PICK_AGAIN;
+	return run_plain(w, p, d);
+}
+
 /* The owner at the end of @d's chain is @o, not blocked on a mutex. */
 static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p,
 				      struct prt__fiber *d, struct prt__fiber *o,
@@ -209,6 +239,14 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 	/* A preempted owner queued here runs here, its affinity changed or not. */
 	bool here_ok = prt__fiber_allowed(o, w->index) || (x == w && o->preempted);
 
+	/*
+	 * An owner of another runtime (a lock shared between runtimes) is
+	 * not ours to run, and its workers are not d's to move to: as a
+	 * plain thread owner. (Descriptors are type-stable: @rt of a stale
+	 * one is some runtime's, and sleep_donor checks the lock again.)
+	 */
+	if (prt__unlikely(o->rt != w->rt))
+		return sleep_or_run(w, p, d);
 	if (st == PRT_FS_RUNNABLE && x == w && here_ok) {
 		prt__rq_del(w, o);
 		prt__stat_inc(&w->stats.proxy_picks, 1);
@@ -233,9 +271,7 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 		 * nothing can run for d. FREE: it let go and ended meanwhile, so
 		 * sleep_donor finds the lock released or held anew and decides.
 		 */
-		if (sleep_donor(d))
-			return PRT_PICK_AGAIN;
-		return run_plain(w, p, d);
+		return sleep_or_run(w, p, d);
 	}
 	/* Running elsewhere, queued where we cannot take it, or not allowed here. */
 	if (!x)
@@ -246,6 +282,69 @@ static enum prt__pick_act proxy_owner(struct prt__worker *w, struct prt__pick *p
 		return run_plain(w, p, d); /* in transit to us: d retries */
 	prt__stat_inc(&w->stats.migrations, 1);
 	return move(p, d, x);
+}
+
+/*
+ * How well reader @f of an rwlock can run for a donor picked on @w, as
+ * proxy_owner() would treat it: 5 runnable here; 4 runnable on another
+ * worker, takeable; 3 blocked on a lock (its chain is followed); 2
+ * running elsewhere, or not takeable (the donor migrates); 1 asleep (the
+ * donor attaches); 0 ended (nothing to run). Racy reads: proxy_owner
+ * decides again.
+ */
+static int reader_rank(struct prt__worker *w, struct prt__fiber *f)
+{
+	int st = atomic_load_explicit(&f->state, memory_order_relaxed);
+	struct prt__worker *x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
+	bool preempted = PRT_READ_ONCE(f->preempted);
+
+	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed))
+		return 3;
+	if (st == PRT_FS_RUNNABLE && x == w && (prt__fiber_allowed(f, w->index) || preempted))
+		return 5;
+	if (st == PRT_FS_RUNNABLE && x && x != w && prt__fiber_allowed(f, w->index) && !preempted)
+		return 4;
+	if (st == PRT_FS_BLOCKED)
+		return 1;
+	if (st == PRT_FS_DEAD || st == PRT_FS_FREE)
+		return 0;
+	return 2;
+}
+
+/*
+ * @m is an rwlock held by readers (docs/design.md, section 18): the
+ * reader to run for donor @d, the best ranked (reader_rank), the highest
+ * priority among equals, the first slot among those. A runnable reader
+ * first, so that the donor's priority goes to work that can be done
+ * here and now: all of them must finish before a writer can go, so
+ * which runs first changes nothing else, and the highest priority is
+ * the one the scheduler would run first anyway. NULL if no tracked
+ * reader can run for d (plain threads, fibers of another runtime,
+ * untracked or ended readers).
+ */
+static struct prt__fiber *pick_reader(struct prt__worker *w, struct prt__mutex *m,
+				      struct prt__fiber *d)
+{
+	struct prt__fiber *best = NULL;
+	int best_rank = 0, best_prio = -1;
+
+	for (int i = 0; i < PRT_RW_TRACK; i++) {
+		uintptr_t tok = prt__rw_slot(m, i);
+		struct prt__fiber *f = (struct prt__fiber *)tok;
+		int rank, prio;
+
+		if (!tok || (tok & PRT_MTX_THREAD) || f == d || f->rt != w->rt)
+			continue;
+		/* Descriptors are type-stable: a reader that just left is read safely. */
+		rank = reader_rank(w, f);
+		prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
+		if (rank > best_rank || (rank == best_rank && rank && prio > best_prio)) {
+			best = f;
+			best_rank = rank;
+			best_prio = prio;
+		}
+	}
+	return best;
 }
 
 enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
@@ -281,6 +380,21 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 			o = next_owner(m);
 			if (!o) {
 				f = d; /* held again, or a thread is next: restart */
+				continue;
+			}
+			return proxy_owner(w, p, d, o, m);
+		}
+		if (ow & PRT_MTX_READERS) {
+			/* An rwlock held by readers: run one of them for d. */
+			o = pick_reader(w, m, d);
+			if (!o) {
+				/* None can run (threads, untracked, ended): d sleeps until granted. */
+				if (!sleep_donor(d))
+					return run_plain(w, p, d);
+				return PRT_PICK_AGAIN;
+			}
+			if (atomic_load_explicit(&o->blocked_on, memory_order_acquire)) {
+				f = o; /* chain: the reader waits on another lock */
 				continue;
 			}
 			return proxy_owner(w, p, d, o, m);

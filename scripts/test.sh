@@ -42,8 +42,9 @@ run_suite() {
 
 # The tests where fibers cross workers, for TSan (each fiber costs TSan
 # ~300 KiB, so the single-purpose unit tests add nothing there).
-TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_football test_preempt
-	test_stress test_io test_stream test_http test_dump test_lifetime test_wait test_sem test_cancel stress_mixed)
+TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed test_football
+	test_preempt test_stress test_io test_stream test_http test_dump test_lifetime test_wait
+	test_sem test_cancel stress_mixed)
 # valgrind: the tests that run on one worker or a few. Valgrind runs one
 # thread at a time and hands its lock over unfairly, so tests built on
 # cross-worker spinning (test_mutex's deadlock cycles, football, the
@@ -52,7 +53,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_cond test_timed test_footbal
 # since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
 VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime test_timed test_cond test_io test_sigpipe
-	test_stream test_preempt test_dump test_edges test_lifetime)
+	test_stream test_preempt test_dump test_edges test_lifetime test_rwlock)
 # Runtimes are cooperative by default: gcc, ASan and TSan run the suite
 # so; clang runs it preemptive (PRT_PREEMPT_QUANTUM_NS=1000000, the stress
 # suite left out: the sanitizers run it preemptive below), so that it

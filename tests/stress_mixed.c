@@ -8,6 +8,9 @@
  *   - I/O under a lock: 8 tagged bytes through a socketpair while holding
  *     that pair's mutex, so waiters meet an owner asleep in I/O;
  *   - a condvar-guarded pool of tokens (take one, yield, give it back);
+ *   - rwlock rounds: read or write one of a few rwlocks (timed or not;
+ *     some write sections also take a mutex: always rwlock -> mutex),
+ *     readers and writers checked to exclude each other, writes counted;
  *   - yields, short sleeps, priority changes;
  *   - migrations: a new random affinity, checked at the next scheduling
  *     point (the fiber must then run on a worker of its set);
@@ -48,6 +51,7 @@
 #define X_MUTEXES 32
 #define X_PAIRS 32
 #define X_TOKENS 48
+#define X_RWLOCKS 8
 #define X_THREADS 2
 #define X_FIBERS_DEFAULT (SANITIZED ? 2000 : 3000)
 /* Mean think time between a fiber's operations, in microseconds. */
@@ -55,8 +59,11 @@
 /* A fiber without progress for this long is hung. */
 #define X_STALL_NS ((SANITIZED ? 60ull : 20ull) * 1000000000ull)
 
-enum { OP_MUTEX, OP_PAIR, OP_IO, OP_TOKEN, OP_YIELD, OP_MIGRATE, OP_PRIO, OP_SLEEP, OP_N };
-static const char *const op_names[OP_N] = { "mutex", "pair", "io", "token",
+enum {
+	OP_MUTEX, OP_PAIR, OP_IO, OP_TOKEN, OP_RWLOCK, OP_YIELD, OP_MIGRATE, OP_PRIO, OP_SLEEP,
+	OP_N
+};
+static const char *const op_names[OP_N] = { "mutex", "pair",    "io",   "token", "rwlock",
 					    "yield", "migrate", "prio", "sleep" };
 
 struct xrun {
@@ -72,6 +79,10 @@ struct xrun {
 	prt_mutex_t bank_m;
 	prt_cond_t bank_c;
 	int tokens;                     /* under bank_m */
+	prt_rwlock_t rw[X_RWLOCKS];
+	atomic_int rw_state[X_RWLOCKS]; /* readers inside rw[i], or -1 while a writer is */
+	long rw_writes[X_RWLOCKS];      /* under rw[i] for writing */
+	atomic_long rw_expect[X_RWLOCKS];
 	atomic_long ops[OP_N];
 	atomic_long violations, io_errors, aff_errors, deadlocks, timeouts;
 	atomic_long *progress;          /* per fiber */
@@ -190,6 +201,78 @@ static void op_token(struct xrun *x, bool fiber)
 	prt_mutex_unlock(&x->bank_m);
 }
 
+/*
+ * An rwlock call gave up: ETIMEDOUT is counted; anything else is a
+ * violation, EDEADLK included (a fiber or thread waits for its rwlock
+ * holding nothing: rwlocks are taken first, and no one waits for one
+ * holding a mutex, so no cycle can come back to it).
+ */
+static void rw_gave_up(struct xrun *x, int e)
+{
+	if (e == ETIMEDOUT)
+		atomic_fetch_add(&x->timeouts, 1);
+	else
+		atomic_fetch_add(&x->violations, 1);
+}
+
+/* Read one of the rwlocks: no writer may be inside meanwhile. */
+static void rw_read(struct xrun *x, unsigned *seed, int i, bool fiber)
+{
+	int e = rand_r(seed) % 4 ? prt_rwlock_rdlock(&x->rw[i])
+				 : prt_rwlock_timedrdlock_ns(&x->rw[i], 200000 + rand_r(seed) % 2000000);
+
+	if (e) {
+		rw_gave_up(x, e);
+		return;
+	}
+	if (atomic_fetch_add(&x->rw_state[i], 1) < 0)
+		atomic_fetch_add(&x->violations, 1);
+	if (fiber && rand_r(seed) % 2)
+		prt_yield();
+	if (atomic_fetch_sub(&x->rw_state[i], 1) < 1)
+		atomic_fetch_add(&x->violations, 1);
+	prt_rwlock_unlock(&x->rw[i]);
+}
+
+/* Write one of the rwlocks alone; sometimes take a mutex inside (rwlock -> mutex). */
+static void rw_write(struct xrun *x, unsigned *seed, int i, bool fiber, void *me)
+{
+	int e = rand_r(seed) % 4 ? prt_rwlock_wrlock(&x->rw[i])
+				 : prt_rwlock_timedwrlock_ns(&x->rw[i], 200000 + rand_r(seed) % 2000000);
+	int zero = 0;
+
+	if (e) {
+		rw_gave_up(x, e);
+		return;
+	}
+	if (!atomic_compare_exchange_strong(&x->rw_state[i], &zero, -1))
+		atomic_fetch_add(&x->violations, 1);
+	x->rw_writes[i]++;
+	atomic_fetch_add(&x->rw_expect[i], 1);
+	if (rand_r(seed) % 4 == 0) {
+		int m = rand_r(seed) % X_MUTEXES;
+
+		prt_mutex_lock(&x->m[m]);
+		guarded_add(x, m, me);
+		prt_mutex_unlock(&x->m[m]);
+	}
+	if (fiber && rand_r(seed) % 2)
+		prt_yield();
+	if (atomic_exchange(&x->rw_state[i], 0) != -1)
+		atomic_fetch_add(&x->violations, 1);
+	prt_rwlock_unlock(&x->rw[i]);
+}
+
+static void op_rwlock(struct xrun *x, unsigned *seed, bool fiber, void *me)
+{
+	int i = rand_r(seed) % X_RWLOCKS;
+
+	if (rand_r(seed) % 8 < 5)
+		rw_read(x, seed, i, fiber);
+	else
+		rw_write(x, seed, i, fiber, me);
+}
+
 static void random_set(struct xrun *x, unsigned *seed, prt_workerset_t *set)
 {
 	prt_workerset_zero(set);
@@ -239,6 +322,7 @@ static void *x_fiber(void *arg)
 		case OP_PAIR: op_pair(x, &seed, fa); break;
 		case OP_IO: op_io(x, &seed, (uint64_t)idx); break;
 		case OP_TOKEN: op_token(x, true); break;
+		case OP_RWLOCK: op_rwlock(x, &seed, true, fa); break;
 		case OP_YIELD: prt_yield(); break;
 		case OP_MIGRATE: op_migrate(x, &seed); break;
 		case OP_PRIO: prt_fiber_set_priority(prt_self(), rand_r(&seed) % PRT_PRIO_LEVELS); break;
@@ -259,9 +343,10 @@ static void *x_thread(void *arg)
 	unsigned seed = 77u + (unsigned)fa->idx;
 
 	while (!atomic_load(&x->stop)) {
-		switch (rand_r(&seed) % 3) {
+		switch (rand_r(&seed) % 4) {
 		case 0: op_mutex(x, &seed, fa); break;
 		case 1: op_pair(x, &seed, fa); break;
+		case 2: op_rwlock(x, &seed, false, fa); break;
 		default: op_token(x, false); break;
 		}
 		usleep(rand_r(&seed) % 500);
@@ -334,6 +419,8 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 	assert_int_equal(prt_mutex_init(&x->bank_m, NULL), 0);
 	assert_int_equal(prt_cond_init(&x->bank_c), 0);
 	x->tokens = X_TOKENS;
+	for (int i = 0; i < X_RWLOCKS; i++)
+		assert_int_equal(prt_rwlock_init(&x->rw[i], NULL), 0);
 	x->progress = calloc((size_t)x->nfibers, sizeof(*x->progress));
 	x->finished = calloc((size_t)x->nfibers, sizeof(*x->finished));
 	x->fibers = calloc((size_t)x->nfibers, sizeof(*x->fibers));
@@ -393,6 +480,11 @@ static void x_run(const char *label, int nworkers, const char *synthetic, long s
 		assert_int_equal(prt_mutex_destroy(&x->pm[i]), 0);
 		close(x->sp[i][0]);
 		close(x->sp[i][1]);
+	}
+	for (int i = 0; i < X_RWLOCKS; i++) {
+		assert_int_equal(x->rw_writes[i], atomic_load(&x->rw_expect[i]));
+		assert_int_equal(atomic_load(&x->rw_state[i]), 0);
+		assert_int_equal(prt_rwlock_destroy(&x->rw[i]), 0);
 	}
 	assert_int_equal(x->tokens, X_TOKENS);
 	assert_int_equal(prt_cond_destroy(&x->bank_c), 0);

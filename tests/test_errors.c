@@ -87,6 +87,13 @@ static const struct call_errors documented[] = {
 	{ "prt_sem_*", { EINVAL, EBUSY, EAGAIN, ETIMEDOUT, ENOMEM, EOVERFLOW, ECANCELED } },
 	/* waitgroup.h: pthreads' convention (prt_waitgroup_spawn: prt_spawn's) */
 	{ "prt_waitgroup_*", { EINVAL, EBUSY, EOVERFLOW, ETIMEDOUT, ENOMEM, ECANCELED } },
+	/* rwlock.h: pthreads' convention */
+	{ "prt_rwlockattr_*", { EINVAL } },
+	{ "prt_rwlock_init/destroy", { EINVAL, EBUSY, ENOMEM } },
+	{ "prt_rwlock_rdlock/wrlock", { EDEADLK, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_rwlock_tryrdlock/trywrlock", { EBUSY, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_rwlock_timed*lock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },
+	{ "prt_rwlock_unlock", { EPERM, EINVAL } },
 	{ "prt_fiber_wait_chain", { -EINVAL, -ESRCH } },
 };
 
@@ -193,7 +200,7 @@ static int scan_header(const char *file, bool *seen_etimedout, bool *seen_ebusy)
 static void test_header_names(void **state)
 {
 	static const char *const headers[] = { "common.h", "fiber.h", "io.h", "mutex.h",
-					       "proxyrt.h", "runtime.h", "sem.h", "version.h" };
+					       "proxyrt.h", "runtime.h", "rwlock.h", "sem.h", "version.h" };
 	bool etimedout = false, ebusy = false;
 	int found = 0;
 

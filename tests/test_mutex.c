@@ -926,6 +926,78 @@ static void test_deadlock_three(void **state)
 	}
 }
 
+/* ---- a mutex shared by two runtimes: the pick never crosses over ---- */
+
+static prt_mutex_t xr_m = PRT_MUTEX_INITIALIZER;
+static prt_runtime_t *xr_a, *xr_b;
+static atomic_int xr_held, xr_done, xr_wrong;
+
+/* B's owner (5), starved by B's hog (10) until A's waiter has the lock. */
+static void *xr_owner(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&xr_m) == 0);
+	atomic_store(&xr_held, 1);
+	while (!atomic_load(&xr_done)) {
+		if (prt_runtime_self() != xr_b)
+			atomic_store(&xr_wrong, 1);
+		prt_yield();
+	}
+	FIBER_CHECK(prt_mutex_unlock(&xr_m) == 0);
+	return NULL;
+}
+
+static void *xr_hog(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&xr_done))
+		prt_yield();
+	return NULL;
+}
+
+/* A's waiter (20): waits for the lock on its own runtime's workers only. */
+static void *xr_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&xr_m) == 0);
+	if (prt_runtime_self() != xr_a)
+		atomic_store(&xr_wrong, 1);
+	FIBER_CHECK(prt_mutex_unlock(&xr_m) == 0);
+	return NULL;
+}
+
+/*
+ * A fiber of runtime A waits on a mutex that a fiber of runtime B holds,
+ * and B's worker is busy: A's pick must not run B's fiber, nor move A's
+ * fiber to B's worker (it ran and ended there, and A's destroy waited
+ * for it for ever). It sleeps until handed the lock, as behind a thread.
+ */
+static void test_shared_between_runtimes(void **state)
+{
+	prt_fiber_t o, h, w;
+
+	(void)state;
+	atomic_store(&xr_held, 0);
+	atomic_store(&xr_done, 0);
+	atomic_store(&xr_wrong, 0);
+	xr_a = test_rt(1);
+	xr_b = test_rt(1);
+	o = test_spawn(xr_b, 5, -1, xr_owner, NULL);
+	while (!atomic_load(&xr_held))
+		sched_yield();
+	h = test_spawn(xr_b, 10, -1, xr_hog, NULL);
+	w = test_spawn(xr_a, 20, -1, xr_waiter, NULL);
+	wait_blocked(w);
+	usleep(20000); /* A's picks have had their chance to cross over */
+	atomic_store(&xr_done, 1);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(h, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(atomic_load(&xr_wrong), 0);
+	assert_int_equal(prt_runtime_destroy(xr_a), 0);
+	assert_int_equal(prt_runtime_destroy(xr_b), 0);
+}
+
 /* ---- fibers and plain threads on one mutex ---- */
 
 #define MIX_K 20000
@@ -1936,6 +2008,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_handoff_brings_back_attached_cond_waiter),
 		cmocka_unit_test(test_deadlock_abba),
 		cmocka_unit_test(test_deadlock_three),
+		cmocka_unit_test(test_shared_between_runtimes),
 		cmocka_unit_test(test_fibers_and_threads),
 		cmocka_unit_test(test_stress),
 		cmocka_unit_test(test_exit_holding_fiber),

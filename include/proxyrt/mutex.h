@@ -321,11 +321,25 @@ PRT_API int prt_cond_broadcast(prt_cond_t *c);
  * the moment of reading (released; owner.p == NULL). The walk stops at
  * an owner that waits on no mutex, after @max links, or where it comes
  * back to @f (a cycle: the last owner is @f).
+ *
+ * @kind says what @mutex is: PRT_WAIT_LINK_MUTEX, or an rwlock
+ * (proxyrt/rwlock.h; @mutex is then its address, a prt_rwlock_t *)
+ * held for writing (PRT_WAIT_LINK_RWLOCK_WR: @owner is the writer) or
+ * for reading (PRT_WAIT_LINK_RWLOCK_RD: @owner is one tracked reader,
+ * the first blocked on a lock if any, through which the walk goes on;
+ * owner.p == NULL and !owner_is_thread if no reader is tracked).
  */
+enum {
+	PRT_WAIT_LINK_MUTEX = 0,
+	PRT_WAIT_LINK_RWLOCK_WR = 1,
+	PRT_WAIT_LINK_RWLOCK_RD = 2,
+};
+
 typedef struct prt_wait_link {
 	prt_mutex_t *mutex;
 	prt_fiber_t owner;
 	int owner_is_thread;
+	int kind; /* PRT_WAIT_LINK_* */
 } prt_wait_link_t;
 
 /*

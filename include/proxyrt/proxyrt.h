@@ -9,6 +9,7 @@
 #include <proxyrt/fiber.h>
 #include <proxyrt/mutex.h>
 #include <proxyrt/sem.h>
+#include <proxyrt/rwlock.h>
 #include <proxyrt/waitgroup.h>
 #include <proxyrt/io.h>
 

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef PRT_RWLOCK_INT_H
+#define PRT_RWLOCK_INT_H
+
+/*
+ * The read-write lock (rwlock.c; docs/design.md, section 18). Its head
+ * is a struct prt__mutex, so that everything that follows a fiber's
+ * blocked_on (the pick's chain walk, deadlock detection, priority
+ * changes, the dump) finds an owner word, a wait_lock and a waiter list
+ * where it expects them. The owner word says who holds the lock:
+ *
+ *   0                                       free
+ *   writer token [| PRT_MTX_WAITERS]        held for writing, as a mutex
+ *   n << PRT_RW_SHIFT | PRT_MTX_READERS |   held for reading by n
+ *     PRT_MTX_THREAD [| PRT_MTX_WAITERS]    readers
+ *
+ * Readers are counted in the word; the first PRT_RW_TRACK read holds
+ * also put their owner's token in a slot of @readers, which is how the
+ * pick finds a reader to run for a writer waiting behind them, and
+ * deadlock detection walks on through the readers.
+ */
+#include "mutex_int.h"
+
+/* Read holds whose owner a slot names; more are counted only. */
+#define PRT_RW_TRACK 8
+/* One reader in the word. */
+#define PRT_RW_SHIFT 3
+#define PRT_RW_ONE ((uintptr_t)1 << PRT_RW_SHIFT)
+/* The bits of a word held for reading, besides the count. */
+#define PRT_RW_RD (PRT_MTX_READERS | PRT_MTX_THREAD)
+
+struct prt__rwlock {
+	/* Owner word (above), wait_lock, waiters; type PRT__MTX_RWLOCK once used. */
+	struct prt__mutex m;
+	/*
+	 * Tokens of tracked read holds (0: free slot), one slot per hold: a
+	 * reader that locks twice may fill two. Claimed by compare-and-swap
+	 * after the hold is counted in the word, cleared by the reader
+	 * before its unlock leaves the word, so a token in a slot is always
+	 * a reader's. Written without a lock; read by the pick, deadlock
+	 * detection and dumps (racy snapshots, as their other reads).
+	 */
+	_Atomic uintptr_t readers[PRT_RW_TRACK];
+};
+
+/* The rwlock whose head is @m (m->type == PRT__MTX_RWLOCK, or a word with PRT_MTX_READERS). */
+static inline struct prt__rwlock *prt__rwlock_of_mutex(struct prt__mutex *m)
+{
+	return prt__container_of(m, struct prt__rwlock, m);
+}
+
+/* Readers counted in owner word @o (held for reading). */
+static inline uintptr_t prt__rw_count(uintptr_t o)
+{
+	return o >> PRT_RW_SHIFT;
+}
+
+/*
+ * Slot @i of the rwlock whose head is @m: a reader's token or 0.
+ * seq_cst: the deadlock walk's loads are (mutex_owner.c), and pair with
+ * the slot's claim (rwlock.c, track()).
+ */
+static inline uintptr_t prt__rw_slot(struct prt__mutex *m, int i)
+{
+	return atomic_load_explicit(&prt__rwlock_of_mutex(m)->readers[i], memory_order_seq_cst);
+}
+
+/* Does a slot of the rwlock whose head is @m name @tok? */
+static inline bool prt__rw_has_reader(struct prt__mutex *m, uintptr_t tok)
+{
+	for (int i = 0; i < PRT_RW_TRACK; i++)
+		if (prt__rw_slot(m, i) == tok)
+			return true;
+	return false;
+}
+
+/*
+ * The reader a chain (a dump, prt_fiber_wait_chain) goes on through, for
+ * the rwlock whose head is @m, held for reading: its token, the first
+ * tracked fiber reader blocked on a lock, else the first tracked fiber
+ * reader, else a tracked thread reader; 0 if no reader is tracked.
+ */
+static inline uintptr_t prt__rw_chain_reader(struct prt__mutex *m)
+{
+	uintptr_t fiber = 0, thread = 0;
+
+	for (int i = 0; i < PRT_RW_TRACK; i++) {
+		uintptr_t r = prt__rw_slot(m, i);
+
+		if (!r)
+			continue;
+		if (r & PRT_MTX_THREAD) {
+			thread = thread ? thread : r;
+			continue;
+		}
+		/* acquire: as the chain walks' reads of blocked_on; descriptors are type-stable */
+		if (atomic_load_explicit(&((struct prt__fiber *)r)->blocked_on, memory_order_acquire))
+			return r;
+		fiber = fiber ? fiber : r;
+	}
+	return fiber ? fiber : thread;
+}
+
+#endif
