@@ -1166,12 +1166,13 @@ void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint6
 	if (!m)
 		return;
 	/*
-	 * A condvar waiter moved here retakes its mutex: that wait is not
-	 * cancellable. Nor, yet, is an rwlock's (its head is a mutex, but
-	 * its waits leave through rwlock.c's own dequeue, which keeps the
-	 * reader and writer counts).
+	 * An rwlock's wait leaves through rwlock.c's own timeout path (its
+	 * dequeue keeps the reader and writer counts).
 	 */
-	if ((f->mwait && f->mwait->parker) || m->type == PRT__MTX_RWLOCK)
+	if (m->type == PRT__MTX_RWLOCK)
+		prt__rwlock_cancel_locked(w, f, m);
+	/* A condvar waiter moved here retakes its mutex: that wait is not cancellable. */
+	else if (f->mwait && f->mwait->parker)
 		prt__spin_unlock(&m->wait_lock);
 	else
 		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */

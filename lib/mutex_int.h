@@ -190,6 +190,12 @@ bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h);
  */
 void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id);
 /*
+ * prt__mutex_cancel_locked's rwlock part (rwlock.c): @f waits for the
+ * rwlock whose head is @m (its wait_lock held; dropped here): end the
+ * wait as its timer would; the lock call returns ECANCELED.
+ */
+void prt__rwlock_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m);
+/*
  * prt_cancel of @f (id @id) when it may wait for a mutex: take the rq
  * lock of a worker of f's runtime (where a wake would queue it) and end
  * that wait there as its timer would (prt__mutex_cancel_locked). Any

@@ -171,9 +171,11 @@ int prt__offload_run(struct prt__worker *w, struct prt__offjob *j, uint64_t dead
 	int err;
 
 	prt__assert(!deadline || j->detached);
-	/* A cancelled fiber's job is not run (docs/design.md, section 17). */
-	if (j->detached && prt__cancel_pending(w->curr))
+	/* A cancelled fiber's job is not run (docs/design.md, section 17): the caller's reference alone. */
+	if (j->detached && prt__cancel_pending(w->curr)) {
+		atomic_store_explicit(&j->refs, 1, memory_order_relaxed);
 		return -ECANCELED;
+	}
 	prt__wait_init(&j->done, w->curr);
 	if (j->detached)
 		atomic_store_explicit(&j->refs, 2, memory_order_relaxed); /* published by the queue's lock */

@@ -746,6 +746,9 @@ static int lock_fiber(struct prt__rwlock *rw, struct prt__worker *w, bool reader
 	};
 	int err;
 
+	*tracked = false;
+	if (prt__cancel_pending(fw.self))
+		return ECANCELED; /* contended: it would wait (mutex.c's lock_fiber) */
 	if (w->rt->nworkers > 1 && spin_take(rw, fw.self, reader))
 		return 0;
 	prt__spin_lock(&rw->m.wait_lock);
@@ -776,6 +779,17 @@ static int lock_fiber(struct prt__rwlock *rw, struct prt__worker *w, bool reader
 				goto out;
 			continue;
 		}
+		/*
+		 * A cancel pending? Our blocked_on (seq_cst, in insert) is
+		 * stored, then this load: prt_cancel stores the flag, then
+		 * loads blocked_on. So it is seen here, or the canceller waits
+		 * for wait_lock and ends our wait as our timer would (as in
+		 * mutex.c's lock_fiber).
+		 */
+		if (atomic_load_explicit(&fw.self->cancel, memory_order_seq_cst)) {
+			err = ECANCELED;
+			goto give_up;
+		}
 		wait_sleep(&fw);
 	}
 give_up:
@@ -784,6 +798,9 @@ give_up:
 out:
 	prt__spin_unlock(&rw->m.wait_lock);
 	wait_finish(&fw);
+	/* Taken off the list before our deadline (or with none): a cancel did it. */
+	if (err == ETIMEDOUT && (!deadline || prt__now_ns() < deadline))
+		err = ECANCELED;
 	if (err && !reader && fw.queued)
 		writer_left(rw);
 	*tracked = fw.wr.tracked;
@@ -798,16 +815,25 @@ out:
  * that gave up held back is granted by the fiber itself (writer_left),
  * not here under the rq lock. False if the wait went on without us.
  */
+static bool rw_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m);
+
 static bool rw_timeout(struct prt__worker *w, struct prt__fiber *f)
 {
 	/* relaxed: only tells which wait_lock to take; read again under it (mutex.c) */
 	struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_relaxed);
-	struct prt__mwaiter *r;
-	bool sleeping;
 
 	if (!m)
 		return false;
 	prt__spin_lock(&m->wait_lock);
+	return rw_timeout_locked(w, f, m);
+}
+
+/* rw_timeout with @m's wait_lock taken (dropped here). */
+static bool rw_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
+{
+	struct prt__mwaiter *r;
+	bool sleeping;
+
 	r = f->mwait;
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != m || !r) {
 		prt__spin_unlock(&m->wait_lock);
@@ -833,6 +859,13 @@ static void rw_timer_fire(struct prt__timer *t, void *ctx)
 
 	if (!rw_timeout(ctx, f))
 		prt__timed_out_donor(ctx, f);
+}
+
+void prt__rwlock_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
+{
+	/* prt_cancel ends the wait as its timer would; lock_fiber says ECANCELED. */
+	if (!rw_timeout_locked(w, f, m))
+		prt__timed_out_donor(w, f);
 }
 
 /* ---- a plain thread's wait -------------------------------------------------------- */

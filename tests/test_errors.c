@@ -90,9 +90,9 @@ static const struct call_errors documented[] = {
 	/* rwlock.h: pthreads' convention */
 	{ "prt_rwlockattr_*", { EINVAL } },
 	{ "prt_rwlock_init/destroy", { EINVAL, EBUSY, ENOMEM } },
-	{ "prt_rwlock_rdlock/wrlock", { EDEADLK, EAGAIN, EINVAL, ENOMEM } },
+	{ "prt_rwlock_rdlock/wrlock", { EDEADLK, EAGAIN, EINVAL, ENOMEM, ECANCELED } },
 	{ "prt_rwlock_tryrdlock/trywrlock", { EBUSY, EAGAIN, EINVAL, ENOMEM } },
-	{ "prt_rwlock_timed*lock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM } },
+	{ "prt_rwlock_timed*lock(_ns)", { ETIMEDOUT, EINVAL, EDEADLK, EAGAIN, ENOMEM, ECANCELED } },
 	{ "prt_rwlock_unlock", { EPERM, EINVAL } },
 	{ "prt_fiber_wait_chain", { -EINVAL, -ESRCH } },
 };

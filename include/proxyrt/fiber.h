@@ -297,6 +297,8 @@ PRT_API int prt_unpark(prt_fiber_t f);
  *     the mutex; the waiter leaves the list exactly as on a timeout (the
  *     owner stops running for it). A free mutex is still taken (0): the
  *     uncontended lock stays one compare-and-swap.
+ *   - prt_rwlock_rdlock / wrlock / timed*lock(_ns): as a mutex lock
+ *     (ECANCELED without the lock; one it can take at once is taken).
  *   - prt_cond_wait / timedwait: ECANCELED with the mutex held again (as
  *     pthreads' timeout); cancelled before the call: ECANCELED at once,
  *     mutex held throughout. A signal that came first wins (0).

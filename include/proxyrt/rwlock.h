@@ -26,9 +26,10 @@
  *     waiting readers): a steady stream of writers cannot starve
  *     readers either. Writers and read phases of one level alternate.
  *
- * Cancellation: prt_cancel() does not end an rwlock wait (this version:
- * the fiber keeps waiting for the lock, and its next cancellable call
- * returns ECANCELED); prt_mutex_lock and the other waits do end.
+ * Cancellation (proxyrt/fiber.h, prt_cancel): a fiber's rdlock, wrlock
+ * and timed locks return ECANCELED, without the lock, when cancelled
+ * while they wait or when a cancel is pending and they would wait; a
+ * lock they can take at once is taken. Plain threads are not cancelled.
  *
  * So no one waits behind a waiter of lower priority. A high-priority
  * reader that arrives while a lower-priority writer waits joins the
