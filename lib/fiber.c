@@ -19,6 +19,7 @@
 #include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
+#include "sched_priv.h"
 #include "switch.h"
 #include "wait.h"
 #include "waitgroup.h"
@@ -590,6 +591,41 @@ static void cancel_hooks_locked(struct prt__fiber *f, struct cancel_hooks *k)
 	k->sleep = f->cancel_sleep;
 }
 
+/*
+ * prt_cancel of @f (id @id) when it may wait for a mutex or an rwlock:
+ * take the rq lock of a worker of f's runtime (where a wake would queue
+ * it) and end that wait there as its timer would. Any thread; from
+ * outside f's runtime the caller holds a reference.
+ */
+static void cancel_lock_wait(struct prt__fiber *f, uint64_t id)
+{
+	struct prt__worker *w = prt__worker_of(f->rt, prt__cur_worker());
+	struct prt__mutex *m;
+
+	/*
+	 * seq_cst: the load half of prt_cancel's store-then-load (the flag,
+	 * then blocked_on), against lock_fiber's (blocked_on, then the
+	 * flag): one of the two sees the other.
+	 */
+	if (!atomic_load_explicit(&f->blocked_on, memory_order_seq_cst))
+		return;
+	/*
+	 * Where a sleeping waiter is queued: where a wake would queue it
+	 * (ours if it may run here, else where it ran). Unlike a timer's
+	 * worker, that one may sleep: wake it, its pick runs the fiber.
+	 */
+	w = prt__select_worker_from(f, w);
+	prt__spin_lock(&w->rq.lock);
+	if ((m = prt__mutex_cancel_find(f, id))) {
+		if (m->type == PRT__MTX_RWLOCK)
+			prt__rwlock_cancel_locked(w, f, m);
+		else
+			prt__mutex_cancel_locked(w, f, m);
+	}
+	prt__rq_unlock(w);
+	prt__wake_worker(w);
+}
+
 PRT_API int prt_cancel(prt_fiber_t h)
 {
 	struct cancel_hooks k;
@@ -605,7 +641,7 @@ PRT_API int prt_cancel(prt_fiber_t h)
 	}
 	/*
 	 * seq_cst: the store half of two store-then-load pairs: with our
-	 * load of blocked_on (prt__cancel_mutex_wait) against lock_fiber's
+	 * load of blocked_on (cancel_lock_wait) against lock_fiber's
 	 * store of it then load of this; and with the exchange of a
 	 * worker's cancel_posted (prt__io_cancel_post). Under f->lock: the
 	 * fiber looks at it under f->lock before it sleeps (wait.c, sched.c).
@@ -621,7 +657,7 @@ PRT_API int prt_cancel(prt_fiber_t h)
 	if (k.sleep)
 		prt__sleep_cancel(k.sleep, f, h.id);
 	/* Not a hook: a mutex waiter may be queued, not asleep (invariant 1). */
-	prt__cancel_mutex_wait(f, h.id);
+	cancel_lock_wait(f, h.id);
 	put_ref(ref);
 	return 0;
 }

@@ -15,7 +15,6 @@
 #include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
-#include "sched_priv.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -1138,7 +1137,7 @@ static void mutex_timer_fire(struct prt__timer *t, void *ctx)
  * f cannot leave its wait (every exit takes it), so @m stays when
  * f->lock is dropped.
  */
-static struct prt__mutex *cancel_find(struct prt__fiber *f, uint64_t id)
+struct prt__mutex *prt__mutex_cancel_find(struct prt__fiber *f, uint64_t id)
 {
 	for (;;) {
 		struct prt__mutex *m;
@@ -1159,46 +1158,13 @@ static struct prt__mutex *cancel_find(struct prt__fiber *f, uint64_t id)
 	}
 }
 
-void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id)
+void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
 {
-	struct prt__mutex *m = cancel_find(f, id);
-
-	if (!m)
-		return;
-	/*
-	 * An rwlock's wait leaves through rwlock.c's own timeout path (its
-	 * dequeue keeps the reader and writer counts).
-	 */
-	if (m->type == PRT__MTX_RWLOCK)
-		prt__rwlock_cancel_locked(w, f, m);
 	/* A condvar waiter moved here retakes its mutex: that wait is not cancellable. */
-	else if (f->mwait && f->mwait->parker)
+	if (f->mwait && f->mwait->parker)
 		prt__spin_unlock(&m->wait_lock);
 	else
 		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */
-}
-
-void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id)
-{
-	struct prt__worker *w = prt__worker_of(f->rt, prt__cur_worker());
-
-	/*
-	 * seq_cst: the load half of prt_cancel's store-then-load (the flag,
-	 * then blocked_on), against lock_fiber's (blocked_on, then the
-	 * flag): one of the two sees the other.
-	 */
-	if (!atomic_load_explicit(&f->blocked_on, memory_order_seq_cst))
-		return;
-	/*
-	 * Where a sleeping waiter is queued: where a wake would queue it
-	 * (ours if it may run here, else where it ran). Unlike a timer's
-	 * worker, that one may sleep: wake it, its pick runs the fiber.
-	 */
-	w = prt__select_worker_from(f, w);
-	prt__spin_lock(&w->rq.lock);
-	prt__mutex_cancel_locked(w, f, id);
-	prt__rq_unlock(w);
-	prt__wake_worker(w);
 }
 
 /* ---- priority changes ---------------------------------------------------- */

@@ -182,26 +182,23 @@ uintptr_t prt__mutex_self_token(void);
  */
 bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h);
 /*
- * prt_cancel of @f (id @id), @w's rq lock held (any worker of f's
- * runtime: a sleeping waiter is queued there): if @f waits for a mutex
- * (not a condvar's retake), end the wait as its timer would
- * (mutex_timer_fire): off the list, the owner's donation gone, its lock
- * call returns ECANCELED (lock_fiber).
+ * prt_cancel's lock part (fiber.c, cancel_lock_wait). Find the mutex
+ * (or rwlock head) that fiber @f (id @id) waits for, and take its
+ * wait_lock: NULL if it waits for none. The lock order is wait_lock ->
+ * fiber lock, so it is found as prt__mutex_reprio finds it: under
+ * f->lock, with wait_lock only tried.
  */
-void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, uint64_t id);
+struct prt__mutex *prt__mutex_cancel_find(struct prt__fiber *f, uint64_t id);
 /*
- * prt__mutex_cancel_locked's rwlock part (rwlock.c): @f waits for the
- * rwlock whose head is @m (its wait_lock held; dropped here): end the
- * wait as its timer would; the lock call returns ECANCELED.
+ * End @f's wait for mutex @m (its wait_lock held, dropped here; @w's rq
+ * lock held: any worker of f's runtime, a sleeping waiter is queued
+ * there) as its timer would (mutex_timer_fire): off the list, the
+ * owner's donation gone, its lock call returns ECANCELED (lock_fiber).
+ * A condvar's retake is not cancelled.
  */
+void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m);
+/* The same for an rwlock whose head is @m (rwlock.c, its own timeout path). */
 void prt__rwlock_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m);
-/*
- * prt_cancel of @f (id @id) when it may wait for a mutex: take the rq
- * lock of a worker of f's runtime (where a wake would queue it) and end
- * that wait there as its timer would (prt__mutex_cancel_locked). Any
- * thread; from outside f's runtime the caller holds a reference.
- */
-void prt__cancel_mutex_wait(struct prt__fiber *f, uint64_t id);
 /*
  * Lock @m for a condvar wait's retake (0, EDEADLK, ENOMEM): as
  * prt_mutex_lock, but a pending cancel does not end it (pthreads' cond
