@@ -590,6 +590,24 @@ static void test_echo_10k(void **state)
 
 /* ---- the example servers stop cleanly on SIGTERM -------------------------------- */
 
+/*
+ * The example server a sigterm test started and has not reaped yet. A
+ * failed assertion leaves it running, with our stdout: meson would wait
+ * for it until the test's timeout. The teardown kills it.
+ */
+static pid_t sigterm_child;
+
+static int sigterm_teardown(void **state)
+{
+	(void)state;
+	if (sigterm_child > 0) {
+		kill(sigterm_child, SIGKILL);
+		waitpid(sigterm_child, NULL, 0);
+		sigterm_child = 0;
+	}
+	return 0;
+}
+
 #ifdef PRT_TEST_ECHO_SERVER
 /*
  * Start @path -p 0 -w 2 with its stderr on a pipe; *@port gets the port it
@@ -656,23 +674,32 @@ static void sigterm_run(const char *path, const char *req, const char *want)
 	size_t got = 0;
 	pid_t pid = example_start(path, &port, &errfd);
 
+	sigterm_child = pid; /* killed by the teardown if an assertion fails */
 	for (int i = 0; i < 3; i++) {
 		ssize_t n, k = 0;
 
 		fds[i] = example_client(port);
 		assert_int_equal(write(fds[i], req, strlen(req)), (ssize_t)strlen(req));
-		while ((size_t)k < strlen(want) && (n = read(fds[i], buf + k, sizeof(buf) - 1 - (size_t)k)) > 0)
-			k += n;
+		while ((size_t)k < strlen(want) &&
+		       ((n = read(fds[i], buf + k, sizeof(buf) - 1 - (size_t)k)) > 0 || client_eintr(n)))
+			if (n > 0)
+				k += n;
 		buf[k] = 0;
 		if (!strstr(buf, want))
-			fail_msg("no \"%s\" in the answer \"%s\"", want, buf);
+			fail_msg("no \"%s\" in the answer \"%s\" (%s)", want, buf,
+				 k ? "short" : strerror(errno));
 	}
 	assert_int_equal(kill(pid, SIGTERM), 0);
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(read(fds[i], buf, sizeof(buf)), 0); /* closed by the server */
+		ssize_t n;
+
+		while (client_eintr(n = read(fds[i], buf, sizeof(buf))))
+			;
+		assert_int_equal(n, 0); /* closed by the server */
 		close(fds[i]);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
+	sigterm_child = 0;
 	for (ssize_t n; got < sizeof(all) - 1 && (n = read(errfd, all + got, sizeof(all) - 1 - got)) > 0;)
 		got += (size_t)n;
 	close(errfd);
@@ -721,8 +748,8 @@ int main(void)
 	};
 	const struct CMUnitTest echo[] = {
 		cmocka_unit_test(test_echo_10k),
-		cmocka_unit_test(test_sigterm_echo),
-		cmocka_unit_test(test_sigterm_http),
+		cmocka_unit_test_teardown(test_sigterm_echo, sigterm_teardown),
+		cmocka_unit_test_teardown(test_sigterm_http, sigterm_teardown),
 	};
 	int failed;
 
