@@ -23,9 +23,12 @@
  *                                          reading and H for writing; two lines,
  *                                          variant=proxy and variant=noproxy, as inversion
  *
- *   proxyrt_bench xcore pinned N           W5: fibers on workers pinned to CPUs 0 and 1 pass a
+ *   proxyrt_bench xcore pinned|sem N       W5: fibers on workers pinned to CPUs 0 and 1 pass a
  *                                          turn back and forth through a prt_mutex_t and
- *                                          prt_cond_t; N timed round trips after N/10 untimed
+ *                                          prt_cond_t (pinned) or two prt_sem_t, one per side
+ *                                          (sem, variant=pinned_sem: Go's two channels; no
+ *                                          lock to contend); N timed round trips after N/10
+ *                                          untimed
  *
  *   proxyrt_bench preempt QUANTUM_NS SAMPLES
  *                                          what preemption costs, one worker (issue 13):
@@ -101,7 +104,7 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench mutex WORKERS T K IN_NS OUT_NS\n"
 			"       proxyrt_bench inversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
 			"       proxyrt_bench rwinversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US\n"
-			"       proxyrt_bench xcore pinned N\n"
+			"       proxyrt_bench xcore pinned|sem N\n"
 			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
 			"       proxyrt_bench hogwake same|cross [ROUNDS]\n"
 			"       proxyrt_bench filewrite aff|noaff [WRITES] [SPIN_US] [buffered|direct] [DIR]\n"
@@ -573,6 +576,8 @@ static int bench_inversion(int argc, char **argv, int rwlock)
 /* ------------------------------------------------------------------ W5 xcore */
 
 struct xcore {
+	int sem;           /* 1: pass the turn through two semaphores (sem variant) */
+	prt_sem_t go[2];   /* sem variant: side i waits on go[i], posts go[!i] */
 	prt_mutex_t m;
 	prt_cond_t c;
 	int turn;          /* whose move: 0 or 1; m */
@@ -583,6 +588,18 @@ struct xcore {
 
 static void xcore_pass(struct xcore *x, int me, long n)
 {
+	if (x->sem) {
+		for (long i = 0; i < n; i++) {
+			if (me == 0) {
+				prt_sem_post(&x->go[1]);
+				prt_sem_wait(&x->go[0]);
+			} else {
+				prt_sem_wait(&x->go[1]);
+				prt_sem_post(&x->go[0]);
+			}
+		}
+		return;
+	}
 	for (long i = 0; i < n; i++) {
 		prt_mutex_lock(&x->m);
 		while (x->turn != me)
@@ -625,8 +642,11 @@ static int bench_xcore(int argc, char **argv)
 	prt_fiber_t f[2];
 	double el, cpu;
 
-	if (argc != 4 || strcmp(argv[2], "pinned"))
+	if (argc != 4 || (strcmp(argv[2], "pinned") && strcmp(argv[2], "sem")))
 		usage();
+	x.sem = !strcmp(argv[2], "sem");
+	prt_sem_init(&x.go[0], 0);
+	prt_sem_init(&x.go[1], 0);
 	x.n = arg_long(argv[3], 1);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
@@ -645,9 +665,9 @@ static int bench_xcore(int argc, char **argv)
 		check(prt_join(f[i], NULL), "prt_join");
 	el = (double)(x.t1 - x.t0);
 	cpu = (double)(x.cpu1.tv_sec - x.cpu0.tv_sec) * 1e9 + (double)(x.cpu1.tv_nsec - x.cpu0.tv_nsec);
-	printf("peer=proxyrt workload=xcore_wake variant=pinned ns_per_op=%.2f ops=%ld "
+	printf("peer=proxyrt workload=xcore_wake variant=%s ns_per_op=%.2f ops=%ld "
 	       "proc_cpu_util=%.2f workers=2 cpus=%d\n",
-	       el / (double)x.n, x.n, cpu / el, allowed_cpus());
+	       x.sem ? "pinned_sem" : "pinned", el / (double)x.n, x.n, cpu / el, allowed_cpus());
 	prt_runtime_destroy(rt);
 	return 0;
 }
