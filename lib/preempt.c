@@ -310,30 +310,42 @@ static void tick_stop(struct prt__worker *w)
 }
 
 /*
- * Make @watch fire by the earliest deadline of w's heaps (a sleeper due
- * while a fiber runs here); rq lock held. Only ever earlier: when it
- * fires, the next look arms it again. PRT_PEV_WATCH_FIRED says it fired (it
- * fires once per arming, and only holders of this lock arm it).
+ * Keep @watch armed for the earliest deadline of w's heaps (a sleeper
+ * due while a fiber runs here; plus the watch's slack, 0 unless its
+ * interrupts keep finding a fiber that calls the runtime anyway: struct
+ * prt__wpreempt), disarmed when they are empty; rq lock held. A timer that goes before it fires (a timed wait that
+ * ended, a sleep cancelled) moves it later or disarms it: a stale watch
+ * would interrupt the fiber for nothing, and a timer signal costs tens
+ * of us in a VM against a fraction of one for the settime (design.md,
+ * section 16). PRT_PEV_WATCH_FIRED says it fired (it fires once per
+ * arming, and only holders of this lock arm it); a signal of an arming
+ * replaced meanwhile only makes the next look arm it again.
  */
 static void watch_arm(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint64_t d;
+	uint64_t d = PRT_NEVER;
 
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_WATCH_FIRED)) {
 		atomic_fetch_and_explicit(&p->events, ~PRT_PEV_WATCH_FIRED, memory_order_relaxed);
 		p->watch_at = PRT_NEVER;
 	}
-	if (prt__likely(!prt__has_timers(w)))
-		return;
-	d = prt__timers_first(&w->timers);
-	if (prt__timers_first(&w->iotimers) < d)
-		d = prt__timers_first(&w->iotimers);
-	if (d < p->watch_at) {
-		p->watch_at = d;
-		prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* 0 would disarm */
+	if (prt__has_timers(w)) {
+		d = prt__timers_first(&w->timers);
+		if (prt__timers_first(&w->iotimers) < d)
+			d = prt__timers_first(&w->iotimers);
 	}
+	if (prt__likely(d == p->watch_at))
+		return;
+	p->watch_at = d;
+	if (d == PRT_NEVER) {
+		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0); /* 0 disarms */
+		return;
+	}
+	/* relaxed: written by this thread's handler */
+	d = prt__add_sat(d, atomic_load_explicit(&p->watch_slack, memory_order_relaxed));
+	prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* a deadline of 0 (long past) is 1 */
 }
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
@@ -354,9 +366,11 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) &
 			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)) &&
 	    (atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
-				       memory_order_relaxed) & PRT_PEV_PENDING_ALL))
+				       memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
 		/* honoured: a retry deferred from now on waits the shortest again */
 		atomic_store_explicit(&p->retry_streak, 0, memory_order_relaxed);
+		prt__preempt_retry_honoured(w);
+	}
 	/*
 	 * A kick of this worker recorded under this lock hold (a sleeper
 	 * that run_timers() woke in preempt_eval() or in this pick) is
@@ -371,6 +385,11 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 		PRT_WRITE_ONCE(p->serve_prio, -1);
 		if (p->ticking)
 			tick_stop(w); /* an idle worker takes no ticks */
+		if (p->watch_at != PRT_NEVER) {
+			/* nor watch signals: it sleeps until its next timer itself */
+			p->watch_at = PRT_NEVER;
+			prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0);
+		}
 		return;
 	}
 	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
@@ -513,6 +532,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	why |= atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
 					 memory_order_relaxed) & PRT_PEV_PENDING_ALL;
 	atomic_store_explicit(&p->retry_streak, 0, memory_order_relaxed); /* as in the pick */
+	prt__preempt_retry_honoured(w);
 	if (prt__has_timers(w))
 		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
 	served = prt__served_prio(w);
@@ -666,6 +686,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		p->sig = sig;
 		p->serve_prio = -1;
 		p->watch_at = PRT_NEVER;
+		atomic_init(&p->watch_slack, 0);
 	}
 	return 0;
 }

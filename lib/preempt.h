@@ -65,6 +65,17 @@ struct prt__wpreempt {
 	 * (its handler counts, its picks reset).
 	 */
 	atomic_uint retry_streak;
+	/*
+	 * How long past its deadline @watch fires (ns): 0, or, while watch
+	 * interrupts keep landing where the fiber cannot be stopped (the
+	 * library, libc: a fiber that calls the runtime, whose scheduling
+	 * points run the timers anyway), doubled from
+	 * PRT_PREEMPT_WATCH_SLACK_NS up to PRT_PREEMPT_WATCH_SLACK_MAX_NS;
+	 * halved by each that stops the fiber, 0 below the first step (a
+	 * hog's sleepers are woken on time again within a few rounds). The
+	 * worker thread's own: its handler writes it, watch_arm reads it.
+	 */
+	_Atomic uint64_t watch_slack;
 };
 
 /*
@@ -91,6 +102,9 @@ enum {
  */
 #define PRT_PREEMPT_RETRY_NS 50000u
 #define PRT_PREEMPT_RETRY_MAX_NS 800000u
+/* The timer watch's slack (struct prt__wpreempt.watch_slack): first step and bound, ns. */
+#define PRT_PREEMPT_WATCH_SLACK_NS 10000u
+#define PRT_PREEMPT_WATCH_SLACK_MAX_NS 100000u
 /*
  * Stack the preemption path may use below the interrupt frame: a fiber
  * interrupted with less than this (plus the frame) left is not

@@ -50,5 +50,11 @@ void prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interva
  * thread only (its handler, or a fiber on it). Async-signal-safe.
  */
 void prt__preempt_arm_retry(struct prt__worker *w, uint64_t ns);
+/*
+ * A look (a pick, preempt_eval) has just honoured the pending
+ * interrupts: disarm the retry, whose signal would find nothing to do
+ * (tens of us in a VM, a fraction of one for the settime). On w's thread.
+ */
+void prt__preempt_retry_honoured(struct prt__worker *w);
 
 #endif

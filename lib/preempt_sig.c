@@ -113,6 +113,22 @@ void prt__preempt_arm_retry(struct prt__worker *w, uint64_t ns)
 	prt__preempt_settime(w->pw.retry, 0, ns, 0);
 }
 
+void prt__preempt_retry_honoured(struct prt__worker *w)
+{
+	/*
+	 * relaxed, all: this thread's, and its handler's, which may run
+	 * between any two of these steps. One that defers after the
+	 * exchange arms the timer again (retry_armed was 0), which the
+	 * settime may cancel; the look at the pending bits after it arms it
+	 * once more. One after the settime finds it armed or arms it.
+	 */
+	if (!atomic_exchange_explicit(&w->pw.retry_armed, 0, memory_order_relaxed))
+		return;
+	prt__preempt_settime(w->pw.retry, 0, 0, 0);
+	if (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)
+		prt__preempt_arm_retry(w, PRT_PREEMPT_RETRY_NS);
+}
+
 /* ---- the handler ---------------------------------------------------------------- */
 
 /*
@@ -158,6 +174,28 @@ static uint64_t retry_ns(unsigned src, uintptr_t pc)
 	return PRT_PREEMPT_RETRY_NS;
 }
 
+/* A watch interrupt could not stop the fiber: the next watch fires later (struct prt__wpreempt). */
+static void watch_slack_grow(struct prt__worker *w)
+{
+	/* relaxed: this thread's (watch_arm reads it) */
+	uint64_t s = atomic_load_explicit(&w->pw.watch_slack, memory_order_relaxed);
+
+	s = s ? 2 * s : PRT_PREEMPT_WATCH_SLACK_NS;
+	if (s > PRT_PREEMPT_WATCH_SLACK_MAX_NS)
+		s = PRT_PREEMPT_WATCH_SLACK_MAX_NS;
+	atomic_store_explicit(&w->pw.watch_slack, s, memory_order_relaxed);
+}
+
+/* A watch interrupt stopped the fiber: the next watch fires sooner, soon on time. */
+static void watch_slack_shrink(struct prt__worker *w)
+{
+	/* relaxed: this thread's (watch_arm reads it) */
+	uint64_t s = atomic_load_explicit(&w->pw.watch_slack, memory_order_relaxed) / 2;
+
+	atomic_store_explicit(&w->pw.watch_slack, s < PRT_PREEMPT_WATCH_SLACK_NS ? 0 : s,
+			      memory_order_relaxed);
+}
+
 static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
@@ -176,8 +214,14 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 	}
 	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
-				base + PRT_PREEMPT_STACK_RESERVE))
+				base + PRT_PREEMPT_STACK_RESERVE)) {
 		defer(w, src, retry_ns(src, pc));
+		if (src == PRT_PSRC_WATCH)
+			watch_slack_grow(w);
+		return;
+	}
+	if (src == PRT_PSRC_WATCH)
+		watch_slack_shrink(w);
 }
 
 void prt__preempt_handler(int sig, siginfo_t *si, void *uc)

@@ -1646,6 +1646,15 @@ static void *backoff_hog(void *arg)
 	return NULL;
 }
 
+/* test_honoured_retry_disarmed's hog: in the library, then ends at once. */
+static void *retry_hog(void *arg)
+{
+	struct backoff *b = arg;
+
+	sink = b->fn(&b->in, 3, b->iters); /* denied: every interrupt is deferred */
+	return NULL;
+}
+
 static void test_retry_backs_off(void **state)
 {
 	struct backoff b = { 0 };
@@ -1681,6 +1690,222 @@ static void test_retry_backs_off(void **state)
 	dlclose(l.h);
 }
 
+/* ---- the timer watch follows the timers ------------------------------------------------ */
+
+/*
+ * A timed wait that ends before its deadline takes the watch with it:
+ * the worker's timer watch (armed while a fiber runs here and another
+ * has a deadline) must not fire for a deadline no fiber has any more.
+ * F times a lock held by this thread; G runs meanwhile (its pick arms
+ * the watch for F's deadline); the lock goes to F long before that; then
+ * the worker has nothing to do and parks. Past F's old deadline it must
+ * still be parked the once: a stale watch would interrupt its sleep
+ * (and a running fiber, in the same way, for nothing).
+ */
+#define WATCH_TMO_NS (300ull * 1000 * 1000)
+
+struct stale {
+	prt_mutex_t m;
+	atomic_int g_running, released;
+	int lock_rc;
+};
+
+static void *stale_g(void *arg)
+{
+	struct stale *s = arg;
+	struct cap c;
+	uint64_t x = 1;
+
+	atomic_store(&s->g_running, 1);
+	cap_init(&c);
+	while (!atomic_load(&s->released) && !cap_hit(&c))
+		x = spin_work(x, 64);
+	sink = x;
+	return NULL;
+}
+
+static void *stale_f(void *arg)
+{
+	struct stale *s = arg;
+	prt_fiber_t g = spawn_at(prt_runtime_self(), 16, 0, stale_g, s);
+
+	s->lock_rc = prt_mutex_timedlock_ns(&s->m, WATCH_TMO_NS);
+	if (!s->lock_rc)
+		prt_mutex_unlock(&s->m);
+	join_ok(g);
+	return NULL;
+}
+
+/* Is worker 0 of @rt asleep (the dump's idle=1)? */
+static bool worker0_idle(prt_runtime_t *rt)
+{
+	char buf[4096];
+	FILE *tmp = tmpfile();
+	size_t n;
+
+	assert_non_null(tmp);
+	assert_int_equal(prt_runtime_dump(rt, fileno(tmp)), 0);
+	rewind(tmp);
+	n = fread(buf, 1, sizeof(buf) - 1, tmp);
+	buf[n] = '\0';
+	fclose(tmp);
+	return strstr(buf, "worker 0: running=0 donor=0 runq=0 idle=1") != NULL;
+}
+
+static void test_watch_follows_timers(void **state)
+{
+	struct stale s = { .m = PRT_MUTEX_INITIALIZER };
+	prt_runtime_t *rt;
+	prt_fiber_t f;
+	uint64_t t0, parks;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	assert_int_equal(prt_mutex_lock(&s.m), 0); /* this plain thread owns it */
+	t0 = test_mono_ns();
+	f = spawn_at(rt, 16, 0, stale_f, &s);
+	while (!atomic_load(&s.g_running))
+		usleep(1000);
+	usleep(20 * 1000); /* F waits by now (if not, F just finds it free below) */
+	assert_int_equal(prt_mutex_unlock(&s.m), 0);
+	atomic_store(&s.released, 1);
+	join_ok(f);
+	if (s.lock_rc) {
+		/* F's wait outlived its 300 ms: nothing to look at (a machine that slow). */
+		assert_int_equal(s.lock_rc, ETIMEDOUT);
+		print_message("F timed out: skipped\n");
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		return;
+	}
+	/* Parked? (It spins a little first.) */
+	cap_init(&c);
+	while (!worker0_idle(rt) && test_mono_ns() < c.until)
+		usleep(1000);
+	assert_true(worker0_idle(rt));
+	parks = stats_of(rt, 0).parks;
+	/* Past F's old deadline, with room. */
+	while (test_mono_ns() < t0 + WATCH_TMO_NS + 200ull * 1000 * 1000)
+		usleep(10 * 1000);
+	assert_int_equal(stats_of(rt, 0).parks, parks);
+	assert_true(worker0_idle(rt));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A fiber that calls the runtime all the time (its scheduling points run
+ * the timers anyway) is not interrupted at every deadline of a sleeper:
+ * the watch's interrupts land in the library, and the watch learns to
+ * fire a little after the deadline, by which time a scheduling point
+ * has run the timer and re-armed the watch for the next one. S sleeps 1
+ * ms 300 times at 24; B, at 8, calls the library and yields in a loop.
+ * With the watch at each deadline, each round cost an interrupt (a
+ * preemption of B or, in the library, a deferred one): 300-316 here,
+ * against 40-85 with the slack (on a machine loaded enough to keep the
+ * worker thread off its CPU past a deadline now and then).
+ */
+#define SLACK_ROUNDS 300
+
+struct slack {
+	atomic_int done;
+};
+
+static void *slack_sleeper(void *arg)
+{
+	struct slack *s = arg;
+
+	for (int i = 0; i < SLACK_ROUNDS; i++)
+		prt_sleep_ns(1000 * 1000);
+	atomic_store(&s->done, 1);
+	return NULL;
+}
+
+static void *slack_busy(void *arg)
+{
+	struct slack *s = arg;
+	prt_fiber_t me = prt_self();
+	struct cap c;
+
+	cap_init(&c);
+	while (!atomic_load(&s->done) && !cap_hit(&c)) {
+		for (int k = 0; k < 50; k++)
+			assert_int_equal(prt_fiber_get_priority(me), 8);
+		prt_yield();
+	}
+	return NULL;
+}
+
+static void test_watch_slack(void **state)
+{
+	struct slack s = { 0 };
+	prt_worker_stats_t a, b;
+	prt_runtime_t *rt;
+	prt_fiber_t fs, fb;
+	uint64_t n;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	a = stats_of(rt, 0);
+	fb = spawn_at(rt, 8, 0, slack_busy, &s);
+	fs = spawn_at(rt, 24, 0, slack_sleeper, &s);
+	join_ok(fs);
+	join_ok(fb);
+	b = stats_of(rt, 0);
+	n = (b.preemptions - a.preemptions) + (b.preempt_deferred - a.preempt_deferred);
+	print_message("%d sleeps behind a runtime caller: %llu interrupts (%llu deferred)\n",
+		      SLACK_ROUNDS, (unsigned long long)n,
+		      (unsigned long long)(b.preempt_deferred - a.preempt_deferred));
+	/* Each round cost one before; a loaded machine that keeps the worker off its CPU past a deadline still costs one. */
+	assert_true(n < SLACK_ROUNDS / 2);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A retry that a scheduling point made pointless is disarmed there: H
+ * spins in a denied library while S (at 24) is due, so the watch's
+ * interrupt is deferred and retried (backing off to 800 us); H ends as
+ * soon as it leaves the library, and its end's pick honours what the
+ * retry was for. The worker then parks, and must not be woken by the
+ * retry's signal.
+ */
+static void test_honoured_retry_disarmed(void **state)
+{
+	struct backoff b = { 0 };
+	struct spinlib l;
+	uint64_t t0, x = 1, n = 1 << 20, parks;
+	prt_fiber_t fs, fh;
+	struct cap c;
+
+	(void)state;
+	if (!(b.rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	spinlib_open(&l);
+	assert_int_equal(prt_preempt_deny_object("libprtspin"), 0);
+	b.fn = l.a;
+	/* About 20 ms in the library (a guess: no timing is asserted). */
+	t0 = test_mono_ns();
+	x = spin_work(x, (unsigned)n);
+	sink = x;
+	b.iters = n * 20000000ull / (test_mono_ns() - t0 + 1) + 1;
+	fs = spawn_at(b.rt, 24, 0, backoff_sleeper, &b);
+	fh = spawn_at(b.rt, 8, 0, retry_hog, &b);
+	join_ok(fh);
+	join_ok(fs);
+	assert_int_equal(atomic_load(&b.slept), 1);
+	cap_init(&c);
+	while (!worker0_idle(b.rt) && test_mono_ns() < c.until)
+		usleep(1000);
+	assert_true(worker0_idle(b.rt));
+	parks = stats_of(b.rt, 0).parks;
+	usleep(100 * 1000); /* well past the longest retry (800 us) */
+	assert_int_equal(stats_of(b.rt, 0).parks, parks);
+	assert_true(worker0_idle(b.rt));
+	assert_int_equal(prt_runtime_destroy(b.rt), 0);
+	dlclose(l.h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1703,6 +1928,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_signal_shared_and_restored),
 		cmocka_unit_test(test_deny_range_and_object),
 		cmocka_unit_test(test_retry_backs_off),
+		cmocka_unit_test(test_watch_follows_timers),
+		cmocka_unit_test(test_watch_slack),
+		cmocka_unit_test(test_honoured_retry_disarmed),
 	};
 
 	/* The tests choose their time slices: not the environment's. */
