@@ -1801,9 +1801,7 @@ static void test_watch_follows_timers(void **state)
  * has run the timer and re-armed the watch for the next one. S sleeps 1
  * ms 300 times at 24; B, at 8, calls the library and yields in a loop.
  * With the watch at each deadline, each round cost an interrupt (a
- * preemption of B or, in the library, a deferred one): 300-316 here,
- * against 40-85 with the slack (on a machine loaded enough to keep the
- * worker thread off its CPU past a deadline now and then).
+ * preemption of B or, in the library, a deferred one).
  */
 #define SLACK_ROUNDS 300
 
@@ -1829,7 +1827,7 @@ static void *slack_busy(void *arg)
 
 	cap_init(&c);
 	while (!atomic_load(&s->done) && !cap_hit(&c)) {
-		for (int k = 0; k < 50; k++)
+		for (int k = 0; k < 5; k++)
 			assert_int_equal(prt_fiber_get_priority(me), 8);
 		prt_yield();
 	}
@@ -1857,8 +1855,12 @@ static void test_watch_slack(void **state)
 	print_message("%d sleeps behind a runtime caller: %llu interrupts (%llu deferred)\n",
 		      SLACK_ROUNDS, (unsigned long long)n,
 		      (unsigned long long)(b.preempt_deferred - a.preempt_deferred));
-	/* Each round cost one before; a loaded machine that keeps the worker off its CPU past a deadline still costs one. */
-	assert_true(n < SLACK_ROUNDS / 2);
+	/*
+	 * Each round cost one before (300-316 here); a worker thread kept
+	 * off its CPU past a deadline still costs one (40-85 on a loaded
+	 * machine, ~130 under ThreadSanitizer).
+	 */
+	assert_true(n < 2 * SLACK_ROUNDS / 3);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
