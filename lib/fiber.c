@@ -141,6 +141,24 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
 	}
 	return NULL;
 }
+/*
+ * Bytes left unused at the top of @s (cache colouring). Stacks of one
+ * size are one size apart (slabs) or page aligned, so their tops, where
+ * a fiber starts and where a parked fiber's frames stay, all fall in the
+ * same few cache sets: 1000 fibers spawned at once missed in L1 and L2
+ * on every top line. A hash of the stack's page spreads the tops over
+ * 16 lines of 64 bytes (8 for stacks under 16 KiB): 0..960 bytes, so
+ * the frames a parked fiber keeps still fit its top page. W2 with one
+ * worker: 167-187 -> 114-120 ns per spawn+join.
+ */
+static size_t stack_colour(const struct prt__stack *s)
+{
+	unsigned n = s->size >= 16384 ? 16 : 8;
+	uint32_t h = (uint32_t)((uintptr_t)s->base >> 12) * 0x9e3779b1u; /* Fibonacci hashing */
+
+	return (size_t)(h >> 28) % n * 64;
+}
+
 
 /*
  * The spawn proper. @w: the caller's worker if it is one of @rt's, else
@@ -165,7 +183,8 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 		prt__fiber_free(f);
 		return err;
 	}
-	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size, prt__fiber_entry, f);
+	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size - stack_colour(&f->stack),
+			      prt__fiber_entry, f);
 	prt__tsan_fiber_create(f);
 	id = prt__fiber_new_id(w);
 	atomic_store_explicit(&f->id, id, memory_order_relaxed);
