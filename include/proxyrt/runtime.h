@@ -113,7 +113,9 @@ typedef struct prt_runtime_config {
 	/*
 	 * Default fiber stack size in bytes, rounded up to pages; 0 =
 	 * PRT_STACK_SIZE_DEFAULT. One that cannot be mapped makes spawns fail
-	 * with -ENOMEM.
+	 * with -ENOMEM. A fiber starts up to 960 bytes below the top (448
+	 * under 16 KiB), a different amount per stack: the tops of stacks of
+	 * one size would otherwise all share the same cache sets.
 	 */
 	size_t stack_size;
 	/* enum prt_stack_kind. */
