@@ -141,6 +141,7 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
 	}
 	return NULL;
 }
+
 /*
  * Bytes left unused at the top of @s (cache colouring). Stacks of one
  * size are one size apart (slabs) or page aligned, so their tops, where
@@ -149,7 +150,7 @@ static struct prt__worker *spawn_target(struct prt_runtime *rt, struct prt__work
  * on every top line. A hash of the stack's page spreads the tops over
  * 16 lines of 64 bytes (8 for stacks under 16 KiB): 0..960 bytes, so
  * the frames a parked fiber keeps still fit its top page. W2 with one
- * worker: 167-187 -> 114-120 ns per spawn+join.
+ * worker: 138-143 -> 113-118 ns per spawn+join.
  */
 static size_t stack_colour(const struct prt__stack *s)
 {
