@@ -16,6 +16,7 @@ __thread struct prt__worker *prt__tls_worker __attribute__((tls_model("initial-e
  * so the compiler must not reuse a thread-local address computed before
  * it (docs/design.md, "Thread-local storage across migration").
  */
+#if !(defined(__x86_64__) && !PRT_USE_TSAN && !PRT_USE_ASAN)
 prt__noinline struct prt__worker *prt__cur_worker(void)
 {
 	struct prt__worker *w;
@@ -24,6 +25,7 @@ prt__noinline struct prt__worker *prt__cur_worker(void)
 	w = prt__tls_worker;
 	return w;
 }
+#endif
 
 void prt__set_cur_worker(struct prt__worker *w)
 {

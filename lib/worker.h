@@ -14,8 +14,29 @@ struct prt__worker;
  */
 extern __thread struct prt__worker *prt__tls_worker __attribute__((tls_model("initial-exec")));
 
-/* The worker running the caller, or NULL on a plain thread. */
+/*
+ * The worker running the caller, or NULL on a plain thread. Read afresh
+ * at each call: a fiber may resume on another thread, so a TLS address
+ * computed before a switch must not be used after it. On x86-64 (no
+ * sanitizer) the read is one volatile asm, which the compiler neither
+ * merges with another nor moves across the memory clobber of a switch;
+ * elsewhere a call to a function it cannot see into.
+ */
+#if defined(__x86_64__) && !PRT_USE_TSAN && !PRT_USE_ASAN
+static inline struct prt__worker *prt__cur_worker(void)
+{
+	struct prt__worker *w;
+
+	__asm__ __volatile__("movq prt__tls_worker@gottpoff(%%rip), %0\n\t"
+			     "movq %%fs:(%0), %0"
+			     : "=r"(w)
+			     :
+			     : "memory");
+	return w;
+}
+#else
 struct prt__worker *prt__cur_worker(void);
+#endif
 /* The calling thread becomes worker @w (NULL: none any more). */
 void prt__set_cur_worker(struct prt__worker *w);
 
