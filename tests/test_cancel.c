@@ -596,6 +596,118 @@ static void test_rwlock_wait_cancelled(void **state)
 	rwlock_cancel_one(1);
 }
 
+/*
+ * A cancel pending, rwlock calls that need not wait: a reader that reads
+ * the lock already, or that outranks every waiter, takes it at once even
+ * while a writer waits (proxyrt/rwlock.h: "a lock they can take at once
+ * is taken"), by each lock call; one that would wait gets ECANCELED.
+ */
+struct rwnw {
+	prt_rwlock_t rw;
+	atomic_int writer_calling, hold, release;
+	int writer_res;
+};
+
+static void *rwnw_writer(void *arg)
+{
+	struct rwnw *x = arg;
+
+	atomic_store(&x->writer_calling, 1);
+	x->writer_res = prt_rwlock_wrlock(&x->rw);
+	if (!x->writer_res)
+		FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	return NULL;
+}
+
+/* Each lock call of a reader with a cancel pending: taken (0), then released. */
+static void *rwnw_read_each(struct rwnw *x)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+
+	FIBER_CHECK(prt_cancel(prt_self()) == 0);
+	FIBER_CHECK(prt_rwlock_rdlock(&x->rw) == 0);
+	FIBER_CHECK(prt_rwlock_timedrdlock(&x->rw, &far) == 0);
+	FIBER_CHECK(prt_rwlock_timedrdlock_ns(&x->rw, 60ull * 1000000000u) == 0);
+	FIBER_CHECK(prt_rwlock_tryrdlock(&x->rw) == 0);
+	for (int i = 0; i < 4; i++)
+		FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	/* The writer waits still: a write lock would wait, and is refused. */
+	FIBER_CHECK(prt_cancelled() == 1);
+	return NULL;
+}
+
+/* Reads the lock, then, with the writer queued behind it, reads it again, cancelled. */
+static void *rwnw_recursive(void *arg)
+{
+	struct rwnw *x = arg;
+	void *res;
+
+	FIBER_CHECK(prt_rwlock_rdlock(&x->rw) == 0);
+	atomic_store(&x->hold, 1);
+	while (!atomic_load(&x->release))
+		FIBER_CHECK(prt_sleep_ns(1000000) == 0);
+	res = rwnw_read_each(x);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	return res;
+}
+
+/* Priority above the queued writer's, the lock held for reading by a thread. */
+static void *rwnw_outranking(void *arg)
+{
+	struct rwnw *x = arg;
+	void *res = rwnw_read_each(x);
+
+	if (!res)
+		FIBER_CHECK(prt_rwlock_wrlock(&x->rw) == ECANCELED); /* would wait */
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	return res;
+}
+
+static void rwlock_no_wait_one(bool recursive)
+{
+	prt_runtime_t *rt = test_rt(2);
+	struct rwnw x = { .rw = PRT_RWLOCK_INITIALIZER, .writer_res = -1 };
+	prt_fiber_t r = { 0 }, wr;
+	void *res;
+
+	if (recursive) {
+		r = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rwnw_recursive, &x);
+		while (!atomic_load(&x.hold))
+			pause_ms(1);
+	} else {
+		assert_int_equal(prt_rwlock_rdlock(&x.rw), 0); /* this thread reads it */
+	}
+	wr = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rwnw_writer, &x);
+	while (!atomic_load(&x.writer_calling))
+		pause_ms(1);
+	pause_ms(20); /* queued by now (if not, the reads below take a lock nobody waits for) */
+	if (recursive) {
+		atomic_store(&x.release, 1);
+		assert_int_equal(prt_join(r, &res), 0);
+	} else {
+		res = test_run_in(rt, PRT_PRIO_DEFAULT + 4, rwnw_outranking, &x);
+	}
+	if (res)
+		fail_msg("%s reader: fiber check failed at line %ld", recursive ? "recursive" : "outranking",
+			 (long)(intptr_t)res);
+	if (!recursive)
+		assert_int_equal(prt_rwlock_unlock(&x.rw), 0);
+	/* Whole: the writer gets it once the readers left. */
+	assert_int_equal(prt_join(wr, &res), 0);
+	assert_null(res);
+	assert_int_equal(x.writer_res, 0);
+	assert_int_equal(prt_rwlock_destroy(&x.rw), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_rwlock_cancelled_no_wait(void **state)
+{
+	(void)state;
+	rwlock_no_wait_one(true);
+	rwlock_no_wait_one(false);
+}
+
 /* ---- cancel against handoff, thousands of times, two workers ------------------- */
 
 struct race {
@@ -870,6 +982,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_proxy_donor_cancelled),
 		cmocka_unit_test(test_rwlock_wait_cancelled),
+		cmocka_unit_test(test_rwlock_cancelled_no_wait),
 		cmocka_unit_test(test_cancel_vs_handoff),
 		cmocka_unit_test(test_cancel_vs_handoff_no_proxy),
 		cmocka_unit_test(test_waitgroup),
