@@ -516,6 +516,18 @@ static bool ur_kick(struct prt__worker *me, struct prt__worker *v)
 
 /* ---- a fiber's wait ------------------------------------------------------------- */
 
+/*
+ * The result of a request its worker cancelled for prt_cancel: an io-wq
+ * helper interrupted by the cancel posts -EINTR or one of the kernel's
+ * restart codes (ERESTARTSYS 512 ... ERESTART_RESTARTBLOCK 516: an open
+ * waiting for a FIFO does, Linux 6.18); the cancel caused it, and the
+ * caller is told so. No signal reaches an io-wq helper otherwise.
+ */
+static int cancelled_res(int res)
+{
+	return res == -EINTR || (res <= -512 && res >= -516) ? -ECANCELED : res;
+}
+
 /* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
 static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
 		      bool cancellable)
@@ -541,7 +553,7 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 	prt__io_park_req(w, &r);
 	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
 		return -ETIMEDOUT;
-	return r.res;
+	return r.cancelled ? cancelled_res(r.res) : r.res;
 }
 
 /*

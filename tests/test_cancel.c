@@ -7,8 +7,10 @@
  * owner stops running at the cancelled donor's priority); a condvar
  * wait returns holding its mutex; an I/O cancel leaves the fd usable;
  * cancel against handoff, from a plain thread and another worker,
- * thousands of times; wait groups from fibers and threads; bad input.
+ * thousands of times; wait groups from fibers and threads; bad input;
+ * a file call (a FIFO's open), no fd left behind.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -36,14 +39,30 @@ static void pause_ms(long ms)
 enum kind {
 	K_SLEEP, K_JOIN, K_PARK, K_LOCK_FIBER_OWNER, K_LOCK_THREAD_OWNER, K_LOCK_NOPROXY,
 	K_TIMEDLOCK, K_COND, K_COND_TIMED, K_SEM, K_WG, K_READ, K_ACCEPT, K_POLL, K_OFFLOAD,
-	K_STREAM, K_NKINDS
+	K_STREAM, K_OPEN_WR, K_NKINDS
 };
 
 static const char *const kind_names[] = {
 	"sleep", "join", "park", "lock (fiber owner)", "lock (thread owner)", "lock (no proxy)",
 	"timedlock", "cond_wait", "cond_timedwait", "sem_wait", "waitgroup_wait", "read",
-	"accept", "poll", "offload", "stream_recv",
+	"accept", "poll", "offload", "stream_recv", "openat (FIFO, write)",
 };
+
+/* FIFOs' other ends, held open until the runtime is destroyed (a helper may be in the open). */
+static int fifo_ends[2 * K_NKINDS];
+static int nfifo_ends;
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
 
 struct env {
 	enum kind kind;
@@ -60,6 +79,7 @@ struct env {
 	int lfd;                /* a listening socket */
 	atomic_int off_started, off_release, off_done;
 	bool owns_after;        /* K_COND: the mutex was held again when the call returned */
+	char fifo[64];          /* K_OPEN_*: a FIFO nobody opens from the other side */
 };
 
 static void *parker(void *arg)
@@ -150,6 +170,11 @@ static long do_call(struct env *e)
 		prt_stream_close(s);
 		return r;
 	}
+	case K_OPEN_WR:
+		r = prt_openat(AT_FDCWD, e->fifo, O_WRONLY | O_CLOEXEC, 0);
+		if (r >= 0)
+			close((int)r);
+		return r;
 	default:
 		return -1002;
 	}
@@ -212,6 +237,15 @@ static void env_setup(prt_runtime_t *rt, struct env *e)
 	case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
 		assert_int_equal(prt_mutex_lock(&e->m), 0); /* this thread owns it */
 		break;
+	case K_OPEN_WR: {
+		static atomic_int seq;
+
+		snprintf(e->fifo, sizeof(e->fifo), "/tmp/prt_cancel_fifo.%d.%d", (int)getpid(),
+			 atomic_fetch_add(&seq, 1));
+		unlink(e->fifo);
+		assert_int_equal(mkfifo(e->fifo, 0600), 0);
+		break;
+	}
 	default:
 		break;
 	}
@@ -264,6 +298,16 @@ static void env_check(struct env *e)
 			assert_int_equal(atomic_load(&e->off_started), 0); /* never run */
 		}
 		break;
+	case K_OPEN_WR:
+		/*
+		 * An open given up on may go on (an offload helper's): a reader
+		 * and writer end releases it; the runtime closes what it opens.
+		 */
+		assert_true(nfifo_ends < (int)(sizeof(fifo_ends) / sizeof(fifo_ends[0])));
+		fifo_ends[nfifo_ends] = open(e->fifo, O_RDWR | O_CLOEXEC);
+		assert_true(fifo_ends[nfifo_ends++] >= 0);
+		unlink(e->fifo);
+		break;
 	default:
 		break;
 	}
@@ -313,6 +357,7 @@ static void run_one(prt_runtime_t *rt, enum kind k, bool before, bool from_fiber
 
 static void run_kinds(int backend, bool from_fiber)
 {
+	int fds = count_fds();
 	prt_runtime_t *rt = test_rt_with(2, 0, PRT_STACK_GUARD, backend);
 
 	for (int k = 0; k < K_NKINDS; k++) {
@@ -320,6 +365,9 @@ static void run_kinds(int backend, bool from_fiber)
 		run_one(rt, (enum kind)k, true, from_fiber);
 	}
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+	while (nfifo_ends)
+		close(fifo_ends[--nfifo_ends]);
+	assert_int_equal(count_fds(), fds); /* nothing a cancelled call made is left */
 }
 
 /* Each call cancelled while it waits and before, by a plain thread; I/O on epoll. */
