@@ -165,6 +165,9 @@ static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
 	/* A plain thread: @tmo does not apply (nothing could end the syscall); socket(2) never blocks. */
 	if (!w || (a->op == PRT_FOP_SOCKET && !fop_native(w, a->op)))
 		return prt__fop_sys(a);
+	/* Cancelled: nothing done, on either backend (prt_socket, which never waits, is made). */
+	if (a->op != PRT_FOP_SOCKET && prt__cancel_pending(w->curr))
+		return -ECANCELED;
 	if (tmo && prt__deadline_in(tmo) == PRT_NEVER)
 		tmo = 0; /* saturated: it never expires */
 	prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->op == PRT_FOP_SOCKET ? -1 : a->fd);

@@ -8,7 +8,7 @@
  * wait returns holding its mutex; an I/O cancel leaves the fd usable;
  * cancel against handoff, from a plain thread and another worker,
  * thousands of times; wait groups from fibers and threads; bad input;
- * a file call (a FIFO's open), no fd left behind.
+ * file calls (a FIFO's open, timed or not), no fd left behind.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -39,13 +39,14 @@ static void pause_ms(long ms)
 enum kind {
 	K_SLEEP, K_JOIN, K_PARK, K_LOCK_FIBER_OWNER, K_LOCK_THREAD_OWNER, K_LOCK_NOPROXY,
 	K_TIMEDLOCK, K_COND, K_COND_TIMED, K_SEM, K_WG, K_READ, K_ACCEPT, K_POLL, K_OFFLOAD,
-	K_STREAM, K_OPEN_WR, K_NKINDS
+	K_STREAM, K_OPEN_WR, K_OPEN_WR_TIMED, K_OPEN_RD_TIMED, K_NKINDS
 };
 
 static const char *const kind_names[] = {
 	"sleep", "join", "park", "lock (fiber owner)", "lock (thread owner)", "lock (no proxy)",
 	"timedlock", "cond_wait", "cond_timedwait", "sem_wait", "waitgroup_wait", "read",
 	"accept", "poll", "offload", "stream_recv", "openat (FIFO, write)",
+	"openat_timeout (FIFO, write)", "openat_timeout (FIFO, read)",
 };
 
 /* FIFOs' other ends, held open until the runtime is destroyed (a helper may be in the open). */
@@ -171,10 +172,18 @@ static long do_call(struct env *e)
 		return r;
 	}
 	case K_OPEN_WR:
-		r = prt_openat(AT_FDCWD, e->fifo, O_WRONLY | O_CLOEXEC, 0);
+	case K_OPEN_WR_TIMED:
+	case K_OPEN_RD_TIMED: {
+		int flags = (e->kind == K_OPEN_RD_TIMED ? O_RDONLY : O_WRONLY) | O_CLOEXEC;
+
+		/* Timed: 20 s, far longer than the test waits before it cancels. */
+		r = e->kind == K_OPEN_WR ? prt_openat(AT_FDCWD, e->fifo, flags, 0) :
+					   prt_openat_timeout(AT_FDCWD, e->fifo, flags, 0,
+							      20ull * 1000000000u);
 		if (r >= 0)
 			close((int)r);
 		return r;
+	}
 	default:
 		return -1002;
 	}
@@ -237,7 +246,7 @@ static void env_setup(prt_runtime_t *rt, struct env *e)
 	case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
 		assert_int_equal(prt_mutex_lock(&e->m), 0); /* this thread owns it */
 		break;
-	case K_OPEN_WR: {
+	case K_OPEN_WR: case K_OPEN_WR_TIMED: case K_OPEN_RD_TIMED: {
 		static atomic_int seq;
 
 		snprintf(e->fifo, sizeof(e->fifo), "/tmp/prt_cancel_fifo.%d.%d", (int)getpid(),
@@ -298,7 +307,7 @@ static void env_check(struct env *e)
 			assert_int_equal(atomic_load(&e->off_started), 0); /* never run */
 		}
 		break;
-	case K_OPEN_WR:
+	case K_OPEN_WR: case K_OPEN_WR_TIMED: case K_OPEN_RD_TIMED:
 		/*
 		 * An open given up on may go on (an offload helper's): a reader
 		 * and writer end releases it; the runtime closes what it opens.
