@@ -66,6 +66,7 @@ static void *helper_main(void *arg)
 			o->tail = &o->head;
 		j->queued = false;
 		pthread_mutex_unlock(&o->lock);
+		prt__fault_pause(PRT_PAUSE_OFFLOAD_RUN); /* test builds: the caller may give up here */
 		j->ret = j->fn(j->arg);
 		job_done(j);
 		pthread_mutex_lock(&o->lock);
