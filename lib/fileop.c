@@ -142,7 +142,7 @@ static long offload_timed(struct prt__worker *w, const struct prt__fopargs *a, u
 	if (a->stx)
 		fj->a.stx = &fj->stx;
 	fj->job = (struct prt__offjob){ .fn = fopjob_run, .arg = &fj->a, .detached = true,
-					.size = sz, .orphan = fopjob_orphan };
+					.droppable = true, .size = sz, .orphan = fopjob_orphan };
 	err = prt__offload_run(w, &fj->job, deadline);
 	res = err ? err : (long)(intptr_t)fj->job.ret;
 	if (!err && res == 0 && a->stx)

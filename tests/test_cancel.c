@@ -765,6 +765,81 @@ static void test_rwlock_cancelled_no_wait(void **state)
 	rwlock_no_wait_one(false);
 }
 
+/*
+ * prt_offload cancelled while its call waits in the pool's queue (the
+ * one helper is busy): "only the wait ends: @fn runs to its end on its
+ * helper" (proxyrt/fiber.h), so a caller can tell when @arg may go. The
+ * runtime's destroy drains the queue (its helper ends after the jobs
+ * queued): @fn has run by then.
+ */
+struct offq {
+	atomic_int busy, release, ran, calling;
+	long res;
+};
+
+static void *offq_block(void *arg)
+{
+	struct offq *q = arg;
+
+	atomic_store(&q->busy, 1);
+	while (!atomic_load(&q->release))
+		pause_ms(1);
+	return NULL;
+}
+
+static void *offq_fn(void *arg)
+{
+	atomic_store(&((struct offq *)arg)->ran, 1);
+	return NULL;
+}
+
+static void *offq_blocker(void *arg)
+{
+	FIBER_CHECK(prt_offload(offq_block, arg, NULL) == 0);
+	return NULL;
+}
+
+static void *offq_caller(void *arg)
+{
+	struct offq *q = arg;
+
+	atomic_store(&q->calling, 1);
+	q->res = prt_offload(offq_fn, q, NULL);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	return NULL;
+}
+
+static void test_offload_queued_cancelled(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	struct offq q = { .res = 1 };
+	prt_fiber_t b, c;
+	void *res;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.offload_threads = 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, offq_blocker, &q);
+	while (!atomic_load(&q.busy))
+		pause_ms(1);
+	c = test_spawn(rt, PRT_PRIO_DEFAULT, -1, offq_caller, &q);
+	while (!atomic_load(&q.calling))
+		pause_ms(1);
+	pause_ms(5); /* queued behind the busy helper by now (if not, cancelled at entry: fails below) */
+	assert_int_equal(prt_cancel(c), 0);
+	assert_int_equal(prt_join(c, &res), 0);
+	assert_null(res);
+	assert_int_equal(q.res, -ECANCELED);
+	atomic_store(&q.release, 1);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(atomic_load(&q.ran), 1);
+}
+
 /* ---- cancel against handoff, thousands of times, two workers ------------------- */
 
 struct race {
@@ -1040,6 +1115,7 @@ int main(void)
 		cmocka_unit_test(test_proxy_donor_cancelled),
 		cmocka_unit_test(test_rwlock_wait_cancelled),
 		cmocka_unit_test(test_rwlock_cancelled_no_wait),
+		cmocka_unit_test(test_offload_queued_cancelled),
 		cmocka_unit_test(test_cancel_vs_handoff),
 		cmocka_unit_test(test_cancel_vs_handoff_no_proxy),
 		cmocka_unit_test(test_waitgroup),
