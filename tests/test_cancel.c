@@ -349,6 +349,13 @@ static void run_one(prt_runtime_t *rt, enum kind k, bool before, bool from_fiber
 		pause_ms(1);
 	if (!before) {
 		pause_ms(5); /* likely asleep in the call by now (either way, ECANCELED) */
+		/*
+		 * Not for offload, whose state after differs (at entry @fn is
+		 * never run, while waiting it runs to its end): cancel once it
+		 * runs (a job still queued: test_offload_queued_cancelled).
+		 */
+		while (k == K_OFFLOAD && !atomic_load(&e.off_started))
+			pause_ms(1);
 		if (from_fiber)
 			assert_null(test_run_in(rt, 20, cancel_fn, &f));
 		else
