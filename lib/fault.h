@@ -53,6 +53,8 @@ enum prt__pause_site {
 	PRT_PAUSE_ENQUEUED,
 	/* A fiber in a mutex wait spun on its record, wait_lock dropped; retaking it is next. */
 	PRT_PAUSE_MUTEX_SPUN,
+	/* An offload helper took a job off the queue; running it is next. */
+	PRT_PAUSE_OFFLOAD_RUN,
 	PRT_PAUSE_NSITES,
 };
 

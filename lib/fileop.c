@@ -9,11 +9,13 @@
  * else to the runtime's offload pool (offload.c): the epoll backend
  * sends them all there, since epoll cannot wait for a regular file.
  *
- * A timeout on the offload pool ends the wait, not the syscall: a call
- * given up on goes on in its helper thread, which disposes of its
- * result (closes the fd an open made). Its job, and a copy of its path,
- * are on the heap, held by the caller and by the pool, since the caller
- * returns before the helper is done with them.
+ * A timeout or a cancel on the offload pool ends the wait, not the
+ * syscall: a call given up on goes on in its helper thread, which
+ * disposes of its result (closes the fd an open made). Its job, a copy
+ * of its paths and its own statx buffer are on the heap, held by the
+ * caller and by the pool, since the caller returns before the helper is
+ * done with them; the caller's buffer is filled only from a result it
+ * takes.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -72,11 +74,17 @@ long prt__fop_sys(const struct prt__fopargs *a)
 
 /* ---- the offload pool ------------------------------------------------------------------ */
 
-/* A file call on the pool: the job, its arguments and their paths' copies (timed calls). */
+/*
+ * A file call on the pool: the job, its arguments and copies of what the
+ * helper reads or writes, since the caller may give up (a timeout, a
+ * cancel) while the helper runs the call: the paths, and statx's result,
+ * copied to the caller's buffer only when it takes the result.
+ */
 struct fopjob {
 	struct prt__offjob job;
 	struct prt__fopargs a;
-	char paths[]; /* a.path, then a.path2, when copied */
+	struct statx stx; /* a.stx of a statx */
+	char paths[];     /* a.path, then a.path2 */
 };
 
 static void *fopjob_run(void *arg)
@@ -107,7 +115,8 @@ static const char *copy_path(char **dst, const char *s, size_t len)
 }
 
 /*
- * A call on the pool: a detached job with copies of the paths.
+ * A call on the pool: a detached job with copies of the paths (and its
+ * own statx buffer).
  * -ENAMETOOLONG for a path longer than the kernel takes (PATH_MAX with
  * its terminator), as the syscall would say.
  */
@@ -130,10 +139,14 @@ static long offload_timed(struct prt__worker *w, const struct prt__fopargs *a, u
 	p = fj->paths;
 	fj->a.path = copy_path(&p, a->path, l1);
 	fj->a.path2 = copy_path(&p, a->path2, l2);
+	if (a->stx)
+		fj->a.stx = &fj->stx;
 	fj->job = (struct prt__offjob){ .fn = fopjob_run, .arg = &fj->a, .detached = true,
-					.size = sz, .orphan = fopjob_orphan };
+					.droppable = true, .size = sz, .orphan = fopjob_orphan };
 	err = prt__offload_run(w, &fj->job, deadline);
 	res = err ? err : (long)(intptr_t)fj->job.ret;
+	if (!err && res == 0 && a->stx)
+		memcpy(a->stx, &fj->stx, sizeof(*a->stx)); /* ours now: the helper is done with it */
 	prt__offjob_put(&fj->job);
 	return res;
 }
@@ -165,6 +178,9 @@ static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
 	/* A plain thread: @tmo does not apply (nothing could end the syscall); socket(2) never blocks. */
 	if (!w || (a->op == PRT_FOP_SOCKET && !fop_native(w, a->op)))
 		return prt__fop_sys(a);
+	/* Cancelled: nothing done, on either backend (prt_socket, which never waits, is made). */
+	if (a->op != PRT_FOP_SOCKET && prt__cancel_pending(w->curr))
+		return -ECANCELED;
 	if (tmo && prt__deadline_in(tmo) == PRT_NEVER)
 		tmo = 0; /* saturated: it never expires */
 	prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->op == PRT_FOP_SOCKET ? -1 : a->fd);

@@ -399,16 +399,21 @@ static int ur_cancel(struct prt__worker *w, struct prt__iocmd *c)
 	return 0;
 }
 
+static void giveup(struct prt__worker *w, struct prt__ioreq *r, int res);
+
 /*
  * prt_cancel's command: an async cancel for each request in flight whose
  * fiber has a cancel pending, once. Its CQE (0, or -ENOENT / -EALREADY
- * if the request completed or runs already) is dropped (TAG_WAKE).
+ * if the request completed or runs already) is dropped (TAG_WAKE). A
+ * timed file call (on the heap) is given up on as its timer would
+ * (giveup): its fiber returns -ECANCELED at once.
  */
 static int ur_cancel_fibers(struct prt__worker *w)
 {
 	struct io_uring *ring = &w->io.ring;
 	struct prt__list *n = w->io.reqs.next;
 	bool any = false;
+	int woken = 0;
 
 	while (n != &w->io.reqs) {
 		struct prt__ioreq *r = prt__container_of(n, struct prt__ioreq, node);
@@ -416,10 +421,20 @@ static int ur_cancel_fibers(struct prt__worker *w)
 		bool reaped = false;
 
 		n = n->next;
+		/* An orphan's fiber has gone: its flag is no longer this request's. */
+		if (r->cancelled || r->orphan)
+			continue;
 		/* seq_cst: after our clear of cancel_posted (io.c, take_cancel_cmd) */
-		if (r->cancelled || !atomic_load_explicit(&r->wait.fiber->cancel, memory_order_seq_cst))
+		if (!atomic_load_explicit(&r->wait.fiber->cancel, memory_order_seq_cst))
 			continue;
 		r->cancelled = true;
+		/* relaxed: ours (0 for a request on its fiber's stack, as in req_finish) */
+		if (atomic_load_explicit(&r->refs, memory_order_relaxed)) {
+			giveup(w, r, -ECANCELED);
+			prt__wait_wake(&r->wait);
+			woken++;
+			continue;
+		}
 		if (io_uring_sq_space_left(ring) < 1)
 			submit(w);
 		/* Still full: get_sqe reaps, which may end requests of the list: start again. */
@@ -433,7 +448,7 @@ static int ur_cancel_fibers(struct prt__worker *w)
 	}
 	if (any)
 		submit(w); /* a cancelled fiber waits: do not batch */
-	return 0;
+	return woken;
 }
 
 /* ---- scheduling points, idle wait, kicks ----------------------------------------- */
@@ -516,6 +531,18 @@ static bool ur_kick(struct prt__worker *me, struct prt__worker *v)
 
 /* ---- a fiber's wait ------------------------------------------------------------- */
 
+/*
+ * The result of a request its worker cancelled for prt_cancel: an io-wq
+ * helper interrupted by the cancel posts -EINTR or one of the kernel's
+ * restart codes (ERESTARTSYS 512 ... ERESTART_RESTARTBLOCK 516: an open
+ * waiting for a FIFO does, Linux 6.18); the cancel caused it, and the
+ * caller is told so. No signal reaches an io-wq helper otherwise.
+ */
+static int cancelled_res(int res)
+{
+	return res == -EINTR || (res <= -512 && res >= -516) ? -ECANCELED : res;
+}
+
 /* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
 static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
 		      bool cancellable)
@@ -541,7 +568,7 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 	prt__io_park_req(w, &r);
 	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
 		return -ETIMEDOUT;
-	return r.res;
+	return r.cancelled ? cancelled_res(r.res) : r.res;
 }
 
 /*
@@ -727,9 +754,23 @@ static void giveup_cancel(struct prt__worker *w, struct prt__ioreq *r)
 }
 
 /*
+ * Give up on timed file call @r, still in @w's ring (its timer fired, or
+ * its fiber was cancelled: ur_cancel_fibers): its fiber, woken by the
+ * caller, returns @res, and the ring disposes of the request's result.
+ */
+static void giveup(struct prt__worker *w, struct prt__ioreq *r, int res)
+{
+	r->orphan = true;
+	r->res = res;
+	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans + 1);
+	giveup_cancel(w, r);
+}
+
+/*
  * The timer of a timed file call (prt__timer_fn, local: on the ring's
- * worker @ctx, rq lock held): if its request is still in the ring, give
- * up on it and wake the fiber with -ETIMEDOUT.
+ * worker @ctx, rq lock held): if its request is still in the ring and
+ * not given up on (a cancel), give up on it and wake the fiber with
+ * -ETIMEDOUT.
  */
 static void fop_timer_fire(struct prt__timer *t, void *ctx)
 {
@@ -737,12 +778,9 @@ static void fop_timer_fire(struct prt__timer *t, void *ctx)
 	struct prt__fiber *f = prt__container_of(t, struct prt__fiber, timer);
 	struct prt__ioreq *r = f->ioreq;
 
-	if (!r || r->done)
+	if (!r || r->done || r->orphan)
 		return;
-	r->orphan = true;
-	r->res = -ETIMEDOUT;
-	PRT_WRITE_ONCE(w->io.orphans, w->io.orphans + 1);
-	giveup_cancel(w, r);
+	giveup(w, r, -ETIMEDOUT);
 	prt__wait_wake_here(&r->wait, w);
 }
 
@@ -757,7 +795,7 @@ static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsig
 
 	if (!r)
 		return -ENOMEM;
-	*r = (struct prt__ioreq){ .pending = 1, .opens = prt__fop_opens(a->op) };
+	*r = (struct prt__ioreq){ .pending = 1, .opens = prt__fop_opens(a->op), .cancellable = true };
 	prt__wait_init(&r->wait, self);
 	atomic_init(&r->refs, 2); /* the fiber's, the ring's */
 	self->ioreq = r;
@@ -772,6 +810,7 @@ static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsig
 	sqe->flags |= (uint8_t)sqe_flags;
 	io_uring_sqe_set_data(sqe, r);
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+	prt__list_add_tail(&w->io.reqs, &r->node); /* for ur_cancel_fibers */
 	submit(w); /* the kernel copies the paths now, before the timer may fire */
 	prt__io_park_req(w, r);
 	prt__timer_cancel(self);
@@ -792,7 +831,8 @@ static long fop_once(struct prt__worker *w, const struct prt__fopargs *a, unsign
 	sqe = get_sqe(w, 1);
 	prep_fop(sqe, a);
 	sqe->flags |= (uint8_t)sqe_flags;
-	return fop_res(uring_wait(w, sqe, 0, true));
+	/* A socket is made at once (never waits): not cancellable, as without the opcode. */
+	return fop_res(uring_wait(w, sqe, 0, a->op != PRT_FOP_SOCKET));
 }
 
 /*

@@ -6,9 +6,10 @@
  * rt->io.offload_max; further calls queue in FIFO order. A job the
  * caller may give up on (a timed file call, prt_offload under
  * prt_cancel) is allocated and detached: the caller and the helper each
- * hold a reference, the last one done frees it, and a job no helper has
- * taken yet when its caller gives up is not run at all. Others live on
- * the caller's stack.
+ * hold a reference, the last one done frees it. A file call's job that
+ * no helper has taken yet when its caller gives up is not run at all
+ * (droppable); a prt_offload job, once queued, runs to its end, as its
+ * caller was told. Others live on the caller's stack.
  */
 #include <pthread.h>
 #include <string.h>
@@ -66,6 +67,7 @@ static void *helper_main(void *arg)
 			o->tail = &o->head;
 		j->queued = false;
 		pthread_mutex_unlock(&o->lock);
+		prt__fault_pause(PRT_PAUSE_OFFLOAD_RUN); /* test builds: the caller may give up here */
 		j->ret = j->fn(j->arg);
 		job_done(j);
 		pthread_mutex_lock(&o->lock);
@@ -193,8 +195,12 @@ int prt__offload_run(struct prt__worker *w, struct prt__offjob *j, uint64_t dead
 			  : prt__wait_block(&j->done, deadline);
 	if (!err)
 		return 0;
-	/* Given up (ETIMEDOUT, ECANCELED, or ENOMEM: no timer): a job no helper took is not run at all. */
-	if (job_unqueue(rt, j))
+	/*
+	 * Given up (ETIMEDOUT, ECANCELED, or ENOMEM: no timer): a droppable
+	 * job no helper took is not run at all; another stays queued, and
+	 * its helper disposes of it.
+	 */
+	if (j->droppable && job_unqueue(rt, j))
 		prt__offjob_put(j); /* the pool's reference */
 	return err == ETIMEDOUT ? -ETIMEDOUT : -err;
 }

@@ -27,6 +27,12 @@ struct prt__offjob {
 	void *arg, *ret;
 	struct prt__wait done;     /* the caller's: woken once @ret is set */
 	bool detached;
+	/*
+	 * Detached, and not run if its caller gives up before a helper took
+	 * it (a file call: nothing made, nothing to undo). prt_offload's are
+	 * not: their caller was told @fn runs to its end (proxyrt/fiber.h).
+	 */
+	bool droppable;
 	atomic_int refs;
 	size_t size;
 	void (*orphan)(struct prt__offjob *j);
@@ -37,9 +43,10 @@ struct prt__offjob {
  * CLOCK_MONOTONIC @deadline (0: none; only for a detached job). Returns
  * 0 (j->ret is the result), -ENOMEM (no pool; or no timer for
  * @deadline: given up as on -ETIMEDOUT), -EAGAIN (no helper thread could
- * be started), or -ETIMEDOUT: the caller gave up; a job no helper had
- * taken yet is not run. Either way the caller then puts its reference
- * of a detached job (prt__offjob_put) and touches it no more.
+ * be started), or -ETIMEDOUT, -ECANCELED: the caller gave up; a
+ * @droppable job no helper had taken yet is not run, any other runs to
+ * its end. Either way the caller then puts its reference of a detached
+ * job (prt__offjob_put) and touches it no more.
  * Context: a fiber of @w; parks it.
  */
 int prt__offload_run(struct prt__worker *w, struct prt__offjob *j, uint64_t deadline);

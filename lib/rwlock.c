@@ -728,8 +728,9 @@ static void wait_finish(struct fiber_wait *fw)
 /*
  * Contended lock of a fiber: 0 (*@tracked: a granter tracked our read
  * hold), ETIMEDOUT (past @deadline), EDEADLK (waiting would close a
- * cycle), ENOMEM (no room for the timer). Our record is never on the
- * list when we return.
+ * cycle), ENOMEM (no room for the timer), ECANCELED (prt_cancel: pending
+ * when it would wait, or it ended our wait as our timer would). Our
+ * record is never on the list when we return.
  */
 static int lock_fiber(struct prt__rwlock *rw, struct prt__worker *w, bool reader,
 		      uint64_t deadline, bool *tracked)
@@ -744,12 +745,18 @@ static int lock_fiber(struct prt__rwlock *rw, struct prt__worker *w, bool reader
 		.deadline = deadline,
 		.proxy = use_proxy(rw, w->curr),
 	};
+	bool cancelled;
 	int err;
 
+	/*
+	 * A cancel pending: a lock take_locked() grants at once is taken (a
+	 * recursive or outranking reader never waits: proxyrt/rwlock.h),
+	 * else ECANCELED, neither queued nor the flag set; no spin, which is
+	 * a wait. A cancel that comes later is seen before we sleep (below).
+	 */
+	cancelled = prt__cancel_pending(fw.self);
 	*tracked = false;
-	if (prt__cancel_pending(fw.self))
-		return ECANCELED; /* contended: it would wait (mutex.c's lock_fiber) */
-	if (w->rt->nworkers > 1 && spin_take(rw, fw.self, reader))
+	if (!cancelled && w->rt->nworkers > 1 && spin_take(rw, fw.self, reader))
 		return 0;
 	prt__spin_lock(&rw->m.wait_lock);
 	waiters_init(rw);
@@ -757,8 +764,12 @@ static int lock_fiber(struct prt__rwlock *rw, struct prt__worker *w, bool reader
 		/* wait_lock held. Granted or timed out while it was dropped? */
 		if ((err = wait_over(&fw)) != WAIT_ON)
 			goto out;
-		if (!fw.queued && take_locked(rw, &fw.wr, true)) {
+		if (!fw.queued && take_locked(rw, &fw.wr, !cancelled)) {
 			err = 0;
+			goto out;
+		}
+		if (cancelled) {
+			err = ECANCELED; /* the first round: never queued */
 			goto out;
 		}
 		if (fw.deadline && prt__now_ns() >= fw.deadline) {

@@ -7,8 +7,10 @@
  * owner stops running at the cancelled donor's priority); a condvar
  * wait returns holding its mutex; an I/O cancel leaves the fd usable;
  * cancel against handoff, from a plain thread and another worker,
- * thousands of times; wait groups from fibers and threads; bad input.
+ * thousands of times; wait groups from fibers and threads; bad input;
+ * file calls (a FIFO's open, timed or not), no fd left behind.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -36,14 +39,31 @@ static void pause_ms(long ms)
 enum kind {
 	K_SLEEP, K_JOIN, K_PARK, K_LOCK_FIBER_OWNER, K_LOCK_THREAD_OWNER, K_LOCK_NOPROXY,
 	K_TIMEDLOCK, K_COND, K_COND_TIMED, K_SEM, K_WG, K_READ, K_ACCEPT, K_POLL, K_OFFLOAD,
-	K_STREAM, K_NKINDS
+	K_STREAM, K_OPEN_WR, K_OPEN_WR_TIMED, K_OPEN_RD_TIMED, K_NKINDS
 };
 
 static const char *const kind_names[] = {
 	"sleep", "join", "park", "lock (fiber owner)", "lock (thread owner)", "lock (no proxy)",
 	"timedlock", "cond_wait", "cond_timedwait", "sem_wait", "waitgroup_wait", "read",
-	"accept", "poll", "offload", "stream_recv",
+	"accept", "poll", "offload", "stream_recv", "openat (FIFO, write)",
+	"openat_timeout (FIFO, write)", "openat_timeout (FIFO, read)",
 };
+
+/* FIFOs' other ends, held open until the runtime is destroyed (a helper may be in the open). */
+static int fifo_ends[2 * K_NKINDS];
+static int nfifo_ends;
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n;
+}
 
 struct env {
 	enum kind kind;
@@ -60,6 +80,7 @@ struct env {
 	int lfd;                /* a listening socket */
 	atomic_int off_started, off_release, off_done;
 	bool owns_after;        /* K_COND: the mutex was held again when the call returned */
+	char fifo[64];          /* K_OPEN_*: a FIFO nobody opens from the other side */
 };
 
 static void *parker(void *arg)
@@ -150,6 +171,19 @@ static long do_call(struct env *e)
 		prt_stream_close(s);
 		return r;
 	}
+	case K_OPEN_WR:
+	case K_OPEN_WR_TIMED:
+	case K_OPEN_RD_TIMED: {
+		int flags = (e->kind == K_OPEN_RD_TIMED ? O_RDONLY : O_WRONLY) | O_CLOEXEC;
+
+		/* Timed: 20 s, far longer than the test waits before it cancels. */
+		r = e->kind == K_OPEN_WR ? prt_openat(AT_FDCWD, e->fifo, flags, 0) :
+					   prt_openat_timeout(AT_FDCWD, e->fifo, flags, 0,
+							      20ull * 1000000000u);
+		if (r >= 0)
+			close((int)r);
+		return r;
+	}
 	default:
 		return -1002;
 	}
@@ -212,6 +246,15 @@ static void env_setup(prt_runtime_t *rt, struct env *e)
 	case K_LOCK_THREAD_OWNER: case K_LOCK_NOPROXY: case K_TIMEDLOCK:
 		assert_int_equal(prt_mutex_lock(&e->m), 0); /* this thread owns it */
 		break;
+	case K_OPEN_WR: case K_OPEN_WR_TIMED: case K_OPEN_RD_TIMED: {
+		static atomic_int seq;
+
+		snprintf(e->fifo, sizeof(e->fifo), "/tmp/prt_cancel_fifo.%d.%d", (int)getpid(),
+			 atomic_fetch_add(&seq, 1));
+		unlink(e->fifo);
+		assert_int_equal(mkfifo(e->fifo, 0600), 0);
+		break;
+	}
 	default:
 		break;
 	}
@@ -264,6 +307,16 @@ static void env_check(struct env *e)
 			assert_int_equal(atomic_load(&e->off_started), 0); /* never run */
 		}
 		break;
+	case K_OPEN_WR: case K_OPEN_WR_TIMED: case K_OPEN_RD_TIMED:
+		/*
+		 * An open given up on may go on (an offload helper's): a reader
+		 * and writer end releases it; the runtime closes what it opens.
+		 */
+		assert_true(nfifo_ends < (int)(sizeof(fifo_ends) / sizeof(fifo_ends[0])));
+		fifo_ends[nfifo_ends] = open(e->fifo, O_RDWR | O_CLOEXEC);
+		assert_true(fifo_ends[nfifo_ends++] >= 0);
+		unlink(e->fifo);
+		break;
 	default:
 		break;
 	}
@@ -296,6 +349,13 @@ static void run_one(prt_runtime_t *rt, enum kind k, bool before, bool from_fiber
 		pause_ms(1);
 	if (!before) {
 		pause_ms(5); /* likely asleep in the call by now (either way, ECANCELED) */
+		/*
+		 * Not for offload, whose state after differs (at entry @fn is
+		 * never run, while waiting it runs to its end): cancel once it
+		 * runs (a job still queued: test_offload_queued_cancelled).
+		 */
+		while (k == K_OFFLOAD && !atomic_load(&e.off_started))
+			pause_ms(1);
 		if (from_fiber)
 			assert_null(test_run_in(rt, 20, cancel_fn, &f));
 		else
@@ -313,6 +373,7 @@ static void run_one(prt_runtime_t *rt, enum kind k, bool before, bool from_fiber
 
 static void run_kinds(int backend, bool from_fiber)
 {
+	int fds = count_fds();
 	prt_runtime_t *rt = test_rt_with(2, 0, PRT_STACK_GUARD, backend);
 
 	for (int k = 0; k < K_NKINDS; k++) {
@@ -320,6 +381,9 @@ static void run_kinds(int backend, bool from_fiber)
 		run_one(rt, (enum kind)k, true, from_fiber);
 	}
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+	while (nfifo_ends)
+		close(fifo_ends[--nfifo_ends]);
+	assert_int_equal(count_fds(), fds); /* nothing a cancelled call made is left */
 }
 
 /* Each call cancelled while it waits and before, by a plain thread; I/O on epoll. */
@@ -596,6 +660,193 @@ static void test_rwlock_wait_cancelled(void **state)
 	rwlock_cancel_one(1);
 }
 
+/*
+ * A cancel pending, rwlock calls that need not wait: a reader that reads
+ * the lock already, or that outranks every waiter, takes it at once even
+ * while a writer waits (proxyrt/rwlock.h: "a lock they can take at once
+ * is taken"), by each lock call; one that would wait gets ECANCELED.
+ */
+struct rwnw {
+	prt_rwlock_t rw;
+	atomic_int writer_calling, hold, release;
+	int writer_res;
+};
+
+static void *rwnw_writer(void *arg)
+{
+	struct rwnw *x = arg;
+
+	atomic_store(&x->writer_calling, 1);
+	x->writer_res = prt_rwlock_wrlock(&x->rw);
+	if (!x->writer_res)
+		FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	return NULL;
+}
+
+/* Each lock call of a reader with a cancel pending: taken (0), then released. */
+static void *rwnw_read_each(struct rwnw *x)
+{
+	struct timespec far = test_realtime_in(60L * 1000000000L);
+
+	FIBER_CHECK(prt_cancel(prt_self()) == 0);
+	FIBER_CHECK(prt_rwlock_rdlock(&x->rw) == 0);
+	FIBER_CHECK(prt_rwlock_timedrdlock(&x->rw, &far) == 0);
+	FIBER_CHECK(prt_rwlock_timedrdlock_ns(&x->rw, 60ull * 1000000000u) == 0);
+	FIBER_CHECK(prt_rwlock_tryrdlock(&x->rw) == 0);
+	for (int i = 0; i < 4; i++)
+		FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	/* The writer waits still: a write lock would wait, and is refused. */
+	FIBER_CHECK(prt_cancelled() == 1);
+	return NULL;
+}
+
+/* Reads the lock, then, with the writer queued behind it, reads it again, cancelled. */
+static void *rwnw_recursive(void *arg)
+{
+	struct rwnw *x = arg;
+	void *res;
+
+	FIBER_CHECK(prt_rwlock_rdlock(&x->rw) == 0);
+	atomic_store(&x->hold, 1);
+	while (!atomic_load(&x->release))
+		FIBER_CHECK(prt_sleep_ns(1000000) == 0);
+	res = rwnw_read_each(x);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	FIBER_CHECK(prt_rwlock_unlock(&x->rw) == 0);
+	return res;
+}
+
+/* Priority above the queued writer's, the lock held for reading by a thread. */
+static void *rwnw_outranking(void *arg)
+{
+	struct rwnw *x = arg;
+	void *res = rwnw_read_each(x);
+
+	if (!res)
+		FIBER_CHECK(prt_rwlock_wrlock(&x->rw) == ECANCELED); /* would wait */
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	return res;
+}
+
+static void rwlock_no_wait_one(bool recursive)
+{
+	prt_runtime_t *rt = test_rt(2);
+	struct rwnw x = { .rw = PRT_RWLOCK_INITIALIZER, .writer_res = -1 };
+	prt_fiber_t r = { 0 }, wr;
+	void *res;
+
+	if (recursive) {
+		r = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rwnw_recursive, &x);
+		while (!atomic_load(&x.hold))
+			pause_ms(1);
+	} else {
+		assert_int_equal(prt_rwlock_rdlock(&x.rw), 0); /* this thread reads it */
+	}
+	wr = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rwnw_writer, &x);
+	while (!atomic_load(&x.writer_calling))
+		pause_ms(1);
+	pause_ms(20); /* queued by now (if not, the reads below take a lock nobody waits for) */
+	if (recursive) {
+		atomic_store(&x.release, 1);
+		assert_int_equal(prt_join(r, &res), 0);
+	} else {
+		res = test_run_in(rt, PRT_PRIO_DEFAULT + 4, rwnw_outranking, &x);
+	}
+	if (res)
+		fail_msg("%s reader: fiber check failed at line %ld", recursive ? "recursive" : "outranking",
+			 (long)(intptr_t)res);
+	if (!recursive)
+		assert_int_equal(prt_rwlock_unlock(&x.rw), 0);
+	/* Whole: the writer gets it once the readers left. */
+	assert_int_equal(prt_join(wr, &res), 0);
+	assert_null(res);
+	assert_int_equal(x.writer_res, 0);
+	assert_int_equal(prt_rwlock_destroy(&x.rw), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_rwlock_cancelled_no_wait(void **state)
+{
+	(void)state;
+	rwlock_no_wait_one(true);
+	rwlock_no_wait_one(false);
+}
+
+/*
+ * prt_offload cancelled while its call waits in the pool's queue (the
+ * one helper is busy): "only the wait ends: @fn runs to its end on its
+ * helper" (proxyrt/fiber.h), so a caller can tell when @arg may go. The
+ * runtime's destroy drains the queue (its helper ends after the jobs
+ * queued): @fn has run by then.
+ */
+struct offq {
+	atomic_int busy, release, ran, calling;
+	long res;
+};
+
+static void *offq_block(void *arg)
+{
+	struct offq *q = arg;
+
+	atomic_store(&q->busy, 1);
+	while (!atomic_load(&q->release))
+		pause_ms(1);
+	return NULL;
+}
+
+static void *offq_fn(void *arg)
+{
+	atomic_store(&((struct offq *)arg)->ran, 1);
+	return NULL;
+}
+
+static void *offq_blocker(void *arg)
+{
+	FIBER_CHECK(prt_offload(offq_block, arg, NULL) == 0);
+	return NULL;
+}
+
+static void *offq_caller(void *arg)
+{
+	struct offq *q = arg;
+
+	atomic_store(&q->calling, 1);
+	q->res = prt_offload(offq_fn, q, NULL);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	return NULL;
+}
+
+static void test_offload_queued_cancelled(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	struct offq q = { .res = 1 };
+	prt_fiber_t b, c;
+	void *res;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.offload_threads = 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, -1, offq_blocker, &q);
+	while (!atomic_load(&q.busy))
+		pause_ms(1);
+	c = test_spawn(rt, PRT_PRIO_DEFAULT, -1, offq_caller, &q);
+	while (!atomic_load(&q.calling))
+		pause_ms(1);
+	pause_ms(5); /* queued behind the busy helper by now (if not, cancelled at entry: fails below) */
+	assert_int_equal(prt_cancel(c), 0);
+	assert_int_equal(prt_join(c, &res), 0);
+	assert_null(res);
+	assert_int_equal(q.res, -ECANCELED);
+	atomic_store(&q.release, 1);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(atomic_load(&q.ran), 1);
+}
+
 /* ---- cancel against handoff, thousands of times, two workers ------------------- */
 
 struct race {
@@ -870,6 +1121,8 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_proxy_donor_cancelled),
 		cmocka_unit_test(test_rwlock_wait_cancelled),
+		cmocka_unit_test(test_rwlock_cancelled_no_wait),
+		cmocka_unit_test(test_offload_queued_cancelled),
 		cmocka_unit_test(test_cancel_vs_handoff),
 		cmocka_unit_test(test_cancel_vs_handoff_no_proxy),
 		cmocka_unit_test(test_waitgroup),

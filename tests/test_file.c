@@ -261,6 +261,74 @@ static void test_opcode_missing(void **state)
 }
 #endif
 
+#if PRT_FAULT_INJECTION
+/*
+ * A statx on the offload pool given up on (prt_cancel) while its helper
+ * runs it: the helper is held at the pause point after it took the job,
+ * the fiber is cancelled and returns, then the helper runs the call. The
+ * caller's buffer, which may be gone by then (its stack), is not written.
+ */
+struct stxgu {
+	atomic_int taken, release, calling;
+	struct statx *buf;
+	long res;
+};
+
+static void stxgu_pause(void *arg)
+{
+	struct stxgu *x = arg;
+
+	atomic_store(&x->taken, 1);
+	while (!atomic_load(&x->release))
+		sched_yield();
+}
+
+static void *stxgu_main(void *arg)
+{
+	struct stxgu *x = arg;
+
+	atomic_store(&x->calling, 1);
+	x->res = prt_statx(AT_FDCWD, g_dir, 0, STATX_BASIC_STATS, x->buf);
+	FIBER_CHECK(prt_cancel_clear() == 1);
+	return NULL;
+}
+
+static void test_statx_given_up(void **state)
+{
+	struct stxgu x = { .res = 1 };
+	unsigned char *b;
+	prt_runtime_t *rt;
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	/* The pool: the epoll backend, or io_uring with statx's opcode taken as missing. */
+	prt__fault_arm(PRT_FAULT_OPCODE, PRT_FOP_STATX + 1, ENOSYS);
+	rt = file_rt(1, 0, 1);
+	prt__fault_arm(PRT_FAULT_OPCODE, 0, 0);
+	assert_false(rt->io.fop_native & (1u << PRT_FOP_STATX));
+	x.buf = malloc(sizeof(*x.buf));
+	assert_non_null(x.buf);
+	memset(x.buf, 0xa5, sizeof(*x.buf));
+	prt__fault_set_pause(PRT_PAUSE_OFFLOAD_RUN, stxgu_pause, &x);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, stxgu_main, &x);
+	while (!atomic_load(&x.taken))
+		sched_yield();
+	assert_int_equal(prt_cancel(f), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_int_equal(x.res, -ECANCELED);
+	atomic_store(&x.release, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0); /* joins the helper: the statx was made */
+	prt__fault_set_pause(PRT_PAUSE_OFFLOAD_RUN, NULL, NULL);
+	b = (unsigned char *)x.buf;
+	for (size_t i = 0; i < sizeof(*x.buf); i++)
+		if (b[i] != 0xa5)
+			fail_msg("statx given up on wrote its caller's buffer (byte %zu)", i);
+	free(x.buf);
+}
+#endif
+
 /* ---- FIFOs: an open waits for the other end, as open(2) ---- */
 
 struct fifo {
@@ -763,6 +831,7 @@ int main(void)
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_opcode_missing),
 		cmocka_unit_test(test_timeout_uncancelled),
+		cmocka_unit_test(test_statx_given_up),
 #endif
 		cmocka_unit_test(test_fifo_open_waits),
 		cmocka_unit_test(test_timeout_fifo),

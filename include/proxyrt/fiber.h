@@ -311,6 +311,15 @@ PRT_API int prt_unpark(prt_fiber_t f);
  *     (do not point it at the caller's stack).
  *   - prt_stream_recv: -ECANCELED when it would wait (queued data is
  *     returned first).
+ *   - file calls (prt_openat .. prt_unlinkat and their _timeout forms,
+ *     proxyrt/io.h): -ECANCELED at entry, nothing done. While waiting:
+ *     on the offload pool (epoll backend), and on io_uring for a call
+ *     with a timeout, the wait ends at once as on a timeout (the outcome
+ *     is unknown; an fd an open made is closed by the runtime, a
+ *     statx's buffer is not written); on io_uring an untimed call is
+ *     cancelled in the kernel as I/O is (a FIFO's open is interrupted;
+ *     a sync under way goes on, and its result is returned). prt_socket
+ *     never waits, and is made.
  * Exactly one result wins a race between a cancel and the wake: a call
  * returns either its normal result (a lock handed over: 0, owning it)
  * or ECANCELED (not owning it), never both.

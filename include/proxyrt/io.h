@@ -212,6 +212,12 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  *   (checked first); the directory fds are the kernel's to check
  *   (AT_FDCWD, or ignored for an absolute path);
  * - -ETIMEDOUT: a _timeout variant's time ran out (below);
+ * - -ECANCELED: the calling fiber was cancelled (prt_cancel,
+ *   proxyrt/fiber.h): before the call, nothing done; while it waited,
+ *   the wait ended as on -ETIMEDOUT (a statx given up on leaves @buf
+ *   untouched), except for an untimed call on io_uring, cancelled in
+ *   the kernel, which returns its own result if it completed first;
+ *   prt_socket is never cancelled;
  * - -ENOMEM: no memory for the offload pool, or for a timed call's
  *   record or timer (the call may then have been made, as on
  *   -ETIMEDOUT);
