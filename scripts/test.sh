@@ -65,7 +65,13 @@ VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime
 # preempt.
 STRESS_TESTS=(test_stress stress_mixed)
 TSAN_MAIN_TESTS=("${TSAN_TESTS[@]/stress_mixed/}")
-VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+# --fair-sched=yes: valgrind runs one thread at a time and by default
+# hands its lock over unfairly (the thread that lets go takes it straight
+# back), so a worker in a prt_yield loop, which holds its run queue's lock
+# half the time, kept the other worker spinning on that lock from running
+# for many minutes (test_rwlock: 11+ min in a fresh-clone run, 82 s in
+# the one before). Round robin ends that (helper-20's diagnosis).
+VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --fair-sched=yes"
 
 run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
