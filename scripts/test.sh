@@ -53,7 +53,11 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed 
 # since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
 # which needs io_uring's fault paths, runs under LeakSanitizer instead).
 VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime test_timed test_cond test_io test_sigpipe
-	test_stream test_preempt test_dump test_edges test_lifetime test_rwlock)
+	test_stream test_preempt test_dump test_edges test_lifetime)
+# test_rwlock is left out for now: its fibers yield in loops on one
+# worker while the other spins on that worker's run-queue lock, which
+# valgrind (one thread at a time) took 5 s or 7-11+ min to get through,
+# even with --fair-sched=yes. ASan (with LeakSanitizer) and TSan run it.
 # Runtimes are cooperative by default: gcc, ASan and TSan run the suite
 # so; clang runs it preemptive (PRT_PREEMPT_QUANTUM_NS=1000000, the stress
 # suite left out: the sanitizers run it preemptive below), so that it
