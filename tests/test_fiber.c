@@ -50,7 +50,7 @@ static atomic_int gate;
 static void *wait_gate(void *a)
 {
 	while (!atomic_load(&gate))
-		prt_yield();
+		test_yield_wait();
 	return a;
 }
 

@@ -934,7 +934,7 @@ static void *kick_busy(void *arg)
 
 	atomic_store(&k->busy_on, 1);
 	while (!atomic_load(&k->f_done))
-		prt_yield();
+		test_yield_wait();
 	return NULL;
 }
 

@@ -806,7 +806,7 @@ static void *unmap_body(void *arg)
 	}
 	while (atomic_load(&scale_parked) < NPAR) {
 		if (prt_self().p)
-			prt_yield();
+			test_yield_wait();
 		else
 			usleep(1000);
 	}

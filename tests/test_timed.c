@@ -129,7 +129,7 @@ static void *busy_owner(void *arg)
 	/* CPU work with scheduling points, never releasing, until told. */
 	while (!atomic_load(&t_stop)) {
 		atomic_fetch_add(&t_owner_steps, 1);
-		prt_yield();
+		test_yield_wait();
 	}
 	FIBER_CHECK(prt_mutex_unlock(&t_m) == 0);
 	return NULL;

@@ -164,7 +164,7 @@ static void *fiber_waker(void *arg)
 	struct fwait *x = arg;
 
 	while (!atomic_load(&x->go))
-		prt_yield();
+		test_yield_wait();
 	for (volatile unsigned i = 0; i < x->delay; i++)
 		;
 	atomic_store(&x->woke, prt__wait_wake(&x->wt) ? 1 : 0);
