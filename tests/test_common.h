@@ -108,6 +108,20 @@ static inline int test_under_valgrind(void)
 }
 
 /*
+ * One round of a plain thread's busy loop (a wait for a flag, or calls
+ * that hammer a runtime): nothing natively, sched_yield under valgrind.
+ * Valgrind runs one thread at a time: a thread spinning without a system
+ * call keeps the others from running for its whole time slice, and with
+ * valgrind's default unfair hand-over for minutes (test_sem took
+ * 10-187 s, test_lifetime 28-420 s).
+ */
+static inline void test_spin_pause(void)
+{
+	if (test_under_valgrind())
+		sched_yield();
+}
+
+/*
  * One round of a fiber's busy wait for another thread or fiber:
  * prt_yield (its worker stays busy), and under valgrind a sched_yield
  * too. Valgrind runs one thread at a time and switches every 100000
@@ -117,8 +131,7 @@ static inline int test_under_valgrind(void)
  * must take the lock (a spawn or a wakeup onto that worker) then never
  * gets it (test_rwlock's spawn next to such a loop hung 17+ minutes,
  * twice). The system call hands valgrind's lock over with the run queue
- * free (to the next thread in turn with --fair-sched=yes, as
- * scripts/test.sh runs valgrind).
+ * free.
  */
 static inline void test_yield_wait(void)
 {

@@ -275,7 +275,7 @@ static void *race_poster(void *arg)
 	struct race *r = arg;
 
 	while (!atomic_load(&r->go))
-		;
+		test_spin_pause();
 	for (volatile unsigned i = 0; i < r->spin; i++)
 		;
 	if (prt_sem_post(&r->s) != 0)

@@ -71,7 +71,7 @@ static void *waker_thread(void *arg)
 	struct race *r = arg;
 
 	while (!atomic_load(&r->go))
-		;
+		test_spin_pause();
 	for (volatile unsigned i = 0; i < r->delay; i++)
 		;
 	atomic_store(&r->woke, prt__wait_wake(&r->wt) ? 1 : 0);
