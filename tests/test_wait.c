@@ -18,7 +18,11 @@
 #include "wait.h" /* internal: the primitive under test */
 #include "sched_int.h" /* internal: the current worker and fiber */
 
-/* Racing rounds (fewer under valgrind, which runs one thread at a time). */
+/*
+ * Racing rounds: fewer under valgrind, which runs one thread at a time,
+ * and under TSan, where a round (a thread, or two fibers) costs 5-8 ms
+ * of CPU (2000 of each kind: 25 s).
+ */
 static int ROUNDS = 2000, FEW = 300;
 
 /* ---- plain threads ------------------------------------------------------- */
@@ -326,5 +330,7 @@ int main(void)
 	srand(1);
 	if (test_under_valgrind())
 		ROUNDS = 200, FEW = 40;
+	else if (PRT_TEST_TSAN)
+		ROUNDS = 500;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
