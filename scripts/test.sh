@@ -19,25 +19,69 @@ prt_install_cross_deps
 
 passed=0 failed=0 skipped=0
 # run_suite NAME DIR [meson setup options...] [-- meson test arguments...]
+# A test argument --lane=LIST (test names, space-separated) makes a lane:
+# the lanes run at once, one meson test each, its tests one at a time
+# (valgrind runs one thread of a process at a time: two lanes keep both
+# cores busy). Without lanes, one meson test, one test at a time.
 run_suite() {
-	local name=$1 dir=$2 rc=0 out start setup=() testargs=()
+	local name=$1 dir=$2 rc=0 out start setup=() testargs=() lanes=() a
 	shift 2
 	while [ $# -gt 0 ] && [ "$1" != "--" ]; do setup+=("$1"); shift; done
-	[ $# -gt 0 ] && shift && testargs=("$@")
+	[ $# -gt 0 ] && shift
+	for a in "$@"; do
+		case $a in
+		--lane=*) lanes+=("${a#--lane=}") ;;
+		*) testargs+=("$a") ;;
+		esac
+	done
 	echo "=== $name ==="
 	start=$(date +%s)
 	prt_build "$dir" "${setup[@]}"
 	out=$(mktemp)
-	meson test -C "$dir" --print-errorlogs --num-processes 1 "${testargs[@]}" | tee "$out" || rc=$?
-	passed=$((passed + $(awk '/^Ok:/{print $2}' "$out")))
-	failed=$((failed + $(awk '/^Fail:/{f=$2} /^Timeout:/{t=$2} END{print f+t}' "$out")))
-	skipped=$((skipped + $(awk '/^Skipped:/{print $2}' "$out")))
-	rm -f "$out"
+	if [ ${#lanes[@]} -eq 0 ]; then
+		meson test -C "$dir" --print-errorlogs --num-processes 1 "${testargs[@]}" |
+			tee "$out" || rc=$?
+	else
+		run_lanes "$dir" "$out" "${#lanes[@]}" "${lanes[@]}" "${testargs[@]}" || rc=$?
+	fi
+	passed=$((passed + $(awk '/^Ok:/{n+=$2} END{print n+0}' "$out")))
+	failed=$((failed + $(awk '/^Fail:/{n+=$2} /^Timeout:/{n+=$2} END{print n+0}' "$out")))
+	skipped=$((skipped + $(awk '/^Skipped:/{n+=$2} END{print n+0}' "$out")))
+	rm -f "$out" "$out".*
 	echo "=== $name: $(( $(date +%s) - start )) s ==="
 	if [ "$rc" -ne 0 ]; then
 		echo "proxyrt: $passed passed, $((failed > 0 ? failed : 1)) failed, $skipped skipped"
 		exit "$rc"
 	fi
+}
+
+# run_lanes DIR OUT N LANE1..LANEN [meson test arguments...]: each lane's
+# meson test in the background (own log, DIR/meson-logs/testlog-laneI),
+# then their outputs, in order, to stdout and OUT. Fails if any lane did,
+# or ran fewer tests than it names.
+run_lanes() {
+	local dir=$1 out=$2 n=$3 i ran rc=0 lanes=() pids=()
+	shift 3
+	lanes=("${@:1:n}")
+	shift "$n"
+	for i in "${!lanes[@]}"; do
+		# shellcheck disable=SC2086 # a lane is a list of test names
+		meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 \
+			--logbase "testlog-lane$i" "$@" ${lanes[$i]} >"$out.$i" 2>&1 &
+		pids+=($!)
+	done
+	for i in "${!pids[@]}"; do
+		wait "${pids[$i]}" || rc=$?
+		echo "--- lane $i: ${lanes[$i]}"
+		tee -a "$out" <"$out.$i"
+		# A misspelt name is no error to meson test: count what it ran.
+		ran=$(sed -nE 's|^ *[0-9]+/([0-9]+) proxyrt:.*|\1|p' "$out.$i" | head -1)
+		if [ "${ran:-0}" -ne "$(wc -w <<<"${lanes[$i]}")" ]; then
+			echo "proxyrt: lane $i ran ${ran:-0} tests, not all of: ${lanes[$i]}"
+			[ "$rc" -ne 0 ] || rc=1
+		fi
+	done
+	return "$rc"
 }
 
 # The tests where fibers cross workers, for TSan (each fiber costs TSan
@@ -46,18 +90,25 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed 
 	test_preempt test_stress test_io test_stream test_http test_dump test_lifetime test_wait
 	test_sem test_cancel stress_mixed)
 # valgrind: the tests that run on one worker or a few. Valgrind runs one
-# thread at a time and hands its lock over unfairly, so tests built on
-# cross-worker spinning (test_mutex's deadlock cycles, football, the
-# stress runs) crawl or starve there; TSan and ASan cover those. Fiber
-# stacks are registered (VALGRIND_STACK_REGISTER); I/O runs on epoll,
-# since valgrind 3.19 holds its lock across io_uring_enter (test_fault,
-# which needs io_uring's fault paths, runs under LeakSanitizer instead).
-VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime test_timed test_cond test_io test_sigpipe
-	test_stream test_preempt test_dump test_edges test_lifetime)
-# test_rwlock is left out for now: its fibers yield in loops on one
-# worker while the other spins on that worker's run-queue lock, which
-# valgrind (one thread at a time) took 5 s or 7-11+ min to get through,
-# even with --fair-sched=yes. ASan (with LeakSanitizer) and TSan run it.
+# thread at a time, so tests built on cross-worker spinning (test_mutex's
+# deadlock cycles, football, the stress runs) crawl there; TSan and ASan
+# cover those. --fair-sched=yes: by default valgrind hands its lock over
+# unfairly (the thread whose time slice ends mostly takes it straight
+# back), so any busy thread, the tests' or the library's, kept the
+# others from running for minutes: test_lifetime took 24-420 s, test_sem
+# 6-187 s, and a 10 s wait in test_rwlock expired (its next test then
+# hung on the lock left held). Round robin ends that; the tests' busy
+# loops also yield to the OS under valgrind (test_spin_pause and
+# test_yield_wait, tests/test_common.h). Fiber stacks are registered
+# (VALGRIND_STACK_REGISTER); I/O runs on epoll, since valgrind 3.19 holds
+# its lock across io_uring_enter (test_fault, which needs io_uring's
+# fault paths, runs under LeakSanitizer instead). A valgrind process uses
+# one core: two lanes at once, of about the same time under valgrind
+# (~50 s each on an idle 2-core machine; test_cond and test_lifetime
+# ~21 s the longest).
+VALGRIND_LANE0=(test_cond test_stack test_runtime test_timed test_sem test_wait test_timer)
+VALGRIND_LANE1=(test_lifetime test_stream test_rwlock test_edges test_io test_fiber test_dump
+	test_preempt test_sigpipe)
 # Runtimes are cooperative by default: gcc, ASan and TSan run the suite
 # so; clang runs it preemptive (PRT_PREEMPT_QUANTUM_NS=1000000, the stress
 # suite left out: the sanitizers run it preemptive below), so that it
@@ -69,13 +120,8 @@ VALGRIND_TESTS=(test_stack test_timer test_wait test_sem test_fiber test_runtime
 # preempt.
 STRESS_TESTS=(test_stress stress_mixed)
 TSAN_MAIN_TESTS=("${TSAN_TESTS[@]/stress_mixed/}")
-# --fair-sched=yes: valgrind runs one thread at a time and by default
-# hands its lock over unfairly (the thread that lets go takes it straight
-# back), so a worker in a prt_yield loop, which holds its run queue's lock
-# half the time, kept the other worker spinning on that lock from running
-# for many minutes (test_rwlock: 11+ min in a fresh-clone run, 82 s in
-# the one before). Round robin ends that (helper-20's diagnosis).
-VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --fair-sched=yes"
+VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+VALGRIND+=" --fair-sched=yes"
 
 run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
@@ -105,6 +151,6 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 		-- "${STRESS_TESTS[@]}"
 	run_suite valgrind "$ROOT/build-test-vg" --buildtype=debug -Dallocator=libc \
 		-Dfault_injection=true -- --wrapper "$VALGRIND" --timeout-multiplier 10 \
-		"${VALGRIND_TESTS[@]}"
+		"--lane=${VALGRIND_LANE0[*]}" "--lane=${VALGRIND_LANE1[*]}"
 fi
 echo "proxyrt: $passed passed, $failed failed, $skipped skipped"

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,39 @@ static inline int test_under_valgrind(void)
 #else
 	return 0;
 #endif
+}
+
+/*
+ * One round of a plain thread's busy loop (a wait for a flag, or calls
+ * that hammer a runtime): nothing natively, sched_yield under valgrind.
+ * Valgrind runs one thread at a time: a thread spinning without a system
+ * call keeps the others from running for its whole time slice, and with
+ * valgrind's default unfair hand-over for minutes (test_sem took
+ * 10-187 s, test_lifetime 28-420 s).
+ */
+static inline void test_spin_pause(void)
+{
+	if (test_under_valgrind())
+		sched_yield();
+}
+
+/*
+ * One round of a fiber's busy wait for another thread or fiber:
+ * prt_yield (its worker stays busy), and under valgrind a sched_yield
+ * too. Valgrind runs one thread at a time and switches every 100000
+ * basic blocks of the running one. A loop of prt_yield alone has a fixed
+ * length in blocks and holds its run queue's lock in part of each round,
+ * so it can be stopped inside that lock at every switch: a thread that
+ * must take the lock (a spawn or a wakeup onto that worker) then never
+ * gets it (test_rwlock's spawn next to such a loop hung 17+ minutes,
+ * twice). The system call hands valgrind's lock over with the run queue
+ * free.
+ */
+static inline void test_yield_wait(void)
+{
+	prt_yield();
+	if (test_under_valgrind())
+		sched_yield();
 }
 
 /*

@@ -50,7 +50,7 @@ static atomic_int gate;
 static void *wait_gate(void *a)
 {
 	while (!atomic_load(&gate))
-		prt_yield();
+		test_yield_wait();
 	return a;
 }
 
@@ -409,8 +409,13 @@ static void test_park_unpark(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
-/* Ping-pong through park/unpark between fibers on different workers. */
-#define PP_ROUNDS 20000
+/*
+ * Ping-pong through park/unpark between fibers on different workers:
+ * pp_rounds round trips, 20000, or 2000 under valgrind, where each
+ * crosses between the worker threads it runs one at a time (~2 ms a
+ * round trip there: 60-80 s for 20000).
+ */
+static int pp_rounds;
 static prt_fiber_t pp[2];
 static atomic_int pp_turn;
 
@@ -418,7 +423,7 @@ static void *pp_body(void *arg)
 {
 	int me = (int)(intptr_t)arg;
 
-	for (int i = 0; i < PP_ROUNDS; i++) {
+	for (int i = 0; i < pp_rounds; i++) {
 		while (atomic_load(&pp_turn) != me)
 			prt_park();
 		atomic_store(&pp_turn, !me);
@@ -433,6 +438,7 @@ static void test_park_pingpong_cross_worker(void **state)
 	prt_fiber_attr_t a;
 
 	(void)state;
+	pp_rounds = test_under_valgrind() ? 2000 : 20000;
 	atomic_store(&pp_turn, 0);
 	prt_fiber_attr_init(&a);
 	a.has_affinity = 1;

@@ -403,7 +403,7 @@ static void *cw_main(void *arg)
 	 */
 	while (atomic_load(&r.p->state) != PRT_FS_BLOCKED ||
 	       atomic_load(&r.p->wait_kind) != PRT_WK_IO)
-		prt_yield();
+		test_yield_wait();
 	FIBER_CHECK(prt_close(cw_fd[0]) == 0);
 	FIBER_CHECK(prt_join(r, NULL) == 0);
 	FIBER_CHECK(atomic_load(&cw_res) == -ECANCELED);

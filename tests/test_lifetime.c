@@ -239,9 +239,11 @@ static void *poker(void *arg)
 	int k = 0;
 
 	atomic_store(&h->go, 1);
-	while (!atomic_load(&h->stop))
+	while (!atomic_load(&h->stop)) {
 		for (int i = 0; i < NPARKED; i++)
 			poke(h, h->f[i], i + k++);
+		test_spin_pause();
+	}
 	/* And once more after destroy returned: every handle is stale now. */
 	for (int i = 0; i < NPARKED; i++)
 		poke(h, h->f[i], i);
@@ -498,6 +500,7 @@ static void *look(void *arg)
 			atomic_fetch_add(&l->bad, 1);
 		(void)prt_runtime_notice(l->rt);
 		atomic_fetch_add(&l->calls, 1);
+		test_spin_pause();
 	}
 	return NULL;
 }
@@ -934,7 +937,7 @@ static void *kick_busy(void *arg)
 
 	atomic_store(&k->busy_on, 1);
 	while (!atomic_load(&k->f_done))
-		prt_yield();
+		test_yield_wait();
 	return NULL;
 }
 

@@ -884,7 +884,7 @@ static void *dis_hog(void *arg)
 
 	/* Let the sleeper start its loop. */
 	while (atomic_load(&d->rounds) < 2)
-		prt_yield();
+		test_yield_wait();
 	prt_worker_stats(d->rt, 0, &st);
 	deferred0 = st.preempt_deferred;
 	d->rc_disable = prt_preempt_disable();
@@ -989,7 +989,7 @@ static void *althand_fiber(void *arg)
 	struct sigaction sa, old;
 
 	while (atomic_load(&a->rounds) < 2)
-		prt_yield();
+		test_yield_wait();
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = althand_usr1;
 	sa.sa_flags = SA_ONSTACK;

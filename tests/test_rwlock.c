@@ -271,7 +271,7 @@ static void *sh_reader(void *arg)
 	FIBER_CHECK(prt_rwlock_rdlock(&sh_rw) == 0);
 	atomic_fetch_add(&sh_inside, 1);
 	while (atomic_load(&sh_inside) < SH_READERS)
-		prt_yield();
+		test_yield_wait();
 	FIBER_CHECK(!atomic_load(&sh_writer_in));
 	FIBER_CHECK(prt_rwlock_unlock(&sh_rw) == 0);
 	return NULL;
@@ -653,7 +653,7 @@ static void *mr_reader(void *arg)
 	atomic_fetch_add(&mr_in, 1);
 	/* Hold until H waits (the readers, of one level, take turns), then work in steps. */
 	while (!atomic_load(&mr_go))
-		prt_yield();
+		test_yield_wait();
 	for (int i = 0; i < INV_STEPS; i++)
 		prt_yield();
 	FIBER_CHECK(prt_rwlock_unlock(&mr_rw) == 0);
@@ -751,7 +751,7 @@ static void *rem_high(void *arg)
 {
 	(void)arg;
 	while (!atomic_load(&rem_locked))
-		prt_yield();
+		test_yield_wait();
 	if (prt_rwlock_wrlock(&rem_rw) != 0)
 		return (void *)1;
 	atomic_store(&rem_h_done, 1);
@@ -873,7 +873,7 @@ static void *mn_reader(void *arg)
 	FIBER_CHECK(prt_rwlock_rdlock(&mn_rw) == 0);
 	atomic_fetch_add(&mn_in, 1);
 	while (!atomic_load(&mn_go))
-		prt_yield();
+		test_yield_wait();
 	/* A writer waits now: a second read hold is admitted at once, tracked or not. */
 	FIBER_CHECK(prt_rwlock_tryrdlock(&mn_rw) == 0);
 	FIBER_CHECK(prt_rwlock_rdlock(&mn_rw) == 0);
@@ -932,7 +932,7 @@ static void *ch_c(void *arg)
 	FIBER_CHECK(prt_rwlock_rdlock(&ch_rw2) == 0);
 	atomic_store(&ch_stage, 1);
 	while (!atomic_load(&ch_go)) /* until the whole chain waits */
-		prt_yield();
+		test_yield_wait();
 	for (int i = 0; i < INV_STEPS; i++) {
 		atomic_fetch_add(&ch_c_steps, 1);
 		prt_yield();
@@ -1367,7 +1367,7 @@ static void *td_low(void *arg)
 	FIBER_CHECK(prt_rwlock_rdlock(&td_rw) == 0);
 	while (!atomic_load(&td_h_done)) {
 		atomic_fetch_add(&td_l_steps, 1);
-		prt_yield();
+		test_yield_wait();
 	}
 	FIBER_CHECK(prt_rwlock_unlock(&td_rw) == 0);
 	return NULL;
@@ -1377,7 +1377,7 @@ static void *td_medium(void *arg)
 {
 	(void)arg;
 	while (!atomic_load(&td_h_done))
-		prt_yield();
+		test_yield_wait();
 	for (int i = 0; i < INV_STEPS; i++) {
 		if (atomic_load(&td_l_steps) != atomic_load(&td_l_at_h))
 			atomic_store(&td_l_moved, 1);
@@ -1448,7 +1448,7 @@ static void *xr_holder(void *arg)
 	while (!atomic_load(&xr_done)) {
 		if (prt_runtime_self() != xr_b)
 			atomic_store(&xr_wrong, 1);
-		prt_yield();
+		test_yield_wait();
 	}
 	FIBER_CHECK(prt_rwlock_unlock(&xr_rw) == 0);
 	return NULL;
@@ -1458,7 +1458,7 @@ static void *xr_hog(void *arg)
 {
 	(void)arg;
 	while (!atomic_load(&xr_done))
-		prt_yield();
+		test_yield_wait();
 	return NULL;
 }
 

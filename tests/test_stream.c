@@ -506,7 +506,7 @@ static void *close_main(void *arg)
 	FIBER_CHECK(prt_stream_open(&c.s, fd[0]) == 0);
 	f = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 1, cl_reader, &c);
 	while (!atomic_load(&c.in_recv))
-		prt_yield();
+		test_yield_wait();
 	FIBER_CHECK(prt_sleep_ns(20000000ull) == 0); /* it waits in prt_stream_recv */
 	FIBER_CHECK(prt_stream_recv(c.s, buf, sizeof(buf), 0) == -EBUSY);
 	FIBER_CHECK(prt_stream_close(c.s) == -EBUSY);

@@ -126,7 +126,12 @@ static void *busy_owner(void *arg)
 {
 	(void)arg;
 	FIBER_CHECK(prt_mutex_lock(&t_m) == 0);
-	/* CPU work with scheduling points, never releasing, until told. */
+	/*
+	 * CPU work with scheduling points, never releasing, until told.
+	 * prt_yield alone (not test_yield_wait): under valgrind a
+	 * sched_yield per round let too few rounds, and so no proxy pick,
+	 * into the waiter's 40 ms (test_timedlock_ns_donor failed so once).
+	 */
 	while (!atomic_load(&t_stop)) {
 		atomic_fetch_add(&t_owner_steps, 1);
 		prt_yield();

@@ -18,7 +18,11 @@
 #include "wait.h" /* internal: the primitive under test */
 #include "sched_int.h" /* internal: the current worker and fiber */
 
-/* Racing rounds (fewer under valgrind, which runs one thread at a time). */
+/*
+ * Racing rounds: fewer under valgrind, which runs one thread at a time,
+ * and under TSan, where a round (a thread, or two fibers) costs 5-8 ms
+ * of CPU (2000 of each kind: 25 s).
+ */
 static int ROUNDS = 2000, FEW = 300;
 
 /* ---- plain threads ------------------------------------------------------- */
@@ -71,7 +75,7 @@ static void *waker_thread(void *arg)
 	struct race *r = arg;
 
 	while (!atomic_load(&r->go))
-		;
+		test_spin_pause();
 	for (volatile unsigned i = 0; i < r->delay; i++)
 		;
 	atomic_store(&r->woke, prt__wait_wake(&r->wt) ? 1 : 0);
@@ -164,7 +168,7 @@ static void *fiber_waker(void *arg)
 	struct fwait *x = arg;
 
 	while (!atomic_load(&x->go))
-		prt_yield();
+		test_yield_wait();
 	for (volatile unsigned i = 0; i < x->delay; i++)
 		;
 	atomic_store(&x->woke, prt__wait_wake(&x->wt) ? 1 : 0);
@@ -326,5 +330,7 @@ int main(void)
 	srand(1);
 	if (test_under_valgrind())
 		ROUNDS = 200, FEW = 40;
+	else if (PRT_TEST_TSAN)
+		ROUNDS = 500;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
