@@ -650,6 +650,31 @@ static int handler_get(int sig)
 	return err;
 }
 
+/*
+ * The tick's clock for a time slice of @quantum ns. A timer on the
+ * monotonic clock is a high-resolution timer: each expiry is an interrupt
+ * of its own, which in a VM costs the interrupted thread tens of us
+ * (design.md, section 16: 45 us per signal on the PVM host, 4% of a
+ * computing thread at 1 ms). A timer on the thread's CPU-time clock is
+ * checked at the scheduler's own tick (CONFIG_HZ) and its signal sent on
+ * that interrupt's way back to the thread: no interrupt of its own (no
+ * cost measurable there), and a slice measured in CPU time, as the
+ * kernel's are, which a worker preempted by the OS does not use up. Its
+ * resolution is that tick (clock_getres of CLOCK_MONOTONIC_COARSE: 4 ms
+ * at HZ=250): slices that long or longer use it (a slice then ends at the
+ * first tick at or after it), shorter ones the monotonic clock.
+ */
+static bool tick_clock_cpu(uint64_t quantum)
+{
+	struct timespec res;
+	uint64_t tick;
+
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res))
+		return false;
+	tick = (uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec;
+	return tick && quantum >= tick;
+}
+
 int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char *notice,
 			 size_t notice_len)
 {
@@ -683,6 +708,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		struct prt__wpreempt *p = &rt->workers[i]->pw;
 
 		p->quantum = quantum;
+		p->tick_cpu = tick_clock_cpu(quantum);
 		p->sig = sig;
 		p->serve_prio = -1;
 		p->watch_at = PRT_NEVER;
@@ -727,7 +753,11 @@ int prt__preempt_worker_start(struct prt__worker *w)
 		/* Which timer sent a signal: PRT_PSRC_WATCH, _TICK, _RETRY (0, 1, 2). */
 		ev.sigev_value.sival_ptr = (char *)w + i;
 		/* The system call itself: the handler sets them so (prt__preempt_settime). */
-		if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &ev, t[i])) {
+		clockid_t clk = t[i] == &p->tick && p->tick_cpu ? CLOCK_THREAD_CPUTIME_ID
+							      : CLOCK_MONOTONIC;
+
+		/* On this thread: CLOCK_THREAD_CPUTIME_ID is the worker's own CPU time. */
+		if (syscall(SYS_timer_create, clk, &ev, t[i])) {
 			int err = -errno;
 
 			while (i-- > 0)

@@ -32,6 +32,12 @@ struct prt__wpreempt {
 	int sig;                /* the preemption signal */
 	pid_t tid;              /* the worker thread, which the timers aim at */
 	bool timers_ok;         /* the three timers exist */
+	/*
+	 * @tick counts the worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID),
+	 * not the monotonic clock: a quantum of one kernel tick or more
+	 * (preempt.c, tick_clock()).
+	 */
+	bool tick_cpu;
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
 	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
 	int watch, tick, retry;

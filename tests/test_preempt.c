@@ -317,7 +317,7 @@ static void *slice_hog(void *arg)
 }
 
 /* One worker, two fibers of one priority that never yield: both progress before either ends. */
-static void test_equal_hogs_share(void **state)
+static void equal_hogs_share(uint64_t quantum)
 {
 	struct pair p = { 0 };
 	struct pair_arg a0 = { &p, 0 }, a1 = { &p, 1 };
@@ -325,8 +325,7 @@ static void test_equal_hogs_share(void **state)
 	prt_runtime_t *rt;
 	prt_fiber_t f0, f1;
 
-	(void)state;
-	if (!(rt = rt_preempt(1, 200 * 1000)))
+	if (!(rt = rt_preempt(1, quantum)))
 		skip();
 	f0 = spawn_at(rt, 16, 0, slice_hog, &a0);
 	f1 = spawn_at(rt, 16, 0, slice_hog, &a1);
@@ -337,6 +336,73 @@ static void test_equal_hogs_share(void **state)
 	st = stats_of(rt, 0);
 	assert_true(st.time_slices >= 1);
 	assert_true(st.preemptions >= st.time_slices);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_equal_hogs_share(void **state)
+{
+	(void)state;
+	equal_hogs_share(200 * 1000);
+}
+
+/*
+ * The same with a slice of a kernel tick or more (20 ms: above the 10 ms
+ * tick of HZ=100), which the worker's CPU-time clock measures (preempt.c,
+ * tick_clock_cpu): its timer fires at the kernel's own tick.
+ */
+static void test_equal_hogs_share_cpu_tick(void **state)
+{
+	(void)state;
+	equal_hogs_share(20 * 1000 * 1000);
+}
+
+/*
+ * A slice of a kernel tick or more is measured in the worker's CPU time:
+ * a fiber blocked in a system call the library does not know of (a plain
+ * nanosleep, which no SA_RESTART restarts) uses none, so the tick does not
+ * cut it short with EINTR while another fiber of its priority waits. (A
+ * monotonic tick did: its signal came 20 ms into the sleep.)
+ */
+struct blocked_arg {
+	int rc, err;
+	atomic_int other_ran;
+};
+
+static void *blocked_sleeper(void *arg)
+{
+	struct blocked_arg *b = arg;
+	struct timespec ts = { 0, 120 * 1000 * 1000 };
+
+	b->rc = nanosleep(&ts, NULL);
+	b->err = b->rc ? errno : 0;
+	return NULL;
+}
+
+static void *blocked_other(void *arg)
+{
+	struct blocked_arg *b = arg;
+
+	atomic_store(&b->other_ran, 1);
+	return NULL;
+}
+
+static void test_tick_spares_blocked_syscall(void **state)
+{
+	struct blocked_arg b = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t f0, f1;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, 20 * 1000 * 1000)))
+		skip();
+	/* Queued while f0 sleeps or before it runs: either way the tick starts. */
+	f0 = spawn_at(rt, 16, 0, blocked_sleeper, &b);
+	f1 = spawn_at(rt, 16, 0, blocked_other, &b);
+	join_ok(f0);
+	join_ok(f1);
+	assert_int_equal(b.err, 0);
+	assert_int_equal(b.rc, 0);
+	assert_true(atomic_load(&b.other_ran));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
@@ -1935,6 +2001,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_equal_hogs_share),
+		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
+		cmocka_unit_test(test_tick_spares_blocked_syscall),
 		cmocka_unit_test(test_tick_stops_above_contention),
 		cmocka_unit_test(test_dump_shows_preempted),
 		cmocka_unit_test(test_cross_worker_wakeup),

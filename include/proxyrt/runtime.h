@@ -146,7 +146,12 @@ typedef struct prt_runtime_config {
 	 * for now: docs/design.md, section 16, says why) = cooperative: a
 	 * fiber runs until it reaches a scheduling point, and nothing is
 	 * installed. PRT_PREEMPT_QUANTUM_DEFAULT (1 ms) is the value to ask
-	 * for. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
+	 * for. A slice of one kernel tick or more (clock_getres() of
+	 * CLOCK_MONOTONIC_COARSE: 4 ms at CONFIG_HZ=250) is counted in the
+	 * worker thread's CPU time and ends at the first kernel tick at or
+	 * after it (its timer rides on that tick: no interrupt of its own,
+	 * and no EINTR for a worker blocked in a system call); a shorter one
+	 * on the monotonic clock, exactly. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
 	 * PRT_PREEMPT_QUANTUM_NS, when set, replaces it (0 turns preemption
 	 * off). Under valgrind, ThreadSanitizer, or with the ASan runtime
 	 * linked into the program, the runtime stays cooperative and
