@@ -9,6 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#if PRT_USE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
 #include "alloc.h"
 #include "dump_signal.h"
 #include "fault.h"
@@ -88,6 +91,9 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 	w->rt = rt;
 	w->index = index;
 	w->io.evfd = -1;
+#if PRT_USE_VALGRIND
+	w->os_yield = RUNNING_ON_VALGRIND;
+#endif
 	prt__worker_sched_init(w);
 	if (prt__stack_pool_init(&w->stacks, rt->stack_pool_max)) {
 		prt__free(w, sizeof(*w));

@@ -620,6 +620,17 @@ PRT_API int prt_yield(void)
 		prt__migrate_self(w);
 		return 0;
 	}
+	/*
+	 * Valgrind runs one thread at a time and switches after a fixed
+	 * count of basic blocks, so a fiber looping on prt_yield (a fixed
+	 * count per round, half of it under this rq lock) can be stopped
+	 * inside the lock at every switch, in phase: another worker that
+	 * must take the lock (a wakeup or spawn onto this worker) spun on it
+	 * for 7-17+ minutes in test_rwlock. A system call here hands
+	 * valgrind's lock over with the run queue free.
+	 */
+	if (prt__unlikely(w->os_yield))
+		sched_yield();
 	prt__io_point(w); /* completions wake their fibers: they compete too */
 	prt__spin_lock(&w->rq.lock);
 	if (prt__unlikely(prt__has_timers(w)))

@@ -87,6 +87,11 @@ struct prt__worker {
 	int index;
 	bool spinning;             /* counted in rt->nr_spinning */
 	bool was_parked;           /* published sleeping = 1 since it last ran a fiber */
+	/*
+	 * Under valgrind (set at creation, then read-only): prt_yield also
+	 * yields the thread (sched.c, prt_yield, says why).
+	 */
+	bool os_yield;
 	pthread_t thread;
 	struct prt__wstats stats;
 	_Atomic uint64_t nspawned; /* fibers spawned from this worker */
