@@ -55,6 +55,8 @@ enum prt__pause_site {
 	PRT_PAUSE_MUTEX_SPUN,
 	/* An offload helper took a job off the queue; running it is next. */
 	PRT_PAUSE_OFFLOAD_RUN,
+	/* An rwlock unlock granting a read phase in rounds woke one; retaking wait_lock is next. */
+	PRT_PAUSE_RW_ROUND,
 	PRT_PAUSE_NSITES,
 };
 

@@ -45,10 +45,12 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <string.h>
 
 #include <proxyrt/rwlock.h>
 
+#include "fault.h"
 #include "mutex_owner.h"
 #include "objname.h"
 #include "proxy_int.h"
@@ -86,6 +88,8 @@ struct rw_batch {
 	int n;
 	/* A read phase of more than RW_BATCH readers: grant again after the wakes. */
 	bool more;
+	/* @more was set once: counted in rw->granting, which finish_grant gives back. */
+	bool counted;
 	bool phase;  /* its rounds: a read phase's (else a join's) */
 	/* A read phase: the priority its readers reach down to (the first writer's); INT_MIN: any. */
 	int min;
@@ -464,6 +468,11 @@ static int collect_readers(struct prt__rwlock *rw, struct rw_batch *b, struct rw
 		if (t->rec.pl.prio < b->min || k == RW_BATCH || ++seen > RW_SCAN) {
 			*rest = true;
 			b->more = k == RW_BATCH;
+			if (b->more && !b->counted) {
+				/* relaxed: published by wait_lock, which any grant of the rest takes */
+				atomic_fetch_add_explicit(&rw->granting, 1, memory_order_relaxed);
+				b->counted = true;
+			}
 			break;
 		}
 		if (!t->reader) {
@@ -570,6 +579,7 @@ static void finish_grant(struct prt__rwlock *rw, struct prt__worker *w, struct r
 		uintptr_t o;
 
 		b->more = false;
+		prt__fault_pause(PRT_PAUSE_RW_ROUND); /* test builds: the rest may be granted and leave here */
 		prt__spin_lock(&rw->m.wait_lock);
 		o = atomic_load_explicit(&rw->m.owner, memory_order_relaxed);
 		if ((o & PRT_MTX_READERS) && !no_waiters(rw))
@@ -577,6 +587,12 @@ static void finish_grant(struct prt__rwlock *rw, struct prt__worker *w, struct r
 		prt__spin_unlock(&rw->m.wait_lock);
 		batch_wake(w, b, &next, &any);
 	}
+	/*
+	 * Our last access to @rw: once this is 0 it may be destroyed and
+	 * freed (release: pairs with the acquire in prt_rwlock_destroy).
+	 */
+	if (b->counted)
+		atomic_fetch_sub_explicit(&rw->granting, 1, memory_order_release);
 	if (w && any)
 		prt__after_handoff(w, next);
 }
@@ -585,6 +601,7 @@ static void batch_init(struct rw_batch *b, bool phase)
 {
 	b->n = 0;
 	b->more = false;
+	b->counted = false;
 	b->phase = phase;
 	b->min = INT_MIN;
 }
@@ -1291,6 +1308,18 @@ PRT_API int prt_rwlock_destroy(prt_rwlock_t *u)
 	 */
 	if (atomic_load_explicit(&rw->m.owner, memory_order_acquire))
 		return EBUSY;
+	/*
+	 * An unlock that granted a large read phase in rounds may still be
+	 * about to retake wait_lock, with every reader of it gone (struct
+	 * prt__rwlock, granting): it does not block, so wait. acquire: pairs
+	 * with its release.
+	 */
+	for (unsigned n = 1; atomic_load_explicit(&rw->granting, memory_order_acquire); n++) {
+		if (n % 64 == 0)
+			sched_yield();
+		else
+			prt__cpu_relax();
+	}
 	prt__mark_dead(rw->m.dbg);
 	prt__objname_clear(u, PRT_OBJ_RWLOCK);
 	return 0;

@@ -41,6 +41,15 @@ struct prt__rwlock {
 	 * detection and dumps (racy snapshots, as their other reads).
 	 */
 	_Atomic uintptr_t readers[PRT_RW_TRACK];
+	/*
+	 * Unlocks still granting a read phase in rounds (rwlock.c,
+	 * finish_grant): the readers of a round may all run and leave, and the
+	 * lock be destroyed, before their granter retakes wait_lock for the
+	 * next round. prt_rwlock_destroy waits for 0. Incremented under
+	 * wait_lock by the round that leaves readers for another; the
+	 * granter's decrement is its last access to the lock.
+	 */
+	atomic_uint granting;
 };
 
 /* The rwlock whose head is @m (m->type == PRT__MTX_RWLOCK, or a word with PRT_MTX_READERS). */

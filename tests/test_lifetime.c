@@ -28,6 +28,7 @@
 #include "test_common.h"
 #include "fault.h"     /* internal: pause points (fault-injection builds) */
 #include "mutex_int.h" /* internal: a mutex's first waiter */
+#include "runtime_int.h" /* internal: blocked_on, to wait until a reader waits */
 
 /* Fewer rounds where each costs a lot (TSan's per-fiber state, valgrind). */
 static int rounds(int n)
@@ -1070,6 +1071,113 @@ static void test_outside_wake_holds_runtime(void **state)
 	}
 	assert_int_equal(bad, 0);
 }
+
+/* ---- an rwlock unlock granting in rounds outlives its readers ------------------------ */
+
+/*
+ * A writer's unlock with more queued readers than one grant takes (16)
+ * grants the read phase in rounds, retaking the lock's wait_lock between
+ * them. Paused there, its readers all run and leave (the last grants the
+ * rest), and the lock may be destroyed and freed: the unlock would then
+ * take a freed lock's wait_lock. prt_rwlock_destroy must not return
+ * while such an unlock is still granting.
+ */
+#define RWR_READERS 40
+
+struct rwround {
+	prt_rwlock_t rw;
+	atomic_int go, armed, paused, release, readers_done, destroy_returned;
+	pthread_t writer; /* written before armed is set */
+	int destroy_rc;
+};
+
+static void rwround_pause(void *arg)
+{
+	struct rwround *g = arg;
+	uint64_t until = test_mono_ns() + 10ull * 1000 * 1000 * 1000;
+
+	/* Only the writer's unlock (a reader's may grant in rounds too, and goes on). */
+	if (!atomic_load(&g->armed) || !pthread_equal(pthread_self(), g->writer) ||
+	    !atomic_exchange(&g->armed, 0))
+		return;
+	atomic_store(&g->paused, 1);
+	while (!atomic_load(&g->release) && test_mono_ns() < until)
+		sched_yield();
+	atomic_store(&g->paused, 0);
+}
+
+/* A plain thread: paused in its unlock, it holds up no worker. */
+static void *rwround_writer(void *arg)
+{
+	struct rwround *g = arg;
+
+	if (prt_rwlock_wrlock(&g->rw) != 0)
+		return (void *)1;
+	atomic_store(&g->go, 1);
+	while (atomic_load(&g->go) != 2) /* every reader queued */
+		sched_yield();
+	g->writer = pthread_self();
+	atomic_store(&g->armed, 1); /* seq_cst: publishes writer to the hook's load of armed */
+	return (void *)(intptr_t)(prt_rwlock_unlock(&g->rw) != 0);
+}
+
+static void *rwround_reader(void *arg)
+{
+	struct rwround *g = arg;
+
+	FIBER_CHECK(prt_rwlock_rdlock(&g->rw) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&g->rw) == 0);
+	atomic_fetch_add(&g->readers_done, 1);
+	return NULL;
+}
+
+static void *rwround_destroyer(void *arg)
+{
+	struct rwround *g = arg;
+
+	g->destroy_rc = prt_rwlock_destroy(&g->rw);
+	atomic_store(&g->destroy_returned, 1);
+	return NULL;
+}
+
+static void test_rwlock_rounds_outlive_readers(void **state)
+{
+	static struct rwround g;
+	prt_runtime_t *rt = test_rt(2);
+	prt_fiber_t r[RWR_READERS];
+	pthread_t w, d;
+	void *wres = (void *)1;
+	int early;
+
+	(void)state;
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(prt_rwlock_init(&g.rw, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_RW_ROUND, rwround_pause, &g);
+	assert_int_equal(pthread_create(&w, NULL, rwround_writer, &g), 0);
+	while (!atomic_load(&g.go))
+		sched_yield();
+	for (int i = 0; i < RWR_READERS; i++)
+		r[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rwround_reader, &g);
+	for (int i = 0; i < RWR_READERS; i++)
+		while (!atomic_load(&r[i].p->blocked_on))
+			sched_yield();
+	atomic_store(&g.go, 2);
+	for (int i = 0; i < RWR_READERS; i++)
+		assert_int_equal(prt_join(r[i], NULL), 0);
+	assert_true(atomic_load(&g.paused)); /* every reader gone, the writer's unlock still granting */
+	assert_int_equal(pthread_create(&d, NULL, rwround_destroyer, &g), 0);
+	pause_us(100 * 1000);
+	early = atomic_load(&g.destroy_returned) && atomic_load(&g.paused);
+	atomic_store(&g.release, 1);
+	assert_int_equal(pthread_join(d, NULL), 0);
+	assert_int_equal(pthread_join(w, &wres), 0);
+	assert_null(wres);
+	prt__fault_set_pause(PRT_PAUSE_RW_ROUND, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(g.destroy_rc, 0);
+	assert_int_equal(atomic_load(&g.readers_done), RWR_READERS);
+	assert_false(early);
+}
 #else
 static void test_outside_wake_holds_runtime(void **state)
 {
@@ -1078,6 +1186,12 @@ static void test_outside_wake_holds_runtime(void **state)
 }
 
 static void test_thread_waiter_outlives_wake(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+
+static void test_rwlock_rounds_outlive_readers(void **state)
 {
 	(void)state;
 	skip(); /* needs the pause points of -Dfault_injection=true */
@@ -1098,6 +1212,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_cond_timeout_races_broadcast),
 		cmocka_unit_test(test_thread_waiter_outlives_wake),
 		cmocka_unit_test(test_outside_wake_holds_runtime),
+		cmocka_unit_test(test_rwlock_rounds_outlive_readers),
 	};
 
 	if (argc > 1)
