@@ -140,7 +140,12 @@ PRT_API int prt_rwlock_init(prt_rwlock_t *rw, const prt_rwlockattr_t *attr);
 /*
  * Destroy @rw and forget its name. Returns 0, EBUSY if it is held (for
  * reading or writing) or waited on (then nothing changed), EINVAL for
- * NULL. Context: any thread, never switches.
+ * NULL. As POSIX allows, it may be called as soon as no thread or fiber
+ * holds or waits for @rw, even while an unlock call that let the last
+ * waiters in has not yet returned: it then waits (spinning, never
+ * blocking: that unlock does not block) until that call is done with
+ * @rw, so the storage may be freed on return. Context: any thread,
+ * never switches.
  */
 PRT_API int prt_rwlock_destroy(prt_rwlock_t *rw);
 
