@@ -468,6 +468,7 @@ struct fiber_wait {
 	bool armed;                 /* our timer is armed: cancel it at the end */
 	bool looked;                /* wait_over() saw the wait go on, wait_lock held since */
 	bool cancel;                /* prt_cancel ends the wait (not a condvar's retake) */
+	bool spun;                  /* spun on our record since we last slept */
 };
 
 /* wait_over(): the wait is not over. */
@@ -529,22 +530,26 @@ static void wake_handed(struct fiber_wait *fw)
 
 /*
  * Queued, with more than one worker: spin on our record while the owner
- * runs on a CPU (spin_queued). Entered and left with wait_lock held,
- * dropped while spinning. Returns true if the caller must look again:
- * we were granted, the lock was released, or our timer fired meanwhile
- * (an idle worker fires a busy worker's due timers). False: nothing
- * happened to us, seen with wait_lock retaken (@looked): go on to sleep.
+ * runs on a CPU (spin_queued), once per sleep (@spun). Entered and left
+ * with wait_lock held, dropped while spinning; the caller then looks
+ * again, as after every drop of wait_lock: we may have been granted, our
+ * timer may have fired (an idle worker fires a busy worker's due
+ * timers), or the lock may have been released, to us as the first
+ * waiter, by an unlock that found us awake (choose(): a waiter of the
+ * unlocker's priority that is not asleep competes), and so woke nobody.
+ * Going to sleep on wait_over() alone, as this once did, slept on that
+ * released lock for good (proxy off: nothing picks a sleeper).
  */
-static bool spin_on_record(struct fiber_wait *fw)
+static void spin_on_record(struct fiber_wait *fw)
 {
 	int s;
 
+	fw->spun = true;
 	wait_unlock(fw);
 	s = spin_queued(fw->m, &fw->rec);
 	if (s != 1)
-		prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: the timer may fire here */
+		prt__fault_pause(PRT_PAUSE_MUTEX_SPUN); /* test builds: a timer or unlock may come here */
 	prt__spin_lock(&fw->m->wait_lock);
-	return s != 0 || wait_over(fw) != WAIT_ON;
 }
 
 /*
@@ -669,13 +674,16 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 			wake_handed(&fw);
 			continue;
 		}
-		/* Drops wait_lock; false only if wait_over() looked again after. */
-		if (fw.w->rt->nworkers > 1 && spin_on_record(&fw))
+		/* Drops wait_lock: look again (once per sleep). */
+		if (fw.w->rt->nworkers > 1 && !fw.spun) {
+			spin_on_record(&fw);
 			continue;
-		/* Drops wait_lock: look again (armed once). */
+		}
+		/* Drops wait_lock: look again (armed once), and spin again with it armed. */
 		if (deadline && !fw.armed) {
 			if ((err = arm_timeout(&fw)) != WAIT_ON)
 				goto out;
+			fw.spun = false;
 			continue;
 		}
 		/*
@@ -691,6 +699,7 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		}
 		/* Nothing changed since wait_over(): sleep, or stay queued as a donor. */
 		wait_sleep(&fw);
+		fw.spun = false; /* woken without the lock: the owner may run now, spin again */
 	}
 give_up:
 	/* Timed out or deadlocked while not granted: leave the list. */

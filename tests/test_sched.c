@@ -942,8 +942,82 @@ static void test_wc_timer_fires_while_waiter_spins(void **state)
 	assert_int_equal(prt_mutex_destroy(&spun.m), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
+
+/*
+ * The same window, the mutex released in it: a proxy-off waiter queued
+ * (not asleep yet) stopped spinning on its record, wait_lock dropped, and
+ * the owner (a plain thread of its priority) unlocks meanwhile. The
+ * waiter is first but awake, so the unlock releases the mutex to it
+ * instead of handing it over, and wakes nobody. The waiter must look at
+ * the word again before it sleeps; it went to sleep on the released mutex
+ * instead, for good (test_lifetime's test_unlock_wakes_dying_runtime hung
+ * so, 2 runs in 8 under ASan).
+ */
+static struct {
+	prt_mutex_t m;
+	atomic_int hook_on, in_window, unlocked, done, err;
+} rel;
+
+static void rel_pause(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&rel.hook_on, 0))
+		return;
+	atomic_store(&rel.in_window, 1);
+	for (uint64_t t0 = test_mono_ns();
+	     !atomic_load(&rel.unlocked) && test_mono_ns() - t0 < 10000000000ull;)
+		sched_yield();
+}
+
+static void *rel_locker(void *arg)
+{
+	(void)arg;
+	atomic_store(&rel.err, prt_mutex_lock(&rel.m));
+	atomic_store(&rel.done, 1);
+	if (!atomic_load(&rel.err))
+		prt_mutex_unlock(&rel.m);
+	return NULL;
+}
+
+static void test_released_while_waiter_spins(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_mutexattr_t a;
+	prt_fiber_t f;
+	uint64_t t0;
+
+	(void)state;
+	memset(&rel, 0, sizeof(rel));
+	prt_mutexattr_init(&a);
+	prt_mutexattr_setproxy(&a, PRT_MUTEX_PROXY_OFF); /* the waiter sleeps until handed it */
+	assert_int_equal(prt_mutex_init(&rel.m, &a), 0);
+	assert_int_equal(prt_mutex_lock(&rel.m), 0); /* this plain thread holds it */
+	prt__fault_set_pause(PRT_PAUSE_MUTEX_SPUN, rel_pause, NULL);
+	atomic_store(&rel.hook_on, 1);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, rel_locker, NULL);
+	while (!atomic_load(&rel.in_window) && !atomic_load(&rel.done))
+		sched_yield();
+	assert_true(atomic_load(&rel.in_window)); /* the window was reached */
+	assert_int_equal(prt_mutex_unlock(&rel.m), 0);
+	atomic_store(&rel.unlocked, 1);
+	for (t0 = test_mono_ns(); !atomic_load(&rel.done) && test_mono_ns() - t0 < 20000000000ull;)
+		usleep(1000);
+	prt__fault_set_pause(PRT_PAUSE_MUTEX_SPUN, NULL, NULL);
+	if (!atomic_load(&rel.done))
+		fail_msg("the waiter went to sleep on the released mutex: nothing wakes it");
+	assert_int_equal(atomic_load(&rel.err), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_mutex_destroy(&rel.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
 #else
 static void test_wc_timer_fires_while_waiter_spins(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+
+static void test_released_while_waiter_spins(void **state)
 {
 	(void)state;
 	skip(); /* needs the pause points of -Dfault_injection=true */
@@ -971,6 +1045,7 @@ int main(void)
 		cmocka_unit_test(test_wc_spawn_some_workers),
 		cmocka_unit_test(test_wc_handed_donor_some_workers),
 		cmocka_unit_test(test_wc_timer_fires_while_waiter_spins),
+		cmocka_unit_test(test_released_while_waiter_spins),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
