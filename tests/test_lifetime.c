@@ -1164,7 +1164,11 @@ static void test_rwlock_rounds_outlive_readers(void **state)
 	atomic_store(&g.go, 2);
 	for (int i = 0; i < RWR_READERS; i++)
 		assert_int_equal(prt_join(r[i], NULL), 0);
-	assert_true(atomic_load(&g.paused)); /* every reader gone, the writer's unlock still granting */
+	/* Every reader gone; the writer's unlock is granting still (it may get to the pause only now). */
+	for (uint64_t t0 = test_mono_ns();
+	     !atomic_load(&g.paused) && test_mono_ns() - t0 < 10ull * 1000 * 1000 * 1000;)
+		sched_yield();
+	assert_true(atomic_load(&g.paused));
 	assert_int_equal(pthread_create(&d, NULL, rwround_destroyer, &g), 0);
 	pause_us(100 * 1000);
 	early = atomic_load(&g.destroy_returned) && atomic_load(&g.paused);
