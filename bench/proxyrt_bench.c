@@ -500,12 +500,13 @@ static int bench_mutex(int argc, char **argv)
 		fprintf(stderr,
 			"# worker %d: switches=%llu steals=%llu parks=%llu proxy_picks=%llu "
 			"migrations=%llu attachments=%llu handoffs=%llu preemptions=%llu "
-			"time_slices=%llu preempt_deferred=%llu\n",
+			"time_slices=%llu slice_extensions=%llu preempt_deferred=%llu\n",
 			i, (unsigned long long)st.switches, (unsigned long long)st.steals,
 			(unsigned long long)st.parks, (unsigned long long)st.proxy_picks,
 			(unsigned long long)st.migrations, (unsigned long long)st.attachments,
 			(unsigned long long)st.handoffs, (unsigned long long)st.preemptions,
-			(unsigned long long)st.time_slices, (unsigned long long)st.preempt_deferred);
+			(unsigned long long)st.time_slices, (unsigned long long)st.slice_extensions,
+			(unsigned long long)st.preempt_deferred);
 	}
 	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
 	free(f);

@@ -372,7 +372,8 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		dump_served(d, f);
 	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
 	if (st == PRT_FS_DEAD && atomic_load_explicit(&f->nheld, memory_order_relaxed))
-		outf(d->o, " holding=%u", atomic_load_explicit(&f->nheld, memory_order_relaxed));
+		outf(d->o, " holding=%u",
+		     atomic_load_explicit(&f->nheld, memory_order_relaxed) & ~PRT_HELD_SLICE_OWED);
 	/* Queued by a preemption (preempt.c): it resumes on that worker only. */
 	if (st == PRT_FS_RUNNABLE && PRT_READ_ONCE(f->preempted))
 		outf(d->o, " preempted");

@@ -35,6 +35,14 @@ enum {
 };
 
 /*
+ * prt__fiber.nheld's top bit: the fiber's time slice ended while it held
+ * a lock and was extended until its last unlock (preempt.c, "Time-slice
+ * extension"); that unlock honours it. Set only while the count is not
+ * 0, so a count read whole is 0 exactly when the fiber holds nothing.
+ */
+#define PRT_HELD_SLICE_OWED 0x80000000u
+
+/*
  * A fiber descriptor. Descriptors are carved from chunks that live as
  * long as the runtime (type-stable memory, like Go's g structs): a
  * stale handle can always be checked against @id without touching
@@ -92,7 +100,8 @@ struct prt__fiber {
 	 * Mutexes it holds (a recursive one counts once) and rwlock holds
 	 * (each read hold once): its owner token is in that many owner words
 	 * or reader slots, at most. Written only by the fiber itself (relaxed:
-	 * one writer), read once it is DEAD, by prt__fiber_free.
+	 * one writer), read once it is DEAD, by prt__fiber_free. Its top bit
+	 * is PRT_HELD_SLICE_OWED (set only while the count is not 0).
 	 */
 	atomic_uint nheld;
 	/*

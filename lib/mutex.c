@@ -992,6 +992,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	struct prt__worker *w;
 	struct prt__owner me;
 	uintptr_t o;
+	bool owed;
 
 	if (prt__unlikely(!um))
 		return EINVAL;
@@ -1010,13 +1011,18 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	if (prt__likely(atomic_compare_exchange_strong_explicit(&m->owner, &o, 0,
 								 memory_order_release,
 								 memory_order_relaxed))) {
-		prt__held_add(me.nheld, -1u); /* we owned it: not NULL */
+		/* we owned it: not NULL */
+		if (prt__held_drop(me.nheld))
+			prt__preempt_slice_owed();
 		return 0;
 	}
 	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
-	prt__held_add(me.nheld, -1u); /* unlock_slow cannot fail */
-	return unlock_slow(m, w);
+	owed = prt__held_drop(me.nheld);
+	unlock_slow(m, w); /* cannot fail */
+	if (owed)
+		prt__preempt_slice_owed();
+	return 0;
 }
 
 /* ---- condvar side ---------------------------------------------------------- */

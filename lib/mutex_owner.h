@@ -121,6 +121,21 @@ static inline void prt__held_add(atomic_uint *nheld, unsigned d)
 }
 
 /*
+ * The caller released one hold (@nheld as for prt__held_add). True if
+ * that was its last and its time slice was extended for it
+ * (PRT_HELD_SLICE_OWED, preempt.c): the caller then calls
+ * prt__preempt_slice_owed() once the lock is fully released. One
+ * compare on the unlock fast path, no extra load.
+ */
+static inline bool prt__held_drop(atomic_uint *nheld)
+{
+	unsigned n = atomic_load_explicit(nheld, memory_order_relaxed) - 1;
+
+	atomic_store_explicit(nheld, n, memory_order_relaxed);
+	return prt__unlikely(n == PRT_HELD_SLICE_OWED);
+}
+
+/*
  * The caller, whose token is @token, now holds one more mutex: one it
  * took on a slow path, or one handed to its record (condvar wait).
  * No lock needed (the owner's own count).

@@ -324,7 +324,7 @@ static void tick_stop(struct prt__worker *w)
 static void watch_arm(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint64_t d = PRT_NEVER;
+	uint64_t d = PRT_NEVER, slack;
 
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_WATCH_FIRED)) {
@@ -338,13 +338,23 @@ static void watch_arm(struct prt__worker *w)
 	}
 	if (prt__likely(d == p->watch_at))
 		return;
-	p->watch_at = d;
 	if (d == PRT_NEVER) {
+		p->watch_at = PRT_NEVER;
 		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0); /* 0 disarms */
 		return;
 	}
 	/* relaxed: written by this thread's handler */
-	d = prt__add_sat(d, atomic_load_explicit(&p->watch_slack, memory_order_relaxed));
+	slack = atomic_load_explicit(&p->watch_slack, memory_order_relaxed);
+	/*
+	 * Armed already within the slack after @d (not before it: that
+	 * would interrupt for nothing): keep it. A fiber that calls the
+	 * runtime moves its earliest deadline at nearly every sleep, and a
+	 * settime per move is a system call each (~1.3 us on this VM).
+	 */
+	if (p->watch_at != PRT_NEVER && p->watch_at >= d && p->watch_at - d <= slack)
+		return;
+	d = prt__add_sat(d, slack);
+	p->watch_at = d;
 	prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* a deadline of 0 (long past) is 1 */
 }
 
@@ -383,13 +393,24 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(p->serve_prio, -1);
-		if (p->ticking)
-			tick_stop(w); /* an idle worker takes no ticks */
-		if (p->watch_at != PRT_NEVER) {
-			/* nor watch signals: it sleeps until its next timer itself */
-			p->watch_at = PRT_NEVER;
-			prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0);
-		}
+		/*
+		 * An idle worker takes no ticks: a monotonic tick stops now. A
+		 * CPU-time one is left running: a parked worker uses no CPU
+		 * time, so it does not fire, and the handler ignores it while
+		 * the worker looks for work (serve_prio < 0); if the worker
+		 * then runs a fiber with nothing to share its slice, that tick
+		 * stops it (preempt_eval). A worker that goes idle and back
+		 * thousands of times a second saves two system calls each time.
+		 */
+		if (p->ticking && !p->tick_cpu)
+			tick_stop(w);
+		/*
+		 * The watch stays armed while the worker looks for work (its
+		 * handler ignores it then): the next pick, often microseconds
+		 * away, keeps it if its deadline still holds. A worker that
+		 * parks disarms it (prt__preempt_idle): it sleeps until its
+		 * next timer itself.
+		 */
 		return;
 	}
 	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
@@ -399,12 +420,14 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
 		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
 				      (next != w->curr));
-	else if (p->ticking && raised && (!bm || prt__rq_top(bm) < prio))
+	else if (p->ticking && !p->tick_cpu && raised && (!bm || prt__rq_top(bm) < prio))
 		/*
 		 * A fiber above the contention the tick served runs now (a
 		 * wakeup preemption, a proxy for a higher waiter): nothing can
 		 * share its slice, and a tick would only interrupt it (a timer
 		 * signal, tens of us in a VM); the pick back down starts it again.
+		 * A CPU-time tick costs next to nothing: its next tick stops it
+		 * (preempt_eval) if the contention is still gone.
 		 */
 		tick_stop(w);
 	watch_arm(w);
@@ -490,15 +513,64 @@ void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held,
 
 void prt__preempt_idle(struct prt__worker *w)
 {
-	if (w->pw.quantum)
-		ranges_check();
+	struct prt__wpreempt *p = &w->pw;
+
+	if (!p->quantum)
+		return;
+	ranges_check();
+	prt__spin_lock(&w->rq.lock);
+	if (p->watch_at != PRT_NEVER) {
+		/* no watch signals for a sleeping worker: it wakes for its next timer itself */
+		p->watch_at = PRT_NEVER;
+		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0);
+	}
+	prt__spin_unlock(&w->rq.lock);
 }
 
 /* ---- the preemption itself ------------------------------------------------------ */
 
+/*
+ * Time-slice extension. A slice that ends while the fiber holds a fiber
+ * mutex or rwlock (nheld) does not stop it there: stopped inside its
+ * critical section, it would make every fiber that comes for the lock
+ * meanwhile queue behind it, and a lock that two running fibers took
+ * in turn at the fast path becomes a convoy of handoffs to queued
+ * waiters for many slices after (W3, docs/design.md, section 16). The
+ * slice is marked owed instead (PRT_HELD_SLICE_OWED in nheld) and the
+ * unlock that releases the fiber's last lock ends it
+ * (prt__preempt_slice_owed); if the fiber still holds one at the next
+ * tick, one quantum later, that tick stops it anyway. Linux grants user
+ * code a time-slice extension for the same reason (rseq's slice
+ * extension, 6.19), bounded the same way by a timer. Only time slices
+ * wait: a fiber that outranks the lock holder preempts it at once, and
+ * proxy execution lends it the waiter's priority.
+ *
+ * nheld is written only by the fiber itself: these run on its stack
+ * (preempt_eval, on the fiber's way out of an interrupt, never inside
+ * the library's own code, where prt__held_add runs).
+ */
+static bool slice_extend(struct prt__fiber *self)
+{
+	unsigned n = atomic_load_explicit(&self->nheld, memory_order_relaxed);
+
+	if (!n || (n & PRT_HELD_SLICE_OWED))
+		return false; /* nothing held, or extended once already */
+	atomic_store_explicit(&self->nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
+	return true;
+}
+
+static void slice_owed_clear(struct prt__fiber *self)
+{
+	unsigned n = atomic_load_explicit(&self->nheld, memory_order_relaxed);
+
+	if (n & PRT_HELD_SLICE_OWED)
+		atomic_store_explicit(&self->nheld, n & ~PRT_HELD_SLICE_OWED, memory_order_relaxed);
+}
+
 /* Switch the preempted fiber out: at the head of its level, or at the tail when its slice ended. */
 static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice)
 {
+	slice_owed_clear(self);
 	PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
@@ -551,9 +623,23 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
-			preempt_switch(w, self, true);
+			if (!slice_extend(self)) {
+				preempt_switch(w, self, true);
+				return;
+			}
+			/*
+			 * Extended: owed until the last unlock (which looks at
+			 * this pending bit) or the next tick; tick_snap is kept,
+			 * so that tick finds no switch since and ends the slice.
+			 */
+			atomic_fetch_or_explicit(&p->events, PRT_PEV_PENDING(PRT_PSRC_TICK),
+						 memory_order_relaxed);
+			prt__stat_inc(&w->stats.slice_extensions, 1);
+			watch_arm(w);
+			prt__rq_unlock(w);
 			return;
 		}
+		slice_owed_clear(self); /* it switched since: an old extension is void */
 		if (!p->ticking)
 			tick_start(w, sw);
 		atomic_store_explicit(&p->tick_snap, sw, memory_order_relaxed);
@@ -562,6 +648,25 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	}
 	watch_arm(w);
 	prt__rq_unlock(w);
+}
+
+void prt__preempt_slice_owed(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+	int saved;
+
+	/* Only fibers of preemptive workers are ever marked; the unlock may have switched since. */
+	slice_owed_clear(w->curr);
+	/*
+	 * relaxed: this thread's own look. The bit is gone if a pick ran
+	 * since (the slice ended otherwise) or preempt_eval took it.
+	 */
+	if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
+	      PRT_PEV_PENDING(PRT_PSRC_TICK)))
+		return;
+	saved = errno;
+	preempt_eval(w, 0); /* the pending tick says why */
+	errno = saved;
 }
 
 /* What the interrupted fiber calls (arch/ctx.h): @arg is (char *)w + why. errno is the fiber's. */

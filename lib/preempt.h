@@ -50,7 +50,7 @@ struct prt__wpreempt {
 	 * no look), so an atomic that this one thread writes.
 	 */
 	_Atomic uint64_t tick_snap;
-	uint64_t watch_at;      /* @watch is armed for this deadline (ns), PRT_NEVER if not */
+	uint64_t watch_at;      /* @watch fires then (ns: a deadline plus the slack), PRT_NEVER if not armed */
 	/*
 	 * PRT_PEV_* bits, one word so that a pick looks at them with one load.
 	 * Set by anyone, cleared at the worker's next pick: PRT_PEV_KICKED, a
@@ -110,7 +110,7 @@ enum {
 #define PRT_PREEMPT_RETRY_MAX_NS 800000u
 /* The timer watch's slack (struct prt__wpreempt.watch_slack): first step and bound, ns. */
 #define PRT_PREEMPT_WATCH_SLACK_NS 10000u
-#define PRT_PREEMPT_WATCH_SLACK_MAX_NS 100000u
+#define PRT_PREEMPT_WATCH_SLACK_MAX_NS 1000000u
 /*
  * Stack the preemption path may use below the interrupt frame: a fiber
  * interrupted with less than this (plus the frame) left is not
@@ -150,7 +150,17 @@ void prt__preempt_kick(struct prt__worker *t);
  * tried, and kicked when busy), or NULL. Preemptive runtimes only.
  */
 void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held, bool wait_ended);
-/* The idle loop, before it sleeps: pick up code ranges of libraries loaded since. */
+/*
+ * The calling fiber's unlock released its last lock after its time
+ * slice was extended for it (PRT_HELD_SLICE_OWED, prt__held_drop): the
+ * slice ends now. A scheduling point (it may switch); cold.
+ */
+void prt__preempt_slice_owed(void);
+/*
+ * The idle loop, before it sleeps: pick up code ranges of libraries
+ * loaded since, and disarm the watch (a sleeping worker wakes for its
+ * own timers).
+ */
 void prt__preempt_idle(struct prt__worker *w);
 
 #endif

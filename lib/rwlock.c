@@ -1170,11 +1170,11 @@ static prt__noinline int unlock_read_slow(struct prt__rwlock *rw, struct prt__wo
 
 /* One read hold of the caller (@me, @o: the word as it looked) goes. */
 static int unlock_read(struct prt__rwlock *rw, struct prt__worker *w, const struct prt__owner *me,
-		       uintptr_t o)
+		       uintptr_t o, bool *owed)
 {
 	if (!me->nheld || !read_release(rw, me->tok))
 		return EPERM;
-	prt__held_add(me->nheld, -1u);
+	*owed = prt__held_drop(me->nheld);
 	for (;;) {
 		uintptr_t n;
 
@@ -1198,6 +1198,8 @@ PRT_API int prt_rwlock_unlock(prt_rwlock_t *u)
 	struct prt__worker *w;
 	struct prt__owner me;
 	uintptr_t o, t;
+	bool owed = false;
+	int err = 0;
 
 	if (prt__unlikely(!u))
 		return EINVAL;
@@ -1206,18 +1208,23 @@ PRT_API int prt_rwlock_unlock(prt_rwlock_t *u)
 	prt__owner_peek(w, &me);
 	/* relaxed: only our own lock (or a grant we read with acquire) puts our token there */
 	o = atomic_load_explicit(&rw->m.owner, memory_order_relaxed);
-	if (o & PRT_MTX_READERS)
-		return unlock_read(rw, w, &me, o);
+	if (o & PRT_MTX_READERS) {
+		err = unlock_read(rw, w, &me, o, &owed);
+		goto out;
+	}
 	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
-	prt__held_add(me.nheld, -1u);
+	owed = prt__held_drop(me.nheld);
 	t = me.tok;
 	/* release: pairs with the acquire of the next lock; fails while waiters are queued */
-	if (prt__likely(atomic_compare_exchange_strong_explicit(&rw->m.owner, &t, 0,
-								 memory_order_release,
-								 memory_order_relaxed)))
-		return 0;
-	return unlock_write_slow(rw, w);
+	if (!atomic_compare_exchange_strong_explicit(&rw->m.owner, &t, 0, memory_order_release,
+						     memory_order_relaxed))
+		err = unlock_write_slow(rw, w);
+out:
+	/* Our last hold went and our time slice waited for it (preempt.c). */
+	if (owed)
+		prt__preempt_slice_owed();
+	return err;
 }
 
 /* ---- attributes, init, destroy ----------------------------------------------------- */

@@ -41,6 +41,8 @@ struct prt__wstats {
 	_Atomic uint64_t io_submits, io_ops;
 	/* preemptions and time_slices: the preemption path; preempt_deferred: the signal handler. */
 	_Atomic uint64_t preemptions, preempt_deferred, time_slices;
+	/* preempt.c, "Time-slice extension": slices that waited for an unlock. */
+	_Atomic uint64_t slice_extensions;
 };
 
 struct prt__worker {

@@ -354,6 +354,12 @@ typedef struct prt_worker_stats {
 	 */
 	uint64_t preempt_deferred;
 	uint64_t time_slices;    /* preemptions because a time slice ended */
+	/*
+	 * Time slices that ended while the fiber held a fiber mutex or rwlock
+	 * and were extended until its last unlock, for at most one more
+	 * quantum (see "Preemption" in the README)
+	 */
+	uint64_t slice_extensions;
 } prt_worker_stats_t;
 
 /*
