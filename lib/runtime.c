@@ -29,6 +29,7 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->size = sizeof(*cfg);
 	cfg->stack_kind = PRT_STACK_GUARD;
+	cfg->preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
 }
 
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */

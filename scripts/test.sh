@@ -4,11 +4,13 @@
 # configurations (each with its time):
 #   gcc        everything: unit, integration, stress (suite stress), fault
 #              injection (-Dfault_injection=true), the fuzz corpus replay;
-#              cooperative (the default);
+#              cooperative (PRT_PREEMPT_QUANTUM_NS=0);
 #   clang      the same but the stress suite, plus 30 s of libFuzzer on
 #              the HTTP parser; preemptive (PRT_PREEMPT_QUANTUM_NS=1000000);
 #   asan+ubsan everything, libc allocator so ASan sees every allocation;
+#              preemptive with the default time slice (4 ms);
 #   tsan       the cross-worker tests, TSan following fiber switches;
+#              cooperative;
 #   (both sanitizer builds then run the stress tests preemptive, with a
 #   50 us quantum: STRESS_TESTS below);
 #   valgrind   memcheck over the one-or-few-worker tests.
@@ -109,11 +111,12 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed 
 VALGRIND_LANE0=(test_cond test_stack test_runtime test_timed test_sem test_wait test_timer)
 VALGRIND_LANE1=(test_lifetime test_stream test_rwlock test_edges test_io test_fiber test_dump
 	test_preempt test_sigpipe)
-# Runtimes are cooperative by default: gcc, ASan and TSan run the suite
-# so; clang runs it preemptive (PRT_PREEMPT_QUANTUM_NS=1000000, the stress
-# suite left out: the sanitizers run it preemptive below), so that it
-# passes both ways; test_preempt sets its own time slices everywhere;
-# valgrind is cooperative by necessity. The stress tests, which the sanitizer builds
+# Runtimes are preemptive by default (a 4 ms slice): ASan runs the suite
+# so; gcc and TSan cooperative (PRT_PREEMPT_QUANTUM_NS=0, which overrides
+# the configuration); clang with a 1 ms slice (PRT_PREEMPT_QUANTUM_NS=1000000,
+# the stress suite left out: the sanitizers run it preemptive below), so
+# that it passes every way; test_preempt sets its own time slices
+# everywhere; valgrind is cooperative by necessity. The stress tests, which the sanitizer builds
 # run again with a short quantum (50 us) after their main runs, in which
 # the long stress suite (stress_mixed) is left out for time.
 # PRT_STRESS_REQUIRE_PREEMPT=1 fails a run in which the runtime did not
@@ -123,7 +126,8 @@ TSAN_MAIN_TESTS=("${TSAN_TESTS[@]/stress_mixed/}")
 VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
 VALGRIND+=" --fair-sched=yes"
 
-run_suite gcc "$ROOT/build-test-gcc" --buildtype=debugoptimized -Dfault_injection=true
+PRT_PREEMPT_QUANTUM_NS=0 run_suite "gcc cooperative" "$ROOT/build-test-gcc" \
+	--buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# clang also runs the HTTP parser fuzzer for 30 s (suite fuzz); preemptive.
 	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
@@ -140,8 +144,9 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# and the preemptive stress run below: under TSan nearly every
 	# interrupt lands in its runtime and is deferred, and a 1 ms quantum
 	# made test_sched and test_http outlast their timeouts.
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-		run_suite tsan "$ROOT/build-test-tsan" "${TSAN_SETUP[@]}" -- ${TSAN_MAIN_TESTS[*]}
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" PRT_PREEMPT_QUANTUM_NS=0 \
+		run_suite "tsan cooperative" "$ROOT/build-test-tsan" "${TSAN_SETUP[@]}" \
+		-- ${TSAN_MAIN_TESTS[*]}
 	# Half the stress suite's time: its 16-worker run takes three times
 	# its bound to drain under TSan with 50 us ticks (48 s in all, against
 	# 43 s for the cooperative run it replaces).

@@ -1511,7 +1511,7 @@ static void test_config(void **state)
 
 	(void)state;
 	prt_runtime_config_init(&cfg);
-	assert_int_equal(cfg.preempt_quantum_ns, 0); /* cooperative unless asked (design.md 16) */
+	assert_int_equal(cfg.preempt_quantum_ns, PRT_PREEMPT_QUANTUM_DEFAULT); /* preemptive by default */
 	assert_int_equal(cfg.preempt_signal, 0);
 	cfg.nworkers = 1;
 	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_MIN - 1;
@@ -1531,6 +1531,24 @@ static void test_config(void **state)
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	assert_int_equal(prt_runtime_preemptive(rt, NULL), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+	/*
+	 * No configuration at all: preemptive with the default slice (unless
+	 * the environment variable says otherwise, as the suite's
+	 * cooperative runs do, or preemption is unavailable here: then the
+	 * notice says why).
+	 */
+	if (!getenv("PRT_PREEMPT_QUANTUM_NS")) {
+		uint64_t q = 0;
+		int r;
+
+		assert_int_equal(prt_runtime_create(&rt, NULL), 0);
+		r = prt_runtime_preemptive(rt, &q);
+		if (r == 1)
+			assert_int_equal(q, PRT_PREEMPT_QUANTUM_DEFAULT);
+		else
+			assert_non_null(prt_runtime_notice(rt));
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
 }
 
 /* ---- code loaded later, and code the application denies ------------------------------ */
