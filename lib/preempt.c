@@ -567,30 +567,42 @@ static void slice_owed_clear(struct prt__fiber *self)
 		atomic_store_explicit(&self->nheld, n & ~PRT_HELD_SLICE_OWED, memory_order_relaxed);
 }
 
-/* Switch the preempted fiber out: at the head of its level, or at the tail when its slice ended. */
-static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice)
+/*
+ * Switch the preempted fiber out: at the head of its level, or at the
+ * tail when its slice ended. @interrupted: stopped by an interrupt,
+ * anywhere in its code; it is then marked preempted and resumes on this
+ * worker (stealing skips it, docs/design.md, section 16: compiled code
+ * may hold a thread-local address in a register). Else it is inside a
+ * runtime call (prt_preempt_enable, an unlock that ends an extended
+ * slice), a voluntary scheduling point like prt_yield: it may move.
+ */
+static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool slice,
+			   bool interrupted)
 {
 	slice_owed_clear(self);
-	PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
+	if (interrupted)
+		PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
 	prt__stat_inc(&w->stats.preemptions, 1);
 	if (slice)
 		prt__stat_inc(&w->stats.time_slices, 1);
 	prt__reschedule(w, self);
-	/* Running again, on the worker it was stopped on (even if no longer allowed there). */
-	PRT_WRITE_ONCE(self->preempted, false);
+	/* Running again, on the worker it was stopped on if @interrupted (even if no longer allowed there). */
+	if (interrupted)
+		PRT_WRITE_ONCE(self->preempted, false);
 }
 
 /*
  * The decision, at a point where the fiber could have called
  * prt_yield(): on the fiber's stack, called by the interrupt trampoline
- * or by prt_preempt_enable(); @why: the PRT_PSRC_* bits of what came. A
+ * (@interrupted) or from a runtime call (prt_preempt_enable(), the unlock
+ * that ends an extended slice); @why: the PRT_PSRC_* bits of what came. A
  * fiber queued here that outranks what the worker serves runs now; at a
  * tick, one of the same priority runs if the running fiber ran through
  * the whole period; the tick stops once nothing of that priority waits.
  */
-static void preempt_eval(struct prt__worker *w, unsigned why)
+static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 {
 	struct prt__wpreempt *p = &w->pw;
 	struct prt__fiber *self = w->curr;
@@ -617,14 +629,14 @@ static void preempt_eval(struct prt__worker *w, unsigned why)
 	 */
 	if (top > served ||
 	    (w->donor != self && !atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
-		preempt_switch(w, self, false);
+		preempt_switch(w, self, false, interrupted);
 		return;
 	}
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
 			if (!slice_extend(self)) {
-				preempt_switch(w, self, true);
+				preempt_switch(w, self, true, interrupted);
 				return;
 			}
 			/*
@@ -665,7 +677,7 @@ void prt__preempt_slice_owed(void)
 	      PRT_PEV_PENDING(PRT_PSRC_TICK)))
 		return;
 	saved = errno;
-	preempt_eval(w, 0); /* the pending tick says why */
+	preempt_eval(w, 0, false); /* the pending tick says why; a runtime call */
 	errno = saved;
 }
 
@@ -675,7 +687,7 @@ void prt__preempt_fn(void *arg)
 	uintptr_t a = (uintptr_t)arg;
 	int saved = errno;
 
-	preempt_eval((struct prt__worker *)(a & ~(uintptr_t)7), 1u << (a & 7));
+	preempt_eval((struct prt__worker *)(a & ~(uintptr_t)7), 1u << (a & 7), true);
 	errno = saved;
 }
 
@@ -922,7 +934,7 @@ PRT_API int prt_preempt_enable(void)
 	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
 		int saved = errno;
 
-		preempt_eval(w, 0); /* the pending sources say why */
+		preempt_eval(w, 0, false); /* the pending sources say why; a runtime call */
 		errno = saved;
 	}
 	return 0;

@@ -2149,6 +2149,79 @@ static void test_slice_extension_bounded(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A slice that ends at the unlock that releases an extended slice's lock
+ * ends inside a runtime call, a voluntary scheduling point as prt_yield
+ * is: the fiber is not marked preempted, and may move (unlike one
+ * stopped by an interrupt: test_no_migration_on_preemption). Two hogs on
+ * worker 0 share it in slices, nearly all of which end so; one is then
+ * allowed only worker 1 (prt_fiber_set_affinity) and must get there,
+ * though it never blocks. Marked as at an interrupt, it kept running on
+ * worker 0 for good (the test's cap).
+ */
+struct mv {
+	prt_mutex_t m;
+	atomic_int stop, on_w1;
+	int moved_in_section;
+};
+
+static void *mv_hog(void *arg)
+{
+	struct mv *v = arg;
+	uint64_t x = 29;
+	struct cap c;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&v->stop, memory_order_relaxed) && !cap_hit(&c)) {
+		int w;
+
+		assert_int_equal(prt_mutex_lock(&v->m), 0);
+		w = prt_worker_index();
+		x = spin_work(x, 4096);
+		if (prt_worker_index() != w)
+			v->moved_in_section = 1; /* resumed elsewhere with no scheduling point */
+		assert_int_equal(prt_mutex_unlock(&v->m), 0);
+		if (prt_worker_index() == 1)
+			atomic_store(&v->on_w1, 1);
+		x = spin_work(x, 256);
+	}
+	sink = x;
+	return NULL;
+}
+
+static void test_slice_ended_at_unlock_may_move(void **state)
+{
+	struct mv v = { .m = PRT_MUTEX_INITIALIZER };
+	prt_workerset_t one;
+	prt_runtime_t *rt;
+	prt_fiber_t fa, fb;
+	uint64_t ext0;
+	struct cap c;
+
+	(void)state;
+	if (!(rt = rt_preempt(2, EXT_QUANTUM)))
+		skip();
+	fa = spawn_at(rt, 16, 0, mv_hog, &v);
+	fb = spawn_at(rt, 16, 0, mv_hog, &v);
+	cap_init(&c);
+	while (stats_of(rt, 0).slice_extensions < 2 && test_mono_ns() < c.until)
+		usleep(1000);
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, 1);
+	assert_int_equal(prt_fiber_set_affinity(fa, &one), 0);
+	ext0 = stats_of(rt, 0).slice_extensions;
+	/* Until it got there, or 20 more extended slices went by without it. */
+	while (!atomic_load(&v.on_w1) && stats_of(rt, 0).slice_extensions < ext0 + 20 &&
+	       test_mono_ns() < c.until)
+		usleep(1000);
+	atomic_store(&v.stop, 1);
+	join_ok(fa);
+	join_ok(fb);
+	assert_int_equal(v.moved_in_section, 0);
+	assert_int_equal(atomic_load(&v.on_w1), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2178,6 +2251,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_honoured_retry_disarmed),
 		cmocka_unit_test(test_slice_waits_for_unlock),
 		cmocka_unit_test(test_slice_extension_bounded),
+		cmocka_unit_test(test_slice_ended_at_unlock_may_move),
 	};
 
 	/* The tests choose their time slices: not the environment's. */
