@@ -559,6 +559,12 @@ static bool slice_extend(struct prt__fiber *self)
 	return true;
 }
 
+/* Does @self hold a fiber mutex or rwlock? */
+static bool slice_held(struct prt__fiber *self)
+{
+	return (atomic_load_explicit(&self->nheld, memory_order_relaxed) & ~PRT_HELD_SLICE_OWED) != 0;
+}
+
 static void slice_owed_clear(struct prt__fiber *self)
 {
 	unsigned n = atomic_load_explicit(&self->nheld, memory_order_relaxed);
@@ -635,18 +641,24 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
-			if (!slice_extend(self)) {
+			bool extended = slice_extend(self);
+
+			if (!extended && (interrupted || !slice_held(self))) {
 				preempt_switch(w, self, true, interrupted);
 				return;
 			}
 			/*
-			 * Extended: owed until the last unlock (which looks at
-			 * this pending bit) or the next tick; tick_snap is kept,
-			 * so that tick finds no switch since and ends the slice.
+			 * Extended now, or extended already and at a runtime call
+			 * while it still holds a lock (a prt_preempt_enable()
+			 * inside the critical section): owed until the last unlock
+			 * (which looks at this pending bit) or the next tick;
+			 * tick_snap is kept, so that tick finds no switch since
+			 * and ends the slice.
 			 */
 			atomic_fetch_or_explicit(&p->events, PRT_PEV_PENDING(PRT_PSRC_TICK),
 						 memory_order_relaxed);
-			prt__stat_inc(&w->stats.slice_extensions, 1);
+			if (extended)
+				prt__stat_inc(&w->stats.slice_extensions, 1);
 			watch_arm(w);
 			prt__rq_unlock(w);
 			return;
@@ -662,10 +674,38 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	prt__rq_unlock(w);
 }
 
+/*
+ * errno around a switch made inside a runtime call (prt_preempt_enable,
+ * the unlock that ends an extended slice): such a switch is a voluntary
+ * scheduling point, after which the fiber may run on another worker
+ * thread, so errno must be written through that thread's own errno, not
+ * through the address taken before the switch (__errno_location() is a
+ * const function: the compiler keeps its result across calls). Out of
+ * line, as the library's other thread-local reads after a switch
+ * (STYLE.md, "Inside").
+ */
+static prt__noinline int errno_get(void)
+{
+	return errno;
+}
+
+static prt__noinline void errno_set(int e)
+{
+	errno = e;
+}
+
+/* A preemption at a runtime call: as preempt_eval, errno kept for the caller. */
+static void preempt_eval_call(struct prt__worker *w)
+{
+	int saved = errno_get();
+
+	preempt_eval(w, 0, false); /* the pending sources say why */
+	errno_set(saved);
+}
+
 void prt__preempt_slice_owed(void)
 {
 	struct prt__worker *w = prt__cur_worker();
-	int saved;
 
 	/* Only fibers of preemptive workers are ever marked; the unlock may have switched since. */
 	slice_owed_clear(w->curr);
@@ -676,9 +716,10 @@ void prt__preempt_slice_owed(void)
 	if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
 	      PRT_PEV_PENDING(PRT_PSRC_TICK)))
 		return;
-	saved = errno;
-	preempt_eval(w, 0, false); /* the pending tick says why; a runtime call */
-	errno = saved;
+	/* Inside prt_preempt_disable(): the tick stays pending, for prt_preempt_enable(). */
+	if (atomic_load_explicit(&w->curr->preempt_count, memory_order_relaxed))
+		return;
+	preempt_eval_call(w);
 }
 
 /* What the interrupted fiber calls (arch/ctx.h): @arg is (char *)w + why. errno is the fiber's. */
@@ -931,12 +972,8 @@ PRT_API int prt_preempt_enable(void)
 	atomic_store_explicit(&f->preempt_count, c - 1, memory_order_relaxed);
 	/* A preemption came due inside the region: now (the kernel's preempt_enable does the same). */
 	if (c == 1 && w->pw.quantum &&
-	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
-		int saved = errno;
-
-		preempt_eval(w, 0, false); /* the pending sources say why; a runtime call */
-		errno = saved;
-	}
+	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL))
+		preempt_eval_call(w);
 	return 0;
 }
 

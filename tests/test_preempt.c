@@ -2222,6 +2222,208 @@ static void test_slice_ended_at_unlock_may_move(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * An extended slice and prt_preempt_disable(): inside the region the
+ * last unlock leaves the slice owed, and prt_preempt_enable() ends it;
+ * an empty region inside the critical section does not end it while the
+ * lock is held. B counts while it runs; A, on the same worker, looks at
+ * the count around each call. (Before: B ran inside the region at the
+ * unlock, and at the empty region with the mutex held.)
+ */
+struct owed {
+	prt_mutex_t m;
+	prt_runtime_t *rt;
+	atomic_long b_count;
+	atomic_int stop;
+	int extended, ran_in_region, ran_at_empty_region, ran_at_enable;
+};
+
+static uint64_t ext_of(prt_runtime_t *rt, int w)
+{
+	return stats_of(rt, w).slice_extensions;
+}
+
+/* Lock @m and compute until this slice has been extended (or the cap). */
+static bool lock_until_extended(prt_mutex_t *m, prt_runtime_t *rt, int w)
+{
+	uint64_t e0 = ext_of(rt, w), x = 31;
+	struct cap c;
+
+	assert_int_equal(prt_mutex_lock(m), 0);
+	cap_init(&c);
+	while (ext_of(rt, w) == e0 && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	return ext_of(rt, w) != e0;
+}
+
+static void *owed_a(void *arg)
+{
+	struct owed *o = arg;
+
+	for (int round = 0; round < 4; round++) {
+		long b0;
+
+		if (!lock_until_extended(&o->m, o->rt, 0)) {
+			assert_int_equal(prt_mutex_unlock(&o->m), 0);
+			break;
+		}
+		o->extended++;
+		b0 = atomic_load(&o->b_count);
+		assert_int_equal(prt_preempt_disable(), 0);
+		assert_int_equal(prt_preempt_enable(), 0); /* still holding: no switch */
+		o->ran_at_empty_region += atomic_load(&o->b_count) != b0;
+		b0 = atomic_load(&o->b_count);
+		assert_int_equal(prt_preempt_disable(), 0);
+		assert_int_equal(prt_mutex_unlock(&o->m), 0); /* last unlock, inside the region */
+		o->ran_in_region += atomic_load(&o->b_count) != b0;
+		assert_int_equal(prt_preempt_enable(), 0); /* the owed slice ends here */
+		o->ran_at_enable += atomic_load(&o->b_count) != b0;
+	}
+	atomic_store(&o->stop, 1);
+	return NULL;
+}
+
+static void *owed_b(void *arg)
+{
+	struct owed *o = arg;
+	uint64_t x = 37;
+
+	while (!atomic_load_explicit(&o->stop, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&o->b_count, 1, memory_order_relaxed);
+		x = spin_work(x, 1024);
+	}
+	sink = x;
+	return NULL;
+}
+
+static void test_owed_slice_and_disable_region(void **state)
+{
+	struct owed o = { .m = PRT_MUTEX_INITIALIZER };
+	prt_fiber_t fa, fb;
+
+	(void)state;
+	if (!(o.rt = rt_preempt(1, EXT_QUANTUM)))
+		skip();
+	fa = spawn_at(o.rt, 16, 0, owed_a, &o);
+	fb = spawn_at(o.rt, 16, 0, owed_b, &o);
+	join_ok(fa);
+	join_ok(fb);
+	assert_int_equal(o.extended, 4);
+	assert_int_equal(o.ran_at_empty_region, 0);
+	assert_int_equal(o.ran_in_region, 0);
+	assert_int_equal(o.ran_at_enable, 4);
+	assert_int_equal(prt_runtime_destroy(o.rt), 0);
+}
+
+/*
+ * errno across the unlock that ends an extended slice: a voluntary
+ * scheduling point, after which the fiber may resume on another worker
+ * thread. Its errno must be the one it had (777), on the thread it runs
+ * on now. (Before, the library restored it through the errno address of
+ * the thread it left: the fiber found the new thread's errno, and the
+ * old thread's fiber found 777 in its own.) A and B share worker 0;
+ * worker 1, woken every 100 us by C's sleeps, looks for work and takes
+ * A, not marked preempted, at the unlock's switch (A tries again, from
+ * worker 0, until that happens); B, which set its errno before, runs on
+ * worker 0 meanwhile.
+ */
+struct emove {
+	prt_mutex_t m;
+	prt_runtime_t *rt;
+	atomic_int stop;
+	int extended, worker_after, errno_after, b_errno;
+};
+
+/* errno of the thread the caller runs on now (not an address kept from before a switch). */
+static __attribute__((noinline)) int errno_now(void)
+{
+	return errno;
+}
+
+static __attribute__((noinline)) void errno_put(int e)
+{
+	errno = e;
+}
+
+static void *emove_a(void *arg)
+{
+	struct emove *e = arg;
+	prt_workerset_t zero, both;
+
+	prt_workerset_zero(&zero);
+	prt_workerset_add(&zero, 0);
+	both = zero;
+	prt_workerset_add(&both, 1);
+	/* Until a round in which worker 1 (idle) took A at the unlock's switch. */
+	for (int round = 0; round < 20 && e->worker_after != 1; round++) {
+		/* Back to worker 0 (a yield moves it), then free to move. */
+		assert_int_equal(prt_fiber_set_affinity(prt_self(), &zero), 0);
+		prt_yield();
+		assert_int_equal(prt_fiber_set_affinity(prt_self(), &both), 0);
+		if (!lock_until_extended(&e->m, e->rt, prt_worker_index())) {
+			assert_int_equal(prt_mutex_unlock(&e->m), 0);
+			continue;
+		}
+		e->extended++;
+		errno_put(777);
+		assert_int_equal(prt_mutex_unlock(&e->m), 0);
+		e->worker_after = prt_worker_index();
+		e->errno_after = errno_now();
+		if (e->errno_after != 777)
+			break;
+	}
+	atomic_store(&e->stop, 1);
+	return NULL;
+}
+
+static void *emove_b(void *arg)
+{
+	struct emove *e = arg;
+	uint64_t x = 41;
+
+	errno_put(1234);
+	while (!atomic_load_explicit(&e->stop, memory_order_relaxed))
+		x = spin_work(x, 1024);
+	e->b_errno = errno_now(); /* no scheduling point since it was set */
+	sink = x;
+	return NULL;
+}
+
+/* Keeps worker 1 waking and looking for work (it spins a while before it parks). */
+static void *emove_c(void *arg)
+{
+	struct emove *e = arg;
+
+	while (!atomic_load_explicit(&e->stop, memory_order_relaxed))
+		assert_int_equal(prt_sleep_ns(100 * 1000), 0);
+	return NULL;
+}
+
+static void test_owed_slice_keeps_errno_across_move(void **state)
+{
+	struct emove e = { .m = PRT_MUTEX_INITIALIZER };
+	prt_fiber_t fa, fb, fc;
+
+	(void)state;
+	if (!(e.rt = rt_preempt(2, EXT_QUANTUM)))
+		skip();
+	/* B first: its errno is set before A's slice ends, and B runs on worker 0 after it. */
+	fb = spawn_at(e.rt, 16, 0, emove_b, &e);
+	fa = spawn_at(e.rt, 16, 0, emove_a, &e); /* lets itself move once it runs */
+	fc = spawn_at(e.rt, 16, 1, emove_c, &e);
+	join_ok(fa);
+	join_ok(fb);
+	join_ok(fc);
+	print_message("errno after the unlock %d (on worker %d), B's %d\n", e.errno_after,
+		      e.worker_after, e.b_errno);
+	assert_true(e.extended >= 1);
+	assert_int_equal(e.worker_after, 1);
+	assert_int_equal(e.errno_after, 777);
+	assert_int_equal(e.b_errno, 1234);
+	assert_int_equal(prt_runtime_destroy(e.rt), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2252,6 +2454,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_slice_waits_for_unlock),
 		cmocka_unit_test(test_slice_extension_bounded),
 		cmocka_unit_test(test_slice_ended_at_unlock_may_move),
+		cmocka_unit_test(test_owed_slice_and_disable_region),
+		cmocka_unit_test(test_owed_slice_keeps_errno_across_move),
 	};
 
 	/* The tests choose their time slices: not the environment's. */

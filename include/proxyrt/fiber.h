@@ -149,9 +149,12 @@ PRT_API int prt_yield(void);
  * preemption that comes due inside the region happens when it ends.
  * Use it around code that other fibers of the same worker thread must
  * not interleave with: code holding a lock that belongs to the thread
- * (a pthread mutex, a FILE lock), or using thread-local state that
- * another fiber on the thread uses too. Has no effect in a cooperative
- * runtime. Returns 0, or -EPERM from a plain thread.
+ * (a pthread mutex, a FILE lock, a dl_iterate_phdr callback), or using
+ * thread-local state that another fiber on the thread uses too. A time
+ * slice extended for a fiber mutex held inside the region (README,
+ * "Preemption") ends at prt_preempt_enable(), not at the unlock. Has no
+ * effect in a cooperative runtime. Returns 0, or -EPERM from a plain
+ * thread.
  * Context: a fiber; never switches.
  */
 PRT_API int prt_preempt_disable(void);
@@ -161,7 +164,9 @@ PRT_API int prt_preempt_disable(void);
  * thread, or -EINVAL if the calling fiber is in no such region.
  * Context: a fiber; switches if the region was the outermost and a
  * preemption came due in it (the caller then goes back to its run queue,
- * as if preempted here).
+ * as at prt_yield(), and may resume on another worker; errno is kept),
+ * unless that was a time slice extended for a fiber mutex or rwlock the
+ * caller still holds: that one ends at the unlock.
  */
 PRT_API int prt_preempt_enable(void);
 

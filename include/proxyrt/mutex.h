@@ -210,7 +210,11 @@ PRT_API int prt_mutex_timedlock_ns(prt_mutex_t *m, uint64_t timeout_ns);
  * not hold it (for every type: the check is free; also when its owner
  * ended holding it). A waiter, if any, becomes the owner;
  * if it outranks the caller's (served) priority and waits on this
- * worker, the caller yields to it at once.
+ * worker, the caller yields to it at once. In a preemptive runtime the
+ * unlock that releases the last fiber mutex or rwlock the caller holds
+ * also ends a time slice that was extended for it (README,
+ * "Preemption"): the caller goes back to its run queue, as at
+ * prt_yield(), and may resume on another worker (errno is kept).
  * Context: a fiber (may switch, see above) or a plain thread.
  */
 PRT_API int prt_mutex_unlock(prt_mutex_t *m);

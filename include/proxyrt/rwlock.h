@@ -212,7 +212,9 @@ PRT_API int prt_rwlock_timedwrlock_ns(prt_rwlock_t *rw, uint64_t timeout_ns);
  * caller that holds untracked read locks is believed). The last holder
  * hands the lock to the waiters (see "Fairness"); if one that now holds
  * it outranks the caller's (served) priority and is queued on this
- * worker, the caller yields to it at once.
+ * worker, the caller yields to it at once. The release of the caller's
+ * last fiber mutex or rwlock hold may also end a time slice extended
+ * for it, as prt_mutex_unlock says.
  * Context: a fiber (may switch, see above) or a plain thread.
  */
 PRT_API int prt_rwlock_unlock(prt_rwlock_t *rw);
