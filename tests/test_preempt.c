@@ -56,6 +56,12 @@ static bool cap_hit(struct cap *c)
 
 static volatile uint64_t sink;
 
+/* sink, from fibers that may run on two workers at once (no data race). */
+static void sink_put(uint64_t x)
+{
+	__atomic_store_n(&sink, x, __ATOMIC_RELAXED);
+}
+
 /* A runtime of @nworkers with time slice @q; NULL (and a skip) where preemption is unavailable. */
 static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
 {
@@ -2185,7 +2191,7 @@ static void *mv_hog(void *arg)
 			atomic_store(&v->on_w1, 1);
 		x = spin_work(x, 256);
 	}
-	sink = x;
+	sink_put(x);
 	return NULL;
 }
 
@@ -2253,7 +2259,7 @@ static bool lock_until_extended(prt_mutex_t *m, prt_runtime_t *rt, int w)
 	cap_init(&c);
 	while (ext_of(rt, w) == e0 && !cap_hit(&c))
 		x = spin_work(x, 4096);
-	sink = x;
+	sink_put(x);
 	return ext_of(rt, w) != e0;
 }
 
@@ -2386,7 +2392,7 @@ static void *emove_b(void *arg)
 	while (!atomic_load_explicit(&e->stop, memory_order_relaxed))
 		x = spin_work(x, 1024);
 	e->b_errno = errno_now(); /* no scheduling point since it was set */
-	sink = x;
+	sink_put(x);
 	return NULL;
 }
 
