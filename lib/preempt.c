@@ -642,18 +642,30 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
 			bool extended = slice_extend(self);
+			/* relaxed: this thread's handler counts them */
+			unsigned ticks = atomic_load_explicit(&p->tick_seq, memory_order_relaxed);
 
-			if (!extended && (interrupted || !slice_held(self))) {
+			if (extended)
+				p->ext_seq = ticks;
+			else if (interrupted || !slice_held(self) || ticks != p->ext_seq) {
+				/*
+				 * Stopped in its own code; or its last unlock; or a
+				 * runtime call after a later tick than the one that
+				 * extended the slice (a tick inside a
+				 * prt_preempt_disable() region comes here at
+				 * prt_preempt_enable(): else a fiber that holds a lock
+				 * and works in regions would never be stopped).
+				 */
 				preempt_switch(w, self, true, interrupted);
 				return;
 			}
 			/*
 			 * Extended now, or extended already and at a runtime call
-			 * while it still holds a lock (a prt_preempt_enable()
-			 * inside the critical section): owed until the last unlock
-			 * (which looks at this pending bit) or the next tick;
-			 * tick_snap is kept, so that tick finds no switch since
-			 * and ends the slice.
+			 * with no tick since while it still holds a lock (a
+			 * prt_preempt_enable() inside the critical section): owed
+			 * until the last unlock (which looks at this pending bit)
+			 * or the next tick; tick_snap is kept, so that tick finds
+			 * no switch since and ends the slice.
 			 */
 			atomic_fetch_or_explicit(&p->events, PRT_PEV_PENDING(PRT_PSRC_TICK),
 						 memory_order_relaxed);

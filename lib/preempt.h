@@ -50,6 +50,14 @@ struct prt__wpreempt {
 	 * no look), so an atomic that this one thread writes.
 	 */
 	_Atomic uint64_t tick_snap;
+	/*
+	 * Ticks received (the handler counts them; this thread's), and its
+	 * value when a slice was last extended (preempt.c, "Time-slice
+	 * extension"): a later tick ends an extended slice at the next
+	 * runtime call too, not only in the fiber's own code.
+	 */
+	_Atomic unsigned tick_seq;
+	unsigned ext_seq;
 	uint64_t watch_at;      /* @watch fires then (ns: a deadline plus the slack), PRT_NEVER if not armed */
 	/*
 	 * PRT_PEV_* bits, one word so that a pick looks at them with one load.

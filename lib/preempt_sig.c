@@ -253,6 +253,11 @@ void prt__preempt_handler(int sig, siginfo_t *si, void *uc)
 	if (src == PRT_PSRC_TICK) {
 		uint64_t sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 
+		/* relaxed: this thread's (preempt_eval reads it) */
+		atomic_store_explicit(&w->pw.tick_seq,
+				      atomic_load_explicit(&w->pw.tick_seq, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+
 		/* (An empty run queue: the look stops the tick.) */
 		if (sw != atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed) &&
 		    PRT_READ_ONCE(w->rq.bitmap)) {

@@ -2430,6 +2430,77 @@ static void test_owed_slice_keeps_errno_across_move(void **state)
 	assert_int_equal(prt_runtime_destroy(e.rt), 0);
 }
 
+/*
+ * A fiber that holds a fiber mutex and does its work in
+ * prt_preempt_disable() regions (the README's way to hold a thread's own
+ * lock, a pthread mutex inside a library call): its ticks land in the
+ * regions and come due at prt_preempt_enable(). The first extends the
+ * slice (the mutex is held); a later one must end it there, or the
+ * other fiber of its priority never runs while the mutex is held. (Found
+ * by a review: before, it waited for the whole critical section.)
+ */
+struct rgn {
+	prt_mutex_t m;
+	atomic_long other_runs;
+	int other_ran_while_held;
+};
+
+static void *rgn_hog(void *arg)
+{
+	struct rgn *r = arg;
+	uint64_t x = 43;
+	struct cap c;
+
+	long at_lock;
+
+	assert_int_equal(prt_mutex_lock(&r->m), 0);
+	at_lock = atomic_load(&r->other_runs);
+	cap_init(&c);
+	while (atomic_load_explicit(&r->other_runs, memory_order_relaxed) < at_lock + 2 &&
+	       !cap_hit(&c)) {
+		assert_int_equal(prt_preempt_disable(), 0);
+		x = spin_work(x, 1u << 16);
+		assert_int_equal(prt_preempt_enable(), 0);
+	}
+	r->other_ran_while_held = atomic_load(&r->other_runs) >= at_lock + 2;
+	assert_int_equal(prt_mutex_unlock(&r->m), 0);
+	sink = x;
+	return NULL;
+}
+
+static void *rgn_other(void *arg)
+{
+	struct rgn *r = arg;
+	uint64_t x = 47;
+
+	/* Each time it gets the worker: count, then let the hog go on. */
+	for (int i = 0; i < 3; i++) {
+		atomic_fetch_add(&r->other_runs, 1);
+		x = spin_work(x, 1024);
+		assert_int_equal(prt_yield(), 0);
+	}
+	sink = x;
+	return NULL;
+}
+
+static void test_extended_slice_ends_in_regions(void **state)
+{
+	struct rgn r = { .m = PRT_MUTEX_INITIALIZER };
+	prt_runtime_t *rt;
+	prt_fiber_t fh, fo;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, EXT_QUANTUM)))
+		skip();
+	fh = spawn_at(rt, 16, 0, rgn_hog, &r);
+	fo = spawn_at(rt, 16, 0, rgn_other, &r);
+	join_ok(fh);
+	join_ok(fo);
+	assert_int_equal(r.other_ran_while_held, 1);
+	assert_true(stats_of(rt, 0).slice_extensions >= 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2462,6 +2533,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_slice_ended_at_unlock_may_move),
 		cmocka_unit_test(test_owed_slice_and_disable_region),
 		cmocka_unit_test(test_owed_slice_keeps_errno_across_move),
+		cmocka_unit_test(test_extended_slice_ends_in_regions),
 	};
 
 	/* The tests choose their time slices: not the environment's. */
