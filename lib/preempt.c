@@ -641,9 +641,10 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
 		sw = atomic_load_explicit(&w->stats.switches, memory_order_relaxed);
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
-			bool extended = slice_extend(self);
 			/* relaxed: this thread's handler counts them */
 			unsigned ticks = atomic_load_explicit(&p->tick_seq, memory_order_relaxed);
+			/* One extension per tick (a last unlock inside a region, then a relock, clears the mark). */
+			bool extended = ticks != p->ext_seq && slice_extend(self);
 
 			if (extended)
 				p->ext_seq = ticks;
