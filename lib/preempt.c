@@ -646,9 +646,10 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 			/* One extension per tick (a last unlock inside a region, then a relock, clears the mark). */
 			bool extended = ticks != p->ext_seq && slice_extend(self);
 
-			if (extended)
+			if (extended) {
 				p->ext_seq = ticks;
-			else if (interrupted || !slice_held(self) || ticks != p->ext_seq) {
+				prt__stat_inc(&w->stats.slice_extensions, 1);
+			} else if (interrupted || !slice_held(self) || ticks != p->ext_seq) {
 				/*
 				 * Stopped in its own code; or its last unlock; or a
 				 * runtime call after a later tick than the one that
@@ -670,8 +671,6 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 			 */
 			atomic_fetch_or_explicit(&p->events, PRT_PEV_PENDING(PRT_PSRC_TICK),
 						 memory_order_relaxed);
-			if (extended)
-				prt__stat_inc(&w->stats.slice_extensions, 1);
 			watch_arm(w);
 			prt__rq_unlock(w);
 			return;
