@@ -54,9 +54,8 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	struct prt__fiber *first = NULL;
 	unsigned quota, n = 0, scanned = 0;
 
-	/* Nothing, or only donors (stale counts cost a missed steal, never a fiber). */
-	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
-	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
+	/* Nothing, or only donors (a stale hint costs a missed steal, never a fiber). */
+	if (!atomic_load_explicit(&v->rq.stealable, memory_order_relaxed))
 		return NULL;
 	if (wait)
 		prt__spin_lock(&v->rq.lock);
@@ -197,6 +196,40 @@ static long now_ns(void)
 	return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/*
+ * The steal grace: may @w steal now? Only once some other worker has
+ * had work @w may take for rt->steal_grace ns as @w saw it: a busy
+ * worker that is about to run what it queued (a spawner about to join,
+ * a waker about to block) keeps it, and its lines stay in its cache. A
+ * stolen fiber runs after its descriptor, stack and the waker's data
+ * cross to the thief's CPU, at ~200 ns a line on the VM measured
+ * (docs/design.md, section 5), which outweighs a short fiber's run;
+ * Linux likewise leaves cache-hot tasks where they are, and Go leaves a
+ * running P's runnext to it for ~3 us. Counted from the first look that
+ * found such work, across spins and parks (the idle loop keeps looking
+ * while there is any), until @w runs or steals a fiber or sees none.
+ */
+static bool steal_due(struct prt__worker *w, long now)
+{
+	struct prt_runtime *rt = w->rt;
+	bool any = false;
+
+	if (!rt->steal_grace)
+		return true;
+	for (int i = 0; i < rt->nworkers && !any; i++)
+		any = rt->workers[i] != w &&
+		      atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed);
+	if (!any) {
+		w->steal_seen = 0;
+		return false;
+	}
+	if (!w->steal_seen) {
+		w->steal_seen = now;
+		return false;
+	}
+	return (uint64_t)(now - w->steal_seen) >= rt->steal_grace;
+}
+
 static void spin_start(struct prt__worker *w)
 {
 	if (!w->spinning) {
@@ -260,8 +293,10 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 			spin_stop(w, NULL);
 			return f;
 		}
-		if ((f = steal(w, false, &victim))) {
+		if (steal_due(w, w->rt->steal_grace ? now_ns() : 0) &&
+		    (f = steal(w, false, &victim))) {
 			/* Stolen fibers never wait on a mutex: no proxy. */
+			w->steal_seen = 0;
 			*donor = f;
 			if (prt__unlikely(w->pw.quantum)) {
 				prt__spin_lock(&w->rq.lock);
@@ -440,6 +475,7 @@ void *prt__worker_main(void *arg)
 		next = find_work(w, &donor, pending);
 		pending = false;
 		if (next) {
+			w->steal_seen = 0;
 			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
 				left_park(w);
 			prt__switch_to(w, &w->idle, next, donor);

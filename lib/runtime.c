@@ -3,9 +3,11 @@
  * Runtime life cycle: configuration, worker start-up and shutdown, and
  * the introspection calls.
  */
+#include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,6 +32,23 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 	cfg->size = sizeof(*cfg);
 	cfg->stack_kind = PRT_STACK_GUARD;
 	cfg->preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
+	cfg->steal_grace_ns = PRT_STEAL_GRACE_DEFAULT;
+}
+
+/* cfg.steal_grace_ns, or PRT_STEAL_GRACE_NS from the environment if set and a number. */
+static uint64_t steal_grace(uint64_t g)
+{
+	const char *e = getenv("PRT_STEAL_GRACE_NS");
+	char *end;
+	unsigned long long v;
+
+	if (!e || !*e)
+		return g;
+	errno = 0;
+	v = strtoull(e, &end, 10);
+	if (errno || *end || *e == '-')
+		return g;
+	return v;
 }
 
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */
@@ -211,6 +230,8 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	rt->nworkers = rt->topo.nworkers;
 	/* More workers than CPUs to run them: idle workers must not all spin (sched.c). */
 	rt->oversubscribed = rt->nworkers > rt->topo.ncpus;
+	rt->steal_grace = steal_grace(CFG_HAS(cfg, steal_grace_ns) ? cfg->steal_grace_ns
+								   : PRT_STEAL_GRACE_DEFAULT);
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)

@@ -21,6 +21,7 @@ struct prt_runtime {
 	char notice[600];                /* topo's and io's notices */
 	int nworkers;
 	bool oversubscribed;            /* more workers than CPUs we may run on */
+	uint64_t steal_grace;           /* cfg.steal_grace_ns (idle.c, steal_due) */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;

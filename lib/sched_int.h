@@ -30,6 +30,15 @@ struct prt__rq {
 	 */
 	atomic_uint nr, nr_any, nr_donor;
 	struct prt__list level[PRT_PRIO_LEVELS];
+	/*
+	 * nr != nr_donor: something here a thief may take. Idle workers
+	 * poll this, not the counts: it has a line of its own and is written
+	 * only when it changes, so a thief that spins (for the steal grace,
+	 * idle.c) does not pull the lock's line away from a busy owner at
+	 * every queue edit. Under @lock; read racily.
+	 */
+	atomic_uint stealable prt__cacheline_aligned;
+	char stealable_pad_[64 - sizeof(atomic_uint)];
 };
 
 _Static_assert(PRT_PRIO_LEVELS <= 32, "the run-queue bitmap is 32 bits");
@@ -90,6 +99,12 @@ struct prt__worker {
 	bool spinning;             /* counted in rt->nr_spinning */
 	bool was_parked;           /* published sleeping = 1 since it last ran a fiber */
 	/*
+	 * Idle: when (CLOCK_MONOTONIC ns) it first saw another worker with
+	 * work it may take, since it last ran or stole a fiber or saw none;
+	 * 0 = not seen (the steal grace, idle.c).
+	 */
+	long steal_seen;
+	/*
 	 * Under valgrind (set at creation, then read-only): prt_yield also
 	 * yields the thread (sched.c, prt_yield, says why).
 	 */
@@ -121,6 +136,16 @@ void prt__worker_sched_init(struct prt__worker *w);
 
 /* ---- run-queue edits; the caller holds w->rq.lock ---- */
 
+/* Update rq->stealable after a count changed (rq lock held); a store only when it changes. */
+static inline void prt__rq_hint(struct prt__rq *rq)
+{
+	unsigned h = atomic_load_explicit(&rq->nr, memory_order_relaxed) !=
+		     atomic_load_explicit(&rq->nr_donor, memory_order_relaxed);
+
+	if (atomic_load_explicit(&rq->stealable, memory_order_relaxed) != h)
+		atomic_store_explicit(&rq->stealable, h, memory_order_relaxed);
+}
+
 static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool head)
 {
 	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
@@ -140,6 +165,7 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
 	if (f->rq_donor)
 		atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) + 1, memory_order_relaxed);
+	prt__rq_hint(&w->rq);
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
 }
@@ -154,6 +180,7 @@ static inline void prt__rq_del(struct prt__worker *w, struct prt__fiber *f)
 		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) - 1, memory_order_relaxed);
 	if (f->rq_donor)
 		atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) - 1, memory_order_relaxed);
+	prt__rq_hint(&w->rq);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 }
 
@@ -171,6 +198,7 @@ static inline bool prt__rq_recount(struct prt__worker *w, struct prt__fiber *f)
 	f->rq_any = atomic_load_explicit(&f->aff_all, memory_order_relaxed);
 	if (f->rq_any)
 		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
+	prt__rq_hint(&w->rq);
 	return true;
 }
 

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "fault.h"
@@ -62,6 +64,97 @@ static void test_idle_worker_steals(void **state)
 	}
 	assert_true(steals > 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * ---- the steal grace (cfg.steal_grace_ns) ----
+ * A fiber spawns B on its own worker and then computes without runtime
+ * calls (cooperative runtime: nothing takes its worker). B runs while it
+ * computes only if the idle worker steals it.
+ */
+struct grace_run {
+	atomic_int b_worker; /* where B ran; -1: not yet */
+	bool wait_for_b;     /* A computes until B ran (10 s cap) instead of 30 ms */
+	int a_worker;
+	int b_worker_during; /* B's worker as A saw it when it stopped computing */
+};
+
+static void *grace_b(void *arg)
+{
+	struct grace_run *g = arg;
+
+	atomic_store(&g->b_worker, prt_worker_index());
+	return NULL;
+}
+
+static void *grace_a(void *arg)
+{
+	struct grace_run *g = arg;
+	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull);
+	prt_fiber_t b;
+
+	g->a_worker = prt_worker_index();
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, grace_b, g) == 0);
+	while (test_mono_ns() < end && !(g->wait_for_b && atomic_load(&g->b_worker) >= 0))
+		;
+	g->b_worker_during = atomic_load(&g->b_worker);
+	FIBER_CHECK(prt_join(b, NULL) == 0);
+	return NULL;
+}
+
+static void grace_case(uint64_t grace, const char *env, bool wait_for_b, struct grace_run *g)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.preempt_quantum_ns = 0;
+	cfg.steal_grace_ns = grace;
+	if (env)
+		setenv("PRT_STEAL_GRACE_NS", env, 1);
+	else
+		unsetenv("PRT_STEAL_GRACE_NS");
+	unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* A must keep its worker */
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	unsetenv("PRT_STEAL_GRACE_NS");
+	atomic_store(&g->b_worker, -1);
+	g->wait_for_b = wait_for_b;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, grace_a, g));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_steal_grace(void **state)
+{
+	struct grace_run g;
+	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *keep = saved ? strdup(saved) : NULL;
+
+	(void)state;
+	/* 0: the idle worker takes B at once. */
+	grace_case(0, NULL, true, &g);
+	assert_int_not_equal(g.b_worker_during, -1);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	/* The default (20 us) also takes it while A computes. */
+	grace_case(PRT_STEAL_GRACE_DEFAULT, NULL, true, &g);
+	assert_int_not_equal(g.b_worker_during, -1);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	/* Never: B waits for A's worker, however long A computes. */
+	grace_case(UINT64_MAX, NULL, false, &g);
+	assert_int_equal(g.b_worker_during, -1);
+	assert_int_equal(atomic_load(&g.b_worker), g.a_worker);
+	/* The environment replaces the configuration; a value that is not a number does not. */
+	grace_case(0, "18446744073709551615", false, &g);
+	assert_int_equal(g.b_worker_during, -1);
+	assert_int_equal(atomic_load(&g.b_worker), g.a_worker);
+	grace_case(0, "lots", true, &g);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	grace_case(0, "-5", true, &g);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	if (keep) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
+		free(keep);
+	}
 }
 
 /* ---- affinity is respected, also under stealing and changes ---- */
@@ -1028,6 +1121,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_worker_steals),
+		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_affinity_respected),
 		cmocka_unit_test(test_affinity_respected_many_workers),
 		cmocka_unit_test(test_affinity_errors),

@@ -170,6 +170,24 @@ typedef struct prt_runtime_config {
 	 * Refused (-EINVAL) as dump_signal is, and equal to dump_signal.
 	 */
 	int preempt_signal;
+	/*
+	 * The steal grace, in ns: how long an idle worker lets another
+	 * worker keep the fibers queued on it before it takes some. A
+	 * worker that queues a fiber and then blocks (a spawner about to
+	 * join, a waker about to wait) usually runs it soon, on warm caches;
+	 * a fiber taken at once by an idle worker runs on the other CPU after
+	 * its descriptor, stack and data cross over, which costs more than a
+	 * short fiber's whole run (docs/design.md, section 5; Linux leaves
+	 * cache-hot tasks where they are, Go leaves a running P's next
+	 * goroutine to it for ~3 us). prt_runtime_config_init() sets
+	 * PRT_STEAL_GRACE_DEFAULT; a caller compiled before this field
+	 * existed gets the default too. 0 = steal at once; UINT64_MAX =
+	 * never steal (fibers still go where they are woken). The
+	 * environment variable PRT_STEAL_GRACE_NS, when set, replaces it.
+	 * It delays only stealing: a fiber that outranks what its worker
+	 * runs preempts it (in a preemptive runtime) without waiting.
+	 */
+	uint64_t steal_grace_ns;
 } prt_runtime_config_t;
 
 /*
@@ -186,6 +204,11 @@ typedef struct prt_runtime_config {
 
 #define PRT_IO_ENTRIES_DEFAULT 256u
 #define PRT_OFFLOAD_THREADS_DEFAULT 4u
+/*
+ * The default steal grace (cfg.steal_grace_ns): 20 us, from measurements
+ * (docs/design.md, section 5).
+ */
+#define PRT_STEAL_GRACE_DEFAULT 20000u
 
 /* Fill @cfg with the defaults. Context: any thread, never switches. */
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
