@@ -371,9 +371,9 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	if (st == PRT_FS_RUNNING)
 		dump_served(d, f);
 	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
-	if (st == PRT_FS_DEAD && atomic_load_explicit(&f->nheld, memory_order_relaxed))
+	if (st == PRT_FS_DEAD && PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed)))
 		outf(d->o, " holding=%u",
-		     atomic_load_explicit(&f->nheld, memory_order_relaxed) & ~PRT_HELD_SLICE_OWED);
+		     PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed)));
 	/* Queued by a preemption (preempt.c): it resumes on that worker only. */
 	if (st == PRT_FS_RUNNABLE && PRT_READ_ONCE(f->preempted))
 		outf(d->o, " preempted");

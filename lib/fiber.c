@@ -111,7 +111,11 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->mwait = NULL;
 	f->wait_cond = NULL;
 	f->cwait = NULL;
-	/* nheld is 0: only descriptors that hold nothing are reused (prt__fiber_free, _release). */
+	/*
+	 * Only descriptors that hold nothing are reused (prt__fiber_free,
+	 * _release), but a deferred interrupt may have left the owed mark.
+	 */
+	atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);

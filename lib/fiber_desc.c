@@ -190,7 +190,7 @@ void prt__fiber_free(struct prt__fiber *f)
 	struct prt__worker *w = prt__worker_of(rt, prt__cur_worker());
 
 	/* Its last write of nheld happened before its switch away, which our caller waited for. */
-	if (prt__unlikely(atomic_load_explicit(&f->nheld, memory_order_relaxed))) {
+	if (prt__unlikely(PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed)))) {
 		fiber_keep(f);
 		return;
 	}

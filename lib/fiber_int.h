@@ -37,10 +37,13 @@ enum {
 /*
  * prt__fiber.nheld's top bit: the fiber's time slice ended while it held
  * a lock and was extended until its last unlock (preempt.c, "Time-slice
- * extension"); that unlock honours it. Set only while the count is not
- * 0, so a count read whole is 0 exactly when the fiber holds nothing.
+ * extension"), or an interrupt was deferred in the library's own code
+ * (preempt_sig.c, mark_owed: then also while the count is 0); the unlock
+ * that releases its last lock honours it, a preemption clears it. So a
+ * count is read without it (PRT_HELD_COUNT).
  */
 #define PRT_HELD_SLICE_OWED 0x80000000u
+#define PRT_HELD_COUNT(n) ((n) & ~PRT_HELD_SLICE_OWED)
 
 /*
  * A fiber descriptor. Descriptors are carved from chunks that live as
@@ -100,8 +103,8 @@ struct prt__fiber {
 	 * Mutexes it holds (a recursive one counts once) and rwlock holds
 	 * (each read hold once): its owner token is in that many owner words
 	 * or reader slots, at most. Written only by the fiber itself (relaxed:
-	 * one writer), read once it is DEAD, by prt__fiber_free. Its top bit
-	 * is PRT_HELD_SLICE_OWED (set only while the count is not 0).
+	 * one writer; its signal handler sets the top bit, PRT_HELD_SLICE_OWED),
+	 * read once it is DEAD, by prt__fiber_free.
 	 */
 	atomic_uint nheld;
 	/*

@@ -722,13 +722,14 @@ void prt__preempt_slice_owed(void)
 	/* Only fibers of preemptive workers are ever marked; the unlock may have switched since. */
 	slice_owed_clear(w->curr);
 	/*
-	 * relaxed: this thread's own look. The bit is gone if a pick ran
-	 * since (the slice ended otherwise) or preempt_eval took it.
+	 * relaxed: this thread's own look. The bits are gone if a pick ran
+	 * since (the slice ended otherwise) or preempt_eval took them. Any
+	 * source: the handler also marks interrupts it deferred in the
+	 * library's code (preempt_sig.c, mark_owed).
 	 */
-	if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-	      PRT_PEV_PENDING(PRT_PSRC_TICK)))
+	if (!(atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL))
 		return;
-	/* Inside prt_preempt_disable(): the tick stays pending, for prt_preempt_enable(). */
+	/* Inside prt_preempt_disable(): the interrupt stays pending, for prt_preempt_enable(). */
 	if (atomic_load_explicit(&w->curr->preempt_count, memory_order_relaxed))
 		return;
 	preempt_eval_call(w);

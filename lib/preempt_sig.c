@@ -196,6 +196,28 @@ static void watch_slack_shrink(struct prt__worker *w)
 			      memory_order_relaxed);
 }
 
+/*
+ * An interrupt deferred where the fiber could not be stopped (the
+ * library's own code, libc, ...): a fiber that locks and unlocks in a
+ * loop (or calls any runtime function that is no scheduling point)
+ * spends nearly all its time there, and waiting for an interrupt to land
+ * in its own code kept such a loop on its worker for 17-38 quanta. Mark
+ * its slice owed (PRT_HELD_SLICE_OWED), as the time-slice extension
+ * does: the unlock that releases its last lock honours what is pending
+ * (prt__preempt_slice_owed), besides the next scheduling point,
+ * prt_preempt_enable() and the retry. nheld is the
+ * fiber's, written with a plain load and store (prt__held_add, _drop):
+ * if this lands between the two, the fiber's store drops the mark and
+ * the count stays right; the interrupt then waits as before.
+ */
+static void mark_owed(struct prt__fiber *f)
+{
+	unsigned n = atomic_load_explicit(&f->nheld, memory_order_relaxed);
+
+	if (!(n & PRT_HELD_SLICE_OWED))
+		atomic_store_explicit(&f->nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
+}
+
 static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
@@ -215,6 +237,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
 				base + PRT_PREEMPT_STACK_RESERVE)) {
+		mark_owed(f);
 		defer(w, src, retry_ns(src, pc));
 		if (src == PRT_PSRC_WATCH)
 			watch_slack_grow(w);
