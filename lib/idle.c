@@ -206,15 +206,18 @@ static long now_ns(void)
  * (docs/design.md, section 5), which outweighs a short fiber's run;
  * Linux likewise leaves cache-hot tasks where they are, and Go leaves a
  * running P's runnext to it for ~3 us. Counted from the first look that
- * found such work, across spins and parks (the idle loop keeps looking
- * while there is any), until @w runs or steals a fiber or sees none.
+ * found work queued on another worker, across spins, parks and @w's own
+ * fibers in between, until @w steals or sees none: a backlog that an
+ * idle worker sees each time it looks is taken however short its idle
+ * moments are. Due at once after @w fired a busy worker's timers
+ * (steal_now): the fibers they woke wait for no cache of theirs.
  */
 static bool steal_due(struct prt__worker *w, long now)
 {
 	struct prt_runtime *rt = w->rt;
 	bool any = false;
 
-	if (!rt->steal_grace)
+	if (!rt->steal_grace || w->steal_now)
 		return true;
 	for (int i = 0; i < rt->nworkers && !any; i++)
 		any = rt->workers[i] != w &&
@@ -251,6 +254,7 @@ static void spin_stop(struct prt__worker *w, struct prt__worker *victim)
 		return;
 	w->spinning = false;
 	if (atomic_fetch_sub_explicit(&rt->nr_spinning, 1, memory_order_relaxed) == 1 &&
+	    rt->steal_grace != UINT64_MAX &&
 	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
 	    (atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0 ||
 	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0)))
@@ -297,6 +301,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		    (f = steal(w, false, &victim))) {
 			/* Stolen fibers never wait on a mutex: no proxy. */
 			w->steal_seen = 0;
+			w->steal_now = false;
 			*donor = f;
 			if (prt__unlikely(w->pw.quantum)) {
 				prt__spin_lock(&w->rq.lock);
@@ -311,8 +316,10 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		if ((i & 15) == 0) {
 			long t = now_ns();
 
-			if (fire_busy_timers(w, (uint64_t)t))
-				continue; /* steal what they woke */
+			if (fire_busy_timers(w, (uint64_t)t)) {
+				w->steal_now = true; /* steal what they woke */
+				continue;
+			}
 			if (!until)
 				until = t + PRT_SPIN_NS;
 			else if (t >= until)
@@ -324,24 +331,51 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	return NULL;
 }
 
+/*
+ * Work on other workers that @w may take but whose steal grace has not
+ * run out (steal_due): not pending, or an idle worker would spin for the
+ * whole grace (and for good with "never"); @w sleeps until the grace
+ * ends instead (w->steal_wake, for park_deadline), or until woken.
+ */
+static bool steal_pending(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	long now;
+
+	if (!rt->steal_grace || w->steal_now)
+		return true;
+	now = now_ns();
+	if (!w->steal_seen)
+		w->steal_seen = now;
+	if ((uint64_t)(now - w->steal_seen) >= rt->steal_grace)
+		return true;
+	w->steal_wake = prt__add_sat((uint64_t)w->steal_seen, rt->steal_grace);
+	return false;
+}
+
 /* Anything @w must not sleep through? Caller has published sleeping = 1. */
 static bool work_pending(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
-	bool found;
+	bool found, other = false;
 
+	w->steal_wake = PRT_NO_DEADLINE;
 	prt__spin_lock(&w->rq.lock);
 	found = w->rq.nr != 0;
 	prt__spin_unlock(&w->rq.lock);
-	for (int i = 0; i < rt->nworkers && !found; i++) {
+	for (int i = 0; i < rt->nworkers && !found && !other; i++) {
 		struct prt__worker *v = rt->workers[i];
 
 		if (v == w)
 			continue;
 		prt__spin_lock(&v->rq.lock);
-		found = v->rq.nr_any != 0 || has_some_for(w, v);
+		other = v->rq.nr_any != 0 || has_some_for(w, v);
 		prt__spin_unlock(&v->rq.lock);
 	}
+	if (other)
+		found = steal_pending(w);
+	else if (!found)
+		w->steal_seen = 0; /* nothing to take: the next sighting starts the grace */
 	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
 	if (!found && rt->nworkers > 1)
 		found = prt__busy_next(w) <= prt__now_ns();
@@ -370,6 +404,8 @@ static uint64_t park_deadline(struct prt__worker *w)
 	prt__spin_unlock(&w->rq.lock);
 	if (w->rt->nworkers == 1)
 		return until;
+	if (w->steal_wake < until)
+		until = w->steal_wake; /* a steal grace ends (work_pending) */
 	for (;;) {
 		/* seq_cst: pairs with the loads in prt__timer_watched() */
 		atomic_store_explicit(&w->park_until, until, memory_order_seq_cst);
@@ -475,7 +511,6 @@ void *prt__worker_main(void *arg)
 		next = find_work(w, &donor, pending);
 		pending = false;
 		if (next) {
-			w->steal_seen = 0;
 			if (w->was_parked || PRT_READ_ONCE(w->timers.n))
 				left_park(w);
 			prt__switch_to(w, &w->idle, next, donor);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <sched.h>
+#include <stdlib.h>
 
 #include "platform.h"
 
@@ -26,4 +27,22 @@ prt__noinline void prt__spin_lock_slow(prt__spinlock_t *l)
 		}
 		/* acquire: pairs with the release in prt__spin_unlock */
 	} while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0);
+}
+
+bool prt__env_u64(const char *name, uint64_t *out)
+{
+	const char *e = getenv(name);
+	uint64_t v = 0;
+
+	if (!e || !*e)
+		return false;
+	for (; *e; e++) {
+		unsigned d = (unsigned)(*e - '0');
+
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
 }

@@ -169,4 +169,12 @@ static inline void prt__list_del(struct prt__list *n)
 	n->next = n->prev = n;
 }
 
+/*
+ * The environment variable @name as a count (ns, bytes): true and *@out
+ * if it is set to decimal digits only that fit in 64 bits. Anything
+ * else (empty, a sign, spaces, hex, an exponent, an overflow) is
+ * ignored: false, and the caller keeps its configured value.
+ */
+bool prt__env_u64(const char *name, uint64_t *out);
+
 #endif

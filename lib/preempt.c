@@ -787,17 +787,12 @@ static const char *cannot_preempt(void)
 	return NULL;
 }
 
+/* PRT_PREEMPT_QUANTUM_NS if set to a number that is 0 or a valid time slice, else @q. */
 static uint64_t env_quantum(uint64_t q)
 {
-	const char *e = getenv("PRT_PREEMPT_QUANTUM_NS");
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	if (!e || !*e)
-		return q;
-	errno = 0;
-	v = strtoull(e, &end, 10);
-	if (errno || *end || (v && v < PRT_PREEMPT_QUANTUM_MIN))
+	if (!prt__env_u64("PRT_PREEMPT_QUANTUM_NS", &v) || (v && v < PRT_PREEMPT_QUANTUM_MIN))
 		return q;
 	return v;
 }

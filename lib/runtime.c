@@ -3,11 +3,9 @@
  * Runtime life cycle: configuration, worker start-up and shutdown, and
  * the introspection calls.
  */
-#include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -38,17 +36,8 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 /* cfg.steal_grace_ns, or PRT_STEAL_GRACE_NS from the environment if set and a number. */
 static uint64_t steal_grace(uint64_t g)
 {
-	const char *e = getenv("PRT_STEAL_GRACE_NS");
-	char *end;
-	unsigned long long v;
-
-	if (!e || !*e)
-		return g;
-	errno = 0;
-	v = strtoull(e, &end, 10);
-	if (errno || *end || *e == '-')
-		return g;
-	return v;
+	prt__env_u64("PRT_STEAL_GRACE_NS", &g);
+	return g;
 }
 
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */

@@ -159,7 +159,8 @@ static void wake_for(struct prt__worker *t, bool any, struct prt__fiber *some, b
 		prt__wake_worker(t);
 		return;
 	}
-	if (idle <= 0)
+	/* Nobody may steal (cfg.steal_grace_ns UINT64_MAX): no idle worker can help. */
+	if (idle <= 0 || t->rt->steal_grace == UINT64_MAX)
 		return;
 	if (any && spin == 0)
 		prt__wake_one_near(t);

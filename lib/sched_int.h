@@ -104,6 +104,8 @@ struct prt__worker {
 	 * 0 = not seen (the steal grace, idle.c).
 	 */
 	long steal_seen;
+	bool steal_now;            /* it fired a busy worker's timers: steal what they woke */
+	uint64_t steal_wake;       /* parked: when the grace of work it saw ends (work_pending) */
 	/*
 	 * Under valgrind (set at creation, then read-only): prt_yield also
 	 * yields the thread (sched.c, prt_yield, says why).

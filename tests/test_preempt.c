@@ -1555,6 +1555,40 @@ static void test_config(void **state)
 			assert_non_null(prt_runtime_notice(rt));
 		assert_int_equal(prt_runtime_destroy(rt), 0);
 	}
+	/*
+	 * PRT_PREEMPT_QUANTUM_NS that is not a plain number of ns is
+	 * ignored: a sign after spaces once read as 2^64 - 1 (strtoull).
+	 */
+	{
+		static const char *const bad[] = { " -1", "-1", "\t-5", "1e6", "0x100000", "5 ",
+						   "99999999999999999999", "", "+2000000" };
+		const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
+		char *keep = saved ? strdup(saved) : NULL;
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			uint64_t q = 0;
+			int r;
+
+			setenv("PRT_PREEMPT_QUANTUM_NS", bad[i], 1);
+			prt_runtime_config_init(&cfg);
+			cfg.nworkers = 1;
+			cfg.preempt_quantum_ns = 2000000;
+			assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+			r = prt_runtime_preemptive(rt, &q);
+			if (r == 1 && q != 2000000)
+				fprintf(stderr, "  PRT_PREEMPT_QUANTUM_NS=\"%s\" gave %llu\n", bad[i],
+					(unsigned long long)q);
+			if (r == 1)
+				assert_int_equal(q, 2000000);
+			assert_int_equal(prt_runtime_destroy(rt), 0);
+		}
+		if (keep) {
+			setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
+			free(keep);
+		} else {
+			unsetenv("PRT_PREEMPT_QUANTUM_NS");
+		}
+	}
 }
 
 /* ---- code loaded later, and code the application denies ------------------------------ */
@@ -2634,5 +2668,11 @@ int main(int argc, char **argv)
 	unsetenv("PRT_PREEMPT_QUANTUM_NS");
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]); /* a test's name, or a pattern with '*' */
+	/*
+	 * Some tests need an idle worker to take a fiber while it is idle
+	 * between a sleeper's rounds: the default steal grace, not one a
+	 * caller's environment sets (test_sched tests the variable).
+	 */
+	unsetenv("PRT_STEAL_GRACE_NS");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -77,7 +77,17 @@ struct grace_run {
 	bool wait_for_b;     /* A computes until B ran (10 s cap) instead of 30 ms */
 	int a_worker;
 	int b_worker_during; /* B's worker as A saw it when it stopped computing */
+	uint64_t idle_parks; /* parks of the worker A does not run on, while A computed */
+	bool idle_asleep;    /* that worker slept at each of 10 looks 0.1 ms apart, at the end */
 };
+
+static uint64_t parks_of(int w)
+{
+	prt_worker_stats_t s;
+
+	assert_int_equal(prt_worker_stats(prt_runtime_self(), w, &s), 0);
+	return s.parks;
+}
 
 static void *grace_b(void *arg)
 {
@@ -90,14 +100,24 @@ static void *grace_b(void *arg)
 static void *grace_a(void *arg)
 {
 	struct grace_run *g = arg;
-	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull);
+	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull), parks;
 	prt_fiber_t b;
 
 	g->a_worker = prt_worker_index();
+	parks = parks_of(1 - g->a_worker);
 	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, grace_b, g) == 0);
 	while (test_mono_ns() < end && !(g->wait_for_b && atomic_load(&g->b_worker) >= 0))
 		;
 	g->b_worker_during = atomic_load(&g->b_worker);
+	g->idle_parks = parks_of(1 - g->a_worker) - parks;
+	g->idle_asleep = true;
+	for (int i = 0; i < 10; i++) {
+		uint64_t t = test_mono_ns() + 100000;
+
+		g->idle_asleep &= atomic_load(&prt_runtime_self()->workers[1 - g->a_worker]->sleeping) == 1;
+		while (test_mono_ns() < t)
+			;
+	}
 	FIBER_CHECK(prt_join(b, NULL) == 0);
 	return NULL;
 }
@@ -139,18 +159,39 @@ static void test_steal_grace(void **state)
 	grace_case(PRT_STEAL_GRACE_DEFAULT, NULL, true, &g);
 	assert_int_not_equal(g.b_worker_during, -1);
 	assert_int_not_equal(g.b_worker_during, g.a_worker);
-	/* Never: B waits for A's worker, however long A computes. */
+	/*
+	 * Longer than an idle worker spins (50 us): it sleeps until the
+	 * grace ends (it parks), then takes B. Before, it spun for the whole
+	 * grace: work elsewhere kept it from parking.
+	 */
+	grace_case(100000000, NULL, true, &g);
+	assert_int_not_equal(g.b_worker_during, -1);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	assert_true(g.idle_parks >= 1);
+	/*
+	 * Never: B waits for A's worker, however long A computes; the idle
+	 * one sleeps meanwhile (before, it spun, parked and found B's work
+	 * pending, in a loop, for good).
+	 */
 	grace_case(UINT64_MAX, NULL, false, &g);
 	assert_int_equal(g.b_worker_during, -1);
 	assert_int_equal(atomic_load(&g.b_worker), g.a_worker);
+	assert_true(g.idle_asleep);
 	/* The environment replaces the configuration; a value that is not a number does not. */
 	grace_case(0, "18446744073709551615", false, &g);
 	assert_int_equal(g.b_worker_during, -1);
 	assert_int_equal(atomic_load(&g.b_worker), g.a_worker);
-	grace_case(0, "lots", true, &g);
-	assert_int_not_equal(g.b_worker_during, g.a_worker);
-	grace_case(0, "-5", true, &g);
-	assert_int_not_equal(g.b_worker_during, g.a_worker);
+	{
+		/* A sign after spaces once read as 2^64 - 5 (strtoull skips the spaces). */
+		static const char *const bad[] = { "lots", "-5", " -1", "\t-5", "1e5", "0x10", "5 ",
+						   "18446744073709551616", "" };
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			grace_case(0, bad[i], true, &g);
+			assert_int_not_equal(g.b_worker_during, -1);
+			assert_int_not_equal(g.b_worker_during, g.a_worker);
+		}
+	}
 	if (keep) {
 		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
 		free(keep);
@@ -1121,7 +1162,7 @@ static void test_released_while_waiter_spins(void **state)
 }
 #endif
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_worker_steals),
@@ -1146,5 +1187,7 @@ int main(void)
 		cmocka_unit_test(test_released_while_waiter_spins),
 	};
 
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* a test's name, or a pattern with '*' */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

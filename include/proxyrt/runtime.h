@@ -154,8 +154,9 @@ typedef struct prt_runtime_config {
 	 * after it (its timer rides on that tick: no interrupt of its own,
 	 * and no EINTR for a worker blocked in a system call); a shorter one
 	 * on the monotonic clock, exactly. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
-	 * PRT_PREEMPT_QUANTUM_NS, when set, replaces it (0 turns preemption
-	 * off). Under valgrind, ThreadSanitizer, or with the ASan runtime
+	 * PRT_PREEMPT_QUANTUM_NS, when set to a plain decimal number that
+	 * is 0 or a valid slice, replaces it (0 turns preemption off;
+	 * anything else in it, a sign or spaces included, is ignored). Under valgrind, ThreadSanitizer, or with the ASan runtime
 	 * linked into the program, the runtime stays cooperative and
 	 * prt_runtime_notice() says why.
 	 */
@@ -182,8 +183,12 @@ typedef struct prt_runtime_config {
 	 * goroutine to it for ~3 us). prt_runtime_config_init() sets
 	 * PRT_STEAL_GRACE_DEFAULT; a caller compiled before this field
 	 * existed gets the default too. 0 = steal at once; UINT64_MAX =
-	 * never steal (fibers still go where they are woken). The
-	 * environment variable PRT_STEAL_GRACE_NS, when set, replaces it.
+	 * never steal (fibers still go where they are woken, and idle
+	 * workers sleep). Counted per idle worker from when it first sees
+	 * such work, across its own short runs; it sleeps until the grace
+	 * ends rather than spin. The environment variable
+	 * PRT_STEAL_GRACE_NS, when set to a plain decimal number, replaces
+	 * it (anything else in it is ignored).
 	 * It delays only stealing: a fiber that outranks what its worker
 	 * runs preempts it (in a preemptive runtime) without waiting.
 	 */
