@@ -79,7 +79,18 @@ struct grace_run {
 	int b_worker_during; /* B's worker as A saw it when it stopped computing */
 	uint64_t idle_parks; /* parks of the worker A does not run on, while A computed */
 	bool idle_asleep;    /* that worker slept at each of 10 looks 0.1 ms apart, at the end */
+	bool ticker;         /* a fiber on the other worker sleeps 50 us in a loop meanwhile */
+	atomic_int stop_ticker;
 };
+
+static void *grace_ticker(void *arg)
+{
+	struct grace_run *g = arg;
+
+	while (!atomic_load(&g->stop_ticker))
+		FIBER_CHECK(prt_sleep_ns(50000) == 0);
+	return NULL;
+}
 
 static uint64_t parks_of(int w)
 {
@@ -101,15 +112,25 @@ static void *grace_a(void *arg)
 {
 	struct grace_run *g = arg;
 	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull), parks;
-	prt_fiber_t b;
+	prt_fiber_t b, t;
 
 	g->a_worker = prt_worker_index();
 	parks = parks_of(1 - g->a_worker);
+	if (g->ticker) {
+		prt_fiber_attr_t ta = test_attr(PRT_PRIO_DEFAULT, 1 - g->a_worker);
+
+		atomic_store(&g->stop_ticker, 0);
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &t, &ta, grace_ticker, g) == 0);
+	}
 	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, grace_b, g) == 0);
 	while (test_mono_ns() < end && !(g->wait_for_b && atomic_load(&g->b_worker) >= 0))
 		;
 	g->b_worker_during = atomic_load(&g->b_worker);
 	g->idle_parks = parks_of(1 - g->a_worker) - parks;
+	if (g->ticker) {
+		atomic_store(&g->stop_ticker, 1);
+		FIBER_CHECK(prt_join(t, NULL) == 0);
+	}
 	g->idle_asleep = true;
 	for (int i = 0; i < 10; i++) {
 		uint64_t t = test_mono_ns() + 100000;
@@ -146,7 +167,7 @@ static void grace_case(uint64_t grace, const char *env, bool wait_for_b, struct 
 
 static void test_steal_grace(void **state)
 {
-	struct grace_run g;
+	struct grace_run g = { .ticker = false };
 	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
 	char *keep = saved ? strdup(saved) : NULL;
 
@@ -177,6 +198,16 @@ static void test_steal_grace(void **state)
 	assert_int_equal(g.b_worker_during, -1);
 	assert_int_equal(atomic_load(&g.b_worker), g.a_worker);
 	assert_true(g.idle_asleep);
+	/*
+	 * The other worker runs a fiber of its own every 50 us, each idle
+	 * moment far shorter than a 5 ms grace: it still takes B (before,
+	 * each run of its own restarted the grace, and it never did).
+	 */
+	g.ticker = true;
+	grace_case(5000000, NULL, true, &g);
+	g.ticker = false;
+	assert_int_not_equal(g.b_worker_during, -1);
+	assert_int_not_equal(g.b_worker_during, g.a_worker);
 	/* The environment replaces the configuration; a value that is not a number does not. */
 	grace_case(0, "18446744073709551615", false, &g);
 	assert_int_equal(g.b_worker_during, -1);
