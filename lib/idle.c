@@ -217,15 +217,20 @@ static bool steal_due(struct prt__worker *w, long now)
 	struct prt_runtime *rt = w->rt;
 	bool any = false;
 
-	if (!rt->steal_grace || w->steal_now)
+	if (!rt->steal_grace)
 		return true;
+	if (rt->steal_grace == UINT64_MAX)
+		return false; /* never, not even what the timers woke */
 	for (int i = 0; i < rt->nworkers && !any; i++)
 		any = rt->workers[i] != w &&
 		      atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed);
 	if (!any) {
 		w->steal_seen = 0;
+		w->steal_now = false; /* what the timers woke was taken */
 		return false;
 	}
+	if (w->steal_now)
+		return true;
 	if (!w->steal_seen) {
 		w->steal_seen = now;
 		return false;
@@ -342,7 +347,7 @@ static bool steal_pending(struct prt__worker *w)
 	struct prt_runtime *rt = w->rt;
 	long now;
 
-	if (!rt->steal_grace || w->steal_now)
+	if (!rt->steal_grace || (w->steal_now && rt->steal_grace != UINT64_MAX))
 		return true;
 	now = now_ns();
 	if (!w->steal_seen)
@@ -374,8 +379,10 @@ static bool work_pending(struct prt__worker *w)
 	}
 	if (other)
 		found = steal_pending(w);
-	else if (!found)
+	else if (!found) {
 		w->steal_seen = 0; /* nothing to take: the next sighting starts the grace */
+		w->steal_now = false;
+	}
 	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
 	if (!found && rt->nworkers > 1)
 		found = prt__busy_next(w) <= prt__now_ns();

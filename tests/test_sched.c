@@ -800,6 +800,28 @@ static void test_wc_sleep_timer(void **state)
 }
 
 /*
+ * A fiber whose timer an idle worker fires for a busy one is taken at
+ * once, whatever the steal grace (here an hour): it waits for no cache
+ * on the busy worker. (The holder keeps W until it runs: with the grace
+ * applied, this would wait the hour.)
+ */
+static void test_wc_timer_skips_grace(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.steal_grace_ns = 3600ull * 1000000000ull;
+	unsetenv("PRT_STEAL_GRACE_NS");
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	wc_reset(rt, PRT_PRIO_DEFAULT);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, wc_sleep_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
  * The same with a condvar's timed wait (a park timer). A wait
  * whose deadline passed before it slept returns at once, still on W
  * (the holder has not run yet): then again. Once M sleeps, it can only
@@ -1207,6 +1229,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_100k_fibers),
 		cmocka_unit_test(test_plain_thread_spawns_detached),
 		cmocka_unit_test(test_wc_sleep_timer),
+		cmocka_unit_test(test_wc_timer_skips_grace),
 		cmocka_unit_test(test_wc_cond_timer),
 		cmocka_unit_test(test_wc_timedlock_sleeping),
 		cmocka_unit_test(test_wc_timedlock_donor),

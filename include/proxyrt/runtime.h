@@ -184,7 +184,9 @@ typedef struct prt_runtime_config {
 	 * PRT_STEAL_GRACE_DEFAULT; a caller compiled before this field
 	 * existed gets the default too. 0 = steal at once; UINT64_MAX =
 	 * never steal (fibers still go where they are woken, and idle
-	 * workers sleep). Counted per idle worker from when it first sees
+	 * workers sleep; a sleeper whose timer is due on a busy worker
+	 * waits for that worker). Below UINT64_MAX, a fiber woken by a
+	 * timer that an idle worker fired for a busy one is taken at once. Counted per idle worker from when it first sees
 	 * such work, across its own short runs; it sleeps until the grace
 	 * ends rather than spin. The environment variable
 	 * PRT_STEAL_GRACE_NS, when set to a plain decimal number, replaces
