@@ -79,6 +79,10 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 			n++;
 		}
 	}
+	/* Only donors (or nothing) left: thieves need not look until an edit sets it again. */
+	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
+	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
+		prt__rq_hint(&v->rq, false);
 	prt__spin_unlock(&v->rq.lock);
 	if (!n)
 		return NULL;
