@@ -103,14 +103,6 @@ struct prt__worker {
 	bool spinning;             /* counted in rt->nr_spinning */
 	bool was_parked;           /* published sleeping = 1 since it last ran a fiber */
 	/*
-	 * Idle: when (CLOCK_MONOTONIC ns) it first saw another worker with
-	 * work it may take, since it last ran or stole a fiber or saw none;
-	 * 0 = not seen (the steal grace, idle.c).
-	 */
-	long steal_seen;
-	bool steal_now;            /* it fired a busy worker's timers: steal what they woke */
-	uint64_t steal_wake;       /* parked: when the grace of work it saw ends (work_pending) */
-	/*
 	 * Under valgrind (set at creation, then read-only): prt_yield also
 	 * yields the thread (sched.c, prt_yield, says why).
 	 */
@@ -135,6 +127,16 @@ struct prt__worker {
 	 * worker never touches them, and its counters are never rewritten.
 	 */
 	struct prt__wstats stats_base;
+	/*
+	 * The idle loop's (the steal grace, idle.c; here, away from the
+	 * lines a switch touches): when (CLOCK_MONOTONIC ns) it first saw
+	 * another worker with work it may take, since it last stole or saw
+	 * none, 0 = not seen; it fired a busy worker's timers (steal what
+	 * they woke); parked, when the grace of work it saw ends.
+	 */
+	long steal_seen;
+	bool steal_now;
+	uint64_t steal_wake;
 };
 
 /* Set up @w's run queue, timers and idle state (worker creation). */
