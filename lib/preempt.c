@@ -553,8 +553,9 @@ static bool slice_extend(struct prt__fiber *self)
 {
 	unsigned n = atomic_load_explicit(&self->nheld, memory_order_relaxed);
 
-	if (!n || (n & PRT_HELD_SLICE_OWED))
-		return false; /* nothing held, or extended once already */
+	if (!PRT_HELD_COUNT(n))
+		return false; /* nothing held */
+	/* (Set already if the handler marked a deferral: the same request.) */
 	atomic_store_explicit(&self->nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
 	return true;
 }
@@ -643,11 +644,16 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 		if (p->ticking && sw == atomic_load_explicit(&p->tick_snap, memory_order_relaxed)) {
 			/* relaxed: this thread's handler counts them */
 			unsigned ticks = atomic_load_explicit(&p->tick_seq, memory_order_relaxed);
-			/* One extension per tick (a last unlock inside a region, then a relock, clears the mark). */
-			bool extended = ticks != p->ext_seq && slice_extend(self);
+			/*
+			 * One extension per run of the fiber (ext_sw), and per
+			 * tick (a last unlock inside a region, then a relock,
+			 * clears the mark).
+			 */
+			bool extended = ticks != p->ext_seq && p->ext_sw != sw + 1 && slice_extend(self);
 
 			if (extended) {
 				p->ext_seq = ticks;
+				p->ext_sw = sw + 1;
 				prt__stat_inc(&w->stats.slice_extensions, 1);
 			} else if (interrupted || !slice_held(self) || ticks != p->ext_seq) {
 				/*

@@ -58,6 +58,13 @@ struct prt__wpreempt {
 	 */
 	_Atomic unsigned tick_seq;
 	unsigned ext_seq;
+	/*
+	 * 1 + the switch count (stats.switches) when a slice was last
+	 * extended: equal to 1 + the count now while the fiber extended
+	 * then still runs (its one extension used). Not the owed bit in
+	 * nheld, which the handler also sets (preempt_sig.c, mark_owed).
+	 */
+	uint64_t ext_sw;
 	uint64_t watch_at;      /* @watch fires then (ns: a deadline plus the slack), PRT_NEVER if not armed */
 	/*
 	 * PRT_PEV_* bits, one word so that a pick looks at them with one load.
