@@ -242,6 +242,34 @@ static bool steal_due(struct prt__worker *w, long now)
 	return (uint64_t)(now - w->steal_seen) >= rt->steal_grace;
 }
 
+/* Does a worker other than @w have work queued that a thief may take (its hint)? */
+static bool other_stealable(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	for (int i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i] != w &&
+		    atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed))
+			return true;
+	return false;
+}
+
+/*
+ * @w leaves the idle loop for a fiber of its own while a busy worker
+ * has work a thief may take: @w may have been the one worker woken for
+ * it (an enqueue wakes one at most), and the others may sleep with no
+ * deadline. Wake one to take it (after its grace) instead. A review's
+ * reproducer, three workers: such a fiber waited the whole run of the
+ * busy worker's fiber (1 s) in 10 of 10 rounds with the grace, 4 of 10
+ * without.
+ */
+static void watch_handover(struct prt__worker *w)
+{
+	if (w->rt->steal_grace != UINT64_MAX &&
+	    atomic_load_explicit(&w->rt->nr_idle, memory_order_relaxed) > 0 && other_stealable(w))
+		prt__wake_one_near(w);
+}
+
 static void spin_start(struct prt__worker *w)
 {
 	if (!w->spinning) {
@@ -266,7 +294,8 @@ static void spin_stop(struct prt__worker *w, struct prt__worker *victim)
 	    rt->steal_grace != UINT64_MAX &&
 	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) > 0 &&
 	    (atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) > 0 ||
-	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0)))
+	     (victim && atomic_load_explicit(&victim->rq.nr_any, memory_order_relaxed) > 0) ||
+	     other_stealable(w)))
 		prt__wake_one_near(w);
 }
 
@@ -284,8 +313,10 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 	struct prt__fiber *f;
 	long until = 0;
 
-	if ((f = pick_local(w, donor)))
+	if ((f = pick_local(w, donor))) {
+		watch_handover(w); /* not spinning: spin_stop does this for a spinner */
 		return f;
+	}
 	if (rt->nworkers == 1)
 		return NULL;
 	/*

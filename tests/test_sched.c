@@ -229,6 +229,112 @@ static void test_steal_grace(void **state)
 	}
 }
 
+/*
+ * Three workers, cooperative. A on worker 0 spawns R (any worker may
+ * run it: queued on worker 0), then wakes C, pinned to worker 2, and
+ * both compute until R has run (capped at 5 s). R's enqueue woke
+ * worker 2 at most, which then finds C of its own: worker 1, asleep,
+ * must still come for R. (A review's reproducer: R waited for C's whole
+ * run in 10 of 10 rounds with the grace, 4 of 10 without.)
+ */
+static struct {
+	atomic_int c_parked, stop, r_worker;
+	atomic_bool r_ran;
+	prt_fiber_t c;
+	int capped;
+} strand;
+
+static bool strand_spin_until_r(uint64_t cap)
+{
+	while (!atomic_load_explicit(&strand.r_ran, memory_order_relaxed))
+		if (test_mono_ns() > cap)
+			return false;
+	return true;
+}
+
+static void *strand_r(void *arg)
+{
+	(void)arg;
+	atomic_store(&strand.r_worker, prt_worker_index());
+	atomic_store(&strand.r_ran, true);
+	return NULL;
+}
+
+static void *strand_c(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		atomic_store(&strand.c_parked, 1);
+		FIBER_CHECK(prt_park() == 0);
+		atomic_store(&strand.c_parked, 0);
+		if (atomic_load(&strand.stop))
+			return NULL;
+		if (!strand_spin_until_r(test_mono_ns() + 5000000000ull))
+			strand.capped++;
+	}
+}
+
+static void *strand_a(void *arg)
+{
+	(void)arg;
+	for (int round = 0; round < 4; round++) {
+		prt_fiber_t r;
+		uint64_t t;
+
+		while (!atomic_load(&strand.c_parked))
+			;
+		for (t = test_mono_ns() + (round & 1 ? 300000 : 15000); test_mono_ns() < t;)
+			;
+		atomic_store(&strand.r_ran, false);
+		atomic_store(&strand.r_worker, -1);
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &r, NULL, strand_r, NULL) == 0);
+		for (t = test_mono_ns() + 15000; test_mono_ns() < t;)
+			;
+		FIBER_CHECK(prt_unpark(strand.c) == 0);
+		if (!strand_spin_until_r(test_mono_ns() + 5000000000ull))
+			strand.capped++;
+		FIBER_CHECK(prt_join(r, NULL) == 0);
+		while (!atomic_load(&strand.c_parked))
+			prt_yield();
+	}
+	atomic_store(&strand.stop, 1);
+	FIBER_CHECK(prt_unpark(strand.c) == 0);
+	return NULL;
+}
+
+static void test_no_stranded_fiber(void **state)
+{
+	const uint64_t graces[] = { 0, PRT_STEAL_GRACE_DEFAULT, 1000000 };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(graces) / sizeof(graces[0]); i++) {
+		prt_runtime_config_t cfg;
+		prt_runtime_t *rt = NULL;
+		prt_fiber_attr_t a;
+		prt_fiber_t fa;
+
+		prt_runtime_config_init(&cfg);
+		cfg.nworkers = 3;
+		cfg.preempt_quantum_ns = 0;
+		cfg.steal_grace_ns = graces[i];
+		unsetenv("PRT_STEAL_GRACE_NS");
+		unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* A and C keep their workers */
+		assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+		memset(&strand, 0, sizeof(strand));
+		a = test_attr(PRT_PRIO_DEFAULT, 2);
+		assert_int_equal(prt_spawn(rt, &strand.c, &a, strand_c, NULL), 0);
+		a = test_attr(PRT_PRIO_DEFAULT, 0);
+		assert_int_equal(prt_spawn(rt, &fa, &a, strand_a, NULL), 0);
+		assert_int_equal(prt_join(fa, NULL), 0);
+		assert_int_equal(prt_join(strand.c, NULL), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		if (strand.capped)
+			fprintf(stderr, "  grace %llu: R waited past the cap %d times\n",
+				(unsigned long long)graces[i], strand.capped);
+		assert_int_equal(strand.capped, 0);
+	}
+}
+
 /* ---- affinity is respected, also under stealing and changes ---- */
 
 #define AFF_FIBERS 200
@@ -1220,6 +1326,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_worker_steals),
 		cmocka_unit_test(test_steal_grace),
+		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_affinity_respected),
 		cmocka_unit_test(test_affinity_respected_many_workers),
 		cmocka_unit_test(test_affinity_errors),
