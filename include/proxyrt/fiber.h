@@ -83,8 +83,9 @@ PRT_API void prt_fiber_attr_init(prt_fiber_attr_t *attr);
  * Start fn(arg) as a new fiber of @rt with @attr (NULL = defaults). The
  * fiber is queued at the tail of its priority level, on the calling
  * worker if the caller is a fiber of @rt allowed there, else on an
- * allowed worker; an idle worker is woken to take it if one is parked.
- * The caller keeps running.
+ * allowed worker; an idle worker is woken to take it if one is parked
+ * (it takes it after the steal grace, cfg.steal_grace_ns, if the caller's
+ * worker has not run it by then). The caller keeps running.
  *
  * Returns 0 and sets *@out (which may be NULL for a detached fiber), or:
  * -EINVAL for a NULL or destroyed @rt, a NULL @fn, an @attr not set up
@@ -360,8 +361,10 @@ PRT_API int prt_cancel_clear(void);
  * every scheduling point and, in a preemptive runtime, interrupts a
  * lower-priority fiber that does not yield when it expires; an idle
  * worker also fires it (Go's timer stealing) and runs the sleeper if its
- * affinity allows. In a cooperative runtime a sleeper only that worker
- * may run waits for its next scheduling point.
+ * affinity allows (another allowed worker takes it after the steal
+ * grace, cfg.steal_grace_ns; with a grace of UINT64_MAX, nobody does).
+ * In a cooperative runtime a sleeper only that worker may run waits for
+ * its next scheduling point.
  * Context: a fiber; a scheduling point.
  */
 PRT_API int prt_sleep_until(uint64_t deadline_ns);
