@@ -143,10 +143,12 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# Cooperative but for test_preempt (which sets its own time slices)
 	# and the preemptive stress run below: under TSan nearly every
 	# interrupt lands in its runtime and is deferred, and a 1 ms quantum
-	# made test_sched and test_http outlast their timeouts.
+	# made test_sched and test_http outlast their timeouts. Twice the
+	# timeouts: test_sched takes 140 s of its 300 and test_http 75-80 s
+	# of its 120 alone, and test_http timed out on a loaded machine.
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" PRT_PREEMPT_QUANTUM_NS=0 \
 		run_suite "tsan cooperative" "$ROOT/build-test-tsan" "${TSAN_SETUP[@]}" \
-		-- ${TSAN_MAIN_TESTS[*]}
+		-- --timeout-multiplier 2 ${TSAN_MAIN_TESTS[*]}
 	# Half the stress suite's time: its 16-worker run takes three times
 	# its bound to drain under TSan with 50 us ticks (48 s in all, against
 	# 43 s for the cooperative run it replaces).
