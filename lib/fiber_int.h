@@ -46,6 +46,18 @@ enum {
 #define PRT_HELD_COUNT(n) ((n) & ~PRT_HELD_SLICE_OWED)
 
 /*
+ * Set PRT_HELD_SLICE_OWED in @nheld: only by the fiber itself or its
+ * worker's signal handler (one plain load and store, as its one writer).
+ */
+static inline void prt__held_mark_owed(atomic_uint *nheld)
+{
+	unsigned n = atomic_load_explicit(nheld, memory_order_relaxed);
+
+	if (!(n & PRT_HELD_SLICE_OWED))
+		atomic_store_explicit(nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
+}
+
+/*
  * A fiber descriptor. Descriptors are carved from chunks that live as
  * long as the runtime (type-stable memory, like Go's g structs): a
  * stale handle can always be checked against @id without touching

@@ -200,6 +200,37 @@ static long now_ns(void)
 	return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/* Does a worker other than @w have work queued that a thief may take (its hint)? */
+static bool other_stealable(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	for (int i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i] != w &&
+		    atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed))
+			return true;
+	return false;
+}
+
+/* Nothing for @w to take anywhere: the next sighting starts the grace. */
+static void grace_reset(struct prt__worker *w)
+{
+	w->steal_seen = 0;
+	w->steal_now = false;
+}
+
+/* Work is there for @w to take (rt->steal_grace not 0): has its grace run out? */
+static bool grace_over(struct prt__worker *w, long now)
+{
+	struct prt_runtime *rt = w->rt;
+
+	if (w->steal_now && rt->steal_grace != UINT64_MAX)
+		return true;
+	if (!w->steal_seen)
+		w->steal_seen = now;
+	return (uint64_t)(now - w->steal_seen) >= rt->steal_grace;
+}
+
 /*
  * The steal grace: may @w steal now? Only once some other worker has
  * had work @w may take for rt->steal_grace ns as @w saw it: a busy
@@ -219,39 +250,16 @@ static long now_ns(void)
 static bool steal_due(struct prt__worker *w, long now)
 {
 	struct prt_runtime *rt = w->rt;
-	bool any = false;
 
 	if (!rt->steal_grace)
 		return true;
 	if (rt->steal_grace == UINT64_MAX)
 		return false; /* never, not even what the timers woke */
-	for (int i = 0; i < rt->nworkers && !any; i++)
-		any = rt->workers[i] != w &&
-		      atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed);
-	if (!any) {
-		w->steal_seen = 0;
-		w->steal_now = false; /* what the timers woke was taken */
+	if (!other_stealable(w)) {
+		grace_reset(w); /* (and what the timers woke was taken) */
 		return false;
 	}
-	if (w->steal_now)
-		return true;
-	if (!w->steal_seen) {
-		w->steal_seen = now;
-		return false;
-	}
-	return (uint64_t)(now - w->steal_seen) >= rt->steal_grace;
-}
-
-/* Does a worker other than @w have work queued that a thief may take (its hint)? */
-static bool other_stealable(struct prt__worker *w)
-{
-	struct prt_runtime *rt = w->rt;
-
-	for (int i = 0; i < rt->nworkers; i++)
-		if (rt->workers[i] != w &&
-		    atomic_load_explicit(&rt->workers[i]->rq.stealable, memory_order_relaxed))
-			return true;
-	return false;
+	return grace_over(w, now);
 }
 
 /*
@@ -340,8 +348,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 		if (steal_due(w, w->rt->steal_grace ? now_ns() : 0) &&
 		    (f = steal(w, false, &victim))) {
 			/* Stolen fibers never wait on a mutex: no proxy. */
-			w->steal_seen = 0;
-			w->steal_now = false;
+			grace_reset(w);
 			*donor = f;
 			if (prt__unlikely(w->pw.quantum)) {
 				prt__spin_lock(&w->rq.lock);
@@ -380,14 +387,8 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 static bool steal_pending(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
-	long now;
 
-	if (!rt->steal_grace || (w->steal_now && rt->steal_grace != UINT64_MAX))
-		return true;
-	now = now_ns();
-	if (!w->steal_seen)
-		w->steal_seen = now;
-	if ((uint64_t)(now - w->steal_seen) >= rt->steal_grace)
+	if (!rt->steal_grace || grace_over(w, now_ns()))
 		return true;
 	w->steal_wake = prt__add_sat((uint64_t)w->steal_seen, rt->steal_grace);
 	return false;
@@ -414,10 +415,8 @@ static bool work_pending(struct prt__worker *w)
 	}
 	if (other)
 		found = steal_pending(w);
-	else if (!found) {
-		w->steal_seen = 0; /* nothing to take: the next sighting starts the grace */
-		w->steal_now = false;
-	}
+	else if (!found)
+		grace_reset(w);
 	/* A busy worker's timer already due: fire it (find_work), do not sleep. */
 	if (!found && rt->nworkers > 1)
 		found = prt__busy_next(w) <= prt__now_ns();

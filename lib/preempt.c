@@ -551,19 +551,17 @@ void prt__preempt_idle(struct prt__worker *w)
  */
 static bool slice_extend(struct prt__fiber *self)
 {
-	unsigned n = atomic_load_explicit(&self->nheld, memory_order_relaxed);
-
-	if (!PRT_HELD_COUNT(n))
+	if (!PRT_HELD_COUNT(atomic_load_explicit(&self->nheld, memory_order_relaxed)))
 		return false; /* nothing held */
 	/* (Set already if the handler marked a deferral: the same request.) */
-	atomic_store_explicit(&self->nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
+	prt__held_mark_owed(&self->nheld);
 	return true;
 }
 
 /* Does @self hold a fiber mutex or rwlock? */
 static bool slice_held(struct prt__fiber *self)
 {
-	return (atomic_load_explicit(&self->nheld, memory_order_relaxed) & ~PRT_HELD_SLICE_OWED) != 0;
+	return PRT_HELD_COUNT(atomic_load_explicit(&self->nheld, memory_order_relaxed)) != 0;
 }
 
 static void slice_owed_clear(struct prt__fiber *self)

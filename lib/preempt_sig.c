@@ -212,10 +212,7 @@ static void watch_slack_shrink(struct prt__worker *w)
  */
 static void mark_owed(struct prt__fiber *f)
 {
-	unsigned n = atomic_load_explicit(&f->nheld, memory_order_relaxed);
-
-	if (!(n & PRT_HELD_SLICE_OWED))
-		atomic_store_explicit(&f->nheld, n | PRT_HELD_SLICE_OWED, memory_order_relaxed);
+	prt__held_mark_owed(&f->nheld);
 }
 
 static void interrupt(struct prt__worker *w, unsigned src, void *uc)
