@@ -294,6 +294,7 @@ void prt__fiber_entry(void *from, void *data)
 
 	prt__finish_switch(from);
 	w = prt__cur_worker();
+	*w->errno_p = 0; /* a fiber starts with errno 0, as a thread does */
 	atomic_store_explicit(&w->stats.fibers_run, atomic_load_explicit(&w->stats.fibers_run, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 	fiber_exit(f, f->fn(f->arg));

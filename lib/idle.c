@@ -9,6 +9,7 @@
  * more (protocol 1), and sleeps no later than the earliest timer that
  * no other sleeper watches (protocol 2, the timer watch).
  */
+#include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <time.h>
@@ -528,6 +529,7 @@ void *prt__worker_main(void *arg)
 	bool pending = false;
 
 	prt__set_cur_worker(w);
+	w->errno_p = &errno;
 	snprintf(name, sizeof(name), "prt-w%d", w->index);
 	pthread_setname_np(pthread_self(), name);
 	prt__topo_bind_thread(&rt->topo, w->index);

@@ -107,7 +107,12 @@ struct prt__worker {
 	 * yields the thread (sched.c, prt_yield, says why).
 	 */
 	bool os_yield;
-	pthread_t thread;
+	/*
+	 * The worker thread's errno (&errno, taken at its start): a switch
+	 * keeps each fiber's errno as its own (switch.h). In the slot
+	 * before @stats, where the switch already reads.
+	 */
+	int *errno_p;
 	struct prt__wstats stats;
 	_Atomic uint64_t nspawned; /* fibers spawned from this worker */
 	_Atomic uint64_t nexited;  /* fibers that ended on this worker */
@@ -137,6 +142,7 @@ struct prt__worker {
 	long steal_seen;
 	bool steal_now;
 	uint64_t steal_wake;
+	pthread_t thread;
 };
 
 /* Set up @w's run queue, timers and idle state (worker creation). */

@@ -12,6 +12,7 @@
  */
 #include "arch/ctx.h"
 #include "sched_int.h"
+#include "worker.h"
 
 #if PRT_USE_ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -72,6 +73,13 @@ static inline void prt__switch_to(struct prt__worker *w, struct prt__fiber *prev
 				  struct prt__fiber *next, struct prt__fiber *donor)
 {
 	void *from;
+	/*
+	 * errno is the worker thread's, and the fibers that run between our
+	 * switch away and back change it: keep ours, as a thread's own, and
+	 * put it back in the errno of the thread we resume on (we may have
+	 * moved).
+	 */
+	int saved_errno = *w->errno_p;
 
 	/* acquire: pairs with the release in prt__finish_switch (next->sp is valid) */
 	if (prt__unlikely(atomic_load_explicit(&next->on_cpu, memory_order_acquire))) {
@@ -93,6 +101,7 @@ static inline void prt__switch_to(struct prt__worker *w, struct prt__fiber *prev
 	prt__tsan_switch(next);
 	from = prt__ctx_switch(&prev->sp, next->sp, prev);
 	prt__finish_switch(from);
+	*prt__cur_worker()->errno_p = saved_errno;
 }
 
 #endif

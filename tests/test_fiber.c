@@ -557,6 +557,93 @@ static void test_sleep_many_workers(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * errno is each fiber's own, as each thread's is: the fibers that run
+ * while one is switched out (a yield, a contended lock, a sleep, a park)
+ * set errno on the same worker thread, and a fiber that resumed on
+ * another worker reads that thread's errno. A new fiber starts at 0.
+ */
+#define ERRNO_FIBERS 4
+#define ERRNO_ROUNDS 2000
+static prt_mutex_t errno_mu = PRT_MUTEX_INITIALIZER;
+static atomic_int errno_bad;
+
+/*
+ * Read and write errno afresh: __errno_location() is a const function,
+ * and the compiler may keep its result across a call (README, "Errors").
+ */
+static __attribute__((noinline)) int errno_get(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+	return errno;
+}
+
+static __attribute__((noinline)) void errno_set(int e)
+{
+	__asm__ __volatile__("" ::: "memory");
+	errno = e;
+}
+
+static void *errno_child(void *a)
+{
+	(void)a;
+	return (void *)(intptr_t)errno_get();
+}
+
+static void *errno_body(void *arg)
+{
+	int mine = 1000 + (int)(intptr_t)arg;
+	prt_fiber_t child;
+	void *res = (void *)1;
+
+	if (errno_get() != 0)
+		atomic_fetch_add(&errno_bad, 1);
+	for (int i = 0; i < ERRNO_ROUNDS; i++) {
+		errno_set(mine);
+		switch (i % 4) {
+		case 0:
+			prt_yield();
+			break;
+		case 1:
+			prt_mutex_lock(&errno_mu);
+			if (errno_get() != mine)
+				atomic_fetch_add(&errno_bad, 1);
+			errno_set(mine);
+			prt_yield(); /* others block on the lock meanwhile */
+			prt_mutex_unlock(&errno_mu);
+			break;
+		case 2:
+			prt_sleep_ns(1000);
+			break;
+		default:
+			if (prt_spawn(prt_runtime_self(), &child, NULL, errno_child, NULL) ||
+			    prt_join(child, &res) || res != NULL)
+				atomic_fetch_add(&errno_bad, 1);
+			break;
+		}
+		if (errno_get() != mine)
+			atomic_fetch_add(&errno_bad, 1);
+	}
+	return NULL;
+}
+
+static void test_errno_per_fiber(void **state)
+{
+	for (int nw = 1; nw <= 2; nw++) {
+		prt_runtime_t *rt = test_rt(nw);
+		prt_fiber_t f[ERRNO_FIBERS];
+
+		(void)state;
+		atomic_store(&errno_bad, 0);
+		for (int i = 0; i < ERRNO_FIBERS; i++)
+			assert_int_equal(prt_spawn(rt, &f[i], NULL, errno_body, (void *)(intptr_t)i), 0);
+		for (int i = 0; i < ERRNO_FIBERS; i++)
+			assert_int_equal(prt_join(f[i], NULL), 0);
+		assert_int_equal(atomic_load(&errno_bad), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -573,6 +660,7 @@ int main(void)
 		cmocka_unit_test(test_join_chain),
 		cmocka_unit_test(test_sleep_order),
 		cmocka_unit_test(test_sleep_many_workers),
+		cmocka_unit_test(test_errno_per_fiber),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

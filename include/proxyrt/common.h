@@ -14,9 +14,13 @@
  *   in mutex.h) return 0 or a positive errno value (EBUSY), as the
  *   pthread calls they replace do, so code moved from pthreads keeps its
  *   checks.
- * prt_strerror() describes either sign. errno is never read or written
- * by the library: after a fiber migrates between workers a cached
- * &errno would point at another thread's copy. A call that fails has no
+ * prt_strerror() describes either sign. errno is never set by the
+ * library's calls: after a fiber migrates between workers a cached
+ * &errno would point at another thread's copy. errno is each fiber's
+ * own, as each thread's is (pthreads): a fiber starts with 0 and keeps
+ * its value across every scheduling point, on the thread it resumes
+ * on; read it afresh there (the compiler may keep &errno across a call;
+ * README, "Errors"). A call that fails has no
  * side effects. Each call's comment lists what it returns; the I/O calls
  * also pass on the errors of the syscalls they make.
  *
