@@ -634,10 +634,11 @@ static void test_capped_worker_takes_pending(void **state)
 
 #define SCALE_SPAWNERS 8
 /*
- * Per spawner: 100k fibers in all, 20k under TSan, where each costs
- * ~0.7 ms of CPU (its fiber state made and freed): 68 s of CPU for 100k.
+ * Per spawner: 100k fibers in all, 8k under TSan, where each costs
+ * ~2.4 ms (its fiber state made and freed): 48 s for 20k, a sixth of
+ * the TSan suite's time.
  */
-#define SCALE_PER (PRT_TEST_TSAN ? 2500 : 12500)
+#define SCALE_PER (PRT_TEST_TSAN ? 1000 : 12500) /* a multiple of SCALE_BATCH */
 #define SCALE_BATCH 500
 
 static atomic_long scale_sum;
@@ -709,8 +710,11 @@ static atomic_long det_count, det_spawned;
  * allocator's, which ends the process ("Failed to mmap", seen once).
  */
 #define DET_LIVE_MAX (PRT_TEST_TSAN || test_fake_stacks() ? 1000 : 10000)
-/* Per spawner thread (4 of them); fewer under TSan, which maps memory per fiber. */
-#define DET_PER (PRT_TEST_TSAN ? 5000 : 25000)
+/*
+ * Per spawner thread (4 of them); fewer under TSan, which maps memory
+ * per fiber and takes ~2.5 ms a fiber (50 s for 20000).
+ */
+#define DET_PER (PRT_TEST_TSAN ? 2500 : 25000)
 
 static void *det_body(void *arg)
 {
