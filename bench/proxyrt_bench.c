@@ -288,6 +288,7 @@ static int bench_spawn(int argc, char **argv)
 {
 	struct spawn_args a;
 	prt_runtime_t *rt;
+	uint64_t steals = 0, parks = 0;
 	int workers;
 
 	if (argc != 5)
@@ -304,10 +305,19 @@ static int bench_spawn(int argc, char **argv)
 	}
 	rt = runtime_new(workers, PRT_STACK_GUARD, 0);
 	run_driver(rt, spawn_driver, &a);
+	for (int i = 0; i < workers; i++) {
+		prt_worker_stats_t st;
+
+		check(prt_worker_stats(rt, i, &st), "prt_worker_stats");
+		steals += st.steals;
+		parks += st.parks;
+	}
 	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
 	free(a.f);
-	printf("peer=proxyrt workload=spawn_join variant=workers%d ns_per_op=%.2f ops=%ld batch=%ld workers=%d cpus=%d\n",
-	       workers, (double)a.elapsed / (double)a.n, a.n, a.batch, workers, allowed_cpus());
+	/* steals and parks over the whole run, warm-up included (per 1000 timed fibers) */
+	printf("peer=proxyrt workload=spawn_join variant=workers%d ns_per_op=%.2f ops=%ld batch=%ld workers=%d cpus=%d steals_per_k=%.1f parks_per_k=%.1f\n",
+	       workers, (double)a.elapsed / (double)a.n, a.n, a.batch, workers, allowed_cpus(),
+	       1000.0 * (double)steals / (double)a.n, 1000.0 * (double)parks / (double)a.n);
 	return 0;
 }
 

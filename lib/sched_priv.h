@@ -49,6 +49,8 @@ struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **d
 unsigned prt__fire_timers(struct prt__worker *w, struct prt__timers *h, uint64_t now);
 bool prt__wake_worker(struct prt__worker *v);
 void prt__wake_one_near(struct prt__worker *near);
+/* Wake a sleeper to steal from @near (for @f, or any fiber): sched.c. */
+void prt__wake_thief_near(struct prt__worker *near, struct prt__fiber *f);
 /*
  * The timer watch (sched.c, protocol 2): the earliest timer of the
  * workers other than @w that do not sleep; whether a sleeper other than

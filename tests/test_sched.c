@@ -77,7 +77,7 @@ struct grace_run {
 	bool wait_for_b;     /* A computes until B ran (10 s cap) instead of 30 ms */
 	int a_worker;
 	int b_worker_during; /* B's worker as A saw it when it stopped computing */
-	uint64_t idle_parks; /* parks of the worker A does not run on, while A computed */
+	bool idle_slept;     /* the worker A does not run on slept at some look while A computed */
 	bool idle_asleep;    /* that worker slept at each of 10 looks 0.1 ms apart, at the end */
 	bool ticker;         /* a fiber on the other worker sleeps 50 us in a loop meanwhile */
 	atomic_int stop_ticker;
@@ -111,11 +111,10 @@ static void *grace_b(void *arg)
 static void *grace_a(void *arg)
 {
 	struct grace_run *g = arg;
-	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull), parks;
+	uint64_t end = test_mono_ns() + (g->wait_for_b ? 10000000000ull : 30000000ull), look = 0;
 	prt_fiber_t b, t;
 
 	g->a_worker = prt_worker_index();
-	parks = parks_of(1 - g->a_worker);
 	if (g->ticker) {
 		prt_fiber_attr_t ta = test_attr(PRT_PRIO_DEFAULT, 1 - g->a_worker);
 
@@ -123,10 +122,15 @@ static void *grace_a(void *arg)
 		FIBER_CHECK(prt_spawn(prt_runtime_self(), &t, &ta, grace_ticker, g) == 0);
 	}
 	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, grace_b, g) == 0);
-	while (test_mono_ns() < end && !(g->wait_for_b && atomic_load(&g->b_worker) >= 0))
-		;
+	g->idle_slept = false;
+	for (uint64_t now; (now = test_mono_ns()) < end &&
+			   !(g->wait_for_b && atomic_load(&g->b_worker) >= 0);) {
+		if (now >= look) { /* every 1 ms */
+			g->idle_slept |= atomic_load(&prt_runtime_self()->workers[1 - g->a_worker]->sleeping) == 1;
+			look = now + 1000000;
+		}
+	}
 	g->b_worker_during = atomic_load(&g->b_worker);
-	g->idle_parks = parks_of(1 - g->a_worker) - parks;
 	if (g->ticker) {
 		atomic_store(&g->stop_ticker, 1);
 		FIBER_CHECK(prt_join(t, NULL) == 0);
@@ -183,12 +187,14 @@ static void test_steal_grace(void **state)
 	/*
 	 * Longer than an idle worker spins (50 us): it sleeps until the
 	 * grace ends (it parks), then takes B. Before, it spun for the whole
-	 * grace: work elsewhere kept it from parking.
+	 * grace: work elsewhere kept it from parking. (It may have parked
+	 * before A began, for A's own grace, and not been woken for B's:
+	 * so looked at while A computes, not counted from A's start.)
 	 */
 	grace_case(100000000, NULL, true, &g);
 	assert_int_not_equal(g.b_worker_during, -1);
 	assert_int_not_equal(g.b_worker_during, g.a_worker);
-	assert_true(g.idle_parks >= 1);
+	assert_true(g.idle_slept);
 	/*
 	 * Never: B waits for A's worker, however long A computes; the idle
 	 * one sleeps meanwhile (before, it spun, parked and found B's work
@@ -333,6 +339,146 @@ static void test_no_stranded_fiber(void **state)
 				(unsigned long long)graces[i], strand.capped);
 		assert_int_equal(strand.capped, 0);
 	}
+}
+
+/* A cooperative 2-worker runtime with steal grace @grace (ns), the environment's overrides unset. */
+static prt_runtime_t *grace_rt(uint64_t grace)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.preempt_quantum_ns = 0;
+	cfg.steal_grace_ns = grace;
+	unsetenv("PRT_STEAL_GRACE_NS");
+	unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* the hogs keep their workers */
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
+/*
+ * What a thief takes (idle.c, steal_from): fibers that never ran first,
+ * the newest first; one that ran only when no such fiber is left.
+ * Cooperative, 2 workers, a 20 ms grace. D spawns H and yields; H, on
+ * D's worker, spawns F0..F2 (queued behind D) and computes until D runs
+ * again (capped at 10 s). The idle worker takes F2 and F1 (half of the
+ * 4 queued), then F0, then D. Before, it took D and F0 first: D ran
+ * first, and on the thief (its data left behind: W2 ran each batch of
+ * spawns on the other CPU so).
+ */
+static struct {
+	atomic_int seq, d_back;
+	int h_worker, d_seq, capped;
+	int f_seq[3], f_worker[3];
+	prt_fiber_t f[3];
+} fresh;
+
+static void *fresh_f(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+
+	fresh.f_worker[i] = prt_worker_index();
+	fresh.f_seq[i] = atomic_fetch_add(&fresh.seq, 1);
+	return NULL;
+}
+
+static void *fresh_h(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 10000000000ull;
+
+	(void)arg;
+	fresh.h_worker = prt_worker_index();
+	for (int i = 0; i < 3; i++)
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &fresh.f[i], NULL, fresh_f,
+				      (void *)(intptr_t)i) == 0);
+	while (!atomic_load(&fresh.d_back))
+		if (test_mono_ns() > cap) {
+			fresh.capped = 1;
+			break;
+		}
+	return NULL;
+}
+
+static void *fresh_d(void *arg)
+{
+	prt_fiber_t h;
+
+	(void)arg;
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &h, NULL, fresh_h, NULL) == 0);
+	FIBER_CHECK(prt_yield() == 0); /* H runs; D waits behind it, then behind F0..F2 */
+	fresh.d_seq = atomic_fetch_add(&fresh.seq, 1);
+	atomic_store(&fresh.d_back, 1);
+	FIBER_CHECK(prt_join(h, NULL) == 0);
+	for (int i = 0; i < 3; i++)
+		FIBER_CHECK(prt_join(fresh.f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_steal_fresh_first(void **state)
+{
+	prt_runtime_t *rt = grace_rt(20000000);
+
+	(void)state;
+	memset(&fresh, 0, sizeof(fresh));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, fresh_d, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(fresh.capped, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_not_equal(fresh.f_worker[i], fresh.h_worker); /* all stolen */
+	assert_int_equal(fresh.f_seq[1], 0); /* newest first, each steal run in queue order */
+	assert_int_equal(fresh.f_seq[2], 1);
+	assert_int_equal(fresh.f_seq[0], 2);
+	assert_int_equal(fresh.d_seq, 3); /* the fiber that ran before: last */
+}
+
+/*
+ * An idle worker that sleeps until a steal grace ends (it saw work it
+ * may take, idle.c, steal_pending) is not woken for each fiber queued on
+ * the busy worker meanwhile: woken, it could take nothing sooner, and
+ * each wake is a system call of the busy worker's. Cooperative, 2
+ * workers, a 10 s grace: A computes and spawns 100 fibers, one every
+ * 200 us. Before, each spawn woke the idle worker, which spun 50 us and
+ * parked again: ~100 parks; now it parks once or twice.
+ */
+#define WAKE_SPAWNS 100
+static struct {
+	int a_worker;
+	uint64_t idle_parks;
+} grace_sleep;
+
+static void *grace_sleep_a(void *arg)
+{
+	prt_fiber_t f[WAKE_SPAWNS];
+	uint64_t parks;
+
+	(void)arg;
+	grace_sleep.a_worker = prt_worker_index();
+	parks = parks_of(1 - grace_sleep.a_worker);
+	for (int i = 0; i < WAKE_SPAWNS; i++) {
+		uint64_t t = test_mono_ns() + 200000;
+
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[i], NULL, fresh_f, (void *)(intptr_t)0) == 0);
+		while (test_mono_ns() < t)
+			;
+	}
+	grace_sleep.idle_parks = parks_of(1 - grace_sleep.a_worker) - parks;
+	for (int i = 0; i < WAKE_SPAWNS; i++)
+		FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_grace_sleeper_not_woken(void **state)
+{
+	prt_runtime_t *rt = grace_rt(10000000000ull);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, grace_sleep_a, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	if (grace_sleep.idle_parks >= 10)
+		fprintf(stderr, "  the idle worker parked %llu times\n",
+			(unsigned long long)grace_sleep.idle_parks);
+	assert_true(grace_sleep.idle_parks < 10);
 }
 
 /* ---- affinity is respected, also under stealing and changes ---- */
@@ -1331,6 +1477,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idle_worker_steals),
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
+		cmocka_unit_test(test_steal_fresh_first),
+		cmocka_unit_test(test_grace_sleeper_not_woken),
 		cmocka_unit_test(test_affinity_respected),
 		cmocka_unit_test(test_affinity_respected_many_workers),
 		cmocka_unit_test(test_affinity_errors),
