@@ -360,10 +360,11 @@ static prt_runtime_t *grace_rt(uint64_t grace)
 /*
  * What a thief takes (idle.c, steal_from): fibers that never ran first,
  * the newest first; one that ran only when no such fiber is left.
- * Cooperative, 2 workers, a 20 ms grace. D spawns H and yields; H, on
- * D's worker, spawns F0..F2 (queued behind D) and computes until D runs
- * again (capped at 10 s). The idle worker takes F2 and F1 (half of the
- * 4 queued), then F0, then D. Before, it took D and F0 first: D ran
+ * Cooperative, 2 workers, a 100 ms grace (H spawns all three well
+ * within it, also under TSan, where a spawn takes ~2.5 ms). D spawns H
+ * and yields; H, on D's worker, spawns F0..F2 (queued behind D) and
+ * computes until D runs again (capped at 10 s). The idle worker takes
+ * F2 and F1 (half of the 4 queued), then F0, then D. Before, it took D and F0 first: D ran
  * first, and on the thief (its data left behind: W2 ran each batch of
  * spawns on the other CPU so).
  */
@@ -417,7 +418,7 @@ static void *fresh_d(void *arg)
 
 static void test_steal_fresh_first(void **state)
 {
-	prt_runtime_t *rt = grace_rt(20000000);
+	prt_runtime_t *rt = grace_rt(100000000);
 
 	(void)state;
 	memset(&fresh, 0, sizeof(fresh));
