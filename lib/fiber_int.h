@@ -99,9 +99,15 @@ struct prt__fiber {
 	 * thread (relaxed; the same thread, ordered by signal fences).
 	 */
 	atomic_uint preempt_count;
-	int kind;                         /* PRT_FK_* */
+	uint8_t kind;                     /* PRT_FK_* */
 	/* Affinity: allowed workers; aff_all when every worker is allowed. */
 	atomic_bool aff_all;
+	/*
+	 * When a thief first passed over this fiber, queued, as one that ran
+	 * (idle.c, steal_from; its clock in units of 1024 ns, 0 = not yet);
+	 * reset as it is queued. Under the rq lock of its queue.
+	 */
+	uint32_t steal_mark;
 	_Atomic uint64_t aff[PRT_MAX_WORKERS / 64];
 	struct prt__worker *last_worker;  /* where it last ran; owner-written */
 	struct prt_runtime *rt;

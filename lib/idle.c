@@ -43,27 +43,62 @@ static inline bool may_steal(struct prt__worker *w, struct prt__fiber *f)
 	       !atomic_load_explicit(&f->blocked_on, memory_order_relaxed) && !f->preempted;
 }
 
+/* Move every entry of @from to the tail of @to, in order. */
+static void list_append(struct prt__list *to, struct prt__list *from)
+{
+	while (!prt__list_empty(from)) {
+		struct prt__list *n = from->next;
+
+		prt__list_del(n);
+		prt__list_add_tail(to, n);
+	}
+}
+
 /*
- * Take up to half of @v's queue (PRT_STEAL_SCAN entries looked at, at
- * most), highest priority first, skipping fibers that may not run on @w
+ * A fiber that ran before is hot for this long after a thief first
+ * passed over it, queued: its data is in its worker's cache, and that
+ * worker is likely to run it soon. Linux's sched_migration_cost (500 us)
+ * plays this part in its balancer (task_hot).
+ */
+#define PRT_STEAL_HOT_NS 500000
+
+/* now_ns in 1024 ns units, never 0 (0 = not marked) */
+static uint32_t steal_clock(void)
+{
+	uint32_t t = (uint32_t)(prt__now_ns() >> 10);
+
+	return t ? t : 1;
+}
+
+/*
+ * Take up to half of @v's queue, skipping fibers that may not run on @w
  * and fibers blocked on a mutex (docs/design.md: they stay where proxy
- * execution finds them). Fibers that have never run are taken first,
- * and fibers that ran only if there are none: what a fiber that ran
- * before uses is in @v's cache (Linux's load balancer leaves cache-hot
- * tasks so, can_migrate_task). A spawner that waits in @v's queue behind
- * what it spawned (woken by its first join) then stays, with its data:
- * taken with its children, it ran its next 1000 spawns on the thief's
- * CPU, away from its stacks and descriptors (W2, spawn and join on 2
- * workers: 250 -> 190 ns, with the next rule). Within a level, the
- * newest first (the tail, as Linux's detach_tasks): the oldest are what
- * @v runs next, and what a joiner joining in spawn order waits for
- * first. Returns the first taken, queues the rest on @w in @v's order.
+ * execution finds them). Returns the first taken, and queues the rest on
+ * @w, highest level first, each level in @v's order.
+ *
+ * Levels are taken highest first, and a lower one only once nothing of
+ * a higher one that @w may take is left. Within a level, two looks, of
+ * PRT_STEAL_SCAN entries at most each:
+ * - From the tail, fibers that have never run, the newest first:
+ *   nothing of theirs is in @v's cache yet, and the oldest are what @v
+ *   runs next, and what a joiner joining in spawn order waits for first.
+ * - From the head, fibers that ran before, the oldest first: only the
+ *   cold ones (passed over by a thief PRT_STEAL_HOT_NS ago or more), or
+ *   any fiber if the first look took none. A fiber that ran has its
+ *   data in @v's cache (Linux's balancer leaves cache-hot tasks so,
+ *   task_hot); the first pass-over starts its clock.
+ * W2 (spawn 1000, join them; 2 workers) showed why: the spawner's first
+ * join wakes it at the tail of its own queue, behind what it spawned,
+ * and a thief took it with its half about once a batch: each next batch
+ * of spawns ran on the other CPU, away from the spawner's handles,
+ * stacks and descriptors.
  */
 static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *v, bool wait)
 {
-	struct prt__list got;
+	struct prt__list got, cold, fresh;
 	struct prt__fiber *first = NULL;
 	unsigned quota, n = 0;
+	uint32_t now = 0;
 
 	/* Nothing, or only donors (a stale hint costs a missed steal, never a fiber). */
 	if (!atomic_load_explicit(&v->rq.stealable, memory_order_relaxed))
@@ -74,28 +109,60 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 		return NULL;
 	prt__list_init(&got);
 	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
-	/* Pass 0: fibers that never ran; pass 1, if it took none: any. */
-	for (int pass = 0; pass < 2 && !n; pass++) {
-		unsigned scanned = 0;
+	for (uint32_t bm = v->rq.bitmap; bm && n < quota; bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it, *nx, *newer = &fresh;
+		unsigned scanned = 0, took = 0;
+		bool left = false; /* something here @w may take is left behind */
 
-		for (uint32_t bm = v->rq.bitmap; bm && n < quota && scanned < PRT_STEAL_SCAN;
-		     bm &= ~(1u << prt__rq_top(bm))) {
-			struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it = h->prev, *nx;
-			struct prt__list *newer = &got; /* each goes in before the one taken last */
+		prt__list_init(&fresh);
+		prt__list_init(&cold);
+		for (it = h->prev; it != h && n < quota; it = nx) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
 
-			for (; it != h && n < quota && scanned < PRT_STEAL_SCAN; it = nx) {
-				struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
-
-				nx = it->prev;
-				scanned++;
-				if (!may_steal(w, f) || (pass == 0 && PRT_READ_ONCE(f->last_worker)))
-					continue;
-				prt__rq_del(v, f);
-				prt__list_add_tail(newer, &f->rq_node);
-				newer = &f->rq_node;
-				n++;
+			if (scanned++ == PRT_STEAL_SCAN) {
+				left = true;
+				break;
 			}
+			nx = it->prev;
+			if (!may_steal(w, f) || PRT_READ_ONCE(f->last_worker))
+				continue;
+			prt__rq_del(v, f);
+			prt__list_add_tail(newer, &f->rq_node); /* before the newer one taken last */
+			newer = &f->rq_node;
+			n++;
+			took++;
 		}
+		scanned = 0;
+		for (it = h->next; it != h && n < quota; it = nx) {
+			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
+
+			if (scanned++ == PRT_STEAL_SCAN) {
+				left = true;
+				break;
+			}
+			nx = it->next;
+			if (!may_steal(w, f))
+				continue;
+			if (took && PRT_READ_ONCE(f->last_worker)) {
+				if (!now)
+					now = steal_clock();
+				if (!f->steal_mark)
+					f->steal_mark = now;
+				if ((uint64_t)(uint32_t)(now - f->steal_mark) << 10 < PRT_STEAL_HOT_NS) {
+					left = true; /* hot: it stays */
+					continue;
+				}
+			} else if (took) {
+				continue; /* never ran: the first look's to take */
+			}
+			prt__rq_del(v, f);
+			prt__list_add_tail(&cold, &f->rq_node);
+			n++;
+		}
+		list_append(&got, &cold);
+		list_append(&got, &fresh);
+		if (left)
+			break; /* not below what is left here */
 	}
 	/* Only donors (or nothing) left: thieves need not look until an edit sets it again. */
 	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==

@@ -164,6 +164,7 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
 
 	f->rq_prio = p;
+	f->steal_mark = 0;
 	if (head)
 		prt__list_add_head(&w->rq.level[p], &f->rq_node);
 	else

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <proxyrt/sem.h>
+
 #include "fault.h"
 #include "test_common.h"
 #include "worker.h"
@@ -431,6 +433,131 @@ static void test_steal_fresh_first(void **state)
 	assert_int_equal(fresh.f_seq[2], 1);
 	assert_int_equal(fresh.f_seq[0], 2);
 	assert_int_equal(fresh.d_seq, 3); /* the fiber that ran before: last */
+}
+
+/*
+ * What a thief must still take, whatever order it takes fibers in (a
+ * review's reproducers): the highest level first, fibers that ran too,
+ * and fibers past the first look's window. Cooperative, 2 workers; H,
+ * on worker A, computes until S has run (capped at 10 s) while S waits
+ * in A's queue:
+ * - prio: S (level 30, it ran) and 200 never-run fibers at level 0;
+ *   S must run before any of them. Before, the first look took the
+ *   never-run ones of every level first: S ran after all 200.
+ * - stream: S (it ran) ahead of 256 never-run fibers, which H keeps
+ *   queued (one more for each that runs); S must run. Before, it waited
+ *   for H's whole run (the cap).
+ * - window: S (never ran) ahead of 70 fibers pinned to A; S must run.
+ *   Before, a look from the tail saw the pinned ones only, while the
+ *   idle worker, which counted S, never slept (the cap).
+ */
+enum { ORDER_PRIO, ORDER_STREAM, ORDER_WINDOW };
+#define ORDER_LOWS 200
+#define ORDER_STREAM_N 256
+#define ORDER_PINNED 70
+static struct {
+	int which, capped;
+	prt_sem_t sem;
+	atomic_int s_ran, lows_run, lows_before_s, want;
+} ord;
+
+static void *order_low(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&ord.lows_run, 1);
+	if (ord.which == ORDER_STREAM)
+		atomic_fetch_add(&ord.want, 1); /* H queues another */
+	return NULL;
+}
+
+static void *order_s(void *arg)
+{
+	(void)arg;
+	if (ord.which == ORDER_PRIO)
+		FIBER_CHECK(prt_sem_wait(&ord.sem) == 0); /* ran; woken onto A's queue at 30 */
+	else if (ord.which == ORDER_STREAM)
+		FIBER_CHECK(prt_yield() == 0); /* ran; back in A's queue, H runs */
+	atomic_store(&ord.lows_before_s, atomic_load(&ord.lows_run));
+	atomic_store(&ord.s_ran, 1);
+	return NULL;
+}
+
+static void *order_h(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 10000000000ull;
+	prt_fiber_attr_t a, low;
+	prt_fiber_t s, f[ORDER_LOWS > ORDER_PINNED ? ORDER_LOWS : ORDER_PINNED];
+	int nf = 0;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	prt_fiber_attr_init(&low);
+	low.flags = PRT_FIBER_DETACHED;
+	if (ord.which == ORDER_PRIO)
+		a.priority = 30;
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &s, &a, order_s, NULL) == 0);
+	switch (ord.which) {
+	case ORDER_PRIO:
+		FIBER_CHECK(prt_yield() == 0); /* S runs and waits */
+		FIBER_CHECK(prt_sem_post(&ord.sem) == 0);
+		low.flags = 0;
+		low.priority = 0;
+		for (nf = 0; nf < ORDER_LOWS; nf++)
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[nf], &low, order_low, NULL) == 0);
+		break;
+	case ORDER_STREAM:
+		FIBER_CHECK(prt_yield() == 0); /* S runs and yields back */
+		atomic_store(&ord.want, ORDER_STREAM_N);
+		break;
+	default:
+		low.flags = 0;
+		low.has_affinity = 1;
+		prt_workerset_zero(&low.affinity);
+		prt_workerset_add(&low.affinity, prt_worker_index());
+		for (nf = 0; nf < ORDER_PINNED; nf++)
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[nf], &low, order_low, NULL) == 0);
+		break;
+	}
+	while (!atomic_load(&ord.s_ran)) {
+		if (test_mono_ns() > cap) {
+			ord.capped = 1;
+			break;
+		}
+		if (atomic_load(&ord.want) > 0) {
+			prt_fiber_t g;
+
+			atomic_fetch_sub(&ord.want, 1);
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &g, &low, order_low, NULL) == 0);
+		}
+	}
+	atomic_store(&ord.want, -1000000000); /* stream: no more */
+	FIBER_CHECK(prt_join(s, NULL) == 0);
+	for (int i = 0; i < nf; i++)
+		FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_steal_order_leaves_nothing(void **state)
+{
+	static const char *const names[] = { "prio", "stream", "window" };
+
+	(void)state;
+	for (int which = ORDER_PRIO; which <= ORDER_WINDOW; which++) {
+		prt_runtime_t *rt = grace_rt(2000000);
+
+		memset(&ord, 0, sizeof(ord));
+		ord.which = which;
+		assert_int_equal(prt_sem_init(&ord.sem, 0), 0);
+		assert_null(test_run_in(rt, 16, order_h, NULL));
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		prt_sem_destroy(&ord.sem);
+		if (ord.capped || (which == ORDER_PRIO && ord.lows_before_s))
+			fprintf(stderr, "  %s: S capped %d, ran after %d of the others\n", names[which],
+				ord.capped, ord.lows_before_s);
+		assert_int_equal(ord.capped, 0);
+		if (which == ORDER_PRIO)
+			assert_int_equal(ord.lows_before_s, 0);
+	}
 }
 
 /*
@@ -1479,6 +1606,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
+		cmocka_unit_test(test_steal_order_leaves_nothing),
 		cmocka_unit_test(test_grace_sleeper_not_woken),
 		cmocka_unit_test(test_affinity_respected),
 		cmocka_unit_test(test_affinity_respected_many_workers),
