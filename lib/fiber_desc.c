@@ -68,7 +68,12 @@ static struct desc_chunk *chunk_get(void)
 		prt__fault_track(PRT_FAULT_ALLOC, 1); /* a runtime's again: see ..._release */
 		return c;
 	}
-	c = prt__alloc_aligned(sizeof(*c), 64);
+	{
+		int saved = errno; /* the allocator's ENOMEM is not the caller's (prt__sys_ret) */
+
+		c = prt__alloc_aligned(sizeof(*c), 64);
+		errno = saved;
+	}
 	if (c)
 		memset(c, 0, sizeof(*c));
 	return c;

@@ -361,10 +361,10 @@ void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 void prt__io_kick_evfd(struct prt__worker *v)
 {
 	uint64_t one = 1;
+	int saved = errno;
 
-	if (write(v->io.evfd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is saturated, so a wake is pending anyway */
-	}
+	/* -EAGAIN: the counter is saturated, so a wake is pending anyway */
+	prt__sys_ret(write(v->io.evfd, &one, sizeof(one)), saved);
 }
 
 /*
@@ -402,6 +402,7 @@ static const char *const op_names[] = { "read", "write", "readv", "writev",
 /* The syscall itself, without blocking if @nb; -errno on failure. */
 long prt__io_sys(const struct prt__ioargs *a, bool nb)
 {
+	int saved = errno;
 	long n = -1;
 
 	switch (a->op) {
@@ -430,7 +431,7 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
 		n = connect(a->fd, a->addr, a->alen);
 		break;
 	}
-	return n < 0 ? -errno : n;
+	return prt__sys_ret(n, saved);
 }
 
 /* ---- plain threads ----------------------------------------------------------------- */
@@ -444,7 +445,7 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	struct pollfd p = { .fd = fd, .events = events };
-	int n;
+	int n, saved = errno, err;
 
 	for (;;) {
 		int ms = -1;
@@ -458,10 +459,12 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 			ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
 		n = poll(&p, 1, ms);
+		err = errno;
+		errno = saved;
 		if (n > 0)
 			return p.revents;
-		if (n < 0 && errno != EINTR)
-			return -errno;
+		if (n < 0 && err != EINTR)
+			return -err;
 	}
 }
 
@@ -476,15 +479,15 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 long prt__io_write_nosigpipe(const struct prt__ioargs *a)
 {
 	struct msghdr mh = { .msg_iov = (struct iovec *)a->iov, .msg_iovlen = (size_t)a->iovcnt };
+	int saved = errno;
 	long n;
 
 	if (a->op == PRT_OP_WRITEV && a->iovcnt > IOV_MAX)
 		return prt__io_sys(a, false); /* writev's EINVAL, not sendmsg's EMSGSIZE */
-	n = a->op == PRT_OP_WRITE ? send(a->fd, a->buf, a->n, MSG_NOSIGNAL)
-				  : sendmsg(a->fd, &mh, MSG_NOSIGNAL);
-	if (n >= 0)
-		return n;
-	return errno == ENOTSOCK ? prt__io_sys(a, false) : -errno;
+	n = prt__sys_ret(a->op == PRT_OP_WRITE ? send(a->fd, a->buf, a->n, MSG_NOSIGNAL)
+					       : sendmsg(a->fd, &mh, MSG_NOSIGNAL),
+			 saved);
+	return n == -ENOTSOCK ? prt__io_sys(a, false) : n;
 }
 
 /* The call on a plain thread: poll(2) first for a timeout, then the syscall. */
@@ -711,8 +714,11 @@ PRT_API int prt_close(int fd)
 
 	if (fd < 0)
 		return -EBADF;
-	if (!w)
-		return close(fd) < 0 ? -errno : 0;
+	if (!w) {
+		int saved = errno;
+
+		return (int)prt__sys_ret(close(fd), saved);
+	}
 	cancel_fd(w, fd);
 	w = prt__cur_worker();
 	return w->io.ops->close(w, fd);

@@ -86,14 +86,15 @@ static int ep_arm(struct prt__worker *w, int fd)
 {
 	struct epoll_event ev = { .events = EPOLLONESHOT | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
 
-	for (struct prt__ioreq *r = w->io.bucket[bucket_of(fd)]; r; r = r->next)
-		if (r->fd == fd)
-			ev.events |= r->events;
-	if (epoll_ctl(w->io.epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
-		return 0;
-	if (errno == ENOENT && epoll_ctl(w->io.epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-		return 0;
-	return -errno;
+	int saved = errno, r;
+
+	for (struct prt__ioreq *q = w->io.bucket[bucket_of(fd)]; q; q = q->next)
+		if (q->fd == fd)
+			ev.events |= q->events;
+	r = (int)prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_MOD, fd, &ev), saved);
+	if (r == -ENOENT)
+		r = (int)prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_ADD, fd, &ev), saved);
+	return r;
 }
 
 /* Take every waiter of @fd off @w's table, ending each with @res (0: retry). */
@@ -180,8 +181,10 @@ static int ep_cancel(struct prt__worker *w, struct prt__iocmd *c)
 	while (c) {
 		struct prt__iocmd *next = c->next; /* @c is gone once acked */
 
+		int saved = errno;
+
 		woken += ep_release(w, c->fd, -ECANCELED);
-		epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL), saved);
 		prt__io_cmd_ack(c);
 		c = next;
 	}
@@ -253,12 +256,12 @@ static bool ep_kick(struct prt__worker *me, struct prt__worker *v)
 /* Make @fd O_NONBLOCK (as the epoll backend needs; the README says so): 0 or -errno. */
 static int set_nonblock(int fd)
 {
-	int fl = fcntl(fd, F_GETFL);
+	int saved = errno, fl = (int)prt__sys_ret(fcntl(fd, F_GETFL), saved);
 
 	if (fl < 0)
-		return -errno;
-	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return -errno;
+		return fl;
+	if (!(fl & O_NONBLOCK))
+		return (int)prt__sys_ret(fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0, saved);
 	return 0;
 }
 
@@ -360,10 +363,10 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = events };
 		uint32_t ev = 0;
-		int err;
+		int err = errno;
 
-		if (poll(&p, 1, 0) < 0)
-			return -errno;
+		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), err)) < 0)
+			return err;
 		if (p.revents)
 			return p.revents;
 		ev |= (events & POLLIN) ? EPOLLIN : 0;
@@ -378,15 +381,19 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 /* shutdown(2) never blocks. */
 static int ep_shutdown(struct prt__worker *w, int fd, int how)
 {
+	int saved = errno;
+
 	(void)w;
-	return shutdown(fd, how) < 0 ? -errno : 0;
+	return (int)prt__sys_ret(shutdown(fd, how), saved);
 }
 
 /* close(2); the fd's waiters were cancelled. */
 static int ep_close(struct prt__worker *w, int fd)
 {
+	int saved = errno;
+
 	(void)w;
-	return close(fd) < 0 ? -errno : 0;
+	return (int)prt__sys_ret(close(fd), saved);
 }
 
 const struct prt__io_backend prt__io_epoll = {

@@ -872,12 +872,14 @@ static bool time_left(uint64_t deadline, uint64_t *tmo)
 static long fifo_wait_writer(struct prt__worker *w, int fd, uint64_t deadline)
 {
 	uint64_t tmo;
+	int saved;
 	long r;
 
 	r = time_left(deadline, &tmo) ? ur_poll(w, fd, POLLIN, tmo) : -ETIMEDOUT;
 	if (r >= 0)
 		return fd;
-	close(fd);
+	saved = errno;
+	prt__sys_ret(close(fd), saved); /* errno as it was */
 	return r;
 }
 

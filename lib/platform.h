@@ -97,21 +97,36 @@ static inline void prt__spin_unlock(prt__spinlock_t *l)
 	atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/*
+ * The result of a system call made for a caller, with the caller's errno
+ * put back (@saved, read before the call): the library never sets errno
+ * (README, "Errors"), which is each fiber's own (switch.h). @r as the
+ * call returned it; returns @r, or -errno if @r < 0.
+ */
+static inline long prt__sys_ret(long r, int saved)
+{
+	if (r < 0)
+		r = -errno;
+	errno = saved;
+	return r;
+}
+
 static inline int prt__futex_wait(atomic_uint *addr, unsigned val)
 {
-	if (syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0) == 0)
-		return 0;
-	return -errno;
+	int saved = errno;
+
+	return (int)prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0),
+				 saved);
 }
 
 /* Like prt__futex_wait, giving up after @ns nanoseconds (-ETIMEDOUT). */
 static inline int prt__futex_wait_ns(atomic_uint *addr, unsigned val, uint64_t ns)
 {
 	struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+	int saved = errno;
 
-	if (syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0) == 0)
-		return 0;
-	return -errno;
+	return (int)prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0),
+				 saved);
 }
 
 /*
@@ -128,7 +143,9 @@ static inline size_t prt__page_round_sat(size_t n, size_t page)
 
 static inline void prt__futex_wake(atomic_uint *addr, int n)
 {
-	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+	int saved = errno;
+
+	prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0), saved);
 }
 
 /* Doubly linked circular list with a sentinel head (libuv queue.h style). */

@@ -252,6 +252,8 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 	bool canary = rt->stack_kind == PRT_STACK_CANARY;
 	int err;
 
+	int saved;
+
 	size = size ? prt__page_round_sat(size, page_size()) : rt->stack_size;
 	if (size == rt->stack_size && w) {
 		if (!w->stacks.nwarm)
@@ -260,10 +262,14 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 			*out = w->stacks.warm[--w->stacks.nwarm];
 			return 0;
 		}
-		if (canary)
-			return canary_slab_get(rt, w, out);
 	}
-	err = canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
+	/* A new mapping: its calls' errno (mmap, mprotect, hwloc's mbind) is not the caller's. */
+	saved = errno;
+	if (size == rt->stack_size && w && canary)
+		err = canary_slab_get(rt, w, out);
+	else
+		err = canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
+	errno = saved;
 	if (!err && size == rt->stack_size)
 		out->flags |= PRT_STK_POOLED;
 	return err;

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -255,6 +256,23 @@ static inline void test_stress_preempt_report(prt_runtime_t *rt, const char *lab
 		if (must_preempt)
 			assert_true(n > 0);
 	}
+}
+
+/*
+ * Read and write errno afresh: __errno_location() is a const function,
+ * and the compiler may keep its result across a call, after which a
+ * fiber may run on another thread (README, "Errors").
+ */
+static __attribute__((noinline, unused)) int test_errno_get(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+	return errno;
+}
+
+static __attribute__((noinline, unused)) void test_errno_set(int e)
+{
+	__asm__ __volatile__("" ::: "memory");
+	errno = e;
 }
 
 #endif

@@ -568,26 +568,10 @@ static void test_sleep_many_workers(void **state)
 static prt_mutex_t errno_mu = PRT_MUTEX_INITIALIZER;
 static atomic_int errno_bad;
 
-/*
- * Read and write errno afresh: __errno_location() is a const function,
- * and the compiler may keep its result across a call (README, "Errors").
- */
-static __attribute__((noinline)) int errno_get(void)
-{
-	__asm__ __volatile__("" ::: "memory");
-	return errno;
-}
-
-static __attribute__((noinline)) void errno_set(int e)
-{
-	__asm__ __volatile__("" ::: "memory");
-	errno = e;
-}
-
 static void *errno_child(void *a)
 {
 	(void)a;
-	return (void *)(intptr_t)errno_get();
+	return (void *)(intptr_t)test_errno_get();
 }
 
 static void *errno_body(void *arg)
@@ -596,19 +580,19 @@ static void *errno_body(void *arg)
 	prt_fiber_t child;
 	void *res = (void *)1;
 
-	if (errno_get() != 0)
+	if (test_errno_get() != 0)
 		atomic_fetch_add(&errno_bad, 1);
 	for (int i = 0; i < ERRNO_ROUNDS; i++) {
-		errno_set(mine);
+		test_errno_set(mine);
 		switch (i % 4) {
 		case 0:
 			prt_yield();
 			break;
 		case 1:
 			prt_mutex_lock(&errno_mu);
-			if (errno_get() != mine)
+			if (test_errno_get() != mine)
 				atomic_fetch_add(&errno_bad, 1);
-			errno_set(mine);
+			test_errno_set(mine);
 			prt_yield(); /* others block on the lock meanwhile */
 			prt_mutex_unlock(&errno_mu);
 			break;
@@ -621,10 +605,27 @@ static void *errno_body(void *arg)
 				atomic_fetch_add(&errno_bad, 1);
 			break;
 		}
-		if (errno_get() != mine)
+		if (test_errno_get() != mine)
 			atomic_fetch_add(&errno_bad, 1);
 	}
 	return NULL;
+}
+
+/* A plain thread that locks errno_mu while another does: its errno stays its own. */
+static void *errno_thread(void *arg)
+{
+	intptr_t bad = 0;
+
+	(void)arg;
+	for (int i = 0; i < 20000; i++) {
+		test_errno_set(4300);
+		if (prt_mutex_lock(&errno_mu))
+			bad++;
+		bad += test_errno_get() != 4300;
+		if (prt_mutex_unlock(&errno_mu))
+			bad++;
+	}
+	return (void *)bad;
 }
 
 static void test_errno_per_fiber(void **state)
@@ -640,6 +641,31 @@ static void test_errno_per_fiber(void **state)
 		for (int i = 0; i < ERRNO_FIBERS; i++)
 			assert_int_equal(prt_join(f[i], NULL), 0);
 		assert_int_equal(atomic_load(&errno_bad), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+	{
+		/*
+		 * Nor do the library's calls on a plain thread set it: a spawn
+		 * that fails (its mmap's ENOMEM), mutexes that wait (the futex's
+		 * EAGAIN when the word changed first).
+		 */
+		prt_runtime_t *rt = test_rt(1);
+		prt_fiber_attr_t a;
+		pthread_t t[2];
+		prt_fiber_t f;
+		void *bad;
+
+		prt_fiber_attr_init(&a);
+		a.stack_size = SIZE_MAX / 2;
+		test_errno_set(4299);
+		assert_int_equal(prt_spawn(rt, &f, &a, errno_child, NULL), -ENOMEM);
+		assert_int_equal(test_errno_get(), 4299);
+		for (int i = 0; i < 2; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, errno_thread, NULL), 0);
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(pthread_join(t[i], &bad), 0);
+			assert_null(bad);
+		}
 		assert_int_equal(prt_runtime_destroy(rt), 0);
 	}
 }

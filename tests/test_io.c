@@ -660,6 +660,60 @@ static void test_fiber_bad_input(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * The library never sets errno (README, "Errors"): after a read that
+ * waited (the epoll backend left the ENOENT of its epoll_ctl MOD before
+ * the ADD there, and the EAGAIN of the first try), a read that failed,
+ * a sleep, and a plain thread's read that timed out in poll(2), errno is
+ * what the caller set before each. (A review: 2, ENOENT, on epoll.)
+ */
+static int errno_pipe[2];
+
+static void *errno_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_sleep_ns(2000000) == 0);
+	return (void *)(intptr_t)prt_write(errno_pipe[1], "x", 1);
+}
+
+static void *errno_reader(void *arg)
+{
+	intptr_t bad = 0;
+	prt_fiber_t w;
+	void *res;
+	char c;
+
+	(void)arg;
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &w, NULL, errno_writer, NULL) == 0);
+	test_errno_set(4242);
+	FIBER_CHECK(prt_read(errno_pipe[0], &c, 1) == 1);
+	bad += test_errno_get() != 4242;
+	test_errno_set(4243);
+	FIBER_CHECK(prt_read(errno_pipe[1], &c, 1) < 0); /* the write end */
+	bad += test_errno_get() != 4243;
+	test_errno_set(4244);
+	FIBER_CHECK(prt_sleep_ns(1000) == 0);
+	bad += test_errno_get() != 4244;
+	FIBER_CHECK(prt_join(w, &res) == 0 && res == (void *)1);
+	return (void *)bad;
+}
+
+static void test_errno_kept(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	char c;
+
+	(void)state;
+	assert_int_equal(pipe2(errno_pipe, O_CLOEXEC), 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, errno_reader, NULL));
+	test_errno_set(4245);
+	assert_int_equal(prt_read_timeout(errno_pipe[0], &c, 1, 1000000), -ETIMEDOUT);
+	assert_int_equal(test_errno_get(), 4245);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	close(errno_pipe[0]);
+	close(errno_pipe[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -673,6 +727,7 @@ int main(void)
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
+		cmocka_unit_test(test_errno_kept),
 	};
 	int fails = 0;
 
