@@ -429,12 +429,13 @@ static int dump(struct prt_runtime *rt, int fd)
 PRT_API int prt_runtime_dump(prt_runtime_t *rt, int fd)
 {
 	bool ref;
-	int err;
+	int err, saved = prt__errno_get(); /* its writes' (send first: ENOTSOCK) are not the caller's */
 
 	if (fd < 0 || !prt__rt_enter(rt, &ref))
 		return -EINVAL;
 	err = dump(rt, fd);
 	if (ref)
 		prt__rt_put(rt);
+	prt__errno_set(saved);
 	return err;
 }

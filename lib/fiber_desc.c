@@ -69,10 +69,10 @@ static struct desc_chunk *chunk_get(void)
 		return c;
 	}
 	{
-		int saved = errno; /* the allocator's ENOMEM is not the caller's (prt__sys_ret) */
+		int saved = prt__errno_get(); /* the allocator's ENOMEM is not the caller's (prt__sys_ret) */
 
 		c = prt__alloc_aligned(sizeof(*c), 64);
-		errno = saved;
+		prt__errno_set(saved);
 	}
 	if (c)
 		memset(c, 0, sizeof(*c));

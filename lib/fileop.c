@@ -38,6 +38,7 @@ static const char *const fop_names[PRT_FOP_N] = {
 
 long prt__fop_sys(const struct prt__fopargs *a)
 {
+	int saved = prt__errno_get();
 	long n = -1;
 
 	switch (a->op) {
@@ -66,10 +67,10 @@ long prt__fop_sys(const struct prt__fopargs *a)
 		n = socket(a->fd, a->fd2, a->flags);
 		break;
 	case PRT_FOP_N:
-		errno = EINVAL;
+		prt__errno_set(EINVAL);
 		break;
 	}
-	return n < 0 ? -errno : n;
+	return prt__sys_ret(n, saved);
 }
 
 /* ---- the offload pool ------------------------------------------------------------------ */

@@ -120,7 +120,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
 	for (uint32_t bm = v->rq.bitmap; bm && n < quota; bm &= ~(1u << prt__rq_top(bm))) {
 		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it, *nx, *newer = &fresh;
-		unsigned scanned = 0, took = 0;
+		unsigned scanned = 0, took = 0, aged;
 		bool left = false; /* something here @w may take is left behind */
 
 		prt__list_init(&fresh);
@@ -142,18 +142,20 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 			took++;
 		}
 		scanned = 0;
-		for (it = h->next; it != h && n < quota; it = nx) {
+		/* After a first look that took some, past the quota: these few age however full it is. */
+		for (it = h->next, aged = 0; it != h && (took || n < quota); it = nx) {
 			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
 
-			if (scanned++ == (took ? PRT_STEAL_AGED_LOOK : PRT_STEAL_SCAN)) {
+			if (scanned++ == PRT_STEAL_SCAN || aged == PRT_STEAL_AGED_LOOK) {
 				left = true;
 				break;
 			}
 			nx = it->next;
 			if (!may_steal(w, f))
-				continue;
+				continue; /* (not counted in the few: pinned, donors, preempted) */
 			if (took) {
 				/* Taken once it waited out PRT_STEAL_HOT_NS from its first pass-over. */
+				aged++;
 				if (!now)
 					now = steal_clock();
 				if (!f->steal_mark)
@@ -196,29 +198,39 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 }
 
 /*
- * Does @v's queue (its lock held) hold a fiber @w may steal that not
- * every worker may run? Looks where steal_from would, no further.
+ * Would steal_from(@w, @v) take something (grace aside)? @v's rq lock
+ * held. It looks where steal_from does, no further: per level, highest
+ * first, the PRT_STEAL_SCAN newest for a fiber that never ran, the
+ * PRT_STEAL_SCAN oldest for any fiber; a level whose looks end before
+ * its end hides the levels below, as in steal_from. A fiber further in
+ * (behind as many that @w may not take, from both ends) is left to @v,
+ * which runs it in its turn: counting it (as nr_any once did) kept an
+ * idle worker spinning for it forever (a review's reproducers).
  */
-static bool has_some_for(struct prt__worker *w, struct prt__worker *v)
+static bool reachable(struct prt__worker *w, struct prt__worker *v)
 {
-	unsigned scanned = 0;
-
 	/* relaxed: v's rq lock held, under which they are written */
-	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) <=
-	    atomic_load_explicit(&v->rq.nr_any, memory_order_relaxed) +
-		    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
+	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
+	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
 		return false;
-	for (uint32_t bm = v->rq.bitmap; bm && scanned < PRT_STEAL_SCAN;
-	     bm &= ~(1u << prt__rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[prt__rq_top(bm)];
+	for (uint32_t bm = v->rq.bitmap; bm; bm &= ~(1u << prt__rq_top(bm))) {
+		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it;
+		unsigned scanned = 0;
+		bool cut;
 
-		for (struct prt__list *it = h->next; it != h && scanned < PRT_STEAL_SCAN;
-		     it = it->next, scanned++) {
+		for (it = h->prev; it != h && scanned < PRT_STEAL_SCAN; it = it->prev, scanned++) {
 			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
 
-			if (!f->rq_any && may_steal(w, f))
+			if (may_steal(w, f) && !PRT_READ_ONCE(f->last_worker))
 				return true;
 		}
+		cut = it != h;
+		for (it = h->next, scanned = 0; it != h && scanned < PRT_STEAL_SCAN;
+		     it = it->next, scanned++)
+			if (may_steal(w, prt__container_of(it, struct prt__fiber, rq_node)))
+				return true;
+		if (cut || it != h)
+			return false;
 	}
 	return false;
 }
@@ -503,7 +515,7 @@ static bool work_pending(struct prt__worker *w)
 		if (v == w)
 			continue;
 		prt__spin_lock(&v->rq.lock);
-		other = v->rq.nr_any != 0 || has_some_for(w, v);
+		other = reachable(w, v);
 		prt__spin_unlock(&v->rq.lock);
 	}
 	if (other)

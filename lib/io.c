@@ -361,7 +361,7 @@ void prt__io_wait(struct prt__worker *w, uint64_t deadline)
 void prt__io_kick_evfd(struct prt__worker *v)
 {
 	uint64_t one = 1;
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	/* -EAGAIN: the counter is saturated, so a wake is pending anyway */
 	prt__sys_ret(write(v->io.evfd, &one, sizeof(one)), saved);
@@ -402,7 +402,7 @@ static const char *const op_names[] = { "read", "write", "readv", "writev",
 /* The syscall itself, without blocking if @nb; -errno on failure. */
 long prt__io_sys(const struct prt__ioargs *a, bool nb)
 {
-	int saved = errno;
+	int saved = prt__errno_get();
 	long n = -1;
 
 	switch (a->op) {
@@ -445,7 +445,7 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	struct pollfd p = { .fd = fd, .events = events };
-	int n, saved = errno, err;
+	int n, saved = prt__errno_get(), err;
 
 	for (;;) {
 		int ms = -1;
@@ -459,8 +459,8 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 			ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
 		n = poll(&p, 1, ms);
-		err = errno;
-		errno = saved;
+		err = prt__errno_get();
+		prt__errno_set(saved);
 		if (n > 0)
 			return p.revents;
 		if (n < 0 && err != EINTR)
@@ -479,7 +479,7 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 long prt__io_write_nosigpipe(const struct prt__ioargs *a)
 {
 	struct msghdr mh = { .msg_iov = (struct iovec *)a->iov, .msg_iovlen = (size_t)a->iovcnt };
-	int saved = errno;
+	int saved = prt__errno_get();
 	long n;
 
 	if (a->op == PRT_OP_WRITEV && a->iovcnt > IOV_MAX)
@@ -703,8 +703,11 @@ PRT_API int prt_shutdown(int fd, int how)
 
 	if (fd < 0)
 		return -EBADF;
-	if (!w)
-		return shutdown(fd, how) < 0 ? -errno : 0;
+	if (!w) {
+		int saved = prt__errno_get();
+
+		return (int)prt__sys_ret(shutdown(fd, how), saved);
+	}
 	return w->io.ops->shutdown(w, fd, how);
 }
 
@@ -715,7 +718,7 @@ PRT_API int prt_close(int fd)
 	if (fd < 0)
 		return -EBADF;
 	if (!w) {
-		int saved = errno;
+		int saved = prt__errno_get();
 
 		return (int)prt__sys_ret(close(fd), saved);
 	}

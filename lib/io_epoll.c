@@ -86,7 +86,7 @@ static int ep_arm(struct prt__worker *w, int fd)
 {
 	struct epoll_event ev = { .events = EPOLLONESHOT | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
 
-	int saved = errno, r;
+	int saved = prt__errno_get(), r;
 
 	for (struct prt__ioreq *q = w->io.bucket[bucket_of(fd)]; q; q = q->next)
 		if (q->fd == fd)
@@ -144,11 +144,11 @@ static bool ep_unlink(struct prt__worker *w, struct prt__ioreq *r)
 static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timespec *ts)
 {
 	struct epoll_event ev[64];
-	int n, woken = 0;
+	int n, woken = 0, saved = prt__errno_get(); /* may be a fiber's (an I/O point) */
 
 	if (ts && !w->io.no_pwait2) {
-		n = epoll_pwait2(w->io.epfd, ev, 64, ts, NULL);
-		if (n < 0 && errno == ENOSYS) {
+		n = (int)prt__sys_ret(epoll_pwait2(w->io.epfd, ev, 64, ts, NULL), saved);
+		if (n == -ENOSYS) {
 			/* Before Linux 5.11 (or under valgrind 3.19): milliseconds it is. */
 			w->io.no_pwait2 = true;
 			return reap_epoll(w, 0, ts);
@@ -157,15 +157,14 @@ static int reap_epoll(struct prt__worker *w, int timeout_ms, const struct timesp
 		if (ts) /* rounded up: never wake before the deadline */
 			timeout_ms = ts->tv_sec >= INT_MAX / 1000 - 1 ? INT_MAX :
 				     (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000);
-		n = epoll_wait(w->io.epfd, ev, 64, timeout_ms);
+		n = (int)prt__sys_ret(epoll_wait(w->io.epfd, ev, 64, timeout_ms), saved);
 	}
 	for (int i = 0; i < n; i++) {
 		if (ev[i].data.u64 == EV_TAG) {
 			uint64_t v;
 
-			if (read(w->io.evfd, &v, sizeof(v)) < 0) {
-				/* EAGAIN: another read drained it */
-			}
+			/* -EAGAIN: another read drained it */
+			prt__sys_ret(read(w->io.evfd, &v, sizeof(v)), saved);
 			continue;
 		}
 		woken += ep_release(w, (int)ev[i].data.u64, 0);
@@ -181,7 +180,7 @@ static int ep_cancel(struct prt__worker *w, struct prt__iocmd *c)
 	while (c) {
 		struct prt__iocmd *next = c->next; /* @c is gone once acked */
 
-		int saved = errno;
+		int saved = prt__errno_get();
 
 		woken += ep_release(w, c->fd, -ECANCELED);
 		prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_DEL, c->fd, NULL), saved);
@@ -256,7 +255,7 @@ static bool ep_kick(struct prt__worker *me, struct prt__worker *v)
 /* Make @fd O_NONBLOCK (as the epoll backend needs; the README says so): 0 or -errno. */
 static int set_nonblock(int fd)
 {
-	int saved = errno, fl = (int)prt__sys_ret(fcntl(fd, F_GETFL), saved);
+	int saved = prt__errno_get(), fl = (int)prt__sys_ret(fcntl(fd, F_GETFL), saved);
 
 	if (fl < 0)
 		return fl;
@@ -338,8 +337,10 @@ static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 			int e = 0;
 			socklen_t l = sizeof(e);
 
-			if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
-				return -errno;
+			int saved = prt__errno_get(), r;
+
+			if ((r = (int)prt__sys_ret(getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &e, &l), saved)) < 0)
+				return r;
 			if (e != EINPROGRESS && e != EALREADY)
 				return -e;
 		} else {
@@ -363,7 +364,7 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = events };
 		uint32_t ev = 0;
-		int err = errno;
+		int err = prt__errno_get();
 
 		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), err)) < 0)
 			return err;
@@ -381,7 +382,7 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 /* shutdown(2) never blocks. */
 static int ep_shutdown(struct prt__worker *w, int fd, int how)
 {
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	(void)w;
 	return (int)prt__sys_ret(shutdown(fd, how), saved);
@@ -390,7 +391,7 @@ static int ep_shutdown(struct prt__worker *w, int fd, int how)
 /* close(2); the fd's waiters were cancelled. */
 static int ep_close(struct prt__worker *w, int fd)
 {
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	(void)w;
 	return (int)prt__sys_ret(close(fd), saved);

@@ -878,7 +878,7 @@ static long fifo_wait_writer(struct prt__worker *w, int fd, uint64_t deadline)
 	r = time_left(deadline, &tmo) ? ur_poll(w, fd, POLLIN, tmo) : -ETIMEDOUT;
 	if (r >= 0)
 		return fd;
-	saved = errno;
+	saved = prt__errno_get();
 	prt__sys_ret(close(fd), saved); /* errno as it was */
 	return r;
 }

@@ -29,6 +29,26 @@ prt__noinline void prt__spin_lock_slow(prt__spinlock_t *l)
 	} while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire) != 0);
 }
 
+prt__noinline int prt__errno_get(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+	return errno;
+}
+
+prt__noinline void prt__errno_set(int e)
+{
+	__asm__ __volatile__("" ::: "memory");
+	errno = e;
+}
+
+prt__noinline long prt__sys_ret(long r, int saved)
+{
+	if (r < 0)
+		r = -prt__errno_get();
+	prt__errno_set(saved);
+	return r;
+}
+
 bool prt__env_u64(const char *name, uint64_t *out)
 {
 	const char *e = getenv(name);

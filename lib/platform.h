@@ -98,22 +98,25 @@ static inline void prt__spin_unlock(prt__spinlock_t *l)
 }
 
 /*
- * The result of a system call made for a caller, with the caller's errno
- * put back (@saved, read before the call): the library never sets errno
- * (README, "Errors"), which is each fiber's own (switch.h). @r as the
- * call returned it; returns @r, or -errno if @r < 0.
+ * errno, read and written out of line (platform.c): __errno_location()
+ * is a const function, and a compiler that sees it called twice in one
+ * function may keep the first address, which is another thread's after
+ * a switch in between (the fiber moved). Every errno access of the
+ * library's in code that may switch goes through these.
  */
-static inline long prt__sys_ret(long r, int saved)
-{
-	if (r < 0)
-		r = -errno;
-	errno = saved;
-	return r;
-}
+int prt__errno_get(void);
+void prt__errno_set(int e);
+/*
+ * The result of a system call made for a caller, with the caller's errno
+ * put back (@saved, prt__errno_get() before the call): the library never
+ * sets errno (README, "Errors"), which is each fiber's own (switch.h).
+ * @r as the call returned it; returns @r, or -errno if @r < 0.
+ */
+long prt__sys_ret(long r, int saved);
 
 static inline int prt__futex_wait(atomic_uint *addr, unsigned val)
 {
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	return (int)prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0),
 				 saved);
@@ -123,7 +126,7 @@ static inline int prt__futex_wait(atomic_uint *addr, unsigned val)
 static inline int prt__futex_wait_ns(atomic_uint *addr, unsigned val, uint64_t ns)
 {
 	struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	return (int)prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0),
 				 saved);
@@ -143,7 +146,7 @@ static inline size_t prt__page_round_sat(size_t n, size_t page)
 
 static inline void prt__futex_wake(atomic_uint *addr, int n)
 {
-	int saved = errno;
+	int saved = prt__errno_get();
 
 	prt__sys_ret(syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0), saved);
 }

@@ -696,27 +696,17 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
  * scheduling point, after which the fiber may run on another worker
  * thread, so errno must be written through that thread's own errno, not
  * through the address taken before the switch (__errno_location() is a
- * const function: the compiler keeps its result across calls). Out of
- * line, as the library's other thread-local reads after a switch
- * (STYLE.md, "Inside").
+ * const function: the compiler keeps its result across calls): out of
+ * line (prt__errno_get/set, platform.c), as the library's other
+ * thread-local reads after a switch (STYLE.md, "Inside"). A preemption
+ * at a runtime call: as preempt_eval, errno kept for the caller.
  */
-static prt__noinline int errno_get(void)
-{
-	return errno;
-}
-
-static prt__noinline void errno_set(int e)
-{
-	errno = e;
-}
-
-/* A preemption at a runtime call: as preempt_eval, errno kept for the caller. */
 static void preempt_eval_call(struct prt__worker *w)
 {
-	int saved = errno_get();
+	int saved = prt__errno_get();
 
 	preempt_eval(w, 0, false); /* the pending sources say why */
-	errno_set(saved);
+	prt__errno_set(saved);
 }
 
 void prt__preempt_slice_owed(void)

@@ -177,7 +177,18 @@ static int workers_started(struct prt_runtime *rt)
 	return 0;
 }
 
+static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg);
+
+/* hwloc's probing of /sys and the rest leave errno as they like: not the caller's. */
 PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
+{
+	int saved = prt__errno_get(), err = runtime_create(out, cfg);
+
+	prt__errno_set(saved);
+	return err;
+}
+
+static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 {
 	prt_runtime_config_t defaults;
 	struct prt_runtime *rt;

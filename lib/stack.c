@@ -264,12 +264,12 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 		}
 	}
 	/* A new mapping: its calls' errno (mmap, mprotect, hwloc's mbind) is not the caller's. */
-	saved = errno;
+	saved = prt__errno_get();
 	if (size == rt->stack_size && w && canary)
 		err = canary_slab_get(rt, w, out);
 	else
 		err = canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
-	errno = saved;
+	prt__errno_set(saved);
 	if (!err && size == rt->stack_size)
 		out->flags |= PRT_STK_POOLED;
 	return err;

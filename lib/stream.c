@@ -114,11 +114,11 @@ static int sbufs_setup(struct prt__worker *w)
 		return b->state;
 	}
 	b->map_sz = (ring + data + meta + 4095) & ~(size_t)4095;
-	err = errno; /* mmap's is not the caller's (prt__sys_ret) */
+	err = prt__errno_get(); /* mmap's is not the caller's (prt__sys_ret) */
 	p = prt__fault(PRT_FAULT_MMAP) ? MAP_FAILED
 				       : mmap(NULL, b->map_sz, PROT_READ | PROT_WRITE,
 					      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = err;
+	prt__errno_set(err);
 	if (p == MAP_FAILED)
 		return -ENOMEM; /* try again on a later arm */
 	b->br = p;

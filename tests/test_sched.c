@@ -366,7 +366,9 @@ static prt_runtime_t *grace_rt(uint64_t grace)
  * within it, also under TSan, where a spawn takes ~2.5 ms). D spawns H
  * and yields; H, on D's worker, spawns F0..F2 (queued behind D) and
  * computes until D runs again (capped at 10 s). The idle worker takes
- * F2 and F1 (half of the 4 queued), then F0, then D. Before, it took D and F0 first: D ran
+ * F2 and F1 first (half of the 4 queued), then F0 and D (by then D has
+ * waited out PRT_STEAL_HOT_NS since that first steal passed it over, so
+ * both may go in one steal, D first, in the queue's order). Before, it took D and F0 first: D ran
  * first, and on the thief (its data left behind: W2 ran each batch of
  * spawns on the other CPU so).
  */
@@ -431,8 +433,8 @@ static void test_steal_fresh_first(void **state)
 		assert_int_not_equal(fresh.f_worker[i], fresh.h_worker); /* all stolen */
 	assert_int_equal(fresh.f_seq[1], 0); /* newest first, each steal run in queue order */
 	assert_int_equal(fresh.f_seq[2], 1);
-	assert_int_equal(fresh.f_seq[0], 2);
-	assert_int_equal(fresh.d_seq, 3); /* the fiber that ran before: last */
+	assert_true(fresh.f_seq[0] >= 2); /* the fiber that ran: not in the first steal */
+	assert_true(fresh.d_seq >= 2);
 }
 
 /*
