@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Fiber semantics: spawn, join, detach, exit, park, attributes, priority order. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "test_common.h"
 
@@ -645,16 +647,28 @@ static void test_errno_per_fiber(void **state)
 	}
 	{
 		/*
-		 * Nor do the library's calls on a plain thread set it: a spawn
-		 * that fails (its mmap's ENOMEM), mutexes that wait (the futex's
-		 * EAGAIN when the word changed first).
+		 * Nor do the library's calls on a plain thread set it: creating
+		 * a runtime (hwloc's probes of /sys left ENOENT), a dump to a
+		 * pipe (ENOTSOCK of its send), a spawn that fails (its mmap's
+		 * ENOMEM), mutexes that wait (the futex's EAGAIN when the word
+		 * changed first).
 		 */
-		prt_runtime_t *rt = test_rt(1);
+		prt_runtime_t *rt;
 		prt_fiber_attr_t a;
 		pthread_t t[2];
 		prt_fiber_t f;
+		int pfd[2];
 		void *bad;
 
+		test_errno_set(4297);
+		rt = test_rt(1);
+		assert_int_equal(test_errno_get(), 4297);
+		assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+		test_errno_set(4298);
+		assert_int_equal(prt_runtime_dump(rt, pfd[1]), 0);
+		assert_int_equal(test_errno_get(), 4298);
+		close(pfd[0]);
+		close(pfd[1]);
 		prt_fiber_attr_init(&a);
 		a.stack_size = SIZE_MAX / 2;
 		test_errno_set(4299);

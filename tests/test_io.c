@@ -714,6 +714,145 @@ static void test_errno_kept(void **state)
 	close(errno_pipe[1]);
 }
 
+/*
+ * A fiber that waits in prt_poll and resumes on another worker (a
+ * second review): on epoll, ep_poll kept errno's address (glibc's
+ * __errno_location() is const) across its wait, and after the move
+ * read and wrote back the errno of the worker it had waited on, under
+ * the fiber running there (24-66 overwrites in 3 s; 0 on io_uring).
+ * Cooperative, 2 workers, grace 0. X (prio 20, pinned to worker 0) sets
+ * errno to a counter and checks it, yielding now and then; X spawns P
+ * (prio 21), which drops to 16 and waits in prt_poll on a pipe; a plain
+ * thread writes a byte; worker 0 wakes P behind X, and worker 1 steals
+ * it. For 1 s.
+ */
+static struct {
+	int pfd[2];
+	atomic_int p_waiting, p_alive, stop;
+	atomic_int migrated, polls, p_errno_bad;
+	long bad, checks;
+	int worker_a;
+} perr;
+
+static void *perr_p(void *arg)
+{
+	int before, after, r;
+	char c;
+
+	(void)arg;
+	FIBER_CHECK(prt_fiber_set_priority(prt_self(), 16) == 0);
+	before = prt_worker_index();
+	test_errno_set(1234);
+	atomic_store(&perr.p_waiting, 1);
+	r = prt_poll(perr.pfd[0], POLLIN);
+	if (test_errno_get() != 1234)
+		atomic_fetch_add(&perr.p_errno_bad, 1);
+	after = prt_worker_index();
+	FIBER_CHECK(r > 0);
+	FIBER_CHECK(read(perr.pfd[0], &c, 1) == 1);
+	atomic_fetch_add(&perr.polls, 1);
+	if (before != after)
+		atomic_fetch_add(&perr.migrated, 1);
+	atomic_store(&perr.p_alive, 0);
+	return NULL;
+}
+
+static void *perr_x(void *arg)
+{
+	uint64_t end = test_mono_ns() + (uint64_t)(intptr_t)arg;
+	prt_fiber_attr_t pa;
+	int i = 1;
+
+	prt_fiber_attr_init(&pa);
+	pa.priority = 21;
+	pa.flags = PRT_FIBER_DETACHED;
+	perr.worker_a = prt_worker_index();
+	while (test_mono_ns() < end) {
+		if (!atomic_load(&perr.p_alive)) {
+			prt_fiber_t f;
+
+			atomic_store(&perr.p_alive, 1);
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, &pa, perr_p, NULL) == 0);
+		}
+		for (int k = 0; k < 200; k++, i++) {
+			test_errno_set(i);
+			for (volatile int s = 0; s < 20; s++)
+				;
+			if (test_errno_get() != i)
+				perr.bad++;
+			perr.checks++;
+		}
+		FIBER_CHECK(prt_yield() == 0);
+	}
+	atomic_store(&perr.stop, 1);
+	while (atomic_load(&perr.p_alive)) {
+		char c = 'x';
+
+		(void)!write(perr.pfd[1], &c, 1);
+		prt_sleep_ns(1000000);
+	}
+	return NULL;
+}
+
+static void *perr_writer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&perr.stop)) {
+		if (atomic_exchange(&perr.p_waiting, 0)) {
+			char c = 'x';
+
+			usleep(50); /* let P park in A's epoll */
+			FIBER_CHECK(write(perr.pfd[1], &c, 1) == 1);
+		}
+	}
+	return NULL;
+}
+
+static void perr_run(int backend, uint64_t ns)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	prt_fiber_attr_t xa;
+	prt_fiber_t x;
+	pthread_t t;
+
+	memset(&perr, 0, sizeof(perr));
+	assert_int_equal(pipe2(perr.pfd, O_CLOEXEC | O_NONBLOCK), 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.preempt_quantum_ns = 0;
+	cfg.steal_grace_ns = 0;
+	cfg.io_backend = backend;
+	unsetenv("PRT_STEAL_GRACE_NS");
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(pthread_create(&t, NULL, perr_writer, NULL), 0);
+	prt_fiber_attr_init(&xa);
+	xa.priority = 20;
+	xa.has_affinity = 1;
+	prt_workerset_zero(&xa.affinity);
+	prt_workerset_add(&xa.affinity, 0);
+	assert_int_equal(prt_spawn(rt, &x, &xa, perr_x, (void *)(intptr_t)ns), 0);
+	assert_int_equal(prt_join(x, NULL), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	close(perr.pfd[0]);
+	close(perr.pfd[1]);
+	fprintf(stderr,
+		"  %s: %d polls, %d resumed on the other worker; X saw its errno overwritten %ld times "
+		"in %ld checks; P's errno changed %d times\n",
+		backend == PRT_IO_EPOLL ? "epoll" : "io_uring", atomic_load(&perr.polls),
+		atomic_load(&perr.migrated), perr.bad, perr.checks, atomic_load(&perr.p_errno_bad));
+}
+
+static void test_poll_errno_after_move(void **state)
+{
+	(void)state;
+	perr_run(g_backend, 1000000000ull);
+	assert_int_equal(perr.bad, 0);
+	assert_int_equal(atomic_load(&perr.p_errno_bad), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -728,6 +867,7 @@ int main(void)
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 		cmocka_unit_test(test_errno_kept),
+		cmocka_unit_test(test_poll_errno_after_move),
 	};
 	int fails = 0;
 

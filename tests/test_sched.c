@@ -452,8 +452,12 @@ static void test_steal_fresh_first(void **state)
  * - window: S (never ran) ahead of 70 fibers pinned to A; S must run.
  *   Before, a look from the tail saw the pinned ones only, while the
  *   idle worker, which counted S, never slept (the cap).
+ * - stream8: as stream, with 8 kept queued: the first look filled the
+ *   quota, and S was never looked at (the cap, a second review).
+ * - shield: S (it ran) behind 4 fibers pinned to A, then a stream of
+ *   one: the 4 filled the look at the oldest (the cap, the same review).
  */
-enum { ORDER_PRIO, ORDER_STREAM, ORDER_WINDOW };
+enum { ORDER_PRIO, ORDER_STREAM, ORDER_WINDOW, ORDER_STREAM8, ORDER_SHIELD };
 #define ORDER_LOWS 200
 #define ORDER_STREAM_N 256
 #define ORDER_PINNED 70
@@ -467,7 +471,7 @@ static void *order_low(void *arg)
 {
 	(void)arg;
 	atomic_fetch_add(&ord.lows_run, 1);
-	if (ord.which == ORDER_STREAM)
+	if (ord.which == ORDER_STREAM || ord.which == ORDER_STREAM8 || ord.which == ORDER_SHIELD)
 		atomic_fetch_add(&ord.want, 1); /* H queues another */
 	return NULL;
 }
@@ -475,9 +479,9 @@ static void *order_low(void *arg)
 static void *order_s(void *arg)
 {
 	(void)arg;
-	if (ord.which == ORDER_PRIO)
-		FIBER_CHECK(prt_sem_wait(&ord.sem) == 0); /* ran; woken onto A's queue at 30 */
-	else if (ord.which == ORDER_STREAM)
+	if (ord.which == ORDER_PRIO || ord.which == ORDER_SHIELD)
+		FIBER_CHECK(prt_sem_wait(&ord.sem) == 0); /* ran; woken onto A's queue's tail */
+	else if (ord.which != ORDER_WINDOW)
 		FIBER_CHECK(prt_yield() == 0); /* ran; back in A's queue, H runs */
 	atomic_store(&ord.lows_before_s, atomic_load(&ord.lows_run));
 	atomic_store(&ord.s_ran, 1);
@@ -508,9 +512,24 @@ static void *order_h(void *arg)
 			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[nf], &low, order_low, NULL) == 0);
 		break;
 	case ORDER_STREAM:
+	case ORDER_STREAM8:
 		FIBER_CHECK(prt_yield() == 0); /* S runs and yields back */
-		atomic_store(&ord.want, ORDER_STREAM_N);
+		atomic_store(&ord.want, ord.which == ORDER_STREAM ? ORDER_STREAM_N : 8);
 		break;
+	case ORDER_SHIELD: {
+		prt_fiber_attr_t pin = low;
+
+		FIBER_CHECK(prt_yield() == 0); /* S runs and waits */
+		pin.flags = 0;
+		pin.has_affinity = 1;
+		prt_workerset_zero(&pin.affinity);
+		prt_workerset_add(&pin.affinity, prt_worker_index());
+		for (nf = 0; nf < 4; nf++)
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[nf], &pin, order_low, NULL) == 0);
+		FIBER_CHECK(prt_sem_post(&ord.sem) == 0); /* S behind the 4 */
+		atomic_store(&ord.want, 1);
+		break;
+	}
 	default:
 		low.flags = 0;
 		low.has_affinity = 1;
@@ -541,10 +560,10 @@ static void *order_h(void *arg)
 
 static void test_steal_order_leaves_nothing(void **state)
 {
-	static const char *const names[] = { "prio", "stream", "window" };
+	static const char *const names[] = { "prio", "stream", "window", "stream8", "shield" };
 
 	(void)state;
-	for (int which = ORDER_PRIO; which <= ORDER_WINDOW; which++) {
+	for (int which = ORDER_PRIO; which <= ORDER_SHIELD; which++) {
 		prt_runtime_t *rt = grace_rt(2000000);
 
 		memset(&ord, 0, sizeof(ord));
