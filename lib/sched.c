@@ -151,8 +151,14 @@ void prt__wake_thief_near(struct prt__worker *near, struct prt__fiber *f)
 	for (int i = 0; i < rt->nworkers - 1; i++) {
 		struct prt__worker *v = rt->workers[order[i]];
 
+		/*
+		 * acquire: pairs with the seq_cst store of sleeping = 1 in
+		 * worker_park(), after its reset of park_until at the end of
+		 * the last park: park_until is then that reset or newer, never
+		 * an older park's deadline (weakly ordered CPUs; a review).
+		 */
 		if ((f && !prt__fiber_allowed(f, order[i])) ||
-		    !atomic_load_explicit(&v->sleeping, memory_order_relaxed))
+		    !atomic_load_explicit(&v->sleeping, memory_order_acquire))
 			continue;
 		if (rt->steal_grace) {
 			if (!by)
