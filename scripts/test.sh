@@ -129,7 +129,7 @@ VALGRIND+=" --fair-sched=yes"
 PRT_PREEMPT_QUANTUM_NS=0 run_suite "gcc cooperative" "$ROOT/build-test-gcc" \
 	--buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
-	# clang also runs the HTTP parser fuzzer for 30 s (suite fuzz); preemptive.
+	# clang also runs the HTTP parser fuzzer for 15 s (suite fuzz); preemptive.
 	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
 		"$ROOT/build-test-clang" --buildtype=debugoptimized -Dfault_injection=true \
 		-- --no-suite stress
