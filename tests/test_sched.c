@@ -582,6 +582,111 @@ static void test_steal_order_leaves_nothing(void **state)
 }
 
 /*
+ * What an idle worker about to park counts as work (idle.c, reachable:
+ * where steal_from can take, no further; a second review's cases).
+ * Cooperative; H on worker A computes meanwhile.
+ * - hidden: 3 workers, 10 ms grace. Y (never ran; A or B only) behind
+ *   70 fibers pinned to A: B must take it from the tail. Before, the
+ *   look before parking read 64 from the head only, and B slept with no
+ *   deadline (the 10 s cap, in 9 of 15 runs).
+ * - out of reach: 2 workers, 2 ms grace. S behind 70 pinned fibers and
+ *   before 70 more: out of both looks' reach, left to A. The idle worker
+ *   must sleep meanwhile: asleep at half of 200 looks 1 ms apart, at
+ *   least. Before, it counted S (nr_any) and spun for good, asleep only
+ *   for the moments of each try to park.
+ */
+#define REACH_PINNED 70
+static struct {
+	int which, capped, looks, asleep;
+	atomic_int y_ran;
+} reach;
+
+static void *reach_y(void *arg)
+{
+	(void)arg;
+	atomic_store(&reach.y_ran, 1);
+	return NULL;
+}
+
+static void *reach_pinned(void *arg)
+{
+	return arg;
+}
+
+static void *reach_h(void *arg)
+{
+	int a_worker = prt_worker_index(), np = 0, other = (a_worker + 1) % 3;
+	prt_fiber_t y, p[2 * REACH_PINNED];
+	prt_fiber_attr_t pin, ya;
+	uint64_t end, look = 0;
+
+	(void)arg;
+	prt_fiber_attr_init(&pin);
+	pin.has_affinity = 1;
+	prt_workerset_zero(&pin.affinity);
+	prt_workerset_add(&pin.affinity, a_worker);
+	prt_fiber_attr_init(&ya);
+	for (; np < REACH_PINNED; np++)
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &p[np], &pin, reach_pinned, NULL) == 0);
+	if (reach.which == 0) {
+		ya.has_affinity = 1;
+		prt_workerset_zero(&ya.affinity);
+		prt_workerset_add(&ya.affinity, a_worker);
+		prt_workerset_add(&ya.affinity, other);
+	} else {
+		other = 1 - a_worker;
+	}
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &y, &ya, reach_y, NULL) == 0);
+	if (reach.which == 1)
+		for (; np < 2 * REACH_PINNED; np++)
+			FIBER_CHECK(prt_spawn(prt_runtime_self(), &p[np], &pin, reach_pinned, NULL) == 0);
+	end = test_mono_ns() + (reach.which == 0 ? 10000000000ull : 200000000ull);
+	for (uint64_t now; (now = test_mono_ns()) < end;) {
+		if (reach.which == 0 && atomic_load(&reach.y_ran))
+			break;
+		if (reach.which == 1 && now >= look) {
+			reach.looks++;
+			reach.asleep += atomic_load(&prt_runtime_self()->workers[other]->sleeping) == 1;
+			look = now + 1000000;
+		}
+	}
+	reach.capped = reach.which == 0 && !atomic_load(&reach.y_ran);
+	FIBER_CHECK(prt_join(y, NULL) == 0);
+	for (int i = 0; i < np; i++)
+		FIBER_CHECK(prt_join(p[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_steal_reach(void **state)
+{
+	(void)state;
+	for (int which = 0; which < 2; which++) {
+		prt_runtime_config_t cfg;
+		prt_runtime_t *rt = NULL;
+
+		prt_runtime_config_init(&cfg);
+		cfg.nworkers = which == 0 ? 3 : 2;
+		cfg.preempt_quantum_ns = 0;
+		cfg.steal_grace_ns = which == 0 ? 10000000 : 2000000;
+		unsetenv("PRT_STEAL_GRACE_NS");
+		unsetenv("PRT_PREEMPT_QUANTUM_NS");
+		assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+		memset(&reach, 0, sizeof(reach));
+		reach.which = which;
+		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, reach_h, NULL));
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		if (which == 0) {
+			assert_int_equal(reach.capped, 0);
+		} else {
+			if (reach.asleep < reach.looks / 2)
+				fprintf(stderr, "  the idle worker was asleep at %d of %d looks\n",
+					reach.asleep, reach.looks);
+			assert_true(reach.asleep >= reach.looks / 2);
+		}
+	}
+}
+
+/*
  * An idle worker that sleeps until a steal grace ends (it saw work it
  * may take, idle.c, steal_pending) is not woken for each fiber queued on
  * the busy worker meanwhile: woken, it could take nothing sooner, and
@@ -1628,6 +1733,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
 		cmocka_unit_test(test_steal_order_leaves_nothing),
+		cmocka_unit_test(test_steal_reach),
 		cmocka_unit_test(test_grace_sleeper_not_woken),
 		cmocka_unit_test(test_affinity_respected),
 		cmocka_unit_test(test_affinity_respected_many_workers),
