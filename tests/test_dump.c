@@ -509,6 +509,8 @@ static void test_ended_owner(void **state)
 		assert_non_null(strstr(line, " holding=2"));
 		/* The waiter's chain ends at it. */
 		found = find_line(text, "chain: ", line, sizeof(line));
+		if (found && !strstr(line, "\"holder\" [dead]"))
+			fprintf(stderr, "  the waiter's chain: %s\n", line);
 		if (found)
 			assert_non_null(strstr(line, "\"holder\" [dead]"));
 		free(text);
