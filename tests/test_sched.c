@@ -149,22 +149,39 @@ static void *grace_a(void *arg)
 	return NULL;
 }
 
-static void grace_case(uint64_t grace, const char *env, bool wait_for_b, struct grace_run *g)
+/*
+ * A cooperative runtime of @nworkers with steal grace @grace (ns); @env,
+ * if not NULL, as PRT_STEAL_GRACE_NS while it is made. The environment's
+ * overrides are unset: the hogs keep their workers.
+ */
+static prt_runtime_t *grace_rt_env(int nworkers, uint64_t grace, const char *env)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
 
 	prt_runtime_config_init(&cfg);
-	cfg.nworkers = 2;
+	cfg.nworkers = nworkers;
 	cfg.preempt_quantum_ns = 0;
 	cfg.steal_grace_ns = grace;
 	if (env)
 		setenv("PRT_STEAL_GRACE_NS", env, 1);
 	else
 		unsetenv("PRT_STEAL_GRACE_NS");
-	unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* A must keep its worker */
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	unsetenv("PRT_STEAL_GRACE_NS");
+	return rt;
+}
+
+static prt_runtime_t *grace_rt(uint64_t grace)
+{
+	return grace_rt_env(2, grace, NULL);
+}
+
+static void grace_case(uint64_t grace, const char *env, bool wait_for_b, struct grace_run *g)
+{
+	prt_runtime_t *rt = grace_rt_env(2, grace, env);
+
 	atomic_store(&g->b_worker, -1);
 	g->wait_for_b = wait_for_b;
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, grace_a, g));
@@ -341,22 +358,6 @@ static void test_no_stranded_fiber(void **state)
 				(unsigned long long)graces[i], strand.capped);
 		assert_int_equal(strand.capped, 0);
 	}
-}
-
-/* A cooperative 2-worker runtime with steal grace @grace (ns), the environment's overrides unset. */
-static prt_runtime_t *grace_rt(uint64_t grace)
-{
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
-
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = 2;
-	cfg.preempt_quantum_ns = 0;
-	cfg.steal_grace_ns = grace;
-	unsetenv("PRT_STEAL_GRACE_NS");
-	unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* the hogs keep their workers */
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	return rt;
 }
 
 /*
@@ -661,16 +662,8 @@ static void test_steal_reach(void **state)
 {
 	(void)state;
 	for (int which = 0; which < 2; which++) {
-		prt_runtime_config_t cfg;
-		prt_runtime_t *rt = NULL;
+		prt_runtime_t *rt = which == 0 ? grace_rt_env(3, 10000000, NULL) : grace_rt(2000000);
 
-		prt_runtime_config_init(&cfg);
-		cfg.nworkers = which == 0 ? 3 : 2;
-		cfg.preempt_quantum_ns = 0;
-		cfg.steal_grace_ns = which == 0 ? 10000000 : 2000000;
-		unsetenv("PRT_STEAL_GRACE_NS");
-		unsetenv("PRT_PREEMPT_QUANTUM_NS");
-		assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 		memset(&reach, 0, sizeof(reach));
 		reach.which = which;
 		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, reach_h, NULL));
