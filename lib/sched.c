@@ -680,18 +680,21 @@ PRT_API int prt_yield(void)
 	}
 	if (prt__likely(w->donor == self)) {
 		/* The common case, inlined: no proxy, the head entry runs no proxy. */
-		struct prt__fiber *next = prt__rq_pop(w);
+		struct prt__fiber *next = prt__container_of(w->rq.level[prt__rq_top(bm)].next,
+							    struct prt__fiber, rq_node);
 
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {
-			prt__rq_add(w, self, false);
+			if (prt__unlikely(!prt__rq_swap(w, next, self))) {
+				prt__rq_del(w, next);
+				prt__rq_add(w, self, false);
+			}
 			prt__announce_locked(w, self); /* an idle worker may take us */
 			prt__preempt_picked(w, next, next);
 			prt__rq_unlock(w);
 			prt__switch_to(w, self, next, next);
 			return 0;
 		}
-		prt__rq_add(w, next, true); /* give it back to the full pick */
 	}
 	prt__put_donor(w, true);
 	prt__rq_add(w, self, false);

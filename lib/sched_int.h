@@ -224,6 +224,42 @@ static inline int prt__rq_top(uint32_t bitmap)
 	return 31 - __builtin_clz(bitmap);
 }
 
+/*
+ * A yield's common edit: take queued @out off its level and queue @in
+ * (the yielding fiber, not queued) at that level's tail, when @in is
+ * counted as @out was (same level, neither a donor, the same any-worker
+ * flag): then the counts, the bitmap and the steal hint's gap stay as
+ * they are, and only the two list links and the fibers' own fields
+ * change. False, with nothing changed, otherwise (prt__rq_del, then
+ * prt__rq_add). W1 (yield): ~40 fewer instructions a yield than the
+ * pair (callgrind).
+ */
+static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
+				struct prt__fiber *in)
+{
+	int p = atomic_load_explicit(&in->prio, memory_order_relaxed);
+	bool any;
+
+	if (p != out->rq_prio || out->rq_donor ||
+	    atomic_load_explicit(&in->blocked_on, memory_order_relaxed))
+		return false;
+	any = atomic_load_explicit(&in->aff_all, memory_order_relaxed) && !in->preempted;
+	if (any != out->rq_any)
+		return false;
+	prt__list_del(&out->rq_node);
+	atomic_store_explicit(&out->rq_worker, NULL, memory_order_relaxed);
+	in->rq_prio = p;
+	if (prt__unlikely(in->steal_mark))
+		in->steal_mark = 0;
+	prt__list_add_tail(&w->rq.level[p], &in->rq_node);
+	in->rq_donor = false;
+	in->rq_any = any;
+	prt__rq_hint(&w->rq, true); /* as prt__rq_add: a thief may have cleared it */
+	atomic_store_explicit(&in->state, PRT_FS_RUNNABLE, memory_order_relaxed);
+	atomic_store_explicit(&in->rq_worker, w, memory_order_relaxed);
+	return true;
+}
+
 static inline struct prt__fiber *prt__rq_pop(struct prt__worker *w)
 {
 	struct prt__list *n = w->rq.level[prt__rq_top(w->rq.bitmap)].next;

@@ -25,6 +25,25 @@
 void prt__wait_off_cpu(struct prt__fiber *f);
 /* Finish a switch on the new stack: release the context we came from. */
 void prt__finish_switch(struct prt__fiber *from);
+/*
+ * prt__finish_switch's common case inline (no call: W1 ~6 fewer
+ * instructions a switch): @from lives on, on a stack without a canary,
+ * and no sanitizer wants to hear of the switch.
+ */
+static inline void prt__finish_switch_fast(struct prt__fiber *from)
+{
+#if PRT_USE_ASAN
+	prt__finish_switch(from);
+	return;
+#endif
+	if (prt__unlikely((from->stack.flags & PRT_STK_CANARY) ||
+			  atomic_load_explicit(&from->state, memory_order_relaxed) == PRT_FS_DEAD)) {
+		prt__finish_switch(from);
+		return;
+	}
+	/* release: pairs with the acquire in prt__switch_to()/prt__wait_off_cpu() */
+	atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
+}
 /* TSan builds: give @f (about to run for the first time) a TSan fiber. */
 void prt__tsan_fiber_create(struct prt__fiber *f);
 
@@ -100,7 +119,7 @@ static inline void prt__switch_to(struct prt__worker *w, struct prt__fiber *prev
 	prt__asan_start(prev, next);
 	prt__tsan_switch(next);
 	from = prt__ctx_switch(&prev->sp, next->sp, prev);
-	prt__finish_switch(from);
+	prt__finish_switch_fast(from);
 	/*
 	 * Stored only if it differs: the next scheduling point's rq lock
 	 * (a locked instruction) waits for every store before it, and an

@@ -188,6 +188,106 @@ static void grace_case(uint64_t grace, const char *env, bool wait_for_b, struct 
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * ---- the yield's queue swap (prt__rq_swap) ----
+ *
+ * A yield that finds a fiber counted as itself at the head of its level
+ * swaps the two in place, without recounting. Four fibers on one worker,
+ * in the order P1 P2 A1 A2 (P pinned there, A free to run anywhere,
+ * nobody steals), yield round-robin: P1 -> P2 and A1 -> A2 swap, P2 ->
+ * A1 and A2 -> P1 take the full path. Each checks, while all four are
+ * alive, that the order holds and that the queue's counts are what the
+ * three others make them: nr 3, nr_any the number of A among them, no
+ * donor, one level.
+ */
+enum { SWAP_FIBERS = 4, SWAP_ROUNDS = 2000 };
+
+struct swap_run {
+	int prio;
+	int seq;        /* index of the fiber whose turn it is */
+	int w0;         /* the worker they all run on */
+	bool pinned[SWAP_FIBERS];
+};
+
+struct swap_arg {
+	struct swap_run *r;
+	int me;
+};
+
+static void *swap_fiber(void *arg)
+{
+	struct swap_arg *a = arg;
+	struct swap_run *r = a->r;
+
+	for (int i = 0; i < SWAP_ROUNDS; i++) {
+		struct prt__worker *w = prt__cur_worker();
+		unsigned any_others = 0;
+
+		FIBER_CHECK(w->index == r->w0);
+		FIBER_CHECK(r->seq == a->me); /* round-robin: behind the other three */
+		r->seq = (a->me + 1) % SWAP_FIBERS;
+		for (int j = 0; j < SWAP_FIBERS; j++)
+			any_others += j != a->me && !r->pinned[j];
+		if (i < SWAP_ROUNDS - 1) { /* all four alive and queued but me */
+			FIBER_CHECK(atomic_load(&w->rq.nr) == SWAP_FIBERS - 1);
+			FIBER_CHECK(atomic_load(&w->rq.nr_any) == any_others);
+			FIBER_CHECK(atomic_load(&w->rq.nr_donor) == 0);
+			FIBER_CHECK(w->rq.bitmap == 1u << r->prio);
+		}
+		FIBER_CHECK(prt_yield() == 0);
+	}
+	return NULL;
+}
+
+static void *swap_driver(void *arg)
+{
+	struct swap_run *r = arg;
+	struct swap_arg a[SWAP_FIBERS];
+	prt_fiber_t f[SWAP_FIBERS];
+	void *res;
+
+	r->w0 = prt__cur_worker()->index;
+	r->seq = 0;
+	for (int i = 0; i < SWAP_FIBERS; i++) {
+		prt_fiber_attr_t attr;
+
+		prt_fiber_attr_init(&attr);
+		attr.priority = r->prio;
+		if (r->pinned[i]) {
+			attr.has_affinity = 1;
+			prt_workerset_zero(&attr.affinity);
+			prt_workerset_add(&attr.affinity, r->w0);
+		}
+		a[i] = (struct swap_arg){ r, i };
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &f[i], &attr, swap_fiber, &a[i]) == 0);
+	}
+	for (int i = 0; i < SWAP_FIBERS; i++) {
+		FIBER_CHECK(prt_join(f[i], &res) == 0);
+		FIBER_CHECK(res == NULL);
+	}
+	return NULL;
+}
+
+static void test_yield_swap_counts(void **state)
+{
+	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *keep = saved ? strdup(saved) : NULL;
+	/* nobody steals: the four stay on the driver's worker */
+	prt_runtime_t *rt = grace_rt_env(2, UINT64_MAX, NULL);
+	struct swap_run r = { .pinned = { true, true, false, false } };
+
+	(void)state;
+	r.prio = PRT_PRIO_DEFAULT;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT + 1, swap_driver, &r));
+	r.prio = PRT_PRIO_DEFAULT + 3; /* above the driver, on another level */
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, swap_driver, &r));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	if (keep) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
+		free(keep);
+	}
+}
+
 static void test_steal_grace(void **state)
 {
 	struct grace_run g = { .ticker = false };
@@ -1722,6 +1822,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_worker_steals),
+		cmocka_unit_test(test_yield_swap_counts),
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
