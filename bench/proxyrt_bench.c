@@ -651,7 +651,8 @@ static int bench_xcore(int argc, char **argv)
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
 	prt_fiber_t f[2];
-	double el, cpu;
+	double el, cpu, rtt;
+	uint64_t sw = 0, mig = 0, px = 0, parks = 0;
 
 	if (argc != 4 || (strcmp(argv[2], "pinned") && strcmp(argv[2], "sem")))
 		usage();
@@ -676,9 +677,22 @@ static int bench_xcore(int argc, char **argv)
 		check(prt_join(f[i], NULL), "prt_join");
 	el = (double)(x.t1 - x.t0);
 	cpu = (double)(x.cpu1.tv_sec - x.cpu0.tv_sec) * 1e9 + (double)(x.cpu1.tv_nsec - x.cpu0.tv_nsec);
+	for (int i = 0; i < 2; i++) {
+		prt_worker_stats_t st;
+
+		check(prt_worker_stats(rt, i, &st), "prt_worker_stats");
+		sw += st.switches;
+		mig += st.migrations;
+		px += st.proxy_picks;
+		parks += st.parks;
+	}
+	/* per round trip, warm-up included (n + n/10 of them) */
+	rtt = (double)(x.n + (x.n / 10 > 0 ? x.n / 10 : 1));
 	printf("peer=proxyrt workload=xcore_wake variant=%s ns_per_op=%.2f ops=%ld "
-	       "proc_cpu_util=%.2f workers=2 cpus=%d\n",
-	       x.sem ? "pinned_sem" : "pinned", el / (double)x.n, x.n, cpu / el, allowed_cpus());
+	       "proc_cpu_util=%.2f workers=2 cpus=%d switches_per_op=%.2f migrations_per_op=%.2f "
+	       "proxy_picks_per_op=%.2f parks_per_op=%.3f\n",
+	       x.sem ? "pinned_sem" : "pinned", el / (double)x.n, x.n, cpu / el, allowed_cpus(),
+	       (double)sw / rtt, (double)mig / rtt, (double)px / rtt, (double)parks / rtt);
 	prt_runtime_destroy(rt);
 	return 0;
 }

@@ -64,16 +64,39 @@ static inline void prt__held_mark_owed(atomic_uint *nheld)
  * freed memory.
  */
 struct prt__fiber {
-	/* Saved stack pointer while switched out; written only by the switch. */
-	void *sp;
 	/*
-	 * Link in a worker's run queue level (rq_worker->rq.level[rq_prio])
-	 * while RUNNABLE; protected by that worker's rq lock.
+	 * The descriptor is 64-byte aligned, and its first two lines hold
+	 * what a wake from another CPU touches: prt__wake and wake() (rt,
+	 * last_worker, affinity flag, lock, donors, state, the cancel
+	 * hooks), the enqueue (prio, the rq_* fields, blocked_on). Spread
+	 * over five lines before (440 bytes, packed), they cost a cross-core
+	 * semaphore round trip (W5) 13% and a 2-worker spawn+join (W2) 10%.
+	 * Fields the fiber writes as it runs (sp, on_cpu at each switch)
+	 * come after them, beside its read-mostly affinity words.
 	 */
-	struct prt__list rq_node;
-	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */
-	_Atomic(struct prt__worker *) rq_worker;
+	/*
+	 * Protects joiner, detached, reap, park's state, wait_cond and cwait;
+	 * a fiber goes to sleep (BLOCKED) under it (wait.c).
+	 */
+	prt__spinlock_t lock;
+	atomic_int state;                 /* enum prt__fstate */
+	atomic_int prio;                  /* scheduling context: its priority */
 	int rq_prio;                      /* level it is queued at; rq lock */
+	/*
+	 * When a thief first passed over this fiber, queued, as one that ran
+	 * (idle.c, steal_from; its clock in units of 1024 ns, 0 = not yet);
+	 * reset as it is queued. Under the rq lock of its queue.
+	 */
+	uint32_t steal_mark;
+	/*
+	 * prt_cancel (docs/design.md, section 17): PRT_CANCEL_PENDING from
+	 * the first prt_cancel until the fiber's own prt_cancel_clear.
+	 * Set (seq_cst) under @lock by any thread, so a fiber that looks
+	 * under @lock before it sleeps and a canceller that looks at the
+	 * hooks below under @lock after it set this never miss each other;
+	 * read by the fiber at each blocking call.
+	 */
+	atomic_uint cancel;
 	bool rq_any;                      /* counted in rq.nr_any; rq lock */
 	bool rq_donor;                    /* counted in rq.nr_donor (blocked_on when queued); rq lock */
 	/*
@@ -84,7 +107,48 @@ struct prt__fiber {
 	 * PRT_WRITE_ONCE: the dump reads it without the lock).
 	 */
 	bool preempted;
-	atomic_int state;                 /* enum prt__fstate */
+	uint8_t kind;                     /* PRT_FK_* */
+	/* Affinity: allowed workers; aff_all when every worker is allowed. */
+	atomic_bool aff_all;
+	struct prt_runtime *rt;
+	struct prt__worker *last_worker;  /* where it last ran; owner-written */
+	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */
+	_Atomic(struct prt__worker *) rq_worker;
+	/*
+	 * Mutex it waits on, or NULL (invariant 5: NULL while it runs
+	 * normally). Set by the fiber under the mutex's wait_lock, cleared by
+	 * the handoff under it; read by chain walks (seq_cst, see mutex_owner.c).
+	 */
+	_Atomic(struct prt__mutex *) blocked_on;
+	/*
+	 * Donors attached while this fiber sleeps (linked by their rq_node),
+	 * re-queued with it when it wakes; @attached_to is the sleeping owner
+	 * a donor is attached to. Both under the owner's @lock.
+	 */
+	struct prt__list donors;
+	/*
+	 * The cancel hooks: what a cancel must end while the fiber sleeps.
+	 * @cancel_wait: a cancellable wait (wait.c), ended as a timeout;
+	 * with @cancel_io, an I/O request that worker holds, which only it
+	 * may end (io.c, prt__io_cancel_post). @cancel_sleep: prt_sleep_*,
+	 * the worker whose heap holds its timer (sched.c). Set under @lock
+	 * as the fiber goes to sleep, cleared under @lock when it is made
+	 * runnable (prt__wake, prt__wake_here_locked): so a canceller that
+	 * finds one under @lock finds the fiber still asleep in that wait.
+	 */
+	struct prt__wait *cancel_wait;
+	struct prt__worker *cancel_io;
+	struct prt__worker *cancel_sleep;
+	/*
+	 * Link in a worker's run queue level (rq_worker->rq.level[rq_prio])
+	 * while RUNNABLE; protected by that worker's rq lock.
+	 */
+	struct prt__list rq_node;
+	_Atomic uint64_t aff[PRT_MAX_WORKERS / 64];
+	struct prt__stack stack;
+	void *(*fn)(void *);
+	/* Saved stack pointer while switched out; written only by the switch. */
+	void *sp;
 	/*
 	 * 1 while the fiber's stack is in use by a worker: set by the worker
 	 * switching to it, cleared (release) by whatever runs next on that
@@ -92,27 +156,12 @@ struct prt__fiber {
 	 * about to run the fiber waits (acquire) for 0.
 	 */
 	atomic_uint on_cpu;
-	atomic_int prio;                  /* scheduling context: its priority */
 	/*
 	 * prt_preempt_disable() depth: never preempted while > 0. Written by
 	 * the fiber itself, read by the preemption handler on its worker
 	 * thread (relaxed; the same thread, ordered by signal fences).
 	 */
 	atomic_uint preempt_count;
-	uint8_t kind;                     /* PRT_FK_* */
-	/* Affinity: allowed workers; aff_all when every worker is allowed. */
-	atomic_bool aff_all;
-	/*
-	 * When a thief first passed over this fiber, queued, as one that ran
-	 * (idle.c, steal_from; its clock in units of 1024 ns, 0 = not yet);
-	 * reset as it is queued. Under the rq lock of its queue.
-	 */
-	uint32_t steal_mark;
-	_Atomic uint64_t aff[PRT_MAX_WORKERS / 64];
-	struct prt__worker *last_worker;  /* where it last ran; owner-written */
-	struct prt_runtime *rt;
-	struct prt__stack stack;
-	void *(*fn)(void *);
 	void *arg;
 	void *result;                     /* set by the fiber itself before DEAD */
 	/* Handle check: equal to the handle's id while the fiber exists, 0 when FREE. */
@@ -139,50 +188,17 @@ struct prt__fiber {
 	 * it are stale, but dumps still show it, DEAD, with its id.
 	 */
 	atomic_bool kept;
-	/*
-	 * Protects joiner, detached, reap, park's state, wait_cond and cwait;
-	 * a fiber goes to sleep (BLOCKED) under it (wait.c).
-	 */
-	prt__spinlock_t lock;
 	struct prt__wait *joiner;         /* who waits in prt_join; lock */
 	bool detached;                    /* lock */
 	bool reap;                        /* DEAD and detached: free after the switch away; lock */
 	/* prt_park's wait, its state the permit (prt__wait_park); lock */
 	struct prt__wait park;
-	/*
-	 * prt_cancel (docs/design.md, section 17): PRT_CANCEL_PENDING from
-	 * the first prt_cancel until the fiber's own prt_cancel_clear.
-	 * Set (seq_cst) under @lock by any thread, so a fiber that looks
-	 * under @lock before it sleeps and a canceller that looks at the
-	 * hooks below under @lock after it set this never miss each other;
-	 * read by the fiber at each blocking call.
-	 */
-	atomic_uint cancel;
-	/*
-	 * The cancel hooks: what a cancel must end while the fiber sleeps.
-	 * @cancel_wait: a cancellable wait (wait.c), ended as a timeout;
-	 * with @cancel_io, an I/O request that worker holds, which only it
-	 * may end (io.c, prt__io_cancel_post). @cancel_sleep: prt_sleep_*,
-	 * the worker whose heap holds its timer (sched.c). Set under @lock
-	 * as the fiber goes to sleep, cleared under @lock when it is made
-	 * runnable (prt__wake, prt__wake_here_locked): so a canceller that
-	 * finds one under @lock finds the fiber still asleep in that wait.
-	 */
-	struct prt__wait *cancel_wait;
-	struct prt__worker *cancel_io;
-	struct prt__worker *cancel_sleep;
 	/* prt_waitgroup_spawn: the group its end counts done in, or NULL; the fiber's own. */
 	void *wg;
 	struct prt__fiber *free_next;     /* on a descriptor free list */
 	struct prt__fiber *batch_next;    /* next batch in rt->desc_depot (batch heads only) */
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
 	void *tsan_fiber;                 /* TSan's fiber for this context (TSan builds) */
-	/*
-	 * Mutex it waits on, or NULL (invariant 5: NULL while it runs
-	 * normally). Set by the fiber under the mutex's wait_lock, cleared by
-	 * the handoff under it; read by chain walks (seq_cst, see mutex_owner.c).
-	 */
-	_Atomic(struct prt__mutex *) blocked_on;
 	struct prt__mwaiter *mwait;       /* its waiter record while blocked_on; wait_lock */
 	/*
 	 * The condvar it waits on and its record there, from before it joins
@@ -192,12 +208,6 @@ struct prt__fiber {
 	 */
 	struct prt__cond *wait_cond;
 	struct prt__mwaiter *cwait;
-	/*
-	 * Donors attached while this fiber sleeps (linked by their rq_node),
-	 * re-queued with it when it wakes; @attached_to is the sleeping owner
-	 * a donor is attached to. Both under the owner's @lock.
-	 */
-	struct prt__list donors;
 	_Atomic(struct prt__fiber *) attached_to;
 	/*
 	 * Its timer, armed in timer_w's heap (timer_w->iotimers if
@@ -220,7 +230,7 @@ struct prt__fiber {
 	_Atomic(const void *) wait_obj;
 	_Atomic int64_t wait_arg;
 	char name[PRT_NAME_MAX];
-};
+} prt__cacheline_aligned;
 
 /* prt__fiber.wait_kind */
 enum {
