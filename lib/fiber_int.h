@@ -2,6 +2,8 @@
 #ifndef PRT_FIBER_INT_H
 #define PRT_FIBER_INT_H
 
+#include <stddef.h>
+
 #include <proxyrt/fiber.h>
 #include "platform.h"
 #include "stack.h"
@@ -231,6 +233,26 @@ struct prt__fiber {
 	_Atomic int64_t wait_arg;
 	char name[PRT_NAME_MAX];
 } prt__cacheline_aligned;
+
+/* What a cross-core wake touches stays in the descriptor's first two lines (see its top). */
+#define PRT__WAKE_LINES(field) \
+	_Static_assert(offsetof(struct prt__fiber, field) + sizeof(((struct prt__fiber *)0)->field) <= 128, \
+		       #field " must stay in the first two lines")
+PRT__WAKE_LINES(lock);
+PRT__WAKE_LINES(state);
+PRT__WAKE_LINES(prio);
+PRT__WAKE_LINES(rq_prio);
+PRT__WAKE_LINES(steal_mark);
+PRT__WAKE_LINES(aff_all);
+PRT__WAKE_LINES(rt);
+PRT__WAKE_LINES(last_worker);
+PRT__WAKE_LINES(rq_worker);
+PRT__WAKE_LINES(blocked_on);
+PRT__WAKE_LINES(donors);
+PRT__WAKE_LINES(cancel_wait);
+PRT__WAKE_LINES(cancel_sleep);
+PRT__WAKE_LINES(rq_node);
+_Static_assert(_Alignof(struct prt__fiber) == 64, "descriptors start on a cache line");
 
 /* prt__fiber.wait_kind */
 enum {
