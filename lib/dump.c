@@ -42,6 +42,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "fiber_desc.h"
 #include "mutex_int.h"
 #include "objname.h"
@@ -262,7 +263,14 @@ static void readers_of(struct out *o, struct prt__mutex *m)
 	}
 }
 
-static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
+/*
+ * The chain from @f, which waits on @m (its blocked_on as the caller
+ * read it). The first hop is @m, not blocked_on read again: @f may have
+ * stopped waiting since (a timed lock timed out, it was handed the
+ * lock), and the line would then be a chain of no lock for a fiber the
+ * dump listed as waiting (test_chain_keeps_first_lock).
+ */
+static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id, struct prt__mutex *m)
 {
 	struct prt__fiber *start = f;
 	char name[PRT_NAME_MAX], mname[PRT_NAME_MAX + 8], wait[96], owner[32];
@@ -274,8 +282,6 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 	name_of(f, name);
 	outf(d->o, "chain: %llu \"%s\"", (unsigned long long)id, name);
 	for (;;) {
-		/* acquire: as the pick's walk (proxy.c); pairs with the store in mutex.c's insert() */
-		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 		struct prt__fiber *of;
 
 		if (!m) {
@@ -312,6 +318,8 @@ static void dump_chain(struct dump *d, struct prt__fiber *f, uint64_t id)
 			return;
 		}
 		f = of;
+		/* acquire: as the pick's walk (proxy.c); pairs with the store in mutex.c's insert() */
+		m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 	}
 }
 
@@ -345,6 +353,8 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	int st = atomic_load_explicit(&f->state, memory_order_relaxed);
 	struct prt__mutex *m;
 	struct prt__worker *w;
+	struct prt__fiber *att;
+	unsigned held;
 	char name[PRT_NAME_MAX], mname[PRT_NAME_MAX + 16], wait[96], owner[32];
 
 	if (!id || st == PRT_FS_FREE || f->kind != PRT_FK_FIBER)
@@ -356,8 +366,10 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	/* acquire: pairs with the store in mutex.c's insert(); owner_of() reads @m after it */
 	m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
 	if (d->pass == 2) {
-		if (m)
-			dump_chain(d, f, id);
+		if (m) {
+			prt__fault_pause(PRT_PAUSE_DUMP_CHAIN); /* test builds: @f may stop waiting here */
+			dump_chain(d, f, id, m);
+		}
 		return;
 	}
 	name_of(f, name);
@@ -371,9 +383,9 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 	if (st == PRT_FS_RUNNING)
 		dump_served(d, f);
 	/* Ended holding mutexes: they stay locked by it for good (mutex_owner.c, "Owners that end"). */
-	if (st == PRT_FS_DEAD && PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed)))
-		outf(d->o, " holding=%u",
-		     PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed)));
+	held = PRT_HELD_COUNT(atomic_load_explicit(&f->nheld, memory_order_relaxed));
+	if (st == PRT_FS_DEAD && held)
+		outf(d->o, " holding=%u", held);
 	/* Queued by a preemption (preempt.c): it resumes on that worker only. */
 	if (st == PRT_FS_RUNNABLE && PRT_READ_ONCE(f->preempted))
 		outf(d->o, " preempted");
@@ -390,11 +402,14 @@ static void dump_fiber(struct prt__fiber *f, void *arg)
 		wait_of(f, wait, sizeof(wait));
 		outf(d->o, " wait=%s", wait);
 	}
-	/* relaxed, both: a snapshot of a type-stable descriptor (fiber_id() takes NULL) */
-	if (atomic_load_explicit(&f->attached_to, memory_order_relaxed))
-		outf(d->o, " attached_to=%llu",
-		     (unsigned long long)fiber_id(atomic_load_explicit(&f->attached_to,
-								       memory_order_relaxed)));
+	/*
+	 * relaxed: a snapshot of a type-stable descriptor. Each field is read
+	 * once, and printed as read: a second read could disagree with what
+	 * the first decided (attached_to=0 for a donor just detached).
+	 */
+	att = atomic_load_explicit(&f->attached_to, memory_order_relaxed);
+	if (att)
+		outf(d->o, " attached_to=%llu", (unsigned long long)fiber_id(att));
 	outf(d->o, "\n");
 }
 

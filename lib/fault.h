@@ -57,6 +57,8 @@ enum prt__pause_site {
 	PRT_PAUSE_OFFLOAD_RUN,
 	/* An rwlock unlock granting a read phase in rounds woke one; retaking wait_lock is next. */
 	PRT_PAUSE_RW_ROUND,
+	/* A dump chose a fiber waiting on a lock for its chains (dump.c); its chain line is next. */
+	PRT_PAUSE_DUMP_CHAIN,
 	PRT_PAUSE_NSITES,
 };
 

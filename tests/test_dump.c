@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "fault.h" /* internal: pause points (fault-injection builds) */
+#include "runtime_int.h" /* internal: blocked_on */
 
 /* Everything written to a memfd by prt_runtime_dump(), NUL-terminated; free() it. */
 static char *dump_text(prt_runtime_t *rt)
@@ -524,6 +526,104 @@ static void test_ended_owner(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+
+/* ---- a chain line starts at the lock its fiber was listed waiting on ---- */
+
+#if PRT_FAULT_INJECTION
+/*
+ * The dump picks the fibers that wait on a lock for its chains, then
+ * prints each chain. Paused between the two, the waiter's timed lock
+ * times out: its chain line must still start at that lock (the state
+ * the dump chose it in), not read "chain: N "waiter" [running]", a
+ * chain of nothing. test_ended_owner failed so once under TSan.
+ */
+static prt_mutex_t ck_m = PRT_MUTEX_INITIALIZER;
+static atomic_int ck_held, ck_release, ck_left, ck_armed, ck_paused;
+
+static void *ck_holder(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&ck_m) == 0);
+	atomic_store(&ck_held, 1);
+	while (!atomic_load(&ck_release))
+		FIBER_CHECK(prt_sleep_ns(1000000) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ck_m) == 0);
+	return NULL;
+}
+
+static void *ck_waiter(void *arg)
+{
+	struct timespec soon = test_realtime_in(2000000000L);
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_timedlock(&ck_m, &soon) == ETIMEDOUT);
+	atomic_store(&ck_left, 1);
+	return NULL;
+}
+
+/* Paused before the chain line: let the waiter's wait end first. */
+static void ck_pause(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&ck_armed, 0))
+		return;
+	atomic_store(&ck_paused, 1);
+	while (!atomic_load(&ck_left))
+		usleep(1000);
+}
+
+static void test_chain_keeps_first_lock(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	char want[64], line[512];
+	prt_fiber_t h, w;
+	void *res;
+
+	(void)state;
+	atomic_store(&ck_held, 0);
+	atomic_store(&ck_release, 0);
+	atomic_store(&ck_left, 0);
+	atomic_store(&ck_paused, 0);
+	h = spawn_named(rt, "ck_holder", PRT_PRIO_DEFAULT, -1, ck_holder, NULL);
+	while (!atomic_load(&ck_held))
+		usleep(1000);
+	w = spawn_named(rt, "ck_waiter", PRT_PRIO_DEFAULT, -1, ck_waiter, NULL);
+	while (!atomic_load(&((struct prt__fiber *)w.p)->blocked_on) && !atomic_load(&ck_left))
+		usleep(100);
+	prt__fault_set_pause(PRT_PAUSE_DUMP_CHAIN, ck_pause, NULL);
+	atomic_store(&ck_armed, 1);
+	{
+		char *text = dump_text(rt);
+
+		atomic_store(&ck_armed, 0);
+		prt__fault_set_pause(PRT_PAUSE_DUMP_CHAIN, NULL, NULL);
+		if (atomic_load(&ck_paused)) {
+			snprintf(want, sizeof(want), "chain: %llu ",
+				 (unsigned long long)prt_fiber_id(w));
+			assert_true(find_line(text, want, line, sizeof(line)));
+			if (!strstr(line, "\"ck_holder\""))
+				fprintf(stderr, "  the waiter's chain: %s\n", line);
+			assert_non_null(strstr(line, "\"ck_holder\""));
+		} else {
+			fprintf(stderr, "  the waiter's wait ended before the dump looked: nothing shown\n");
+		}
+		free(text);
+	}
+	assert_int_equal(prt_join(w, &res), 0);
+	assert_null(res);
+	atomic_store(&ck_release, 1);
+	assert_int_equal(prt_join(h, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(atomic_load(&ck_paused), 1);
+}
+#else
+static void test_chain_keeps_first_lock(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
 
 /* ---- effective priority: an owner run in a high waiter's place dumps itself ---- */
 
@@ -1128,6 +1228,7 @@ int main(void)
 		cmocka_unit_test(test_signal_restored),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_ended_owner),
+		cmocka_unit_test(test_chain_keeps_first_lock),
 		cmocka_unit_test(test_eff_prio),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_names_many),
