@@ -59,6 +59,8 @@ enum prt__pause_site {
 	PRT_PAUSE_RW_ROUND,
 	/* A dump chose a fiber waiting on a lock for its chains (dump.c); its chain line is next. */
 	PRT_PAUSE_DUMP_CHAIN,
+	/* A fiber ended (DEAD, its joiner woken); its switch away is next. */
+	PRT_PAUSE_FIBER_ENDED,
 	PRT_PAUSE_NSITES,
 };
 

@@ -96,6 +96,7 @@ void prt__finish_switch(struct prt__fiber *from)
 		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
 		if (reap)
 			prt__fiber_free(from);
+		prt__fiber_count_exit(w);
 		return;
 	}
 	/* release: pairs with the acquire in prt__switch_to()/prt__wait_off_cpu() */

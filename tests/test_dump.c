@@ -1218,6 +1218,47 @@ static void test_run_ex(void **state)
 	assert_int_equal(atomic_load(&left_done), 1);
 }
 
+#if PRT_FAULT_INJECTION
+static void slow_end(void *arg)
+{
+	(void)arg;
+	usleep(100 * 1000);
+}
+
+/*
+ * Each fiber is held 100 ms between its end and its switch away: the
+ * detached one main left must still be gone from on_exit's dump. It
+ * was counted as ended before that switch, and the dump found it dead
+ * and not yet reaped ("fibers=1"; test_run_ex failed so once under load).
+ */
+static void test_run_ex_after_reap(void **state)
+{
+	prt_runtime_config_t cfg;
+	struct run_seen seen = { 0 };
+	void *res = NULL;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	atomic_store(&left_done, 0);
+	prt__fault_set_pause(PRT_PAUSE_FIBER_ENDED, slow_end, NULL);
+	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)42, &res, on_exit_cb, &seen), 0);
+	prt__fault_set_pause(PRT_PAUSE_FIBER_ENDED, NULL, NULL);
+	assert_int_equal(seen.calls, 1);
+	assert_int_equal(seen.left_done, 1);
+	if (!strstr(seen.dump, " workers=1 fibers=0\n"))
+		fprintf(stderr, "%s", seen.dump);
+	assert_non_null(strstr(seen.dump, " workers=1 fibers=0\n"));
+	free(seen.dump);
+}
+#else
+static void test_run_ex_after_reap(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1236,6 +1277,7 @@ int main(void)
 		cmocka_unit_test(test_stats_reset),
 		cmocka_unit_test(test_stats_reset_racing),
 		cmocka_unit_test(test_run_ex),
+		cmocka_unit_test(test_run_ex_after_reap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
