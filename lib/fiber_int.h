@@ -142,7 +142,7 @@ struct prt__fiber {
 	struct prt__worker *cancel_io;
 	struct prt__worker *cancel_sleep;
 	/*
-	 * Link in a worker's run queue level (rq_worker->rq.level[rq_prio])
+	 * Link in a worker's run queue level (prt__rq_level(&rq_worker->rq, rq_prio))
 	 * while RUNNABLE; protected by that worker's rq lock.
 	 */
 	struct prt__list rq_node;

@@ -119,7 +119,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	prt__list_init(&got);
 	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
 	for (uint32_t bm = v->rq.bitmap; bm && n < quota; bm &= ~(1u << prt__rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it, *nx, *newer = &fresh;
+		struct prt__list *h = prt__rq_level(&v->rq, prt__rq_top(bm)), *it, *nx, *newer = &fresh;
 		unsigned scanned = 0, took = 0, aged;
 		bool left = false; /* something here @w may take is left behind */
 
@@ -214,7 +214,7 @@ static bool reachable(struct prt__worker *w, struct prt__worker *v)
 	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
 		return false;
 	for (uint32_t bm = v->rq.bitmap; bm; bm &= ~(1u << prt__rq_top(bm))) {
-		struct prt__list *h = &v->rq.level[prt__rq_top(bm)], *it;
+		struct prt__list *h = prt__rq_level(&v->rq, prt__rq_top(bm)), *it;
 		unsigned scanned = 0;
 		bool cut;
 

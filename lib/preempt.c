@@ -392,7 +392,7 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	w->deferred &= ~(unsigned)PRT_DEFER_KICK;
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
-		PRT_WRITE_ONCE(p->serve_prio, -1);
+		PRT_WRITE_ONCE(w->rq.serve_prio, -1);
 		/*
 		 * An idle worker takes no ticks: a monotonic tick stops now. A
 		 * CPU-time one is left running: a parked worker uses no CPU
@@ -414,8 +414,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 		return;
 	}
 	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
-	raised = prio > p->serve_prio;
-	PRT_WRITE_ONCE(p->serve_prio, prio);
+	raised = prio > w->rq.serve_prio;
+	PRT_WRITE_ONCE(w->rq.serve_prio, prio);
 	/* The coming switch counts one more (none if @next runs already). */
 	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
 		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
@@ -437,14 +437,14 @@ bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
 {
 	struct prt__wpreempt *p = &t->pw;
 
-	if (p->serve_prio < 0)
+	if (t->rq.serve_prio < 0)
 		return false; /* idle: its pick finds @f */
-	if (f->rq_prio > p->serve_prio)
+	if (f->rq_prio > t->rq.serve_prio)
 		/* relaxed: cleared under this rq lock by t's next pick */
 		return !(atomic_fetch_or_explicit(&p->events, PRT_PEV_KICKED, memory_order_relaxed) &
 			 PRT_PEV_KICKED);
 	/* relaxed: t's own counter; a stale value delays the first slice by a tick */
-	if (f->rq_prio == p->serve_prio && !p->ticking)
+	if (f->rq_prio == t->rq.serve_prio && !p->ticking)
 		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
 	return false;
 }
@@ -477,9 +477,9 @@ static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool
 	 * kick, or none where the pick that made x serve @f read its
 	 * priority and its wait afresh anyway.
 	 */
-	if (PRT_READ_ONCE(x->donor) != f || x->pw.serve_prio < 0)
+	if (PRT_READ_ONCE(x->donor) != f || x->rq.serve_prio < 0)
 		return false;
-	PRT_WRITE_ONCE(x->pw.serve_prio, prio); /* interrupt() reads it */
+	PRT_WRITE_ONCE(x->rq.serve_prio, prio); /* interrupt() reads it */
 	return wait_ended || (bm && prt__rq_top(bm) > prio);
 }
 
@@ -870,7 +870,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		p->quantum = quantum;
 		p->tick_cpu = tick_clock_cpu(quantum);
 		p->sig = sig;
-		p->serve_prio = -1;
+		rt->workers[i]->rq.serve_prio = -1;
 		p->watch_at = PRT_NEVER;
 		atomic_init(&p->watch_slack, 0);
 	}

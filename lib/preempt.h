@@ -41,8 +41,7 @@ struct prt__wpreempt {
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
 	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
 	int watch, tick, retry;
-	/* Under the worker's rq.lock. */
-	int serve_prio;         /* priority served since the last pick, -1 while idle; also read by the handler */
+	/* Under the worker's rq.lock (and rq.serve_prio, the priority served, is there). */
 	bool ticking;           /* @tick runs */
 	/*
 	 * stats.switches at the previous tick: written under rq.lock and by

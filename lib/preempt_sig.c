@@ -220,7 +220,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
 	uintptr_t pc = prt__uc_pc(uc), base = (uintptr_t)f->stack.base;
 
-	if (PRT_READ_ONCE(w->pw.serve_prio) < 0)
+	if (PRT_READ_ONCE(w->rq.serve_prio) < 0)
 		return; /* its last pick found nothing: it looks for work already */
 	if (f == &w->idle) {
 		/* Between a pick and the switch to what it chose: once that runs. */

@@ -97,6 +97,7 @@ void prt__worker_sched_init(struct prt__worker *w)
 	atomic_init(&rq->nr, 0);
 	atomic_init(&rq->nr_any, 0);
 	atomic_init(&rq->nr_donor, 0);
+	rq->serve_prio = -1;
 	for (int i = 0; i < PRT_PRIO_LEVELS; i++)
 		prt__list_init(&rq->level[i]);
 	prt__timers_init(&w->timers);
@@ -570,7 +571,7 @@ static inline struct prt__fiber *pick_fast(struct prt__worker *w)
 
 	if (prt__unlikely(prt__has_timers(w)) || !w->rq.bitmap)
 		return NULL;
-	f = prt__container_of(w->rq.level[prt__rq_top(w->rq.bitmap)].next, struct prt__fiber,
+	f = prt__container_of(prt__rq_level(&w->rq, prt__rq_top(w->rq.bitmap))->next, struct prt__fiber,
 			      rq_node);
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) ||
 	    !prt__fiber_allowed(f, w->index))
@@ -680,7 +681,7 @@ PRT_API int prt_yield(void)
 	}
 	if (prt__likely(w->donor == self)) {
 		/* The common case, inlined: no proxy, the head entry runs no proxy. */
-		struct prt__fiber *next = prt__container_of(w->rq.level[prt__rq_top(bm)].next,
+		struct prt__fiber *next = prt__container_of(prt__rq_level(&w->rq, prt__rq_top(bm))->next,
 							    struct prt__fiber, rq_node);
 
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
