@@ -275,31 +275,10 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 		prt__wait_wake(joiner); /* before the off-CPU handover: see join_locked */
 	prt__fault_pause(PRT_PAUSE_FIBER_ENDED); /* test builds: a dump may look here */
 	w = prt__cur_worker();
-	/* Counted as ended once the switch away from it is done (prt__fiber_count_exit). */
+	/* Counted as ended once the switch away from it is done (switch.c, count_exit). */
 	prt__schedule_blocked(w);
 	prt__assert(!"a dead fiber was resumed");
 	abort();
-}
-
-/*
- * A fiber of @w's runtime ended on @w and the switch away from it is
- * done: its stack is back in the pool, and a detached one's descriptor
- * on the free list. Only now does it count as ended for
- * prt_runtime_destroy and prt_run_ex's on_exit: counted before the
- * switch (in fiber_exit), a detached fiber that had ended was still in
- * a dump taken at on_exit ("fibers=1", test_run_ex under load).
- */
-void prt__fiber_count_exit(struct prt__worker *w)
-{
-	struct prt_runtime *rt = w->rt;
-
-	/* release: pairs with the acquire sum in all_exited() (runtime.c) */
-	atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1, memory_order_release);
-	if (atomic_load_explicit(&rt->destroying, memory_order_relaxed)) {
-		/* seq_cst: pairs with the load in wait_all_exited() (runtime.c) */
-		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
-		prt__futex_wake(&rt->destroy_seq, INT_MAX);
-	}
 }
 
 void prt__fiber_entry(void *from, void *data)

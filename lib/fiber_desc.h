@@ -38,12 +38,6 @@ uint64_t prt__fiber_new_id(struct prt__worker *w);
  * that still holds mutexes is kept instead (@kept).
  */
 void prt__fiber_free(struct prt__fiber *f);
-/*
- * A fiber ended on @w (the caller, its worker) and the switch away from
- * it is done (prt__finish_switch): count it as ended (fiber.c).
- */
-struct prt__worker;
-void prt__fiber_count_exit(struct prt__worker *w);
 /* Lock the fiber @h names (its @lock) and return it; NULL (not locked) if @h is stale. */
 struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h);
 

@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include "fiber_desc.h"
+#include "runtime_int.h"
 #include "signal_int.h"
 #include "switch.h"
 #include "worker.h"
@@ -79,6 +80,27 @@ static inline void asan_finish(void)
 #endif
 }
 
+/*
+ * A fiber of @w's runtime ended on @w and the switch away from it is
+ * done: its stack is back in the pool, and a detached one's descriptor
+ * on the free list. Only now does it count as ended for
+ * prt_runtime_destroy and prt_run_ex's on_exit: counted before the
+ * switch (in fiber_exit), a detached fiber that had ended was still in
+ * a dump taken at on_exit ("fibers=1", test_run_ex under load).
+ */
+static void count_exit(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	/* release: pairs with the acquire sum in all_exited() (runtime.c) */
+	atomic_store_explicit(&w->nexited, atomic_load_explicit(&w->nexited, memory_order_relaxed) + 1, memory_order_release);
+	if (atomic_load_explicit(&rt->destroying, memory_order_relaxed)) {
+		/* seq_cst: pairs with the load in wait_all_exited() (runtime.c) */
+		atomic_fetch_add_explicit(&rt->destroy_seq, 1, memory_order_seq_cst);
+		prt__futex_wake(&rt->destroy_seq, INT_MAX);
+	}
+}
+
 void prt__finish_switch(struct prt__fiber *from)
 {
 	asan_finish();
@@ -96,7 +118,7 @@ void prt__finish_switch(struct prt__fiber *from)
 		atomic_store_explicit(&from->on_cpu, 0, memory_order_release);
 		if (reap)
 			prt__fiber_free(from);
-		prt__fiber_count_exit(w);
+		count_exit(w);
 		return;
 	}
 	/* release: pairs with the acquire in prt__switch_to()/prt__wait_off_cpu() */
