@@ -719,9 +719,36 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 	}
 }
 
+/*
+ * lock_fiber_rq for a priority change: the new priority is stored. A
+ * queuer (a yield, a wake's enqueue) may be inside an rq lock, having
+ * loaded the old priority for the level, with rq_worker not yet
+ * published: it would queue the fiber at the old level, and the change
+ * would find nothing to move (a review's reasoning; test_prio_change_
+ * while_queueing). If the fiber is queued nowhere as we look, wait for
+ * each worker's rq lock to be free once (every queueing that began
+ * before our store is then done, every later one reads the new
+ * priority) and look again. Only set_priority pays, a lock round per
+ * worker, when it finds the fiber running or asleep.
+ */
+static struct prt__worker *lock_fiber_rq_settled(struct prt__fiber *f)
+{
+	struct prt_runtime *rt = f->rt;
+	struct prt__worker *w = lock_fiber_rq(f);
+
+	if (w)
+		return w;
+	prt__fault_pause(PRT_PAUSE_REQUEUE_SETTLE);
+	for (int i = 0; i < rt->nworkers; i++) {
+		prt__spin_lock(&rt->workers[i]->rq.lock);
+		prt__spin_unlock(&rt->workers[i]->rq.lock);
+	}
+	return lock_fiber_rq(f);
+}
+
 void prt__requeue(struct prt__fiber *f)
 {
-	struct prt__worker *w = lock_fiber_rq(f);
+	struct prt__worker *w = lock_fiber_rq_settled(f);
 	bool kick = false;
 
 	if (!w) {

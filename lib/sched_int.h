@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "deadline.h"
+#include "fault.h"
 #include "fiber_int.h"
 #include "io_int.h"
 #include "platform.h"
@@ -187,6 +188,7 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 {
 	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
 
+	prt__fault_pause(PRT_PAUSE_RQ_ADD); /* test builds: a priority change may come here */
 	f->rq_prio = p;
 	/* Only thieves mark (idle.c, steal_from): a store at every queueing cost a yield 2 ns. */
 	if (prt__unlikely(f->steal_mark))

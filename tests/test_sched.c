@@ -288,6 +288,138 @@ static void test_yield_swap_counts(void **state)
 	}
 }
 
+/*
+ * ---- a priority change while its fiber is being queued ----
+ *
+ * Y yields behind B (pinned, so they do not swap): Y's queueing loads
+ * Y's priority, then is held (pause point) before it publishes where Y
+ * is queued. Meanwhile Y is raised from 10 to 20. The change must still
+ * move Y to level 20: before, it found Y queued nowhere, did nothing,
+ * and Y waited at level 10 until it queued again.
+ */
+#if PRT_FAULT_INJECTION
+struct pcq {
+	prt_fiber_t y;
+	atomic_int armed, paused, release, b_waiting, checked, stop, y_ready;
+};
+
+static struct pcq pcq;
+
+static void pcq_add_pause(void *arg)
+{
+	struct prt__worker *w = prt__cur_worker();
+	uint64_t end;
+
+	(void)arg;
+	if (!w || w->curr != (struct prt__fiber *)pcq.y.p || !atomic_exchange(&pcq.armed, 0))
+		return;
+	atomic_store(&pcq.paused, 1);
+	end = test_mono_ns() + 10000000000ull;
+	while (!atomic_load(&pcq.release) && test_mono_ns() < end)
+		sched_yield();
+}
+
+static void pcq_settle_pause(void *arg)
+{
+	(void)arg;
+	atomic_store(&pcq.release, 1); /* the queueing may finish: the change waits for its lock */
+}
+
+static void *pcq_y(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&pcq.stop))
+		FIBER_CHECK(prt_yield() == 0);
+	return NULL;
+}
+
+static void *pcq_b(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&pcq.stop)) {
+		if (atomic_load(&pcq.release) && !atomic_load(&pcq.checked)) {
+			uint64_t end = test_mono_ns() + 10000000000ull;
+
+			/* Keep the worker: Y stays queued as it was left while the test looks. */
+			atomic_store(&pcq.b_waiting, 1);
+			while (!atomic_load(&pcq.checked) && test_mono_ns() < end)
+				sched_yield();
+		}
+		FIBER_CHECK(prt_yield() == 0);
+	}
+	return NULL;
+}
+
+static void *pcq_driver(void *arg)
+{
+	prt_fiber_attr_t a;
+	prt_fiber_t b;
+	void *res;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	a.priority = 10;
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, prt__cur_worker()->index);
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, &a, pcq_b, NULL) == 0);
+	prt_fiber_attr_init(&a);
+	a.priority = 10; /* free to run anywhere, but nobody steals here */
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &pcq.y, &a, pcq_y, NULL) == 0);
+	atomic_store(&pcq.y_ready, 1);
+	FIBER_CHECK(prt_join(b, &res) == 0 && !res);
+	FIBER_CHECK(prt_join(pcq.y, &res) == 0 && !res);
+	return NULL;
+}
+
+static void test_prio_change_while_queueing(void **state)
+{
+	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *keep = saved ? strdup(saved) : NULL;
+	prt_runtime_t *rt = grace_rt_env(2, UINT64_MAX, NULL);
+	prt_fiber_attr_t a;
+	prt_fiber_t d;
+	int rq_prio;
+	void *res;
+
+	(void)state;
+	memset(&pcq, 0, sizeof(pcq));
+	prt__fault_set_pause(PRT_PAUSE_RQ_ADD, pcq_add_pause, NULL);
+	prt__fault_set_pause(PRT_PAUSE_REQUEUE_SETTLE, pcq_settle_pause, NULL);
+	prt_fiber_attr_init(&a);
+	a.priority = 30; /* spawns both, then waits in join */
+	assert_int_equal(prt_spawn(rt, &d, &a, pcq_driver, NULL), 0);
+	while (!atomic_load(&pcq.y_ready))
+		sched_yield();
+	atomic_store(&pcq.armed, 1);
+	while (!atomic_load(&pcq.paused))
+		sched_yield();
+	assert_int_equal(prt_fiber_set_priority(pcq.y, 20), 0);
+	atomic_store(&pcq.release, 1);
+	while (!atomic_load(&pcq.b_waiting))
+		sched_yield();
+	rq_prio = ((struct prt__fiber *)pcq.y.p)->rq_prio; /* Y is queued, B holds the worker */
+	atomic_store(&pcq.checked, 1);
+	atomic_store(&pcq.stop, 1);
+	assert_int_equal(prt_join(d, &res), 0);
+	assert_null(res);
+	prt__fault_set_pause(PRT_PAUSE_RQ_ADD, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_REQUEUE_SETTLE, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	if (keep) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
+		free(keep);
+	}
+	assert_int_equal(rq_prio, 20);
+}
+#else
+static void test_prio_change_while_queueing(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 static void test_steal_grace(void **state)
 {
 	struct grace_run g = { .ticker = false };
@@ -1823,6 +1955,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_worker_steals),
 		cmocka_unit_test(test_yield_swap_counts),
+		cmocka_unit_test(test_prio_change_while_queueing),
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
