@@ -571,8 +571,7 @@ static inline struct prt__fiber *pick_fast(struct prt__worker *w)
 
 	if (prt__unlikely(prt__has_timers(w)) || !w->rq.bitmap)
 		return NULL;
-	f = prt__container_of(prt__rq_level(&w->rq, prt__rq_top(w->rq.bitmap))->next, struct prt__fiber,
-			      rq_node);
+	f = prt__rq_first(w);
 	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) ||
 	    !prt__fiber_allowed(f, w->index))
 		return NULL;
@@ -681,8 +680,7 @@ PRT_API int prt_yield(void)
 	}
 	if (prt__likely(w->donor == self)) {
 		/* The common case, inlined: no proxy, the head entry runs no proxy. */
-		struct prt__fiber *next = prt__container_of(prt__rq_level(&w->rq, prt__rq_top(bm))->next,
-							    struct prt__fiber, rq_node);
+		struct prt__fiber *next = prt__rq_first(w); /* bm is w->rq.bitmap, not 0 */
 
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {

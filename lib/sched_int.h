@@ -184,6 +184,16 @@ static inline void prt__rq_hint(struct prt__rq *rq, bool h)
 	}
 }
 
+/*
+ * Queued and not a donor, may any worker take @f (counted in nr_any)?
+ * Every worker allowed, and not preempted: a preempted fiber runs again
+ * only where it was stopped.
+ */
+static inline bool prt__rq_may_roam(const struct prt__fiber *f)
+{
+	return atomic_load_explicit(&f->aff_all, memory_order_relaxed) && !f->preempted;
+}
+
 static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool head)
 {
 	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
@@ -200,9 +210,7 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 	w->rq.bitmap |= 1u << p;
 	atomic_store_explicit(&w->rq.nr, atomic_load_explicit(&w->rq.nr, memory_order_relaxed) + 1, memory_order_relaxed);
 	f->rq_donor = atomic_load_explicit(&f->blocked_on, memory_order_relaxed) != NULL;
-	/* A preempted fiber runs again only here: nobody else may take it. */
-	f->rq_any = !f->rq_donor && atomic_load_explicit(&f->aff_all, memory_order_relaxed) &&
-		    !f->preempted;
+	f->rq_any = !f->rq_donor && prt__rq_may_roam(f);
 	if (f->rq_any)
 		atomic_store_explicit(&w->rq.nr_any, atomic_load_explicit(&w->rq.nr_any, memory_order_relaxed) + 1, memory_order_relaxed);
 	if (f->rq_donor)
@@ -269,7 +277,7 @@ static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
 	if (p != out->rq_prio || out->rq_donor ||
 	    atomic_load_explicit(&in->blocked_on, memory_order_relaxed))
 		return false;
-	any = atomic_load_explicit(&in->aff_all, memory_order_relaxed) && !in->preempted;
+	any = prt__rq_may_roam(in);
 	if (any != out->rq_any)
 		return false;
 	prt__list_del(&out->rq_node);
@@ -286,10 +294,16 @@ static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
 	return true;
 }
 
+/* The first fiber of the highest non-empty level (w->rq.bitmap not 0), left queued. */
+static inline struct prt__fiber *prt__rq_first(struct prt__worker *w)
+{
+	return prt__container_of(prt__rq_level(&w->rq, prt__rq_top(w->rq.bitmap))->next,
+				 struct prt__fiber, rq_node);
+}
+
 static inline struct prt__fiber *prt__rq_pop(struct prt__worker *w)
 {
-	struct prt__list *n = prt__rq_level(&w->rq, prt__rq_top(w->rq.bitmap))->next;
-	struct prt__fiber *f = prt__container_of(n, struct prt__fiber, rq_node);
+	struct prt__fiber *f = prt__rq_first(w);
 
 	prt__rq_del(w, f);
 	return f;

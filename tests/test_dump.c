@@ -1182,6 +1182,20 @@ static void on_exit_cb(prt_runtime_t *rt, void *arg)
 	seen->dump = dump_text(rt);
 }
 
+/* prt_run_ex of run_main(42) on one worker, on_exit_cb filling @seen; main's result in *@res. */
+static void run_ex_42(struct run_seen *seen, void **res)
+{
+	prt_runtime_config_t cfg;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	atomic_store(&left_done, 0);
+	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)42, res, on_exit_cb, seen), 0);
+	assert_int_equal(seen->calls, 1);
+	/* After the fiber main left, with the runtime's counters and dump. */
+	assert_int_equal(seen->left_done, 1);
+}
+
 static void test_run_ex(void **state)
 {
 	prt_runtime_config_t cfg;
@@ -1189,14 +1203,10 @@ static void test_run_ex(void **state)
 	void *res = NULL;
 
 	(void)state;
+	run_ex_42(&seen, &res);
+	assert_int_equal((intptr_t)res, 42);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1;
-	atomic_store(&left_done, 0);
-	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)42, &res, on_exit_cb, &seen), 0);
-	assert_int_equal((intptr_t)res, 42);
-	assert_int_equal(seen.calls, 1);
-	/* After the fiber main left, with the runtime's counters and dump. */
-	assert_int_equal(seen.left_done, 1);
 	assert_int_equal(seen.st.fibers_run, 2);
 	assert_true(seen.st.switches >= 2);
 	assert_non_null(strstr(seen.dump, " workers=1 fibers=0\n"));
@@ -1233,19 +1243,13 @@ static void slow_end(void *arg)
  */
 static void test_run_ex_after_reap(void **state)
 {
-	prt_runtime_config_t cfg;
 	struct run_seen seen = { 0 };
 	void *res = NULL;
 
 	(void)state;
-	prt_runtime_config_init(&cfg);
-	cfg.nworkers = 1;
-	atomic_store(&left_done, 0);
 	prt__fault_set_pause(PRT_PAUSE_FIBER_ENDED, slow_end, NULL);
-	assert_int_equal(prt_run_ex(&cfg, run_main, (void *)(intptr_t)42, &res, on_exit_cb, &seen), 0);
+	run_ex_42(&seen, &res);
 	prt__fault_set_pause(PRT_PAUSE_FIBER_ENDED, NULL, NULL);
-	assert_int_equal(seen.calls, 1);
-	assert_int_equal(seen.left_done, 1);
 	if (!strstr(seen.dump, " workers=1 fibers=0\n"))
 		fprintf(stderr, "%s", seen.dump);
 	assert_non_null(strstr(seen.dump, " workers=1 fibers=0\n"));
