@@ -44,6 +44,7 @@ struct inv_params {
 	 * the environment says.
 	 */
 	uint64_t quantum_ns;
+	uint64_t timer_lead_ns; /* cfg.timer_lead_ns (PRT_TIMER_LEAD_NS replaces it) */
 };
 
 struct inv_result {
@@ -256,6 +257,7 @@ static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 	cfg.nworkers = 1; /* the process is on one CPU: everything on one worker */
 	cfg.flags = p->rt_flags;
 	cfg.preempt_quantum_ns = p->quantum_ns;
+	cfg.timer_lead_ns = p->timer_lead_ns;
 	if ((err = inv_rt_create(&rt, &cfg)))
 		return err;
 	r->preemptive = prt_runtime_preemptive(rt, &r->quantum_ns) == 1;

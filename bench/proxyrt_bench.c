@@ -16,7 +16,8 @@
  *                                          preemptive (PRT_PREEMPT_QUANTUM_DEFAULT, or
  *                                          $PRT_PREEMPT_QUANTUM_NS; 0 = cooperative), busy
  *                                          work without runtime calls (or yielding every
- *                                          $PRT_YIELD_EVERY_US, if > 0)
+ *                                          $PRT_YIELD_EVERY_US, if > 0); timer lead 200 us
+ *                                          (cfg.timer_lead_ns, or $PRT_TIMER_LEAD_NS)
  *
  *   proxyrt_bench rwinversion SAMPLES PERIOD_US HOLD_US NMED MBURST_US MOFF_US HOFF_US
  *                                          W4rw: W4 with a prt_rwlock_t that L takes for
@@ -543,10 +544,11 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 	printf(" wake_p50_us=%.1f wake_p99_us=%.1f wake_max_us=%.1f", inv_pct(r->wake, n, 50),
 	       inv_pct(r->wake, n, 99), inv_pct(r->wake, n, 100));
 	printf(" samples=%d period_us=%d hold_us=%d nmed=%d mburst_us=%d moff_us=%d hoff_us=%d"
-	       " yield_every_us=%d preemptive=%d quantum_ns=%llu preemptions=%llu preempt_deferred=%llu proxy_picks=%llu"
-	       " workers=1 cpus=%d\n",
+	       " yield_every_us=%d preemptive=%d quantum_ns=%llu timer_lead_ns=%llu preemptions=%llu"
+	       " preempt_deferred=%llu proxy_picks=%llu workers=1 cpus=%d\n",
 	       p->samples, p->period_us, p->hold_us, p->nmed, p->mburst_us, p->moff_us, p->hoff_us,
 	       p->yield_every_us, r->preemptive, (unsigned long long)r->quantum_ns,
+	       (unsigned long long)p->timer_lead_ns,
 	       (unsigned long long)r->stats.preemptions,
 	       (unsigned long long)r->stats.preempt_deferred, (unsigned long long)r->stats.proxy_picks,
 	       allowed_cpus());
@@ -571,6 +573,13 @@ static int bench_inversion(int argc, char **argv, int rwlock)
 	if (p.yield_every_us < 0)
 		p.yield_every_us = 0;
 	p.quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT; /* $PRT_PREEMPT_QUANTUM_NS replaces it */
+	/*
+	 * L's and the Ms' sleeps end on an idle CPU: spin their last 200 us
+	 * (cfg.timer_lead_ns) rather than wait for the CPU's wakeup, as the
+	 * pthread peer's SCHED_FIFO threads are this workload's real-time
+	 * setting. $PRT_TIMER_LEAD_NS replaces it.
+	 */
+	p.timer_lead_ns = 200000;
 	for (int v = 0; v < 2; v++) {
 		struct inv_result r = { 0 };
 

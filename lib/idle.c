@@ -562,6 +562,22 @@ static uint64_t park_deadline(struct prt__worker *w)
 	}
 }
 
+/*
+ * cfg.timer_lead_ns: the park slept until @until less the lead (or not
+ * at all); spin the rest of the way, unless woken meanwhile (a waker
+ * clears sleeping before its kick) or the backend has something to
+ * service (a completion, a poll due). A sleeping CPU in a VM wakes
+ * 50-200 us after its timer; a spinning one is there within a few
+ * (docs/design.md, section 11).
+ */
+static void lead_spin(struct prt__worker *w, uint64_t until)
+{
+	/* relaxed: a hint; worker_park's exchange after us is the one that counts */
+	while (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == 1 &&
+	       !prt__io_due(&w->io) && prt__now_ns() < until)
+		prt__cpu_relax();
+}
+
 /* Sleep until woken. Returns true if it did not sleep: work was pending. */
 static bool worker_park(struct prt__worker *w)
 {
@@ -592,7 +608,14 @@ static bool worker_park(struct prt__worker *w)
 	if (atomic_load_explicit(&w->sleeping, memory_order_acquire) == 1) {
 		uint64_t until = park_deadline(w);
 
-		prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
+		if (rt->timer_lead && until != PRT_NO_DEADLINE) {
+			/* (prt__io_wait: 0 is no deadline; a lead past the clock's start has none to sleep) */
+			if (until > rt->timer_lead)
+				prt__io_wait(w, until - rt->timer_lead);
+			lead_spin(w, until);
+		} else {
+			prt__io_wait(w, until == PRT_NO_DEADLINE ? 0 : until);
+		}
 	}
 	/* seq_cst (protocol 2): before left_park's loads, and the reset below */
 	if (atomic_exchange_explicit(&w->sleeping, 0, memory_order_seq_cst) == 1)

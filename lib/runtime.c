@@ -40,6 +40,17 @@ static uint64_t steal_grace(uint64_t g)
 	return g;
 }
 
+/*
+ * cfg.timer_lead_ns, or PRT_TIMER_LEAD_NS from the environment if set
+ * and a number; 0 under valgrind, which runs one thread at a time: a
+ * spinning worker would hold it.
+ */
+static uint64_t timer_lead(uint64_t l)
+{
+	prt__env_u64("PRT_TIMER_LEAD_NS", &l);
+	return RUNNING_ON_VALGRIND ? 0 : l;
+}
+
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */
 #define CFG_HAS(cfg, field)                                                                        \
 	((cfg)->size >= offsetof(prt_runtime_config_t, field) + sizeof((cfg)->field))
@@ -232,6 +243,7 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 	rt->oversubscribed = rt->nworkers > rt->topo.ncpus;
 	rt->steal_grace = steal_grace(CFG_HAS(cfg, steal_grace_ns) ? cfg->steal_grace_ns
 								   : PRT_STEAL_GRACE_DEFAULT);
+	rt->timer_lead = timer_lead(CFG_GET(cfg, timer_lead_ns));
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)

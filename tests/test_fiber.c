@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "runtime_int.h" /* internal: a worker's sleeping flag (timer lead tests) */
 
 static void *ret_arg(void *a)
 {
@@ -502,15 +503,12 @@ static void *sleeper(void *arg)
 	return NULL;
 }
 
-static void test_sleep_order(void **state)
+/* On @rt (one worker), SLEEPERS fibers asleep at once wake in deadline order, never early. */
+static void sleep_order_on(prt_runtime_t *rt)
 {
-	prt_runtime_t *rt = test_rt(1);
 	prt_fiber_t f[SLEEPERS];
 	uint64_t margin = 20000000u;
 
-	(void)state;
-	assert_int_equal(prt_sleep_ns(1000), -EPERM);
-	assert_int_equal(prt_sleep_until(0), -EPERM);
 	for (int round = 0;; round++) {
 		atomic_store(&wake_n, 0);
 		atomic_store(&sleep_late, 0);
@@ -532,6 +530,134 @@ static void test_sleep_order(void **state)
 	for (int i = 0; i < SLEEPERS; i++)
 		assert_int_equal(atomic_load(&wake_log[i]), i);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_sleep_order(void **state)
+{
+	(void)state;
+	assert_int_equal(prt_sleep_ns(1000), -EPERM);
+	assert_int_equal(prt_sleep_until(0), -EPERM);
+	sleep_order_on(test_rt(1));
+}
+
+/*
+ * ---- cfg.timer_lead_ns: an idle worker spins the last stretch before
+ * its deadline. With a lead longer than every sleep here, the worker
+ * spins from the moment it goes idle; what must still hold: no sleeper
+ * wakes early or out of order, and a wakeup or an I/O completion that
+ * comes during the spin runs its fiber at once, not when the spin ends.
+ */
+static prt_runtime_t *lead_rt(uint64_t lead, int io_backend)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.timer_lead_ns = lead;
+	cfg.io_backend = io_backend;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
+static void test_lead_sleep_order(void **state)
+{
+	const char *e = getenv("PRT_TIMER_LEAD_NS");
+	char *saved = e ? strdup(e) : NULL;
+	prt_runtime_t *rt;
+
+	(void)state;
+	/* PRT_TIMER_LEAD_NS replaces the configured lead (off under valgrind) */
+	assert_int_equal(setenv("PRT_TIMER_LEAD_NS", "1000000000", 1), 0); /* 1 s: longer than every sleep */
+	rt = lead_rt(0, PRT_IO_AUTO);
+	assert_true(rt->timer_lead == (test_under_valgrind() ? 0 : 1000000000u));
+	sleep_order_on(rt);
+	if (saved) {
+		assert_int_equal(setenv("PRT_TIMER_LEAD_NS", saved, 1), 0);
+		free(saved);
+	} else {
+		assert_int_equal(unsetenv("PRT_TIMER_LEAD_NS"), 0);
+	}
+	sleep_order_on(lead_rt(UINT64_MAX, PRT_IO_AUTO)); /* no sleep at all: spins throughout */
+}
+
+#define LEAD_FAR_NS (20ull * 1000000000u) /* the sleeper's deadline, far beyond the test */
+static atomic_int lead_ready, lead_woke; /* lead_woke: 1 slept out, 2 cancelled */
+static int lead_pipe[2];
+
+static void *lead_sleeper(void *a)
+{
+	int r;
+
+	(void)a;
+	atomic_fetch_add(&lead_ready, 1);
+	r = prt_sleep_ns(LEAD_FAR_NS);
+	atomic_store(&lead_woke, r == 0 ? 1 : 2);
+	return NULL;
+}
+
+/* Park (@a NULL) or read a byte of lead_pipe; then: had the sleeper woken? */
+static void *lead_waiter(void *a)
+{
+	char c;
+
+	atomic_fetch_add(&lead_ready, 1);
+	if (a)
+		FIBER_CHECK(prt_read(lead_pipe[0], &c, 1) == 1);
+	else
+		FIBER_CHECK(prt_park() == 0);
+	return (void *)(intptr_t)atomic_load(&lead_woke);
+}
+
+/*
+ * A sleeper far out (priority 20: were both runnable at once, it would
+ * run first) and a waiter; the worker goes idle with a lead longer than
+ * the sleep, so it spins. A plain thread wakes the waiter (@io: by a
+ * write to its pipe, else an unpark): the waiter must run while the
+ * sleeper still sleeps. A spin deaf to the kick or the completion ran
+ * both at the sleeper's deadline, the sleeper first.
+ */
+static void lead_wake_during_spin(int io_backend, bool io)
+{
+	prt_runtime_t *rt = lead_rt(UINT64_MAX, io_backend);
+	struct prt__worker *w = rt->workers[0];
+	prt_fiber_t sl, wt;
+	void *res = (void *)-1;
+
+	atomic_store(&lead_ready, 0);
+	atomic_store(&lead_woke, 0);
+	assert_int_equal(pipe(lead_pipe), 0);
+	sl = test_spawn(rt, 20, -1, lead_sleeper, NULL);
+	wt = test_spawn(rt, PRT_PRIO_DEFAULT, -1, lead_waiter, io ? (void *)1 : NULL);
+	/* Both ran up to their wait, then the worker went idle: it spins now. */
+	while (atomic_load(&lead_ready) < 2 || atomic_load(&w->sleeping) != 1)
+		test_spin_pause();
+	if (io)
+		assert_int_equal(write(lead_pipe[1], "x", 1), 1);
+	else
+		assert_int_equal(prt_unpark(wt), 0);
+	assert_int_equal(prt_join(wt, &res), 0);
+	assert_int_equal((intptr_t)res, 0); /* the sleeper was still asleep */
+	assert_int_equal(prt_cancel(sl), 0);
+	assert_int_equal(prt_join(sl, NULL), 0);
+	assert_int_equal(atomic_load(&lead_woke), 2);
+	close(lead_pipe[0]);
+	close(lead_pipe[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_lead_wake_ends_spin(void **state)
+{
+	(void)state;
+	lead_wake_during_spin(PRT_IO_AUTO, false);
+}
+
+static void test_lead_io_ends_spin(void **state)
+{
+	(void)state;
+	lead_wake_during_spin(PRT_IO_EPOLL, true);
+	if (test_uring_usable("test_fiber"))
+		lead_wake_during_spin(PRT_IO_URING, true);
 }
 
 static void *sleep_short(void *arg)
@@ -700,6 +826,9 @@ int main(void)
 		cmocka_unit_test(test_join_chain),
 		cmocka_unit_test(test_sleep_order),
 		cmocka_unit_test(test_sleep_many_workers),
+		cmocka_unit_test(test_lead_sleep_order),
+		cmocka_unit_test(test_lead_wake_ends_spin),
+		cmocka_unit_test(test_lead_io_ends_spin),
 		cmocka_unit_test(test_errno_per_fiber),
 	};
 

@@ -195,6 +195,22 @@ typedef struct prt_runtime_config {
 	 * runs preempts it (in a preemptive runtime) without waiting.
 	 */
 	uint64_t steal_grace_ns;
+	/*
+	 * The timer lead, in ns: an idle worker that sleeps until a deadline
+	 * (a fiber's sleep or timeout, a steal grace) wakes this long before
+	 * it and spins the rest of the way, so that the fiber runs within a
+	 * few us of its deadline instead of when the CPU comes out of its
+	 * idle sleep (50-200 us in a VM, docs/design.md section 11; Linux
+	 * guests' cpuidle-haltpoll and Seastar's idle poll spin for the same
+	 * reason). Costs up to this much CPU time per such wakeup: for
+	 * latency-sensitive programs (the W4 bench sets 200 us). A kick, an
+	 * I/O completion or anything else that ends a sleep ends the spin
+	 * too. 0 = sleep until the deadline (the default; a caller compiled
+	 * before this field existed gets 0). Off under valgrind. The
+	 * environment variable PRT_TIMER_LEAD_NS, when set to a plain
+	 * decimal number, replaces it.
+	 */
+	uint64_t timer_lead_ns;
 } prt_runtime_config_t;
 
 /*
