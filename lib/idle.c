@@ -566,16 +566,24 @@ static uint64_t park_deadline(struct prt__worker *w)
  * cfg.timer_lead_ns: the park slept until @until less the lead (or not
  * at all); spin the rest of the way, unless woken meanwhile (a waker
  * clears sleeping before its kick) or the backend has something to
- * service (a completion, a poll due). A sleeping CPU in a VM wakes
- * 50-200 us after its timer; a spinning one is there within a few
- * (docs/design.md, section 11).
+ * service (prt__io_waiting: a completion, the kernel asking to be
+ * entered, a command). Requests that only a poll finds (epoll's fd
+ * waiters) are polled here, every 64 rounds, without leaving the park:
+ * a fiber the poll wakes is queued here, which wakes us as any waker
+ * does (a park per poll cost 4.5 us each and took every worker's rq
+ * lock). A sleeping CPU in a VM wakes 50-200 us after its timer; a
+ * spinning one is there within a few (docs/design.md, section 11).
  */
 static void lead_spin(struct prt__worker *w, uint64_t until)
 {
 	/* relaxed: a hint; worker_park's exchange after us is the one that counts */
-	while (atomic_load_explicit(&w->sleeping, memory_order_relaxed) == 1 &&
-	       !prt__io_due(&w->io) && prt__now_ns() < until)
+	for (unsigned i = 1; atomic_load_explicit(&w->sleeping, memory_order_relaxed) == 1 &&
+			     !prt__io_waiting(&w->io) && prt__now_ns() < until;
+	     i++) {
+		if (w->io.watch.polled && (i & 63) == 0)
+			prt__io_service(w, false);
 		prt__cpu_relax();
+	}
 }
 
 /* Sleep until woken. Returns true if it did not sleep: work was pending. */

@@ -366,7 +366,14 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 		uint32_t ev = 0;
 		int err = prt__errno_get();
 
-		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), err)) < 0)
+		/*
+		 * -EINTR: a signal (the preemption tick) was pending; poll(2)
+		 * fails then even without waiting, and is never restarted
+		 * (signal(7)). A fiber's call does not see it (io.h): again.
+		 */
+		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), err)) == -EINTR)
+			continue;
+		if (err < 0)
 			return err;
 		if (p.revents)
 			return p.revents;

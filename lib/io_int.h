@@ -166,6 +166,26 @@ struct prt__rtio {
 };
 
 /*
+ * What prt__io_due finds without a poll: requests prepared and not
+ * given to the kernel, completions in the kernel's queue, the kernel
+ * asking to be entered, or commands posted. All of it shows in memory
+ * (an idle worker's timer lead spins on it, idle.c).
+ */
+static inline bool prt__io_waiting(struct prt__io *io)
+{
+	struct prt__io_watch *x = &io->watch;
+
+	return x->queued ||
+	       /* acquire: pairs with the kernel's release of the CQ tail, as io_uring_cq_ready */
+	       atomic_load_explicit((_Atomic unsigned *)x->tail, memory_order_acquire) !=
+		       *x->head ||
+	       /* relaxed: a hint; entering the kernel orders what it reports (IO_URING_READ_ONCE) */
+	       (atomic_load_explicit((_Atomic unsigned *)x->flags, memory_order_relaxed) & x->mask) ||
+	       /* relaxed: a hint; run_cmds takes the list with acquire */
+	       atomic_load_explicit(&io->cmds, memory_order_relaxed);
+}
+
+/*
  * Is @io's service due at this scheduling point? Requests prepared but
  * not given to the kernel, completions in the kernel's queue, the
  * kernel asking to be entered, every 64th point while requests wait for
@@ -177,15 +197,7 @@ static inline bool prt__io_due(struct prt__io *io)
 {
 	struct prt__io_watch *x = &io->watch;
 
-	return x->queued ||
-	       /* acquire: pairs with the kernel's release of the CQ tail, as io_uring_cq_ready */
-	       atomic_load_explicit((_Atomic unsigned *)x->tail, memory_order_acquire) !=
-		       *x->head ||
-	       /* relaxed: a hint; entering the kernel orders what it reports (IO_URING_READ_ONCE) */
-	       (atomic_load_explicit((_Atomic unsigned *)x->flags, memory_order_relaxed) & x->mask) ||
-	       (x->polled && (++x->tick & 63) == 0) ||
-	       /* relaxed: a hint; run_cmds takes the list with acquire */
-	       atomic_load_explicit(&io->cmds, memory_order_relaxed);
+	return prt__io_waiting(io) || (x->polled && (++x->tick & 63) == 0);
 }
 
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);

@@ -173,7 +173,15 @@ static int ur_init(struct prt__worker *w)
 	io->watch.head = io->ring.cq.khead;
 	io->watch.tail = io->ring.cq.ktail;
 	io->watch.flags = io->ring.sq.kflags;
-	io->watch.mask = IORING_SQ_TASKRUN;
+	/*
+	 * TASKRUN: completions wait for us in task work. CQ_OVERFLOW: some
+	 * did not fit in the CQ and wait on the kernel's overflow list
+	 * (IORING_FEAT_NODROP); either way only an entry for events brings
+	 * them in, and a worker that never sleeps in the ring (always busy,
+	 * or spinning out its timer lead) must make one (test_io,
+	 * test_cq_overflow_*).
+	 */
+	io->watch.mask = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
 	io->msg_ring = rio->msg_ring;
 	arm_evfd(w);
 	return 0;
@@ -473,7 +481,7 @@ static int ur_service(struct prt__worker *w, bool force_submit)
 	struct prt__io *io = &w->io;
 
 	if (submit_due(w, force_submit)) {
-		if (IO_URING_READ_ONCE(*io->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+		if (IO_URING_READ_ONCE(*io->ring.sq.kflags) & io->watch.mask) {
 			io_uring_submit_and_get_events(&io->ring);
 			io->watch.queued = 0;
 		} else if (io->watch.queued) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -560,25 +561,67 @@ static prt_runtime_t *lead_rt(uint64_t lead, int io_backend)
 	return rt;
 }
 
-static void test_lead_sleep_order(void **state)
+/* Set PRT_TIMER_LEAD_NS to @v (NULL: unset); returns what was there, for lead_env_restore. */
+static char *lead_env_set(const char *v)
 {
 	const char *e = getenv("PRT_TIMER_LEAD_NS");
 	char *saved = e ? strdup(e) : NULL;
+
+	assert_true(!e || saved);
+	if (v)
+		assert_int_equal(setenv("PRT_TIMER_LEAD_NS", v, 1), 0);
+	else
+		assert_int_equal(unsetenv("PRT_TIMER_LEAD_NS"), 0);
+	return saved;
+}
+
+static void lead_env_restore(char *saved)
+{
+	if (saved)
+		assert_int_equal(setenv("PRT_TIMER_LEAD_NS", saved, 1), 0);
+	else
+		assert_int_equal(unsetenv("PRT_TIMER_LEAD_NS"), 0);
+	free(saved);
+}
+
+static void test_lead_sleep_order(void **state)
+{
+	char *saved;
 	prt_runtime_t *rt;
 
 	(void)state;
 	/* PRT_TIMER_LEAD_NS replaces the configured lead (off under valgrind) */
-	assert_int_equal(setenv("PRT_TIMER_LEAD_NS", "1000000000", 1), 0); /* 1 s: longer than every sleep */
+	saved = lead_env_set("1000000000"); /* 1 s: longer than every sleep */
 	rt = lead_rt(0, PRT_IO_AUTO);
 	assert_true(rt->timer_lead == (test_under_valgrind() ? 0 : 1000000000u));
 	sleep_order_on(rt);
-	if (saved) {
-		assert_int_equal(setenv("PRT_TIMER_LEAD_NS", saved, 1), 0);
-		free(saved);
-	} else {
-		assert_int_equal(unsetenv("PRT_TIMER_LEAD_NS"), 0);
-	}
+	lead_env_restore(saved);
 	sleep_order_on(lead_rt(UINT64_MAX, PRT_IO_AUTO)); /* no sleep at all: spins throughout */
+}
+
+/* More workers than CPUs: no lead (a spinning worker would take the CPU from one with work). */
+static void test_lead_off_oversubscribed(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	cpu_set_t set;
+
+	char *saved = lead_env_set(NULL);
+
+	(void)state;
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = CPU_COUNT(&set) + 1;
+	cfg.timer_lead_ns = 200000;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_true(rt->oversubscribed);
+	assert_true(rt->timer_lead == 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	cfg.nworkers = 1;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_true(rt->timer_lead == (test_under_valgrind() ? 0 : 200000u));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	lead_env_restore(saved);
 }
 
 #define LEAD_FAR_NS (20ull * 1000000000u) /* the sleeper's deadline, far beyond the test */
@@ -629,9 +672,20 @@ static void lead_wake_during_spin(int io_backend, bool io)
 	assert_int_equal(pipe(lead_pipe), 0);
 	sl = test_spawn(rt, 20, -1, lead_sleeper, NULL);
 	wt = test_spawn(rt, PRT_PRIO_DEFAULT, -1, lead_waiter, io ? (void *)1 : NULL);
+	prt_worker_stats_t st0, st1;
+
 	/* Both ran up to their wait, then the worker went idle: it spins now. */
 	while (atomic_load(&lead_ready) < 2 || atomic_load(&w->sleeping) != 1)
 		test_spin_pause();
+	/*
+	 * And stays in that one park while nothing happens: with epoll, the
+	 * spin left the park at each poll of the waiter's fd (220k parks a
+	 * second), taking every worker's rq lock each time.
+	 */
+	assert_int_equal(prt_worker_stats(rt, 0, &st0), 0);
+	usleep(50000);
+	assert_int_equal(prt_worker_stats(rt, 0, &st1), 0);
+	assert_true(st1.parks == st0.parks);
 	if (io)
 		assert_int_equal(write(lead_pipe[1], "x", 1), 1);
 	else
@@ -827,6 +881,7 @@ int main(void)
 		cmocka_unit_test(test_sleep_order),
 		cmocka_unit_test(test_sleep_many_workers),
 		cmocka_unit_test(test_lead_sleep_order),
+		cmocka_unit_test(test_lead_off_oversubscribed),
 		cmocka_unit_test(test_lead_wake_ends_spin),
 		cmocka_unit_test(test_lead_io_ends_spin),
 		cmocka_unit_test(test_errno_per_fiber),

@@ -853,6 +853,109 @@ static void test_poll_errno_after_move(void **state)
 	assert_int_equal(atomic_load(&perr.p_errno_bad), 0);
 }
 
+/*
+ * More completions at once than the ring's CQ holds (io_entries 8: 16
+ * CQEs; 64 reads end together): the kernel keeps the rest on its
+ * overflow list and says so in the SQ flags, and only an entry into the
+ * kernel for events moves them to the CQ. A worker must do that at its
+ * scheduling points, not only when it sleeps in the ring: a worker that
+ * never went idle (a fiber yielding in a loop) left 48 readers blocked
+ * for good, and an idle worker spinning out a timer lead
+ * (cfg.timer_lead_ns) left them until its deadline. With epoll (no CQ)
+ * the same must hold.
+ */
+#define OVF_READERS 64
+static int ovf_fd[OVF_READERS][2];
+static atomic_int ovf_ready, ovf_done, ovf_woke;
+
+static void *ovf_reader(void *a)
+{
+	int i = (int)(intptr_t)a;
+	char c;
+
+	atomic_fetch_add(&ovf_ready, 1);
+	FIBER_CHECK(prt_read(ovf_fd[i][0], &c, 1) == 1);
+	atomic_fetch_add(&ovf_done, 1);
+	return NULL;
+}
+
+/* Keeps the worker busy until every reader is done (or 20 s: failure). */
+static void *ovf_yielder(void *a)
+{
+	uint64_t end = prt_now_ns() + 20000000000ull;
+
+	(void)a;
+	while (atomic_load(&ovf_done) < OVF_READERS && prt_now_ns() < end)
+		prt_yield();
+	return (void *)(intptr_t)atomic_load(&ovf_done);
+}
+
+/* Priority 20, far out: were it runnable with the readers, it would run first. */
+static void *ovf_sleeper(void *a)
+{
+	(void)a;
+	atomic_store(&ovf_woke, prt_sleep_ns(20000000000ull) == 0 ? 1 : 2);
+	return NULL;
+}
+
+/* @busy: a yielder keeps the worker busy; else it idles in a timer lead spin. */
+static void ovf_run(bool busy)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_t r[OVF_READERS], other;
+	void *res = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.io_backend = g_backend;
+	cfg.io_entries = 8;
+	cfg.timer_lead_ns = busy ? 0 : UINT64_MAX;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	atomic_store(&ovf_ready, 0);
+	atomic_store(&ovf_done, 0);
+	atomic_store(&ovf_woke, 0);
+	for (int i = 0; i < OVF_READERS; i++) {
+		assert_int_equal(pipe(ovf_fd[i]), 0);
+		assert_int_equal(prt_spawn(rt, &r[i], NULL, ovf_reader, (void *)(intptr_t)i), 0);
+	}
+	while (atomic_load(&ovf_ready) < OVF_READERS)
+		test_spin_pause();
+	usleep(20000); /* (their reads reach the kernel; not needed for the check) */
+	other = busy ? test_spawn(rt, PRT_PRIO_DEFAULT, -1, ovf_yielder, NULL) :
+		       test_spawn(rt, 20, -1, ovf_sleeper, NULL);
+	for (int i = 0; i < OVF_READERS; i++)
+		assert_int_equal(write(ovf_fd[i][1], "x", 1), 1);
+	for (int i = 0; i < OVF_READERS; i++)
+		assert_int_equal(prt_join(r[i], NULL), 0);
+	assert_int_equal(atomic_load(&ovf_done), OVF_READERS);
+	if (busy) {
+		assert_int_equal(prt_join(other, &res), 0);
+		assert_int_equal((intptr_t)res, OVF_READERS);
+	} else {
+		assert_int_equal(atomic_load(&ovf_woke), 0); /* the readers came first */
+		assert_int_equal(prt_cancel(other), 0);
+		assert_int_equal(prt_join(other, NULL), 0);
+	}
+	for (int i = 0; i < OVF_READERS; i++) {
+		close(ovf_fd[i][0]);
+		close(ovf_fd[i][1]);
+	}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_cq_overflow_busy(void **state)
+{
+	(void)state;
+	ovf_run(true);
+}
+
+static void test_cq_overflow_lead(void **state)
+{
+	(void)state;
+	ovf_run(false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -868,6 +971,8 @@ int main(void)
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),
+		cmocka_unit_test(test_cq_overflow_busy),
+		cmocka_unit_test(test_cq_overflow_lead),
 	};
 	int fails = 0;
 

@@ -15,6 +15,8 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -2712,6 +2714,77 @@ static void test_mark_keeps_extension(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A fiber's I/O call on the epoll backend while preemption signals land
+ * on its worker: prt_poll_timeout polls with poll(fd, 0) first, which
+ * the kernel fails with EINTR when a signal is pending (poll is never
+ * restarted, whatever SA_RESTART says; signal(7)). io.h promises -EINTR
+ * only on a plain thread: with the poll not retried, ~120 of 20000
+ * polls here returned -EINTR (a review). Two hogs keep both workers'
+ * slices ending (50 us) while a third fiber polls an empty pipe.
+ */
+static atomic_int pe_stop, pe_eintr, pe_other;
+static int pe_fd[2];
+
+static void *pe_hog(void *a)
+{
+	uint64_t x = 1;
+
+	(void)a;
+	while (!atomic_load_explicit(&pe_stop, memory_order_relaxed))
+		x = x * 6364136223846793005ull + 1;
+	sink_put(x);
+	return NULL;
+}
+
+static void *pe_poller(void *a)
+{
+	(void)a;
+	for (int i = 0; i < 20000; i++) {
+		int r = prt_poll_timeout(pe_fd[0], POLLIN, 1000);
+
+		if (r == -EINTR)
+			atomic_fetch_add(&pe_eintr, 1);
+		else if (r != -ETIMEDOUT)
+			atomic_fetch_add(&pe_other, 1);
+	}
+	atomic_store(&pe_stop, 1);
+	return NULL;
+}
+
+static void test_epoll_poll_no_eintr(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_t h[2], p;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.io_backend = PRT_IO_EPOLL;
+	cfg.preempt_quantum_ns = 50000;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	if (prt_runtime_preemptive(rt, NULL) != 1) {
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		skip();
+	}
+	assert_int_equal(pipe2(pe_fd, O_NONBLOCK), 0);
+	atomic_store(&pe_stop, 0);
+	atomic_store(&pe_eintr, 0);
+	atomic_store(&pe_other, 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(prt_spawn(rt, &h[i], NULL, pe_hog, NULL), 0);
+	assert_int_equal(prt_spawn(rt, &p, NULL, pe_poller, NULL), 0);
+	join_ok(p);
+	join_ok(h[0]);
+	join_ok(h[1]);
+	assert_int_equal(atomic_load(&pe_eintr), 0);
+	assert_int_equal(atomic_load(&pe_other), 0);
+	close(pe_fd[0]);
+	close(pe_fd[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2747,6 +2820,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_extended_slice_ends_in_regions),
 		cmocka_unit_test(test_deferred_tick_ends_slice_at_unlock),
 		cmocka_unit_test(test_mark_keeps_extension),
+		cmocka_unit_test(test_epoll_poll_no_eintr),
 	};
 
 	/* The tests choose their time slices: not the environment's. */

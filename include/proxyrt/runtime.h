@@ -205,8 +205,11 @@ typedef struct prt_runtime_config {
 	 * reason). Costs up to this much CPU time per such wakeup: for
 	 * latency-sensitive programs (the W4 bench sets 200 us). A kick, an
 	 * I/O completion or anything else that ends a sleep ends the spin
-	 * too. 0 = sleep until the deadline (the default; a caller compiled
-	 * before this field existed gets 0). Off under valgrind. The
+	 * too (with epoll, fds that fibers wait on are polled every 64 spin
+	 * rounds). 0 = sleep until the deadline (the default; a caller
+	 * compiled before this field existed gets 0). Off under valgrind,
+	 * and with more workers than CPUs (a spinning worker would take the
+	 * CPU from one with work). The
 	 * environment variable PRT_TIMER_LEAD_NS, when set to a plain
 	 * decimal number, replaces it.
 	 */
