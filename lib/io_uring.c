@@ -482,8 +482,14 @@ static int ur_service(struct prt__worker *w, bool force_submit)
 
 	if (submit_due(w, force_submit)) {
 		if (IO_URING_READ_ONCE(*io->ring.sq.kflags) & io->watch.mask) {
-			io_uring_submit_and_get_events(&io->ring);
-			io->watch.queued = 0;
+			int n;
+
+			/* As submit(): an interrupted enter again; a refused one leaves them queued. */
+			do {
+				n = io_uring_submit_and_get_events(&io->ring);
+			} while (n == -EINTR);
+			if (n >= 0)
+				io->watch.queued = 0;
 		} else if (io->watch.queued) {
 			submit(w);
 		}
