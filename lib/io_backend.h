@@ -16,7 +16,9 @@
  * prt__io_due), which each backend keeps current. prt__io_init points
  * head, tail and flags at a word that stays 0 before the backend's init;
  * io_uring then points head/tail at its CQ and flags at its SQ flags
- * (mask IORING_SQ_TASKRUN) and counts prepared SQEs in queued; epoll
+ * (mask IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW: completions held in
+ * task work or on the kernel's overflow list, which only an entry for
+ * events brings in) and counts prepared SQEs in queued; epoll
  * leaves them and counts its bucket waiters in polled. Either may use
  * tick. A backend whose kernel interface is another shared-memory queue
  * fits the same fields; one with none gets its poll every 64 points.
