@@ -1158,8 +1158,8 @@ static void test_parked_workers_wake(void **state)
 		assert_int_equal(prt_join(f, &res), 0);
 		assert_int_equal((intptr_t)res, w);
 	}
-	/* Racing with the worker going to sleep: no sleep before the spawn. */
-	for (int i = 0; i < 5000; i++) {
+	/* Racing with the worker going to sleep: no sleep before the spawn (TSan: 5000 took 20 s). */
+	for (int i = 0; i < (PRT_TEST_TSAN ? 2000 : 5000); i++) {
 		prt_fiber_t f;
 
 		assert_int_equal(prt_spawn(rt, &f, NULL, test_noop, NULL), 0);
@@ -1263,7 +1263,7 @@ static void test_capped_worker_takes_pending(void **state)
  * ~2.4 ms (its fiber state made and freed): 48 s for 20k, a sixth of
  * the TSan suite's time.
  */
-#define SCALE_PER (PRT_TEST_TSAN ? 1000 : 12500) /* a multiple of SCALE_BATCH */
+#define SCALE_PER (PRT_TEST_TSAN ? 500 : 12500) /* a multiple of SCALE_BATCH (TSan: 32 s at 1000) */
 #define SCALE_BATCH 500
 
 static atomic_long scale_sum;
@@ -1339,7 +1339,7 @@ static atomic_long det_count, det_spawned;
  * Per spawner thread (4 of them); fewer under TSan, which maps memory
  * per fiber and takes ~2.5 ms a fiber (50 s for 20000).
  */
-#define DET_PER (PRT_TEST_TSAN ? 2500 : 25000)
+#define DET_PER (PRT_TEST_TSAN ? 1250 : 25000) /* TSan: 32 s at 2500 */
 
 static void *det_body(void *arg)
 {
