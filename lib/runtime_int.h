@@ -22,7 +22,7 @@ struct prt_runtime {
 	int nworkers;
 	bool oversubscribed;            /* more workers than CPUs we may run on */
 	uint64_t steal_grace;           /* cfg.steal_grace_ns (idle.c, steal_due) */
-	uint64_t timer_lead;            /* cfg.timer_lead_ns (idle.c, worker_park); 0 under valgrind */
+	uint64_t timer_lead;            /* cfg.timer_lead_ns (idle.c, worker_park); 0 under valgrind or oversubscribed */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;
