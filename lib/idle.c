@@ -69,6 +69,20 @@ static void list_append(struct prt__list *to, struct prt__list *from)
  * with 64 looked at, 191 with 4).
  */
 #define PRT_STEAL_AGED_LOOK 4
+/*
+ * Most never-run fibers one steal takes. A burst of spawns (W2: 1000
+ * empty fibers, then their joins) is taken a few at a time: each stolen
+ * fiber runs after its descriptor and stack top cross to the thief
+ * (~500 ns here, docs/design.md section 5), the victim runs its own at
+ * ~100 ns, so a thief that took half the burst finished last and the
+ * joiner waited for it. Taking a few, and coming back for more once
+ * they ran and the grace ran out again, lets the thief's intake follow
+ * its own progress: W2 with 2 workers, 325-395 ns a fiber taking half,
+ * 158-217 taking 8, interleaved (docs/design.md, "Stealing"). Fibers
+ * that ran are still taken up to half the queue: they are a backlog
+ * the victim has already had its turn at.
+ */
+#define PRT_STEAL_FRESH_MAX 8
 
 /* now_ns in 1024 ns units, never 0 (0 = not marked) */
 static uint32_t steal_clock(void)
@@ -79,7 +93,8 @@ static uint32_t steal_clock(void)
 }
 
 /*
- * Take up to half of @v's queue, skipping fibers that may not run on @w
+ * Take up to half of @v's queue (of never-run fibers, PRT_STEAL_FRESH_MAX
+ * at most), skipping fibers that may not run on @w
  * and fibers blocked on a mutex (docs/design.md: they stay where proxy
  * execution finds them). Returns the first taken, and queues the rest on
  * @w, highest level first, each level in @v's order.
@@ -106,7 +121,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 {
 	struct prt__list got, cold, fresh;
 	struct prt__fiber *first = NULL;
-	unsigned quota, n = 0;
+	unsigned quota, n = 0, fresh_n = 0;
 	uint32_t now = 0;
 
 	/* Nothing, or only donors (a stale hint costs a missed steal, never a fiber). */
@@ -128,7 +143,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 		for (it = h->prev; it != h && n < quota; it = nx) {
 			struct prt__fiber *f = prt__container_of(it, struct prt__fiber, rq_node);
 
-			if (scanned++ == PRT_STEAL_SCAN) {
+			if (scanned++ == PRT_STEAL_SCAN || fresh_n == PRT_STEAL_FRESH_MAX) {
 				left = true;
 				break;
 			}
@@ -140,6 +155,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 			newer = &f->rq_node;
 			n++;
 			took++;
+			fresh_n++;
 		}
 		scanned = 0;
 		/* After a first look that took some, past the quota: these few age however full it is. */

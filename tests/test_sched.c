@@ -671,6 +671,67 @@ static void test_steal_fresh_first(void **state)
 }
 
 /*
+ * A burst of never-run fibers is taken a few at a time (idle.c,
+ * PRT_STEAL_FRESH_MAX = 8): a thief that took half of W2's 1000 spawns
+ * finished last, and the joiner waited for it. Cooperative, 2 workers,
+ * a 100 ms grace: H spawns 100 fibers and computes until one of them
+ * ran on the other worker (capped at 10 s); that first one reads the
+ * thief's steals counter (fibers taken), which is what its first steal
+ * took. Before, 50 (half the queue).
+ */
+#define BURST_N 100
+static struct {
+	atomic_int first_steals, other_ran;
+	int h_worker, capped;
+	prt_fiber_t f[BURST_N];
+} burst;
+
+static void *burst_f(void *arg)
+{
+	int me = prt_worker_index();
+
+	(void)arg;
+	if (me != burst.h_worker && !atomic_exchange(&burst.other_ran, 1)) {
+		prt_worker_stats_t st;
+
+		FIBER_CHECK(prt_worker_stats(prt_runtime_self(), me, &st) == 0);
+		atomic_store(&burst.first_steals, (int)st.steals);
+	}
+	return NULL;
+}
+
+static void *burst_h(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 10000000000ull;
+
+	(void)arg;
+	burst.h_worker = prt_worker_index();
+	for (int i = 0; i < BURST_N; i++)
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &burst.f[i], NULL, burst_f, NULL) == 0);
+	while (!atomic_load(&burst.other_ran))
+		if (test_mono_ns() > cap) {
+			burst.capped = 1;
+			break;
+		}
+	for (int i = 0; i < BURST_N; i++)
+		FIBER_CHECK(prt_join(burst.f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_steal_fresh_few(void **state)
+{
+	prt_runtime_t *rt = grace_rt(100000000);
+
+	(void)state;
+	memset(&burst, 0, sizeof(burst));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, burst_h, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(burst.capped, 0);
+	assert_int_equal(atomic_load(&burst.other_ran), 1);
+	assert_in_range(atomic_load(&burst.first_steals), 1, 8);
+}
+
+/*
  * What a thief must still take, whatever order it takes fibers in (a
  * review's reproducers): the highest level first, fibers that ran too,
  * and fibers past the first look's window. Cooperative, 2 workers; H,
@@ -1959,6 +2020,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
+		cmocka_unit_test(test_steal_fresh_few),
 		cmocka_unit_test(test_steal_order_leaves_nothing),
 		cmocka_unit_test(test_steal_reach),
 		cmocka_unit_test(test_grace_sleeper_not_woken),
