@@ -31,6 +31,7 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 	cfg->stack_kind = PRT_STACK_GUARD;
 	cfg->preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
 	cfg->steal_grace_ns = PRT_STEAL_GRACE_DEFAULT;
+	cfg->wait_spin_ns = PRT_WAIT_SPIN_DEFAULT;
 }
 
 /* cfg.steal_grace_ns, or PRT_STEAL_GRACE_NS from the environment if set and a number. */
@@ -51,6 +52,17 @@ static uint64_t timer_lead(uint64_t l, bool oversubscribed)
 {
 	prt__env_u64("PRT_TIMER_LEAD_NS", &l);
 	return RUNNING_ON_VALGRIND || oversubscribed ? 0 : l;
+}
+
+/*
+ * cfg.wait_spin_ns, or PRT_WAIT_SPIN_NS from the environment if set and
+ * a number; 0 under valgrind (one thread runs at a time: a spinner
+ * would hold the one that would end its wait).
+ */
+static uint64_t wait_spin(uint64_t s)
+{
+	prt__env_u64("PRT_WAIT_SPIN_NS", &s);
+	return RUNNING_ON_VALGRIND ? 0 : s;
 }
 
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */
@@ -246,6 +258,8 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 	rt->steal_grace = steal_grace(CFG_HAS(cfg, steal_grace_ns) ? cfg->steal_grace_ns
 								   : PRT_STEAL_GRACE_DEFAULT);
 	rt->timer_lead = timer_lead(CFG_GET(cfg, timer_lead_ns), rt->oversubscribed);
+	rt->wait_spin = wait_spin(CFG_HAS(cfg, wait_spin_ns) ? cfg->wait_spin_ns
+							     : PRT_WAIT_SPIN_DEFAULT);
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)

@@ -23,6 +23,7 @@ struct prt_runtime {
 	bool oversubscribed;            /* more workers than CPUs we may run on */
 	uint64_t steal_grace;           /* cfg.steal_grace_ns (idle.c, steal_due) */
 	uint64_t timer_lead;            /* cfg.timer_lead_ns (idle.c, worker_park); 0 under valgrind or oversubscribed */
+	uint64_t wait_spin;             /* cfg.wait_spin_ns (prt__may_spin); 0 under valgrind */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;
@@ -82,6 +83,35 @@ struct prt_runtime {
 	pthread_t dump_tid;
 };
 
+
+/*
+ * May a fiber on @w spin for an event instead of sleeping at once (for
+ * rt->wait_spin ns, cfg.wait_spin_ns)? Only where it may pay and costs
+ * nobody: more than one worker, each with a CPU, some other worker busy
+ * (the event may come from it), nothing else queued on @w, and not
+ * under valgrind (rt->wait_spin 0). A spinner stops as soon as
+ * something is queued on @w (a wakeup, a spawn, a time slice's rival:
+ * nothing waits for it), after rt->wait_spin, at its deadline, or
+ * at a cancel; it runs inside the runtime,
+ * where preemption is deferred, and a sleeper of @w due meanwhile waits
+ * for it (rt->wait_spin at most). Go's sync.Mutex spins on the same
+ * terms (runtime_canSpin: several CPUs, another P running, an empty
+ * local run queue).
+ */
+static inline bool prt__may_spin(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	return rt->wait_spin && rt->nworkers > 1 && !rt->oversubscribed &&
+	       atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) < rt->nworkers - 1 &&
+	       !atomic_load_explicit(&w->rq.nr, memory_order_relaxed);
+}
+
+/* A spinner on @w must stop: something was queued there. */
+static inline bool prt__spin_must_stop(struct prt__worker *w)
+{
+	return atomic_load_explicit(&w->rq.nr, memory_order_relaxed) != 0;
+}
 
 static inline struct prt__worker *prt__worker_of(struct prt_runtime *rt, struct prt__worker *w)
 {

@@ -30,6 +30,7 @@
 #include "deadline.h"
 #include "fiber_int.h"
 #include "plist.h"
+#include "runtime_int.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -39,7 +40,7 @@ struct prt__sem {
 	atomic_uint value;
 	prt__spinlock_t lock;
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
-	unsigned pad;
+	atomic_uint nqueued;       /* records on @waiters; written under @lock, read racily by spinners */
 	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 };
@@ -116,6 +117,46 @@ static void insert(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
 	r->queued = true;
+	atomic_store_explicit(&s->nqueued, atomic_load_explicit(&s->nqueued, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* Take @r off the list; s->lock held. */
+static void unqueue(struct prt__sem *s, struct sem_waiter *r)
+{
+	prt__plist_del(&s->waiters, &r->pl);
+	r->queued = false;
+	atomic_store_explicit(&s->nqueued, atomic_load_explicit(&s->nqueued, memory_order_relaxed) - 1,
+			      memory_order_relaxed);
+}
+
+/*
+ * Spin for a unit before queueing (cfg.wait_spin_ns, prt__may_spin):
+ * a post that finds nobody queued adds to the value, which we take as
+ * any trywait would; the poster then neither takes a record off the
+ * list nor wakes anybody. Not while others are queued (posts go to
+ * them). Stops at @deadline and at a cancel too (wait_slow then
+ * returns ECANCELED). Returns true with a unit taken.
+ */
+static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline)
+{
+	uint64_t until;
+
+	if (!prt__may_spin(w) || atomic_load_explicit(&s->nqueued, memory_order_relaxed))
+		return false;
+	until = prt__add_sat(prt__now_ns(), w->rt->wait_spin);
+	if (deadline && deadline < until)
+		until = deadline;
+	for (unsigned i = 1;; i++) {
+		prt__cpu_relax();
+		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s))
+			return true;
+		if (prt__spin_must_stop(w) || atomic_load_explicit(&s->nqueued, memory_order_relaxed) ||
+		    prt__cancel_pending(w->curr))
+			return false;
+		if (!(i & 31) && prt__now_ns() >= until)
+			return false;
+	}
 }
 
 /*
@@ -130,7 +171,7 @@ static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
 	prt__spin_lock(&s->lock);
 	left = r->queued;
 	if (left)
-		prt__plist_del(&s->waiters, &r->pl);
+		unqueue(s, r);
 	prt__spin_unlock(&s->lock);
 	if (left)
 		return err;
@@ -176,9 +217,13 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline)
 static int sem_wait(prt_sem_t *us, uint64_t deadline)
 {
 	struct prt__sem *s = sem_of(us);
+	struct prt__worker *w;
 
 	prt__check_live(s->dbg, "prt_sem_wait", us);
 	if (take(s))
+		return 0;
+	w = prt__cur_worker();
+	if (w && spin_take(s, w, deadline))
 		return 0;
 	return wait_slow(s, deadline);
 }
@@ -226,8 +271,7 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 	prt__spin_lock(&s->lock);
 	if (!list_empty(s)) {
 		r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
-		prt__plist_del(&s->waiters, &r->pl);
-		r->queued = false;
+		unqueue(s, r);
 	} else if (atomic_load_explicit(&s->value, memory_order_relaxed) >= PRT_SEM_VALUE_MAX) {
 		err = EOVERFLOW;
 	} else {

@@ -27,6 +27,7 @@
 
 #include "fault.h"
 #include "io_backend.h"
+#include "runtime_int.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -160,6 +161,35 @@ static int cancel_result(int err, uint64_t deadline)
 	return err;
 }
 
+/*
+ * Before a fiber sleeps: spin while the wait is not over, for
+ * rt->wait_spin ns at most (cfg.wait_spin_ns), on prt__may_spin's
+ * terms (runtime_int.h). A wake that comes meanwhile finds IDLE and
+ * ends the wait with its CAS alone: nothing is queued on our worker, no
+ * pick, no switch (a join of a fiber that ends on another worker, a
+ * semaphore waiter already queued, a condvar waiter handed its mutex).
+ * Stops at the deadline and at a cancel; the caller then goes on as if
+ * it had not spun. Not for an I/O wait: our own worker reaps its end,
+ * and it does not while we spin.
+ */
+static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t deadline,
+			 bool cancel)
+{
+	struct prt__fiber *self = wt->fiber;
+	uint64_t until = prt__add_sat(prt__now_ns(), w->rt->wait_spin);
+
+	if (deadline && deadline < until)
+		until = deadline;
+	for (unsigned i = 1;; i++) {
+		prt__cpu_relax();
+		if (atomic_load_explicit(&wt->state, memory_order_relaxed) != PRT_WAIT_IDLE ||
+		    prt__spin_must_stop(w) || (cancel && prt__cancel_pending(self)))
+			return;
+		if (!(i & 31) && prt__now_ns() >= until)
+			return;
+	}
+}
+
 static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
 		       struct prt__worker *io)
 {
@@ -171,6 +201,9 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
 
 	if (cancel && !io && prt__cancel_pending(self))
 		return fiber_give_up(wt, ECANCELED);
+	if (!io && atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
+	    prt__may_spin(w))
+		spin_for_end(wt, w, deadline, cancel);
 	if (deadline) {
 		if (prt__now_ns() >= deadline)
 			return fiber_give_up(wt, ETIMEDOUT);

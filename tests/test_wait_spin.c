@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The wait spin (cfg.wait_spin_ns, runtime.h): a fiber about to sleep
+ * for an event spins for it first. Two workers, a spin far longer than
+ * any test (10 s), so that what ends a spin is what the test makes
+ * happen, never its length:
+ * - an event that comes while the waiter spins ends its wait with no
+ *   switch on its worker: a semaphore's post (taken before queueing),
+ *   a join, a condvar's signal and mutex;
+ * - a fiber queued on the spinner's worker ends the spin: it runs while
+ *   the waiter still waits (without, it waited the 10 s);
+ * - a deadline and a cancel end it, with ETIMEDOUT and ECANCELED;
+ * - 0 (the field, or PRT_WAIT_SPIN_NS) sleeps at once.
+ * "Before the spin" is known by a flag the waiter sets first, and the
+ * other worker stays busy meanwhile (a spin needs a busy worker besides
+ * its own). Under valgrind the spin is off (one thread runs at a time):
+ * the switch checks are skipped there, the rest still hold.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "test_common.h"
+#include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
+#include <proxyrt/mutex.h>
+#include <proxyrt/sem.h>
+
+#define LONG_SPIN 10000000000ull /* 10 s */
+#define CAP_NS 5000000000ull     /* give up waiting for a flag (a failure) */
+
+static bool spins; /* the spin can happen here (not valgrind, 2 CPUs) */
+
+static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.wait_spin_ns = spin_ns;
+	if (env)
+		setenv("PRT_WAIT_SPIN_NS", env, 1);
+	else
+		unsetenv("PRT_WAIT_SPIN_NS");
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	unsetenv("PRT_WAIT_SPIN_NS");
+	return rt;
+}
+
+static uint64_t switches(int worker)
+{
+	prt_worker_stats_t st;
+
+	if (prt_worker_stats(prt_runtime_self(), worker, &st) != 0)
+		abort();
+	return st.switches;
+}
+
+/* Busy-wait (no runtime call: the worker stays busy) until @flag is set; false at the cap. */
+static bool await_flag(atomic_int *flag)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	while (!atomic_load(flag))
+		if (test_mono_ns() > cap)
+			return false;
+	return true;
+}
+
+/* Busy for @ns (no runtime call). */
+static void compute_ns(uint64_t ns)
+{
+	uint64_t end = test_mono_ns() + ns;
+
+	while (test_mono_ns() < end)
+		;
+}
+
+/* ---- what the waiter waits for comes while it spins ---------------------------- */
+
+enum kind { K_SEM, K_JOIN, K_COND };
+
+static struct {
+	enum kind kind;
+	atomic_int other_runs, waiting, flag;
+	prt_sem_t s;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t target; /* K_JOIN: the fiber the waiter joins */
+	int err;
+	uint64_t sw_before, sw_after;
+} ev;
+
+/* On worker 1: busy until the waiter is about to wait, then a little more, then the event. */
+static void *ev_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&ev.other_runs, 1);
+	FIBER_CHECK(await_flag(&ev.waiting));
+	compute_ns(2000000); /* the waiter spins by now (or has not reached its wait: fine too) */
+	switch (ev.kind) {
+	case K_SEM:
+		FIBER_CHECK(prt_sem_post(&ev.s) == 0);
+		break;
+	case K_JOIN:
+		break; /* returning is the event */
+	case K_COND:
+		FIBER_CHECK(prt_mutex_lock(&ev.m) == 0);
+		atomic_store(&ev.flag, 1);
+		FIBER_CHECK(prt_cond_signal(&ev.c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&ev.m) == 0);
+		break;
+	}
+	return NULL;
+}
+
+/* On worker 0. */
+static void *ev_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&ev.other_runs)); /* worker 1 is busy: we may spin */
+	if (ev.kind == K_COND)
+		FIBER_CHECK(prt_mutex_lock(&ev.m) == 0);
+	ev.sw_before = switches(0);
+	atomic_store(&ev.waiting, 1);
+	switch (ev.kind) {
+	case K_SEM:
+		ev.err = prt_sem_wait(&ev.s);
+		break;
+	case K_JOIN:
+		ev.err = prt_join(ev.target, NULL);
+		break;
+	case K_COND:
+		ev.err = 0;
+		while (!atomic_load(&ev.flag) && !ev.err)
+			ev.err = prt_cond_wait(&ev.c, &ev.m);
+		break;
+	}
+	ev.sw_after = switches(0);
+	if (ev.kind == K_COND)
+		FIBER_CHECK(prt_mutex_unlock(&ev.m) == 0);
+	return NULL;
+}
+
+static void *ev_driver(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t o, w;
+	void *r1, *r2;
+
+	(void)arg;
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, ev_other, NULL);
+	ev.target = o;
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, ev_waiter, NULL);
+	FIBER_CHECK(prt_join(w, &r1) == 0);
+	if (ev.kind != K_JOIN) {
+		FIBER_CHECK(prt_join(o, &r2) == 0);
+		FIBER_CHECK(r2 == NULL);
+	}
+	return r1;
+}
+
+static void event_case(enum kind kind, uint64_t spin_ns, const char *env, bool expect_spin)
+{
+	prt_runtime_t *rt = spin_rt(spin_ns, env);
+
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = kind;
+	assert_int_equal(prt_sem_init(&ev.s, 0), 0);
+	assert_int_equal(prt_mutex_init(&ev.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&ev.c), 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, ev_driver, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(ev.err, 0);
+	assert_int_equal(prt_sem_destroy(&ev.s), 0);
+	assert_int_equal(prt_cond_destroy(&ev.c), 0);
+	assert_int_equal(prt_mutex_destroy(&ev.m), 0);
+	if (!spins)
+		return;
+	if (expect_spin)
+		assert_int_equal(ev.sw_after, ev.sw_before); /* never left worker 0 */
+	else
+		assert_true(ev.sw_after > ev.sw_before); /* slept: switched away and back */
+}
+
+static void test_sem_post_while_spinning(void **state)
+{
+	(void)state;
+	event_case(K_SEM, LONG_SPIN, NULL, true);
+}
+
+static void test_join_while_spinning(void **state)
+{
+	(void)state;
+	event_case(K_JOIN, LONG_SPIN, NULL, true);
+}
+
+static void test_cond_while_spinning(void **state)
+{
+	(void)state;
+	event_case(K_COND, LONG_SPIN, NULL, true);
+}
+
+/* 0 sleeps at once, from the field or from the environment (which replaces the field). */
+static void test_spin_off(void **state)
+{
+	(void)state;
+	event_case(K_SEM, 0, NULL, false);
+	event_case(K_JOIN, 0, NULL, false);
+	event_case(K_SEM, LONG_SPIN, "0", false);
+	event_case(K_SEM, 0, "10000000000", true);
+}
+
+/* ---- what ends a spin before its event ----------------------------------------- */
+
+enum stop { S_QUEUED, S_DEADLINE, S_CANCEL };
+
+/*
+ * @cond: the waiter waits on a condvar (the spin of every wait, wait.c)
+ * instead of a semaphore (sem.c's spin before queueing).
+ */
+static struct {
+	enum stop stop;
+	bool cond;
+	atomic_int other_runs, waiting, h_ran, parked, flag;
+	prt_sem_t s;
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t h, waiter;
+	int err;
+	bool capped;
+} st;
+
+/* On worker 0, parked until worker 1 unparks it. */
+static void *st_h(void *arg)
+{
+	(void)arg;
+	atomic_store(&st.parked, 1);
+	FIBER_CHECK(prt_park() == 0);
+	atomic_store(&st.h_ran, 1);
+	return NULL;
+}
+
+/* On worker 0. */
+static void *st_waiter(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&st.other_runs));
+	if (!st.cond) {
+		atomic_store(&st.waiting, 1);
+		if (st.stop == S_DEADLINE)
+			st.err = prt_sem_timedwait_ns(&st.s, 20000000); /* 20 ms */
+		else
+			st.err = prt_sem_wait(&st.s);
+		return NULL;
+	}
+	FIBER_CHECK(prt_mutex_lock(&st.m) == 0);
+	atomic_store(&st.waiting, 1);
+	if (st.stop == S_DEADLINE) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20000000; /* 20 ms */
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (!atomic_load(&st.flag) && !st.err)
+			st.err = prt_cond_timedwait(&st.c, &st.m, &ts);
+	} else {
+		while (!atomic_load(&st.flag) && !st.err)
+			st.err = prt_cond_wait(&st.c, &st.m);
+	}
+	FIBER_CHECK(prt_mutex_unlock(&st.m) == 0);
+	return NULL;
+}
+
+/* On worker 1: busy until the waiter spins, then what should stop it. */
+static void *st_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&st.other_runs, 1);
+	if (!await_flag(&st.waiting)) {
+		st.capped = true;
+		return NULL;
+	}
+	compute_ns(2000000);
+	switch (st.stop) {
+	case S_QUEUED:
+		FIBER_CHECK(prt_unpark(st.h) == 0);
+		/* H runs on worker 0 only if the waiter stopped spinning (else 10 s from now). */
+		if (!await_flag(&st.h_ran))
+			st.capped = true;
+		if (!st.cond) {
+			FIBER_CHECK(prt_sem_post(&st.s) == 0);
+			break;
+		}
+		FIBER_CHECK(prt_mutex_lock(&st.m) == 0);
+		atomic_store(&st.flag, 1);
+		FIBER_CHECK(prt_cond_signal(&st.c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&st.m) == 0);
+		break;
+	case S_DEADLINE:
+		break;
+	case S_CANCEL:
+		FIBER_CHECK(prt_cancel(st.waiter) == 0);
+		break;
+	}
+	return NULL;
+}
+
+static void *st_driver(void *arg)
+{
+	prt_runtime_t *rt = prt_runtime_self();
+	prt_fiber_t o;
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	if (st.stop == S_QUEUED) {
+		st.h = test_spawn(rt, PRT_PRIO_DEFAULT, 0, st_h, NULL);
+		FIBER_CHECK(await_flag(&st.parked));
+		/* parked for good (BLOCKED), not just about to: yield until then */
+		while (atomic_load_explicit(&st.h.p->state, memory_order_acquire) != PRT_FS_BLOCKED &&
+		       test_mono_ns() < cap)
+			FIBER_CHECK(prt_yield() == 0);
+	}
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, st_other, NULL);
+	st.waiter = test_spawn(rt, PRT_PRIO_DEFAULT, 0, st_waiter, NULL);
+	FIBER_CHECK(prt_join(st.waiter, NULL) == 0);
+	FIBER_CHECK(prt_join(o, NULL) == 0);
+	if (st.stop == S_QUEUED)
+		FIBER_CHECK(prt_join(st.h, NULL) == 0);
+	return NULL;
+}
+
+static void stop_case(enum stop stop, bool cond)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	uint64_t t0 = test_mono_ns();
+
+	memset(&st, 0, sizeof(st));
+	st.stop = stop;
+	st.cond = cond;
+	assert_int_equal(prt_sem_init(&st.s, 0), 0);
+	assert_int_equal(prt_mutex_init(&st.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&st.c), 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, st_driver, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_false(st.capped);
+	switch (stop) {
+	case S_QUEUED:
+		assert_int_equal(st.err, 0);
+		assert_int_equal(atomic_load(&st.h_ran), 1);
+		break;
+	case S_DEADLINE:
+		assert_int_equal(st.err, ETIMEDOUT);
+		break;
+	case S_CANCEL:
+		assert_int_equal(st.err, ECANCELED);
+		break;
+	}
+	/* Not the 10 s spin (a hang check, far from any real timing). */
+	assert_true(test_mono_ns() - t0 < CAP_NS);
+	assert_int_equal(prt_sem_destroy(&st.s), 0);
+	assert_int_equal(prt_cond_destroy(&st.c), 0);
+	assert_int_equal(prt_mutex_destroy(&st.m), 0);
+}
+
+static void test_stop_when_fiber_queued(void **state)
+{
+	(void)state;
+	stop_case(S_QUEUED, false);
+	stop_case(S_QUEUED, true);
+}
+
+static void test_stop_at_deadline(void **state)
+{
+	(void)state;
+	stop_case(S_DEADLINE, false);
+	stop_case(S_DEADLINE, true);
+}
+
+static void test_stop_at_cancel(void **state)
+{
+	(void)state;
+	stop_case(S_CANCEL, false);
+	stop_case(S_CANCEL, true);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sem_post_while_spinning),
+		cmocka_unit_test(test_join_while_spinning),
+		cmocka_unit_test(test_cond_while_spinning),
+		cmocka_unit_test(test_spin_off),
+		cmocka_unit_test(test_stop_when_fiber_queued),
+		cmocka_unit_test(test_stop_at_deadline),
+		cmocka_unit_test(test_stop_at_cancel),
+	};
+	cpu_set_t cpus;
+
+	/* The spin needs a CPU for each of the two workers, and is off under valgrind. */
+	spins = !test_under_valgrind() && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
+		CPU_COUNT(&cpus) >= 2;
+	if (!spins)
+		fprintf(stderr, "test_wait_spin: no spin here (valgrind or one CPU): switch checks skipped\n");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
