@@ -53,8 +53,11 @@ PRT_API int prt_sem_destroy(prt_sem_t *s);
 /*
  * Take one unit of @s, waiting while its value is 0. Returns 0, EINVAL
  * (NULL), or ECANCELED (the calling fiber was cancelled, prt_cancel: no
- * unit taken; the timed waits below too). Context: a fiber (parks only the fiber: a scheduling
- * point) or a plain thread (sleeps on a futex).
+ * unit taken; the timed waits below too). A fiber may first spin for
+ * a post for up to cfg.wait_spin_ns (proxyrt/runtime.h: default 4 us,
+ * only while another worker is busy and its own has nothing queued).
+ * Context: a fiber (parks only the fiber: a scheduling point) or a
+ * plain thread (sleeps on a futex).
  */
 PRT_API int prt_sem_wait(prt_sem_t *s);
 /* Take one unit if the value is above 0: 0, EAGAIN (it is 0), EINVAL. Never switches. */
