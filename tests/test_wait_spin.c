@@ -8,7 +8,9 @@
  *   switch on its worker: a semaphore's post (taken before queueing),
  *   a join, a condvar's signal and mutex;
  * - a fiber queued on the spinner's worker ends the spin: it runs while
- *   the waiter still waits (without, it waited the 10 s);
+ *   the waiter still waits (without, it waited the 10 s); so does, in a
+ *   preemptive runtime, a higher-priority sleeper of that worker that
+ *   falls due (its interrupt, kept since it lands in the runtime);
  * - a deadline and a cancel end it, with ETIMEDOUT and ECANCELED;
  * - 0 (the field, or PRT_WAIT_SPIN_NS) sleeps at once.
  * "Before the spin" is known by a flag the waiter sets first, and the
@@ -30,7 +32,8 @@
 
 static bool spins; /* the spin can happen here (not valgrind, 2 CPUs) */
 
-static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
+/* @quantum: cfg.preempt_quantum_ns, UINT64_MAX for the default (or PRT_PREEMPT_QUANTUM_NS). */
+static prt_runtime_t *spin_rt_q(uint64_t spin_ns, const char *env, uint64_t quantum)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
@@ -38,6 +41,10 @@ static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
 	cfg.wait_spin_ns = spin_ns;
+	if (quantum != UINT64_MAX) {
+		cfg.preempt_quantum_ns = quantum;
+		unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	}
 	if (env)
 		setenv("PRT_WAIT_SPIN_NS", env, 1);
 	else
@@ -45,6 +52,11 @@ static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	unsetenv("PRT_WAIT_SPIN_NS");
 	return rt;
+}
+
+static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
+{
+	return spin_rt_q(spin_ns, env, UINT64_MAX);
 }
 
 static uint64_t switches(int worker)
@@ -213,7 +225,13 @@ static void test_spin_off(void **state)
 
 /* ---- what ends a spin before its event ----------------------------------------- */
 
-enum stop { S_QUEUED, S_DEADLINE, S_CANCEL };
+/*
+ * S_SLEEPER: a preemptive runtime (1 ms slices); H, one level above the
+ * waiter, sleeps 20 ms on the waiter's worker: its deadline's interrupt
+ * lands in the spin (inside the runtime, so it is kept for the next
+ * scheduling point), which must end it.
+ */
+enum stop { S_QUEUED, S_DEADLINE, S_CANCEL, S_SLEEPER };
 
 /*
  * @cond: the waiter waits on a condvar (the spin of every wait, wait.c)
@@ -231,12 +249,15 @@ static struct {
 	bool capped;
 } st;
 
-/* On worker 0, parked until worker 1 unparks it. */
+/* On worker 0, parked until worker 1 unparks it (S_SLEEPER: asleep 20 ms). */
 static void *st_h(void *arg)
 {
 	(void)arg;
 	atomic_store(&st.parked, 1);
-	FIBER_CHECK(prt_park() == 0);
+	if (st.stop == S_SLEEPER)
+		FIBER_CHECK(prt_sleep_ns(20000000) == 0);
+	else
+		FIBER_CHECK(prt_park() == 0);
 	atomic_store(&st.h_ran, 1);
 	return NULL;
 }
@@ -287,7 +308,9 @@ static void *st_other(void *arg)
 	compute_ns(2000000);
 	switch (st.stop) {
 	case S_QUEUED:
-		FIBER_CHECK(prt_unpark(st.h) == 0);
+	case S_SLEEPER:
+		if (st.stop == S_QUEUED)
+			FIBER_CHECK(prt_unpark(st.h) == 0);
 		/* H runs on worker 0 only if the waiter stopped spinning (else 10 s from now). */
 		if (!await_flag(&st.h_ran))
 			st.capped = true;
@@ -316,26 +339,28 @@ static void *st_driver(void *arg)
 	uint64_t cap = test_mono_ns() + CAP_NS;
 
 	(void)arg;
-	if (st.stop == S_QUEUED) {
-		st.h = test_spawn(rt, PRT_PRIO_DEFAULT, 0, st_h, NULL);
-		FIBER_CHECK(await_flag(&st.parked));
-		/* parked for good (BLOCKED), not just about to: yield until then */
-		while (atomic_load_explicit(&st.h.p->state, memory_order_acquire) != PRT_FS_BLOCKED &&
+	if (st.stop == S_QUEUED || st.stop == S_SLEEPER) {
+		st.h = test_spawn(rt, st.stop == S_SLEEPER ? PRT_PRIO_DEFAULT + 4 : PRT_PRIO_DEFAULT, 0,
+				  st_h, NULL);
+		/* Parked (or asleep) for good, BLOCKED; yield: we may be on H's worker. */
+		while ((!atomic_load(&st.parked) ||
+			atomic_load_explicit(&st.h.p->state, memory_order_acquire) != PRT_FS_BLOCKED) &&
 		       test_mono_ns() < cap)
 			FIBER_CHECK(prt_yield() == 0);
+		FIBER_CHECK(atomic_load(&st.parked));
 	}
 	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, st_other, NULL);
 	st.waiter = test_spawn(rt, PRT_PRIO_DEFAULT, 0, st_waiter, NULL);
 	FIBER_CHECK(prt_join(st.waiter, NULL) == 0);
 	FIBER_CHECK(prt_join(o, NULL) == 0);
-	if (st.stop == S_QUEUED)
+	if (st.stop == S_QUEUED || st.stop == S_SLEEPER)
 		FIBER_CHECK(prt_join(st.h, NULL) == 0);
 	return NULL;
 }
 
 static void stop_case(enum stop stop, bool cond)
 {
-	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_runtime_t *rt = spin_rt_q(LONG_SPIN, NULL, stop == S_SLEEPER ? 1000000 : UINT64_MAX);
 	uint64_t t0 = test_mono_ns();
 
 	memset(&st, 0, sizeof(st));
@@ -349,6 +374,7 @@ static void stop_case(enum stop stop, bool cond)
 	assert_false(st.capped);
 	switch (stop) {
 	case S_QUEUED:
+	case S_SLEEPER:
 		assert_int_equal(st.err, 0);
 		assert_int_equal(atomic_load(&st.h_ran), 1);
 		break;
@@ -380,6 +406,13 @@ static void test_stop_at_deadline(void **state)
 	stop_case(S_DEADLINE, true);
 }
 
+static void test_stop_for_due_sleeper(void **state)
+{
+	(void)state;
+	stop_case(S_SLEEPER, false);
+	stop_case(S_SLEEPER, true);
+}
+
 static void test_stop_at_cancel(void **state)
 {
 	(void)state;
@@ -397,6 +430,7 @@ int main(void)
 		cmocka_unit_test(test_stop_when_fiber_queued),
 		cmocka_unit_test(test_stop_at_deadline),
 		cmocka_unit_test(test_stop_at_cancel),
+		cmocka_unit_test(test_stop_for_due_sleeper),
 	};
 	cpu_set_t cpus;
 
