@@ -5,7 +5,7 @@
  * Frame saved on the stack of the context being left (lowest address
  * first, the address stored in *save_sp):
  *
- *   0: MXCSR (4 bytes)   4: x87 control word (2 bytes)   8: padding
+ *   0: MXCSR (4 bytes)   4: x87 control word (2 bytes)   6: unused
  *  16: r15  24: r14  32: r13  40: r12  48: rbx  56: rbp  64: return address
  *
  * ctx_init.c builds the same frame for a new context, with the return
@@ -32,33 +32,21 @@ prt__ctx_switch:
 	.cfi_adjust_cfa_offset 8
 	subq	$16, %rsp
 	.cfi_adjust_cfa_offset 16
-	movq	$0, (%rsp)		/* padding must be zero: compared below */
 	stmxcsr	(%rsp)
 	fnstcw	4(%rsp)
-
 	movq	%rsp, (%rdi)		/* *save_sp = rsp */
-	/*
-	 * Our MXCSR (low) and x87 CW (bits 32-47) in rcx, read back each
-	 * with the width it was stored: one 8-byte load across the three
-	 * stores above cannot be forwarded from them, and waited for them
-	 * to reach the cache (most of the switch's time on an Intel Xeon).
-	 */
-	movl	(%rsp), %ecx
-	movzwl	4(%rsp), %eax
-	shlq	$32, %rax
-	orq	%rax, %rcx
 	movq	%rsi, %rsp		/* switch stacks */
-
 	/*
-	 * Loading MXCSR and the x87 CW is slow; skip it when the resumed
-	 * context's words equal ours (nearly always), as glibc's fesetenv
-	 * does. Bits 48-63 of the word pair are padding, always zero.
+	 * The resumed context's MXCSR and x87 control word, loaded always,
+	 * as Boost.Context's jump_fcontext does. An earlier version compared
+	 * them with ours first (glibc's fesetenv skips equal words) and
+	 * skipped the loads, which were slow on an Intel Xeon; reading back
+	 * what stmxcsr and fnstcw had just stored waited for those stores on
+	 * the AMD EPYC host measured since: W1 19.1-19.9 ns a yield with the
+	 * compare, 16.9-17.5 without, in 8 interleaved rounds.
 	 */
-	cmpq	(%rsp), %rcx
-	je	1f
 	ldmxcsr	(%rsp)
 	fldcw	4(%rsp)
-1:
 	addq	$16, %rsp
 	popq	%r15
 	popq	%r14
