@@ -87,9 +87,12 @@ struct prt_runtime {
 /*
  * A spinner on @w must stop (or not start): a fiber is queued there (a
  * wakeup, a spawn, a time slice's rival; also a fiber waiting on a
- * mutex, a donor: one granted its lock while queued counts as a donor
- * still, and spinning past it cost W5's mutex-and-condvar variant 4 us
- * a time, 3.1 -> 7.0 us a round trip), or an interrupt was kept for the
+ * mutex, a donor: proxy execution queues a waiter next to its lock's
+ * owner, and once the lock is free that donor goes on only when @w
+ * picks it, to send it home or run it. Spinning past donors made W5's
+ * mutex-and-condvar variant wait out the spin in 3 of 4 round trips,
+ * each donor still blocked on the mutex its waiter had just released:
+ * 3.1 -> 7.0 us a round trip), or an interrupt was kept for the
  * next scheduling point (a kick for a wakeup that outranks us, or the
  * watch of a sleeper of @w due that outranks us: preemptive runtimes
  * only). Not a tick (a time slice's end): a rival for the slice is
