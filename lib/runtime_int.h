@@ -23,7 +23,7 @@ struct prt_runtime {
 	bool oversubscribed;            /* more workers than CPUs we may run on */
 	uint64_t steal_grace;           /* cfg.steal_grace_ns (idle.c, steal_due) */
 	uint64_t timer_lead;            /* cfg.timer_lead_ns (idle.c, worker_park); 0 under valgrind or oversubscribed */
-	uint64_t wait_spin;             /* cfg.wait_spin_ns (prt__may_spin); 0 under valgrind */
+	uint64_t wait_spin;             /* cfg.wait_spin_ns (sched.c, prt__wait_spin_ns); 0 under valgrind */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;
@@ -83,51 +83,6 @@ struct prt_runtime {
 	pthread_t dump_tid;
 };
 
-
-/*
- * A spinner on @w must stop (or not start): a fiber is queued there (a
- * wakeup, a spawn, a time slice's rival; also a fiber waiting on a
- * mutex, a donor: proxy execution queues a waiter next to its lock's
- * owner, and once the lock is free that donor goes on only when @w
- * picks it, to send it home or run it. Spinning past donors made W5's
- * mutex-and-condvar variant wait out the spin in 3 of 4 round trips,
- * each donor still blocked on the mutex its waiter had just released:
- * 3.1 -> 7.0 us a round trip), or an interrupt was kept for the
- * next scheduling point (a kick for a wakeup that outranks us, or the
- * watch of a sleeper of @w due that outranks us: preemptive runtimes
- * only). Not a tick (a time slice's end): a rival for the slice is
- * queued, and a tick that finds none, left over from a slice that had
- * one, must not end the spin.
- */
-static inline bool prt__spin_must_stop(struct prt__worker *w)
-{
-	return atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
-	       (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-		(PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED));
-}
-
-/*
- * May a fiber on @w spin for an event instead of sleeping at once (for
- * rt->wait_spin ns, cfg.wait_spin_ns)? Only where it may pay and costs
- * nobody: more than one worker, each with a CPU, some other worker busy
- * (the event may come from it), nothing @w could run instead
- * (prt__spin_must_stop), and not under valgrind (rt->wait_spin 0). A
- * spinner stops as soon as prt__spin_must_stop says so, after
- * rt->wait_spin, at its deadline, or at a cancel. It runs inside the
- * runtime, where preemption is deferred: what outranks it on @w waits
- * for its next look (a cooperative runtime's sleepers of @w that fall
- * due wait for the spin to end: rt->wait_spin at most). Go's sync.Mutex spins on the same
- * terms (runtime_canSpin: several CPUs, another P running, an empty
- * local run queue).
- */
-static inline bool prt__may_spin(struct prt__worker *w)
-{
-	struct prt_runtime *rt = w->rt;
-
-	return rt->wait_spin && rt->nworkers > 1 && !rt->oversubscribed &&
-	       atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) < rt->nworkers - 1 &&
-	       !prt__spin_must_stop(w);
-}
 
 static inline struct prt__worker *prt__worker_of(struct prt_runtime *rt, struct prt__worker *w)
 {

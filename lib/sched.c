@@ -507,6 +507,19 @@ PRT_API int prt_sleep_ns(uint64_t ns)
 }
 
 
+/* ---- the wait spin (sched_int.h) ---------------------------------------- */
+
+uint64_t prt__wait_spin_ns(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+
+	if (!rt->wait_spin || rt->nworkers < 2 || rt->oversubscribed ||
+	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) >= rt->nworkers - 1 ||
+	    prt__spin_must_stop(w))
+		return 0;
+	return rt->wait_spin;
+}
+
 /* ---- scheduling points -------------------------------------------------- */
 
 /*

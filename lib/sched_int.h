@@ -364,6 +364,44 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
 void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id);
 /* Fire every timer of @w whose deadline has passed; w's rq lock held, on @w. */
 void prt__run_timers(struct prt__worker *w);
+/*
+ * A spinner on @w must stop (or not start): a fiber is queued there (a
+ * wakeup, a spawn, a time slice's rival; also a fiber waiting on a
+ * mutex, a donor: proxy execution queues a waiter next to its lock's
+ * owner, and once the lock is free that donor goes on only when @w
+ * picks it, to send it home or run it. Spinning past donors made W5's
+ * mutex-and-condvar variant wait out the spin in 3 of 4 round trips,
+ * each donor still blocked on the mutex its waiter had just released:
+ * 3.1 -> 7.0 us a round trip), or an interrupt was kept for the
+ * next scheduling point (a kick for a wakeup that outranks us, or the
+ * watch of a sleeper of @w due that outranks us: preemptive runtimes
+ * only). Not a tick (a time slice's end): a rival for the slice is
+ * queued, and a tick that finds none, left over from a slice that had
+ * one, must not end the spin.
+ */
+static inline bool prt__spin_must_stop(struct prt__worker *w)
+{
+	return atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
+	       (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
+		(PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED));
+}
+
+/*
+ * How long a fiber on @w may spin for an event before it sleeps, in ns
+ * (rt->wait_spin, cfg.wait_spin_ns), or 0 for not at all (sched.c).
+ * Only where it may pay and costs nobody: more than one worker, each
+ * with a CPU, some other worker busy (the event may come from it),
+ * nothing @w could run instead (prt__spin_must_stop), and not under
+ * valgrind (rt->wait_spin 0). A spinner stops as soon as
+ * prt__spin_must_stop says so, after the spin, at its deadline, or at
+ * a cancel. It runs inside the runtime, where preemption is deferred:
+ * what outranks it on @w waits for its next look (a cooperative
+ * runtime's sleepers of @w that fall due wait for the spin to end).
+ * Go's sync.Mutex spins on the same terms (runtime_canSpin: several
+ * CPUs, another P running, an empty local run queue).
+ */
+uint64_t prt__wait_spin_ns(struct prt__worker *w);
+
 /* Any timer armed on @w? (rq lock held, or racy.) */
 static inline bool prt__has_timers(const struct prt__worker *w)
 {

@@ -30,7 +30,6 @@
 #include "deadline.h"
 #include "fiber_int.h"
 #include "plist.h"
-#include "runtime_int.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -131,7 +130,7 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
 }
 
 /*
- * Spin for a unit before queueing (cfg.wait_spin_ns, prt__may_spin):
+ * Spin for a unit before queueing (cfg.wait_spin_ns, prt__wait_spin_ns):
  * a post that finds nobody queued adds to the value, which we take as
  * any trywait would; the poster then neither takes a record off the
  * list nor wakes anybody. Not while others are queued (posts go to
@@ -140,11 +139,11 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
  */
 static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline)
 {
-	uint64_t until;
+	uint64_t until, spin;
 
-	if (!prt__may_spin(w) || atomic_load_explicit(&s->nqueued, memory_order_relaxed))
+	if (atomic_load_explicit(&s->nqueued, memory_order_relaxed) || !(spin = prt__wait_spin_ns(w)))
 		return false;
-	until = prt__add_sat(prt__now_ns(), w->rt->wait_spin);
+	until = prt__add_sat(prt__now_ns(), spin);
 	if (deadline && deadline < until)
 		until = deadline;
 	for (unsigned i = 1;; i++) {

@@ -27,7 +27,6 @@
 
 #include "fault.h"
 #include "io_backend.h"
-#include "runtime_int.h"
 #include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
@@ -163,8 +162,8 @@ static int cancel_result(int err, uint64_t deadline)
 
 /*
  * Before a fiber sleeps: spin while the wait is not over, for
- * rt->wait_spin ns at most (cfg.wait_spin_ns), on prt__may_spin's
- * terms (runtime_int.h). A wake that comes meanwhile finds IDLE and
+ * @spin ns at most (prt__wait_spin_ns, sched_int.h: cfg.wait_spin_ns,
+ * and when). A wake that comes meanwhile finds IDLE and
  * ends the wait with its CAS alone: nothing is queued on our worker, no
  * pick, no switch (a join of a fiber that ends on another worker, a
  * semaphore waiter already queued, a condvar waiter handed its mutex).
@@ -172,11 +171,11 @@ static int cancel_result(int err, uint64_t deadline)
  * it had not spun. Not for an I/O wait: our own worker reaps its end,
  * and it does not while we spin.
  */
-static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t deadline,
-			 bool cancel)
+static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t spin,
+			 uint64_t deadline, bool cancel)
 {
 	struct prt__fiber *self = wt->fiber;
-	uint64_t until = prt__add_sat(prt__now_ns(), w->rt->wait_spin);
+	uint64_t until = prt__add_sat(prt__now_ns(), spin);
 
 	if (deadline && deadline < until)
 		until = deadline;
@@ -198,12 +197,13 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
 	unsigned idle = PRT_WAIT_IDLE;
 	bool armed = false;
 	int err = WAIT_ON;
+	uint64_t spin;
 
 	if (cancel && !io && prt__cancel_pending(self))
 		return fiber_give_up(wt, ECANCELED);
 	if (!io && atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
-	    prt__may_spin(w))
-		spin_for_end(wt, w, deadline, cancel);
+	    (spin = prt__wait_spin_ns(w)))
+		spin_for_end(wt, w, spin, deadline, cancel);
 	if (deadline) {
 		if (prt__now_ns() >= deadline)
 			return fiber_give_up(wt, ETIMEDOUT);
