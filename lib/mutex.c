@@ -638,7 +638,8 @@ static int lock_fiber(struct prt__mutex *m, struct prt__worker *w, uint64_t dead
 		.w = w,
 		.self = w->curr,
 		/* prio: acquire_locked */
-		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr, .wait.fiber = w->curr },
+		.rec = { .fiber = w->curr, .token = (uintptr_t)w->curr, .wait.fiber = w->curr,
+			 .nocancel = !cancel },
 		.deadline = deadline,
 		.proxy = use_proxy(m, w->curr),
 		.cancel = cancel,
@@ -1175,8 +1176,13 @@ struct prt__mutex *prt__mutex_cancel_find(struct prt__fiber *f, uint64_t id)
 
 void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
 {
-	/* A condvar waiter moved here retakes its mutex: that wait is not cancellable. */
-	if (f->mwait && f->mwait->parker)
+	/*
+	 * Not cancellable: a condvar waiter moved here by a signal (parker),
+	 * or one retaking its mutex after a timeout or a cancel (nocancel;
+	 * before, a cancel ended that retake too, and prt_cond_wait returned
+	 * without the mutex: a review's reproducer, 5 of 5 runs).
+	 */
+	if (f->mwait && (f->mwait->parker || f->mwait->nocancel))
 		prt__spin_unlock(&m->wait_lock);
 	else
 		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */

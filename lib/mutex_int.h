@@ -84,6 +84,12 @@ struct prt__mwaiter {
 	 */
 	bool parker;
 	/*
+	 * A wait that prt_cancel must not end (prt__mutex_lock_nocancel: a
+	 * condvar waiter retaking its mutex after a timeout or a cancel,
+	 * which must return holding it). Set before the record is queued.
+	 */
+	bool nocancel;
+	/*
 	 * What a sleeping waiter (@sleeping or @parker) sleeps on, and what
 	 * its waker (a handoff, its timeout) ends: the wait primitive
 	 * (wait.h). Reset under wait_lock before the waiter sleeps.

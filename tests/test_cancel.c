@@ -1112,6 +1112,133 @@ static void test_shutdown_uring(void **state)
 	shutdown_run(PRT_IO_URING);
 }
 
+/*
+ * A condvar wait that a cancel ends returns holding the mutex, as after
+ * a timeout (mutex.h). It takes the mutex back as a non-cancellable
+ * wait (prt__mutex_lock_nocancel); a cancel that came while that retake
+ * was queued used to end it too (prt__mutex_cancel_locked spared only
+ * records moved by a signal), and prt_cond_wait returned ETIMEDOUT
+ * without the mutex (a review's reproducer: every run, 2 workers, with
+ * proxy execution on and off). Three consumers wait (timed or not) with
+ * a signaller and a canceller fiber racing them; after every return
+ * the consumer must hold the mutex (a try of it says EDEADLK), and an
+ * untimed wait never says ETIMEDOUT.
+ */
+#define CC_CONS 3
+static struct {
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t cons[CC_CONS];
+	atomic_int stop, bugs;
+	int iters;
+} cc;
+
+static void *cc_consumer(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+
+	for (int i = 0; i < cc.iters && !atomic_load(&cc.bugs); i++) {
+		int r, v, timed;
+
+		seed = seed * 1103515245u + 12345u;
+		timed = (seed >> 20) & 1;
+		while ((r = prt_mutex_lock(&cc.m)) == ECANCELED)
+			prt_cancel_clear();
+		FIBER_CHECK(r == 0);
+		if (timed) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 1000 + (long)((seed >> 8) % 20000);
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			r = prt_cond_timedwait(&cc.c, &cc.m, &ts);
+		} else {
+			r = prt_cond_wait(&cc.c, &cc.m);
+		}
+		prt_cancel_clear();
+		v = prt_mutex_timedlock_ns(&cc.m, 0);
+		if (v != EDEADLK || (!timed && r == ETIMEDOUT) ||
+		    (r && r != ETIMEDOUT && r != ECANCELED)) {
+			fprintf(stderr, "cond wait (timed %d) returned %d, then a try of the mutex %d\n",
+				timed, r, v);
+			atomic_fetch_add(&cc.bugs, 1);
+			if (v == 0)
+				prt_mutex_unlock(&cc.m);
+			break;
+		}
+		FIBER_CHECK(prt_mutex_unlock(&cc.m) == 0);
+	}
+	return NULL;
+}
+
+static void *cc_signaller(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&cc.stop)) {
+		FIBER_CHECK(prt_mutex_lock(&cc.m) == 0);
+		FIBER_CHECK(prt_cond_signal(&cc.c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&cc.m) == 0);
+		FIBER_CHECK(prt_yield() == 0);
+	}
+	return NULL;
+}
+
+static void *cc_canceller(void *arg)
+{
+	unsigned seed = 42;
+
+	(void)arg;
+	while (!atomic_load(&cc.stop)) {
+		seed = seed * 1103515245u + 12345u;
+		prt_cancel(cc.cons[(seed >> 16) % CC_CONS]);
+		if (seed & 0x100)
+			prt_yield();
+		else
+			prt_sleep_ns((seed >> 4) % 5000);
+	}
+	return NULL;
+}
+
+static void cond_cancel_run(unsigned rt_flags)
+{
+	prt_runtime_t *rt = test_rt_flags(2, rt_flags);
+	prt_fiber_t s, k;
+	void *res;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.iters = PRT_TEST_TSAN ? 300 : test_under_valgrind() ? 200 : 2000;
+	assert_int_equal(prt_mutex_init(&cc.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&cc.c), 0);
+	for (int i = 0; i < CC_CONS; i++)
+		cc.cons[i] = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cc_consumer,
+					(void *)(uintptr_t)(i * 7919 + 1));
+	s = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cc_signaller, NULL);
+	k = test_spawn(rt, PRT_PRIO_DEFAULT, -1, cc_canceller, NULL);
+	for (int i = 0; i < CC_CONS; i++) {
+		assert_int_equal(prt_join(cc.cons[i], &res), 0);
+		assert_null(res);
+	}
+	atomic_store(&cc.stop, 1);
+	assert_int_equal(prt_join(s, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(k, &res), 0);
+	assert_null(res);
+	assert_int_equal(atomic_load(&cc.bugs), 0);
+	assert_int_equal(prt_cond_destroy(&cc.c), 0);
+	assert_int_equal(prt_mutex_destroy(&cc.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_cond_cancel_keeps_mutex(void **state)
+{
+	(void)state;
+	cond_cancel_run(0);
+	cond_cancel_run(PRT_RT_NO_PROXY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1125,6 +1252,7 @@ int main(void)
 		cmocka_unit_test(test_offload_queued_cancelled),
 		cmocka_unit_test(test_cancel_vs_handoff),
 		cmocka_unit_test(test_cancel_vs_handoff_no_proxy),
+		cmocka_unit_test(test_cond_cancel_keeps_mutex),
 		cmocka_unit_test(test_waitgroup),
 		cmocka_unit_test(test_shutdown_epoll),
 		cmocka_unit_test(test_shutdown_uring),
