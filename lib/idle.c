@@ -187,8 +187,14 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 		}
 		list_append(&got, &cold);
 		list_append(&got, &fresh);
-		if (left)
-			break; /* not below what is left here */
+		/*
+		 * Not below what is left here; nor below once the cap is
+		 * reached: a lower level's look from the head takes any fiber,
+		 * never-run ones too (a review: 32-66 taken with exactly 8
+		 * never-run fibers one level up).
+		 */
+		if (left || fresh_n == PRT_STEAL_FRESH_MAX)
+			break;
 	}
 	/* Only donors (or nothing) left: thieves need not look until an edit sets it again. */
 	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==

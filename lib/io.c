@@ -390,7 +390,7 @@ int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 	if (r->cancellable)
 		prt__wait_block_io(&r->wait, w);
 	else
-		prt__wait_block(&r->wait, 0);
+		prt__wait_block_nospin(&r->wait, 0, false); /* our worker ends it: no spin */
 	return r->res;
 }
 

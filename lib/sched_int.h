@@ -365,7 +365,10 @@ void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id
 /* Fire every timer of @w whose deadline has passed; w's rq lock held, on @w. */
 void prt__run_timers(struct prt__worker *w);
 /*
- * A spinner on @w must stop (or not start): a fiber is queued there (a
+ * A spinner on @w must stop (or not start): I/O of @w's is due (requests
+ * prepared and not submitted, completions to reap, commands: what
+ * prt__io_point would service; or fibers waiting for epoll, which only
+ * a poll finds), a fiber is queued there (a
  * wakeup, a spawn, a time slice's rival; also a fiber waiting on a
  * mutex, a donor: proxy execution queues a waiter next to its lock's
  * owner, and once the lock is free that donor goes on only when @w
@@ -383,7 +386,20 @@ static inline bool prt__spin_must_stop(struct prt__worker *w)
 {
 	return atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
 	       (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-		(PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED));
+		(PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED)) ||
+	       prt__io_waiting(&w->io) || w->io.watch.polled;
+}
+
+/*
+ * A spinner on @w that read the clock (@now) must stop: past @until (its
+ * spin's end or its deadline), or a timer of @w's is due (a sleeper, a
+ * timeout: @w fires them only at a scheduling point). Racy reads of the
+ * heaps' earliest deadlines.
+ */
+static inline bool prt__spin_expired(struct prt__worker *w, uint64_t now, uint64_t until)
+{
+	return now >= until || now >= atomic_load_explicit(&w->timers.next, memory_order_relaxed) ||
+	       now >= atomic_load_explicit(&w->iotimers.next, memory_order_relaxed);
 }
 
 /*

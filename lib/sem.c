@@ -39,12 +39,20 @@ struct prt__sem {
 	atomic_uint value;
 	prt__spinlock_t lock;
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
-	atomic_uint nqueued;       /* records on @waiters; written under @lock, read racily by spinners */
+	/*
+	 * Bits 0-30: records on @waiters (changed under @lock). PRT_SEM_SPINNER:
+	 * a fiber spins for a unit (spin_take; one at a time, so that a post
+	 * that comes meanwhile goes to the one waiter that came first, and
+	 * prt_sem_destroy sees it). Read racily by the spinner.
+	 */
+	atomic_uint waitw;
 	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 };
 
 _Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
+
+#define PRT_SEM_SPINNER 0x80000000u
 
 /* One waiter, on its stack. */
 struct sem_waiter {
@@ -90,8 +98,8 @@ PRT_API int prt_sem_destroy(prt_sem_t *us)
 		return EINVAL;
 	prt__check_live(s->dbg, "prt_sem_destroy", us);
 	prt__spin_lock(&s->lock);
-	if (!list_empty(s))
-		err = EBUSY;
+	if (!list_empty(s) || atomic_load_explicit(&s->waitw, memory_order_relaxed))
+		err = EBUSY; /* queued, or spinning for a unit */
 	else
 		prt__mark_dead(s->dbg);
 	prt__spin_unlock(&s->lock);
@@ -116,8 +124,7 @@ static void insert(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
 	r->queued = true;
-	atomic_store_explicit(&s->nqueued, atomic_load_explicit(&s->nqueued, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->waitw, 1, memory_order_relaxed); /* a spinner edits it too */
 }
 
 /* Take @r off the list; s->lock held. */
@@ -125,37 +132,49 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_del(&s->waiters, &r->pl);
 	r->queued = false;
-	atomic_store_explicit(&s->nqueued, atomic_load_explicit(&s->nqueued, memory_order_relaxed) - 1,
-			      memory_order_relaxed);
+	atomic_fetch_sub_explicit(&s->waitw, 1, memory_order_relaxed);
 }
 
 /*
  * Spin for a unit before queueing (cfg.wait_spin_ns, prt__wait_spin_ns):
  * a post that finds nobody queued adds to the value, which we take as
  * any trywait would; the poster then neither takes a record off the
- * list nor wakes anybody. Not while others are queued (posts go to
- * them). Stops at @deadline and at a cancel too (wait_slow then
- * returns ECANCELED). Returns true with a unit taken.
+ * list nor wakes anybody. Only while nobody is queued (posts go to
+ * them) and nobody else spins (PRT_SEM_SPINNER: two spinners would race
+ * for a post regardless of their priorities; the second queues). Stops
+ * when someone queues, at @deadline, at a cancel (wait_slow then
+ * returns ECANCELED), and as every wait spin does. Returns true with a
+ * unit taken; *@spun tells whether we spun (the queued wait then does
+ * not spin again).
  */
-static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline)
+static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline, bool *spun)
 {
 	uint64_t until, spin;
+	unsigned none = 0;
+	bool got = false;
 
-	if (atomic_load_explicit(&s->nqueued, memory_order_relaxed) || !(spin = prt__wait_spin_ns(w)))
+	if (!(spin = prt__wait_spin_ns(w)) ||
+	    !atomic_compare_exchange_strong_explicit(&s->waitw, &none, PRT_SEM_SPINNER,
+						     memory_order_relaxed, memory_order_relaxed))
 		return false;
+	*spun = true;
 	until = prt__add_sat(prt__now_ns(), spin);
 	if (deadline && deadline < until)
 		until = deadline;
 	for (unsigned i = 1;; i++) {
 		prt__cpu_relax();
-		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s))
-			return true;
-		if (prt__spin_must_stop(w) || atomic_load_explicit(&s->nqueued, memory_order_relaxed) ||
-		    prt__cancel_pending(w->curr))
-			return false;
-		if (!(i & 31) && prt__now_ns() >= until)
-			return false;
+		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s)) {
+			got = true;
+			break;
+		}
+		if (prt__spin_must_stop(w) || prt__cancel_pending(w->curr) ||
+		    (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER))
+			break;
+		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), until))
+			break;
 	}
+	atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
+	return got;
 }
 
 /*
@@ -178,8 +197,11 @@ static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
 	return prt__wait_block(&r->wait, 0); /* 0: the post's wake, kept or coming */
 }
 
-/* Queue and wait for a post; @deadline: CLOCK_MONOTONIC ns, 0 for none. */
-static int wait_slow(struct prt__sem *s, uint64_t deadline)
+/*
+ * Queue and wait for a post; @deadline: CLOCK_MONOTONIC ns, 0 for none.
+ * @spun: we spun for a unit already (spin_take): do not spin again.
+ */
+static int wait_slow(struct prt__sem *s, uint64_t deadline, bool spun)
 {
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *self = w ? w->curr : NULL;
@@ -209,7 +231,8 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline)
 	if (self)
 		prt__set_wait(self, PRT_WK_SEM, s, 0);
 	/* A cancel ends it as the deadline does: give_up (ECANCELED, or the post's unit). */
-	err = prt__wait_block_cancel(&r.wait, deadline);
+	err = spun ? prt__wait_block_nospin(&r.wait, deadline, true)
+		   : prt__wait_block_cancel(&r.wait, deadline);
 	return err ? give_up(s, &r, err) : 0;
 }
 
@@ -217,14 +240,15 @@ static int sem_wait(prt_sem_t *us, uint64_t deadline)
 {
 	struct prt__sem *s = sem_of(us);
 	struct prt__worker *w;
+	bool spun = false;
 
 	prt__check_live(s->dbg, "prt_sem_wait", us);
 	if (take(s))
 		return 0;
 	w = prt__cur_worker();
-	if (w && spin_take(s, w, deadline))
+	if (w && spin_take(s, w, deadline, &spun))
 		return 0;
-	return wait_slow(s, deadline);
+	return wait_slow(s, deadline, spun);
 }
 
 PRT_API int prt_sem_wait(prt_sem_t *us)

@@ -400,7 +400,7 @@ static int wait_data(struct prt_stream *s, struct prt__worker *w, uint64_t deadl
 	s->waiter = &wt;
 	prt__set_wait(w->curr, PRT_WK_IO, "stream_recv", s->fd);
 	prt__spin_unlock(&s->lock);
-	err = prt__wait_block_cancel(&wt, deadline);
+	err = prt__wait_block_nospin(&wt, deadline, true); /* our worker reaps the CQE: no spin */
 	prt__spin_lock(&s->lock);
 	if (s->waiter == &wt)
 		s->waiter = NULL; /* timed out or cancelled, and no CQE took it since */
@@ -516,7 +516,7 @@ PRT_API int prt_stream_close(prt_stream_t *s)
 		prt__io_cancel_reqs(w, k, v, ud);
 		w = prt__cur_worker();
 		/* Until the last CQE of both (the cancel's, or an end that came first). */
-		prt__wait_block(&done, 0);
+		prt__wait_block_nospin(&done, 0, false);
 		prt__spin_lock(&s->lock);
 	}
 	while (s->nq) {

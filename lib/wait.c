@@ -168,8 +168,9 @@ static int cancel_result(int err, uint64_t deadline)
  * pick, no switch (a join of a fiber that ends on another worker, a
  * semaphore waiter already queued, a condvar waiter handed its mutex).
  * Stops at the deadline and at a cancel; the caller then goes on as if
- * it had not spun. Not for an I/O wait: our own worker reaps its end,
- * and it does not while we spin.
+ * it had not spun. Not for a wait whose end our own worker brings (its
+ * I/O requests, a stream's completions: prt__wait_block_io, _nospin),
+ * which it does not while we spin.
  */
 static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t spin,
 			 uint64_t deadline, bool cancel)
@@ -184,13 +185,13 @@ static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t s
 		if (atomic_load_explicit(&wt->state, memory_order_relaxed) != PRT_WAIT_IDLE ||
 		    prt__spin_must_stop(w) || (cancel && prt__cancel_pending(self)))
 			return;
-		if (!(i & 31) && prt__now_ns() >= until)
+		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), until))
 			return;
 	}
 }
 
 static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
-		       struct prt__worker *io)
+		       struct prt__worker *io, bool nospin)
 {
 	struct prt__fiber *self = wt->fiber;
 	struct prt__worker *w = prt__cur_worker();
@@ -201,7 +202,7 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
 
 	if (cancel && !io && prt__cancel_pending(self))
 		return fiber_give_up(wt, ECANCELED);
-	if (!io && atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
+	if (!io && !nospin && atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
 	    (spin = prt__wait_spin_ns(w)))
 		spin_for_end(wt, w, spin, deadline, cancel);
 	if (deadline) {
@@ -238,17 +239,22 @@ static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
 
 int prt__wait_block(struct prt__wait *wt, uint64_t deadline)
 {
-	return wt->fiber ? fiber_block(wt, deadline, false, NULL) : thread_block(wt, deadline);
+	return wt->fiber ? fiber_block(wt, deadline, false, NULL, false) : thread_block(wt, deadline);
 }
 
 int prt__wait_block_cancel(struct prt__wait *wt, uint64_t deadline)
 {
-	return wt->fiber ? fiber_block(wt, deadline, true, NULL) : thread_block(wt, deadline);
+	return wt->fiber ? fiber_block(wt, deadline, true, NULL, false) : thread_block(wt, deadline);
+}
+
+int prt__wait_block_nospin(struct prt__wait *wt, uint64_t deadline, bool cancel)
+{
+	return wt->fiber ? fiber_block(wt, deadline, cancel, NULL, true) : thread_block(wt, deadline);
 }
 
 int prt__wait_block_io(struct prt__wait *wt, struct prt__worker *io)
 {
-	return fiber_block(wt, 0, true, io);
+	return fiber_block(wt, 0, true, io, false);
 }
 
 bool prt__wait_cancel_locked(struct prt__fiber *f)

@@ -61,6 +61,14 @@ int prt__wait_block(struct prt__wait *wt, uint64_t deadline);
  */
 int prt__wait_block_cancel(struct prt__wait *wt, uint64_t deadline);
 /*
+ * prt__wait_block() (@cancel false) or prt__wait_block_cancel() (true)
+ * without the wait spin (cfg.wait_spin_ns): for a fiber's wait whose
+ * end its own worker brings (an I/O request's completion, a stream's
+ * CQE), which that worker would not reap while the fiber spins, and for
+ * a waiter that spun already (a semaphore's, before it queued).
+ */
+int prt__wait_block_nospin(struct prt__wait *wt, uint64_t deadline, bool cancel);
+/*
  * The wait of a fiber's I/O request that worker @io (the caller's) holds:
  * a cancel is not ended here but by @io, which cancels the request
  * (prt__io_cancel_post); the request's end wakes @wt as always. Returns

@@ -700,14 +700,22 @@ static void *burst_f(void *arg)
 	return NULL;
 }
 
+/*
+ * @arg non-NULL: the first 8 at H's own level, the rest one level down:
+ * the cap holds across levels (before the fix, a steal that took the 8
+ * went on to the lower level and took 32-66 there).
+ */
 static void *burst_h(void *arg)
 {
 	uint64_t cap = test_mono_ns() + 10000000000ull;
+	prt_fiber_attr_t lower;
 
-	(void)arg;
+	prt_fiber_attr_init(&lower);
+	lower.priority = PRT_PRIO_DEFAULT - 1;
 	burst.h_worker = prt_worker_index();
 	for (int i = 0; i < BURST_N; i++)
-		FIBER_CHECK(prt_spawn(prt_runtime_self(), &burst.f[i], NULL, burst_f, NULL) == 0);
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &burst.f[i], arg && i >= 8 ? &lower : NULL,
+				      burst_f, NULL) == 0);
 	while (!atomic_load(&burst.other_ran))
 		if (test_mono_ns() > cap) {
 			burst.capped = 1;
@@ -718,17 +726,23 @@ static void *burst_h(void *arg)
 	return NULL;
 }
 
-static void test_steal_fresh_few(void **state)
+static void steal_fresh_few(bool levels)
 {
 	prt_runtime_t *rt = grace_rt(100000000);
 
-	(void)state;
 	memset(&burst, 0, sizeof(burst));
-	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, burst_h, NULL));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, burst_h, levels ? &burst : NULL));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	assert_int_equal(burst.capped, 0);
 	assert_int_equal(atomic_load(&burst.other_ran), 1);
 	assert_in_range(atomic_load(&burst.first_steals), 1, 8);
+}
+
+static void test_steal_fresh_few(void **state)
+{
+	(void)state;
+	steal_fresh_few(false);
+	steal_fresh_few(true);
 }
 
 /*

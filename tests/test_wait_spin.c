@@ -21,6 +21,8 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "test_common.h"
 #include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
@@ -32,14 +34,20 @@
 
 static bool spins; /* the spin can happen here (not valgrind, 2 CPUs) */
 
-/* @quantum: cfg.preempt_quantum_ns, UINT64_MAX for the default (or PRT_PREEMPT_QUANTUM_NS). */
-static prt_runtime_t *spin_rt_q(uint64_t spin_ns, const char *env, uint64_t quantum)
+static int uring; /* io_uring usable here */
+
+/*
+ * @quantum: cfg.preempt_quantum_ns, UINT64_MAX for the default (or
+ * PRT_PREEMPT_QUANTUM_NS). @backend: cfg.io_backend.
+ */
+static prt_runtime_t *spin_rt_qb(uint64_t spin_ns, const char *env, uint64_t quantum, int backend)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
 
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
+	cfg.io_backend = backend;
 	cfg.wait_spin_ns = spin_ns;
 	if (quantum != UINT64_MAX) {
 		cfg.preempt_quantum_ns = quantum;
@@ -52,6 +60,11 @@ static prt_runtime_t *spin_rt_q(uint64_t spin_ns, const char *env, uint64_t quan
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	unsetenv("PRT_WAIT_SPIN_NS");
 	return rt;
+}
+
+static prt_runtime_t *spin_rt_q(uint64_t spin_ns, const char *env, uint64_t quantum)
+{
+	return spin_rt_qb(spin_ns, env, quantum, PRT_IO_AUTO);
 }
 
 static prt_runtime_t *spin_rt(uint64_t spin_ns, const char *env)
@@ -229,9 +242,11 @@ static void test_spin_off(void **state)
  * S_SLEEPER: a preemptive runtime (1 ms slices); H, one level above the
  * waiter, sleeps 20 ms on the waiter's worker: its deadline's interrupt
  * lands in the spin (inside the runtime, so it is kept for the next
- * scheduling point), which must end it.
+ * scheduling point), which must end it. S_SLEEPER_COOP: the same in a
+ * cooperative runtime, H at the waiter's level: the spin looks at its
+ * worker's timers itself (before, H waited for the spin's end).
  */
-enum stop { S_QUEUED, S_DEADLINE, S_CANCEL, S_SLEEPER };
+enum stop { S_QUEUED, S_DEADLINE, S_CANCEL, S_SLEEPER, S_SLEEPER_COOP };
 
 /*
  * @cond: the waiter waits on a condvar (the spin of every wait, wait.c)
@@ -254,7 +269,7 @@ static void *st_h(void *arg)
 {
 	(void)arg;
 	atomic_store(&st.parked, 1);
-	if (st.stop == S_SLEEPER)
+	if (st.stop == S_SLEEPER || st.stop == S_SLEEPER_COOP)
 		FIBER_CHECK(prt_sleep_ns(20000000) == 0);
 	else
 		FIBER_CHECK(prt_park() == 0);
@@ -309,6 +324,7 @@ static void *st_other(void *arg)
 	switch (st.stop) {
 	case S_QUEUED:
 	case S_SLEEPER:
+	case S_SLEEPER_COOP:
 		if (st.stop == S_QUEUED)
 			FIBER_CHECK(prt_unpark(st.h) == 0);
 		/* H runs on worker 0 only if the waiter stopped spinning (else 10 s from now). */
@@ -339,7 +355,7 @@ static void *st_driver(void *arg)
 	uint64_t cap = test_mono_ns() + CAP_NS;
 
 	(void)arg;
-	if (st.stop == S_QUEUED || st.stop == S_SLEEPER) {
+	if (st.stop != S_DEADLINE && st.stop != S_CANCEL) {
 		st.h = test_spawn(rt, st.stop == S_SLEEPER ? PRT_PRIO_DEFAULT + 4 : PRT_PRIO_DEFAULT, 0,
 				  st_h, NULL);
 		/* Parked (or asleep) for good, BLOCKED; yield: we may be on H's worker. */
@@ -353,14 +369,15 @@ static void *st_driver(void *arg)
 	st.waiter = test_spawn(rt, PRT_PRIO_DEFAULT, 0, st_waiter, NULL);
 	FIBER_CHECK(prt_join(st.waiter, NULL) == 0);
 	FIBER_CHECK(prt_join(o, NULL) == 0);
-	if (st.stop == S_QUEUED || st.stop == S_SLEEPER)
+	if (st.stop != S_DEADLINE && st.stop != S_CANCEL)
 		FIBER_CHECK(prt_join(st.h, NULL) == 0);
 	return NULL;
 }
 
 static void stop_case(enum stop stop, bool cond)
 {
-	prt_runtime_t *rt = spin_rt_q(LONG_SPIN, NULL, stop == S_SLEEPER ? 1000000 : UINT64_MAX);
+	prt_runtime_t *rt = spin_rt_q(LONG_SPIN, NULL, stop == S_SLEEPER ? 1000000
+						       : stop == S_SLEEPER_COOP ? 0 : UINT64_MAX);
 	uint64_t t0 = test_mono_ns();
 
 	memset(&st, 0, sizeof(st));
@@ -375,6 +392,7 @@ static void stop_case(enum stop stop, bool cond)
 	switch (stop) {
 	case S_QUEUED:
 	case S_SLEEPER:
+	case S_SLEEPER_COOP:
 		assert_int_equal(st.err, 0);
 		assert_int_equal(atomic_load(&st.h_ran), 1);
 		break;
@@ -411,6 +429,8 @@ static void test_stop_for_due_sleeper(void **state)
 	(void)state;
 	stop_case(S_SLEEPER, false);
 	stop_case(S_SLEEPER, true);
+	stop_case(S_SLEEPER_COOP, false);
+	stop_case(S_SLEEPER_COOP, true);
 }
 
 static void test_stop_at_cancel(void **state)
@@ -418,6 +438,166 @@ static void test_stop_at_cancel(void **state)
 	(void)state;
 	stop_case(S_CANCEL, false);
 	stop_case(S_CANCEL, true);
+}
+
+/* ---- the semaphore's own spin ------------------------------------------------- */
+
+/*
+ * A fiber spinning for a unit waits on the semaphore: prt_sem_destroy
+ * says EBUSY (before, 0, and a post then hit a destroyed semaphore).
+ * And a semaphore waiter spins once: when another waiter queues, the
+ * spinner queues too and sleeps at once (before, it spun again, the
+ * spin of every wait, 10 s here). W spins on worker 0; P, on worker 1,
+ * destroys (EBUSY), then waits on the semaphore itself (queued: W's
+ * spin is the one spin allowed). This thread waits until W is asleep
+ * (BLOCKED), then posts twice.
+ */
+static struct {
+	atomic_int other_runs, waiting, p_queued;
+	prt_sem_t s;
+	prt_fiber_t w, p;
+	int destroy_err, w_err, p_err;
+} so;
+
+static void *so_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&so.other_runs));
+	atomic_store(&so.waiting, 1);
+	so.w_err = prt_sem_wait(&so.s);
+	return NULL;
+}
+
+static void *so_p(void *arg)
+{
+	(void)arg;
+	atomic_store(&so.other_runs, 1);
+	FIBER_CHECK(await_flag(&so.waiting));
+	compute_ns(2000000); /* W spins by now (10 s) */
+	so.destroy_err = prt_sem_destroy(&so.s);
+	if (so.destroy_err == 0)
+		FIBER_CHECK(prt_sem_init(&so.s, 0) == 0); /* (the failure: let the test go on) */
+	atomic_store(&so.p_queued, 1);
+	so.p_err = prt_sem_wait(&so.s);
+	return NULL;
+}
+
+static void test_sem_spinner_counts(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	uint64_t cap;
+
+	(void)state;
+	memset(&so, 0, sizeof(so));
+	assert_int_equal(prt_sem_init(&so.s, 0), 0);
+	so.p = test_spawn(rt, PRT_PRIO_DEFAULT, 1, so_p, NULL);
+	so.w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, so_w, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while ((!atomic_load(&so.p_queued) ||
+		atomic_load_explicit(&so.w.p->state, memory_order_acquire) != PRT_FS_BLOCKED) &&
+	       test_mono_ns() < cap)
+		sched_yield();
+	/* W asleep well before its 10 s spin could have ended (where it spins at all). */
+	if (spins)
+		assert_true(test_mono_ns() < cap);
+	assert_int_equal(prt_sem_post(&so.s), 0);
+	assert_int_equal(prt_sem_post(&so.s), 0);
+	assert_int_equal(prt_join(so.w, NULL), 0);
+	assert_int_equal(prt_join(so.p, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(so.w_err, 0);
+	assert_int_equal(so.p_err, 0);
+	if (spins)
+		assert_int_equal(so.destroy_err, EBUSY);
+	assert_int_equal(prt_sem_destroy(&so.s), 0);
+}
+
+/* ---- waits that the spinner's own worker ends ------------------------------------ */
+
+/*
+ * Worker 0 brings the end of these waits, and does not while a fiber of
+ * its spins: they must not spin (a 10 s spin here; each must end long
+ * before). On worker 0: a close (on io_uring a request the worker
+ * submits and reaps: it spun until the spin ended before), and a join
+ * of B, a fiber of worker 0 blocked in a read of a pipe that worker 1
+ * fills (its completion, or on epoll the poll that finds it, is worker
+ * 0's to collect: the spin must stop for it). Worker 1 stays busy until
+ * then (it would let the spin start).
+ */
+static struct {
+	int pfd[2], xfd;
+	atomic_int other_runs, waiting, done;
+	prt_fiber_t b;
+	ssize_t b_got;
+	int close_err;
+	bool capped;
+} oi;
+
+static void *oi_b(void *arg)
+{
+	char c;
+
+	(void)arg;
+	oi.b_got = prt_read(oi.pfd[0], &c, 1);
+	return NULL;
+}
+
+static void *oi_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&oi.other_runs));
+	oi.close_err = prt_close(oi.xfd);
+	atomic_store(&oi.waiting, 1);
+	FIBER_CHECK(prt_join(oi.b, NULL) == 0);
+	atomic_store(&oi.done, 1);
+	return NULL;
+}
+
+static void *oi_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&oi.other_runs, 1);
+	if (!await_flag(&oi.waiting)) {
+		oi.capped = true;
+		return NULL;
+	}
+	compute_ns(2000000);
+	FIBER_CHECK(write(oi.pfd[1], "x", 1) == 1);
+	if (!await_flag(&oi.done))
+		oi.capped = true;
+	return NULL;
+}
+
+static void own_io_case(int backend)
+{
+	prt_runtime_t *rt = spin_rt_qb(LONG_SPIN, NULL, UINT64_MAX, backend);
+	uint64_t t0 = test_mono_ns();
+	prt_fiber_t w, o;
+
+	memset(&oi, 0, sizeof(oi));
+	assert_int_equal(pipe(oi.pfd), 0);
+	oi.xfd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* unrelated to B's pipe */
+	assert_true(oi.xfd >= 0);
+	oi.b = test_spawn(rt, PRT_PRIO_DEFAULT, 0, oi_b, NULL);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, oi_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, oi_w, NULL);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_false(oi.capped);
+	assert_int_equal(oi.close_err, 0);
+	assert_int_equal(oi.b_got, 1);
+	assert_true(test_mono_ns() - t0 < CAP_NS); /* not the 10 s spin (a hang check) */
+	close(oi.pfd[0]);
+	close(oi.pfd[1]);
+}
+
+static void test_own_io_no_spin(void **state)
+{
+	(void)state;
+	own_io_case(PRT_IO_EPOLL);
+	if (uring)
+		own_io_case(PRT_IO_URING);
 }
 
 int main(void)
@@ -431,6 +611,8 @@ int main(void)
 		cmocka_unit_test(test_stop_at_deadline),
 		cmocka_unit_test(test_stop_at_cancel),
 		cmocka_unit_test(test_stop_for_due_sleeper),
+		cmocka_unit_test(test_sem_spinner_counts),
+		cmocka_unit_test(test_own_io_no_spin),
 	};
 	cpu_set_t cpus;
 
@@ -439,5 +621,6 @@ int main(void)
 		CPU_COUNT(&cpus) >= 2;
 	if (!spins)
 		fprintf(stderr, "test_wait_spin: no spin here (valgrind or one CPU): switch checks skipped\n");
+	uring = test_uring_usable("test_wait_spin");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

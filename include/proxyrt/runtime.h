@@ -215,24 +215,28 @@ typedef struct prt_runtime_config {
 	 */
 	uint64_t timer_lead_ns;
 	/*
-	 * The wait spin, in ns: a fiber about to sleep for an event (a
-	 * semaphore unit, a join, a condvar's signal and mutex, a stream's
-	 * data: anything but its own I/O) spins for it this long first,
-	 * when that may pay and costs nobody: more than one worker, none of
-	 * them sharing a CPU, another worker busy, and nothing else queued
-	 * on its own worker. An event that comes meanwhile ends the wait
-	 * with no switch and no cross-CPU wakeup (W5, two fibers on two
-	 * workers passing a turn through two semaphores: 2.0-2.3 us a round
-	 * trip sleeping, ~0.5 us spinning, a bare cache-line ping-pong's
-	 * time). The spin ends at once when a fiber is queued on the
-	 * spinner's worker, at the wait's deadline, and at a cancel; a
-	 * sleeper of that worker that falls due meanwhile waits for it.
-	 * Costs up to this much CPU time per wait that ends up sleeping. Go's
-	 * sync.Mutex and the kernel's mutexes spin on like terms. Default
-	 * PRT_WAIT_SPIN_DEFAULT; 0 = sleep at once (a caller compiled before
-	 * this field existed gets the default). Off under valgrind. The
-	 * environment variable PRT_WAIT_SPIN_NS, when set to a plain decimal
-	 * number, replaces it.
+	 * The wait spin, in ns: a fiber about to sleep for an event that
+	 * another worker or thread brings (a semaphore unit, a join, a
+	 * condvar's signal and mutex, a wait group, an offload job; not its
+	 * own I/O or a stream's data, which its own worker collects) spins
+	 * for it this long first, when that may pay and costs nobody: more
+	 * than one worker, none of them sharing a CPU, another worker busy,
+	 * and nothing else for its own worker to do. An event that comes
+	 * meanwhile ends the wait with no switch and no cross-CPU wakeup
+	 * (W5, two fibers on two workers passing a turn through two
+	 * semaphores: 1.7-2.4 us a round trip sleeping, 0.46-0.7 us
+	 * spinning, about a bare cache-line ping-pong's time). The spin ends
+	 * at once when a fiber is queued on the spinner's worker, when that
+	 * worker's I/O or timers need it, at the wait's deadline, and at a
+	 * cancel. One fiber at a time spins for a given semaphore (a second
+	 * waiter queues, and the spinner then queues behind it), so posts
+	 * still go in priority order to the waiters that queued. Costs up to
+	 * this much CPU time per wait that ends up sleeping; values above a
+	 * few tens of us rarely pay. Go's sync.Mutex and the kernel's
+	 * mutexes spin on like terms. Default PRT_WAIT_SPIN_DEFAULT; 0 =
+	 * sleep at once (a caller compiled before this field existed gets
+	 * the default). Off under valgrind. The environment variable
+	 * PRT_WAIT_SPIN_NS, when set to a plain decimal number, replaces it.
 	 */
 	uint64_t wait_spin_ns;
 } prt_runtime_config_t;

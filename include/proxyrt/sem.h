@@ -45,7 +45,8 @@ typedef union prt_sem {
  */
 PRT_API int prt_sem_init(prt_sem_t *s, unsigned value);
 /*
- * Destroy @s. Returns 0, EBUSY (someone waits on it: nothing changed),
+ * Destroy @s. Returns 0, EBUSY (someone waits on it, queued or
+ * spinning for a post: nothing changed),
  * or EINVAL (NULL). Using @s afterwards is undefined (debug builds
  * report it), as for sem_destroy. Context: any thread, never switches.
  */
@@ -55,7 +56,9 @@ PRT_API int prt_sem_destroy(prt_sem_t *s);
  * (NULL), or ECANCELED (the calling fiber was cancelled, prt_cancel: no
  * unit taken; the timed waits below too). A fiber may first spin for
  * a post for up to cfg.wait_spin_ns (proxyrt/runtime.h: default 4 us,
- * only while another worker is busy and its own has nothing queued).
+ * only while another worker is busy, its own has nothing else to do,
+ * and nobody else waits on @s); it counts as waiting (prt_sem_destroy
+ * says EBUSY).
  * Context: a fiber (parks only the fiber: a scheduling point) or a
  * plain thread (sleeps on a futex).
  */
