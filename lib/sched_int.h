@@ -391,14 +391,20 @@ static inline bool prt__spin_must_stop(struct prt__worker *w)
 }
 
 /*
- * A spinner on @w that read the clock (@now) must stop: past @until (its
- * spin's end or its deadline), or a timer of @w's is due (a sleeper, a
+ * A spinner on @w that read the clock (@now, every 32 polls) must stop:
+ * its @spin ns are over (counted from its first clock read, kept in
+ * *@until, 0 before: a spin that ends sooner reads no clock at all),
+ * @deadline (0: none) passed, or a timer of @w's is due (a sleeper, a
  * timeout: @w fires them only at a scheduling point). Racy reads of the
  * heaps' earliest deadlines.
  */
-static inline bool prt__spin_expired(struct prt__worker *w, uint64_t now, uint64_t until)
+static inline bool prt__spin_expired(struct prt__worker *w, uint64_t now, uint64_t *until,
+				     uint64_t spin, uint64_t deadline)
 {
-	return now >= until || now >= atomic_load_explicit(&w->timers.next, memory_order_relaxed) ||
+	if (!*until)
+		*until = prt__add_sat(now, spin);
+	return now >= *until || (deadline && now >= deadline) ||
+	       now >= atomic_load_explicit(&w->timers.next, memory_order_relaxed) ||
 	       now >= atomic_load_explicit(&w->iotimers.next, memory_order_relaxed);
 }
 

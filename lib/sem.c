@@ -149,7 +149,7 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
  */
 static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline, bool *spun)
 {
-	uint64_t until, spin;
+	uint64_t until = 0, spin;
 	unsigned none = 0;
 	bool got = false;
 
@@ -158,10 +158,8 @@ static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadli
 						     memory_order_relaxed, memory_order_relaxed))
 		return false;
 	*spun = true;
-	until = prt__add_sat(prt__now_ns(), spin);
-	if (deadline && deadline < until)
-		until = deadline;
 	for (unsigned i = 1;; i++) {
+		/* A pause first: the post we wait for is under way, and a look pulls its line back. */
 		prt__cpu_relax();
 		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s)) {
 			got = true;
@@ -170,7 +168,7 @@ static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadli
 		if (prt__spin_must_stop(w) || prt__cancel_pending(w->curr) ||
 		    (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER))
 			break;
-		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), until))
+		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), &until, spin, deadline))
 			break;
 	}
 	atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
