@@ -65,6 +65,8 @@ enum prt__pause_site {
 	PRT_PAUSE_RQ_ADD,
 	/* prt_fiber_set_priority found its fiber queued nowhere; waiting out the queuers is next. */
 	PRT_PAUSE_REQUEUE_SETTLE,
+	/* A semaphore waiter's spin ended without a unit, its spinner bit kept; queueing is next. */
+	PRT_PAUSE_SEM_SPUN,
 	PRT_PAUSE_NSITES,
 };
 

@@ -28,6 +28,7 @@
 #include <proxyrt/sem.h>
 
 #include "deadline.h"
+#include "fault.h"
 #include "fiber_int.h"
 #include "plist.h"
 #include "sched_int.h"
@@ -41,9 +42,10 @@ struct prt__sem {
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/*
 	 * Bits 0-30: records on @waiters (changed under @lock). PRT_SEM_SPINNER:
-	 * a fiber spins for a unit (spin_take; one at a time, so that a post
-	 * that comes meanwhile goes to the one waiter that came first, and
-	 * prt_sem_destroy sees it). Read racily by the spinner.
+	 * a fiber spins for a unit (spin_take; one at a time), from its
+	 * compare-and-swap until it has a unit or has queued (the bit then
+	 * becomes its record's count, under @lock: a waiter always counts,
+	 * for prt_sem_destroy). Read racily by the spinner.
 	 */
 	atomic_uint waitw;
 	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
@@ -119,12 +121,17 @@ static bool take(struct prt__sem *s)
 	return false;
 }
 
-/* Queue @r by priority (FIFO within a level); s->lock held. */
-static void insert(struct prt__sem *s, struct sem_waiter *r)
+/*
+ * Queue @r by priority (FIFO within a level); s->lock held. @spun: our
+ * spinner bit becomes the record's count in one step (the unsigned sum
+ * clears bit 31 and adds 1), so we count as a waiter throughout.
+ */
+static void insert(struct prt__sem *s, struct sem_waiter *r, bool spun)
 {
 	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
 	r->queued = true;
-	atomic_fetch_add_explicit(&s->waitw, 1, memory_order_relaxed); /* a spinner edits it too */
+	/* a spinner edits the word too: atomic */
+	atomic_fetch_add_explicit(&s->waitw, spun ? 1u - PRT_SEM_SPINNER : 1u, memory_order_relaxed);
 }
 
 /* Take @r off the list; s->lock held. */
@@ -141,11 +148,15 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
  * any trywait would; the poster then neither takes a record off the
  * list nor wakes anybody. Only while nobody is queued (posts go to
  * them) and nobody else spins (PRT_SEM_SPINNER: two spinners would race
- * for a post regardless of their priorities; the second queues). Stops
- * when someone queues, at @deadline, at a cancel (wait_slow then
- * returns ECANCELED), and as every wait spin does. Returns true with a
- * unit taken; *@spun tells whether we spun (the queued wait then does
- * not spin again).
+ * for a post whatever their priorities; a second waiter queues, and the
+ * spinner, seeing it, stops and queues too: posts then go to the queued
+ * in priority order, FIFO within a level). Stops when someone queues,
+ * at @deadline, at a cancel (wait_slow then returns ECANCELED), and as
+ * every wait spin does. Returns true with a unit taken (the bit
+ * cleared); false with *@spun set if we spun, the bit still ours:
+ * wait_slow turns it into our record's count, or clears it, under
+ * s->lock (a review: cleared here, a destroy between it and our queueing
+ * said 0 while we still waited, and we queued on a freed semaphore).
  */
 static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline, bool *spun)
 {
@@ -171,7 +182,8 @@ static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadli
 		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), &until, spin, deadline))
 			break;
 	}
-	atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
+	if (got)
+		atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
 	return got;
 }
 
@@ -192,7 +204,8 @@ static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
 	if (left)
 		return err;
 	prt__wait_rearm(&r->wait);
-	return prt__wait_block(&r->wait, 0); /* 0: the post's wake, kept or coming */
+	/* 0: the post's wake, kept or coming (already under way: may spin for it briefly) */
+	return prt__wait_block(&r->wait, 0);
 }
 
 /*
@@ -212,19 +225,21 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline, bool spun)
 	prt__wait_init(&r.wait, self);
 	prt__spin_lock(&s->lock);
 	list_lazy_init(s);
-	if (take(s)) {
+	if (take(s))
+		err = 0;
+	else if (deadline && prt__now_ns() >= deadline)
+		err = ETIMEDOUT;
+	else if (self && prt__cancel_pending(self))
+		err = ECANCELED;
+	else
+		err = -1;
+	if (err >= 0) {
+		if (spun) /* no wait after all: our spinner bit goes, under the lock */
+			atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
 		prt__spin_unlock(&s->lock);
-		return 0;
+		return err;
 	}
-	if (deadline && prt__now_ns() >= deadline) {
-		prt__spin_unlock(&s->lock);
-		return ETIMEDOUT;
-	}
-	if (self && prt__cancel_pending(self)) {
-		prt__spin_unlock(&s->lock);
-		return ECANCELED;
-	}
-	insert(s, &r);
+	insert(s, &r, spun);
 	prt__spin_unlock(&s->lock);
 	if (self)
 		prt__set_wait(self, PRT_WK_SEM, s, 0);
@@ -246,6 +261,8 @@ static int sem_wait(prt_sem_t *us, uint64_t deadline)
 	w = prt__cur_worker();
 	if (w && spin_take(s, w, deadline, &spun))
 		return 0;
+	if (spun)
+		prt__fault_pause(PRT_PAUSE_SEM_SPUN); /* test builds: a destroy may come here */
 	return wait_slow(s, deadline, spun);
 }
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "fault.h"
 #include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
 #include <proxyrt/mutex.h>
 #include <proxyrt/sem.h>
@@ -600,6 +601,84 @@ static void test_own_io_no_spin(void **state)
 		own_io_case(PRT_IO_URING);
 }
 
+#if PRT_FAULT_INJECTION
+/*
+ * A semaphore waiter whose spin ended without a unit still waits: a
+ * destroy then says EBUSY, until the waiter has left. The pause point
+ * PRT_PAUSE_SEM_SPUN holds W between its spin (1 ms, ended by its
+ * length) and its queueing while this thread destroys. Before, the
+ * spinner's bit was cleared first and the destroy said 0 there (a
+ * review's reproducer, 28-75 of 500 rounds with a retrying destroyer;
+ * with a free after it, a use-after-free under ASan).
+ */
+static struct {
+	prt_sem_t s;
+	atomic_int in_window, go, other_runs, done;
+	int w_err;
+} ss;
+
+static void ss_pause(void *arg)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	atomic_store(&ss.in_window, 1);
+	while (!atomic_load(&ss.go) && test_mono_ns() < cap)
+		sched_yield();
+}
+
+static void *ss_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&ss.other_runs));
+	ss.w_err = prt_sem_timedwait_ns(&ss.s, 50000000); /* 50 ms: the spin (1 ms) ends first */
+	atomic_store(&ss.done, 1);
+	return NULL;
+}
+
+static void *ss_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&ss.other_runs, 1);
+	FIBER_CHECK(await_flag(&ss.done)); /* busy: W may spin */
+	return NULL;
+}
+
+static void test_sem_spun_still_waits(void **state)
+{
+	prt_runtime_t *rt = spin_rt(1000000, NULL);
+	prt_fiber_t w, o;
+	uint64_t cap;
+	int err;
+
+	(void)state;
+	if (!spins) {
+		prt_runtime_destroy(rt);
+		skip();
+	}
+	memset(&ss, 0, sizeof(ss));
+	assert_int_equal(prt_sem_init(&ss.s, 0), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_SPUN, ss_pause, NULL);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, ss_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, ss_w, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while (!atomic_load(&ss.in_window) && !atomic_load(&ss.done) && test_mono_ns() < cap)
+		sched_yield();
+	err = prt_sem_destroy(&ss.s);
+	if (err == 0)
+		assert_int_equal(prt_sem_init(&ss.s, 0), 0); /* (the failure: let W go on) */
+	atomic_store(&ss.go, 1);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_SPUN, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_true(atomic_load(&ss.in_window)); /* the window was reached */
+	assert_int_equal(err, EBUSY);
+	assert_int_equal(ss.w_err, ETIMEDOUT);
+	assert_int_equal(prt_sem_destroy(&ss.s), 0); /* W left: nobody waits now */
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -613,6 +692,9 @@ int main(void)
 		cmocka_unit_test(test_stop_for_due_sleeper),
 		cmocka_unit_test(test_sem_spinner_counts),
 		cmocka_unit_test(test_own_io_no_spin),
+#if PRT_FAULT_INJECTION
+		cmocka_unit_test(test_sem_spun_still_waits),
+#endif
 	};
 	cpu_set_t cpus;
 
