@@ -57,12 +57,14 @@ static uint64_t timer_lead(uint64_t l, bool oversubscribed)
 /*
  * cfg.wait_spin_ns, or PRT_WAIT_SPIN_NS from the environment if set and
  * a number; 0 under valgrind (one thread runs at a time: a spinner
- * would hold the one that would end its wait).
+ * would hold the one that would end its wait), with one worker (no
+ * other worker brings an event while we spin) and with more workers
+ * than CPUs (@shared: a spinner takes the CPU of a worker with work).
  */
-static uint64_t wait_spin(uint64_t s)
+static uint64_t wait_spin(uint64_t s, bool shared)
 {
 	prt__env_u64("PRT_WAIT_SPIN_NS", &s);
-	return RUNNING_ON_VALGRIND ? 0 : s;
+	return RUNNING_ON_VALGRIND || shared ? 0 : s;
 }
 
 /* Does @cfg, as its caller was compiled, have @field? (Fields are only added at the end.) */
@@ -259,7 +261,8 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 								   : PRT_STEAL_GRACE_DEFAULT);
 	rt->timer_lead = timer_lead(CFG_GET(cfg, timer_lead_ns), rt->oversubscribed);
 	rt->wait_spin = wait_spin(CFG_HAS(cfg, wait_spin_ns) ? cfg->wait_spin_ns
-							     : PRT_WAIT_SPIN_DEFAULT);
+							     : PRT_WAIT_SPIN_DEFAULT,
+				  rt->nworkers < 2 || rt->oversubscribed);
 	rt->workers = prt__zalloc(sizeof(*rt->workers) * (size_t)rt->nworkers);
 	err = rt->workers ? prt__stack_depot_init(rt) : -ENOMEM;
 	for (i = 0; !err && i < rt->nworkers; i++)

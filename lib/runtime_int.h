@@ -23,7 +23,7 @@ struct prt_runtime {
 	bool oversubscribed;            /* more workers than CPUs we may run on */
 	uint64_t steal_grace;           /* cfg.steal_grace_ns (idle.c, steal_due) */
 	uint64_t timer_lead;            /* cfg.timer_lead_ns (idle.c, worker_park); 0 under valgrind or oversubscribed */
-	uint64_t wait_spin;             /* cfg.wait_spin_ns (sched.c, prt__wait_spin_ns); 0 under valgrind */
+	uint64_t wait_spin;             /* cfg.wait_spin_ns (sched.c, prt__wait_spin_ns); 0 under valgrind, with one worker or oversubscribed */
 	struct prt__worker **workers;   /* nworkers, each cache-line aligned */
 	size_t stack_size;              /* default stack size, page-rounded */
 	int stack_kind;

@@ -513,7 +513,8 @@ uint64_t prt__wait_spin_ns(struct prt__worker *w)
 {
 	struct prt_runtime *rt = w->rt;
 
-	if (!rt->wait_spin || rt->nworkers < 2 || rt->oversubscribed ||
+	/* rt->wait_spin: 0 also with one worker or more workers than CPUs */
+	if (!rt->wait_spin ||
 	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) >= rt->nworkers - 1 ||
 	    prt__spin_must_stop(w))
 		return 0;

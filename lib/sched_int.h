@@ -390,22 +390,36 @@ static inline bool prt__spin_must_stop(struct prt__worker *w)
 	       prt__io_waiting(&w->io) || w->io.watch.polled;
 }
 
+/* A spin in progress (prt__spin_keep): its length and deadline, ns. */
+struct prt__spin {
+	uint64_t spin, deadline; /* deadline 0: none */
+	uint64_t until;          /* the spin's end, from the first clock read; 0 before */
+	unsigned polls;
+};
+
 /*
- * A spinner on @w that read the clock (@now, every 32 polls) must stop:
- * its @spin ns are over (counted from its first clock read, kept in
- * *@until, 0 before: a spin that ends sooner reads no clock at all),
- * @deadline (0: none) passed, or a timer of @w's is due (a sleeper, a
- * timeout: @w fires them only at a scheduling point). Racy reads of the
- * heaps' earliest deadlines.
+ * Go on spinning on @w? Called after each poll (the caller pauses
+ * before it, and looks at what it waits for). No when
+ * prt__spin_must_stop says so; every 32 polls, with the clock, also
+ * when @sp's length is over (counted from that first read: a spin that
+ * ends sooner reads no clock at all), its deadline passed, or a timer
+ * of @w's is due (a sleeper, a timeout: @w fires them only at a
+ * scheduling point; racy reads of the heaps' earliest deadlines).
  */
-static inline bool prt__spin_expired(struct prt__worker *w, uint64_t now, uint64_t *until,
-				     uint64_t spin, uint64_t deadline)
+static inline bool prt__spin_keep(struct prt__worker *w, struct prt__spin *sp)
 {
-	if (!*until)
-		*until = prt__add_sat(now, spin);
-	return now >= *until || (deadline && now >= deadline) ||
-	       now >= atomic_load_explicit(&w->timers.next, memory_order_relaxed) ||
-	       now >= atomic_load_explicit(&w->iotimers.next, memory_order_relaxed);
+	uint64_t now;
+
+	if (prt__spin_must_stop(w))
+		return false;
+	if (++sp->polls & 31)
+		return true;
+	now = prt__now_ns();
+	if (!sp->until)
+		sp->until = prt__add_sat(now, sp->spin);
+	return now < sp->until && (!sp->deadline || now < sp->deadline) &&
+	       now < atomic_load_explicit(&w->timers.next, memory_order_relaxed) &&
+	       now < atomic_load_explicit(&w->iotimers.next, memory_order_relaxed);
 }
 
 /*
@@ -414,12 +428,10 @@ static inline bool prt__spin_expired(struct prt__worker *w, uint64_t now, uint64
  * Only where it may pay and costs nobody: more than one worker, each
  * with a CPU, some other worker busy (the event may come from it),
  * nothing @w could run instead (prt__spin_must_stop), and not under
- * valgrind (rt->wait_spin 0). A spinner stops as soon as
- * prt__spin_must_stop says so, after the spin, at its deadline, or at
- * a cancel. It runs inside the runtime, where preemption is deferred:
- * what outranks it on @w waits for its next look (a cooperative
- * runtime's sleepers of @w that fall due wait for the spin to end).
- * Go's sync.Mutex spins on the same terms (runtime_canSpin: several
+ * valgrind (rt->wait_spin 0). A spinner stops when prt__spin_keep
+ * says so, and at a cancel. It runs inside the runtime, where
+ * preemption is deferred: what outranks it on @w waits for its next
+ * look. Go's sync.Mutex spins on the same terms (runtime_canSpin: several
  * CPUs, another P running, an empty local run queue).
  */
 uint64_t prt__wait_spin_ns(struct prt__worker *w);

@@ -160,31 +160,25 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
  */
 static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline, bool *spun)
 {
-	uint64_t until = 0, spin;
+	struct prt__spin sp = { .deadline = deadline };
 	unsigned none = 0;
-	bool got = false;
 
-	if (!(spin = prt__wait_spin_ns(w)) ||
+	if (!(sp.spin = prt__wait_spin_ns(w)) ||
 	    !atomic_compare_exchange_strong_explicit(&s->waitw, &none, PRT_SEM_SPINNER,
 						     memory_order_relaxed, memory_order_relaxed))
 		return false;
 	*spun = true;
-	for (unsigned i = 1;; i++) {
+	do {
 		/* A pause first: the post we wait for is under way, and a look pulls its line back. */
 		prt__cpu_relax();
 		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s)) {
-			got = true;
-			break;
+			atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
+			return true;
 		}
-		if (prt__spin_must_stop(w) || prt__cancel_pending(w->curr) ||
-		    (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER))
-			break;
-		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), &until, spin, deadline))
-			break;
-	}
-	if (got)
-		atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
-	return got;
+	} while (!prt__cancel_pending(w->curr) &&
+		 !(atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER) &&
+		 prt__spin_keep(w, &sp));
+	return false;
 }
 
 /*

@@ -176,16 +176,12 @@ static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t s
 			 uint64_t deadline, bool cancel)
 {
 	struct prt__fiber *self = wt->fiber;
-	uint64_t until = 0;
+	struct prt__spin sp = { .spin = spin, .deadline = deadline };
 
-	for (unsigned i = 1;; i++) {
+	do
 		prt__cpu_relax(); /* first: a look pulls the waker's line back (sem.c, spin_take) */
-		if (atomic_load_explicit(&wt->state, memory_order_relaxed) != PRT_WAIT_IDLE ||
-		    prt__spin_must_stop(w) || (cancel && prt__cancel_pending(self)))
-			return;
-		if (!(i & 31) && prt__spin_expired(w, prt__now_ns(), &until, spin, deadline))
-			return;
-	}
+	while (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
+	       !(cancel && prt__cancel_pending(self)) && prt__spin_keep(w, &sp));
 }
 
 static int fiber_block(struct prt__wait *wt, uint64_t deadline, bool cancel,
