@@ -35,6 +35,31 @@
  * c->lock; prt_cond_destroy waits for that (a few instructions), so the
  * condvar outlives every waiter that may still touch it.
  *
+ * Spinning waiters (the wait spin, docs/design.md section 6). A fiber
+ * that may spin (prt__wait_spin_ns) waits at first without a record:
+ * under c->lock it counts itself in c->spinners and reads c->seq, then
+ * releases the mutex and polls c->seq; a signal or broadcast that finds
+ * a spinner increments it (under c->lock), and the spinner retakes the
+ * mutex itself. So a wake between two workers that both run moves the
+ * condvar's line, not the waiter's record, its descriptor and the
+ * mutex's waiter list too (a requeue and a handoff): `proxyrt_bench
+ * xcore pinned` went from X to Y ns a round trip. Lost wakeups: the
+ * spinner read c->seq holding the mutex, so a signaller that changed
+ * the predicate under it comes later and increments it. A spinner whose
+ * spin ends unwoken (its length, its deadline, a cancel, work on its
+ * worker) looks at c->seq again under c->lock: changed, it was woken;
+ * else it joins the list there as any waiter, and sleeps. A signal
+ * takes the first sleeper as always, and wakes the spinners too unless
+ * that sleeper ranks at least as high as the highest of them
+ * (c->spin_prio); so the highest-priority waiter always goes, and the
+ * others that go with it find their predicate false and wait again, a
+ * spurious wakeup as POSIX allows. A broadcast wakes them all. The
+ * spinners then take the mutex by its own rules: never ahead of a
+ * higher-priority waiter queued on it. At most one fiber per worker
+ * spins, so that is no thundering herd. A spinner's last access to the condvar is its unlock of c->lock, and
+ * prt_cond_destroy waits for spinners that were woken (c->spin_seq
+ * older than c->seq) and says EBUSY while one still waits.
+ *
  * Priority changes: a waiting fiber publishes its record (wait_cond,
  * cwait, under its own lock) before it reads its priority for the list,
  * so prt_fiber_set_priority either changes it before that read or finds
@@ -61,8 +86,17 @@ struct prt__cond {
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/* prt__mwaiter.pl (a plist, plist.h), PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
-	struct prt__mutex *m;      /* the mutex of the current waiters; lock */
-	uint64_t pad2[2];
+	struct prt__mutex *m;      /* the mutex of the current waiters and spinners; lock */
+	/*
+	 * The wait spin ("Spinning waiters" above): @seq counts the signals
+	 * and broadcasts that found a spinner; @spinners is how many fibers
+	 * spin on it now, @spin_seq the @seq the latest of them started at.
+	 * Written under @lock; spinners read @seq without it.
+	 */
+	atomic_uint seq;
+	unsigned spinners;
+	unsigned spin_seq;
+	int spin_prio;             /* the highest priority among them (kept until none is left) */
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
@@ -132,11 +166,17 @@ PRT_API int prt_cond_init(prt_cond_t *c)
 	return prt_cond_init_attr(c, NULL);
 }
 
-/* What is on the list: 0 nothing, 1 only waiters leaving it, 2 a waiter still waiting. c->lock. */
+/*
+ * Who waits: 0 nobody, 1 only waiters leaving (timed out and unlinking
+ * themselves, or spinners woken), 2 a waiter still waiting. c->lock.
+ */
 static int list_state(struct prt__cond *c)
 {
 	struct prt__list *it;
 
+	if (c->spinners)
+		/* A spinner that started after the latest signal still waits; the others leave. */
+		return c->spin_seq == atomic_load_explicit(&c->seq, memory_order_relaxed) ? 2 : 1;
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
 	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
@@ -166,7 +206,7 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 			prt__objname_clear(uc, PRT_OBJ_COND);
 		if (st != 1)
 			return st ? EBUSY : 0;
-		/* Timed-out waiters unlinking themselves: they need c->lock once more. */
+		/* Timed-out waiters unlinking themselves, woken spinners: they need c->lock once more. */
 		sched_yield();
 	}
 }
@@ -260,15 +300,51 @@ static bool cond_reprio(struct prt__fiber *f)
 	return true;
 }
 
+/* spin_wait(): the wait goes on, queued (sleep on rec.wait). */
+#define WAIT_ON (-1)
+
+/*
+ * A spinner's wait ("Spinning waiters" above), the mutex released: poll
+ * c->seq for a change from @seq0 while prt__spin_keep allows. Returns
+ * 0 if a signal came (retake the mutex), ETIMEDOUT or ECANCELED (retake
+ * it too), or WAIT_ON once @rec is on the list (sleep on it). Leaves
+ * c->spinners either way.
+ */
+static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__worker *w,
+		     unsigned seq0, uint64_t spin, uint64_t deadline)
+{
+	struct prt__fiber *self = rec->fiber;
+	struct prt__spin sp = { .spin = spin, .deadline = deadline };
+	int err = WAIT_ON;
+
+	do
+		prt__cpu_relax();
+	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&
+	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
+	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
+	prt__spin_lock(&c->lock);
+	c->spinners--;
+	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0)
+		err = 0;
+	else if (prt__cancel_pending(self))
+		err = ECANCELED;
+	else if (deadline && prt__now_ns() >= deadline)
+		err = ETIMEDOUT;
+	else
+		wait_begin(c, rec);
+	prt__spin_unlock(&c->lock); /* our last access to @c, unless we queued */
+	return err;
+}
+
 static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
 {
 	struct prt__cond *c = cond_of(uc);
 	struct prt__mutex *m;
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
-	uint64_t deadline = 0;
-	unsigned count;
-	int err;
+	uint64_t deadline = 0, spin = 0;
+	unsigned count, seq0 = 0;
+	int err, e;
 
 	if (!uc || !um)
 		return EINVAL;
@@ -289,22 +365,36 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	/* Cancelled: return at once, the mutex still held (nothing changed). */
 	if (rec.fiber && prt__cancel_pending(rec.fiber))
 		return ECANCELED;
+	if (rec.fiber)
+		spin = prt__wait_spin_ns(w);
 	prt__spin_lock(&c->lock);
 	list_lazy_init(c);
-	if (!prt__list_empty(&c->waiters) && c->m != m) {
+	if ((!prt__list_empty(&c->waiters) || c->spinners) && c->m != m) {
 		prt__spin_unlock(&c->lock);
 		return EINVAL;
 	}
 	c->m = m;
-	wait_begin(c, &rec);
+	if (spin) {
+		int prio = atomic_load_explicit(&rec.fiber->prio, memory_order_relaxed);
+
+		if (!c->spinners || prio > c->spin_prio)
+			c->spin_prio = prio;
+		c->spinners++;
+		c->spin_seq = seq0 = atomic_load_explicit(&c->seq, memory_order_relaxed);
+	} else {
+		wait_begin(c, &rec);
+	}
 	prt__spin_unlock(&c->lock);
 
 	err = prt__mutex_release_all(m, &count);
 	prt__assert(err == 0); /* ownership was checked above */
+	if (spin && (err = spin_wait(c, &rec, w, seq0, spin, deadline)) != WAIT_ON)
+		goto retake; /* never queued: nothing to unpublish */
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	/* A cancel ends it as the deadline does (ECANCELED): leave, retake the mutex. */
-	err = prt__wait_block_cancel(&rec.wait, deadline);
+	err = spin ? prt__wait_block_nospin(&rec.wait, deadline, true)
+		   : prt__wait_block_cancel(&rec.wait, deadline);
 	if (err && !leave(c, &rec)) {
 		/* A signal moved us first: it won (see the top of the file). */
 		prt__wait_rearm(&rec.wait);
@@ -312,17 +402,16 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	}
 	if (!err) {
 		prt__mutex_held(rec.token); /* handed to us: we own it again */
-	} else {
-		/* Take it back, as pthreads does, cancelled or not; counts itself in nheld. */
-		int e = prt__mutex_lock_nocancel(m);
-
-		if (e) {
-			wait_end(&rec);
-			return e; /* EDEADLK: a cycle through another mutex we hold */
-		}
+		wait_end(&rec);
+		goto held;
 	}
 	wait_end(&rec);
-	/* We hold the mutex again (handed over, or taken back after a timeout). */
+retake:
+	/* Take it back, as pthreads does, cancelled or not; counts itself in nheld. */
+	if ((e = prt__mutex_lock_nocancel(m)))
+		return e; /* EDEADLK: a cycle through another mutex we hold */
+held:
+	/* We hold the mutex again (handed over, or taken back after a wake, timeout or cancel). */
 	atomic_store_explicit(&m->count, count, memory_order_relaxed);
 	return err;
 }
@@ -366,20 +455,30 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 	return NULL;
 }
 
-/* Take up to @n waiters off the condvar and requeue them on the mutex. */
+/*
+ * Take up to @n waiters off the condvar and requeue them on the mutex;
+ * wake its spinners (c->seq) too, once, unless this is a signal whose
+ * sleeper ranks at least as high as any spinner (see the top of the
+ * file).
+ */
 static int wake(prt_cond_t *uc, int n)
 {
 	struct prt__cond *c = cond_of(uc);
+	bool all = n > 1;
 
 	if (!uc)
 		return EINVAL;
 	prt__check_live(c->dbg, n == 1 ? "prt_cond_signal" : "prt_cond_broadcast", uc);
-	while (n-- > 0) {
+	for (bool first = true; n-- > 0; first = false) {
 		struct prt__mwaiter *r;
 		struct prt__mutex *m;
 
 		prt__spin_lock(&c->lock);
-		if (!(r = take_waiter(c))) {
+		r = take_waiter(c);
+		if (first && c->spinners && (all || !r || r->pl.prio < c->spin_prio))
+			atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
+					      memory_order_relaxed);
+		if (!r) {
 			prt__spin_unlock(&c->lock);
 			break;
 		}

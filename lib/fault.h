@@ -67,6 +67,8 @@ enum prt__pause_site {
 	PRT_PAUSE_REQUEUE_SETTLE,
 	/* A semaphore waiter's spin ended without a unit, its spinner bit kept; queueing is next. */
 	PRT_PAUSE_SEM_SPUN,
+	/* A condvar waiter's spin ended (woken or not), still counted a spinner; c->lock is next. */
+	PRT_PAUSE_COND_SPUN,
 	PRT_PAUSE_NSITES,
 };
 

@@ -80,7 +80,7 @@ static int attr_check(struct prt_runtime *rt, const prt_fiber_attr_t *a, prt_fib
 static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_fiber_attr_t *a,
 		       void *(*fn)(void *), void *arg, void *wg)
 {
-	f->rt = rt;
+	PRT_WRITE_ONCE(f->rt, rt); /* read racily by spinners on an owner (prt__owner_runs_soon) */
 	f->kind = PRT_FK_FIBER;
 	f->fn = fn;
 	f->arg = arg;

@@ -354,10 +354,11 @@ static inline bool may_steal(struct prt__mutex *m, uintptr_t o, int prio)
 
 /*
  * Optimistic spinning (kernel mutex.c's mutex_optimistic_spin): while
- * the owner is a fiber running on a CPU, it will likely unlock soon;
- * waiting a few hundred ns here beats queueing, migrating and a
- * handoff. Stops when the owner stops running, or the lock is handed
- * over or released to a waiter that outranks us. Returns true if taken.
+ * the owner is a fiber running on a CPU, or about to (prt__owner_runs_soon),
+ * it will likely unlock soon; waiting a few hundred ns here beats
+ * queueing, migrating and a handoff. Stops when the owner stops
+ * running, or the lock is handed over or released to a waiter that
+ * outranks us. Returns true if taken.
  */
 static bool spin_acquire(struct prt__mutex *m, struct prt__fiber *self)
 {
@@ -379,7 +380,7 @@ static bool spin_acquire(struct prt__mutex *m, struct prt__fiber *self)
 		}
 		f = prt__owner_fiber(o);
 		/* Descriptors are type-stable: reading a stale owner's state is safe. */
-		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+		if (!f || !prt__owner_runs_soon(f, self))
 			return false;
 		for (int k = 0; k < PRT_MTX_SPIN_PAUSES; k++)
 			prt__cpu_relax();
@@ -388,7 +389,8 @@ static bool spin_acquire(struct prt__mutex *m, struct prt__fiber *self)
 }
 
 /*
- * A queued waiter spins on its record while the owner runs on a CPU:
+ * A queued waiter spins on its record while the owner runs on a CPU
+ * (or is about to: prt__owner_runs_soon):
  * the handoff then finds it running and it goes on at once, with no
  * switch or migration. Returns 1 if granted, 2 if the lock was released
  * (look again under wait_lock), 0 to stop spinning.
@@ -406,7 +408,7 @@ static int spin_queued(struct prt__mutex *m, struct prt__mwaiter *rec)
 		if (!(o & ~PRT_MTX_FLAGS))
 			return 2;
 		f = prt__owner_fiber(o);
-		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+		if (!f || !prt__owner_runs_soon(f, rec->fiber))
 			return 0;
 		prt__cpu_relax();
 	}

@@ -136,6 +136,31 @@ static inline bool prt__held_drop(atomic_uint *nheld)
 }
 
 /*
+ * Will owner @f run soon, so that a waiter of @self's may spin for it?
+ * Yes while it runs on a CPU (the kernel's owner_on_cpu), and while it
+ * is queued on an idle worker of our runtime, which picks it at its
+ * next look: a handoff wakes its new owner so. A contender that gave
+ * up there would queue and, as a donor, migrate to the owner's worker;
+ * when both sides of a lock pinned to two workers did so each time,
+ * each lock went that way (3-4 switches and a migration per round trip
+ * of `proxyrt_bench xcore pinned`, for good). The worker is read only
+ * for a fiber of our own runtime, whose workers outlive us. Used by
+ * every optimistic spin on an owner (mutex.c, rwlock.c).
+ */
+static inline bool prt__owner_runs_soon(struct prt__fiber *f, struct prt__fiber *self)
+{
+	int st = atomic_load_explicit(&f->state, memory_order_relaxed);
+	struct prt__worker *x;
+
+	if (st == PRT_FS_RUNNING)
+		return true;
+	if (st != PRT_FS_RUNNABLE || PRT_READ_ONCE(f->rt) != self->rt)
+		return false;
+	x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
+	return x && PRT_READ_ONCE(x->curr) == &x->idle;
+}
+
+/*
  * The caller, whose token is @token, now holds one more mutex: one it
  * took on a slow path, or one handed to its record (condvar wait).
  * No lock needed (the owner's own count).

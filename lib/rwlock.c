@@ -258,7 +258,7 @@ static bool spin_take(struct prt__rwlock *rw, struct prt__fiber *self, bool read
 			return false;
 		f = prt__owner_fiber(o);
 		/* Descriptors are type-stable: reading a stale owner's state is safe. */
-		if (!f || atomic_load_explicit(&f->state, memory_order_relaxed) != PRT_FS_RUNNING)
+		if (!f || !prt__owner_runs_soon(f, self))
 			return false;
 		prt__cpu_relax();
 		prt__cpu_relax();

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -139,10 +140,29 @@ static void *b_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Two workers without the wait spin: every waiter sleeps, so the
+ * broadcast finds them all on the list. (A fiber still spinning when
+ * it comes would retake the mutex itself: cond.c, "Spinning waiters";
+ * tests/test_wait_spin.c.)
+ */
+static prt_runtime_t *sleepers_rt(void)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.wait_spin_ns = 0;
+	unsetenv("PRT_WAIT_SPIN_NS"); /* it would replace the field */
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
 static void test_broadcast_requeue_order(void **state)
 {
 	static const int want[] = { 3, 1, 4, 0, 2 };
-	prt_runtime_t *rt = test_rt(2);
+	prt_runtime_t *rt = sleepers_rt();
 
 	(void)state;
 	assert_null(test_run_in(rt, 1, b_main, NULL));

@@ -601,6 +601,197 @@ static void test_own_io_no_spin(void **state)
 		own_io_case(PRT_IO_URING);
 }
 
+/* ---- the condvar's spinners (cond.c, "Spinning waiters") --------------------- */
+
+/*
+ * W waits on a condvar (spinning, 10 s) on worker 0; O, on worker 1,
+ * then: prt_cond_destroy says EBUSY at once (W still waits: its spin
+ * began after the latest signal), not after W's spin; a wait on the
+ * same condvar with another mutex says EINVAL (a spinner names the
+ * condvar's mutex as a queued waiter does). Then the signal: W returns
+ * 0 holding its recursive mutex twice, as before the wait.
+ */
+static struct {
+	atomic_int other_runs, waiting, flag;
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	int w_err, destroy_err, other_mutex_err, unlocks[3];
+	uint64_t sw_before, sw_after;
+} cs;
+
+static void *cs_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&cs.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&cs.m) == 0);
+	FIBER_CHECK(prt_mutex_lock(&cs.m) == 0); /* recursive: held twice */
+	cs.sw_before = switches(0);
+	atomic_store(&cs.waiting, 1);
+	while (!atomic_load(&cs.flag) && !cs.w_err)
+		cs.w_err = prt_cond_wait(&cs.c, &cs.m);
+	cs.sw_after = switches(0);
+	for (int i = 0; i < 3; i++)
+		cs.unlocks[i] = prt_mutex_unlock(&cs.m);
+	return NULL;
+}
+
+static void *cs_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&cs.other_runs, 1);
+	FIBER_CHECK(await_flag(&cs.waiting));
+	compute_ns(2000000); /* W spins by now (or waits queued: the same answers) */
+	cs.destroy_err = prt_cond_destroy(&cs.c);
+	FIBER_CHECK(prt_mutex_lock(&cs.m2) == 0);
+	cs.other_mutex_err = prt_cond_wait(&cs.c, &cs.m2);
+	FIBER_CHECK(prt_mutex_unlock(&cs.m2) == 0);
+	FIBER_CHECK(prt_mutex_lock(&cs.m) == 0);
+	atomic_store(&cs.flag, 1);
+	FIBER_CHECK(prt_cond_signal(&cs.c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&cs.m) == 0);
+	return NULL;
+}
+
+static void test_cond_spinner_waits(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_mutexattr_t ma;
+	prt_fiber_t w, o;
+	uint64_t t0 = test_mono_ns();
+
+	(void)state;
+	memset(&cs, 0, sizeof(cs));
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_settype(&ma, PRT_MUTEX_RECURSIVE), 0);
+	assert_int_equal(prt_mutex_init(&cs.m, &ma), 0);
+	assert_int_equal(prt_mutex_init(&cs.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&cs.c), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, cs_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, cs_w, NULL);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
+	assert_int_equal(cs.destroy_err, EBUSY);
+	assert_int_equal(cs.other_mutex_err, EINVAL);
+	assert_int_equal(cs.w_err, 0);
+	assert_int_equal(cs.unlocks[0], 0);
+	assert_int_equal(cs.unlocks[1], 0);
+	assert_int_equal(cs.unlocks[2], EPERM); /* held twice again, no more */
+	if (spins)
+		assert_int_equal(cs.sw_after, cs.sw_before); /* woken as it spun */
+	assert_int_equal(prt_cond_destroy(&cs.c), 0);
+	assert_int_equal(prt_mutex_destroy(&cs.m), 0);
+	assert_int_equal(prt_mutex_destroy(&cs.m2), 0);
+	assert_int_equal(prt_mutexattr_destroy(&ma), 0);
+}
+
+/*
+ * A signal finds a spinner (W, a fiber on worker 0) and a sleeper (this
+ * plain thread, which never spins; a plain thread waits at the default
+ * priority), with one token. W at the default priority: the signal
+ * takes the sleeper alone (it ranks as high as W, and waited first), so
+ * the sleeper gets the token and W's wait returns only at the closing
+ * broadcast (before, every signal woke the spinners too). W one level
+ * above: the signal wakes W too (the highest-priority waiter always
+ * goes), whoever then gets the token. O, on worker 1, signals, waits
+ * for that, then broadcasts the end.
+ */
+static struct {
+	atomic_int other_runs, w_waiting, w_done, w_returns, tokens, finish;
+	prt_mutex_t m;
+	prt_cond_t c;
+	int w_err, w_got;
+	bool capped;
+} mx;
+
+static void *mx_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&mx.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&mx.m) == 0);
+	atomic_store(&mx.w_waiting, 1);
+	while (!atomic_load(&mx.tokens) && !atomic_load(&mx.finish) && !mx.w_err) {
+		mx.w_err = prt_cond_wait(&mx.c, &mx.m);
+		atomic_fetch_add(&mx.w_returns, 1);
+	}
+	if (atomic_load(&mx.tokens)) {
+		atomic_fetch_sub(&mx.tokens, 1);
+		mx.w_got = 1;
+	}
+	FIBER_CHECK(prt_mutex_unlock(&mx.m) == 0);
+	atomic_store(&mx.w_done, 1);
+	return NULL;
+}
+
+static void *mx_other(void *arg)
+{
+	bool w_high = (bool)(intptr_t)arg;
+	uint64_t cap;
+
+	atomic_store(&mx.other_runs, 1);
+	FIBER_CHECK(await_flag(&mx.w_waiting));
+	compute_ns(2000000);
+	FIBER_CHECK(prt_mutex_lock(&mx.m) == 0);
+	atomic_store(&mx.tokens, 1);
+	FIBER_CHECK(prt_cond_signal(&mx.c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&mx.m) == 0);
+	cap = test_mono_ns() + CAP_NS;
+	/* Busy (no runtime call): the token taken, and W woken if it must be. */
+	while ((atomic_load(&mx.tokens) || (w_high && !atomic_load(&mx.w_returns))) &&
+	       test_mono_ns() < cap)
+		;
+	mx.capped = test_mono_ns() >= cap;
+	FIBER_CHECK(prt_mutex_lock(&mx.m) == 0);
+	atomic_store(&mx.finish, 1);
+	FIBER_CHECK(prt_cond_broadcast(&mx.c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&mx.m) == 0);
+	FIBER_CHECK(await_flag(&mx.w_done));
+	return NULL;
+}
+
+static void spinner_and_sleeper(int w_prio)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+	int err = 0, got = 0;
+
+	memset(&mx, 0, sizeof(mx));
+	assert_int_equal(prt_mutex_init(&mx.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&mx.c), 0);
+	assert_int_equal(prt_mutex_lock(&mx.m), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, mx_other, (void *)(intptr_t)(w_prio > PRT_PRIO_DEFAULT));
+	w = test_spawn(rt, w_prio, 0, mx_w, NULL);
+	/* Queued before W can wait: W's lock waits for our wait's release. */
+	while (!atomic_load(&mx.tokens) && !atomic_load(&mx.finish) && !err)
+		err = prt_cond_wait(&mx.c, &mx.m);
+	if (atomic_load(&mx.tokens)) {
+		atomic_fetch_sub(&mx.tokens, 1);
+		got = 1;
+	}
+	assert_int_equal(prt_mutex_unlock(&mx.m), 0);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(err, 0);
+	assert_int_equal(mx.w_err, 0);
+	assert_false(mx.capped);
+	assert_int_equal(got + mx.w_got, 1); /* the one token, taken once */
+	if (spins && w_prio == PRT_PRIO_DEFAULT) {
+		assert_int_equal(got, 1);
+		assert_int_equal(atomic_load(&mx.w_returns), 1); /* the broadcast's */
+	}
+	assert_int_equal(prt_cond_destroy(&mx.c), 0);
+	assert_int_equal(prt_mutex_destroy(&mx.m), 0);
+}
+
+static void test_cond_spinner_and_sleeper(void **state)
+{
+	(void)state;
+	spinner_and_sleeper(PRT_PRIO_DEFAULT);
+	spinner_and_sleeper(PRT_PRIO_DEFAULT + 1);
+}
+
 #if PRT_FAULT_INJECTION
 /*
  * A semaphore waiter whose spin ended without a unit still waits: a
@@ -677,6 +868,90 @@ static void test_sem_spun_still_waits(void **state)
 	assert_int_equal(ss.w_err, ETIMEDOUT);
 	assert_int_equal(prt_sem_destroy(&ss.s), 0); /* W left: nobody waits now */
 }
+/*
+ * A condvar may be destroyed once its waiters were woken (POSIX), while
+ * a spinner that was woken has not yet left it: prt_cond_destroy waits
+ * for it. The pause point PRT_PAUSE_COND_SPUN holds W (woken by a
+ * broadcast) between its spin and its last touch of the condvar for
+ * 1 ms after the destroy began: the destroy must return 0, and only
+ * once W has left the pause (without the wait for spinners it returned
+ * at once, and W then took the lock of a condvar already gone).
+ */
+static struct {
+	prt_mutex_t m;
+	prt_cond_t *c;
+	atomic_int in_pause, destroying, other_runs, waiting, flag;
+	int w_err, destroy_err, in_pause_at_return;
+} cd;
+
+static void cd_pause(void *arg)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	atomic_store(&cd.in_pause, 1);
+	while (!atomic_load(&cd.destroying) && test_mono_ns() < cap)
+		;
+	compute_ns(1000000);
+	atomic_store(&cd.in_pause, 0);
+}
+
+static void *cd_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&cd.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&cd.m) == 0);
+	atomic_store(&cd.waiting, 1);
+	while (!atomic_load(&cd.flag) && !cd.w_err)
+		cd.w_err = prt_cond_wait(cd.c, &cd.m);
+	FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
+	return NULL;
+}
+
+static void *cd_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&cd.other_runs, 1);
+	FIBER_CHECK(await_flag(&cd.waiting));
+	compute_ns(2000000);
+	FIBER_CHECK(prt_mutex_lock(&cd.m) == 0);
+	atomic_store(&cd.flag, 1);
+	FIBER_CHECK(prt_cond_broadcast(cd.c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
+	FIBER_CHECK(await_flag(&cd.in_pause));
+	atomic_store(&cd.destroying, 1);
+	cd.destroy_err = prt_cond_destroy(cd.c);
+	cd.in_pause_at_return = atomic_load(&cd.in_pause);
+	return NULL;
+}
+
+static void test_cond_destroy_waits_for_spinner(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+
+	(void)state;
+	if (!spins) {
+		prt_runtime_destroy(rt);
+		skip();
+	}
+	memset(&cd, 0, sizeof(cd));
+	assert_non_null(cd.c = malloc(sizeof(*cd.c)));
+	assert_int_equal(prt_mutex_init(&cd.m, NULL), 0);
+	assert_int_equal(prt_cond_init(cd.c), 0);
+	prt__fault_set_pause(PRT_PAUSE_COND_SPUN, cd_pause, NULL);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, cd_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, cd_w, NULL);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_join(w, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_COND_SPUN, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(cd.destroy_err, 0);
+	assert_int_equal(cd.in_pause_at_return, 0); /* W had left the condvar */
+	assert_int_equal(cd.w_err, 0);
+	free(cd.c);
+	assert_int_equal(prt_mutex_destroy(&cd.m), 0);
+}
 #endif
 
 int main(void)
@@ -692,8 +967,11 @@ int main(void)
 		cmocka_unit_test(test_stop_for_due_sleeper),
 		cmocka_unit_test(test_sem_spinner_counts),
 		cmocka_unit_test(test_own_io_no_spin),
+		cmocka_unit_test(test_cond_spinner_waits),
+		cmocka_unit_test(test_cond_spinner_and_sleeper),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
+		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
 #endif
 	};
 	cpu_set_t cpus;
