@@ -43,22 +43,27 @@
  * mutex itself. So a wake between two workers that both run moves the
  * condvar's line, not the waiter's record, its descriptor and the
  * mutex's waiter list too (a requeue and a handoff): `proxyrt_bench
- * xcore pinned` went from X to Y ns a round trip. Lost wakeups: the
- * spinner read c->seq holding the mutex, so a signaller that changed
- * the predicate under it comes later and increments it. A spinner whose
- * spin ends unwoken (its length, its deadline, a cancel, work on its
- * worker) looks at c->seq again under c->lock: changed, it was woken;
- * else it joins the list there as any waiter, and sleeps. A signal
- * takes the first sleeper as always, and wakes the spinners too unless
- * that sleeper ranks at least as high as the highest of them
- * (c->spin_prio); so the highest-priority waiter always goes, and the
- * others that go with it find their predicate false and wait again, a
- * spurious wakeup as POSIX allows. A broadcast wakes them all. The
- * spinners then take the mutex by its own rules: never ahead of a
- * higher-priority waiter queued on it. At most one fiber per worker
- * spins, so that is no thundering herd. A spinner's last access to the condvar is its unlock of c->lock, and
- * prt_cond_destroy waits for spinners that were woken (c->spin_seq
- * older than c->seq) and says EBUSY while one still waits.
+ * xcore pinned` went from 2.6-3.3 to about 1 us a round trip on this
+ * VM, about 2x a bare cache-line ping-pong (docs/design.md, section 6,
+ * "A condvar's spinners"). Lost wakeups: the spinner read c->seq
+ * holding the mutex, so a signaller that changed the predicate under
+ * it comes later and increments it. A spinner whose spin ends unwoken
+ * (its length, its deadline, a cancel, work on its worker) looks at
+ * c->seq again under c->lock: changed, it was woken; else it joins the
+ * list there as any waiter, and sleeps. A signal takes the first
+ * sleeper as always, and wakes the spinners too unless that sleeper
+ * ranks at least as high as the highest of them (c->spin_prio); so the
+ * highest-priority waiter always goes, and the others that go with it
+ * find their predicate false and wait again, a spurious wakeup as
+ * POSIX allows. A broadcast wakes them all. The spinners then take the
+ * mutex by its own rules: never ahead of a higher-priority waiter
+ * queued on it. At most one fiber per worker spins, so that is no
+ * thundering herd. The increment moves the count of spinners to
+ * c->leaving, which each woken spinner decrements as its last access
+ * to the condvar (an unwoken one's is its unlock of c->lock): so
+ * prt_cond_destroy says EBUSY while a spinner still waits, and waits
+ * for woken ones to leave (POSIX lets a broadcast be followed by the
+ * destroy at once).
  *
  * Priority changes: a waiting fiber publishes its record (wait_cond,
  * cwait, under its own lock) before it reads its priority for the list,
@@ -89,14 +94,16 @@ struct prt__cond {
 	struct prt__mutex *m;      /* the mutex of the current waiters and spinners; lock */
 	/*
 	 * The wait spin ("Spinning waiters" above): @seq counts the signals
-	 * and broadcasts that found a spinner; @spinners is how many fibers
-	 * spin on it now, @spin_seq the @seq the latest of them started at.
-	 * Written under @lock; spinners read @seq without it.
+	 * and broadcasts that woke spinners (read by them without @lock);
+	 * @spinners is how many fibers spin on it unwoken, @spin_prio the
+	 * highest priority among them (kept until none is left); @leaving,
+	 * how many were woken and have not left yet (each decrements it as
+	 * it leaves, without @lock). The rest under @lock.
 	 */
 	atomic_uint seq;
 	unsigned spinners;
-	unsigned spin_seq;
-	int spin_prio;             /* the highest priority among them (kept until none is left) */
+	int spin_prio;
+	atomic_uint leaving;
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
@@ -168,15 +175,17 @@ PRT_API int prt_cond_init(prt_cond_t *c)
 
 /*
  * Who waits: 0 nobody, 1 only waiters leaving (timed out and unlinking
- * themselves, or spinners woken), 2 a waiter still waiting. c->lock.
+ * themselves, or woken spinners), 2 a waiter still waiting. c->lock.
  */
 static int list_state(struct prt__cond *c)
 {
 	struct prt__list *it;
 
 	if (c->spinners)
-		/* A spinner that started after the latest signal still waits; the others leave. */
-		return c->spin_seq == atomic_load_explicit(&c->seq, memory_order_relaxed) ? 2 : 1;
+		return 2;
+	/* acquire: pairs with a woken spinner's leaving (spin_wait) */
+	if (atomic_load_explicit(&c->leaving, memory_order_acquire))
+		return 1;
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
 	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
@@ -308,7 +317,7 @@ static bool cond_reprio(struct prt__fiber *f)
  * c->seq for a change from @seq0 while prt__spin_keep allows. Returns
  * 0 if a signal came (retake the mutex), ETIMEDOUT or ECANCELED (retake
  * it too), or WAIT_ON once @rec is on the list (sleep on it). Leaves
- * c->spinners either way.
+ * the count either way (c->spinners; c->leaving once woken).
  */
 static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__worker *w,
 		     unsigned seq0, uint64_t spin, uint64_t deadline)
@@ -322,16 +331,30 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&
 	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
+	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0) {
+		/*
+		 * Woken: leave without c->lock, which our signaller, back in
+		 * a wait of its own, may want now. release: our reads of @c
+		 * come before a destroy that sees us gone (list_state, acquire).
+		 * Our last access to @c.
+		 */
+		atomic_fetch_sub_explicit(&c->leaving, 1, memory_order_release);
+		return 0;
+	}
 	prt__spin_lock(&c->lock);
-	c->spinners--;
-	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0)
+	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0) {
+		/* Woken since our look: counted in c->leaving by then. */
+		atomic_fetch_sub_explicit(&c->leaving, 1, memory_order_relaxed);
 		err = 0;
-	else if (prt__cancel_pending(self))
-		err = ECANCELED;
-	else if (deadline && prt__now_ns() >= deadline)
-		err = ETIMEDOUT;
-	else
-		wait_begin(c, rec);
+	} else {
+		c->spinners--; /* never woken: still counted there */
+		if (prt__cancel_pending(self))
+			err = ECANCELED;
+		else if (deadline && prt__now_ns() >= deadline)
+			err = ETIMEDOUT;
+		else
+			wait_begin(c, rec);
+	}
 	prt__spin_unlock(&c->lock); /* our last access to @c, unless we queued */
 	return err;
 }
@@ -380,7 +403,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		if (!c->spinners || prio > c->spin_prio)
 			c->spin_prio = prio;
 		c->spinners++;
-		c->spin_seq = seq0 = atomic_load_explicit(&c->seq, memory_order_relaxed);
+		seq0 = atomic_load_explicit(&c->seq, memory_order_relaxed);
 	} else {
 		wait_begin(c, &rec);
 	}
@@ -475,9 +498,13 @@ static int wake(prt_cond_t *uc, int n)
 
 		prt__spin_lock(&c->lock);
 		r = take_waiter(c);
-		if (first && c->spinners && (all || !r || r->pl.prio < c->spin_prio))
+		if (first && c->spinners && (all || !r || r->pl.prio < c->spin_prio)) {
+			/* Each of them leaves on its own once it sees the new count. */
+			atomic_fetch_add_explicit(&c->leaving, c->spinners, memory_order_relaxed);
+			c->spinners = 0;
 			atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
 					      memory_order_relaxed);
+		}
 		if (!r) {
 			prt__spin_unlock(&c->lock);
 			break;

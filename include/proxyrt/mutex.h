@@ -223,10 +223,21 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *m);
  * Condition variable, shaped like pthread_cond_t; works with fibers and
  * plain threads on the same prt_mutex_t. All-zero storage is valid.
  *
- * No thundering herd: signal and broadcast move waiters onto the
- * mutex's waiter list (requeue) instead of waking them to fight for it;
- * each wakes only when the mutex is handed to it, highest priority
- * first (FIFO within a level). Waiters of one condvar must use one mutex.
+ * No thundering herd: signal and broadcast move sleeping waiters onto
+ * the mutex's waiter list (requeue, as FUTEX_CMP_REQUEUE) instead of
+ * waking them to fight for it; each wakes only when the mutex is handed
+ * to it, highest priority first (FIFO within a level). A fiber that
+ * waits while another worker is busy and its own has nothing else to
+ * run spins first (cfg.wait_spin_ns, README "Scheduling"), at most one
+ * per worker: a signal or broadcast that finds such a spinner wakes it
+ * without a requeue, and it takes the mutex back itself, by the mutex's
+ * rules (never ahead of a higher-priority waiter queued on it). A
+ * signal that finds a sleeper and spinners takes the sleeper as always,
+ * and wakes the spinners too unless that sleeper ranks at least as high
+ * as each of them (their priority when they began to wait): so the
+ * highest-priority waiter always goes, and the others that go with it
+ * see a spurious wakeup, which POSIX allows (wait in a loop on the
+ * predicate). Waiters of one condvar must use one mutex.
  */
 #define PRT_COND_SIZE 48
 
@@ -272,12 +283,14 @@ PRT_API int prt_cond_init_attr(prt_cond_t *c, const prt_condattr_t *attr);
 PRT_API int prt_cond_init(prt_cond_t *c);
 /*
  * Returns 0 (and forgets @c's name), EBUSY if waiters remain (name
- * kept), EINVAL. As POSIX allows, it may be called (and the memory
- * reused) right after a broadcast, while the woken waiters still wait
- * for the mutex: they never touch the condvar again. A waiter whose timed wait ended just before the broadcast
- * reached it still unlinks itself; destroy waits for that (a few
- * instructions, as glibc's does). Context: any thread, never switches
- * fibers.
+ * kept; a fiber spinning in its wait counts), EINVAL. As POSIX allows,
+ * it may be called (and the memory reused) right after a broadcast,
+ * while the woken waiters still wait for the mutex: they never touch
+ * the condvar again. A waiter whose timed wait ended just before the
+ * broadcast reached it still unlinks itself, and a spinner the
+ * broadcast woke still leaves the condvar's count; destroy waits for
+ * those (a few instructions, as glibc's does). Context: any thread,
+ * never switches fibers.
  */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
@@ -310,7 +323,8 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);
 
 /*
- * Wake one waiter (the highest-priority, longest-waiting) / all of them.
+ * Wake one waiter (the highest-priority, longest-waiting; spinning
+ * waiters may wake with it, see above) / all of them.
  * Returns 0 or EINVAL. May be called with or without the mutex held.
  * Context: any thread; never switches.
  */
