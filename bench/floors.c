@@ -32,6 +32,14 @@
  *       queue, no lock). proxyrt's `xcore pinned` round trip (a mutex,
  *       a condvar wait and signal on each side, both workers spinning)
  *       is read against it.
+ *   floors spincond [N]
+ *       W5's `xcore pinned` loop with the least a mutex and a condvar
+ *       can be: the same two pinned threads, a test-and-test-and-set
+ *       spinlock, a condvar that is a sequence count (a signal adds one,
+ *       a waiter spins until it changes: no queue, no sleep, no
+ *       priority), and the turn, each on its own cache line as separate
+ *       objects are. Where it stands against `pingpong` is what this
+ *       shape costs on the machine beyond one moving line.
  *
  * Lines use the peers' format with peer=floor.
  */
@@ -59,7 +67,8 @@ static __attribute__((noreturn)) void usage(void)
 	fprintf(stderr, "usage: floors mutex THREADS T K IN_NS OUT_NS\n"
 			"       floors http PORT single|multishot\n"
 			"       floors hogwake same|cross [ROUNDS]\n"
-			"       floors pingpong [N]\n");
+			"       floors pingpong [N]\n"
+			"       floors spincond [N]\n");
 	exit(2);
 }
 
@@ -650,6 +659,94 @@ static int floor_pingpong(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ spincond */
+
+struct spincond {
+	_Alignas(64) atomic_int lock;  /* test-and-test-and-set */
+	_Alignas(64) atomic_uint seq;  /* the condvar: signals so far */
+	_Alignas(64) int turn;         /* whose move: 0 or 1; under lock */
+	long n;
+	int cpu[2];
+};
+
+static void sc_lock(struct spincond *s)
+{
+	for (;;) {
+		/* acquire: pairs with sc_unlock's release */
+		if (!atomic_load_explicit(&s->lock, memory_order_relaxed) &&
+		    !atomic_exchange_explicit(&s->lock, 1, memory_order_acquire))
+			return;
+		cpu_relax();
+	}
+}
+
+static void sc_unlock(struct spincond *s)
+{
+	atomic_store_explicit(&s->lock, 0, memory_order_release);
+}
+
+static void spincond_pass(struct spincond *s, int me, long n)
+{
+	for (long i = 0; i < n; i++) {
+		sc_lock(s);
+		while (s->turn != me) {
+			/* wait: read the count holding the lock, release it, spin for a change, relock */
+			unsigned q = atomic_load_explicit(&s->seq, memory_order_relaxed);
+
+			sc_unlock(s);
+			while (atomic_load_explicit(&s->seq, memory_order_relaxed) == q)
+				cpu_relax();
+			sc_lock(s);
+		}
+		s->turn = !me;
+		atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed); /* signal */
+		sc_unlock(s);
+	}
+}
+
+static void *spincond_side1(void *arg)
+{
+	struct spincond *s = arg;
+
+	pin_self(s->cpu[1]);
+	spincond_pass(s, 1, s->n / 10 + 1); /* warm-up */
+	spincond_pass(s, 1, s->n);
+	return NULL;
+}
+
+static int floor_spincond(int argc, char **argv)
+{
+	static struct spincond s;
+	cpu_set_t set;
+	pthread_t t;
+	uint64_t t0, el;
+	int k = 0;
+
+	if (argc > 3)
+		usage();
+	s.n = argc > 2 ? arg_long(argv[2], 1) : 1000000;
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return 1;
+	for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+		if (CPU_ISSET(c, &set))
+			s.cpu[k++] = c;
+	if (k < 2) {
+		fprintf(stderr, "floors: spincond needs two allowed CPUs\n");
+		return 1;
+	}
+	pin_self(s.cpu[0]);
+	if (pthread_create(&t, NULL, spincond_side1, &s))
+		return 1;
+	spincond_pass(&s, 0, s.n / 10 + 1);
+	t0 = hw_now();
+	spincond_pass(&s, 0, s.n);
+	el = hw_now() - t0;
+	pthread_join(t, NULL);
+	printf("peer=floor workload=xcore_wake variant=spincond ns_per_op=%.2f ops=%ld cpus=%d,%d\n",
+	       (double)el / (double)s.n, s.n, s.cpu[0], s.cpu[1]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -662,5 +759,7 @@ int main(int argc, char **argv)
 		return floor_hogwake(argc, argv);
 	if (!strcmp(argv[1], "pingpong"))
 		return floor_pingpong(argc, argv);
+	if (!strcmp(argv[1], "spincond"))
+		return floor_spincond(argc, argv);
 	usage();
 }
