@@ -3,12 +3,15 @@
 # Install what is missing, then build and run the test suite in five
 # configurations (each with its time):
 #   gcc        everything: unit, integration, stress (suite stress), fault
-#              injection (-Dfault_injection=true), the fuzz corpus replay;
+#              injection (-Dfault_injection=true), the fuzz corpus replay,
+#              the aarch64 cross check (suite cross);
 #              cooperative (PRT_PREEMPT_QUANTUM_NS=0);
-#   clang      the same but the stress suite, plus 30 s of libFuzzer on
-#              the HTTP parser; preemptive (PRT_PREEMPT_QUANTUM_NS=1000000);
-#   asan+ubsan everything, libc allocator so ASan sees every allocation;
-#              preemptive with the default time slice (4 ms);
+#   clang      the same but the stress and cross suites, plus 30 s of
+#              libFuzzer on the HTTP parser; preemptive
+#              (PRT_PREEMPT_QUANTUM_NS=1000000);
+#   asan+ubsan everything but the cross suite, libc allocator so ASan
+#              sees every allocation; preemptive with the default time
+#              slice (4 ms);
 #   tsan       the cross-worker tests, TSan following fiber switches;
 #              cooperative;
 #   (both sanitizer builds then run the stress tests preemptive, with a
@@ -131,12 +134,15 @@ PRT_PREEMPT_QUANTUM_NS=0 run_suite "gcc cooperative" "$ROOT/build-test-gcc" \
 	--buildtype=debugoptimized -Dfault_injection=true
 if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# clang also runs the HTTP parser fuzzer for 15 s (suite fuzz); preemptive.
+	# The aarch64 cross check (suite cross) builds from the sources with
+	# its own flags: the gcc lane's run says all (15 s a lane).
 	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
 		"$ROOT/build-test-clang" --buildtype=debugoptimized -Dfault_injection=true \
-		-- --no-suite stress
+		-- --no-suite stress --no-suite cross
 	ASAN_SETUP=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 		-Dallocator=libc -Dfault_injection=true)
-	run_suite asan+ubsan "$ROOT/build-test-asan" "${ASAN_SETUP[@]}" -- --no-suite stress
+	run_suite asan+ubsan "$ROOT/build-test-asan" "${ASAN_SETUP[@]}" -- --no-suite stress \
+		--no-suite cross
 	PRT_PREEMPT_QUANTUM_NS=50000 PRT_STRESS_REQUIRE_PREEMPT=1 \
 		run_suite "asan+ubsan preemptive" "$ROOT/build-test-asan" "${ASAN_SETUP[@]}" \
 		-- "${STRESS_TESTS[@]}"
