@@ -103,12 +103,13 @@ static void count_exit(struct prt__worker *w)
 
 void prt__finish_switch(struct prt__fiber *from)
 {
+	bool dead = atomic_load_explicit(&from->state, memory_order_relaxed) == PRT_FS_DEAD;
+
 	asan_finish();
 	if (prt__unlikely(from->stack.flags & PRT_STK_CANARY) &&
-	    !prt__stack_canary_ok(&from->stack, from->sp))
+	    !prt__stack_canary_ok(&from->stack, from->sp, dead))
 		stack_overflow(from);
-	if (prt__unlikely(atomic_load_explicit(&from->state, memory_order_relaxed) ==
-			  PRT_FS_DEAD)) {
+	if (prt__unlikely(dead)) {
 		struct prt__worker *w = prt__cur_worker();
 		bool reap = from->reap;
 

@@ -19,6 +19,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <alloca.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -618,6 +619,49 @@ static void child_canary_smash(void *arg)
 	child_run_fiber(PRT_STACK_CANARY, smash_canary, VICTIM);
 }
 
+/*
+ * The canary is read at a switch while the fiber runs near its stack's
+ * bottom (PRT_CANARY_READ_SPAN), and at its end. Deep: smash it, take
+ * the stack pointer to 2 KB above the bottom and yield there: the yield
+ * must report it (the fiber exits the process with status 3 if it
+ * comes back). The smash at a shallow depth above is reported when
+ * that fiber ends (its yield does not read the canary's page).
+ */
+static __attribute__((noinline)) void yield_here(void)
+{
+	prt_yield();
+	fprintf(stderr, "canary smash not reported at a deep switch\n");
+	_exit(3);
+}
+
+static void *smash_canary_deep(void *arg)
+{
+	volatile unsigned char *base = prt_self().p->stack.base;
+	unsigned char here;
+	size_t above = (size_t)(&here - (unsigned char *)base);
+	prt_fiber_t b;
+
+	(void)arg;
+	if (prt_spawn(prt_runtime_self(), &b, NULL, buddy, NULL) != 0)
+		return NULL;
+	for (int i = 0; i < PRT_CANARY_BYTES; i++)
+		base[i] = 0xa5;
+	{
+		/* Down to ~2 KB above the bottom (well above the 256-byte margin). */
+		volatile char *pad = alloca(above - 2048);
+
+		pad[0] = 1;
+		yield_here();
+	}
+	return NULL;
+}
+
+static void child_canary_smash_deep(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_CANARY, smash_canary_deep, VICTIM);
+}
+
 static void test_canary_overflow_aborts(void **state)
 {
 	char err[4096];
@@ -627,6 +671,65 @@ static void test_canary_overflow_aborts(void **state)
 	st = run_child(child_canary_smash, NULL, err, sizeof(err));
 	assert_overflow_report(st, err, 1, VICTIM, PRT_STACK_SIZE_DEFAULT,
 			       "canary stack, found at a switch");
+	st = run_child(child_canary_smash_deep, NULL, err, sizeof(err));
+	assert_overflow_report(st, err, 1, VICTIM, PRT_STACK_SIZE_DEFAULT,
+			       "canary stack, found at a switch");
+}
+
+/*
+ * A parked canary fiber keeps its stack's top page and nothing below:
+ * its switches do not read the canary at the bottom (which, on a kernel
+ * that maps no shared zero page for anonymous read faults, such as this
+ * project's VM, made that page resident too: 8.6 KB a parked fiber
+ * instead of 4.6). mincore() says a page is in core also when a read
+ * mapped the zero page, so this holds on every kernel. Fresh stacks
+ * (a new runtime: none came back from an ended fiber, whose last check
+ * reads the canary).
+ */
+static atomic_int shallow_parked, shallow_go;
+
+static void *park_shallow(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&shallow_parked, 1);
+	while (!atomic_load(&shallow_go))
+		prt_park();
+	return NULL;
+}
+
+static void test_canary_parked_top_page_only(void **state)
+{
+	enum { N = 64 };
+	prt_runtime_t *rt = test_rt_with(1, 0, PRT_STACK_CANARY, PRT_IO_AUTO);
+	long ps = sysconf(_SC_PAGESIZE);
+	prt_fiber_t f[N];
+	int bottom_in_core = 0;
+
+	(void)state;
+	atomic_store(&shallow_parked, 0);
+	atomic_store(&shallow_go, 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, park_shallow, NULL), 0);
+	while (atomic_load(&shallow_parked) < N)
+		usleep(1000);
+	for (int i = 0; i < N; i++) {
+		struct prt__fiber *p = f[i].p;
+		unsigned char v;
+
+		/* Parked for good: BLOCKED, and switched out (its last switch is done). */
+		while (atomic_load(&p->state) != PRT_FS_BLOCKED || atomic_load(&p->on_cpu))
+			usleep(1000);
+		assert_int_equal(mincore(p->stack.base, (size_t)ps, &v), 0);
+		bottom_in_core += v & 1;
+	}
+	atomic_store(&shallow_go, 1);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(prt_unpark(f[i]), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(prt_join(f[i], NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	if (!test_under_valgrind())
+		assert_int_equal(bottom_in_core, 0);
 }
 
 /* ---- canary stacks scale ------------------------------------------------- */
@@ -952,6 +1055,7 @@ int main(void)
 		cmocka_unit_test(test_guard_overflow_own_size),
 		cmocka_unit_test(test_other_fault_not_overflow),
 		cmocka_unit_test(test_canary_overflow_aborts),
+		cmocka_unit_test(test_canary_parked_top_page_only),
 		cmocka_unit_test(test_pool_reuse_lifo),
 		cmocka_unit_test(test_pool_reuse_many),
 		cmocka_unit_test(test_stack_sizes),

@@ -54,12 +54,16 @@ enum prt_stack_kind {
 	PRT_STACK_GUARD = 0,
 	/*
 	 * For a million fibers: stacks are carved from large slabs (one
-	 * mapping per PRT_STACK_SLAB_COUNT stacks), with no guard page. The
-	 * lowest 256 bytes of each stack are a canary that must stay zero,
-	 * and the stack pointer is checked, at every switch away from the
-	 * fiber; an overflow is reported (fiber id, name, stack size) and
-	 * the process aborts. Overflow between two switches is caught late,
-	 * not prevented, so keep stack use well inside the size. Fibers
+	 * mapping per PRT_STACK_SLAB_COUNT stacks), with no guard page. At
+	 * every switch away from the fiber its stack pointer must be above
+	 * the lowest 256 bytes of the stack, and the lowest 64 bytes are a
+	 * canary that must stay zero, read at a switch while the pointer is
+	 * within 4 KiB of the bottom and when the fiber ends (so a parked
+	 * fiber keeps only its stack's top page resident: about 4.6 KB in
+	 * all, README "Stacks"); an overflow is reported (fiber id, name,
+	 * stack size) and the process aborts. Overflow between two checks
+	 * is caught late, not prevented, so keep stack use well inside the
+	 * size. Fibers
 	 * spawned from a plain thread, or with a non-default stack size, get
 	 * a canary stack of their own mapping instead of a slab slot.
 	 */
