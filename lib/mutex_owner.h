@@ -138,8 +138,8 @@ static inline bool prt__held_drop(atomic_uint *nheld)
 /*
  * Will owner @f run soon, so that a waiter of @self's may spin for it?
  * Yes while it runs on a CPU (the kernel's owner_on_cpu), and while it
- * is queued on an idle worker of our runtime, which picks it at its
- * next look: a handoff wakes its new owner so. A contender that gave
+ * is queued on an idle worker of our runtime that is not parked, which
+ * picks it at its next look: a handoff wakes its new owner so. A contender that gave
  * up there would queue and, as a donor, migrate to the owner's worker;
  * when both sides of a lock pinned to two workers did so each time,
  * each lock went that way (3-4 switches and a migration per round trip
@@ -157,7 +157,9 @@ static inline bool prt__owner_runs_soon(struct prt__fiber *f, struct prt__fiber 
 	if (st != PRT_FS_RUNNABLE || PRT_READ_ONCE(f->rt) != self->rt)
 		return false;
 	x = atomic_load_explicit(&f->rq_worker, memory_order_relaxed);
-	return x && PRT_READ_ONCE(x->curr) == &x->idle;
+	/* Not a parked one: its wakeup (a futex wake) takes longer than a spin. */
+	return x && PRT_READ_ONCE(x->curr) == &x->idle &&
+	       !atomic_load_explicit(&x->sleeping, memory_order_relaxed);
 }
 
 /*
