@@ -682,9 +682,11 @@ static void test_canary_overflow_aborts(void **state)
  * that maps no shared zero page for anonymous read faults, such as this
  * project's VM, made that page resident too: 8.6 KB a parked fiber
  * instead of 4.6). mincore() says a page is in core also when a read
- * mapped the zero page, so this holds on every kernel. Fresh stacks
- * (a new runtime: none came back from an ended fiber, whose last check
- * reads the canary).
+ * mapped the zero page, so this holds on every kernel (but with huge
+ * pages "always", which may fault a whole stack in at once). Fresh
+ * stacks: spawned from this plain thread, each has a mapping of its
+ * own, and none came back from an ended fiber (whose last check reads
+ * the canary).
  */
 static atomic_int shallow_parked, shallow_go;
 
@@ -695,6 +697,20 @@ static void *park_shallow(void *arg)
 	while (!atomic_load(&shallow_go))
 		prt_park();
 	return NULL;
+}
+
+/* Transparent huge pages "always": a fault may fill a whole stack at once (then no check). */
+static bool thp_always(void)
+{
+	char buf[128] = "";
+	FILE *fp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!fp)
+		return false;
+	if (!fgets(buf, sizeof(buf), fp))
+		buf[0] = 0;
+	fclose(fp);
+	return strstr(buf, "[always]") != NULL;
 }
 
 static void test_canary_parked_top_page_only(void **state)
@@ -728,7 +744,9 @@ static void test_canary_parked_top_page_only(void **state)
 	for (int i = 0; i < N; i++)
 		assert_int_equal(prt_join(f[i], NULL), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
-	if (!test_under_valgrind())
+	if (thp_always())
+		fprintf(stderr, "test_stack: transparent huge pages always: page check skipped\n");
+	else if (!test_under_valgrind())
 		assert_int_equal(bottom_in_core, 0);
 }
 
