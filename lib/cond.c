@@ -50,15 +50,19 @@
  * it comes later and increments it. A spinner whose spin ends unwoken
  * (its length, its deadline, a cancel, work on its worker) looks at
  * c->seq again under c->lock: changed, it was woken; else it joins the
- * list there as any waiter, and sleeps. A signal takes the first
- * sleeper as always, and wakes the spinners too unless that sleeper
- * ranks at least as high as the highest of them (c->spin_prio); so the
- * highest-priority waiter always goes, and the others that go with it
- * find their predicate false and wait again, a spurious wakeup as
- * POSIX allows. A broadcast wakes them all. The spinners then take the
- * mutex by its own rules: never ahead of a higher-priority waiter
- * queued on it. At most one fiber per worker spins, so that is no
- * thundering herd. The increment moves the count of spinners to
+ * list there as any waiter, and sleeps. A signal wakes the spinners
+ * (all of them: they are not told apart) unless a sleeper ranks at
+ * least as high as the highest of them (c->spin_prio), and else takes
+ * that sleeper as always; so the highest-priority waiter goes, and
+ * spinners that go with it find their predicate false and wait again,
+ * a spurious wakeup as POSIX allows. A broadcast wakes the spinners and
+ * requeues the sleepers. The spinners then take the mutex by its own
+ * rules: never ahead of a higher-priority waiter queued on it; but a
+ * lower-priority sleeper requeued by the same broadcast may be handed
+ * the mutex before a spinner asks for it, and the spinner then waits
+ * on the mutex as any late comer does (priority inheritance bounds
+ * it). At most one fiber per worker spins, so that is no thundering
+ * herd. The increment moves the count of spinners to
  * c->leaving, which each woken spinner decrements as its last access
  * to the condvar (an unwoken one's is its unlock of c->lock): so
  * prt_cond_destroy says EBUSY while a spinner still waits, and waits
@@ -478,11 +482,36 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 	return NULL;
 }
 
+/* The first waiter still waiting, not claimed (take_waiter's choice, racy: see wake()). c->lock. */
+static struct prt__mwaiter *first_waiting(struct prt__cond *c)
+{
+	struct prt__list *it;
+
+	if (!c->waiters.next)
+		return NULL;
+	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
+		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
+
+		if (atomic_load_explicit(&r->cwait, memory_order_relaxed) == PRT_CW_ONCOND)
+			return r;
+	}
+	return NULL;
+}
+
+/* Wake every spinner of @c: each leaves on its own once it sees the new count. c->lock. */
+static void wake_spinners(struct prt__cond *c)
+{
+	atomic_fetch_add_explicit(&c->leaving, c->spinners, memory_order_relaxed);
+	c->spinners = 0;
+	atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
 /*
  * Take up to @n waiters off the condvar and requeue them on the mutex;
- * wake its spinners (c->seq) too, once, unless this is a signal whose
- * sleeper ranks at least as high as any spinner (see the top of the
- * file).
+ * a broadcast wakes the spinners too, a signal either the spinners
+ * (when no sleeper ranks as high as the highest of them) or the first
+ * sleeper (see the top of the file).
  */
 static int wake(prt_cond_t *uc, int n)
 {
@@ -493,19 +522,22 @@ static int wake(prt_cond_t *uc, int n)
 		return EINVAL;
 	prt__check_live(c->dbg, n == 1 ? "prt_cond_signal" : "prt_cond_broadcast", uc);
 	for (bool first = true; n-- > 0; first = false) {
-		struct prt__mwaiter *r;
+		struct prt__mwaiter *r, *s;
 		struct prt__mutex *m;
 
 		prt__spin_lock(&c->lock);
-		r = take_waiter(c);
-		if (first && c->spinners && (all || !r || r->pl.prio < c->spin_prio)) {
-			/* Each of them leaves on its own once it sees the new count. */
-			atomic_fetch_add_explicit(&c->leaving, c->spinners, memory_order_relaxed);
-			c->spinners = 0;
-			atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
-					      memory_order_relaxed);
+		if (first && c->spinners &&
+		    (all || !(s = first_waiting(c)) || s->pl.prio < c->spin_prio)) {
+			wake_spinners(c);
+			if (!all) {
+				prt__spin_unlock(&c->lock);
+				break;
+			}
 		}
-		if (!r) {
+		if (!(r = take_waiter(c))) {
+			/* A signal's sleeper left on its timeout meanwhile (leave()): the spinners then. */
+			if (first && c->spinners)
+				wake_spinners(c);
 			prt__spin_unlock(&c->lock);
 			break;
 		}

@@ -146,13 +146,14 @@ static void *b_main(void *arg)
  * it comes would retake the mutex itself: cond.c, "Spinning waiters";
  * tests/test_wait_spin.c.)
  */
-static prt_runtime_t *sleepers_rt(void)
+static prt_runtime_t *sleepers_rt_flags(unsigned flags)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
 
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
+	cfg.flags = flags;
 	cfg.wait_spin_ns = 0;
 	unsetenv("PRT_WAIT_SPIN_NS"); /* it would replace the field */
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
@@ -162,7 +163,7 @@ static prt_runtime_t *sleepers_rt(void)
 static void test_broadcast_requeue_order(void **state)
 {
 	static const int want[] = { 3, 1, 4, 0, 2 };
-	prt_runtime_t *rt = sleepers_rt();
+	prt_runtime_t *rt = sleepers_rt_flags(0);
 
 	(void)state;
 	assert_null(test_run_in(rt, 1, b_main, NULL));
@@ -373,7 +374,8 @@ enum { PC_SIGNAL, PC_BROADCAST, PC_AFTER_BROADCAST };
  */
 static int cond_prio_change(unsigned flags, int pa, int pb, int to, int timed, int how)
 {
-	prt_runtime_t *rt = test_rt_flags(2, flags);
+	/* Sleepers only: the re-sort of requeued records is what is checked. */
+	prt_runtime_t *rt = sleepers_rt_flags(flags);
 	prt_fiber_t f[2];
 	void *res;
 

@@ -693,9 +693,10 @@ static void test_cond_spinner_waits(void **state)
  * takes the sleeper alone (it ranks as high as W, and waited first), so
  * the sleeper gets the token and W's wait returns only at the closing
  * broadcast (before, every signal woke the spinners too). W one level
- * above: the signal wakes W too (the highest-priority waiter always
- * goes), whoever then gets the token. O, on worker 1, signals, waits
- * for that, then broadcasts the end.
+ * above: the signal wakes W and leaves the sleeper (the highest-priority
+ * waiter goes), so W gets the token (before, the sleeper was requeued
+ * too, handed the mutex first, and took it). O, on worker 1, signals,
+ * waits for that, then broadcasts the end.
  */
 static struct {
 	atomic_int other_runs, w_waiting, w_done, w_returns, tokens, finish;
@@ -781,6 +782,8 @@ static void spinner_and_sleeper(int w_prio)
 		assert_int_equal(got, 1);
 		assert_int_equal(atomic_load(&mx.w_returns), 1); /* the broadcast's */
 	}
+	if (w_prio > PRT_PRIO_DEFAULT)
+		assert_int_equal(mx.w_got, 1);
 	assert_int_equal(prt_cond_destroy(&mx.c), 0);
 	assert_int_equal(prt_mutex_destroy(&mx.m), 0);
 }

@@ -232,12 +232,15 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *m);
  * per worker: a signal or broadcast that finds such a spinner wakes it
  * without a requeue, and it takes the mutex back itself, by the mutex's
  * rules (never ahead of a higher-priority waiter queued on it). A
- * signal that finds a sleeper and spinners takes the sleeper as always,
- * and wakes the spinners too unless that sleeper ranks at least as high
- * as each of them (their priority when they began to wait): so the
- * highest-priority waiter always goes, and the others that go with it
- * see a spurious wakeup, which POSIX allows (wait in a loop on the
- * predicate). Waiters of one condvar must use one mutex.
+ * signal wakes the spinners (all of them) unless a sleeper ranks at
+ * least as high as each of them (their priority when they began to
+ * wait), and else that sleeper: so the highest-priority waiter goes,
+ * and others that go with it see a spurious wakeup, which POSIX allows
+ * (wait in a loop on the predicate). A broadcast wakes the spinners and
+ * requeues the sleepers; a requeued lower-priority sleeper may then be
+ * handed the mutex before a woken spinner asks for it, which then waits
+ * for the mutex as any late comer (priority inheritance applies).
+ * Waiters of one condvar must use one mutex.
  */
 #define PRT_COND_SIZE 48
 
