@@ -62,8 +62,9 @@ enum prt_stack_kind {
 	 * fiber keeps only its stack's top page resident: about 4.6 KB in
 	 * all, README "Stacks"); an overflow is reported (fiber id, name,
 	 * stack size) and the process aborts. Overflow between two checks
-	 * is caught late, not prevented, so keep stack use well inside the
-	 * size. Fibers
+	 * is caught late (a fiber that went deep and came back up before
+	 * its next switch, when it ends; one that never ends, never), not
+	 * prevented, so keep stack use well inside the size. Fibers
 	 * spawned from a plain thread, or with a non-default stack size, get
 	 * a canary stack of their own mapping instead of a slab slot.
 	 */
