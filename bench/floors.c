@@ -587,13 +587,7 @@ static int floor_hogwake(int argc, char **argv)
 	return 0;
 }
 
-/* ------------------------------------------------------------------ pingpong */
-
-struct pingpong {
-	_Alignas(64) atomic_int turn; /* whose move: 0 or 1, alone on its cache line */
-	_Alignas(64) long n;
-	int cpu[2];
-};
+/* ------------------------------------------------------------------ xcore floors */
 
 static void pin_self(int cpu)
 {
@@ -607,29 +601,32 @@ static void pin_self(int cpu)
 	}
 }
 
-static void pingpong_pass(struct pingpong *p, int me, long n)
-{
-	for (long i = 0; i < n; i++) {
-		/* acquire: pairs with the other side's release store */
-		while (atomic_load_explicit(&p->turn, memory_order_acquire) != me)
-			cpu_relax();
-		atomic_store_explicit(&p->turn, !me, memory_order_release);
-	}
-}
+/*
+ * W5's floors: @pass(@arg, side, n) run by two plain threads pinned to
+ * the first two allowed CPUs, n / 10 + 1 untimed round trips and then
+ * @n timed ones (on side 0).
+ */
+struct two_sides {
+	void (*pass)(void *arg, int me, long n);
+	void *arg;
+	long n;
+	int cpu[2];
+};
 
-static void *pingpong_side1(void *arg)
+static void *two_sides_side1(void *arg)
 {
-	struct pingpong *p = arg;
+	struct two_sides *ts = arg;
 
-	pin_self(p->cpu[1]);
-	pingpong_pass(p, 1, p->n / 10 + 1); /* warm-up */
-	pingpong_pass(p, 1, p->n);
+	pin_self(ts->cpu[1]);
+	ts->pass(ts->arg, 1, ts->n / 10 + 1); /* warm-up */
+	ts->pass(ts->arg, 1, ts->n);
 	return NULL;
 }
 
-static int floor_pingpong(int argc, char **argv)
+static int two_sides_run(int argc, char **argv, const char *variant,
+			 void (*pass)(void *, int, long), void *arg)
 {
-	struct pingpong p = { .n = argc > 2 ? arg_long(argv[2], 1) : 1000000 };
+	struct two_sides ts = { .pass = pass, .arg = arg };
 	cpu_set_t set;
 	pthread_t t;
 	uint64_t t0, el;
@@ -637,36 +634,48 @@ static int floor_pingpong(int argc, char **argv)
 
 	if (argc > 3)
 		usage();
+	ts.n = argc > 2 ? arg_long(argv[2], 1) : 1000000;
 	if (sched_getaffinity(0, sizeof(set), &set))
 		return 1;
 	for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
 		if (CPU_ISSET(c, &set))
-			p.cpu[k++] = c;
+			ts.cpu[k++] = c;
 	if (k < 2) {
-		fprintf(stderr, "floors: pingpong needs two allowed CPUs\n");
+		fprintf(stderr, "floors: %s needs two allowed CPUs\n", variant);
 		return 1;
 	}
-	pin_self(p.cpu[0]);
-	if (pthread_create(&t, NULL, pingpong_side1, &p))
+	pin_self(ts.cpu[0]);
+	if (pthread_create(&t, NULL, two_sides_side1, &ts))
 		return 1;
-	pingpong_pass(&p, 0, p.n / 10 + 1);
+	pass(arg, 0, ts.n / 10 + 1);
 	t0 = hw_now();
-	pingpong_pass(&p, 0, p.n);
+	pass(arg, 0, ts.n);
 	el = hw_now() - t0;
 	pthread_join(t, NULL);
-	printf("peer=floor workload=xcore_wake variant=pingpong ns_per_op=%.2f ops=%ld cpus=%d,%d\n",
-	       (double)el / (double)p.n, p.n, p.cpu[0], p.cpu[1]);
+	printf("peer=floor workload=xcore_wake variant=%s ns_per_op=%.2f ops=%ld cpus=%d,%d\n",
+	       variant, (double)el / (double)ts.n, ts.n, ts.cpu[0], ts.cpu[1]);
 	return 0;
 }
 
-/* ------------------------------------------------------------------ spincond */
+/* pingpong: one turn word, alone on its cache line. */
+static _Alignas(64) atomic_int pp_turn;
 
+static void pingpong_pass(void *arg, int me, long n)
+{
+	(void)arg;
+	for (long i = 0; i < n; i++) {
+		/* acquire: pairs with the other side's release store */
+		while (atomic_load_explicit(&pp_turn, memory_order_acquire) != me)
+			cpu_relax();
+		atomic_store_explicit(&pp_turn, !me, memory_order_release);
+	}
+}
+
+/* spincond: each on its own cache line, as separate objects are. */
 struct spincond {
 	_Alignas(64) atomic_int lock;  /* test-and-test-and-set */
 	_Alignas(64) atomic_uint seq;  /* the condvar: signals so far */
 	_Alignas(64) int turn;         /* whose move: 0 or 1; under lock */
-	long n;
-	int cpu[2];
 };
 
 static void sc_lock(struct spincond *s)
@@ -685,8 +694,10 @@ static void sc_unlock(struct spincond *s)
 	atomic_store_explicit(&s->lock, 0, memory_order_release);
 }
 
-static void spincond_pass(struct spincond *s, int me, long n)
+static void spincond_pass(void *arg, int me, long n)
 {
+	struct spincond *s = arg;
+
 	for (long i = 0; i < n; i++) {
 		sc_lock(s);
 		while (s->turn != me) {
@@ -704,47 +715,16 @@ static void spincond_pass(struct spincond *s, int me, long n)
 	}
 }
 
-static void *spincond_side1(void *arg)
+static int floor_pingpong(int argc, char **argv)
 {
-	struct spincond *s = arg;
-
-	pin_self(s->cpu[1]);
-	spincond_pass(s, 1, s->n / 10 + 1); /* warm-up */
-	spincond_pass(s, 1, s->n);
-	return NULL;
+	return two_sides_run(argc, argv, "pingpong", pingpong_pass, NULL);
 }
 
 static int floor_spincond(int argc, char **argv)
 {
 	static struct spincond s;
-	cpu_set_t set;
-	pthread_t t;
-	uint64_t t0, el;
-	int k = 0;
 
-	if (argc > 3)
-		usage();
-	s.n = argc > 2 ? arg_long(argv[2], 1) : 1000000;
-	if (sched_getaffinity(0, sizeof(set), &set))
-		return 1;
-	for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
-		if (CPU_ISSET(c, &set))
-			s.cpu[k++] = c;
-	if (k < 2) {
-		fprintf(stderr, "floors: spincond needs two allowed CPUs\n");
-		return 1;
-	}
-	pin_self(s.cpu[0]);
-	if (pthread_create(&t, NULL, spincond_side1, &s))
-		return 1;
-	spincond_pass(&s, 0, s.n / 10 + 1);
-	t0 = hw_now();
-	spincond_pass(&s, 0, s.n);
-	el = hw_now() - t0;
-	pthread_join(t, NULL);
-	printf("peer=floor workload=xcore_wake variant=spincond ns_per_op=%.2f ops=%ld cpus=%d,%d\n",
-	       (double)el / (double)s.n, s.n, s.cpu[0], s.cpu[1]);
-	return 0;
+	return two_sides_run(argc, argv, "spincond", spincond_pass, &s);
 }
 
 int main(int argc, char **argv)
