@@ -597,17 +597,28 @@ static void *buddy(void *arg)
 	return NULL;
 }
 
-static void *smash_canary(void *arg)
+/*
+ * Spawn a fiber behind us (so that a yield really switches away) into
+ * @b, then overwrite our own canary. False if the spawn failed.
+ */
+static bool smash_own_canary(prt_fiber_t *b)
 {
 	volatile unsigned char *base = prt_self().p->stack.base;
+
+	if (prt_spawn(prt_runtime_self(), b, NULL, buddy, NULL) != 0)
+		return false;
+	for (int i = 0; i < PRT_CANARY_BYTES; i++)
+		base[i] = 0xa5;
+	return true;
+}
+
+static void *smash_canary(void *arg)
+{
 	prt_fiber_t b;
 
 	(void)arg;
-	/* A fiber behind us, so that the yield really switches away. */
-	if (prt_spawn(prt_runtime_self(), &b, NULL, buddy, NULL) != 0)
+	if (!smash_own_canary(&b))
 		return NULL;
-	for (int i = 0; i < PRT_CANARY_BYTES; i++)
-		base[i] = 0xa5;
 	prt_yield();
 	prt_join(b, NULL);
 	return NULL;
@@ -636,16 +647,13 @@ static __attribute__((noinline)) void yield_here(void)
 
 static void *smash_canary_deep(void *arg)
 {
-	volatile unsigned char *base = prt_self().p->stack.base;
 	unsigned char here;
-	size_t above = (size_t)(&here - (unsigned char *)base);
+	size_t above = (size_t)(&here - (unsigned char *)prt_self().p->stack.base);
 	prt_fiber_t b;
 
 	(void)arg;
-	if (prt_spawn(prt_runtime_self(), &b, NULL, buddy, NULL) != 0)
+	if (!smash_own_canary(&b))
 		return NULL;
-	for (int i = 0; i < PRT_CANARY_BYTES; i++)
-		base[i] = 0xa5;
 	{
 		/*
 		 * Down to ~3.9 KB above the bottom: the yield's own frames (large
