@@ -212,8 +212,15 @@ static void *inv_low(void *arg)
 
 	(void)arg;
 	FIBER_CHECK(prt_mutex_lock(&inv_m) == 0);
+	/*
+	 * Both exist before either runs: in a preemptive runtime M, which
+	 * outranks L, would otherwise preempt L between the two spawns and
+	 * take all its steps before H is there to lock.
+	 */
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	inv_mf = test_spawn(rt, 10, -1, inv_medium, NULL);
 	inv_h = test_spawn(rt, 20, -1, inv_high, NULL);
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	/* The critical section: work in steps, yielding between them. */
 	for (int i = 0; i < INV_STEPS; i++) {
 		atomic_fetch_add(&l_steps, 1);
