@@ -178,13 +178,31 @@ PRT_API int prt_cond_init(prt_cond_t *c)
 }
 
 /*
+ * The first waiter still waiting (not leaving on its timeout), not
+ * claimed: take_waiter's choice, unless it begins to leave meanwhile.
+ * c->lock held.
+ */
+static struct prt__mwaiter *first_waiting(struct prt__cond *c)
+{
+	struct prt__list *it;
+
+	if (!c->waiters.next)
+		return NULL;
+	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
+		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
+
+		if (atomic_load_explicit(&r->cwait, memory_order_relaxed) == PRT_CW_ONCOND)
+			return r;
+	}
+	return NULL;
+}
+
+/*
  * Who waits: 0 nobody, 1 only waiters leaving (timed out and unlinking
  * themselves, or woken spinners), 2 a waiter still waiting. c->lock.
  */
 static int list_state(struct prt__cond *c)
 {
-	struct prt__list *it;
-
 	if (c->spinners)
 		return 2;
 	/* acquire: pairs with a woken spinner's leaving (spin_wait) */
@@ -192,13 +210,7 @@ static int list_state(struct prt__cond *c)
 		return 1;
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
-	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
-		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
-
-		if (atomic_load_explicit(&r->cwait, memory_order_relaxed) == PRT_CW_ONCOND)
-			return 2;
-	}
-	return 1;
+	return first_waiting(c) ? 2 : 1;
 }
 
 PRT_API int prt_cond_destroy(prt_cond_t *uc)
@@ -462,12 +474,10 @@ PRT_API int prt_cond_timedwait(prt_cond_t *uc, prt_mutex_t *um, const struct tim
  */
 static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 {
-	struct prt__list *it;
+	struct prt__mwaiter *r;
 
-	if (!c->waiters.next)
-		return NULL;
-	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
-		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
+	/* A failed claim is a waiter that began to leave: first_waiting() passes it next. */
+	while ((r = first_waiting(c))) {
 		unsigned st = PRT_CW_ONCOND;
 
 		/* acq_rel: pairs with the waiter's CAS in leave() */
@@ -478,22 +488,6 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 			wait_end(r); /* the condvar may be destroyed once we are done */
 			return r;
 		}
-	}
-	return NULL;
-}
-
-/* The first waiter still waiting, not claimed (take_waiter's choice, racy: see wake()). c->lock. */
-static struct prt__mwaiter *first_waiting(struct prt__cond *c)
-{
-	struct prt__list *it;
-
-	if (!c->waiters.next)
-		return NULL;
-	for (it = c->waiters.next; it != &c->waiters; it = it->next) {
-		struct prt__mwaiter *r = prt__container_of(it, struct prt__mwaiter, pl.node);
-
-		if (atomic_load_explicit(&r->cwait, memory_order_relaxed) == PRT_CW_ONCOND)
-			return r;
 	}
 	return NULL;
 }
