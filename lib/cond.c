@@ -347,7 +347,8 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&
 	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
-	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0) {
+	/* acquire: pairs with wake_spinners' release, so its count in c->leaving comes first */
+	if (atomic_load_explicit(&c->seq, memory_order_acquire) != seq0) {
 		/*
 		 * Woken: leave without c->lock, which our signaller, back in
 		 * a wait of its own, may want now. release: our reads of @c
@@ -497,8 +498,9 @@ static void wake_spinners(struct prt__cond *c)
 {
 	atomic_fetch_add_explicit(&c->leaving, c->spinners, memory_order_relaxed);
 	c->spinners = 0;
+	/* release: a spinner that sees it sees its count in c->leaving (no wrap when it leaves) */
 	atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+			      memory_order_release);
 }
 
 /*
