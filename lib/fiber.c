@@ -634,7 +634,7 @@ static void cancel_lock_wait(struct prt__fiber *f, uint64_t id)
 	 * worker, that one may sleep: wake it, its pick runs the fiber.
 	 */
 	w = prt__select_worker_from(f, w);
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	if ((m = prt__mutex_cancel_find(f, id))) {
 		if (m->type == PRT__MTX_RWLOCK)
 			prt__rwlock_cancel_locked(w, f, m);

@@ -29,7 +29,7 @@ static struct prt__fiber *pick_local(struct prt__worker *w, struct prt__fiber **
 {
 	if (!atomic_load_explicit(&w->rq.nr, memory_order_relaxed) && !prt__has_timers(w))
 		return NULL;
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	return prt__pick_unlock(w, donor);
 }
 
@@ -128,8 +128,8 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	if (!atomic_load_explicit(&v->rq.stealable, memory_order_relaxed))
 		return NULL;
 	if (wait)
-		prt__spin_lock(&v->rq.lock);
-	else if (!prt__spin_trylock(&v->rq.lock))
+		prt__rq_lock(v);
+	else if (!prt__rq_trylock(v))
 		return NULL;
 	prt__list_init(&got);
 	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
@@ -206,7 +206,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	first = prt__container_of(got.next, struct prt__fiber, rq_node);
 	prt__list_del(&first->rq_node);
 	if (n > 1) {
-		prt__spin_lock(&w->rq.lock);
+		prt__rq_lock(w);
 		while (!prt__list_empty(&got)) {
 			struct prt__fiber *f = prt__container_of(got.next, struct prt__fiber, rq_node);
 
@@ -311,7 +311,7 @@ static bool fire_busy_timers(struct prt__worker *w, uint64_t now)
 
 		if (v == w || atomic_load_explicit(&v->timers.next, memory_order_relaxed) > now ||
 		    atomic_load_explicit(&v->sleeping, memory_order_relaxed) ||
-		    !prt__spin_trylock(&v->rq.lock))
+		    !prt__rq_trylock(v))
 			continue;
 		fired |= prt__fire_timers(v, &v->timers, now) != 0;
 		prt__rq_unlock(v); /* wakes sleepers its fibers may run on */
@@ -478,7 +478,7 @@ static struct prt__fiber *find_work(struct prt__worker *w, struct prt__fiber **d
 			grace_reset(w);
 			*donor = f;
 			if (prt__unlikely(w->pw.quantum)) {
-				prt__spin_lock(&w->rq.lock);
+				prt__rq_lock(w);
 				prt__preempt_picked(w, f, f);
 				prt__rq_unlock(w);
 			}
@@ -528,7 +528,7 @@ static bool work_pending(struct prt__worker *w)
 	bool found, other = false;
 
 	w->steal_wake = PRT_NO_DEADLINE;
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	found = w->rq.nr != 0;
 	prt__spin_unlock(&w->rq.lock);
 	for (int i = 0; i < rt->nworkers && !found && !other; i++) {
@@ -536,7 +536,7 @@ static bool work_pending(struct prt__worker *w)
 
 		if (v == w)
 			continue;
-		prt__spin_lock(&v->rq.lock);
+		prt__rq_lock(v);
 		other = reachable(w, v);
 		prt__spin_unlock(&v->rq.lock);
 	}
@@ -565,7 +565,7 @@ static uint64_t park_deadline(struct prt__worker *w)
 {
 	uint64_t until, busy;
 
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	until = prt__timers_first(&w->timers);
 	if (prt__timers_first(&w->iotimers) < until)
 		until = prt__timers_first(&w->iotimers);

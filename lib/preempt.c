@@ -465,6 +465,14 @@ void prt__preempt_kick(struct prt__worker *t)
 		atomic_fetch_and_explicit(&t->pw.events, ~PRT_PEV_KICKED, memory_order_relaxed);
 }
 
+void prt__preempt_revoke(struct prt__worker *x)
+{
+	union sigval v = { .sival_ptr = (char *)x + PRT_PSRC_REVOKE };
+
+	/* A full signal queue: the waiter's next round signals again. */
+	pthread_sigqueue(x->thread, x->pw.sig, v);
+}
+
 /* Must @x, which serves @f (x's rq lock held), run something else now? Updates what its handler sees. */
 static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool wait_ended)
 {
@@ -493,13 +501,13 @@ void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held,
 
 		if (x == held || !x->pw.quantum)
 			continue; /* @held: the caller's own look (a pick, preempt_eval) decides */
-		if (held && !prt__spin_trylock(&x->rq.lock)) {
+		if (held && !prt__rq_trylock(x)) {
 			/* Never wait for a second rq lock: a kick costs x one look (preempt_eval). */
 			kick = !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
 							  memory_order_relaxed) & PRT_PEV_KICKED);
 		} else {
 			if (!held)
-				prt__spin_lock(&x->rq.lock);
+				prt__rq_lock(x);
 			/* relaxed: cleared under this rq lock by x's next pick or look */
 			kick = served_must_switch(x, f, wait_ended) &&
 			       !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
@@ -518,7 +526,7 @@ void prt__preempt_idle(struct prt__worker *w)
 	if (!p->quantum)
 		return;
 	ranges_check();
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	if (p->watch_at != PRT_NEVER) {
 		/* no watch signals for a sleeping worker: it wakes for its next timer itself */
 		p->watch_at = PRT_NEVER;
@@ -616,7 +624,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	int served, top;
 
 	ranges_check();
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	/* relaxed: this thread's handler and others set them; this look honours them */
 	why |= atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
 					 memory_order_relaxed) & PRT_PEV_PENDING_ALL;
@@ -926,11 +934,26 @@ int prt__preempt_worker_start(struct prt__worker *w)
 		}
 	}
 	p->timers_ok = true;
+	/*
+	 * The yield's lock bias (sched_priv.h): the handler above takes the
+	 * lock back. Not under ThreadSanitizer, which does not see that
+	 * handler's release, nor valgrind.
+	 */
+	w->bias_need = PRT_BIAS_CALM_MIN;
+#if PRT_USE_TSAN
+	w->bias_ok = false;
+#else
+	w->bias_ok = !w->os_yield;
+#endif
 	return 0;
 }
 
 void prt__preempt_worker_stop(struct prt__worker *w)
 {
+	/* The idle loop took its lock back already; this only makes sure. */
+	w->bias_ok = false;
+	if (prt__rq_claim(w))
+		prt__spin_unlock(&w->rq.lock);
 	if (!w->pw.timers_ok)
 		return;
 	syscall(SYS_timer_delete, w->pw.watch);

@@ -107,12 +107,18 @@ enum {
 	PRT_PSRC_TICK = 1,
 	PRT_PSRC_RETRY = 2,
 	PRT_PSRC_KICK = 3,
-	PRT_PSRC_MAX = PRT_PSRC_KICK,
+	/*
+	 * Another thread waits for the worker's rq lock, which its thread
+	 * keeps (sched_priv.h, "The yield's lock bias"): handled in the
+	 * handler itself, never deferred (so no PRT_PEV_PENDING bit).
+	 */
+	PRT_PSRC_REVOKE = 4,
+	PRT_PSRC_MAX = PRT_PSRC_REVOKE,
 };
 
 /* struct prt__wpreempt.events */
 #define PRT_PEV_PENDING(src) (1u << (src))
-#define PRT_PEV_PENDING_ALL 0xfu
+#define PRT_PEV_PENDING_ALL 0xfu /* WATCH ... KICK */
 #define PRT_PEV_KICKED 0x10u
 #define PRT_PEV_WATCH_FIRED 0x20u
 
@@ -156,6 +162,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			      struct prt__fiber *donor);
 bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f);
 void prt__preempt_kick(struct prt__worker *t);
+/* Ask @x's thread to drop the rq lock it keeps (PRT_PSRC_REVOKE; sched_priv.h). */
+void prt__preempt_revoke(struct prt__worker *x);
 /*
  * @f's priority changed, or its mutex wait ended (@wait_ended), while a
  * worker of its runtime may serve it (run it, or run an owner in its

@@ -203,7 +203,7 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 {
 	bool ok = false;
 
-	if (!prt__spin_trylock(&x->rq.lock))
+	if (!prt__rq_trylock(x))
 		return false;
 	/* Not a preempted owner: it resumes on its own worker (donor migration then). */
 	if (atomic_load_explicit(&o->rq_worker, memory_order_relaxed) == x &&
@@ -469,7 +469,7 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 	/* Not queued: a worker may run its owner in its place still; it must stop (preempt.c). */
 	if (!x && w->pw.quantum)
 		prt__preempt_served_changed(f, w, true);
-	if (!x || !prt__spin_trylock(&x->rq.lock))
+	if (!x || !prt__rq_trylock(x))
 		return;
 	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
 		prt__announce_locked(x, f);
@@ -486,7 +486,7 @@ void prt__after_handoff(struct prt__worker *w, struct prt__fiber *new_owner)
 			  atomic_load_explicit(&new_owner->prio, memory_order_relaxed) <=
 				  prt__served_prio(w)))
 		return;
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	/* We were interrupted, not yielding: back at the head of our level. */
 	if (proxying && new_owner == w->donor) {
 		/*

@@ -473,7 +473,7 @@ PRT_API int prt_runtime_steal_order(const prt_runtime_t *rt, int index, int *ord
 #define WSTATS(X)                                                                                  \
 	X(switches) X(steals) X(parks) X(fibers_run) X(proxy_picks) X(migrations)                \
 	X(attachments) X(handoffs) X(io_submits) X(io_ops) X(preemptions) X(preempt_deferred)     \
-	X(time_slices) X(slice_extensions)
+	X(time_slices) X(slice_extensions) X(bias_revocations)
 
 static uint64_t sat_sub(uint64_t a, uint64_t b)
 {

@@ -206,7 +206,7 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	bool sleeps, any, some, kick;
 	int idle, spin;
 
-	prt__spin_lock(&t->rq.lock);
+	prt__rq_lock(t);
 	prt__rq_add(t, f, false);
 	kick = prt__preempt_queued(t, f);
 	any = f->rq_any;
@@ -390,7 +390,7 @@ int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, 
 	struct prt__fiber *self = w->curr;
 	int err;
 
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	err = timer_push(w, local ? &w->iotimers : &w->timers, deadline, self, fn);
 	/* PRT_DEFER_WATCH waits for our next pick (protocol 2): no rq_unlock. */
 	prt__spin_unlock(&w->rq.lock);
@@ -407,7 +407,7 @@ void prt__timer_cancel(struct prt__fiber *f)
 
 	if (!w)
 		return;
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	if (prt__timer_armed(&f->timer)) {
 		prt__timer_del(f->timer_io ? &w->iotimers : &w->timers, &f->timer);
 		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
@@ -428,7 +428,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 
 	prt__io_point(w);
 	prt__set_wait(self, PRT_WK_SLEEP, NULL, (int64_t)deadline);
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	self->timer_w = w;
 	self->timer_io = false;
 	if (timer_push(w, &w->timers, deadline, self, sleep_timer_fire)) {
@@ -465,7 +465,7 @@ void prt__sleep_cancel(struct prt__worker *sw, struct prt__fiber *f, uint64_t id
 {
 	bool asleep;
 
-	prt__spin_lock(&sw->rq.lock);
+	prt__rq_lock(sw);
 	prt__spin_lock(&f->lock);
 	/*
 	 * Still asleep on @sw (its hook is cleared by the wake, which needs
@@ -552,7 +552,7 @@ struct prt__fiber *prt__pick_unlock(struct prt__worker *w, struct prt__fiber **d
 		case PRT_PICK_MOVE:
 			prt__rq_unlock(w);
 			prt__enqueue(p.to, p.move);
-			prt__spin_lock(&w->rq.lock);
+			prt__rq_lock(w);
 			break;
 		case PRT_PICK_AGAIN:
 			break;
@@ -620,7 +620,7 @@ void prt__reschedule(struct prt__worker *w, struct prt__fiber *self)
 void prt__schedule_blocked(struct prt__worker *w)
 {
 	prt__io_point(w);
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	prt__put_donor(w, false);
 	prt__reschedule(w, w->curr);
 }
@@ -630,7 +630,7 @@ void prt__schedule_mutex_wait(struct prt__worker *w)
 	struct prt__fiber *self = w->curr;
 
 	prt__io_point(w);
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	prt__put_donor(w, false);
 	/* Invariant 1: a fiber blocked on a mutex stays runnable, in a queue. */
 	prt__rq_add(w, self, true);
@@ -642,7 +642,7 @@ void prt__migrate_self(struct prt__worker *w)
 	struct prt__fiber *self = w->curr, *donor, *next;
 
 	prt__io_point(w);
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	prt__put_donor(w, false);
 	next = prt__pick_unlock(w, &donor);
 	/* Queued on an allowed worker; that worker waits for on_cpu == 0 before running us. */
@@ -652,6 +652,51 @@ void prt__migrate_self(struct prt__worker *w)
 
 
 
+
+/*
+ * Spins of prt__rq_lock_slow before it signals the thread that keeps the
+ * lock (a few microseconds: a worker whose fibers yield drops it sooner,
+ * at its next yield), and between two signals after that (the first
+ * may have come while that thread was taking the lock back); and before
+ * each sched_yield, as prt__spin_lock_slow.
+ */
+#define PRT_BIAS_REVOKE_FIRST 128u
+#define PRT_BIAS_REVOKE_EVERY 2048u
+#define PRT_RQ_SPIN_BEFORE_YIELD 256u
+
+/*
+ * prt__rq_lock's slow half: @x's lock is held, for another thread's
+ * queue edit, or kept by x's thread (sched_priv.h, "The yield's lock
+ * bias"). Kept: mark @want, which x's next yield honours, and signal x's
+ * thread if it does not come soon.
+ */
+prt__noinline void prt__rq_lock_slow(struct prt__worker *x)
+{
+	unsigned n = 0, kn = 0;
+	bool wanted = false;
+
+	for (;;) {
+		while (atomic_load_explicit(&x->rq.lock.v, memory_order_relaxed)) {
+			/* relaxed, both: hints; the lock word itself decides */
+			if (atomic_load_explicit(&x->rq.kept, memory_order_relaxed)) {
+				if (!atomic_load_explicit(&x->rq.want, memory_order_relaxed))
+					atomic_store_explicit(&x->rq.want, 1, memory_order_relaxed);
+				wanted = true;
+				if (++kn == PRT_BIAS_REVOKE_FIRST || kn % PRT_BIAS_REVOKE_EVERY == 0)
+					prt__preempt_revoke(x);
+			}
+			if (++n % PRT_RQ_SPIN_BEFORE_YIELD == 0)
+				sched_yield();
+			else
+				prt__cpu_relax();
+		}
+		/* acquire: pairs with the release in prt__spin_unlock and the handler's (rq_revoke) */
+		if (atomic_exchange_explicit(&x->rq.lock.v, 1, memory_order_acquire) == 0)
+			break;
+	}
+	if (wanted)
+		atomic_store_explicit(&x->rq.want, 0, memory_order_relaxed); /* x's lock held */
+}
 
 PRT_API int prt_yield(void)
 {
@@ -678,7 +723,7 @@ PRT_API int prt_yield(void)
 	if (prt__unlikely(w->os_yield))
 		sched_yield();
 	prt__io_point(w); /* completions wake their fibers: they compete too */
-	prt__spin_lock(&w->rq.lock);
+	prt__rq_lock(w);
 	if (prt__unlikely(prt__has_timers(w)))
 		prt__run_timers(w); /* sleepers due now compete at this point */
 	bm = w->rq.bitmap;
@@ -689,7 +734,7 @@ PRT_API int prt_yield(void)
 	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
 	    (prt__likely(w->donor == self) ||
 	     atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
-		prt__rq_unlock(w); /* sleepers that fired wait here: others may take them */
+		prt__rq_unlock_keep(w); /* sleepers that fired wait here: others may take them */
 		return 0;
 	}
 	if (prt__likely(w->donor == self)) {
@@ -704,7 +749,7 @@ PRT_API int prt_yield(void)
 			}
 			prt__announce_locked(w, self); /* an idle worker may take us */
 			prt__preempt_picked(w, next, next);
-			prt__rq_unlock(w);
+			prt__rq_unlock_keep(w);
 			prt__switch_to(w, self, next, next);
 			return 0;
 		}
@@ -724,7 +769,7 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 
 		if (!w)
 			return NULL;
-		prt__spin_lock(&w->rq.lock);
+		prt__rq_lock(w);
 		if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == w)
 			return w;
 		prt__spin_unlock(&w->rq.lock);
@@ -752,7 +797,7 @@ static struct prt__worker *lock_fiber_rq_settled(struct prt__fiber *f)
 		return w;
 	prt__fault_pause(PRT_PAUSE_REQUEUE_SETTLE);
 	for (int i = 0; i < rt->nworkers; i++) {
-		prt__spin_lock(&rt->workers[i]->rq.lock);
+		prt__rq_lock(rt->workers[i]);
 		prt__spin_unlock(&rt->workers[i]->rq.lock);
 	}
 	return lock_fiber_rq(f);

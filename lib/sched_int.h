@@ -32,6 +32,14 @@ struct prt__rq {
 	atomic_uint nr, nr_any, nr_donor;
 	bool steal_shadow;                     /* @stealable's value, on this line; @lock */
 	/*
+	 * The lock's bias (sched_priv.h, "The yield's lock bias"): @kept, the
+	 * worker thread holds @lock while its fibers run (written by it and
+	 * its signal handler); @in_cs, the worker thread is inside
+	 * prt__rq_claim (its handler then leaves @lock alone); @want, another thread waits for @lock (it sets and clears
+	 * it; the worker reads it).
+	 */
+	atomic_uchar kept, in_cs, want;
+	/*
 	 * The priority the worker serves since its last pick, -1 while idle
 	 * (preempt.c; 0 ... in a cooperative runtime, unused). Under @lock,
 	 * also read by the worker's own signal handler. Here, not in
@@ -81,6 +89,8 @@ struct prt__wstats {
 	_Atomic uint64_t preemptions, preempt_deferred, time_slices;
 	/* preempt.c, "Time-slice extension": slices that waited for an unlock. */
 	_Atomic uint64_t slice_extensions;
+	/* The worker's handler: its kept rq lock taken back for another thread (sched_priv.h). */
+	_Atomic uint64_t bias_revocations;
 };
 
 struct prt__worker {
@@ -132,6 +142,16 @@ struct prt__worker {
 	 * yields the thread (sched.c, prt_yield, says why).
 	 */
 	bool os_yield;
+	/*
+	 * The yield's lock bias (sched_priv.h): allowed (set at the thread's
+	 * start: a preemptive runtime, whose signal takes the lock back);
+	 * yields in a row that switched and found no thread waiting for the
+	 * lock, and how many must come before the lock is kept (doubled by
+	 * each time another thread had to wait, from PRT_BIAS_CALM_MIN up to
+	 * PRT_BIAS_CALM_MAX). The worker thread's own (its handler too).
+	 */
+	bool bias_ok;
+	unsigned bias_calm, bias_need;
 	/*
 	 * The worker thread's errno (&errno, taken at its start): a switch
 	 * keeps each fiber's errno as its own (switch.h). In the slot

@@ -8,6 +8,7 @@
  * sched_int.h.
  */
 #include "sched_int.h"
+#include "worker.h"
 
 /*
  * At each scheduling point (rq lock not held): I/O work if any. The
@@ -19,6 +20,80 @@ static inline void prt__io_point(struct prt__worker *w)
 {
 	if (prt__unlikely(prt__io_due(&w->io)))
 		prt__io_service(w, false);
+}
+
+/*
+ * The yield's lock bias. A yield takes its worker's rq lock and drops it
+ * again, and the lock's one locked instruction was a third of a yield
+ * (W1, ~5 ns of 17 on the session-21 host: it waits for every store
+ * before it, the switch's among them). Where no other thread has wanted
+ * the lock for a while, the yield keeps it instead (prt__rq_unlock_keep):
+ * the worker thread goes on holding it while its fibers run, and its
+ * next own lock (any prt__rq_lock of its own worker) takes it back with
+ * plain stores (prt__rq_claim). A biased lock, as the JVM's for its
+ * monitors, or the kernel's queued spinlocks' owner fast path; what
+ * takes it back from a thread that runs fiber code is the runtime's
+ * preemption signal: another thread that finds the lock kept marks
+ * @want (the worker's next yield then drops it), and if the worker does
+ * not come soon (a fiber that computes), signals it (PRT_PSRC_REVOKE);
+ * its handler drops the lock unless it interrupted the worker inside
+ * prt__rq_claim (@in_cs). So only preemptive
+ * runtimes keep the lock (bias_ok), never under ThreadSanitizer (the
+ * handler's release is not instrumented) or valgrind. A worker whose
+ * lock another thread had to wait for keeps it again only after twice
+ * as many calm yields (bias_need): a worker that yields now and then
+ * between wakeups from other workers soon stops keeping it.
+ */
+#define PRT_BIAS_CALM_MIN 64u
+#define PRT_BIAS_CALM_MAX (1u << 20)
+
+/* Take back @w's kept lock (the worker thread itself): true if it was still kept. */
+static inline bool prt__rq_claim(struct prt__worker *w)
+{
+	bool k;
+
+	if (w != prt__cur_worker())
+		return false;
+	/* relaxed, all: this thread's, and its handler's (signal fences order them) */
+	atomic_store_explicit(&w->rq.in_cs, 1, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	k = atomic_load_explicit(&w->rq.kept, memory_order_relaxed);
+	if (k)
+		atomic_store_explicit(&w->rq.kept, 0, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&w->rq.in_cs, 0, memory_order_relaxed);
+	return k;
+}
+
+/* Contended, or kept by another worker thread: spin, mark @want, signal (sched.c). */
+void prt__rq_lock_slow(struct prt__worker *x);
+
+/* Take @x's rq lock (any thread; its own worker thread may hold it kept). */
+static inline void prt__rq_lock(struct prt__worker *x)
+{
+	/* relaxed: set only by x's thread, which is the one that may claim it */
+	if (prt__unlikely(atomic_load_explicit(&x->rq.kept, memory_order_relaxed)) &&
+	    prt__rq_claim(x))
+		return;
+	/* acquire: pairs with the release in prt__spin_unlock */
+	if (prt__likely(atomic_exchange_explicit(&x->rq.lock.v, 1, memory_order_acquire) == 0))
+		return;
+	prt__rq_lock_slow(x);
+}
+
+/* Try to take @x's rq lock; a thread that finds it kept by x's thread marks @want. */
+static inline bool prt__rq_trylock(struct prt__worker *x)
+{
+	/* relaxed: as in prt__rq_lock */
+	if (prt__unlikely(atomic_load_explicit(&x->rq.kept, memory_order_relaxed))) {
+		if (prt__rq_claim(x))
+			return true;
+		/* relaxed: a hint for x's next yield */
+		if (atomic_load_explicit(&x->rq.kept, memory_order_relaxed) &&
+		    !atomic_load_explicit(&x->rq.want, memory_order_relaxed))
+			atomic_store_explicit(&x->rq.want, 1, memory_order_relaxed);
+	}
+	return prt__spin_trylock(&x->rq.lock);
 }
 
 /* prt__rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
@@ -37,6 +112,35 @@ static inline void prt__rq_unlock(struct prt__worker *w)
 		return;
 	}
 	prt__rq_unlock_deferred(w);
+}
+
+/*
+ * prt__rq_unlock at a yield (sched.c): keep the lock instead where the
+ * bias allows (above). Nothing deferred to make known, no thread
+ * waiting, and bias_need calm yields before this one.
+ */
+static inline void prt__rq_unlock_keep(struct prt__worker *w)
+{
+	if (prt__likely(w->bias_ok) && !w->deferred) {
+		/* relaxed: set by a thread that waits; a late look costs it one more spin */
+		if (prt__unlikely(atomic_load_explicit(&w->rq.want, memory_order_relaxed))) {
+			w->bias_calm = 0;
+			if (w->bias_need < PRT_BIAS_CALM_MAX)
+				w->bias_need *= 2;
+		} else if (w->bias_calm >= w->bias_need) {
+			/*
+			 * The queue edits come before (the fence): from here the
+			 * handler may drop the lock, which is then as dropped here.
+			 * relaxed: this thread's and its handler's.
+			 */
+			atomic_signal_fence(memory_order_seq_cst);
+			atomic_store_explicit(&w->rq.kept, 1, memory_order_relaxed);
+			return;
+		} else {
+			w->bias_calm++;
+		}
+	}
+	prt__rq_unlock(w);
 }
 
 /*

@@ -264,6 +264,65 @@ static void *honoured_sleeper(void *arg)
 	return NULL;
 }
 
+/* ---- the yield's lock bias (lib/sched_priv.h) ---- */
+
+struct bias {
+	atomic_int kept_phase, go;
+	uint64_t revocations_seen;
+};
+
+/*
+ * Yields alone (each keeps the run-queue lock once the worker's yields
+ * have been calm long enough), then computes inside a
+ * prt_preempt_disable() region (no tick or kick can reach a scheduling
+ * point) until the plain thread has queued a fiber here.
+ */
+static void *bias_keeper(void *arg)
+{
+	struct bias *b = arg;
+
+	assert_int_equal(prt_preempt_disable(), 0);
+	for (int i = 0; i < 4096; i++)
+		assert_int_equal(prt_yield(), 0);
+	atomic_store(&b->kept_phase, 1);
+	while (!atomic_load(&b->go))
+		sink_put(spin_work(sink, 64));
+	assert_int_equal(prt_preempt_enable(), 0);
+	return NULL;
+}
+
+/*
+ * One worker whose only fiber yields, then computes without calling the
+ * runtime: its yields kept the worker's run-queue lock, which a plain
+ * thread's spawn onto that worker needs. The spawn must complete while
+ * the fiber still computes: the worker's preemption signal takes the
+ * lock back (bias_revocations). Without that the spawn would wait for
+ * the fiber's next runtime call, which waits for the spawn: a hang.
+ */
+static void test_bias_revoked(void **state)
+{
+	prt_runtime_t *rt;
+	struct bias b = { 0 };
+	prt_fiber_t k, c;
+
+	(void)state;
+	if (PRT_TEST_TSAN) {
+		skip(); /* no bias under ThreadSanitizer (lib/sched_priv.h) */
+		return;
+	}
+	if (!(rt = rt_preempt(1, 4000000)))
+		return;
+	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
+	while (!atomic_load(&b.kept_phase))
+		test_spin_pause();
+	c = spawn_at(rt, PRT_PRIO_DEFAULT, 0, test_noop, NULL); /* takes worker 0's rq lock */
+	assert_int_equal(stats_of(rt, 0).bias_revocations, 1);
+	atomic_store(&b.go, 1);
+	assert_int_equal(prt_join(k, NULL), 0);
+	assert_int_equal(prt_join(c, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /*
  * One worker: a fiber at 24 that the timer watch wakes behind a hog at
  * 16 runs, and nothing interrupts it afterwards: the pick that chose it
@@ -2793,6 +2852,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
+		cmocka_unit_test(test_bias_revoked),
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
 		cmocka_unit_test(test_tick_spares_blocked_syscall),

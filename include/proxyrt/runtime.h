@@ -450,6 +450,12 @@ typedef struct prt_worker_stats {
 	 * quantum (see "Preemption" in the README)
 	 */
 	uint64_t slice_extensions;
+	/*
+	 * Times another thread had this worker's preemption signal take its
+	 * run-queue lock back: a yield keeps the lock where no other thread
+	 * wanted it for a while (see "Scheduling" in the README)
+	 */
+	uint64_t bias_revocations;
 } prt_worker_stats_t;
 
 /*
