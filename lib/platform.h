@@ -65,7 +65,9 @@ static inline void prt__cpu_relax(void)
 
 /*
  * Test-and-test-and-set spinlock. Held only for a few dozen instructions
- * (queue edits), never across a switch or a syscall.
+ * (queue edits), never across a switch or a syscall, but for a run
+ * queue's lock its worker thread keeps after a yield (sched_priv.h,
+ * "The yield's lock bias"), which the run-queue calls take (prt__rq_lock).
  */
 typedef struct { atomic_uint v; } prt__spinlock_t;
 

@@ -124,6 +124,8 @@ static inline void prt__rq_unlock_keep(struct prt__worker *w)
 	if (prt__likely(w->bias_ok) && !w->deferred) {
 		/* relaxed: set by a thread that waits; a late look costs it one more spin */
 		if (prt__unlikely(atomic_load_explicit(&w->rq.want, memory_order_relaxed))) {
+			/* Honoured: a thread that still spins for the lock marks it again. */
+			atomic_store_explicit(&w->rq.want, 0, memory_order_relaxed);
 			w->bias_calm = 0;
 			if (w->bias_need < PRT_BIAS_CALM_MAX)
 				w->bias_need *= 2;
