@@ -58,8 +58,10 @@ static inline bool prt__rq_claim(struct prt__worker *w)
 	atomic_store_explicit(&w->rq.in_cs, 1, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
 	k = atomic_load_explicit(&w->rq.kept, memory_order_relaxed);
-	if (k)
+	if (k) {
+		prt__fault_pause(PRT_PAUSE_RQ_CLAIM);
 		atomic_store_explicit(&w->rq.kept, 0, memory_order_relaxed);
+	}
 	atomic_signal_fence(memory_order_seq_cst);
 	atomic_store_explicit(&w->rq.in_cs, 0, memory_order_relaxed);
 	return k;

@@ -27,6 +27,11 @@
 #endif
 
 #include "test_common.h"
+#if PRT_FAULT_INJECTION
+#include "fault.h"
+#include "sched_int.h" /* internal: the run queue's lock bias (test_bias_claim_window) */
+#include "worker.h"
+#endif
 
 /* A hog gives up after this long (a safety net, not a measurement). */
 #define PREEMPT_CAP_NS (20ull * 1000 * 1000 * 1000)
@@ -321,6 +326,67 @@ static void test_bias_revoked(void **state)
 	assert_int_equal(prt_join(k, NULL), 0);
 	assert_int_equal(prt_join(c, NULL), 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+#if PRT_FAULT_INJECTION
+static atomic_int claim_pauses, claim_lock_lost;
+
+/*
+ * Inside prt__rq_claim, between its look at kept and the clear: the
+ * signal that takes a kept lock back arrives here (sent to this thread,
+ * so delivered before pthread_sigqueue returns). The handler must leave
+ * the lock alone: the thread goes on to use it.
+ */
+static void claim_pause(void *arg)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	(void)arg;
+	if (!w)
+		return;
+	atomic_fetch_add(&claim_pauses, 1);
+	prt__preempt_revoke(w);
+	if (!atomic_load_explicit(&w->rq.lock.v, memory_order_relaxed))
+		atomic_store(&claim_lock_lost, 1);
+}
+#endif
+
+/*
+ * The worker takes its kept lock back (the keeper's next runtime call)
+ * while the signal to drop it comes: it keeps the lock (fault-injection
+ * builds: the pause point PRT_PAUSE_RQ_CLAIM holds the window open).
+ */
+static void test_bias_claim_window(void **state)
+{
+#if PRT_FAULT_INJECTION
+	prt_runtime_t *rt;
+	struct bias b = { 0 };
+	prt_fiber_t k;
+
+	(void)state;
+	if (PRT_TEST_TSAN) {
+		skip();
+		return;
+	}
+	if (!(rt = rt_preempt(1, 4000000)))
+		return;
+	atomic_store(&claim_pauses, 0);
+	atomic_store(&claim_lock_lost, 0);
+	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
+	while (!atomic_load(&b.kept_phase))
+		test_spin_pause();
+	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, claim_pause, NULL);
+	atomic_store(&b.go, 1);
+	assert_int_equal(prt_join(k, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, NULL, NULL);
+	assert_true(atomic_load(&claim_pauses) >= 1);
+	assert_int_equal(atomic_load(&claim_lock_lost), 0);
+	assert_int_equal(stats_of(rt, 0).bias_revocations, 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+#else
+	(void)state;
+	skip();
+#endif
 }
 
 /*
@@ -2853,6 +2919,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_bias_revoked),
+		cmocka_unit_test(test_bias_claim_window),
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
 		cmocka_unit_test(test_tick_spares_blocked_syscall),
