@@ -937,13 +937,16 @@ int prt__preempt_worker_start(struct prt__worker *w)
 	/*
 	 * The yield's lock bias (sched_priv.h): the handler above takes the
 	 * lock back. Not under ThreadSanitizer, which does not see that
-	 * handler's release, nor valgrind.
+	 * handler's release, nor valgrind; nor with more workers than CPUs,
+	 * where a worker thread that keeps its lock is often off its CPU,
+	 * and a thread that needs the lock would wait for the kernel to run
+	 * it again.
 	 */
 	w->bias_need = PRT_BIAS_CALM_MIN;
 #if PRT_USE_TSAN
 	w->bias_ok = false;
 #else
-	w->bias_ok = !w->os_yield;
+	w->bias_ok = !w->os_yield && !w->rt->oversubscribed;
 #endif
 	return 0;
 }

@@ -39,7 +39,9 @@ static inline void prt__io_point(struct prt__worker *w)
  * its handler drops the lock unless it interrupted the worker inside
  * prt__rq_claim (@in_cs). So only preemptive
  * runtimes keep the lock (bias_ok), never under ThreadSanitizer (the
- * handler's release is not instrumented) or valgrind. A worker whose
+ * handler's release is not instrumented) or valgrind, nor with more
+ * workers than CPUs (a thread that keeps it would often be off its CPU,
+ * and the signal waits for the kernel to run it). A worker whose
  * lock another thread had to wait for keeps it again only after twice
  * as many calm yields (bias_need): a worker that yields now and then
  * between wakeups from other workers soon stops keeping it.
