@@ -338,10 +338,12 @@ static void *chain_main(void *arg)
 	 * Nothing runs between here and our join (no scheduling point), so
 	 * f9 does no step before H waits.
 	 */
+	FIBER_CHECK(prt_preempt_disable() == 0); /* as in inv_low */
 	atomic_store(&chain_go, 1);
 	mf = test_spawn(rt, 10, -1, inv_medium, NULL);
 	inv_mp = &chain_m[0];
 	h = test_spawn(rt, 20, -1, inv_high, NULL);
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	FIBER_CHECK(prt_join(h, NULL) == 0);
 	FIBER_CHECK(prt_join(mf, NULL) == 0);
 	for (int i = 0; i < CHAIN; i++)

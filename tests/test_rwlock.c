@@ -544,8 +544,10 @@ static void *inv_low(void *arg)
 
 	(void)arg;
 	FIBER_CHECK((inv_low_writes ? prt_rwlock_wrlock(&inv_rw) : prt_rwlock_rdlock(&inv_rw)) == 0);
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	inv_mf = test_spawn(rt, 10, -1, inv_medium, NULL);
 	inv_h = test_spawn(rt, 20, -1, inv_high, NULL);
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	/* The critical section: work in steps, yielding between them. */
 	for (int i = 0; i < INV_STEPS; i++) {
 		atomic_fetch_add(&inv_l_steps, 1);

@@ -1186,8 +1186,10 @@ static void *move_main(void *arg)
 	prt_fiber_attr_init(&a);
 	a.has_affinity = 1;
 	a.affinity = zero;
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	FIBER_CHECK(prt_spawn(rt, &f, &a, where, NULL) == 0);
 	FIBER_CHECK(prt_fiber_set_affinity(f, &one) == 0);
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	FIBER_CHECK(prt_join(f, &res) == 0);
 	FIBER_CHECK((intptr_t)res == 1);
 	return NULL;

@@ -156,8 +156,11 @@ static void *many_driver(void *arg)
 	struct many *m = arg;
 
 	for (int b = 0; b < NBATCH; b++) {
+		/* All BATCH alive at once: no time slice may run (and end) one meanwhile. */
+		FIBER_CHECK(prt_preempt_disable() == 0);
 		for (int i = 0; i < BATCH; i++)
 			FIBER_CHECK(prt_spawn(m->rt, &m->f[i], NULL, rec_stack, &m->s[b * BATCH + i]) == 0);
+		FIBER_CHECK(prt_preempt_enable() == 0);
 		for (int i = 0; i < BATCH; i++)
 			FIBER_CHECK(prt_join(m->f[i], NULL) == 0);
 	}
