@@ -143,15 +143,11 @@ struct prt__worker {
 	 */
 	bool os_yield;
 	/*
-	 * The yield's lock bias (sched_priv.h): allowed (set at the thread's
-	 * start: a preemptive runtime, whose signal takes the lock back);
-	 * yields in a row that switched and found no thread waiting for the
-	 * lock, and how many must come before the lock is kept (doubled by
-	 * each time another thread had to wait, from PRT_BIAS_CALM_MIN up to
-	 * PRT_BIAS_CALM_MAX). The worker thread's own (its handler too).
+	 * The yield's lock bias (sched_priv.h) is allowed (set at the
+	 * thread's start: a preemptive runtime, whose signal takes the lock
+	 * back). Here, in padding: @stats.switches must stay on this line.
 	 */
 	bool bias_ok;
-	unsigned bias_calm, bias_need;
 	/*
 	 * The worker thread's errno (&errno, taken at its start): a switch
 	 * keeps each fiber's errno as its own (switch.h). In the slot
@@ -188,6 +184,14 @@ struct prt__worker {
 	bool steal_now;
 	uint64_t steal_wake;
 	pthread_t thread;
+	/*
+	 * The yield's lock bias (sched_priv.h): yields in a row that found no
+	 * thread waiting for the lock, and how many must come before the
+	 * lock is kept (doubled each time another thread had to wait, from
+	 * PRT_BIAS_CALM_MIN up to PRT_BIAS_CALM_MAX). The worker thread's own
+	 * (its handler too).
+	 */
+	unsigned bias_calm, bias_need;
 };
 
 /* Set up @w's run queue, timers and idle state (worker creation). */
