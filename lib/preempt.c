@@ -597,6 +597,13 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 		PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
+	/*
+	 * At a runtime call the fiber may move: an idle worker must hear of
+	 * it, as of a yield's (stopped by an interrupt, it may not, and is
+	 * queued so: no announcement).
+	 */
+	if (!interrupted)
+		prt__announce_locked(w, self);
 	prt__stat_inc(&w->stats.preemptions, 1);
 	if (slice)
 		prt__stat_inc(&w->stats.time_slices, 1);

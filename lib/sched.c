@@ -570,8 +570,10 @@ void prt__put_donor(struct prt__worker *w, bool tail)
 {
 	struct prt__fiber *d = w->donor;
 
-	if (d != w->curr && d != &w->idle)
+	if (d != w->curr && d != &w->idle) {
 		prt__rq_add(w, d, !tail);
+		prt__announce_locked(w, d); /* its wait ended (a timeout): any worker may take it */
+	}
 	PRT_WRITE_ONCE(w->donor, w->curr);
 }
 

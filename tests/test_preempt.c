@@ -2317,6 +2317,78 @@ static void test_slice_extension_bounded(void **state)
 }
 
 /*
+ * A slice that ends at a runtime call (here the unlock that ends an
+ * extended slice) queues the fiber where any worker may take it: an idle
+ * worker must hear of it (as of a yield). Worker 0: M, allowed anywhere,
+ * holds a lock through a tick; H, pinned there, then spins with
+ * preemption off until M runs again. Worker 1 sleeps: only the
+ * announcement of M wakes it to take M. Without it M waited on worker 0
+ * behind H for good (the cap; found as a hang of test_sched's
+ * test_wc_cond_timer under ASan with 50 us slices).
+ */
+struct announce {
+	prt_runtime_t *rt;
+	prt_mutex_t m;
+	atomic_int h_running, m_ran_on;
+};
+
+static void *an_m(void *arg)
+{
+	struct announce *a = arg;
+	prt_workerset_t all;
+	struct cap c;
+	uint64_t x = 5;
+
+	prt_workerset_zero(&all);
+	prt_workerset_add(&all, 0);
+	prt_workerset_add(&all, 1);
+	assert_int_equal(prt_fiber_set_affinity(prt_self(), &all), 0);
+	assert_int_equal(prt_mutex_lock(&a->m), 0);
+	cap_init(&c);
+	while (stats_of(a->rt, 0).slice_extensions == 0 && !cap_hit(&c))
+		x = spin_work(x, 256);
+	sink_put(x);
+	assert_int_equal(prt_mutex_unlock(&a->m), 0); /* the slice ends here */
+	atomic_store(&a->m_ran_on, prt_worker_index());
+	return NULL;
+}
+
+static void *an_h(void *arg)
+{
+	struct announce *a = arg;
+	struct cap c;
+	uint64_t x = 7;
+
+	assert_int_equal(prt_preempt_disable(), 0);
+	atomic_store(&a->h_running, 1);
+	cap_init(&c);
+	while (atomic_load(&a->m_ran_on) < 0 && !cap_hit(&c))
+		x = spin_work(x, 256);
+	sink_put(x);
+	assert_int_equal(prt_preempt_enable(), 0);
+	return NULL;
+}
+
+static void test_slice_end_announces(void **state)
+{
+	struct announce a = { .m = PRT_MUTEX_INITIALIZER };
+	prt_fiber_t m, h;
+
+	(void)state;
+	if (!(a.rt = rt_preempt(2, 1000000)))
+		return;
+	atomic_init(&a.m_ran_on, -1);
+	m = spawn_at(a.rt, 16, 0, an_m, &a);
+	h = spawn_at(a.rt, 16, 0, an_h, &a);
+	join_ok(m);
+	join_ok(h);
+	assert_true(stats_of(a.rt, 0).slice_extensions >= 1);
+	assert_int_equal(atomic_load(&a.h_running), 1); /* M's slice ended with H queued */
+	assert_int_equal(atomic_load(&a.m_ran_on), 1);  /* taken by worker 1 */
+	assert_int_equal(prt_runtime_destroy(a.rt), 0);
+}
+
+/*
  * A slice that ends at the unlock that releases an extended slice's lock
  * ends inside a runtime call, a voluntary scheduling point as prt_yield
  * is: the fiber is not marked preempted, and may move (unlike one
@@ -2943,6 +3015,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_slice_waits_for_unlock),
 		cmocka_unit_test(test_slice_extension_bounded),
 		cmocka_unit_test(test_slice_ended_at_unlock_may_move),
+		cmocka_unit_test(test_slice_end_announces),
 		cmocka_unit_test(test_owed_slice_and_disable_region),
 		cmocka_unit_test(test_owed_slice_keeps_errno_across_move),
 		cmocka_unit_test(test_extended_slice_ends_in_regions),
