@@ -31,6 +31,27 @@
 #define PRT_TEST_TSAN 0
 #endif
 
+/*
+ * prt_runtime_create(@rt, @cfg) with $PRT_PREEMPT_QUANTUM_NS (which
+ * overrides cfg.preempt_quantum_ns) unset for the call, for a test that
+ * sets its own quantum; put back after it, so that the binary's later
+ * tests still run with the quantum of the suite's lane (scripts/test.sh).
+ */
+static inline int test_create_own_quantum(prt_runtime_t **rt, const prt_runtime_config_t *cfg)
+{
+	const char *v = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *saved = v ? strdup(v) : NULL;
+	int err;
+
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	err = prt_runtime_create(rt, cfg);
+	if (saved) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", saved, 1);
+		free(saved);
+	}
+	return err;
+}
+
 /* A runtime of @nworkers with @flags, stacks of @stack_kind, I/O on @io_backend; asserts. */
 static inline prt_runtime_t *test_rt_with(int nworkers, unsigned flags, int stack_kind,
 					  int io_backend)

@@ -824,8 +824,7 @@ static void perr_run(int backend, uint64_t ns)
 	cfg.steal_grace_ns = 0;
 	cfg.io_backend = backend;
 	unsetenv("PRT_STEAL_GRACE_NS");
-	unsetenv("PRT_PREEMPT_QUANTUM_NS");
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
 	assert_int_equal(pthread_create(&t, NULL, perr_writer, NULL), 0);
 	prt_fiber_attr_init(&xa);
 	xa.priority = 20;

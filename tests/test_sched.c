@@ -167,8 +167,7 @@ static prt_runtime_t *grace_rt_env(int nworkers, uint64_t grace, const char *env
 		setenv("PRT_STEAL_GRACE_NS", env, 1);
 	else
 		unsetenv("PRT_STEAL_GRACE_NS");
-	unsetenv("PRT_PREEMPT_QUANTUM_NS");
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
 	unsetenv("PRT_STEAL_GRACE_NS");
 	return rt;
 }
@@ -575,8 +574,8 @@ static void test_no_stranded_fiber(void **state)
 		cfg.preempt_quantum_ns = 0;
 		cfg.steal_grace_ns = graces[i];
 		unsetenv("PRT_STEAL_GRACE_NS");
-		unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* A and C keep their workers */
-		assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+		/* A and C keep their workers */
+		assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
 		memset(&strand, 0, sizeof(strand));
 		a = test_attr(PRT_PRIO_DEFAULT, 2);
 		assert_int_equal(prt_spawn(rt, &strand.c, &a, strand_c, NULL), 0);

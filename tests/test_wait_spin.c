@@ -50,15 +50,15 @@ static prt_runtime_t *spin_rt_qb(uint64_t spin_ns, const char *env, uint64_t qua
 	cfg.nworkers = 2;
 	cfg.io_backend = backend;
 	cfg.wait_spin_ns = spin_ns;
-	if (quantum != UINT64_MAX) {
+	if (quantum != UINT64_MAX)
 		cfg.preempt_quantum_ns = quantum;
-		unsetenv("PRT_PREEMPT_QUANTUM_NS");
-	}
 	if (env)
 		setenv("PRT_WAIT_SPIN_NS", env, 1);
 	else
 		unsetenv("PRT_WAIT_SPIN_NS");
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	assert_int_equal(quantum != UINT64_MAX ? test_create_own_quantum(&rt, &cfg)
+					       : prt_runtime_create(&rt, &cfg),
+			 0);
 	unsetenv("PRT_WAIT_SPIN_NS");
 	return rt;
 }
