@@ -1558,9 +1558,24 @@ static void wc_start(void)
 	}
 }
 
+/*
+ * Spawn the holder on W, and start a prt_preempt_disable() region that M
+ * ends (wc_region_end) once it has waited: in a preemptive runtime an
+ * interrupt in M's own code before then (the holder at its level starts
+ * time slices) would leave M marked preempted, kept on W behind the
+ * holder for good.
+ */
 static void wc_spawn_holder(void)
 {
+	if (prt_preempt_disable() != 0)
+		abort();
 	wc.holder = test_spawn(wc.rt, wc.prio, wc.w, wc_hold, NULL);
+}
+
+static void wc_region_end(void)
+{
+	if (prt_preempt_enable() != 0)
+		abort();
 }
 
 /* Run by the fiber that had to leave W: say where it runs, release the holder. */
@@ -1600,6 +1615,7 @@ static void *wc_sleep_main(void *arg)
 	wc_set_affinity(&all);
 	/* Its timer in W's heap; W runs the holder. (A deadline past at the call would yield.) */
 	FIBER_CHECK(prt_sleep_ns(10 * 1000 * 1000) == 0);
+	wc_region_end();
 	wc_release();
 	return wc_finish();
 }
@@ -1654,6 +1670,7 @@ static void *wc_cond_main(void *arg)
 		FIBER_CHECK(prt_cond_timedwait(&wc.c, &wc.m, &ts) == ETIMEDOUT);
 	} while (prt_worker_index() == wc.w);
 	FIBER_CHECK(prt_mutex_unlock(&wc.m) == 0);
+	wc_region_end();
 	wc_release();
 	return wc_finish();
 }
@@ -1685,6 +1702,7 @@ static void *wc_timedlock_main(void *arg)
 
 		FIBER_CHECK(prt_mutex_timedlock(&wc.m, &ts) == ETIMEDOUT);
 	} while (prt_worker_index() == wc.w);
+	wc_region_end();
 	wc_release();
 	return wc_finish();
 }
@@ -1723,6 +1741,7 @@ static void *wc_yield_main(void *arg)
 	wc_all_workers(&all);
 	wc_set_affinity(&all);
 	FIBER_CHECK(prt_yield() == 0); /* the holder runs; M waits on W */
+	wc_region_end();
 	wc_release();
 	return wc_finish();
 }
@@ -1795,6 +1814,7 @@ static void *wc_spawn_some_main(void *arg)
 	prt_workerset_add(&a.affinity, (wc.w + 2) % 3);
 	FIBER_CHECK(prt_spawn(wc.rt, &f, &a, wc_some_body, NULL) == 0); /* queued on W */
 	FIBER_CHECK(prt_join(f, NULL) == 0); /* W runs the holder */
+	wc_region_end();
 	FIBER_CHECK(atomic_load(&wc.ran_on) == (wc.w + 2) % 3);
 	return wc_finish();
 }
@@ -1842,6 +1862,7 @@ static void *wc_donor_main(void *arg)
 	prt_workerset_add(&wc.some, y);
 	wc_set_affinity(&wc.some);
 	FIBER_CHECK(prt_mutex_lock(&wc.m) == 0); /* queued on W, the holder runs */
+	wc_region_end();
 	wc_release();
 	FIBER_CHECK(prt_mutex_unlock(&wc.m) == 0);
 	FIBER_CHECK(prt_join(o, &res) == 0);
