@@ -358,10 +358,13 @@ static void *preempt_main(void *arg)
 	/* Drop to their level and let them run a while. */
 	FIBER_CHECK(prt_fiber_set_priority(prt_self(), 5) == 0);
 	prt_yield();
+	/* No time slice (the low fibers share our level) between the count and the wake. */
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	steps = atomic_load(&lo_steps);
 	FIBER_CHECK(steps > 0);
 	/* Wake high: it must run before any low fiber takes another step. */
 	FIBER_CHECK(prt_unpark(hi_fiber) == 0);
+	FIBER_CHECK(prt_preempt_enable() == 0); /* high runs here in a preemptive runtime */
 	prt_yield();
 	FIBER_CHECK(atomic_load(&hi_ran) == 1);
 	FIBER_CHECK(atomic_load(&lo_steps_when_hi_ran) == steps);

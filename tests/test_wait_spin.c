@@ -177,8 +177,14 @@ static void *ev_driver(void *arg)
 	(void)arg;
 	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, ev_other, NULL);
 	ev.target = o;
+	/*
+	 * No time slice between the spawn and the join: it would queue this
+	 * driver on worker 0 (if it runs there), which ends W's spin.
+	 */
+	FIBER_CHECK(prt_preempt_disable() == 0);
 	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, ev_waiter, NULL);
 	FIBER_CHECK(prt_join(w, &r1) == 0);
+	FIBER_CHECK(prt_preempt_enable() == 0);
 	if (ev.kind != K_JOIN) {
 		FIBER_CHECK(prt_join(o, &r2) == 0);
 		FIBER_CHECK(r2 == NULL);
