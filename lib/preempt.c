@@ -797,6 +797,21 @@ static const char *cannot_preempt(void)
 }
 
 /* PRT_PREEMPT_QUANTUM_NS if set to a number that is 0 or a valid time slice, else @q. */
+/*
+ * The yield's lock bias (sched_priv.h) is opt-in: $PRT_YIELD_BIAS=1. A
+ * fiber that blocks the runtime's signal (pthread_sigmask) and then
+ * blocks in a system call, on a worker that kept its lock, leaves any
+ * thread that needs that lock spinning until the call returns, and for
+ * good if the call waits for that thread (a helper's review, session
+ * 21); by default a yield takes and drops its lock as before.
+ */
+static bool env_bias(void)
+{
+	uint64_t v;
+
+	return prt__env_u64("PRT_YIELD_BIAS", &v) && v == 1;
+}
+
 static uint64_t env_quantum(uint64_t q)
 {
 	uint64_t v;
@@ -884,6 +899,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 
 		p->quantum = quantum;
 		p->tick_cpu = tick_clock_cpu(quantum);
+		p->bias_wanted = env_bias();
 		p->sig = sig;
 		rt->workers[i]->rq.serve_prio = -1;
 		p->watch_at = PRT_NEVER;
@@ -953,7 +969,7 @@ int prt__preempt_worker_start(struct prt__worker *w)
 #if PRT_USE_TSAN
 	w->bias_ok = false;
 #else
-	w->bias_ok = !w->os_yield && !w->rt->oversubscribed;
+	w->bias_ok = p->bias_wanted && !w->os_yield && !w->rt->oversubscribed;
 #endif
 	return 0;
 }

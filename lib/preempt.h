@@ -38,6 +38,8 @@ struct prt__wpreempt {
 	 * (preempt.c, tick_clock()).
 	 */
 	bool tick_cpu;
+	/* $PRT_YIELD_BIAS=1 at creation: the yield's lock bias may be used (sched_priv.h). */
+	bool bias_wanted;
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
 	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
 	int watch, tick, retry;

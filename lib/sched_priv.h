@@ -37,7 +37,9 @@ static inline void prt__io_point(struct prt__worker *w)
  * @want (the worker's next yield then drops it), and if the worker does
  * not come soon (a fiber that computes), signals it (PRT_PSRC_REVOKE);
  * its handler drops the lock unless it interrupted the worker inside
- * prt__rq_claim (@in_cs). So only preemptive
+ * prt__rq_claim (@in_cs). Opt-in ($PRT_YIELD_BIAS=1, preempt.c,
+ * env_bias: a fiber that blocks that signal and waits in a system call
+ * would leave a waiter spinning). Only preemptive
  * runtimes keep the lock (bias_ok), never under ThreadSanitizer (the
  * handler's release is not instrumented) or valgrind, nor with more
  * workers than CPUs (a thread that keeps it would often be off its CPU,

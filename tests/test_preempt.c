@@ -315,7 +315,10 @@ static void test_bias_revoked(void **state)
 		skip(); /* no bias under ThreadSanitizer (lib/sched_priv.h) */
 		return;
 	}
-	if (!(rt = rt_preempt(1, 4000000)))
+	setenv("PRT_YIELD_BIAS", "1", 1); /* opt-in (lib/preempt.c, env_bias) */
+	rt = rt_preempt(1, 4000000);
+	unsetenv("PRT_YIELD_BIAS");
+	if (!rt)
 		return;
 	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
 	while (!atomic_load(&b.kept_phase))
@@ -368,7 +371,10 @@ static void test_bias_claim_window(void **state)
 		skip();
 		return;
 	}
-	if (!(rt = rt_preempt(1, 4000000)))
+	setenv("PRT_YIELD_BIAS", "1", 1);
+	rt = rt_preempt(1, 4000000);
+	unsetenv("PRT_YIELD_BIAS");
+	if (!rt)
 		return;
 	atomic_store(&claim_pauses, 0);
 	atomic_store(&claim_lock_lost, 0);

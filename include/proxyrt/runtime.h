@@ -452,8 +452,9 @@ typedef struct prt_worker_stats {
 	uint64_t slice_extensions;
 	/*
 	 * Times another thread had this worker's preemption signal take its
-	 * run-queue lock back: a yield keeps the lock where no other thread
-	 * wanted it for a while (see "Scheduling" in the README)
+	 * run-queue lock back: with $PRT_YIELD_BIAS=1, a yield keeps the lock
+	 * where no other thread wanted it for a while (see "Scheduling" in
+	 * the README); 0 without
 	 */
 	uint64_t bias_revocations;
 } prt_worker_stats_t;
