@@ -69,8 +69,10 @@ enum prt__pause_site {
 	PRT_PAUSE_SEM_SPUN,
 	/* A condvar waiter's spin ended (woken or not), still counted a spinner; c->lock is next. */
 	PRT_PAUSE_COND_SPUN,
-	/* prt__rq_claim found its worker's lock kept (in_cs set); clearing kept is next. */
+	/* prt__rq_claim marked in_cs; its look at kept is next. */
 	PRT_PAUSE_RQ_CLAIM,
+	/* prt__rq_claim found its worker's lock kept: inside the critical section. */
+	PRT_PAUSE_RQ_BIASED,
 	PRT_PAUSE_NSITES,
 };
 

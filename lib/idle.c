@@ -200,7 +200,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 	if (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) ==
 	    atomic_load_explicit(&v->rq.nr_donor, memory_order_relaxed))
 		prt__rq_hint(&v->rq, false);
-	prt__spin_unlock(&v->rq.lock);
+	prt__rq_release(v);
 	if (!n)
 		return NULL;
 	first = prt__container_of(got.next, struct prt__fiber, rq_node);
@@ -213,7 +213,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 			prt__list_del(&f->rq_node);
 			prt__rq_add(w, f, false);
 		}
-		prt__spin_unlock(&w->rq.lock);
+		prt__rq_release(w);
 	}
 	prt__stat_inc(&w->stats.steals, n);
 	return first;
@@ -530,7 +530,7 @@ static bool work_pending(struct prt__worker *w)
 	w->steal_wake = PRT_NO_DEADLINE;
 	prt__rq_lock(w);
 	found = w->rq.nr != 0;
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	for (int i = 0; i < rt->nworkers && !found && !other; i++) {
 		struct prt__worker *v = rt->workers[i];
 
@@ -538,7 +538,7 @@ static bool work_pending(struct prt__worker *w)
 			continue;
 		prt__rq_lock(v);
 		other = reachable(w, v);
-		prt__spin_unlock(&v->rq.lock);
+		prt__rq_release(v);
 	}
 	if (other)
 		found = steal_pending(w);
@@ -569,7 +569,7 @@ static uint64_t park_deadline(struct prt__worker *w)
 	until = prt__timers_first(&w->timers);
 	if (prt__timers_first(&w->iotimers) < until)
 		until = prt__timers_first(&w->iotimers);
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	if (w->rt->nworkers == 1)
 		return until;
 	if (w->steal_wake < until)

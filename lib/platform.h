@@ -100,6 +100,18 @@ static inline void prt__spin_unlock(prt__spinlock_t *l)
 }
 
 /*
+ * membarrier(2), MEMBARRIER_CMD_PRIVATE_EXPEDITED: a full memory barrier
+ * on every CPU that runs a thread of this process, before it returns
+ * (the asymmetric fence of the run queues' lock bias, sched_priv.h).
+ * prt__membarrier_ready registers the process for it, once (a property
+ * of the process, kept by the kernel: shared by every runtime in it);
+ * false if the kernel lacks it or refuses (seccomp), and the bias is
+ * then not used. prt__membarrier only after ready said true.
+ */
+bool prt__membarrier_ready(void);
+void prt__membarrier(void);
+
+/*
  * errno, read and written out of line (platform.c): __errno_location()
  * is a const function, and a compiler that sees it called twice in one
  * function may keep the first address, which is another thread's after

@@ -465,14 +465,6 @@ void prt__preempt_kick(struct prt__worker *t)
 		atomic_fetch_and_explicit(&t->pw.events, ~PRT_PEV_KICKED, memory_order_relaxed);
 }
 
-void prt__preempt_revoke(struct prt__worker *x)
-{
-	union sigval v = { .sival_ptr = (char *)x + PRT_PSRC_REVOKE };
-
-	/* A full signal queue: the waiter's next round signals again. */
-	pthread_sigqueue(x->thread, x->pw.sig, v);
-}
-
 /* Must @x, which serves @f (x's rq lock held), run something else now? Updates what its handler sees. */
 static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool wait_ended)
 {
@@ -532,7 +524,7 @@ void prt__preempt_idle(struct prt__worker *w)
 		p->watch_at = PRT_NEVER;
 		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0);
 	}
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 }
 
 /* ---- the preemption itself ------------------------------------------------------ */
@@ -797,21 +789,6 @@ static const char *cannot_preempt(void)
 }
 
 /* PRT_PREEMPT_QUANTUM_NS if set to a number that is 0 or a valid time slice, else @q. */
-/*
- * The yield's lock bias (sched_priv.h) is opt-in: $PRT_YIELD_BIAS=1. A
- * fiber that blocks the runtime's signal (pthread_sigmask) and then
- * blocks in a system call, on a worker that kept its lock, leaves any
- * thread that needs that lock spinning until the call returns, and for
- * good if the call waits for that thread (a helper's review, session
- * 21); by default a yield takes and drops its lock as before.
- */
-static bool env_bias(void)
-{
-	uint64_t v;
-
-	return prt__env_u64("PRT_YIELD_BIAS", &v) && v == 1;
-}
-
 static uint64_t env_quantum(uint64_t q)
 {
 	uint64_t v;
@@ -899,7 +876,6 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 
 		p->quantum = quantum;
 		p->tick_cpu = tick_clock_cpu(quantum);
-		p->bias_wanted = env_bias();
 		p->sig = sig;
 		rt->workers[i]->rq.serve_prio = -1;
 		p->watch_at = PRT_NEVER;
@@ -957,29 +933,11 @@ int prt__preempt_worker_start(struct prt__worker *w)
 		}
 	}
 	p->timers_ok = true;
-	/*
-	 * The yield's lock bias (sched_priv.h): the handler above takes the
-	 * lock back. Not under ThreadSanitizer, which does not see that
-	 * handler's release, nor valgrind; nor with more workers than CPUs,
-	 * where a worker thread that keeps its lock is often off its CPU,
-	 * and a thread that needs the lock would wait for the kernel to run
-	 * it again.
-	 */
-	w->bias_need = PRT_BIAS_CALM_MIN;
-#if PRT_USE_TSAN
-	w->bias_ok = false;
-#else
-	w->bias_ok = p->bias_wanted && !w->os_yield && !w->rt->oversubscribed;
-#endif
 	return 0;
 }
 
 void prt__preempt_worker_stop(struct prt__worker *w)
 {
-	/* The idle loop took its lock back already; this only makes sure. */
-	w->bias_ok = false;
-	if (prt__rq_claim(w))
-		prt__spin_unlock(&w->rq.lock);
 	if (!w->pw.timers_ok)
 		return;
 	syscall(SYS_timer_delete, w->pw.watch);

@@ -38,8 +38,6 @@ struct prt__wpreempt {
 	 * (preempt.c, tick_clock()).
 	 */
 	bool tick_cpu;
-	/* $PRT_YIELD_BIAS=1 at creation: the yield's lock bias may be used (sched_priv.h). */
-	bool bias_wanted;
 	int start_err;          /* prt__preempt_worker_start's result, for prt_runtime_create */
 	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
 	int watch, tick, retry;
@@ -109,13 +107,7 @@ enum {
 	PRT_PSRC_TICK = 1,
 	PRT_PSRC_RETRY = 2,
 	PRT_PSRC_KICK = 3,
-	/*
-	 * Another thread waits for the worker's rq lock, which its thread
-	 * keeps (sched_priv.h, "The yield's lock bias"): handled in the
-	 * handler itself, never deferred (so no PRT_PEV_PENDING bit).
-	 */
-	PRT_PSRC_REVOKE = 4,
-	PRT_PSRC_MAX = PRT_PSRC_REVOKE,
+	PRT_PSRC_MAX = PRT_PSRC_KICK,
 };
 
 /* struct prt__wpreempt.events */
@@ -164,8 +156,6 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			      struct prt__fiber *donor);
 bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f);
 void prt__preempt_kick(struct prt__worker *t);
-/* Ask @x's thread to drop the rq lock it keeps (PRT_PSRC_REVOKE; sched_priv.h). */
-void prt__preempt_revoke(struct prt__worker *x);
 /*
  * @f's priority changed, or its mutex wait ended (@wait_ended), while a
  * worker of its runtime may serve it (run it, or run an owner in its

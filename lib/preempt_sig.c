@@ -244,29 +244,6 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		watch_slack_shrink(w);
 }
 
-/*
- * Another thread waits for @w's rq lock, which @w's thread keeps
- * (sched_priv.h, "The yield's lock bias"): drop it, unless this
- * interrupted the thread taking it back (prt__rq_claim, @in_cs; the
- * waiter signals again). The thread's queue edits all came before it
- * kept the lock, and whatever runs here is outside them. The worker
- * keeps its lock again only after twice as many calm yields.
- */
-static void rq_revoke(struct prt__worker *w)
-{
-	/* relaxed, both: this thread's own, ordered by its signal fences */
-	if (atomic_load_explicit(&w->rq.in_cs, memory_order_relaxed) ||
-	    !atomic_load_explicit(&w->rq.kept, memory_order_relaxed))
-		return;
-	atomic_store_explicit(&w->rq.kept, 0, memory_order_relaxed);
-	w->bias_calm = 0;
-	if (w->bias_need < PRT_BIAS_CALM_MAX)
-		w->bias_need *= 2;
-	prt__stat_inc(&w->stats.bias_revocations, 1);
-	/* release: as prt__spin_unlock, for the fiber code's thread that kept it */
-	atomic_store_explicit(&w->rq.lock.v, 0, memory_order_release);
-}
-
 void prt__preempt_handler(int sig, siginfo_t *si, void *uc)
 {
 	/* Not prt__cur_worker(): instrumented code (worker.c). */
@@ -284,11 +261,6 @@ void prt__preempt_handler(int sig, siginfo_t *si, void *uc)
 		 * of the application's handler, which it expects to be called so.
 		 */
 		prt__sig_call(&prt__preempt_old[sig], sig, si, uc);
-		errno = saved;
-		return;
-	}
-	if (src == PRT_PSRC_REVOKE) {
-		rq_revoke(w);
 		errno = saved;
 		return;
 	}

@@ -211,7 +211,7 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 		prt__rq_del(x, o);
 		ok = true;
 	}
-	prt__spin_unlock(&x->rq.lock);
+	prt__rq_release(x);
 	(void)w;
 	return ok;
 }

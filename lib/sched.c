@@ -88,6 +88,28 @@
 
 
 
+/*
+ * The yield's lock bias (sched_priv.h): not under ThreadSanitizer (it
+ * does not know the membarrier's order: it would report the revoker's
+ * queue edits as racing with the worker's) or valgrind (one thread at a
+ * time: a kept lock would make every other worker's wakeup wait for a
+ * revocation), nor where membarrier(2) is missing, nor with
+ * $PRT_YIELD_BIAS=0.
+ */
+static bool bias_allowed(const struct prt__worker *w)
+{
+	uint64_t v;
+
+#if PRT_USE_TSAN
+	return false;
+#endif
+	if (w->os_yield)
+		return false;
+	if (prt__env_u64("PRT_YIELD_BIAS", &v) && v == 0)
+		return false;
+	return prt__membarrier_ready();
+}
+
 void prt__worker_sched_init(struct prt__worker *w)
 {
 	struct prt__rq *rq = &w->rq;
@@ -103,6 +125,8 @@ void prt__worker_sched_init(struct prt__worker *w)
 	prt__timers_init(&w->timers);
 	prt__timers_init(&w->iotimers);
 	atomic_init(&w->park_until, PRT_NO_DEADLINE);
+	w->bias_ok = bias_allowed(w);
+	w->bias_need = PRT_BIAS_CALM_MIN;
 }
 
 /* ---- waking workers ----------------------------------------------------- */
@@ -215,7 +239,7 @@ void prt__enqueue(struct prt__worker *t, struct prt__fiber *f)
 	sleeps = atomic_load_explicit(&t->sleeping, memory_order_relaxed);
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
-	prt__spin_unlock(&t->rq.lock);
+	prt__rq_release(t);
 	if (prt__unlikely(kick))
 		prt__preempt_kick(t); /* t may run @f now: interrupt what it runs */
 	prt__fault_pause(PRT_PAUSE_ENQUEUED); /* test builds: @f may run and end here */
@@ -243,7 +267,7 @@ prt__noinline void prt__rq_unlock_deferred(struct prt__worker *w)
 	sleeps = atomic_load_explicit(&w->sleeping, memory_order_relaxed);
 	idle = atomic_load_explicit(&rt->nr_idle, memory_order_relaxed);
 	spin = atomic_load_explicit(&rt->nr_spinning, memory_order_relaxed);
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	if (d & PRT_DEFER_KICK)
 		prt__preempt_kick(w);
 	if (d & PRT_DEFER_WATCH)
@@ -393,7 +417,7 @@ int prt__timer_arm(struct prt__worker *w, uint64_t deadline, prt__timer_fn *fn, 
 	prt__rq_lock(w);
 	err = timer_push(w, local ? &w->iotimers : &w->timers, deadline, self, fn);
 	/* PRT_DEFER_WATCH waits for our next pick (protocol 2): no rq_unlock. */
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	if (!err) {
 		self->timer_w = w;
 		self->timer_io = local;
@@ -412,7 +436,7 @@ void prt__timer_cancel(struct prt__fiber *f)
 		prt__timer_del(f->timer_io ? &w->iotimers : &w->timers, &f->timer);
 		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
 	}
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	f->timer_w = NULL;
 }
 
@@ -432,7 +456,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	self->timer_w = w;
 	self->timer_io = false;
 	if (timer_push(w, &w->timers, deadline, self, sleep_timer_fire)) {
-		prt__spin_unlock(&w->rq.lock);
+		prt__rq_release(w);
 		return -ENOMEM;
 	}
 	/*
@@ -447,7 +471,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 		prt__spin_unlock(&self->lock);
 		prt__timer_del(&w->timers, &self->timer);
 		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
-		prt__spin_unlock(&w->rq.lock);
+		prt__rq_release(w);
 		self->timer_w = NULL;
 		return -ECANCELED;
 	}
@@ -656,21 +680,46 @@ void prt__migrate_self(struct prt__worker *w)
 
 
 /*
- * Spins of prt__rq_lock_slow before it signals the thread that keeps the
- * lock (a few microseconds: a worker whose fibers yield drops it sooner,
- * at its next yield), and between two signals after that (the first
- * may have come while that thread was taking the lock back); and before
- * each sched_yield, as prt__spin_lock_slow.
+ * Spins of prt__rq_lock_slow on a kept lock before it revokes the bias
+ * (a few microseconds: a worker whose fibers yield drops it sooner, at
+ * its next yield; the revocation's membarrier costs more, 1-35 us on the
+ * session-22 host); and before each sched_yield, as prt__spin_lock_slow.
  */
-#define PRT_BIAS_REVOKE_FIRST 128u
-#define PRT_BIAS_REVOKE_EVERY 2048u
+#define PRT_BIAS_REVOKE_AFTER 128u
 #define PRT_RQ_SPIN_BEFORE_YIELD 256u
 
 /*
+ * Take @x's kept lock from x's thread (sched_priv.h, "The yield's lock
+ * bias"): true if this thread holds it now; false if x's thread, or
+ * another revoker, cleared @kept first (the lock word decides then).
+ */
+static bool rq_revoke(struct prt__worker *x)
+{
+	unsigned char one = 1;
+	unsigned n = 0;
+
+	/* acq_rel: takes the queue as x's thread left it (its release of kept) */
+	if (!atomic_compare_exchange_strong_explicit(&x->rq.kept, &one, 0, memory_order_acq_rel,
+						     memory_order_relaxed))
+		return false;
+	/* From here x's thread cannot enter: it looks at kept after marking in_cs. */
+	prt__membarrier();
+	/* acquire: pairs with the release that ends x's section (prt__rq_release, unlock_keep) */
+	while (atomic_load_explicit(&x->rq.in_cs, memory_order_acquire)) {
+		if (++n % PRT_RQ_SPIN_BEFORE_YIELD == 0)
+			sched_yield();
+		else
+			prt__cpu_relax();
+	}
+	/* relaxed: counted here (x's thread never writes it), many revokers may add */
+	atomic_fetch_add_explicit(&x->stats.bias_revocations, 1, memory_order_relaxed);
+	return true;
+}
+
+/*
  * prt__rq_lock's slow half: @x's lock is held, for another thread's
- * queue edit, or kept by x's thread (sched_priv.h, "The yield's lock
- * bias"). Kept: mark @want, which x's next yield honours, and signal x's
- * thread if it does not come soon.
+ * queue edit, or kept by x's thread. Kept: mark @want, which x's next
+ * yield honours, and revoke the bias if it does not come soon.
  */
 prt__noinline void prt__rq_lock_slow(struct prt__worker *x)
 {
@@ -679,25 +728,53 @@ prt__noinline void prt__rq_lock_slow(struct prt__worker *x)
 
 	for (;;) {
 		while (atomic_load_explicit(&x->rq.lock.v, memory_order_relaxed)) {
-			/* relaxed, both: hints; the lock word itself decides */
+			/* relaxed, both: hints; the lock word, or rq_revoke, decides */
 			if (atomic_load_explicit(&x->rq.kept, memory_order_relaxed)) {
 				if (!atomic_load_explicit(&x->rq.want, memory_order_relaxed))
 					atomic_store_explicit(&x->rq.want, 1, memory_order_relaxed);
 				wanted = true;
-				if (++kn == PRT_BIAS_REVOKE_FIRST || kn % PRT_BIAS_REVOKE_EVERY == 0)
-					prt__preempt_revoke(x);
+				if (++kn >= PRT_BIAS_REVOKE_AFTER && rq_revoke(x))
+					goto held;
 			}
 			if (++n % PRT_RQ_SPIN_BEFORE_YIELD == 0)
 				sched_yield();
 			else
 				prt__cpu_relax();
 		}
-		/* acquire: pairs with the release in prt__spin_unlock and the handler's (rq_revoke) */
+		/* acquire: pairs with the release in prt__spin_unlock */
 		if (atomic_exchange_explicit(&x->rq.lock.v, 1, memory_order_acquire) == 0)
 			break;
 	}
+held:
 	if (wanted)
 		atomic_store_explicit(&x->rq.want, 0, memory_order_relaxed); /* x's lock held */
+}
+
+bool prt__rq_unbias(struct prt__worker *x)
+{
+	unsigned char one = 1;
+
+	if (x != prt__cur_worker())
+		return false; /* another thread's lock, taken as any */
+	/* x's thread, in a section it entered kept: the bias ends here. */
+	x->bias_held = false;
+	/* relaxed: a hint, as in prt__rq_unlock_keep */
+	if (atomic_load_explicit(&x->rq.want, memory_order_relaxed)) {
+		atomic_store_explicit(&x->rq.want, 0, memory_order_relaxed);
+		prt__bias_backoff(x);
+	}
+	/* acq_rel: against a revoker's, which would otherwise take the lock */
+	if (atomic_compare_exchange_strong_explicit(&x->rq.kept, &one, 0, memory_order_acq_rel,
+						    memory_order_relaxed)) {
+		/* relaxed: the lock word's release (the caller's) orders it */
+		atomic_store_explicit(&x->rq.in_cs, 0, memory_order_relaxed);
+		return false; /* held as any lock: the caller drops the word */
+	}
+	/* Revoked: the revoker waits for in_cs == 0 and then holds the lock. */
+	prt__bias_backoff(x);
+	/* release: it takes the queue as left here */
+	atomic_store_explicit(&x->rq.in_cs, 0, memory_order_release);
+	return true;
 }
 
 PRT_API int prt_yield(void)
@@ -774,7 +851,7 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 		prt__rq_lock(w);
 		if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == w)
 			return w;
-		prt__spin_unlock(&w->rq.lock);
+		prt__rq_release(w);
 	}
 }
 
@@ -800,7 +877,7 @@ static struct prt__worker *lock_fiber_rq_settled(struct prt__fiber *f)
 	prt__fault_pause(PRT_PAUSE_REQUEUE_SETTLE);
 	for (int i = 0; i < rt->nworkers; i++) {
 		prt__rq_lock(rt->workers[i]);
-		prt__spin_unlock(&rt->workers[i]->rq.lock);
+		prt__rq_release(rt->workers[i]);
 	}
 	return lock_fiber_rq(f);
 }
@@ -822,7 +899,7 @@ void prt__requeue(struct prt__fiber *f)
 		/* Raised above what its worker runs: a wakeup as any other (preempt.c). */
 		kick = prt__preempt_queued(w, f);
 	}
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	if (prt__unlikely(kick))
 		prt__preempt_kick(w);
 }
@@ -848,7 +925,7 @@ void prt__migrate_queued(struct prt__fiber *f)
 		return;
 	}
 	prt__rq_del(w, f);
-	prt__spin_unlock(&w->rq.lock);
+	prt__rq_release(w);
 	prt__wake(f);
 }
 

@@ -33,10 +33,10 @@ struct prt__rq {
 	bool steal_shadow;                     /* @stealable's value, on this line; @lock */
 	/*
 	 * The lock's bias (sched_priv.h, "The yield's lock bias"): @kept, the
-	 * worker thread holds @lock while its fibers run (written by it and
-	 * its signal handler); @in_cs, the worker thread is inside
-	 * prt__rq_claim (its handler then leaves @lock alone); @want, another thread waits for @lock (it sets and clears
-	 * it; the worker reads it).
+	 * worker thread keeps @lock while its fibers run (set by it, cleared
+	 * by it or a revoker); @in_cs, the worker thread is inside a
+	 * critical section it entered kept (its own); @want, another thread
+	 * waits for @lock (it sets and clears it; the worker reads it).
 	 */
 	atomic_uchar kept, in_cs, want;
 	/*
@@ -143,9 +143,8 @@ struct prt__worker {
 	 */
 	bool os_yield;
 	/*
-	 * The yield's lock bias (sched_priv.h) is allowed (set at the
-	 * thread's start: a preemptive runtime, whose signal takes the lock
-	 * back). Here, in padding: @stats.switches must stay on this line.
+	 * The yield's lock bias (sched_priv.h) is allowed (set at creation).
+	 * Here, in padding: @stats.switches must stay on this line.
 	 */
 	bool bias_ok;
 	/*
@@ -188,10 +187,12 @@ struct prt__worker {
 	 * The yield's lock bias (sched_priv.h): yields in a row that found no
 	 * thread waiting for the lock, and how many must come before the
 	 * lock is kept (doubled each time another thread had to wait, from
-	 * PRT_BIAS_CALM_MIN up to PRT_BIAS_CALM_MAX). The worker thread's own
-	 * (its handler too).
+	 * PRT_BIAS_CALM_MIN up to PRT_BIAS_CALM_MAX); it kept the lock and
+	 * has not given it up since (a revoker may have taken it: the next
+	 * yield learns so). The worker thread's own.
 	 */
 	unsigned bias_calm, bias_need;
+	bool bias_held;
 };
 
 /* Set up @w's run queue, timers and idle state (worker creation). */

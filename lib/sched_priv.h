@@ -27,57 +27,66 @@ static inline void prt__io_point(struct prt__worker *w)
  * again, and the lock's one locked instruction was a third of a yield
  * (W1, ~5 ns of 17 on the session-21 host: it waits for every store
  * before it, the switch's among them). Where no other thread has wanted
- * the lock for a while, the yield keeps it instead (prt__rq_unlock_keep):
- * the worker thread goes on holding it while its fibers run, and its
- * next own lock (any prt__rq_lock of its own worker) takes it back with
- * plain stores (prt__rq_claim). A biased lock, as the JVM's for its
- * monitors, or the kernel's queued spinlocks' owner fast path; what
- * takes it back from a thread that runs fiber code is the runtime's
- * preemption signal: another thread that finds the lock kept marks
- * @want (the worker's next yield then drops it), and if the worker does
- * not come soon (a fiber that computes), signals it (PRT_PSRC_REVOKE);
- * its handler drops the lock unless it interrupted the worker inside
- * prt__rq_claim (@in_cs). Opt-in ($PRT_YIELD_BIAS=1, preempt.c,
- * env_bias: a fiber that blocks that signal and waits in a system call
- * would leave a waiter spinning). Only preemptive
- * runtimes keep the lock (bias_ok), never under ThreadSanitizer (the
- * handler's release is not instrumented) or valgrind, nor with more
- * workers than CPUs (a thread that keeps it would often be off its CPU,
- * and the signal waits for the kernel to run it). A worker whose
- * lock another thread had to wait for keeps it again only after twice
- * as many calm yields (bias_need): a worker that yields now and then
- * between wakeups from other workers soon stops keeping it.
+ * the lock for a while, the yield keeps it instead (prt__rq_unlock_keep,
+ * @kept): the lock word stays taken while the worker's fibers run, and
+ * the worker thread's next own lock enters with plain stores
+ * (prt__rq_claim): it marks @in_cs, then looks at @kept; its unlock
+ * clears @in_cs. A biased lock, as the JVM's for its monitors, with an
+ * asymmetric fence (as userspace RCU's): another thread that finds the
+ * lock kept marks @want (the worker's next yield honours it: it drops
+ * the lock), and if the worker does not come soon it revokes the bias
+ * itself (prt__rq_lock_slow): it clears @kept (compare-and-swap: one
+ * revoker, or the worker giving the bias up, wins), issues
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), then waits for @in_cs
+ * to be 0 and holds the lock. The membarrier is a full barrier on every
+ * CPU that runs a thread of the process: either the worker's @in_cs
+ * store was visible before it (the revoker waits for that critical
+ * section to end), or the worker's look at @kept comes after it and
+ * finds it cleared (the worker then takes the lock as anyone does). A
+ * worker thread that is off its CPU, blocked in a system call, or with
+ * every signal blocked, is revoked at once: nothing waits for it to
+ * run. Not under ThreadSanitizer (it does not know the membarrier's
+ * order) or valgrind, nor where the kernel lacks the call (platform.c,
+ * prt__membarrier_ready), nor with $PRT_YIELD_BIAS=0 (bias_ok, set at
+ * creation). A worker whose lock another thread had to wait for keeps
+ * it again only after twice as many calm yields (bias_need): a worker
+ * that yields now and then between wakeups from other workers soon
+ * stops keeping it.
  */
 #define PRT_BIAS_CALM_MIN 64u
 #define PRT_BIAS_CALM_MAX (1u << 20)
 
-/* Take back @w's kept lock (the worker thread itself): true if it was still kept. */
+/*
+ * Enter @w's kept lock (the worker thread itself): true if it was still
+ * kept, and the caller is inside its critical section (@in_cs set until
+ * prt__rq_release). False: revoked, take the lock as anyone does.
+ */
 static inline bool prt__rq_claim(struct prt__worker *w)
 {
-	bool k;
-
 	if (w != prt__cur_worker())
 		return false;
-	/* relaxed, all: this thread's, and its handler's (signal fences order them) */
+	/* relaxed: the revoker's membarrier orders this store before the load below */
 	atomic_store_explicit(&w->rq.in_cs, 1, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
-	k = atomic_load_explicit(&w->rq.kept, memory_order_relaxed);
-	if (k) {
-		prt__fault_pause(PRT_PAUSE_RQ_CLAIM);
-		atomic_store_explicit(&w->rq.kept, 0, memory_order_relaxed);
+	prt__fault_pause(PRT_PAUSE_RQ_CLAIM);
+	/* relaxed: set by this thread; cleared by a revoker, which then waits for in_cs */
+	if (prt__likely(atomic_load_explicit(&w->rq.kept, memory_order_relaxed))) {
+		atomic_signal_fence(memory_order_seq_cst);
+		prt__fault_pause(PRT_PAUSE_RQ_BIASED);
+		return true;
 	}
-	atomic_signal_fence(memory_order_seq_cst);
-	atomic_store_explicit(&w->rq.in_cs, 0, memory_order_relaxed);
-	return k;
+	/* release: the revoker's acquire of in_cs == 0 takes what this thread did before */
+	atomic_store_explicit(&w->rq.in_cs, 0, memory_order_release);
+	return false;
 }
 
-/* Contended, or kept by another worker thread: spin, mark @want, signal (sched.c). */
+/* Contended, or kept by another worker thread: spin, mark @want, revoke (sched.c). */
 void prt__rq_lock_slow(struct prt__worker *x);
 
 /* Take @x's rq lock (any thread; its own worker thread may hold it kept). */
 static inline void prt__rq_lock(struct prt__worker *x)
 {
-	/* relaxed: set only by x's thread, which is the one that may claim it */
+	/* relaxed: a hint; prt__rq_claim decides */
 	if (prt__unlikely(atomic_load_explicit(&x->rq.kept, memory_order_relaxed)) &&
 	    prt__rq_claim(x))
 		return;
@@ -102,6 +111,27 @@ static inline bool prt__rq_trylock(struct prt__worker *x)
 	return prt__spin_trylock(&x->rq.lock);
 }
 
+/* The worker thread leaves a critical section it entered kept: give the bias up (sched.c). */
+bool prt__rq_unbias(struct prt__worker *x);
+
+/*
+ * Release @x's rq lock, and nothing else (prt__rq_unlock also makes
+ * known what was deferred). Inside a section entered kept (@in_cs, x's
+ * thread), it gives the bias up: the lock is then as any.
+ */
+static inline void prt__rq_release(struct prt__worker *x)
+{
+	/*
+	 * relaxed: x's thread's own flag; another thread that holds x's
+	 * lock reads 0, or 1 while x's thread looks at kept in vain
+	 * (prt__rq_unbias tells them apart)
+	 */
+	if (prt__unlikely(atomic_load_explicit(&x->rq.in_cs, memory_order_relaxed)) &&
+	    prt__rq_unbias(x))
+		return;
+	prt__spin_unlock(&x->rq.lock);
+}
+
 /* prt__rq_unlock's slow path: drop the lock, then make known what w->deferred says. */
 void prt__rq_unlock_deferred(struct prt__worker *w);
 
@@ -114,35 +144,49 @@ void prt__rq_unlock_deferred(struct prt__worker *w);
 static inline void prt__rq_unlock(struct prt__worker *w)
 {
 	if (prt__likely(!w->deferred)) {
-		prt__spin_unlock(&w->rq.lock);
+		prt__rq_release(w);
 		return;
 	}
 	prt__rq_unlock_deferred(w);
 }
 
+/* A thread waited for w's kept lock: keep it again after twice as many calm yields. */
+static inline void prt__bias_backoff(struct prt__worker *w)
+{
+	w->bias_calm = 0;
+	if (w->bias_need < PRT_BIAS_CALM_MAX)
+		w->bias_need *= 2;
+}
+
 /*
- * prt__rq_unlock at a yield (sched.c): keep the lock instead where the
- * bias allows (above). Nothing deferred to make known, no thread
- * waiting, and bias_need calm yields before this one.
+ * prt__rq_unlock at a yield (sched.c), by w's thread: keep the lock
+ * instead where the bias allows (above). Nothing deferred to make known,
+ * no thread waiting, and bias_need calm yields before this one.
  */
 static inline void prt__rq_unlock_keep(struct prt__worker *w)
 {
-	if (prt__likely(w->bias_ok) && !w->deferred) {
-		/* relaxed: set by a thread that waits; a late look costs it one more spin */
+	/* relaxed, all: in_cs is this thread's; want a hint (a late look costs its setter a spin) */
+	if (prt__likely(atomic_load_explicit(&w->rq.in_cs, memory_order_relaxed))) {
+		/* Entered kept: stay so, unless a thread waits or there is news to tell. */
+		if (prt__likely(!w->deferred &&
+				!atomic_load_explicit(&w->rq.want, memory_order_relaxed))) {
+			/* release: a revoker that waits for in_cs == 0 takes the queue as left here */
+			atomic_store_explicit(&w->rq.in_cs, 0, memory_order_release);
+			return;
+		}
+	} else if (w->bias_ok && !w->deferred) {
+		if (prt__unlikely(w->bias_held)) {
+			w->bias_held = false; /* revoked since this thread kept it */
+			prt__bias_backoff(w);
+		}
 		if (prt__unlikely(atomic_load_explicit(&w->rq.want, memory_order_relaxed))) {
 			/* Honoured: a thread that still spins for the lock marks it again. */
 			atomic_store_explicit(&w->rq.want, 0, memory_order_relaxed);
-			w->bias_calm = 0;
-			if (w->bias_need < PRT_BIAS_CALM_MAX)
-				w->bias_need *= 2;
+			prt__bias_backoff(w);
 		} else if (w->bias_calm >= w->bias_need) {
-			/*
-			 * The queue edits come before (the fence): from here the
-			 * handler may drop the lock, which is then as dropped here.
-			 * relaxed: this thread's and its handler's.
-			 */
-			atomic_signal_fence(memory_order_seq_cst);
-			atomic_store_explicit(&w->rq.kept, 1, memory_order_relaxed);
+			w->bias_held = true;
+			/* release: a revoker's compare-and-swap takes the queue as left here */
+			atomic_store_explicit(&w->rq.kept, 1, memory_order_release);
 			return;
 		} else {
 			w->bias_calm++;

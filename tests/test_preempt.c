@@ -16,10 +16,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -29,7 +32,8 @@
 #include "test_common.h"
 #if PRT_FAULT_INJECTION
 #include "fault.h"
-#include "sched_int.h" /* internal: the run queue's lock bias (test_bias_claim_window) */
+#include "runtime_int.h" /* internal: the run queue's lock bias (bias_window) */
+#include "sched_int.h"
 #include "worker.h"
 #endif
 
@@ -271,14 +275,46 @@ static void *honoured_sleeper(void *arg)
 
 /* ---- the yield's lock bias (lib/sched_priv.h) ---- */
 
+/*
+ * A runtime whose workers keep their run-queue lock at calm yields,
+ * quantum @q (0: cooperative); NULL (the test skips) where the bias is
+ * not used: ThreadSanitizer, valgrind, no membarrier(2), $PRT_YIELD_BIAS=0.
+ */
+static prt_runtime_t *rt_bias(int nworkers, uint64_t q)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	const char *e = getenv("PRT_YIELD_BIAS");
+	long mq = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0u, 0);
+
+	if (PRT_TEST_TSAN || test_under_valgrind() || (e && !strcmp(e, "0")) || mq <= 0 ||
+	    !(mq & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) {
+		fprintf(stderr, "test_preempt: no lock bias here: skipped\n");
+		return NULL;
+	}
+	if (q)
+		return rt_preempt(nworkers, q);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = nworkers;
+	cfg.preempt_quantum_ns = 0;
+	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
+	return rt;
+}
+
 struct bias {
 	atomic_int kept_phase, go;
-	uint64_t revocations_seen;
+	int rfd; /* bias_blocked_keeper: the pipe it reads */
 };
 
+/* Yields alone: its worker keeps the run-queue lock once its yields have been calm long enough. */
+static void bias_keep(void)
+{
+	for (int i = 0; i < 4096; i++)
+		assert_int_equal(prt_yield(), 0);
+}
+
 /*
- * Yields alone (each keeps the run-queue lock once the worker's yields
- * have been calm long enough), then computes inside a
+ * Keeps the lock (bias_keep), then computes inside a
  * prt_preempt_disable() region (no tick or kick can reach a scheduling
  * point) until the plain thread has queued a fiber here.
  */
@@ -287,8 +323,7 @@ static void *bias_keeper(void *arg)
 	struct bias *b = arg;
 
 	assert_int_equal(prt_preempt_disable(), 0);
-	for (int i = 0; i < 4096; i++)
-		assert_int_equal(prt_yield(), 0);
+	bias_keep();
 	atomic_store(&b->kept_phase, 1);
 	while (!atomic_load(&b->go))
 		sink_put(spin_work(sink, 64));
@@ -300,97 +335,200 @@ static void *bias_keeper(void *arg)
  * One worker whose only fiber yields, then computes without calling the
  * runtime: its yields kept the worker's run-queue lock, which a plain
  * thread's spawn onto that worker needs. The spawn must complete while
- * the fiber still computes: the worker's preemption signal takes the
- * lock back (bias_revocations). Without that the spawn would wait for
- * the fiber's next runtime call, which waits for the spawn: a hang.
+ * the fiber still computes: the spawning thread revokes the bias
+ * (bias_revocations). Without that the spawn would wait for the fiber's
+ * next runtime call, which waits for the spawn: a hang. Cooperative and
+ * preemptive.
  */
 static void test_bias_revoked(void **state)
+{
+	for (int round = 0; round < 2; round++) {
+		prt_runtime_t *rt;
+		struct bias b = { 0 };
+		prt_fiber_t k, c;
+
+		(void)state;
+		rt = rt_bias(1, round ? 4000000 : 0);
+		if (!rt)
+			return;
+		k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
+		while (!atomic_load(&b.kept_phase))
+			test_spin_pause();
+		c = spawn_at(rt, PRT_PRIO_DEFAULT, 0, test_noop, NULL); /* takes worker 0's rq lock */
+		assert_int_equal(stats_of(rt, 0).bias_revocations, 1);
+		atomic_store(&b.go, 1);
+		assert_int_equal(prt_join(k, NULL), 0);
+		assert_int_equal(prt_join(c, NULL), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
+/*
+ * Keeps the lock, then blocks every signal and waits in read(2) for the
+ * plain thread, which first spawns a fiber onto this worker.
+ */
+static void *bias_blocked_keeper(void *arg)
+{
+	struct bias *b = arg;
+	sigset_t all, old;
+	char c;
+
+	bias_keep();
+	sigfillset(&all);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &all, &old), 0);
+	atomic_store(&b->kept_phase, 1);
+	assert_int_equal(read(b->rfd, &c, 1), 1);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+	return NULL;
+}
+
+/*
+ * The case a signal could not take the lock back from (a helper's
+ * review, session 21): the worker thread keeps its lock, blocks every
+ * signal and waits in a system call for a thread that needs that lock.
+ * The revocation needs nothing of that thread: the spawn completes, then
+ * the write wakes the keeper. Without it: a hang.
+ */
+static void test_bias_blocked_syscall(void **state)
+{
+	prt_runtime_t *rt;
+	struct bias b = { 0 };
+	prt_fiber_t k, c;
+	int fds[2];
+
+	(void)state;
+	rt = rt_bias(1, 1000000);
+	if (!rt)
+		return;
+	assert_int_equal(pipe(fds), 0);
+	b.rfd = fds[0];
+	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_blocked_keeper, &b);
+	while (!atomic_load(&b.kept_phase))
+		test_spin_pause();
+	c = spawn_at(rt, PRT_PRIO_DEFAULT, 0, test_noop, NULL);
+	assert_int_equal(write(fds[1], "x", 1), 1);
+	assert_int_equal(prt_join(k, NULL), 0);
+	assert_int_equal(prt_join(c, NULL), 0);
+	assert_int_equal(stats_of(rt, 0).bias_revocations, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+
+#if PRT_FAULT_INJECTION
+/*
+ * The two windows of the worker's entry into its kept lock
+ * (prt__rq_claim), held open by pause points while a plain thread
+ * revokes the bias: the hook lets the thread go, waits until it has
+ * cleared kept (its compare-and-swap; it then waits for in_cs), then:
+ * - PRT_PAUSE_RQ_CLAIM (in_cs marked, kept not yet read): returns; the
+ *   claim must now see the revocation and not enter (checked by the
+ *   second pause point, which must not come in this claim);
+ * - PRT_PAUSE_RQ_BIASED (entered: kept was still set): watches the queue
+ *   for 20 ms; the revoker must not touch it (nr, its count) before the
+ *   worker leaves.
+ */
+static struct {
+	struct prt__worker *w;
+	atomic_int fired, revoke_now, claim_saw_revoked, broken;
+	enum prt__pause_site site;
+} bw;
+
+static void bias_window_pause(void *arg)
+{
+	enum prt__pause_site site = (enum prt__pause_site)(intptr_t)arg;
+	struct prt__worker *w = prt__cur_worker();
+	unsigned nr;
+
+	if (w != bw.w)
+		return;
+	if (site == PRT_PAUSE_RQ_BIASED && atomic_load(&bw.claim_saw_revoked) == 1) {
+		atomic_store(&bw.broken, 1); /* entered a lock it saw revoked */
+		atomic_store(&bw.claim_saw_revoked, 2);
+	}
+	if (site != bw.site || atomic_exchange(&bw.fired, 1))
+		return;
+	nr = atomic_load(&w->rq.nr);
+	atomic_store(&bw.revoke_now, 1);
+	while (atomic_load_explicit(&w->rq.kept, memory_order_relaxed))
+		test_spin_pause();
+	if (site == PRT_PAUSE_RQ_CLAIM) {
+		atomic_store(&bw.claim_saw_revoked, 1);
+		return;
+	}
+	for (uint64_t until = test_mono_ns() + 20 * 1000 * 1000; test_mono_ns() < until;) {
+		if (atomic_load(&w->rq.nr) != nr ||
+		    atomic_load_explicit(&w->stats.bias_revocations, memory_order_relaxed))
+			atomic_store(&bw.broken, 1);
+		test_spin_pause();
+	}
+}
+
+/* Keeps the lock, then (go) yields once more: the claim the hooks hold open. */
+static void *bias_claimer(void *arg)
+{
+	struct bias *b = arg;
+
+	bias_keep();
+	atomic_store(&b->kept_phase, 1);
+	while (!atomic_load(&b->go))
+		test_spin_pause();
+	assert_int_equal(prt_yield(), 0);
+	return NULL;
+}
+
+static void bias_window(enum prt__pause_site site)
 {
 	prt_runtime_t *rt;
 	struct bias b = { 0 };
 	prt_fiber_t k, c;
 
-	(void)state;
-	if (PRT_TEST_TSAN) {
-		skip(); /* no bias under ThreadSanitizer (lib/sched_priv.h) */
-		return;
-	}
-	setenv("PRT_YIELD_BIAS", "1", 1); /* opt-in (lib/preempt.c, env_bias) */
-	rt = rt_preempt(1, 4000000);
-	unsetenv("PRT_YIELD_BIAS");
+	rt = rt_bias(1, 0);
 	if (!rt)
 		return;
-	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
+	bw.w = rt->workers[0];
+	bw.site = site;
+	atomic_store(&bw.fired, 0);
+	atomic_store(&bw.revoke_now, 0);
+	atomic_store(&bw.claim_saw_revoked, 0);
+	atomic_store(&bw.broken, 0);
+	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_claimer, &b);
 	while (!atomic_load(&b.kept_phase))
 		test_spin_pause();
-	c = spawn_at(rt, PRT_PRIO_DEFAULT, 0, test_noop, NULL); /* takes worker 0's rq lock */
-	assert_int_equal(stats_of(rt, 0).bias_revocations, 1);
+	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, bias_window_pause,
+			     (void *)(intptr_t)PRT_PAUSE_RQ_CLAIM);
+	prt__fault_set_pause(PRT_PAUSE_RQ_BIASED, bias_window_pause,
+			     (void *)(intptr_t)PRT_PAUSE_RQ_BIASED);
 	atomic_store(&b.go, 1);
+	while (!atomic_load(&bw.revoke_now))
+		test_spin_pause();
+	c = spawn_at(rt, PRT_PRIO_DEFAULT, 0, test_noop, NULL); /* the revoker */
 	assert_int_equal(prt_join(k, NULL), 0);
 	assert_int_equal(prt_join(c, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_RQ_BIASED, NULL, NULL);
+	assert_int_equal(atomic_load(&bw.broken), 0);
+	assert_int_equal(stats_of(rt, 0).bias_revocations, 1);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
-}
-
-#if PRT_FAULT_INJECTION
-static atomic_int claim_pauses, claim_lock_lost;
-
-/*
- * Inside prt__rq_claim, between its look at kept and the clear: the
- * signal that takes a kept lock back arrives here (sent to this thread,
- * so delivered before pthread_sigqueue returns). The handler must leave
- * the lock alone: the thread goes on to use it.
- */
-static void claim_pause(void *arg)
-{
-	struct prt__worker *w = prt__cur_worker();
-
-	(void)arg;
-	if (!w)
-		return;
-	atomic_fetch_add(&claim_pauses, 1);
-	prt__preempt_revoke(w);
-	if (!atomic_load_explicit(&w->rq.lock.v, memory_order_relaxed))
-		atomic_store(&claim_lock_lost, 1);
 }
 #endif
 
-/*
- * The worker takes its kept lock back (the keeper's next runtime call)
- * while the signal to drop it comes: it keeps the lock (fault-injection
- * builds: the pause point PRT_PAUSE_RQ_CLAIM holds the window open).
- */
 static void test_bias_claim_window(void **state)
 {
+	(void)state;
 #if PRT_FAULT_INJECTION
-	prt_runtime_t *rt;
-	struct bias b = { 0 };
-	prt_fiber_t k;
-
-	(void)state;
-	if (PRT_TEST_TSAN) {
-		skip();
-		return;
-	}
-	setenv("PRT_YIELD_BIAS", "1", 1);
-	rt = rt_preempt(1, 4000000);
-	unsetenv("PRT_YIELD_BIAS");
-	if (!rt)
-		return;
-	atomic_store(&claim_pauses, 0);
-	atomic_store(&claim_lock_lost, 0);
-	k = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_keeper, &b);
-	while (!atomic_load(&b.kept_phase))
-		test_spin_pause();
-	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, claim_pause, NULL);
-	atomic_store(&b.go, 1);
-	assert_int_equal(prt_join(k, NULL), 0);
-	prt__fault_set_pause(PRT_PAUSE_RQ_CLAIM, NULL, NULL);
-	assert_true(atomic_load(&claim_pauses) >= 1);
-	assert_int_equal(atomic_load(&claim_lock_lost), 0);
-	assert_int_equal(stats_of(rt, 0).bias_revocations, 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	bias_window(PRT_PAUSE_RQ_CLAIM);
 #else
+	skip();
+#endif
+}
+
+static void test_bias_entered_window(void **state)
+{
 	(void)state;
+#if PRT_FAULT_INJECTION
+	bias_window(PRT_PAUSE_RQ_BIASED);
+#else
 	skip();
 #endif
 }
@@ -2997,7 +3135,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_bias_revoked),
+		cmocka_unit_test(test_bias_blocked_syscall),
 		cmocka_unit_test(test_bias_claim_window),
+		cmocka_unit_test(test_bias_entered_window),
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
 		cmocka_unit_test(test_tick_spares_blocked_syscall),
