@@ -129,7 +129,7 @@ static struct prt__fiber *steal_from(struct prt__worker *w, struct prt__worker *
 		return NULL;
 	if (wait)
 		prt__rq_lock(v);
-	else if (!prt__rq_trylock(v))
+	else if (!prt__rq_trylock_idle(v))
 		return NULL;
 	prt__list_init(&got);
 	quota = (atomic_load_explicit(&v->rq.nr, memory_order_relaxed) + 1) / 2; /* v's rq lock */
@@ -311,7 +311,7 @@ static bool fire_busy_timers(struct prt__worker *w, uint64_t now)
 
 		if (v == w || atomic_load_explicit(&v->timers.next, memory_order_relaxed) > now ||
 		    atomic_load_explicit(&v->sleeping, memory_order_relaxed) ||
-		    !prt__rq_trylock(v))
+		    !prt__rq_trylock_idle(v))
 			continue;
 		fired |= prt__fire_timers(v, &v->timers, now) != 0;
 		prt__rq_unlock(v); /* wakes sleepers its fibers may run on */

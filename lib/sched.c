@@ -688,12 +688,7 @@ void prt__migrate_self(struct prt__worker *w)
 #define PRT_BIAS_REVOKE_AFTER 128u
 #define PRT_RQ_SPIN_BEFORE_YIELD 256u
 
-/*
- * Take @x's kept lock from x's thread (sched_priv.h, "The yield's lock
- * bias"): true if this thread holds it now; false if x's thread, or
- * another revoker, cleared @kept first (the lock word decides then).
- */
-static bool rq_revoke(struct prt__worker *x)
+bool prt__rq_revoke(struct prt__worker *x)
 {
 	unsigned char one = 1;
 	unsigned n = 0;
@@ -733,7 +728,7 @@ prt__noinline void prt__rq_lock_slow(struct prt__worker *x)
 				if (!atomic_load_explicit(&x->rq.want, memory_order_relaxed))
 					atomic_store_explicit(&x->rq.want, 1, memory_order_relaxed);
 				wanted = true;
-				if (++kn >= PRT_BIAS_REVOKE_AFTER && rq_revoke(x))
+				if (++kn >= PRT_BIAS_REVOKE_AFTER && prt__rq_revoke(x))
 					goto held;
 			}
 			if (++n % PRT_RQ_SPIN_BEFORE_YIELD == 0)

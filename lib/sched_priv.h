@@ -111,6 +111,33 @@ static inline bool prt__rq_trylock(struct prt__worker *x)
 	return prt__spin_trylock(&x->rq.lock);
 }
 
+/*
+ * Take @x's kept lock from x's thread (sched.c): true if this thread
+ * holds it now; false if x's thread, or another revoker, cleared @kept
+ * first (the lock word decides then). Costs a membarrier (microseconds).
+ */
+bool prt__rq_revoke(struct prt__worker *x);
+
+/*
+ * prt__rq_trylock for an idle worker that saw work at @x (a steal, due
+ * timers): a lock x's thread keeps is taken as prt__rq_lock does (x's
+ * next yield, or a revocation soon), not given up on. A busy worker's
+ * fiber may compute for long (for good in a cooperative runtime) while
+ * its queue holds work the idle worker should take; given up on, only
+ * the idle worker's look before it sleeps (idle.c, work_pending), which
+ * locks, would take it.
+ */
+static inline bool prt__rq_trylock_idle(struct prt__worker *x)
+{
+	if (prt__rq_trylock(x))
+		return true;
+	/* relaxed: a hint; held by another thread's short edit instead, this waits as prt__rq_lock */
+	if (!atomic_load_explicit(&x->rq.kept, memory_order_relaxed))
+		return false;
+	prt__rq_lock(x);
+	return true;
+}
+
 /* The worker thread leaves a critical section it entered kept: give the bias up (sched.c). */
 bool prt__rq_unbias(struct prt__worker *x);
 

@@ -415,6 +415,84 @@ static void test_bias_blocked_syscall(void **state)
 	close(fds[1]);
 }
 
+/* test_bias_steal: H on worker 1; Y on worker 0 with Z, which it spawned there (any worker may run Z). */
+struct bias_steal {
+	prt_runtime_t *rt;
+	atomic_int h_running, y_computing, z_done, z_worker;
+};
+
+static void *bias_steal_h(void *arg)
+{
+	struct bias_steal *s = arg;
+
+	atomic_store(&s->h_running, 1);
+	while (!atomic_load(&s->y_computing))
+		test_spin_pause();
+	return NULL; /* worker 1 goes idle: Z is there to steal */
+}
+
+static void *bias_steal_z(void *arg)
+{
+	struct bias_steal *s = arg;
+
+	while (!atomic_load(&s->y_computing))
+		assert_int_equal(prt_yield(), 0);
+	atomic_store(&s->z_worker, prt_worker_index());
+	atomic_store(&s->z_done, 1);
+	return NULL;
+}
+
+static void *bias_steal_y(void *arg)
+{
+	struct bias_steal *s = arg;
+	prt_fiber_attr_t a;
+	prt_fiber_t z;
+	prt_runtime_t *rt = s->rt;
+	struct cap c;
+
+	while (!atomic_load(&s->h_running))
+		assert_int_equal(prt_yield(), 0);
+	prt_fiber_attr_init(&a);
+	assert_int_equal(prt_spawn(rt, &z, &a, bias_steal_z, s), 0);
+	bias_keep(); /* with Z: worker 1 is busy, so nothing is announced, and the lock is kept */
+	atomic_store(&s->y_computing, 1);
+	cap_init(&c);
+	while (!atomic_load(&s->z_done) && !cap_hit(&c))
+		sink_put(spin_work(sink, 64));
+	assert_true(atomic_load(&s->z_done));
+	assert_int_equal(prt_join(z, NULL), 0);
+	return NULL;
+}
+
+/*
+ * Work conservation with a kept lock, cooperative: worker 0 keeps its
+ * lock (Y and Z yield to each other while worker 1 is busy), then Y
+ * computes without calling the runtime while Z waits in worker 0's
+ * queue. Worker 1, idle now, must steal Z (its idle loop revokes the
+ * bias: prt__rq_trylock_idle); Z then ends Y's loop. Without the
+ * revocation Z waits for Y, which waits for Z (Y gives up at its cap,
+ * and the test fails).
+ */
+static void test_bias_steal(void **state)
+{
+	prt_runtime_t *rt;
+	struct bias_steal s = { 0 };
+	prt_fiber_t h, y;
+
+	(void)state;
+	rt = rt_bias(2, 0);
+	if (!rt)
+		return;
+	s.rt = rt;
+	atomic_store(&s.z_worker, -1);
+	h = spawn_at(rt, PRT_PRIO_DEFAULT, 1, bias_steal_h, &s);
+	y = spawn_at(rt, PRT_PRIO_DEFAULT, 0, bias_steal_y, &s);
+	assert_int_equal(prt_join(y, NULL), 0);
+	assert_int_equal(prt_join(h, NULL), 0);
+	assert_int_equal(atomic_load(&s.z_worker), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 #if PRT_FAULT_INJECTION
 /*
  * The two windows of the worker's entry into its kept lock
@@ -3136,6 +3214,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_bias_revoked),
 		cmocka_unit_test(test_bias_blocked_syscall),
+		cmocka_unit_test(test_bias_steal),
 		cmocka_unit_test(test_bias_claim_window),
 		cmocka_unit_test(test_bias_entered_window),
 		cmocka_unit_test(test_equal_hogs_share),
