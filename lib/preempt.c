@@ -54,6 +54,7 @@
 #endif
 
 #include "arch/ctx.h"
+#include "fault.h"
 #include "preempt_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
@@ -321,21 +322,53 @@ static void tick_stop(struct prt__worker *w)
  * arming, and only holders of this lock arm it); a signal of an arming
  * replaced meanwhile only makes the next look arm it again.
  */
+/* The fiber whose timer is due first of w's heaps (not empty), and that deadline; rq lock held. */
+static struct prt__fiber *watch_first(struct prt__worker *w, uint64_t *d)
+{
+	struct prt__timers *h = &w->timers;
+
+	/* (By count: a saturated deadline is PRT_NO_DEADLINE, as an empty heap's first.) */
+	if (!h->n || (w->iotimers.n && w->iotimers.heap[0].deadline < h->heap[0].deadline))
+		h = &w->iotimers;
+	*d = h->heap[0].deadline;
+	/* Every heap entry is a fiber's own timer (sched.c, timer_push). */
+	return prt__container_of(h->heap[0].t, struct prt__fiber, timer);
+}
+
+/*
+ * How long before @d the watch fires for @f, which sleeps (rq lock
+ * held): the measured lateness of the watch's signals (watch_late), at
+ * most cfg.timer_lead_ns, when f outranks what the worker serves and no
+ * slack is in force; else 0. A timer signal to a busy vCPU comes 40-60
+ * us late in this VM, where the kernel's own hrtimer preempting a task
+ * comes within 15-30 (W4's pthread peer): the watch fires about that
+ * much early, and the look spins until the deadline (watch_spin), so
+ * the sleeper runs within a few us of it, as a parked worker's lead
+ * spin does (idle.c, lead_spin).
+ */
+static uint64_t watch_lead(struct prt__worker *w, struct prt__fiber *f, uint64_t slack)
+{
+	uint64_t lead = w->rt->timer_lead;
+
+	/* serve_prio: in a pick, set for what it chose (w->donor is still the one before) */
+	if (!lead || slack || atomic_load_explicit(&f->prio, memory_order_relaxed) <= w->rq.serve_prio)
+		return 0;
+	return w->pw.watch_late < lead ? w->pw.watch_late : lead;
+}
+
 static void watch_arm(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint64_t d = PRT_NEVER, slack;
+	uint64_t d = PRT_NEVER, slack, lead = 0;
+	struct prt__fiber *f = NULL;
 
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_WATCH_FIRED)) {
 		atomic_fetch_and_explicit(&p->events, ~PRT_PEV_WATCH_FIRED, memory_order_relaxed);
 		p->watch_at = PRT_NEVER;
 	}
-	if (prt__has_timers(w)) {
-		d = prt__timers_first(&w->timers);
-		if (prt__timers_first(&w->iotimers) < d)
-			d = prt__timers_first(&w->iotimers);
-	}
+	if (prt__has_timers(w))
+		f = watch_first(w, &d);
 	if (prt__likely(d == p->watch_at))
 		return;
 	if (d == PRT_NEVER) {
@@ -351,11 +384,49 @@ static void watch_arm(struct prt__worker *w)
 	 * runtime moves its earliest deadline at nearly every sleep, and a
 	 * settime per move is a system call each (~1.3 us on this VM).
 	 */
-	if (p->watch_at != PRT_NEVER && p->watch_at >= d && p->watch_at - d <= slack)
+	/* Or, with a lead, within the lead before it (a new lead is not worth a system call). */
+	lead = watch_lead(w, f, slack);
+	if (p->watch_at != PRT_NEVER && prt__add_sat(p->watch_at, lead) >= d &&
+	    p->watch_at <= prt__add_sat(d, slack))
 		return;
-	d = prt__add_sat(d, slack);
+	d = lead ? d - (lead < d ? lead : d) : prt__add_sat(d, slack);
 	p->watch_at = d;
+	p->watch_early = lead != 0;
 	prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* a deadline of 0 (long past) is 1 */
+}
+
+/* A watch signal that stopped the fiber came @now, for @fire: learn how late (watch_late). */
+static void watch_learn(struct prt__worker *w, uint64_t fire, uint64_t now)
+{
+	uint64_t late = now > fire ? now - fire : 0, est = w->pw.watch_late;
+
+	if (fire == PRT_NEVER || !w->rt->timer_lead)
+		return;
+	if (late > PRT_PREEMPT_WATCH_SLACK_MAX_NS)
+		late = PRT_PREEMPT_WATCH_SLACK_MAX_NS;
+	w->pw.watch_late = late >= est ? late : est - (est - late) / 8;
+}
+
+/*
+ * The watch fired early (watch_lead) for @f, due at @d, which outranks
+ * what the worker serves: spin until then with the rq lock dropped (an
+ * idle worker may fire it meanwhile, or another fiber come that outranks
+ * what runs here), then run the timers. The fiber stopped waits, as for
+ * any preemption. rq lock held on entry and on return.
+ */
+static void watch_spin(struct prt__worker *w, uint64_t d)
+{
+	int served = prt__served_prio(w);
+
+	prt__rq_unlock(w);
+	prt__fault_pause(PRT_PAUSE_WATCH_SPIN);
+	/* relaxed: a hint; the look under the lock decides */
+	while (prt__now_ns() < d && !(PRT_READ_ONCE(w->rq.bitmap) &&
+				      prt__rq_top(PRT_READ_ONCE(w->rq.bitmap)) > served))
+		prt__cpu_relax();
+	prt__rq_lock(w);
+	if (prt__has_timers(w))
+		prt__run_timers(w);
 }
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
@@ -624,6 +695,9 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 
 	ranges_check();
 	prt__rq_lock(w);
+	/* The watch's own signal stopped the fiber: how late was it? (Not a deferred one's retry.) */
+	if (interrupted && why == 1u << PRT_PSRC_WATCH)
+		watch_learn(w, p->watch_at, prt__now_ns());
 	/* relaxed: this thread's handler and others set them; this look honours them */
 	why |= atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
 					 memory_order_relaxed) & PRT_PEV_PENDING_ALL;
@@ -631,6 +705,15 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	prt__preempt_retry_honoured(w);
 	if (prt__has_timers(w))
 		prt__run_timers(w); /* sleepers due now compete, as in prt_yield */
+	if ((why & (1u << PRT_PSRC_WATCH)) && p->watch_early && prt__has_timers(w)) {
+		uint64_t d;
+		struct prt__fiber *f = watch_first(w, &d);
+
+		/* Due within the lead, and still outranks what we serve: wait for it here. */
+		if (d <= prt__add_sat(prt__now_ns(), w->rt->timer_lead) &&
+		    atomic_load_explicit(&f->prio, memory_order_relaxed) > prt__served_prio(w))
+			watch_spin(w, d);
+	}
 	served = prt__served_prio(w);
 	bm = w->rq.bitmap;
 	top = bm ? prt__rq_top(bm) : -1;
@@ -880,6 +963,8 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		rt->workers[i]->rq.serve_prio = -1;
 		p->watch_at = PRT_NEVER;
 		atomic_init(&p->watch_slack, 0);
+		p->watch_late = 0;
+		p->watch_early = false;
 	}
 	return 0;
 }

@@ -96,6 +96,17 @@ struct prt__wpreempt {
 	 * worker thread's own: its handler writes it, watch_arm reads it.
 	 */
 	_Atomic uint64_t watch_slack;
+	/*
+	 * The watch's lead (preempt.c, watch_arm: the busy side of
+	 * cfg.timer_lead_ns): how late its signals come here (ns, a max
+	 * that decays by an eighth per sample, measured at each watch
+	 * interrupt that stopped the fiber); @watch_early, the watch armed
+	 * now fires that much before the deadline (for a sleeper that
+	 * outranks what runs), and the look spins the rest of the way. The
+	 * worker thread's own, under rq.lock.
+	 */
+	uint64_t watch_late;
+	bool watch_early;
 };
 
 /*

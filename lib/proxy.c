@@ -203,7 +203,7 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 {
 	bool ok = false;
 
-	if (!prt__rq_trylock(x))
+	if (!prt__rq_trylock_revoke(w, x))
 		return false;
 	/* Not a preempted owner: it resumes on its own worker (donor migration then). */
 	if (atomic_load_explicit(&o->rq_worker, memory_order_relaxed) == x &&
@@ -212,7 +212,6 @@ static bool take_remote(struct prt__worker *w, struct prt__fiber *o, struct prt_
 		ok = true;
 	}
 	prt__rq_release(x);
-	(void)w;
 	return ok;
 }
 
@@ -453,9 +452,10 @@ bool prt__detach_donor(struct prt__fiber *d)
 /*
  * @f's timed mutex wait ended while it was queued as a donor (w's rq
  * lock held): count it where it is queued as the fiber thieves may take
- * that it now is. On another worker only if that rq lock is free (never
- * wait for a second one); else it is counted as a donor until that
- * worker picks it, which runs it.
+ * that it now is. On another worker only if that rq lock is free or
+ * kept by its thread (revoked: prt__rq_trylock_revoke; never wait for a
+ * second lock held for an edit); else it is counted as a donor until
+ * that worker picks it, which runs it.
  */
 void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 {
@@ -469,7 +469,7 @@ void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f)
 	/* Not queued: a worker may run its owner in its place still; it must stop (preempt.c). */
 	if (!x && w->pw.quantum)
 		prt__preempt_served_changed(f, w, true);
-	if (!x || !prt__rq_trylock(x))
+	if (!x || !prt__rq_trylock_revoke(w, x))
 		return;
 	if (atomic_load_explicit(&f->rq_worker, memory_order_relaxed) == x && prt__rq_recount(x, f))
 		prt__announce_locked(x, f);

@@ -138,6 +138,48 @@ static inline bool prt__rq_trylock_idle(struct prt__worker *x)
 	return true;
 }
 
+/*
+ * @w's thread holds w's lock: make that hold a plain one, if it entered
+ * it kept (the bias ends here). False: a revoker took the bias first and
+ * waits for this thread's section to end (it must then wait for nobody).
+ */
+static inline bool prt__rq_plain(struct prt__worker *w)
+{
+	unsigned char one = 1;
+
+	/* relaxed: this thread's own flag */
+	if (!atomic_load_explicit(&w->rq.in_cs, memory_order_relaxed))
+		return true;
+	/* acq_rel: against a revoker's compare-and-swap, as prt__rq_unbias */
+	if (!atomic_compare_exchange_strong_explicit(&w->rq.kept, &one, 0, memory_order_acq_rel,
+						     memory_order_relaxed))
+		return false;
+	w->bias_held = false;
+	/* relaxed: the word stays held; kept is 0, so no revoker looks at in_cs */
+	atomic_store_explicit(&w->rq.in_cs, 0, memory_order_relaxed);
+	return true;
+}
+
+/*
+ * prt__rq_trylock of @x by a pick that holds its own worker @w's lock
+ * (proxy.c: taking a runnable owner off x's queue, counting a donor
+ * whose wait ended): a lock x's thread keeps is revoked, not given up
+ * on (given up on, the owner stayed behind x's computing fiber, and the
+ * donor with it: a hang in a cooperative runtime, found by a review).
+ * Before it waits for x's thread, this thread's own hold is made plain
+ * (prt__rq_plain): two picks that revoked each other's kept locks would
+ * each wait for the other's section to end. A thread that waits in a
+ * revocation then holds no kept lock, so no one waits for it in turn.
+ */
+static inline bool prt__rq_trylock_revoke(struct prt__worker *w, struct prt__worker *x)
+{
+	if (prt__rq_trylock(x))
+		return true;
+	/* relaxed: a hint; prt__rq_revoke's compare-and-swap decides */
+	return atomic_load_explicit(&x->rq.kept, memory_order_relaxed) && prt__rq_plain(w) &&
+	       prt__rq_revoke(x);
+}
+
 /* The worker thread leaves a critical section it entered kept: give the bias up (sched.c). */
 bool prt__rq_unbias(struct prt__worker *x);
 

@@ -226,6 +226,106 @@ static void test_sleeper_behind_hog(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- the watch's lead (cfg.timer_lead_ns on a busy worker) ------------------------- */
+
+#define LEAD_ROUNDS 200
+
+struct lead {
+	atomic_int rounds, early;
+	int rounds_seen_by_hog;
+};
+
+#if PRT_FAULT_INJECTION
+static atomic_int lead_spins;
+
+static void lead_spin_seen(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&lead_spins, 1);
+}
+#endif
+
+/* Sleeps to absolute deadlines: never back before one. */
+static void *lead_sleeper(void *arg)
+{
+	struct lead *l = arg;
+	uint64_t t = prt_now_ns();
+
+	for (int i = 0; i < LEAD_ROUNDS; i++) {
+		t += 1000 * 1000;
+		assert_int_equal(prt_sleep_until(t), 0);
+		if (prt_now_ns() < t)
+			atomic_fetch_add(&l->early, 1);
+		atomic_fetch_add(&l->rounds, 1);
+	}
+	return NULL;
+}
+
+static void *lead_hog(void *arg)
+{
+	struct lead *l = arg;
+	struct cap c;
+	uint64_t x = 7;
+
+	cap_init(&c);
+	while (atomic_load_explicit(&l->rounds, memory_order_relaxed) < LEAD_ROUNDS && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink = x;
+	l->rounds_seen_by_hog = atomic_load(&l->rounds);
+	return NULL;
+}
+
+/*
+ * One worker, cfg.timer_lead_ns = 200 us: the watch for a sleeper at 24
+ * behind a hog at 16 fires early by the lateness it measured, and the
+ * look spins to the deadline. The sleeper completes its rounds while the
+ * hog computes and is never woken before its deadline; in fault-
+ * injection builds the pause point in that spin (PRT_PAUSE_WATCH_SPIN)
+ * shows the early path ran.
+ */
+static void test_watch_lead(void **state)
+{
+	struct lead l = { 0 };
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+	uint64_t q = 0;
+	char *lead_env;
+
+	(void)state;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
+	cfg.timer_lead_ns = 200 * 1000;
+	lead_env = getenv("PRT_TIMER_LEAD_NS"); /* it would replace cfg's */
+	lead_env = lead_env ? strdup(lead_env) : NULL;
+	unsetenv("PRT_TIMER_LEAD_NS");
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
+	if (lead_env) {
+		setenv("PRT_TIMER_LEAD_NS", lead_env, 1);
+		free(lead_env);
+	}
+	if (prt_runtime_preemptive(rt, &q) != 1 || test_under_valgrind()) {
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		skip();
+	}
+#if PRT_FAULT_INJECTION
+	atomic_store(&lead_spins, 0);
+	prt__fault_set_pause(PRT_PAUSE_WATCH_SPIN, lead_spin_seen, NULL);
+#endif
+	s = spawn_at(rt, 24, 0, lead_sleeper, &l);
+	h = spawn_at(rt, 16, 0, lead_hog, &l);
+	join_ok(h);
+	join_ok(s);
+#if PRT_FAULT_INJECTION
+	prt__fault_set_pause(PRT_PAUSE_WATCH_SPIN, NULL, NULL);
+	assert_true(atomic_load(&lead_spins) > 0);
+#endif
+	assert_int_equal(l.rounds_seen_by_hog, LEAD_ROUNDS);
+	assert_int_equal(atomic_load(&l.early), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- a wakeup the pick honoured interrupts nothing more --------------------------- */
 
 #define HONOURED_ROUNDS 5
@@ -280,18 +380,26 @@ static void *honoured_sleeper(void *arg)
  * quantum @q (0: cooperative); NULL (the test skips) where the bias is
  * not used: ThreadSanitizer, valgrind, no membarrier(2), $PRT_YIELD_BIAS=0.
  */
-static prt_runtime_t *rt_bias(int nworkers, uint64_t q)
+static bool rt_bias_ok(void)
 {
-	prt_runtime_config_t cfg;
-	prt_runtime_t *rt = NULL;
 	const char *e = getenv("PRT_YIELD_BIAS");
 	long mq = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0u, 0);
 
 	if (PRT_TEST_TSAN || test_under_valgrind() || (e && !strcmp(e, "0")) || mq <= 0 ||
 	    !(mq & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) {
 		fprintf(stderr, "test_preempt: no lock bias here: skipped\n");
-		return NULL;
+		return false;
 	}
+	return true;
+}
+
+static prt_runtime_t *rt_bias(int nworkers, uint64_t q)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+
+	if (!rt_bias_ok())
+		return NULL;
 	if (q)
 		return rt_preempt(nworkers, q);
 	prt_runtime_config_init(&cfg);
@@ -491,6 +599,92 @@ static void test_bias_steal(void **state)
 	assert_int_equal(prt_join(h, NULL), 0);
 	assert_int_equal(atomic_load(&s.z_worker), 1);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * test_bias_proxy: S (pinned to worker 1) spawns O there; O locks M and
+ * yields with S until S has yielded enough to keep worker 1's lock; then
+ * S computes without calling the runtime, O queued behind it, M held.
+ * D (pinned to worker 0) locks M: proxy execution takes O off worker
+ * 1's queue to run it in D's place (proxy.c, take_remote), O unlocks,
+ * and D ends S's loop. No steals (steal grace "never"): only the proxy
+ * can move O.
+ */
+static struct {
+	prt_runtime_t *rt;
+	prt_mutex_t m;
+	prt_fiber_t o;
+	atomic_int o_locked, o_stop, go, done;
+} bp;
+
+static void *bias_proxy_o(void *arg)
+{
+	(void)arg;
+	assert_int_equal(prt_mutex_lock(&bp.m), 0);
+	atomic_store(&bp.o_locked, 1);
+	while (!atomic_load(&bp.o_stop))
+		assert_int_equal(prt_yield(), 0);
+	assert_int_equal(prt_mutex_unlock(&bp.m), 0);
+	return NULL;
+}
+
+static void *bias_proxy_s(void *arg)
+{
+	prt_fiber_attr_t a;
+	struct cap c;
+
+	(void)arg;
+	prt_fiber_attr_init(&a);
+	assert_int_equal(prt_spawn(bp.rt, &bp.o, &a, bias_proxy_o, NULL), 0);
+	for (int i = 0; i < 1000 || !atomic_load(&bp.o_locked); i++)
+		assert_int_equal(prt_yield(), 0);
+	atomic_store(&bp.o_stop, 1); /* O, queued here, unlocks as soon as it runs */
+	atomic_store(&bp.go, 1);
+	cap_init(&c);
+	while (!atomic_load(&bp.done) && !cap_hit(&c))
+		sink_put(spin_work(sink, 64));
+	assert_true(atomic_load(&bp.done));
+	return NULL;
+}
+
+static void *bias_proxy_d(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&bp.go))
+		assert_int_equal(prt_yield(), 0);
+	assert_int_equal(prt_mutex_lock(&bp.m), 0);
+	atomic_store(&bp.done, 1);
+	assert_int_equal(prt_mutex_unlock(&bp.m), 0);
+	return NULL;
+}
+
+/*
+ * Proxy execution takes a runnable owner from a worker that keeps its
+ * lock, cooperative (a review's reproducer: with the pick's trylock
+ * given up on the kept lock, D moved behind S's loop with O, and hung
+ * 8 of 9 times).
+ */
+static void test_bias_proxy(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_fiber_t s, d;
+
+	(void)state;
+	if (!rt_bias_ok())
+		return;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 2;
+	cfg.preempt_quantum_ns = 0;
+	cfg.steal_grace_ns = UINT64_MAX;
+	memset(&bp, 0, sizeof(bp));
+	bp.m = (prt_mutex_t)PRT_MUTEX_INITIALIZER;
+	assert_int_equal(test_create_own_quantum(&bp.rt, &cfg), 0);
+	s = spawn_at(bp.rt, PRT_PRIO_DEFAULT, 1, bias_proxy_s, NULL);
+	d = spawn_at(bp.rt, PRT_PRIO_DEFAULT, 0, bias_proxy_d, NULL);
+	assert_int_equal(prt_join(d, NULL), 0);
+	assert_int_equal(prt_join(s, NULL), 0);
+	assert_int_equal(prt_join(bp.o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(bp.rt), 0);
 }
 
 #if PRT_FAULT_INJECTION
@@ -3211,10 +3405,12 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
+		cmocka_unit_test(test_watch_lead),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_bias_revoked),
 		cmocka_unit_test(test_bias_blocked_syscall),
 		cmocka_unit_test(test_bias_steal),
+		cmocka_unit_test(test_bias_proxy),
 		cmocka_unit_test(test_bias_claim_window),
 		cmocka_unit_test(test_bias_entered_window),
 		cmocka_unit_test(test_equal_hogs_share),

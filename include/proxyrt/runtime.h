@@ -451,10 +451,10 @@ typedef struct prt_worker_stats {
 	 */
 	uint64_t slice_extensions;
 	/*
-	 * Times another thread had this worker's preemption signal take its
-	 * run-queue lock back: with $PRT_YIELD_BIAS=1, a yield keeps the lock
-	 * where no other thread wanted it for a while (see "Scheduling" in
-	 * the README); 0 without
+	 * Times another thread took back this worker's run-queue lock, which
+	 * a yield keeps where no other thread wanted it for a while (with
+	 * membarrier(2); see "Scheduling" in the README); 0 where the bias
+	 * is off ($PRT_YIELD_BIAS=0, ThreadSanitizer, valgrind)
 	 */
 	uint64_t bias_revocations;
 } prt_worker_stats_t;
