@@ -203,7 +203,10 @@ typedef struct prt_runtime_config {
 	/*
 	 * The timer lead, in ns: an idle worker that sleeps until a deadline
 	 * (a fiber's sleep or timeout, a steal grace) wakes this long before
-	 * it and spins the rest of the way, so that the fiber runs within a
+	 * it and spins the rest of the way (and, preemptive, a busy worker's
+	 * interrupt for a sleeper that outranks what it runs fires early by
+	 * the lateness measured of such interrupts, at most this, and the
+	 * worker spins to the deadline), so that the fiber runs within a
 	 * few us of its deadline instead of when the CPU comes out of its
 	 * idle sleep (50-200 us in a VM, docs/design.md section 11; Linux
 	 * guests' cpuidle-haltpoll and Seastar's idle poll spin for the same
