@@ -65,6 +65,14 @@ static inline bool prt__rq_claim(struct prt__worker *w)
 {
 	if (w != prt__cur_worker())
 		return false;
+#if PRT_FAULT_INJECTION
+	/*
+	 * Test builds: never again inside a section of its own (where a
+	 * spinlock would deadlock, a claim would succeed and its release
+	 * free the lock under the outer section). relaxed: this thread's.
+	 */
+	prt__assert(!atomic_load_explicit(&w->rq.in_cs, memory_order_relaxed));
+#endif
 	/* relaxed: the revoker's membarrier orders this store before the load below */
 	atomic_store_explicit(&w->rq.in_cs, 1, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
