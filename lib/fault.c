@@ -4,6 +4,8 @@
 #include <stddef.h>
 
 #include "fault.h"
+#include "sched_int.h"
+#include "worker.h"
 
 struct site {
 	atomic_uint calls;
@@ -26,9 +28,33 @@ void prt__fault_pause(enum prt__pause_site site)
 {
 	/* acquire: pairs with the release of fn in prt__fault_set_pause(), so arg is its own */
 	void (*fn)(void *) = atomic_load_explicit(&pauses[site].fn, memory_order_acquire);
+	struct prt__worker *w;
+	struct prt__fiber *f;
 
-	if (fn)
-		fn(atomic_load_explicit(&pauses[site].arg, memory_order_relaxed));
+	if (!fn)
+		return;
+	/*
+	 * The hook is a test's code, where a preemption signal could stop
+	 * the fiber, here in the library's (under a lock, inside a claim):
+	 * the fiber's preempt count defers it, as in the library's own code,
+	 * to the next scheduling point or retry. relaxed, with the signal
+	 * fences: this thread's handler reads it.
+	 */
+	w = prt__cur_worker();
+	f = w ? w->curr : NULL;
+	if (f) {
+		atomic_store_explicit(&f->preempt_count,
+				      atomic_load_explicit(&f->preempt_count, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+	}
+	fn(atomic_load_explicit(&pauses[site].arg, memory_order_relaxed));
+	if (f) {
+		atomic_signal_fence(memory_order_seq_cst);
+		atomic_store_explicit(&f->preempt_count,
+				      atomic_load_explicit(&f->preempt_count, memory_order_relaxed) - 1,
+				      memory_order_relaxed);
+	}
 }
 
 void prt__fault_set_pause(enum prt__pause_site site, void (*fn)(void *), void *arg)

@@ -73,7 +73,11 @@ enum prt__pause_site {
 	PRT_PAUSE_RQ_CLAIM,
 	/* prt__rq_claim found its worker's lock kept: inside the critical section. */
 	PRT_PAUSE_RQ_BIASED,
-	/* The timer watch fired early (its lead): the look is about to spin until the deadline. */
+	/*
+	 * The timer watch fired early (its lead): the look is about to spin
+	 * until the deadline. (Every pause hook runs with the fiber's preempt
+	 * count raised, fault.c: it is test code inside the library's.)
+	 */
 	PRT_PAUSE_WATCH_SPIN,
 	PRT_PAUSE_NSITES,
 };

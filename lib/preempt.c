@@ -386,6 +386,15 @@ static void watch_arm(struct prt__worker *w)
 	 */
 	/* Or, with a lead, within the lead before it (a new lead is not worth a system call). */
 	lead = watch_lead(w, f, slack);
+	/*
+	 * Not in the past: that signal would come at once, inside the
+	 * switch this pick is about to make, and be deferred (a retry, and a
+	 * slack that turns the lead off: a review saw 2170 such armings in
+	 * 3 s with 8 sleepers, and the sleepers later than with no lead).
+	 * Due within the lead already: armed at the deadline.
+	 */
+	if (lead && d - (lead < d ? lead : d) <= prt__now_ns())
+		lead = 0;
 	if (p->watch_at != PRT_NEVER && prt__add_sat(p->watch_at, lead) >= d &&
 	    p->watch_at <= prt__add_sat(d, slack))
 		return;
