@@ -359,7 +359,7 @@ static uint64_t watch_lead(struct prt__worker *w, struct prt__fiber *f, uint64_t
 static void watch_arm(struct prt__worker *w)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint64_t d = PRT_NEVER, slack, lead = 0;
+	uint64_t d = PRT_NEVER, slack, lead = 0, early;
 	struct prt__fiber *f = NULL;
 
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
@@ -393,12 +393,13 @@ static void watch_arm(struct prt__worker *w)
 	 * 3 s with 8 sleepers, and the sleepers later than with no lead).
 	 * Due within the lead already: armed at the deadline.
 	 */
-	if (lead && d - (lead < d ? lead : d) <= prt__now_ns())
+	early = lead < d ? d - lead : 0;
+	if (lead && early <= prt__now_ns())
 		lead = 0;
 	if (p->watch_at != PRT_NEVER && prt__add_sat(p->watch_at, lead) >= d &&
 	    p->watch_at <= prt__add_sat(d, slack))
 		return;
-	d = lead ? d - (lead < d ? lead : d) : prt__add_sat(d, slack);
+	d = lead ? early : prt__add_sat(d, slack);
 	p->watch_at = d;
 	p->watch_early = lead != 0;
 	prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* a deadline of 0 (long past) is 1 */

@@ -747,8 +747,6 @@ held:
 
 bool prt__rq_unbias(struct prt__worker *x)
 {
-	unsigned char one = 1;
-
 	if (x != prt__cur_worker())
 		return false; /* another thread's lock, taken as any */
 	/* x's thread, in a section it entered kept: the bias ends here. */
@@ -758,13 +756,8 @@ bool prt__rq_unbias(struct prt__worker *x)
 		atomic_store_explicit(&x->rq.want, 0, memory_order_relaxed);
 		prt__bias_backoff(x);
 	}
-	/* acq_rel: against a revoker's, which would otherwise take the lock */
-	if (atomic_compare_exchange_strong_explicit(&x->rq.kept, &one, 0, memory_order_acq_rel,
-						    memory_order_relaxed)) {
-		/* relaxed: the lock word's release (the caller's) orders it */
-		atomic_store_explicit(&x->rq.in_cs, 0, memory_order_relaxed);
+	if (prt__rq_plain(x))
 		return false; /* held as any lock: the caller drops the word */
-	}
 	/* Revoked: the revoker waits for in_cs == 0 and then holds the lock. */
 	prt__bias_backoff(x);
 	/* release: it takes the queue as left here */

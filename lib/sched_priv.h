@@ -158,7 +158,7 @@ static inline bool prt__rq_plain(struct prt__worker *w)
 	/* relaxed: this thread's own flag */
 	if (!atomic_load_explicit(&w->rq.in_cs, memory_order_relaxed))
 		return true;
-	/* acq_rel: against a revoker's compare-and-swap, as prt__rq_unbias */
+	/* acq_rel: against a revoker's compare-and-swap, which would otherwise take the lock */
 	if (!atomic_compare_exchange_strong_explicit(&w->rq.kept, &one, 0, memory_order_acq_rel,
 						     memory_order_relaxed))
 		return false;

@@ -177,7 +177,8 @@ static void test_quantum_zero_is_cooperative(void **state)
 #define SLEEPER_ROUNDS 20
 
 struct behind {
-	atomic_int rounds;
+	atomic_int rounds, early;
+	int target; /* the hog computes until the sleeper did this many rounds (0: SLEEPER_ROUNDS) */
 	int rounds_seen_by_hog;
 };
 
@@ -195,11 +196,12 @@ static void *sleeper(void *arg)
 static void *hog_until_rounds(void *arg)
 {
 	struct behind *b = arg;
+	int target = b->target ? b->target : SLEEPER_ROUNDS;
 	struct cap c;
 	uint64_t x = 7;
 
 	cap_init(&c);
-	while (atomic_load_explicit(&b->rounds, memory_order_relaxed) < SLEEPER_ROUNDS && !cap_hit(&c))
+	while (atomic_load_explicit(&b->rounds, memory_order_relaxed) < target && !cap_hit(&c))
 		x = spin_work(x, 4096);
 	sink = x;
 	b->rounds_seen_by_hog = atomic_load(&b->rounds);
@@ -230,11 +232,6 @@ static void test_sleeper_behind_hog(void **state)
 
 #define LEAD_ROUNDS 200
 
-struct lead {
-	atomic_int rounds, early;
-	int rounds_seen_by_hog;
-};
-
 #if PRT_FAULT_INJECTION
 static atomic_int lead_spins;
 
@@ -248,7 +245,7 @@ static void lead_spin_seen(void *arg)
 /* Sleeps to absolute deadlines: never back before one. */
 static void *lead_sleeper(void *arg)
 {
-	struct lead *l = arg;
+	struct behind *l = arg;
 	uint64_t t = prt_now_ns();
 
 	for (int i = 0; i < LEAD_ROUNDS; i++) {
@@ -258,20 +255,6 @@ static void *lead_sleeper(void *arg)
 			atomic_fetch_add(&l->early, 1);
 		atomic_fetch_add(&l->rounds, 1);
 	}
-	return NULL;
-}
-
-static void *lead_hog(void *arg)
-{
-	struct lead *l = arg;
-	struct cap c;
-	uint64_t x = 7;
-
-	cap_init(&c);
-	while (atomic_load_explicit(&l->rounds, memory_order_relaxed) < LEAD_ROUNDS && !cap_hit(&c))
-		x = spin_work(x, 4096);
-	sink = x;
-	l->rounds_seen_by_hog = atomic_load(&l->rounds);
 	return NULL;
 }
 
@@ -285,7 +268,7 @@ static void *lead_hog(void *arg)
  */
 static void test_watch_lead(void **state)
 {
-	struct lead l = { 0 };
+	struct behind l = { .target = LEAD_ROUNDS };
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
 	prt_fiber_t s, h;
@@ -314,7 +297,7 @@ static void test_watch_lead(void **state)
 	prt__fault_set_pause(PRT_PAUSE_WATCH_SPIN, lead_spin_seen, NULL);
 #endif
 	s = spawn_at(rt, 24, 0, lead_sleeper, &l);
-	h = spawn_at(rt, 16, 0, lead_hog, &l);
+	h = spawn_at(rt, 16, 0, hog_until_rounds, &l);
 	join_ok(h);
 	join_ok(s);
 #if PRT_FAULT_INJECTION
