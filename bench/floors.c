@@ -40,6 +40,12 @@
  *       priority), and the turn, each on its own cache line as separate
  *       objects are. Where it stands against `pingpong` is what this
  *       shape costs on the machine beyond one moving line.
+ *   floors spinline [N]
+ *       spincond with the lock, the count and the turn packed into one
+ *       cache line: the least any mutex-and-condvar round trip of this
+ *       shape can cost, whatever its implementation (proxyrt's mutex and
+ *       condvar are 40 and 48 bytes: with a turn beside them they span
+ *       two or three lines, as spincond's do).
  *
  * Lines use the peers' format with peer=floor.
  */
@@ -68,7 +74,8 @@ static __attribute__((noreturn)) void usage(void)
 			"       floors http PORT single|multishot\n"
 			"       floors hogwake same|cross [ROUNDS]\n"
 			"       floors pingpong [N]\n"
-			"       floors spincond [N]\n");
+			"       floors spincond [N]\n"
+			"       floors spinline [N]\n");
 	exit(2);
 }
 
@@ -678,40 +685,54 @@ struct spincond {
 	_Alignas(64) int turn;         /* whose move: 0 or 1; under lock */
 };
 
-static void sc_lock(struct spincond *s)
+/* spinline: the same three words on one line. */
+struct spinline {
+	_Alignas(64) atomic_int lock;
+	atomic_uint seq;
+	int turn;
+};
+
+/* Where spincond_pass finds the lock, the count and the turn. */
+struct sc_words {
+	atomic_int *lock;
+	atomic_uint *seq;
+	int *turn;
+};
+
+static void sc_lock(atomic_int *lock)
 {
 	for (;;) {
 		/* acquire: pairs with sc_unlock's release */
-		if (!atomic_load_explicit(&s->lock, memory_order_relaxed) &&
-		    !atomic_exchange_explicit(&s->lock, 1, memory_order_acquire))
+		if (!atomic_load_explicit(lock, memory_order_relaxed) &&
+		    !atomic_exchange_explicit(lock, 1, memory_order_acquire))
 			return;
 		cpu_relax();
 	}
 }
 
-static void sc_unlock(struct spincond *s)
+static void sc_unlock(atomic_int *lock)
 {
-	atomic_store_explicit(&s->lock, 0, memory_order_release);
+	atomic_store_explicit(lock, 0, memory_order_release);
 }
 
 static void spincond_pass(void *arg, int me, long n)
 {
-	struct spincond *s = arg;
+	const struct sc_words *s = arg;
 
 	for (long i = 0; i < n; i++) {
-		sc_lock(s);
-		while (s->turn != me) {
+		sc_lock(s->lock);
+		while (*s->turn != me) {
 			/* wait: read the count holding the lock, release it, spin for a change, relock */
-			unsigned q = atomic_load_explicit(&s->seq, memory_order_relaxed);
+			unsigned q = atomic_load_explicit(s->seq, memory_order_relaxed);
 
-			sc_unlock(s);
-			while (atomic_load_explicit(&s->seq, memory_order_relaxed) == q)
+			sc_unlock(s->lock);
+			while (atomic_load_explicit(s->seq, memory_order_relaxed) == q)
 				cpu_relax();
-			sc_lock(s);
+			sc_lock(s->lock);
 		}
-		s->turn = !me;
-		atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed); /* signal */
-		sc_unlock(s);
+		*s->turn = !me;
+		atomic_fetch_add_explicit(s->seq, 1, memory_order_relaxed); /* signal */
+		sc_unlock(s->lock);
 	}
 }
 
@@ -723,8 +744,17 @@ static int floor_pingpong(int argc, char **argv)
 static int floor_spincond(int argc, char **argv)
 {
 	static struct spincond s;
+	static struct sc_words sw = { &s.lock, &s.seq, &s.turn };
 
-	return two_sides_run(argc, argv, "spincond", spincond_pass, &s);
+	return two_sides_run(argc, argv, "spincond", spincond_pass, &sw);
+}
+
+static int floor_spinline(int argc, char **argv)
+{
+	static struct spinline s;
+	static struct sc_words sw = { &s.lock, &s.seq, &s.turn };
+
+	return two_sides_run(argc, argv, "spinline", spincond_pass, &sw);
 }
 
 int main(int argc, char **argv)
@@ -741,5 +771,7 @@ int main(int argc, char **argv)
 		return floor_pingpong(argc, argv);
 	if (!strcmp(argv[1], "spincond"))
 		return floor_spincond(argc, argv);
+	if (!strcmp(argv[1], "spinline"))
+		return floor_spinline(argc, argv);
 	usage();
 }

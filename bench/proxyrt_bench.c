@@ -595,12 +595,20 @@ static int bench_inversion(int argc, char **argv, int rwlock)
 
 /* ------------------------------------------------------------------ W5 xcore */
 
+/*
+ * Each shared object on its own cache line, as separate objects are (and
+ * as floors spincond's are): on the main thread's stack at whatever
+ * offset ASLR gave, which objects shared a line changed from run to run,
+ * and with it the round trip, by up to 2x (docs/design.md, section 6).
+ */
 struct xcore {
 	int sem;           /* 1: pass the turn through two semaphores (sem variant) */
-	prt_sem_t go[2];   /* sem variant: side i waits on go[i], posts go[!i] */
-	prt_mutex_t m;
-	prt_cond_t c;
-	int turn;          /* whose move: 0 or 1; m */
+	struct {
+		_Alignas(64) prt_sem_t s;
+	} go[2];           /* sem variant: side i waits on go[i].s, posts go[!i].s */
+	_Alignas(64) prt_mutex_t m;
+	_Alignas(64) prt_cond_t c;
+	_Alignas(64) int turn; /* whose move: 0 or 1; m */
 	long n;            /* round trips of the current pass */
 	uint64_t t0, t1;   /* timed part, set by side 0 */
 	struct timespec cpu0, cpu1;
@@ -611,11 +619,11 @@ static void xcore_pass(struct xcore *x, int me, long n)
 	if (x->sem) {
 		for (long i = 0; i < n; i++) {
 			if (me == 0) {
-				prt_sem_post(&x->go[1]);
-				prt_sem_wait(&x->go[0]);
+				prt_sem_post(&x->go[1].s);
+				prt_sem_wait(&x->go[0].s);
 			} else {
-				prt_sem_wait(&x->go[1]);
-				prt_sem_post(&x->go[0]);
+				prt_sem_wait(&x->go[1].s);
+				prt_sem_post(&x->go[0].s);
 			}
 		}
 		return;
@@ -666,8 +674,8 @@ static int bench_xcore(int argc, char **argv)
 	if (argc != 4 || (strcmp(argv[2], "pinned") && strcmp(argv[2], "sem")))
 		usage();
 	x.sem = !strcmp(argv[2], "sem");
-	prt_sem_init(&x.go[0], 0);
-	prt_sem_init(&x.go[1], 0);
+	prt_sem_init(&x.go[0].s, 0);
+	prt_sem_init(&x.go[1].s, 0);
 	x.n = arg_long(argv[3], 1);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;

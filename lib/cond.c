@@ -91,26 +91,31 @@
 #include "worker.h"
 
 struct prt__cond {
+	/*
+	 * What a signal and a spinning wait touch come first, within 16
+	 * bytes (prt_cond_t is 16-byte aligned: one cache line):
+	 * the lock and the wait spin's words ("Spinning waiters" above):
+	 * @seq counts the signals and broadcasts that woke spinners (read by
+	 * them without @lock); @spinners is how many fibers spin on it
+	 * unwoken, @spin_prio the highest priority among them (kept until
+	 * none is left); @leaving, how many were woken and have not left yet
+	 * (each decrements it as it leaves, without @lock). The rest under
+	 * @lock.
+	 */
 	prt__spinlock_t lock;
-	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
+	atomic_uint seq;
+	unsigned spinners;
+	atomic_uint leaving;
 	/* prt__mwaiter.pl (a plist, plist.h), PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 	struct prt__mutex *m;      /* the mutex of the current waiters and spinners; lock */
-	/*
-	 * The wait spin ("Spinning waiters" above): @seq counts the signals
-	 * and broadcasts that woke spinners (read by them without @lock);
-	 * @spinners is how many fibers spin on it unwoken, @spin_prio the
-	 * highest priority among them (kept until none is left); @leaving,
-	 * how many were woken and have not left yet (each decrements it as
-	 * it leaves, without @lock). The rest under @lock.
-	 */
-	atomic_uint seq;
-	unsigned spinners;
 	int spin_prio;
-	atomic_uint leaving;
+	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
+_Static_assert(offsetof(struct prt__cond, leaving) < 16 && _Alignof(prt_cond_t) >= 16,
+	       "a condvar's hot words share one cache line");
 
 static struct prt__cond *cond_of(prt_cond_t *c)
 {

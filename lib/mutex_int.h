@@ -44,13 +44,18 @@ struct prt__mutex {
 	 * "Handoff and lateral stealing" in mutex.c.
 	 */
 	_Atomic uintptr_t owner;
+	/*
+	 * Beside the owner word: the unlock fast path reads it, a condvar
+	 * wait writes it (one line, wherever the mutex sits: the fields
+	 * contended waits use follow within 24 bytes).
+	 */
+	atomic_uint count;           /* recursive: extra locks held; written by the owner */
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
+	/* First waiter's priority + 1, 0 without waiters; written under wait_lock. */
+	atomic_int top;
 	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE, or PRT__MTX_RWLOCK */
 	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
 	uint16_t dbg;                /* PRT_DEAD_MAGIC once destroyed (debug builds) */
-	atomic_uint count;           /* recursive: extra locks held; written by the owner */
-	/* First waiter's priority + 1, 0 without waiters; written under wait_lock. */
-	atomic_int top;
 	/* Waiter records, highest priority first, FIFO within a level;
 	 * {NULL, NULL} (zero storage) means empty. wait_lock. */
 	struct prt__list waiters;

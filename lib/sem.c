@@ -36,6 +36,11 @@
 #include "worker.h"
 
 struct prt__sem {
+	/*
+	 * What a post, a take and a spinning wait touch is in the first 16
+	 * bytes (prt_sem_t is 16-byte aligned: one cache line); the list
+	 * only once somebody queued.
+	 */
 	/* Units; above 0 only while nobody is queued (see the top). */
 	atomic_uint value;
 	prt__spinlock_t lock;
@@ -53,6 +58,8 @@ struct prt__sem {
 };
 
 _Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
+_Static_assert(offsetof(struct prt__sem, waitw) < 16 && _Alignof(prt_sem_t) >= 16,
+	       "a semaphore's hot words share one cache line");
 
 #define PRT_SEM_SPINNER 0x80000000u
 
@@ -301,7 +308,8 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 		return EINVAL;
 	prt__check_live(s->dbg, "prt_sem_post", us);
 	prt__spin_lock(&s->lock);
-	if (!list_empty(s)) {
+	/* The records' count, not the list: a post touches the first 16 bytes only. */
+	if (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER) {
 		r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
 		unqueue(s, r);
 	} else if (atomic_load_explicit(&s->value, memory_order_relaxed) >= PRT_SEM_VALUE_MAX) {
