@@ -447,9 +447,32 @@ static void test_prio_change_cond(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/*
+ * The public type's size and alignment: 16-byte aligned, so that the
+ * words a signal and a spinning wait touch its first 16 bytes never straddle two cache lines, wherever an application
+ * puts it (a straddling one made a round trip across two CPUs 2x as
+ * long, docs/design.md section 6); the size stays that of the ABI.
+ */
+static void test_layout(void **state)
+{
+	struct {
+		char c;
+		prt_cond_t o;
+	} after_char;
+	prt_cond_t arr[3];
+
+	(void)state;
+	assert_int_equal(sizeof(prt_cond_t), 48);
+	assert_true(_Alignof(prt_cond_t) >= 16);
+	assert_int_equal((uintptr_t)&after_char.o % 16, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal((uintptr_t)&arr[i] % 16, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_queue_fibers),
 		cmocka_unit_test(test_queue_fibers_and_threads),
 		cmocka_unit_test(test_broadcast_requeue_order),

@@ -336,9 +336,32 @@ static void test_timeout_vs_post(void **state)
 	prt_runtime_destroy(rt);
 }
 
+/*
+ * The public type's size and alignment: 16-byte aligned, so that the
+ * words a post, a take and a spinning wait touch its first 16 bytes never straddle two cache lines, wherever an application
+ * puts it (a straddling one made a round trip across two CPUs 2x as
+ * long, docs/design.md section 6); the size stays that of the ABI.
+ */
+static void test_layout(void **state)
+{
+	struct {
+		char c;
+		prt_sem_t o;
+	} after_char;
+	prt_sem_t arr[3];
+
+	(void)state;
+	assert_int_equal(sizeof(prt_sem_t), 32);
+	assert_true(_Alignof(prt_sem_t) >= 16);
+	assert_int_equal((uintptr_t)&after_char.o % 16, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal((uintptr_t)&arr[i] % 16, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_counting),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_priority_order),
