@@ -93,7 +93,8 @@
 struct prt__cond {
 	/*
 	 * What a signal and a spinning wait touch come first, within 16
-	 * bytes (prt_cond_t is 16-byte aligned: one cache line):
+	 * bytes (on one cache line unless the condvar, 8-byte aligned,
+	 * starts 8 bytes before a line's end):
 	 * the lock and the wait spin's words ("Spinning waiters" above):
 	 * @seq counts the signals and broadcasts that woke spinners (read by
 	 * them without @lock); @spinners is how many fibers spin on it
@@ -114,8 +115,7 @@ struct prt__cond {
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
-_Static_assert(offsetof(struct prt__cond, leaving) < 16 && _Alignof(prt_cond_t) >= 16,
-	       "a condvar's hot words share one cache line");
+_Static_assert(offsetof(struct prt__cond, leaving) == 12, "a condvar's hot words first");
 
 static struct prt__cond *cond_of(prt_cond_t *c)
 {

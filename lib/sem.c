@@ -37,14 +37,14 @@
 
 struct prt__sem {
 	/*
-	 * What a post, a take and a spinning wait touch is in the first 16
-	 * bytes (prt_sem_t is 16-byte aligned: one cache line); the list
-	 * only once somebody queued.
+	 * A spinning wait touches the first 8 bytes (@value, @waitw), which
+	 * are on one cache line wherever a prt_sem_t (8-byte aligned) sits; a
+	 * post adds @lock: 12 bytes, split over two lines only when the
+	 * semaphore starts 8 bytes before a line's end. The list only once
+	 * somebody queued.
 	 */
 	/* Units; above 0 only while nobody is queued (see the top). */
 	atomic_uint value;
-	prt__spinlock_t lock;
-	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/*
 	 * Bits 0-30: records on @waiters (changed under @lock). PRT_SEM_SPINNER:
 	 * a fiber spins for a unit (spin_take; one at a time), from its
@@ -53,13 +53,15 @@ struct prt__sem {
 	 * for prt_sem_destroy). Read racily by the spinner.
 	 */
 	atomic_uint waitw;
+	prt__spinlock_t lock;
+	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 };
 
 _Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
-_Static_assert(offsetof(struct prt__sem, waitw) < 16 && _Alignof(prt_sem_t) >= 16,
-	       "a semaphore's hot words share one cache line");
+_Static_assert(offsetof(struct prt__sem, waitw) == 4 && offsetof(struct prt__sem, lock) == 8,
+	       "a semaphore's hot words first");
 
 #define PRT_SEM_SPINNER 0x80000000u
 
@@ -308,7 +310,7 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 		return EINVAL;
 	prt__check_live(s->dbg, "prt_sem_post", us);
 	prt__spin_lock(&s->lock);
-	/* The records' count, not the list: a post touches the first 16 bytes only. */
+	/* The records' count, not the list: a post touches the first 12 bytes only. */
 	if (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER) {
 		r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
 		unqueue(s, r);

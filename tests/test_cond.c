@@ -448,10 +448,12 @@ static void test_prio_change_cond(void **state)
 }
 
 /*
- * The public type's size and alignment: 16-byte aligned, so that the
- * words a signal and a spinning wait touch its first 16 bytes never straddle two cache lines, wherever an application
- * puts it (a straddling one made a round trip across two CPUs 2x as
- * long, docs/design.md section 6); the size stays that of the ABI.
+ * The public type's size and alignment are the ABI of libproxyrt.so.0:
+ * a program built against earlier headers lays its structs out so. (A
+ * 16-byte alignment, tried to keep the condvar's hot words on one cache
+ * line, moved members of such structs, and clang compiled the library's
+ * zeroing of the object as 16-byte aligned stores, which crashed on an
+ * object an old program placed 8 bytes off: a review.)
  */
 static void test_layout(void **state)
 {
@@ -459,14 +461,11 @@ static void test_layout(void **state)
 		char c;
 		prt_cond_t o;
 	} after_char;
-	prt_cond_t arr[3];
 
 	(void)state;
 	assert_int_equal(sizeof(prt_cond_t), 48);
-	assert_true(_Alignof(prt_cond_t) >= 16);
-	assert_int_equal((uintptr_t)&after_char.o % 16, 0);
-	for (int i = 0; i < 3; i++)
-		assert_int_equal((uintptr_t)&arr[i] % 16, 0);
+	assert_int_equal(_Alignof(prt_cond_t), _Alignof(uint64_t));
+	assert_int_equal((uintptr_t)&after_char.o - (uintptr_t)&after_char, _Alignof(uint64_t));
 }
 
 int main(void)

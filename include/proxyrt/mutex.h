@@ -244,14 +244,10 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *m);
  */
 #define PRT_COND_SIZE 48
 
-/*
- * 16-byte aligned: the words every signal and spinning wait touch (the
- * first 16 bytes) never straddle two cache lines (as prt_sem_t).
- */
 typedef union prt_cond {
 	char __size[PRT_COND_SIZE];
 	uint64_t __align;
-} __attribute__((aligned(16))) prt_cond_t;
+} prt_cond_t;
 
 #define PRT_COND_INITIALIZER { { 0 } }
 

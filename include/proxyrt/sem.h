@@ -30,16 +30,10 @@
 
 #define PRT_SEM_SIZE 32
 
-/*
- * 16-byte aligned: the words every post and wait touch (the first 16
- * bytes) never straddle two cache lines, which made a round trip across
- * two CPUs through two semaphores take 2x as long, depending on where
- * the semaphores happened to sit (docs/design.md, section 6).
- */
 typedef union prt_sem {
 	char __size[PRT_SEM_SIZE];
 	uint64_t __align;
-} __attribute__((aligned(16))) prt_sem_t;
+} prt_sem_t;
 
 #define PRT_SEM_INITIALIZER { { 0 } }
 /* The largest value a semaphore holds (POSIX's SEM_VALUE_MAX). */
