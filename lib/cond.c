@@ -347,6 +347,8 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	struct prt__spin sp = { .spin = spin, .deadline = deadline };
 	int err = WAIT_ON;
 
+	prt__assert_own_worker(w);
+
 	do
 		prt__cpu_relax();
 	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&
@@ -433,6 +435,12 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 
 	err = prt__mutex_release_all(m, &count);
 	prt__assert(err == 0); /* ownership was checked above */
+	/*
+	 * The unlock may have switched us out (a slice owed, or a handoff to
+	 * a donor we ran for: prt__after_handoff), and we may run on another
+	 * worker now: spin on that one's behalf.
+	 */
+	w = prt__cur_worker();
 	if (spin && (err = spin_wait(c, &rec, w, seq0, spin, deadline)) != WAIT_ON)
 		goto retake; /* never queued: nothing to unpublish */
 	if (rec.fiber)

@@ -177,6 +177,7 @@ static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadli
 						     memory_order_relaxed, memory_order_relaxed))
 		return false;
 	*spun = true;
+	prt__assert_own_worker(w);
 	do {
 		/* A pause first: the post we wait for is under way, and a look pulls its line back. */
 		prt__cpu_relax();

@@ -178,6 +178,7 @@ static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t s
 	struct prt__fiber *self = wt->fiber;
 	struct prt__spin sp = { .spin = spin, .deadline = deadline };
 
+	prt__assert_own_worker(w);
 	do
 		prt__cpu_relax(); /* first: a look pulls the waker's line back (sem.c, spin_take) */
 	while (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&

@@ -37,6 +37,20 @@ static inline struct prt__worker *prt__cur_worker(void)
 #else
 struct prt__worker *prt__cur_worker(void);
 #endif
+/*
+ * Debug builds: @w is the calling fiber's worker now (a worker read
+ * before a switch may be another's after it: the fiber can have moved).
+ * For code that caches it across calls that may switch (the wait spins).
+ */
+static inline void prt__assert_own_worker(struct prt__worker *w)
+{
+#if PRT_DEBUG
+	prt__assert(w == prt__cur_worker());
+#else
+	(void)w;
+#endif
+}
+
 /* The calling thread becomes worker @w (NULL: none any more). */
 void prt__set_cur_worker(struct prt__worker *w);
 

@@ -8,6 +8,7 @@
 
 #include "test_common.h"
 #include "runtime_int.h" /* internal: blocked_on */
+#include "worker.h"      /* internal: the worker a fiber runs on */
 
 /* ---- bounded queue: producers and consumers across workers ---- */
 
@@ -468,9 +469,124 @@ static void test_layout(void **state)
 	assert_int_equal((uintptr_t)&after_char.o - (uintptr_t)&after_char, _Alignof(uint64_t));
 }
 
+/*
+ * A condvar wait whose release of the mutex switches the fiber out, and
+ * the fiber then resumes on another worker: its spin must watch that
+ * worker, not the one it entered on. F runs in D's place (proxy
+ * execution: D, higher, waits for the mutex F holds); F's wait releases
+ * the mutex to D, which runs itself at once (prt__after_handoff), and
+ * F, queued behind it, is stolen by the other worker, whose fiber B
+ * just stopped. The wait spin's worker was read before the release: a
+ * review's ThreadSanitizer run saw it read the first worker's io ring
+ * from the second. Debug builds check the spinner's worker at each poll
+ * (prt__spin_keep); this failed there before the fix.
+ */
+static struct {
+	prt_mutex_t m;
+	prt_cond_t c;
+	prt_fiber_t d;
+	atomic_int stage;  /* 1: F holds m; 2: B may stop; 3: D done */
+	atomic_int moved;  /* rounds in which F came back on worker 1 */
+	prt_sem_t b_go, d_go;
+} sw;
+
+static void *sw_b(void *arg)
+{
+	long rounds = (long)arg;
+
+	for (long i = 0; i < rounds; i++) {
+		FIBER_CHECK(prt_sem_wait(&sw.b_go) == 0);
+		while (atomic_load(&sw.stage) < 2)
+			; /* busy: worker 1 counts as running, so F's wait may spin */
+	}
+	return NULL;
+}
+
+static void *sw_d(void *arg)
+{
+	long rounds = (long)arg;
+
+	for (long i = 0; i < rounds; i++) {
+		uint64_t until;
+
+		FIBER_CHECK(prt_sem_wait(&sw.d_go) == 0);
+		FIBER_CHECK(prt_mutex_lock(&sw.m) == 0); /* F holds it: F runs in our place */
+		FIBER_CHECK(prt_mutex_unlock(&sw.m) == 0);
+		/* Keep worker 0 busy a while: worker 1, idle now, takes F. */
+		until = test_mono_ns() + 2000000;
+		while (test_mono_ns() < until)
+			;
+		atomic_store(&sw.stage, 3);
+	}
+	return NULL;
+}
+
+static void *sw_f(void *arg)
+{
+	long rounds = (long)arg;
+	prt_workerset_t any;
+
+	prt_workerset_zero(&any);
+	prt_workerset_add(&any, 0);
+	prt_workerset_add(&any, 1);
+	FIBER_CHECK(prt_fiber_set_affinity(prt_self(), &any) == 0);
+	for (long i = 0; i < rounds; i++) {
+		struct timespec ts;
+		int e;
+
+		atomic_store(&sw.stage, 0);
+		FIBER_CHECK(prt_mutex_lock(&sw.m) == 0);
+		atomic_store(&sw.stage, 1);
+		FIBER_CHECK(prt_sem_post(&sw.b_go) == 0);
+		FIBER_CHECK(prt_sem_post(&sw.d_go) == 0);
+		/* Let D run and wait for m: its pick then runs us in its place. */
+		while (!atomic_load(&sw.d.p->blocked_on))
+			prt_yield();
+		atomic_store(&sw.stage, 2); /* B stops: worker 1 goes looking for work */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 5000000; /* 5 ms: nobody signals */
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		e = prt_cond_timedwait(&sw.c, &sw.m, &ts);
+		FIBER_CHECK(e == ETIMEDOUT);
+		if (prt__cur_worker()->index == 1)
+			atomic_fetch_add(&sw.moved, 1);
+		FIBER_CHECK(prt_mutex_unlock(&sw.m) == 0);
+		while (atomic_load(&sw.stage) != 3)
+			prt_yield();
+	}
+	return NULL;
+}
+
+static void test_spin_after_switch(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	const long rounds = 20;
+	prt_fiber_t b, f;
+	void *res;
+
+	(void)state;
+	memset(&sw, 0, sizeof(sw));
+	/* F and D start on worker 0, D kept there; B kept on worker 1. */
+	sw.d = test_spawn(rt, PRT_PRIO_DEFAULT + 8, 0, sw_d, (void *)rounds);
+	b = test_spawn(rt, PRT_PRIO_DEFAULT, 1, sw_b, (void *)rounds);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, 0, sw_f, (void *)rounds); /* then free to move */
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(sw.d, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(b, &res), 0);
+	assert_null(res);
+	print_message("F came back on worker 1 in %d of %ld rounds\n", atomic_load(&sw.moved), rounds);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_spin_after_switch),
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_queue_fibers),
 		cmocka_unit_test(test_queue_fibers_and_threads),
