@@ -973,6 +973,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		rt->workers[i]->rq.serve_prio = -1;
 		p->watch_at = PRT_NEVER;
 		atomic_init(&p->watch_slack, 0);
+		atomic_init(&p->watch_deferred, 0);
 		p->watch_late = 0;
 		p->watch_early = false;
 	}

@@ -90,12 +90,17 @@ struct prt__wpreempt {
 	 * interrupts keep landing where the fiber cannot be stopped (the
 	 * library, libc: a fiber that calls the runtime, whose scheduling
 	 * points run the timers anyway), doubled from
-	 * PRT_PREEMPT_WATCH_SLACK_NS up to PRT_PREEMPT_WATCH_SLACK_MAX_NS;
-	 * halved by each that stops the fiber, 0 below the first step (a
-	 * hog's sleepers are woken on time again within a few rounds). The
-	 * worker thread's own: its handler writes it, watch_arm reads it.
+	 * PRT_PREEMPT_WATCH_SLACK_NS up to PRT_PREEMPT_WATCH_SLACK_MAX_NS
+	 * from the second such interrupt in a row (@watch_deferred); halved by
+	 * each that stops the fiber, 0 below the first step (a hog's sleepers
+	 * are woken on time again within a few rounds). One alone is no
+	 * pattern: a signal that lands in a switch, or in the settime of a
+	 * pick, is deferred as well, and a slack turns the watch's lead off
+	 * (W4's H woke 100-170 us late after each). The worker thread's own:
+	 * its handler writes them, watch_arm reads @watch_slack.
 	 */
 	_Atomic uint64_t watch_slack;
+	atomic_uint watch_deferred;
 	/*
 	 * The watch's lead (preempt.c, watch_arm: the busy side of
 	 * cfg.timer_lead_ns): how late its signals come here (ns, a max

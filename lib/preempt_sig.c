@@ -174,11 +174,20 @@ static uint64_t retry_ns(unsigned src, uintptr_t pc)
 	return PRT_PREEMPT_RETRY_NS;
 }
 
-/* A watch interrupt could not stop the fiber: the next watch fires later (struct prt__wpreempt). */
+/*
+ * A watch interrupt could not stop the fiber: from the second in a row,
+ * the next watch fires later (struct prt__wpreempt).
+ */
 static void watch_slack_grow(struct prt__worker *w)
 {
-	/* relaxed: this thread's (watch_arm reads it) */
-	uint64_t s = atomic_load_explicit(&w->pw.watch_slack, memory_order_relaxed);
+	/* relaxed, all: this thread's (watch_arm reads the slack) */
+	unsigned n = atomic_load_explicit(&w->pw.watch_deferred, memory_order_relaxed);
+	uint64_t s;
+
+	atomic_store_explicit(&w->pw.watch_deferred, n + 1, memory_order_relaxed);
+	if (!n)
+		return;
+	s = atomic_load_explicit(&w->pw.watch_slack, memory_order_relaxed);
 
 	s = s ? 2 * s : PRT_PREEMPT_WATCH_SLACK_NS;
 	if (s > PRT_PREEMPT_WATCH_SLACK_MAX_NS)
@@ -192,6 +201,7 @@ static void watch_slack_shrink(struct prt__worker *w)
 	/* relaxed: this thread's (watch_arm reads it) */
 	uint64_t s = atomic_load_explicit(&w->pw.watch_slack, memory_order_relaxed) / 2;
 
+	atomic_store_explicit(&w->pw.watch_deferred, 0, memory_order_relaxed);
 	atomic_store_explicit(&w->pw.watch_slack, s < PRT_PREEMPT_WATCH_SLACK_NS ? 0 : s,
 			      memory_order_relaxed);
 }

@@ -2357,6 +2357,48 @@ static void test_retry_backs_off(void **state)
 	dlclose(l.h);
 }
 
+/*
+ * One watch interrupt deferred is no pattern: the watch's slack (which
+ * also turns its lead off) grows from the second in a row. The sleeper
+ * at 24 is due while the hog at 8 spins in a denied library: that
+ * watch interrupt is deferred, and retries end the wait once the hog is
+ * back in its own code. The slack must still be 0 (it was 10 us after
+ * any one deferral, and W4's H, a signal deferred in a switch or in a
+ * pick's settime, then woke 100-170 us late with no lead).
+ */
+static void test_watch_slack_one_deferral(void **state)
+{
+	struct backoff b = { 0 };
+	struct spinlib l;
+	uint64_t t0, x = 1, n = 1 << 20;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(b.rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	spinlib_open(&l);
+	assert_int_equal(prt_preempt_deny_object("libprtspin"), 0);
+	b.fn = l.a;
+	/* About 40 ms in the library (a guess: no timing is asserted). */
+	t0 = test_mono_ns();
+	x = spin_work(x, (unsigned)n);
+	sink = x;
+	b.iters = n * 40000000ull / (test_mono_ns() - t0 + 1) + 1;
+	s = spawn_at(b.rt, 24, 0, backoff_sleeper, &b);
+	h = spawn_at(b.rt, 8, 0, backoff_hog, &b);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(atomic_load(&b.slept), 1);
+	if (b.late || !b.deferred) {
+		print_message("no interrupt came while the hog was in the library: nothing to look at\n");
+	} else {
+		assert_int_equal(atomic_load(&b.rt->workers[0]->pw.watch_deferred), 1);
+		assert_int_equal(atomic_load(&b.rt->workers[0]->pw.watch_slack), 0);
+	}
+	assert_int_equal(prt_runtime_destroy(b.rt), 0);
+	dlclose(l.h);
+}
+
 /* ---- the timer watch follows the timers ------------------------------------------------ */
 
 /*
@@ -3415,6 +3457,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_retry_backs_off),
 		cmocka_unit_test(test_watch_follows_timers),
 		cmocka_unit_test(test_watch_slack),
+		cmocka_unit_test(test_watch_slack_one_deferral),
 		cmocka_unit_test(test_honoured_retry_disarmed),
 		cmocka_unit_test(test_slice_waits_for_unlock),
 		cmocka_unit_test(test_slice_extension_bounded),
