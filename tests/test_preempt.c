@@ -2392,8 +2392,10 @@ static void test_watch_slack_one_deferral(void **state)
 	if (b.late || !b.deferred) {
 		print_message("no interrupt came while the hog was in the library: nothing to look at\n");
 	} else {
+#if PRT_FAULT_INJECTION /* (the test builds: internal headers) */
 		assert_int_equal(atomic_load(&b.rt->workers[0]->pw.watch_deferred), 1);
 		assert_int_equal(atomic_load(&b.rt->workers[0]->pw.watch_slack), 0);
+#endif
 	}
 	assert_int_equal(prt_runtime_destroy(b.rt), 0);
 	dlclose(l.h);
