@@ -450,6 +450,14 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	int prio;
 
 	/*
+	 * Going idle: no fiber keeps calling the runtime here now, so a
+	 * deferred watch interrupt before this is no longer "in a row" with
+	 * the next (preempt.h, watch_slack). relaxed: this thread's; its
+	 * handler writes it too, and is no thread of its own.
+	 */
+	if (!next)
+		atomic_store_explicit(&p->watch_deferred, 0, memory_order_relaxed);
+	/*
 	 * relaxed: this pick honours a kick or a deferral made before it; one
 	 * made after it is honoured by a later pick or preempt_eval. (Read
 	 * first: the stores are rarely needed.)

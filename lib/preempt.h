@@ -91,7 +91,8 @@ struct prt__wpreempt {
 	 * library, libc: a fiber that calls the runtime, whose scheduling
 	 * points run the timers anyway), doubled from
 	 * PRT_PREEMPT_WATCH_SLACK_NS up to PRT_PREEMPT_WATCH_SLACK_MAX_NS
-	 * from the second such interrupt in a row (@watch_deferred); halved by
+	 * from the second such interrupt in a row (@watch_deferred: reset by
+	 * one that stops the fiber and when the worker goes idle); halved by
 	 * each that stops the fiber, 0 below the first step (a hog's sleepers
 	 * are woken on time again within a few rounds). One alone is no
 	 * pattern: a signal that lands in a switch, or in the settime of a

@@ -478,8 +478,8 @@ static void test_layout(void **state)
  * F, queued behind it, is stolen by the other worker, whose fiber B
  * just stopped. The wait spin's worker was read before the release: a
  * review's ThreadSanitizer run saw it read the first worker's io ring
- * from the second. Debug builds check the spinner's worker at each poll
- * (prt__spin_keep); this failed there before the fix.
+ * from the second. Debug builds check the spinner's worker as each wait
+ * spin starts (prt__assert_own_worker); this failed there before the fix.
  */
 static struct {
 	prt_mutex_t m;
