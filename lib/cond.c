@@ -348,7 +348,6 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	int err = WAIT_ON;
 
 	prt__assert_own_worker(w);
-
 	do
 		prt__cpu_relax();
 	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&

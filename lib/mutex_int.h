@@ -46,8 +46,8 @@ struct prt__mutex {
 	_Atomic uintptr_t owner;
 	/*
 	 * Beside the owner word: the unlock fast path reads it, a condvar
-	 * wait writes it (one line, wherever the mutex sits: the fields
-	 * contended waits use follow within 24 bytes).
+	 * wait writes it (one line but where the mutex starts 8 bytes before
+	 * a line's end; the fields contended waits use follow within 24 bytes).
 	 */
 	atomic_uint count;           /* recursive: extra locks held; written by the owner */
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */

@@ -78,6 +78,22 @@ static inline prt_runtime_t *test_rt(int nworkers)
 	return test_rt_flags(nworkers, 0);
 }
 
+/*
+ * A public type keeps the size and the 8-byte alignment of the ABI of
+ * libproxyrt.so.0 (a program built against earlier headers lays its
+ * structs out so): also as a member after a char.
+ */
+#define TEST_ABI_LAYOUT(type, size)                                                  \
+	do {                                                                         \
+		struct abi_after_char {                                              \
+			char c;                                                      \
+			type o;                                                      \
+		};                                                                   \
+		assert_int_equal(sizeof(type), (size));                              \
+		assert_int_equal(_Alignof(type), _Alignof(uint64_t));                \
+		assert_int_equal(offsetof(struct abi_after_char, o), _Alignof(uint64_t)); \
+	} while (0)
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 static inline uint64_t test_mono_ns(void)
 {

@@ -458,15 +458,8 @@ static void test_prio_change_cond(void **state)
  */
 static void test_layout(void **state)
 {
-	struct {
-		char c;
-		prt_cond_t o;
-	} after_char;
-
 	(void)state;
-	assert_int_equal(sizeof(prt_cond_t), 48);
-	assert_int_equal(_Alignof(prt_cond_t), _Alignof(uint64_t));
-	assert_int_equal((uintptr_t)&after_char.o - (uintptr_t)&after_char, _Alignof(uint64_t));
+	TEST_ABI_LAYOUT(prt_cond_t, 48);
 }
 
 /*

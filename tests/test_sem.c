@@ -346,15 +346,8 @@ static void test_timeout_vs_post(void **state)
  */
 static void test_layout(void **state)
 {
-	struct {
-		char c;
-		prt_sem_t o;
-	} after_char;
-
 	(void)state;
-	assert_int_equal(sizeof(prt_sem_t), 32);
-	assert_int_equal(_Alignof(prt_sem_t), _Alignof(uint64_t));
-	assert_int_equal((uintptr_t)&after_char.o - (uintptr_t)&after_char, _Alignof(uint64_t));
+	TEST_ABI_LAYOUT(prt_sem_t, 32);
 }
 
 int main(void)
