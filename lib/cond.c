@@ -37,20 +37,22 @@
  *
  * Spinning waiters (the wait spin, docs/design.md section 6). A fiber
  * that may spin (prt__wait_spin_ns) waits at first without a record:
- * under c->lock it counts itself in c->spinners and reads c->seq, then
- * releases the mutex and polls c->seq; a signal or broadcast that finds
- * a spinner increments it (under c->lock), and the spinner retakes the
- * mutex itself. So a wake between two workers that both run moves the
- * condvar's line, not the waiter's record, its descriptor and the
- * mutex's waiter list too (a requeue and a handoff): `proxyrt_bench
- * xcore pinned` went from 2.6-3.3 to about 1 us a round trip on this
- * VM, about 2x a bare cache-line ping-pong (docs/design.md, section 6,
- * "A condvar's spinners"). Lost wakeups: the spinner read c->seq
- * holding the mutex, so a signaller that changed the predicate under
- * it comes later and increments it. A spinner whose spin ends unwoken
- * (its length, its deadline, a cancel, work on its worker) looks at
- * c->seq again under c->lock: changed, it was woken; else it joins the
- * list there as any waiter, and sleeps. A signal wakes the spinners
+ * under c->lock it takes a free slot of c->slot[] (SPIN) and counts
+ * itself in c->spinners, then releases the mutex and polls its slot; a
+ * signal or broadcast that finds spinners marks their slots WOKEN
+ * (under c->lock), and each spinner retakes the mutex itself. So a wake
+ * between two workers that both run moves the condvar's line, not the
+ * waiter's record, its descriptor and the mutex's waiter list too (a
+ * requeue and a handoff): `proxyrt_bench xcore pinned` went from
+ * 2.6-3.3 to about 1 us a round trip on this VM, about 2x a bare
+ * cache-line ping-pong (docs/design.md, section 6, "A condvar's
+ * spinners"). Lost wakeups: the spinner took its slot holding the
+ * mutex, so a signaller that changed the predicate under it comes later
+ * and finds it. A spinner whose spin ends unwoken (its length, its
+ * deadline, a cancel, work on its worker) looks at its slot again under
+ * c->lock: WOKEN, it was woken; else it joins the list there as any
+ * waiter, and sleeps; either way it frees the slot there. With every
+ * slot taken, a waiter queues at once. A signal wakes the spinners
  * (all of them: they are not told apart) unless a sleeper ranks at
  * least as high as the highest of them (c->spin_prio), and else takes
  * that sleeper as always; so the highest-priority waiter goes, and
@@ -62,12 +64,19 @@
  * the mutex before a spinner asks for it, and the spinner then waits
  * on the mutex as any late comer does (priority inheritance bounds
  * it). At most one fiber per worker spins, so that is no thundering
- * herd. The increment moves the count of spinners to
- * c->leaving, which each woken spinner decrements as its last access
- * to the condvar (an unwoken one's is its unlock of c->lock): so
- * prt_cond_destroy says EBUSY while a spinner still waits, and waits
- * for woken ones to leave (POSIX lets a broadcast be followed by the
- * destroy at once).
+ * herd.
+ *
+ * A woken spinner's slot stays WOKEN until the spinner frees it, its
+ * last access to the condvar; prt_cond_destroy says EBUSY while a slot
+ * is SPIN and waits while one is WOKEN (POSIX lets a broadcast be
+ * followed by the destroy at once). The free is a plain store, made
+ * after the spinner's attempt to take the mutex free: it then waits in
+ * the store buffer while the fiber goes on, where the count of woken
+ * spinners it replaces (an atomic decrement on the condvar's line
+ * before the retake) put one more cache-line transfer on the wake's
+ * path. If the mutex is not free, the slot is freed before the fiber
+ * may block for it: whoever holds the mutex may be the destroyer,
+ * waiting for the slot.
  *
  * Priority changes: a waiting fiber publishes its record (wait_cond,
  * cwait, under its own lock) before it reads its priority for the list,
@@ -90,32 +99,39 @@
 #include "wait.h"
 #include "worker.h"
 
+/* Spinners at once on one condvar; more waiters queue at once. */
+#define PRT_COND_SPIN_SLOTS 8
+/* A spinner's slot (prt__cond.slot[]). */
+enum {
+	PRT_CSLOT_FREE,  /* nobody's */
+	PRT_CSLOT_SPIN,  /* its spinner waits (counted in spinners) */
+	PRT_CSLOT_WOKEN, /* woken by a signal or broadcast: its spinner frees it as it leaves */
+};
+
 struct prt__cond {
 	/*
 	 * What a signal and a spinning wait touch come first, within 16
 	 * bytes (on one cache line unless the condvar, 8-byte aligned,
-	 * starts 8 bytes before a line's end):
-	 * the lock and the wait spin's words ("Spinning waiters" above):
-	 * @seq counts the signals and broadcasts that woke spinners (read by
-	 * them without @lock); @spinners is how many fibers spin on it
-	 * unwoken, @spin_prio the highest priority among them (kept until
-	 * none is left); @leaving, how many were woken and have not left yet
-	 * (each decrements it as it leaves, without @lock). The rest under
-	 * @lock.
+	 * starts 8 bytes before a line's end): the lock and the spinners'
+	 * slots ("Spinning waiters" above). @spinners counts the slots in
+	 * PRT_CSLOT_SPIN (under @lock); each spinner polls its own slot byte
+	 * (without @lock), and frees a woken one as its last access to the
+	 * condvar; @spin_prio is the highest priority among the spinners
+	 * (kept until none is left). The rest under @lock.
 	 */
 	prt__spinlock_t lock;
-	atomic_uint seq;
 	unsigned spinners;
-	atomic_uint leaving;
+	atomic_uchar slot[PRT_COND_SPIN_SLOTS];
+	int spin_prio;
+	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/* prt__mwaiter.pl (a plist, plist.h), PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
 	struct prt__mutex *m;      /* the mutex of the current waiters and spinners; lock */
-	int spin_prio;
-	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
-_Static_assert(offsetof(struct prt__cond, leaving) == 12, "a condvar's hot words first");
+_Static_assert(offsetof(struct prt__cond, slot) + PRT_COND_SPIN_SLOTS <= 16,
+	       "a condvar's hot words first");
 
 static struct prt__cond *cond_of(prt_cond_t *c)
 {
@@ -210,9 +226,10 @@ static int list_state(struct prt__cond *c)
 {
 	if (c->spinners)
 		return 2;
-	/* acquire: pairs with a woken spinner's leaving (spin_wait) */
-	if (atomic_load_explicit(&c->leaving, memory_order_acquire))
-		return 1;
+	for (int i = 0; i < PRT_COND_SPIN_SLOTS; i++)
+		/* acquire: pairs with a woken spinner's release of its slot (slot_free) */
+		if (atomic_load_explicit(&c->slot[i], memory_order_acquire) != PRT_CSLOT_FREE)
+			return 1;
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
 	return first_waiting(c) ? 2 : 1;
@@ -332,16 +349,28 @@ static bool cond_reprio(struct prt__fiber *f)
 
 /* spin_wait(): the wait goes on, queued (sleep on rec.wait). */
 #define WAIT_ON (-1)
+/* spin_wait(): woken, the slot still ours: free it (slot_free) once the mutex is tried. */
+#define WOKEN_IN_SLOT 1
 
 /*
- * A spinner's wait ("Spinning waiters" above), the mutex released: poll
- * c->seq for a change from @seq0 while prt__spin_keep allows. Returns
- * 0 if a signal came (retake the mutex), ETIMEDOUT or ECANCELED (retake
- * it too), or WAIT_ON once @rec is on the list (sleep on it). Leaves
- * the count either way (c->spinners; c->leaving once woken).
+ * A woken spinner's last access to @c: free its slot @i. release: our
+ * reads of @c come before a destroy that sees the slot free (list_state).
+ */
+static void slot_free(struct prt__cond *c, int i)
+{
+	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_release);
+}
+
+/*
+ * A spinner's wait ("Spinning waiters" above) in slot @i, the mutex
+ * released: poll the slot while prt__spin_keep allows. Returns
+ * WOKEN_IN_SLOT if a signal came (the caller retakes the mutex and frees
+ * the slot), ETIMEDOUT or ECANCELED (slot freed: retake the mutex too),
+ * 0 if woken after all when the spin ended (slot freed: retake it), or
+ * WAIT_ON once @rec is on the list (slot freed: sleep on it).
  */
 static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__worker *w,
-		     unsigned seq0, uint64_t spin, uint64_t deadline)
+		     int i, uint64_t spin, uint64_t deadline)
 {
 	struct prt__fiber *self = rec->fiber;
 	struct prt__spin sp = { .spin = spin, .deadline = deadline };
@@ -350,25 +379,15 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	prt__assert_own_worker(w);
 	do
 		prt__cpu_relax();
-	while (atomic_load_explicit(&c->seq, memory_order_relaxed) == seq0 &&
+	while (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_SPIN &&
 	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
-	/* acquire: pairs with wake_spinners' release, so its count in c->leaving comes first */
-	if (atomic_load_explicit(&c->seq, memory_order_acquire) != seq0) {
-		/*
-		 * Woken: leave without c->lock, which our signaller, back in
-		 * a wait of its own, may want now. release: our reads of @c
-		 * come before a destroy that sees us gone (list_state, acquire).
-		 * Our last access to @c.
-		 */
-		atomic_fetch_sub_explicit(&c->leaving, 1, memory_order_release);
-		return 0;
-	}
+	/* Woken: the slot stays ours until we free it, so the condvar stays. */
+	if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_WOKEN)
+		return WOKEN_IN_SLOT;
 	prt__spin_lock(&c->lock);
-	if (atomic_load_explicit(&c->seq, memory_order_relaxed) != seq0) {
-		/* Woken since our look: counted in c->leaving by then. */
-		atomic_fetch_sub_explicit(&c->leaving, 1, memory_order_relaxed);
-		err = 0;
+	if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_WOKEN) {
+		err = 0; /* woken since our look */
 	} else {
 		c->spinners--; /* never woken: still counted there */
 		if (prt__cancel_pending(self))
@@ -378,6 +397,7 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 		else
 			wait_begin(c, rec);
 	}
+	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_relaxed);
 	prt__spin_unlock(&c->lock); /* our last access to @c, unless we queued */
 	return err;
 }
@@ -389,8 +409,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
 	uint64_t deadline = 0, spin = 0;
-	unsigned count, seq0 = 0;
-	int err, e;
+	unsigned count;
+	int err, e, slot = -1;
 
 	if (!uc || !um)
 		return EINVAL;
@@ -420,14 +440,19 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return EINVAL;
 	}
 	c->m = m;
-	if (spin) {
+	/* A free slot to spin in (all taken: queue at once). */
+	for (int i = 0; spin && i < PRT_COND_SPIN_SLOTS && slot < 0; i++)
+		if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_FREE)
+			slot = i;
+	if (slot >= 0) {
 		int prio = atomic_load_explicit(&rec.fiber->prio, memory_order_relaxed);
 
 		if (!c->spinners || prio > c->spin_prio)
 			c->spin_prio = prio;
 		c->spinners++;
-		seq0 = atomic_load_explicit(&c->seq, memory_order_relaxed);
+		atomic_store_explicit(&c->slot[slot], PRT_CSLOT_SPIN, memory_order_relaxed);
 	} else {
+		spin = 0;
 		wait_begin(c, &rec);
 	}
 	prt__spin_unlock(&c->lock);
@@ -440,8 +465,25 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	 * worker now: spin on that one's behalf.
 	 */
 	w = prt__cur_worker();
-	if (spin && (err = spin_wait(c, &rec, w, seq0, spin, deadline)) != WAIT_ON)
+	if (spin && (err = spin_wait(c, &rec, w, slot, spin, deadline)) != WAIT_ON) {
+		if (err == WOKEN_IN_SLOT) {
+			/*
+			 * Free the slot after taking the mutex, not before: its
+			 * store then waits in the store buffer while we go on (an
+			 * atomic read-modify-write of the condvar's line here cost
+			 * xcore pinned 15-20% in the slow placement). But before
+			 * we may block for the mutex: whoever holds it may be
+			 * destroying the condvar, which waits for the slot.
+			 */
+			err = 0;
+			if (prt__mutex_take_free(m)) {
+				slot_free(c, slot);
+				goto held;
+			}
+			slot_free(c, slot);
+		}
 		goto retake; /* never queued: nothing to unpublish */
+	}
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	/* A cancel ends it as the deadline does (ECANCELED): leave, retake the mutex. */
@@ -505,14 +547,15 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 	return NULL;
 }
 
-/* Wake every spinner of @c: each leaves on its own once it sees the new count. c->lock. */
+/* Wake every spinner of @c: each leaves on its own once it sees its slot woken. c->lock. */
 static void wake_spinners(struct prt__cond *c)
 {
-	atomic_fetch_add_explicit(&c->leaving, c->spinners, memory_order_relaxed);
-	c->spinners = 0;
-	/* release: a spinner that sees it sees its count in c->leaving (no wrap when it leaves) */
-	atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
-			      memory_order_release);
+	for (int i = 0; c->spinners && i < PRT_COND_SPIN_SLOTS; i++)
+		if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_SPIN) {
+			c->spinners--;
+			/* release: what we wrote before the signal, for the spinner that retakes the mutex */
+			atomic_store_explicit(&c->slot[i], PRT_CSLOT_WOKEN, memory_order_release);
+		}
 }
 
 /*

@@ -846,6 +846,13 @@ PRT_API int prt_mutex_lock(prt_mutex_t *um)
 	return lock_slow(m, w, me.tok, 0, true);
 }
 
+bool prt__mutex_take_free(struct prt__mutex *m)
+{
+	struct prt__owner me;
+
+	return prt__owner_self(prt__cur_worker(), &me) && take_free(m, &me);
+}
+
 int prt__mutex_lock_nocancel(struct prt__mutex *m)
 {
 	struct prt__worker *w = prt__cur_worker();

@@ -216,6 +216,12 @@ void prt__rwlock_cancel_locked(struct prt__worker *w, struct prt__fiber *f, stru
  * wait also returns holding the mutex).
  */
 int prt__mutex_lock_nocancel(struct prt__mutex *m);
+/*
+ * Take @m if it is free, as prt_mutex_lock's fast path does, counted
+ * held; false (nothing changed) if it is not: then prt__mutex_lock_nocancel.
+ * Context: a fiber or a plain thread; never switches.
+ */
+bool prt__mutex_take_free(struct prt__mutex *m);
 /* Wake the new owner of a handoff left in @h (no lock held); nothing if none. */
 void prt__handoff_wake(struct prt__handoff *h);
 

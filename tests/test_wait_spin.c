@@ -897,6 +897,7 @@ static struct {
 	prt_cond_t *c;
 	atomic_int in_pause, paused, destroying, other_runs, waiting, flag;
 	int w_err, destroy_err, in_pause_at_return;
+	bool hold; /* the destroyer holds the mutex (test_cond_destroy_holding_mutex) */
 } cd;
 
 static void cd_pause(void *arg)
@@ -942,30 +943,35 @@ static void *cd_other(void *arg)
 		FIBER_CHECK(prt_mutex_lock(&cd.m) == 0);
 		atomic_store(&cd.flag, 1);
 		FIBER_CHECK(prt_cond_broadcast(cd.c) == 0);
-		FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
+		if (!cd.hold)
+			FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
 		until = test_mono_ns() + 50000000;
 		while (!atomic_load(&cd.in_pause) && test_mono_ns() < until)
 			;
 		if (atomic_load(&cd.in_pause))
 			break;
+		if (cd.hold)
+			FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
 	}
 	atomic_store(&cd.destroying, 1);
 	cd.destroy_err = prt_cond_destroy(cd.c);
 	cd.in_pause_at_return = atomic_load(&cd.in_pause);
+	if (cd.hold)
+		FIBER_CHECK(prt_mutex_unlock(&cd.m) == 0);
 	return NULL;
 }
 
-static void test_cond_destroy_waits_for_spinner(void **state)
+static void cond_destroy_spinner(bool hold)
 {
 	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
 	prt_fiber_t w, o;
 
-	(void)state;
 	if (!spins) {
 		prt_runtime_destroy(rt);
 		skip();
 	}
 	memset(&cd, 0, sizeof(cd));
+	cd.hold = hold;
 	assert_non_null(cd.c = malloc(sizeof(*cd.c)));
 	assert_int_equal(prt_mutex_init(&cd.m, NULL), 0);
 	assert_int_equal(prt_cond_init(cd.c), 0);
@@ -981,6 +987,25 @@ static void test_cond_destroy_waits_for_spinner(void **state)
 	assert_int_equal(cd.w_err, 0);
 	free(cd.c);
 	assert_int_equal(prt_mutex_destroy(&cd.m), 0);
+}
+
+static void test_cond_destroy_waits_for_spinner(void **state)
+{
+	(void)state;
+	cond_destroy_spinner(false);
+}
+
+/*
+ * The same window, with the destroyer holding the mutex (it broadcast
+ * under it and destroys before it unlocks: POSIX allows it). W, woken,
+ * finds the mutex taken; it must leave the condvar before it waits for
+ * the mutex, or the destroy (waiting for W) and W (waiting for the
+ * destroyer's unlock) wait for each other for ever.
+ */
+static void test_cond_destroy_holding_mutex(void **state)
+{
+	(void)state;
+	cond_destroy_spinner(true);
 }
 #endif
 
@@ -1002,6 +1027,7 @@ int main(void)
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
 		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
+		cmocka_unit_test(test_cond_destroy_holding_mutex),
 #endif
 	};
 	cpu_set_t cpus;

@@ -229,7 +229,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *m);
  * to it, highest priority first (FIFO within a level). A fiber that
  * waits while another worker is busy and its own has nothing else to
  * run spins first (cfg.wait_spin_ns, README "Scheduling"), at most one
- * per worker: a signal or broadcast that finds such a spinner wakes it
+ * per worker and 8 per condvar (more wait queued at once): a signal or broadcast that finds such a spinner wakes it
  * without a requeue, and it takes the mutex back itself, by the mutex's
  * rules (never ahead of a higher-priority waiter queued on it). A
  * signal wakes the spinners (all of them) unless a sleeper ranks at
@@ -291,9 +291,10 @@ PRT_API int prt_cond_init(prt_cond_t *c);
  * while the woken waiters still wait for the mutex: they never touch
  * the condvar again. A waiter whose timed wait ended just before the
  * broadcast reached it still unlinks itself, and a spinner the
- * broadcast woke still leaves the condvar's count; destroy waits for
- * those (a few instructions, as glibc's does). Context: any thread,
- * never switches fibers.
+ * broadcast woke still frees its slot in the condvar (once it has tried
+ * the mutex, and before it waits for it); destroy waits for those (a
+ * few instructions, as glibc's does). Context: any thread, never
+ * switches fibers.
  */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
