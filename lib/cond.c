@@ -108,6 +108,8 @@ enum {
 	PRT_CSLOT_WOKEN, /* woken by a signal or broadcast: its spinner frees it as it leaves */
 };
 
+_Static_assert(PRT_CSLOT_FREE == 0, "prt__fiber_slot_settle stores 0");
+
 struct prt__cond {
 	/*
 	 * What a signal and a spinning wait touch come first, within 16
@@ -219,6 +221,47 @@ static struct prt__mwaiter *first_waiting(struct prt__cond *c)
 }
 
 /*
+ * Woken slot @i of @c: free it for its spinner if that spinner owes it
+ * (took the mutex and has not freed it yet), which it then cannot do
+ * any more (the compare-and-swap on its prt__fiber.owed_slot). It holds
+ * the mutex meanwhile, so its owner word names it; descriptors are
+ * type-stable (a stale owner's word is safe to read), and one that
+ * ended owing a slot held the mutex, so is kept. True if freed. c->lock.
+ */
+static bool slot_takeover(struct prt__cond *c, int i)
+{
+	uintptr_t o = atomic_load_explicit(&c->m->owner, memory_order_acquire);
+	struct prt__fiber *f = prt__owner_fiber(o);
+	atomic_uchar *want = &c->slot[i];
+
+	/* acquire: pairs with the owner's release of owed_slot, after its reads of @c */
+	if (!f || atomic_load_explicit(&f->owed_slot, memory_order_acquire) != want ||
+	    !atomic_compare_exchange_strong_explicit(&f->owed_slot, &want, NULL,
+						     memory_order_acquire, memory_order_relaxed))
+		return false;
+	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_relaxed);
+	return true;
+}
+
+/*
+ * Settle the woken slots of @c: free those their spinners owe (slot_takeover).
+ * True if none is left woken: the rest, spinners between their wake
+ * and their try of the mutex, free theirs in a few instructions, never
+ * blocking first. c->lock.
+ */
+static bool slots_settle(struct prt__cond *c)
+{
+	bool settled = true;
+
+	for (int i = 0; i < PRT_COND_SPIN_SLOTS; i++)
+		/* acquire: pairs with a woken spinner's release of its slot (slot_free) */
+		if (atomic_load_explicit(&c->slot[i], memory_order_acquire) == PRT_CSLOT_WOKEN &&
+		    !slot_takeover(c, i))
+			settled = false;
+	return settled;
+}
+
+/*
  * Who waits: 0 nobody, 1 only waiters leaving (timed out and unlinking
  * themselves, or woken spinners), 2 a waiter still waiting. c->lock.
  */
@@ -226,10 +269,8 @@ static int list_state(struct prt__cond *c)
 {
 	if (c->spinners)
 		return 2;
-	for (int i = 0; i < PRT_COND_SPIN_SLOTS; i++)
-		/* acquire: pairs with a woken spinner's release of its slot (slot_free) */
-		if (atomic_load_explicit(&c->slot[i], memory_order_acquire) != PRT_CSLOT_FREE)
-			return 1;
+	if (!slots_settle(c))
+		return 1;
 	if (!c->waiters.next || prt__list_empty(&c->waiters))
 		return 0;
 	return first_waiting(c) ? 2 : 1;
@@ -243,6 +284,8 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 	if (!uc)
 		return EINVAL;
 	prt__check_live(c->dbg, "prt_cond_destroy", uc);
+	if (prt__cur_worker())
+		prt__fiber_slot_settle(prt__cur_worker()->curr);
 	for (;;) {
 		prt__spin_lock(&c->lock);
 		st = list_state(c);
@@ -419,6 +462,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return EINVAL;
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
+	if (rec.fiber)
+		prt__fiber_slot_settle(rec.fiber);
 	prt__wait_init(&rec.wait, rec.fiber);
 	rec.token = prt__mutex_self_token();
 	rec.pl.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
@@ -433,13 +478,26 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		return ECANCELED;
 	if (rec.fiber)
 		spin = prt__wait_spin_ns(w);
+again:
 	prt__spin_lock(&c->lock);
 	list_lazy_init(c);
 	if ((!prt__list_empty(&c->waiters) || c->spinners) && c->m != m) {
 		prt__spin_unlock(&c->lock);
 		return EINVAL;
 	}
-	c->m = m;
+	if (c->m != m) {
+		/*
+		 * Rebound: the woken spinners of the old mutex settled first
+		 * (slots_settle finds them through c->m). One between its wake
+		 * and its try of the mutex may want c->lock: retry without it.
+		 */
+		if (!slots_settle(c)) {
+			prt__spin_unlock(&c->lock);
+			prt__cpu_relax();
+			goto again;
+		}
+		c->m = m;
+	}
 	/* A free slot to spin in (all taken: queue at once). */
 	for (int i = 0; spin && i < PRT_COND_SPIN_SLOTS && slot < 0; i++)
 		if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_FREE)
@@ -468,16 +526,17 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	if (spin && (err = spin_wait(c, &rec, w, slot, spin, deadline)) != WAIT_ON) {
 		if (err == WOKEN_IN_SLOT) {
 			/*
-			 * Free the slot after taking the mutex, not before: its
-			 * store then waits in the store buffer while we go on (an
-			 * atomic read-modify-write of the condvar's line here cost
-			 * xcore pinned 15-20% in the slow placement). But before
-			 * we may block for the mutex: whoever holds it may be
-			 * destroying the condvar, which waits for the slot.
+			 * Taken free: we owe the slot ("A woken spinner's slot"
+			 * above), our next unlock or condvar call frees it. Else
+			 * free it now, before we may block for the mutex: its
+			 * holder may be destroying the condvar, which waits for
+			 * the slot.
 			 */
 			err = 0;
 			if (prt__mutex_take_free(m)) {
-				slot_free(c, slot);
+				/* release: our reads of @c come before a takeover (slot_takeover) */
+				atomic_store_explicit(&rec.fiber->owed_slot, &c->slot[slot],
+						      memory_order_release);
 				goto held;
 			}
 			slot_free(c, slot);
@@ -572,6 +631,8 @@ static int wake(prt_cond_t *uc, int n)
 	if (!uc)
 		return EINVAL;
 	prt__check_live(c->dbg, n == 1 ? "prt_cond_signal" : "prt_cond_broadcast", uc);
+	if (prt__cur_worker())
+		prt__fiber_slot_settle(prt__cur_worker()->curr);
 	for (bool first = true; n-- > 0; first = false) {
 		struct prt__mwaiter *r, *s;
 		struct prt__mutex *m;

@@ -111,6 +111,8 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	f->mwait = NULL;
 	f->wait_cond = NULL;
 	f->cwait = NULL;
+	/* A fiber that ended owing a slot held a mutex: its descriptor is kept, never here. */
+	prt__assert(!atomic_load_explicit(&f->owed_slot, memory_order_relaxed));
 	/*
 	 * Only descriptors that hold nothing are reused (prt__fiber_free,
 	 * _release), but a deferred interrupt may have left the owed mark.

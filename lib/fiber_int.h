@@ -177,6 +177,15 @@ struct prt__fiber {
 	 */
 	atomic_uint nheld;
 	/*
+	 * A condvar's spinner slot (cond.c, "Spinning waiters") this fiber
+	 * was woken in and has not freed yet: it holds that condvar's mutex
+	 * meanwhile, and frees the slot at its next unlock or condvar call
+	 * (prt__fiber_slot_settle), unless a destroy or a rebinding of the
+	 * condvar took it over first (a compare-and-swap to NULL: whoever
+	 * moves it from non-NULL frees the slot). NULL otherwise.
+	 */
+	_Atomic(atomic_uchar *) owed_slot;
+	/*
 	 * Of those, rwlock read holds that no slot of their rwlock records
 	 * (rwlock.c, "Tracking readers"). Written only by the fiber itself
 	 * (and reset with nheld when a destroyed runtime's descriptors go
@@ -304,5 +313,22 @@ static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_ind
 /* Entry of every fiber (ctx trampoline target). */
 void prt__fiber_entry(void *from, void *data);
 
+
+/*
+ * Free the condvar slot @f owes (prt__fiber.owed_slot), if any: the
+ * slot's FREE is 0 (cond.c). release: @f's reads of that condvar come
+ * before a destroy that sees the slot free. Context: @f itself.
+ */
+static inline void prt__fiber_slot_settle(struct prt__fiber *f)
+{
+	atomic_uchar *slot;
+
+	if (prt__likely(!atomic_load_explicit(&f->owed_slot, memory_order_relaxed)))
+		return;
+	/* acquire: after a takeover's CAS we do nothing; a NULL means it freed the slot */
+	slot = atomic_exchange_explicit(&f->owed_slot, NULL, memory_order_acquire);
+	if (slot)
+		atomic_store_explicit(slot, 0, memory_order_release);
+}
 
 #endif

@@ -1010,6 +1010,8 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	w = prt__cur_worker();
 	prt__owner_peek(w, &me);
 	o = me.tok;
+	if (w)
+		prt__fiber_slot_settle(w->curr); /* a condvar slot owed (cond.c) */
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
 		atomic_store_explicit(&m->count,

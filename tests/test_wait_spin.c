@@ -801,6 +801,109 @@ static void test_cond_spinner_and_sleeper(void **state)
 	spinner_and_sleeper(PRT_PRIO_DEFAULT + 1);
 }
 
+/*
+ * A woken spinner that took the mutex back owes its condvar slot until
+ * its next unlock or condvar call (cond.c, "A woken spinner's slot").
+ * W, woken as it spun, holds the mutex and waits, spinning on a plain
+ * flag, for O to destroy the condvar: the destroy must free W's slot
+ * itself (through the mutex's owner word), not wait for W's unlock,
+ * which waits for the destroy (W gives up after 5 s: a failure). With
+ * @rebind, O first waits on the condvar with another mutex (a timed
+ * wait that times out: the condvar had no waiter left, so it may),
+ * which must settle W's slot as it rebinds: the destroy finds owed
+ * slots through its mutex's owner.
+ */
+static struct {
+	atomic_int other_runs, waiting, w_has_m, destroyed;
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	int w_err, destroy_err, rebind_err, flag;
+	bool rebind;
+	bool capped;
+	uint64_t sw_before, sw_after;
+} ow;
+
+static void *ow_w(void *arg)
+{
+	uint64_t cap;
+
+	(void)arg;
+	FIBER_CHECK(await_flag(&ow.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&ow.m) == 0);
+	ow.sw_before = switches(0);
+	atomic_store(&ow.waiting, 1);
+	while (!ow.flag && !ow.w_err)
+		ow.w_err = prt_cond_wait(&ow.c, &ow.m);
+	ow.sw_after = switches(0);
+	atomic_store(&ow.w_has_m, 1);
+	cap = test_mono_ns() + CAP_NS;
+	while (!atomic_load(&ow.destroyed) && !(ow.capped = test_mono_ns() >= cap))
+		;
+	FIBER_CHECK(prt_mutex_unlock(&ow.m) == 0);
+	return NULL;
+}
+
+static void *ow_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&ow.other_runs, 1);
+	FIBER_CHECK(await_flag(&ow.waiting));
+	compute_ns(2000000); /* W spins by now */
+	FIBER_CHECK(prt_mutex_lock(&ow.m) == 0);
+	ow.flag = 1;
+	FIBER_CHECK(prt_cond_signal(&ow.c) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ow.m) == 0);
+	FIBER_CHECK(await_flag(&ow.w_has_m));
+	if (ow.rebind) {
+		struct timespec ts;
+
+		FIBER_CHECK(clock_gettime(CLOCK_REALTIME, &ts) == 0);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		FIBER_CHECK(prt_mutex_lock(&ow.m2) == 0);
+		ow.rebind_err = prt_cond_timedwait(&ow.c, &ow.m2, &ts);
+		FIBER_CHECK(prt_mutex_unlock(&ow.m2) == 0);
+	}
+	ow.destroy_err = prt_cond_destroy(&ow.c);
+	atomic_store(&ow.destroyed, 1);
+	return NULL;
+}
+
+static void cond_destroy_owed(bool rebind)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+
+	memset(&ow, 0, sizeof(ow));
+	ow.rebind = rebind;
+	assert_int_equal(prt_mutex_init(&ow.m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&ow.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&ow.c), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, ow_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, ow_w, NULL);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(ow.w_err, 0);
+	assert_int_equal(ow.destroy_err, 0);
+	assert_false(ow.capped); /* the destroy returned while W held the mutex */
+	assert_int_equal(ow.rebind_err, rebind ? ETIMEDOUT : 0);
+	if (spins)
+		assert_int_equal(ow.sw_after, ow.sw_before); /* woken as it spun: it owed the slot */
+	assert_int_equal(prt_mutex_destroy(&ow.m), 0);
+	assert_int_equal(prt_mutex_destroy(&ow.m2), 0);
+}
+
+static void test_cond_destroy_while_owed(void **state)
+{
+	(void)state;
+	cond_destroy_owed(false);
+	cond_destroy_owed(true);
+}
+
 #if PRT_FAULT_INJECTION
 /*
  * A semaphore waiter whose spin ended without a unit still waits: a
@@ -1024,6 +1127,7 @@ int main(void)
 		cmocka_unit_test(test_own_io_no_spin),
 		cmocka_unit_test(test_cond_spinner_waits),
 		cmocka_unit_test(test_cond_spinner_and_sleeper),
+		cmocka_unit_test(test_cond_destroy_while_owed),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
 		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
