@@ -66,17 +66,27 @@
  * it). At most one fiber per worker spins, so that is no thundering
  * herd.
  *
- * A woken spinner's slot stays WOKEN until the spinner frees it, its
- * last access to the condvar; prt_cond_destroy says EBUSY while a slot
- * is SPIN and waits while one is WOKEN (POSIX lets a broadcast be
- * followed by the destroy at once). The free is a plain store, made
- * after the spinner's attempt to take the mutex free: it then waits in
- * the store buffer while the fiber goes on, where the count of woken
- * spinners it replaces (an atomic decrement on the condvar's line
- * before the retake) put one more cache-line transfer on the wake's
- * path. If the mutex is not free, the slot is freed before the fiber
- * may block for it: whoever holds the mutex may be the destroyer,
- * waiting for the slot.
+ * A woken spinner's slot stays WOKEN until it is freed, after the
+ * spinner's last access to the condvar; prt_cond_destroy says EBUSY
+ * while a slot is SPIN and waits while one is WOKEN (POSIX lets a
+ * broadcast be followed by the destroy at once). A woken spinner that
+ * takes the mutex free does not free its slot there: any write of the
+ * condvar's line on the wake's path costs a cache-line transfer (an
+ * atomic count of woken spinners, decremented before the retake, cost
+ * xcore pinned 15-20% in the slow placement; a plain store after the
+ * retake took the line from the other side in the middle of its own
+ * wait, 15% in the fast one). It owes the slot (prt__fiber.owed_slot)
+ * and frees it at its next unlock or condvar call, holding the mutex
+ * meanwhile. Destroy must not wait for that (the owner may be waiting
+ * for the destroyer): it frees an owed slot itself, finding its owner
+ * through the mutex's owner word (slot_takeover; a compare-and-swap of
+ * the owner's owed_slot to NULL decides who frees it). So each woken
+ * slot is freed within a few instructions of the spinner's wake, or is
+ * owed by the mutex's owner. A wait that rebinds the condvar to
+ * another mutex settles the woken slots first, so that c->m names the
+ * mutex of every owed slot. A spinner that finds the mutex taken frees
+ * its slot before it may block for it (its holder may be destroying
+ * the condvar).
  *
  * Priority changes: a waiting fiber publishes its record (wait_cond,
  * cwait, under its own lock) before it reads its priority for the list,

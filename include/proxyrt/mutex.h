@@ -291,10 +291,10 @@ PRT_API int prt_cond_init(prt_cond_t *c);
  * while the woken waiters still wait for the mutex: they never touch
  * the condvar again. A waiter whose timed wait ended just before the
  * broadcast reached it still unlinks itself, and a spinner the
- * broadcast woke still frees its slot in the condvar (once it has tried
- * the mutex, and before it waits for it); destroy waits for those (a
- * few instructions, as glibc's does). Context: any thread, never
- * switches fibers.
+ * broadcast woke still frees its slot in the condvar as it tries the
+ * mutex; destroy waits for those (a few instructions, as glibc's
+ * does), and frees the slot of one that took the mutex itself. Context:
+ * any thread, never switches fibers.
  */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
