@@ -403,7 +403,7 @@ static bool cond_reprio(struct prt__fiber *f)
 /* spin_wait(): the wait goes on, queued (sleep on rec.wait). */
 #define WAIT_ON (-1)
 /* spin_wait(): woken, the slot still ours: free it (slot_free) once the mutex is tried. */
-#define WOKEN_IN_SLOT 1
+#define WOKEN_IN_SLOT (-2)
 
 /*
  * A woken spinner's last access to @c: free its slot @i. release: our
@@ -462,6 +462,7 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
 	uint64_t deadline = 0, spin = 0;
+	struct prt__unlock_defer ud = { 0 };
 	unsigned count;
 	int err, e, slot = -1;
 
@@ -486,7 +487,11 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	/* Cancelled: return at once, the mutex still held (nothing changed). */
 	if (rec.fiber && prt__cancel_pending(rec.fiber))
 		return ECANCELED;
-	if (rec.fiber)
+	/*
+	 * Not while we run in a donor's place (proxy execution): the unlock
+	 * hands the mutex to it, which then runs at once (prt__after_handoff).
+	 */
+	if (rec.fiber && w->donor == rec.fiber)
 		spin = prt__wait_spin_ns(w);
 again:
 	prt__spin_lock(&c->lock);
@@ -525,13 +530,20 @@ again:
 	}
 	prt__spin_unlock(&c->lock);
 
+	/*
+	 * A spinner's unlock does not switch (to a new owner that outranks
+	 * us, a slice owed): switched out holding a slot, a signal could mark
+	 * it woken, and a destroy on this worker would then wait for a slot
+	 * that only we can free, never letting us run. Those switches come
+	 * once the slot is settled (prt__unlock_deferred). Else the unlock
+	 * may switch us out, and we may run on another worker after it.
+	 */
+	if (spin)
+		w->unlock_defer = &ud;
 	err = prt__mutex_release_all(m, &count);
 	prt__assert(err == 0); /* ownership was checked above */
-	/*
-	 * The unlock may have switched us out (a slice owed, or a handoff to
-	 * a donor we ran for: prt__after_handoff), and we may run on another
-	 * worker now: spin on that one's behalf.
-	 */
+	if (spin)
+		w->unlock_defer = NULL;
 	w = prt__cur_worker();
 	if (spin && (err = spin_wait(c, &rec, w, slot, spin, deadline)) != WAIT_ON) {
 		if (err == WOKEN_IN_SLOT) {
@@ -547,12 +559,16 @@ again:
 				/* release: our reads of @c come before a takeover (slot_takeover) */
 				atomic_store_explicit(&rec.fiber->owed_slot, &c->slot[slot],
 						      memory_order_release);
+				prt__unlock_deferred(w, &ud); /* owed: a destroy takes it over */
 				goto held;
 			}
 			slot_free(c, slot);
 		}
+		prt__unlock_deferred(w, &ud); /* slot freed */
 		goto retake; /* never queued: nothing to unpublish */
 	}
+	if (spin)
+		prt__unlock_deferred(w, &ud); /* slot freed, queued: sleeping switches anyway */
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	/* A cancel ends it as the deadline does (ECANCELED): leave, retake the mutex. */

@@ -246,8 +246,29 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 		prt__rt_put(h->ref);
 		h->ref = NULL;
 	}
-	if (w)
+	if (w && w->unlock_defer)
+		w->unlock_defer->to = f; /* a condvar wait's: prt__unlock_deferred */
+	else if (w)
 		prt__after_handoff(w, f);
+}
+
+/* A slice owed at an unlock (prt__held_drop): switch now, or record it for a condvar wait. */
+static void unlock_slice_owed(struct prt__worker *w)
+{
+	if (w && w->unlock_defer)
+		w->unlock_defer->slice = true;
+	else
+		prt__preempt_slice_owed();
+}
+
+void prt__unlock_deferred(struct prt__worker *w, struct prt__unlock_defer *d)
+{
+	if (d->to)
+		prt__after_handoff(w, d->to); /* reads type-stable fields of @d->to */
+	if (d->slice)
+		prt__preempt_slice_owed();
+	d->to = NULL;
+	d->slice = false;
 }
 
 /*
@@ -1025,7 +1046,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 								 memory_order_relaxed))) {
 		/* we owned it: not NULL */
 		if (prt__held_drop(me.nheld))
-			prt__preempt_slice_owed();
+			unlock_slice_owed(w);
 		return 0;
 	}
 	if ((o & ~PRT_MTX_WAITERS) != me.tok)
@@ -1033,7 +1054,7 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	owed = prt__held_drop(me.nheld);
 	unlock_slow(m, w); /* cannot fail */
 	if (owed)
-		prt__preempt_slice_owed();
+		unlock_slice_owed(w);
 	return 0;
 }
 

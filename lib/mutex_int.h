@@ -222,6 +222,17 @@ int prt__mutex_lock_nocancel(struct prt__mutex *m);
  * Context: a fiber or a plain thread; never switches.
  */
 bool prt__mutex_take_free(struct prt__mutex *m);
+/*
+ * Switches an unlock owes but did not make (prt__worker.unlock_defer):
+ * @to, a new owner that may outrank the caller (prt__after_handoff);
+ * @slice, a time slice that ended while the lock was held.
+ */
+struct prt__unlock_defer {
+	struct prt__fiber *to;
+	bool slice;
+};
+/* Make the switches @d records, if any (the caller's own worker @w). May switch. */
+void prt__unlock_deferred(struct prt__worker *w, struct prt__unlock_defer *d);
 /* Wake the new owner of a handoff left in @h (no lock held); nothing if none. */
 void prt__handoff_wake(struct prt__handoff *h);
 

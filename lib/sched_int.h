@@ -131,6 +131,13 @@ struct prt__worker {
 	/* The rest is the worker thread's own (no lock), except where noted. */
 	struct prt__fiber *curr prt__cacheline_aligned; /* whose code runs */
 	struct prt__fiber *donor; /* whose scheduling context is served (docs/design.md) */
+	/*
+	 * Set by a condvar wait around its unlock (cond.c): the switches an
+	 * unlock would make (to a new owner that outranks us, a slice
+	 * owed) are recorded there instead, for the wait to make once its
+	 * spinner slot is settled (prt__unlock_deferred).
+	 */
+	struct prt__unlock_defer *unlock_defer;
 	/* Picked to run next but still on another CPU: the idle loop runs it. */
 	struct prt__fiber *handover, *handover_donor;
 	struct prt_runtime *rt;

@@ -904,6 +904,98 @@ static void test_cond_destroy_while_owed(void **state)
 	cond_destroy_owed(true);
 }
 
+/*
+ * A spinner's unlock must not switch it out while it holds its slot (a
+ * review's reproducer). X, on worker 0, holds the mutex that D (one
+ * level higher, also on worker 0) waits for, and waits on the condvar:
+ * its unlock hands the mutex to D, which outranks it. D broadcasts and
+ * destroys the condvar holding the mutex. If X's unlock switched to D
+ * with X's slot taken, the broadcast marked the slot woken and the
+ * destroy waited for it, on the worker X needs: for ever. With proxy
+ * execution (@proxy) X runs in D's place and does not spin at all;
+ * without, X spins, and the switch to D comes once its slot is free.
+ * B keeps worker 1 busy (a spin needs another busy worker).
+ */
+static struct {
+	prt_runtime_t *rt;
+	prt_mutex_t m;
+	prt_cond_t c;
+	atomic_int stop, destroyed, flag;
+	int destroy_err;
+} us;
+
+static void *us_busy(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&us.stop))
+		;
+	return NULL;
+}
+
+static void *us_d(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&us.m) == 0); /* X holds it */
+	atomic_store(&us.flag, 1);
+	FIBER_CHECK(prt_cond_broadcast(&us.c) == 0);
+	us.destroy_err = prt_cond_destroy(&us.c);
+	atomic_store(&us.destroyed, 1);
+	FIBER_CHECK(prt_mutex_unlock(&us.m) == 0);
+	return NULL;
+}
+
+static void *us_x(void *arg)
+{
+	prt_fiber_t d;
+
+	(void)arg;
+	FIBER_CHECK(prt_mutex_lock(&us.m) == 0);
+	d = test_spawn(us.rt, PRT_PRIO_DEFAULT + 1, 0, us_d, NULL);
+	FIBER_CHECK(prt_yield() == 0); /* D runs and waits for the mutex */
+	while (!atomic_load(&us.flag))
+		FIBER_CHECK(prt_cond_wait(&us.c, &us.m) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&us.m) == 0);
+	FIBER_CHECK(prt_join(d, NULL) == 0);
+	return NULL;
+}
+
+static void unlock_switch_destroy(int proxy)
+{
+	prt_mutexattr_t ma;
+	prt_fiber_t b, x;
+	uint64_t cap;
+
+	memset(&us, 0, sizeof(us));
+	us.rt = spin_rt(LONG_SPIN, NULL);
+	assert_int_equal(prt_mutexattr_init(&ma), 0);
+	assert_int_equal(prt_mutexattr_setproxy(&ma, proxy), 0);
+	assert_int_equal(prt_mutex_init(&us.m, &ma), 0);
+	assert_int_equal(prt_cond_init(&us.c), 0);
+	b = test_spawn(us.rt, PRT_PRIO_DEFAULT, 1, us_busy, NULL);
+	x = test_spawn(us.rt, PRT_PRIO_DEFAULT, 0, us_x, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while (!atomic_load(&us.destroyed) && test_mono_ns() < cap)
+		usleep(1000);
+	if (!atomic_load(&us.destroyed)) {
+		prt_runtime_dump(us.rt, 2);
+		fail_msg("prt_cond_destroy did not return (proxy %d)", proxy);
+	}
+	atomic_store(&us.stop, 1);
+	assert_int_equal(prt_join(x, NULL), 0);
+	assert_int_equal(prt_join(b, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(us.rt), 0);
+	assert_int_equal(us.destroy_err, 0);
+	assert_int_equal(prt_mutex_destroy(&us.m), 0);
+	assert_int_equal(prt_mutexattr_destroy(&ma), 0);
+}
+
+static void test_cond_destroy_after_unlock_switch(void **state)
+{
+	(void)state;
+	unlock_switch_destroy(PRT_MUTEX_PROXY_ON);
+	unlock_switch_destroy(PRT_MUTEX_PROXY_OFF);
+}
+
 #if PRT_FAULT_INJECTION
 /*
  * A semaphore waiter whose spin ended without a unit still waits: a
@@ -1128,6 +1220,7 @@ int main(void)
 		cmocka_unit_test(test_cond_spinner_waits),
 		cmocka_unit_test(test_cond_spinner_and_sleeper),
 		cmocka_unit_test(test_cond_destroy_while_owed),
+		cmocka_unit_test(test_cond_destroy_after_unlock_switch),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
 		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
