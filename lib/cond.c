@@ -285,7 +285,8 @@ static bool owes_here(struct prt__cond *c, struct prt__fiber *f)
 
 	if (!f || prt__likely(!(p = atomic_load_explicit(&f->owed_slot, memory_order_relaxed))))
 		return false;
-	if (p >= &c->slot[0] && p < &c->slot[PRT_COND_SPIN_SLOTS])
+	/* As integers: @p may point into another condvar. */
+	if ((uintptr_t)p - (uintptr_t)&c->slot[0] < PRT_COND_SPIN_SLOTS)
 		return true;
 	prt__fiber_slot_settle(f);
 	return false;
