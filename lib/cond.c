@@ -548,7 +548,7 @@ again:
 		 */
 		if (!slots_settle(c)) {
 			prt__spin_unlock(&c->lock);
-			prt__cpu_relax();
+			sched_yield(); /* as destroy: that spinner's thread may need our CPU */
 			goto again;
 		}
 		c->m = m;

@@ -293,8 +293,10 @@ PRT_API int prt_cond_init(prt_cond_t *c);
  * broadcast reached it still unlinks itself, and a spinner the
  * broadcast woke still frees its slot in the condvar as it tries the
  * mutex; destroy waits for those (a few instructions, as glibc's
- * does), and frees the slot of one that took the mutex itself. Context:
- * any thread, never switches fibers.
+ * does), and frees the slot of one that took the mutex itself. Free or
+ * reuse a condvar's memory only after this returned 0 (POSIX leaves
+ * anything else undefined; here a fiber woken from it writes it once
+ * more, at its next unlock). Context: any thread, never switches fibers.
  */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
