@@ -362,6 +362,7 @@ static bool leave(struct prt__cond *c, struct prt__mwaiter *rec)
 	if (!atomic_compare_exchange_strong_explicit(&rec->cwait, &st, PRT_CW_LEAVING,
 						     memory_order_acq_rel, memory_order_acquire))
 		return false;
+	prt__fault_pause(PRT_PAUSE_COND_LEAVING); /* test builds: a rebinding wait may come here */
 	/* Still linked: @c cannot be destroyed until we unlink (prt_cond_destroy). */
 	prt__spin_lock(&c->lock);
 	prt__mwaiter_del(&c->waiters, rec);
@@ -536,7 +537,13 @@ again:
 		owed = false;
 	}
 	list_lazy_init(c);
-	if ((!prt__list_empty(&c->waiters) || c->spinners) && c->m != m) {
+	/*
+	 * Another mutex: EINVAL while a waiter still waits with ours. Not
+	 * for records leaving on their timeout (first_waiting skips them):
+	 * their waiters unlink themselves and retake their own mutex, never
+	 * c->m.
+	 */
+	if ((first_waiting(c) || c->spinners) && c->m != m) {
 		prt__spin_unlock(&c->lock);
 		return EINVAL;
 	}

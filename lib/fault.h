@@ -67,8 +67,10 @@ enum prt__pause_site {
 	PRT_PAUSE_REQUEUE_SETTLE,
 	/* A semaphore waiter's spin ended without a unit, its spinner bit kept; queueing is next. */
 	PRT_PAUSE_SEM_SPUN,
-	/* A condvar waiter's spin ended (woken or not), still counted a spinner; c->lock is next. */
+	/* A condvar waiter's spin ended (woken or not), its slot still its own; its look at it is next. */
 	PRT_PAUSE_COND_SPUN,
+	/* A condvar waiter's wait ended without the mutex and it claimed its record (LEAVING); c->lock is next. */
+	PRT_PAUSE_COND_LEAVING,
 	/* prt__rq_claim marked in_cs; its look at kept is next. */
 	PRT_PAUSE_RQ_CLAIM,
 	/* prt__rq_claim found its worker's lock kept: inside the critical section. */

@@ -1182,6 +1182,80 @@ static void test_rwlock_rounds_outlive_readers(void **state)
 	assert_int_equal(atomic_load(&g.readers_done), RWR_READERS);
 	assert_false(early);
 }
+
+/*
+ * A condvar may be used with another mutex once no waiter waits with
+ * the first (POSIX binds them only while waiters wait). A waiter whose
+ * timed wait just ended still sits on the list until it unlinks
+ * itself: the pause point PRT_PAUSE_COND_LEAVING holds T (a plain
+ * thread) there while this thread waits on the condvar with another
+ * mutex. That wait must time out, not fail with EINVAL (it did: the
+ * check counted T's leaving record as a waiter; a review's find).
+ */
+static struct {
+	atomic_int armed, in_leave, go;
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	int t_err;
+} lv;
+
+static void leave_pause(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	if (!atomic_exchange(&lv.armed, 0))
+		return; /* not T's */
+	atomic_store(&lv.in_leave, 1);
+	while (!atomic_load(&lv.go) && test_mono_ns() < cap)
+		sched_yield();
+}
+
+static void *lv_thread(void *arg)
+{
+	struct timespec ts = test_realtime_in(1000000);
+
+	(void)arg;
+	if (prt_mutex_lock(&lv.m))
+		return NULL;
+	lv.t_err = prt_cond_timedwait(&lv.c, &lv.m, &ts);
+	prt_mutex_unlock(&lv.m);
+	return NULL;
+}
+
+static void test_cond_rebind_past_leaving(void **state)
+{
+	struct timespec ts;
+	uint64_t cap;
+	pthread_t t;
+	int err;
+
+	(void)state;
+	memset(&lv, 0, sizeof(lv));
+	lv.t_err = -1;
+	assert_int_equal(prt_mutex_init(&lv.m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&lv.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&lv.c), 0);
+	atomic_store(&lv.armed, 1);
+	prt__fault_set_pause(PRT_PAUSE_COND_LEAVING, leave_pause, NULL);
+	assert_int_equal(pthread_create(&t, NULL, lv_thread, NULL), 0);
+	cap = test_mono_ns() + 5000000000ull;
+	while (!atomic_load(&lv.in_leave) && test_mono_ns() < cap)
+		sched_yield();
+	assert_true(atomic_load(&lv.in_leave)); /* T is leaving, still linked */
+	assert_int_equal(prt_mutex_lock(&lv.m2), 0);
+	ts = test_realtime_in(1000000);
+	err = prt_cond_timedwait(&lv.c, &lv.m2, &ts);
+	assert_int_equal(prt_mutex_unlock(&lv.m2), 0);
+	atomic_store(&lv.go, 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_COND_LEAVING, NULL, NULL);
+	assert_int_equal(err, ETIMEDOUT);
+	assert_int_equal(lv.t_err, ETIMEDOUT);
+	assert_int_equal(prt_cond_destroy(&lv.c), 0);
+	assert_int_equal(prt_mutex_destroy(&lv.m), 0);
+	assert_int_equal(prt_mutex_destroy(&lv.m2), 0);
+}
 #else
 static void test_outside_wake_holds_runtime(void **state)
 {
@@ -1196,6 +1270,12 @@ static void test_thread_waiter_outlives_wake(void **state)
 }
 
 static void test_rwlock_rounds_outlive_readers(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+
+static void test_cond_rebind_past_leaving(void **state)
 {
 	(void)state;
 	skip(); /* needs the pause points of -Dfault_injection=true */
@@ -1217,6 +1297,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_thread_waiter_outlives_wake),
 		cmocka_unit_test(test_outside_wake_holds_runtime),
 		cmocka_unit_test(test_rwlock_rounds_outlive_readers),
+		cmocka_unit_test(test_cond_rebind_past_leaving),
 	};
 
 	if (argc > 1)
