@@ -305,9 +305,10 @@ PRT_API int prt_cond_destroy(prt_cond_t *c);
  * signalled; returns with @m held again. Returns 0, EPERM if the caller
  * does not hold @m, EINVAL for NULL or a second mutex on one condvar
  * while a waiter still waits with the first (POSIX lets a wait say so;
- * once none does, the condvar takes the new one), ECANCELED if the calling fiber was cancelled (prt_cancel), with @m
- * held again as after a timeout (at once, @m never released, if the
- * cancel came first); the timed waits below too.
+ * once none does, the condvar takes the new one), ECANCELED if the
+ * calling fiber was cancelled (prt_cancel), with @m held again as after
+ * a timeout (at once, @m never released, if the cancel came first); the
+ * timed waits below too.
  * A recursive mutex is released fully and its count restored.
  * Context: a fiber (parks only the fiber) or a plain thread.
  */
