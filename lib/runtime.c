@@ -75,10 +75,17 @@ static uint64_t wait_spin(uint64_t s, bool shared)
 /* cfg.preempt_signal 0 (runtime.h). */
 #define PRT_PREEMPT_SIGNAL_DEFAULT (SIGRTMAX - 3)
 
+/*
+ * Signals no runtime may take: out of range, uncatchable, synchronous
+ * faults, and the ones between the kernel's first real-time signal (32)
+ * and SIGRTMIN, which the C library keeps for itself (glibc: thread
+ * cancellation and setxid; its sigaction refuses them, but the preemption
+ * handler is installed with the raw system call, which would not).
+ */
 static bool bad_signal(int sig)
 {
 	return sig < 1 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
-	       sig == SIGBUS || sig == SIGILL || sig == SIGFPE;
+	       sig == SIGBUS || sig == SIGILL || sig == SIGFPE || (sig >= 32 && sig < SIGRTMIN);
 }
 
 static int preempt_check(const prt_runtime_config_t *cfg)

@@ -2051,6 +2051,15 @@ static void test_config(void **state)
 	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
 	cfg.preempt_signal = SIGSEGV;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+	/* The C library's own signals, between 32 and SIGRTMIN (glibc: 32, 33). */
+	for (int sig = 32; sig < SIGRTMIN; sig++) {
+		cfg.preempt_signal = sig;
+		assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+		cfg.preempt_signal = 0;
+		cfg.dump_signal = sig;
+		assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);
+		cfg.dump_signal = 0;
+	}
 	cfg.preempt_signal = SIGRTMIN + 1;
 	cfg.dump_signal = SIGRTMIN + 1;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), -EINVAL);

@@ -139,7 +139,9 @@ typedef struct prt_runtime_config {
 	 * 0 = none (the default). The handler is installed when the first
 	 * runtime asking for that signal is created and the previous
 	 * disposition put back when the last one is destroyed. Synchronous
-	 * fault signals (SEGV, BUS, ILL, FPE) are refused with -EINVAL.
+	 * fault signals (SEGV, BUS, ILL, FPE), SIGKILL, SIGSTOP, and the
+	 * signals from 32 below SIGRTMIN that the C library keeps for itself
+	 * (glibc: thread cancellation, setxid) are refused with -EINVAL.
 	 */
 	int dump_signal;
 	/*
