@@ -48,8 +48,12 @@
  * follows the same rule.
  *
  * Closing: prt_close() cancels the operations other fibers have pending
- * on the fd through these calls; they return -ECANCELED. (A plain
- * close(2) does not: a pending read on a socket keeps the file open.)
+ * on the fd through these calls, in every runtime of the process; they
+ * return -ECANCELED. Called from a fiber it parks only the fiber, from a
+ * plain thread (a server's main thread closing its listening socket) it
+ * blocks the thread, until each worker with requests in flight has
+ * cancelled them, then closes the fd. (A plain close(2) does not cancel:
+ * a pending read on a socket keeps the file open.)
  *
  * Context: a fiber (parks only the fiber) or a plain thread (the call
  * is made directly and blocks the thread; timeouts via poll(2)).
