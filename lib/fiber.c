@@ -118,6 +118,8 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	 * _release), but a deferred interrupt may have left the owed mark.
 	 */
 	atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
+	/* A prt_preempt_disable() region its last user left open ended with it. */
+	atomic_store_explicit(&f->preempt_count, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);

@@ -228,6 +228,37 @@ static void test_sleeper_behind_hog(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+static void *leave_region_open(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)prt_preempt_disable();
+}
+
+/*
+ * A fiber that returns inside a prt_preempt_disable() region ends the
+ * region with it: the next fiber given its descriptor (the hog, spawned
+ * right after it was freed) is preemptible; the descriptor's count was
+ * kept and the hog never gave the worker up.
+ */
+static void test_region_ends_with_fiber(void **state)
+{
+	struct behind b = { 0 };
+	prt_runtime_t *rt;
+	prt_fiber_t s, h;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	for (int i = 0; i < 4; i++) /* a few left open, in case a descriptor is not reused at once */
+		assert_null(join_ok(spawn_at(rt, 16, 0, leave_region_open, NULL)));
+	h = spawn_at(rt, 16, 0, hog_until_rounds, &b);
+	s = spawn_at(rt, 24, 0, sleeper, &b);
+	join_ok(h);
+	join_ok(s);
+	assert_int_equal(b.rounds_seen_by_hog, SLEEPER_ROUNDS);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- the watch's lead (cfg.timer_lead_ns on a busy worker) ------------------------- */
 
 #define LEAD_ROUNDS 200
@@ -3455,6 +3486,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
 		cmocka_unit_test(test_sleeper_behind_hog),
+		cmocka_unit_test(test_region_ends_with_fiber),
 		cmocka_unit_test(test_watch_lead),
 		cmocka_unit_test(test_honoured_wakeup_sends_no_kick),
 		cmocka_unit_test(test_bias_revoked),

@@ -153,7 +153,8 @@ PRT_API int prt_yield(void);
  * (a pthread mutex, a FILE lock, a dl_iterate_phdr callback), or using
  * thread-local state that another fiber on the thread uses too. A time
  * slice extended for a fiber mutex held inside the region (README,
- * "Preemption") ends at prt_preempt_enable(), not at the unlock. Has no
+ * "Preemption") ends at prt_preempt_enable(), not at the unlock. A
+ * region still open when the fiber returns ends with it. Has no
  * effect in a cooperative runtime. Returns 0, or -EPERM from a plain
  * thread.
  * Context: a fiber; never switches.
