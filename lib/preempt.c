@@ -294,20 +294,39 @@ PRT_API int prt_preempt_deny_object(const char *name)
  *          could not stop the fiber (defer()).
  */
 
-/* Start @tick; rq lock held. @snap: the switch count the first tick compares with. */
-static void tick_start(struct prt__worker *w, uint64_t snap)
+/*
+ * Start @tick; rq lock held. @snap: the switch count the first tick
+ * compares with. @first: ns to the first tick (0: a quantum).
+ */
+static void tick_start(struct prt__worker *w, uint64_t snap, uint64_t first)
 {
 	struct prt__wpreempt *p = &w->pw;
 
 	p->ticking = true;
+	p->tick_left = 0;
 	atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed); /* this thread's */
-	prt__preempt_settime(p->tick, 0, p->quantum, p->quantum);
+	prt__preempt_settime(p->tick, 0, first ? first : p->quantum, p->quantum);
 }
 
 static void tick_stop(struct prt__worker *w)
 {
 	w->pw.ticking = false;
+	w->pw.tick_left = 0;
 	prt__preempt_settime(w->pw.tick, 0, 0, 0);
+}
+
+/*
+ * tick_stop() for a fiber above the contention: keep what is left of the
+ * preempted fiber's period; nothing (1 ns) if @due, a tick deferred in
+ * its slice that this pick took for honoured: it ran its period, and is
+ * stopped as soon as it runs again.
+ */
+static void tick_pause(struct prt__worker *w, bool due)
+{
+	uint64_t left = prt__preempt_settime(w->pw.tick, 0, 0, 0);
+
+	w->pw.ticking = false;
+	w->pw.tick_left = due || !left ? 1 : left;
 }
 
 /*
@@ -441,11 +460,21 @@ static void watch_spin(struct prt__worker *w, uint64_t d)
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
 
+/* The worker thread's signal mask now, signals 1-64 (struct prt__wpreempt, base_mask). */
+static void mask_read(struct prt__wpreempt *p)
+{
+	sigset_t now;
+
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	memcpy(&p->base_mask, &now, sizeof(p->base_mask));
+}
+
 void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			      struct prt__fiber *donor)
 {
 	struct prt__wpreempt *p = &w->pw;
-	uint32_t bm = w->rq.bitmap;
+	uint32_t bm = w->rq.bitmap, honoured = 0;
+	uint64_t snap;
 	bool raised;
 	int prio;
 
@@ -464,8 +493,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	 */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) &
 			  (PRT_PEV_KICKED | PRT_PEV_PENDING_ALL)) &&
-	    (atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
-				       memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
+	    (honoured = atomic_fetch_and_explicit(&p->events, ~(PRT_PEV_KICKED | PRT_PEV_PENDING_ALL),
+						  memory_order_relaxed) & PRT_PEV_PENDING_ALL)) {
 		/* honoured: a retry deferred from now on waits the shortest again */
 		atomic_store_explicit(&p->retry_streak, 0, memory_order_relaxed);
 		prt__preempt_retry_honoured(w);
@@ -479,6 +508,11 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	 * 50 us, interrupting whatever runs then for nothing).
 	 */
 	w->deferred &= ~(unsigned)PRT_DEFER_KICK;
+	/* relaxed: this thread's handler sets it; a scheduling point runs no signal handler */
+	if (prt__unlikely(atomic_load_explicit(&p->mask_stale, memory_order_relaxed))) {
+		atomic_store_explicit(&p->mask_stale, false, memory_order_relaxed);
+		mask_read(p);
+	}
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(w->rq.serve_prio, -1);
@@ -506,19 +540,35 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	raised = prio > w->rq.serve_prio;
 	PRT_WRITE_ONCE(w->rq.serve_prio, prio);
 	/* The coming switch counts one more (none if @next runs already). */
+	snap = atomic_load_explicit(&w->stats.switches, memory_order_relaxed) + (next != w->curr);
+	if (p->exc_fiber && prio <= p->exc_fiber->rq_prio) {
+		/*
+		 * Back down from a fiber above the contention: to the fiber it
+		 * preempted, whose slice goes on (the switches since do not
+		 * count: unless a tick saw them), or to another one, whose slice
+		 * begins.
+		 */
+		if (next == p->exc_fiber && p->ticking &&
+		    atomic_load_explicit(&p->tick_snap, memory_order_relaxed) == p->exc_snap)
+			atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed);
+		if (next == p->exc_fiber && !p->ticking && p->tick_left && bm &&
+		    prt__rq_top(bm) >= prio)
+			tick_start(w, snap, p->tick_left);
+		p->exc_fiber = NULL;
+	}
 	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
-		tick_start(w, atomic_load_explicit(&w->stats.switches, memory_order_relaxed) +
-				      (next != w->curr));
+		tick_start(w, snap, 0);
 	else if (p->ticking && !p->tick_cpu && raised && (!bm || prt__rq_top(bm) < prio))
 		/*
 		 * A fiber above the contention the tick served runs now (a
 		 * wakeup preemption, a proxy for a higher waiter): nothing can
 		 * share its slice, and a tick would only interrupt it (a timer
-		 * signal, tens of us in a VM); the pick back down starts it again.
-		 * A CPU-time tick costs next to nothing: its next tick stops it
+		 * signal, tens of us in a VM); the pick back down starts it again,
+		 * for the rest of the preempted fiber's period (tick_pause). A
+		 * CPU-time tick costs next to nothing: its next tick stops it
 		 * (preempt_eval) if the contention is still gone.
 		 */
-		tick_stop(w);
+		tick_pause(w, honoured & PRT_PEV_PENDING(PRT_PSRC_TICK));
 	watch_arm(w);
 }
 
@@ -534,7 +584,7 @@ bool prt__preempt_queued_slow(struct prt__worker *t, struct prt__fiber *f)
 			 PRT_PEV_KICKED);
 	/* relaxed: t's own counter; a stale value delays the first slice by a tick */
 	if (f->rq_prio == t->rq.serve_prio && !p->ticking)
-		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed));
+		tick_start(t, atomic_load_explicit(&t->stats.switches, memory_order_relaxed), 0);
 	return false;
 }
 
@@ -676,6 +726,11 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 	slice_owed_clear(self);
 	if (interrupted)
 		PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
+	if (!slice) {
+		/* For a fiber above: @self's slice goes on when it runs again (prt__preempt_picked). */
+		w->pw.exc_fiber = self;
+		w->pw.exc_snap = atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed);
+	}
 	prt__put_donor(w, slice);
 	prt__rq_add(w, self, !slice);
 	/*
@@ -742,7 +797,21 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	 */
 	if (top > served ||
 	    (w->donor != self && !atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
-		preempt_switch(w, self, false, interrupted);
+		/*
+		 * A tick that also ended its slice (fibers of its priority
+		 * wait, and it ran the whole period): to the tail of its level,
+		 * as at a slice's end. Else a fiber above that is due at every
+		 * tick (a sleeper woken more often than the quantum, which this
+		 * look's run_timers wakes) kept the fibers of the level below
+		 * from ever sharing the worker. One that holds a lock keeps its
+		 * place (its slice is extended at a tick with nothing above).
+		 */
+		bool slice = (why & (1u << PRT_PSRC_TICK)) && p->ticking && served >= 0 &&
+			     (bm & (1u << served)) && !slice_held(self) &&
+			     atomic_load_explicit(&w->stats.switches, memory_order_relaxed) ==
+				     atomic_load_explicit(&p->tick_snap, memory_order_relaxed);
+
+		preempt_switch(w, self, slice, interrupted);
 		return;
 	}
 	if (top == served && (why & (1u << PRT_PSRC_TICK))) {
@@ -789,7 +858,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 		}
 		slice_owed_clear(self); /* it switched since: an old extension is void */
 		if (!p->ticking)
-			tick_start(w, sw);
+			tick_start(w, sw, 0);
 		atomic_store_explicit(&p->tick_snap, sw, memory_order_relaxed);
 	} else if (top < served && p->ticking) {
 		tick_stop(w);
@@ -1016,6 +1085,7 @@ int prt__preempt_worker_start(struct prt__worker *w)
 	sigemptyset(&set);
 	sigaddset(&set, p->sig);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	mask_read(p);
 	memset(&ev, 0, sizeof(ev));
 	ev.sigev_notify = SIGEV_THREAD_ID;
 	ev.sigev_signo = p->sig;

@@ -31,6 +31,19 @@ struct prt__wpreempt {
 	uint64_t quantum;       /* time slice, ns; 0: the runtime is cooperative */
 	int sig;                /* the preemption signal */
 	pid_t tid;              /* the worker thread, which the timers aim at */
+	/*
+	 * Signals 1-64 the worker thread blocks at its scheduling points
+	 * (read at its start, and again at a pick after an interrupt found
+	 * another mask: mask_stale). An interrupt that finds another mask in
+	 * the interrupted context is deferred: the fiber runs an
+	 * application's signal handler (the kernel blocked that signal for
+	 * it; a switch there would run other fibers on top of the handler's
+	 * frame, and the handler's caller may be the library's own code),
+	 * or it blocked signals itself, which a switch would hand to the
+	 * next fiber on this thread.
+	 */
+	uint64_t base_mask;
+	atomic_bool mask_stale; /* set by the handler, cleared by a pick that reads the mask again */
 	bool timers_ok;         /* the three timers exist */
 	/*
 	 * @tick counts the worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID),
@@ -49,6 +62,24 @@ struct prt__wpreempt {
 	 * no look), so an atomic that this one thread writes.
 	 */
 	_Atomic uint64_t tick_snap;
+	/*
+	 * The fiber a fiber above the contention preempted (preempt_switch
+	 * with no slice's end), and tick_snap then: when the worker comes
+	 * back to it (prt__preempt_picked) with no tick in between, the
+	 * switches to and from the fiber above do not count, and its slice
+	 * goes on (SCHED_RR's rule: a preempted thread completes the
+	 * unexpired portion of its quantum). Counted, a fiber above woken
+	 * more often than the quantum kept the fibers of one priority below
+	 * it from ever sharing the worker. Under rq.lock.
+	 */
+	struct prt__fiber *exc_fiber;
+	uint64_t exc_snap;
+	/*
+	 * A monotonic tick stopped while a fiber above the contention ran
+	 * (prt__preempt_picked): what was left of its period, in ns, for
+	 * the pick back down to exc_fiber (0: none). Under rq.lock.
+	 */
+	uint64_t tick_left;
 	/*
 	 * Ticks received (the handler counts them; this thread's), and its
 	 * value when a slice was last extended (preempt.c, "Time-slice

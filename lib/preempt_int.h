@@ -41,10 +41,12 @@ void prt__preempt_fn(void *arg);
 
 /*
  * Set kernel timer @timer (timer_settime(2): @flags, first expiry
- * @value ns, then every @interval ns; 0 and 0 disarm). The system call
- * itself: sanitizers intercept libc's, and the handler calls this.
+ * @value ns, then every @interval ns; 0 and 0 disarm). Returns the ns
+ * that were left until the timer's next expiry (0: it was disarmed). The
+ * system call itself: sanitizers intercept libc's, and the handler
+ * calls this.
  */
-void prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interval);
+uint64_t prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interval);
 /*
  * Arm w's @retry @ns from now, unless it is armed already: the worker
  * thread only (its handler, or a fiber on it). Async-signal-safe.

@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <ucontext.h>
@@ -70,15 +71,17 @@ static bool range_allowed(uintptr_t pc)
 
 /* ---- the timers (preempt.c, "the timers") ------------------------------------ */
 
-void prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interval)
+uint64_t prt__preempt_settime(int timer, int flags, uint64_t value, uint64_t interval)
 {
-	struct itimerspec its;
+	struct itimerspec its, old = { 0 };
 
 	its.it_value.tv_sec = (time_t)(value / 1000000000u);
 	its.it_value.tv_nsec = (long)(value % 1000000000u);
 	its.it_interval.tv_sec = (time_t)(interval / 1000000000u);
 	its.it_interval.tv_nsec = (long)(interval % 1000000000u);
-	syscall(SYS_timer_settime, timer, flags, &its, NULL);
+	if (syscall(SYS_timer_settime, timer, flags, &its, &old) != 0)
+		return 0;
+	return (uint64_t)old.it_value.tv_sec * 1000000000u + (uint64_t)old.it_value.tv_nsec;
 }
 
 /*
@@ -144,6 +147,25 @@ static bool on_fiber_stack(const struct prt__fiber *f, const void *uc)
 	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
 
 	return sp - base <= f->stack.size && !(here >= base && here - base < f->stack.size);
+}
+
+/*
+ * Does the interrupted context block what the worker blocks at its
+ * scheduling points (signals 1-64: the kernel's mask)? Not: inside an
+ * application's signal handler, or signals the fiber blocked (struct
+ * prt__wpreempt, base_mask); the next pick reads the mask again.
+ */
+static bool mask_as_base(struct prt__worker *w, const void *ucv)
+{
+	const ucontext_t *uc = ucv;
+	uint64_t m;
+
+	memcpy(&m, &uc->uc_sigmask, sizeof(m));
+	if (m == w->pw.base_mask)
+		return true;
+	/* relaxed: this thread's next pick reads it */
+	atomic_store_explicit(&w->pw.mask_stale, true, memory_order_relaxed);
+	return false;
 }
 
 /*
@@ -241,7 +263,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
-	if (!on_fiber_stack(f, uc) || !range_allowed(pc) ||
+	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !range_allowed(pc) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
 				base + PRT_PREEMPT_STACK_RESERVE)) {
 		mark_owed(f);

@@ -879,21 +879,52 @@ static void *slice_hog(void *arg)
 	return NULL;
 }
 
-/* One worker, two fibers of one priority that never yield: both progress before either ends. */
-static void equal_hogs_share(uint64_t quantum)
+struct period_sleeper {
+	uint64_t ns;
+	atomic_int stop, rounds;
+};
+
+static void *period_sleeper(void *arg)
+{
+	struct period_sleeper *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		prt_sleep_ns(s->ns);
+		atomic_fetch_add(&s->rounds, 1);
+	}
+	return NULL;
+}
+
+/*
+ * One worker, two fibers of one priority that never yield: both progress
+ * before either ends. With @period (ns, 0: none), a fiber above them
+ * sleeps @period in a loop meanwhile: shorter than the quantum, it
+ * preempts the running hog before every tick, and the hog still has
+ * only the rest of its slice (SCHED_RR); that used to start a new slice
+ * each time, and the other hog never ran.
+ */
+static void equal_hogs_share(uint64_t quantum, uint64_t period)
 {
 	struct pair p = { 0 };
 	struct pair_arg a0 = { &p, 0 }, a1 = { &p, 1 };
+	struct period_sleeper sl = { .ns = period };
 	prt_worker_stats_t st;
 	prt_runtime_t *rt;
-	prt_fiber_t f0, f1;
+	prt_fiber_t f0, f1, s;
 
 	if (!(rt = rt_preempt(1, quantum)))
 		skip();
+	if (period)
+		s = spawn_at(rt, 24, 0, period_sleeper, &sl);
 	f0 = spawn_at(rt, 16, 0, slice_hog, &a0);
 	f1 = spawn_at(rt, 16, 0, slice_hog, &a1);
 	join_ok(f0);
 	join_ok(f1);
+	if (period) {
+		atomic_store(&sl.stop, 1);
+		join_ok(s);
+		assert_true(atomic_load(&sl.rounds) > 0);
+	}
 	assert_true(p.other_seen[0] > 100);
 	assert_true(p.other_seen[1] > 100);
 	st = stats_of(rt, 0);
@@ -905,7 +936,14 @@ static void equal_hogs_share(uint64_t quantum)
 static void test_equal_hogs_share(void **state)
 {
 	(void)state;
-	equal_hogs_share(200 * 1000);
+	equal_hogs_share(200 * 1000, 0);
+}
+
+/* The same with a fiber above them woken every 100 us (a monotonic tick: paused while it runs). */
+static void test_equal_hogs_share_under_sleeper(void **state)
+{
+	(void)state;
+	equal_hogs_share(200 * 1000, 100 * 1000);
 }
 
 /*
@@ -916,7 +954,14 @@ static void test_equal_hogs_share(void **state)
 static void test_equal_hogs_share_cpu_tick(void **state)
 {
 	(void)state;
-	equal_hogs_share(20 * 1000 * 1000);
+	equal_hogs_share(20 * 1000 * 1000, 0);
+}
+
+/* The CPU-time tick with a fiber above woken every 5 ms. */
+static void test_equal_hogs_share_cpu_tick_under_sleeper(void **state)
+{
+	(void)state;
+	equal_hogs_share(20 * 1000 * 1000, 5 * 1000 * 1000);
 }
 
 /*
@@ -1571,6 +1616,7 @@ struct althand {
 	int before, after;
 	uint64_t deferred;
 	bool masked; /* the preemption signal was blocked in the handler */
+	bool on_fiber; /* the handler runs on the fiber's stack (no SA_ONSTACK) */
 };
 
 static struct althand *althand_now;
@@ -1621,7 +1667,7 @@ static void *althand_fiber(void *arg)
 		test_yield_wait();
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = althand_usr1;
-	sa.sa_flags = SA_ONSTACK;
+	sa.sa_flags = a->on_fiber ? 0 : SA_ONSTACK;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, &old);
 	althand_now = a;
@@ -1637,13 +1683,12 @@ static void *althand_fiber(void *arg)
  * fibers there would leave the alternate stack in use): the interrupts
  * that come meanwhile are deferred, and a higher fiber waits.
  */
-static void test_app_handler_not_preempted(void **state)
+static void app_handler_not_preempted(bool on_fiber)
 {
-	struct althand a = { 0 };
+	struct althand a = { .on_fiber = on_fiber };
 	prt_runtime_t *rt;
 	prt_fiber_t s, h;
 
-	(void)state;
 	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
 		skip();
 	a.rt = rt;
@@ -1655,6 +1700,26 @@ static void test_app_handler_not_preempted(void **state)
 	assert_true(a.deferred >= 3 || a.masked);
 	assert_int_equal(a.after, a.before);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_app_handler_not_preempted(void **state)
+{
+	(void)state;
+	app_handler_not_preempted(false);
+}
+
+/*
+ * The same handler on the fiber's own stack (no SA_ONSTACK, as a
+ * sampling profiler's): its code is the application's and its stack the
+ * fiber's, but it may have interrupted the library holding a run queue's
+ * lock. The interrupted context's signal mask (the handler's signal
+ * blocked) tells: deferred. (A review's profiler-like handler was
+ * preempted there: a dead fiber resumed, or a deadlock on that lock.)
+ */
+static void test_app_handler_on_fiber_stack_not_preempted(void **state)
+{
+	(void)state;
+	app_handler_not_preempted(true);
 }
 
 /* ---- every register survives ---------------------------------------------------------- */
@@ -3497,6 +3562,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bias_entered_window),
 		cmocka_unit_test(test_equal_hogs_share),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
+		cmocka_unit_test(test_equal_hogs_share_under_sleeper),
+		cmocka_unit_test(test_equal_hogs_share_cpu_tick_under_sleeper),
 		cmocka_unit_test(test_tick_spares_blocked_syscall),
 		cmocka_unit_test(test_tick_stops_above_contention),
 		cmocka_unit_test(test_dump_shows_preempted),
@@ -3507,6 +3574,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_no_migration_on_preemption),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),
+		cmocka_unit_test(test_app_handler_on_fiber_stack_not_preempted),
 		cmocka_unit_test(test_registers_survive),
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),

@@ -260,8 +260,14 @@ typedef struct prt_runtime_config {
  * slice 0.75-3 ms.
  */
 #define PRT_PREEMPT_QUANTUM_DEFAULT 4000000u
-/* Shortest time slice cfg.preempt_quantum_ns accepts: 10 us. */
-#define PRT_PREEMPT_QUANTUM_MIN 10000u
+/*
+ * Shortest time slice cfg.preempt_quantum_ns accepts: 50 us. A timer
+ * signal costs 30-50 us in a VM (docs/design.md, section 16); with
+ * shorter slices a worker mostly takes ticks, and a review measured a
+ * semaphore round trip at 3-6 ms with 10 us slices, against 0.5-1 us
+ * with 100 us (it was 10 us until then).
+ */
+#define PRT_PREEMPT_QUANTUM_MIN 50000u
 
 #define PRT_IO_ENTRIES_DEFAULT 256u
 #define PRT_OFFLOAD_THREADS_DEFAULT 4u
