@@ -427,6 +427,16 @@ static const char *const op_names[] = { "read", "write", "readv", "writev",
 					"recv", "send", "accept", "connect" };
 
 /* The syscall itself, without blocking if @nb; -errno on failure. */
+/*
+ * @n capped at MAX_RW_COUNT (io.h, "Lengths"), the kernel's own cap,
+ * which it applies only after checking the whole buffer's range: a huge
+ * @n is then EFAULT, not a short transfer as on the io_uring backend.
+ */
+static size_t rw_len(size_t n)
+{
+	return n > 0x7ffff000u ? 0x7ffff000u : n;
+}
+
 long prt__io_sys(const struct prt__ioargs *a, bool nb)
 {
 	int saved = prt__errno_get();
@@ -434,10 +444,10 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
 
 	switch (a->op) {
 	case PRT_OP_READ:
-		n = read(a->fd, a->buf, a->n);
+		n = read(a->fd, a->buf, rw_len(a->n));
 		break;
 	case PRT_OP_WRITE:
-		n = write(a->fd, a->buf, a->n);
+		n = write(a->fd, a->buf, rw_len(a->n));
 		break;
 	case PRT_OP_READV:
 		n = readv(a->fd, a->iov, a->iovcnt);
@@ -446,10 +456,10 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
 		n = writev(a->fd, a->iov, a->iovcnt);
 		break;
 	case PRT_OP_RECV:
-		n = recv(a->fd, a->buf, a->n, a->flags | (nb ? MSG_DONTWAIT : 0));
+		n = recv(a->fd, a->buf, rw_len(a->n), a->flags | (nb ? MSG_DONTWAIT : 0));
 		break;
 	case PRT_OP_SEND:
-		n = send(a->fd, a->buf, a->n, a->flags | (nb ? MSG_DONTWAIT : 0));
+		n = send(a->fd, a->buf, rw_len(a->n), a->flags | (nb ? MSG_DONTWAIT : 0));
 		break;
 	case PRT_OP_ACCEPT:
 		n = accept4(a->fd, a->addr, a->addrlen, a->flags);
@@ -488,6 +498,8 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 		n = poll(&p, 1, ms);
 		err = prt__errno_get();
 		prt__errno_set(saved);
+		if (n > 0 && (p.revents & POLLNVAL))
+			return -EBADF; /* as the backends' (io.h) */
 		if (n > 0)
 			return p.revents;
 		if (n < 0 && err != EINTR)
@@ -511,24 +523,74 @@ long prt__io_write_nosigpipe(const struct prt__ioargs *a)
 
 	if (a->op == PRT_OP_WRITEV && a->iovcnt > IOV_MAX)
 		return prt__io_sys(a, false); /* writev's EINVAL, not sendmsg's EMSGSIZE */
-	n = prt__sys_ret(a->op == PRT_OP_WRITE ? send(a->fd, a->buf, a->n, MSG_NOSIGNAL)
+	n = prt__sys_ret(a->op == PRT_OP_WRITE ? send(a->fd, a->buf, rw_len(a->n), MSG_NOSIGNAL)
 					       : sendmsg(a->fd, &mh, MSG_NOSIGNAL),
 			 saved);
 	return n == -ENOTSOCK ? prt__io_sys(a, false) : n;
 }
 
-/* The call on a plain thread: poll(2) first for a timeout, then the syscall. */
+/* ns from now to @deadline (0: passed). */
+static uint64_t deadline_left(uint64_t deadline)
+{
+	uint64_t now = prt__now_ns();
+
+	return now >= deadline ? 0 : deadline - now;
+}
+
+/* connect(2) on a plain thread, waiting for a non-blocking fd's connection to end. */
+static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
+{
+	long n = prt__io_sys(a, false);
+	int err = 0, r;
+	socklen_t len = sizeof(err);
+
+	if (n != -EINPROGRESS)
+		return n;
+	if (deadline && !deadline_left(deadline))
+		return -ETIMEDOUT;
+	r = thread_poll(a->fd, POLLOUT, deadline ? deadline_left(deadline) : 0);
+	if (r < 0)
+		return r;
+	if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return -EBADF;
+	return -err;
+}
+
+/*
+ * The call on a plain thread: poll(2) first for a timeout, then the
+ * syscall; on an fd that is non-blocking (a fiber's call on the epoll
+ * backend made it so, or its owner did) the syscall's EAGAIN is waited
+ * out with poll(2) too, as a fiber's call waits, unless the caller asked
+ * not to wait (MSG_DONTWAIT): io.h, -EAGAIN.
+ */
 static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 {
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+	short ev = prt__io_is_write(a->op) ? POLLOUT : POLLIN;
+	bool dontwait = (a->op == PRT_OP_RECV || a->op == PRT_OP_SEND) && (a->flags & MSG_DONTWAIT);
+	long n;
+
 	if (tmo) {
-		int r = thread_poll(a->fd, prt__io_is_write(a->op) ? POLLOUT : POLLIN, tmo);
+		int r = thread_poll(a->fd, ev, tmo);
 
 		if (r < 0)
 			return r;
 	}
-	if (a->op == PRT_OP_WRITE || a->op == PRT_OP_WRITEV)
-		return prt__io_write_nosigpipe(a);
-	return prt__io_sys(a, false);
+	if (a->op == PRT_OP_CONNECT)
+		return thread_connect(a, deadline);
+	for (;;) {
+		int r;
+
+		n = a->op == PRT_OP_WRITE || a->op == PRT_OP_WRITEV ? prt__io_write_nosigpipe(a)
+								    : prt__io_sys(a, false);
+		if (n != -EAGAIN || dontwait)
+			return n;
+		if (deadline && !deadline_left(deadline))
+			return -ETIMEDOUT;
+		r = thread_poll(a->fd, ev, deadline ? deadline_left(deadline) : 0);
+		if (r < 0)
+			return r;
+	}
 }
 
 

@@ -375,6 +375,8 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 			continue;
 		if (err < 0)
 			return err;
+		if (p.revents & POLLNVAL)
+			return -EBADF; /* as io_uring's poll: io.h */
 		if (p.revents)
 			return p.revents;
 		ev |= (events & POLLIN) ? EPOLLIN : 0;

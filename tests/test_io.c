@@ -473,6 +473,43 @@ static void test_close_from_outside(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A plain thread's call on a non-blocking fd (the epoll backend makes
+ * the fds its fibers use so) waits as a fiber's would: -EAGAIN only with
+ * MSG_DONTWAIT (io.h). It got -EAGAIN at once.
+ */
+static void *nb_writer(void *arg)
+{
+	int fd = *(int *)arg;
+
+	usleep(20 * 1000); /* most likely after the reader's first try */
+	return (void *)(intptr_t)write(fd, "abc", 3);
+}
+
+static void test_plain_thread_nonblocking_fd(void **state)
+{
+	int fd[2], sv[2];
+	char b[8];
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	assert_int_equal(pipe2(fd, O_CLOEXEC | O_NONBLOCK), 0);
+	assert_int_equal(pthread_create(&t, NULL, nb_writer, &fd[1]), 0);
+	assert_int_equal(prt_read(fd[0], b, sizeof(b)), 3);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_int_equal(prt_read_timeout(fd[0], b, sizeof(b), 1000 * 1000), -ETIMEDOUT);
+	close(fd[0]);
+	close(fd[1]);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(prt_recv(sv[0], b, sizeof(b), MSG_DONTWAIT), -EAGAIN);
+	assert_int_equal(pthread_create(&t, NULL, nb_writer, &sv[1]), 0);
+	assert_int_equal(prt_recv(sv[0], b, sizeof(b), 0), 3);
+	assert_int_equal(pthread_join(t, &res), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* ---- sleeping owner: the mutex owner is blocked in a read ---- */
 
 static prt_mutex_t so_m = PRT_MUTEX_INITIALIZER;
@@ -688,6 +725,14 @@ static void *bad_fiber_main(void *arg)
 	FIBER_CHECK(prt_write(fd[1], b, 1) == -EPIPE);
 	FIBER_CHECK(prt_close(fd[1]) == 0);
 	FIBER_CHECK(prt_close(fd[1]) == -EBADF);
+	/* The same on both backends, and on a plain thread (epoll's were POLLNVAL and EFAULT). */
+	FIBER_CHECK(prt_poll(fd[1], POLLIN) == -EBADF);
+	FIBER_CHECK(prt_poll_timeout(fd[1], POLLIN, 1000 * 1000) == -EBADF);
+	FIBER_CHECK(pipe2(fd, O_CLOEXEC) == 0);
+	FIBER_CHECK(write(fd[1], "abcd", 4) == 4);
+	FIBER_CHECK(prt_read(fd[0], b, SIZE_MAX) == 4); /* a short transfer (io.h, "Lengths") */
+	FIBER_CHECK(prt_close(fd[0]) == 0);
+	FIBER_CHECK(prt_close(fd[1]) == 0);
 	return NULL;
 }
 
@@ -696,6 +741,7 @@ static void test_fiber_bad_input(void **state)
 	prt_runtime_t *rt = io_rt(1);
 
 	(void)state;
+	assert_null(bad_fiber_main(NULL)); /* a plain thread */
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, bad_fiber_main, NULL));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
@@ -1009,6 +1055,7 @@ int main(void)
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
+		cmocka_unit_test(test_plain_thread_nonblocking_fd),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),
 		cmocka_unit_test(test_cq_overflow_busy),

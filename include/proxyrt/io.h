@@ -56,7 +56,9 @@
  * a pending read on a socket keeps the file open.)
  *
  * Context: a fiber (parks only the fiber) or a plain thread (the call
- * is made directly and blocks the thread; timeouts via poll(2)).
+ * is made directly and blocks the thread; timeouts, and the EAGAIN of an
+ * fd that is non-blocking, e.g. because a fiber's call on the epoll
+ * backend made it so, are waited out with poll(2)).
  */
 
 #include <proxyrt/common.h>
@@ -123,7 +125,9 @@ PRT_API int prt_shutdown(int fd, int how);
 /*
  * Wait until @fd is ready for @events (POLLIN, POLLOUT, ...). Returns the
  * ready events (POLLERR and POLLHUP are always reported) or -errno as
- * above (-EBADF, -ETIMEDOUT, -ECANCELED, -ENOMEM, poll(2)'s).
+ * above (-EBADF, -ETIMEDOUT, -ECANCELED, -ENOMEM, poll(2)'s). An fd that
+ * is not open is -EBADF on both backends and on a plain thread (where
+ * poll(2) itself reports POLLNVAL).
  */
 PRT_API int prt_poll(int fd, short events);
 
