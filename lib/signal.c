@@ -99,15 +99,22 @@ void prt__report_overflow(const struct prt__fiber *f, const char *how, const voi
 
 /* ---- the fault handler --------------------------------------------------------------- */
 
-/* Is the fault at @addr with stack pointer @sp an overflow of @f's stack? */
+/*
+ * Is the fault at @addr with stack pointer @sp an overflow of @f's stack?
+ * A guard stack's: in its guard page. Either kind's: the stack pointer
+ * below the stack's bottom (a frame larger than the guard page jumped
+ * over it; a canary stack of its own mapping ran off into unmapped
+ * memory: a slab's ran into the stack below, which its canary reports at
+ * a switch unless it faults first).
+ */
 static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp)
 {
 	uintptr_t base = (uintptr_t)f->stack.base;
-	if (!base || (f->stack.flags & PRT_STK_CANARY))
+
+	if (!base)
 		return false;
-	if (addr < base && addr >= base - guard_size)
+	if (!(f->stack.flags & PRT_STK_CANARY) && addr < base && addr >= base - guard_size)
 		return true;
-	/* A frame larger than the guard page jumped over it: sp tells. */
 	return sp && sp < base && addr < base;
 }
 
@@ -128,7 +135,11 @@ static void fault_handler(int sig, siginfo_t *si, void *uc)
 
 	if (w && w->curr && w->curr != &w->idle &&
 	    is_overflow(w->curr, (uintptr_t)si->si_addr, prt__uc_sp(uc)))
-		prt__report_overflow(w->curr, "guard page hit", si->si_addr);
+		prt__report_overflow(w->curr,
+				     (w->curr->stack.flags & PRT_STK_CANARY) ?
+					     "canary stack, a fault below its bottom" :
+					     "guard page hit",
+				     si->si_addr);
 	errno = saved;
 	chain(sig, si, uc, sig == SIGBUS ? &old_bus : &old_segv);
 }

@@ -676,6 +676,73 @@ static void child_canary_smash_deep(void *arg)
 	child_run_fiber(PRT_STACK_CANARY, smash_canary_deep, VICTIM);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
+/* Recurses until its frame is a little below @bottom, then yields. */
+__attribute__((noinline)) static int recurse_below(volatile char *prev, uintptr_t bottom)
+{
+	volatile char buf[1024];
+
+	buf[0] = (char)(prev[0] + 1);
+	buf[sizeof(buf) - 1] = buf[0];
+	/* The real frame: under ASan @buf may live on a fake stack (heap). */
+	if ((uintptr_t)__builtin_frame_address(0) + 256 < bottom) {
+		prt_yield(); /* not reached if the frame faulted */
+		return buf[0];
+	}
+	return recurse_below(buf, bottom) + buf[sizeof(buf) - 1];
+}
+
+static void *recurse_past_bottom(void *arg)
+{
+	volatile char seed = 0;
+
+	(void)arg;
+	return (void *)(intptr_t)recurse_below(&seed, (uintptr_t)prt_self().p->stack.base);
+}
+
+static void child_canary_recurse(void *arg)
+{
+	(void)arg;
+	child_run_fiber(PRT_STACK_CANARY, recurse_past_bottom, "recurse");
+}
+
+/*
+ * A canary fiber that recurses past its bottom (a frame or so: further
+ * down, into a mapping of something else, it would corrupt that, which
+ * a canary stack cannot prevent): reported at the fault when nothing is
+ * mapped below (its stack pointer is below the stack), or at the switch
+ * when something is. It was a bare SIGSEGV (a review).
+ */
+static void test_canary_recurse_reported(void **state)
+{
+	char err[4096];
+	int st;
+
+	(void)state;
+	/*
+	 * Not under ASan (its fake stacks move the frames' locals to the
+	 * heap: the real stack may pass over the canary without touching
+	 * it, and the fault come from its own code) or valgrind (which
+	 * follows stack pointer moves itself).
+	 */
+	if (TEST_ASAN || test_under_valgrind())
+		skip();
+	st = run_child(child_canary_recurse, NULL, err, sizeof(err));
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGABRT);
+	assert_non_null(strstr(err, "\"recurse\" overflowed its"));
+}
+
 static void test_canary_overflow_aborts(void **state)
 {
 	char err[4096];
@@ -1087,6 +1154,7 @@ int main(void)
 		cmocka_unit_test(test_guard_overflow_own_size),
 		cmocka_unit_test(test_other_fault_not_overflow),
 		cmocka_unit_test(test_canary_overflow_aborts),
+		cmocka_unit_test(test_canary_recurse_reported),
 		cmocka_unit_test(test_canary_parked_top_page_only),
 		cmocka_unit_test(test_pool_reuse_lifo),
 		cmocka_unit_test(test_pool_reuse_many),

@@ -64,7 +64,11 @@ enum prt_stack_kind {
 	 * stack size) and the process aborts. Overflow between two checks
 	 * is caught late (a fiber that went deep and came back up before
 	 * its next switch, when it ends; one that never ends, never), not
-	 * prevented, so keep stack use well inside the size. Fibers
+	 * prevented, so keep stack use well inside the size: what lies
+	 * below (another fiber's stack, another mapping) is overwritten
+	 * until then. A fault with the stack pointer below the stack (it ran
+	 * into memory that is not mapped) is reported at once, as a guard
+	 * page's is. Fibers
 	 * spawned from a plain thread, or with a non-default stack size, get
 	 * a canary stack of their own mapping instead of a slab slot.
 	 */
