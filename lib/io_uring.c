@@ -41,6 +41,7 @@
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -98,6 +99,31 @@ static int ring_init(unsigned entries, struct io_uring *ring, unsigned flags)
 	return err ? -err : io_uring_queue_init(entries, ring, flags);
 }
 
+#define PROBE_OPS 256
+#define PROBE_SIZE (sizeof(struct io_uring_probe) + PROBE_OPS * sizeof(struct io_uring_probe_op))
+
+/*
+ * Can the process enter the ring? A NOP, submitted and reaped: a seccomp
+ * filter may refuse io_uring_enter alone (io_uring_setup allowed), and
+ * workers would then spin on a ring they can never enter. 0, or -errno.
+ */
+static int probe_enter(struct io_uring *r, const char **what)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	struct io_uring_cqe *cqe;
+	int err;
+
+	if (!sqe)
+		return 0;
+	io_uring_prep_nop(sqe);
+	if ((err = io_uring_submit_and_wait(r, 1)) < 0 || (err = io_uring_peek_cqe(r, &cqe)) < 0) {
+		*what = "io_uring_enter refused";
+		return err;
+	}
+	io_uring_cqe_seen(r, cqe);
+	return 0;
+}
+
 /* Can this process use io_uring with every op we need? 0, or why not (-errno). */
 static int probe_ops(struct prt__rtio *rio, const char **what)
 {
@@ -113,10 +139,24 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 		*what = "kernel too old (no IORING_FEAT_EXT_ARG, Linux < 5.11)";
 		err = -ENOSYS;
 	}
-	p = err ? NULL : io_uring_get_probe_ring(&r);
+	if (!err)
+		err = probe_enter(&r, what);
+	p = err ? NULL : prt__alloc(PROBE_SIZE);
 	if (!err && !p) {
-		*what = "kernel too old (no IORING_REGISTER_PROBE)";
-		err = -ENOSYS;
+		*what = "no memory for the probe";
+		err = -ENOMEM;
+	}
+	if (!err) {
+		memset(p, 0, PROBE_SIZE);
+		if ((err = io_uring_register_probe(&r, p, PROBE_OPS)) < 0) {
+			/* EINVAL: no such opcode (before 5.6); else what refused it (a seccomp filter). */
+			*what = err == -EINVAL ? "kernel too old (no IORING_REGISTER_PROBE)"
+					       : "io_uring_register refused";
+			prt__free(p, PROBE_SIZE);
+			p = NULL;
+		} else {
+			err = 0;
+		}
 	}
 	for (size_t i = 0; p && i < sizeof(needed_ops) / sizeof(needed_ops[0]); i++) {
 		if (!io_uring_opcode_supported(p, needed_ops[i])) {
@@ -131,7 +171,7 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 		if (io_uring_opcode_supported(p, file_ops[i]) && !prt__fault(PRT_FAULT_OPCODE))
 			rio->fop_native |= 1u << i;
 	if (p)
-		io_uring_free_probe(p);
+		prt__free(p, PROBE_SIZE);
 	io_uring_queue_exit(&r);
 	return err;
 }
