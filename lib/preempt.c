@@ -955,6 +955,15 @@ static const char *cannot_preempt(void)
 			return "the ASan runtime is linked into the program";
 	}
 #endif
+	{
+		/* The timers the workers make (a seccomp profile may refuse them). */
+		struct sigevent ev = { .sigev_notify = SIGEV_NONE };
+		int t;
+
+		if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &ev, &t))
+			return "timer_create refused";
+		syscall(SYS_timer_delete, t);
+	}
 	return NULL;
 }
 

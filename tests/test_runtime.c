@@ -1016,10 +1016,12 @@ static void test_workerset(void **state)
 }
 
 /*
- * A seccomp filter that refuses io_uring_enter alone (io_uring_setup
- * and io_uring_register allowed): the runtime falls back to epoll and
- * says why. The workers spun for ever on a ring they could not enter (a
- * review). In a child: the filter cannot be removed.
+ * A seccomp filter that refuses one system call the runtime relies on:
+ * io_uring_enter alone (io_uring_setup and io_uring_register allowed):
+ * the runtime falls back to epoll and says why (the workers spun for
+ * ever on a ring they could not enter); timer_create: cooperative, and
+ * says why (create failed with EPERM). Both from a review. In a child:
+ * a filter cannot be removed.
  */
 static void *pipe_roundtrip(void *arg)
 {
@@ -1034,11 +1036,11 @@ static void *pipe_roundtrip(void *arg)
 	return NULL;
 }
 
-static int enter_refused_child(void)
+static int refused_child(unsigned nr)
 {
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_enter, 0, 1),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
@@ -1052,39 +1054,53 @@ static int enter_refused_child(void)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
 		return 77;
 	unsetenv("PRT_IO_BACKEND");
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1;
 	if (prt_runtime_create(&rt, &cfg))
 		return 2;
-	if (prt_runtime_io_backend(rt) != PRT_IO_EPOLL)
-		return 3;
 	n = prt_runtime_notice(rt);
-	if (!n || !strstr(n, "io_uring_enter refused"))
+	if (nr == __NR_io_uring_enter &&
+	    (prt_runtime_io_backend(rt) != PRT_IO_EPOLL || !n || !strstr(n, "io_uring_enter refused")))
+		return 3;
+	if (nr == __NR_timer_create &&
+	    (prt_runtime_preemptive(rt, NULL) != 0 || !n || !strstr(n, "timer_create refused")))
 		return 4;
 	if (prt_spawn(rt, &t, NULL, pipe_roundtrip, NULL) || prt_join(t, &res) || res)
 		return 5;
 	return prt_runtime_destroy(rt) ? 6 : 0;
 }
 
-static void test_uring_enter_refused(void **state)
+static void refused(unsigned nr)
 {
 	pid_t pid;
 	int st;
 
-	(void)state;
 	if (test_under_valgrind())
 		skip(); /* it runs the system calls itself */
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		alarm(30);
-		_exit(enter_refused_child());
+		_exit(refused_child(nr));
 	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	if (WEXITSTATUS(st) == 77)
 		skip(); /* no seccomp here */
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_uring_enter_refused(void **state)
+{
+	(void)state;
+	refused(__NR_io_uring_enter);
+}
+
+static void test_timer_create_refused(void **state)
+{
+	(void)state;
+	refused(__NR_timer_create);
 }
 
 int main(void)
@@ -1110,6 +1126,7 @@ int main(void)
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_workerset),
 		cmocka_unit_test(test_uring_enter_refused),
+		cmocka_unit_test(test_timer_create_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -168,7 +168,8 @@ typedef struct prt_runtime_config {
 	 * PRT_PREEMPT_QUANTUM_NS, when set to a plain decimal number that
 	 * is 0 or a valid slice, replaces it (0 turns preemption off;
 	 * anything else in it, a sign or spaces included, is ignored). Under valgrind, ThreadSanitizer, or with the ASan runtime
-	 * linked into the program, the runtime stays cooperative and
+	 * linked into the program, or where timer_create(2) is refused (a
+	 * seccomp profile), the runtime stays cooperative and
 	 * prt_runtime_notice() says why.
 	 */
 	uint64_t preempt_quantum_ns;
