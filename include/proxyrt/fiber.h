@@ -230,7 +230,8 @@ PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
  * as the kernel reschedules a task whose priority drops). One
  * waiting on a mutex or condvar also moves to the tail of its new level
  * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
- * released to its waiters to a new first waiter.
+ * released to its waiters to a new first waiter (an rwlock's waiters
+ * too); one waiting on a semaphore keeps its place (proxyrt/sem.h).
  * Returns 0, -EINVAL out of range, -ESRCH stale.
  * Context: any thread, never switches.
  */

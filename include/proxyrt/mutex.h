@@ -179,7 +179,10 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
  * mutex is free; otherwise a bad @abstime (NULL, tv_nsec outside
  * [0, 1e9)) is EINVAL. A time already past, negative tv_sec included,
  * gives ETIMEDOUT (as glibc); one too far to represent in 64-bit
- * nanoseconds means "never". Also EDEADLK, EAGAIN, ENOMEM (no timer
+ * nanoseconds means "never". @abstime is turned into a CLOCK_MONOTONIC
+ * deadline when the call begins: a later step of the wall clock
+ * (clock_settime, NTP) does not move it, where POSIX would (every
+ * CLOCK_REALTIME time in this library's calls does the same). Also EDEADLK, EAGAIN, ENOMEM (no timer
  * memory, or as prt_mutex_lock).
  * Context: a fiber or a plain thread.
  */

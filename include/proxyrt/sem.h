@@ -16,8 +16,10 @@
  * detection. What it does give: a post goes straight to the waiter it
  * wakes (the unit is handed over, not left for whoever comes next), and
  * waiters are woken highest priority first, FIFO within a level (as
- * POSIX asks for sem_post under SCHED_FIFO). A plain thread waits at
- * PRT_PRIO_DEFAULT.
+ * POSIX asks for sem_post under SCHED_FIFO), by the priority each had
+ * when it began to wait: prt_fiber_set_priority() does not move a
+ * semaphore's waiter (it does a mutex's, condvar's or rwlock's). A plain thread
+ * waits at PRT_PRIO_DEFAULT.
  *
  * All-zero storage is a valid semaphore with the value 0
  * (PRT_SEM_INITIALIZER).
