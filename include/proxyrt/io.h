@@ -31,7 +31,9 @@
  *
  * Lengths: one call transfers at most 0x7ffff000 bytes (Linux's
  * MAX_RW_COUNT, the cap read(2) and write(2) apply); a larger @n is a
- * short transfer, as with the syscalls, on either backend.
+ * short transfer, as with the syscalls, on either backend and on a plain
+ * thread (the kernel still fails with -EFAULT a @buf whose first
+ * 0x7ffff000 bytes would run past the top of the address space).
  *
  * Broken connections: no call here raises SIGPIPE on a socket. Writing
  * to a socket that can no longer send (peer gone, or shut down for
