@@ -129,6 +129,10 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 {
 	struct io_uring r;
 	struct io_uring_probe *p;
+	union {
+		struct io_uring_probe probe;
+		char bytes[PROBE_SIZE];
+	} probe_buf;
 	int err = ring_init(4, &r, 0);
 
 	if (err) {
@@ -141,18 +145,15 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 	}
 	if (!err)
 		err = probe_enter(&r, what);
-	p = err ? NULL : prt__alloc(PROBE_SIZE);
-	if (!err && !p) {
-		*what = "no memory for the probe";
-		err = -ENOMEM;
-	}
+	p = NULL;
 	if (!err) {
-		memset(p, 0, PROBE_SIZE);
+		/* On the stack (2 KiB): no allocation that could fail here. */
+		p = &probe_buf.probe;
+		memset(&probe_buf, 0, sizeof(probe_buf));
 		if ((err = io_uring_register_probe(&r, p, PROBE_OPS)) < 0) {
 			/* EINVAL: no such opcode (before 5.6); else what refused it (a seccomp filter). */
 			*what = err == -EINVAL ? "kernel too old (no IORING_REGISTER_PROBE)"
 					       : "io_uring_register refused";
-			prt__free(p, PROBE_SIZE);
 			p = NULL;
 		} else {
 			err = 0;
@@ -170,8 +171,6 @@ static int probe_ops(struct prt__rtio *rio, const char **what)
 		/* A test build may take any of them as missing (fault.h, PRT_FAULT_OPCODE). */
 		if (io_uring_opcode_supported(p, file_ops[i]) && !prt__fault(PRT_FAULT_OPCODE))
 			rio->fop_native |= 1u << i;
-	if (p)
-		prt__free(p, PROBE_SIZE);
 	io_uring_queue_exit(&r);
 	return err;
 }
