@@ -274,68 +274,41 @@ static void wait_cmds(struct prt__worker *w, atomic_int *left, struct prt__wait 
 		prt__wait_block(done, 0);
 }
 
-/* Post @fd's cancel to each worker of @rt with requests in flight (and to @w, the caller's). */
-static struct prt__iocmd *post_cancels(struct prt__worker *w, struct prt_runtime *rt, int fd,
-				       struct prt__iocmd *c, struct prt__wait *done, atomic_int *left)
+/*
+ * Cancel what fibers of @w's runtime have pending on @fd, on every
+ * worker with requests in flight; wait until each worker has done it.
+ */
+static void cancel_fd(struct prt__worker *w, int fd)
 {
+	struct prt_runtime *rt = w->rt;
+	struct prt__iocmd small[8], *cmds = small;
+	size_t sz = sizeof(*cmds) * (size_t)rt->nworkers;
+	struct prt__wait done;
+	atomic_int left = 1; /* our own reference, dropped below */
+
+	if (rt->nworkers > 8 && !(cmds = prt__alloc(sz)))
+		return; /* no memory: close without cancelling, as close(2) */
+	prt__wait_init(&done, w->curr);
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct prt__worker *v = rt->workers[i];
+		struct prt__iocmd *c = &cmds[i];
 
 		/* Racy, and fine: a worker with nothing in flight has nothing of @fd. */
 		if (v != w && !PRT_READ_ONCE(v->io.inflight))
 			continue;
 		c->fd = fd;
 		c->ud = 0;
-		c->done = done;
-		c->left = left;
+		c->done = &done;
+		c->left = &left;
 		/* relaxed: we hold a reference; post_cmd's release CAS publishes the count. */
-		atomic_fetch_add_explicit(left, 1, memory_order_relaxed);
-		post_cmd(w, v, c++);
+		atomic_fetch_add_explicit(&left, 1, memory_order_relaxed);
+		post_cmd(w, v, c);
 	}
-	return c;
-}
-
-/*
- * Cancel what any fiber has pending on @fd, in every runtime of the
- * process (@w's, NULL for a plain thread, and the others: a fiber may
- * wait on an fd another runtime's fiber or a plain thread closes), on
- * every worker with requests in flight; wait until each worker has done
- * it. Other runtimes are looked at only while there are any (one load),
- * each under a reference, so none is freed under us.
- */
-static void cancel_fd(struct prt__worker *w, int fd)
-{
-	struct prt_runtime *own = w ? w->rt : NULL;
-	struct prt__rt_set *others = NULL;
-	struct prt__iocmd small[8], *cmds = small, *c;
-	size_t n = own ? (size_t)own->nworkers : 0, sz;
-	struct prt__wait done;
-	atomic_int left = 1; /* our own reference, dropped below */
-
-	if (prt__rt_nlive() > (own ? 1 : 0) && (others = prt__rt_others_get(own)))
-		for (int i = 0; i < others->n; i++)
-			n += (size_t)others->rt[i]->nworkers;
-	sz = sizeof(*cmds) * n;
-	if (n > 8 && !(cmds = prt__alloc(sz))) {
-		prt__rt_others_put(others);
-		return; /* no memory: close without cancelling, as close(2) */
-	}
-	prt__wait_init(&done, w ? w->curr : NULL);
-	c = cmds;
-	if (own)
-		c = post_cancels(w, own, fd, c, &done, &left);
-	for (int i = 0; others && i < others->n; i++)
-		c = post_cancels(w, others->rt[i], fd, c, &done, &left);
-	if (w) {
-		prt__set_wait(w->curr, PRT_WK_IO, "close", fd);
-		wait_cmds(w, &left, &done);
-	} else if (atomic_fetch_sub_explicit(&left, 1, memory_order_acq_rel) != 1) {
-		prt__wait_block(&done, 0); /* acq_rel: as wait_cmds' */
-	}
-	/* Every command has been acked: their slots are free again, the runtimes ours to let go. */
+	prt__set_wait(w->curr, PRT_WK_IO, "close", fd);
+	wait_cmds(w, &left, &done);
+	/* Every command has been acked: their slots are free again. */
 	if (cmds != small)
 		prt__free(cmds, sz);
-	prt__rt_others_put(others);
 }
 
 /* Post a cancel by user_data to each worker @v[i] (streams); wait for every ack. */
@@ -806,12 +779,12 @@ PRT_API int prt_close(int fd)
 
 	if (fd < 0)
 		return -EBADF;
-	cancel_fd(w, fd);
 	if (!w) {
 		int saved = prt__errno_get();
 
 		return (int)prt__sys_ret(close(fd), saved);
 	}
+	cancel_fd(w, fd);
 	w = prt__cur_worker();
 	return w->io.ops->close(w, fd);
 }

@@ -6,7 +6,6 @@
  */
 #include <limits.h>
 
-#include "alloc.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "worker.h"
@@ -21,7 +20,6 @@
  */
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prt_runtime *live_head; /* live_lock */
-static atomic_int live_n;             /* runtimes on the list; written under live_lock */
 
 /*
  * Outside callers. A runtime's own fibers can never see it freed: destroy
@@ -138,7 +136,6 @@ void prt__rt_live_add(struct prt_runtime *rt)
 	pthread_mutex_lock(&live_lock);
 	rt->live_next = live_head;
 	live_head = rt;
-	atomic_fetch_add_explicit(&live_n, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&live_lock);
 }
 
@@ -163,48 +160,9 @@ void prt__rt_live_del(struct prt_runtime *rt)
 	pthread_mutex_lock(&live_lock);
 	for (pp = &live_head; *pp && *pp != rt; pp = &(*pp)->live_next)
 		;
-	if (*pp) {
+	if (*pp)
 		*pp = rt->live_next;
-		atomic_fetch_sub_explicit(&live_n, 1, memory_order_relaxed);
-	}
 	pthread_mutex_unlock(&live_lock);
-}
-
-int prt__rt_nlive(void)
-{
-	return atomic_load_explicit(&live_n, memory_order_relaxed);
-}
-
-struct prt__rt_set *prt__rt_others_get(const struct prt_runtime *skip)
-{
-	struct prt__rt_set *set = NULL;
-	struct prt_runtime *r;
-	int cap;
-
-	pthread_mutex_lock(&live_lock);
-	cap = atomic_load_explicit(&live_n, memory_order_relaxed);
-	if (cap > 0 && (set = prt__alloc(sizeof(*set) + sizeof(set->rt[0]) * (size_t)cap))) {
-		set->n = 0;
-		set->cap = cap;
-		for (r = live_head; r; r = r->live_next)
-			if (r != skip && prt__rt_tryget(r))
-				set->rt[set->n++] = r; /* a dying one has no fiber left to cancel */
-	}
-	pthread_mutex_unlock(&live_lock);
-	if (set && !set->n) {
-		prt__rt_others_put(set);
-		set = NULL;
-	}
-	return set;
-}
-
-void prt__rt_others_put(struct prt__rt_set *set)
-{
-	if (!set)
-		return;
-	for (int i = 0; i < set->n; i++)
-		prt__rt_put(set->rt[i]);
-	prt__free(set, sizeof(*set) + sizeof(set->rt[0]) * (size_t)set->cap);
 }
 
 void prt__rt_drain_refs(struct prt_runtime *rt)

@@ -67,22 +67,4 @@ void prt__rt_drain_refs(struct prt_runtime *rt);
 /* Take @rt off the live list (destroy, after draining). */
 void prt__rt_live_del(struct prt_runtime *rt);
 
-/* How many runtimes are live; racy (a hint for skipping prt__rt_others_get). */
-int prt__rt_nlive(void);
-
-/* Live runtimes, each with a reference (as prt__rt_tryget's), for a process-wide action. */
-struct prt__rt_set {
-	int n, cap;
-	struct prt_runtime *rt[];
-};
-
-/*
- * The live runtimes other than @skip (NULL: all) that are not dying, a
- * reference taken on each; NULL if there are none or no memory for the
- * set. Drop them with prt__rt_others_put(). Context: any thread.
- */
-struct prt__rt_set *prt__rt_others_get(const struct prt_runtime *skip);
-/* Drop prt__rt_others_get's references and free @set (NULL: nothing). */
-void prt__rt_others_put(struct prt__rt_set *set);
-
 #endif

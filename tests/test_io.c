@@ -434,46 +434,6 @@ static void test_close_while_waiting(void **state)
 }
 
 /*
- * prt_close from outside the waiter's runtime: a fiber of another
- * runtime, or a plain thread. The cancel reaches every runtime of the
- * process (it reached only the closer's own: the reader waited for ever).
- */
-static void *xc_close(void *arg)
-{
-	return (void *)(intptr_t)prt_close(*(int *)arg);
-}
-
-static void test_close_from_outside(void **state)
-{
-	prt_runtime_t *rt = io_rt(2), *other = io_rt(1);
-
-	(void)state;
-	for (int how = 0; how < 2; how++) { /* 0: a fiber of @other, 1: this plain thread */
-		prt_fiber_t r, c;
-		void *res;
-
-		assert_int_equal(pipe2(cw_fd, O_CLOEXEC), 0);
-		atomic_store(&cw_res, 1);
-		assert_int_equal(prt_spawn(rt, &r, NULL, cw_reader, NULL), 0);
-		while (atomic_load(&r.p->state) != PRT_FS_BLOCKED ||
-		       atomic_load(&r.p->wait_kind) != PRT_WK_IO)
-			test_yield_wait();
-		if (how == 0) {
-			assert_int_equal(prt_spawn(other, &c, NULL, xc_close, &cw_fd[0]), 0);
-			assert_int_equal(prt_join(c, &res), 0);
-			assert_int_equal((intptr_t)res, 0);
-		} else {
-			assert_int_equal(prt_close(cw_fd[0]), 0);
-		}
-		assert_int_equal(prt_join(r, NULL), 0);
-		assert_int_equal(atomic_load(&cw_res), -ECANCELED);
-		assert_int_equal(prt_close(cw_fd[1]), 0);
-	}
-	assert_int_equal(prt_runtime_destroy(other), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
-}
-
-/*
  * A plain thread's call on a non-blocking fd (the epoll backend makes
  * the fds its fibers use so) waits as a fiber's would: -EAGAIN only with
  * MSG_DONTWAIT (io.h). It got -EAGAIN at once.
@@ -1057,7 +1017,6 @@ int main(void)
 		cmocka_unit_test(test_accept_connect_echo),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_close_while_waiting),
-		cmocka_unit_test(test_close_from_outside),
 		cmocka_unit_test(test_sleeping_owner_in_read),
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_fiber_bad_input),

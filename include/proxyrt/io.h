@@ -49,13 +49,15 @@
  * the program ignores or blocks it. prt_runtime_dump() to a socket
  * follows the same rule.
  *
- * Closing: prt_close() cancels the operations other fibers have pending
- * on the fd through these calls, in every runtime of the process; they
- * return -ECANCELED. Called from a fiber it parks only the fiber, from a
- * plain thread (a server's main thread closing its listening socket) it
- * blocks the thread, until each worker with requests in flight has
- * cancelled them, then closes the fd. (A plain close(2) does not cancel:
- * a pending read on a socket keeps the file open.)
+ * Closing: prt_close() cancels the operations other fibers of the
+ * caller's runtime have pending on the fd through these calls; they
+ * return -ECANCELED. (A plain close(2) does not: a pending read on a
+ * socket keeps the file open.) Called from a plain thread, or for an fd
+ * that fibers of another runtime wait on, it is close(2) for them: wake
+ * those with prt_shutdown() first (a socket), prt_cancel(), or by closing
+ * from a fiber of their runtime. (Cancelling across every runtime was
+ * tried and undone: it made each close wait for every busy worker of
+ * the process, and deadlocked against a destroy run by another runtime.)
  *
  * Context: a fiber (parks only the fiber) or a plain thread (the call
  * is made directly and blocks the thread; timeouts, and the EAGAIN of an
