@@ -541,7 +541,7 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 	PRT_WRITE_ONCE(w->rq.serve_prio, prio);
 	/* The coming switch counts one more (none if @next runs already). */
 	snap = atomic_load_explicit(&w->stats.switches, memory_order_relaxed) + (next != w->curr);
-	if (p->exc_fiber && prio <= p->exc_fiber->rq_prio) {
+	if (p->exc_fiber && prio <= p->exc_prio) {
 		/*
 		 * Back down from a fiber above the contention: to the fiber it
 		 * preempted, whose slice goes on (the switches since do not
@@ -729,6 +729,7 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 	if (!slice) {
 		/* For a fiber above: @self's slice goes on when it runs again (prt__preempt_picked). */
 		w->pw.exc_fiber = self;
+		w->pw.exc_prio = atomic_load_explicit(&self->prio, memory_order_relaxed);
 		w->pw.exc_snap = atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed);
 	}
 	prt__put_donor(w, slice);

@@ -505,11 +505,12 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	/*
 	 * The common pick of a preemptive runtime, inline (a call here cost
 	 * a yield 10%): nothing to clear (events, a kick of its own recorded
-	 * in @deferred), no timer to watch nor a watch to disarm, and the
-	 * tick neither starts nor stops. relaxed: a look, which the slow
+	 * in @deferred), no timer to watch nor a watch to disarm, no slice
+	 * to carry on after a fiber above (exc_fiber), and the tick neither
+	 * starts nor stops. relaxed: a look, which the slow
 	 * half makes again and clears.
 	 */
-	if (prt__unlikely(!next || prt__has_timers(w) || p->watch_at != PRT_NEVER ||
+	if (prt__unlikely(!next || prt__has_timers(w) || p->watch_at != PRT_NEVER || p->exc_fiber ||
 			  (atomic_load_explicit(&p->events, memory_order_relaxed) | w->deferred))) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
