@@ -697,7 +697,8 @@ static void *bad_fiber_main(void *arg)
 	 * kernel checks that the capped range lies in the address space,
 	 * which from a buffer on a thread's stack near its top it may not.
 	 */
-	FIBER_CHECK(prt_read(fd[0], big_read_buf, SIZE_MAX) == 4);
+	/* (valgrind checks the whole length against the buffer, not what the kernel wrote) */
+	FIBER_CHECK(test_under_valgrind() || prt_read(fd[0], big_read_buf, SIZE_MAX) == 4);
 	FIBER_CHECK(prt_close(fd[0]) == 0);
 	FIBER_CHECK(prt_close(fd[1]) == 0);
 	return NULL;
