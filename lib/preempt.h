@@ -44,14 +44,6 @@ struct prt__wpreempt {
 	 */
 	uint64_t base_mask;
 	atomic_bool mask_stale; /* set by the handler, cleared by a pick that reads the mask again */
-	/*
-	 * Interrupts in a row that found one other mask (mask_seen): from
-	 * the fourth (about 1.5 ms, with the retry's backoff) it is taken as
-	 * the worker's (a fiber blocked signals and computes: else it would
-	 * never be stopped). The handler's only (this thread).
-	 */
-	unsigned mask_defers;
-	uint64_t mask_seen;
 	bool timers_ok;         /* the three timers exist */
 	/*
 	 * @tick counts the worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID),

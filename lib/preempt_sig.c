@@ -161,20 +161,8 @@ static bool mask_as_base(struct prt__worker *w, const void *ucv)
 	uint64_t m;
 
 	m = *(const uint64_t *)(const void *)&uc->uc_sigmask; /* no memcpy call in the handler (-O0) */
-	if (m == w->pw.base_mask) {
-		w->pw.mask_defers = 0;
+	if (m == w->pw.base_mask)
 		return true;
-	}
-	/* The same other mask a fourth time in a row: the fiber's own (struct prt__wpreempt). */
-	if (m == w->pw.mask_seen && ++w->pw.mask_defers >= 4) {
-		w->pw.base_mask = m;
-		w->pw.mask_defers = 0;
-		return true;
-	}
-	if (m != w->pw.mask_seen) {
-		w->pw.mask_seen = m;
-		w->pw.mask_defers = 1;
-	}
 	/* relaxed: this thread's next pick reads it */
 	atomic_store_explicit(&w->pw.mask_stale, true, memory_order_relaxed);
 	return false;
