@@ -11,6 +11,8 @@
 
 #if PRT_USE_VALGRIND
 #include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0 /* built without valgrind's header (-Dvalgrind=false) */
 #endif
 #include "alloc.h"
 #include "dump_signal.h"

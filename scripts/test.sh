@@ -136,8 +136,11 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# clang also runs the HTTP parser fuzzer for 15 s (suite fuzz); preemptive.
 	# The aarch64 cross check (suite cross) builds from the sources with
 	# its own flags: the gcc lane's run says all (15 s a lane).
+	# Built without valgrind's client requests (-Dvalgrind=false), so that
+	# that option builds too (it did not: RUNNING_ON_VALGRIND undeclared).
 	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
 		"$ROOT/build-test-clang" --buildtype=debugoptimized -Dfault_injection=true \
+		-Dvalgrind=false \
 		-- --no-suite stress --no-suite cross
 	ASAN_SETUP=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 		-Dallocator=libc -Dfault_injection=true)
