@@ -1134,6 +1134,7 @@ static bool mutex_timeout_locked(struct prt__worker *w, struct prt__fiber *f, st
 	dequeue(m, r, &h);
 	prt__spin_unlock(&m->wait_lock);
 	handoff_wake_here(w, &h);
+	prt__chain_wait_ended(w, f);
 	if (sleeping) {
 		/* @r (on f's stack) stays: off the list, f sleeps until this wake. */
 		prt__wait_wake_here(&r->wait, w);

@@ -56,6 +56,7 @@
 #include "arch/ctx.h"
 #include "fault.h"
 #include "preempt_int.h"
+#include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "sched_priv.h"
@@ -604,20 +605,35 @@ void prt__preempt_kick(struct prt__worker *t)
 		atomic_fetch_and_explicit(&t->pw.events, ~PRT_PEV_KICKED, memory_order_relaxed);
 }
 
-/* Must @x, which serves @f (x's rq lock held), run something else now? Updates what its handler sees. */
+/*
+ * Must @x, which may serve @f or run for a donor whose chain passes
+ * through @f (x's rq lock held), run something else now? Updates what
+ * its handler sees.
+ */
 static bool served_must_switch(struct prt__worker *x, struct prt__fiber *f, bool wait_ended)
 {
 	int prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	uint32_t bm = x->rq.bitmap;
-
 	/*
-	 * relaxed: w->donor changes at a switch (switch.h), which need not
-	 * hold this lock. A look that misses the change costs a spurious
-	 * kick, or none where the pick that made x serve @f read its
-	 * priority and its wait afresh anyway.
+	 * relaxed: w->donor and w->curr change at a switch (switch.h), which
+	 * need not hold this lock. A look that misses the change costs a
+	 * spurious kick, or none where the pick that made x serve @f read
+	 * its priority and its wait afresh anyway.
 	 */
-	if (PRT_READ_ONCE(x->donor) != f || x->rq.serve_prio < 0)
+	struct prt__fiber *d = PRT_READ_ONCE(x->donor), *c;
+
+	if (x->rq.serve_prio < 0)
 		return false;
+	if (d != f) {
+		/*
+		 * x runs a proxy for another donor, whose chain may pass
+		 * through @f: a wait that ended there breaks it (a review's
+		 * chain H -> B -> A: B's timedlock expired, and A ran on at H's
+		 * priority to the end of its critical section).
+		 */
+		c = PRT_READ_ONCE(x->curr);
+		return wait_ended && d != c && !prt__proxy_serves(d, c);
+	}
 	PRT_WRITE_ONCE(x->rq.serve_prio, prio); /* interrupt() reads it */
 	return wait_ended || (bm && prt__rq_top(bm) > prio);
 }
@@ -628,11 +644,26 @@ void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held,
 
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct prt__worker *x = rt->workers[i];
+		struct prt__fiber *d;
 		bool kick;
 
-		if (x == held || !x->pw.quantum)
-			continue; /* @held: the caller's own look (a pick, preempt_eval) decides */
-		if (held && !prt__rq_trylock(x)) {
+		if (!x->pw.quantum || (x == held && x == prt__cur_worker()))
+			continue; /* @held, its own thread: the caller's own look (a pick, preempt_eval) decides */
+		/* As served_must_switch would find (racy: as its own look, above). */
+		d = PRT_READ_ONCE(x->donor);
+		if (d != f && (!wait_ended || d == PRT_READ_ONCE(x->curr)))
+			continue; /* serves neither @f nor a donor whose chain may pass through it */
+		if (x == held) {
+			/*
+			 * Held by another thread: a canceller, or an idle worker
+			 * that fired x's timers. x's own look is not coming: look
+			 * here, under that hold (a review's cancelled chain link
+			 * left x running the owner for the top waiter).
+			 */
+			kick = served_must_switch(x, f, wait_ended) &&
+			       !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
+							  memory_order_relaxed) & PRT_PEV_KICKED);
+		} else if (held && !prt__rq_trylock(x)) {
 			/* Never wait for a second rq lock: a kick costs x one look (preempt_eval). */
 			kick = !(atomic_fetch_or_explicit(&x->pw.events, PRT_PEV_KICKED,
 							  memory_order_relaxed) & PRT_PEV_KICKED);
@@ -793,11 +824,11 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	top = bm ? prt__rq_top(bm) : -1;
 	/*
 	 * Something outranks what we serve, or we run in a donor's place and
-	 * its wait ended (its timeout): it runs itself (preempt_switch puts
-	 * it back first, at the head of its level).
+	 * its chain no longer leads here (its wait, or a link's further down,
+	 * ended by a timeout or a cancel): pick again (preempt_switch puts
+	 * the donor back first, at the head of its level).
 	 */
-	if (top > served ||
-	    (w->donor != self && !atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
+	if (top > served || (w->donor != self && !prt__proxy_serves(w->donor, self))) {
 		/*
 		 * A tick that also ended its slice (fibers of its priority
 		 * wait, and it ran the whole period): to the tail of its level,

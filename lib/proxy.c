@@ -414,6 +414,26 @@ enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p)
 	return run_plain(w, p, d);
 }
 
+bool prt__proxy_serves(struct prt__fiber *d, struct prt__fiber *self)
+{
+	struct prt__fiber *f = d;
+
+	for (int depth = 0; depth < PRT_CHAIN_MAX && f != self; depth++) {
+		struct prt__mutex *m = atomic_load_explicit(&f->blocked_on, memory_order_acquire);
+		uintptr_t ow;
+
+		if (!m)
+			return false; /* f waits no more: it runs itself, or for d */
+		ow = atomic_load_explicit(&m->owner, memory_order_acquire);
+		if (ow & PRT_MTX_READERS)
+			return true; /* readers: the pick chose one; an unlock re-picks */
+		f = prt__owner_fiber(ow);
+		if (!f)
+			return true; /* released, or a thread's: the unlock's own path re-picks */
+	}
+	return true;
+}
+
 /* ---- donors after the pick: detach, time out, handoff preemption -------- */
 
 bool prt__unattach(struct prt__fiber *d)

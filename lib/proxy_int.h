@@ -30,6 +30,18 @@ struct prt__pick {
 enum prt__pick_act prt__proxy_pick(struct prt__worker *w, struct prt__pick *p);
 
 /*
+ * Does donor @d's wait chain still lead to @self, which a worker runs in
+ * d's place (a proxy, or d itself)? False only where it surely does
+ * not: a fiber on the chain before @self waits no more (d's own wait,
+ * or a link's further down, ended by its timeout or a cancel: the
+ * worker must pick again, or the owner at the chain's end goes on at
+ * d's priority for nothing). A chain moved by an unlock (released, a
+ * handoff, readers) is the unlock's to re-pick (prt__after_handoff).
+ * Lock-free, as the pick's walk: fiber descriptors are type-stable.
+ */
+bool prt__proxy_serves(struct prt__fiber *d, struct prt__fiber *self);
+
+/*
  * If donor @d is attached to a sleeping owner, take it off that owner's
  * list and queue it (its mutex was handed to it). Returns true if so.
  */
@@ -42,6 +54,17 @@ bool prt__unattach(struct prt__fiber *d);
  * may take that it now is (mutex.c's timer callback).
  */
 void prt__timed_out_donor(struct prt__worker *w, struct prt__fiber *f);
+/*
+ * @f's mutex or rwlock wait just ended by its timeout or a cancel (w's
+ * rq lock held): in a preemptive runtime, interrupt every other worker
+ * that runs a proxy for a chain through @f (prt__proxy_serves); @w's
+ * own pick or look (preempt_eval) finds it itself.
+ */
+static inline void prt__chain_wait_ended(struct prt__worker *w, struct prt__fiber *f)
+{
+	if (prt__unlikely(w->pw.quantum))
+		prt__preempt_served_changed(f, w, true);
+}
 /*
  * After an unlock handed a mutex over: if this worker proxies (donor !=
  * curr) or @new_owner now outranks what it serves and is queued here,

@@ -871,6 +871,7 @@ static bool rw_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struc
 	sleeping = r->sleeping;
 	dequeue(prt__rwlock_of_mutex(m), r);
 	prt__spin_unlock(&m->wait_lock);
+	prt__chain_wait_ended(w, f);
 	if (sleeping) {
 		prt__wait_wake_here(&r->wait, w);
 		return true;

@@ -796,11 +796,11 @@ PRT_API int prt_yield(void)
 	bm = w->rq.bitmap;
 	/*
 	 * Nothing outranks what we serve: go on, unless we run for a donor
-	 * that no longer waits (its timedlock expired): it runs itself.
+	 * whose chain no longer leads here (its timedlock, or a link's
+	 * further down, expired or was cancelled): pick again.
 	 */
 	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
-	    (prt__likely(w->donor == self) ||
-	     atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed))) {
+	    (prt__likely(w->donor == self) || prt__proxy_serves(w->donor, self))) {
 		prt__rq_unlock_keep(w); /* sleepers that fired wait here: others may take them */
 		return 0;
 	}

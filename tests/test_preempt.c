@@ -1449,6 +1449,107 @@ static void test_donor_timeout_behind_proxy(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A link in the middle of a chain leaves it (a review: H waits on m2,
+ * held by B, which waits on m1, held by A, which computes; B's timedlock
+ * expired, or a plain thread cancelled B, and A went on running in H's
+ * place to the end of its critical section, the worker serving H's
+ * priority for a fiber nobody waited for). Once B's wait ends, B must
+ * run for H and unlock m2 while A still holds m1.
+ */
+struct chain {
+	prt_mutex_t m1, m2;
+	atomic_int a_locked, b_locked, h_got, stop;
+	bool cancel;
+	int b_err, a_saw_h;
+};
+
+static void *chain_a(void *arg)
+{
+	struct chain *c = arg;
+	struct cap cp;
+	uint64_t x = 5;
+
+	assert_int_equal(prt_mutex_lock(&c->m1), 0);
+	atomic_store(&c->a_locked, 1);
+	cap_init(&cp);
+	while (!atomic_load_explicit(&c->stop, memory_order_relaxed) && !cap_hit(&cp))
+		x = spin_work(x, 4096);
+	sink_put(x);
+	c->a_saw_h = atomic_load(&c->h_got);
+	assert_int_equal(prt_mutex_unlock(&c->m1), 0);
+	return NULL;
+}
+
+static void *chain_b(void *arg)
+{
+	struct chain *c = arg;
+
+	assert_int_equal(prt_mutex_lock(&c->m2), 0);
+	atomic_store(&c->b_locked, 1);
+	c->b_err = c->cancel ? prt_mutex_lock(&c->m1) : prt_mutex_timedlock_ns(&c->m1, 10 * 1000 * 1000);
+	if (!c->b_err)
+		assert_int_equal(prt_mutex_unlock(&c->m1), 0);
+	assert_int_equal(prt_mutex_unlock(&c->m2), 0);
+	return NULL;
+}
+
+static void *chain_h(void *arg)
+{
+	struct chain *c = arg;
+
+	assert_int_equal(prt_mutex_lock(&c->m2), 0);
+	atomic_store(&c->h_got, 1);
+	assert_int_equal(prt_mutex_unlock(&c->m2), 0);
+	return NULL;
+}
+
+static void chain_link_leaves(bool cancel)
+{
+	struct chain c = { .m1 = PRT_MUTEX_INITIALIZER, .m2 = PRT_MUTEX_INITIALIZER, .cancel = cancel };
+	prt_fiber_t a, b, h;
+	prt_runtime_t *rt;
+
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	a = spawn_at(rt, 2, 0, chain_a, &c);
+	while (!atomic_load(&c.a_locked))
+		usleep(100);
+	b = spawn_at(rt, 10, 0, chain_b, &c); /* outranks A: runs, takes m2, waits on m1 */
+	while (!atomic_load(&c.b_locked))
+		usleep(100);
+	h = spawn_at(rt, 30, 0, chain_h, &c); /* waits on m2: A runs for H */
+	if (cancel) {
+		usleep(10 * 1000);
+		/* From this plain thread: it holds B's worker's lock to end the wait. */
+		assert_int_equal(prt_cancel(b), 0);
+	}
+	while (!atomic_load(&c.h_got))
+		usleep(1000);
+	atomic_store(&c.stop, 1);
+	join_ok(h);
+	join_ok(b);
+	join_ok(a);
+	assert_int_equal(c.b_err, cancel ? ECANCELED : ETIMEDOUT);
+	assert_int_equal(c.a_saw_h, 1);
+	assert_true(stats_of(rt, 0).proxy_picks > 0);
+	assert_int_equal(prt_mutex_destroy(&c.m1), 0);
+	assert_int_equal(prt_mutex_destroy(&c.m2), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_chain_link_times_out(void **state)
+{
+	(void)state;
+	chain_link_leaves(false);
+}
+
+static void test_chain_link_cancelled(void **state)
+{
+	(void)state;
+	chain_link_leaves(true);
+}
+
 /* ---- no migration on preemption --------------------------------------------------------- */
 
 struct aff {
@@ -3571,6 +3672,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_priority_raise_preempts),
 		cmocka_unit_test(test_priority_lower_preempts),
 		cmocka_unit_test(test_donor_timeout_behind_proxy),
+		cmocka_unit_test(test_chain_link_times_out),
+		cmocka_unit_test(test_chain_link_cancelled),
 		cmocka_unit_test(test_no_migration_on_preemption),
 		cmocka_unit_test(test_disable_region),
 		cmocka_unit_test(test_app_handler_not_preempted),
