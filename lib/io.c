@@ -19,6 +19,7 @@
  * services I/O here, and the I/O calls park their fiber and wake it
  * through the scheduler (docs/design.md, section 2, "The two pairs").
  */
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -502,6 +503,16 @@ long prt__io_write_nosigpipe(const struct prt__ioargs *a)
 	return n == -ENOTSOCK ? prt__io_sys(a, false) : n;
 }
 
+bool prt__io_is_unix(int fd)
+{
+	int dom = 0, saved = prt__errno_get();
+	socklen_t l = sizeof(dom);
+	bool r = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && dom == AF_UNIX;
+
+	prt__errno_set(saved);
+	return r;
+}
+
 /* ns from now to @deadline (0: passed). */
 static uint64_t deadline_left(uint64_t deadline)
 {
@@ -510,13 +521,35 @@ static uint64_t deadline_left(uint64_t deadline)
 	return now >= deadline ? 0 : deadline - now;
 }
 
-/* connect(2) on a plain thread, waiting for a non-blocking fd's connection to end. */
+/*
+ * connect(2) on a plain thread, waiting for a non-blocking fd's
+ * connection to end; a full AF_UNIX backlog (-EAGAIN, not started) is
+ * retried, waiting 50 us doubling to 10 ms, as a blocking connect(2)
+ * waits for room.
+ */
 static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
 {
-	long n = prt__io_sys(a, false);
+	uint64_t backoff = 50 * 1000;
+	long n;
 	int err = 0, r;
 	socklen_t len = sizeof(err);
 
+	while ((n = prt__io_sys(a, false)) == -EAGAIN && prt__io_is_unix(a->fd)) {
+		uint64_t ns = backoff;
+		struct timespec ts;
+
+		if (deadline) {
+			if (!deadline_left(deadline))
+				return -ETIMEDOUT;
+			if (ns > deadline_left(deadline))
+				ns = deadline_left(deadline);
+		}
+		ts.tv_sec = (time_t)(ns / 1000000000u);
+		ts.tv_nsec = (long)(ns % 1000000000u);
+		nanosleep(&ts, NULL);
+		if (backoff < 10 * 1000 * 1000)
+			backoff *= 2;
+	}
 	if (n != -EINPROGRESS)
 		return n;
 	if (deadline && !deadline_left(deadline))
@@ -544,10 +577,20 @@ static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 	long n;
 
 	if (tmo) {
-		int r = thread_poll(a->fd, ev, tmo);
+		int r = thread_poll(a->fd, ev, tmo), fl, saved = prt__errno_get();
 
 		if (r < 0)
 			return r;
+		/*
+		 * The syscall must not block past the deadline (a review: a 1
+		 * MiB write to a pipe that polled writable, a connect to a full
+		 * backlog, blocked for good): the fd is made O_NONBLOCK, as the
+		 * epoll backend makes a fiber's (io.h), and its EAGAIN waited
+		 * out below within the deadline.
+		 */
+		if ((fl = fcntl(a->fd, F_GETFL)) >= 0 && !(fl & O_NONBLOCK))
+			fcntl(a->fd, F_SETFL, fl | O_NONBLOCK);
+		prt__errno_set(saved);
 	}
 	if (a->op == PRT_OP_CONNECT)
 		return thread_connect(a, deadline);

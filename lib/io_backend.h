@@ -161,6 +161,9 @@ static inline bool prt__fop_opens(enum prt__fop_code op)
 	return op == PRT_FOP_OPENAT || op == PRT_FOP_SOCKET;
 }
 
+/* Is @fd an AF_UNIX socket (io.c)? errno kept. */
+bool prt__io_is_unix(int fd);
+
 /* Does @op wait for the fd to be writable (else readable)? */
 static inline bool prt__io_is_write(enum prt__io_opcode op)
 {

@@ -322,10 +322,32 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 
 /* ---- the calls ------------------------------------------------------------------------ */
 
+/*
+ * A connect that found an AF_UNIX listener's backlog full (-EAGAIN on a
+ * non-blocking socket; a blocking connect(2) waits for room, as an
+ * io_uring connect does, and nothing tells when there is room): wait
+ * @*ns, doubling up to 10 ms, within @deadline (0: none). 0 (retry),
+ * -ETIMEDOUT, -ECANCELED.
+ */
+static int connect_backoff(uint64_t deadline, uint64_t *ns)
+{
+	uint64_t now = prt__now_ns(), until = prt__add_sat(now, *ns);
+
+	if (deadline && now >= deadline)
+		return -ETIMEDOUT;
+	if (deadline && until > deadline)
+		until = deadline;
+	if (*ns < 10 * 1000 * 1000)
+		*ns *= 2;
+	return prt_sleep_until(until);
+}
+
 /* The call without blocking; while it would block, wait for its fd (a connect: its end). */
 static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
 {
-	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0, backoff = 50 * 1000;
+	/* The caller asked not to wait: -EAGAIN (io.h), as on io_uring and plain threads. */
+	bool dontwait = (a->op == PRT_OP_RECV || a->op == PRT_OP_SEND) && (a->flags & MSG_DONTWAIT);
 	bool connecting = false;
 	long n;
 	int err;
@@ -345,8 +367,21 @@ static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 				return -e;
 		} else {
 			n = prt__io_sys(a, true);
-			if (n >= 0 || (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINPROGRESS))
+			if (n >= 0 || dontwait || (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINPROGRESS))
 				return n;
+			if (a->op == PRT_OP_CONNECT && n == -EAGAIN) {
+				/*
+				 * Not started (a full AF_UNIX backlog; the socket
+				 * then polls writable and SO_ERROR says 0: a
+				 * review's connect "succeeded" unconnected).
+				 */
+				if (!prt__io_is_unix(a->fd))
+					return n;
+				if ((err = connect_backoff(deadline, &backoff)))
+					return err;
+				w = prt__cur_worker();
+				continue;
+			}
 			connecting = a->op == PRT_OP_CONNECT;
 		}
 		err = ep_wait(w, a->fd, prt__io_is_write(a->op) ? EPOLLOUT : EPOLLIN, deadline);
@@ -356,7 +391,13 @@ static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 	}
 }
 
-/* poll(2) without blocking; while nothing is ready, wait for the fd. */
+_Static_assert(EPOLLIN == POLLIN && EPOLLPRI == POLLPRI && EPOLLOUT == POLLOUT &&
+		       EPOLLRDNORM == POLLRDNORM && EPOLLRDBAND == POLLRDBAND &&
+		       EPOLLWRNORM == POLLWRNORM && EPOLLWRBAND == POLLWRBAND && EPOLLMSG == POLLMSG &&
+		       EPOLLRDHUP == POLLRDHUP,
+	       "epoll's event bits are poll's");
+
+/* poll(2) without blocking; while nothing is ready, wait for the fd (any event poll(2) takes). */
 static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
@@ -379,9 +420,9 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 			return -EBADF; /* as io_uring's poll: io.h */
 		if (p.revents)
 			return p.revents;
-		ev |= (events & POLLIN) ? EPOLLIN : 0;
-		ev |= (events & POLLOUT) ? EPOLLOUT : 0;
-		ev |= (events & POLLPRI) ? EPOLLPRI : 0;
+		/* Every poll(2) event epoll knows, same bits (static_asserts above). */
+		ev = (unsigned short)events & (POLLIN | POLLPRI | POLLOUT | POLLRDNORM | POLLRDBAND |
+					       POLLWRNORM | POLLWRBAND | POLLMSG | POLLRDHUP);
 		if ((err = ep_wait(w, fd, ev, deadline)))
 			return err;
 		w = prt__cur_worker();

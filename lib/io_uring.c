@@ -372,8 +372,15 @@ static int req_finish(struct prt__worker *w, struct prt__ioreq *r, int res)
 /* A CQE of request @r (the op's, or its link timeout's): true if @r is done now. */
 static bool req_cqe(struct prt__ioreq *r, int res, bool linktmo)
 {
+	/*
+	 * A link timeout's CQE: -ECANCELED if the request ended first; any
+	 * other result says it fired: -ETIME (it cancelled the request),
+	 * -EALREADY or -ENOENT (the request ran on an io-wq worker, which
+	 * the cancel interrupts: its CQE says -EINTR; a review's 200 ms
+	 * prt_connect_timeout to a full AF_UNIX backlog returned -EINTR).
+	 */
 	if (linktmo)
-		r->timed_out |= res == -ETIME;
+		r->timed_out |= res != -ECANCELED;
 	else if (!r->orphan) /* an orphan's fiber reads its @res (-ETIMEDOUT): leave it */
 		r->res = res;
 	return --r->pending == 0;

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -468,6 +469,128 @@ static void test_plain_thread_nonblocking_fd(void **state)
 	assert_int_equal(pthread_join(t, &res), 0);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+/*
+ * A review's faults of one kind, a call that waited, or did not, against
+ * what io.h says, on one backend or on plain threads:
+ * - MSG_DONTWAIT waited on epoll (recv on an empty socket, send on a full one);
+ * - a connect to an AF_UNIX listener whose backlog is full "succeeded"
+ *   unconnected on epoll (its -EAGAIN taken for -EINPROGRESS), returned
+ *   -EINTR at its timeout on io_uring, and on a plain thread blocked in
+ *   connect(2) past its timeout;
+ * - prt_poll for POLLRDNORM was never woken on epoll;
+ * - a plain thread's prt_write_timeout of 1 MiB to an empty pipe
+ *   blocked in write(2) past its timeout.
+ */
+struct ub {
+	struct sockaddr_un addr;
+	int lfd, pend[64], npend;
+};
+
+/* A listener with a full backlog: connects from this thread until -EAGAIN. */
+static void ub_open(struct ub *u)
+{
+	static int seq;
+
+	memset(u, 0, sizeof(*u));
+	u->addr.sun_family = AF_UNIX;
+	/* abstract: nothing left behind in the file system */
+	snprintf(u->addr.sun_path + 1, sizeof(u->addr.sun_path) - 1, "prt-test-io-%d-%d", (int)getpid(),
+		 seq++);
+	assert_true((u->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0);
+	assert_int_equal(bind(u->lfd, (struct sockaddr *)&u->addr, sizeof(u->addr)), 0);
+	assert_int_equal(listen(u->lfd, 0), 0);
+	for (;;) {
+		int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		assert_true(c >= 0 && u->npend < 64);
+		if (connect(c, (struct sockaddr *)&u->addr, sizeof(u->addr)) != 0) {
+			assert_int_equal(errno, EAGAIN);
+			close(c);
+			return;
+		}
+		u->pend[u->npend++] = c;
+	}
+}
+
+static void ub_close(struct ub *u)
+{
+	for (int i = 0; i < u->npend; i++)
+		close(u->pend[i]);
+	close(u->lfd);
+}
+
+/* prt_connect_timeout to the full backlog: -ETIMEDOUT, and not connected. */
+static bool ub_connect_times_out(struct ub *u)
+{
+	struct sockaddr_un peer;
+	socklen_t l = sizeof(peer);
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (c < 0)
+		return false;
+	ok = prt_connect_timeout(c, (struct sockaddr *)&u->addr, sizeof(u->addr), 50 * 1000 * 1000) ==
+		     -ETIMEDOUT &&
+	     getpeername(c, (struct sockaddr *)&peer, &l) != 0 && errno == ENOTCONN;
+	close(c);
+	return ok;
+}
+
+static void *ub_writer(void *arg)
+{
+	int fd = *(int *)arg;
+
+	FIBER_CHECK(prt_sleep_ns(20 * 1000 * 1000) == 0);
+	FIBER_CHECK(prt_write(fd, "x", 1) == 1);
+	return NULL;
+}
+
+static void *ub_main(void *arg)
+{
+	struct ub *u = arg;
+	char b[4096];
+	int sv[2];
+	long n;
+	prt_fiber_t w;
+
+	FIBER_CHECK(ub_connect_times_out(u));
+	FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	FIBER_CHECK(prt_recv(sv[0], b, sizeof(b), MSG_DONTWAIT) == -EAGAIN);
+	while ((n = prt_send(sv[1], b, sizeof(b), MSG_DONTWAIT)) > 0)
+		;
+	FIBER_CHECK(n == -EAGAIN);
+	FIBER_CHECK(prt_close(sv[0]) == 0);
+	FIBER_CHECK(prt_close(sv[1]) == 0);
+	FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	w = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, -1, ub_writer, &sv[1]);
+	FIBER_CHECK(prt_poll_timeout(sv[0], POLLRDNORM, 10ull * 1000 * 1000 * 1000) & POLLRDNORM);
+	FIBER_CHECK(prt_join(w, NULL) == 0);
+	FIBER_CHECK(prt_close(sv[0]) == 0);
+	FIBER_CHECK(prt_close(sv[1]) == 0);
+	return NULL;
+}
+
+static void test_waits_as_documented(void **state)
+{
+	static char big[1 << 20];
+	prt_runtime_t *rt = io_rt(2);
+	struct ub u;
+	int fd[2];
+	long n;
+
+	(void)state;
+	ub_open(&u);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, ub_main, &u));
+	assert_true(ub_connect_times_out(&u)); /* this plain thread */
+	ub_close(&u);
+	assert_int_equal(pipe2(fd, O_CLOEXEC), 0);
+	n = prt_write_timeout(fd[1], big, sizeof(big), 50 * 1000 * 1000);
+	assert_true(n == -ETIMEDOUT || (n > 0 && n < (long)sizeof(big)));
+	close(fd[0]);
+	close(fd[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
 /* ---- sleeping owner: the mutex owner is blocked in a read ---- */
@@ -1023,6 +1146,7 @@ int main(void)
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 		cmocka_unit_test(test_plain_thread_nonblocking_fd),
+		cmocka_unit_test(test_waits_as_documented),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),
 		cmocka_unit_test(test_cq_overflow_busy),

@@ -62,7 +62,14 @@
  * Context: a fiber (parks only the fiber) or a plain thread (the call
  * is made directly and blocks the thread; timeouts, and the EAGAIN of an
  * fd that is non-blocking, e.g. because a fiber's call on the epoll
- * backend made it so, are waited out with poll(2)).
+ * backend made it so, are waited out with poll(2); a _timeout variant
+ * makes @fd O_NONBLOCK, as the epoll backend does, so that its syscall
+ * cannot block past the timeout: a write then returns what fitted).
+ *
+ * A connect to an AF_UNIX listener whose backlog is full waits for room,
+ * as a blocking connect(2) does (the kernel reports no readiness for
+ * it: the non-blocking attempt is retried 50 us apart, doubling to 10
+ * ms), within its timeout; io_uring waits in the kernel.
  */
 
 #include <proxyrt/common.h>
@@ -127,8 +134,10 @@ PRT_API int prt_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
 PRT_API int prt_close(int fd);
 PRT_API int prt_shutdown(int fd, int how);
 /*
- * Wait until @fd is ready for @events (POLLIN, POLLOUT, ...). Returns the
- * ready events (POLLERR and POLLHUP are always reported) or -errno as
+ * Wait until @fd is ready for @events (any of poll(2)'s: POLLIN, POLLOUT,
+ * POLLPRI, POLLRDNORM, POLLRDBAND, POLLWRNORM, POLLWRBAND, POLLRDHUP; on
+ * both backends). Returns the ready events (POLLERR and POLLHUP are
+ * always reported) or -errno as
  * above (-EBADF, -ETIMEDOUT, -ECANCELED, -ENOMEM, poll(2)'s). An fd that
  * is not open is -EBADF on both backends and on a plain thread (where
  * poll(2) itself reports POLLNVAL).
