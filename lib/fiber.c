@@ -391,6 +391,7 @@ static bool join_cancelled(struct prt__fiber *f, struct prt__wait *wt)
 static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **result)
 {
 	struct prt__wait wt;
+	bool waited = true;
 
 	prt__wait_init(&wt, self);
 	if (f->detached || f->joiner) {
@@ -413,11 +414,14 @@ static int join_locked(struct prt__fiber *self, struct prt__fiber *f, void **res
 	} else {
 		f->joiner = &wt; /* as above */
 		prt__spin_unlock(&f->lock);
+		waited = false;
 	}
 	prt__wait_off_cpu(f);
 	if (result)
 		*result = f->result;
 	prt__fiber_free(f);
+	if (!waited)
+		prt__sched_point_passed();
 	return 0;
 }
 

@@ -663,6 +663,14 @@ void prt__schedule_mutex_wait(struct prt__worker *w)
 	prt__reschedule(w, self);
 }
 
+void prt__sched_point_passed(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	if (w && prt__unlikely(!prt__fiber_allowed(w->curr, w->index)))
+		prt__migrate_self(w);
+}
+
 void prt__migrate_self(struct prt__worker *w)
 {
 	struct prt__fiber *self = w->curr, *donor, *next;

@@ -552,6 +552,14 @@ void prt__requeue(struct prt__fiber *f);
 void prt__migrate_queued(struct prt__fiber *f);
 /* The caller may no longer run on its worker: move it and switch. */
 void prt__migrate_self(struct prt__worker *w);
+/*
+ * A scheduling point that returned without waiting (a park that found a
+ * permit, a join of a fiber that had ended): an affinity change another
+ * thread made meanwhile takes effect here, as at a switch (fiber.h:
+ * "moves at its next scheduling point"; a review's consumer that always
+ * found a permit never moved). Plain threads: nothing.
+ */
+void prt__sched_point_passed(void);
 
 /*
  * Scheduling point of a fiber that starts waiting on a mutex in proxy

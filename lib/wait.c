@@ -348,6 +348,7 @@ int prt__wait_park(struct prt__worker *w, struct prt__wait *wt)
 	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_WOKEN) {
 		atomic_store_explicit(&wt->state, PRT_WAIT_IDLE, memory_order_relaxed);
 		prt__spin_unlock(&self->lock);
+		prt__sched_point_passed(); /* a scheduling point still */
 		return 0; /* a permit: consumed */
 	}
 	atomic_store_explicit(&wt->state, PRT_WAIT_SLEEPING, memory_order_relaxed);

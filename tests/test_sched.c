@@ -1204,6 +1204,85 @@ static void test_affinity_move(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A scheduling point that returns at once (a park that finds a permit, a
+ * join of a fiber that has ended) still honours an affinity change made
+ * by another thread while the fiber ran (a review: both kept the fiber
+ * on its old worker; a consumer that always found a permit never moved).
+ */
+struct apj {
+	prt_fiber_t self;
+	atomic_int ready, moved, child_done;
+	int after_park, after_join;
+};
+
+static void *apj_child(void *arg)
+{
+	struct apj *p = arg;
+
+	atomic_store(&p->child_done, 1);
+	return NULL;
+}
+
+static void *apj_fiber(void *arg)
+{
+	struct apj *p = arg;
+	prt_fiber_attr_t a;
+	prt_fiber_t c;
+
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 1);
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &c, &a, apj_child, p) == 0);
+	FIBER_CHECK(prt_unpark(prt_self()) == 0); /* a permit for the park below */
+	while (!atomic_load(&p->child_done) || atomic_load(&c.p->state) != PRT_FS_DEAD)
+		;
+	atomic_store(&p->ready, 1);
+	while (!atomic_load(&p->moved))
+		; /* no scheduling point: the main thread moves us meanwhile */
+	FIBER_CHECK(prt_park() == 0);
+	p->after_park = prt_worker_index();
+	atomic_store(&p->moved, 0);
+	atomic_store(&p->ready, 2);
+	while (!atomic_load(&p->moved))
+		;
+	FIBER_CHECK(prt_join(c, NULL) == 0);
+	p->after_join = prt_worker_index();
+	return NULL;
+}
+
+static void test_affinity_at_immediate_return(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+	prt_workerset_t zero, one;
+	prt_fiber_attr_t a;
+	struct apj p = { 0 };
+	prt_fiber_t f;
+
+	(void)state;
+	prt_workerset_zero(&zero);
+	prt_workerset_add(&zero, 0);
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, 1);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	a.affinity = zero;
+	assert_int_equal(prt_spawn(rt, &f, &a, apj_fiber, &p), 0);
+	while (atomic_load(&p.ready) != 1)
+		usleep(100);
+	assert_int_equal(prt_fiber_set_affinity(f, &one), 0);
+	atomic_store(&p.moved, 1);
+	while (atomic_load(&p.ready) != 2)
+		usleep(100);
+	assert_int_equal(prt_fiber_set_affinity(f, &zero), 0);
+	atomic_store(&p.moved, 1);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(p.after_park, 1);
+	assert_int_equal(p.after_join, 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- parked workers are woken for new work (no lost wakeups) ---- */
 
 static void wait_sleeping(prt_runtime_t *rt, int w)
@@ -2064,6 +2143,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_affinity_respected_many_workers),
 		cmocka_unit_test(test_affinity_errors),
 		cmocka_unit_test(test_affinity_move),
+		cmocka_unit_test(test_affinity_at_immediate_return),
 		cmocka_unit_test(test_parked_workers_wake),
 		cmocka_unit_test(test_capped_worker_takes_pending),
 		cmocka_unit_test(test_100k_fibers),

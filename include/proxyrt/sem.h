@@ -61,8 +61,9 @@ PRT_API int prt_sem_destroy(prt_sem_t *s);
  * only while another worker is busy, its own has nothing else to do,
  * and nobody else waits on @s); it counts as waiting (prt_sem_destroy
  * says EBUSY).
- * Context: a fiber (parks only the fiber: a scheduling point) or a
- * plain thread (sleeps on a futex).
+ * Context: a fiber (parks only the fiber: a scheduling point when it
+ * waits; one that finds a count returns without one) or a plain thread
+ * (sleeps on a futex).
  */
 PRT_API int prt_sem_wait(prt_sem_t *s);
 /* Take one unit if the value is above 0: 0, EAGAIN (it is 0), EINVAL. Never switches. */
