@@ -1179,6 +1179,31 @@ PRT_API int prt_preempt_disable(void)
 	return 0;
 }
 
+void prt__preempt_safe_point_slow(struct prt__worker *w)
+{
+	struct prt__fiber *self = w->curr;
+	sigset_t now;
+	uint64_t m;
+
+	/*
+	 * Not from the idle context (an application's handler there), not
+	 * inside a prt_preempt_disable() region (it stays pending for
+	 * prt_preempt_enable), and not under another signal mask than the
+	 * worker's at its last scheduling point: an application's signal
+	 * handler, which may have interrupted the library itself (as the
+	 * interrupt handler tells, preempt_sig.c, mask_as_base). One
+	 * system call, on this rare path only.
+	 */
+	if (self == &w->idle || !w->pw.quantum ||
+	    atomic_load_explicit(&self->preempt_count, memory_order_relaxed))
+		return;
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	memcpy(&m, &now, sizeof(m));
+	if (m != w->pw.base_mask)
+		return;
+	preempt_eval_call(w);
+}
+
 PRT_API int prt_preempt_enable(void)
 {
 	struct prt__worker *w = prt__cur_worker();

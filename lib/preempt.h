@@ -212,6 +212,8 @@ void prt__preempt_kick(struct prt__worker *t);
  * @held: the worker whose rq lock the caller holds (others are only
  * tried, and kicked when busy), or NULL. Preemptive runtimes only.
  */
+/* An interrupt deferred is honoured at a runtime call that never switches otherwise (deadline.c). */
+void prt__preempt_safe_point_slow(struct prt__worker *w);
 void prt__preempt_served_changed(struct prt__fiber *f, struct prt__worker *held, bool wait_ended);
 /*
  * The calling fiber's unlock released its last lock after its time

@@ -46,3 +46,17 @@ __attribute__((visibility("default"))) void spinlib_a_range(const void **lo, con
 	*lo = __start_spinlib_code_a;
 	*hi = __stop_spinlib_code_a;
 }
+
+/*
+ * Poll @clock until *@stop is set (1) or @clock passes @until (0): a
+ * fiber that never leaves denied code but for @clock (prt_now_ns).
+ */
+__attribute__((noinline, visibility("default"))) int spinlib_poll(volatile int *stop,
+								   uint64_t (*clock)(void),
+								   uint64_t until)
+{
+	while (!*stop)
+		if (clock() > until)
+			return 0;
+	return 1;
+}

@@ -2457,6 +2457,64 @@ static void test_deny_range_and_object(void **state)
 }
 
 /*
+ * A fiber whose every instruction is in code an interrupt may not stop,
+ * but for calls to prt_now_ns (a library polling the clock): prt_now_ns
+ * honours the deferred interrupt (two reviews: a priority-31 fiber
+ * waited 0.3-2+ s behind a loop on prt_now_ns). Before, it was never
+ * preempted: the fiber at 24 ran only when the poll gave up at its cap.
+ */
+struct npoll {
+	int (*poll)(volatile int *stop, uint64_t (*clock)(void), uint64_t until);
+	volatile int stop;
+	atomic_int started;
+	int by_stop;
+};
+
+static void *npoll_hog(void *arg)
+{
+	struct npoll *n = arg;
+
+	atomic_store(&n->started, 1);
+	n->by_stop = n->poll(&n->stop, prt_now_ns, prt_now_ns() + PREEMPT_CAP_NS);
+	return NULL;
+}
+
+static void *npoll_high(void *arg)
+{
+	struct npoll *n = arg;
+
+	n->stop = 1;
+	return NULL;
+}
+
+static void test_now_ns_is_safe_point(void **state)
+{
+	struct npoll n = { 0 };
+	struct spinlib l;
+	prt_runtime_t *rt;
+	prt_fiber_t h, hi;
+
+	(void)state;
+	if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT)))
+		skip();
+	spinlib_open(&l);
+	*(void **)&n.poll = dlsym(l.h, "spinlib_poll");
+	assert_non_null(n.poll);
+	assert_int_equal(prt_preempt_deny_object("libprtspin"), 0);
+	h = spawn_at(rt, 8, 0, npoll_hog, &n);
+	while (!atomic_load(&n.started))
+		usleep(100);
+	usleep(1000); /* in the poll */
+	hi = spawn_at(rt, 24, 0, npoll_high, &n);
+	join_ok(hi);
+	join_ok(h);
+	assert_int_equal(n.by_stop, 1);
+	assert_true(stats_of(rt, 0).preemptions > 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	dlclose(l.h);
+}
+
+/*
  * A retry that finds the fiber still in code that may not be stopped
  * waits twice as long as the one before, up to 800 us
  * (PRT_PREEMPT_RETRY_MAX_NS): a hog in a denied library for ~100 ms
@@ -3682,6 +3740,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
 		cmocka_unit_test(test_deny_range_and_object),
+		cmocka_unit_test(test_now_ns_is_safe_point),
 		cmocka_unit_test(test_retry_backs_off),
 		cmocka_unit_test(test_watch_follows_timers),
 		cmocka_unit_test(test_watch_slack),

@@ -372,7 +372,15 @@ PRT_API int prt_cancel_clear(void);
 PRT_API int prt_sleep_until(uint64_t deadline_ns);
 PRT_API int prt_sleep_ns(uint64_t ns);
 
-/* CLOCK_MONOTONIC in nanoseconds, the clock of prt_sleep_until. Any thread. */
+/*
+ * CLOCK_MONOTONIC in nanoseconds, the clock of prt_sleep_until.
+ * Context: any thread. In a fiber of a preemptive runtime it is a
+ * preemption safe point: an interrupt that was deferred because it
+ * landed in the library, libc or the vDSO (README, "Preemption") is
+ * honoured here, so a fiber may switch inside it (a loop that polls the
+ * clock spends nearly all its time in such code). Never a switch inside
+ * a prt_preempt_disable() region or a signal handler.
+ */
 PRT_API uint64_t prt_now_ns(void);
 
 PRT_EXTERN_C_END
