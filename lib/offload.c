@@ -25,7 +25,13 @@ struct prt__offload {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct prt__offjob *head, **tail; /* FIFO */
-	unsigned nthreads, nidle;
+	/*
+	 * @njobs: jobs on the FIFO. An idle helper that was signalled stays
+	 * counted in @nidle until it wakes: only nidle - njobs of them are
+	 * free for a new job (a review: two FIFO opens queued at once both
+	 * went to one woken helper, which the reader's open then blocked).
+	 */
+	unsigned nthreads, nidle, njobs;
 	bool stopping;
 	pthread_t threads[];
 };
@@ -65,6 +71,7 @@ static void *helper_main(void *arg)
 		o->head = j->next;
 		if (!o->head)
 			o->tail = &o->head;
+		o->njobs--;
 		j->queued = false;
 		pthread_mutex_unlock(&o->lock);
 		prt__fault_pause(PRT_PAUSE_OFFLOAD_RUN); /* test builds: the caller may give up here */
@@ -101,8 +108,8 @@ static struct prt__offload *pool_of(struct prt_runtime *rt)
 }
 
 /*
- * Queue @j on @w's runtime's pool, starting a helper thread if none is
- * idle and the pool has room for one. 0, -ENOMEM (no pool), -EAGAIN (no
+ * Queue @j on @w's runtime's pool, starting a helper thread if no idle
+ * one is free for it (@njobs) and the pool has room for one. 0, -ENOMEM (no pool), -EAGAIN (no
  * helper thread at all).
  */
 static int job_queue(struct prt__worker *w, struct prt__offjob *j)
@@ -113,7 +120,7 @@ static int job_queue(struct prt__worker *w, struct prt__offjob *j)
 	if (!o)
 		return -ENOMEM;
 	pthread_mutex_lock(&o->lock);
-	if (!o->nidle && o->nthreads < w->rt->io.offload_max) {
+	if (o->nidle <= o->njobs && o->nthreads < w->rt->io.offload_max) {
 		pthread_attr_t a;
 
 		pthread_attr_init(&a);
@@ -138,6 +145,7 @@ static int job_queue(struct prt__worker *w, struct prt__offjob *j)
 		j->queued = true;
 		*o->tail = j;
 		o->tail = &j->next;
+		o->njobs++;
 		pthread_cond_signal(&o->cond);
 	}
 	pthread_mutex_unlock(&o->lock);
@@ -159,6 +167,7 @@ static bool job_unqueue(struct prt_runtime *rt, struct prt__offjob *j)
 		*pp = j->next;
 		if (o->tail == &j->next)
 			o->tail = pp;
+		o->njobs--;
 		j->queued = false;
 		was = true;
 		break;

@@ -719,6 +719,75 @@ static void *off_affinity(void *arg)
 	return NULL;
 }
 
+/*
+ * Jobs that each wait for all the others to have started: they finish
+ * only if each gets a helper of its own. A review: a helper signalled
+ * for one job stays counted idle until it wakes, so jobs queued before
+ * it woke all went to it, one after the other (two FIFO opens, reader
+ * and writer, hung; four 200 ms jobs took 800 ms).
+ */
+#define OFF_GANG 4
+static atomic_int off_gang;
+
+static void *gang_fn(void *arg)
+{
+	uint64_t until = test_mono_ns() + 5ull * 1000 * 1000 * 1000;
+
+	(void)arg;
+	atomic_fetch_add(&off_gang, 1);
+	while (atomic_load(&off_gang) < OFF_GANG && test_mono_ns() < until)
+		usleep(100);
+	return (void *)(intptr_t)(atomic_load(&off_gang) >= OFF_GANG);
+}
+
+static void *off_gang_fiber(void *arg)
+{
+	void *res = NULL;
+
+	(void)arg;
+	FIBER_CHECK(prt_offload(gang_fn, NULL, &res) == 0);
+	FIBER_CHECK(res == (void *)1);
+	return NULL;
+}
+
+static void *off_warm(void *arg)
+{
+	void *res = NULL;
+
+	FIBER_CHECK(prt_offload(blocking_fn, arg, &res) == 0);
+	return NULL;
+}
+
+/* The gang's fibers queue their jobs one right after the other, once we wait. */
+static void *off_gang_main(void *arg)
+{
+	prt_fiber_t f[OFF_GANG];
+
+	(void)arg;
+	for (int i = 0; i < OFF_GANG; i++)
+		f[i] = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, off_gang_fiber, NULL);
+	for (int i = 0; i < OFF_GANG; i++)
+		FIBER_CHECK(prt_join(f[i], NULL) == 0);
+	return NULL;
+}
+
+static void test_offload_gang(void **state)
+{
+	(void)state;
+	atomic_store(&off_flag, 1);
+	/* A race (the helper's wake against the next job): many rounds, each with a new pool. */
+	for (int i = 0; i < 30; i++) {
+		prt_runtime_t *rt = io_rt(1);
+
+		/* One helper, idle: the jobs below come while it is being woken. */
+		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, off_warm, (void *)1));
+		usleep(1000);
+		atomic_store(&off_gang, 0);
+		assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, off_gang_main, NULL));
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
 static void test_offload(void **state)
 {
 	prt_runtime_t *rt = io_rt(1);
@@ -1143,6 +1212,7 @@ int main(void)
 		cmocka_unit_test(test_close_while_waiting),
 		cmocka_unit_test(test_sleeping_owner_in_read),
 		cmocka_unit_test(test_offload),
+		cmocka_unit_test(test_offload_gang),
 		cmocka_unit_test(test_fiber_bad_input),
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 		cmocka_unit_test(test_plain_thread_nonblocking_fd),
