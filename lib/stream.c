@@ -263,6 +263,17 @@ static int stream_end_cqe(struct prt__worker *w, struct prt__io_handler *h, int 
 
 /* ---- the API ---------------------------------------------------------------- */
 
+/* Is @fd a SOCK_STREAM socket (or not a socket: its recv says so)? errno kept. */
+static bool stream_socket(int fd)
+{
+	int type = 0, saved = prt__errno_get();
+	socklen_t l = sizeof(type);
+	bool r = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0 || type == SOCK_STREAM;
+
+	prt__errno_set(saved);
+	return r;
+}
+
 PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
 {
 	struct prt__worker *w = prt__cur_worker();
@@ -281,7 +292,14 @@ PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
 	prt__spin_init(&s->lock);
 	s->fd = fd;
 	s->rt = w->rt;
-	s->plain = !w->io.ops->multishot_recv;
+	/*
+	 * Multishot receives fill the ring's buffers back to back: a
+	 * message socket's boundaries would be lost (a review: a 5000-byte
+	 * SEQPACKET message cut to a 2 KiB buffer, the rest dropped, the next
+	 * message joined on). Such a socket gets plain receives, one message
+	 * each.
+	 */
+	s->plain = !w->io.ops->multishot_recv || !stream_socket(fd);
 	s->recv_h.cqe = stream_cqe;
 	s->end_h.cqe = stream_end_cqe;
 	*sp = s;

@@ -186,8 +186,10 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  * (POLLRDHUP, POLLHUP, POLLERR): Linux (6.18 at least) may post a
  * multishot receive's last data and never its end, so once the poll
  * fires the stream ends the receive and reads the rest with prt_recv().
- * On the epoll backend, or where the kernel lacks multishot receive, a
- * stream is a thin wrapper over prt_recv_timeout()
+ * On the epoll backend, where the kernel lacks multishot receive, and
+ * for a socket that is not SOCK_STREAM (datagrams, SOCK_SEQPACKET:
+ * multishot buffers would lose the message boundaries), a stream is a
+ * thin wrapper over prt_recv_timeout(), one message per call
  * (prt_stream_multishot() says 0).
  *
  * Rules:
