@@ -97,7 +97,8 @@ __attribute__((format(printf, 2, 3))) static void outf(struct out *o, const char
 /* A name's character as the dump prints it between quotes. */
 static char printable(char c)
 {
-	return (c == '"' || c == '\n' || (c && c < ' ')) ? '?' : c;
+	/* unsigned: UTF-8's bytes (0x80 and up) are printed as they are */
+	return (c == '"' || c == '\n' || (c && (unsigned char)c < ' ') || c == 0x7f) ? '?' : c;
 }
 
 /* A snapshot of a fiber's name: it is rewritten when the descriptor is reused. */

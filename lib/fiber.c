@@ -125,7 +125,8 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);
 	affinity_store(f, a->has_affinity ? &a->affinity : NULL, rt->nworkers);
 	if (a->name)
-		snprintf(f->name, sizeof(f->name), "%s", a->name);
+		snprintf(f->name, sizeof(f->name), "%.*s",
+			 (int)prt__utf8_cut(a->name, sizeof(f->name) - 1), a->name);
 	else
 		f->name[0] = '\0';
 }
@@ -480,7 +481,7 @@ PRT_API int prt_fiber_name(prt_fiber_t h, char *buf, size_t len)
 		return -EINVAL;
 	if (!(f = prt__fiber_lock_handle(h)))
 		return -ESRCH;
-	snprintf(buf, len, "%s", f->name);
+	snprintf(buf, len, "%.*s", (int)prt__utf8_cut(f->name, len - 1), f->name);
 	prt__spin_unlock(&f->lock);
 	return 0;
 }

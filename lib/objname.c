@@ -92,7 +92,7 @@ static size_t named(void)
 
 static void copy_name(char *dst, const char *src)
 {
-	size_t n = strnlen(src, PRT_NAME_MAX - 1);
+	size_t n = prt__utf8_cut(src, PRT_NAME_MAX - 1);
 
 	memcpy(dst, src, n);
 	memset(dst + n, 0, PRT_NAME_MAX - n);

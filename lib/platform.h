@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -210,5 +211,20 @@ static inline void prt__list_del(struct prt__list *n)
  * ignored: false, and the caller keeps its configured value.
  */
 bool prt__env_u64(const char *name, uint64_t *out);
+
+/*
+ * How many bytes of string @s to keep in at most @max (a name cut to its
+ * buffer): strnlen(@s, @max), moved back to a UTF-8 character boundary
+ * when the cut falls inside a character (a review: names cut mid-character).
+ */
+static inline size_t prt__utf8_cut(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+
+	if (s[n])
+		while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	return n;
+}
 
 #endif

@@ -438,6 +438,45 @@ static void test_signal_restored(void **state)
 	signal(SIGUSR1, SIG_DFL);
 }
 
+/*
+ * A name cut to PRT_NAME_MAX (or to a caller's buffer) ends at a UTF-8
+ * character boundary, and the dump prints its bytes as they are (a
+ * review: cut mid-character, and every non-ASCII byte dumped as '?').
+ */
+static void *utf8_parked(void *arg)
+{
+	(void)arg;
+	prt_park();
+	return NULL;
+}
+
+static void test_utf8_name(void **state)
+{
+	/* 12 two-byte characters (24 bytes): the 23 kept end inside the 12th. */
+	static const char e12[] = "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9";
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_attr_t a;
+	char name[PRT_NAME_MAX], *text;
+	prt_fiber_t f;
+
+	(void)state;
+	prt_fiber_attr_init(&a);
+	a.name = e12;
+	assert_int_equal(prt_spawn(rt, &f, &a, utf8_parked, NULL), 0);
+	assert_int_equal(prt_fiber_name(f, name, sizeof(name)), 0);
+	assert_int_equal(strlen(name), 22);
+	assert_int_equal(strncmp(name, e12, 22), 0);
+	assert_int_equal(prt_fiber_name(f, name, 4), 0);
+	assert_string_equal(name, "\u00e9");
+	text = dump_text(rt);
+	assert_non_null(strstr(text, "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\""));
+	free(text);
+	while (prt_unpark(f) == 0 && atomic_load(&f.p->state) != PRT_FS_DEAD)
+		usleep(100);
+	assert_int_equal(prt_join(f, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 static void test_bad_input(void **state)
 {
 	prt_runtime_config_t cfg;
@@ -1272,6 +1311,7 @@ int main(void)
 		cmocka_unit_test(test_dump_signal),
 		cmocka_unit_test(test_signal_restored),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_utf8_name),
 		cmocka_unit_test(test_ended_owner),
 		cmocka_unit_test(test_chain_keeps_first_lock),
 		cmocka_unit_test(test_eff_prio),

@@ -36,7 +36,10 @@ PRT_EXTERN_C_BEGIN
 #define PRT_PRIO_MAX (PRT_PRIO_LEVELS - 1)
 #define PRT_PRIO_DEFAULT 16
 
-/* Longest fiber name kept, terminating NUL included; longer names are cut. */
+/*
+ * Longest fiber name kept, terminating NUL included; longer names are
+ * cut, at a UTF-8 character boundary.
+ */
 #define PRT_NAME_MAX 24
 
 struct prt__fiber;
@@ -223,7 +226,8 @@ PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
 /*
  * Set @f's priority (strict: see "Priorities" above; raising a starved
  * fiber's priority for a while is the way to age it). A queued fiber
- * moves to the tail of its new level;
+ * moves to the tail of its new level (setting the priority it already
+ * has changes nothing: it keeps its place);
  * a running one keeps running until its next scheduling point, or, in a
  * preemptive runtime, is preempted if a queued fiber now outranks it
  * (also when it lowers its own priority: within about 50 us,
@@ -242,9 +246,12 @@ PRT_API int prt_fiber_get_priority(prt_fiber_t f);
 
 /*
  * Restrict @f to the workers in @set. A queued fiber on a worker outside
- * the set moves to one inside it; a running fiber moves at its next
- * scheduling point, or at once if it is the caller (the call is then a
- * scheduling point). Returns 0, -EINVAL if @set is NULL, names no worker or an
+ * the set moves to one inside it, except one queued because it was
+ * preempted: it resumes where it was interrupted and moves at its next
+ * scheduling point (compiled code may hold a thread-local address in a
+ * register; README, "Preemption"); a running fiber moves at its next
+ * scheduling point (a park or join that returns at once included), or
+ * at once if it is the caller (the call is then a scheduling point). Returns 0, -EINVAL if @set is NULL, names no worker or an
  * index >= the number of workers, -ESRCH if stale.
  * Context: any thread; switches only when @f is the caller and must move.
  */

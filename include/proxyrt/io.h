@@ -246,8 +246,9 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  *   -ETIMEDOUT);
  * - -EAGAIN: the call needed an offload helper thread (below) and none
  *   could be started;
- * - -ENAMETOOLONG: a timed call on the offload pool with a path of
- *   PATH_MAX bytes or more (as the kernel says for any path that long).
+ * - -ENAMETOOLONG: a call on the offload pool (timed or not) with a
+ *   path of PATH_MAX bytes or more (as the kernel says for any path
+ *   that long).
  *
  * On a fiber each call is one io_uring request where the kernel has its
  * opcode (probed when the runtime is created: IORING_OP_OPENAT, _FSYNC,

@@ -95,7 +95,9 @@ typedef struct prt_runtime_config {
 	unsigned flags;
 	/*
 	 * Number of workers. 0 = one per core (or per PU with
-	 * PRT_RT_PER_PU) of the allowed CPUs. More workers than cores is
+	 * PRT_RT_PER_PU) of the allowed CPUs, at most PRT_MAX_WORKERS (256:
+	 * a machine with more gets 256; prt_runtime_nworkers() says how
+	 * many). More workers than cores is
 	 * allowed: they are then spread round-robin over the cores. An idle
 	 * worker spins briefly for new work before it sleeps; with more
 	 * workers than the CPUs they run on (bound: their PUs; unbound:
