@@ -199,7 +199,9 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  *   kernel reads ahead into the stream.
  * - prt_stream_close() before closing the fd and before the runtime is
  *   destroyed. prt_close(fd) while a stream is open ends its receive:
- *   queued data is still returned, then -ECANCELED.
+ *   queued data is still returned, then -ECANCELED (a multishot stream)
+ *   or, as from any recv(2) on a closed fd, -EBADF (a plain one, e.g.
+ *   on the epoll backend).
  *
  * prt_stream_open: 0, -EINVAL (@s NULL), -EBADF (@fd < 0), -EPERM (not
  * a fiber), -ENOMEM.
