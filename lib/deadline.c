@@ -2,13 +2,10 @@
 /*
  * Deadlines (deadline.h): the clock, and converting the pthread timed
  * calls' absolute CLOCK_REALTIME timespec to a CLOCK_MONOTONIC deadline.
+ * (prt_now_ns, a preemption safe point, is preempt.c's.)
  */
-#include <proxyrt/fiber.h> /* prt_now_ns */
-
 #include "deadline.h"
 #include "platform.h"
-#include "sched_int.h"
-#include "worker.h"
 
 uint64_t prt__now_ns(void)
 {
@@ -41,28 +38,3 @@ bool prt__abstime_to_mono(const struct timespec *ts, uint64_t *deadline)
 	return true;
 }
 
-/*
- * A runtime call that never switches otherwise (prt_now_ns) honours an
- * interrupt deferred while the fiber ran in the library or libc (the
- * README's "at the fiber's next call into the runtime"): a fiber that loops on
- * such a call spends nearly all its time there, and every retry landed
- * there too (two reviews: a priority-31 fiber waited 0.3-2+ s behind a
- * loop on prt_now_ns). The slow half (preempt.c) checks it is safe.
- */
-static inline void preempt_safe_point(void)
-{
-	struct prt__worker *w = prt__cur_worker();
-
-	/* relaxed: this thread's handler sets the bits; preempt_eval takes them */
-	if (prt__unlikely(w && (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-				PRT_PEV_PENDING_ALL)))
-		prt__preempt_safe_point_slow(w);
-}
-
-PRT_API uint64_t prt_now_ns(void)
-{
-	uint64_t t = prt__now_ns();
-
-	preempt_safe_point(); /* a fiber may switch here */
-	return t;
-}
