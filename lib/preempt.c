@@ -461,13 +461,21 @@ static void watch_spin(struct prt__worker *w, uint64_t d)
 
 /* ---- the scheduler's hooks ---------------------------------------------------- */
 
-/* The worker thread's signal mask now, signals 1-64 (struct prt__wpreempt, base_mask). */
-static void mask_read(struct prt__wpreempt *p)
+/* This thread's signal mask now, signals 1-64 (struct prt__wpreempt, base_mask). */
+static uint64_t mask_now(void)
 {
 	sigset_t now;
+	uint64_t m;
 
 	pthread_sigmask(SIG_BLOCK, NULL, &now);
-	memcpy(&p->base_mask, &now, sizeof(p->base_mask));
+	memcpy(&m, &now, sizeof(m));
+	return m;
+}
+
+/* The worker thread's mask at a scheduling point, as the base. */
+static void mask_read(struct prt__wpreempt *p)
+{
+	p->base_mask = mask_now();
 }
 
 void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
@@ -1182,8 +1190,6 @@ PRT_API int prt_preempt_disable(void)
 void prt__preempt_safe_point_slow(struct prt__worker *w)
 {
 	struct prt__fiber *self = w->curr;
-	sigset_t now;
-	uint64_t m;
 
 	/*
 	 * Not from the idle context (an application's handler there), not
@@ -1197,9 +1203,7 @@ void prt__preempt_safe_point_slow(struct prt__worker *w)
 	if (self == &w->idle || !w->pw.quantum ||
 	    atomic_load_explicit(&self->preempt_count, memory_order_relaxed))
 		return;
-	pthread_sigmask(SIG_BLOCK, NULL, &now);
-	memcpy(&m, &now, sizeof(m));
-	if (m != w->pw.base_mask)
+	if (mask_now() != w->pw.base_mask)
 		return;
 	preempt_eval_call(w);
 }
