@@ -38,6 +38,12 @@ enum prt__fault_site {
 	PRT_FAULT_IOWQ,   /* a worker's IORING_REGISTER_IOWQ_AFF (the errno is recorded) */
 	/* The cancel of a timed file call given up on is not queued (as with a full SQ). */
 	PRT_FAULT_CANCEL,
+	/*
+	 * A call on the ring ends with -ECANCELED unasked, without being
+	 * made, as the kernel ends a call queued for its helper threads when
+	 * it cannot start the first one (io_uring.c, kernel_dropped).
+	 */
+	PRT_FAULT_IOWQ_DROP,
 	PRT_FAULT_NSITES,
 };
 

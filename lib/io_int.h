@@ -28,10 +28,17 @@ struct prt__ioreq {
 	/*
 	 * prt_cancel may end it (a fiber's prt_read and the like, not a
 	 * close's own request); @cancelled once its worker has asked for
-	 * that (prt__io_backend.cancel_fibers). uring: on its worker's
-	 * io.reqs (@node) while in flight.
+	 * that (prt__io_backend.cancel_fibers). uring: every request a fiber
+	 * waits for is on its worker's io.reqs (@node) while in flight.
 	 */
 	bool cancellable, cancelled;
+	/*
+	 * uring: a prt_close() of @fd (the fd the request names) cancelled
+	 * by fd on this request's worker while it was in flight (ur_cancel):
+	 * a -ECANCELED is then that close's, not the kernel's own (a call it
+	 * dropped: io_uring.c, kernel_dropped).
+	 */
+	bool closed;
 	struct prt__list node;
 	/*
 	 * uring, a file call with a timeout (io_uring.c, "File calls"): the

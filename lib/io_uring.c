@@ -354,8 +354,7 @@ static int req_finish(struct prt__worker *w, struct prt__ioreq *r, int res)
 	/* relaxed: ours; 0 for a request on its fiber's stack (read before the wake: then it may go) */
 	bool held = atomic_load_explicit(&r->refs, memory_order_relaxed) != 0;
 
-	if (r->cancellable)
-		prt__list_del(&r->node);
+	prt__list_del(&r->node);
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight - 1);
 	prt__stat_inc(&w->stats.io_ops, 1);
 	r->done = true;
@@ -434,6 +433,20 @@ static int reap_uring(struct prt__worker *w)
 	return woken;
 }
 
+/*
+ * A prt_close() of @fd cancels what is in flight on it here: a
+ * -ECANCELED those requests end with is the close's (kernel_dropped).
+ */
+static void mark_closed(struct prt__worker *w, int fd)
+{
+	for (struct prt__list *n = w->io.reqs.next; n != &w->io.reqs; n = n->next) {
+		struct prt__ioreq *r = prt__container_of(n, struct prt__ioreq, node);
+
+		if (r->fd == fd)
+			r->closed = true;
+	}
+}
+
 /* prt_close's commands: an async cancel each, submitted at once (the closer waits). */
 static int ur_cancel(struct prt__worker *w, struct prt__iocmd *c)
 {
@@ -441,10 +454,12 @@ static int ur_cancel(struct prt__worker *w, struct prt__iocmd *c)
 		struct prt__iocmd *next = c->next;
 		struct io_uring_sqe *sqe = get_sqe(w, 1);
 
-		if (c->ud)
+		if (c->ud) {
 			io_uring_prep_cancel64(sqe, c->ud, 0);
-		else
+		} else {
 			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+			mark_closed(w, c->fd);
+		}
 		io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | TAG_CMD);
 		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
 		c = next;
@@ -476,7 +491,7 @@ static int ur_cancel_fibers(struct prt__worker *w)
 
 		n = n->next;
 		/* An orphan's fiber has gone: its flag is no longer this request's. */
-		if (r->cancelled || r->orphan)
+		if (!r->cancellable || r->cancelled || r->orphan)
 			continue;
 		/* seq_cst: after our clear of cancel_posted (io.c, take_cancel_cmd) */
 		if (!atomic_load_explicit(&r->wait.fiber->cancel, memory_order_seq_cst))
@@ -603,14 +618,57 @@ static int cancelled_res(int res)
 	return res == -EINTR || (res <= -512 && res >= -516) ? -ECANCELED : res;
 }
 
-/* Queue @sqe's op (with a link timeout if @tmo) and wait for it. */
-static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
-		      bool cancellable)
+/*
+ * A call the kernel dropped. The kernel starts an io_uring's helper
+ * threads (io-wq) from the submitting thread, and starting a thread
+ * fails while a signal is pending for it; when the first helper of a
+ * thread cannot be started (three tries, 5-15 ms apart), every call
+ * queued for helpers ends with -ECANCELED, unasked and never made
+ * (Linux 6.18, io_uring/io-wq.c, create_worker_cont). Calls the kernel
+ * always gives to helpers (shutdown, fsync, fallocate, most opens and
+ * statx, ...) or that would block (a regular file's read) do, on a
+ * worker thread that signals reach often: a preemptive runtime's time
+ * slices, a profiler's SIGPROF, the application's own. Such a call is
+ * made again, up to PRT_IOWQ_RETRIES times (then -EAGAIN, as a failed
+ * fork: the kernel could not start a thread). A -ECANCELED is the
+ * kernel's own only if nothing of ours asked for it: prt_cancel
+ * (@cancelled), a timeout (@timed_out, @orphan), a prt_close() of the
+ * fd (@closed).
+ */
+#define PRT_IOWQ_RETRIES 8
+
+static bool kernel_dropped(const struct prt__ioreq *r)
 {
-	struct prt__ioreq r = { .wait.fiber = w->curr, .pending = 1, .cancellable = cancellable };
+	return r->res == -ECANCELED && !r->cancelled && !r->timed_out && !r->orphan && !r->closed;
+}
+
+/*
+ * Fault injection (fault.h): @sqe's call ends as one the kernel dropped,
+ * never made (a no-op in its place; its CQE is ignored, and a link
+ * timeout after it ends with -ECANCELED as after any call that ended
+ * first). True if @r is done.
+ */
+static bool fault_dropped(struct io_uring_sqe *sqe, struct prt__ioreq *r)
+{
+	uint8_t link = sqe->flags & IOSQE_IO_LINK;
+
+	if (!prt__fault(PRT_FAULT_IOWQ_DROP))
+		return false;
+	io_uring_prep_nop(sqe);
+	sqe->flags |= link;
+	io_uring_sqe_set_data64(sqe, TAG_WAKE);
+	r->res = -ECANCELED;
+	r->pending--;
+	return r->pending == 0;
+}
+
+/* Queue @sqe's op (with a link timeout if @tmo) and wait for it, once. */
+static void uring_wait_once(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
+			    struct prt__ioreq *r)
+{
 	struct __kernel_timespec ts;
 
-	io_uring_sqe_set_data(sqe, &r);
+	io_uring_sqe_set_data(sqe, r);
 	if (tmo) {
 		struct io_uring_sqe *t = io_uring_get_sqe(&w->io.ring); /* room reserved */
 
@@ -619,13 +677,47 @@ static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t 
 		sqe->flags |= IOSQE_IO_LINK;
 		/* The kernel reads @ts at submission, while we are parked: our stack holds. */
 		io_uring_prep_link_timeout(t, &ts, 0);
-		io_uring_sqe_set_data64(t, (uint64_t)(uintptr_t)&r | TAG_LINKTMO);
-		r.pending = 2;
+		io_uring_sqe_set_data64(t, (uint64_t)(uintptr_t)r | TAG_LINKTMO);
+		r->pending = 2;
 	}
+	if (prt__unlikely(fault_dropped(sqe, r)))
+		return;
 	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
-	if (cancellable)
-		prt__list_add_tail(&w->io.reqs, &r.node); /* for ur_cancel_fibers */
-	prt__io_park_req(w, &r);
+	prt__list_add_tail(&w->io.reqs, &r->node);
+	prt__io_park_req(w, r);
+}
+
+/*
+ * Queue @sqe's op (with a link timeout if @tmo) and wait for it; made
+ * again while the kernel drops it (kernel_dropped).
+ */
+static int uring_wait(struct prt__worker *w, struct io_uring_sqe *sqe, uint64_t tmo,
+		      bool cancellable)
+{
+	struct prt__ioreq r = { .wait.fiber = w->curr, .pending = 1, .cancellable = cancellable,
+				.fd = sqe->fd };
+	struct io_uring_sqe again = *sqe;
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
+
+	for (int tries = 0;; tries++) {
+		uring_wait_once(w, sqe, tmo, &r);
+		if (prt__likely(!kernel_dropped(&r)))
+			break;
+		if (tries == PRT_IOWQ_RETRIES)
+			return -EAGAIN;
+		if (tmo) {
+			uint64_t now = prt__now_ns();
+
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			tmo = deadline - now;
+		}
+		w = prt__cur_worker();
+		sqe = get_sqe(w, tmo ? 2 : 1);
+		*sqe = again;
+		r = (struct prt__ioreq){ .wait.fiber = w->curr, .pending = 1,
+					 .cancellable = cancellable, .fd = again.fd };
+	}
 	if (r.timed_out && (r.res == -ECANCELED || r.res == -EINTR))
 		return -ETIMEDOUT;
 	return r.cancelled ? cancelled_res(r.res) : r.res;
@@ -844,9 +936,12 @@ static void fop_timer_fire(struct prt__timer *t, void *ctx)
 	prt__wait_wake_here(&r->wait, w);
 }
 
-/* File call @a (SQE flags @sqe_flags) until its end or CLOCK_MONOTONIC @deadline: see above. */
-static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsigned sqe_flags,
-		      uint64_t deadline)
+/*
+ * File call @a (SQE flags @sqe_flags) until its end or CLOCK_MONOTONIC
+ * @deadline: see above. *@dropped: the kernel dropped it (kernel_dropped).
+ */
+static long fop_timed_once(struct prt__worker *w, const struct prt__fopargs *a,
+			   unsigned sqe_flags, uint64_t deadline, bool *dropped)
 {
 	struct prt__fiber *self = w->curr;
 	struct prt__ioreq *r = prt__alloc(sizeof(*r));
@@ -868,16 +963,40 @@ static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsig
 	sqe = get_sqe(w, 1);
 	prep_fop(sqe, a);
 	sqe->flags |= (uint8_t)sqe_flags;
+	r->fd = sqe->fd;
 	io_uring_sqe_set_data(sqe, r);
-	PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
-	prt__list_add_tail(&w->io.reqs, &r->node); /* for ur_cancel_fibers */
-	submit(w); /* the kernel copies the paths now, before the timer may fire */
-	prt__io_park_req(w, r);
+	if (!fault_dropped(sqe, r)) {
+		PRT_WRITE_ONCE(w->io.inflight, w->io.inflight + 1);
+		prt__list_add_tail(&w->io.reqs, &r->node); /* for ur_cancel_fibers */
+		submit(w); /* the kernel copies the paths now, before the timer may fire */
+		prt__io_park_req(w, r);
+	} else {
+		req_put(r); /* the ring's: it never had it */
+	}
 	prt__timer_cancel(self);
 	self->ioreq = NULL;
 	res = r->res;
+	*dropped = kernel_dropped(r);
 	req_put(r);
 	return res;
+}
+
+/* fop_timed_once, made again while the kernel drops it (kernel_dropped). */
+static long fop_timed(struct prt__worker *w, const struct prt__fopargs *a, unsigned sqe_flags,
+		      uint64_t deadline)
+{
+	for (int tries = 0;; tries++) {
+		bool dropped = false;
+		long res = fop_timed_once(w, a, sqe_flags, deadline, &dropped);
+
+		if (prt__likely(!dropped))
+			return res;
+		if (tries == PRT_IOWQ_RETRIES)
+			return -EAGAIN;
+		if (prt__now_ns() >= deadline)
+			return -ETIMEDOUT;
+		w = prt__cur_worker();
+	}
 }
 
 /* File call @a, with @sqe_flags, until its end (or @deadline, if not 0); its result. */

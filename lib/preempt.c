@@ -565,9 +565,10 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 			tick_start(w, snap, p->tick_left);
 		p->exc_fiber = NULL;
 	}
-	if (!p->ticking && bm && prt__rq_top(bm) >= prio)
+	if (!p->ticking && ((bm && prt__rq_top(bm) >= prio) || w->io.inflight))
 		tick_start(w, snap, 0);
-	else if (p->ticking && !p->tick_cpu && raised && (!bm || prt__rq_top(bm) < prio))
+	else if (p->ticking && !p->tick_cpu && raised && (!bm || prt__rq_top(bm) < prio) &&
+		 !w->io.inflight)
 		/*
 		 * A fiber above the contention the tick served runs now (a
 		 * wakeup preemption, a proxy for a higher waiter): nothing can
@@ -696,6 +697,14 @@ void prt__preempt_idle(struct prt__worker *w)
 	if (!p->quantum)
 		return;
 	ranges_check();
+	/*
+	 * Completions, commands and epoll's readiness are found only where
+	 * this worker looks (a scheduling point): look now, as prt_yield
+	 * would, so that a fiber whose I/O ended competes at this point too
+	 * (the tick runs while requests are in flight here for that reason).
+	 */
+	if (w->io.inflight || prt__io_waiting(&w->io))
+		prt__io_service(w, true);
 	prt__rq_lock(w);
 	if (p->watch_at != PRT_NEVER) {
 		/* no watch signals for a sleeping worker: it wakes for its next timer itself */
@@ -807,6 +816,14 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	int served, top;
 
 	ranges_check();
+	/*
+	 * Completions, commands and epoll's readiness are found only where
+	 * this worker looks (a scheduling point): look now, as prt_yield
+	 * would, so that a fiber whose I/O ended competes at this point too
+	 * (the tick runs while requests are in flight here for that reason).
+	 */
+	if (w->io.inflight || prt__io_waiting(&w->io))
+		prt__io_service(w, true);
 	prt__rq_lock(w);
 	/* The watch's own signal stopped the fiber: how late was it? (Not a deferred one's retry.) */
 	if (interrupted && why == 1u << PRT_PSRC_WATCH)
@@ -900,7 +917,7 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 		if (!p->ticking)
 			tick_start(w, sw, 0);
 		atomic_store_explicit(&p->tick_snap, sw, memory_order_relaxed);
-	} else if (top < served && p->ticking) {
+	} else if (top < served && p->ticking && !w->io.inflight) {
 		tick_stop(w);
 	}
 	watch_arm(w);

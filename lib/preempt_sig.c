@@ -310,10 +310,21 @@ void prt__preempt_handler(int sig, siginfo_t *si, void *uc)
 				      atomic_load_explicit(&w->pw.tick_seq, memory_order_relaxed) + 1,
 				      memory_order_relaxed);
 
-		/* (An empty run queue: the look stops the tick.) */
+		/* (An empty run queue and nothing in flight: the look stops the tick.) */
 		if (sw != atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed) &&
-		    PRT_READ_ONCE(w->rq.bitmap)) {
+		    (PRT_READ_ONCE(w->rq.bitmap) || w->io.inflight)) {
 			atomic_store_explicit(&w->pw.tick_snap, sw, memory_order_relaxed);
+			errno = saved;
+			return;
+		}
+		/*
+		 * Ticking for requests in flight alone, and none has ended
+		 * (nothing in the completion queue, no command, the kernel
+		 * not asking to be entered; epoll's readiness shows only to
+		 * a poll): nothing for the look to do.
+		 */
+		if (!PRT_READ_ONCE(w->rq.bitmap) && w->io.inflight && !w->io.watch.polled &&
+		    !prt__io_waiting(&w->io)) {
 			errno = saved;
 			return;
 		}

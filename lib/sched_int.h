@@ -516,9 +516,14 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 		return;
 	}
 	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
-	/* The tick may have to start (contention at this priority) or stop (served above it). */
+	/*
+	 * The tick may have to start (contention at this priority, or
+	 * requests in flight here: their completions are seen only when
+	 * this worker looks) or stop (served above it).
+	 */
 	if (prt__unlikely(p->ticking ? prio > w->rq.serve_prio
-				     : w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio)) {
+				     : (w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio) ||
+					       w->io.inflight)) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
 	}

@@ -823,6 +823,120 @@ static void test_iowq_affinity(void **state)
 	assert_int_equal(unlink(path), 0);
 }
 
+#if PRT_FAULT_INJECTION
+/*
+ * io_uring: the kernel ends a call queued for its helper threads with
+ * -ECANCELED, unasked and never made, when it cannot start the first
+ * helper of the worker thread (a signal pending there, three tries;
+ * Linux 6.18 io-wq.c). Each call below is dropped so once (fault.h:
+ * PRT_FAULT_IOWQ_DROP) and must still be made and succeed: it returned
+ * -ECANCELED, with nothing closed or cancelled. Untimed and timed ring
+ * calls (a link timeout), untimed and timed file calls (a timer).
+ */
+enum { KD_SHUTDOWN, KD_OPEN, KD_OPEN_TIMED, KD_WRITE, KD_FSYNC, KD_FDATASYNC_TIMED,
+       KD_FALLOCATE, KD_STATX, KD_READ_TIMED, KD_N };
+
+static const char *const kd_names[KD_N] = { "shutdown", "openat", "openat_timeout", "write",
+					    "fsync", "fdatasync_timeout", "fallocate", "statx",
+					    "read_timeout" };
+
+static int kd_call(int k, const char *path, int *fd)
+{
+	struct statx stx;
+	char c = 0;
+	int sv[2], r;
+
+	switch (k) {
+	case KD_SHUTDOWN:
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+			return -errno;
+		r = prt_shutdown(sv[1], SHUT_WR);
+		if (r == 0 && recv(sv[0], &c, 1, MSG_DONTWAIT) != 0)
+			r = -EPROTO; /* the shutdown was not made */
+		close(sv[0]);
+		close(sv[1]);
+		return r;
+	case KD_OPEN:
+	case KD_OPEN_TIMED:
+		r = k == KD_OPEN ? prt_openat(AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)
+				 : prt_openat_timeout(AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC,
+						      0600, 10000000000ull);
+		if (r < 0)
+			return r;
+		if (*fd >= 0)
+			close(*fd);
+		*fd = r;
+		return 0;
+	case KD_WRITE:
+		r = (int)prt_write(*fd, "x", 1);
+		return r == 1 ? 0 : r < 0 ? r : -EIO;
+	case KD_FSYNC:
+		return prt_fsync(*fd);
+	case KD_FDATASYNC_TIMED:
+		return prt_fdatasync_timeout(*fd, 10000000000ull);
+	case KD_FALLOCATE:
+		return prt_fallocate(*fd, 0, 0, 8192);
+	case KD_STATX:
+		r = prt_statx(AT_FDCWD, path, 0, STATX_SIZE, &stx);
+		return r == 0 && stx.stx_size != 8192 ? -EPROTO : r;
+	case KD_READ_TIMED:
+		if (pipe2(sv, O_CLOEXEC))
+			return -errno;
+		r = write(sv[1], "y", 1) == 1 ? 0 : -EIO;
+		if (r == 0)
+			r = (int)prt_read_timeout(sv[0], &c, 1, 10000000000ull);
+		close(sv[0]);
+		close(sv[1]);
+		return r == 1 && c == 'y' ? 0 : r < 0 ? r : -EPROTO;
+	}
+	return -EINVAL;
+}
+
+struct kd {
+	const char *path;
+	int res[KD_N];
+	bool fired[KD_N];
+};
+
+static void *kd_main(void *arg)
+{
+	struct kd *p = arg;
+	int fd = -1;
+
+	for (int k = 0; k < KD_N; k++) {
+		prt__fault_arm(PRT_FAULT_IOWQ_DROP, 1, ECANCELED);
+		p->res[k] = kd_call(k, p->path, &fd);
+		p->fired[k] = prt__fault_fired(PRT_FAULT_IOWQ_DROP);
+		prt__fault_arm(PRT_FAULT_IOWQ_DROP, 0, 0);
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static void test_kernel_dropped_call(void **state)
+{
+	char path[300];
+	struct kd p = { .path = path };
+	prt_runtime_t *rt;
+
+	(void)state;
+	if (g_backend != PRT_IO_URING)
+		skip();
+	snprintf(path, sizeof(path), "%s/kernel_dropped", g_dir);
+	rt = file_rt(1, 0, 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, kd_main, &p));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	for (int k = 0; k < KD_N; k++) {
+		if (!p.fired[k])
+			fail_msg("%s: not dropped (the fault did not fire)", kd_names[k]);
+		if (p.res[k] != 0)
+			fail_msg("%s: %d (%s)", kd_names[k], p.res[k], strerror(-p.res[k]));
+	}
+	assert_int_equal(unlink(path), 0);
+}
+#endif
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -832,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_opcode_missing),
 		cmocka_unit_test(test_timeout_uncancelled),
 		cmocka_unit_test(test_statx_given_up),
+		cmocka_unit_test(test_kernel_dropped_call),
 #endif
 		cmocka_unit_test(test_fifo_open_waits),
 		cmocka_unit_test(test_timeout_fifo),

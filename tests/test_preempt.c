@@ -3728,11 +3728,153 @@ static void test_epoll_poll_no_eintr(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/* ---- I/O that ends while the worker computes -------------------------------------- */
+
+/*
+ * A worker finds its I/O completions (io_uring's CQ, epoll's readiness)
+ * and the commands other workers post it (a prt_close's cancels) only
+ * where it looks: at a scheduling point. A fiber whose read ended
+ * behind a hog (no runtime calls) waited for the hog to end: with the
+ * hog alone (no tick ran), and with hogs sharing the worker in time
+ * slices too (the preemption path did not look); a prt_close() on
+ * another worker waited just as long for this one's ack. Now the tick
+ * runs while requests are in flight, and a preemption looks as a
+ * scheduling point does; a reader above the hog preempts it then.
+ */
+struct iob {
+	int fd[2];
+	int reader_prio, hogs;
+	bool close_it;       /* a fiber on worker 1 prt_close()s fd[0] instead of a write */
+	atomic_int parked;   /* the reader is about to wait */
+	atomic_int running;  /* hogs computing */
+	atomic_int done;     /* the reader's call returned */
+	long res;
+	int close_res;
+	int hog_saw_done[2];
+};
+
+static void *iob_reader(void *arg)
+{
+	struct iob *p = arg;
+	char c = 0;
+
+	atomic_store(&p->parked, 1);
+	p->res = prt_read(p->fd[0], &c, 1);
+	if (p->res == 1 && c != 'z')
+		p->res = -EPROTO;
+	atomic_store(&p->done, 1);
+	return NULL;
+}
+
+static void *iob_hog(void *arg)
+{
+	struct iob *p = arg;
+	int me = atomic_fetch_add(&p->running, 1);
+	struct cap c;
+	uint64_t x = 3;
+
+	cap_init(&c);
+	while (!atomic_load_explicit(&p->done, memory_order_relaxed) && !cap_hit(&c))
+		x = spin_work(x, 4096);
+	sink_put(x);
+	p->hog_saw_done[me] = atomic_load(&p->done);
+	return NULL;
+}
+
+/* Once the reader waits and the hogs compute: write its byte, or prt_close() its fd. */
+static void iob_wait_ready(struct iob *p)
+{
+	while (!atomic_load(&p->parked) || atomic_load(&p->running) < p->hogs)
+		sched_yield();
+	usleep(5000); /* the reader parked in its read */
+}
+
+static void *iob_writer(void *arg)
+{
+	struct iob *p = arg;
+
+	iob_wait_ready(p);
+	return write(p->fd[1], "z", 1) == 1 ? NULL : (void *)1;
+}
+
+static void *iob_closer(void *arg)
+{
+	struct iob *p = arg;
+
+	iob_wait_ready(p);
+	p->close_res = prt_close(p->fd[0]);
+	return NULL;
+}
+
+static void iob_case(int backend, int reader_prio, int hogs, bool close_it)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	struct iob p = { .reader_prio = reader_prio, .hogs = hogs, .close_it = close_it };
+	prt_fiber_t r, h[2], cl;
+	pthread_t wt;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = close_it ? 2 : 1;
+	cfg.io_backend = backend;
+	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
+	if (prt_runtime_preemptive(rt, NULL) != 1 || prt_runtime_io_backend(rt) != backend) {
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		skip();
+	}
+	assert_int_equal(pipe2(p.fd, O_CLOEXEC), 0);
+	r = spawn_at(rt, reader_prio, 0, iob_reader, &p);
+	while (!atomic_load(&p.parked))
+		sched_yield();
+	for (int i = 0; i < hogs; i++)
+		h[i] = spawn_at(rt, 16, 0, iob_hog, &p);
+	if (close_it)
+		cl = spawn_at(rt, 16, 1, iob_closer, &p);
+	else
+		assert_int_equal(pthread_create(&wt, NULL, iob_writer, &p), 0);
+	join_ok(r);
+	for (int i = 0; i < hogs; i++)
+		join_ok(h[i]);
+	if (close_it) {
+		join_ok(cl);
+		assert_int_equal(p.close_res, 0);
+		assert_int_equal(p.res, -ECANCELED);
+	} else {
+		void *wres;
+
+		assert_int_equal(pthread_join(wt, &wres), 0);
+		assert_null(wres);
+		assert_int_equal(p.res, 1);
+		close(p.fd[0]);
+	}
+	for (int i = 0; i < hogs; i++)
+		if (!p.hog_saw_done[i])
+			fail_msg("backend %d, reader at %d, %d hog(s)%s: the hog ran to its cap",
+				 backend, reader_prio, hogs, close_it ? ", prt_close" : "");
+	close(p.fd[1]);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_io_behind_hog(void **state)
+{
+	static const int backends[] = { PRT_IO_URING, PRT_IO_EPOLL };
+
+	(void)state;
+	for (int b = 0; b < 2; b++) {
+		iob_case(backends[b], 16, 1, false); /* a lone hog: no slice, no tick before */
+		iob_case(backends[b], 24, 1, false); /* a reader above the hog */
+		iob_case(backends[b], 16, 2, false); /* hogs sharing the worker in slices */
+		iob_case(backends[b], 16, 1, true);  /* a prt_close() from worker 1 */
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_quantum_zero_is_cooperative),
+		cmocka_unit_test(test_io_behind_hog),
 		cmocka_unit_test(test_sleeper_behind_hog),
 		cmocka_unit_test(test_region_ends_with_fiber),
 		cmocka_unit_test(test_watch_lead),
