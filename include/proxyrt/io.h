@@ -49,6 +49,19 @@
  * the program ignores or blocks it. prt_runtime_dump() to a socket
  * follows the same rule.
  *
+ * Calls the kernel drops (io_uring backend): the kernel runs some calls
+ * on helper threads it starts from the worker thread (io-wq: shutdown,
+ * fsync, fallocate, most opens and statx, a regular file's read or
+ * write that would block), and starting a thread fails while a signal
+ * is pending for the worker; when it cannot start the first helper
+ * (three tries, 5-15 ms apart), it ends every call queued for helpers
+ * with -ECANCELED without making it (Linux 6.18, io_uring/io-wq.c).
+ * Signals to worker threads (a preemptive runtime's time slices, a
+ * profiler's SIGPROF, the application's own) make that likely. Such a
+ * call is made again, up to 8 times, within its timeout; -ECANCELED is
+ * returned only for a prt_cancel, a timeout's cancel or a prt_close()
+ * of the fd, as documented for each call.
+ *
  * Closing: prt_close() cancels the operations other fibers of the
  * caller's runtime have pending on the fd through these calls; they
  * return -ECANCELED. (A plain close(2) does not: a pending read on a
@@ -116,8 +129,9 @@ PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
  *   (as the syscall; poll(2) waits of the _timeout variants resume);
  * - -ENOMEM, -ENOSPC: epoll backend, no memory for a timeout's timer or
  *   no room for the fd's epoll watch (fs.epoll.max_user_watches);
- * - -EAGAIN: only where the caller asked not to wait (MSG_DONTWAIT in
- *   @flags);
+ * - -EAGAIN: where the caller asked not to wait (MSG_DONTWAIT in
+ *   @flags); or, io_uring, the kernel dropped the call 9 times in a row
+ *   (below: it could not start a thread, as fork(2)'s EAGAIN);
  * - any other error of the syscall itself (read(2), write(2), readv(2),
  *   writev(2), recv(2), send(2), accept4(2), connect(2), shutdown(2),
  *   close(2)), e.g. -ENOTCONN, -ECONNREFUSED, -EMFILE, -EISDIR, -ENOTSOCK.
@@ -247,7 +261,9 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  *   record or timer (the call may then have been made, as on
  *   -ETIMEDOUT);
  * - -EAGAIN: the call needed an offload helper thread (below) and none
- *   could be started;
+ *   could be started; or, io_uring, the kernel dropped the call 9 times
+ *   in a row, unable to start its own helper thread (see "Calls the
+ *   kernel drops" above: dropped calls are made again);
  * - -ENAMETOOLONG: a call on the offload pool (timed or not) with a
  *   path of PATH_MAX bytes or more (as the kernel says for any path
  *   that long).
