@@ -503,14 +503,20 @@ long prt__io_write_nosigpipe(const struct prt__ioargs *a)
 	return n == -ENOTSOCK ? prt__io_sys(a, false) : n;
 }
 
+int prt__sock_opt(int fd, int opt)
+{
+	int v = 0, saved = prt__errno_get();
+	socklen_t l = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, opt, &v, &l) != 0)
+		v = -1;
+	prt__errno_set(saved);
+	return v;
+}
+
 bool prt__io_is_unix(int fd)
 {
-	int dom = 0, saved = prt__errno_get();
-	socklen_t l = sizeof(dom);
-	bool r = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && dom == AF_UNIX;
-
-	prt__errno_set(saved);
-	return r;
+	return prt__sock_opt(fd, SO_DOMAIN) == AF_UNIX;
 }
 
 /* ns from now to @deadline (0: passed). */
@@ -521,34 +527,40 @@ static uint64_t deadline_left(uint64_t deadline)
 	return now >= deadline ? 0 : deadline - now;
 }
 
+uint64_t prt__connect_retry_at(uint64_t deadline, uint64_t *ns)
+{
+	uint64_t now = prt__now_ns(), until = prt__add_sat(now, *ns);
+
+	if (deadline && now >= deadline)
+		return 0;
+	if (deadline && until > deadline)
+		until = deadline;
+	if (*ns < PRT_CONNECT_BACKOFF_MAX_NS)
+		*ns *= 2;
+	return until;
+}
+
 /*
  * connect(2) on a plain thread, waiting for a non-blocking fd's
  * connection to end; a full AF_UNIX backlog (-EAGAIN, not started) is
- * retried, waiting 50 us doubling to 10 ms, as a blocking connect(2)
- * waits for room.
+ * retried (prt__connect_retry_at), as a blocking connect(2) waits for room.
  */
 static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
 {
-	uint64_t backoff = 50 * 1000;
+	uint64_t backoff = PRT_CONNECT_BACKOFF_NS, until;
 	long n;
 	int err = 0, r;
 	socklen_t len = sizeof(err);
 
 	while ((n = prt__io_sys(a, false)) == -EAGAIN && prt__io_is_unix(a->fd)) {
-		uint64_t ns = backoff;
 		struct timespec ts;
 
-		if (deadline) {
-			if (!deadline_left(deadline))
-				return -ETIMEDOUT;
-			if (ns > deadline_left(deadline))
-				ns = deadline_left(deadline);
-		}
-		ts.tv_sec = (time_t)(ns / 1000000000u);
-		ts.tv_nsec = (long)(ns % 1000000000u);
-		nanosleep(&ts, NULL);
-		if (backoff < 10 * 1000 * 1000)
-			backoff *= 2;
+		if (!(until = prt__connect_retry_at(deadline, &backoff)))
+			return -ETIMEDOUT;
+		ts.tv_sec = (time_t)(until / 1000000000u);
+		ts.tv_nsec = (long)(until % 1000000000u);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
 	}
 	if (n != -EINPROGRESS)
 		return n;

@@ -161,6 +161,20 @@ static inline bool prt__fop_opens(enum prt__fop_code op)
 	return op == PRT_FOP_OPENAT || op == PRT_FOP_SOCKET;
 }
 
+/* getsockopt(@fd, SOL_SOCKET, @opt) of an int option, -1 if it fails (io.c). errno kept. */
+int prt__sock_opt(int fd, int opt);
+
+/*
+ * A connect to an AF_UNIX listener whose backlog is full (-EAGAIN, not
+ * started) is retried, as a blocking connect(2) waits for room (io.h):
+ * the CLOCK_MONOTONIC time to retry at, *@ns from now (first
+ * PRT_CONNECT_BACKOFF_NS; *@ns doubles, up to PRT_CONNECT_BACKOFF_MAX_NS),
+ * within @deadline (0: none); 0 once @deadline has passed (io.c).
+ */
+#define PRT_CONNECT_BACKOFF_NS (50u * 1000u)
+#define PRT_CONNECT_BACKOFF_MAX_NS (10u * 1000u * 1000u)
+uint64_t prt__connect_retry_at(uint64_t deadline, uint64_t *ns);
+
 /* Is @fd an AF_UNIX socket (io.c)? errno kept. */
 bool prt__io_is_unix(int fd);
 

@@ -322,30 +322,18 @@ static int ep_wait(struct prt__worker *w, int fd, uint32_t events, uint64_t dead
 
 /* ---- the calls ------------------------------------------------------------------------ */
 
-/*
- * A connect that found an AF_UNIX listener's backlog full (-EAGAIN on a
- * non-blocking socket; a blocking connect(2) waits for room, as an
- * io_uring connect does, and nothing tells when there is room): wait
- * @*ns, doubling up to 10 ms, within @deadline (0: none). 0 (retry),
- * -ETIMEDOUT, -ECANCELED.
- */
+/* Wait before a full AF_UNIX backlog's retry (prt__connect_retry_at): 0, -ETIMEDOUT, -ECANCELED. */
 static int connect_backoff(uint64_t deadline, uint64_t *ns)
 {
-	uint64_t now = prt__now_ns(), until = prt__add_sat(now, *ns);
+	uint64_t until = prt__connect_retry_at(deadline, ns);
 
-	if (deadline && now >= deadline)
-		return -ETIMEDOUT;
-	if (deadline && until > deadline)
-		until = deadline;
-	if (*ns < 10 * 1000 * 1000)
-		*ns *= 2;
-	return prt_sleep_until(until);
+	return until ? prt_sleep_until(until) : -ETIMEDOUT;
 }
 
 /* The call without blocking; while it would block, wait for its fd (a connect: its end). */
 static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
 {
-	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0, backoff = 50 * 1000;
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0, backoff = PRT_CONNECT_BACKOFF_NS;
 	/* The caller asked not to wait: -EAGAIN (io.h), as on io_uring and plain threads. */
 	bool dontwait = (a->op == PRT_OP_RECV || a->op == PRT_OP_SEND) && (a->flags & MSG_DONTWAIT);
 	bool connecting = false;

@@ -266,12 +266,9 @@ static int stream_end_cqe(struct prt__worker *w, struct prt__io_handler *h, int 
 /* Is @fd a SOCK_STREAM socket (or not a socket: its recv says so)? errno kept. */
 static bool stream_socket(int fd)
 {
-	int type = 0, saved = prt__errno_get();
-	socklen_t l = sizeof(type);
-	bool r = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0 || type == SOCK_STREAM;
+	int type = prt__sock_opt(fd, SO_TYPE);
 
-	prt__errno_set(saved);
-	return r;
+	return type < 0 || type == SOCK_STREAM;
 }
 
 PRT_API int prt_stream_open(prt_stream_t **sp, int fd)
