@@ -3814,6 +3814,9 @@ static void iob_case(int backend, int reader_prio, int hogs, bool close_it)
 	prt_fiber_t r, h[2], cl;
 	pthread_t wt;
 
+	/* Under valgrind: no preemption (the runtime says so below), and no io_uring (test_common.h). */
+	if (test_under_valgrind())
+		skip();
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = close_it ? 2 : 1;
 	cfg.io_backend = backend;
