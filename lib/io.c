@@ -388,6 +388,13 @@ void prt__io_kick(struct prt__worker *v)
 /* Park until the worker that holds @r ends it (counted in its inflight) and wakes r->wait. */
 int prt__io_park_req(struct prt__worker *w, struct prt__ioreq *r)
 {
+	/*
+	 * A fiber stopped by an interrupt waits here (preempt.h, nr_stopped):
+	 * make the request now, not at that fiber's slice's end; one the
+	 * kernel completes at once then needs no park at all.
+	 */
+	if (prt__unlikely(w->pw.nr_stopped) && prt__io_waiting(&w->io))
+		prt__io_service(w, true);
 	if (r->cancellable)
 		prt__wait_block_io(&r->wait, w);
 	else

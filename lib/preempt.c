@@ -772,8 +772,10 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 			   bool interrupted)
 {
 	slice_owed_clear(self);
-	if (interrupted)
+	if (interrupted) {
 		PRT_WRITE_ONCE(self->preempted, true); /* the dump reads it unlocked */
+		w->pw.nr_stopped++;
+	}
 	if (!slice) {
 		/* For a fiber above: @self's slice goes on when it runs again (prt__preempt_picked). */
 		w->pw.exc_fiber = self;
@@ -794,8 +796,10 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 		prt__stat_inc(&w->stats.time_slices, 1);
 	prt__reschedule(w, self);
 	/* Running again, on the worker it was stopped on if @interrupted (even if no longer allowed there). */
-	if (interrupted)
+	if (interrupted) {
 		PRT_WRITE_ONCE(self->preempted, false);
+		w->pw.nr_stopped--;
+	}
 }
 
 /*

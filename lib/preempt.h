@@ -73,6 +73,17 @@ struct prt__wpreempt {
 	 * it from ever sharing the worker. Under rq.lock.
 	 */
 	struct prt__fiber *exc_fiber;
+	/*
+	 * Fibers stopped here by an interrupt that have not run since
+	 * (fiber.preempted; they resume on this worker): fibers that compute
+	 * without calling the runtime. A fiber that parks on I/O while one
+	 * waits here has its request made at once (prt__io_park_req): the
+	 * batch would otherwise wait for that fiber's slice to end, and a
+	 * call the kernel completes at once (an accept with a connection
+	 * waiting, a recv with data there) cost its fiber a slice of the
+	 * other's each. This thread's.
+	 */
+	unsigned nr_stopped;
 	uint64_t exc_snap;
 	int exc_prio; /* exc_fiber's priority then (the fiber itself may be queued elsewhere since) */
 	/*
