@@ -781,9 +781,17 @@ static long ur_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 {
 	struct io_uring_sqe *sqe = get_sqe(w, tmo ? 2 : 1); /* room for the link timeout */
+	int r;
 
 	io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
-	return uring_wait(w, sqe, tmo, true);
+	r = uring_wait(w, sqe, tmo, true);
+	/*
+	 * The events asked for, and POLLERR and POLLHUP, as poll(2) reports
+	 * (and the epoll backend, which asks poll(2)): the ring's poll also
+	 * reports others that are true, POLLRDHUP at a peer's close among
+	 * them (Linux 6.18; a review).
+	 */
+	return r < 0 ? r : r & ((unsigned short)events | POLLERR | POLLHUP);
 }
 
 /* IORING_OP_SHUTDOWN. */

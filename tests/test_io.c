@@ -573,6 +573,89 @@ static void *ub_main(void *arg)
 	return NULL;
 }
 
+/*
+ * prt_poll reports what poll(2) reports for the same fd and events: the
+ * events asked for that are true, and POLLERR and POLLHUP. io_uring's
+ * poll added POLLRDHUP, unasked, on a socket whose peer had closed (a
+ * review: 0x2011 against poll(2)'s 0x11). Each state of a socket pair
+ * and a pipe, each of several masks: a fiber's prt_poll, with a timeout
+ * and without, against poll(2) on the same fd.
+ */
+enum { PS_DATA, PS_PEER_SHUT, PS_PEER_CLOSED, PS_PIPE_WRITER_GONE, PS_PIPE_READER_GONE, PS_N };
+
+static const short ps_masks[] = { POLLIN, POLLOUT, POLLIN | POLLOUT, POLLIN | POLLRDHUP,
+				  POLLRDNORM, POLLIN | POLLPRI, POLLOUT | POLLWRNORM };
+
+/* Make state @st; *@fd: the fd to poll, *@other: the fd to close after (-1: none). */
+static int ps_make(int st, int *fd, int *other)
+{
+	int sv[2];
+
+	*other = -1;
+	if (st <= PS_PEER_CLOSED) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+			return -1;
+		if (st == PS_DATA && write(sv[1], "d", 1) != 1)
+			return -1;
+		if (st == PS_PEER_SHUT && shutdown(sv[1], SHUT_WR))
+			return -1;
+		if (st == PS_PEER_CLOSED) {
+			close(sv[1]);
+			sv[1] = -1;
+		}
+		*fd = sv[0];
+		*other = sv[1];
+		return 0;
+	}
+	if (pipe2(sv, O_CLOEXEC))
+		return -1;
+	if (st == PS_PIPE_WRITER_GONE) {
+		close(sv[1]);
+		*fd = sv[0];
+	} else {
+		close(sv[0]);
+		*fd = sv[1];
+	}
+	return 0;
+}
+
+static void *ps_main(void *arg)
+{
+	(void)arg;
+	for (int st = 0; st < PS_N; st++) {
+		for (size_t m = 0; m < sizeof(ps_masks) / sizeof(ps_masks[0]); m++) {
+			struct pollfd p;
+			int fd, other, want, got, got_t;
+
+			FIBER_CHECK(ps_make(st, &fd, &other) == 0);
+			p = (struct pollfd){ .fd = fd, .events = ps_masks[m] };
+			FIBER_CHECK(poll(&p, 1, 0) == 1);
+			want = p.revents;
+			got = prt_poll(fd, ps_masks[m]);
+			got_t = prt_poll_timeout(fd, ps_masks[m], 1000000000ull);
+			if (got != want || got_t != want)
+				fprintf(stderr, "state %d, events %#x: prt_poll %#x, _timeout %#x, poll(2) %#x\n",
+					st, (unsigned)ps_masks[m], (unsigned)got, (unsigned)got_t,
+					(unsigned)want);
+			FIBER_CHECK(got == want && got_t == want);
+			close(fd);
+			if (other >= 0)
+				close(other);
+		}
+	}
+	return NULL;
+}
+
+static void test_poll_reports_as_poll(void **state)
+{
+	prt_runtime_t *rt = io_rt(1);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, ps_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_null(ps_main(NULL)); /* a plain thread: poll(2) itself */
+}
+
 static void test_waits_as_documented(void **state)
 {
 	static char big[1 << 20];
@@ -1218,6 +1301,7 @@ int main(void)
 		cmocka_unit_test(test_plain_thread_and_bad_input),
 		cmocka_unit_test(test_plain_thread_nonblocking_fd),
 		cmocka_unit_test(test_waits_as_documented),
+		cmocka_unit_test(test_poll_reports_as_poll),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),
 		cmocka_unit_test(test_cq_overflow_busy),
