@@ -809,22 +809,34 @@ static int lock_thread(struct prt__mutex *m, uintptr_t tok, uint64_t deadline)
 	return thread_timed_out(m, &rec);
 }
 
+/*
+ * A lock of @m by its owner @tok: 0 (a recursive mutex's count taken),
+ * EAGAIN (that count would overflow), EDEADLK (the other types); -1 if
+ * @tok does not own @m.
+ */
+static int relock_own(struct prt__mutex *m, uintptr_t tok)
+{
+	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
+	unsigned c;
+
+	if ((o & ~PRT_MTX_WAITERS) != tok)
+		return -1;
+	c = atomic_load_explicit(&m->count, memory_order_relaxed);
+	if (m->type != PRT_MUTEX_RECURSIVE)
+		return EDEADLK;
+	if (c == UINT_MAX)
+		return EAGAIN;
+	atomic_store_explicit(&m->count, c + 1, memory_order_relaxed);
+	return 0;
+}
+
 static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, uintptr_t tok,
 				   uint64_t deadline, bool cancel)
 {
-	uintptr_t o = atomic_load_explicit(&m->owner, memory_order_relaxed);
-	int err;
+	int err = relock_own(m, tok);
 
-	if ((o & ~PRT_MTX_WAITERS) == tok) {
-		unsigned c = atomic_load_explicit(&m->count, memory_order_relaxed);
-
-		if (m->type != PRT_MUTEX_RECURSIVE)
-			return EDEADLK;
-		if (c == UINT_MAX)
-			return EAGAIN;
-		atomic_store_explicit(&m->count, c + 1, memory_order_relaxed);
-		return 0;
-	}
+	if (err >= 0)
+		return err;
 	err = w ? lock_fiber(m, w, deadline, cancel) : lock_thread(m, tok, deadline);
 	if (!err)
 		prt__mutex_held(tok);
@@ -899,11 +911,18 @@ PRT_API int prt_mutex_timedlock(prt_mutex_t *um, const struct timespec *abstime)
 	w = prt__cur_worker();
 	if (!prt__owner_self(w, &me))
 		return ENOMEM;
-	/* As pthreads: the deadline is not looked at if the mutex is free. */
+	/*
+	 * As glibc: the deadline is not looked at if the mutex is free, or
+	 * held by the caller (EDEADLK, or a recursive mutex's count taken;
+	 * POSIX ties EINVAL to a call that would block).
+	 */
 	if (take_free(m, &me))
 		return 0;
-	if (!prt__abstime_to_mono(abstime, &deadline))
-		return EINVAL;
+	if (!prt__abstime_to_mono(abstime, &deadline)) {
+		int err = relock_own(m, me.tok);
+
+		return err >= 0 ? err : EINVAL;
+	}
 	return lock_slow(m, w, me.tok, deadline, true);
 }
 

@@ -63,22 +63,71 @@ static int timed_lock_ms(long ms)
 
 /* ---- argument checks and the immediate cases ---- */
 
+static void *hold_and_wait(void *arg)
+{
+	prt_mutex_t *m = arg;
+
+	if (prt_mutex_lock(m))
+		return (void *)1;
+	while (!atomic_load(&t_stop))
+		sched_yield();
+	return (void *)(intptr_t)prt_mutex_unlock(m);
+}
+
 static void test_timedlock_args(void **state)
 {
+	static const int types[] = { PRT_MUTEX_NORMAL, PRT_MUTEX_ERRORCHECK, PRT_MUTEX_RECURSIVE };
 	struct timespec bad = { 0, 1000000000L }, past = { 1, 0 };
 	prt_mutex_t m = PRT_MUTEX_INITIALIZER;
+	pthread_t t;
+	void *res;
 
 	(void)state;
 	/* Free: taken without looking at the deadline (as pthreads). */
 	assert_int_equal(prt_mutex_timedlock(&m, &bad), 0);
-	/* Held (by us, a plain thread): the deadline matters. */
-	assert_int_equal(prt_mutex_timedlock(&m, &bad), EINVAL);
-	assert_int_equal(prt_mutex_timedlock(&m, NULL), EINVAL);
 	assert_int_equal(prt_mutex_timedlock(NULL, &past), EINVAL);
 	/* Normal type: a second lock by the owner would deadlock. */
 	assert_int_equal(prt_mutex_timedlock(&m, &past), EDEADLK);
 	assert_int_equal(prt_mutex_unlock(&m), 0);
 	assert_int_equal(prt_mutex_destroy(&m), 0);
+
+	/*
+	 * Held by the caller: as glibc, the deadline is not looked at
+	 * either (EDEADLK, or the recursive count). It returned EINVAL (a
+	 * review, against glibc's EDEADLK for an error-checking mutex).
+	 */
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		prt_mutexattr_t a;
+		int want = types[i] == PRT_MUTEX_RECURSIVE ? 0 : EDEADLK;
+
+		assert_int_equal(prt_mutexattr_init(&a), 0);
+		assert_int_equal(prt_mutexattr_settype(&a, types[i]), 0);
+		assert_int_equal(prt_mutex_init(&m, &a), 0);
+		assert_int_equal(prt_mutex_lock(&m), 0);
+		assert_int_equal(prt_mutex_timedlock(&m, &bad), want);
+		assert_int_equal(prt_mutex_timedlock(&m, NULL), want);
+		if (types[i] == PRT_MUTEX_RECURSIVE) {
+			assert_int_equal(prt_mutex_unlock(&m), 0);
+			assert_int_equal(prt_mutex_unlock(&m), 0);
+			assert_int_equal(prt_mutex_trylock(&m), 0); /* the count back at 1 */
+			assert_int_equal(prt_mutex_unlock(&m), 0);
+		}
+		assert_int_equal(prt_mutex_unlock(&m), 0);
+		assert_int_equal(prt_mutex_trylock(&m), 0); /* free again: the count matched */
+		assert_int_equal(prt_mutex_unlock(&m), 0);
+
+		/* Held by another thread: the caller would wait, so the deadline matters. */
+		atomic_store(&t_stop, 0);
+		assert_int_equal(pthread_create(&t, NULL, hold_and_wait, &m), 0);
+		while (prt_mutex_trylock(&m) == 0)
+			assert_int_equal(prt_mutex_unlock(&m), 0);
+		assert_int_equal(prt_mutex_timedlock(&m, &bad), EINVAL);
+		assert_int_equal(prt_mutex_timedlock(&m, NULL), EINVAL);
+		atomic_store(&t_stop, 1);
+		assert_int_equal(pthread_join(t, &res), 0);
+		assert_null(res);
+		assert_int_equal(prt_mutex_destroy(&m), 0);
+	}
 }
 
 /* ---- a plain thread times out while a fiber holds the lock ---- */

@@ -176,8 +176,10 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *m);
  * time (as pthread_mutex_timedlock): returns ETIMEDOUT then, having
  * left the waiter list (a fiber waiting as a donor leaves its queue or
  * the owner it was attached to). The deadline is not looked at if the
- * mutex is free; otherwise a bad @abstime (NULL, tv_nsec outside
- * [0, 1e9)) is EINVAL. A time already past, negative tv_sec included,
+ * mutex is free, nor if the caller holds it (EDEADLK, or a recursive
+ * mutex's count taken, whatever @abstime: as glibc, POSIX tying EINVAL
+ * to a call that would block); otherwise a bad @abstime (NULL, tv_nsec
+ * outside [0, 1e9)) is EINVAL. A time already past, negative tv_sec included,
  * gives ETIMEDOUT (as glibc); one too far to represent in 64-bit
  * nanoseconds means "never". @abstime is turned into a CLOCK_MONOTONIC
  * deadline when the call begins: a later step of the wall clock
