@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "dump_signal.h"
+#include "fork.h"
 #include "runtime_int.h"
 #include "sigact.h"
 
@@ -35,7 +36,7 @@ static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	atomic_int state;
 	atomic_int sig;
-	int wfd;
+	int wfd, rfd; /* the runtime's dump pipe (rfd: for a forked child to close) */
 } slots[PRT_DUMP_SLOTS];
 static unsigned dump_users[NSIG];               /* dump_lock */
 static struct prt__sigact old_dump[NSIG];       /* dump_lock */
@@ -120,6 +121,7 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	if (!err) {
 		dump_users[sig]++;
 		slots[slot].wfd = rt->dump_pipe[1];
+		slots[slot].rfd = rt->dump_pipe[0];
 		/* relaxed: published with wfd by the release below */
 		atomic_store_explicit(&slots[slot].sig, sig, memory_order_relaxed);
 		/* release: pairs with the handler's acquire CAS (LIVE -> BUSY), which then reads wfd */
@@ -166,4 +168,31 @@ void prt__dump_signal_fini(struct prt_runtime *rt)
 	pthread_join(rt->dump_tid, NULL);
 	close(rt->dump_pipe[0]);
 	rt->dump_slot = -1;
+}
+
+void prt__dump_signal_fork(enum prt__fork_phase ph)
+{
+	if (ph == PRT_FORK_PREPARE) {
+		pthread_mutex_lock(&dump_lock);
+	} else if (ph == PRT_FORK_PARENT) {
+		pthread_mutex_unlock(&dump_lock);
+	} else {
+		pthread_mutex_init(&dump_lock, NULL);
+		for (int i = 0; i < PRT_DUMP_SLOTS; i++) {
+			/* relaxed: one thread in the child, and no handler of ours after the loop below */
+			if (atomic_load_explicit(&slots[i].state, memory_order_relaxed) == SLOT_FREE)
+				continue;
+			atomic_store_explicit(&slots[i].state, SLOT_FREE, memory_order_relaxed);
+			atomic_store_explicit(&slots[i].sig, 0, memory_order_relaxed);
+			/* The child's copies: the parent's dump thread reads until every write end is closed. */
+			close(slots[i].wfd);
+			close(slots[i].rfd);
+		}
+		for (int sig = 1; sig < NSIG; sig++) {
+			if (!dump_users[sig])
+				continue;
+			dump_users[sig] = 0;
+			prt__sig_put(sig, (const void *)dump_handler, false, &old_dump[sig]);
+		}
+	}
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "alloc.h"
+#include "fork.h"
 #include "objname.h"
 #include "platform.h"
 
@@ -104,6 +105,7 @@ int prt__objname_set(const void *obj, enum prt__objkind kind, const char *name)
 	size_t n;
 	int err = 0;
 
+	prt__fork_handlers_once();
 	pthread_mutex_lock(&table_lock);
 	n = atomic_load_explicit(&nnames, memory_order_relaxed); /* table_lock */
 	if (table_cap && (s = find(obj, kind))->obj) {
@@ -181,4 +183,14 @@ bool prt__objname_get(const void *obj, enum prt__objkind kind, char buf[PRT_NAME
 	}
 	pthread_mutex_unlock(&table_lock);
 	return found;
+}
+
+void prt__objname_fork(enum prt__fork_phase ph)
+{
+	if (ph == PRT_FORK_PREPARE)
+		pthread_mutex_lock(&table_lock);
+	else if (ph == PRT_FORK_PARENT)
+		pthread_mutex_unlock(&table_lock);
+	else
+		pthread_mutex_init(&table_lock, NULL); /* the names stay: the objects are in the child too */
 }

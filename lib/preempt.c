@@ -55,6 +55,7 @@
 
 #include "arch/ctx.h"
 #include "fault.h"
+#include "fork.h"
 #include "preempt_int.h"
 #include "proxy_int.h"
 #include "rt_ref.h"
@@ -1290,4 +1291,22 @@ PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns
 	if (quantum_ns)
 		*quantum_ns = q;
 	return q != 0;
+}
+
+void prt__preempt_fork(enum prt__fork_phase ph)
+{
+	if (ph == PRT_FORK_PREPARE) {
+		pthread_mutex_lock(&preempt_lock);
+	} else if (ph == PRT_FORK_PARENT) {
+		pthread_mutex_unlock(&preempt_lock);
+	} else {
+		pthread_mutex_init(&preempt_lock, NULL);
+		/* No runtime here: what was there before the parent's, as the last destroy would. */
+		for (int sig = 1; sig < NSIG; sig++) {
+			if (!sig_users[sig])
+				continue;
+			sig_users[sig] = 0;
+			prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
+		}
+	}
 }

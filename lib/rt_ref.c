@@ -6,6 +6,7 @@
  */
 #include <limits.h>
 
+#include "fork.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
 #include "worker.h"
@@ -176,5 +177,17 @@ void prt__rt_drain_refs(struct prt_runtime *rt)
 			return;
 		/* prt__rt_put bumps ref_seq; the timeout is a safety net. */
 		prt__futex_wait_ns(&ref_seq, seq, 10 * 1000 * 1000);
+	}
+}
+
+void prt__rt_ref_fork(enum prt__fork_phase ph)
+{
+	if (ph == PRT_FORK_PREPARE) {
+		pthread_mutex_lock(&live_lock);
+	} else if (ph == PRT_FORK_PARENT) {
+		pthread_mutex_unlock(&live_lock);
+	} else {
+		pthread_mutex_init(&live_lock, NULL);
+		live_head = NULL; /* the parent's runtimes have no workers here */
 	}
 }

@@ -16,6 +16,7 @@
 #endif
 #include "alloc.h"
 #include "dump_signal.h"
+#include "fork.h"
 #include "fault.h"
 #include "fiber_desc.h"
 #include "idle.h"
@@ -218,8 +219,10 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg);
 /* hwloc's probing of /sys and the rest leave errno as they like: not the caller's. */
 PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 {
-	int saved = prt__errno_get(), err = runtime_create(out, cfg);
+	int saved = prt__errno_get(), err;
 
+	prt__fork_handlers_once(); /* fork.c: before any process-wide lock is ever taken */
+	err = runtime_create(out, cfg);
 	prt__errno_set(saved);
 	return err;
 }

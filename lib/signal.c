@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "runtime_int.h"
+#include "fork.h"
 #include "sigact.h"
 #include "signal_int.h"
 #include "worker.h"
@@ -208,4 +209,14 @@ void prt__sigstack_fini(struct prt__worker *w)
 	sigaltstack(&ss, NULL);
 	munmap(w->sigstack, PRT_SIGSTACK_SIZE);
 	w->sigstack = NULL;
+}
+
+void prt__signal_fork(enum prt__fork_phase ph)
+{
+	if (ph == PRT_FORK_PREPARE)
+		pthread_mutex_lock(&sig_lock);
+	else if (ph == PRT_FORK_PARENT)
+		pthread_mutex_unlock(&sig_lock);
+	else
+		pthread_mutex_init(&sig_lock, NULL); /* the handler stays: the child's stacks are the parent's */
 }
