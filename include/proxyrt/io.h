@@ -213,12 +213,16 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  *   kernel reads ahead into the stream.
  * - prt_stream_close() before closing the fd and before the runtime is
  *   destroyed. prt_close(fd) while a stream is open ends its receive:
- *   queued data is still returned, then -ECANCELED (a multishot stream)
- *   or, as from any recv(2) on a closed fd, -EBADF (a plain one, e.g.
- *   on the epoll backend).
+ *   queued data is still returned, then -ECANCELED (a multishot stream;
+ *   also a plain one's receive waiting at the close, as any call
+ *   prt_close cancels) or, as from any recv(2) on a closed fd, -EBADF
+ *   (a plain one's receive made after the close, e.g. on the epoll
+ *   backend).
  *
  * prt_stream_open: 0, -EINVAL (@s NULL), -EBADF (@fd < 0), -EPERM (not
- * a fiber), -ENOMEM.
+ * a fiber), -ENOMEM. It does not look at what @fd is: a stream over an
+ * fd that is not a socket (a pipe) opens, and each prt_stream_recv()
+ * then returns recv(2)'s -ENOTSOCK.
  * prt_stream_recv: bytes (up to @n; from several arrivals if queued),
  * 0 at end of stream, or -errno as recv(2) (-ECONNRESET, ...),
  * -ETIMEDOUT after @timeout_ns (0 = none; the stream stays usable),

@@ -297,7 +297,9 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
  * both topologies set, a stack size below PRT_STACK_SIZE_MIN, more than
  * PRT_MAX_WORKERS workers, no allowed CPU), -ENOMEM, or the error of
  * hwloc, of a worker's eventfd, epoll or io_uring set-up (-EMFILE,
- * -ENOMEM, ...) or of thread creation (-EAGAIN); nothing is left behind
+ * -ENOMEM, ...) or of thread creation (-EAGAIN; also -EAGAIN when 64
+ * runtimes with a dump signal live at once, the process's dump slots);
+ * nothing is left behind
  * on failure. With PRT_IO_AUTO, io_uring refused outright (its probe
  * fails) is no error: I/O runs on epoll and prt_runtime_notice() says
  * why; a worker's ring that cannot be set up after the probe succeeded
