@@ -101,12 +101,49 @@ static char printable(char c)
 	return (c == '"' || c == '\n' || (c && (unsigned char)c < ' ') || c == 0x7f) ? '?' : c;
 }
 
+/* Bytes of the valid UTF-8 character at @s (RFC 3629: no overlong form, no surrogate), or 0. */
+static int utf8_len(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	int n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+	unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+	unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+
+	if (!n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (int i = 2; i < n; i++)
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	return n;
+}
+
+/*
+ * A name as the dump prints it between quotes, in place: a quote, a
+ * control character and a byte of no valid UTF-8 character become '?'
+ * (a name is any bytes; the dump stays text: a review's invalid name
+ * made grep call the dump binary).
+ */
+static void printable_name(char *s)
+{
+	for (unsigned char *p = (unsigned char *)s; *p;) {
+		int n = *p < 0x80 ? 1 : utf8_len(p);
+
+		if (n <= 1) {
+			*p = (unsigned char)(n ? printable((char)*p) : '?');
+			p++;
+		} else {
+			p += n;
+		}
+	}
+}
+
 /* A snapshot of a fiber's name: it is rewritten when the descriptor is reused. */
 static void name_of(const struct prt__fiber *f, char *buf)
 {
 	for (int i = 0; i < PRT_NAME_MAX; i++)
-		buf[i] = printable(__atomic_load_n(&f->name[i], __ATOMIC_RELAXED));
+		buf[i] = __atomic_load_n(&f->name[i], __ATOMIC_RELAXED);
 	buf[PRT_NAME_MAX - 1] = '\0';
+	printable_name(buf);
 }
 
 /*
@@ -120,8 +157,7 @@ static const char *objname_of(const void *obj, enum prt__objkind kind, const cha
 
 	if (!obj || !prt__objname_get(obj, kind, name))
 		return "";
-	for (int i = 0; name[i]; i++)
-		name[i] = printable(name[i]);
+	printable_name(name);
 	snprintf(buf, len, fmt, name);
 	return buf;
 }
