@@ -170,29 +170,25 @@ void prt__dump_signal_fini(struct prt_runtime *rt)
 	rt->dump_slot = -1;
 }
 
-void prt__dump_signal_fork(enum prt__fork_phase ph)
+/* fork.h: no runtime in a forked child: no slot, the dispositions put back, its pipe copies closed. */
+static void dump_child(void)
 {
-	if (ph == PRT_FORK_PREPARE) {
-		pthread_mutex_lock(&dump_lock);
-	} else if (ph == PRT_FORK_PARENT) {
-		pthread_mutex_unlock(&dump_lock);
-	} else {
-		pthread_mutex_init(&dump_lock, NULL);
-		for (int i = 0; i < PRT_DUMP_SLOTS; i++) {
-			/* relaxed: one thread in the child, and no handler of ours after the loop below */
-			if (atomic_load_explicit(&slots[i].state, memory_order_relaxed) == SLOT_FREE)
-				continue;
-			atomic_store_explicit(&slots[i].state, SLOT_FREE, memory_order_relaxed);
-			atomic_store_explicit(&slots[i].sig, 0, memory_order_relaxed);
-			/* The child's copies: the parent's dump thread reads until every write end is closed. */
-			close(slots[i].wfd);
-			close(slots[i].rfd);
-		}
-		for (int sig = 1; sig < NSIG; sig++) {
-			if (!dump_users[sig])
-				continue;
-			dump_users[sig] = 0;
-			prt__sig_put(sig, (const void *)dump_handler, false, &old_dump[sig]);
-		}
+	for (int i = 0; i < PRT_DUMP_SLOTS; i++) {
+		/* relaxed: one thread in the child, and no handler of ours after the loop below */
+		if (atomic_load_explicit(&slots[i].state, memory_order_relaxed) == SLOT_FREE)
+			continue;
+		atomic_store_explicit(&slots[i].state, SLOT_FREE, memory_order_relaxed);
+		atomic_store_explicit(&slots[i].sig, 0, memory_order_relaxed);
+		/* The child's copies: the parent's dump thread reads until every write end is closed. */
+		close(slots[i].wfd);
+		close(slots[i].rfd);
+	}
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (!dump_users[sig])
+			continue;
+		dump_users[sig] = 0;
+		prt__sig_put(sig, (const void *)dump_handler, false, &old_dump[sig]);
 	}
 }
+
+struct prt__fork_hook prt__dump_signal_fork_hook = { .lock = &dump_lock, .child = dump_child };

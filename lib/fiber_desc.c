@@ -298,12 +298,4 @@ struct prt__fiber *prt__fiber_lock_handle(prt_fiber_t h)
 	return f;
 }
 
-void prt__fiber_desc_fork(enum prt__fork_phase ph)
-{
-	if (ph == PRT_FORK_PREPARE)
-		pthread_mutex_lock(&chunk_depot_lock);
-	else if (ph == PRT_FORK_PARENT)
-		pthread_mutex_unlock(&chunk_depot_lock);
-	else
-		pthread_mutex_init(&chunk_depot_lock, NULL);
-}
+struct prt__fork_hook prt__fiber_desc_fork_hook = { .lock = &chunk_depot_lock };

@@ -8,43 +8,43 @@
  * the child's dump signal printed the parent's runtimes, and the child's
  * copy of each dump pipe's write end kept the parent's destroy waiting
  * for that pipe's end while the child lived. So every process-wide lock
- * is taken before the fork (the hooks take one each; none is ever held
- * while another is taken, so any order is free of deadlock), and the
- * child starts with no runtime: the signal dispositions the runtimes
- * installed are put back, the dump pipes closed, the live list emptied
- * (a call on a parent's runtime in the child is then -EINVAL, not a wait
- * for workers that do not exist). The child may create runtimes of its
- * own (README, "fork()").
+ * of the library is taken before the fork (none is ever held while
+ * another is taken, so any order is free of deadlock), and the child
+ * starts with no runtime: the signal dispositions the runtimes installed
+ * are put back, the dump pipes closed, the live list emptied (a call on
+ * a parent's runtime in the child is then -EINVAL, not a wait for
+ * workers that do not exist). The child may create runtimes of its own
+ * (README, "fork()"). Modules add their hooks; this file names none of
+ * them.
  */
-#include <pthread.h>
-
 #include "fork.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void each(enum prt__fork_phase ph)
-{
-	prt__rt_ref_fork(ph);
-	prt__preempt_fork(ph);
-	prt__dump_signal_fork(ph);
-	prt__signal_fork(ph);
-	prt__objname_fork(ph);
-	prt__fiber_desc_fork(ph);
-}
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prt__fork_hook *hooks; /* hooks_lock */
 
 static void prepare(void)
 {
-	each(PRT_FORK_PREPARE);
+	pthread_mutex_lock(&hooks_lock);
+	for (struct prt__fork_hook *h = hooks; h; h = h->next)
+		pthread_mutex_lock(h->lock);
 }
 
 static void parent(void)
 {
-	each(PRT_FORK_PARENT);
+	for (struct prt__fork_hook *h = hooks; h; h = h->next)
+		pthread_mutex_unlock(h->lock);
+	pthread_mutex_unlock(&hooks_lock);
 }
 
 static void child(void)
 {
-	each(PRT_FORK_CHILD);
+	for (struct prt__fork_hook *h = hooks; h; h = h->next) {
+		pthread_mutex_init(h->lock, NULL);
+		if (h->child)
+			h->child();
+	}
+	pthread_mutex_init(&hooks_lock, NULL);
 }
 
 static void reg(void)
@@ -53,7 +53,14 @@ static void reg(void)
 	(void)pthread_atfork(prepare, parent, child);
 }
 
-void prt__fork_handlers_once(void)
+void prt__fork_hook_add(struct prt__fork_hook *h)
 {
 	pthread_once(&once, reg);
+	pthread_mutex_lock(&hooks_lock);
+	if (!h->added) {
+		h->added = true;
+		h->next = hooks;
+		hooks = h;
+	}
+	pthread_mutex_unlock(&hooks_lock);
 }

@@ -2,24 +2,28 @@
 #ifndef PRT_FORK_H
 #define PRT_FORK_H
 
+#include <pthread.h>
+#include <stdbool.h>
+
 /*
- * fork() and the library's process-wide state (fork.c). Each module that
- * keeps such state under a pthread mutex has a hook called at each phase
- * of pthread_atfork: PREPARE takes its lock (so no other thread holds it
- * mid-update when the process is copied), PARENT drops it, CHILD makes
- * the lock new and drops what belongs to the parent's runtimes, which
- * have no workers in the child.
+ * fork() and the library's process-wide state (fork.c). A module that
+ * keeps such state under a pthread mutex adds a hook: the lock is taken
+ * around fork (so no other thread holds it mid-update when the process
+ * is copied), made new in the child, where @child then drops what
+ * belongs to the parent's runtimes, which have no workers there.
  */
-enum prt__fork_phase { PRT_FORK_PREPARE, PRT_FORK_PARENT, PRT_FORK_CHILD };
+struct prt__fork_hook {
+	pthread_mutex_t *lock;
+	void (*child)(void); /* in the child, the lock made new (NULL: nothing more) */
+	struct prt__fork_hook *next; /* fork.c's */
+	bool added;                  /* fork.c's */
+};
 
-/* Register the handlers, once per process (runtime creation, a name given to an object). */
-void prt__fork_handlers_once(void);
+/* Add @h (once; again is a no-op). Any thread; before the module's lock is first taken. */
+void prt__fork_hook_add(struct prt__fork_hook *h);
 
-void prt__rt_ref_fork(enum prt__fork_phase ph);      /* rt_ref.c: the live list */
-void prt__preempt_fork(enum prt__fork_phase ph);     /* preempt.c: the preemption signals */
-void prt__dump_signal_fork(enum prt__fork_phase ph); /* dump_signal.c: the dump signals */
-void prt__signal_fork(enum prt__fork_phase ph);      /* signal.c: the overflow handler */
-void prt__objname_fork(enum prt__fork_phase ph);     /* objname.c: the names table */
-void prt__fiber_desc_fork(enum prt__fork_phase ph);  /* fiber_desc.c: the chunk depot */
+/* The hooks of the modules a runtime uses (rt_ref.c, preempt.c, dump_signal.c, signal.c, fiber_desc.c). */
+extern struct prt__fork_hook prt__rt_ref_fork_hook, prt__preempt_fork_hook,
+	prt__dump_signal_fork_hook, prt__signal_fork_hook, prt__fiber_desc_fork_hook;
 
 #endif

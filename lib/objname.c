@@ -32,6 +32,7 @@ struct slot {
 #define TABLE_MIN 16
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prt__fork_hook objname_fork_hook;
 static struct slot *table; /* table_lock */
 static size_t table_cap;   /* a power of two, or 0 with no table; table_lock */
 /*
@@ -105,7 +106,7 @@ int prt__objname_set(const void *obj, enum prt__objkind kind, const char *name)
 	size_t n;
 	int err = 0;
 
-	prt__fork_handlers_once();
+	prt__fork_hook_add(&objname_fork_hook);
 	pthread_mutex_lock(&table_lock);
 	n = atomic_load_explicit(&nnames, memory_order_relaxed); /* table_lock */
 	if (table_cap && (s = find(obj, kind))->obj) {
@@ -185,12 +186,5 @@ bool prt__objname_get(const void *obj, enum prt__objkind kind, char buf[PRT_NAME
 	return found;
 }
 
-void prt__objname_fork(enum prt__fork_phase ph)
-{
-	if (ph == PRT_FORK_PREPARE)
-		pthread_mutex_lock(&table_lock);
-	else if (ph == PRT_FORK_PARENT)
-		pthread_mutex_unlock(&table_lock);
-	else
-		pthread_mutex_init(&table_lock, NULL); /* the names stay: the objects are in the child too */
-}
+/* fork.h: the names stay in a child, as the objects do. */
+static struct prt__fork_hook objname_fork_hook = { .lock = &table_lock };

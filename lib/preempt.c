@@ -1293,20 +1293,15 @@ PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns
 	return q != 0;
 }
 
-void prt__preempt_fork(enum prt__fork_phase ph)
+/* fork.h: no runtime in a forked child: what was there before the parent's, as the last destroy would. */
+static void preempt_child(void)
 {
-	if (ph == PRT_FORK_PREPARE) {
-		pthread_mutex_lock(&preempt_lock);
-	} else if (ph == PRT_FORK_PARENT) {
-		pthread_mutex_unlock(&preempt_lock);
-	} else {
-		pthread_mutex_init(&preempt_lock, NULL);
-		/* No runtime here: what was there before the parent's, as the last destroy would. */
-		for (int sig = 1; sig < NSIG; sig++) {
-			if (!sig_users[sig])
-				continue;
-			sig_users[sig] = 0;
-			prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
-		}
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (!sig_users[sig])
+			continue;
+		sig_users[sig] = 0;
+		prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
 	}
 }
+
+struct prt__fork_hook prt__preempt_fork_hook = { .lock = &preempt_lock, .child = preempt_child };

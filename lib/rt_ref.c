@@ -180,14 +180,10 @@ void prt__rt_drain_refs(struct prt_runtime *rt)
 	}
 }
 
-void prt__rt_ref_fork(enum prt__fork_phase ph)
+/* fork.h: in a forked child, the parent's runtimes have no workers. */
+static void live_child(void)
 {
-	if (ph == PRT_FORK_PREPARE) {
-		pthread_mutex_lock(&live_lock);
-	} else if (ph == PRT_FORK_PARENT) {
-		pthread_mutex_unlock(&live_lock);
-	} else {
-		pthread_mutex_init(&live_lock, NULL);
-		live_head = NULL; /* the parent's runtimes have no workers here */
-	}
+	live_head = NULL;
 }
+
+struct prt__fork_hook prt__rt_ref_fork_hook = { .lock = &live_lock, .child = live_child };

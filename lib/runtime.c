@@ -221,7 +221,12 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 {
 	int saved = prt__errno_get(), err;
 
-	prt__fork_handlers_once(); /* fork.c: before any process-wide lock is ever taken */
+	/* fork.c: before a runtime first takes any of these process-wide locks */
+	prt__fork_hook_add(&prt__rt_ref_fork_hook);
+	prt__fork_hook_add(&prt__preempt_fork_hook);
+	prt__fork_hook_add(&prt__dump_signal_fork_hook);
+	prt__fork_hook_add(&prt__signal_fork_hook);
+	prt__fork_hook_add(&prt__fiber_desc_fork_hook);
 	err = runtime_create(out, cfg);
 	prt__errno_set(saved);
 	return err;

@@ -211,12 +211,5 @@ void prt__sigstack_fini(struct prt__worker *w)
 	w->sigstack = NULL;
 }
 
-void prt__signal_fork(enum prt__fork_phase ph)
-{
-	if (ph == PRT_FORK_PREPARE)
-		pthread_mutex_lock(&sig_lock);
-	else if (ph == PRT_FORK_PARENT)
-		pthread_mutex_unlock(&sig_lock);
-	else
-		pthread_mutex_init(&sig_lock, NULL); /* the handler stays: the child's stacks are the parent's */
-}
+/* fork.h: the overflow handler stays in a child (its stacks are the parent's copies). */
+struct prt__fork_hook prt__signal_fork_hook = { .lock = &sig_lock };
