@@ -9,12 +9,12 @@
  * fork() and the library's process-wide state (fork.c). A module that
  * keeps such state under a pthread mutex adds a hook: the lock is taken
  * around fork (so no other thread holds it mid-update when the process
- * is copied), made new in the child, where @child then drops what
+ * is copied), dropped in the child, where @child then drops what
  * belongs to the parent's runtimes, which have no workers there.
  */
 struct prt__fork_hook {
 	pthread_mutex_t *lock;
-	void (*child)(void); /* in the child, the lock made new (NULL: nothing more) */
+	void (*child)(void); /* in the child, the lock dropped (NULL: nothing more) */
 	struct prt__fork_hook *next; /* fork.c's */
 	bool added;                  /* fork.c's */
 };
