@@ -96,8 +96,14 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 
 	if (!sig)
 		return 0;
-	if (pipe2(rt->dump_pipe, O_CLOEXEC))
-		return -errno;
+	/* Not a signal another runtime preempts with (sigact.h) */
+	if ((err = prt__sig_role_get(sig, PRT_SIGROLE_DUMP)))
+		return err;
+	if (pipe2(rt->dump_pipe, O_CLOEXEC)) {
+		err = -errno;
+		prt__sig_role_put(sig, PRT_SIGROLE_DUMP);
+		return err;
+	}
 	fcntl(rt->dump_pipe[1], F_SETFL, O_NONBLOCK);
 	/* The thread must not take the signal itself: block everything in it. */
 	sigfillset(&all);
@@ -135,10 +141,12 @@ int prt__dump_signal_init(struct prt_runtime *rt, int sig)
 	close(rt->dump_pipe[1]); /* EOF: the thread ends */
 	pthread_join(rt->dump_tid, NULL);
 	close(rt->dump_pipe[0]);
+	prt__sig_role_put(sig, PRT_SIGROLE_DUMP);
 	return err;
 fail_pipe:
 	close(rt->dump_pipe[0]);
 	close(rt->dump_pipe[1]);
+	prt__sig_role_put(sig, PRT_SIGROLE_DUMP);
 	return err;
 }
 
@@ -168,6 +176,7 @@ void prt__dump_signal_fini(struct prt_runtime *rt)
 	pthread_join(rt->dump_tid, NULL);
 	close(rt->dump_pipe[0]);
 	rt->dump_slot = -1;
+	prt__sig_role_put(rt->dump_sig, PRT_SIGROLE_DUMP);
 }
 
 /* fork.h: no runtime in a forked child: no slot, the dispositions put back, its pipe copies closed. */

@@ -22,8 +22,12 @@ struct prt__fork_hook {
 /* Add @h (once; again is a no-op). Any thread; before the module's lock is first taken. */
 void prt__fork_hook_add(struct prt__fork_hook *h);
 
-/* The hooks of the modules a runtime uses (rt_ref.c, preempt.c, dump_signal.c, signal.c, fiber_desc.c). */
+/*
+ * The hooks of the modules a runtime uses (rt_ref.c, preempt.c,
+ * dump_signal.c, signal.c, fiber_desc.c, sigact.c).
+ */
 extern struct prt__fork_hook prt__rt_ref_fork_hook, prt__preempt_fork_hook,
-	prt__dump_signal_fork_hook, prt__signal_fork_hook, prt__fiber_desc_fork_hook;
+	prt__dump_signal_fork_hook, prt__signal_fork_hook, prt__fiber_desc_fork_hook,
+	prt__sig_role_fork_hook;
 
 #endif

@@ -304,7 +304,7 @@ static void tick_start(struct prt__worker *w, uint64_t snap, uint64_t first)
 {
 	struct prt__wpreempt *p = &w->pw;
 
-	p->ticking = true;
+	p->ticking = p->tick_cpu ? PRT_TICK_CPU : PRT_TICK_MONO;
 	p->tick_left = 0;
 	atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed); /* this thread's */
 	prt__preempt_settime(p->tick, 0, first ? first : p->quantum, p->quantum);
@@ -312,7 +312,7 @@ static void tick_start(struct prt__worker *w, uint64_t snap, uint64_t first)
 
 static void tick_stop(struct prt__worker *w)
 {
-	w->pw.ticking = false;
+	w->pw.ticking = 0;
 	w->pw.tick_left = 0;
 	prt__preempt_settime(w->pw.tick, 0, 0, 0);
 }
@@ -327,7 +327,7 @@ static void tick_pause(struct prt__worker *w, bool due)
 {
 	uint64_t left = prt__preempt_settime(w->pw.tick, 0, 0, 0);
 
-	w->pw.ticking = false;
+	w->pw.ticking = 0;
 	w->pw.tick_left = due || !left ? 1 : left;
 }
 
@@ -354,6 +354,21 @@ static struct prt__fiber *watch_first(struct prt__worker *w, uint64_t *d)
 	*d = h->heap[0].deadline;
 	/* Every heap entry is a fiber's own timer (sched.c, timer_push). */
 	return prt__container_of(h->heap[0].t, struct prt__fiber, timer);
+}
+
+/* Set @watch_at (PRT_NEVER: not armed) and its PRT_PSLOW_WATCH bit; rq lock held. */
+static void watch_set(struct prt__worker *w, uint64_t at)
+{
+	w->pw.watch_at = at;
+	w->pick_slow = (uint8_t)((w->pick_slow & ~PRT_PSLOW_WATCH) |
+				 (at != PRT_NEVER ? PRT_PSLOW_WATCH : 0));
+}
+
+/* Set @exc_fiber (NULL: none) and its PRT_PSLOW_EXC bit; rq lock held. */
+static void exc_set(struct prt__worker *w, struct prt__fiber *f)
+{
+	w->pw.exc_fiber = f;
+	w->pick_slow = (uint8_t)((w->pick_slow & ~PRT_PSLOW_EXC) | (f ? PRT_PSLOW_EXC : 0));
 }
 
 /*
@@ -386,14 +401,14 @@ static void watch_arm(struct prt__worker *w)
 	/* relaxed: set by the handler on the worker's thread, consumed under the rq lock */
 	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_WATCH_FIRED)) {
 		atomic_fetch_and_explicit(&p->events, ~PRT_PEV_WATCH_FIRED, memory_order_relaxed);
-		p->watch_at = PRT_NEVER;
+		watch_set(w, PRT_NEVER);
 	}
 	if (prt__has_timers(w))
 		f = watch_first(w, &d);
 	if (prt__likely(d == p->watch_at))
 		return;
 	if (d == PRT_NEVER) {
-		p->watch_at = PRT_NEVER;
+		watch_set(w, PRT_NEVER);
 		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0); /* 0 disarms */
 		return;
 	}
@@ -421,7 +436,7 @@ static void watch_arm(struct prt__worker *w)
 	    p->watch_at <= prt__add_sat(d, slack))
 		return;
 	d = lead ? early : prt__add_sat(d, slack);
-	p->watch_at = d;
+	watch_set(w, d);
 	p->watch_early = lead != 0;
 	prt__preempt_settime(p->watch, TIMER_ABSTIME, d ? d : 1, 0); /* a deadline of 0 (long past) is 1 */
 }
@@ -564,7 +579,7 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 		if (next == p->exc_fiber && !p->ticking && p->tick_left && bm &&
 		    prt__rq_top(bm) >= prio)
 			tick_start(w, snap, p->tick_left);
-		p->exc_fiber = NULL;
+		exc_set(w, NULL);
 	}
 	if (!p->ticking && ((bm && prt__rq_top(bm) >= prio) || w->io.inflight))
 		tick_start(w, snap, 0);
@@ -709,7 +724,7 @@ void prt__preempt_idle(struct prt__worker *w)
 	prt__rq_lock(w);
 	if (p->watch_at != PRT_NEVER) {
 		/* no watch signals for a sleeping worker: it wakes for its next timer itself */
-		p->watch_at = PRT_NEVER;
+		watch_set(w, PRT_NEVER);
 		prt__preempt_settime(p->watch, TIMER_ABSTIME, 0, 0);
 	}
 	prt__rq_release(w);
@@ -779,7 +794,7 @@ static void preempt_switch(struct prt__worker *w, struct prt__fiber *self, bool 
 	}
 	if (!slice) {
 		/* For a fiber above: @self's slice goes on when it runs again (prt__preempt_picked). */
-		w->pw.exc_fiber = self;
+		exc_set(w, self);
 		w->pw.exc_prio = atomic_load_explicit(&self->prio, memory_order_relaxed);
 		w->pw.exc_snap = atomic_load_explicit(&w->pw.tick_snap, memory_order_relaxed);
 	}
@@ -1030,7 +1045,7 @@ static const char *cannot_preempt(void)
 }
 
 /* PRT_PREEMPT_QUANTUM_NS if set to a number that is 0 or a valid time slice, else @q. */
-static uint64_t env_quantum(uint64_t q)
+uint64_t prt__preempt_quantum_env(uint64_t q)
 {
 	uint64_t v;
 
@@ -1089,7 +1104,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 	const char *why;
 	int err;
 
-	quantum = env_quantum(quantum);
+	quantum = prt__preempt_quantum_env(quantum);
 	if (!quantum)
 		return 0;
 	if ((why = cannot_preempt())) {
@@ -1099,6 +1114,9 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 			 "scheduling points", n ? "; " : "", why);
 		return 0;
 	}
+	/* Not a signal another runtime asks dumps with (sigact.h) */
+	if ((err = prt__sig_role_get(sig, PRT_SIGROLE_PREEMPT)))
+		return err;
 	pthread_mutex_lock(&preempt_lock);
 	if (!arch_ready) {
 		prt__ctx_interrupt_init();
@@ -1108,8 +1126,10 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 	if (!err)
 		ranges_make();
 	pthread_mutex_unlock(&preempt_lock);
-	if (err)
+	if (err) {
+		prt__sig_role_put(sig, PRT_SIGROLE_PREEMPT);
 		return err;
+	}
 	rt->preempt_quantum = quantum;
 	rt->preempt_sig = sig;
 	for (int i = 0; i < rt->nworkers; i++) {
@@ -1119,7 +1139,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		p->tick_cpu = tick_clock_cpu(quantum);
 		p->sig = sig;
 		rt->workers[i]->rq.serve_prio = -1;
-		p->watch_at = PRT_NEVER;
+		watch_set(rt->workers[i], PRT_NEVER);
 		atomic_init(&p->watch_slack, 0);
 		atomic_init(&p->watch_deferred, 0);
 		p->watch_late = 0;
@@ -1139,6 +1159,7 @@ void prt__preempt_rt_fini(struct prt_runtime *rt)
 	if (sig_users[sig] && --sig_users[sig] == 0)
 		prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
 	pthread_mutex_unlock(&preempt_lock);
+	prt__sig_role_put(sig, PRT_SIGROLE_PREEMPT);
 	rt->preempt_quantum = 0;
 }
 

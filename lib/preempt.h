@@ -55,7 +55,7 @@ struct prt__wpreempt {
 	/* preempt.c, "the timers": kernel timer ids (timer_create(2) itself, not libc's timer_t). */
 	int watch, tick, retry;
 	/* Under the worker's rq.lock (and rq.serve_prio, the priority served, is there). */
-	bool ticking;           /* @tick runs */
+	uint8_t ticking;        /* @tick runs: PRT_TICK_CPU or PRT_TICK_MONO; 0: it does not */
 	/*
 	 * stats.switches at the previous tick: written under rq.lock and by
 	 * the worker's own handler (a tick that finds switches since needs
@@ -170,6 +170,18 @@ enum {
 	PRT_PSRC_MAX = PRT_PSRC_KICK,
 };
 
+/* struct prt__wpreempt.ticking: which clock @tick counts (tick_cpu) */
+#define PRT_TICK_CPU 1u
+#define PRT_TICK_MONO 2u
+
+/*
+ * prt__worker.pick_slow: what makes a pick of a preemptive runtime take
+ * the hook's slow half (the inline half reads them with ntimers and
+ * deferred in one load). Under rq.lock.
+ */
+#define PRT_PSLOW_WATCH 1u /* @watch is armed (watch_at) */
+#define PRT_PSLOW_EXC 2u   /* a slice waits to go on (exc_fiber) */
+
 /* struct prt__wpreempt.events */
 #define PRT_PEV_PENDING(src) (1u << (src))
 #define PRT_PEV_PENDING_ALL 0xfu /* WATCH ... KICK */
@@ -195,6 +207,13 @@ enum {
 #else
 #define PRT_PREEMPT_STACK_RESERVE (8u * 1024u)
 #endif
+
+/*
+ * The time slice a runtime configured with @q ns uses: the environment's
+ * PRT_PREEMPT_QUANTUM_NS if it is set to 0 or a valid slice, else @q
+ * (0: cooperative; valgrind and the sanitizers may still turn it off).
+ */
+uint64_t prt__preempt_quantum_env(uint64_t q);
 
 /*
  * Runtime creation: decide whether @rt preempts (cfg and the

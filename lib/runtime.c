@@ -100,7 +100,8 @@ static int preempt_check(const prt_runtime_config_t *cfg)
 		return -EINVAL;
 	if (sig && bad_signal(sig))
 		return -EINVAL;
-	if ((sig ? sig : PRT_PREEMPT_SIGNAL_DEFAULT) == cfg->dump_signal)
+	/* A cooperative runtime takes no signal for preemption: any dump signal will do. */
+	if (prt__preempt_quantum_env(q) && (sig ? sig : PRT_PREEMPT_SIGNAL_DEFAULT) == cfg->dump_signal)
 		return -EINVAL;
 	return 0;
 }
@@ -227,6 +228,7 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	prt__fork_hook_add(&prt__dump_signal_fork_hook);
 	prt__fork_hook_add(&prt__signal_fork_hook);
 	prt__fork_hook_add(&prt__fiber_desc_fork_hook);
+	prt__fork_hook_add(&prt__sig_role_fork_hook);
 	err = runtime_create(out, cfg);
 	prt__errno_set(saved);
 	return err;

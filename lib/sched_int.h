@@ -103,15 +103,31 @@ struct prt__worker {
 	 * they live in @iotimers and only this worker fires them.
 	 */
 	struct prt__timers timers, iotimers;
-	/* timers.n + iotimers.n, one load for the picks; rq.lock (pick_local reads it racily). */
-	unsigned ntimers;
 	/*
-	 * What was done under rq.lock that others must hear of once it is
-	 * dropped (prt__rq_unlock): PRT_DEFER_* bits, and the fiber of
-	 * PRT_DEFER_SOME. Under rq.lock; made known by the holder that set
-	 * them, except PRT_DEFER_WATCH (see there).
+	 * @ntimers, @deferred and @pick_slow side by side: preemption's
+	 * pick hook (prt__preempt_picked) tests all three with one load of
+	 * @pick_look. Each is under rq.lock.
 	 */
-	unsigned deferred;
+	union {
+		struct {
+			/* timers.n + iotimers.n, one load for the picks (pick_local reads it racily). */
+			unsigned ntimers;
+			/*
+			 * What was done under rq.lock that others must hear of
+			 * once it is dropped (prt__rq_unlock): PRT_DEFER_* bits,
+			 * and the fiber of PRT_DEFER_SOME. Made known by the
+			 * holder that set them, except PRT_DEFER_WATCH (see there).
+			 */
+			uint16_t deferred;
+			/*
+			 * PRT_PSLOW_* bits (preempt.c): a pick of a preemptive
+			 * runtime has more to do than the hook's inline half.
+			 */
+			uint8_t pick_slow;
+			uint8_t pick_pad;
+		};
+		uint64_t pick_look;
+	};
 	struct prt__fiber *announce;
 	/* Preemption (preempt.h); pw.quantum is 0 in a cooperative runtime. */
 	struct prt__wpreempt pw;
@@ -485,6 +501,11 @@ enum {
 	/* A fiber queued here outranks what this worker runs: interrupt it (preempt.c). */
 	PRT_DEFER_KICK = 8,
 };
+_Static_assert(PRT_DEFER_KICK < 1u << 16, "prt__worker.deferred is 16 bits");
+_Static_assert(sizeof(((struct prt__worker *)0)->pick_look) ==
+		       sizeof(((struct prt__worker *)0)->ntimers) +
+			       sizeof(((struct prt__worker *)0)->deferred) + 2,
+	       "pick_look covers ntimers, deferred and pick_slow");
 
 /*
  * Preemption's hooks (preempt.h), one compare in a cooperative runtime.
@@ -498,7 +519,7 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 				       struct prt__fiber *donor)
 {
 	struct prt__wpreempt *p = &w->pw;
-	int prio;
+	int prio, tick;
 
 	if (prt__likely(!p->quantum))
 		return;
@@ -506,12 +527,13 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	 * The common pick of a preemptive runtime, inline (a call here cost
 	 * a yield 10%): nothing to clear (events, a kick of its own recorded
 	 * in @deferred), no timer to watch nor a watch to disarm, no slice
-	 * to carry on after a fiber above (exc_fiber), and the tick neither
-	 * starts nor stops. relaxed: a look, which the slow
-	 * half makes again and clears.
+	 * to carry on after a fiber above (exc_fiber; these three with
+	 * pick_slow in one load: pick_look), and the tick neither starts nor
+	 * stops. relaxed: a look, which the slow half makes again and
+	 * clears.
 	 */
-	if (prt__unlikely(!next || prt__has_timers(w) || p->watch_at != PRT_NEVER || p->exc_fiber ||
-			  (atomic_load_explicit(&p->events, memory_order_relaxed) | w->deferred))) {
+	if (prt__unlikely(!next || (w->pick_look | atomic_load_explicit(&p->events,
+									memory_order_relaxed)))) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
 	}
@@ -519,11 +541,13 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	/*
 	 * The tick may have to start (contention at this priority, or
 	 * requests in flight here: their completions are seen only when
-	 * this worker looks) or stop (served above it).
+	 * this worker looks) or pause (a monotonic one, served above it; a
+	 * CPU-time tick stops itself: preempt_eval).
 	 */
-	if (prt__unlikely(p->ticking ? prio > w->rq.serve_prio
-				     : (w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio) ||
-					       w->io.inflight)) {
+	tick = p->ticking;
+	if (prt__unlikely(tick != PRT_TICK_CPU &&
+			  (tick ? prio > w->rq.serve_prio
+				: (w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio) || w->io.inflight))) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
 	}

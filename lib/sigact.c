@@ -6,10 +6,12 @@
  * under the callers' locks.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fork.h"
 #include "sigact.h"
 
 /* The kernel's SA_RESTORER (asm/signal.h; glibc's <signal.h> does not name it). */
@@ -75,3 +77,48 @@ void prt__sig_put(int sig, const void *ours, bool raw, const struct prt__sigact 
 	if (swap(sig, NULL, &cur, raw) == 0 && cur.handler == ours)
 		swap(sig, old, NULL, raw);
 }
+
+/* ---- which role each signal has (prt__sig_role_get) ---------------------------- */
+
+static pthread_mutex_t role_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	unsigned users;
+	enum prt__sig_role role; /* while users > 0 */
+} roles[NSIG];                   /* role_lock */
+
+int prt__sig_role_get(int sig, enum prt__sig_role role)
+{
+	int err = 0;
+
+	if (sig < 1 || sig >= NSIG)
+		return -EINVAL;
+	pthread_mutex_lock(&role_lock);
+	if (roles[sig].users && roles[sig].role != role)
+		err = -EBUSY;
+	else if (roles[sig].users == UINT32_MAX)
+		err = -EAGAIN;
+	else {
+		roles[sig].role = role;
+		roles[sig].users++;
+	}
+	pthread_mutex_unlock(&role_lock);
+	return err;
+}
+
+void prt__sig_role_put(int sig, enum prt__sig_role role)
+{
+	if (sig < 1 || sig >= NSIG)
+		return;
+	pthread_mutex_lock(&role_lock);
+	if (roles[sig].users && roles[sig].role == role)
+		roles[sig].users--;
+	pthread_mutex_unlock(&role_lock);
+}
+
+/* fork.h: the parent's runtimes are gone in a child, and their claims with them. */
+static void role_child(void)
+{
+	memset(roles, 0, sizeof(roles));
+}
+
+struct prt__fork_hook prt__sig_role_fork_hook = { .lock = &role_lock, .child = role_child };

@@ -41,6 +41,24 @@ int prt__sig_take(int sig, void *h, unsigned long flags, bool raw, struct prt__s
 void prt__sig_put(int sig, const void *ours, bool raw, const struct prt__sigact *old);
 
 /*
+ * The roles a runtime gives a signal. One signal has one role in the
+ * process at a time, whichever runtimes ask: a dump handler installed
+ * over the preemption handler of another runtime would take its time
+ * slices for dump requests (and the reverse), and each would put back,
+ * at its end, the other's handler as the application's.
+ */
+enum prt__sig_role { PRT_SIGROLE_PREEMPT = 1, PRT_SIGROLE_DUMP = 2 };
+
+/*
+ * Count one more runtime using @sig in @role: 0, or -EBUSY if live
+ * runtimes use it in the other role. Any thread; takes and drops the
+ * registry's lock (never called with it held: no order to keep).
+ */
+int prt__sig_role_get(int sig, enum prt__sig_role role);
+/* One fewer user of @sig in @role (a successful prt__sig_role_get's). */
+void prt__sig_role_put(int sig, enum prt__sig_role role);
+
+/*
  * Call the handler @old names with what the signal gave: false if it
  * names none (SIG_DFL or SIG_IGN), for the caller to decide. Inline:
  * a handler compiled without ThreadSanitizer calls it (preempt_sig.c).

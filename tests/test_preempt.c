@@ -2325,6 +2325,98 @@ static void test_config(void **state)
 	}
 }
 
+/* Create a runtime of one worker with @q (0: cooperative), @psig and @dsig: prt_runtime_create's result. */
+static int rt_signals(prt_runtime_t **rt, uint64_t q, int psig, int dsig)
+{
+	prt_runtime_config_t cfg;
+
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.preempt_quantum_ns = q;
+	cfg.preempt_signal = psig;
+	cfg.dump_signal = dsig;
+	*rt = NULL;
+	return prt_runtime_create(rt, &cfg);
+}
+
+/*
+ * One signal has one role across runtimes: a dump signal that another
+ * live runtime preempts with, or the reverse, is refused (-EBUSY). It
+ * was taken: the dump handler replaced the other runtime's preemption
+ * handler (no more time slices there, a dump at each), and the last
+ * destroy put back the other's handler for the application's. A
+ * cooperative runtime takes no preemption signal: it may dump with
+ * the default one.
+ */
+static void test_signal_roles_across_runtimes(void **state)
+{
+	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
+	char *keep = saved ? strdup(saved) : NULL;
+	int sig = SIGRTMIN + 2;
+	prt_runtime_t *rt1, *rt2;
+	struct sigaction sa, cur;
+	bool preempts;
+
+	(void)state;
+	unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = app_handler;
+	assert_int_equal(sigaction(sig, &sa, NULL), 0);
+	atomic_store(&app_handler_calls, 0);
+
+	/* Preemption first, then a dump on its signal. */
+	assert_int_equal(rt_signals(&rt1, PRT_PREEMPT_QUANTUM_DEFAULT, sig, 0), 0);
+	preempts = prt_runtime_preemptive(rt1, NULL) == 1;
+	assert_int_equal(rt_signals(&rt2, 0, 0, sig), preempts ? -EBUSY : 0);
+	if (!preempts)
+		assert_int_equal(prt_runtime_destroy(rt2), 0);
+	else
+		assert_null(rt2);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_handler == app_handler);
+
+	/* A dump first, then preemption on its signal. */
+	assert_int_equal(rt_signals(&rt1, 0, 0, sig), 0);
+	assert_int_equal(rt_signals(&rt2, PRT_PREEMPT_QUANTUM_DEFAULT, sig, 0), preempts ? -EBUSY : 0);
+	if (!preempts)
+		assert_int_equal(prt_runtime_destroy(rt2), 0);
+	else
+		assert_null(rt2);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	/* The application's handler is back, and gets the signal. */
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_handler == app_handler);
+	raise(sig);
+	assert_int_equal(atomic_load(&app_handler_calls), 1);
+
+	/* Two runtimes in the same role still share a signal; the role is free again after them. */
+	assert_int_equal(rt_signals(&rt1, 0, 0, sig), 0);
+	assert_int_equal(rt_signals(&rt2, 0, 0, sig), 0);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	assert_int_equal(prt_runtime_destroy(rt2), 0);
+	assert_int_equal(rt_signals(&rt1, PRT_PREEMPT_QUANTUM_DEFAULT, sig, 0), 0);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+
+	/* Cooperative: the default preemption signal is free for dumps; preemptive: refused. */
+	assert_int_equal(rt_signals(&rt1, 0, 0, (SIGRTMAX - 3)), 0);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	assert_int_equal(rt_signals(&rt1, PRT_PREEMPT_QUANTUM_DEFAULT, 0, (SIGRTMAX - 3)),
+			 -EINVAL);
+	/* The environment's quantum decides: 0 there makes a runtime cooperative. */
+	setenv("PRT_PREEMPT_QUANTUM_NS", "0", 1);
+	assert_int_equal(rt_signals(&rt1, PRT_PREEMPT_QUANTUM_DEFAULT, 0, (SIGRTMAX - 3)), 0);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+
+	if (keep) {
+		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
+		free(keep);
+	} else {
+		unsetenv("PRT_PREEMPT_QUANTUM_NS");
+	}
+	signal(sig, SIG_DFL);
+}
+
 /* ---- code loaded later, and code the application denies ------------------------------ */
 
 typedef uint64_t (*spin_fn)(volatile int *in, uint64_t x, uint64_t n);
@@ -4016,6 +4108,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_registers_survive),
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
+		cmocka_unit_test(test_signal_roles_across_runtimes),
 		cmocka_unit_test(test_deny_range_and_object),
 		cmocka_unit_test(test_now_ns_is_safe_point),
 		cmocka_unit_test(test_retry_backs_off),

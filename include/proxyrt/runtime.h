@@ -148,6 +148,8 @@ typedef struct prt_runtime_config {
 	 * fault signals (SEGV, BUS, ILL, FPE), SIGKILL, SIGSTOP, and the
 	 * signals from 32 below SIGRTMIN that the C library keeps for itself
 	 * (glibc: thread cancellation, setxid) are refused with -EINVAL.
+	 * A signal that another live runtime preempts with (its
+	 * preempt_signal) is refused with -EBUSY: one handler per signal.
 	 */
 	int dump_signal;
 	/*
@@ -182,7 +184,10 @@ typedef struct prt_runtime_config {
 	 * disposition put back when the last one is destroyed; instances
 	 * not sent by the runtime go to the previous handler (dropped if it
 	 * was SIG_DFL or SIG_IGN). Only worker threads ever receive it.
-	 * Refused (-EINVAL) as dump_signal is, and equal to dump_signal.
+	 * Refused (-EINVAL) as dump_signal is, and equal to dump_signal
+	 * when the runtime is preemptive (a cooperative one takes no signal
+	 * for preemption); -EBUSY if another live runtime uses it as its
+	 * dump_signal.
 	 */
 	int preempt_signal;
 	/*
@@ -298,8 +303,9 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
  * PRT_MAX_WORKERS workers, no allowed CPU), -ENOMEM, or the error of
  * hwloc, of a worker's eventfd, epoll or io_uring set-up (-EMFILE,
  * -ENOMEM, ...) or of thread creation (-EAGAIN; also -EAGAIN when 64
- * runtimes with a dump signal live at once, the process's dump slots);
- * nothing is left behind
+ * runtimes with a dump signal live at once, the process's dump slots),
+ * -EBUSY (a dump_signal or preempt_signal that another live runtime
+ * uses in the other role); nothing is left behind
  * on failure. With PRT_IO_AUTO, io_uring refused outright (its probe
  * fails) is no error: I/O runs on epoll and prt_runtime_notice() says
  * why; a worker's ring that cannot be set up after the probe succeeded
