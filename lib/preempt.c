@@ -226,16 +226,22 @@ static int count_objs(struct dl_phdr_info *info, size_t size, void *arg)
 	return 1; /* the counters are global: the first object tells */
 }
 
-/* Was a library loaded or unloaded since the table was made? Then make it again. */
-static void ranges_check(void)
+/*
+ * Was a library loaded or unloaded since the table was made? Then make
+ * it again, and say so.
+ */
+static bool ranges_check(void)
 {
 	unsigned long long c[2] = { 0, 0 };
+	bool stale;
 
 	dl_iterate_phdr(count_objs, c);
 	pthread_mutex_lock(&preempt_lock);
-	if (c[0] != ranges_adds || c[1] != ranges_subs)
+	stale = c[0] != ranges_adds || c[1] != ranges_subs;
+	if (stale)
 		ranges_make();
 	pthread_mutex_unlock(&preempt_lock);
+	return stale;
 }
 
 PRT_API int prt_preempt_deny_range(const void *start, const void *end)
@@ -835,7 +841,22 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	uint32_t bm;
 	int served, top;
 
-	ranges_check();
+	/*
+	 * The handler stopped the fiber by a table made before a library
+	 * was loaded or unloaded: where a library was, which the table
+	 * still allows, another may be now (dlclose, then a dlopen that
+	 * maps a denied object at the same address). By the table as it is
+	 * now, may it be stopped there? If not, the interrupt is deferred,
+	 * as the handler would have (preempt_sig.c, interrupt()).
+	 */
+	if (ranges_check() && interrupted && !prt__range_allowed(p->stop_pc)) {
+		prt__held_mark_owed(&self->nheld);
+		/* relaxed: this thread's own look honours them (as the handler's defer()) */
+		atomic_fetch_or_explicit(&p->events, why & PRT_PEV_PENDING_ALL, memory_order_relaxed);
+		prt__stat_inc(&w->stats.preempt_deferred, 1);
+		prt__preempt_arm_retry(w, PRT_PREEMPT_RETRY_NS);
+		return;
+	}
 	/*
 	 * Completions, commands and epoll's readiness are found only where
 	 * this worker looks (a scheduling point): look now, as prt_yield

@@ -85,6 +85,12 @@ struct prt__wpreempt {
 	 */
 	unsigned nr_stopped;
 	uint64_t exc_snap;
+	/*
+	 * Where the handler last tried to stop the fiber (its pc), by the
+	 * table of ranges as it was then: preempt_eval looks again when it
+	 * finds that table out of date. This thread's.
+	 */
+	uintptr_t stop_pc;
 	int exc_prio; /* exc_fiber's priority then (the fiber itself may be queued elsewhere since) */
 	/*
 	 * A monotonic tick stopped while a fiber above the contention ran

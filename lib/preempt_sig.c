@@ -39,8 +39,7 @@ extern const char prt__text_end[] __attribute__((visibility("hidden")));
 struct prt__ranges prt__ranges;
 struct prt__sigact prt__preempt_old[NSIG];
 
-/* May a fiber be stopped at @pc? Async-signal-safe. */
-static bool range_allowed(uintptr_t pc)
+bool prt__range_allowed(uintptr_t pc)
 {
 	struct prt__ranges *t = &prt__ranges;
 	/* acquire: pairs with the release store that ends ranges_make() */
@@ -263,7 +262,8 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
-	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !range_allowed(pc) ||
+	w->pw.stop_pc = pc; /* preempt_eval looks again if the table changed since it was made */
+	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !prt__range_allowed(pc) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
 				base + PRT_PREEMPT_STACK_RESERVE)) {
 		mark_owed(f);

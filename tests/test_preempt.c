@@ -2551,6 +2551,78 @@ static void test_deny_range_and_object(void **state)
 }
 
 /*
+ * A denied library loaded where an allowed one was (dlclose, then
+ * dlopen of a library of the same size: the loader maps it at the same
+ * address). The handler decides by the table made while the allowed one
+ * was there, until a look makes it again (a switch, an idle worker):
+ * 10/10 runs of a review's program had the hog stopped inside the
+ * denied library. Here a fiber swaps the libraries and starts the hog
+ * at once (no idle moment in between), which spends most of its time in
+ * the library; the sleeper at 24 must never find it stopped there.
+ */
+struct reuse {
+	void *ha;
+	spin_fn fa;
+	bool same_place;
+	struct dspin d;
+};
+
+static void *reuse_driver(void *arg)
+{
+	struct reuse *r = arg;
+	prt_fiber_t s, h;
+	void *hb;
+
+	dlclose(r->ha);
+	hb = dlopen(PRT_TEST_REUSE_B, RTLD_NOW | RTLD_LOCAL);
+	assert_non_null(hb);
+	r->d.fn = (spin_fn)dlsym(hb, "spinlib_b");
+	assert_non_null(r->d.fn);
+	r->same_place = r->d.fn == r->fa;
+	s = spawn_at(prt_runtime_self(), 24, 0, dspin_sleeper, &r->d);
+	h = spawn_at(prt_runtime_self(), 8, 0, dspin_hog, &r->d);
+	join_ok(h);
+	join_ok(s);
+	dlclose(hb);
+	return NULL;
+}
+
+static void test_deny_object_at_reused_address(void **state)
+{
+	uint64_t t0, x = 1, n = 1 << 20, lib_iters;
+	int places = 0;
+
+	(void)state;
+	assert_int_equal(prt_preempt_deny_object("libprtreuseb"), 0);
+	t0 = test_mono_ns();
+	x = spin_work(x, (unsigned)n);
+	sink = x;
+	lib_iters = n * 500000 / (test_mono_ns() - t0 + 1) + 1; /* about 0.5 ms */
+	/* Three tries: each time, the first interrupt shows it (most of the hog's time is in the library). */
+	for (int i = 0; i < 3; i++) {
+		struct reuse r = { .d = { .lib_iters = lib_iters, .own_iters = lib_iters / 10 + 1 } };
+		prt_runtime_t *rt;
+
+		r.ha = dlopen(PRT_TEST_REUSE_A, RTLD_NOW | RTLD_LOCAL);
+		assert_non_null(r.ha);
+		r.fa = (spin_fn)dlsym(r.ha, "spinlib_b");
+		assert_non_null(r.fa);
+		/* Created with the allowed library loaded: its table allows that library's code. */
+		if (!(rt = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT))) {
+			dlclose(r.ha);
+			skip();
+		}
+		join_ok(spawn_at(rt, 16, 0, reuse_driver, &r));
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		assert_int_equal(atomic_load(&r.d.rounds), DSPIN_ROUNDS);
+		assert_int_equal(r.d.stopped_inside, 0);
+		places += r.same_place;
+	}
+	/* The case this is about (else the denied library's code was never in the table) */
+	assert_true(places > 0);
+}
+
+/*
  * A fiber whose every instruction is in code an interrupt may not stop,
  * but for calls to prt_now_ns (a library polling the clock): prt_now_ns
  * honours the deferred interrupt (two reviews: a priority-31 fiber
@@ -4110,6 +4182,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_signal_shared_and_restored),
 		cmocka_unit_test(test_signal_roles_across_runtimes),
 		cmocka_unit_test(test_deny_range_and_object),
+		cmocka_unit_test(test_deny_object_at_reused_address),
 		cmocka_unit_test(test_now_ns_is_safe_point),
 		cmocka_unit_test(test_retry_backs_off),
 		cmocka_unit_test(test_watch_follows_timers),
