@@ -3,6 +3,7 @@
  * Fibers: spawn, exit, join, detach, park/unpark and the per-fiber
  * attributes. Their descriptors come from fiber_desc.c.
  */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,8 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
 	/* A prt_preempt_disable() region its last user left open ended with it. */
 	atomic_store_explicit(&f->preempt_count, 0, memory_order_relaxed);
+	/* Nothing caught, nothing in flight (a fiber that ended inside a catch left its own). */
+	f->cxa_eh = (struct prt__cxa_eh){ NULL, 0 };
 	atomic_store_explicit(&f->rq_worker, NULL, memory_order_relaxed);
 	atomic_store_explicit(&f->on_cpu, 0, memory_order_relaxed);
 	atomic_store_explicit(&f->prio, a->priority, memory_order_relaxed);
@@ -284,6 +287,13 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	prt__schedule_blocked(w);
 	prt__assert(!"a dead fiber was resumed");
 	abort();
+}
+
+struct prt__cxa_eh *prt__cxa_globals(void)
+{
+	void *sym = dlsym(RTLD_DEFAULT, "__cxa_get_globals");
+
+	return sym ? ((struct prt__cxa_eh * (*)(void)) sym)() : NULL;
 }
 
 void prt__fiber_entry(void *from, void *data)

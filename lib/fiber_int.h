@@ -65,6 +65,24 @@ static inline void prt__held_mark_owed(atomic_uint *nheld)
  * stale handle can always be checked against @id without touching
  * freed memory.
  */
+/*
+ * The Itanium C++ ABI's per-thread exception state (__cxa_eh_globals,
+ * libstdc++ and libc++abi alike on x86-64 and aarch64): the stack of
+ * caught exceptions, which __cxa_begin_catch pushes and __cxa_end_catch
+ * pops and frees, and the count of thrown ones not yet caught.
+ */
+struct prt__cxa_eh {
+	void *caught;
+	unsigned uncaught;
+};
+
+/*
+ * The calling thread's exception state, if a C++ runtime that has
+ * __cxa_get_globals is in the process's global scope (linked into the
+ * program, or loaded with RTLD_GLOBAL before): else NULL (fiber.c).
+ */
+struct prt__cxa_eh *prt__cxa_globals(void);
+
 struct prt__fiber {
 	/*
 	 * The descriptor is 64-byte aligned, and its first two lines hold
@@ -164,6 +182,13 @@ struct prt__fiber {
 	 * thread (relaxed; the same thread, ordered by signal fences).
 	 */
 	atomic_uint preempt_count;
+	/*
+	 * The C++ runtime's exception state while the fiber is switched out
+	 * (switch.h, prt__cxa_switch): its caught exceptions and its count
+	 * of exceptions in flight, which the C++ runtime keeps per thread.
+	 * Empty at spawn. Written and read by the switch only.
+	 */
+	struct prt__cxa_eh cxa_eh;
 	void *arg;
 	void *result;                     /* set by the fiber itself before DEAD */
 	/* Handle check: equal to the handle's id while the fiber exists, 0 when FREE. */

@@ -687,6 +687,7 @@ void *prt__worker_main(void *arg)
 
 	prt__set_cur_worker(w);
 	w->errno_p = &errno;
+	w->cxa_eh = prt__cxa_globals();
 	snprintf(name, sizeof(name), "prt-w%d", w->index);
 	pthread_setname_np(pthread_self(), name);
 	prt__topo_bind_thread(&rt->topo, w->index);

@@ -171,9 +171,15 @@ struct prt__worker {
 	 */
 	bool bias_ok;
 	/*
+	 * The worker thread's C++ exception state (__cxa_get_globals() at
+	 * its start, when the C++ runtime is in the process; else NULL): a
+	 * switch keeps each fiber's as its own (switch.h, prt__cxa_switch).
+	 */
+	struct prt__cxa_eh *cxa_eh;
+	/*
 	 * The worker thread's errno (&errno, taken at its start): a switch
-	 * keeps each fiber's errno as its own (switch.h). In the slot
-	 * before @stats, where the switch already reads.
+	 * keeps each fiber's errno as its own (switch.h). Next to @stats,
+	 * where the switch already reads.
 	 */
 	int *errno_p;
 	struct prt__wstats stats;

@@ -78,6 +78,27 @@ static inline void prt__tsan_switch(struct prt__fiber *next)
 }
 
 /*
+ * C++ code keeps its exception state per thread (the stack of caught
+ * exceptions, the count of those in flight: struct prt__cxa_eh), and
+ * its fibers share worker threads: a fiber switched out inside a catch
+ * block (preempted there, or blocked on a lock) left its exception on
+ * top of the thread's stack, where the next fiber's catch pushed its
+ * own; the first to end its catch popped and freed the other's (a
+ * review: caught objects of the other fiber, a use after free under
+ * ASan, `throw;` rethrowing the other's). So the state goes with the
+ * fiber: @prev's is taken off the thread's into @prev, @next's put in
+ * its place (an empty one for a fiber that never ran), on the thread
+ * @next runs on. As YTsaurus's and Mordor's fibers do; Boost.Context
+ * leaves it to the application.
+ */
+static inline void prt__cxa_switch(struct prt__cxa_eh *eh, struct prt__fiber *prev,
+				   struct prt__fiber *next)
+{
+	prev->cxa_eh = *eh;
+	*eh = next->cxa_eh;
+}
+
+/*
  * Switch from @prev to @next, which runs for @donor.
  *
  * @next may still be on another worker's CPU (on_cpu == 1) for a moment:
@@ -110,6 +131,9 @@ static inline void prt__switch_to(struct prt__worker *w, struct prt__fiber *prev
 			prt__wait_off_cpu(next);
 		}
 	}
+	/* A C++ runtime in the process (one load and branch for a program in C) */
+	if (prt__unlikely(w->cxa_eh != NULL))
+		prt__cxa_switch(w->cxa_eh, prev, next);
 	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
 	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
 	PRT_WRITE_ONCE(next->last_worker, w);

@@ -138,7 +138,7 @@ if [ "${PRT_TEST_QUICK:-0}" != 1 ]; then
 	# its own flags: the gcc lane's run says all (15 s a lane).
 	# Built without valgrind's client requests (-Dvalgrind=false), so that
 	# that option builds too (it did not: RUNNING_ON_VALGRIND undeclared).
-	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang run_suite "clang preemptive" \
+	PRT_PREEMPT_QUANTUM_NS=1000000 CC=clang CXX=clang++ run_suite "clang preemptive" \
 		"$ROOT/build-test-clang" --buildtype=debugoptimized -Dfault_injection=true \
 		-Dvalgrind=false \
 		-- --no-suite stress --no-suite cross
