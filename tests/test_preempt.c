@@ -2340,6 +2340,30 @@ static int rt_signals(prt_runtime_t **rt, uint64_t q, int psig, int dsig)
 }
 
 /*
+ * A runtime using @sig for dumps (@dump_first) or preemption, then one
+ * using it in the other role: refused with -EBUSY if the preemptive one
+ * preempts (@preempts), else both live. The application's handler is
+ * back after them.
+ */
+static void roles_clash(int sig, bool dump_first, bool preempts)
+{
+	uint64_t q1 = dump_first ? 0 : PRT_PREEMPT_QUANTUM_DEFAULT;
+	uint64_t q2 = dump_first ? PRT_PREEMPT_QUANTUM_DEFAULT : 0;
+	prt_runtime_t *rt1, *rt2;
+	struct sigaction cur;
+
+	assert_int_equal(rt_signals(&rt1, q1, q1 ? sig : 0, q1 ? 0 : sig), 0);
+	assert_int_equal(rt_signals(&rt2, q2, q2 ? sig : 0, q2 ? 0 : sig), preempts ? -EBUSY : 0);
+	if (!preempts)
+		assert_int_equal(prt_runtime_destroy(rt2), 0);
+	else
+		assert_null(rt2);
+	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_handler == app_handler);
+}
+
+/*
  * One signal has one role across runtimes: a dump signal that another
  * live runtime preempts with, or the reverse, is refused (-EBUSY). It
  * was taken: the dump handler replaced the other runtime's preemption
@@ -2364,26 +2388,12 @@ static void test_signal_roles_across_runtimes(void **state)
 	assert_int_equal(sigaction(sig, &sa, NULL), 0);
 	atomic_store(&app_handler_calls, 0);
 
-	/* Preemption first, then a dump on its signal. */
+	/* Preemption first, then a dump on its signal; then the other way round. */
 	assert_int_equal(rt_signals(&rt1, PRT_PREEMPT_QUANTUM_DEFAULT, sig, 0), 0);
 	preempts = prt_runtime_preemptive(rt1, NULL) == 1;
-	assert_int_equal(rt_signals(&rt2, 0, 0, sig), preempts ? -EBUSY : 0);
-	if (!preempts)
-		assert_int_equal(prt_runtime_destroy(rt2), 0);
-	else
-		assert_null(rt2);
 	assert_int_equal(prt_runtime_destroy(rt1), 0);
-	assert_int_equal(sigaction(sig, NULL, &cur), 0);
-	assert_true(cur.sa_handler == app_handler);
-
-	/* A dump first, then preemption on its signal. */
-	assert_int_equal(rt_signals(&rt1, 0, 0, sig), 0);
-	assert_int_equal(rt_signals(&rt2, PRT_PREEMPT_QUANTUM_DEFAULT, sig, 0), preempts ? -EBUSY : 0);
-	if (!preempts)
-		assert_int_equal(prt_runtime_destroy(rt2), 0);
-	else
-		assert_null(rt2);
-	assert_int_equal(prt_runtime_destroy(rt1), 0);
+	roles_clash(sig, false, preempts);
+	roles_clash(sig, true, preempts);
 	/* The application's handler is back, and gets the signal. */
 	assert_int_equal(sigaction(sig, NULL, &cur), 0);
 	assert_true(cur.sa_handler == app_handler);
