@@ -131,8 +131,12 @@ static inline void prt__switch_to(struct prt__worker *w, struct prt__fiber *prev
 			prt__wait_off_cpu(next);
 		}
 	}
-	/* A C++ runtime in the process (one load and branch for a program in C) */
-	if (prt__unlikely(w->cxa_eh != NULL))
+	/*
+	 * A C++ runtime in the process: in nearly every one that uses
+	 * jemalloc, whose Debian build links libstdc++ (no hint: taken
+	 * there at every switch, never in the others).
+	 */
+	if (w->cxa_eh)
 		prt__cxa_switch(w->cxa_eh, prev, next);
 	atomic_store_explicit(&next->on_cpu, 1, memory_order_relaxed);
 	atomic_store_explicit(&next->state, PRT_FS_RUNNING, memory_order_relaxed);
