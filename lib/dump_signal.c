@@ -192,12 +192,7 @@ static void dump_child(void)
 		close(slots[i].wfd);
 		close(slots[i].rfd);
 	}
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (!dump_users[sig])
-			continue;
-		dump_users[sig] = 0;
-		prt__sig_put(sig, (const void *)dump_handler, false, &old_dump[sig]);
-	}
+	prt__sig_put_all(dump_users, (const void *)dump_handler, false, old_dump);
 }
 
 struct prt__fork_hook prt__dump_signal_fork_hook = { .lock = &dump_lock, .child = dump_child };

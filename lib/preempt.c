@@ -1338,12 +1338,7 @@ PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns
 /* fork.h: no runtime in a forked child: what was there before the parent's, as the last destroy would. */
 static void preempt_child(void)
 {
-	for (int sig = 1; sig < NSIG; sig++) {
-		if (!sig_users[sig])
-			continue;
-		sig_users[sig] = 0;
-		prt__sig_put(sig, (const void *)prt__preempt_handler, true, &prt__preempt_old[sig]);
-	}
+	prt__sig_put_all(sig_users, (const void *)prt__preempt_handler, true, prt__preempt_old);
 }
 
 struct prt__fork_hook prt__preempt_fork_hook = { .lock = &preempt_lock, .child = preempt_child };

@@ -78,6 +78,16 @@ void prt__sig_put(int sig, const void *ours, bool raw, const struct prt__sigact 
 		swap(sig, old, NULL, raw);
 }
 
+void prt__sig_put_all(unsigned *users, const void *ours, bool raw, const struct prt__sigact *old)
+{
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (!users[sig])
+			continue;
+		users[sig] = 0;
+		prt__sig_put(sig, ours, raw, &old[sig]);
+	}
+}
+
 /* ---- which role each signal has (prt__sig_role_get) ---------------------------- */
 
 static pthread_mutex_t role_lock = PTHREAD_MUTEX_INITIALIZER;

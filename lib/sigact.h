@@ -39,6 +39,12 @@ struct prt__sigact {
 int prt__sig_take(int sig, void *h, unsigned long flags, bool raw, struct prt__sigact *old);
 /* Put back *@old, unless the handler of @sig is no longer @ours. */
 void prt__sig_put(int sig, const void *ours, bool raw, const struct prt__sigact *old);
+/*
+ * For each signal with users (@users[sig] > 0, indexed by signal, NSIG
+ * entries): no users, and @old[sig] put back as prt__sig_put does (a
+ * forked child, whose parent's runtimes are gone).
+ */
+void prt__sig_put_all(unsigned *users, const void *ours, bool raw, const struct prt__sigact *old);
 
 /*
  * The roles a runtime gives a signal. One signal has one role in the
