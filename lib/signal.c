@@ -179,22 +179,33 @@ void prt__overflow_handler_put(void)
 
 void prt__sigstack_init(struct prt__worker *w)
 {
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	stack_t cur, ss;
-	void *p;
+	char *p;
 
 	w->sigstack = NULL;
 	/* A thread that has one (ASan gives its threads one) keeps it. */
 	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
 		return;
-	p = mmap(NULL, PRT_SIGSTACK_SIZE, PROT_READ | PROT_WRITE,
+	/*
+	 * With a guard page below: a handler that runs on it (the
+	 * application's, chained from the preemption handler, which takes
+	 * SA_ONSTACK) and overflows it faults there, rather than writing
+	 * over whatever is mapped below.
+	 */
+	p = mmap(NULL, PRT_SIGSTACK_SIZE + page, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (p == MAP_FAILED)
 		return; /* overflows are then reported as plain SIGSEGV */
-	ss.ss_sp = p;
+	if (mprotect(p, page, PROT_NONE)) {
+		munmap(p, PRT_SIGSTACK_SIZE + page);
+		return;
+	}
+	ss.ss_sp = p + page;
 	ss.ss_size = PRT_SIGSTACK_SIZE;
 	ss.ss_flags = 0;
 	if (sigaltstack(&ss, NULL)) {
-		munmap(p, PRT_SIGSTACK_SIZE);
+		munmap(p, PRT_SIGSTACK_SIZE + page);
 		return;
 	}
 	w->sigstack = p;
@@ -207,7 +218,7 @@ void prt__sigstack_fini(struct prt__worker *w)
 	if (!w->sigstack)
 		return;
 	sigaltstack(&ss, NULL);
-	munmap(w->sigstack, PRT_SIGSTACK_SIZE);
+	munmap(w->sigstack, PRT_SIGSTACK_SIZE + (size_t)sysconf(_SC_PAGESIZE));
 	w->sigstack = NULL;
 }
 
