@@ -289,11 +289,24 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	abort();
 }
 
+/*
+ * Weak: bound by the static link (libproxyrt.a) or at load time
+ * (libproxyrt.so), also to a libstdc++ linked statically into the
+ * program (-static-libstdc++), which exports the symbol because this
+ * library refers to it; dlsym finds one loaded later with RTLD_GLOBAL
+ * (a review: with -static-libstdc++ and no libstdc++.so in the process,
+ * dlsym alone found none, and fibers shared one exception stack).
+ */
+extern struct prt__cxa_eh *__cxa_get_globals(void) __attribute__((weak));
+
 struct prt__cxa_eh *prt__cxa_globals(void)
 {
-	void *sym = dlsym(RTLD_DEFAULT, "__cxa_get_globals");
+	struct prt__cxa_eh *(*get)(void) = __cxa_get_globals;
+	void *sym;
 
-	return sym ? ((struct prt__cxa_eh * (*)(void)) sym)() : NULL;
+	if (!get && (sym = dlsym(RTLD_DEFAULT, "__cxa_get_globals")))
+		get = (struct prt__cxa_eh * (*)(void)) sym;
+	return get ? get() : NULL;
 }
 
 void prt__fiber_entry(void *from, void *data)

@@ -55,6 +55,31 @@ if command -v c++ >/dev/null; then
 		$libs -Wl,-rpath,"$libdir" -o "$tmp/consumer_cxx"
 	"$tmp/consumer_cxx"
 fi
+# Every function the library exports is declared by the installed
+# headers, and with C linkage when they are read as C++ (sem.h had no
+# extern "C": a C++ caller's prt_sem_init was an undefined, mangled
+# symbol): a program that takes each one's address links as C and as C++.
+so=$(find "$libdir" -name 'libproxyrt.so.*' -type f | head -n1)
+[ -n "$so" ] || fail "no libproxyrt.so.* under $libdir"
+syms=$(nm -D --defined-only "$so" | awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' | sort -u)
+[ -n "$syms" ] || fail "no functions exported by $so"
+{
+	echo '#include <proxyrt/proxyrt.h>'
+	echo 'typedef void (*prt_any_fn)(void);'
+	echo 'static const prt_any_fn prt_exported[] = {'
+	for s in $syms; do echo "	(prt_any_fn)$s,"; done
+	echo '};'
+	echo 'int main(void) { return prt_exported[0] == 0; }'
+} >"$tmp/exported.c"
+cc -std=c11 -Wall -Werror $cflags "$tmp/exported.c" $libs -Wl,-rpath,"$libdir" \
+	-o "$tmp/exported_c" || fail "an exported function is not declared by the headers"
+"$tmp/exported_c"
+if command -v c++ >/dev/null; then
+	c++ -std=c++11 -Wall -Werror -x c++ $cflags "$tmp/exported.c" -x none $libs \
+		-Wl,-rpath,"$libdir" -o "$tmp/exported_cxx" ||
+		fail "an exported function is not declared with C linkage for C++"
+	"$tmp/exported_cxx"
+fi
 # Static proxyrt through pkg-config --static (-l:libproxyrt.a: the archive, not the .so).
 cc -std=c11 $cflags "$src/tests/consumer.c" ${static_libs//-lproxyrt/-l:libproxyrt.a} \
 	-o "$tmp/consumer_static" ||
@@ -67,4 +92,4 @@ cc -std=c11 $cflags "$src/tests/consumer.c" "$libdir/libproxyrt.a" \
 	$(pkg-config --libs $(pkg-config --print-requires-private proxyrt)) -pthread \
 	-o "$tmp/consumer_static_direct"
 "$tmp/consumer_static_direct"
-echo "install check: prefix $prefix, destdir + PKG_CONFIG_SYSROOT_DIR: C, C++, static (pkg-config --static) and static (direct deps) consumers passed"
+echo "install check: prefix $prefix, destdir + PKG_CONFIG_SYSROOT_DIR: C, C++, static (pkg-config --static) and static (direct deps) consumers passed; $(echo "$syms" | wc -l) exported functions declared, with C linkage in C++"

@@ -93,7 +93,7 @@ run_lanes() {
 # ~300 KiB, so the single-purpose unit tests add nothing there).
 TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed test_football
 	test_preempt test_stress test_io test_stream test_http test_dump test_lifetime test_wait
-	test_sem test_wait_spin test_cancel stress_mixed)
+	test_sem test_wait_spin test_cancel test_cxx test_cxa_program stress_mixed)
 # valgrind: the tests that run on one worker or a few. Valgrind runs one
 # thread at a time, so tests built on cross-worker spinning (test_mutex's
 # deadlock cycles, football, the stress runs) crawl there; TSan and ASan
@@ -112,7 +112,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed 
 # (~50 s each on an idle 2-core machine; test_cond and test_lifetime
 # ~21 s the longest).
 VALGRIND_LANE0=(test_cond test_stack test_runtime test_timed test_sem test_wait test_timer
-	test_wait_spin)
+	test_wait_spin test_cxx test_cxa_program)
 VALGRIND_LANE1=(test_lifetime test_stream test_rwlock test_edges test_io test_fiber test_dump
 	test_preempt test_sigpipe)
 # Runtimes are preemptive by default (a 4 ms slice): ASan runs the suite

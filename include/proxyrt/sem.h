@@ -30,6 +30,8 @@
 
 #include <proxyrt/common.h>
 
+PRT_EXTERN_C_BEGIN
+
 #define PRT_SEM_SIZE 32
 
 typedef union prt_sem {
@@ -96,5 +98,7 @@ PRT_API int prt_sem_post(prt_sem_t *s);
  * Returns 0 or EINVAL. Context: any thread, never switches.
  */
 PRT_API int prt_sem_getvalue(prt_sem_t *s, int *value);
+
+PRT_EXTERN_C_END
 
 #endif
