@@ -75,19 +75,25 @@ static __attribute__((noreturn)) void usage(void)
 			"       floors hogwake same|cross [ROUNDS]\n"
 			"       floors pingpong [N]\n"
 			"       floors spincond [N]\n"
-			"       floors spinline [N]\n");
+			"       floors spinline [N]\n"
+			"counts are >= 1, ROUNDS >= 10; PORT 1..65535; T*K a multiple of THREADS\n");
 	exit(2);
 }
 
-static long arg_long(const char *s, long min)
+/*
+ * Argument @what, @s, as a decimal integer in [@min, @max], else a usage
+ * error: checked before any narrowing (`http 70000` listened on 4464).
+ */
+static long arg_range(const char *s, const char *what, long min, long max)
 {
 	char *end;
 	long v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || *end || end == s || v < min) {
-		fprintf(stderr, "floors: bad number '%s'\n", s);
+	/* strtol() skips leading spaces and takes a '+': neither is a number here */
+	if ((*s != '-' && (*s < '0' || *s > '9')) || errno || *end || end == s || v < min || v > max) {
+		fprintf(stderr, "floors: %s: '%s' is not an integer in %ld..%ld\n", what, s, min, max);
 		usage();
 	}
 	return v;
@@ -139,7 +145,7 @@ static void *spin_body(void *arg)
 static int floor_mutex(int argc, char **argv)
 {
 	struct spin_args a = { 0 };
-	long threads, t, k, in_ns, out_ns;
+	long threads, t, k, in_ns, out_ns, ops;
 	pthread_t *th;
 	uint64_t t0, el, expect;
 	double nspi;
@@ -147,22 +153,28 @@ static int floor_mutex(int argc, char **argv)
 
 	if (argc != 7)
 		usage();
-	threads = arg_long(argv[2], 1);
-	t = arg_long(argv[3], 1);
-	k = arg_long(argv[4], 1);
-	in_ns = arg_long(argv[5], 0);
-	out_ns = arg_long(argv[6], 0);
-	if ((t * k) % threads) {
-		fprintf(stderr, "floors: T*K must divide among THREADS\n");
-		return 2;
+	threads = arg_range(argv[2], "THREADS", 1, LONG_MAX);
+	t = arg_range(argv[3], "T", 1, LONG_MAX);
+	k = arg_range(argv[4], "K", 1, LONG_MAX);
+	in_ns = arg_range(argv[5], "IN_NS", 0, LONG_MAX);
+	out_ns = arg_range(argv[6], "OUT_NS", 0, LONG_MAX);
+	if (__builtin_mul_overflow(t, k, &ops)) {
+		fprintf(stderr, "floors: T*K (%ld*%ld operations) overflows\n", t, k);
+		usage();
 	}
-	a.k = t * k / threads;
+	if (ops % threads) {
+		fprintf(stderr, "floors: T*K must divide among THREADS\n");
+		usage();
+	}
+	a.k = ops / threads;
+	th = calloc((size_t)threads, sizeof(*th));
+	if (!th) {
+		fprintf(stderr, "floors: out of memory for %ld thread handles\n", threads);
+		return 1;
+	}
 	nspi = bench_calibrate();
 	a.in_it = iters_for_ns((double)in_ns, nspi);
 	a.out_it = iters_for_ns((double)out_ns, nspi);
-	th = calloc((size_t)threads, sizeof(*th));
-	if (!th)
-		return 1;
 	t0 = prt_now_ns();
 	for (long i = 0; i < threads; i++)
 		if (pthread_create(&th[i], NULL, spin_body, &a)) {
@@ -172,7 +184,7 @@ static int floor_mutex(int argc, char **argv)
 	for (long i = 0; i < threads; i++)
 		pthread_join(th[i], NULL);
 	el = prt_now_ns() - t0;
-	expect = (uint64_t)t * (uint64_t)k;
+	expect = (uint64_t)ops;
 	printf("peer=floor workload=mutex variant=spin%ld ops_per_sec=%.0f ops=%llu elapsed_s=%.3f "
 	       "T=%ld K=%ld in_ns=%ld out_ns=%ld spin_ns_per_iter=%.3f counter_ok=%d cpus=%d\n",
 	       threads, (double)expect / ((double)el / 1e9), (unsigned long long)expect,
@@ -388,7 +400,7 @@ static int floor_http(int argc, char **argv)
 	if (argc != 4 || (strcmp(argv[3], "single") && strcmp(argv[3], "multishot")))
 		usage();
 	s.multishot = !strcmp(argv[3], "multishot");
-	if (fl_setup(&s, (int)arg_long(argv[2], 1)))
+	if (fl_setup(&s, (int)arg_range(argv[2], "PORT", 1, 65535)))
 		return 1;
 	for (;;) {
 		struct io_uring_cqe *cqe;
@@ -563,15 +575,20 @@ static int floor_hogwake(int argc, char **argv)
 	if (argc < 3 || argc > 4 || (strcmp(argv[2], "same") && strcmp(argv[2], "cross")))
 		usage();
 	cross = !strcmp(argv[2], "cross");
-	hw.rounds = argc == 4 ? arg_long(argv[3], 10) : 2000;
+	/* x 99 for the p99 */
+	hw.rounds = argc == 4 ? arg_range(argv[3], "ROUNDS", 10, LONG_MAX / 100) : 2000;
 	hw.total = hw.rounds + hw.rounds / 10;
 	hw.delay = calloc((size_t)hw.rounds, sizeof(*hw.delay));
+	if (!hw.delay) {
+		fprintf(stderr, "floors: hogwake: out of memory for %ld rounds\n", hw.rounds);
+		return 1;
+	}
 	sched_getaffinity(0, sizeof(set), &set);
 	for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
 		if (CPU_ISSET(c, &set))
 			hw.cpu[n++] = c;
-	if (!hw.delay || (cross && n < 2)) {
-		fprintf(stderr, "floors: hogwake: out of memory, or cross with fewer than 2 CPUs\n");
+	if (cross && n < 2) {
+		fprintf(stderr, "floors: hogwake: cross needs two allowed CPUs\n");
 		return 1;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -641,7 +658,7 @@ static int two_sides_run(int argc, char **argv, const char *variant,
 
 	if (argc > 3)
 		usage();
-	ts.n = argc > 2 ? arg_long(argv[2], 1) : 1000000;
+	ts.n = argc > 2 ? arg_range(argv[2], "N", 1, LONG_MAX) : 1000000;
 	if (sched_getaffinity(0, sizeof(set), &set))
 		return 1;
 	for (int c = 0; c < CPU_SETSIZE && k < 2; c++)

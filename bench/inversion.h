@@ -23,6 +23,7 @@
 #ifndef PRT_BENCH_INVERSION_H
 #define PRT_BENCH_INVERSION_H
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@
 #include <proxyrt/proxyrt.h>
 
 #define INV_WARM 5
-#define INV_MAX_MED 16
+/* Most medium fibers: NMED beyond it is refused (the pthread peer's limit too). */
+#define INV_MAX_MED 64
 
 struct inv_params {
 	int samples, period_us, hold_us, nmed, mburst_us, moff_us, hoff_us;
@@ -52,6 +54,7 @@ struct inv_result {
 	prt_worker_stats_t stats;
 	double ns_per_iter;
 	uint64_t quantum_ns; /* the runtime's time slice; 0: it was cooperative */
+	uint64_t timer_lead_ns; /* the run's timer lead (inv_timer_lead()) */
 	int preemptive;      /* prt_runtime_preemptive() of the run's runtime */
 	int err;
 };
@@ -84,12 +87,63 @@ static inline double bench_calibrate(void)
 	return x == 42 ? best + 1e-9 : best;
 }
 
-/* Iterations of bench_spin for @ns nanoseconds (at least 1). */
+/*
+ * Iterations of bench_spin for @ns nanoseconds (at least 1; at most
+ * UINT64_MAX: a double beyond it converts to anything).
+ */
 static inline uint64_t iters_for_ns(double ns, double ns_per_iter)
 {
 	double it = ns / ns_per_iter + 0.5;
 
+	if (it >= 18446744073709551616.0) /* 2^64 */
+		return UINT64_MAX;
 	return it < 1 ? 1 : (uint64_t)it;
+}
+
+/*
+ * NULL if @p can run, else why not. Its fields are ints, each in range
+ * (the callers parse them so); what is computed from them must fit too:
+ * the last sleep target, start + 100 ms + (samples + INV_WARM) periods
+ * + the later offset, in ns on the monotonic clock.
+ */
+static inline const char *inv_params_check(const struct inv_params *p)
+{
+	uint64_t span, off = (uint64_t)(p->moff_us > p->hoff_us ? p->moff_us : p->hoff_us) * 1000u;
+
+	if (p->samples < 1 || p->samples > INT_MAX - INV_WARM || p->period_us < 1 ||
+	    p->hold_us < 0 || p->nmed < 0 || p->nmed > INV_MAX_MED || p->mburst_us < 0 ||
+	    p->moff_us < 0 || p->hoff_us < 0 || p->yield_every_us < 0)
+		return "a parameter is out of range";
+	if (__builtin_mul_overflow((uint64_t)(p->samples + INV_WARM), (uint64_t)p->period_us * 1000u,
+				   &span) ||
+	    __builtin_add_overflow(span, off, &span) || span > INT64_MAX)
+		return "(SAMPLES + 5) x PERIOD_US + the later offset overflows the clock";
+	return NULL;
+}
+
+/*
+ * The timer lead a runtime created with cfg.timer_lead_ns @cfg_lead has:
+ * the library has no getter, so this reads PRT_TIMER_LEAD_NS as
+ * lib/platform.c's prt__env_u64() does (a plain decimal number that fits
+ * replaces it; anything else, a sign or a space included, is ignored).
+ * The library also turns it off under valgrind and with more workers
+ * than CPUs, neither of which the inversion runs (one worker) are here.
+ */
+static inline uint64_t inv_timer_lead(uint64_t cfg_lead)
+{
+	const char *e = getenv("PRT_TIMER_LEAD_NS");
+	uint64_t v = 0;
+
+	if (!e || !*e)
+		return cfg_lead;
+	for (; *e; e++) {
+		unsigned d = (unsigned)(*e - '0');
+
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return cfg_lead;
+		v = v * 10 + d;
+	}
+	return v;
 }
 
 struct inv_ctx {
@@ -235,8 +289,10 @@ static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
 	prt_fiber_t l, h, m[INV_MAX_MED];
-	int err = 0, nmed = p->nmed < INV_MAX_MED ? p->nmed : INV_MAX_MED;
+	int err = 0, nmed = p->nmed;
 
+	if (inv_params_check(p))
+		return -22; /* -EINVAL: never a silently smaller run */
 	r->lock = calloc((size_t)p->samples, sizeof(int64_t));
 	r->resp = calloc((size_t)p->samples, sizeof(int64_t));
 	r->wake = calloc((size_t)p->samples, sizeof(int64_t));
@@ -261,6 +317,7 @@ static inline int inv_run(const struct inv_params *p, struct inv_result *r)
 	if ((err = inv_rt_create(&rt, &cfg)))
 		return err;
 	r->preemptive = prt_runtime_preemptive(rt, &r->quantum_ns) == 1;
+	r->timer_lead_ns = inv_timer_lead(cfg.timer_lead_ns);
 	c.t0 = prt_now_ns() + 100000000u;
 	l = inv_spawn(rt, 5, inv_low, &c, &err);
 	for (int i = 0; i < nmed; i++)
@@ -288,7 +345,8 @@ static int inv_cmp(const void *a, const void *b)
 /* Nearest-rank percentile of @n values (sorted in place), in microseconds. */
 static inline double inv_pct(int64_t *v, int n, int pct)
 {
-	int rank = (pct * n + 99) / 100;
+	/* in 64 bits: 100 x n overflows an int from n = 21474837 */
+	long long rank = ((long long)pct * n + 99) / 100;
 
 	qsort(v, (size_t)n, sizeof(*v), inv_cmp);
 	if (rank < 1)

@@ -38,7 +38,10 @@
  *                                          expiry to running), and the same on an idle worker;
  *                                          variant=slice: two equal hogs against one: ns lost
  *                                          per preemption; variant=deferred: the same with the
- *                                          hogs inside libc (memset): ns per deferred interrupt
+ *                                          hogs inside libc (memset): ns per deferred interrupt.
+ *                                          quantum_ns= is the runtime's ($PRT_PREEMPT_QUANTUM_NS
+ *                                          replaces QUANTUM_NS); a cooperative runtime is
+ *                                          refused as by hogwake (status=skipped, exit 1)
  *
  *   proxyrt_bench hogwake same|cross [ROUNDS]
  *                                          W7: a fiber at 28 woken every 1 ms behind a hog
@@ -73,11 +76,18 @@
  *                                          until killed and prints nothing on stdout (wrk
  *                                          measures it); examples/http_conn.h
  *
- * Exit status: 0 ok, 1 a proxyrt call failed, 2 bad usage.
+ * Every number is checked against its range before use (out of range, or
+ * a product of arguments that overflows: bad usage). Lines print the
+ * configuration the runtime has, not the one asked for.
+ *
+ * Exit status: 0 ok, 1 a proxyrt call or an allocation failed (with a
+ * message), 2 bad usage.
  */
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -109,8 +119,25 @@ static __attribute__((noreturn)) void usage(void)
 			"       proxyrt_bench preempt QUANTUM_NS SAMPLES\n"
 			"       proxyrt_bench hogwake same|cross [ROUNDS]\n"
 			"       proxyrt_bench filewrite aff|noaff [WRITES] [SPIN_US] [buffered|direct] [DIR]\n"
-			"       proxyrt_bench http raw PORT\n");
+			"       proxyrt_bench http raw PORT\n"
+			"counts are >= 1; WORKERS 1..%d; NMED 0..%d; QUANTUM_NS >= %u;\n"
+			"preempt's SAMPLES, ROUNDS and WRITES >= 10; PORT 1..65535;\n"
+			"preempt needs a preemptive runtime (not PRT_PREEMPT_QUANTUM_NS=0)\n",
+		PRT_MAX_WORKERS, INV_MAX_MED, PRT_PREEMPT_QUANTUM_MIN);
 	exit(2);
+}
+
+/* A usage error that no single argument's range shows (a product): message, usage, exit 2. */
+static __attribute__((noreturn, format(printf, 1, 2))) void bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("proxyrt_bench: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	usage();
 }
 
 /* Exit 1 with a message if @err (a proxyrt return value) is negative. */
@@ -122,18 +149,36 @@ static void check(int err, const char *what)
 	}
 }
 
-static long arg_long(const char *s, long min)
+/*
+ * Argument @what, @s, as a decimal integer in [@min, @max], else a usage
+ * error. Every numeric argument is range-checked here, against the limit
+ * of the type it ends up in and of what is computed from it, before any
+ * narrowing: a check after the (int) cast saw 4294967297 workers as 1.
+ */
+static long arg_range(const char *s, const char *what, long min, long max)
 {
 	char *end;
 	long v;
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min) {
-		fprintf(stderr, "proxyrt_bench: bad integer argument '%s' (need >= %ld)\n", s, min);
-		usage();
-	}
+	/* strtol() skips leading spaces and takes a '+': neither is a number here */
+	if ((*s != '-' && (*s < '0' || *s > '9')) || errno || end == s || *end || v < min || v > max)
+		bad_usage("%s: '%s' is not an integer in %ld..%ld", what, s, min, max);
 	return v;
+}
+
+/* calloc(), or exit 1 saying what could not be had: a silent exit 1 looked like a crash. */
+static void *xcalloc(size_t n, size_t size, const char *what)
+{
+	void *p = calloc(n, size);
+
+	if (!p) {
+		fprintf(stderr, "proxyrt_bench: out of memory for %zu %s (%zu bytes each)\n", n, what,
+			size);
+		exit(1);
+	}
+	return p;
 }
 
 static uint64_t now_ns(void)
@@ -236,7 +281,7 @@ static int bench_yield(int argc, char **argv)
 
 	if (argc != 3)
 		usage();
-	n = arg_long(argv[2], 1);
+	n = arg_range(argv[2], "N", 1, LONG_MAX / 2); /* ops=2N */
 	rt = runtime_new(1, PRT_STACK_GUARD, 0);
 	yield_pass(rt, n / 10);
 	el = yield_pass(rt, n);
@@ -294,17 +339,15 @@ static int bench_spawn(int argc, char **argv)
 
 	if (argc != 5)
 		usage();
-	workers = (int)arg_long(argv[2], 1);
-	a.n = arg_long(argv[3], 1);
-	a.batch = arg_long(argv[4], 1);
+	workers = (int)arg_range(argv[2], "WORKERS", 1, PRT_MAX_WORKERS);
+	/* N and BATCH a quarter of LONG_MAX at most: N rounded up to BATCHes, plus N / 10, fits */
+	a.n = arg_range(argv[3], "N", 1, LONG_MAX / 4);
+	a.batch = arg_range(argv[4], "BATCH", 1, LONG_MAX / 4);
 	a.n = (a.n + a.batch - 1) / a.batch * a.batch;
 	a.warm = (a.n / 10 + a.batch - 1) / a.batch * a.batch;
-	a.f = calloc((size_t)a.batch, sizeof(*a.f));
-	if (!a.f) {
-		fprintf(stderr, "proxyrt_bench: out of memory\n");
-		return 1;
-	}
+	a.f = xcalloc((size_t)a.batch, sizeof(*a.f), "fiber handles");
 	rt = runtime_new(workers, PRT_STACK_GUARD, 0);
+	workers = prt_runtime_nworkers(rt); /* print what ran */
 	run_driver(rt, spawn_driver, &a);
 	for (int i = 0; i < workers; i++) {
 		prt_worker_stats_t st;
@@ -398,20 +441,20 @@ static int bench_park(int argc, char **argv)
 {
 	struct park_args a = { 0 };
 	const char *kind = "canary";
-	long stack_kb = PARK_STACK_KB;
+	long stack_kb = PARK_STACK_KB, page_kb;
 	char maxmap[32];
 	prt_runtime_t *rt;
 	double per;
 
 	if (argc < 3 || argc > 5)
 		usage();
-	a.n = arg_long(argv[2], 1);
+	a.n = arg_range(argv[2], "N", 1, (long)(SIZE_MAX / sizeof(*a.f)));
 	if (argc >= 4)
 		kind = argv[3];
 	if (strcmp(kind, "canary") && strcmp(kind, "guard"))
 		usage();
 	if (argc == 5)
-		stack_kb = arg_long(argv[4], 1);
+		stack_kb = arg_range(argv[4], "STACK_KB", 1, (long)(SIZE_MAX / 2048)); /* x 1024, rounded */
 	read_max_map_count(maxmap, sizeof(maxmap));
 
 	a.f = malloc((size_t)a.n * sizeof(*a.f));
@@ -422,6 +465,10 @@ static int bench_park(int argc, char **argv)
 	memset(a.f, 0, (size_t)a.n * sizeof(*a.f));
 	rt = runtime_new(0, strcmp(kind, "guard") ? PRT_STACK_CANARY : PRT_STACK_GUARD,
 			 (size_t)stack_kb * 1024u);
+	/* The stacks' real size: the runtime rounds stack_size up to pages. */
+	page_kb = sysconf(_SC_PAGESIZE) / 1024;
+	if (page_kb > 0)
+		stack_kb = (stack_kb + page_kb - 1) / page_kb * page_kb;
 	run_driver(rt, park_driver, &a);
 	check(prt_runtime_destroy(rt), "prt_runtime_destroy");
 	free(a.f);
@@ -471,7 +518,7 @@ static void *mutex_body(void *arg)
 static int bench_mutex(int argc, char **argv)
 {
 	struct mutex_args a = { .m = PRT_MUTEX_INITIALIZER };
-	long workers, t, in_ns, out_ns;
+	long workers, t, in_ns, out_ns, ops;
 	prt_runtime_t *rt;
 	prt_fiber_t *f;
 	uint64_t t0, el, expect;
@@ -479,25 +526,26 @@ static int bench_mutex(int argc, char **argv)
 
 	if (argc != 7)
 		usage();
-	workers = arg_long(argv[2], 1);
-	t = arg_long(argv[3], 1);
-	a.k = arg_long(argv[4], 1);
-	in_ns = arg_long(argv[5], 0);
-	out_ns = arg_long(argv[6], 0);
+	workers = arg_range(argv[2], "WORKERS", 1, PRT_MAX_WORKERS);
+	t = arg_range(argv[3], "T", 1, LONG_MAX);
+	a.k = arg_range(argv[4], "K", 1, LONG_MAX);
+	in_ns = arg_range(argv[5], "IN_NS", 0, LONG_MAX);
+	out_ns = arg_range(argv[6], "OUT_NS", 0, LONG_MAX);
+	if (__builtin_mul_overflow(t, a.k, &ops))
+		bad_usage("T*K (%ld*%ld operations) overflows", t, a.k);
+	f = xcalloc((size_t)t, sizeof(*f), "fiber handles");
 	nspi = bench_calibrate();
 	a.in_it = iters_for_ns((double)in_ns, nspi);
 	a.out_it = iters_for_ns((double)out_ns, nspi);
-	f = calloc((size_t)t, sizeof(*f));
-	if (!f)
-		return 1;
 	rt = runtime_new((int)workers, PRT_STACK_GUARD, 0);
+	workers = prt_runtime_nworkers(rt); /* print what ran */
 	t0 = now_ns();
 	for (long i = 0; i < t; i++)
 		check(prt_spawn(rt, &f[i], NULL, mutex_body, &a), "prt_spawn");
 	for (long i = 0; i < t; i++)
 		check(prt_join(f[i], NULL), "prt_join");
 	el = now_ns() - t0;
-	expect = (uint64_t)t * (uint64_t)a.k;
+	expect = (uint64_t)ops;
 	printf("peer=proxyrt workload=mutex variant=workers%ld ops_per_sec=%.0f ops=%llu "
 	       "elapsed_s=%.3f T=%ld K=%ld in_ns=%ld out_ns=%ld spin_ns_per_iter=%.3f "
 	       "counter_ok=%d cpus=%d\n",
@@ -548,7 +596,7 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 	       " preempt_deferred=%llu proxy_picks=%llu workers=1 cpus=%d\n",
 	       p->samples, p->period_us, p->hold_us, p->nmed, p->mburst_us, p->moff_us, p->hoff_us,
 	       p->yield_every_us, r->preemptive, (unsigned long long)r->quantum_ns,
-	       (unsigned long long)p->timer_lead_ns,
+	       (unsigned long long)r->timer_lead_ns,
 	       (unsigned long long)r->stats.preemptions,
 	       (unsigned long long)r->stats.preempt_deferred, (unsigned long long)r->stats.proxy_picks,
 	       allowed_cpus());
@@ -558,26 +606,29 @@ static void inv_print(const char *variant, const struct inv_params *p, struct in
 static int bench_inversion(int argc, char **argv, int rwlock)
 {
 	struct inv_params p = { .rwlock = rwlock };
-	const char *ye = getenv("PRT_YIELD_EVERY_US");
+	const char *ye = getenv("PRT_YIELD_EVERY_US"), *why;
 
 	if (argc != 9)
 		usage();
-	p.samples = (int)arg_long(argv[2], 1);
-	p.period_us = (int)arg_long(argv[3], 1);
-	p.hold_us = (int)arg_long(argv[4], 0);
-	p.nmed = (int)arg_long(argv[5], 0);
-	p.mburst_us = (int)arg_long(argv[6], 0);
-	p.moff_us = (int)arg_long(argv[7], 0);
-	p.hoff_us = (int)arg_long(argv[8], 0);
-	p.yield_every_us = ye ? atoi(ye) : 0; /* 0: never */
-	if (p.yield_every_us < 0)
-		p.yield_every_us = 0;
+	p.samples = (int)arg_range(argv[2], "SAMPLES", 1, INT_MAX - INV_WARM);
+	p.period_us = (int)arg_range(argv[3], "PERIOD_US", 1, INT_MAX);
+	p.hold_us = (int)arg_range(argv[4], "HOLD_US", 0, INT_MAX);
+	/* NMED beyond INV_MAX_MED was silently cut to it, while the line said NMED */
+	p.nmed = (int)arg_range(argv[5], "NMED", 0, INV_MAX_MED);
+	p.mburst_us = (int)arg_range(argv[6], "MBURST_US", 0, INT_MAX);
+	p.moff_us = (int)arg_range(argv[7], "MOFF_US", 0, INT_MAX);
+	p.hoff_us = (int)arg_range(argv[8], "HOFF_US", 0, INT_MAX);
+	/* 0, unset or empty: never; strict, as atoi() ran "10abc" as 10 and "abc" as 0 */
+	p.yield_every_us = ye && *ye ? (int)arg_range(ye, "PRT_YIELD_EVERY_US", 0, INT_MAX) : 0;
+	if ((why = inv_params_check(&p)))
+		bad_usage("%s", why);
 	p.quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT; /* $PRT_PREEMPT_QUANTUM_NS replaces it */
 	/*
 	 * L's and the Ms' sleeps end on an idle CPU: spin their last 200 us
 	 * (cfg.timer_lead_ns) rather than wait for the CPU's wakeup, as the
 	 * pthread peer's SCHED_FIFO threads are this workload's real-time
-	 * setting. $PRT_TIMER_LEAD_NS replaces it.
+	 * setting. $PRT_TIMER_LEAD_NS replaces it: the line prints the run's
+	 * (inv_result.timer_lead_ns).
 	 */
 	p.timer_lead_ns = 200000;
 	for (int v = 0; v < 2; v++) {
@@ -676,7 +727,7 @@ static int bench_xcore(int argc, char **argv)
 	x.sem = !strcmp(argv[2], "sem");
 	prt_sem_init(&x.go[0].s, 0);
 	prt_sem_init(&x.go[1].s, 0);
-	x.n = arg_long(argv[3], 1);
+	x.n = arg_range(argv[3], "N", 1, LONG_MAX / 2); /* N + N / 10 round trips in all */
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 2;
 	cfg.cpus = "0,1"; /* worker 0 on CPU 0, worker 1 on CPU 1, pinned */
@@ -727,9 +778,7 @@ static int bench_http(int argc, char **argv)
 
 	if (argc != 4 || strcmp(argv[2], "raw"))
 		usage();
-	port = (int)arg_long(argv[3], 1);
-	if (port > 65535)
-		usage();
+	port = (int)arg_range(argv[3], "PORT", 1, 65535);
 	lfd = serve_listen("127.0.0.1", port);
 	if (lfd < 0) {
 		fprintf(stderr, "proxyrt_bench: http: listen on 127.0.0.1:%d: %s\n", port,
@@ -802,15 +851,35 @@ static int cmp_i64(const void *p, const void *q)
 	return x < y ? -1 : x > y;
 }
 
-static prt_runtime_t *pre_runtime(uint64_t q)
+/*
+ * A one-worker runtime with time slice @q; *@eff (if not NULL) is the
+ * slice it has ($PRT_PREEMPT_QUANTUM_NS replaces @q), which is what the
+ * lines print. A cooperative runtime is refused, as hogwake does: the
+ * hog of pre_wake() never calls the runtime and would keep the worker
+ * for good (the run hung after its first line).
+ */
+static prt_runtime_t *pre_runtime(uint64_t q, uint64_t *eff)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
+	uint64_t got = 0;
+	int pre;
 
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1;
 	cfg.preempt_quantum_ns = q;
 	check(prt_runtime_create(&rt, &cfg), "prt_runtime_create");
+	pre = prt_runtime_preemptive(rt, &got);
+	check(pre, "prt_runtime_preemptive");
+	if (!pre) {
+		fprintf(stderr, "proxyrt_bench: preempt: the runtime is cooperative (%s)\n",
+			prt_runtime_notice(rt) ? prt_runtime_notice(rt) : "PRT_PREEMPT_QUANTUM_NS=0");
+		prt_runtime_destroy(rt);
+		printf("peer=proxyrt workload=preempt status=skipped reason=cooperative\n");
+		exit(1);
+	}
+	if (eff)
+		*eff = got;
 	return rt;
 }
 
@@ -818,14 +887,12 @@ static prt_runtime_t *pre_runtime(uint64_t q)
 static void pre_wake(uint64_t q, long samples, bool hog)
 {
 	struct pre_args a = { .samples = samples };
-	prt_runtime_t *rt = pre_runtime(q);
+	prt_runtime_t *rt = pre_runtime(q, NULL);
 	prt_fiber_attr_t attr;
 	prt_fiber_t fs, fh;
 	prt_worker_stats_t st;
 
-	a.delay = calloc((size_t)samples, sizeof(*a.delay));
-	if (!a.delay)
-		exit(1);
+	a.delay = xcalloc((size_t)samples, sizeof(*a.delay), "samples");
 	prt_fiber_attr_init(&attr);
 	attr.priority = 24;
 	check(prt_spawn(rt, &fs, &attr, pre_sleeper, &a), "prt_spawn");
@@ -852,7 +919,7 @@ static void pre_wake(uint64_t q, long samples, bool hog)
 static uint64_t pre_share(uint64_t q, int n, uint64_t iters, bool in_libc, prt_worker_stats_t *st)
 {
 	struct pre_args a = { .iters = iters / (uint64_t)n, .in_libc = in_libc };
-	prt_runtime_t *rt = pre_runtime(q);
+	prt_runtime_t *rt = pre_runtime(q, NULL);
 	prt_fiber_t f[2];
 	uint64_t t0 = now_ns(), el;
 
@@ -899,8 +966,14 @@ static int bench_preempt(int argc, char **argv)
 
 	if (argc != 4)
 		usage();
-	q = (uint64_t)arg_long(argv[2], PRT_PREEMPT_QUANTUM_MIN);
-	samples = arg_long(argv[3], 10);
+	q = (uint64_t)arg_range(argv[2], "QUANTUM_NS", PRT_PREEMPT_QUANTUM_MIN, LONG_MAX);
+	samples = arg_range(argv[3], "SAMPLES", 10, LONG_MAX / 100); /* x 99 for the p99 */
+	/*
+	 * The slice the runtimes get (from here on, q asks for it again:
+	 * the environment gives the same), and a cooperative one refused
+	 * before any line.
+	 */
+	prt_runtime_destroy(pre_runtime(q, &q));
 	pre_wake(q, samples, false);
 	pre_wake(q, samples, true);
 	pre_cost(q, false);
@@ -1063,10 +1136,8 @@ static int bench_hogwake(int argc, char **argv)
 		usage();
 	h.cross = !strcmp(argv[2], "cross");
 	if (argc >= 4)
-		h.rounds = arg_long(argv[3], 10);
-	h.delay = calloc((size_t)h.rounds, sizeof(*h.delay));
-	if (!h.delay)
-		return 1;
+		h.rounds = arg_range(argv[3], "ROUNDS", 10, LONG_MAX / 100); /* x 99 for the p99 */
+	h.delay = xcalloc((size_t)h.rounds, sizeof(*h.delay), "rounds");
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = h.cross ? 2 : 1;
 	cfg.preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
@@ -1212,9 +1283,10 @@ static int bench_filewrite(int argc, char **argv)
 		usage();
 	aff = !strcmp(argv[2], "aff");
 	if (argc >= 4)
-		fw.writes = arg_long(argv[3], 10);
+		fw.writes = arg_range(argv[3], "WRITES", 10, LONG_MAX / 100); /* x 99 for the p99 */
+	/* in ns, added to the clock: 18446744073709552 us wrapped to 0 ns and still spun */
 	if (argc >= 5)
-		fw.spin_ns = (uint64_t)arg_long(argv[4], 0) * 1000u;
+		fw.spin_ns = (uint64_t)arg_range(argv[4], "SPIN_US", 0, LONG_MAX / 1000) * 1000u;
 	if (argc >= 6)
 		mode = argv[5];
 	if (argc >= 7)
@@ -1229,9 +1301,11 @@ static int bench_filewrite(int argc, char **argv)
 		return 1;
 	}
 	unlink(path);
-	fw.lat = calloc((size_t)fw.writes, sizeof(*fw.lat));
-	if (!fw.lat || posix_memalign(&fw.buf, 4096, FW_BLOCK))
+	fw.lat = xcalloc((size_t)fw.writes, sizeof(*fw.lat), "writes");
+	if (posix_memalign(&fw.buf, 4096, FW_BLOCK)) {
+		fprintf(stderr, "proxyrt_bench: out of memory for a %u-byte block\n", FW_BLOCK);
 		return 1;
+	}
 	memset(fw.buf, 'x', FW_BLOCK);
 	fw_run(&fw, aff ? 0 : PRT_RT_NO_IOWQ_AFF);
 	close(fw.fd);

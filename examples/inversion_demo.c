@@ -16,6 +16,8 @@
  *     Ms wait for L's section and H waits for whatever runs when it
  *     comes due.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,20 +99,40 @@ static void explain(const struct inv_params *p, struct inv_result *r)
 	       p->mburst_us / 1000);
 }
 
+/* SAMPLES: a whole number in range, or -1 (atoi() ran "5x" as 5). */
+static int parse_samples(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 1 || v > INT_MAX - INV_WARM) /* 2147483642 */
+		return -1;
+	return (int)v;
+}
+
 int main(int argc, char **argv)
 {
 	struct inv_params p = {
-		.samples = argc > 1 ? atoi(argv[1]) : 100,
+		.samples = 100,
 		.period_us = 10000, .hold_us = 1000, .nmed = 3,
 		.mburst_us = 2000, .moff_us = 200, .hoff_us = 500, .yield_every_us = 0,
 	};
 	struct inv_result r[NRUNS];
+	const char *bad = NULL;
 	char why[512];
 	uint64_t q;
 	int pre;
 
-	if (p.samples < 1) {
-		fprintf(stderr, "usage: inversion_demo [SAMPLES]\n");
+	if (argc > 2)
+		bad = "one argument at most";
+	else if (argc == 2 && (p.samples = parse_samples(argv[1])) < 0)
+		bad = "SAMPLES must be a whole number from 1 to 2147483642";
+	else
+		bad = inv_params_check(&p);
+	if (bad) {
+		fprintf(stderr, "inversion_demo: %s\nusage: inversion_demo [SAMPLES]\n", bad);
 		return 2;
 	}
 	memset(r, 0, sizeof(r));
