@@ -144,6 +144,95 @@ else
 	echo "note: $DEMO not built (-Dexamples=false): its checks skipped"
 fi
 
+# ---- the scripts (bench/floors.sh, bench/peers/run.sh, ratios.sh)
+# floors.sh ROUNDS: a whole number >= 1 (abc printed a seq error, 0 and -1 nothing; all exit 0)
+for n in abc 0 -1 2x; do
+	run bash "$src/bench/floors.sh" "$build" "$n"
+	if [ $rc -ne 2 ] || ! grep -q "ROUNDS '$n'" "$tmp/err"; then
+		fail "floors.sh $build $n: rc=$rc, want 2 and a ROUNDS message: $(head -c 300 "$tmp/err")"
+	fi
+done
+
+# ratios.sh: an unreadable input is an error (exit 2, as summarize.sh), not an awk message and 0
+run bash "$src/bench/peers/ratios.sh" "$tmp/nonexistent"
+if [ $rc -ne 2 ] || ! grep -q 'cannot read' "$tmp/err"; then
+	fail "ratios.sh on a missing file: rc=$rc: $(head -c 300 "$tmp/err")"
+fi
+# ... and W4rw (rw_prio_inversion) has its ratios, as the README's comparison says
+printf '%s\n' 'peer=pthread workload=rw_prio_inversion variant=none lock_p99_us=100 resp_p99_us=200' \
+	'peer=proxyrt workload=rw_prio_inversion variant=proxy lock_p99_us=50 resp_p99_us=50' >"$tmp/rw.txt"
+run bash "$src/bench/peers/ratios.sh" "$tmp/rw.txt"
+if [ $rc -ne 0 ] || ! grep -q '^workload=rw_prio_inversion metric=lock_p99_us .* ratio=0.5$' "$tmp/out" ||
+	! grep -q '^workload=rw_prio_inversion metric=resp_p99_us .* ratio=0.25$' "$tmp/out"; then
+	fail "ratios.sh, rw_prio_inversion: rc=$rc: $(head -c 300 "$tmp/out" "$tmp/err")"
+fi
+
+# A server already on the HTTP port: ours fails to listen, and the harness
+# must say FAILED (and exit non-zero), not measure the other one as ours.
+# wrk is replaced by a stand-in printing a fixed report: what is checked is
+# which server the harness reports, never a figure.
+if command -v python3 >/dev/null && command -v taskset >/dev/null && command -v curl >/dev/null &&
+	[ -r /proc/net/tcp ]; then
+	mkdir -p "$tmp/bin"
+	printf '%s\n' '#!/bin/sh' \
+		"printf '  Latency Distribution\\n     50%%  100.00us\\n     99%%  200.00us\\n'" \
+		"printf '  1000 requests in 1.00s, 100.00KB read\\nRequests/sec:   1000.00\\n'" >"$tmp/bin/wrk"
+	chmod +x "$tmp/bin/wrk"
+	printf '%s\n' 'import http.server, sys' \
+		'class H(http.server.BaseHTTPRequestHandler):' \
+		'    protocol_version = "HTTP/1.1"' \
+		'    def do_GET(self):' \
+		'        b = b"Hello, World!"' \
+		'        self.send_response(200)' \
+		'        self.send_header("Content-Length", str(len(b)))' \
+		'        self.end_headers()' \
+		'        self.wfile.write(b)' \
+		'    def log_message(self, *a):' \
+		'        pass' \
+		's = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)' \
+		'print(s.server_address[1], flush=True)' \
+		's.serve_forever()' >"$tmp/squat.py"
+	# below the ephemeral range, so that the next three ports are free too
+	squat=
+	for _ in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 10000))
+		rm -f "$tmp/port"
+		python3 "$tmp/squat.py" "$port" >"$tmp/port" 2>/dev/null &
+		squat=$!
+		for _ in $(seq 100); do
+			if [ -s "$tmp/port" ] || ! kill -0 "$squat" 2>/dev/null; then
+				break
+			fi
+			sleep 0.1
+		done
+		[ -s "$tmp/port" ] && break
+		kill "$squat" 2>/dev/null
+		wait "$squat" 2>/dev/null
+		squat=
+	done
+	if [ -n "$squat" ]; then
+		PATH=$tmp/bin:$PATH FLOORS_PORT=$port MUTEX_T=4 MUTEX_K=100 \
+			run bash "$src/bench/floors.sh" "$build" 1
+		if [ $rc -eq 0 ] || ! grep -q '^W6 proxyrt status=FAILED' "$tmp/out" ||
+			grep -q '^W6 proxyrt_server_ns_per_req' "$tmp/out"; then
+			fail "floors.sh with port $port taken: rc=$rc: $(head -c 600 "$tmp/out")"
+		fi
+		PATH=$tmp/bin:$PATH PROXYRT_BENCH=$(realpath "$PB") HTTP_PORT_RAW=$port \
+			HTTP_PORT_NETHTTP=$((port + 1)) HTTP_PORT_NGINX=$((port + 2)) \
+			HTTP_SERVER_CPU=0 HTTP_CLIENT_CPU=0 run bash "$src/bench/peers/run.sh" --no-build W6
+		if [ $rc -eq 0 ] || ! grep -q '^peer=proxyrt workload=http status=FAILED' "$tmp/out" ||
+			grep -q '^peer=proxyrt workload=http variant=' "$tmp/out"; then
+			fail "run.sh W6 with port $port taken: rc=$rc: $(grep '^peer=' "$tmp/out" | head -c 600)"
+		fi
+		kill "$squat"
+		wait "$squat" 2>/dev/null
+	else
+		fail "could not start a server to take a port (python3 $tmp/squat.py)"
+	fi
+else
+	echo "note: python3, taskset, curl or /proc/net/tcp missing: the taken-port checks skipped"
+fi
+
 if [ $fails -ne 0 ]; then
 	echo "$fails check(s) failed" >&2
 	exit 1
