@@ -82,7 +82,11 @@ usage_err 'N.*4611686018427387904' "$PB" yield 4611686018427387904
 
 # ---- a failed allocation says so (where the kernel refuses 8 PB: not with overcommit "always")
 if [ "$(cat /proc/sys/vm/overcommit_memory 2>/dev/null)" != 1 ]; then
-	export ASAN_OPTIONS=allocator_may_return_null=1
+	# The sanitizers' allocators abort on such a size unless told to fail it
+	# (appended: the last setting wins over the caller's own options).
+	saved_asan=${ASAN_OPTIONS-} saved_tsan=${TSAN_OPTIONS-}
+	export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1
+	export TSAN_OPTIONS=${TSAN_OPTIONS:+$TSAN_OPTIONS:}allocator_may_return_null=1
 	for c in "mutex 1 999999999999999 1 0 0" "hogwake same 999999999999999" \
 		"filewrite aff 999999999999999 0 buffered $tmp" "preempt 1000000 999999999999999"; do
 		# shellcheck disable=SC2086
@@ -91,7 +95,7 @@ if [ "$(cat /proc/sys/vm/overcommit_memory 2>/dev/null)" != 1 ]; then
 			fail "$c: rc=$rc, want 1 and 'out of memory': $(head -c 300 "$tmp/err")"
 		fi
 	done
-	unset ASAN_OPTIONS
+	ASAN_OPTIONS=$saved_asan TSAN_OPTIONS=$saved_tsan
 else
 	echo "note: vm.overcommit_memory=1, allocation failure checks skipped"
 fi
