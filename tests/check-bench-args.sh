@@ -18,6 +18,9 @@ if [ ! -x "$PB" ] || [ ! -x "$FL" ]; then
 	exit 77
 fi
 command -v timeout >/dev/null || { echo "skip: no timeout(1)"; exit 77; }
+# The checks set the time slice where it matters: not the caller's (the
+# suite's cooperative lane sets PRT_PREEMPT_QUANTUM_NS=0 for everything).
+unset PRT_PREEMPT_QUANTUM_NS
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -91,6 +94,11 @@ if [ "$(cat /proc/sys/vm/overcommit_memory 2>/dev/null)" != 1 ]; then
 		"filewrite aff 999999999999999 0 buffered $tmp" "preempt 1000000 999999999999999"; do
 		# shellcheck disable=SC2086
 		run "$PB" $c
+		# preempt needs preemption, which valgrind or a seccomp profile may rule out
+		if [ "${c%% *}" = preempt ] && grep -q 'cooperative' "$tmp/err"; then
+			echo "note: no preemption here: $c not checked"
+			continue
+		fi
 		if [ $rc -ne 1 ] || ! grep -q 'out of memory' "$tmp/err"; then
 			fail "$c: rc=$rc, want 1 and 'out of memory': $(head -c 300 "$tmp/err")"
 		fi
