@@ -87,6 +87,8 @@ enum prt__pause_site {
 	 * count raised, fault.c: it is test code inside the library's.)
 	 */
 	PRT_PAUSE_WATCH_SPIN,
+	/* An interrupted fiber's look (preempt_eval) is about to check the table of code ranges. */
+	PRT_PAUSE_EVAL_RANGES,
 	PRT_PAUSE_NSITES,
 };
 

@@ -847,9 +847,17 @@ static void preempt_eval(struct prt__worker *w, unsigned why, bool interrupted)
 	 * still allows, another may be now (dlclose, then a dlopen that
 	 * maps a denied object at the same address). By the table as it is
 	 * now, may it be stopped there? If not, the interrupt is deferred,
-	 * as the handler would have (preempt_sig.c, interrupt()).
+	 * as the handler would have (preempt_sig.c, interrupt()). Whenever
+	 * the table changed since the handler's look (its seq), not only
+	 * when this check remade it: another worker, an idle one or a new
+	 * runtime may have remade it in between (a review: 4-6 of 100
+	 * cycles stopped inside the denied library with 2 workers).
 	 */
-	if (ranges_check() && interrupted && !prt__range_allowed(p->stop_pc)) {
+	prt__fault_pause(PRT_PAUSE_EVAL_RANGES);
+	ranges_check();
+	/* acquire: pairs with the release store that ends ranges_make() */
+	if (interrupted && atomic_load_explicit(&prt__ranges.seq, memory_order_acquire) != p->stop_seq &&
+	    !prt__range_allowed(p->stop_pc, NULL)) {
 		prt__held_mark_owed(&self->nheld);
 		/* relaxed: this thread's own look honours them (as the handler's defer()) */
 		atomic_fetch_or_explicit(&p->events, why & PRT_PEV_PENDING_ALL, memory_order_relaxed);

@@ -86,11 +86,14 @@ struct prt__wpreempt {
 	unsigned nr_stopped;
 	uint64_t exc_snap;
 	/*
-	 * Where the handler last tried to stop the fiber (its pc), by the
-	 * table of ranges as it was then: preempt_eval looks again when it
-	 * finds that table out of date. This thread's.
+	 * Where the handler last stopped the fiber (its pc), and the seq of
+	 * the table of ranges it judged by (prt__ranges.seq): preempt_eval
+	 * judges the pc again when the table changed since, whoever made it
+	 * again (this worker, another, an idle one, a new runtime). This
+	 * thread's.
 	 */
 	uintptr_t stop_pc;
+	unsigned stop_seq;
 	int exc_prio; /* exc_fiber's priority then (the fiber itself may be queued elsewhere since) */
 	/*
 	 * A monotonic tick stopped while a fiber above the contention ran

@@ -30,8 +30,11 @@ struct prt__ranges {
 	} r[PRT_RANGES_MAX];
 };
 extern struct prt__ranges prt__ranges;
-/* May a fiber be stopped at @pc, by the table as it is now? Async-signal-safe (preempt_sig.c). */
-bool prt__range_allowed(uintptr_t pc);
+/*
+ * May a fiber be stopped at @pc, by the table as it is now? The table's
+ * seq it judged by in *@seq (unless NULL). Async-signal-safe (preempt_sig.c).
+ */
+bool prt__range_allowed(uintptr_t pc, unsigned *seq);
 
 /* What each preemption signal had before (preempt_lock); the handler calls it for signals not its own. */
 extern struct prt__sigact prt__preempt_old[NSIG];

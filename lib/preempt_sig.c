@@ -39,7 +39,7 @@ extern const char prt__text_end[] __attribute__((visibility("hidden")));
 struct prt__ranges prt__ranges;
 struct prt__sigact prt__preempt_old[NSIG];
 
-bool prt__range_allowed(uintptr_t pc)
+bool prt__range_allowed(uintptr_t pc, unsigned *seq)
 {
 	struct prt__ranges *t = &prt__ranges;
 	/* acquire: pairs with the release store that ends ranges_make() */
@@ -48,6 +48,8 @@ bool prt__range_allowed(uintptr_t pc)
 	unsigned lo = 0, hi = atomic_load_explicit(&t->n, memory_order_acquire);
 	bool ok = false;
 
+	if (seq)
+		*seq = s;
 	if (s & 1)
 		return false;
 	if (hi > PRT_RANGES_MAX)
@@ -250,6 +252,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 {
 	struct prt__fiber *f = PRT_READ_ONCE(w->curr);
 	uintptr_t pc = prt__uc_pc(uc), base = (uintptr_t)f->stack.base;
+	unsigned seq = 0;
 
 	if (PRT_READ_ONCE(w->rq.serve_prio) < 0)
 		return; /* its last pick found nothing: it looks for work already */
@@ -262,8 +265,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
-	w->pw.stop_pc = pc; /* preempt_eval looks again if the table changed since it was made */
-	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !prt__range_allowed(pc) ||
+	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !prt__range_allowed(pc, &seq) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
 				base + PRT_PREEMPT_STACK_RESERVE)) {
 		mark_owed(f);
@@ -272,6 +274,9 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 			watch_slack_grow(w);
 		return;
 	}
+	/* Stopped: preempt_eval judges @pc again if the table changed since (any thread may remake it). */
+	w->pw.stop_pc = pc;
+	w->pw.stop_seq = seq;
 	if (src == PRT_PSRC_WATCH)
 		watch_slack_shrink(w);
 }

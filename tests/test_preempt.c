@@ -2597,12 +2597,30 @@ static void *reuse_driver(void *arg)
 	return NULL;
 }
 
-static void test_deny_object_at_reused_address(void **state)
+#if PRT_FAULT_INJECTION
+/*
+ * Another thread makes the table again between the handler's look and
+ * the interrupted fiber's (another worker's look, an idle worker, a new
+ * runtime): here, once, at the look itself, through a denial of a range
+ * nobody runs.
+ */
+static atomic_int remade;
+static char remake_dummy[2];
+
+static void remake_table(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&remade, 1))
+		prt_preempt_deny_range(&remake_dummy[0], &remake_dummy[1]);
+}
+#endif
+
+static void deny_reused(bool remake)
 {
 	uint64_t t0, x = 1, n = 1 << 20, lib_iters;
 	int places = 0;
 
-	(void)state;
+	(void)remake; /* used in fault-injection builds */
 	assert_int_equal(prt_preempt_deny_object("libprtreuseb"), 0);
 	t0 = test_mono_ns();
 	x = spin_work(x, (unsigned)n);
@@ -2622,7 +2640,17 @@ static void test_deny_object_at_reused_address(void **state)
 			dlclose(r.ha);
 			skip();
 		}
+#if PRT_FAULT_INJECTION
+		atomic_store(&remade, 0);
+		if (remake)
+			prt__fault_set_pause(PRT_PAUSE_EVAL_RANGES, remake_table, NULL);
+#endif
 		join_ok(spawn_at(rt, 16, 0, reuse_driver, &r));
+#if PRT_FAULT_INJECTION
+		prt__fault_set_pause(PRT_PAUSE_EVAL_RANGES, NULL, NULL);
+		if (remake)
+			assert_int_equal(atomic_load(&remade), 1);
+#endif
 		assert_int_equal(prt_runtime_destroy(rt), 0);
 		assert_int_equal(atomic_load(&r.d.rounds), DSPIN_ROUNDS);
 		assert_int_equal(r.d.stopped_inside, 0);
@@ -2630,6 +2658,28 @@ static void test_deny_object_at_reused_address(void **state)
 	}
 	/* The case this is about (else the denied library's code was never in the table) */
 	assert_true(places > 0);
+}
+
+static void test_deny_object_at_reused_address(void **state)
+{
+	(void)state;
+	deny_reused(false);
+}
+
+/*
+ * The same, with the table made again by another thread before the
+ * stopped fiber's own look (a review: 4-6 of 100 cycles stopped inside
+ * the denied library with two workers; the look judged again only when
+ * it remade the table itself). Fault-injection builds (the pause point).
+ */
+static void test_deny_recheck_after_other_remake(void **state)
+{
+	(void)state;
+#if PRT_FAULT_INJECTION
+	deny_reused(true);
+#else
+	skip();
+#endif
 }
 
 /*
@@ -4193,6 +4243,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_signal_roles_across_runtimes),
 		cmocka_unit_test(test_deny_range_and_object),
 		cmocka_unit_test(test_deny_object_at_reused_address),
+		cmocka_unit_test(test_deny_recheck_after_other_remake),
 		cmocka_unit_test(test_now_ns_is_safe_point),
 		cmocka_unit_test(test_retry_backs_off),
 		cmocka_unit_test(test_watch_follows_timers),

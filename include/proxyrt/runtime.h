@@ -185,8 +185,11 @@ typedef struct prt_runtime_config {
 	 * not sent by the runtime go to the previous handler (dropped if it
 	 * was SIG_DFL or SIG_IGN). Only worker threads ever receive it.
 	 * Refused (-EINVAL) as dump_signal is, and equal to dump_signal
-	 * when the runtime is preemptive (a cooperative one takes no signal
-	 * for preemption); -EBUSY if another live runtime uses it as its
+	 * when the runtime is configured preemptive (its quantum, the
+	 * environment's included, is not 0: also where valgrind or a
+	 * sanitizer then keeps it cooperative, so that a configuration
+	 * means the same everywhere; a quantum of 0 takes no signal for
+	 * preemption); -EBUSY if another live runtime uses it as its
 	 * dump_signal.
 	 */
 	int preempt_signal;
