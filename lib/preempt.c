@@ -226,22 +226,16 @@ static int count_objs(struct dl_phdr_info *info, size_t size, void *arg)
 	return 1; /* the counters are global: the first object tells */
 }
 
-/*
- * Was a library loaded or unloaded since the table was made? Then make
- * it again, and say so.
- */
-static bool ranges_check(void)
+/* Was a library loaded or unloaded since the table was made? Then make it again. */
+static void ranges_check(void)
 {
 	unsigned long long c[2] = { 0, 0 };
-	bool stale;
 
 	dl_iterate_phdr(count_objs, c);
 	pthread_mutex_lock(&preempt_lock);
-	stale = c[0] != ranges_adds || c[1] != ranges_subs;
-	if (stale)
+	if (c[0] != ranges_adds || c[1] != ranges_subs)
 		ranges_make();
 	pthread_mutex_unlock(&preempt_lock);
-	return stale;
 }
 
 PRT_API int prt_preempt_deny_range(const void *start, const void *end)
