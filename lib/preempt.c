@@ -300,11 +300,23 @@ PRT_API int prt_preempt_deny_object(const char *name)
  * Start @tick; rq lock held. @snap: the switch count the first tick
  * compares with. @first: ns to the first tick (0: a quantum).
  */
+/*
+ * Set @ticking, and PRT_PSLOW_TICK unless it is a CPU-time tick (the one
+ * case where the pick hook's inline half has nothing to do for it); rq
+ * lock held.
+ */
+static void tick_set(struct prt__worker *w, uint8_t mode)
+{
+	w->pw.ticking = mode;
+	w->pick_slow = (uint8_t)((w->pick_slow & ~PRT_PSLOW_TICK) |
+				 (mode != PRT_TICK_CPU ? PRT_PSLOW_TICK : 0));
+}
+
 static void tick_start(struct prt__worker *w, uint64_t snap, uint64_t first)
 {
 	struct prt__wpreempt *p = &w->pw;
 
-	p->ticking = p->tick_cpu ? PRT_TICK_CPU : PRT_TICK_MONO;
+	tick_set(w, p->tick_cpu ? PRT_TICK_CPU : PRT_TICK_MONO);
 	p->tick_left = 0;
 	atomic_store_explicit(&p->tick_snap, snap, memory_order_relaxed); /* this thread's */
 	prt__preempt_settime(p->tick, 0, first ? first : p->quantum, p->quantum);
@@ -312,7 +324,7 @@ static void tick_start(struct prt__worker *w, uint64_t snap, uint64_t first)
 
 static void tick_stop(struct prt__worker *w)
 {
-	w->pw.ticking = 0;
+	tick_set(w, 0);
 	w->pw.tick_left = 0;
 	prt__preempt_settime(w->pw.tick, 0, 0, 0);
 }
@@ -327,7 +339,7 @@ static void tick_pause(struct prt__worker *w, bool due)
 {
 	uint64_t left = prt__preempt_settime(w->pw.tick, 0, 0, 0);
 
-	w->pw.ticking = 0;
+	tick_set(w, 0);
 	w->pw.tick_left = due || !left ? 1 : left;
 }
 
@@ -1163,6 +1175,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 		p->sig = sig;
 		rt->workers[i]->rq.serve_prio = -1;
 		watch_set(rt->workers[i], PRT_NEVER);
+		tick_set(rt->workers[i], 0);
 		atomic_init(&p->watch_slack, 0);
 		atomic_init(&p->watch_deferred, 0);
 		p->watch_late = 0;

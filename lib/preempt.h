@@ -190,6 +190,7 @@ enum {
  */
 #define PRT_PSLOW_WATCH 1u /* @watch is armed (watch_at) */
 #define PRT_PSLOW_EXC 2u   /* a slice waits to go on (exc_fiber) */
+#define PRT_PSLOW_TICK 4u  /* @ticking is not PRT_TICK_CPU: the tick may have to start or pause */
 
 /* struct prt__wpreempt.events */
 #define PRT_PEV_PENDING(src) (1u << (src))

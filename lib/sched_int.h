@@ -525,7 +525,6 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 				       struct prt__fiber *donor)
 {
 	struct prt__wpreempt *p = &w->pw;
-	int prio, tick;
 
 	if (prt__likely(!p->quantum))
 		return;
@@ -533,31 +532,21 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	 * The common pick of a preemptive runtime, inline (a call here cost
 	 * a yield 10%): nothing to clear (events, a kick of its own recorded
 	 * in @deferred), no timer to watch nor a watch to disarm, no slice
-	 * to carry on after a fiber above (exc_fiber; these three with
-	 * pick_slow in one load: pick_look), and the tick neither starts nor
-	 * stops. relaxed: a look, which the slow half makes again and
-	 * clears.
+	 * to carry on after a fiber above (exc_fiber), and a CPU-time tick
+	 * running (the default quantum's while fibers share the worker: it
+	 * stops itself, preempt_eval). These with pick_slow
+	 * (PRT_PSLOW_*) in one load: pick_look. A pick with no tick or a
+	 * monotonic one (the tick may have to start or pause) takes the
+	 * slow half; so does one to the idle context. relaxed: a look,
+	 * which the slow half makes again and clears.
 	 */
 	if (prt__unlikely(!next || (w->pick_look | atomic_load_explicit(&p->events,
 									memory_order_relaxed)))) {
 		prt__preempt_picked_slow(w, next, donor);
 		return;
 	}
-	prio = atomic_load_explicit(&donor->prio, memory_order_relaxed);
-	/*
-	 * The tick may have to start (contention at this priority, or
-	 * requests in flight here: their completions are seen only when
-	 * this worker looks) or pause (a monotonic one, served above it; a
-	 * CPU-time tick stops itself: preempt_eval).
-	 */
-	tick = p->ticking;
-	if (prt__unlikely(tick != PRT_TICK_CPU &&
-			  (tick ? prio > w->rq.serve_prio
-				: (w->rq.bitmap && prt__rq_top(w->rq.bitmap) >= prio) || w->io.inflight))) {
-		prt__preempt_picked_slow(w, next, donor);
-		return;
-	}
-	PRT_WRITE_ONCE(w->rq.serve_prio, prio); /* this thread's handler reads it (interrupt) */
+	/* this thread's handler reads it (interrupt) */
+	PRT_WRITE_ONCE(w->rq.serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
 }
 
 static inline bool prt__preempt_queued(struct prt__worker *t, struct prt__fiber *f)
