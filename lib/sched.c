@@ -446,7 +446,7 @@ static void sleep_timer_fire(struct prt__timer *t, void *ctx)
 	prt__wake_here_locked(ctx, prt__container_of(t, struct prt__fiber, timer));
 }
 
-int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
+int prt__sleep_until(struct prt__worker *w, uint64_t deadline, bool cancellable)
 {
 	struct prt__fiber *self = w->curr;
 
@@ -467,7 +467,7 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 	 * run once our switch away has ended (on_cpu, invariant 3).
 	 */
 	prt__spin_lock(&self->lock); /* rq -> f->lock; a prt_cancel looks under it */
-	if (prt__cancel_pending(self)) {
+	if (cancellable && prt__cancel_pending(self)) {
 		prt__spin_unlock(&self->lock);
 		prt__timer_del(&w->timers, &self->timer);
 		PRT_WRITE_ONCE(w->ntimers, w->ntimers - 1);
@@ -475,7 +475,8 @@ int prt__sleep_until(struct prt__worker *w, uint64_t deadline)
 		self->timer_w = NULL;
 		return -ECANCELED;
 	}
-	self->cancel_sleep = w; /* cleared by the wake (prt__wake_here_locked) */
+	if (cancellable)
+		self->cancel_sleep = w; /* cleared by the wake (prt__wake_here_locked) */
 	atomic_store_explicit(&self->state, PRT_FS_BLOCKED, memory_order_relaxed);
 	prt__spin_unlock(&self->lock);
 	prt__put_donor(w, false);
@@ -520,7 +521,7 @@ PRT_API int prt_sleep_until(uint64_t deadline_ns)
 		return -ECANCELED;
 	if (deadline_ns <= prt__now_ns())
 		return prt_yield();
-	return prt__sleep_until(w, deadline_ns);
+	return prt__sleep_until(w, deadline_ns, true);
 }
 
 PRT_API int prt_sleep_ns(uint64_t ns)

@@ -405,10 +405,10 @@ void prt__schedule_blocked(struct prt__worker *w);
 
 /*
  * Block the calling fiber until CLOCK_MONOTONIC reaches @deadline (ns).
- * Returns 0, -ENOMEM (timer heap could not grow) or -ECANCELED
- * (prt_cancel: pending before it slept, or prt__sleep_cancel).
+ * Returns 0, -ENOMEM (timer heap could not grow) or, if @cancellable,
+ * -ECANCELED (prt_cancel: pending before it slept, or prt__sleep_cancel).
  */
-int prt__sleep_until(struct prt__worker *w, uint64_t deadline);
+int prt__sleep_until(struct prt__worker *w, uint64_t deadline, bool cancellable);
 /*
  * prt_cancel of @f (its id @id), found asleep in prt_sleep_* on @sw's
  * heap (prt__fiber.cancel_sleep): if it still sleeps there, fire its

@@ -9,6 +9,7 @@
 // with the fiber (lib/switch.h, prt__cxa_switch), the first fiber to
 // end its catch freed the other's exception (a use after free under
 // ASan) and `throw;` rethrew the other's.
+#include <cerrno>
 #include <cstdarg>
 #include <cstddef>
 #include <csetjmp>
@@ -18,6 +19,10 @@
 #include <cstring>
 #include <atomic>
 #include <exception>
+#include <initializer_list>
+
+#include <dlfcn.h>
+#include <unistd.h>
 
 extern "C" {
 #include <cmocka.h>
@@ -314,6 +319,228 @@ void test_preempted_in_catch(void **)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+
+// ---- function-local statics whose initializer a fiber is switched out of ----
+//
+// While one fiber runs a static's initializer, another that reaches it
+// must wait as a fiber: the C++ runtime's own wait blocks the worker
+// thread in the kernel, and a fiber of that worker inside the
+// initializer (blocked in it, or preempted in it) then never runs again
+// to finish it (lib/cxa_guard.c). Each test waits for its fibers with a
+// deadline and reports a hang as a failure.
+
+std::atomic<int> inits_blocking{ 0 }, inits_computing{ 0 }, inits_many[8];
+std::atomic<int> arrived{ 0 };
+
+// Is the C++ runtime's one-time construction call proxyrt's, in the
+// object that holds proxyrt (this program or libproxyrt.so)? TSan
+// intercepts it.
+bool guard_is_proxyrts()
+{
+	Dl_info g, p;
+	void *sym = dlsym(RTLD_DEFAULT, "__cxa_guard_acquire");
+
+	return sym && dladdr(sym, &g) && dladdr(reinterpret_cast<void *>(&prt_yield), &p) &&
+	       g.dli_fbase == p.dli_fbase;
+}
+
+bool skip_unless_ours()
+{
+	if (guard_is_proxyrts())
+		return false;
+	fprintf(stderr, "test_cxx: __cxa_guard_acquire is not proxyrt's here (a sanitizer's"
+			"): skipped\n");
+	return true;
+}
+
+// Wait for @wg, at most 60 s; a hang is a failure (the runtime cannot be destroyed then).
+void wait_or_fail(prt_waitgroup_t *wg, const char *what)
+{
+	int rc = prt_waitgroup_timedwait_ns(wg, 60ull * 1000 * 1000 * 1000);
+
+	if (rc == ETIMEDOUT) {
+		fprintf(stderr, "test_cxx: %s: the fibers hung (a worker waits for a static's "
+				"initializer that one of its own fibers runs)\n", what);
+		_exit(1);
+	}
+	assert_int_equal(rc, 0);
+}
+
+// An initializer that blocks (sleeps: any scheduling point does).
+int blocking_value()
+{
+	static int v = [] {
+		inits_blocking++;
+		for (int i = 0; i < 5; i++)
+			prt_sleep_ns(200 * 1000);
+		return 42;
+	}();
+	return v;
+}
+
+struct StaticUse {
+	std::atomic<int> wrong{ 0 };
+};
+
+void *use_blocking(void *arg)
+{
+	auto *u = static_cast<StaticUse *>(arg);
+
+	if (blocking_value() != 42)
+		u->wrong++;
+	return nullptr;
+}
+
+// Cooperative, one worker: the first fiber sleeps inside the
+// initializer, the others reach it meanwhile.
+void test_static_init_blocked_in(void **)
+{
+	if (skip_unless_ours())
+		skip();
+	prt_runtime_t *rt = make_rt(1, 0);
+	prt_waitgroup_t wg;
+	prt_fiber_t fib[16];
+	int n = 0;
+	StaticUse u;
+
+	assert_int_equal(prt_waitgroup_init(&wg), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(prt_waitgroup_spawn(&wg, rt, &fib[n++], nullptr, use_blocking, &u), 0);
+	wait_or_fail(&wg, "initializer that sleeps");
+	while (n > 0)
+		join(fib[--n]);
+	assert_int_equal(inits_blocking.load(), 1);
+	assert_int_equal(u.wrong.load(), 0);
+	assert_int_equal(prt_waitgroup_destroy(&wg), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+// An initializer that computes, without runtime calls, until another
+// fiber has come to it (only preemption lets that fiber run), or for a
+// bounded count of rounds.
+int computing_value()
+{
+	static int v = [] {
+		volatile uint64_t x = 1;
+
+		inits_computing++;
+		for (long i = 0; i < 4000L * 1000 * 1000 && !arrived.load(); i++)
+			x = x * 6364136223846793005ull + 1;
+		return arrived.load() ? 7 : 8;
+	}();
+	return v;
+}
+
+void *use_computing(void *arg)
+{
+	auto *u = static_cast<StaticUse *>(arg);
+
+	arrived++;
+	if (computing_value() != 7)
+		u->wrong++;
+	return nullptr;
+}
+
+void *first_computing(void *arg)
+{
+	auto *u = static_cast<StaticUse *>(arg);
+
+	if (computing_value() != 7)
+		u->wrong++;
+	return nullptr;
+}
+
+// One worker, 50 us slices: the first fiber is preempted inside the
+// initializer, and the second, of its priority, reaches it.
+void test_static_init_preempted_in(void **)
+{
+	if (skip_unless_ours())
+		skip();
+	prt_runtime_t *rt = make_rt(1, 50 * 1000);
+	prt_waitgroup_t wg;
+	prt_fiber_t fib[16];
+	int n = 0;
+	StaticUse u;
+
+	if (prt_runtime_preemptive(rt, nullptr) != 1) {
+		fprintf(stderr, "test_cxx: no preemption here (%s): skipped\n",
+			prt_runtime_notice(rt) ? prt_runtime_notice(rt) : "?");
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		skip();
+	}
+	assert_int_equal(prt_waitgroup_init(&wg), 0);
+	assert_int_equal(prt_waitgroup_spawn(&wg, rt, &fib[n++], nullptr, first_computing, &u), 0);
+	assert_int_equal(prt_waitgroup_spawn(&wg, rt, &fib[n++], nullptr, use_computing, &u), 0);
+	wait_or_fail(&wg, "initializer preempted");
+	while (n > 0)
+		join(fib[--n]);
+	assert_int_equal(inits_computing.load(), 1);
+	assert_int_equal(arrived.load(), 1);
+	assert_int_equal(u.wrong.load(), 0);
+	assert_int_equal(prt_waitgroup_destroy(&wg), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+// Four statics, each computing a while; 16 fibers on 2 workers in
+// 50 us slices (preemptive) or yielding inside (cooperative) reach them
+// in turn.
+template <int K> int many_value()
+{
+	static int v = [] {
+		volatile uint64_t x = 1;
+
+		inits_many[K]++;
+		for (int r = 0; r < 20; r++) {
+			for (int i = 0; i < 20000; i++)
+				x = x * 6364136223846793005ull + 1;
+			if (!prt_runtime_preemptive(prt_runtime_self(), nullptr))
+				prt_yield();
+		}
+		return 100 + K;
+	}();
+	return v;
+}
+
+// Pass 0 uses statics 0-3, pass 1 statics 4-7 (each initializes once a process).
+template <int P> void *use_many(void *arg)
+{
+	auto *u = static_cast<StaticUse *>(arg);
+	int sum = many_value<4 * P>() + many_value<4 * P + 1>() + many_value<4 * P + 2>() +
+		  many_value<4 * P + 3>();
+
+	if (sum != 400 + 16 * P + 6)
+		u->wrong++;
+	return nullptr;
+}
+
+void test_static_init_many(void **)
+{
+	if (skip_unless_ours())
+		skip();
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t q = pass ? 0 : 50 * 1000;
+		prt_runtime_t *rt = make_rt(2, q);
+		prt_waitgroup_t wg;
+		prt_fiber_t fib[16];
+		int n = 0;
+		StaticUse u;
+
+		assert_int_equal(prt_waitgroup_init(&wg), 0);
+		for (int i = 0; i < 16; i++)
+			assert_int_equal(prt_waitgroup_spawn(&wg, rt, &fib[n++], nullptr,
+							     pass ? use_many<1> : use_many<0>, &u),
+					 0);
+		wait_or_fail(&wg, q ? "four initializers, preemptive" : "four initializers, cooperative");
+		while (n > 0)
+			join(fib[--n]);
+		for (int k = 4 * pass; k < 4 * pass + 4; k++)
+			assert_int_equal(inits_many[k].load(), 1);
+		assert_int_equal(u.wrong.load(), 0);
+		assert_int_equal(prt_waitgroup_destroy(&wg), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+	}
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -323,6 +550,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_catch_block_moves),
 		cmocka_unit_test(test_uncaught_count_is_the_fibers),
 		cmocka_unit_test(test_preempted_in_catch),
+		cmocka_unit_test(test_static_init_blocked_in),
+		cmocka_unit_test(test_static_init_preempted_in),
+		cmocka_unit_test(test_static_init_many),
 	};
 
 	// The tests choose their time slices: not the environment's.
