@@ -22,6 +22,7 @@
 #include <stdio.h> /* renameat2 */
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -103,53 +104,109 @@ static void fopjob_orphan(struct prt__offjob *j)
 		close((int)res);
 }
 
-/* Copy @s to @dst (room checked by the caller); returns the copy, NULL for NULL. */
-static const char *copy_path(char **dst, const char *s, size_t len)
-{
-	char *c = *dst;
+/*
+ * The caller's memory, read and written by the kernel on our behalf
+ * (process_vm_readv/writev on this process), so that an unmapped
+ * address is -EFAULT, as the syscall itself says, rather than a fault in
+ * this library (a review: prt_openat with a wild path, prt_statx with a
+ * wild buffer, killed the process on epoll). Where a sandbox refuses
+ * those calls (seccomp: EPERM, ENOSYS), the copy is made directly.
+ * @out: from @src (ours) to @dst (the caller's); else the other way.
+ */
+static bool vm_copy_ok = true;
 
-	if (!s)
-		return NULL;
-	memcpy(c, s, len + 1);
-	*dst += len + 1;
-	return c;
+static long vm_copy(void *dst, const void *src, size_t n, bool out)
+{
+	struct iovec l = { out ? (void *)src : dst, n }, r = { out ? dst : (void *)src, n };
+	int saved = prt__errno_get(), err;
+	ssize_t got;
+
+	if (PRT_READ_ONCE(vm_copy_ok)) {
+		got = out ? process_vm_writev(getpid(), &l, 1, &r, 1, 0)
+			  : process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+		err = errno;
+		prt__errno_set(saved);
+		if (got >= 0)
+			return (long)got;
+		if (err != EPERM && err != ENOSYS)
+			return -err;
+		PRT_WRITE_ONCE(vm_copy_ok, false);
+	}
+	memcpy(dst, src, n);
+	return (long)n;
+}
+
+/*
+ * Copy path @s, its terminator included, to @dst (PATH_MAX bytes of
+ * room), page by page (a valid path may end just before an unmapped
+ * page); its length, or -EFAULT, or -ENAMETOOLONG for a path longer
+ * than the kernel takes (PATH_MAX with its terminator), as the syscall
+ * would say.
+ */
+static long path_copy(char *dst, const char *s)
+{
+	size_t got = 0;
+
+	while (got < PATH_MAX) {
+		uintptr_t at = (uintptr_t)s + got;
+		size_t want = 4096 - (at & 4095), n;
+		long r;
+		char *z;
+
+		if (want > PATH_MAX - got)
+			want = PATH_MAX - got;
+		if ((r = vm_copy(dst + got, (const void *)at, want, false)) <= 0)
+			return r ? r : -EFAULT;
+		n = (size_t)r;
+		if ((z = memchr(dst + got, 0, n)))
+			return z - dst;
+		got += n;
+	}
+	return -ENAMETOOLONG;
 }
 
 /*
  * A call on the pool: a detached job with copies of the paths (and its
- * own statx buffer).
- * -ENAMETOOLONG for a path longer than the kernel takes (PATH_MAX with
- * its terminator), as the syscall would say.
+ * own statx buffer), made and given back with vm_copy.
  */
 static long offload_timed(struct prt__worker *w, const struct prt__fopargs *a, uint64_t deadline)
 {
-	size_t l1 = a->path ? strnlen(a->path, PATH_MAX) : 0;
-	size_t l2 = a->path2 ? strnlen(a->path2, PATH_MAX) : 0;
-	size_t sz = sizeof(struct fopjob) + (a->path ? l1 + 1 : 0) + (a->path2 ? l2 + 1 : 0);
+	size_t sz = sizeof(struct fopjob) + (a->path ? PATH_MAX : 0) + (a->path2 ? PATH_MAX : 0);
 	struct fopjob *fj;
 	char *p;
-	long res;
+	long res, l = 0;
 	int err;
 
-	if (l1 == PATH_MAX || l2 == PATH_MAX)
-		return -ENAMETOOLONG;
 	if (!(fj = prt__alloc(sz)))
 		return -ENOMEM;
 	memset(fj, 0, sizeof(*fj));
 	fj->a = *a;
 	p = fj->paths;
-	fj->a.path = copy_path(&p, a->path, l1);
-	fj->a.path2 = copy_path(&p, a->path2, l2);
+	if (a->path) {
+		if ((l = path_copy(p, a->path)) < 0)
+			goto out;
+		fj->a.path = p;
+		p += l + 1;
+	}
+	if (a->path2) {
+		if ((l = path_copy(p, a->path2)) < 0)
+			goto out;
+		fj->a.path2 = p;
+	}
 	if (a->stx)
 		fj->a.stx = &fj->stx;
 	fj->job = (struct prt__offjob){ .fn = fopjob_run, .arg = &fj->a, .detached = true,
 					.droppable = true, .size = sz, .orphan = fopjob_orphan };
 	err = prt__offload_run(w, &fj->job, deadline);
 	res = err ? err : (long)(intptr_t)fj->job.ret;
-	if (!err && res == 0 && a->stx)
-		memcpy(a->stx, &fj->stx, sizeof(*a->stx)); /* ours now: the helper is done with it */
+	/* fj->stx is ours now: the helper is done with it */
+	if (!err && res == 0 && a->stx && (l = vm_copy(a->stx, &fj->stx, sizeof(*a->stx), true)) < 0)
+		res = l;
 	prt__offjob_put(&fj->job);
 	return res;
+out:
+	prt__free(fj, sz);
+	return l;
 }
 
 /*

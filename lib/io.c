@@ -457,7 +457,11 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
 /*
  * Wait for @events with poll(2) for at most @tmo ns (0: no limit).
  * Waits longer than poll's int milliseconds, and waits cut short by a
- * signal, go on until the deadline.
+ * signal, go on until the deadline. The fd is always looked at: a
+ * deadline that passed before the first look gets a poll(2) that does
+ * not wait, so a ready fd or a closed one says so, as a fiber's call
+ * does (a review: a 1 ns timeout was -ETIMEDOUT on a readable fd and on
+ * one not open).
  */
 static int thread_poll(int fd, short events, uint64_t tmo)
 {
@@ -466,14 +470,14 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 	int n, saved = prt__errno_get(), err;
 
 	for (;;) {
+		bool last = false;
 		int ms = -1;
 
 		if (deadline) {
 			uint64_t now = prt__now_ns(), left;
 
-			if (now >= deadline)
-				return -ETIMEDOUT;
-			left = (deadline - now) / 1000000u + 1; /* rounded up: never early */
+			last = now >= deadline;
+			left = last ? 0 : (deadline - now) / 1000000u + 1; /* rounded up: never early */
 			ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
 		n = poll(&p, 1, ms);
@@ -485,6 +489,8 @@ static int thread_poll(int fd, short events, uint64_t tmo)
 			return p.revents;
 		if (n < 0 && err != EINTR)
 			return -err;
+		if (n == 0 && last)
+			return -ETIMEDOUT;
 	}
 }
 
@@ -556,8 +562,7 @@ static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
 {
 	uint64_t backoff = PRT_CONNECT_BACKOFF_NS, until;
 	long n;
-	int err = 0, r;
-	socklen_t len = sizeof(err);
+	int r;
 
 	while ((n = prt__io_sys(a, false)) == -EAGAIN && prt__io_is_unix(a->fd)) {
 		struct timespec ts;
@@ -571,42 +576,68 @@ static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
 	}
 	if (n != -EINPROGRESS)
 		return n;
-	if (deadline && !deadline_left(deadline))
-		return -ETIMEDOUT;
-	r = thread_poll(a->fd, POLLOUT, deadline ? deadline_left(deadline) : 0);
-	if (r < 0)
-		return r;
-	if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		return -EBADF;
-	return -err;
+	for (;;) {
+		if (deadline && !deadline_left(deadline))
+			return -ETIMEDOUT;
+		r = thread_poll(a->fd, POLLOUT, deadline ? deadline_left(deadline) : 0);
+		if (r < 0)
+			return r;
+		if ((n = prt__connect_end(a)) <= 0)
+			return n;
+	}
+}
+
+long prt__connect_end(const struct prt__ioargs *a)
+{
+	long n = prt__io_sys(a, true);
+
+	if (n == 0 || n == -EISCONN)
+		return 0;
+	return n == -EALREADY || n == -EINPROGRESS ? 1 : n;
+}
+
+/* Is @fd O_NONBLOCK (a blocking one's recv honours MSG_WAITALL itself)? */
+static bool fd_nonblocking(int fd)
+{
+	int saved = prt__errno_get(), fl = fcntl(fd, F_GETFL);
+
+	prt__errno_set(saved);
+	return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+bool prt__waitall_short(const struct prt__ioargs *a, long n)
+{
+	return a->op == PRT_OP_RECV && n > 0 && (size_t)n < rw_len(a->n) &&
+	       (a->flags & (MSG_WAITALL | MSG_PEEK | MSG_DONTWAIT)) == MSG_WAITALL &&
+	       prt__sock_opt(a->fd, SO_TYPE) == SOCK_STREAM;
 }
 
 /*
- * The call on a plain thread: poll(2) first for a timeout, then the
- * syscall; on an fd that is non-blocking (a fiber's call on the epoll
- * backend made it so, or its owner did) the syscall's EAGAIN is waited
- * out with poll(2) too, as a fiber's call waits, unless the caller asked
- * not to wait (MSG_DONTWAIT): io.h, -EAGAIN.
+ * The call on a plain thread: the syscall, then, on an fd that is
+ * non-blocking, its EAGAIN waited out with poll(2), as a fiber's call
+ * waits (unless the caller asked not to wait, MSG_DONTWAIT: io.h,
+ * -EAGAIN). With a timeout the fd is made O_NONBLOCK first, so that the
+ * syscall never blocks past the deadline (a review: a 1 MiB write to a
+ * pipe that polled writable, a connect to a full backlog, blocked for
+ * good), as the epoll backend makes a fiber's (io.h); the syscall comes
+ * before any wait, as there, so a call that can complete does, whatever
+ * the timeout (a review: read(fd, buf, 0) on an empty pipe waited for
+ * its timeout; 1 ns was -ETIMEDOUT on a readable fd). A recv with
+ * MSG_WAITALL on a stream socket that is non-blocking goes on until it
+ * has all (the kernel ends it at the first data there, where a blocking
+ * one waits: a review), as the epoll backend's.
  */
 static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	short ev = prt__io_is_write(a->op) ? POLLOUT : POLLIN;
 	bool dontwait = (a->op == PRT_OP_RECV || a->op == PRT_OP_SEND) && (a->flags & MSG_DONTWAIT);
-	long n;
+	struct prt__ioargs rest = *a;
+	long n, done = 0;
 
 	if (tmo) {
-		int r = thread_poll(a->fd, ev, tmo), fl, saved = prt__errno_get();
+		int fl, saved = prt__errno_get();
 
-		if (r < 0)
-			return r;
-		/*
-		 * The syscall must not block past the deadline (a review: a 1
-		 * MiB write to a pipe that polled writable, a connect to a full
-		 * backlog, blocked for good): the fd is made O_NONBLOCK, as the
-		 * epoll backend makes a fiber's (io.h), and its EAGAIN waited
-		 * out below within the deadline.
-		 */
 		if ((fl = fcntl(a->fd, F_GETFL)) >= 0 && !(fl & O_NONBLOCK))
 			fcntl(a->fd, F_SETFL, fl | O_NONBLOCK);
 		prt__errno_set(saved);
@@ -616,18 +647,29 @@ static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 	for (;;) {
 		int r;
 
-		n = a->op == PRT_OP_WRITE || a->op == PRT_OP_WRITEV ? prt__io_write_nosigpipe(a)
-								    : prt__io_sys(a, false);
+		n = a->op == PRT_OP_WRITE || a->op == PRT_OP_WRITEV ? prt__io_write_nosigpipe(&rest)
+								    : prt__io_sys(&rest, false);
+		if (prt__waitall_short(&rest, n) && (tmo || fd_nonblocking(a->fd))) {
+			done += n;
+			rest.buf = (char *)rest.buf + n;
+			rest.n -= (size_t)n;
+			continue;
+		}
 		if (n != -EAGAIN || dontwait)
-			return n;
-		if (deadline && !deadline_left(deadline))
-			return -ETIMEDOUT;
+			break;
+		if (deadline && !deadline_left(deadline)) {
+			n = -ETIMEDOUT;
+			break;
+		}
 		r = thread_poll(a->fd, ev, deadline ? deadline_left(deadline) : 0);
-		if (r < 0)
-			return r;
+		if (r < 0) {
+			n = r;
+			break;
+		}
 	}
+	/* What came before an error, a timeout or the end of the stream is the call's result. */
+	return done && n <= 0 ? done : n < 0 ? n : done + n;
 }
-
 
 /* ---- the calls ---------------------------------------------------------------------- */
 

@@ -178,6 +178,23 @@ uint64_t prt__connect_retry_at(uint64_t deadline, uint64_t *ns);
 /* Is @fd an AF_UNIX socket (io.c)? errno kept. */
 bool prt__io_is_unix(int fd);
 
+/*
+ * A non-blocking connect (@a) that said -EINPROGRESS, once its fd polls
+ * writable: connect(2) again, which ends it as a blocking connect(2)
+ * would: 0 (connected), 1 (still under way: wait again) or its error,
+ * with the socket unconnected again, so a later connect makes a new
+ * attempt. (Reading the error with SO_ERROR left the socket
+ * "connecting": the next connect was -ECONNABORTED, a review.) io.c.
+ */
+long prt__connect_end(const struct prt__ioargs *a);
+/*
+ * A recv (@a) with MSG_WAITALL (no MSG_PEEK, no MSG_DONTWAIT) on a stream
+ * socket got @n > 0 bytes, fewer than asked: without blocking, the
+ * kernel ends it at the first data there, where a blocking recv(2)
+ * waits for all; the caller goes on for the rest (io.c).
+ */
+bool prt__waitall_short(const struct prt__ioargs *a, long n);
+
 /* Does @op wait for the fd to be writable (else readable)? */
 static inline bool prt__io_is_write(enum prt__io_opcode op)
 {

@@ -330,34 +330,40 @@ static int connect_backoff(uint64_t deadline, uint64_t *ns)
 	return until ? prt_sleep_until(until) : -ETIMEDOUT;
 }
 
-/* The call without blocking; while it would block, wait for its fd (a connect: its end). */
+/*
+ * The call without blocking; while it would block, wait for its fd (a
+ * connect: its end, prt__connect_end). A recv with MSG_WAITALL on a
+ * stream socket goes on until it has all (prt__waitall_short), and
+ * returns what came before an error, a timeout, a cancel or the end of
+ * the stream, as recv(2) and io_uring do.
+ */
 static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0, backoff = PRT_CONNECT_BACKOFF_NS;
 	/* The caller asked not to wait: -EAGAIN (io.h), as on io_uring and plain threads. */
 	bool dontwait = (a->op == PRT_OP_RECV || a->op == PRT_OP_SEND) && (a->flags & MSG_DONTWAIT);
 	bool connecting = false;
-	long n;
+	struct prt__ioargs rest = *a;
+	long n, done = 0;
 	int err;
 
 	if (a->op != PRT_OP_RECV && a->op != PRT_OP_SEND && (err = set_nonblock(a->fd)))
 		return err;
 	for (;;) {
 		if (connecting) {
-			int e = 0;
-			socklen_t l = sizeof(e);
-
-			int saved = prt__errno_get(), r;
-
-			if ((r = (int)prt__sys_ret(getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &e, &l), saved)) < 0)
-				return r;
-			if (e != EINPROGRESS && e != EALREADY)
-				return -e;
-		} else {
-			n = prt__io_sys(a, true);
-			if (n >= 0 || dontwait || (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINPROGRESS))
+			if ((n = prt__connect_end(a)) <= 0)
 				return n;
-			if (a->op == PRT_OP_CONNECT && n == -EAGAIN) {
+		} else {
+			n = prt__io_sys(&rest, true);
+			if (prt__waitall_short(&rest, n)) {
+				done += n;
+				rest.buf = (char *)rest.buf + n;
+				rest.n -= (size_t)n;
+				continue; /* more may be there already */
+			} else if (n >= 0 || dontwait ||
+				   (n != -EAGAIN && n != -EWOULDBLOCK && n != -EINPROGRESS)) {
+				break;
+			} else if (a->op == PRT_OP_CONNECT && n == -EAGAIN) {
 				/*
 				 * Not started (a full AF_UNIX backlog; the socket
 				 * then polls writable and SO_ERROR says 0: a
@@ -369,14 +375,16 @@ static long ep_op(struct prt__worker *w, const struct prt__ioargs *a, uint64_t t
 					return err;
 				w = prt__cur_worker();
 				continue;
+			} else {
+				connecting = a->op == PRT_OP_CONNECT;
 			}
-			connecting = a->op == PRT_OP_CONNECT;
 		}
-		err = ep_wait(w, a->fd, prt__io_is_write(a->op) ? EPOLLOUT : EPOLLIN, deadline);
-		if (err)
-			return err;
+		n = ep_wait(w, a->fd, prt__io_is_write(a->op) ? EPOLLOUT : EPOLLIN, deadline);
+		if (n)
+			break;
 		w = prt__cur_worker();
 	}
+	return done && n <= 0 ? done : n < 0 ? n : done + n;
 }
 
 _Static_assert(EPOLLIN == POLLIN && EPOLLPRI == POLLPRI && EPOLLOUT == POLLOUT &&

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -937,11 +938,62 @@ static void test_kernel_dropped_call(void **state)
 }
 #endif
 
+/*
+ * Bad pointers are -EFAULT, as the syscalls say. On epoll (and where the
+ * ring lacks an opcode) the calls run on the offload pool, which copied
+ * the paths and the statx buffer in this library: a wild pointer killed
+ * the process (a review: SIGSEGV in strnlen, 7 of 7 calls). A valid path
+ * that ends just before an unmapped page still works. Fibers, with and
+ * without a timeout, and a plain thread.
+ */
+static void *bad_ptr_main(void *arg)
+{
+	const char *dir = arg;
+	long pg = sysconf(_SC_PAGESIZE);
+	char *two = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+	const char *wild, *edge;
+	struct statx stx;
+	int dfd, fd;
+
+	FIBER_CHECK(two != MAP_FAILED && munmap(two + pg, (size_t)pg) == 0);
+	wild = two + pg; /* unmapped */
+	FIBER_CHECK((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0);
+	FIBER_CHECK(prt_openat(dfd, wild, O_RDONLY, 0) == -EFAULT);
+	FIBER_CHECK(prt_openat_timeout(dfd, wild, O_RDONLY, 0, 1000000000ull) == -EFAULT);
+	FIBER_CHECK(prt_statx(dfd, wild, 0, STATX_BASIC_STATS, &stx) == -EFAULT);
+	FIBER_CHECK(prt_statx(dfd, ".", 0, STATX_BASIC_STATS, (struct statx *)(void *)wild) ==
+		    -EFAULT);
+	FIBER_CHECK(prt_renameat(dfd, wild, dfd, "x", 0) == -EFAULT);
+	FIBER_CHECK(prt_renameat(dfd, ".", dfd, wild, 0) == -EFAULT);
+	FIBER_CHECK(prt_unlinkat(dfd, wild, 0) == -EFAULT);
+	/* "bp" and its terminator, the last bytes before the unmapped page */
+	edge = memcpy(two + pg - 3, "bp", 3);
+	FIBER_CHECK((fd = (int)prt_openat(dfd, edge, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0);
+	close(fd);
+	FIBER_CHECK(prt_statx(dfd, edge, 0, STATX_BASIC_STATS, &stx) == 0 && stx.stx_size == 0);
+	FIBER_CHECK(prt_unlinkat(dfd, edge, 0) == 0);
+	close(dfd);
+	munmap(two, (size_t)pg);
+	return NULL;
+}
+
+static void test_bad_pointers(void **state)
+{
+	prt_runtime_t *rt = file_rt(1, 0, 0);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, bad_ptr_main, g_dir));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_null(bad_ptr_main(g_dir)); /* a plain thread: the syscalls */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_calls),
 		cmocka_unit_test(test_calls_plain_thread),
+		cmocka_unit_test(test_bad_pointers),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_opcode_missing),
 		cmocka_unit_test(test_timeout_uncancelled),

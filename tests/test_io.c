@@ -656,6 +656,160 @@ static void test_poll_reports_as_poll(void **state)
 	assert_null(ps_main(NULL)); /* a plain thread: poll(2) itself */
 }
 
+/*
+ * A review's faults of one kind, a call's result that was not its
+ * syscall's for the same input, on epoll or on plain threads:
+ * - a timeout that passed before the first look (1 ns) was -ETIMEDOUT on
+ *   a plain thread for a readable fd and for one not open, and
+ *   read(fd, buf, 0) on an empty pipe waited for its timeout there;
+ * - after a refused connect, the next connect on the same socket was
+ *   -ECONNABORTED on epoll and on a plain thread's timed connect (the
+ *   socket was left "connecting"), where connect(2) tries again;
+ * - recv with MSG_WAITALL returned the first bytes there on epoll and on
+ *   a plain thread with a timeout, where recv(2) waits for all.
+ */
+struct wa_send {
+	int fd;
+	const char *first, *second; /* second NULL: close after first */
+};
+
+static void *wa_sender(void *arg)
+{
+	struct wa_send *w = arg;
+
+	if (write(w->fd, w->first, strlen(w->first)) < 0)
+		abort();
+	if (w->second) {
+		usleep(20 * 1000); /* the receiver has the first part by now, mostly */
+		if (write(w->fd, w->second, strlen(w->second)) < 0)
+			abort();
+	} else {
+		shutdown(w->fd, SHUT_WR);
+	}
+	return NULL;
+}
+
+/* prt_recv(_timeout) of 10 bytes with MSG_WAITALL while @w sends. */
+static long wa_recv(struct wa_send *w, int rfd, char *b, uint64_t tmo)
+{
+	pthread_t t;
+	long n;
+
+	if (pthread_create(&t, NULL, wa_sender, w))
+		return -1000;
+	n = tmo ? prt_recv_timeout(rfd, b, 10, MSG_WAITALL, tmo) : prt_recv(rfd, b, 10, MSG_WAITALL);
+	pthread_join(t, NULL);
+	return n;
+}
+
+/* A TCP socket bound on loopback, not listening: connects to it are refused. */
+static int refusing(struct sockaddr_in *a)
+{
+	socklen_t l = sizeof(*a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memset(a, 0, sizeof(*a));
+	a->sin_family = AF_INET;
+	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)a, sizeof(*a)) ||
+	    getsockname(fd, (struct sockaddr *)a, &l))
+		return -1;
+	return fd;
+}
+
+static void *as_main(void *arg)
+{
+	char b[16];
+	int p[2], sv[2], gone;
+
+	(void)arg;
+	/* Timeouts over before the first look. */
+	FIBER_CHECK(pipe2(p, O_CLOEXEC) == 0);
+	FIBER_CHECK(write(p[1], "abc", 3) == 3);
+	FIBER_CHECK(prt_read_timeout(p[0], b, sizeof(b), 1) == 3);
+	FIBER_CHECK(write(p[1], "abc", 3) == 3);
+	FIBER_CHECK(prt_poll_timeout(p[0], POLLIN, 1) == POLLIN);
+	FIBER_CHECK(prt_readv_timeout(p[0], &(struct iovec){ b, sizeof(b) }, 1, 1) == 3);
+	FIBER_CHECK(prt_read_timeout(p[0], b, 0, 1) == 0);
+	FIBER_CHECK(prt_read_timeout(p[0], b, 0, 1000 * 1000) == 0);
+	FIBER_CHECK(prt_read_timeout(p[0], b, sizeof(b), 1) == -ETIMEDOUT);
+	FIBER_CHECK(prt_write_timeout(p[1], "x", 1, 1) == 1);
+	FIBER_CHECK((gone = dup(p[0])) >= 0 && close(gone) == 0);
+	FIBER_CHECK(prt_poll_timeout(gone, POLLIN, 1) == -EBADF);
+	FIBER_CHECK(prt_read_timeout(gone, b, 1, 1) == -EBADF);
+	close(p[0]);
+	close(p[1]);
+
+	/* Connects refused twice, then made, on one socket; untimed and timed. */
+	for (int timed = 0; timed < 2; timed++) {
+		struct sockaddr_in a;
+		int l = refusing(&a), c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		uint64_t tmo = 10ull * 1000 * 1000 * 1000;
+		long r1, r2, r3;
+
+		FIBER_CHECK(l >= 0 && c >= 0);
+		r1 = timed ? prt_connect_timeout(c, (struct sockaddr *)&a, sizeof(a), tmo)
+			   : prt_connect(c, (struct sockaddr *)&a, sizeof(a));
+		r2 = timed ? prt_connect_timeout(c, (struct sockaddr *)&a, sizeof(a), tmo)
+			   : prt_connect(c, (struct sockaddr *)&a, sizeof(a));
+		FIBER_CHECK(listen(l, 4) == 0);
+		r3 = timed ? prt_connect_timeout(c, (struct sockaddr *)&a, sizeof(a), tmo)
+			   : prt_connect(c, (struct sockaddr *)&a, sizeof(a));
+		if (r1 != -ECONNREFUSED || r2 != -ECONNREFUSED || r3 != 0)
+			fprintf(stderr, "connect%s: %ld %ld %ld (want -111 -111 0)\n",
+				timed ? "_timeout" : "", r1, r2, r3);
+		FIBER_CHECK(r1 == -ECONNREFUSED && r2 == -ECONNREFUSED && r3 == 0);
+		close(c);
+		close(l);
+	}
+
+	/* MSG_WAITALL: all ten bytes, sent in two parts; what came before the end or a timeout. */
+	for (int timed = 0; timed < 2; timed++) {
+		struct wa_send w = { .first = "abc", .second = "defghij" };
+		uint64_t tmo = timed ? 10ull * 1000 * 1000 * 1000 : 0;
+		long n;
+
+		FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		w.fd = sv[1];
+		memset(b, 0, sizeof(b));
+		n = wa_recv(&w, sv[0], b, tmo);
+		if (n != 10)
+			fprintf(stderr, "recv%s MSG_WAITALL: %ld \"%s\" (want 10)\n",
+				timed ? "_timeout" : "", n, b);
+		FIBER_CHECK(n == 10 && memcmp(b, "abcdefghij", 10) == 0);
+		w.second = NULL; /* then the end of the stream */
+		FIBER_CHECK(wa_recv(&w, sv[0], b, tmo) == 3);
+		close(sv[0]);
+		close(sv[1]);
+	}
+	FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	FIBER_CHECK(write(sv[1], "abc", 3) == 3);
+	FIBER_CHECK(prt_recv_timeout(sv[0], b, 10, MSG_WAITALL, 30 * 1000 * 1000) == 3);
+	close(sv[0]);
+	close(sv[1]);
+	return NULL;
+}
+
+static void test_results_as_syscalls(void **state)
+{
+	prt_runtime_t *rt = io_rt(1);
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, as_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	/*
+	 * A plain thread, a new one: on this one, which set up io_uring
+	 * rings (the runtime's probe), the kernel's task work can end a
+	 * blocking recv(2) with MSG_WAITALL early, as a signal does (seen:
+	 * 3 of 10 bytes after 10 ms); an untimed call there is recv(2) itself.
+	 */
+	assert_int_equal(pthread_create(&t, NULL, as_main, NULL), 0);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_null(res);
+}
+
 static void test_waits_as_documented(void **state)
 {
 	static char big[1 << 20];
@@ -1302,6 +1456,7 @@ int main(void)
 		cmocka_unit_test(test_plain_thread_nonblocking_fd),
 		cmocka_unit_test(test_waits_as_documented),
 		cmocka_unit_test(test_poll_reports_as_poll),
+		cmocka_unit_test(test_results_as_syscalls),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),
 		cmocka_unit_test(test_cq_overflow_busy),

@@ -31,9 +31,25 @@
  *
  * Lengths: one call transfers at most 0x7ffff000 bytes (Linux's
  * MAX_RW_COUNT, the cap read(2) and write(2) apply); a larger @n is a
- * short transfer, as with the syscalls, on either backend and on a plain
- * thread (the kernel still fails with -EFAULT a @buf whose first
- * 0x7ffff000 bytes would run past the top of the address space).
+ * short transfer on either backend and on a plain thread, because @n is
+ * capped before the call. Not quite as with the syscalls: read(2) and
+ * write(2) check the whole range first, so an @n near SIZE_MAX is
+ * -EFAULT there, where these transfer (the kernel still fails with
+ * -EFAULT a @buf whose first 0x7ffff000 bytes would run past the top of
+ * the address space).
+ *
+ * As the blocking syscalls, on both backends and on plain threads, also
+ * where the fd is (or is made) non-blocking: prt_recv() with MSG_WAITALL
+ * on a stream socket waits for all @n bytes (what came before the end of
+ * the stream, an error, a timeout or a cancel is returned; on a plain
+ * thread with a blocking fd and no timeout the call is recv(2) itself,
+ * which a signal, or the kernel's task work on a thread that set up
+ * io_uring rings, can end early with what came); a connect
+ * that failed leaves the socket unconnected, so connecting it again
+ * makes a new attempt (the kernel's non-blocking connect, ended by
+ * reading SO_ERROR, would say -ECONNABORTED to that). A timed call looks
+ * at its fd at least once, whatever the timeout: a ready fd completes
+ * and one not open is -EBADF, not -ETIMEDOUT.
  *
  * Broken connections: no call here raises SIGPIPE on a socket. Writing
  * to a socket that can no longer send (peer gone, or shut down for

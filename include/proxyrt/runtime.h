@@ -135,7 +135,11 @@ typedef struct prt_runtime_config {
 	unsigned stack_pool_max;
 	/* enum prt_io_backend (proxyrt/io.h): PRT_IO_AUTO by default. */
 	int io_backend;
-	/* Submission queue entries of each worker's io_uring; 0 = PRT_IO_ENTRIES_DEFAULT. */
+	/*
+	 * Submission queue entries of each worker's io_uring; 0 =
+	 * PRT_IO_ENTRIES_DEFAULT; at most 32768 (io_uring's limit; more is
+	 * -EINVAL).
+	 */
 	unsigned io_entries;
 	/* Helper threads of prt_offload(); 0 = PRT_OFFLOAD_THREADS_DEFAULT. */
 	unsigned offload_threads;
@@ -301,9 +305,13 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
  * Create a runtime and start its workers (they park until there is
  * work). @cfg may be NULL for the defaults.
  *
- * Returns 0 and sets *@out, or -EINVAL (bad configuration: bad CPU list,
- * both topologies set, a stack size below PRT_STACK_SIZE_MIN, more than
- * PRT_MAX_WORKERS workers, no allowed CPU), -ENOMEM, or the error of
+ * Returns 0 and sets *@out, or -EINVAL (bad configuration: a @size this
+ * library does not know, unknown PRT_RT_* bits in @flags, bad CPU list,
+ * both topologies set, a stack size below PRT_STACK_SIZE_MIN, a
+ * @stack_kind or @io_backend outside its enum, @io_entries above
+ * io_uring's 32768, a negative @nworkers or more than PRT_MAX_WORKERS,
+ * no allowed CPU, a refused @dump_signal or @preempt_signal, a quantum
+ * below PRT_PREEMPT_QUANTUM_MIN), -ENOMEM, or the error of
  * hwloc, of a worker's eventfd, epoll or io_uring set-up (-EMFILE,
  * -ENOMEM, ...) or of thread creation (-EAGAIN; also -EAGAIN when 64
  * runtimes with a dump signal live at once, the process's dump slots),
