@@ -24,8 +24,9 @@
  * fiber sleeps (1 us, doubling to 1 ms; not cancellable: the ABI has no
  * error to return) and looks again, so its worker runs the other fibers,
  * the initializer's among them. Then the C++ runtime's own call does the
- * rest (takes the guard, or finds it done). Plain threads go straight to
- * it. Where another copy comes first (a program linked with
+ * rest (takes the guard, or finds it done): the one paired with the
+ * __cxa_guard_release the program calls (find_acquire). Plain threads go
+ * straight to it. Where another copy comes first (a program linked with
  * -static-libstdc++, whose own copy wins over this weak one; ThreadSanitizer,
  * which intercepts the call) the hang remains: README, "Preemption".
  *
@@ -48,25 +49,48 @@
 
 typedef int guard_acquire_fn(uint64_t *guard);
 
-/* The C++ runtime's own: the next definition after this library's. */
+__attribute__((weak, visibility("default"))) int __cxa_guard_acquire(uint64_t *guard);
+
+/*
+ * The C++ runtime's own: the one of the object whose __cxa_guard_release
+ * the program calls (the pair must agree on the guard's protocol:
+ * ThreadSanitizer's differs from libstdc++'s, and a program linked with
+ * the static library has this acquire and TSan's release), else the next
+ * definition after this library's.
+ */
+static guard_acquire_fn *find_acquire(void)
+{
+	void *rel = dlsym(RTLD_DEFAULT, "__cxa_guard_release"), *h, *sym = NULL;
+	Dl_info di;
+
+	if (rel && dladdr(rel, &di) && di.dli_fname && di.dli_fname[0] &&
+	    (h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD))) {
+		/* A library's handle looks in the library first, then its dependencies. */
+		sym = dlsym(h, "__cxa_guard_acquire");
+		dlclose(h);
+		if (sym == (void *)__cxa_guard_acquire)
+			sym = NULL; /* the program itself: its scope is the global one */
+	}
+	if (!sym)
+		sym = dlvsym(RTLD_NEXT, "__cxa_guard_acquire", "CXXABI_1.3");
+	if (!sym)
+		sym = dlsym(RTLD_NEXT, "__cxa_guard_acquire"); /* an unversioned runtime (libc++abi) */
+	return (guard_acquire_fn *)sym;
+}
+
 static guard_acquire_fn *real_acquire(void)
 {
 	static guard_acquire_fn *_Atomic fn;
 	guard_acquire_fn *f = atomic_load_explicit(&fn, memory_order_acquire);
-	void *sym;
 
 	if (prt__likely(f))
 		return f;
-	sym = dlvsym(RTLD_NEXT, "__cxa_guard_acquire", "CXXABI_1.3");
-	if (!sym)
-		sym = dlsym(RTLD_NEXT, "__cxa_guard_acquire"); /* an unversioned runtime (libc++abi) */
-	if (!sym) {
+	if (!(f = find_acquire())) {
 		/* Only a C++ runtime's code calls this: one must be behind us. */
 		fprintf(stderr, "proxyrt: __cxa_guard_acquire called, and no C++ runtime has one: "
 				"aborting\n");
 		abort();
 	}
-	f = (guard_acquire_fn *)sym;
 	atomic_store_explicit(&fn, f, memory_order_release);
 	return f;
 }
@@ -82,8 +106,6 @@ static bool guard_pending(const uint64_t *guard)
 		atomic_load_explicit(&b[2], memory_order_relaxed) ||
 		atomic_load_explicit(&b[3], memory_order_relaxed));
 }
-
-__attribute__((weak, visibility("default"))) int __cxa_guard_acquire(uint64_t *guard);
 
 int __cxa_guard_acquire(uint64_t *guard)
 {
