@@ -7,19 +7,24 @@
  *     short sleep), then look a setting up under the read lock: they
  *     read the table together;
  *   - a reloader (priority 8) rewrites the whole table under the write
- *     lock every 3 ms; the reload is long, and yields now and then;
+ *     lock every 10 ms; the reload is long (about 0.4 ms here), and
+ *     yields now and then;
  *   - a batch job (priority 12) computes for 4 ms every 10 ms, yielding
- *     between slices;
+ *     between slices. Each reload starts 200 us before a burst, as two
+ *     periodic jobs whose phases drift do now and then (left to drift,
+ *     they met too rarely for a run of this length to show it: a
+ *     review);
  *   - an admin (priority 24) changes a setting every 7 ms, and times how
  *     long it waits for the write lock.
  * Every lookup checks that the table is whole (every entry of one
  * version): a torn read would be a bug in the lock.
  *
  * It runs twice: with proxy execution, then without (the lock's
- * PRT_RWLOCK_PROXY_OFF). Without, when the reloader yields inside its
- * reload during a burst, the batch job outranks it and keeps the worker
- * to the burst's end, and the handlers and the admin wait for the batch
- * job (priority inversion).
+ * PRT_RWLOCK_PROXY_OFF). Without, the batch job's burst starts while the
+ * reloader holds the write lock (it preempts the reloader, or takes the
+ * worker at the reloader's next yield), keeps the worker to the burst's
+ * end, and the handlers and the admin wait for the batch job (priority
+ * inversion: their waits reach the burst's 4 ms).
  * With it, a handler or the admin that waits runs the reloader in its
  * place, at its priority: the reload finishes, and they wait only for
  * it. With --dump, the runtime is dumped once while the admin waits
@@ -58,6 +63,9 @@ static struct {
 	unsigned version;      /* lock */
 	struct entry e[NKEYS]; /* lock */
 } table;
+
+/* Where the batch job's bursts and the reloads are timed from (prt_now_ns). */
+static uint64_t t_base;
 
 /* One run's figures. */
 static struct {
@@ -129,9 +137,12 @@ static void rewrite(unsigned salt, bool yield)
 
 static void *reloader(void *arg)
 {
+	uint64_t next = t_base + 1000000 - 200000; /* 200 us before the first burst */
+
 	(void)arg;
 	while (!atomic_load(&run.stop)) {
-		prt_sleep_ns(3000000);
+		prt_sleep_until(next);
+		next += 10000000;
 		prt_rwlock_wrlock(&table.lock);
 		rewrite(table.version * 7u, true);
 		prt_rwlock_unlock(&table.lock);
@@ -143,11 +154,12 @@ static void *reloader(void *arg)
 /* Every 10 ms, a 4 ms burst of computing in 100 us slices (yielding between them). */
 static void *batch(void *arg)
 {
-	uint64_t next = prt_now_ns();
+	uint64_t next = t_base + 1000000;
 	unsigned x = 1;
 
 	(void)arg;
 	while (!atomic_load(&run.stop)) {
+		prt_sleep_until(next);
 		uint64_t end = next + 4000000;
 
 		while (prt_now_ns() < end && !atomic_load(&run.stop)) {
@@ -158,7 +170,6 @@ static void *batch(void *arg)
 			prt_yield();
 		}
 		next += 10000000;
-		prt_sleep_until(next);
 	}
 	return (void *)(uintptr_t)(x & 1);
 }
@@ -235,6 +246,7 @@ static void one_run(int proxy, const char *label)
 	rewrite(1, false);
 	memset(&run, 0, sizeof(run));
 	prt_worker_stats(rt, 0, &st0);
+	t_base = prt_now_ns();
 	for (int i = 0; i < NHANDLERS; i++)
 		h[i] = spawn(HANDLER_PRIO, handler, (void *)(uintptr_t)(i * 5), "handler");
 	rl = spawn(RELOADER_PRIO, reloader, NULL, "reloader");

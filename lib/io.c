@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #if PRT_USE_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
@@ -51,14 +52,29 @@ bool prt__io_fd_fault(void)
 	return err != 0;
 }
 
-/* The backend @want asks for (PRT_IO_AUTO gives way to the environment and valgrind). */
-static int wanted(int want, bool *valgrind)
+/*
+ * The backend @want asks for: the environment's PRT_IO_BACKEND
+ * ("epoll", "io_uring" or "auto", in any case) replaces the
+ * configuration (as PRT_PREEMPT_QUANTUM_NS does the quantum); another
+ * value is ignored and said in @notice. PRT_IO_AUTO gives way to
+ * valgrind.
+ */
+static int wanted(int want, bool *valgrind, char *notice, size_t notice_len)
 {
 	const char *env = getenv("PRT_IO_BACKEND");
 
-	/* The environment may force epoll where the program did not choose (tests run both ways). */
-	if (want == PRT_IO_AUTO && env && !strcmp(env, "epoll"))
-		want = PRT_IO_EPOLL;
+	if (env && *env) {
+		if (!strcasecmp(env, "epoll"))
+			want = PRT_IO_EPOLL;
+		else if (!strcasecmp(env, "io_uring") || !strcasecmp(env, "uring"))
+			want = PRT_IO_URING;
+		else if (!strcasecmp(env, "auto"))
+			want = PRT_IO_AUTO;
+		else
+			snprintf(notice, notice_len,
+				 "proxyrt: PRT_IO_BACKEND=\"%.32s\" ignored (epoll, io_uring or auto)",
+				 env);
+	}
 #if PRT_USE_VALGRIND
 	/*
 	 * Valgrind (3.19) holds its one big lock across io_uring_enter: a
@@ -89,7 +105,8 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 
 	if (want < PRT_IO_AUTO || want > PRT_IO_EPOLL)
 		return -EINVAL;
-	want = wanted(want, &valgrind);
+	/* rio->notice: the environment's ignored value, if any; replaced by a choice to say */
+	want = wanted(want, &valgrind, rio->notice, sizeof(rio->notice));
 	rio->entries = cfg->io_entries ? cfg->io_entries : PRT_IO_ENTRIES_DEFAULT;
 	if (rio->entries > 32768)
 		return -EINVAL;
@@ -98,9 +115,9 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 		rio->ops = &prt__io_epoll;
 		snprintf(rio->notice, sizeof(rio->notice),
 			 "proxyrt: I/O on epoll %s (fds are made O_NONBLOCK)",
-			 cfg->io_backend != PRT_IO_AUTO ? "as configured" :
 			 valgrind ? "under valgrind (io_uring waits would block it)" :
-						    "as configured by PRT_IO_BACKEND");
+			 cfg->io_backend == PRT_IO_EPOLL ? "as configured" :
+							   "as PRT_IO_BACKEND says");
 		return 0;
 	}
 	err = prt__io_uring.probe(rio, &what);

@@ -443,6 +443,48 @@ static int ep_close(struct prt__worker *w, int fd)
 	return (int)prt__sys_ret(close(fd), saved);
 }
 
+/*
+ * The calls as the backend's ops, each counted in io_ops where it ends
+ * (the worker it ended on: it may have moved while it waited), as
+ * io_uring counts its completions (a review: epoll's stayed 0).
+ */
+static void count_op(void)
+{
+	prt__stat_inc(&prt__cur_worker()->stats.io_ops, 1);
+}
+
+static long ep_op_counted(struct prt__worker *w, const struct prt__ioargs *a, uint64_t tmo)
+{
+	long r = ep_op(w, a, tmo);
+
+	count_op();
+	return r;
+}
+
+static int ep_poll_counted(struct prt__worker *w, int fd, short events, uint64_t tmo)
+{
+	int r = ep_poll(w, fd, events, tmo);
+
+	count_op();
+	return r;
+}
+
+static int ep_shutdown_counted(struct prt__worker *w, int fd, int how)
+{
+	int r = ep_shutdown(w, fd, how);
+
+	count_op();
+	return r;
+}
+
+static int ep_close_counted(struct prt__worker *w, int fd)
+{
+	int r = ep_close(w, fd);
+
+	count_op();
+	return r;
+}
+
 const struct prt__io_backend prt__io_epoll = {
 	.id = PRT_IO_EPOLL,
 	.multishot_recv = false,
@@ -455,10 +497,10 @@ const struct prt__io_backend prt__io_epoll = {
 	.kick = ep_kick,
 	.cancel = ep_cancel,
 	.cancel_fibers = ep_cancel_fibers,
-	.op = ep_op,
-	.poll = ep_poll,
-	.shutdown = ep_shutdown,
-	.close = ep_close,
+	.op = ep_op_counted,
+	.poll = ep_poll_counted,
+	.shutdown = ep_shutdown_counted,
+	.close = ep_close_counted,
 	.fop = NULL, /* regular files are not pollable: file calls go to the offload pool */
 	.thread_stop = ep_thread_stop,
 };

@@ -1080,6 +1080,26 @@ static const char *cannot_preempt(void)
 }
 
 /* PRT_PREEMPT_QUANTUM_NS if set to a number that is 0 or a valid time slice, else @q. */
+/*
+ * A PRT_PREEMPT_QUANTUM_NS that is set but not taken (not a plain
+ * decimal number, or below PRT_PREEMPT_QUANTUM_MIN and not 0) is said
+ * in @notice: ignored silently, the user's setting looked taken (a
+ * review).
+ */
+static void env_notice(char *notice, size_t notice_len)
+{
+	const char *env = getenv("PRT_PREEMPT_QUANTUM_NS");
+	size_t n = strlen(notice);
+	uint64_t v;
+
+	if (!env || (prt__env_u64("PRT_PREEMPT_QUANTUM_NS", &v) &&
+		     (!v || v >= PRT_PREEMPT_QUANTUM_MIN)))
+		return;
+	snprintf(notice + n, notice_len - n,
+		 "%sPRT_PREEMPT_QUANTUM_NS=\"%.32s\" ignored (not 0 or a number of ns from %llu)",
+		 n ? "; " : "", env, (unsigned long long)PRT_PREEMPT_QUANTUM_MIN);
+}
+
 uint64_t prt__preempt_quantum_env(uint64_t q)
 {
 	uint64_t v;
@@ -1140,6 +1160,7 @@ int prt__preempt_rt_init(struct prt_runtime *rt, uint64_t quantum, int sig, char
 	int err;
 
 	quantum = prt__preempt_quantum_env(quantum);
+	env_notice(notice, notice_len);
 	if (!quantum)
 		return 0;
 	if ((why = cannot_preempt())) {

@@ -91,41 +91,55 @@ static bool bad_signal(int sig)
 	       sig == SIGBUS || sig == SIGILL || sig == SIGFPE || (sig >= 32 && sig < SIGRTMIN);
 }
 
-static int preempt_check(const prt_runtime_config_t *cfg)
+/* A refused configuration: -EINVAL, with *@why naming the setting. */
+static int refused(const char **why, const char *what)
+{
+	*why = what;
+	return -EINVAL;
+}
+
+static int preempt_check(const prt_runtime_config_t *cfg, const char **why)
 {
 	uint64_t q = CFG_GET(cfg, preempt_quantum_ns);
 	int sig = CFG_GET(cfg, preempt_signal);
 
+	/* The environment's quantum replaces the configured one, which is then not looked at. */
+	q = prt__preempt_quantum_env(q);
 	if (q && q < PRT_PREEMPT_QUANTUM_MIN)
-		return -EINVAL;
+		return refused(why, "preempt_quantum_ns below PRT_PREEMPT_QUANTUM_MIN");
 	if (sig && bad_signal(sig))
-		return -EINVAL;
+		return refused(why, "preempt_signal is one the runtime cannot take");
 	/* A cooperative runtime takes no signal for preemption: any dump signal will do. */
-	if (prt__preempt_quantum_env(q) && (sig ? sig : PRT_PREEMPT_SIGNAL_DEFAULT) == cfg->dump_signal)
-		return -EINVAL;
+	if (q && (sig ? sig : PRT_PREEMPT_SIGNAL_DEFAULT) == cfg->dump_signal)
+		return refused(why, "dump_signal is the preemption signal");
 	return 0;
 }
 
-static int config_check(const prt_runtime_config_t *cfg)
+/* 0 or -EINVAL, with *@why naming the setting (said on stderr with PRT_RT_VERBOSE). */
+static int config_check(const prt_runtime_config_t *cfg, const char **why)
 {
 	/* A caller compiled before the preemption fields gets them as 0. */
 	if (cfg->size < offsetof(prt_runtime_config_t, preempt_quantum_ns) ||
 	    cfg->size > sizeof(prt_runtime_config_t))
-		return -EINVAL;
+		return refused(why, "size is not one this library knows (prt_runtime_config_init sets it)");
 	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY |
 				   PRT_RT_NO_IOWQ_AFF))
-		return -EINVAL;
+		return refused(why, "flags has bits that are no PRT_RT_* flag");
 	if (cfg->nworkers < 0 || cfg->nworkers > PRT_MAX_WORKERS)
-		return -EINVAL;
+		return refused(why, "nworkers is negative or above PRT_MAX_WORKERS");
 	if (cfg->stack_size && cfg->stack_size < PRT_STACK_SIZE_MIN)
-		return -EINVAL;
+		return refused(why, "stack_size below PRT_STACK_SIZE_MIN");
 	if (cfg->stack_kind != PRT_STACK_GUARD && cfg->stack_kind != PRT_STACK_CANARY)
-		return -EINVAL;
+		return refused(why, "stack_kind is no enum prt_stack_kind");
 	if (cfg->topology_synthetic && cfg->topology_xml)
-		return -EINVAL;
+		return refused(why, "topology_synthetic and topology_xml are both set");
 	if (cfg->dump_signal && bad_signal(cfg->dump_signal))
-		return -EINVAL;
-	return preempt_check(cfg);
+		return refused(why, "dump_signal is one the runtime cannot take");
+	if (cfg->io_backend < PRT_IO_AUTO || cfg->io_backend > PRT_IO_EPOLL)
+		return refused(why, "io_backend is no enum prt_io_backend");
+	if (cfg->io_entries > 32768)
+		return refused(why, "io_entries above io_uring's 32768");
+	return preempt_check(cfg, why);
 }
 
 static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
@@ -238,6 +252,7 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 {
 	prt_runtime_config_t defaults;
 	struct prt_runtime *rt;
+	const char *why = NULL;
 	long page = sysconf(_SC_PAGESIZE);
 	int err, i;
 
@@ -247,8 +262,11 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 		prt_runtime_config_init(&defaults);
 		cfg = &defaults;
 	}
-	if ((err = config_check(cfg)))
+	if ((err = config_check(cfg, &why))) {
+		if (cfg->flags & PRT_RT_VERBOSE)
+			fprintf(stderr, "proxyrt: prt_runtime_create: %s: %s\n", prt_strerror(err), why);
 		return err;
+	}
 	rt = prt__alloc_aligned(sizeof(*rt), 64);
 	if (!rt)
 		return -ENOMEM;
@@ -384,6 +402,7 @@ PRT_API int prt_run_ex(const prt_runtime_config_t *cfg, void *(*main_fn)(void *)
 		       void *exit_arg)
 {
 	prt_runtime_t *rt;
+	prt_fiber_attr_t a;
 	prt_fiber_t f;
 	int err;
 
@@ -391,7 +410,9 @@ PRT_API int prt_run_ex(const prt_runtime_config_t *cfg, void *(*main_fn)(void *)
 		return -EINVAL;
 	if ((err = prt_runtime_create(&rt, cfg)))
 		return err;
-	err = prt_spawn(rt, &f, NULL, main_fn, arg);
+	prt_fiber_attr_init(&a);
+	a.name = "main"; /* in dumps */
+	err = prt_spawn(rt, &f, &a, main_fn, arg);
 	if (!err)
 		err = prt_join(f, result);
 	if (on_exit) {

@@ -29,6 +29,7 @@
  * that is not running a proxyrt fiber, may call it.
  */
 
+#include <errno.h> /* the codes the calls return: ECANCELED, ETIMEDOUT, ... */
 #include <stddef.h>
 #include <stdint.h>
 

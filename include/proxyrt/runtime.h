@@ -18,7 +18,11 @@ enum {
 	PRT_RT_NO_PIN = 1u << 0,
 	/* One worker per PU (hardware thread) instead of one per core. */
 	PRT_RT_PER_PU = 1u << 1,
-	/* Say on stderr why binding was skipped (synthetic/XML topology). */
+	/*
+	 * Say on stderr why binding was skipped (synthetic/XML topology),
+	 * and which setting a refused configuration (-EINVAL from
+	 * prt_runtime_create) has wrong.
+	 */
 	PRT_RT_VERBOSE = 1u << 2,
 	/*
 	 * Mutexes of PRT_MUTEX_PROXY_DEFAULT do not use proxy execution in
@@ -133,7 +137,12 @@ typedef struct prt_runtime_config {
 	int stack_kind;
 	/* Bound of each worker's pool of free stacks; 0 = PRT_STACK_POOL_DEFAULT. */
 	unsigned stack_pool_max;
-	/* enum prt_io_backend (proxyrt/io.h): PRT_IO_AUTO by default. */
+	/*
+	 * enum prt_io_backend (proxyrt/io.h): PRT_IO_AUTO by default. The
+	 * environment variable PRT_IO_BACKEND ("epoll", "io_uring" or
+	 * "auto", in any case) replaces it; another value is ignored, and
+	 * prt_runtime_notice() says so.
+	 */
 	int io_backend;
 	/*
 	 * Submission queue entries of each worker's io_uring; 0 =
@@ -172,10 +181,13 @@ typedef struct prt_runtime_config {
 	 * worker thread's CPU time and ends at the first kernel tick at or
 	 * after it (its timer rides on that tick: no interrupt of its own,
 	 * and no EINTR for a worker blocked in a system call); a shorter one
-	 * on the monotonic clock, exactly. Below PRT_PREEMPT_QUANTUM_MIN is -EINVAL. The environment variable
-	 * PRT_PREEMPT_QUANTUM_NS, when set to a plain decimal number that
-	 * is 0 or a valid slice, replaces it (0 turns preemption off;
-	 * anything else in it, a sign or spaces included, is ignored). Under valgrind, ThreadSanitizer, or with the ASan runtime
+	 * on the monotonic clock, exactly. Below PRT_PREEMPT_QUANTUM_MIN is
+	 * -EINVAL. The environment variable PRT_PREEMPT_QUANTUM_NS, when
+	 * set to a plain decimal number that is 0 or a valid slice,
+	 * replaces it, a bad configured value too (0 turns preemption off);
+	 * anything else in it (a sign or spaces included, or a slice below
+	 * the minimum) is ignored, and prt_runtime_notice() says so. Under
+	 * valgrind, ThreadSanitizer, or with the ASan runtime
 	 * linked into the program, or where timer_create(2) is refused (a
 	 * seccomp profile), the runtime stays cooperative and
 	 * prt_runtime_notice() says why.
@@ -353,7 +365,8 @@ PRT_API int prt_runtime_destroy(prt_runtime_t *rt);
 
 /*
  * Convenience: create a runtime with @cfg (NULL = defaults), run
- * @main_fn(@arg) as a fiber of default attributes, wait for it, store
+ * @main_fn(@arg) as a fiber of default attributes (named "main" in
+ * dumps), wait for it, store
  * its result in *@result (if not NULL), wait for the fibers it left and
  * destroy the runtime. Returns 0, -EINVAL (NULL @main_fn), the error of
  * prt_runtime_create, or -ENOMEM if the main fiber could not be spawned
@@ -472,7 +485,7 @@ typedef struct prt_worker_stats {
 	uint64_t attachments;    /* donors attached to a sleeping owner */
 	uint64_t handoffs;       /* unlocks that handed the mutex to a waiter */
 	uint64_t io_submits;     /* io_uring_enter calls that submitted requests */
-	uint64_t io_ops;         /* I/O requests completed on this worker */
+	uint64_t io_ops;         /* I/O requests completed on this worker (epoll: calls) */
 	uint64_t preemptions;    /* fibers switched out by preemption (interrupted) */
 	/*
 	 * Interrupts that could not stop the fiber where it was (runtime,
