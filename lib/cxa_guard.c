@@ -30,9 +30,18 @@
  * -static-libstdc++, whose own copy wins over this weak one; ThreadSanitizer,
  * which intercepts the call) the hang remains: README, "Preemption".
  *
- * A fiber of another worker may still take the guard between the look
- * and the C++ runtime's call, which then waits in the kernel as a thread
- * would: that fiber runs on its own worker, which is not blocked.
+ * Fibers call the C++ runtime's acquire only for a guard that is not
+ * pending, one at a time per guard (a trylock of a small table, hashed
+ * by the guard's address, held across that call alone): so it takes the
+ * guard or finds it done, and never waits in the kernel because another
+ * fiber took it first (a review: two fibers on two workers reached the
+ * guard together, the loser's worker waited in the kernel, and the
+ * initializer waited for a fiber only that worker could run). Only a
+ * plain thread taking the guard in that instant can make it wait, as
+ * the thread it is.
+ *
+ * Which acquire is the C++ runtime's: the one paired with the release
+ * the caller's code calls (find_acquire).
  */
 #include <dlfcn.h>
 #include <stdatomic.h>
@@ -51,48 +60,66 @@ typedef int guard_acquire_fn(uint64_t *guard);
 
 __attribute__((weak, visibility("default"))) int __cxa_guard_acquire(uint64_t *guard);
 
-/*
- * The C++ runtime's own: the one of the object whose __cxa_guard_release
- * the program calls (the pair must agree on the guard's protocol:
- * ThreadSanitizer's differs from libstdc++'s, and a program linked with
- * the static library has this acquire and TSan's release), else the next
- * definition after this library's.
- */
-static guard_acquire_fn *find_acquire(void)
+/* The acquire of the object @h (a handle): its own, or its dependencies' first; NULL if none or ours. */
+static guard_acquire_fn *acquire_in(void *h)
 {
-	void *rel = dlsym(RTLD_DEFAULT, "__cxa_guard_release"), *h, *sym = NULL;
-	Dl_info di;
+	void *sym = dlsym(h, "__cxa_guard_acquire");
 
-	if (rel && dladdr(rel, &di) && di.dli_fname && di.dli_fname[0] &&
-	    (h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD))) {
-		/* A library's handle looks in the library first, then its dependencies. */
-		sym = dlsym(h, "__cxa_guard_acquire");
-		dlclose(h);
-		if (sym == (void *)__cxa_guard_acquire)
-			sym = NULL; /* the program itself: its scope is the global one */
-	}
-	if (!sym)
-		sym = dlvsym(RTLD_NEXT, "__cxa_guard_acquire", "CXXABI_1.3");
-	if (!sym)
-		sym = dlsym(RTLD_NEXT, "__cxa_guard_acquire"); /* an unversioned runtime (libc++abi) */
-	return (guard_acquire_fn *)sym;
+	return sym == (void *)__cxa_guard_acquire ? NULL : (guard_acquire_fn *)sym;
 }
 
-static guard_acquire_fn *real_acquire(void)
+/* The acquire of the object that holds @addr (its handle's scope: itself, then its dependencies). */
+static guard_acquire_fn *acquire_near(const void *addr)
 {
-	static guard_acquire_fn *_Atomic fn;
-	guard_acquire_fn *f = atomic_load_explicit(&fn, memory_order_acquire);
+	guard_acquire_fn *f = NULL;
+	Dl_info di;
+	void *h;
+
+	if (addr && dladdr(addr, &di) && di.dli_fname && di.dli_fname[0] &&
+	    (h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD))) {
+		f = acquire_in(h);
+		dlclose(h);
+	}
+	return f;
+}
+
+/*
+ * The C++ runtime's acquire for a caller at @ret: the pair must agree on
+ * the guard word (ThreadSanitizer's protocol is not libstdc++'s, nor is
+ * libc++abi's; a review: a libc++abi program with libstdc++ also in the
+ * process hung with plain threads alone). The caller's release is the
+ * global scope's if there is one (a library's own scope comes after it):
+ * its object's acquire, found once. Else the caller is a library loaded
+ * with RTLD_LOCAL that brought its runtime along: the acquire of the
+ * caller's own scope (a review: a C program without libstdc++ aborted
+ * here when such a plugin reached a static). Else the next definition
+ * after this library's.
+ */
+static guard_acquire_fn *find_acquire(const void *ret)
+{
+	static guard_acquire_fn *_Atomic global;
+	static atomic_bool looked;
+	guard_acquire_fn *f = atomic_load_explicit(&global, memory_order_acquire);
+	void *sym;
 
 	if (prt__likely(f))
 		return f;
-	if (!(f = find_acquire())) {
-		/* Only a C++ runtime's code calls this: one must be behind us. */
-		fprintf(stderr, "proxyrt: __cxa_guard_acquire called, and no C++ runtime has one: "
-				"aborting\n");
-		abort();
+	if (!atomic_load_explicit(&looked, memory_order_acquire)) {
+		f = acquire_near(dlsym(RTLD_DEFAULT, "__cxa_guard_release"));
+		if (f) {
+			atomic_store_explicit(&global, f, memory_order_release);
+			return f;
+		}
+		atomic_store_explicit(&looked, true, memory_order_release);
 	}
-	atomic_store_explicit(&fn, f, memory_order_release);
-	return f;
+	if ((f = acquire_near(ret)))
+		return f;
+	if ((sym = dlvsym(RTLD_NEXT, "__cxa_guard_acquire", "CXXABI_1.3")) ||
+	    (sym = dlsym(RTLD_NEXT, "__cxa_guard_acquire"))) /* an unversioned runtime (libc++abi) */
+		return (guard_acquire_fn *)sym;
+	/* Only a C++ runtime's code calls this: one must be behind us. */
+	fprintf(stderr, "proxyrt: __cxa_guard_acquire called, and no C++ runtime has one: aborting\n");
+	abort();
 }
 
 /* Another thread or fiber runs this guard's initializer (bytes 1-3: pending, waiting). */
@@ -107,20 +134,44 @@ static bool guard_pending(const uint64_t *guard)
 		atomic_load_explicit(&b[3], memory_order_relaxed));
 }
 
+/* Fibers' turns at the C++ runtime's acquire, by guard address (hashed). */
+static atomic_flag turn[64];
+
+static atomic_flag *turn_of(const uint64_t *guard)
+{
+	uint32_t h = (uint32_t)((uintptr_t)guard >> 3) * 0x9e3779b1u; /* Fibonacci hashing */
+
+	return &turn[h >> 26];
+}
+
 int __cxa_guard_acquire(uint64_t *guard)
 {
+	const void *ret = __builtin_return_address(0);
 	struct prt__worker *w = prt__cur_worker();
 	uint64_t delay = 1000;
 
-	/* A fiber (a worker thread outside one runs no C++ code of anyone's). */
-	if (w && w->curr != &w->idle) {
-		while (guard_pending(guard)) {
-			if (prt__sleep_until(w, prt__deadline_in(delay), false))
-				prt_yield(); /* -ENOMEM: no timer; still let the others run */
-			w = prt__cur_worker(); /* it may wake on another worker */
-			if (delay < 1000 * 1000)
-				delay *= 2;
+	/* A plain thread (a worker thread outside a fiber runs no C++ code of anyone's). */
+	if (!w || w->curr == &w->idle)
+		return find_acquire(ret)(guard);
+	for (;;) {
+		atomic_flag *t = turn_of(guard);
+
+		/* acquire: the turn's holder before us is done with the guard */
+		if (!guard_pending(guard) && !atomic_flag_test_and_set_explicit(t, memory_order_acquire)) {
+			if (!guard_pending(guard)) {
+				/* Takes it (1) or finds it done (0): no other fiber is in the call for it. */
+				int r = find_acquire(ret)(guard);
+
+				atomic_flag_clear_explicit(t, memory_order_release);
+				return r;
+			}
+			atomic_flag_clear_explicit(t, memory_order_release);
 		}
+		/* Pending, or another fiber's turn: sleep, so this worker runs the others. */
+		if (prt__sleep_until(w, prt__deadline_in(delay), false))
+			prt_yield(); /* -ENOMEM: no timer; still let the others run */
+		w = prt__cur_worker(); /* it may wake on another worker */
+		if (delay < 1000 * 1000)
+			delay *= 2;
 	}
-	return real_acquire()(guard);
 }

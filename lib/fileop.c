@@ -126,8 +126,13 @@ static long vm_copy(void *dst, const void *src, size_t n, bool out)
 			  : process_vm_readv(getpid(), &l, 1, &r, 1, 0);
 		err = errno;
 		prt__errno_set(saved);
+		/*
+		 * A partial copy stopped at an unmapped page: for @out, -EFAULT,
+		 * as the syscall says of a buffer that runs into one (a review:
+		 * prt_statx returned 0); a read's caller copies page by page.
+		 */
 		if (got >= 0)
-			return (long)got;
+			return out && (size_t)got < n ? -EFAULT : (long)got;
 		if (err != EPERM && err != ENOSYS)
 			return -err;
 		PRT_WRITE_ONCE(vm_copy_ok, false);

@@ -472,7 +472,8 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
 /* ---- plain threads ----------------------------------------------------------------- */
 
 /*
- * Wait for @events with poll(2) for at most @tmo ns (0: no limit).
+ * Wait for @events with poll(2) until @deadline (CLOCK_MONOTONIC ns; 0:
+ * no limit).
  * Waits longer than poll's int milliseconds, and waits cut short by a
  * signal, go on until the deadline. The fd is always looked at: a
  * deadline that passed before the first look gets a poll(2) that does
@@ -480,9 +481,8 @@ long prt__io_sys(const struct prt__ioargs *a, bool nb)
  * does (a review: a 1 ns timeout was -ETIMEDOUT on a readable fd and on
  * one not open).
  */
-static int thread_poll(int fd, short events, uint64_t tmo)
+static int thread_poll_until(int fd, short events, uint64_t deadline)
 {
-	uint64_t deadline = tmo ? prt__deadline_in(tmo) : 0;
 	struct pollfd p = { .fd = fd, .events = events };
 	int n, saved = prt__errno_get(), err;
 
@@ -593,14 +593,15 @@ static long thread_connect(const struct prt__ioargs *a, uint64_t deadline)
 	}
 	if (n != -EINPROGRESS)
 		return n;
+	/* Looked at once at least, whatever the deadline: a connection made at once is made (io.h). */
 	for (;;) {
-		if (deadline && !deadline_left(deadline))
-			return -ETIMEDOUT;
-		r = thread_poll(a->fd, POLLOUT, deadline ? deadline_left(deadline) : 0);
+		r = thread_poll_until(a->fd, POLLOUT, deadline);
 		if (r < 0)
 			return r;
 		if ((n = prt__connect_end(a)) <= 0)
 			return n;
+		if (deadline && !deadline_left(deadline))
+			return -ETIMEDOUT; /* writable, yet still under way */
 	}
 }
 
@@ -678,7 +679,7 @@ static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 			n = -ETIMEDOUT;
 			break;
 		}
-		r = thread_poll(a->fd, ev, deadline ? deadline_left(deadline) : 0);
+		r = thread_poll_until(a->fd, ev, deadline);
 		if (r < 0) {
 			n = r;
 			break;
@@ -782,7 +783,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 	if (fd < 0)
 		return -EBADF;
 	if (!w)
-		return thread_poll(fd, events, tmo ? tmo : 0);
+		return thread_poll_until(fd, events, tmo ? prt__deadline_in(tmo) : 0);
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED;
 	prt__set_wait(w->curr, PRT_WK_IO, "poll", fd);

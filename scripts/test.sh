@@ -112,7 +112,7 @@ TSAN_TESTS=(test_sched test_runtime test_mutex test_rwlock test_cond test_timed 
 # (~50 s each on an idle 2-core machine; test_cond and test_lifetime
 # ~21 s the longest).
 VALGRIND_LANE0=(test_cond test_stack test_runtime test_timed test_sem test_wait test_timer
-	test_wait_spin test_cxx test_cxx_shared test_cxa_program)
+	test_wait_spin test_cxx test_cxx_shared test_cxa_program test_cxx_plugin_shared)
 VALGRIND_LANE1=(test_lifetime test_stream test_rwlock test_edges test_io test_fiber test_dump
 	test_preempt test_sigpipe)
 # Runtimes are preemptive by default (a 4 ms slice): ASan runs the suite

@@ -17,11 +17,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <atomic>
 #include <exception>
 #include <initializer_list>
+#include <utility>
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <unistd.h>
 
 extern "C" {
@@ -541,6 +544,90 @@ void test_static_init_many(void **)
 	}
 }
 
+// Two fibers pinned to two workers reach each of RACE_N fresh statics at
+// once; the initializer needs a helper fiber pinned to worker 1. A fiber
+// that looked (the guard free) and then lost it to the other went into
+// the C++ runtime's acquire and waited there, as worker 1's thread, and
+// the helper never ran (a review: hung 10/10, within the first 25
+// statics): fibers now take turns at that call (lib/cxa_guard.c).
+constexpr int RACE_N = 300;
+prt_sem_t race_req, race_resp;
+std::atomic<int> race_bar{ 0 }, race_inits{ 0 };
+std::atomic<bool> race_stop{ false };
+
+template <int K> int race_get()
+{
+	static int v = [] {
+		race_inits++;
+		prt_sem_post(&race_req);
+		prt_sem_wait(&race_resp);
+		return K;
+	}();
+	return v;
+}
+
+typedef int (*race_getter)();
+template <size_t... I> constexpr std::array<race_getter, RACE_N> race_table(std::index_sequence<I...>)
+{
+	return { race_get<I>... };
+}
+const std::array<race_getter, RACE_N> race_tbl = race_table(std::make_index_sequence<RACE_N>{});
+
+void *racer(void *arg)
+{
+	auto *u = static_cast<StaticUse *>(arg);
+
+	for (int k = 0; k < RACE_N; k++) {
+		race_bar++;
+		while (race_bar.load() < 2 * (k + 1))
+			sched_yield(); // both at the same static at once (the OS's yield: valgrind runs one thread at a time)
+		if (race_tbl[k]() != k)
+			u->wrong++;
+	}
+	return nullptr;
+}
+
+void *race_helper(void *)
+{
+	while (prt_sem_wait(&race_req) == 0 && !race_stop)
+		prt_sem_post(&race_resp);
+	return nullptr;
+}
+
+void test_static_init_race_across_workers(void **)
+{
+	if (skip_unless_ours())
+		skip();
+	prt_runtime_t *rt = make_rt(2, 0);
+	prt_waitgroup_t wg;
+	prt_fiber_t fib[2], help;
+	StaticUse u;
+
+	assert_int_equal(prt_sem_init(&race_req, 0), 0);
+	assert_int_equal(prt_sem_init(&race_resp, 0), 0);
+	assert_int_equal(prt_waitgroup_init(&wg), 0);
+	help = spawn(rt, 16, 1, race_helper, nullptr);
+	for (int i = 0; i < 2; i++) {
+		prt_fiber_attr_t a;
+
+		prt_fiber_attr_init(&a);
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, i);
+		a.has_affinity = true;
+		assert_int_equal(prt_waitgroup_spawn(&wg, rt, &fib[i], &a, racer, &u), 0);
+	}
+	wait_or_fail(&wg, "two workers at one static, the initializer needing worker 1");
+	join(fib[0]);
+	join(fib[1]);
+	race_stop = true;
+	assert_int_equal(prt_sem_post(&race_req), 0);
+	join(help);
+	assert_int_equal(race_inits.load(), RACE_N);
+	assert_int_equal(u.wrong.load(), 0);
+	assert_int_equal(prt_waitgroup_destroy(&wg), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -553,6 +640,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_static_init_blocked_in),
 		cmocka_unit_test(test_static_init_preempted_in),
 		cmocka_unit_test(test_static_init_many),
+		cmocka_unit_test(test_static_init_race_across_workers),
 	};
 
 	// The tests choose their time slices: not the environment's.

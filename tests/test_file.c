@@ -964,6 +964,9 @@ static void *bad_ptr_main(void *arg)
 	FIBER_CHECK(prt_statx(dfd, wild, 0, STATX_BASIC_STATS, &stx) == -EFAULT);
 	FIBER_CHECK(prt_statx(dfd, ".", 0, STATX_BASIC_STATS, (struct statx *)(void *)wild) ==
 		    -EFAULT);
+	/* a buffer that runs into the unmapped page (it was 0, part of it written) */
+	FIBER_CHECK(prt_statx(dfd, ".", 0, STATX_BASIC_STATS, (struct statx *)(void *)(wild - 100)) ==
+		    -EFAULT);
 	FIBER_CHECK(prt_renameat(dfd, wild, dfd, "x", 0) == -EFAULT);
 	FIBER_CHECK(prt_renameat(dfd, ".", dfd, wild, 0) == -EFAULT);
 	FIBER_CHECK(prt_unlinkat(dfd, wild, 0) == -EFAULT);

@@ -41,7 +41,9 @@
  * As the blocking syscalls, on both backends and on plain threads, also
  * where the fd is (or is made) non-blocking: prt_recv() with MSG_WAITALL
  * on a stream socket waits for all @n bytes (what came before the end of
- * the stream, an error, a timeout or a cancel is returned; on a plain
+ * the stream, an error, a timeout or a cancel is returned; not with
+ * MSG_PEEK too, which on epoll and on a plain thread with a timeout
+ * returns what is there, as a non-blocking recv(2) does; on a plain
  * thread with a blocking fd and no timeout the call is recv(2) itself,
  * which a signal, or the kernel's task work on a thread that set up
  * io_uring rings, can end early with what came); a connect
