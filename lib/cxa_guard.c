@@ -83,36 +83,51 @@ static guard_acquire_fn *acquire_near(const void *addr)
 	return f;
 }
 
+/* The __cxa_guard_release in the own scope of the object that holds @addr (not the global scope). */
+static void *release_in_scope_of(const void *addr)
+{
+	void *h, *rel = NULL;
+	Dl_info di;
+
+	if (addr && dladdr(addr, &di) && di.dli_fname && di.dli_fname[0] &&
+	    (h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD))) {
+		rel = dlsym(h, "__cxa_guard_release");
+		dlclose(h);
+	}
+	return rel;
+}
+
 /*
- * The C++ runtime's acquire for a caller at @ret: the pair must agree on
- * the guard word (ThreadSanitizer's protocol is not libstdc++'s, nor is
- * libc++abi's; a review: a libc++abi program with libstdc++ also in the
- * process hung with plain threads alone). The caller's release is the
- * global scope's if there is one (a library's own scope comes after it):
- * its object's acquire, found once. Else the caller is a library loaded
- * with RTLD_LOCAL that brought its runtime along: the acquire of the
- * caller's own scope (a review: a C program without libstdc++ aborted
- * here when such a plugin reached a static). Else the next definition
- * after this library's.
+ * The C++ runtime's acquire for a caller at @ret: the one of the object
+ * whose __cxa_guard_release that caller binds to (this library defines
+ * no release, so that one is the runtime's). The pair must agree on the
+ * guard word: ThreadSanitizer's protocol is not libstdc++'s, nor is
+ * libc++abi's (a review: a libc++abi program with libstdc++ also in the
+ * process hung with plain threads alone). A caller binds to the global
+ * scope's release if there is one, found once (the global scope only
+ * grows); else to its own scope's, a library loaded with RTLD_LOCAL that
+ * brought its runtime along (a review: a C program without libstdc++
+ * aborted here when such a library reached a static; another, when the
+ * library also linked libproxyrt, whose acquire came first in its
+ * scope). That is looked up at each call while the global scope has none
+ * (each static calls once): a runtime loaded with RTLD_GLOBAL later is
+ * then the one every caller binds to (a review: "none" remembered paired
+ * libstdc++'s acquire with libc++abi's release, and a thread hung). Else
+ * the next definition after this library's.
  */
 static guard_acquire_fn *find_acquire(const void *ret)
 {
 	static guard_acquire_fn *_Atomic global;
-	static atomic_bool looked;
 	guard_acquire_fn *f = atomic_load_explicit(&global, memory_order_acquire);
 	void *sym;
 
 	if (prt__likely(f))
 		return f;
-	if (!atomic_load_explicit(&looked, memory_order_acquire)) {
-		f = acquire_near(dlsym(RTLD_DEFAULT, "__cxa_guard_release"));
-		if (f) {
-			atomic_store_explicit(&global, f, memory_order_release);
-			return f;
-		}
-		atomic_store_explicit(&looked, true, memory_order_release);
+	if ((f = acquire_near(dlsym(RTLD_DEFAULT, "__cxa_guard_release")))) {
+		atomic_store_explicit(&global, f, memory_order_release);
+		return f;
 	}
-	if ((f = acquire_near(ret)))
+	if ((f = acquire_near(release_in_scope_of(ret))))
 		return f;
 	if ((sym = dlvsym(RTLD_NEXT, "__cxa_guard_acquire", "CXXABI_1.3")) ||
 	    (sym = dlsym(RTLD_NEXT, "__cxa_guard_acquire"))) /* an unversioned runtime (libc++abi) */

@@ -128,6 +128,7 @@ VALGRIND_LANE1=(test_lifetime test_stream test_rwlock test_edges test_io test_fi
 STRESS_TESTS=(test_stress stress_mixed)
 TSAN_MAIN_TESTS=("${TSAN_TESTS[@]/stress_mixed/}")
 VALGRIND="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+VALGRIND+=" --suppressions=$ROOT/tests/valgrind.supp"
 VALGRIND+=" --fair-sched=yes"
 
 PRT_PREEMPT_QUANTUM_NS=0 run_suite "gcc cooperative" "$ROOT/build-test-gcc" \

@@ -2,8 +2,13 @@
 //
 // A C++ library that test_cxx_plugin.c loads with dlopen: one function-
 // local static whose initializer computes, without runtime calls, until
-// the flag it was given is set (or for a bounded count of rounds).
+// the flag it was given is set (or for a bounded count of rounds). Built
+// twice: on its own, and linked with libproxyrt (PLUG_USES_PRT), whose
+// __cxa_guard_acquire then comes before the C++ runtime's in its scope.
 #include <atomic>
+#ifdef PLUG_USES_PRT
+#include <proxyrt/proxyrt.h>
+#endif
 
 namespace {
 std::atomic<int> *arrived;
@@ -36,4 +41,11 @@ int plug_inits(void)
 {
 	return inits.load();
 }
+
+#ifdef PLUG_USES_PRT
+int plug_yield(void)
+{
+	return prt_yield();
+}
+#endif
 }

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -48,9 +49,18 @@ static void *second(void *arg)
 	return NULL;
 }
 
-static void run_with(int mode)
+#define CHECK(c)                                                                       \
+	do {                                                                           \
+		if (!(c)) {                                                            \
+			fprintf(stderr, "test_cxx_plugin: %s: line %d: %s\n", path, __LINE__, #c); \
+			return 1;                                                      \
+		}                                                                      \
+	} while (0)
+
+/* One case, in a child process of its own (below): 0 if it passed. */
+static int child_run(const char *path, int mode)
 {
-	void *h = dlopen(PRT_TEST_CXXPLUG, RTLD_NOW | mode);
+	void *h = dlopen(path, RTLD_NOW | mode);
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt;
 	prt_waitgroup_t wg;
@@ -58,56 +68,99 @@ static void run_with(int mode)
 	struct plug p = { 0 };
 	int rc;
 
-	if (!h)
-		fail_msg("dlopen: %s", dlerror());
+	if (!h) {
+		fprintf(stderr, "test_cxx_plugin: dlopen: %s\n", dlerror());
+		return 1;
+	}
 	p.arm = (void (*)(atomic_int *))dlsym(h, "plug_arm");
 	p.value = (int (*)(void))dlsym(h, "plug_value");
 	p.inits = (int (*)(void))dlsym(h, "plug_inits");
-	assert_true(p.arm && p.value && p.inits);
+	CHECK(p.arm && p.value && p.inits);
 	p.arm(&p.arrived);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 1;
 	cfg.preempt_quantum_ns = 50 * 1000;
-	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
-	assert_int_equal(prt_waitgroup_init(&wg), 0);
+	CHECK(prt_runtime_create(&rt, &cfg) == 0);
+	CHECK(prt_waitgroup_init(&wg) == 0);
 	if (prt_runtime_preemptive(rt, NULL) != 1) {
 		/* (valgrind) Nothing preempts the first: the call's way to the C++ runtime alone. */
 		fprintf(stderr, "test_cxx_plugin: no preemption here: one fiber\n");
-		assert_int_equal(prt_waitgroup_spawn(&wg, rt, &f[0], NULL, second, &p), 0);
+		CHECK(prt_waitgroup_spawn(&wg, rt, &f[0], NULL, second, &p) == 0);
 		f[1] = f[0];
 	} else {
-		assert_int_equal(prt_waitgroup_spawn(&wg, rt, &f[0], NULL, first, &p), 0);
-		assert_int_equal(prt_waitgroup_spawn(&wg, rt, &f[1], NULL, second, &p), 0);
+		CHECK(prt_waitgroup_spawn(&wg, rt, &f[0], NULL, first, &p) == 0);
+		CHECK(prt_waitgroup_spawn(&wg, rt, &f[1], NULL, second, &p) == 0);
 	}
 	rc = prt_waitgroup_timedwait_ns(&wg, 60ull * 1000 * 1000 * 1000);
 	if (rc == ETIMEDOUT) {
-		fprintf(stderr, "test_cxx_plugin: %s: the fibers hung (the worker waits for the "
+		fprintf(stderr, "test_cxx_plugin: %s %s: the fibers hung (the worker waits for the "
 				"plugin's static initializer that one of its own fibers runs)\n",
-			mode == RTLD_LOCAL ? "RTLD_LOCAL" : "RTLD_GLOBAL");
+			path, mode == RTLD_LOCAL ? "RTLD_LOCAL" : "RTLD_GLOBAL");
 		_exit(1);
 	}
-	assert_int_equal(rc, 0);
-	assert_int_equal(prt_join(f[0], NULL), 0);
+	CHECK(rc == 0);
+	CHECK(prt_join(f[0], NULL) == 0);
 	if (f[1].p != f[0].p)
-		assert_int_equal(prt_join(f[1], NULL), 0);
-	assert_int_equal(p.inits(), 1);
-	assert_int_equal(atomic_load(&p.arrived), 1);
-	assert_int_equal(atomic_load(&p.wrong), 0);
-	assert_int_equal(prt_waitgroup_destroy(&wg), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+		CHECK(prt_join(f[1], NULL) == 0);
+	CHECK(p.inits() == 1);
+	CHECK(atomic_load(&p.arrived) == 1);
+	CHECK(atomic_load(&p.wrong) == 0);
+	CHECK(prt_waitgroup_destroy(&wg) == 0);
+	CHECK(prt_runtime_destroy(rt) == 0);
 	dlclose(h);
+	return 0;
+}
+
+/*
+ * Each case in a process of its own: a C++ runtime a library brought
+ * stays loaded after its dlclose (libstdc++ cannot be unloaded), and one
+ * loaded RTLD_GLOBAL stays in the global scope, where every later case
+ * would find it.
+ */
+static void run_with(const char *path, int mode)
+{
+	pid_t pid;
+	int st;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child_run(path, mode));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		fail_msg("%s %s: child %s %d", path, mode == RTLD_LOCAL ? "RTLD_LOCAL" : "RTLD_GLOBAL",
+			 WIFEXITED(st) ? "exited" : "killed by signal",
+			 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }
 
 static void test_plugin_local(void **state)
 {
 	(void)state;
-	run_with(RTLD_LOCAL);
+	run_with(PRT_TEST_CXXPLUG, RTLD_LOCAL);
 }
 
 static void test_plugin_global(void **state)
 {
 	(void)state;
-	run_with(RTLD_GLOBAL);
+	run_with(PRT_TEST_CXXPLUG, RTLD_GLOBAL);
+}
+
+/*
+ * A library that links libproxyrt itself: in its own scope proxyrt's
+ * acquire comes before its C++ runtime's (a review: RTLD_LOCAL in a C
+ * program without libstdc++ aborted, "no C++ runtime").
+ */
+static void test_plugin_with_proxyrt_local(void **state)
+{
+	(void)state;
+	run_with(PRT_TEST_CXXPLUG_PRT, RTLD_LOCAL);
+}
+
+static void test_plugin_with_proxyrt_global(void **state)
+{
+	(void)state;
+	run_with(PRT_TEST_CXXPLUG_PRT, RTLD_GLOBAL);
 }
 
 int main(void)
@@ -115,6 +168,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plugin_local),
 		cmocka_unit_test(test_plugin_global),
+		cmocka_unit_test(test_plugin_with_proxyrt_local),
+		cmocka_unit_test(test_plugin_with_proxyrt_global),
 	};
 
 	unsetenv("PRT_PREEMPT_QUANTUM_NS"); /* the tests choose their time slices */
