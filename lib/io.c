@@ -72,7 +72,7 @@ static int wanted(int want, bool *valgrind, char *notice, size_t notice_len)
 			want = PRT_IO_AUTO;
 		else
 			snprintf(notice, notice_len,
-				 "proxyrt: PRT_IO_BACKEND=\"%.32s\" ignored (epoll, io_uring or auto)",
+				 "PRT_IO_BACKEND=\"%.32s\" ignored (epoll, io_uring or auto)",
 				 env);
 	}
 #if PRT_USE_VALGRIND
@@ -96,17 +96,35 @@ static int wanted(int want, bool *valgrind, char *notice, size_t notice_len)
  * the probe finds every op we need, else epoll with a notice saying why
  * (an explicit PRT_IO_URING fails instead). 0 or -errno.
  */
+/* Append @s to the notice in @buf (@size bytes), after "; " if it has one; cut to fit. */
+static void notice_add(char *buf, size_t size, const char *s)
+{
+	size_t n = strlen(buf), l;
+
+	if (!s[0])
+		return;
+	if (n && n + 2 < size) {
+		memcpy(buf + n, "; ", 2);
+		n += 2;
+	}
+	l = strlen(s);
+	if (l > size - 1 - n)
+		l = size - 1 - n;
+	memcpy(buf + n, s, l);
+	buf[n + l] = 0;
+}
+
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 {
 	struct prt__rtio *rio = &rt->io;
 	const char *what = NULL;
+	char env[96] = ""; /* the environment's value ignored, if any: said with any other notice */
 	bool valgrind = false;
 	int want = cfg->io_backend, err;
 
 	if (want < PRT_IO_AUTO || want > PRT_IO_EPOLL)
 		return -EINVAL;
-	/* rio->notice: the environment's ignored value, if any; replaced by a choice to say */
-	want = wanted(want, &valgrind, rio->notice, sizeof(rio->notice));
+	want = wanted(want, &valgrind, env, sizeof(env));
 	rio->entries = cfg->io_entries ? cfg->io_entries : PRT_IO_ENTRIES_DEFAULT;
 	if (rio->entries > 32768)
 		return -EINVAL;
@@ -118,11 +136,16 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 			 valgrind ? "under valgrind (io_uring waits would block it)" :
 			 cfg->io_backend == PRT_IO_EPOLL ? "as configured" :
 							   "as PRT_IO_BACKEND says");
+		notice_add(rio->notice, sizeof(rio->notice), env);
 		return 0;
 	}
 	err = prt__io_uring.probe(rio, &what);
 	if (!err) {
 		rio->ops = &prt__io_uring;
+		if (env[0]) {
+			snprintf(rio->notice, sizeof(rio->notice), "proxyrt: ");
+			notice_add(rio->notice, sizeof(rio->notice), env);
+		}
 		return 0;
 	}
 	if (want == PRT_IO_URING)
@@ -132,6 +155,7 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 		 "proxyrt: io_uring unavailable (%s: %s; see kernel.io_uring_disabled and "
 		 "seccomp), I/O runs on epoll (fds are made O_NONBLOCK)",
 		 what, strerror(-err));
+	notice_add(rio->notice, sizeof(rio->notice), env);
 	return 0;
 }
 

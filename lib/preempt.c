@@ -1097,7 +1097,7 @@ static void env_notice(char *notice, size_t notice_len)
 		return;
 	snprintf(notice + n, notice_len - n,
 		 "%sPRT_PREEMPT_QUANTUM_NS=\"%.32s\" ignored (not 0 or a number of ns from %llu)",
-		 n ? "; " : "", env, (unsigned long long)PRT_PREEMPT_QUANTUM_MIN);
+		 n ? "; " : "proxyrt: ", env, (unsigned long long)PRT_PREEMPT_QUANTUM_MIN);
 }
 
 uint64_t prt__preempt_quantum_env(uint64_t q)

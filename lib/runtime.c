@@ -281,6 +281,10 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 	prt__spin_init(&rt->slab_lock);
 	prt__spin_init(&rt->depot_lock);
 	if ((err = prt__topo_init(&rt->topo, cfg))) {
+		if (err == -EINVAL && (cfg->flags & PRT_RT_VERBOSE))
+			fprintf(stderr, "proxyrt: prt_runtime_create: %s: cpus, topology_synthetic or "
+					"topology_xml refused (a list or topology hwloc does not take, "
+					"or no allowed CPU in it)\n", prt_strerror(err));
 		prt__free(rt, sizeof(*rt));
 		return err;
 	}

@@ -139,9 +139,9 @@ typedef struct prt_runtime_config {
 	unsigned stack_pool_max;
 	/*
 	 * enum prt_io_backend (proxyrt/io.h): PRT_IO_AUTO by default. The
-	 * environment variable PRT_IO_BACKEND ("epoll", "io_uring" or
-	 * "auto", in any case) replaces it; another value is ignored, and
-	 * prt_runtime_notice() says so.
+	 * environment variable PRT_IO_BACKEND ("epoll", "io_uring" (or
+	 * "uring") or "auto", in any case) replaces it; an empty value is as
+	 * none; another value is ignored, and prt_runtime_notice() says so.
 	 */
 	int io_backend;
 	/*
