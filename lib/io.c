@@ -91,11 +91,6 @@ static int wanted(int want, bool *valgrind, char *notice, size_t notice_len)
 	return want;
 }
 
-/*
- * Choose the runtime's backend: epoll if asked for, else io_uring where
- * the probe finds every op we need, else epoll with a notice saying why
- * (an explicit PRT_IO_URING fails instead). 0 or -errno.
- */
 /* Append @s to the notice in @buf (@size bytes), after "; " if it has one; cut to fit. */
 static void notice_add(char *buf, size_t size, const char *s)
 {
@@ -114,6 +109,11 @@ static void notice_add(char *buf, size_t size, const char *s)
 	buf[n + l] = 0;
 }
 
+/*
+ * Choose the runtime's backend: epoll if asked for, else io_uring where
+ * the probe finds every op we need, else epoll with a notice saying why
+ * (an explicit PRT_IO_URING fails instead). 0 or -errno.
+ */
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 {
 	struct prt__rtio *rio = &rt->io;
