@@ -112,7 +112,8 @@ static void notice_add(char *buf, size_t size, const char *s)
 /*
  * Choose the runtime's backend: epoll if asked for, else io_uring where
  * the probe finds every op we need, else epoll with a notice saying why
- * (an explicit PRT_IO_URING fails instead). 0 or -errno.
+ * (an explicit PRT_IO_URING fails instead). 0 or -errno. @cfg has passed
+ * prt_runtime_create's checks.
  */
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 {
@@ -122,12 +123,9 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	bool valgrind = false;
 	int want = cfg->io_backend, err;
 
-	if (want < PRT_IO_AUTO || want > PRT_IO_EPOLL)
-		return -EINVAL;
+	/* io_backend and io_entries were checked with the rest (runtime.c, config_check). */
 	want = wanted(want, &valgrind, env, sizeof(env));
 	rio->entries = cfg->io_entries ? cfg->io_entries : PRT_IO_ENTRIES_DEFAULT;
-	if (rio->entries > 32768)
-		return -EINVAL;
 	rio->offload_max = cfg->offload_threads ? cfg->offload_threads : PRT_OFFLOAD_THREADS_DEFAULT;
 	if (want == PRT_IO_EPOLL) {
 		rio->ops = &prt__io_epoll;
