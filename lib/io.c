@@ -140,10 +140,8 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg)
 	err = prt__io_uring.probe(rio, &what);
 	if (!err) {
 		rio->ops = &prt__io_uring;
-		if (env[0]) {
-			snprintf(rio->notice, sizeof(rio->notice), "proxyrt: ");
-			notice_add(rio->notice, sizeof(rio->notice), env);
-		}
+		if (env[0]) /* alone: notice_add would put "; " before it (a review) */
+			snprintf(rio->notice, sizeof(rio->notice), "proxyrt: %s", env);
 		return 0;
 	}
 	if (want == PRT_IO_URING)
