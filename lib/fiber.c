@@ -266,11 +266,25 @@ PRT_API int prt_waitgroup_spawn(prt_waitgroup_t *wg, prt_runtime_t *rt, prt_fibe
 
 /* ---- exit --------------------------------------------------------------- */
 
+/*
+ * A fiber's end in a child forked from it (worker.c, fork_child): the
+ * child's one thread ends, and with it the process, as when the last
+ * thread of a process returns from its start routine or calls
+ * pthread_exit (POSIX: exit(0)). The parent's objects it would have
+ * touched (the joiner, a waitgroup) have no workers here.
+ */
+static prt__cold PRT_NORETURN void forked_end(void)
+{
+	exit(0);
+}
+
 static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 {
 	struct prt__wait *joiner;
 	struct prt__worker *w;
 
+	if (prt__unlikely(!prt__cur_worker()))
+		forked_end();
 	if (f->wg)
 		prt__waitgroup_done(f->wg); /* prt_waitgroup_spawn; the group's waiters may run now */
 	f->result = result;
@@ -327,6 +341,8 @@ PRT_API void prt_exit(void *result)
 	struct prt__worker *w = prt__cur_worker();
 
 	if (!w) {
+		if (prt__forked_fiber())
+			forked_end();
 		fprintf(stderr, "proxyrt: prt_exit called from a plain thread: aborting\n");
 		abort();
 	}

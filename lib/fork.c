@@ -27,13 +27,15 @@ static void prepare(void)
 {
 	pthread_mutex_lock(&hooks_lock);
 	for (struct prt__fork_hook *h = hooks; h; h = h->next)
-		pthread_mutex_lock(h->lock);
+		if (h->lock)
+			pthread_mutex_lock(h->lock);
 }
 
 static void parent(void)
 {
 	for (struct prt__fork_hook *h = hooks; h; h = h->next)
-		pthread_mutex_unlock(h->lock);
+		if (h->lock)
+			pthread_mutex_unlock(h->lock);
 	pthread_mutex_unlock(&hooks_lock);
 }
 
@@ -46,7 +48,8 @@ static void parent(void)
 static void child(void)
 {
 	for (struct prt__fork_hook *h = hooks; h; h = h->next) {
-		pthread_mutex_unlock(h->lock);
+		if (h->lock)
+			pthread_mutex_unlock(h->lock);
 		if (h->child)
 			h->child();
 	}

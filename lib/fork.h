@@ -13,7 +13,7 @@
  * belongs to the parent's runtimes, which have no workers there.
  */
 struct prt__fork_hook {
-	pthread_mutex_t *lock;
+	pthread_mutex_t *lock; /* NULL: none (state of the forking thread alone) */
 	void (*child)(void); /* in the child, the lock dropped (NULL: nothing more) */
 	struct prt__fork_hook *next; /* fork.c's */
 	bool added;                  /* fork.c's */
@@ -24,10 +24,10 @@ void prt__fork_hook_add(struct prt__fork_hook *h);
 
 /*
  * The hooks of the modules a runtime uses (rt_ref.c, preempt.c,
- * dump_signal.c, signal.c, fiber_desc.c, sigact.c).
+ * dump_signal.c, signal.c, fiber_desc.c, sigact.c, worker.c).
  */
 extern struct prt__fork_hook prt__rt_ref_fork_hook, prt__preempt_fork_hook,
 	prt__dump_signal_fork_hook, prt__signal_fork_hook, prt__fiber_desc_fork_hook,
-	prt__sig_role_fork_hook;
+	prt__sig_role_fork_hook, prt__worker_fork_hook;
 
 #endif

@@ -6,6 +6,7 @@
  * of the scheduler: everything else asks it.
  */
 #include "runtime_int.h"
+#include "fork.h"
 #include "worker.h"
 
 /* initial-exec: a plain %fs load, also in the shared library. */
@@ -30,6 +31,34 @@ prt__noinline struct prt__worker *prt__cur_worker(void)
 void prt__set_cur_worker(struct prt__worker *w)
 {
 	prt__tls_worker = w;
+}
+
+/* The forking thread ran a fiber: the child's one thread (fork.h; prt__forked_fiber). */
+static __thread bool forked_fiber;
+
+/*
+ * fork() from a fiber: the child's one thread is the worker thread, on
+ * the fiber's stack, and the worker it was is a copy with no thread
+ * behind its peers (a review: the child's calls on the parent's runtime
+ * returned 0, a sleep ran the parent's other fibers in the child, and a
+ * prt_join on the child's own runtime ran them instead of waiting). The
+ * child goes on as a plain thread: the parent's runtimes are gone
+ * (rt_ref.c), fiber-only calls are -EPERM, blocking calls block the
+ * thread, and a runtime of its own works as anywhere.
+ */
+static void fork_child(void)
+{
+	if (prt__tls_worker) {
+		prt__tls_worker = NULL;
+		forked_fiber = true;
+	}
+}
+
+struct prt__fork_hook prt__worker_fork_hook = { .lock = NULL, .child = fork_child };
+
+bool prt__forked_fiber(void)
+{
+	return forked_fiber;
 }
 
 static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fiber *f,

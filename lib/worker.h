@@ -4,6 +4,8 @@
 
 /* worker.c: which worker the calling thread is; where a woken fiber goes. */
 
+#include <stdbool.h>
+
 struct prt__fiber;
 struct prt__worker;
 
@@ -53,6 +55,12 @@ static inline void prt__assert_own_worker(struct prt__worker *w)
 
 /* The calling thread becomes worker @w (NULL: none any more). */
 void prt__set_cur_worker(struct prt__worker *w);
+/*
+ * In a child forked from a fiber, that fiber's thread (now a plain
+ * thread: prt__cur_worker() is NULL there): true. Its function's end,
+ * or prt_exit, ends the process (fiber.c).
+ */
+bool prt__forked_fiber(void);
 
 /*
  * The worker prt__wake() would queue @f on (the waker's worker

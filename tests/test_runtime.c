@@ -1193,6 +1193,7 @@ static void test_environment_overrides(void **state)
 	setenv("PRT_IO_BACKEND", "bogus", 1);
 	rt = env_rt(0, PRT_IO_AUTO);
 	assert_true(notice_has(rt, "PRT_IO_BACKEND=\"bogus\" ignored"));
+	assert_false(notice_has(rt, "proxyrt: ;")); /* io_uring's: was "proxyrt: ; PRT_IO_BACKEND=..." */
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	/* also beside epoll's own notice (a review: it replaced the environment's) */
 	rt = env_rt(0, PRT_IO_EPOLL);
@@ -1406,6 +1407,127 @@ static void test_fork_child_starts_fresh(void **state)
 	assert_int_equal(sigaction(SIGUSR2, &old, NULL), 0);
 }
 
+/*
+ * fork() from a fiber (a review): the child's one thread is the worker
+ * thread, on the fiber's stack. It kept the worker's identity: calls on
+ * the parent's runtime returned 0 in the child, a sleep there ran the
+ * parent's other fibers (a ticker ran in both processes), a prt_join on
+ * a runtime of the child's own ran them instead of waiting (hung), and
+ * the fiber's end went to the parent's scheduler. Now the child goes on
+ * as a plain thread, and the end of the fiber's function, or prt_exit,
+ * ends the process with status 0 (README, "fork()").
+ */
+static prt_runtime_t *ff_rt;
+static atomic_int ff_ticks, ff_stop;
+
+static void *ff_ticker(void *a)
+{
+	(void)a;
+	while (!atomic_load(&ff_stop)) {
+		atomic_fetch_add(&ff_ticks, 1);
+		prt_sleep_ns(200000);
+	}
+	return NULL;
+}
+
+static void *ff_nap(void *a)
+{
+	(void)a;
+	return prt_sleep_ns(1000000) == 0 ? NULL : (void *)1;
+}
+
+/* The forked child, as a plain thread: 0, or what failed. */
+static int ff_child(void)
+{
+	prt_runtime_config_t c;
+	prt_runtime_t *own;
+	prt_fiber_t f;
+	void *res = (void *)1;
+	int t0;
+
+	alarm(10); /* a hang is a failure, not a hung suite */
+	if (prt_spawn(ff_rt, &f, NULL, test_noop, NULL) != -EINVAL)
+		return 10; /* the parent's runtime, as a destroyed one */
+	if (prt_runtime_self() != NULL || prt_yield() != -EPERM)
+		return 11; /* not a fiber any more */
+	t0 = atomic_load(&ff_ticks);
+	if (prt_sleep_ns(20000000) != -EPERM)
+		return 12; /* a scheduling point: it ran the parent's fibers here */
+	usleep(20000);
+	if (atomic_load(&ff_ticks) != t0)
+		return 13; /* the parent's ticker ran in the child */
+	if (PRT_TEST_TSAN)
+		return 0; /* a child of a multithreaded process dies when it starts threads */
+	prt_runtime_config_init(&c);
+	c.nworkers = 1;
+	if (prt_runtime_create(&own, &c) || prt_spawn(own, &f, NULL, ff_nap, NULL))
+		return 14;
+	if (prt_join(f, &res) || res != NULL)
+		return 15; /* waited as a plain thread does */
+	if (prt_run(&c, ff_nap, NULL, &res) || res != NULL)
+		return 16;
+	return prt_runtime_destroy(own) ? 17 : 0;
+}
+
+/*
+ * The process ended through exit(): its handlers ran. (Its own status,
+ * 0, is not asserted: a sanitizer's leak check at exit sees the parent's
+ * objects, which only the stack left behind in the child points to.)
+ */
+static void ff_at_exit(void)
+{
+	_exit(42);
+}
+
+/* @how: 0 the child returns from the fiber's function, 1 calls prt_exit. */
+static void *ff_forker(void *how)
+{
+	pid_t p = fork();
+
+	if (p == 0) {
+		int r = ff_child();
+
+		if (r)
+			_exit(r);
+		atexit(ff_at_exit);
+		if (how)
+			prt_exit((void *)1);
+		return (void *)2; /* the child's process ends here, through exit() */
+	}
+	return (void *)(intptr_t)p;
+}
+
+static void test_fork_from_fiber(void **state)
+{
+	prt_fiber_t tick, forker;
+
+	(void)state;
+	/* Valgrind: a child's leak check at its exit finds the parent's memory unreachable. */
+	if (test_under_valgrind())
+		skip();
+	ff_rt = test_rt(1); /* the ticker on the forking fiber's worker */
+	atomic_store(&ff_stop, 0);
+	assert_int_equal(prt_spawn(ff_rt, &tick, NULL, ff_ticker, NULL), 0);
+	for (intptr_t how = 0; how < 2; how++) {
+		void *res;
+		int st = 0;
+		pid_t p;
+
+		assert_int_equal(prt_spawn(ff_rt, &forker, NULL, ff_forker, (void *)how), 0);
+		assert_int_equal(prt_join(forker, &res), 0);
+		p = (pid_t)(intptr_t)res;
+		assert_true(p > 0);
+		assert_int_equal(waitpid(p, &st, 0), p);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 42)
+			fail_msg("child (%s) %s %d", how ? "prt_exit" : "return",
+				 WIFEXITED(st) ? "exited" : "killed by signal",
+				 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	}
+	atomic_store(&ff_stop, 1);
+	assert_int_equal(prt_join(tick, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(ff_rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1433,6 +1555,7 @@ int main(void)
 		cmocka_unit_test(test_uring_enter_refused),
 		cmocka_unit_test(test_timer_create_refused),
 		cmocka_unit_test(test_fork_child_starts_fresh),
+		cmocka_unit_test(test_fork_from_fiber),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -128,7 +128,9 @@ PRT_API int prt_detach(prt_fiber_t f);
  * End the calling fiber with @result, as if its function had returned
  * it. Nothing on the fiber's stack is unwound; mutexes it holds stay
  * locked for good (see proxyrt/mutex.h). Calling it from a plain
- * thread aborts the process (there is no fiber to end).
+ * thread aborts the process (there is no fiber to end); in a child
+ * forked from a fiber it ends the process with status 0 (README,
+ * "fork()").
  * Context: a fiber; a scheduling point that never returns.
  */
 PRT_API PRT_NORETURN void prt_exit(void *result);
