@@ -18,10 +18,14 @@
  * interceptor is the interceptor's wrapper, which is what must be
  * called. Else libc's sigaction() (and any interposer) is used.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 /* The kernel's struct sigaction (x86-64 and aarch64 lay it out alike). */
 struct prt__sigact {
@@ -66,19 +70,53 @@ void prt__sig_role_put(int sig, enum prt__sig_role role);
 
 /*
  * Call the handler @old names with what the signal gave: false if it
- * names none (SIG_DFL or SIG_IGN), for the caller to decide. Inline:
- * a handler compiled without ThreadSanitizer calls it (preempt_sig.c).
+ * names none (SIG_DFL or SIG_IGN), for the caller to decide. As the
+ * kernel would have run it (a review: the application's sa_mask was not
+ * blocked, SA_NODEFER not honoured, and an SA_RESETHAND handler stayed
+ * for every later signal, then was put back at the end as if it had
+ * never run): its sa_mask and, unless SA_NODEFER, the signal itself are
+ * blocked while it runs (over the mask at the interruption, from @uc),
+ * and SA_RESETHAND makes the disposition SIG_DFL as it is called (one
+ * caller gets it, the exchange decides). Our handlers block the signal
+ * and nothing else: a mask like that, the common case, costs no system
+ * call. Inline: a handler compiled without ThreadSanitizer calls it
+ * (preempt_sig.c).
  */
-static inline bool prt__sig_call(const struct prt__sigact *old, int sig, siginfo_t *si, void *uc)
+static inline bool prt__sig_call(struct prt__sigact *old, int sig, siginfo_t *si, void *uc)
 {
-	void *h = old->handler;
+	void *h = __atomic_load_n(&old->handler, __ATOMIC_RELAXED);
+	unsigned long flags = old->flags;
+	uint64_t was = 0, cur, want, bit = sig >= 1 && sig <= 64 ? 1ull << (sig - 1) : 0;
+	bool masked = false;
 
 	if (h == (void *)SIG_DFL || h == (void *)SIG_IGN)
 		return false;
-	if (old->flags & SA_SIGINFO)
+	if ((flags & SA_RESETHAND) &&
+	    (h = __atomic_exchange_n(&old->handler, (void *)SIG_DFL, __ATOMIC_RELAXED)) ==
+		    (void *)SIG_DFL)
+		return false; /* another thread's signal took it first */
+	if (uc) {
+		memcpy(&was, &((const ucontext_t *)uc)->uc_sigmask, sizeof(was));
+		cur = was | bit;
+		want = (was | old->mask | bit) & ~(flags & SA_NODEFER ? bit : 0);
+		if (want != cur) {
+			int e = errno;
+
+			/* the raw call: libc's and ThreadSanitizer's wrappers are no business of a handler */
+			masked = syscall(SYS_rt_sigprocmask, SIG_SETMASK, &want, NULL, sizeof(want)) == 0;
+			errno = e;
+		}
+	}
+	if (flags & SA_SIGINFO)
 		((void (*)(int, siginfo_t *, void *))h)(sig, si, uc);
 	else
 		((void (*)(int))h)(sig);
+	if (masked) {
+		int e = errno;
+
+		syscall(SYS_rt_sigprocmask, SIG_SETMASK, &cur, NULL, sizeof(cur));
+		errno = e;
+	}
 	return true;
 }
 

@@ -123,7 +123,7 @@ static bool is_overflow(const struct prt__fiber *f, uintptr_t addr, uintptr_t sp
  * What was there before. SIG_DFL or SIG_IGN: back to the default, and
  * returning re-runs the access, which now kills.
  */
-static void chain(int sig, siginfo_t *si, void *uc, const struct prt__sigact *old)
+static void chain(int sig, siginfo_t *si, void *uc, struct prt__sigact *old)
 {
 	if (!prt__sig_call(old, sig, si, uc))
 		signal(sig, SIG_DFL);

@@ -2233,6 +2233,88 @@ static void test_signal_shared_and_restored(void **state)
 	signal(sig, SIG_DFL);
 }
 
+/*
+ * A signal that is not the runtime's goes to the application's handler
+ * as the kernel would have run it (a review): its sa_mask blocked while
+ * it runs, the signal itself too unless SA_NODEFER, and SA_RESETHAND
+ * makes the disposition SIG_DFL at the first call (it stayed, ran at
+ * every later signal, and was put back at the destroy as if it had
+ * never run). The mask at the interruption is back after it.
+ */
+static atomic_int ch_calls, ch_bad;
+static int ch_self_blocked; /* whether the handler should find its own signal blocked */
+
+static void ch_handler(int sig, siginfo_t *si, void *uc)
+{
+	sigset_t now;
+
+	(void)si;
+	(void)uc;
+	atomic_fetch_add(&ch_calls, 1);
+	pthread_sigmask(SIG_BLOCK, NULL, &now);
+	if (!sigismember(&now, SIGUSR1))
+		atomic_fetch_or(&ch_bad, 1); /* its sa_mask */
+	if (sigismember(&now, sig) != ch_self_blocked)
+		atomic_fetch_or(&ch_bad, 2);
+}
+
+/* Install ch_handler with @flags, mask {SIGUSR1}; a runtime; raise @raises times: calls seen. */
+static int chain_run(int sig, int flags, int raises, prt_runtime_t **rtp)
+{
+	struct sigaction app;
+	sigset_t after;
+
+	memset(&app, 0, sizeof(app));
+	app.sa_sigaction = ch_handler;
+	app.sa_flags = SA_SIGINFO | flags;
+	sigemptyset(&app.sa_mask);
+	sigaddset(&app.sa_mask, SIGUSR1);
+	ch_self_blocked = !(flags & SA_NODEFER);
+	atomic_store(&ch_calls, 0);
+	atomic_store(&ch_bad, 0);
+	assert_int_equal(sigaction(sig, &app, NULL), 0);
+	*rtp = rt_preempt(1, PRT_PREEMPT_QUANTUM_DEFAULT);
+	if (!*rtp)
+		return -1;
+	for (int i = 0; i < raises; i++)
+		raise(sig); /* a plain thread: not the runtime's */
+	pthread_sigmask(SIG_BLOCK, NULL, &after);
+	assert_false(sigismember(&after, SIGUSR1));
+	assert_false(sigismember(&after, sig));
+	assert_int_equal(atomic_load(&ch_bad), 0);
+	return atomic_load(&ch_calls);
+}
+
+static void test_signal_chained_as_the_kernel_would(void **state)
+{
+	struct sigaction cur;
+	prt_runtime_t *rt;
+	int sig = SIGRTMAX - 3;
+
+	(void)state;
+	/* ThreadSanitizer calls an application's handler later, from its own wrapper. */
+	if (PRT_TEST_TSAN)
+		skip();
+	/* One-shot: called once; the next is dropped (SIG_DFL: an RT signal would end us). */
+	if (chain_run(sig, SA_RESETHAND, 2, &rt) < 0) {
+		signal(sig, SIG_DFL);
+		skip();
+	}
+	assert_int_equal(atomic_load(&ch_calls), 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_handler == SIG_DFL); /* it ran: not put back */
+	/* SA_NODEFER: its own signal not blocked in it. */
+	assert_int_equal(chain_run(sig, SA_NODEFER, 2, &rt), 2);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(sigaction(sig, NULL, &cur), 0);
+	assert_true(cur.sa_sigaction == ch_handler);
+	/* Neither: the common case. */
+	assert_int_equal(chain_run(sig, 0, 3, &rt), 3);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	signal(sig, SIG_DFL);
+}
+
 /* ---- configuration --------------------------------------------------------------------------- */
 
 static void test_config(void **state)
@@ -4240,6 +4322,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_registers_survive),
 		cmocka_unit_test(test_libc_hogs),
 		cmocka_unit_test(test_signal_shared_and_restored),
+		cmocka_unit_test(test_signal_chained_as_the_kernel_would),
 		cmocka_unit_test(test_signal_roles_across_runtimes),
 		cmocka_unit_test(test_deny_range_and_object),
 		cmocka_unit_test(test_deny_object_at_reused_address),
