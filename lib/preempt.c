@@ -550,6 +550,11 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 		atomic_store_explicit(&p->mask_stale, false, memory_order_relaxed);
 		mask_read(p);
 	}
+	/* relaxed: as mask_stale (preempt_sig.c, altstack_as_base) */
+	if (prt__unlikely(atomic_load_explicit(&p->altstack_stale, memory_order_relaxed))) {
+		atomic_store_explicit(&p->altstack_stale, false, memory_order_relaxed);
+		sigaltstack(&w->altstack, NULL);
+	}
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
 	if (!next) {
 		PRT_WRITE_ONCE(w->rq.serve_prio, -1);

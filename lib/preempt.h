@@ -44,6 +44,8 @@ struct prt__wpreempt {
 	 */
 	uint64_t base_mask;
 	atomic_bool mask_stale; /* set by the handler, cleared by a pick that reads the mask again */
+	/* set by the handler: a fiber changed the thread's alternate stack; a pick puts it back */
+	atomic_bool altstack_stale;
 	bool timers_ok;         /* the three timers exist */
 	/*
 	 * @tick counts the worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID),

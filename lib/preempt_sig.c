@@ -170,6 +170,32 @@ static bool mask_as_base(struct prt__worker *w, const void *ucv)
 }
 
 /*
+ * Does this handler run on the worker thread's own alternate stack? Not
+ * if a fiber changed it (a review): the alternate stack is the thread's,
+ * and so its next fibers'. Disabled, this handler ran on the fiber's own
+ * stack and refused every interrupt (on_fiber_stack), so a fiber that
+ * never called the runtime was not stopped again; moved into memory the
+ * fiber then gave back, every signal wrote its frame there, over the
+ * next user of that memory. So the worker's own is put back: by the
+ * return from this handler (sigreturn installs the alternate stack
+ * @uc names; the kernel refuses it while the frame is on the stack it
+ * would replace), and by the worker's next pick in any case. A
+ * sigaltstack() here would be undone by that same return.
+ */
+static void altstack_as_base(struct prt__worker *w, void *ucv)
+{
+	ucontext_t *uc = ucv;
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+
+	if ((w->altstack.ss_flags & SS_DISABLE) ||
+	    here - (uintptr_t)w->altstack.ss_sp < w->altstack.ss_size)
+		return;
+	uc->uc_stack = w->altstack;
+	/* relaxed: this thread's next pick reads it */
+	atomic_store_explicit(&w->pw.altstack_stale, true, memory_order_relaxed);
+}
+
+/*
  * The fiber could not be stopped where it is: at its next scheduling
  * point, prt_preempt_enable(), or when @retry fires @retry_ns from now
  * (0: none).
@@ -265,6 +291,7 @@ static void interrupt(struct prt__worker *w, unsigned src, void *uc)
 		defer(w, src, 0); /* prt_preempt_enable() honours it */
 		return;
 	}
+	altstack_as_base(w, uc);
 	if (!mask_as_base(w, uc) || !on_fiber_stack(f, uc) || !prt__range_allowed(pc, &seq) ||
 	    !prt__ctx_interrupt(uc, prt__preempt_fn, (char *)w + src,
 				base + PRT_PREEMPT_STACK_RESERVE)) {

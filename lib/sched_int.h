@@ -195,6 +195,12 @@ struct prt__worker {
 	struct prt__io io;
 	void *sigstack; /* its alternate signal stack, if it made one (signal.c) */
 	/*
+	 * The worker thread's alternate signal stack as it started (ours, or
+	 * one the thread had; SS_DISABLE: none): put back where a fiber
+	 * changed it (preempt_sig.c, altstack_as_base).
+	 */
+	stack_t altstack;
+	/*
 	 * @stats as they were at the last prt_worker_stats_reset (runtime.c):
 	 * written by that call (release), from any thread; read by
 	 * prt_worker_stats (acquire), which reports @stats minus these. The

@@ -184,9 +184,12 @@ void prt__sigstack_init(struct prt__worker *w)
 	char *p;
 
 	w->sigstack = NULL;
+	w->altstack.ss_flags = SS_DISABLE;
 	/* A thread that has one (ASan gives its threads one) keeps it. */
-	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) {
+		w->altstack = cur;
 		return;
+	}
 	/*
 	 * With a guard page below: a handler that runs on it (the
 	 * application's, chained from the preemption handler, which takes
@@ -209,6 +212,7 @@ void prt__sigstack_init(struct prt__worker *w)
 		return;
 	}
 	w->sigstack = p;
+	w->altstack = ss;
 }
 
 void prt__sigstack_fini(struct prt__worker *w)

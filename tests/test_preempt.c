@@ -949,6 +949,73 @@ static void test_equal_hogs_share_under_sleeper(void **state)
 }
 
 /*
+ * A fiber that changes its worker thread's alternate signal stack (a
+ * review): disabled, the handler ran on the fibers' own stacks and
+ * refused every interrupt, so two hogs that never call the runtime ran
+ * one after the other; moved elsewhere, it stayed there for every later
+ * fiber. The worker's own is put back (preempt_sig.c, altstack_as_base),
+ * and the equal hogs share the worker again.
+ */
+static char altstack_buf[64 * 1024] __attribute__((aligned(16)));
+
+static void *altstack_change(void *arg)
+{
+	stack_t ss = { .ss_flags = SS_DISABLE };
+
+	if (arg) {
+		ss.ss_sp = altstack_buf;
+		ss.ss_size = sizeof(altstack_buf);
+		ss.ss_flags = 0;
+	}
+	FIBER_CHECK(sigaltstack(&ss, NULL) == 0);
+	return NULL;
+}
+
+static void *altstack_now(void *arg)
+{
+	stack_t *cur = arg;
+
+	FIBER_CHECK(sigaltstack(NULL, cur) == 0);
+	return NULL;
+}
+
+static void altstack_changed(bool moved)
+{
+	struct pair p = { 0 };
+	struct pair_arg a0 = { &p, 0 }, a1 = { &p, 1 };
+	prt_runtime_t *rt;
+	prt_fiber_t f0, f1;
+	stack_t before, after;
+
+	if (!(rt = rt_preempt(1, 200 * 1000)))
+		skip();
+	join_ok(spawn_at(rt, 16, 0, altstack_now, &before));
+	join_ok(spawn_at(rt, 16, 0, altstack_change, moved ? (void *)1 : NULL));
+	f0 = spawn_at(rt, 16, 0, slice_hog, &a0);
+	f1 = spawn_at(rt, 16, 0, slice_hog, &a1);
+	join_ok(f0);
+	join_ok(f1);
+	assert_true(p.other_seen[0] > 100);
+	assert_true(p.other_seen[1] > 100);
+	join_ok(spawn_at(rt, 16, 0, altstack_now, &after));
+	assert_true(after.ss_sp == before.ss_sp && after.ss_size == before.ss_size);
+	assert_int_equal(after.ss_flags & SS_DISABLE, before.ss_flags & SS_DISABLE);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+static void test_altstack_disabled_by_fiber(void **state)
+{
+	(void)state;
+	altstack_changed(false);
+}
+
+static void test_altstack_moved_by_fiber(void **state)
+{
+	(void)state;
+	altstack_changed(true);
+}
+
+/*
  * The same with a slice of a kernel tick or more (20 ms: above the 10 ms
  * tick of HZ=100), which the worker's CPU-time clock measures (preempt.c,
  * tick_clock_cpu): its timer fires at the kernel's own tick.
@@ -4303,6 +4370,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bias_claim_window),
 		cmocka_unit_test(test_bias_entered_window),
 		cmocka_unit_test(test_equal_hogs_share),
+		cmocka_unit_test(test_altstack_disabled_by_fiber),
+		cmocka_unit_test(test_altstack_moved_by_fiber),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick),
 		cmocka_unit_test(test_equal_hogs_share_under_sleeper),
 		cmocka_unit_test(test_equal_hogs_share_cpu_tick_under_sleeper),
