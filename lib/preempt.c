@@ -551,8 +551,8 @@ void prt__preempt_picked_slow(struct prt__worker *w, struct prt__fiber *next,
 		mask_read(p);
 	}
 	/* relaxed: as mask_stale (preempt_sig.c, altstack_as_base) */
-	if (prt__unlikely(atomic_load_explicit(&p->altstack_stale, memory_order_relaxed))) {
-		atomic_store_explicit(&p->altstack_stale, false, memory_order_relaxed);
+	if (prt__unlikely(atomic_load_explicit(&p->events, memory_order_relaxed) & PRT_PEV_ALTSTACK)) {
+		atomic_fetch_and_explicit(&p->events, ~PRT_PEV_ALTSTACK, memory_order_relaxed);
 		sigaltstack(&w->altstack, NULL);
 	}
 	/* PRT_WRITE_ONCE: this thread's handler reads it (interrupt) */
@@ -1305,8 +1305,19 @@ void prt__preempt_safe_point_slow(struct prt__worker *w)
 	 * interrupt handler tells, preempt_sig.c, mask_as_base). One
 	 * system call, on this rare path only.
 	 */
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+
 	if (self == &w->idle || !w->pw.quantum ||
 	    atomic_load_explicit(&self->preempt_count, memory_order_relaxed))
+		return;
+	/*
+	 * Nor off the fiber's own stack: a handler on an alternate stack,
+	 * which its signal mask does not tell when it has SA_NODEFER and an
+	 * empty sa_mask (a review: prt_now_ns in such a handler chained from
+	 * the preemption signal switched fibers there, and the next signal
+	 * wrote over its frames on the worker's alternate stack).
+	 */
+	if (here - (uintptr_t)self->stack.base >= self->stack.size)
 		return;
 	if (mask_now() != w->pw.base_mask)
 		return;
@@ -1357,7 +1368,7 @@ PRT_API int prt_preempt_enable(void)
 	/* A preemption came due inside the region: now (the kernel's preempt_enable does the same). */
 	if (c == 1 && w->pw.quantum &&
 	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) & PRT_PEV_PENDING_ALL))
-		preempt_eval_call(w);
+		prt__preempt_safe_point_slow(w); /* its checks: not in a handler, nor the idle context */
 	return 0;
 }
 

@@ -44,8 +44,6 @@ struct prt__wpreempt {
 	 */
 	uint64_t base_mask;
 	atomic_bool mask_stale; /* set by the handler, cleared by a pick that reads the mask again */
-	/* set by the handler: a fiber changed the thread's alternate stack; a pick puts it back */
-	atomic_bool altstack_stale;
 	bool timers_ok;         /* the three timers exist */
 	/*
 	 * @tick counts the worker thread's CPU time (CLOCK_THREAD_CPUTIME_ID),
@@ -199,6 +197,8 @@ enum {
 #define PRT_PEV_PENDING_ALL 0xfu /* WATCH ... KICK */
 #define PRT_PEV_KICKED 0x10u
 #define PRT_PEV_WATCH_FIRED 0x20u
+/* the handler found the thread's alternate stack changed (preempt_sig.c, altstack_as_base) */
+#define PRT_PEV_ALTSTACK 0x40u
 
 /*
  * A deferred preemption is tried again after this long (ns); a retry

@@ -191,8 +191,12 @@ static void altstack_as_base(struct prt__worker *w, void *ucv)
 	    here - (uintptr_t)w->altstack.ss_sp < w->altstack.ss_size)
 		return;
 	uc->uc_stack = w->altstack;
-	/* relaxed: this thread's next pick reads it */
-	atomic_store_explicit(&w->pw.altstack_stale, true, memory_order_relaxed);
+	/*
+	 * An event: the next pick takes the hook's slow half for it, whatever
+	 * the tick (a review: with the CPU-time tick, a flag of its own was
+	 * never read). relaxed: this thread's next pick takes it.
+	 */
+	atomic_fetch_or_explicit(&w->pw.events, PRT_PEV_ALTSTACK, memory_order_relaxed);
 }
 
 /*

@@ -217,8 +217,17 @@ void prt__sigstack_init(struct prt__worker *w)
 
 void prt__sigstack_fini(struct prt__worker *w)
 {
-	stack_t ss = { .ss_flags = SS_DISABLE };
+	stack_t ss = { .ss_flags = SS_DISABLE }, cur;
 
+	/*
+	 * A fiber left another alternate stack (a review: ASan's thread exit
+	 * then unmapped that memory, a program's buffer, as the thread's
+	 * own): the thread's own back first.
+	 */
+	if (!(w->altstack.ss_flags & SS_DISABLE) && sigaltstack(NULL, &cur) == 0 &&
+	    ((cur.ss_flags & SS_DISABLE) || cur.ss_sp != w->altstack.ss_sp ||
+	     cur.ss_size != w->altstack.ss_size))
+		sigaltstack(&w->altstack, NULL);
 	if (!w->sigstack)
 		return;
 	sigaltstack(&ss, NULL);
