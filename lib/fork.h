@@ -21,6 +21,11 @@ struct prt__fork_hook {
 
 /* Add @h (once; again is a no-op). Any thread; before the module's lock is first taken. */
 void prt__fork_hook_add(struct prt__fork_hook *h);
+/*
+ * The calling fiber's preempt count up (@d 1) or down (-1), nothing
+ * honoured (preempt.c); a no-op on a plain thread. Around a fork.
+ */
+void prt__preempt_fork_hold(int d);
 
 /*
  * The hooks of the modules a runtime uses (rt_ref.c, preempt.c,

@@ -1372,6 +1372,21 @@ PRT_API int prt_preempt_enable(void)
 	return 0;
 }
 
+void prt__preempt_fork_hold(int d)
+{
+	struct prt__worker *w = prt__cur_worker();
+	struct prt__fiber *f;
+
+	if (!w || (f = w->curr) == &w->idle)
+		return;
+	atomic_signal_fence(memory_order_seq_cst);
+	/* relaxed: this thread's handler reads it */
+	atomic_store_explicit(&f->preempt_count,
+			      atomic_load_explicit(&f->preempt_count, memory_order_relaxed) + (unsigned)d,
+			      memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
 PRT_API int prt_runtime_preemptive(const prt_runtime_t *rt, uint64_t *quantum_ns)
 {
 	bool ref;

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -2493,6 +2494,79 @@ static void test_nodefer_handler_not_switched(void **state)
 	nodefer_handler_not_switched(SIGUSR1, false);
 }
 
+/*
+ * fork() from a fiber while the application's fork handlers compute (a
+ * review): one registered before the runtime's runs while the library's
+ * fork locks are held, and an interrupt there took the preemption lock
+ * again on the same thread: the worker deadlocked (5/5 at 50 us, with
+ * a hog sharing the worker). Now a forking fiber is not preempted until
+ * the fork is done. A prepare handler and a parent handler, each ~3 ms.
+ */
+static atomic_int fa_on;
+static volatile unsigned long fa_sink;
+
+static void fa_busy(void)
+{
+	uint64_t end;
+
+	if (!atomic_load(&fa_on))
+		return;
+	end = prt_now_ns() + 3000000;
+	while (prt_now_ns() < end)
+		for (int i = 0; i < 1000; i++)
+			fa_sink += (unsigned long)i;
+}
+
+static void *fa_hog(void *a)
+{
+	while (atomic_load(&fa_on) == 1)
+		fa_sink++;
+	return a;
+}
+
+static void *fa_forker(void *a)
+{
+	for (int i = 0; i < 5; i++) {
+		int st = 0;
+		pid_t p = fork();
+
+		if (p == 0)
+			_exit(7);
+		FIBER_CHECK(p > 0 && waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 7);
+	}
+	return a;
+}
+
+/*
+ * Registered by main(), before any runtime's: the library's handlers then
+ * run before these at prepare (their locks held), after them at parent.
+ */
+static void fa_register(void)
+{
+	pthread_atfork(fa_busy, fa_busy, NULL);
+}
+
+static void test_fork_handlers_not_preempted(void **state)
+{
+	prt_runtime_t *rt;
+	prt_fiber_t h, f;
+
+	(void)state;
+	/* TSan: a forked child of a threaded process; valgrind: the child's leak check. */
+	if (PRT_TEST_TSAN || test_under_valgrind())
+		skip();
+	if (!(rt = rt_preempt(1, 50 * 1000)))
+		skip();
+	atomic_store(&fa_on, 1);
+	h = spawn_at(rt, 16, 0, fa_hog, NULL);
+	f = spawn_at(rt, 16, 0, fa_forker, NULL);
+	join_ok(f);
+	atomic_store(&fa_on, 2);
+	join_ok(h);
+	atomic_store(&fa_on, 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- configuration --------------------------------------------------------------------------- */
 
 static void test_config(void **state)
@@ -4505,6 +4579,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_signal_shared_and_restored),
 		cmocka_unit_test(test_signal_chained_as_the_kernel_would),
 		cmocka_unit_test(test_nodefer_handler_not_switched),
+		cmocka_unit_test(test_fork_handlers_not_preempted),
 		cmocka_unit_test(test_signal_roles_across_runtimes),
 		cmocka_unit_test(test_deny_range_and_object),
 		cmocka_unit_test(test_deny_object_at_reused_address),
@@ -4537,5 +4612,6 @@ int main(int argc, char **argv)
 	 * caller's environment sets (test_sched tests the variable).
 	 */
 	unsetenv("PRT_STEAL_GRACE_NS");
+	fa_register(); /* before the first runtime (test_fork_handlers_not_preempted) */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
