@@ -23,32 +23,28 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prt__fork_hook *hooks; /* hooks_lock */
 
-/*
- * A fiber that forks is not preempted from here to parent() (or the
- * child): the application's own fork handlers registered before ours
- * run in between, and an interrupt there would take the preemption
- * module's lock, held here (a review: the worker deadlocked on it, 5/5,
- * with a handler that computed for 3 ms at a 50 us quantum). An
- * interrupt that comes meanwhile waits for the fiber's next scheduling
- * point or tick (parent() runs inside fork, under libc's own fork lock:
- * no switch there).
- */
+/* Each hook's lock, then its @prepare (the application's own handlers registered before ours run after this). */
 static void prepare(void)
 {
-	prt__preempt_fork_hold(1);
 	pthread_mutex_lock(&hooks_lock);
-	for (struct prt__fork_hook *h = hooks; h; h = h->next)
+	for (struct prt__fork_hook *h = hooks; h; h = h->next) {
 		if (h->lock)
 			pthread_mutex_lock(h->lock);
+		if (h->prepare)
+			h->prepare();
+	}
 }
 
+/* In the parent, inside fork (under libc's fork lock): each hook's @parent, then its lock dropped. */
 static void parent(void)
 {
-	for (struct prt__fork_hook *h = hooks; h; h = h->next)
+	for (struct prt__fork_hook *h = hooks; h; h = h->next) {
+		if (h->parent)
+			h->parent();
 		if (h->lock)
 			pthread_mutex_unlock(h->lock);
+	}
 	pthread_mutex_unlock(&hooks_lock);
-	prt__preempt_fork_hold(-1);
 }
 
 /*

@@ -14,6 +14,8 @@
  */
 struct prt__fork_hook {
 	pthread_mutex_t *lock; /* NULL: none (state of the forking thread alone) */
+	void (*prepare)(void); /* before the fork, the lock taken (NULL: nothing more) */
+	void (*parent)(void);  /* in the parent, before the lock is dropped (NULL: nothing) */
 	void (*child)(void); /* in the child, the lock dropped (NULL: nothing more) */
 	struct prt__fork_hook *next; /* fork.c's */
 	bool added;                  /* fork.c's */
@@ -21,11 +23,6 @@ struct prt__fork_hook {
 
 /* Add @h (once; again is a no-op). Any thread; before the module's lock is first taken. */
 void prt__fork_hook_add(struct prt__fork_hook *h);
-/*
- * The calling fiber's preempt count up (@d 1) or down (-1), nothing
- * honoured (preempt.c); a no-op on a plain thread. Around a fork.
- */
-void prt__preempt_fork_hold(int d);
 
 /*
  * The hooks of the modules a runtime uses (rt_ref.c, preempt.c,

@@ -1372,7 +1372,19 @@ PRT_API int prt_preempt_enable(void)
 	return 0;
 }
 
-void prt__preempt_fork_hold(int d)
+/*
+ * A fiber that forks is not preempted from the library's prepare
+ * handler to its parent handler (or the child): the application's own
+ * fork handlers registered before the library's run in between, while
+ * the library's fork locks are held, and an interrupt there took the
+ * preemption lock again (a review: the worker deadlocked on it, 5/5,
+ * with a handler that computed for 3 ms at a 50 us quantum). The
+ * calling fiber's preempt count goes up (@d 1) and down (-1), nothing
+ * honoured: the parent handler runs inside fork, under libc's own fork
+ * lock, so no switch there; an interrupt that came meanwhile waits for
+ * the fiber's next scheduling point or tick. A no-op on a plain thread.
+ */
+static void fork_hold(int d)
 {
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *f;
@@ -1408,4 +1420,16 @@ static void preempt_child(void)
 	prt__sig_put_all(sig_users, (const void *)prt__preempt_handler, true, prt__preempt_old);
 }
 
-struct prt__fork_hook prt__preempt_fork_hook = { .lock = &preempt_lock, .child = preempt_child };
+static void preempt_prepare(void)
+{
+	fork_hold(1);
+}
+
+static void preempt_parent(void)
+{
+	fork_hold(-1);
+}
+
+struct prt__fork_hook prt__preempt_fork_hook = {
+	.lock = &preempt_lock, .prepare = preempt_prepare, .parent = preempt_parent, .child = preempt_child
+};
