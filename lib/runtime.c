@@ -123,7 +123,7 @@ static int config_check(const prt_runtime_config_t *cfg, const char **why)
 	    cfg->size > sizeof(prt_runtime_config_t))
 		return refused(why, "size is not one this library knows (prt_runtime_config_init sets it)");
 	if (cfg->flags & ~(unsigned)(PRT_RT_NO_PIN | PRT_RT_PER_PU | PRT_RT_VERBOSE | PRT_RT_NO_PROXY |
-				   PRT_RT_NO_IOWQ_AFF))
+				   PRT_RT_NO_IOWQ_AFF | PRT_RT_NO_CPU_LIMIT))
 		return refused(why, "flags has bits that are no PRT_RT_* flag");
 	if (cfg->nworkers < 0 || cfg->nworkers > PRT_MAX_WORKERS)
 		return refused(why, "nworkers is negative or above PRT_MAX_WORKERS");

@@ -19,6 +19,7 @@
  * victim first.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,12 @@ static void set_notice(struct prt__topo *t, const prt_runtime_config_t *cfg)
 	else if (!t->is_this_system)
 		snprintf(t->notice, n, "proxyrt: hwloc's topology (HWLOC_XMLFILE or "
 			 "HWLOC_SYNTHETIC set?) is %s", tail);
+	else if (t->limited)
+		snprintf(t->notice, n,
+			 "proxyrt: %d worker(s), not %d: the cgroup's CPU limit is %" PRIu64
+			 "/%" PRIu64 " us (%.120s); %s (PRT_RT_NO_CPU_LIMIT ignores it)",
+			 t->nworkers, t->limited, t->limit.quota_us, t->limit.period_us,
+			 t->limit.where, t->pin ? "bound to the CPUs named" : "not bound to CPUs");
 	else if (!t->pin)
 		snprintf(t->notice, n, "proxyrt: binding disabled by PRT_RT_NO_PIN: "
 			 "workers are not bound to CPUs");
@@ -309,6 +316,17 @@ static int place_workers(struct prt__topo *t, const prt_runtime_config_t *cfg,
 	n = cfg->nworkers ? cfg->nworkers : nunits;
 	if (n > PRT_MAX_WORKERS)
 		n = PRT_MAX_WORKERS;
+	if (!cfg->nworkers && t->limit.cpus && (unsigned)n > t->limit.cpus) {
+		/*
+		 * A cgroup's CPU limit is time, not CPUs: workers bound to the
+		 * first units would put every such process of a machine on
+		 * the same few CPUs. Bound only to CPUs the caller named.
+		 */
+		t->limited = n;
+		n = (int)t->limit.cpus;
+		if (!cfg->cpus)
+			t->pin = 0;
+	}
 	if (nunits == 0) {
 		err = -EINVAL;
 		goto out;
@@ -396,12 +414,17 @@ int prt__topo_init(struct prt__topo *t, const prt_runtime_config_t *cfg)
 		err = topo_load(t, cfg);
 	if (!err && (hw_fault() || !(allowed = hwloc_bitmap_alloc())))
 		err = -ENOMEM;
+	if (!err && t->is_this_system && !(cfg->flags & PRT_RT_NO_CPU_LIMIT) &&
+	    prt__cgroup_cpu_limit("", &t->limit) <= 0)
+		t->limit.cpus = 0;
 	if (!err)
 		err = allowed_pus(t, cfg, allowed);
 	if (!err)
 		err = place_workers(t, cfg, allowed);
 	if (!err)
 		t->ncpus = worker_cpus(t, allowed);
+	if (!err && t->limit.cpus && (unsigned)t->ncpus > t->limit.cpus)
+		t->ncpus = (int)t->limit.cpus; /* the CPU time they get is that many CPUs' */
 	hwloc_bitmap_free(allowed);
 	if (err) {
 		prt__topo_fini(t);

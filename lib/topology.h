@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <proxyrt/runtime.h>
 
+#include "cgroup.h"
+
 struct prt__topo_worker {
 	int pu_os_index;   /* OS index of the PU the worker is placed on */
 	int core_index;    /* logical index of its core */
@@ -29,6 +31,8 @@ struct prt__topo {
 	int can_membind;    /* binding memory to a node works and matters (>1 node) */
 	int nworkers;
 	int ncpus;          /* CPUs the workers run on (see worker_cpus() in topology.c) */
+	struct prt__cpu_limit limit; /* the cgroup's CPU limit (limit.cpus 0: none, or ignored) */
+	int limited;        /* the default worker count was cut to limit.cpus from this many, or 0 */
 	cpu_set_t cpus;     /* the CPUs for the runtime's other threads (worker_cpus()) */
 	struct prt__topo_worker *w; /* nworkers entries */
 	char notice[256];   /* why binding was skipped, or "" */

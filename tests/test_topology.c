@@ -12,12 +12,15 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hwloc.h>
@@ -444,7 +447,7 @@ static void test_verbose(void **state)
 
 static void test_real_machine(void **state)
 {
-	prt_runtime_config_t cfg = config(NULL, 0);
+	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_CPU_LIMIT);
 	cpu_set_t before = affinity(), after;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	struct prt__topo t;
@@ -477,7 +480,7 @@ static void test_real_machine(void **state)
 	/* A CPU list on the real machine: just the first worker's PU. */
 	snprintf(cpus, sizeof(cpus), "%d", pu);
 	cfg.cpus = cpus;
-	cfg.flags = PRT_RT_PER_PU;
+	cfg.flags = PRT_RT_PER_PU | PRT_RT_NO_CPU_LIMIT;
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.nworkers, 1);
 	assert_int_equal(t.w[0].pu_os_index, pu);
@@ -486,7 +489,7 @@ static void test_real_machine(void **state)
 
 static void test_real_no_pin(void **state)
 {
-	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_PIN);
+	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_PIN | PRT_RT_NO_CPU_LIMIT);
 	cpu_set_t before = affinity(), after;
 	struct prt__topo t;
 
@@ -518,7 +521,7 @@ static void *wait_pipe(void *arg)
 static void test_ncpus(void **state)
 {
 	cpu_set_t before = affinity(), one;
-	prt_runtime_config_t cfg = config(NULL, 0);
+	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_CPU_LIMIT);
 	struct prt__topo t;
 	pthread_t other;
 	int first = -1, p[2];
@@ -537,7 +540,7 @@ static void test_ncpus(void **state)
 	cfg.nworkers = 3 * CPU_COUNT(&before); /* placement wraps: as many CPUs, no more */
 	if (cfg.nworkers > PRT_MAX_WORKERS)
 		cfg.nworkers = PRT_MAX_WORKERS;
-	cfg.flags = PRT_RT_PER_PU;
+	cfg.flags = PRT_RT_PER_PU | PRT_RT_NO_CPU_LIMIT;
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_true(t.ncpus <= CPU_COUNT(&before) && t.ncpus < t.nworkers);
 	prt__topo_fini(&t);
@@ -549,13 +552,13 @@ static void test_ncpus(void **state)
 	assert_int_equal(pipe(p), 0);
 	assert_int_equal(pthread_create(&other, NULL, wait_pipe, &p[0]), 0);
 	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
-	cfg = config(NULL, PRT_RT_PER_PU);
+	cfg = config(NULL, PRT_RT_PER_PU | PRT_RT_NO_CPU_LIMIT);
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.nworkers, CPU_COUNT(&before)); /* the process's CPUs */
 	assert_int_equal(t.ncpus, t.nworkers); /* bound: their PUs, not this thread's one */
 	assert_true(CPU_EQUAL(&t.cpus, &before));
 	prt__topo_fini(&t);
-	cfg = config(NULL, PRT_RT_PER_PU | PRT_RT_NO_PIN);
+	cfg = config(NULL, PRT_RT_PER_PU | PRT_RT_NO_PIN | PRT_RT_NO_CPU_LIMIT);
 	assert_int_equal(prt__topo_init(&t, &cfg), 0);
 	assert_int_equal(t.ncpus, 1); /* unbound: they inherit the one CPU */
 	assert_true(CPU_EQUAL(&t.cpus, &one));
@@ -570,6 +573,272 @@ static void test_ncpus(void **state)
 	assert_int_equal(pthread_join(other, NULL), 0);
 	close(p[0]);
 	close(p[1]);
+}
+
+/* Write @text to @root/@rel, making the directories on the way. */
+static void put(const char *root, const char *rel, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	for (char *s = path + strlen(root) + 1; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		assert_true(mkdir(path, 0755) == 0 || errno == EEXIST);
+		*s = '/';
+	}
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void rm_tree(const char *dir)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* prt__cgroup_cpu_limit over a made-up /proc and cgroup tree under a fresh @root. */
+static int limit_in(char *root, const char *cgroup, const char *mountinfo,
+		    struct prt__cpu_limit *out)
+{
+	put(root, "proc/self/cgroup", cgroup);
+	put(root, "proc/self/mountinfo", mountinfo);
+	return prt__cgroup_cpu_limit(root, out);
+}
+
+#define V2_MOUNT "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n"
+
+/*
+ * The CPU limit as a container sets it, read from the files only
+ * (cgroup.c): v2 and v1, the tightest level of the visible ones, a
+ * cgroup outside the mount's root, escaped mount points, files that
+ * say nothing or nonsense, and the rounding.
+ */
+static void test_cgroup_limit_files(void **state)
+{
+	struct prt__cpu_limit l;
+	char root[] = "/tmp/prt-cg-XXXXXX";
+	char longroot[3000];
+
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	/* v2 in a cgroup namespace (the container's own cgroup is "/") */
+	put(root, "sys/fs/cgroup/cpu.max", "150000 100000\n");
+	assert_int_equal(limit_in(root, "0::/\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 2); /* 1.5 CPUs, rounded up */
+	assert_true(l.quota_us == 150000 && l.period_us == 100000);
+	assert_non_null(strstr(l.where, "/sys/fs/cgroup/cpu.max"));
+	put(root, "sys/fs/cgroup/cpu.max", "max 100000\n");
+	assert_int_equal(limit_in(root, "0::/\n", V2_MOUNT, &l), 0);
+	assert_int_equal(l.cpus, 0);
+
+	/* nested: the parent's limit holds where the leaf has none, the tighter wins */
+	put(root, "sys/fs/cgroup/a/cpu.max", "200000 100000\n");
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "max 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 2);
+	assert_non_null(strstr(l.where, "/sys/fs/cgroup/a/cpu.max"));
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "50000 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 1);
+	assert_non_null(strstr(l.where, "/a/b/cpu.max"));
+	put(root, "sys/fs/cgroup/cpu.max", "10000 100000\n"); /* the mount point's own level counts too */
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_true(l.quota_us == 10000 && l.cpus == 1);
+	assert_int_equal(strstr(l.where, "/a/") == NULL, 1);
+	put(root, "sys/fs/cgroup/cpu.max", "max 100000\n");
+
+	/* rounding and saturation */
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "100001 100000\n");
+	put(root, "sys/fs/cgroup/a/cpu.max", "max 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 2);
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "100000 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 1);
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "1 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 1);
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "9999999999999999999 1\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+	assert_int_equal(l.cpus, 65535);
+
+	/* nonsense is no limit */
+	static const char *const bad[] = {"abc def\n", "100000\n", "", "-5 100000\n",
+					  "99999999999999999999 100000\n", "0 100000\n",
+					  "100000 0\n", "100000 abc\n", "100000x 100000\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put(root, "sys/fs/cgroup/a/b/cpu.max", bad[i]);
+		assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 0);
+	}
+	/* no cgroup2 mount, a cgroup outside the mount's root, no /proc files */
+	assert_int_equal(limit_in(root, "0::/a/b\n",
+				  "41 31 0:38 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", &l), 0);
+	put(root, "sys/fs/cgroup/a/b/cpu.max", "50000 100000\n");
+	assert_int_equal(limit_in(root, "0::/x/y\n",
+				  "41 31 0:38 /a /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", &l), 0);
+	assert_int_equal(limit_in(root, "0::/ab\n",
+				  "41 31 0:38 /a /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", &l), 0);
+	/* the mount's root is the cgroup: its files are at the mount point */
+	put(root, "sys/fs/cgroup/cpu.max", "300000 100000\n");
+	assert_int_equal(limit_in(root, "0::/a/b\n",
+				  "41 31 0:38 /a/b /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", &l), 1);
+	assert_int_equal(l.cpus, 3);
+	rm_tree(root);
+	assert_non_null(mkdtemp(strcpy(root, "/tmp/prt-cg-XXXXXX")));
+	assert_int_equal(prt__cgroup_cpu_limit(root, &l), 0);
+	assert_int_equal(prt__cgroup_cpu_limit("/nonexistent/prt", &l), 0);
+	memset(longroot, 'a', sizeof(longroot) - 1);
+	longroot[0] = '/';
+	longroot[sizeof(longroot) - 1] = '\0';
+	assert_int_equal(prt__cgroup_cpu_limit(longroot, &l), -ENAMETOOLONG);
+
+	/* v1 as Docker sets it up without a cgroup namespace; cpuset is not cpu */
+	put(root, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000\n");
+	put(root, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+	put(root, "sys/fs/cgroup/cpuset/cpu.cfs_quota_us", "100000\n");
+	put(root, "sys/fs/cgroup/cpuset/cpu.cfs_period_us", "100000\n");
+	static const char v1_mounts[] =
+		"34 31 0:31 /docker/abc /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n"
+		"32 31 0:29 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+	static const char v1_cgroup[] = "12:cpuset:/docker/abc\n11:cpu,cpuacct:/docker/abc\n"
+					"10:memory:/docker/abc\n0::/\n";
+	assert_int_equal(limit_in(root, v1_cgroup, v1_mounts, &l), 1);
+	assert_int_equal(l.cpus, 3);
+	assert_non_null(strstr(l.where, "cpu,cpuacct/cpu.cfs_quota_us"));
+	put(root, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+	assert_int_equal(limit_in(root, v1_cgroup, v1_mounts, &l), 0);
+	/* v1 and v2 both: the tighter */
+	put(root, "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000\n");
+	put(root, "sys/fs/cgroup/unified/cpu.max", "120000 100000\n");
+	assert_int_equal(limit_in(root, v1_cgroup,
+				  "32 31 0:29 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+				  "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n", &l), 1);
+	assert_int_equal(l.cpus, 2);
+	assert_non_null(strstr(l.where, "unified/cpu.max"));
+	/* a mount point with a space, escaped as the kernel writes it */
+	put(root, "sys/fs/my cg/cpu.max", "40000 100000\n");
+	assert_int_equal(limit_in(root, "0::/\n",
+				  "41 31 0:38 / /sys/fs/my\\040cg rw - cgroup2 cgroup2 rw\n", &l), 1);
+	assert_int_equal(l.cpus, 1);
+	assert_non_null(strstr(l.where, "my cg/cpu.max"));
+	rm_tree(root);
+}
+
+/*
+ * Where this machine lets us (root, cgroup v1's cpu controller, or v2
+ * with cpu enabled for our cgroup's children): a child process in a
+ * cgroup of its own limited to one CPU gets one worker, not bound; with
+ * PRT_RT_NO_CPU_LIMIT one per core again; with CPUs named, bound to them.
+ */
+static void test_cgroup_limit_real(void **state)
+{
+	char dir[800], path[900], line[1024], own[400] = "", mnt[300] = "";
+	bool v2 = false;
+	FILE *f;
+	pid_t pid;
+	int st, units;
+	prt_runtime_config_t cfg = config(NULL, PRT_RT_NO_CPU_LIMIT);
+	struct prt__topo t;
+
+	(void)state;
+	assert_int_equal(prt__topo_init(&t, &cfg), 0);
+	units = t.nworkers;
+	prt__topo_fini(&t);
+	if (geteuid() != 0 || units < 2)
+		skip();
+	/* our cgroup in the v1 cpu hierarchy, else in v2 */
+	f = fopen("/proc/self/cgroup", "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+
+		if (!b)
+			continue;
+		*b = '\0';
+		b[strcspn(b + 1, "\n") + 1] = '\0';
+		if ((strstr(a, ":cpu,") || !strcmp(a, ":cpu") || strstr(a, ",cpu,") ||
+		     (strlen(a) > 4 && !strcmp(a + strlen(a) - 4, ",cpu"))) && strlen(b + 1) < sizeof(own))
+			strcpy(own, b + 1);
+		else if (!strcmp(line, "0") && !strcmp(a, ":") && !own[0] && strlen(b + 1) < sizeof(own)) {
+			strcpy(own, b + 1);
+			v2 = true;
+		}
+	}
+	fclose(f);
+	f = fopen("/proc/self/mountinfo", "r");
+	assert_non_null(f);
+	while (!mnt[0] && fgets(line, sizeof(line), f)) {
+		char r[300], m[300], type[32], super[200];
+
+		if (sscanf(line, "%*s %*s %*s %299s %299s %*[^-]- %31s %*s %199s", r, m, type,
+			   super) == 4 && !strcmp(r, "/") &&
+		    (v2 ? !strcmp(type, "cgroup2")
+			: !strcmp(type, "cgroup") && (strstr(super, ",cpu,") || strstr(super, ",cpu\0") ||
+						      !strcmp(super + strlen(super) - 4, ",cpu"))))
+			strcpy(mnt, m);
+	}
+	fclose(f);
+	snprintf(dir, sizeof(dir), "%s%s/prt_test_%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
+	if (!mnt[0] || !own[0] || mkdir(dir, 0755) < 0)
+		skip();
+	snprintf(path, sizeof(path), "%s/%s", dir, v2 ? "cpu.max" : "cpu.cfs_quota_us");
+	f = fopen(path, "w");
+	if (!f || fprintf(f, v2 ? "100000 100000\n" : "100000\n") < 0 || fclose(f) != 0) {
+		rmdir(dir);
+		skip(); /* v2 without the cpu controller for our children */
+	}
+	if (!v2) {
+		snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		fprintf(f, "100000\n");
+		assert_int_equal(fclose(f), 0);
+	}
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char cpus[16];
+		int ok = 1;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+		f = fopen(path, "w");
+		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+			_exit(3);
+		cfg = config(NULL, 0);
+		if (prt__topo_init(&t, &cfg))
+			_exit(4);
+		ok &= t.nworkers == 1 && t.limited == units && t.pin == 0 && t.ncpus == 1 &&
+		      t.limit.cpus == 1 && strstr(t.notice, "CPU limit") != NULL;
+		prt__topo_fini(&t);
+		cfg = config(NULL, PRT_RT_NO_CPU_LIMIT);
+		if (prt__topo_init(&t, &cfg))
+			_exit(4);
+		ok &= t.nworkers == units && t.limited == 0 && t.pin == 1 && t.limit.cpus == 0;
+		snprintf(cpus, sizeof(cpus), "%d,%d", t.w[0].pu_os_index, t.w[1].pu_os_index);
+		prt__topo_fini(&t);
+		cfg = config(NULL, 0);
+		cfg.cpus = cpus;
+		if (prt__topo_init(&t, &cfg))
+			_exit(4);
+		ok &= t.nworkers == 1 && t.pin == 1 && strstr(t.notice, "bound to the CPUs named");
+		prt__topo_fini(&t);
+		cfg = config(NULL, 0);
+		cfg.nworkers = 2; /* asked for: kept, but more than the CPU time's worth */
+		if (prt__topo_init(&t, &cfg))
+			_exit(4);
+		ok &= t.nworkers == 2 && t.limited == 0 && t.ncpus == 1 && t.pin == 1;
+		prt__topo_fini(&t);
+		_exit(ok ? 0 : 5);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(rmdir(dir), 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 static void test_fini(void **state)
@@ -606,6 +875,8 @@ int main(void)
 		cmocka_unit_test(test_ncpus),
 		cmocka_unit_test(test_real_machine),
 		cmocka_unit_test(test_real_no_pin),
+		cmocka_unit_test(test_cgroup_limit_files),
+		cmocka_unit_test(test_cgroup_limit_real),
 		cmocka_unit_test(test_fini),
 	};
 

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "cgroup.h"
 #include "fault.h"
 #include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
 #include <proxyrt/mutex.h>
@@ -1228,12 +1229,16 @@ int main(void)
 #endif
 	};
 	cpu_set_t cpus;
+	struct prt__cpu_limit lim;
 
-	/* The spin needs a CPU for each of the two workers, and is off under valgrind. */
+	/*
+	 * The spin needs a CPU for each of the two workers (a cgroup's CPU
+	 * limit below 2 counts them as oversubscribed), and is off under valgrind.
+	 */
 	spins = !test_under_valgrind() && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
-		CPU_COUNT(&cpus) >= 2;
+		CPU_COUNT(&cpus) >= 2 && !(prt__cgroup_cpu_limit("", &lim) > 0 && lim.cpus < 2);
 	if (!spins)
-		fprintf(stderr, "test_wait_spin: no spin here (valgrind or one CPU): switch checks skipped\n");
+		fprintf(stderr, "test_wait_spin: no spin here (valgrind, one CPU or a CPU limit below 2): switch checks skipped\n");
 	uring = test_uring_usable("test_wait_spin");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,18 @@ enum {
 	 * a runtime on one CPU, or the epoll backend.
 	 */
 	PRT_RT_NO_IOWQ_AFF = 1u << 4,
+	/*
+	 * Ignore the CPU bandwidth limit of the process's cgroup (cgroup v2
+	 * cpu.max, v1 cpu.cfs_quota_us; a container's "--cpus"). By
+	 * default, on this machine (not a synthetic or XML topology), a
+	 * limit below the core count caps the default worker count
+	 * (@nworkers 0) at the limit rounded up, and those workers are not
+	 * bound to CPUs unless @cpus names them; and any worker count above
+	 * the limit counts as more workers than CPUs (their idle spinning
+	 * is curbed, see @nworkers). From Go 1.25's GOMAXPROCS default;
+	 * README, "Workers and CPUs".
+	 */
+	PRT_RT_NO_CPU_LIMIT = 1u << 5,
 };
 
 /* How fiber stacks are made (prt_runtime_config_t.stack_kind). */
@@ -101,7 +113,8 @@ typedef struct prt_runtime_config {
 	 * Number of workers. 0 = one per core (or per PU with
 	 * PRT_RT_PER_PU) of the allowed CPUs, at most PRT_MAX_WORKERS (256:
 	 * a machine with more gets 256; prt_runtime_nworkers() says how
-	 * many). More workers than cores is
+	 * many), and at most the cgroup's CPU limit rounded up (a
+	 * container's "--cpus=1.5" gives 2; see PRT_RT_NO_CPU_LIMIT). More workers than cores is
 	 * allowed: they are then spread round-robin over the cores. An idle
 	 * worker spins briefly for new work before it sleeps; with more
 	 * workers than the CPUs they run on (bound: their PUs; unbound:
