@@ -246,6 +246,19 @@ static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
 		return -ECANCELED;
 	if (tmo && prt__deadline_in(tmo) == PRT_NEVER)
 		tmo = 0; /* saturated: it never expires */
+	if (fop_native(w, a->op) && a->op != PRT_FOP_SOCKET && a->fd >= 0) {
+		/* on an fd, in the ring: as a socket's call, seen by a prt_close (io.c) */
+		struct prt__io *io;
+		long r;
+
+		if ((r = prt__io_enter(&w, a->fd)))
+			return r;
+		io = &w->io;
+		prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->fd);
+		r = w->io.ops->fop(w, a, tmo);
+		prt__io_leave(io);
+		return r;
+	}
 	prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->op == PRT_FOP_SOCKET ? -1 : a->fd);
 	if (fop_native(w, a->op))
 		return w->io.ops->fop(w, a, tmo);

@@ -331,8 +331,12 @@ static void cancel_fd(struct prt__worker *w, int fd)
 		struct prt__worker *v = rt->workers[i];
 		struct prt__iocmd *c = &cmds[i];
 
-		/* Racy, and fine: a worker with nothing in flight has nothing of @fd. */
-		if (v != w && !PRT_READ_ONCE(v->io.inflight))
+		/*
+		 * A worker with nothing in flight and no call beginning has
+		 * nothing of @fd, nor will have: seq_cst, after prt_close
+		 * raised the fd's closing count (prt__io_enter).
+		 */
+		if (v != w && !atomic_load(&v->io.entering) && !PRT_READ_ONCE(v->io.inflight))
 			continue;
 		c->fd = fd;
 		c->ud = 0;
@@ -347,6 +351,49 @@ static void cancel_fd(struct prt__worker *w, int fd)
 	/* Every command has been acked: their slots are free again. */
 	if (cmds != small)
 		prt__free(cmds, sz);
+}
+
+/*
+ * A close and a call that begins. prt_close cancels what fibers have
+ * pending on the fd on every worker with requests in flight, then
+ * closes it. A call that began on another worker just before the close
+ * looked, and queued its request just after (before the close(2)), was
+ * missed: io_uring's request held the file, so the socket stayed open
+ * and the reader waited for good; on epoll the close dropped the fd's
+ * registration and nothing woke the reader (a review, 5/5 on both).
+ * Now each side writes, then reads the other (Dekker, all seq_cst):
+ * the closer raises the count of the fd's bucket (rt->io.closing), then
+ * reads each worker's @entering and @inflight; a call raises its
+ * worker's @entering, then reads the bucket's count. Either the closer
+ * sees the call's worker and cancels there (commands run on that
+ * worker after the call queued its request: it is the same thread), or
+ * the call sees the close and steps back: it sleeps until no close of
+ * its bucket is under way, then begins again, as a call made after
+ * close(2) (-EBADF, or whatever file has the number by then). Another fd
+ * of the same bucket costs such a call a sleep of
+ * PRT_IO_CLOSE_BACKOFF_NS, no more.
+ */
+int prt__io_enter(struct prt__worker **wp, int fd)
+{
+	struct prt__worker *w = *wp;
+	atomic_uint *closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
+
+	for (;;) {
+		int err;
+
+		atomic_fetch_add(&w->io.entering, 1);
+		if (prt__likely(!atomic_load(closing)))
+			break;
+		prt__io_leave(&w->io);
+		err = prt_sleep_ns(PRT_IO_CLOSE_BACKOFF_NS);
+		if (err)
+			return err;
+		w = prt__cur_worker();
+		if (prt__cancel_pending(w->curr))
+			return -ECANCELED;
+	}
+	*wp = w;
+	return 0;
 }
 
 /* Post a cancel by user_data to each worker @v[i] (streams); wait for every ack. */
@@ -720,10 +767,18 @@ static long run_op(const struct prt__ioargs *a, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_op(a, tmo);
+	struct prt__io *io;
+	long r;
+
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED; /* nothing done */
+	if ((r = prt__io_enter(&w, a->fd)))
+		return r;
+	io = &w->io;
 	prt__set_wait(w->curr, PRT_WK_IO, op_names[a->op], a->fd);
-	return w->io.ops->op(w, a, tmo);
+	r = w->io.ops->op(w, a, tmo);
+	prt__io_leave(io); /* the worker it began on */
+	return r;
 }
 
 PRT_API ssize_t prt_read_timeout(int fd, void *buf, size_t n, uint64_t tmo)
@@ -804,10 +859,18 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 		return -EBADF;
 	if (!w)
 		return thread_poll_until(fd, events, tmo ? prt__deadline_in(tmo) : 0);
+	struct prt__io *io;
+	int r;
+
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED;
+	if ((r = prt__io_enter(&w, fd)))
+		return r;
+	io = &w->io;
 	prt__set_wait(w->curr, PRT_WK_IO, "poll", fd);
-	return w->io.ops->poll(w, fd, events, tmo);
+	r = w->io.ops->poll(w, fd, events, tmo);
+	prt__io_leave(io);
+	return r;
 }
 
 PRT_API ssize_t prt_read(int fd, void *buf, size_t n)
@@ -926,7 +989,13 @@ PRT_API int prt_close(int fd)
 
 		return (int)prt__sys_ret(close(fd), saved);
 	}
+	atomic_uint *closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
+	int r;
+
+	atomic_fetch_add(closing, 1); /* before cancel_fd's look (prt__io_enter) */
 	cancel_fd(w, fd);
 	w = prt__cur_worker();
-	return w->io.ops->close(w, fd);
+	r = w->io.ops->close(w, fd);
+	atomic_fetch_sub_explicit(closing, 1, memory_order_release);
+	return r;
 }

@@ -68,6 +68,10 @@ struct prt__iocmd {
 };
 
 #define PRT_IO_BUCKETS 256
+/* Buckets of fds being closed (struct prt__rtio.closing). */
+#define PRT_IO_CLOSING 64
+/* How long a call that met a close of its bucket sleeps before it looks again, ns. */
+#define PRT_IO_CLOSE_BACKOFF_NS 20000u
 
 /* prt__io.iowq_aff, besides a -errno */
 enum { PRT_IOWQ_AFF_NONE = 0, PRT_IOWQ_AFF_SET = 1 };
@@ -134,6 +138,12 @@ struct prt__io {
 	atomic_uint cancel_posted;
 	struct prt__list reqs; /* uring: the cancellable requests in flight here */
 	unsigned inflight;    /* requests queued whose completion is not reaped */
+	/*
+	 * Fiber calls on an fd under way that began on this worker
+	 * (prt__io_enter .. prt__io_leave, across their wait): prt_close
+	 * reads it with @inflight (io.c, "A close and a call that begins").
+	 */
+	atomic_uint entering;
 	int evfd;             /* eventfd: wakes the worker from any thread */
 	/* io_uring (io_uring.c) */
 	struct io_uring ring;
@@ -168,9 +178,25 @@ struct prt__rtio {
 	unsigned setup_flags; /* uring: io_uring_setup flags every worker ring gets */
 	unsigned entries;
 	unsigned offload_max;
+	/* prt_close calls under way, by fd % PRT_IO_CLOSING (io.c, "A close and a call that begins") */
+	atomic_uint closing[PRT_IO_CLOSING];
 	char notice[200];
 	struct prt__offload *offload;
 };
+
+/*
+ * A fiber's call on @fd begins on *@w: 0 with (*@w)->io.entering raised
+ * (prt__io_leave(&(*@w)->io) drops it), or -ECANCELED (a cancel
+ * while it waited for a close of its fd's bucket to end). *@w is the
+ * worker the fiber is on when it returns (a wait may move it).
+ */
+int prt__io_enter(struct prt__worker **w, int fd);
+
+static inline void prt__io_leave(struct prt__io *io)
+{
+	/* release: what the call did comes before; a closer reads it seq_cst */
+	atomic_fetch_sub_explicit(&io->entering, 1, memory_order_release);
+}
 
 /*
  * What prt__io_due finds without a poll: requests prepared and not

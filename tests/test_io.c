@@ -435,6 +435,82 @@ static void test_close_while_waiting(void **state)
 }
 
 /*
+ * prt_close on one worker while a fiber on the other begins a read or a
+ * poll on the same fd (a review): the close looked at the reader's
+ * worker before the reader's request was queued and closed without
+ * cancelling it. On io_uring the request held the socket open, on epoll
+ * the close dropped the registration: the reader waited for good, 5/5
+ * within a few hundred rounds on each backend. Now it ends with
+ * -ECANCELED (its call was under way) or -EBADF (it came after) every
+ * round; a hang is the test's timeout.
+ */
+struct cr {
+	int fd, poll;
+	atomic_int started;
+	long res;
+};
+
+static void *cr_reader(void *arg)
+{
+	struct cr *c = arg;
+	char b[8];
+
+	atomic_store(&c->started, 1);
+	c->res = c->poll ? prt_poll(c->fd, POLLIN) : prt_read(c->fd, b, sizeof(b));
+	return NULL;
+}
+
+static void *cr_main(void *arg)
+{
+	int rounds = PRT_TEST_TSAN || test_under_valgrind() ? 200 : 2000;
+
+	(void)arg;
+	for (int i = 0; i < rounds; i++) {
+		struct cr c = { .poll = i & 1 };
+		prt_fiber_attr_t a;
+		prt_fiber_t f;
+		int sp[2];
+		uint64_t t0, d = (uint64_t)(i * 37) % 30000;
+
+		FIBER_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+		c.fd = sp[0];
+		atomic_init(&c.started, 0);
+		prt_fiber_attr_init(&a);
+		a.has_affinity = 1;
+		prt_workerset_zero(&a.affinity);
+		prt_workerset_add(&a.affinity, 1);
+		FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, &a, cr_reader, &c) == 0);
+		while (!atomic_load(&c.started))
+			test_spin_pause(); /* the reader is in its call, or about to be */
+		for (t0 = prt_now_ns(); prt_now_ns() - t0 < d;)
+			test_spin_pause();
+		FIBER_CHECK(prt_close(sp[0]) == 0);
+		FIBER_CHECK(prt_join(f, NULL) == 0);
+		FIBER_CHECK(c.res == -ECANCELED || c.res == -EBADF);
+		FIBER_CHECK(close(sp[1]) == 0);
+	}
+	return NULL;
+}
+
+static void test_close_races_a_call_beginning(void **state)
+{
+	prt_runtime_t *rt = io_rt(2);
+	prt_fiber_attr_t a;
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	prt_workerset_add(&a.affinity, 0);
+	assert_int_equal(prt_spawn(rt, &f, &a, cr_main, NULL), 0);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
  * A plain thread's call on a non-blocking fd (the epoll backend makes
  * the fds its fibers use so) waits as a fiber's would: -EAGAIN only with
  * MSG_DONTWAIT (io.h). It got -EAGAIN at once.
@@ -1466,6 +1542,7 @@ int main(void)
 		cmocka_unit_test(test_accept_connect_echo),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_close_while_waiting),
+		cmocka_unit_test(test_close_races_a_call_beginning),
 		cmocka_unit_test(test_sleeping_owner_in_read),
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_offload_gang),
