@@ -492,7 +492,8 @@ static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__
 	return err;
 }
 
-static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
+static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime,
+		     const uint64_t *timeout_ns)
 {
 	struct prt__cond *c = cond_of(uc);
 	struct prt__mutex *m;
@@ -509,6 +510,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	prt__check_live(c->dbg, "prt_cond_wait", uc);
 	if (abstime && !prt__abstime_to_mono(abstime, &deadline))
 		return EINVAL;
+	if (timeout_ns)
+		deadline = prt__deadline_in(*timeout_ns); /* never 0; PRT_NEVER if it does not fit */
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
 	owed = owes_here(c, rec.fiber);
@@ -644,14 +647,19 @@ held:
 
 PRT_API int prt_cond_wait(prt_cond_t *uc, prt_mutex_t *um)
 {
-	return cond_wait(uc, um, NULL);
+	return cond_wait(uc, um, NULL, NULL);
 }
 
 PRT_API int prt_cond_timedwait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime)
 {
 	if (!abstime)
 		return EINVAL;
-	return cond_wait(uc, um, abstime);
+	return cond_wait(uc, um, abstime, NULL);
+}
+
+PRT_API int prt_cond_timedwait_ns(prt_cond_t *uc, prt_mutex_t *um, uint64_t timeout_ns)
+{
+	return cond_wait(uc, um, NULL, &timeout_ns);
 }
 
 /*

@@ -576,11 +576,81 @@ static void test_spin_after_switch(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * prt_cond_timedwait_ns (a review: condvars had no monotonic wait, the
+ * port of pthread_condattr_setclock(CLOCK_MONOTONIC)): a timeout with
+ * the mutex held again, a signal before it, 0 at once, UINT64_MAX never
+ * expiring; from a fiber and from a plain thread.
+ */
+struct tn {
+	prt_mutex_t m;
+	prt_cond_t c;
+	int flag;
+};
+
+static void *tn_signaller(void *arg)
+{
+	struct tn *t = arg;
+
+	usleep(20 * 1000);
+	assert_int_equal(prt_mutex_lock(&t->m), 0);
+	t->flag = 1;
+	assert_int_equal(prt_cond_signal(&t->c), 0);
+	assert_int_equal(prt_mutex_unlock(&t->m), 0);
+	return NULL;
+}
+
+static void tn_check(struct tn *t, int *ok)
+{
+	pthread_t th;
+	int r;
+
+	t->flag = 0;
+	*ok &= prt_cond_timedwait_ns(NULL, &t->m, 1) == EINVAL;
+	*ok &= prt_cond_timedwait_ns(&t->c, &t->m, 1000) == EPERM; /* not held */
+	*ok &= prt_mutex_lock(&t->m) == 0;
+	*ok &= prt_cond_timedwait_ns(&t->c, &t->m, 0) == ETIMEDOUT;
+	*ok &= prt_cond_timedwait_ns(&t->c, &t->m, 2000000) == ETIMEDOUT; /* 2 ms, unsignalled */
+	*ok &= prt_mutex_trylock(&t->m) == EBUSY || prt_mutex_trylock(&t->m) == EDEADLK; /* held again */
+	*ok &= pthread_create(&th, NULL, tn_signaller, t) == 0;
+	while (!t->flag && (r = prt_cond_timedwait_ns(&t->c, &t->m, UINT64_MAX)) == 0)
+		;
+	*ok &= t->flag == 1;
+	*ok &= prt_mutex_unlock(&t->m) == 0;
+	*ok &= pthread_join(th, NULL) == 0;
+}
+
+static void *tn_fiber(void *arg)
+{
+	int ok = 1;
+
+	tn_check(arg, &ok);
+	return ok ? NULL : (void *)1;
+}
+
+static void test_timedwait_ns(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	struct tn t;
+	int ok = 1;
+
+	(void)state;
+	assert_int_equal(prt_mutex_init(&t.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&t.c), 0);
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, tn_fiber, &t));
+	tn_check(&t, &ok); /* a plain thread */
+	assert_true(ok);
+	assert_int_equal(prt_cond_destroy(&t.c), 0);
+	assert_int_equal(prt_mutex_destroy(&t.m), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_spin_after_switch),
 		cmocka_unit_test(test_layout),
+		cmocka_unit_test(test_timedwait_ns),
 		cmocka_unit_test(test_queue_fibers),
 		cmocka_unit_test(test_queue_fibers_and_threads),
 		cmocka_unit_test(test_broadcast_requeue_order),

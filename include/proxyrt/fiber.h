@@ -318,7 +318,9 @@ PRT_API int prt_unpark(prt_fiber_t f);
  *     (ECANCELED without the lock; one it can take at once is taken).
  *   - prt_cond_wait / timedwait: ECANCELED with the mutex held again (as
  *     pthreads' timeout); cancelled before the call: ECANCELED at once,
- *     mutex held throughout. A signal that came first wins (0).
+ *     mutex held throughout. A signal that came first wins (0). EDEADLK,
+ *     the mutex NOT held, where taking it back would close a cycle of
+ *     owners and waiters (prt_cond_wait).
  *   - prt_sem_wait / timedwait: ECANCELED, no unit taken (a unit a post
  *     handed over first is taken: 0). Units available: taken (0).
  *   - prt_waitgroup_wait / timedwait_ns: ECANCELED.

@@ -313,7 +313,11 @@ PRT_API int prt_cond_destroy(prt_cond_t *c);
  * once none does, the condvar takes the new one), ECANCELED if the
  * calling fiber was cancelled (prt_cancel), with @m held again as after
  * a timeout (at once, @m never released, if the cancel came first); the
- * timed waits below too.
+ * timed waits below too. EDEADLK if, after a cancel, taking @m back
+ * would close a cycle of owners and waiters (see prt_mutex_lock; the
+ * owner of @m waits for a mutex the caller holds): @m is then NOT held,
+ * unlike every other return (a review; code ported from pthreads, where
+ * a cond wait always returns with the mutex, must check for it).
  * A recursive mutex is released fully and its count restored.
  * Context: a fiber (parks only the fiber) or a plain thread.
  */
@@ -328,12 +332,26 @@ PRT_API int prt_cond_wait(prt_cond_t *c, prt_mutex_t *m);
  * @abstime (NULL, tv_nsec outside [0, 1e9)), without waiting; a time
  * already past times out and one too far to represent never does, as
  * for prt_mutex_timedlock. ENOMEM (no timer memory), also with @m held
- * again. EDEADLK if, after the timeout, taking @m back would close a
+ * again. EDEADLK if, after the timeout or a cancel, taking @m back would close a
  * cycle of owners and waiters (see prt_mutex_lock): @m is then not held.
  * Also EPERM and EINVAL as prt_cond_wait.
  * Context: a fiber or a plain thread.
  */
 PRT_API int prt_cond_timedwait(prt_cond_t *c, prt_mutex_t *m, const struct timespec *abstime);
+
+/*
+ * As prt_cond_timedwait, but stop waiting @timeout_ns nanoseconds from
+ * now on CLOCK_MONOTONIC (the clock of prt_sleep_ns; wall-clock changes
+ * do not move it): what pthreads code gets from
+ * pthread_condattr_setclock(CLOCK_MONOTONIC) and an absolute time on
+ * that clock, as prt_mutex_timedlock_ns for a mutex. 0 times out at once
+ * (ETIMEDOUT, @m released and taken back) unless a signal came first; a
+ * timeout too long for the clock (UINT64_MAX) never expires. Returns
+ * and errors as prt_cond_timedwait (0, ETIMEDOUT, ECANCELED, ENOMEM,
+ * EDEADLK with @m not held, EPERM, EINVAL).
+ * Context: a fiber or a plain thread.
+ */
+PRT_API int prt_cond_timedwait_ns(prt_cond_t *c, prt_mutex_t *m, uint64_t timeout_ns);
 
 /*
  * Wake one waiter (the highest-priority, longest-waiting; spinning
