@@ -49,7 +49,12 @@
  * io_uring rings, can end early with what came); a connect
  * that failed leaves the socket unconnected, so connecting it again
  * makes a new attempt (the kernel's non-blocking connect, ended by
- * reading SO_ERROR, would say -ECONNABORTED to that). A timed call looks
+ * reading SO_ERROR, would say -ECONNABORTED to that). Not so one that
+ * timed out (-ETIMEDOUT) or was cancelled while the kernel still tried:
+ * the kernel goes on connecting the socket, as after connect(2) on a
+ * non-blocking socket said EINPROGRESS, and connecting it again
+ * returns -EALREADY (or 0 / -EISCONN once it connected); close it and
+ * make a new socket to try again (a review). A timed call looks
  * at its fd at least once, whatever the timeout: a ready fd completes
  * and one not open is -EBADF, not -ETIMEDOUT.
  *
