@@ -251,10 +251,9 @@ static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
 		struct prt__io *io;
 		long r;
 
-		if ((r = prt__io_enter(&w, a->fd)))
+		if ((r = prt__io_enter(&w, a->fd, fop_names[a->op])))
 			return r;
 		io = &w->io;
-		prt__set_wait(w->curr, PRT_WK_IO, fop_names[a->op], a->fd);
 		r = w->io.ops->fop(w, a, tmo);
 		prt__io_leave(io);
 		return r;

@@ -373,7 +373,7 @@ static void cancel_fd(struct prt__worker *w, int fd)
  * of the same bucket costs such a call a sleep of
  * PRT_IO_CLOSE_BACKOFF_NS, no more.
  */
-int prt__io_enter(struct prt__worker **wp, int fd)
+int prt__io_enter(struct prt__worker **wp, int fd, const char *what)
 {
 	struct prt__worker *w = *wp;
 	atomic_uint *closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
@@ -392,6 +392,7 @@ int prt__io_enter(struct prt__worker **wp, int fd)
 		if (prt__cancel_pending(w->curr))
 			return -ECANCELED;
 	}
+	prt__set_wait(w->curr, PRT_WK_IO, what, fd);
 	*wp = w;
 	return 0;
 }
@@ -762,20 +763,18 @@ static long thread_op(const struct prt__ioargs *a, uint64_t tmo)
 static long run_op(const struct prt__ioargs *a, uint64_t tmo)
 {
 	struct prt__worker *w = prt__cur_worker();
+	struct prt__io *io;
+	long r;
 
 	if (a->fd < 0)
 		return -EBADF;
 	if (!w)
 		return thread_op(a, tmo);
-	struct prt__io *io;
-	long r;
-
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED; /* nothing done */
-	if ((r = prt__io_enter(&w, a->fd)))
+	if ((r = prt__io_enter(&w, a->fd, op_names[a->op])))
 		return r;
 	io = &w->io;
-	prt__set_wait(w->curr, PRT_WK_IO, op_names[a->op], a->fd);
 	r = w->io.ops->op(w, a, tmo);
 	prt__io_leave(io); /* the worker it began on */
 	return r;
@@ -854,20 +853,18 @@ PRT_API int prt_connect_timeout(int fd, const struct sockaddr *addr, socklen_t a
 PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 {
 	struct prt__worker *w = prt__cur_worker();
+	struct prt__io *io;
+	int r;
 
 	if (fd < 0)
 		return -EBADF;
 	if (!w)
 		return thread_poll_until(fd, events, tmo ? prt__deadline_in(tmo) : 0);
-	struct prt__io *io;
-	int r;
-
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED;
-	if ((r = prt__io_enter(&w, fd)))
+	if ((r = prt__io_enter(&w, fd, "poll")))
 		return r;
 	io = &w->io;
-	prt__set_wait(w->curr, PRT_WK_IO, "poll", fd);
 	r = w->io.ops->poll(w, fd, events, tmo);
 	prt__io_leave(io);
 	return r;
@@ -981,6 +978,8 @@ PRT_API int prt_shutdown(int fd, int how)
 PRT_API int prt_close(int fd)
 {
 	struct prt__worker *w = prt__cur_worker();
+	atomic_uint *closing;
+	int r;
 
 	if (fd < 0)
 		return -EBADF;
@@ -989,9 +988,7 @@ PRT_API int prt_close(int fd)
 
 		return (int)prt__sys_ret(close(fd), saved);
 	}
-	atomic_uint *closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
-	int r;
-
+	closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
 	atomic_fetch_add(closing, 1); /* before cancel_fd's look (prt__io_enter) */
 	cancel_fd(w, fd);
 	w = prt__cur_worker();

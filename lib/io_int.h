@@ -186,11 +186,12 @@ struct prt__rtio {
 
 /*
  * A fiber's call on @fd begins on *@w: 0 with (*@w)->io.entering raised
- * (prt__io_leave(&(*@w)->io) drops it), or -ECANCELED (a cancel
- * while it waited for a close of its fd's bucket to end). *@w is the
- * worker the fiber is on when it returns (a wait may move it).
+ * (prt__io_leave(&(*@w)->io) drops it) and the fiber's wait set to
+ * I/O @what on @fd (the dump's), or -ECANCELED (a cancel while it
+ * waited for a close of its fd's bucket to end). *@w is the worker the
+ * fiber is on when it returns (a wait may move it).
  */
-int prt__io_enter(struct prt__worker **w, int fd);
+int prt__io_enter(struct prt__worker **w, int fd, const char *what);
 
 static inline void prt__io_leave(struct prt__io *io)
 {

@@ -653,19 +653,17 @@ static void test_cgroup_limit_files(void **state)
 	put(root, "sys/fs/cgroup/cpu.max", "max 100000\n");
 
 	/* rounding and saturation */
-	put(root, "sys/fs/cgroup/a/b/cpu.max", "100001 100000\n");
+	static const struct {
+		const char *max;
+		unsigned cpus;
+	} rounded[] = {{"100001 100000\n", 2}, {"100000 100000\n", 1}, {"1 100000\n", 1},
+		       {"9999999999999999999 1\n", 65535}};
 	put(root, "sys/fs/cgroup/a/cpu.max", "max 100000\n");
-	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
-	assert_int_equal(l.cpus, 2);
-	put(root, "sys/fs/cgroup/a/b/cpu.max", "100000 100000\n");
-	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
-	assert_int_equal(l.cpus, 1);
-	put(root, "sys/fs/cgroup/a/b/cpu.max", "1 100000\n");
-	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
-	assert_int_equal(l.cpus, 1);
-	put(root, "sys/fs/cgroup/a/b/cpu.max", "9999999999999999999 1\n");
-	assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
-	assert_int_equal(l.cpus, 65535);
+	for (size_t i = 0; i < sizeof(rounded) / sizeof(rounded[0]); i++) {
+		put(root, "sys/fs/cgroup/a/b/cpu.max", rounded[i].max);
+		assert_int_equal(limit_in(root, "0::/a/b\n", V2_MOUNT, &l), 1);
+		assert_int_equal(l.cpus, rounded[i].cpus);
+	}
 
 	/* nonsense is no limit */
 	static const char *const bad[] = {"abc def\n", "100000\n", "", "-5 100000\n",
