@@ -81,6 +81,33 @@ static unsigned bucket_of(int fd)
 	return (unsigned)fd % PRT_IO_BUCKETS;
 }
 
+/*
+ * The fd has no registration on @w, yet waiters of it other than the
+ * newest (the caller's, at the head of its bucket) wait here: their file
+ * was closed behind the runtime's back (close(2) from a plain thread,
+ * where prt_close is close(2), or of a dup, or by another runtime),
+ * which dropped the registration, and the number now names another
+ * file. Left waiting, the next readiness of the new file woke them and
+ * they read its data (a review, 5/5). End them with -EBADF, as a call
+ * made after the close: their file is gone. Those on other workers end
+ * so when the number is armed there.
+ */
+static int ep_release(struct prt__worker *w, int fd, int res);
+
+static void ep_end_stale(struct prt__worker *w, int fd)
+{
+	struct prt__ioreq **head = &w->io.bucket[bucket_of(fd)], **pp = head, *newest;
+
+	while (*pp && (*pp)->fd != fd)
+		pp = &(*pp)->next;
+	if (!(newest = *pp))
+		return;
+	*pp = newest->next; /* aside while the others end */
+	ep_release(w, fd, -EBADF);
+	newest->next = *head;
+	*head = newest;
+}
+
 /* Arm @fd EPOLLONESHOT for every event its waiters on @w want. */
 static int ep_arm(struct prt__worker *w, int fd)
 {
@@ -92,8 +119,10 @@ static int ep_arm(struct prt__worker *w, int fd)
 		if (q->fd == fd)
 			ev.events |= q->events;
 	r = (int)prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_MOD, fd, &ev), saved);
-	if (r == -ENOENT)
+	if (r == -ENOENT) {
+		ep_end_stale(w, fd);
 		r = (int)prt__sys_ret(epoll_ctl(w->io.epfd, EPOLL_CTL_ADD, fd, &ev), saved);
+	}
 	return r;
 }
 

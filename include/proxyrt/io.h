@@ -94,6 +94,13 @@
  * from a fiber of their runtime. (Cancelling across every runtime was
  * tried and undone: it made each close wait for every busy worker of
  * the process, and deadlocked against a destroy run by another runtime.)
+ * Such a close(2) leaves the waiters as a read(2) on another thread:
+ * on io_uring a request the kernel has keeps the old file (it sees that
+ * file's data and end); one prepared and not yet handed to the kernel
+ * names the number, like a read(2) not yet entered, and reads whatever
+ * file has it then. On epoll the old file's registration goes with it:
+ * its waiters sleep until the number is waited on again on their
+ * worker, and then return -EBADF (never the new file's data).
  *
  * Context: a fiber (parks only the fiber) or a plain thread (the call
  * is made directly and blocks the thread; timeouts, and the EAGAIN of an
