@@ -176,8 +176,8 @@ static void own_paths(const char *root, char *v1, char *v2, size_t len)
 		nl = strchr(p, '\n');
 		if (nl)
 			*nl = '\0';
-		if (strlen(p) >= len)
-			continue;
+		if (strlen(p) >= len || strstr(p, "/..") != NULL)
+			continue; /* too long, or outside our cgroup namespace's root ("/../x"): not visible */
 		if (!strncmp(line, "0", 2) && !*ctl)
 			strcpy(v2, p);
 		else if (has_word(ctl, "cpu"))

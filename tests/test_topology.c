@@ -679,6 +679,8 @@ static void test_cgroup_limit_files(void **state)
 	put(root, "sys/fs/cgroup/a/b/cpu.max", "50000 100000\n");
 	assert_int_equal(limit_in(root, "0::/x/y\n",
 				  "41 31 0:38 /a /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", &l), 0);
+	put(root, "sys/fs/x/cpu.max", "50000 100000\n"); /* what "/../x" would name */
+	assert_int_equal(limit_in(root, "0::/../x\n", V2_MOUNT, &l), 0);
 	assert_int_equal(limit_in(root, "0::/ab\n",
 				  "41 31 0:38 /a /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", &l), 0);
 	/* the mount's root is the cgroup: its files are at the mount point */
