@@ -251,7 +251,7 @@ static long run_fop(const struct prt__fopargs *a, uint64_t tmo)
 		struct prt__io *io;
 		long r;
 
-		if ((r = prt__io_enter(&w, a->fd, fop_names[a->op])))
+		if ((r = prt__io_enter(&w, a->fd, fop_names[a->op], &tmo)))
 			return r;
 		io = &w->io;
 		r = w->io.ops->fop(w, a, tmo);

@@ -369,28 +369,51 @@ static void cancel_fd(struct prt__worker *w, int fd)
  * worker after the call queued its request: it is the same thread), or
  * the call sees the close and steps back: it sleeps until no close of
  * its bucket is under way, then begins again, as a call made after
- * close(2) (-EBADF, or whatever file has the number by then). Another fd
- * of the same bucket costs such a call a sleep of
- * PRT_IO_CLOSE_BACKOFF_NS, no more.
+ * close(2) (-EBADF, or whatever file has the number by then). A close
+ * of another fd of the same bucket (fd % PRT_IO_CLOSING) holds such a
+ * call as long as that close lasts (a socket's SO_LINGER, a busy worker
+ * that must ack the cancel: a review measured 2 s), but a timed call
+ * only up to its deadline: it then looks at its fd once, which cannot
+ * wait past it; the time it waited counts against its timeout.
  */
-int prt__io_enter(struct prt__worker **wp, int fd, const char *what)
+int prt__io_enter(struct prt__worker **wp, int fd, const char *what, uint64_t *tmo)
 {
 	struct prt__worker *w = *wp;
 	atomic_uint *closing = &w->rt->io.closing[(unsigned)fd % PRT_IO_CLOSING];
+	uint64_t deadline = 0, now;
 
 	for (;;) {
+		uint64_t nap = PRT_IO_CLOSE_BACKOFF_NS;
 		int err;
 
 		atomic_fetch_add(&w->io.entering, 1);
 		if (prt__likely(!atomic_load(closing)))
 			break;
+		if (*tmo) {
+			/*
+			 * A timed call cannot wait past its deadline, so it need
+			 * not wait for the close either once that comes: it
+			 * looks at its fd once (io.h), entering raised.
+			 */
+			now = prt__now_ns();
+			if (!deadline)
+				deadline = prt__add_sat(now, *tmo);
+			if (now >= deadline)
+				break;
+			if (deadline - now < nap)
+				nap = deadline - now;
+		}
 		prt__io_leave(&w->io);
-		err = prt_sleep_ns(PRT_IO_CLOSE_BACKOFF_NS);
+		err = prt_sleep_ns(nap);
 		if (err)
 			return err;
 		w = prt__cur_worker();
 		if (prt__cancel_pending(w->curr))
 			return -ECANCELED;
+	}
+	if (deadline) {
+		now = prt__now_ns();
+		*tmo = deadline > now ? deadline - now : 1; /* what is left: at least a look */
 	}
 	prt__set_wait(w->curr, PRT_WK_IO, what, fd);
 	*wp = w;
@@ -772,7 +795,7 @@ static long run_op(const struct prt__ioargs *a, uint64_t tmo)
 		return thread_op(a, tmo);
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED; /* nothing done */
-	if ((r = prt__io_enter(&w, a->fd, op_names[a->op])))
+	if ((r = prt__io_enter(&w, a->fd, op_names[a->op], &tmo)))
 		return r;
 	io = &w->io;
 	r = w->io.ops->op(w, a, tmo);
@@ -862,7 +885,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 		return thread_poll_until(fd, events, tmo ? prt__deadline_in(tmo) : 0);
 	if (prt__cancel_pending(w->curr))
 		return -ECANCELED;
-	if ((r = prt__io_enter(&w, fd, "poll")))
+	if ((r = prt__io_enter(&w, fd, "poll", &tmo)))
 		return r;
 	io = &w->io;
 	r = w->io.ops->poll(w, fd, events, tmo);

@@ -69,7 +69,7 @@ struct prt__iocmd {
 
 #define PRT_IO_BUCKETS 256
 /* Buckets of fds being closed (struct prt__rtio.closing). */
-#define PRT_IO_CLOSING 64
+#define PRT_IO_CLOSING 1024
 /* How long a call that met a close of its bucket sleeps before it looks again, ns. */
 #define PRT_IO_CLOSE_BACKOFF_NS 20000u
 
@@ -189,9 +189,10 @@ struct prt__rtio {
  * (prt__io_leave(&(*@w)->io) drops it) and the fiber's wait set to
  * I/O @what on @fd (the dump's), or -ECANCELED (a cancel while it
  * waited for a close of its fd's bucket to end). *@w is the worker the
- * fiber is on when it returns (a wait may move it).
+ * fiber is on when it returns (a wait may move it). *@tmo (ns, 0: none)
+ * is the call's timeout, made what is left of it if it waited.
  */
-int prt__io_enter(struct prt__worker **w, int fd, const char *what);
+int prt__io_enter(struct prt__worker **w, int fd, const char *what, uint64_t *tmo);
 
 static inline void prt__io_leave(struct prt__io *io)
 {

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -572,6 +573,109 @@ static void test_plain_close_under_waiter(void **state)
 	rt = io_rt(1);
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, pc_main, NULL));
 	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A close of another fd of the same bucket (fd % PRT_IO_CLOSING) holds a
+ * call that begins meanwhile until that close ends, but not past the
+ * call's timeout (a review: a 10 ms read_timeout took 2 s behind a
+ * lingering close of an unrelated socket). Cooperative, 3 workers: the
+ * close of Y (worker 0) waits for worker 2's ack, which cannot come
+ * while worker 2's fiber computes; that fiber waits until a timed read
+ * of X (worker 1, X % PRT_IO_CLOSING == Y % PRT_IO_CLOSING) returned.
+ * Before, the read waited for the close and nothing ended.
+ */
+struct bm {
+	int x, y, pipe[2];
+	atomic_int read_done;
+	long res;
+};
+
+static void *bm_parked(void *arg)
+{
+	struct bm *b = arg;
+	char c;
+
+	return (void *)(intptr_t)prt_read(b->pipe[0], &c, 1); /* worker 2 has a request in flight */
+}
+
+static void *bm_hog(void *arg)
+{
+	struct bm *b = arg;
+
+	while (!atomic_load(&b->read_done))
+		test_spin_pause(); /* no scheduling point: worker 2 acks nothing */
+	return NULL;
+}
+
+static void *bm_closer(void *arg)
+{
+	return (void *)(intptr_t)prt_close(((struct bm *)arg)->y);
+}
+
+static void *bm_reader(void *arg)
+{
+	struct bm *b = arg;
+	atomic_uint *closing = &prt_runtime_self()->io.closing[(unsigned)b->y % PRT_IO_CLOSING];
+	char c;
+
+	while (!atomic_load(closing))
+		prt_yield(); /* the close of Y is under way */
+	b->res = prt_read_timeout(b->x, &c, 1, 10 * 1000 * 1000);
+	atomic_store(&b->read_done, 1);
+	return NULL;
+}
+
+static void test_close_holds_bucket_mates_to_their_timeout(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt;
+	struct rlimit rl;
+	struct bm b = { .res = 1 };
+	int sx[2], sy[2];
+	prt_fiber_t parked, hog, closer, reader;
+	void *res;
+
+	(void)state;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sx), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sy), 0);
+	b.x = sy[0] + PRT_IO_CLOSING; /* same bucket as Y */
+	if ((rlim_t)b.x >= rl.rlim_cur) {
+		struct rlimit up = { .rlim_cur = (rlim_t)b.x + 1, .rlim_max = rl.rlim_max };
+
+		if (up.rlim_cur > rl.rlim_max || setrlimit(RLIMIT_NOFILE, &up) != 0) {
+			close(sx[0]), close(sx[1]), close(sy[0]), close(sy[1]);
+			skip(); /* no fd number that high here */
+		}
+	}
+	assert_int_equal(dup3(sx[0], b.x, O_CLOEXEC), b.x);
+	b.y = sy[0];
+	assert_int_equal(pipe2(b.pipe, O_CLOEXEC), 0);
+	atomic_init(&b.read_done, 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 3;
+	cfg.io_backend = g_backend;
+	cfg.preempt_quantum_ns = 0; /* cooperative: the hog keeps worker 2 */
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
+	parked = test_spawn(rt, PRT_PRIO_DEFAULT, 2, bm_parked, &b);
+	while (atomic_load(&parked.p->state) != PRT_FS_BLOCKED ||
+	       atomic_load(&parked.p->wait_kind) != PRT_WK_IO)
+		test_spin_pause();
+	hog = test_spawn(rt, PRT_PRIO_DEFAULT, 2, bm_hog, &b);
+	reader = test_spawn(rt, PRT_PRIO_DEFAULT, 1, bm_reader, &b);
+	closer = test_spawn(rt, PRT_PRIO_DEFAULT, 0, bm_closer, &b);
+	assert_int_equal(prt_join(reader, NULL), 0);
+	assert_int_equal(b.res, -ETIMEDOUT);
+	assert_int_equal(prt_join(closer, &res), 0);
+	assert_null(res);
+	assert_int_equal(prt_join(hog, NULL), 0);
+	assert_int_equal(write(b.pipe[1], "x", 1), 1);
+	assert_int_equal(prt_join(parked, &res), 0);
+	assert_int_equal((intptr_t)res, 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	close(b.x), close(sx[0]), close(sx[1]), close(sy[1]), close(b.pipe[0]), close(b.pipe[1]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
 }
 
 /*
@@ -1608,6 +1712,7 @@ int main(void)
 		cmocka_unit_test(test_close_while_waiting),
 		cmocka_unit_test(test_close_races_a_call_beginning),
 		cmocka_unit_test(test_plain_close_under_waiter),
+		cmocka_unit_test(test_close_holds_bucket_mates_to_their_timeout),
 		cmocka_unit_test(test_sleeping_owner_in_read),
 		cmocka_unit_test(test_offload),
 		cmocka_unit_test(test_offload_gang),
