@@ -587,7 +587,7 @@ static void test_plain_close_under_waiter(void **state)
  */
 struct bm {
 	int x, y, pipe[2];
-	atomic_int read_done;
+	atomic_int read_done, hogging;
 	long res;
 };
 
@@ -603,6 +603,7 @@ static void *bm_hog(void *arg)
 {
 	struct bm *b = arg;
 
+	atomic_store(&b->hogging, 1);
 	while (!atomic_load(&b->read_done))
 		test_spin_pause(); /* no scheduling point: worker 2 acks nothing */
 	return NULL;
@@ -653,6 +654,7 @@ static void test_close_holds_bucket_mates_to_their_timeout(void **state)
 	b.y = sy[0];
 	assert_int_equal(pipe2(b.pipe, O_CLOEXEC), 0);
 	atomic_init(&b.read_done, 0);
+	atomic_init(&b.hogging, 0);
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = 3;
 	cfg.io_backend = g_backend;
@@ -663,6 +665,8 @@ static void test_close_holds_bucket_mates_to_their_timeout(void **state)
 	       atomic_load(&parked.p->wait_kind) != PRT_WK_IO)
 		test_spin_pause();
 	hog = test_spawn(rt, PRT_PRIO_DEFAULT, 2, bm_hog, &b);
+	while (!atomic_load(&b.hogging))
+		test_spin_pause(); /* else worker 2 could ack the close before the hog runs */
 	reader = test_spawn(rt, PRT_PRIO_DEFAULT, 1, bm_reader, &b);
 	closer = test_spawn(rt, PRT_PRIO_DEFAULT, 0, bm_closer, &b);
 	assert_int_equal(prt_join(reader, NULL), 0);
