@@ -141,7 +141,12 @@ PRT_API int prt_runtime_io_backend(const prt_runtime_t *rt);
 /*
  * The calls below return what their syscall returns on success (bytes
  * transferred, 0 at end of file, the new fd of prt_accept, 0 for
- * prt_connect, prt_shutdown and prt_close), else -errno:
+ * prt_connect, prt_shutdown and prt_close), else -errno. A fiber's write
+ * or send returns as the non-blocking syscall does once the fd is ready,
+ * whether or not the fd is blocking: it may be short (a review: 219264
+ * of 16 MiB on a socketpair, 65536 on a pipe, where a plain thread's
+ * blocking write(2) moved all); prt_write_all() moves everything.
+ * Errors:
  * - -EBADF: @fd < 0 (checked before anything is done), or as the syscall;
  * - -EINVAL: prt_readv/prt_writev with @iovcnt < 0 or a NULL @iov and
  *   @iovcnt > 0; prt_accept with @flags other than SOCK_NONBLOCK and
