@@ -4102,9 +4102,11 @@ static void test_deferred_tick_ends_slice_at_unlock(void **state)
 	/*
 	 * A mark that the fiber's own count update overwrote (the handler
 	 * ran between its load and store) waits for the next tick: ~1 in 10
-	 * here. Before, nearly every one: 78 of 80.
+	 * where this was written; on this host (session 31) 3-27 of 80, the
+	 * same at the session's start (20 runs each), so a third failed 1 run
+	 * in 20. Before the fix, nearly every one: 78 of 80.
 	 */
-	assert_true(l.missed <= l.deferred_seen / 3);
+	assert_true(l.missed <= l.deferred_seen / 2);
 	assert_int_equal(prt_runtime_destroy(l.rt), 0);
 }
 
