@@ -30,6 +30,7 @@
 #include <valgrind/valgrind.h>
 #endif
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -873,6 +874,59 @@ PRT_API int prt_connect_timeout(int fd, const struct sockaddr *addr, socklen_t a
 	return (int)run_op(&a, tmo);
 }
 
+/*
+ * prt_poll_timeout on an fd whose file has no wait queue (a regular
+ * file, a directory, /dev/null), in a fiber: poll(2) reports such a
+ * file ready for reading and writing at once (the kernel's
+ * DEFAULT_POLLMASK) and never for anything else, so a plain thread's
+ * poll of, say, POLLPRI waits for its timeout. The backends cannot wait
+ * on it at all (epoll_ctl: EPERM; the ring's poll: -EINVAL), and gave
+ * those errors to the fiber (a review: -EPERM, -EINVAL and -ETIMEDOUT
+ * for the same call in the three contexts). Here the fiber gets what
+ * poll(2) gives: what is ready, or a sleep until @tmo (ns, 0: none) and
+ * -ETIMEDOUT. Its wait is no request a prt_close can cancel: it looks
+ * every PRT_IO_NO_WAITQ_RECHECK_NS whether @fd still names the file it
+ * named (-EBADF if not, as a closed fd's poll). prt_cancel ends it
+ * (-ECANCELED), as any sleep.
+ */
+static int poll_no_waitq(int fd, short events, uint64_t tmo)
+{
+	uint64_t deadline = tmo ? prt__deadline_in(tmo) : PRT_NEVER;
+	struct stat first = { 0 };
+	int saved = prt__errno_get();
+
+	for (bool looked = false;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		struct stat now;
+		uint64_t t;
+		int err;
+
+		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), saved)) == -EINTR)
+			continue;
+		if (err < 0)
+			return err;
+		if (p.revents & POLLNVAL)
+			return -EBADF;
+		if (p.revents)
+			return p.revents;
+		if ((err = (int)prt__sys_ret(fstat(fd, &now), saved)))
+			return err;
+		if (!looked)
+			first = now;
+		else if (now.st_dev != first.st_dev || now.st_ino != first.st_ino)
+			return -EBADF; /* closed, the number reused */
+		looked = true;
+		t = prt__now_ns();
+		if (t >= deadline)
+			return -ETIMEDOUT;
+		err = prt_sleep_ns(deadline - t < PRT_IO_NO_WAITQ_RECHECK_NS
+					   ? deadline - t
+					   : PRT_IO_NO_WAITQ_RECHECK_NS);
+		if (err)
+			return err; /* -ECANCELED */
+	}
+}
+
 PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 {
 	struct prt__worker *w = prt__cur_worker();
@@ -890,6 +944,8 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 	io = &w->io;
 	r = w->io.ops->poll(w, fd, events, tmo);
 	prt__io_leave(io);
+	if (prt__unlikely(r == PRT_IO_POLL_NO_WAITQ))
+		r = poll_no_waitq(fd, events, tmo);
 	return r;
 }
 

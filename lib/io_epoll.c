@@ -459,8 +459,9 @@ static int ep_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 		/* Every poll(2) event epoll knows, same bits (static_asserts above). */
 		ev = (unsigned short)events & (POLLIN | POLLPRI | POLLOUT | POLLRDNORM | POLLRDBAND |
 					       POLLWRNORM | POLLWRBAND | POLLMSG | POLLRDHUP);
+		/* -EPERM: the file cannot be in an epoll set (no wait queue; epoll_ctl(2)). */
 		if ((err = ep_wait(w, fd, ev, deadline)))
-			return err;
+			return err == -EPERM ? PRT_IO_POLL_NO_WAITQ : err;
 		w = prt__cur_worker();
 	}
 }

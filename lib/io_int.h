@@ -2,6 +2,8 @@
 #ifndef PRT_IO_INT_H
 #define PRT_IO_INT_H
 
+#include <limits.h>
+
 #include <liburing.h>
 #include <proxyrt/io.h>
 
@@ -72,6 +74,15 @@ struct prt__iocmd {
 #define PRT_IO_CLOSING 1024
 /* How long a call that met a close of its bucket sleeps before it looks again, ns. */
 #define PRT_IO_CLOSE_BACKOFF_NS 20000u
+/*
+ * A backend's poll (struct prt__io_ops.poll) of an fd whose file has no
+ * wait queue (a regular file, a directory, /dev/null: epoll_ctl says
+ * EPERM, the ring's poll -EINVAL): prt_poll_timeout answers as poll(2)
+ * would (io.c, poll_no_waitq). Never returned to the application.
+ */
+#define PRT_IO_POLL_NO_WAITQ INT_MIN
+/* How often such a poll looks again whether its fd still names its file, ns. */
+#define PRT_IO_NO_WAITQ_RECHECK_NS 50000000u
 
 /* prt__io.iowq_aff, besides a -errno */
 enum { PRT_IOWQ_AFF_NONE = 0, PRT_IOWQ_AFF_SET = 1 };

@@ -786,6 +786,13 @@ static int ur_poll(struct prt__worker *w, int fd, short events, uint64_t tmo)
 	io_uring_prep_poll_add(sqe, fd, (unsigned)(uint16_t)events);
 	r = uring_wait(w, sqe, tmo, true);
 	/*
+	 * -EINVAL: the file has no wait queue and none of @events is ready
+	 * (io_uring/poll.c, __io_arm_poll_handler: no entries, no mask);
+	 * poll(2) would wait on, for nothing.
+	 */
+	if (r == -EINVAL)
+		return PRT_IO_POLL_NO_WAITQ;
+	/*
 	 * The events asked for, and POLLERR and POLLHUP, as poll(2) reports
 	 * (and the epoll backend, which asks poll(2)): the ring's poll also
 	 * reports others that are true, POLLRDHUP at a peer's close among

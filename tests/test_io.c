@@ -905,6 +905,112 @@ static void test_poll_reports_as_poll(void **state)
 }
 
 /*
+ * prt_poll on an fd whose file has no wait queue (a regular file, a
+ * directory, /dev/null): poll(2) reports it ready for reading and
+ * writing at once and never for anything else, so POLLPRI waits for the
+ * timeout. A fiber's call said -EPERM on epoll (epoll_ctl refuses such
+ * files) and -EINVAL on io_uring where a plain thread's said -ETIMEDOUT
+ * (a review). Now all three answer as poll(2); a fiber's untimed wait
+ * ends by prt_cancel, and by a close of the fd (-EBADF, also when the
+ * number names another file by then).
+ */
+static int nw_file(void)
+{
+	char path[] = "/tmp/prt_test_io_XXXXXX";
+	int fd = mkostemp(path, O_CLOEXEC);
+
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static void *nw_checks(void *arg)
+{
+	int fds[3], n = 0;
+
+	(void)arg;
+	FIBER_CHECK((fds[n++] = nw_file()) >= 0);
+	FIBER_CHECK((fds[n++] = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0);
+	FIBER_CHECK((fds[n++] = open("/dev/null", O_RDWR | O_CLOEXEC)) >= 0);
+	for (int i = 0; i < n; i++) {
+		struct pollfd p = { .fd = fds[i], .events = POLLIN | POLLOUT | POLLPRI };
+		int want, got;
+
+		FIBER_CHECK(poll(&p, 1, 0) == 1);
+		want = p.revents;
+		got = prt_poll(fds[i], POLLIN | POLLOUT | POLLPRI);
+		if (got != want)
+			fprintf(stderr, "fd %d: prt_poll %d, poll(2) %#x\n", i, got, (unsigned)want);
+		FIBER_CHECK(got == want && (got & POLLIN));
+		FIBER_CHECK(prt_poll_timeout(fds[i], POLLIN, 1000000) == POLLIN);
+		FIBER_CHECK(prt_poll_timeout(fds[i], POLLIN | POLLPRI, 1000000) == POLLIN);
+		got = prt_poll_timeout(fds[i], POLLPRI, 2000000);
+		if (got != -ETIMEDOUT)
+			fprintf(stderr, "fd %d: prt_poll_timeout(POLLPRI, 2 ms) %d\n", i, got);
+		FIBER_CHECK(got == -ETIMEDOUT);
+		close(fds[i]);
+	}
+	return NULL;
+}
+
+static _Atomic int nw_res;
+
+static void *nw_waiter(void *arg)
+{
+	atomic_store(&nw_res, prt_poll(*(int *)arg, POLLPRI));
+	return NULL;
+}
+
+/* Spawn a waiter for POLLPRI on @fd; return once it sleeps in the poll. */
+static prt_fiber_t nw_wait(int *fd)
+{
+	prt_fiber_t f;
+
+	atomic_store(&nw_res, 1);
+	f = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, -1, nw_waiter, fd);
+	while (atomic_load(&f.p->state) != PRT_FS_BLOCKED ||
+	       atomic_load(&f.p->wait_kind) != PRT_WK_SLEEP)
+		test_yield_wait();
+	return f;
+}
+
+static void *nw_main(void *arg)
+{
+	int fd, other;
+	prt_fiber_t f;
+
+	FIBER_CHECK(nw_checks(arg) == NULL);
+	FIBER_CHECK((fd = nw_file()) >= 0);
+	f = nw_wait(&fd);
+	FIBER_CHECK(prt_cancel(f) == 0);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(atomic_load(&nw_res) == -ECANCELED);
+	f = nw_wait(&fd);
+	FIBER_CHECK(prt_close(fd) == 0);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(atomic_load(&nw_res) == -EBADF);
+	/* Closed, and the number given to another such file meanwhile. */
+	FIBER_CHECK((fd = nw_file()) >= 0);
+	f = nw_wait(&fd);
+	FIBER_CHECK(prt_close(fd) == 0);
+	FIBER_CHECK((other = open("/dev/null", O_RDONLY | O_CLOEXEC)) == fd);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(atomic_load(&nw_res) == -EBADF);
+	close(other);
+	return NULL;
+}
+
+static void test_poll_file_without_waitq(void **state)
+{
+	prt_runtime_t *rt = io_rt(1);
+
+	(void)state;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, nw_main, NULL));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_null(nw_checks(NULL)); /* a plain thread: poll(2) itself */
+}
+
+/*
  * A review's faults of one kind, a call's result that was not its
  * syscall's for the same input, on epoll or on plain threads:
  * - a timeout that passed before the first look (1 ns) was -ETIMEDOUT on
@@ -1725,6 +1831,7 @@ int main(void)
 		cmocka_unit_test(test_plain_thread_nonblocking_fd),
 		cmocka_unit_test(test_waits_as_documented),
 		cmocka_unit_test(test_poll_reports_as_poll),
+		cmocka_unit_test(test_poll_file_without_waitq),
 		cmocka_unit_test(test_results_as_syscalls),
 		cmocka_unit_test(test_errno_kept),
 		cmocka_unit_test(test_poll_errno_after_move),

@@ -189,7 +189,12 @@ PRT_API int prt_shutdown(int fd, int how);
  * always reported) or -errno as
  * above (-EBADF, -ETIMEDOUT, -ECANCELED, -ENOMEM, poll(2)'s). An fd that
  * is not open is -EBADF on both backends and on a plain thread (where
- * poll(2) itself reports POLLNVAL).
+ * poll(2) itself reports POLLNVAL). An fd whose file cannot be waited on
+ * (a regular file, a directory, /dev/null: epoll refuses them) is
+ * answered as poll(2) answers: ready for POLLIN and POLLOUT (and their
+ * NORM forms) at once, never for the others, so a wait for those lasts
+ * until the timeout (-ETIMEDOUT), a prt_cancel, or a close of the fd
+ * (-EBADF, seen within 50 ms: no request is queued for it).
  */
 PRT_API int prt_poll(int fd, short events);
 
