@@ -771,6 +771,7 @@ PRT_API int prt_cond_broadcast(prt_cond_t *c)
 void prt__waits_reprio(prt_fiber_t fh)
 {
 	struct prt__handoff h = { 0 };
+	struct prt__mutex *rw_join = NULL;
 
 	for (;;) {
 		struct prt__fiber *f = prt__fiber_lock_handle(fh);
@@ -778,11 +779,13 @@ void prt__waits_reprio(prt_fiber_t fh)
 
 		if (!f)
 			break; /* it ended: it waits on nothing */
-		done = cond_reprio(f) && prt__mutex_reprio(f, &h);
+		done = cond_reprio(f) && prt__mutex_reprio(f, &h, &rw_join);
 		prt__spin_unlock(&f->lock);
 		if (done)
 			break;
 		prt__cpu_relax();
 	}
 	prt__handoff_wake(&h);
+	if (rw_join)
+		prt__rwlock_join_resorted(rw_join);
 }

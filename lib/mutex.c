@@ -1259,7 +1259,7 @@ void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struc
  * lock, dropping f->lock to retry, as adjust_prio_chain does with a
  * task's pi_lock and the lock's wait_lock.
  */
-bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h)
+bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h, struct prt__mutex **rw_join)
 {
 	/*
 	 * seq_cst: the load half of prt_fiber_set_priority's store-then-load
@@ -1284,6 +1284,14 @@ bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h)
 		prt__mwaiter_insert(&m->waiters, r);
 		update_top(m);
 		claim_moved(m, was, h);
+		/*
+		 * An rwlock's reader raised above its writers, or a writer
+		 * lowered below its readers, during a read phase: the readers
+		 * now first join it (they waited for the phase to end: a
+		 * review).
+		 */
+		if (m->type == PRT__MTX_RWLOCK && !*rw_join && prt__rwlock_resorted(m))
+			*rw_join = m;
 	}
 	prt__spin_unlock(&m->wait_lock);
 	return true;

@@ -117,9 +117,15 @@ static struct rw_waiter *rw_waiter_of(struct prt__mwaiter *r)
  * before the word lets it go: a token in a slot is always a reader's
  * (rwlock_int.h). A hold that finds no free slot is counted in its
  * owner's rd_untracked instead (prt__fiber, prt__tself: one writer, the
- * owner): such an owner may hold any rwlock for reading, as far as
- * recursion and unlock's EPERM can tell, and the pick and the deadlock
- * walk do not see it.
+ * owner), and in the lock's @untracked: such an owner may hold for
+ * reading any rwlock that has untracked holds, as far as recursion and
+ * unlock's EPERM can tell, and the pick and the deadlock walk do not see
+ * it. An unlock by a fiber holding nothing of a lock whose holds are all
+ * tracked was believed on the strength of the fiber's untracked holds
+ * of another lock (a review): it took a real reader's hold, a writer
+ * then got the lock while that reader still read, and the reader's own
+ * unlock said EPERM. The lock's count closes that: with none, no
+ * untracked hold of it exists to give back.
  */
 
 /* rd_untracked of the owner whose token is @tok (the caller, with an identity). */
@@ -168,8 +174,10 @@ static bool untrack(struct prt__rwlock *rw, uintptr_t tok)
 /* The caller (@me) now holds one more read lock of @rw (@tracked: a granter gave it a slot). */
 static void read_held(struct prt__rwlock *rw, const struct prt__owner *me, bool tracked)
 {
-	if (!tracked && !track(rw, me->tok))
+	if (!tracked && !track(rw, me->tok)) {
 		prt__held_add(untracked_of(me->tok), 1);
+		atomic_fetch_add_explicit(&rw->untracked, 1, memory_order_relaxed);
+	}
 	prt__held_add(me->nheld, 1);
 }
 
@@ -180,12 +188,25 @@ static void read_held(struct prt__rwlock *rw, const struct prt__owner *me, bool 
 static bool read_release(struct prt__rwlock *rw, uintptr_t tok)
 {
 	atomic_uint *u;
+	unsigned n;
 
 	if (untrack(rw, tok))
 		return true;
 	u = untracked_of(tok);
 	if (!atomic_load_explicit(u, memory_order_relaxed))
 		return false;
+	/*
+	 * relaxed: a count; the word's release orders the unlock. Never
+	 * below 0: a caller believed wrongly (its untracked holds are of
+	 * other locks, and this one has another owner's) takes that
+	 * owner's count, as it takes its hold in the word.
+	 */
+	n = atomic_load_explicit(&rw->untracked, memory_order_relaxed);
+	do {
+		if (!n)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&rw->untracked, &n, n - 1,
+							memory_order_relaxed, memory_order_relaxed));
 	prt__held_add(u, -1u);
 	return true;
 }
@@ -194,7 +215,8 @@ static bool read_release(struct prt__rwlock *rw, uintptr_t tok)
 static bool maybe_reader(struct prt__rwlock *rw, uintptr_t tok)
 {
 	return prt__rw_has_reader(&rw->m, tok) ||
-	       atomic_load_explicit(untracked_of(tok), memory_order_relaxed);
+	       (atomic_load_explicit(untracked_of(tok), memory_order_relaxed) &&
+		atomic_load_explicit(&rw->untracked, memory_order_relaxed));
 }
 
 /* ---- fast paths ------------------------------------------------------------ */
@@ -622,6 +644,27 @@ static void writer_left(struct prt__rwlock *rw)
 		grant_readers(rw, o, false, &b);
 	prt__spin_unlock(&rw->m.wait_lock);
 	finish_grant(rw, NULL, &b);
+}
+
+bool prt__rwlock_resorted(struct prt__mutex *m)
+{
+	struct prt__rwlock *rw = prt__rwlock_of_mutex(m);
+
+	if (!(atomic_load_explicit(&m->owner, memory_order_relaxed) & PRT_MTX_READERS) ||
+	    no_waiters(rw) || !rw_waiter_of(prt__mutex_first_waiter(m))->reader)
+		return false;
+	/* relaxed: published by wait_lock, as a grant's rounds (collect_readers) */
+	atomic_fetch_add_explicit(&rw->granting, 1, memory_order_relaxed);
+	return true;
+}
+
+void prt__rwlock_join_resorted(struct prt__mutex *m)
+{
+	struct prt__rwlock *rw = prt__rwlock_of_mutex(m);
+
+	writer_left(rw); /* a join grant: the readers ahead of the first writer */
+	/* Our last access to @rw (release: pairs with the acquire in prt_rwlock_destroy). */
+	atomic_fetch_sub_explicit(&rw->granting, 1, memory_order_release);
 }
 
 /* ---- a fiber's wait ------------------------------------------------------------- */

@@ -50,6 +50,13 @@ struct prt__rwlock {
 	 * granter's decrement is its last access to the lock.
 	 */
 	atomic_uint granting;
+	/*
+	 * Read holds of this lock that found no free slot: counted here as
+	 * well as in their owners' rd_untracked (rwlock.c, "Tracking
+	 * readers"). While it is 0 an unlock by a caller that names no slot
+	 * is EPERM, whatever untracked holds the caller has of other locks.
+	 */
+	atomic_uint untracked;
 };
 
 /* The rwlock whose head is @m (m->type == PRT__MTX_RWLOCK, or a word with PRT_MTX_READERS). */

@@ -167,6 +167,84 @@ static void test_other_holder(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * Untracked read holds (beyond the PRT_RWLOCK_TRACKED slots) are counted,
+ * not named, so their owner is believed for a lock that has such holds.
+ * It was believed for any lock (a review): a caller holding nine reads of
+ * another lock unlocked this one, which a fiber reads through a slot, and
+ * got 0: that took the reader's hold, a writer then got the lock while
+ * it still read, and its own unlock said EPERM. Such a caller was also
+ * admitted ahead of a waiting writer as a recursive reader.
+ */
+static prt_rwlock_t ut_rw = PRT_RWLOCK_INITIALIZER, ut_other = PRT_RWLOCK_INITIALIZER;
+static atomic_int ut_reading, ut_go;
+
+static void *ut_reader(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&ut_rw) == 0);
+	atomic_store(&ut_reading, 1);
+	while (!atomic_load(&ut_go))
+		pause_a_little();
+	FIBER_CHECK(prt_rwlock_unlock(&ut_rw) == 0);
+	return NULL;
+}
+
+static void *ut_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&ut_rw) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&ut_rw) == 0);
+	return NULL;
+}
+
+/* The caller: holds of ut_other beyond the slots, none of ut_rw. */
+static void *ut_body(void *arg)
+{
+	int n = PRT_RWLOCK_TRACKED + 1;
+
+	(void)arg;
+	for (int i = 0; i < n; i++)
+		FIBER_CHECK(prt_rwlock_rdlock(&ut_other) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&ut_rw) == EPERM);
+	FIBER_CHECK(prt_rwlock_tryrdlock(&ut_rw) == EBUSY); /* a writer waits: no recursive reader here */
+	FIBER_CHECK(prt_rwlock_trywrlock(&ut_rw) == EBUSY);
+	for (int i = 0; i < n; i++)
+		FIBER_CHECK(prt_rwlock_unlock(&ut_other) == 0);
+	FIBER_CHECK(prt_rwlock_unlock(&ut_other) == EPERM);
+	return NULL;
+}
+
+static void test_untracked_holds_of_another_lock(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+
+	(void)state;
+	for (int caller = 0; caller < 2; caller++) {
+		prt_fiber_t r, w;
+
+		atomic_store(&ut_reading, 0);
+		atomic_store(&ut_go, 0);
+		r = test_spawn(rt, PRT_PRIO_DEFAULT, -1, ut_reader, NULL);
+		assert_true(wait_flag(&ut_reading));
+		w = test_spawn(rt, PRT_PRIO_MAX, -1, ut_writer, NULL);
+		wait_blocked(w);
+		if (caller)
+			assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, ut_body, NULL));
+		else
+			assert_null(ut_body(NULL));
+		assert_true(is_blocked(w)); /* the reader still reads */
+		atomic_store(&ut_go, 1);
+		assert_null(join_res(r));
+		assert_null(join_res(w));
+	}
+	assert_int_equal(prt_rwlock_destroy(&ut_rw), 0);
+	assert_int_equal(prt_rwlock_destroy(&ut_other), 0);
+	assert_int_equal(prt_rwlock_init(&ut_rw, NULL), 0);
+	assert_int_equal(prt_rwlock_init(&ut_other, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- bad input ------------------------------------------------------------------- */
 
 static void test_bad_input(void **state)
@@ -1778,6 +1856,80 @@ static void test_prio_change_resorts(void **state)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
+/*
+ * A priority change during a read phase: a reader raised above every
+ * queued writer, or the writer ahead of it lowered below it, joins the
+ * read phase at once, as a reader of that priority arriving then would
+ * (rwlock.h). It waited for the phase to end (a review: 0 of 5 admitted
+ * 50 ms later, the holder still reading).
+ */
+static prt_rwlock_t pj_rw = PRT_RWLOCK_INITIALIZER;
+static atomic_int pj_reading, pj_go, pj_joined;
+
+static void *pj_holder(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&pj_rw) == 0);
+	atomic_store(&pj_reading, 1);
+	while (!atomic_load(&pj_go))
+		pause_a_little();
+	FIBER_CHECK(prt_rwlock_unlock(&pj_rw) == 0);
+	return NULL;
+}
+
+static void *pj_writer(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_wrlock(&pj_rw) == 0);
+	FIBER_CHECK(atomic_load(&pj_joined)); /* the reader went first */
+	FIBER_CHECK(prt_rwlock_unlock(&pj_rw) == 0);
+	return NULL;
+}
+
+static void *pj_reader(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(prt_rwlock_rdlock(&pj_rw) == 0);
+	atomic_store(&pj_joined, 1);
+	FIBER_CHECK(prt_rwlock_unlock(&pj_rw) == 0);
+	return NULL;
+}
+
+static void test_prio_change_joins_read_phase(void **state)
+{
+	prt_runtime_t *rt = test_rt(2);
+
+	(void)state;
+	for (int lower_writer = 0; lower_writer < 2; lower_writer++) {
+		prt_fiber_t h, w, r;
+
+		atomic_store(&pj_reading, 0);
+		atomic_store(&pj_go, 0);
+		atomic_store(&pj_joined, 0);
+		h = test_spawn(rt, 16, -1, pj_holder, NULL);
+		assert_true(wait_flag(&pj_reading));
+		w = test_spawn(rt, 16, -1, pj_writer, NULL);
+		wait_blocked(w);
+		r = test_spawn(rt, 10, -1, pj_reader, NULL);
+		wait_blocked(r);
+		assert_false(atomic_load(&pj_joined));
+		if (lower_writer)
+			assert_int_equal(prt_fiber_set_priority(w, 5), 0);
+		else
+			assert_int_equal(prt_fiber_set_priority(r, 20), 0);
+		/* The holder reads on until the reader is in. */
+		assert_true(wait_flag(&pj_joined));
+		assert_true(is_blocked(w));
+		atomic_store(&pj_go, 1);
+		assert_null(join_res(h));
+		assert_null(join_res(r));
+		assert_null(join_res(w));
+	}
+	assert_int_equal(prt_rwlock_destroy(&pj_rw), 0);
+	assert_int_equal(prt_rwlock_init(&pj_rw, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* ---- stress: many fibers and two threads, random holds, an invariant --------------------- */
 
 static prt_rwlock_t sx_rw = PRT_RWLOCK_INITIALIZER;
@@ -1947,6 +2099,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_own_holds_thread),
 		cmocka_unit_test(test_own_holds_fiber),
 		cmocka_unit_test(test_other_holder),
+		cmocka_unit_test(test_untracked_holds_of_another_lock),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_bad_deadline),
 		cmocka_unit_test(test_readers_share),
@@ -1975,6 +2128,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_writer_not_starved),
 		cmocka_unit_test(test_reader_not_starved),
 		cmocka_unit_test(test_prio_change_resorts),
+		cmocka_unit_test(test_prio_change_joins_read_phase),
 		cmocka_unit_test(test_stress),
 	};
 

@@ -69,8 +69,8 @@
  * writer preference above would otherwise deadlock it, as glibc's
  * PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP does). A fiber or thread
  * that holds a read lock no slot records may be admitted ahead of
- * waiting writers for any rwlock (it cannot be told apart from a
- * recursive reader); it cannot get EDEADLK for an upgrade of such a
+ * waiting writers for any rwlock that has such holds too (it cannot be
+ * told apart from a recursive reader); it cannot get EDEADLK for an upgrade of such a
  * hold, which then waits for good (as pthreads may).
  *
  * A holder that ends holding the lock leaves it held for good, as a
@@ -209,7 +209,11 @@ PRT_API int prt_rwlock_timedwrlock_ns(prt_rwlock_t *rw, uint64_t timeout_ns);
  * Release the caller's hold of @rw: its write hold, or one of its read
  * holds. Returns 0, EINVAL for NULL, or EPERM if the caller does not
  * hold it (for writing, and for reading as far as can be known: a
- * caller that holds untracked read locks is believed). The last holder
+ * read hold beyond the PRT_RWLOCK_TRACKED slots is counted, not named,
+ * so a caller that has such a hold of any rwlock is believed for a lock
+ * that has such holds too; releasing one it does not have then takes
+ * another reader's hold, and exclusion with that reader is lost, as
+ * with any unlock of a lock one does not hold). The last holder
  * hands the lock to the waiters (see "Fairness"); if one that now holds
  * it outranks the caller's (served) priority and is queued on this
  * worker, the caller yields to it at once. The release of the caller's
