@@ -496,7 +496,11 @@ typedef struct prt_worker_stats {
 	uint64_t proxy_picks;    /* picks that ran a mutex owner in a waiter's place */
 	uint64_t migrations;     /* waiters (donors) moved to their owner's worker */
 	uint64_t attachments;    /* donors attached to a sleeping owner */
-	uint64_t handoffs;       /* unlocks that handed the mutex to a waiter */
+	/*
+	 * Unlocks on this worker that handed a mutex or rwlock to a waiter
+	 * (a plain thread's unlocks are counted on no worker)
+	 */
+	uint64_t handoffs;
 	uint64_t io_submits;     /* io_uring_enter calls that submitted requests */
 	uint64_t io_ops;         /* I/O requests completed on this worker (epoll: calls) */
 	uint64_t preemptions;    /* fibers switched out by preemption (interrupted) */
