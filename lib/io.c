@@ -20,6 +20,7 @@
  * through the scheduler (docs/design.md, section 2, "The two pairs").
  */
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #endif
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -875,6 +877,28 @@ PRT_API int prt_connect_timeout(int fd, const struct sockaddr *addr, socklen_t a
 }
 
 /*
+ * Does @fd still name the open file @mine (a dup of it) names? kcmp(2)
+ * compares the files themselves; where it is not there (no CONFIG_KCMP,
+ * a seccomp filter: ENOSYS, EPERM) the inode is compared, which cannot
+ * tell a reopen of the same path.
+ */
+static bool same_open_file(int fd, int mine, const struct stat *first)
+{
+	int saved = prt__errno_get();
+	long r = mine >= 0 ? syscall(SYS_kcmp, (long)getpid(), (long)getpid(), (long)KCMP_FILE,
+				     (long)fd, (long)mine)
+			   : -1;
+	struct stat now;
+
+	if (r < 0 && mine >= 0 && errno == EBADF)
+		r = 1; /* @fd closed */
+	if (r < 0)
+		r = fstat(fd, &now) || now.st_dev != first->st_dev || now.st_ino != first->st_ino;
+	prt__errno_set(saved);
+	return r == 0;
+}
+
+/*
  * prt_poll_timeout on an fd whose file has no wait queue (a regular
  * file, a directory, /dev/null), in a fiber: poll(2) reports such a
  * file ready for reading and writing at once (the kernel's
@@ -884,47 +908,61 @@ PRT_API int prt_connect_timeout(int fd, const struct sockaddr *addr, socklen_t a
  * those errors to the fiber (a review: -EPERM, -EINVAL and -ETIMEDOUT
  * for the same call in the three contexts). Here the fiber gets what
  * poll(2) gives: what is ready, or a sleep until @tmo (ns, 0: none) and
- * -ETIMEDOUT. Its wait is no request a prt_close can cancel: it looks
- * every PRT_IO_NO_WAITQ_RECHECK_NS whether @fd still names the file it
- * named (-EBADF if not, as a closed fd's poll). prt_cancel ends it
+ * -ETIMEDOUT. Its wait is no request a prt_close can cancel: it holds a
+ * dup of @fd and looks every PRT_IO_NO_WAITQ_RECHECK_NS whether @fd
+ * still names that open file (-EBADF if not, as a closed fd's poll:
+ * also when the number now names the same path reopened, or a ready
+ * file, whose events are not ours; a review). prt_cancel ends it
  * (-ECANCELED), as any sleep.
  */
 static int poll_no_waitq(int fd, short events, uint64_t tmo)
 {
 	uint64_t deadline = tmo ? prt__deadline_in(tmo) : PRT_NEVER;
-	struct stat first = { 0 };
-	int saved = prt__errno_get();
+	struct stat first;
+	int saved = prt__errno_get(), mine, err;
 
-	for (bool looked = false;;) {
+	/* No fd left for the dup (EMFILE): the inode is compared instead. */
+	mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (mine < 0 && errno == EBADF) {
+		prt__errno_set(saved);
+		return -EBADF;
+	}
+	if ((err = (int)prt__sys_ret(fstat(fd, &first), saved)))
+		goto out;
+	for (bool looked = false;; looked = true) {
 		struct pollfd p = { .fd = fd, .events = events };
-		struct stat now;
 		uint64_t t;
-		int err;
 
+		if (looked && !same_open_file(fd, mine, &first)) {
+			err = -EBADF; /* closed (and the number perhaps reused) */
+			break;
+		}
 		if ((err = (int)prt__sys_ret(poll(&p, 1, 0), saved)) == -EINTR)
 			continue;
 		if (err < 0)
-			return err;
-		if (p.revents & POLLNVAL)
-			return -EBADF;
-		if (p.revents)
-			return p.revents;
-		if ((err = (int)prt__sys_ret(fstat(fd, &now), saved)))
-			return err;
-		if (!looked)
-			first = now;
-		else if (now.st_dev != first.st_dev || now.st_ino != first.st_ino)
-			return -EBADF; /* closed, the number reused */
-		looked = true;
+			break;
+		if (p.revents & POLLNVAL) {
+			err = -EBADF;
+			break;
+		}
+		if ((err = p.revents))
+			break;
 		t = prt__now_ns();
-		if (t >= deadline)
-			return -ETIMEDOUT;
+		if (t >= deadline) {
+			err = -ETIMEDOUT;
+			break;
+		}
 		err = prt_sleep_ns(deadline - t < PRT_IO_NO_WAITQ_RECHECK_NS
 					   ? deadline - t
 					   : PRT_IO_NO_WAITQ_RECHECK_NS);
 		if (err)
-			return err; /* -ECANCELED */
+			break; /* -ECANCELED */
 	}
+out:
+	if (mine >= 0)
+		close(mine);
+	prt__errno_set(saved);
+	return err;
 }
 
 PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)

@@ -976,7 +976,7 @@ static prt_fiber_t nw_wait(int *fd)
 
 static void *nw_main(void *arg)
 {
-	int fd, other;
+	int fd, other, p[2];
 	prt_fiber_t f;
 
 	FIBER_CHECK(nw_checks(arg) == NULL);
@@ -996,7 +996,21 @@ static void *nw_main(void *arg)
 	FIBER_CHECK((other = open("/dev/null", O_RDONLY | O_CLOEXEC)) == fd);
 	FIBER_CHECK(prt_join(f, NULL) == 0);
 	FIBER_CHECK(atomic_load(&nw_res) == -EBADF);
-	close(other);
+	/*
+	 * ... to the same path reopened (the same inode: it timed out), and
+	 * to a pipe whose writer is gone (its POLLHUP was returned).
+	 */
+	f = nw_wait(&fd);
+	FIBER_CHECK(prt_close(fd) == 0);
+	FIBER_CHECK((other = open("/dev/null", O_RDONLY | O_CLOEXEC)) == fd);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(atomic_load(&nw_res) == -EBADF);
+	f = nw_wait(&fd);
+	FIBER_CHECK(pipe2(p, O_CLOEXEC) == 0 && close(p[1]) == 0);
+	FIBER_CHECK(dup3(p[0], fd, O_CLOEXEC) == fd && close(p[0]) == 0);
+	FIBER_CHECK(prt_join(f, NULL) == 0);
+	FIBER_CHECK(atomic_load(&nw_res) == -EBADF);
+	close(fd);
 	return NULL;
 }
 

@@ -236,8 +236,11 @@ PRT_API int prt_fiber_name(prt_fiber_t f, char *buf, size_t len);
  * as the kernel reschedules a task whose priority drops). One
  * waiting on a mutex or condvar also moves to the tail of its new level
  * in that waiter list (see proxyrt/mutex.h), which may hand a mutex
- * released to its waiters to a new first waiter (an rwlock's waiters
- * too); one waiting on a semaphore keeps its place (proxyrt/sem.h).
+ * released to its waiters to a new first waiter; one waiting on an
+ * rwlock held for reading that is now ahead of every queued writer (it
+ * was raised, or they were lowered) joins the readers, with the other
+ * readers ahead of the first writer (proxyrt/rwlock.h), granted by this
+ * call; one waiting on a semaphore keeps its place (proxyrt/sem.h).
  * Returns 0, -EINVAL out of range, -ESRCH stale.
  * Context: any thread, never switches.
  */

@@ -18,7 +18,11 @@
  *
  *   - a reader joins a lock held for reading only if no waiter of its
  *     priority or higher is queued; so a stream of readers cannot starve
- *     a writer of their priority or higher (writer preference);
+ *     a writer of their priority or higher (writer preference). A queued
+ *     reader that a priority change (prt_fiber_set_priority) puts ahead
+ *     of every queued writer joins then, as do the readers ahead of it;
+ *     so do the readers a writer that gives up (timeout, cancel) leaves
+ *     first;
  *   - when a holder leaves, the first waiter gets the lock: a writer
  *     alone, or, if it is a reader, every queued reader of the first
  *     queued writer's priority or higher, together (phase-fair within a
