@@ -69,6 +69,13 @@ struct prt_runtime {
 	/* Canary-stack slabs. */
 	prt__spinlock_t slab_lock;
 	struct prt__slab *slabs;                    /* slab_lock */
+	/*
+	 * Slab stacks whose pages were given back, spilled by the workers'
+	 * cold lists in batches for any worker to carve from (stack.c,
+	 * "Cold stacks").
+	 */
+	struct prt__stack *cold;                    /* slab_lock */
+	unsigned ncold, capcold;                    /* slab_lock; ncold read racily as a hint */
 
 	/* Preemption (preempt.c): the time slice (0: cooperative) and the signal. */
 	uint64_t preempt_quantum;

@@ -160,10 +160,86 @@ static int slab_new(struct prt_runtime *rt, struct prt__worker *w)
 	return 0;
 }
 
+/*
+ * Cold stacks. A slab stack freed beyond the pools (a burst of fibers
+ * ending) cannot be unmapped alone: its pages go back to the kernel and
+ * the stack to its worker's cold list, which that worker carves from
+ * before it maps a new slab. Kept per worker only, the stacks of fibers
+ * spawned on one worker and ending on another were never used again:
+ * a review's bursts of 20,000 fibers from an acceptor on worker 0 ending
+ * on worker 1 added 1.15 GB of address space a round, until spawns
+ * failed with -ENOMEM with almost nothing alive. So a cold list longer
+ * than PRT_COLD_LOCAL spills PRT_COLD_BATCH stacks to the runtime's
+ * (rt->cold, under slab_lock), and a worker with none of its own takes
+ * a batch from there before it maps a slab: address space is bounded by
+ * the most stacks alive at once, as with guard stacks (fiber_desc.c does
+ * the same for descriptors).
+ */
+#define PRT_COLD_BATCH 64u
+#define PRT_COLD_LOCAL (2 * PRT_COLD_BATCH)
+
+/* Make room for @need stacks in a growable array of @len; false if it cannot grow. */
+static bool cold_reserve(struct prt__stack **arr, unsigned len, unsigned *cap, unsigned need)
+{
+	unsigned c = *cap ? *cap : 64;
+	struct prt__stack *a;
+
+	if (need <= *cap)
+		return true;
+	while (c < need)
+		c *= 2;
+	a = prt__alloc(sizeof(*a) * c);
+	if (!a)
+		return false;
+	if (*arr) {
+		memcpy(a, *arr, sizeof(*a) * len);
+		prt__free(*arr, sizeof(*a) * *cap);
+	}
+	*arr = a;
+	*cap = c;
+	return true;
+}
+
+/* Take a batch of the runtime's cold stacks into @p's empty cold list. */
+static void cold_refill(struct prt_runtime *rt, struct prt__stack_pool *p)
+{
+	unsigned n;
+
+	/* relaxed (PRT_READ_ONCE): a hint; the count is read again under slab_lock */
+	if (!PRT_READ_ONCE(rt->ncold) || !cold_reserve(&p->cold, 0, &p->capcold, PRT_COLD_BATCH))
+		return;
+	prt__spin_lock(&rt->slab_lock);
+	n = rt->ncold < PRT_COLD_BATCH ? rt->ncold : PRT_COLD_BATCH;
+	memcpy(p->cold, rt->cold + rt->ncold - n, sizeof(*p->cold) * n);
+	PRT_WRITE_ONCE(rt->ncold, rt->ncold - n);
+	prt__spin_unlock(&rt->slab_lock);
+	p->ncold = n;
+}
+
+/* @p's cold list is long: give the runtime its oldest batch. */
+static void cold_spill(struct prt_runtime *rt, struct prt__stack_pool *p)
+{
+	bool ok;
+
+	prt__spin_lock(&rt->slab_lock);
+	ok = cold_reserve(&rt->cold, rt->ncold, &rt->capcold, rt->ncold + PRT_COLD_BATCH);
+	if (ok) {
+		memcpy(rt->cold + rt->ncold, p->cold, sizeof(*p->cold) * PRT_COLD_BATCH);
+		PRT_WRITE_ONCE(rt->ncold, rt->ncold + PRT_COLD_BATCH);
+	}
+	prt__spin_unlock(&rt->slab_lock);
+	if (!ok)
+		return; /* no memory for the runtime's list: they stay here */
+	p->ncold -= PRT_COLD_BATCH;
+	memmove(p->cold, p->cold + PRT_COLD_BATCH, sizeof(*p->cold) * p->ncold);
+}
+
 static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *out)
 {
 	struct prt__stack_pool *p = &w->stacks;
 
+	if (!p->ncold)
+		cold_refill(rt, p);
 	if (p->ncold) {
 		/* Its pages were given back; they come back zeroed on first touch. */
 		*out = p->cold[--p->ncold];
@@ -290,27 +366,17 @@ static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt
 {
 	struct prt__stack_pool *p = &w->stacks;
 
-	(void)rt;
 	if (!(s->flags & PRT_STK_SLAB)) {
 		stack_unmap(s);
 		return;
 	}
 	/* A slab stack cannot be unmapped alone: give its pages back. */
 	madvise(s->base, s->size, MADV_DONTNEED);
-	if (p->ncold == p->capcold) {
-		unsigned cap = p->capcold ? p->capcold * 2 : 64;
-		struct prt__stack *n = prt__alloc(sizeof(*n) * cap);
-
-		if (!n)
-			return; /* leak the stack into its slab; freed at destroy */
-		if (p->cold) {
-			memcpy(n, p->cold, sizeof(*n) * p->ncold);
-			prt__free(p->cold, sizeof(*n) * p->capcold);
-		}
-		p->cold = n;
-		p->capcold = cap;
-	}
+	if (!cold_reserve(&p->cold, p->ncold, &p->capcold, p->ncold + 1))
+		return; /* leak the stack into its slab; freed at destroy */
 	p->cold[p->ncold++] = *s;
+	if (p->ncold > PRT_COLD_LOCAL)
+		cold_spill(rt, p);
 }
 
 void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s)
@@ -347,6 +413,12 @@ void prt__stack_pool_fini(struct prt_runtime *rt, struct prt__stack_pool *p)
 void prt__stack_slabs_free(struct prt_runtime *rt)
 {
 	struct prt__slab *sl = rt->slabs, *next;
+
+	for (unsigned i = 0; i < rt->ncold; i++)
+		stack_deregister(&rt->cold[i]);
+	prt__free(rt->cold, sizeof(*rt->cold) * rt->capcold);
+	rt->cold = NULL;
+	rt->ncold = rt->capcold = 0;
 
 	for (; sl; sl = next) {
 		next = sl->next;
