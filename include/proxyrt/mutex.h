@@ -26,6 +26,9 @@
  * it to an owner that sleeps). Unlock hands the lock to the waiter the
  * worker serves, else to the highest-priority waiter, FIFO within a
  * level: no fiber takes the lock ahead of a higher-priority waiter.
+ * (So within a level the order is first come, first served except for
+ * the waiter whose place the owner runs in at the unlock, which goes
+ * first: its worker is running for it already.)
  * Between equals the lock may instead be released for the next comer
  * (as Go's and the kernel's mutexes do, to avoid lock convoys); a waiter
  * that has waited 1 ms is always handed it.

@@ -200,8 +200,9 @@ typedef struct prt_runtime_config {
 	 * replaces it, a bad configured value too (0 turns preemption off);
 	 * anything else in it (a sign or spaces included, or a slice below
 	 * the minimum) is ignored, and prt_runtime_notice() says so. Under
-	 * valgrind, ThreadSanitizer, or with the ASan runtime
-	 * linked into the program, or where timer_create(2) is refused (a
+	 * valgrind, with the ThreadSanitizer or ASan runtime linked into
+	 * the program itself (clang's default; gcc's shared libtsan and
+	 * libasan preempt), or where timer_create(2) is refused (a
 	 * seccomp profile), the runtime stays cooperative and
 	 * prt_runtime_notice() says why.
 	 */
