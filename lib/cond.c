@@ -106,6 +106,7 @@
 #include "mutex_owner.h"
 #include "objname.h"
 #include "runtime_int.h"
+#include "rwlock_int.h"
 #include "wait.h"
 #include "worker.h"
 

@@ -15,6 +15,7 @@
 #include "proxy_int.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
+#include "rwlock_int.h"
 #include "wait.h"
 #include "worker.h"
 

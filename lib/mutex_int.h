@@ -190,20 +190,12 @@ uintptr_t prt__mutex_self_token(void);
  * on the mutex it waits on, if any; a handoff it makes is left in @h,
  * to wake with prt__handoff_wake() once f->lock is dropped, and an
  * rwlock whose waiting readers may now join its read phase in *@rw_join
- * (prt__rwlock_resorted), for prt__rwlock_join_resorted() then. False
+ * (prt__rwlock_resorted, rwlock_int.h), for prt__rwlock_join_resorted()
+ * then. False
  * if the mutex's wait_lock was busy: drop @f->lock and retry.
  */
 bool prt__mutex_reprio(struct prt__fiber *f, struct prt__handoff *h, struct prt__mutex **rw_join);
-/*
- * Rwlock side of a re-sort (rwlock.c), wait_lock of @m (an rwlock's
- * head) held: true if @m is held for reading and its first waiter is now
- * a reader, which may join the holders (rwlock.h: a reader joins a read
- * phase if no waiter of its priority or higher is queued); the lock is
- * then kept (its granting count) until prt__rwlock_join_resorted(@m),
- * called with no lock held, has let them join.
- */
-bool prt__rwlock_resorted(struct prt__mutex *m);
-void prt__rwlock_join_resorted(struct prt__mutex *m);
+
 /*
  * prt_cancel's lock part (fiber.c, cancel_lock_wait). Find the mutex
  * (or rwlock head) that fiber @f (id @id) waits for, and take its

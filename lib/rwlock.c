@@ -76,12 +76,6 @@ _Static_assert(sizeof(((prt_rwlockattr_t *)0)->__reserved) >= sizeof(const char 
 #define RW_MAX_READERS (UINTPTR_MAX >> PRT_RW_SHIFT)
 
 /* One waiter: a mutex waiter record, and what it waits for. On its stack. */
-struct rw_waiter {
-	struct prt__mwaiter rec; /* on rw->m.waiters while queued (wait_lock) */
-	bool reader;             /* waits to read, else to write */
-	/* A reader granted the lock: the granter put its token in a slot (before rec.granted). */
-	bool tracked;
-};
 
 /* What one grant hands over, woken once wait_lock is dropped. */
 struct rw_batch {
@@ -101,10 +95,6 @@ static struct prt__rwlock *rw_of(prt_rwlock_t *u)
 	return (struct prt__rwlock *)(void *)u;
 }
 
-static struct rw_waiter *rw_waiter_of(struct prt__mwaiter *r)
-{
-	return prt__container_of(r, struct rw_waiter, rec);
-}
 
 /* ---- tracking readers ------------------------------------------------------ */
 
@@ -371,7 +361,7 @@ static void dequeue(struct prt__rwlock *rw, struct prt__mwaiter *r)
  * it). Takes it if so; else, with @flag, sets PRT_MTX_WAITERS so that
  * the holders' unlock comes to the slow path. wait_lock held.
  */
-static bool take_locked(struct prt__rwlock *rw, struct rw_waiter *t, bool flag)
+static bool take_locked(struct prt__rwlock *rw, struct prt__rw_waiter *t, bool flag)
 {
 	uintptr_t o = atomic_load_explicit(&rw->m.owner, memory_order_relaxed);
 
@@ -428,7 +418,7 @@ static struct prt_runtime *grant_ref(struct prt__mwaiter *r)
  * From the store of granted on, a record that does not sleep (on its
  * fiber's stack) may vanish; one that sleeps stays until woken.
  */
-static void grant(struct prt__rwlock *rw, struct rw_waiter *t, struct rw_batch *b)
+static void grant(struct prt__rwlock *rw, struct prt__rw_waiter *t, struct rw_batch *b)
 {
 	struct prt__mwaiter *r = &t->rec;
 	struct prt__handoff *h = &b->h[b->n++];
@@ -459,7 +449,7 @@ static void word_set(struct prt__rwlock *rw, uintptr_t o, uintptr_t n)
 }
 
 /* Hand the lock, released from word @o, to writer @t alone. */
-static void grant_writer(struct prt__rwlock *rw, uintptr_t o, struct rw_waiter *t,
+static void grant_writer(struct prt__rwlock *rw, uintptr_t o, struct prt__rw_waiter *t,
 			 struct rw_batch *b)
 {
 	struct prt__mwaiter *r = &t->rec;
@@ -477,7 +467,7 @@ static void grant_writer(struct prt__rwlock *rw, uintptr_t o, struct rw_waiter *
  * join: the readers ahead of the first writer. Returns how many;
  * *@rest: whether records stay queued.
  */
-static int collect_readers(struct prt__rwlock *rw, struct rw_batch *b, struct rw_waiter **out,
+static int collect_readers(struct prt__rwlock *rw, struct rw_batch *b, struct prt__rw_waiter **out,
 			   bool *rest)
 {
 	struct prt__list *head = &rw->m.waiters;
@@ -485,7 +475,7 @@ static int collect_readers(struct prt__rwlock *rw, struct rw_batch *b, struct rw
 
 	*rest = false;
 	for (struct prt__list *it = head->next; it != head; it = it->next) {
-		struct rw_waiter *t = rw_waiter_of(prt__container_of(it, struct prt__mwaiter, pl.node));
+		struct prt__rw_waiter *t = prt__rw_waiter_of(prt__container_of(it, struct prt__mwaiter, pl.node));
 
 		if (t->rec.pl.prio < b->min || k == RW_BATCH || ++seen > RW_SCAN) {
 			*rest = true;
@@ -517,7 +507,7 @@ static int collect_readers(struct prt__rwlock *rw, struct rw_batch *b, struct rw
  */
 static int grant_readers(struct prt__rwlock *rw, uintptr_t o, bool release, struct rw_batch *b)
 {
-	struct rw_waiter *t[RW_BATCH];
+	struct prt__rw_waiter *t[RW_BATCH];
 	bool rest;
 	int k = collect_readers(rw, b, t, &rest);
 	uintptr_t add = (uintptr_t)k * PRT_RW_ONE, flag = rest ? PRT_MTX_WAITERS : 0;
@@ -553,7 +543,7 @@ static int grant_readers(struct prt__rwlock *rw, uintptr_t o, bool release, stru
  */
 static void release_locked(struct prt__rwlock *rw, uintptr_t o, struct rw_batch *b)
 {
-	struct rw_waiter *first = rw_waiter_of(prt__mutex_first_waiter(&rw->m));
+	struct prt__rw_waiter *first = prt__rw_waiter_of(prt__mutex_first_waiter(&rw->m));
 
 	b->phase = true;
 	b->min = INT_MIN;
@@ -646,18 +636,6 @@ static void writer_left(struct prt__rwlock *rw)
 	finish_grant(rw, NULL, &b);
 }
 
-bool prt__rwlock_resorted(struct prt__mutex *m)
-{
-	struct prt__rwlock *rw = prt__rwlock_of_mutex(m);
-
-	if (!(atomic_load_explicit(&m->owner, memory_order_relaxed) & PRT_MTX_READERS) ||
-	    no_waiters(rw) || !rw_waiter_of(prt__mutex_first_waiter(m))->reader)
-		return false;
-	/* relaxed: published by wait_lock, as a grant's rounds (collect_readers) */
-	atomic_fetch_add_explicit(&rw->granting, 1, memory_order_relaxed);
-	return true;
-}
-
 void prt__rwlock_join_resorted(struct prt__mutex *m)
 {
 	struct prt__rwlock *rw = prt__rwlock_of_mutex(m);
@@ -683,7 +661,7 @@ struct fiber_wait {
 	struct prt__rwlock *rw;
 	struct prt__worker *w;      /* the worker we run on (changes across a sleep) */
 	struct prt__fiber *self;
-	struct rw_waiter wr;        /* our record: on the list while queued (wait_lock) */
+	struct prt__rw_waiter wr;        /* our record: on the list while queued (wait_lock) */
 	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
 	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
 	bool queued;                /* wr inserted (a grant or our timer may have taken it off since) */
@@ -947,7 +925,7 @@ void prt__rwlock_cancel_locked(struct prt__worker *w, struct prt__fiber *f, stru
  * list (ETIMEDOUT), unless we were granted just before (0: then wait for
  * that grant's wake, kept if it came already).
  */
-static int thread_timed_out(struct prt__rwlock *rw, struct rw_waiter *wr)
+static int thread_timed_out(struct prt__rwlock *rw, struct prt__rw_waiter *wr)
 {
 	int err = 0;
 
@@ -972,7 +950,7 @@ static int thread_timed_out(struct prt__rwlock *rw, struct rw_waiter *wr)
 static int lock_thread(struct prt__rwlock *rw, uintptr_t tok, bool reader, uint64_t deadline,
 		       bool *tracked)
 {
-	struct rw_waiter wr = {
+	struct prt__rw_waiter wr = {
 		.rec = { .token = tok, .pl.prio = PRT_PRIO_DEFAULT, .sleeping = true },
 		.reader = reader,
 	};
@@ -1126,7 +1104,7 @@ PRT_API int prt_rwlock_tryrdlock(prt_rwlock_t *u)
 	struct prt__rwlock *rw = rw_of(u);
 	struct prt__worker *w;
 	struct prt__owner me;
-	struct rw_waiter wr = { .reader = true };
+	struct prt__rw_waiter wr = { .reader = true };
 	bool taken;
 	int err;
 

@@ -59,6 +59,19 @@ struct prt__rwlock {
 	atomic_uint untracked;
 };
 
+/* A waiter of an rwlock (rwlock.c): a mutex waiter record, and what it waits for. */
+struct prt__rw_waiter {
+	struct prt__mwaiter rec; /* on rw->m.waiters while queued (wait_lock) */
+	bool reader;             /* waits to read, else to write */
+	/* A reader granted the lock: the granter put its token in a slot (before rec.granted). */
+	bool tracked;
+};
+
+static inline struct prt__rw_waiter *prt__rw_waiter_of(struct prt__mwaiter *r)
+{
+	return prt__container_of(r, struct prt__rw_waiter, rec);
+}
+
 /* The rwlock whose head is @m (m->type == PRT__MTX_RWLOCK, or a word with PRT_MTX_READERS). */
 static inline struct prt__rwlock *prt__rwlock_of_mutex(struct prt__mutex *m)
 {
@@ -116,5 +129,28 @@ static inline uintptr_t prt__rw_chain_reader(struct prt__mutex *m)
 	}
 	return fiber ? fiber : thread;
 }
+
+/*
+ * Rwlock side of a re-sort (prt__mutex_reprio), wait_lock of @m (an
+ * rwlock's head) held: true if @m is held for reading and its first
+ * waiter is now a reader, which may join the holders (rwlock.h: a
+ * reader joins a read phase if no waiter of its priority or higher is
+ * queued); the lock is then kept (its granting count) until
+ * prt__rwlock_join_resorted(@m) (rwlock.c), called with no lock held,
+ * has let them join.
+ */
+static inline bool prt__rwlock_resorted(struct prt__mutex *m)
+{
+	struct prt__rwlock *rw = prt__rwlock_of_mutex(m);
+
+	if (!(atomic_load_explicit(&m->owner, memory_order_relaxed) & PRT_MTX_READERS) ||
+	    prt__list_empty(&m->waiters) || !prt__rw_waiter_of(prt__mutex_first_waiter(m))->reader)
+		return false;
+	/* relaxed: published by wait_lock, as a grant's rounds (rwlock.c, collect_readers) */
+	atomic_fetch_add_explicit(&rw->granting, 1, memory_order_relaxed);
+	return true;
+}
+
+void prt__rwlock_join_resorted(struct prt__mutex *m);
 
 #endif
