@@ -172,8 +172,10 @@ static int slab_new(struct prt_runtime *rt, struct prt__worker *w)
  * than PRT_COLD_LOCAL spills PRT_COLD_BATCH stacks to the runtime's
  * (rt->cold, under slab_lock), and a worker with none of its own takes
  * a batch from there before it maps a slab: address space is bounded by
- * the most stacks alive at once, as with guard stacks (fiber_desc.c does
- * the same for descriptors).
+ * the most stacks alive at once plus what the lists keep (per worker up
+ * to PRT_COLD_LOCAL cold stacks, its warm pool and the rest of its
+ * slab; the runtime's depot), where guard stacks past the pools are
+ * unmapped (fiber_desc.c moves descriptors between workers the same way).
  */
 #define PRT_COLD_BATCH 64u
 #define PRT_COLD_LOCAL (2 * PRT_COLD_BATCH)
