@@ -1073,8 +1073,15 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 		return EPERM;
 	owed = prt__held_drop(me.nheld);
 	unlock_slow(m, w); /* cannot fail */
+	/*
+	 * The handoff may have switched us to the new owner (after_handoff),
+	 * and we may run on another worker since: look at the one we are on.
+	 * The stale one's unlock_defer belongs to whatever runs there now (a
+	 * condvar spinner between setting and clearing it: TSan's stress run
+	 * saw the read race with that write).
+	 */
 	if (owed)
-		unlock_slice_owed(w);
+		unlock_slice_owed(prt__cur_worker());
 	return 0;
 }
 
