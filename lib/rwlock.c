@@ -661,7 +661,7 @@ struct fiber_wait {
 	struct prt__rwlock *rw;
 	struct prt__worker *w;      /* the worker we run on (changes across a sleep) */
 	struct prt__fiber *self;
-	struct prt__rw_waiter wr;        /* our record: on the list while queued (wait_lock) */
+	struct prt__rw_waiter wr;   /* our record: on the list while queued (wait_lock) */
 	uint64_t deadline;          /* CLOCK_MONOTONIC ns; 0: none */
 	bool proxy;                 /* wait as a queued donor; else asleep off the run queues */
 	bool queued;                /* wr inserted (a grant or our timer may have taken it off since) */
