@@ -349,7 +349,10 @@ PRT_API int prt_stream_multishot(const prt_stream_t *s);
  * keeps it waiting.
  *
  * Closing: prt_close(@fd) does not wait for a file call on @fd by
- * another fiber; on io_uring one not started yet may return -ECANCELED.
+ * another fiber; on io_uring one not started yet may return -ECANCELED
+ * (prt_renameat: a close of @olddirfd; of @newdirfd, the rename goes on
+ * as after close(2) on another thread, and resolves the number when it
+ * runs).
  *
  * Context: a fiber (parks only the fiber) or a plain thread (the syscall
  * itself, which blocks the thread; a _timeout variant's timeout does not
