@@ -89,6 +89,10 @@ enum prt__pause_site {
 	PRT_PAUSE_WATCH_SPIN,
 	/* An interrupted fiber's look (preempt_eval) is about to check the table of code ranges. */
 	PRT_PAUSE_EVAL_RANGES,
+	/* The deadlock walk read an owner word naming another owner; that owner's wait is next. */
+	PRT_PAUSE_CYCLE_LINK,
+	/* The deadlock walk came back to the caller; the walk that checks it is next. */
+	PRT_PAUSE_CYCLE_SEEN,
 	PRT_PAUSE_NSITES,
 };
 

@@ -236,6 +236,8 @@ struct prt__fiber {
 	void *asan_fake_stack;            /* ASan fake-stack handle across switches */
 	void *tsan_fiber;                 /* TSan's fiber for this context (TSan builds) */
 	struct prt__mwaiter *mwait;       /* its waiter record while blocked_on; wait_lock */
+	/* Waits begun (blocked_on set), for the deadlock walk's second look (mutex_owner.c). */
+	atomic_uint wait_gen;
 	/*
 	 * The condvar it waits on and its record there, from before it joins
 	 * the condvar's list until its wait returns (so both stay valid while

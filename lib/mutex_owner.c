@@ -118,18 +118,19 @@ void prt__mutex_held(uintptr_t token)
 
 /* ---- what owners wait on; deadlock detection -------------------------------- */
 
-/*
- * What the owner with token @tok waits on (the deadlock walk).
- * seq_cst: the load half of the walk's store-then-load (see the top of
- * the file); pairs with the seq_cst store in prt__set_waits_on() by
- * another waiter closing the same cycle.
- */
-static struct prt__mutex *waits_on(uintptr_t tok)
+/* The blocked_on and wait_gen of the owner with token @tok. */
+static _Atomic(struct prt__mutex *) *blocked_on_of(uintptr_t tok)
 {
 	if (tok & PRT_MTX_THREAD)
-		return atomic_load_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on,
-					    memory_order_seq_cst);
-	return atomic_load_explicit(&((struct prt__fiber *)tok)->blocked_on, memory_order_seq_cst);
+		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on;
+	return &((struct prt__fiber *)tok)->blocked_on;
+}
+
+static atomic_uint *wait_gen_of(uintptr_t tok)
+{
+	if (tok & PRT_MTX_THREAD)
+		return &((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->wait_gen;
+	return &((struct prt__fiber *)tok)->wait_gen;
 }
 
 /*
@@ -144,48 +145,91 @@ static struct prt__mutex *waits_on(uintptr_t tok)
  *    (store attached_to, then load blocked_on) against our later read of
  *    attached_to (prt__detach_donor(), prt__unattach()). The pick's
  *    acquire loads of blocked_on (proxy.c) pair with it as a release.
+ * A wait that begins counts in wait_gen first (seq_cst, before the
+ * store: the deadlock walk's second look, below).
  */
 void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m)
 {
-	if (tok & PRT_MTX_THREAD)
-		atomic_store_explicit(&((struct prt__tself *)(tok & ~PRT_MTX_FLAGS))->blocked_on, m,
-				      memory_order_seq_cst);
-	else
-		atomic_store_explicit(&((struct prt__fiber *)tok)->blocked_on, m,
-				      memory_order_seq_cst);
+	if (m)
+		atomic_fetch_add_explicit(wait_gen_of(tok), 1, memory_order_seq_cst);
+	atomic_store_explicit(blocked_on_of(tok), m, memory_order_seq_cst);
 }
 
 /* Links a deadlock walk follows in all; rwlocks held by readers it branches at, nested. */
 #define CYCLE_LINKS 4096
 #define CYCLE_BRANCHES 4
-
-static bool closes_from(struct prt__mutex *m, uintptr_t tok, int *links, int depth);
+/* Walks that find a cycle the one before did not see the same way, before the lock gives up looking. */
+#define CYCLE_LOOKS 8
 
 /*
- * @m is an rwlock held by readers: does the walk come back to @tok
- * through one of its tracked readers? Each one's wait is walked in turn
- * (a branch), at most CYCLE_BRANCHES rwlocks deep. Readers no slot
+ * One walk: links left, and a digest of what it read along the path
+ * that came back to the caller (every owner word and reader slot, and
+ * each owner's wait: its wait_gen, blocked_on, wait_gen again).
+ */
+struct walk {
+	uintptr_t tok;
+	int links;
+	uint64_t digest;
+};
+
+static void walk_mix(struct walk *wk, uint64_t v)
+{
+	/* splitmix64's finalizer over the running digest */
+	uint64_t z = (wk->digest ^ v) + 0x9e3779b97f4a7c15ull;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	wk->digest = z ^ (z >> 31);
+}
+
+/*
+ * What the owner with token @o waits on, mixed into the digest with its
+ * wait_gen read before and after. seq_cst: the load half of the walk's
+ * store-then-load (see the top of the file); pairs with the seq_cst
+ * store in prt__set_waits_on() by another waiter closing the same cycle.
+ */
+static struct prt__mutex *waits_on(struct walk *wk, uintptr_t o)
+{
+	unsigned g0 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
+	struct prt__mutex *m = atomic_load_explicit(blocked_on_of(o), memory_order_seq_cst);
+	unsigned g1 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
+
+	walk_mix(wk, ((uint64_t)g0 << 32) | g1);
+	walk_mix(wk, (uintptr_t)m);
+	return m;
+}
+
+static bool closes_from(struct prt__mutex *m, struct walk *wk, int depth);
+
+/*
+ * @m is an rwlock held by readers: does the walk come back to the
+ * caller through one of its tracked readers? Each one's wait is walked
+ * in turn (a branch), at most CYCLE_BRANCHES rwlocks deep; a branch
+ * that does not come back leaves nothing in the digest. Readers no slot
  * names are not seen (rwlock.c, "Tracking readers").
  */
-static bool readers_close(struct prt__mutex *m, uintptr_t tok, int *links, int depth)
+static bool readers_close(struct prt__mutex *m, struct walk *wk, int depth)
 {
 	if (depth >= CYCLE_BRANCHES)
 		return false;
 	for (int i = 0; i < PRT_RW_TRACK; i++) {
 		/* seq_cst: as waits_on(); pairs with the claim of the slot (rwlock.c, track()) */
 		uintptr_t r = prt__rw_slot(m, i);
+		uint64_t before = wk->digest;
 
 		if (!r)
 			continue;
-		if (r == tok || closes_from(waits_on(r), tok, links, depth + 1))
+		walk_mix(wk, ((uint64_t)i << 56) ^ r);
+		if (r == wk->tok || closes_from(waits_on(wk, r), wk, depth + 1))
 			return true;
+		wk->digest = before;
 	}
 	return false;
 }
 
-static bool closes_from(struct prt__mutex *m, uintptr_t tok, int *links, int depth)
+static bool closes_from(struct prt__mutex *m, struct walk *wk, int depth)
 {
-	for (; m && (*links)-- > 0;) {
+	for (; m && wk->links-- > 0;) {
 		/*
 		 * seq_cst: read after our seq_cst store of blocked_on, like
 		 * waits_on() (the deadlock walk's store-then-load); as an
@@ -194,22 +238,61 @@ static bool closes_from(struct prt__mutex *m, uintptr_t tok, int *links, int dep
 		 */
 		uintptr_t o = atomic_load_explicit(&m->owner, memory_order_seq_cst) & ~PRT_MTX_WAITERS;
 
+		walk_mix(wk, (uintptr_t)m);
 		if (!o)
 			return false;
-		if (o & PRT_MTX_READERS)
-			return readers_close(m, tok, links, depth);
-		if (o == tok)
+		/* Read-held: the reader it goes on through counts, not how many read (they come and go). */
+		if (o & PRT_MTX_READERS) {
+			walk_mix(wk, PRT_MTX_READERS);
+			return readers_close(m, wk, depth);
+		}
+		walk_mix(wk, o);
+		if (o == wk->tok)
 			return true;
-		m = waits_on(o);
+		prt__fault_pause(PRT_PAUSE_CYCLE_LINK);
+		m = waits_on(wk, o);
 	}
 	return false;
 }
 
+/*
+ * The walk reads each owner word and each owner's blocked_on without
+ * locks, at different moments, so one walk can string together links
+ * that never held at once: an owner read as holding M2 unlocks it and
+ * then waits on a lock the caller holds, and the walk, reading it next,
+ * comes back to the caller (a review: a false EDEADLK in 1 of 2 long
+ * stress runs without any cycle). So a cycle is believed only when a
+ * second walk, after the first, reads the same path: the same owner
+ * words and slots, and each owner on it still in the same wait (the
+ * same blocked_on and wait_gen, read before and after it in each walk).
+ * Then each owner on the path waited without a break from its read in
+ * the first walk to its read in the second; a waiting owner neither
+ * takes nor releases anything but the lock it waits for, so the second
+ * walk's owner words held for the whole time between the walks' reads,
+ * and at any moment between the end of the first walk and the start of
+ * the second every link of the cycle held at once: a real deadlock,
+ * which then lasts. A wait that ended and began again on the same lock
+ * has a new wait_gen. Looks that keep reading something new
+ * (CYCLE_LOOKS) give up and report no cycle: a real one reads the same
+ * every time. (The kernel's rt_mutex walk locks each link instead.)
+ */
 bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
 {
-	int links = CYCLE_LINKS;
+	struct walk prev = { .tok = tok, .links = CYCLE_LINKS };
 
-	return closes_from(m, tok, &links, 0);
+	if (!closes_from(m, &prev, 0))
+		return false;
+	for (int i = 0; i < CYCLE_LOOKS; i++) {
+		struct walk wk = { .tok = tok, .links = CYCLE_LINKS };
+
+		prt__fault_pause(PRT_PAUSE_CYCLE_SEEN);
+		if (!closes_from(m, &wk, 0))
+			return false;
+		if (wk.digest == prev.digest && wk.links == prev.links)
+			return true;
+		prev = wk;
+	}
+	return false;
 }
 
 /* ---- introspection: the wait chain ------------------------------------------ */

@@ -24,6 +24,7 @@
  */
 struct prt__tself {
 	_Atomic(struct prt__mutex *) blocked_on;
+	atomic_uint wait_gen; /* waits begun, as prt__fiber.wait_gen */
 	/* Mutexes it holds (a recursive one once); written only by its thread. */
 	atomic_uint nheld;
 	/* Of those, untracked rwlock read holds (as prt__fiber.rd_untracked). */

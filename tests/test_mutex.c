@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "fault.h" /* internal: pause points (fault-injection builds) */
 #include "mutex_int.h" /* internal: the top-waiter cache */
+#include "mutex_owner.h" /* internal: a plain thread's blocked_on */
 #include "runtime_int.h" /* internal: blocked_on, to wait until a fiber waits */
 #include "worker.h" /* internal: the worker a donor is queued on */
 
@@ -2001,6 +2003,114 @@ static void test_waiter_list_model(void **state)
 	}
 }
 
+
+/* ---- the deadlock walk: links read at different moments are no cycle ------ */
+
+#if PRT_FAULT_INJECTION
+/*
+ * C holds X and locks M; A holds M and waits on M2; B holds M2. C's walk
+ * reads M's owner A, A's wait M2, M2's owner B, and stops there (a pause
+ * point): B unlocks M2 (A takes it: A waits on nothing now) and then
+ * locks X (B waits on X, held by C). The walk goes on: B waits on X,
+ * X's owner is C: the links it read never held at once, and there is
+ * no cycle (a review: a false EDEADLK in a long stress run). C must
+ * wait for M, and get it once A lets go.
+ */
+static prt_mutex_t wk_m, wk_m2, wk_x;
+static struct prt__tself *wk_a, *wk_b, *wk_ct;
+static pthread_t wk_c;
+static atomic_int wk_calls, wk_b_go, wk_a_go, wk_done;
+
+static struct prt__mutex *wk_waits(struct prt__tself *t)
+{
+	return t ? atomic_load(&t->blocked_on) : NULL;
+}
+
+static void *wk_a_fn(void *arg)
+{
+	(void)arg;
+	assert_int_equal(prt_mutex_lock(&wk_m), 0);
+	wk_a = prt__tls_tself;
+	assert_int_equal(prt_mutex_lock(&wk_m2), 0); /* waits for B */
+	/* Let go once C waits on M (or its lock returned, wrongly) */
+	while (wk_waits(wk_ct) != (struct prt__mutex *)(void *)&wk_m && !atomic_load(&wk_a_go))
+		usleep(1000);
+	assert_int_equal(prt_mutex_unlock(&wk_m2), 0);
+	assert_int_equal(prt_mutex_unlock(&wk_m), 0);
+	return NULL;
+}
+
+static void *wk_b_fn(void *arg)
+{
+	(void)arg;
+	assert_int_equal(prt_mutex_lock(&wk_m2), 0);
+	wk_b = prt__tls_tself;
+	while (!atomic_load(&wk_b_go))
+		usleep(1000);
+	assert_int_equal(prt_mutex_unlock(&wk_m2), 0); /* handed to A */
+	assert_int_equal(prt_mutex_lock(&wk_x), 0);    /* waits for C */
+	assert_int_equal(prt_mutex_unlock(&wk_x), 0);
+	return NULL;
+}
+
+/* C's walk read an owner word: the second one it reads (M2's, naming B) is where B moves. */
+static void wk_pause(void *arg)
+{
+	(void)arg;
+	if (!pthread_equal(pthread_self(), wk_c) || atomic_load(&wk_done) ||
+	    atomic_fetch_add(&wk_calls, 1) != 1)
+		return;
+	atomic_store(&wk_b_go, 1);
+	/* A is handed M2, then B waits on X */
+	while (wk_waits(wk_a) || wk_waits(wk_b) != (struct prt__mutex *)(void *)&wk_x)
+		usleep(1000);
+	atomic_store(&wk_done, 1);
+}
+
+static void test_deadlock_walk_needs_one_moment(void **state)
+{
+	pthread_t a, b;
+	int r;
+
+	(void)state;
+	assert_int_equal(prt_mutex_init(&wk_m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&wk_m2, NULL), 0);
+	assert_int_equal(prt_mutex_init(&wk_x, NULL), 0);
+	wk_c = pthread_self();
+	assert_int_equal(prt_mutex_lock(&wk_x), 0);
+	wk_ct = prt__tls_tself;
+	assert_int_equal(pthread_create(&b, NULL, wk_b_fn, NULL), 0);
+	while (!wk_b)
+		usleep(1000);
+	assert_int_equal(pthread_create(&a, NULL, wk_a_fn, NULL), 0);
+	while (wk_waits(wk_a) != (struct prt__mutex *)(void *)&wk_m2)
+		usleep(1000);
+	prt__fault_set_pause(PRT_PAUSE_CYCLE_LINK, wk_pause, NULL);
+	/* M's owner A waits on M2, whose owner B (paused here) then waits on X */
+	r = prt_mutex_lock(&wk_m);
+	atomic_store(&wk_a_go, 1);
+	prt__fault_set_pause(PRT_PAUSE_CYCLE_LINK, NULL, NULL);
+	assert_int_equal(atomic_load(&wk_done), 1); /* the walk was stopped where B moved */
+	if (r != 0)
+		fprintf(stderr, "  lock of M: %d (no cycle ever held)\n", r);
+	if (r == 0)
+		assert_int_equal(prt_mutex_unlock(&wk_m), 0);
+	assert_int_equal(prt_mutex_unlock(&wk_x), 0); /* B takes X */
+	assert_int_equal(pthread_join(a, NULL), 0);
+	assert_int_equal(pthread_join(b, NULL), 0);
+	assert_int_equal(r, 0);
+	assert_int_equal(prt_mutex_destroy(&wk_m), 0);
+	assert_int_equal(prt_mutex_destroy(&wk_m2), 0);
+	assert_int_equal(prt_mutex_destroy(&wk_x), 0);
+}
+#else
+static void test_deadlock_walk_needs_one_moment(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2032,6 +2142,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_prio_change_stress),
 		cmocka_unit_test(test_waiter_insert_walks_levels),
 		cmocka_unit_test(test_waiter_list_model),
+		cmocka_unit_test(test_deadlock_walk_needs_one_moment),
 	};
 
 	if (argc > 1)
