@@ -70,6 +70,24 @@ static void reg(void)
 	(void)pthread_atfork(prepare, parent, child);
 }
 
+/*
+ * Registered when the library is loaded, before the program's own
+ * handlers (a library's constructors run before those of what links
+ * it): POSIX runs child handlers in the order registered and prepare
+ * handlers in the reverse one, so the program's child handlers run with
+ * our locks dropped and its prepare handlers before we take them, and
+ * either may call the library. Registered at the first runtime instead,
+ * a child handler the program had registered before it ran with our
+ * locks still held, and a prt_run there hung the child for good (a
+ * review, 5/5). A program that loads the library later (dlopen) and
+ * registered handlers before that has them run on the wrong side of
+ * ours: README, "fork()".
+ */
+__attribute__((constructor)) static void fork_handlers_early(void)
+{
+	pthread_once(&once, reg);
+}
+
 void prt__fork_hook_add(struct prt__fork_hook *h)
 {
 	pthread_once(&once, reg);

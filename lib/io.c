@@ -206,14 +206,38 @@ int prt__io_init(struct prt__worker *w)
  * The signal stays pending on the worker, harmless while blocked, and
  * is discarded when the thread ends.
  */
+static __thread bool pipe_blocked_here; /* this thread blocked SIGPIPE as a worker (it was not) */
+
 void prt__io_thread_start(struct prt__worker *w)
 {
-	sigset_t pipe;
+	sigset_t pipe, old;
 
 	sigemptyset(&pipe);
 	sigaddset(&pipe, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+	if (!pthread_sigmask(SIG_BLOCK, &pipe, &old))
+		pipe_blocked_here = !sigismember(&old, SIGPIPE);
 	w->io.ops->thread_start(w);
+}
+
+/*
+ * The child of a fork from a fiber: its one thread is a worker thread,
+ * whose SIGPIPE block (above) would go on into the child and into any
+ * program it execs (a review: `yes` run from a fiber printed "Broken
+ * pipe" and exited 1 where run from main() it died of SIGPIPE). Put it
+ * back as the thread had it, as Go's fork puts back the signal mask the
+ * program started with. The child has no pending signals (POSIX), so
+ * none left by the worker is delivered.
+ */
+void prt__io_fork_child(void)
+{
+	sigset_t pipe;
+
+	if (!pipe_blocked_here)
+		return;
+	pipe_blocked_here = false;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	pthread_sigmask(SIG_UNBLOCK, &pipe, NULL);
 }
 
 /* On the worker thread, leaving its loop: the backend ends what is still in flight. */

@@ -68,7 +68,10 @@
  * io_uring's IORING_OP_WRITE, having no flags, needs. So on a fiber
  * even a pipe whose reader has gone gives -EPIPE, and so does a plain
  * write(2) a fiber makes itself; a SIGPIPE handler never runs on a
- * worker. On a plain thread a pipe behaves as write(2): SIGPIPE unless
+ * worker. (A child forked from a fiber gets SIGPIPE unblocked again
+ * where the runtime's creator had it so; one started by posix_spawn or
+ * vfork from a fiber inherits the block: README, "fork()".) On a plain
+ * thread a pipe behaves as write(2): SIGPIPE unless
  * the program ignores or blocks it. prt_runtime_dump() to a socket
  * follows the same rule.
  *
