@@ -26,10 +26,10 @@ void prt__fork_hook_add(struct prt__fork_hook *h);
 
 /*
  * The hooks of the modules a runtime uses (rt_ref.c, preempt.c,
- * dump_signal.c, signal.c, fiber_desc.c, sigact.c, worker.c).
+ * dump_signal.c, signal.c, fiber_desc.c, sigact.c, worker.c, io.c).
  */
 extern struct prt__fork_hook prt__rt_ref_fork_hook, prt__preempt_fork_hook,
 	prt__dump_signal_fork_hook, prt__signal_fork_hook, prt__fiber_desc_fork_hook,
-	prt__sig_role_fork_hook, prt__worker_fork_hook;
+	prt__sig_role_fork_hook, prt__worker_fork_hook, prt__io_fork_hook;
 
 #endif

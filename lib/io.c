@@ -37,6 +37,7 @@
 
 #include "alloc.h"
 #include "fault.h"
+#include "fork.h"
 #include "io_backend.h"
 #include "rt_ref.h"
 #include "runtime_int.h"
@@ -228,7 +229,7 @@ void prt__io_thread_start(struct prt__worker *w)
  * program started with. The child has no pending signals (POSIX), so
  * none left by the worker is delivered.
  */
-void prt__io_fork_child(void)
+static void io_fork_child(void)
 {
 	sigset_t pipe;
 
@@ -239,6 +240,8 @@ void prt__io_fork_child(void)
 	sigaddset(&pipe, SIGPIPE);
 	pthread_sigmask(SIG_UNBLOCK, &pipe, NULL);
 }
+
+struct prt__fork_hook prt__io_fork_hook = { .lock = NULL, .child = io_fork_child };
 
 /* On the worker thread, leaving its loop: the backend ends what is still in flight. */
 void prt__io_thread_stop(struct prt__worker *w)

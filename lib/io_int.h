@@ -250,8 +250,6 @@ int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
 int prt__io_init(struct prt__worker *w);
 /* On the worker thread, before its first submission (single-issuer rings). */
 void prt__io_thread_start(struct prt__worker *w);
-/* In the child of a fork (worker.c's hook): a worker thread's SIGPIPE unblocked again, if it blocked it. */
-void prt__io_fork_child(void);
 /*
  * On the worker thread, when it leaves its loop (the runtime stops):
  * wait for the requests no fiber waits for any more (file calls given

@@ -244,6 +244,7 @@ PRT_API int prt_runtime_create(prt_runtime_t **out, const prt_runtime_config_t *
 	prt__fork_hook_add(&prt__fiber_desc_fork_hook);
 	prt__fork_hook_add(&prt__sig_role_fork_hook);
 	prt__fork_hook_add(&prt__worker_fork_hook);
+	prt__fork_hook_add(&prt__io_fork_hook);
 	err = runtime_create(out, cfg);
 	prt__errno_set(saved);
 	return err;

@@ -48,7 +48,6 @@ static __thread bool forked_fiber;
  */
 static void fork_child(void)
 {
-	prt__io_fork_child();
 	if (prt__tls_worker) {
 		prt__tls_worker = NULL;
 		forked_fiber = true;
