@@ -91,8 +91,6 @@ enum prt__pause_site {
 	PRT_PAUSE_EVAL_RANGES,
 	/* The deadlock walk read an owner word naming another owner; that owner's wait is next. */
 	PRT_PAUSE_CYCLE_LINK,
-	/* The deadlock walk came back to the caller; the walk that checks it is next. */
-	PRT_PAUSE_CYCLE_SEEN,
 	PRT_PAUSE_NSITES,
 };
 

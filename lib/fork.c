@@ -19,7 +19,6 @@
  */
 #include "fork.h"
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prt__fork_hook *hooks; /* hooks_lock */
 
@@ -64,12 +63,6 @@ static void child(void)
 	pthread_mutex_unlock(&hooks_lock);
 }
 
-static void reg(void)
-{
-	/* ENOMEM leaves fork() as it was without the handlers. */
-	(void)pthread_atfork(prepare, parent, child);
-}
-
 /*
  * Registered when the library is loaded, before the program's own
  * handlers (a shared library's constructors run before those of what
@@ -88,12 +81,12 @@ static void reg(void)
  */
 __attribute__((constructor(101))) static void fork_handlers_early(void)
 {
-	pthread_once(&once, reg);
+	/* ENOMEM leaves fork() as it was without the handlers. */
+	(void)pthread_atfork(prepare, parent, child);
 }
 
 void prt__fork_hook_add(struct prt__fork_hook *h)
 {
-	pthread_once(&once, reg);
 	pthread_mutex_lock(&hooks_lock);
 	if (!h->added) {
 		h->added = true;

@@ -995,15 +995,14 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
  */
 static struct prt__mwaiter *choose(struct prt__mutex *m, struct prt__worker *w)
 {
-	struct prt__mwaiter *first = prt__mutex_first_waiter(m);
+	struct prt__mwaiter *first = prt__mutex_first_waiter(m), *r;
 	int me;
 
 	if (!first)
 		return NULL;
-	if (w && w->donor != w->curr &&
-	    atomic_load_explicit(&w->donor->blocked_on, memory_order_relaxed) == m &&
-	    w->donor->mwait && w->donor->mwait->pl.prio >= first->pl.prio)
-		return w->donor->mwait;
+	if (w && w->donor != w->curr && (r = prt__mwait_on(w->donor, m)) &&
+	    r->pl.prio >= first->pl.prio)
+		return r;
 	/* Serving a donor: the chain may run through any waiter here. */
 	if (w && w->donor != w->curr)
 		return first;
@@ -1146,18 +1145,10 @@ void prt__mutex_requeue(struct prt__mutex *m, struct prt__mwaiter *r)
  */
 static bool mutex_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
 {
-	struct prt__mwaiter *r = NULL;
+	struct prt__mwaiter *r = prt__mwait_on(f, m);
 	struct prt__handoff h = { 0 };
 	bool sleeping;
 
-	/*
-	 * relaxed: under wait_lock, which every store naming @m or clearing
-	 * it holds. f->mwait is @m's record only while f waits on @m: once
-	 * handed @m, f may be queuing on another lock, writing mwait under
-	 * that lock's wait_lock (a TSan report: a prt_cancel read it first).
-	 */
-	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m)
-		r = f->mwait;
 	if (!r || r->parker) {
 		prt__spin_unlock(&m->wait_lock);
 		return false;
@@ -1247,16 +1238,13 @@ void prt__mutex_cancel_locked(struct prt__worker *w, struct prt__fiber *f, struc
 	 * Not cancellable: a condvar waiter moved here by a signal (parker),
 	 * or one retaking its mutex after a timeout or a cancel (nocancel;
 	 * before, a cancel ended that retake too, and prt_cond_wait returned
-	 * without the mutex: a review's reproducer, 5 of 5 runs). Its record
-	 * is @m's only while it still waits on @m: it may have been handed
-	 * @m before we took wait_lock, and be queuing on another lock now,
-	 * its mwait that lock's (a TSan report, review S). relaxed: under
-	 * wait_lock, which every store naming @m or clearing it holds; if it
-	 * left, mutex_timeout_locked finds so too, and its next wait sees
-	 * the cancel (prt_cancel's store-then-load).
+	 * without the mutex: a review's reproducer, 5 of 5 runs). If it no
+	 * longer waits on @m, mutex_timeout_locked finds so too, and its
+	 * next wait sees the cancel (prt_cancel's store-then-load).
 	 */
-	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m && f->mwait &&
-	    (f->mwait->parker || f->mwait->nocancel))
+	struct prt__mwaiter *r = prt__mwait_on(f, m);
+
+	if (r && (r->parker || r->nocancel))
 		prt__spin_unlock(&m->wait_lock);
 	else
 		mutex_wait_timeout(w, f, m); /* the timer's path (mutex_timer_fire) */

@@ -160,6 +160,19 @@ static inline struct prt__mutex *prt__mutex_of(prt_mutex_t *m)
 	return (struct prt__mutex *)(void *)m;
 }
 
+/*
+ * @f's waiter record on @m, or NULL if @f no longer waits on @m. With
+ * @m's wait_lock held, which every store naming @m in blocked_on or
+ * clearing it holds (relaxed). f->mwait is @m's only while f waits on
+ * @m: handed @m just before, f may already be queuing on another lock,
+ * writing mwait under that lock's wait_lock (a TSan report: a prt_cancel
+ * read it first).
+ */
+static inline struct prt__mwaiter *prt__mwait_on(struct prt__fiber *f, struct prt__mutex *m)
+{
+	return atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m ? f->mwait : NULL;
+}
+
 /* The fiber owning a mutex with owner word @o, or NULL (unlocked or a thread). */
 static inline struct prt__fiber *prt__owner_fiber(uintptr_t o)
 {

@@ -162,20 +162,27 @@ void prt__set_waits_on(uintptr_t tok, struct prt__mutex *m)
 #define CYCLE_LOOKS 8
 
 /*
- * One walk: links left, and a digest of what it read along the path
- * that came back to the caller (every owner word and reader slot, and
- * each owner's wait: its wait_gen, blocked_on, wait_gen again).
+ * One walk: links left, and (@mix: a walk that checks a cycle seen) a
+ * digest of what it read along the path that came back to the caller
+ * (every owner word and reader slot, and each owner's wait: its
+ * wait_gen, blocked_on, wait_gen again). The first walk, which nearly
+ * always finds no cycle, reads no wait_gen and mixes nothing.
  */
 struct walk {
 	uintptr_t tok;
 	int links;
+	bool mix;
 	uint64_t digest;
 };
 
 static void walk_mix(struct walk *wk, uint64_t v)
 {
+	uint64_t z;
+
+	if (!wk->mix)
+		return;
 	/* splitmix64's finalizer over the running digest */
-	uint64_t z = (wk->digest ^ v) + 0x9e3779b97f4a7c15ull;
+	z = (wk->digest ^ v) + 0x9e3779b97f4a7c15ull;
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -190,10 +197,14 @@ static void walk_mix(struct walk *wk, uint64_t v)
  */
 static struct prt__mutex *waits_on(struct walk *wk, uintptr_t o)
 {
-	unsigned g0 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
-	struct prt__mutex *m = atomic_load_explicit(blocked_on_of(o), memory_order_seq_cst);
-	unsigned g1 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
+	unsigned g0, g1;
+	struct prt__mutex *m;
 
+	if (!wk->mix)
+		return atomic_load_explicit(blocked_on_of(o), memory_order_seq_cst);
+	g0 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
+	m = atomic_load_explicit(blocked_on_of(o), memory_order_seq_cst);
+	g1 = atomic_load_explicit(wait_gen_of(o), memory_order_seq_cst);
 	walk_mix(wk, ((uint64_t)g0 << 32) | g1);
 	walk_mix(wk, (uintptr_t)m);
 	return m;
@@ -272,7 +283,8 @@ static bool closes_from(struct prt__mutex *m, struct walk *wk, int depth)
  * and at any moment between the end of the first walk and the start of
  * the second every link of the cycle held at once: a real deadlock,
  * which then lasts. A wait that ended and began again on the same lock
- * has a new wait_gen. Looks that keep reading something new
+ * has a new wait_gen. (The first walk, which finds a cycle, is a plain
+ * one; the two compared come after it.) Looks that keep reading something new
  * (CYCLE_LOOKS) give up and report no cycle: a real one reads the same
  * path every time (a branch that does not come back leaves nothing in
  * the digest), unless an earlier branch keeps coming back falsely in
@@ -286,10 +298,12 @@ bool prt__closes_cycle(struct prt__mutex *m, uintptr_t tok)
 
 	if (!closes_from(m, &prev, 0))
 		return false;
+	prev = (struct walk){ .tok = tok, .links = CYCLE_LINKS, .mix = true };
+	if (!closes_from(m, &prev, 0))
+		return false;
 	for (int i = 0; i < CYCLE_LOOKS; i++) {
-		struct walk wk = { .tok = tok, .links = CYCLE_LINKS };
+		struct walk wk = { .tok = tok, .links = CYCLE_LINKS, .mix = true };
 
-		prt__fault_pause(PRT_PAUSE_CYCLE_SEEN);
 		if (!closes_from(m, &wk, 0))
 			return false;
 		/*

@@ -82,13 +82,13 @@ static bool sleep_donor(struct prt__fiber *d)
 	 * a lateral steal (released to held) needs no lock, but then @m is
 	 * held, which is what we look for.
 	 */
-	if (atomic_load_explicit(&d->blocked_on, memory_order_relaxed) == m && d->mwait &&
-	    !d->mwait->parker &&
-	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
-		d->mwait->sleeping = true;
+	struct prt__mwaiter *r = prt__mwait_on(d, m);
+
+	if (r && !r->parker && (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_FLAGS)) {
+		r->sleeping = true;
 		prt__set_wait(d, PRT_WK_MUTEX, m, 0);
 		/* Asleep on its record's wait, as if it had slept there itself: its waker ends it. */
-		prt__wait_slept(&d->mwait->wait);
+		prt__wait_slept(&r->wait);
 		atomic_store_explicit(&d->state, PRT_FS_BLOCKED, memory_order_relaxed);
 		ok = true;
 	}

@@ -880,12 +880,9 @@ static bool rw_timeout(struct prt__worker *w, struct prt__fiber *f)
 /* rw_timeout with @m's wait_lock taken (dropped here). */
 static bool rw_timeout_locked(struct prt__worker *w, struct prt__fiber *f, struct prt__mutex *m)
 {
-	struct prt__mwaiter *r = NULL;
+	struct prt__mwaiter *r = prt__mwait_on(f, m);
 	bool sleeping;
 
-	/* f->mwait is @m's only while f waits on @m (mutex.c, mutex_timeout_locked) */
-	if (atomic_load_explicit(&f->blocked_on, memory_order_relaxed) == m)
-		r = f->mwait;
 	if (!r) {
 		prt__spin_unlock(&m->wait_lock);
 		return false;
