@@ -799,7 +799,7 @@ PRT_API int prt_yield(void)
 	if (prt__unlikely(w->os_yield))
 		sched_yield();
 	prt__io_point(w); /* completions wake their fibers: they compete too */
-	prt__rq_lock(w);
+	prt__rq_lock_own(w);
 	if (prt__unlikely(prt__has_timers(w)))
 		prt__run_timers(w); /* sleepers due now compete at this point */
 	bm = w->rq.bitmap;

@@ -61,10 +61,8 @@ static inline void prt__io_point(struct prt__worker *w)
  * kept, and the caller is inside its critical section (@in_cs set until
  * prt__rq_release). False: revoked, take the lock as anyone does.
  */
-static inline bool prt__rq_claim(struct prt__worker *w)
+static inline bool prt__rq_claim_own(struct prt__worker *w)
 {
-	if (w != prt__cur_worker())
-		return false;
 #if PRT_FAULT_INJECTION
 	/*
 	 * Test builds: never again inside a section of its own (where a
@@ -88,8 +86,23 @@ static inline bool prt__rq_claim(struct prt__worker *w)
 	return false;
 }
 
+/* prt__rq_claim_own from any thread: only @w's own may claim it. */
+static inline bool prt__rq_claim(struct prt__worker *w)
+{
+	return w == prt__cur_worker() && prt__rq_claim_own(w);
+}
+
 /* Contended, or kept by another worker thread: spin, mark @want, revoke (sched.c). */
 void prt__rq_lock_slow(struct prt__worker *x);
+
+/* Take @x's lock word (not kept, or kept by another thread). */
+static inline void prt__rq_lock_word(struct prt__worker *x)
+{
+	/* acquire: pairs with the release in prt__spin_unlock */
+	if (prt__likely(atomic_exchange_explicit(&x->rq.lock.v, 1, memory_order_acquire) == 0))
+		return;
+	prt__rq_lock_slow(x);
+}
 
 /* Take @x's rq lock (any thread; its own worker thread may hold it kept). */
 static inline void prt__rq_lock(struct prt__worker *x)
@@ -98,10 +111,20 @@ static inline void prt__rq_lock(struct prt__worker *x)
 	if (prt__unlikely(atomic_load_explicit(&x->rq.kept, memory_order_relaxed)) &&
 	    prt__rq_claim(x))
 		return;
-	/* acquire: pairs with the release in prt__spin_unlock */
-	if (prt__likely(atomic_exchange_explicit(&x->rq.lock.v, 1, memory_order_acquire) == 0))
+	prt__rq_lock_word(x);
+}
+
+/*
+ * prt__rq_lock by @w's own thread (a yield): no look at which thread
+ * this is (W1: 4 instructions a yield).
+ */
+static inline void prt__rq_lock_own(struct prt__worker *w)
+{
+	/* relaxed: as in prt__rq_lock */
+	if (prt__unlikely(atomic_load_explicit(&w->rq.kept, memory_order_relaxed)) &&
+	    prt__rq_claim_own(w))
 		return;
-	prt__rq_lock_slow(x);
+	prt__rq_lock_word(w);
 }
 
 /* Try to take @x's rq lock; a thread that finds it kept by x's thread marks @want. */
