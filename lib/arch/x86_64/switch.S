@@ -15,7 +15,8 @@
 	.globl	prt__ctx_switch
 	.hidden	prt__ctx_switch
 	.type	prt__ctx_switch, @function
-	.p2align 4
+	/* a cache line's start: every switch runs it (sched.c, prt_yield, says why) */
+	.p2align 6
 prt__ctx_switch:
 	.cfi_startproc
 	pushq	%rbp
