@@ -46,18 +46,28 @@ static int affinity_check(struct prt_runtime *rt, const prt_workerset_t *set)
  * through prt__fiber_allowed, which reads @aff only where @aff_all is
  * false: a spawn with no affinity (nearly all) stores @aff_all alone,
  * not the PRT_MAX_WORKERS / 64 words (W2: ~45 instructions a spawn of
- * ~980, callgrind).
+ * ~980, callgrind). Readers take no lock (a wake from any thread), so
+ * @aff_all is stored with release after the words, and read with
+ * acquire: who sees it false sees the words stored before it, not what
+ * the descriptor's last fiber left there (a review: zeros in a fresh
+ * chunk, read as "no worker", aborted the wake). A reader that races a
+ * change of a set of several words may still see a mix of the two
+ * (prt__select_worker_from copes: worker.c, first_allowed).
  */
 static void affinity_store(struct prt__fiber *f, const prt_workerset_t *set, int nworkers)
 {
 	if (!set) {
-		atomic_store_explicit(&f->aff_all, true, memory_order_relaxed);
+		atomic_store_explicit(&f->aff_all, true, memory_order_release);
 		return;
 	}
-	for (int i = 0; i < PRT_MAX_WORKERS / 64; i++)
+	for (int i = 0; i < PRT_MAX_WORKERS / 64; i++) {
 		atomic_store_explicit(&f->aff[i], set->bits[i], memory_order_relaxed);
+		if (i == 0)
+			prt__fault_pause(PRT_PAUSE_AFFINITY_WORDS); /* test builds: a wake may look here */
+	}
+	/* release: pairs with the acquire in prt__fiber_allowed */
 	atomic_store_explicit(&f->aff_all, prt_workerset_count(set) == nworkers,
-			      memory_order_relaxed);
+			      memory_order_release);
 }
 
 /* ---- spawn -------------------------------------------------------------- */
@@ -143,7 +153,7 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	if (a->has_affinity)
 		affinity_store(f, &a->affinity, rt->nworkers);
 	else
-		atomic_store_explicit(&f->aff_all, true, memory_order_relaxed); /* affinity_store(NULL) */
+		atomic_store_explicit(&f->aff_all, true, memory_order_release); /* affinity_store(NULL) */
 	if (a->name)
 		snprintf(f->name, sizeof(f->name), "%.*s",
 			 (int)prt__utf8_cut(a->name, sizeof(f->name) - 1), a->name);

@@ -285,7 +285,10 @@ void prt__wake(struct prt__fiber *f)
 	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
 
 	if (prt__likely(cur)) {
-		wake(prt__select_worker_from(f, cur), f);
+		struct prt__worker *t = prt__select_worker_from(f, cur);
+
+		prt__fault_pause(PRT_PAUSE_WAKE_CHOSEN); /* test builds: an affinity change may be under way */
+		wake(t, f);
 		return;
 	}
 	/*
@@ -296,7 +299,12 @@ void prt__wake(struct prt__fiber *f)
 	 * destroy cannot be draining.
 	 */
 	prt__rt_pin(rt);
-	wake(prt__select_worker_from(f, NULL), f);
+	{
+		struct prt__worker *t = prt__select_worker_from(f, NULL);
+
+		prt__fault_pause(PRT_PAUSE_WAKE_CHOSEN);
+		wake(t, f);
+	}
 	prt__rt_put(rt);
 }
 

@@ -74,8 +74,16 @@ static struct prt__worker *first_allowed(struct prt_runtime *rt, struct prt__fib
 	for (int i = 0; i < rt->nworkers; i++)
 		if (prt__fiber_allowed(f, i))
 			return rt->workers[i];
-	prt__assert(!"fiber with an empty affinity");
-	return NULL;
+	/*
+	 * None: a set is never empty (affinity_check), but a look that races
+	 * prt_fiber_set_affinity's change of a set of several words may see
+	 * half of each (fiber.c, affinity_store), and nothing. Queue it near
+	 * (or on worker 0): the change's prt__migrate_queued, or the pick
+	 * there, sends it where its new set allows, as for any stale look.
+	 * (This asserted, and in a release build returned NULL to a caller
+	 * that queued on it.)
+	 */
+	return near ? near : rt->workers[0];
 }
 
 /* prt__select_worker, @cur being the caller's worker if it is one of f->rt's. */

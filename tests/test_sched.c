@@ -419,6 +419,109 @@ static void test_prio_change_while_queueing(void **state)
 }
 #endif
 
+/*
+ * A wake that looks at a fiber's affinity while prt_fiber_set_affinity
+ * changes a set of several words (65 workers: two words) sees the first
+ * word new and the second old: {0..63} -> {64} read as no worker at all.
+ * The wake asserted there ("fiber with an empty affinity"; a release
+ * build queued on NULL). Now it queues the fiber near, and the change
+ * sends it to worker 64. The change pauses between its two words until
+ * a plain thread's semaphore post has chosen the fiber's worker (the
+ * wake then waits for f->lock, which the change holds).
+ */
+#if PRT_FAULT_INJECTION
+static struct {
+	prt_sem_t s;
+	atomic_int armed, waiting, woke_at, posted, chosen;
+} aw;
+
+static void aw_words_pause(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&aw.armed, 0))
+		return;
+	atomic_store(&aw.posted, 1); /* the poster goes */
+	while (!atomic_load(&aw.chosen))
+		sched_yield();
+}
+
+static void aw_chosen_pause(void *arg)
+{
+	(void)arg;
+	if (atomic_load(&aw.posted))
+		atomic_store(&aw.chosen, 1);
+}
+
+static void *aw_poster(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&aw.posted))
+		sched_yield();
+	return (void *)(intptr_t)prt_sem_post(&aw.s);
+}
+
+static void *aw_fiber(void *arg)
+{
+	(void)arg;
+	atomic_store(&aw.waiting, 1);
+	FIBER_CHECK(prt_sem_wait(&aw.s) == 0);
+	atomic_store(&aw.woke_at, prt_worker_index());
+	return NULL;
+}
+
+static void test_affinity_words_mixed_view(void **state)
+{
+	prt_runtime_config_t cfg;
+	prt_runtime_t *rt = NULL;
+	prt_fiber_attr_t a;
+	prt_workerset_t to;
+	pthread_t poster;
+	prt_fiber_t f;
+	void *res;
+
+	(void)state;
+	memset(&aw, 0, sizeof(aw));
+	atomic_store(&aw.woke_at, -1);
+	assert_int_equal(prt_sem_init(&aw.s, 0), 0);
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 65;
+	cfg.preempt_quantum_ns = 0;
+	assert_int_equal(test_create_own_quantum(&rt, &cfg), 0);
+	prt_fiber_attr_init(&a);
+	a.has_affinity = 1;
+	prt_workerset_zero(&a.affinity);
+	for (int i = 0; i < 64; i++)
+		prt_workerset_add(&a.affinity, i);
+	assert_int_equal(prt_spawn(rt, &f, &a, aw_fiber, NULL), 0);
+	while (!atomic_load(&aw.waiting) ||
+	       atomic_load(&((struct prt__fiber *)f.p)->state) != PRT_FS_BLOCKED)
+		sched_yield();
+	prt__fault_set_pause(PRT_PAUSE_AFFINITY_WORDS, aw_words_pause, NULL);
+	prt__fault_set_pause(PRT_PAUSE_WAKE_CHOSEN, aw_chosen_pause, NULL);
+	assert_int_equal(pthread_create(&poster, NULL, aw_poster, NULL), 0);
+	atomic_store(&aw.armed, 1);
+	prt_workerset_zero(&to);
+	prt_workerset_add(&to, 64);
+	assert_int_equal(prt_fiber_set_affinity(f, &to), 0);
+	assert_int_equal(pthread_join(poster, &res), 0);
+	assert_null(res); /* the post's 0 */
+	prt__fault_set_pause(PRT_PAUSE_AFFINITY_WORDS, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_WAKE_CHOSEN, NULL, NULL);
+	assert_int_equal(atomic_load(&aw.chosen), 1);
+	assert_int_equal(prt_join(f, &res), 0);
+	assert_null(res);
+	assert_int_equal(atomic_load(&aw.woke_at), 64);
+	assert_int_equal(prt_sem_destroy(&aw.s), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+#else
+static void test_affinity_words_mixed_view(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+#endif
+
 static void test_steal_grace(void **state)
 {
 	struct grace_run g = { .ticker = false };
@@ -2132,6 +2235,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idle_worker_steals),
 		cmocka_unit_test(test_yield_swap_counts),
 		cmocka_unit_test(test_prio_change_while_queueing),
+		cmocka_unit_test(test_affinity_words_mixed_view),
 		cmocka_unit_test(test_steal_grace),
 		cmocka_unit_test(test_no_stranded_fiber),
 		cmocka_unit_test(test_steal_fresh_first),
