@@ -93,7 +93,7 @@ enum prt__pause_site {
 	PRT_PAUSE_CYCLE_LINK,
 	/* An affinity store wrote its first word of several; the others and aff_all are next. */
 	PRT_PAUSE_AFFINITY_WORDS,
-	/* prt__wake chose the worker to queue its fiber on (no lock held); f->lock is next. */
+	/* prt__wake from outside the runtime chose the worker to queue its fiber on; f->lock is next. */
 	PRT_PAUSE_WAKE_CHOSEN,
 	PRT_PAUSE_NSITES,
 };

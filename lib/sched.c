@@ -285,10 +285,7 @@ void prt__wake(struct prt__fiber *f)
 	struct prt__worker *cur = prt__worker_of(rt, prt__cur_worker());
 
 	if (prt__likely(cur)) {
-		struct prt__worker *t = prt__select_worker_from(f, cur);
-
-		prt__fault_pause(PRT_PAUSE_WAKE_CHOSEN); /* test builds: an affinity change may be under way */
-		wake(t, f);
+		wake(prt__select_worker_from(f, cur), f);
 		return;
 	}
 	/*
@@ -302,7 +299,7 @@ void prt__wake(struct prt__fiber *f)
 	{
 		struct prt__worker *t = prt__select_worker_from(f, NULL);
 
-		prt__fault_pause(PRT_PAUSE_WAKE_CHOSEN);
+		prt__fault_pause(PRT_PAUSE_WAKE_CHOSEN); /* test builds: an affinity change may be under way */
 		wake(t, f);
 	}
 	prt__rt_put(rt);
@@ -644,9 +641,21 @@ void prt__reschedule(struct prt__worker *w, struct prt__fiber *self)
 	if (!next)
 		next = &w->idle;
 	if (next == self) {
-		/* Picked ourselves: woken and queued here before we switched away. */
+		/*
+		 * Picked ourselves: woken and queued here before we switched
+		 * away, or a donor whose owner is in transit to this worker
+		 * (its waker is about to take this rq lock): it retries its
+		 * lock and comes back here. Under valgrind, which switches
+		 * threads after a fixed count of basic blocks, that loop can
+		 * be stopped inside the rq lock at every switch, in phase, while
+		 * the waker spins on it (test_rwlock's stress hung 1 run in 8
+		 * for good). A system call hands valgrind's lock over with the
+		 * run queue free, as in prt_yield.
+		 */
 		atomic_store_explicit(&self->state, PRT_FS_RUNNING, memory_order_relaxed);
 		PRT_WRITE_ONCE(w->donor, donor);
+		if (prt__unlikely(w->os_yield))
+			sched_yield();
 		return;
 	}
 	prt__switch_to(w, self, next, donor);
