@@ -221,14 +221,20 @@ static inline bool prt__io_waiting(struct prt__io *io)
 {
 	struct prt__io_watch *x = &io->watch;
 
-	return x->queued ||
-	       /* acquire: pairs with the kernel's release of the CQ tail, as io_uring_cq_ready */
-	       atomic_load_explicit((_Atomic unsigned *)x->tail, memory_order_acquire) !=
-		       *x->head ||
-	       /* relaxed: a hint; entering the kernel orders what it reports (IO_URING_READ_ONCE) */
-	       (atomic_load_explicit((_Atomic unsigned *)x->flags, memory_order_relaxed) & x->mask) ||
-	       /* relaxed: a hint; run_cmds takes the list with acquire */
-	       atomic_load_explicit(&io->cmds, memory_order_relaxed);
+	/*
+	 * Every word read, their bits or'ed, one branch: nearly always all
+	 * are 0, and a chain of || tests took more instructions and three
+	 * more branches a yield (W1, callgrind).
+	 */
+	unsigned v = x->queued |
+		     /* acquire: pairs with the kernel's release of the CQ tail, as io_uring_cq_ready */
+		     (atomic_load_explicit((_Atomic unsigned *)x->tail, memory_order_acquire) ^
+		      *x->head) |
+		     /* relaxed: a hint; entering the kernel orders what it reports (IO_URING_READ_ONCE) */
+		     (atomic_load_explicit((_Atomic unsigned *)x->flags, memory_order_relaxed) & x->mask);
+
+	/* relaxed: a hint; run_cmds takes the list with acquire */
+	return ((uintptr_t)v | (uintptr_t)atomic_load_explicit(&io->cmds, memory_order_relaxed)) != 0;
 }
 
 /*
@@ -243,7 +249,9 @@ static inline bool prt__io_due(struct prt__io *io)
 {
 	struct prt__io_watch *x = &io->watch;
 
-	return prt__io_waiting(io) || (x->polled && (++x->tick & 63) == 0);
+	if (prt__likely(!prt__io_waiting(io)))
+		return x->polled && (++x->tick & 63) == 0;
+	return true;
 }
 
 int prt__io_rt_init(struct prt_runtime *rt, const prt_runtime_config_t *cfg);
