@@ -332,7 +332,7 @@ static inline void prt__set_wait(struct prt__fiber *f, int kind, const void *obj
 static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_index)
 {
 	/* acquire: the words stored before it (fiber.c, affinity_store); a plain load on x86-64 */
-	if (atomic_load_explicit(&f->aff_all, memory_order_acquire))
+	if (prt__likely(atomic_load_explicit(&f->aff_all, memory_order_acquire)))
 		return true;
 	return (atomic_load_explicit(&f->aff[worker_index / 64], memory_order_relaxed) >>
 		(worker_index % 64)) & 1;

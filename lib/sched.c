@@ -831,7 +831,7 @@ PRT_API prt__cacheline_aligned int prt_yield(void)
 	 * whose chain no longer leads here (its timedlock, or a link's
 	 * further down, expired or was cancelled): pick again.
 	 */
-	if ((!bm || prt__rq_top(bm) < prt__served_prio(w)) &&
+	if ((prt__unlikely(!bm) || prt__rq_top(bm) < prt__served_prio(w)) &&
 	    (prt__likely(w->donor == self) || prt__proxy_serves(w->donor, self))) {
 		prt__rq_unlock_keep(w); /* sleepers that fired wait here: others may take them */
 		return 0;

@@ -334,11 +334,11 @@ static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
 	int p = atomic_load_explicit(&in->prio, memory_order_relaxed);
 	bool any;
 
-	if (p != out->rq_prio || out->rq_donor ||
-	    atomic_load_explicit(&in->blocked_on, memory_order_relaxed))
+	if (prt__unlikely(p != out->rq_prio || out->rq_donor ||
+			  atomic_load_explicit(&in->blocked_on, memory_order_relaxed)))
 		return false;
 	any = prt__rq_may_roam(in);
-	if (any != out->rq_any)
+	if (prt__unlikely(any != out->rq_any))
 		return false;
 	prt__list_del(&out->rq_node);
 	atomic_store_explicit(&out->rq_worker, NULL, memory_order_relaxed);

@@ -120,8 +120,13 @@ static inline void prt__rq_lock(struct prt__worker *x)
  */
 static inline void prt__rq_lock_own(struct prt__worker *w)
 {
-	/* relaxed: as in prt__rq_lock */
-	if (prt__unlikely(atomic_load_explicit(&w->rq.kept, memory_order_relaxed)) &&
+	/*
+	 * relaxed: as in prt__rq_lock. Likely, unlike there: a yield that
+	 * finds its lock kept is the bias's steady state (a yield loop that
+	 * nobody interrupts), and the unlikely hint laid that path out of
+	 * line, two taken jumps a yield (W1).
+	 */
+	if (prt__likely(atomic_load_explicit(&w->rq.kept, memory_order_relaxed)) &&
 	    prt__rq_claim_own(w))
 		return;
 	prt__rq_lock_word(w);
