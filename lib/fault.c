@@ -2,6 +2,7 @@
 /* Fault injection for tests (see fault.h); built only with -Dfault_injection=true. */
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fault.h"
 #include "sched_int.h"
@@ -126,4 +127,19 @@ long prt__fault_live(enum prt__fault_site site)
 {
 	/* relaxed: counts only (prt__fault_track); read once the runtime was destroyed */
 	return atomic_load_explicit(&sites[site].live, memory_order_relaxed);
+}
+
+#if defined(__x86_64__)
+extern int __popcountdi2(long long);
+#define LIBGCC_ROUTINE ((uintptr_t)&__popcountdi2)
+#elif defined(__aarch64__)
+extern unsigned __aarch64_cas4_acq_rel(unsigned, unsigned, void *);
+#define LIBGCC_ROUTINE ((uintptr_t)&__aarch64_cas4_acq_rel)
+#else
+#define LIBGCC_ROUTINE ((uintptr_t)0)
+#endif
+
+uintptr_t prt__fault_libgcc_routine(void)
+{
+	return LIBGCC_ROUTINE;
 }

@@ -18,6 +18,7 @@
  * jemalloc's mallocx nor coexist with ASan's own malloc.
  */
 
+#include <stdint.h>
 #include <stdbool.h>
 
 enum prt__fault_site {
@@ -122,6 +123,14 @@ bool prt__fault_fired(enum prt__fault_site site);
  */
 void prt__fault_track(enum prt__fault_site site, long delta);
 long prt__fault_live(enum prt__fault_site site);
+/*
+ * The address of a routine of the compiler's support library (libgcc)
+ * that this code references, as the library's own code does for some
+ * operations (x86-64: __popcountdi2; aarch64: __aarch64_cas4_acq_rel,
+ * its outline atomics); 0 where there is none to name. It must lie in
+ * the library's own marked code (meson.build, proxyrt_text).
+ */
+uintptr_t prt__fault_libgcc_routine(void);
 #else
 static inline void prt__fault_pause(enum prt__pause_site site)
 {
