@@ -33,9 +33,9 @@
 #endif
 
 #include "test_common.h"
-#include "preempt_int.h" /* internal: prt__range_allowed */
 #if PRT_FAULT_INJECTION
 #include "fault.h"
+#include "preempt_int.h" /* internal: prt__range_allowed */
 #include "runtime_int.h" /* internal: the run queue's lock bias (bias_window) */
 #include "sched_int.h"
 #include "worker.h"
