@@ -231,6 +231,7 @@ static inline int spawn(struct prt_runtime *rt, struct prt__worker *w, prt_fiber
 		prt__fiber_free(f);
 		return err;
 	}
+	f->finish_slow = (f->stack.flags & PRT_STK_CANARY) != 0;
 	f->sp = prt__ctx_init((char *)f->stack.base + f->stack.size - stack_colour(&f->stack),
 			      prt__fiber_entry, f);
 	prt__tsan_fiber_create(f);
@@ -322,6 +323,7 @@ static PRT_NORETURN void fiber_exit(struct prt__fiber *f, void *result)
 	f->result = result;
 	prt__spin_lock(&f->lock);
 	atomic_store_explicit(&f->state, PRT_FS_DEAD, memory_order_relaxed);
+	f->finish_slow = true; /* its stack goes back at the switch away (switch.h) */
 	f->reap = f->detached;
 	joiner = f->joiner;
 	prt__spin_unlock(&f->lock);

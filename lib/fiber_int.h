@@ -130,6 +130,14 @@ struct prt__fiber {
 	uint8_t kind;                     /* PRT_FK_* */
 	/* Affinity: allowed workers; aff_all when every worker is allowed. */
 	atomic_bool aff_all;
+	/*
+	 * The switch away from this fiber takes prt__finish_switch, not its
+	 * inline common case (switch.h): its stack has a canary to check
+	 * (set at spawn), or it ended (set by fiber_exit). One byte on the
+	 * line a switch writes anyway, for two tests on two other lines (W1:
+	 * 3 instructions a yield). Written by the fiber itself.
+	 */
+	bool finish_slow;
 	struct prt_runtime *rt;
 	struct prt__worker *last_worker;  /* where it last ran; owner-written */
 	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */

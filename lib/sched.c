@@ -802,11 +802,19 @@ PRT_API prt__cacheline_aligned int prt_yield(void)
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *self;
 	uint32_t bm;
+	bool any;
 
 	if (prt__unlikely(!w))
 		return -EPERM;
 	self = w->curr;
-	if (prt__unlikely(!prt__fiber_allowed(self, w->index))) {
+	/*
+	 * Read once, for the affinity test and the swap below (a running
+	 * fiber's prt__rq_may_roam): a change racing this yield is a change
+	 * made just after it, which prt__migrate_queued or the pick carries
+	 * out (acquire: as in prt__fiber_allowed).
+	 */
+	any = atomic_load_explicit(&self->aff_all, memory_order_acquire);
+	if (prt__unlikely(!any) && !prt__fiber_allowed(self, w->index)) {
 		prt__migrate_self(w);
 		return 0;
 	}
@@ -842,7 +850,7 @@ PRT_API prt__cacheline_aligned int prt_yield(void)
 
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {
-			if (prt__unlikely(!prt__rq_swap(w, next, self))) {
+			if (prt__unlikely(!prt__rq_swap(w, next, self, any))) {
 				prt__rq_del(w, next);
 				prt__rq_add(w, self, false);
 			}

@@ -326,18 +326,18 @@ static inline int prt__rq_top(uint32_t bitmap)
  * they are, and only the two list links and the fibers' own fields
  * change. False, with nothing changed, otherwise (prt__rq_del, then
  * prt__rq_add). W1 (yield): ~40 fewer instructions a yield than the
- * pair (callgrind).
+ * pair (callgrind). @any: prt__rq_may_roam(@in), which for a running
+ * fiber (never preempted: it clears that as it runs again) is its
+ * aff_all, as the caller read it.
  */
 static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
-				struct prt__fiber *in)
+				struct prt__fiber *in, bool any)
 {
 	int p = atomic_load_explicit(&in->prio, memory_order_relaxed);
-	bool any;
 
 	if (prt__unlikely(p != out->rq_prio || out->rq_donor ||
 			  atomic_load_explicit(&in->blocked_on, memory_order_relaxed)))
 		return false;
-	any = prt__rq_may_roam(in);
 	if (prt__unlikely(any != out->rq_any))
 		return false;
 	prt__list_del(&out->rq_node);
@@ -372,8 +372,19 @@ static inline struct prt__fiber *prt__rq_pop(struct prt__worker *w)
 static inline void prt__stat_inc(_Atomic uint64_t *c, uint64_t n)
 {
 	/* Only the owning worker writes: a plain read-modify-write suffices. */
+#if defined(__x86_64__)
+	/*
+	 * One add to memory (not a load, an add and a store: W1, 2
+	 * instructions a switch). Not locked, so not atomic against
+	 * another writer, of which there is none; its store of 8 aligned
+	 * bytes is single-copy atomic, so a reader's relaxed load sees the
+	 * count before or after.
+	 */
+	__asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "er"(n));
+#else
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
 			      memory_order_relaxed);
+#endif
 }
 
 /* The priority a worker serves: its donor's (docs/design.md, scheduling context). */

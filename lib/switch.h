@@ -27,8 +27,8 @@ void prt__wait_off_cpu(struct prt__fiber *f);
 void prt__finish_switch(struct prt__fiber *from);
 /*
  * prt__finish_switch's common case inline (no call: W1 ~6 fewer
- * instructions a switch): @from lives on, on a stack without a canary,
- * and no sanitizer wants to hear of the switch.
+ * instructions a switch): @from lives on, on a stack without a canary
+ * (!from->finish_slow), and no sanitizer wants to hear of the switch.
  */
 static inline void prt__finish_switch_fast(struct prt__fiber *from)
 {
@@ -36,8 +36,7 @@ static inline void prt__finish_switch_fast(struct prt__fiber *from)
 	prt__finish_switch(from);
 	return;
 #endif
-	if (prt__unlikely((from->stack.flags & PRT_STK_CANARY) ||
-			  atomic_load_explicit(&from->state, memory_order_relaxed) == PRT_FS_DEAD)) {
+	if (prt__unlikely(from->finish_slow)) {
 		prt__finish_switch(from);
 		return;
 	}
