@@ -200,6 +200,11 @@ void prt__fiber_free(struct prt__fiber *f)
 		fiber_keep(f);
 		return;
 	}
+#if PRT_DEBUG
+	/* It ended outside every wait: the next spawn leaves these as they are (fiber_init). */
+	prt__assert(!f->mwait && !f->wait_cond && !f->cwait &&
+		    !atomic_load_explicit(&f->attached_to, memory_order_relaxed));
+#endif
 	atomic_store_explicit(&f->id, 0, memory_order_release);
 	atomic_store_explicit(&f->state, PRT_FS_FREE, memory_order_relaxed);
 	if (w) {

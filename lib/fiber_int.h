@@ -138,6 +138,11 @@ struct prt__fiber {
 	 * 3 instructions a yield). Written by the fiber itself.
 	 */
 	bool finish_slow;
+	/*
+	 * @name holds a name (not ""): a spawn with none clears it only
+	 * then, so that line of the descriptor stays unwritten (W2).
+	 */
+	bool named;
 	struct prt_runtime *rt;
 	struct prt__worker *last_worker;  /* where it last ran; owner-written */
 	/* Worker whose run queue holds the fiber, or NULL; written under that rq lock. */

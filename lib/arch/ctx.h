@@ -25,7 +25,8 @@ void *prt__ctx_switch(void **save_sp, void *load_sp, void *arg);
 
 /*
  * Build the initial frame of a new context on the stack ending at
- * @stack_top (rounded down to 16 bytes), so that the first prt__ctx_switch() to the returned stack
+ * @stack_top (below it, aligned as the architecture's frame wants: 16
+ * bytes, or a cache line on x86-64), so that the first prt__ctx_switch() to the returned stack
  * pointer calls @entry(arg_of_that_switch, @data). @entry must never
  * return. Written in C per architecture in lib/arch/<arch>/ctx_init.c.
  */
