@@ -68,9 +68,9 @@ enum prt__pause_site {
 	PRT_PAUSE_DUMP_CHAIN,
 	/* A fiber ended (DEAD, its joiner woken); its switch away is next. */
 	PRT_PAUSE_FIBER_ENDED,
-	/* prt__rq_add loaded the fiber's priority (rq lock held); publishing rq_worker is next. */
+	/* prt__rq_add loaded the fiber's priority and affinity flag (rq lock held); publishing rq_worker is next. */
 	PRT_PAUSE_RQ_ADD,
-	/* prt_fiber_set_priority found its fiber queued nowhere; waiting out the queuers is next. */
+	/* A priority or affinity change found its fiber queued nowhere; waiting out the queuers is next. */
 	PRT_PAUSE_REQUEUE_SETTLE,
 	/* A semaphore waiter's spin ended without a unit, its spinner bit kept; queueing is next. */
 	PRT_PAUSE_SEM_SPUN,

@@ -633,7 +633,7 @@ PRT_API int prt_fiber_set_affinity(prt_fiber_t h, const prt_workerset_t *set)
 	prt__spin_unlock(&f->lock);
 	/* Not under f->lock: see prt_fiber_set_priority. */
 	if (!is_self)
-		prt__migrate_queued(f);
+		prt__migrate_queued(f, true);
 	else if (!prt__fiber_allowed(f, w->index))
 		prt__migrate_self(w);
 	put_ref(ref);

@@ -241,7 +241,7 @@ static void handoff_wake(struct prt__worker *w, struct prt__handoff *h)
 			prt__wake(f);
 	} else if (!prt__detach_donor(f)) {
 		/* Queued as a donor: runnable now. Send it home if queued away. */
-		prt__migrate_queued(f);
+		prt__migrate_queued(f, false);
 	}
 	if (h->ref) {
 		prt__rt_put(h->ref);

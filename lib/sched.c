@@ -802,19 +802,11 @@ PRT_API prt__cacheline_aligned int prt_yield(void)
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *self;
 	uint32_t bm;
-	bool any;
 
 	if (prt__unlikely(!w))
 		return -EPERM;
 	self = w->curr;
-	/*
-	 * Read once, for the affinity test and the swap below (a running
-	 * fiber's prt__rq_may_roam): a change racing this yield is a change
-	 * made just after it, which prt__migrate_queued or the pick carries
-	 * out (acquire: as in prt__fiber_allowed).
-	 */
-	any = atomic_load_explicit(&self->aff_all, memory_order_acquire);
-	if (prt__unlikely(!any) && !prt__fiber_allowed(self, w->index)) {
+	if (prt__unlikely(!prt__fiber_allowed(self, w->index))) {
 		prt__migrate_self(w);
 		return 0;
 	}
@@ -850,7 +842,7 @@ PRT_API prt__cacheline_aligned int prt_yield(void)
 
 		if (prt__likely(!atomic_load_explicit(&next->blocked_on, memory_order_relaxed) &&
 				prt__fiber_allowed(next, w->index))) {
-			if (prt__unlikely(!prt__rq_swap(w, next, self, any))) {
+			if (prt__unlikely(!prt__rq_swap(w, next, self))) {
 				prt__rq_del(w, next);
 				prt__rq_add(w, self, false);
 			}
@@ -884,16 +876,17 @@ static struct prt__worker *lock_fiber_rq(struct prt__fiber *f)
 }
 
 /*
- * lock_fiber_rq for a priority change: the new priority is stored. A
- * queuer (a yield, a wake's enqueue) may be inside an rq lock, having
- * loaded the old priority for the level, with rq_worker not yet
- * published: it would queue the fiber at the old level, and the change
- * would find nothing to move (a review's reasoning; test_prio_change_
- * while_queueing). If the fiber is queued nowhere as we look, wait for
- * each worker's rq lock to be free once (every queueing that began
- * before our store is then done, every later one reads the new
- * priority) and look again. Only set_priority pays, a lock round per
- * worker, when it finds the fiber running or asleep.
+ * lock_fiber_rq for a priority or affinity change: the new priority or
+ * affinity is stored. A queuer (a yield, a wake's enqueue) may be
+ * inside an rq lock, having loaded the old priority for the level (or
+ * the old affinity flag for rq_any), with rq_worker not yet published:
+ * it would queue the fiber at the old level, and the change would find
+ * nothing to move (a review's reasoning; test_prio_change_while_queueing,
+ * test_affinity_change_while_queueing). If the fiber is queued nowhere
+ * as we look, wait for each worker's rq lock to be free once (every
+ * queueing that began before our store is then done, every later one
+ * reads the new value) and look again. Only the change pays, a lock
+ * round per worker, when it finds the fiber running or asleep.
  */
 static struct prt__worker *lock_fiber_rq_settled(struct prt__fiber *f)
 {
@@ -932,9 +925,17 @@ void prt__requeue(struct prt__fiber *f)
 		prt__preempt_kick(w);
 }
 
-void prt__migrate_queued(struct prt__fiber *f)
+void prt__migrate_queued(struct prt__fiber *f, bool settle)
 {
-	struct prt__worker *w = lock_fiber_rq(f);
+	/*
+	 * An affinity change settles: a queuer inside an rq lock may have
+	 * read the old affinity flag for the roaming count (rq_any) with
+	 * rq_worker not yet published, and the fiber would stay counted as
+	 * what it was (a review of session 36; test_affinity_change_while_
+	 * queueing). The handoff's call (mutex.c) needs no settling: it
+	 * looks for a donor it just made runnable, queued or not.
+	 */
+	struct prt__worker *w = settle ? lock_fiber_rq_settled(f) : lock_fiber_rq(f);
 
 	if (!w)
 		return;

@@ -258,7 +258,6 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 {
 	int p = atomic_load_explicit(&f->prio, memory_order_relaxed);
 
-	prt__fault_pause(PRT_PAUSE_RQ_ADD); /* test builds: a priority change may come here */
 	f->rq_prio = p;
 	/* Only thieves mark (idle.c, steal_from): a store at every queueing cost a yield 2 ns. */
 	if (prt__unlikely(f->steal_mark))
@@ -277,6 +276,8 @@ static inline void prt__rq_add(struct prt__worker *w, struct prt__fiber *f, bool
 		atomic_store_explicit(&w->rq.nr_donor, atomic_load_explicit(&w->rq.nr_donor, memory_order_relaxed) + 1, memory_order_relaxed);
 	else
 		prt__rq_hint(&w->rq, true); /* nr now exceeds nr_donor (a donor changes neither's gap) */
+	/* test builds: a priority or affinity change may come here, after both were read */
+	prt__fault_pause(PRT_PAUSE_RQ_ADD);
 	atomic_store_explicit(&f->state, PRT_FS_RUNNABLE, memory_order_relaxed);
 	atomic_store_explicit(&f->rq_worker, w, memory_order_relaxed);
 }
@@ -326,18 +327,23 @@ static inline int prt__rq_top(uint32_t bitmap)
  * they are, and only the two list links and the fibers' own fields
  * change. False, with nothing changed, otherwise (prt__rq_del, then
  * prt__rq_add). W1 (yield): ~40 fewer instructions a yield than the
- * pair (callgrind). @any: prt__rq_may_roam(@in), which for a running
- * fiber (never preempted: it clears that as it runs again) is its
- * aff_all, as the caller read it.
+ * pair (callgrind).
  */
 static inline bool prt__rq_swap(struct prt__worker *w, struct prt__fiber *out,
-				struct prt__fiber *in, bool any)
+				struct prt__fiber *in)
 {
 	int p = atomic_load_explicit(&in->prio, memory_order_relaxed);
+	bool any;
 
 	if (prt__unlikely(p != out->rq_prio || out->rq_donor ||
 			  atomic_load_explicit(&in->blocked_on, memory_order_relaxed)))
 		return false;
+	/*
+	 * Read here, under the rq lock, not before it: an affinity change
+	 * that finds us queued nowhere waits out the queuers
+	 * (prt__migrate_queued, settle), which covers reads made in a lock.
+	 */
+	any = prt__rq_may_roam(in);
 	if (prt__unlikely(any != out->rq_any))
 		return false;
 	prt__list_del(&out->rq_node);
@@ -606,8 +612,13 @@ void prt__wake_all_workers(struct prt_runtime *rt);
 
 /* Move a queued fiber to level @prio (set_priority), if it is queued. */
 void prt__requeue(struct prt__fiber *f);
-/* Move a queued fiber that may no longer run where it is queued. */
-void prt__migrate_queued(struct prt__fiber *f);
+/*
+ * Move a queued fiber that may no longer run where it is queued, or
+ * count it anew where it is. @settle (an affinity change, whose new
+ * words are stored): if it is queued nowhere as we look, wait out the
+ * queuers first, as prt__requeue does for a priority.
+ */
+void prt__migrate_queued(struct prt__fiber *f, bool settle);
 /* The caller may no longer run on its worker: move it and switch. */
 void prt__migrate_self(struct prt__worker *w);
 /*
