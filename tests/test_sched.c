@@ -371,17 +371,20 @@ static void *pcq_driver(void *arg)
 	return NULL;
 }
 
-static void test_prio_change_while_queueing(void **state)
+/*
+ * Pause Y inside its queueing (prt__rq_add, rq lock held), apply
+ * @change to it from this thread, let the queueing finish, and @look at
+ * Y as it is queued while B holds the worker.
+ */
+static void pcq_run(void (*change)(void), void (*look)(void))
 {
 	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
 	char *keep = saved ? strdup(saved) : NULL;
 	prt_runtime_t *rt = grace_rt_env(2, UINT64_MAX, NULL);
 	prt_fiber_attr_t a;
 	prt_fiber_t d;
-	int rq_prio;
 	void *res;
 
-	(void)state;
 	memset(&pcq, 0, sizeof(pcq));
 	prt__fault_set_pause(PRT_PAUSE_RQ_ADD, pcq_add_pause, NULL);
 	prt__fault_set_pause(PRT_PAUSE_REQUEUE_SETTLE, pcq_settle_pause, NULL);
@@ -393,11 +396,11 @@ static void test_prio_change_while_queueing(void **state)
 	atomic_store(&pcq.armed, 1);
 	while (!atomic_load(&pcq.paused))
 		sched_yield();
-	assert_int_equal(prt_fiber_set_priority(pcq.y, 20), 0);
+	change();
 	atomic_store(&pcq.release, 1);
 	while (!atomic_load(&pcq.b_waiting))
 		sched_yield();
-	rq_prio = ((struct prt__fiber *)pcq.y.p)->rq_prio; /* Y is queued, B holds the worker */
+	look(); /* Y is queued, B holds the worker */
 	atomic_store(&pcq.checked, 1);
 	atomic_store(&pcq.stop, 1);
 	assert_int_equal(prt_join(d, &res), 0);
@@ -409,7 +412,73 @@ static void test_prio_change_while_queueing(void **state)
 		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
 		free(keep);
 	}
-	assert_int_equal(rq_prio, 20);
+}
+
+static int pcq_rq_prio;
+
+static void pcq_raise(void)
+{
+	assert_int_equal(prt_fiber_set_priority(pcq.y, 20), 0);
+}
+
+static void pcq_look_prio(void)
+{
+	pcq_rq_prio = ((struct prt__fiber *)pcq.y.p)->rq_prio;
+}
+
+static void test_prio_change_while_queueing(void **state)
+{
+	(void)state;
+	pcq_run(pcq_raise, pcq_look_prio);
+	assert_int_equal(pcq_rq_prio, 20);
+}
+
+/*
+ * The same race for an affinity change (a review of session 36): Y's
+ * yield reads its affinity flag for the roaming count (rq_any) in
+ * prt__rq_add and pauses, before it publishes rq_worker. Meanwhile Y
+ * is pinned to that worker. The change must still find Y queued and
+ * count it as pinned: before, its prt__migrate_queued found Y queued
+ * nowhere and did nothing, and Y stayed counted in nr_any (thieves
+ * woken for a fiber they may not take; the other way round, a fiber
+ * that may move counted as pinned, no idle worker woken for it) until
+ * it was next queued.
+ */
+static struct {
+	struct prt__worker *w;
+	bool any, aff_all, allowed;
+} acq;
+
+static void acq_pin(void)
+{
+	struct prt__fiber *y = pcq.y.p;
+	prt_workerset_t set;
+
+	/* Pinned to the worker it is being queued on (B's, the driver's). */
+	prt_workerset_zero(&set);
+	prt_workerset_add(&set, PRT_READ_ONCE(y->last_worker)->index);
+	assert_int_equal(prt_fiber_set_affinity(pcq.y, &set), 0);
+}
+
+static void acq_look(void)
+{
+	struct prt__fiber *y = pcq.y.p;
+
+	acq.w = atomic_load_explicit(&y->rq_worker, memory_order_relaxed);
+	acq.any = y->rq_any;
+	acq.aff_all = atomic_load_explicit(&y->aff_all, memory_order_relaxed);
+	acq.allowed = acq.w && prt__fiber_allowed(y, acq.w->index);
+}
+
+static void test_affinity_change_while_queueing(void **state)
+{
+	(void)state;
+	memset(&acq, 0, sizeof(acq));
+	pcq_run(acq_pin, acq_look);
+	assert_non_null(acq.w);
+	assert_true(acq.allowed);
+	assert_false(acq.aff_all);
+	assert_false(acq.any); /* before: true, the flag read before the change */
 }
 #else
 static void test_prio_change_while_queueing(void **state)
@@ -417,145 +486,7 @@ static void test_prio_change_while_queueing(void **state)
 	(void)state;
 	skip(); /* needs the pause points of -Dfault_injection=true */
 }
-#endif
 
-/*
- * The same race for an affinity change (a review of session 36): Y, free
- * to run anywhere, yields on a worker where B is pinned, so its yield
- * queues it through prt__rq_add, which reads Y's affinity flag for the
- * roaming count (rq_any) and pauses there, inside the rq lock, before
- * it publishes rq_worker. Meanwhile Y is pinned to that worker. The
- * change must still find Y queued and count it as pinned: before, its
- * prt__migrate_queued found Y queued nowhere and did nothing, and Y
- * stayed counted in nr_any (thieves woken for a fiber they may not
- * take; the other way round, a fiber that may move counted as pinned,
- * no idle worker woken for it) until it was next queued.
- */
-#if PRT_FAULT_INJECTION
-static struct pcq acq;
-
-static void acq_add_pause(void *arg)
-{
-	struct prt__worker *w = prt__cur_worker();
-	uint64_t end;
-
-	(void)arg;
-	if (!w || w->curr != (struct prt__fiber *)acq.y.p || !atomic_exchange(&acq.armed, 0))
-		return;
-	atomic_store(&acq.paused, 1);
-	end = test_mono_ns() + 10000000000ull;
-	while (!atomic_load(&acq.release) && test_mono_ns() < end)
-		sched_yield();
-}
-
-static void acq_settle_pause(void *arg)
-{
-	(void)arg;
-	atomic_store(&acq.release, 1); /* the queueing may finish: the change waits for its lock */
-}
-
-static void *acq_y(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&acq.stop))
-		FIBER_CHECK(prt_yield() == 0);
-	return NULL;
-}
-
-static void *acq_b(void *arg)
-{
-	(void)arg;
-	while (!atomic_load(&acq.stop)) {
-		if (atomic_load(&acq.release) && !atomic_load(&acq.checked)) {
-			uint64_t end = test_mono_ns() + 10000000000ull;
-
-			/* Keep the worker: Y stays queued as it was left while the test looks. */
-			atomic_store(&acq.b_waiting, 1);
-			while (!atomic_load(&acq.checked) && test_mono_ns() < end)
-				sched_yield();
-		}
-		FIBER_CHECK(prt_yield() == 0);
-	}
-	return NULL;
-}
-
-static void *acq_driver(void *arg)
-{
-	prt_fiber_attr_t a;
-	prt_fiber_t b;
-	void *res;
-
-	(void)arg;
-	prt_fiber_attr_init(&a);
-	a.priority = 10;
-	a.has_affinity = 1;
-	prt_workerset_zero(&a.affinity);
-	prt_workerset_add(&a.affinity, prt__cur_worker()->index);
-	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, &a, acq_b, NULL) == 0);
-	prt_fiber_attr_init(&a);
-	a.priority = 10; /* free to run anywhere, but nobody steals here */
-	FIBER_CHECK(prt_spawn(prt_runtime_self(), &acq.y, &a, acq_y, NULL) == 0);
-	atomic_store(&acq.y_ready, 1);
-	FIBER_CHECK(prt_join(b, &res) == 0 && !res);
-	FIBER_CHECK(prt_join(acq.y, &res) == 0 && !res);
-	return NULL;
-}
-
-static void test_affinity_change_while_queueing(void **state)
-{
-	const char *saved = getenv("PRT_PREEMPT_QUANTUM_NS");
-	char *keep = saved ? strdup(saved) : NULL;
-	prt_runtime_t *rt = grace_rt_env(2, UINT64_MAX, NULL);
-	struct prt__fiber *y;
-	struct prt__worker *yw;
-	prt_fiber_attr_t a;
-	prt_workerset_t set;
-	prt_fiber_t d;
-	bool any, aff_all, allowed;
-	void *res;
-
-	(void)state;
-	memset(&acq, 0, sizeof(acq));
-	prt__fault_set_pause(PRT_PAUSE_RQ_ADD, acq_add_pause, NULL);
-	prt__fault_set_pause(PRT_PAUSE_REQUEUE_SETTLE, acq_settle_pause, NULL);
-	prt_fiber_attr_init(&a);
-	a.priority = 30; /* spawns both, then waits in join */
-	assert_int_equal(prt_spawn(rt, &d, &a, acq_driver, NULL), 0);
-	while (!atomic_load(&acq.y_ready))
-		sched_yield();
-	atomic_store(&acq.armed, 1);
-	while (!atomic_load(&acq.paused))
-		sched_yield();
-	y = acq.y.p;
-	/* Pinned to the worker it is being queued on (B's, the driver's). */
-	prt_workerset_zero(&set);
-	prt_workerset_add(&set, PRT_READ_ONCE(y->last_worker)->index);
-	assert_int_equal(prt_fiber_set_affinity(acq.y, &set), 0);
-	atomic_store(&acq.release, 1);
-	while (!atomic_load(&acq.b_waiting))
-		sched_yield();
-	/* Y is queued (B holds the worker): counted as what its affinity now is. */
-	yw = atomic_load_explicit(&y->rq_worker, memory_order_relaxed);
-	any = y->rq_any;
-	aff_all = atomic_load_explicit(&y->aff_all, memory_order_relaxed);
-	allowed = yw && prt__fiber_allowed(y, yw->index);
-	atomic_store(&acq.checked, 1);
-	atomic_store(&acq.stop, 1);
-	assert_int_equal(prt_join(d, &res), 0);
-	assert_null(res);
-	prt__fault_set_pause(PRT_PAUSE_RQ_ADD, NULL, NULL);
-	prt__fault_set_pause(PRT_PAUSE_REQUEUE_SETTLE, NULL, NULL);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
-	if (keep) {
-		setenv("PRT_PREEMPT_QUANTUM_NS", keep, 1);
-		free(keep);
-	}
-	assert_non_null(yw);
-	assert_true(allowed);
-	assert_false(aff_all);
-	assert_false(any); /* before: true, the flag read before the change */
-}
-#else
 static void test_affinity_change_while_queueing(void **state)
 {
 	(void)state;
