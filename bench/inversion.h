@@ -354,4 +354,21 @@ static inline double inv_pct(int64_t *v, int n, int pct)
 	return (double)v[rank - 1] / 1e3;
 }
 
+/*
+ * Did two preemptive runs of @p show the inversion (examples/inversion_demo)?
+ * The plain mutex's lock wait (@plain_lock, p50) above proxy execution's
+ * (@proxy_lock) by at least half the medium fibers' work. On a machine
+ * busy with other work the worker thread waits for its CPU, the periods
+ * slip, and H may not even find the mutex held (both p50s 0, seen with
+ * two test processes on both CPUs): the figures then show the machine,
+ * not the runtime. Sorts both arrays (inv_pct).
+ */
+static inline int inv_effect_shown(const struct inv_params *p, int64_t *proxy_lock,
+				   int64_t *plain_lock, int n)
+{
+	double gap_us = inv_pct(plain_lock, n, 50) - inv_pct(proxy_lock, n, 50);
+
+	return gap_us >= (double)p->nmed * p->mburst_us / 2;
+}
+
 #endif

@@ -83,10 +83,25 @@ static void explain(const struct inv_params *p, struct inv_result *r)
 	double proxy_lock = inv_pct(r[RUN_PROXY].lock, n, 50) / 1e3;
 	double plain_lock = inv_pct(r[RUN_PLAIN].lock, n, 50) / 1e3;
 	double coop_resp = inv_pct(r[RUN_COOP].resp, n, 50) / 1e3;
+	double late = inv_pct(r[RUN_PROXY].wake, n, 99) / 1e3;
+	double late_plain = inv_pct(r[RUN_PLAIN].wake, n, 99) / 1e3;
 
+	if (late_plain > late)
+		late = late_plain;
 	printf("\n  woken: from H's due time to H running (p99); lock: from H's lock call to\n"
-	       "  holding the mutex; resp: from the due time to holding it.\n"
-	       "  Preemptive, the Ms interrupt L inside its critical section, and H interrupts\n"
+	       "  holding the mutex; resp: from the due time to holding it.\n");
+	if (!inv_effect_shown(p, r[RUN_PROXY].lock, r[RUN_PLAIN].lock, n)) {
+		printf("  These runs were disturbed: H was woken up to %.1f ms after its due time\n"
+		       "  (p99), and the plain mutex's lock wait (%.1f ms) is not above proxy\n"
+		       "  execution's (%.1f ms) by the medium fibers' work. The worker thread waited\n"
+		       "  for its CPU (is the machine busy?), so the figures show the machine, not\n"
+		       "  the runtime. On an idle CPU proxy execution holds H's wait to the rest of\n"
+		       "  L's section (under %d ms) and a plain mutex adds the medium fibers' %d ms\n"
+		       "  (priority inversion). Run it again on an idle machine.\n",
+		       late, plain_lock, proxy_lock, p->hold_us / 1000, p->nmed * p->mburst_us / 1000);
+		return;
+	}
+	printf("  Preemptive, the Ms interrupt L inside its critical section, and H interrupts\n"
 	       "  the Ms as soon as it is due. With proxy execution H's pick then runs L in\n"
 	       "  H's place, at H's priority: H waits only for the rest of L's section\n"
 	       "  (%.1f ms). With a plain mutex blocked H lends L nothing: H waits for the\n"
