@@ -22,63 +22,52 @@ static const struct inv_params demo = {
 
 enum { N = 100 };
 
-/* @n samples of @us microseconds each, but @odd of them at @odd_us. */
-static void fill(int64_t *v, int n, double us, int odd, double odd_us)
+/* Lock waits of the two runs: most samples at one value, the first @odd at another (us). */
+struct run_shape {
+	double us;
+	int odd;
+	double odd_us;
+};
+
+static const struct {
+	const char *what;
+	struct run_shape proxy, plain;
+	int shown;
+} cases[] = {
+	{ "an idle CPU (session 36's run): 0.9 ms against 6.7 ms",
+	  { 864, 5, 962 }, { 6697, 5, 7794 }, 1 },
+	{ "both CPUs busy: H never found the mutex held, in either run",
+	  { 0, 10, 899 }, { 0, 10, 68889 }, 0 },
+	{ "the plain run's wait less than half the medium work above the proxy's",
+	  { 900, 0, 0 }, { 3800, 0, 0 }, 0 },
+	{ "upside down", { 6000, 0, 0 }, { 900, 0, 0 }, 0 },
+	{ "exactly half the medium work (3 x 2 ms / 2) above", { 1000, 0, 0 }, { 4000, 0, 0 }, 1 },
+	{ "1 us under that", { 1000, 0, 0 }, { 3999, 0, 0 }, 0 },
+};
+
+static void fill(int64_t *v, const struct run_shape *s)
 {
-	for (int i = 0; i < n; i++)
-		v[i] = (int64_t)((i < odd ? odd_us : us) * 1e3);
+	for (int i = 0; i < N; i++)
+		v[i] = (int64_t)((i < s->odd ? s->odd_us : s->us) * 1e3);
 }
 
-static void test_quiet_run_shows_it(void **state)
+static void test_verdict(void **state)
 {
-	int64_t proxy[N], plain[N];
-
 	(void)state;
-	/* An idle CPU (this session's run): 0.9 ms against 6.7 ms. */
-	fill(proxy, N, 864, 5, 962);
-	fill(plain, N, 6697, 5, 7794);
-	assert_true(inv_effect_shown(&demo, proxy, plain, N));
-}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int64_t proxy[N], plain[N];
 
-static void test_busy_run_does_not(void **state)
-{
-	int64_t proxy[N], plain[N];
-
-	(void)state;
-	/* Both CPUs busy: H never found the mutex held, in either run. */
-	fill(proxy, N, 0, 10, 899);
-	fill(plain, N, 0, 10, 68889);
-	assert_false(inv_effect_shown(&demo, proxy, plain, N));
-	/* Or the plain run's wait not far above the proxy's (less than half the 6 ms). */
-	fill(proxy, N, 900, 0, 0);
-	fill(plain, N, 3800, 0, 0);
-	assert_false(inv_effect_shown(&demo, proxy, plain, N));
-	/* Or upside down. */
-	fill(proxy, N, 6000, 0, 0);
-	fill(plain, N, 900, 0, 0);
-	assert_false(inv_effect_shown(&demo, proxy, plain, N));
-}
-
-static void test_threshold(void **state)
-{
-	int64_t proxy[N], plain[N];
-
-	(void)state;
-	/* Half the medium fibers' work (3 x 2 ms / 2 = 3 ms) above: shown; just under: not. */
-	fill(proxy, N, 1000, 0, 0);
-	fill(plain, N, 4000, 0, 0);
-	assert_true(inv_effect_shown(&demo, proxy, plain, N));
-	fill(proxy, N, 1000, 0, 0);
-	fill(plain, N, 3999, 0, 0);
-	assert_false(inv_effect_shown(&demo, proxy, plain, N));
+		fill(proxy, &cases[i].proxy);
+		fill(plain, &cases[i].plain);
+		if (inv_effect_shown(&demo, proxy, plain, N) != cases[i].shown)
+			fail_msg("%s: expected %s", cases[i].what, cases[i].shown ? "shown" : "not shown");
+	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_quiet_run_shows_it),
-		cmocka_unit_test(test_busy_run_does_not),
-		cmocka_unit_test(test_threshold),
+		cmocka_unit_test(test_verdict),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
