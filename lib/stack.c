@@ -386,14 +386,10 @@ void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__s
 	struct prt__stack_pool *p = &w->stacks;
 
 	stack_unpoison(s);
-	if (s->flags & PRT_STK_POOLED) {
-		if (p->nwarm == p->max && p->max >= 2)
-			depot_spill(rt, w);
-		if (p->nwarm < p->max) {
-			p->warm[p->nwarm++] = *s;
-			return;
-		}
-	}
+	if ((s->flags & PRT_STK_POOLED) && p->nwarm == p->max && p->max >= 2)
+		depot_spill(rt, w);
+	if (prt__stack_put_warm(p, s))
+		return;
 	stack_free(rt, w, s);
 }
 

@@ -64,6 +64,18 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 		   struct prt__stack *out);
 /* Give a dead fiber's stack back, on worker @w (never NULL). */
 void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
+/*
+ * prt__stack_put's common case, which switch.c runs inline: a stack of
+ * the default size back on the warm list @p, which has room. False,
+ * with nothing done, otherwise. (ASan: prt__stack_put unpoisons first.)
+ */
+static inline bool prt__stack_put_warm(struct prt__stack_pool *p, const struct prt__stack *s)
+{
+	if (!(s->flags & PRT_STK_POOLED) || p->nwarm >= p->max)
+		return false;
+	p->warm[p->nwarm++] = *s;
+	return true;
+}
 /* The runtime's depot of free stacks shared between pools in batches. */
 int prt__stack_depot_init(struct prt_runtime *rt);
 void prt__stack_depot_fini(struct prt_runtime *rt);

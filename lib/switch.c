@@ -102,21 +102,15 @@ static void count_exit(struct prt__worker *w)
 }
 
 /*
- * prt__stack_put's common case inline, for a fiber that ended: a stack
- * of the default size back on the worker's warm list, which has room
- * (its out-of-line frame was 23 of a spawn+join's ~740 instructions,
- * W2 with one worker, callgrind). The rest, and ASan's unpoisoning,
- * there.
+ * An ended fiber's stack back: prt__stack_put's common case inline
+ * (its out-of-line frame was 23 of a spawn+join's ~740 instructions, W2
+ * with one worker, callgrind); the rest, and ASan's unpoisoning, there.
  */
 static inline void stack_put(struct prt__worker *w, struct prt__stack *s)
 {
 #if !PRT_USE_ASAN
-	struct prt__stack_pool *p = &w->stacks;
-
-	if (prt__likely((s->flags & PRT_STK_POOLED) && p->nwarm < p->max)) {
-		p->warm[p->nwarm++] = *s;
+	if (prt__likely(prt__stack_put_warm(&w->stacks, s)))
 		return;
-	}
 #endif
 	prt__stack_put(w->rt, w, s);
 }
