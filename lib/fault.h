@@ -74,6 +74,8 @@ enum prt__pause_site {
 	PRT_PAUSE_REQUEUE_SETTLE,
 	/* A semaphore waiter's spin ended without a unit, its spinner bit kept; queueing is next. */
 	PRT_PAUSE_SEM_SPUN,
+	/* A semaphore waiter found the value 0 under s->lock; counting itself (one CAS on the word) is next. */
+	PRT_PAUSE_SEM_COUNT,
 	/* A condvar waiter's spin ended (woken or not), its slot still its own; its look at it is next. */
 	PRT_PAUSE_COND_SPUN,
 	/* A condvar waiter's wait ended without the mutex and it claimed its record (LEAVING); c->lock is next. */

@@ -2,16 +2,20 @@
 /*
  * Counting semaphore (proxyrt/sem.h), on the wait primitive (wait.h).
  *
- * The value is taken with one CAS while it is above 0 (no lock). Below
- * that, a waiter queues a record under s->lock, ordered by priority, and
- * sleeps on the record's wait. A post takes s->lock and hands its unit
- * to the first waiter (off the list, then woken), or, with nobody
- * queued, adds it to the value. So:
+ * The value and the count of queued waiters share one 64-bit word
+ * (@state). The value is taken with one CAS while it is above 0 (no
+ * lock). Below that, a waiter queues a record under s->lock, ordered by
+ * priority, and sleeps on the record's wait. A post that finds nobody
+ * queued adds its unit to the value with one CAS (no lock); otherwise it
+ * takes s->lock and hands its unit to the first waiter (off the list,
+ * then woken). So:
  *
- * - the value goes up only under s->lock with the list empty, and a
- *   waiter queues only under s->lock after it found the value 0: while
+ * - the value goes up only by a CAS that saw no waiter counted, and a
+ *   waiter counts itself only by a CAS that saw the value 0 (under
+ *   s->lock, then queues its record before letting go of it): while
  *   anyone is queued the value stays 0, and no post can slip between a
- *   waiter's last look and its sleep (it would find the waiter queued);
+ *   waiter's last look and its sleep (the word changed: its CAS fails,
+ *   and it takes the unit instead);
  * - a handed unit is the waiter's: nobody else takes it on the way;
  * - a timed wait that expires takes s->lock to leave the list; if a post
  *   took its record off first, the unit is already its, and it waits for
@@ -37,22 +41,20 @@
 
 struct prt__sem {
 	/*
-	 * A spinning wait touches the first 8 bytes (@value, @waitw), which
-	 * are on one cache line wherever a prt_sem_t (8-byte aligned) sits; a
-	 * post adds @lock: 12 bytes, split over two lines only when the
-	 * semaphore starts 8 bytes before a line's end. The list only once
-	 * somebody queued.
+	 * A spinning wait and a post to nobody queued touch @state only (8
+	 * bytes, on one cache line wherever a prt_sem_t, 8-byte aligned,
+	 * sits); a post to a queued waiter adds @lock and the list.
+	 *
+	 * Bits 0-31 (SEM_VALUE): units; above 0 only while nobody is queued
+	 * (see the top). Bits 32-62 (SEM_RECORDS): records on @waiters (each
+	 * change under @lock). SEM_SPINNER (bit 63): a fiber spins for a unit
+	 * (spin_take; one at a time), from its compare-and-swap until it has
+	 * a unit (the take clears it) or has queued (the bit then becomes its
+	 * record's count, under @lock: a waiter always counts, for
+	 * prt_sem_destroy). One word, so that a post to a spinner is one CAS
+	 * and the spinner's take is one more.
 	 */
-	/* Units; above 0 only while nobody is queued (see the top). */
-	atomic_uint value;
-	/*
-	 * Bits 0-30: records on @waiters (changed under @lock). PRT_SEM_SPINNER:
-	 * a fiber spins for a unit (spin_take; one at a time), from its
-	 * compare-and-swap until it has a unit or has queued (the bit then
-	 * becomes its record's count, under @lock: a waiter always counts,
-	 * for prt_sem_destroy). Read racily by the spinner.
-	 */
-	atomic_uint waitw;
+	_Atomic uint64_t state;
 	prt__spinlock_t lock;
 	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
 	/* struct sem_waiter.pl: a plist (plist.h), by priority then FIFO; {NULL, NULL} = empty; lock */
@@ -60,10 +62,13 @@ struct prt__sem {
 };
 
 _Static_assert(sizeof(struct prt__sem) <= PRT_SEM_SIZE, "prt_sem_t too small");
-_Static_assert(offsetof(struct prt__sem, waitw) == 4 && offsetof(struct prt__sem, lock) == 8,
+_Static_assert(offsetof(struct prt__sem, state) == 0 && offsetof(struct prt__sem, lock) == 8,
 	       "a semaphore's hot words first");
 
-#define PRT_SEM_SPINNER 0x80000000u
+#define SEM_VALUE(x) ((unsigned)((x) & 0xffffffffu))
+#define SEM_RECORD ((uint64_t)1 << 32)         /* one queued record */
+#define SEM_SPINNER ((uint64_t)1 << 63)
+#define SEM_RECORDS(x) ((x) & ~SEM_SPINNER & ~(uint64_t)0xffffffffu) /* 0: nobody queued */
 
 /* One waiter, on its stack. */
 struct sem_waiter {
@@ -96,7 +101,7 @@ PRT_API int prt_sem_init(prt_sem_t *us, unsigned value)
 	if (!us || value > PRT_SEM_VALUE_MAX)
 		return EINVAL;
 	memset(us, 0, sizeof(*us));
-	atomic_store_explicit(&s->value, value, memory_order_relaxed);
+	atomic_store_explicit(&s->state, value, memory_order_relaxed);
 	return 0;
 }
 
@@ -109,7 +114,7 @@ PRT_API int prt_sem_destroy(prt_sem_t *us)
 		return EINVAL;
 	prt__check_live(s->dbg, "prt_sem_destroy", us);
 	prt__spin_lock(&s->lock);
-	if (!list_empty(s) || atomic_load_explicit(&s->waitw, memory_order_relaxed))
+	if (!list_empty(s) || atomic_load_explicit(&s->state, memory_order_relaxed) >> 32)
 		err = EBUSY; /* queued, or spinning for a unit */
 	else
 		prt__mark_dead(s->dbg);
@@ -117,30 +122,37 @@ PRT_API int prt_sem_destroy(prt_sem_t *us)
 	return err;
 }
 
-/* Take a unit if the value is above 0. */
-static bool take(struct prt__sem *s)
+/*
+ * Take a unit while the value is above 0, from *@x, @s->state as last
+ * read (updated on failure). @drop: bits to clear with it (SEM_SPINNER:
+ * ours, our spin ends with the unit).
+ */
+static bool take_from(struct prt__sem *s, uint64_t *x, uint64_t drop)
 {
-	unsigned v = atomic_load_explicit(&s->value, memory_order_relaxed);
-
 	/* acquire: pairs with prt_sem_post's release, as sem_post/sem_wait synchronize */
-	while (v)
-		if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, memory_order_acquire,
-							  memory_order_relaxed))
+	while (SEM_VALUE(*x))
+		if (atomic_compare_exchange_weak_explicit(&s->state, x, (*x - 1) & ~drop,
+							  memory_order_acquire, memory_order_relaxed))
 			return true;
 	return false;
 }
 
+/* Take a unit if the value is above 0. */
+static bool take(struct prt__sem *s)
+{
+	uint64_t x = atomic_load_explicit(&s->state, memory_order_relaxed);
+
+	return take_from(s, &x, 0);
+}
+
 /*
- * Queue @r by priority (FIFO within a level); s->lock held. @spun: our
- * spinner bit becomes the record's count in one step (the unsigned sum
- * clears bit 31 and adds 1), so we count as a waiter throughout.
+ * Queue @r by priority (FIFO within a level); s->lock held, and the
+ * record already counted (wait_slow's CAS).
  */
-static void insert(struct prt__sem *s, struct sem_waiter *r, bool spun)
+static void insert(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
 	r->queued = true;
-	/* a spinner edits the word too: atomic */
-	atomic_fetch_add_explicit(&s->waitw, spun ? 1u - PRT_SEM_SPINNER : 1u, memory_order_relaxed);
 }
 
 /* Take @r off the list; s->lock held. */
@@ -148,15 +160,16 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_del(&s->waiters, &r->pl);
 	r->queued = false;
-	atomic_fetch_sub_explicit(&s->waitw, 1, memory_order_relaxed);
+	/* posts and a spinner edit the word too: atomic */
+	atomic_fetch_sub_explicit(&s->state, SEM_RECORD, memory_order_relaxed);
 }
 
 /*
  * Spin for a unit before queueing (cfg.wait_spin_ns, prt__wait_spin_ns):
  * a post that finds nobody queued adds to the value, which we take as
- * any trywait would; the poster then neither takes a record off the
- * list nor wakes anybody. Only while nobody is queued (posts go to
- * them) and nobody else spins (PRT_SEM_SPINNER: two spinners would race
+ * any trywait would; the poster then neither takes s->lock nor wakes
+ * anybody. Only while nobody is queued (posts go to
+ * them) and nobody else spins (SEM_SPINNER: two spinners would race
  * for a post whatever their priorities; a second waiter queues, and the
  * spinner, seeing it, stops and queues too: posts then go to the queued
  * in priority order, FIFO within a level). Stops when someone queues,
@@ -170,24 +183,27 @@ static void unqueue(struct prt__sem *s, struct sem_waiter *r)
 static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadline, bool *spun)
 {
 	struct prt__spin sp = { .deadline = deadline };
-	unsigned none = 0;
+	uint64_t x;
 
-	if (!(sp.spin = prt__wait_spin_ns(w)) ||
-	    !atomic_compare_exchange_strong_explicit(&s->waitw, &none, PRT_SEM_SPINNER,
-						     memory_order_relaxed, memory_order_relaxed))
+	if (!(sp.spin = prt__wait_spin_ns(w)))
 		return false;
+	x = atomic_load_explicit(&s->state, memory_order_relaxed);
+	do {
+		if (take_from(s, &x, 0))
+			return true; /* a post came meanwhile */
+		if (x >> 32)
+			return false; /* somebody spins or is queued */
+	} while (!atomic_compare_exchange_weak_explicit(&s->state, &x, x | SEM_SPINNER,
+							memory_order_relaxed, memory_order_relaxed));
 	*spun = true;
 	prt__assert_own_worker(w);
 	do {
 		/* A pause first: the post we wait for is under way, and a look pulls its line back. */
 		prt__cpu_relax();
-		if (atomic_load_explicit(&s->value, memory_order_relaxed) && take(s)) {
-			atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
+		x = atomic_load_explicit(&s->state, memory_order_relaxed);
+		if (take_from(s, &x, SEM_SPINNER))
 			return true;
-		}
-	} while (!prt__cancel_pending(w->curr) &&
-		 !(atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER) &&
-		 prt__spin_keep(w, &sp));
+	} while (!prt__cancel_pending(w->curr) && !SEM_RECORDS(x) && prt__spin_keep(w, &sp));
 	return false;
 }
 
@@ -224,12 +240,14 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline, bool spun)
 		.pl.prio = self ? atomic_load_explicit(&self->prio, memory_order_relaxed)
 			     : PRT_PRIO_DEFAULT,
 	};
+	uint64_t x, spinner = spun ? SEM_SPINNER : 0;
 	int err;
 
 	prt__wait_init(&r.wait, self);
 	prt__spin_lock(&s->lock);
 	list_lazy_init(s);
-	if (take(s))
+	x = atomic_load_explicit(&s->state, memory_order_relaxed);
+	if (take_from(s, &x, spinner))
 		err = 0;
 	else if (deadline && prt__now_ns() >= deadline)
 		err = ETIMEDOUT;
@@ -237,13 +255,26 @@ static int wait_slow(struct prt__sem *s, uint64_t deadline, bool spun)
 		err = ECANCELED;
 	else
 		err = -1;
+	if (err < 0)
+		prt__fault_pause(PRT_PAUSE_SEM_COUNT); /* test builds: a post may come here */
+	/*
+	 * Count ourselves with the value still 0, in one step: a post in
+	 * between (lock-free) changed the word, and we take its unit. With
+	 * @spun, our spinner bit becomes the record's count in the same step,
+	 * so we count as a waiter throughout.
+	 */
+	while (err < 0 &&
+	       !atomic_compare_exchange_weak_explicit(&s->state, &x, x - spinner + SEM_RECORD,
+						      memory_order_relaxed, memory_order_relaxed))
+		if (take_from(s, &x, spinner))
+			err = 0;
 	if (err >= 0) {
-		if (spun) /* no wait after all: our spinner bit goes, under the lock */
-			atomic_fetch_and_explicit(&s->waitw, ~PRT_SEM_SPINNER, memory_order_relaxed);
+		if (spun && err) /* no wait after all: our spinner bit goes, under the lock */
+			atomic_fetch_and_explicit(&s->state, ~SEM_SPINNER, memory_order_relaxed);
 		prt__spin_unlock(&s->lock);
 		return err;
 	}
-	insert(s, &r, spun);
+	insert(s, &r);
 	prt__spin_unlock(&s->lock);
 	if (self)
 		prt__set_wait(self, PRT_WK_SEM, s, 0);
@@ -305,27 +336,38 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 {
 	struct prt__sem *s = sem_of(us);
 	struct sem_waiter *r = NULL;
-	int err = 0;
+	uint64_t x;
 
 	if (!us)
 		return EINVAL;
 	prt__check_live(s->dbg, "prt_sem_post", us);
-	prt__spin_lock(&s->lock);
-	/* The records' count, not the list: a post touches the first 12 bytes only. */
-	if (atomic_load_explicit(&s->waitw, memory_order_relaxed) & ~PRT_SEM_SPINNER) {
-		r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
-		unqueue(s, r);
-	} else if (atomic_load_explicit(&s->value, memory_order_relaxed) >= PRT_SEM_VALUE_MAX) {
-		err = EOVERFLOW;
-	} else {
-		/* release: pairs with take()'s acquire */
-		atomic_fetch_add_explicit(&s->value, 1, memory_order_release);
+	x = atomic_load_explicit(&s->state, memory_order_relaxed);
+	for (;;) {
+		/* Nobody queued: the unit goes to the value, in one step with that look. */
+		while (!SEM_RECORDS(x)) {
+			if (SEM_VALUE(x) >= PRT_SEM_VALUE_MAX)
+				return EOVERFLOW;
+			/* release: pairs with take_from()'s acquire */
+			if (atomic_compare_exchange_weak_explicit(&s->state, &x, x + 1,
+								  memory_order_release,
+								  memory_order_relaxed))
+				return 0;
+		}
+		/* The records' count, not the list, is read first: a post to nobody touches 8 bytes. */
+		prt__spin_lock(&s->lock);
+		if (SEM_RECORDS(atomic_load_explicit(&s->state, memory_order_relaxed))) {
+			r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
+			unqueue(s, r);
+		}
+		prt__spin_unlock(&s->lock);
+		/* Off the list: it waits for this wake (give_up), so @r stays until then. */
+		if (r) {
+			prt__wait_wake(&r->wait);
+			return 0;
+		}
+		/* The waiters we saw left (timed out) before we took the lock: the value again. */
+		x = atomic_load_explicit(&s->state, memory_order_relaxed);
 	}
-	prt__spin_unlock(&s->lock);
-	/* Off the list: it waits for this wake (give_up), so @r stays until then. */
-	if (r)
-		prt__wait_wake(&r->wait);
-	return err;
 }
 
 PRT_API int prt_sem_getvalue(prt_sem_t *us, int *value)
@@ -333,6 +375,6 @@ PRT_API int prt_sem_getvalue(prt_sem_t *us, int *value)
 	if (!us || !value)
 		return EINVAL;
 	prt__check_live(sem_of(us)->dbg, "prt_sem_getvalue", us);
-	*value = (int)atomic_load_explicit(&sem_of(us)->value, memory_order_relaxed);
+	*value = (int)SEM_VALUE(atomic_load_explicit(&sem_of(us)->state, memory_order_relaxed));
 	return 0;
 }

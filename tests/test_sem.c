@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "test_common.h"
+#include "fault.h"
 #include "fiber_int.h" /* internal: a fiber's state (blocked yet?) */
 #include <proxyrt/sem.h>
 
@@ -336,6 +337,83 @@ static void test_timeout_vs_post(void **state)
 	prt_runtime_destroy(rt);
 }
 
+#if PRT_FAULT_INJECTION
+/*
+ * A post needs no lock while nobody is queued, and a post that lands
+ * between a waiter's last look at the value and its queueing is the
+ * waiter's. The pause point PRT_PAUSE_SEM_COUNT holds the waiter there
+ * (inside s->lock, the value 0, not yet counted) while this thread
+ * posts: the post returns at once, the waiter's count fails, and it
+ * takes the unit instead of sleeping (queued, it would sleep with the
+ * unit in the value: its 2 s wait would time out). Once with a plain
+ * thread, once with a fiber.
+ */
+static struct {
+	prt_sem_t s;
+	atomic_int in_window, posted, saw_post;
+	int err;
+} pc_;
+
+static void pc_pause(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	atomic_store(&pc_.in_window, 1);
+	while (!atomic_load(&pc_.posted) && test_mono_ns() < cap)
+		sched_yield();
+	atomic_store(&pc_.saw_post, atomic_load(&pc_.posted));
+}
+
+static void *pc_wait(void *arg)
+{
+	(void)arg;
+	pc_.err = prt_sem_timedwait_ns(&pc_.s, 2000000000); /* 2 s */
+	return NULL;
+}
+
+static void post_while_counting(prt_runtime_t *rt)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+	prt_fiber_t f = { 0 };
+	pthread_t t;
+	int v;
+
+	memset(&pc_, 0, sizeof(pc_));
+	assert_int_equal(prt_sem_init(&pc_.s, 0), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_COUNT, pc_pause, NULL);
+	if (rt)
+		f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, pc_wait, NULL);
+	else
+		assert_int_equal(pthread_create(&t, NULL, pc_wait, NULL), 0);
+	while (!atomic_load(&pc_.in_window) && test_mono_ns() < cap)
+		sched_yield();
+	assert_true(atomic_load(&pc_.in_window));
+	assert_int_equal(prt_sem_post(&pc_.s), 0); /* the waiter holds s->lock: no lock here */
+	atomic_store(&pc_.posted, 1);
+	if (rt)
+		assert_int_equal(prt_join(f, NULL), 0);
+	else
+		pthread_join(t, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_COUNT, NULL, NULL);
+	assert_true(atomic_load(&pc_.saw_post)); /* posted inside the window */
+	assert_int_equal(pc_.err, 0);            /* the unit was the waiter's */
+	assert_int_equal(prt_sem_getvalue(&pc_.s, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(prt_sem_destroy(&pc_.s), 0); /* nobody counted as waiting */
+}
+
+static void test_post_while_counting(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+
+	(void)state;
+	post_while_counting(NULL);
+	post_while_counting(rt);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+#endif
+
 /*
  * The public type's size and alignment are the ABI of libproxyrt.so.0:
  * a program built against earlier headers lays its structs out so. (A
@@ -360,6 +438,9 @@ int main(void)
 		cmocka_unit_test(test_mixed_conservation),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_timeout_vs_post),
+#if PRT_FAULT_INJECTION
+		cmocka_unit_test(test_post_while_counting),
+#endif
 	};
 
 	if (test_under_valgrind())

@@ -1079,6 +1079,99 @@ static void test_sem_spun_still_waits(void **state)
 	assert_int_equal(ss.w_err, ETIMEDOUT);
 	assert_int_equal(prt_sem_destroy(&ss.s), 0); /* W left: nobody waits now */
 }
+
+/*
+ * A semaphore waiter whose spin ended without a unit counts itself as
+ * queued in the step that gives up its spinner bit, and a post that
+ * lands just before that step (lock-free: nobody is counted yet) is its
+ * own: PRT_PAUSE_SEM_COUNT holds W there, after a spin (1 ms, ended by
+ * its length), while this thread posts. W returns 0 at once, with the
+ * unit, and the bit is gone: a destroy then says 0. (A spinner that kept
+ * its bit would make the destroy say EBUSY; one that queued with the
+ * unit in the value would wait out its 2 s.)
+ */
+static struct {
+	prt_sem_t s;
+	atomic_int spun, in_window, posted, saw_post, other_runs, done;
+	int w_err;
+} sc;
+
+static void sc_spun(void *arg)
+{
+	(void)arg;
+	atomic_store(&sc.spun, 1);
+}
+
+static void sc_count(void *arg)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	if (!atomic_load(&sc.spun))
+		return; /* no spin this time (ss_w): it queues and times out, and tries again */
+	atomic_store(&sc.in_window, 1);
+	while (!atomic_load(&sc.posted) && test_mono_ns() < cap)
+		sched_yield();
+	atomic_store(&sc.saw_post, atomic_load(&sc.posted));
+}
+
+static void *sc_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&sc.other_runs));
+	for (int i = 0; i < 20 && !atomic_load(&sc.in_window); i++) {
+		atomic_store(&sc.spun, 0);
+		sc.w_err = prt_sem_timedwait_ns(&sc.s, i ? 50000000 : 2000000000);
+	}
+	atomic_store(&sc.done, 1);
+	return NULL;
+}
+
+static void *sc_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&sc.other_runs, 1);
+	FIBER_CHECK(await_flag(&sc.done)); /* busy: W may spin */
+	return NULL;
+}
+
+static void test_sem_post_while_spinner_counts(void **state)
+{
+	prt_runtime_t *rt = spin_rt(1000000, NULL);
+	prt_fiber_t w, o;
+	uint64_t cap;
+	int v;
+
+	(void)state;
+	if (!spins) {
+		prt_runtime_destroy(rt);
+		skip();
+	}
+	memset(&sc, 0, sizeof(sc));
+	assert_int_equal(prt_sem_init(&sc.s, 0), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_SPUN, sc_spun, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_COUNT, sc_count, NULL);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, sc_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, sc_w, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while (!atomic_load(&sc.in_window) && !atomic_load(&sc.done) && test_mono_ns() < cap)
+		sched_yield();
+	if (atomic_load(&sc.in_window))
+		assert_int_equal(prt_sem_post(&sc.s), 0);
+	atomic_store(&sc.posted, 1);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_COUNT, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_SPUN, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_true(atomic_load(&sc.in_window)); /* the window was reached, after a spin */
+	assert_true(atomic_load(&sc.saw_post));
+	assert_int_equal(sc.w_err, 0);
+	assert_int_equal(prt_sem_getvalue(&sc.s, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(prt_sem_destroy(&sc.s), 0); /* W left, its bit with it */
+}
+
 /*
  * A condvar may be destroyed once its waiters were woken (POSIX), while
  * a spinner that was woken has not yet left it: prt_cond_destroy waits
@@ -1224,6 +1317,7 @@ int main(void)
 		cmocka_unit_test(test_cond_destroy_after_unlock_switch),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
+		cmocka_unit_test(test_sem_post_while_spinner_counts),
 		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
 		cmocka_unit_test(test_cond_destroy_holding_mutex),
 #endif

@@ -86,7 +86,8 @@ PRT_API int prt_sem_timedwait(prt_sem_t *s, const struct timespec *abstime);
 PRT_API int prt_sem_timedwait_ns(prt_sem_t *s, uint64_t timeout_ns);
 /*
  * Give one unit: to the first waiter (highest priority, then the
- * longest waiting), which is woken, else to the value. Returns 0,
+ * longest waiting), which is woken, else to the value (with nobody
+ * waiting, one compare-and-swap and no lock). Returns 0,
  * EOVERFLOW (the value is PRT_SEM_VALUE_MAX: nothing changed), or
  * EINVAL. Context: any thread; never switches (a woken fiber runs at
  * its worker's next scheduling point).
