@@ -76,6 +76,12 @@ enum prt__pause_site {
 	PRT_PAUSE_SEM_SPUN,
 	/* A semaphore waiter found the value 0 under s->lock; counting itself (one CAS on the word) is next. */
 	PRT_PAUSE_SEM_COUNT,
+	/* A semaphore post took a waiter's record off the list, s->lock released; its wake is next. */
+	PRT_PAUSE_SEM_HANDED,
+	/* A semaphore waiter's wait ended without a wake (deadline, cancel); leaving the semaphore is next. */
+	PRT_PAUSE_SEM_GIVE_UP,
+	/* That waiter claimed its record (LEAVING), still on the list; s->lock is next. */
+	PRT_PAUSE_SEM_LEAVING,
 	/* A condvar waiter's spin ended (woken or not), its slot still its own; its look at it is next. */
 	PRT_PAUSE_COND_SPUN,
 	/* A condvar waiter's wait ended without the mutex and it claimed its record (LEAVING); c->lock is next. */

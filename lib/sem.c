@@ -10,21 +10,28 @@
  * takes s->lock and hands its unit to the first waiter (off the list,
  * then woken). So:
  *
- * - the value goes up only by a CAS that saw no waiter counted, and a
+ * - the value goes up only by a CAS that saw no waiter counted (or,
+ *   under s->lock, when every record counted is leaving: below), and a
  *   waiter counts itself only by a CAS that saw the value 0 (under
- *   s->lock, then queues its record before letting go of it): while
- *   anyone is queued the value stays 0, and no post can slip between a
+ *   s->lock, then queues its record before letting go of it): while a
+ *   waiter is queued the value stays 0, and no post can slip between a
  *   waiter's last look and its sleep (the word changed: its CAS fails,
  *   and it takes the unit instead);
  * - a handed unit is the waiter's: nobody else takes it on the way;
- * - a timed wait that expires takes s->lock to leave the list; if a post
- *   took its record off first, the unit is already its, and it waits for
- *   that post's wake (kept if it came already: prt__wait_rearm), so no
- *   unit is lost and a waiter never returns ETIMEDOUT holding one.
+ * - a wait that ends without a wake (deadline, cancel) and a post race
+ *   for the record with one CAS on it (sem_waiter.st). The post wins it
+ *   under s->lock (HANDED): the unit is the waiter's, which waits for
+ *   that post's wake (kept if it came already: prt__wait_rearm) and
+ *   never touches the semaphore again, so no unit is lost, a waiter
+ *   never returns ETIMEDOUT holding one, and a destroy that finds
+ *   nobody else waiting may free it meanwhile. The waiter wins it
+ *   (LEAVING): it takes s->lock and its record off the list; posts
+ *   skip it meanwhile, and one that finds nobody else adds its unit to
+ *   the value.
  *
  * The record lives on the waiter's stack: a post wakes it after taking
  * it off the list under s->lock, and the waiter leaves only once woken,
- * or after finding itself still on the list under s->lock.
+ * or after taking itself off the list under s->lock.
  */
 #include <errno.h>
 #include <string.h>
@@ -70,12 +77,28 @@ _Static_assert(offsetof(struct prt__sem, state) == 0 && offsetof(struct prt__sem
 #define SEM_SPINNER ((uint64_t)1 << 63)
 #define SEM_RECORDS(x) ((x) & ~SEM_SPINNER & ~(uint64_t)0xffffffffu) /* 0: nobody queued */
 
+/* A record's state (sem_waiter.st). */
+enum {
+	SW_QUEUED,  /* on the list, counted: a post may hand it a unit */
+	SW_HANDED,  /* a post took it off the list: the unit and the wake are its waiter's */
+	SW_LEAVING, /* its wait ended first (deadline, cancel): its waiter takes it off */
+};
+
 /* One waiter, on its stack. */
 struct sem_waiter {
-	/* On s->waiters while @queued; pl.prio, the list's order: the fiber's priority when it queued. s->lock */
+	/*
+	 * On s->waiters (and counted in SEM_RECORDS) from insert until a
+	 * post takes it off (HANDED) or its waiter does (LEAVING); pl.prio,
+	 * the list's order: the fiber's priority when it queued. s->lock
+	 */
 	struct prt__plnode pl;
 	struct prt__wait wait;  /* woken by the post that hands it a unit */
-	bool queued;            /* s->lock */
+	/*
+	 * SW_*: a post (under s->lock) and its waiter whose wait ended (no
+	 * lock: the semaphore may be gone once a post took the record) race
+	 * for it with one compare-and-swap from SW_QUEUED.
+	 */
+	_Atomic unsigned char st;
 };
 
 static struct prt__sem *sem_of(prt_sem_t *s)
@@ -151,17 +174,38 @@ static bool take(struct prt__sem *s)
  */
 static void insert(struct prt__sem *s, struct sem_waiter *r)
 {
+	atomic_store_explicit(&r->st, SW_QUEUED, memory_order_relaxed);
 	prt__plist_add(&s->waiters, &r->pl); /* a walk over the levels, not the waiters */
-	r->queued = true;
 }
 
-/* Take @r off the list; s->lock held. */
+/* Take @r off the list and the count; s->lock held. */
 static void unqueue(struct prt__sem *s, struct sem_waiter *r)
 {
 	prt__plist_del(&s->waiters, &r->pl);
-	r->queued = false;
 	/* posts and a spinner edit the word too: atomic */
 	atomic_fetch_sub_explicit(&s->state, SEM_RECORD, memory_order_relaxed);
+}
+
+/*
+ * The first record, in the list's order, still waiting, now HANDED and
+ * off the list; NULL if every queued record is LEAVING (their waiters
+ * are on their way to take them off). s->lock held.
+ */
+static struct sem_waiter *hand_first(struct prt__sem *s)
+{
+	for (struct prt__list *n = s->waiters.next; n != &s->waiters; n = n->next) {
+		struct sem_waiter *r = prt__container_of(n, struct sem_waiter, pl.node);
+		unsigned char queued = SW_QUEUED;
+
+		/* relaxed: the wake that follows orders the unit for its waiter */
+		if (atomic_compare_exchange_strong_explicit(&r->st, &queued, SW_HANDED,
+							    memory_order_relaxed,
+							    memory_order_relaxed)) {
+			unqueue(s, r);
+			return r;
+		}
+	}
+	return NULL;
 }
 
 /*
@@ -208,21 +252,27 @@ static bool spin_take(struct prt__sem *s, struct prt__worker *w, uint64_t deadli
 }
 
 /*
- * The wait of @r ended without a wake (@err: ETIMEDOUT or ENOMEM): leave
- * the list, unless a post took @r off it first, whose unit is then ours
- * (0) once its wake comes.
+ * The wait of @r ended without a wake (@err: ETIMEDOUT, ECANCELED or
+ * ENOMEM): leave the list, unless a post took @r off it first, whose
+ * unit is then ours (0) once its wake comes. Which of the two is decided
+ * on @r, not under s->lock: once a post took @r, nobody waits on the
+ * semaphore for all its destroy can tell, and it may be gone (a review:
+ * a post, then a destroy and a free, while our deadline passed).
  */
 static int give_up(struct prt__sem *s, struct sem_waiter *r, int err)
 {
-	bool left;
+	unsigned char queued = SW_QUEUED;
 
-	prt__spin_lock(&s->lock);
-	left = r->queued;
-	if (left)
+	prt__fault_pause(PRT_PAUSE_SEM_GIVE_UP); /* test builds: a post may have taken @r off */
+	if (atomic_compare_exchange_strong_explicit(&r->st, &queued, SW_LEAVING, memory_order_relaxed,
+						    memory_order_relaxed)) {
+		/* Still on the list: the semaphore stays (destroy says EBUSY) until we are off. */
+		prt__fault_pause(PRT_PAUSE_SEM_LEAVING); /* test builds: posts skip us here */
+		prt__spin_lock(&s->lock);
 		unqueue(s, r);
-	prt__spin_unlock(&s->lock);
-	if (left)
+		prt__spin_unlock(&s->lock);
 		return err;
+	}
 	prt__wait_rearm(&r->wait);
 	/* 0: the post's wake, kept or coming (already under way: may spin for it briefly) */
 	return prt__wait_block(&r->wait, 0);
@@ -336,6 +386,7 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 {
 	struct prt__sem *s = sem_of(us);
 	struct sem_waiter *r = NULL;
+	int err = 0;
 	uint64_t x;
 
 	if (!us)
@@ -355,18 +406,33 @@ PRT_API int prt_sem_post(prt_sem_t *us)
 		}
 		/* The records' count, not the list, is read first: a post to nobody touches 8 bytes. */
 		prt__spin_lock(&s->lock);
-		if (SEM_RECORDS(atomic_load_explicit(&s->state, memory_order_relaxed))) {
-			r = prt__container_of(s->waiters.next, struct sem_waiter, pl.node);
-			unqueue(s, r);
+		x = atomic_load_explicit(&s->state, memory_order_relaxed);
+		if (SEM_RECORDS(x) && !(r = hand_first(s))) {
+			/*
+			 * Every record counted is LEAVING (its wait ended and it
+			 * is on its way to take itself off): nobody to hand our
+			 * unit to, so the value, as if they had left already.
+			 * Under the lock no waiter counts itself meanwhile.
+			 */
+			do {
+				if (SEM_VALUE(x) >= PRT_SEM_VALUE_MAX) {
+					err = EOVERFLOW;
+					break;
+				}
+			} while (!atomic_compare_exchange_weak_explicit(&s->state, &x, x + 1,
+									memory_order_release,
+									memory_order_relaxed));
+			prt__spin_unlock(&s->lock);
+			return err;
 		}
 		prt__spin_unlock(&s->lock);
 		/* Off the list: it waits for this wake (give_up), so @r stays until then. */
 		if (r) {
+			prt__fault_pause(PRT_PAUSE_SEM_HANDED); /* test builds: a destroy may come here */
 			prt__wait_wake(&r->wait);
 			return 0;
 		}
-		/* The waiters we saw left (timed out) before we took the lock: the value again. */
-		x = atomic_load_explicit(&s->state, memory_order_relaxed);
+		/* The waiters we saw left before we took the lock: the value again. */
 	}
 }
 

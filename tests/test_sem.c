@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "test_common.h"
 #include "fault.h"
@@ -412,6 +413,139 @@ static void test_post_while_counting(void **state)
 	post_while_counting(rt);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
+
+/*
+ * A waiter whose wait ends (its deadline) after a post took its record
+ * off the list has the post's unit, its wake on the way, and never
+ * touches the semaphore again: the poster may destroy it (0: nobody
+ * waits on it any more) and unmap it once its post is done. The pause
+ * points hold the poster between its unlock and its wake
+ * (PRT_PAUSE_SEM_HANDED) and the waiter, timed out, before it leaves
+ * (PRT_PAUSE_SEM_GIVE_UP); the poster destroys the semaphore and takes
+ * its page away (PROT_NONE) in between. Before, the waiter took the
+ * semaphore's lock to find out whether it was still queued, on a
+ * destroyed semaphore (a review), and here died of SIGSEGV.
+ */
+static struct {
+	prt_sem_t *s;
+	void *page;
+	atomic_int gave_up, gone;
+	int err, destroy_err, prot_err;
+} hd;
+
+static void hd_give_up(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	atomic_store(&hd.gave_up, 1);
+	while (!atomic_load(&hd.gone) && test_mono_ns() < cap)
+		sched_yield();
+}
+
+static void hd_handed(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	while (!atomic_load(&hd.gave_up) && test_mono_ns() < cap)
+		sched_yield();
+	hd.destroy_err = prt_sem_destroy(hd.s);
+	hd.prot_err = mprotect(hd.page, 4096, PROT_NONE);
+	atomic_store(&hd.gone, 1);
+}
+
+static void *hd_wait(void *arg)
+{
+	(void)arg;
+	hd.err = prt_sem_timedwait_ns(hd.s, 20000000); /* 20 ms */
+	return NULL;
+}
+
+static void test_timeout_after_handoff(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t f;
+
+	(void)state;
+	memset(&hd, 0, sizeof(hd));
+	hd.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(hd.page != MAP_FAILED);
+	hd.s = hd.page;
+	assert_int_equal(prt_sem_init(hd.s, 0), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_GIVE_UP, hd_give_up, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_HANDED, hd_handed, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, hd_wait, NULL);
+	while (atomic_load_explicit(&f.p->state, memory_order_acquire) != PRT_FS_BLOCKED)
+		sched_yield();
+	assert_int_equal(prt_sem_post(hd.s), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_HANDED, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_GIVE_UP, NULL, NULL);
+	assert_true(atomic_load(&hd.gave_up)); /* the window was reached */
+	assert_int_equal(hd.prot_err, 0);
+	assert_int_equal(hd.destroy_err, 0);
+	assert_int_equal(hd.err, 0); /* the post's unit */
+	assert_int_equal(munmap(hd.page, 4096), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
+/*
+ * A waiter whose wait ended (its deadline) and that claimed its record
+ * is passed over: a post then, with nobody else queued, adds its unit to
+ * the value (it must not hand it to the leaving waiter, which returns
+ * ETIMEDOUT without it, nor lose it), and a destroy says EBUSY until the
+ * waiter is off the list. PRT_PAUSE_SEM_LEAVING holds the waiter between
+ * its claim and its taking the record off.
+ */
+static struct {
+	prt_sem_t s;
+	atomic_int leaving, go;
+	int err;
+} lv;
+
+static void lv_leaving(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	atomic_store(&lv.leaving, 1);
+	while (!atomic_load(&lv.go) && test_mono_ns() < cap)
+		sched_yield();
+}
+
+static void *lv_wait(void *arg)
+{
+	(void)arg;
+	lv.err = prt_sem_timedwait_ns(&lv.s, 5000000); /* 5 ms */
+	return NULL;
+}
+
+static void test_post_to_leaving_waiter(void **state)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+	pthread_t t;
+	int v;
+
+	(void)state;
+	memset(&lv, 0, sizeof(lv));
+	assert_int_equal(prt_sem_init(&lv.s, 0), 0);
+	prt__fault_set_pause(PRT_PAUSE_SEM_LEAVING, lv_leaving, NULL);
+	assert_int_equal(pthread_create(&t, NULL, lv_wait, NULL), 0);
+	while (!atomic_load(&lv.leaving) && test_mono_ns() < cap)
+		sched_yield();
+	assert_true(atomic_load(&lv.leaving));
+	assert_int_equal(prt_sem_post(&lv.s), 0);     /* nobody to hand it to */
+	assert_int_equal(prt_sem_destroy(&lv.s), EBUSY); /* the leaver is still on the list */
+	atomic_store(&lv.go, 1);
+	pthread_join(t, NULL);
+	prt__fault_set_pause(PRT_PAUSE_SEM_LEAVING, NULL, NULL);
+	assert_int_equal(lv.err, ETIMEDOUT);
+	assert_int_equal(prt_sem_getvalue(&lv.s, &v), 0);
+	assert_int_equal(v, 1); /* the post's unit */
+	assert_int_equal(prt_sem_trywait(&lv.s), 0);
+	assert_int_equal(prt_sem_destroy(&lv.s), 0);
+}
 #endif
 
 /*
@@ -440,6 +574,8 @@ int main(void)
 		cmocka_unit_test(test_timeout_vs_post),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_post_while_counting),
+		cmocka_unit_test(test_timeout_after_handoff),
+		cmocka_unit_test(test_post_to_leaving_waiter),
 #endif
 	};
 

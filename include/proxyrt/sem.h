@@ -50,7 +50,8 @@ typedef union prt_sem {
 PRT_API int prt_sem_init(prt_sem_t *s, unsigned value);
 /*
  * Destroy @s. Returns 0, EBUSY (someone waits on it, queued or
- * spinning for a post: nothing changed),
+ * spinning for a post: nothing changed; a waiter a post has already
+ * handed its unit to no longer counts, and never touches @s again),
  * or EINVAL (NULL). Using @s afterwards is undefined (debug builds
  * report it), as for sem_destroy. Context: any thread, never switches.
  */
