@@ -82,6 +82,10 @@ enum prt__pause_site {
 	PRT_PAUSE_SEM_GIVE_UP,
 	/* That waiter claimed its record (LEAVING), still on the list; s->lock is next. */
 	PRT_PAUSE_SEM_LEAVING,
+	/* A wait group's add took its waiters off the list at 0, g->lock released; their wakes are next. */
+	PRT_PAUSE_WG_TAKEN,
+	/* A wait group waiter's wait ended without a wake (deadline, cancel); leaving the group is next. */
+	PRT_PAUSE_WG_GIVE_UP,
 	/* A condvar waiter's spin ended (woken or not), its slot still its own; its look at it is next. */
 	PRT_PAUSE_COND_SPUN,
 	/* A condvar waiter's wait ended without the mutex and it claimed its record (LEAVING); c->lock is next. */

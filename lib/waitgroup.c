@@ -4,9 +4,11 @@
  * counter and a FIFO list of waiters under one spinlock, as sem.c keeps
  * its waiters. The add that takes the counter to 0 takes every waiter
  * off the list under the lock, then wakes each once it has dropped it;
- * a waiter leaves only once woken, or after finding itself still on the
- * list under the lock (a timeout or a cancel), so its record may live
- * on its stack.
+ * a waiter leaves only once woken, or after taking itself off the list
+ * under the lock (a timeout or a cancel), so its record may live on its
+ * stack. Which of the two takes a record off is decided on the record
+ * (one CAS, as sem.c's records): a waiter the add took never touches the
+ * group again, so a destroy that says 0 may free it meanwhile.
  */
 #include <errno.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <proxyrt/waitgroup.h>
 
 #include "deadline.h"
+#include "fault.h"
 #include "fiber_int.h"
 #include "sched_int.h"
 #include "wait.h"
@@ -33,11 +36,19 @@ _Static_assert(sizeof(struct prt__waitgroup) <= PRT_WAITGROUP_SIZE, "prt_waitgro
 _Static_assert(_Alignof(struct prt__waitgroup) <= _Alignof(prt_waitgroup_t),
 	       "prt_waitgroup_t alignment");
 
+/* A record's state (wg_waiter.st). */
+enum {
+	WG_QUEUED,  /* on the list, waiting */
+	WG_TAKEN,   /* the add that reached 0 took it off: its wake comes */
+	WG_LEAVING, /* its wait ended first (deadline, cancel): its waiter takes it off */
+};
+
 /* One waiter, on its stack. */
 struct wg_waiter {
-	struct prt__list node;  /* on g->waiters while @queued; lock */
+	struct prt__list node;  /* on g->waiters until the add takes it or its waiter does; lock */
 	struct prt__wait wait;  /* woken by the add that takes the counter to 0 */
-	bool queued;            /* lock */
+	/* WG_*: the add (under lock) and the waiter (no lock) race for it with one CAS */
+	_Atomic unsigned char st;
 };
 
 static struct prt__waitgroup *wg_of(prt_waitgroup_t *wg)
@@ -77,16 +88,27 @@ PRT_API int prt_waitgroup_destroy(prt_waitgroup_t *wg)
 
 /*
  * The counter reached 0 (g->lock held): move every waiter to @out, off
- * the list, so they are woken once the lock is dropped.
+ * the list, so they are woken once the lock is dropped; a LEAVING one
+ * stays, for its waiter to take off.
  */
 static void take_waiters(struct prt__waitgroup *g, struct prt__list *out)
 {
-	while (!list_empty(g)) {
-		struct wg_waiter *r = prt__container_of(g->waiters.next, struct wg_waiter, node);
+	struct prt__list *n, *next;
 
-		prt__list_del(&r->node);
-		r->queued = false;
-		prt__list_add_tail(out, &r->node);
+	if (!g->waiters.next)
+		return; /* zero storage: nobody ever waited */
+	for (n = g->waiters.next; n != &g->waiters; n = next) {
+		struct wg_waiter *r = prt__container_of(n, struct wg_waiter, node);
+		unsigned char queued = WG_QUEUED;
+
+		next = n->next;
+		/* relaxed: the wake orders the rest */
+		if (atomic_compare_exchange_strong_explicit(&r->st, &queued, WG_TAKEN,
+							    memory_order_relaxed,
+							    memory_order_relaxed)) {
+			prt__list_del(&r->node);
+			prt__list_add_tail(out, &r->node);
+		}
 	}
 }
 
@@ -121,6 +143,8 @@ PRT_API int prt_waitgroup_add(prt_waitgroup_t *wg, int delta)
 	if (!n)
 		take_waiters(g, &woken);
 	prt__spin_unlock(&g->lock);
+	if (!prt__list_empty(&woken))
+		prt__fault_pause(PRT_PAUSE_WG_TAKEN); /* test builds: a destroy may come here */
 	wake_all(&woken);
 	return 0;
 }
@@ -138,19 +162,22 @@ void prt__waitgroup_done(void *wg)
 /*
  * The wait of @r ended without a wake (@err: ETIMEDOUT, ENOMEM,
  * ECANCELED): leave the list, unless the add that reached 0 took @r off
- * it first, whose wake then comes (0).
+ * it first, whose wake then comes (0). Decided on @r, not under g->lock:
+ * once the add took @r, the group may be gone.
  */
 static int give_up(struct prt__waitgroup *g, struct wg_waiter *r, int err)
 {
-	bool left;
+	unsigned char queued = WG_QUEUED;
 
-	prt__spin_lock(&g->lock);
-	left = r->queued;
-	if (left)
+	prt__fault_pause(PRT_PAUSE_WG_GIVE_UP); /* test builds: the add at 0 may have taken @r off */
+	if (atomic_compare_exchange_strong_explicit(&r->st, &queued, WG_LEAVING, memory_order_relaxed,
+						    memory_order_relaxed)) {
+		/* Still on the list: the group stays (destroy says EBUSY) until we are off. */
+		prt__spin_lock(&g->lock);
 		prt__list_del(&r->node);
-	prt__spin_unlock(&g->lock);
-	if (left)
+		prt__spin_unlock(&g->lock);
 		return err;
+	}
 	prt__wait_rearm(&r->wait);
 	return prt__wait_block(&r->wait, 0);
 }
@@ -161,7 +188,7 @@ static int wg_wait(prt_waitgroup_t *wg, uint64_t deadline)
 	struct prt__waitgroup *g = wg_of(wg);
 	struct prt__worker *w = prt__cur_worker();
 	struct prt__fiber *self = w ? w->curr : NULL;
-	struct wg_waiter r = { .queued = true };
+	struct wg_waiter r = { .st = WG_QUEUED };
 	int err;
 
 	prt__check_live(g->dbg, "prt_waitgroup_wait", wg);

@@ -23,6 +23,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "test_common.h"
@@ -1256,7 +1257,90 @@ static void test_cond_rebind_past_leaving(void **state)
 	assert_int_equal(prt_mutex_destroy(&lv.m), 0);
 	assert_int_equal(prt_mutex_destroy(&lv.m2), 0);
 }
+
+/*
+ * A wait group's waiter whose wait ends (its deadline) after the add
+ * that reached 0 took it off the list has been woken for all the group
+ * can tell, and never touches it again: the adder may destroy it (0:
+ * nobody waits) and unmap it before its wakes go out. The pause points
+ * hold the adder between its unlock and its wakes (PRT_PAUSE_WG_TAKEN)
+ * and the waiter, timed out, before it leaves (PRT_PAUSE_WG_GIVE_UP);
+ * the adder destroys the group and takes its page away (PROT_NONE) in
+ * between. Before, the waiter took the group's lock to find out whether
+ * it was still queued, and died of SIGSEGV here (the semaphore's review
+ * found it there; a wait group had the same code).
+ */
+static struct {
+	prt_waitgroup_t *wg;
+	void *page;
+	atomic_int gave_up, gone;
+	int err, destroy_err, prot_err;
+} wgh;
+
+static void wgh_give_up(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	atomic_store(&wgh.gave_up, 1);
+	while (!atomic_load(&wgh.gone) && test_mono_ns() < cap)
+		sched_yield();
+}
+
+static void wgh_taken(void *arg)
+{
+	uint64_t cap = test_mono_ns() + 5000000000ull;
+
+	(void)arg;
+	while (!atomic_load(&wgh.gave_up) && test_mono_ns() < cap)
+		sched_yield();
+	wgh.destroy_err = prt_waitgroup_destroy(wgh.wg);
+	wgh.prot_err = mprotect(wgh.page, 4096, PROT_NONE);
+	atomic_store(&wgh.gone, 1);
+}
+
+static void *wgh_wait(void *arg)
+{
+	(void)arg;
+	wgh.err = prt_waitgroup_timedwait_ns(wgh.wg, 20000000); /* 20 ms */
+	return NULL;
+}
+
+static void test_waitgroup_timeout_after_wake(void **state)
+{
+	prt_runtime_t *rt = test_rt(1);
+	prt_fiber_t f;
+
+	(void)state;
+	memset(&wgh, 0, sizeof(wgh));
+	wgh.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(wgh.page != MAP_FAILED);
+	wgh.wg = wgh.page;
+	assert_int_equal(prt_waitgroup_init(wgh.wg), 0);
+	assert_int_equal(prt_waitgroup_add(wgh.wg, 1), 0);
+	prt__fault_set_pause(PRT_PAUSE_WG_GIVE_UP, wgh_give_up, NULL);
+	prt__fault_set_pause(PRT_PAUSE_WG_TAKEN, wgh_taken, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, wgh_wait, NULL);
+	while (atomic_load_explicit(&f.p->state, memory_order_acquire) != PRT_FS_BLOCKED)
+		sched_yield();
+	assert_int_equal(prt_waitgroup_done(wgh.wg), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_WG_TAKEN, NULL, NULL);
+	prt__fault_set_pause(PRT_PAUSE_WG_GIVE_UP, NULL, NULL);
+	assert_true(atomic_load(&wgh.gave_up)); /* the window was reached */
+	assert_int_equal(wgh.prot_err, 0);
+	assert_int_equal(wgh.destroy_err, 0);
+	assert_int_equal(wgh.err, 0); /* woken: the counter reached 0 */
+	assert_int_equal(munmap(wgh.page, 4096), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
 #else
+static void test_waitgroup_timeout_after_wake(void **state)
+{
+	(void)state;
+	skip(); /* needs the pause points of -Dfault_injection=true */
+}
+
 static void test_outside_wake_holds_runtime(void **state)
 {
 	(void)state;
@@ -1298,6 +1382,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_outside_wake_holds_runtime),
 		cmocka_unit_test(test_rwlock_rounds_outlive_readers),
 		cmocka_unit_test(test_cond_rebind_past_leaving),
+		cmocka_unit_test(test_waitgroup_timeout_after_wake),
 	};
 
 	if (argc > 1)

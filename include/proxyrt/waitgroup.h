@@ -43,8 +43,9 @@ typedef union prt_waitgroup {
 /* Set @wg's counter to 0. Returns 0 or EINVAL (NULL). Context: any thread, never switches. */
 PRT_API int prt_waitgroup_init(prt_waitgroup_t *wg);
 /*
- * Destroy @wg. Returns 0, EBUSY (someone waits: nothing changed) or
- * EINVAL (NULL). Context: any thread, never switches.
+ * Destroy @wg. Returns 0, EBUSY (someone waits: nothing changed; a
+ * waiter the counter's reaching 0 already woke no longer counts, and
+ * never touches @wg again) or EINVAL (NULL). Context: any thread, never switches.
  */
 PRT_API int prt_waitgroup_destroy(prt_waitgroup_t *wg);
 /*
