@@ -23,11 +23,13 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "test_common.h"
 #include "fault.h"     /* internal: pause points (fault-injection builds) */
+#if PRT_FAULT_INJECTION
+#include "gone_after_wake.h"
+#endif
 #include "mutex_int.h" /* internal: a mutex's first waiter */
 #include "runtime_int.h" /* internal: blocked_on, to wait until a reader waits */
 
@@ -1270,68 +1272,35 @@ static void test_cond_rebind_past_leaving(void **state)
  * it was still queued, and died of SIGSEGV here (the semaphore's review
  * found it there; a wait group had the same code).
  */
-static struct {
-	prt_waitgroup_t *wg;
-	void *page;
-	atomic_int gave_up, gone;
-	int err, destroy_err, prot_err;
-} wgh;
-
-static void wgh_give_up(void *arg)
+static int gw_init(void *o)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
+	int err = prt_waitgroup_init(o);
 
-	(void)arg;
-	atomic_store(&wgh.gave_up, 1);
-	while (!atomic_load(&wgh.gone) && test_mono_ns() < cap)
-		sched_yield();
+	return err ? err : prt_waitgroup_add(o, 1);
 }
 
-static void wgh_taken(void *arg)
+static int gw_wait(void *o)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
-	(void)arg;
-	while (!atomic_load(&wgh.gave_up) && test_mono_ns() < cap)
-		sched_yield();
-	wgh.destroy_err = prt_waitgroup_destroy(wgh.wg);
-	wgh.prot_err = mprotect(wgh.page, 4096, PROT_NONE);
-	atomic_store(&wgh.gone, 1);
+	return prt_waitgroup_timedwait_ns(o, 20000000);
 }
 
-static void *wgh_wait(void *arg)
+static int gw_done(void *o)
 {
-	(void)arg;
-	wgh.err = prt_waitgroup_timedwait_ns(wgh.wg, 20000000); /* 20 ms */
-	return NULL;
+	return prt_waitgroup_done(o);
+}
+
+static int gw_destroy(void *o)
+{
+	return prt_waitgroup_destroy(o);
 }
 
 static void test_waitgroup_timeout_after_wake(void **state)
 {
+	static const struct gone_ops ops = { gw_init, gw_wait, gw_done, gw_destroy };
 	prt_runtime_t *rt = test_rt(1);
-	prt_fiber_t f;
 
 	(void)state;
-	memset(&wgh, 0, sizeof(wgh));
-	wgh.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	assert_true(wgh.page != MAP_FAILED);
-	wgh.wg = wgh.page;
-	assert_int_equal(prt_waitgroup_init(wgh.wg), 0);
-	assert_int_equal(prt_waitgroup_add(wgh.wg, 1), 0);
-	prt__fault_set_pause(PRT_PAUSE_WG_GIVE_UP, wgh_give_up, NULL);
-	prt__fault_set_pause(PRT_PAUSE_WG_TAKEN, wgh_taken, NULL);
-	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, wgh_wait, NULL);
-	while (atomic_load_explicit(&f.p->state, memory_order_acquire) != PRT_FS_BLOCKED)
-		sched_yield();
-	assert_int_equal(prt_waitgroup_done(wgh.wg), 0);
-	assert_int_equal(prt_join(f, NULL), 0);
-	prt__fault_set_pause(PRT_PAUSE_WG_TAKEN, NULL, NULL);
-	prt__fault_set_pause(PRT_PAUSE_WG_GIVE_UP, NULL, NULL);
-	assert_true(atomic_load(&wgh.gave_up)); /* the window was reached */
-	assert_int_equal(wgh.prot_err, 0);
-	assert_int_equal(wgh.destroy_err, 0);
-	assert_int_equal(wgh.err, 0); /* woken: the counter reached 0 */
-	assert_int_equal(munmap(wgh.page, 4096), 0);
+	gone_after_wake(rt, &ops, PRT_PAUSE_WG_TAKEN, PRT_PAUSE_WG_GIVE_UP);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 #else

@@ -9,11 +9,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "test_common.h"
 #include "fault.h"
 #include "fiber_int.h" /* internal: a fiber's state (blocked yet?) */
+#if PRT_FAULT_INJECTION
+#include "gone_after_wake.h"
+#endif
 #include <proxyrt/sem.h>
 
 static void sleep_ms(int ms)
@@ -426,67 +428,33 @@ static void test_post_while_counting(void **state)
  * semaphore's lock to find out whether it was still queued, on a
  * destroyed semaphore (a review), and here died of SIGSEGV.
  */
-static struct {
-	prt_sem_t *s;
-	void *page;
-	atomic_int gave_up, gone;
-	int err, destroy_err, prot_err;
-} hd;
-
-static void hd_give_up(void *arg)
+static int gs_init(void *o)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
-	(void)arg;
-	atomic_store(&hd.gave_up, 1);
-	while (!atomic_load(&hd.gone) && test_mono_ns() < cap)
-		sched_yield();
+	return prt_sem_init(o, 0);
 }
 
-static void hd_handed(void *arg)
+static int gs_wait(void *o)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
-	(void)arg;
-	while (!atomic_load(&hd.gave_up) && test_mono_ns() < cap)
-		sched_yield();
-	hd.destroy_err = prt_sem_destroy(hd.s);
-	hd.prot_err = mprotect(hd.page, 4096, PROT_NONE);
-	atomic_store(&hd.gone, 1);
+	return prt_sem_timedwait_ns(o, 20000000);
 }
 
-static void *hd_wait(void *arg)
+static int gs_post(void *o)
 {
-	(void)arg;
-	hd.err = prt_sem_timedwait_ns(hd.s, 20000000); /* 20 ms */
-	return NULL;
+	return prt_sem_post(o);
+}
+
+static int gs_destroy(void *o)
+{
+	return prt_sem_destroy(o);
 }
 
 static void test_timeout_after_handoff(void **state)
 {
+	static const struct gone_ops ops = { gs_init, gs_wait, gs_post, gs_destroy };
 	prt_runtime_t *rt = test_rt(1);
-	prt_fiber_t f;
 
 	(void)state;
-	memset(&hd, 0, sizeof(hd));
-	hd.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	assert_true(hd.page != MAP_FAILED);
-	hd.s = hd.page;
-	assert_int_equal(prt_sem_init(hd.s, 0), 0);
-	prt__fault_set_pause(PRT_PAUSE_SEM_GIVE_UP, hd_give_up, NULL);
-	prt__fault_set_pause(PRT_PAUSE_SEM_HANDED, hd_handed, NULL);
-	f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, hd_wait, NULL);
-	while (atomic_load_explicit(&f.p->state, memory_order_acquire) != PRT_FS_BLOCKED)
-		sched_yield();
-	assert_int_equal(prt_sem_post(hd.s), 0);
-	assert_int_equal(prt_join(f, NULL), 0);
-	prt__fault_set_pause(PRT_PAUSE_SEM_HANDED, NULL, NULL);
-	prt__fault_set_pause(PRT_PAUSE_SEM_GIVE_UP, NULL, NULL);
-	assert_true(atomic_load(&hd.gave_up)); /* the window was reached */
-	assert_int_equal(hd.prot_err, 0);
-	assert_int_equal(hd.destroy_err, 0);
-	assert_int_equal(hd.err, 0); /* the post's unit */
-	assert_int_equal(munmap(hd.page, 4096), 0);
+	gone_after_wake(rt, &ops, PRT_PAUSE_SEM_HANDED, PRT_PAUSE_SEM_GIVE_UP);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 }
 
