@@ -40,21 +40,15 @@ static struct {
 
 static void gaw_give_up(void *arg)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
 	(void)arg;
 	atomic_store(&gaw.gave_up, 1);
-	while (!atomic_load(&gaw.gone) && test_mono_ns() < cap)
-		sched_yield();
+	test_await_flag(&gaw.gone, 5000000000ull);
 }
 
 static void gaw_waker(void *arg)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
 	(void)arg;
-	while (!atomic_load(&gaw.gave_up) && test_mono_ns() < cap)
-		sched_yield();
+	test_await_flag(&gaw.gave_up, 5000000000ull);
 	gaw.destroy_err = gaw.ops->destroy(gaw.page);
 	gaw.prot_err = mprotect(gaw.page, 4096, PROT_NONE);
 	atomic_store(&gaw.gone, 1);

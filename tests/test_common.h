@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,20 @@ static inline void test_yield_wait(void)
 	prt_yield();
 	if (test_under_valgrind())
 		sched_yield();
+}
+
+/*
+ * A plain thread's (or a pause hook's) wait for another thread to set
+ * @flag: sched_yield until it is set or @ns have passed. Returns whether
+ * it was set.
+ */
+static inline bool test_await_flag(atomic_int *flag, uint64_t ns)
+{
+	uint64_t cap = test_mono_ns() + ns;
+
+	while (!atomic_load(flag) && test_mono_ns() < cap)
+		sched_yield();
+	return atomic_load(flag);
 }
 
 /*

@@ -359,13 +359,9 @@ static struct {
 
 static void pc_pause(void *arg)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
 	(void)arg;
 	atomic_store(&pc_.in_window, 1);
-	while (!atomic_load(&pc_.posted) && test_mono_ns() < cap)
-		sched_yield();
-	atomic_store(&pc_.saw_post, atomic_load(&pc_.posted));
+	atomic_store(&pc_.saw_post, test_await_flag(&pc_.posted, 5000000000ull));
 }
 
 static void *pc_wait(void *arg)
@@ -377,7 +373,6 @@ static void *pc_wait(void *arg)
 
 static void post_while_counting(prt_runtime_t *rt)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
 	prt_fiber_t f = { 0 };
 	pthread_t t;
 	int v;
@@ -389,9 +384,7 @@ static void post_while_counting(prt_runtime_t *rt)
 		f = test_spawn(rt, PRT_PRIO_DEFAULT, -1, pc_wait, NULL);
 	else
 		assert_int_equal(pthread_create(&t, NULL, pc_wait, NULL), 0);
-	while (!atomic_load(&pc_.in_window) && test_mono_ns() < cap)
-		sched_yield();
-	assert_true(atomic_load(&pc_.in_window));
+	assert_true(test_await_flag(&pc_.in_window, 5000000000ull));
 	assert_int_equal(prt_sem_post(&pc_.s), 0); /* the waiter holds s->lock: no lock here */
 	atomic_store(&pc_.posted, 1);
 	if (rt)
@@ -474,12 +467,9 @@ static struct {
 
 static void lv_leaving(void *arg)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
-
 	(void)arg;
 	atomic_store(&lv.leaving, 1);
-	while (!atomic_load(&lv.go) && test_mono_ns() < cap)
-		sched_yield();
+	test_await_flag(&lv.go, 5000000000ull);
 }
 
 static void *lv_wait(void *arg)
@@ -491,7 +481,6 @@ static void *lv_wait(void *arg)
 
 static void test_post_to_leaving_waiter(void **state)
 {
-	uint64_t cap = test_mono_ns() + 5000000000ull;
 	pthread_t t;
 	int v;
 
@@ -500,9 +489,7 @@ static void test_post_to_leaving_waiter(void **state)
 	assert_int_equal(prt_sem_init(&lv.s, 0), 0);
 	prt__fault_set_pause(PRT_PAUSE_SEM_LEAVING, lv_leaving, NULL);
 	assert_int_equal(pthread_create(&t, NULL, lv_wait, NULL), 0);
-	while (!atomic_load(&lv.leaving) && test_mono_ns() < cap)
-		sched_yield();
-	assert_true(atomic_load(&lv.leaving));
+	assert_true(test_await_flag(&lv.leaving, 5000000000ull));
 	assert_int_equal(prt_sem_post(&lv.s), 0);     /* nobody to hand it to */
 	assert_int_equal(prt_sem_destroy(&lv.s), EBUSY); /* the leaver is still on the list */
 	atomic_store(&lv.go, 1);

@@ -1104,15 +1104,11 @@ static void sc_spun(void *arg)
 
 static void sc_count(void *arg)
 {
-	uint64_t cap = test_mono_ns() + CAP_NS;
-
 	(void)arg;
 	if (!atomic_load(&sc.spun))
 		return; /* no spin this time (ss_w): it queues and times out, and tries again */
 	atomic_store(&sc.in_window, 1);
-	while (!atomic_load(&sc.posted) && test_mono_ns() < cap)
-		sched_yield();
-	atomic_store(&sc.saw_post, atomic_load(&sc.posted));
+	atomic_store(&sc.saw_post, test_await_flag(&sc.posted, CAP_NS));
 }
 
 static void *sc_w(void *arg)
