@@ -52,8 +52,8 @@ struct prt__sem {
 	 * bytes, on one cache line wherever a prt_sem_t, 8-byte aligned,
 	 * sits); a post to a queued waiter adds @lock and the list.
 	 *
-	 * Bits 0-31 (SEM_VALUE): units; above 0 only while nobody is queued
-	 * (see the top). Bits 32-62 (SEM_RECORDS): records on @waiters (each
+	 * Bits 0-31 (SEM_VALUE): units; above 0 only while no waiter is
+	 * queued but LEAVING ones (see the top). Bits 32-62 (SEM_RECORDS): records on @waiters (each
 	 * change under @lock). SEM_SPINNER (bit 63): a fiber spins for a unit
 	 * (spin_take; one at a time), from its compare-and-swap until it has
 	 * a unit (the take clears it) or has queued (the bit then becomes its

@@ -45,7 +45,8 @@ PRT_API int prt_waitgroup_init(prt_waitgroup_t *wg);
 /*
  * Destroy @wg. Returns 0, EBUSY (someone waits: nothing changed; a
  * waiter the counter's reaching 0 already woke no longer counts, and
- * never touches @wg again) or EINVAL (NULL). Context: any thread, never switches.
+ * never touches @wg again) or EINVAL (NULL). Context: any thread,
+ * never switches.
  */
 PRT_API int prt_waitgroup_destroy(prt_waitgroup_t *wg);
 /*
