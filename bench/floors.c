@@ -46,6 +46,24 @@
  *       shape can cost, whatever its implementation (proxyrt's mutex and
  *       condvar are 40 and 48 bytes: with a turn beside them they span
  *       two or three lines, as spincond's do).
+ *   floors spinslot [N]
+ *       spincond whose condvar knows its waiters, as proxyrt's does
+ *       (lib/cond.c, "Spinning waiters"): the condvar is a lock and a slot
+ *       per side on one line. A wait takes the condvar's lock and marks
+ *       its slot, releases the mutex and polls the slot; a signal takes
+ *       the lock and marks the other side's slot woken; the woken side
+ *       tries the mutex once (if taken, it frees its slot under the lock
+ *       and spins for the mutex), and else frees the slot at its own next
+ *       signal. What `xcore pinned`'s protocol costs with no runtime.
+ *   floors spinreg [N]
+ *       spinslot with the waiter's mark on the mutex's line, beside its
+ *       lock word, and a condvar that is spincond's count: a wait marks
+ *       itself there (it holds the lock, so the line is its own), a
+ *       signal reads the marks (holding the lock too) and adds to the
+ *       count only if the other side is marked, and the woken side clears
+ *       its mark once it holds the lock again. The waiter then writes no
+ *       line that does not move anyway: the least a condvar that knows its
+ *       waiters can cost, against spinslot's.
  *
  * Lines use the peers' format with peer=floor.
  */
@@ -58,6 +76,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +95,8 @@ static __attribute__((noreturn)) void usage(void)
 			"       floors pingpong [N]\n"
 			"       floors spincond [N]\n"
 			"       floors spinline [N]\n"
+			"       floors spinslot [N]\n"
+			"       floors spinreg [N]\n"
 			"counts are >= 1, ROUNDS >= 10; PORT 1..65535; T*K a multiple of THREADS\n");
 	exit(2);
 }
@@ -753,6 +774,105 @@ static void spincond_pass(void *arg, int me, long n)
 	}
 }
 
+/* spinslot: the mutex, the condvar (its lock and slots) and the turn, a line each. */
+enum { SLOT_FREE, SLOT_SPIN, SLOT_WOKEN };
+
+struct spinslot {
+	_Alignas(64) atomic_int lock;
+	_Alignas(64) struct {
+		atomic_int lock;
+		atomic_uchar slot[2]; /* side i's: SLOT_*; written under lock, polled by side i */
+	} c;
+	_Alignas(64) int turn;
+	bool owed[2];        /* side i's slot is SLOT_WOKEN and still its own; side i's */
+};
+
+static void slot_settle(struct spinslot *s, int me)
+{
+	if (s->owed[me]) {
+		atomic_store_explicit(&s->c.slot[me], SLOT_FREE, memory_order_relaxed);
+		s->owed[me] = false;
+	}
+}
+
+static void spinslot_wait(struct spinslot *s, int me)
+{
+	sc_lock(&s->c.lock);
+	slot_settle(s, me);
+	atomic_store_explicit(&s->c.slot[me], SLOT_SPIN, memory_order_relaxed);
+	sc_unlock(&s->c.lock);
+	sc_unlock(&s->lock);
+	/* acquire: pairs with the signal's release */
+	while (atomic_load_explicit(&s->c.slot[me], memory_order_acquire) == SLOT_SPIN)
+		cpu_relax();
+	if (!atomic_load_explicit(&s->lock, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->lock, 1, memory_order_acquire)) {
+		s->owed[me] = true; /* freed at our next signal or wait */
+		return;
+	}
+	sc_lock(&s->c.lock);
+	atomic_store_explicit(&s->c.slot[me], SLOT_FREE, memory_order_relaxed);
+	sc_unlock(&s->c.lock);
+	sc_lock(&s->lock);
+}
+
+static void spinslot_signal(struct spinslot *s, int me)
+{
+	sc_lock(&s->c.lock);
+	slot_settle(s, me);
+	if (atomic_load_explicit(&s->c.slot[!me], memory_order_relaxed) == SLOT_SPIN)
+		atomic_store_explicit(&s->c.slot[!me], SLOT_WOKEN, memory_order_release);
+	sc_unlock(&s->c.lock);
+}
+
+static void spinslot_pass(void *arg, int me, long n)
+{
+	struct spinslot *s = arg;
+
+	for (long i = 0; i < n; i++) {
+		sc_lock(&s->lock);
+		while (s->turn != me)
+			spinslot_wait(s, me);
+		s->turn = !me;
+		spinslot_signal(s, me);
+		sc_unlock(&s->lock);
+	}
+}
+
+/* spinreg: the marks beside the lock word; the condvar a count; the turn; a line each. */
+struct spinreg {
+	_Alignas(64) atomic_int lock;
+	atomic_uint marks;   /* bit i: side i waits; written holding lock */
+	_Alignas(64) atomic_uint seq;
+	_Alignas(64) int turn;
+};
+
+static void spinreg_pass(void *arg, int me, long n)
+{
+	struct spinreg *s = arg;
+	unsigned bit = 1u << me;
+
+	for (long i = 0; i < n; i++) {
+		sc_lock(&s->lock);
+		while (s->turn != me) {
+			unsigned m = atomic_load_explicit(&s->marks, memory_order_relaxed);
+			unsigned q = atomic_load_explicit(&s->seq, memory_order_relaxed);
+
+			atomic_store_explicit(&s->marks, m | bit, memory_order_relaxed);
+			sc_unlock(&s->lock);
+			while (atomic_load_explicit(&s->seq, memory_order_relaxed) == q)
+				cpu_relax();
+			sc_lock(&s->lock);
+			m = atomic_load_explicit(&s->marks, memory_order_relaxed);
+			atomic_store_explicit(&s->marks, m & ~bit, memory_order_relaxed);
+		}
+		s->turn = !me;
+		if (atomic_load_explicit(&s->marks, memory_order_relaxed) & (1u << !me))
+			atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed); /* signal */
+		sc_unlock(&s->lock);
+	}
+}
+
 static int floor_pingpong(int argc, char **argv)
 {
 	return two_sides_run(argc, argv, "pingpong", pingpong_pass, NULL);
@@ -790,5 +910,15 @@ int main(int argc, char **argv)
 		return floor_spincond(argc, argv);
 	if (!strcmp(argv[1], "spinline"))
 		return floor_spinline(argc, argv);
+	if (!strcmp(argv[1], "spinslot")) {
+		static struct spinslot s;
+
+		return two_sides_run(argc, argv, "spinslot", spinslot_pass, &s);
+	}
+	if (!strcmp(argv[1], "spinreg")) {
+		static struct spinreg s;
+
+		return two_sides_run(argc, argv, "spinreg", spinreg_pass, &s);
+	}
 	usage();
 }
