@@ -476,7 +476,7 @@ struct prt__spin {
 
 /*
  * Go on spinning on @w? Called after each poll (the caller pauses
- * before it, and looks at what it waits for). No when
+ * once per poll, and looks at what it waits for). No when
  * prt__spin_must_stop says so; every 32 polls, with the clock, also
  * when @sp's length is over (counted from that first read: a spin that
  * ends sooner reads no clock at all), its deadline passed, or a timer

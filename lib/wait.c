@@ -180,7 +180,7 @@ static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t s
 
 	prt__assert_own_worker(w);
 	do
-		prt__cpu_relax(); /* first: a look pulls the waker's line back (sem.c, spin_take) */
+		prt__cpu_relax(); /* first: a look would pull the waker's line back mid-write */
 	while (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
 	       !(cancel && prt__cancel_pending(self)) && prt__spin_keep(w, &sp));
 }
