@@ -180,7 +180,7 @@ static void spin_for_end(struct prt__wait *wt, struct prt__worker *w, uint64_t s
 
 	prt__assert_own_worker(w);
 	do
-		prt__cpu_relax(); /* first: a look would pull the waker's line back mid-write */
+		prt__cpu_relax(); /* first: sem.c's look-first order here and in cond.c cost xcore pinned 2% */
 	while (atomic_load_explicit(&wt->state, memory_order_relaxed) == PRT_WAIT_IDLE &&
 	       !(cancel && prt__cancel_pending(self)) && prt__spin_keep(w, &sp));
 }
