@@ -904,8 +904,14 @@ static void test_canary_scale(void **state)
 	struct spawner sp = { .n = n };
 
 	(void)state;
-	if (before < 0)
-		skip(); /* no /proc */
+	/*
+	 * TSan: each fiber is a TSan thread while it lives (it dies past
+	 * 8128 at once), and TSan maps about three areas of its own for each
+	 * (6000 fibers: 20100 more lines, from 8505): the count would be
+	 * TSan's, not the slabs'.
+	 */
+	if (before < 0 || PRT_TEST_TSAN)
+		skip(); /* no /proc, or TSan */
 	rt = make_rt(2, PRT_STACK_CANARY, 16384, 0);
 	sp.rt = rt;
 	atomic_store(&scale_parked, 0);
@@ -1187,6 +1193,9 @@ static void check_unmapped(int kind, int from_fiber)
 	struct unmap_case c = { kind, from_fiber };
 	int st;
 
+	/* TSan: a child of a multithreaded process dies when it starts threads (die_after_fork). */
+	if (PRT_TEST_TSAN)
+		skip();
 	atomic_store(&scale_parked, 0);
 	atomic_store(&scale_go, 0);
 	st = run_child(child_unmap, &c, NULL, 0);
