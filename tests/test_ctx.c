@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "ctx_checks.h"
+#include "test_common.h" /* PRT_TEST_TSAN */
 
 /*
  * The checks switch stacks without the sanitizer fiber annotations the
@@ -52,6 +53,16 @@ static void test_stack_alignment(void **state)
 static void test_interrupt(void **state)
 {
 	(void)state;
+	/*
+	 * TSan runs a handler installed through sigaction() later, at the
+	 * thread's next intercepted call, not where the signal came: the
+	 * checked loop makes none (it waited for its interrupts until the
+	 * test's timeout), and a handler run later cannot move the
+	 * interrupted pc. The library installs its own handler with the
+	 * system call (lib/preempt_sig.c), which TSan does not see.
+	 */
+	if (PRT_TEST_TSAN)
+		skip();
 	run_check(ctx_check_interrupt);
 }
 
