@@ -36,57 +36,78 @@
  * condvar outlives every waiter that may still touch it.
  *
  * Spinning waiters (the wait spin, docs/design.md section 6). A fiber
- * that may spin (prt__wait_spin_ns) waits at first without a record:
- * under c->lock it takes a free slot of c->slot[] (SPIN) and counts
- * itself in c->spinners, then releases the mutex and polls its slot; a
- * signal or broadcast that finds spinners marks their slots WOKEN
- * (under c->lock), and each spinner retakes the mutex itself. So a wake
- * between two workers that both run moves the condvar's line, not the
- * waiter's record, its descriptor and the mutex's waiter list too (a
- * requeue and a handoff): `proxyrt_bench xcore pinned` went from
- * 2.6-3.3 to about 1 us a round trip on this VM, about 2x a bare
- * cache-line ping-pong (docs/design.md, section 6, "A condvar's
- * spinners"). Lost wakeups: the spinner took its slot holding the
- * mutex, so a signaller that changed the predicate under it comes later
- * and finds it. A spinner whose spin ends unwoken (its length, its
- * deadline, a cancel, work on its worker) looks at its slot again under
- * c->lock: WOKEN, it was woken; else it joins the list there as any
- * waiter, and sleeps; either way it frees the slot there. With every
- * slot taken, a waiter queues at once. A signal wakes the spinners
- * (all of them: they are not told apart) unless a sleeper ranks at
- * least as high as the highest of them (c->spin_prio), and else takes
- * that sleeper as always; so the highest-priority waiter goes, and
- * spinners that go with it find their predicate false and wait again,
- * a spurious wakeup as POSIX allows. A broadcast wakes the spinners and
+ * that may spin (prt__wait_spin_ns) waits at first without a record,
+ * in a seat on the mutex's line: m->spin (mutex_int.h) has
+ * PRT_SPIN_SEATS seats of two bits (FREE, SPIN, WOKEN, MOVING) and a
+ * 10-bit tag of the condvar seated (one condvar's spinners at a time;
+ * tags of condvars sharing a mutex may collide, which only wakes the
+ * other's spinners too: a spurious
+ * wakeup). Holding the mutex, the waiter takes a free seat (SPIN) with
+ * one compare-and-swap, releases the mutex and polls its seat. A signal
+ * from a fiber that holds the mutex (its last_held names it, so the
+ * mutex is alive) and finds the condvar's list empty marks every SPIN
+ * seat WOKEN with one compare-and-swap on that line, and writes
+ * nothing of the condvar: a round trip between two workers that both
+ * run moves the mutex's line and the caller's own data, not the
+ * condvar's (docs/design.md, section 6, "Where xcore pinned's time
+ * goes"). A woken spinner leaves its seat and takes the mutex; it never
+ * touches the condvar again, so a broadcast may be followed by the
+ * condvar's destroy at once.
+ *
+ * Lost wakeups: the spinner took its seat holding the mutex, so a
+ * signaller that changed the predicate under it comes later and finds
+ * it. A spinner whose spin ends unwoken for its length (or work on its
+ * worker) moves to the list under c->lock: SPIN -> MOVING, queue its
+ * record, MOVING -> FREE; a signal that finds a MOVING seat takes
+ * c->lock, after the record is queued. A signaller reads the seats
+ * first and the list after (the seat's compare-and-swap orders the
+ * queueing before it). A spin that ends by its deadline or a cancel
+ * leaves its seat: SPIN, it returns ETIMEDOUT or ECANCELED; WOKEN, 0.
+ *
+ * Finding spinners without the mutex. A signaller that does not hold
+ * the mutex (POSIX allows it), and destroy, must not read the mutex:
+ * once nobody waits it may be destroyed and freed. So each spinner
+ * says in its own descriptor what it spins on (prt__fiber.cspin: the
+ * condvar, and its seat), and the condvar keeps two sticky references
+ * to fibers that spun on it (c->ref[]; written by a fiber's first spin
+ * on it, under c->lock; descriptors are type-stable, so a stale one is
+ * safe to read). A spinner spins only while it is one of them. Under
+ * c->lock, such a caller pins a referenced fiber that spins here
+ * (PRT_CSPIN_PIN, a compare-and-swap on its cspin): the fiber cannot
+ * clear its cspin, so cannot return from its wait, so its mutex lives
+ * until the pin is dropped; meanwhile the caller reads and changes the
+ * seats as a holder would. A spinner clears its cspin (waiting out a
+ * pin) before it leaves its seat. Publishing and checking are
+ * store-then-load on both sides: a spinner stores its cspin, takes its
+ * seat (a full barrier) and then checks that it is still referenced
+ * and that c->m is still its mutex; a caller that replaces a reference
+ * (or rebinds c->m) stores first, then reads the replaced fiber's cspin
+ * (or every reference's), and undoes its change if that fiber spins
+ * here. So at least one of the two sees the other, and every seated
+ * spinner of the condvar is referenced, and its mutex is c->m, by the
+ * time anyone takes c->lock after it.
+ *
+ * Which waiter a signal takes: the spinners (all of them: they are not
+ * told apart) unless a sleeper ranks at least as high as the highest of
+ * them, and else that sleeper as always; so the highest-priority waiter
+ * goes, and spinners that go with it find their predicate false and
+ * wait again, a spurious wakeup as POSIX allows. The spinners' rank is
+ * that of the referenced fibers seated for this condvar, as they are
+ * now (seated_prio; a colliding tag's seats do not count). A broadcast
+ * wakes the spinners and
  * requeues the sleepers. The spinners then take the mutex by its own
  * rules: never ahead of a higher-priority waiter queued on it; but a
  * lower-priority sleeper requeued by the same broadcast may be handed
- * the mutex before a spinner asks for it, and the spinner then waits
- * on the mutex as any late comer does (priority inheritance bounds
- * it). At most one fiber per worker spins, so that is no thundering
- * herd.
+ * the mutex before a spinner asks for it, and the spinner then waits on
+ * the mutex as any late comer does (priority inheritance bounds it). At
+ * most one fiber per worker spins, so that is no thundering herd.
  *
- * A woken spinner's slot stays WOKEN until it is freed, after the
- * spinner's last access to the condvar; prt_cond_destroy says EBUSY
- * while a slot is SPIN and waits while one is WOKEN (POSIX lets a
- * broadcast be followed by the destroy at once). A woken spinner that
- * takes the mutex free does not free its slot there: any write of the
- * condvar's line on the wake's path costs a cache-line transfer (an
- * atomic count of woken spinners, decremented before the retake, cost
- * xcore pinned 15-20% in the slow placement; a plain store after the
- * retake took the line from the other side in the middle of its own
- * wait, 15% in the fast one). It owes the slot (prt__fiber.owed_slot)
- * and frees it at its next unlock or condvar call, holding the mutex
- * meanwhile. Destroy must not wait for that (the owner may be waiting
- * for the destroyer): it frees an owed slot itself, finding its owner
- * through the mutex's owner word (slot_takeover; a compare-and-swap of
- * the owner's owed_slot to NULL decides who frees it). So each woken
- * slot is freed within a few instructions of the spinner's wake, or is
- * owed by the mutex's owner. A wait that rebinds the condvar to
- * another mutex settles the woken slots first, so that c->m names the
- * mutex of every owed slot. A spinner that finds the mutex taken frees
- * its slot before it may block for it (its holder may be destroying
- * the condvar).
+ * prt_cond_destroy says EBUSY while a referenced fiber is seated for
+ * this condvar and not woken (or about to be seated: its seat still
+ * FREE), and waits while one is woken and has not cleared its cspin (a
+ * few instructions). A wait with another mutex says EINVAL on the same
+ * terms. A spinner's unlock does not switch it out while it is seated
+ * (prt__unlock_deferred): a destroy on its worker would wait for it.
  *
  * Priority changes: a waiting fiber publishes its record (wait_cond,
  * cwait, under its own lock) before it reads its priority for the list,
@@ -110,41 +131,40 @@
 #include "wait.h"
 #include "worker.h"
 
-/* Spinners at once on one condvar; more waiters queue at once. */
-#define PRT_COND_SPIN_SLOTS 8
-/* A spinner's slot (prt__cond.slot[]). */
+/* The seats of a mutex (m->spin): two bits each, then the tag. */
+#define PRT_SPIN_SEATS 3
 enum {
-	PRT_CSLOT_FREE,  /* nobody's */
-	PRT_CSLOT_SPIN,  /* its spinner waits (counted in spinners) */
-	PRT_CSLOT_WOKEN, /* woken by a signal or broadcast: its spinner frees it as it leaves */
+	PRT_SEAT_FREE,   /* nobody's */
+	PRT_SEAT_SPIN,   /* its spinner waits */
+	PRT_SEAT_WOKEN,  /* woken: its spinner leaves it, then takes the mutex */
+	PRT_SEAT_MOVING, /* its spinner is queueing its record (under c->lock) */
 };
-
-_Static_assert(PRT_CSLOT_FREE == 0, "prt__fiber_slot_settle stores 0");
+#define SEATS_MASK 0x3fu
+#define SPIN_TAG_SHIFT 6
+#define SPIN_TAG_MASK 0x3ffu
+/* prt__fiber.cspin: the condvar | (seat + 1) << 1 | PRT_CSPIN_PIN. */
+#define PRT_CSPIN_PIN ((uintptr_t)1)
+#define CSPIN_COND(v) ((v) & ~(uintptr_t)7)
+#define CSPIN_SEAT(v) ((int)((v) >> 1 & 3) - 1)
 
 struct prt__cond {
 	/*
-	 * What a signal and a spinning wait touch come first, within 16
-	 * bytes (on one cache line unless the condvar, 8-byte aligned,
-	 * starts 8 bytes before a line's end): the lock and the spinners'
-	 * slots ("Spinning waiters" above). @spinners counts the slots in
-	 * PRT_CSLOT_SPIN (under @lock); each spinner polls its own slot byte
-	 * (without @lock), and frees a woken one as its last access to the
-	 * condvar; @spin_prio is the highest priority among the spinners
-	 * (kept until none is left). The rest under @lock.
+	 * What a signal reads comes first, written only when it changes:
+	 * the list's state and the mutex, and the references (a spinner
+	 * reads them at each wait). Read without @lock, written under it.
 	 */
 	prt__spinlock_t lock;
-	unsigned spinners;
-	atomic_uchar slot[PRT_COND_SPIN_SLOTS];
-	int spin_prio;
-	unsigned dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
+	atomic_uchar queued;       /* @waiters is not empty; lock */
+	uint8_t pad;
+	uint16_t dbg;              /* PRT_DEAD_MAGIC once destroyed (debug builds) */
+	_Atomic(struct prt__mutex *) m; /* the mutex of the current waiters and spinners; lock */
+	_Atomic(struct prt__fiber *) ref[2]; /* fibers that spun here ("Finding spinners"); lock */
 	/* prt__mwaiter.pl (a plist, plist.h), PRT_CW_ONCOND or _LEAVING; {NULL, NULL} = empty; lock */
 	struct prt__list waiters;
-	struct prt__mutex *m;      /* the mutex of the current waiters and spinners; lock */
 };
 
 _Static_assert(sizeof(struct prt__cond) <= PRT_COND_SIZE, "prt_cond_t too small");
-_Static_assert(offsetof(struct prt__cond, slot) + PRT_COND_SPIN_SLOTS <= 16,
-	       "a condvar's hot words first");
+_Static_assert(_Alignof(prt_cond_t) >= 8, "prt__fiber.cspin keeps 3 bits below a condvar's address");
 
 static struct prt__cond *cond_of(prt_cond_t *c)
 {
@@ -231,81 +251,282 @@ static struct prt__mwaiter *first_waiting(struct prt__cond *c)
 	return NULL;
 }
 
-/*
- * Woken slot @i of @c: free it for its spinner if that spinner owes it
- * (took the mutex and has not freed it yet), which it then cannot do
- * any more (the compare-and-swap on its prt__fiber.owed_slot). It holds
- * the mutex meanwhile, so its owner word names it; descriptors are
- * type-stable (a stale owner's word is safe to read), and one that
- * ended owing a slot held the mutex, so is kept. True if freed. c->lock.
- */
-static bool slot_takeover(struct prt__cond *c, int i)
+/* Queue @r on @c's list, and off it; c->lock. @queued follows the list. */
+static void list_add(struct prt__cond *c, struct prt__mwaiter *r)
 {
-	uintptr_t o = atomic_load_explicit(&c->m->owner, memory_order_acquire);
-	struct prt__fiber *f = prt__owner_fiber(o);
-	atomic_uchar *want = &c->slot[i];
+	prt__mwaiter_insert(&c->waiters, r);
+	atomic_store_explicit(&c->queued, 1, memory_order_relaxed);
+}
 
-	/* acquire: pairs with the owner's release of owed_slot, after its reads of @c */
-	if (!f || atomic_load_explicit(&f->owed_slot, memory_order_acquire) != want ||
-	    !atomic_compare_exchange_strong_explicit(&f->owed_slot, &want, NULL,
-						     memory_order_acquire, memory_order_relaxed))
-		return false;
-	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_relaxed);
-	return true;
+static void list_del(struct prt__cond *c, struct prt__mwaiter *r)
+{
+	prt__mwaiter_del(&c->waiters, r);
+	if (prt__list_empty(&c->waiters))
+		atomic_store_explicit(&c->queued, 0, memory_order_relaxed);
+}
+
+/* ---- Seats (m->spin) ---- */
+
+static unsigned seat_of(unsigned s, int i)
+{
+	return s >> (2 * i) & 3u;
+}
+
+static unsigned cond_tag(const struct prt__cond *c)
+{
+	uintptr_t a = (uintptr_t)c;
+
+	return (unsigned)(a >> 3 ^ a >> 13 ^ a >> 23 ^ a >> 33) & SPIN_TAG_MASK;
+}
+
+unsigned prt__cond_tag(const prt_cond_t *c)
+{
+	return cond_tag((const struct prt__cond *)(const void *)c);
+}
+
+const void *prt__cond_mutex(const prt_cond_t *c)
+{
+	return atomic_load_explicit(&((const struct prt__cond *)(const void *)c)->m,
+				    memory_order_relaxed);
+}
+
+static bool seats_tagged(unsigned s, const struct prt__cond *c)
+{
+	return (s & SEATS_MASK) && s >> SPIN_TAG_SHIFT == cond_tag(c);
+}
+
+static bool seats_any(unsigned s, unsigned st)
+{
+	for (int i = 0; i < PRT_SPIN_SEATS; i++)
+		if (seat_of(s, i) == st)
+			return true;
+	return false;
+}
+
+/* @s with every SPIN seat WOKEN. */
+static unsigned seats_woken(unsigned s)
+{
+	for (int i = 0; i < PRT_SPIN_SEATS; i++)
+		if (seat_of(s, i) == PRT_SEAT_SPIN)
+			s += (PRT_SEAT_WOKEN - PRT_SEAT_SPIN) << (2 * i);
+	return s;
 }
 
 /*
- * Settle the woken slots of @c: free those their spinners owe (slot_takeover).
- * True if none is left woken: the rest, spinners between their wake
- * and their try of the mutex, free theirs in a few instructions, never
- * blocking first. c->lock.
+ * Set seat @i of @m to @to (FREE: leave it, the word 0 once no seat is
+ * taken). Returns the seat's state before. acq_rel: a spinner's
+ * acquire pairs with the release of its wake; MOVING -> FREE releases
+ * the record queued meanwhile to a signaller that reads the seats.
  */
-static bool slots_settle(struct prt__cond *c)
+static unsigned seat_set(struct prt__mutex *m, int i, unsigned to)
 {
-	bool settled = true;
+	uint16_t s = atomic_load_explicit(&m->spin, memory_order_relaxed), n;
 
-	for (int i = 0; i < PRT_COND_SPIN_SLOTS; i++)
-		/* acquire: pairs with a woken spinner's release of its slot (slot_free) */
-		if (atomic_load_explicit(&c->slot[i], memory_order_acquire) == PRT_CSLOT_WOKEN &&
-		    !slot_takeover(c, i))
-			settled = false;
-	return settled;
+	do {
+		n = (uint16_t)((s & ~(3u << (2 * i))) | to << (2 * i));
+		if (!(n & SEATS_MASK))
+			n = 0;
+	} while (!atomic_compare_exchange_weak_explicit(&m->spin, &s, n, memory_order_acq_rel,
+							memory_order_relaxed));
+	return seat_of(s, i);
+}
+
+/* SPIN -> MOVING for seat @i; its state before (WOKEN: left as it is). */
+static unsigned seat_moving(struct prt__mutex *m, int i)
+{
+	uint16_t s = atomic_load_explicit(&m->spin, memory_order_relaxed), n;
+
+	do {
+		if (seat_of(s, i) != PRT_SEAT_SPIN)
+			return seat_of(s, i);
+		n = (uint16_t)(s + ((PRT_SEAT_MOVING - PRT_SEAT_SPIN) << (2 * i)));
+	} while (!atomic_compare_exchange_weak_explicit(&m->spin, &s, n, memory_order_acq_rel,
+							memory_order_acquire));
+	return PRT_SEAT_SPIN;
 }
 
 /*
- * The caller's owed slot (prt__fiber.owed_slot), as it begins a call on
- * @c: true if it is one of @c's, for settle_own() once c->lock is held
- * (its store then finds the line ours; before the lock, it took the
- * line from a spinner polling its slot there, which took it back before
- * our lock: 10-15% of xcore pinned in the fast placement). Any other is
- * freed now. Context: the caller's own fiber @f (NULL: a plain thread).
+ * Our cspin from @from to @to, waiting out a pin (a signal or a destroy
+ * under c->lock reads our mutex meanwhile). release: our reads of the
+ * condvar come before a destroy that finds it clear.
  */
-static bool owes_here(struct prt__cond *c, struct prt__fiber *f)
+static void cspin_move(struct prt__fiber *f, uintptr_t from, uintptr_t to)
 {
-	atomic_uchar *p;
+	uintptr_t v = from;
 
-	if (!f || prt__likely(!(p = atomic_load_explicit(&f->owed_slot, memory_order_relaxed))))
-		return false;
-	/* As integers: @p may point into another condvar. */
-	if ((uintptr_t)p - (uintptr_t)&c->slot[0] < PRT_COND_SPIN_SLOTS)
+	while (!atomic_compare_exchange_weak_explicit(&f->cspin, &v, to, memory_order_release,
+						      memory_order_relaxed)) {
+		prt__assert(v == from || v == (from | PRT_CSPIN_PIN));
+		v = from;
+		prt__cpu_relax();
+	}
+}
+
+/*
+ * Seat @f, spinning on @c, on @m, which it holds: publish its cspin,
+ * then take a free seat. Returns the seat, or -1 (every seat taken, or
+ * taken by another condvar's spinners). The loads the caller makes next
+ * (seq_cst) must come after the cspin store: on x86 the seat's locked
+ * compare-and-swap orders them, on AArch64 the store's release and
+ * those loads' acquire do (RCsc). C11 asks for a seq_cst fence there,
+ * which would cost the hot path an mfence on x86.
+ */
+static int seat_take(struct prt__cond *c, struct prt__mutex *m, struct prt__fiber *f)
+{
+	uint16_t s = atomic_load_explicit(&m->spin, memory_order_relaxed), n;
+	uintptr_t v = 0;
+	int i;
+
+	atomic_store_explicit(&f->cspin_m, m, memory_order_relaxed); /* published by cspin's release */
+	for (;;) {
+		uintptr_t nv;
+
+		if ((s & SEATS_MASK) && !seats_tagged(s, c))
+			break;
+		for (i = 0; i < PRT_SPIN_SEATS && seat_of(s, i) != PRT_SEAT_FREE; i++)
+			;
+		if (i == PRT_SPIN_SEATS)
+			break;
+		n = (uint16_t)((s & SEATS_MASK) | PRT_SEAT_SPIN << (2 * i) |
+			       cond_tag(c) << SPIN_TAG_SHIFT);
+		nv = (uintptr_t)c | (uintptr_t)(i + 1) << 1;
+		if (!v)
+			atomic_store_explicit(&f->cspin, nv, memory_order_release);
+		else if (v != nv)
+			cspin_move(f, v, nv);
+		v = nv;
+		if (atomic_compare_exchange_strong_explicit(&m->spin, &s, n, memory_order_seq_cst,
+							    memory_order_relaxed))
+			return i;
+	}
+	if (v)
+		cspin_move(f, v, 0);
+	return -1;
+}
+
+/* Is @f one of @c's references? seq_cst: the load half of "Finding spinners". */
+static bool is_ref(struct prt__cond *c, struct prt__fiber *f)
+{
+	return atomic_load_explicit(&c->ref[0], memory_order_seq_cst) == f ||
+	       atomic_load_explicit(&c->ref[1], memory_order_seq_cst) == f;
+}
+
+/*
+ * A spinner leaves seat @i of @m after all (never woken, or woken: its
+ * state before is returned): its cspin first, then the seat.
+ */
+static unsigned seat_leave(struct prt__fiber *f, struct prt__mutex *m, int i)
+{
+	cspin_move(f, atomic_load_explicit(&f->cspin, memory_order_relaxed) & ~PRT_CSPIN_PIN, 0);
+	return seat_set(m, i, PRT_SEAT_FREE);
+}
+
+/*
+ * The lock-free seating of a waiter on @c with @m held (the hot path):
+ * the seat, or -1 (then c->lock decides: not referenced yet, another
+ * mutex, no seat). After the seat's barrier, still referenced and @m
+ * still c->m, or it gives the seat back ("Finding spinners").
+ */
+static int seat_fast(struct prt__cond *c, struct prt__mutex *m, struct prt__fiber *f)
+{
+	int i;
+
+	if (atomic_load_explicit(&c->m, memory_order_relaxed) != m ||
+	    (atomic_load_explicit(&c->ref[0], memory_order_relaxed) != f &&
+	     atomic_load_explicit(&c->ref[1], memory_order_relaxed) != f))
+		return -1;
+	prt__fault_pause(PRT_PAUSE_COND_SEAT); /* test builds: a rebinding wait may come here */
+	if ((i = seat_take(c, m, f)) < 0)
+		return -1;
+	if (atomic_load_explicit(&c->m, memory_order_seq_cst) == m && is_ref(c, f))
+		return i;
+	seat_leave(f, m, i); /* woken meanwhile: nobody waited yet, we hold @m */
+	return -1;
+}
+
+/*
+ * Make @f one of @c's references, c->lock held. False if both name
+ * fibers that spin here now. Store, then load the replaced fiber's
+ * cspin (seq_cst): a fiber that seated itself meanwhile either sees the
+ * change (seat_fast gives its seat back) or is seen here (kept).
+ */
+static bool ref_install(struct prt__cond *c, struct prt__fiber *f)
+{
+	if (is_ref(c, f))
 		return true;
-	prt__fiber_slot_settle(f);
+	for (int j = 0; j < 2; j++)
+		if (!atomic_load_explicit(&c->ref[j], memory_order_relaxed)) {
+			atomic_store_explicit(&c->ref[j], f, memory_order_relaxed); /* nobody to check */
+			return true;
+		}
+	for (int j = 0; j < 2; j++) {
+		struct prt__fiber *old = atomic_load_explicit(&c->ref[j], memory_order_relaxed);
+
+		if (old && CSPIN_COND(atomic_load_explicit(&old->cspin, memory_order_seq_cst)) ==
+				   (uintptr_t)c)
+			continue;
+		atomic_store_explicit(&c->ref[j], f, memory_order_seq_cst);
+		if (old && CSPIN_COND(atomic_load_explicit(&old->cspin, memory_order_seq_cst)) ==
+				   (uintptr_t)c) {
+			atomic_store_explicit(&c->ref[j], old, memory_order_relaxed);
+			continue;
+		}
+		return true;
+	}
 	return false;
 }
 
 /*
- * Free the caller's owed slot of @c (owes_here), c->lock held: no
- * takeover can race with us then (slot_takeover holds it), so plain
- * stores do; one may have come before our lock.
+ * Pin @c's referenced fiber @j if it spins here (its seat published):
+ * its cspin value, with the pin (unpin: store it back without), or 0.
+ * c->lock held (every pin is taken and dropped under it).
  */
-static void settle_own(struct prt__fiber *f)
+static uintptr_t ref_pin(struct prt__cond *c, int j)
 {
-	atomic_uchar *p = atomic_load_explicit(&f->owed_slot, memory_order_relaxed);
+	struct prt__fiber *f = atomic_load_explicit(&c->ref[j], memory_order_relaxed);
+	uintptr_t v;
 
-	if (!p)
-		return; /* a takeover's, between our look and our lock */
-	atomic_store_explicit(&f->owed_slot, NULL, memory_order_relaxed);
-	atomic_store_explicit(p, PRT_CSLOT_FREE, memory_order_relaxed);
+	if (!f)
+		return 0;
+	/* seq_cst: the load half of a rebinding's check ("Finding spinners") */
+	v = atomic_load_explicit(&f->cspin, memory_order_seq_cst);
+	do {
+		if (CSPIN_COND(v) != (uintptr_t)c || CSPIN_SEAT(v) < 0)
+			return 0;
+		prt__assert(!(v & PRT_CSPIN_PIN));
+		/* acquire: pairs with its release of cspin, after it wrote cspin_m */
+	} while (!atomic_compare_exchange_weak_explicit(&f->cspin, &v, v | PRT_CSPIN_PIN,
+							memory_order_acquire, memory_order_acquire));
+	return v | PRT_CSPIN_PIN;
+}
+
+static void ref_unpin(struct prt__cond *c, int j, uintptr_t v)
+{
+	struct prt__fiber *f = atomic_load_explicit(&c->ref[j], memory_order_relaxed);
+
+	atomic_store_explicit(&f->cspin, v & ~PRT_CSPIN_PIN, memory_order_release);
+}
+
+/*
+ * The state of @c's referenced fiber @j: 0 not a spinner here, 1 woken
+ * and leaving (a few instructions), 2 waiting (seated, or being seated
+ * holding its mutex). c->lock held.
+ */
+static int ref_state(struct prt__cond *c, int j)
+{
+	uintptr_t v = ref_pin(c, j);
+	struct prt__fiber *f;
+	unsigned st;
+
+	if (!v)
+		return 0;
+	f = atomic_load_explicit(&c->ref[j], memory_order_relaxed);
+	/* Pinned: it is still in its wait, so its mutex is alive. */
+	st = seat_of(atomic_load_explicit(&atomic_load_explicit(&f->cspin_m, memory_order_relaxed)->spin,
+					  memory_order_acquire),
+		     CSPIN_SEAT(v));
+	ref_unpin(c, j, v);
+	return st == PRT_SEAT_WOKEN ? 1 : 2;
 }
 
 /*
@@ -314,12 +535,16 @@ static void settle_own(struct prt__fiber *f)
  */
 static int list_state(struct prt__cond *c)
 {
-	if (c->spinners)
-		return 2;
-	if (!slots_settle(c))
-		return 1;
-	if (!c->waiters.next || prt__list_empty(&c->waiters))
-		return 0;
+	int st = 0;
+
+	for (int j = 0; j < 2 && st < 2; j++) {
+		int r = ref_state(c, j);
+
+		if (r > st)
+			st = r;
+	}
+	if (st == 2 || !c->waiters.next || prt__list_empty(&c->waiters))
+		return st;
 	return first_waiting(c) ? 2 : 1;
 }
 
@@ -331,8 +556,6 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 	if (!uc)
 		return EINVAL;
 	prt__check_live(c->dbg, "prt_cond_destroy", uc);
-	if (prt__cur_worker())
-		prt__fiber_slot_settle(prt__cur_worker()->curr);
 	for (;;) {
 		prt__spin_lock(&c->lock);
 		st = list_state(c);
@@ -343,7 +566,7 @@ PRT_API int prt_cond_destroy(prt_cond_t *uc)
 			prt__objname_clear(uc, PRT_OBJ_COND);
 		if (st != 1)
 			return st ? EBUSY : 0;
-		/* Timed-out waiters unlinking themselves, woken spinners: they need c->lock once more. */
+		/* Timed-out waiters unlinking themselves, woken spinners: a few instructions. */
 		sched_yield();
 	}
 }
@@ -366,7 +589,7 @@ static bool leave(struct prt__cond *c, struct prt__mwaiter *rec)
 	prt__fault_pause(PRT_PAUSE_COND_LEAVING); /* test builds: a rebinding wait may come here */
 	/* Still linked: @c cannot be destroyed until we unlink (prt_cond_destroy). */
 	prt__spin_lock(&c->lock);
-	prt__mwaiter_del(&c->waiters, rec);
+	list_del(c, rec);
 	wait_end(rec);
 	prt__spin_unlock(&c->lock); /* our last access to @c */
 	return true;
@@ -386,7 +609,7 @@ static void wait_begin(struct prt__cond *c, struct prt__mwaiter *r)
 		r->pl.prio = atomic_load_explicit(&f->prio, memory_order_relaxed);
 	}
 	atomic_store_explicit(&r->cwait, PRT_CW_ONCOND, memory_order_relaxed);
-	prt__mwaiter_insert(&c->waiters, r);
+	list_add(c, r);
 }
 
 /*
@@ -440,57 +663,103 @@ static bool cond_reprio(struct prt__fiber *f)
 
 /* spin_wait(): the wait goes on, queued (sleep on rec.wait). */
 #define WAIT_ON (-1)
-/* spin_wait(): woken, the slot still ours: free it (slot_free) once the mutex is tried. */
-#define WOKEN_IN_SLOT (-2)
 
 /*
- * A woken spinner's last access to @c: free its slot @i. release: our
- * reads of @c come before a destroy that sees the slot free (list_state).
+ * A spinner's wait ("Spinning waiters" above) in seat @i of @m, the
+ * mutex released: poll the seat while prt__spin_keep allows. Returns 0
+ * if woken, ETIMEDOUT or ECANCELED (the seat left: retake the mutex),
+ * or WAIT_ON once @rec is on the list (sleep on it).
  */
-static void slot_free(struct prt__cond *c, int i)
-{
-	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_release);
-}
-
-/*
- * A spinner's wait ("Spinning waiters" above) in slot @i, the mutex
- * released: poll the slot while prt__spin_keep allows. Returns
- * WOKEN_IN_SLOT if a signal came (the caller retakes the mutex and frees
- * the slot), ETIMEDOUT or ECANCELED (slot freed: retake the mutex too),
- * 0 if woken after all when the spin ended (slot freed: retake it), or
- * WAIT_ON once @rec is on the list (slot freed: sleep on it).
- */
-static int spin_wait(struct prt__cond *c, struct prt__mwaiter *rec, struct prt__worker *w,
-		     int i, uint64_t spin, uint64_t deadline)
+static int spin_wait(struct prt__cond *c, struct prt__mutex *m, struct prt__mwaiter *rec,
+		     struct prt__worker *w, int i, uint64_t spin, uint64_t deadline)
 {
 	struct prt__fiber *self = rec->fiber;
 	struct prt__spin sp = { .spin = spin, .deadline = deadline };
-	int err = WAIT_ON;
+	unsigned st;
 
 	prt__assert_own_worker(w);
 	do
 		prt__cpu_relax();
-	while (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_SPIN &&
+	while (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) == PRT_SEAT_SPIN &&
 	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
-	/* Woken: the slot stays ours until we free it, so the condvar stays. */
-	if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_WOKEN)
-		return WOKEN_IN_SLOT;
-	prt__spin_lock(&c->lock);
-	if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_WOKEN) {
-		err = 0; /* woken since our look */
-	} else {
-		c->spinners--; /* never woken: still counted there */
-		if (prt__cancel_pending(self))
-			err = ECANCELED;
-		else if (deadline && prt__now_ns() >= deadline)
-			err = ETIMEDOUT;
-		else
-			wait_begin(c, rec);
+	/* Woken, or a deadline or cancel: leave the seat, never touching @c again. */
+	if (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) == PRT_SEAT_WOKEN ||
+	    prt__cancel_pending(self) || (deadline && prt__now_ns() >= deadline)) {
+		if (seat_leave(self, m, i) == PRT_SEAT_WOKEN)
+			return 0;
+		return prt__cancel_pending(self) ? ECANCELED : ETIMEDOUT;
 	}
-	atomic_store_explicit(&c->slot[i], PRT_CSLOT_FREE, memory_order_relaxed);
+	/* The spin's length, or work on our worker: queue, then sleep. */
+	prt__spin_lock(&c->lock);
+	cspin_move(self, atomic_load_explicit(&self->cspin, memory_order_relaxed), 0);
+	if ((st = seat_moving(m, i)) == PRT_SEAT_SPIN) {
+		wait_begin(c, rec);
+		seat_set(m, i, PRT_SEAT_FREE); /* release: the record is queued */
+	} else {
+		seat_set(m, i, PRT_SEAT_FREE); /* woken since our look */
+	}
 	prt__spin_unlock(&c->lock); /* our last access to @c, unless we queued */
-	return err;
+	return st == PRT_SEAT_SPIN ? WAIT_ON : 0;
+}
+
+/* Some waiter of @c other than leaving ones, seated on its old mutex: ref_state 2. c->lock. */
+static bool spinner_waits(struct prt__cond *c)
+{
+	return ref_state(c, 0) == 2 || ref_state(c, 1) == 2;
+}
+
+/*
+ * A wait's slow start, under c->lock: check and (re)bind the mutex,
+ * then seat @rec's fiber (*@spin: it may spin; *@seat gets the seat)
+ * or queue @rec (*@spin = 0). 0, or EINVAL: another mutex's waiters.
+ */
+static int wait_locked(struct prt__cond *c, struct prt__mutex *m, struct prt__mwaiter *rec,
+		       uint64_t *spin, int *seat)
+{
+	struct prt__mutex *cm;
+
+	prt__spin_lock(&c->lock);
+	list_lazy_init(c);
+	cm = atomic_load_explicit(&c->m, memory_order_relaxed);
+	if (cm != m) {
+		/*
+		 * Another mutex: EINVAL while a waiter still waits with it.
+		 * Not for records leaving on their timeout (first_waiting skips
+		 * them) or woken spinners: they retake their own mutex, never
+		 * c->m. Store, then look at the spinners again: one seating
+		 * itself with the old mutex meanwhile sees the new one, or is
+		 * seen ("Finding spinners" above).
+		 */
+		if (cm && (first_waiting(c) || spinner_waits(c))) {
+			prt__spin_unlock(&c->lock);
+			return EINVAL;
+		}
+		atomic_store_explicit(&c->m, m, memory_order_seq_cst);
+		if (cm && spinner_waits(c)) {
+			atomic_store_explicit(&c->m, cm, memory_order_relaxed);
+			prt__spin_unlock(&c->lock);
+			return EINVAL;
+		}
+	}
+	/* Under c->lock the references and c->m stay as they are: no check after. */
+	if (!*spin || !ref_install(c, rec->fiber) || (*seat = seat_take(c, m, rec->fiber)) < 0) {
+		*spin = 0;
+		wait_begin(c, rec);
+	}
+	prt__spin_unlock(&c->lock);
+	return 0;
+}
+
+/* The caller holds @m, as its last mutex taken (prt__fiber.last_held): so @m is alive. */
+static bool caller_holds(struct prt__worker *w, struct prt__mutex *m)
+{
+	struct prt__tself *t;
+
+	if (prt__likely(w))
+		return w->curr->last_held == m;
+	t = prt__cur_tself();
+	return t && t->last_held == m;
 }
 
 static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime,
@@ -502,9 +771,8 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	struct prt__mwaiter rec = { .sleeping = true, .parker = true };
 	uint64_t deadline = 0, spin = 0;
 	struct prt__unlock_defer ud = { 0 };
-	bool owed;
 	unsigned count;
-	int err, e, slot = -1;
+	int err, e, seat = -1;
 
 	if (!uc || !um)
 		return EINVAL;
@@ -515,7 +783,6 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 		deadline = prt__deadline_in(*timeout_ns); /* never 0; PRT_NEVER if it does not fit */
 	m = prt__mutex_of(um);
 	rec.fiber = w ? w->curr : NULL;
-	owed = owes_here(c, rec.fiber);
 	prt__wait_init(&rec.wait, rec.fiber);
 	rec.token = prt__mutex_self_token();
 	rec.pl.prio = PRT_PRIO_DEFAULT; /* a fiber's: read in wait_begin */
@@ -534,59 +801,16 @@ static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abs
 	 */
 	if (rec.fiber && w->donor == rec.fiber)
 		spin = prt__wait_spin_ns(w);
-again:
-	prt__spin_lock(&c->lock);
-	if (owed) {
-		settle_own(rec.fiber);
-		owed = false;
-	}
-	list_lazy_init(c);
-	/*
-	 * Another mutex: EINVAL while a waiter still waits with ours. Not
-	 * for records leaving on their timeout (first_waiting skips them):
-	 * their waiters unlink themselves and retake their own mutex, never
-	 * c->m.
-	 */
-	if ((first_waiting(c) || c->spinners) && c->m != m) {
-		prt__spin_unlock(&c->lock);
-		return EINVAL;
-	}
-	if (c->m != m) {
-		/*
-		 * Rebound: the woken spinners of the old mutex settled first
-		 * (slots_settle finds them through c->m). One between its wake
-		 * and its try of the mutex may want c->lock: retry without it.
-		 */
-		if (!slots_settle(c)) {
-			prt__spin_unlock(&c->lock);
-			sched_yield(); /* as destroy: that spinner's thread may need our CPU */
-			goto again;
-		}
-		c->m = m;
-	}
-	/* A free slot to spin in (all taken: queue at once). */
-	for (int i = 0; spin && i < PRT_COND_SPIN_SLOTS && slot < 0; i++)
-		if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_FREE)
-			slot = i;
-	if (slot >= 0) {
-		int prio = atomic_load_explicit(&rec.fiber->prio, memory_order_relaxed);
-
-		if (!c->spinners || prio > c->spin_prio)
-			c->spin_prio = prio;
-		c->spinners++;
-		atomic_store_explicit(&c->slot[slot], PRT_CSLOT_SPIN, memory_order_relaxed);
-	} else {
-		spin = 0;
-		wait_begin(c, &rec);
-	}
-	prt__spin_unlock(&c->lock);
+	if (!spin || (seat = seat_fast(c, m, rec.fiber)) < 0)
+		if ((err = wait_locked(c, m, &rec, &spin, &seat)))
+			return err;
 
 	/*
 	 * A spinner's unlock does not switch (to a new owner that outranks
-	 * us, a slice owed): switched out holding a slot, a signal could mark
-	 * it woken, and a destroy on this worker would then wait for a slot
-	 * that only we can free, never letting us run. Those switches come
-	 * once the slot is settled (prt__unlock_deferred). Else the unlock
+	 * us, a slice owed): switched out in a seat, a signal could mark it
+	 * woken, and a destroy on this worker would then wait for a spinner
+	 * that only we can move, never letting us run. Those switches come
+	 * once the seat is left (prt__unlock_deferred). Else the unlock
 	 * may switch us out, and we may run on another worker after it.
 	 */
 	if (spin)
@@ -596,30 +820,12 @@ again:
 	if (spin)
 		w->unlock_defer = NULL;
 	w = prt__cur_worker();
-	if (spin && (err = spin_wait(c, &rec, w, slot, spin, deadline)) != WAIT_ON) {
-		if (err == WOKEN_IN_SLOT) {
-			/*
-			 * Taken free: we owe the slot ("A woken spinner's slot"
-			 * above), our next unlock or condvar call frees it. Else
-			 * free it now, before we may block for the mutex: its
-			 * holder may be destroying the condvar, which waits for
-			 * the slot.
-			 */
-			err = 0;
-			if (prt__mutex_take_free(m)) {
-				/* release: our reads of @c come before a takeover (slot_takeover) */
-				atomic_store_explicit(&rec.fiber->owed_slot, &c->slot[slot],
-						      memory_order_release);
-				prt__unlock_deferred(w, &ud); /* owed: a destroy takes it over */
-				goto held;
-			}
-			slot_free(c, slot);
-		}
-		prt__unlock_deferred(w, &ud); /* slot freed */
-		goto retake; /* never queued: nothing to unpublish */
+	if (spin) {
+		err = spin_wait(c, m, &rec, w, seat, spin, deadline);
+		prt__unlock_deferred(w, &ud); /* seat left */
+		if (err != WAIT_ON)
+			goto retake; /* never queued: nothing to unpublish */
 	}
-	if (spin)
-		prt__unlock_deferred(w, &ud); /* slot freed, queued: sleeping switches anyway */
 	if (rec.fiber)
 		prt__set_wait(rec.fiber, PRT_WK_COND, c, 0);
 	/* A cancel ends it as the deadline does (ECANCELED): leave, retake the mutex. */
@@ -631,7 +837,7 @@ again:
 		err = prt__wait_block(&rec.wait, 0);
 	}
 	if (!err) {
-		prt__mutex_held(rec.token); /* handed to us: we own it again */
+		prt__mutex_held(rec.token, m); /* handed to us: we own it again */
 		wait_end(&rec);
 		goto held;
 	}
@@ -680,7 +886,7 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 		if (atomic_compare_exchange_strong_explicit(&r->cwait, &st, PRT_CW_MOVED,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
-			prt__mwaiter_del(&c->waiters, r);
+			list_del(c, r);
 			wait_end(r); /* the condvar may be destroyed once we are done */
 			return r;
 		}
@@ -688,15 +894,85 @@ static struct prt__mwaiter *take_waiter(struct prt__cond *c)
 	return NULL;
 }
 
-/* Wake every spinner of @c: each leaves on its own once it sees its slot woken. c->lock. */
-static void wake_spinners(struct prt__cond *c)
+/*
+ * The highest priority among @c's spinners seated SPIN on @m in @s, or
+ * -1 if none is surely @c's: the referenced fibers that spin here on
+ * @m (a tag alone may be another condvar's; their priorities now, not
+ * when they sat down). @s is checked again by the caller's
+ * compare-and-swap, which a spinner leaving or sitting down changes.
+ * c->lock.
+ */
+static int seated_prio(struct prt__cond *c, struct prt__mutex *m, unsigned s)
 {
-	for (int i = 0; c->spinners && i < PRT_COND_SPIN_SLOTS; i++)
-		if (atomic_load_explicit(&c->slot[i], memory_order_relaxed) == PRT_CSLOT_SPIN) {
-			c->spinners--;
-			/* release: what we wrote before the signal, for the spinner that retakes the mutex */
-			atomic_store_explicit(&c->slot[i], PRT_CSLOT_WOKEN, memory_order_release);
-		}
+	int top = -1;
+
+	for (int j = 0; j < 2; j++) {
+		struct prt__fiber *f = atomic_load_explicit(&c->ref[j], memory_order_relaxed);
+		uintptr_t v;
+		int p;
+
+		if (!f)
+			continue;
+		/* acquire: its cspin_m, written before */
+		v = atomic_load_explicit(&f->cspin, memory_order_acquire);
+		if (CSPIN_COND(v) != (uintptr_t)c || CSPIN_SEAT(v) < 0 ||
+		    atomic_load_explicit(&f->cspin_m, memory_order_relaxed) != m ||
+		    seat_of(s, CSPIN_SEAT(v)) != PRT_SEAT_SPIN)
+			continue;
+		if ((p = atomic_load_explicit(&f->prio, memory_order_relaxed)) > top)
+			top = p;
+	}
+	return top;
+}
+
+/*
+ * Wake @c's spinners on @m (alive: held, or a spinner of it pinned),
+ * unless a signal (!@all) finds a sleeper that ranks at least as high
+ * as the highest of them (seated_prio: none is surely @c's, -1): that
+ * sleeper goes then. True if woken. c->lock.
+ */
+static bool wake_seats(struct prt__cond *c, struct prt__mutex *m, bool all)
+{
+	uint16_t s = atomic_load_explicit(&m->spin, memory_order_acquire);
+
+	for (;;) {
+		struct prt__mwaiter *sl;
+
+		if (!seats_tagged(s, c) || !seats_any(s, PRT_SEAT_SPIN))
+			return false;
+		if (!all && (sl = first_waiting(c)) && sl->pl.prio >= seated_prio(c, m, s))
+			return false;
+		/* release: what we wrote before the signal, for the spinner that retakes the mutex */
+		if (atomic_compare_exchange_weak_explicit(&m->spin, &s, (uint16_t)seats_woken(s),
+							  memory_order_release, memory_order_acquire))
+			return true;
+	}
+}
+
+/*
+ * The signal of a caller that holds @m, c->m, with nobody queued on the
+ * condvar: wake its spinners with one compare-and-swap on @m's line,
+ * writing nothing of the condvar. False: take c->lock (a waiter queued,
+ * or queueing itself from a seat: MOVING).
+ */
+static bool wake_fast(struct prt__cond *c, struct prt__mutex *m)
+{
+	uint16_t s = atomic_load_explicit(&m->spin, memory_order_acquire);
+
+	for (;;) {
+		/* After the seats: a record queued by a spinner that left its seat since is seen. */
+		if (atomic_load_explicit(&c->queued, memory_order_acquire))
+			return false;
+		if (!seats_tagged(s, c))
+			return true; /* nobody waits: a waiter queues or sits holding @m */
+		if (seats_any(s, PRT_SEAT_MOVING))
+			return false;
+		if (!seats_any(s, PRT_SEAT_SPIN))
+			return true; /* woken already */
+		if (atomic_compare_exchange_weak_explicit(&m->spin, &s, (uint16_t)seats_woken(s),
+							  memory_order_release, memory_order_acquire))
+			return true;
+	}
 }
 
 /*
@@ -708,48 +984,62 @@ static void wake_spinners(struct prt__cond *c)
 static int wake(prt_cond_t *uc, int n)
 {
 	struct prt__cond *c = cond_of(uc);
-	struct prt__worker *w = prt__cur_worker();
-	struct prt__fiber *self = w ? w->curr : NULL;
-	bool all = n > 1, owed;
+	struct prt__mutex *m, *held;
+	bool all = n > 1, mok;
+	uintptr_t pin = 0;
+	int pj = -1;
 
 	if (!uc)
 		return EINVAL;
 	prt__check_live(c->dbg, n == 1 ? "prt_cond_signal" : "prt_cond_broadcast", uc);
-	owed = owes_here(c, self);
+	/* Nobody ever waited, or (held) nobody waits but spinners: no lock. */
+	if (!(held = atomic_load_explicit(&c->m, memory_order_acquire)))
+		return 0;
+	if (!caller_holds(prt__cur_worker(), held))
+		held = NULL;
+	else if (wake_fast(c, held))
+		return 0;
 
-	for (bool first = true; n-- > 0; first = false) {
-		struct prt__mwaiter *r, *s;
-		struct prt__mutex *m;
-
-		prt__spin_lock(&c->lock);
-		if (owed) {
-			settle_own(self);
-			owed = false;
-		}
-		if (first && c->spinners &&
-		    (all || !(s = first_waiting(c)) || s->pl.prio < c->spin_prio)) {
-			wake_spinners(c);
-			if (!all) {
-				prt__spin_unlock(&c->lock);
-				break;
+	prt__spin_lock(&c->lock);
+	m = atomic_load_explicit(&c->m, memory_order_relaxed);
+	/*
+	 * Seats are read only on a live mutex: held, or a pinned spinner's
+	 * (c->m: one woken before a rebinding may still be seated on the
+	 * old mutex, which its pin keeps, not c->m).
+	 */
+	mok = m == held;
+	for (int j = 0; !mok && j < 2; j++)
+		if ((pin = ref_pin(c, j))) {
+			if (atomic_load_explicit(&atomic_load_explicit(&c->ref[j],
+								       memory_order_relaxed)->cspin_m,
+						 memory_order_relaxed) == m) {
+				pj = j;
+				mok = true;
+			} else {
+				ref_unpin(c, j, pin);
 			}
 		}
+	for (bool first = true; n-- > 0; first = false) {
+		struct prt__mwaiter *r;
+
+		if (first && mok && wake_seats(c, m, all) && !all)
+			break;
 		if (!(r = take_waiter(c))) {
 			/* A signal's sleeper left on its timeout meanwhile (leave()): the spinners then. */
-			if (first && c->spinners)
-				wake_spinners(c);
-			prt__spin_unlock(&c->lock);
+			if (first && mok && !all)
+				wake_seats(c, m, true);
 			break;
 		}
-		m = c->m;
 		/*
 		 * Requeue under the condvar lock: the waiter's record stays valid
 		 * until it is granted the mutex, which only the requeue or a later
 		 * unlock can do.
 		 */
 		prt__mutex_requeue(m, r);
-		prt__spin_unlock(&c->lock);
 	}
+	if (pj >= 0)
+		ref_unpin(c, pj, pin);
+	prt__spin_unlock(&c->lock);
 	return 0;
 }
 

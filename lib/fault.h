@@ -86,8 +86,10 @@ enum prt__pause_site {
 	PRT_PAUSE_WG_TAKEN,
 	/* A wait group waiter's wait ended without a wake (deadline, cancel); leaving the group is next. */
 	PRT_PAUSE_WG_GIVE_UP,
-	/* A condvar waiter's spin ended (woken or not), its slot still its own; its look at it is next. */
+	/* A condvar waiter's spin ended (woken or not), still seated; its look at its seat is next. */
 	PRT_PAUSE_COND_SPUN,
+	/* A condvar waiter, holding its mutex, found itself referenced and c->m its mutex; its seat is next. */
+	PRT_PAUSE_COND_SEAT,
 	/* A condvar waiter's wait ended without the mutex and it claimed its record (LEAVING); c->lock is next. */
 	PRT_PAUSE_COND_LEAVING,
 	/* prt__rq_claim marked in_cs; its look at kept is next. */

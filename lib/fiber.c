@@ -141,13 +141,14 @@ static void fiber_init(struct prt_runtime *rt, struct prt__fiber *f, const prt_f
 	 * zeroed. Their line stays unwritten by a spawn (W2, one worker:
 	 * ~1 fewer last-level miss a spawn+join, callgrind's cache model).
 	 */
-	/* A fiber that ended owing a slot held a mutex: its descriptor is kept, never here. */
-	prt__assert(!atomic_load_explicit(&f->owed_slot, memory_order_relaxed));
+	/* A condvar spin ends before its wait returns. */
+	prt__assert(!atomic_load_explicit(&f->cspin, memory_order_relaxed));
 	/*
 	 * Only descriptors that hold nothing are reused (prt__fiber_free,
 	 * _release), but a deferred interrupt may have left the owed mark.
 	 */
 	atomic_store_explicit(&f->nheld, 0, memory_order_relaxed);
+	f->last_held = NULL; /* the same: a kept descriptor's, reused */
 	/* A prt_preempt_disable() region its last user left open ended with it. */
 	atomic_store_explicit(&f->preempt_count, 0, memory_order_relaxed);
 	/* Nothing caught, nothing in flight (a fiber that ended inside a catch left its own). */

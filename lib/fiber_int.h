@@ -215,14 +215,23 @@ struct prt__fiber {
 	 */
 	atomic_uint nheld;
 	/*
-	 * A condvar's spinner slot (cond.c, "Spinning waiters") this fiber
-	 * was woken in and has not freed yet: it holds that condvar's mutex
-	 * meanwhile, and frees the slot at its next unlock or condvar call
-	 * (prt__fiber_slot_settle), unless a destroy or a rebinding of the
-	 * condvar took it over first (a compare-and-swap to NULL: whoever
-	 * moves it from non-NULL frees the slot). NULL otherwise.
+	 * The mutex this fiber took last and still holds, or NULL: set as
+	 * it takes one (mutex.c, take_free; prt__mutex_held: a slow path, a
+	 * handoff), cleared by the unlock of that one (prt_mutex_unlock).
+	 * So it names a mutex held, whose memory stays valid: a signal
+	 * that finds its condvar's mutex here reads that mutex's spinners
+	 * (cond.c, "Spinning waiters"). Only the fiber itself uses it.
 	 */
-	_Atomic(atomic_uchar *) owed_slot;
+	struct prt__mutex *last_held;
+	/*
+	 * The condvar this fiber spins on (cond.c, "Spinning waiters"), with
+	 * its state in the low bits (PRT_CSPIN_*), or 0: written by the fiber
+	 * itself, and by a signal or destroy that pins it (PRT_CSPIN_PIN,
+	 * under the condvar's lock) to read its mutex, @cspin_m, which the
+	 * pin keeps alive (the fiber cannot return from its wait meanwhile).
+	 */
+	_Atomic uintptr_t cspin;
+	_Atomic(struct prt__mutex *) cspin_m;
 	/*
 	 * Of those, rwlock read holds that no slot of their rwlock records
 	 * (rwlock.c, "Tracking readers"). Written only by the fiber itself
@@ -354,22 +363,5 @@ static inline bool prt__fiber_allowed(const struct prt__fiber *f, int worker_ind
 /* Entry of every fiber (ctx trampoline target). */
 void prt__fiber_entry(void *from, void *data);
 
-
-/*
- * Free the condvar slot @f owes (prt__fiber.owed_slot), if any: the
- * slot's FREE is 0 (cond.c). release: @f's reads of that condvar come
- * before a destroy that sees the slot free. Context: @f itself.
- */
-static inline void prt__fiber_slot_settle(struct prt__fiber *f)
-{
-	atomic_uchar *slot;
-
-	if (prt__likely(!atomic_load_explicit(&f->owed_slot, memory_order_relaxed)))
-		return;
-	/* acquire: after a takeover's CAS we do nothing; a NULL means it freed the slot */
-	slot = atomic_exchange_explicit(&f->owed_slot, NULL, memory_order_acquire);
-	if (slot)
-		atomic_store_explicit(slot, 0, memory_order_release);
-}
 
 #endif

@@ -840,7 +840,7 @@ static prt__noinline int lock_slow(struct prt__mutex *m, struct prt__worker *w, 
 		return err;
 	err = w ? lock_fiber(m, w, deadline, cancel) : lock_thread(m, tok, deadline);
 	if (!err)
-		prt__mutex_held(tok);
+		prt__mutex_held(tok, m);
 	return err;
 }
 
@@ -860,6 +860,7 @@ static inline __attribute__((always_inline)) bool take_free(struct prt__mutex *m
 						     memory_order_acq_rel, memory_order_relaxed))
 		return false;
 	prt__held_add(me->nheld, 1);
+	*me->last = m; /* a signal's proof that we hold it (prt__fiber.last_held) */
 	return true;
 }
 
@@ -972,6 +973,7 @@ PRT_API int prt_mutex_trylock(prt_mutex_t *um)
 							  me.tok | (o & PRT_MTX_WAITERS),
 							  memory_order_acq_rel, memory_order_relaxed)) {
 			prt__held_add(me.nheld, 1);
+			*me.last = m;
 			return 0;
 		}
 	if ((o & ~PRT_MTX_WAITERS) == me.tok && m->type == PRT_MUTEX_RECURSIVE) {
@@ -1050,8 +1052,6 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 	w = prt__cur_worker();
 	prt__owner_peek(w, &me);
 	o = me.tok;
-	if (w)
-		prt__fiber_slot_settle(w->curr); /* a condvar slot owed (cond.c) */
 	if (prt__unlikely(atomic_load_explicit(&m->count, memory_order_relaxed)) &&
 	    (atomic_load_explicit(&m->owner, memory_order_relaxed) & ~PRT_MTX_WAITERS) == me.tok) {
 		atomic_store_explicit(&m->count,
@@ -1064,12 +1064,16 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *um)
 								 memory_order_release,
 								 memory_order_relaxed))) {
 		/* we owned it: not NULL */
+		if (*me.last == m)
+			*me.last = NULL; /* prt__fiber.last_held names only mutexes held */
 		if (prt__held_drop(me.nheld))
 			unlock_slice_owed(w);
 		return 0;
 	}
 	if ((o & ~PRT_MTX_WAITERS) != me.tok)
 		return EPERM;
+	if (*me.last == m)
+		*me.last = NULL;
 	owed = prt__held_drop(me.nheld);
 	unlock_slow(m, w); /* cannot fail */
 	/*

@@ -135,6 +135,9 @@ PRT_API int prt_mutex_destroy(prt_mutex_t *um)
 	 */
 	if (atomic_load_explicit(&m->owner, memory_order_acquire))
 		return EBUSY;
+	/* A condvar waiter seated on it (cond.c): it is in a wait with @m. */
+	if (atomic_load_explicit(&m->spin, memory_order_relaxed))
+		return EBUSY;
 	prt__mark_dead(m->dbg);
 	prt__objname_clear(um, PRT_OBJ_MUTEX);
 	return 0;

@@ -52,7 +52,15 @@ struct prt__mutex {
 	atomic_uint count;           /* recursive: extra locks held; written by the owner */
 	prt__spinlock_t wait_lock;   /* protects waiters, and waiter records */
 	/* First waiter's priority + 1, 0 without waiters; written under wait_lock. */
-	atomic_int top;
+	atomic_short top;
+	/*
+	 * The condvar spinners that wait for a signal on this mutex's line
+	 * (cond.c, "Spinning waiters"): PRT_SPIN_SEATS seats of 2 bits
+	 * (PRT_SEAT_*), and the tag of the condvar seated. Seated holding
+	 * the mutex; woken by a signaller that holds
+	 * it (or that pinned a spinner, which keeps the mutex alive).
+	 */
+	_Atomic uint16_t spin;
 	uint8_t type;                /* PRT_MUTEX_NORMAL/ERRORCHECK/RECURSIVE, or PRT__MTX_RWLOCK */
 	uint8_t proxy;               /* PRT_MUTEX_PROXY_* */
 	uint16_t dbg;                /* PRT_DEAD_MAGIC once destroyed (debug builds) */

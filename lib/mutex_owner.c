@@ -111,9 +111,13 @@ static atomic_uint *nheld_of(uintptr_t tok)
 	return &((struct prt__fiber *)tok)->nheld;
 }
 
-void prt__mutex_held(uintptr_t token)
+void prt__mutex_held(uintptr_t token, struct prt__mutex *m)
 {
 	prt__held_add(nheld_of(token), 1);
+	if (token & PRT_MTX_THREAD)
+		((struct prt__tself *)(token & ~PRT_MTX_FLAGS))->last_held = m;
+	else
+		((struct prt__fiber *)token)->last_held = m;
 }
 
 /* ---- what owners wait on; deadlock detection -------------------------------- */

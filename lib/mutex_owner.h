@@ -29,14 +29,19 @@ struct prt__tself {
 	atomic_uint nheld;
 	/* Of those, untracked rwlock read holds (as prt__fiber.rd_untracked). */
 	atomic_uint rd_untracked;
+	struct prt__mutex *last_held; /* as prt__fiber.last_held */
 	struct prt__tself *all_next;  /* on the list of every prt__tself; never unlinked */
 	struct prt__tself *free_next; /* on the free list while no thread has it */
 } __attribute__((aligned(8)));
 
-/* The caller as an owner: its token, and its count of mutexes held. */
+/*
+ * The caller as an owner: its token, its count of mutexes held, and its
+ * last mutex taken (prt__fiber.last_held).
+ */
 struct prt__owner {
 	uintptr_t tok;
 	atomic_uint *nheld; /* NULL for a thread that never locked */
+	struct prt__mutex **last; /* NULL with @nheld */
 };
 
 /* The calling thread's identity, NULL until its first lock (mutex_owner.c). */
@@ -74,6 +79,7 @@ static inline bool prt__thread_owner(struct prt__owner *me)
 		return false;
 	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
 	me->nheld = &t->nheld;
+	me->last = &t->last_held;
 	return true;
 }
 
@@ -86,6 +92,7 @@ static inline bool prt__owner_self(struct prt__worker *w, struct prt__owner *me)
 	if (prt__likely(w)) {
 		me->tok = (uintptr_t)w->curr;
 		me->nheld = &w->curr->nheld;
+		me->last = &w->curr->last_held;
 		return true;
 	}
 	return prt__thread_owner(me);
@@ -103,11 +110,13 @@ static inline void prt__owner_peek(struct prt__worker *w, struct prt__owner *me)
 	if (prt__likely(w)) {
 		me->tok = (uintptr_t)w->curr;
 		me->nheld = &w->curr->nheld;
+		me->last = &w->curr->last_held;
 		return;
 	}
 	t = prt__cur_tself();
 	me->tok = (uintptr_t)t | PRT_MTX_THREAD;
 	me->nheld = t ? &t->nheld : NULL;
+	me->last = t ? &t->last_held : NULL;
 }
 
 /*
@@ -164,11 +173,12 @@ static inline bool prt__owner_runs_soon(struct prt__fiber *f, struct prt__fiber 
 }
 
 /*
- * The caller, whose token is @token, now holds one more mutex: one it
- * took on a slow path, or one handed to its record (condvar wait).
- * No lock needed (the owner's own count).
+ * The caller, whose token is @token, now holds one more mutex, @m: one
+ * it took on a slow path, or one handed to its record (condvar wait).
+ * Counted, and its last mutex taken (prt__fiber.last_held). No lock
+ * needed (the owner's own fields).
  */
-void prt__mutex_held(uintptr_t token);
+void prt__mutex_held(uintptr_t token, struct prt__mutex *m);
 
 /*
  * Publish (@m) or clear (NULL) what the owner with token @tok waits on,

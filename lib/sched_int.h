@@ -150,8 +150,8 @@ struct prt__worker {
 	/*
 	 * Set by a condvar wait around its unlock (cond.c): the switches an
 	 * unlock would make (to a new owner that outranks us, a slice
-	 * owed) are recorded there instead, for the wait to make once its
-	 * spinner slot is settled (prt__unlock_deferred).
+	 * owed) are recorded there instead, for the wait to make once it
+	 * has left its spinner's seat (prt__unlock_deferred).
 	 */
 	struct prt__unlock_defer *unlock_defer;
 	/* Picked to run next but still on another CPU: the idle loop runs it. */

@@ -19,6 +19,7 @@
  * the switch checks are skipped there, the rest still hold.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <fcntl.h>
@@ -27,7 +28,9 @@
 #include "test_common.h"
 #include "cgroup.h"
 #include "fault.h"
+#include "cond_int.h"  /* internal: prt__cond_tag */
 #include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
+#include "mutex_int.h" /* internal: a mutex's seats */
 #include <proxyrt/mutex.h>
 #include <proxyrt/sem.h>
 
@@ -803,16 +806,15 @@ static void test_cond_spinner_and_sleeper(void **state)
 }
 
 /*
- * A woken spinner that took the mutex back owes its condvar slot until
- * its next unlock or condvar call (cond.c, "A woken spinner's slot").
- * W, woken as it spun, holds the mutex and waits, spinning on a plain
- * flag, for O to destroy the condvar: the destroy must free W's slot
- * itself (through the mutex's owner word), not wait for W's unlock,
- * which waits for the destroy (W gives up after 5 s: a failure). With
- * @rebind, O first waits on the condvar with another mutex (a timed
- * wait that times out: the condvar had no waiter left, so it may),
- * which must settle W's slot as it rebinds: the destroy finds owed
- * slots through its mutex's owner.
+ * A woken spinner that took the mutex back is done with the condvar
+ * (until session 38 it owed its slot there until its next unlock or
+ * condvar call; now it leaves its seat on the mutex before it takes the
+ * mutex, cond.c). W, woken as it spun, holds the mutex and waits,
+ * spinning on a plain flag, for O to destroy the condvar: the destroy
+ * must not wait for W's unlock, which waits for the destroy (W gives up
+ * after 5 s: a failure). With @rebind, O first waits on the condvar
+ * with another mutex (a timed wait that times out: the condvar had no
+ * waiter left, so it may).
  */
 static struct {
 	atomic_int other_runs, waiting, w_has_m, destroyed;
@@ -893,7 +895,7 @@ static void cond_destroy_owed(bool rebind)
 	assert_false(ow.capped); /* the destroy returned while W held the mutex */
 	assert_int_equal(ow.rebind_err, rebind ? ETIMEDOUT : 0);
 	if (spins)
-		assert_int_equal(ow.sw_after, ow.sw_before); /* woken as it spun: it owed the slot */
+		assert_int_equal(ow.sw_after, ow.sw_before); /* woken as it spun */
 	assert_int_equal(prt_mutex_destroy(&ow.m), 0);
 	assert_int_equal(prt_mutex_destroy(&ow.m2), 0);
 }
@@ -906,15 +908,16 @@ static void test_cond_destroy_while_owed(void **state)
 }
 
 /*
- * A spinner's unlock must not switch it out while it holds its slot (a
- * review's reproducer). X, on worker 0, holds the mutex that D (one
- * level higher, also on worker 0) waits for, and waits on the condvar:
- * its unlock hands the mutex to D, which outranks it. D broadcasts and
- * destroys the condvar holding the mutex. If X's unlock switched to D
- * with X's slot taken, the broadcast marked the slot woken and the
- * destroy waited for it, on the worker X needs: for ever. With proxy
- * execution (@proxy) X runs in D's place and does not spin at all;
- * without, X spins, and the switch to D comes once its slot is free.
+ * A spinner's unlock must not switch it out while it is seated (a
+ * review's reproducer, from when spinners had slots in the condvar). X,
+ * on worker 0, holds the mutex that D (one level higher, also on worker
+ * 0) waits for, and waits on the condvar: its unlock hands the mutex to
+ * D, which outranks it. D broadcasts and destroys the condvar holding
+ * the mutex. If X's unlock switched to D with X seated, the broadcast
+ * marked the seat woken and the destroy waited for X to leave it, on
+ * the worker X needs: for ever. With proxy execution (@proxy) X runs in
+ * D's place and does not spin at all; without, X spins, and the switch
+ * to D comes once it has left its seat.
  * B keeps worker 1 busy (a spin needs another busy worker).
  */
 static struct {
@@ -995,6 +998,199 @@ static void test_cond_destroy_after_unlock_switch(void **state)
 	(void)state;
 	unlock_switch_destroy(PRT_MUTEX_PROXY_ON);
 	unlock_switch_destroy(PRT_MUTEX_PROXY_OFF);
+}
+
+/*
+ * A signal from a caller that does not hold the mutex (POSIX allows it)
+ * must still reach a spinner: it may not read the mutex, which may be
+ * destroyed once nobody waits, so it pins the spinner through the
+ * condvar's references (cond.c, "Finding spinners"). W spins on worker
+ * 0 (10 s) in three waits, each ended by another caller: O (worker 1,
+ * busy after: a spin needs another busy worker) signals after its
+ * unlock; this plain thread signals after its
+ * unlock; this thread signals holding the mutex (its last mutex taken,
+ * so the signal needs no condvar lock). A lost signal leaves W spinning
+ * 10 s and then asleep for good. The first two end W's spin (its
+ * worker does not switch). While W is seated on the mutex,
+ * prt_mutex_destroy says EBUSY (W is in a wait with it).
+ */
+static struct {
+	atomic_int other_runs, round, waiting, stop;
+	prt_mutex_t m;
+	prt_cond_t c;
+	int w_err, mdestroy_err;
+	bool seated; /* W was seated on the mutex across O's prt_mutex_destroy */
+	uint64_t sw_before, sw_mid;
+} uh;
+
+static void *uh_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&uh.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
+	uh.sw_before = switches(0);
+	for (int r = 1; r <= 3 && !uh.w_err; r++) {
+		if (r == 3)
+			uh.sw_mid = switches(0);
+		atomic_store(&uh.waiting, r);
+		while (atomic_load(&uh.round) < r && !uh.w_err)
+			uh.w_err = prt_cond_wait(&uh.c, &uh.m);
+	}
+	FIBER_CHECK(prt_mutex_unlock(&uh.m) == 0);
+	return NULL;
+}
+
+static bool uh_seated(void)
+{
+	return atomic_load(&((struct prt__mutex *)(void *)&uh.m)->spin) != 0;
+}
+
+static void *uh_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&uh.other_runs, 1);
+	FIBER_CHECK(await_flag(&uh.waiting));
+	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0); /* W is in its wait */
+	FIBER_CHECK(prt_mutex_unlock(&uh.m) == 0);
+	compute_ns(2000000);
+	if (uh_seated()) {
+		uh.mdestroy_err = prt_mutex_destroy(&uh.m);
+		uh.seated = uh_seated();
+		if (!uh.mdestroy_err) /* W left its seat meanwhile (a failure unless it did) */
+			FIBER_CHECK(prt_mutex_init(&uh.m, NULL) == 0);
+	}
+	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
+	atomic_store(&uh.round, 1);
+	FIBER_CHECK(prt_mutex_unlock(&uh.m) == 0);
+	FIBER_CHECK(prt_cond_signal(&uh.c) == 0);
+	while (!atomic_load(&uh.stop)) /* busy: W spins only while another worker is */
+		;
+	return NULL;
+}
+
+static void await_round(int r)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	while (atomic_load(&uh.waiting) < r)
+		assert_true(test_mono_ns() < cap);
+	assert_int_equal(prt_mutex_lock(&uh.m), 0); /* W is in its wait */
+	atomic_store(&uh.round, r);
+}
+
+static void test_cond_signal_unheld(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+	uint64_t t0 = test_mono_ns();
+
+	(void)state;
+	memset(&uh, 0, sizeof(uh));
+	assert_int_equal(prt_mutex_init(&uh.m, NULL), 0);
+	assert_int_equal(prt_cond_init(&uh.c), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, uh_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, uh_w, NULL);
+	await_round(2); /* unlock, then signal */
+	assert_int_equal(prt_mutex_unlock(&uh.m), 0);
+	assert_int_equal(prt_cond_signal(&uh.c), 0);
+	await_round(3); /* signal holding it */
+	assert_int_equal(prt_cond_signal(&uh.c), 0);
+	assert_int_equal(prt_mutex_unlock(&uh.m), 0);
+	assert_int_equal(prt_join(w, NULL), 0);
+	atomic_store(&uh.stop, 1);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
+	assert_int_equal(uh.w_err, 0);
+	if (uh.seated)
+		assert_int_equal(uh.mdestroy_err, EBUSY);
+	if (spins)
+		assert_int_equal(uh.sw_mid, uh.sw_before); /* woken as it spun, twice */
+	assert_int_equal(prt_cond_destroy(&uh.c), 0);
+	assert_int_equal(prt_mutex_destroy(&uh.m), 0);
+}
+
+/*
+ * Two condvars that share a mutex may have the same tag on its seats
+ * (cond.c, "Spinning waiters"). A signal on one that finds a seated
+ * spinner of that tag ranked above its own queued sleeper must take the
+ * sleeper unless the spinner is surely its own (one of its references):
+ * the seats alone cannot tell. W spins on c2 (worker 0, one level above
+ * the default); this plain thread (threads never spin) sleeps on c1 for
+ * at most 5 s; O (worker 1) signals c1 holding the mutex. This thread
+ * must return 0, signalled; before, the signal woke W and it timed out.
+ */
+static struct {
+	atomic_int other_runs, w_waiting, t_waiting, stop;
+	prt_mutex_t m;
+	prt_cond_t *cv, *c1, *c2;
+	int w_err;
+} tc;
+
+static void *tc_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&tc.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&tc.m) == 0);
+	atomic_store(&tc.w_waiting, 1);
+	while (!atomic_load(&tc.stop) && !tc.w_err)
+		tc.w_err = prt_cond_wait(tc.c2, &tc.m);
+	FIBER_CHECK(prt_mutex_unlock(&tc.m) == 0);
+	return NULL;
+}
+
+static void *tc_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&tc.other_runs, 1);
+	FIBER_CHECK(await_flag(&tc.t_waiting));
+	FIBER_CHECK(prt_mutex_lock(&tc.m) == 0); /* the thread sleeps on c1 now */
+	FIBER_CHECK(prt_cond_signal(tc.c1) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&tc.m) == 0);
+	return NULL;
+}
+
+static void test_cond_tag_collision(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+	uint64_t cap;
+	int err;
+
+	(void)state;
+	memset(&tc, 0, sizeof(tc));
+	/* 1025 condvars, 1024 tags: two share one. */
+	assert_non_null(tc.cv = calloc(1025, sizeof(*tc.cv)));
+	for (int i = 0; i < 1025 && !tc.c2; i++)
+		for (int j = 0; j < i && !tc.c2; j++)
+			if (prt__cond_tag(&tc.cv[i]) == prt__cond_tag(&tc.cv[j])) {
+				tc.c1 = &tc.cv[j];
+				tc.c2 = &tc.cv[i];
+			}
+	assert_non_null(tc.c2);
+	assert_int_equal(prt_mutex_init(&tc.m, NULL), 0);
+	assert_int_equal(prt_cond_init(tc.c1), 0);
+	assert_int_equal(prt_cond_init(tc.c2), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, tc_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT + 1, 0, tc_w, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while (!atomic_load(&tc.w_waiting))
+		assert_true(test_mono_ns() < cap);
+	assert_int_equal(prt_mutex_lock(&tc.m), 0); /* W is in its wait on c2, seated */
+	atomic_store(&tc.t_waiting, 1);
+	err = prt_cond_timedwait_ns(tc.c1, &tc.m, 5000000000ull);
+	atomic_store(&tc.stop, 1);
+	assert_int_equal(prt_cond_broadcast(tc.c2), 0);
+	assert_int_equal(prt_mutex_unlock(&tc.m), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(err, 0); /* signalled, not ETIMEDOUT */
+	assert_int_equal(tc.w_err, 0);
+	assert_int_equal(prt_cond_destroy(tc.c1), 0);
+	assert_int_equal(prt_cond_destroy(tc.c2), 0);
+	assert_int_equal(prt_mutex_destroy(&tc.m), 0);
+	free(tc.cv);
 }
 
 #if PRT_FAULT_INJECTION
@@ -1292,6 +1488,286 @@ static void test_cond_destroy_holding_mutex(void **state)
 	(void)state;
 	cond_destroy_spinner(true);
 }
+
+/*
+ * A wait with another mutex may rebind the condvar just as a spinner of
+ * the old mutex takes its seat (cond.c, "Finding spinners": the
+ * rebinding stores the mutex, then looks at the spinners; the spinner
+ * stores its cspin, takes its seat, then looks at c->m). The pause point
+ * PRT_PAUSE_COND_SEAT holds W (worker 0, holding m; referenced since a
+ * wait of its that spun, and c->m is m) before its seat, while O
+ * (worker 1) waits on the condvar with m2 for 500 ms: nobody waits, so
+ * O may rebind it. W must then give its seat back and return EINVAL (O
+ * waits with another mutex). Seated on m while c->m names m2, no signal
+ * would reach it: it spun its 10 s and then slept for good.
+ */
+static struct {
+	atomic_int other_runs, w_ready, round1, at_seat, go, o_waiting, stop, w_done;
+	prt_mutex_t m, m2;
+	prt_cond_t c;
+	int w_err, o_err;
+} rb;
+
+static void rb_pause(void *arg)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	atomic_store(&rb.at_seat, 1);
+	while (!atomic_load(&rb.go) && test_mono_ns() < cap)
+		;
+}
+
+static void *rb_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&rb.other_runs));
+	FIBER_CHECK(prt_mutex_lock(&rb.m) == 0);
+	/* Until a wait of ours spun (it made us a reference): our worker did not switch. */
+	for (int r = 1;; r++) {
+		uint64_t sw = switches(0);
+
+		FIBER_CHECK(r < 20);
+		atomic_store(&rb.w_ready, r);
+		while (atomic_load(&rb.round1) < r)
+			FIBER_CHECK(prt_cond_wait(&rb.c, &rb.m) == 0);
+		if (switches(0) == sw)
+			break;
+	}
+	prt__fault_set_pause(PRT_PAUSE_COND_SEAT, rb_pause, NULL);
+	atomic_store(&rb.w_ready, 100);
+	while (!atomic_load(&rb.stop) && !rb.w_err)
+		rb.w_err = prt_cond_wait(&rb.c, &rb.m);
+	atomic_store(&rb.w_done, 1);
+	prt__fault_set_pause(PRT_PAUSE_COND_SEAT, NULL, NULL);
+	FIBER_CHECK(prt_mutex_unlock(&rb.m) == 0);
+	return NULL;
+}
+
+static void *rb_other(void *arg)
+{
+	int r = 0;
+
+	(void)arg;
+	atomic_store(&rb.other_runs, 1);
+	for (;;) {
+		uint64_t cap = test_mono_ns() + CAP_NS;
+
+		while (atomic_load(&rb.w_ready) == r)
+			FIBER_CHECK(test_mono_ns() < cap);
+		if ((r = atomic_load(&rb.w_ready)) == 100)
+			break;
+		compute_ns(2000000);
+		FIBER_CHECK(prt_mutex_lock(&rb.m) == 0);
+		atomic_store(&rb.round1, r);
+		FIBER_CHECK(prt_cond_signal(&rb.c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&rb.m) == 0);
+	}
+	if (!await_flag(&rb.at_seat)) {
+		/* No pause: end W's wait (the check below fails). */
+		FIBER_CHECK(prt_mutex_lock(&rb.m) == 0);
+		atomic_store(&rb.stop, 1);
+		FIBER_CHECK(prt_cond_signal(&rb.c) == 0);
+		FIBER_CHECK(prt_mutex_unlock(&rb.m) == 0);
+		return NULL;
+	}
+	FIBER_CHECK(prt_mutex_lock(&rb.m2) == 0);
+	atomic_store(&rb.o_waiting, 1);
+	rb.o_err = prt_cond_timedwait_ns(&rb.c, &rb.m2, 500000000);
+	FIBER_CHECK(prt_mutex_unlock(&rb.m2) == 0);
+	return NULL;
+}
+
+static void test_cond_rebind_while_seating(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t w, o;
+	uint64_t cap;
+
+	(void)state;
+	if (!spins) {
+		prt_runtime_destroy(rt);
+		skip();
+	}
+	memset(&rb, 0, sizeof(rb));
+	assert_int_equal(prt_mutex_init(&rb.m, NULL), 0);
+	assert_int_equal(prt_mutex_init(&rb.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(&rb.c), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, rb_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, rb_w, NULL);
+	/* O's wait rebound the condvar (or the pause never came: O ends W's wait). */
+	cap = test_mono_ns() + CAP_NS;
+	while (prt__cond_mutex(&rb.c) != (const void *)&rb.m2 && !atomic_load(&rb.stop) &&
+	       test_mono_ns() < cap)
+		usleep(1000);
+	atomic_store(&rb.go, 1);
+	assert_int_equal(prt_join(o, NULL), 0);
+	/* W seated where no signal reaches it (the failure): end its wait all the same. */
+	cap = test_mono_ns() + CAP_NS;
+	while (atomic_load(&rb.w_done) == 0 && test_mono_ns() < cap)
+		usleep(1000);
+	if (!atomic_load(&rb.w_done)) {
+		atomic_store(&rb.stop, 1);
+		assert_int_equal(prt_cond_broadcast(&rb.c), 0); /* unheld: pins W */
+	}
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(atomic_load(&rb.at_seat), 1);
+	assert_int_equal(rb.w_err, EINVAL);
+	assert_int_equal(rb.o_err, ETIMEDOUT);
+	assert_int_equal(prt_cond_destroy(&rb.c), 0);
+	assert_int_equal(prt_mutex_destroy(&rb.m), 0);
+	assert_int_equal(prt_mutex_destroy(&rb.m2), 0);
+}
+
+/*
+ * A woken spinner of the old mutex may still be referenced after a
+ * rebinding: its seat index is on its own mutex, and on the new one that
+ * seat is someone else's (a review's reproducer). F (one level above the
+ * default, worker 0) spins on c with m1
+ * and is woken by a broadcast; the pause point PRT_PAUSE_COND_SPUN holds
+ * it before it leaves its seat (an OS preemption would do the same),
+ * its cspin still naming c. This plain thread then waits on c with m2
+ * (the rebinding is allowed: F is only woken). X (one level above the
+ * default, worker 1) spins on c2 with m2, in the seat F's index names;
+ * c2 has c's tag. A signal of c holding m2 must wake this thread, the
+ * only waiter of c: before, it read X's seat on m2 as F's, ranked it at
+ * F's level, above this thread's, woke X, and this thread timed out.
+ */
+static struct {
+	prt_mutex_t m1, m2;
+	prt_cond_t *pool, *c, *c2;
+	atomic_int x_running, f_waiting, f_done, armed, in_pause, go, x_go, x_in, x_stop, pred;
+} ro;
+
+static void ro_pause(void *arg)
+{
+	int one = 1;
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	(void)arg;
+	if (!atomic_compare_exchange_strong(&ro.armed, &one, 0))
+		return;
+	atomic_store(&ro.in_pause, 1);
+	while (!atomic_load(&ro.go) && test_mono_ns() < cap)
+		;
+}
+
+static void *ro_f(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&ro.x_running)); /* a spin needs the other worker busy */
+	FIBER_CHECK(prt_mutex_lock(&ro.m1) == 0);
+	atomic_store(&ro.f_waiting, 1);
+	while (!atomic_load(&ro.f_done))
+		FIBER_CHECK(prt_cond_wait(ro.c, &ro.m1) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ro.m1) == 0);
+	return NULL;
+}
+
+static void *ro_x(void *arg)
+{
+	(void)arg;
+	atomic_store(&ro.x_running, 1);
+	FIBER_CHECK(await_flag(&ro.x_go)); /* busy meanwhile: F spins */
+	FIBER_CHECK(prt_mutex_lock(&ro.m2) == 0);
+	atomic_store(&ro.x_in, 1);
+	while (!atomic_load(&ro.x_stop))
+		FIBER_CHECK(prt_cond_wait(ro.c2, &ro.m2) == 0);
+	FIBER_CHECK(prt_mutex_unlock(&ro.m2) == 0);
+	return NULL;
+}
+
+static bool ro_seated(prt_mutex_t *m)
+{
+	return atomic_load(&((struct prt__mutex *)(void *)m)->spin) != 0;
+}
+
+static void *ro_q(void *arg)
+{
+	int *err = arg;
+
+	if (prt_mutex_lock(&ro.m2))
+		abort();
+	while (!atomic_load(&ro.pred) && !*err)
+		*err = prt_cond_timedwait_ns(ro.c, &ro.m2, 2000000000ull);
+	if (prt_mutex_unlock(&ro.m2))
+		abort();
+	return NULL;
+}
+
+static void test_cond_ref_other_mutex(void **state)
+{
+	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
+	prt_fiber_t f, x;
+	pthread_t q;
+	uint64_t cap;
+	int q_err = 0;
+
+	(void)state;
+	if (!spins) {
+		prt_runtime_destroy(rt);
+		skip();
+	}
+	memset(&ro, 0, sizeof(ro));
+	assert_non_null(ro.pool = calloc(1025, sizeof(*ro.pool)));
+	ro.c = &ro.pool[0];
+	for (int i = 1; i < 1025 && !ro.c2; i++)
+		if (prt__cond_tag(&ro.pool[i]) == prt__cond_tag(ro.c))
+			ro.c2 = &ro.pool[i];
+	if (!ro.c2) { /* c's tag unique among 1025: take any colliding pair */
+		for (int i = 1; i < 1025 && !ro.c2; i++)
+			for (int j = 0; j < i && !ro.c2; j++)
+				if (prt__cond_tag(&ro.pool[i]) == prt__cond_tag(&ro.pool[j])) {
+					ro.c = &ro.pool[j];
+					ro.c2 = &ro.pool[i];
+				}
+	}
+	assert_non_null(ro.c2);
+	assert_int_equal(prt_mutex_init(&ro.m1, NULL), 0);
+	assert_int_equal(prt_mutex_init(&ro.m2, NULL), 0);
+	assert_int_equal(prt_cond_init(ro.c), 0);
+	assert_int_equal(prt_cond_init(ro.c2), 0);
+	prt__fault_set_pause(PRT_PAUSE_COND_SPUN, ro_pause, NULL);
+	f = test_spawn(rt, PRT_PRIO_DEFAULT + 1, 0, ro_f, NULL);
+	x = test_spawn(rt, PRT_PRIO_DEFAULT + 1, 1, ro_x, NULL);
+	cap = test_mono_ns() + CAP_NS;
+	while (!ro_seated(&ro.m1)) /* F spins */
+		assert_true(test_mono_ns() < cap);
+	atomic_store(&ro.armed, 1);
+	assert_int_equal(prt_mutex_lock(&ro.m1), 0);
+	atomic_store(&ro.f_done, 1);
+	assert_int_equal(prt_cond_broadcast(ro.c), 0); /* F: WOKEN, held in the pause */
+	assert_int_equal(prt_mutex_unlock(&ro.m1), 0);
+	while (!atomic_load(&ro.in_pause))
+		assert_true(test_mono_ns() < cap);
+	atomic_store(&ro.x_go, 1);
+	while (!ro_seated(&ro.m2)) /* X spins on c2 with m2 */
+		assert_true(test_mono_ns() < cap);
+	assert_int_equal(pthread_create(&q, NULL, ro_q, &q_err), 0);
+	while (prt__cond_mutex(ro.c) != (const void *)&ro.m2) /* Q waits: c rebound */
+		assert_true(test_mono_ns() < cap);
+	assert_int_equal(prt_mutex_lock(&ro.m2), 0); /* Q is asleep on c */
+	atomic_store(&ro.pred, 1);
+	assert_int_equal(prt_cond_signal(ro.c), 0);
+	assert_int_equal(prt_mutex_unlock(&ro.m2), 0);
+	assert_int_equal(pthread_join(q, NULL), 0);
+	atomic_store(&ro.go, 1);
+	assert_int_equal(prt_mutex_lock(&ro.m2), 0);
+	atomic_store(&ro.x_stop, 1);
+	assert_int_equal(prt_cond_signal(ro.c2), 0);
+	assert_int_equal(prt_mutex_unlock(&ro.m2), 0);
+	assert_int_equal(prt_join(x, NULL), 0);
+	assert_int_equal(prt_join(f, NULL), 0);
+	prt__fault_set_pause(PRT_PAUSE_COND_SPUN, NULL, NULL);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_int_equal(q_err, 0); /* signalled, not ETIMEDOUT */
+	assert_int_equal(prt_cond_destroy(ro.c), 0);
+	assert_int_equal(prt_cond_destroy(ro.c2), 0);
+	assert_int_equal(prt_mutex_destroy(&ro.m1), 0);
+	assert_int_equal(prt_mutex_destroy(&ro.m2), 0);
+	free(ro.pool);
+}
 #endif
 
 int main(void)
@@ -1309,6 +1785,8 @@ int main(void)
 		cmocka_unit_test(test_own_io_no_spin),
 		cmocka_unit_test(test_cond_spinner_waits),
 		cmocka_unit_test(test_cond_spinner_and_sleeper),
+		cmocka_unit_test(test_cond_signal_unheld),
+		cmocka_unit_test(test_cond_tag_collision),
 		cmocka_unit_test(test_cond_destroy_while_owed),
 		cmocka_unit_test(test_cond_destroy_after_unlock_switch),
 #if PRT_FAULT_INJECTION
@@ -1316,6 +1794,8 @@ int main(void)
 		cmocka_unit_test(test_sem_post_while_spinner_counts),
 		cmocka_unit_test(test_cond_destroy_waits_for_spinner),
 		cmocka_unit_test(test_cond_destroy_holding_mutex),
+		cmocka_unit_test(test_cond_rebind_while_seating),
+		cmocka_unit_test(test_cond_ref_other_mutex),
 #endif
 	};
 	cpu_set_t cpus;

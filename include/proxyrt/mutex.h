@@ -142,8 +142,9 @@ PRT_API int prt_mutexattr_getname(const prt_mutexattr_t *attr, const char **name
 PRT_API int prt_mutex_init(prt_mutex_t *m, const prt_mutexattr_t *attr);
 
 /*
- * Destroy @m, and forget its name. Returns 0, EBUSY if it is locked or
- * has waiters (it is then left as it was, name included), EINVAL for
+ * Destroy @m, and forget its name. Returns 0, EBUSY if it is locked,
+ * has waiters, or a condvar waiter spins in its wait with it (prt_cond_t
+ * below; @m is then left as it was, name included), EINVAL for
  * NULL. A named mutex whose memory is freed or reused without this call
  * leaves its name in the table (a few dozen bytes) until a prt_mutex_init
  * at that address. Context: any thread, never switches.
@@ -237,12 +238,15 @@ PRT_API int prt_mutex_unlock(prt_mutex_t *m);
  * to it, highest priority first (FIFO within a level). A fiber that
  * waits while another worker is busy and its own has nothing else to
  * run spins first (cfg.wait_spin_ns, README "Scheduling"), at most one
- * per worker and 8 per condvar (more wait queued at once): a signal or broadcast that finds such a spinner wakes it
- * without a requeue, and it takes the mutex back itself, by the mutex's
- * rules (never ahead of a higher-priority waiter queued on it). A
+ * per worker, 3 per mutex and 2 per condvar at once (more wait queued):
+ * it waits on the mutex's cache line, which a signaller holding the
+ * mutex has already, so such a signal writes nothing of the condvar. A
+ * signal or broadcast that finds such a spinner wakes it without a
+ * requeue, and it takes the mutex back itself, by the mutex's rules
+ * (never ahead of a higher-priority waiter queued on it). A
  * signal wakes the spinners (all of them) unless a sleeper ranks at
- * least as high as each of them (their priority when they began to
- * wait), and else that sleeper: so the highest-priority waiter goes,
+ * least as high as each of them (their priorities at the signal), and
+ * else that sleeper: so the highest-priority waiter goes,
  * and others that go with it see a spurious wakeup, which POSIX allows
  * (wait in a loop on the predicate). A broadcast wakes the spinners and
  * requeues the sleepers; a requeued lower-priority sleeper may then be
@@ -299,12 +303,11 @@ PRT_API int prt_cond_init(prt_cond_t *c);
  * while the woken waiters still wait for the mutex: they never touch
  * the condvar again. A waiter whose timed wait ended just before the
  * broadcast reached it still unlinks itself, and a spinner the
- * broadcast woke still frees its slot in the condvar as it tries the
- * mutex; destroy waits for those (a few instructions, as glibc's
- * does), and frees the slot of one that took the mutex itself. Free or
- * reuse a condvar's memory only after this returned 0 (POSIX leaves
- * anything else undefined; here a fiber woken from it writes it once
- * more, at its next unlock). Context: any thread, never switches fibers.
+ * broadcast woke still says in its own descriptor that it spins here
+ * until it has left its seat on the mutex; destroy waits for those (a
+ * few instructions, as glibc's does). Free or reuse a condvar's memory
+ * only after this returned 0 (POSIX leaves anything else undefined).
+ * Context: any thread, never switches fibers.
  */
 PRT_API int prt_cond_destroy(prt_cond_t *c);
 
