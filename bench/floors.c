@@ -47,14 +47,15 @@
  *       condvar are 40 and 48 bytes: with a turn beside them they span
  *       two or three lines, as spincond's do).
  *   floors spinslot [N]
- *       spincond whose condvar knows its waiters, as proxyrt's does
- *       (lib/cond.c, "Spinning waiters"): the condvar is a lock and a slot
+ *       spincond whose condvar knows its waiters, as proxyrt's did until
+ *       session 38 (its slots; docs/design.md, section 6, "A condvar's
+ *       spinners"): the condvar is a lock and a slot
  *       per side on one line. A wait takes the condvar's lock and marks
  *       its slot, releases the mutex and polls the slot; a signal takes
  *       the lock and marks the other side's slot woken; the woken side
  *       tries the mutex once (if taken, it frees its slot under the lock
  *       and spins for the mutex), and else frees the slot at its own next
- *       signal. What `xcore pinned`'s protocol costs with no runtime.
+ *       signal. What `xcore pinned`'s protocol cost with no runtime.
  *   floors spinreg [N]
  *       spinslot with the waiter's mark on the mutex's line, beside its
  *       lock word, and a condvar that is spincond's count: a wait marks
