@@ -754,12 +754,10 @@ static int wait_locked(struct prt__cond *c, struct prt__mutex *m, struct prt__mw
 /* The caller holds @m, as its last mutex taken (prt__fiber.last_held): so @m is alive. */
 static bool caller_holds(struct prt__worker *w, struct prt__mutex *m)
 {
-	struct prt__tself *t;
+	struct prt__owner me;
 
-	if (prt__likely(w))
-		return w->curr->last_held == m;
-	t = prt__cur_tself();
-	return t && t->last_held == m;
+	prt__owner_peek(w, &me);
+	return me.last && *me.last == m;
 }
 
 static int cond_wait(prt_cond_t *uc, prt_mutex_t *um, const struct timespec *abstime,
