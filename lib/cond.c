@@ -366,10 +366,10 @@ static void cspin_move(struct prt__fiber *f, uintptr_t from, uintptr_t to)
  * Seat @f, spinning on @c, on @m, which it holds: publish its cspin,
  * then take a free seat. Returns the seat, or -1 (every seat taken, or
  * taken by another condvar's spinners). The loads the caller makes next
- * (seq_cst) must come after the cspin store: on x86 the seat's locked
- * compare-and-swap orders them, on AArch64 the store's release and
- * those loads' acquire do (RCsc). C11 asks for a seq_cst fence there,
- * which would cost the hot path an mfence on x86.
+ * (seq_cst) must come after the cspin store: the seat's compare-and-swap
+ * is followed by prt__mb_after_atomic(), a seq_cst fence as C11 asks
+ * (a DMB on AArch64; on x86 the locked compare-and-swap already is one,
+ * so the hot path pays no mfence).
  */
 static int seat_take(struct prt__cond *c, struct prt__mutex *m, struct prt__fiber *f)
 {
@@ -396,8 +396,10 @@ static int seat_take(struct prt__cond *c, struct prt__mutex *m, struct prt__fibe
 			cspin_move(f, v, nv);
 		v = nv;
 		if (atomic_compare_exchange_strong_explicit(&m->spin, &s, n, memory_order_seq_cst,
-							    memory_order_relaxed))
+							    memory_order_relaxed)) {
+			prt__mb_after_atomic(); /* cspin before the caller's loads */
 			return i;
+		}
 	}
 	if (v)
 		cspin_move(f, v, 0);

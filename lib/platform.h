@@ -65,6 +65,23 @@ static inline void prt__cpu_relax(void)
 }
 
 /*
+ * Full barrier after an atomic read-modify-write, for a store-then-load
+ * pair whose store is not seq_cst (the kernel's smp_mb__after_atomic()):
+ * the plain stores before the RMW are visible before the seq_cst loads
+ * after it. On x86 the RMW's lock prefix already is a full barrier, so
+ * only the compiler is held back; elsewhere (AArch64) it is C11's
+ * seq_cst fence, a DMB ISH.
+ */
+static inline void prt__mb_after_atomic(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	atomic_signal_fence(memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+/*
  * Test-and-test-and-set spinlock. Held only for a few dozen instructions
  * (queue edits), never across a switch or a syscall, but for a run
  * queue's lock its worker thread keeps after a yield (sched_priv.h,
