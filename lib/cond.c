@@ -672,6 +672,18 @@ static bool cond_reprio(struct prt__fiber *f)
  * if woken, ETIMEDOUT or ECANCELED (the seat left: retake the mutex),
  * or WAIT_ON once @rec is on the list (sleep on it).
  */
+/*
+ * Pauses between two polls of a seat. Each poll pulls the mutex's line
+ * back to the spinner, in the middle of the holder's burst of writes to
+ * it (its lock, its signal, its unlock), and each write after such a poll
+ * waits for the line again. A pause is ~25 ns on the EPYC host; polling
+ * after every pause made `xcore pinned` 4.0x the ping-pong in the fast
+ * placement (60-70 ns) and 1.7x in the slow one (320-350 ns); after every
+ * second pause, 1.65-1.85x and 1.5x (docs/design.md, section 6). Three or
+ * four suit the slow placement better and the fast one worse.
+ */
+#define PRT_SEAT_POLL_PAUSES 2
+
 static int spin_wait(struct prt__cond *c, struct prt__mutex *m, struct prt__mwaiter *rec,
 		     struct prt__worker *w, int i, uint64_t spin, uint64_t deadline)
 {
@@ -681,7 +693,8 @@ static int spin_wait(struct prt__cond *c, struct prt__mutex *m, struct prt__mwai
 
 	prt__assert_own_worker(w);
 	do
-		prt__cpu_relax();
+		for (int k = 0; k < PRT_SEAT_POLL_PAUSES; k++)
+			prt__cpu_relax();
 	while (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) == PRT_SEAT_SPIN &&
 	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
