@@ -65,19 +65,6 @@
  *       its mark once it holds the lock again. The waiter then writes no
  *       line that does not move anyway: the least a condvar that knows its
  *       waiters can cost, against spinslot's.
- *   floors spinseat [N]
- *       the least proxyrt's protocol since session 39 can cost: the
- *       lock and a seat per side in one word, the turn on its own line,
- *       so only those two lines move. A wait seats itself and releases
- *       the lock in one read-modify-write; a signal, holding the lock,
- *       marks the other side's seat woken, in the same store as the
- *       unlock; the woken side takes the lock as any locker.
- *   floors spinhand [N]
- *       spinseat whose signal hands the lock over: its store keeps the
- *       lock taken, for the woken side. The least any mutex-and-condvar
- *       round trip with the turn on a line of its own can cost (two
- *       lines moving each way, one after the other), whatever its
- *       implementation.
  *
  * Lines use the peers' format with peer=floor.
  */
@@ -111,8 +98,6 @@ static __attribute__((noreturn)) void usage(void)
 			"       floors spinline [N]\n"
 			"       floors spinslot [N]\n"
 			"       floors spinreg [N]\n"
-			"       floors spinseat [N]\n"
-			"       floors spinhand [N]\n"
 			"counts are >= 1, ROUNDS >= 10; PORT 1..65535; T*K a multiple of THREADS\n");
 	exit(2);
 }
@@ -889,89 +874,6 @@ static void spinreg_pass(void *arg, int me, long n)
 	}
 }
 
-/*
- * spinseat and spinhand: the lock bit and a seat per side in one word,
- * the turn on its own line; only these two lines move. A wait seats
- * itself and releases the lock in one read-modify-write (it holds the
- * line), then polls its seat; a signal, holding the lock, marks a
- * seated other side woken, and the unlock is the same store. spinseat:
- * the woken side then takes the lock as any locker. spinhand: the
- * signal's store keeps the lock bit, handing the lock to the woken
- * side, which clears its seat and goes on holding it.
- */
-#define SEAT_LOCK 1u
-#define SEAT_SPIN(i) (1u << (1 + 2 * (i)))
-#define SEAT_WOKEN(i) (2u << (1 + 2 * (i)))
-#define SEAT_MASK(i) (3u << (1 + 2 * (i)))
-
-struct spinseat {
-	_Alignas(64) atomic_uint word; /* SEAT_LOCK | seats; seats written holding the lock */
-	_Alignas(64) int turn;
-	bool hand;
-};
-
-static void seat_lock(atomic_uint *w)
-{
-	for (;;) {
-		unsigned v = atomic_load_explicit(w, memory_order_relaxed);
-
-		/* acquire: pairs with the unlocking store's release */
-		if (!(v & SEAT_LOCK) &&
-		    atomic_compare_exchange_weak_explicit(w, &v, v | SEAT_LOCK, memory_order_acquire,
-							  memory_order_relaxed))
-			return;
-		cpu_relax();
-	}
-}
-
-static void seat_wait(struct spinseat *s, int me)
-{
-	/* release: seat and unlock at once */
-	atomic_fetch_xor_explicit(&s->word, SEAT_LOCK | SEAT_SPIN(me), memory_order_release);
-	for (;;) {
-		/* acquire: pairs with the signal's release store */
-		unsigned v = atomic_load_explicit(&s->word, memory_order_acquire);
-
-		if ((v & SEAT_MASK(me)) == SEAT_WOKEN(me)) {
-			if (s->hand) { /* the lock is ours: leave the seat */
-				atomic_store_explicit(&s->word, v & ~SEAT_MASK(me), memory_order_relaxed);
-				return;
-			}
-			if (!(v & SEAT_LOCK) &&
-			    atomic_compare_exchange_weak_explicit(&s->word, &v,
-								  (v & ~SEAT_MASK(me)) | SEAT_LOCK,
-								  memory_order_acquire,
-								  memory_order_relaxed))
-				return;
-		}
-		cpu_relax();
-	}
-}
-
-static void spinseat_pass(void *arg, int me, long n)
-{
-	struct spinseat *s = arg;
-
-	for (long i = 0; i < n; i++) {
-		unsigned v;
-
-		seat_lock(&s->word);
-		while (s->turn != me)
-			seat_wait(s, me);
-		s->turn = !me;
-		v = atomic_load_explicit(&s->word, memory_order_relaxed);
-		if ((v & SEAT_MASK(!me)) == SEAT_SPIN(!me)) {
-			v ^= SEAT_SPIN(!me) ^ SEAT_WOKEN(!me); /* signal */
-			if (!s->hand)
-				v &= ~SEAT_LOCK;
-		} else {
-			v &= ~SEAT_LOCK;
-		}
-		/* release: signal and unlock (or hand over) in one store */
-		atomic_store_explicit(&s->word, v, memory_order_release);
-	}
-}
-
 static int floor_pingpong(int argc, char **argv)
 {
 	return two_sides_run(argc, argv, "pingpong", pingpong_pass, NULL);
@@ -991,14 +893,6 @@ static int floor_spinline(int argc, char **argv)
 	static struct sc_words sw = { &s.lock, &s.seq, &s.turn };
 
 	return two_sides_run(argc, argv, "spinline", spincond_pass, &sw);
-}
-
-static int floor_spinseat(int argc, char **argv, bool hand)
-{
-	static struct spinseat s;
-
-	s.hand = hand;
-	return two_sides_run(argc, argv, hand ? "spinhand" : "spinseat", spinseat_pass, &s);
 }
 
 int main(int argc, char **argv)
@@ -1022,8 +916,6 @@ int main(int argc, char **argv)
 
 		return two_sides_run(argc, argv, "spinslot", spinslot_pass, &s);
 	}
-	if (!strcmp(argv[1], "spinseat") || !strcmp(argv[1], "spinhand"))
-		return floor_spinseat(argc, argv, argv[1][4] == 'h');
 	if (!strcmp(argv[1], "spinreg")) {
 		static struct spinreg s;
 
