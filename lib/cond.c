@@ -667,23 +667,27 @@ static bool cond_reprio(struct prt__fiber *f)
 #define WAIT_ON (-1)
 
 /*
+ * Pauses before each poll of a seat, the first one included. A poll
+ * pulls the mutex's line back to the spinner; just after the spinner's
+ * own release, the other side is taking the mutex and then signals and
+ * unlocks it, each a locked write to that line, and each write after
+ * such a poll waits for the line again. A pause is ~25 ns on the EPYC
+ * host. Polling after every pause made `xcore pinned` 3.5-4.3x the
+ * ping-pong in the fast placement (60-70 ns); after every second pause
+ * 1.5-1.9x, and ~1.5x in the slow one (320-350 ns, from ~1.7x). The
+ * first poll is what matters: one after a single pause, the rest after
+ * two, was 2.4-4.2x again; a first after two, the rest after every
+ * pause, 1.55-1.97x. Three pauses suit the slow placement better and
+ * the fast one worse (about 2x). docs/design.md, section 6.
+ */
+#define PRT_SEAT_POLL_PAUSES 2
+
+/*
  * A spinner's wait ("Spinning waiters" above) in seat @i of @m, the
  * mutex released: poll the seat while prt__spin_keep allows. Returns 0
  * if woken, ETIMEDOUT or ECANCELED (the seat left: retake the mutex),
  * or WAIT_ON once @rec is on the list (sleep on it).
  */
-/*
- * Pauses between two polls of a seat. Each poll pulls the mutex's line
- * back to the spinner, in the middle of the holder's burst of writes to
- * it (its lock, its signal, its unlock), and each write after such a poll
- * waits for the line again. A pause is ~25 ns on the EPYC host; polling
- * after every pause made `xcore pinned` 4.0x the ping-pong in the fast
- * placement (60-70 ns) and 1.7x in the slow one (320-350 ns); after every
- * second pause, 1.65-1.85x and 1.5x (docs/design.md, section 6). Three or
- * four suit the slow placement better and the fast one worse.
- */
-#define PRT_SEAT_POLL_PAUSES 2
-
 static int spin_wait(struct prt__cond *c, struct prt__mutex *m, struct prt__mwaiter *rec,
 		     struct prt__worker *w, int i, uint64_t spin, uint64_t deadline)
 {
