@@ -472,16 +472,22 @@ struct prt__spin {
 	uint64_t spin, deadline; /* deadline 0: none */
 	uint64_t until;          /* the spin's end, from the first clock read; 0 before */
 	unsigned polls;
+	/*
+	 * log2 of the pauses the caller makes per poll (0: one, 1: two,
+	 * cond.c's seated spinners), so that the clock is read every 32
+	 * pauses whatever the pacing.
+	 */
+	unsigned pause_shift;
 };
 
 /*
  * Go on spinning on @w? Called after each poll (the caller pauses
- * once per poll, and looks at what it waits for). No when
- * prt__spin_must_stop says so; every 32 polls, with the clock, also
- * when @sp's length is over (counted from that first read: a spin that
- * ends sooner reads no clock at all), its deadline passed, or a timer
- * of @w's is due (a sleeper, a timeout: @w fires them only at a
- * scheduling point; racy reads of the heaps' earliest deadlines).
+ * 1 << @sp->pause_shift times per poll, and looks at what it waits
+ * for). No when prt__spin_must_stop says so; every 32 pauses, with the
+ * clock, also when @sp's length is over (counted from that first read:
+ * a spin that ends sooner reads no clock at all), its deadline passed,
+ * or a timer of @w's is due (a sleeper, a timeout: @w fires them only at
+ * a scheduling point; racy reads of the heaps' earliest deadlines).
  */
 static inline bool prt__spin_keep(struct prt__worker *w, struct prt__spin *sp)
 {
@@ -489,7 +495,7 @@ static inline bool prt__spin_keep(struct prt__worker *w, struct prt__spin *sp)
 
 	if (prt__spin_must_stop(w))
 		return false;
-	if (++sp->polls & 31)
+	if (++sp->polls & (31u >> sp->pause_shift))
 		return true;
 	now = prt__now_ns();
 	if (!sp->until)
