@@ -78,11 +78,13 @@ static void list_append(struct prt__list *to, struct prt__list *from)
  * joiner waited for it. Taking a few, and coming back for more once
  * they ran and the grace ran out again, lets the thief's intake follow
  * its own progress: W2 with 2 workers, 325-395 ns a fiber taking half,
- * 158-217 taking 8, interleaved (docs/design.md, "Stealing"). Fibers
- * that ran are still taken up to half the queue: they are a backlog
- * the victim has already had its turn at.
+ * 158-217 taking 8, interleaved (docs/design.md, "Stealing"), where 4
+ * measured as 8. In the EPYC host's fast placement (session 40, 6
+ * interleaved rounds) 8 gave 107-125 ns, 4 97-100, 2 90-100, 16
+ * 120-128: 4. Fibers that ran are still taken up to half the queue:
+ * they are a backlog the victim has already had its turn at.
  */
-#define PRT_STEAL_FRESH_MAX 8
+#define PRT_STEAL_FRESH_MAX 4
 
 /* now_ns in 1024 ns units, never 0 (0 = not marked) */
 static uint32_t steal_clock(void)
