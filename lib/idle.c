@@ -572,6 +572,9 @@ static uint64_t park_deadline(struct prt__worker *w)
 	if (prt__timers_first(&w->iotimers) < until)
 		until = prt__timers_first(&w->iotimers);
 	prt__rq_release(w);
+	/* relaxed: a hint; the trim reads it again under depot_lock */
+	if (atomic_load_explicit(&w->rt->stack_trim_at, memory_order_relaxed) < until)
+		until = atomic_load_explicit(&w->rt->stack_trim_at, memory_order_relaxed);
 	if (w->rt->nworkers == 1)
 		return until;
 	if (w->steal_wake < until)
@@ -722,6 +725,15 @@ void *prt__worker_main(void *arg)
 		/* relaxed: worker_park's look (seq_cst) is the one that counts */
 		if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
 			break;
+		{
+			uint64_t now = 0;
+
+			if (prt__stack_trim_due(rt, &now)) {
+				/* Stacks a burst left (stack.c, "Decay"): a batch, then look again. */
+				prt__stack_trim(w, now);
+				continue;
+			}
+		}
 		prt__preempt_idle(w);
 		pending = worker_park(w);
 	}

@@ -35,6 +35,7 @@ PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg)
 	cfg->preempt_quantum_ns = PRT_PREEMPT_QUANTUM_DEFAULT;
 	cfg->steal_grace_ns = PRT_STEAL_GRACE_DEFAULT;
 	cfg->wait_spin_ns = PRT_WAIT_SPIN_DEFAULT;
+	cfg->stack_decay_ns = PRT_STACK_DECAY_DEFAULT;
 }
 
 /* cfg.steal_grace_ns, or PRT_STEAL_GRACE_NS from the environment if set and a number. */
@@ -279,6 +280,8 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 	rt->stack_size = cfg->stack_size ? cfg->stack_size : PRT_STACK_SIZE_DEFAULT;
 	rt->stack_size = prt__page_round_sat(rt->stack_size, (size_t)page);
 	rt->stack_pool_max = cfg->stack_pool_max ? cfg->stack_pool_max : PRT_STACK_POOL_DEFAULT;
+	rt->stack_decay = CFG_HAS(cfg, stack_decay_ns) ? cfg->stack_decay_ns : PRT_STACK_DECAY_DEFAULT;
+	atomic_init(&rt->stack_trim_at, PRT_NO_DEADLINE);
 	prt__spin_init(&rt->desc_lock);
 	prt__spin_init(&rt->slab_lock);
 	prt__spin_init(&rt->depot_lock);

@@ -61,10 +61,18 @@ struct prt_runtime {
 	/* Batches of PRT_DESC_BATCH free descriptors moved between workers. */
 	struct prt__fiber *desc_depot;              /* desc_lock; linked by batch_next */
 
-	/* Free default-size stacks moved between workers' pools, in batches. */
+	/*
+	 * Free default-size stacks moved between workers' pools, in batches.
+	 * The depot keeps maxdepot for good; past that it grows (to capdepot)
+	 * and what stays unused for a decay period goes back to the system
+	 * (stack.c, "Decay").
+	 */
 	prt__spinlock_t depot_lock;
 	struct prt__stack *stack_depot;             /* depot_lock */
-	unsigned ndepot, maxdepot;                  /* depot_lock */
+	unsigned ndepot, maxdepot, capdepot;        /* depot_lock; ndepot read racily as a hint */
+	unsigned depot_low;                         /* depot_lock: fewest in it this period */
+	uint64_t stack_decay;                       /* cfg.stack_decay_ns; 0: no growth */
+	_Atomic uint64_t stack_trim_at;             /* depot_lock; read racily: when the period ends */
 
 	/* Canary-stack slabs. */
 	prt__spinlock_t slab_lock;

@@ -6,6 +6,7 @@
  * free default-size stacks so that spawn does not call mmap in the
  * steady state; only the worker touches its pool.
  */
+#include <limits.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -266,45 +267,191 @@ static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct
  * Stacks flow from the worker where fibers end to the one where they
  * are spawned. A worker's pool is refilled from, and spills half of
  * itself into, the runtime's depot: one lock per batch of max/2 stacks.
+ *
+ * Decay. The depot keeps maxdepot stacks (the pools' bound again, per
+ * worker) for good. Until session 41 a stack spilled past that was
+ * unmapped (a slab stack: its pages given back) at once, and each spawn
+ * past the pools mapped one again: a guard stack costs mmap, mprotect
+ * and munmap (with its TLB shootdown), 10-15 us here, so W2 with 2500
+ * fibers alive at once on one worker took 2.4 us per spawn and join
+ * instead of 80 ns, and 5.9 us with 4000 (Go: 200 ns). Now the depot
+ * grows past maxdepot (when cfg.stack_decay_ns is not 0), and gives
+ * back only what stayed unused for a whole period, as jemalloc's dirty
+ * page decay and the kernel's slab shrinking do: the period starts with
+ * the first stack past maxdepot; depot_low tracks the fewest the depot
+ * held during it; at its end, the stacks above both depot_low and
+ * maxdepot were taken by no spawn, and go (from the top, PRT_TRIM_BATCH
+ * per call, the next call at once if more are left). A steady churn of
+ * many fibers keeps all it uses; a burst's stacks go 1-2 periods after
+ * it. The period's end is looked at where stacks move to and from the
+ * depot (one clock read per batch, only while there is an excess) and
+ * by an idle worker, which sleeps no longer than it (idle.c).
  */
-static prt__noinline void depot_refill(struct prt_runtime *rt, struct prt__stack_pool *p)
+#define PRT_TRIM_BATCH 64u
+
+static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
+static void stack_unmap(struct prt__stack *s);
+
+/* The period ends at @now; depot_lock held. */
+static inline bool trim_due(struct prt_runtime *rt, uint64_t now)
 {
+	return now >= atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed);
+}
+
+bool prt__stack_trim_due(struct prt_runtime *rt, uint64_t *now)
+{
+	/* relaxed: a hint; prt__stack_trim reads it again under depot_lock */
+	if (atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) == PRT_NO_DEADLINE)
+		return false;
+	if (!*now)
+		*now = prt__now_ns();
+	return atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) <= *now;
+}
+
+void prt__stack_trim(struct prt__worker *w, uint64_t now)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__stack batch[PRT_TRIM_BATCH];
+	struct prt__stack *old = NULL;
+	unsigned n = 0, oldcap = 0;
+
+	prt__spin_lock(&rt->depot_lock);
+	if (!trim_due(rt, now)) {
+		prt__spin_unlock(&rt->depot_lock);
+		return; /* another worker did it */
+	}
+	if (rt->depot_low > rt->maxdepot) {
+		n = rt->depot_low - rt->maxdepot;
+		if (n > PRT_TRIM_BATCH)
+			n = PRT_TRIM_BATCH;
+		PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - n);
+		rt->depot_low -= n;
+		memcpy(batch, rt->stack_depot + rt->ndepot, sizeof(batch[0]) * n);
+	}
+	if (rt->depot_low > rt->maxdepot) {
+		/* More to give back: at the next look, so that no one call takes long. */
+	} else if (rt->ndepot > rt->maxdepot) {
+		rt->depot_low = rt->ndepot;
+		atomic_store_explicit(&rt->stack_trim_at, prt__add_sat(now, rt->stack_decay),
+				      memory_order_relaxed);
+	} else {
+		atomic_store_explicit(&rt->stack_trim_at, PRT_NO_DEADLINE, memory_order_relaxed);
+		if (rt->capdepot > rt->maxdepot) {
+			/* Back to its own size: the array of a burst's stacks goes too. */
+			struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
+
+			if (a) {
+				memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
+				old = rt->stack_depot;
+				oldcap = rt->capdepot;
+				rt->stack_depot = a;
+				rt->capdepot = rt->maxdepot;
+			}
+		}
+	}
+	prt__spin_unlock(&rt->depot_lock);
+	if (old)
+		prt__free(old, sizeof(*old) * oldcap);
+	for (unsigned i = 0; i < n; i++)
+		stack_free(rt, w, &batch[i]);
+}
+
+static prt__noinline void depot_refill(struct prt__worker *w)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__stack_pool *p = &w->stacks;
+	uint64_t now = 0;
+	bool due;
 	unsigned n;
 
 	if (!PRT_READ_ONCE(rt->ndepot))
 		return;
+	due = prt__stack_trim_due(rt, &now);
 	prt__spin_lock(&rt->depot_lock);
 	n = rt->ndepot < p->max / 2 ? rt->ndepot : p->max / 2;
 	PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - n);
+	if (rt->ndepot < rt->depot_low)
+		rt->depot_low = rt->ndepot;
 	memcpy(p->warm, rt->stack_depot + rt->ndepot, sizeof(*p->warm) * n);
 	prt__spin_unlock(&rt->depot_lock);
 	p->nwarm = n;
+	if (due)
+		prt__stack_trim(w, now);
 }
 
-static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
-static void stack_unmap(struct prt__stack *s);
+/*
+ * Room for @n more stacks in the depot (depot_lock held, and held again
+ * on return, maybe dropped meanwhile); false if it may not grow (no
+ * decay) or cannot (no memory).
+ */
+static bool depot_reserve(struct prt_runtime *rt, unsigned n)
+{
+	while (rt->ndepot + n > rt->capdepot) {
+		unsigned cap = rt->capdepot, need = rt->ndepot + n, c = cap ? cap : 64;
+		struct prt__stack *a, *old = NULL;
+
+		if (!rt->stack_decay || need > UINT_MAX / 2)
+			return false;
+		while (c < need)
+			c *= 2;
+		/* Not under the lock: another worker may spill or trim meanwhile. */
+		prt__spin_unlock(&rt->depot_lock);
+		a = prt__alloc(sizeof(*a) * c);
+		prt__spin_lock(&rt->depot_lock);
+		if (!a)
+			return false;
+		if (rt->capdepot == cap && rt->ndepot <= c) {
+			memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
+			old = rt->stack_depot;
+			rt->stack_depot = a;
+			rt->capdepot = c;
+			a = NULL;
+		}
+		prt__spin_unlock(&rt->depot_lock);
+		if (old)
+			prt__free(old, sizeof(*old) * (cap ? cap : 1));
+		if (a)
+			prt__free(a, sizeof(*a) * c);
+		prt__spin_lock(&rt->depot_lock);
+	}
+	return true;
+}
 
 static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker *w)
 {
 	struct prt__stack_pool *p = &w->stacks;
 	unsigned n = p->max / 2, room;
+	uint64_t now = 0;
+	bool due = prt__stack_trim_due(rt, &now);
 
 	prt__spin_lock(&rt->depot_lock);
-	room = rt->maxdepot - rt->ndepot;
+	room = depot_reserve(rt, n) ? n : rt->capdepot - rt->ndepot;
 	if (room > n)
 		room = n;
+	if (rt->ndepot + room > rt->maxdepot &&
+	    atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) == PRT_NO_DEADLINE) {
+		/* The first stacks past what the depot keeps: a period starts. */
+		if (!now)
+			now = prt__now_ns();
+		rt->depot_low = rt->ndepot;
+		atomic_store_explicit(&rt->stack_trim_at, prt__add_sat(now, rt->stack_decay),
+				      memory_order_relaxed);
+	}
 	p->nwarm -= room;
 	memcpy(rt->stack_depot + rt->ndepot, p->warm + p->nwarm, sizeof(*p->warm) * room);
 	PRT_WRITE_ONCE(rt->ndepot, rt->ndepot + room);
 	prt__spin_unlock(&rt->depot_lock);
-	/* Depot full: these go back to the system. */
+	/* Depot full (no decay, or no memory): these go back to the system. */
 	for (; room < n; room++)
 		stack_free(rt, w, &p->warm[--p->nwarm]);
+	if (due)
+		prt__stack_trim(w, now);
 }
 
 int prt__stack_depot_init(struct prt_runtime *rt)
 {
 	rt->maxdepot = rt->stack_pool_max * (unsigned)rt->nworkers;
+	rt->capdepot = rt->maxdepot;
 	rt->stack_depot = prt__alloc(sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
 	return rt->stack_depot ? 0 : -ENOMEM;
 }
@@ -319,7 +466,7 @@ void prt__stack_depot_fini(struct prt_runtime *rt)
 		else
 			stack_unmap(s);
 	}
-	prt__free(rt->stack_depot, sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
+	prt__free(rt->stack_depot, sizeof(*rt->stack_depot) * (rt->capdepot ? rt->capdepot : 1));
 	rt->stack_depot = NULL;
 	rt->ndepot = 0;
 }
@@ -335,7 +482,7 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 	size = size ? prt__page_round_sat(size, page_size()) : rt->stack_size;
 	if (size == rt->stack_size && w) {
 		if (!w->stacks.nwarm)
-			depot_refill(rt, &w->stacks);
+			depot_refill(w);
 		if (w->stacks.nwarm) {
 			*out = w->stacks.warm[--w->stacks.nwarm];
 			return 0;

@@ -79,6 +79,13 @@ static inline bool prt__stack_put_warm(struct prt__stack_pool *p, const struct p
 /* The runtime's depot of free stacks shared between pools in batches. */
 int prt__stack_depot_init(struct prt_runtime *rt);
 void prt__stack_depot_fini(struct prt_runtime *rt);
+/*
+ * The depot's decay period has ended (stack.c, "Decay"): true if so.
+ * *@now: the time, read if 0 and needed.
+ */
+bool prt__stack_trim_due(struct prt_runtime *rt, uint64_t *now);
+/* At a period's end (@now): give back what stayed unused in the depot, on worker @w. */
+void prt__stack_trim(struct prt__worker *w, uint64_t now);
 /* Unmap everything of the runtime's slabs (destroy). */
 void prt__stack_slabs_free(struct prt_runtime *rt);
 

@@ -79,6 +79,7 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.stack_kind, PRT_STACK_GUARD);
 	assert_int_equal(cfg.stack_pool_max, 0);
 	assert_int_equal(cfg.steal_grace_ns, PRT_STEAL_GRACE_DEFAULT);
+	assert_int_equal(cfg.stack_decay_ns, PRT_STACK_DECAY_DEFAULT);
 	prt_runtime_config_init(NULL); /* harmless */
 }
 

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,7 +42,8 @@ static size_t page(void)
 	return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static prt_runtime_t *make_rt(int nworkers, int kind, size_t stack_size, unsigned pool_max)
+static prt_runtime_t *make_rt_decay(int nworkers, int kind, size_t stack_size, unsigned pool_max,
+				     uint64_t decay)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
@@ -51,9 +53,15 @@ static prt_runtime_t *make_rt(int nworkers, int kind, size_t stack_size, unsigne
 	cfg.stack_kind = kind;
 	cfg.stack_size = stack_size;
 	cfg.stack_pool_max = pool_max;
+	cfg.stack_decay_ns = decay;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	assert_non_null(rt);
 	return rt;
+}
+
+static prt_runtime_t *make_rt(int nworkers, int kind, size_t stack_size, unsigned pool_max)
+{
+	return make_rt_decay(nworkers, kind, stack_size, pool_max, PRT_STACK_DECAY_DEFAULT);
 }
 
 /* What a fiber saw of its own stack. */
@@ -62,6 +70,7 @@ struct stk {
 	size_t size;
 	unsigned flags;
 	void *frame;
+	void *ctx; /* the test's, for the fiber */
 };
 
 static void *rec_stack(void *arg)
@@ -1007,10 +1016,11 @@ static void test_canary_stacks_cross_workers(void **state)
 
 /* ---- pool bound ---------------------------------------------------------- */
 
+/* With no decay (cfg.stack_decay_ns 0), a stack freed past the pools is unmapped at once. */
 static void test_pool_bound(void **state)
 {
 	enum { N = 64 };
-	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 4);
+	prt_runtime_t *rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 4, 0);
 	struct spawner sp = { .rt = rt, .n = N };
 	struct stk s[N];
 	struct prt__stack_pool *pool = &rt->workers[0]->stacks;
@@ -1040,6 +1050,224 @@ static void test_pool_bound(void **state)
 	free(sp.f);
 }
 
+/* ---- decay: stacks past the pools ------------------------------------------ */
+
+#define DECAY_N 64
+#define DECAY_MAGIC 0xdeca7deca7deca7ull
+#define DECAY_ROUNDS 3
+
+struct decay_run {
+	prt_runtime_t *rt;
+	int rounds;
+	struct stk s[DECAY_ROUNDS][DECAY_N];
+	struct stk drv; /* the driver's own stack, the last time */
+	prt_fiber_t f[DECAY_N];
+	prt_sem_t go;
+};
+
+/* Alive until all of the round are: another worker may run it at once. */
+static void *rec_then_wait(void *arg)
+{
+	struct stk *s = arg;
+	struct decay_run *d = s->ctx;
+
+	FIBER_CHECK(rec_stack(s) == NULL);
+	if (!(s->flags & PRT_STK_CANARY)) /* (a canary stack's bottom must stay zero) */
+		*(volatile uint64_t *)((char *)s->base + 64) = DECAY_MAGIC;
+	FIBER_CHECK(prt_sem_wait(&d->go) == 0);
+	return NULL;
+}
+
+/*
+ * Whether the guard stack at @base is still the one a fiber of the test
+ * marked: mapped, readable, and the mark there. Its address may have
+ * been mapped again by anything since it was unmapped (a sanitizer's
+ * allocator does), so being mapped is not enough; process_vm_readv
+ * reads without faulting on a page mapped PROT_NONE.
+ */
+static int guard_stack_intact(const void *base)
+{
+	uint64_t v = 0;
+	struct iovec local = { &v, sizeof(v) };
+	struct iovec remote = { (char *)base + 64, sizeof(v) };
+
+	return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)sizeof(v) &&
+	       v == DECAY_MAGIC;
+}
+
+/* @rounds times: DECAY_N fibers alive at once, then all joined. */
+static void *decay_driver(void *arg)
+{
+	struct decay_run *d = arg;
+
+	FIBER_CHECK(rec_stack(&d->drv) == NULL);
+	FIBER_CHECK(prt_sem_init(&d->go, 0) == 0);
+	for (int r = 0; r < d->rounds; r++) {
+		for (int i = 0; i < DECAY_N; i++) {
+			d->s[r][i].ctx = d;
+			FIBER_CHECK(prt_spawn(d->rt, &d->f[i], NULL, rec_then_wait, &d->s[r][i]) == 0);
+		}
+		for (int i = 0; i < DECAY_N; i++)
+			FIBER_CHECK(prt_sem_post(&d->go) == 0);
+		for (int i = 0; i < DECAY_N; i++)
+			FIBER_CHECK(prt_join(d->f[i], NULL) == 0);
+	}
+	FIBER_CHECK(prt_sem_destroy(&d->go) == 0);
+	return NULL;
+}
+
+static unsigned depot_count(prt_runtime_t *rt, unsigned *maxdepot)
+{
+	unsigned n;
+
+	prt__spin_lock(&rt->depot_lock);
+	n = rt->ndepot;
+	*maxdepot = rt->maxdepot;
+	prt__spin_unlock(&rt->depot_lock);
+	return n;
+}
+
+/*
+ * A burst of fibers past the pools (4 per worker, and 4 in the depot)
+ * leaves its stacks mapped for the next one: the second and third
+ * rounds of 64 reuse the first's stacks and map none. Before the decay,
+ * 56 of the 64 were unmapped as their fibers ended (test_pool_bound).
+ */
+static void test_decay_keeps_burst(void **state)
+{
+	prt_runtime_t *rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 4, UINT64_MAX);
+	struct decay_run *d = calloc(1, sizeof(*d));
+	struct stk first[DECAY_N + 1]; /* the first run's fibers, and its driver */
+	unsigned maxdepot;
+
+	(void)state;
+	assert_non_null(d);
+	d->rt = rt;
+	d->rounds = 1;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, decay_driver, d));
+	for (int i = 0; i < DECAY_N; i++)
+		assert_true(page_mapped((char *)d->s[0][i].base + d->s[0][i].size - 1));
+	/* The worker's pool keeps 2-4 of them, the depot the rest (and the driver's). */
+	assert_true(depot_count(rt, &maxdepot) >= DECAY_N - 4);
+	assert_int_equal(maxdepot, 4);
+	memcpy(first, d->s[0], sizeof(d->s[0]));
+	first[DECAY_N] = d->drv;
+	d->rounds = DECAY_ROUNDS;
+	memset(d->s, 0, sizeof(d->s));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, decay_driver, d));
+	/* Every stack of every round is one of the first run's. */
+	for (int r = 0; r < DECAY_ROUNDS; r++)
+		for (int i = 0; i < DECAY_N; i++) {
+			int found = 0;
+
+			for (int k = 0; k <= DECAY_N && !found; k++)
+				found = d->s[r][i].base == first[k].base;
+			assert_true(found);
+		}
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(d);
+}
+
+/* Whether the runtime holds a free stack at @base: a worker's pool or the depot. */
+static int rt_holds(prt_runtime_t *rt, const void *base)
+{
+	int held = 0;
+
+	for (int w = 0; w < rt->nworkers; w++)
+		for (unsigned i = 0; i < rt->workers[w]->stacks.nwarm; i++)
+			held |= rt->workers[w]->stacks.warm[i].base == base;
+	prt__spin_lock(&rt->depot_lock);
+	for (unsigned i = 0; i < rt->ndepot; i++)
+		held |= rt->stack_depot[i].base == base;
+	prt__spin_unlock(&rt->depot_lock);
+	return held;
+}
+
+/* Stacks of @d's rounds that the runtime no longer holds but are not gone yet; *@gone: those gone. */
+static int decay_left(const struct decay_run *d, int kind, int *gone)
+{
+	int left = 0;
+
+	*gone = 0;
+	for (int r = 0; r < DECAY_ROUNDS; r++)
+		for (int i = 0; i < DECAY_N; i++) {
+			char *top = (char *)d->s[r][i].base + d->s[r][i].size - 1;
+			void *pg = (void *)((uintptr_t)top & ~(uintptr_t)(page() - 1));
+			unsigned char v = 0;
+			int intact;
+
+			if (rt_holds(d->rt, d->s[r][i].base))
+				continue;
+			if (kind == PRT_STACK_GUARD)
+				intact = guard_stack_intact(d->s[r][i].base);
+			else
+				intact = mincore(pg, page(), &v) != 0 || (v & 1);
+			left += intact;
+			*gone += !intact;
+		}
+	return left;
+}
+
+/*
+ * With a decay of 20 ms, a burst's stacks past the pools go back to the
+ * system by themselves: the idle workers wake for it (no fiber runs,
+ * nothing else happens). Guard stacks are unmapped; canary slab stacks
+ * give their pages back. What the pools and the depot keep for good
+ * stays. On two workers, so that both trim and spill at once.
+ */
+static void decay_trims(int kind)
+{
+	prt_runtime_t *rt = make_rt_decay(2, kind, kind == PRT_STACK_CANARY ? 16384 : 0, 4,
+					  20 * 1000 * 1000);
+	struct decay_run *d = calloc(1, sizeof(*d));
+	unsigned n, maxdepot;
+	int gone = 0;
+
+	assert_non_null(d);
+	d->rt = rt;
+	d->rounds = DECAY_ROUNDS;
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, decay_driver, d));
+	/*
+	 * The trim must come by itself. A worker unmaps a batch after it
+	 * took it from the depot: look until all is done, 20 s at most.
+	 */
+	for (int tries = 0; tries < 20000; tries++) {
+		n = depot_count(rt, &maxdepot);
+		if (n <= maxdepot && decay_left(d, kind, &gone) == 0)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(maxdepot, 2 * 4);
+	assert_true(n <= maxdepot);
+	/*
+	 * Every fiber is joined, so the workers' pools are still (the trim
+	 * touches only the depot). A stack of the burst that the runtime no
+	 * longer holds is gone: unmapped, or (canary) its pages given back.
+	 */
+	assert_int_equal(decay_left(d, kind, &gone), 0);
+	assert_true(gone > 0);
+	/* And the runtime still works: a burst again, its stacks fine. */
+	d->rounds = 1;
+	memset(d->s, 0, sizeof(d->s));
+	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, decay_driver, d));
+	for (int i = 0; i < DECAY_N; i++)
+		assert_true(in_stack(&d->s[0][i], d->s[0][i].frame));
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(d);
+}
+
+static void test_decay_trims_guard(void **state)
+{
+	(void)state;
+	decay_trims(PRT_STACK_GUARD);
+}
+
+static void test_decay_trims_canary(void **state)
+{
+	(void)state;
+	decay_trims(PRT_STACK_CANARY);
+}
+
 /* ---- destroy unmaps its stacks, and nothing else ----------------------------- */
 
 struct unmap_case {
@@ -1058,7 +1286,7 @@ struct unmap_run {
 	prt_fiber_t f[NPAR];
 	unsigned *sentinel[NSTK]; /* pages of ours next to the stacks */
 	int nsentinel;
-	struct prt__stack depot[4]; /* the depot's stacks just before destroy */
+	struct prt__stack depot[NSTK]; /* the depot's stacks just before destroy */
 	unsigned ndepot;
 };
 
@@ -1151,7 +1379,8 @@ static void child_unmap(void *arg)
 	} else {
 		die_unless(unmap_body(u) == NULL, "unmap_body");
 	}
-	die_unless(u->rt->ndepot > 0 && u->rt->ndepot <= 4, "some stacks in the depot at destroy");
+	/* Past its 2 for good too (the decay keeps the rest for a while): destroy unmaps them all. */
+	die_unless(u->rt->ndepot > 0 && u->rt->ndepot <= NSTK, "some stacks in the depot at destroy");
 	u->ndepot = u->rt->ndepot;
 	memcpy(u->depot, u->rt->stack_depot, sizeof(u->depot[0]) * u->ndepot);
 	map_sentinels(u, n, c->kind);
@@ -1247,6 +1476,9 @@ int main(void)
 		cmocka_unit_test(test_canary_run_join),
 		cmocka_unit_test(test_canary_scale),
 		cmocka_unit_test(test_pool_bound),
+		cmocka_unit_test(test_decay_keeps_burst),
+		cmocka_unit_test(test_decay_trims_guard),
+		cmocka_unit_test(test_decay_trims_canary),
 		cmocka_unit_test(test_destroy_unmaps_guard_fiber),
 		cmocka_unit_test(test_destroy_unmaps_guard_thread),
 		cmocka_unit_test(test_destroy_unmaps_canary_fiber),

@@ -294,6 +294,27 @@ typedef struct prt_runtime_config {
 	 * PRT_WAIT_SPIN_NS, when set to a plain decimal number, replaces it.
 	 */
 	uint64_t wait_spin_ns;
+	/*
+	 * The stack decay, in ns: how long free stacks beyond the pools are
+	 * kept for the next fibers before they go back to the system. Each
+	 * worker keeps up to stack_pool_max free stacks of the default size,
+	 * and the runtime's depot as many again per worker, for good. When
+	 * more fibers than that end at once, the depot keeps the rest too,
+	 * mapped and with their pages; those that no spawn took for a whole
+	 * decay period are unmapped (canary slab stacks: their pages given
+	 * back) within two periods, by a worker that hands stacks to the
+	 * depot or takes them from it, or by an idle worker, which wakes
+	 * for it. Without it, each spawn beyond the pools mapped a stack and
+	 * each fiber end unmapped one, a few system calls each: with 2500
+	 * fibers alive at once on one worker, a spawn and join took 2.4 us
+	 * instead of 0.12 (docs/design.md, section 14, "Stack decay").
+	 * jemalloc's dirty-page decay works the same way.
+	 * prt_runtime_config_init() sets PRT_STACK_DECAY_DEFAULT; a caller
+	 * compiled before this field existed gets the default too. 0 = keep
+	 * nothing beyond the pools: a stack freed past them goes back at
+	 * once. UINT64_MAX = keep them until prt_runtime_destroy().
+	 */
+	uint64_t stack_decay_ns;
 } prt_runtime_config_t;
 
 /*
@@ -323,6 +344,8 @@ typedef struct prt_runtime_config {
 #define PRT_STEAL_GRACE_DEFAULT 20000u
 /* cfg.wait_spin_ns's default: 4 us (docs/design.md, section 6, "The wait spin"). */
 #define PRT_WAIT_SPIN_DEFAULT 4000u
+/* cfg.stack_decay_ns's default: 1 s (a freed stack past the pools is unmapped 1-2 s after its last use). */
+#define PRT_STACK_DECAY_DEFAULT 1000000000u
 
 /* Fill @cfg with the defaults. Context: any thread, never switches. */
 PRT_API void prt_runtime_config_init(prt_runtime_config_t *cfg);
