@@ -282,6 +282,7 @@ static int runtime_create(prt_runtime_t **out, const prt_runtime_config_t *cfg)
 	rt->stack_pool_max = cfg->stack_pool_max ? cfg->stack_pool_max : PRT_STACK_POOL_DEFAULT;
 	rt->stack_decay = CFG_HAS(cfg, stack_decay_ns) ? cfg->stack_decay_ns : PRT_STACK_DECAY_DEFAULT;
 	atomic_init(&rt->stack_trim_at, PRT_NO_DEADLINE);
+	rt->depot_trim_at = rt->odd_trim_at = PRT_NO_DEADLINE;
 	prt__spin_init(&rt->desc_lock);
 	prt__spin_init(&rt->slab_lock);
 	prt__spin_init(&rt->depot_lock);

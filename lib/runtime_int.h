@@ -71,8 +71,14 @@ struct prt_runtime {
 	struct prt__stack *stack_depot;             /* depot_lock */
 	unsigned ndepot, maxdepot, capdepot;        /* depot_lock; ndepot read racily as a hint */
 	unsigned depot_low;                         /* depot_lock: fewest in it this period */
-	uint64_t stack_decay;                       /* cfg.stack_decay_ns; 0: no growth */
-	_Atomic uint64_t stack_trim_at;             /* depot_lock; read racily: when the period ends */
+	uint64_t depot_trim_at;                     /* depot_lock: when the period ends */
+	/* Free stacks of other sizes, oldest first (stack.c, "Other sizes"). */
+	struct prt__odd_stack *odd;                 /* depot_lock */
+	unsigned nodd, capodd;                      /* depot_lock */
+	uint64_t odd_trim_at;                       /* depot_lock: when odd[0] has been unused a period */
+	uint64_t stack_decay;                       /* cfg.stack_decay_ns; 0: nothing kept past the pools */
+	/* depot_lock; read racily: the sooner of depot_trim_at and odd_trim_at */
+	_Atomic uint64_t stack_trim_at;
 
 	/* Canary-stack slabs. */
 	prt__spinlock_t slab_lock;

@@ -292,15 +292,17 @@ static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct
 static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
 static void stack_unmap(struct prt__stack *s);
 
-/* The period ends at @now; depot_lock held. */
-static inline bool trim_due(struct prt_runtime *rt, uint64_t now)
+/* Publish the sooner of the two ends for the racy looks; depot_lock held. */
+static void trim_at_publish(struct prt_runtime *rt)
 {
-	return now >= atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed);
+	uint64_t t = rt->depot_trim_at < rt->odd_trim_at ? rt->depot_trim_at : rt->odd_trim_at;
+
+	atomic_store_explicit(&rt->stack_trim_at, t, memory_order_relaxed);
 }
 
 bool prt__stack_trim_due(struct prt_runtime *rt, uint64_t *now)
 {
-	/* relaxed: a hint; prt__stack_trim reads it again under depot_lock */
+	/* relaxed: a hint; prt__stack_trim reads the ends again under depot_lock */
 	if (atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) == PRT_NO_DEADLINE)
 		return false;
 	if (!*now)
@@ -308,45 +310,72 @@ bool prt__stack_trim_due(struct prt_runtime *rt, uint64_t *now)
 	return atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) <= *now;
 }
 
-void prt__stack_trim(struct prt__worker *w, uint64_t now)
+/* Give back up to @room of the depot's stacks unused this period, into @batch; depot_lock held. */
+static unsigned depot_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack *batch,
+			   unsigned room)
 {
-	struct prt_runtime *rt = w->rt;
-	struct prt__stack batch[PRT_TRIM_BATCH];
-	struct prt__stack *old = NULL;
-	unsigned n = 0, oldcap = 0;
+	unsigned n = 0;
 
-	prt__spin_lock(&rt->depot_lock);
-	if (!trim_due(rt, now)) {
-		prt__spin_unlock(&rt->depot_lock);
-		return; /* another worker did it */
-	}
+	if (now < rt->depot_trim_at)
+		return 0;
 	if (rt->depot_low > rt->maxdepot) {
 		n = rt->depot_low - rt->maxdepot;
-		if (n > PRT_TRIM_BATCH)
-			n = PRT_TRIM_BATCH;
+		if (n > room)
+			n = room;
 		PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - n);
 		rt->depot_low -= n;
-		memcpy(batch, rt->stack_depot + rt->ndepot, sizeof(batch[0]) * n);
+		memcpy(batch, rt->stack_depot + rt->ndepot, sizeof(*batch) * n);
 	}
 	if (rt->depot_low > rt->maxdepot) {
 		/* More to give back: at the next look, so that no one call takes long. */
 	} else if (rt->ndepot > rt->maxdepot) {
 		rt->depot_low = rt->ndepot;
-		atomic_store_explicit(&rt->stack_trim_at, prt__add_sat(now, rt->stack_decay),
-				      memory_order_relaxed);
+		rt->depot_trim_at = prt__add_sat(now, rt->stack_decay);
 	} else {
-		atomic_store_explicit(&rt->stack_trim_at, PRT_NO_DEADLINE, memory_order_relaxed);
-		if (rt->capdepot > rt->maxdepot) {
-			/* Back to its own size: the array of a burst's stacks goes too. */
-			struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
+		rt->depot_trim_at = PRT_NO_DEADLINE;
+	}
+	return n;
+}
 
-			if (a) {
-				memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
-				old = rt->stack_depot;
-				oldcap = rt->capdepot;
-				rt->stack_depot = a;
-				rt->capdepot = rt->maxdepot;
-			}
+/* Give back up to @room of the other sizes' stacks freed a period ago, into @batch; depot_lock held. */
+static unsigned odd_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack *batch,
+			 unsigned room)
+{
+	unsigned n = 0;
+
+	if (now < rt->odd_trim_at)
+		return 0;
+	while (n < room && n < rt->nodd && prt__add_sat(rt->odd[n].freed, rt->stack_decay) <= now) {
+		batch[n] = rt->odd[n].s;
+		n++;
+	}
+	rt->nodd -= n;
+	memmove(rt->odd, rt->odd + n, sizeof(*rt->odd) * rt->nodd);
+	rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay) : PRT_NO_DEADLINE;
+	return n;
+}
+
+void prt__stack_trim(struct prt__worker *w, uint64_t now)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__stack batch[PRT_TRIM_BATCH];
+	struct prt__stack *old = NULL;
+	unsigned n, oldcap = 0;
+
+	prt__spin_lock(&rt->depot_lock);
+	n = depot_trim(rt, now, batch, PRT_TRIM_BATCH);
+	n += odd_trim(rt, now, batch + n, PRT_TRIM_BATCH - n);
+	trim_at_publish(rt);
+	if (rt->depot_trim_at == PRT_NO_DEADLINE && rt->capdepot > rt->maxdepot) {
+		/* Back to its own size: the array of a burst's stacks goes too. */
+		struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
+
+		if (a) {
+			memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
+			old = rt->stack_depot;
+			oldcap = rt->capdepot;
+			rt->stack_depot = a;
+			rt->capdepot = rt->maxdepot;
 		}
 	}
 	prt__spin_unlock(&rt->depot_lock);
@@ -428,14 +457,13 @@ static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker
 	room = depot_reserve(rt, n) ? n : rt->capdepot - rt->ndepot;
 	if (room > n)
 		room = n;
-	if (rt->ndepot + room > rt->maxdepot &&
-	    atomic_load_explicit(&rt->stack_trim_at, memory_order_relaxed) == PRT_NO_DEADLINE) {
+	if (rt->ndepot + room > rt->maxdepot && rt->depot_trim_at == PRT_NO_DEADLINE) {
 		/* The first stacks past what the depot keeps: a period starts. */
 		if (!now)
 			now = prt__now_ns();
 		rt->depot_low = rt->ndepot;
-		atomic_store_explicit(&rt->stack_trim_at, prt__add_sat(now, rt->stack_decay),
-				      memory_order_relaxed);
+		rt->depot_trim_at = prt__add_sat(now, rt->stack_decay);
+		trim_at_publish(rt);
 	}
 	p->nwarm -= room;
 	memcpy(rt->stack_depot + rt->ndepot, p->warm + p->nwarm, sizeof(*p->warm) * room);
@@ -446,6 +474,112 @@ static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker
 		stack_free(rt, w, &p->warm[--p->nwarm]);
 	if (due)
 		prt__stack_trim(w, now);
+}
+
+/*
+ * Other sizes. A stack of a size other than the runtime's default (a
+ * fiber's attr.stack_size) has no pool: it was mapped at each spawn and
+ * unmapped as its fiber ended, ~10 us here for a 128 KiB guard stack
+ * against ~0.1 for a pooled one. Now it waits in rt->odd for a spawn
+ * that asks for the same size (page-rounded), newest first, as glibc
+ * keeps thread stacks for pthread_create; one freed a decay period ago
+ * and not taken goes back (oldest first, at the looks the depot's decay
+ * has). At most maxdepot wait (past that, a freed one goes back at
+ * once): a program that asks for many different sizes keeps no more
+ * mappings than the depot may for good.
+ */
+static bool odd_get(struct prt_runtime *rt, size_t size, struct prt__stack *out)
+{
+	bool found = false;
+
+	if (!PRT_READ_ONCE(rt->nodd))
+		return false;
+	prt__spin_lock(&rt->depot_lock);
+	for (unsigned i = rt->nodd; i-- > 0;) {
+		if (rt->odd[i].s.size != size)
+			continue;
+		*out = rt->odd[i].s;
+		memmove(rt->odd + i, rt->odd + i + 1, sizeof(*rt->odd) * (rt->nodd - i - 1));
+		PRT_WRITE_ONCE(rt->nodd, rt->nodd - 1);
+		if (i == 0)
+			rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay)
+						   : PRT_NO_DEADLINE;
+		trim_at_publish(rt);
+		found = true;
+		break;
+	}
+	prt__spin_unlock(&rt->depot_lock);
+	return found;
+}
+
+/* Keep @s (not of the default size) for a later spawn; false if it must go back now. */
+static bool odd_put(struct prt_runtime *rt, const struct prt__stack *s)
+{
+	uint64_t now;
+	bool kept = false;
+
+	if (!rt->stack_decay || !rt->maxdepot)
+		return false;
+	now = prt__now_ns();
+	prt__spin_lock(&rt->depot_lock);
+	if (rt->nodd == rt->capodd && rt->capodd < rt->maxdepot) {
+		/* Grow (not under the lock), up to maxdepot. */
+		unsigned cap = rt->capodd, c = cap ? 2 * cap : 16;
+		struct prt__odd_stack *a;
+
+		if (c > rt->maxdepot)
+			c = rt->maxdepot;
+		prt__spin_unlock(&rt->depot_lock);
+		a = prt__alloc(sizeof(*a) * c);
+		prt__spin_lock(&rt->depot_lock);
+		if (a && rt->capodd == cap) {
+			struct prt__odd_stack *old = rt->odd;
+
+			if (rt->nodd)
+				memcpy(a, old, sizeof(*a) * rt->nodd);
+			rt->odd = a;
+			rt->capodd = c;
+			a = old;
+			c = cap;
+		}
+		if (a) {
+			/* Not under the lock either: the loser's, or the old array. */
+			prt__spin_unlock(&rt->depot_lock);
+			prt__free(a, sizeof(*a) * c);
+			prt__spin_lock(&rt->depot_lock);
+		}
+	}
+	if (rt->nodd < rt->capodd) {
+		rt->odd[rt->nodd].s = *s;
+		rt->odd[rt->nodd].freed = now;
+		PRT_WRITE_ONCE(rt->nodd, rt->nodd + 1);
+		if (rt->odd_trim_at == PRT_NO_DEADLINE) {
+			rt->odd_trim_at = prt__add_sat(now, rt->stack_decay);
+			trim_at_publish(rt);
+		}
+		kept = true;
+	}
+	prt__spin_unlock(&rt->depot_lock);
+	return kept;
+}
+
+/* A default-size stack from the depot for a plain thread's spawn (it has no pool). */
+static bool depot_take(struct prt_runtime *rt, struct prt__stack *out)
+{
+	bool found = false;
+
+	if (!PRT_READ_ONCE(rt->ndepot))
+		return false;
+	prt__spin_lock(&rt->depot_lock);
+	if (rt->ndepot) {
+		PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - 1);
+		if (rt->ndepot < rt->depot_low)
+			rt->depot_low = rt->ndepot;
+		*out = rt->stack_depot[rt->ndepot];
+		found = true;
+	}
+	prt__spin_unlock(&rt->depot_lock);
+	return found;
 }
 
 int prt__stack_depot_init(struct prt_runtime *rt)
@@ -469,6 +603,12 @@ void prt__stack_depot_fini(struct prt_runtime *rt)
 	prt__free(rt->stack_depot, sizeof(*rt->stack_depot) * (rt->capdepot ? rt->capdepot : 1));
 	rt->stack_depot = NULL;
 	rt->ndepot = 0;
+	for (unsigned i = 0; i < rt->nodd; i++)
+		stack_unmap(&rt->odd[i].s); /* never slab stacks */
+	if (rt->odd)
+		prt__free(rt->odd, sizeof(*rt->odd) * rt->capodd);
+	rt->odd = NULL;
+	rt->nodd = rt->capodd = 0;
 }
 
 int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size_t size,
@@ -487,6 +627,8 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 			*out = w->stacks.warm[--w->stacks.nwarm];
 			return 0;
 		}
+	} else if (size == rt->stack_size ? depot_take(rt, out) : odd_get(rt, size, out)) {
+		return 0;
 	}
 	/* A new mapping: its calls' errno (mmap, mprotect, hwloc's mbind) is not the caller's. */
 	saved = prt__errno_get();
@@ -536,6 +678,8 @@ void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__s
 	if ((s->flags & PRT_STK_POOLED) && p->nwarm == p->max && p->max >= 2)
 		depot_spill(rt, w);
 	if (prt__stack_put_warm(p, s))
+		return;
+	if (!(s->flags & PRT_STK_POOLED) && odd_put(rt, s))
 		return;
 	stack_free(rt, w, s);
 }

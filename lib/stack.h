@@ -29,6 +29,12 @@ struct prt__stack {
 	unsigned vg_id; /* valgrind stack id, 0 if none */
 };
 
+/* A free stack of a size other than the runtime's default, and when it was freed (ns). */
+struct prt__odd_stack {
+	struct prt__stack s;
+	uint64_t freed;
+};
+
 /*
  * A worker's free stacks of the runtime's default size. Owned by the
  * worker thread: only it takes and returns, so no lock. @warm holds up

@@ -304,11 +304,16 @@ typedef struct prt_runtime_config {
 	 * decay period are unmapped (canary slab stacks: their pages given
 	 * back) within two periods, by a worker that hands stacks to the
 	 * depot or takes them from it, or by an idle worker, which wakes
-	 * for it. Without it, each spawn beyond the pools mapped a stack and
-	 * each fiber end unmapped one, a few system calls each: with 2500
-	 * fibers alive at once on one worker, a spawn and join took 2.4 us
-	 * instead of 0.12 (docs/design.md, section 14, "Stack decay").
-	 * jemalloc's dirty-page decay works the same way.
+	 * for it. Stacks of other sizes (attr.stack_size) wait likewise for
+	 * a spawn of the same size, at most as many as the depot keeps, each
+	 * until a period after it was freed. Without it, each spawn beyond
+	 * the pools, of another size, or from a plain thread (which takes
+	 * from the depot) mapped a stack and each fiber end unmapped one, a
+	 * few system calls each: with 2500 fibers alive at once on one
+	 * worker, a spawn and join took 2.4 us instead of 0.12; with a 128
+	 * KiB attr.stack_size, 9.8 us instead of 0.13 (docs/design.md,
+	 * section 14, "Stack decay"). jemalloc's dirty-page decay and
+	 * glibc's cache of thread stacks work the same way.
 	 * prt_runtime_config_init() sets PRT_STACK_DECAY_DEFAULT; a caller
 	 * compiled before this field existed gets the default too. 0 = keep
 	 * nothing beyond the pools: a stack freed past them goes back at
