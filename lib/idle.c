@@ -730,7 +730,7 @@ void *prt__worker_main(void *arg)
 
 			if (prt__stack_trim_due(rt, &now)) {
 				/* Stacks a burst left (stack.c, "Decay"): a batch, then look again. */
-				prt__stack_trim(w, now);
+				prt__stack_trim(w, now, PRT_TRIM_BATCH);
 				continue;
 			}
 		}

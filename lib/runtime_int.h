@@ -74,7 +74,8 @@ struct prt_runtime {
 	uint64_t depot_trim_at;                     /* depot_lock: when the period ends */
 	/* Free stacks of other sizes, oldest first (stack.c, "Other sizes"). */
 	struct prt__odd_stack *odd;                 /* depot_lock */
-	unsigned nodd, capodd;                      /* depot_lock */
+	unsigned nodd, capodd;                      /* depot_lock; nodd read racily as a hint */
+	size_t odd_bytes, odd_max_bytes;            /* depot_lock: their sizes' sum, and its bound */
 	uint64_t odd_trim_at;                       /* depot_lock: when odd[0] has been unused a period */
 	uint64_t stack_decay;                       /* cfg.stack_decay_ns; 0: nothing kept past the pools */
 	/* depot_lock; read racily: the sooner of depot_trim_at and odd_trim_at */

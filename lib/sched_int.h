@@ -189,6 +189,7 @@ struct prt__worker {
 	unsigned nfree_desc;          /* its length */
 	uint64_t id_next, id_end;     /* block of fiber ids */
 	struct prt__stack_pool stacks;
+	struct prt__stack trim_batch[PRT_TRIM_BATCH]; /* prt__stack_trim's, this thread's */
 	unsigned steal_seed;
 	/* The worker thread's own context, switched to when nothing is runnable. */
 	struct prt__fiber idle;

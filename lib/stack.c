@@ -25,11 +25,15 @@
 
 static size_t page_size(void)
 {
-	static size_t ps;
+	static _Atomic size_t ps;
+	/* relaxed: any thread may be first; each stores the same value */
+	size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
 
-	if (!ps)
-		ps = (size_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	if (!v) {
+		v = (size_t)sysconf(_SC_PAGESIZE);
+		atomic_store_explicit(&ps, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 static void stack_register(struct prt__stack *s)
@@ -266,7 +270,8 @@ static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct
 /*
  * Stacks flow from the worker where fibers end to the one where they
  * are spawned. A worker's pool is refilled from, and spills half of
- * itself into, the runtime's depot: one lock per batch of max/2 stacks.
+ * itself into, the runtime's depot: one lock per batch of max/2 stacks
+ * (rounded up: a pool of 1 moves 1).
  *
  * Decay. The depot keeps maxdepot stacks (the pools' bound again, per
  * worker) for good. Until session 41 a stack spilled past that was
@@ -287,7 +292,10 @@ static int canary_slab_get(struct prt_runtime *rt, struct prt__worker *w, struct
  * depot (one clock read per batch, only while there is an excess) and
  * by an idle worker, which sleeps no longer than it (idle.c).
  */
-#define PRT_TRIM_BATCH 64u
+/* (PRT_TRIM_BATCH, stack.h: what an idle worker gives back per call) */
+/* At most this many from a spawn or a switch (the idle loop takes PRT_TRIM_BATCH). */
+#define PRT_TRIM_HOT 8u
+#define PRT_POOL_BATCH(p) ((p)->max - (p)->max / 2)
 
 static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s);
 static void stack_unmap(struct prt__stack *s);
@@ -349,40 +357,60 @@ static unsigned odd_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack
 		batch[n] = rt->odd[n].s;
 		n++;
 	}
-	rt->nodd -= n;
+	PRT_WRITE_ONCE(rt->nodd, rt->nodd - n);
+	for (unsigned i = 0; i < n; i++)
+		rt->odd_bytes -= batch[i].size;
 	memmove(rt->odd, rt->odd + n, sizeof(*rt->odd) * rt->nodd);
 	rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay) : PRT_NO_DEADLINE;
 	return n;
 }
 
-void prt__stack_trim(struct prt__worker *w, uint64_t now)
+/* Back to its own size once the excess is gone: the array of a burst's stacks goes too. */
+static void depot_shrink(struct prt_runtime *rt)
 {
-	struct prt_runtime *rt = w->rt;
-	struct prt__stack batch[PRT_TRIM_BATCH];
+	struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
 	struct prt__stack *old = NULL;
-	unsigned n, oldcap = 0;
+	unsigned oldcap = 0;
 
+	if (!a)
+		return;
 	prt__spin_lock(&rt->depot_lock);
-	n = depot_trim(rt, now, batch, PRT_TRIM_BATCH);
-	n += odd_trim(rt, now, batch + n, PRT_TRIM_BATCH - n);
-	trim_at_publish(rt);
-	if (rt->depot_trim_at == PRT_NO_DEADLINE && rt->capdepot > rt->maxdepot) {
-		/* Back to its own size: the array of a burst's stacks goes too. */
-		struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
-
-		if (a) {
-			memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
-			old = rt->stack_depot;
-			oldcap = rt->capdepot;
-			rt->stack_depot = a;
-			rt->capdepot = rt->maxdepot;
-		}
+	if (rt->capdepot > rt->maxdepot && rt->ndepot <= rt->maxdepot &&
+	    rt->depot_trim_at == PRT_NO_DEADLINE) {
+		memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
+		old = rt->stack_depot;
+		oldcap = rt->capdepot;
+		rt->stack_depot = a;
+		rt->capdepot = rt->maxdepot;
+		a = NULL;
 	}
 	prt__spin_unlock(&rt->depot_lock);
 	if (old)
 		prt__free(old, sizeof(*old) * oldcap);
+	if (a)
+		prt__free(a, sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
+}
+
+void prt__stack_trim(struct prt__worker *w, uint64_t now, unsigned max)
+{
+	struct prt_runtime *rt = w->rt;
+	struct prt__stack *batch = w->trim_batch; /* not on the stack of the fiber it runs on */
+	unsigned n;
+	bool shrink;
+
+	if (max > PRT_TRIM_BATCH)
+		max = PRT_TRIM_BATCH;
+	prt__spin_lock(&rt->depot_lock);
+	n = depot_trim(rt, now, batch, max);
+	n += odd_trim(rt, now, batch + n, max - n);
+	trim_at_publish(rt);
+	shrink = rt->depot_trim_at == PRT_NO_DEADLINE && rt->capdepot > rt->maxdepot &&
+		 rt->ndepot <= rt->maxdepot;
+	prt__spin_unlock(&rt->depot_lock);
 	for (unsigned i = 0; i < n; i++)
 		stack_free(rt, w, &batch[i]);
+	if (shrink)
+		depot_shrink(rt);
 }
 
 static prt__noinline void depot_refill(struct prt__worker *w)
@@ -397,7 +425,7 @@ static prt__noinline void depot_refill(struct prt__worker *w)
 		return;
 	due = prt__stack_trim_due(rt, &now);
 	prt__spin_lock(&rt->depot_lock);
-	n = rt->ndepot < p->max / 2 ? rt->ndepot : p->max / 2;
+	n = rt->ndepot < PRT_POOL_BATCH(p) ? rt->ndepot : PRT_POOL_BATCH(p);
 	PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - n);
 	if (rt->ndepot < rt->depot_low)
 		rt->depot_low = rt->ndepot;
@@ -405,7 +433,7 @@ static prt__noinline void depot_refill(struct prt__worker *w)
 	prt__spin_unlock(&rt->depot_lock);
 	p->nwarm = n;
 	if (due)
-		prt__stack_trim(w, now);
+		prt__stack_trim(w, now, PRT_TRIM_HOT); /* a spawn's: a little */
 }
 
 /*
@@ -449,7 +477,7 @@ static bool depot_reserve(struct prt_runtime *rt, unsigned n)
 static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker *w)
 {
 	struct prt__stack_pool *p = &w->stacks;
-	unsigned n = p->max / 2, room;
+	unsigned n = PRT_POOL_BATCH(p), room;
 	uint64_t now = 0;
 	bool due = prt__stack_trim_due(rt, &now);
 
@@ -473,7 +501,7 @@ static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker
 	for (; room < n; room++)
 		stack_free(rt, w, &p->warm[--p->nwarm]);
 	if (due)
-		prt__stack_trim(w, now);
+		prt__stack_trim(w, now, PRT_TRIM_HOT); /* a switch's: a little */
 }
 
 /*
@@ -484,9 +512,10 @@ static prt__noinline void depot_spill(struct prt_runtime *rt, struct prt__worker
  * that asks for the same size (page-rounded), newest first, as glibc
  * keeps thread stacks for pthread_create; one freed a decay period ago
  * and not taken goes back (oldest first, at the looks the depot's decay
- * has). At most maxdepot wait (past that, a freed one goes back at
- * once): a program that asks for many different sizes keeps no more
- * mappings than the depot may for good.
+ * has). At most maxdepot wait, of at most the bytes the depot keeps
+ * for good (maxdepot default-size stacks; past either, a freed one goes
+ * back at once): a program that asks for many different sizes, or large
+ * ones, keeps no more mappings or address space than the depot may.
  */
 static bool odd_get(struct prt_runtime *rt, size_t size, struct prt__stack *out)
 {
@@ -501,6 +530,7 @@ static bool odd_get(struct prt_runtime *rt, size_t size, struct prt__stack *out)
 		*out = rt->odd[i].s;
 		memmove(rt->odd + i, rt->odd + i + 1, sizeof(*rt->odd) * (rt->nodd - i - 1));
 		PRT_WRITE_ONCE(rt->nodd, rt->nodd - 1);
+		rt->odd_bytes -= size;
 		if (i == 0)
 			rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay)
 						   : PRT_NO_DEADLINE;
@@ -549,7 +579,8 @@ static bool odd_put(struct prt_runtime *rt, const struct prt__stack *s)
 			prt__spin_lock(&rt->depot_lock);
 		}
 	}
-	if (rt->nodd < rt->capodd) {
+	if (rt->nodd < rt->capodd && s->size <= rt->odd_max_bytes - rt->odd_bytes) {
+		rt->odd_bytes += s->size;
 		rt->odd[rt->nodd].s = *s;
 		rt->odd[rt->nodd].freed = now;
 		PRT_WRITE_ONCE(rt->nodd, rt->nodd + 1);
@@ -584,8 +615,14 @@ static bool depot_take(struct prt_runtime *rt, struct prt__stack *out)
 
 int prt__stack_depot_init(struct prt_runtime *rt)
 {
-	rt->maxdepot = rt->stack_pool_max * (unsigned)rt->nworkers;
+	/* saturating: stack_pool_max is the caller's */
+	rt->maxdepot = rt->stack_pool_max > UINT_MAX / (unsigned)rt->nworkers
+			       ? UINT_MAX
+			       : rt->stack_pool_max * (unsigned)rt->nworkers;
 	rt->capdepot = rt->maxdepot;
+	rt->odd_max_bytes = rt->stack_size > SIZE_MAX / (rt->maxdepot ? rt->maxdepot : 1)
+				    ? SIZE_MAX
+				    : rt->stack_size * rt->maxdepot;
 	rt->stack_depot = prt__alloc(sizeof(*rt->stack_depot) * (rt->maxdepot ? rt->maxdepot : 1));
 	return rt->stack_depot ? 0 : -ENOMEM;
 }
@@ -611,13 +648,62 @@ void prt__stack_depot_fini(struct prt_runtime *rt)
 	rt->nodd = rt->capodd = 0;
 }
 
+static int stack_new(struct prt_runtime *rt, struct prt__worker *w, int home, size_t size,
+		     struct prt__stack *out)
+{
+	bool canary = rt->stack_kind == PRT_STACK_CANARY;
+
+	if (size == rt->stack_size && w && canary)
+		return canary_slab_get(rt, w, out);
+	return canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
+}
+
+/*
+ * A mapping failed (-ENOMEM: RLIMIT_AS, vm.max_map_count, memory): give
+ * back all that the decay keeps, the other sizes' stacks and the
+ * depot's past maxdepot, at once. True if there was any (the caller
+ * tries again).
+ */
+static bool stack_flush(struct prt_runtime *rt, struct prt__worker *w)
+{
+	struct prt__stack local[PRT_TRIM_HOT];
+	struct prt__stack *batch = w ? w->trim_batch : local; /* a plain thread's own stack */
+	unsigned room = w ? PRT_TRIM_BATCH : PRT_TRIM_HOT, n;
+	bool any = false;
+
+	do {
+		n = 0;
+		prt__spin_lock(&rt->depot_lock);
+		for (; n < room && rt->nodd; n++) {
+			batch[n] = rt->odd[rt->nodd - 1].s;
+			rt->odd_bytes -= batch[n].size;
+			PRT_WRITE_ONCE(rt->nodd, rt->nodd - 1);
+		}
+		if (!rt->nodd)
+			rt->odd_trim_at = PRT_NO_DEADLINE;
+		for (; n < room && rt->ndepot > rt->maxdepot; n++) {
+			PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - 1);
+			batch[n] = rt->stack_depot[rt->ndepot];
+		}
+		if (rt->ndepot < rt->depot_low)
+			rt->depot_low = rt->ndepot;
+		if (rt->ndepot <= rt->maxdepot)
+			rt->depot_trim_at = PRT_NO_DEADLINE;
+		trim_at_publish(rt);
+		prt__spin_unlock(&rt->depot_lock);
+		for (unsigned i = 0; i < n; i++)
+			stack_free(rt, w, &batch[i]);
+		any |= n > 0;
+	} while (n == room);
+	if (any)
+		depot_shrink(rt);
+	return any;
+}
+
 int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size_t size,
 		   struct prt__stack *out)
 {
-	bool canary = rt->stack_kind == PRT_STACK_CANARY;
-	int err;
-
-	int saved;
+	int err, saved;
 
 	size = size ? prt__page_round_sat(size, page_size()) : rt->stack_size;
 	if (size == rt->stack_size && w) {
@@ -632,10 +718,10 @@ int prt__stack_get(struct prt_runtime *rt, struct prt__worker *w, int home, size
 	}
 	/* A new mapping: its calls' errno (mmap, mprotect, hwloc's mbind) is not the caller's. */
 	saved = prt__errno_get();
-	if (size == rt->stack_size && w && canary)
-		err = canary_slab_get(rt, w, out);
-	else
-		err = canary ? canary_map(rt, home, size, out) : guard_map(rt, home, size, out);
+	err = stack_new(rt, w, home, size, out);
+	/* Out of address space or mappings: what the decay keeps goes first. */
+	if (err == -ENOMEM && stack_flush(rt, w))
+		err = stack_new(rt, w, home, size, out);
 	prt__errno_set(saved);
 	if (!err && size == rt->stack_size)
 		out->flags |= PRT_STK_POOLED;
@@ -653,9 +739,10 @@ static void stack_unmap(struct prt__stack *s)
 	}
 }
 
+/* @w: the calling worker; NULL from a plain thread (a slab stack then goes to the runtime's cold list). */
 static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt__stack *s)
 {
-	struct prt__stack_pool *p = &w->stacks;
+	struct prt__stack_pool *p;
 
 	if (!(s->flags & PRT_STK_SLAB)) {
 		stack_unmap(s);
@@ -663,6 +750,16 @@ static void stack_free(struct prt_runtime *rt, struct prt__worker *w, struct prt
 	}
 	/* A slab stack cannot be unmapped alone: give its pages back. */
 	madvise(s->base, s->size, MADV_DONTNEED);
+	if (!w) {
+		prt__spin_lock(&rt->slab_lock);
+		if (cold_reserve(&rt->cold, rt->ncold, &rt->capcold, rt->ncold + 1)) {
+			rt->cold[rt->ncold] = *s;
+			PRT_WRITE_ONCE(rt->ncold, rt->ncold + 1);
+		} /* else leak it into its slab; freed at destroy */
+		prt__spin_unlock(&rt->slab_lock);
+		return;
+	}
+	p = &w->stacks;
 	if (!cold_reserve(&p->cold, p->ncold, &p->capcold, p->ncold + 1))
 		return; /* leak the stack into its slab; freed at destroy */
 	p->cold[p->ncold++] = *s;
@@ -675,7 +772,7 @@ void prt__stack_put(struct prt_runtime *rt, struct prt__worker *w, struct prt__s
 	struct prt__stack_pool *p = &w->stacks;
 
 	stack_unpoison(s);
-	if ((s->flags & PRT_STK_POOLED) && p->nwarm == p->max && p->max >= 2)
+	if ((s->flags & PRT_STK_POOLED) && p->nwarm == p->max && p->max)
 		depot_spill(rt, w);
 	if (prt__stack_put_warm(p, s))
 		return;

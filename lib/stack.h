@@ -90,8 +90,13 @@ void prt__stack_depot_fini(struct prt_runtime *rt);
  * *@now: the time, read if 0 and needed.
  */
 bool prt__stack_trim_due(struct prt_runtime *rt, uint64_t *now);
-/* At a period's end (@now): give back what stayed unused in the depot, on worker @w. */
-void prt__stack_trim(struct prt__worker *w, uint64_t now);
+/*
+ * At a period's end (@now): give back up to @max (at most
+ * PRT_TRIM_BATCH) of what stayed unused in the depot, or of other
+ * sizes, on worker @w.
+ */
+#define PRT_TRIM_BATCH 64u
+void prt__stack_trim(struct prt__worker *w, uint64_t now, unsigned max);
 /* Unmap everything of the runtime's slabs (destroy). */
 void prt__stack_slabs_free(struct prt_runtime *rt);
 

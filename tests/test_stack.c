@@ -1373,7 +1373,8 @@ static int burst_reused(const struct burst *b)
  */
 static void test_odd_size_reused(void **state)
 {
-	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 0);
+	/* Never trimmed: a test thread that stalls (load, valgrind) must not change the outcome. */
+	prt_runtime_t *rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 0, UINT64_MAX);
 	struct burst *b = calloc(1, sizeof(*b));
 
 	(void)state;
@@ -1405,7 +1406,7 @@ static void test_odd_size_reused(void **state)
  */
 static void test_thread_spawn_reuses(void **state)
 {
-	prt_runtime_t *rt = make_rt(1, PRT_STACK_GUARD, 0, 2);
+	prt_runtime_t *rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 2, UINT64_MAX);
 	struct burst *b = calloc(1, sizeof(*b));
 
 	(void)state;
@@ -1449,18 +1450,197 @@ static void test_odd_size_decay(void **state)
 	assert_int_equal(intact, 0);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 
-	/* Kept for good otherwise, but only as many as the depot keeps (4). */
+	/* Kept for good otherwise, but only the bytes the depot keeps: 4 x 64 KiB, two of 128. */
 	rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 4, UINT64_MAX);
 	b->rt = rt;
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, burst, b));
 	intact = 0;
 	for (int i = 0; i < b->n; i++)
 		intact += guard_stack_intact(b->s[i].base);
-	assert_int_equal(intact, 4);
+	assert_int_equal(intact, 2);
 	assert_null(test_run_in(rt, PRT_PRIO_DEFAULT, burst, b));
-	assert_int_equal(burst_reused(b), 4);
+	assert_int_equal(burst_reused(b), 2);
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	free(b);
+}
+
+/*
+ * A pool of 1 moves its stacks through the depot too (half of 1, rounded
+ * up): a plain thread's spawns reuse them. With max / 2 it moved none.
+ */
+static void test_pool_of_one_uses_depot(void **state)
+{
+	prt_runtime_t *rt = make_rt_decay(1, PRT_STACK_GUARD, 0, 1, UINT64_MAX);
+	struct burst *b = calloc(1, sizeof(*b));
+
+	(void)state;
+	assert_non_null(b);
+	b->rt = rt;
+	b->n = 16;
+	assert_null(burst(b));
+	assert_null(burst(b));
+	assert_true(burst_reused(b) >= b->n - 1);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(b);
+}
+
+#define MIX_ROUNDS 30
+
+/* Bursts of mixed sizes, each burst's stacks checked distinct. */
+static void *mixed_bursts(void *arg)
+{
+	struct burst *b = arg;
+	static const size_t sizes[] = { 0, 96 * 1024, 128 * 1024, 0, 192 * 1024 };
+
+	for (int r = 0; r < MIX_ROUNDS; r++) {
+		b->size = sizes[r % 5];
+		b->n = 1 + (r * 7) % DECAY_N;
+		FIBER_CHECK(burst(b) == NULL);
+		for (int i = 0; i < b->n; i++)
+			for (int k = 0; k < i; k++)
+				FIBER_CHECK(b->s[i].base != b->s[k].base);
+		if (r % 10 != 9)
+			continue;
+		/* A period or more: trims come. */
+		if (prt_self().p)
+			FIBER_CHECK(prt_sleep_ns(300 * 1000) == 0);
+		else
+			usleep(300);
+	}
+	return NULL;
+}
+
+static void *mixed_driver(void *arg)
+{
+	return mixed_bursts(arg);
+}
+
+/*
+ * Two workers, tiny pools and a 100 us decay: fibers on both workers
+ * and a plain thread spawn bursts of mixed sizes at once, so that the
+ * depot and the other sizes' list grow, are taken from, and are trimmed
+ * concurrently (by idle workers and at spills) while spawns use them.
+ * TSan found a plain store there (a review).
+ */
+static void test_decay_concurrent(void **state)
+{
+	prt_runtime_t *rt = make_rt_decay(2, PRT_STACK_GUARD, 0, 2, 100 * 1000);
+	struct burst *b = calloc(3, sizeof(*b));
+	prt_fiber_t d[2];
+
+	(void)state;
+	assert_non_null(b);
+	for (int i = 0; i < 3; i++)
+		b[i].rt = rt;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(prt_spawn(rt, &d[i], NULL, mixed_driver, &b[i]), 0);
+	assert_null(mixed_bursts(&b[2]));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(prt_join(d[i], NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	free(b);
+}
+
+/* VmSize of this process, in bytes (0 if unknown). */
+static size_t vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	size_t kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %zu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+struct hold {
+	prt_runtime_t *rt;
+	prt_fiber_t *f;
+	int n, spawned, err;
+	size_t size;
+	prt_sem_t go;
+};
+
+static void *hold_body(void *arg)
+{
+	return prt_sem_wait(arg) == 0 ? NULL : arg;
+}
+
+/* @h->n fibers of @h->size alive at once (or as many as can be), then all joined. */
+static void *hold_burst(void *arg)
+{
+	struct hold *h = arg;
+	prt_fiber_attr_t a;
+
+	prt_fiber_attr_init(&a);
+	a.stack_size = h->size;
+	h->err = 0;
+	FIBER_CHECK(prt_sem_init(&h->go, 0) == 0);
+	for (h->spawned = 0; h->spawned < h->n; h->spawned++)
+		if ((h->err = prt_spawn(h->rt, &h->f[h->spawned], &a, hold_body, &h->go)))
+			break;
+	for (int i = 0; i < h->spawned; i++)
+		FIBER_CHECK(prt_sem_post(&h->go) == 0);
+	for (int i = 0; i < h->spawned; i++)
+		FIBER_CHECK(prt_join(h->f[i], NULL) == 0);
+	FIBER_CHECK(prt_sem_destroy(&h->go) == 0);
+	return NULL;
+}
+
+/*
+ * Out of address space, a spawn gives back what the decay keeps and
+ * tries again. 4000 default-size stacks (272 MiB with their guard
+ * pages) stay in the depot after a burst (no decay end); then, with
+ * RLIMIT_AS 100 MiB above what the process has, 8 fibers of 32 MiB
+ * must all spawn: they fit only once the depot's excess is unmapped.
+ * Before, the kept stacks made the spawns fail with -ENOMEM (a review).
+ */
+static void child_enomem_flush(void *arg)
+{
+	struct hold h = { .n = 4000 };
+	prt_runtime_config_t cfg;
+	struct rlimit lim;
+
+	(void)arg;
+	prt_runtime_config_init(&cfg);
+	cfg.nworkers = 1;
+	cfg.stack_pool_max = 2;
+	cfg.stack_decay_ns = UINT64_MAX;
+	die_unless(prt_runtime_create(&h.rt, &cfg) == 0, "prt_runtime_create");
+	h.f = calloc((size_t)h.n, sizeof(*h.f));
+	die_unless(h.f != NULL, "calloc");
+	die_unless(test_run_in(h.rt, PRT_PRIO_DEFAULT, hold_burst, &h) == NULL && h.err == 0,
+		   "the first burst");
+	lim.rlim_cur = lim.rlim_max = vm_size() + 100u * 1024 * 1024;
+	die_unless(vm_size() != 0 && setrlimit(RLIMIT_AS, &lim) == 0, "setrlimit");
+	h.n = 8;
+	h.size = 32u * 1024 * 1024;
+	die_unless(test_run_in(h.rt, PRT_PRIO_DEFAULT, hold_burst, &h) == NULL, "the second burst");
+	if (h.err)
+		fprintf(stderr, "child: %d of 8 spawned, then %s\n", h.spawned, prt_strerror(h.err));
+	die_unless(h.err == 0, "every spawn of the second burst");
+	die_unless(prt_runtime_destroy(h.rt) == 0, "prt_runtime_destroy");
+	free(h.f);
+}
+
+static void test_decay_gives_back_on_enomem(void **state)
+{
+	char err[4096];
+	int st;
+
+	(void)state;
+	/* The sanitizers reserve terabytes of shadow; valgrind has its own address space. */
+	if (TEST_ASAN || PRT_TEST_TSAN || test_under_valgrind())
+		skip();
+	st = run_child(child_enomem_flush, NULL, err, sizeof(err));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fprintf(stderr, "child status %#x, its stderr:\n%s\n", st, err);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 /* ---- destroy unmaps its stacks, and nothing else ----------------------------- */
@@ -1677,6 +1857,9 @@ int main(void)
 		cmocka_unit_test(test_odd_size_reused),
 		cmocka_unit_test(test_thread_spawn_reuses),
 		cmocka_unit_test(test_odd_size_decay),
+		cmocka_unit_test(test_pool_of_one_uses_depot),
+		cmocka_unit_test(test_decay_concurrent),
+		cmocka_unit_test(test_decay_gives_back_on_enomem),
 		cmocka_unit_test(test_destroy_unmaps_guard_fiber),
 		cmocka_unit_test(test_destroy_unmaps_guard_thread),
 		cmocka_unit_test(test_destroy_unmaps_canary_fiber),

@@ -305,8 +305,11 @@ typedef struct prt_runtime_config {
 	 * back) within two periods, by a worker that hands stacks to the
 	 * depot or takes them from it, or by an idle worker, which wakes
 	 * for it. Stacks of other sizes (attr.stack_size) wait likewise for
-	 * a spawn of the same size, at most as many as the depot keeps, each
-	 * until a period after it was freed. Without it, each spawn beyond
+	 * a spawn of the same size, each until a period after it was freed,
+	 * at most as many and as many bytes as the depot keeps for good. A
+	 * stack that cannot be mapped (-ENOMEM: RLIMIT_AS, vm.max_map_count)
+	 * first makes the runtime give back all that the decay keeps, and is
+	 * then tried again. Without it, each spawn beyond
 	 * the pools, of another size, or from a plain thread (which takes
 	 * from the depot) mapped a stack and each fiber end unmapped one, a
 	 * few system calls each: with 2500 fibers alive at once on one
