@@ -87,6 +87,13 @@ static void *rec_stack(void *arg)
 	return NULL;
 }
 
+/* Wait for a unit of the semaphore @sem. */
+static void *wait_sem_body(void *sem)
+{
+	FIBER_CHECK(prt_sem_wait(sem) == 0);
+	return NULL;
+}
+
 static int in_stack(const struct stk *s, const void *p)
 {
 	return (const char *)p >= (const char *)s->base &&
@@ -722,13 +729,6 @@ static void *recurse_past_bottom(void *arg)
 
 static prt_sem_t below_go;
 
-static void *park_below(void *arg)
-{
-	(void)arg;
-	FIBER_CHECK(prt_sem_wait(&below_go) == 0);
-	return NULL;
-}
-
 /*
  * The recursing fiber on the second stack of a slab: the first, right
  * below it, holds a parked fiber's frames at its top, which the
@@ -744,7 +744,7 @@ static void *recurse_above_neighbour(void *arg)
 
 	(void)arg;
 	FIBER_CHECK(prt_sem_init(&below_go, 0) == 0);
-	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, park_below, NULL) == 0);
+	FIBER_CHECK(prt_spawn(prt_runtime_self(), &b, NULL, wait_sem_body, &below_go) == 0);
 	prt_fiber_attr_init(&a);
 	a.name = "recurse";
 	FIBER_CHECK(prt_spawn(prt_runtime_self(), &f, &a, recurse_past_bottom, NULL) == 0);
@@ -991,13 +991,6 @@ static void test_canary_scale(void **state)
 
 static prt_sem_t xw_go;
 
-static void *xw_body(void *arg)
-{
-	(void)arg;
-	FIBER_CHECK(prt_sem_wait(&xw_go) == 0);
-	return NULL;
-}
-
 /* All XW_N alive at once on worker 1, then all end there. */
 static void *xw_spawner(void *arg)
 {
@@ -1005,7 +998,7 @@ static void *xw_spawner(void *arg)
 	static prt_fiber_t f[XW_N];
 
 	for (int i = 0; i < XW_N; i++)
-		f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, 1, xw_body, NULL);
+		f[i] = test_spawn(rt, PRT_PRIO_DEFAULT, 1, wait_sem_body, &xw_go);
 	for (int i = 0; i < XW_N; i++)
 		FIBER_CHECK(prt_sem_post(&xw_go) == 0);
 	for (int i = 0; i < XW_N; i++)
@@ -1565,11 +1558,6 @@ struct hold {
 	prt_sem_t go;
 };
 
-static void *hold_body(void *arg)
-{
-	return prt_sem_wait(arg) == 0 ? NULL : arg;
-}
-
 /* @h->n fibers of @h->size alive at once (or as many as can be), then all joined. */
 static void *hold_burst(void *arg)
 {
@@ -1581,7 +1569,7 @@ static void *hold_burst(void *arg)
 	h->err = 0;
 	FIBER_CHECK(prt_sem_init(&h->go, 0) == 0);
 	for (h->spawned = 0; h->spawned < h->n; h->spawned++)
-		if ((h->err = prt_spawn(h->rt, &h->f[h->spawned], &a, hold_body, &h->go)))
+		if ((h->err = prt_spawn(h->rt, &h->f[h->spawned], &a, wait_sem_body, &h->go)))
 			break;
 	for (int i = 0; i < h->spawned; i++)
 		FIBER_CHECK(prt_sem_post(&h->go) == 0);
