@@ -303,24 +303,25 @@ typedef struct prt_runtime_config {
 	 * mapped and with their pages; those that no spawn took for a whole
 	 * decay period are unmapped (canary slab stacks: their pages given
 	 * back) within two periods, by a worker that hands stacks to the
-	 * depot or takes them from it, or by an idle worker, which wakes
-	 * for it. Stacks of other sizes (attr.stack_size) wait likewise for
-	 * a spawn of the same size, each until a period after it was freed,
-	 * at most as many and as many bytes as the depot keeps for good. A
-	 * stack that cannot be mapped (-ENOMEM: RLIMIT_AS, vm.max_map_count)
-	 * first makes the runtime give back all that the decay keeps, and is
-	 * then tried again. Without it, each spawn beyond
-	 * the pools, of another size, or from a plain thread (which takes
-	 * from the depot) mapped a stack and each fiber end unmapped one, a
-	 * few system calls each: with 2500 fibers alive at once on one
-	 * worker, a spawn and join took 2.4 us instead of 0.12; with a 128
-	 * KiB attr.stack_size, 9.8 us instead of 0.13 (docs/design.md,
-	 * section 14, "Stack decay"). jemalloc's dirty-page decay and
-	 * glibc's cache of thread stacks work the same way.
-	 * prt_runtime_config_init() sets PRT_STACK_DECAY_DEFAULT; a caller
-	 * compiled before this field existed gets the default too. 0 = keep
-	 * nothing beyond the pools: a stack freed past them goes back at
-	 * once. UINT64_MAX = keep them until prt_runtime_destroy().
+	 * depot or takes them from it, or by an idle worker, which wakes for
+	 * it (while every worker stays busy and no stack moves to or from
+	 * the depot, they wait for the next of those). Stacks of other sizes
+	 * (attr.stack_size) wait likewise for a spawn of the same size, each
+	 * until a period after it was freed, at most as many and as many
+	 * bytes as the depot keeps for good. A stack that cannot be mapped
+	 * (-ENOMEM: RLIMIT_AS, vm.max_map_count) first makes the runtime
+	 * give back all that the decay keeps, and is then tried again.
+	 * Without it, each spawn beyond the pools, of another size, or from
+	 * a plain thread (which takes from the depot) mapped a stack and
+	 * each fiber end unmapped one, a few system calls each: with 2500
+	 * fibers alive at once on one worker, a spawn and join took 2.4 us
+	 * instead of 0.12; with a 128 KiB attr.stack_size, 9.8 us instead of
+	 * 0.13 (docs/design.md, section 14, "Stack decay"). jemalloc's
+	 * dirty-page decay and glibc's cache of thread stacks work the same
+	 * way. prt_runtime_config_init() sets PRT_STACK_DECAY_DEFAULT; a
+	 * caller compiled before this field existed gets the default too. 0
+	 * = keep nothing beyond the pools: a stack freed past them goes back
+	 * at once. UINT64_MAX = keep them until prt_runtime_destroy().
 	 */
 	uint64_t stack_decay_ns;
 } prt_runtime_config_t;
