@@ -394,6 +394,7 @@ static void spawn_faults(enum prt__fault_site site, int stack_kind, int nworkers
 				   .stack_kind = stack_kind };
 	char what[128];
 	unsigned n;
+	int failed = 0;
 
 	snprintf(what, sizeof(what), "spawn from %s, %s stacks, %d workers, %s fault",
 		 from_fiber ? "a fiber" : "main",
@@ -415,14 +416,21 @@ static void spawn_faults(enum prt__fault_site site, int stack_kind, int nworkers
 		} else {
 			res = spawn_batch(&b);
 		}
-		if (b.bad || b.nfail != (b.fired ? 1 : 0) || res)
+		if (b.bad || b.nfail > (b.fired ? 1 : 0) || res)
 			fprintf(stderr, "  %s at call %u (%s): %d spawns failed with -ENOMEM, "
 				"other error %d, fiber check line %d\n", what, n,
 				b.fired ? "fired" : "not reached", b.nfail, b.bad,
 				(int)(intptr_t)res);
 		assert_null(res);
 		assert_int_equal(b.bad, 0);
-		assert_int_equal(b.nfail, b.fired ? 1 : 0);
+		/*
+		 * A fault fails one spawn, or none where the library has a way
+		 * around it: an array of kept stacks that cannot grow (the stack
+		 * goes back instead), a mapping that fails while the decay keeps
+		 * stacks (they go back, and it is tried again; stack.c).
+		 */
+		assert_true(b.nfail <= (b.fired ? 1 : 0));
+		failed += b.nfail;
 		/* The runtime is still whole. */
 		exercise(rt);
 		assert_int_equal(prt_runtime_destroy(rt), 0);
@@ -430,8 +438,9 @@ static void spawn_faults(enum prt__fault_site site, int stack_kind, int nworkers
 		if (!b.fired)
 			break;
 	}
-	/* The hook was reached at least once. */
+	/* The hook was reached at least once, and some fault did fail a spawn. */
 	assert_true(n > 1);
+	assert_true(failed > 0);
 	lsan_check();
 }
 
