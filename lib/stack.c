@@ -345,6 +345,12 @@ static unsigned depot_trim(struct prt_runtime *rt, uint64_t now, struct prt__sta
 	return n;
 }
 
+/* odd_trim_at: when the oldest of the other sizes' stacks has waited a period; depot_lock held. */
+static void odd_end_set(struct prt_runtime *rt)
+{
+	rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay) : PRT_NO_DEADLINE;
+}
+
 /* Give back up to @room of the other sizes' stacks freed a period ago, into @batch; depot_lock held. */
 static unsigned odd_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack *batch,
 			 unsigned room)
@@ -361,7 +367,7 @@ static unsigned odd_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack
 	for (unsigned i = 0; i < n; i++)
 		rt->odd_bytes -= batch[i].size;
 	memmove(rt->odd, rt->odd + n, sizeof(*rt->odd) * rt->nodd);
-	rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay) : PRT_NO_DEADLINE;
+	odd_end_set(rt);
 	return n;
 }
 
@@ -532,8 +538,7 @@ static bool odd_get(struct prt_runtime *rt, size_t size, struct prt__stack *out)
 		PRT_WRITE_ONCE(rt->nodd, rt->nodd - 1);
 		rt->odd_bytes -= size;
 		if (i == 0)
-			rt->odd_trim_at = rt->nodd ? prt__add_sat(rt->odd[0].freed, rt->stack_decay)
-						   : PRT_NO_DEADLINE;
+			odd_end_set(rt);
 		trim_at_publish(rt);
 		found = true;
 		break;
@@ -679,8 +684,7 @@ static bool stack_flush(struct prt_runtime *rt, struct prt__worker *w)
 			rt->odd_bytes -= batch[n].size;
 			PRT_WRITE_ONCE(rt->nodd, rt->nodd - 1);
 		}
-		if (!rt->nodd)
-			rt->odd_trim_at = PRT_NO_DEADLINE;
+		odd_end_set(rt);
 		for (; n < room && rt->ndepot > rt->maxdepot; n++) {
 			PRT_WRITE_ONCE(rt->ndepot, rt->ndepot - 1);
 			batch[n] = rt->stack_depot[rt->ndepot];
