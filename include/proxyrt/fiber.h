@@ -184,9 +184,12 @@ PRT_API int prt_preempt_enable(void);
  * (see the README, "Preemption", for what is denied without asking).
  * For code that keeps per-thread state or takes a lock that belongs to
  * the thread, when wrapping each call in prt_preempt_disable() is not
- * practical. Lasts until the process ends. Returns 0, -EINVAL (NULL
- * @start or @start >= @end), -ENOSPC (PRT_PREEMPT_DENY_MAX ranges denied
- * already).
+ * practical. Only the code in the range is denied, not what it calls:
+ * a function it calls, and the PLT stub a call goes through, are
+ * preemptible unless denied too (prt_preempt_deny_object() denies a
+ * whole library, its PLT included). Lasts until the process ends.
+ * Returns 0, -EINVAL (NULL @start or @start >= @end), -ENOSPC
+ * (PRT_PREEMPT_DENY_MAX ranges denied already).
  * Context: any thread, never switches.
  */
 PRT_API int prt_preempt_deny_range(const void *start, const void *end);
