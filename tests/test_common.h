@@ -20,6 +20,18 @@
 
 #include <proxyrt/proxyrt.h>
 
+/*
+ * $PRT_TEST_FILTER: run only the tests whose names match it (cmocka's
+ * pattern, '*' and '?'), for running one test of a binary many times.
+ */
+__attribute__((constructor)) static void test_filter_from_env(void)
+{
+	const char *f = getenv("PRT_TEST_FILTER");
+
+	if (f && *f)
+		cmocka_set_test_filter(f);
+}
+
 /* ThreadSanitizer build? (Each fiber then costs TSan ~300 KiB of state.) */
 #if defined(__SANITIZE_THREAD__)
 #define PRT_TEST_TSAN 1
