@@ -371,30 +371,56 @@ static unsigned odd_trim(struct prt_runtime *rt, uint64_t now, struct prt__stack
 	return n;
 }
 
-/* Back to its own size once the excess is gone: the array of a burst's stacks goes too. */
-static void depot_shrink(struct prt_runtime *rt)
-{
-	struct prt__stack *a = prt__alloc(sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
-	struct prt__stack *old = NULL;
-	unsigned oldcap = 0;
+/* An array's address, read and written whatever the type of its entries. */
+typedef void *__attribute__((may_alias)) prt__any_array;
 
-	if (!a)
-		return;
+/*
+ * Give the array *@arr (*@cap entries of @size bytes, *@n of them in
+ * use; a capacity of 0 has one entry allocated, if any) the capacity
+ * @c, copying what is in use. depot_lock is held on entry and again on
+ * return, and dropped meanwhile: the new array is allocated and the old
+ * one freed outside it. Another worker may spill, take, trim or resize
+ * meanwhile, so the swap is made only if the capacity is still the one
+ * the caller saw and what is in use fits; the caller looks again.
+ * False if no memory.
+ */
+static bool depot_resize(struct prt_runtime *rt, prt__any_array *arr, unsigned *cap,
+			 const unsigned *n, unsigned c, size_t size)
+{
+	unsigned oldcap = *cap;
+	void *a, *old = NULL;
+
+	prt__spin_unlock(&rt->depot_lock);
+	a = prt__alloc(size * (c ? c : 1));
 	prt__spin_lock(&rt->depot_lock);
-	if (rt->capdepot > rt->maxdepot && rt->ndepot <= rt->maxdepot &&
-	    rt->depot_trim_at == PRT_NO_DEADLINE) {
-		memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
-		old = rt->stack_depot;
-		oldcap = rt->capdepot;
-		rt->stack_depot = a;
-		rt->capdepot = rt->maxdepot;
+	if (!a)
+		return false;
+	if (*cap == oldcap && *n <= c) {
+		old = *arr;
+		if (*n)
+			memcpy(a, old, size * *n);
+		*arr = a;
+		*cap = c;
 		a = NULL;
 	}
 	prt__spin_unlock(&rt->depot_lock);
 	if (old)
-		prt__free(old, sizeof(*old) * oldcap);
+		prt__free(old, size * (oldcap ? oldcap : 1));
 	if (a)
-		prt__free(a, sizeof(*a) * (rt->maxdepot ? rt->maxdepot : 1));
+		prt__free(a, size * (c ? c : 1)); /* the loser's */
+	prt__spin_lock(&rt->depot_lock);
+	return true;
+}
+
+/* Back to its own size once the excess is gone: the array of a burst's stacks goes too. */
+static void depot_shrink(struct prt_runtime *rt)
+{
+	prt__spin_lock(&rt->depot_lock);
+	if (rt->capdepot > rt->maxdepot && rt->ndepot <= rt->maxdepot &&
+	    rt->depot_trim_at == PRT_NO_DEADLINE)
+		depot_resize(rt, (prt__any_array *)&rt->stack_depot, &rt->capdepot, &rt->ndepot,
+			     rt->maxdepot, sizeof(*rt->stack_depot));
+	prt__spin_unlock(&rt->depot_lock);
 }
 
 void prt__stack_trim(struct prt__worker *w, uint64_t now, unsigned max)
@@ -450,32 +476,16 @@ static prt__noinline void depot_refill(struct prt__worker *w)
 static bool depot_reserve(struct prt_runtime *rt, unsigned n)
 {
 	while (rt->ndepot + n > rt->capdepot) {
-		unsigned cap = rt->capdepot, need = rt->ndepot + n, c = cap ? cap : 64;
-		struct prt__stack *a, *old = NULL;
+		unsigned need = rt->ndepot + n, c = rt->capdepot ? rt->capdepot : 64;
 
 		if (!rt->stack_decay || need > UINT_MAX / 2)
 			return false;
 		while (c < need)
 			c *= 2;
 		/* Not under the lock: another worker may spill or trim meanwhile. */
-		prt__spin_unlock(&rt->depot_lock);
-		a = prt__alloc(sizeof(*a) * c);
-		prt__spin_lock(&rt->depot_lock);
-		if (!a)
+		if (!depot_resize(rt, (prt__any_array *)&rt->stack_depot, &rt->capdepot, &rt->ndepot, c,
+				  sizeof(*rt->stack_depot)))
 			return false;
-		if (rt->capdepot == cap && rt->ndepot <= c) {
-			memcpy(a, rt->stack_depot, sizeof(*a) * rt->ndepot);
-			old = rt->stack_depot;
-			rt->stack_depot = a;
-			rt->capdepot = c;
-			a = NULL;
-		}
-		prt__spin_unlock(&rt->depot_lock);
-		if (old)
-			prt__free(old, sizeof(*old) * (cap ? cap : 1));
-		if (a)
-			prt__free(a, sizeof(*a) * c);
-		prt__spin_lock(&rt->depot_lock);
 	}
 	return true;
 }
@@ -558,31 +568,13 @@ static bool odd_put(struct prt_runtime *rt, const struct prt__stack *s)
 	now = prt__now_ns();
 	prt__spin_lock(&rt->depot_lock);
 	if (rt->nodd == rt->capodd && rt->capodd < rt->maxdepot) {
-		/* Grow (not under the lock), up to maxdepot. */
-		unsigned cap = rt->capodd, c = cap ? 2 * cap : 16;
-		struct prt__odd_stack *a;
+		/* Grow (not under the lock), up to maxdepot; full still if that fails. */
+		unsigned c = rt->capodd > rt->maxdepot / 2 ? rt->maxdepot : 2 * rt->capodd;
 
-		if (c > rt->maxdepot)
-			c = rt->maxdepot;
-		prt__spin_unlock(&rt->depot_lock);
-		a = prt__alloc(sizeof(*a) * c);
-		prt__spin_lock(&rt->depot_lock);
-		if (a && rt->capodd == cap) {
-			struct prt__odd_stack *old = rt->odd;
-
-			if (rt->nodd)
-				memcpy(a, old, sizeof(*a) * rt->nodd);
-			rt->odd = a;
-			rt->capodd = c;
-			a = old;
-			c = cap;
-		}
-		if (a) {
-			/* Not under the lock either: the loser's, or the old array. */
-			prt__spin_unlock(&rt->depot_lock);
-			prt__free(a, sizeof(*a) * c);
-			prt__spin_lock(&rt->depot_lock);
-		}
+		if (c < 16)
+			c = rt->maxdepot < 16 ? rt->maxdepot : 16;
+		depot_resize(rt, (prt__any_array *)&rt->odd, &rt->capodd, &rt->nodd, c,
+			     sizeof(*rt->odd));
 	}
 	if (rt->nodd < rt->capodd && s->size <= rt->odd_max_bytes - rt->odd_bytes) {
 		rt->odd_bytes += s->size;
