@@ -118,16 +118,51 @@ static struct {
 	prt_cond_t c;
 	prt_fiber_t target; /* K_JOIN: the fiber the waiter joins */
 	int err;
+	bool sleeps; /* the waiter must sleep: the event waits until it has */
 	uint64_t sw_before, sw_after;
 } ev;
 
-/* On worker 1: busy until the waiter is about to wait, then a little more, then the event. */
+/* Busy (no runtime call) until worker 0 has switched since the waiter's look; false at the cap. */
+static bool await_switch(void)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	while (switches(0) == ev.sw_before)
+		if (test_mono_ns() > cap)
+			return false;
+	return true;
+}
+
+/*
+ * Busy (no runtime call) until a fiber is in a wait on @s, spinning for
+ * a unit or queued (lib/sem.c: the bits above the value in the state
+ * word, its first); false at the cap.
+ */
+static bool await_sem_waiter(prt_sem_t *s)
+{
+	uint64_t cap = test_mono_ns() + CAP_NS;
+
+	while (!(atomic_load((_Atomic uint64_t *)(void *)s) >> 32))
+		if (test_mono_ns() > cap)
+			return false;
+	return true;
+}
+
+/*
+ * On worker 1: busy until the waiter is about to wait, then a little
+ * more, then the event. A waiter that must sleep is waited for: its
+ * thread off the CPU for 2 ms under load (TSan, 1 run in 60) had it
+ * reach its wait after the event, which it then found without a sleep.
+ */
 static void *ev_other(void *arg)
 {
 	(void)arg;
 	atomic_store(&ev.other_runs, 1);
 	FIBER_CHECK(await_flag(&ev.waiting));
-	compute_ns(2000000); /* the waiter spins by now (or has not reached its wait: fine too) */
+	if (ev.sleeps)
+		FIBER_CHECK(await_switch()); /* it slept (else its test fails below) */
+	else
+		compute_ns(2000000); /* it spins by now (or has not reached its wait: fine too) */
 	switch (ev.kind) {
 	case K_SEM:
 		FIBER_CHECK(prt_sem_post(&ev.s) == 0);
@@ -202,6 +237,7 @@ static void event_case(enum kind kind, uint64_t spin_ns, const char *env, bool e
 
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = kind;
+	ev.sleeps = !expect_spin;
 	assert_int_equal(prt_sem_init(&ev.s, 0), 0);
 	assert_int_equal(prt_mutex_init(&ev.m, NULL), 0);
 	assert_int_equal(prt_cond_init(&ev.c), 0);
@@ -484,7 +520,8 @@ static void *so_p(void *arg)
 	(void)arg;
 	atomic_store(&so.other_runs, 1);
 	FIBER_CHECK(await_flag(&so.waiting));
-	compute_ns(2000000); /* W spins by now (10 s) */
+	/* W in its wait, spinning (10 s) or queued (2 ms of ours: its thread may be off the CPU) */
+	FIBER_CHECK(await_sem_waiter(&so.s));
 	so.destroy_err = prt_sem_destroy(&so.s);
 	if (so.destroy_err == 0)
 		FIBER_CHECK(prt_sem_init(&so.s, 0) == 0); /* (the failure: let the test go on) */
