@@ -376,16 +376,18 @@ typedef void *__attribute__((may_alias)) prt__any_array;
 
 /*
  * Give the array *@arr (*@cap entries of @size bytes, *@n of them in
- * use; a capacity of 0 has one entry allocated, if any) the capacity
- * @c, copying what is in use. depot_lock is held on entry and again on
- * return, and dropped meanwhile: the new array is allocated and the old
- * one freed outside it. Another worker may spill, take, trim or resize
- * meanwhile, so the swap is made only if the capacity is still the one
- * the caller saw and what is in use fits; the caller looks again.
- * False if no memory.
+ * use; an array of capacity 0, if allocated, has one entry) the
+ * capacity @c, copying what is in use. depot_lock is held on entry and
+ * again on return, and dropped meanwhile: the new array is allocated
+ * and the old one freed outside it. Another worker may spill, take,
+ * trim or resize meanwhile, so the swap is made only if the capacity is
+ * still the one the caller saw and what is in use fits, and, for a
+ * @shrink, only while no decay period runs (depot_trim_at: a burst may
+ * have begun meanwhile, whose spills would grow it again). False if no
+ * memory; true also when no swap was made: the caller looks again.
  */
 static bool depot_resize(struct prt_runtime *rt, prt__any_array *arr, unsigned *cap,
-			 const unsigned *n, unsigned c, size_t size)
+			 const unsigned *n, unsigned c, size_t size, bool shrink)
 {
 	unsigned oldcap = *cap;
 	void *a, *old = NULL;
@@ -395,7 +397,7 @@ static bool depot_resize(struct prt_runtime *rt, prt__any_array *arr, unsigned *
 	prt__spin_lock(&rt->depot_lock);
 	if (!a)
 		return false;
-	if (*cap == oldcap && *n <= c) {
+	if (*cap == oldcap && *n <= c && (!shrink || rt->depot_trim_at == PRT_NO_DEADLINE)) {
 		old = *arr;
 		if (*n)
 			memcpy(a, old, size * *n);
@@ -419,7 +421,7 @@ static void depot_shrink(struct prt_runtime *rt)
 	if (rt->capdepot > rt->maxdepot && rt->ndepot <= rt->maxdepot &&
 	    rt->depot_trim_at == PRT_NO_DEADLINE)
 		depot_resize(rt, (prt__any_array *)&rt->stack_depot, &rt->capdepot, &rt->ndepot,
-			     rt->maxdepot, sizeof(*rt->stack_depot));
+			     rt->maxdepot, sizeof(*rt->stack_depot), true);
 	prt__spin_unlock(&rt->depot_lock);
 }
 
@@ -482,9 +484,9 @@ static bool depot_reserve(struct prt_runtime *rt, unsigned n)
 			return false;
 		while (c < need)
 			c *= 2;
-		/* Not under the lock: another worker may spill or trim meanwhile. */
+		/* (Drops the lock: the loop looks again.) */
 		if (!depot_resize(rt, (prt__any_array *)&rt->stack_depot, &rt->capdepot, &rt->ndepot, c,
-				  sizeof(*rt->stack_depot)))
+				  sizeof(*rt->stack_depot), false))
 			return false;
 	}
 	return true;
@@ -574,7 +576,7 @@ static bool odd_put(struct prt_runtime *rt, const struct prt__stack *s)
 		if (c < 16)
 			c = rt->maxdepot < 16 ? rt->maxdepot : 16;
 		depot_resize(rt, (prt__any_array *)&rt->odd, &rt->capodd, &rt->nodd, c,
-			     sizeof(*rt->odd));
+			     sizeof(*rt->odd), false);
 	}
 	if (rt->nodd < rt->capodd && s->size <= rt->odd_max_bytes - rt->odd_bytes) {
 		rt->odd_bytes += s->size;
@@ -640,7 +642,7 @@ void prt__stack_depot_fini(struct prt_runtime *rt)
 	for (unsigned i = 0; i < rt->nodd; i++)
 		stack_unmap(&rt->odd[i].s); /* never slab stacks */
 	if (rt->odd)
-		prt__free(rt->odd, sizeof(*rt->odd) * rt->capodd);
+		prt__free(rt->odd, sizeof(*rt->odd) * (rt->capodd ? rt->capodd : 1));
 	rt->odd = NULL;
 	rt->nodd = rt->capodd = 0;
 }
