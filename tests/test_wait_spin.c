@@ -86,15 +86,26 @@ static uint64_t switches(int worker)
 	return st.switches;
 }
 
-/* Busy-wait (no runtime call: the worker stays busy) until @flag is set; false at the cap. */
-static bool await_flag(atomic_int *flag)
+/* Busy-wait (no runtime call: the worker stays busy) until @done(@arg); false at the cap. */
+static bool await_true(bool (*done)(void *), void *arg)
 {
 	uint64_t cap = test_mono_ns() + CAP_NS;
 
-	while (!atomic_load(flag))
+	while (!done(arg))
 		if (test_mono_ns() > cap)
 			return false;
 	return true;
+}
+
+static bool flag_set(void *flag)
+{
+	return atomic_load((atomic_int *)flag) != 0;
+}
+
+/* await_true() until @flag is set. */
+static bool await_flag(atomic_int *flag)
+{
+	return await_true(flag_set, flag);
 }
 
 /* Busy for @ns (no runtime call). */
@@ -122,30 +133,20 @@ static struct {
 	uint64_t sw_before, sw_after;
 } ev;
 
-/* Busy (no runtime call) until worker 0 has switched since the waiter's look; false at the cap. */
-static bool await_switch(void)
+/* Has worker 0 switched since the waiter's look (ev.sw_before)? */
+static bool waiter_switched(void *arg)
 {
-	uint64_t cap = test_mono_ns() + CAP_NS;
-
-	while (switches(0) == ev.sw_before)
-		if (test_mono_ns() > cap)
-			return false;
-	return true;
+	(void)arg;
+	return switches(0) != ev.sw_before;
 }
 
 /*
- * Busy (no runtime call) until a fiber is in a wait on @s, spinning for
- * a unit or queued (lib/sem.c: the bits above the value in the state
- * word, its first); false at the cap.
+ * Is a fiber in a wait on semaphore @s, spinning for a unit or queued?
+ * (lib/sem.c: the bits above the value in the state word, its first.)
  */
-static bool await_sem_waiter(prt_sem_t *s)
+static bool sem_has_waiter(void *s)
 {
-	uint64_t cap = test_mono_ns() + CAP_NS;
-
-	while (!(atomic_load((_Atomic uint64_t *)(void *)s) >> 32))
-		if (test_mono_ns() > cap)
-			return false;
-	return true;
+	return (atomic_load((_Atomic uint64_t *)s) >> 32) != 0;
 }
 
 /*
@@ -160,7 +161,7 @@ static void *ev_other(void *arg)
 	atomic_store(&ev.other_runs, 1);
 	FIBER_CHECK(await_flag(&ev.waiting));
 	if (ev.sleeps)
-		FIBER_CHECK(await_switch()); /* it slept (else its test fails below) */
+		FIBER_CHECK(await_true(waiter_switched, NULL)); /* it slept (else its test fails below) */
 	else
 		compute_ns(2000000); /* it spins by now (or has not reached its wait: fine too) */
 	switch (ev.kind) {
@@ -521,7 +522,7 @@ static void *so_p(void *arg)
 	atomic_store(&so.other_runs, 1);
 	FIBER_CHECK(await_flag(&so.waiting));
 	/* W in its wait, spinning (10 s) or queued (2 ms of ours: its thread may be off the CPU) */
-	FIBER_CHECK(await_sem_waiter(&so.s));
+	FIBER_CHECK(await_true(sem_has_waiter, &so.s));
 	so.destroy_err = prt_sem_destroy(&so.s);
 	if (so.destroy_err == 0)
 		FIBER_CHECK(prt_sem_init(&so.s, 0) == 0); /* (the failure: let the test go on) */
