@@ -667,23 +667,27 @@ static bool cond_reprio(struct prt__fiber *f)
 #define WAIT_ON (-1)
 
 /*
- * Pauses before each poll of a seat (1 << PRT_SEAT_POLL_SHIFT), the
- * first one included. A poll pulls the mutex's line back to the
- * spinner; just after the spinner's own release, the other side is
- * taking the mutex and then signals and unlocks it, each a locked write
- * to that line, and each write after such a poll waits for the line
- * again. A pause is ~25 ns on the EPYC host. Polling after every pause
- * made `xcore pinned` 3.5-4.9x the ping-pong in the fast placement
- * (60-70 ns); after every second pause, medians of 1.58-1.83x (a few
- * runs in ten over 2x, up to 3.7x), and ~1.5x in the slow one (320-350
- * ns, from ~1.7-1.85x). The first poll is what matters: one after a
- * single pause, the rest after two, was 2.4-4.2x again; a first after
- * two, the rest after every pause, 1.55-1.97x. Three pauses suit the
- * slow placement better and the fast one worse (about 2x). Measured on
- * that host only: where a pause is longer, two may be too many.
- * docs/design.md, section 6, "How soon a spinner looks".
+ * Pauses before the first poll of a seat (1 << PRT_SEAT_POLL_SHIFT:
+ * 2); before each later one, 1 to 4 at random (prt__spin_pauses, 2.5 on
+ * average: prt__spin_keep counts them as 2). A poll pulls the mutex's
+ * line back to the spinner; just after the spinner's own release, the
+ * other side is taking the mutex and then signals and unlocks it, each
+ * a locked write to that line, and each write after such a poll waits
+ * for the line again. A pause is ~25 ns on the EPYC host. Polling after
+ * every pause made `xcore pinned` 3.5-4.9x the ping-pong in the fast
+ * placement (60-70 ns); after every second pause, medians of 1.58-1.83x
+ * (a few runs in ten over 2x, up to 3.7x), and ~1.5x in the slow one
+ * (320-350 ns, from ~1.7-1.85x). The first poll is what matters: one
+ * after a single pause, the rest after two, was 2.4-4.2x again; a first
+ * after two, the rest after every pause, 1.55-1.97x. Three pauses suit
+ * the slow placement better and the fast one worse (about 2x). Later,
+ * in the slow placement (400 ns), a fixed pace settled runs into one of
+ * a few speeds (1.2x to 2.6x the ping-pong, sessions 42-43); the random
+ * pace of the later polls keeps them at 1.3-1.9x. Measured on that host
+ * only: where a pause is longer, two may be too many. docs/design.md,
+ * section 6, "How soon a spinner looks".
  */
-#define PRT_SEAT_POLL_SHIFT 1 /* 1 << it pauses before each poll: 2 */
+#define PRT_SEAT_POLL_SHIFT 1 /* 1 << it pauses before the first poll: 2 */
 
 /*
  * A spinner's wait ("Spinning waiters" above) in seat @i of @m, the
@@ -699,11 +703,13 @@ static int spin_wait(struct prt__cond *c, struct prt__mutex *m, struct prt__mwai
 	unsigned st;
 
 	prt__assert_own_worker(w);
-	do
-		for (int k = 0; k < 1 << PRT_SEAT_POLL_SHIFT; k++)
+	for (unsigned k = 1u << PRT_SEAT_POLL_SHIFT;; k = prt__spin_pauses(w)) {
+		while (k--)
 			prt__cpu_relax();
-	while (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) == PRT_SEAT_SPIN &&
-	       !prt__cancel_pending(self) && prt__spin_keep(w, &sp));
+		if (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) != PRT_SEAT_SPIN ||
+		    prt__cancel_pending(self) || !prt__spin_keep(w, &sp))
+			break;
+	}
 	prt__fault_pause(PRT_PAUSE_COND_SPUN); /* test builds: a destroy may come here */
 	/* Woken, or a deadline or cancel: leave the seat, never touching @c again. */
 	if (seat_of(atomic_load_explicit(&m->spin, memory_order_relaxed), i) == PRT_SEAT_WOKEN ||

@@ -152,6 +152,7 @@ static struct prt__worker *worker_new(struct prt_runtime *rt, int index)
 	memset(w, 0, sizeof(*w));
 	w->rt = rt;
 	w->index = index;
+	w->poll_seed = 0x9e3779b9u * (uint32_t)(index + 1) | 1; /* never 0, one per worker */
 	w->io.evfd = -1;
 #if PRT_USE_VALGRIND
 	w->os_yield = RUNNING_ON_VALGRIND;

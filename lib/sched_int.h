@@ -190,7 +190,11 @@ struct prt__worker {
 	uint64_t id_next, id_end;     /* block of fiber ids */
 	struct prt__stack_pool stacks;
 	struct prt__stack trim_batch[PRT_TRIM_BATCH]; /* prt__stack_trim's, this thread's */
-	unsigned steal_seed;
+	/*
+	 * The state of prt__spin_pauses' generator (xorshift32, never 0):
+	 * how long a condvar's seated spinner pauses between polls.
+	 */
+	uint32_t poll_seed;
 	/* The worker thread's own context, switched to when nothing is runnable. */
 	struct prt__fiber idle;
 	struct prt__io io;
@@ -480,6 +484,28 @@ struct prt__spin {
 	 */
 	unsigned pause_shift;
 };
+
+/*
+ * Pauses before a seated spinner's next poll after its first (cond.c,
+ * spin_wait): 1 to 4, drawn at random (xorshift32 on @w->poll_seed). At
+ * a fixed pace, two sides passing a turn through a mutex and a condvar
+ * (W5, `xcore pinned`) fell into one of a few stable phases of their
+ * polls against the other side's writes to the mutex's line, and kept
+ * it, often for the whole run: ~600 or ~1000 ns a round trip against
+ * the 400 ns ping-pong of the slow placement. A random pace keeps none
+ * (docs/design.md, section 6, "How soon a spinner looks"). The
+ * worker's own thread only.
+ */
+static inline unsigned prt__spin_pauses(struct prt__worker *w)
+{
+	uint32_t x = w->poll_seed;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	w->poll_seed = x;
+	return 1 + (x & 3);
+}
 
 /*
  * Go on spinning on @w? Called after each poll (the caller pauses

@@ -31,6 +31,8 @@
 #include "cond_int.h"  /* internal: prt__cond_tag */
 #include "fiber_int.h" /* internal: a fiber's state (parked yet?) */
 #include "mutex_int.h" /* internal: a mutex's seats */
+#include "sched_int.h" /* internal: prt__spin_pauses */
+#include "worker.h"    /* internal: the worker a fiber runs on */
 #include <proxyrt/mutex.h>
 #include <proxyrt/sem.h>
 
@@ -1039,6 +1041,66 @@ static void test_cond_destroy_after_unlock_switch(void **state)
 }
 
 /*
+ * A seated spinner's pace after its first poll (prt__spin_pauses): 1 to
+ * 4 pauses, drawn at random, and a sequence of its own on each worker.
+ * A fixed pace let two sides that pass a turn settle into one phase for
+ * a whole run (docs/design.md, section 6, "How soon a spinner looks").
+ * Fails if the generator is stuck (a state of 0 draws 1 for ever), if
+ * it draws out of range or far from evenly, or if both workers draw
+ * the same sequence.
+ */
+#define PACE_DRAWS 4096
+static struct {
+	unsigned counts[2][6]; /* [worker][pauses], 5 for anything else */
+	unsigned first[2][16];
+	int on[2];             /* the worker each drawing fiber ran on */
+} pace;
+
+static void *pace_f(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	prt_workerset_t one;
+	struct prt__worker *w;
+
+	prt_workerset_zero(&one);
+	prt_workerset_add(&one, i);
+	FIBER_CHECK(prt_fiber_set_affinity(prt_self(), &one) == 0);
+	FIBER_CHECK(prt_yield() == 0); /* on worker @i from here (cooperative: no move) */
+	w = prt__cur_worker();
+	pace.on[i] = w->index;
+	for (int k = 0; k < PACE_DRAWS; k++) {
+		unsigned p = prt__spin_pauses(w);
+
+		if (k < 16)
+			pace.first[i][k] = p;
+		pace.counts[i][p >= 1 && p <= 4 ? p : 5]++;
+	}
+	return NULL;
+}
+
+static void test_seat_poll_pace(void **state)
+{
+	prt_runtime_t *rt = spin_rt_q(0, NULL, 0);
+	prt_fiber_t f[2];
+
+	(void)state;
+	memset(&pace, 0, sizeof(pace));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(prt_spawn(rt, &f[i], NULL, pace_f, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(prt_join(f[i], NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pace.on[i], i);
+		assert_int_equal(pace.counts[i][0], 0);
+		assert_int_equal(pace.counts[i][5], 0);
+		for (int p = 1; p <= 4; p++) /* 1024 expected: a fair generator is far from these */
+			assert_in_range(pace.counts[i][p], PACE_DRAWS / 8, PACE_DRAWS / 2);
+	}
+	assert_memory_not_equal(pace.first[0], pace.first[1], sizeof(pace.first[0]));
+}
+
+/*
  * A signal from a caller that does not hold the mutex (POSIX allows it)
  * must still reach a spinner: it may not read the mutex, which may be
  * destroyed once nobody waits, so it pins the spinner through the
@@ -1827,6 +1889,7 @@ int main(void)
 		cmocka_unit_test(test_cond_tag_collision),
 		cmocka_unit_test(test_cond_destroy_while_owed),
 		cmocka_unit_test(test_cond_destroy_after_unlock_switch),
+		cmocka_unit_test(test_seat_poll_pace),
 #if PRT_FAULT_INJECTION
 		cmocka_unit_test(test_sem_spun_still_waits),
 		cmocka_unit_test(test_sem_post_while_spinner_counts),
