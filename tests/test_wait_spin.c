@@ -110,6 +110,20 @@ static bool await_flag(atomic_int *flag)
 	return await_true(flag_set, flag);
 }
 
+/*
+ * Is the mutex @m free (its owner word, flags aside)? A waiter that
+ * says "waiting" holding the mutex and then calls its condvar wait has
+ * released it once this holds: it is seated or queued. Locking it
+ * before that (a waiter thread off its CPU a while: TSan, a loaded
+ * machine) makes a fiber a waiter of the mutex, which proxy execution
+ * then queues on the owner's worker, ending its spin there (4 runs in
+ * 100 under TSan).
+ */
+static bool mutex_free(void *m)
+{
+	return (atomic_load(&((struct prt__mutex *)m)->owner) & ~(uintptr_t)PRT_MTX_FLAGS) == 0;
+}
+
 /* Busy for @ns (no runtime call). */
 static void compute_ns(uint64_t ns)
 {
@@ -162,6 +176,8 @@ static void *ev_other(void *arg)
 	(void)arg;
 	atomic_store(&ev.other_runs, 1);
 	FIBER_CHECK(await_flag(&ev.waiting));
+	if (ev.kind == K_COND)
+		FIBER_CHECK(await_true(mutex_free, &ev.m)); /* W in its wait */
 	if (ev.sleeps)
 		FIBER_CHECK(await_true(waiter_switched, NULL)); /* it slept (else its test fails below) */
 	else
@@ -690,6 +706,7 @@ static void *cs_other(void *arg)
 	(void)arg;
 	atomic_store(&cs.other_runs, 1);
 	FIBER_CHECK(await_flag(&cs.waiting));
+	FIBER_CHECK(await_true(mutex_free, &cs.m)); /* W in its wait */
 	compute_ns(2000000); /* W spins by now (or waits queued: the same answers) */
 	cs.destroy_err = prt_cond_destroy(&cs.c);
 	FIBER_CHECK(prt_mutex_lock(&cs.m2) == 0);
@@ -782,6 +799,7 @@ static void *mx_other(void *arg)
 
 	atomic_store(&mx.other_runs, 1);
 	FIBER_CHECK(await_flag(&mx.w_waiting));
+	FIBER_CHECK(await_true(mutex_free, &mx.m)); /* W in its wait */
 	compute_ns(2000000);
 	FIBER_CHECK(prt_mutex_lock(&mx.m) == 0);
 	atomic_store(&mx.tokens, 1);
@@ -891,6 +909,7 @@ static void *ow_other(void *arg)
 	(void)arg;
 	atomic_store(&ow.other_runs, 1);
 	FIBER_CHECK(await_flag(&ow.waiting));
+	FIBER_CHECK(await_true(mutex_free, &ow.m)); /* W in its wait */
 	compute_ns(2000000); /* W spins by now */
 	FIBER_CHECK(prt_mutex_lock(&ow.m) == 0);
 	ow.flag = 1;
@@ -1150,7 +1169,8 @@ static void *uh_other(void *arg)
 	(void)arg;
 	atomic_store(&uh.other_runs, 1);
 	FIBER_CHECK(await_flag(&uh.waiting));
-	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0); /* W is in its wait */
+	FIBER_CHECK(await_true(mutex_free, &uh.m)); /* W is in its wait */
+	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&uh.m) == 0);
 	compute_ns(2000000);
 	if (uh_seated()) {
@@ -1172,7 +1192,7 @@ static void await_round(int r)
 {
 	uint64_t cap = test_mono_ns() + CAP_NS;
 
-	while (atomic_load(&uh.waiting) < r)
+	while (atomic_load(&uh.waiting) < r || !mutex_free(&uh.m))
 		assert_true(test_mono_ns() < cap);
 	assert_int_equal(prt_mutex_lock(&uh.m), 0); /* W is in its wait */
 	atomic_store(&uh.round, r);
@@ -1274,7 +1294,7 @@ static void test_cond_tag_collision(void **state)
 	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, tc_other, NULL);
 	w = test_spawn(rt, PRT_PRIO_DEFAULT + 1, 0, tc_w, NULL);
 	cap = test_mono_ns() + CAP_NS;
-	while (!atomic_load(&tc.w_waiting))
+	while (!atomic_load(&tc.w_waiting) || !mutex_free(&tc.m))
 		assert_true(test_mono_ns() < cap);
 	assert_int_equal(prt_mutex_lock(&tc.m), 0); /* W is in its wait on c2, seated */
 	atomic_store(&tc.t_waiting, 1);
@@ -1516,6 +1536,7 @@ static void *cd_other(void *arg)
 	(void)arg;
 	atomic_store(&cd.other_runs, 1);
 	FIBER_CHECK(await_flag(&cd.waiting));
+	FIBER_CHECK(await_true(mutex_free, &cd.m)); /* W in its wait */
 	for (int i = 0;; i++) {
 		uint64_t until;
 
