@@ -682,7 +682,7 @@ static bool cond_reprio(struct prt__fiber *f)
  * after two, the rest after every pause, 1.55-1.97x. Three pauses suit
  * the slow placement better and the fast one worse (about 2x). Later,
  * in the slow placement (400 ns), a fixed pace settled runs into one of
- * a few speeds (1.2x to 2.6x the ping-pong, sessions 42-43); the random
+ * a few speeds (1.2x to 2.8x the ping-pong, sessions 42-43); the random
  * pace of the later polls keeps them at 1.3-1.9x. Measured on that host
  * only: where a pause is longer, two may be too many. docs/design.md,
  * section 6, "How soon a spinner looks".

@@ -478,9 +478,11 @@ struct prt__spin {
 	uint64_t until;          /* the spin's end, from the first clock read; 0 before */
 	unsigned polls;
 	/*
-	 * log2 of the pauses the caller makes per poll (0: one, 1: two,
-	 * cond.c's seated spinners), so that the clock is read every 32
-	 * pauses whatever the pacing.
+	 * log2 of the pauses the caller makes per poll (0: one; 1: two,
+	 * or 2.5 on average for cond.c's seated spinners, whose later polls
+	 * come after 1-4), so that the clock is read every 32 pauses at a
+	 * fixed pace (every 32 >> @pause_shift polls: for a seated
+	 * spinner, 16 polls, 16-64 pauses, 40 on average).
 	 */
 	unsigned pause_shift;
 };
@@ -491,9 +493,9 @@ struct prt__spin {
  * a fixed pace, two sides passing a turn through a mutex and a condvar
  * (W5, `xcore pinned`) fell into one of a few stable phases of their
  * polls against the other side's writes to the mutex's line, and kept
- * it, often for the whole run: ~600 or ~1000 ns a round trip against
+ * it, often for the whole run: ~600-700 or ~1000 ns a round trip against
  * the 400 ns ping-pong of the slow placement. A random pace keeps none
- * (docs/design.md, section 6, "How soon a spinner looks"). The
+ * (docs/design.md, section 6, "A random pace"). The
  * worker's own thread only.
  */
 static inline unsigned prt__spin_pauses(struct prt__worker *w)
@@ -509,9 +511,9 @@ static inline unsigned prt__spin_pauses(struct prt__worker *w)
 
 /*
  * Go on spinning on @w? Called after each poll (the caller pauses
- * 1 << @sp->pause_shift times per poll, and looks at what it waits
- * for). No when prt__spin_must_stop says so; every 32 pauses, with the
- * clock, also when @sp's length is over (counted from that first read:
+ * about 1 << @sp->pause_shift times per poll, and looks at what it waits
+ * for). No when prt__spin_must_stop says so; every 32 >> @pause_shift
+ * polls (32 pauses at a fixed pace), with the clock, also when @sp's length is over (counted from that first read:
  * a spin that ends sooner reads no clock at all), its deadline passed,
  * or a timer of @w's is due (a sleeper, a timeout: @w fires them only at
  * a scheduling point; racy reads of the heaps' earliest deadlines).

@@ -1132,6 +1132,8 @@ static void test_seat_poll_pace(void **state)
  * 10 s and then asleep for good. The first two end W's spin (its
  * worker does not switch). While W is seated on the mutex,
  * prt_mutex_destroy says EBUSY (W is in a wait with it).
+ * The 2 ms W spins in its first wait are paced by its worker's
+ * generator (prt__spin_pauses), whose state therefore moves.
  */
 static struct {
 	atomic_int other_runs, round, waiting, stop;
@@ -1140,6 +1142,7 @@ static struct {
 	int w_err, mdestroy_err;
 	bool seated; /* W was seated on the mutex across O's prt_mutex_destroy */
 	uint64_t sw_before, sw_mid;
+	uint32_t seed_before, seed_round1; /* worker 0's poll_seed around W's first wait */
 } uh;
 
 static void *uh_w(void *arg)
@@ -1148,7 +1151,10 @@ static void *uh_w(void *arg)
 	FIBER_CHECK(await_flag(&uh.other_runs));
 	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
 	uh.sw_before = switches(0);
+	uh.seed_before = prt__cur_worker()->poll_seed;
 	for (int r = 1; r <= 3 && !uh.w_err; r++) {
+		if (r == 2)
+			uh.seed_round1 = prt__cur_worker()->poll_seed;
 		if (r == 3)
 			uh.sw_mid = switches(0);
 		atomic_store(&uh.waiting, r);
@@ -1224,8 +1230,11 @@ static void test_cond_signal_unheld(void **state)
 	assert_int_equal(uh.w_err, 0);
 	if (uh.seated)
 		assert_int_equal(uh.mdestroy_err, EBUSY);
-	if (spins)
+	if (spins) {
 		assert_int_equal(uh.sw_mid, uh.sw_before); /* woken as it spun, twice */
+		/* 2 ms of polls in round 1, paced by prt__spin_pauses */
+		assert_int_not_equal(uh.seed_round1, uh.seed_before);
+	}
 	assert_int_equal(prt_cond_destroy(&uh.c), 0);
 	assert_int_equal(prt_mutex_destroy(&uh.m), 0);
 }
@@ -1678,6 +1687,7 @@ static void *rb_other(void *arg)
 			FIBER_CHECK(test_mono_ns() < cap);
 		if ((r = atomic_load(&rb.w_ready)) == 100)
 			break;
+		FIBER_CHECK(await_true(mutex_free, &rb.m)); /* W in its wait */
 		compute_ns(2000000);
 		FIBER_CHECK(prt_mutex_lock(&rb.m) == 0);
 		atomic_store(&rb.round1, r);
