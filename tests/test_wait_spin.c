@@ -129,7 +129,7 @@ static bool mutex_free(void *m)
  * the worker service its own I/O first (a yield is a scheduling point).
  * A spin does not start while the worker has I/O to do
  * (prt__spin_must_stop), and one just woken may still have some of its
- * wake's (seen with a debug print: prt__io_waiting true, nothing
+ * wake's (seen with a debug print: prt__io_waiting true, no fiber
  * queued): the wait then slept, and a test that wants it to spin
  * failed (3 runs in 200, release build; 0 in 250 with this).
  */
