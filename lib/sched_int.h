@@ -511,10 +511,11 @@ static inline unsigned prt__spin_pauses(struct prt__worker *w)
 
 /*
  * Go on spinning on @w? Called after each poll (the caller pauses
- * about 1 << @sp->pause_shift times per poll, and looks at what it waits
- * for). No when prt__spin_must_stop says so; every 32 >> @pause_shift
- * polls (32 pauses at a fixed pace), with the clock, also when @sp's length is over (counted from that first read:
- * a spin that ends sooner reads no clock at all), its deadline passed,
+ * about 1 << @sp->pause_shift times per poll, and looks at what it
+ * waits for). No when prt__spin_must_stop says so; every 32 >>
+ * @pause_shift polls (32 pauses at a fixed pace), with the clock, also
+ * when @sp's length is over (counted from that first read: a spin that
+ * ends sooner reads no clock at all), its deadline passed,
  * or a timer of @w's is due (a sleeper, a timeout: @w fires them only at
  * a scheduling point; racy reads of the heaps' earliest deadlines).
  */

@@ -124,6 +124,12 @@ static bool mutex_free(void *m)
 	return (atomic_load(&((struct prt__mutex *)m)->owner) & ~(uintptr_t)PRT_MTX_FLAGS) == 0;
 }
 
+/* await_flag(@waiting), then until @m is free: its waiter is in its wait. */
+static bool await_in_wait(atomic_int *waiting, prt_mutex_t *m)
+{
+	return await_flag(waiting) && await_true(mutex_free, m);
+}
+
 /*
  * A fiber about to wait, on a worker that was idle until it came: let
  * the worker service its own I/O first (a yield is a scheduling point).
@@ -721,8 +727,7 @@ static void *cs_other(void *arg)
 {
 	(void)arg;
 	atomic_store(&cs.other_runs, 1);
-	FIBER_CHECK(await_flag(&cs.waiting));
-	FIBER_CHECK(await_true(mutex_free, &cs.m)); /* W in its wait */
+	FIBER_CHECK(await_in_wait(&cs.waiting, &cs.m));
 	compute_ns(2000000); /* W spins by now (or waits queued: the same answers) */
 	cs.destroy_err = prt_cond_destroy(&cs.c);
 	FIBER_CHECK(prt_mutex_lock(&cs.m2) == 0);
@@ -814,8 +819,7 @@ static void *mx_other(void *arg)
 	uint64_t cap;
 
 	atomic_store(&mx.other_runs, 1);
-	FIBER_CHECK(await_flag(&mx.w_waiting));
-	FIBER_CHECK(await_true(mutex_free, &mx.m)); /* W in its wait */
+	FIBER_CHECK(await_in_wait(&mx.w_waiting, &mx.m));
 	compute_ns(2000000);
 	FIBER_CHECK(prt_mutex_lock(&mx.m) == 0);
 	atomic_store(&mx.tokens, 1);
@@ -925,8 +929,7 @@ static void *ow_other(void *arg)
 {
 	(void)arg;
 	atomic_store(&ow.other_runs, 1);
-	FIBER_CHECK(await_flag(&ow.waiting));
-	FIBER_CHECK(await_true(mutex_free, &ow.m)); /* W in its wait */
+	FIBER_CHECK(await_in_wait(&ow.waiting, &ow.m));
 	compute_ns(2000000); /* W spins by now */
 	FIBER_CHECK(prt_mutex_lock(&ow.m) == 0);
 	ow.flag = 1;
@@ -1080,7 +1083,7 @@ static void test_cond_destroy_after_unlock_switch(void **state)
  * A seated spinner's pace after its first poll (prt__spin_pauses): 1 to
  * 4 pauses, drawn at random, and a sequence of its own on each worker.
  * A fixed pace let two sides that pass a turn settle into one phase for
- * a whole run (docs/design.md, section 6, "How soon a spinner looks").
+ * a whole run (docs/design.md, section 6, "A random pace").
  * Fails if the generator is stuck (a state of 0 draws 1 for ever), if
  * it draws out of range or far from evenly, or if both workers draw
  * the same sequence.
@@ -1192,8 +1195,7 @@ static void *uh_other(void *arg)
 {
 	(void)arg;
 	atomic_store(&uh.other_runs, 1);
-	FIBER_CHECK(await_flag(&uh.waiting));
-	FIBER_CHECK(await_true(mutex_free, &uh.m)); /* W is in its wait */
+	FIBER_CHECK(await_in_wait(&uh.waiting, &uh.m));
 	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
 	FIBER_CHECK(prt_mutex_unlock(&uh.m) == 0);
 	compute_ns(2000000);
@@ -1562,8 +1564,7 @@ static void *cd_other(void *arg)
 {
 	(void)arg;
 	atomic_store(&cd.other_runs, 1);
-	FIBER_CHECK(await_flag(&cd.waiting));
-	FIBER_CHECK(await_true(mutex_free, &cd.m)); /* W in its wait */
+	FIBER_CHECK(await_in_wait(&cd.waiting, &cd.m));
 	for (int i = 0;; i++) {
 		uint64_t until;
 
