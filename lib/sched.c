@@ -546,9 +546,22 @@ uint64_t prt__wait_spin_ns(struct prt__worker *w)
 	/* rt->wait_spin: 0 also with one worker or more workers than CPUs */
 	if (!rt->wait_spin ||
 	    atomic_load_explicit(&rt->nr_idle, memory_order_relaxed) >= rt->nworkers - 1 ||
-	    prt__spin_must_stop(w))
+	    (prt__spin_must_stop(w) && !prt__spin_io(w)))
 		return 0;
 	return rt->wait_spin;
+}
+
+bool prt__spin_io(struct prt__worker *w)
+{
+	/* relaxed, all: looks, as in prt__spin_must_stop, which decides again below */
+	if (w->io.watch.polled || atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
+	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
+	     (PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED)) ||
+	    !prt__io_waiting(&w->io))
+		return false;
+	/* force: a spinner has nothing else to run, the case where a scheduling point submits */
+	prt__io_service(w, true);
+	return !prt__spin_must_stop(w);
 }
 
 /* ---- scheduling points -------------------------------------------------- */

@@ -472,6 +472,22 @@ static inline bool prt__spin_must_stop(struct prt__worker *w)
 	       prt__io_waiting(&w->io) || w->io.watch.polled;
 }
 
+/*
+ * prt__spin_must_stop said stop: if I/O of @w's is all that stops the
+ * spin (no fiber queued, no interrupt kept, no epoll waiters, which
+ * only a poll finds), service it now, as the scheduling point that a
+ * stop leads to would (submitting what is prepared: a spinner has
+ * nothing else to run), and look again (sched.c). True: spin on. A
+ * service often settles it with nothing to run: requests prepared and
+ * not given to the kernel (io_uring batches them while another fiber of
+ * the worker is runnable), the kernel asking to be entered, a kick's
+ * own completion on a worker just woken. Before, each stopped the spin
+ * (or kept it from starting), and the waiter slept while its event was
+ * microseconds away (test_wait_spin, test_spin_with_prepared_io). A
+ * completion that wakes a fiber of @w queues it: the spin stops then.
+ */
+bool prt__spin_io(struct prt__worker *w);
+
 /* A spin in progress (prt__spin_keep): its length and deadline, ns. */
 struct prt__spin {
 	uint64_t spin, deadline; /* deadline 0: none */
@@ -523,7 +539,7 @@ static inline bool prt__spin_keep(struct prt__worker *w, struct prt__spin *sp)
 {
 	uint64_t now;
 
-	if (prt__spin_must_stop(w))
+	if (prt__spin_must_stop(w) && !prt__spin_io(w))
 		return false;
 	if (++sp->polls & (31u >> sp->pause_shift))
 		return true;

@@ -130,20 +130,6 @@ static bool await_in_wait(atomic_int *waiting, prt_mutex_t *m)
 	return await_flag(waiting) && await_true(mutex_free, m);
 }
 
-/*
- * A fiber about to wait, on a worker that was idle until it came: let
- * the worker service its own I/O first (a yield is a scheduling point).
- * A spin does not start while the worker has I/O to do
- * (prt__spin_must_stop), and one just woken may still have some of its
- * wake's (seen with a debug print: prt__io_waiting true, no fiber
- * queued): the wait then slept, and a test that wants it to spin
- * failed (3 runs in 200, release build; 0 in 250 with this).
- */
-static bool service_io(void)
-{
-	return prt_yield() == 0;
-}
-
 /* Busy for @ns (no runtime call). */
 static void compute_ns(uint64_t ns)
 {
@@ -223,7 +209,6 @@ static void *ev_waiter(void *arg)
 {
 	(void)arg;
 	FIBER_CHECK(await_flag(&ev.other_runs)); /* worker 1 is busy: we may spin */
-	FIBER_CHECK(service_io());
 	if (ev.kind == K_COND)
 		FIBER_CHECK(prt_mutex_lock(&ev.m) == 0);
 	ev.sw_before = switches(0);
@@ -688,6 +673,105 @@ static void test_own_io_no_spin(void **state)
 		own_io_case(PRT_IO_URING);
 }
 
+/*
+ * I/O of worker 0's that a service settles with no fiber to run must not
+ * keep a spin from starting: the wait services it first, as the
+ * scheduling point its sleep would reach does (sched.c,
+ * prt__wait_spin_ns). B, on worker 0, has a read of an empty pipe
+ * prepared and not yet given to the kernel (io_uring batches it while
+ * another fiber of the worker is runnable) when W, on worker 0, waits
+ * on a semaphore that O, on worker 1, posts 2 ms later: W spins and
+ * takes the unit with no switch on worker 0. Before, the prepared read
+ * stopped the spin before it began, and W slept. Then O fills the pipe
+ * and B's read returns its byte. A case where the read was submitted
+ * before W's wait (every 64th scheduling point submits) proves nothing:
+ * it is run again, up to 8 times.
+ */
+static struct {
+	int pfd[2];
+	atomic_int other_runs, waiting, posted;
+	prt_sem_t s;
+	prt_fiber_t b;
+	ssize_t b_got;
+	unsigned queued; /* worker 0's prepared requests as W began its wait */
+	int w_err;
+	uint64_t sw_before, sw_after;
+} pi;
+
+static void *pi_b(void *arg)
+{
+	char c;
+
+	(void)arg;
+	pi.b_got = prt_read(pi.pfd[0], &c, 1);
+	return NULL;
+}
+
+static void *pi_w(void *arg)
+{
+	(void)arg;
+	FIBER_CHECK(await_flag(&pi.other_runs)); /* worker 1 is busy: we may spin */
+	pi.b = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, pi_b, NULL);
+	FIBER_CHECK(prt_yield() == 0); /* B runs and prepares its read */
+	pi.queued = prt__cur_worker()->io.watch.queued;
+	pi.sw_before = switches(0);
+	atomic_store(&pi.waiting, 1);
+	pi.w_err = prt_sem_wait(&pi.s);
+	pi.sw_after = switches(0);
+	FIBER_CHECK(prt_join(pi.b, NULL) == 0);
+	return NULL;
+}
+
+static void *pi_other(void *arg)
+{
+	(void)arg;
+	atomic_store(&pi.other_runs, 1);
+	FIBER_CHECK(await_flag(&pi.waiting));
+	compute_ns(2000000); /* W spins by now */
+	FIBER_CHECK(prt_sem_post(&pi.s) == 0);
+	FIBER_CHECK(write(pi.pfd[1], "x", 1) == 1);
+	return NULL;
+}
+
+/* One case; true if W's wait began with B's read still prepared. */
+static bool prepared_io_case(void)
+{
+	prt_runtime_t *rt = spin_rt_qb(LONG_SPIN, NULL, UINT64_MAX, PRT_IO_URING);
+	uint64_t t0 = test_mono_ns();
+	prt_fiber_t w, o;
+
+	memset(&pi, 0, sizeof(pi));
+	assert_int_equal(pipe(pi.pfd), 0);
+	assert_int_equal(prt_sem_init(&pi.s, 0), 0);
+	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, pi_other, NULL);
+	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, pi_w, NULL);
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
+	assert_int_equal(pi.w_err, 0);
+	assert_int_equal(pi.b_got, 1);
+	assert_int_equal(prt_sem_destroy(&pi.s), 0);
+	close(pi.pfd[0]);
+	close(pi.pfd[1]);
+	if (!pi.queued)
+		return false;
+	if (spins)
+		assert_int_equal(pi.sw_after, pi.sw_before); /* spun: never left worker 0 */
+	return true;
+}
+
+static void test_spin_with_prepared_io(void **state)
+{
+	int n = 0;
+
+	(void)state;
+	if (!uring)
+		skip();
+	while (!prepared_io_case())
+		assert_true(++n < 8);
+}
+
 /* ---- the condvar's spinners (cond.c, "Spinning waiters") --------------------- */
 
 /*
@@ -710,7 +794,6 @@ static void *cs_w(void *arg)
 {
 	(void)arg;
 	FIBER_CHECK(await_flag(&cs.other_runs));
-	FIBER_CHECK(service_io());
 	FIBER_CHECK(prt_mutex_lock(&cs.m) == 0);
 	FIBER_CHECK(prt_mutex_lock(&cs.m) == 0); /* recursive: held twice */
 	cs.sw_before = switches(0);
@@ -910,7 +993,6 @@ static void *ow_w(void *arg)
 
 	(void)arg;
 	FIBER_CHECK(await_flag(&ow.other_runs));
-	FIBER_CHECK(service_io());
 	FIBER_CHECK(prt_mutex_lock(&ow.m) == 0);
 	ow.sw_before = switches(0);
 	atomic_store(&ow.waiting, 1);
@@ -1169,7 +1251,6 @@ static void *uh_w(void *arg)
 {
 	(void)arg;
 	FIBER_CHECK(await_flag(&uh.other_runs));
-	FIBER_CHECK(service_io());
 	FIBER_CHECK(prt_mutex_lock(&uh.m) == 0);
 	uh.sw_before = switches(0);
 	uh.seed_before = prt__cur_worker()->poll_seed;
@@ -1933,6 +2014,7 @@ int main(void)
 		cmocka_unit_test(test_stop_for_due_sleeper),
 		cmocka_unit_test(test_sem_spinner_counts),
 		cmocka_unit_test(test_own_io_no_spin),
+		cmocka_unit_test(test_spin_with_prepared_io),
 		cmocka_unit_test(test_cond_spinner_waits),
 		cmocka_unit_test(test_cond_spinner_and_sleeper),
 		cmocka_unit_test(test_cond_signal_unheld),
