@@ -684,8 +684,9 @@ static void test_own_io_no_spin(void **state)
  * takes the unit with no switch on worker 0. Before, the prepared read
  * stopped the spin before it began, and W slept. Then O fills the pipe
  * and B's read returns its byte. A case where the read was submitted
- * before W's wait (every 64th scheduling point submits) proves nothing:
- * it is run again, up to 8 times.
+ * before W's wait (every 64th scheduling point submits, and so does one
+ * that finds it 20 us old) proves nothing: it is run again, up to 16
+ * times.
  */
 static struct {
 	int pfd[2];
@@ -763,13 +764,19 @@ static bool prepared_io_case(void)
 
 static void test_spin_with_prepared_io(void **state)
 {
-	int n = 0;
-
 	(void)state;
 	if (!uring)
 		skip();
-	while (!prepared_io_case())
-		assert_true(++n < 8);
+	for (int n = 0; n < 16; n++)
+		if (prepared_io_case())
+			return;
+	/*
+	 * Every case had the read submitted before W's wait: under a
+	 * sanitizer, the read's 20 us batch age (io_uring.c) passes before
+	 * B's park is done (ASan and TSan, most runs). Nothing was tried.
+	 */
+	fprintf(stderr, "test_spin_with_prepared_io: the read was submitted before the wait in 16 cases: nothing tried\n");
+	skip();
 }
 
 /* ---- the condvar's spinners (cond.c, "Spinning waiters") --------------------- */
