@@ -597,23 +597,29 @@ static void test_sem_spinner_counts(void **state)
  * 0's to collect: the spin must stop for it). Worker 1 stays busy until
  * then (it would let the spin start).
  */
+/* B of these tests: a read of one byte from @fd; what it returned in @got. */
+struct byte_read {
+	int fd;
+	ssize_t got;
+};
+
+static void *read_byte(void *arg)
+{
+	struct byte_read *r = arg;
+	char c;
+
+	r->got = prt_read(r->fd, &c, 1);
+	return NULL;
+}
+
 static struct {
 	int pfd[2], xfd;
 	atomic_int other_runs, waiting, done;
 	prt_fiber_t b;
-	ssize_t b_got;
+	struct byte_read b_read;
 	int close_err;
 	bool capped;
 } oi;
-
-static void *oi_b(void *arg)
-{
-	char c;
-
-	(void)arg;
-	oi.b_got = prt_read(oi.pfd[0], &c, 1);
-	return NULL;
-}
 
 static void *oi_w(void *arg)
 {
@@ -651,7 +657,8 @@ static void own_io_case(int backend)
 	assert_int_equal(pipe(oi.pfd), 0);
 	oi.xfd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* unrelated to B's pipe */
 	assert_true(oi.xfd >= 0);
-	oi.b = test_spawn(rt, PRT_PRIO_DEFAULT, 0, oi_b, NULL);
+	oi.b_read.fd = oi.pfd[0];
+	oi.b = test_spawn(rt, PRT_PRIO_DEFAULT, 0, read_byte, &oi.b_read);
 	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, oi_other, NULL);
 	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, oi_w, NULL);
 	assert_int_equal(prt_join(w, NULL), 0);
@@ -659,7 +666,7 @@ static void own_io_case(int backend)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	assert_false(oi.capped);
 	assert_int_equal(oi.close_err, 0);
-	assert_int_equal(oi.b_got, 1);
+	assert_int_equal(oi.b_read.got, 1);
 	assert_true(test_mono_ns() - t0 < CAP_NS); /* not the 10 s spin (a hang check) */
 	close(oi.pfd[0]);
 	close(oi.pfd[1]);
@@ -693,26 +700,18 @@ static struct {
 	atomic_int other_runs, waiting, posted;
 	prt_sem_t s;
 	prt_fiber_t b;
-	ssize_t b_got;
+	struct byte_read b_read;
 	unsigned queued; /* worker 0's prepared requests as W began its wait */
 	int w_err;
 	uint64_t sw_before, sw_after;
 } pi;
 
-static void *pi_b(void *arg)
-{
-	char c;
-
-	(void)arg;
-	pi.b_got = prt_read(pi.pfd[0], &c, 1);
-	return NULL;
-}
-
 static void *pi_w(void *arg)
 {
 	(void)arg;
 	FIBER_CHECK(await_flag(&pi.other_runs)); /* worker 1 is busy: we may spin */
-	pi.b = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, pi_b, NULL);
+	pi.b_read.fd = pi.pfd[0];
+	pi.b = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, read_byte, &pi.b_read);
 	FIBER_CHECK(prt_yield() == 0); /* B runs and prepares its read */
 	pi.queued = prt__cur_worker()->io.watch.queued;
 	pi.sw_before = switches(0);
@@ -751,7 +750,7 @@ static bool prepared_io_case(void)
 	assert_int_equal(prt_runtime_destroy(rt), 0);
 	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
 	assert_int_equal(pi.w_err, 0);
-	assert_int_equal(pi.b_got, 1);
+	assert_int_equal(pi.b_read.got, 1);
 	assert_int_equal(prt_sem_destroy(&pi.s), 0);
 	close(pi.pfd[0]);
 	close(pi.pfd[1]);
