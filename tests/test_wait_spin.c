@@ -130,6 +130,20 @@ static bool await_in_wait(atomic_int *waiting, prt_mutex_t *m)
 	return await_flag(waiting) && await_true(mutex_free, m);
 }
 
+/*
+ * W (@w_fn) on worker 0 and O (@o_fn) on worker 1, both at the default
+ * priority, O spawned first; join W, then O; destroy @rt.
+ */
+static void run_w_and_other(prt_runtime_t *rt, void *(*w_fn)(void *), void *(*o_fn)(void *))
+{
+	prt_fiber_t o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, o_fn, NULL);
+	prt_fiber_t w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, w_fn, NULL);
+
+	assert_int_equal(prt_join(w, NULL), 0);
+	assert_int_equal(prt_join(o, NULL), 0);
+	assert_int_equal(prt_runtime_destroy(rt), 0);
+}
+
 /* Busy for @ns (no runtime call). */
 static void compute_ns(uint64_t ns)
 {
@@ -651,7 +665,6 @@ static void own_io_case(int backend)
 {
 	prt_runtime_t *rt = spin_rt_qb(LONG_SPIN, NULL, UINT64_MAX, backend);
 	uint64_t t0 = test_mono_ns();
-	prt_fiber_t w, o;
 
 	memset(&oi, 0, sizeof(oi));
 	assert_int_equal(pipe(oi.pfd), 0);
@@ -659,11 +672,7 @@ static void own_io_case(int backend)
 	assert_true(oi.xfd >= 0);
 	oi.b_read.fd = oi.pfd[0];
 	oi.b = test_spawn(rt, PRT_PRIO_DEFAULT, 0, read_byte, &oi.b_read);
-	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, oi_other, NULL);
-	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, oi_w, NULL);
-	assert_int_equal(prt_join(w, NULL), 0);
-	assert_int_equal(prt_join(o, NULL), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	run_w_and_other(rt, oi_w, oi_other);
 	assert_false(oi.capped);
 	assert_int_equal(oi.close_err, 0);
 	assert_int_equal(oi.b_read.got, 1);
@@ -738,16 +747,11 @@ static bool prepared_io_case(void)
 {
 	prt_runtime_t *rt = spin_rt_qb(LONG_SPIN, NULL, UINT64_MAX, PRT_IO_URING);
 	uint64_t t0 = test_mono_ns();
-	prt_fiber_t w, o;
 
 	memset(&pi, 0, sizeof(pi));
 	assert_int_equal(pipe(pi.pfd), 0);
 	assert_int_equal(prt_sem_init(&pi.s, 0), 0);
-	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, pi_other, NULL);
-	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, pi_w, NULL);
-	assert_int_equal(prt_join(w, NULL), 0);
-	assert_int_equal(prt_join(o, NULL), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	run_w_and_other(rt, pi_w, pi_other);
 	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
 	assert_int_equal(pi.w_err, 0);
 	assert_int_equal(pi.b_read.got, 1);
@@ -833,7 +837,6 @@ static void test_cond_spinner_waits(void **state)
 {
 	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
 	prt_mutexattr_t ma;
-	prt_fiber_t w, o;
 	uint64_t t0 = test_mono_ns();
 
 	(void)state;
@@ -843,11 +846,7 @@ static void test_cond_spinner_waits(void **state)
 	assert_int_equal(prt_mutex_init(&cs.m, &ma), 0);
 	assert_int_equal(prt_mutex_init(&cs.m2, NULL), 0);
 	assert_int_equal(prt_cond_init(&cs.c), 0);
-	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, cs_other, NULL);
-	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, cs_w, NULL);
-	assert_int_equal(prt_join(w, NULL), 0);
-	assert_int_equal(prt_join(o, NULL), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	run_w_and_other(rt, cs_w, cs_other);
 	assert_true(test_mono_ns() - t0 < CAP_NS); /* not W's 10 s spin */
 	assert_int_equal(cs.destroy_err, EBUSY);
 	assert_int_equal(cs.other_mutex_err, EINVAL);
@@ -1045,18 +1044,13 @@ static void *ow_other(void *arg)
 static void cond_destroy_owed(bool rebind)
 {
 	prt_runtime_t *rt = spin_rt(LONG_SPIN, NULL);
-	prt_fiber_t w, o;
 
 	memset(&ow, 0, sizeof(ow));
 	ow.rebind = rebind;
 	assert_int_equal(prt_mutex_init(&ow.m, NULL), 0);
 	assert_int_equal(prt_mutex_init(&ow.m2, NULL), 0);
 	assert_int_equal(prt_cond_init(&ow.c), 0);
-	o = test_spawn(rt, PRT_PRIO_DEFAULT, 1, ow_other, NULL);
-	w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, ow_w, NULL);
-	assert_int_equal(prt_join(w, NULL), 0);
-	assert_int_equal(prt_join(o, NULL), 0);
-	assert_int_equal(prt_runtime_destroy(rt), 0);
+	run_w_and_other(rt, ow_w, ow_other);
 	assert_int_equal(ow.w_err, 0);
 	assert_int_equal(ow.destroy_err, 0);
 	assert_false(ow.capped); /* the destroy returned while W held the mutex */
