@@ -782,6 +782,66 @@ static void test_spin_with_prepared_io(void **state)
 	skip();
 }
 
+/*
+ * A poll of a spin that serviced I/O reads the clock (prt__spin_keep):
+ * a service is a system call, not a pause, and the clock was read only
+ * every 32 polls. W, on worker 0, has B's read prepared there (as in
+ * test_spin_with_prepared_io) and calls prt__spin_keep itself for a
+ * spin whose end has passed (as after its first clock read, long ago):
+ * the poll services the read (submits it) and must say stop. Before, it
+ * said go on (the clock unread until poll 32).
+ */
+static struct {
+	int pfd[2];
+	struct byte_read b_read;
+	unsigned queued, queued_after; /* worker 0's prepared requests before and after the poll */
+	bool keep;
+} sc1;
+
+static void *sc1_w(void *arg)
+{
+	prt_fiber_t b;
+	struct prt__spin sp = { .spin = 1, .until = 1 }; /* its end long past */
+
+	(void)arg;
+	sc1.b_read.fd = sc1.pfd[0];
+	b = test_spawn(prt_runtime_self(), PRT_PRIO_DEFAULT, 0, read_byte, &sc1.b_read);
+	FIBER_CHECK(prt_yield() == 0); /* B runs and prepares its read */
+	sc1.queued = prt__cur_worker()->io.watch.queued;
+	sc1.keep = prt__spin_keep(prt__cur_worker(), &sp);
+	sc1.queued_after = prt__cur_worker()->io.watch.queued;
+	FIBER_CHECK(write(sc1.pfd[1], "x", 1) == 1);
+	FIBER_CHECK(prt_join(b, NULL) == 0);
+	return NULL;
+}
+
+static void test_spin_clock_after_service(void **state)
+{
+	(void)state;
+	if (!uring)
+		skip();
+	for (int n = 0; n < 16; n++) {
+		prt_runtime_t *rt = spin_rt_qb(LONG_SPIN, NULL, UINT64_MAX, PRT_IO_URING);
+		prt_fiber_t w;
+
+		memset(&sc1, 0, sizeof(sc1));
+		assert_int_equal(pipe(sc1.pfd), 0);
+		w = test_spawn(rt, PRT_PRIO_DEFAULT, 0, sc1_w, NULL);
+		assert_int_equal(prt_join(w, NULL), 0);
+		assert_int_equal(prt_runtime_destroy(rt), 0);
+		close(sc1.pfd[0]);
+		close(sc1.pfd[1]);
+		assert_int_equal(sc1.b_read.got, 1);
+		if (!sc1.queued)
+			continue; /* submitted before the poll: nothing tried (see test_spin_with_prepared_io) */
+		assert_int_equal(sc1.queued_after, 0); /* the poll serviced it */
+		assert_false(sc1.keep);
+		return;
+	}
+	fprintf(stderr, "test_spin_clock_after_service: the read was submitted before the poll in 16 cases: nothing tried\n");
+	skip();
+}
+
 /* ---- the condvar's spinners (cond.c, "Spinning waiters") --------------------- */
 
 /*
@@ -2015,6 +2075,7 @@ int main(void)
 		cmocka_unit_test(test_sem_spinner_counts),
 		cmocka_unit_test(test_own_io_no_spin),
 		cmocka_unit_test(test_spin_with_prepared_io),
+		cmocka_unit_test(test_spin_clock_after_service),
 		cmocka_unit_test(test_cond_spinner_waits),
 		cmocka_unit_test(test_cond_spinner_and_sleeper),
 		cmocka_unit_test(test_cond_signal_unheld),
