@@ -553,11 +553,7 @@ uint64_t prt__wait_spin_ns(struct prt__worker *w)
 
 bool prt__spin_io(struct prt__worker *w)
 {
-	/* relaxed, all: looks, as in prt__spin_must_stop, which decides again below */
-	if (w->io.watch.polled || atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
-	    (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-	     (PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED)) ||
-	    !prt__io_waiting(&w->io))
+	if (prt__spin_must_stop_not_io(w) || !prt__io_waiting(&w->io))
 		return false;
 	/* force: a spinner has nothing else to run, the case where a scheduling point submits */
 	prt__io_service(w, true);

@@ -462,14 +462,22 @@ void prt__run_timers(struct prt__worker *w);
  * watch of a sleeper of @w due that outranks us: preemptive runtimes
  * only). Not a tick (a time slice's end): a rival for the slice is
  * queued, and a tick that finds none, left over from a slice that had
- * one, must not end the spin.
+ * one, must not end the spin. prt__spin_must_stop_not_io: all of that
+ * but the I/O that prt__io_waiting sees, which a service may settle
+ * (prt__spin_io); epoll's waiters stay in it (a poll finds them, every
+ * time).
  */
-static inline bool prt__spin_must_stop(struct prt__worker *w)
+static inline bool prt__spin_must_stop_not_io(struct prt__worker *w)
 {
 	return atomic_load_explicit(&w->rq.nr, memory_order_relaxed) ||
 	       (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
 		(PRT_PEV_PENDING(PRT_PSRC_WATCH) | PRT_PEV_PENDING(PRT_PSRC_KICK) | PRT_PEV_KICKED)) ||
-	       prt__io_waiting(&w->io) || w->io.watch.polled;
+	       w->io.watch.polled;
+}
+
+static inline bool prt__spin_must_stop(struct prt__worker *w)
+{
+	return prt__spin_must_stop_not_io(w) || prt__io_waiting(&w->io);
 }
 
 /*
