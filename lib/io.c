@@ -830,6 +830,7 @@ static long run_op(const struct prt__ioargs *a, uint64_t tmo)
 	io = &w->io;
 	r = w->io.ops->op(w, a, tmo);
 	prt__io_leave(io); /* the worker it began on */
+	prt__preempt_safe_point(); /* done at once, on epoll: it did not park (sched_int.h) */
 	return r;
 }
 
@@ -1011,6 +1012,7 @@ PRT_API int prt_poll_timeout(int fd, short events, uint64_t tmo)
 	prt__io_leave(io);
 	if (prt__unlikely(r == PRT_IO_POLL_NO_WAITQ))
 		r = poll_no_waitq(fd, events, tmo);
+	prt__preempt_safe_point(); /* a ready fd: no park (sched_int.h) */
 	return r;
 }
 

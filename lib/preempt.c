@@ -1324,29 +1324,11 @@ void prt__preempt_safe_point_slow(struct prt__worker *w)
 	preempt_eval_call(w);
 }
 
-/*
- * A runtime call that never switches otherwise (prt_now_ns) honours an
- * interrupt deferred while the fiber ran in the library or libc (the
- * README's "at the fiber's next call into the runtime"): a fiber that loops on
- * such a call spends nearly all its time there, and every retry landed
- * there too (two reviews: a priority-31 fiber waited 0.3-2+ s behind a
- * loop on prt_now_ns). The slow half (preempt.c) checks it is safe.
- */
-static inline void preempt_safe_point(void)
-{
-	struct prt__worker *w = prt__cur_worker();
-
-	/* relaxed: this thread's handler sets the bits; preempt_eval takes them */
-	if (prt__unlikely(w && (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
-				PRT_PEV_PENDING_ALL)))
-		prt__preempt_safe_point_slow(w);
-}
-
 PRT_API uint64_t prt_now_ns(void)
 {
 	uint64_t t = prt__now_ns();
 
-	preempt_safe_point(); /* a fiber may switch here */
+	prt__preempt_safe_point(); /* a fiber may switch here (sched_int.h) */
 	return t;
 }
 

@@ -11,6 +11,7 @@
 #include "platform.h"
 #include "preempt.h"
 #include "stack.h"
+#include "worker.h"
 
 /*
  * A worker's run queue: one FIFO per priority level plus a bitmap of the
@@ -648,6 +649,32 @@ static inline void prt__preempt_picked(struct prt__worker *w, struct prt__fiber 
 	}
 	/* this thread's handler reads it (interrupt) */
 	PRT_WRITE_ONCE(w->rq.serve_prio, atomic_load_explicit(&donor->prio, memory_order_relaxed));
+}
+
+/*
+ * A runtime call that may return without switching honours here an
+ * interrupt deferred while the fiber ran in the library or libc (the
+ * README's safe points): a fiber that loops on such a call spends
+ * nearly all its time there, and its ticks and their retries landed
+ * there too. prt_now_ns (two reviews: a priority-31 fiber waited
+ * 0.3-2+ s behind a loop on it), and the fiber I/O calls, which on
+ * the epoll backend complete at once without parking while the fd is
+ * ready (a user's trial, session 44: a write-and-read loop on a
+ * socketpair held its worker ~60 ms a switch at a 4 ms slice, 2677
+ * ticks deferred and 35 honoured in 2 s; at quantum 0 a yielding fiber
+ * beside it never ran again, which under valgrind, epoll and
+ * cooperative, hung its program). The slow half (preempt.c) checks that
+ * it is safe: not the idle context, a handler, a prt_preempt_disable()
+ * region, nor a cooperative runtime. The caller holds no lock.
+ */
+static inline void prt__preempt_safe_point(void)
+{
+	struct prt__worker *w = prt__cur_worker();
+
+	/* relaxed: this thread's handler sets the bits; preempt_eval takes them */
+	if (prt__unlikely(w && (atomic_load_explicit(&w->pw.events, memory_order_relaxed) &
+				PRT_PEV_PENDING_ALL)))
+		prt__preempt_safe_point_slow(w);
 }
 
 static inline bool prt__preempt_queued(struct prt__worker *t, struct prt__fiber *f)

@@ -54,6 +54,7 @@
 #include "io_backend.h"
 #include "io_uring_int.h"
 #include "runtime_int.h"
+#include "sched_int.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -493,6 +494,7 @@ PRT_API ssize_t prt_stream_recv(prt_stream_t *s, void *buf, size_t n, uint64_t t
 	}
 	s->busy = false;
 	prt__spin_unlock(&s->lock);
+	prt__preempt_safe_point(); /* data already queued: no park (sched_int.h) */
 	return r;
 }
 

@@ -79,7 +79,8 @@ static void sink_put(uint64_t x)
 }
 
 /* A runtime of @nworkers with time slice @q; NULL (and a skip) where preemption is unavailable. */
-static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
+/* rt_preempt on I/O backend @backend (cfg.io_backend). */
+static prt_runtime_t *rt_preempt_io(int nworkers, uint64_t q, int backend)
 {
 	prt_runtime_config_t cfg;
 	prt_runtime_t *rt = NULL;
@@ -88,6 +89,7 @@ static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
 	prt_runtime_config_init(&cfg);
 	cfg.nworkers = nworkers;
 	cfg.preempt_quantum_ns = q;
+	cfg.io_backend = backend;
 	assert_int_equal(prt_runtime_create(&rt, &cfg), 0);
 	if (prt_runtime_preemptive(rt, &got) != 1) {
 		fprintf(stderr, "test_preempt: no preemption here (%s): skipped\n",
@@ -97,6 +99,11 @@ static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
 	}
 	assert_int_equal(got, q);
 	return rt;
+}
+
+static prt_runtime_t *rt_preempt(int nworkers, uint64_t q)
+{
+	return rt_preempt_io(nworkers, q, PRT_IO_AUTO);
 }
 
 static prt_worker_stats_t stats_of(prt_runtime_t *rt, int w)
@@ -4090,6 +4097,8 @@ struct lkloop {
 	atomic_int stop;
 	unsigned deferred_seen, missed;
 	prt_runtime_t *rt;
+	int io_fd[2]; /* test_deferred_tick_ends_slice_at_io: a socketpair; else -1 */
+	bool io_poll; /* there: prt_poll for writable, not a write and a read */
 };
 
 static void *lkloop_locker(void *arg)
@@ -4107,6 +4116,17 @@ static void *lkloop_locker(void *arg)
 		unsigned o;
 
 		for (int i = 0; i < 64; i++) {
+			if (l->io_fd[0] >= 0 && l->io_poll) {
+				assert_true(prt_poll(l->io_fd[0], POLLOUT) & POLLOUT);
+				continue;
+			}
+			if (l->io_fd[0] >= 0) {
+				char c = 'x';
+
+				assert_int_equal(prt_write(l->io_fd[0], &c, 1), 1);
+				assert_int_equal(prt_read(l->io_fd[1], &c, 1), 1);
+				continue;
+			}
 			assert_int_equal(prt_mutex_lock(&m), 0);
 			assert_int_equal(prt_mutex_unlock(&m), 0);
 		}
@@ -4144,7 +4164,7 @@ static void *lkloop_other(void *arg)
 
 static void test_deferred_tick_ends_slice_at_unlock(void **state)
 {
-	struct lkloop l = { 0 };
+	struct lkloop l = { .io_fd = { -1, -1 } };
 	prt_fiber_t fl, fo;
 
 	(void)state;
@@ -4166,6 +4186,44 @@ static void test_deferred_tick_ends_slice_at_unlock(void **state)
 	 */
 	assert_true(l.missed <= l.deferred_seen / 2);
 	assert_int_equal(prt_runtime_destroy(l.rt), 0);
+}
+
+/*
+ * The same with a fiber I/O call for the lock and unlock: a write and a
+ * read of one byte on a socketpair, on the epoll backend, where both
+ * complete at once and never park (then a prt_poll of the writable end,
+ * which returns at once too). Its ticks land in libc and the
+ * library; a deferred one must end the slice at the next I/O call's
+ * end (a safe point, sched_int.h), not wait for one to land in the
+ * fiber's own code. Before: nearly every one missed (a user's trial:
+ * ~60 ms a switch at a 4 ms slice).
+ */
+static void io_loop_case(bool poll)
+{
+	struct lkloop l = { .io_poll = poll };
+	prt_fiber_t fl, fo;
+
+	if (!(l.rt = rt_preempt_io(1, 1000000, PRT_IO_EPOLL)))
+		skip();
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l.io_fd), 0);
+	fl = spawn_at(l.rt, 16, 0, lkloop_locker, &l);
+	fo = spawn_at(l.rt, 16, 0, lkloop_other, &l);
+	join_ok(fl);
+	join_ok(fo);
+	print_message("%s: deferred=%u missed=%u time_slices=%llu\n", poll ? "poll" : "write+read",
+		      l.deferred_seen, l.missed, (unsigned long long)stats_of(l.rt, 0).time_slices);
+	assert_true(l.deferred_seen >= 80);
+	assert_true(l.missed <= l.deferred_seen / 2); /* as at the unlock, above */
+	assert_int_equal(prt_runtime_destroy(l.rt), 0);
+	close(l.io_fd[0]);
+	close(l.io_fd[1]);
+}
+
+static void test_deferred_tick_ends_slice_at_io(void **state)
+{
+	(void)state;
+	io_loop_case(false);
+	io_loop_case(true); /* prt_poll of a ready fd */
 }
 
 /*
@@ -4665,6 +4723,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_owed_slice_keeps_errno_across_move),
 		cmocka_unit_test(test_extended_slice_ends_in_regions),
 		cmocka_unit_test(test_deferred_tick_ends_slice_at_unlock),
+		cmocka_unit_test(test_deferred_tick_ends_slice_at_io),
 		cmocka_unit_test(test_mark_keeps_extension),
 		cmocka_unit_test(test_epoll_poll_no_eintr),
 	};

@@ -105,7 +105,10 @@
  * its waiters sleep until the number is waited on again on their
  * worker, and then return -EBADF (never the new file's data).
  *
- * Context: a fiber (parks only the fiber) or a plain thread (the call
+ * Context: a fiber (parks only the fiber; a call that completes without
+ * waiting, as on the epoll backend for a ready fd, ends at a preemption
+ * safe point instead: a preemption that came due meanwhile switches the
+ * fiber there, as at prt_now_ns) or a plain thread (the call
  * is made directly and blocks the thread; timeouts, and the EAGAIN of an
  * fd that is non-blocking, e.g. because a fiber's call on the epoll
  * backend made it so, are waited out with poll(2); a _timeout variant
@@ -197,7 +200,8 @@ PRT_API int prt_shutdown(int fd, int how);
  * answered as poll(2) answers: ready for POLLIN and POLLOUT (and their
  * NORM forms) at once, never for the others, so a wait for those lasts
  * until the timeout (-ETIMEDOUT), a prt_cancel, or a close of the fd
- * (-EBADF, seen within 50 ms: no request is queued for it).
+ * (-EBADF, seen within 50 ms: no request is queued for it). On a fiber,
+ * a ready fd returns at once, through a preemption safe point (above).
  */
 PRT_API int prt_poll(int fd, short events);
 
@@ -275,7 +279,9 @@ PRT_API ssize_t prt_write_all(int fd, const void *buf, size_t n, uint64_t timeou
  * stream's buffers; does not close the fd.
  *
  * Context: a fiber of the stream's runtime (prt_stream_open: any fiber;
- * it parks only the fiber); prt_stream_multishot: any thread.
+ * it parks only the fiber; a prt_stream_recv that finds data queued
+ * returns through a preemption safe point, as prt_read); prt_stream_multishot:
+ * any thread.
  */
 typedef struct prt_stream prt_stream_t;
 
